@@ -1,0 +1,17 @@
+# cython: freethreading_compatible = False
+"""arrowlog's native core: checksums, hashing, mapped files, the published
+partition state, sparse index search, the record accumulator behind
+``Producer.produce`` and the message iterator behind ``Consumer.consume``.
+
+One compilation unit; each layer lives in its own ``core/*.pxi`` file.
+"""
+
+include "core/defs.pxi"
+include "core/hashing.pxi"
+include "core/mapped.pxi"
+include "core/state.pxi"
+include "core/frame.pxi"
+include "core/index.pxi"
+include "core/accumulator.pxi"
+include "core/producer.pxi"
+include "core/messages.pxi"

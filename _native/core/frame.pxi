@@ -1,0 +1,137 @@
+# Frames: how batches sit in a segment file.
+#
+# A segment file starts with a segment header (SEGMENT_HEADER_SIZE bytes plus
+# the Arrow IPC schema message, padded to 8), then frames back to back. Every
+# frame starts on an 8-byte boundary so Arrow can use its buffers in place.
+#
+# Frame header, 40 bytes, little-endian:
+#   offset  size  field
+#        0     4  crc32c of bytes [4, 40) of this header and of the body
+#        4     4  magic 0x46574C41 ("ALWF")
+#        8     8  base_offset (offset of the first record)
+#       16     4  body_length (bytes, a multiple of 8)
+#       20     4  record_count (> 0; offsets base .. base+count-1)
+#       24     8  min_timestamp (ms since the epoch)
+#       32     8  max_timestamp
+#       40     -  body: one encapsulated Arrow IPC record batch message
+#
+# The CRC covers everything but itself, so a torn or zero-filled tail, a
+# flipped bit or a stale frame from an earlier generation fails the check.
+
+FRAME_HEADER_SIZE = 40
+FRAME_MAGIC = 0x46574C41
+# A single frame's body may not exceed this: it bounds what recovery or a
+# reader will believe from a (possibly corrupt) length field.
+MAX_FRAME_BODY = 1 << 30
+
+cdef enum:
+    C_FRAME_HEADER = 40
+    C_FRAME_MAGIC = 0x46574C41
+    C_MAX_FRAME_BODY = 1 << 30
+
+
+def write_frame(MappedFile m, Py_ssize_t position, int64_t base_offset, uint32_t record_count,
+                int64_t min_timestamp, int64_t max_timestamp, body):
+    """Copy ``body`` (an IPC message, length a multiple of 8) into the
+    mapping at ``position`` behind a frame header; returns the frame's
+    total size. The caller holds the append lock and has allocated the
+    space; nothing is published here."""
+    cdef Py_buffer buf
+    PyObject_GetBuffer(body, &buf, PyBUF_SIMPLE)
+    cdef uint8_t *dst
+    cdef uint32_t crc
+    cdef Py_ssize_t n = buf.len
+    try:
+        if n % 8 != 0:
+            raise ValueError("frame body length must be a multiple of 8")
+        if n > C_MAX_FRAME_BODY:
+            raise ValueError(f"frame body of {n} bytes exceeds the {C_MAX_FRAME_BODY}-byte limit")
+        if record_count == 0:
+            raise ValueError("a frame holds at least one record")
+        m._check(position, C_FRAME_HEADER + n)
+        if position % 8 != 0:
+            raise ValueError("frames start on 8-byte boundaries")
+        dst = m.base + position
+        with nogil:
+            store_u32(dst + 4, C_FRAME_MAGIC)
+            store_i64(dst + 8, base_offset)
+            store_u32(dst + 16, <uint32_t>n)
+            store_u32(dst + 20, record_count)
+            store_i64(dst + 24, min_timestamp)
+            store_i64(dst + 32, max_timestamp)
+            memcpy(dst + C_FRAME_HEADER, buf.buf, <size_t>n)
+            crc = arrowlog_crc32c(0, dst + 4, C_FRAME_HEADER - 4)
+            crc = arrowlog_crc32c(crc, dst + C_FRAME_HEADER, <size_t>n)
+            store_u32(dst, crc)
+    finally:
+        PyBuffer_Release(&buf)
+    return C_FRAME_HEADER + n
+
+
+def read_frame_header(MappedFile m, Py_ssize_t position, Py_ssize_t limit):
+    """(base_offset, record_count, body_length, min_ts, max_ts) of the frame
+    at ``position`` without checking its CRC (the caller trusts data below
+    the published position); raises CorruptFrame if the header cannot be a
+    frame that fits before ``limit``."""
+    if position < 0 or position + C_FRAME_HEADER > limit or limit > m.capacity:
+        raise CorruptFrame(f"no frame header fits at position {position} (limit {limit})")
+    cdef const uint8_t *p = m.base + position
+    cdef uint32_t body = load_u32(p + 16)
+    cdef uint32_t count = load_u32(p + 20)
+    if load_u32(p + 4) != C_FRAME_MAGIC or body % 8 != 0 or count == 0 or position + C_FRAME_HEADER + body > limit:
+        raise CorruptFrame(f"invalid frame header at position {position}")
+    return load_i64(p + 8), count, body, load_i64(p + 24), load_i64(p + 32)
+
+
+class CorruptFrame(Exception):
+    """A frame failed its checks (internal; storage turns it into an
+    ArrowlogError or truncates during recovery)."""
+
+
+def scan_frames(MappedFile m, Py_ssize_t start, Py_ssize_t limit, int64_t expected_offset,
+                bint check_crc=True):
+    """Walk frames from ``start`` while they are valid: magic, lengths within
+    ``limit``, CRC (when ``check_crc``), and offsets contiguous from
+    ``expected_offset``. Returns (end_position, next_offset, frames) where
+    frames is a list of (position, base_offset, record_count, max_timestamp,
+    frame_size). Stops at the first invalid frame: everything after it is a
+    torn tail. Never allocates from a length field."""
+    cdef Py_ssize_t pos = start
+    cdef const uint8_t *p
+    cdef uint32_t body, count, crc
+    cdef int64_t base
+    cdef bint ok
+    frames = []
+    if limit > m.capacity:
+        limit = m.capacity
+    while pos + C_FRAME_HEADER <= limit:
+        p = m.base + pos
+        body = load_u32(p + 16)
+        count = load_u32(p + 20)
+        base = load_i64(p + 8)
+        if (load_u32(p + 4) != C_FRAME_MAGIC or body % 8 != 0 or body > C_MAX_FRAME_BODY or count == 0
+                or pos + C_FRAME_HEADER + <Py_ssize_t>body > limit or base != expected_offset):
+            break
+        if check_crc:
+            with nogil:
+                crc = arrowlog_crc32c(0, p + 4, C_FRAME_HEADER - 4)
+                crc = arrowlog_crc32c(crc, p + C_FRAME_HEADER, body)
+                ok = crc == load_u32(p)
+            if not ok:
+                break
+        frames.append((pos, base, count, load_i64(p + 32), C_FRAME_HEADER + body))
+        expected_offset = base + count
+        pos += C_FRAME_HEADER + body
+    return pos, expected_offset, frames
+
+
+def check_frame_crc(MappedFile m, Py_ssize_t position, Py_ssize_t limit):
+    """True when the frame at ``position`` passes its CRC (``verify``)."""
+    base, count, body, _, _ = read_frame_header(m, position, limit)
+    cdef uint32_t crc
+    cdef const uint8_t *p = m.base + position
+    cdef uint32_t n = body
+    with nogil:
+        crc = arrowlog_crc32c(0, p + 4, C_FRAME_HEADER - 4)
+        crc = arrowlog_crc32c(crc, p + C_FRAME_HEADER, n)
+    return crc == load_u32(p)

@@ -1,0 +1,90 @@
+# Sparse indexes, searched in place in their mapping.
+#
+# Offset index (`.index`): 8-byte entries (relative_offset u32, position u32),
+# one for the first frame after every `index.interval.bytes` of log (4 KiB by
+# default, as Kafka), ascending in both fields.
+# Time index (`.timeindex`): 12-byte entries (timestamp i64, relative_offset
+# u32): the largest timestamp seen in the segment so far and the frame where
+# it was reached, written when it grows; ascending in both fields.
+# Relative offsets are u32 and positions u32, which is why a segment rolls
+# before 2^31 offsets or MAX_SEGMENT_BYTES.
+
+OFFSET_ENTRY_SIZE = 8
+TIME_ENTRY_SIZE = 12
+
+
+def offset_index_lookup(MappedFile m, Py_ssize_t entries, uint32_t relative_offset):
+    """(relative_offset, position) of the last entry at or below
+    ``relative_offset``, or None if every entry is above it."""
+    if entries * 8 > m.capacity:
+        raise IndexError("offset index entry count exceeds its mapping")
+    cdef const uint8_t *p = m.base
+    cdef Py_ssize_t lo = 0, hi = entries - 1, mid, found = -1
+    while lo <= hi:
+        mid = (lo + hi) >> 1
+        if load_u32(p + mid * 8) <= relative_offset:
+            found = mid
+            lo = mid + 1
+        else:
+            hi = mid - 1
+    if found < 0:
+        return None
+    return load_u32(p + found * 8), load_u32(p + found * 8 + 4)
+
+
+def time_index_lookup(MappedFile m, Py_ssize_t entries, int64_t timestamp):
+    """Relative offset of the last entry whose timestamp is below
+    ``timestamp`` (a scan for the first record at or after ``timestamp``
+    can start there), or None when no entry is below it."""
+    if entries * 12 > m.capacity:
+        raise IndexError("time index entry count exceeds its mapping")
+    cdef const uint8_t *p = m.base
+    cdef Py_ssize_t lo = 0, hi = entries - 1, mid, found = -1
+    while lo <= hi:
+        mid = (lo + hi) >> 1
+        if load_i64(p + mid * 12) < timestamp:
+            found = mid
+            lo = mid + 1
+        else:
+            hi = mid - 1
+    if found < 0:
+        return None
+    return load_u32(p + found * 12 + 8)
+
+
+def index_is_sane(MappedFile m, Py_ssize_t entries, Py_ssize_t entry_size, Py_ssize_t segment_size):
+    """Kafka's sanityCheck and a little more: entries ascend and positions
+    lie inside the segment. A failing index is rebuilt from the log."""
+    if entries * entry_size > m.capacity:
+        return False
+    cdef const uint8_t *p = m.base
+    cdef Py_ssize_t i
+    cdef uint32_t prev_rel = 0, rel, pos, prev_pos = 0
+    cdef int64_t prev_ts = -(1LL << 62), ts
+    for i in range(entries):
+        if entry_size == 8:
+            rel = load_u32(p + i * 8)
+            pos = load_u32(p + i * 8 + 4)
+            if (i > 0 and (rel <= prev_rel or pos <= prev_pos)) or pos >= segment_size:
+                return False
+            prev_pos = pos
+        else:
+            ts = load_i64(p + i * 12)
+            rel = load_u32(p + i * 12 + 8)
+            if i > 0 and (rel < prev_rel or ts <= prev_ts):
+                return False
+            prev_ts = ts
+        prev_rel = rel
+    return True
+
+
+def write_offset_entry(MappedFile m, Py_ssize_t slot, uint32_t relative_offset, uint32_t position):
+    m._check(slot * 8, 8)
+    store_u32(m.base + slot * 8, relative_offset)
+    store_u32(m.base + slot * 8 + 4, position)
+
+
+def write_time_entry(MappedFile m, Py_ssize_t slot, int64_t timestamp, uint32_t relative_offset):
+    m._check(slot * 12, 12)
+    store_i64(m.base + slot * 12, timestamp)
+    store_u32(m.base + slot * 12 + 8, relative_offset)

@@ -1,0 +1,244 @@
+# Messages read from the log, and the views that make them cheap.
+#
+# A consumer turns each stored frame into a BatchView: raw pointers into the
+# frame's Arrow buffers (which point into the mapped segment), plus the
+# RecordBatch that keeps them alive. A Message is a (view, row) pair; key(),
+# value() and headers() copy out of the mapping only when called.
+
+cimport cython
+
+TIMESTAMP_NOT_AVAILABLE = 0
+TIMESTAMP_CREATE_TIME = 1
+TIMESTAMP_LOG_APPEND_TIME = 2
+
+
+cdef class BatchView:
+    """Pointers into one stored batch (columns offset, timestamp, key,
+    value, headers) for record-at-a-time access."""
+    cdef readonly object batch
+    cdef readonly str topic
+    cdef readonly int32_t partition
+    cdef readonly int64_t base_offset
+    cdef readonly Py_ssize_t num_rows
+    cdef const int64_t *ts
+    cdef const int32_t *koff
+    cdef const uint8_t *kdata
+    cdef const uint8_t *kvalid
+    cdef Py_ssize_t kbit
+    cdef const int32_t *voff
+    cdef const uint8_t *vdata
+    cdef const uint8_t *vvalid
+    cdef Py_ssize_t vbit
+    cdef bint binary_values
+    cdef object headers_col
+    cdef object value_col
+
+    def __init__(self, batch, str topic, int32_t partition, int64_t base_offset):
+        self.batch = batch
+        self.topic = topic
+        self.partition = partition
+        self.base_offset = base_offset
+        self.num_rows = batch.num_rows
+        ts = batch.column(1)
+        tb = ts.buffers()
+        cdef uintptr_t ts_addr = tb[1].address
+        cdef Py_ssize_t ts_off = ts.offset
+        self.ts = (<const int64_t *>ts_addr) + ts_off
+        self.koff, self.kdata, self.kvalid, self.kbit = NULL, NULL, NULL, 0
+        self._bind_binary(batch.column(2), True)
+        value = batch.column(3)
+        self.value_col = value
+        self.binary_values = value.type == _pa.binary()
+        if self.binary_values:
+            self._bind_binary(value, False)
+        headers = batch.column(4)
+        self.headers_col = headers if headers.null_count < len(headers) else None
+
+    cdef _bind_binary(self, arr, bint is_key):
+        bufs = arr.buffers()
+        cdef const uint8_t *valid = NULL
+        cdef uintptr_t addr
+        cdef Py_ssize_t shift = arr.offset
+        if bufs[0] is not None and arr.null_count:
+            addr = bufs[0].address
+            valid = <const uint8_t *>addr
+        addr = bufs[1].address
+        cdef const int32_t *off = (<const int32_t *>addr) + shift
+        cdef const uint8_t *data = NULL
+        if bufs[2] is not None:
+            addr = bufs[2].address
+            data = <const uint8_t *>addr
+        if is_key:
+            self.koff, self.kdata, self.kvalid, self.kbit = off, data, valid, arr.offset
+        else:
+            self.voff, self.vdata, self.vvalid, self.vbit = off, data, valid, arr.offset
+
+    cdef inline object key_at(self, Py_ssize_t i):
+        if self.koff == NULL:
+            return None
+        if self.kvalid != NULL and not (self.kvalid[(i + self.kbit) >> 3] >> ((i + self.kbit) & 7)) & 1:
+            return None
+        return PyBytes_FromStringAndSize(<const char *>self.kdata + self.koff[i], self.koff[i + 1] - self.koff[i])
+
+    cdef inline object value_at(self, Py_ssize_t i):
+        if not self.binary_values:
+            return self.value_col[i].as_py()
+        if self.vvalid != NULL and not (self.vvalid[(i + self.vbit) >> 3] >> ((i + self.vbit) & 7)) & 1:
+            return None
+        return PyBytes_FromStringAndSize(<const char *>self.vdata + self.voff[i], self.voff[i + 1] - self.voff[i])
+
+    cdef inline Py_ssize_t value_len(self, Py_ssize_t i):
+        if not self.binary_values:
+            return 0
+        return self.voff[i + 1] - self.voff[i]
+
+    cdef object headers_at(self, Py_ssize_t i):
+        if self.headers_col is None:
+            return None
+        h = self.headers_col[i].as_py()
+        if h is None:
+            return None
+        return [(e["key"], e["value"]) for e in h]
+
+    cdef inline Message message(self, Py_ssize_t i):
+        cdef Message m = Message.__new__(Message)
+        m._topic = self.topic
+        m._partition = self.partition
+        m._offset = self.base_offset + i
+        m._timestamp = self.ts[i]
+        m._ts_type = 1
+        m._view = self
+        m._row = i
+        return m
+
+    def message_at(self, Py_ssize_t i):
+        if i < 0 or i >= self.num_rows:
+            raise IndexError(i)
+        return self.message(i)
+
+    def fill(self, list out, Py_ssize_t start, Py_ssize_t stop):
+        """Append Messages for rows [start, stop) to ``out``."""
+        cdef Py_ssize_t i
+        if stop > self.num_rows:
+            stop = self.num_rows
+        for i in range(start, stop):
+            out.append(self.message(i))
+        return stop
+
+    def first_row_at_or_after(self, int64_t timestamp):
+        """Index of the first row with timestamp >= ``timestamp``, or -1."""
+        cdef Py_ssize_t i
+        for i in range(self.num_rows):
+            if self.ts[i] >= timestamp:
+                return i
+        return -1
+
+
+@cython.freelist(1024)
+cdef class Message:
+    """One record, named and shaped like confluent_kafka.Message.
+
+    ``timestamp()`` is a (type, ms) pair; ``headers()`` a list of (str,
+    bytes) or None; ``error()`` None for records, a KafkaError for events
+    such as end of partition.
+    """
+    cdef str _topic
+    cdef int32_t _partition
+    cdef int64_t _offset
+    cdef int64_t _timestamp
+    cdef int _ts_type
+    cdef BatchView _view
+    cdef Py_ssize_t _row
+    cdef object _key
+    cdef object _value
+    cdef object _headers
+    cdef object _error
+    cdef bint _own
+
+    def __init__(self, topic=None, value=None, key=None, headers=None, error=None, timestamp=None,
+                 partition=-1, offset=-1001, latency=None, leader_epoch=None):
+        self._topic = topic
+        self._value = value
+        self._key = key
+        self._headers = headers
+        self._error = error
+        self._partition = partition if partition is not None else -1
+        self._offset = offset if offset is not None else -1001
+        if timestamp is None:
+            self._ts_type, self._timestamp = 0, -1
+        elif isinstance(timestamp, tuple):
+            self._ts_type, self._timestamp = timestamp
+        else:
+            self._ts_type, self._timestamp = 1, timestamp
+        self._own = True
+
+    def topic(self):
+        return self._topic
+
+    def partition(self):
+        return self._partition
+
+    def offset(self):
+        return self._offset
+
+    def timestamp(self):
+        """(TIMESTAMP_CREATE_TIME, ms), or (TIMESTAMP_NOT_AVAILABLE, -1)."""
+        return (self._ts_type, self._timestamp)
+
+    def key(self):
+        if self._own or self._view is None:
+            return self._key
+        return self._view.key_at(self._row)
+
+    def value(self):
+        if self._own or self._view is None:
+            return self._value
+        return self._view.value_at(self._row)
+
+    def headers(self):
+        if self._own or self._view is None:
+            return self._headers
+        return self._view.headers_at(self._row)
+
+    def error(self):
+        return self._error
+
+    def latency(self):
+        return None
+
+    def leader_epoch(self):
+        return None
+
+    def len(self):
+        if self._own or self._view is None:
+            v = self._value
+            return 0 if v is None else len(v)
+        return self._view.value_len(self._row)
+
+    def __len__(self):
+        return self.len()
+
+    def set_value(self, value):
+        self._materialise()
+        self._value = value
+
+    def set_key(self, key):
+        self._materialise()
+        self._key = key
+
+    def set_headers(self, headers):
+        self._materialise()
+        self._headers = headers
+
+    cdef _materialise(self):
+        if not self._own and self._view is not None:
+            self._key = self._view.key_at(self._row)
+            self._value = self._view.value_at(self._row)
+            self._headers = self._view.headers_at(self._row)
+        self._own = True
+
+    def __repr__(self):
+        if self._error is not None:
+            return f"<Message error={self._error!r}>"
+        return (f"<Message topic={self._topic!r} partition={self._partition} offset={self._offset} "
+                f"key={self.key()!r} len={self.len()}>")

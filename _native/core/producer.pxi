@@ -1,0 +1,136 @@
+# The per-call produce() path, in C so that a call costs a few hundred
+# nanoseconds: argument checks, Kafka's partitioner, and an append to the
+# partition's accumulator. Everything slower (opening topics, taking full
+# batches, delivery reports) is a Python method of the Producer subclass.
+
+import random as _random
+
+
+cdef class TopicSlot:
+    """A topic's accumulators inside one producer."""
+    cdef public str name
+    cdef public int32_t partitions
+    cdef public list accumulators
+    cdef public int32_t sticky
+    cdef public object topic
+
+    def __init__(self, str name, object topic, int32_t partitions):
+        self.name = name
+        self.topic = topic
+        self.partitions = partitions
+        self.accumulators = [RecordAccumulator() for _ in range(partitions)]
+        self.sticky = _random.randrange(partitions)
+
+    def next_sticky(self):
+        """Kafka's sticky partitioner (KIP-480): unkeyed records stay on one
+        partition until its batch is sent, then move to another."""
+        if self.partitions > 1:
+            nxt = _random.randrange(self.partitions - 1)
+            self.sticky = nxt + 1 if nxt >= self.sticky else nxt
+
+
+cdef object as_bytes(object obj):
+    """A key or value that is neither bytes, str nor None, as bytes."""
+    try:
+        return bytes(memoryview(obj))
+    except TypeError:
+        raise TypeError(f"key and value must be bytes, str, a buffer or None, not {type(obj).__name__}") from None
+
+
+cdef inline const char *_bytes_of(object obj, Py_ssize_t *n) except? NULL:
+    """Pointer and length of a bytes/str/None key or value; *n = -1 for None."""
+    if obj is None:
+        n[0] = -1
+        return NULL
+    if type(obj) is bytes:
+        n[0] = PyBytes_GET_SIZE(obj)
+        return PyBytes_AS_STRING(obj)
+    return PyUnicode_AsUTF8AndSize(obj, n)
+
+
+def normalize_headers(headers):
+    """Headers as a list of (str, bytes | None); raises TypeError otherwise.
+    Accepts a list of pairs or a dict, with str or bytes-like values."""
+    items = headers.items() if isinstance(headers, dict) else headers
+    out = []
+    try:
+        for hk, hv in items:
+            if not isinstance(hk, str):
+                raise TypeError(f"header key must be str, not {type(hk).__name__}")
+            if hv is None or type(hv) is bytes:
+                out.append((hk, hv))
+            elif isinstance(hv, str):
+                out.append((hk, hv.encode()))
+            else:
+                out.append((hk, bytes(memoryview(hv))))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"headers must be a list of (str, bytes) pairs or a dict: {exc}") from None
+    return out
+
+
+cdef class ProducerCore:
+    """State the produce() fast path needs; arrowlog.Producer extends it."""
+    cdef public dict _slots
+    cdef public Py_ssize_t _batch_bytes
+    cdef public Py_ssize_t _batch_records
+    cdef public Py_ssize_t _queued
+    cdef public bint _closed
+
+    def __cinit__(self):
+        self._slots = {}
+        self._batch_bytes = 1000000
+        self._batch_records = 1000000
+        self._queued = 0
+        self._closed = False
+
+    def produce(self, topic, value=None, key=None, partition=-1, on_delivery=None, timestamp=0,
+                headers=None, callback=None):
+        """Queue one record for ``topic``; see arrowlog.Producer.produce."""
+        cdef TopicSlot slot
+        cdef RecordAccumulator acc
+        cdef const char *vp
+        cdef const char *kp
+        cdef Py_ssize_t vn, kn
+        cdef int64_t ts
+        cdef int32_t p
+        if self._closed:
+            self._raise_closed()
+        s = self._slots.get(topic)
+        if s is None:
+            s = self._open_slot(topic)
+        slot = <TopicSlot>s
+        if value is not None and type(value) is not bytes and not isinstance(value, str):
+            value = as_bytes(value)
+        if key is not None and type(key) is not bytes and not isinstance(key, str):
+            key = as_bytes(key)
+        vp = _bytes_of(value, &vn)
+        kp = _bytes_of(key, &kn)
+        if partition is None or partition == -1:
+            if kn >= 0:
+                p = arrowlog_murmur2_partition(kp, <size_t>kn, slot.partitions)
+            else:
+                p = slot.sticky
+        else:
+            p = partition
+            if p < 0 or p >= slot.partitions:
+                self._bad_partition(slot, partition)
+        if timestamp is None or (type(timestamp) is int and timestamp == 0):
+            ts = now_ms()
+        elif type(timestamp) is int:
+            ts = timestamp
+        else:
+            ts = self._coerce_timestamp(timestamp)
+        if headers is not None:
+            headers = normalize_headers(headers)
+        acc = <RecordAccumulator>slot.accumulators[p]
+        acc.append(kp, kn, vp, vn, ts)
+        if headers is not None:
+            acc.append_headers(headers)
+        cb = on_delivery if on_delivery is not None else callback
+        if cb is not None:
+            acc.add_callback(acc.count - 1, cb)
+        self._queued += 1
+        if acc.nbytes >= self._batch_bytes or acc.count >= self._batch_records:
+            self._batch_full(slot, p)
+        elif acc.count == 1:
+            self._first_in_batch(slot, p)

@@ -1,0 +1,172 @@
+# The published state of a partition, shared by every process through a
+# mapped 4 KiB file (`partition.state`).
+#
+#   offset  size  field
+#        0     8  magic "ARWLSTAT"
+#        8     4  version (1)
+#       12     4  clean: 1 after the last process closed the partition cleanly
+#       16     8  seq: seqlock counter, odd while the writer is publishing
+#       24    96  payload (StatePayload below), guarded by seq
+#      128     4  futex word, incremented after every publish
+#      132     4  number of readers waiting on the futex word
+#
+# Writers publish under the partition's append lock; readers copy the payload
+# under the seqlock and never block a writer. The file is a cache of what the
+# segments say: after an unclean shutdown it is rebuilt by recovery.
+
+cdef struct StatePayload:
+    int64_t log_start_offset
+    int64_t next_offset            # the high watermark
+    int64_t active_base_offset
+    int64_t active_position        # bytes used in the active segment
+    int64_t active_max_timestamp
+    int64_t offset_index_entries
+    int64_t time_index_entries
+    int64_t bytes_since_index
+    int64_t recovery_point         # offsets below are fsynced
+    int64_t generation             # bumped when the log is truncated
+    int64_t segment_created_ms     # age of the active segment, for segment.ms
+    int64_t reserved
+
+STATE_FILE_SIZE = 4096
+STATE_FIELDS = (
+    "log_start_offset", "next_offset", "active_base_offset", "active_position",
+    "active_max_timestamp", "offset_index_entries", "time_index_entries", "bytes_since_index",
+    "recovery_point", "generation", "segment_created_ms",
+)
+cdef bytes STATE_MAGIC = b"ARWLSTAT"
+
+
+cdef class PartitionState:
+    """The shared state of one partition over a MappedFile of STATE_FILE_SIZE."""
+    cdef MappedFile mapping
+    cdef uint8_t *base
+    cdef uint64_t *seq
+    cdef StatePayload *payload
+    cdef uint32_t *word
+    cdef uint32_t *waiters
+
+    def __cinit__(self, MappedFile mapping):
+        if mapping.capacity < 4096:
+            raise ValueError("state mapping too small")
+        self.mapping = mapping
+        self.base = mapping.base
+        self.seq = <uint64_t *>(self.base + 16)
+        self.payload = <StatePayload *>(self.base + 24)
+        self.word = <uint32_t *>(self.base + 128)
+        self.waiters = <uint32_t *>(self.base + 132)
+
+    def is_initialised(self):
+        return PyBytes_FromStringAndSize(<char *>self.base, 8) == STATE_MAGIC and load_u32(self.base + 8) == 1
+
+    def initialise(self, **fields):
+        """Write a fresh state (caller holds the append lock)."""
+        memcpy(self.base, PyBytes_AS_STRING(STATE_MAGIC), 8)
+        store_u32(self.base + 8, 1)
+        store_u32(self.base + 12, 0)
+        arrowlog_store_u64(self.seq, 0)
+        memset(self.payload, 0, sizeof(StatePayload))
+        self.publish(**fields)
+
+    @property
+    def clean(self):
+        return bool(arrowlog_load_u32(<uint32_t *>(self.base + 12)))
+
+    @clean.setter
+    def clean(self, value):
+        arrowlog_store_u32(<uint32_t *>(self.base + 12), 1 if value else 0)
+
+    @property
+    def torn(self):
+        """True when a writer died between beginning and ending a publish."""
+        return bool(arrowlog_load_u64(self.seq) & 1)
+
+    def snapshot(self):
+        """The payload as a dict, consistent under the seqlock. Raises
+        BlockingIOError if a writer died mid-publish (seq stays odd)."""
+        cdef StatePayload p
+        if not arrowlog_seq_read(self.seq, &p, self.payload, sizeof(StatePayload)):
+            raise BlockingIOError("partition state is being published by a writer that died")
+        return {
+            "log_start_offset": p.log_start_offset, "next_offset": p.next_offset,
+            "active_base_offset": p.active_base_offset, "active_position": p.active_position,
+            "active_max_timestamp": p.active_max_timestamp,
+            "offset_index_entries": p.offset_index_entries, "time_index_entries": p.time_index_entries,
+            "bytes_since_index": p.bytes_since_index, "recovery_point": p.recovery_point,
+            "generation": p.generation, "segment_created_ms": p.segment_created_ms,
+        }
+
+    cpdef int64_t next_offset(self) except? -1:
+        cdef StatePayload p
+        if not arrowlog_seq_read(self.seq, &p, self.payload, sizeof(StatePayload)):
+            raise BlockingIOError("partition state is being published by a writer that died")
+        return p.next_offset
+
+    cpdef int64_t log_start_offset(self) except? -1:
+        cdef StatePayload p
+        if not arrowlog_seq_read(self.seq, &p, self.payload, sizeof(StatePayload)):
+            raise BlockingIOError("partition state is being published by a writer that died")
+        return p.log_start_offset
+
+    def publish(self, **fields):
+        """Publish changed fields (caller holds the append lock), then wake
+        waiting readers."""
+        cdef StatePayload p
+        memcpy(&p, self.payload, sizeof(StatePayload))
+        for name, value in fields.items():
+            if name == "log_start_offset": p.log_start_offset = value
+            elif name == "next_offset": p.next_offset = value
+            elif name == "active_base_offset": p.active_base_offset = value
+            elif name == "active_position": p.active_position = value
+            elif name == "active_max_timestamp": p.active_max_timestamp = value
+            elif name == "offset_index_entries": p.offset_index_entries = value
+            elif name == "time_index_entries": p.time_index_entries = value
+            elif name == "bytes_since_index": p.bytes_since_index = value
+            elif name == "recovery_point": p.recovery_point = value
+            elif name == "generation": p.generation = value
+            elif name == "segment_created_ms": p.segment_created_ms = value
+            else:
+                raise KeyError(name)
+        arrowlog_seq_begin(self.seq)
+        memcpy(self.payload, &p, sizeof(StatePayload))
+        arrowlog_seq_end(self.seq)
+        arrowlog_add_u32(self.word, 1)
+        if arrowlog_load_u32(self.waiters) != 0:
+            arrowlog_futex_wake(self.word)
+
+    def repair_seq(self):
+        """Make an odd seq (writer died mid-publish) even again; the caller
+        holds the append lock and republishes after recovery."""
+        cdef uint64_t s = arrowlog_load_u64(self.seq)
+        if s & 1:
+            arrowlog_store_u64(self.seq, s + 1)
+
+    def wait_beyond(self, int64_t offset, double timeout):
+        """Block until next_offset > offset or ``timeout`` seconds pass
+        (negative: no limit). Returns True when data is there. The GIL is
+        released while waiting; an idle wait costs no CPU (futex)."""
+        cdef double deadline = monotonic_s() + timeout
+        cdef double left
+        cdef uint32_t w
+        cdef StatePayload p
+        cdef int rc
+        while True:
+            w = arrowlog_load_u32(self.word)
+            arrowlog_add_u32(self.waiters, 1)
+            arrowlog_seq_read(self.seq, &p, self.payload, sizeof(StatePayload))
+            if p.next_offset > offset:
+                arrowlog_sub_u32(self.waiters, 1)
+                return True
+            if timeout < 0:
+                left = 200.0  # wake now and then so signals are handled
+            else:
+                left = (deadline - monotonic_s()) * 1000.0
+                if left <= 0:
+                    arrowlog_sub_u32(self.waiters, 1)
+                    return False
+                if left > 200.0:
+                    left = 200.0
+            with nogil:
+                rc = arrowlog_futex_wait(self.word, w, left)
+            arrowlog_sub_u32(self.waiters, 1)
+            PyErr_CheckSignals()  # let Ctrl-C interrupt a long wait

@@ -1,0 +1,102 @@
+/* CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), the checksum of
+ * arrowlog frames and of Kafka record batches v2.
+ *
+ * x86-64 with SSE4.2 uses the crc32 instruction, 8 bytes at a time (about
+ * 8 GB/s at 3 GHz: one crc32q issues per cycle with a 3-cycle latency, so a
+ * single dependency chain runs at 8 bytes / 3 cycles). Other CPUs use
+ * slicing-by-8 tables (about 1.5 GB/s). The choice is made once, at first use.
+ *
+ * The running value is the finalised CRC, so crc32c_update(crc32c_update(0,
+ * a), b) == crc32c_update(0, a || b), matching the crc32c and google-crc32c
+ * packages' `value=` argument.
+ */
+#ifndef ARROWLOG_CRC32C_H
+#define ARROWLOG_CRC32C_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+static uint32_t arrowlog_crc32c_table[8][256];
+static int arrowlog_crc32c_mode = 0; /* 0 unknown, 1 software, 2 hardware */
+
+static void arrowlog_crc32c_init_table(void) {
+    for (uint32_t n = 0; n < 256; n++) {
+        uint32_t c = n;
+        for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+        arrowlog_crc32c_table[0][n] = c;
+    }
+    for (uint32_t n = 0; n < 256; n++) {
+        uint32_t c = arrowlog_crc32c_table[0][n];
+        for (int k = 1; k < 8; k++) {
+            c = arrowlog_crc32c_table[0][c & 0xff] ^ (c >> 8);
+            arrowlog_crc32c_table[k][n] = c;
+        }
+    }
+}
+
+static uint32_t arrowlog_crc32c_sw(uint32_t crc, const uint8_t *p, size_t n) {
+    crc = ~crc;
+    while (n && ((uintptr_t)p & 7)) { crc = arrowlog_crc32c_table[0][(crc ^ *p++) & 0xff] ^ (crc >> 8); n--; }
+    while (n >= 8) {
+        uint64_t w; memcpy(&w, p, 8);
+        w ^= crc;
+        crc = arrowlog_crc32c_table[7][w & 0xff] ^ arrowlog_crc32c_table[6][(w >> 8) & 0xff] ^
+              arrowlog_crc32c_table[5][(w >> 16) & 0xff] ^ arrowlog_crc32c_table[4][(w >> 24) & 0xff] ^
+              arrowlog_crc32c_table[3][(w >> 32) & 0xff] ^ arrowlog_crc32c_table[2][(w >> 40) & 0xff] ^
+              arrowlog_crc32c_table[1][(w >> 48) & 0xff] ^ arrowlog_crc32c_table[0][w >> 56];
+        p += 8; n -= 8;
+    }
+    while (n--) crc = arrowlog_crc32c_table[0][(crc ^ *p++) & 0xff] ^ (crc >> 8);
+    return ~crc;
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+__attribute__((target("sse4.2")))
+static uint32_t arrowlog_crc32c_hw(uint32_t crc, const uint8_t *p, size_t n) {
+    uint64_t c = (uint32_t)~crc;
+    while (n && ((uintptr_t)p & 7)) { c = __builtin_ia32_crc32qi((uint32_t)c, *p++); n--; }
+    while (n >= 32) {
+        uint64_t a, b, d, e;
+        memcpy(&a, p, 8); memcpy(&b, p + 8, 8); memcpy(&d, p + 16, 8); memcpy(&e, p + 24, 8);
+        c = __builtin_ia32_crc32di(c, a);
+        c = __builtin_ia32_crc32di(c, b);
+        c = __builtin_ia32_crc32di(c, d);
+        c = __builtin_ia32_crc32di(c, e);
+        p += 32; n -= 32;
+    }
+    while (n >= 8) { uint64_t w; memcpy(&w, p, 8); c = __builtin_ia32_crc32di(c, w); p += 8; n -= 8; }
+    while (n--) c = __builtin_ia32_crc32qi((uint32_t)c, *p++);
+    return ~(uint32_t)c;
+}
+#define ARROWLOG_CRC32C_HAVE_HW 1
+#endif
+
+/* 1 if the hardware path is in use (for tests and `arrowlog bench`). */
+static int arrowlog_crc32c_is_hw(void) {
+    if (arrowlog_crc32c_mode == 0) {
+        arrowlog_crc32c_init_table();
+        arrowlog_crc32c_mode = 1;
+#ifdef ARROWLOG_CRC32C_HAVE_HW
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("sse4.2")) arrowlog_crc32c_mode = 2;
+#endif
+    }
+    return arrowlog_crc32c_mode == 2;
+}
+
+static inline uint32_t arrowlog_crc32c(uint32_t crc, const void *data, size_t n) {
+    if (arrowlog_crc32c_mode == 0) arrowlog_crc32c_is_hw();
+#ifdef ARROWLOG_CRC32C_HAVE_HW
+    if (arrowlog_crc32c_mode == 2) return arrowlog_crc32c_hw(crc, (const uint8_t *)data, n);
+#endif
+    return arrowlog_crc32c_sw(crc, (const uint8_t *)data, n);
+}
+
+/* Force the software path (tests compare both paths against the oracle). */
+static inline uint32_t arrowlog_crc32c_software(uint32_t crc, const void *data, size_t n) {
+    if (arrowlog_crc32c_mode == 0) arrowlog_crc32c_is_hw();
+    return arrowlog_crc32c_sw(crc, (const uint8_t *)data, n);
+}
+
+#endif

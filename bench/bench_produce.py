@@ -1,0 +1,285 @@
+"""How fast can Python hand records to the log: one call per record, in bulk, and durably?
+
+Workloads (same records everywhere: 100-byte values, 8-byte keys):
+
+- *produce one by one*: arrowlog ``produce(topic, value, key=key)`` per record
+  then one ``flush()``, against confluent-kafka's ``produce()`` merely queueing
+  the records (no broker reachable), Redis Streams pipelined ``XADD`` (AOF
+  everysec), NATS JetStream ``publish_async`` (file storage) and SQLite WAL
+  ``INSERT`` per record in one transaction.
+- *produce in bulk*: arrowlog ``produce_batch`` of Arrow binary arrays (GB/s of
+  values) against SQLite ``executemany`` and the machine's sequential
+  page-cache write of the same bytes.
+- *durable produce*: every 1,000 records made durable (fsync) before going on:
+  arrowlog ``durability=fsync`` with ``flush()`` per 1,000, Redis
+  ``appendfsync always`` with one pipeline per 1,000, SQLite
+  ``synchronous=FULL`` with a commit per 1,000, and the machine's
+  write+fsync of the same bytes in 1,000-record writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+
+from .harness import Row
+from .peers import SQLITE_INSERT, NatsServer, RedisServer, closed_port, open_sqlite
+
+TOPIC = "bench"
+DURABLE_BATCH = 1000
+
+
+def arrowlog_log(ctx, partitions: int = 1, config: dict | None = None) -> str:
+    """A fresh data directory with the benchmark topic."""
+    from arrowlog.storage import LogDir
+
+    path = ctx.scratch("arrowlog")
+    LogDir(path).create_topic(TOPIC, partitions=partitions, config=config or {})
+    return path
+
+
+def _rmtree(path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# -- arrowlog -------------------------------------------------------------------
+def arrowlog_produce_one(ctx, recs, n: int) -> list[float]:
+    import arrowlog
+
+    values, keys = recs.values[:n], recs.keys[:n]
+
+    def body(path):
+        p = arrowlog.Producer({"log.dir": path})
+        produce = p.produce
+        for v, k in zip(values, keys):
+            produce(TOPIC, v, key=k)
+        p.flush()
+
+    return ctx.measure(body, setup=lambda: arrowlog_log(ctx), teardown=_rmtree)
+
+
+def arrowlog_produce_batch(ctx, recs, n: int) -> list[float]:
+    import arrowlog
+
+    values, keys = recs.values_arrow[:n], recs.keys_arrow[:n]
+
+    def body(path):
+        p = arrowlog.Producer({"log.dir": path})
+        p.produce_batch(TOPIC, values, keys=keys)
+        p.flush()
+
+    return ctx.measure(body, setup=lambda: arrowlog_log(ctx), teardown=_rmtree)
+
+
+def arrowlog_produce_durable(ctx, recs, n: int) -> list[float]:
+    import arrowlog
+
+    values, keys = recs.values[:n], recs.keys[:n]
+
+    def body(path):
+        p = arrowlog.Producer({"log.dir": path, "durability": "fsync"})
+        produce = p.produce
+        for i in range(0, n, DURABLE_BATCH):
+            for v, k in zip(values[i : i + DURABLE_BATCH], keys[i : i + DURABLE_BATCH]):
+                produce(TOPIC, v, key=k)
+            p.flush()
+
+    return ctx.measure(body, setup=lambda: arrowlog_log(ctx), teardown=_rmtree)
+
+
+# -- confluent-kafka: the client-side cost before any I/O -------------------------
+def confluent_queue(ctx, recs, n: int) -> list[float]:
+    from confluent_kafka import Producer
+
+    values, keys = recs.values[:n], recs.keys[:n]
+    conf = {
+        "bootstrap.servers": f"127.0.0.1:{closed_port()}",
+        "queue.buffering.max.messages": max(n, 100_000),
+        "queue.buffering.max.kbytes": 2_147_483_647,
+        # A long linger keeps librdkafka's broker thread idle, so this is the
+        # pure queueing cost: the cheapest produce() a Kafka user can get.
+        "linger.ms": 1000,
+        "log_level": 0,
+    }
+
+    def setup():
+        return Producer(conf)
+
+    def body(p):
+        produce = p.produce
+        for v, k in zip(values, keys):
+            produce(TOPIC, v, key=k)
+
+    def teardown(p):
+        p.purge()
+        p.poll(0)
+
+    return ctx.measure(body, setup=setup, teardown=teardown)
+
+
+# -- Redis Streams ---------------------------------------------------------------
+def redis_xadd(ctx, recs, n: int, appendfsync: str, batch: int = 1000) -> list[float]:
+    srv = ctx.server(f"redis-{appendfsync}", lambda: RedisServer(appendfsync))
+    r = srv.client()
+    values, keys = recs.values[:n], recs.keys[:n]
+
+    def body(stream):
+        pipe = r.pipeline(transaction=False)
+        xadd = pipe.xadd
+        for i in range(0, n, batch):
+            for v, k in zip(values[i : i + batch], keys[i : i + batch]):
+                xadd(stream, {b"k": k, b"v": v})
+            pipe.execute()
+
+    def setup():
+        r.delete("produce")
+        return "produce"
+
+    samples = ctx.measure(body, setup=setup, teardown=lambda s: r.delete(s))
+    r.close()
+    return samples
+
+
+# -- NATS JetStream --------------------------------------------------------------
+async def nats_connect(srv):
+    import nats
+
+    nc = await nats.connect(srv.url, max_pending_size=256 * 1024 * 1024)
+    return nc, nc.jetstream(publish_async_max_pending=20_000)
+
+
+async def nats_fresh_stream(js, name: str, subject: str) -> None:
+    from nats.js.api import StorageType, StreamConfig
+
+    try:
+        await js.delete_stream(name)
+    except Exception:  # absent: nothing to delete
+        pass
+    await js.add_stream(StreamConfig(name=name, subjects=[subject], storage=StorageType.FILE))
+
+
+async def nats_publish_all(srv, values, stream="BENCH", subject="bench") -> float:
+    nc, js = await nats_connect(srv)
+    try:
+        await nats_fresh_stream(js, stream, subject)
+        t0 = time.perf_counter()
+        pub = js.publish_async
+        for v in values:  # the key is not sent: NATS has no per-message key (subjects play that role)
+            await pub(subject, v)
+        await js.publish_async_completed()
+        return time.perf_counter() - t0
+    finally:
+        await nc.close()
+
+
+def nats_publish(ctx, recs, n: int) -> list[float]:
+    srv = ctx.server("nats", NatsServer)
+    values = recs.values[:n]
+    samples = ctx.measure(lambda _: asyncio.run(nats_publish_all(srv, values)))
+    ctx.cache["nats.stream_records"] = n  # the last run left the BENCH stream full: consume reuses it
+    return samples
+
+
+# -- SQLite ----------------------------------------------------------------------
+def sqlite_insert(ctx, recs, n: int, synchronous: str, mode: str) -> list[float]:
+    values, keys = recs.values[:n], recs.keys[:n]
+    ts = recs.timestamps[:n].tolist()
+
+    def setup():
+        d = ctx.scratch("sqlite")
+        return d, open_sqlite(os.path.join(d, "log.db"), synchronous)
+
+    def body(state):
+        _, con = state
+        if mode == "one":
+            ex = con.execute
+            con.execute("BEGIN")
+            for t, k, v in zip(ts, keys, values):
+                ex(SQLITE_INSERT, (t, k, v))
+            con.execute("COMMIT")
+        elif mode == "bulk":
+            con.execute("BEGIN")
+            con.executemany(SQLITE_INSERT, zip(ts, keys, values))
+            con.execute("COMMIT")
+        else:  # durable: a commit per batch
+            for i in range(0, n, DURABLE_BATCH):
+                j = i + DURABLE_BATCH
+                con.execute("BEGIN")
+                con.executemany(SQLITE_INSERT, zip(ts[i:j], keys[i:j], values[i:j]))
+                con.execute("COMMIT")
+
+    def teardown(state):
+        d, con = state
+        con.close()
+        _rmtree(d)
+
+    return ctx.measure(body, setup=setup, teardown=teardown)
+
+
+# -- machine limits ----------------------------------------------------------------
+def page_cache_write(ctx, data: bytes, chunk: int = 1 << 20, fsync_every: int = 0) -> list[float]:
+    """Sequential write of ``data`` in ``chunk``-byte writes; fsync after each if asked."""
+    mv = memoryview(data)
+
+    def setup():
+        d = ctx.scratch("write")
+        return d, os.open(os.path.join(d, "f"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+
+    def body(state):
+        _, fd = state
+        for i in range(0, len(mv), chunk):
+            os.write(fd, mv[i : i + chunk])
+            if fsync_every:
+                os.fsync(fd)
+
+    def teardown(state):
+        d, fd = state
+        os.close(fd)
+        _rmtree(d)
+
+    return ctx.measure(body, setup=setup, teardown=teardown)
+
+
+def run(ctx) -> list[Row]:
+    recs = ctx.records
+    n = ctx.n
+    nb = recs.nbytes
+    nd = ctx.n_durable
+    rows: list[Row] = []
+    add = rows.append
+
+    wl = "produce one by one"
+    add(ctx.row(Row("produce.one.arrowlog", wl, "arrowlog", "produce(topic, value, key=key) per record, one flush()",
+                    records=n, nbytes=nb), lambda: arrowlog_produce_one(ctx, recs, n)))
+    add(ctx.row(Row("produce.one.confluent", wl, "confluent-kafka", "produce() queueing only, no broker reachable (linger.ms=1000)",
+                    records=n, nbytes=nb, note="client-side cost before any I/O: the records never leave the process"),
+                lambda: confluent_queue(ctx, recs, n)))
+    add(ctx.row(Row("produce.one.redis", wl, "Redis Streams", "pipelined XADD, 1,000 per round trip, AOF everysec",
+                    records=n, nbytes=nb), lambda: redis_xadd(ctx, recs, n, "everysec")))
+    nn = ctx.n_nats
+    add(ctx.row(Row("produce.one.nats", wl, "NATS JetStream", "publish_async per record (value only), file storage, all acks awaited",
+                    records=nn, nbytes=nn * 100, note="fewer records: nats-py publishes far slower than the others, and the whole run must fit in 10 minutes"), lambda: nats_publish(ctx, recs, nn)))
+    add(ctx.row(Row("produce.one.sqlite", wl, "SQLite WAL", "INSERT per record, one transaction, synchronous=NORMAL",
+                    records=n, nbytes=nb), lambda: sqlite_insert(ctx, recs, n, "NORMAL", "one")))
+
+    wl = "produce in bulk"
+    add(ctx.row(Row("produce.batch.arrowlog", wl, "arrowlog", "produce_batch(topic, values, keys=keys) of Arrow binary arrays, flush()",
+                    records=n, nbytes=nb), lambda: arrowlog_produce_batch(ctx, recs, n)))
+    add(ctx.row(Row("produce.batch.sqlite", wl, "SQLite WAL", "executemany in one transaction, synchronous=NORMAL",
+                    records=n, nbytes=nb), lambda: sqlite_insert(ctx, recs, n, "NORMAL", "bulk")))
+    add(ctx.row(Row("produce.batch.pagecache", wl, "machine limit", "sequential page-cache write of the values, 1 MiB writes",
+                    nbytes=nb), lambda: page_cache_write(ctx, recs.value_bytes)))
+
+    wl = "durable produce (fsync every 1,000 records)"
+    dnb = nd * 100
+    add(ctx.row(Row("produce.durable.arrowlog", wl, "arrowlog", 'durability="fsync", produce() per record, flush() per 1,000',
+                    records=nd, nbytes=dnb), lambda: arrowlog_produce_durable(ctx, recs, nd)))
+    add(ctx.row(Row("produce.durable.redis", wl, "Redis Streams", "pipelined XADD, 1,000 per round trip, appendfsync always",
+                    records=nd, nbytes=dnb), lambda: redis_xadd(ctx, recs, nd, "always")))
+    add(ctx.row(Row("produce.durable.sqlite", wl, "SQLite WAL", "executemany + COMMIT per 1,000, synchronous=FULL",
+                    records=nd, nbytes=dnb), lambda: sqlite_insert(ctx, recs, nd, "FULL", "durable")))
+    add(ctx.row(Row("produce.durable.fsync", wl, "machine limit", "write of 1,000 values (100 kB) + fsync, repeated",
+                    records=nd, nbytes=dnb), lambda: page_cache_write(ctx, recs.value_bytes[:dnb], chunk=DURABLE_BATCH * 100, fsync_every=1)))
+    return rows

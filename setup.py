@@ -1,0 +1,54 @@
+"""Build arrowlog's native core.
+
+Every top-level ``_native/<name>.pyx`` becomes the extension module
+``arrowlog._native.<name>``; a module pulls in its per-layer ``.pxi`` files
+with ``include`` (one compilation unit, as asyncpg and uvloop do), and the C
+headers under ``_native/include``.
+
+``ARROWLOG_DEBUG=1`` builds with asserts, bounds checks and -O0 -g; the
+default build compiles those checks out.
+"""
+
+import glob
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("ARROWLOG_DEBUG", "") not in ("", "0")
+
+if DEBUG:
+    extra_compile_args = ["-O0", "-g3", "-UNDEBUG"]
+    macros = [("ARROWLOG_DEBUG", "1")]
+else:
+    extra_compile_args = ["-O3", "-DNDEBUG"]
+    macros = [("ARROWLOG_DEBUG", "0")]
+
+directives = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": False,
+    "cdivision": True,
+    "initializedcheck": DEBUG,
+    "embedsignature": True,
+}
+
+extensions = [
+    Extension(
+        "arrowlog._native." + os.path.splitext(os.path.basename(path))[0],
+        [path],
+        include_dirs=["_native/include", "_native"],
+        define_macros=macros,
+        extra_compile_args=extra_compile_args,
+    )
+    for path in sorted(glob.glob("_native/*.pyx"))
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives=directives,
+        compile_time_env={"ARROWLOG_DEBUG": DEBUG},
+        include_path=["_native"],
+    ),
+)

@@ -1,0 +1,223 @@
+"""What every command shares: exit codes, ``--data``, errors, stderr output.
+
+Exit codes (stable; documented in docs/CLI.md):
+
+====  =============================================================
+0     success
+1     error (I/O, storage, anything not listed below)
+2     usage: a bad option, argument, offset expression or format
+3     not found: unknown topic, partition or group
+4     already exists (``topic create`` of an existing topic)
+5     verification failed: ``verify`` found damaged data
+6     unavailable: a component this command needs is not installed
+130   interrupted (Ctrl-C)
+====  =============================================================
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_EXISTS = 4
+EXIT_CORRUPT = 5
+EXIT_UNAVAILABLE = 6
+EXIT_INTERRUPTED = 130
+
+DEFAULT_DATA = "./arrowlog-data"
+
+
+class CliError(click.ClickException):
+    """A one-line error on stderr and a chosen exit code; never a traceback."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_ERROR):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: Any = None) -> None:
+        err(f"arrowlog: error: {self.format_message()}")
+
+
+class NotFound(CliError):
+    def __init__(self, message: str):
+        super().__init__(message, EXIT_NOT_FOUND)
+
+
+class Unavailable(CliError):
+    def __init__(self, message: str):
+        super().__init__(message, EXIT_UNAVAILABLE)
+
+
+def usage_error(message: str) -> click.UsageError:
+    return click.UsageError(message)
+
+
+# ------------------------------------------------------------------ terminal
+
+
+def color_enabled(stream: Any = None) -> bool:
+    """Colour only on a terminal and never with ``NO_COLOR`` set (no-color.org)."""
+    if os.environ.get("NO_COLOR", "") != "":
+        return False
+    stream = sys.stderr if stream is None else stream
+    return _isatty(stream)
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def stdout_is_tty() -> bool:
+    return _isatty(sys.stdout)
+
+
+def stderr_is_tty() -> bool:
+    return _isatty(sys.stderr)
+
+
+def err(message: str) -> None:
+    """A line for the human: always stderr, never mixed with data."""
+    click.echo(message, err=True, color=color_enabled())
+
+
+def note(message: str, quiet: bool = False) -> None:
+    if not quiet:
+        err(message)
+
+
+def out(line: str) -> None:
+    click.echo(line)
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A plain aligned table on stdout (data, so it pipes into ``column``/``awk``)."""
+    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for r in cells:
+        out("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+_SIZE_UNITS = {
+    "": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
+    "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4, "tb": 1000**4, "tib": 1024**4,
+}
+
+
+def parse_size(text: str) -> int:
+    """``64MiB`` → 67108864, ``1GB`` → 10**9, ``4096`` → 4096."""
+    s = text.strip().lower().replace(" ", "")
+    num = s.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = s[len(num):]
+    if not num or unit not in _SIZE_UNITS:
+        raise click.BadParameter(f"{text!r} is not a size (e.g. 4096, 64MiB, 1GB)")
+    try:
+        return int(float(num) * _SIZE_UNITS[unit])
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a size (e.g. 4096, 64MiB, 1GB)") from None
+
+
+# ------------------------------------------------------------------ --data
+
+
+def resolve_data_dir(value: str | None) -> str:
+    """``--data`` on the command, then on ``arrowlog`` itself, then
+    ``$ARROWLOG_DATA``, then ``./arrowlog-data``."""
+    if value:
+        return value
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        root = ctx.find_root()
+        if root.obj and root.obj.get("data"):
+            return root.obj["data"]
+    return os.environ.get("ARROWLOG_DATA") or DEFAULT_DATA
+
+
+def data_option(fn: Callable) -> Callable:
+    """``--data DIR`` on a command (resolved by :func:`resolve_data_dir`)."""
+    return click.option(
+        "--data",
+        "data",
+        metavar="DIR",
+        default=None,
+        help="Data directory [default: $ARROWLOG_DATA, else ./arrowlog-data].",
+    )(fn)
+
+
+# ------------------------------------------------------------------ errors
+
+
+def translate_error(exc: BaseException) -> CliError | None:
+    """Map a library exception to a one-line CLI error with its exit code."""
+    try:
+        from arrowlog import errors as E  # the core; absent while it is being written
+    except ImportError:  # pragma: no cover - only before the core lands
+        E = None
+    if E is not None:
+        msg = str(exc) or type(exc).__name__
+        for name, code in (
+            ("UnknownTopicError", EXIT_NOT_FOUND),
+            ("UnknownGroupError", EXIT_NOT_FOUND),
+            ("UnknownPartitionError", EXIT_NOT_FOUND),
+            ("TopicExistsError", EXIT_EXISTS),
+            ("CorruptRecordError", EXIT_CORRUPT),
+            ("InvalidTopicError", EXIT_USAGE),
+            ("ConfigError", EXIT_USAGE),
+            ("ArrowlogError", EXIT_ERROR),
+        ):
+            cls = getattr(E, name, None)
+            if cls is not None and isinstance(exc, cls):
+                return CliError(msg, code)
+    if isinstance(exc, PermissionError):
+        where = f": {exc.filename}" if exc.filename else ""
+        return CliError(f"permission denied{where}", EXIT_ERROR)
+    if isinstance(exc, FileNotFoundError):
+        where = f": {exc.filename}" if exc.filename else ""
+        return CliError(f"no such file or directory{where}", EXIT_ERROR)
+    if isinstance(exc, OSError):
+        return CliError(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), EXIT_ERROR)
+    return None
+
+
+def friendly_errors(fn: Callable) -> Callable:
+    """Turn library and OS errors raised by a command into one-line errors."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except (click.exceptions.Exit, click.exceptions.Abort, KeyboardInterrupt, BrokenPipeError):
+            raise
+        except Exception as exc:
+            translated = translate_error(exc)
+            if translated is None:
+                raise
+            raise translated from exc
+
+    return wrapper
+
+
+def command_body(fn: Callable) -> Callable:
+    """The decorators every command body gets: ``--data`` and friendly errors."""
+    return data_option(friendly_errors(fn))

@@ -1,0 +1,291 @@
+"""``arrowlog topic create|list|describe|delete|alter``."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import click
+
+from .common import (
+    CliError,
+    EXIT_EXISTS,
+    Unavailable,
+    command_body,
+    human_bytes,
+    note,
+    out,
+    parse_size,
+    print_table,
+    resolve_data_dir,
+)
+from .offsets import OffsetSyntaxError, parse_duration_ms
+from .store import get_topic, open_logdir, partition_usage
+
+# Dotted config keys, as in Kafka's topic configs.
+RETENTION_MS = "retention.ms"
+RETENTION_BYTES = "retention.bytes"
+SEGMENT_BYTES = "segment.bytes"
+COMPRESSION = "compression.type"
+VALUE_SCHEMA = "value.schema"
+
+
+def _retention_ms(text: str) -> int:
+    """``7d``, ``12h``, ``forever``/``-1`` or plain milliseconds."""
+    s = text.strip().lower()
+    if s in ("-1", "forever", "infinite", "none"):
+        return -1
+    if s.isdigit():
+        return int(s)
+    try:
+        return parse_duration_ms(s)
+    except OffsetSyntaxError as e:
+        raise click.BadParameter(f"{e} (or 'forever')", param_hint="'--retention'") from None
+
+
+def _config_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
+    cfg: dict[str, str] = {}
+    for pair in pairs:
+        k, sep, v = pair.partition("=")
+        if not sep or not k.strip():
+            raise click.BadParameter(f"bad config {pair!r}: expected KEY=VALUE", param_hint="'-c'")
+        cfg[k.strip()] = v
+    return cfg
+
+
+def _value_schema(text: str) -> str:
+    """``--value-schema``: a file with the schema, or the schema text itself."""
+    if os.path.isfile(text):
+        with open(text, encoding="utf-8") as f:
+            return f.read()
+    return text
+
+
+def _common_config(retention: str | None, retention_bytes: str | None, segment_size: str | None,
+                   compression: str | None, value_schema: str | None, configs: tuple[str, ...]) -> dict[str, Any]:
+    cfg: dict[str, Any] = {}
+    if retention is not None:
+        cfg[RETENTION_MS] = _retention_ms(retention)
+    if retention_bytes is not None:
+        cfg[RETENTION_BYTES] = -1 if retention_bytes.strip() == "-1" else parse_size(retention_bytes)
+    if segment_size is not None:
+        cfg[SEGMENT_BYTES] = parse_size(segment_size)
+    if compression is not None:
+        cfg[COMPRESSION] = compression
+    if value_schema is not None:
+        cfg[VALUE_SCHEMA] = _value_schema(value_schema)
+    cfg.update(_config_pairs(configs))
+    return cfg
+
+
+def _config_options(fn: Any) -> Any:
+    for opt in reversed([
+        click.option("--retention", default=None, metavar="DURATION",
+                     help="Keep records this long: 7d, 12h, forever (retention.ms)."),
+        click.option("--retention-bytes", default=None, metavar="SIZE",
+                     help="Keep at most this much per partition: 10GiB, -1 for no limit (retention.bytes)."),
+        click.option("--segment-size", default=None, metavar="SIZE",
+                     help="Roll segments at this size: 64MiB (segment.bytes)."),
+        click.option("--compression", type=click.Choice(["none", "zstd", "lz4"]), default=None,
+                     help="Arrow IPC buffer compression (compression.type)."),
+        click.option("--value-schema", default=None, metavar="FILE|TEXT",
+                     help="An Arrow schema for the values (value.schema)."),
+        click.option("-c", "--config", "configs", multiple=True, metavar="KEY=VALUE",
+                     help="Any topic config, e.g. -c retention.ms=3600000 (repeat)."),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+@click.group("topic", epilog="Example:\n\n  arrowlog topic create orders -p 3 --retention 7d")
+def topic_group() -> None:
+    """Create, list, describe, change and delete topics."""
+
+
+@topic_group.command(
+    "create",
+    epilog="""\b
+Examples:
+  arrowlog topic create orders
+  arrowlog topic create orders -p 3 --retention 7d --segment-size 64MiB --compression zstd
+""",
+)
+@click.argument("name")
+@click.option("-p", "--partitions", type=click.IntRange(min=1), default=1, show_default=True)
+@_config_options
+@command_body
+def create_cmd(name: str, partitions: int, retention: str | None, retention_bytes: str | None,
+               segment_size: str | None, compression: str | None, value_schema: str | None,
+               configs: tuple[str, ...], data: str | None) -> None:
+    """Create topic NAME (and the data directory if it is new)."""
+    cfg = _common_config(retention, retention_bytes, segment_size, compression, value_schema, configs)
+    data_dir = resolve_data_dir(data)
+    logdir = open_logdir(data_dir, create=True)
+    if name in logdir.list_topics():
+        raise CliError(f"topic {name!r} already exists in {data_dir}", EXIT_EXISTS)
+    t = logdir.create_topic(name, partitions=partitions, config=cfg)
+    note(f"created topic {t.name} with {t.num_partitions} partition{'s' if t.num_partitions != 1 else ''} in {data_dir}")
+
+
+@topic_group.command(
+    "list",
+    epilog="""\b
+Examples:
+  arrowlog topic list
+  arrowlog topic list --names | xargs -n1 arrowlog topic describe
+""",
+)
+@click.option("--names", is_flag=True, help="Only the names, one a line.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array of {name, partitions, records}.")
+@command_body
+def list_cmd(names: bool, as_json: bool, data: str | None) -> None:
+    """List the topics with their partition and record counts."""
+    logdir = open_logdir(resolve_data_dir(data))
+    topics = sorted(logdir.list_topics())
+    if names:
+        for n in topics:
+            out(n)
+        return
+    rows = []
+    for n in topics:
+        t = logdir.topic(n)
+        records = sum(_record_count(t.partition(p)) for p in range(t.num_partitions))
+        rows.append({"name": n, "partitions": t.num_partitions, "records": records})
+    if as_json:
+        out(json.dumps(rows))
+        return
+    print_table(["TOPIC", "PARTITIONS", "RECORDS"], [[r["name"], r["partitions"], r["records"]] for r in rows])
+
+
+def _record_count(pl: Any) -> int:
+    return max(0, pl.high_watermark - pl.log_start_offset)
+
+
+def describe_topic(data_dir: str, logdir: Any, name: str) -> dict[str, Any]:
+    t = get_topic(logdir, name)
+    parts = []
+    for p in range(t.num_partitions):
+        pl = t.partition(p)
+        usage = partition_usage(data_dir, t, p)
+        parts.append({
+            "partition": p,
+            "log_start_offset": pl.log_start_offset,
+            "high_watermark": pl.high_watermark,
+            "records": _record_count(pl),
+            "size_bytes": usage.size_bytes,
+            "segments": usage.segments,
+        })
+    return {"name": t.name, "partitions": parts, "config": {str(k): v for k, v in dict(t.config).items()}}
+
+
+@topic_group.command(
+    "describe",
+    epilog="""\b
+Examples:
+  arrowlog topic describe orders
+  arrowlog topic describe orders --json | jq '.partitions[].high_watermark'
+""",
+)
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@command_body
+def describe_cmd(name: str, as_json: bool, data: str | None) -> None:
+    """Show TOPIC's config and, per partition, offsets, size on disk and segments."""
+    data_dir = resolve_data_dir(data)
+    info = describe_topic(data_dir, open_logdir(data_dir), name)
+    if as_json:
+        out(json.dumps(info, default=str))
+        return
+    out(f"TOPIC       {info['name']}")
+    out(f"PARTITIONS  {len(info['partitions'])}")
+    if info["config"]:
+        out("")
+        print_table(["CONFIG", "VALUE"], sorted((k, v) for k, v in info["config"].items()))
+    out("")
+    print_table(
+        ["PARTITION", "LOG-START-OFFSET", "HIGH-WATERMARK", "RECORDS", "SIZE", "SEGMENTS"],
+        [
+            [p["partition"], p["log_start_offset"], p["high_watermark"], p["records"],
+             None if p["size_bytes"] is None else human_bytes(p["size_bytes"]), p["segments"]]
+            for p in info["partitions"]
+        ],
+    )
+
+
+@topic_group.command(
+    "delete",
+    epilog="""\b
+Examples:
+  arrowlog topic delete orders
+  arrowlog topic delete orders payments --if-exists
+""",
+)
+@click.argument("names", nargs=-1, required=True)
+@click.option("--if-exists", is_flag=True, help="Do not fail for topics that do not exist.")
+@command_body
+def delete_cmd(names: tuple[str, ...], if_exists: bool, data: str | None) -> None:
+    """Delete topics and all their records."""
+    logdir = open_logdir(resolve_data_dir(data))
+    existing = set(logdir.list_topics())
+    missing = [n for n in names if n not in existing]
+    if missing and not if_exists:
+        get_topic(logdir, missing[0])  # exits 3 naming the known topics
+    for n in names:
+        if n in existing:
+            logdir.delete_topic(n)
+            note(f"deleted topic {n}")
+
+
+@topic_group.command(
+    "alter",
+    epilog="""\b
+Examples:
+  arrowlog topic alter orders --retention 3d
+  arrowlog topic alter orders -c segment.bytes=134217728
+  arrowlog topic alter orders --partitions 6
+""",
+)
+@click.argument("name")
+@click.option("-p", "--partitions", type=click.IntRange(min=1), default=None,
+              help="Grow the topic to this many partitions.")
+@_config_options
+@command_body
+def alter_cmd(name: str, partitions: int | None, retention: str | None, retention_bytes: str | None,
+              segment_size: str | None, compression: str | None, value_schema: str | None,
+              configs: tuple[str, ...], data: str | None) -> None:
+    """Change TOPIC's config or grow its partition count."""
+    cfg = _common_config(retention, retention_bytes, segment_size, compression, value_schema, configs)
+    if not cfg and partitions is None:
+        raise click.UsageError("nothing to change: give --partitions, --retention, -c KEY=VALUE, ...")
+    logdir = open_logdir(resolve_data_dir(data))
+    t = get_topic(logdir, name)
+    if partitions is not None:
+        if partitions < t.num_partitions:
+            raise click.BadParameter(
+                f"{name!r} has {t.num_partitions} partitions; partitions can only be added",
+                param_hint="'--partitions'")
+        if partitions > t.num_partitions:
+            _call_first(
+                "adding partitions",
+                [(logdir, "create_partitions", (name, partitions)),
+                 (t, "add_partitions", (partitions - t.num_partitions,)),
+                 (t, "set_partitions", (partitions,))])
+            note(f"topic {name} now has {partitions} partitions")
+    if cfg:
+        _call_first(
+            "changing topic config",
+            [(logdir, "alter_topic", (name, cfg)),
+             (t, "alter_config", (cfg,)),
+             (t, "set_config", (cfg,)),
+             (t, "update_config", (cfg,))])
+        note(f"topic {name}: set " + ", ".join(f"{k}={v}" for k, v in cfg.items()))
+
+
+def _call_first(what: str, candidates: list[tuple[Any, str, tuple]]) -> Any:
+    """Call the first of these storage methods that exists."""
+    for obj, method, args in candidates:
+        fn = getattr(obj, method, None)
+        if callable(fn):
+            return fn(*args)
+    raise Unavailable(f"{what} is not supported by this version of the storage layer")

@@ -1,0 +1,191 @@
+"""Kafka protocol primitives: a read cursor and a growable write buffer.
+
+Classic (non-flexible) versions length-prefix strings with int16, bytes and
+arrays with int32, -1 meaning null. Flexible versions (KIP-482) use
+unsigned varints holding length+1 (0 meaning null) and end every struct with
+a tagged-field buffer: uvarint count, then per field uvarint tag, uvarint
+size, bytes. All fixed-width integers are big-endian.
+"""
+
+from __future__ import annotations
+
+import struct
+import uuid
+
+_I8 = struct.Struct(">b")
+_I16 = struct.Struct(">h")
+_I32 = struct.Struct(">i")
+_U32 = struct.Struct(">I")
+_I64 = struct.Struct(">q")
+_F64 = struct.Struct(">d")
+
+ZERO_UUID = bytes(16)
+
+
+class ProtocolError(ValueError):
+    """A request that cannot be parsed; the connection that sent it is closed."""
+
+
+class Reader:
+    """A bounds-checked cursor over one request frame (a memoryview, no copies)."""
+
+    __slots__ = ("buf", "pos")
+
+    def __init__(self, buf, pos: int = 0):
+        self.buf = memoryview(buf)
+        self.pos = pos
+
+    def remaining(self) -> int:
+        return len(self.buf) - self.pos
+
+    def _fixed(self, s: struct.Struct):
+        pos = self.pos
+        if pos + s.size > len(self.buf):
+            raise ProtocolError("request is truncated")
+        self.pos = pos + s.size
+        return s.unpack_from(self.buf, pos)[0]
+
+    def int8(self) -> int:
+        return self._fixed(_I8)
+
+    def int16(self) -> int:
+        return self._fixed(_I16)
+
+    def int32(self) -> int:
+        return self._fixed(_I32)
+
+    def uint32(self) -> int:
+        return self._fixed(_U32)
+
+    def int64(self) -> int:
+        return self._fixed(_I64)
+
+    def float64(self) -> float:
+        return self._fixed(_F64)
+
+    def bool(self) -> bool:
+        return self._fixed(_I8) != 0
+
+    def uvarint(self) -> int:
+        value = shift = 0
+        buf = self.buf
+        while True:
+            if self.pos >= len(buf) or shift > 63:
+                raise ProtocolError("bad unsigned varint")
+            b = buf[self.pos]
+            self.pos += 1
+            value |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return value
+            shift += 7
+
+    def raw(self, n: int) -> memoryview:
+        if n < 0 or self.pos + n > len(self.buf):
+            raise ProtocolError("request is truncated")
+        out = self.buf[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    def length(self, flexible: bool, wide: bool) -> int:
+        """A length prefix; -1 for null."""
+        if flexible:
+            return self.uvarint() - 1
+        return self.int32() if wide else self.int16()
+
+    def string(self, flexible: bool) -> str | None:
+        n = self.length(flexible, False)
+        if n < 0:
+            return None
+        try:
+            return str(self.raw(n), "utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError("string is not UTF-8") from None
+
+    def bytes(self, flexible: bool) -> memoryview | None:
+        n = self.length(flexible, True)
+        return None if n < 0 else self.raw(n)
+
+    def uuid(self) -> bytes:
+        return bytes(self.raw(16))
+
+    def skip_tags(self) -> None:
+        for _ in range(self.uvarint()):
+            self.uvarint()
+            self.raw(self.uvarint())
+
+
+class Writer:
+    """A growable response buffer."""
+
+    __slots__ = ("buf",)
+
+    def __init__(self):
+        self.buf = bytearray()
+
+    def int8(self, v: int) -> None:
+        self.buf += _I8.pack(v)
+
+    def int16(self, v: int) -> None:
+        self.buf += _I16.pack(v)
+
+    def int32(self, v: int) -> None:
+        self.buf += _I32.pack(v)
+
+    def uint32(self, v: int) -> None:
+        self.buf += _U32.pack(v)
+
+    def int64(self, v: int) -> None:
+        self.buf += _I64.pack(v)
+
+    def float64(self, v: float) -> None:
+        self.buf += _F64.pack(v)
+
+    def bool(self, v) -> None:
+        self.buf += b"\x01" if v else b"\x00"
+
+    def uvarint(self, v: int) -> None:
+        buf = self.buf
+        while v >= 0x80:
+            buf.append((v & 0x7F) | 0x80)
+            v >>= 7
+        buf.append(v)
+
+    def length(self, n: int, flexible: bool, wide: bool) -> None:
+        if flexible:
+            self.uvarint(n + 1)
+        elif wide:
+            self.int32(n)
+        else:
+            self.int16(n)
+
+    def string(self, v: str | None, flexible: bool) -> None:
+        if v is None:
+            self.length(-1, flexible, False)
+            return
+        data = v.encode("utf-8")
+        self.length(len(data), flexible, False)
+        self.buf += data
+
+    def bytes(self, v, flexible: bool) -> None:
+        if v is None:
+            self.length(-1, flexible, True)
+            return
+        self.length(len(v), flexible, True)
+        self.buf += v
+
+    def records(self, parts, flexible: bool) -> None:
+        """Records as one bytes-like or a list of them (stored batches, not joined first)."""
+        if isinstance(parts, (list, tuple)):
+            self.length(sum(len(p) for p in parts), flexible, True)
+            for p in parts:
+                self.buf += p
+        else:
+            self.bytes(parts if parts is not None else b"", flexible)
+
+    def uuid(self, v) -> None:
+        if isinstance(v, uuid.UUID):
+            v = v.bytes
+        self.buf += v if v else ZERO_UUID
+
+    def empty_tags(self) -> None:
+        self.buf.append(0)
