@@ -146,7 +146,7 @@ def redis_xadd(ctx, recs, n: int, appendfsync: str, batch: int = 1000) -> list[f
 async def nats_connect(srv):
     import nats
 
-    nc = await nats.connect(srv.url, max_pending_size=256 * 1024 * 1024)
+    nc = await nats.connect(srv.url, pending_size=256 * 1024 * 1024)
     return nc, nc.jetstream(publish_async_max_pending=20_000)
 
 
