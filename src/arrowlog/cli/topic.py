@@ -9,8 +9,8 @@ from typing import Any
 import click
 
 from .common import (
-    CliError,
     EXIT_EXISTS,
+    CliError,
     Unavailable,
     command_body,
     human_bytes,
