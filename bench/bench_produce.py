@@ -53,7 +53,7 @@ def arrowlog_produce_one(ctx, recs, n: int) -> list[float]:
     def body(path):
         p = arrowlog.Producer({"log.dir": path})
         produce = p.produce
-        for v, k in zip(values, keys):
+        for v, k in zip(values, keys, strict=True):
             produce(TOPIC, v, key=k)
         p.flush()
 
@@ -82,7 +82,7 @@ def arrowlog_produce_durable(ctx, recs, n: int) -> list[float]:
         p = arrowlog.Producer({"log.dir": path, "durability": "fsync"})
         produce = p.produce
         for i in range(0, n, DURABLE_BATCH):
-            for v, k in zip(values[i : i + DURABLE_BATCH], keys[i : i + DURABLE_BATCH]):
+            for v, k in zip(values[i : i + DURABLE_BATCH], keys[i : i + DURABLE_BATCH], strict=True):
                 produce(TOPIC, v, key=k)
             p.flush()
 
@@ -109,7 +109,7 @@ def confluent_queue(ctx, recs, n: int) -> list[float]:
 
     def body(p):
         produce = p.produce
-        for v, k in zip(values, keys):
+        for v, k in zip(values, keys, strict=True):
             produce(TOPIC, v, key=k)
 
     def teardown(p):
@@ -129,7 +129,7 @@ def redis_xadd(ctx, recs, n: int, appendfsync: str, batch: int = 1000) -> list[f
         pipe = r.pipeline(transaction=False)
         xadd = pipe.xadd
         for i in range(0, n, batch):
-            for v, k in zip(values[i : i + batch], keys[i : i + batch]):
+            for v, k in zip(values[i : i + batch], keys[i : i + batch], strict=True):
                 xadd(stream, {b"k": k, b"v": v})
             pipe.execute()
 
@@ -196,18 +196,18 @@ def sqlite_insert(ctx, recs, n: int, synchronous: str, mode: str) -> list[float]
         if mode == "one":
             ex = con.execute
             con.execute("BEGIN")
-            for t, k, v in zip(ts, keys, values):
+            for t, k, v in zip(ts, keys, values, strict=True):
                 ex(SQLITE_INSERT, (t, k, v))
             con.execute("COMMIT")
         elif mode == "bulk":
             con.execute("BEGIN")
-            con.executemany(SQLITE_INSERT, zip(ts, keys, values))
+            con.executemany(SQLITE_INSERT, zip(ts, keys, values, strict=True))
             con.execute("COMMIT")
         else:  # durable: a commit per batch
             for i in range(0, n, DURABLE_BATCH):
                 j = i + DURABLE_BATCH
                 con.execute("BEGIN")
-                con.executemany(SQLITE_INSERT, zip(ts[i:j], keys[i:j], values[i:j]))
+                con.executemany(SQLITE_INSERT, zip(ts[i:j], keys[i:j], values[i:j], strict=True))
                 con.execute("COMMIT")
 
     def teardown(state):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import statistics
 import time
 from collections.abc import Callable, Iterable
@@ -95,7 +96,8 @@ def percentile(sorted_xs: list[float], q: float) -> float:
     """Nearest-rank percentile of an ascending list (q in 0..100)."""
     if not sorted_xs:
         raise ValueError("percentile of no samples")
-    k = max(0, min(len(sorted_xs) - 1, int(round(q / 100 * len(sorted_xs) + 0.5)) - 1))
+    # rank = ceil(q% of n); the epsilon keeps 99.9% of 1000 at rank 999 despite float rounding
+    k = max(0, min(len(sorted_xs) - 1, math.ceil(q * len(sorted_xs) / 100 - 1e-9) - 1))
     return sorted_xs[k]
 
 

@@ -124,7 +124,7 @@ class RedisServer(_Server):
         cli = which("redis-cli")
         chunks = []
         sk = stream.encode()
-        for i, (k, v) in enumerate(zip(keys, values)):
+        for i, (k, v) in enumerate(zip(keys, values, strict=True)):
             rid = ids[i] if ids is not None else b"*"
             parts = (b"XADD", sk, rid, b"k", k, b"v", v)
             chunks.append(b"*7\r\n" + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts))

@@ -122,15 +122,15 @@ def charts(results: dict, out_dir: str) -> list[str]:
     if workloads:
         fig, axes = plt.subplots(len(workloads), 1, figsize=(9, 1.0 + 1.25 * sum(
             1 + sum(1 for r in rows if r.workload == w and r.ok) * 0.35 for w in workloads)), squeeze=False)
-        for ax, wl in zip(axes[:, 0], workloads):
+        for ax, wl in zip(axes[:, 0], workloads, strict=True):
             sel = [r for r in rows if r.workload == wl and r.ok and r.kind == "throughput"]
             by_bytes = not all(r.records for r in sel)
             figs = [(r.byte_rates() if by_bytes else r.rates()) for r in sel]
-            figs_ok = [(r, f) for r, f in zip(sel, figs) if f]
+            figs_ok = [(r, f) for r, f in zip(sel, figs, strict=True) if f]
             labels = [f"{r.system}\n{r.setting[:48]}" for r, _ in figs_ok]
             meds = [median(f) for _, f in figs_ok]
-            lo = [m - min(f) for m, (_, f) in zip(meds, figs_ok)]
-            hi = [max(f) - m for m, (_, f) in zip(meds, figs_ok)]
+            lo = [m - min(f) for m, (_, f) in zip(meds, figs_ok, strict=True)]
+            hi = [max(f) - m for m, (_, f) in zip(meds, figs_ok, strict=True)]
             colors = ["#d62728" if r.system == ARROWLOG else ("#7f7f7f" if r.system == "machine limit" else "#1f77b4")
                       for r, _ in figs_ok]
             y = range(len(meds))

@@ -24,7 +24,7 @@ TS = 1_767_225_600_000
 
 def _build():
     acc = core.RecordAccumulator()
-    for k, v in zip(KEYS, VALUES):
+    for k, v in zip(KEYS, VALUES, strict=True):
         acc.append_record(k, v, TS)
     return acc.take()
 

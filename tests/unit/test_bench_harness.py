@@ -1,0 +1,148 @@
+"""The benchmark harness's pure pieces: statistics, ratios, targets, RESULTS.md, missing peers.
+
+No peer server is started and nothing is timed here; the real comparison is
+``make bench``.
+"""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from bench.harness import (  # noqa: E402
+    PeerUnavailable,
+    Row,
+    Target,
+    attempt,
+    measure,
+    median,
+    percentile,
+    ratio,
+    render_markdown,
+    spread_pct,
+)
+from bench.peers import RedisServer, which  # noqa: E402
+
+
+def test_median_and_spread():
+    assert median([3.0, 1.0, 2.0]) == 2.0
+    assert median([1.0, 2.0, 3.0, 10.0]) == 2.5
+    # half the min-max range as a percentage of the median
+    assert spread_pct([90.0, 100.0, 110.0]) == pytest.approx(10.0)
+    assert spread_pct([5.0]) == 0.0
+    with pytest.raises(ValueError):
+        median([])
+
+
+def test_percentile_nearest_rank():
+    xs = sorted(float(i) for i in range(1, 1001))
+    assert percentile(xs, 50) == 500.0
+    assert percentile(xs, 99) == 990.0
+    assert percentile(xs, 99.9) == 999.0
+    assert percentile(xs, 100) == 1000.0
+    assert percentile([7.0], 99.9) == 7.0
+
+
+def test_measure_skips_warmup_and_uses_fresh_state():
+    made, torn = [], []
+    seen = []
+
+    def setup():
+        made.append(len(made))
+        return made[-1]
+
+    samples = measure(lambda s: seen.append(s) or 0.5, runs=3, warmup=2, setup=setup, teardown=torn.append)
+    assert samples == [0.5, 0.5, 0.5]  # a float returned by the body is its own elapsed time
+    assert seen == [0, 1, 2, 3, 4] and torn == [0, 1, 2, 3, 4]
+
+
+def test_rates_and_ratio():
+    a = Row("x.arrowlog", "w", "arrowlog", records=1000, nbytes=100_000, samples=[0.001, 0.002, 0.001])
+    b = Row("x.peer", "w", "peer", records=1000, nbytes=100_000, samples=[0.004, 0.004, 0.005])
+    assert median(a.rates()) == 1_000_000
+    assert ratio(a, b) == pytest.approx(4.0)
+    limit = Row("x.limit", "w", "machine limit", nbytes=100_000, samples=[0.0005])
+    # no record count on the limit row: compared in bytes per second
+    assert ratio(a, limit) == pytest.approx(0.5)
+    lat_a = Row("l.a", "lat", "arrowlog", kind="latency", unit="µs", samples=[50.0, 60.0, 55.0])
+    lat_b = Row("l.b", "lat", "peer", kind="latency", unit="µs", samples=[110.0])
+    assert ratio(lat_a, lat_b) == pytest.approx(0.5)
+
+
+def test_attempt_reports_a_failing_peer_as_missing():
+    def broken():
+        raise PeerUnavailable("redis-server is not installed (apt-get install redis-server)")
+
+    row = attempt(Row("p.redis", "w", "Redis Streams", records=10), broken)
+    assert not row.ok
+    assert row.missing == "PeerUnavailable: redis-server is not installed (apt-get install redis-server)"
+    good = attempt(Row("p.sqlite", "w", "SQLite", records=10), lambda: [0.1, 0.2])
+    assert good.ok and good.samples == [0.1, 0.2]
+
+
+def test_absent_server_binary_is_peer_unavailable(monkeypatch):
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    monkeypatch.setattr("os.path.exists", lambda p: False)
+    with pytest.raises(PeerUnavailable, match="redis-server is not installed"):
+        which("redis-server")
+    row = attempt(Row("p.redis", "w", "Redis Streams", records=10), lambda: RedisServer("always").start())
+    assert row.missing.startswith("PeerUnavailable: redis-server is not installed")
+
+
+def fake_results():
+    rows = [
+        Row("produce.one.arrowlog", "produce one by one", "arrowlog", "produce per record",
+            records=1_000_000, nbytes=100_000_000, samples=[0.25, 0.26, 0.24]),
+        Row("produce.one.confluent", "produce one by one", "confluent-kafka", "queue only",
+            records=1_000_000, nbytes=100_000_000, samples=[0.5, 0.5, 0.55], note="no broker"),
+        Row("produce.one.nats", "produce one by one", "NATS JetStream", records=200_000,
+            missing="PeerUnavailable: nats-server is not installed"),
+        Row("latency.p99.arrowlog", "cross-process latency", "arrowlog", "p99", kind="latency", unit="µs",
+            samples=[800.0, 900.0, 1200.0]),
+    ]
+    return {
+        "meta": {"command": "python -m bench --quick", "started": "2026-01-01T00:00:00+00:00", "duration_s": 12.0,
+                 "runs": 3, "warmup": 1, "machine": {"CPU": "test CPU, 2 logical cores"},
+                 "versions": {"pyarrow": "99"}, "durability": {"arrowlog": "page cache"}},
+        "rows": [r.to_dict() for r in rows],
+    }
+
+
+def test_render_results_markdown():
+    targets = [
+        Target("per-call produce ≥ 2× confluent", "produce.one.arrowlog", versus="produce.one.confluent", min_ratio=2.0),
+        Target("latency p99 < 1 ms", "latency.p99.arrowlog", max_value=1000.0, issue=3),
+        Target("nats present", "produce.one.nats", min_value=1.0),
+        Target("wire produce", "kafka_wire.produce.arrowlog", min_value=300_000, issue=4),
+    ]
+    md = render_markdown(fake_results(), targets, charts=["charts/throughput.png"])
+    assert md.startswith("# arrowlog benchmark results")
+    assert "`python -m bench --quick`" in md
+    assert "**CPU**: test CPU, 2 logical cores" in md
+    assert "### produce one by one" in md
+    # absolute figure with its spread, and the arrowlog/peer ratio on the peer's row
+    assert "| arrowlog | produce per record | 1,000,000 | 4.00 M rec/s | 4% | 400 MB/s | — |" in md
+    assert "| confluent-kafka | queue only | 1,000,000 | 2.00 M rec/s | 5% | 200 MB/s | 2.00× |" in md
+    assert "missing: PeerUnavailable: nats-server is not installed" in md
+    assert "`produce.one.confluent`: no broker" in md
+    # targets: a pass, a failure, and two rows that are missing
+    assert "| #2 | per-call produce ≥ 2× confluent | `produce.one.arrowlog` | 2.00× | ≥ 2× `produce.one.confluent` | **pass** |" in md
+    assert "| #3 | latency p99 < 1 ms | `latency.p99.arrowlog` | 900.0 µs | ≤ 1000 | **pass** |" in md
+    assert "missing (PeerUnavailable: nats-server is not installed)" in md
+    assert "| #4 | wire produce | `kafka_wire.produce.arrowlog` | missing (not measured in this run) |" in md
+    assert "![charts/throughput.png](charts/throughput.png)" in md
+
+
+def test_target_failure_is_shown():
+    res = fake_results()
+    t = Target("consume ≥ 10 M/s", "produce.one.arrowlog", min_value=10e6)
+    assert "**FAIL**" in render_markdown(res, [t])
+
+
+def test_row_round_trips_through_json_dict():
+    r = Row("k", "w", "arrowlog", records=10, samples=[1.0, 2.0])
+    d = r.to_dict()
+    assert d["median"] == 7.5  # median of the per-run rates 10/s and 5/s
+    assert Row.from_dict(d) == r
