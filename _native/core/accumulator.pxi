@@ -16,7 +16,7 @@ HEADER_TYPE = _pa.struct([("key", _pa.string()), ("value", _pa.binary())])
 HEADERS_TYPE = _pa.list_(HEADER_TYPE)
 ENVELOPE_SCHEMA = _pa.schema([
     ("offset", _pa.int64(), False),
-    ("timestamp", _pa.timestamp("ms"), False),
+    ("timestamp", _pa.timestamp("ms", tz="UTC"), False),
     ("key", _pa.binary()),
     ("value", _pa.binary()),
     ("headers", HEADERS_TYPE),
@@ -258,7 +258,7 @@ cdef class RecordAccumulator:
         if n == 0:
             return None
         pa = _pa
-        ts = pa.Array.from_buffers(pa.timestamp("ms"), n, [None, take_buffer(&self.ts, n * 8)])
+        ts = pa.Array.from_buffers(pa.timestamp("ms", tz="UTC"), n, [None, take_buffer(&self.ts, n * 8)])
         keys = pa.Array.from_buffers(
             pa.binary(), n,
             [take_buffer(&self.kvalid, (n + 7) >> 3) if self.key_nulls else None,

@@ -1,0 +1,179 @@
+"""Configuration: every key arrowlog accepts, declared once.
+
+Keys are Kafka's dotted names; keyword arguments may use underscores
+(``linger_ms=5``). An unknown key is an error that names it, because a typo
+in a durability setting should never be silently ignored. Keys that only
+mean something to a Kafka cluster (``security.protocol``...) are accepted
+with a warning by the embedded backend.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    default: Any
+    parse: Callable[[Any], Any]
+    doc: str
+    choices: tuple = ()
+
+
+def _int(lo: int | None = None, hi: int | None = None) -> Callable[[Any], int]:
+    def parse(v: Any) -> int:
+        if isinstance(v, bool):
+            raise ValueError("expected an integer")
+        n = int(v)
+        if lo is not None and n < lo:
+            raise ValueError(f"must be >= {lo}")
+        if hi is not None and n > hi:
+            raise ValueError(f"must be <= {hi}")
+        return n
+    return parse
+
+
+def _bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    s = str(v).lower()
+    if s in ("true", "1", "yes", "on"):
+        return True
+    if s in ("false", "0", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _str(v: Any) -> str:
+    return str(v)
+
+
+def _choice(*options: str, aliases: dict | None = None) -> Callable[[Any], str]:
+    def parse(v: Any) -> str:
+        s = str(v).lower()
+        s = (aliases or {}).get(s, s)
+        if s not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return s
+    return parse
+
+
+def _any(v: Any) -> Any:
+    return v
+
+
+COMMON = [
+    Key("log.dir", None, _str, "Where the log lives: a directory, file:// URL, or kafka://host:port."),
+    Key("bootstrap.servers", None, _str, "Alias of log.dir for Kafka-style configs (a path or kafka:// URL)."),
+    Key("client.id", "arrowlog", _str, "A name for this client in logs and group listings."),
+]
+
+PRODUCER = COMMON + [
+    Key("linger.ms", 5, _int(0, 900_000), "How long a partition's batch may wait for more records before it is "
+        "appended (Kafka's default since 4.0 is 5 ms). Records are appended earlier when batch.size is reached."),
+    Key("batch.size", 1_000_000, _int(1, 1 << 30), "Bytes of keys and values that make a partition's batch full "
+        "(librdkafka's default, 1,000,000)."),
+    Key("batch.num.messages", 1_000_000, _int(1, 100_000_000), "Records that make a batch full."),
+    Key("durability", "written", _choice("written", "fsync", aliases={"page-cache": "written", "process": "written",
+                                                                      "sync": "fsync", "power": "fsync"}),
+        "written: after flush() returns, records survive a crash of this process (they are in the kernel's "
+        "page cache), and a background fsync every fsync.interval.ms bounds what power loss can take. "
+        "fsync: every batch is fdatasync()ed before it is acknowledged, so after flush() returns, records "
+        "survive power loss."),
+    Key("fsync.interval.ms", 1000, _int(0, 86_400_000), "With durability=written, how often a background "
+        "thread fsyncs what this producer wrote (0: never)."),
+    Key("auto.create.topics.enable", True, _bool, "Create a topic on first produce."),
+    Key("num.partitions", 1, _int(1, 100_000), "Partitions of an auto-created topic."),
+    Key("queue.buffering.max.messages", 10_000_000, _int(1), "produce() raises BufferError beyond this many "
+        "queued records."),
+    Key("acks", "all", _str, "Accepted for Kafka compatibility; the embedded log acknowledges after append."),
+    Key("enable.idempotence", False, _bool, "Accepted for Kafka compatibility; embedded appends are never duplicated."),
+    Key("compression.type", None, _any, "Accepted for Kafka compatibility; compression is a topic setting here."),
+    Key("partitioner", "murmur2_random", _choice("murmur2_random", "murmur2"), "Keyed records: murmur2 (Kafka's "
+        "Java default); unkeyed: sticky."),
+    Key("message.max.bytes", 1 << 30, _int(1), "Largest record accepted."),
+]
+
+CONSUMER = COMMON + [
+    Key("group.id", None, _str, "Consumer group; required for subscribe() and commit()."),
+    Key("auto.offset.reset", "latest", _choice("earliest", "latest", "error", aliases={
+        "smallest": "earliest", "beginning": "earliest", "largest": "latest", "end": "latest", "none": "error"}),
+        "Where to start when there is no committed offset."),
+    Key("enable.auto.commit", True, _bool, "Commit stored offsets every auto.commit.interval.ms."),
+    Key("auto.commit.interval.ms", 5000, _int(0), "Auto-commit interval."),
+    Key("enable.auto.offset.store", True, _bool, "Store the offset of each message returned by poll/consume."),
+    Key("enable.partition.eof", False, _bool, "Emit a _PARTITION_EOF event when a partition's end is reached."),
+    Key("fetch.max.bytes", 8 << 20, _int(1), "Bytes read from a partition at a time."),
+    Key("check.crcs", False, _bool, "Verify each batch's CRC-32C when reading (librdkafka's check.crcs)."),
+    Key("session.timeout.ms", 45000, _int(1), "Group session timeout."),
+    Key("heartbeat.interval.ms", 3000, _int(1), "Group heartbeat interval."),
+    Key("max.poll.interval.ms", 300000, _int(1), "Accepted for Kafka compatibility."),
+    Key("isolation.level", "read_committed", _choice("read_committed", "read_uncommitted"), "Accepted for Kafka "
+        "compatibility; embedded logs have no transactions."),
+    Key("partition.assignment.strategy", "range", _str, "Accepted for Kafka compatibility."),
+    Key("group.instance.id", None, _str, "Accepted for Kafka compatibility."),
+]
+
+TOPIC = [
+    Key("partitions", 1, _int(1, 100_000), "Number of partitions."),
+    Key("segment.bytes", 1 << 30, _int(4096, (1 << 31) - 1), "Roll a segment beyond this size (Kafka: 1 GiB)."),
+    Key("segment.ms", 7 * 86_400_000, _int(1), "Roll a segment older than this (Kafka: 7 days)."),
+    Key("retention.ms", 7 * 86_400_000, _int(-1), "Delete segments whose newest record is older (-1: forever)."),
+    Key("retention.bytes", -1, _int(-1), "Delete oldest segments beyond this many bytes per partition (-1: no limit)."),
+    Key("index.interval.bytes", 4096, _int(1, 1 << 30), "Bytes of log between offset index entries."),
+    Key("compression.type", "none", _choice("none", "zstd", "lz4", aliases={"uncompressed": "none", "producer": "none"}),
+        "Arrow IPC buffer compression of stored batches; none keeps replay zero-copy."),
+    Key("value.schema", None, _any, "An Arrow schema for values: values are stored as typed columns."),
+    Key("cleanup.policy", "delete", _choice("delete"), "Only delete (retention) is supported."),
+]
+
+# Kafka-cluster-only keys: accepted (with a warning) so configs can be shared.
+CLUSTER_ONLY = {
+    "security.protocol", "sasl.mechanism", "sasl.mechanisms", "sasl.username", "sasl.password",
+    "ssl.ca.location", "ssl.certificate.location", "ssl.key.location", "socket.timeout.ms",
+    "request.timeout.ms", "retries", "retry.backoff.ms", "message.timeout.ms", "delivery.timeout.ms",
+    "max.in.flight.requests.per.connection", "metadata.max.age.ms", "api.version.request",
+    "broker.version.fallback", "debug", "statistics.interval.ms", "fetch.wait.max.ms", "fetch.min.bytes",
+    "max.partition.fetch.bytes", "queued.min.messages", "topic.metadata.refresh.interval.ms",
+}
+
+
+def resolve(keys: list[Key], given: dict | None, kwargs: dict | None = None, *, what: str) -> dict:
+    """Validate ``given`` and ``kwargs`` against ``keys``; returns every key
+    with its value or default."""
+    table = {k.name: k for k in keys}
+    merged: dict[str, Any] = {}
+    for source in (given or {}), (kwargs or {}):
+        for raw, value in source.items():
+            if not isinstance(raw, str):
+                raise ConfigError(f"{what} config keys must be strings, not {raw!r}")
+            name = raw if raw in table or raw in CLUSTER_ONLY else raw.replace("_", ".")
+            merged[name] = value
+    out = {k.name: k.default for k in keys}
+    for name, value in merged.items():
+        key = table.get(name)
+        if key is None:
+            if name in CLUSTER_ONLY:
+                warnings.warn(f"{what} config key {name!r} only applies to a Kafka cluster; ignored by the embedded log",
+                              stacklevel=3)
+                continue
+            close = [k for k in table if k.split(".")[-1] == name.split(".")[-1]]
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown {what} config key {name!r}{hint}")
+        if value is None:
+            out[name] = key.default
+            continue
+        try:
+            out[name] = key.parse(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"invalid value {value!r} for {what} config {name!r}: {exc}") from None
+    return out
+
+
+def describe(keys: list[Key]) -> list[tuple[str, Any, str]]:
+    return [(k.name, k.default, k.doc) for k in keys]

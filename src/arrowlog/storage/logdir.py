@@ -1,0 +1,301 @@
+"""The data directory: topics, their partitions and their configs.
+
+Layout::
+
+    <data>/
+      topics/<topic>/topic.json       partitions and config, written atomically
+      topics/<topic>/<partition>/     a PartitionLog (see partition.py)
+      groups/                         consumer groups' committed offsets
+
+Topic names become path components, so they are checked against Kafka's rule
+(``[A-Za-z0-9._-]{1,249}``, not ``.`` or ``..``) before any file is touched,
+and files are opened with O_NOFOLLOW.
+
+Thread-safety: a LogDir may be shared by threads; topic creation and
+deletion are serialised across processes by ``<data>/topics/.lock``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import threading
+from typing import Any
+
+import pyarrow as pa
+
+from .. import config as _config
+from ..errors import ConfigError, InvalidTopicError, StorageError, TopicExistsError, UnknownTopicError, UnknownPartitionError
+from .partition import ENVELOPE_SCHEMA, PartitionLog
+from .segment import storage_error
+
+_TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
+MAX_TOPIC_LENGTH = 249
+
+
+def validate_topic_name(name: Any) -> str:
+    """Return ``name`` if it is a legal topic name, else raise InvalidTopicError."""
+    if not isinstance(name, str):
+        raise InvalidTopicError(f"topic name must be a str, not {type(name).__name__}")
+    if name in ("", ".", ".."):
+        raise InvalidTopicError(f"topic name {name!r} is not allowed")
+    if len(name) > MAX_TOPIC_LENGTH:
+        raise InvalidTopicError(f"topic name is {len(name)} characters long; the limit is {MAX_TOPIC_LENGTH}")
+    if not _TOPIC_RE.fullmatch(name):
+        bad = sorted({c for c in name if not re.fullmatch(r"[A-Za-z0-9._-]", c)})
+        raise InvalidTopicError(f"topic name {name!r} contains {''.join(map(repr, bad))}: only letters, digits, "
+                                "'.', '_' and '-' are allowed")
+    return name
+
+
+def value_schema_from_config(spec: Any) -> pa.Schema | None:
+    """A topic's value schema: a pa.Schema, or its JSON form
+    {"fields": [{"name": ..., "type": "int64"}, ...]}."""
+    if spec is None:
+        return None
+    if isinstance(spec, pa.Schema):
+        return spec
+    if isinstance(spec, dict) and "fields" in spec:
+        try:
+            return pa.schema([(f["name"], pa.type_for_alias(f["type"]), f.get("nullable", True))
+                              for f in spec["fields"]])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ConfigError(f"invalid value.schema: {exc}") from None
+    raise ConfigError("value.schema must be a pyarrow.Schema or {'fields': [{'name':..., 'type':...}]}")
+
+
+def schema_to_json(schema: pa.Schema | None) -> Any:
+    if schema is None:
+        return None
+    return {"fields": [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]}
+
+
+def envelope_schema(value_schema: pa.Schema | None) -> pa.Schema:
+    if value_schema is None:
+        return ENVELOPE_SCHEMA
+    return pa.schema([ENVELOPE_SCHEMA.field(i) for i in range(3)]
+                     + [pa.field("value", pa.struct(list(value_schema))), ENVELOPE_SCHEMA.field(4)])
+
+
+class Topic:
+    """A topic's partitions (opened on first use) and config."""
+
+    def __init__(self, logdir: LogDir, name: str, meta: dict):
+        self.logdir = logdir
+        self.name = name
+        self.directory = os.path.join(logdir.topics_dir, name)
+        self.num_partitions = int(meta["partitions"])
+        self.config = dict(meta["config"])
+        self.topic_id = meta.get("topic_id")
+        self.value_schema = value_schema_from_config(self.config.get("value.schema"))
+        self.schema = envelope_schema(self.value_schema)
+        self._partitions: dict[int, PartitionLog] = {}
+        self._lock = threading.Lock()
+
+    def partition(self, partition: int) -> PartitionLog:
+        if not isinstance(partition, int) or isinstance(partition, bool):
+            raise UnknownPartitionError(f"partition must be an int, not {type(partition).__name__}")
+        if not 0 <= partition < self.num_partitions:
+            raise UnknownPartitionError(f"topic {self.name!r} has partitions 0..{self.num_partitions - 1}; "
+                                        f"there is no partition {partition}")
+        log = self._partitions.get(partition)
+        if log is None:
+            with self._lock:
+                log = self._partitions.get(partition)
+                if log is None:
+                    log = PartitionLog(os.path.join(self.directory, str(partition)), self.name, partition,
+                                       self.config, schema=self.schema)
+                    self._partitions[partition] = log
+        return log
+
+    def partitions(self) -> list[PartitionLog]:
+        return [self.partition(i) for i in range(self.num_partitions)]
+
+    def close(self) -> None:
+        with self._lock:
+            for log in self._partitions.values():
+                log.close()
+            self._partitions.clear()
+
+    def __repr__(self) -> str:
+        return f"<Topic {self.name!r} partitions={self.num_partitions}>"
+
+
+class LogDir:
+    """A data directory of topics. ``LogDir(path)`` creates it if needed."""
+
+    def __init__(self, path: str | os.PathLike, *, create: bool = True):
+        path = os.fspath(path)
+        if path.startswith("file://"):
+            path = path[len("file://"):]
+        self.path = os.path.abspath(path)
+        self.topics_dir = os.path.join(self.path, "topics")
+        self.groups_dir = os.path.join(self.path, "groups")
+        try:
+            if create:
+                os.makedirs(self.topics_dir, mode=0o700, exist_ok=True)
+                os.makedirs(self.groups_dir, mode=0o700, exist_ok=True)
+            elif not os.path.isdir(self.topics_dir):
+                raise StorageError(2, f"{self.path} is not an arrowlog data directory")
+            self._lock_fd = os.open(os.path.join(self.topics_dir, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except PermissionError as exc:
+            raise storage_error(exc, f"cannot use data directory {self.path}") from exc
+        except OSError as exc:
+            if isinstance(exc, StorageError):
+                raise
+            raise storage_error(exc, f"cannot use data directory {self.path}") from exc
+        self._topics: dict[str, Topic] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # -- topics ---------------------------------------------------------------
+
+    def _meta_path(self, name: str) -> str:
+        return os.path.join(self.topics_dir, name, "topic.json")
+
+    def list_topics(self) -> list[str]:
+        try:
+            names = os.listdir(self.topics_dir)
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names if _TOPIC_RE.fullmatch(n) and n not in (".", "..")
+                      and os.path.exists(self._meta_path(n)))
+
+    def has_topic(self, name: str) -> bool:
+        validate_topic_name(name)
+        return os.path.exists(self._meta_path(name))
+
+    def create_topic(self, name: str, partitions: int | None = None, config: dict | None = None, *,
+                     exist_ok: bool = False) -> Topic:
+        """Create a topic; ``config`` takes topic keys (see ``arrowlog.config.TOPIC``)."""
+        validate_topic_name(name)
+        given = dict(config or {})
+        if partitions is not None:
+            given["partitions"] = partitions
+        resolved = _config.resolve(_config.TOPIC, given, what="topic")
+        nparts = resolved.pop("partitions")
+        schema = value_schema_from_config(resolved.get("value.schema"))
+        resolved["value.schema"] = schema_to_json(schema)
+        with self._lock, _Flock(self._lock_fd):
+            if os.path.exists(self._meta_path(name)):
+                if exist_ok:
+                    return self.topic(name)
+                raise TopicExistsError(f"topic {name!r} already exists")
+            directory = os.path.join(self.topics_dir, name)
+            try:
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+                meta = {"name": name, "partitions": nparts, "config": resolved, "topic_id": os.urandom(16).hex()}
+                _write_json_atomic(self._meta_path(name), meta)
+            except OSError as exc:
+                raise storage_error(exc, f"cannot create topic {name!r}") from exc
+        return self.topic(name)
+
+    def topic(self, name: str) -> Topic:
+        t = self._topics.get(name)
+        if t is not None:
+            return t
+        validate_topic_name(name)
+        with self._lock:
+            t = self._topics.get(name)
+            if t is None:
+                try:
+                    with open(self._meta_path(name)) as f:
+                        meta = json.load(f)
+                except FileNotFoundError:
+                    raise UnknownTopicError(f"topic {name!r} does not exist in {self.path}") from None
+                t = Topic(self, name, meta)
+                self._topics[name] = t
+        return t
+
+    def alter_topic(self, name: str, config: dict) -> Topic:
+        """Change topic settings (not partitions or value.schema) for new
+        segments and retention."""
+        t = self.topic(name)
+        if "partitions" in config or "value.schema" in config:
+            raise ConfigError("partitions and value.schema cannot be altered")
+        current = dict(t.config)
+        current.update(config)
+        current["partitions"] = t.num_partitions
+        current.pop("value.schema", None)
+        resolved = _config.resolve(_config.TOPIC, current, what="topic")
+        resolved.pop("partitions")
+        resolved["value.schema"] = t.config.get("value.schema")
+        with self._lock, _Flock(self._lock_fd):
+            meta = {"name": name, "partitions": t.num_partitions, "config": resolved, "topic_id": t.topic_id}
+            _write_json_atomic(self._meta_path(name), meta)
+            t.close()
+            self._topics.pop(name, None)
+        return self.topic(name)
+
+    def delete_topic(self, name: str) -> None:
+        validate_topic_name(name)
+        with self._lock, _Flock(self._lock_fd):
+            if not os.path.exists(self._meta_path(name)):
+                raise UnknownTopicError(f"topic {name!r} does not exist in {self.path}")
+            t = self._topics.pop(name, None)
+            if t is not None:
+                t.close()
+            directory = os.path.join(self.topics_dir, name)
+            # remove the metadata first: a crash mid-delete leaves no half topic
+            os.unlink(self._meta_path(name))
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def enforce_retention(self) -> int:
+        deleted = 0
+        for name in self.list_topics():
+            for log in self.topic(name).partitions():
+                deleted += log.enforce_retention()
+        return deleted
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for t in self._topics.values():
+                t.close()
+            self._topics.clear()
+            os.close(self._lock_fd)
+
+    def __enter__(self) -> LogDir:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<LogDir {self.path}>"
+
+
+def _write_json_atomic(path: str, obj: Any) -> None:
+    """tmp → fsync → rename → fsync(dir): after a crash the file is the old
+    or the new one, never torn."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, json.dumps(obj, indent=1, sort_keys=True).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    dfd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+class _Flock:
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def __enter__(self) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
