@@ -1,0 +1,547 @@
+"""Request handlers: what a single-node Kafka broker answers, on arrowlog storage.
+
+One ``Broker`` serves every connection. Handlers take the decoded request
+dict and return the response dict (or an awaitable of it, for the handlers
+that wait: Fetch long polls, JoinGroup and SyncGroup). The node is both the
+leader of every partition and the controller; leader epochs are always 0.
+
+Durability: a produced batch is acknowledged once it is appended and
+published (readable by every consumer, surviving a crash of this process);
+partitions written to are flushed every ``flush_interval_s`` and on
+shutdown. Thread-safety: the event loop thread only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import re
+import time
+
+import pyarrow.compute  # noqa: F401  (PartitionLog.append uses pa.compute)
+
+from arrowlog import errors as AE
+from arrowlog._native.kafka import RecordBatchError, decode_record_set, encode_batch
+
+from . import errors as E
+from .groups import GroupCoordinator
+from .messages import APIS
+from .offsets import GroupOffsetStore
+from .producers import ProducerRegistry
+from .store import Store
+
+log = logging.getLogger("arrowlog.server")
+
+_SOFTWARE_RE = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9\-.]*[a-zA-Z0-9])?$")
+
+# Topic defaults reported by DescribeConfigs when a topic does not set them.
+TOPIC_DEFAULTS = {
+    "cleanup.policy": "delete",
+    "retention.ms": "604800000",
+    "retention.bytes": "-1",
+    "segment.bytes": "1073741824",
+    "message.timestamp.type": "CreateTime",
+    "compression.type": "producer",
+}
+# Fetch waits for new data on this event, and also polls this often for
+# appends made by other processes (in-process producers on the same directory).
+FETCH_POLL_S = 0.05
+# Encoded record batches kept for repeated fetches of the same data.
+ENCODE_CACHE_BYTES = 64 << 20
+
+
+class BrokerConfig:
+    def __init__(self, *, node_id=1, host="127.0.0.1", port=9092, advertised_host=None,
+                 auto_create_topics=True, default_partitions=1, flush_interval_s=1.0,
+                 group_initial_rebalance_delay_ms=100):
+        self.node_id = node_id
+        self.host = host
+        self.port = port
+        self.advertised_host = advertised_host
+        self.auto_create_topics = auto_create_topics
+        self.default_partitions = default_partitions
+        self.flush_interval_s = flush_interval_s
+        self.group_initial_rebalance_delay_ms = group_initial_rebalance_delay_ms
+
+    @property
+    def advertised(self) -> str:
+        if self.advertised_host:
+            return self.advertised_host
+        return "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
+
+
+class RequestContext:
+    __slots__ = ("api_key", "version", "correlation_id", "client_id", "client_host")
+
+    def __init__(self, api_key, version, correlation_id, client_id, client_host):
+        self.api_key = api_key
+        self.version = version
+        self.correlation_id = correlation_id
+        self.client_id = client_id
+        self.client_host = client_host
+
+
+class Broker:
+    def __init__(self, data_dir: str, config: BrokerConfig, cluster_id: str):
+        self.config = config
+        self.cluster_id = cluster_id
+        self.store = Store(data_dir, cluster_id)
+        self.offsets = GroupOffsetStore(data_dir)
+        self.groups = GroupCoordinator(self.offsets, config.group_initial_rebalance_delay_ms)
+        self.producers = ProducerRegistry()
+        self._data_event = asyncio.Event()
+        self._dirty: set = set()
+        self._cache: collections.OrderedDict = collections.OrderedDict()
+        self._cache_bytes = 0
+        self._flusher: asyncio.Task | None = None
+        self.handlers = {
+            18: self.api_versions, 3: self.metadata, 0: self.produce, 1: self.fetch,
+            2: self.list_offsets, 10: self.find_coordinator, 11: self.join_group, 14: self.sync_group,
+            12: self.heartbeat, 13: self.leave_group, 8: self.offset_commit, 9: self.offset_fetch,
+            22: self.init_producer_id, 19: self.create_topics, 20: self.delete_topics,
+            32: self.describe_configs, 15: self.describe_groups, 16: self.list_groups,
+            60: self.describe_cluster,
+        }
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self.groups.start()
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+
+    async def stop(self) -> None:
+        if self._flusher:
+            self._flusher.cancel()
+        await self.groups.stop()
+        self.flush(fsync=True)
+        self.store.close()
+
+    def flush(self, fsync: bool = False) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for pl in dirty:
+            try:
+                pl.flush(fsync=fsync)
+            except AE.ArrowlogError as exc:
+                log.error("flush failed: %s", exc)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.flush_interval_s)
+            if self._dirty:
+                self.flush()
+
+    def _notify_data(self) -> None:
+        self._data_event.set()
+        self._data_event = asyncio.Event()
+
+    def _partition(self, topic: str, index: int):
+        t = self.store.topic(topic)
+        if t is None or not 0 <= index < t.num_partitions:
+            return None
+        return t.partition(index)
+
+    # ------------------------------------------------------------ ApiVersions
+    def api_versions(self, ctx: RequestContext, req: dict) -> dict:
+        if ctx.version >= 3 and not (_SOFTWARE_RE.match(req["client_software_name"] or "")
+                                     and _SOFTWARE_RE.match(req["client_software_version"] or "")):
+            return {"error_code": E.INVALID_REQUEST, "api_keys": []}
+        return {"error_code": E.NONE, "api_keys": [
+            {"api_key": a.key, "min_version": a.min_version, "max_version": a.max_version}
+            for a in sorted(APIS.values(), key=lambda a: a.key)]}
+
+    # ------------------------------------------------------------ Metadata
+    def _brokers(self):
+        return [{"node_id": self.config.node_id, "host": self.config.advertised,
+                 "port": self.config.port, "rack": None}]
+
+    def _topic_metadata(self, name: str, t) -> dict:
+        if t is None:
+            return {"error_code": E.UNKNOWN_TOPIC_OR_PARTITION, "name": name, "partitions": [],
+                    "topic_id": bytes(16)}
+        node = self.config.node_id
+        return {"error_code": E.NONE, "name": name, "topic_id": self.store.topic_id(name),
+                "is_internal": False,
+                "partitions": [{"error_code": E.NONE, "partition_index": i, "leader_id": node,
+                                "leader_epoch": 0, "replica_nodes": [node], "isr_nodes": [node],
+                                "offline_replicas": []} for i in range(t.num_partitions)]}
+
+    def metadata(self, ctx: RequestContext, req: dict) -> dict:
+        requested = req["topics"]
+        if requested is None or (ctx.version == 0 and not requested):
+            names, auto = self.store.list_topics(), False
+        else:
+            names = []
+            for rt in requested:
+                name = rt["name"]
+                if name is None and rt.get("topic_id"):
+                    name = self.store.topic_by_id(rt["topic_id"])
+                names.append(name or "")
+            auto = req["allow_auto_topic_creation"] and self.config.auto_create_topics
+        topics = []
+        for name in names:
+            t = self.store.topic(name)
+            if t is None and auto:
+                code, msg = self.store.create_topic(name, self.config.default_partitions)
+                if code == E.INVALID_TOPIC_EXCEPTION:
+                    topics.append({"error_code": code, "name": name, "partitions": []})
+                    continue
+                if code == E.NONE:
+                    log.info("auto-created topic %s with %d partition(s)", name,
+                             self.config.default_partitions)
+                t = self.store.topic(name)
+            topics.append(self._topic_metadata(name, t))
+        return {"brokers": self._brokers(), "cluster_id": self.cluster_id,
+                "controller_id": self.config.node_id, "topics": topics}
+
+    # ------------------------------------------------------------ Produce
+    def produce(self, ctx: RequestContext, req: dict):
+        acks = req["acks"]
+        code = E.NONE
+        if ctx.version < 3:
+            code = E.UNSUPPORTED_VERSION  # only record batch v2 (Produce v3+) is accepted
+        elif acks not in (-1, 0, 1):
+            code = E.INVALID_REQUIRED_ACKS
+        elif req.get("transactional_id") is not None:
+            code = E.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+        responses = []
+        appended = False
+        for td in req["topic_data"]:
+            parts = []
+            for pd in td["partition_data"]:
+                if code != E.NONE:
+                    parts.append({"index": pd["index"], "error_code": code, "base_offset": -1})
+                    continue
+                r = self._produce_partition(td["name"], pd["index"], pd["records"])
+                appended |= r["error_code"] == E.NONE
+                parts.append(r)
+            responses.append({"name": td["name"], "partition_responses": parts})
+        if appended:
+            self._notify_data()
+        if acks == 0:
+            return None  # acks=0 gets no response at all
+        return {"responses": responses}
+
+    def _produce_partition(self, topic: str, index: int, records) -> dict:
+        fail = {"index": index, "base_offset": -1}
+        pl = self._partition(topic, index)
+        if pl is None:
+            return {**fail, "error_code": E.UNKNOWN_TOPIC_OR_PARTITION}
+        if records is None or len(records) == 0:
+            return {**fail, "error_code": E.INVALID_RECORD, "error_message": "no record batch"}
+        try:
+            batches = decode_record_set(records)
+        except RecordBatchError as exc:
+            log.warning("refused a batch for %s-%d: %s", topic, index, exc)
+            return {**fail, "error_code": exc.error_code, "error_message": str(exc)}
+        first = None
+        for b in batches:
+            code, duplicate = self.producers.check(topic, index, b.producer_id, b.producer_epoch,
+                                                   b.base_sequence, b.record_count)
+            if code != E.NONE:
+                return {**fail, "error_code": code}
+            if duplicate is not None:
+                base = duplicate
+            else:
+                try:
+                    base = pl.append(b.records)
+                except AE.ArrowlogError as exc:
+                    log.error("append to %s-%d failed: %s", topic, index, exc)
+                    return {**fail, "error_code": 56, "error_message": str(exc)}  # KAFKA_STORAGE_ERROR
+                self._dirty.add(pl)
+                self.producers.record(topic, index, b.producer_id, b.producer_epoch, b.base_sequence,
+                                      b.record_count, base)
+            if first is None:
+                first = base
+        return {"index": index, "error_code": E.NONE, "base_offset": first,
+                "log_start_offset": pl.log_start_offset}
+
+    # ------------------------------------------------------------ Fetch
+    async def fetch(self, ctx: RequestContext, req: dict) -> dict:
+        deadline = time.monotonic() + max(req["max_wait_ms"], 0) / 1000.0
+        min_bytes = req["min_bytes"]
+        while True:
+            event = self._data_event
+            resp, total, stop = self._fetch_once(req)
+            remaining = deadline - time.monotonic()
+            if total >= min_bytes or total > 0 and min_bytes <= 0 or stop or remaining <= 0:
+                return resp
+            try:
+                await asyncio.wait_for(event.wait(), min(remaining, FETCH_POLL_S))
+            except asyncio.TimeoutError:
+                pass
+
+    def _fetch_once(self, req: dict):
+        budget = req["max_bytes"]
+        total = 0
+        stop = False
+        responses = []
+        for ft in req["topics"]:
+            name = ft["topic"]
+            t = self.store.topic(name)
+            parts = []
+            for fp in ft["partitions"]:
+                idx = fp["partition"]
+                out = {"partition_index": idx, "high_watermark": -1, "last_stable_offset": -1,
+                       "log_start_offset": -1, "aborted_transactions": None, "records": b""}
+                parts.append(out)
+                if t is None or not 0 <= idx < t.num_partitions:
+                    out["error_code"] = E.UNKNOWN_TOPIC_OR_PARTITION
+                    stop = True
+                    continue
+                pl = t.partition(idx)
+                hwm, start = pl.high_watermark, pl.log_start_offset
+                out.update(high_watermark=hwm, last_stable_offset=hwm, log_start_offset=start)
+                offset = fp["fetch_offset"]
+                if offset < start or offset > hwm:
+                    out["error_code"] = E.OFFSET_OUT_OF_RANGE
+                    stop = True
+                    continue
+                limit = min(fp["partition_max_bytes"], budget - total)
+                if offset == hwm or (limit <= 0 and total > 0):
+                    continue
+                try:
+                    frames = pl.read(offset, max(limit, 1))
+                except AE.OffsetOutOfRangeError:
+                    out["error_code"] = E.OFFSET_OUT_OF_RANGE
+                    stop = True
+                    continue
+                chunks, size = [], 0
+                for fr in frames:
+                    enc = self._encoded(name, idx, fr)
+                    # KIP-74: the first batch of the response goes out whole, even when too big.
+                    if size + len(enc) > limit and (chunks or total > 0):
+                        break
+                    chunks.append(enc)
+                    size += len(enc)
+                out["records"] = chunks
+                total += size
+            responses.append({"topic": name, "partitions": parts})
+        return {"responses": responses}, total, stop
+
+    def _encoded(self, topic: str, index: int, frame) -> bytes:
+        key = (topic, index, frame.base_offset)
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == frame.record_count:
+            self._cache.move_to_end(key)
+            return hit[1]
+        data = encode_batch(frame.batch)
+        self._cache[key] = (frame.record_count, data)
+        self._cache_bytes += len(data)
+        while self._cache_bytes > ENCODE_CACHE_BYTES and self._cache:
+            _, (_, old) = self._cache.popitem(last=False)
+            self._cache_bytes -= len(old)
+        return data
+
+    def _forget_cached(self, topic: str) -> None:
+        for key in [k for k in self._cache if k[0] == topic]:
+            self._cache_bytes -= len(self._cache.pop(key)[1])
+
+    # ------------------------------------------------------------ ListOffsets
+    def list_offsets(self, ctx: RequestContext, req: dict) -> dict:
+        topics = []
+        for lt in req["topics"]:
+            parts = []
+            for lp in lt["partitions"]:
+                idx = lp["partition_index"]
+                pl = self._partition(lt["name"], idx)
+                if pl is None:
+                    parts.append({"partition_index": idx, "error_code": E.UNKNOWN_TOPIC_OR_PARTITION})
+                    continue
+                offset, ts = self._lookup_offset(pl, lp["timestamp"])
+                parts.append({"partition_index": idx, "error_code": E.NONE, "timestamp": ts,
+                              "offset": offset, "leader_epoch": 0})
+            topics.append({"name": lt["name"], "partitions": parts})
+        return {"topics": topics}
+
+    @staticmethod
+    def _timestamp_at(pl, offset: int) -> int:
+        for fr in pl.read(offset, 1)[:1]:
+            offs = fr.batch.column("offset").to_pylist()
+            if offset in offs:
+                return fr.batch.column("timestamp")[offs.index(offset)].value
+        return -1
+
+    def _lookup_offset(self, pl, timestamp: int) -> tuple[int, int]:
+        if timestamp == -1:      # LATEST
+            return pl.high_watermark, -1
+        if timestamp == -2:      # EARLIEST
+            return pl.log_start_offset, -1
+        if timestamp == -3:      # MAX_TIMESTAMP (v7): the record with the largest timestamp
+            best_ts, best_off, pos = -1, -1, pl.log_start_offset
+            while pos < pl.high_watermark:
+                frames = pl.read(pos, 1 << 20)
+                if not frames:
+                    break
+                for fr in frames:
+                    if fr.max_timestamp > best_ts:
+                        col = fr.batch.column("timestamp").cast("int64").to_pylist()
+                        i = col.index(fr.max_timestamp) if fr.max_timestamp in col else len(col) - 1
+                        best_ts, best_off = fr.max_timestamp, fr.base_offset + i
+                    pos = fr.base_offset + fr.record_count
+            return best_off, best_ts
+        offset = pl.offset_for_timestamp(timestamp)
+        if offset is None or offset >= pl.high_watermark:
+            return -1, -1
+        return offset, self._timestamp_at(pl, offset)
+
+    # ------------------------------------------------------------ groups
+    def find_coordinator(self, ctx: RequestContext, req: dict) -> dict:
+        return {"error_code": E.NONE, "error_message": None, "node_id": self.config.node_id,
+                "host": self.config.advertised, "port": self.config.port}
+
+    def join_group(self, ctx: RequestContext, req: dict):
+        return self.groups.join(req, ctx.client_id, ctx.client_host, ctx.version)
+
+    def sync_group(self, ctx: RequestContext, req: dict):
+        return self.groups.sync(req)
+
+    def heartbeat(self, ctx: RequestContext, req: dict) -> dict:
+        return self.groups.heartbeat(req)
+
+    def leave_group(self, ctx: RequestContext, req: dict) -> dict:
+        return self.groups.leave(req, ctx.version)
+
+    def offset_commit(self, ctx: RequestContext, req: dict) -> dict:
+        code = self.groups.check_commit(req["group_id"], req["generation_id"], req["member_id"])
+        topics, updates = [], {}
+        for ct in req["topics"]:
+            known = self.store.topic(ct["name"])
+            parts = []
+            for cp in ct["partitions"]:
+                idx = cp["partition_index"]
+                pcode = code
+                if pcode == E.NONE and (known is None or not 0 <= idx < known.num_partitions):
+                    pcode = E.UNKNOWN_TOPIC_OR_PARTITION
+                if pcode == E.NONE:
+                    updates.setdefault(ct["name"], {})[idx] = {
+                        "offset": cp["committed_offset"], "metadata": cp["committed_metadata"],
+                        "leader_epoch": cp["committed_leader_epoch"]}
+                parts.append({"partition_index": idx, "error_code": pcode})
+            topics.append({"name": ct["name"], "partitions": parts})
+        if updates:
+            try:
+                self.offsets.commit(req["group_id"], updates)
+            except OSError as exc:
+                log.error("commit for group %s failed: %s", req["group_id"], exc)
+                for t in topics:
+                    for p in t["partitions"]:
+                        p["error_code"] = E.COORDINATOR_NOT_AVAILABLE
+        return {"topics": topics}
+
+    def offset_fetch(self, ctx: RequestContext, req: dict) -> dict:
+        committed = self.offsets.load(req["group_id"])
+        wanted = req["topics"]
+        if wanted is None:
+            wanted = [{"name": t, "partition_indexes": sorted(ps)} for t, ps in committed.items()]
+        topics = []
+        for wt in wanted:
+            have = committed.get(wt["name"], {})
+            parts = []
+            for idx in wt["partition_indexes"]:
+                e = have.get(idx)
+                parts.append({"partition_index": idx, "error_code": E.NONE,
+                              "committed_offset": e["offset"] if e else -1,
+                              "committed_leader_epoch": e.get("leader_epoch", -1) if e else -1,
+                              "metadata": (e.get("metadata") if e else "") or ""})
+            topics.append({"name": wt["name"], "partitions": parts})
+        return {"error_code": E.NONE, "topics": topics}
+
+    def describe_groups(self, ctx: RequestContext, req: dict) -> dict:
+        return {"groups": [self.groups.describe(g) for g in req["groups"]]}
+
+    def list_groups(self, ctx: RequestContext, req: dict) -> dict:
+        states = set(req.get("states_filter") or [])
+        groups = [g for g in self.groups.list() if not states or g["group_state"] in states]
+        return {"error_code": E.NONE, "groups": groups}
+
+    # ------------------------------------------------------------ producers
+    def init_producer_id(self, ctx: RequestContext, req: dict) -> dict:
+        if req["transactional_id"] is not None:
+            # Transactions are not supported: fail clearly rather than pretend.
+            return {"error_code": E.TRANSACTIONAL_ID_AUTHORIZATION_FAILED}
+        code, pid, epoch = self.producers.init_producer_id(req["producer_id"], req["producer_epoch"])
+        return {"error_code": code, "producer_id": pid, "producer_epoch": epoch}
+
+    # ------------------------------------------------------------ admin
+    def create_topics(self, ctx: RequestContext, req: dict) -> dict:
+        results = []
+        for ct in req["topics"]:
+            name = ct["name"]
+            n = ct["num_partitions"]
+            if n == -1:
+                n = len(ct["assignments"]) or self.config.default_partitions
+            rf = ct["replication_factor"]
+            config = {c["name"]: c["value"] for c in ct["configs"] if c["value"] is not None}
+            if rf not in (-1, 1) or any(len(a["broker_ids"]) > 1 for a in ct["assignments"]):
+                code, msg = E.INVALID_REPLICATION_FACTOR, "this broker has one node: replication factor 1"
+            else:
+                code, msg = self.store.create_topic(name, n, config, req["validate_only"])
+            r = {"name": name, "error_code": code, "error_message": msg,
+                 "topic_id": self.store.topic_id(name) if code == E.NONE else bytes(16)}
+            if code == E.NONE:
+                r.update(num_partitions=n, replication_factor=1, configs=self._configs(
+                    name, self.store.topic(name), None, with_source=True) if not req["validate_only"] else [])
+                log.info("created topic %s with %d partition(s)", name, n)
+            results.append(r)
+        return {"topics": results}
+
+    def delete_topics(self, ctx: RequestContext, req: dict) -> dict:
+        if ctx.version >= 6:
+            names = [t["name"] or self.store.topic_by_id(t["topic_id"]) for t in req["topics"]]
+        else:
+            names = req["topic_names"]
+        out = []
+        for name in names:
+            code, msg = self.store.delete_topic(name) if name else (E.UNKNOWN_TOPIC_OR_PARTITION, None)
+            if code == E.NONE:
+                self._forget_cached(name)
+                self.producers.forget_topic(name)
+                self._dirty = {pl for pl in self._dirty if getattr(pl, "topic", None) != name}
+                log.info("deleted topic %s", name)
+            out.append({"name": name, "topic_id": self.store.topic_id(name or ""), "error_code": code,
+                        "error_message": msg})
+        return {"responses": out}
+
+    def _configs(self, name, topic, keys, with_source=False):
+        values = dict(TOPIC_DEFAULTS)
+        explicit = {k: str(v) for k, v in (topic.config or {}).items()} if topic is not None else {}
+        values.update(explicit)
+        out = []
+        for k in sorted(values):
+            if keys is not None and k not in keys:
+                continue
+            # config_source 1 = DYNAMIC_TOPIC_CONFIG, 5 = DEFAULT_CONFIG
+            out.append({"name": k, "value": values[k], "read_only": False,
+                        "config_source": 1 if k in explicit else 5, "is_sensitive": False,
+                        "synonyms": []})
+        return out
+
+    def describe_configs(self, ctx: RequestContext, req: dict) -> dict:
+        results = []
+        for r in req["resources"]:
+            rtype, rname, keys = r["resource_type"], r["resource_name"], r["configuration_keys"]
+            keys = set(keys) if keys is not None else None
+            res = {"error_code": E.NONE, "error_message": None, "resource_type": rtype,
+                   "resource_name": rname, "configs": []}
+            if rtype == 2:      # TOPIC
+                t = self.store.topic(rname)
+                if t is None:
+                    res.update(error_code=E.UNKNOWN_TOPIC_OR_PARTITION, error_message=f"unknown topic {rname!r}")
+                else:
+                    res["configs"] = self._configs(rname, t, keys)
+            elif rtype == 4:    # BROKER
+                broker = {"broker.id": str(self.config.node_id), "num.partitions": str(self.config.default_partitions),
+                          "auto.create.topics.enable": str(self.config.auto_create_topics).lower(),
+                          "log.dirs": self.store.data_dir}
+                res["configs"] = [{"name": k, "value": v, "read_only": True, "config_source": 4,
+                                   "is_sensitive": False, "synonyms": []}
+                                  for k, v in sorted(broker.items()) if keys is None or k in keys]
+            else:
+                res.update(error_code=E.INVALID_REQUEST, error_message=f"resource type {rtype} is not supported")
+            results.append(res)
+        return {"results": results}
+
+    def describe_cluster(self, ctx: RequestContext, req: dict) -> dict:
+        return {"error_code": E.NONE, "cluster_id": self.cluster_id, "controller_id": self.config.node_id,
+                "brokers": [{"broker_id": self.config.node_id, "host": self.config.advertised,
+                             "port": self.config.port, "rack": None}]}

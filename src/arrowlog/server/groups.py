@@ -1,0 +1,361 @@
+"""The group coordinator: Kafka's classic consumer-group protocol, in memory.
+
+States, as Kafka names them::
+
+    Empty --join--> PreparingRebalance --all joined--> CompletingRebalance
+      ^                  ^     |                              | leader syncs
+      |                  |     +------------------------------+----> Stable
+      +--last leaves-----+---------- join / leave / expiry ----------+
+
+A rebalance completes when every current member has (re)joined, or when the
+longest rebalance timeout has passed (members that did not rejoin are
+dropped). The first member to join an empty group is the leader; the leader
+gets every member's subscription and sends the assignments in SyncGroup,
+which other members wait for. Members that send nothing (no heartbeat, join,
+sync or commit) for their session timeout are expelled and the group
+rebalances. Committed offsets go through ``GroupOffsetStore``.
+
+Thread-safety: everything runs on the server's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+
+from . import errors as E
+
+log = logging.getLogger("arrowlog.server.groups")
+
+EMPTY, PREPARING, COMPLETING, STABLE = "Empty", "PreparingRebalance", "CompletingRebalance", "Stable"
+
+# Kafka's group.min/max.session.timeout.ms defaults.
+MIN_SESSION_TIMEOUT_MS = 1000
+MAX_SESSION_TIMEOUT_MS = 30 * 60 * 1000
+
+
+class Member:
+    __slots__ = ("member_id", "group_instance_id", "client_id", "client_host", "session_timeout_ms",
+                 "rebalance_timeout_ms", "protocol_type", "protocols", "assignment", "join_future",
+                 "sync_future", "last_seen")
+
+    def __init__(self, member_id, client_id, client_host):
+        self.member_id = member_id
+        self.group_instance_id = None
+        self.client_id = client_id
+        self.client_host = client_host
+        self.session_timeout_ms = 10000
+        self.rebalance_timeout_ms = 10000
+        self.protocol_type = ""
+        self.protocols: list[tuple[str, bytes]] = []
+        self.assignment = b""
+        self.join_future: asyncio.Future | None = None
+        self.sync_future: asyncio.Future | None = None
+        self.last_seen = time.monotonic()
+
+    def metadata_for(self, protocol: str) -> bytes:
+        for name, meta in self.protocols:
+            if name == protocol:
+                return meta
+        return b""
+
+
+class Group:
+    def __init__(self, group_id: str):
+        self.group_id = group_id
+        self.state = EMPTY
+        self.generation_id = 0
+        self.protocol_type: str | None = None
+        self.protocol_name: str | None = None
+        self.leader_id: str | None = None
+        self.members: dict[str, Member] = {}
+        self.rebalance_deadline = 0.0
+        self.join_not_before = 0.0
+        self.rebalance_task: asyncio.Task | None = None
+
+
+class GroupCoordinator:
+    def __init__(self, offset_store, initial_rebalance_delay_ms: int = 100):
+        self.store = offset_store
+        self.groups: dict[str, Group] = {}
+        self.initial_rebalance_delay = initial_rebalance_delay_ms / 1000.0
+        self._reaper: asyncio.Task | None = None
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self._reaper = asyncio.get_running_loop().create_task(self._expire_loop())
+
+    async def stop(self) -> None:
+        if self._reaper:
+            self._reaper.cancel()
+        for g in self.groups.values():
+            if g.rebalance_task:
+                g.rebalance_task.cancel()
+
+    def group(self, group_id: str) -> Group:
+        g = self.groups.get(group_id)
+        if g is None:
+            g = self.groups[group_id] = Group(group_id)
+        return g
+
+    # ------------------------------------------------------------ JoinGroup
+    async def join(self, req: dict, client_id: str, client_host: str, version: int) -> dict:
+        group_id = req["group_id"]
+        if not group_id:
+            return {"error_code": E.INVALID_GROUP_ID, "member_id": req["member_id"]}
+        timeout = req["session_timeout_ms"]
+        if not MIN_SESSION_TIMEOUT_MS <= timeout <= MAX_SESSION_TIMEOUT_MS:
+            return {"error_code": E.INVALID_SESSION_TIMEOUT, "member_id": req["member_id"]}
+        g = self.group(group_id)
+        protocols = [(p["name"], bytes(p["metadata"])) for p in req["protocols"]]
+        if not protocols or (g.members and (
+                req["protocol_type"] != g.protocol_type
+                or not self._common_protocols(g, {name for name, _ in protocols}))):
+            return {"error_code": E.INCONSISTENT_GROUP_PROTOCOL, "member_id": req["member_id"]}
+        member_id = req["member_id"]
+        if member_id and member_id not in g.members:
+            return {"error_code": E.UNKNOWN_MEMBER_ID, "member_id": member_id}
+        if not member_id:
+            member_id = f"{client_id or 'member'}-{uuid.uuid4()}"
+            g.members[member_id] = Member(member_id, client_id, client_host)
+            if g.leader_id is None:
+                g.leader_id = member_id
+        m = g.members[member_id]
+        m.group_instance_id = req.get("group_instance_id")
+        m.session_timeout_ms = timeout
+        rt = req.get("rebalance_timeout_ms", -1)
+        m.rebalance_timeout_ms = rt if rt and rt > 0 else timeout
+        m.protocol_type = req["protocol_type"]
+        m.protocols = protocols
+        m.last_seen = time.monotonic()
+        g.protocol_type = req["protocol_type"]
+        if m.join_future is not None and not m.join_future.done():
+            m.join_future.cancel()  # a retried join replaces the old one
+        m.join_future = asyncio.get_running_loop().create_future()
+        if g.state != PREPARING:
+            self._prepare_rebalance(g, f"member {member_id} joined")
+        else:
+            self._maybe_complete_join(g)
+        try:
+            return await m.join_future
+        except asyncio.CancelledError:
+            return {"error_code": E.REBALANCE_IN_PROGRESS, "member_id": member_id}
+
+    def _common_protocols(self, g: Group, extra: set | None = None) -> list[str]:
+        members = list(g.members.values())
+        if not members:
+            return []
+        first = [name for name, _ in members[0].protocols] if members[0].protocols else list(extra or [])
+        common = []
+        for name in first:
+            if all(name in {n for n, _ in m.protocols} for m in members if m.protocols) and (
+                    extra is None or name in extra):
+                common.append(name)
+        return common
+
+    def _prepare_rebalance(self, g: Group, reason: str) -> None:
+        log.info("group %s: rebalance (%s)", g.group_id, reason)
+        was_empty = g.state == EMPTY
+        g.state = PREPARING
+        # A member waiting in SyncGroup must rejoin.
+        for m in g.members.values():
+            if m.sync_future is not None and not m.sync_future.done():
+                m.sync_future.set_result({"error_code": E.REBALANCE_IN_PROGRESS})
+        longest = max((m.rebalance_timeout_ms for m in g.members.values()), default=10000)
+        g.rebalance_deadline = time.monotonic() + longest / 1000.0
+        if g.rebalance_task:
+            g.rebalance_task.cancel()
+        # An empty group waits a moment so that members starting together join one generation.
+        delay = self.initial_rebalance_delay if was_empty else 0.0
+        g.join_not_before = time.monotonic() + delay
+        g.rebalance_task = asyncio.get_running_loop().create_task(self._rebalance_timer(g, delay))
+
+    async def _rebalance_timer(self, g: Group, delay: float) -> None:
+        try:
+            if delay:
+                await asyncio.sleep(delay)
+            self._maybe_complete_join(g)
+            remaining = g.rebalance_deadline - time.monotonic()
+            if g.state == PREPARING and remaining > 0:
+                await asyncio.sleep(remaining)
+            if g.state == PREPARING:
+                for mid in [mid for mid, m in g.members.items() if m.join_future is None
+                            or m.join_future.done()]:
+                    log.info("group %s: member %s did not rejoin in time", g.group_id, mid)
+                    self._remove(g, mid)
+                self._maybe_complete_join(g, force=True)
+        except asyncio.CancelledError:
+            pass
+
+    def _maybe_complete_join(self, g: Group, force: bool = False) -> None:
+        if g.state != PREPARING:
+            return
+        if not force and time.monotonic() < g.join_not_before:
+            return  # an empty group waits out the initial delay (the timer calls again)
+        pending = [m for m in g.members.values() if m.join_future is not None and not m.join_future.done()]
+        if not g.members:
+            g.state = EMPTY
+            return
+        if len(pending) < len(g.members) and not force:
+            return
+        if not pending:
+            return
+        g.generation_id += 1
+        common = self._common_protocols(g)
+        g.protocol_name = common[0] if common else None
+        if g.leader_id not in g.members:
+            g.leader_id = pending[0].member_id
+        g.state = COMPLETING
+        if g.rebalance_task and g.rebalance_task is not asyncio.current_task():
+            g.rebalance_task.cancel()
+        members = [{"member_id": m.member_id, "group_instance_id": m.group_instance_id,
+                    "metadata": m.metadata_for(g.protocol_name)} for m in g.members.values()]
+        for m in g.members.values():
+            m.assignment = b""
+            resp = {"error_code": E.NONE, "generation_id": g.generation_id,
+                    "protocol_type": g.protocol_type, "protocol_name": g.protocol_name,
+                    "leader": g.leader_id, "member_id": m.member_id,
+                    "members": members if m.member_id == g.leader_id else []}
+            if m.join_future is not None and not m.join_future.done():
+                m.join_future.set_result(resp)
+            m.last_seen = time.monotonic()
+        log.info("group %s: generation %d with %d member(s), protocol %s", g.group_id,
+                 g.generation_id, len(g.members), g.protocol_name)
+
+    # ------------------------------------------------------------ SyncGroup
+    async def sync(self, req: dict) -> dict:
+        g = self.groups.get(req["group_id"])
+        mid = req["member_id"]
+        if g is None or mid not in g.members:
+            return {"error_code": E.UNKNOWN_MEMBER_ID}
+        if req["generation_id"] != g.generation_id:
+            return {"error_code": E.ILLEGAL_GENERATION}
+        if g.state == PREPARING:
+            return {"error_code": E.REBALANCE_IN_PROGRESS}
+        m = g.members[mid]
+        m.last_seen = time.monotonic()
+        ok = {"error_code": E.NONE, "protocol_type": g.protocol_type, "protocol_name": g.protocol_name}
+        if g.state == STABLE:
+            return {**ok, "assignment": m.assignment}
+        if mid == g.leader_id:
+            assignments = {a["member_id"]: bytes(a["assignment"]) for a in req["assignments"]}
+            g.state = STABLE
+            for other in g.members.values():
+                other.assignment = assignments.get(other.member_id, b"")
+                if other.sync_future is not None and not other.sync_future.done():
+                    other.sync_future.set_result({**ok, "assignment": other.assignment})
+            return {**ok, "assignment": m.assignment}
+        m.sync_future = asyncio.get_running_loop().create_future()
+        return await m.sync_future
+
+    # ------------------------------------------------------------ Heartbeat / LeaveGroup
+    def heartbeat(self, req: dict) -> dict:
+        g = self.groups.get(req["group_id"])
+        mid = req["member_id"]
+        if g is None or mid not in g.members:
+            return {"error_code": E.UNKNOWN_MEMBER_ID}
+        g.members[mid].last_seen = time.monotonic()
+        if req["generation_id"] != g.generation_id:
+            return {"error_code": E.ILLEGAL_GENERATION}
+        if g.state == PREPARING:
+            return {"error_code": E.REBALANCE_IN_PROGRESS}
+        return {"error_code": E.NONE}
+
+    def leave(self, req: dict, version: int) -> dict:
+        g = self.groups.get(req["group_id"])
+        if version >= 3:
+            ids = [m["member_id"] for m in req["members"]]
+        else:
+            ids = [req["member_id"]]
+        results = []
+        for mid in ids:
+            if g is None or mid not in g.members:
+                results.append({"member_id": mid, "error_code": E.UNKNOWN_MEMBER_ID})
+                continue
+            self._remove(g, mid)
+            results.append({"member_id": mid, "error_code": E.NONE})
+            log.info("group %s: member %s left", g.group_id, mid)
+        if g is not None and any(r["error_code"] == E.NONE for r in results):
+            self._after_membership_change(g, "member left")
+        top = E.NONE if version >= 3 or (results and results[0]["error_code"] == E.NONE) \
+            else E.UNKNOWN_MEMBER_ID
+        return {"error_code": top, "members": results}
+
+    def _remove(self, g: Group, mid: str) -> None:
+        m = g.members.pop(mid, None)
+        if m is None:
+            return
+        for fut in (m.join_future, m.sync_future):
+            if fut is not None and not fut.done():
+                fut.set_result({"error_code": E.UNKNOWN_MEMBER_ID, "member_id": mid})
+        if g.leader_id == mid:
+            g.leader_id = next(iter(g.members), None)
+
+    def _after_membership_change(self, g: Group, reason: str) -> None:
+        if not g.members:
+            if g.rebalance_task:
+                g.rebalance_task.cancel()
+            g.state = EMPTY
+            g.protocol_name = None
+            g.generation_id += 1
+        elif g.state == PREPARING:
+            self._maybe_complete_join(g)
+        else:
+            self._prepare_rebalance(g, reason)
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            now = time.monotonic()
+            for g in list(self.groups.values()):
+                expired = [mid for mid, m in g.members.items()
+                           if (m.join_future is None or m.join_future.done())
+                           and (m.sync_future is None or m.sync_future.done())
+                           and now - m.last_seen > m.session_timeout_ms / 1000.0]
+                for mid in expired:
+                    log.info("group %s: member %s session expired", g.group_id, mid)
+                    self._remove(g, mid)
+                if expired:
+                    self._after_membership_change(g, "session timeout")
+
+    # ------------------------------------------------------------ offsets
+    def check_commit(self, group_id: str, generation_id: int, member_id: str) -> int:
+        """Error code for an OffsetCommit from this member and generation."""
+        g = self.groups.get(group_id)
+        if generation_id < 0 and not member_id:
+            # A simple (manually assigned) consumer: allowed unless a live group owns the id.
+            return E.NONE if g is None or not g.members else E.UNKNOWN_MEMBER_ID
+        if g is None or member_id not in g.members:
+            return E.UNKNOWN_MEMBER_ID
+        g.members[member_id].last_seen = time.monotonic()
+        if generation_id != g.generation_id:
+            return E.ILLEGAL_GENERATION
+        if g.state == PREPARING:
+            return E.REBALANCE_IN_PROGRESS
+        return E.NONE
+
+    # ------------------------------------------------------------ describe / list
+    def describe(self, group_id: str) -> dict:
+        g = self.groups.get(group_id)
+        if g is None:
+            known = group_id in self.store.groups()
+            return {"error_code": E.NONE, "group_id": group_id, "group_state": EMPTY if known else "Dead",
+                    "protocol_type": "", "protocol_data": "", "members": []}
+        return {"error_code": E.NONE, "group_id": group_id, "group_state": g.state,
+                "protocol_type": g.protocol_type or "",
+                "protocol_data": g.protocol_name or "" if g.state == STABLE else "",
+                "members": [{"member_id": m.member_id, "group_instance_id": m.group_instance_id,
+                             "client_id": m.client_id or "", "client_host": m.client_host,
+                             "member_metadata": m.metadata_for(g.protocol_name or ""),
+                             "member_assignment": m.assignment} for m in g.members.values()]}
+
+    def list(self) -> list[dict]:
+        names = set(self.store.groups()) | set(self.groups)
+        out = []
+        for name in sorted(names):
+            g = self.groups.get(name)
+            out.append({"group_id": name, "protocol_type": (g.protocol_type if g else None) or "consumer",
+                        "group_state": g.state if g else EMPTY})
+        return out

@@ -1,0 +1,95 @@
+"""The server's view of a data directory: arrowlog.storage.LogDir behind the
+few calls the Kafka handlers make, with arrowlog errors mapped to Kafka
+error codes and internal directories (``__groups``) hidden from clients.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from arrowlog import errors as AE
+
+from . import errors as E
+
+_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+INTERNAL_PREFIX = "__"
+
+
+def valid_topic_name(name: str | None) -> bool:
+    return bool(name) and name not in (".", "..") and bool(_TOPIC_RE.match(name)) \
+        and not name.startswith(INTERNAL_PREFIX)
+
+
+class Store:
+    def __init__(self, data_dir: str, cluster_id: str):
+        from arrowlog.storage import LogDir  # the core's storage layer
+
+        self.data_dir = data_dir
+        self.log = LogDir(data_dir)
+        self._ns = uuid.uuid5(uuid.NAMESPACE_URL, "arrowlog:" + cluster_id)
+
+    def topic_id(self, name: str) -> bytes:
+        """The topic's UUID as stored by the log (random at creation), or, for a
+        topic without one, a stable UUID derived from the cluster id and the name."""
+        t = self.topic(name)
+        tid = getattr(t, "topic_id", None) if t is not None else None
+        if tid:
+            try:
+                return bytes.fromhex(tid)
+            except ValueError:
+                pass
+        return uuid.uuid5(self._ns, name).bytes
+
+    def topic_by_id(self, topic_id: bytes) -> str | None:
+        for name in self.list_topics():
+            if self.topic_id(name) == topic_id:
+                return name
+        return None
+
+    def list_topics(self) -> list[str]:
+        return sorted(n for n in self.log.list_topics() if not n.startswith(INTERNAL_PREFIX))
+
+    def topic(self, name: str):
+        """The Topic, or None if it does not exist."""
+        if not valid_topic_name(name):
+            return None
+        try:
+            return self.log.topic(name)
+        except (AE.UnknownTopicError, AE.InvalidTopicError):
+            return None
+
+    def create_topic(self, name: str, partitions: int, config: dict | None = None,
+                     validate_only: bool = False) -> tuple[int, str | None]:
+        """(error_code, message)."""
+        if not valid_topic_name(name):
+            return E.INVALID_TOPIC_EXCEPTION, f"invalid topic name {name!r}"
+        if partitions < 1:
+            return E.INVALID_PARTITIONS, "the number of partitions must be at least 1"
+        if self.topic(name) is not None:
+            return E.TOPIC_ALREADY_EXISTS, f"topic {name!r} already exists"
+        if validate_only:
+            return E.NONE, None
+        try:
+            self.log.create_topic(name, partitions=partitions, config=config or {})
+        except AE.TopicExistsError as exc:
+            return E.TOPIC_ALREADY_EXISTS, str(exc)
+        except AE.InvalidTopicError as exc:
+            return E.INVALID_TOPIC_EXCEPTION, str(exc)
+        except AE.ConfigError as exc:
+            return E.INVALID_CONFIG, str(exc)
+        return E.NONE, None
+
+    def delete_topic(self, name: str) -> tuple[int, str | None]:
+        if self.topic(name) is None:
+            return E.UNKNOWN_TOPIC_OR_PARTITION, f"unknown topic {name!r}"
+        try:
+            self.log.delete_topic(name)
+        except AE.UnknownTopicError as exc:
+            return E.UNKNOWN_TOPIC_OR_PARTITION, str(exc)
+        return E.NONE, None
+
+    def close(self) -> None:
+        close = getattr(self.log, "close", None)
+        if close is not None:
+            close()
