@@ -20,7 +20,7 @@ import traceback
 
 from . import report
 from .context import Context
-from .harness import Row, render_markdown, write_json
+from .harness import Row, failure_reason, render_markdown, write_json
 from .targets import TARGETS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                 new = call_run(mod, ctx)
             except Exception as exc:  # a broken benchmark is reported, the others still run
                 traceback.print_exc(file=sys.stderr)
-                new = [Row(f"{name}.error", name, "harness", missing=f"{type(exc).__name__}: {exc}"[:200])]
+                new = [Row(f"{name}.error", name, "harness", missing=failure_reason(exc))]
             for r in new:
                 state = "ok" if r.ok else f"missing ({r.missing})"
                 log(f"  {r.key}: {state}")

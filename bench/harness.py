@@ -149,10 +149,15 @@ def attempt(template: Row, produce_samples: Callable[[], list[float]]) -> Row:
     try:
         template.samples = list(produce_samples())
     except Exception as exc:  # reported, never swallowed silently
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        template.missing = f"{type(exc).__name__}: {reason}"[:200] if reason else type(exc).__name__
+        template.missing = failure_reason(exc)
         template.samples = []
     return template
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line naming the exception and its first message line."""
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {reason}"[:200] if reason else type(exc).__name__
 
 
 # -- comparisons --------------------------------------------------------------

@@ -1,0 +1,164 @@
+"""How long from produce()+flush() in one process until another process has the record?
+
+Process A (the harness) sends single records, each carrying its send time
+(CLOCK_MONOTONIC, shared by all processes), paced so nothing queues; process B
+receives them and records now − send time. 10,000 sends per run (1,000 with
+--quick); the rows are p50, p99 and p99.9 per run, median over runs.
+
+- arrowlog: ``produce(topic, value)`` + ``flush()`` → a ``Consumer.poll()``
+  loop in B that waits on the published high watermark.
+- Redis Streams: ``XADD`` (AOF everysec) → ``XREAD BLOCK`` in B.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import struct
+import time
+
+from . import datasets
+from .harness import Row, failure_reason, percentile
+from .peers import RedisServer
+
+PACE_S = 0.0002  # gap between sends: well above either side's per-record cost
+PAD = b"\0" * 92  # 8-byte send time + 92 bytes = the benchmark's 100-byte values
+STREAM = "lat"
+
+
+def _stamp() -> bytes:
+    return struct.pack("<q", time.perf_counter_ns()) + PAD
+
+
+def _latency_us(value: bytes, now_ns: int) -> float:
+    return (now_ns - struct.unpack_from("<q", value)[0]) / 1000
+
+
+# -- process B ----------------------------------------------------------------
+def arrowlog_reader(path: str, n: int, ready, out) -> None:
+    import arrowlog
+
+    c = arrowlog.Consumer({"log.dir": path, "group.id": "bench-latency", "auto.offset.reset": "earliest"})
+    c.assign([arrowlog.TopicPartition(datasets.TOPIC, 0, 0)])
+    lat = []
+    ready.set()
+    deadline = time.monotonic() + 120
+    while len(lat) < n and time.monotonic() < deadline:
+        m = c.poll(1.0)
+        if m is None or m.error():
+            continue
+        lat.append(_latency_us(m.value(), time.perf_counter_ns()))
+    c.close()
+    out.send(lat)
+
+
+def redis_reader(port: int, n: int, ready, out) -> None:
+    import redis
+
+    r = redis.Redis(host="127.0.0.1", port=port)
+    last = b"$"
+    lat = []
+    ready.set()
+    deadline = time.monotonic() + 120
+    while len(lat) < n and time.monotonic() < deadline:
+        resp = r.xread({STREAM: last}, block=1000)
+        now = time.perf_counter_ns()
+        for _stream, entries in resp or []:
+            for rid, fields in entries:
+                lat.append(_latency_us(fields[b"v"], now))
+                last = rid
+    out.send(lat)
+
+
+# -- process A ----------------------------------------------------------------
+def one_run(ctx, reader, reader_args, send, n: int) -> list[float]:
+    """Start B, wait until it listens, send ``n`` paced records, collect B's latencies."""
+    mpc = mp.get_context("spawn")
+    ready = mpc.Event()
+    recv, send_end = mpc.Pipe(duplex=False)
+    proc = mpc.Process(target=reader, args=(*reader_args, n, ready, send_end), daemon=True)
+    proc.start()
+    try:
+        if not ready.wait(60):
+            raise RuntimeError("latency reader did not start")
+        time.sleep(0.05)  # let B block in its wait
+        for _ in range(n):
+            send()
+            t = time.perf_counter() + PACE_S
+            while time.perf_counter() < t:
+                pass
+        if not recv.poll(60):
+            raise RuntimeError("latency reader returned nothing")
+        lat = recv.recv()
+    finally:
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+    if len(lat) < n:
+        raise RuntimeError(f"reader received {len(lat)} of {n} records")
+    return lat
+
+
+def latency_runs(ctx, system: str, make_run) -> dict[str, list[float]]:
+    """p50/p99/p99.9 of each timed run; all timed latencies kept for the chart."""
+    per_q = {"p50": [], "p99": [], "p99.9": []}
+    everything = []
+    for i in range(ctx.warmup + ctx.runs):
+        lat = make_run(ctx.latency_sends if i >= ctx.warmup else min(1000, ctx.latency_sends))
+        if i < ctx.warmup:
+            continue
+        s = sorted(lat)
+        everything += lat
+        for q, key in ((50, "p50"), (99, "p99"), (99.9, "p99.9")):
+            per_q[key].append(percentile(s, q))
+    ctx.latency_samples[system] = everything
+    return per_q
+
+
+def arrowlog_latency(ctx) -> dict[str, list[float]]:
+    import arrowlog
+    from arrowlog.storage import LogDir
+
+    def make_run(n):
+        path = ctx.scratch("arrowlog-latency")
+        LogDir(path).create_topic(datasets.TOPIC, partitions=1)
+        p = arrowlog.Producer({"log.dir": path, "linger.ms": 0})
+
+        def send():
+            p.produce(datasets.TOPIC, _stamp(), key=b"k" * 8, partition=0)
+            p.flush()
+
+        return one_run(ctx, arrowlog_reader, (path,), send, n)
+
+    return latency_runs(ctx, "arrowlog", make_run)
+
+
+def redis_latency(ctx) -> dict[str, list[float]]:
+    srv = ctx.server("redis-everysec", lambda: RedisServer("everysec"))
+    r = srv.client()
+
+    def make_run(n):
+        r.delete(STREAM)
+        return one_run(ctx, redis_reader, (srv.port,),
+                       lambda: r.xadd(STREAM, {b"k": b"k" * 8, b"v": _stamp()}), n)
+
+    return latency_runs(ctx, "Redis Streams", make_run)
+
+
+def run(ctx) -> list[Row]:
+    rows = []
+    for system, key, setting, fn in (
+        ("arrowlog", "arrowlog", "produce()+flush() → Consumer.poll() in another process", arrowlog_latency),
+        ("Redis Streams", "redis", "XADD → XREAD BLOCK in another process, AOF everysec", redis_latency),
+    ):
+        templates = [Row(f"latency.{q}.{key}", "cross-process latency", system, setting,
+                         kind="latency", unit=f"µs {q}", records=ctx.latency_sends) for q in ("p50", "p99", "p99.9")]
+        try:
+            per_q = fn(ctx)
+        except Exception as exc:
+            for t in templates:
+                t.missing = failure_reason(exc)
+        else:
+            for t, q in zip(templates, ("p50", "p99", "p99.9"), strict=True):
+                t.samples = per_q[q]
+        rows += templates
+    return rows
