@@ -141,8 +141,10 @@ class _Sink:
         self.topic = topic
         self.writer: Any = None
         self.file: Any = None
+        self.schema: pa.Schema | None = None
 
     def _open(self, schema: pa.Schema) -> None:
+        self.schema = schema
         if self.fmt == "parquet":
             import pyarrow.parquet as pq
 
@@ -170,8 +172,8 @@ class _Sink:
             b = csv_batch(b)
         if self.writer is None:
             self._open(b.schema)
-        elif b.schema != self.writer.schema:
-            b = b.cast(self.writer.schema)
+        elif b.schema != self.schema:
+            b = b.cast(self.schema)
         self.writer.write_batch(b)
 
     def close(self) -> None:

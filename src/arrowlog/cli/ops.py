@@ -23,46 +23,16 @@ from .common import (
     print_table,
     resolve_data_dir,
 )
-from .store import READ_CHUNK_BYTES, get_topic, open_logdir
-
-
-def _corrupt_error_types() -> tuple[type, ...]:
-    try:
-        from arrowlog.errors import CorruptRecordError
-    except ImportError:  # pragma: no cover - before the core lands
-        return ()
-    return (CorruptRecordError,)
+from .store import get_topic, open_logdir
 
 
 def scan_partition(pl: Any) -> dict[str, Any]:
-    """Read every stored batch of a partition; the storage checks each CRC32C.
-
-    Uses the storage's own ``verify()`` when the partition has one.
-    """
-    own = getattr(pl, "verify", None)
-    if callable(own):
-        result = own()
-        if isinstance(result, dict):
-            return result
-        return {"ok": bool(result) if result is not None else True, "batches": None, "records": None,
-                "error": None}
-    corrupt = _corrupt_error_types()
-    pos = pl.log_start_offset
-    end = pl.high_watermark
-    batches = records = 0
-    while pos < end:
-        try:
-            frames = pl.read(pos, READ_CHUNK_BYTES)
-        except corrupt as e:
-            return {"ok": False, "batches": batches, "records": records, "error": f"offset {pos}: {e}"}
-        if not frames:
-            return {"ok": False, "batches": batches, "records": records,
-                    "error": f"no batch at offset {pos} below the high watermark {end}"}
-        for f in frames:
-            batches += 1
-            records += f.record_count
-            pos = max(pos, f.base_offset + f.record_count)
-    return {"ok": True, "batches": batches, "records": records, "error": None}
+    """CRC-check every stored batch of a partition (the storage's ``verify()``)."""
+    report = pl.verify()
+    errors = list(report.get("errors") or [])
+    return {"ok": not errors, "segments": report.get("segments"), "batches": report.get("frames"),
+            "records": report.get("records"), "bytes": report.get("bytes"),
+            "error": "; ".join(errors) or None}
 
 
 @click.command(
@@ -108,25 +78,16 @@ def recover_cmd(data: str | None) -> None:
     """Run recovery now: check CRCs, truncate torn tails, rebuild indexes."""
     data_dir = resolve_data_dir(data)
     logdir = open_logdir(data_dir)
-    for target, method in ((logdir, "recover"), (logdir, "recover_all")):
-        fn = getattr(target, method, None)
-        if callable(fn):
-            result = fn()
-            if result is not None:
-                out(json.dumps(result, default=str) if not isinstance(result, str) else result)
-            note(f"recovered {data_dir}")
-            return
-    # Partition-level recovery, when that is what the storage offers.
-    done = 0
+    rows = []
     for name in sorted(logdir.list_topics()):
         t = logdir.topic(name)
         for p in range(t.num_partitions):
-            fn = getattr(t.partition(p), "recover", None)
-            if not callable(fn):
-                raise Unavailable("explicit recovery is not supported by this version of the storage layer")
-            fn()
-            done += 1
-    note(f"recovered {done} partition{'s' if done != 1 else ''} in {data_dir}")
+            r = t.partition(p).recover()
+            rows.append([name, p, r.get("segments_scanned"), r.get("truncated_bytes"),
+                         r.get("segments_deleted"), r.get("indexes_rebuilt")])
+    print_table(["TOPIC", "PARTITION", "SEGMENTS-SCANNED", "TRUNCATED-BYTES", "SEGMENTS-DELETED",
+                 "INDEXES-REBUILT"], rows)
+    note(f"recovered {len(rows)} partition{'s' if len(rows) != 1 else ''} in {data_dir}")
 
 
 @click.command(

@@ -8,12 +8,16 @@ offset range, and the size of a partition on disk.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import click
 import pyarrow as pa
+
+from arrowlog.errors import OffsetOutOfRangeError
 
 from .common import CliError, NotFound
 from .formatting import Record
@@ -23,18 +27,24 @@ READ_CHUNK_BYTES = 1 << 20  # one read() returns at least one whole stored batch
 
 
 def open_logdir(path: str, *, create: bool = False) -> Any:
-    """Open a data directory; only ``create`` commands may make a new one."""
-    if not create and not os.path.isdir(path):
-        raise NotFound(f"no data directory at {path} (use --data DIR, or create a topic first)")
-    if create:
-        parent = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(path) and not os.access(parent, os.W_OK):
-            raise CliError(f"cannot create data directory {path}: {parent} is not writable")
-        if os.path.isdir(path) and not os.access(path, os.W_OK):
-            raise CliError(f"data directory {path} is not writable")
+    """Open a data directory for the running command, closed when it ends
+    (the last process out marks partitions clean, so the next open skips
+    recovery). Only ``create`` commands may make a new directory."""
+    from arrowlog.errors import StorageError
     from arrowlog.storage import LogDir
 
-    return LogDir(path)
+    if not create and not os.path.isdir(path):
+        raise NotFound(f"no data directory at {path} (use --data DIR, or create a topic first)")
+    try:
+        logdir = LogDir(path, create=create)
+    except StorageError as e:
+        if not create and e.errno == 2:
+            raise NotFound(f"{path} is not an arrowlog data directory (use --data DIR)") from None
+        raise
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.call_on_close(logdir.close)
+    return logdir
 
 
 def get_topic(logdir: Any, name: str) -> Any:
@@ -115,7 +125,16 @@ def read_batches(pl: Any, start: int, end: int | None, max_bytes: int = READ_CHU
 
     Returns ``([], start)`` when nothing is there yet.
     """
-    frames = pl.read(start, max_bytes)
+    if start >= pl.high_watermark:
+        return [], start
+    try:
+        frames = pl.read(start, max_bytes)
+    except OffsetOutOfRangeError:
+        # Retention deleted the segment under the reader: go on from the new log start.
+        log_start = pl.log_start_offset
+        if start >= log_start:
+            raise
+        return [], log_start if end is None else min(log_start, end)
     batches = []
     nxt = start
     for f in frames:
@@ -144,7 +163,14 @@ def batch_records(batch: pa.RecordBatch, topic: str, partition: int, log_start: 
     keys_col = _column(batch, "key")
     keys = keys_col.to_pylist() if keys_col is not None else [None] * n
     values_col = _column(batch, "value")
-    values = values_col.to_pylist() if values_col is not None else [None] * n
+    if values_col is None:
+        values = [None] * n
+    elif pa.types.is_struct(values_col.type):
+        # A topic with a value schema stores typed columns: show each value as JSON.
+        values = [None if v is None else json.dumps(v, default=str, separators=(",", ":")).encode()
+                  for v in values_col.to_pylist()]
+    else:
+        values = values_col.to_pylist()
     headers_col = _column(batch, "headers")
     headers = headers_col.to_pylist() if headers_col is not None else [None] * n
     for i in range(n):
@@ -164,55 +190,10 @@ def batch_records(batch: pa.RecordBatch, topic: str, partition: int, log_start: 
 
 @dataclass
 class PartitionUsage:
-    size_bytes: int | None
-    segments: int | None
+    size_bytes: int
+    segments: int
 
 
-def partition_usage(logdir_path: str, topic: Any, partition: int) -> PartitionUsage:
-    """Bytes on disk and segment count of a partition.
-
-    Uses the storage's own numbers when it offers them (``size_bytes``,
-    ``segments``); otherwise it looks for the partition's directory and counts
-    the ``*.log`` segment files in it.
-    """
-    pl = topic.partition(partition)
-    size = getattr(pl, "size_bytes", None)
-    segs = getattr(pl, "segments", None)
-    if callable(size):
-        size = size()
-    if callable(segs):
-        segs = segs()
-    if segs is not None and not isinstance(segs, int):
-        try:
-            segs = len(segs)
-        except TypeError:
-            segs = None
-    if size is not None and segs is not None:
-        return PartitionUsage(int(size), int(segs))
-    pdir = _partition_dir(logdir_path, topic.name, partition, pl)
-    if pdir is None:
-        return PartitionUsage(size, segs)
-    total = 0
-    count = 0
-    for entry in os.scandir(pdir):
-        if entry.is_file():
-            total += entry.stat().st_size
-            if entry.name.endswith(".log"):
-                count += 1
-    return PartitionUsage(size if size is not None else total, segs if segs is not None else count)
-
-
-def _partition_dir(root: str, topic: str, partition: int, pl: Any) -> str | None:
-    for attr in ("path", "dir", "directory"):
-        p = getattr(pl, attr, None)
-        if isinstance(p, (str, os.PathLike)) and os.path.isdir(p):
-            return os.fspath(p)
-    for candidate in (
-        os.path.join(root, topic, str(partition)),
-        os.path.join(root, topic, f"{partition:05d}"),
-        os.path.join(root, f"{topic}-{partition}"),
-        os.path.join(root, topic, f"partition-{partition}"),
-    ):
-        if os.path.isdir(candidate):
-            return candidate
-    return None
+def partition_usage(pl: Any) -> PartitionUsage:
+    """Bytes of segment data on disk and the number of segments of a partition."""
+    return PartitionUsage(int(pl.size_bytes()), len(pl.segment_bases()))

@@ -54,12 +54,30 @@ def _config_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
     return cfg
 
 
-def _value_schema(text: str) -> str:
-    """``--value-schema``: a file with the schema, or the schema text itself."""
+def parse_value_schema(text: str) -> dict[str, Any]:
+    """``--value-schema``: ``id:int64,name:string``, the JSON form
+    ``{"fields": [{"name": "id", "type": "int64"}]}``, or a file holding either."""
     if os.path.isfile(text):
         with open(text, encoding="utf-8") as f:
-            return f.read()
-    return text
+            text = f.read()
+    s = text.strip()
+    if s.startswith("{"):
+        try:
+            spec = json.loads(s)
+        except ValueError as e:
+            raise click.BadParameter(f"not JSON: {e}", param_hint="'--value-schema'") from None
+        if not isinstance(spec, dict) or not isinstance(spec.get("fields"), list):
+            raise click.BadParameter('expected {"fields": [{"name": ..., "type": ...}]}',
+                                     param_hint="'--value-schema'")
+        return spec
+    fields = []
+    for part in s.split(","):
+        name, sep, typ = part.strip().partition(":")
+        if not sep or not name.strip() or not typ.strip():
+            raise click.BadParameter(f"bad field {part.strip()!r}: expected NAME:TYPE, e.g. id:int64,name:string",
+                                     param_hint="'--value-schema'")
+        fields.append({"name": name.strip(), "type": typ.strip()})
+    return {"fields": fields}
 
 
 def _common_config(retention: str | None, retention_bytes: str | None, segment_size: str | None,
@@ -74,7 +92,7 @@ def _common_config(retention: str | None, retention_bytes: str | None, segment_s
     if compression is not None:
         cfg[COMPRESSION] = compression
     if value_schema is not None:
-        cfg[VALUE_SCHEMA] = _value_schema(value_schema)
+        cfg[VALUE_SCHEMA] = parse_value_schema(value_schema)
     cfg.update(_config_pairs(configs))
     return cfg
 
@@ -90,7 +108,7 @@ def _config_options(fn: Any) -> Any:
         click.option("--compression", type=click.Choice(["none", "zstd", "lz4"]), default=None,
                      help="Arrow IPC buffer compression (compression.type)."),
         click.option("--value-schema", default=None, metavar="FILE|TEXT",
-                     help="An Arrow schema for the values (value.schema)."),
+                     help="Typed values: id:int64,name:string, JSON, or a file (value.schema)."),
         click.option("-c", "--config", "configs", multiple=True, metavar="KEY=VALUE",
                      help="Any topic config, e.g. -c retention.ms=3600000 (repeat)."),
     ]):
@@ -162,12 +180,12 @@ def _record_count(pl: Any) -> int:
     return max(0, pl.high_watermark - pl.log_start_offset)
 
 
-def describe_topic(data_dir: str, logdir: Any, name: str) -> dict[str, Any]:
+def describe_topic(logdir: Any, name: str) -> dict[str, Any]:
     t = get_topic(logdir, name)
     parts = []
     for p in range(t.num_partitions):
         pl = t.partition(p)
-        usage = partition_usage(data_dir, t, p)
+        usage = partition_usage(pl)
         parts.append({
             "partition": p,
             "log_start_offset": pl.log_start_offset,
@@ -193,7 +211,7 @@ Examples:
 def describe_cmd(name: str, as_json: bool, data: str | None) -> None:
     """Show TOPIC's config and, per partition, offsets, size on disk and segments."""
     data_dir = resolve_data_dir(data)
-    info = describe_topic(data_dir, open_logdir(data_dir), name)
+    info = describe_topic(open_logdir(data_dir), name)
     if as_json:
         out(json.dumps(info, default=str))
         return
@@ -201,7 +219,9 @@ def describe_cmd(name: str, as_json: bool, data: str | None) -> None:
     out(f"PARTITIONS  {len(info['partitions'])}")
     if info["config"]:
         out("")
-        print_table(["CONFIG", "VALUE"], sorted((k, v) for k, v in info["config"].items()))
+        print_table(["CONFIG", "VALUE"], sorted(
+            (k, v if v is None or isinstance(v, (str, int, float)) else json.dumps(v))
+            for k, v in info["config"].items()))
     out("")
     print_table(
         ["PARTITION", "LOG-START-OFFSET", "HIGH-WATERMARK", "RECORDS", "SIZE", "SEGMENTS"],

@@ -1,0 +1,420 @@
+"""The ``arrowlog`` commands end to end, in-process, on temporary data directories."""
+
+import json
+import os
+
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from arrowlog.cli import main
+from arrowlog.cli.common import EXIT_CORRUPT, EXIT_EXISTS, EXIT_NOT_FOUND, EXIT_USAGE
+
+T0 = 1_714_557_600_000  # 2024-05-01T10:00:00Z
+
+
+class Result:
+    def __init__(self, rc, out, err):
+        self.rc, self.out, self.err = rc, out, err.decode()
+
+    @property
+    def lines(self):
+        return self.out.decode().splitlines()
+
+    @property
+    def json(self):
+        return [json.loads(line) for line in self.lines]
+
+    def __repr__(self):
+        return f"Result(rc={self.rc}, out={self.out[:300]!r}, err={self.err[:300]!r})"
+
+
+@pytest.fixture
+def cli(tmp_path):
+    """Run ``arrowlog ARGS --data <tmp>`` in-process with stdin, capturing stdout/stderr."""
+    data = str(tmp_path / "data")
+
+    def run(*args, input=None, data_dir=data):
+        runner = CliRunner()
+        with runner.isolation(input=input) as (out, err, _):
+            rc = main([*args, "--data", data_dir])
+        return Result(rc, out.getvalue(), err.getvalue())
+
+    run.data = data
+    return run
+
+
+def ok(res):
+    assert res.rc == 0, res
+    return res
+
+
+def timed_records(n, key=lambda i: f"k{i}"):
+    """``produce --json`` input with timestamps T0, T0+1s, ..."""
+    return "".join(
+        json.dumps({"key": key(i), "value": f"v{i}", "timestamp": T0 + 1000 * i}) + "\n" for i in range(n)
+    )
+
+
+# ------------------------------------------------------------------ topics
+
+
+def test_topic_create_list_describe_alter_delete(cli):
+    res = ok(cli("topic", "create", "orders", "-p", "3", "--retention", "2d", "--segment-size", "1MiB"))
+    assert "created topic orders with 3 partitions" in res.err and res.out == b""
+    ok(cli("topic", "create", "audit"))
+
+    assert ok(cli("topic", "list", "--names")).lines == ["audit", "orders"]
+    listing = ok(cli("topic", "list", "--json")).json[0]
+    assert {r["name"]: r["partitions"] for r in listing} == {"audit": 1, "orders": 3}
+    table = ok(cli("topic", "list")).lines
+    assert table[0].split() == ["TOPIC", "PARTITIONS", "RECORDS"]
+
+    ok(cli("produce", "orders", "-p", "1", input="a\nb\n"))
+    info = ok(cli("topic", "describe", "orders", "--json")).json[0]
+    assert info["config"]["retention.ms"] in (172_800_000, "172800000")
+    assert info["config"]["segment.bytes"] in (1 << 20, str(1 << 20))
+    parts = {p["partition"]: p for p in info["partitions"]}
+    assert parts[1]["high_watermark"] == 2 and parts[1]["records"] == 2 and parts[0]["records"] == 0
+    assert parts[1]["size_bytes"] > 0 and parts[1]["segments"] >= 1
+    text = ok(cli("topic", "describe", "orders")).out.decode()
+    assert "HIGH-WATERMARK" in text and "SEGMENTS" in text
+
+    ok(cli("topic", "alter", "orders", "--retention", "3d"))
+    info = ok(cli("topic", "describe", "orders", "--json")).json[0]
+    assert info["config"]["retention.ms"] in (259_200_000, "259200000")
+
+    res = cli("topic", "create", "orders")
+    assert res.rc == EXIT_EXISTS and "already exists" in res.err
+
+    ok(cli("topic", "delete", "orders"))
+    assert ok(cli("topic", "list", "--names")).lines == ["audit"]
+    res = cli("topic", "delete", "orders")
+    assert res.rc == EXIT_NOT_FOUND and "unknown topic 'orders'" in res.err
+    ok(cli("topic", "delete", "orders", "--if-exists"))
+
+
+# ------------------------------------------------------------------ produce → consume
+
+
+def test_round_trip_lines_are_identical(cli):
+    ok(cli("topic", "create", "lines"))
+    lines = ["first", "", "  spaces  ", "tab\there", "ünïcödé ✓", '{"json": true}', "last"]
+    res = ok(cli("produce", "lines", input="\n".join(lines) + "\n"))
+    assert "produced 7 records to lines" in res.err and res.out == b""
+    out = ok(cli("consume", "lines", "--format", "text")).lines
+    assert out == lines
+
+
+def test_round_trip_many_partitions_and_json_default(cli):
+    ok(cli("topic", "create", "multi", "-p", "3"))
+    sent = [f"line-{i}" for i in range(300)]
+    ok(cli("produce", "multi", "-K", "-", input="".join(f"k{i % 17}-{v}\n" for i, v in enumerate(sent))))
+    recs = ok(cli("consume", "multi")).json  # stdout is not a terminal: JSON lines
+    assert sorted(r["value"] for r in recs) == sorted(sent)
+    by_part = {}
+    for r in recs:
+        by_part.setdefault(r["partition"], []).append(r)
+        assert r["topic"] == "multi" and isinstance(r["timestamp"], int)
+    for p, rs in by_part.items():
+        assert [r["offset"] for r in rs] == list(range(len(rs))), p
+    # the same key always lands in the same partition
+    key_parts = {}
+    for r in recs:
+        key_parts.setdefault(r["key"], set()).add(r["partition"])
+    assert all(len(ps) == 1 for ps in key_parts.values())
+    assert len(by_part) > 1
+
+
+def test_keys_headers_and_templates(cli):
+    ok(cli("topic", "create", "t"))
+    ok(cli("produce", "t", "-K", r"\t", "-H", "src=cli", "-H", "v=2", input="alice\t42\nbob\t7\n"))
+    ok(cli("produce", "t", "-k", "fixed", input="x\n"))
+    recs = ok(cli("consume", "t", "--format", "json")).json
+    assert [(r["key"], r["value"]) for r in recs] == [("alice", "42"), ("bob", "7"), ("fixed", "x")]
+    assert recs[0]["headers"] == [{"key": "src", "value": "cli"}, {"key": "v", "value": "2"}]
+    assert recs[2]["headers"] == []
+    out = ok(cli("consume", "t", "--format", r"%k=%v@%p/%o %h\n")).lines
+    assert out == ["alice=42@0/0 src=cli,v=2", "bob=7@0/1 src=cli,v=2", "fixed=x@0/2 "]
+
+
+def test_json_round_trip_copies_a_topic_exactly(cli):
+    ok(cli("topic", "create", "src", "-p", "2"))
+    ok(cli("topic", "create", "dst", "-p", "2"))
+    payload = "".join(json.dumps(o) + "\n" for o in [
+        {"key": "a", "value": "1", "partition": 0, "timestamp": T0, "headers": {"h": "x"}},
+        {"key": None, "value_base64": "/wD+", "partition": 1, "timestamp": T0 + 5},
+        {"value": {"nested": [1, 2]}, "partition": 1, "timestamp": T0 + 9},
+    ])
+    ok(cli("produce", "src", "--json", input=payload))
+    dumped = ok(cli("consume", "src", "--format", "json")).out
+    ok(cli("produce", "dst", "--json", input=dumped))
+    a = ok(cli("consume", "src", "--format", "json")).json
+    b = ok(cli("consume", "dst", "--format", "json")).json
+    for r in a + b:
+        r.pop("topic")
+    key = lambda r: (r["partition"], r["offset"])  # noqa: E731
+    assert sorted(a, key=key) == sorted(b, key=key)
+    vals = {r["offset"]: r for r in a if r["partition"] == 1}
+    assert vals[0]["value_base64"] == "/wD+" and vals[1]["value"] == '{"nested":[1,2]}'
+
+
+# ------------------------------------------------------------------ offset grammar
+
+
+@pytest.fixture
+def ten(cli):
+    """Topic ``ten``: offsets 0-9 with timestamps T0 + i seconds in partition 0, none in 1."""
+    ok(cli("topic", "create", "ten", "-p", "2"))
+    ok(cli("produce", "ten", "--json", "-p", "0", input=timed_records(10)))
+    return cli
+
+
+def offsets(cli, *args):
+    return [r["offset"] for r in ok(cli("consume", "ten", "--format", "json", *args)).json]
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("start", list(range(10))),
+        ("beginning", list(range(10))),
+        ("end", []),
+        (":end", list(range(10))),
+        ("3", [3, 4, 5, 6, 7, 8, 9]),
+        ("3:6", [3, 4, 5]),
+        (":2", [0, 1]),
+        ("+7", [7, 8, 9]),
+        ("-2", [8, 9]),
+        ("-50", list(range(10))),
+        ("42", []),
+        (f"@{T0 + 4000}", [4, 5, 6, 7, 8, 9]),
+        (f"@{T0 + 3500}", [4, 5, 6, 7, 8, 9]),
+        (f"@{T0 + 2000}:{T0 + 5000}", [2, 3, 4]),
+        (f"@:{T0 + 2000}", [0, 1]),
+        (f"@{(T0 + 8000) // 1000}", [8, 9]),  # epoch seconds
+        ("@2024-05-01T10:00:07Z", [7, 8, 9]),
+        ("@2024-05-01T12:00:07+02:00", [7, 8, 9]),
+        ("@2024-05-01T10:00:02Z:2024-05-01T10:00:04Z", [2, 3]),
+        ("@2024-05-01T10:00:06Z:+2s", [6, 7]),
+        ("@2024-05-01", list(range(10))),
+        ("@2024-05-02", []),
+        ("@-1h", []),  # the records are from 2024
+    ],
+)
+def test_offset_grammar(ten, expr, expected):
+    assert offsets(ten, "-o", expr) == expected
+
+
+def test_count_partition_and_exit_at_end(ten):
+    assert offsets(ten, "-c", "3") == [0, 1, 2]
+    assert offsets(ten, "-o", "5", "-c", "2", "-e") == [5, 6]
+    assert offsets(ten, "-p", "1") == []
+    assert offsets(ten, "-p", "0", "-o", "-1") == [9]
+    res = ten("consume", "ten", "-p", "7")
+    assert res.rc == EXIT_NOT_FOUND and "no partition 7" in res.err
+
+
+def test_follow_stops_at_an_explicit_end(ten):
+    # -f with a closed range ends by itself once the range is read
+    assert offsets(ten, "-f", "-o", "2:4") == [2, 3]
+
+
+# ------------------------------------------------------------------ groups
+
+
+def test_group_consume_commits_and_resumes(ten):
+    first = offsets(ten, "-g", "billing", "-c", "4")
+    assert first == [0, 1, 2, 3]
+    assert offsets(ten, "-g", "billing", "-c", "3") == [4, 5, 6]
+    assert ok(ten("group", "list")).lines == ["billing"]
+    rows = ok(ten("group", "describe", "billing", "--json")).json[0]
+    by_p = {r["partition"]: r for r in rows}
+    assert by_p[0]["current_offset"] == 7 and by_p[0]["log_end_offset"] == 10 and by_p[0]["lag"] == 3
+    table = ok(ten("group", "describe", "billing")).lines
+    assert table[0].split() == ["GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "OWNER"]
+    assert table[1].split()[:6] == ["billing", "ten", "0", "7", "10", "3"]
+
+
+def committed(cli, group):
+    rows = ok(cli("group", "describe", group, "--json")).json[0]
+    return {r["partition"]: r["current_offset"] for r in rows}
+
+
+def test_group_reset_is_a_dry_run_unless_execute(ten):
+    offsets(ten, "-g", "g", "-c", "6")
+    assert committed(ten, "g")[0] == 6
+
+    plan = ok(ten("group", "reset", "g", "-t", "ten", "--to-earliest"))
+    assert plan.lines[0].split() == ["GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "NEW-OFFSET"]
+    assert plan.lines[1].split() == ["g", "ten", "0", "6", "0"]
+    assert "dry run" in plan.err
+    assert committed(ten, "g")[0] == 6  # unchanged
+
+    ok(ten("group", "reset", "g", "-t", "ten", "-p", "0", "--to-earliest", "--execute"))
+    assert committed(ten, "g")[0] == 0
+    ok(ten("group", "reset", "g", "-t", "ten", "-p", "0", "--shift-by", "4", "--execute"))
+    assert committed(ten, "g")[0] == 4
+    ok(ten("group", "reset", "g", "-t", "ten", "-p", "0", "--to-datetime", "2024-05-01T10:00:08Z", "--execute"))
+    assert committed(ten, "g")[0] == 8
+    ok(ten("group", "reset", "g", "-t", "ten", "-p", "0", "--to-offset", "99", "--execute"))
+    assert committed(ten, "g")[0] == 10  # kept at the high watermark
+    ok(ten("group", "reset", "g", "--all-topics", "--to-offset", "1", "--execute"))
+    assert committed(ten, "g") == {0: 1, 1: 0}
+    # the group then resumes from where it was reset
+    assert offsets(ten, "-g", "g", "-c", "2") == [1, 2]
+
+
+def test_group_errors(ten):
+    res = ten("group", "describe", "nobody")
+    assert res.rc == EXIT_NOT_FOUND and "unknown group 'nobody'" in res.err
+    res = ten("group", "reset", "nobody", "-t", "missing", "--to-earliest")
+    assert res.rc == EXIT_NOT_FOUND and "unknown topic 'missing'" in res.err
+
+
+# ------------------------------------------------------------------ export
+
+
+@pytest.fixture
+def exported(cli, tmp_path):
+    ok(cli("topic", "create", "ex", "-p", "2"))
+    ok(cli("produce", "ex", "--json", input="".join(
+        json.dumps({"key": f"k{i}", "value": f"value {i}", "partition": i % 2, "timestamp": T0 + i,
+                    "headers": {"n": str(i)}}) + "\n" for i in range(50))))
+    ok(cli("produce", "ex", "-p", "1", input="plain\n"))
+    return cli, tmp_path
+
+
+def expected_rows(cli):
+    recs = ok(cli("consume", "ex", "--format", "json")).json
+    return sorted((r["partition"], r["offset"], r["timestamp"], r["key"], r["value"]) for r in recs)
+
+
+def table_rows(table):
+    d = table.to_pydict()
+    ts = [int(t.timestamp() * 1000) if hasattr(t, "timestamp") else t for t in d["timestamp"]]
+    dec = lambda b: None if b is None else (b.decode() if isinstance(b, bytes) else b)  # noqa: E731
+    return sorted(zip(d["partition"], d["offset"], ts, map(dec, d["key"]), map(dec, d["value"]), strict=True))
+
+
+@pytest.mark.parametrize("ext", ["parquet", "arrow", "csv"])
+def test_export_reads_back_with_pyarrow(exported, ext):
+    cli, tmp = exported
+    path = str(tmp / f"out.{ext}")
+    res = ok(cli("export", "ex", "--to", path))
+    assert "exported 51 records" in res.err and res.out == b""
+    if ext == "parquet":
+        table = pq.read_table(path)
+    elif ext == "arrow":
+        with pa.memory_map(path) as src:
+            table = pa.ipc.open_file(src).read_all()
+    else:
+        table = pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(
+            column_types={"key": pa.string(), "value": pa.string(), "timestamp": pa.timestamp("ms")}))
+    assert table.num_rows == 51
+    assert table.column_names[:5] == ["partition", "offset", "timestamp", "key", "value"]
+    assert table_rows(table) == expected_rows(cli)
+    if ext != "csv":
+        hs = [h for h in table.column("headers").to_pylist() if h]
+        assert {"key": "n", "value": b"3"} in [x for h in hs for x in h]
+    assert not [f for f in os.listdir(tmp) if f.endswith(".partial")]
+
+
+def test_export_jsonl_and_ranges(exported):
+    cli, tmp = exported
+    path = str(tmp / "out.jsonl")
+    ok(cli("export", "ex", "--to", path, "-p", "0", "--start", "5", "--end", "10"))
+    with open(path) as f:
+        recs = [json.loads(line) for line in f]
+    assert [r["offset"] for r in recs] == [5, 6, 7, 8, 9]
+    assert recs[0]["value"] == "value 10" and recs[0]["headers"] == [{"key": "n", "value": "10"}]
+
+    ok(cli("export", "ex", "--to", str(tmp / "t.parquet"), "-o", f"@{T0 + 40}:{T0 + 44}"))
+    got = pq.read_table(str(tmp / "t.parquet")).to_pydict()
+    assert sorted(v.decode() for v in got["value"]) == ["value 40", "value 41", "value 42", "value 43"]
+
+    empty = str(tmp / "empty.parquet")
+    ok(cli("export", "ex", "--to", empty, "-o", "end"))
+    assert pq.read_table(empty).num_rows == 0
+
+    res = ok(cli("export", "ex", "--to", "-", "-p", "1", "-o", "-1"))
+    assert [r["value"] for r in res.json] == ["plain"]
+
+
+# ------------------------------------------------------------------ verify / recover
+
+
+def test_verify_and_recover_on_a_clean_log(ten):
+    res = ok(ten("verify"))
+    assert res.lines[0].split() == ["TOPIC", "PARTITION", "BATCHES", "RECORDS", "STATUS"]
+    assert res.lines[1].split()[:2] == ["ten", "0"] and res.lines[1].split()[-1] == "ok"
+    report = ok(ten("verify", "--json")).json[0]
+    assert report[0]["records"] == 10 and report[0]["ok"]
+    res = ok(ten("recover"))
+    assert "recovered 2 partitions" in res.err
+    assert offsets(ten) == list(range(10))
+
+
+def test_verify_reports_damage_with_exit_5(ten):
+    seg_dir = None
+    for root, _, files in os.walk(ten.data):
+        if any(f.endswith(".log") for f in files) and os.path.basename(root).endswith("0"):
+            if any(os.path.getsize(os.path.join(root, f)) > 0 for f in files if f.endswith(".log")):
+                seg_dir = root
+    assert seg_dir is not None
+    seg = os.path.join(seg_dir, sorted(f for f in os.listdir(seg_dir) if f.endswith(".log"))[0])
+    size = os.path.getsize(seg)
+    with open(seg, "r+b") as f:  # flip a byte inside the last stored batch
+        f.seek(size - 16)
+        b = f.read(1)
+        f.seek(size - 16)
+        f.write(bytes([b[0] ^ 0xFF]))
+    res = ten("verify")
+    assert res.rc == EXIT_CORRUPT, res
+    assert "DAMAGED" in res.out.decode() and "damaged" in res.err
+
+
+# ------------------------------------------------------------------ error paths
+
+
+def test_unknown_topic_is_exit_3_with_one_line(cli):
+    ok(cli("topic", "create", "real"))
+    for args in (["consume", "nope"], ["produce", "nope"], ["export", "nope", "--to", "x.parquet"],
+                 ["topic", "describe", "nope"], ["topic", "alter", "nope", "--retention", "1d"]):
+        res = cli(*args, input="x\n")
+        assert res.rc == EXIT_NOT_FOUND, (args, res)
+        assert res.err.count("\n") == 1 and "unknown topic 'nope' (topics: real)" in res.err
+        assert res.out == b""
+
+
+def test_bad_offset_expression_is_exit_2(ten):
+    for expr in ("soon", "@nope", "5:2", "@123"):
+        res = ten("consume", "ten", "-o", expr)
+        assert res.rc == EXIT_USAGE, res
+        assert res.err.count("\n") == 1, res
+        assert "bad" in res.err or "ambiguous" in res.err
+
+
+def test_unwritable_data_directory(cli, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    res = cli("topic", "create", "t", data_dir=str(blocker / "data"))
+    assert res.rc == 1, res
+    assert res.err.startswith("arrowlog: error: ") and res.err.count("\n") == 1
+    assert "Traceback" not in res.err
+
+
+def test_unwritable_export_destination(ten, tmp_path):
+    res = ten("export", "ten", "--to", str(tmp_path / "missing-dir" / "x.parquet"))
+    assert res.rc == 1 and "does not exist" in res.err
+
+
+def test_produce_errors(ten):
+    res = ten("produce", "ten", "-p", "5", input="x\n")
+    assert res.rc == EXIT_NOT_FOUND and "no partition 5" in res.err
+    res = ten("produce", "ten", "--json", input='{"value": "ok"}\nnot json\n')
+    assert res.rc == EXIT_USAGE and "line 2" in res.err
+    res = ten("produce", "ten", "-K", ":", input="no delimiter\n")
+    assert res.rc == EXIT_USAGE and "line 1" in res.err

@@ -1,0 +1,154 @@
+"""``arrowlog`` as real processes: follow mode across processes, pipes, signals, terminals."""
+
+import json
+import os
+import pty
+import re
+import select
+import signal
+import subprocess
+import sys
+
+import pytest
+
+import arrowlog.cli
+
+SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(arrowlog.cli.__file__))))
+READ_TIMEOUT_S = 30  # a generous bound so a broken follower fails the test instead of hanging it
+
+
+def env(**extra):
+    e = dict(os.environ)
+    e["PYTHONPATH"] = SRC + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
+    e.pop("NO_COLOR", None)
+    e.update(extra)
+    return e
+
+
+def arrowlog_cmd(data, *args):
+    return [sys.executable, "-m", "arrowlog", *args, "--data", data]
+
+
+def run(data, *args, input=None, **kw):
+    return subprocess.run(arrowlog_cmd(data, *args), input=input, capture_output=True, env=env(**kw), timeout=120)
+
+
+@pytest.fixture
+def data(tmp_path):
+    d = str(tmp_path / "data")
+    assert run(d, "topic", "create", "events", "-p", "2").returncode == 0
+    return d
+
+
+def read_line(proc):
+    ready, _, _ = select.select([proc.stdout], [], [], READ_TIMEOUT_S)
+    assert ready, "no output from the follower"
+    line = proc.stdout.readline()
+    assert line, f"the follower ended early: {proc.stderr.read()!r}"
+    return line.decode().rstrip("\n")
+
+
+def test_python_m_arrowlog_help():
+    res = subprocess.run([sys.executable, "-m", "arrowlog", "--help"], capture_output=True, env=env(), timeout=60)
+    assert res.returncode == 0
+    assert b"Usage: arrowlog" in res.stdout and res.stderr == b""
+
+
+def test_follow_picks_up_records_from_another_process(data):
+    assert run(data, "produce", "events", "-p", "0", input=b"one\ntwo\n").returncode == 0
+    follower = subprocess.Popen(
+        arrowlog_cmd(data, "consume", "events", "-f", "-c", "5", "--format", "%p %v\\n"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env())
+    try:
+        assert [read_line(follower), read_line(follower)] == ["0 one", "0 two"]
+        # the follower is now waiting at the end; another process appends
+        assert run(data, "produce", "events", "-p", "1", input=b"three\n").returncode == 0
+        assert read_line(follower) == "1 three"
+        assert run(data, "produce", "events", "-p", "0", input=b"four\nfive\n").returncode == 0
+        assert [read_line(follower), read_line(follower)] == ["0 four", "0 five"]
+        assert follower.wait(timeout=READ_TIMEOUT_S) == 0  # -c 5 reached
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+
+
+def test_interrupted_group_follower_commits_and_exits_130(data):
+    assert run(data, "produce", "events", "-p", "0", input=b"a\nb\nc\n").returncode == 0
+    follower = subprocess.Popen(
+        arrowlog_cmd(data, "consume", "events", "-f", "-g", "tail", "--format", "text"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env())
+    try:
+        assert [read_line(follower) for _ in range(3)] == ["a", "b", "c"]
+        follower.send_signal(signal.SIGINT)
+        assert follower.wait(timeout=READ_TIMEOUT_S) == 130
+        err = follower.stderr.read().decode()
+        assert "interrupted" in err and "Traceback" not in err
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+    rows = json.loads(run(data, "group", "describe", "tail", "--json").stdout)
+    assert {r["partition"]: r["current_offset"] for r in rows} == {0: 3, 1: 0}
+
+
+def test_closed_pipe_exits_quietly(data):
+    lines = b"".join(b"record %d with some padding to fill the pipe\n" % i for i in range(20000))
+    assert run(data, "produce", "events", "-p", "0", input=lines).returncode == 0
+    proc = subprocess.Popen(arrowlog_cmd(data, "consume", "events", "--format", "text"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env())
+    assert read_line(proc) == "record 0 with some padding to fill the pipe"
+    proc.stdout.close()  # like `| head -1`
+    assert proc.wait(timeout=READ_TIMEOUT_S) == 0
+    err = proc.stderr.read()
+    assert b"Traceback" not in err and b"Broken pipe" not in err
+
+
+def test_exit_codes_of_a_real_process(data, tmp_path):
+    assert run(data, "consume", "missing").returncode == 3
+    assert run(data, "consume", "events", "-o", "@soon").returncode == 2
+    assert run(data, "topic", "create", "events").returncode == 4
+    res = run(str(tmp_path / "nowhere"), "topic", "list")
+    assert res.returncode == 3 and res.stdout == b""
+    assert res.stderr.decode().count("\n") == 1
+
+
+COLOR_SGR = re.compile(rb"\x1b\[(?:[0-9;]*;)?(?:3[0-7]|9[0-7]|38;[25];[0-9;]+)m")
+
+
+def export_on_a_terminal(data, dest, **extra):
+    """Run export with stderr on a pseudo-terminal; returns what the terminal showed."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(arrowlog_cmd(data, "export", "events", "--to", dest),
+                            stdout=subprocess.PIPE, stderr=slave, env=env(TERM="xterm-256color", **extra))
+    os.close(slave)
+    shown = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], READ_TIMEOUT_S)
+        if not ready:
+            break
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    assert proc.wait(timeout=READ_TIMEOUT_S) == 0
+    assert proc.stdout.read() == b""
+    return shown
+
+
+def test_progress_bar_on_a_terminal_respects_no_color(data, tmp_path):
+    assert run(data, "produce", "events", "-K", ":", input=b"".join(b"k%d:v\n" % i for i in range(2000))).returncode == 0
+    shown = export_on_a_terminal(data, str(tmp_path / "a.parquet"))
+    assert b"export" in shown and b"2000/2000" in shown and b"records" in shown and b"ETA" in shown
+    assert COLOR_SGR.search(shown)
+    plain = export_on_a_terminal(data, str(tmp_path / "b.parquet"), NO_COLOR="1")
+    assert b"2000/2000" in plain
+    assert not COLOR_SGR.search(plain)
+    # without a terminal: no bar, just the summary line
+    res = run(data, "export", "events", "--to", str(tmp_path / "c.parquet"))
+    assert res.returncode == 0 and res.stderr.decode().count("\n") == 1
+    assert b"\x1b[" not in res.stderr
