@@ -92,13 +92,10 @@ def latency_summary(samples: dict[str, list[float]]) -> dict[str, list[list[floa
     return out
 
 
-def merge(json_path: str, new_rows: list[Row]) -> list[Row]:
-    """Rows of an earlier results.json with this run's rows replacing those of the same key."""
+def load_rows(json_path: str) -> list[Row]:
+    """The rows of an earlier results.json (a partial run merges its rows into them)."""
     with open(json_path) as f:
-        old = json.load(f)
-    fresh = {r.key for r in new_rows}
-    kept = [Row.from_dict(d) for d in old.get("rows", []) if d["key"] not in fresh]
-    return kept + new_rows
+        return [Row.from_dict(d) for d in json.load(f).get("rows", [])]
 
 
 def charts(results: dict, out_dir: str) -> list[str]:
