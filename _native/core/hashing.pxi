@@ -62,3 +62,35 @@ def murmur2_partition(key, int32_t partitions):
         return arrowlog_murmur2_partition(p, <size_t>buf.len, partitions)
     finally:
         PyBuffer_Release(&buf)
+
+
+def murmur2_partitions(keys, int32_t partitions):
+    """Partition of every key of a pa.BinaryArray (null keys: -1), as a
+    numpy int32 array; the vectorised form of murmur2_partition."""
+    import numpy as np
+    if partitions <= 0:
+        raise ValueError("partitions must be positive")
+    cdef Py_ssize_t n = len(keys)
+    out = np.empty(n, dtype=np.int32)
+    cdef int32_t[::1] res = out
+    bufs = keys.buffers()
+    cdef Py_ssize_t shift = keys.offset
+    cdef uintptr_t addr
+    cdef const uint8_t *valid = NULL
+    if bufs[0] is not None and keys.null_count:
+        addr = bufs[0].address
+        valid = <const uint8_t *>addr
+    addr = bufs[1].address
+    cdef const int32_t *off = (<const int32_t *>addr) + shift
+    cdef const uint8_t *data = NULL
+    if bufs[2] is not None:
+        addr = bufs[2].address
+        data = <const uint8_t *>addr
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(n):
+            if valid != NULL and not (valid[(i + shift) >> 3] >> ((i + shift) & 7)) & 1:
+                res[i] = -1
+            else:
+                res[i] = arrowlog_murmur2_partition(data + off[i], <size_t>(off[i + 1] - off[i]), partitions)
+    return out

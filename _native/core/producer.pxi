@@ -83,6 +83,10 @@ cdef class ProducerCore:
         self._queued = 0
         self._closed = False
 
+    def _sent(self, Py_ssize_t n):
+        """Records left the queue (appended or failed); atomic under the GIL."""
+        self._queued -= n
+
     def produce(self, topic, value=None, key=None, partition=-1, on_delivery=None, timestamp=0,
                 headers=None, callback=None):
         """Queue one record for ``topic``; see arrowlog.Producer.produce."""

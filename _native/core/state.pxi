@@ -134,6 +134,39 @@ cdef class PartitionState:
         if arrowlog_load_u32(self.waiters) != 0:
             arrowlog_futex_wake(self.word)
 
+    def current_word(self):
+        """The change counter; pass it to wait_word after checking for data."""
+        return arrowlog_load_u32(self.word)
+
+    def bump(self):
+        """Announce a change to whoever waits on this word (a data
+        directory's notifier: any partition got data)."""
+        arrowlog_add_u32(self.word, 1)
+        if arrowlog_load_u32(self.waiters) != 0:
+            arrowlog_futex_wake(self.word)
+
+    def wait_word(self, uint32_t seen, double timeout):
+        """Block while the change counter still equals ``seen``, at most
+        ``timeout`` seconds; returns True if it changed."""
+        cdef double deadline = monotonic_s() + timeout
+        cdef double left
+        cdef int rc
+        while True:
+            arrowlog_add_u32(self.waiters, 1)
+            if arrowlog_load_u32(self.word) != seen:
+                arrowlog_sub_u32(self.waiters, 1)
+                return True
+            left = (deadline - monotonic_s()) * 1000.0
+            if left <= 0:
+                arrowlog_sub_u32(self.waiters, 1)
+                return False
+            if left > 200.0:
+                left = 200.0
+            with nogil:
+                rc = arrowlog_futex_wait(self.word, seen, left)
+            arrowlog_sub_u32(self.waiters, 1)
+            PyErr_CheckSignals()
+
     def repair_seq(self):
         """Make an odd seq (writer died mid-publish) even again; the caller
         holds the append lock and republishes after recovery."""

@@ -28,6 +28,7 @@ from typing import Any
 import pyarrow as pa
 
 from .. import config as _config
+from .._native import core
 from ..errors import ConfigError, InvalidTopicError, StorageError, TopicExistsError, UnknownTopicError, UnknownPartitionError
 from .partition import ENVELOPE_SCHEMA, PartitionLog
 from .segment import storage_error
@@ -107,7 +108,7 @@ class Topic:
                 log = self._partitions.get(partition)
                 if log is None:
                     log = PartitionLog(os.path.join(self.directory, str(partition)), self.name, partition,
-                                       self.config, schema=self.schema)
+                                       self.config, schema=self.schema, notifier=self.logdir.notifier)
                     self._partitions[partition] = log
         return log
 
@@ -150,6 +151,19 @@ class LogDir:
         self._topics: dict[str, Topic] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self.notifier = self._open_notifier()
+
+    def _open_notifier(self) -> core.PartitionState:
+        """A futex word every append in this directory bumps: a consumer of
+        many partitions sleeps on it instead of polling each one."""
+        path = os.path.join(self.topics_dir, ".notify")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            if os.fstat(fd).st_size < core.STATE_FILE_SIZE:
+                core.fallocate(fd, 0, core.STATE_FILE_SIZE)
+            return core.PartitionState(core.MappedFile(fd, core.STATE_FILE_SIZE, True, path))
+        finally:
+            os.close(fd)  # the mapping stays valid
 
     # -- topics ---------------------------------------------------------------
 

@@ -96,8 +96,10 @@ def _fsync_dir(path: str) -> None:
 class PartitionLog:
     """See the module docstring for the contract."""
 
-    def __init__(self, directory: str, topic: str, partition: int, config: dict, *, schema: pa.Schema = ENVELOPE_SCHEMA):
+    def __init__(self, directory: str, topic: str, partition: int, config: dict, *, schema: pa.Schema = ENVELOPE_SCHEMA,
+                 notifier: core.PartitionState | None = None):
         self.directory = directory
+        self.notifier = notifier
         self.topic = topic
         self.partition = partition
         self.config = config
@@ -415,6 +417,8 @@ class PartitionLog:
                     self._sync_locked(seg)
                     fields["recovery_point"] = base + n
                 self.state.publish(**fields)
+                if self.notifier is not None:
+                    self.notifier.bump()
                 return base
 
     def _serialize(self, full: pa.RecordBatch) -> pa.Buffer:

@@ -1,0 +1,399 @@
+"""Consumer: confluent-kafka's consumer, reading an embedded log.
+
+A consumer reads at its own pace from the partitions it is assigned
+(``assign``) or given by its group (``subscribe``). Reading never takes a
+lock: it maps segments read-only and trusts only data below each
+partition's published high watermark. When it has read everything, it
+sleeps on the watermark's futex word and wakes as soon as a producer in any
+process publishes more: no fixed sleep, no CPU while idle.
+
+``consume(n)`` returns Message objects created in C; ``key()``,
+``value()`` and ``headers()`` copy out of the mapped segment only when
+called.
+
+Thread-safety: a Consumer is meant for one thread at a time, like
+confluent-kafka's.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from typing import Any, Iterator
+
+from . import config as _config
+from ._location import is_kafka, local_path, location_of, split_config
+from ._native import core
+from ._types import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED, TopicPartition
+from .errors import (
+    ArrowlogError,
+    ConfigError,
+    KafkaError,
+    KafkaException,
+    LogClosedError,
+    OffsetOutOfRangeError,
+    UnknownPartitionError,
+    UnknownTopicError,
+)
+from .producer import to_epoch_ms
+from .storage import LogDir
+
+
+class _Fetch:
+    """Read state of one assigned partition."""
+
+    __slots__ = ("tp", "log", "position", "views", "paused", "eof_sent", "topic")
+
+    def __init__(self, topic: str, partition: int, log: Any, position: int):
+        self.topic = topic
+        self.tp = (topic, partition)
+        self.log = log
+        self.position = position      # offset of the next record to return
+        self.views: collections.deque = collections.deque()  # [BatchView, next row]
+        self.paused = False
+        self.eof_sent = False
+
+
+def _timeout(timeout: float | None) -> float:
+    return -1.0 if timeout is None or timeout < 0 else float(timeout)
+
+
+class Consumer:
+    """Read records from topics of an embedded log (or a Kafka cluster).
+
+    >>> c = Consumer({"log.dir": "data", "group.id": "billing", "auto.offset.reset": "earliest"})
+    >>> c.assign([TopicPartition("orders", 0)])
+    >>> for msg in c.consume(1000, timeout=1.0):
+    ...     handle(msg.value())
+    """
+
+    def __new__(cls, config: Any = None, /, **kwargs: Any):
+        given, kw = split_config(config, kwargs)
+        where = (given.get("log.dir") or given.get("bootstrap.servers") or kw.get("log_dir")
+                 or kw.get("bootstrap_servers") or "")
+        if cls is Consumer and is_kafka(str(where)):
+            from .kafka_backend import KafkaConsumer
+            return KafkaConsumer(given, **kw)
+        return super().__new__(cls)
+
+    def __init__(self, config: Any = None, /, **kwargs: Any):
+        given, kw = split_config(config, kwargs)
+        conf = _config.resolve(_config.CONSUMER, given, kw, what="consumer")
+        self.config = conf
+        self._log = LogDir(local_path(location_of(conf)))
+        self._fetch_bytes = conf["fetch.max.bytes"]
+        self._check_crcs = conf["check.crcs"]
+        self._reset = conf["auto.offset.reset"]
+        self._eof = conf["enable.partition.eof"]
+        self._store_auto = conf["enable.auto.offset.store"]
+        self._assigned: dict[tuple[str, int], _Fetch] = {}
+        self._order: list[_Fetch] = []
+        self._next = 0
+        self._closed = False
+        self._group = None
+        if conf["group.id"] is not None:
+            from .groups import GroupMember
+            self._group = GroupMember(self, self._log, conf)
+
+    # -- assignment -------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LogClosedError("the consumer is closed")
+
+    def _partition_log(self, topic: str, partition: int):
+        try:
+            t = self._log.topic(topic)
+        except UnknownTopicError:
+            raise
+        return t.partition(partition)
+
+    def _resolve(self, fetch_log: Any, topic: str, partition: int, offset: int) -> int:
+        """A logical offset (beginning, end, stored, invalid) as a real one."""
+        low, high = fetch_log.watermarks()
+        if offset == OFFSET_BEGINNING:
+            return low
+        if offset == OFFSET_END:
+            return high
+        if offset in (OFFSET_STORED, OFFSET_INVALID) or offset < 0:
+            committed = self._group.committed_offset(topic, partition) if self._group is not None else None
+            if committed is not None and committed >= 0:
+                if committed < low:
+                    return self._reset_position(topic, partition, low, high, committed)
+                return min(committed, high)
+            return self._reset_position(topic, partition, low, high, None)
+        if offset < low or offset > high:
+            return self._reset_position(topic, partition, low, high, offset)
+        return offset
+
+    def _reset_position(self, topic: str, partition: int, low: int, high: int, wanted: int | None) -> int:
+        if self._reset == "earliest":
+            return low
+        if self._reset == "latest":
+            return high
+        where = "no committed offset" if wanted is None else f"offset {wanted} is outside {low}..{high}"
+        raise OffsetOutOfRangeError(f"{topic}-{partition}: {where} and auto.offset.reset is 'error'")
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        """Read exactly these partitions, from each one's offset (a real
+        offset, OFFSET_BEGINNING, OFFSET_END, or OFFSET_STORED/INVALID for the
+        committed offset or auto.offset.reset)."""
+        self._check_open()
+        fetches = {}
+        for tp in partitions:
+            if not isinstance(tp, TopicPartition):
+                raise TypeError(f"assign() takes TopicPartition objects, not {type(tp).__name__}")
+            if tp.partition < 0:
+                raise UnknownPartitionError(f"assign() needs a partition number for {tp.topic!r}")
+            log = self._partition_log(tp.topic, tp.partition)
+            fetches[(tp.topic, tp.partition)] = _Fetch(tp.topic, tp.partition, log,
+                                                       self._resolve(log, tp.topic, tp.partition, tp.offset))
+        self._assigned = fetches
+        self._order = list(fetches.values())
+        self._next = 0
+
+    def incremental_assign(self, partitions: list[TopicPartition]) -> None:
+        self._check_open()
+        for tp in partitions:
+            log = self._partition_log(tp.topic, tp.partition)
+            f = _Fetch(tp.topic, tp.partition, log, self._resolve(log, tp.topic, tp.partition, tp.offset))
+            self._assigned[(tp.topic, tp.partition)] = f
+        self._order = list(self._assigned.values())
+
+    def incremental_unassign(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._assigned.pop((tp.topic, tp.partition), None)
+        self._order = list(self._assigned.values())
+        self._next = 0
+
+    def unassign(self) -> None:
+        self._assigned = {}
+        self._order = []
+        self._next = 0
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(t, p) for (t, p) in self._assigned]
+
+    # -- positions ---------------------------------------------------------------
+
+    def _fetch_for(self, tp: TopicPartition) -> _Fetch:
+        f = self._assigned.get((tp.topic, tp.partition))
+        if f is None:
+            raise KafkaException(KafkaError(KafkaError._STATE,
+                                            f"{tp.topic}-{tp.partition} is not assigned to this consumer"))
+        return f
+
+    def seek(self, partition: TopicPartition) -> None:
+        """Make the next record read from ``partition`` the one at its offset."""
+        self._check_open()
+        f = self._fetch_for(partition)
+        f.position = self._resolve(f.log, partition.topic, partition.partition, partition.offset)
+        f.views.clear()
+        f.eof_sent = False
+
+    def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        for tp in self._targets(partitions):
+            self.seek(TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING))
+
+    def seek_to_end(self, *partitions: TopicPartition) -> None:
+        for tp in self._targets(partitions):
+            self.seek(TopicPartition(tp.topic, tp.partition, OFFSET_END))
+
+    def _targets(self, partitions: tuple) -> list[TopicPartition]:
+        if len(partitions) == 1 and isinstance(partitions[0], (list, tuple)):
+            partitions = tuple(partitions[0])
+        return list(partitions) if partitions else self.assignment()
+
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """The offset of the next record each partition will return."""
+        out = []
+        for tp in partitions:
+            f = self._assigned.get((tp.topic, tp.partition))
+            out.append(TopicPartition(tp.topic, tp.partition, f.position if f is not None else OFFSET_INVALID))
+        return out
+
+    def get_watermark_offsets(self, partition: TopicPartition, timeout: float | None = None,
+                              cached: bool = False) -> tuple[int, int]:
+        """(low, high): the log start offset and the high watermark."""
+        return self._partition_log(partition.topic, partition.partition).watermarks()
+
+    def offsets_for_times(self, partitions: list[TopicPartition], timeout: float | None = None) -> list[TopicPartition]:
+        """For each partition, the first offset whose timestamp is at or after
+        the timestamp (epoch ms) given in ``offset``; -1 (OFFSET_END) when
+        there is none."""
+        out = []
+        for tp in partitions:
+            ts = to_epoch_ms(tp.offset)
+            found = self._partition_log(tp.topic, tp.partition).offset_for_timestamp(ts)
+            out.append(TopicPartition(tp.topic, tp.partition, OFFSET_END if found is None else found))
+        return out
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._fetch_for(tp).paused = True
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._fetch_for(tp).paused = False
+
+    # -- reading -----------------------------------------------------------------
+
+    def _fill(self, f: _Fetch, out: list, want: int) -> int:
+        """Append up to ``want`` messages of ``f`` to ``out``; returns how many."""
+        got = 0
+        while got < want:
+            if not f.views:
+                if not self._load(f):
+                    break
+            entry = f.views[0]
+            view, row = entry
+            stop = row + (want - got)
+            end = view.fill(out, row, stop)
+            got += end - row
+            if end >= view.num_rows:
+                f.views.popleft()
+            else:
+                entry[1] = end
+            f.position = view.base_offset + end
+        return got
+
+    def _load(self, f: _Fetch) -> bool:
+        try:
+            frames = f.log.read(f.position, self._fetch_bytes, check_crc=self._check_crcs)
+        except OffsetOutOfRangeError:
+            low, high = f.log.watermarks()
+            f.position = self._reset_position(f.topic, f.tp[1], low, high, f.position)
+            frames = f.log.read(f.position, self._fetch_bytes, check_crc=self._check_crcs)
+        for fr in frames:
+            row = f.position - fr.base_offset if fr.base_offset < f.position else 0
+            if row < fr.record_count:
+                f.views.append([core.BatchView(fr.batch, f.topic, f.tp[1], fr.base_offset), row])
+        return bool(f.views)
+
+    def _gather(self, want: int) -> list:
+        out: list = []
+        order = self._order
+        n = len(order)
+        for i in range(n):
+            if len(out) >= want:
+                break
+            f = order[(self._next + i) % n]
+            if f.paused:
+                continue
+            got = self._fill(f, out, want - len(out))
+            if got == 0 and self._eof and not f.eof_sent and not f.views:
+                f.eof_sent = True
+                out.append(core.Message(f.topic, None, None, None,
+                                        KafkaError(KafkaError._PARTITION_EOF, f"{f.topic} [{f.tp[1]}] reached end "
+                                                   f"at offset {f.position}"), None, f.tp[1], f.position))
+            elif got:
+                f.eof_sent = False
+        if n:
+            self._next = (self._next + 1) % n
+        return out
+
+    def _wait(self, deadline: float) -> bool:
+        """Sleep until some assigned partition may have data or the deadline."""
+        left = deadline - time.monotonic() if deadline >= 0 else 1.0
+        if left <= 0:
+            return False
+        active = [f for f in self._order if not f.paused]
+        if len(active) == 1:
+            f = active[0]
+            return f.log.wait(f.position + 1, min(left, 1.0))
+        notifier = self._log.notifier
+        seen = notifier.current_word()
+        for f in active:
+            if f.log.high_watermark > f.position:
+                return True
+        return notifier.wait_word(seen, min(left, 1.0))
+
+    def consume(self, num_messages: int = 1, timeout: float | None = -1) -> list:
+        """Up to ``num_messages`` messages, waiting up to ``timeout`` seconds
+        (negative or None: forever) for the first."""
+        self._check_open()
+        if num_messages < 1 or num_messages > 1_000_000:
+            raise ValueError("num_messages must be in 1..1000000")
+        t = _timeout(timeout)
+        deadline = time.monotonic() + t if t >= 0 else -1.0
+        while True:
+            if self._group is not None:
+                self._group.tick()
+            out = self._gather(num_messages)
+            if out:
+                if self._group is not None:
+                    self._group.returned(out)
+                return out
+            if not self._order:
+                if deadline >= 0 and time.monotonic() >= deadline:
+                    return []
+                time.sleep(min(0.01, max(0.0, deadline - time.monotonic())) if deadline >= 0 else 0.01)
+                continue
+            if not self._wait(deadline) and deadline >= 0 and time.monotonic() >= deadline:
+                return []
+
+    def poll(self, timeout: float | None = None) -> core.Message | None:
+        """The next message, or None after ``timeout`` seconds (None: forever)."""
+        out = self.consume(1, -1 if timeout is None else timeout)
+        return out[0] if out else None
+
+    def __iter__(self) -> Iterator[core.Message]:
+        """Messages forever (until close()), as kafka-python iterates."""
+        while not self._closed:
+            for msg in self.consume(1000, 1.0) if not self._closed else ():
+                yield msg
+
+    # -- groups (see groups.py) ---------------------------------------------------
+
+    def _require_group(self, what: str):
+        if self._group is None:
+            raise KafkaException(KafkaError(KafkaError._INVALID_ARG, f"{what} needs a group.id in the consumer config"))
+        return self._group
+
+    def subscribe(self, topics: list[str], on_assign=None, on_revoke=None, on_lost=None) -> None:
+        self._check_open()
+        self._require_group("subscribe()").subscribe(topics, on_assign, on_revoke, on_lost)
+
+    def unsubscribe(self) -> None:
+        if self._group is not None:
+            self._group.unsubscribe()
+
+    def commit(self, message: Any = None, offsets: list[TopicPartition] | None = None, asynchronous: bool = True):
+        self._check_open()
+        return self._require_group("commit()").commit(message, offsets, asynchronous)
+
+    def committed(self, partitions: list[TopicPartition], timeout: float | None = None) -> list[TopicPartition]:
+        return self._require_group("committed()").committed(partitions)
+
+    def store_offsets(self, message: Any = None, offsets: list[TopicPartition] | None = None) -> None:
+        self._require_group("store_offsets()").store_offsets(message, offsets)
+
+    def memberid(self) -> str | None:
+        return self._group.member_id if self._group is not None else None
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1):
+        from .admin import cluster_metadata
+        return cluster_metadata(self._log, topic)
+
+    def close(self) -> None:
+        """Commit (with auto-commit), leave the group and release the log."""
+        if self._closed:
+            return
+        try:
+            if self._group is not None:
+                self._group.close()
+        finally:
+            self._closed = True
+            self._assigned = {}
+            self._order = []
+            self._log.close()
+
+    def __enter__(self) -> Consumer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+__all__ = ["Consumer", "TopicPartition", "OFFSET_BEGINNING", "OFFSET_END", "OFFSET_STORED", "OFFSET_INVALID",
+           "ArrowlogError", "ConfigError"]

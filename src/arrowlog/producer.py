@@ -1,0 +1,461 @@
+"""Producer: confluent-kafka's producer, appending to an embedded log.
+
+``produce()`` runs in C (``_native/core/producer.pxi``): it partitions the
+record (murmur2 of the key, or the sticky partition) and appends it to that
+partition's accumulator. A partition's batch is appended to the log as one
+frame when it reaches ``batch.size`` bytes, when it has waited ``linger.ms``
+(a background thread), or at ``flush()``.
+
+Durability, after ``flush()`` returns (config ``durability``):
+
+* ``written`` (default): every record produced before the call is in the
+  log, readable by every process, and survives a crash of this process; a
+  background thread fsyncs every ``fsync.interval.ms`` (1 s), which bounds
+  what a power loss can take.
+* ``fsync``: every batch is fdatasync()ed before it is acknowledged, so
+  after ``flush()`` returns the records also survive power loss.
+
+Delivery callbacks ``on_delivery(err, msg)`` are served by ``poll()`` and
+``flush()``, as in confluent-kafka. A failed append (disk full, I/O error)
+reports the error to the callbacks of the records it held, and raises from
+the next ``produce()``, ``poll()`` or ``flush()``: nothing after the error
+is acknowledged.
+
+Thread-safety: one Producer may be shared by threads (calls hold the GIL;
+appends to one partition are serialised). Many producers, in any number of
+processes, may write to the same partitions.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as _dt
+import threading
+import time
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+
+from . import config as _config
+from ._location import is_kafka, local_path, location_of, split_config
+from ._native import core
+from .errors import (
+    ArrowlogError,
+    ConfigError,
+    KafkaError,
+    LogClosedError,
+    UnknownPartitionError,
+    UnknownTopicError,
+)
+from .storage import LogDir, validate_topic_name
+
+PRODUCE_SCHEMA = core.PRODUCE_SCHEMA
+HEADERS_TYPE = core.HEADERS_TYPE
+TIMESTAMP_TYPE = pa.timestamp("ms", tz="UTC")
+
+
+def to_epoch_ms(value: Any) -> int:
+    """A timestamp given as epoch ms, a datetime (naive = UTC) or a date."""
+    if isinstance(value, bool):
+        raise TypeError("timestamp must be epoch milliseconds or a datetime")
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, float):
+        return int(value)
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=_dt.timezone.utc)
+        return int(value.timestamp() * 1000)
+    if isinstance(value, _dt.date):
+        return int(_dt.datetime(value.year, value.month, value.day, tzinfo=_dt.timezone.utc).timestamp() * 1000)
+    raise TypeError(f"timestamp must be epoch milliseconds or a datetime, not {type(value).__name__}")
+
+
+def binary_array(values: Any, what: str, length: int | None = None) -> pa.Array:
+    """Keys or values as a pa.BinaryArray, without copying Arrow input."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if isinstance(values, pa.Array):
+        arr = values
+    elif isinstance(values, np.ndarray) and values.dtype.kind in ("S", "U", "O"):
+        arr = pa.array(values.tolist() if values.dtype.kind == "O" else values, type=pa.binary())
+    else:
+        try:
+            arr = pa.array([v.encode() if isinstance(v, str) else v for v in values], type=pa.binary())
+        except (TypeError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise TypeError(f"{what} must be bytes-like or str: {exc}") from None
+    if arr.type != pa.binary():
+        if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type) \
+                or pa.types.is_binary_view(arr.type) or pa.types.is_string_view(arr.type) or pa.types.is_null(arr.type):
+            arr = arr.cast(pa.binary())
+        else:
+            raise TypeError(f"{what} must be binary or string, not Arrow type {arr.type}")
+    if length is not None and len(arr) != length:
+        raise ValueError(f"{what} has {len(arr)} entries; values has {length}")
+    return arr
+
+
+class Producer(core.ProducerCore):
+    """Append records to topics of an embedded log (or a Kafka cluster).
+
+    >>> p = Producer({"log.dir": "data"})
+    >>> p.produce("orders", b'{"id": 1}', key=b"customer-7")
+    >>> p.flush()
+    0
+    """
+
+    def __new__(cls, config: Any = None, /, **kwargs: Any):
+        given, kw = split_config(config, kwargs)
+        where = (given.get("log.dir") or given.get("bootstrap.servers") or kw.get("log_dir")
+                 or kw.get("bootstrap_servers") or "")
+        if cls is Producer and is_kafka(str(where)):
+            from .kafka_backend import KafkaProducer
+            return KafkaProducer(given, **kw)
+        return super().__new__(cls)
+
+    def __init__(self, config: Any = None, /, **kwargs: Any):
+        given, kw = split_config(config, kwargs)
+        conf = _config.resolve(_config.PRODUCER, given, kw, what="producer")
+        self.config = conf
+        self._log = LogDir(local_path(location_of(conf)))
+        self._batch_bytes = conf["batch.size"]
+        self._batch_records = conf["batch.num.messages"]
+        self._linger = conf["linger.ms"] / 1000.0
+        self._fsync = conf["durability"] == "fsync"
+        self._fsync_interval = conf["fsync.interval.ms"] / 1000.0
+        self._max_queued = conf["queue.buffering.max.messages"]
+        self._auto_create = conf["auto.create.topics.enable"]
+        self._num_partitions = conf["num.partitions"]
+        self._locks: dict[tuple[str, int], threading.Lock] = {}
+        self._reports: collections.deque = collections.deque()
+        self._error: BaseException | None = None
+        self._dirty: set = set()
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=self._background, name="arrowlog-producer", daemon=True)
+        self._thread.start()
+
+    # -- fast-path hooks (called from ProducerCore.produce) ---------------------
+
+    def _open_slot(self, topic: Any) -> core.TopicSlot:
+        self._raise_pending()
+        validate_topic_name(topic)
+        try:
+            t = self._log.topic(topic)
+        except UnknownTopicError:
+            if not self._auto_create:
+                raise
+            t = self._log.create_topic(topic, self._num_partitions, exist_ok=True)
+        slot = core.TopicSlot(topic, t, t.num_partitions)
+        for p in range(t.num_partitions):
+            self._locks[(topic, p)] = threading.Lock()
+        self._slots[topic] = slot
+        return slot
+
+    def _bad_partition(self, slot: core.TopicSlot, partition: Any) -> None:
+        raise UnknownPartitionError(f"topic {slot.name!r} has partitions 0..{slot.partitions - 1}; "
+                                    f"there is no partition {partition!r}")
+
+    def _coerce_timestamp(self, timestamp: Any) -> int:
+        return to_epoch_ms(timestamp)
+
+    def _raise_closed(self) -> None:
+        raise LogClosedError("the producer is closed")
+
+    def _batch_full(self, slot: core.TopicSlot, partition: int) -> None:
+        if self._queued > self._max_queued:
+            raise BufferError(f"more than queue.buffering.max.messages={self._max_queued} records queued")
+        self._send(slot, partition)
+
+    def _first_in_batch(self, slot: core.TopicSlot, partition: int) -> None:
+        if self._error is not None:
+            self._raise_pending()
+        self._wake.set()
+
+    # -- sending ---------------------------------------------------------------
+
+    def _send(self, slot: core.TopicSlot, partition: int) -> int:
+        """Append ``partition``'s pending batch to the log; returns records sent."""
+        with self._locks[(slot.name, partition)]:
+            acc = slot.accumulators[partition]
+            n = acc.count
+            if n == 0:
+                return 0
+            callbacks = acc.callbacks
+            min_ts, max_ts = acc.min_timestamp, acc.max_timestamp
+            batch = acc.take()
+            if partition == slot.sticky:
+                slot.next_sticky()
+            log = slot.topic.partition(partition)
+            try:
+                base = log.append(batch, fsync=self._fsync, min_timestamp=min_ts, max_timestamp=max_ts)
+            except ArrowlogError as exc:
+                self._sent(n)
+                if callbacks:
+                    err = KafkaError(KafkaError._FAIL, str(exc))
+                    for index, cb in callbacks:
+                        self._reports.append((cb, err, self._report_message(slot.name, partition, batch, index, -1001)))
+                self._error = exc
+                raise
+            self._sent(n)
+            self._dirty.add(log)
+            if callbacks:
+                for index, cb in callbacks:
+                    self._reports.append((cb, None, self._report_message(slot.name, partition, batch, index, base + index)))
+            return n
+
+    @staticmethod
+    def _report_message(topic: str, partition: int, batch: pa.RecordBatch, index: int, offset: int) -> core.Message:
+        row = batch.slice(index, 1)
+        headers = row.column(3)[0].as_py()
+        return core.Message(topic, row.column(2)[0].as_py(), row.column(1)[0].as_py(),
+                            [(h["key"], h["value"]) for h in headers] if headers is not None else None, None,
+                            (core.TIMESTAMP_CREATE_TIME, row.column(0).cast(pa.int64())[0].as_py()), partition, offset)
+
+    def _send_all(self, only_lingered: bool = False) -> int:
+        sent = 0
+        now = time.monotonic()
+        for slot in list(self._slots.values()):
+            for p in range(slot.partitions):
+                acc = slot.accumulators[p]
+                if acc.count and (not only_lingered or now - acc.created >= self._linger):
+                    sent += self._send(slot, p)
+        return sent
+
+    def _pending_wait(self) -> float | None:
+        """Seconds until the oldest pending batch is due, or None if none."""
+        due = None
+        now = time.monotonic()
+        for slot in list(self._slots.values()):
+            for acc in slot.accumulators:
+                if acc.count:
+                    left = self._linger - (now - acc.created)
+                    due = left if due is None else min(due, left)
+        return due
+
+    def _background(self) -> None:
+        last_sync = time.monotonic()
+        while not self._stop:
+            wait = self._pending_wait()
+            if wait is None:
+                timeout = self._fsync_interval if (self._dirty and self._fsync_interval > 0 and not self._fsync) else None
+                self._wake.wait(timeout)
+                self._wake.clear()
+            elif wait > 0:
+                time.sleep(min(wait, 0.05))
+            if self._stop:
+                break
+            try:
+                self._send_all(only_lingered=True)
+            except ArrowlogError:
+                pass  # recorded in self._error; raised to the application
+            except Exception as exc:  # never let the thread die silently
+                self._error = exc
+            if not self._fsync and self._fsync_interval > 0 and time.monotonic() - last_sync >= self._fsync_interval:
+                self._sync_dirty()
+                last_sync = time.monotonic()
+
+    def _sync_dirty(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for log in dirty:
+            try:
+                log.sync()
+            except ArrowlogError as exc:
+                self._error = exc
+
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            exc, self._error = self._error, None
+            raise exc
+
+    # -- public API ----------------------------------------------------------------
+
+    def poll(self, timeout: float | None = -1) -> int:
+        """Serve delivery callbacks; returns how many were served. Waits up
+        to ``timeout`` seconds for one when none is ready."""
+        self._raise_pending()
+        if not self._reports and timeout and timeout > 0 and self._queued:
+            deadline = time.monotonic() + timeout
+            while not self._reports and self._queued and time.monotonic() < deadline:
+                due = self._pending_wait()
+                if due is not None and due <= 0:
+                    self._send_all(only_lingered=True)
+                else:
+                    time.sleep(min(0.001, max(0.0, deadline - time.monotonic())))
+        return self._serve_reports()
+
+    def _serve_reports(self) -> int:
+        served = 0
+        while self._reports:
+            cb, err, msg = self._reports.popleft()
+            served += 1
+            cb(err, msg)
+        return served
+
+    def flush(self, timeout: float | None = -1) -> int:
+        """Append everything queued, serve delivery callbacks, and (with
+        durability=fsync) make it survive power loss. Returns the number of
+        records still queued (0)."""
+        self._send_all()
+        self._serve_reports()
+        self._raise_pending()
+        return len(self)
+
+    def sync(self) -> None:
+        """flush(), then fsync every partition this producer wrote: after it
+        returns, what was produced survives power loss, whatever the
+        durability setting."""
+        self.flush()
+        self._sync_dirty()
+        self._raise_pending()
+
+    def __len__(self) -> int:
+        return self._queued + len(self._reports)
+
+    def produce_batch(self, topic: str, values: Any, keys: Any = None, timestamps: Any = None,
+                      headers: Any = None, partition: int | None = None) -> int:
+        """Append many records at once: ``values`` is a list, numpy array,
+        Arrow array, or an Arrow table (or record batch) with a ``value``
+        column and optional ``key``, ``timestamp`` and ``headers`` columns.
+        Keyed records are partitioned with murmur2, like produce(). Returns
+        the number of records appended (written to the log on return)."""
+        if self._closed:
+            self._raise_closed()
+        self._raise_pending()
+        if isinstance(values, (pa.Table, pa.RecordBatch)):
+            table = values
+            names = table.schema.names
+            if "value" not in names:
+                raise ValueError("a table given to produce_batch needs a 'value' column")
+            values = table.column("value")
+            keys = table.column("key") if keys is None and "key" in names else keys
+            timestamps = table.column("timestamp") if timestamps is None and "timestamp" in names else timestamps
+            headers = table.column("headers") if headers is None and "headers" in names else headers
+        values = binary_array(values, "values")
+        n = len(values)
+        if n == 0:
+            return 0
+        keys = binary_array(keys, "keys", n) if keys is not None else pa.nulls(n, pa.binary())
+        ts = self._timestamps(timestamps, n)
+        hdrs = self._headers_array(headers, n)
+        slot = self._slots.get(topic) or self._open_slot(topic)
+        # what is already queued for these partitions goes first
+        if partition is not None:
+            if not isinstance(partition, int) or not 0 <= partition < slot.partitions:
+                self._bad_partition(slot, partition)
+            parts = {partition: None}
+        elif keys.null_count < n:
+            assign = core.murmur2_partitions(keys, slot.partitions)
+            if keys.null_count:
+                assign[assign < 0] = slot.sticky
+            parts = {int(p): np.flatnonzero(assign == p) for p in np.unique(assign)}
+            if len(parts) == 1:
+                parts = {next(iter(parts)): None}
+        else:
+            parts = {slot.sticky: None}
+            slot.next_sticky()
+        batch = pa.RecordBatch.from_arrays([ts, keys, values, hdrs], schema=PRODUCE_SCHEMA)
+        for p, rows in parts.items():
+            part = batch if rows is None else batch.take(pa.array(rows))
+            self._send(slot, p)  # keep order with records produce()d earlier
+            self._append_chunks(slot, p, part)
+        return n
+
+    def _append_chunks(self, slot: core.TopicSlot, partition: int, batch: pa.RecordBatch) -> None:
+        """Append ``batch`` as frames of about batch.size bytes."""
+        log = slot.topic.partition(partition)
+        values = batch.column(2)
+        offsets = np.frombuffer(values.buffers()[1], dtype=np.int32, count=len(values) + 1, offset=values.offset * 4)
+        limit = self._batch_bytes
+        start, n = 0, batch.num_rows
+        ts_all = batch.column(0).cast(pa.int64()).to_numpy()
+        with self._locks[(slot.name, partition)]:
+            while start < n:
+                # rows whose values fit in batch.size bytes (at least one)
+                end = int(np.searchsorted(offsets, offsets[start] + limit, side="right")) - 1
+                end = min(max(end, start + 1), n, start + self._batch_records)
+                chunk = batch.slice(start, end - start)
+                ts = ts_all[start:end]
+                log.append(chunk, fsync=self._fsync, min_timestamp=int(ts.min()), max_timestamp=int(ts.max()))
+                start = end
+        self._dirty.add(log)
+
+    @staticmethod
+    def _timestamps(timestamps: Any, n: int) -> pa.Array:
+        if timestamps is None:
+            return pa.array(np.full(n, core.wall_clock_ms(), dtype=np.int64)).cast(TIMESTAMP_TYPE)
+        if isinstance(timestamps, pa.ChunkedArray):
+            timestamps = timestamps.combine_chunks()
+        if isinstance(timestamps, pa.Array):
+            if pa.types.is_timestamp(timestamps.type):
+                arr = timestamps.cast(pa.timestamp("ms", tz=timestamps.type.tz)).cast(pa.int64())
+            else:
+                arr = timestamps.cast(pa.int64())
+        elif isinstance(timestamps, np.ndarray) and timestamps.dtype.kind == "M":
+            arr = pa.array(timestamps.astype("datetime64[ms]").astype(np.int64))
+        else:
+            arr = pa.array([to_epoch_ms(t) for t in timestamps], type=pa.int64())
+        if len(arr) != n:
+            raise ValueError(f"timestamps has {len(arr)} entries; values has {n}")
+        if arr.null_count:
+            raise ValueError("timestamps cannot be null")
+        return arr.cast(TIMESTAMP_TYPE)
+
+    @staticmethod
+    def _headers_array(headers: Any, n: int) -> pa.Array:
+        if headers is None:
+            return pa.nulls(n, HEADERS_TYPE)
+        if isinstance(headers, pa.ChunkedArray):
+            headers = headers.combine_chunks()
+        if isinstance(headers, pa.Array):
+            arr = headers.cast(HEADERS_TYPE)
+        else:
+            rows = []
+            for h in headers:
+                if h is None:
+                    rows.append(None)
+                else:
+                    rows.append([{"key": k, "value": v} for k, v in core.normalize_headers(h)])
+            arr = pa.array(rows, type=HEADERS_TYPE)
+        if len(arr) != n:
+            raise ValueError(f"headers has {len(arr)} entries; values has {n}")
+        return arr
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1):
+        from .admin import cluster_metadata
+        return cluster_metadata(self._log, topic)
+
+    def close(self, timeout: float | None = -1) -> None:
+        """Flush, stop the background thread and release the log."""
+        if self._closed:
+            return
+        try:
+            self.flush()
+        finally:
+            self._closed = True
+            self._stop = True
+            self._wake.set()
+            self._thread.join()
+            try:
+                if not self._fsync and self._fsync_interval > 0:
+                    self._sync_dirty()
+            finally:
+                self._log.close()
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            if not self._closed:
+                self._stop = True
+                self._wake.set()
+        except Exception:
+            pass
+
+
+__all__ = ["Producer", "to_epoch_ms", "binary_array"]
