@@ -44,6 +44,13 @@ cdef extern from "<fcntl.h>" nogil:
 
 cdef extern from "<unistd.h>" nogil:
     int fdatasync(int fd)
+    ssize_t pwrite(int fd, const void *buf, size_t n, long offset)
+
+cdef extern from "<sys/uio.h>" nogil:
+    cdef struct iovec:
+        void *iov_base
+        size_t iov_len
+    ssize_t pwritev(int fd, const iovec *iov, int iovcnt, long offset)
 
 cdef extern from "<errno.h>" nogil:
     int errno

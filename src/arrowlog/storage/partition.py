@@ -396,7 +396,10 @@ class PartitionLog:
                 st = self.state.snapshot()
                 base = st["next_offset"]
                 offsets = pa.array(np.arange(base, base + n, dtype=np.int64))
-                full = pa.RecordBatch.from_arrays([offsets, *batch.columns], schema=self.schema)
+                # An all-null column sliced from a larger array would be
+                # serialised with its parent's offsets: write a fresh one.
+                columns = [pa.nulls(n, c.type) if c.null_count == n and c.offset else c for c in batch.columns]
+                full = pa.RecordBatch.from_arrays([offsets, *columns], schema=self.schema)
                 body = self._serialize(full)
                 size = core.FRAME_HEADER_SIZE + body.size
                 seg = self._writer_for(st)
@@ -409,7 +412,10 @@ class PartitionLog:
                 if position + size > seg.capacity:
                     raise StorageError(errno.EFBIG, f"a batch of {size} bytes does not fit a segment")
                 seg.ensure_allocated(position + size)
-                core.write_frame(seg.log, position, base, n, min_ts, max_ts, body)
+                try:
+                    core.write_frame_at(seg.log_fd, position, base, n, min_ts, max_ts, body)
+                except OSError as exc:
+                    raise storage_error(exc, f"cannot append to {seg.log_path}") from exc
                 fields = self._index_frame(st, seg, position, base, size, max_ts)
                 fields.update(next_offset=base + n, active_position=position + size,
                               active_max_timestamp=max(st["active_max_timestamp"], max_ts))
