@@ -1,0 +1,238 @@
+"""A consumer group's directory: committed offsets, and where members meet.
+
+Layout of ``<data>/groups/<group>/`` (the group id is percent-encoded into a
+safe file name, see :func:`group_dirname`)::
+
+    offsets.json              committed offsets, replaced atomically (below)
+    .lock                     flock: serialises read-merge-write of offsets.json
+    group.state               4 KiB mapped file; its futex word is the group's
+                              generation, bumped on every membership change
+    members/<member>.member   one per live member, flock'ed by it while it lives
+    owners/<topic>-<p>.lock   flock'ed by the member reading that partition
+
+``offsets.json``::
+
+    {"format": 1, "group": "billing",
+     "offsets": {"orders": {"0": {"offset": 42, "metadata": "", "commit_ms": 1732600000000}}}}
+
+``offset`` is the *next* offset to read, as in Kafka.
+
+Durability: a commit reads the file, merges, writes ``offsets.json.tmp``,
+fsyncs it, renames it over ``offsets.json`` and fsyncs the directory. A kill
+-9 at any point leaves the old file or the new one, never a torn one (a
+stale ``.tmp`` is removed by the next commit). Readers never lock: rename is
+atomic, so they see one complete version.
+
+Thread-safety: a GroupDir may be shared by threads; commits from threads and
+processes are serialised by ``.lock`` (flock) plus an in-process lock, since
+flock does not exclude threads sharing one open file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import threading
+import time
+import urllib.parse
+from typing import NamedTuple
+
+from .._native import core
+from ..errors import GroupError
+
+OFFSETS_FILE = "offsets.json"
+FORMAT_VERSION = 1
+
+
+class UnknownGroupError(GroupError, KeyError):
+    """The consumer group has no committed offsets and no members."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown group"
+
+
+class CommittedOffset(NamedTuple):
+    offset: int
+    metadata: str
+    commit_ms: int
+
+
+def group_dirname(group: str) -> str:
+    """The directory name of a group id: percent-encoded, never hidden."""
+    if not isinstance(group, str) or not group:
+        raise GroupError(f"a group id must be a non-empty str, not {group!r}")
+    if len(group) > 200:
+        raise GroupError(f"group id is {len(group)} characters long; the limit is 200")
+    name = urllib.parse.quote(group, safe="")
+    if name.startswith("."):
+        name = "%2E" + name[1:]
+    return name
+
+
+def group_from_dirname(name: str) -> str:
+    return urllib.parse.unquote(name)
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class GroupDir:
+    """The files of one consumer group (created on first use)."""
+
+    def __init__(self, groups_dir: str, group: str, *, create: bool = True):
+        self.group = group
+        self.path = os.path.join(groups_dir, group_dirname(group))
+        self.members_dir = os.path.join(self.path, "members")
+        self.owners_dir = os.path.join(self.path, "owners")
+        self.offsets_path = os.path.join(self.path, OFFSETS_FILE)
+        self._thread_lock = threading.Lock()
+        self._state: core.PartitionState | None = None
+        if create:
+            self.ensure()
+
+    def exists(self) -> bool:
+        return os.path.isdir(self.path)
+
+    def ensure(self) -> None:
+        for d in (self.path, self.members_dir, self.owners_dir):
+            os.makedirs(d, mode=0o700, exist_ok=True)
+
+    # -- generation ---------------------------------------------------------------
+
+    @property
+    def state(self) -> core.PartitionState:
+        """The mapped ``group.state``; its word is the generation."""
+        if self._state is None:
+            self.ensure()
+            path = os.path.join(self.path, "group.state")
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            try:
+                if os.fstat(fd).st_size < core.STATE_FILE_SIZE:
+                    core.fallocate(fd, 0, core.STATE_FILE_SIZE)
+                self._state = core.PartitionState(core.MappedFile(fd, core.STATE_FILE_SIZE, True, path))
+            finally:
+                os.close(fd)  # the mapping stays valid
+        return self._state
+
+    def generation(self) -> int:
+        return self.state.current_word()
+
+    def bump_generation(self) -> None:
+        self.state.bump()
+
+    # -- committed offsets --------------------------------------------------------
+
+    def read_offsets(self) -> dict[tuple[str, int], CommittedOffset]:
+        """Every committed offset of the group ({} when there are none)."""
+        try:
+            with open(self.offsets_path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            return {}
+        try:
+            doc = json.loads(raw)
+            out = {}
+            for topic, parts in doc["offsets"].items():
+                for p, e in parts.items():
+                    out[(topic, int(p))] = CommittedOffset(int(e["offset"]), e.get("metadata") or "",
+                                                           int(e.get("commit_ms", 0)))
+            return out
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise GroupError(f"{self.offsets_path} is not a valid offsets file ({exc}); "
+                             "reset the group's offsets or delete the group") from None
+
+    def write_offsets(self, updates: dict[tuple[str, int], tuple[int, str | None]]) -> None:
+        """Merge ``{(topic, partition): (offset, metadata)}`` into the
+        committed offsets, atomically and durably."""
+        if not updates:
+            return
+        now = int(time.time() * 1000)
+        with self.locked():
+            current = self.read_offsets()
+            for tp, (offset, metadata) in updates.items():
+                current[tp] = CommittedOffset(int(offset), metadata or "", now)
+            self._replace(current)
+
+    def drop_offsets(self, keys: list[tuple[str, int]] | None = None) -> None:
+        """Forget these committed offsets (all of them when ``keys`` is None)."""
+        with self.locked():
+            current = {} if keys is None else {k: v for k, v in self.read_offsets().items() if k not in set(keys)}
+            self._replace(current)
+
+    def _replace(self, offsets: dict[tuple[str, int], CommittedOffset]) -> None:
+        doc: dict = {"format": FORMAT_VERSION, "group": self.group, "offsets": {}}
+        for (topic, p), e in sorted(offsets.items()):
+            doc["offsets"].setdefault(topic, {})[str(p)] = {"offset": e.offset, "metadata": e.metadata,
+                                                            "commit_ms": e.commit_ms}
+        tmp = self.offsets_path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, json.dumps(doc, sort_keys=True).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, self.offsets_path)
+        fsync_dir(self.path)
+
+    def locked(self) -> _GroupLock:
+        self.ensure()
+        return _GroupLock(self)
+
+    # -- removal ------------------------------------------------------------------
+
+    def remove(self) -> None:
+        """Delete the group's directory: renamed away first (atomic), so a
+        crash never leaves half a group."""
+        if not self.exists():
+            return
+        parent = os.path.dirname(self.path)
+        grave = os.path.join(parent, f".deleted-{os.getpid()}-{os.urandom(4).hex()}")
+        os.rename(self.path, grave)
+        fsync_dir(parent)
+        shutil.rmtree(grave, ignore_errors=True)
+
+    def close(self) -> None:
+        self._state = None
+
+
+class _GroupLock:
+    __slots__ = ("gdir", "fd")
+
+    def __init__(self, gdir: GroupDir):
+        self.gdir = gdir
+        self.fd = -1
+
+    def __enter__(self) -> None:
+        self.gdir._thread_lock.acquire()
+        try:
+            self.fd = os.open(os.path.join(self.gdir.path, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except BaseException:
+            if self.fd >= 0:
+                os.close(self.fd)
+            self.gdir._thread_lock.release()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        try:
+            os.close(self.fd)  # releases the flock
+        finally:
+            self.fd = -1
+            self.gdir._thread_lock.release()
+
+
+def list_group_dirs(groups_dir: str) -> list[str]:
+    """Group ids that have a directory under ``groups_dir``."""
+    try:
+        names = os.listdir(groups_dir)
+    except FileNotFoundError:
+        return []
+    return sorted(group_from_dirname(n) for n in names
+                  if not n.startswith(".") and os.path.isdir(os.path.join(groups_dir, n)))
