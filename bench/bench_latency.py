@@ -78,8 +78,10 @@ def one_run(ctx, reader, reader_args, send, n: int) -> list[float]:
     proc = mpc.Process(target=reader, args=(*reader_args, n, ready, send_end), daemon=True)
     proc.start()
     try:
-        if not ready.wait(60):
-            raise RuntimeError("latency reader did not start")
+        deadline = time.monotonic() + 60
+        while not ready.wait(0.1):
+            if not proc.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"latency reader did not start (exit code {proc.exitcode})")
         time.sleep(0.05)  # let B block in its wait
         for _ in range(n):
             send()

@@ -41,6 +41,7 @@ def writer(path: str, total: int, kill: bool) -> None:
     p.flush()
     if kill:
         os.kill(os.getpid(), signal.SIGKILL)
+    p.close()  # clean shutdown: the last process out syncs and marks the partition clean
 
 
 def reopen(path: str, out) -> None:

@@ -224,12 +224,13 @@ class Target:
             passed = passed and v <= self.max_value
         return (shown, passed)
 
-    def requirement(self) -> str:
+    def requirement(self, row: Row | None = None) -> str:
         if self.versus is not None:
             return f"≥ {self.min_ratio:g}× `{self.versus}`"
+        unit = f" {row.unit}" if row is not None else ""
         if self.min_value is not None:
-            return "≥ " + (fmt_bytes_rate(self.min_value) if self.use_bytes else fmt_num(self.min_value))
-        return "≤ " + fmt_num(self.max_value or 0)
+            return "≥ " + (fmt_bytes_rate(self.min_value) if self.use_bytes else fmt_num(self.min_value) + unit)
+        return "≤ " + fmt_num(self.max_value or 0) + unit
 
 
 # -- formatting ---------------------------------------------------------------
@@ -256,7 +257,7 @@ def fmt_bytes_rate(x: float) -> str:
 
 def fmt_figure(v: float, row: Row) -> str:
     if row.kind == "latency":
-        return f"{v:,.1f} {row.unit}"
+        return f"{v:.3g} {row.unit}" if v < 10 else f"{v:,.0f} {row.unit}"
     if row.records:
         return f"{fmt_num(v)} {row.unit}".replace("  ", " ")
     return fmt_bytes_rate(v)
@@ -302,7 +303,7 @@ def render_markdown(results: dict[str, Any], targets: list[Target], charts: list
         for t in targets:
             shown, passed = t.check(by_key)
             verdict = "n/a" if passed is None else ("**pass**" if passed else "**FAIL**")
-            w(f"| #{t.issue} | {t.name} | `{t.key}` | {shown} | {t.requirement()} | {verdict} |")
+            w(f"| #{t.issue} | {t.name} | `{t.key}` | {shown} | {t.requirement(by_key.get(t.key))} | {verdict} |")
         w("")
 
     workloads: list[str] = []

@@ -129,7 +129,7 @@ def test_render_results_markdown():
     assert "`produce.one.confluent`: no broker" in md
     # targets: a pass, a failure, and two rows that are missing
     assert "| #2 | per-call produce ≥ 2× confluent | `produce.one.arrowlog` | 2.00× | ≥ 2× `produce.one.confluent` | **pass** |" in md
-    assert "| #3 | latency p99 < 1 ms | `latency.p99.arrowlog` | 900.0 µs | ≤ 1000 | **pass** |" in md
+    assert "| #3 | latency p99 < 1 ms | `latency.p99.arrowlog` | 900 µs | ≤ 1000 µs | **pass** |" in md
     assert "missing (PeerUnavailable: nats-server is not installed)" in md
     assert "| #4 | wire produce | `kafka_wire.produce.arrowlog` | missing (not measured in this run) |" in md
     assert "![charts/throughput.png](charts/throughput.png)" in md
