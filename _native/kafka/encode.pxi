@@ -74,8 +74,10 @@ def encode_batch(batch, int codec=0, int64_t producer_id=-1, int16_t producer_ep
     if ts_arr.null_count:
         ts_arr = ts_arr.fill_null(pa.scalar(0, ts_arr.type))
         keep.append(ts_arr)
-    cdef const int64_t *off = (<const int64_t *>_address(offsets_arr.buffers()[1])) + <Py_ssize_t>offsets_arr.offset
-    cdef const int64_t *ts = (<const int64_t *>_address(ts_arr.buffers()[1])) + <Py_ssize_t>ts_arr.offset
+    cdef const int64_t *off = <const int64_t *>_address(offsets_arr.buffers()[1])
+    cdef const int64_t *ts = <const int64_t *>_address(ts_arr.buffers()[1])
+    off += <Py_ssize_t>offsets_arr.offset
+    ts += <Py_ssize_t>ts_arr.offset
     cdef BinCol key = _bin_col(batch.column(names.index("key")), keep)
     cdef BinCol value = _bin_col(batch.column(names.index("value")), keep)
 

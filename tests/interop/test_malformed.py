@@ -8,8 +8,8 @@ import struct
 
 import pyarrow as pa
 import pytest
-
 from arrowlog._native.kafka import encode_batch
+
 from arrowlog.server import messages as M
 from arrowlog.server.wire import Reader, Writer
 
