@@ -496,6 +496,7 @@ class Broker:
             if code == E.NONE:
                 self._forget_cached(name)
                 self.producers.forget_topic(name)
+                self.offsets.delete_topic(name)
                 self._dirty = {pl for pl in self._dirty if getattr(pl, "topic", None) != name}
                 log.info("deleted topic %s", name)
             out.append({"name": name, "topic_id": self.store.topic_id(name or ""), "error_code": code,
@@ -504,7 +505,8 @@ class Broker:
 
     def _configs(self, name, topic, keys, with_source=False):
         values = dict(TOPIC_DEFAULTS)
-        explicit = {k: str(v) for k, v in (topic.config or {}).items()} if topic is not None else {}
+        explicit = {k: str(v) for k, v in (topic.config or {}).items() if v is not None} \
+            if topic is not None else {}
         values.update(explicit)
         out = []
         for k in sorted(values):

@@ -1,85 +1,65 @@
-"""Committed consumer-group offsets, durable in the data directory.
+"""Committed consumer-group offsets for the Kafka server.
 
-One JSON file per group, ``<data>/__groups/<group>.json``::
+The server keeps group *membership* in memory (groups.py) but stores
+committed offsets in the data directory's own group store
+(``arrowlog.groups.store.GroupDir``: ``<data>/groups/<group>/offsets.json``),
+so ``arrowlog group`` commands, ``GroupAdmin`` and in-process consumers see
+the offsets that wire clients commit, and the other way round.
 
-    {"version": 1, "group": "g",
-     "offsets": {"topic": {"0": {"offset": 42, "metadata": "", "leader_epoch": -1}}}}
-
-Durability: ``commit`` returns after the new file is written to a temporary
-name, fsynced, renamed over the old one and the directory fsynced, so a
-committed offset survives a crash or power loss and a torn write leaves the
-previous file intact. Thread-safety: one instance is used from the server's
-event loop only.
+Durability: ``commit`` returns after the group's offsets file has been
+replaced atomically and durably (temp file, fsync, rename, directory fsync;
+see GroupDir). Kafka's committed leader epoch is not stored (reported as -1).
+Thread-safety: used from the server's event loop; GroupDir also serialises
+commits across processes.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import urllib.parse
-from pathlib import Path
 
-GROUPS_DIR = "__groups"
+from arrowlog.errors import GroupError
+from arrowlog.groups.store import GroupDir, list_group_dirs
 
 
 class GroupOffsetStore:
     def __init__(self, data_dir: str | os.PathLike):
-        self.root = Path(data_dir) / GROUPS_DIR
-        self._cache: dict[str, dict] = {}
+        self.groups_dir = os.path.join(os.fspath(data_dir), "groups")
 
-    def _path(self, group: str) -> Path:
-        # Group ids are arbitrary strings: quote everything but safe characters.
-        return self.root / (urllib.parse.quote(group, safe="") + ".json")
+    def _dir(self, group: str, create: bool) -> GroupDir:
+        return GroupDir(self.groups_dir, group, create=create)
 
     def load(self, group: str) -> dict:
         """{topic: {partition: {"offset", "metadata", "leader_epoch"}}} for ``group``."""
-        if group in self._cache:
-            return self._cache[group]
-        offsets: dict = {}
         try:
-            doc = json.loads(self._path(group).read_text())
-            for topic, parts in doc.get("offsets", {}).items():
-                offsets[topic] = {int(p): v for p, v in parts.items()}
-        except FileNotFoundError:
-            pass
-        except (ValueError, OSError) as exc:
-            raise OSError(f"cannot read committed offsets of group {group!r}: {exc}") from exc
-        self._cache[group] = offsets
-        return offsets
+            committed = self._dir(group, create=False).read_offsets()
+        except GroupError as exc:
+            raise OSError(str(exc)) from exc
+        out: dict = {}
+        for (topic, partition), c in committed.items():
+            out.setdefault(topic, {})[partition] = {"offset": c.offset, "metadata": c.metadata,
+                                                    "leader_epoch": -1}
+        return out
 
     def commit(self, group: str, updates: dict) -> None:
-        """Merge ``{topic: {partition: entry}}`` into the group's offsets, durably."""
-        offsets = self.load(group)
-        for topic, parts in updates.items():
-            offsets.setdefault(topic, {}).update(parts)
-        doc = {"version": 1, "group": group,
-               "offsets": {t: {str(p): e for p, e in ps.items()} for t, ps in offsets.items()}}
-        self.root.mkdir(parents=True, exist_ok=True)
-        path = self._path(group)
-        tmp = path.with_suffix(".json.tmp")
-        with open(tmp, "w") as fh:
-            json.dump(doc, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        dfd = os.open(self.root, os.O_RDONLY)
+        """Merge ``{topic: {partition: {"offset", "metadata"}}}`` into the group's offsets, durably."""
+        flat = {(topic, int(p)): (e["offset"], e.get("metadata")) for topic, parts in updates.items()
+                for p, e in parts.items()}
         try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+            self._dir(group, create=True).write_offsets(flat)
+        except GroupError as exc:
+            raise OSError(str(exc)) from exc
+
+    def delete(self, group: str) -> None:
+        """Forget the group and its committed offsets."""
+        self._dir(group, create=False).remove()
 
     def delete_topic(self, topic: str) -> None:
-        """Forget offsets of a deleted topic in every group that has any."""
-        if not self.root.is_dir():
-            return
-        for path in self.root.glob("*.json"):
-            group = urllib.parse.unquote(path.stem)
-            offsets = self.load(group)
-            if topic in offsets:
-                del offsets[topic]
-                self.commit(group, {})
+        """Forget a deleted topic's offsets in every group."""
+        for group in self.groups():
+            gdir = self._dir(group, create=False)
+            keys = [k for k in gdir.read_offsets() if k[0] == topic]
+            if keys:
+                gdir.drop_offsets(keys)
 
     def groups(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(urllib.parse.unquote(p.stem) for p in self.root.glob("*.json"))
+        return list_group_dirs(self.groups_dir)

@@ -1,6 +1,6 @@
 """The server's view of a data directory: arrowlog.storage.LogDir behind the
 few calls the Kafka handlers make, with arrowlog errors mapped to Kafka
-error codes and internal directories (``__groups``) hidden from clients.
+error codes.
 """
 
 from __future__ import annotations
@@ -13,12 +13,10 @@ from arrowlog import errors as AE
 from . import errors as E
 
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
-INTERNAL_PREFIX = "__"
 
 
 def valid_topic_name(name: str | None) -> bool:
-    return bool(name) and name not in (".", "..") and bool(_TOPIC_RE.match(name)) \
-        and not name.startswith(INTERNAL_PREFIX)
+    return bool(name) and name not in (".", "..") and bool(_TOPIC_RE.match(name))
 
 
 class Store:
@@ -48,7 +46,7 @@ class Store:
         return None
 
     def list_topics(self) -> list[str]:
-        return sorted(n for n in self.log.list_topics() if not n.startswith(INTERNAL_PREFIX))
+        return sorted(self.log.list_topics())
 
     def topic(self, name: str):
         """The Topic, or None if it does not exist."""
