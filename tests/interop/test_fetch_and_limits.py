@@ -1,0 +1,161 @@
+"""Fetch semantics (whole batches, KIP-74, long poll), connection limits,
+graceful shutdown, and committed offsets shared with arrowlog's group store."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+import arrowlog
+from arrowlog.groups import GroupAdmin
+from arrowlog.server import messages as M
+from arrowlog.server.wire import Reader, Writer
+
+from .conftest import ServerProcess, recv_frame
+from .test_malformed import call, make_batch, produce
+
+
+@pytest.fixture
+def batches(server, topic):
+    """Three stored batches: offsets 0-4, 5-9, 10-14."""
+    call(server, M.CREATE_TOPICS, 7, {"topics": [{"name": topic, "num_partitions": 1,
+                                                  "replication_factor": 1}]})
+    for first in (0, 5, 10):
+        assert produce(server, topic, make_batch(5, first=first))["base_offset"] == first
+    return topic
+
+
+def fetch(server, topic, offset, max_bytes=1 << 20, partition_max=1 << 20, max_wait_ms=0, min_bytes=0):
+    resp = call(server, M.FETCH, 12, {"max_wait_ms": max_wait_ms, "min_bytes": min_bytes,
+                                      "max_bytes": max_bytes, "topics": [
+        {"topic": topic, "partitions": [{"partition": 0, "fetch_offset": offset,
+                                         "partition_max_bytes": partition_max}]}]})
+    return resp["responses"][0]["partitions"][0]
+
+
+def base_offsets(records) -> list[int]:
+    data, out, pos = bytes(records), [], 0
+    while pos + 12 <= len(data):
+        base, length = struct.unpack_from(">qi", data, pos)
+        out.append(base)
+        pos += 12 + length
+    return out
+
+
+def test_fetch_returns_whole_batches_from_the_containing_one(server, batches):
+    p = fetch(server, batches, 7)
+    assert base_offsets(p["records"]) == [5, 10]
+    assert (p["high_watermark"], p["last_stable_offset"], p["log_start_offset"]) == (15, 15, 0)
+    assert p["error_code"] == 0 and p["aborted_transactions"] is None
+
+
+def test_fetch_first_batch_whole_even_over_max_bytes(server, batches):
+    p = fetch(server, batches, 0, max_bytes=10, partition_max=10)
+    assert base_offsets(p["records"]) == [0]  # KIP-74: one whole batch, no more
+
+
+def test_fetch_at_end_and_out_of_range(server, batches):
+    p = fetch(server, batches, 15)
+    assert p["error_code"] == 0 and bytes(p["records"]) == b""
+    assert fetch(server, batches, 16)["error_code"] == 1  # OFFSET_OUT_OF_RANGE
+    assert fetch(server, batches, -1)["error_code"] == 1
+
+
+def test_fetch_long_poll_wakes_on_produce(server, batches):
+    timer = threading.Timer(0.3, lambda: produce(server, batches, make_batch(2, first=15)))
+    timer.start()
+    t0 = time.monotonic()
+    p = fetch(server, batches, 15, max_wait_ms=10_000, min_bytes=1)
+    waited = time.monotonic() - t0
+    timer.join()
+    assert base_offsets(p["records"]) == [15]
+    assert 0.2 < waited < 5
+
+
+def test_fetch_long_poll_times_out_empty(server, batches):
+    t0 = time.monotonic()
+    p = fetch(server, batches, 15, max_wait_ms=300, min_bytes=1)
+    assert bytes(p["records"]) == b"" and time.monotonic() - t0 >= 0.25
+
+
+def test_pipelined_requests_answered_in_order(server, batches):
+    """A long-polling Fetch does not hold up a later request's handling, and
+    responses still come back in request order."""
+    def frame(api, version, corr, body):
+        w = Writer()
+        api.encode_request(body, w, version)
+        head = struct.pack(">hhih", api.key, version, corr, 1) + b"c"
+        if api.is_flexible(version):
+            head += b"\x00"
+        payload = head + bytes(w.buf)
+        return struct.pack(">i", len(payload)) + payload
+
+    fetch_req = frame(M.FETCH, 11, 1, {"max_wait_ms": 500, "min_bytes": 1, "max_bytes": 1 << 20, "topics": [
+        {"topic": batches, "partitions": [{"partition": 0, "fetch_offset": 15, "partition_max_bytes": 1 << 20}]}]})
+    produce_req = frame(M.PRODUCE, 8, 2, {"acks": 1, "timeout_ms": 1000, "topic_data": [
+        {"name": batches, "partition_data": [{"index": 0, "records": make_batch(1, first=15)}]}]})
+    with socket.create_connection((server.host, server.port), timeout=10) as s:
+        s.sendall(fetch_req + produce_req)
+        first, second = recv_frame(s), recv_frame(s)
+    assert struct.unpack(">i", first[:4])[0] == 1 and struct.unpack(">i", second[:4])[0] == 2
+    r = Reader(first[4:])
+    resp = M.FETCH.decode_response(r, 11)
+    assert base_offsets(resp["responses"][0]["partitions"][0]["records"]) == [15]
+
+
+def test_commit_over_the_wire_is_the_groups_committed_offset(server, batches, group):
+    resp = call(server, M.OFFSET_COMMIT, 8, {"group_id": group, "generation_id": -1, "member_id": "",
+                                             "topics": [{"name": batches, "partitions": [
+                                                 {"partition_index": 0, "committed_offset": 12,
+                                                  "committed_metadata": "m"}]}]})
+    assert resp["topics"][0]["partitions"][0]["error_code"] == 0
+    with GroupAdmin(str(server.data_dir)) as admin:
+        assert admin.committed(group) == {(batches, 0): 12}
+        admin.commit(group, {(batches, 0): 3})
+    resp = call(server, M.OFFSET_FETCH, 7, {"group_id": group, "topics": None})
+    assert resp["topics"][0]["partitions"][0]["committed_offset"] == 3
+
+
+@pytest.fixture
+def limited(tmp_path):
+    srv = ServerProcess(tmp_path / "limited", "--max-connections", "2", "--idle-timeout", "0.5",
+                        "--max-frame-bytes", "4096")
+    yield srv
+    assert srv.stop() == 0
+
+
+def test_connection_limit_idle_timeout_and_frame_limit(limited):
+    a = socket.create_connection((limited.host, limited.port), timeout=5)
+    b = socket.create_connection((limited.host, limited.port), timeout=5)
+    c = socket.create_connection((limited.host, limited.port), timeout=5)
+    assert c.recv(1) == b""  # over the limit: closed at once
+    for s in (a, b, c):
+        s.close()
+    time.sleep(0.2)
+    idle = socket.create_connection((limited.host, limited.port), timeout=5)
+    t0 = time.monotonic()
+    assert idle.recv(1) == b""  # idle: closed after the timeout
+    assert 0.3 < time.monotonic() - t0 < 4
+    idle.close()
+    with socket.create_connection((limited.host, limited.port), timeout=5) as s:
+        s.sendall(struct.pack(">i", 5000))  # over the 4 KiB frame limit
+        assert s.recv(1) == b""
+    assert call(limited, M.API_VERSIONS, 3, {"client_software_name": "t",
+                                             "client_software_version": "1"})["error_code"] == 0
+
+
+def test_sigterm_flushes_and_data_survives(tmp_path):
+    srv = ServerProcess(tmp_path / "stopping")
+    try:
+        call(srv, M.CREATE_TOPICS, 7, {"topics": [{"name": "kept", "num_partitions": 1,
+                                                   "replication_factor": 1}]})
+        assert produce(srv, "kept", make_batch(4))["base_offset"] == 0
+    finally:
+        assert srv.stop() == 0
+    assert "shutting down" in srv.log()
+    table = arrowlog.replay(str(srv.data_dir), "kept").to_arrow()
+    assert table.column("value").to_pylist() == [b"v0", b"v1", b"v2", b"v3"]
