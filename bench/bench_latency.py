@@ -37,7 +37,7 @@ def _latency_us(value: bytes, now_ns: int) -> float:
 def arrowlog_reader(path: str, n: int, ready, out) -> None:
     import arrowlog
 
-    c = arrowlog.Consumer({"log.dir": path, "group.id": "bench-latency", "auto.offset.reset": "earliest"})
+    c = arrowlog.Consumer({"log.dir": path, "auto.offset.reset": "earliest"})
     c.assign([arrowlog.TopicPartition(datasets.TOPIC, 0, 0)])
     lat = []
     ready.set()
@@ -85,9 +85,7 @@ def one_run(ctx, reader, reader_args, send, n: int) -> list[float]:
         time.sleep(0.05)  # let B block in its wait
         for _ in range(n):
             send()
-            t = time.perf_counter() + PACE_S
-            while time.perf_counter() < t:
-                pass
+            time.sleep(PACE_S)  # sleep, not spin: on 2 cores a spinning sender would starve B
         if not recv.poll(60):
             raise RuntimeError("latency reader returned nothing")
         lat = recv.recv()

@@ -27,7 +27,7 @@ def arrowlog_seek(ctx, ts: list[int]) -> list[float]:
     import arrowlog
 
     path = datasets.arrowlog_dataset(ctx)
-    c = arrowlog.Consumer({"log.dir": path, "group.id": "bench-seek", "auto.offset.reset": "earliest"})
+    c = arrowlog.Consumer({"log.dir": path, "auto.offset.reset": "earliest"})
     tp = arrowlog.TopicPartition
     got = c.offsets_for_times([tp(TOPIC, 0, ts[0])], 5.0)[0].offset
     if got != ts[0] - BASE_TS_MS:
