@@ -1,8 +1,9 @@
 # Produce path: record batches v2 -> Arrow envelope columns.
 
 HEADERS_TYPE = pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())]))
+TIMESTAMP_TYPE = pa.timestamp("ms", tz="UTC")
 ENVELOPE_SCHEMA = pa.schema([
-    ("timestamp", pa.timestamp("ms")),
+    pa.field("timestamp", TIMESTAMP_TYPE, nullable=False),
     ("key", pa.binary()),
     ("value", pa.binary()),
     ("headers", HEADERS_TYPE),
@@ -36,6 +37,8 @@ cdef class DecodedBatch:
     cdef public int32_t last_offset_delta
     cdef public int64_t base_timestamp
     cdef public int64_t max_timestamp
+    cdef public int64_t min_record_timestamp   # of the decoded records (the header has no minimum)
+    cdef public int64_t max_record_timestamp
     cdef public int64_t producer_id
     cdef public int16_t producer_epoch
     cdef public int32_t base_sequence
@@ -115,7 +118,7 @@ def decode_record_set(data, bint check_crc=True):
                 raise
             except Exception as exc:
                 raise RecordBatchError(f"cannot decompress record batch: {exc}") from None
-        b.records = _decode_records(body, b.record_count, b.base_timestamp,
+        b.records = _decode_records(b, body, b.record_count, b.base_timestamp,
                                     b.max_timestamp if b.attributes & ATTR_LOG_APPEND_TIME else -1)
         out.append(b)
         pos += b.size
@@ -126,7 +129,7 @@ cdef inline void _set_valid(uint8_t *bitmap, Py_ssize_t i) noexcept nogil:
     bitmap[i >> 3] |= <uint8_t>(1 << (i & 7))
 
 
-cdef object _decode_records(body, int32_t count, int64_t base_ts, int64_t log_append_ts):
+cdef object _decode_records(DecodedBatch b, body, int32_t count, int64_t base_ts, int64_t log_append_ts):
     """Decode ``count`` records into ENVELOPE_SCHEMA columns (one pass, no per-record objects
     except for headers, which are rare)."""
     cdef const uint8_t[::1] mv = body
@@ -137,6 +140,7 @@ cdef object _decode_records(body, int32_t count, int64_t base_ts, int64_t log_ap
     cdef int32_t klen, vlen, hcount, hk, hv, j
     cdef Py_ssize_t i, key_used = 0, value_used = 0, key_nulls = 0, value_nulls = 0
     cdef Py_ssize_t bitmap_size = (count + 7) >> 3
+    cdef int64_t t, min_ts = INT64_MAX, max_ts = INT64_MIN
 
     ts_buf = bytearray(count * 8)
     key_offsets = bytearray((count + 1) * 4)
@@ -168,7 +172,12 @@ cdef object _decode_records(body, int32_t count, int64_t base_ts, int64_t log_ap
         c.p += 1                            # record attributes: unused
         ts_delta = read_varlong(&c)
         read_varint(&c)                     # offset delta: records are dense
-        ts[i] = log_append_ts if log_append_ts >= 0 else base_ts + ts_delta
+        t = log_append_ts if log_append_ts >= 0 else base_ts + ts_delta
+        ts[i] = t
+        if t < min_ts:
+            min_ts = t
+        if t > max_ts:
+            max_ts = t
         klen = read_varint(&c)
         if c.bad or klen < -1 or klen > c.end - c.p:
             raise RecordBatchError(f"record {i} has a bad key length")
@@ -222,9 +231,11 @@ cdef object _decode_records(body, int32_t count, int64_t base_ts, int64_t log_ap
         c.end = rec_end
     if c.p != c.end:
         raise RecordBatchError(f"{c.end - c.p} bytes follow the last record")
+    b.min_record_timestamp = min_ts
+    b.max_record_timestamp = max_ts
 
     cols = [
-        pa.Array.from_buffers(pa.timestamp("ms"), count, [None, pa.py_buffer(ts_buf)]),
+        pa.Array.from_buffers(TIMESTAMP_TYPE, count, [None, pa.py_buffer(ts_buf)]),
         pa.Array.from_buffers(pa.binary(), count,
                               [pa.py_buffer(key_valid) if key_nulls else None,
                                pa.py_buffer(key_offsets), pa.py_buffer(key_data)[:key_used]],

@@ -15,8 +15,11 @@ cdef inline const uint8_t *_address(buf):
 cdef BinCol _bin_col(arr, list keep):
     """Raw pointers into a binary/string Arrow array (kept alive by ``keep``)."""
     cdef BinCol col
-    if pa.types.is_large_binary(arr.type) or pa.types.is_large_string(arr.type):
+    t = arr.type
+    if pa.types.is_large_binary(t) or pa.types.is_large_string(t):
         arr = arr.cast(pa.binary())
+    elif not (pa.types.is_binary(t) or pa.types.is_string(t)):
+        raise TypeError(f"a Kafka record field must be binary or string, not {t}")
     keep.append(arr)
     bufs = arr.buffers()
     col.valid = _address(bufs[0]) if arr.null_count else NULL
@@ -69,6 +72,10 @@ def encode_batch(batch, int codec=0, int64_t producer_id=-1, int16_t producer_ep
     names = batch.schema.names
     offsets_arr = batch.column(names.index("offset"))
     ts_arr = batch.column(names.index("timestamp"))
+    ts_type = ts_arr.type
+    if offsets_arr.type != pa.int64() or not (pa.types.is_timestamp(ts_type) and ts_type.unit == "ms"):
+        raise TypeError("offset must be int64 and timestamp a timestamp in ms, not "
+                        f"{offsets_arr.type} and {ts_arr.type}")
     keep.append(offsets_arr)
     keep.append(ts_arr)
     if ts_arr.null_count:
@@ -88,6 +95,8 @@ def encode_batch(batch, int codec=0, int64_t producer_id=-1, int16_t producer_ep
     cdef Py_ssize_t hbit = 0
     cdef BinCol hkey
     cdef BinCol hval
+    memset(&hkey, 0, sizeof(BinCol))
+    memset(&hval, 0, sizeof(BinCol))
     if "headers" in names:
         harr = batch.column(names.index("headers"))
         if harr.null_count < count:
@@ -97,6 +106,9 @@ def encode_batch(batch, int codec=0, int64_t producer_id=-1, int16_t producer_ep
             hvalid = _address(hbufs[0]) if harr.null_count else NULL
             hbit = harr.offset
             hoff = (<const int32_t *>_address(hbufs[1])) + <Py_ssize_t>harr.offset
+            if not (pa.types.is_list(harr.type) and pa.types.is_struct(harr.type.value_type)
+                    and harr.type.value_type.num_fields == 2):
+                raise TypeError(f"headers must be list<struct<key, value>>, not {harr.type}")
             hstruct = harr.values
             hkey = _bin_col(hstruct.field(0), keep)
             hval = _bin_col(hstruct.field(1), keep)

@@ -159,3 +159,21 @@ def test_sigterm_flushes_and_data_survives(tmp_path):
     assert "shutting down" in srv.log()
     table = arrowlog.replay(str(srv.data_dir), "kept").to_arrow()
     assert table.column("value").to_pylist() == [b"v0", b"v1", b"v2", b"v3"]
+
+
+def test_typed_value_topic_is_refused_not_crashed(server, topic):
+    """A topic declaring an Arrow value schema holds struct values, which have no
+    Kafka bytes form: produce and fetch answer errors and the server keeps serving."""
+    import pyarrow as pa
+
+    from arrowlog.storage import LogDir
+
+    with LogDir(str(server.data_dir)) as d:
+        t = d.create_topic(topic, partitions=1, config={"value.schema": pa.schema([("x", pa.int64())])})
+        t.partition(0).append(pa.RecordBatch.from_pydict({
+            "timestamp": pa.array([1], pa.timestamp("ms")), "key": pa.array([None], pa.binary()),
+            "value": pa.array([{"x": 1}], pa.struct([("x", pa.int64())])),
+            "headers": pa.nulls(1, pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())])))}))
+    assert fetch(server, topic, 0)["error_code"] == -1
+    assert produce(server, topic, make_batch(1))["error_code"] == 87  # INVALID_RECORD
+    assert fetch(server, topic, 0)["high_watermark"] == 1

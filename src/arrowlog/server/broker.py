@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import inspect
 import logging
 import re
 import time
 
+import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (PartitionLog.append uses pa.compute)
 
 from arrowlog import errors as AE
@@ -95,6 +97,9 @@ class Broker:
         self._cache: collections.OrderedDict = collections.OrderedDict()
         self._cache_bytes = 0
         self._flusher: asyncio.Task | None = None
+        # The decoder already knows each batch's timestamp range; newer storage takes it.
+        from arrowlog.storage import PartitionLog
+        self._append_takes_timestamps = "min_timestamp" in inspect.signature(PartitionLog.append).parameters
         self.handlers = {
             18: self.api_versions, 3: self.metadata, 0: self.produce, 1: self.fetch,
             2: self.list_offsets, 10: self.find_coordinator, 11: self.join_group, 14: self.sync_group,
@@ -243,10 +248,18 @@ class Broker:
                 base = duplicate
             else:
                 try:
-                    base = pl.append(b.records)
-                except AE.ArrowlogError as exc:
+                    if self._append_takes_timestamps:
+                        base = pl.append(b.records, min_timestamp=b.min_record_timestamp,
+                                         max_timestamp=b.max_record_timestamp)
+                    else:
+                        base = pl.append(b.records)
+                except AE.StorageError as exc:
                     log.error("append to %s-%d failed: %s", topic, index, exc)
-                    return {**fail, "error_code": 56, "error_message": str(exc)}  # KAFKA_STORAGE_ERROR
+                    return {**fail, "error_code": E.KAFKA_STORAGE_ERROR, "error_message": str(exc)}
+                except (AE.ArrowlogError, ValueError, TypeError, pa.ArrowException) as exc:
+                    # e.g. a topic that declares a typed value schema: raw bytes do not fit it
+                    log.warning("append to %s-%d refused: %s", topic, index, exc)
+                    return {**fail, "error_code": E.INVALID_RECORD, "error_message": str(exc)}
                 self._dirty.add(pl)
                 self.producers.record(topic, index, b.producer_id, b.producer_epoch, b.base_sequence,
                                       b.record_count, base)
@@ -307,7 +320,13 @@ class Broker:
                     continue
                 chunks, size = [], 0
                 for fr in frames:
-                    enc = self._encoded(name, idx, fr)
+                    try:
+                        enc = self._encoded(name, idx, fr)
+                    except (TypeError, ValueError, pa.ArrowException) as exc:
+                        log.error("cannot serve %s-%d at %d over Kafka: %s", name, idx, fr.base_offset, exc)
+                        out["error_code"] = E.UNKNOWN_SERVER_ERROR
+                        stop = True
+                        break
                     # KIP-74: the first batch of the response goes out whole, even when too big.
                     if size + len(enc) > limit and (chunks or total > 0):
                         break
