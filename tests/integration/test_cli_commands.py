@@ -219,7 +219,8 @@ def test_count_partition_and_exit_at_end(ten):
 
 def test_follow_stops_at_an_explicit_end(ten):
     # -f with a closed range ends by itself once the range is read
-    assert offsets(ten, "-f", "-o", "2:4") == [2, 3]
+    assert offsets(ten, "-f", "-p", "0", "-o", "2:4") == [2, 3]
+    assert offsets(ten, "-f", "-p", "0", "-o", ":end") == list(range(10))
 
 
 # ------------------------------------------------------------------ groups
@@ -312,7 +313,8 @@ def test_export_reads_back_with_pyarrow(exported, ext):
             table = pa.ipc.open_file(src).read_all()
     else:
         table = pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(
-            column_types={"key": pa.string(), "value": pa.string(), "timestamp": pa.timestamp("ms")}))
+            column_types={"key": pa.string(), "value": pa.string(), "timestamp": pa.timestamp("ms", tz="UTC")},
+            strings_can_be_null=True, quoted_strings_can_be_null=False))  # a null key is an unquoted empty
     assert table.num_rows == 51
     assert table.column_names[:5] == ["partition", "offset", "timestamp", "key", "value"]
     assert table_rows(table) == expected_rows(cli)
@@ -418,3 +420,53 @@ def test_produce_errors(ten):
     assert res.rc == EXIT_USAGE and "line 2" in res.err
     res = ten("produce", "ten", "-K", ":", input="no delimiter\n")
     assert res.rc == EXIT_USAGE and "line 1" in res.err
+
+
+# ------------------------------------------------------------------ group store interface
+
+
+class MemoryGroupStore:
+    """A GroupStore with live members, standing in for a running group."""
+
+    def __init__(self):
+        self.offsets = {"busy": {("ten", 0): 2}, "idle": {("ten", 0): 5}}
+        self.owners = {"busy": {("ten", 0): "consumer-1"}}
+
+    def list_groups(self):
+        return sorted(self.offsets)
+
+    def committed(self, group):
+        return dict(self.offsets.get(group, {}))
+
+    def commit(self, group, offsets):
+        self.offsets.setdefault(group, {}).update(offsets)
+
+    def members(self, group):
+        return dict(self.owners.get(group, {}))
+
+    def delete(self, group):
+        del self.offsets[group]
+
+
+@pytest.fixture
+def memory_store(ten, monkeypatch):
+    import arrowlog.cli.group as group_cmds
+
+    store = MemoryGroupStore()
+    monkeypatch.setattr(group_cmds, "open_group_store", lambda data_dir: store)
+    return ten, store
+
+
+def test_live_members_show_as_owner_and_block_reset_and_delete(memory_store):
+    cli, store = memory_store
+    table = ok(cli("group", "describe", "busy")).lines
+    assert table[1].split() == ["busy", "ten", "0", "2", "10", "8", "consumer-1"]
+    assert table[2].split() == ["busy", "ten", "1", "-", "0", "-", "-"]
+    ok(cli("group", "reset", "busy", "-t", "ten", "--to-latest"))  # a dry run is always fine
+    res = cli("group", "reset", "busy", "-t", "ten", "--to-latest", "--execute")
+    assert res.rc == 1 and "live members (consumer-1)" in res.err
+    assert store.offsets["busy"] == {("ten", 0): 2}
+    res = cli("group", "delete", "busy")
+    assert res.rc == 1 and "live members" in res.err
+    ok(cli("group", "delete", "idle"))
+    assert ok(cli("group", "list")).lines == ["busy"]

@@ -1,5 +1,6 @@
 """``arrowlog`` as real processes: follow mode across processes, pipes, signals, terminals."""
 
+import contextlib
 import json
 import os
 import pty
@@ -48,6 +49,19 @@ def read_line(proc):
     return line.decode().rstrip("\n")
 
 
+@contextlib.contextmanager
+def follower(data, *args):
+    """A background ``arrowlog consume`` process, killed if the test leaves it running."""
+    proc = subprocess.Popen(arrowlog_cmd(data, "consume", *args), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env(), bufsize=0)  # unbuffered: select() sees every line
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_python_m_arrowlog_help():
     res = subprocess.run([sys.executable, "-m", "arrowlog", "--help"], capture_output=True, env=env(), timeout=60)
     assert res.returncode == 0
@@ -56,38 +70,24 @@ def test_python_m_arrowlog_help():
 
 def test_follow_picks_up_records_from_another_process(data):
     assert run(data, "produce", "events", "-p", "0", input=b"one\ntwo\n").returncode == 0
-    follower = subprocess.Popen(
-        arrowlog_cmd(data, "consume", "events", "-f", "-c", "5", "--format", "%p %v\\n"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env())
-    try:
-        assert [read_line(follower), read_line(follower)] == ["0 one", "0 two"]
+    with follower(data, "events", "-f", "-c", "5", "--format", "%p %v\\n") as proc:
+        assert [read_line(proc), read_line(proc)] == ["0 one", "0 two"]
         # the follower is now waiting at the end; another process appends
         assert run(data, "produce", "events", "-p", "1", input=b"three\n").returncode == 0
-        assert read_line(follower) == "1 three"
+        assert read_line(proc) == "1 three"
         assert run(data, "produce", "events", "-p", "0", input=b"four\nfive\n").returncode == 0
-        assert [read_line(follower), read_line(follower)] == ["0 four", "0 five"]
-        assert follower.wait(timeout=READ_TIMEOUT_S) == 0  # -c 5 reached
-    finally:
-        if follower.poll() is None:
-            follower.kill()
-            follower.wait()
+        assert [read_line(proc), read_line(proc)] == ["0 four", "0 five"]
+        assert proc.wait(timeout=READ_TIMEOUT_S) == 0  # -c 5 reached
 
 
 def test_interrupted_group_follower_commits_and_exits_130(data):
     assert run(data, "produce", "events", "-p", "0", input=b"a\nb\nc\n").returncode == 0
-    follower = subprocess.Popen(
-        arrowlog_cmd(data, "consume", "events", "-f", "-g", "tail", "--format", "text"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env())
-    try:
-        assert [read_line(follower) for _ in range(3)] == ["a", "b", "c"]
-        follower.send_signal(signal.SIGINT)
-        assert follower.wait(timeout=READ_TIMEOUT_S) == 130
-        err = follower.stderr.read().decode()
+    with follower(data, "events", "-f", "-g", "tail", "--format", "text") as proc:
+        assert [read_line(proc) for _ in range(3)] == ["a", "b", "c"]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=READ_TIMEOUT_S) == 130
+        err = proc.stderr.read().decode()
         assert "interrupted" in err and "Traceback" not in err
-    finally:
-        if follower.poll() is None:
-            follower.kill()
-            follower.wait()
     rows = json.loads(run(data, "group", "describe", "tail", "--json").stdout)
     assert {r["partition"]: r["current_offset"] for r in rows} == {0: 3, 1: 0}
 
@@ -96,7 +96,7 @@ def test_closed_pipe_exits_quietly(data):
     lines = b"".join(b"record %d with some padding to fill the pipe\n" % i for i in range(20000))
     assert run(data, "produce", "events", "-p", "0", input=lines).returncode == 0
     proc = subprocess.Popen(arrowlog_cmd(data, "consume", "events", "--format", "text"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(), bufsize=0)
     assert read_line(proc) == "record 0 with some padding to fill the pipe"
     proc.stdout.close()  # like `| head -1`
     assert proc.wait(timeout=READ_TIMEOUT_S) == 0

@@ -11,7 +11,7 @@ from arrowlog.cli.export import export_spec, format_for
 from arrowlog.cli.group import SHIFT_BY, TO_DATETIME, TO_EARLIEST, TO_LATEST, TO_OFFSET, plan_reset
 from arrowlog.cli.offsets import END, OFFSET, START, TIME, Bound, OffsetSpec
 from arrowlog.cli.ops import parse_listen
-from arrowlog.cli.produce import iter_lines, line_records, parse_header
+from arrowlog.cli.produce import FLUSH, iter_lines, line_records, parse_header
 from arrowlog.cli.store import CliError, parse_partitions
 
 
@@ -132,12 +132,20 @@ def test_parse_listen():
 
 
 def lines(text):
-    return list(iter_lines(io.BytesIO(text)))
+    return [line for line in iter_lines(io.BytesIO(text)) if line is not FLUSH]
 
 
 def test_iter_lines_keeps_empty_lines_and_a_last_unterminated_one():
     assert lines(b"a\n\nb\r\nc") == [b"a", b"", b"b\r", b"c"]
     assert lines(b"") == []
+
+
+def test_iter_lines_marks_each_read_for_flushing():
+    class Trickle(io.BytesIO):
+        def read1(self, n=-1):
+            return super().read1(4)
+
+    assert list(iter_lines(Trickle(b"ab\ncd\nef"))) == [b"ab", FLUSH, b"cd", FLUSH, b"ef", FLUSH]
 
 
 def test_line_records_with_key_delimiter_and_headers():

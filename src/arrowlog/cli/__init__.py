@@ -21,6 +21,7 @@ from .common import (
     EXIT_USAGE,
     CliError,
     err,
+    silence_stdout,
     translate_error,
 )
 from .consume import consume_cmd
@@ -79,15 +80,6 @@ def _usage_line(e: click.UsageError) -> str:
     return f"arrowlog: error: {e.format_message()}{hint}"
 
 
-def _silence_stdout() -> None:
-    """After a broken pipe (``arrowlog consume ... | head``) drop further output quietly."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (never raises for a user's mistake)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -109,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         err("arrowlog: interrupted")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
-        _silence_stdout()
+        silence_stdout()
         return EXIT_OK
     except Exception as e:  # a bug, or an error the commands did not translate
         translated = translate_error(e)

@@ -207,7 +207,11 @@ def friendly_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except click.ClickException:
             raise
-        except (click.exceptions.Exit, click.exceptions.Abort, KeyboardInterrupt, BrokenPipeError):
+        except BrokenPipeError:
+            # The reader went away (``arrowlog consume t | head``): stop quietly.
+            silence_stdout()
+            raise click.exceptions.Exit(EXIT_OK) from None
+        except (click.exceptions.Exit, click.exceptions.Abort, KeyboardInterrupt):
             raise
         except Exception as exc:
             translated = translate_error(exc)
@@ -216,6 +220,15 @@ def friendly_errors(fn: Callable) -> Callable:
             raise translated from exc
 
     return wrapper
+
+
+def silence_stdout() -> None:
+    """After a broken pipe, send further output (and the exit-time flush) to /dev/null."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def command_body(fn: Callable) -> Callable:

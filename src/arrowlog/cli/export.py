@@ -155,9 +155,17 @@ class _Sink:
         elif self.fmt == "csv":
             import pyarrow.csv as pcsv
 
-            self.writer = pcsv.CSVWriter(self.path, schema)
+            self.writer = pcsv.CSVWriter(self._stream() or self.path, schema)
         else:
-            self.file = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+            self.file = self._stream() or open(self.path, "wb")  # noqa: SIM115 - closed in close()
+
+    def _stream(self) -> Any:
+        """stdout for ``--to -`` (kept open when the export is done)."""
+        if self.path != "-":
+            return None
+        import sys
+
+        return _Unclosable(sys.stdout.buffer)
 
     def write(self, batch: pa.RecordBatch, partition: int) -> None:
         if self.fmt == "jsonl":
@@ -184,6 +192,26 @@ class _Sink:
             self.writer.close()
         if self.file is not None:
             self.file.close()
+
+
+class _Unclosable:
+    """A stream whose close() only flushes: the sink must not close stdout."""
+
+    def __init__(self, raw: Any):
+        self._raw = raw
+
+    def write(self, data: Any) -> int:
+        return self._raw.write(data)
+
+    def flush(self) -> None:
+        self._raw.flush()
+
+    def close(self) -> None:
+        self._raw.flush()
+
+    @property
+    def closed(self) -> bool:
+        return False
 
 
 def _progress(enabled: bool, total: int) -> Any:
@@ -254,7 +282,7 @@ def export_cmd(topic: str, dest: str, fmt: str | None, offset: str | None, start
     total = sum(max(0, e - s) for _, _, s, e in plan)
 
     if to_stdout:
-        final = tmp = "/dev/stdout"
+        final = tmp = "-"
     else:
         final = os.path.abspath(dest)
         parent = os.path.dirname(final)

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import click
 
 from .common import CliError, command_body, note, resolve_data_dir
 from .formatting import FormatError, ProduceRecord, parse_json_record, unescape
+from .offsets import now_ms
 from .store import get_topic, open_logdir
 
-POLL_EVERY = 10_000  # serve delivery callbacks every N records so the queue stays bounded
+READ_BYTES = 1 << 20  # one read1() from stdin: what has arrived, up to this much
+CHUNK_RECORDS = 50_000  # records per produce_batch() call at most
+FLUSH = None  # between reads: what was read so far is written before waiting for more
 
 
 def parse_header(text: str) -> tuple[str, bytes]:
@@ -22,25 +25,40 @@ def parse_header(text: str) -> tuple[str, bytes]:
     return key, value.encode()
 
 
-def iter_lines(stream: BinaryIO) -> Iterator[bytes]:
-    """Lines without their newline; a last line without one still counts."""
-    for line in stream:
-        if line.endswith(b"\n"):
-            line = line[:-1]
-        yield line
+def iter_lines(stream: BinaryIO) -> Iterator[bytes | None]:
+    """Lines without their newline (a last line without one still counts),
+    and :data:`FLUSH` after each read, so that records typed or piped in
+    slowly are written as they arrive while a fast pipe is batched."""
+    pending = b""
+    while True:
+        block = stream.read1(READ_BYTES) if hasattr(stream, "read1") else stream.read(READ_BYTES)
+        if not block:
+            break
+        lines = (pending + block).split(b"\n")
+        pending = lines.pop()
+        yield from lines
+        yield FLUSH
+    if pending:
+        yield pending
+        yield FLUSH
 
 
 def line_records(
-    lines: Iterator[bytes],
+    lines: Iterator[bytes | None],
     *,
     key: bytes | None,
     key_delim: bytes | None,
     headers: list[tuple[str, bytes]],
     partition: int | None,
     as_json: bool,
-) -> Iterator[ProduceRecord]:
+) -> Iterator[ProduceRecord | None]:
     """Turn stdin lines into records according to ``-k``/``-K``/``-H``/``--json``."""
-    for n, line in enumerate(lines, 1):
+    n = 0
+    for line in lines:
+        if line is FLUSH:
+            yield FLUSH
+            continue
+        n += 1
         if as_json:
             if not line.strip():
                 continue
@@ -110,42 +128,52 @@ def produce_cmd(topic: str, key: str | None, key_delim: str | None, headers: tup
         partition=partition,
         as_json=as_json,
     )
-    written, failed = produce_records(data_dir, topic, records, t.num_partitions)
-    if failed:
-        raise CliError(f"{failed} of {written + failed} records were not written to {topic!r}")
+    written = produce_records(data_dir, topic, records, t.num_partitions)
     note(f"produced {written} record{'s' if written != 1 else ''} to {topic}", quiet)
 
 
-def produce_records(data_dir: str, topic: str, records: Iterator[ProduceRecord], num_partitions: int) -> tuple[int, int]:
-    """Send records through :class:`arrowlog.Producer`; returns (written, failed)."""
+def produce_records(data_dir: str, topic: str, records: Iterator[ProduceRecord | None], num_partitions: int) -> int:
+    """Append records through :meth:`arrowlog.Producer.produce_batch`, one call
+    per run of records bound for the same partition; returns how many were written."""
     import arrowlog
 
-    failures: list[Any] = []
-    sent = 0
+    written = 0
+    chunk: list[ProduceRecord] = []
 
-    def on_delivery(error: Any, msg: Any) -> None:
-        if error is not None:
-            failures.append(error)
+    def send() -> None:
+        nonlocal written
+        if not chunk:
+            return
+        keys = [r.key for r in chunk]
+        stamps = [r.timestamp for r in chunk]
+        if any(t is not None for t in stamps):
+            now = now_ms()
+            stamps = [now if t is None else t for t in stamps]
+        headers = [r.headers or None for r in chunk]
+        written += producer.produce_batch(
+            topic,
+            [r.value for r in chunk],
+            keys=None if all(k is None for k in keys) else keys,
+            timestamps=None if stamps[0] is None else stamps,
+            headers=None if all(h is None for h in headers) else headers,
+            partition=chunk[0].partition,
+        )
+        chunk.clear()
 
-    producer = arrowlog.Producer({"log.dir": data_dir})
+    producer = arrowlog.Producer({"log.dir": data_dir, "auto.create.topics.enable": False})
     try:
         for rec in records:
+            if rec is FLUSH:
+                send()
+                continue
             if rec.partition is not None and rec.partition >= num_partitions:
-                raise CliError(f"topic {topic!r} has no partition {rec.partition}", 3)
-            kwargs: dict[str, Any] = {"key": rec.key, "on_delivery": on_delivery}
-            if rec.partition is not None:
-                kwargs["partition"] = rec.partition
-            if rec.timestamp is not None:
-                kwargs["timestamp"] = rec.timestamp
-            if rec.headers:
-                kwargs["headers"] = rec.headers
-            producer.produce(topic, rec.value, **kwargs)
-            sent += 1
-            if sent % POLL_EVERY == 0:
-                producer.poll(0)
-    finally:
+                raise CliError(f"topic {topic!r} has no partition {rec.partition} "
+                               f"(partitions 0-{num_partitions - 1})", 3)
+            if chunk and (rec.partition != chunk[0].partition or len(chunk) >= CHUNK_RECORDS):
+                send()
+            chunk.append(rec)
+        send()
         producer.flush()
-        close = getattr(producer, "close", None)
-        if close is not None:
-            close()
-    return sent - len(failures), len(failures)
+    finally:
+        producer.close()
+    return written
