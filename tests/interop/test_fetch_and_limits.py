@@ -7,6 +7,7 @@ import socket
 import struct
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -177,3 +178,48 @@ def test_typed_value_topic_is_refused_not_crashed(server, topic):
     assert fetch(server, topic, 0)["error_code"] == -1
     assert produce(server, topic, make_batch(1))["error_code"] == 87  # INVALID_RECORD
     assert fetch(server, topic, 0)["high_watermark"] == 1
+
+
+def test_list_offsets_max_timestamp_and_by_time(server, topic):
+    call(server, M.CREATE_TOPICS, 7, {"topics": [{"name": topic, "num_partitions": 1, "replication_factor": 1}]})
+    produce(server, topic, make_batch(3))               # timestamps base+0, +1, +2
+    produce(server, topic, make_batch(2, first=3))      # base+0, +1 again: not increasing
+
+    def lookup(ts, version=7):
+        resp = call(server, M.LIST_OFFSETS, version, {"replica_id": -1, "topics": [
+            {"name": topic, "partitions": [{"partition_index": 0, "timestamp": ts}]}]})
+        p = resp["topics"][0]["partitions"][0]
+        return p["offset"], p["timestamp"]
+
+    base = 1_700_000_000_000
+    assert lookup(-3) == (2, base + 2)                  # the record with the largest timestamp
+    assert lookup(-2) == (0, -1) and lookup(-1) == (5, -1)
+    assert lookup(base + 2) == (2, base + 2)
+    assert lookup(base + 3) == (-1, -1)
+
+
+def test_metadata_auto_creates_valid_names_only(server):
+    name = "auto-" + uuid.uuid4().hex[:8]
+    resp = call(server, M.METADATA, 12, {"topics": [{"name": name}, {"name": "bad name!"}],
+                                         "allow_auto_topic_creation": True})
+    by_name = {t["name"]: t for t in resp["topics"]}
+    assert by_name[name]["error_code"] == 0 and len(by_name[name]["partitions"]) == 1
+    assert by_name["bad name!"]["error_code"] == 17  # INVALID_TOPIC_EXCEPTION
+    resp = call(server, M.METADATA, 12, {"topics": [{"name": "not-" + name}], "allow_auto_topic_creation": False})
+    assert resp["topics"][0]["error_code"] == 3
+
+
+def test_silent_member_is_expelled_after_its_session_timeout(server, group):
+    join = call(server, M.JOIN_GROUP, 5, {
+        "group_id": group, "session_timeout_ms": 1000, "rebalance_timeout_ms": 1000, "member_id": "",
+        "protocol_type": "consumer", "protocols": [{"name": "range", "metadata": b""}]})
+    member, generation = join["member_id"], join["generation_id"]
+    sync = call(server, M.SYNC_GROUP, 3, {"group_id": group, "generation_id": generation, "member_id": member,
+                                          "assignments": [{"member_id": member, "assignment": b"a"}]})
+    assert sync["error_code"] == 0
+    beat = {"group_id": group, "generation_id": generation, "member_id": member}
+    assert call(server, M.HEARTBEAT, 3, beat)["error_code"] == 0
+    time.sleep(1.6)
+    assert call(server, M.HEARTBEAT, 3, beat)["error_code"] == 25  # UNKNOWN_MEMBER_ID
+    desc = call(server, M.DESCRIBE_GROUPS, 5, {"groups": [group]})["groups"][0]
+    assert desc["group_state"] == "Empty" and desc["members"] == []
