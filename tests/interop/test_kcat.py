@@ -35,3 +35,17 @@ def test_kcat_balanced_consumer_group(kcat, server, topic, group):
     r = run(kcat, server, "-G", group, "-o", "beginning", "-e", "-f", "%s\n", topic, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == [f"m{i}" for i in range(20)]
+
+
+def test_old_librdkafka_enables_every_feature(kcat, server, topic):
+    """Debian's librdkafka (2.0.x) enables features only when specific versions fall
+    inside the advertised ranges (fixed upstream in 2.11.1): check that it enables
+    v2 batches, idempotence, zstd/lz4, offsets by time and balanced consumer groups."""
+    r = run(kcat, server, "-P", "-t", topic, "-X", "debug=feature", input="x\n")
+    assert r.returncode == 0, r.stderr
+    enabled = set()
+    for line in r.stderr.splitlines():
+        if "Updated enabled protocol features to " in line:
+            enabled |= set(line.rsplit(" to ", 1)[1].strip().split(","))
+    assert {"MsgVer2", "IdempotentProducer", "ZSTD", "LZ4", "OffsetTime", "BrokerBalancedConsumer",
+            "BrokerGroupCoordinator", "ApiVersion"} <= enabled
