@@ -41,7 +41,7 @@ def test_old_librdkafka_enables_every_feature(kcat, server, topic):
     """Debian's librdkafka (2.0.x) enables features only when specific versions fall
     inside the advertised ranges (fixed upstream in 2.11.1): check that it enables
     v2 batches, idempotence, zstd/lz4, offsets by time and balanced consumer groups."""
-    r = run(kcat, server, "-P", "-t", topic, "-X", "debug=feature", input="x\n")
+    r = run(kcat, server, "-P", "-t", topic, "-X", "debug=feature,broker", input="x\n")
     assert r.returncode == 0, r.stderr
     enabled = set()
     for line in r.stderr.splitlines():
