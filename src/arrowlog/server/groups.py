@@ -345,7 +345,7 @@ class GroupCoordinator:
                     "protocol_type": "", "protocol_data": "", "members": []}
         return {"error_code": E.NONE, "group_id": group_id, "group_state": g.state,
                 "protocol_type": g.protocol_type or "",
-                "protocol_data": g.protocol_name or "" if g.state == STABLE else "",
+                "protocol_data": (g.protocol_name or "") if g.state in (COMPLETING, STABLE) else "",
                 "members": [{"member_id": m.member_id, "group_instance_id": m.group_instance_id,
                              "client_id": m.client_id or "", "client_host": m.client_host,
                              "member_metadata": m.metadata_for(g.protocol_name or ""),
