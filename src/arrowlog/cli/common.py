@@ -168,25 +168,19 @@ def data_option(fn: Callable) -> Callable:
 
 def translate_error(exc: BaseException) -> CliError | None:
     """Map a library exception to a one-line CLI error with its exit code."""
-    try:
-        from arrowlog import errors as E  # the core; absent while it is being written
-    except ImportError:  # pragma: no cover - only before the core lands
-        E = None
-    if E is not None:
-        msg = str(exc) or type(exc).__name__
-        for name, code in (
-            ("UnknownTopicError", EXIT_NOT_FOUND),
-            ("UnknownGroupError", EXIT_NOT_FOUND),
-            ("UnknownPartitionError", EXIT_NOT_FOUND),
-            ("TopicExistsError", EXIT_EXISTS),
-            ("CorruptRecordError", EXIT_CORRUPT),
-            ("InvalidTopicError", EXIT_USAGE),
-            ("ConfigError", EXIT_USAGE),
-            ("ArrowlogError", EXIT_ERROR),
-        ):
-            cls = getattr(E, name, None)
-            if cls is not None and isinstance(exc, cls):
-                return CliError(msg, code)
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    for name, code in (
+        ("UnknownTopicError", EXIT_NOT_FOUND),
+        ("UnknownGroupError", EXIT_NOT_FOUND),
+        ("UnknownPartitionError", EXIT_NOT_FOUND),
+        ("TopicExistsError", EXIT_EXISTS),
+        ("CorruptRecordError", EXIT_CORRUPT),
+        ("InvalidTopicError", EXIT_USAGE),
+        ("ConfigError", EXIT_USAGE),
+        ("ArrowlogError", EXIT_ERROR),
+    ):
+        if name in names:
+            return CliError(str(exc) or type(exc).__name__, code)
     if isinstance(exc, PermissionError):
         where = f": {exc.filename}" if exc.filename else ""
         return CliError(f"permission denied{where}", EXIT_ERROR)

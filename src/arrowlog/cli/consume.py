@@ -20,8 +20,7 @@ from .store import (
     resolve_partition_range,
 )
 
-IDLE_WAIT_S = 0.2  # one partition: how long one wait() blocks before checking Ctrl-C again
-MULTI_WAIT_S = 0.02  # several partitions: a short wait on each in turn
+IDLE_WAIT_S = 0.5  # how long one idle wait blocks before looking again (appends wake it at once)
 
 
 class _Cursor:
@@ -58,7 +57,8 @@ Examples:
 @click.option("-e", "--exit-at-end", "exit_at_end", is_flag=True,
               help="Stop at the end of the log (the default unless -f).")
 @click.option("-f", "--follow", is_flag=True, help="Keep waiting for new records, like tail -f.")
-@click.option("-g", "--group", default=None, help="Consume as this group: resume from and commit its offsets.")
+@click.option("-g", "--group", default=None,
+              help="Consume as a member of GROUP: share its partitions, resume from and commit its offsets.")
 @click.option("--format", "fmt", default=None, metavar="FORMAT",
               help="json, text, or a template like '%k %v %o %T\\n' [default: json when stdout is "
                    "not a terminal, text when it is].")
@@ -81,33 +81,29 @@ def consume_cmd(topic: str, offset: str, partitions: tuple[str, ...], count: int
     data_dir = resolve_data_dir(data)
     logdir = open_logdir(data_dir)
     t = get_topic(logdir, topic)
-    cursors = []
-    store = None
-    committed: dict = {}
+    out = sys.stdout.buffer
     if group is not None:
-        from .groups import open_group_store
+        if wanted:
+            raise click.UsageError("-p cannot be used with -g: the group assigns the partitions")
+        if spec.end is not None:
+            raise click.UsageError("with -g, -o takes a start position (start, end, N, -N, +N, @TIME), not a range")
+        from .consume_group import consume_as_group
 
-        store = open_group_store(data_dir)
-        committed = store.committed(group)
+        consume_as_group(data_dir, logdir, t, group, spec, formatter, out, count, follow)
+        return
+    cursors = []
     for p in pick_partitions(t, wanted):
         pl = t.partition(p)
         rng = resolve_partition_range(pl, spec, stop_at_end=not follow)
-        if (topic, p) in committed:
-            rng = OffsetRange(max(committed[(topic, p)], pl.log_start_offset), rng.end)
-        elif rng.clamped:
+        if rng.clamped:
             err(f"arrowlog: partition {p}: offset {spec.start.describe()} is below the log start; "
                 f"starting at {rng.start}")
         cursors.append(_Cursor(p, pl, rng))
-
-    out = sys.stdout.buffer
-    try:
-        _run(topic, cursors, formatter, out, count, follow)
-    finally:
-        if store is not None:
-            store.commit(group, {(topic, c.partition): c.position for c in cursors})
+    _run(logdir, topic, cursors, formatter, out, count, follow)
 
 
-def _run(topic: str, cursors: list[_Cursor], formatter: Any, out: Any, count: int | None, follow: bool) -> int:
+def _run(logdir: Any, topic: str, cursors: list[_Cursor], formatter: Any, out: Any, count: int | None,
+         follow: bool) -> int:
     written = 0
     while True:
         active = [c for c in cursors if not c.done]
@@ -115,9 +111,10 @@ def _run(topic: str, cursors: list[_Cursor], formatter: Any, out: Any, count: in
             return written
         progressed = False
         for c in active:
+            before = c.position
             batches, nxt = read_batches(c.log, c.position, c.end)
             for b in batches:
-                log_start, hwm = c.log.log_start_offset, c.log.high_watermark
+                log_start, hwm = c.log.watermarks()
                 for rec in batch_records(b, topic, c.partition, log_start, hwm):
                     written += 1
                     out.write(formatter(rec, written))
@@ -125,27 +122,22 @@ def _run(topic: str, cursors: list[_Cursor], formatter: Any, out: Any, count: in
                     if count is not None and written >= count:
                         out.flush()
                         return written
-            if nxt > c.position:
-                c.position = nxt
-            if batches or nxt > c.position:
-                progressed = True
+            c.position = max(c.position, nxt)
+            progressed = progressed or c.position > before
         out.flush()
         if progressed:
             continue
         if not follow:
             return written  # nothing left below any cursor's end
-        _wait_any(active)
+        wait_for_data(logdir, [(c.log, c.position) for c in active])
 
 
-def _wait_any(active: list[_Cursor]) -> None:
-    """Block until some partition has a record past its cursor (or a short timeout)."""
-    if len(active) == 1:
-        c = active[0]
-        c.log.wait(c.position, IDLE_WAIT_S)
+def wait_for_data(logdir: Any, positions: list[tuple[Any, int]]) -> None:
+    """Sleep until one of these partitions has a record at or past its position
+    (or a short timeout, so Ctrl-C is handled): the data directory's notifier
+    is bumped by every append in any process."""
+    notifier = logdir.notifier
+    seen = notifier.current_word()
+    if any(log.high_watermark > pos for log, pos in positions):
         return
-    for c in active:
-        if c.log.high_watermark > c.position:
-            return
-    for c in active:
-        if c.log.wait(c.position, MULTI_WAIT_S):
-            return
+    notifier.wait_word(seen, IDLE_WAIT_S)

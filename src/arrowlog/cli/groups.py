@@ -17,10 +17,8 @@ Assumptions (to be confirmed when the consumer-groups module lands):
 
 An implementation is found in this order: the ``ARROWLOG_GROUP_STORE``
 environment variable (``module:callable``, called with the data directory),
-then ``arrowlog.groups.open_group_store(data_dir)`` or
-``arrowlog.groups.GroupStore(data_dir)``, then the Kafka server's durable
-offset store (``arrowlog.server.offsets.GroupOffsetStore``, one JSON file per
-group under ``<data>/__groups/``) through :class:`ServerOffsetsAdapter`.
+then ``arrowlog.groups.open_group_store(data_dir)`` (the embedded consumer
+groups' ``GroupAdmin``) or ``arrowlog.groups.GroupStore(data_dir)``.
 """
 
 from __future__ import annotations
@@ -28,6 +26,8 @@ from __future__ import annotations
 import importlib
 import os
 from typing import Protocol, runtime_checkable
+
+import click
 
 from .common import Unavailable
 
@@ -52,43 +52,6 @@ class GroupStore(Protocol):
         """Forget the group and all its committed offsets."""
 
 
-class ServerOffsetsAdapter:
-    """:class:`GroupStore` over the server's ``GroupOffsetStore``.
-
-    That store keeps offsets only; membership lives in the running server's
-    memory, so ``members`` is empty here and ``delete`` needs the store to
-    offer ``delete``.
-    """
-
-    def __init__(self, store: object):
-        self._store = store
-
-    def list_groups(self) -> list[str]:
-        return list(self._store.groups())
-
-    def committed(self, group: str) -> dict[TopicPartitionKey, int]:
-        return {
-            (topic, int(p)): int(entry["offset"] if isinstance(entry, dict) else entry)
-            for topic, parts in self._store.load(group).items()
-            for p, entry in parts.items()
-        }
-
-    def commit(self, group: str, offsets: dict[TopicPartitionKey, int]) -> None:
-        updates: dict[str, dict[int, dict]] = {}
-        for (topic, p), off in offsets.items():
-            updates.setdefault(topic, {})[p] = {"offset": int(off), "metadata": "", "leader_epoch": -1}
-        self._store.commit(group, updates)
-
-    def members(self, group: str) -> dict[TopicPartitionKey, str]:
-        return {}
-
-    def delete(self, group: str) -> None:
-        fn = getattr(self._store, "delete", None) or getattr(self._store, "delete_group", None)
-        if fn is None:
-            raise Unavailable("deleting a group is not supported by this version of the offset store")
-        fn(group)
-
-
 def _load(spec: str, data_dir: str) -> GroupStore:
     mod_name, _, attr = spec.partition(":")
     mod = importlib.import_module(mod_name)
@@ -96,7 +59,17 @@ def _load(spec: str, data_dir: str) -> GroupStore:
 
 
 def open_group_store(data_dir: str) -> GroupStore:
-    """The group store of a data directory, or exit 6 when none is installed."""
+    """The group store of a data directory (closed when the command ends), or
+    exit 6 when none is installed."""
+    store = _find_group_store(data_dir)
+    close = getattr(store, "close", None)
+    ctx = click.get_current_context(silent=True)
+    if callable(close) and ctx is not None:
+        ctx.call_on_close(close)
+    return store
+
+
+def _find_group_store(data_dir: str) -> GroupStore:
     spec = os.environ.get("ARROWLOG_GROUP_STORE")
     if spec:
         return _load(spec, data_dir)
@@ -111,12 +84,6 @@ def open_group_store(data_dir: str) -> GroupStore:
                 store = factory(data_dir)
                 if isinstance(store, GroupStore):
                     return store
-    try:
-        from arrowlog.server.offsets import GroupOffsetStore
-    except ImportError:
-        GroupOffsetStore = None
-    if GroupOffsetStore is not None:
-        return ServerOffsetsAdapter(GroupOffsetStore(data_dir))
     raise Unavailable(
         "consumer groups are not available in this build of arrowlog "
         "(no group store found: arrowlog.groups)"
