@@ -194,17 +194,18 @@ class LogDir:
         schema = value_schema_from_config(resolved.get("value.schema"))
         resolved["value.schema"] = schema_to_json(schema)
         with self._lock, _Flock(self._lock_fd):
-            if os.path.exists(self._meta_path(name)):
-                if exist_ok:
-                    return self.topic(name)
+            exists = os.path.exists(self._meta_path(name))
+            if exists and not exist_ok:
                 raise TopicExistsError(f"topic {name!r} already exists")
-            directory = os.path.join(self.topics_dir, name)
-            try:
-                os.makedirs(directory, mode=0o700, exist_ok=True)
-                meta = {"name": name, "partitions": nparts, "config": resolved, "topic_id": os.urandom(16).hex()}
-                _write_json_atomic(self._meta_path(name), meta)
-            except OSError as exc:
-                raise storage_error(exc, f"cannot create topic {name!r}") from exc
+            if not exists:
+                directory = os.path.join(self.topics_dir, name)
+                try:
+                    os.makedirs(directory, mode=0o700, exist_ok=True)
+                    meta = {"name": name, "partitions": nparts, "config": resolved, "topic_id": os.urandom(16).hex()}
+                    _write_json_atomic(self._meta_path(name), meta)
+                except OSError as exc:
+                    raise storage_error(exc, f"cannot create topic {name!r}") from exc
+        # topic() takes self._lock, which is not reentrant: call it outside
         return self.topic(name)
 
     def topic(self, name: str) -> Topic:

@@ -154,6 +154,9 @@ class PartitionLog:
                     with self._append_locked():
                         self._check_indexes()
                 self.state.clean = False
+                # On disk before anything is acknowledged: a stale "clean" mark
+                # surviving a power loss would skip recovery and hide synced appends.
+                os.fsync(self._state_fd)
             finally:
                 fcntl.flock(self._open_fd, fcntl.LOCK_SH)
         else:
