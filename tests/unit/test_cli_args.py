@@ -11,7 +11,7 @@ from arrowlog.cli.export import export_spec, format_for
 from arrowlog.cli.group import SHIFT_BY, TO_DATETIME, TO_EARLIEST, TO_LATEST, TO_OFFSET, plan_reset
 from arrowlog.cli.offsets import END, OFFSET, START, TIME, Bound, OffsetSpec
 from arrowlog.cli.ops import parse_listen
-from arrowlog.cli.produce import FLUSH, iter_lines, line_records, parse_header
+from arrowlog.cli.produce import json_blocks, line_blocks, parse_header, read_lines
 from arrowlog.cli.store import CliError, parse_partitions
 
 
@@ -131,40 +131,53 @@ def test_parse_listen():
     assert parse_listen("[::1]:19092") == ("::1", 19092)
 
 
-def lines(text):
-    return [line for line in iter_lines(io.BytesIO(text)) if line is not FLUSH]
+def reads(text):
+    return list(read_lines(io.BytesIO(text)))
 
 
-def test_iter_lines_keeps_empty_lines_and_a_last_unterminated_one():
-    assert lines(b"a\n\nb\r\nc") == [b"a", b"", b"b\r", b"c"]
-    assert lines(b"") == []
+def test_read_lines_keeps_empty_lines_and_a_last_unterminated_one():
+    assert reads(b"a\n\nb\r\nc") == [[b"a", b"", b"b\r"], [b"c"]]
+    assert reads(b"") == []
 
 
-def test_iter_lines_marks_each_read_for_flushing():
+def test_read_lines_yields_what_each_read_brought():
     class Trickle(io.BytesIO):
         def read1(self, n=-1):
             return super().read1(4)
 
-    assert list(iter_lines(Trickle(b"ab\ncd\nef"))) == [b"ab", FLUSH, b"cd", FLUSH, b"ef", FLUSH]
+    assert list(read_lines(Trickle(b"ab\ncd\nef"))) == [[b"ab"], [b"cd"], [b"ef"]]
 
 
-def test_line_records_with_key_delimiter_and_headers():
-    recs = list(line_records(iter(lines(b"u1:a:b\nu2:c\n")), key=None, key_delim=b":",
-                             headers=[("h", b"1")], partition=1, as_json=False))
-    assert [(r.key, r.value, r.headers, r.partition) for r in recs] == [
-        (b"u1", b"a:b", [("h", b"1")], 1), (b"u2", b"c", [("h", b"1")], 1)]
+def columns(block):
+    return block.values, block.keys, block.headers, block.timestamps, block.partition
+
+
+def test_line_blocks_plain_fixed_key_and_delimiter():
+    (b,) = line_blocks([[b"x", b"y"]], key=None, key_delim=None, headers=[], partition=None)
+    assert columns(b) == ([b"x", b"y"], None, None, None, None)
+    (b,) = line_blocks([[b"x"]], key=b"k", key_delim=None, headers=[("h", b"1")], partition=2)
+    assert columns(b) == ([b"x"], [b"k"], [[("h", b"1")]], None, 2)
+    blocks = list(line_blocks([[b"u1:a:b"], [b"u2:c"]], key=None, key_delim=b":", headers=[], partition=None))
+    assert [(b.keys, b.values) for b in blocks] == [([b"u1"], [b"a:b"]), ([b"u2"], [b"c"])]
+
+
+def test_line_blocks_missing_delimiter_names_the_line():
     with pytest.raises(CliError) as info:
-        list(line_records(iter([b"nodelim"]), key=None, key_delim=b":", headers=[], partition=None,
-                          as_json=False))
-    assert "line 1" in str(info.value)
+        list(line_blocks([[b"a:1"], [b"b:2", b"nodelim"]], key=None, key_delim=b":", headers=[], partition=None))
+    assert "line 3" in str(info.value)
 
 
-def test_line_records_json_merges_cli_defaults():
-    recs = list(line_records(iter([b'{"value": "v", "headers": {"x": "y"}}', b"", b'{"value": "w", "key": "k", '
-                                   b'"partition": 0}']),
-                             key=b"fixed", key_delim=None, headers=[("h", b"1")], partition=2, as_json=True))
-    assert [(r.key, r.value, r.headers, r.partition) for r in recs] == [
-        (b"fixed", b"v", [("h", b"1"), ("x", b"y")], 2), (b"k", b"w", [("h", b"1")], 0)]
+def test_json_blocks_split_runs_by_partition_and_merge_cli_defaults():
+    lines = [b'{"value": "v", "headers": {"x": "y"}}', b"", b'{"value": "w", "key": "k", "partition": 0}',
+             b'{"value": "z", "partition": 0, "timestamp": 5}']
+    blocks = list(json_blocks([lines], key=b"fixed", headers=[("h", b"1")], partition=2))
+    assert [columns(b) for b in blocks] == [
+        ([b"v"], [b"fixed"], [[("h", b"1"), ("x", b"y")]], [None], 2),
+        ([b"w", b"z"], [b"k", b"fixed"], [[("h", b"1")], [("h", b"1")]], [None, 5], 0),
+    ]
+    with pytest.raises(CliError) as info:
+        list(json_blocks([[b'{"value": 1}'], [b"", b"nope"]], key=None, headers=[], partition=None))
+    assert "line 3" in str(info.value)
 
 
 def test_export_spec_and_format():

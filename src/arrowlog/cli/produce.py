@@ -1,21 +1,39 @@
-"""``arrowlog produce``: one record per stdin line, like ``kcat -P``."""
+"""``arrowlog produce``: one record per stdin line, like ``kcat -P``.
+
+Stdin is read in blocks (whatever has arrived, up to 1 MiB), and each block
+goes to :meth:`arrowlog.Producer.produce_batch` as columns: a fast pipe is
+appended in large batches, while lines typed or trickling in are written as
+they arrive.
+"""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import BinaryIO
 
 import click
 
-from .common import CliError, command_body, note, resolve_data_dir
-from .formatting import FormatError, ProduceRecord, parse_json_record, unescape
+from .common import EXIT_NOT_FOUND, EXIT_USAGE, CliError, command_body, note, resolve_data_dir
+from .formatting import FormatError, parse_json_record, unescape
 from .offsets import now_ms
 from .store import get_topic, open_logdir
 
 READ_BYTES = 1 << 20  # one read1() from stdin: what has arrived, up to this much
-CHUNK_RECORDS = 50_000  # records per produce_batch() call at most
-FLUSH = None  # between reads: what was read so far is written before waiting for more
+
+Header = tuple[str, bytes | None]
+
+
+@dataclass
+class Block:
+    """Records for one ``produce_batch`` call: columns of equal length."""
+
+    values: list[bytes | None]
+    keys: list[bytes | None] | None = None
+    headers: list[list[Header] | None] | None = None
+    timestamps: list[int] | None = None
+    partition: int | None = None
 
 
 def parse_header(text: str) -> tuple[str, bytes]:
@@ -25,10 +43,9 @@ def parse_header(text: str) -> tuple[str, bytes]:
     return key, value.encode()
 
 
-def iter_lines(stream: BinaryIO) -> Iterator[bytes | None]:
-    """Lines without their newline (a last line without one still counts),
-    and :data:`FLUSH` after each read, so that records typed or piped in
-    slowly are written as they arrive while a fast pipe is batched."""
+def read_lines(stream: BinaryIO) -> Iterator[list[bytes]]:
+    """The lines of each read, without their newline; a last line without
+    one still counts."""
     pending = b""
     while True:
         block = stream.read1(READ_BYTES) if hasattr(stream, "read1") else stream.read(READ_BYTES)
@@ -36,51 +53,60 @@ def iter_lines(stream: BinaryIO) -> Iterator[bytes | None]:
             break
         lines = (pending + block).split(b"\n")
         pending = lines.pop()
-        yield from lines
-        yield FLUSH
+        if lines:
+            yield lines
     if pending:
-        yield pending
-        yield FLUSH
+        yield [pending]
 
 
-def line_records(
-    lines: Iterator[bytes | None],
-    *,
-    key: bytes | None,
-    key_delim: bytes | None,
-    headers: list[tuple[str, bytes]],
-    partition: int | None,
-    as_json: bool,
-) -> Iterator[ProduceRecord | None]:
-    """Turn stdin lines into records according to ``-k``/``-K``/``-H``/``--json``."""
-    n = 0
-    for line in lines:
-        if line is FLUSH:
-            yield FLUSH
-            continue
-        n += 1
-        if as_json:
+def line_blocks(reads: Iterable[list[bytes]], *, key: bytes | None, key_delim: bytes | None,
+                headers: list[Header], partition: int | None) -> Iterator[Block]:
+    """Plain lines: the line is the value; ``-k`` a fixed key, ``-K`` a split."""
+    seen = 0
+    for lines in reads:
+        n = len(lines)
+        keys: list[bytes | None] | None = None
+        values: list[bytes | None] = list(lines)
+        if key_delim is not None:
+            parts = [line.partition(key_delim) for line in lines]
+            for i, (_, sep, _) in enumerate(parts):
+                if not sep:
+                    shown = key_delim.decode(errors="replace")
+                    raise CliError(f"line {seen + i + 1}: no key delimiter {shown!r} in it", EXIT_USAGE)
+            keys = [k for k, _, _ in parts]
+            values = [v for _, _, v in parts]
+        elif key is not None:
+            keys = [key] * n
+        seen += n
+        yield Block(values, keys, [list(headers)] * n if headers else None, None, partition)
+
+
+def json_blocks(reads: Iterable[list[bytes]], *, key: bytes | None, headers: list[Header],
+                partition: int | None) -> Iterator[Block]:
+    """``--json`` lines, in runs bound for the same partition; fields a line
+    leaves out come from ``-k``, ``-H`` (added first) and ``-p``."""
+    seen = 0
+    for lines in reads:
+        block: Block | None = None
+        for line in lines:
+            seen += 1
             if not line.strip():
                 continue
             try:
-                rec = parse_json_record(line, n)
+                rec = parse_json_record(line, seen)
             except FormatError as e:
-                raise CliError(f"--json input {e}", 2) from None
-            if rec.partition is None:
-                rec.partition = partition
-            rec.headers = headers + rec.headers
-            if rec.key is None:
-                rec.key = key
-            yield rec
-            continue
-        k = key
-        v = line
-        if key_delim is not None:
-            k, sep, rest = line.partition(key_delim)
-            if not sep:
-                raise CliError(f"line {n}: no key delimiter {key_delim.decode(errors='replace')!r} in it", 2)
-            v = rest
-        yield ProduceRecord(value=v, key=k, headers=list(headers), partition=partition)
+                raise CliError(f"--json input {e}", EXIT_USAGE) from None
+            p = partition if rec.partition is None else rec.partition
+            if block is None or block.partition != p:
+                if block is not None:
+                    yield block
+                block = Block([], [], [], [], p)
+            block.values.append(rec.value)
+            block.keys.append(key if rec.key is None else rec.key)
+            block.headers.append((headers + rec.headers) or None)
+            block.timestamps.append(rec.timestamp)
+        if block is not None:
+            yield block
 
 
 @click.command(
@@ -118,61 +144,43 @@ def produce_cmd(topic: str, key: str | None, key_delim: str | None, headers: tup
     logdir = open_logdir(data_dir)
     t = get_topic(logdir, topic)
     if partition is not None and partition >= t.num_partitions:
-        raise CliError(f"topic {topic!r} has no partition {partition} (partitions 0-{t.num_partitions - 1})", 3)
+        raise CliError(f"topic {topic!r} has no partition {partition} (partitions 0-{t.num_partitions - 1})",
+                       EXIT_NOT_FOUND)
 
-    records = line_records(
-        iter_lines(sys.stdin.buffer),
-        key=None if key is None else key.encode(),
-        key_delim=None if key_delim is None else key_delim.encode(),
-        headers=hdrs,
-        partition=partition,
-        as_json=as_json,
-    )
-    written = produce_records(data_dir, topic, records, t.num_partitions)
+    reads = read_lines(sys.stdin.buffer)
+    fixed_key = None if key is None else key.encode()
+    if as_json:
+        blocks = json_blocks(reads, key=fixed_key, headers=hdrs, partition=partition)
+    else:
+        blocks = line_blocks(reads, key=fixed_key, key_delim=None if key_delim is None else key_delim.encode(),
+                             headers=hdrs, partition=partition)
+    written = produce_blocks(data_dir, topic, blocks, t.num_partitions)
     note(f"produced {written} record{'s' if written != 1 else ''} to {topic}", quiet)
 
 
-def produce_records(data_dir: str, topic: str, records: Iterator[ProduceRecord | None], num_partitions: int) -> int:
-    """Append records through :meth:`arrowlog.Producer.produce_batch`, one call
-    per run of records bound for the same partition; returns how many were written."""
+def produce_blocks(data_dir: str, topic: str, blocks: Iterable[Block], num_partitions: int) -> int:
+    """Append each block with :meth:`arrowlog.Producer.produce_batch`; returns
+    how many records were written."""
     import arrowlog
 
     written = 0
-    chunk: list[ProduceRecord] = []
-
-    def send() -> None:
-        nonlocal written
-        if not chunk:
-            return
-        keys = [r.key for r in chunk]
-        stamps = [r.timestamp for r in chunk]
-        if any(t is not None for t in stamps):
-            now = now_ms()
-            stamps = [now if t is None else t for t in stamps]
-        headers = [r.headers or None for r in chunk]
-        written += producer.produce_batch(
-            topic,
-            [r.value for r in chunk],
-            keys=None if all(k is None for k in keys) else keys,
-            timestamps=None if stamps[0] is None else stamps,
-            headers=None if all(h is None for h in headers) else headers,
-            partition=chunk[0].partition,
-        )
-        chunk.clear()
-
     producer = arrowlog.Producer({"log.dir": data_dir, "auto.create.topics.enable": False})
     try:
-        for rec in records:
-            if rec is FLUSH:
-                send()
-                continue
-            if rec.partition is not None and rec.partition >= num_partitions:
-                raise CliError(f"topic {topic!r} has no partition {rec.partition} "
-                               f"(partitions 0-{num_partitions - 1})", 3)
-            if chunk and (rec.partition != chunk[0].partition or len(chunk) >= CHUNK_RECORDS):
-                send()
-            chunk.append(rec)
-        send()
+        for b in blocks:
+            if b.partition is not None and b.partition >= num_partitions:
+                raise CliError(f"topic {topic!r} has no partition {b.partition} "
+                               f"(partitions 0-{num_partitions - 1})", EXIT_NOT_FOUND)
+            stamps = b.timestamps
+            if stamps is not None:
+                if all(t is None for t in stamps):
+                    stamps = None
+                else:
+                    now = now_ms()
+                    stamps = [now if t is None else t for t in stamps]
+            keys = b.keys if b.keys is not None and any(k is not None for k in b.keys) else None
+            hdrs = b.headers if b.headers is not None and any(h for h in b.headers) else None
+            written += producer.produce_batch(topic, b.values, keys=keys, timestamps=stamps, headers=hdrs,
+                                              partition=b.partition)
         producer.flush()
     finally:
         producer.close()
