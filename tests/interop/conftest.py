@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import uuid
@@ -89,31 +87,3 @@ def kcat():
     if path is None:
         pytest.fail("kcat is not installed: run `make system-deps` (apt-get install kcat)")
     return path
-
-
-def raw_request(host: str, port: int, api_key: int, version: int, body: bytes,
-                correlation_id: int = 1, client_id: str = "raw", flexible: bool = False) -> bytes:
-    """Send one request on a fresh socket and return the response frame (without its size)."""
-    cid = client_id.encode()
-    header = struct.pack(">hhih", api_key, version, correlation_id, len(cid)) + cid
-    if flexible:
-        header += b"\x00"
-    payload = header + body
-    with socket.create_connection((host, port), timeout=10) as s:
-        s.sendall(struct.pack(">i", len(payload)) + payload)
-        return recv_frame(s)
-
-
-def recv_frame(s: socket.socket) -> bytes:
-    size = struct.unpack(">i", recv_exact(s, 4))[0]
-    return recv_exact(s, size)
-
-
-def recv_exact(s: socket.socket, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("connection closed")
-        buf += chunk
-    return buf

@@ -16,8 +16,8 @@ from arrowlog.groups import GroupAdmin
 from arrowlog.server import messages as M
 from arrowlog.server.wire import Reader, Writer
 
-from .conftest import ServerProcess, recv_frame
-from .test_malformed import call, make_batch, produce
+from .conftest import ServerProcess
+from .wireclient import call, make_batch, produce, recv_frame
 
 
 @pytest.fixture

@@ -6,57 +6,12 @@ from __future__ import annotations
 import socket
 import struct
 
-import pyarrow as pa
 import pytest
-from arrowlog._native.kafka import encode_batch
 
 from arrowlog.server import messages as M
 from arrowlog.server.wire import Reader, Writer
 
-from .conftest import raw_request, recv_frame
-
-
-def call(server, api, version, body: dict, correlation_id=7) -> dict:
-    w = Writer()
-    api.encode_request(body, w, version)
-    flexible = api.is_flexible(version)
-    resp = raw_request(server.host, server.port, api.key, version, bytes(w.buf), correlation_id,
-                       flexible=flexible)
-    r = Reader(resp)
-    assert r.int32() == correlation_id
-    if flexible and api.key != M.API_VERSIONS.key:
-        r.skip_tags()
-    return api.decode_response(r, version)
-
-
-def still_serving(server):
-    resp = call(server, M.API_VERSIONS, 0, {})
-    assert resp["error_code"] == 0
-    assert {k["api_key"] for k in resp["api_keys"]} >= {0, 1, 3, 18}
-
-
-def make_batch(n=3, first=0, producer_id=-1, epoch=-1, seq=-1):
-    batch = pa.RecordBatch.from_pydict({
-        "offset": pa.array(range(first, first + n), pa.int64()),
-        "timestamp": pa.array([1_700_000_000_000 + i for i in range(n)], pa.timestamp("ms")),
-        "key": pa.array([None] * n, pa.binary()),
-        "value": pa.array([b"v%d" % i for i in range(n)], pa.binary()),
-        "headers": pa.nulls(n, pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())]))),
-    })
-    return encode_batch(batch, producer_id=producer_id, producer_epoch=epoch, base_sequence=seq)
-
-
-def produce(server, topic, records, version=9, acks=-1):
-    resp = call(server, M.PRODUCE, version, {
-        "transactional_id": None, "acks": acks, "timeout_ms": 5000,
-        "topic_data": [{"name": topic, "partition_data": [{"index": 0, "records": records}]}]})
-    return resp["responses"][0]["partition_responses"][0]
-
-
-def high_watermark(server, topic):
-    resp = call(server, M.LIST_OFFSETS, 7, {"replica_id": -1, "topics": [
-        {"name": topic, "partitions": [{"partition_index": 0, "timestamp": -1}]}]})
-    return resp["topics"][0]["partitions"][0]["offset"]
+from .wireclient import call, high_watermark, make_batch, produce, raw_request, recv_frame, still_serving
 
 
 @pytest.fixture

@@ -14,10 +14,8 @@ import uuid
 import pytest
 
 from arrowlog.server import messages as M
-from arrowlog.server.wire import Reader, Writer
 
-from .conftest import raw_request
-from .test_malformed import make_batch
+from .wireclient import make_batch, send
 
 kp_protocol = pytest.importorskip("kafka.protocol.api_message")
 
@@ -40,14 +38,7 @@ def _oracle_class(api_name: str):
 
 
 def exchange(server, api, version, body):
-    w = Writer()
-    api.encode_request(body, w, version)
-    raw = raw_request(server.host, server.port, api.key, version, bytes(w.buf), 11,
-                      flexible=api.is_flexible(version))
-    r = Reader(raw)
-    assert r.int32() == 11
-    if api.is_flexible(version) and api.key != 18:
-        r.skip_tags()
+    r, raw = send(server, api, version, body, 11)
     body_start = r.pos
     ours = api.decode_response(r, version)
     assert r.remaining() == 0, f"{r.remaining()} bytes left over"
