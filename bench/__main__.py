@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(n=n, runs=runs, warmup=args.warmup, quick=args.quick,
                   latency_sends=1_000 if args.quick else 10_000)
     started = dt.datetime.now(dt.timezone.utc)
+    load_at_start = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     t0 = time.perf_counter()
     rows: list[Row] = []
     json_path = os.path.join(out, "results.json")
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             rows += new
             log(f"{name}: {time.perf_counter() - t:.1f} s")
     finally:
-        meta = report.describe(ctx)
+        meta = report.describe(ctx, load_at_start)
         ctx.close()
 
     duration = time.perf_counter() - t0

@@ -7,6 +7,7 @@ apart. Peer servers are started on first use and stopped by :meth:`Context.close
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from functools import cached_property
@@ -95,9 +96,17 @@ class Context:
         return tempfile.mkdtemp(prefix=name + "-", dir=self.root)
 
     def measure(self, body, **kw) -> list[float]:
+        """:func:`~bench.harness.measure` with this run's counts, and the page cache
+        written back before every run, so one row's dirty pages do not throttle the next."""
         kw.setdefault("runs", self.runs)
         kw.setdefault("warmup", self.warmup)
-        return measure(body, **kw)
+        setup = kw.pop("setup", None)
+
+        def fresh():
+            os.sync()
+            return setup() if setup is not None else None
+
+        return measure(body, setup=fresh, **kw)
 
     def row(self, template: Row, produce_samples) -> Row:
         return attempt(template, produce_samples)

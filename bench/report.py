@@ -10,7 +10,7 @@ import subprocess
 import sys
 from importlib import metadata
 
-from .harness import ARROWLOG, Row, median, percentile
+from .harness import ARROWLOG, Row, fmt_num, median, percentile
 
 LATENCY_QUANTILES = [q / 2 for q in range(0, 199)] + [99.5, 99.9, 99.99, 100.0]
 
@@ -37,7 +37,7 @@ def _pkg(name: str) -> str:
         return "not installed"
 
 
-def describe(ctx) -> dict:
+def describe(ctx, load_at_start: str = "") -> dict:
     """Machine, versions and durability settings, for the top of RESULTS.md."""
     cpu = next((ln.split(":", 1)[1].strip() for ln in _read("/proc/cpuinfo").splitlines()
                 if ln.startswith("model name")), platform.processor() or "?")
@@ -51,6 +51,8 @@ def describe(ctx) -> dict:
         "OS": f"{platform.system()} {platform.release()}",
         "scratch filesystem": f"{fs_desc} ({os.path.dirname(ctx.root)})",
         "Python": sys.version.split()[0],
+        "load average (1, 5, 15 min) when the run started": load_at_start or "?",
+        "load average (1, 5, 15 min) when the run ended": ", ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
     versions = {"arrowlog": _pkg("arrowlog")}
     commit = _cmd(["git", "-C", os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -130,11 +132,16 @@ def charts(results: dict, out_dir: str) -> list[str]:
             hi = [max(f) - m for m, (_, f) in zip(meds, figs_ok, strict=True)]
             colors = ["#d62728" if r.system == ARROWLOG else ("#7f7f7f" if r.system == "machine limit" else "#1f77b4")
                       for r, _ in figs_ok]
-            y = range(len(meds))
-            ax.barh(list(y), meds, xerr=[lo, hi], color=colors)
-            ax.set_yticks(list(y), labels, fontsize=7)
-            ax.invert_yaxis()
+            # points, not bars: on a log axis a bar's length means nothing
+            for i, (m, down, up, c) in enumerate(zip(meds, lo, hi, colors, strict=True)):
+                ax.errorbar([m], [i], xerr=[[down], [up]], fmt="o", color=c, capsize=3)
+                ax.annotate(fmt_num(m), (m, i), textcoords="offset points", xytext=(6, 4), fontsize=7)
+            ax.set_yticks(list(range(len(meds))), labels, fontsize=7)
+            ax.set_ylim(len(meds) - 0.5, -0.5)
             ax.set_xscale("log")
+            ax.set_xlim(min(m - down for m, down in zip(meds, lo, strict=True)) / 2,
+                        max(m + h for m, h in zip(meds, hi, strict=True)) * 3)
+            ax.grid(True, axis="x", which="both", alpha=0.3)
             ax.set_title(wl, fontsize=9)
             ax.set_xlabel("bytes/s of values" if by_bytes else (sel[0].unit if sel else ""), fontsize=8)
             ax.tick_params(axis="x", labelsize=7)
