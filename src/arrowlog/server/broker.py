@@ -21,7 +21,6 @@ import re
 import time
 
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401  (PartitionLog.append uses pa.compute)
 
 from arrowlog import errors as AE
 from arrowlog._native.kafka import RecordBatchError, decode_record_set, encode_batch
