@@ -32,6 +32,21 @@ def test_json_line():
     }
 
 
+@pytest.mark.parametrize(
+    "r",
+    [
+        rec(),
+        rec(key=None, value=None, headers=[]),
+        rec(key=b"\xff", value="quote \" backslash \\ newline \n tab \t ünï ✓ \x00".encode(),
+            headers=[("h\"x", b"\x80"), ("ok", "\u2028".encode())]),
+        rec(topic="t.with-dots_1", partition=0, offset=0, timestamp=-5),
+    ],
+)
+def test_json_formatter_matches_json_dumps(r):
+    line = make_formatter("json")(r, 1)
+    assert line == json.dumps(record_to_json(r), ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
 def test_json_binary_and_null_fields():
     obj = record_to_json(rec(key=None, value=b"\xff\x00\xfe", headers=[("b", b"\x80")]))
     assert obj["key"] is None

@@ -115,13 +115,16 @@ def _run(logdir: Any, topic: str, cursors: list[_Cursor], formatter: Any, out: A
             batches, nxt = read_batches(c.log, c.position, c.end)
             for b in batches:
                 log_start, hwm = c.log.watermarks()
+                chunk = []
                 for rec in batch_records(b, topic, c.partition, log_start, hwm):
                     written += 1
-                    out.write(formatter(rec, written))
+                    chunk.append(formatter(rec, written))
                     c.position = rec.offset + 1
                     if count is not None and written >= count:
+                        out.write(b"".join(chunk))
                         out.flush()
                         return written
+                out.write(b"".join(chunk))
             c.position = max(c.position, nxt)
             progressed = progressed or c.position > before
         out.flush()

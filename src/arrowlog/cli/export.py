@@ -19,7 +19,7 @@ import click
 import pyarrow as pa
 
 from .common import CliError, color_enabled, command_body, human_bytes, note, resolve_data_dir, stderr_is_tty
-from .formatting import record_to_json
+from .formatting import make_formatter
 from .offsets import OffsetSpec, OffsetSyntaxError, parse_offset_spec
 from .store import (
     batch_records,
@@ -37,6 +37,8 @@ FORMATS = {
     ".csv": "csv",
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
 }
+
+JSON_LINE = make_formatter("json")  # the same lines as ``consume --format json``
 
 ENVELOPE = pa.schema([
     ("partition", pa.int32()),
@@ -171,9 +173,7 @@ class _Sink:
         if self.fmt == "jsonl":
             if self.file is None:
                 self._open(batch.schema)
-            self.file.write(b"".join(
-                json.dumps(record_to_json(r), ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
-                for r in batch_records(batch, self.topic, partition)))
+            self.file.write(b"".join(JSON_LINE(r, 0) for r in batch_records(batch, self.topic, partition)))
             return
         b = with_partition(batch, partition)
         if self.fmt == "csv":
