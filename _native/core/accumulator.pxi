@@ -251,12 +251,49 @@ cdef class RecordAccumulator:
             self.callbacks = []
         self.callbacks.append((index, callback))
 
+    def detach(self):
+        """Move every accumulated record into a new accumulator and leave
+        this one empty, without running any Python code in between: a
+        producer thread appending concurrently (the GIL can change hands
+        inside pyarrow calls) either lands before the move or in the empty
+        accumulator, never in buffers being handed to Arrow."""
+        cdef RecordAccumulator out = RecordAccumulator.__new__(RecordAccumulator)
+        out._free()
+        out.ts, out.koff, out.kdata, out.kvalid = self.ts, self.koff, self.kdata, self.kvalid
+        out.voff, out.vdata, out.vvalid = self.voff, self.vdata, self.vvalid
+        out.hoff, out.hvalid, out.hkoff, out.hkdata = self.hoff, self.hvalid, self.hkoff, self.hkdata
+        out.hvoff, out.hvdata, out.hvvalid = self.hvoff, self.hvdata, self.hvvalid
+        out.count, out.nbytes = self.count, self.nbytes
+        out.min_timestamp, out.max_timestamp, out.created = self.min_timestamp, self.max_timestamp, self.created
+        out.key_nulls, out.value_nulls = self.key_nulls, self.value_nulls
+        out.header_lists, out.header_entries = self.header_lists, self.header_entries
+        out.header_value_nulls = self.header_value_nulls
+        out.callbacks = self.callbacks
+        cdef GrowBuf *bufs[14]
+        bufs[:] = [&self.ts, &self.koff, &self.kdata, &self.kvalid, &self.voff, &self.vdata, &self.vvalid,
+                   &self.hoff, &self.hvalid, &self.hkoff, &self.hkdata, &self.hvoff, &self.hvdata, &self.hvvalid]
+        for i in range(14):
+            bufs[i].data = NULL
+            bufs[i].length = 0
+            bufs[i].capacity = 0
+        self._reset()
+        return out
+
     def take(self):
         """The accumulated records as a pa.RecordBatch of PRODUCE_SCHEMA (no
         copy), leaving the accumulator empty; None when empty."""
-        cdef Py_ssize_t n = self.count
-        if n == 0:
+        if self.count == 0:
             return None
+        return (<RecordAccumulator>self.detach())._to_batch()
+
+    def to_batch(self):
+        """This (detached) accumulator's records as a pa.RecordBatch."""
+        if self.count == 0:
+            return None
+        return self._to_batch()
+
+    cdef object _to_batch(self):
+        cdef Py_ssize_t n = self.count
         pa = _pa
         ts = pa.Array.from_buffers(pa.timestamp("ms", tz="UTC"), n, [None, take_buffer(&self.ts, n * 8)])
         keys = pa.Array.from_buffers(

@@ -26,11 +26,17 @@ from .errors import (
     UnknownPartitionError,
     UnknownTopicError,
 )
+from ._types import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED, TopicPartition
+from .consumer import Consumer
+from .producer import Producer
+from .replay import Replay, replay, timestamp_ms
 from .storage import LogDir
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Producer", "Consumer", "TopicPartition", "replay", "Replay", "timestamp_ms",
+    "OFFSET_BEGINNING", "OFFSET_END", "OFFSET_INVALID", "OFFSET_STORED",
     "LogDir", "Message", "KafkaError", "KafkaException", "ArrowlogError", "ConfigError", "CorruptRecordError",
     "InvalidTopicError", "OffsetOutOfRangeError", "StorageError", "TopicExistsError", "UnknownPartitionError",
     "UnknownTopicError", "TIMESTAMP_CREATE_TIME", "TIMESTAMP_LOG_APPEND_TIME", "TIMESTAMP_NOT_AVAILABLE",

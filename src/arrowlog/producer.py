@@ -178,13 +178,13 @@ class Producer(core.ProducerCore):
     def _send(self, slot: core.TopicSlot, partition: int) -> int:
         """Append ``partition``'s pending batch to the log; returns records sent."""
         with self._locks[(slot.name, partition)]:
-            acc = slot.accumulators[partition]
+            acc = slot.accumulators[partition].detach()
             n = acc.count
             if n == 0:
                 return 0
             callbacks = acc.callbacks
             min_ts, max_ts = acc.min_timestamp, acc.max_timestamp
-            batch = acc.take()
+            batch = acc.to_batch()
             if partition == slot.sticky:
                 slot.next_sticky()
             log = slot.topic.partition(partition)
