@@ -457,6 +457,24 @@ class GroupMember:
                                                 "consumer"))
             self._stored[key] = (off, meta)
 
+    def forget_stored(self, keys: set[tuple[str, int]] | None = None) -> None:
+        """Drop stored (not yet committed) offsets, e.g. of a batch whose
+        handling failed, so close() and auto-commit do not commit them."""
+        if keys is None:
+            self._stored.clear()
+        else:
+            for key in keys:
+                self._stored.pop(key, None)
+
+    def rewound(self, positions: dict[tuple[str, int], int]) -> None:
+        """The consumer was sought back to ``positions`` because the messages
+        from there on were never delivered (a cancelled asyncio call): store
+        those positions instead of the offsets of the undelivered messages."""
+        if not self.auto_store:
+            return
+        for key, offset in positions.items():
+            self._stored[key] = (offset, None)
+
     # -- shutdown -------------------------------------------------------------------
 
     def close(self) -> None:

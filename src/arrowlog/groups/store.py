@@ -41,6 +41,7 @@ from typing import NamedTuple
 
 from .._native import core
 from ..errors import GroupError
+from ..storage.partition import _fsync_dir as fsync_dir
 
 OFFSETS_FILE = "offsets.json"
 FORMAT_VERSION = 1
@@ -73,14 +74,6 @@ def group_dirname(group: str) -> str:
 
 def group_from_dirname(name: str) -> str:
     return urllib.parse.unquote(name)
-
-
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class GroupDir:
