@@ -1,0 +1,101 @@
+"""Fault scenarios that run in a child process (a SIGBUS there fails one
+test instead of killing the test run). ``python scenarios.py NAME ARGS_JSON``
+prints one JSON line with what happened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import faultlib
+
+from arrowlog.errors import ArrowlogError, StorageError
+
+
+def disk_full(fs: str, segment_bytes: int, value_bytes: int) -> dict:
+    """Fill the file system, append until it refuses, check nothing was
+    acknowledged past the error, free the space, append again."""
+    data = os.path.join(fs, "data")
+    d, pl = faultlib.open_partition(data, {"segment.bytes": segment_bytes, "retention.ms": -1})
+    filler = os.path.join(fs, "filler")
+    st = os.statvfs(fs)
+    free = st.f_bavail * st.f_frsize
+    fd = os.open(filler, os.O_CREAT | os.O_WRONLY, 0o600)
+    os.posix_fallocate(fd, 0, max(free - (512 << 10), 4096))
+    os.close(fd)
+    acked: dict[int, bytes] = {}
+    errors: list[str] = []
+    hw_at_first_error = None
+    for b in range(100_000):
+        vals = faultlib.batch_values(0, b, 4, value_bytes)
+        try:
+            base = pl.append(faultlib.make_batch(vals))
+        except ArrowlogError as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+            if hw_at_first_error is None:
+                hw_at_first_error = pl.high_watermark
+            if len(errors) >= 5:
+                break
+            continue
+        assert not errors, f"append {b} succeeded between failures while the disk stayed full"
+        acked.update((base + j, v) for j, v in enumerate(vals))
+    hw_after = pl.high_watermark
+    os.unlink(filler)
+    resumed = []
+    for b in range(100_000, 100_010):
+        vals = faultlib.batch_values(1, b, 4, value_bytes)
+        base = pl.append(faultlib.make_batch(vals))
+        acked.update((base + j, v) for j, v in enumerate(vals))
+        resumed.append(base)
+    contents = faultlib.read_log(pl)
+    faultlib.check_log(contents, acked)
+    d.close()
+    d, pl = faultlib.open_partition(data)
+    faultlib.check_log(faultlib.read_log(pl), acked)
+    d.close()
+    return {"errors": errors, "acked": len(acked), "hw_at_first_error": hw_at_first_error, "hw_after": hw_after,
+            "resumed": resumed, "is_storage_error": all(e.startswith(("StorageError", "PartitionFailed"))
+                                                        for e in errors)}
+
+
+def read_only(mnt: str, remount: str) -> dict:
+    """The file system turns read-only under an open log (ext4's
+    errors=remount-ro, simulated with ``remount,abort``)."""
+    import subprocess
+
+    data = os.path.join(mnt, "data")
+    d, pl = faultlib.open_partition(data)
+    acked: dict[int, bytes] = {}
+    for b in range(20):
+        vals = faultlib.batch_values(0, b, 3, 50)
+        base = pl.append(faultlib.make_batch(vals))
+        acked.update((base + j, v) for j, v in enumerate(vals))
+    r = subprocess.run(["mount", "-o", remount, mnt], capture_output=True, text=True)
+    if r.returncode:
+        return {"setup_failed": r.stderr}
+    out: dict = {"write_errors": []}
+    hw = pl.high_watermark
+    for attempt in range(3):
+        try:
+            pl.append(faultlib.make_batch([b"after"]), fsync=True)
+            out["write_errors"].append(None)
+        except StorageError as exc:
+            out["write_errors"].append(f"{type(exc).__name__}: {exc}")
+    out["hw_unchanged"] = pl.high_watermark == hw
+    faultlib.check_log(faultlib.read_log(pl), acked)  # reads keep working
+    out["read_ok"] = True
+    d.close()
+    return out
+
+
+def main() -> int:
+    name, args = sys.argv[1], json.loads(sys.argv[2])
+    result = globals()[name](**args)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Disk full, read-only file systems and failing fsyncs.
+
+Disk full and read-only need root (tmpfs and loop mounts) and run in a
+child process, so that a SIGBUS (a store into an unbacked page) would fail
+the test rather than end the run. The fsync failure is injected in process
+(os.fdatasync raising EIO, as libfiu would) and runs anywhere.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+
+import faultlib
+import pytest
+
+from arrowlog.errors import PartitionFailedError, StorageError
+
+
+def scenario(name: str, **args) -> dict:
+    r = subprocess.run([sys.executable, "-X", "faulthandler", os.path.join(faultlib.HERE, "scenarios.py"), name,
+                        json.dumps(args)], capture_output=True, text=True, env=faultlib.writer_env(), timeout=300)
+    assert r.returncode == 0, f"scenario {name} died with rc {r.returncode} (-7 is SIGBUS):\n{r.stderr[-4000:]}"
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("segment_bytes,value_bytes,where", [
+    (256 << 10, 2000, "rolling to a new segment"),
+    (64 << 20, 16 << 10, "growing the active segment"),
+])
+def test_disk_full_is_a_clear_error_and_appends_resume(root_workdir, segment_bytes, value_bytes, where):
+    with faultlib.tmpfs(os.path.join(root_workdir, "fs"), "48m") as fs:
+        out = scenario("disk_full", fs=fs, segment_bytes=segment_bytes, value_bytes=value_bytes)
+    assert out["errors"], f"the disk never filled up ({where})"
+    assert out["is_storage_error"], out["errors"]
+    assert "disk is full" in out["errors"][0], out["errors"][0]
+    # nothing acknowledged (or published) after the first error
+    assert out["hw_after"] == out["hw_at_first_error"]
+    assert out["resumed"][0] == out["hw_after"], "appends did not resume right after the last acknowledged one"
+
+
+def test_read_only_remount_fails_writes_and_keeps_reads(ext4):
+    img = ext4(64)
+    img.mount()
+    out = scenario("read_only", mnt=img.mnt, remount="remount,abort")
+    assert "setup_failed" not in out, out
+    # every attempt fails with a StorageError that says why (EROFS on the
+    # write, or a failed partition if an fsync was refused first)
+    assert all(e and e.startswith(("StorageError", "PartitionFailedError")) for e in out["write_errors"]), out
+    assert all("read-only" in e or "refuses writes" in e or "failed" in e for e in out["write_errors"]), out
+    assert out["hw_unchanged"] and out["read_ok"]
+
+
+@pytest.mark.xfail(strict=True, raises=StorageError, reason=(
+    "LogDir and PartitionLog open their lock and state files O_RDWR|O_CREAT, so a log on a read-only "
+    "mount cannot be opened even to read it (StorageError EROFS 'cannot use data directory')"))
+def test_log_on_a_read_only_mount_can_be_read(ext4, tmp_path):
+    img = ext4(64)
+    img.mount()
+    d, pl = faultlib.open_partition(os.path.join(img.mnt, "data"))
+    pl.append(faultlib.make_batch([b"a", b"b"]))
+    d.close()
+    del d, pl
+    ro = os.path.join(os.path.dirname(img.mnt), "ro")
+    os.makedirs(ro)
+    faultlib.run("mount", "--bind", img.mnt, ro)
+    try:
+        faultlib.run("mount", "-o", "remount,bind,ro", ro)
+        d, pl = faultlib.open_partition(os.path.join(ro, "data"))
+        try:
+            assert faultlib.read_log(pl).high_watermark == 2
+        finally:
+            d.close()
+    finally:
+        subprocess.run(["umount", "-l", ro], capture_output=True)
+
+
+def test_fsync_failure_fails_the_partition(data_dir, monkeypatch):
+    d, pl = faultlib.open_partition(data_dir)
+    acked = {}
+    for b in range(5):
+        vals = faultlib.batch_values(0, b, 3, 20)
+        base = pl.append(faultlib.make_batch(vals), fsync=True)
+        acked.update((base + j, v) for j, v in enumerate(vals))
+    hw = pl.high_watermark
+
+    def failing(fd):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    monkeypatch.setattr(os, "fsync", failing)
+    with pytest.raises(PartitionFailedError):
+        pl.append(faultlib.make_batch(faultlib.batch_values(0, 5, 2, 0)), fsync=True)
+    assert pl.high_watermark == hw, "a record whose fsync failed became visible"
+    monkeypatch.undo()  # the disk is fine again, but the pages may be gone: stay failed
+    with pytest.raises(PartitionFailedError):
+        pl.append(faultlib.make_batch(faultlib.batch_values(0, 6, 2, 0)))
+    with pytest.raises(PartitionFailedError):
+        pl.flush(fsync=True)
+    assert issubclass(PartitionFailedError, StorageError)
+    faultlib.check_log(faultlib.read_log(pl), acked)  # reads still work
+    d.close()
+    # Reopening recovers from disk and takes appends again. The batch whose
+    # fsync failed was never acknowledged: recovery may keep it (its frame is
+    # whole in the page cache) or not, like any write cut short by a crash.
+    d, pl = faultlib.open_partition(data_dir)
+    contents = faultlib.read_log(pl)
+    faultlib.check_log(contents, acked)
+    assert contents.high_watermark in (hw, hw + 2)
+    assert pl.append(faultlib.make_batch(faultlib.batch_values(1, 0, 1, 0)), fsync=True) == contents.high_watermark
+    d.close()
+
+
+def test_fsync_failure_reaches_the_producer(data_dir, monkeypatch):
+    import arrowlog.producer
+
+    faultlib.open_partition(data_dir)[0].close()
+    p = arrowlog.producer.Producer({"log.dir": data_dir, "durability": "fsync", "linger.ms": 0})
+    reports = []
+    p.produce(faultlib.TOPIC, b"ok", partition=0, on_delivery=lambda err, msg: reports.append(err))
+    p.flush()
+    assert reports == [None]
+
+    def failing(fd):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    p.produce(faultlib.TOPIC, b"lost", partition=0, on_delivery=lambda err, msg: reports.append(err))
+    with pytest.raises(StorageError):
+        p.flush()
+    monkeypatch.undo()
+    for _ in range(2):  # the error may be raised once more, then reports are served
+        try:
+            p.poll(0)
+        except StorageError:
+            pass
+    assert len(reports) == 2 and reports[1] is not None, "the failed record was reported as delivered"
+    try:
+        p.close()
+    except StorageError:
+        pass
