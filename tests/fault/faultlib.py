@@ -220,6 +220,28 @@ class Writer:
             self.errors.append(rest.decode(errors="replace"))
 
 
+# -- scenarios in a child process --------------------------------------------------------
+
+
+def scenario_cmd(name: str, **args) -> list[str]:
+    import json
+
+    return [sys.executable, "-X", "faulthandler", os.path.join(HERE, "scenarios.py"), name, json.dumps(args)]
+
+
+def scenario_result(returncode: int, stdout: str, stderr: str, name: str) -> dict:
+    import json
+
+    assert returncode == 0, f"scenario {name} died with rc {returncode} (-7 is SIGBUS):\n{stderr[-4000:]}"
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def scenario(name: str, **args) -> dict:
+    """Run scenarios.<name>(**args) in a fresh process; its JSON result."""
+    r = subprocess.run(scenario_cmd(name, **args), capture_output=True, text=True, env=writer_env(), timeout=300)
+    return scenario_result(r.returncode, r.stdout, r.stderr, name)
+
+
 # -- file systems (root only) ----------------------------------------------------------
 
 

@@ -90,6 +90,82 @@ def read_only(mnt: str, remount: str) -> dict:
     return out
 
 
+def reader(data: str, done: str, timeout: float = 60.0) -> dict:
+    """Follow the partition from another process: the high watermark never
+    goes back, offsets arrive contiguous from 0, every record is well formed
+    and every frame is a whole batch. Returns a digest of what was read."""
+    import hashlib
+    import time
+
+    d, pl = faultlib.open_partition(data)
+    digest = hashlib.sha256()
+    offset = 0
+    last_hw = 0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        hw = pl.high_watermark
+        assert hw >= last_hw, f"high watermark went back from {last_hw} to {hw}"
+        last_hw = hw
+        if offset >= hw:
+            if os.path.exists(done) and pl.high_watermark == offset:
+                break
+            pl.wait(offset, 0.05)
+            continue
+        for fr in pl.read(offset, 1 << 16):
+            assert fr.base_offset == offset, f"expected a frame at {offset}, got {fr}"
+            vals = fr.batch.column(3).to_pylist()
+            parsed = [faultlib.parse_value(v) for v in vals]
+            assert [p[2] for p in parsed] == list(range(parsed[0][3])), f"partial batch at {offset}"
+            for v in vals:
+                digest.update(b"%d " % offset + v + b"\n")
+                offset += 1
+    d.close()
+    return {"records": offset, "digest": digest.hexdigest()}
+
+
+def retention_under_reader(data: str) -> dict:
+    """A reader holds batches of the oldest segment while another process's
+    retention deletes it: the held batches stay readable (the mapping
+    outlives the file), a new read there is OffsetOutOfRangeError."""
+    import subprocess
+
+    from arrowlog.errors import OffsetOutOfRangeError
+
+    cfg = {"segment.bytes": 8192, "retention.ms": -1, "retention.bytes": 20000}
+    d, pl = faultlib.open_partition(data, cfg)
+    expected = {}
+    for b in range(40):
+        vals = faultlib.batch_values(0, b, 3, 200)
+        base = pl.append(faultlib.make_batch(vals))
+        expected.update((base + j, v) for j, v in enumerate(vals))
+    # retention ran at each roll; read what is left of the oldest segment
+    start = pl.log_start_offset
+    held = pl.read(start, 1 << 20)
+    held_values = [(fr.base_offset, fr.batch.column(3).to_pylist()) for fr in held]
+    for b in range(40, 80):
+        vals = faultlib.batch_values(0, b, 3, 200)
+        pl.append(faultlib.make_batch(vals))
+    script = ("import faultlib\n"
+              f"d, pl = faultlib.open_partition({data!r}, {cfg!r})\n"
+              "print(pl.enforce_retention())\n")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=faultlib.writer_env())
+    assert r.returncode == 0, r.stderr
+    new_start = pl.log_start_offset
+    out = {"start": start, "new_start": new_start}
+    try:
+        pl.read(start, 1 << 20)
+        out["read_below_start"] = "returned data"
+    except OffsetOutOfRangeError as exc:
+        out["read_below_start"] = f"OffsetOutOfRangeError: {exc}"
+    # the batches held from before are intact
+    for (base, vals), fr in zip(held_values, held):
+        assert fr.batch.column(3).to_pylist() == vals
+        assert all(expected[base + j] == v for j, v in enumerate(vals))
+    out["held_ok"] = True
+    d.close()
+    return out
+
+
 def main() -> int:
     name, args = sys.argv[1], json.loads(sys.argv[2])
     result = globals()[name](**args)

@@ -9,22 +9,13 @@ the test rather than end the run. The fsync failure is injected in process
 from __future__ import annotations
 
 import errno
-import json
 import os
 import subprocess
-import sys
 
 import faultlib
 import pytest
 
 from arrowlog.errors import PartitionFailedError, StorageError
-
-
-def scenario(name: str, **args) -> dict:
-    r = subprocess.run([sys.executable, "-X", "faulthandler", os.path.join(faultlib.HERE, "scenarios.py"), name,
-                        json.dumps(args)], capture_output=True, text=True, env=faultlib.writer_env(), timeout=300)
-    assert r.returncode == 0, f"scenario {name} died with rc {r.returncode} (-7 is SIGBUS):\n{r.stderr[-4000:]}"
-    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize("segment_bytes,value_bytes,where", [
@@ -33,7 +24,7 @@ def scenario(name: str, **args) -> dict:
 ])
 def test_disk_full_is_a_clear_error_and_appends_resume(root_workdir, segment_bytes, value_bytes, where):
     with faultlib.tmpfs(os.path.join(root_workdir, "fs"), "48m") as fs:
-        out = scenario("disk_full", fs=fs, segment_bytes=segment_bytes, value_bytes=value_bytes)
+        out = faultlib.scenario("disk_full", fs=fs, segment_bytes=segment_bytes, value_bytes=value_bytes)
     assert out["errors"], f"the disk never filled up ({where})"
     assert out["is_storage_error"], out["errors"]
     assert "disk is full" in out["errors"][0], out["errors"][0]
@@ -45,7 +36,7 @@ def test_disk_full_is_a_clear_error_and_appends_resume(root_workdir, segment_byt
 def test_read_only_remount_fails_writes_and_keeps_reads(ext4):
     img = ext4(64)
     img.mount()
-    out = scenario("read_only", mnt=img.mnt, remount="remount,abort")
+    out = faultlib.scenario("read_only", mnt=img.mnt, remount="remount,abort")
     assert "setup_failed" not in out, out
     # every attempt fails with a StorageError that says why (EROFS on the
     # write, or a failed partition if an fsync was refused first)
