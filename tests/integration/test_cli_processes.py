@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 
+import confluent_kafka
 import pytest
 
 import arrowlog.cli
@@ -50,9 +51,9 @@ def read_line(proc):
 
 
 @contextlib.contextmanager
-def follower(data, *args):
-    """A background ``arrowlog consume`` process, killed if the test leaves it running."""
-    proc = subprocess.Popen(arrowlog_cmd(data, "consume", *args), stdout=subprocess.PIPE,
+def background(data, *args):
+    """A background ``arrowlog`` process, killed if the test leaves it running."""
+    proc = subprocess.Popen(arrowlog_cmd(data, *args), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env(), bufsize=0)  # unbuffered: select() sees every line
     try:
         yield proc
@@ -70,7 +71,7 @@ def test_python_m_arrowlog_help():
 
 def test_follow_picks_up_records_from_another_process(data):
     assert run(data, "produce", "events", "-p", "0", input=b"one\ntwo\n").returncode == 0
-    with follower(data, "events", "-f", "-c", "5", "--format", "%p %v\\n") as proc:
+    with background(data, "consume", "events", "-f", "-c", "5", "--format", "%p %v\\n") as proc:
         assert [read_line(proc), read_line(proc)] == ["0 one", "0 two"]
         # the follower is now waiting at the end; another process appends
         assert run(data, "produce", "events", "-p", "1", input=b"three\n").returncode == 0
@@ -82,7 +83,7 @@ def test_follow_picks_up_records_from_another_process(data):
 
 def test_interrupted_group_follower_commits_and_exits_130(data):
     assert run(data, "produce", "events", "-p", "0", input=b"a\nb\nc\n").returncode == 0
-    with follower(data, "events", "-f", "-g", "tail", "--format", "text") as proc:
+    with background(data, "consume", "events", "-f", "-g", "tail", "--format", "text") as proc:
         assert [read_line(proc) for _ in range(3)] == ["a", "b", "c"]
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=READ_TIMEOUT_S) == 130
@@ -152,3 +153,18 @@ def test_progress_bar_on_a_terminal_respects_no_color(data, tmp_path):
     res = run(data, "export", "events", "--to", str(tmp_path / "c.parquet"))
     assert res.returncode == 0 and res.stderr.decode().count("\n") == 1
     assert b"\x1b[" not in res.stderr
+
+
+def test_serve_on_an_ephemeral_port_then_stop(data):
+    with background(data, "serve", "--listen", "127.0.0.1:0", "--log-level", "WARNING") as proc:
+        address = read_line(proc)  # the bound HOST:PORT is the one line serve prints on stdout
+        assert re.fullmatch(r"127\.0\.0\.1:\d+", address) and not address.endswith(":0")
+        producer = confluent_kafka.Producer({"bootstrap.servers": address})
+        producer.produce("events", b"over the wire", key=b"k", partition=1)
+        assert producer.flush(30) == 0
+        # the CLI reads what a Kafka client wrote, while the server runs
+        res = run(data, "consume", "events", "-p", "1", "--format", "%k=%v\\n")
+        assert res.returncode == 0 and res.stdout == b"k=over the wire\n"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=READ_TIMEOUT_S) in (0, 130)
+        assert b"Traceback" not in proc.stderr.read()
