@@ -470,3 +470,41 @@ def test_live_members_show_as_owner_and_block_reset_and_delete(memory_store):
     assert res.rc == 1 and "live members" in res.err
     ok(cli("group", "delete", "idle"))
     assert ok(cli("group", "list")).lines == ["busy"]
+
+
+# ------------------------------------------------------------------ typed values
+
+
+def test_topic_with_a_value_schema(cli, tmp_path):
+    ok(cli("topic", "create", "typed", "--value-schema", "id:int64,name:string"))
+    info = ok(cli("topic", "describe", "typed", "--json")).json[0]
+    assert [f["name"] for f in info["config"]["value.schema"]["fields"]] == ["id", "name"]
+    res = cli("produce", "typed", input='{"id": 1}\n')
+    assert res.rc == 6 and "value schema" in res.err  # the Producer writes bytes values only, so far
+
+    from arrowlog.storage import LogDir
+
+    with LogDir(cli.data) as d:  # typed records written through the storage layer
+        t = d.topic("typed")
+        values = pa.array([{"id": 1, "name": "a"}, {"id": 2, "name": None}], pa.struct(list(t.value_schema)))
+        t.partition(0).append(pa.RecordBatch.from_arrays(
+            [pa.array([T0, T0 + 1], t.schema.field("timestamp").type), pa.array([b"k", None], pa.binary()),
+             values, pa.nulls(2, t.schema.field("headers").type)],
+            names=["timestamp", "key", "value", "headers"]))
+    assert ok(cli("consume", "typed", "--format", "text")).lines == ['{"id":1,"name":"a"}', '{"id":2,"name":null}']
+    ok(cli("export", "typed", "--to", str(tmp_path / "typed.parquet")))
+    assert pq.read_table(str(tmp_path / "typed.parquet")).column("value").to_pylist() == [
+        {"id": 1, "name": "a"}, {"id": 2, "name": None}]
+
+
+def test_create_with_config_keys_and_bad_values(cli):
+    ok(cli("topic", "create", "c", "-p", "2", "-c", "retention.ms=60000", "--compression", "zstd",
+           "--retention-bytes", "1MiB"))
+    cfg = ok(cli("topic", "describe", "c", "--json")).json[0]["config"]
+    assert (cfg["retention.ms"], cfg["compression.type"], cfg["retention.bytes"]) == (60000, "zstd", 1 << 20)
+    res = cli("topic", "create", "d", "-c", "no.such.key=1")
+    assert res.rc == EXIT_USAGE and "no.such.key" in res.err
+    res = cli("topic", "create", "bad name")
+    assert res.rc == EXIT_USAGE and "only letters" in res.err
+    res = cli("topic", "alter", "c", "--partitions", "1")
+    assert res.rc == EXIT_USAGE and "can only be added" in res.err
