@@ -219,7 +219,11 @@ class Producer(core.ProducerCore):
         for slot in list(self._slots.values()):
             for p in range(slot.partitions):
                 acc = slot.accumulators[p]
-                if acc.count and (not only_lingered or now - acc.created >= self._linger):
+                if not only_lingered:
+                    # even an empty accumulator: taking its lock waits for a
+                    # batch the linger thread is still appending
+                    sent += self._send(slot, p)
+                elif acc.count and now - acc.created >= self._linger:
                     sent += self._send(slot, p)
         return sent
 

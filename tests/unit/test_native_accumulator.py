@@ -1,0 +1,61 @@
+"""The record accumulator builds the same Arrow data pyarrow would."""
+
+import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from arrowlog._native import core
+
+records = st.lists(
+    st.tuples(
+        st.one_of(st.none(), st.binary(max_size=40)),
+        st.one_of(st.none(), st.binary(max_size=200)),
+        st.integers(min_value=0, max_value=2**45),
+        st.one_of(st.none(), st.lists(st.tuples(st.text(max_size=8), st.one_of(st.none(), st.binary(max_size=8))),
+                                      max_size=3)),
+    ),
+    min_size=1, max_size=300,
+)
+
+
+@given(records)
+@settings(max_examples=200, deadline=None)
+def test_take_matches_pyarrow(recs):
+    acc = core.RecordAccumulator()
+    for key, value, ts, headers in recs:
+        acc.append_record(key, value, ts, headers)
+    assert acc.count == len(recs)
+    assert acc.min_timestamp == min(r[2] for r in recs)
+    assert acc.max_timestamp == max(r[2] for r in recs)
+    batch = acc.take()
+    batch.validate(full=True)
+    assert acc.count == 0
+    expected = pa.RecordBatch.from_arrays([
+        pa.array([r[2] for r in recs], pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
+        pa.array([r[0] for r in recs], pa.binary()),
+        pa.array([r[1] for r in recs], pa.binary()),
+        pa.array([None if r[3] is None else [{"key": k, "value": v} for k, v in r[3]] for r in recs],
+                 core.HEADERS_TYPE),
+    ], schema=core.PRODUCE_SCHEMA)
+    assert batch.equals(expected)
+
+
+def test_detach_leaves_empty_and_reusable():
+    acc = core.RecordAccumulator()
+    acc.append_record(b"k", b"v", 1)
+    detached = acc.detach()
+    assert acc.count == 0 and detached.count == 1
+    acc.append_record(b"k2", b"v2", 2)
+    assert detached.to_batch().column(2).to_pylist() == [b"v"]
+    assert acc.take().column(2).to_pylist() == [b"v2"]
+    assert acc.take() is None
+
+
+def test_normalize_headers_rejects_bad_shapes():
+    import pytest
+
+    with pytest.raises(TypeError):
+        core.normalize_headers([("k",)])
+    with pytest.raises(TypeError):
+        core.normalize_headers([(1, b"v")])
+    assert core.normalize_headers({"a": "b", "c": None}) == [("a", b"b"), ("c", None)]
