@@ -147,7 +147,7 @@ def test_replay_is_zero_copy_and_readable_everywhere(data_dir):
     assert pa.table(r).num_rows == 50_000
     import duckdb
     import polars as pl
-    assert duckdb.sql("select count(*) from r").fetchone()[0] == 50_000
+    assert duckdb.sql("select count(*) from r").fetchall()[0][0] == 50_000
     assert pl.DataFrame(r).height == 50_000
     assert r.to_polars().height == 50_000
     assert list(r.to_pandas().columns) == ["partition", "offset", "timestamp", "key", "value", "headers"]
