@@ -8,6 +8,8 @@ receives them and records now − send time. 10,000 sends per run (1,000 with
 - arrowlog: ``produce(topic, value)`` + ``flush()`` → a ``Consumer.poll()``
   loop in B that waits on the published high watermark.
 - Redis Streams: ``XADD`` (AOF everysec) → ``XREAD BLOCK`` in B.
+- NATS JetStream: ``js.publish`` (waits for the stream's ack) → an ordered
+  push consumer in B.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ import time
 
 from . import datasets
 from .harness import Row, failure_reason, percentile
-from .peers import RedisServer
+from .peers import NatsServer, RedisServer
 
 PACE_S = 0.0002  # gap between sends: well above either side's per-record cost
 PAD = b"\0" * 92  # 8-byte send time + 92 bytes = the benchmark's 100-byte values
 STREAM = "lat"
+NATS_STREAM, NATS_SUBJECT = "LAT", "lat"
 
 
 def _stamp() -> bytes:
@@ -67,6 +70,29 @@ def redis_reader(port: int, n: int, ready, out) -> None:
                 lat.append(_latency_us(fields[b"v"], now))
                 last = rid
     out.send(lat)
+
+
+def nats_reader(url: str, n: int, ready, out) -> None:
+    import asyncio
+
+    import nats
+
+    async def main() -> list[float]:
+        nc = await nats.connect(url)
+        sub = await nc.jetstream().subscribe(NATS_SUBJECT, ordered_consumer=True)
+        lat: list[float] = []
+        ready.set()
+        deadline = time.monotonic() + 120
+        while len(lat) < n and time.monotonic() < deadline:
+            try:
+                msg = await sub.next_msg(timeout=1.0)
+            except nats.errors.TimeoutError:
+                continue
+            lat.append(_latency_us(msg.data, time.perf_counter_ns()))
+        await nc.close()
+        return lat
+
+    out.send(asyncio.run(main()))
 
 
 # -- process A ----------------------------------------------------------------
@@ -127,7 +153,10 @@ def arrowlog_latency(ctx) -> dict[str, list[float]]:
             p.produce(datasets.TOPIC, _stamp(), key=b"k" * 8, partition=0)
             p.flush()
 
-        return one_run(ctx, arrowlog_reader, (path,), send, n)
+        try:
+            return one_run(ctx, arrowlog_reader, (path,), send, n)
+        finally:
+            p.close()
 
     return latency_runs(ctx, "arrowlog", make_run)
 
@@ -144,11 +173,34 @@ def redis_latency(ctx) -> dict[str, list[float]]:
     return latency_runs(ctx, "Redis Streams", make_run)
 
 
+def nats_latency(ctx) -> dict[str, list[float]]:
+    import asyncio
+
+    from .bench_produce import nats_connect, nats_fresh_stream
+
+    srv = ctx.server("nats", NatsServer)
+    loop = asyncio.new_event_loop()
+    nc, js = loop.run_until_complete(nats_connect(srv))
+
+    def make_run(n):
+        loop.run_until_complete(nats_fresh_stream(js, NATS_STREAM, NATS_SUBJECT))
+        return one_run(ctx, nats_reader, (srv.url,),
+                       lambda: loop.run_until_complete(js.publish(NATS_SUBJECT, _stamp())), n)
+
+    try:
+        return latency_runs(ctx, "NATS JetStream", make_run)
+    finally:
+        loop.run_until_complete(nc.close())
+        loop.close()
+
+
 def run(ctx) -> list[Row]:
     rows = []
     for system, key, setting, fn in (
         ("arrowlog", "arrowlog", "produce()+flush() → Consumer.poll() in another process", arrowlog_latency),
         ("Redis Streams", "redis", "XADD → XREAD BLOCK in another process, AOF everysec", redis_latency),
+        ("NATS JetStream", "nats", "js.publish (ack awaited) → ordered push consumer in another process",
+         nats_latency),
     ):
         templates = [Row(f"latency.{q}.{key}", "cross-process latency", system, setting,
                          kind="latency", unit=f"µs {q}", records=ctx.latency_sends) for q in ("p50", "p99", "p99.9")]
