@@ -13,6 +13,8 @@ from ._native.core import (
     murmur2,
     murmur2_partition,
 )
+from ._types import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED, TopicPartition
+from .consumer import Consumer
 from .errors import (
     ArrowlogError,
     ConfigError,
@@ -26,8 +28,6 @@ from .errors import (
     UnknownPartitionError,
     UnknownTopicError,
 )
-from ._types import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED, TopicPartition
-from .consumer import Consumer
 from .producer import Producer
 from .replay import Replay, replay, timestamp_ms
 from .storage import LogDir

@@ -340,8 +340,7 @@ class Consumer:
     def __iter__(self) -> Iterator[core.Message]:
         """Messages forever (until close()), as kafka-python iterates."""
         while not self._closed:
-            for msg in self.consume(1000, 1.0) if not self._closed else ():
-                yield msg
+            yield from self.consume(1000, 1.0)
 
     # -- groups (see groups.py) ---------------------------------------------------
 

@@ -32,7 +32,7 @@ import collections
 import datetime as _dt
 import threading
 import time
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -42,7 +42,6 @@ from ._location import is_kafka, local_path, location_of, split_config
 from ._native import core
 from .errors import (
     ArrowlogError,
-    ConfigError,
     KafkaError,
     LogClosedError,
     UnknownPartitionError,

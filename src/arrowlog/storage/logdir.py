@@ -29,7 +29,14 @@ import pyarrow as pa
 
 from .. import config as _config
 from .._native import core
-from ..errors import ConfigError, InvalidTopicError, StorageError, TopicExistsError, UnknownTopicError, UnknownPartitionError
+from ..errors import (
+    ConfigError,
+    InvalidTopicError,
+    StorageError,
+    TopicExistsError,
+    UnknownPartitionError,
+    UnknownTopicError,
+)
 from .partition import ENVELOPE_SCHEMA, PartitionLog
 from .segment import storage_error
 

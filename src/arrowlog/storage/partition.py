@@ -51,9 +51,9 @@ from ..errors import (
     StorageError,
 )
 from .segment import (
+    INDEX_BYTES,
     MAX_RELATIVE_OFFSET,
     MAX_SEGMENT_BYTES,
-    INDEX_BYTES,
     Segment,
     parse_segment_name,
     storage_error,
@@ -191,7 +191,6 @@ class PartitionLog:
             if base <= recovery_point:
                 start = i
         next_offset = bases[start]
-        trusted_end = None
         log_start = old["log_start_offset"] if old else bases[0]
         log_start = max(min(log_start, bases[-1]), bases[0])
         # Segments before `start` are trusted (synced); check their indexes.
