@@ -9,8 +9,11 @@ the stable codes listed in :mod:`arrowlog.cli.common` and docs/CLI.md.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
+from typing import Any
 
 import click
 
@@ -55,7 +58,7 @@ Example session:
   arrowlog export orders --to orders.parquet
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 already exists,
-5 damaged data (verify), 6 unavailable, 130 interrupted.
+5 damaged data (verify), 6 unavailable, 130 interrupted, 143 terminated.
 """,
 )
 @click.option("--data", "data", metavar="DIR", default=None,
@@ -83,6 +86,7 @@ def _usage_line(e: click.UsageError) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (never raises for a user's mistake)."""
     args = list(sys.argv[1:] if argv is None else argv)
+    previous = _exit_on_sigterm()
     try:
         rc = cli.main(args=args, prog_name="arrowlog", standalone_mode=False)
         return rc if isinstance(rc, int) else EXIT_OK
@@ -112,3 +116,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         err(f"arrowlog: internal error: {type(e).__name__}: {e} (set ARROWLOG_DEBUG=1 for a traceback)")
         return EXIT_ERROR
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm() -> Any:
+    """Make SIGTERM (``kill``, ``timeout``) unwind like Ctrl-C does, so a
+    ``consume -g`` commits what it printed and files are closed; exit 143."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    return signal.signal(signal.SIGTERM, terminate)

@@ -11,6 +11,7 @@ Exit codes (stable; documented in docs/CLI.md):
 5     verification failed: ``verify`` found damaged data
 6     unavailable: a component this command needs is not installed
 130   interrupted (Ctrl-C)
+143   terminated (SIGTERM)
 ====  =============================================================
 """
 
