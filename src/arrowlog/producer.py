@@ -348,13 +348,19 @@ class Producer(core.ProducerCore):
             if not isinstance(partition, int) or not 0 <= partition < slot.partitions:
                 self._bad_partition(slot, partition)
             parts = {partition: None}
+        elif slot.partitions == 1:
+            parts = {0: None}
         elif keys.null_count < n:
             assign = core.murmur2_partitions(keys, slot.partitions)
             if keys.null_count:
                 assign[assign < 0] = slot.sticky
-            parts = {int(p): np.flatnonzero(assign == p) for p in np.unique(assign)}
-            if len(parts) == 1:
-                parts = {next(iter(parts)): None}
+            counts = np.bincount(assign, minlength=slot.partitions)
+            if (counts == n).any():
+                parts = {int(np.argmax(counts)): None}
+            else:
+                order = np.argsort(assign, kind="stable")  # keeps each partition's records in order
+                bounds = np.concatenate(([0], np.cumsum(counts)))
+                parts = {p: order[bounds[p]:bounds[p + 1]] for p in range(slot.partitions) if counts[p]}
         else:
             parts = {slot.sticky: None}
             slot.next_sticky()
@@ -387,7 +393,8 @@ class Producer(core.ProducerCore):
     @staticmethod
     def _timestamps(timestamps: Any, n: int) -> pa.Array:
         if timestamps is None:
-            return pa.array(np.full(n, core.wall_clock_ms(), dtype=np.int64)).cast(TIMESTAMP_TYPE)
+            now = np.full(n, core.wall_clock_ms(), dtype=np.int64)
+            return pa.Array.from_buffers(TIMESTAMP_TYPE, n, [None, pa.py_buffer(now)])
         if isinstance(timestamps, pa.ChunkedArray):
             timestamps = timestamps.combine_chunks()
         if isinstance(timestamps, pa.Array):

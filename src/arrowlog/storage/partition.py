@@ -110,6 +110,8 @@ class PartitionLog:
         self.compression = config.get("compression.type") or None
         if self.compression == "none":
             self.compression = None
+        self._ipc_options = pa.ipc.IpcWriteOptions(compression=self.compression, use_threads=False)
+        self._schema_message_size = self.schema.serialize().size
         self._lock = threading.RLock()
         self._segments: dict[int, Segment] = {}   # read views, by base offset
         self._bases: list[int] = []
@@ -402,8 +404,8 @@ class PartitionLog:
                 # serialised with its parent's offsets: write a fresh one.
                 columns = [pa.nulls(n, c.type) if c.null_count == n and c.offset else c for c in batch.columns]
                 full = pa.RecordBatch.from_arrays([offsets, *columns], schema=self.schema)
-                body = self._serialize(full)
-                size = core.FRAME_HEADER_SIZE + body.size
+                pieces = self._serialize(full)
+                size = core.FRAME_HEADER_SIZE + sum(len(p) for p in pieces)
                 seg = self._writer_for(st)
                 position = st["active_position"]
                 if self._should_roll(st, seg, position, size, n, base):
@@ -415,7 +417,7 @@ class PartitionLog:
                     raise StorageError(errno.EFBIG, f"a batch of {size} bytes does not fit a segment")
                 seg.ensure_allocated(position + size)
                 try:
-                    core.write_frame_at(seg.log_fd, position, base, n, min_ts, max_ts, body)
+                    core.write_frame_pieces(seg.log_fd, position, base, n, min_ts, max_ts, pieces)
                 except OSError as exc:
                     raise storage_error(exc, f"cannot append to {seg.log_path}") from exc
                 fields = self._index_frame(st, seg, position, base, size, max_ts)
@@ -429,17 +431,23 @@ class PartitionLog:
                     self.notifier.bump()
                 return base
 
-    def _serialize(self, full: pa.RecordBatch) -> pa.Buffer:
-        if self.compression:
-            options = pa.ipc.IpcWriteOptions(compression=self.compression)
-            sink = pa.BufferOutputStream()
-            with pa.ipc.new_stream(sink, self.schema, options=options) as writer:
-                writer.write_batch(full)
-            # the stream is: schema message, batch message, end marker; keep the batch message
-            reader = pa.ipc.MessageReader.open_stream(sink.getvalue())
-            reader.read_next_message()  # schema
-            return reader.read_next_message().serialize()
-        return full.serialize()
+    def _serialize(self, full: pa.RecordBatch) -> list:
+        """The IPC record batch message of ``full`` as the pieces pyarrow's
+        writer emits (metadata bytes, padding, and the batch's own buffers,
+        uncopied), for write_frame_pieces."""
+        sink = _PieceSink()
+        writer = pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), self.schema, options=self._ipc_options)
+        writer.write_batch(full)
+        # the stream starts with its schema message: drop those pieces
+        pieces = sink.pieces
+        skip, i = self._schema_message_size, 0
+        while skip > 0:
+            piece = pieces[i]
+            skip -= piece.size if isinstance(piece, pa.Buffer) else len(piece)
+            i += 1
+        if skip != 0:
+            raise AssertionError("IPC writer split the schema message unexpectedly")
+        return pieces[i:]
 
     def _writer_for(self, st: dict, at_least: int = 0) -> Segment:
         base = st["active_base_offset"]
@@ -858,6 +866,42 @@ class PartitionLog:
 
     def __repr__(self) -> str:
         return f"<PartitionLog {self.topic}-{self.partition} at {self.directory}>"
+
+
+class _PieceSink:
+    """A write-only file for pyarrow's IPC writer that keeps what it is given
+    (small bytes and zero-copy Arrow buffers) instead of copying it."""
+
+    __slots__ = ("pieces", "size", "closed")
+
+    def __init__(self):
+        self.pieces: list = []
+        self.size = 0
+        self.closed = False
+
+    def write(self, data) -> int:
+        n = data.size if isinstance(data, pa.Buffer) else len(data)
+        self.pieces.append(data)
+        self.size += n
+        return n
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
 
 
 class _FileLock:
