@@ -239,6 +239,16 @@ def test_group_consume_commits_and_resumes(ten):
     assert table[1].split()[:6] == ["billing", "ten", "0", "7", "10", "3"]
 
 
+def test_group_start_position_applies_only_before_the_first_commit(ten):
+    assert offsets(ten, "-g", "late", "-o", "-2") == [8, 9]
+    ok(ten("produce", "ten", "-p", "0", input="ten\neleven\n"))
+    assert offsets(ten, "-g", "late", "-o", "-2") == [10, 11]  # resumes; -o is not applied again
+    assert offsets(ten, "-g", "timed", "-o", f"@{T0 + 7000}") == [7, 8, 9, 10, 11]
+    for args, fragment in ((["-p", "0"], "-p cannot be used with -g"), (["-o", "2:4"], "start position")):
+        res = ten("consume", "ten", "-g", "x", *args)
+        assert res.rc == EXIT_USAGE and fragment in res.err
+
+
 def committed(cli, group):
     rows = ok(cli("group", "describe", group, "--json")).json[0]
     return {r["partition"]: r["current_offset"] for r in rows}

@@ -58,10 +58,6 @@ class Unavailable(CliError):
         super().__init__(message, EXIT_UNAVAILABLE)
 
 
-def usage_error(message: str) -> click.UsageError:
-    return click.UsageError(message)
-
-
 # ------------------------------------------------------------------ terminal
 
 
