@@ -88,3 +88,23 @@ def write_time_entry(MappedFile m, Py_ssize_t slot, int64_t timestamp, uint32_t 
     m._check(slot * 12, 12)
     store_i64(m.base + slot * 12, timestamp)
     store_u32(m.base + slot * 12 + 8, relative_offset)
+
+
+def frame_first_row_at_or_after(MappedFile m, Py_ssize_t position, Py_ssize_t limit, int64_t timestamp):
+    """Row of the first record with timestamp >= ``timestamp`` in the
+    uncompressed frame at ``position``, read straight from its timestamp
+    buffer, or -1. The body is an IPC message whose buffers start after its
+    metadata; the `offset` column (never null: an empty validity buffer, then
+    8 bytes a row) comes first, so the timestamp values follow at 8 * rows."""
+    base, count, body, min_ts, max_ts = read_frame_header(m, position, limit)
+    cdef const uint8_t *p = m.base + position + C_FRAME_HEADER
+    cdef int64_t meta = <int32_t>load_u32(p + 4)
+    cdef Py_ssize_t n = count
+    if load_u32(p) != 0xFFFFFFFF or meta <= 0 or 8 + meta + 16 * n > <int64_t>body:
+        raise CorruptFrame(f"frame at {position} is not an uncompressed record batch")
+    cdef const uint8_t *ts = p + 8 + meta + 8 * n
+    cdef Py_ssize_t i
+    for i in range(n):
+        if load_i64(ts + 8 * i) >= timestamp:
+            return i
+    return -1

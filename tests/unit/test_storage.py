@@ -174,3 +174,31 @@ def test_alter_and_delete_topic(data_dir):
         assert d.list_topics() == []
         with pytest.raises(errors.UnknownTopicError):
             d.delete_topic("t")
+
+
+def test_offset_for_timestamp_matches_brute_force_on_unordered_times(data_dir):
+    import random
+
+    rng = random.Random(11)
+    now = core.wall_clock_ms()
+    with LogDir(data_dir) as d:
+        log = d.create_topic("t", config={"segment.bytes": 64 << 10, "index.interval.bytes": 2048}).partition(0)
+        stamps = []
+        for _ in range(30):
+            acc = core.RecordAccumulator()
+            for _ in range(rng.randrange(1, 200)):
+                ts = now + rng.randrange(0, 100_000)
+                stamps.append(ts)
+                acc.append_record(None, b"v", ts)
+            log.append(acc.take())
+        for target in [now - 1, now + 100_001] + [now + rng.randrange(0, 100_000) for _ in range(200)]:
+            # Kafka's rule: the first batch whose max timestamp reaches the target, then the
+            # first record in it at or after the target
+            expected = None
+            frames = log.read(0, 1 << 30)
+            for fr in frames:
+                if fr.max_timestamp >= target:
+                    ts = fr.batch.column(1).cast(pa.int64()).to_pylist()
+                    expected = fr.base_offset + next(i for i, t in enumerate(ts) if t >= target)
+                    break
+            assert log.offset_for_timestamp(target) == expected, target

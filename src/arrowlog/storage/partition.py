@@ -115,6 +115,8 @@ class PartitionLog:
         self._lock = threading.RLock()
         self._segments: dict[int, Segment] = {}   # read views, by base offset
         self._bases: list[int] = []
+        self._bases_key: tuple | None = None
+        self._max_ts_cache: dict[int, int] = {}
         self._writer: Segment | None = None       # writable view of the active segment
         self._failed: BaseException | None = None
         self._closed = False
@@ -345,7 +347,7 @@ class PartitionLog:
         for seg in self._segments.values():
             seg.close()
         self._segments.clear()
-        self._bases = []
+        self._bases, self._bases_key = [], None
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -631,6 +633,17 @@ class PartitionLog:
         return deleted
 
     def _segment_max_timestamp(self, base: int) -> int | None:
+        """The largest timestamp of a closed segment (its last time index
+        entry); cached, since closed segments never change."""
+        cached = self._max_ts_cache.get(base)
+        if cached is not None:
+            return cached
+        found = self._read_segment_max_timestamp(base)
+        if found is not None:
+            self._max_ts_cache[base] = found
+        return found
+
+    def _read_segment_max_timestamp(self, base: int) -> int | None:
         path = os.path.join(self.directory, f"{base:020d}.timeindex")
         try:
             size = os.stat(path).st_size
@@ -664,9 +677,7 @@ class PartitionLog:
         if offset >= st["active_base_offset"]:
             base = st["active_base_offset"]
         else:
-            bases = self._bases
-            if not bases or bases[0] > offset or bases[-1] < st["active_base_offset"] or self._stale(bases, offset):
-                bases = self._bases = self._list_bases()
+            bases = self._known_bases(st)
             base = None
             for b in bases:
                 if b <= offset:
@@ -683,9 +694,6 @@ class PartitionLog:
             end = os.fstat(seg.log_fd).st_size if seg.log_fd >= 0 else seg.file_size
             seg.file_size = end
         return seg, end
-
-    def _stale(self, bases: list[int], offset: int) -> bool:
-        return False
 
     def read(self, offset: int, max_bytes: int = 1 << 20, *, check_crc: bool = False) -> list[Frame]:
         """Whole frames starting with the one containing ``offset``, up to
@@ -706,7 +714,7 @@ class PartitionLog:
                 return self._read(offset, max_bytes, st, check_crc)
             except FileNotFoundError:
                 # retention removed the segment under us: look again
-                self._bases = []
+                self._bases_key = None
                 self._segments.pop(self._locate_base_guess(offset), None)
                 continue
         raise OffsetOutOfRangeError(f"offset {offset} of {self.topic}-{self.partition} was deleted")
@@ -745,8 +753,7 @@ class PartitionLog:
         """The first offset whose timestamp is at or after ``timestamp`` (ms),
         or None if there is none (Kafka's ListOffsets by time)."""
         st = self.state.snapshot()
-        bases = self._bases = self._list_bases()
-        bases = [b for b in bases if b <= st["active_base_offset"]]
+        bases = [b for b in self._known_bases(st) if b <= st["active_base_offset"]]
         start_idx = 0
         for i, b in enumerate(bases):
             if b >= st["log_start_offset"] or i + 1 < len(bases) and bases[i + 1] > st["log_start_offset"]:
@@ -765,13 +772,28 @@ class PartitionLog:
             oe, te = (st["offset_index_entries"], st["time_index_entries"]) if active else seg.index_entries_on_disk()
             position = seg.time_scan_start(timestamp, te, oe, end)
             while position < end:
-                base, count, min_ts, max_ts, size, batch = seg.read_frame(position, end)
+                base, count, body, min_ts, max_ts = core.read_frame_header(seg.log, position, end)
                 if max_ts >= timestamp and base + count > st["log_start_offset"]:
-                    ts = batch.column(1).cast(pa.int64()).to_numpy()
-                    idx = int(np.argmax(ts >= timestamp))
+                    if min_ts >= timestamp:
+                        idx = 0
+                    elif not self.compression:
+                        idx = core.frame_first_row_at_or_after(seg.log, position, end, timestamp)
+                    else:
+                        ts_col = seg.read_frame(position, end)[5].column(1)
+                        ts = np.frombuffer(ts_col.buffers()[1], dtype=np.int64, count=count, offset=ts_col.offset * 8)
+                        idx = int(np.argmax(ts >= timestamp))
                     return max(base + idx, st["log_start_offset"])
-                position += size
+                position += core.FRAME_HEADER_SIZE + body
         return None
+
+    def _known_bases(self, st: dict) -> list[int]:
+        """Segment base offsets, listed again only when the published state
+        says segments were added, deleted or recovered."""
+        key = (st["active_base_offset"], st["log_start_offset"], st["generation"])
+        if self._bases_key != key:
+            self._bases = self._list_bases()
+            self._bases_key = key
+        return self._bases
 
     def segment_bases(self) -> list[int]:
         return self._list_bases()
