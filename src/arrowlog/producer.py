@@ -52,6 +52,9 @@ from .storage import LogDir, validate_topic_name
 PRODUCE_SCHEMA = core.PRODUCE_SCHEMA
 HEADERS_TYPE = core.HEADERS_TYPE
 TIMESTAMP_TYPE = pa.timestamp("ms", tz="UTC")
+# The linger thread waits at least this long before taking a batch (see
+# Producer._background).
+BG_MIN_DELAY = 0.001
 
 
 def to_epoch_ms(value: Any) -> int:
@@ -131,6 +134,7 @@ class Producer(core.ProducerCore):
         self._error: BaseException | None = None
         self._dirty: set = set()
         self._wake = threading.Event()
+        self._bg_idle = False
         self._stop = False
         self._thread = threading.Thread(target=self._background, name="arrowlog-producer", daemon=True)
         self._thread.start()
@@ -170,7 +174,8 @@ class Producer(core.ProducerCore):
     def _first_in_batch(self, slot: core.TopicSlot, partition: int) -> None:
         if self._error is not None:
             self._raise_pending()
-        self._wake.set()
+        if self._bg_idle:
+            self._wake.set()
 
     # -- sending ---------------------------------------------------------------
 
@@ -238,23 +243,33 @@ class Producer(core.ProducerCore):
         return due
 
     def _background(self) -> None:
+        """Append batches that have lingered long enough, and fsync
+        periodically. The thread only runs while something is pending: it
+        announces it is idle (``_bg_idle``) before its last look, so a
+        produce() that sees it idle wakes it and none is missed; produce()
+        calls otherwise cost it nothing. Sleeping at least BG_MIN_DELAY
+        lets a flush() right after produce() (linger.ms=0) do the append
+        itself instead of racing this thread for the GIL and the partition."""
         last_sync = time.monotonic()
         while not self._stop:
+            self._bg_idle = True
             wait = self._pending_wait()
             if wait is None:
                 timeout = self._fsync_interval if (self._dirty and self._fsync_interval > 0 and not self._fsync) else None
                 self._wake.wait(timeout)
                 self._wake.clear()
-            elif wait > 0:
-                time.sleep(min(wait, 0.05))
-            if self._stop:
-                break
-            try:
-                self._send_all(only_lingered=True)
-            except ArrowlogError:
-                pass  # recorded in self._error; raised to the application
-            except Exception as exc:  # never let the thread die silently
-                self._error = exc
+            self._bg_idle = False
+            while not self._stop:
+                wait = self._pending_wait()
+                if wait is None:
+                    break
+                time.sleep(max(wait, BG_MIN_DELAY))
+                try:
+                    self._send_all(only_lingered=True)
+                except ArrowlogError:
+                    pass  # recorded in self._error; raised to the application
+                except Exception as exc:  # never let the thread die silently
+                    self._error = exc
             if not self._fsync and self._fsync_interval > 0 and time.monotonic() - last_sync >= self._fsync_interval:
                 self._sync_dirty()
                 last_sync = time.monotonic()

@@ -260,3 +260,16 @@ def test_datetime_timestamps(data_dir):
     with Consumer({"log.dir": data_dir}) as c:
         c.assign([TopicPartition("t", 0, 0)])
         assert c.poll(1).timestamp()[1] == int(when.timestamp() * 1000)
+
+
+@pytest.mark.parametrize("linger_ms", [0, 20])
+def test_lingering_batch_is_appended_without_flush(data_dir, linger_ms):
+    p = Producer({"log.dir": data_dir, "linger.ms": linger_ms})
+    with Consumer({"log.dir": data_dir}) as c:
+        for round_ in range(3):
+            p.produce("t", b"r%d" % round_)
+            if round_ == 0:
+                c.assign([TopicPartition("t", 0, 0)])
+            m = c.poll(5.0)  # no flush(), no poll() on the producer: the linger thread appends it
+            assert m is not None and m.value() == b"r%d" % round_
+    p.close()
