@@ -70,6 +70,11 @@ def test_python_m_arrowlog_help():
     assert b"Usage: arrowlog" in res.stdout and res.stderr == b""
 
 
+def test_bench_runs_the_harness_from_the_source_tree(tmp_path):
+    res = run(str(tmp_path), "bench", "--", "--help")
+    assert res.returncode == 0 and b"python -m bench" in res.stdout and b"--quick" in res.stdout
+
+
 def test_follow_picks_up_records_from_another_process(data):
     assert run(data, "produce", "events", "-p", "0", input=b"one\ntwo\n").returncode == 0
     with background(data, "consume", "events", "-f", "-c", "5", "--format", "%p %v\\n") as proc:

@@ -93,11 +93,18 @@ def recover_cmd(data: str | None) -> None:
 @click.command(
     "demo",
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-    epilog="Example:\n\n  arrowlog demo",
+    epilog="""\b
+Examples:
+  arrowlog demo                          # a guided tour in ./demo-data (replaced on each run)
+  arrowlog demo /tmp/tour                # ...in another scratch directory
+""",
 )
 @click.pass_context
 def demo_cmd(ctx: click.Context) -> None:
-    """Run the guided demo (arguments after 'demo' are passed on)."""
+    """Run the guided demo in a scratch directory (arguments after 'demo' are passed on)."""
+    if any(a == "--data" or a.startswith("--data=") for a in ctx.args):
+        raise click.UsageError("demo replaces its directory on every run, so it takes no --data: "
+                               "give a scratch directory as 'arrowlog demo DIR'")
     try:
         mod = importlib.import_module("arrowlog.demo")
     except ImportError:
@@ -119,7 +126,12 @@ def _repo_root() -> Path | None:
 @click.command(
     "bench",
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-    epilog="Example:\n\n  arrowlog bench            # runs python -m bench in the source tree",
+    epilog="""\b
+Examples:
+  arrowlog bench --quick                 # python -m bench --quick, in the source tree
+  arrowlog bench --only produce
+  arrowlog bench -- --help               # the harness's own options
+""",
 )
 @click.pass_context
 def bench_cmd(ctx: click.Context) -> None:
