@@ -151,10 +151,10 @@ def export_on_a_terminal(data, dest, **extra):
 def test_progress_bar_on_a_terminal_respects_no_color(data, tmp_path):
     assert run(data, "produce", "events", "-K", ":", input=b"".join(b"k%d:v\n" % i for i in range(2000))).returncode == 0
     shown = export_on_a_terminal(data, str(tmp_path / "a.parquet"))
-    assert b"export" in shown and b"2000/2000" in shown and b"records" in shown and b"ETA" in shown
+    assert b"export" in shown and b"2,000/2,000" in shown and b"records" in shown and b"ETA" in shown
     assert COLOR_SGR.search(shown)
     plain = export_on_a_terminal(data, str(tmp_path / "b.parquet"), NO_COLOR="1")
-    assert b"2000/2000" in plain
+    assert b"2,000/2,000" in plain
     assert not COLOR_SGR.search(plain)
     # without a terminal: no bar, just the summary line
     res = run(data, "export", "events", "--to", str(tmp_path / "c.parquet"))

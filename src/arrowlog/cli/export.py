@@ -214,31 +214,29 @@ class _Unclosable:
         return False
 
 
-def _progress(enabled: bool, total: int) -> Any:
+def _progress(enabled: bool) -> Any:
+    """A one-line bar on stderr: records done/total, bytes, rate and ETA."""
     if not enabled:
         return None
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     console = Console(stderr=True, no_color=not color_enabled())
     return Progress(
         TextColumn("[bold]export"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("records"),
+        BarColumn(bar_width=20),
+        TextColumn("{task.completed:,}/{task.total:,} records"),
         TextColumn("{task.fields[bytes]}"),
         TextColumn("{task.fields[rate]}"),
         TextColumn("ETA"),
         TimeRemainingColumn(),
         console=console,
-        transient=False,
     )
+
+
+def _rate(records: int, seconds: float) -> str:
+    r = records / max(seconds, 1e-9)
+    return f"{r / 1e6:.1f}M rec/s" if r >= 1e6 else f"{r / 1e3:.0f}k rec/s" if r >= 1e3 else f"{r:.0f} rec/s"
 
 
 @click.command(
@@ -290,7 +288,7 @@ def export_cmd(topic: str, dest: str, fmt: str | None, offset: str | None, start
             raise CliError(f"cannot write {dest}: directory {parent} does not exist")
         tmp = os.path.join(parent, f".{os.path.basename(final)}.{os.getpid()}.partial")
     sink = _Sink(tmp, fmt, topic)
-    progress = _progress(not quiet and stderr_is_tty(), total)
+    progress = _progress(not quiet and stderr_is_tty())
     records = 0
     nbytes = 0
     started = time.monotonic()
@@ -305,9 +303,8 @@ def export_cmd(topic: str, dest: str, fmt: str | None, offset: str | None, start
                 records += batch.num_rows
                 nbytes += batch.nbytes
                 if progress is not None:
-                    elapsed = max(time.monotonic() - started, 1e-9)
                     progress.update(task, completed=records, bytes=human_bytes(nbytes),
-                                    rate=f"{records / elapsed:,.0f} rec/s")
+                                    rate=_rate(records, time.monotonic() - started))
         sink.close()
         if not to_stdout:
             os.replace(tmp, final)
