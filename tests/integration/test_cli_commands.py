@@ -370,22 +370,19 @@ def test_verify_and_recover_on_a_clean_log(ten):
 
 
 def test_verify_reports_damage_with_exit_5(ten):
-    seg_dir = None
-    for root, _, files in os.walk(ten.data):
-        if any(f.endswith(".log") for f in files) and os.path.basename(root).endswith("0"):
-            if any(os.path.getsize(os.path.join(root, f)) > 0 for f in files if f.endswith(".log")):
-                seg_dir = root
-    assert seg_dir is not None
-    seg = os.path.join(seg_dir, sorted(f for f in os.listdir(seg_dir) if f.endswith(".log"))[0])
-    size = os.path.getsize(seg)
-    with open(seg, "r+b") as f:  # flip a byte inside the last stored batch
-        f.seek(size - 16)
+    part = ok(ten("topic", "describe", "ten", "--json")).json[0]["partitions"][0]
+    assert part["segments"] == 1
+    seg_dir = os.path.join(ten.data, "topics", "ten", "0")
+    seg = os.path.join(seg_dir, [f for f in os.listdir(seg_dir) if f.endswith(".log")][0])
+    with open(seg, "r+b") as f:  # flip a byte inside the last stored batch (size_bytes: where data ends)
+        f.seek(part["size_bytes"] - 16)
         b = f.read(1)
-        f.seek(size - 16)
+        f.seek(part["size_bytes"] - 16)
         f.write(bytes([b[0] ^ 0xFF]))
     res = ten("verify")
     assert res.rc == EXIT_CORRUPT, res
     assert "DAMAGED" in res.out.decode() and "damaged" in res.err
+    assert [line.split()[-1] for line in res.lines[2:]] == ["ok"]  # partition 1 is intact
 
 
 # ------------------------------------------------------------------ error paths
