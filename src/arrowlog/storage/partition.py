@@ -61,6 +61,9 @@ from .segment import (
 
 ENVELOPE_SCHEMA = core.ENVELOPE_SCHEMA
 NO_TIMESTAMP = -(1 << 63)
+# Below this size a batch is serialised into one buffer (a copy of a few KiB
+# costs less than the ~20 Python-level writes of the zero-copy path).
+SMALL_BATCH_BYTES = 64 << 10
 
 
 class Frame:
@@ -437,6 +440,8 @@ class PartitionLog:
         """The IPC record batch message of ``full`` as the pieces pyarrow's
         writer emits (metadata bytes, padding, and the batch's own buffers,
         uncopied), for write_frame_pieces."""
+        if full.nbytes < SMALL_BATCH_BYTES and not self.compression:
+            return [full.serialize()]
         sink = _PieceSink()
         writer = pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), self.schema, options=self._ipc_options)
         writer.write_batch(full)
