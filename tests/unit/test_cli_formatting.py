@@ -124,3 +124,17 @@ def test_parse_json_record_errors(line, fragment):
     with pytest.raises(FormatError) as info:
         parse_json_record(line, 7)
     assert "line 7" in str(info.value) and fragment in str(info.value)
+
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@given(st.lists(st.sampled_from(list("%\\xnt0aZkvoTph[]{}") + ["%%", "\\x4"]), max_size=30).map("".join))
+def test_any_format_compiles_or_raises_format_error(fmt):
+    try:
+        f = make_formatter(fmt)
+    except FormatError as e:
+        assert str(e) and "\n" not in str(e)
+        return
+    assert isinstance(f(rec(), 1), bytes)

@@ -121,6 +121,12 @@ def test_time_words_and_end_only_for_t2():
         parse_time_ms("end", now=NOW)
 
 
+def test_times_are_kept_within_1970_and_9999():
+    assert parse_time_ms("0001-01-01") == 0
+    assert parse_time_ms("-999999999999w", now=NOW) == 0
+    assert parse_time_ms("+999999999999w", now=NOW) == 253_402_300_799_999
+
+
 def test_plus_duration_is_relative_to_t1():
     assert parse_time_ms("+10m", now=NOW, base=MAY_1) == MAY_1 + 600_000
     assert parse_time_ms("+10m", now=NOW) == NOW + 600_000
@@ -188,3 +194,31 @@ def test_resolve(expr, stop, expected):
 def test_resolve_empty_partition():
     r = resolve_range(parse_offset_spec("-10"), 0, 0, lambda t: None, stop_at_end=True)
     assert r == OffsetRange(0, 0)
+
+
+# --------------------------------------------------------------- any text
+
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+GRAMMAR_ALPHABET = st.sampled_from(list("0123456789@:+-.TZtzsmhdw ") + ["start", "end", "now", "2024-05-01"])
+
+
+@given(st.one_of(st.text(max_size=40), st.lists(GRAMMAR_ALPHABET, max_size=12).map("".join)))
+def test_any_text_parses_or_raises_offset_syntax_error(text):
+    try:
+        spec = parse_offset_spec(text, now=NOW)
+    except OffsetSyntaxError as e:
+        assert str(e) and "\n" not in str(e)
+        return
+    r = resolve_range(spec, 100, 200, FakePartition.offset_for_time, stop_at_end=True)
+    assert 100 <= r.start and r.end is not None and r.start <= r.end
+    for bound in (spec.start, spec.end):
+        if bound is not None:
+            assert bound.describe()
+
+
+@given(st.integers(min_value=0, max_value=253_402_300_799_999))  # up to 9999-12-31
+def test_every_epoch_ms_round_trips_as_rfc3339(t):
+    assert parse_time_ms(format_ms(t)) == t

@@ -73,6 +73,7 @@ _DURATION_UNITS_MS = {
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _INT = re.compile(r"^\d+$")
+MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant RFC 3339 can write
 
 
 class OffsetSyntaxError(ValueError):
@@ -148,11 +149,16 @@ def parse_duration_ms(text: str) -> int:
 
 
 def parse_time_ms(text: str, *, now: int | None = None, base: int | None = None, end: bool = False) -> int:
-    """Parse one TIME of the grammar to epoch milliseconds.
+    """Parse one TIME of the grammar to epoch milliseconds, kept within
+    1970-01-01 .. 9999-12-31 (times outside mean "before/after every record").
 
     ``now`` is the current time (ms) for durations; ``base`` is T1, against
     which a ``+duration`` T2 is measured; ``end`` allows the word ``end``.
     """
+    return min(max(_parse_time_ms(text, now, base, end), 0), MAX_TIME_MS)
+
+
+def _parse_time_ms(text: str, now: int | None, base: int | None, end: bool) -> int:
     s = text.strip()
     if not s:
         raise OffsetSyntaxError("empty time")
