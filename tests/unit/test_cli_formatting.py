@@ -3,6 +3,8 @@
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from arrowlog.cli.formatting import (
     FormatError,
@@ -124,10 +126,6 @@ def test_parse_json_record_errors(line, fragment):
     with pytest.raises(FormatError) as info:
         parse_json_record(line, 7)
     assert "line 7" in str(info.value) and fragment in str(info.value)
-
-
-from hypothesis import given  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 
 @given(st.lists(st.sampled_from(list("%\\xnt0aZkvoTph[]{}") + ["%%", "\\x4"]), max_size=30).map("".join))

@@ -3,6 +3,8 @@
 import datetime as dt
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from arrowlog.cli.offsets import (
     AFTER_START,
@@ -199,8 +201,6 @@ def test_resolve_empty_partition():
 # --------------------------------------------------------------- any text
 
 
-from hypothesis import given  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 GRAMMAR_ALPHABET = st.sampled_from(list("0123456789@:+-.TZtzsmhdw ") + ["start", "end", "now", "2024-05-01"])
 
