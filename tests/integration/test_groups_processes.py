@@ -142,9 +142,10 @@ def test_two_groups_read_one_topic_independently(data, tmp_path):
         produce(p, 0, 3000)
     everything = produced_records(data)
     with members(data, "ga", tmp_path) as (start_a, procs_a), members(data, "gb", tmp_path) as (start_b, procs_b):
-        a, b = start_a("a"), start_b("b")
+        start_a("a")
+        start_b("b")
         for proc, out in (procs_a["a"], procs_b["b"]):
-            wait_for(lambda: set(parse(out)[0]) >= everything, "every record in each group")
+            wait_for(lambda out=out: set(parse(out)[0]) >= everything, "every record in each group")
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(WAIT_S) == 0, proc.stderr.read()
     for out in (procs_a["a"][1], procs_b["b"][1]):

@@ -17,7 +17,14 @@ import arrowlog
 from arrowlog import Consumer, Producer, TopicPartition
 from arrowlog._types import OFFSET_INVALID
 from arrowlog.errors import GroupError, KafkaException, OffsetOutOfRangeError
-from arrowlog.groups import GroupAdmin, GroupDir, UnknownGroupError, open_group_store, range_assign, roundrobin_assign
+from arrowlog.groups import (
+    GroupAdmin,
+    GroupDir,
+    UnknownGroupError,
+    open_group_store,
+    range_assign,
+    roundrobin_assign,
+)
 from arrowlog.groups.store import group_dirname, group_from_dirname
 
 

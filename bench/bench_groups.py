@@ -1,0 +1,166 @@
+"""How fresh is a record in another process, and does a consumer group spread the reading?
+
+1. Cross-process latency: process A calls ``produce(topic, value)`` then
+   ``flush()`` for single records (value = its CLOCK_MONOTONIC send time, so
+   A and B share the clock); process B, a group member subscribed to the
+   one-partition topic, polls and records receive time - send time. Sends
+   are paced (a short gap) so nothing queues. p50 / p99 / p99.9 over 10,000
+   sends (1,000 with quick). Target: p99 below 1 ms.
+2. Group throughput: N 100-byte records in a 6-partition topic. One
+   consumer subscribed alone reads them all (``consume(1000)`` and an
+   asynchronous commit per batch); then 3 member processes of one group do
+   the same, and the clock stops when together they have read N. Joining
+   and the first assignment are inside both times.
+
+``run(quick=False) -> dict`` returns the figures; ``python -m
+bench.bench_groups [--quick]`` prints them as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import shutil
+import struct
+import sys
+import tempfile
+import time
+
+PACE_S = 0.0002
+VALUE_BYTES = 100
+PARTITIONS = 6
+MEMBERS = 3
+
+
+def _percentile(values: list[float], q: float) -> float:
+    s = sorted(values)
+    if not s:
+        return float("nan")
+    k = min(len(s) - 1, max(0, int(round(q / 100.0 * (len(s) - 1)))))
+    return s[k]
+
+
+# -- 1. latency ----------------------------------------------------------------------------
+
+
+def _latency_reader(path: str, n: int, ready, out) -> None:
+    import arrowlog
+
+    c = arrowlog.Consumer({"log.dir": path, "group.id": "bench-latency", "auto.offset.reset": "latest",
+                           "enable.auto.commit": False})
+    c.subscribe(["lat"])
+    while not c.assignment():
+        c.poll(0.01)
+    ready.set()
+    lat = []
+    deadline = time.monotonic() + 300
+    while len(lat) < n and time.monotonic() < deadline:
+        m = c.poll(1.0)
+        if m is None or m.error():
+            continue
+        now = time.perf_counter_ns()
+        lat.append((now - struct.unpack_from("<q", m.value())[0]) / 1000.0)
+    c.close()
+    out.put(lat)
+
+
+def latency(path: str, n: int) -> dict:
+    import arrowlog
+
+    with arrowlog.LogDir(path) as log:
+        log.create_topic("lat", partitions=1)
+    ctx = mp.get_context("spawn")
+    ready, out = ctx.Event(), ctx.Queue()
+    reader = ctx.Process(target=_latency_reader, args=(path, n, ready, out))
+    reader.start()
+    if not ready.wait(60):
+        reader.kill()
+        raise RuntimeError("the latency reader did not start")
+    pad = b"\0" * (VALUE_BYTES - 8)
+    p = arrowlog.Producer({"log.dir": path, "linger.ms": 0})
+    for _ in range(n):
+        p.produce("lat", struct.pack("<q", time.perf_counter_ns()) + pad)
+        p.flush()
+        t = time.perf_counter() + PACE_S
+        while time.perf_counter() < t:
+            pass
+    p.close()
+    lat = out.get(timeout=300)
+    reader.join(60)
+    return {"sends": n, "received": len(lat), "p50_us": _percentile(lat, 50), "p99_us": _percentile(lat, 99),
+            "p99_9_us": _percentile(lat, 99.9), "max_us": max(lat) if lat else float("nan")}
+
+
+# -- 2. group throughput -------------------------------------------------------------------------
+
+
+def _read_share(path: str, group: str, total: int, counter, go, stop) -> None:
+    import arrowlog
+
+    c = arrowlog.Consumer({"log.dir": path, "group.id": group, "auto.offset.reset": "earliest",
+                           "enable.auto.commit": False})
+    go.wait()
+    c.subscribe(["grp"])
+    while not stop.is_set():
+        msgs = c.consume(1000, 0.1)
+        if not msgs:
+            continue
+        for m in msgs:
+            m.value()
+        c.commit(asynchronous=True)
+        with counter.get_lock():
+            counter.value += len(msgs)
+            if counter.value >= total:
+                stop.set()
+    c.close()
+
+
+def _group_run(path: str, group: str, members: int, total: int) -> float:
+    ctx = mp.get_context("spawn")
+    counter, go, stop = ctx.Value("q", 0), ctx.Event(), ctx.Event()
+    procs = [ctx.Process(target=_read_share, args=(path, group, total, counter, go, stop)) for _ in range(members)]
+    for pr in procs:
+        pr.start()
+    time.sleep(1.0)       # let the processes import arrowlog before the clock starts
+    t0 = time.perf_counter()
+    go.set()
+    if not stop.wait(600):
+        for pr in procs:
+            pr.kill()
+        raise RuntimeError(f"the group read {counter.value} of {total} records")
+    elapsed = time.perf_counter() - t0
+    for pr in procs:
+        pr.join(60)
+    return elapsed
+
+
+def group_throughput(path: str, total: int) -> dict:
+    import arrowlog
+
+    with arrowlog.LogDir(path) as log:
+        log.create_topic("grp", partitions=PARTITIONS)
+    value = b"x" * VALUE_BYTES
+    with arrowlog.Producer({"log.dir": path}) as p:
+        chunk = 10_000
+        for start in range(0, total, chunk):
+            n = min(chunk, total - start)
+            p.produce_batch("grp", [value] * n, keys=[b"k%d" % i for i in range(start, start + n)])
+    one = _group_run(path, "solo", 1, total)
+    three = _group_run(path, "trio", MEMBERS, total)
+    return {"records": total, "one_consumer_s": one, "one_consumer_rec_s": total / one,
+            "three_members_s": three, "three_members_rec_s": total / three, "speedup": one / three}
+
+
+def run(quick: bool = False) -> dict:
+    base = tempfile.mkdtemp(prefix="arrowlog-bench-groups-")
+    try:
+        lat = latency(os.path.join(base, "lat"), 1_000 if quick else 10_000)
+        thr = group_throughput(os.path.join(base, "grp"), 200_000 if quick else 2_000_000)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return {"latency": lat, "group_throughput": thr, "cpus": os.cpu_count()}
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
