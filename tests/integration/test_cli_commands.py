@@ -237,6 +237,9 @@ def test_group_consume_commits_and_resumes(ten):
     table = ok(ten("group", "describe", "billing")).lines
     assert table[0].split() == ["GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "OWNER"]
     assert table[1].split()[:6] == ["billing", "ten", "0", "7", "10", "3"]
+    offsets(ten, "-g", "audit", "-c", "1")
+    every = ok(ten("group", "describe", "--json")).json[0]
+    assert sorted({r["group"] for r in every}) == ["audit", "billing"]
 
 
 def test_group_start_position_applies_only_before_the_first_commit(ten):

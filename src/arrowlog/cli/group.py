@@ -103,19 +103,21 @@ def list_cmd(data: str | None) -> None:
     epilog="""\b
 Examples:
   arrowlog group describe billing
+  arrowlog group describe                      # every group
   arrowlog group describe billing --json | jq '[.[].lag] | add'
 """,
 )
-@click.argument("groups", nargs=-1, required=True)
+@click.argument("groups", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="A JSON array of rows instead of a table.")
 @command_body
 def describe_cmd(groups: tuple[str, ...], as_json: bool, data: str | None) -> None:
-    """Show each partition's committed offset, log end offset, lag and owner."""
+    """Show each partition's committed offset, log end offset, lag and owner
+    (for GROUPS, or every group)."""
     data_dir = resolve_data_dir(data)
     logdir = open_logdir(data_dir)
     store = open_group_store(data_dir)
     rows: list[dict[str, Any]] = []
-    for g in groups:
+    for g in groups or sorted(store.list_groups()):
         _known_group(store, g)
         rows.extend(lag_rows(store, logdir, g))
     if as_json:
