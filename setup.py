@@ -18,10 +18,10 @@ from setuptools import Extension, setup
 DEBUG = os.environ.get("ARROWLOG_DEBUG", "") not in ("", "0")
 
 if DEBUG:
-    extra_compile_args = ["-O0", "-g3", "-UNDEBUG"]
+    extra_compile_args = ["-O0", "-g3", "-UNDEBUG", "-pthread"]
     macros = [("ARROWLOG_DEBUG", "1")]
 else:
-    extra_compile_args = ["-O3", "-DNDEBUG"]
+    extra_compile_args = ["-O3", "-DNDEBUG", "-pthread"]
     macros = [("ARROWLOG_DEBUG", "0")]
 
 directives = {

@@ -132,25 +132,33 @@ def write_frame_at(int fd, Py_ssize_t position, int64_t base_offset, uint32_t re
     return C_FRAME_HEADER + n
 
 
+cdef extern from "pwrite_crc.h" nogil:
+    int arrowlog_write_body_crc(int fd, iovec *iov, const iovec *check, int cnt, long offset, size_t total,
+                                uint32_t crc_in, uint32_t *crc)
+    int arrowlog_pwritev_all(int fd, iovec *iov, int cnt, long offset)
+
+
 def write_frame_pieces(int fd, Py_ssize_t position, int64_t base_offset, uint32_t record_count,
                        int64_t min_timestamp, int64_t max_timestamp, list pieces):
     """Write a frame whose body is the concatenation of ``pieces`` (bytes
-    and Arrow buffers, as pyarrow's IPC writer emits them) with one
-    pwritev(), computing the CRC over the pieces as they are: the record
-    batch's buffers go from the producer's memory to the page cache with no
-    intermediate copy. Returns the frame's size."""
+    and Arrow buffers, as pyarrow's IPC writer emits them), with no
+    intermediate copy: the body goes from the producer's memory to the page
+    cache by pwritev while its CRC is computed (concurrently for large
+    bodies, see include/pwrite_crc.h); the header follows. Returns the
+    frame's size. Nothing is published here."""
     cdef Py_ssize_t npieces = len(pieces)
     cdef Py_buffer *bufs = <Py_buffer *>malloc(sizeof(Py_buffer) * (npieces + 1))
     cdef iovec *iov = <iovec *>malloc(sizeof(iovec) * (npieces + 1))
+    cdef iovec *check = <iovec *>malloc(sizeof(iovec) * (npieces + 1))
     cdef uint8_t header[C_FRAME_HEADER]
+    cdef iovec hiov
     cdef Py_ssize_t i, got = 0, n = 0
     cdef uint32_t crc
-    cdef ssize_t w, total, done = 0
-    cdef int cnt, first, err = 0
-    cdef size_t skip
-    if bufs == NULL or iov == NULL:
+    cdef int err = 0
+    if bufs == NULL or iov == NULL or check == NULL:
         free(bufs)
         free(iov)
+        free(check)
         raise MemoryError()
     try:
         for i in range(npieces):
@@ -172,36 +180,17 @@ def write_frame_pieces(int fd, Py_ssize_t position, int64_t base_offset, uint32_
             store_u32(header + 20, record_count)
             store_i64(header + 24, min_timestamp)
             store_i64(header + 32, max_timestamp)
-            crc = arrowlog_crc32c(0, header + 4, C_FRAME_HEADER - 4)
-            iov[0].iov_base = header
-            iov[0].iov_len = C_FRAME_HEADER
             for i in range(npieces):
-                crc = arrowlog_crc32c(crc, bufs[i].buf, <size_t>bufs[i].len)
-                iov[i + 1].iov_base = bufs[i].buf
-                iov[i + 1].iov_len = <size_t>bufs[i].len
-            store_u32(header, crc)
-            total = C_FRAME_HEADER + n
-            first = 0
-            while done < total:
-                cnt = <int>(npieces + 1 - first)
-                if cnt > 1024:
-                    cnt = 1024
-                w = pwritev(fd, iov + first, cnt, position + done)
-                if w < 0:
-                    err = errno
-                    if err == 4:  # EINTR
-                        err = 0
-                        continue
-                    break
-                done += w
-                # advance past what was written
-                while first <= npieces and w >= <ssize_t>iov[first].iov_len:
-                    w -= iov[first].iov_len
-                    first += 1
-                if first <= npieces and w > 0:
-                    skip = <size_t>w
-                    iov[first].iov_base = <char *>iov[first].iov_base + skip
-                    iov[first].iov_len -= skip
+                iov[i].iov_base = bufs[i].buf
+                iov[i].iov_len = <size_t>bufs[i].len
+                check[i] = iov[i]
+            err = arrowlog_write_body_crc(fd, iov, check, <int>npieces, position + C_FRAME_HEADER, <size_t>n,
+                                          arrowlog_crc32c(0, header + 4, C_FRAME_HEADER - 4), &crc)
+            if err == 0:
+                store_u32(header, crc)
+                hiov.iov_base = header
+                hiov.iov_len = C_FRAME_HEADER
+                err = arrowlog_pwritev_all(fd, &hiov, 1, position)
         if err:
             raise OSError(err, _os.strerror(err))
     finally:
@@ -209,6 +198,7 @@ def write_frame_pieces(int fd, Py_ssize_t position, int64_t base_offset, uint32_
             PyBuffer_Release(&bufs[i])
         free(bufs)
         free(iov)
+        free(check)
     return C_FRAME_HEADER + n
 
 
