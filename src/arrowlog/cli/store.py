@@ -17,7 +17,7 @@ from typing import Any
 import click
 import pyarrow as pa
 
-from arrowlog.errors import OffsetOutOfRangeError
+from arrowlog.errors import OffsetOutOfRangeError, StorageError
 
 from .common import CliError, NotFound
 from .formatting import Record
@@ -30,7 +30,6 @@ def open_logdir(path: str, *, create: bool = False) -> Any:
     """Open a data directory for the running command, closed when it ends
     (the last process out marks partitions clean, so the next open skips
     recovery). Only ``create`` commands may make a new directory."""
-    from arrowlog.errors import StorageError
     from arrowlog.storage import LogDir
 
     if not create and not os.path.isdir(path):
