@@ -217,6 +217,16 @@ def test_count_partition_and_exit_at_end(ten):
     assert res.rc == EXIT_NOT_FOUND and "no partition 7" in res.err
 
 
+def test_topic_offsets_by_time(ten):
+    table = ok(ten("topic", "offsets", "ten", "--at", "2024-05-01T10:00:04Z")).lines
+    assert table[0].split() == ["TOPIC", "PARTITION", "LOG-START-OFFSET", "HIGH-WATERMARK", "OFFSET-AT-TIME"]
+    assert [line.split() for line in table[1:]] == [["ten", "0", "0", "10", "4"], ["ten", "1", "0", "0", "0"]]
+    rows = ok(ten("topic", "offsets", "ten", "--json")).json[0]
+    assert rows[0] == {"topic": "ten", "partition": 0, "log_start_offset": 0, "high_watermark": 10}
+    res = ten("topic", "offsets", "ten", "--at", "whenever")
+    assert res.rc == EXIT_USAGE and "bad time" in res.err
+
+
 def test_follow_stops_at_an_explicit_end(ten):
     # -f with a closed range ends by itself once the range is read
     assert offsets(ten, "-f", "-p", "0", "-o", "2:4") == [2, 3]

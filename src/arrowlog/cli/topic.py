@@ -20,7 +20,7 @@ from .common import (
     print_table,
     resolve_data_dir,
 )
-from .offsets import OffsetSyntaxError, parse_duration_ms
+from .offsets import OffsetSyntaxError, parse_duration_ms, parse_time_ms
 from .store import get_topic, open_logdir, partition_usage
 
 # Dotted config keys, as in Kafka's topic configs.
@@ -309,3 +309,42 @@ def _call_first(what: str, candidates: list[tuple[Any, str, tuple]]) -> Any:
         if callable(fn):
             return fn(*args)
     raise Unavailable(f"{what} is not supported by this version of the storage layer")
+
+
+@topic_group.command(
+    "offsets",
+    epilog="""\b
+Examples:
+  arrowlog topic offsets orders                       # log start and high watermark
+  arrowlog topic offsets orders --at 2024-05-01T09:00:00Z
+  arrowlog topic offsets orders --at -1h --json
+""",
+)
+@click.argument("name")
+@click.option("--at", "at", default=None, metavar="TIME",
+              help="Also the first offset at or after TIME (epoch ms, a date, RFC 3339, -1h), like kcat -Q.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array of rows instead of a table.")
+@command_body
+def offsets_cmd(name: str, at: str | None, as_json: bool, data: str | None) -> None:
+    """Show each partition's log start offset and high watermark, and the offset for a time."""
+    when = None
+    if at is not None:
+        try:
+            when = parse_time_ms(at)
+        except OffsetSyntaxError as e:
+            raise click.BadParameter(str(e), param_hint="'--at'") from None
+    t = get_topic(open_logdir(resolve_data_dir(data)), name)
+    rows = []
+    for p in range(t.num_partitions):
+        pl = t.partition(p)
+        low, high = pl.watermarks()
+        row = {"topic": name, "partition": p, "log_start_offset": low, "high_watermark": high}
+        if when is not None:
+            found = pl.offset_for_timestamp(when)
+            row["offset_at_time"] = high if found is None else found
+        rows.append(row)
+    if as_json:
+        out(json.dumps(rows))
+        return
+    headers = ["TOPIC", "PARTITION", "LOG-START-OFFSET", "HIGH-WATERMARK"] + (["OFFSET-AT-TIME"] if at else [])
+    print_table(headers, [list(r.values()) for r in rows])
