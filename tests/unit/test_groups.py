@@ -255,7 +255,9 @@ def test_members_split_partitions_and_take_over_on_close(data):
         return c
 
     a = member("a")
-    assert set(a._assigned) == {("t", p) for p in range(6)}
+    assert a._assigned == {} and events == []      # callbacks run inside poll, not subscribe
+    a.consume(1, 0)
+    assert set(a._assigned) == {("t", p) for p in range(6)} and events == [("a", "assign", list(range(6)))]
     b = member("b")
     c = member("c")
     owned = settle([a, b, c])
@@ -289,6 +291,7 @@ def test_on_lost_when_the_group_is_deleted_under_a_member(data):
     lost = []
     c = consumer(data)
     c.subscribe(["t"], on_lost=lambda cons, ps: lost.extend(ps))
+    settle([c])
     old_id = c.memberid()
     GroupDir(os.path.join(data, "groups"), "g", create=False).remove()
     for _ in range(50):

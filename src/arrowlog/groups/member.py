@@ -229,7 +229,7 @@ class GroupMember:
         self._patterns = [re.compile(t) for t in topics if t.startswith("^")]
         self._on_assign, self._on_revoke, self._on_lost = on_assign, on_revoke, on_lost
         self._join()
-        self._heartbeat(time.monotonic())
+        self._next_check = 0.0     # the first poll assigns: callbacks only ever run inside poll/consume/close
 
     def unsubscribe(self) -> None:
         if self._membership is not None:
