@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
+import time
 from functools import cached_property
 
 import numpy as np
@@ -80,7 +82,7 @@ class Context:
         self.quick = quick
         self.latency_sends = latency_sends
         self.n_durable = max(1000, n // 5)  # fsync-bound rows: fewer records, same batch of 1,000
-        self.n_nats = max(1000, n // 5)  # nats-py is the slowest client by far
+        self.n_nats = max(1000, n // 10)  # nats-py is the slowest client by far
         self.root = tempfile.mkdtemp(prefix="arrowlog-bench-")
         self.cache: dict = {}
         self.versions: dict[str, str] = {}
@@ -109,7 +111,10 @@ class Context:
         return measure(body, setup=fresh, **kw)
 
     def row(self, template: Row, produce_samples) -> Row:
-        return attempt(template, produce_samples)
+        t0 = time.perf_counter()
+        row = attempt(template, produce_samples)
+        print(f"    {row.key}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+        return row
 
     def server(self, key: str, factory):
         """A peer server started on first use and shared until :meth:`close`."""
