@@ -166,6 +166,30 @@ def retention_under_reader(data: str) -> dict:
     return out
 
 
+def read_across_roll(data: str) -> dict:
+    """Read the active segment, let it roll (its index is trimmed), read it
+    again: the view opened before the roll must not look past the trimmed
+    index (that was a SIGBUS)."""
+    d, pl = faultlib.open_partition(data, {"segment.bytes": 8192, "retention.ms": -1})
+    expected = {}
+    vals = faultlib.batch_values(0, 0, 3, 100)
+    pl.append(faultlib.make_batch(vals, 1_700_000_000_000))
+    expected.update(enumerate(vals))
+    pl.read(0, 100)
+    pl.offset_for_timestamp(0)
+    for b in range(1, 20):
+        vals = faultlib.batch_values(0, b, 3, 300)
+        base = pl.append(faultlib.make_batch(vals, 1_700_000_000_000 + b))
+        expected.update((base + j, v) for j, v in enumerate(vals))
+    out = {"segments": len(pl.segment_bases())}
+    for off in range(pl.high_watermark):
+        fr = pl.read(off, 1)[0]
+        assert fr.batch.column(3)[off - fr.base_offset].as_py() == expected[off]
+    out["time"] = [pl.offset_for_timestamp(1_700_000_000_000 + b) for b in range(20)]
+    d.close()
+    return out
+
+
 def main() -> int:
     name, args = sys.argv[1], json.loads(sys.argv[2])
     result = globals()[name](**args)

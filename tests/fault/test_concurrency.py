@@ -82,6 +82,12 @@ def test_retention_under_a_reader_is_offset_out_of_range(data_dir):
     assert out["held_ok"]
 
 
+def test_reading_a_segment_again_after_it_rolled(data_dir):
+    out = faultlib.scenario("read_across_roll", data=data_dir)
+    assert out["segments"] > 1
+    assert out["time"] == [3 * b for b in range(20)]
+
+
 def test_relative_offset_limits_are_those_of_u32_index_entries():
     assert segment_module.MAX_RELATIVE_OFFSET == partition_module.MAX_RELATIVE_OFFSET == (1 << 31) - 1
     assert segment_module.MAX_SEGMENT_BYTES == (1 << 31) - 1
