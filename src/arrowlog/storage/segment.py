@@ -74,6 +74,17 @@ def _open_rw(path: str, create: bool) -> int:
     return os.open(path, flags, 0o600)
 
 
+def open_shared_file(path: str) -> tuple[int, bool]:
+    """Open (creating) a lock or state file read-write; on a read-only file
+    system open the existing file read-only. Returns (fd, read_only)."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600), False
+    except OSError as exc:
+        if exc.errno != errno.EROFS:
+            raise
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW), True
+
+
 def storage_error(exc: OSError, what: str) -> StorageError:
     reason = {
         errno.ENOSPC: "the disk is full: free space, then retry (nothing after this error was acknowledged)",
@@ -209,9 +220,22 @@ class Segment:
             setattr(self, attr, core.MappedFile(fd, max(size, 4096), self.writable, path) if size or self.writable else None)
 
     def index_entries_on_disk(self) -> tuple[int, int]:
-        """Entry counts implied by a closed segment's trimmed index files."""
-        return (getattr(self, "index_file_size", 0) // core.OFFSET_ENTRY_SIZE,
-                getattr(self, "time_index_file_size", 0) // core.TIME_ENTRY_SIZE)
+        """Entry counts implied by a closed segment's trimmed index files.
+        Sizes are read now, not when this view was opened: the segment may
+        have been trimmed at a roll since (by any process), and a lookup
+        past the end of the file would be a SIGBUS. Never more entries than
+        the mapping holds."""
+        counts = []
+        for fd, mapping, attr, entry in ((self.index_fd, self.index, "index_file_size", core.OFFSET_ENTRY_SIZE),
+                                         (self.time_index_fd, self.time_index, "time_index_file_size",
+                                          core.TIME_ENTRY_SIZE)):
+            if fd < 0 or mapping is None:
+                counts.append(0)
+                continue
+            size = os.fstat(fd).st_size
+            setattr(self, attr, size)
+            counts.append(min(size, mapping.capacity) // entry)
+        return counts[0], counts[1]
 
     def index_is_sane(self, offset_entries: int, time_entries: int, end: int) -> bool:
         if offset_entries and self.index is None or time_entries and self.time_index is None:
