@@ -61,6 +61,7 @@ cdef extern from "<time.h>" nogil:
         time_t tv_sec
         long tv_nsec
     int clock_gettime(int clk, timespec *ts)
+    int nanosleep(const timespec *req, timespec *rem)
     int CLOCK_REALTIME
     int CLOCK_MONOTONIC
 

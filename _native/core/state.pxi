@@ -45,6 +45,7 @@ cdef class PartitionState:
     cdef StatePayload *payload
     cdef uint32_t *word
     cdef uint32_t *waiters
+    cdef readonly bint writable
 
     def __cinit__(self, MappedFile mapping):
         if mapping.capacity < 4096:
@@ -55,12 +56,19 @@ cdef class PartitionState:
         self.payload = <StatePayload *>(self.base + 24)
         self.word = <uint32_t *>(self.base + 128)
         self.waiters = <uint32_t *>(self.base + 132)
+        self.writable = mapping.writable
+
+    cdef int _need_write(self) except -1:
+        if not self.writable:
+            raise PermissionError(30, "the partition state is mapped read-only (read-only file system)")
+        return 0
 
     def is_initialised(self):
         return PyBytes_FromStringAndSize(<char *>self.base, 8) == STATE_MAGIC and load_u32(self.base + 8) == 1
 
     def initialise(self, **fields):
         """Write a fresh state (caller holds the append lock)."""
+        self._need_write()
         memcpy(self.base, PyBytes_AS_STRING(STATE_MAGIC), 8)
         store_u32(self.base + 8, 1)
         store_u32(self.base + 12, 0)
@@ -74,6 +82,7 @@ cdef class PartitionState:
 
     @clean.setter
     def clean(self, value):
+        self._need_write()
         arrowlog_store_u32(<uint32_t *>(self.base + 12), 1 if value else 0)
 
     @property
@@ -111,6 +120,7 @@ cdef class PartitionState:
     def publish(self, **fields):
         """Publish changed fields (caller holds the append lock), then wake
         waiting readers."""
+        self._need_write()
         cdef StatePayload p
         memcpy(&p, self.payload, sizeof(StatePayload))
         for name, value in fields.items():
@@ -141,6 +151,8 @@ cdef class PartitionState:
     def bump(self):
         """Announce a change to whoever waits on this word (a data
         directory's notifier: any partition got data)."""
+        if not self.writable:
+            return
         arrowlog_add_u32(self.word, 1)
         if arrowlog_load_u32(self.waiters) != 0:
             arrowlog_futex_wake(self.word)
@@ -151,6 +163,15 @@ cdef class PartitionState:
         cdef double deadline = monotonic_s() + timeout
         cdef double left
         cdef int rc
+        cdef timespec pause
+        if not self.writable:
+            left = deadline - monotonic_s()
+            if left > 0:
+                pause.tv_sec = <time_t>left
+                pause.tv_nsec = <long>((left - <double>pause.tv_sec) * 1e9)
+                with nogil:
+                    nanosleep(&pause, NULL)
+            return arrowlog_load_u32(self.word) != seen
         while True:
             arrowlog_add_u32(self.waiters, 1)
             if arrowlog_load_u32(self.word) != seen:
@@ -170,6 +191,7 @@ cdef class PartitionState:
     def repair_seq(self):
         """Make an odd seq (writer died mid-publish) even again; the caller
         holds the append lock and republishes after recovery."""
+        self._need_write()
         cdef uint64_t s = arrowlog_load_u64(self.seq)
         if s & 1:
             arrowlog_store_u64(self.seq, s + 1)
@@ -177,12 +199,27 @@ cdef class PartitionState:
     def wait_beyond(self, int64_t offset, double timeout):
         """Block until next_offset > offset or ``timeout`` seconds pass
         (negative: no limit). Returns True when data is there. The GIL is
-        released while waiting; an idle wait costs no CPU (futex)."""
+        released while waiting; an idle wait costs no CPU (futex). On a
+        read-only mapping nobody can append, so it only re-checks now and then."""
         cdef double deadline = monotonic_s() + timeout
         cdef double left
         cdef uint32_t w
         cdef StatePayload p
         cdef int rc
+        cdef timespec pause
+        if not self.writable:
+            while True:
+                arrowlog_seq_read(self.seq, &p, self.payload, sizeof(StatePayload))
+                if p.next_offset > offset:
+                    return True
+                left = deadline - monotonic_s() if timeout >= 0 else 0.05
+                if left <= 0:
+                    return False
+                pause.tv_sec = 0
+                pause.tv_nsec = <long>(min(left, 0.05) * 1e9)
+                with nogil:
+                    nanosleep(&pause, NULL)
+                PyErr_CheckSignals()
         while True:
             w = arrowlog_load_u32(self.word)
             arrowlog_add_u32(self.waiters, 1)

@@ -17,6 +17,7 @@ deletion are serialised across processes by ``<data>/topics/.lock``.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -38,7 +39,7 @@ from ..errors import (
     UnknownTopicError,
 )
 from .partition import ENVELOPE_SCHEMA, PartitionLog
-from .segment import storage_error
+from .segment import open_shared_file, storage_error
 
 _TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
 MAX_TOPIC_LENGTH = 249
@@ -142,13 +143,18 @@ class LogDir:
         self.path = os.path.abspath(path)
         self.topics_dir = os.path.join(self.path, "topics")
         self.groups_dir = os.path.join(self.path, "groups")
+        self.read_only = False
         try:
             if create:
-                os.makedirs(self.topics_dir, mode=0o700, exist_ok=True)
-                os.makedirs(self.groups_dir, mode=0o700, exist_ok=True)
+                try:
+                    os.makedirs(self.topics_dir, mode=0o700, exist_ok=True)
+                    os.makedirs(self.groups_dir, mode=0o700, exist_ok=True)
+                except OSError as exc:
+                    if exc.errno != errno.EROFS or not os.path.isdir(self.topics_dir):
+                        raise
             elif not os.path.isdir(self.topics_dir):
                 raise StorageError(2, f"{self.path} is not an arrowlog data directory")
-            self._lock_fd = os.open(os.path.join(self.topics_dir, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._lock_fd, self.read_only = open_shared_file(os.path.join(self.topics_dir, ".lock"))
         except PermissionError as exc:
             raise storage_error(exc, f"cannot use data directory {self.path}") from exc
         except OSError as exc:
@@ -164,11 +170,11 @@ class LogDir:
         """A futex word every append in this directory bumps: a consumer of
         many partitions sleeps on it instead of polling each one."""
         path = os.path.join(self.topics_dir, ".notify")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        fd, read_only = open_shared_file(path)
         try:
-            if os.fstat(fd).st_size < core.STATE_FILE_SIZE:
+            if not read_only and os.fstat(fd).st_size < core.STATE_FILE_SIZE:
                 core.fallocate(fd, 0, core.STATE_FILE_SIZE)
-            return core.PartitionState(core.MappedFile(fd, core.STATE_FILE_SIZE, True, path))
+            return core.PartitionState(core.MappedFile(fd, core.STATE_FILE_SIZE, not read_only, path))
         finally:
             os.close(fd)  # the mapping stays valid
 

@@ -55,6 +55,7 @@ from .segment import (
     MAX_RELATIVE_OFFSET,
     MAX_SEGMENT_BYTES,
     Segment,
+    open_shared_file,
     parse_segment_name,
     storage_error,
 )
@@ -126,19 +127,23 @@ class PartitionLog:
         self._hint: tuple[int, int, int] | None = None  # (offset, segment base, position)
         self._synced_bases: set[int] = set()
         self._dir_dirty = False
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        self._state_fd = os.open(os.path.join(directory, "partition.state"),
-                                 os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        self._append_fd = os.open(os.path.join(directory, "append.lock"),
-                                  os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        self._open_fd = os.open(os.path.join(directory, "open.lock"),
-                                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            if exc.errno != errno.EROFS or not os.path.isdir(directory):
+                raise
+        self._state_fd, ro1 = open_shared_file(os.path.join(directory, "partition.state"))
+        self._append_fd, ro2 = open_shared_file(os.path.join(directory, "append.lock"))
+        self._open_fd, ro3 = open_shared_file(os.path.join(directory, "open.lock"))
+        self.read_only = ro1 or ro2 or ro3
         try:
             if os.fstat(self._state_fd).st_size < core.STATE_FILE_SIZE:
+                if self.read_only:
+                    raise StorageError(errno.EROFS, f"{directory} was never written and the file system is read-only")
                 with self._append_locked():
                     if os.fstat(self._state_fd).st_size < core.STATE_FILE_SIZE:
                         core.fallocate(self._state_fd, 0, core.STATE_FILE_SIZE)
-            self.state = core.PartitionState(core.MappedFile(self._state_fd, core.STATE_FILE_SIZE, True,
+            self.state = core.PartitionState(core.MappedFile(self._state_fd, core.STATE_FILE_SIZE, not self.read_only,
                                                              os.path.join(directory, "partition.state")))
             self._open_session()
         except BaseException:
@@ -148,6 +153,13 @@ class PartitionLog:
     # -- sessions and recovery ---------------------------------------------
 
     def _open_session(self) -> None:
+        if self.read_only:
+            # Nothing can be written or recovered: serve what was published.
+            fcntl.flock(self._open_fd, fcntl.LOCK_SH)
+            if not self.state.is_initialised():
+                raise StorageError(errno.EROFS, f"{self.directory} has no published state and the file system is "
+                                   "read-only: mount it read-write once to recover it")
+            return
         try:
             fcntl.flock(self._open_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             first = True
@@ -399,6 +411,9 @@ class PartitionLog:
                                            f"earlier I/O error ({self._failed}); reopen it to recover")
             if self._closed:
                 raise StorageError(errno.EBADF, "partition log is closed")
+            if self.read_only:
+                raise StorageError(errno.EROFS, f"cannot append to {self.topic}-{self.partition}: the file system is "
+                                   "read-only (reads keep working)")
             with self._append_locked():
                 if self.state.torn:
                     self._recover_locked()
@@ -858,7 +873,7 @@ class PartitionLog:
                 last = True
             except BlockingIOError:
                 last = False
-            if last and self._failed is None:
+            if last and self._failed is None and not self.read_only:
                 try:
                     with self._append_locked():
                         st = self.state.snapshot()
