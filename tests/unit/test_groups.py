@@ -406,3 +406,21 @@ def test_cli_group_store_protocol(data):
     store.commit("cli", {("t", 0): 4})
     assert store.committed("cli") == {("t", 0): 4}
     assert store.members("cli") == {}
+
+
+def test_a_raising_callback_propagates_from_poll_and_the_hand_over_completes_later(data):
+    calls = []
+
+    def on_assign(cons, parts):
+        calls.append(len(parts))
+        if len(calls) == 1:
+            raise RuntimeError("not ready")
+
+    c = consumer(data)
+    c.subscribe(["t"], on_assign=on_assign)
+    with pytest.raises(RuntimeError):
+        c.consume(1, 0)
+    assert c.assignment() == []
+    settle([c])
+    assert calls == [6, 6]
+    c.close()

@@ -140,7 +140,6 @@ class GroupMember:
         self._stored: dict[tuple[str, int], tuple[int, str | None]] = {}
         self._last_committed: dict[tuple[str, int], int] = {}
         self._subscription: list[str] | None = None
-        self._patterns: list[re.Pattern] = []
         self._on_assign: Callback = None
         self._on_revoke: Callback = None
         self._on_lost: Callback = None
@@ -226,7 +225,6 @@ class GroupMember:
         if self._membership is not None:
             self._leave(lost=False)
         self._subscription = list(topics)
-        self._patterns = [re.compile(t) for t in topics if t.startswith("^")]
         self._on_assign, self._on_revoke, self._on_lost = on_assign, on_revoke, on_lost
         self._join()
         self._next_check = 0.0     # the first poll assigns: callbacks only ever run inside poll/consume/close
@@ -286,6 +284,7 @@ class GroupMember:
             # our member file is gone (the group was deleted): we lost our
             # partitions without a chance to commit; join again
             self._leave(lost=True)
+            self.gdir.close()      # map the new group.state, not the deleted one
             self._join()
         members = self._registry.live()
         if self._registry.reaped:
@@ -309,7 +308,11 @@ class GroupMember:
             strategy = members[0].strategy if members else self.strategy
             target = set(assign(strategy, subs, counts).get(self.member_id, ()))
             self.generation = generation
-            self._reconcile(target)
+            try:
+                self._reconcile(target)
+            except BaseException:
+                self._pending = True   # a callback raised: finish the hand-over at the next poll
+                raise
         self._next_check = now + (ACQUIRE_RETRY_S if self._pending else LIVENESS_INTERVAL_S)
 
     def _reconcile(self, target: set[tuple[str, int]]) -> None:
