@@ -96,6 +96,21 @@ def test_topic_create_list_describe_alter_delete(cli):
     ok(cli("topic", "delete", "orders", "--if-exists"))
 
 
+def test_topic_names_complete_in_the_shell(cli):
+    import click
+
+    from arrowlog.cli import cli as root
+    from arrowlog.cli.store import complete_topics
+
+    for name in ("orders", "other", "zeta"):
+        ok(cli("topic", "create", name))
+    ctx = click.Context(root)
+    ctx.params = {"data": cli.data}
+    assert complete_topics(ctx, None, "o") == ["orders", "other"]
+    ctx.params = {"data": cli.data + "-missing"}
+    assert complete_topics(ctx, None, "") == []
+
+
 # ------------------------------------------------------------------ produce → consume
 
 

@@ -12,6 +12,7 @@ from .formatting import FormatError, make_formatter
 from .offsets import OffsetRange, OffsetSyntaxError, parse_offset_spec
 from .store import (
     batch_records,
+    complete_topics,
     get_topic,
     open_logdir,
     parse_partitions,
@@ -48,7 +49,7 @@ Examples:
   arrowlog consume orders -g billing             # resume from the group's offsets
 """,
 )
-@click.argument("topic")
+@click.argument("topic", shell_complete=complete_topics)
 @click.option("-o", "--offset", "offset", default="start", show_default=True, metavar="EXPR",
               help="Where to start/stop: start, end, N, -N, +N, N:M, @TIME, @T1:T2 (see docs/CLI.md).")
 @click.option("-p", "--partition", "partitions", multiple=True, metavar="N",

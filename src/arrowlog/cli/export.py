@@ -23,6 +23,7 @@ from .formatting import make_formatter
 from .offsets import OffsetSpec, OffsetSyntaxError, parse_offset_spec
 from .store import (
     batch_records,
+    complete_topics,
     get_topic,
     open_logdir,
     parse_partitions,
@@ -249,7 +250,7 @@ Examples:
   arrowlog export orders --to - --format jsonl | head
 """,
 )
-@click.argument("topic")
+@click.argument("topic", shell_complete=complete_topics)
 @click.option("--to", "dest", required=True, metavar="FILE", help="Output file (- for stdout, jsonl/csv only).")
 @click.option("--format", "fmt", type=click.Choice(["parquet", "arrow", "csv", "jsonl"]), default=None,
               help="Output format [default: from FILE's extension].")

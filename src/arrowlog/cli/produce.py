@@ -18,7 +18,7 @@ import click
 from .common import EXIT_NOT_FOUND, EXIT_USAGE, CliError, Unavailable, command_body, note, resolve_data_dir
 from .formatting import FormatError, parse_json_record, unescape
 from .offsets import now_ms
-from .store import get_topic, open_logdir
+from .store import complete_topics, get_topic, open_logdir
 
 READ_BYTES = 1 << 20  # one read1() from stdin: what has arrived, up to this much
 
@@ -119,7 +119,7 @@ Examples:
   arrowlog consume orders -o start | arrowlog produce orders-copy --json
 """,
 )
-@click.argument("topic")
+@click.argument("topic", shell_complete=complete_topics)
 @click.option("-k", "--key", default=None, help="The same key for every record.")
 @click.option("-K", "--key-delimiter", "key_delim", default=None, metavar="DELIM",
               help="Split each line at the first DELIM into key and value.")

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from arrowlog.errors import OffsetOutOfRangeError, StorageError
 
-from .common import CliError, NotFound
+from .common import CliError, NotFound, resolve_data_dir
 from .formatting import Record
 from .offsets import OffsetRange, OffsetSpec, resolve_range
 
@@ -44,6 +44,18 @@ def open_logdir(path: str, *, create: bool = False) -> Any:
     if ctx is not None:
         ctx.call_on_close(logdir.close)
     return logdir
+
+
+def complete_topics(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion of topic names (``_ARROWLOG_COMPLETE=bash_source arrowlog``)."""
+    from arrowlog.storage import LogDir
+
+    path = resolve_data_dir(ctx.params.get("data"))
+    try:
+        with LogDir(path, create=False) as logdir:
+            return [t for t in logdir.list_topics() if t.startswith(incomplete)]
+    except Exception:  # completion must never fail loudly
+        return []
 
 
 def get_topic(logdir: Any, name: str) -> Any:

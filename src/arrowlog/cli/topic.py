@@ -21,7 +21,7 @@ from .common import (
     resolve_data_dir,
 )
 from .offsets import OffsetSyntaxError, parse_duration_ms, parse_time_ms
-from .store import get_topic, open_logdir, partition_usage
+from .store import complete_topics, get_topic, open_logdir, partition_usage
 
 # Dotted config keys, as in Kafka's topic configs.
 RETENTION_MS = "retention.ms"
@@ -205,7 +205,7 @@ Examples:
   arrowlog topic describe orders --json | jq '.partitions[].high_watermark'
 """,
 )
-@click.argument("name")
+@click.argument("name", shell_complete=complete_topics)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @command_body
 def describe_cmd(name: str, as_json: bool, data: str | None) -> None:
@@ -241,7 +241,7 @@ Examples:
   arrowlog topic delete orders payments --if-exists
 """,
 )
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1, required=True, shell_complete=complete_topics)
 @click.option("--if-exists", is_flag=True, help="Do not fail for topics that do not exist.")
 @command_body
 def delete_cmd(names: tuple[str, ...], if_exists: bool, data: str | None) -> None:
@@ -266,7 +266,7 @@ Examples:
   arrowlog topic alter orders --partitions 6
 """,
 )
-@click.argument("name")
+@click.argument("name", shell_complete=complete_topics)
 @click.option("-p", "--partitions", type=click.IntRange(min=1), default=None,
               help="Grow the topic to this many partitions.")
 @_config_options
@@ -320,7 +320,7 @@ Examples:
   arrowlog topic offsets orders --at -1h --json
 """,
 )
-@click.argument("name")
+@click.argument("name", shell_complete=complete_topics)
 @click.option("--at", "at", default=None, metavar="TIME",
               help="Also the first offset at or after TIME (epoch ms, a date, RFC 3339, -1h), like kcat -Q.")
 @click.option("--json", "as_json", is_flag=True, help="A JSON array of rows instead of a table.")
