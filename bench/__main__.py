@@ -18,7 +18,7 @@ import tempfile
 import time
 import traceback
 
-from . import report, wire
+from . import adapters, report
 from .context import Context
 from .harness import Row, failure_reason, render_markdown, write_json
 from .targets import TARGETS
@@ -26,7 +26,8 @@ from .targets import TARGETS
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # Order matters: produce first (it leaves the NATS stream that consume reads).
-BENCHMARKS = ["machine", "produce", "consume", "replay", "seek", "latency", "group", "recovery", "kafka_wire"]
+BENCHMARKS = ["machine", "produce", "consume", "replay", "seek", "latency", "group", "groups", "recovery",
+              "kafka_wire"]
 
 
 def log(msg: str) -> None:
@@ -41,8 +42,8 @@ def load(name: str):
 
 
 def call_run(name: str, mod, ctx, earlier: list[Row]) -> list[Row]:
-    if name == "kafka_wire":  # the server's module has its own signature: adapted in wire.py
-        return wire.run(ctx, mod, earlier)
+    if name in ("kafka_wire", "groups"):  # modules with their own run() signature: adapted
+        return getattr(adapters, name)(ctx, mod, earlier)
     rows = mod.run(ctx)
     out = []
     for r in rows or []:

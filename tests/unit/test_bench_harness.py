@@ -146,3 +146,20 @@ def test_row_round_trips_through_json_dict():
     d = r.to_dict()
     assert d["median"] == 7.5  # median of the per-run rates 10/s and 5/s
     assert Row.from_dict(d) == r
+
+
+def test_every_benchmark_names_its_question_and_is_listed():
+    import ast
+    import glob
+
+    from bench.__main__ import BENCHMARKS
+
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    files = sorted(glob.glob(os.path.join(here, "bench", "bench_*.py")))
+    assert files
+    for path in files:
+        with open(path) as f:
+            doc = ast.get_docstring(ast.parse(f.read()))
+        name = os.path.basename(path)[len("bench_"):-len(".py")]
+        assert doc and doc.splitlines()[0].rstrip().endswith("?"), f"{path}: docstring must open with its question"
+        assert name in BENCHMARKS, f"{name} is not run by python -m bench"
