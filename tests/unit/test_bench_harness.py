@@ -161,5 +161,6 @@ def test_every_benchmark_names_its_question_and_is_listed():
         with open(path) as f:
             doc = ast.get_docstring(ast.parse(f.read()))
         name = os.path.basename(path)[len("bench_"):-len(".py")]
-        assert doc and doc.splitlines()[0].rstrip().endswith("?"), f"{path}: docstring must open with its question"
+        opening = doc.split("\n\n")[0] if doc else ""
+        assert opening.rstrip().endswith("?"), f"{path}: the docstring must open with its question"
         assert name in BENCHMARKS, f"{name} is not run by python -m bench"
