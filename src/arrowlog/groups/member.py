@@ -38,7 +38,7 @@ import time
 from typing import Any, Callable
 
 from .._types import OFFSET_INVALID, TopicPartition
-from ..errors import KafkaError, KafkaException, UnknownTopicError
+from ..errors import ArrowlogError, KafkaError, KafkaException, UnknownTopicError
 from .assignors import assign
 from .membership import MemberInfo, MemberRegistry, Membership, OwnerLocks, hostname, new_member_id
 from .store import GroupDir
@@ -268,7 +268,22 @@ class GroupMember:
 
     # -- rebalancing -------------------------------------------------------------
 
-    def _resolve_topics(self, subscription: list[str], existing: list[str]) -> set[str]:
+    def _existing_topics(self, subscriptions) -> set[str]:
+        """Topics that exist among those subscribed: one stat per named topic;
+        the directory is listed only when some member subscribes to a regex."""
+        names = {t for sub in subscriptions for t in sub}
+        if any(t.startswith("^") for t in names):
+            return set(self.logdir.list_topics())
+        out = set()
+        for t in names:
+            try:
+                if self.logdir.has_topic(t):
+                    out.add(t)
+            except ArrowlogError:
+                pass    # not a valid topic name: it never exists
+        return out
+
+    def _resolve_topics(self, subscription: list[str], existing: set[str]) -> set[str]:
         out = set()
         for t in subscription:
             if t.startswith("^"):
@@ -290,10 +305,10 @@ class GroupMember:
         if self._registry.reaped:
             self._wake_peers()
         generation = self.gdir.state.current_word()
-        existing = self.logdir.list_topics()
-        subs = {m.member_id: self._resolve_topics(m.subscription, existing) for m in members}
-        if self.member_id not in subs:
-            subs[self.member_id] = self._resolve_topics(self._subscription or [], existing)
+        subscriptions = {m.member_id: m.subscription for m in members}
+        subscriptions.setdefault(self.member_id, self._subscription or [])
+        existing = self._existing_topics(subscriptions.values())
+        subs = {mid: self._resolve_topics(sub, existing) for mid, sub in subscriptions.items()}
         topics = sorted(set().union(*subs.values())) if subs else []
         counts = {}
         for t in topics:
