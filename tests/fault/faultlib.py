@@ -76,6 +76,17 @@ def batch_values(cycle: int, batch: int, n: int, filler: int) -> list[bytes]:
     return [value_for(cycle, batch, j, n, filler) for j in range(n)]
 
 
+def fast_scratch(prefix: str) -> str:
+    """A scratch directory on /dev/shm when there is one: recovery fsyncs
+    after every repair, which costs ~30 ms a case on a disk and nothing on a
+    tmpfs; the checks are the same on both. The caller removes it."""
+    import tempfile
+
+    shm = "/dev/shm"
+    where = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+    return tempfile.mkdtemp(prefix=prefix, dir=where)
+
+
 # -- reading the whole log --------------------------------------------------------
 
 

@@ -11,7 +11,6 @@ rolls before a relative offset could overflow an index entry.
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import subprocess
 import time

@@ -19,7 +19,6 @@ import shutil
 import struct
 import subprocess
 import sys
-import tempfile
 
 import faultlib
 import pytest
@@ -115,14 +114,8 @@ class Snapshot:
 
 
 @pytest.fixture(scope="module")
-def snap(tmp_path_factory):
-    # Recovery fsyncs after every repair; on a disk that costs ~30 ms per
-    # case, on a tmpfs nothing. The checks are the same on both.
-    shm = "/dev/shm"
-    if os.path.isdir(shm) and os.access(shm, os.W_OK):
-        base = tempfile.mkdtemp(prefix="arrowlog-damaged-", dir=shm)
-    else:
-        base = str(tmp_path_factory.mktemp("damaged"))
+def snap():
+    base = faultlib.fast_scratch("arrowlog-damaged-")
     try:
         yield Snapshot(os.path.join(base, "data"))
     finally:
@@ -288,12 +281,8 @@ class IndexedLog:
 
 
 @pytest.fixture(scope="module")
-def indexed(tmp_path_factory):
-    shm = "/dev/shm"
-    if os.path.isdir(shm) and os.access(shm, os.W_OK):
-        base = tempfile.mkdtemp(prefix="arrowlog-index-", dir=shm)
-    else:
-        base = str(tmp_path_factory.mktemp("index"))
+def indexed():
+    base = faultlib.fast_scratch("arrowlog-index-")
     try:
         yield IndexedLog(os.path.join(base, "data"))
     finally:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 
 import faultlib
 import pytest
@@ -26,7 +25,6 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from arrowlog.errors import OffsetOutOfRangeError
 from arrowlog.groups.store import GroupDir
-from arrowlog.storage import LogDir
 
 # batches stay well under segment.bytes: a batch larger than what is left of an
 # empty segment is refused (EFBIG), which is not what this test is about
@@ -34,15 +32,10 @@ CONFIG = {"segment.bytes": 16384, "retention.ms": -1, "retention.bytes": 60000, 
 GROUP = "model"
 
 
-def scratch_root() -> str | None:
-    shm = "/dev/shm"
-    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
-
-
 class LogModel(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
-        self.root = tempfile.mkdtemp(prefix="arrowlog-model-", dir=scratch_root())
+        self.root = faultlib.fast_scratch("arrowlog-model-")
         self.data = os.path.join(self.root, "data")
         self.values: dict[int, bytes] = {}
         self.hw = 0
