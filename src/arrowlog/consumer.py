@@ -300,7 +300,7 @@ class Consumer:
         active = [f for f in self._order if not f.paused]
         if len(active) == 1:
             f = active[0]
-            return f.log.wait(f.position + 1, min(left, 1.0))
+            return f.log.wait(f.position, min(left, 1.0))
         notifier = self._log.notifier
         seen = notifier.current_word()
         for f in active:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import datetime as _dt
+import json
 import threading
 import time
 from typing import Any
@@ -96,6 +97,32 @@ def binary_array(values: Any, what: str, length: int | None = None) -> pa.Array:
     if length is not None and len(arr) != length:
         raise ValueError(f"{what} has {len(arr)} entries; values has {length}")
     return arr
+
+
+def typed_values(values: Any, schema: pa.Schema) -> pa.StructArray:
+    """Values for a topic with a value schema, as a struct array of it:
+    from a table or record batch with its fields as columns, a struct array,
+    a list of dicts, or JSON-encoded bytes (what produce() receives)."""
+    struct = pa.struct(list(schema))
+    try:
+        if isinstance(values, (pa.Table, pa.RecordBatch)):
+            missing = [f.name for f in schema if f.name not in values.schema.names]
+            if missing:
+                raise ValueError(f"the table lacks the value schema's field(s) {missing}")
+            cols = [values.column(f.name) for f in schema]
+            cols = [c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in cols]
+            return pa.StructArray.from_arrays([c.cast(f.type) for c, f in zip(cols, schema)], fields=list(schema))
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks()
+        if isinstance(values, pa.Array):
+            if pa.types.is_struct(values.type):
+                return values.cast(struct)
+            if pa.types.is_binary(values.type) or pa.types.is_string(values.type):
+                values = [None if v is None else json.loads(v) for v in values.to_pylist()]
+        return pa.array(list(values), type=struct)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, json.JSONDecodeError, KeyError) as exc:
+        names = ", ".join(f"{f.name}: {f.type}" for f in schema)
+        raise ValueError(f"values do not fit the topic's value schema ({names}): {exc}") from None
 
 
 class Producer(core.ProducerCore):
@@ -189,6 +216,13 @@ class Producer(core.ProducerCore):
             callbacks = acc.callbacks
             min_ts, max_ts = acc.min_timestamp, acc.max_timestamp
             batch = acc.to_batch()
+            if slot.topic.value_schema is not None:
+                try:
+                    batch = batch.set_column(2, "value", typed_values(batch.column(2), slot.topic.value_schema))
+                except (TypeError, ValueError) as exc:
+                    self._sent(n)
+                    self._error = exc
+                    raise
             if partition == slot.sticky:
                 slot.next_sticky()
             log = slot.topic.partition(partition)
@@ -341,23 +375,27 @@ class Producer(core.ProducerCore):
         if self._closed:
             self._raise_closed()
         self._raise_pending()
+        slot = self._slots.get(topic) or self._open_slot(topic)
+        value_schema = slot.topic.value_schema
         if isinstance(values, (pa.Table, pa.RecordBatch)):
             table = values
             names = table.schema.names
-            if "value" not in names:
+            if "value" in names:
+                values = table.column("value")
+            elif value_schema is not None:
+                values = table  # the value schema's fields, as columns
+            else:
                 raise ValueError("a table given to produce_batch needs a 'value' column")
-            values = table.column("value")
             keys = table.column("key") if keys is None and "key" in names else keys
             timestamps = table.column("timestamp") if timestamps is None and "timestamp" in names else timestamps
             headers = table.column("headers") if headers is None and "headers" in names else headers
-        values = binary_array(values, "values")
+        values = binary_array(values, "values") if value_schema is None else typed_values(values, value_schema)
         n = len(values)
         if n == 0:
             return 0
         keys = binary_array(keys, "keys", n) if keys is not None else pa.nulls(n, pa.binary())
         ts = self._timestamps(timestamps, n)
         hdrs = self._headers_array(headers, n)
-        slot = self._slots.get(topic) or self._open_slot(topic)
         # what is already queued for these partitions goes first
         if partition is not None:
             if not isinstance(partition, int) or not 0 <= partition < slot.partitions:
@@ -379,7 +417,7 @@ class Producer(core.ProducerCore):
         else:
             parts = {slot.sticky: None}
             slot.next_sticky()
-        batch = pa.RecordBatch.from_arrays([ts, keys, values, hdrs], schema=PRODUCE_SCHEMA)
+        batch = pa.RecordBatch.from_arrays([ts, keys, values, hdrs], names=PRODUCE_SCHEMA.names)
         for p, rows in parts.items():
             part = batch if rows is None else batch.take(pa.array(rows))
             self._send(slot, p)  # keep order with records produce()d earlier
@@ -390,7 +428,11 @@ class Producer(core.ProducerCore):
         """Append ``batch`` as frames of about batch.size bytes."""
         log = slot.topic.partition(partition)
         values = batch.column(2)
-        offsets = np.frombuffer(values.buffers()[1], dtype=np.int32, count=len(values) + 1, offset=values.offset * 4)
+        if pa.types.is_binary(values.type):
+            offsets = np.frombuffer(values.buffers()[1], dtype=np.int32, count=len(values) + 1, offset=values.offset * 4)
+        else:  # typed values: split by an even share of the bytes
+            per_row = max(1, batch.nbytes // max(1, batch.num_rows))
+            offsets = np.arange(batch.num_rows + 1, dtype=np.int64) * per_row
         limit = self._batch_bytes
         start, n = 0, batch.num_rows
         ts_all = batch.column(0).cast(pa.int64()).to_numpy()

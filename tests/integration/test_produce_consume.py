@@ -251,6 +251,19 @@ def test_typed_value_topic(data_dir):
     t = replay(data_dir, "orders").to_arrow()
     assert t.column_names == ["partition", "offset", "timestamp", "key", "orderId", "total", "headers"]
     assert t.column("total").to_pylist() == [1.5, 2.5]
+    with Producer({"log.dir": data_dir}) as p:
+        p.produce_batch("orders", pa.table({"orderId": ["c", "d"], "total": [3, 4]}), keys=[b"k1", b"k2"])
+        p.produce_batch("orders", [{"orderId": "e", "total": 5.0}])
+        p.produce("orders", b'{"orderId": "f", "total": 6.5}')
+        p.flush()
+        with pytest.raises(ValueError, match="value schema"):
+            p.produce_batch("orders", pa.table({"orderId": ["x"]}))
+    t = replay(data_dir, "orders").to_arrow()
+    assert t.column("orderId").to_pylist() == ["a", "b", "c", "d", "e", "f"]
+    assert t.column("total").to_pylist() == [1.5, 2.5, 3.0, 4.0, 5.0, 6.5]
+    with Consumer({"log.dir": data_dir}) as c:
+        c.assign([TopicPartition("orders", 0, 5)])
+        assert c.poll(1).value() == {"orderId": "f", "total": 6.5}
 
 
 def test_datetime_timestamps(data_dir):

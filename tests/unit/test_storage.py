@@ -202,3 +202,16 @@ def test_offset_for_timestamp_matches_brute_force_on_unordered_times(data_dir):
                     expected = fr.base_offset + next(i for i, t in enumerate(ts) if t >= target)
                     break
             assert log.offset_for_timestamp(target) == expected, target
+
+
+def test_add_partitions_keeps_records(data_dir):
+    with LogDir(data_dir) as d:
+        d.create_topic("t", 2).partition(1).append(batch(5))
+        t = d.add_partitions("t", 4)
+        assert t.num_partitions == 4
+        assert t.partition(1).watermarks() == (0, 5)
+        assert t.partition(3).watermarks() == (0, 0)
+        with pytest.raises(errors.ConfigError):
+            d.add_partitions("t", 3)
+    with LogDir(data_dir) as d:
+        assert d.topic("t").num_partitions == 4

@@ -258,6 +258,26 @@ class LogDir:
             self._topics.pop(name, None)
         return self.topic(name)
 
+    def add_partitions(self, name: str, total: int) -> Topic:
+        """Grow a topic to ``total`` partitions (Kafka's CreatePartitions).
+        Existing partitions keep their records; as with Kafka, keys map to
+        different partitions from now on."""
+        t = self.topic(name)
+        if not isinstance(total, int) or isinstance(total, bool) or total <= t.num_partitions:
+            raise ConfigError(f"topic {name!r} has {t.num_partitions} partitions; the new count must be larger")
+        if total > 100_000:
+            raise ConfigError("at most 100000 partitions")
+        with self._lock, _Flock(self._lock_fd):
+            with open(self._meta_path(name)) as f:
+                meta = json.load(f)
+            if total <= meta["partitions"]:
+                raise ConfigError(f"topic {name!r} already has {meta['partitions']} partitions")
+            meta["partitions"] = total
+            _write_json_atomic(self._meta_path(name), meta)
+            t.close()
+            self._topics.pop(name, None)
+        return self.topic(name)
+
     def delete_topic(self, name: str) -> None:
         validate_topic_name(name)
         with self._lock, _Flock(self._lock_fd):

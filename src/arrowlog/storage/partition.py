@@ -218,9 +218,9 @@ class PartitionLog:
             try:
                 entries = seg.index_entries_on_disk()
                 if not seg.index_is_sane(entries[0], entries[1], seg.file_size):
-                    _, _, frames = core.scan_frames(seg.log, seg.header_size, seg.file_size, base, False)
+                    end, _, frames = core.scan_frames(seg.log, seg.header_size, seg.file_size, base, False)
                     oe, te, _, _ = seg.rebuild_indexes(frames, self.index_interval)
-                    seg.trim(seg.file_size, oe, te)
+                    seg.trim(self._trusted_end(seg, end), oe, te)
                     report["indexes_rebuilt"] += 1
             finally:
                 seg.close()
@@ -294,6 +294,13 @@ class PartitionLog:
     def _garbage_bytes(seg: Segment, end: int) -> int:
         return max(0, seg.file_size - end) if seg.log.read(end, min(64, seg.file_size - end)).strip(b"\0") else 0
 
+    @classmethod
+    def _trusted_end(cls, seg: Segment, end: int) -> int:
+        """Where to cut a closed segment whose frames end at ``end``: a
+        zero tail is the preallocation of a trim at roll that a power loss
+        undid (readers would fail on it); anything else is left for verify."""
+        return end if end < seg.file_size and not cls._scan_tail_garbage(seg, end) else seg.file_size
+
     @staticmethod
     def _scan_tail_garbage(seg: Segment, end: int) -> bool:
         return bool(seg.log.read(end, min(4096, seg.file_size - end)).strip(b"\0"))
@@ -310,9 +317,9 @@ class PartitionLog:
                 try:
                     oe, te = seg.index_entries_on_disk()
                     if not seg.index_is_sane(oe, te, seg.file_size):
-                        _, _, frames = core.scan_frames(seg.log, seg.header_size, seg.file_size, base, False)
+                        end, _, frames = core.scan_frames(seg.log, seg.header_size, seg.file_size, base, False)
                         oe, te, _, _ = seg.rebuild_indexes(frames, self.index_interval)
-                        seg.trim(seg.file_size, oe, te)
+                        seg.trim(self._trusted_end(seg, end), oe, te)
                 finally:
                     seg.close()
             elif base == st["active_base_offset"]:
@@ -383,9 +390,10 @@ class PartitionLog:
         return st["log_start_offset"], st["next_offset"]
 
     def wait(self, offset: int, timeout: float) -> bool:
-        """Block until a record at ``offset`` or later is readable, at most
-        ``timeout`` seconds (negative: no limit). Costs no CPU while idle."""
-        return self.state.wait_beyond(offset - 1, timeout)
+        """Block until the high watermark passes ``offset`` (the record at
+        ``offset`` is readable), at most ``timeout`` seconds (negative: no
+        limit). Returns whether it did. Costs no CPU while idle (futex)."""
+        return self.state.wait_beyond(offset, timeout)
 
     # -- appending ---------------------------------------------------------------
 
