@@ -1,5 +1,5 @@
-"""How fast does a log reopen: after an unclean shutdown (GiB/s of segment
-data scanned by recovery) and after a clean one (seconds for a 1 GiB log)?
+"""How fast does a log reopen after an unclean shutdown (GiB/s of segment data
+scanned by recovery), and after a clean one (seconds for a 1 GiB log)?
 
 A child process writes 1 GiB of 1 KiB values into one partition (64 MiB with
 --quick) with ``produce_batch``. For the *clean* log it flushes and closes the
