@@ -19,6 +19,7 @@ from .errors import (
     ArrowlogError,
     ConfigError,
     CorruptRecordError,
+    InvalidRecordError,
     InvalidTopicError,
     KafkaError,
     KafkaException,
@@ -38,7 +39,7 @@ __all__ = [
     "Producer", "Consumer", "TopicPartition", "replay", "Replay", "timestamp_ms",
     "OFFSET_BEGINNING", "OFFSET_END", "OFFSET_INVALID", "OFFSET_STORED",
     "LogDir", "Message", "KafkaError", "KafkaException", "ArrowlogError", "ConfigError", "CorruptRecordError",
-    "InvalidTopicError", "OffsetOutOfRangeError", "StorageError", "TopicExistsError", "UnknownPartitionError",
+    "InvalidTopicError", "InvalidRecordError", "OffsetOutOfRangeError", "StorageError", "TopicExistsError", "UnknownPartitionError",
     "UnknownTopicError", "TIMESTAMP_CREATE_TIME", "TIMESTAMP_LOG_APPEND_TIME", "TIMESTAMP_NOT_AVAILABLE",
     "crc32c", "murmur2", "murmur2_partition",
 ]

@@ -40,6 +40,10 @@ class OffsetOutOfRangeError(ArrowlogError):
     beyond the high watermark."""
 
 
+class InvalidRecordError(ArrowlogError, ValueError):
+    """A record does not fit its topic (for example its value schema)."""
+
+
 class CorruptRecordError(ArrowlogError):
     """Stored data failed its checksum or structure checks."""
 

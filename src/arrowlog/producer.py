@@ -43,6 +43,7 @@ from ._location import is_kafka, local_path, location_of, split_config
 from ._native import core
 from .errors import (
     ArrowlogError,
+    InvalidRecordError,
     KafkaError,
     LogClosedError,
     UnknownPartitionError,
@@ -108,7 +109,7 @@ def typed_values(values: Any, schema: pa.Schema) -> pa.StructArray:
         if isinstance(values, (pa.Table, pa.RecordBatch)):
             missing = [f.name for f in schema if f.name not in values.schema.names]
             if missing:
-                raise ValueError(f"the table lacks the value schema's field(s) {missing}")
+                raise InvalidRecordError(f"the table lacks the value schema's field(s) {missing}")
             cols = [values.column(f.name) for f in schema]
             cols = [c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in cols]
             return pa.StructArray.from_arrays([c.cast(f.type) for c, f in zip(cols, schema)], fields=list(schema))
@@ -119,10 +120,11 @@ def typed_values(values: Any, schema: pa.Schema) -> pa.StructArray:
                 return values.cast(struct)
             if pa.types.is_binary(values.type) or pa.types.is_string(values.type):
                 values = [None if v is None else json.loads(v) for v in values.to_pylist()]
-        return pa.array(list(values), type=struct)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, json.JSONDecodeError, KeyError) as exc:
+        rows = [json.loads(v) if isinstance(v, (bytes, str)) else v for v in values]
+        return pa.array(rows, type=struct)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, json.JSONDecodeError, KeyError, TypeError) as exc:
         names = ", ".join(f"{f.name}: {f.type}" for f in schema)
-        raise ValueError(f"values do not fit the topic's value schema ({names}): {exc}") from None
+        raise InvalidRecordError(f"values do not fit the topic's value schema ({names}): {exc}") from None
 
 
 class Producer(core.ProducerCore):

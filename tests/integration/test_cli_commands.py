@@ -514,8 +514,9 @@ def test_topic_with_a_value_schema(cli, tmp_path):
     ok(cli("topic", "create", "typed", "--value-schema", "id:int64,name:string"))
     info = ok(cli("topic", "describe", "typed", "--json")).json[0]
     assert [f["name"] for f in info["config"]["value.schema"]["fields"]] == ["id", "name"]
-    res = cli("produce", "typed", input='{"id": 1}\n')
-    assert res.rc == 6 and "value schema" in res.err  # the Producer writes bytes values only, so far
+    ok(cli("produce", "typed", input='{"id": 0, "name": "z"}\n'))  # each line a JSON object of the fields
+    res = cli("produce", "typed", input='{"id": "not a number"}\n')
+    assert res.rc == 1 and "value schema" in res.err
 
     from arrowlog.storage import LogDir
 
@@ -526,10 +527,11 @@ def test_topic_with_a_value_schema(cli, tmp_path):
             [pa.array([T0, T0 + 1], t.schema.field("timestamp").type), pa.array([b"k", None], pa.binary()),
              values, pa.nulls(2, t.schema.field("headers").type)],
             names=["timestamp", "key", "value", "headers"]))
-    assert ok(cli("consume", "typed", "--format", "text")).lines == ['{"id":1,"name":"a"}', '{"id":2,"name":null}']
+    assert ok(cli("consume", "typed", "--format", "text")).lines == [
+        '{"id":0,"name":"z"}', '{"id":1,"name":"a"}', '{"id":2,"name":null}']
     ok(cli("export", "typed", "--to", str(tmp_path / "typed.parquet")))
     assert pq.read_table(str(tmp_path / "typed.parquet")).column("value").to_pylist() == [
-        {"id": 1, "name": "a"}, {"id": 2, "name": None}]
+        {"id": 0, "name": "z"}, {"id": 1, "name": "a"}, {"id": 2, "name": None}]
 
 
 def test_create_with_config_keys_and_bad_values(cli):
@@ -543,3 +545,5 @@ def test_create_with_config_keys_and_bad_values(cli):
     assert res.rc == EXIT_USAGE and "only letters" in res.err
     res = cli("topic", "alter", "c", "--partitions", "1")
     assert res.rc == EXIT_USAGE and "can only be added" in res.err
+    ok(cli("topic", "alter", "c", "--partitions", "5"))
+    assert len(ok(cli("topic", "describe", "c", "--json")).json[0]["partitions"]) == 5

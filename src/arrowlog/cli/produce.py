@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 import click
 
-from .common import EXIT_NOT_FOUND, EXIT_USAGE, CliError, Unavailable, command_body, note, resolve_data_dir
+from .common import EXIT_NOT_FOUND, EXIT_USAGE, CliError, command_body, note, resolve_data_dir
 from .formatting import FormatError, parse_json_record, unescape
 from .offsets import now_ms
 from .store import complete_topics, get_topic, open_logdir
@@ -147,8 +147,7 @@ def produce_cmd(topic: str, key: str | None, key_delim: str | None, headers: tup
         raise CliError(f"topic {topic!r} has no partition {partition} (partitions 0-{t.num_partitions - 1})",
                        EXIT_NOT_FOUND)
 
-    if getattr(t, "value_schema", None) is not None:
-        raise Unavailable(f"topic {topic!r} has a value schema; arrowlog.Producer cannot write typed values yet")
+    # A topic with a value schema takes each line as a JSON object of its fields.
     reads = read_lines(sys.stdin.buffer)
     fixed_key = None if key is None else key.encode()
     if as_json:

@@ -11,7 +11,6 @@ import click
 from .common import (
     EXIT_EXISTS,
     CliError,
-    Unavailable,
     command_body,
     human_bytes,
     note,
@@ -286,29 +285,11 @@ def alter_cmd(name: str, partitions: int | None, retention: str | None, retentio
                 f"{name!r} has {t.num_partitions} partitions; partitions can only be added",
                 param_hint="'--partitions'")
         if partitions > t.num_partitions:
-            _call_first(
-                "adding partitions",
-                [(logdir, "create_partitions", (name, partitions)),
-                 (t, "add_partitions", (partitions - t.num_partitions,)),
-                 (t, "set_partitions", (partitions,))])
+            logdir.add_partitions(name, partitions)
             note(f"topic {name} now has {partitions} partitions")
     if cfg:
-        _call_first(
-            "changing topic config",
-            [(logdir, "alter_topic", (name, cfg)),
-             (t, "alter_config", (cfg,)),
-             (t, "set_config", (cfg,)),
-             (t, "update_config", (cfg,))])
+        logdir.alter_topic(name, cfg)
         note(f"topic {name}: set " + ", ".join(f"{k}={v}" for k, v in cfg.items()))
-
-
-def _call_first(what: str, candidates: list[tuple[Any, str, tuple]]) -> Any:
-    """Call the first of these storage methods that exists."""
-    for obj, method, args in candidates:
-        fn = getattr(obj, method, None)
-        if callable(fn):
-            return fn(*args)
-    raise Unavailable(f"{what} is not supported by this version of the storage layer")
 
 
 @topic_group.command(
