@@ -109,7 +109,7 @@ def demo_cmd(ctx: click.Context) -> None:
         mod = importlib.import_module("arrowlog.demo")
     except ImportError:
         raise Unavailable("the demo is not available in this build (arrowlog.demo)") from None
-    rc = mod.main(list(ctx.args)) if ctx.args else mod.main()
+    rc = mod.main(list(ctx.args))
     ctx.exit(rc if isinstance(rc, int) else 0)
 
 
