@@ -34,6 +34,7 @@ awaited by that thread (it must not await this AsyncConsumer, which is busy).
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import functools
 import inspect
@@ -72,7 +73,7 @@ class AsyncConsumer(_Threaded):
         super().__init__("arrowlog-aconsumer")
         self._consumer = Consumer(config, **kwargs)
         self.batch_size = batch_size
-        self._ready: list = []     # fetched by a hop, not yet yielded by __anext__
+        self._ready: collections.deque = collections.deque()   # fetched by a hop, not yet yielded
         self._closed = False
 
     @property
@@ -86,8 +87,8 @@ class AsyncConsumer(_Threaded):
         """Up to ``num_messages`` messages, waiting up to ``timeout`` seconds
         (negative or None: until there are some)."""
         if self._ready:
-            out, self._ready = self._ready[:num_messages], self._ready[num_messages:]
-            return out
+            ready = self._ready
+            return [ready.popleft() for _ in range(min(num_messages, len(ready)))]
         forever = timeout is None or timeout < 0
         deadline = time.monotonic() + (0 if forever else timeout)
         while True:
@@ -135,12 +136,10 @@ class AsyncConsumer(_Threaded):
             if self._closed:
                 raise StopAsyncIteration
             try:
-                self._ready = await self._fetch(self.batch_size, HOP_S)
+                self._ready.extend(await self._fetch(self.batch_size, HOP_S))
             except LogClosedError:
                 raise StopAsyncIteration from None
-        msg = self._ready[0]
-        del self._ready[0]
-        return msg
+        return self._ready.popleft()
 
     async def batches(self, batch_size: int | None = None, timeout: float = HOP_S) -> AsyncIterator[list]:
         """Lists of messages as they come (an empty hop yields nothing)."""
@@ -181,7 +180,8 @@ class AsyncConsumer(_Threaded):
         return await self._call(self._consumer.assignment)
 
     async def seek(self, partition: TopicPartition) -> None:
-        self._ready = [m for m in self._ready if (m.topic(), m.partition()) != (partition.topic, partition.partition)]
+        key = (partition.topic, partition.partition)
+        self._ready = collections.deque(m for m in self._ready if (m.topic(), m.partition()) != key)
         await self._call(self._consumer.seek, partition)
 
     async def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
@@ -212,8 +212,8 @@ class AsyncConsumer(_Threaded):
         if self._closed:
             return
         self._closed = True
-        undelivered = self._ready
-        self._ready = []
+        undelivered = list(self._ready)
+        self._ready.clear()
         cf = concurrent.futures.Future()
         cf.set_result(undelivered)
         try:
@@ -231,11 +231,16 @@ class AsyncConsumer(_Threaded):
 
 class AsyncProducer(_Threaded):
     """confluent-kafka's Producer for asyncio: ``await produce()`` returns a
-    future of the delivered Message (or raises its error)."""
+    future of the delivered Message (or raises its error).
 
-    def __init__(self, config: Any = None, /, **kwargs: Any):
+    ``delivery_reports=False`` resolves each future with None once its
+    record is in the log, skipping the per-record report Message: several
+    times the throughput when the offset is not needed."""
+
+    def __init__(self, config: Any = None, /, *, delivery_reports: bool = True, **kwargs: Any):
         super().__init__("arrowlog-aproducer")
         self._producer = Producer(config, **kwargs)
+        self._reports = delivery_reports
         self._buffer: list = []
         self._drain: asyncio.Task | None = None
         self._closed = False
@@ -279,12 +284,19 @@ class AsyncProducer(_Threaded):
         produce = self._producer.produce
         for topic, value, key, partition, timestamp, headers, fut in batch:
             try:
-                produce(topic, value, key=key, partition=partition, timestamp=timestamp, headers=headers,
-                        on_delivery=functools.partial(_delivered, report, fut))
+                if self._reports:
+                    produce(topic, value, key=key, partition=partition, timestamp=timestamp, headers=headers,
+                            on_delivery=functools.partial(_delivered, report, fut))
+                else:
+                    produce(topic, value, key=key, partition=partition, timestamp=timestamp, headers=headers)
             except BaseException as exc:
                 report((fut, exc, None))
         try:
             self._producer.flush()
+            if not self._reports:
+                failed = {id(r[0]) for r in results}
+                results.extend((item[-1], None, None) for item in batch if id(item[-1]) not in failed)
+                return results
             # flush() can return while the producer's linger thread is still
             # appending a batch it took just before; its reports follow.
             deadline = time.monotonic() + REPORT_WAIT_S

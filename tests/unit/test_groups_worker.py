@@ -140,3 +140,14 @@ def test_async_producer_reports_errors_on_the_future(data):
 
     msg = asyncio.run(main())
     assert msg.partition() == 1 and msg.offset() == 50
+
+
+def test_async_producer_without_delivery_reports_resolves_after_append(data):
+    async def main():
+        async with AsyncProducer({"log.dir": data}, delivery_reports=False) as p:
+            futs = [await p.produce("t", b"%d" % i, partition=0) for i in range(500)]
+            return await asyncio.gather(*futs)
+
+    assert asyncio.run(main()) == [None] * 500
+    with arrowlog.LogDir(data) as log:
+        assert log.topic("t").partition(0).high_watermark == 550
