@@ -34,6 +34,8 @@ STATE_FIELDS = (
     "active_max_timestamp", "offset_index_entries", "time_index_entries", "bytes_since_index",
     "recovery_point", "generation", "segment_created_ms",
 )
+# StatePayload is a run of int64 fields in STATE_FIELDS order.
+STATE_SLOT = {name: i for i, name in enumerate(STATE_FIELDS)}
 cdef bytes STATE_MAGIC = b"ARWLSTAT"
 
 
@@ -96,14 +98,8 @@ cdef class PartitionState:
         cdef StatePayload p
         if not arrowlog_seq_read(self.seq, &p, self.payload, sizeof(StatePayload)):
             raise BlockingIOError("partition state is being published by a writer that died")
-        return {
-            "log_start_offset": p.log_start_offset, "next_offset": p.next_offset,
-            "active_base_offset": p.active_base_offset, "active_position": p.active_position,
-            "active_max_timestamp": p.active_max_timestamp,
-            "offset_index_entries": p.offset_index_entries, "time_index_entries": p.time_index_entries,
-            "bytes_since_index": p.bytes_since_index, "recovery_point": p.recovery_point,
-            "generation": p.generation, "segment_created_ms": p.segment_created_ms,
-        }
+        cdef int64_t *slots = <int64_t *>&p
+        return {name: slots[i] for i, name in enumerate(STATE_FIELDS)}
 
     cpdef int64_t next_offset(self) except? -1:
         cdef StatePayload p
@@ -122,21 +118,10 @@ cdef class PartitionState:
         waiting readers."""
         self._need_write()
         cdef StatePayload p
+        cdef int64_t *slots = <int64_t *>&p
         memcpy(&p, self.payload, sizeof(StatePayload))
         for name, value in fields.items():
-            if name == "log_start_offset": p.log_start_offset = value
-            elif name == "next_offset": p.next_offset = value
-            elif name == "active_base_offset": p.active_base_offset = value
-            elif name == "active_position": p.active_position = value
-            elif name == "active_max_timestamp": p.active_max_timestamp = value
-            elif name == "offset_index_entries": p.offset_index_entries = value
-            elif name == "time_index_entries": p.time_index_entries = value
-            elif name == "bytes_since_index": p.bytes_since_index = value
-            elif name == "recovery_point": p.recovery_point = value
-            elif name == "generation": p.generation = value
-            elif name == "segment_created_ms": p.segment_created_ms = value
-            else:
-                raise KeyError(name)
+            slots[<Py_ssize_t>STATE_SLOT[name]] = value
         arrowlog_seq_begin(self.seq)
         memcpy(self.payload, &p, sizeof(StatePayload))
         arrowlog_seq_end(self.seq)
