@@ -41,7 +41,7 @@ from typing import NamedTuple
 
 from .._native import core
 from ..errors import GroupError
-from ..storage.partition import _fsync_dir as fsync_dir
+from ..storage.files import fsync_dir
 
 OFFSETS_FILE = "offsets.json"
 FORMAT_VERSION = 1

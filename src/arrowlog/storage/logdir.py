@@ -18,7 +18,6 @@ deletion are serialised across processes by ``<data>/topics/.lock``.
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import re
@@ -38,8 +37,8 @@ from ..errors import (
     UnknownPartitionError,
     UnknownTopicError,
 )
+from .files import ExclusiveFlock, open_shared_file, storage_error, write_json_atomic
 from .partition import ENVELOPE_SCHEMA, PartitionLog
-from .segment import open_shared_file, storage_error
 
 _TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
 MAX_TOPIC_LENGTH = 249
@@ -206,7 +205,7 @@ class LogDir:
         nparts = resolved.pop("partitions")
         schema = value_schema_from_config(resolved.get("value.schema"))
         resolved["value.schema"] = schema_to_json(schema)
-        with self._lock, _Flock(self._lock_fd):
+        with self._lock, ExclusiveFlock(self._lock_fd):
             exists = os.path.exists(self._meta_path(name))
             if exists and not exist_ok:
                 raise TopicExistsError(f"topic {name!r} already exists")
@@ -215,7 +214,7 @@ class LogDir:
                 try:
                     os.makedirs(directory, mode=0o700, exist_ok=True)
                     meta = {"name": name, "partitions": nparts, "config": resolved, "topic_id": os.urandom(16).hex()}
-                    _write_json_atomic(self._meta_path(name), meta)
+                    write_json_atomic(self._meta_path(name), meta)
                 except OSError as exc:
                     raise storage_error(exc, f"cannot create topic {name!r}") from exc
         # topic() takes self._lock, which is not reentrant: call it outside
@@ -251,9 +250,9 @@ class LogDir:
         resolved = _config.resolve(_config.TOPIC, current, what="topic")
         resolved.pop("partitions")
         resolved["value.schema"] = t.config.get("value.schema")
-        with self._lock, _Flock(self._lock_fd):
+        with self._lock, ExclusiveFlock(self._lock_fd):
             meta = {"name": name, "partitions": t.num_partitions, "config": resolved, "topic_id": t.topic_id}
-            _write_json_atomic(self._meta_path(name), meta)
+            write_json_atomic(self._meta_path(name), meta)
             t.close()
             self._topics.pop(name, None)
         return self.topic(name)
@@ -267,20 +266,20 @@ class LogDir:
             raise ConfigError(f"topic {name!r} has {t.num_partitions} partitions; the new count must be larger")
         if total > 100_000:
             raise ConfigError("at most 100000 partitions")
-        with self._lock, _Flock(self._lock_fd):
+        with self._lock, ExclusiveFlock(self._lock_fd):
             with open(self._meta_path(name)) as f:
                 meta = json.load(f)
             if total <= meta["partitions"]:
                 raise ConfigError(f"topic {name!r} already has {meta['partitions']} partitions")
             meta["partitions"] = total
-            _write_json_atomic(self._meta_path(name), meta)
+            write_json_atomic(self._meta_path(name), meta)
             t.close()
             self._topics.pop(name, None)
         return self.topic(name)
 
     def delete_topic(self, name: str) -> None:
         validate_topic_name(name)
-        with self._lock, _Flock(self._lock_fd):
+        with self._lock, ExclusiveFlock(self._lock_fd):
             if not os.path.exists(self._meta_path(name)):
                 raise UnknownTopicError(f"topic {name!r} does not exist in {self.path}")
             t = self._topics.pop(name, None)
@@ -318,32 +317,3 @@ class LogDir:
         return f"<LogDir {self.path}>"
 
 
-def _write_json_atomic(path: str, obj: Any) -> None:
-    """tmp → fsync → rename → fsync(dir): after a crash the file is the old
-    or the new one, never torn."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    try:
-        os.write(fd, json.dumps(obj, indent=1, sort_keys=True).encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
-    dfd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
-class _Flock:
-    __slots__ = ("fd",)
-
-    def __init__(self, fd: int):
-        self.fd = fd
-
-    def __enter__(self) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_UN)

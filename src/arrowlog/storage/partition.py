@@ -50,14 +50,13 @@ from ..errors import (
     PartitionFailedError,
     StorageError,
 )
+from .files import ExclusiveFlock, close_fds, fsync_dir, open_shared_file, storage_error
 from .segment import (
     INDEX_BYTES,
     MAX_RELATIVE_OFFSET,
     MAX_SEGMENT_BYTES,
     Segment,
-    open_shared_file,
     parse_segment_name,
-    storage_error,
 )
 
 ENVELOPE_SCHEMA = core.ENVELOPE_SCHEMA
@@ -87,14 +86,6 @@ class Frame:
 
     def __repr__(self) -> str:
         return f"<Frame {self.base_offset}..{self.next_offset - 1} size={self.size}>"
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class PartitionLog:
@@ -203,7 +194,7 @@ class PartitionLog:
             seg = Segment.create(self.directory, 0, self.schema, self.compression, self._capacity(), self._now_ms())
             self._writer = seg
             bases = [0]
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         recovery_point = old["recovery_point"] if old else 0
         start = 0
         for i, base in enumerate(bases):
@@ -266,7 +257,7 @@ class PartitionLog:
         oe, te, since, max_ts = self._rebuild(seg, frames, report)
         seg.ensure_allocated(end)
         self._writer = seg
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         if log_start < bases[0] or log_start > next_offset:
             log_start = bases[0]
         fields = dict(
@@ -342,7 +333,7 @@ class PartitionLog:
         return core.wall_clock_ms()
 
     def _append_locked(self):
-        return _FileLock(self._append_fd)
+        return ExclusiveFlock(self._append_fd)
 
     def _list_bases(self) -> list[int]:
         try:
@@ -604,7 +595,7 @@ class PartitionLog:
                 self._synced_bases.add(base)
             active.sync()
             if self._dir_dirty or not self._synced_bases:
-                _fsync_dir(self.directory)
+                fsync_dir(self.directory)
                 self._dir_dirty = False
         except OSError as exc:
             self._failed = exc
@@ -899,14 +890,7 @@ class PartitionLog:
             self._close_fds()
 
     def _close_fds(self) -> None:
-        for attr in ("_state_fd", "_append_fd", "_open_fd"):
-            fd = getattr(self, attr, -1)
-            if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-                setattr(self, attr, -1)
+        close_fds(self, "_state_fd", "_append_fd", "_open_fd")
 
     def __enter__(self) -> PartitionLog:
         return self
@@ -952,21 +936,6 @@ class _PieceSink:
 
     def close(self) -> None:
         self.closed = True
-
-
-class _FileLock:
-    """flock(LOCK_EX) for a with-block."""
-
-    __slots__ = ("fd",)
-
-    def __init__(self, fd: int):
-        self.fd = fd
-
-    def __enter__(self) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
 
 
 __all__ = ["PartitionLog", "Frame", "ENVELOPE_SCHEMA", "time"]

@@ -35,7 +35,8 @@ import struct
 import pyarrow as pa
 
 from .._native import core
-from ..errors import CorruptRecordError, StorageError
+from ..errors import CorruptRecordError
+from .files import close_fds, storage_error
 
 SEGMENT_MAGIC = b"ARWLSEG1"
 SEGMENT_FIXED_HEADER = 40
@@ -72,31 +73,6 @@ def _open_rw(path: str, create: bool) -> int:
     if create:
         flags |= os.O_CREAT
     return os.open(path, flags, 0o600)
-
-
-def open_shared_file(path: str) -> tuple[int, bool]:
-    """Open (creating) a lock or state file read-write; on a read-only file
-    system open the existing file read-only. Returns (fd, read_only)."""
-    try:
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600), False
-    except OSError as exc:
-        if exc.errno != errno.EROFS:
-            raise
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW), True
-
-
-def storage_error(exc: OSError, what: str) -> StorageError:
-    reason = {
-        errno.ENOSPC: "the disk is full: free space, then retry (nothing after this error was acknowledged)",
-        errno.EROFS: "the file system is read-only",
-        errno.EIO: "an I/O error occurred",
-        errno.EACCES: "permission denied",
-        errno.EPERM: "permission denied",
-        errno.EDQUOT: "the disk quota is exhausted",
-    }.get(exc.errno, exc.strerror or str(exc))
-    err = StorageError(exc.errno, f"{what}: {reason}")
-    err.__cause__ = exc
-    return err
 
 
 class Segment:
@@ -361,14 +337,7 @@ class Segment:
         return base, count, min_ts, max_ts, core.FRAME_HEADER_SIZE + body, batch
 
     def close(self) -> None:
-        for attr in ("log_fd", "index_fd", "time_index_fd"):
-            fd = getattr(self, attr, -1)
-            if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-                setattr(self, attr, -1)
+        close_fds(self, "log_fd", "index_fd", "time_index_fd")
         # Mappings are released when the last Arrow buffer or Message that
         # points into them is gone.
         self.log = self.index = self.time_index = None
