@@ -30,6 +30,7 @@ from .common import (
 from .consume import consume_cmd
 from .export import export_cmd
 from .group import group_group
+from .mirror import mirror_cmd
 from .ops import bench_cmd, demo_cmd, recover_cmd, serve_cmd, verify_cmd
 from .produce import produce_cmd
 from .topic import topic_group
@@ -72,7 +73,7 @@ def cli(ctx: click.Context, data: str | None) -> None:
 
 
 for command in (topic_group, produce_cmd, consume_cmd, group_group, export_cmd,
-                verify_cmd, recover_cmd, demo_cmd, bench_cmd, serve_cmd):
+                verify_cmd, recover_cmd, demo_cmd, bench_cmd, serve_cmd, mirror_cmd):
     cli.add_command(command)
 
 
