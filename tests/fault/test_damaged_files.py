@@ -338,3 +338,32 @@ def test_bit_flips_in_indexes_never_misread(indexed, seed):
             f.seek(pos)
             f.write(bytes([content[pos] ^ (1 << bit)]))
         indexed.check(f"seed={seed} flip #{i} in {name} byte {pos} bit {bit}", exact_time=kind == ".index")
+
+
+@pytest.mark.parametrize("clean", [False, True])
+def test_closed_segment_whose_trim_was_lost(tmp_path, clean):
+    """A roll trims the old segment (log and indexes) to what it holds; a
+    power loss may undo that trim while keeping a later state, leaving a
+    closed segment with a zero-filled preallocated tail below the recovery
+    point. Reads must still cross it into the next segment."""
+    data = str(tmp_path / "data")
+    d, pl = faultlib.open_partition(data, {"segment.bytes": 8192, "retention.ms": -1})
+    values = {}
+    for b in range(30):
+        vals = faultlib.batch_values(0, b, 3, 300)
+        base = pl.append(faultlib.make_batch(vals))
+        values.update((base + j, v) for j, v in enumerate(vals))
+    bases = pl.segment_bases()
+    d.close()
+    part = os.path.join(data, "topics", faultlib.TOPIC, "0")
+    os.truncate(os.path.join(part, f"{bases[0]:020d}.log"), 8192)
+    os.truncate(os.path.join(part, f"{bases[0]:020d}.index"), 10 << 20)
+    os.truncate(os.path.join(part, f"{bases[0]:020d}.timeindex"), 10 << 20)
+    with open(os.path.join(part, "partition.state"), "r+b") as f:
+        f.seek(12)  # the clean mark
+        f.write(struct.pack("<I", int(clean)))
+    d, pl = faultlib.open_partition(data)
+    try:
+        faultlib.check_log(faultlib.read_log(pl), values)
+    finally:
+        d.close()
