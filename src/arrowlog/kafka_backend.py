@@ -198,17 +198,11 @@ class KafkaProducer:
             raise LogClosedError("the producer is closed")
         if topic not in self._known:
             self._ensure_topic(topic)
-        kw: dict[str, Any] = {}
-        if partition is not None:
-            kw["partition"] = partition
-        if timestamp is not None:
-            kw["timestamp"] = to_epoch_ms(timestamp)
-        if headers is not None:
-            kw["headers"] = headers
-        if on_delivery is not None:
-            kw["on_delivery"] = on_delivery
         try:
-            self._p.produce(topic, value, key, **kw)
+            # -1 and 0 are librdkafka's "any partition" and "now"
+            self._p.produce(topic, value, key, partition=-1 if partition is None else partition,
+                            timestamp=0 if timestamp is None else to_epoch_ms(timestamp), headers=headers,
+                            on_delivery=on_delivery)
         except ck.KafkaException as exc:
             raise translate(exc, self._p, topic) from None
 

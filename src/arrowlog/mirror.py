@@ -49,6 +49,7 @@ import pyarrow as pa
 from ._location import is_kafka, local_path
 from .errors import ArrowlogError, ConfigError, OffsetOutOfRangeError, UnknownTopicError
 from .storage import LogDir
+from .storage.files import write_json_atomic
 
 CHECKPOINT_VERSION = 1
 # How often progress is made durable and recorded: a crash re-reads at most
@@ -114,18 +115,8 @@ class Checkpoint:
     def save(self) -> None:
         doc = {"version": CHECKPOINT_VERSION, "source": self.src, "destination": self.dst,
                "partitions": {f"{t}/{p}": e for (t, p), e in sorted(self.partitions.items())}}
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        tmp = f"{self.path}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(doc, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        dfd = os.open(os.path.dirname(self.path) or ".", os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        write_json_atomic(os.path.abspath(self.path), doc)
 
 
 # -- sources: batches of (timestamp, key, value, headers) with their offsets -----------------
