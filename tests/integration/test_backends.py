@@ -255,6 +255,12 @@ def test_auto_created_topic_has_num_partitions(backend):
         assert len(p.list_topics(topic).topics[topic].partitions) == 4
 
 
+def test_no_auto_create_means_unknown_topic(backend):
+    with Producer(backend.conf(auto_create_topics_enable=False)) as p:
+        with pytest.raises(UnknownTopicError):
+            p.produce("missing-" + uuid.uuid4().hex[:12], b"x")
+
+
 # -- replay ------------------------------------------------------------------------------------
 
 

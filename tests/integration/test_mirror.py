@@ -70,11 +70,12 @@ def count(where: str, topic: str, partitions: int) -> int:
             return 0
 
 
-def wait_for(predicate, what: str) -> None:
+def wait_for(predicate, what: str, log: Path | None = None) -> None:
     deadline = time.monotonic() + WAIT_S
     while not predicate():
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
+            said = f"; the mirror said:\n{log.read_text()}" if log is not None else ""
+            pytest.fail(f"timed out waiting for {what}{said}")
         time.sleep(0.05)
 
 
@@ -130,16 +131,17 @@ def test_kill_9_in_the_middle_then_restart_copies_each_record_once(direction, ka
     produce(src, topic, 0, 2000)
     # run 1 follows, and checkpoints only at the start: all it copies is
     # beyond its checkpoint when it is killed
-    proc = subprocess.Popen([sys.executable, "-m", "arrowlog", "mirror", src, dst, "--topics", topic, "--follow",
-                             "--checkpoint-ms", "600000"], env=_env(), stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "mirror.log"
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "arrowlog", "mirror", src, dst, "--topics", topic, "--follow",
+                                 "--checkpoint-ms", "600000"], env=_env(), stderr=stderr)
     try:
-        wait_for(lambda: count(dst, topic, 2) >= 2000, "the first copy")
+        wait_for(lambda: count(dst, topic, 2) >= 2000, "the first copy", log)
         produce(src, topic, 2000, 300)
-        wait_for(lambda: count(dst, topic, 2) > 2000, "some live records")
+        wait_for(lambda: count(dst, topic, 2) > 2000, "some live records", log)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     # what run 1 copied is in the destination but not in its checkpoint
     checkpoint = json.load(open(mirror_mod.default_state_path(src, dst)))
@@ -234,3 +236,56 @@ def test_cli_errors_are_one_line(kafka, tmp_path):
     assert fewer.returncode == 1 and "partition numbers cannot be kept" in fewer.stderr
     assert "Traceback" not in bad.stderr + both.stderr + fewer.stderr
     assert topic
+
+
+def test_sigterm_records_progress_and_exits_143(kafka, tmp_path):
+    src, dst = kafka, str(tmp_path / "data")
+    topic = new_topic(src, 2)
+    produce(src, topic, 0, 500)
+    log = tmp_path / "mirror.log"
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "arrowlog", "mirror", src, dst, "--topics", topic, "--follow",
+                                 "--checkpoint-ms", "600000"], env=_env(), stderr=stderr)
+    try:
+        wait_for(lambda: count(dst, topic, 2) == 500, "the copy", log)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(WAIT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, log.read_text()
+    checkpoint = json.load(open(mirror_mod.default_state_path(src, dst)))
+    assert sum(e["destination"] for e in checkpoint["partitions"].values()) == 500
+    assert sum(e["source"] for e in checkpoint["partitions"].values()) == 500
+
+
+def test_group_offsets_carry_over_as_docs_show(kafka, tmp_path):
+    """docs/SCALING.md step 3: offsets are equal on both sides after a
+    mirror, so a group's commits copy over by value."""
+    data = str(tmp_path / "data")
+    topic = new_topic(data, 3)
+    produce(data, topic, 0, 60)
+    group = "g-" + uuid.uuid4().hex[:10]
+    with Consumer({"log.dir": data, "group.id": group, "enable.auto.commit": False}) as old:
+        old.assign([TopicPartition(topic, p, 0) for p in range(3)])
+        seen = []
+        while len(seen) < 30:
+            seen.extend(old.consume(30 - len(seen), 1.0))
+        old.commit(asynchronous=False)
+    mirror(data, kafka, topic, progress=lambda line: None)
+    old = Consumer({"log.dir": data, "group.id": group})
+    new = Consumer({"log.dir": kafka, "group.id": group})
+    tps = [TopicPartition(topic, p) for p in range(3)]
+    new.commit(offsets=[tp for tp in old.committed(tps) if tp.offset >= 0], asynchronous=False)
+    old.close()
+    new.close()
+    resumed = Consumer({"log.dir": kafka, "group.id": group, "auto.offset.reset": "earliest"})
+    resumed.subscribe([topic])
+    rest: list = []
+    deadline = time.monotonic() + WAIT_S
+    while len(rest) < 30 and time.monotonic() < deadline:
+        rest.extend(m for m in resumed.consume(30, 0.5) if m.error() is None)
+    resumed.close()
+    assert len(rest) == 30
+    assert not {(m.partition(), m.offset()) for m in seen} & {(m.partition(), m.offset()) for m in rest}
