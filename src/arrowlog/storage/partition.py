@@ -370,14 +370,39 @@ class PartitionLog:
     @property
     def high_watermark(self) -> int:
         """The next offset to be written; records below it are readable."""
-        return self.state.next_offset()
+        try:
+            return self.state.next_offset()
+        except BlockingIOError:
+            return self._snapshot()["next_offset"]
 
     @property
     def log_start_offset(self) -> int:
-        return self.state.log_start_offset()
+        try:
+            return self.state.log_start_offset()
+        except BlockingIOError:
+            return self._snapshot()["log_start_offset"]
+
+    def _snapshot(self) -> dict:
+        """The published state; if a writer died between the two halves of a
+        publish (the seqlock stays odd), repair it first."""
+        try:
+            return self.state.snapshot()
+        except BlockingIOError:
+            self._repair_torn()
+            return self.state.snapshot()
+
+    def _repair_torn(self) -> None:
+        """The dead writer's append lock is free again: recover under it, so
+        readers in every process see a consistent state again."""
+        if self.read_only:
+            raise StorageError(errno.EROFS, f"the state of {self.topic}-{self.partition} was left half-published "
+                               "and the file system is read-only: mount it read-write to recover it")
+        with self._lock, self._append_locked():
+            if self.state.torn:
+                self._recover_locked()
 
     def watermarks(self) -> tuple[int, int]:
-        st = self.state.snapshot()
+        st = self._snapshot()
         return st["log_start_offset"], st["next_offset"]
 
     def wait(self, offset: int, timeout: float) -> bool:
@@ -568,6 +593,8 @@ class PartitionLog:
             if self._failed is not None:
                 raise PartitionFailedError(errno.EIO, f"partition {self.topic}-{self.partition} has failed")
             with self._append_locked():
+                if self.state.torn:
+                    self._recover_locked()
                 st = self.state.snapshot()
                 if st["recovery_point"] >= st["next_offset"]:
                     return
@@ -719,7 +746,7 @@ class PartitionLog:
         about ``max_bytes`` (the first frame always, even if larger: Kafka's
         KIP-74 rule). [] when ``offset`` is at the high watermark."""
         for attempt in range(3):
-            st = self.state.snapshot()
+            st = self._snapshot()
             if offset < st["log_start_offset"]:
                 raise OffsetOutOfRangeError(
                     f"offset {offset} is below the log start offset {st['log_start_offset']} of "
@@ -771,7 +798,7 @@ class PartitionLog:
     def offset_for_timestamp(self, timestamp: int) -> int | None:
         """The first offset whose timestamp is at or after ``timestamp`` (ms),
         or None if there is none (Kafka's ListOffsets by time)."""
-        st = self.state.snapshot()
+        st = self._snapshot()
         bases = [b for b in self._known_bases(st) if b <= st["active_base_offset"]]
         start_idx = 0
         for i, b in enumerate(bases):
@@ -818,7 +845,7 @@ class PartitionLog:
         return self._list_bases()
 
     def size_bytes(self) -> int:
-        st = self.state.snapshot()
+        st = self._snapshot()
         total = 0
         for b in self._list_bases():
             if b == st["active_base_offset"]:
@@ -832,7 +859,7 @@ class PartitionLog:
 
     def verify(self) -> dict:
         """CRC-check every published frame; a report of what was found."""
-        st = self.state.snapshot()
+        st = self._snapshot()
         report = {"segments": 0, "frames": 0, "records": 0, "bytes": 0, "errors": []}
         expected = None
         for b in self._list_bases():
