@@ -1,6 +1,7 @@
 """A writer for the fault tests to kill (run by faultlib.Writer).
 
-    writer.py append   DATA CYCLE [--fsync | --fsync-every N] [--seed N] [--batches N] [--stop-on-error]
+    writer.py append   DATA CYCLE [--fsync | --fsync-every N] [--reopen-every N] [--retention-bytes N]
+                       [--seed N] [--batches N] [--stop-on-error]
     writer.py producer DATA CYCLE [--fsync] [--seed N] [--batches N]
 
 Prints ``R`` once the partition is open, then ``A <offset> <value>`` for each
@@ -40,7 +41,10 @@ def warm_up() -> None:
 
 def run_append(args, rng: random.Random) -> int:
     warm_up()
-    _, pl = faultlib.open_partition(args.data)
+    config = dict(faultlib.TOPIC_CONFIG)
+    if args.retention_bytes:
+        config["retention.bytes"] = args.retention_bytes
+    d, pl = faultlib.open_partition(args.data, config)
     emit([b"R\n"])
     batch = 0
     pending: list[bytes] = []  # acknowledged at the next (f)sync
@@ -63,6 +67,9 @@ def run_append(args, rng: random.Random) -> int:
             emit(pending)
             pending.clear()
         batch += 1
+        if args.reopen_every and batch % args.reopen_every == 0:
+            d.close()  # a clean close (sync, trim, clean mark), then open again
+            d, pl = faultlib.open_partition(args.data, config)
     pl.close()
     return 0
 
@@ -103,6 +110,8 @@ def main() -> int:
     ap.add_argument("--fsync", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fsync-every", type=int, default=0, help="acknowledge after flush(fsync=True) every N batches")
+    ap.add_argument("--reopen-every", type=int, default=0, help="close and reopen the log every N batches")
+    ap.add_argument("--retention-bytes", type=int, default=0, help="create the topic with this retention.bytes")
     ap.add_argument("--batches", type=int, default=-1)
     ap.add_argument("--stop-on-error", action="store_true")
     args = ap.parse_args()
