@@ -29,6 +29,8 @@ CASES = {
     # mount options, writer flags, quick count, long count
     "fsync-every-append": ("", ["--fsync"], 6, 50),
     "writeback-zero-tail": ("data=writeback,nodelalloc,commit=1", ["--fsync-every", "4"], 6, 50),
+    # clean closes and reopens inside one power cycle: a clean mark must never outlive them
+    "fsync-with-reopens": ("", ["--fsync", "--reopen-every", "5"], 4, 40),
 }
 
 
