@@ -107,9 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         ctx.close()
 
     duration = time.perf_counter() - t0
-    if prior:
-        fresh = {r.key for r in rows}
-        rows = [r for r in prior if r.key not in fresh] + rows
+    if prior:  # a partial run replaces every earlier row of the benchmarks it ran (keys start with their name)
+        rows = [r for r in prior if r.key.split(".", 1)[0] not in names] + rows
     cmd = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
     meta.update(command=cmd.strip(), started=started.isoformat(timespec="seconds"), duration_s=duration,
                 runs=runs, warmup=args.warmup, records=n)
