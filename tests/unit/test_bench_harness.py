@@ -164,3 +164,13 @@ def test_every_benchmark_names_its_question_and_is_listed():
         opening = doc.split("\n\n")[0] if doc else ""
         assert opening.rstrip().endswith("?"), f"{path}: the docstring must open with its question"
         assert name in BENCHMARKS, f"{name} is not run by python -m bench"
+
+
+def test_group_benchmark_variants_are_found_in_either_layout():
+    from bench.adapters import _group_variants
+
+    flat = {"records": 10, "one_consumer_rec_s": 5.0, "three_members_rec_s": 7.0, "speedup": 1.4}
+    nested = {"records": 10, "read": {"one_consumer_rec_s": 5.0, "three_members_rec_s": 9.0},
+              "sha256": {"one_consumer_rec_s": 1.0, "three_members_rec_s": 2.0}}
+    assert list(_group_variants(flat)) == [""]
+    assert sorted(_group_variants(nested)) == ["read", "sha256"]
