@@ -17,6 +17,10 @@
    each value; "sha256" hashes each value, a stand-in for real per-record
    work, where spreading over processes pays (up to the machine's cores).
 
+3. Fail-over: two members on 6 partitions, one SIGKILLed; how long until
+   the survivor owns all six (no session timeout: the kernel drops the dead
+   member's locks, the survivor's next probe notices).
+
 ``run(quick=False) -> dict`` returns the figures; ``python -m
 bench.bench_groups [--quick]`` prints them as JSON.
 """
@@ -199,14 +203,66 @@ def group_throughput(path: str, total: int) -> dict:
     return out
 
 
+# -- 3. fail-over -----------------------------------------------------------------------------------
+
+
+def _idle_member(path: str, group: str, stop) -> None:
+    import arrowlog
+
+    c = arrowlog.Consumer({"log.dir": path, "group.id": group, "auto.offset.reset": "latest"})
+    c.subscribe(["grp"])
+    while not stop.is_set():
+        c.consume(100, 0.05)
+    c.close()
+
+
+def failover(path: str, rounds: int) -> dict:
+    """Two members on 6 partitions; SIGKILL one; milliseconds until the
+    survivor owns all 6 (seen by GroupAdmin.describe, polled every 2 ms;
+    describe only reads, it leaves removing the dead to the survivor)."""
+    from arrowlog.groups import GroupAdmin
+
+    ctx = mp.get_context("spawn")
+    admin = GroupAdmin(path)
+    times = []
+    for r in range(rounds):
+        group = f"failover-{r}"
+        stop = ctx.Event()
+        procs = [ctx.Process(target=_idle_member, args=(path, group, stop)) for _ in range(2)]
+        for pr in procs:
+            pr.start()
+
+        def owners(group: str = group) -> list[int]:
+            if group not in admin.list_groups():
+                return []
+            return sorted(len(m.assignment) for m in admin.describe(group).members)
+        deadline = time.monotonic() + 60
+        while owners() != [3, 3]:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the fail-over group did not settle")
+            time.sleep(0.01)
+        procs[1].kill()
+        t0 = time.perf_counter()
+        while owners() != [6]:
+            if time.perf_counter() - t0 > 60:
+                raise RuntimeError("the survivor did not take over")
+            time.sleep(0.002)
+        times.append((time.perf_counter() - t0) * 1000.0)
+        stop.set()
+        for pr in procs:
+            pr.join(30)
+    return {"rounds": rounds, "median_ms": _percentile(times, 50), "max_ms": max(times)}
+
+
 def run(quick: bool = False) -> dict:
     base = tempfile.mkdtemp(prefix="arrowlog-bench-groups-")
     try:
         lat = latency(os.path.join(base, "lat"), 1_000 if quick else 10_000)
         thr = group_throughput(os.path.join(base, "grp"), 200_000 if quick else 2_000_000)
+        fo = failover(os.path.join(base, "grp"), 2 if quick else 5)
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    return {"latency": lat, "group_throughput": thr, "cpus": os.cpu_count()}
+    return {"latency": lat, "group_throughput": thr, "failover": fo, "cpus": os.cpu_count()}
 
 
 if __name__ == "__main__":

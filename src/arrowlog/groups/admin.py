@@ -108,7 +108,7 @@ class GroupAdmin:
         return GroupDir(self.logdir.groups_dir, group, create=False)
 
     def _live(self, gdir: GroupDir) -> list[MemberInfo]:
-        return MemberRegistry(gdir).live(reap=True) if gdir.exists() else []
+        return MemberRegistry(gdir).live(reap=False) if gdir.exists() else []
 
     def _exists(self, gdir: GroupDir) -> bool:
         return os.path.exists(gdir.offsets_path) or bool(self._live(gdir))
