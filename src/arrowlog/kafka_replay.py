@@ -129,12 +129,9 @@ class KafkaReplay(Replay):
         while last < hi - 1:
             # consume() waits for all it is asked for: ask for no more than is left
             msgs = consumer.consume(max(1, min(BATCH_RECORDS, hi - 1 - last)), 1.0)
-            if not msgs:
-                if time.monotonic() - idle_since > STALL_TIMEOUT_S:
-                    raise KafkaException(f"{self.topic}-{p}: no records for {STALL_TIMEOUT_S:.0f} s at offset "
-                                         f"{last + 1}; expected up to {hi}")
-                continue
-            idle_since = time.monotonic()
+            if time.monotonic() - idle_since > STALL_TIMEOUT_S:
+                raise KafkaException(f"{self.topic}-{p}: no records for {STALL_TIMEOUT_S:.0f} s at offset "
+                                     f"{last + 1}; expected up to {hi}")
             records = []
             for m in msgs:
                 err = m.error()
@@ -143,13 +140,16 @@ class KafkaReplay(Replay):
                         if m.offset() >= hi:  # the end moved past us: only control records or deletions left
                             last = hi - 1
                         continue
-                    raise KafkaException(f"{self.topic}-{p}: {err.str()}")
+                    if err.fatal():
+                        raise KafkaException(f"{self.topic}-{p}: {err.str()}")
+                    continue  # informational: librdkafka retries (the stall timeout bounds it)
                 if m.offset() >= hi:
                     last = hi - 1
                     break
                 records.append(m)
             if records:
                 last = records[-1].offset()
+                idle_since = time.monotonic()
                 yield self._build(p, records, wanted)
             del msgs, records
         consumer.unassign()

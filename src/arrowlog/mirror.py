@@ -107,6 +107,9 @@ class Checkpoint:
             raise MirrorError(f"cannot read mirror checkpoint {path}: {exc}") from None
         if doc.get("version") != CHECKPOINT_VERSION:
             raise MirrorError(f"{path} is not a version-{CHECKPOINT_VERSION} mirror checkpoint")
+        if (doc.get("source"), doc.get("destination")) != (src, dst):
+            raise MirrorError(f"{path} records a mirror of {doc.get('source')} to {doc.get('destination')}, "
+                              f"not of {src} to {dst}: pass another --state file")
         for name, entry in doc.get("partitions", {}).items():
             topic, _, p = name.rpartition("/")
             self.partitions[(topic, int(p))] = {"source": int(entry["source"]),
@@ -163,6 +166,7 @@ class LogSource:
 
     def read(self, timeout: float) -> list[Chunk]:
         out: list[Chunk] = []
+        seen = self.log.notifier.current_word()  # before reading: an append after it ends the wait
         for (topic, p), position in self.positions.items():
             log = self.log.topic(topic).partition(p)
             try:
@@ -183,7 +187,7 @@ class LogSource:
                 position = fr.base_offset + fr.record_count
             self.positions[(topic, p)] = position
         if not out and timeout > 0 and self.positions:
-            self.log.notifier.wait_word(self.log.notifier.current_word(), timeout)
+            self.log.notifier.wait_word(seen, timeout)
         return out
 
     def close(self) -> None:
@@ -229,8 +233,10 @@ class KafkaSource:
                 # the end, even when the last offsets hold no record (compaction, transaction markers)
                 key = (m.topic(), m.partition())
                 self.positions[key] = max(self.positions.get(key, 0), m.offset())
-            else:
+            elif err.fatal():
                 raise MirrorError(f"reading {m.topic()}-{m.partition()} from the source: {err.str()}")
+            else:  # librdkafka retries by itself (a broker restarting, metadata not yet propagated)
+                print(f"mirror: source {m.topic()}-{m.partition()}: {err.str()} (retrying)", file=sys.stderr)
         out = []
         for (topic, p), ms in groups.items():
             ts = pa.array([m.timestamp()[1] for m in ms], type=pa.int64()).cast(pa.timestamp("ms", tz="UTC"))

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -157,16 +158,22 @@ def test_kill_9_in_the_middle_then_restart_copies_each_record_once(direction, ka
     produce(src, topic, 2300, 200)
     # run 2 resumes with frequent checkpoints and is killed again mid-copy
     produce(src, topic, 2500, 3000)
-    proc = subprocess.Popen([sys.executable, "-m", "arrowlog", "mirror", src, dst, "--topics", topic,
-                             "--checkpoint-ms", "5"], env=_env(), stderr=subprocess.DEVNULL)
+    with open(log, "a") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "arrowlog", "mirror", src, dst, "--topics", topic,
+                                 "--checkpoint-ms", "5"], env=_env(), stderr=stderr)
     time.sleep(0.8)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     # run 3 finishes: nothing missing, nothing twice, same order and partitions
     done = run_cli(src, dst, "--topics", topic)
-    assert done.returncode == 0, done.stderr
+    said = log.read_text() + done.stderr
+    assert done.returncode == 0, said
     assert "mirror: done" in done.stderr
     got, want = rows(dst, topic), rows(src, topic)
+    values = Counter((r["partition"], r["value"]) for r in got)
+    twice = sorted(k for k, n in values.items() if n > 1)
+    missing = sorted({(r["partition"], r["value"]) for r in want} - set(values))
+    assert not twice and not missing, f"{len(twice)} twice {twice[:5]}, {len(missing)} missing {missing[:5]}\n{said}"
     assert len(got) == len(want) == 5500
     assert got == want
 
@@ -197,6 +204,9 @@ def test_restart_skips_what_the_destination_already_has(kafka, tmp_path):
     json.dump(doc, open(state, "w"))
     with pytest.raises(MirrorError, match="truncated or recreated"):
         mirror(src, dst, topic, state=state, progress=lambda line: None)
+    # a checkpoint of another pair of logs is refused
+    with pytest.raises(MirrorError, match="another --state"):
+        mirror(src, str(tmp_path / "elsewhere"), topic, state=state, progress=lambda line: None)
 
 
 def test_follow_copies_live_records_and_new_topics(kafka, tmp_path, monkeypatch):
