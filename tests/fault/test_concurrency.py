@@ -74,6 +74,45 @@ def test_readers_in_other_processes_see_a_growing_prefix(data_dir, tmp_path, see
         assert res["digest"] == digest.hexdigest()
 
 
+def test_readers_follow_writers_that_get_killed(data_dir, tmp_path, seed):
+    """Readers keep the partition open (so later writers do not recover it)
+    while writer after writer is SIGKILLed mid-append: the readers see only
+    whole, published batches, and every acknowledged record."""
+    faultlib.open_partition(data_dir)[0].close()
+    rng = random.Random(seed)
+    done = str(tmp_path / "done")
+    readers = [subprocess.Popen(faultlib.scenario_cmd("reader", data=data_dir, done=done), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=faultlib.writer_env()) for _ in range(2)]
+    acked: dict[int, bytes] = {}
+    for cycle in range(faultlib.count(5, 40)):
+        w = faultlib.Writer("append", data_dir, str(cycle), "--seed", str(rng.randrange(1 << 30)))
+        w.wait_ready()
+        time.sleep(rng.uniform(0.01, 0.2))
+        rc, err = w.kill()
+        assert rc == -9, f"seed={seed} cycle={cycle}: {err}"
+        acked.update(w.acked)
+    open(done, "w").close()
+    results = []
+    for r in readers:
+        out, err = r.communicate(timeout=120)
+        results.append(faultlib.scenario_result(r.returncode, out, err, "reader"))
+    d, pl = faultlib.open_partition(data_dir)
+    try:
+        contents = faultlib.read_log(pl)
+        faultlib.check_log(contents, acked)
+    finally:
+        d.close()
+    assert acked, "the writers acknowledged nothing"
+    # The readers saw the published log; recovery may add a batch the last
+    # writer wrote whole but died before publishing. Theirs is a prefix.
+    for res in results:
+        assert max(acked) < res["records"] <= contents.high_watermark, f"seed={seed}: {res}"
+        digest = hashlib.sha256()
+        for off in range(res["records"]):
+            digest.update(b"%d " % off + contents.values[off] + b"\n")
+        assert res["digest"] == digest.hexdigest(), f"seed={seed}: a reader saw other records than the log holds"
+
+
 def test_retention_under_a_reader_is_offset_out_of_range(data_dir):
     out = faultlib.scenario("retention_under_reader", data=data_dir)
     assert out["new_start"] > out["start"], out
