@@ -424,3 +424,14 @@ def test_a_raising_callback_propagates_from_poll_and_the_hand_over_completes_lat
     settle([c])
     assert calls == [6, 6]
     c.close()
+
+
+def test_roundrobin_strategy_across_members(data):
+    cs = [consumer(data, **{"partition.assignment.strategy": "roundrobin"}) for _ in range(2)]
+    for c in cs:
+        c.subscribe(["t"])
+    owned = settle(cs)
+    first = min(range(2), key=lambda i: cs[i].memberid())
+    assert sorted(p for _, p in owned[first]) == [0, 2, 4]
+    for c in cs:
+        c.close()
