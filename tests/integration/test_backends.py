@@ -345,3 +345,29 @@ def test_cluster_only_and_embedded_only_keys_warn(backend):
 def test_bad_config_is_a_config_error(backend):
     with pytest.raises((ConfigError, ArrowlogError)):
         Producer(backend.conf(linger_ms="soon"))
+
+
+# -- the kafka:// location and config, without a cluster -------------------------------------------
+
+
+def test_kafka_locations_and_config_translation():
+    from arrowlog.kafka_backend import KafkaProducer, bootstrap_servers, kafka_config
+
+    assert bootstrap_servers("kafka://a:9092,kafka://b:9093") == "a:9092,b:9093"
+    assert bootstrap_servers("kafka://a:9092, b:9093/") == "a:9092,b:9093"
+    with pytest.raises(ConfigError, match="no broker"):
+        bootstrap_servers("kafka://")
+
+    def on_error(err):
+        return None
+
+    conf = kafka_config({"log.dir": "kafka://h:1", "acks": "all"}, {"linger_ms": 7, "error_cb": on_error},
+                        what="producer")
+    assert conf == {"bootstrap.servers": "h:1", "acks": "all", "linger.ms": 7, "error_cb": on_error,
+                    "client.id": "arrowlog"}
+    assert kafka_config({"bootstrap.servers": "kafka://h:1"}, what="consumer")["bootstrap.servers"] == "h:1"
+    with pytest.raises(ConfigError, match="no.such.key"):
+        KafkaProducer({"log.dir": "kafka://127.0.0.1:1", "no.such.key": 1})
+    p = Producer({"log.dir": "kafka://127.0.0.1:1"})     # the location picks the backend
+    assert type(p).__name__ == "KafkaProducer" and p.config["partitioner"] == "murmur2_random"
+    p.close(0)
