@@ -297,6 +297,8 @@ class Consumer:
         left = deadline - time.monotonic() if deadline >= 0 else 1.0
         if left <= 0:
             return False
+        if self._group is not None:
+            left = min(left, 0.1)  # a member re-checks its group (rebalances) this often
         active = [f for f in self._order if not f.paused]
         if len(active) == 1:
             f = active[0]

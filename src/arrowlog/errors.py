@@ -84,6 +84,9 @@ class KafkaError:
     OFFSET_OUT_OF_RANGE = 1
     CORRUPT_MESSAGE = 2
     UNKNOWN_TOPIC_OR_PART = 3
+    ILLEGAL_GENERATION = 22
+    UNKNOWN_MEMBER_ID = 25
+    REBALANCE_IN_PROGRESS = 27
     UNKNOWN = -1
     NO_ERROR = 0
 
@@ -91,7 +94,8 @@ class KafkaError:
         -191: "_PARTITION_EOF", -185: "_TIMED_OUT", -172: "_STATE", -186: "_INVALID_ARG",
         -188: "_UNKNOWN_TOPIC", -190: "_UNKNOWN_PARTITION", -192: "_MSG_TIMED_OUT", -196: "_FAIL",
         -187: "_ALL_BROKERS_DOWN", -168: "_NO_OFFSET", 1: "OFFSET_OUT_OF_RANGE", 2: "CORRUPT_MESSAGE",
-        3: "UNKNOWN_TOPIC_OR_PART", -1: "UNKNOWN", 0: "NO_ERROR",
+        3: "UNKNOWN_TOPIC_OR_PART", 22: "ILLEGAL_GENERATION", 25: "UNKNOWN_MEMBER_ID",
+        27: "REBALANCE_IN_PROGRESS", -1: "UNKNOWN", 0: "NO_ERROR",
     }
 
     def __init__(self, code: int, reason: str | None = None, fatal: bool = False, retriable: bool = False):

@@ -241,9 +241,19 @@ class Producer(core.ProducerCore):
             self._sent(n)
             self._dirty.add(log)
             if callbacks:
+                view = self._report_view(slot.name, partition, batch, base)
                 for index, cb in callbacks:
-                    self._reports.append((cb, None, self._report_message(slot.name, partition, batch, index, base + index)))
+                    self._reports.append((cb, None, view.message_at(index)))
             return n
+
+    @staticmethod
+    def _report_view(topic: str, partition: int, batch: pa.RecordBatch, base: int) -> core.BatchView:
+        """Delivery reports read from the batch just appended: no Python
+        object per record until a report's key() or value() is called."""
+        n = batch.num_rows
+        offsets = pa.array(np.arange(base, base + n, dtype=np.int64))
+        full = pa.RecordBatch.from_arrays([offsets, *batch.columns], names=["offset", *batch.schema.names])
+        return core.BatchView(full, topic, partition, base)
 
     @staticmethod
     def _report_message(topic: str, partition: int, batch: pa.RecordBatch, index: int, offset: int) -> core.Message:
