@@ -44,6 +44,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import pyarrow as pa
 
 from ._location import is_kafka, local_path
@@ -134,6 +135,13 @@ class Chunk:
     partition: int
     batch: pa.RecordBatch
     next_offset: int
+    offsets: np.ndarray | None = None   # each record's offset, when they may have gaps (Kafka compaction)
+
+    def rows_before(self, offset: int) -> int:
+        """How many records of the chunk lie below ``offset``."""
+        if self.offsets is not None:
+            return int(np.searchsorted(self.offsets, offset))
+        return max(self.batch.num_rows - (self.next_offset - offset), 0)
 
 
 class LogSource:
@@ -244,9 +252,10 @@ class KafkaSource:
                 [ts, pa.array([m.key() for m in ms], type=pa.binary()),
                  pa.array([m.value() for m in ms], type=pa.binary()), headers_array([m.headers() for m in ms])],
                 names=["timestamp", "key", "value", "headers"])
-            nxt = ms[-1].offset() + 1
+            offsets = np.fromiter((m.offset() for m in ms), dtype=np.int64, count=len(ms))
+            nxt = int(offsets[-1]) + 1
             self.positions[(topic, p)] = nxt
-            out.append(Chunk(topic, p, batch, nxt))
+            out.append(Chunk(topic, p, batch, nxt, offsets))
         return out
 
     def close(self) -> None:
@@ -439,8 +448,7 @@ class Mirror:
         batch = chunk.batch
         end = self.ends.get(key)
         if end is not None and chunk.next_offset > end:   # only what was there when we started
-            keep = batch.num_rows - (chunk.next_offset - end)
-            batch = batch.slice(0, max(keep, 0))
+            batch = batch.slice(0, chunk.rows_before(end))
             chunk.next_offset = end
         skip = self.skip.get(key, 0)
         if skip:

@@ -15,6 +15,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -302,3 +303,14 @@ def test_group_offsets_carry_over_as_docs_show(kafka, tmp_path):
     resumed.close()
     assert len(rest) == 30
     assert not {(m.partition(), m.offset()) for m in seen} & {(m.partition(), m.offset()) for m in rest}
+
+
+def test_a_run_without_follow_stops_at_the_start_time_end_even_across_offset_gaps():
+    """Records past the end a run started with are left for the next run,
+    also when a Kafka source's offsets have gaps (compaction)."""
+    from arrowlog.mirror import Chunk
+    batch = pa.RecordBatch.from_pylist([{"value": b"x"}] * 3)
+    gappy = Chunk("t", 0, batch, 11, np.array([5, 6, 10], dtype=np.int64))
+    assert [gappy.rows_before(e) for e in (5, 6, 8, 10, 11)] == [0, 1, 2, 2, 3]
+    dense = Chunk("t", 0, batch, 13)
+    assert [dense.rows_before(e) for e in (10, 12, 13)] == [0, 2, 3]
