@@ -181,6 +181,36 @@ def test_offsets_for_times(backend):
         assert c.offsets_for_times([TopicPartition(topic, 0, T0 + 99_000)])[0].offset == OFFSET_END
 
 
+def test_partition_eof_events_and_pause_resume(backend):
+    topic = backend.create_topic(2)
+    with Producer(backend.conf()) as p:
+        p.produce(topic, b"a", partition=0)
+        p.produce(topic, b"b", partition=1)
+    with Consumer(backend.conf(enable_partition_eof=True)) as c:
+        c.assign([TopicPartition(topic, 0, 0), TopicPartition(topic, 1, 0)])
+        c.pause([TopicPartition(topic, 1)])
+        got, eofs = [], set()
+        end = time.monotonic() + WAIT_S
+        while (len(got) < 1 or not eofs) and time.monotonic() < end:
+            for m in c.consume(10, 0.2):
+                if m.error() is None:
+                    got.append((m.partition(), m.value()))
+                elif m.error().code() == arrowlog.KafkaError._PARTITION_EOF:
+                    eofs.add((m.partition(), m.offset()))
+        assert got == [(0, b"a")] and eofs == {(0, 1)}      # the paused partition is silent
+        c.resume([TopicPartition(topic, 1)])
+        rest = read_all(c, 1)
+        assert [(m.partition(), m.value()) for m in rest] == [(1, b"b")]
+
+
+def test_list_topics(backend):
+    topic = backend.create_topic(3)
+    with Consumer(backend.conf()) as c:
+        meta = c.list_topics()
+        assert len(meta.topics[topic].partitions) == 3
+        assert sorted(meta.topics[topic].partitions) == [0, 1, 2]
+
+
 # -- groups ------------------------------------------------------------------------------------
 
 
@@ -214,6 +244,31 @@ def test_group_subscribe_commit_and_resume(backend):
     again = {(m.partition(), m.offset()) for m in rest}
     assert len(rest) == 8 and not seen & again
     assert len(seen | again) == 20
+
+
+def test_two_members_split_the_partitions(backend):
+    topic = backend.create_topic(4)
+    produce_numbered(backend, topic, 40)
+    conf = backend.conf(group_id=group_name(), auto_offset_reset="earliest", session_timeout_ms=6000,
+                        heartbeat_interval_ms=200)
+    members = [Consumer(conf), Consumer(conf)]
+    seen: list[list] = [[], []]
+    try:
+        for c in members:
+            c.subscribe([topic])
+        end = time.monotonic() + WAIT_S
+        while time.monotonic() < end:
+            for i, c in enumerate(members):
+                seen[i].extend((m.partition(), m.offset()) for m in c.consume(100, 0.1) if m.error() is None)
+            owned = [{tp.partition for tp in c.assignment()} for c in members]
+            if all(owned) and not owned[0] & owned[1] and owned[0] | owned[1] == {0, 1, 2, 3} \
+                    and len(set(seen[0]) | set(seen[1])) == 40:
+                break
+        assert all(owned) and not owned[0] & owned[1] and owned[0] | owned[1] == {0, 1, 2, 3}
+        assert len(set(seen[0]) | set(seen[1])) == 40
+    finally:
+        for c in members:
+            c.close()
 
 
 def test_store_offsets_then_commit(backend):
