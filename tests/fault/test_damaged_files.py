@@ -292,12 +292,12 @@ def indexed():
 @pytest.mark.parametrize("damage", ["delete", "truncate", "zero", "garbage"])
 @pytest.mark.parametrize("kind", [".index", ".timeindex"])
 def test_lost_or_damaged_index_is_rebuilt(indexed, damage, kind, seed):
-    """What a crash can do to an index (lose it, cut it, leave zeros) is
-    rebuilt or worked around: every read and time lookup stays exact.
-    Garbage is bit rot rather than a crash: reads by offset stay exact; a
-    time index carries no checksum (as in Kafka), so garbage that passes
-    its sanity check (one entry, say) can send a time lookup later or find
-    nothing, but never to a record before the timestamp."""
+    """What a crash can do to an index (lose it, cut it, leave zeros), and
+    garbage, is rebuilt or worked around: every read and time lookup stays
+    exact. (Seeds 1 and 5 found a single garbage time-index entry on
+    the active segment passing the sanity check: offset_for_timestamp said
+    None where the answer was 232. Both indexes must now start at relative
+    offset 0.)"""
     rng = random.Random(seed)
     for base in indexed.bases:  # every closed segment and the active one
         indexed.restore()
@@ -312,9 +312,8 @@ def test_lost_or_damaged_index_is_rebuilt(indexed, damage, kind, seed):
                 f.write(b"\0" * size)
         else:
             with open(path, "r+b") as f:
-                f.write(os.urandom(min(size, 4096)))
-        indexed.check(f"seed={seed} {kind} of segment {base} {damage}d",
-                      exact_time=not (damage == "garbage" and kind == ".timeindex"))
+                f.write(rng.randbytes(min(size, 4096)))
+        indexed.check(f"seed={seed} {kind} of segment {base} {damage}d")
 
 
 def test_bit_flips_in_indexes_never_misread(indexed, seed):

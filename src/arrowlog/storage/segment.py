@@ -219,11 +219,16 @@ class Segment:
         if offset_entries:
             if not core.index_is_sane(self.index, offset_entries, core.OFFSET_ENTRY_SIZE, end):
                 return False
+            # Both indexes start at the segment's first frame (relative offset 0,
+            # right after the header): garbage that happens to ascend rarely does.
             first = core.offset_index_lookup(self.index, 1, MAX_RELATIVE_OFFSET)
-            if first is None or first[1] < self.header_size:
+            if first is None or first != (0, self.header_size):
                 return False
-        if time_entries and not core.index_is_sane(self.time_index, time_entries, core.TIME_ENTRY_SIZE, end):
-            return False
+        if time_entries:
+            if not core.index_is_sane(self.time_index, time_entries, core.TIME_ENTRY_SIZE, end):
+                return False
+            if self.time_index.read(8, 4) != b"\0\0\0\0":
+                return False
         return True
 
     def rebuild_indexes(self, frames: list, interval: int) -> tuple[int, int, int, int]:
