@@ -29,9 +29,12 @@ def closed_port() -> int:
     return free_port()
 
 
+SBIN_DIRS = ("/usr/bin", "/usr/sbin")  # Debian puts nats-server in /usr/sbin, often not on a user's PATH
+
+
 def which(binary: str) -> str:
     path = shutil.which(binary) or next(
-        (p for p in (f"/usr/bin/{binary}", f"/usr/sbin/{binary}") if os.path.exists(p)), None
+        (p for p in (os.path.join(d, binary) for d in SBIN_DIRS) if os.path.exists(p)), None
     )
     if path is None:
         raise PeerUnavailable(f"{binary} is not installed (apt-get install {binary})")

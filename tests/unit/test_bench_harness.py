@@ -84,7 +84,7 @@ def test_attempt_reports_a_failing_peer_as_missing():
 
 def test_absent_server_binary_is_peer_unavailable(monkeypatch):
     monkeypatch.setattr("shutil.which", lambda name: None)
-    monkeypatch.setattr("os.path.exists", lambda p: False)
+    monkeypatch.setattr("bench.peers.SBIN_DIRS", ())
     with pytest.raises(PeerUnavailable, match="redis-server is not installed"):
         which("redis-server")
     row = attempt(Row("p.redis", "w", "Redis Streams", records=10), lambda: RedisServer("always").start())
