@@ -133,3 +133,37 @@ def test_fsync_failure_reaches_the_producer(data_dir, monkeypatch):
         p.close()
     except StorageError:
         pass
+
+
+def test_failed_background_fsync_fails_later_appends(data_dir, monkeypatch):
+    """durability=written: the fsync that fails is the producer's sync (or
+    its background one); the partition is failed from then on, so nothing
+    more is acknowledged as written either."""
+    import arrowlog.producer
+
+    faultlib.open_partition(data_dir)[0].close()
+    p = arrowlog.producer.Producer({"log.dir": data_dir, "linger.ms": 0, "fsync.interval.ms": 0})
+    p.produce(faultlib.TOPIC, b"ok", partition=0)
+    p.flush()
+
+    def failing(fd):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    with pytest.raises(PartitionFailedError):
+        p.sync()
+    monkeypatch.undo()
+    reports = []
+    p.produce(faultlib.TOPIC, b"after", partition=0, on_delivery=lambda err, msg: reports.append(err))
+    with pytest.raises(PartitionFailedError):
+        p.flush()
+    for _ in range(2):
+        try:
+            p.poll(0)
+        except StorageError:
+            pass
+    assert len(reports) == 1 and reports[0] is not None, "a record was acknowledged on a failed partition"
+    try:
+        p.close()
+    except StorageError:
+        pass
