@@ -26,11 +26,13 @@ import faultlib
 import pytest
 
 CASES = {
-    # mount options, writer flags, quick count, long count
-    "fsync-every-append": ("", ["--fsync"], 6, 50),
-    "writeback-zero-tail": ("data=writeback,nodelalloc,commit=1", ["--fsync-every", "4"], 6, 50),
+    # mount options, writer arguments, quick count, long count
+    "fsync-every-append": ("", ["append", "--fsync"], 6, 50),
+    "writeback-zero-tail": ("data=writeback,nodelalloc,commit=1", ["append", "--fsync-every", "4"], 6, 50),
     # clean closes and reopens inside one power cycle: a clean mark must never outlive them
-    "fsync-with-reopens": ("", ["--fsync", "--reopen-every", "5"], 4, 40),
+    "fsync-with-reopens": ("", ["append", "--fsync", "--reopen-every", "5"], 4, 40),
+    # the Producer with durability="fsync": acknowledged once flush() returned
+    "producer-fsync": ("", ["producer", "--fsync"], 4, 40),
 }
 
 
@@ -44,7 +46,7 @@ def test_power_loss_keeps_fsynced_records(name, ext4, seed):
     acked: dict[int, bytes] = {}
     cycles = faultlib.count(quick, long)
     for cycle in range(cycles):
-        w = faultlib.Writer("append", data, str(cycle), "--seed", str(rng.randrange(1 << 30)), *flags)
+        w = faultlib.Writer(flags[0], data, str(cycle), "--seed", str(rng.randrange(1 << 30)), *flags[1:])
         w.wait_ready()
         time.sleep(rng.uniform(0.01, 0.25))
         img.shutdown()
@@ -56,7 +58,7 @@ def test_power_loss_keeps_fsynced_records(name, ext4, seed):
         d, pl = faultlib.open_partition(data)
         try:
             contents = faultlib.read_log(pl)
-            faultlib.check_log(contents, acked)
+            faultlib.check_log(contents, acked, whole_batches=flags[0] == "append")
             assert pl.verify()["errors"] == []
         except AssertionError as exc:
             raise AssertionError(f"seed={seed} cycle={cycle} ({name}): {exc}") from None
