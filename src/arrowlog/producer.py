@@ -54,9 +54,12 @@ from .storage import LogDir, validate_topic_name
 PRODUCE_SCHEMA = core.PRODUCE_SCHEMA
 HEADERS_TYPE = core.HEADERS_TYPE
 TIMESTAMP_TYPE = pa.timestamp("ms", tz="UTC")
-# The linger thread waits at least this long before taking a batch (see
-# Producer._background).
-BG_MIN_DELAY = 0.001
+# The linger thread looks for due batches this often while the producer is
+# busy, and goes idle after this many looks find nothing (see
+# Producer._background). poll() and flush() append due batches themselves,
+# so linger.ms below BG_TICK is exact for applications that call them.
+BG_TICK = 0.005
+BG_ACTIVE_TICKS = 20
 
 
 def to_epoch_ms(value: Any) -> int:
@@ -263,9 +266,12 @@ class Producer(core.ProducerCore):
                             [(h["key"], h["value"]) for h in headers] if headers is not None else None, None,
                             (core.TIMESTAMP_CREATE_TIME, row.column(0).cast(pa.int64())[0].as_py()), partition, offset)
 
-    def _send_all(self, only_lingered: bool = False) -> int:
+    def _send_all(self, only_lingered: bool = False, min_age: float | None = None) -> int:
+        """Append pending batches: all of them, or (``only_lingered``) those
+        older than ``min_age`` (default linger.ms)."""
         sent = 0
         now = time.monotonic()
+        age = self._linger if min_age is None else min_age
         for slot in list(self._slots.values()):
             for p in range(slot.partitions):
                 acc = slot.accumulators[p]
@@ -273,52 +279,67 @@ class Producer(core.ProducerCore):
                     # even an empty accumulator: taking its lock waits for a
                     # batch the linger thread is still appending
                     sent += self._send(slot, p)
-                elif acc.count and now - acc.created >= self._linger:
+                elif acc.count and now - acc.created >= age:
                     sent += self._send(slot, p)
         return sent
 
     def _pending_wait(self) -> float | None:
-        """Seconds until the oldest pending batch is due, or None if none."""
+        """Seconds until the oldest pending batch is due for the linger
+        thread, or None if none is pending."""
         due = None
         now = time.monotonic()
+        linger = max(self._linger, BG_TICK)
         for slot in list(self._slots.values()):
             for acc in slot.accumulators:
                 if acc.count:
-                    left = self._linger - (now - acc.created)
+                    left = linger - (now - acc.created)
                     due = left if due is None else min(due, left)
         return due
 
     def _background(self) -> None:
         """Append batches that have lingered long enough, and fsync
-        periodically. The thread only runs while something is pending: it
-        announces it is idle (``_bg_idle``) before its last look, so a
-        produce() that sees it idle wakes it and none is missed; produce()
-        calls otherwise cost it nothing. Sleeping at least BG_MIN_DELAY
-        lets a flush() right after produce() (linger.ms=0) do the append
-        itself instead of racing this thread for the GIL and the partition."""
+        periodically: the safety net for an application that does not call
+        poll() or flush() (which append due batches themselves).
+
+        While the producer is busy the thread wakes every BG_TICK; after
+        BG_ACTIVE_TICKS ticks with nothing pending it goes idle and sleeps
+        until a produce() sees it idle and wakes it (``_bg_idle`` is set
+        before its last look, so no wake-up is missed). A busy producer thus
+        costs it one short wake-up per tick, not one per record, and it
+        never races a flush() for a fresh record."""
         last_sync = time.monotonic()
         while not self._stop:
             self._bg_idle = True
-            wait = self._pending_wait()
-            if wait is None:
+            if self._pending_wait() is None:
                 timeout = self._fsync_interval if (self._dirty and self._fsync_interval > 0 and not self._fsync) else None
                 self._wake.wait(timeout)
                 self._wake.clear()
             self._bg_idle = False
-            while not self._stop:
+            quiet = 0
+            while not self._stop and quiet < BG_ACTIVE_TICKS:
                 wait = self._pending_wait()
-                if wait is None:
-                    break
-                time.sleep(max(wait, BG_MIN_DELAY))
+                time.sleep(BG_TICK if wait is None else max(wait, 0.0005))
+                if wait is None and self._pending_wait() is None:
+                    quiet += 1
+                    continue
+                quiet = 0
                 try:
-                    self._send_all(only_lingered=True)
+                    # never younger than a tick: a batch the application is
+                    # about to flush() itself is left to it
+                    self._send_all(only_lingered=True, min_age=max(self._linger, BG_TICK))
                 except ArrowlogError:
                     pass  # recorded in self._error; raised to the application
                 except Exception as exc:  # never let the thread die silently
                     self._error = exc
-            if not self._fsync and self._fsync_interval > 0 and time.monotonic() - last_sync >= self._fsync_interval:
+                if self._time_to_sync(last_sync):
+                    break
+            if self._time_to_sync(last_sync):
                 self._sync_dirty()
                 last_sync = time.monotonic()
+
+    def _time_to_sync(self, last_sync: float) -> bool:
+        return (not self._fsync and self._fsync_interval > 0 and bool(self._dirty)
+                and time.monotonic() - last_sync >= self._fsync_interval)
 
     def _sync_dirty(self) -> None:
         dirty, self._dirty = self._dirty, set()
@@ -339,6 +360,8 @@ class Producer(core.ProducerCore):
         """Serve delivery callbacks; returns how many were served. Waits up
         to ``timeout`` seconds for one when none is ready."""
         self._raise_pending()
+        if self._queued:
+            self._send_all(only_lingered=True)
         if not self._reports and timeout and timeout > 0 and self._queued:
             deadline = time.monotonic() + timeout
             while not self._reports and self._queued and time.monotonic() < deadline:
