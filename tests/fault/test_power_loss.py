@@ -29,8 +29,9 @@ CASES = {
     # mount options, writer arguments, quick count, long count
     "fsync-every-append": ("", ["append", "--fsync"], 6, 50),
     "writeback-zero-tail": ("data=writeback,nodelalloc,commit=1", ["append", "--fsync-every", "4"], 6, 50),
-    # clean closes and reopens inside one power cycle: a clean mark must never outlive them
-    "fsync-with-reopens": ("", ["append", "--fsync", "--reopen-every", "5"], 4, 40),
+    # clean closes and reopens inside one power cycle: a clean mark must never
+    # outlive them; retention deletes segments at rolls as well
+    "fsync-with-reopens": ("", ["append", "--fsync", "--reopen-every", "5", "--retention-bytes", "100000"], 4, 40),
     # the Producer with durability="fsync": acknowledged once flush() returned
     "producer-fsync": ("", ["producer", "--fsync"], 4, 40),
 }
@@ -66,3 +67,5 @@ def test_power_loss_keeps_fsynced_records(name, ext4, seed):
             d.close()
             del d, pl  # their mappings would keep the file system busy
     assert acked, "nothing was acknowledged: the test did not test"
+    if "--retention-bytes" in flags:
+        assert contents.log_start > 0, "retention never deleted a segment: the test did not test it"
