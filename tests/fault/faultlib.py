@@ -31,7 +31,7 @@ from arrowlog._native import core
 from arrowlog.storage import LogDir
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SRC = os.path.dirname(os.path.dirname(os.path.abspath(core.__file__)))
+SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(core.__file__))))  # .../src
 TOPIC = "t"
 # Small segments so that a few hundred batches cross several rolls; no
 # retention, so every acknowledged record must still be there.
