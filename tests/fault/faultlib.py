@@ -87,6 +87,16 @@ def fast_scratch(prefix: str) -> str:
     return tempfile.mkdtemp(prefix=prefix, dir=where)
 
 
+@contextlib.contextmanager
+def scratch(prefix: str):
+    """fast_scratch() for a with-block: removed at its end."""
+    base = fast_scratch(prefix)
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 # -- reading the whole log --------------------------------------------------------
 
 

@@ -48,30 +48,48 @@ def test_two_writers_interleave_whole_batches(data_dir, seed):
         d.close()
 
 
+class Readers:
+    """Reader processes (scenarios.reader) following a partition until
+    ``finish()`` tells them the writers are done."""
+
+    def __init__(self, data_dir: str, done: str, n: int):
+        self.done = done
+        self.procs = [subprocess.Popen(faultlib.scenario_cmd("reader", data=data_dir, done=done),
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                       env=faultlib.writer_env()) for _ in range(n)]
+
+    def finish(self) -> list[dict]:
+        open(self.done, "w").close()
+        results = []
+        for r in self.procs:
+            out, err = r.communicate(timeout=120)
+            results.append(faultlib.scenario_result(r.returncode, out, err, "reader"))
+        return results
+
+
+def digest(contents, records: int) -> str:
+    """What scenarios.reader computes over the first ``records`` records."""
+    h = hashlib.sha256()
+    for off in range(records):
+        h.update(b"%d " % off + contents.values[off] + b"\n")
+    return h.hexdigest()
+
+
 def test_readers_in_other_processes_see_a_growing_prefix(data_dir, tmp_path, seed):
     faultlib.open_partition(data_dir)[0].close()
-    done = str(tmp_path / "done")
-    readers = [subprocess.Popen(faultlib.scenario_cmd("reader", data=data_dir, done=done), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=faultlib.writer_env()) for _ in range(3)]
+    readers = Readers(data_dir, str(tmp_path / "done"), 3)
     w = faultlib.Writer("append", data_dir, "0", "--seed", str(seed), "--batches", "300")
     rc, err = w.finish()
     assert rc == 0, err
-    open(done, "w").close()
-    results = []
-    for r in readers:
-        out, err = r.communicate(timeout=120)
-        results.append(faultlib.scenario_result(r.returncode, out, err, "reader"))
+    results = readers.finish()
     d, pl = faultlib.open_partition(data_dir)
     try:
         contents = faultlib.read_log(pl)
     finally:
         d.close()
-    digest = hashlib.sha256()
-    for off in range(contents.high_watermark):
-        digest.update(b"%d " % off + contents.values[off] + b"\n")
     for res in results:
         assert res["records"] == contents.high_watermark
-        assert res["digest"] == digest.hexdigest()
+        assert res["digest"] == digest(contents, contents.high_watermark)
 
 
 def test_readers_follow_writers_that_get_killed(data_dir, tmp_path, seed):
@@ -80,9 +98,7 @@ def test_readers_follow_writers_that_get_killed(data_dir, tmp_path, seed):
     whole, published batches, and every acknowledged record."""
     faultlib.open_partition(data_dir)[0].close()
     rng = random.Random(seed)
-    done = str(tmp_path / "done")
-    readers = [subprocess.Popen(faultlib.scenario_cmd("reader", data=data_dir, done=done), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=faultlib.writer_env()) for _ in range(2)]
+    readers = Readers(data_dir, str(tmp_path / "done"), 2)
     acked: dict[int, bytes] = {}
     for cycle in range(faultlib.count(5, 40)):
         w = faultlib.Writer("append", data_dir, str(cycle), "--seed", str(rng.randrange(1 << 30)))
@@ -91,11 +107,7 @@ def test_readers_follow_writers_that_get_killed(data_dir, tmp_path, seed):
         rc, err = w.kill()
         assert rc == -9, f"seed={seed} cycle={cycle}: {err}"
         acked.update(w.acked)
-    open(done, "w").close()
-    results = []
-    for r in readers:
-        out, err = r.communicate(timeout=120)
-        results.append(faultlib.scenario_result(r.returncode, out, err, "reader"))
+    results = readers.finish()
     d, pl = faultlib.open_partition(data_dir)
     try:
         contents = faultlib.read_log(pl)
@@ -107,10 +119,8 @@ def test_readers_follow_writers_that_get_killed(data_dir, tmp_path, seed):
     # writer wrote whole but died before publishing. Theirs is a prefix.
     for res in results:
         assert max(acked) < res["records"] <= contents.high_watermark, f"seed={seed}: {res}"
-        digest = hashlib.sha256()
-        for off in range(res["records"]):
-            digest.update(b"%d " % off + contents.values[off] + b"\n")
-        assert res["digest"] == digest.hexdigest(), f"seed={seed}: a reader saw other records than the log holds"
+        assert res["digest"] == digest(contents, res["records"]), \
+            f"seed={seed}: a reader saw other records than the log holds"
 
 
 def test_retention_under_a_reader_is_offset_out_of_range(data_dir):

@@ -115,11 +115,8 @@ class Snapshot:
 
 @pytest.fixture(scope="module")
 def snap():
-    base = faultlib.fast_scratch("arrowlog-damaged-")
-    try:
+    with faultlib.scratch("arrowlog-damaged-") as base:
         yield Snapshot(os.path.join(base, "data"))
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_snapshot_recovers_whole(snap):
@@ -282,11 +279,8 @@ class IndexedLog:
 
 @pytest.fixture(scope="module")
 def indexed():
-    base = faultlib.fast_scratch("arrowlog-index-")
-    try:
+    with faultlib.scratch("arrowlog-index-") as base:
         yield IndexedLog(os.path.join(base, "data"))
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.mark.parametrize("damage", ["delete", "truncate", "zero", "garbage"])

@@ -105,6 +105,20 @@ def test_fsync_failure_fails_the_partition(data_dir, monkeypatch):
     d.close()
 
 
+def serve_reports_and_close(p) -> None:
+    """Serve a failed producer's delivery reports (the pending error may be
+    raised once more first), then close it."""
+    for _ in range(2):
+        try:
+            p.poll(0)
+        except StorageError:
+            pass
+    try:
+        p.close()
+    except StorageError:
+        pass
+
+
 def test_fsync_failure_reaches_the_producer(data_dir, monkeypatch):
     import arrowlog.producer
 
@@ -123,16 +137,8 @@ def test_fsync_failure_reaches_the_producer(data_dir, monkeypatch):
     with pytest.raises(StorageError):
         p.flush()
     monkeypatch.undo()
-    for _ in range(2):  # the error may be raised once more, then reports are served
-        try:
-            p.poll(0)
-        except StorageError:
-            pass
+    serve_reports_and_close(p)
     assert len(reports) == 2 and reports[1] is not None, "the failed record was reported as delivered"
-    try:
-        p.close()
-    except StorageError:
-        pass
 
 
 def test_failed_background_fsync_fails_later_appends(data_dir, monkeypatch):
@@ -157,13 +163,5 @@ def test_failed_background_fsync_fails_later_appends(data_dir, monkeypatch):
     p.produce(faultlib.TOPIC, b"after", partition=0, on_delivery=lambda err, msg: reports.append(err))
     with pytest.raises(PartitionFailedError):
         p.flush()
-    for _ in range(2):
-        try:
-            p.poll(0)
-        except StorageError:
-            pass
+    serve_reports_and_close(p)
     assert len(reports) == 1 and reports[0] is not None, "a record was acknowledged on a failed partition"
-    try:
-        p.close()
-    except StorageError:
-        pass
