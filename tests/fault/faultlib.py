@@ -308,14 +308,31 @@ class Ext4Image:
         file system busy until they are collected."""
         gc.collect()
         if self.mounted:
-            for attempt in range(50):
+            for attempt in range(30):
                 r = subprocess.run(["umount", self.mnt], capture_output=True, text=True)
                 if r.returncode == 0:
                     break
                 time.sleep(0.1)
             else:
+                holders = self.holders()
                 run("umount", "-l", self.mnt)
+                self.mounted = False
+                raise AssertionError(f"{self.mnt} stayed busy; this process holds {holders[:10]}")
             self.mounted = False
+
+    def holders(self) -> list[str]:
+        """Files under the mount this process still has open or mapped."""
+        found = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith(self.mnt):
+                found.append(f"fd {fd}: {target}")
+        with open("/proc/self/maps") as f:
+            found += sorted({"mapped: " + line.split(maxsplit=5)[-1].strip() for line in f if self.mnt in line})
+        return found
 
     def remount(self, opts: str) -> None:
         run("mount", "-o", f"remount,{opts}", self.mnt)

@@ -191,8 +191,9 @@ class PartitionLog:
         self._drop_segments()
         bases = self._list_bases()
         if not bases:
-            seg = Segment.create(self.directory, 0, self.schema, self.compression, self._capacity(), self._now_ms())
-            self._writer = seg
+            # closed at once: the scan below opens it again (keeping this one
+            # leaked its three file descriptors)
+            Segment.create(self.directory, 0, self.schema, self.compression, self._capacity(), self._now_ms()).close()
             bases = [0]
             fsync_dir(self.directory)
         recovery_point = old["recovery_point"] if old else 0
