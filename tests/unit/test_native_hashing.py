@@ -65,3 +65,12 @@ def test_vectorised_partitions_match_scalar():
 def test_partition_rejects_bad_count():
     with pytest.raises(ValueError):
         core.murmur2_partition(b"k", 0)
+
+
+@pytest.mark.parametrize("size", [767, 768, 769, 3 * 8192 - 1, 3 * 8192, 3 * 8192 + 7, 3 * 8192 + 768 + 5, 100_003])
+def test_crc32c_lane_boundaries(size):
+    # the hardware path checksums three lanes at once and combines them
+    blob = random.Random(size).randbytes(size + 3)
+    for start in (0, 3):
+        view = memoryview(blob)[start:start + size]
+        assert core.crc32c(view, 0x1234) == crc32c_pkg.crc32c(bytes(view), 0x1234)
