@@ -59,6 +59,11 @@ TIMESTAMP_TYPE = pa.timestamp("ms", tz="UTC")
 # Producer._background). poll() and flush() append due batches themselves,
 # so linger.ms below BG_TICK is exact for applications that call them.
 BG_TICK = 0.005
+# produce_batch() appends frames of at least this many bytes of values: an
+# append costs ~0.3 ms of fixed work (IPC framing, index, publish), which
+# 1 MB frames pay 100 times per 100 MB and 4 MiB frames 25 times (measured:
+# 1.2 -> 1.6 GB/s on these 2-core machines).
+BULK_FRAME_BYTES = 4 << 20
 BG_ACTIVE_TICKS = 20
 
 
@@ -405,8 +410,10 @@ class Producer(core.ProducerCore):
         """Append many records at once: ``values`` is a list, numpy array,
         Arrow array, or an Arrow table (or record batch) with a ``value``
         column and optional ``key``, ``timestamp`` and ``headers`` columns.
-        Keyed records are partitioned with murmur2, like produce(). Returns
-        the number of records appended (written to the log on return)."""
+        Keyed records are partitioned with murmur2, like produce(). The
+        records are stored as frames of about 4 MiB (batch.size if larger).
+        Returns the number of records appended: they are written (and with
+        durability=fsync, synced) when it returns."""
         if self._closed:
             self._raise_closed()
         self._raise_pending()
@@ -460,7 +467,8 @@ class Producer(core.ProducerCore):
         return n
 
     def _append_chunks(self, slot: core.TopicSlot, partition: int, batch: pa.RecordBatch) -> None:
-        """Append ``batch`` as frames of about batch.size bytes."""
+        """Append ``batch`` as frames of about BULK_FRAME_BYTES (or
+        batch.size, if larger)."""
         log = slot.topic.partition(partition)
         values = batch.column(2)
         if pa.types.is_binary(values.type):
@@ -468,12 +476,12 @@ class Producer(core.ProducerCore):
         else:  # typed values: split by an even share of the bytes
             per_row = max(1, batch.nbytes // max(1, batch.num_rows))
             offsets = np.arange(batch.num_rows + 1, dtype=np.int64) * per_row
-        limit = self._batch_bytes
+        limit = max(self._batch_bytes, BULK_FRAME_BYTES)
         start, n = 0, batch.num_rows
         ts_all = batch.column(0).cast(pa.int64()).to_numpy()
         with self._locks[(slot.name, partition)]:
             while start < n:
-                # rows whose values fit in batch.size bytes (at least one)
+                # rows whose values fit in the limit (at least one)
                 end = int(np.searchsorted(offsets, offsets[start] + limit, side="right")) - 1
                 end = min(max(end, start + 1), n, start + self._batch_records)
                 chunk = batch.slice(start, end - start)
