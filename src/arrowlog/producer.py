@@ -229,9 +229,8 @@ class Producer(core.ProducerCore):
             if slot.topic.value_schema is not None:
                 try:
                     batch = batch.set_column(2, "value", typed_values(batch.column(2), slot.topic.value_schema))
-                except (TypeError, ValueError) as exc:
+                except (TypeError, ValueError):
                     self._sent(n)
-                    self._error = exc
                     raise
             if partition == slot.sticky:
                 slot.next_sticky()
@@ -244,7 +243,6 @@ class Producer(core.ProducerCore):
                     err = KafkaError(KafkaError._FAIL, str(exc))
                     for index, cb in callbacks:
                         self._reports.append((cb, err, self._report_message(slot.name, partition, batch, index, -1001)))
-                self._error = exc
                 raise
             self._sent(n)
             self._dirty.add(log)
@@ -332,9 +330,7 @@ class Producer(core.ProducerCore):
                     # never younger than a tick: a batch the application is
                     # about to flush() itself is left to it
                     self._send_all(only_lingered=True, min_age=max(self._linger, BG_TICK))
-                except ArrowlogError:
-                    pass  # recorded in self._error; raised to the application
-                except Exception as exc:  # never let the thread die silently
+                except Exception as exc:  # raised to the application by its next call
                     self._error = exc
                 if self._time_to_sync(last_sync):
                     break

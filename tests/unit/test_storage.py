@@ -215,3 +215,15 @@ def test_add_partitions_keeps_records(data_dir):
             d.add_partitions("t", 3)
     with LogDir(data_dir) as d:
         assert d.topic("t").num_partitions == 4
+
+
+def test_batch_larger_than_a_segment_gets_a_segment_of_its_own(data_dir):
+    with LogDir(data_dir) as d:
+        log = d.create_topic("t", config={"segment.bytes": 16 << 10}).partition(0)
+        log.append(batch(1000))            # ~130 KB into an empty 16 KiB segment
+        log.append(batch(10))              # rolls
+        log.append(batch(1000))            # again larger than a segment, after a roll
+        assert log.watermarks() == (0, 2010)
+        assert log.segment_bases() == [0, 1000, 1010]
+        assert [f.record_count for f in log.read(0, 1 << 30)] == [1000, 10, 1000]
+        assert log.verify()["errors"] == []

@@ -459,7 +459,8 @@ class PartitionLog:
                     seg = self._writer_for(st, at_least=size + 4096)
                     position = st["active_position"]
                 if position + size > seg.capacity:
-                    raise StorageError(errno.EFBIG, f"a batch of {size} bytes does not fit a segment")
+                    # a batch larger than segment.bytes in an empty segment: map more of it
+                    seg = self._writer_for(st, at_least=position + size)
                 seg.ensure_allocated(position + size)
                 try:
                     core.write_frame_pieces(seg.log_fd, position, base, n, min_ts, max_ts, pieces)
