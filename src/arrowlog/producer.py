@@ -33,6 +33,7 @@ import datetime as _dt
 import json
 import threading
 import time
+import weakref
 from typing import Any
 
 import numpy as np
@@ -135,6 +136,38 @@ def typed_values(values: Any, schema: pa.Schema) -> pa.StructArray:
         raise InvalidRecordError(f"values do not fit the topic's value schema ({names}): {exc}") from None
 
 
+def _linger_thread(ref: weakref.ref, wake: threading.Event) -> None:
+    """A producer's background thread (see Producer._busy_ticks): appends
+    batches that lingered long enough, and fsyncs periodically; the safety
+    net for an application that does not call poll() or flush(), which
+    append due batches themselves.
+
+    While the producer is busy the thread ticks every BG_TICK; after
+    BG_ACTIVE_TICKS quiet ticks it goes idle until a produce() sees it idle
+    (``_bg_idle`` is set before its last look, so no wake-up is missed). A
+    busy producer costs it one short wake-up per tick, not one per record.
+    It holds the producer only while working, so a producer that is dropped
+    without close() is still collected (and its __del__ closes it)."""
+    last_sync = time.monotonic()
+    while True:
+        producer = ref()
+        if producer is None or producer._stop:
+            return
+        producer._bg_idle = True
+        idle = producer._pending_wait() is None
+        timeout = producer._idle_timeout()
+        del producer
+        if idle:
+            wake.wait(timeout)
+            wake.clear()
+        producer = ref()
+        if producer is None or producer._stop:
+            return
+        producer._bg_idle = False
+        last_sync = producer._busy_ticks(last_sync)
+        del producer
+
+
 class Producer(core.ProducerCore):
     """Append records to topics of an embedded log (or a Kafka cluster).
 
@@ -173,7 +206,8 @@ class Producer(core.ProducerCore):
         self._wake = threading.Event()
         self._bg_idle = False
         self._stop = False
-        self._thread = threading.Thread(target=self._background, name="arrowlog-producer", daemon=True)
+        self._thread = threading.Thread(target=_linger_thread, args=(weakref.ref(self), self._wake),
+                                        name="arrowlog-producer", daemon=True)
         self._thread.start()
 
     # -- fast-path hooks (called from ProducerCore.produce) ---------------------
@@ -299,44 +333,37 @@ class Producer(core.ProducerCore):
                     due = left if due is None else min(due, left)
         return due
 
-    def _background(self) -> None:
-        """Append batches that have lingered long enough, and fsync
-        periodically: the safety net for an application that does not call
-        poll() or flush() (which append due batches themselves).
+    def _idle_timeout(self) -> float | None:
+        """How long the idle linger thread may sleep: until the next periodic
+        fsync if something is unsynced, else until woken."""
+        if self._dirty and self._fsync_interval > 0 and not self._fsync:
+            return self._fsync_interval
+        return None
 
-        While the producer is busy the thread wakes every BG_TICK; after
-        BG_ACTIVE_TICKS ticks with nothing pending it goes idle and sleeps
-        until a produce() sees it idle and wakes it (``_bg_idle`` is set
-        before its last look, so no wake-up is missed). A busy producer thus
-        costs it one short wake-up per tick, not one per record, and it
-        never races a flush() for a fresh record."""
-        last_sync = time.monotonic()
-        while not self._stop:
-            self._bg_idle = True
-            if self._pending_wait() is None:
-                timeout = self._fsync_interval if (self._dirty and self._fsync_interval > 0 and not self._fsync) else None
-                self._wake.wait(timeout)
-                self._wake.clear()
-            self._bg_idle = False
+    def _busy_ticks(self, last_sync: float) -> float:
+        """The linger thread's busy phase: tick every BG_TICK, appending
+        batches due for it, until BG_ACTIVE_TICKS ticks find nothing or a
+        periodic fsync is due; returns the time of the last fsync."""
+        quiet = 0
+        while not self._stop and quiet < BG_ACTIVE_TICKS:
+            wait = self._pending_wait()
+            time.sleep(BG_TICK if wait is None else max(wait, 0.0005))
+            if wait is None and self._pending_wait() is None:
+                quiet += 1
+                continue
             quiet = 0
-            while not self._stop and quiet < BG_ACTIVE_TICKS:
-                wait = self._pending_wait()
-                time.sleep(BG_TICK if wait is None else max(wait, 0.0005))
-                if wait is None and self._pending_wait() is None:
-                    quiet += 1
-                    continue
-                quiet = 0
-                try:
-                    # never younger than a tick: a batch the application is
-                    # about to flush() itself is left to it
-                    self._send_all(only_lingered=True, min_age=max(self._linger, BG_TICK))
-                except Exception as exc:  # raised to the application by its next call
-                    self._error = exc
-                if self._time_to_sync(last_sync):
-                    break
+            try:
+                # never younger than a tick: a batch the application is
+                # about to flush() itself is left to it
+                self._send_all(only_lingered=True, min_age=max(self._linger, BG_TICK))
+            except Exception as exc:  # raised to the application by its next call
+                self._error = exc
             if self._time_to_sync(last_sync):
-                self._sync_dirty()
-                last_sync = time.monotonic()
+                break
+        if self._time_to_sync(last_sync):
+            self._sync_dirty()
+            last_sync = time.monotonic()
+        return last_sync
 
     def _time_to_sync(self, last_sync: float) -> bool:
         return (not self._fsync and self._fsync_interval > 0 and bool(self._dirty)
@@ -542,7 +569,8 @@ class Producer(core.ProducerCore):
             self._closed = True
             self._stop = True
             self._wake.set()
-            self._thread.join()
+            if threading.current_thread() is not self._thread:
+                self._thread.join()
             try:
                 if not self._fsync and self._fsync_interval > 0:
                     self._sync_dirty()
@@ -556,10 +584,11 @@ class Producer(core.ProducerCore):
         self.close()
 
     def __del__(self) -> None:
+        # A producer dropped without close(): append what is queued and
+        # release the log, as a file object flushes when it is collected.
         try:
             if not self._closed:
-                self._stop = True
-                self._wake.set()
+                self.close()
         except Exception:
             pass
 

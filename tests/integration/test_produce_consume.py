@@ -286,3 +286,20 @@ def test_lingering_batch_is_appended_without_flush(data_dir, linger_ms):
             m = c.poll(5.0)  # no flush(), no poll() on the producer: the linger thread appends it
             assert m is not None and m.value() == b"r%d" % round_
     p.close()
+
+
+def test_producer_dropped_without_close_is_collected_and_appends(data_dir):
+    import gc
+    import threading
+
+    before = threading.active_count()
+    p = Producer({"log.dir": data_dir, "linger.ms": 60_000})
+    p.produce("t", b"queued")
+    del p
+    gc.collect()
+    for _ in range(100):
+        if threading.active_count() == before:
+            break
+        time.sleep(0.01)
+    assert threading.active_count() == before  # its linger thread ended
+    assert replay(data_dir, "t").to_arrow().column("value").to_pylist() == [b"queued"]
