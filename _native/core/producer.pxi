@@ -14,11 +14,11 @@ cdef class TopicSlot:
     cdef public int32_t sticky
     cdef public object topic
 
-    def __init__(self, str name, object topic, int32_t partitions):
+    def __init__(self, str name, object topic, int32_t partitions, Py_ssize_t batch_bytes=0):
         self.name = name
         self.topic = topic
         self.partitions = partitions
-        self.accumulators = [RecordAccumulator() for _ in range(partitions)]
+        self.accumulators = [RecordAccumulator(batch_bytes) for _ in range(partitions)]
         self.sticky = _random.randrange(partitions)
 
     def next_sticky(self):

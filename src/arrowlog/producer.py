@@ -221,7 +221,7 @@ class Producer(core.ProducerCore):
             if not self._auto_create:
                 raise
             t = self._log.create_topic(topic, self._num_partitions, exist_ok=True)
-        slot = core.TopicSlot(topic, t, t.num_partitions)
+        slot = core.TopicSlot(topic, t, t.num_partitions, min(self._batch_bytes, 16 << 20))
         for p in range(t.num_partitions):
             self._locks[(topic, p)] = threading.Lock()
         self._slots[topic] = slot
