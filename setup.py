@@ -18,10 +18,10 @@ from setuptools import Extension, setup
 DEBUG = os.environ.get("ARROWLOG_DEBUG", "") not in ("", "0")
 
 if DEBUG:
-    extra_compile_args = ["-O0", "-g3", "-UNDEBUG", "-pthread"]
+    extra_compile_args = ["-O0", "-g3", "-UNDEBUG"]
     macros = [("ARROWLOG_DEBUG", "1")]
 else:
-    extra_compile_args = ["-O3", "-DNDEBUG", "-pthread"]
+    extra_compile_args = ["-O3", "-DNDEBUG"]
     macros = [("ARROWLOG_DEBUG", "0")]
 
 directives = {

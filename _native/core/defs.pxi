@@ -46,7 +46,6 @@ cdef extern from "<fcntl.h>" nogil:
 
 cdef extern from "<unistd.h>" nogil:
     int fdatasync(int fd)
-    ssize_t pwrite(int fd, const void *buf, size_t n, long offset)
 
 cdef extern from "<sys/uio.h>" nogil:
     cdef struct iovec:

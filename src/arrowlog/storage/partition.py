@@ -112,6 +112,7 @@ class PartitionLog:
         self._bases: list[int] = []
         self._bases_key: tuple | None = None
         self._max_ts_cache: dict[int, int] = {}
+        self._null_columns: dict = {}
         self._writer: Segment | None = None       # writable view of the active segment
         self._failed: BaseException | None = None
         self._closed = False
@@ -447,7 +448,7 @@ class PartitionLog:
                 offsets = pa.array(np.arange(base, base + n, dtype=np.int64))
                 # An all-null column sliced from a larger array would be
                 # serialised with its parent's offsets: write a fresh one.
-                columns = [pa.nulls(n, c.type) if c.null_count == n and c.offset else c for c in batch.columns]
+                columns = [self._nulls(n, c.type) if c.null_count == n and c.offset else c for c in batch.columns]
                 full = pa.RecordBatch.from_arrays([offsets, *columns], schema=self.schema)
                 pieces = self._serialize(full)
                 size = core.FRAME_HEADER_SIZE + sum(len(p) for p in pieces)
@@ -476,6 +477,14 @@ class PartitionLog:
                 if self.notifier is not None:
                     self.notifier.bump()
                 return base
+
+    def _nulls(self, n: int, type_: pa.DataType) -> pa.Array:
+        """An all-null column of ``n`` rows starting at offset 0, sliced from
+        a cached one (bulk appends need one per frame)."""
+        cached = self._null_columns.get(type_)
+        if cached is None or len(cached) < n:
+            cached = self._null_columns[type_] = pa.nulls(max(n, 1 << 16), type_)
+        return cached.slice(0, n)
 
     def _serialize(self, full: pa.RecordBatch) -> list:
         """The IPC record batch message of ``full`` as the pieces pyarrow's
