@@ -62,8 +62,9 @@ TIMESTAMP_TYPE = pa.timestamp("ms", tz="UTC")
 BG_TICK = 0.005
 # produce_batch() appends frames of at least this many bytes of values: an
 # append costs ~0.3 ms of fixed work (IPC framing, index, publish), which
-# 1 MB frames pay 100 times per 100 MB and 4 MiB frames 25 times (measured:
-# 1.2 -> 1.6 GB/s on these 2-core machines).
+# 1 MB frames pay 100 times per 100 MB and 8 MiB frames 12 times (measured
+# with `python -m bench --only produce`: 1.2 GB/s with 1 MB frames, 1.5-1.7
+# with 8 MiB on these 2-core machines).
 BULK_FRAME_BYTES = 8 << 20
 BG_ACTIVE_TICKS = 20
 
@@ -434,7 +435,7 @@ class Producer(core.ProducerCore):
         Arrow array, or an Arrow table (or record batch) with a ``value``
         column and optional ``key``, ``timestamp`` and ``headers`` columns.
         Keyed records are partitioned with murmur2, like produce(). The
-        records are stored as frames of about 4 MiB (batch.size if larger).
+        records are stored as frames of about 8 MiB (batch.size if larger).
         Returns the number of records appended: they are written (and with
         durability=fsync, synced) when it returns."""
         if self._closed:
