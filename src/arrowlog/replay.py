@@ -121,6 +121,7 @@ class Replay:
             full = pa.schema([full.field(c) for c in columns])
         self.schema = full
         self.columns = columns
+        self._pcols: dict[int, pa.Array] = {}
 
     @property
     def num_records(self) -> int:
@@ -143,7 +144,6 @@ class Replay:
                     continue
                 if not frames:
                     break
-                pcol = None
                 for fr in frames:
                     batch = fr.batch
                     first = max(position - fr.base_offset, 0)
@@ -152,15 +152,21 @@ class Replay:
                         continue
                     if first or last < fr.record_count:
                         batch = batch.slice(first, last - first)
-                    n = batch.num_rows
-                    if pcol is None or len(pcol) < n:
-                        pcol = pa.array(np.full(max(n, 1), p, dtype=np.int32))
-                    yield self._shape(batch, pcol.slice(0, n) if len(pcol) != n else pcol)
+                    yield self._shape(batch, self._partition_column(p, batch.num_rows))
                     position = fr.base_offset + last
                     if position >= hi:
                         break
 
+    def _partition_column(self, partition: int, n: int) -> pa.Array:
+        """``n`` copies of ``partition``, sliced from one cached array."""
+        col = self._pcols.get(partition)
+        if col is None or len(col) < n:
+            col = self._pcols[partition] = pa.array(np.full(max(n, 1 << 16), partition, dtype=np.int32))
+        return col.slice(0, n)
+
     def _shape(self, batch: pa.RecordBatch, pcol: pa.Array) -> pa.RecordBatch:
+        if not self._typed and self.columns is None:
+            return batch.add_column(0, self.schema.field(0), pcol)
         cols = batch.columns
         if self._typed:
             value = cols[3]
@@ -203,7 +209,14 @@ class Replay:
 
     def close(self) -> None:
         if self._owns_log:
+            self._owns_log = False
             self._logdir.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
 
     def __enter__(self) -> Replay:
         return self

@@ -164,10 +164,8 @@ class PartitionLog:
                 else:
                     with self._append_locked():
                         self._check_indexes()
-                self.state.clean = False
-                # On disk before anything is acknowledged: a stale "clean" mark
-                # surviving a power loss would skip recovery and hide synced appends.
-                os.fsync(self._state_fd)
+                # The "clean" mark stays until this session first changes the
+                # log (_mark_dirty): a session that only reads costs no fsync.
             finally:
                 fcntl.flock(self._open_fd, fcntl.LOCK_SH)
         else:
@@ -175,6 +173,15 @@ class PartitionLog:
             fcntl.flock(self._open_fd, fcntl.LOCK_SH)
             if not self.state.is_initialised():
                 self.recover()
+
+    def _mark_dirty(self) -> None:
+        """Before a session's first change to the log (caller holds the append
+        lock): clear the "clean" mark, on disk before anything is
+        acknowledged, so a crash or power loss before the next clean close
+        makes the next opener recover (a stale mark would hide synced appends)."""
+        if self.state.clean:
+            self.state.clean = False
+            os.fsync(self._state_fd)
 
     def recover(self) -> dict:
         """Check the log from the segment holding the recovery point onward:
@@ -443,6 +450,7 @@ class PartitionLog:
             with self._append_locked():
                 if self.state.torn:
                     self._recover_locked()
+                self._mark_dirty()
                 st = self.state.snapshot()
                 base = st["next_offset"]
                 offsets = pa.array(np.arange(base, base + n, dtype=np.int64))
@@ -719,6 +727,7 @@ class PartitionLog:
                 expired = True
             if not expired:
                 break
+            self._mark_dirty()
             later = [x for x in self._list_bases() if x > b]
             new_start = later[0] if later else st["active_base_offset"]
             self.state.publish(log_start_offset=max(new_start, st["log_start_offset"]))
@@ -950,7 +959,7 @@ class PartitionLog:
                 last = True
             except BlockingIOError:
                 last = False
-            if last and self._failed is None and not self.read_only:
+            if last and self._failed is None and not self.read_only and not self.state.clean:
                 try:
                     with self._append_locked():
                         st = self.state.snapshot()
