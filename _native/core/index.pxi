@@ -90,12 +90,16 @@ def write_time_entry(MappedFile m, Py_ssize_t slot, int64_t timestamp, uint32_t 
     store_u32(m.base + slot * 12 + 8, relative_offset)
 
 
-def frame_first_row_at_or_after(MappedFile m, Py_ssize_t position, Py_ssize_t limit, int64_t timestamp):
-    """Row of the first record with timestamp >= ``timestamp`` in the
-    uncompressed frame at ``position``, read straight from its timestamp
-    buffer, or -1. The body is an IPC message whose buffers start after its
-    metadata; the `offset` column (never null: an empty validity buffer, then
-    8 bytes a row) comes first, so the timestamp values follow at 8 * rows."""
+def frame_first_row_at_or_after(
+    MappedFile m, Py_ssize_t position, Py_ssize_t limit, int64_t timestamp, int sorted_hint=-1
+):
+    """(row, sorted) for the uncompressed frame at ``position``: the row of
+    the first record with timestamp >= ``timestamp`` (or -1), and whether the
+    frame's timestamps are non-decreasing. With ``sorted_hint`` 1 (learnt
+    from an earlier call) this is a binary search; otherwise one linear pass
+    that also finds out. The body is an IPC message whose buffers start after
+    its metadata; the `offset` column (never null: an empty validity buffer,
+    then 8 bytes a row) comes first, so the timestamps follow at 8 * rows."""
     base, count, body, min_ts, max_ts = read_frame_header(m, position, limit)
     cdef const uint8_t *p = m.base + position + C_FRAME_HEADER
     cdef int64_t meta = <int32_t>load_u32(p + 4)
@@ -103,8 +107,33 @@ def frame_first_row_at_or_after(MappedFile m, Py_ssize_t position, Py_ssize_t li
     if load_u32(p) != 0xFFFFFFFF or meta <= 0 or 8 + meta + 16 * n > <int64_t>body:
         raise CorruptFrame(f"frame at {position} is not an uncompressed record batch")
     cdef const uint8_t *ts = p + 8 + meta + 8 * n
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, lo, hi, mid, found = -1
+    cdef int64_t prev, cur
+    cdef bint is_sorted = True
+    if sorted_hint == 1:
+        lo, hi = 0, n
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if load_i64(ts + 8 * mid) >= timestamp:
+                hi = mid
+            else:
+                lo = mid + 1
+        return (lo if lo < n else -1), True
+    prev = load_i64(ts)
     for i in range(n):
-        if load_i64(ts + 8 * i) >= timestamp:
-            return i
-    return -1
+        cur = load_i64(ts + 8 * i)
+        if cur < prev:
+            is_sorted = False
+        prev = cur
+        if cur >= timestamp:
+            found = i
+            break
+    if found >= 0 and is_sorted:
+        # sortedness of the rest decides whether later lookups may bisect
+        for i in range(found + 1, n):
+            cur = load_i64(ts + 8 * i)
+            if cur < prev:
+                is_sorted = False
+                break
+            prev = cur
+    return found, is_sorted

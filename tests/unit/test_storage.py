@@ -176,7 +176,9 @@ def test_alter_and_delete_topic(data_dir):
             d.delete_topic("t")
 
 
-def test_offset_for_timestamp_matches_brute_force_on_unordered_times(data_dir):
+@pytest.mark.parametrize("ordered", [False, True])
+def test_offset_for_timestamp_matches_brute_force(data_dir, ordered):
+    # repeated lookups in the same frames: the second and later bisect frames found to be ordered
     import random
 
     rng = random.Random(11)
@@ -186,8 +188,10 @@ def test_offset_for_timestamp_matches_brute_force_on_unordered_times(data_dir):
         stamps = []
         for _ in range(30):
             acc = core.RecordAccumulator()
-            for _ in range(rng.randrange(1, 200)):
-                ts = now + rng.randrange(0, 100_000)
+            batch_ts = [now + rng.randrange(0, 100_000) for _ in range(rng.randrange(1, 200))]
+            if ordered:
+                batch_ts.sort()
+            for ts in batch_ts:
                 stamps.append(ts)
                 acc.append_record(None, b"v", ts)
             log.append(acc.take())

@@ -113,6 +113,7 @@ class PartitionLog:
         self._bases_key: tuple | None = None
         self._max_ts_cache: dict[int, int] = {}
         self._null_columns: dict = {}
+        self._sorted_frames: dict[tuple, int] = {}  # (generation, segment, position) -> timestamps ascend?
         self._writer: Segment | None = None       # writable view of the active segment
         self._failed: BaseException | None = None
         self._closed = False
@@ -883,7 +884,12 @@ class PartitionLog:
                     if min_ts >= timestamp:
                         idx = 0
                     elif not self.compression:
-                        idx = core.frame_first_row_at_or_after(seg.log, position, end, timestamp)
+                        key = (st["generation"], seg.base_offset, position)
+                        idx, is_sorted = core.frame_first_row_at_or_after(
+                            seg.log, position, end, timestamp, self._sorted_frames.get(key, -1))
+                        if len(self._sorted_frames) > 65536:
+                            self._sorted_frames.clear()
+                        self._sorted_frames[key] = 1 if is_sorted else 0
                     else:
                         ts_col = seg.read_frame(position, end)[5].column(1)
                         ts = np.frombuffer(ts_col.buffers()[1], dtype=np.int64, count=count, offset=ts_col.offset * 8)
