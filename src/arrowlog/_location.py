@@ -19,6 +19,15 @@ def split_config(config: Any, kwargs: dict) -> tuple[dict, dict]:
     raise ConfigError(f"config must be a dict or a log location, not {type(config).__name__}")
 
 
+def wants_kafka(config: Any, kwargs: dict) -> tuple[dict, dict, bool]:
+    """(given, kwargs, is_kafka) for a client's constructor arguments: the
+    Producer and Consumer hand a ``kafka://`` location to the Kafka backend."""
+    given, kw = split_config(config, kwargs)
+    where = (given.get("log.dir") or given.get("bootstrap.servers") or kw.get("log_dir")
+             or kw.get("bootstrap_servers") or "")
+    return given, kw, is_kafka(str(where))
+
+
 def location_of(conf: dict) -> str:
     where = conf.get("log.dir") or conf.get("bootstrap.servers")
     if not where:

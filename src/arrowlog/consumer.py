@@ -22,7 +22,7 @@ import time
 from typing import Any, Iterator
 
 from . import config as _config
-from ._location import is_kafka, local_path, location_of, split_config
+from ._location import local_path, location_of, split_config, wants_kafka
 from ._native import core
 from ._types import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED, TopicPartition
 from .errors import (
@@ -68,10 +68,8 @@ class Consumer:
     """
 
     def __new__(cls, config: Any = None, /, **kwargs: Any):
-        given, kw = split_config(config, kwargs)
-        where = (given.get("log.dir") or given.get("bootstrap.servers") or kw.get("log_dir")
-                 or kw.get("bootstrap_servers") or "")
-        if cls is Consumer and is_kafka(str(where)):
+        given, kw, kafka = wants_kafka(config, kwargs)
+        if cls is Consumer and kafka:
             from .kafka_backend import KafkaConsumer
             return KafkaConsumer(given, **kw)
         return super().__new__(cls)

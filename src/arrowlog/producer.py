@@ -40,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import config as _config
-from ._location import is_kafka, local_path, location_of, split_config
+from ._location import local_path, location_of, split_config, wants_kafka
 from ._native import core
 from .errors import (
     ArrowlogError,
@@ -179,10 +179,8 @@ class Producer(core.ProducerCore):
     """
 
     def __new__(cls, config: Any = None, /, **kwargs: Any):
-        given, kw = split_config(config, kwargs)
-        where = (given.get("log.dir") or given.get("bootstrap.servers") or kw.get("log_dir")
-                 or kw.get("bootstrap_servers") or "")
-        if cls is Producer and is_kafka(str(where)):
+        given, kw, kafka = wants_kafka(config, kwargs)
+        if cls is Producer and kafka:
             from .kafka_backend import KafkaProducer
             return KafkaProducer(given, **kw)
         return super().__new__(cls)

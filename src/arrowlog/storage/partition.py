@@ -380,17 +380,19 @@ class PartitionLog:
     @property
     def high_watermark(self) -> int:
         """The next offset to be written; records below it are readable."""
-        try:
-            return self.state.next_offset()
-        except BlockingIOError:
-            return self._snapshot()["next_offset"]
+        return self._published(self.state.next_offset, "next_offset")
 
     @property
     def log_start_offset(self) -> int:
+        return self._published(self.state.log_start_offset, "log_start_offset")
+
+    def _published(self, read, field: str) -> int:
+        """One published field, read cheaply; through _snapshot (which
+        repairs a half-published state) only when that fails."""
         try:
-            return self.state.log_start_offset()
+            return read()
         except BlockingIOError:
-            return self._snapshot()["log_start_offset"]
+            return self._snapshot()[field]
 
     def _snapshot(self) -> dict:
         """The published state; if a writer died between the two halves of a
