@@ -30,6 +30,7 @@ import signal
 from . import errors as E
 from .broker import Broker, BrokerConfig, RequestContext
 from .messages import API_VERSIONS, APIS
+from .security import Security, SecurityConfig
 from .wire import ProtocolError, Reader, Writer
 
 log = logging.getLogger("arrowlog.server")
@@ -70,10 +71,11 @@ def _unsupported_api_versions(correlation_id: int) -> bytes:
 
 
 class _Connection:
-    __slots__ = ("peer", "pending", "inflight", "drained", "closing")
+    __slots__ = ("peer", "pending", "inflight", "drained", "closing", "security")
 
-    def __init__(self, peer):
+    def __init__(self, peer, security=None):
         self.peer = peer
+        self.security = security  # ConnectionSecurity: authentication state and principal
         self.pending: asyncio.Queue = asyncio.Queue()
         self.inflight = 0
         self.drained = asyncio.Event()
@@ -85,8 +87,10 @@ class KafkaServer:
     inside a running event loop, or ``serve()`` for a blocking process)."""
 
     def __init__(self, data_dir: str, host: str = "127.0.0.1", port: int = 9092, *,
-                 limits: Limits | None = None, cluster_id: str | None = None, **broker_options):
+                 limits: Limits | None = None, cluster_id: str | None = None,
+                 security: SecurityConfig | None = None, **broker_options):
         self.data_dir = str(data_dir)
+        self.security = Security(self.data_dir, security)
         self.host = host
         self.port = port
         self.limits = limits or Limits()
@@ -102,12 +106,15 @@ class KafkaServer:
         config = BrokerConfig(host=self.host, port=self.port, **self.broker_options)
         self.broker = Broker(self.data_dir, config, self.cluster_id or cluster_id_for(self.data_dir))
         self._server = await asyncio.start_server(self._on_connection, self.host, self.port,
-                                                  reuse_address=True, limit=1 << 20)
+                                                  reuse_address=True, limit=1 << 20,
+                                                  ssl=self.security.ssl_context)
         self.port = self._server.sockets[0].getsockname()[1]
         config.port = self.port
         self.broker.start()
-        log.info("arrowlog serving %s on %s:%d (cluster %s)", self.data_dir, self.host, self.port,
-                 self.broker.cluster_id)
+        log.info("arrowlog serving %s on %s:%d (cluster %s, listener %s)", self.data_dir, self.host, self.port,
+                 self.broker.cluster_id, self.security.config.listener)
+        for warning in self.security.startup_warnings(self.host):
+            log.warning("%s", warning)
 
     async def stop(self) -> None:
         """Stop accepting, close connections, flush every written partition (fsync)."""
@@ -131,7 +138,8 @@ class KafkaServer:
             return
         self._connections.add(task)
         peer = writer.get_extra_info("peername")
-        conn = _Connection(peer)
+        conn = _Connection(peer, self.security.connection(peer[0] if peer else "",
+                                                           writer.get_extra_info("ssl_object")))
         writer_task = asyncio.get_running_loop().create_task(self._write_loop(conn, writer))
         try:
             await self._read_loop(conn, reader)
@@ -168,6 +176,10 @@ class KafkaServer:
                 conn.drained.clear()
                 await conn.drained.wait()
             body = await asyncio.wait_for(reader.readexactly(size), limits.request_read_timeout_s)
+            if conn.security.expects_raw_token:  # SaslHandshake v0: a bare SASL token
+                conn.inflight += size
+                conn.pending.put_nowait((_done(conn.security.raw_token(body)), size))
+                continue
             r = Reader(body)
             api_key, version, correlation_id = r.int16(), r.int16(), r.int32()
             api = APIS.get(api_key)
@@ -184,7 +196,8 @@ class KafkaServer:
                 r.skip_tags()
             req = api.decode_request(r, version)
             ctx = RequestContext(api_key, version, correlation_id, client_id, host)
-            result = broker.handlers[api_key](ctx, req)
+            result = self.security.dispatch(conn.security, ctx, req, broker)
+            conn.closing |= conn.security.close_after_reply  # a failed login: reply, then close
             if asyncio.iscoroutine(result):
                 fut = asyncio.ensure_future(_respond_async(result, ctx))
             else:
