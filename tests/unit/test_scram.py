@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 import stat
 
@@ -140,3 +142,36 @@ def test_credential_store_is_private_and_has_no_password(tmp_path):
     assert store.delete("alice") is True
     assert other.lookup("alice", "SCRAM-SHA-256") is None
     assert store.delete("alice") is False
+
+
+
+def _librdkafka_final(first: bytes, server_first: bytes, password: str, prefix: bytes) -> tuple[bytes, bytes]:
+    """librdkafka's client-final (r=<prefix><server nonce>) and the server signature it expects."""
+    attrs = dict(kv.split(b"=", 1) for kv in server_first.split(b","))
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(attrs[b"s"]), int(attrs[b"i"]))
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    without_proof = b"c=biws,r=" + prefix + attrs[b"r"]
+    auth = first[3:] + b"," + server_first + b"," + without_proof
+    signature = hmac.new(hashlib.sha256(client_key).digest(), auth, "sha256").digest()
+    proof = bytes(a ^ b for a, b in zip(client_key, signature))
+    server_signature = hmac.new(hmac.new(salted, b"Server Key", "sha256").digest(), auth, "sha256").digest()
+    return without_proof + b",p=" + base64.b64encode(proof), b"v=" + base64.b64encode(server_signature)
+
+
+def test_librdkafka_doubled_client_nonce_accepted():
+    """librdkafka 2.0 (Debian's kcat) sends r=<cnonce><cnonce><snonce>; Kafka accepts it."""
+    creds = {"alice": make_credential("SCRAM-SHA-256", "s3cret")}
+    first = b"n,,n=alice,r=fyko+d2lbbFgONRv9qkxdawL"
+    server = ScramServer("SCRAM-SHA-256", creds.get)
+    server_first = server.first(first)
+    final, expected = _librdkafka_final(first, server_first, "s3cret", b"fyko+d2lbbFgONRv9qkxdawL")
+    assert server.final(final) == expected
+
+
+def test_other_nonce_prefix_refused():
+    creds = {"alice": make_credential("SCRAM-SHA-256", "s3cret")}
+    first = b"n,,n=alice,r=fyko+d2lbbFgONRv9qkxdawL"
+    server = ScramServer("SCRAM-SHA-256", creds.get)
+    final, _ = _librdkafka_final(first, server.first(first), "s3cret", b"other")
+    with pytest.raises(AuthenticationError, match="nonce"):
+        server.final(final)

@@ -38,11 +38,11 @@ _DN_NAMES = {"commonName": "CN", "organizationName": "O", "organizationalUnitNam
              "domainComponent": "DC", "emailAddress": "EMAILADDRESS"}
 
 
-def _split(value) -> list[str]:
+def _split(value, sep: str) -> list[str]:
     if value is None:
         return []
     if isinstance(value, str):
-        value = value.replace(";", ",").split(",")
+        value = value.split(sep)
     return [v.strip() for v in value if v and v.strip()]
 
 
@@ -71,8 +71,8 @@ class SecurityConfig:
     def __post_init__(self):
         self.listener = self.listener.upper()
         self.ssl_client_auth = self.ssl_client_auth.lower()
-        self.sasl_mechanisms = [m.upper() for m in _split(self.sasl_mechanisms)]
-        self.super_users = _split(self.super_users)
+        self.sasl_mechanisms = [m.upper() for m in _split(self.sasl_mechanisms, ",")]
+        self.super_users = _split(self.super_users, ";")  # ";" as Kafka: a DN holds commas
         self.validate()
 
     @property

@@ -17,7 +17,9 @@ Exchange (one ``ScramServer`` per authentication attempt)::
 
 The server nonce is fresh for every attempt, so a client-final captured from
 an earlier exchange never matches (its ``r=`` names another nonce); a server
-answers one client-final only. Unknown users are carried through the
+answers one client-final only. As Kafka does, a client-final nonce of
+``<cnonce><cnonce><snonce>`` is accepted too: librdkafka up to 2.x sends its
+client nonce again in front of the combined one. Unknown users are carried through the
 exchange with a made-up salt and fail at the proof, like a wrong password, so
 the reply does not tell an attacker which names exist. Only the standard
 library's ``hashlib.pbkdf2_hmac``, ``hmac`` and ``hmac.compare_digest`` do
@@ -191,6 +193,7 @@ class ScramServer:
             fake_salt = _hmac("sha256", _FAKE_SALT_KEY, user.encode())[:16]
             credential = ScramCredential(fake_salt, DEFAULT_ITERATIONS, b"", b"")
         self._credential = credential
+        self._cnonce = cnonce
         self._nonce = cnonce + self._server_nonce
         self._client_first_bare = bare
         self._server_first = (f"r={self._nonce},s={base64.b64encode(credential.salt).decode()},"
@@ -215,7 +218,12 @@ class ScramServer:
             raise AuthenticationError("SCRAM client-final is not valid base64") from None
         if binding != self._gs2_header.encode():
             raise AuthenticationError("SCRAM channel binding does not match the client-first message")
-        if not hmac.compare_digest(attrs["r"].encode(), self._nonce.encode()):
+        # librdkafka before 2.x's fix sends r=<cnonce><cnonce><snonce>; Kafka accepts a nonce
+        # that ends with the server's, so we accept exactly that form too. Either way the
+        # fresh server nonce must be in it, which is what defeats a replay.
+        nonce = attrs["r"].encode()
+        if not (hmac.compare_digest(nonce, self._nonce.encode())
+                or hmac.compare_digest(nonce, (self._cnonce + self._nonce).encode())):
             raise AuthenticationError("SCRAM nonce does not match this exchange (replayed or forged)")
         cred = self._credential
         auth_message = f"{self._client_first_bare},{self._server_first},{without_proof}".encode()
