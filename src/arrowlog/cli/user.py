@@ -14,7 +14,16 @@ import sys
 
 import click
 
-from .common import CliError, EXIT_NOT_FOUND, EXIT_USAGE, command_body, note, out, print_table, resolve_data_dir
+from .common import (
+    EXIT_NOT_FOUND,
+    EXIT_USAGE,
+    CliError,
+    command_body,
+    note,
+    out,
+    print_table,
+    resolve_data_dir,
+)
 
 MECHANISM_CHOICES = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 
