@@ -46,6 +46,10 @@ def user_group() -> None:
 
 
 @user_group.command("add", epilog="""\b
+Examples:
+  arrowlog user add alice                      # asks for the password twice
+  printf '%s' "$PW" | arrowlog user add alice --password-stdin -m SCRAM-SHA-512
+
 Adding an existing user replaces their password. PLAIN logins are checked
 against the same stored keys, so every user can log in with PLAIN too
 (where PLAIN is enabled: over TLS or on loopback).""")
@@ -82,7 +86,11 @@ def user_add(name: str, password: str | None, password_stdin: bool, mechanisms: 
     note(f"user {name} stored ({', '.join(mechanisms or MECHANISM_CHOICES)}, {iterations} iterations)")
 
 
-@user_group.command("remove")
+@user_group.command("remove", epilog="""\b
+Examples:
+  arrowlog user remove alice
+  arrowlog user remove alice -m SCRAM-SHA-256   # keep SCRAM-SHA-512
+""")
 @click.argument("name")
 @click.option("-m", "--mechanism", type=click.Choice(MECHANISM_CHOICES), default=None,
               help="Remove only this mechanism's credential [default: the whole user].")
@@ -95,7 +103,11 @@ def user_remove(name: str, mechanism: str | None, data: str | None) -> None:
     note(f"user {name} removed" + (f" ({mechanism})" if mechanism else ""))
 
 
-@user_group.command("list")
+@user_group.command("list", epilog="""\b
+Examples:
+  arrowlog user list
+  arrowlog user list --json
+""")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: {user: {mechanism: iterations}}.")
 @command_body
 def user_list(as_json: bool, data: str | None) -> None:
