@@ -513,3 +513,59 @@ def test_tls_listener_refuses_plaintext_clients(servers, certs):
         with pytest.raises((ConnectionError, OSError)):
             conn.call(M.API_VERSIONS, 0, {})
     assert "Traceback" not in srv.log()
+
+
+# ---------------------------------------------------------------- Python clients
+PY_CASES = [("SASL_SSL", "PLAIN"), ("SASL_SSL", "SCRAM-SHA-512"), ("SASL_PLAINTEXT", "SCRAM-SHA-256")]
+
+
+@pytest.mark.parametrize("kind,mechanism", PY_CASES, ids=[f"{k}-{m}" for k, m in PY_CASES])
+def test_kafka_python_authenticates(servers, certs, kind, mechanism):
+    from kafka import KafkaConsumer, KafkaProducer
+
+    srv, topic = servers[kind], "t-" + uuid.uuid4().hex[:10]
+    conf = {"bootstrap_servers": srv.bootstrap, "security_protocol": kind, "sasl_mechanism": mechanism,
+            "sasl_plain_username": "alice", "sasl_plain_password": USERS["alice"]}
+    if kind == "SASL_SSL":
+        conf["ssl_cafile"] = str(certs / "ca.pem")
+    p = KafkaProducer(**conf)
+    offsets = [p.send(topic, b"py-%d" % i).get(20).offset for i in range(10)]
+    p.close()
+    assert offsets == list(range(10))
+    c = KafkaConsumer(topic, group_id="g-" + topic, auto_offset_reset="earliest",
+                      consumer_timeout_ms=15000, **conf)
+    got = [m.value for _, m in zip(range(10), c)]
+    c.close()
+    assert got == [b"py-%d" % i for i in range(10)]
+
+
+@pytest.mark.parametrize("kind,mechanism", PY_CASES, ids=[f"{k}-{m}" for k, m in PY_CASES])
+def test_aiokafka_authenticates(servers, certs, kind, mechanism):
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.helpers import create_ssl_context
+
+    srv, topic = servers[kind], "t-" + uuid.uuid4().hex[:10]
+    conf = {"bootstrap_servers": srv.bootstrap, "security_protocol": kind, "sasl_mechanism": mechanism,
+            "sasl_plain_username": "alice", "sasl_plain_password": USERS["alice"]}
+    if kind == "SASL_SSL":
+        conf["ssl_context"] = create_ssl_context(cafile=str(certs / "ca.pem"))
+
+    async def main():
+        p = AIOKafkaProducer(**conf)
+        await p.start()
+        try:
+            sent = [(await p.send_and_wait(topic, b"aio-%d" % i)).offset for i in range(10)]
+        finally:
+            await p.stop()
+        c = AIOKafkaConsumer(topic, group_id="g-" + topic, auto_offset_reset="earliest", **conf)
+        await c.start()
+        try:
+            got = [(await asyncio.wait_for(c.getone(), 20)).value for _ in range(10)]
+        finally:
+            await c.stop()
+        return sent, got
+
+    sent, got = asyncio.run(main())
+    assert sent == list(range(10)) and got == [b"aio-%d" % i for i in range(10)]

@@ -23,7 +23,10 @@ from dataclasses import dataclass, field
 
 from arrowlog.errors import ConfigError
 
+from ..messages import APIS
 from .acl import Authorizer
+from .authorize import authorize_and_handle
+from .handlers import SECURITY_APIS
 from .sasl import ConnectionSecurity
 from .scram import MECHANISMS
 from .store import AclStore, CredentialStore
@@ -166,16 +169,12 @@ class Security:
 
     def dispatch(self, conn: ConnectionSecurity, ctx, req: dict, broker):
         """Answer one request on ``conn`` (a dict, None, or an awaitable of a dict)."""
-        from .authorize import authorize_and_handle
-        from .handlers import SECURITY_APIS
-
         key = ctx.api_key
         if key == 17:
             return conn.handshake(ctx.version, req)
         if key == 36:
             return conn.authenticate(req)
-        if key != 18:
-            from ..messages import APIS
+        if key != 18 and not conn.authenticated:
             conn.check_admitted(APIS[key].name)
         if key in SECURITY_APIS:
             return SECURITY_APIS[key](self, conn, ctx, req)
