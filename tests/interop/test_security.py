@@ -519,15 +519,19 @@ def test_tls_listener_refuses_plaintext_clients(servers, certs):
 PY_CASES = [("SASL_SSL", "PLAIN"), ("SASL_SSL", "SCRAM-SHA-512"), ("SASL_PLAINTEXT", "SCRAM-SHA-256")]
 
 
+def python_client_conf(srv, kind, mechanism, **tls):
+    """kafka-python / aiokafka settings for alice; ``tls`` is each library's CA option."""
+    conf = {"bootstrap_servers": srv.bootstrap, "security_protocol": kind, "sasl_mechanism": mechanism,
+            "sasl_plain_username": "alice", "sasl_plain_password": USERS["alice"]}
+    return {**conf, **tls} if kind == "SASL_SSL" else conf
+
+
 @pytest.mark.parametrize("kind,mechanism", PY_CASES, ids=[f"{k}-{m}" for k, m in PY_CASES])
 def test_kafka_python_authenticates(servers, certs, kind, mechanism):
     from kafka import KafkaConsumer, KafkaProducer
 
-    srv, topic = servers[kind], "t-" + uuid.uuid4().hex[:10]
-    conf = {"bootstrap_servers": srv.bootstrap, "security_protocol": kind, "sasl_mechanism": mechanism,
-            "sasl_plain_username": "alice", "sasl_plain_password": USERS["alice"]}
-    if kind == "SASL_SSL":
-        conf["ssl_cafile"] = str(certs / "ca.pem")
+    topic = "t-" + uuid.uuid4().hex[:10]
+    conf = python_client_conf(servers[kind], kind, mechanism, ssl_cafile=str(certs / "ca.pem"))
     p = KafkaProducer(**conf)
     offsets = [p.send(topic, b"py-%d" % i).get(20).offset for i in range(10)]
     p.close()
@@ -546,11 +550,9 @@ def test_aiokafka_authenticates(servers, certs, kind, mechanism):
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from aiokafka.helpers import create_ssl_context
 
-    srv, topic = servers[kind], "t-" + uuid.uuid4().hex[:10]
-    conf = {"bootstrap_servers": srv.bootstrap, "security_protocol": kind, "sasl_mechanism": mechanism,
-            "sasl_plain_username": "alice", "sasl_plain_password": USERS["alice"]}
-    if kind == "SASL_SSL":
-        conf["ssl_context"] = create_ssl_context(cafile=str(certs / "ca.pem"))
+    topic = "t-" + uuid.uuid4().hex[:10]
+    conf = python_client_conf(servers[kind], kind, mechanism,
+                              ssl_context=create_ssl_context(cafile=str(certs / "ca.pem")))
 
     async def main():
         p = AIOKafkaProducer(**conf)
