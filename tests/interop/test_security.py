@@ -571,3 +571,25 @@ def test_aiokafka_authenticates(servers, certs, kind, mechanism):
 
     sent, got = asyncio.run(main())
     assert sent == list(range(10)) and got == [b"aio-%d" % i for i in range(10)]
+
+
+def test_arrowlog_serve_passes_the_security_options(tmp_path):
+    """`arrowlog serve` (the click command) lists the options in --help and hands them to the server."""
+    r = _arrowlog("serve", "--help")
+    assert all(flag in r.stdout for flag in ("--listener", "--ssl-cert", "--sasl-mechanisms", "--super-users",
+                                             "--allow-everyone-if-no-acl-found", "--ssl-client-auth"))
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "arrowlog", "serve", "--data", str(tmp_path / "d"),
+                             "--listen", "127.0.0.1:0", "--listener", "SASL_PLAINTEXT",
+                             "--sasl-mechanisms", "SCRAM-SHA-512", "--super-users", "User:admin"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        host, port = proc.stdout.readline().strip().rsplit(":", 1)
+        with WireConn(socket.create_connection((host, int(port)), timeout=20)) as conn:
+            r = conn.call(M.SASL_HANDSHAKE, 1, {"mechanism": "PLAIN"})
+            assert r["error_code"] == 33 and r["mechanisms"] == ["SCRAM-SHA-512"]
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "listener SASL_PLAINTEXT" in err

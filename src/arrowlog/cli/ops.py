@@ -23,6 +23,7 @@ from .common import (
     print_table,
     resolve_data_dir,
 )
+from .serve_security import security_options
 from .store import get_topic, open_logdir
 
 
@@ -165,6 +166,7 @@ Examples:
 )
 @click.option("--listen", default="127.0.0.1:9092", show_default=True, metavar="HOST:PORT",
               help="Address for the Kafka protocol listener.")
+@security_options
 @click.pass_context
 @command_body
 def serve_cmd(ctx: click.Context, listen: str, data: str | None) -> None:
