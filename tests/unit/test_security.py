@@ -173,3 +173,26 @@ def test_certificate_dn_is_rfc2253():
 def test_is_loopback():
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("") and not is_loopback("10.0.0.1")
+
+
+def test_every_start_logs_the_warning(tmp_path, monkeypatch, caplog):
+    """The server logs the no-authentication warning each time it starts off loopback
+    (simulated: 127.0.0.1 is treated as a public address, so nothing leaves the machine)."""
+    import asyncio
+    import logging
+
+    import arrowlog.server.security as S
+    from arrowlog.server import KafkaServer
+
+    monkeypatch.setattr(S, "is_loopback", lambda host: False)
+
+    async def start_and_stop():
+        server = KafkaServer(str(tmp_path / "data"), "127.0.0.1", 0)
+        await server.start()
+        await server.stop()
+
+    with caplog.at_level(logging.WARNING, logger="arrowlog.server"):
+        for _ in range(2):
+            asyncio.run(start_and_stop())
+    warnings = [r.getMessage() for r in caplog.records if "WITHOUT authentication" in r.getMessage()]
+    assert len(warnings) == 2
