@@ -30,7 +30,7 @@ def security(tmp_path):
     return sec
 
 
-def test_acl_decisions(security):
+def test_acl_decisions(security, tmp_path):
     security.acls.add([
         binding("orders", "User:alice", A.READ),
         binding("orders", "User:*", A.ALL, A.DENY, host="10.0.0.9"),
@@ -54,6 +54,12 @@ def test_acl_decisions(security):
     assert ok("User:root", "127.0.0.1", A.DELETE, A.CLUSTER, A.CLUSTER_NAME)   # super user
     assert security.authorizer.authorize_any_topic("User:bob", "127.0.0.1", A.WRITE)
     assert not security.authorizer.authorize_any_topic("User:alice", "127.0.0.1", A.WRITE)
+    # Changes are seen at once, also those another process makes to the file.
+    security.acls.remove(lambda b: b["principal"] == "User:alice" and b["resource_type"] == A.TOPIC)
+    assert not ok("User:alice", "127.0.0.1", A.READ, A.TOPIC, "orders")
+    from arrowlog.server.security.store import AclStore
+    AclStore(str(tmp_path)).add([binding("orders", "User:alice", A.READ)])
+    assert ok("User:alice", "127.0.0.1", A.READ, A.TOPIC, "orders")
 
 
 def test_allow_everyone_if_no_acl_found(tmp_path):

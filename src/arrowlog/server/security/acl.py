@@ -110,11 +110,35 @@ class Authorizer:
         self.super_users = frozenset(super_users)
         self.allow_if_no_acl = allow_if_no_acl
         self.enabled = enabled
+        self._indexed_from: list | None = None
+        self._index: dict = {}
+
+    def _matching(self, rtype: int, name: str) -> list[dict]:
+        """The bindings whose pattern covers (rtype, name). Indexed by type and literal
+        name, so a check costs a dict lookup plus the PREFIXED bindings of that type,
+        not a scan of every ACL (Metadata checks each topic it lists)."""
+        bindings = self.store.bindings()
+        if bindings is not self._indexed_from:   # the store re-read or changed the file
+            index: dict = {}
+            for b in bindings:
+                literal, wildcard, prefixed = index.setdefault(b["resource_type"], ({}, [], []))
+                if b["pattern_type"] == PREFIXED:
+                    prefixed.append(b)
+                elif b["resource_name"] == "*":
+                    wildcard.append(b)
+                else:
+                    literal.setdefault(b["resource_name"], []).append(b)
+            self._index, self._indexed_from = index, bindings
+        per_type = self._index.get(rtype)
+        if per_type is None:
+            return []
+        literal, wildcard, prefixed = per_type
+        return [*literal.get(name, ()), *wildcard, *(b for b in prefixed if name.startswith(b["resource_name"]))]
 
     def authorize(self, principal: str, host: str, operation: int, rtype: int, name: str) -> bool:
         if not self.enabled or principal in self.super_users:
             return True
-        matching = [b for b in self.store.bindings() if _pattern_matches(b, rtype, name)]
+        matching = self._matching(rtype, name)
         if not matching:
             return self.allow_if_no_acl
         applies = [b for b in matching if b["principal"] in (principal, "User:*")

@@ -161,8 +161,11 @@ class AclStore:
     def add(self, bindings: list[dict]) -> None:
         def change(value):
             acls = value.setdefault("acls", [])
+            present = {tuple(sorted(b.items())) for b in acls}
             for b in bindings:
-                if b not in acls:
+                key = tuple(sorted(b.items()))
+                if key not in present:
+                    present.add(key)
                     acls.append(b)
         self._file.update(change)
 
