@@ -139,6 +139,10 @@ def test_start_up_warnings(tmp_path):
     sasl = Security(str(tmp_path), SecurityConfig(listener="SASL_PLAINTEXT", sasl_mechanisms="PLAIN",
                                                   super_users="User:admin"))
     assert any("without TLS" in w and "PLAIN" in w for w in sasl.startup_warnings("192.168.1.5"))
+    locked = Security(str(tmp_path / "locked"), SecurityConfig(listener="SASL_PLAINTEXT"))
+    assert any("every request will be refused" in w for w in locked.startup_warnings("127.0.0.1"))
+    locked.acls.add([binding("t", "User:a", A.READ)])
+    assert locked.startup_warnings("127.0.0.1") == []
 
 
 @pytest.mark.parametrize("kwargs,message", [

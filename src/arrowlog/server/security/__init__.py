@@ -154,9 +154,10 @@ class Security:
         if not is_loopback(host) and c.listener == "SSL" and c.ssl_client_auth != "required":
             out.append("SSL listener without required client certificates: clients are not "
                        "authenticated (principal User:ANONYMOUS)")
-        if c.authenticates and not c.super_users and not c.allow_everyone_if_no_acl_found:
-            out.append("no --super-users and no ACLs allow anything by default: only resources "
-                       "with ACLs are usable (add --super-users User:admin)")
+        if (c.authenticates and not c.super_users and not c.allow_everyone_if_no_acl_found
+                and not self.acls.bindings()):
+            out.append("no --super-users and no ACLs: every request will be refused "
+                       "(add --super-users User:admin, then create ACLs as admin)")
         return out
 
     def connection(self, peer_host: str, ssl_object) -> ConnectionSecurity:
