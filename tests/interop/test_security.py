@@ -10,6 +10,7 @@ wire by a super user with confluent-kafka's AdminClient.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import socket
 import ssl
@@ -593,3 +594,33 @@ def test_arrowlog_serve_passes_the_security_options(tmp_path):
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "listener SASL_PLAINTEXT" in err
+
+
+def test_acl_cli_on_a_running_server(servers, certs):
+    """`arrowlog acl add` on the data directory of a running server takes effect at once."""
+    from .wireclient import make_batch
+
+    srv = servers["SASL_PLAINTEXT"]
+    topic = "cli-" + uuid.uuid4().hex[:8]
+    with sasl_conn(srv, certs, "SCRAM-SHA-256", "admin") as conn:
+        r = conn.call(M.CREATE_TOPICS, 7, {"topics": [{"name": topic, "num_partitions": 1,
+                                                       "replication_factor": 1}]})
+        assert r["topics"][0]["error_code"] == 0
+    produce = {"acks": 1, "timeout_ms": 1000, "topic_data": [
+        {"name": topic, "partition_data": [{"index": 0, "records": make_batch(2)}]}]}
+
+    def produce_code():
+        with sasl_conn(srv, certs, "SCRAM-SHA-256", "alice") as conn:
+            return conn.call(M.PRODUCE, 9, produce)["responses"][0]["partition_responses"][0]["error_code"]
+
+    assert produce_code() == 29
+    r = _arrowlog("acl", "add", "--principal", "User:alice", "-o", "write", "--topic", topic,
+                  "--data", str(srv.data_dir))
+    assert r.returncode == 0, r.stderr
+    assert produce_code() == 0
+    r = _arrowlog("acl", "list", "--json", "--data", str(srv.data_dir))
+    stored = [b for b in json.loads(r.stdout) if b["resource_name"] == topic]
+    assert [(b["principal"], b["operation"], b["permission_type"]) for b in stored] == [("User:alice", 4, 3)]
+    r = _arrowlog("acl", "remove", "--principal", "User:alice", "--topic", topic, "--data", str(srv.data_dir))
+    assert r.returncode == 0, r.stderr
+    assert produce_code() == 29

@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from .acl import acl_group
 from .common import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -74,7 +75,7 @@ def cli(ctx: click.Context, data: str | None) -> None:
 
 
 for command in (topic_group, produce_cmd, consume_cmd, group_group, export_cmd,
-                verify_cmd, recover_cmd, demo_cmd, bench_cmd, serve_cmd, mirror_cmd, user_group):
+                verify_cmd, recover_cmd, demo_cmd, bench_cmd, serve_cmd, mirror_cmd, user_group, acl_group):
     cli.add_command(command)
 
 
