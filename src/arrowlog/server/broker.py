@@ -7,8 +7,9 @@ leader of every partition and the controller; leader epochs are always 0.
 
 Durability: a produced batch is acknowledged once it is appended and
 published (readable by every consumer, surviving a crash of this process);
-partitions written to are flushed every ``flush_interval_s`` and on
-shutdown. Thread-safety: the event loop thread only.
+every ``flush_interval_s`` the partitions appended to since the last flush
+are fsynced (their recovery points advance: the batches survive power loss),
+and on shutdown every partition written to is. Thread-safety: the event loop thread only.
 """
 
 from __future__ import annotations
@@ -52,6 +53,16 @@ FETCH_POLL_S = 0.05
 ENCODE_CACHE_BYTES = 64 << 20
 
 
+def _sync_partitions(partitions) -> None:
+    """fsync each partition's appends (advancing its recovery point); failures are logged
+    (a partition whose fsync failed refuses further appends until reopened)."""
+    for pl in list(partitions):
+        try:
+            pl.sync()
+        except AE.ArrowlogError as exc:
+            log.error("fsync of %s-%s failed: %s", getattr(pl, "topic", "?"), getattr(pl, "partition", "?"), exc)
+
+
 class BrokerConfig:
     def __init__(self, *, node_id=1, host="127.0.0.1", port=9092, advertised_host=None,
                  auto_create_topics=True, default_partitions=1, flush_interval_s=1.0,
@@ -92,10 +103,12 @@ class Broker:
         self.groups = GroupCoordinator(self.offsets, config.group_initial_rebalance_delay_ms)
         self.producers = ProducerRegistry()
         self._data_event = asyncio.Event()
-        self._dirty: set = set()
+        self._dirty: set = set()     # partitions appended to since the last periodic flush
+        self._written: set = set()   # every partition appended to (the shutdown flush syncs them all)
         self._cache: collections.OrderedDict = collections.OrderedDict()
         self._cache_bytes = 0
         self._flusher: asyncio.Task | None = None
+        self._syncing: asyncio.Future | None = None
         # The decoder already knows each batch's timestamp range; newer storage takes it.
         from arrowlog.storage import PartitionLog
         self._append_takes_timestamps = "min_timestamp" in inspect.signature(PartitionLog.append).parameters
@@ -116,23 +129,28 @@ class Broker:
     async def stop(self) -> None:
         if self._flusher:
             self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        if self._syncing is not None:  # a periodic fsync still in its thread
+            await asyncio.gather(self._syncing, return_exceptions=True)
         await self.groups.stop()
-        self.flush(fsync=True)
+        self._dirty = set()
+        _sync_partitions(self._written)
         self.store.close()
 
-    def flush(self, fsync: bool = False) -> None:
-        dirty, self._dirty = self._dirty, set()
-        for pl in dirty:
-            try:
-                pl.flush(fsync=fsync)
-            except AE.ArrowlogError as exc:
-                log.error("flush failed: %s", exc)
-
     async def _flush_loop(self) -> None:
+        """Every ``flush_interval_s``, fsync the partitions appended to since the
+        last time, in a thread: PartitionLog.sync holds its append lock only to
+        snapshot and publish, so appends on the loop go on while it waits for the disk."""
         while True:
             await asyncio.sleep(self.config.flush_interval_s)
             if self._dirty:
-                self.flush()
+                todo, self._dirty = self._dirty, set()
+                self._syncing = asyncio.ensure_future(asyncio.to_thread(_sync_partitions, todo))
+                try:
+                    await asyncio.shield(self._syncing)
+                finally:
+                    if self._syncing.done():
+                        self._syncing = None
 
     def _notify_data(self) -> None:
         self._data_event.set()
@@ -260,6 +278,7 @@ class Broker:
                     log.warning("append to %s-%d refused: %s", topic, index, exc)
                     return {**fail, "error_code": E.INVALID_RECORD, "error_message": str(exc)}
                 self._dirty.add(pl)
+                self._written.add(pl)
                 self.producers.record(topic, index, b.producer_id, b.producer_epoch, b.base_sequence,
                                       b.record_count, base)
             if first is None:
@@ -516,6 +535,7 @@ class Broker:
                 self.producers.forget_topic(name)
                 self.offsets.delete_topic(name)
                 self._dirty = {pl for pl in self._dirty if getattr(pl, "topic", None) != name}
+                self._written = {pl for pl in self._written if getattr(pl, "topic", None) != name}
                 log.info("deleted topic %s", name)
             out.append({"name": name, "topic_id": self.store.topic_id(name or ""), "error_code": code,
                         "error_message": msg})
