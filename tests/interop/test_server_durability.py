@@ -7,6 +7,9 @@ it can be killed or have its files damaged.
 
 from __future__ import annotations
 
+import glob
+import os
+import struct
 import time
 
 import pytest
@@ -16,7 +19,10 @@ from arrowlog.storage import LogDir
 from arrowlog.server import messages as M
 
 from .conftest import ServerProcess
+from .test_fetch_and_limits import fetch
 from .wireclient import call, make_batch, produce
+
+confluent_kafka = pytest.importorskip("confluent_kafka")
 
 DEADLINE_S = 60.0  # generous: CI is a loaded 2-core machine
 
@@ -47,9 +53,10 @@ def serve(tmp_path):
         srv.stop()
 
 
-def create_topic(srv, name: str, partitions: int = 1) -> dict:
+def create_topic(srv, name: str, partitions: int = 1, **config) -> dict:
     resp = call(srv, M.CREATE_TOPICS, 7, {"topics": [{"name": name, "num_partitions": partitions,
-                                                      "replication_factor": 1}]})
+                                                      "replication_factor": 1, "configs": [
+        {"name": k.replace("_", "."), "value": str(v)} for k, v in config.items()]}]})
     return resp["topics"][0]
 
 
@@ -67,3 +74,64 @@ def test_periodic_flush_advances_the_recovery_point_without_closing(serve, topic
         assert srv.proc.poll() is None
     finally:
         d.close()
+
+
+def test_fetch_reports_bit_rot_and_never_resigns_it(serve, topic, group):
+    srv = serve()
+    assert create_topic(srv, topic, segment_bytes=64 * 1024)["error_code"] == 0
+    p = confluent_kafka.Producer({"bootstrap.servers": srv.bootstrap, "linger.ms": 5})
+    for i in range(3000):
+        p.produce(topic, b"value-%06d" % i, partition=0)
+        if i % 100 == 99:
+            assert p.flush(30) == 0
+    assert p.flush(30) == 0
+    # bit rot in a closed segment: "value-000500" now reads "value-900500"
+    segments = sorted(glob.glob(os.path.join(str(srv.data_dir), "topics", topic, "0", "*.log")))
+    damaged = [f for f in segments if b"value-000500" in open(f, "rb").read()]
+    assert len(damaged) == 1 and damaged[0] != segments[-1], segments
+    with open(damaged[0], "r+b") as f:
+        body = f.read()
+        f.seek(body.index(b"value-000500") + len(b"value-"))
+        f.write(b"9")
+
+    # the wire client: intact batches up to the damaged one, then CORRUPT_MESSAGE, never the data
+    offset, seen = 0, b""
+    for _ in range(3000):
+        part = fetch(srv, topic, offset)
+        if part["error_code"] != 0:
+            break
+        records = bytes(part["records"] or b"")
+        assert records, f"no data and no error at offset {offset}"
+        seen += records
+        offset = max(base_offsets_and_ends(records))
+    assert part["error_code"] == 2, part  # CORRUPT_MESSAGE
+    assert 0 < offset <= 500  # the batches before the damaged one were served
+    assert b"value-900500" not in seen and b"value-000500" not in seen
+
+    # a real client with check.crcs=true gets an error, never the rotten value
+    c = confluent_kafka.Consumer({"bootstrap.servers": srv.bootstrap, "group.id": group,
+                                  "auto.offset.reset": "earliest", "check.crcs": True,
+                                  "enable.auto.commit": False})
+    try:
+        c.subscribe([topic])
+        values, errors = [], []
+        end = time.monotonic() + DEADLINE_S
+        while not errors and time.monotonic() < end:
+            for m in c.consume(500, 0.2):
+                (errors if m.error() else values).append(m.error() or m.value())
+        assert errors, "the consumer never saw an error"
+        assert b"value-900500" not in values and b"value-000500" not in values
+        assert all(v < b"value-000500" for v in values)
+    finally:
+        c.close()
+
+
+def base_offsets_and_ends(records: bytes) -> list[int]:
+    """The next offset after each Kafka record batch in ``records``."""
+    out, pos = [], 0
+    while pos + 61 <= len(records):
+        base, length = struct.unpack_from(">qi", records, pos)
+        last_delta = struct.unpack_from(">i", records, pos + 23)[0]
+        out.append(base + last_delta + 1)
+        pos += 12 + length
+    return out

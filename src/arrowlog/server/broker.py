@@ -63,6 +63,29 @@ def _sync_partitions(partitions) -> None:
             log.error("fsync of %s-%s failed: %s", getattr(pl, "topic", "?"), getattr(pl, "partition", "?"), exc)
 
 
+def _read_checked(pl, offset: int, max_bytes: int) -> list:
+    """Frames from ``offset`` with their CRCs checked. When a frame is damaged, the
+    intact frames before it are returned; CorruptRecordError only if the first is."""
+    try:
+        return pl.read(offset, max_bytes, check_crc=True)
+    except AE.CorruptRecordError:
+        pass
+    frames, size = [], 0
+    while size < max_bytes:
+        try:
+            got = pl.read(offset, 1, check_crc=True)[:1]   # one frame (KIP-74: the first always)
+        except AE.CorruptRecordError:
+            if frames:
+                return frames
+            raise
+        if not got:
+            break
+        frames.append(got[0])
+        size += got[0].size
+        offset = got[0].base_offset + got[0].record_count
+    return frames
+
+
 class BrokerConfig:
     def __init__(self, *, node_id=1, host="127.0.0.1", port=9092, advertised_host=None,
                  auto_create_topics=True, default_partitions=1, flush_interval_s=1.0,
@@ -331,9 +354,20 @@ class Broker:
                 if offset == hwm or (limit <= 0 and total > 0):
                     continue
                 try:
-                    frames = pl.read(offset, max(limit, 1))
+                    frames = _read_checked(pl, offset, max(limit, 1))
                 except AE.OffsetOutOfRangeError:
                     out["error_code"] = E.OFFSET_OUT_OF_RANGE
+                    stop = True
+                    continue
+                except AE.CorruptRecordError as exc:
+                    # never re-sign damaged data with a fresh Kafka CRC: report it
+                    log.error("fetch of %s-%d at %d: %s", name, idx, offset, exc)
+                    out["error_code"] = E.CORRUPT_MESSAGE
+                    stop = True
+                    continue
+                except (AE.StorageError, OSError) as exc:
+                    log.error("fetch of %s-%d at %d failed: %s", name, idx, offset, exc)
+                    out["error_code"] = E.KAFKA_STORAGE_ERROR
                     stop = True
                     continue
                 chunks, size = [], 0
