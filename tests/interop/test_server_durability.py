@@ -7,6 +7,7 @@ it can be killed or have its files damaged.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import struct
@@ -14,13 +15,12 @@ import time
 
 import pytest
 
-from arrowlog.storage import LogDir
-
 from arrowlog.server import messages as M
+from arrowlog.storage import LogDir
 
 from .conftest import ServerProcess
 from .test_fetch_and_limits import fetch
-from .wireclient import call, make_batch, produce
+from .wireclient import call, make_batch, produce, still_serving
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
 
@@ -135,3 +135,52 @@ def base_offsets_and_ends(records: bytes) -> list[int]:
         out.append(base + last_delta + 1)
         pos += 12 + length
     return out
+
+
+def test_partition_caps_refuse_huge_create_topics_with_a_message(serve, topic):
+    srv = serve("--max-partitions-per-request", "6")
+    huge = create_topic(srv, topic, 100_000)
+    assert huge["error_code"] == 37, huge  # INVALID_PARTITIONS
+    assert "100000 partitions" in huge["error_message"] and "1000 per topic" in huge["error_message"]
+    resp = call(srv, M.CREATE_TOPICS, 7, {"topics": [
+        {"name": f"{topic}-{i}", "num_partitions": 4, "replication_factor": 1} for i in range(3)]})
+    codes = [t["error_code"] for t in resp["topics"]]
+    assert codes == [0, 44, 44], resp  # the second would bring the request to 8 > 6: POLICY_VIOLATION
+    assert "more than 6 partitions" in resp["topics"][1]["error_message"]
+    assert [n for n in os.listdir(os.path.join(str(srv.data_dir), "topics")) if n.startswith(topic)] == [f"{topic}-0"]
+    assert create_topic(srv, topic, 6)["error_code"] == 0  # up to the cap is allowed
+
+
+def test_a_full_disk_at_partition_open_is_a_storage_error_reply(tmp_path, topic):
+    from fault import faultlib
+
+    reason = faultlib.root_reason()
+    if reason:
+        pytest.skip(reason)
+    data = tmp_path / "data"  # the mount point itself: the server's log stays outside
+    with faultlib.tmpfs(str(data), "64m"):  # room for a segment once the ballast is gone
+        srv = ServerProcess(data)
+        try:
+            assert create_topic(srv, topic, 2)["error_code"] == 0
+            # fill the file system: the partition's first segment cannot be created
+            ballast = os.path.join(str(data), "ballast")
+            fd = os.open(ballast, os.O_WRONLY | os.O_CREAT)
+            try:
+                for block in (1 << 20, 4096):
+                    with contextlib.suppress(OSError):
+                        while True:
+                            os.write(fd, b"\0" * block)
+            finally:
+                os.close(fd)
+            failed = produce(srv, topic, make_batch(3))
+            assert failed["error_code"] == 56, failed  # KAFKA_STORAGE_ERROR, not a dropped connection
+            still_serving(srv)
+            os.unlink(ballast)
+            ok = wait_for(lambda: (r := produce(srv, topic, make_batch(3)))["error_code"] == 0 and r,
+                          "appends to resume once space is free")
+            assert ok["base_offset"] == 0
+            srv.stop()
+            assert srv.proc.returncode == 0, srv.log()
+            assert "Traceback" not in srv.log()
+        finally:
+            srv.stop()

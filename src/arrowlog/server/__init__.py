@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from .options import MAX_PARTITIONS_PER_REQUEST, MAX_PARTITIONS_PER_TOPIC
 from .server import DEFAULT_MAX_FRAME, KafkaServer, Limits, run_until_signalled
 
 __all__ = ["KafkaServer", "Limits", "serve", "main"]
@@ -21,7 +22,10 @@ __all__ = ["KafkaServer", "Limits", "serve", "main"]
 def serve(data_dir, host: str = "127.0.0.1", port: int = 9092, *, auto_create_topics: bool = True,
           default_partitions: int = 1, node_id: int = 1, advertised_host: str | None = None,
           max_frame_bytes: int = DEFAULT_MAX_FRAME, max_connections: int = 1000,
-          idle_timeout_s: float = 600.0, flush_interval_s: float = 1.0, ready=None) -> None:
+          idle_timeout_s: float = 600.0, flush_interval_s: float = 1.0,
+          max_partitions_per_topic: int = MAX_PARTITIONS_PER_TOPIC,
+          max_partitions_per_request: int = MAX_PARTITIONS_PER_REQUEST,
+          ready=None) -> None:
     """Serve ``data_dir`` over the Kafka protocol until SIGTERM or SIGINT, then
     close connections and flush (fsync) every partition written to.
 
@@ -34,6 +38,8 @@ def serve(data_dir, host: str = "127.0.0.1", port: int = 9092, *, auto_create_to
                       idle_timeout_s=idle_timeout_s),
         auto_create_topics=auto_create_topics, default_partitions=default_partitions,
         node_id=node_id, advertised_host=advertised_host, flush_interval_s=flush_interval_s,
+        max_partitions_per_topic=max_partitions_per_topic,
+        max_partitions_per_request=max_partitions_per_request,
     )
     try:
         import uvloop  # optional: a faster event loop when installed

@@ -30,6 +30,7 @@ from . import errors as E
 from .groups import GroupCoordinator
 from .messages import APIS
 from .offsets import GroupOffsetStore
+from .options import MAX_PARTITIONS_PER_REQUEST, MAX_PARTITIONS_PER_TOPIC
 from .producers import ProducerRegistry
 from .store import Store
 
@@ -89,7 +90,13 @@ def _read_checked(pl, offset: int, max_bytes: int) -> list:
 class BrokerConfig:
     def __init__(self, *, node_id=1, host="127.0.0.1", port=9092, advertised_host=None,
                  auto_create_topics=True, default_partitions=1, flush_interval_s=1.0,
-                 group_initial_rebalance_delay_ms=100):
+                 group_initial_rebalance_delay_ms=100, max_partitions_per_topic=MAX_PARTITIONS_PER_TOPIC,
+                 max_partitions_per_request=MAX_PARTITIONS_PER_REQUEST):
+        if not 1 <= default_partitions <= max_partitions_per_topic:
+            raise AE.ConfigError(f"partitions of auto-created topics must be 1..{max_partitions_per_topic} "
+                                 f"(the per-topic cap), got {default_partitions}")
+        if flush_interval_s <= 0:
+            raise AE.ConfigError(f"the flush interval must be positive, got {flush_interval_s}")
         self.node_id = node_id
         self.host = host
         self.port = port
@@ -98,6 +105,8 @@ class BrokerConfig:
         self.default_partitions = default_partitions
         self.flush_interval_s = flush_interval_s
         self.group_initial_rebalance_delay_ms = group_initial_rebalance_delay_ms
+        self.max_partitions_per_topic = max_partitions_per_topic
+        self.max_partitions_per_request = max_partitions_per_request
 
     @property
     def advertised(self) -> str:
@@ -180,10 +189,16 @@ class Broker:
         self._data_event = asyncio.Event()
 
     def _partition(self, topic: str, index: int):
-        t = self.store.topic(topic)
-        if t is None or not 0 <= index < t.num_partitions:
-            return None
-        return t.partition(index)
+        """(PartitionLog, NONE), or (None, error code, message) when the partition does
+        not exist or the storage cannot open it (e.g. disk full at its first segment)."""
+        try:
+            t = self.store.topic(topic)
+            if t is None or not 0 <= index < t.num_partitions:
+                return None, E.UNKNOWN_TOPIC_OR_PARTITION, f"unknown topic or partition {topic}-{index}"
+            return t.partition(index), E.NONE, None
+        except OSError as exc:  # StorageError included
+            log.error("cannot open %s-%d: %s", topic, index, exc)
+            return None, E.KAFKA_STORAGE_ERROR, str(exc)
 
     # ------------------------------------------------------------ ApiVersions
     def api_versions(self, ctx: RequestContext, req: dict) -> dict:
@@ -224,10 +239,17 @@ class Broker:
             auto = req["allow_auto_topic_creation"] and self.config.auto_create_topics
         topics = []
         for name in names:
-            t = self.store.topic(name)
+            try:
+                t = self.store.topic(name)
+            except OSError as exc:
+                log.error("cannot read topic %s: %s", name, exc)
+                topics.append({"error_code": E.KAFKA_STORAGE_ERROR, "name": name, "partitions": []})
+                continue
             if t is None and auto:
                 code, msg = self.store.create_topic(name, self.config.default_partitions)
-                if code == E.INVALID_TOPIC_EXCEPTION:
+                if code in (E.INVALID_TOPIC_EXCEPTION, E.KAFKA_STORAGE_ERROR):
+                    if code == E.KAFKA_STORAGE_ERROR:
+                        log.error("auto-creating topic %s failed: %s", name, msg)
                     topics.append({"error_code": code, "name": name, "partitions": []})
                     continue
                 if code == E.NONE:
@@ -268,9 +290,9 @@ class Broker:
 
     def _produce_partition(self, topic: str, index: int, records) -> dict:
         fail = {"index": index, "base_offset": -1}
-        pl = self._partition(topic, index)
+        pl, code, msg = self._partition(topic, index)
         if pl is None:
-            return {**fail, "error_code": E.UNKNOWN_TOPIC_OR_PARTITION}
+            return {**fail, "error_code": code, "error_message": msg}
         if records is None or len(records) == 0:
             return {**fail, "error_code": E.INVALID_RECORD, "error_message": "no record batch"}
         try:
@@ -293,7 +315,7 @@ class Broker:
                                          max_timestamp=b.max_record_timestamp)
                     else:
                         base = pl.append(b.records)
-                except AE.StorageError as exc:
+                except OSError as exc:  # StorageError included
                     log.error("append to %s-%d failed: %s", topic, index, exc)
                     return {**fail, "error_code": E.KAFKA_STORAGE_ERROR, "error_message": str(exc)}
                 except (AE.ArrowlogError, ValueError, TypeError, pa.ArrowException) as exc:
@@ -331,18 +353,17 @@ class Broker:
         responses = []
         for ft in req["topics"]:
             name = ft["topic"]
-            t = self.store.topic(name)
             parts = []
             for fp in ft["partitions"]:
                 idx = fp["partition"]
                 out = {"partition_index": idx, "high_watermark": -1, "last_stable_offset": -1,
                        "log_start_offset": -1, "aborted_transactions": None, "records": b""}
                 parts.append(out)
-                if t is None or not 0 <= idx < t.num_partitions:
-                    out["error_code"] = E.UNKNOWN_TOPIC_OR_PARTITION
+                pl, code, _ = self._partition(name, idx)
+                if pl is None:
+                    out["error_code"] = code
                     stop = True
                     continue
-                pl = t.partition(idx)
                 hwm, start = pl.high_watermark, pl.log_start_offset
                 out.update(high_watermark=hwm, last_stable_offset=hwm, log_start_offset=start)
                 offset = fp["fetch_offset"]
@@ -414,11 +435,16 @@ class Broker:
             parts = []
             for lp in lt["partitions"]:
                 idx = lp["partition_index"]
-                pl = self._partition(lt["name"], idx)
+                pl, code, _ = self._partition(lt["name"], idx)
                 if pl is None:
-                    parts.append({"partition_index": idx, "error_code": E.UNKNOWN_TOPIC_OR_PARTITION})
+                    parts.append({"partition_index": idx, "error_code": code})
                     continue
-                offset, ts = self._lookup_offset(pl, lp["timestamp"])
+                try:
+                    offset, ts = self._lookup_offset(pl, lp["timestamp"])
+                except (AE.CorruptRecordError, OSError) as exc:
+                    log.error("offset lookup in %s-%d failed: %s", lt["name"], idx, exc)
+                    parts.append({"partition_index": idx, "error_code": E.KAFKA_STORAGE_ERROR})
+                    continue
                 parts.append({"partition_index": idx, "error_code": E.NONE, "timestamp": ts,
                               "offset": offset, "leader_epoch": 0})
             topics.append({"name": lt["name"], "partitions": parts})
@@ -536,6 +562,8 @@ class Broker:
     # ------------------------------------------------------------ admin
     def create_topics(self, ctx: RequestContext, req: dict) -> dict:
         results = []
+        per_topic, per_request = self.config.max_partitions_per_topic, self.config.max_partitions_per_request
+        requested = 0
         for ct in req["topics"]:
             name = ct["name"]
             n = ct["num_partitions"]
@@ -545,8 +573,18 @@ class Broker:
             config = {c["name"]: c["value"] for c in ct["configs"] if c["value"] is not None}
             if rf not in (-1, 1) or any(len(a["broker_ids"]) > 1 for a in ct["assignments"]):
                 code, msg = E.INVALID_REPLICATION_FACTOR, "this broker has one node: replication factor 1"
+            elif n > per_topic:
+                code, msg = E.INVALID_PARTITIONS, (
+                    f"topic {name!r} asks for {n} partitions; this server allows at most {per_topic} "
+                    "per topic (max.partitions.per.topic, arrowlog serve --max-partitions-per-topic)")
+            elif requested + max(n, 0) > per_request:
+                code, msg = E.POLICY_VIOLATION, (
+                    f"this request asks for more than {per_request} partitions in all; create the topics in "
+                    "several requests (max.partitions.per.request, --max-partitions-per-request)")
             else:
                 code, msg = self.store.create_topic(name, n, config, req["validate_only"])
+                if code == E.NONE:
+                    requested += n
             r = {"name": name, "error_code": code, "error_message": msg,
                  "topic_id": self.store.topic_id(name) if code == E.NONE else bytes(16)}
             if code == E.NONE:
