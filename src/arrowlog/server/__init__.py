@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import sys
 
 from .server import DEFAULT_MAX_FRAME, KafkaServer, Limits, run_until_signalled
 
@@ -55,34 +53,14 @@ def _parse_listen(value: str) -> tuple[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m arrowlog.server --data DIR --listen 127.0.0.1:9092``."""
-    p = argparse.ArgumentParser(prog="arrowlog serve", description=__doc__.splitlines()[0])
+    """``python -m arrowlog.server --data DIR --listen 127.0.0.1:9092`` (options: server/options.py)."""
+    from .options import add_argparse_options, run
+
+    p = argparse.ArgumentParser(prog="python -m arrowlog.server", description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="data directory (created if missing)")
     p.add_argument("--listen", type=_parse_listen, default=("127.0.0.1", 9092),
                    help="HOST:PORT to listen on (default 127.0.0.1:9092; port 0 picks a free one)")
-    p.add_argument("--advertised-host", default=None, help="host name clients are told to connect to")
-    p.add_argument("--partitions", type=int, default=1, help="partitions of auto-created topics")
-    p.add_argument("--no-auto-create", action="store_true", help="do not create topics on first use")
-    p.add_argument("--node-id", type=int, default=1)
-    p.add_argument("--max-frame-bytes", type=int, default=DEFAULT_MAX_FRAME)
-    p.add_argument("--max-connections", type=int, default=1000)
-    p.add_argument("--idle-timeout", type=float, default=600.0, help="seconds before an idle connection closes")
-    p.add_argument("--log-level", default="INFO")
+    add_argparse_options(p)
     args = p.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host, port = args.listen
-
-    def ready(server):
-        # The bound address goes to stdout (data); everything else is logged to stderr.
-        print(f"{server.host}:{server.port}", flush=True)
-
-    try:
-        serve(args.data, host, port, auto_create_topics=not args.no_auto_create,
-              default_partitions=args.partitions, node_id=args.node_id,
-              advertised_host=args.advertised_host, max_frame_bytes=args.max_frame_bytes,
-              max_connections=args.max_connections, idle_timeout_s=args.idle_timeout, ready=ready)
-    except OSError as exc:
-        print(f"arrowlog serve: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run(args.data, host, port, vars(args))

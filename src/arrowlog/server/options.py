@@ -1,0 +1,116 @@
+"""The one table of ``arrowlog serve`` options.
+
+Both entry points read it: ``python -m arrowlog.server`` (argparse, in
+``arrowlog.server.main``) and ``arrowlog serve`` (click, in
+``arrowlog.cli.ops``), so an option added here appears in both ``--help``
+pages with the same name, default and meaning.
+
+To add an option: append an ``Option`` row whose ``kwarg`` is the keyword of
+``arrowlog.server.serve`` it sets (``None`` for options the entry point
+handles itself, like ``--log-level``), and give ``serve`` that keyword.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any, Callable, Mapping, NamedTuple
+
+
+class Option(NamedTuple):
+    flag: str                      # "--max-frame-bytes"
+    kwarg: str | None              # keyword of serve() it sets; None: read by the entry point
+    type: type                     # int, float, str, or bool for an on/off flag (default off)
+    default: Any
+    help: str
+    config: str | None = None      # the Kafka broker config it corresponds to, if any
+    convert: Callable[[Any], Any] | None = None  # option value -> serve() value
+
+    @property
+    def dest(self) -> str:
+        """The attribute name argparse and click both give this option."""
+        return self.flag.lstrip("-").replace("-", "_")
+
+    def help_text(self) -> str:
+        return self.help + (f" (Kafka: {self.config})" if self.config else "")
+
+
+def _not(value: bool) -> bool:
+    return not value
+
+
+# Kafka's socket.request.max.bytes default; server.py's DEFAULT_MAX_FRAME has the same value.
+_MAX_FRAME = 100 * 1024 * 1024
+
+OPTIONS: tuple[Option, ...] = (
+    Option("--advertised-host", "advertised_host", str, None,
+           "host name clients are told to connect to (default: the listen host)", "advertised.listeners"),
+    Option("--partitions", "default_partitions", int, 1,
+           "partitions of auto-created topics", "num.partitions"),
+    Option("--no-auto-create", "auto_create_topics", bool, False,
+           "do not create topics on first use", "auto.create.topics.enable=false", _not),
+    Option("--node-id", "node_id", int, 1, "the broker id clients see", "node.id"),
+    Option("--max-frame-bytes", "max_frame_bytes", int, _MAX_FRAME,
+           "largest request accepted, in bytes", "socket.request.max.bytes"),
+    Option("--max-connections", "max_connections", int, 1000,
+           "connections served at once", "max.connections"),
+    Option("--idle-timeout", "idle_timeout_s", float, 600.0,
+           "seconds before an idle connection closes", "connections.max.idle.ms"),
+    Option("--flush-interval", "flush_interval_s", float, 1.0,
+           "seconds between fsyncs of the partitions written to", "log.flush.interval.ms"),
+    Option("--log-level", None, str, "INFO", "DEBUG, INFO, WARNING or ERROR"),
+)
+
+
+def add_argparse_options(parser: argparse.ArgumentParser) -> None:
+    for o in OPTIONS:
+        if o.type is bool:
+            parser.add_argument(o.flag, action="store_true", help=o.help_text())
+        else:
+            parser.add_argument(o.flag, type=o.type, default=o.default, help=o.help_text())
+
+
+def click_options(fn: Callable) -> Callable:
+    """Decorate a click command with every option of the table."""
+    import click
+
+    for o in reversed(OPTIONS):
+        if o.type is bool:
+            fn = click.option(o.flag, o.dest, is_flag=True, default=False, help=o.help_text())(fn)
+        else:
+            fn = click.option(o.flag, o.dest, type=o.type, default=o.default,
+                              show_default=o.default is not None, help=o.help_text())(fn)
+    return fn
+
+
+def serve_kwargs(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``serve()`` keywords for parsed option values (keyed by ``Option.dest``)."""
+    out = {}
+    for o in OPTIONS:
+        if o.kwarg is None:
+            continue
+        value = values.get(o.dest, o.default)
+        out[o.kwarg] = o.convert(value) if o.convert else value
+    return out
+
+
+def run(data_dir: str, host: str, port: int, values: Mapping[str, Any]) -> int:
+    """Serve until SIGTERM/SIGINT with the parsed option ``values``; the exit code.
+
+    The bound ``HOST:PORT`` is printed on stdout once listening; logs go to stderr.
+    """
+    from . import serve
+
+    logging.basicConfig(level=str(values.get("log_level") or "INFO").upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def ready(server):
+        print(f"{server.host}:{server.port}", flush=True)
+
+    try:
+        serve(data_dir, host, port, ready=ready, **serve_kwargs(values))
+    except OSError as exc:
+        print(f"arrowlog serve: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
