@@ -25,17 +25,18 @@ def serve(data_dir, host: str = "127.0.0.1", port: int = 9092, *, auto_create_to
           idle_timeout_s: float = 600.0, flush_interval_s: float = 1.0,
           max_partitions_per_topic: int = MAX_PARTITIONS_PER_TOPIC,
           max_partitions_per_request: int = MAX_PARTITIONS_PER_REQUEST,
-          ready=None) -> None:
+          ready=None, **limits) -> None:
     """Serve ``data_dir`` over the Kafka protocol until SIGTERM or SIGINT, then
     close connections and flush (fsync) every partition written to.
 
     ``port=0`` picks a free port; ``ready(server)`` is called once listening
-    (``server.port`` is the bound port).
+    (``server.port`` is the bound port). Further keywords are ``Limits`` fields
+    (``queued_max_request_bytes``, ``first_request_timeout_s``, ...).
     """
     server = KafkaServer(
         data_dir, host, port,
         limits=Limits(max_frame_bytes=max_frame_bytes, max_connections=max_connections,
-                      idle_timeout_s=idle_timeout_s),
+                      idle_timeout_s=idle_timeout_s, **limits),
         auto_create_topics=auto_create_topics, default_partitions=default_partitions,
         node_id=node_id, advertised_host=advertised_host, flush_interval_s=flush_interval_s,
         max_partitions_per_topic=max_partitions_per_topic,
