@@ -61,7 +61,8 @@ class _Bounds:
     """Per column, an inclusive [lo, hi] range and an allowed set that every
     row the filter keeps lies in (a superset: pruning only ever widens)."""
 
-    def __init__(self) -> None:
+    def __init__(self, integral: frozenset = frozenset()) -> None:
+        self.integral = integral  # columns of whole numbers (and timestamps, in ms): x < 5 means x <= 4
         self.lo: dict[str, Any] = {}
         self.hi: dict[str, Any] = {}
         self.sets: dict[str, set] = {}
@@ -69,6 +70,11 @@ class _Bounds:
     def add(self, column: str, op: str, value: Any) -> None:
         if value is None:
             return
+        if column in self.integral and isinstance(value, int) and not isinstance(value, bool):
+            if op == "gt":
+                op, value = "ge", value + 1
+            elif op == "lt":
+                op, value = "le", value - 1
         if op in ("eq", "ge", "gt"):
             self.lo[column] = value if column not in self.lo else max(self.lo[column], value)
         if op in ("eq", "le", "lt"):
@@ -359,6 +365,8 @@ class LogDataset(pads.Dataset):
         self._value_fields = [f.name for f in self._topic.value_schema] if self._topic.value_schema is not None \
             else None
         self._stats: dict[int, _PartitionStats] = {}
+        self._integral = frozenset(f.name for f in self._schema
+                                   if pa.types.is_integer(f.type) or pa.types.is_timestamp(f.type))
         self._pcols = shape  # Replay caches the partition column arrays
         self.stats = {"scans": 0, "frames_read": 0, "frames_scanned": 0, "rows_scanned": 0, "bytes_scanned": 0}
 
@@ -375,7 +383,7 @@ class LogDataset(pads.Dataset):
         if isinstance(columns, dict):
             raise DatasetError("computed columns (a dict for columns=) are not supported; pass column names")
         names = self._check_columns(columns)
-        bounds = _Bounds()
+        bounds = _Bounds(self._integral)
         needed = set(names)
         if filter is not None:
             if not isinstance(filter, pc.Expression):
@@ -386,7 +394,7 @@ class LogDataset(pads.Dataset):
             else:
                 _bounds_from_arrow(tree, bounds)
                 needed |= _arrow_field_refs(tree) & set(self._schema.names)
-        scan_schema = pa.schema([f for f in self._schema if f.name in needed])
+        scan_schema = self._scan_schema(needed)
         batches = self._scan(scan_schema, bounds)
         options = {"batch_size": batch_size} if batch_size else {}
         return pads.Scanner.from_batches(batches, schema=scan_schema, columns=names, filter=filter, **options)
@@ -411,6 +419,12 @@ class LogDataset(pads.Dataset):
 
     def __arrow_c_stream__(self, requested_schema: Any = None):
         return self.to_reader().__arrow_c_stream__(requested_schema)
+
+    def _scan_schema(self, needed: set[str]) -> pa.Schema:
+        """The columns a scan reads: ``needed``, or the offsets alone when
+        nothing is (a count still needs rows, and batches without columns
+        have none)."""
+        return pa.schema([f for f in self._schema if f.name in (needed or {"offset"})])
 
     def _check_columns(self, columns: list[str] | None) -> list[str]:
         if columns is None:
@@ -588,7 +602,7 @@ def scan_polars(log: Any, topic: str):
     def source(with_columns: list[str] | None, predicate: Any, n_rows: int | None,
                batch_size: int | None) -> Iterator[Any]:
         names = ds._check_columns(with_columns)
-        bounds = _Bounds()
+        bounds = _Bounds(ds._integral)
         needed = set(names)
         if predicate is not None:
             needed |= set(predicate.meta.root_names())
@@ -596,7 +610,7 @@ def scan_polars(log: Any, topic: str):
                 _bounds_from_polars(json.loads(predicate.meta.serialize(format="json")), bounds)
             except Exception:
                 pass  # unreadable: no pruning, polars' filter below stays exact
-        scan_schema = pa.schema([f for f in ds.schema if f.name in needed])
+        scan_schema = ds._scan_schema(needed)
         left = n_rows
         for batch in ds._scan(scan_schema, bounds):
             df = pl.from_arrow(batch, rechunk=False)

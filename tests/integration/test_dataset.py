@@ -1,0 +1,251 @@
+"""arrowlog.dataset / scan_polars: DuckDB and polars push filters and columns into the log."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import arrowlog
+from arrowlog.dataset import DatasetError
+
+T0 = 1_700_000_000_000  # ms
+HOUR = 3_600_000
+VALUE_SCHEMA = pa.schema([("x", pa.int64()), ("name", pa.string()), ("y", pa.float64())])
+UTC = dt.timezone.utc
+
+
+def ts(ms: int) -> pa.Scalar:
+    return pa.scalar(ms, pa.timestamp("ms", tz="UTC"))
+
+
+def sql_ts(ms: int) -> str:
+    return "TIMESTAMPTZ '" + dt.datetime.fromtimestamp(ms / 1000, UTC).isoformat(sep=" ", timespec="milliseconds") + "'"
+
+
+def produce_hours(log: arrowlog.LogDir, topic: str, hours: int, frames_per_hour: int, rows: int, partitions: int):
+    """Typed records, one frame per produce_batch, ascending time: `hours` of them."""
+    with arrowlog.Producer({"log.dir": log.path}) as p:
+        i = 0
+        for h in range(hours):
+            for f in range(frames_per_hour):
+                start = T0 + h * HOUR + f * (HOUR // frames_per_hour)
+                stamps = start + np.arange(rows) * (HOUR // frames_per_hour // rows)
+                xs = np.arange(i, i + rows)
+                p.produce_batch(topic, pa.table({"x": xs, "name": [f"n{v % 5}" for v in xs],
+                                                 "y": pa.array(xs * 0.5)}),
+                                timestamps=stamps, partition=(h * frames_per_hour + f) % partitions)
+                i += rows
+
+
+@pytest.fixture
+def hours_topic(data_dir):
+    log = arrowlog.LogDir(data_dir)
+    log.create_topic("ev", partitions=2, config={"value.schema": VALUE_SCHEMA})
+    produce_hours(log, "ev", hours=6, frames_per_hour=4, rows=50, partitions=2)
+    yield log
+    log.close()
+
+
+def test_duckdb_one_hour_window_reads_only_that_hours_frames(hours_topic):
+    ds = arrowlog.dataset(hours_topic, "ev")
+    lo, hi = T0 + 2 * HOUR, T0 + 3 * HOUR
+    sql = f'select count(*), sum(x) from ds where "timestamp" >= {sql_ts(lo)} and "timestamp" < {sql_ts(hi)}'
+    brute = arrowlog.replay(hours_topic, "ev").to_arrow().filter(
+        (pc.field("timestamp") >= ts(lo)) & (pc.field("timestamp") < ts(hi)))
+    expected = (brute.num_rows, pc.sum(brute.column("x")).as_py())
+    assert duckdb.sql(sql).fetchall()[0] == expected  # cold: learns the frames' time ranges
+    ds.reset_stats()
+    assert duckdb.sql(sql).fetchall()[0] == expected
+    # 24 frames in all; the hour holds 4 (and the frame starting at `hi` cannot be told apart
+    # from the hour by its min/max alone only if it overlaps: it does not)
+    assert ds.stats["frames_read"] == 4, ds.stats
+    assert ds.stats["rows_scanned"] == expected[0] == 200
+    plan = duckdb.sql("explain " + sql).fetchall()[0][1]
+    scan = plan[plan.index("PYTHON_ARROW_SCAN"):]
+    assert "Filters:" in scan and '"timestamp" >=' in scan and '"timestamp" <' in scan, plan
+
+
+def test_offset_and_partition_conditions_use_the_offset_index(hours_topic):
+    ds = arrowlog.dataset(hours_topic, "ev")
+    f = (pc.field("partition") == 1) & (pc.field("offset") >= 20) & (pc.field("offset") <= 60)
+    got = ds.to_table(columns=["partition", "offset"], filter=f)
+    assert got.column("offset").to_pylist() == list(range(20, 61))
+    assert set(got.column("partition").to_pylist()) == {1}
+    assert ds.stats["frames_read"] == 2  # offsets 0..49 and 50..99 of partition 1
+
+
+def test_projection_of_one_typed_column_touches_only_its_buffers(hours_topic):
+    ds = arrowlog.dataset(hours_topic, "ev")
+    everything = ds.to_table()
+    all_bytes = ds.stats["bytes_scanned"]
+    ds.reset_stats()
+    xs = ds.to_table(columns=["x"])
+    assert xs.schema.names == ["x"] and xs.column("x").equals(everything.column("x"))
+    # x is 8 bytes a row; everything else (envelope, strings, y) is not read
+    assert ds.stats["bytes_scanned"] == 8 * everything.num_rows < all_bytes / 4, (ds.stats, all_bytes)
+
+
+def test_value_field_filter_skips_frames_once_their_range_is_known(hours_topic):
+    ds = arrowlog.dataset(hours_topic, "ev")
+    f = pc.field("x") >= 1150
+    brute = arrowlog.replay(hours_topic, "ev").to_arrow().filter(f)
+    assert ds.to_table(filter=f).sort_by("x").equals(brute.sort_by("x"))
+    ds.reset_stats()
+    assert ds.to_table(filter=f).num_rows == brute.num_rows == 50
+    assert ds.stats["frames_scanned"] == 1, ds.stats
+
+
+def test_scan_is_a_snapshot_and_the_dataset_sees_later_appends(hours_topic):
+    ds = arrowlog.dataset(hours_topic, "ev")
+    before = ds.count_rows()
+    scanner = ds.scanner(columns=["offset"])  # the watermarks are taken here
+    produce_hours(hours_topic, "ev", hours=1, frames_per_hour=2, rows=10, partitions=2)
+    assert scanner.to_table().num_rows == before
+    assert ds.count_rows() == before + 20
+    assert duckdb.sql("select count(*) from ds").fetchall()[0][0] == before + 20
+
+
+def test_polars_scan_pushes_columns_predicate_and_n_rows(hours_topic):
+    ds = arrowlog.dataset(hours_topic, "ev")
+    lf = arrowlog.scan_polars(ds, "ev")
+    lo = dt.datetime.fromtimestamp((T0 + 4 * HOUR) / 1000, UTC)
+    q = lf.filter((pl.col("timestamp") >= lo) & (pl.col("partition") == 0)).select("x")
+    assert "arrowlog" in q.explain()
+    brute = pl.from_arrow(arrowlog.replay(hours_topic, "ev").to_arrow())
+    expected = brute.filter((pl.col("timestamp") >= lo) & (pl.col("partition") == 0)).select("x")
+    assert q.collect().sort("x").equals(expected.sort("x"))
+    ds.reset_stats()
+    assert q.collect().height == expected.height
+    assert ds.stats["frames_read"] == 4, ds.stats  # hours 4 and 5 of partition 0
+    ds.reset_stats()
+    head = lf.head(7).collect()
+    assert head.height == 7 and ds.stats["frames_read"] == 1, ds.stats
+
+
+def test_unknown_column_is_a_clear_error(hours_topic):
+    ds = arrowlog.dataset(hours_topic, "ev")
+    with pytest.raises(DatasetError, match="no column.*'nope'"):
+        ds.to_table(columns=["nope"])
+
+
+def test_dataset_from_a_path_owns_and_closes_its_log(hours_topic):
+    with arrowlog.dataset(hours_topic.path, "ev") as ds:
+        assert ds.count_rows(filter=pc.field("partition") == 0) == 600
+
+
+# -- random conjunctions against a brute-force filter -------------------------------------
+
+@pytest.fixture(scope="module")
+def messy(tmp_path_factory):
+    """Three partitions of small frames: timestamps out of order inside and across
+    frames, nulls in y, and partition 0's start deleted by retention."""
+    path = str(tmp_path_factory.mktemp("messy") / "data")
+    log = arrowlog.LogDir(path)
+    log.create_topic("m", partitions=3, config={"value.schema": VALUE_SCHEMA, "segment.bytes": 16 << 10,
+                                                "retention.bytes": 96 << 10})
+    rng = np.random.default_rng(5)
+    with arrowlog.Producer({"log.dir": path}) as p:
+        for i in range(90):
+            n = int(rng.integers(1, 60))
+            xs = rng.integers(-1000, 1000, n)
+            stamps = T0 + i * 1000 + rng.integers(-2500, 2500, n)
+            ys = pa.array([None if v % 7 == 0 else float(v) for v in xs], pa.float64())
+            p.produce_batch("m", pa.table({"x": xs, "name": [f"n{v % 4}" for v in xs], "y": ys}),
+                            timestamps=stamps, partition=i % 3)
+    log.topic("m").partition(0).enforce_retention()
+    assert log.topic("m").partition(0).watermarks()[0] > 0  # the start was deleted
+    yield log
+    log.close()
+
+
+COLUMNS = {"partition": (0, 2), "offset": (0, 2000), "timestamp": (T0 - 3000, T0 + 93_000),
+           "x": (-1100, 1100), "y": (-1100.0, 1100.0)}
+
+
+@st.composite
+def conditions(draw):
+    out = []
+    for _ in range(draw(st.integers(0, 4))):
+        col = draw(st.sampled_from(sorted(COLUMNS) + ["name", "or"]))
+        if col == "name":
+            out.append(("name", "==", draw(st.sampled_from(["n0", "n1", "n3", "zz"]))))
+        elif col == "or":
+            out.append(("or", draw(st.integers(0, 2)), draw(st.integers(-1000, 1000))))
+        elif col in ("partition", "x") and draw(st.booleans()):
+            out.append((col, "in", draw(st.lists(st.integers(*COLUMNS[col]), min_size=1, max_size=3))))
+        else:
+            lo, hi = COLUMNS[col]
+            value = draw(st.integers(int(lo), int(hi)))
+            out.append((col, draw(st.sampled_from(["==", "<", "<=", ">", ">="])), value))
+    return out
+
+
+def arrow_expr(conds):
+    expr = None
+    for c in conds:
+        if c[0] == "or":
+            e = (pc.field("partition") == c[1]) | (pc.field("x") < c[2])
+        elif c[1] == "in":
+            e = pc.field(c[0]).isin(c[2])
+        else:
+            value = ts(c[2]) if c[0] == "timestamp" else c[2]
+            f = pc.field(c[0])
+            e = {"==": f == value, "<": f < value, "<=": f <= value, ">": f > value, ">=": f >= value}[c[1]]
+        expr = e if expr is None else expr & e
+    return expr
+
+
+def sql_where(conds):
+    parts = []
+    for c in conds:
+        if c[0] == "or":
+            parts.append(f"(partition = {c[1]} or x < {c[2]})")
+        elif c[1] == "in":
+            parts.append(f'"{c[0]}" in ({", ".join(map(str, c[2]))})')
+        else:
+            value = sql_ts(c[2]) if c[0] == "timestamp" else (f"'{c[2]}'" if c[0] == "name" else str(c[2]))
+            parts.append(f'"{c[0]}" {"=" if c[1] == "==" else c[1]} {value}')
+    return " and ".join(parts) or "true"
+
+
+def polars_expr(conds):
+    expr = pl.lit(True)
+    for c in conds:
+        if c[0] == "or":
+            e = (pl.col("partition") == c[1]) | (pl.col("x") < c[2])
+        elif c[1] == "in":
+            e = pl.col(c[0]).is_in(c[2])
+        else:
+            value = dt.datetime.fromtimestamp(c[2] / 1000, UTC) if c[0] == "timestamp" else c[2]
+            f = pl.col(c[0])
+            e = {"==": f == value, "<": f < value, "<=": f <= value, ">": f > value, ">=": f >= value}[c[1]]
+        expr = expr & e
+    return expr
+
+
+def rows(table, cols=("partition", "offset", "x", "y")):
+    return sorted(zip(*(table[c].to_pylist() for c in cols)))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(conds=conditions())
+def test_random_conjunctions_equal_a_brute_force_filter(messy, conds):
+    full = arrowlog.replay(messy, "m").to_arrow()
+    expr = arrow_expr(conds)
+    expected = rows(full.filter(expr) if expr is not None else full)
+    ds = arrowlog.dataset(messy, "m")
+    assert rows(ds.to_table(filter=expr)) == expected
+    con = duckdb.connect()
+    con.execute("set TimeZone = 'UTC'")
+    got = con.sql(f"select partition, \"offset\", x, y from ds where {sql_where(conds)}").fetchall()
+    assert sorted(got, key=lambda r: (r[0], r[1])) == expected
+    lf = arrowlog.scan_polars(ds, "m").filter(polars_expr(conds)).select("partition", "offset", "x", "y")
+    assert rows(lf.collect().to_arrow()) == expected
