@@ -29,9 +29,9 @@ import uuid
 import warnings
 from typing import Any, Callable, Iterator
 
-import confluent_kafka as ck
 import pyarrow as pa
 
+from ._optional import require
 from ._types import OFFSET_INVALID, TopicPartition
 from .errors import (
     ArrowlogError,
@@ -44,6 +44,8 @@ from .errors import (
 )
 from .kafka_replay import KafkaReplay, kafka_replay
 from .producer import binary_array, to_epoch_ms
+
+ck = require("confluent_kafka", "a kafka:// location")
 
 # confluent-kafka's Python callbacks keep their underscores (error_cb, ...).
 CALLBACK_KEYS = {"error_cb", "stats_cb", "throttle_cb", "oauth_cb", "on_delivery", "on_commit", "logger"}

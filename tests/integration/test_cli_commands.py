@@ -547,3 +547,45 @@ def test_create_with_config_keys_and_bad_values(cli):
     assert res.rc == EXIT_USAGE and "can only be added" in res.err
     ok(cli("topic", "alter", "c", "--partitions", "5"))
     assert len(ok(cli("topic", "describe", "c", "--json")).json[0]["partitions"]) == 5
+
+
+# ------------------------------------------------------------------ demo
+
+
+def run_demo(*args):
+    runner = CliRunner()
+    with runner.isolation() as (out, err, _):
+        rc = main(["demo", *args])
+    return Result(rc, out.getvalue(), err.getvalue())
+
+
+def test_demo_refuses_a_directory_it_did_not_make(tmp_path):
+    foreign = tmp_path / "work"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("years of work")
+    res = run_demo(str(foreign))
+    assert res.rc == 1, res
+    assert "not made by the demo" in res.err and "arrowlog demo DIR" in res.err
+    assert (foreign / "thesis.tex").read_text() == "years of work"
+    assert sorted(os.listdir(foreign)) == ["thesis.tex"]
+
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep")
+    res = run_demo(str(a_file))
+    assert res.rc == 1 and "not a directory" in res.err, res
+    assert a_file.read_text() == "keep"
+
+
+def test_demo_runs_in_a_new_directory_and_again_in_its_own(tmp_path, monkeypatch):
+    import arrowlog.demo
+
+    monkeypatch.setattr(arrowlog.demo, "N_ORDERS", 3000)
+    target = tmp_path / "tour"
+    for _ in range(2):  # the second run replaces the demo's own directory
+        res = run_demo(str(target))
+        assert res.rc == 0, res
+        text = res.out.decode()
+        assert "published 3,000 OrderPlaced events" in text
+        assert "value_format='json'" in text and "quantity: int64" in text and "total: double" in text
+        assert (target / arrowlog.demo.MARKER).is_file()
+    assert arrowlog.replay(str(target), "orders").num_records == 3000  # replaced, not appended to
