@@ -119,7 +119,8 @@ class KafkaReplay(Replay):
         todo = [(p, lo, hi) for p, (lo, hi) in self.ranges.items() if hi > lo]
         if not todo:
             return
-        consumer = ck.Consumer(self._consumer_config())
+        from .kafka_backend import new_client
+        consumer = new_client(ck.Consumer, self._consumer_config(), "replay", probe=False)
         try:
             for p, lo, hi in todo:
                 yield from self._partition_batches(consumer, p, lo, hi)
