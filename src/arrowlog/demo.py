@@ -109,10 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     with arrowlog.Producer({"log.dir": data_dir, "linger.ms": 5}) as producer:
         for i in range(N_ORDERS):
             ts = base_ms + i
-            event = {"event": "OrderPlaced", "orderId": f"o-{i:07d}", "customer": f"c-{rng.randrange(5000):05d}",
+            customer = f"c-{rng.randrange(5000):05d}"
+            event = {"event": "OrderPlaced", "orderId": f"o-{i:07d}", "customer": customer,
                      "item": rng.choice(items), "quantity": rng.randint(1, 4),
                      "total": round(rng.uniform(5, 500), 2), "placedAt": ts}
-            producer.produce("orders", json.dumps(event).encode(), key=event["customer"].encode(), timestamp=ts)
+            producer.produce("orders", json.dumps(event).encode(), key=customer.encode(), timestamp=ts)
         producer.flush()
     produce_s = time.perf_counter() - start
     say(f"2. producer published {N_ORDERS:,} OrderPlaced events in {produce_s:.2f} s "
@@ -161,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         tps = c.offsets_for_times([arrowlog.TopicPartition("orders", p, cutoff_ms) for p in range(3)])
         c.assign(tps)
         first = c.poll(5.0)
+        if first is None or first.error() is not None:
+            say(f"6. a consumer sought by time but read nothing: {first and first.error()}")
+            return 1
         say(f"6. a consumer seeks by time with offsets_for_times and resumes at partition {first.partition()} "
             f"offset {first.offset()}: {json.loads(first.value())['orderId']}")
     say("\ndone. Data is in " + data_dir + "; try: arrowlog --data " + data_dir + " topic describe orders")

@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import uuid
 import warnings
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pyarrow as pa
 
@@ -53,7 +53,10 @@ from .errors import (
 from .kafka_replay import KafkaReplay, kafka_replay
 from .producer import binary_array, to_epoch_ms
 
-ck = require("confluent_kafka", "a kafka:// location")
+if TYPE_CHECKING:
+    import confluent_kafka as ck
+else:
+    ck = require("confluent_kafka", "a kafka:// location")
 
 # confluent-kafka's Python callbacks keep their underscores (error_cb, ...).
 CALLBACK_KEYS = {"error_cb", "stats_cb", "throttle_cb", "oauth_cb", "on_delivery", "on_commit", "logger"}

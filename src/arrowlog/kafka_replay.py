@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -27,7 +27,10 @@ from ._optional import require
 from .errors import ConfigError, KafkaException, UnknownTopicError
 from .replay import Replay, resolve_position
 
-ck = require("confluent_kafka", "a kafka:// location")
+if TYPE_CHECKING:
+    import confluent_kafka as ck
+else:
+    ck = require("confluent_kafka", "a kafka:// location")
 
 # Records per consume() call and per yielded batch: large enough that the
 # per-call overhead vanishes, small enough (a few MB) to keep memory flat.

@@ -417,6 +417,7 @@ class Mirror:
         self.counted: dict[Key, int] = {}   # destination records, as the checkpoint will say
         self.skip: dict[Key, int] = {}      # records to drop: copied before a crash, not checkpointed
         self.ends: dict[Key, int] = {}      # without --follow: stop at these source offsets
+        self._pending: dict[Key, int] = {}  # source offsets copied since the last checkpoint
         self.stats = MirrorStats()
 
     def _match(self, name: str) -> bool:
@@ -482,7 +483,7 @@ class Mirror:
 
     def run(self) -> MirrorStats:
         started = time.monotonic()
-        self._pending: dict[Key, int] = {}
+        self._pending = {}
         last_save = last_report = last_discover = started
         reported = -1
         try:
