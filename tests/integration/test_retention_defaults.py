@@ -65,3 +65,29 @@ def test_the_config_table_says_keep_forever(key):
     from arrowlog.config import TOPIC
 
     assert {k.name: k.default for k in TOPIC}[key] == -1
+
+
+def test_topics_created_over_the_wire_keep_records_forever_unless_asked(tmp_path):
+    import sys
+    from pathlib import Path
+
+    from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from interop.conftest import ServerProcess
+
+    srv = ServerProcess(tmp_path / "data")
+    try:
+        admin = AdminClient({"bootstrap.servers": srv.bootstrap})
+        futures = admin.create_topics([NewTopic("plain", 1, 1), NewTopic("week", 1, 1,
+                                                                          config={"retention.ms": "604800000"})])
+        for f in futures.values():
+            f.result(30)
+        described = admin.describe_configs([ConfigResource("topic", "plain"), ConfigResource("topic", "week")])
+        got = {res.name: f.result(30)["retention.ms"].value for res, f in described.items()}
+        assert got == {"plain": "-1", "week": "604800000"}
+    finally:
+        assert srv.stop() == 0, srv.log()
+    with arrowlog.LogDir(str(tmp_path / "data")) as log:
+        assert log.topic("plain").config["retention.ms"] == -1
+        assert log.topic("week").config["retention.ms"] == 604_800_000
