@@ -36,11 +36,11 @@ from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from ._json import parse_json_values
 from ._location import is_kafka, local_path
 from ._optional import require
-from .errors import ConfigError, InvalidRecordError, OffsetOutOfRangeError
+from .errors import ConfigError, OffsetOutOfRangeError
 from .producer import to_epoch_ms
 from .storage import LogDir
 
@@ -51,9 +51,6 @@ VALUE_FORMATS = ("binary", "json")
 # The record's own columns: a JSON field of the same name gets this prefix.
 RECORD_COLUMNS = ("partition", "offset", "timestamp", "key", "headers")
 JSON_FIELD_PREFIX = "value_"
-# pyarrow.json parses blocks of this size in parallel (types found in later
-# blocks widen the ones found earlier).
-JSON_BLOCK_BYTES = 8 << 20
 
 
 def timestamp_ms(ms: int) -> _dt.datetime:
@@ -105,43 +102,6 @@ def resolve_position(log: Any, value: Any, *, is_end: bool) -> int:
                           f"not {type(value).__name__}")
     found = log.offset_for_timestamp(ts)
     return high if found is None else found
-
-
-def parse_json_values(values: pa.Array | pa.ChunkedArray, schema: pa.Schema | None = None,
-                      what: str = "values") -> pa.Table:
-    """A binary column of JSON objects as a table of typed columns, in one
-    ``pyarrow.json`` pass: the values are joined with newlines by Arrow
-    compute (no Python per record) and parsed once. ``schema`` fixes the
-    types (fields not in it are ignored); without it they are inferred.
-    Empty and null values become rows of nulls."""
-    pj = require("pyarrow.json", "value_format='json'")
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
-    n = len(values)
-    if n == 0:
-        return (schema or pa.schema([])).empty_table()
-    values = values.cast(pa.large_binary())  # int64 offsets: the joined text may pass 2 GiB
-    empty = pc.fill_null(pc.equal(pc.binary_length(values), 0), True)
-    values = pc.if_else(empty, pa.scalar(b"{}", pa.large_binary()), values)
-    joined = pc.binary_join_element_wise(values, pa.scalar(b"", pa.large_binary()), pa.scalar(b"\n", pa.large_binary()))
-    ends = np.frombuffer(joined.buffers()[1], dtype=np.int64, count=n + 1, offset=8 * joined.offset)
-    text = joined.buffers()[2][int(ends[0]):int(ends[-1])]
-    # a value may hold newlines itself (pretty-printed JSON): only then the slower parser
-    multiline = int(np.count_nonzero(np.frombuffer(text, dtype=np.uint8) == 0x0A)) > n
-    parse = pj.ParseOptions(explicit_schema=schema, newlines_in_values=multiline,
-                            unexpected_field_behavior="ignore" if schema is not None else "infer")
-    try:
-        table = pj.read_json(pa.BufferReader(text), read_options=pj.ReadOptions(block_size=JSON_BLOCK_BYTES),
-                             parse_options=parse)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise InvalidRecordError(f"{what}: value_format='json' needs every value to be one JSON object "
-                                 f"(or empty): {exc}") from None
-    if table.num_rows != n:
-        raise InvalidRecordError(f"{what}: {n} values gave {table.num_rows} JSON objects; value_format='json' "
-                                 "needs every value to be exactly one JSON object")
-    if schema is not None and table.schema != schema:
-        table = table.select(schema.names).cast(schema)
-    return table
 
 
 def _json_field_name(name: str) -> str:
@@ -292,7 +252,7 @@ class Replay:
         if typed:
             raise ConfigError(f"topic {self.topic!r} stores typed values (value.schema): they are columns "
                               "already; value_format='json' is for JSON bytes")
-        self._json = _JsonValues(value_schema, f"topic {self.topic!r}")
+        self._json = _JsonValues(value_schema, f"topic {self.topic!r} with value_format='json'")
         self._json_columns = None if columns is None else list(columns)
         return None
 

@@ -7,8 +7,8 @@ import pyarrow as pa
 import pytest
 
 import arrowlog
+from arrowlog._json import parse_json_values
 from arrowlog.errors import ConfigError, InvalidRecordError
-from arrowlog.replay import parse_json_values
 
 ITEMS = ["espresso", "grinder", "kettle"]
 
@@ -100,7 +100,7 @@ def test_a_value_that_is_not_one_json_object_is_an_invalid_record(tmp_path, bad)
     with arrowlog.Producer({"log.dir": d}) as p:
         p.produce("t", b'{"a": 1}')
         p.produce("t", bad)
-    with pytest.raises(InvalidRecordError, match="value_format='json'"):
+    with pytest.raises(InvalidRecordError, match="value_format='json'.*one JSON object"):
         arrowlog.replay(d, "t", value_format="json").to_arrow()
 
 
@@ -120,3 +120,14 @@ def test_parse_json_values_empty_and_chunked():
     assert parse_json_values(pa.array([], pa.binary())).num_rows == 0
     chunked = pa.chunked_array([pa.array([b'{"a": 1}'], pa.binary()), pa.array([b'{"a": 2}'], pa.binary())])
     assert parse_json_values(chunked).column("a").to_pylist() == [1, 2]
+
+
+def test_parse_json_values_with_a_schema_for_typed_values():
+    schema = pa.schema([("id", pa.int64()), ("name", pa.string())])
+    values = pa.array([b'{"id": 1, "name": "a"}', b'{"id": 2}'], pa.binary())
+    t = parse_json_values(values, schema)
+    assert t.schema == schema and t.to_pylist() == [{"id": 1, "name": "a"}, {"id": 2, "name": None}]
+    with pytest.raises(InvalidRecordError, match="one JSON object"):
+        parse_json_values(pa.array([b'{"id": 1, "extra": true}'], pa.binary()), schema, unexpected="error")
+    with pytest.raises(InvalidRecordError):
+        parse_json_values(pa.array([b'{"id": "x"}'], pa.binary()), schema)
