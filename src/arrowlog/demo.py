@@ -46,7 +46,8 @@ def prepare_dir(data_dir: str) -> None:
         if not os.path.isfile(os.path.join(data_dir, MARKER)):
             raise DemoDirectoryError(
                 f"{data_dir} is not empty and was not made by the demo (no {MARKER} file); the demo replaces "
-                "its directory on every run, so give it a new or empty one: arrowlog demo DIR")
+                "its directory on every run, so give it a new or empty one: arrowlog demo DIR (a directory left by "
+                "an older demo, without the marker, you can delete yourself)")
         shutil.rmtree(data_dir)
     os.makedirs(data_dir, exist_ok=True)
     with open(os.path.join(data_dir, MARKER), "w") as f:
