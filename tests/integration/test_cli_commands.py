@@ -106,6 +106,8 @@ def test_topic_create_and_describe_print_the_retention_in_force(cli):
     assert "records older than 7d are deleted" in res.err and "1.0 GiB per partition" in res.err
     text = ok(cli("topic", "describe", "recent")).out.decode()
     assert "RETENTION   records older than 7d are deleted" in text and "retention.ms=604800000" in text
+    res = ok(cli("topic", "alter", "recent", "--retention", "forever", "--retention-bytes", "-1"))
+    assert "retention: forever" in res.err
 
 
 def test_produce_creates_a_missing_topic_as_the_producer_does(cli, tmp_path):

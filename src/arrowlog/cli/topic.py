@@ -321,8 +321,9 @@ def alter_cmd(name: str, partitions: int | None, retention: str | None, retentio
             logdir.add_partitions(name, partitions)
             note(f"topic {name} now has {partitions} partitions")
     if cfg:
-        logdir.alter_topic(name, cfg)
-        note(f"topic {name}: set " + ", ".join(f"{k}={v}" for k, v in cfg.items()))
+        t = logdir.alter_topic(name, cfg)
+        note(f"topic {name}: set " + ", ".join(f"{k}={v}" for k, v in cfg.items())
+             + (f"; retention: {retention_text(t.config)}" if {RETENTION_MS, RETENTION_BYTES} & cfg.keys() else ""))
 
 
 @topic_group.command(
