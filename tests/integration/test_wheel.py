@@ -1,6 +1,7 @@
 """The wheel a user installs works: built with ``pip wheel .``, installed into a fresh virtual
 environment outside the source tree, then ``arrowlog demo``, a produce/consume round trip (CLI and
-Python API) and mypy over a small program (py.typed and the native stubs) run against it.
+Python API), the native, storage and client test suites, and mypy over a small program (py.typed and
+the native stubs) run against it.
 
 The fresh environment gets the wheel only; its dependencies (numpy, pyarrow, click, ...) come from the
 environment running the tests, through a ``.pth`` line (so nothing is downloaded), which never makes
@@ -109,6 +110,26 @@ print(arrowlog.replay({data!r}, "smoke").num_records)
 """
     r = run(python, "-c", program, cwd=work, env=clean_env())
     assert r.stdout.split() == ["one,two,three,four", "4"]
+
+
+# Suites that exercise the compiled code the wheel carries (built with the wheel's own flags).
+INSTALLED_SUITES = ["tests/unit/test_native_accumulator.py", "tests/unit/test_native_hashing.py",
+                    "tests/unit/test_native_index_frames.py", "tests/unit/test_kafka_codec.py",
+                    "tests/unit/test_storage.py", "tests/integration/test_produce_consume.py"]
+
+
+def test_native_storage_and_client_suites_pass_against_the_installed_package(installed):
+    python, _, work, _ = installed
+    where = os.path.join(work, "arrowlog-used-by-the-suites.txt")
+    with open(os.path.join(work, "arrowlog_probe.py"), "w") as f:  # a plugin: which arrowlog the tests used
+        f.write("import sys\n\n\ndef pytest_sessionfinish(session):\n"
+                f"    open({where!r}, 'w').write(sys.modules['arrowlog'].__file__)\n")
+    env = dict(clean_env(), PYTHONPATH=work)
+    r = run(python, "-m", "pytest", *[os.path.join(ROOT, s) for s in INSTALLED_SUITES], "-q", "-p", "arrowlog_probe",
+            "-p", "no:cacheprovider", "-W", "ignore", cwd=work, env=env)
+    assert " passed" in r.stdout and "failed" not in r.stdout
+    with open(where) as f:
+        assert f.read().startswith(os.path.dirname(os.path.dirname(python)))
 
 
 def test_mypy_reads_the_installed_type_information(installed):
