@@ -157,9 +157,17 @@ def parse_listen(text: str) -> tuple[str, int]:
     return (host.strip("[]") or "127.0.0.1"), int(port)
 
 
+def _server_options(fn):
+    """Every option of ``python -m arrowlog.server``, from its one table (server/options.py)."""
+    try:
+        from arrowlog.server.options import click_options
+    except ImportError:  # a build without the server: serve reports it when run
+        return fn
+    return click_options(fn)
+
+
 @click.command(
     "serve",
-    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
     epilog="""\b
 Examples:
   arrowlog serve --listen 127.0.0.1:9092
@@ -168,21 +176,15 @@ Examples:
 )
 @click.option("--listen", default="127.0.0.1:9092", show_default=True, metavar="HOST:PORT",
               help="Address for the Kafka protocol listener.")
+@_server_options
 @click.pass_context
 @command_body
-def serve_cmd(ctx: click.Context, listen: str, data: str | None) -> None:
+def serve_cmd(ctx: click.Context, listen: str, data: str | None, **options: Any) -> None:
     """Serve the data directory over the Kafka wire protocol."""
     host, port = parse_listen(listen)
     data_dir = resolve_data_dir(data)
     try:
-        server = importlib.import_module("arrowlog.server")
+        from arrowlog.server.options import run
     except ImportError:
         raise Unavailable("the Kafka protocol server is not available in this build (arrowlog.server)") from None
-    main = getattr(server, "main", None)
-    if callable(main):
-        rc = main(["--data", data_dir, "--listen", f"{host}:{port}", *ctx.args])
-        ctx.exit(rc if isinstance(rc, int) else 0)
-    serve = getattr(server, "serve", None)
-    if not callable(serve):
-        raise Unavailable("arrowlog.server has neither main() nor serve()")
-    serve(data_dir, host=host, port=port)
+    ctx.exit(run(data_dir, host, port, options))

@@ -12,30 +12,45 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import sys
 
+from .options import MAX_PARTITIONS_PER_REQUEST, MAX_PARTITIONS_PER_TOPIC
+from .security import SecurityConfig
 from .server import DEFAULT_MAX_FRAME, KafkaServer, Limits, run_until_signalled
 
-__all__ = ["KafkaServer", "Limits", "serve", "main"]
+__all__ = ["KafkaServer", "Limits", "SecurityConfig", "serve", "main"]
 
 
 def serve(data_dir, host: str = "127.0.0.1", port: int = 9092, *, auto_create_topics: bool = True,
           default_partitions: int = 1, node_id: int = 1, advertised_host: str | None = None,
           max_frame_bytes: int = DEFAULT_MAX_FRAME, max_connections: int = 1000,
-          idle_timeout_s: float = 600.0, flush_interval_s: float = 1.0, ready=None) -> None:
+          idle_timeout_s: float = 600.0, flush_interval_s: float = 1.0,
+          max_partitions_per_topic: int = MAX_PARTITIONS_PER_TOPIC,
+          max_partitions_per_request: int = MAX_PARTITIONS_PER_REQUEST,
+          listener: str = "PLAINTEXT", ssl_cert: str | None = None, ssl_key: str | None = None,
+          ssl_cafile: str | None = None, ssl_client_auth: str = "none",
+          sasl_mechanisms: str = "SCRAM-SHA-256,SCRAM-SHA-512", super_users: str = "",
+          allow_everyone_if_no_acl_found: bool = False, ready=None, **limits) -> None:
     """Serve ``data_dir`` over the Kafka protocol until SIGTERM or SIGINT, then
     close connections and flush (fsync) every partition written to.
 
     ``port=0`` picks a free port; ``ready(server)`` is called once listening
-    (``server.port`` is the bound port).
+    (``server.port`` is the bound port). Further keywords are ``Limits`` fields
+    (``queued_max_request_bytes``, ``first_request_timeout_s``, ...). ``listener``
+    to ``allow_everyone_if_no_acl_found`` set TLS, SASL and ACLs (docs/SECURITY.md);
+    the default is a PLAINTEXT listener. An impossible combination raises ConfigError.
     """
+    security = SecurityConfig(
+        listener=listener, ssl_cert=ssl_cert, ssl_key=ssl_key, ssl_cafile=ssl_cafile,
+        ssl_client_auth=ssl_client_auth, sasl_mechanisms=sasl_mechanisms, super_users=super_users,
+        allow_everyone_if_no_acl_found=allow_everyone_if_no_acl_found)
     server = KafkaServer(
         data_dir, host, port,
         limits=Limits(max_frame_bytes=max_frame_bytes, max_connections=max_connections,
-                      idle_timeout_s=idle_timeout_s),
+                      idle_timeout_s=idle_timeout_s, **limits),
         auto_create_topics=auto_create_topics, default_partitions=default_partitions,
         node_id=node_id, advertised_host=advertised_host, flush_interval_s=flush_interval_s,
+        max_partitions_per_topic=max_partitions_per_topic,
+        max_partitions_per_request=max_partitions_per_request, security=security,
     )
     try:
         import uvloop  # optional: a faster event loop when installed
@@ -55,34 +70,14 @@ def _parse_listen(value: str) -> tuple[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m arrowlog.server --data DIR --listen 127.0.0.1:9092``."""
-    p = argparse.ArgumentParser(prog="arrowlog serve", description=__doc__.splitlines()[0])
+    """``python -m arrowlog.server --data DIR --listen 127.0.0.1:9092`` (options: server/options.py)."""
+    from .options import add_argparse_options, run
+
+    p = argparse.ArgumentParser(prog="python -m arrowlog.server", description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="data directory (created if missing)")
     p.add_argument("--listen", type=_parse_listen, default=("127.0.0.1", 9092),
                    help="HOST:PORT to listen on (default 127.0.0.1:9092; port 0 picks a free one)")
-    p.add_argument("--advertised-host", default=None, help="host name clients are told to connect to")
-    p.add_argument("--partitions", type=int, default=1, help="partitions of auto-created topics")
-    p.add_argument("--no-auto-create", action="store_true", help="do not create topics on first use")
-    p.add_argument("--node-id", type=int, default=1)
-    p.add_argument("--max-frame-bytes", type=int, default=DEFAULT_MAX_FRAME)
-    p.add_argument("--max-connections", type=int, default=1000)
-    p.add_argument("--idle-timeout", type=float, default=600.0, help="seconds before an idle connection closes")
-    p.add_argument("--log-level", default="INFO")
+    add_argparse_options(p)
     args = p.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host, port = args.listen
-
-    def ready(server):
-        # The bound address goes to stdout (data); everything else is logged to stderr.
-        print(f"{server.host}:{server.port}", flush=True)
-
-    try:
-        serve(args.data, host, port, auto_create_topics=not args.no_auto_create,
-              default_partitions=args.partitions, node_id=args.node_id,
-              advertised_host=args.advertised_host, max_frame_bytes=args.max_frame_bytes,
-              max_connections=args.max_connections, idle_timeout_s=args.idle_timeout, ready=ready)
-    except OSError as exc:
-        print(f"arrowlog serve: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run(args.data, host, port, vars(args))
