@@ -8,7 +8,6 @@ the scanner turns the filter's conditions on ``partition``, ``offset``,
 
 * the partitions to read (equality, ``isin``),
 * an offset range per partition (the offset index finds its first frame),
-* a start offset from the time index (``offset_for_timestamp``),
 * frames skipped by their min/max timestamp and offset range, and by
   per-frame min/max of value fields (computed when a filter on the field
   first reads the frame, then kept for the dataset's later scans),
@@ -26,9 +25,12 @@ Live view: every scan reads each partition up to the high watermark it saw
 when the scan started, so a dataset sees later appends on its next scan and
 a scan never sees half of a concurrent append.
 
-Frame statistics are kept per dataset: the first scan that needs a frame's
-timestamps reads the frame (zero-copy) once; later scans skip it without
-reading. ``stats`` counts what scans read.
+Frame statistics are kept per dataset: the first scan reads the frames of
+its offset range once (their Arrow metadata, zero-copy: no column data is
+touched) and learns their time ranges; later scans skip frames without
+reading them. ``stats`` counts what scans read: ``frames_read`` (frames
+whose metadata was decoded), ``frames_scanned``, ``rows_scanned`` and
+``bytes_scanned`` (what was handed to the engine).
 """
 
 from __future__ import annotations
@@ -42,9 +44,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
+from ._json import parse_json_values
 from ._location import local_path
 from .errors import ArrowlogError, ConfigError, OffsetOutOfRangeError
-from .replay import READ_BYTES, Replay
+from .replay import READ_BYTES, VALUE_FORMATS, Replay, _JsonValues
 from .storage import LogDir
 
 _ENVELOPE = ("offset", "timestamp", "key")  # batch columns 0..2; value is 3, headers 4
@@ -355,7 +358,8 @@ def _field_range(array: pa.Array) -> tuple[Any, Any]:
 class LogDataset(pads.Dataset):
     """A topic as a pyarrow Dataset; see the module docstring."""
 
-    def __init__(self, logdir: LogDir, topic: str, *, owns_log: bool = False):
+    def __init__(self, logdir: LogDir, topic: str, *, owns_log: bool = False, value_format: str = "binary",
+                 value_schema: pa.Schema | None = None):
         self._logdir = logdir
         self._owns_log = owns_log
         self.topic = topic
@@ -364,11 +368,45 @@ class LogDataset(pads.Dataset):
         self._schema = shape.schema
         self._value_fields = [f.name for f in self._topic.value_schema] if self._topic.value_schema is not None \
             else None
+        self._json: dict[str, pa.Field] | None = None  # column name -> JSON field, with value_format="json"
+        if value_format not in VALUE_FORMATS:
+            raise ConfigError(f"value_format must be one of {', '.join(VALUE_FORMATS)}, not {value_format!r}")
+        if value_format == "json":
+            if self._value_fields is not None:
+                raise ConfigError(f"topic {topic!r} stores typed values (value.schema): they are columns already; "
+                                  "value_format='json' is for JSON bytes")
+            decoder = _JsonValues(value_schema, f"topic {topic!r} with value_format='json'")
+            value_schema = value_schema if value_schema is not None else self._infer_json_schema()
+            fields = decoder.fields(value_schema)
+            self._json = {f.name: raw for f, raw in zip(fields, value_schema)}
+            self._value_fields = [f.name for f in fields]
+            self._schema = decoder.output_schema(self._schema, value_schema)
+        elif value_schema is not None:
+            raise ConfigError("value_schema applies to value_format='json' only")
         self._stats: dict[int, _PartitionStats] = {}
         self._integral = frozenset(f.name for f in self._schema
                                    if pa.types.is_integer(f.type) or pa.types.is_timestamp(f.type))
         self._pcols = shape  # Replay caches the partition column arrays
         self.stats = {"scans": 0, "frames_read": 0, "frames_scanned": 0, "rows_scanned": 0, "bytes_scanned": 0}
+
+    def _infer_json_schema(self) -> pa.Schema:
+        """The JSON fields of the first frame of every partition (later
+        values are read with these types: pass value_schema to fix them)."""
+        found = []
+        for log in self._topic.partitions():
+            low, high = log.watermarks()
+            if low < high:
+                frames = log.read(low, 1)
+                if frames:
+                    found.append(parse_json_values(frames[0].batch.column(3), None, f"topic {self.topic!r}").schema)
+        if not found:
+            raise DatasetError(f"topic {self.topic!r} is empty, so its JSON fields cannot be inferred: pass "
+                               "value_schema=pa.schema([...])")
+        try:
+            return pa.unify_schemas(found, promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise DatasetError(f"the JSON fields of topic {self.topic!r} differ between partitions ({exc}): pass "
+                               "value_schema=pa.schema([...])") from None
 
     # -- what engines look at -----------------------------------------------------
 
@@ -452,7 +490,6 @@ class LogDataset(pads.Dataset):
         olo, ohi = bounds.range("offset")
         tlo, thi = bounds.range("timestamp")
         field_bounds = [c for c in bounds.columns if self._value_fields and c in self._value_fields]
-        prunes = tlo is not None or thi is not None or bool(field_bounds)
         for p, (low, high) in ranges.items():
             log = self._topic.partition(p)
             pstats = self._stats.setdefault(p, _PartitionStats())
@@ -460,10 +497,12 @@ class LogDataset(pads.Dataset):
                 pstats.forget_from(high)
             start = low if olo is None else max(low, int(olo))
             end = high if ohi is None else min(high, int(ohi) + 1)
-            if tlo is not None and start < end:
-                found = log.offset_for_timestamp(int(tlo))
-                start = max(start, end if found is None else found)
+            # The time index (offset_for_timestamp) is not used for the start:
+            # after a clean reopen a closed segment's index can lack its final
+            # entry, and the lookup then skips a segment holding the time.
+            # Frames are skipped by their own min/max timestamps instead.
             pos = start
+            budget = 1
             while pos < end:
                 st = pstats.find(pos)
                 if st is not None:
@@ -474,8 +513,9 @@ class LogDataset(pads.Dataset):
                     while nxt is not None and want < READ_BYTES and nxt.base < end \
                             and self._admits(nxt, bounds, tlo, thi, field_bounds):
                         want, nxt = want + nxt.size, pstats.following(nxt)
+                    want = min(want, budget)
                 else:
-                    want = 1 if prunes else READ_BYTES
+                    want = budget  # unknown frames: learn their ranges (metadata only, zero-copy)
                 try:
                     frames = log.read(pos, want)
                 except OffsetOutOfRangeError:
@@ -486,31 +526,29 @@ class LogDataset(pads.Dataset):
                     continue
                 if not frames:
                     break
+                # one frame first, then twice as much each time: a head() stops early
+                budget = min(READ_BYTES, 2 * sum(fr.size for fr in frames))
+                self.stats["frames_read"] += sum(1 for fr in frames if fr.base_offset < end)
                 for fr in frames:
                     if fr.base_offset >= end:
                         pos = end
                         break
-                    self.stats["frames_read"] += 1
                     st = pstats.add(_FrameStat(fr.base_offset, fr.next_offset, fr.size, fr.min_timestamp,
                                                fr.max_timestamp))
                     pos = fr.next_offset
-                    if not self._admits(st, bounds, tlo, thi, field_bounds):
-                        continue
-                    missing = [c for c in field_bounds if c not in st.fields]
-                    if missing:
-                        value = fr.batch.column(3)
-                        for c in missing:
-                            st.fields[c] = _field_range(pc.struct_field(value, [self._value_fields.index(c)]))
-                        if not self._admits(st, bounds, tlo, thi, field_bounds):
-                            continue
-                    batch = fr.batch
                     first = max(start - fr.base_offset, 0)
                     last = min(end - fr.base_offset, fr.record_count)
-                    if first >= last:
+                    if first >= last or not self._admits(st, bounds, tlo, thi, field_bounds):
                         continue
+                    out = self._shape(fr.batch, p, schema)
+                    missing = [c for c in field_bounds if c not in st.fields and c in schema.names]
+                    if missing:
+                        for c in missing:
+                            st.fields[c] = _field_range(out.column(c))
+                        if not self._admits(st, bounds, tlo, thi, field_bounds):
+                            continue
                     if first or last < fr.record_count:
-                        batch = batch.slice(first, last - first)
-                    out = self._shape(batch, p, schema)
+                        out = out.slice(first, last - first)
                     self.stats["frames_scanned"] += 1
                     self.stats["rows_scanned"] += out.num_rows
                     self.stats["bytes_scanned"] += out.nbytes
@@ -529,6 +567,11 @@ class LogDataset(pads.Dataset):
         return True
 
     def _shape(self, batch: pa.RecordBatch, partition: int, schema: pa.Schema) -> pa.RecordBatch:
+        parsed = None
+        if self._json is not None:
+            wanted = [self._json[f.name] for f in schema if f.name in self._json]
+            if wanted:  # only the fields asked for are built
+                parsed = parse_json_values(batch.column(3), pa.schema(wanted), f"topic {self.topic!r}")
         arrays = []
         for f in schema:
             name = f.name
@@ -540,6 +583,8 @@ class LogDataset(pads.Dataset):
                 arrays.append(batch.column(4))
             elif name == "value" and self._value_fields is None:
                 arrays.append(batch.column(3))
+            elif parsed is not None:
+                arrays.append(parsed.column(self._json[name].name).combine_chunks())
             else:
                 arrays.append(pc.struct_field(batch.column(3), [self._value_fields.index(name)]))
         return pa.RecordBatch.from_arrays(arrays, schema=schema)
@@ -574,20 +619,24 @@ def _open(log: Any) -> tuple[LogDir, bool]:
     return LogDir(path, create=False), True
 
 
-def dataset(log: Any, topic: str) -> LogDataset:
+def dataset(log: Any, topic: str, *, value_format: str = "binary", value_schema: pa.Schema | None = None) -> LogDataset:
     """``topic`` of the data directory ``log`` (a path, ``file://`` URL or
     LogDir) as a pyarrow Dataset that engines push filters and projections
-    into. A dataset opened from a path owns its LogDir: close() it."""
+    into. A dataset opened from a path owns its LogDir: close() it.
+
+    ``value_format="json"`` makes the fields of JSON-object values columns
+    (as ``replay`` does; only the fields a scan needs are built), typed by
+    ``value_schema`` or else by the first frame of each partition."""
     logdir, owns = _open(log)
     try:
-        return LogDataset(logdir, topic, owns_log=owns)
+        return LogDataset(logdir, topic, owns_log=owns, value_format=value_format, value_schema=value_schema)
     except BaseException:
         if owns:
             logdir.close()
         raise
 
 
-def scan_polars(log: Any, topic: str):
+def scan_polars(log: Any, topic: str, **dataset_options: Any):
     """``topic`` as a polars LazyFrame whose scan receives the projection,
     the predicate (what it can use prunes; polars' filter stays exact),
     ``n_rows`` and the batch size. ``log`` may also be a LogDataset."""
@@ -596,7 +645,7 @@ def scan_polars(log: Any, topic: str):
         from polars.io.plugins import register_io_source
     except ImportError:
         raise ImportError("scan_polars() needs polars: pip install polars") from None
-    ds = log if isinstance(log, LogDataset) else dataset(log, topic)
+    ds = log if isinstance(log, LogDataset) else dataset(log, topic, **dataset_options)
     schema = pl.from_arrow(ds.schema.empty_table()).schema
 
     def source(with_columns: list[str] | None, predicate: Any, n_rows: int | None,
