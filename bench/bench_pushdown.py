@@ -163,7 +163,7 @@ def run(ctx) -> list[Row]:
                     "pl.from_arrow(replay(columns=[timestamp, x, y]).to_arrow()): the columns chosen by hand",
                     records=in_hour), lambda: ctx.measure(polars_replay(["timestamp", "x", "y"]))),
     ]
-    rows[0].note = frames_note("duckdb") + f"; EXPLAIN shows the filter in PYTHON_ARROW_SCAN"
+    rows[0].note = frames_note("duckdb") + "; EXPLAIN shows the filter in PYTHON_ARROW_SCAN"
     rows[2].note = frames_note("polars")
 
     # projection: one typed column against all of them, over the whole topic

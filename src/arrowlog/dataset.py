@@ -46,6 +46,7 @@ import pyarrow.dataset as pads
 
 from ._json import parse_json_values
 from ._location import local_path
+from ._optional import require
 from .errors import ArrowlogError, ConfigError, OffsetOutOfRangeError
 from .replay import READ_BYTES, VALUE_FORMATS, Replay, _JsonValues
 from .storage import LogDir
@@ -529,6 +530,7 @@ class LogDataset(pads.Dataset):
                 # one frame first, then twice as much each time: a head() stops early
                 budget = min(READ_BYTES, 2 * sum(fr.size for fr in frames))
                 self.stats["frames_read"] += sum(1 for fr in frames if fr.base_offset < end)
+                picked = []
                 for fr in frames:
                     if fr.base_offset >= end:
                         pos = end
@@ -538,9 +540,10 @@ class LogDataset(pads.Dataset):
                     pos = fr.next_offset
                     first = max(start - fr.base_offset, 0)
                     last = min(end - fr.base_offset, fr.record_count)
-                    if first >= last or not self._admits(st, bounds, tlo, thi, field_bounds):
-                        continue
-                    out = self._shape(fr.batch, p, schema)
+                    if first < last and self._admits(st, bounds, tlo, thi, field_bounds):
+                        picked.append((st, fr, first, last))
+                shaped = self._shape_all([fr.batch for _, fr, _, _ in picked], p, schema)
+                for (st, fr, first, last), out in zip(picked, shaped):
                     missing = [c for c in field_bounds if c not in st.fields and c in schema.names]
                     if missing:
                         for c in missing:
@@ -566,12 +569,23 @@ class LogDataset(pads.Dataset):
                 return False
         return True
 
-    def _shape(self, batch: pa.RecordBatch, partition: int, schema: pa.Schema) -> pa.RecordBatch:
-        parsed = None
-        if self._json is not None:
-            wanted = [self._json[f.name] for f in schema if f.name in self._json]
-            if wanted:  # only the fields asked for are built
-                parsed = parse_json_values(batch.column(3), pa.schema(wanted), f"topic {self.topic!r}")
+    def _shape_all(self, batches: list[pa.RecordBatch], partition: int, schema: pa.Schema) -> list[pa.RecordBatch]:
+        """``batches`` (stored frames) with ``schema``'s columns. JSON values
+        are parsed in one pass over all of them, building only the fields
+        ``schema`` asks for."""
+        wanted = [self._json[f.name] for f in schema if f.name in self._json] if self._json is not None else []
+        if not wanted or not batches:
+            return [self._shape(b, partition, schema) for b in batches]
+        parsed = parse_json_values(pa.chunked_array([b.column(3) for b in batches], pa.binary()),
+                                   pa.schema(wanted), f"topic {self.topic!r}")
+        out, position = [], 0
+        for b in batches:
+            out.append(self._shape(b, partition, schema, parsed.slice(position, b.num_rows)))
+            position += b.num_rows
+        return out
+
+    def _shape(self, batch: pa.RecordBatch, partition: int, schema: pa.Schema,
+               parsed: pa.Table | None = None) -> pa.RecordBatch:
         arrays = []
         for f in schema:
             name = f.name
@@ -640,11 +654,8 @@ def scan_polars(log: Any, topic: str, **dataset_options: Any):
     """``topic`` as a polars LazyFrame whose scan receives the projection,
     the predicate (what it can use prunes; polars' filter stays exact),
     ``n_rows`` and the batch size. ``log`` may also be a LogDataset."""
-    try:
-        import polars as pl
-        from polars.io.plugins import register_io_source
-    except ImportError:
-        raise ImportError("scan_polars() needs polars: pip install polars") from None
+    pl = require("polars", "scan_polars()")
+    register_io_source = require("polars.io.plugins", "scan_polars()").register_io_source
     ds = log if isinstance(log, LogDataset) else dataset(log, topic, **dataset_options)
     schema = pl.from_arrow(ds.schema.empty_table()).schema
 
