@@ -38,6 +38,7 @@ from __future__ import annotations
 import bisect
 import json
 import os
+import threading
 from typing import Any, Iterator
 
 import pyarrow as pa
@@ -315,35 +316,38 @@ class _PartitionStats:
     def __init__(self) -> None:
         self.bases: list[int] = []
         self.frames: dict[int, _FrameStat] = {}
+        self.lock = threading.Lock()  # engines may run two scans of one dataset at once
 
     def find(self, offset: int) -> _FrameStat | None:
-        i = bisect.bisect_right(self.bases, offset) - 1
-        if i < 0:
-            return None
-        st = self.frames[self.bases[i]]
-        return st if st.base <= offset < st.next else None
+        with self.lock:
+            i = bisect.bisect_right(self.bases, offset) - 1
+            st = self.frames[self.bases[i]] if i >= 0 else None
+        return st if st is not None and st.base <= offset < st.next else None
 
     def following(self, st: _FrameStat) -> _FrameStat | None:
-        return self.frames.get(self.bases[bisect.bisect_right(self.bases, st.base)]) \
-            if bisect.bisect_right(self.bases, st.base) < len(self.bases) else None
+        with self.lock:
+            i = bisect.bisect_right(self.bases, st.base)
+            return self.frames[self.bases[i]] if i < len(self.bases) else None
 
     def add(self, st: _FrameStat) -> _FrameStat:
-        known = self.frames.get(st.base)
-        if known is not None and known.next == st.next:
-            return known
-        if known is None:
-            bisect.insort(self.bases, st.base)
-        self.frames[st.base] = st
-        return st
+        with self.lock:
+            known = self.frames.get(st.base)
+            if known is not None and known.next == st.next:
+                return known
+            if known is None:
+                bisect.insort(self.bases, st.base)
+            self.frames[st.base] = st
+            return st
 
     def forget_from(self, offset: int) -> None:
         """The log was cut back (recovery after a crash): drop what lay beyond."""
-        keep = bisect.bisect_left(self.bases, offset)
-        for base in self.bases[keep:]:
-            del self.frames[base]
-        del self.bases[keep:]
-        if self.bases and self.frames[self.bases[-1]].next > offset:
-            del self.frames[self.bases.pop()]
+        with self.lock:
+            keep = bisect.bisect_left(self.bases, offset)
+            for base in self.bases[keep:]:
+                del self.frames[base]
+            del self.bases[keep:]
+            if self.bases and self.frames[self.bases[-1]].next > offset:
+                del self.frames[self.bases.pop()]
 
 
 def _field_range(array: pa.Array) -> tuple[Any, Any]:
@@ -431,8 +435,13 @@ class LogDataset(pads.Dataset):
             if tree is None:
                 needed = set(self._schema.names)
             else:
+                refs = _arrow_field_refs(tree)
+                unknown = sorted(r for r in refs - set(self._schema.names) if not r.startswith("."))
+                if unknown:
+                    raise DatasetError(f"the filter names column(s) {unknown} that topic {self.topic!r} does not "
+                                       f"have; its columns are {self._schema.names}")
                 _bounds_from_arrow(tree, bounds)
-                needed |= _arrow_field_refs(tree) & set(self._schema.names)
+                needed |= refs & set(self._schema.names)
         scan_schema = self._scan_schema(needed)
         batches = self._scan(scan_schema, bounds)
         options = {"batch_size": batch_size} if batch_size else {}

@@ -298,3 +298,22 @@ def test_json_dataset_of_an_empty_topic_asks_for_a_schema(data_dir):
             arrowlog.dataset(log, "e", value_format="json")
         ds = arrowlog.dataset(log, "e", value_format="json", value_schema=pa.schema([("a", pa.int64())]))
         assert ds.to_table().num_rows == 0 and "a" in ds.schema.names
+
+
+def test_a_filter_on_an_unknown_column_is_a_clear_error(hours_topic):
+    ds = arrowlog.dataset(hours_topic, "ev")
+    with pytest.raises(DatasetError, match=r"filter names column\(s\) \['nope'\]"):
+        ds.to_table(filter=pc.field("nope") > 1)
+    with pytest.raises(DatasetError, match="Expression"):
+        ds.to_table(filter="x > 1")
+
+
+def test_concurrent_scans_of_one_dataset_agree(hours_topic):
+    from concurrent.futures import ThreadPoolExecutor
+
+    ds = arrowlog.dataset(hours_topic, "ev")
+    f = (pc.field("timestamp") >= ts(T0 + HOUR)) & (pc.field("x") < 900)
+    expected = rows(arrowlog.replay(hours_topic, "ev").to_arrow().filter(f))
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: rows(ds.to_table(filter=f)), range(8)))
+    assert all(r == expected for r in results)
