@@ -47,6 +47,7 @@ import pyarrow.dataset as pads
 
 from ._json import parse_json_values
 from ._location import local_path
+from ._native.core import murmur2_partition
 from ._optional import require
 from .errors import ArrowlogError, ConfigError, OffsetOutOfRangeError
 from .replay import READ_BYTES, VALUE_FORMATS, Replay, _JsonValues
@@ -364,7 +365,8 @@ class LogDataset(pads.Dataset):
     """A topic as a pyarrow Dataset; see the module docstring."""
 
     def __init__(self, logdir: LogDir, topic: str, *, owns_log: bool = False, value_format: str = "binary",
-                 value_schema: pa.Schema | None = None):
+                 value_schema: pa.Schema | None = None, keys_by_murmur2: bool = False):
+        self._keys_by_murmur2 = bool(keys_by_murmur2)
         self._logdir = logdir
         self._owns_log = owns_log
         self.topic = topic
@@ -489,12 +491,24 @@ class LogDataset(pads.Dataset):
         The watermarks are taken now: the scan is a snapshot."""
         self.stats["scans"] += 1
         t = self._topic
+        if self._keys_by_murmur2:
+            self._route_keys(bounds)
         plo, phi = bounds.range("partition")
         partitions = [p for p in range(t.num_partitions)
                       if (plo is None or p >= plo) and (phi is None or p <= phi)
                       and ("partition" not in bounds.sets or p in bounds.sets["partition"])]
         ranges = {p: t.partition(p).watermarks() for p in partitions}
         return self._batches(schema, bounds, ranges)
+
+    def _route_keys(self, bounds: _Bounds) -> None:
+        """Key equality (or ``in``) names the partitions the default
+        partitioner put those keys in: only those are read."""
+        keys = bounds.sets.get("key")
+        lo, hi = bounds.lo.get("key"), bounds.hi.get("key")
+        if keys is None and lo is not None and lo == hi:
+            keys = {lo}
+        if keys is not None and all(isinstance(k, bytes) for k in keys):
+            bounds.add("partition", "isin", [murmur2_partition(k, self._topic.num_partitions) for k in keys])
 
     def _batches(self, schema: pa.Schema, bounds: _Bounds, ranges: dict) -> Iterator[pa.RecordBatch]:
         olo, ohi = bounds.range("offset")
@@ -642,17 +656,24 @@ def _open(log: Any) -> tuple[LogDir, bool]:
     return LogDir(path, create=False), True
 
 
-def dataset(log: Any, topic: str, *, value_format: str = "binary", value_schema: pa.Schema | None = None) -> LogDataset:
+def dataset(log: Any, topic: str, *, value_format: str = "binary", value_schema: pa.Schema | None = None,
+            keys_by_murmur2: bool = False) -> LogDataset:
     """``topic`` of the data directory ``log`` (a path, ``file://`` URL or
     LogDir) as a pyarrow Dataset that engines push filters and projections
     into. A dataset opened from a path owns its LogDir: close() it.
 
     ``value_format="json"`` makes the fields of JSON-object values columns
     (as ``replay`` does; only the fields a scan needs are built), typed by
-    ``value_schema`` or else by the first frame of each partition."""
+    ``value_schema`` or else by the first frame of each partition.
+
+    ``keys_by_murmur2=True`` says every keyed record went to the partition
+    Kafka's default partitioner gives its key (no explicit partitions, no
+    partitions added since): a filter ``key = ...`` then reads only that
+    key's partition. Records placed otherwise would be missed."""
     logdir, owns = _open(log)
     try:
-        return LogDataset(logdir, topic, owns_log=owns, value_format=value_format, value_schema=value_schema)
+        return LogDataset(logdir, topic, owns_log=owns, value_format=value_format, value_schema=value_schema,
+                          keys_by_murmur2=keys_by_murmur2)
     except BaseException:
         if owns:
             logdir.close()

@@ -317,3 +317,26 @@ def test_concurrent_scans_of_one_dataset_agree(hours_topic):
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda _: rows(ds.to_table(filter=f)), range(8)))
     assert all(r == expected for r in results)
+
+
+def test_key_equality_reads_only_the_keys_partition_when_keys_were_routed_by_murmur2(data_dir):
+    log = arrowlog.LogDir(data_dir)
+    log.create_topic("k", partitions=4)
+    with arrowlog.Producer({"log.dir": data_dir}) as p:
+        for i in range(400):
+            p.produce("k", b"v%d" % i, key=b"user-%d" % (i % 10))
+    key = b"user-3"
+    f = pc.field("key") == key
+    expected = rows(arrowlog.replay(log, "k").to_arrow().filter(f), ("partition", "offset"))
+    plain = arrowlog.dataset(log, "k")
+    assert rows(plain.to_table(filter=f), ("partition", "offset")) == expected
+    assert plain.stats["frames_read"] > 1  # every partition
+    routed = arrowlog.dataset(log, "k", keys_by_murmur2=True)
+    assert rows(routed.to_table(filter=f), ("partition", "offset")) == expected
+    assert {p for p, _ in expected} == {arrowlog.murmur2_partition(key, 4)}
+    assert routed.stats["frames_read"] < plain.stats["frames_read"], (routed.stats, plain.stats)
+    routed.reset_stats()
+    got = duckdb.sql("select partition, \"offset\" from routed where key = 'user-3'::blob").fetchall()
+    assert sorted(got) == expected
+    assert 0 < routed.stats["frames_read"] < plain.stats["frames_read"], (routed.stats, plain.stats)
+    log.close()
