@@ -41,6 +41,7 @@ import os
 import threading
 from typing import Any, Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
@@ -318,6 +319,8 @@ class _PartitionStats:
         self.bases: list[int] = []
         self.frames: dict[int, _FrameStat] = {}
         self.lock = threading.Lock()  # engines may run two scans of one dataset at once
+        self.version = 0
+        self._arrays: tuple | None = None  # (version, bases, max_ts, min_ts, run end offsets per frame)
 
     def find(self, offset: int) -> _FrameStat | None:
         with self.lock:
@@ -338,6 +341,7 @@ class _PartitionStats:
             if known is None:
                 bisect.insort(self.bases, st.base)
             self.frames[st.base] = st
+            self.version += 1
             return st
 
     def forget_from(self, offset: int) -> None:
@@ -349,6 +353,48 @@ class _PartitionStats:
             del self.bases[keep:]
             if self.bases and self.frames[self.bases[-1]].next > offset:
                 del self.frames[self.bases.pop()]
+            self.version += 1
+
+    def time_skipper(self, tlo: int | None, thi: int | None):
+        """A function from a known frame that the time range excludes to the
+        next offset worth looking at: the next known frame whose time range
+        meets [tlo, thi], or the end of the run of known frames (where the
+        unknown begins). Vectorised, so a narrow window over many known
+        frames costs a binary search, not a walk."""
+        with self.lock:
+            if self._arrays is None or self._arrays[0] != self.version:
+                bases = np.fromiter(self.bases, np.int64, len(self.bases))
+                frames = [self.frames[b] for b in self.bases]
+                nexts = np.fromiter((f.next for f in frames), np.int64, len(frames))
+                min_ts = np.fromiter((f.min_ts for f in frames), np.int64, len(frames))
+                max_ts = np.fromiter((f.max_ts for f in frames), np.int64, len(frames))
+                # frames i..j form a run when each starts where the one before ends
+                breaks = np.flatnonzero(bases[1:] != nexts[:-1])
+                run_last = np.full(len(bases), len(bases) - 1, np.int64)
+                starts = np.concatenate(([0], breaks + 1))
+                ends = np.concatenate((breaks, [len(bases) - 1]))
+                for a, b in zip(starts, ends):
+                    run_last[a:b + 1] = b
+                self._arrays = (self.version, bases, nexts, min_ts, max_ts, run_last)
+            _, bases, nexts, min_ts, max_ts, run_last = self._arrays
+        keep = np.ones(len(bases), bool)
+        if tlo is not None:
+            keep &= max_ts >= tlo
+        if thi is not None:
+            keep &= min_ts <= thi
+        admitted = np.flatnonzero(keep)
+
+        def skip(st: _FrameStat) -> int:
+            i = int(np.searchsorted(bases, st.base))
+            if i >= len(bases) or bases[i] != st.base:
+                return st.next
+            j = int(np.searchsorted(admitted, i, side="right"))
+            last = int(run_last[i])
+            if j < len(admitted) and admitted[j] <= last:
+                return int(bases[admitted[j]])
+            return int(nexts[last])
+
+        return skip
 
 
 def _field_range(array: pa.Array) -> tuple[Any, Any]:
@@ -527,11 +573,14 @@ class LogDataset(pads.Dataset):
             # Frames are skipped by their own min/max timestamps instead.
             pos = start
             budget = 1
+            skip = None
             while pos < end:
                 st = pstats.find(pos)
                 if st is not None:
                     if not self._admits(st, bounds, tlo, thi, field_bounds):
-                        pos = st.next
+                        if skip is None:
+                            skip = pstats.time_skipper(tlo, thi) if tlo is not None or thi is not None else None
+                        pos = skip(st) if skip is not None else st.next
                         continue
                     want, nxt = st.size, pstats.following(st)
                     while nxt is not None and want < READ_BYTES and nxt.base < end \
