@@ -686,6 +686,12 @@ class LogDataset(pads.Dataset):
             self._owns_log = False
             self._logdir.close()
 
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
     def __enter__(self) -> LogDataset:
         return self
 

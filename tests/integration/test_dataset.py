@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import duckdb
 import numpy as np
@@ -360,3 +361,14 @@ def test_windows_stay_exact_when_known_frames_have_gaps(hours_topic):
     for lo_h, hi_h in ((4, 5), (3, 4), (0, 6), (5, 6), (1, 2)):
         f = (pc.field("timestamp") >= ts(T0 + lo_h * HOUR)) & (pc.field("timestamp") < ts(T0 + hi_h * HOUR))
         assert rows(ds.to_table(filter=f)) == rows(full.filter(f)), (lo_h, hi_h)
+
+
+def test_a_polars_scan_of_a_path_closes_its_log_when_dropped(hours_topic):
+    import gc
+
+    before = len(os.listdir("/proc/self/fd"))
+    lf = arrowlog.scan_polars(hours_topic.path, "ev")
+    assert lf.select(pl.len()).collect().item() == 1200
+    del lf
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) <= before
