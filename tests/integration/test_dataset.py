@@ -377,3 +377,8 @@ def test_a_polars_scan_of_a_path_closes_its_log_when_dropped(hours_topic):
     for _ in range(3):
         scan_and_drop()
     assert len(os.listdir("/proc/self/fd")) <= before
+
+
+def test_a_kafka_location_is_refused_with_what_to_use_instead():
+    with pytest.raises(arrowlog.ConfigError, match=r"local data directory.*arrowlog.replay\(url, topic\)"):
+        arrowlog.dataset("kafka://127.0.0.1:9", "t")
