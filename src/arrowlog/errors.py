@@ -44,6 +44,19 @@ class InvalidRecordError(ArrowlogError, ValueError):
     """A record does not fit its topic (for example its value schema)."""
 
 
+class MessageSizeTooLargeError(InvalidRecordError):
+    """A record is larger than the producer's message.max.bytes or the
+    topic's max.message.bytes (Kafka's MESSAGE_TOO_LARGE)."""
+
+
+class NotADataDirectoryError(ArrowlogError, FileNotFoundError):
+    """A path given as log.dir is not an arrowlog data directory (and the
+    client will not make it one)."""
+
+    def __str__(self) -> str:  # OSError would format (errno, strerror)
+        return str(self.args[0]) if self.args else "not an arrowlog data directory"
+
+
 class CorruptRecordError(ArrowlogError):
     """Stored data failed its checksum or structure checks."""
 
@@ -84,6 +97,7 @@ class KafkaError:
     OFFSET_OUT_OF_RANGE = 1
     CORRUPT_MESSAGE = 2
     UNKNOWN_TOPIC_OR_PART = 3
+    MSG_SIZE_TOO_LARGE = 10
     ILLEGAL_GENERATION = 22
     UNKNOWN_MEMBER_ID = 25
     REBALANCE_IN_PROGRESS = 27
@@ -94,7 +108,7 @@ class KafkaError:
         -191: "_PARTITION_EOF", -185: "_TIMED_OUT", -172: "_STATE", -186: "_INVALID_ARG",
         -188: "_UNKNOWN_TOPIC", -190: "_UNKNOWN_PARTITION", -192: "_MSG_TIMED_OUT", -196: "_FAIL",
         -187: "_ALL_BROKERS_DOWN", -168: "_NO_OFFSET", 1: "OFFSET_OUT_OF_RANGE", 2: "CORRUPT_MESSAGE",
-        3: "UNKNOWN_TOPIC_OR_PART", 22: "ILLEGAL_GENERATION", 25: "UNKNOWN_MEMBER_ID",
+        3: "UNKNOWN_TOPIC_OR_PART", 10: "MSG_SIZE_TOO_LARGE", 22: "ILLEGAL_GENERATION", 25: "UNKNOWN_MEMBER_ID",
         27: "REBALANCE_IN_PROGRESS", -1: "UNKNOWN", 0: "NO_ERROR",
     }
 

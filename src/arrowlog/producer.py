@@ -40,17 +40,19 @@ import numpy as np
 import pyarrow as pa
 
 from . import config as _config
-from ._location import local_path, location_of, split_config, wants_kafka
+from ._callbacks import ClientCallbacks
+from ._location import location_of, open_data_dir, split_config, wants_kafka
 from ._native import core
 from .errors import (
     ArrowlogError,
     InvalidRecordError,
     KafkaError,
     LogClosedError,
+    MessageSizeTooLargeError,
     UnknownPartitionError,
     UnknownTopicError,
 )
-from .storage import LogDir, validate_topic_name
+from .storage import validate_topic_name
 
 PRODUCE_SCHEMA = core.PRODUCE_SCHEMA
 HEADERS_TYPE = core.HEADERS_TYPE
@@ -133,8 +135,61 @@ def typed_values(values: Any, schema: pa.Schema) -> pa.StructArray:
         rows = [json.loads(v) if isinstance(v, (bytes, str)) else v for v in values]
         return pa.array(rows, type=struct)
     except (pa.ArrowInvalid, pa.ArrowTypeError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        names = ", ".join(f"{f.name}: {f.type}" for f in schema)
-        raise InvalidRecordError(f"values do not fit the topic's value schema ({names}): {exc}") from None
+        raise InvalidRecordError(f"values do not fit the topic's value schema ({_fields(schema)}): {exc}") from None
+
+
+def _fields(schema: pa.Schema) -> str:
+    return ", ".join(f"{f.name}: {f.type}" for f in schema)
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def record_validator(topic: str, schema: pa.Schema):
+    """produce()'s check for a topic with a value schema: the value must be
+    JSON (or None) that converts to the schema exactly as typed_values()
+    converts its batch, so a record that passes never fails its batch."""
+    struct = pa.struct(list(schema))
+    loads, to_arrow = json.loads, pa.array
+
+    def validate(value: Any) -> None:
+        if value is None:
+            return
+        try:
+            to_arrow([loads(value)], type=struct)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, KeyError, TypeError) as exc:
+            raise InvalidRecordError(f"topic {topic!r}: value {_shown(value)} does not fit the value schema "
+                                     f"({_fields(schema)}): {exc}; the record was not queued") from None
+    return validate
+
+
+def first_bad_row(values: Any, schema: pa.Schema) -> int:
+    """The index of the first row of ``values`` typed_values() refuses
+    (called once it refused the whole), or -1."""
+    n = values.num_rows if isinstance(values, (pa.Table, pa.RecordBatch)) else len(values)
+    for i in range(n):
+        row = values.slice(i, 1) if hasattr(values, "slice") else values[i:i + 1]
+        try:
+            typed_values(row, schema)
+        except InvalidRecordError:
+            return i
+    return -1
+
+
+def _row_of(values: Any, i: int) -> Any:
+    if isinstance(values, (pa.Table, pa.RecordBatch)):
+        return values.slice(i, 1).to_pylist()[0]
+    row = values[i]
+    return row.as_py() if isinstance(row, pa.Scalar) else row
+
+
+def _lengths(arr: pa.Array) -> np.ndarray:
+    """Byte lengths of a binary array's entries (0 for nulls), from its offsets."""
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=len(arr) + 1, offset=arr.offset * 4) \
+        if arr.buffers()[1] is not None else np.zeros(len(arr) + 1, dtype=np.int32)
+    return np.diff(offsets).astype(np.int64)
 
 
 def _linger_thread(ref: weakref.ref, wake: threading.Event) -> None:
@@ -189,7 +244,11 @@ class Producer(core.ProducerCore):
         given, kw = split_config(config, kwargs)
         conf = _config.resolve(_config.PRODUCER, given, kw, what="producer")
         self.config = conf
-        self._log = LogDir(local_path(location_of(conf)))
+        self._callbacks = ClientCallbacks(conf, "producer")
+        self._log = open_data_dir(location_of(conf), create=True, logger=conf["logger"])
+        self._max_record_bytes = conf["message.max.bytes"]
+        self._default_delivery = conf["on_delivery"]
+        self._sent_counts: dict[tuple[str, int], list[int]] = {}
         self._batch_bytes = conf["batch.size"]
         self._batch_records = conf["batch.num.messages"]
         self._linger = conf["linger.ms"] / 1000.0
@@ -220,7 +279,9 @@ class Producer(core.ProducerCore):
             if not self._auto_create:
                 raise
             t = self._log.create_topic(topic, self._num_partitions, exist_ok=True)
-        slot = core.TopicSlot(topic, t, t.num_partitions, min(self._batch_bytes, 16 << 20))
+        limit = min(self._max_record_bytes, int(t.config.get("max.message.bytes") or self._max_record_bytes))
+        validate = record_validator(topic, t.value_schema) if t.value_schema is not None else None
+        slot = core.TopicSlot(topic, t, t.num_partitions, min(self._batch_bytes, 16 << 20), limit, validate)
         for p in range(t.num_partitions):
             self._locks[(topic, p)] = threading.Lock()
         self._slots[topic] = slot
@@ -229,6 +290,12 @@ class Producer(core.ProducerCore):
     def _bad_partition(self, slot: core.TopicSlot, partition: Any) -> None:
         raise UnknownPartitionError(f"topic {slot.name!r} has partitions 0..{slot.partitions - 1}; "
                                     f"there is no partition {partition!r}")
+
+    def _too_large(self, slot: core.TopicSlot, size: int) -> None:
+        raise MessageSizeTooLargeError(
+            f"a record of {size:,} bytes (key + value) is larger than {slot.max_record_bytes:,}, the limit of topic "
+            f"{slot.name!r} (producer message.max.bytes={self._max_record_bytes:,}, topic max.message.bytes="
+            f"{slot.topic.config.get('max.message.bytes', 'unset')}): split the record or raise the limit")
 
     def _coerce_timestamp(self, timestamp: Any) -> int:
         return to_epoch_ms(timestamp)
@@ -279,6 +346,7 @@ class Producer(core.ProducerCore):
                 raise
             self._sent(n)
             self._dirty.add(log)
+            self._count_sent(slot.name, partition, n, batch)
             if callbacks:
                 view = self._report_view(slot.name, partition, batch, base)
                 for index, cb in callbacks:
@@ -355,8 +423,8 @@ class Producer(core.ProducerCore):
                 # never younger than a tick: a batch the application is
                 # about to flush() itself is left to it
                 self._send_all(only_lingered=True, min_age=max(self._linger, BG_TICK))
-            except Exception as exc:  # raised to the application by its next call
-                self._error = exc
+            except Exception as exc:  # to error_cb, or raised to the application by its next call
+                self._background_error(exc)
             if self._time_to_sync(last_sync):
                 break
         if self._time_to_sync(last_sync):
@@ -374,7 +442,49 @@ class Producer(core.ProducerCore):
             try:
                 log.sync()
             except ArrowlogError as exc:
-                self._error = exc
+                self._background_error(exc)
+
+    def _background_error(self, exc: BaseException) -> None:
+        """An error of the linger or fsync thread: served to error_cb by the
+        next poll()/flush() if there is one, else raised by the next call."""
+        if not self._callbacks.report(exc):
+            self._error = exc
+
+    def _count_sent(self, topic: str, partition: int, n: int, batch: pa.RecordBatch) -> None:
+        counts = self._sent_counts.get((topic, partition))
+        if counts is None:
+            counts = self._sent_counts[(topic, partition)] = [0, 0]
+        counts[0] += n
+        counts[1] += batch.nbytes
+
+    def _serve_callbacks(self) -> int:
+        """error_cb and stats_cb, on the application's thread."""
+        cbs = self._callbacks
+        served = cbs.serve_errors() if cbs.errors else 0
+        if cbs.interval and cbs.stats_due():
+            cbs.emit_stats(*self._statistics())
+            served += 1
+        return served
+
+    def _statistics(self) -> tuple[dict, dict]:
+        """librdkafka's statistics of a producer (see _callbacks.py)."""
+        topics: dict = {}
+        queued_bytes = 0
+        for slot in list(self._slots.values()):
+            parts = topics[slot.name] = {}
+            for p in range(slot.partitions):
+                acc = slot.accumulators[p]
+                low, high = slot.topic.partition(p).watermarks()
+                sent = self._sent_counts.get((slot.name, p), (0, 0))
+                queued_bytes += acc.nbytes
+                parts[p] = {"leader": 0, "msgq_cnt": acc.count, "msgq_bytes": acc.nbytes, "msgs": acc.count + sent[0],
+                            "txmsgs": sent[0], "txbytes": sent[1], "lo_offset": low, "hi_offset": high,
+                            "ls_offset": high, "next_offset": high}
+        totals = {"msg_cnt": self._queued, "msg_size": queued_bytes, "msg_max": self._max_queued,
+                  "msg_size_max": self._batch_bytes,
+                  "txmsgs": sum(c[0] for c in self._sent_counts.values()),
+                  "txmsg_bytes": sum(c[1] for c in self._sent_counts.values()), "replyq": len(self._reports)}
+        return topics, totals
 
     def _raise_pending(self) -> None:
         if self._error is not None:
@@ -397,7 +507,7 @@ class Producer(core.ProducerCore):
                     self._send_all(only_lingered=True)
                 else:
                     time.sleep(min(0.001, max(0.0, deadline - time.monotonic())))
-        return self._serve_reports()
+        return self._serve_reports() + self._serve_callbacks()
 
     def _serve_reports(self) -> int:
         served = 0
@@ -413,6 +523,7 @@ class Producer(core.ProducerCore):
         records still queued (0)."""
         self._send_all()
         self._serve_reports()
+        self._serve_callbacks()
         self._raise_pending()
         return len(self)
 
@@ -453,11 +564,22 @@ class Producer(core.ProducerCore):
             keys = table.column("key") if keys is None and "key" in names else keys
             timestamps = table.column("timestamp") if timestamps is None and "timestamp" in names else timestamps
             headers = table.column("headers") if headers is None and "headers" in names else headers
-        values = binary_array(values, "values") if value_schema is None else typed_values(values, value_schema)
+        if value_schema is None:
+            values = binary_array(values, "values")
+        else:
+            try:
+                values = typed_values(values, value_schema)
+            except InvalidRecordError as exc:
+                bad = first_bad_row(values, value_schema)
+                if bad < 0:
+                    raise
+                raise InvalidRecordError(f"topic {topic!r}: row {bad} of produce_batch ({_shown(_row_of(values, bad))})"
+                                         f" does not fit the value schema; nothing was appended: {exc}") from None
         n = len(values)
         if n == 0:
             return 0
         keys = binary_array(keys, "keys", n) if keys is not None else pa.nulls(n, pa.binary())
+        self._check_sizes(slot, keys, values)
         ts = self._timestamps(timestamps, n)
         hdrs = self._headers_array(headers, n)
         # what is already queued for these partitions goes first
@@ -488,6 +610,18 @@ class Producer(core.ProducerCore):
             self._append_chunks(slot, p, part)
         return n
 
+    def _check_sizes(self, slot: core.TopicSlot, keys: pa.Array, values: pa.Array) -> None:
+        """produce_batch()'s message.max.bytes check, before anything is appended."""
+        sizes = _lengths(keys)
+        if pa.types.is_binary(values.type):
+            sizes = sizes + _lengths(values)
+        if len(sizes) and sizes.max() > slot.max_record_bytes:
+            row = int(np.argmax(sizes > slot.max_record_bytes))
+            try:
+                self._too_large(slot, int(sizes[row]))
+            except MessageSizeTooLargeError as exc:
+                raise MessageSizeTooLargeError(f"row {row} of produce_batch: {exc}; nothing was appended") from None
+
     def _append_chunks(self, slot: core.TopicSlot, partition: int, batch: pa.RecordBatch) -> None:
         """Append ``batch`` as frames of about BULK_FRAME_BYTES (or
         batch.size, if larger)."""
@@ -512,6 +646,7 @@ class Producer(core.ProducerCore):
                 log.append(chunk, fsync=self._fsync, min_timestamp=int(ts.min()), max_timestamp=int(ts.max()))
                 start = end
         self._dirty.add(log)
+        self._count_sent(slot.name, partition, n, batch)
 
     @staticmethod
     def _timestamps(timestamps: Any, n: int) -> pa.Array:

@@ -295,6 +295,7 @@ def test_commit_without_a_group_says_so(backend):
 
 
 def test_unknown_topic_is_unknown_topic_error(backend):
+    backend.create_topic(1)  # the data directory exists; the topic asked for does not
     with Consumer(backend.conf()) as c:
         with pytest.raises(UnknownTopicError):
             c.get_watermark_offsets(TopicPartition("no-such-" + uuid.uuid4().hex[:8], 0))
