@@ -49,14 +49,6 @@ class MessageSizeTooLargeError(InvalidRecordError):
     topic's max.message.bytes (Kafka's MESSAGE_TOO_LARGE)."""
 
 
-class NotADataDirectoryError(ArrowlogError, FileNotFoundError):
-    """A path given as log.dir is not an arrowlog data directory (and the
-    client will not make it one)."""
-
-    def __str__(self) -> str:  # OSError would format (errno, strerror)
-        return str(self.args[0]) if self.args else "not an arrowlog data directory"
-
-
 class CorruptRecordError(ArrowlogError):
     """Stored data failed its checksum or structure checks."""
 
@@ -65,6 +57,11 @@ class StorageError(ArrowlogError, OSError):
     """The file system refused an operation (disk full, read-only, I/O
     error). The partition stays consistent: nothing after the error was
     acknowledged."""
+
+
+class NotADataDirectoryError(StorageError):
+    """A path given as log.dir is not an arrowlog data directory (and the
+    client will not make it one)."""
 
 
 class PartitionFailedError(StorageError):

@@ -414,7 +414,9 @@ class Producer(core.ProducerCore):
         quiet = 0
         while not self._stop and quiet < BG_ACTIVE_TICKS:
             wait = self._pending_wait()
-            time.sleep(BG_TICK if wait is None else max(wait, 0.0005))
+            # close() sets _wake: a long linger.ms never holds it up
+            if self._wake.wait(BG_TICK if wait is None else max(wait, 0.0005)) and not self._stop:
+                self._wake.clear()
             if wait is None and self._pending_wait() is None:
                 quiet += 1
                 continue

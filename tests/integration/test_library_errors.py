@@ -1,0 +1,253 @@
+"""The library as Kafka users expect it (issue 13): a bad record fails alone,
+where a client points is never guessed, every mistake is an ArrowlogError
+that says what to do."""
+
+import errno
+import json
+import logging
+import os
+import threading
+import time
+
+import pyarrow as pa
+import pytest
+
+import arrowlog
+from arrowlog import Consumer, KafkaError, Producer, errors
+from arrowlog.storage import LogDir
+
+WAIT_S = 20.0
+ORDER_SCHEMA = pa.schema([("orderId", pa.int64()), ("item", pa.int64())])
+
+
+def typed_topic(data_dir: str, name: str = "orders") -> str:
+    with LogDir(data_dir) as d:
+        d.create_topic(name, 1, {"value.schema": ORDER_SCHEMA})
+    return name
+
+
+def stored(data_dir: str, topic: str) -> list:
+    table = arrowlog.replay(data_dir, topic).to_arrow()
+    if "value" in table.column_names:
+        return table.column("value").to_pylist()
+    return table.select([f.name for f in ORDER_SCHEMA]).to_pylist()   # a typed topic's fields, as columns
+
+
+# -- 1. a typed topic never loses good records with a bad one ------------------------------
+
+
+def test_bad_record_fails_its_own_produce_and_never_its_neighbours(data_dir):
+    topic = typed_topic(data_dir)
+    delivered = []
+    with Producer({"log.dir": data_dir}) as p:
+        report = lambda err, msg: delivered.append((err, msg.offset()))  # noqa: E731
+        p.produce(topic, b'{"orderId": 1, "item": 3}', on_delivery=report)
+        p.produce(topic, b'{"orderId": 2, "item": 4}', on_delivery=report)
+        with pytest.raises(errors.InvalidRecordError, match=r"orderId.*Could not convert 'x'.*not queued"):
+            p.produce(topic, b'{"orderId": "x", "item": 3}', on_delivery=report)
+        with pytest.raises(errors.InvalidRecordError, match="orders"):
+            p.produce(topic, b"not json")
+        p.produce(topic, b'{"orderId": 3, "item": 5}', on_delivery=report)
+        assert p.flush() == 0
+    assert delivered == [(None, 0), (None, 1), (None, 2)]
+    assert stored(data_dir, topic) == [{"orderId": 1, "item": 3}, {"orderId": 2, "item": 4},
+                                       {"orderId": 3, "item": 5}]
+
+
+def test_bad_row_fails_produce_batch_before_anything_is_appended(data_dir):
+    topic = typed_topic(data_dir)
+    rows = [b'{"orderId": 1, "item": 3}', b'{"orderId": 2, "item": 3}', b'{"orderId": "x", "item": 3}']
+    with Producer({"log.dir": data_dir}) as p:
+        with pytest.raises(errors.InvalidRecordError, match=r"row 2 of produce_batch .*orderId.*x"):
+            p.produce_batch(topic, rows)
+        table = pa.table({"orderId": pa.array(["1", "two"]), "item": pa.array([1, 2])})
+        with pytest.raises(errors.InvalidRecordError, match="row 1 of produce_batch"):
+            p.produce_batch(topic, table)
+        assert p.produce_batch(topic, rows[:2]) == 2
+    assert stored(data_dir, topic) == [{"orderId": 1, "item": 3}, {"orderId": 2, "item": 3}]
+
+
+# -- 2. where a client points is never guessed ----------------------------------------------
+
+
+def test_bootstrap_servers_means_a_cluster_and_creates_no_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    from arrowlog.kafka_backend import KafkaProducer
+    p = Producer({"bootstrap.servers": "127.0.0.1:1"})
+    assert isinstance(p, KafkaProducer)
+    p.close()
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(errors.ConfigError, match="looks like a Kafka broker address"):
+        Producer({"log.dir": "localhost:9092"})
+    with pytest.raises(errors.ConfigError, match="use {'log.dir': './data'}"):
+        Producer({"bootstrap.servers": "./data"})
+    assert os.listdir(tmp_path) == []
+
+
+def test_consumer_never_creates_a_data_directory(tmp_path):
+    missing = tmp_path / "missing"
+    with pytest.raises(errors.NotADataDirectoryError, match="not an arrowlog data directory: .*missing"):
+        Consumer({"log.dir": str(missing), "group.id": "g"})
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(errors.NotADataDirectoryError, match="not an arrowlog data directory"):
+        Consumer({"log.dir": str(foreign)})
+    assert not missing.exists()
+    assert os.listdir(foreign) == ["notes.txt"]
+
+
+def test_producer_creates_a_new_directory_with_a_notice_and_refuses_a_foreign_one(tmp_path, caplog):
+    new = tmp_path / "new"
+    with caplog.at_level(logging.INFO, logger="arrowlog"):
+        with Producer({"log.dir": str(new)}) as p:
+            p.produce("t", b"x")
+    assert [r.getMessage() for r in caplog.records] == [f"arrowlog: created data directory {new}"]
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(errors.NotADataDirectoryError, match=r"holds other files \(notes.txt\)"):
+        Producer({"log.dir": str(foreign)})
+    assert os.listdir(foreign) == ["notes.txt"]
+
+
+def test_subscribing_to_an_unknown_topic_delivers_an_error_event(data_dir):
+    with Producer({"log.dir": data_dir}) as p:
+        p.produce("known", b"x")
+    with Consumer({"log.dir": data_dir, "group.id": "g", "auto.offset.reset": "earliest"}) as c:
+        c.subscribe(["known", "missing"])
+        event = c.poll(WAIT_S)
+        assert event is not None and event.error() is not None
+        assert event.error().code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+        assert event.topic() == "missing"
+        msg = c.poll(WAIT_S)
+        assert msg.error() is None and msg.value() == b"x"   # the known topic is still read
+
+
+# -- 3. confluent-kafka's config surface ----------------------------------------------------
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"durabilty": "fsync"}, "did you mean 'durability'"),
+    ({"linger.msx": 5}, "did you mean 'linger.ms'"),
+    ({"group.id": "g"}, "'group.id' is a consumer config key"),
+    ({"transactional.id": "t"}, "arrowlog has no transactions"),
+    ({"error.cb": print}, "did you mean 'error_cb'"),
+    ({"error_cb": 3}, "'error_cb': expected a function"),
+    ({"oauth_cb": print}, "'oauth_cb' is not supported"),
+    ({"linger.ms": float("inf")}, "'linger.ms': expected a whole number"),
+])
+def test_config_mistakes_get_the_right_hint(data_dir, config, message):
+    with pytest.raises(errors.ConfigError, match=message):
+        Producer({"log.dir": data_dir, **config})
+
+
+def test_consumer_key_hints(data_dir):
+    LogDir(data_dir).close()
+    with pytest.raises(errors.ConfigError, match="'linger.ms' is a producer config key"):
+        Consumer({"log.dir": data_dir, "linger.ms": 5})
+    with pytest.raises(errors.ConfigError, match="did you mean 'auto.offset.reset'"):
+        Consumer({"log.dir": data_dir, "auto.ofset.reset": "earliest"})
+
+
+def test_callback_keys_and_librdkafka_aliases_are_accepted(data_dir):
+    delivered = []
+    with Producer({"log.dir": data_dir, "error_cb": print, "throttle_cb": print, "logger": logging.getLogger("x"),
+                   "queue.buffering.max.ms": 7, "on_delivery": lambda err, msg: delivered.append(msg.value())}) as p:
+        assert p.config["linger.ms"] == 7
+        p.produce("t", b"a")
+    assert delivered == [b"a"]
+
+
+def test_message_max_bytes_and_topic_max_message_bytes_are_enforced(data_dir):
+    with Producer({"log.dir": data_dir, "message.max.bytes": 1000}) as p:
+        with pytest.raises(errors.MessageSizeTooLargeError, match="1,000,000 bytes .* larger than 1,000"):
+            p.produce("t", b"x" * 1_000_000)
+        with pytest.raises(errors.MessageSizeTooLargeError, match="row 1 of produce_batch"):
+            p.produce_batch("t", [b"x", b"y" * 990], keys=[b"k", b"k" * 20])
+        p.produce("t", b"x" * 990, key=b"k" * 10)   # exactly at the limit
+    with LogDir(data_dir) as d:
+        d.create_topic("small", 1, {"max.message.bytes": 2000})
+    with Producer({"log.dir": data_dir}) as p:
+        with pytest.raises(errors.MessageSizeTooLargeError, match="topic 'small'"):
+            p.produce("small", b"x" * 2001)
+        p.produce("small", b"x" * 2000)
+    assert [len(v) for v in stored(data_dir, "t")] == [990]
+    assert [len(v) for v in stored(data_dir, "small")] == [2000]
+    assert issubclass(errors.MessageSizeTooLargeError, errors.ArrowlogError)
+
+
+def test_statistics_are_librdkafka_shaped(data_dir):
+    stats = []
+    with Producer({"log.dir": data_dir, "stats_cb": stats.append, "statistics.interval.ms": 10,
+                   "linger.ms": 60_000, "num.partitions": 2}) as p:
+        for i in range(5):
+            p.produce("t", b"v%d" % i, partition=i % 2)
+        deadline = time.monotonic() + WAIT_S
+        while not stats and time.monotonic() < deadline:
+            time.sleep(0.01)
+            p.poll(0)
+        doc = json.loads(stats[-1])
+        assert doc["type"] == "producer" and doc["msg_cnt"] == 5
+        parts = doc["topics"]["t"]["partitions"]
+        assert (parts["0"]["msgq_cnt"], parts["1"]["msgq_cnt"]) == (3, 2)
+        p.flush()
+        stats.clear()
+        while not stats and time.monotonic() < deadline:
+            time.sleep(0.01)
+            p.poll(0)
+        parts = json.loads(stats[-1])["topics"]["t"]["partitions"]
+        assert [(parts[k]["msgq_cnt"], parts[k]["txmsgs"], parts[k]["hi_offset"]) for k in "01"] == [(0, 3, 3),
+                                                                                                      (0, 2, 2)]
+
+
+def test_background_append_error_goes_to_error_cb(data_dir, monkeypatch):
+    from arrowlog.storage.partition import PartitionLog
+    attempted = threading.Event()
+
+    def failing_append(self, *args, **kwargs):
+        try:
+            raise errors.StorageError(errno.ENOSPC, "disk full (injected)")
+        finally:
+            attempted.set()
+
+    seen = []
+    with Producer({"log.dir": data_dir}) as p:
+        p.produce("t", b"warm-up")
+        p.flush()
+        monkeypatch.setattr(PartitionLog, "append", failing_append)
+        p2 = Producer({"log.dir": data_dir, "linger.ms": 0, "error_cb": seen.append})
+        p2.produce("t", b"x")
+        assert attempted.wait(WAIT_S)   # the linger thread tried, and failed
+        deadline = time.monotonic() + WAIT_S
+        while not seen and time.monotonic() < deadline:
+            p2.poll(0.01)                # served here, not raised
+        assert len(seen) == 1 and "disk full (injected)" in seen[0].str()
+        monkeypatch.undo()
+        p2.close()
+
+
+# -- 4. raw errors become ArrowlogErrors -----------------------------------------------------
+
+
+def test_reserved_topic_name_is_an_invalid_topic(data_dir):
+    with Producer({"log.dir": data_dir}) as p:
+        p.produce("t", b"x")
+        for name in (".notify", ".lock"):
+            with pytest.raises(errors.InvalidTopicError, match="reserved"):
+                p.produce(name, b"x")
+
+
+def test_group_consumer_on_a_read_only_directory_raises_storage_error(data_dir, monkeypatch):
+    with Producer({"log.dir": data_dir}) as p:
+        p.produce("t", b"x")
+    from arrowlog.groups.store import GroupDir
+
+    def read_only(self):
+        raise OSError(errno.EROFS, "Read-only file system", self.path)
+    monkeypatch.setattr(GroupDir, "ensure", read_only)
+    c = Consumer({"log.dir": data_dir, "group.id": "g"})
+    with pytest.raises(errors.StorageError, match="consumer group 'g' cannot use its files .*read-only"):
+        c.subscribe(["t"])
+    c.close()
+
