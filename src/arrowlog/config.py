@@ -148,8 +148,9 @@ CONSUMER = COMMON + [
         "compatibility; embedded logs have no transactions."),
     Key("partition.assignment.strategy", "range", _str, "Accepted for Kafka compatibility."),
     Key("group.instance.id", None, _str, "Accepted for Kafka compatibility."),
-    Key("on_commit", None, _callable, "on_commit(err, [TopicPartition]): after each commit (explicit or "
-        "automatic), served by poll(), consume() and close()."),
+    Key("on_commit", None, _callable, "on_commit(err, [TopicPartition]): after each asynchronous or automatic "
+        "commit, served by poll(), consume() and close() (as in confluent-kafka, a synchronous commit() returns "
+        "its result instead)."),
 ]
 
 TOPIC = [

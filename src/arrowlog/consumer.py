@@ -108,12 +108,14 @@ class Consumer:
                 self._report_commits(self._group)
 
     def _report_commits(self, member: Any) -> None:
-        """Queue an on_commit report for every commit ``member`` writes
-        (explicit, automatic, or at close), served on the application's
-        thread."""
+        """Queue an on_commit report for every asynchronous or automatic
+        commit ``member`` writes, served on the application's thread, as
+        confluent-kafka does (a synchronous commit() returns its result)."""
         write = member._write
 
         def write_and_report(offsets: dict, asynchronous: bool) -> None:
+            if not asynchronous:
+                return write(offsets, asynchronous)
             tps = [TopicPartition(t, p, off, meta) for (t, p), (off, meta) in sorted(offsets.items())]
             try:
                 write(offsets, asynchronous)

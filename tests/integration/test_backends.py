@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
+import logging
 import sys
 import time
 import uuid
@@ -284,6 +286,65 @@ def test_store_offsets_then_commit(backend):
         assert c.committed([TopicPartition(topic, 0)])[0].offset == 3
         c.commit(offsets=[TopicPartition(topic, 0, 5)], asynchronous=False)
         assert c.committed([TopicPartition(topic, 0)])[0].offset == 5
+
+
+def poll_until(client, condition, what: str) -> None:
+    """Serve the client's callbacks (poll) until ``condition()`` holds."""
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        client.poll(0.05)
+
+
+def partition_stats(stats: list, topic: str) -> dict:
+    """The newest statistics' partitions of ``topic`` (librdkafka's -1, the
+    unassigned-message queue, left out)."""
+    for doc in reversed(stats):
+        parts = json.loads(doc).get("topics", {}).get(topic, {}).get("partitions", {})
+        real = {int(k): v for k, v in parts.items() if int(k) >= 0}
+        if real:
+            return real
+    return {}
+
+
+def test_the_same_confluent_kafka_program_runs_on_both(backend):
+    """A confluent-kafka program with error_cb, stats_cb, logger and
+    on_commit, unchanged: only where it points differs."""
+    topic = backend.create_topic(2)
+    errors_seen: list = []
+    producer_stats: list = []
+    consumer_stats: list = []
+    commits: list = []
+    delivered: list = []
+    callbacks = {"error_cb": errors_seen.append, "logger": logging.getLogger("test.program"),
+                 "statistics.interval.ms": 100}
+    p = Producer({**backend.conf(), **callbacks, "stats_cb": producer_stats.append})
+    for i in range(20):
+        p.produce(topic, b"v%d" % i, key=b"k%d" % i, on_delivery=lambda err, msg: delivered.append(err))
+    assert p.flush(WAIT_S) == 0
+    assert delivered == [None] * 20
+    poll_until(p, lambda: sum(s["txmsgs"] for s in partition_stats(producer_stats, topic).values()) == 20,
+               "producer statistics counting 20 records sent")
+    p.flush(WAIT_S)
+
+    c = Consumer({**backend.conf(), **callbacks, "stats_cb": consumer_stats.append, "group.id": group_name(),
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  "on_commit": lambda err, partitions: commits.append((err, partitions))})
+    c.subscribe([topic])
+    msgs = read_all(c, 20)
+    assert sorted(m.value() for m in msgs) == sorted(b"v%d" % i for i in range(20))
+    c.commit()   # asynchronous: its result comes to on_commit
+    poll_until(c, lambda: commits, "on_commit")
+    err, partitions = commits[0]
+    assert err is None
+    assert sum(tp.offset for tp in partitions if tp.topic == topic) == 20
+    poll_until(c, lambda: sum(max(s["committed_offset"], 0) for s in partition_stats(consumer_stats, topic).values())
+               == 20, "consumer statistics showing the committed offsets")
+    for part in partition_stats(consumer_stats, topic).values():
+        assert part["hi_offset"] == part["committed_offset"] and part["consumer_lag"] == 0
+    c.close()
+    p.flush(WAIT_S)
+    assert not [e for e in errors_seen if e.fatal()]
 
 
 def test_commit_without_a_group_says_so(backend):
