@@ -27,7 +27,7 @@ import pytest
 import arrowlog
 from arrowlog import OFFSET_BEGINNING, OFFSET_END, Consumer, Producer, TopicPartition
 from arrowlog.asyncio import AsyncConsumer, AsyncProducer
-from arrowlog.errors import ArrowlogError, ConfigError, KafkaException, UnknownTopicError
+from arrowlog.errors import ArrowlogError, ConfigError, KafkaException, MessageSizeTooLargeError, UnknownTopicError
 from arrowlog.storage import LogDir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -345,6 +345,18 @@ def test_the_same_confluent_kafka_program_runs_on_both(backend):
     c.close()
     p.flush(WAIT_S)
     assert not [e for e in errors_seen if e.fatal()]
+
+
+def test_message_max_bytes_is_enforced_the_same_way(backend):
+    topic = backend.create_topic(1)
+    with Producer(backend.conf(message_max_bytes=1000)) as p:
+        with pytest.raises(MessageSizeTooLargeError):
+            p.produce(topic, b"x" * 5000)
+        p.produce(topic, b"small")
+        assert p.flush(WAIT_S) == 0
+    with Consumer(backend.conf()) as c:
+        c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        assert [m.value() for m in read_all(c, 1)] == [b"small"]
 
 
 def test_commit_without_a_group_says_so(backend):
