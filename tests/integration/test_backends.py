@@ -27,7 +27,13 @@ import pytest
 import arrowlog
 from arrowlog import OFFSET_BEGINNING, OFFSET_END, Consumer, Producer, TopicPartition
 from arrowlog.asyncio import AsyncConsumer, AsyncProducer
-from arrowlog.errors import ArrowlogError, ConfigError, KafkaException, MessageSizeTooLargeError, UnknownTopicError
+from arrowlog.errors import (
+    ArrowlogError,
+    ConfigError,
+    KafkaException,
+    MessageSizeTooLargeError,
+    UnknownTopicError,
+)
 from arrowlog.storage import LogDir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
