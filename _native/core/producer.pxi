@@ -7,6 +7,8 @@ from cpython.pyport cimport PY_SSIZE_T_MAX
 
 import random as _random
 
+from arrowlog.errors import InvalidArgumentError
+
 
 cdef class TopicSlot:
     """A topic's accumulators inside one producer."""
@@ -46,7 +48,8 @@ cdef object as_bytes(object obj):
     try:
         return bytes(memoryview(obj))
     except TypeError:
-        raise TypeError(f"key and value must be bytes, str, a buffer or None, not {type(obj).__name__}") from None
+        raise InvalidArgumentError(f"key and value must be bytes, str, a buffer or None, "
+                                   f"not {type(obj).__name__}") from None
 
 
 cdef inline const char *_bytes_of(object obj, Py_ssize_t *n) except? NULL:
@@ -68,7 +71,7 @@ def normalize_headers(headers):
     try:
         for hk, hv in items:
             if not isinstance(hk, str):
-                raise TypeError(f"header key must be str, not {type(hk).__name__}")
+                raise InvalidArgumentError(f"header key must be str, not {type(hk).__name__}")
             if hv is None or type(hv) is bytes:
                 out.append((hk, hv))
             elif isinstance(hv, str):
@@ -76,7 +79,7 @@ def normalize_headers(headers):
             else:
                 out.append((hk, bytes(memoryview(hv))))
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"headers must be a list of (str, bytes) pairs or a dict: {exc}") from None
+        raise InvalidArgumentError(f"headers must be a list of (str, bytes) pairs or a dict: {exc}") from None
     return out
 
 

@@ -36,6 +36,7 @@ from ._types import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED,
 from .errors import (
     ArrowlogError,
     ConfigError,
+    InvalidArgumentError,
     KafkaError,
     KafkaException,
     LogClosedError,
@@ -215,7 +216,7 @@ class Consumer:
         fetches = {}
         for tp in partitions:
             if not isinstance(tp, TopicPartition):
-                raise TypeError(f"assign() takes TopicPartition objects, not {type(tp).__name__}")
+                raise InvalidArgumentError(f"assign() takes TopicPartition objects, not {type(tp).__name__}")
             if tp.partition < 0:
                 raise UnknownPartitionError(f"assign() needs a partition number for {tp.topic!r}")
             log = self._partition_log(tp.topic, tp.partition)
@@ -389,7 +390,7 @@ class Consumer:
         (negative or None: forever) for the first."""
         self._check_open()
         if num_messages < 1 or num_messages > 1_000_000:
-            raise ValueError("num_messages must be in 1..1000000")
+            raise InvalidArgumentError("num_messages must be in 1..1000000")
         t = _timeout(timeout)
         deadline = time.monotonic() + t if t >= 0 else -1.0
         while True:

@@ -16,6 +16,17 @@ class ConfigError(ArrowlogError, ValueError):
     """A configuration key or value is not accepted."""
 
 
+class InvalidArgumentError(ArrowlogError, TypeError, ValueError):
+    """An argument has the wrong type or value (confluent-kafka's
+    _INVALID_ARG). It is also a TypeError and a ValueError, so code written
+    for Python's (and confluent-kafka's) errors catches it unchanged."""
+
+
+class QueueFullError(ArrowlogError, BufferError):
+    """More records are queued than queue.buffering.max.messages allows;
+    a BufferError, as confluent-kafka raises: poll() or flush(), then retry."""
+
+
 class InvalidTopicError(ArrowlogError, ValueError):
     """A topic name is not allowed (it must match [A-Za-z0-9._-]{1,249})."""
 

@@ -45,10 +45,12 @@ from ._location import location_of, open_data_dir, split_config, wants_kafka
 from ._native import core
 from .errors import (
     ArrowlogError,
+    InvalidArgumentError,
     InvalidRecordError,
     KafkaError,
     LogClosedError,
     MessageSizeTooLargeError,
+    QueueFullError,
     UnknownPartitionError,
     UnknownTopicError,
 )
@@ -74,7 +76,7 @@ BG_ACTIVE_TICKS = 20
 def to_epoch_ms(value: Any) -> int:
     """A timestamp given as epoch ms, a datetime (naive = UTC) or a date."""
     if isinstance(value, bool):
-        raise TypeError("timestamp must be epoch milliseconds or a datetime")
+        raise InvalidArgumentError("timestamp must be epoch milliseconds or a datetime")
     if isinstance(value, (int, np.integer)):
         return int(value)
     if isinstance(value, float):
@@ -85,7 +87,7 @@ def to_epoch_ms(value: Any) -> int:
         return int(value.timestamp() * 1000)
     if isinstance(value, _dt.date):
         return int(_dt.datetime(value.year, value.month, value.day, tzinfo=_dt.timezone.utc).timestamp() * 1000)
-    raise TypeError(f"timestamp must be epoch milliseconds or a datetime, not {type(value).__name__}")
+    raise InvalidArgumentError(f"timestamp must be epoch milliseconds or a datetime, not {type(value).__name__}")
 
 
 def binary_array(values: Any, what: str, length: int | None = None) -> pa.Array:
@@ -100,15 +102,15 @@ def binary_array(values: Any, what: str, length: int | None = None) -> pa.Array:
         try:
             arr = pa.array([v.encode() if isinstance(v, str) else v for v in values], type=pa.binary())
         except (TypeError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise TypeError(f"{what} must be bytes-like or str: {exc}") from None
+            raise InvalidArgumentError(f"{what} must be bytes-like or str: {exc}") from None
     if arr.type != pa.binary():
         if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type) \
                 or pa.types.is_binary_view(arr.type) or pa.types.is_string_view(arr.type) or pa.types.is_null(arr.type):
             arr = arr.cast(pa.binary())
         else:
-            raise TypeError(f"{what} must be binary or string, not Arrow type {arr.type}")
+            raise InvalidArgumentError(f"{what} must be binary or string, not Arrow type {arr.type}")
     if length is not None and len(arr) != length:
-        raise ValueError(f"{what} has {len(arr)} entries; values has {length}")
+        raise InvalidArgumentError(f"{what} has {len(arr)} entries; values has {length}")
     return arr
 
 
@@ -305,7 +307,7 @@ class Producer(core.ProducerCore):
 
     def _batch_full(self, slot: core.TopicSlot, partition: int) -> None:
         if self._queued > self._max_queued:
-            raise BufferError(f"more than queue.buffering.max.messages={self._max_queued} records queued")
+            raise QueueFullError(f"more than queue.buffering.max.messages={self._max_queued} records queued")
         self._send(slot, partition)
 
     def _first_in_batch(self, slot: core.TopicSlot, partition: int) -> None:
@@ -562,7 +564,7 @@ class Producer(core.ProducerCore):
             elif value_schema is not None:
                 values = table  # the value schema's fields, as columns
             else:
-                raise ValueError("a table given to produce_batch needs a 'value' column")
+                raise InvalidArgumentError("a table given to produce_batch needs a 'value' column")
             keys = table.column("key") if keys is None and "key" in names else keys
             timestamps = table.column("timestamp") if timestamps is None and "timestamp" in names else timestamps
             headers = table.column("headers") if headers is None and "headers" in names else headers
@@ -667,9 +669,9 @@ class Producer(core.ProducerCore):
         else:
             arr = pa.array([to_epoch_ms(t) for t in timestamps], type=pa.int64())
         if len(arr) != n:
-            raise ValueError(f"timestamps has {len(arr)} entries; values has {n}")
+            raise InvalidArgumentError(f"timestamps has {len(arr)} entries; values has {n}")
         if arr.null_count:
-            raise ValueError("timestamps cannot be null")
+            raise InvalidArgumentError("timestamps cannot be null")
         return arr.cast(TIMESTAMP_TYPE)
 
     @staticmethod
@@ -689,7 +691,7 @@ class Producer(core.ProducerCore):
                     rows.append([{"key": k, "value": v} for k, v in core.normalize_headers(h)])
             arr = pa.array(rows, type=HEADERS_TYPE)
         if len(arr) != n:
-            raise ValueError(f"headers has {len(arr)} entries; values has {n}")
+            raise InvalidArgumentError(f"headers has {len(arr)} entries; values has {n}")
         return arr
 
     def list_topics(self, topic: str | None = None, timeout: float = -1):

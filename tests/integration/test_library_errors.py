@@ -251,3 +251,18 @@ def test_group_consumer_on_a_read_only_directory_raises_storage_error(data_dir, 
         c.subscribe(["t"])
     c.close()
 
+
+
+def test_argument_mistakes_are_arrowlog_errors_and_still_python_ones(data_dir):
+    with Producer({"log.dir": data_dir}) as p:
+        with pytest.raises(errors.InvalidArgumentError, match="key and value must be bytes") as bad_value:
+            p.produce("t", 12345)
+        assert isinstance(bad_value.value, TypeError)
+        with pytest.raises(errors.InvalidArgumentError, match="headers must be"):
+            p.produce("t", b"x", headers=[("k",)])
+        with pytest.raises(errors.InvalidArgumentError, match="timestamps has 1 entries"):
+            p.produce_batch("t", [b"a", b"b"], timestamps=[0])
+    with Consumer({"log.dir": data_dir}) as c:
+        with pytest.raises(errors.InvalidArgumentError) as bad_count:
+            c.consume(0)
+        assert isinstance(bad_count.value, ValueError)
