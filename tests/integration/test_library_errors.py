@@ -67,6 +67,40 @@ def test_bad_row_fails_produce_batch_before_anything_is_appended(data_dir):
     assert stored(data_dir, topic) == [{"orderId": 1, "item": 3}, {"orderId": 2, "item": 3}]
 
 
+EDGE_SCHEMA = pa.schema([("a", pa.int8()), ("s", pa.string()), ("f", pa.float64()), ("b", pa.bool_())])
+EDGE_GOOD = [b'{"a": 1, "s": "x", "f": 2, "b": true}', b'{"a": 1.0, "s": "\\u00e9"}', '{"s": "caf\u00e9"}', None,
+             b'{"a": 5, "extra": [1]}', b'{\n  "a": 2\n}']
+EDGE_BAD = [b'{"a": 300}', b'{"s": "\\ud800"}', b'{"b": 1}', b"[1]", b"5", b'{"a": 99999999999999999999}', b"",
+            b'{"f": "x"}', b'{"a": true}']
+
+
+def test_produce_and_produce_batch_agree_on_every_edge_case(tmp_path):
+    """produce() checks each record quickly; the batch is decoded by
+    pyarrow.json or, when it cannot, row by row: all three agree on what
+    fits and on what is stored."""
+    one, bulk = str(tmp_path / "one"), str(tmp_path / "bulk")
+    for where in (one, bulk):
+        with LogDir(where) as d:
+            d.create_topic("t", 1, {"value.schema": EDGE_SCHEMA})
+    with Producer({"log.dir": one}) as p:
+        for v in EDGE_GOOD:
+            p.produce("t", v)
+        for v in EDGE_BAD:
+            with pytest.raises(errors.InvalidRecordError):
+                p.produce("t", v)
+    with Producer({"log.dir": bulk}) as p:
+        assert p.produce_batch("t", EDGE_GOOD) == len(EDGE_GOOD)
+        assert p.produce_batch("t", [v for v in EDGE_GOOD if v is not None]) == len(EDGE_GOOD) - 1
+        for v in EDGE_BAD:
+            with pytest.raises(errors.InvalidRecordError, match="row 1 of produce_batch"):
+                p.produce_batch("t", [EDGE_GOOD[0], v])
+
+    def rows(where):
+        return arrowlog.replay(where, "t").to_arrow().select(EDGE_SCHEMA.names).to_pylist()
+    assert rows(one)[1] == {"a": 1, "s": "\u00e9", "f": None, "b": None}
+    assert rows(bulk) == rows(one) + [r for r, v in zip(rows(one), EDGE_GOOD) if v is not None]
+
+
 # -- 2. where a client points is never guessed ----------------------------------------------
 
 
