@@ -25,7 +25,7 @@ import pyarrow as pa
 import pytest
 
 import arrowlog
-from arrowlog import OFFSET_BEGINNING, OFFSET_END, Consumer, Producer, TopicPartition
+from arrowlog import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, Producer, TopicPartition
 from arrowlog.asyncio import AsyncConsumer, AsyncProducer
 from arrowlog.errors import (
     ArrowlogError,
@@ -363,6 +363,25 @@ def test_message_max_bytes_is_enforced_the_same_way(backend):
     with Consumer(backend.conf()) as c:
         c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
         assert [m.value() for m in read_all(c, 1)] == [b"small"]
+
+
+def test_subscribing_to_a_missing_topic_delivers_unknown_topic_event(backend):
+    topic = backend.create_topic(1)
+    missing = "missing-" + uuid.uuid4().hex[:8]
+    produce_numbered(backend, topic, 1)
+    with Consumer(backend.conf(group_id=group_name(), auto_offset_reset="earliest")) as c:
+        c.subscribe([topic, missing])
+        events: list = []
+        deadline = time.monotonic() + WAIT_S
+        while not (any(m.error() is not None for m in events) and any(m.error() is None for m in events)):
+            assert time.monotonic() < deadline, events
+            m = c.poll(0.5)
+            if m is not None:
+                events.append(m)
+        errors = [m for m in events if m.error() is not None]
+        assert errors[0].error().code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+        assert errors[0].topic() == missing
+        assert [m.value() for m in events if m.error() is None] == [b"v0"]
 
 
 def test_commit_without_a_group_says_so(backend):
