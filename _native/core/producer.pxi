@@ -143,9 +143,9 @@ cdef class ProducerCore:
             else:
                 p = slot.sticky
         else:
-            p = partition
-            if p < 0 or p >= slot.partitions:
+            if type(partition) is not int or not 0 <= partition < slot.partitions:
                 self._bad_partition(slot, partition)
+            p = partition
         if timestamp is None or (type(timestamp) is int and timestamp == 0):
             ts = now_ms()
         elif type(timestamp) is int:

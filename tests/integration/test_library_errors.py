@@ -294,6 +294,9 @@ def test_argument_mistakes_are_arrowlog_errors_and_still_python_ones(data_dir):
         assert isinstance(bad_value.value, TypeError)
         with pytest.raises(errors.InvalidArgumentError, match="headers must be"):
             p.produce("t", b"x", headers=[("k",)])
+        for partition in ("0", 1 << 40, 1.0):
+            with pytest.raises(errors.UnknownPartitionError, match="there is no partition"):
+                p.produce("t", b"x", partition=partition)
         with pytest.raises(errors.InvalidArgumentError, match="timestamps has 1 entries"):
             p.produce_batch("t", [b"a", b"b"], timestamps=[0])
     with Consumer({"log.dir": data_dir}) as c:
