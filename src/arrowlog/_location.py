@@ -46,7 +46,7 @@ def wants_kafka(config: Any, kwargs: dict) -> tuple[dict, dict, bool]:
     log_dir = given.get("log.dir") or kw.get("log_dir")
     if log_dir:
         return given, kw, is_kafka(str(log_dir))
-    servers = given.get("bootstrap.servers") or kw.get("bootstrap_servers") or given.get("metadata.broker.list")
+    servers = given.get("bootstrap.servers") or kw.get("bootstrap_servers")
     if servers:
         check_brokers(str(servers))
         return given, kw, True

@@ -137,6 +137,12 @@ def test_producer_creates_a_new_directory_with_a_notice_and_refuses_a_foreign_on
         with Producer({"log.dir": str(new)}) as p:
             p.produce("t", b"x")
     assert [r.getMessage() for r in caplog.records] == [f"arrowlog: created data directory {new}"]
+    caplog.clear()
+    mine = logging.getLogger("test.mine")
+    with caplog.at_level(logging.INFO, logger="test.mine"):
+        Producer({"log.dir": str(tmp_path / "other"), "logger": mine}).close()
+    assert [(r.name, r.getMessage()) for r in caplog.records] == [
+        ("test.mine", f"arrowlog: created data directory {tmp_path / 'other'}")]
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
