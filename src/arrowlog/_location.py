@@ -95,13 +95,13 @@ def open_data_dir(where: str, *, create: bool, logger: Any = None) -> Any:
     path = os.path.abspath(local_path(where))
     if is_data_dir(path):
         return LogDir(path, create=create)
-    if not create:
-        raise NotADataDirectoryError(f"not an arrowlog data directory: {path} (it has no topics/ directory): "
-                                     "check log.dir, or produce to it first")
     if _BROKERS_RE.fullmatch(where) and not os.path.exists(path):
         raise ConfigError(f"log.dir {where!r} looks like a Kafka broker address, not a directory: use "
                           f"{{'bootstrap.servers': {where!r}}} (or kafka://{where}) for a cluster, or a path "
                           "such as ./data for a local directory")
+    if not create:
+        raise NotADataDirectoryError(f"not an arrowlog data directory: {path} (it has no topics/ directory): "
+                                     "check log.dir, or produce to it first")
     if os.path.lexists(path):
         if not os.path.isdir(path):
             raise NotADataDirectoryError(f"not an arrowlog data directory: {path} is a file: point log.dir at a "

@@ -113,6 +113,8 @@ def test_bootstrap_servers_means_a_cluster_and_creates_no_directory(tmp_path, mo
     assert os.listdir(tmp_path) == []
     with pytest.raises(errors.ConfigError, match="looks like a Kafka broker address"):
         Producer({"log.dir": "localhost:9092"})
+    with pytest.raises(errors.ConfigError, match="use {'bootstrap.servers': 'localhost:9092'}"):
+        Consumer("localhost:9092", group_id="g")
     with pytest.raises(errors.ConfigError, match="use {'log.dir': './data'}"):
         Producer({"bootstrap.servers": "./data"})
     assert os.listdir(tmp_path) == []
