@@ -208,19 +208,20 @@ REFUSED = {
 }
 
 
-def _unknown_key(name: str, table: dict, what: str) -> ConfigError:
-    """The error for a key ``what`` does not take, with the best hint."""
+def _unknown_key(name: str, spelled: str, table: dict, what: str) -> ConfigError:
+    """The error for a key ``what`` does not take (``spelled`` as the
+    caller wrote it), with the best hint."""
     if name in REFUSED:
-        return ConfigError(f"{what} config key {name!r} is not supported: {REFUSED[name]}")
+        return ConfigError(f"{what} config key {spelled!r} is not supported: {REFUSED[name]}")
     for role, keys in ROLES.items():
         if role != what and any(k.name == name for k in keys):
-            return ConfigError(f"{name!r} is a {role} config key; a {what} does not take it")
+            return ConfigError(f"{spelled!r} is a {role} config key; a {what} does not take it")
     candidates = list(table) + sorted(CLUSTER_ONLY) + list(ALIASES)
     close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.75)
     if not close:  # the same last word (``lingr.ms`` -> ``linger.ms``)
         close = [k for k in table if k.split(".")[-1] == name.split(".")[-1]]
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return ConfigError(f"unknown {what} config key {name!r}{hint}")
+    return ConfigError(f"unknown {what} config key {spelled!r}{hint}")
 
 
 def resolve(keys: list[Key], given: dict | None, kwargs: dict | None = None, *, what: str) -> dict:
@@ -228,13 +229,16 @@ def resolve(keys: list[Key], given: dict | None, kwargs: dict | None = None, *, 
     with its value or default."""
     table = {k.name: k for k in keys}
     merged: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
     for source in (given or {}), (kwargs or {}):
         for raw, value in source.items():
             if not isinstance(raw, str):
                 raise ConfigError(f"{what} config keys must be strings, not {raw!r}")
             known = raw in table or raw in CLUSTER_ONLY or raw in REFUSED or raw in ALIASES
             name = raw if known else raw.replace("_", ".")
-            merged[ALIASES.get(name, name) if ALIASES.get(name) in table else name] = value
+            name = ALIASES.get(name, name) if ALIASES.get(name) in table else name
+            merged[name] = value
+            spelled[name] = raw
     out = {k.name: k.default for k in keys}
     for name, value in merged.items():
         key = table.get(name)
@@ -243,14 +247,14 @@ def resolve(keys: list[Key], given: dict | None, kwargs: dict | None = None, *, 
                 warnings.warn(f"{what} config key {name!r} only applies to a Kafka cluster; ignored by the embedded log",
                               stacklevel=3)
                 continue
-            raise _unknown_key(name, table, what)
+            raise _unknown_key(name, spelled[name], table, what)
         if value is None:
             out[name] = key.default
             continue
         try:
             out[name] = key.parse(value)
         except (TypeError, ValueError, OverflowError) as exc:
-            raise ConfigError(f"invalid value {value!r} for {what} config {name!r}: {exc}") from None
+            raise ConfigError(f"invalid value {value!r} for {what} config {spelled[name]!r}: {exc}") from None
     return out
 
 

@@ -184,6 +184,13 @@ def test_config_mistakes_get_the_right_hint(data_dir, config, message):
         Producer({"log.dir": data_dir, **config})
 
 
+def test_hints_show_the_key_as_written(data_dir):
+    with pytest.raises(errors.ConfigError, match=r"unknown producer config key 'linger_msx' \(did you mean 'linger.ms'"):
+        Producer(data_dir, linger_msx=5)
+    with pytest.raises(errors.ConfigError, match="invalid value 'soon' for producer config 'linger_ms'"):
+        Producer(data_dir, linger_ms="soon")
+
+
 def test_consumer_key_hints(data_dir):
     LogDir(data_dir).close()
     with pytest.raises(errors.ConfigError, match="'linger.ms' is a producer config key"):
