@@ -91,6 +91,9 @@ class Consumer:
         self._on_commit = conf["on_commit"]
         self._commit_reports: collections.deque = collections.deque()
         self._unknown_subscribed: list[str] = []
+        # consume() serves callbacks and unknown-topic events only when set
+        self._has_callbacks = self._on_commit is not None or self._callbacks.interval > 0
+        self._extras = self._has_callbacks
         self._log = open_data_dir(location_of(conf), create=False)
         self._fetch_bytes = conf["fetch.max.bytes"]
         self._check_crcs = conf["check.crcs"]
@@ -135,10 +138,13 @@ class Consumer:
         except OSError as exc:
             if isinstance(exc, ArrowlogError):
                 raise
-            from .storage.files import storage_error
-            raise storage_error(exc, f"consumer group {self.config['group.id']!r} cannot use its files in "
-                                     f"{self._log.groups_dir} (a group consumer writes its membership and offsets "
-                                     "there; assign() without group.id only reads)") from exc
+            raise self._group_files_error(exc) from exc
+
+    def _group_files_error(self, exc: OSError) -> ArrowlogError:
+        from .storage.files import storage_error
+        return storage_error(exc, f"consumer group {self.config['group.id']!r} cannot use its files in "
+                                  f"{self._log.groups_dir} (a group consumer writes its membership and offsets "
+                                  "there; assign() without group.id only reads)")
 
     def _serve_callbacks(self) -> None:
         """on_commit, error_cb and stats_cb, on the application's thread."""
@@ -393,13 +399,19 @@ class Consumer:
             raise InvalidArgumentError("num_messages must be in 1..1000000")
         t = _timeout(timeout)
         deadline = time.monotonic() + t if t >= 0 else -1.0
+        group = self._group
         while True:
-            if self._group is not None:
-                self._group_io(self._group.tick)
-            if self._commit_reports or self._callbacks.interval or self._callbacks.errors:
+            if group is not None:
+                try:   # inline, not _group_io(): this runs once per poll()
+                    group.tick()
+                except OSError as exc:
+                    if isinstance(exc, ArrowlogError):
+                        raise
+                    raise self._group_files_error(exc) from exc
+            if self._extras:
                 self._serve_callbacks()
-            if self._unknown_subscribed:
-                return self._unknown_topic_events(num_messages)
+                if self._unknown_subscribed:
+                    return self._unknown_topic_events(num_messages)
             out = self._gather(num_messages)
             if out:
                 if self._group is not None:
@@ -418,6 +430,7 @@ class Consumer:
         exist (reported once; the subscription stays)."""
         names, self._unknown_subscribed = self._unknown_subscribed[:num_messages], \
             self._unknown_subscribed[num_messages:]
+        self._extras = self._has_callbacks or bool(self._unknown_subscribed)
         return [core.Message(t, None, None, None,
                              KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART,
                                         f"Subscribed topic not available: {t}: Broker: Unknown topic or partition "
@@ -446,6 +459,7 @@ class Consumer:
         group = self._require_group("subscribe()")
         self._group_io(group.subscribe, topics, on_assign, on_revoke, on_lost)
         self._unknown_subscribed = [t for t in topics if not t.startswith("^") and not self._topic_exists(t)]
+        self._extras = self._has_callbacks or bool(self._unknown_subscribed)
 
     def _topic_exists(self, topic: str) -> bool:
         try:
