@@ -1,8 +1,13 @@
 """Producer: confluent-kafka's producer, appending to an embedded log.
 
-``produce()`` runs in C (``_native/core/producer.pxi``): it partitions the
-record (murmur2 of the key, or the sticky partition) and appends it to that
-partition's accumulator. A partition's batch is appended to the log as one
+``produce()`` runs in C (``_native/core/producer.pxi``): it checks the
+record, partitions it (murmur2 of the key, or the sticky partition) and
+appends it to that partition's accumulator. The check is what keeps a bad
+record from failing its batch: a record larger than ``message.max.bytes``
+(or the topic's ``max.message.bytes``) raises MessageSizeTooLargeError, and
+for a topic with a value schema a value that does not convert raises
+InvalidRecordError, both from that ``produce()`` call, before anything is
+queued (``record_validator``). A partition's batch is appended to the log as one
 frame when it reaches ``batch.size`` bytes, when it has waited ``linger.ms``
 (a background thread), or at ``flush()``.
 
