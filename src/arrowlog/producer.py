@@ -245,6 +245,18 @@ def _fits(t: pa.DataType) -> Any:
 def first_bad_row(values: Any, schema: pa.Schema) -> int:
     """The index of the first row of ``values`` typed_values() refuses
     (called once it refused the whole), or -1."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if isinstance(values, pa.Array) and (pa.types.is_binary(values.type) or pa.types.is_string(values.type)):
+        values = values.to_pylist()
+    if isinstance(values, (list, tuple)) and all(v is None or isinstance(v, (bytes, str)) for v in values):
+        check = record_validator("", schema)   # JSON: produce()'s per-record check, a few µs a row
+        for i, v in enumerate(values):
+            try:
+                check(v)
+            except InvalidRecordError:
+                return i
+        return -1
     n = values.num_rows if isinstance(values, (pa.Table, pa.RecordBatch)) else len(values)
     for i in range(n):
         row = values.slice(i, 1) if hasattr(values, "slice") else values[i:i + 1]
