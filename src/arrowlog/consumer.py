@@ -468,6 +468,8 @@ class Consumer:
             return False  # not a legal name: it never exists
 
     def unsubscribe(self) -> None:
+        self._unknown_subscribed = []
+        self._extras = self._has_callbacks
         if self._group is not None:
             self._group.unsubscribe()
 

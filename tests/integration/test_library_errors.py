@@ -164,6 +164,9 @@ def test_subscribing_to_an_unknown_topic_delivers_an_error_event(data_dir):
         assert event.topic() == "missing"
         msg = c.poll(WAIT_S)
         assert msg.error() is None and msg.value() == b"x"   # the known topic is still read
+        c.subscribe(["missing-too"])
+        c.unsubscribe()                                       # nothing left to report
+        assert c.poll(0.2) is None
 
 
 # -- 3. confluent-kafka's config surface ----------------------------------------------------
