@@ -188,7 +188,15 @@ CLUSTER_ONLY = {
     "fetch.min.bytes", "max.partition.fetch.bytes", "fetch.message.max.bytes", "queued.min.messages",
     "queued.max.messages.kbytes", "queue.buffering.max.kbytes", "compression.level", "allow.auto.create.topics",
     "coordinator.query.interval.ms", "group.protocol", "sticky.partitioning.linger.ms",
-    "delivery.report.only.error", "enable.metrics.push",
+    "delivery.report.only.error", "enable.metrics.push", "api.version.request.timeout.ms",
+    "api.version.fallback.ms", "socket.max.fails", "topic.metadata.refresh.fast.interval.ms",
+    "topic.metadata.refresh.sparse", "topic.metadata.propagation.max.ms", "enable.random.seed",
+    "log.queue", "log.thread.name", "plugin.library.paths", "enable.sasl.oauthbearer.unsecure.jwt",
+    "sasl.kerberos.kinit.cmd", "sasl.kerberos.min.time.before.relogin", "ssl.crl.location", "ssl.providers",
+    "ssl.engine.id", "ssl.sigalgs.list", "ssl.curves.list", "ssl.ca.certificate.stores",
+    "fetch.error.backoff.ms", "fetch.queue.backoff.ms", "consume.callback.max.messages",
+    "group.remote.assignor", "queue.buffering.backpressure.threshold", "enable.gapless.guarantee",
+    "transaction.timeout.ms", "message.copy.max.bytes",
 }
 
 # librdkafka's other names for keys arrowlog has.
@@ -197,6 +205,7 @@ ALIASES = {
     "request.required.acks": "acks",
     "compression.codec": "compression.type",
     "metadata.broker.list": "bootstrap.servers",
+    "auto.commit.enable": "enable.auto.commit",
 }
 
 # Keys confluent-kafka accepts that arrowlog refuses, and why.

@@ -504,6 +504,21 @@ def test_bad_config_is_a_config_error(backend):
 # -- the kafka:// location and config, without a cluster -------------------------------------------
 
 
+def test_bootstrap_servers_alone_reaches_the_cluster(kafka_server, tmp_path, monkeypatch):
+    """A pasted confluent-kafka config (bootstrap.servers, no log.dir) talks
+    to the cluster and creates no local directory."""
+    monkeypatch.chdir(tmp_path)
+    topic = Backend("kafka", f"kafka://{kafka_server.bootstrap}").create_topic(1)
+    conf = {"bootstrap.servers": kafka_server.bootstrap}
+    with Producer(conf) as p:
+        p.produce(topic, b"pasted")
+        assert p.flush(WAIT_S) == 0
+    with Consumer({**conf, "group.id": group_name(), "auto.offset.reset": "earliest"}) as c:
+        c.subscribe([topic])
+        assert [m.value() for m in read_all(c, 1)] == [b"pasted"]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_kafka_locations_and_config_translation():
     from arrowlog.kafka_backend import KafkaProducer, bootstrap_servers, kafka_config
 
