@@ -164,6 +164,10 @@ def test_subscribing_to_an_unknown_topic_delivers_an_error_event(data_dir):
         assert event.topic() == "missing"
         msg = c.poll(WAIT_S)
         assert msg.error() is None and msg.value() == b"x"   # the known topic is still read
+        with Producer({"log.dir": data_dir}) as p:
+            p.produce("missing", b"late")
+        msg = c.poll(WAIT_S)                                  # the subscription stayed
+        assert msg is not None and (msg.topic(), msg.value()) == ("missing", b"late")
         c.subscribe(["missing-too"])
         c.unsubscribe()                                       # nothing left to report
         assert c.poll(0.2) is None
