@@ -6,6 +6,8 @@ import errno
 import json
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -325,3 +327,37 @@ def test_argument_mistakes_are_arrowlog_errors_and_still_python_ones(data_dir):
         with pytest.raises(errors.InvalidArgumentError) as bad_count:
             c.consume(0)
         assert isinstance(bad_count.value, ValueError)
+
+
+def _read_only_mount_works(tmp_path) -> bool:
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    try:
+        r = subprocess.run(["unshare", "-m", "sh", "-c", f"mount --bind {probe} {probe} && "
+                            f"mount -o remount,ro,bind {probe} && ! touch {probe}/x"],
+                           capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0
+
+
+def test_group_consumer_on_a_real_read_only_mount(data_dir, tmp_path):
+    """The same as above on a real read-only bind mount, where the machine
+    allows one (a private mount namespace: root, or user namespaces)."""
+    if not _read_only_mount_works(tmp_path):
+        pytest.skip("this machine cannot make a private read-only bind mount (unshare -m)")
+    with Producer({"log.dir": data_dir}) as p:
+        p.produce("t", b"x")
+    program = ("import arrowlog\n"
+               f"c = arrowlog.Consumer({{'log.dir': {data_dir!r}, 'group.id': 'g'}})\n"
+               "try:\n"
+               "    c.subscribe(['t'])\n"
+               "except arrowlog.StorageError as exc:\n"
+               "    print('StorageError:', exc)\n"
+               "c.close()\n")
+    r = subprocess.run(["unshare", "-m", "sh", "-c", f"mount --bind {data_dir} {data_dir} && "
+                        f"mount -o remount,ro,bind {data_dir} && exec {sys.executable} -c \"$0\"", program],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "consumer group 'g' cannot use its files" in r.stdout, r.stdout + r.stderr
+    assert r.stdout.startswith("StorageError:") and "the file system is read-only" in r.stdout
