@@ -109,6 +109,7 @@ class KafkaError:
     ILLEGAL_GENERATION = 22
     UNKNOWN_MEMBER_ID = 25
     REBALANCE_IN_PROGRESS = 27
+    INVALID_RECORD = 87
     UNKNOWN = -1
     NO_ERROR = 0
 
@@ -117,7 +118,7 @@ class KafkaError:
         -188: "_UNKNOWN_TOPIC", -190: "_UNKNOWN_PARTITION", -192: "_MSG_TIMED_OUT", -196: "_FAIL",
         -187: "_ALL_BROKERS_DOWN", -168: "_NO_OFFSET", 1: "OFFSET_OUT_OF_RANGE", 2: "CORRUPT_MESSAGE",
         3: "UNKNOWN_TOPIC_OR_PART", 10: "MSG_SIZE_TOO_LARGE", 22: "ILLEGAL_GENERATION", 25: "UNKNOWN_MEMBER_ID",
-        27: "REBALANCE_IN_PROGRESS", -1: "UNKNOWN", 0: "NO_ERROR",
+        27: "REBALANCE_IN_PROGRESS", 87: "INVALID_RECORD", -1: "UNKNOWN", 0: "NO_ERROR",
     }
 
     def __init__(self, code: int, reason: str | None = None, fatal: bool = False, retriable: bool = False):

@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from . import config as _config
@@ -274,6 +275,11 @@ def _row_of(values: Any, i: int) -> Any:
     return row.as_py() if isinstance(row, pa.Scalar) else row
 
 
+def _timestamp_bounds(batch: pa.RecordBatch) -> tuple[int, int]:
+    ts = batch.column(0).cast(pa.int64())
+    return int(pc.min(ts).as_py()), int(pc.max(ts).as_py())
+
+
 def _lengths(arr: pa.Array) -> np.ndarray:
     """Byte lengths of a binary array's entries (0 for nulls), from its offsets."""
     offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=len(arr) + 1, offset=arr.offset * 4) \
@@ -417,7 +423,16 @@ class Producer(core.ProducerCore):
             batch = acc.to_batch()
             if slot.topic.value_schema is not None:
                 try:
-                    batch = batch.set_column(2, "value", typed_values(batch.column(2), slot.topic.value_schema))
+                    try:
+                        values = typed_values(batch.column(2), slot.topic.value_schema)
+                    except InvalidRecordError:
+                        batch, callbacks = self._fail_bad_rows(slot, partition, batch, callbacks)
+                        if batch.num_rows == 0:
+                            self._sent(n)
+                            return 0
+                        min_ts, max_ts = _timestamp_bounds(batch)
+                        values = typed_values(batch.column(2), slot.topic.value_schema)
+                    batch = batch.set_column(2, "value", values)
                 except (TypeError, ValueError):
                     self._sent(n)
                     raise
@@ -441,6 +456,30 @@ class Producer(core.ProducerCore):
                 for index, cb in callbacks:
                     self._reports.append((cb, None, view.message_at(index)))
             return n
+
+    def _fail_bad_rows(self, slot: core.TopicSlot, partition: int, batch: pa.RecordBatch,
+                       callbacks: list) -> tuple[pa.RecordBatch, list]:
+        """A safety net behind produce()'s per-record check: when a typed
+        batch does not convert, the records that do not convert on their own
+        fail, each through its own delivery report, and the batch is
+        appended without them. Returns (batch, callbacks) for the rest."""
+        schema = slot.topic.value_schema
+        bad: dict[int, InvalidRecordError] = {}
+        for i, value in enumerate(batch.column(2).to_pylist()):
+            try:
+                typed_values([value], schema)
+            except InvalidRecordError as exc:
+                bad[i] = exc
+        keep = [i for i in range(batch.num_rows) if i not in bad]
+        new_index = {old: new for new, old in enumerate(keep)}
+        kept = []
+        for index, cb in callbacks:
+            if index in bad:
+                err = KafkaError(KafkaError.INVALID_RECORD, f"topic {slot.name!r}: {bad[index]}")
+                self._reports.append((cb, err, self._report_message(slot.name, partition, batch, index, -1001)))
+            else:
+                kept.append((new_index[index], cb))
+        return batch.take(pa.array(keep, type=pa.int64())), kept
 
     @staticmethod
     def _report_view(topic: str, partition: int, batch: pa.RecordBatch, base: int) -> core.BatchView:

@@ -69,6 +69,24 @@ def test_bad_row_fails_produce_batch_before_anything_is_appended(data_dir):
     assert stored(data_dir, topic) == [{"orderId": 1, "item": 3}, {"orderId": 2, "item": 3}]
 
 
+def test_a_bad_record_that_slips_past_produce_fails_alone_through_its_report(data_dir, monkeypatch):
+    """The safety net behind produce()'s check: if a record that does not
+    convert ever reaches a batch, only it fails (its own delivery report,
+    INVALID_RECORD) and its neighbours are appended."""
+    import arrowlog.producer as producer_module
+    monkeypatch.setattr(producer_module, "record_validator", lambda topic, schema: (lambda value: None))
+    topic = typed_topic(data_dir)
+    reports = []
+    with Producer({"log.dir": data_dir}) as p:
+        for v in (b'{"orderId": 1, "item": 3}', b'{"orderId": "x"}', b'{"orderId": 2, "item": 4}'):
+            p.produce(topic, v, on_delivery=lambda err, msg: reports.append((err, msg.value(), msg.offset())))
+        assert p.flush() == 0
+    assert [(e if e is None else e.code(), v, o) for e, v, o in reports] == [
+        (KafkaError.INVALID_RECORD, b'{"orderId": "x"}', -1001),
+        (None, {"orderId": 1, "item": 3}, 0), (None, {"orderId": 2, "item": 4}, 1)]   # typed reports hold rows
+    assert stored(data_dir, topic) == [{"orderId": 1, "item": 3}, {"orderId": 2, "item": 4}]
+
+
 EDGE_SCHEMA = pa.schema([("a", pa.int8()), ("s", pa.string()), ("f", pa.float64()), ("b", pa.bool_())])
 EDGE_GOOD = [b'{"a": 1, "s": "x", "f": 2, "b": true}', b'{"a": 1.0, "s": "\\u00e9"}', '{"s": "caf\u00e9"}', None,
              b'{"a": 5, "extra": [1]}', b'{\n  "a": 2\n}']
