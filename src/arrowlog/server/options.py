@@ -64,7 +64,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("--queued-max-request-bytes", "queued_max_request_bytes", int, 256 * 1024 * 1024,
            "bytes of requests read but not yet answered, all connections together",
            "queued.max.request.bytes"),
-    Option("--max-request-elements", "max_request_elements", int, 10_000,
+    Option("--max-request-elements", "max_request_elements", int, 3_000,
            "array elements (topics, partitions, ...) one request may carry"),
     Option("--flush-interval", "flush_interval_s", float, 1.0,
            "seconds between fsyncs of the partitions written to", "log.flush.interval.ms"),

@@ -68,7 +68,7 @@ class Limits:
                  max_inflight_bytes: int = 256 * 1024 * 1024,
                  queued_max_request_bytes: int = 256 * 1024 * 1024,
                  idle_timeout_s: float = 600.0, first_request_timeout_s: float = 5.0,
-                 request_read_timeout_s: float = 30.0, max_request_elements: int = 10_000):
+                 request_read_timeout_s: float = 30.0, max_request_elements: int = 3_000):
         self.max_frame_bytes = max_frame_bytes
         self.max_connections = max_connections
         self.max_inflight_bytes = max_inflight_bytes
