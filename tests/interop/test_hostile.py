@@ -19,6 +19,7 @@ import time
 import zlib
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 import zstandard
 from kafka_batch_craft import claiming, with_block
@@ -26,6 +27,7 @@ from kafka_batch_craft import claiming, with_block
 from arrowlog._native import kafka as K
 from arrowlog.server import KafkaServer, Limits
 from arrowlog.server import messages as M
+from arrowlog.server.wire import Writer
 
 from .conftest import ServerProcess
 from .wireclient import call, make_batch, produce, recv_frame, still_serving
@@ -425,3 +427,37 @@ def test_pipelined_requests_still_answered_in_order(inproc):
         assert [struct.unpack(">i", recv_frame(s)[:4])[0] for _ in range(5)] == [1, 2, 3, 4, 5]
     wait_for(lambda: inproc.query(lambda srv: srv.request_bytes_reserved) == 0, 30,
              "answered requests to give their bytes back")
+
+
+def fetch_frame(topic: str, correlation_id: int) -> bytes:
+    w = Writer()
+    M.FETCH.encode_request({"max_wait_ms": 0, "min_bytes": 0, "max_bytes": 4 * MiB, "topics": [
+        {"topic": topic, "partitions": [{"partition": 0, "fetch_offset": 0,
+                                         "partition_max_bytes": 4 * MiB}]}]}, w, 12)
+    header = struct.pack(">hhih", M.FETCH.key, 12, correlation_id, 1) + b"x" + b"\x00"
+    payload = header + bytes(w.buf)
+    return struct.pack(">i", len(payload)) + payload
+
+
+def test_a_client_that_never_reads_its_responses_stops_being_read(inproc):
+    # 200 pipelined Fetches of a 1 MiB batch: without backpressure the server would hold
+    # 200 MiB of responses for a client that does not read them.
+    topic = create_topic(inproc, "unread")
+    records = K.encode_batch(pa.RecordBatch.from_pydict({
+        "offset": pa.array(range(1024), pa.int64()),
+        "timestamp": pa.array([1_700_000_000_000] * 1024, pa.timestamp("ms")),
+        "key": pa.array([None] * 1024, pa.binary()),
+        "value": pa.array([b"x" * 1024] * 1024, pa.binary()),
+        "headers": pa.nulls(1024, pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())]))),
+    }))
+    assert produce(inproc, topic, records)["error_code"] == 0
+    limit = inproc.query(lambda srv: srv.limits.max_inflight_requests)
+    with socket.create_connection((inproc.host, inproc.port), timeout=30) as s:
+        s.sendall(b"".join(fetch_frame(topic, cid) for cid in range(200)))
+        wait_for(lambda: inproc.query(lambda srv: srv.requests_in_flight) == limit, 30,
+                 f"{limit} requests awaiting their responses")
+        for _ in range(20):  # and no more are read while the client does not read
+            assert inproc.query(lambda srv: srv.requests_in_flight) <= limit
+        answers = [struct.unpack(">i", recv_frame(s)[:4])[0] for _ in range(200)]
+    assert answers == list(range(200))
+    wait_for(lambda: inproc.query(lambda srv: srv.requests_in_flight) == 0, 30, "all answered")

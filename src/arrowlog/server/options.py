@@ -64,6 +64,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("--queued-max-request-bytes", "queued_max_request_bytes", int, 256 * 1024 * 1024,
            "bytes of requests read but not yet answered, all connections together",
            "queued.max.request.bytes"),
+    Option("--max-inflight-requests", "max_inflight_requests", int, 64,
+           "requests one connection may have awaiting responses before it is no longer read"),
     Option("--max-request-elements", "max_request_elements", int, 3_000,
            "array elements (topics, partitions, ...) one request may carry"),
     Option("--flush-interval", "flush_interval_s", float, 1.0,

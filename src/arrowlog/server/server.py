@@ -24,8 +24,11 @@ Hostile input (docs/PROTOCOL.md lists every limit; ``Limits`` holds them):
 - the bytes of requests read but not yet answered are reserved, before the
   body is read, from one pool shared by all connections
   (``queued_max_request_bytes``) and per connection
-  (``max_inflight_bytes``); a request that does not fit waits without being
-  read, and a closing connection gives back everything it holds;
+  (``max_inflight_bytes``, and at most ``max_inflight_requests`` requests,
+  whose responses are held until written); a request that does not fit
+  waits without being read, and a closing connection gives back everything
+  it holds; responses are written with backpressure, so a client that does
+  not read its responses stops being read;
 - a request may hold at most ``max_request_elements`` array elements in all,
   so no request makes the event loop decode (or answer) millions of items;
 - a connection must complete its first request within
@@ -65,13 +68,14 @@ class Limits:
     """Every limit the connection layer enforces (names: docs/PROTOCOL.md)."""
 
     def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME, max_connections: int = 1000,
-                 max_inflight_bytes: int = 256 * 1024 * 1024,
+                 max_inflight_bytes: int = 256 * 1024 * 1024, max_inflight_requests: int = 64,
                  queued_max_request_bytes: int = 256 * 1024 * 1024,
                  idle_timeout_s: float = 600.0, first_request_timeout_s: float = 5.0,
                  request_read_timeout_s: float = 30.0, max_request_elements: int = 3_000):
         self.max_frame_bytes = max_frame_bytes
         self.max_connections = max_connections
         self.max_inflight_bytes = max_inflight_bytes
+        self.max_inflight_requests = max_inflight_requests
         self.queued_max_request_bytes = queued_max_request_bytes
         self.idle_timeout_s = idle_timeout_s
         self.first_request_timeout_s = first_request_timeout_s
@@ -129,13 +133,14 @@ def _unsupported_api_versions(correlation_id: int) -> bytes:
 
 
 class _Connection:
-    __slots__ = ("peer", "pending", "inflight", "drained", "closing", "task", "memory",
-                 "accepted", "last_active", "waiting", "requests")
+    __slots__ = ("peer", "pending", "inflight", "inflight_requests", "drained", "closing", "task",
+                 "memory", "accepted", "last_active", "waiting", "requests")
 
     def __init__(self, peer, task, memory: _RequestMemory):
         self.peer = peer
         self.pending: asyncio.Queue = asyncio.Queue()
         self.inflight = 0               # bytes of this connection's requests not yet answered
+        self.inflight_requests = 0      # and how many they are
         self.drained = asyncio.Event()
         self.closing = False
         self.task = task
@@ -148,15 +153,18 @@ class _Connection:
     def idle(self) -> bool:
         return self.waiting and self.inflight == 0
 
-    async def reserve(self, size: int, max_inflight: int) -> None:
-        while self.inflight and self.inflight + size > max_inflight:
+    async def reserve(self, size: int, limits: Limits) -> None:
+        while self.inflight and (self.inflight + size > limits.max_inflight_bytes
+                                 or self.inflight_requests >= limits.max_inflight_requests):
             self.drained.clear()
             await self.drained.wait()
         await self.memory.reserve(size)
         self.inflight += size
+        self.inflight_requests += 1
 
-    def release(self, size: int) -> None:
+    def release(self, size: int, requests: int = 1) -> None:
         self.inflight -= size
+        self.inflight_requests -= requests
         self.memory.release(size)
         self.drained.set()
 
@@ -186,6 +194,11 @@ class KafkaServer:
     @property
     def connection_count(self) -> int:
         return len(self._connections)
+
+    @property
+    def requests_in_flight(self) -> int:
+        """Requests read and not yet answered, all connections."""
+        return sum(c.inflight_requests for c in self._connections)
 
     async def start(self) -> None:
         from .cluster import cluster_id_for
@@ -267,7 +280,7 @@ class KafkaServer:
             except (asyncio.TimeoutError, asyncio.CancelledError, Exception):
                 writer_task.cancel()
             writer.close()
-            conn.release(conn.inflight)  # whatever was never answered goes back to the pool
+            conn.release(conn.inflight, conn.inflight_requests)  # never answered: back to the pool
 
     async def _read_request(self, conn: _Connection, reader: asyncio.StreamReader) -> tuple[bytes, int]:
         """The one place a request is read: its size prefix (within the first-request
@@ -298,7 +311,7 @@ class KafkaServer:
             body_deadline = min(body_deadline, deadline)
         try:
             async with asyncio.timeout_at(body_deadline):
-                await conn.reserve(size, limits.max_inflight_bytes)
+                await conn.reserve(size, limits)
                 try:
                     body = await _read_body(reader, size)
                 except BaseException:
@@ -359,7 +372,7 @@ class KafkaServer:
                 return
             if data is not None:
                 writer.write(data)
-                if conn.pending.empty():
+                if conn.pending.empty() or writer.transport.get_write_buffer_size() > _STREAM_LIMIT:
                     await writer.drain()
             conn.release(size)
 
