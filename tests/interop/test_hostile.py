@@ -399,24 +399,53 @@ def test_request_memory_is_shared_and_given_back_on_close(inproc):
              "every reservation to be given back")
 
 
-def test_full_of_busy_connections_refuses_a_new_one(inproc):
-    # 8 connections, each in the middle of a request body: none is idle, so none is closed
-    # to make room and the ninth is refused.
-    socks = [socket.create_connection((inproc.host, inproc.port), timeout=10) for _ in range(8)]
-    for s in socks:
+def test_connections_stalled_in_a_request_body_make_room(inproc):
+    # 8 connections (the limit), each stalled 10 bytes into a 100-byte request: nothing
+    # to answer, so the one inactive the longest makes room for a new client.
+    socks = []
+    for i in range(8):
+        s = socket.create_connection((inproc.host, inproc.port), timeout=10)
         s.sendall(struct.pack(">i", 100) + b"\x00" * 10)
-    wait_for(lambda: inproc.query(lambda srv: srv.request_bytes_reserved) == 800, 30,
-             "the 8 size prefixes to be read")
+        socks.append(s)
+        wait_for(lambda n=i + 1: inproc.query(lambda srv: srv.request_bytes_reserved) == 100 * n, 30,
+                 "the size prefix to be read")
+    took = served_within(inproc, 2)
+    print(f"8 of 8 connections stalled mid-request: another client served in {took * 1000:.0f} ms")
+    assert closed_by_server(socks[0], 10)
+    for s in socks:
+        s.close()
+
+
+def test_full_of_connections_with_requests_to_answer_refuses_a_new_one(inproc):
+    # 8 connections (the limit), each waiting for a long-poll Fetch: none may be closed to
+    # make room, so the ninth is refused, and the eight are still answered.
+    topic = create_topic(inproc, "long-poll")
+    w = Writer()
+    M.FETCH.encode_request({"max_wait_ms": 10_000, "min_bytes": 1, "max_bytes": MiB, "topics": [
+        {"topic": topic, "partitions": [{"partition": 0, "fetch_offset": 0,
+                                         "partition_max_bytes": MiB}]}]}, w, 4)
+    payload = struct.pack(">hhih", M.FETCH.key, 4, 5, 1) + b"x" + bytes(w.buf)
+    socks = []
+    for i in range(8):
+        s = socket.create_connection((inproc.host, inproc.port), timeout=30)
+        send_frame(s, payload)
+        socks.append(s)
+        wait_for(lambda n=i + 1: inproc.query(lambda srv: srv.requests_in_flight) == n, 30,
+                 "the Fetch to be read")
     extra = socket.create_connection((inproc.host, inproc.port), timeout=10)
     assert closed_by_server(extra, 10)
-    for s in socks:
-        s.settimeout(0.2)
-        with pytest.raises(TimeoutError):
-            s.recv(1)  # still open
-        s.close()
     extra.close()
+    # A Produce pipelined on the first connection wakes the long polls.
+    w = Writer()
+    M.PRODUCE.encode_request({"transactional_id": None, "acks": 1, "timeout_ms": 5000, "topic_data": [
+        {"name": topic, "partition_data": [{"index": 0, "records": make_batch(2)}]}]}, w, 7)
+    send_frame(socks[0], struct.pack(">hhih", M.PRODUCE.key, 7, 6, 1) + b"x" + bytes(w.buf))
+    for s in socks:
+        assert struct.unpack(">i", recv_frame(s)[:4])[0] == 5
+    assert struct.unpack(">i", recv_frame(socks[0])[:4])[0] == 6
+    for s in socks:
+        s.close()
     wait_for(lambda: inproc.query(lambda srv: srv.connection_count) == 0, 30, "the connections to close")
-    still_serving(inproc)
 
 
 def test_pipelined_requests_still_answered_in_order(inproc):

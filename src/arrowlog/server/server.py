@@ -35,9 +35,9 @@ Hostile input (docs/PROTOCOL.md lists every limit; ``Limits`` holds them):
   ``first_request_timeout_s`` of being accepted (a partial size prefix
   included), later ones wait at most ``idle_timeout_s`` for the next request
   and ``request_read_timeout_s`` for a body;
-- at most ``max_connections`` are open: a new connection closes the
-  connection idle the longest (nothing in flight, waiting for a request)
-  and is refused only if none is idle;
+- at most ``max_connections`` are open: a new connection closes the idle
+  connection (nothing to answer: waiting for a request, or stalled in one)
+  inactive the longest, and is refused only if none is idle;
 - unparsable requests, unknown APIs and unsupported versions close the
   connection.
 """
@@ -133,25 +133,26 @@ def _unsupported_api_versions(correlation_id: int) -> bytes:
 
 
 class _Connection:
-    __slots__ = ("peer", "pending", "inflight", "inflight_requests", "drained", "closing", "task",
-                 "memory", "accepted", "last_active", "waiting", "requests")
+    __slots__ = ("peer", "pending", "inflight", "inflight_requests", "answering", "drained", "closing",
+                 "task", "memory", "accepted", "last_active", "requests")
 
     def __init__(self, peer, task, memory: _RequestMemory):
         self.peer = peer
         self.pending: asyncio.Queue = asyncio.Queue()
         self.inflight = 0               # bytes of this connection's requests not yet answered
         self.inflight_requests = 0      # and how many they are
+        self.answering = 0              # requests handed to the broker, response not yet written
         self.drained = asyncio.Event()
         self.closing = False
         self.task = task
         self.memory = memory
-        self.accepted = self.last_active = _now()
-        self.waiting = True             # waiting for the next request's size prefix
+        self.accepted = self.last_active = _now()   # last_active: the last request or body bytes
         self.requests = 0               # requests read completely
 
     @property
     def idle(self) -> bool:
-        return self.waiting and self.inflight == 0
+        """Nothing to answer: waiting for a request, or stalled in the middle of one."""
+        return self.answering == 0
 
     async def reserve(self, size: int, limits: Limits) -> None:
         while self.inflight and (self.inflight + size > limits.max_inflight_bytes
@@ -232,8 +233,8 @@ class KafkaServer:
 
     def _admit(self, writer: asyncio.StreamWriter) -> _Connection | None:
         """The one place a connection is accepted: when ``max_connections`` are open,
-        the connection idle the longest is closed to make room; with none idle, the
-        new one is refused."""
+        the idle connection (nothing to answer) inactive the longest is closed to make
+        room; with none idle, the new one is refused."""
         peer = writer.get_extra_info("peername")
         if len(self._connections) >= self.limits.max_connections:
             victim = min((c for c in self._connections if c.idle), key=lambda c: c.last_active,
@@ -242,7 +243,7 @@ class KafkaServer:
                 log.warning("refusing a connection from %s: %d connections open, none idle",
                             peer, len(self._connections))
                 return None
-            log.info("closing the connection from %s, idle %.1f s, to admit %s (%d connections open)",
+            log.info("closing the connection from %s, inactive %.1f s, to admit %s (%d connections open)",
                      victim.peer, _now() - victim.last_active, peer, len(self._connections))
             self._drop(victim)
         conn = _Connection(peer, asyncio.current_task(), self._memory)
@@ -293,14 +294,12 @@ class KafkaServer:
         else:
             deadline = _now() + limits.idle_timeout_s
             what = f"idle for {limits.idle_timeout_s:g} s"
-        conn.waiting = True
         conn.last_active = _now()
         try:
             async with asyncio.timeout_at(deadline):
                 head = await reader.readexactly(4)
         except TimeoutError:
             raise TimeoutError(what) from None
-        conn.waiting = False
         size = int.from_bytes(head, "big", signed=True)
         if size < 8 or size > limits.max_frame_bytes:
             raise ProtocolError(f"frame size {size} outside 8..{limits.max_frame_bytes} bytes"
@@ -313,13 +312,13 @@ class KafkaServer:
             async with asyncio.timeout_at(body_deadline):
                 await conn.reserve(size, limits)
                 try:
-                    body = await _read_body(reader, size)
+                    body = await _read_body(conn, reader, size)
                 except BaseException:
                     conn.release(size)
                     raise
         except TimeoutError:
             raise TimeoutError(f"a {size}-byte request did not arrive within "
-                               f"{body_deadline - _now() + limits.request_read_timeout_s:.0f} s") from None
+                               f"{body_deadline - start:g} s of its size") from None
         conn.requests += 1
         conn.last_active = _now()
         return body, size
@@ -334,6 +333,7 @@ class KafkaServer:
             except BaseException:
                 conn.release(size)
                 raise
+            conn.answering += 1
             conn.pending.put_nowait((fut, size))
 
     def _handle(self, conn: _Connection, body, host: str, broker: Broker) -> asyncio.Future:
@@ -367,6 +367,7 @@ class KafkaServer:
             except Exception:
                 log.exception("request handler failed; closing the connection from %s", conn.peer)
                 conn.closing = True
+                conn.answering -= 1
                 conn.release(size)
                 writer.close()
                 return
@@ -374,10 +375,11 @@ class KafkaServer:
                 writer.write(data)
                 if conn.pending.empty() or writer.transport.get_write_buffer_size() > _STREAM_LIMIT:
                     await writer.drain()
+            conn.answering -= 1
             conn.release(size)
 
 
-async def _read_body(reader: asyncio.StreamReader, size: int) -> bytes | bytearray:
+async def _read_body(conn: _Connection, reader: asyncio.StreamReader, size: int) -> bytes | bytearray:
     if size <= _STREAM_LIMIT:
         return await reader.readexactly(size)
     body = bytearray(size)
@@ -389,6 +391,7 @@ async def _read_body(reader: asyncio.StreamReader, size: int) -> bytes | bytearr
             raise asyncio.IncompleteReadError(b"", size)
         view[got:got + len(chunk)] = chunk
         got += len(chunk)
+        conn.last_active = _now()
     return body
 
 
