@@ -61,9 +61,9 @@ OPTIONS: tuple[Option, ...] = (
            "seconds a new connection has to send its first complete request"),
     Option("--request-timeout", "request_read_timeout_s", float, 30.0,
            "seconds a request body has to arrive after its size"),
-    Option("--queued-max-request-bytes", "queued_max_request_bytes", int, 256 * 1024 * 1024,
-           "bytes of requests read but not yet answered, all connections together",
-           "queued.max.request.bytes"),
+    Option("--queued-max-request-bytes", "queued_max_request_bytes", int, None,
+           "bytes of requests read but not yet answered, all connections together "
+           "(default 256 MiB, or the frame limit if larger)", "queued.max.request.bytes"),
     Option("--max-inflight-requests", "max_inflight_requests", int, 64,
            "requests one connection may have awaiting responses before it is no longer read"),
     Option("--max-request-elements", "max_request_elements", int, 3_000,

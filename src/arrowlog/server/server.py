@@ -59,6 +59,8 @@ log = logging.getLogger("arrowlog.server")
 
 # Kafka's socket.request.max.bytes default.
 DEFAULT_MAX_FRAME = 100 * 1024 * 1024
+# Requests read but not yet answered: all connections together, and one connection.
+_DEFAULT_REQUEST_MEMORY = 256 * 1024 * 1024
 # Bodies up to this size are read in one piece; larger ones in chunks straight
 # into their reserved buffer (the stream buffer never holds a whole large frame).
 _STREAM_LIMIT = 1 << 20
@@ -68,10 +70,15 @@ class Limits:
     """Every limit the connection layer enforces (names: docs/PROTOCOL.md)."""
 
     def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME, max_connections: int = 1000,
-                 max_inflight_bytes: int = 256 * 1024 * 1024, max_inflight_requests: int = 64,
-                 queued_max_request_bytes: int = 256 * 1024 * 1024,
+                 max_inflight_bytes: int | None = None, max_inflight_requests: int = 64,
+                 queued_max_request_bytes: int | None = None,
                  idle_timeout_s: float = 600.0, first_request_timeout_s: float = 5.0,
                  request_read_timeout_s: float = 30.0, max_request_elements: int = 3_000):
+        # The two byte budgets default to 256 MiB, or one frame if frames may be larger.
+        if max_inflight_bytes is None:
+            max_inflight_bytes = max(_DEFAULT_REQUEST_MEMORY, max_frame_bytes)
+        if queued_max_request_bytes is None:
+            queued_max_request_bytes = max(_DEFAULT_REQUEST_MEMORY, max_frame_bytes)
         self.max_frame_bytes = max_frame_bytes
         self.max_connections = max_connections
         self.max_inflight_bytes = max_inflight_bytes
@@ -85,9 +92,10 @@ class Limits:
             if not value > 0:
                 raise ConfigError(f"server limit {name} must be positive, not {value!r}")
         if max_frame_bytes > min(max_inflight_bytes, queued_max_request_bytes):
-            raise ConfigError(f"max_frame_bytes ({max_frame_bytes}) must not exceed max_inflight_bytes "
-                              f"({max_inflight_bytes}) or queued_max_request_bytes "
-                              f"({queued_max_request_bytes}): such a request could never be read")
+            raise ConfigError(f"--max-frame-bytes ({max_frame_bytes}) must not exceed "
+                              f"--queued-max-request-bytes ({queued_max_request_bytes}) or "
+                              f"max_inflight_bytes ({max_inflight_bytes}): such a request could "
+                              "never be read; raise them together")
 
 
 class _RequestMemory:
