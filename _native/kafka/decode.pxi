@@ -145,14 +145,102 @@ cdef inline bytearray _uninitialised(Py_ssize_t size):
     return <bytearray>PyByteArray_FromStringAndSize(NULL, size)
 
 
+cdef class _HeaderColumn:
+    """The headers column, built without a Python object per header: per record an
+    offset into the headers (null when it has none), then every header's key (UTF-8)
+    and value one after the other. Sized for the most headers ``n`` bytes can hold
+    (each takes at least 2); pages are committed only as they are written."""
+
+    cdef Py_ssize_t count, max_headers, used, key_used, value_used, value_nulls, lists
+    cdef bytearray list_offsets, list_valid, key_offsets, value_offsets, value_valid, key_data, value_data
+    cdef int32_t *loff
+    cdef uint8_t *lval
+    cdef int32_t *koff
+    cdef int32_t *voff
+    cdef uint8_t *vval
+    cdef uint8_t *kdat
+    cdef uint8_t *vdat
+
+    def __cinit__(self, Py_ssize_t count, Py_ssize_t n):
+        self.count = count
+        self.max_headers = n // MIN_HEADER_SIZE
+        self.list_offsets = bytearray((count + 1) * 4)     # zero: no headers before the first
+        self.list_valid = bytearray((count + 7) >> 3)
+        self.key_offsets = _uninitialised((self.max_headers + 1) * 4)
+        self.value_offsets = _uninitialised((self.max_headers + 1) * 4)
+        self.value_valid = bytearray((self.max_headers + 7) >> 3)
+        self.key_data = _uninitialised(n)
+        self.value_data = _uninitialised(n)
+        self.loff = <int32_t *>PyByteArray_AS_STRING(self.list_offsets)
+        self.lval = <uint8_t *>PyByteArray_AS_STRING(self.list_valid)
+        self.koff = <int32_t *>PyByteArray_AS_STRING(self.key_offsets)
+        self.voff = <int32_t *>PyByteArray_AS_STRING(self.value_offsets)
+        self.vval = <uint8_t *>PyByteArray_AS_STRING(self.value_valid)
+        self.kdat = <uint8_t *>PyByteArray_AS_STRING(self.key_data)
+        self.vdat = <uint8_t *>PyByteArray_AS_STRING(self.value_data)
+        self.koff[0] = 0
+        self.voff[0] = 0
+
+    cdef int read(self, Cursor *c, Py_ssize_t i, int64_t hcount) except -1:
+        """Read record ``i``'s ``hcount`` headers at the cursor."""
+        cdef int64_t j, hk, hv
+        if hcount > self.max_headers - self.used:
+            raise RecordBatchError(f"record {i} has more headers than its batch can hold")
+        for j in range(hcount):
+            hk = read_varint(c)
+            if c.bad or hk < 0 or hk > c.end - c.p:
+                raise RecordBatchError(f"record {i} has a bad header key")
+            memcpy(self.kdat + self.key_used, c.p, <size_t>hk)
+            self.key_used += hk
+            c.p += hk
+            self.koff[self.used + 1] = <int32_t>self.key_used
+            hv = read_varint(c)
+            if c.bad or hv < -1 or hv > c.end - c.p:
+                raise RecordBatchError(f"record {i} has a bad header value")
+            if hv >= 0:
+                memcpy(self.vdat + self.value_used, c.p, <size_t>hv)
+                self.value_used += hv
+                c.p += hv
+                _set_valid(self.vval, self.used)
+            else:
+                self.value_nulls += 1
+            self.voff[self.used + 1] = <int32_t>self.value_used
+            self.used += 1
+        _set_valid(self.lval, i)
+        self.lists += 1
+        return 0
+
+    cdef inline void end_record(self, Py_ssize_t i) noexcept nogil:
+        self.loff[i + 1] = <int32_t>self.used
+
+    cdef object column(self):
+        keys = pa.Array.from_buffers(pa.string(), self.used,
+                                     [None, pa.py_buffer(self.key_offsets),
+                                      pa.py_buffer(self.key_data)[:self.key_used]])
+        try:
+            keys.validate(full=True)
+        except pa.ArrowInvalid:
+            raise RecordBatchError("a record has a header key that is not UTF-8", INVALID_RECORD) from None
+        values = pa.Array.from_buffers(pa.binary(), self.used,
+                                       [pa.py_buffer(self.value_valid) if self.value_nulls else None,
+                                        pa.py_buffer(self.value_offsets),
+                                        pa.py_buffer(self.value_data)[:self.value_used]],
+                                       null_count=self.value_nulls)
+        entries = pa.StructArray.from_arrays([keys, values], fields=list(HEADERS_TYPE.value_type))
+        return pa.Array.from_buffers(HEADERS_TYPE, self.count,
+                                     [pa.py_buffer(self.list_valid), pa.py_buffer(self.list_offsets)],
+                                     null_count=self.count - self.lists, children=[entries])
+
+
 cdef object _decode_records(DecodedBatch b, body, int64_t count, int64_t base_ts, int64_t log_append_ts):
-    """Decode ``count`` records into ENVELOPE_SCHEMA columns (one pass, no per-record objects
-    except for headers, which are rare)."""
+    """Decode ``count`` records into ENVELOPE_SCHEMA columns in one pass, without a
+    Python object per record or per header."""
     cdef const uint8_t[::1] mv = body
     cdef Py_ssize_t n = mv.shape[0]
     cdef Cursor c
     cdef const uint8_t *rec_end
-    cdef int64_t length, ts_delta, klen, vlen, hcount, hk, hv, j
+    cdef int64_t length, ts_delta, klen, vlen, hcount
+    cdef _HeaderColumn headers = None
     cdef Py_ssize_t i, key_used = 0, value_used = 0, key_nulls = 0, value_nulls = 0
     cdef Py_ssize_t bitmap_size
     cdef int64_t t, min_ts = INT64_MAX, max_ts = INT64_MIN
@@ -177,7 +265,6 @@ cdef object _decode_records(DecodedBatch b, body, int64_t count, int64_t base_ts
     cdef uint8_t *vdat = <uint8_t *>PyByteArray_AS_STRING(value_data)
     cdef uint8_t *kval = <uint8_t *>PyByteArray_AS_STRING(key_valid)
     cdef uint8_t *vval = <uint8_t *>PyByteArray_AS_STRING(value_valid)
-    headers = None
 
     c.p = &mv[0] if n else NULL
     c.end = c.p + n
@@ -229,27 +316,10 @@ cdef object _decode_records(DecodedBatch b, body, int64_t count, int64_t base_ts
             raise RecordBatchError(f"record {i} has a bad header count")
         if hcount:
             if headers is None:
-                headers = [None] * count
-            hl = []
-            for j in range(hcount):
-                hk = read_varint(&c)
-                if c.bad or hk < 0 or hk > c.end - c.p:
-                    raise RecordBatchError(f"record {i} has a bad header key")
-                try:
-                    name = (<const char *>c.p)[:hk].decode("utf-8")
-                except UnicodeDecodeError:
-                    raise RecordBatchError(f"record {i} has a header key that is not UTF-8",
-                                           INVALID_RECORD) from None
-                c.p += hk
-                hv = read_varint(&c)
-                if c.bad or hv < -1 or hv > c.end - c.p:
-                    raise RecordBatchError(f"record {i} has a bad header value")
-                if hv >= 0:
-                    hl.append({"key": name, "value": (<const char *>c.p)[:hv]})
-                    c.p += hv
-                else:
-                    hl.append({"key": name, "value": None})
-            headers[i] = hl
+                headers = _HeaderColumn(count, n)
+            headers.read(&c, i, hcount)
+        if headers is not None:
+            headers.end_record(i)
         if c.p != c.end:
             raise RecordBatchError(f"record {i} length disagrees with its fields")
         c.end = rec_end
@@ -268,6 +338,6 @@ cdef object _decode_records(DecodedBatch b, body, int64_t count, int64_t base_ts
                               [pa.py_buffer(value_valid) if value_nulls else None,
                                pa.py_buffer(value_offsets), pa.py_buffer(value_data)[:value_used]],
                               null_count=value_nulls),
-        pa.nulls(count, HEADERS_TYPE) if headers is None else pa.array(headers, type=HEADERS_TYPE),
+        pa.nulls(count, HEADERS_TYPE) if headers is None else headers.column(),
     ]
     return pa.RecordBatch.from_arrays(cols, schema=ENVELOPE_SCHEMA)

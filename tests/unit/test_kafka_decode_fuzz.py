@@ -10,7 +10,6 @@ parser) and feeds random bytes, bounded by max_examples.
 from __future__ import annotations
 
 import gzip
-import resource
 import zlib
 
 import cramjam
@@ -22,6 +21,7 @@ from hypothesis import strategies as st
 from kafka_batch_craft import claiming as with_count
 from kafka_batch_craft import resign
 from kafka_batch_craft import with_block as compressed_batch
+from rss import peak_growth
 
 from arrowlog._native import kafka as K
 from arrowlog.errors import ArrowlogError
@@ -73,10 +73,10 @@ def test_69_byte_batch_claiming_268435455_records_allocates_nothing():
     # Issue 12: 4.26 GB peak. 61-byte header + 8 bytes of body.
     data = with_count(K.encode_batch(stored(1, value_size=0))[:61] + b"\x00" * 8, 268_435_455)
     assert len(data) == 69
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    err = refused(data)
+    with peak_growth() as grew:
+        err = refused(data)
     assert "268435455 records" in str(err) and "8-byte body" in str(err)
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 64 * 1024  # KiB
+    assert grew.mib < 16
 
 
 @pytest.mark.parametrize("codec", [1, 3, 4])
@@ -111,10 +111,6 @@ def test_raw_snappy_declared_size_is_checked_before_allocating():
         K.decompress(2, b"\x80\x80\x80\x80\x80\x20" + b"\x00" * 10, 1 << 20)
 
 
-def _peak_kib() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
 def zstd_bomb() -> bytes:
     """33 KB of zstd inflating to 1 GiB: 16 frames of 64 MiB of zeros (issue 12's figures)."""
     return zstandard.ZstdCompressor(level=3).compress(b"\x00" * (64 << 20)) * 16
@@ -136,10 +132,10 @@ def test_bombs_stay_within_the_limit(codec, make):
     # Issue 12: a 33 KB zstd batch inflating to 1 GiB took 3.18 GB; gzip 522 KB -> 1.64 GB.
     block = make()
     assert len(block) < 1100 << 10
-    before = _peak_kib()
-    err = refused(compressed_batch(codec, block, count=1), max_uncompressed=32 << 20)
+    with peak_growth() as grew:
+        err = refused(compressed_batch(codec, block, count=1), max_uncompressed=32 << 20)
     assert "inflates beyond 33554432 bytes" in str(err)
-    assert _peak_kib() - before < 100 * 1024
+    assert grew.mib < 100
 
 
 def test_gzip_truncated_stream_is_refused():
@@ -166,6 +162,30 @@ def test_huge_header_count_is_refused_before_looping():
     body[0] += 8  # the record length (zigzag) grows by the 4 extra varint bytes
     err = refused(with_count(bytes(one[:61] + body), 1))
     assert "record 0 has a bad header count" in str(err)
+
+
+def one_record_with_headers(headers: bytes, count: int) -> bytes:
+    """A batch of one record (no key, no value) carrying ``count`` encoded ``headers``."""
+    record = b"\x00\x00\x00\x01\x01" + bytes(K.encode_varint(count)) + headers
+    return compressed_batch(0, bytes(K.encode_varint(len(record))) + record, count=1)
+
+
+def test_a_million_headers_decode_without_an_object_each():
+    # 2 bytes on the wire per header (empty key, null value): as Python objects these took
+    # about 200 bytes each; as Arrow buffers about 9.
+    n = 1_000_000
+    data = one_record_with_headers(b"\x00\x01" * (n - 1) + b"\x02k\x02v", n)
+    with peak_growth() as grew:
+        [b] = K.decode_record_set(data)
+    print(f"{n:,} headers in {len(data) / 1e6:.1f} MB: peak RSS grew {grew.mib:.0f} MiB")
+    assert grew.mib < 48
+    [hs] = b.records.column("headers").to_pylist()[:1]
+    assert len(hs) == n and hs[0] == {"key": "", "value": None} and hs[-1] == {"key": "k", "value": b"v"}
+
+
+def test_header_key_that_is_not_utf8_is_refused():
+    err = refused(one_record_with_headers(b"\x02\xff\x01", 1))
+    assert "not UTF-8" in str(err) and err.error_code == K.INVALID_RECORD
 
 
 # --------------------------------------------------------------------------- fuzz
