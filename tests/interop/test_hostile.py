@@ -17,12 +17,12 @@ import struct
 import threading
 import time
 import zlib
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
 import zstandard
 from kafka_batch_craft import claiming, with_block
+from rss import reset_peak, status_kib
 
 from arrowlog._native import kafka as K
 from arrowlog.server import KafkaServer, Limits
@@ -38,18 +38,6 @@ STALL_LIMIT_S = 0.100
 
 
 # ------------------------------------------------------------------ helpers
-
-def proc_status(pid: int, field: str) -> int:
-    """A /proc/<pid>/status figure in KiB (VmHWM, VmRSS)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
-
-
-def reset_peak(pid: int) -> None:
-    Path(f"/proc/{pid}/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-
 
 def wait_for(condition, timeout: float, what: str):
     deadline = time.monotonic() + timeout
@@ -138,7 +126,8 @@ def served_within(server, seconds: float) -> float:
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    server = ServerProcess(tmp_path_factory.mktemp("hostile") / "data")
+    # Kafka's 100 MiB frame limit, as in the issue's figures (the default is 64 MiB).
+    server = ServerProcess(tmp_path_factory.mktemp("hostile") / "data", "--max-frame-bytes", str(100 * MiB))
     yield server
     assert server.stop() == 0, server.log()
 
@@ -151,12 +140,41 @@ def test_hostile_batch_gets_an_error_reply_within_the_memory_limit(srv, case):
     pid = srv.proc.pid
     reset_peak(pid)
     r = produce(srv, topic, records)
-    peak = proc_status(pid, "VmHWM")
+    peak = status_kib(pid, "VmHWM")
     print(f"{case}: {len(records)} bytes -> error {r['error_code']}, server peak RSS {peak // 1024} MiB")
     assert r["error_code"] == code and r["base_offset"] == -1
     assert peak < RSS_LIMIT_KIB
     assert srv.proc.poll() is None
     still_serving(srv)
+
+
+def empty_records(size: int) -> bytes:
+    """One valid batch of ``size`` bytes of the smallest records (no key, value or header)."""
+    record = b"\x0c\x00\x00\x00\x01\x01\x00"
+    return with_block(0, record * (size // len(record)), size // len(record))
+
+
+def empty_headers(size: int) -> bytes:
+    """One valid batch: a record with ``size / 2`` headers of an empty key and null value."""
+    count = size // 2
+    record = b"\x00\x00\x00\x01\x01" + bytes(K.encode_varint(count)) + b"\x00\x01" * count
+    return with_block(0, bytes(K.encode_varint(len(record))) + record, 1)
+
+
+@pytest.mark.parametrize("make", [empty_records, empty_headers], ids=["records", "headers"])
+def test_largest_default_frame_of_the_smallest_items_stays_within_the_memory_limit(srv, make):
+    # Valid, but each 7-byte record (or 2-byte header) decodes to about 17 (or 9) bytes of
+    # Arrow buffers and is then appended: the frame limit bounds what one request takes.
+    records = make(60 * MiB)
+    topic = create_topic(srv, "smallest-items")
+    pid = srv.proc.pid
+    reset_peak(pid)
+    base = status_kib(pid, "VmRSS")
+    r = produce(srv, topic, records)
+    peak = status_kib(pid, "VmHWM")
+    print(f"{make.__name__} in {len(records) >> 20} MiB: appended, server RSS {base >> 10} -> peak {peak >> 10} MiB")
+    assert r["error_code"] == 0
+    assert peak < RSS_LIMIT_KIB
 
 
 def test_metadata_listing_2_000_000_topics_closes_only_that_connection(srv):
@@ -188,7 +206,7 @@ def _stall_sender(sock: socket.socket, payload: memoryview, piece: int, sent: li
 def test_ten_connections_stalling_in_99_of_100_mib_frames(srv):
     # Issue 12: RSS 100 -> 1,090 MiB, and it stayed after they closed.
     pid = srv.proc.pid
-    baseline = proc_status(pid, "VmRSS")
+    baseline = status_kib(pid, "VmRSS")
     reset_peak(pid)
     frame = 100 * MiB
     payload = memoryview(struct.pack(">i", frame) + bytes(99 * MiB))
@@ -200,7 +218,7 @@ def test_ten_connections_stalling_in_99_of_100_mib_frames(srv):
         t.start()
     for t in threads:
         t.join(120)
-    peak = proc_status(pid, "VmHWM")
+    peak = status_kib(pid, "VmHWM")
     print(f"10 x 99 MiB stalled: {sum(sent) // MiB} MiB sent, server RSS {baseline // 1024} -> "
           f"peak {peak // 1024} MiB")
     assert sum(sent) >= 2 * 99 * MiB   # the pool (256 MiB) admitted two of them
@@ -208,7 +226,7 @@ def test_ten_connections_stalling_in_99_of_100_mib_frames(srv):
     served_within(srv, 2)
     for s in socks:
         s.close()
-    after = wait_for(lambda: (rss := proc_status(pid, "VmRSS")) < baseline + 64 * 1024 and rss,
+    after = wait_for(lambda: (rss := status_kib(pid, "VmRSS")) < baseline + 64 * 1024 and rss,
                      30, "the server to give the stalled frames' memory back")
     print(f"after closing: RSS {after // 1024} MiB")
     still_serving(srv)
@@ -254,7 +272,10 @@ def test_1000_idle_connections_do_not_lock_others_out(patient, opening):
 
 class InProcessServer:
     """KafkaServer on its own event loop thread, with a probe task that ticks every
-    5 ms and records the largest gap between ticks (how long the loop stalled)."""
+    5 ms and records the largest gap between ticks: how long the loop was kept from
+    running it. The gap is taken twice, in the loop thread's CPU time (the work that
+    held the loop, which a loaded machine's scheduler does not inflate) and in wall
+    time (which it does)."""
 
     TICK = 0.005
 
@@ -265,7 +286,7 @@ class InProcessServer:
         self.server = KafkaServer(str(data_dir), "127.0.0.1", 0, limits=limits)
         self.run(self.server.start())
         self.host, self.port = "127.0.0.1", self.server.port
-        self.max_stall = 0.0
+        self.max_cpu = self.max_wall = 0.0
         self._probe_task = self.run(self._start_probe())
 
     def run(self, coro, timeout=60):
@@ -275,26 +296,27 @@ class InProcessServer:
         return asyncio.ensure_future(self._probe())
 
     async def _probe(self):
-        last = self.loop.time()
+        wall, cpu = self.loop.time(), time.thread_time()
         while True:
             await asyncio.sleep(self.TICK)
-            now = self.loop.time()
-            self.max_stall = max(self.max_stall, now - last - self.TICK)
-            last = now
+            now_wall, now_cpu = self.loop.time(), time.thread_time()
+            self.max_wall = max(self.max_wall, now_wall - wall - self.TICK)
+            self.max_cpu = max(self.max_cpu, now_cpu - cpu)
+            wall, cpu = now_wall, now_cpu
 
     def measure(self):
-        """Reset the stall figure (after the loop has ticked, so nothing earlier counts)."""
+        """Reset the stall figures (after the loop has ticked, so nothing earlier counts)."""
         async def reset():
             await asyncio.sleep(self.TICK * 2)
-            self.max_stall = 0.0
+            self.max_cpu = self.max_wall = 0.0
         self.run(reset())
 
-    def stall(self) -> float:
-        """The largest stall since ``measure()``, once the probe has ticked again (a
-        stall that just ended is only seen on the probe's next tick)."""
+    def stall(self) -> tuple[float, float]:
+        """The largest stall since ``measure()`` (CPU, wall), once the probe has ticked
+        again (a stall that just ended is only seen on the probe's next tick)."""
         async def read():
             await asyncio.sleep(self.TICK * 3)
-            return self.max_stall
+            return self.max_cpu, self.max_wall
         return self.run(read())
 
     def query(self, fn):
@@ -312,18 +334,15 @@ class InProcessServer:
         self.loop.close()
 
 
-def least_stall(inproc: InProcessServer, action, attempts: int = 3) -> float:
-    """The event loop's largest stall while ``action`` runs; repeated (up to
-    ``attempts`` times) only while above the limit, since a stall this code causes
-    repeats every time and one caused by a loaded machine's scheduler does not."""
-    best = float("inf")
-    for _ in range(attempts):
-        inproc.measure()
-        action()
-        best = min(best, inproc.stall())
-        if best < STALL_LIMIT_S:
-            break
-    return best
+def check_stall(inproc: InProcessServer, action, what: str) -> None:
+    """The event loop is held at most 100 ms (CPU) while ``action`` runs, and at most
+    1 s of wall time however loaded the machine (the findings were 15 and 26 s)."""
+    inproc.measure()
+    action()
+    cpu, wall = inproc.stall()
+    print(f"{what}: event loop held at most {cpu * 1000:.0f} ms (CPU), {wall * 1000:.0f} ms (wall)")
+    assert cpu < STALL_LIMIT_S
+    assert wall < 1.0
 
 
 @pytest.fixture
@@ -345,9 +364,7 @@ def test_no_hostile_batch_stalls_the_event_loop(inproc, case):
         r = produce(inproc, topic, records)
         assert r["error_code"] == code
 
-    stall = least_stall(inproc, refused)
-    print(f"{case}: event loop stalled at most {stall * 1000:.0f} ms")
-    assert stall < STALL_LIMIT_S
+    check_stall(inproc, refused, case)
 
 
 def test_metadata_with_2_000_000_topics_does_not_stall_the_event_loop(inproc):
@@ -359,9 +376,7 @@ def test_metadata_with_2_000_000_topics_does_not_stall_the_event_loop(inproc):
             send_frame(s, body)
             assert closed_by_server(s, 30)
 
-    stall = least_stall(inproc, refused)
-    print(f"4 MB Metadata, 2,000,000 topics: event loop stalled at most {stall * 1000:.0f} ms")
-    assert stall < STALL_LIMIT_S
+    check_stall(inproc, refused, "4 MB Metadata, 2,000,000 topics")
     # Within the budget it is served as usual, and quickly.
     names = [{"name": f"t{i}"} for i in range(3_000)]
 
@@ -369,9 +384,7 @@ def test_metadata_with_2_000_000_topics_does_not_stall_the_event_loop(inproc):
         resp = call(inproc, M.METADATA, 4, {"topics": names, "allow_auto_topic_creation": False})
         assert len(resp["topics"]) == 3_000
 
-    stall = least_stall(inproc, answered)
-    print(f"Metadata listing 3,000 topics (the limit): event loop stalled at most {stall * 1000:.0f} ms")
-    assert stall < STALL_LIMIT_S
+    check_stall(inproc, answered, "Metadata listing 3,000 topics (the limit)")
 
 
 def test_request_memory_is_shared_and_given_back_on_close(inproc):

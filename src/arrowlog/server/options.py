@@ -40,8 +40,8 @@ def _not(value: bool) -> bool:
     return not value
 
 
-# Kafka's socket.request.max.bytes default; server.py's DEFAULT_MAX_FRAME has the same value.
-_MAX_FRAME = 100 * 1024 * 1024
+# server.py's DEFAULT_MAX_FRAME has the same value (and says why it is below Kafka's 100 MiB).
+_MAX_FRAME = 64 * 1024 * 1024
 
 OPTIONS: tuple[Option, ...] = (
     Option("--advertised-host", "advertised_host", str, None,

@@ -57,8 +57,11 @@ from .wire import ProtocolError, Reader, Writer
 
 log = logging.getLogger("arrowlog.server")
 
-# Kafka's socket.request.max.bytes default.
-DEFAULT_MAX_FRAME = 100 * 1024 * 1024
+# The largest request (Kafka's socket.request.max.bytes, whose default is 100 MiB).
+# Lower here: decoding a frame of tiny records or headers and appending it takes
+# up to five times its size (docs/PROTOCOL.md, Limits), which must stay well
+# under 512 MiB; Kafka clients send at most 1 MB requests unless configured.
+DEFAULT_MAX_FRAME = 64 * 1024 * 1024
 # Requests read but not yet answered: all connections together, and one connection.
 _DEFAULT_REQUEST_MEMORY = 256 * 1024 * 1024
 # Bodies up to this size are read in one piece; larger ones in chunks straight
