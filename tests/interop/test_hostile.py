@@ -503,3 +503,14 @@ def test_a_client_that_never_reads_its_responses_stops_being_read(inproc):
         answers = [struct.unpack(">i", recv_frame(s)[:4])[0] for _ in range(200)]
     assert answers == list(range(200))
     wait_for(lambda: inproc.query(lambda srv: srv.requests_in_flight) == 0, 30, "all answered")
+
+
+def test_tagged_fields_count_against_the_element_budget(inproc):
+    # An ApiVersions v3 request (flexible) whose header claims 5,000 empty tagged fields:
+    # each is walked in Python, so they are elements like any array's.
+    tags = bytes([0x88, 0x27]) + b"\x00\x00" * 5000  # uvarint 5000, then (tag 0, size 0) each
+    header = struct.pack(">hhih", 18, 3, 1, 1) + b"x" + tags
+    with socket.create_connection((inproc.host, inproc.port), timeout=10) as s:
+        send_frame(s, header + b"\x02t\x021\x00")
+        assert closed_by_server(s, 10)
+    still_serving(inproc)
