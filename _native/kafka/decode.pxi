@@ -110,9 +110,11 @@ def decode_record_set(data, bint check_crc=True, Py_ssize_t max_uncompressed=DEF
         b.record_count = be32(p + 57)
         b.size = <Py_ssize_t>(batch_length + LENGTH_PREFIX)
         count = b.record_count
-        if count < 0 or <int64_t>b.last_offset_delta != count - 1:
+        if count < 1 or <int64_t>b.last_offset_delta != count - 1:
             raise RecordBatchError(f"record batch has record_count {count} but "
-                                   f"last_offset_delta {b.last_offset_delta}", INVALID_RECORD)
+                                   f"last_offset_delta {b.last_offset_delta}"
+                                   + (" (a batch needs at least one record)" if count == 0 else ""),
+                                   INVALID_RECORD)
         body_len = b.size - BATCH_HEADER_SIZE
         codec = b.attributes & ATTR_CODEC_MASK
         # Checked before decompressing: no block we accept can hold more records than this.

@@ -69,6 +69,13 @@ def test_negative_record_count_is_refused():
     assert "record_count -5" in str(err)
 
 
+def test_empty_batch_is_refused_with_the_whole_set():
+    # Storage refuses an empty batch; refusing it here keeps a set from being half appended.
+    good = K.encode_batch(stored(2))
+    err = refused(good + compressed_batch(0, b"", count=0))
+    assert "at least one record" in str(err) and err.error_code == K.INVALID_RECORD
+
+
 def test_69_byte_batch_claiming_268435455_records_allocates_nothing():
     # Issue 12: 4.26 GB peak. 61-byte header + 8 bytes of body.
     data = with_count(K.encode_batch(stored(1, value_size=0))[:61] + b"\x00" * 8, 268_435_455)
