@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
+from datetime import timedelta
 
 import cramjam
 import pyarrow as pa
@@ -224,7 +225,7 @@ def _check_any(data: bytes) -> None:
 mutation = st.tuples(st.integers(min_value=0, max_value=4095), st.integers(min_value=0, max_value=255))
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=timedelta(seconds=5), suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(range(len(VALID))), st.lists(mutation, min_size=1, max_size=6),
        st.integers(min_value=0, max_value=4096), st.booleans())
 def test_fuzz_mutated_valid_batches(which, flips, cut, sign):
@@ -237,14 +238,14 @@ def test_fuzz_mutated_valid_batches(which, flips, cut, sign):
     _check_any(bytes(data))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=timedelta(seconds=5))
 @given(st.binary(min_size=0, max_size=300), st.sampled_from(CODECS), st.integers(0, 1 << 31))
 def test_fuzz_random_record_blocks_behind_a_valid_header(block, codec, count):
     # A correct header and CRC around random records: the record parser sees arbitrary bytes.
     _check_any(compressed_batch(codec, block, count=count % 50 if count % 4 else count))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=timedelta(seconds=5))
 @given(st.binary(min_size=0, max_size=200))
 def test_fuzz_random_bytes(data):
     _check_any(data)
