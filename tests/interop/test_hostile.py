@@ -482,26 +482,23 @@ def fetch_frame(topic: str, correlation_id: int) -> bytes:
 
 
 def test_a_client_that_never_reads_its_responses_stops_being_read(inproc):
-    # 200 pipelined Fetches of a 1 MiB batch: without backpressure the server would hold
-    # 200 MiB of responses for a client that does not read them.
-    topic = create_topic(inproc, "unread")
-    records = K.encode_batch(pa.RecordBatch.from_pydict({
-        "offset": pa.array(range(1024), pa.int64()),
-        "timestamp": pa.array([1_700_000_000_000] * 1024, pa.timestamp("ms")),
-        "key": pa.array([None] * 1024, pa.binary()),
-        "value": pa.array([b"x" * 1024] * 1024, pa.binary()),
-        "headers": pa.nulls(1024, pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())]))),
-    }))
-    assert produce(inproc, topic, records)["error_code"] == 0
+    # 50,000 pipelined ApiVersions requests (about 10 MB of answers) from a client that
+    # does not read: once the socket buffers are full, the server stops reading at
+    # max_inflight_requests instead of answering (and holding) everything.
+    req = struct.pack(">hhih", 18, 0, 1, 1) + b"x"
+    frames = struct.pack(">i", len(req)) + req
+    total = 50_000
     limit = inproc.query(lambda srv: srv.limits.max_inflight_requests)
-    with socket.create_connection((inproc.host, inproc.port), timeout=30) as s:
-        s.sendall(b"".join(fetch_frame(topic, cid) for cid in range(200)))
-        wait_for(lambda: inproc.query(lambda srv: srv.requests_in_flight) == limit, 30,
+    with socket.create_connection((inproc.host, inproc.port), timeout=60) as s:
+        sender = threading.Thread(target=s.sendall, args=(frames * total,), daemon=True)
+        sender.start()
+        wait_for(lambda: inproc.query(lambda srv: srv.requests_in_flight) == limit, 60,
                  f"{limit} requests awaiting their responses")
         for _ in range(20):  # and no more are read while the client does not read
             assert inproc.query(lambda srv: srv.requests_in_flight) <= limit
-        answers = [struct.unpack(">i", recv_frame(s)[:4])[0] for _ in range(200)]
-    assert answers == list(range(200))
+        for _ in range(total):
+            recv_frame(s)
+        sender.join(60)
     wait_for(lambda: inproc.query(lambda srv: srv.requests_in_flight) == 0, 30, "all answered")
 
 
@@ -514,3 +511,30 @@ def test_tagged_fields_count_against_the_element_budget(inproc):
         send_frame(s, header + b"\x02t\x021\x00")
         assert closed_by_server(s, 10)
     still_serving(inproc)
+
+
+def big_batch(records: int, value_size: int) -> bytes:
+    return K.encode_batch(pa.RecordBatch.from_pydict({
+        "offset": pa.array(range(records), pa.int64()),
+        "timestamp": pa.array([1_700_000_000_000] * records, pa.timestamp("ms")),
+        "key": pa.array([None] * records, pa.binary()),
+        "value": pa.array([b"x" * value_size] * records, pa.binary()),
+        "headers": pa.nulls(records, pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())]))),
+    }))
+
+
+def test_pipelined_fetches_build_one_response_at_a_time(inproc):
+    # 64 pipelined Fetches of a 4 MiB batch from a client that does not read: each would
+    # hold its own copy of the batch (a server process reached 1,219 MiB with 16 MiB
+    # batches); one Fetch at a time per connection, as Kafka clients send them.
+    topic = create_topic(inproc, "fetched")
+    assert produce(inproc, topic, big_batch(1024, 4096))["error_code"] == 0
+    with socket.create_connection((inproc.host, inproc.port), timeout=30) as s:
+        s.sendall(b"".join(fetch_frame(topic, cid) for cid in range(64)))
+        # The first is answered (the client does not read it), the second waits for that.
+        wait_for(lambda: inproc.query(lambda srv: srv.requests_in_flight) == 2, 30,
+                 "the second Fetch to wait for the first")
+        for _ in range(20):
+            assert inproc.query(lambda srv: srv.requests_in_flight) == 2
+        answers = [struct.unpack(">i", recv_frame(s)[:4])[0] for _ in range(64)]
+    assert answers == list(range(64))

@@ -28,7 +28,8 @@ Hostile input (docs/PROTOCOL.md lists every limit; ``Limits`` holds them):
   whose responses are held until written); a request that does not fit
   waits without being read, and a closing connection gives back everything
   it holds; responses are written with backpressure, so a client that does
-  not read its responses stops being read;
+  not read its responses stops being read, and a connection has one Fetch
+  at a time (a Fetch response can be as large as a stored batch);
 - a request may hold at most ``max_request_elements`` array elements in all,
   so no request makes the event loop decode (or answer) millions of items;
 - a connection must complete its first request within
@@ -52,7 +53,7 @@ from arrowlog.errors import ConfigError
 
 from . import errors as E
 from .broker import Broker, BrokerConfig, RequestContext
-from .messages import API_VERSIONS, APIS
+from .messages import API_VERSIONS, APIS, FETCH
 from .wire import ProtocolError, Reader, Writer
 
 log = logging.getLogger("arrowlog.server")
@@ -144,8 +145,8 @@ def _unsupported_api_versions(correlation_id: int) -> bytes:
 
 
 class _Connection:
-    __slots__ = ("peer", "pending", "inflight", "inflight_requests", "answering", "drained", "closing",
-                 "task", "memory", "accepted", "last_active", "requests")
+    __slots__ = ("peer", "pending", "inflight", "inflight_requests", "answering", "fetch_answered",
+                 "drained", "closing", "task", "memory", "accepted", "last_active", "requests")
 
     def __init__(self, peer, task, memory: _RequestMemory):
         self.peer = peer
@@ -153,6 +154,8 @@ class _Connection:
         self.inflight = 0               # bytes of this connection's requests not yet answered
         self.inflight_requests = 0      # and how many they are
         self.answering = 0              # requests handed to the broker, response not yet written
+        self.fetch_answered = asyncio.Event()   # clear while a Fetch awaits its response
+        self.fetch_answered.set()
         self.drained = asyncio.Event()
         self.closing = False
         self.task = task
@@ -339,13 +342,22 @@ class KafkaServer:
         host = conn.peer[0] if conn.peer else ""
         while not conn.closing:
             body, size = await self._read_request(conn, reader)
+            # One Fetch at a time per connection, as Kafka clients send them: a Fetch
+            # response can be as large as a stored batch, so pipelined Fetches must not
+            # each build one while the client is not reading.
+            fetch = int.from_bytes(body[:2], "big") == FETCH.key
             try:
+                if fetch:
+                    await conn.fetch_answered.wait()
+                    conn.fetch_answered.clear()
                 fut = self._handle(conn, body, host, broker)
             except BaseException:
+                if fetch:
+                    conn.fetch_answered.set()
                 conn.release(size)
                 raise
             conn.answering += 1
-            conn.pending.put_nowait((fut, size))
+            conn.pending.put_nowait((fut, size, fetch))
 
     def _handle(self, conn: _Connection, body, host: str, broker: Broker) -> asyncio.Future:
         r = Reader(body, max_elements=self.limits.max_request_elements)
@@ -372,7 +384,7 @@ class KafkaServer:
             item = await conn.pending.get()
             if item is None:
                 return
-            fut, size = item
+            fut, size, fetch = item
             try:
                 data = await fut
             except Exception:
@@ -380,6 +392,7 @@ class KafkaServer:
                 conn.closing = True
                 conn.answering -= 1
                 conn.release(size)
+                conn.fetch_answered.set()
                 writer.close()
                 return
             if data is not None:
@@ -388,6 +401,8 @@ class KafkaServer:
                     await writer.drain()
             conn.answering -= 1
             conn.release(size)
+            if fetch:
+                conn.fetch_answered.set()
 
 
 async def _read_body(conn: _Connection, reader: asyncio.StreamReader, size: int) -> bytes | bytearray:
