@@ -123,7 +123,8 @@ TOPIC = [
     Key("partitions", 1, _int(1, 100_000), "Number of partitions."),
     Key("segment.bytes", 1 << 30, _int(4096, (1 << 31) - 1), "Roll a segment beyond this size (Kafka: 1 GiB)."),
     Key("segment.ms", 7 * 86_400_000, _int(1), "Roll a segment older than this (Kafka: 7 days)."),
-    Key("retention.ms", 7 * 86_400_000, _int(-1), "Delete segments whose newest record is older (-1: forever)."),
+    Key("retention.ms", -1, _int(-1), "Delete segments whose newest record is older (-1: forever, the default; "
+        "Kafka keeps 7 days, 604800000)."),
     Key("retention.bytes", -1, _int(-1), "Delete oldest segments beyond this many bytes per partition (-1: no limit)."),
     Key("index.interval.bytes", 4096, _int(1, 1 << 30), "Bytes of log between offset index entries."),
     Key("compression.type", "none", _choice("none", "zstd", "lz4", aliases={"uncompressed": "none", "producer": "none"}),

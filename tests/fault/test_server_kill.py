@@ -24,9 +24,10 @@ import pytest
 confluent_kafka = pytest.importorskip("confluent_kafka")
 
 
-def start_server(data: str) -> tuple[subprocess.Popen, str]:
+def start_server(data: str, *options: str) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "arrowlog.server", "--data", data,
-                             "--listen", "127.0.0.1:0", "--partitions", "1", "--log-level", "WARNING"],
+                             "--listen", "127.0.0.1:0", "--partitions", "1", "--log-level", "WARNING",
+                             *options],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=faultlib.writer_env())
     line = proc.stdout.readline().strip()
     if not line:

@@ -86,3 +86,34 @@ def test_errors_and_session_expiry():
         await gc.stop()
 
     run(main())
+
+
+def test_current_members_may_commit_while_a_rebalance_is_prepared():
+    """Kafka (and librdkafka, which commits as it gives partitions up) lets a member
+    of the current generation commit during PreparingRebalance."""
+    async def main():
+        gc = GroupCoordinator(MemoryOffsets(), initial_rebalance_delay_ms=0)
+        gc.start()
+        a, b = await asyncio.gather(gc.join(join_req("g"), "ca", "h", 5), gc.join(join_req("g"), "cb", "h", 5))
+        leader, follower = (a, b) if a["members"] else (b, a)
+        waiting = asyncio.ensure_future(gc.sync(sync_req("g", follower)))
+        await gc.sync(sync_req("g", leader, [(leader["member_id"], b"L"), (follower["member_id"], b"F")]))
+        await waiting
+        # a third member joins: the group prepares a rebalance and waits for a and b to rejoin
+        third = asyncio.ensure_future(gc.join(join_req("g"), "cc", "h", 5))
+        while gc.describe("g")["group_state"] != "PreparingRebalance":
+            await asyncio.sleep(0.01)
+        assert beat(gc, "g", follower) == E.REBALANCE_IN_PROGRESS
+        for m in (leader, follower):
+            assert gc.check_commit("g", m["generation_id"], m["member_id"]) == E.NONE
+        assert gc.check_commit("g", m["generation_id"] - 1, m["member_id"]) == E.ILLEGAL_GENERATION
+        assert gc.check_commit("g", m["generation_id"], "stranger") == E.UNKNOWN_MEMBER_ID
+        # between JoinGroup and SyncGroup (CompletingRebalance) there is nothing to commit for
+        rejoined = await asyncio.gather(gc.join(join_req("g", leader["member_id"]), "ca", "h", 5),
+                                        gc.join(join_req("g", follower["member_id"]), "cb", "h", 5), third)
+        assert gc.describe("g")["group_state"] == "CompletingRebalance"
+        new = rejoined[0]
+        assert gc.check_commit("g", new["generation_id"], new["member_id"]) == E.REBALANCE_IN_PROGRESS
+        await gc.stop()
+
+    run(main())

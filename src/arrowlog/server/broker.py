@@ -7,8 +7,9 @@ leader of every partition and the controller; leader epochs are always 0.
 
 Durability: a produced batch is acknowledged once it is appended and
 published (readable by every consumer, surviving a crash of this process);
-partitions written to are flushed every ``flush_interval_s`` and on
-shutdown. Thread-safety: the event loop thread only.
+every ``flush_interval_s`` the partitions appended to since the last flush
+are fsynced (their recovery points advance: the batches survive power loss),
+and on shutdown every partition written to is. Thread-safety: the event loop thread only.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from . import errors as E
 from .groups import GroupCoordinator
 from .messages import APIS
 from .offsets import GroupOffsetStore
+from .options import MAX_PARTITIONS_PER_REQUEST, MAX_PARTITIONS_PER_TOPIC
 from .producers import ProducerRegistry
 from .store import Store
 
@@ -52,10 +54,49 @@ FETCH_POLL_S = 0.05
 ENCODE_CACHE_BYTES = 64 << 20
 
 
+def _sync_partitions(partitions) -> None:
+    """fsync each partition's appends (advancing its recovery point); failures are logged
+    (a partition whose fsync failed refuses further appends until reopened)."""
+    for pl in list(partitions):
+        try:
+            pl.sync()
+        except AE.ArrowlogError as exc:
+            log.error("fsync of %s-%s failed: %s", getattr(pl, "topic", "?"), getattr(pl, "partition", "?"), exc)
+
+
+def _read_checked(pl, offset: int, max_bytes: int) -> list:
+    """Frames from ``offset`` with their CRCs checked. When a frame is damaged, the
+    intact frames before it are returned; CorruptRecordError only if the first is."""
+    try:
+        return pl.read(offset, max_bytes, check_crc=True)
+    except AE.CorruptRecordError:
+        pass
+    frames, size = [], 0
+    while size < max_bytes:
+        try:
+            got = pl.read(offset, 1, check_crc=True)[:1]   # one frame (KIP-74: the first always)
+        except AE.CorruptRecordError:
+            if frames:
+                return frames
+            raise
+        if not got:
+            break
+        frames.append(got[0])
+        size += got[0].size
+        offset = got[0].base_offset + got[0].record_count
+    return frames
+
+
 class BrokerConfig:
     def __init__(self, *, node_id=1, host="127.0.0.1", port=9092, advertised_host=None,
                  auto_create_topics=True, default_partitions=1, flush_interval_s=1.0,
-                 group_initial_rebalance_delay_ms=100):
+                 group_initial_rebalance_delay_ms=100, max_partitions_per_topic=MAX_PARTITIONS_PER_TOPIC,
+                 max_partitions_per_request=MAX_PARTITIONS_PER_REQUEST):
+        if not 1 <= default_partitions <= max_partitions_per_topic:
+            raise AE.ConfigError(f"partitions of auto-created topics must be 1..{max_partitions_per_topic} "
+                                 f"(the per-topic cap), got {default_partitions}")
+        if flush_interval_s <= 0:
+            raise AE.ConfigError(f"the flush interval must be positive, got {flush_interval_s}")
         self.node_id = node_id
         self.host = host
         self.port = port
@@ -64,6 +105,8 @@ class BrokerConfig:
         self.default_partitions = default_partitions
         self.flush_interval_s = flush_interval_s
         self.group_initial_rebalance_delay_ms = group_initial_rebalance_delay_ms
+        self.max_partitions_per_topic = max_partitions_per_topic
+        self.max_partitions_per_request = max_partitions_per_request
 
     @property
     def advertised(self) -> str:
@@ -92,10 +135,12 @@ class Broker:
         self.groups = GroupCoordinator(self.offsets, config.group_initial_rebalance_delay_ms)
         self.producers = ProducerRegistry()
         self._data_event = asyncio.Event()
-        self._dirty: set = set()
+        self._dirty: set = set()     # partitions appended to since the last periodic flush
+        self._written: set = set()   # every partition appended to (the shutdown flush syncs them all)
         self._cache: collections.OrderedDict = collections.OrderedDict()
         self._cache_bytes = 0
         self._flusher: asyncio.Task | None = None
+        self._syncing: asyncio.Future | None = None
         # The decoder already knows each batch's timestamp range; newer storage takes it.
         from arrowlog.storage import PartitionLog
         self._append_takes_timestamps = "min_timestamp" in inspect.signature(PartitionLog.append).parameters
@@ -116,33 +161,44 @@ class Broker:
     async def stop(self) -> None:
         if self._flusher:
             self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        if self._syncing is not None:  # a periodic fsync still in its thread
+            await asyncio.gather(self._syncing, return_exceptions=True)
         await self.groups.stop()
-        self.flush(fsync=True)
+        self._dirty = set()
+        _sync_partitions(self._written)
         self.store.close()
 
-    def flush(self, fsync: bool = False) -> None:
-        dirty, self._dirty = self._dirty, set()
-        for pl in dirty:
-            try:
-                pl.flush(fsync=fsync)
-            except AE.ArrowlogError as exc:
-                log.error("flush failed: %s", exc)
-
     async def _flush_loop(self) -> None:
+        """Every ``flush_interval_s``, fsync the partitions appended to since the
+        last time, in a thread: PartitionLog.sync holds its append lock only to
+        snapshot and publish, so appends on the loop go on while it waits for the disk."""
         while True:
             await asyncio.sleep(self.config.flush_interval_s)
             if self._dirty:
-                self.flush()
+                todo, self._dirty = self._dirty, set()
+                self._syncing = asyncio.ensure_future(asyncio.to_thread(_sync_partitions, todo))
+                try:
+                    await asyncio.shield(self._syncing)
+                finally:
+                    if self._syncing.done():
+                        self._syncing = None
 
     def _notify_data(self) -> None:
         self._data_event.set()
         self._data_event = asyncio.Event()
 
     def _partition(self, topic: str, index: int):
-        t = self.store.topic(topic)
-        if t is None or not 0 <= index < t.num_partitions:
-            return None
-        return t.partition(index)
+        """(PartitionLog, NONE), or (None, error code, message) when the partition does
+        not exist or the storage cannot open it (e.g. disk full at its first segment)."""
+        try:
+            t = self.store.topic(topic)
+            if t is None or not 0 <= index < t.num_partitions:
+                return None, E.UNKNOWN_TOPIC_OR_PARTITION, f"unknown topic or partition {topic}-{index}"
+            return t.partition(index), E.NONE, None
+        except OSError as exc:  # StorageError included
+            log.error("cannot open %s-%d: %s", topic, index, exc)
+            return None, E.KAFKA_STORAGE_ERROR, str(exc)
 
     # ------------------------------------------------------------ ApiVersions
     def api_versions(self, ctx: RequestContext, req: dict) -> dict:
@@ -183,10 +239,17 @@ class Broker:
             auto = req["allow_auto_topic_creation"] and self.config.auto_create_topics
         topics = []
         for name in names:
-            t = self.store.topic(name)
+            try:
+                t = self.store.topic(name)
+            except OSError as exc:
+                log.error("cannot read topic %s: %s", name, exc)
+                topics.append({"error_code": E.KAFKA_STORAGE_ERROR, "name": name, "partitions": []})
+                continue
             if t is None and auto:
                 code, msg = self.store.create_topic(name, self.config.default_partitions)
-                if code == E.INVALID_TOPIC_EXCEPTION:
+                if code in (E.INVALID_TOPIC_EXCEPTION, E.KAFKA_STORAGE_ERROR):
+                    if code == E.KAFKA_STORAGE_ERROR:
+                        log.error("auto-creating topic %s failed: %s", name, msg)
                     topics.append({"error_code": code, "name": name, "partitions": []})
                     continue
                 if code == E.NONE:
@@ -227,9 +290,9 @@ class Broker:
 
     def _produce_partition(self, topic: str, index: int, records) -> dict:
         fail = {"index": index, "base_offset": -1}
-        pl = self._partition(topic, index)
+        pl, code, msg = self._partition(topic, index)
         if pl is None:
-            return {**fail, "error_code": E.UNKNOWN_TOPIC_OR_PARTITION}
+            return {**fail, "error_code": code, "error_message": msg}
         if records is None or len(records) == 0:
             return {**fail, "error_code": E.INVALID_RECORD, "error_message": "no record batch"}
         try:
@@ -252,7 +315,7 @@ class Broker:
                                          max_timestamp=b.max_record_timestamp)
                     else:
                         base = pl.append(b.records)
-                except AE.StorageError as exc:
+                except OSError as exc:  # StorageError included
                     log.error("append to %s-%d failed: %s", topic, index, exc)
                     return {**fail, "error_code": E.KAFKA_STORAGE_ERROR, "error_message": str(exc)}
                 except (AE.ArrowlogError, ValueError, TypeError, pa.ArrowException) as exc:
@@ -260,6 +323,7 @@ class Broker:
                     log.warning("append to %s-%d refused: %s", topic, index, exc)
                     return {**fail, "error_code": E.INVALID_RECORD, "error_message": str(exc)}
                 self._dirty.add(pl)
+                self._written.add(pl)
                 self.producers.record(topic, index, b.producer_id, b.producer_epoch, b.base_sequence,
                                       b.record_count, base)
             if first is None:
@@ -289,18 +353,17 @@ class Broker:
         responses = []
         for ft in req["topics"]:
             name = ft["topic"]
-            t = self.store.topic(name)
             parts = []
             for fp in ft["partitions"]:
                 idx = fp["partition"]
                 out = {"partition_index": idx, "high_watermark": -1, "last_stable_offset": -1,
                        "log_start_offset": -1, "aborted_transactions": None, "records": b""}
                 parts.append(out)
-                if t is None or not 0 <= idx < t.num_partitions:
-                    out["error_code"] = E.UNKNOWN_TOPIC_OR_PARTITION
+                pl, code, _ = self._partition(name, idx)
+                if pl is None:
+                    out["error_code"] = code
                     stop = True
                     continue
-                pl = t.partition(idx)
                 hwm, start = pl.high_watermark, pl.log_start_offset
                 out.update(high_watermark=hwm, last_stable_offset=hwm, log_start_offset=start)
                 offset = fp["fetch_offset"]
@@ -312,9 +375,20 @@ class Broker:
                 if offset == hwm or (limit <= 0 and total > 0):
                     continue
                 try:
-                    frames = pl.read(offset, max(limit, 1))
+                    frames = _read_checked(pl, offset, max(limit, 1))
                 except AE.OffsetOutOfRangeError:
                     out["error_code"] = E.OFFSET_OUT_OF_RANGE
+                    stop = True
+                    continue
+                except AE.CorruptRecordError as exc:
+                    # never re-sign damaged data with a fresh Kafka CRC: report it
+                    log.error("fetch of %s-%d at %d: %s", name, idx, offset, exc)
+                    out["error_code"] = E.CORRUPT_MESSAGE
+                    stop = True
+                    continue
+                except (AE.StorageError, OSError) as exc:
+                    log.error("fetch of %s-%d at %d failed: %s", name, idx, offset, exc)
+                    out["error_code"] = E.KAFKA_STORAGE_ERROR
                     stop = True
                     continue
                 chunks, size = [], 0
@@ -361,11 +435,16 @@ class Broker:
             parts = []
             for lp in lt["partitions"]:
                 idx = lp["partition_index"]
-                pl = self._partition(lt["name"], idx)
+                pl, code, _ = self._partition(lt["name"], idx)
                 if pl is None:
-                    parts.append({"partition_index": idx, "error_code": E.UNKNOWN_TOPIC_OR_PARTITION})
+                    parts.append({"partition_index": idx, "error_code": code})
                     continue
-                offset, ts = self._lookup_offset(pl, lp["timestamp"])
+                try:
+                    offset, ts = self._lookup_offset(pl, lp["timestamp"])
+                except (AE.CorruptRecordError, OSError) as exc:
+                    log.error("offset lookup in %s-%d failed: %s", lt["name"], idx, exc)
+                    parts.append({"partition_index": idx, "error_code": E.KAFKA_STORAGE_ERROR})
+                    continue
                 parts.append({"partition_index": idx, "error_code": E.NONE, "timestamp": ts,
                               "offset": offset, "leader_epoch": 0})
             topics.append({"name": lt["name"], "partitions": parts})
@@ -483,6 +562,8 @@ class Broker:
     # ------------------------------------------------------------ admin
     def create_topics(self, ctx: RequestContext, req: dict) -> dict:
         results = []
+        per_topic, per_request = self.config.max_partitions_per_topic, self.config.max_partitions_per_request
+        requested = 0
         for ct in req["topics"]:
             name = ct["name"]
             n = ct["num_partitions"]
@@ -492,8 +573,18 @@ class Broker:
             config = {c["name"]: c["value"] for c in ct["configs"] if c["value"] is not None}
             if rf not in (-1, 1) or any(len(a["broker_ids"]) > 1 for a in ct["assignments"]):
                 code, msg = E.INVALID_REPLICATION_FACTOR, "this broker has one node: replication factor 1"
+            elif n > per_topic:
+                code, msg = E.INVALID_PARTITIONS, (
+                    f"topic {name!r} asks for {n} partitions; this server allows at most {per_topic} "
+                    "per topic (max.partitions.per.topic, arrowlog serve --max-partitions-per-topic)")
+            elif requested + max(n, 0) > per_request:
+                code, msg = E.POLICY_VIOLATION, (
+                    f"this request asks for more than {per_request} partitions in all; create the topics in "
+                    "several requests (max.partitions.per.request, --max-partitions-per-request)")
             else:
                 code, msg = self.store.create_topic(name, n, config, req["validate_only"])
+                if code == E.NONE:
+                    requested += n
             r = {"name": name, "error_code": code, "error_message": msg,
                  "topic_id": self.store.topic_id(name) if code == E.NONE else bytes(16)}
             if code == E.NONE:
@@ -516,6 +607,7 @@ class Broker:
                 self.producers.forget_topic(name)
                 self.offsets.delete_topic(name)
                 self._dirty = {pl for pl in self._dirty if getattr(pl, "topic", None) != name}
+                self._written = {pl for pl in self._written if getattr(pl, "topic", None) != name}
                 log.info("deleted topic %s", name)
             out.append({"name": name, "topic_id": self.store.topic_id(name or ""), "error_code": code,
                         "error_message": msg})

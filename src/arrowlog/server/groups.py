@@ -332,7 +332,10 @@ class GroupCoordinator:
         g.members[member_id].last_seen = time.monotonic()
         if generation_id != g.generation_id:
             return E.ILLEGAL_GENERATION
-        if g.state == PREPARING:
+        # Kafka accepts commits from current members while a rebalance is being
+        # prepared: librdkafka commits exactly then, when it gives partitions up.
+        # Between JoinGroup and SyncGroup the member has no assignment yet to commit for.
+        if g.state == COMPLETING:
             return E.REBALANCE_IN_PROGRESS
         return E.NONE
 

@@ -24,7 +24,7 @@ class Option(NamedTuple):
     type: type                     # int, float, str, or bool for an on/off flag (default off)
     default: Any
     help: str
-    config: str | None = None      # the Kafka broker config it corresponds to, if any
+    config: str | None = None      # its Kafka-style config name (Kafka's own where Kafka has one)
     convert: Callable[[Any], Any] | None = None  # option value -> serve() value
 
     @property
@@ -33,7 +33,7 @@ class Option(NamedTuple):
         return self.flag.lstrip("-").replace("-", "_")
 
     def help_text(self) -> str:
-        return self.help + (f" (Kafka: {self.config})" if self.config else "")
+        return self.help + (f" [config: {self.config}]" if self.config else "")
 
 
 def _not(value: bool) -> bool:
@@ -42,6 +42,10 @@ def _not(value: bool) -> bool:
 
 # server.py's DEFAULT_MAX_FRAME has the same value (and says why it is below Kafka's 100 MiB).
 _MAX_FRAME = 64 * 1024 * 1024
+# Partitions one topic may have, and one CreateTopics request may create in all: each
+# partition costs files, mappings and disk, so one request cannot claim unbounded amounts.
+MAX_PARTITIONS_PER_TOPIC = 1000
+MAX_PARTITIONS_PER_REQUEST = 10000
 
 OPTIONS: tuple[Option, ...] = (
     Option("--advertised-host", "advertised_host", str, None,
@@ -70,6 +74,32 @@ OPTIONS: tuple[Option, ...] = (
            "array elements (topics, partitions, ...) one request may carry"),
     Option("--flush-interval", "flush_interval_s", float, 1.0,
            "seconds between fsyncs of the partitions written to", "log.flush.interval.ms"),
+    Option("--max-partitions-per-topic", "max_partitions_per_topic", int, MAX_PARTITIONS_PER_TOPIC,
+           "most partitions a topic may have (CreateTopics asking for more gets INVALID_PARTITIONS)",
+           "max.partitions.per.topic"),
+    Option("--max-partitions-per-request", "max_partitions_per_request", int, MAX_PARTITIONS_PER_REQUEST,
+           "most partitions one CreateTopics request may create in all (more: POLICY_VIOLATION)",
+           "max.partitions.per.request"),
+    # Security (docs/SECURITY.md); checked by security.SecurityConfig, which says what is wrong.
+    Option("--listener", "listener", str, "PLAINTEXT",
+           "listener security protocol: PLAINTEXT (no TLS, no login), SSL, SASL_PLAINTEXT or SASL_SSL",
+           "security.protocol"),
+    Option("--ssl-cert", "ssl_cert", str, None,
+           "PEM certificate (chain) of the server, for SSL and SASL_SSL", "ssl.keystore.location"),
+    Option("--ssl-key", "ssl_key", str, None, "PEM private key of --ssl-cert", "ssl.key.location"),
+    Option("--ssl-cafile", "ssl_cafile", str, None,
+           "PEM CA bundle that signs client certificates", "ssl.truststore.location"),
+    Option("--ssl-client-auth", "ssl_client_auth", str, "none",
+           "ask for client certificates: none, requested or required (principal = certificate DN)",
+           "ssl.client.auth"),
+    Option("--sasl-mechanisms", "sasl_mechanisms", str, "SCRAM-SHA-256,SCRAM-SHA-512",
+           "enabled SASL mechanisms, comma-separated: PLAIN (only over TLS or to loopback peers), "
+           "SCRAM-SHA-256, SCRAM-SHA-512", "sasl.enabled.mechanisms"),
+    Option("--super-users", "super_users", str, "",
+           "principals allowed everything, 'User:admin;User:ops'", "super.users"),
+    Option("--allow-everyone-if-no-acl-found", "allow_everyone_if_no_acl_found", bool, False,
+           "a resource without ACLs is open to every authenticated principal (default: refused)",
+           "allow.everyone.if.no.acl.found"),
     Option("--log-level", None, str, "INFO", "DEBUG, INFO, WARNING or ERROR"),
 )
 
@@ -119,8 +149,13 @@ def run(data_dir: str, host: str, port: int, values: Mapping[str, Any]) -> int:
     def ready(server):
         print(f"{server.host}:{server.port}", flush=True)
 
+    from arrowlog.errors import ArrowlogError
+
     try:
         serve(data_dir, host, port, ready=ready, **serve_kwargs(values))
+    except ArrowlogError as exc:  # e.g. a ConfigError for an option value
+        print(f"arrowlog serve: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"arrowlog serve: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
         return 1

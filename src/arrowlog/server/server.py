@@ -13,9 +13,10 @@ written in request order (clients match them by position). Handlers that
 wait (Fetch, JoinGroup, SyncGroup) do not hold up reading, so a Produce can
 run while a Fetch on the same connection long-polls.
 
-A connection is admitted in ``_admit`` and every request is read in
-``_read_request``: the two places a handshake or an authentication step
-hooks in.
+A connection is admitted in ``_admit`` (where its TLS principal and SASL
+state are set up) and every request goes through ``Security.dispatch``
+(security/): SASL before anything else on a SASL listener, then the ACL
+check, then the broker's handler.
 
 Hostile input (docs/PROTOCOL.md lists every limit; ``Limits`` holds them):
 
@@ -54,6 +55,7 @@ from arrowlog.errors import ConfigError
 from . import errors as E
 from .broker import Broker, BrokerConfig, RequestContext
 from .messages import API_VERSIONS, APIS, FETCH
+from .security import Security, SecurityConfig
 from .wire import ProtocolError, Reader, Writer
 
 log = logging.getLogger("arrowlog.server")
@@ -146,7 +148,7 @@ def _unsupported_api_versions(correlation_id: int) -> bytes:
 
 class _Connection:
     __slots__ = ("peer", "pending", "inflight", "inflight_requests", "answering", "fetch_answered",
-                 "drained", "closing", "task", "memory", "accepted", "last_active", "requests")
+                 "drained", "closing", "task", "memory", "accepted", "last_active", "requests", "security")
 
     def __init__(self, peer, task, memory: _RequestMemory):
         self.peer = peer
@@ -162,6 +164,7 @@ class _Connection:
         self.memory = memory
         self.accepted = self.last_active = _now()   # last_active: the last request or body bytes
         self.requests = 0               # requests read completely
+        self.security = None            # ConnectionSecurity: login state and principal
 
     @property
     def idle(self) -> bool:
@@ -189,8 +192,10 @@ class KafkaServer:
     inside a running event loop, or ``serve()`` for a blocking process)."""
 
     def __init__(self, data_dir: str, host: str = "127.0.0.1", port: int = 9092, *,
-                 limits: Limits | None = None, cluster_id: str | None = None, **broker_options):
+                 limits: Limits | None = None, cluster_id: str | None = None,
+                 security: SecurityConfig | None = None, **broker_options):
         self.data_dir = str(data_dir)
+        self.security = Security(self.data_dir, security)
         self.host = host
         self.port = port
         self.limits = limits or Limits()
@@ -221,14 +226,20 @@ class KafkaServer:
         config = BrokerConfig(host=self.host, port=self.port, **self.broker_options)
         self.broker = Broker(self.data_dir, config, self.cluster_id or cluster_id_for(self.data_dir))
         self._memory = _RequestMemory(self.limits.queued_max_request_bytes)
+        tls = self.security.ssl_context
+        # A TLS handshake gets the first request's deadline too (the connection is not
+        # admitted, so not counted against max_connections, until it completes).
+        handshake = {"ssl_handshake_timeout": self.limits.first_request_timeout_s} if tls else {}
         self._server = await asyncio.start_server(self._on_connection, self.host, self.port,
                                                   reuse_address=True, limit=_STREAM_LIMIT,
-                                                  backlog=1024)
+                                                  backlog=1024, ssl=tls, **handshake)
         self.port = self._server.sockets[0].getsockname()[1]
         config.port = self.port
         self.broker.start()
-        log.info("arrowlog serving %s on %s:%d (cluster %s)", self.data_dir, self.host, self.port,
-                 self.broker.cluster_id)
+        log.info("arrowlog serving %s on %s:%d (cluster %s, listener %s)", self.data_dir, self.host,
+                 self.port, self.broker.cluster_id, self.security.config.listener)
+        for warning in self.security.startup_warnings(self.host):
+            log.warning("%s", warning)
 
     async def stop(self) -> None:
         """Stop accepting, close connections, flush every written partition (fsync)."""
@@ -261,6 +272,7 @@ class KafkaServer:
                      victim.peer, _now() - victim.last_active, peer, len(self._connections))
             self._drop(victim)
         conn = _Connection(peer, asyncio.current_task(), self._memory)
+        conn.security = self.security.connection(peer[0] if peer else "", writer.get_extra_info("ssl_object"))
         self._connections[conn] = None
         return conn
 
@@ -345,7 +357,7 @@ class KafkaServer:
             # One Fetch at a time per connection, as Kafka clients send them: a Fetch
             # response can be as large as a stored batch, so pipelined Fetches must not
             # each build one while the client is not reading.
-            fetch = int.from_bytes(body[:2], "big") == FETCH.key
+            fetch = not conn.security.expects_raw_token and int.from_bytes(body[:2], "big") == FETCH.key
             try:
                 if fetch:
                     await conn.fetch_answered.wait()
@@ -360,6 +372,8 @@ class KafkaServer:
             conn.pending.put_nowait((fut, size, fetch))
 
     def _handle(self, conn: _Connection, body, host: str, broker: Broker) -> asyncio.Future:
+        if conn.security.expects_raw_token:  # after SaslHandshake v0: a bare SASL token
+            return _done(conn.security.raw_token(bytes(body)))
         r = Reader(body, max_elements=self.limits.max_request_elements)
         api_key, version, correlation_id = r.int16(), r.int16(), r.int32()
         api = APIS.get(api_key)
@@ -374,7 +388,8 @@ class KafkaServer:
             r.skip_tags()
         req = api.decode_request(r, version)
         ctx = RequestContext(api_key, version, correlation_id, client_id, host)
-        result = broker.handlers[api_key](ctx, req)
+        result = self.security.dispatch(conn.security, ctx, req, broker)
+        conn.closing |= conn.security.close_after_reply  # a failed login: reply, then close
         if asyncio.iscoroutine(result):
             return asyncio.ensure_future(_respond_async(result, ctx))
         return _done(None if result is None else encode_response(api_key, version, correlation_id, result))

@@ -76,6 +76,8 @@ class Store:
             return E.INVALID_TOPIC_EXCEPTION, str(exc)
         except AE.ConfigError as exc:
             return E.INVALID_CONFIG, str(exc)
+        except OSError as exc:  # StorageError included: disk full, read-only, I/O error
+            return E.KAFKA_STORAGE_ERROR, f"cannot create topic {name!r}: {exc}"
         return E.NONE, None
 
     def delete_topic(self, name: str) -> tuple[int, str | None]:
@@ -85,6 +87,8 @@ class Store:
             self.log.delete_topic(name)
         except AE.UnknownTopicError as exc:
             return E.UNKNOWN_TOPIC_OR_PARTITION, str(exc)
+        except OSError as exc:
+            return E.KAFKA_STORAGE_ERROR, f"cannot delete topic {name!r}: {exc}"
         return E.NONE, None
 
     def close(self) -> None:

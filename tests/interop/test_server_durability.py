@@ -1,0 +1,186 @@
+"""``arrowlog serve`` keeps what it acknowledges: periodic fsync, recovered
+producer state, CRC-checked fetches, storage errors as replies.
+
+Each test runs its own server (``ServerProcess``) on its own directory, so
+it can be killed or have its files damaged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import struct
+import time
+
+import pytest
+
+from arrowlog.server import messages as M
+from arrowlog.storage import LogDir
+
+from .conftest import ServerProcess
+from .test_fetch_and_limits import fetch
+from .wireclient import call, make_batch, produce, still_serving
+
+confluent_kafka = pytest.importorskip("confluent_kafka")
+
+DEADLINE_S = 60.0  # generous: CI is a loaded 2-core machine
+
+
+def wait_for(condition, what: str, deadline_s: float = DEADLINE_S):
+    end = time.monotonic() + deadline_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {deadline_s:.0f} s waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def serve(tmp_path):
+    """serve(*options) -> a running ServerProcess on tmp_path/data; all are stopped at the end."""
+    started = []
+
+    def start(*extra: str) -> ServerProcess:
+        srv = ServerProcess(tmp_path / "data", *extra)
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        srv.stop()
+
+
+def create_topic(srv, name: str, partitions: int = 1, **config) -> dict:
+    resp = call(srv, M.CREATE_TOPICS, 7, {"topics": [{"name": name, "num_partitions": partitions,
+                                                      "replication_factor": 1, "configs": [
+        {"name": k.replace("_", "."), "value": str(v)} for k, v in config.items()]}]})
+    return resp["topics"][0]
+
+
+def test_periodic_flush_advances_the_recovery_point_without_closing(serve, topic):
+    srv = serve("--flush-interval", "0.1")
+    assert create_topic(srv, topic)["error_code"] == 0
+    assert produce(srv, topic, make_batch(5))["error_code"] == 0
+    assert produce(srv, topic, make_batch(3))["error_code"] == 0
+    d = LogDir(str(srv.data_dir))
+    try:
+        pl = d.topic(topic).partition(0)
+        assert pl.high_watermark == 8
+        # the server is still running and keeps the log open: only its periodic fsync can do this
+        wait_for(lambda: pl.state.snapshot()["recovery_point"] >= 8, "the recovery point to reach 8")
+        assert srv.proc.poll() is None
+    finally:
+        d.close()
+
+
+def test_fetch_reports_bit_rot_and_never_resigns_it(serve, topic, group):
+    srv = serve()
+    assert create_topic(srv, topic, segment_bytes=64 * 1024)["error_code"] == 0
+    p = confluent_kafka.Producer({"bootstrap.servers": srv.bootstrap, "linger.ms": 5})
+    for i in range(3000):
+        p.produce(topic, b"value-%06d" % i, partition=0)
+        if i % 100 == 99:
+            assert p.flush(30) == 0
+    assert p.flush(30) == 0
+    # bit rot in a closed segment: "value-000500" now reads "value-900500"
+    segments = sorted(glob.glob(os.path.join(str(srv.data_dir), "topics", topic, "0", "*.log")))
+    damaged = [f for f in segments if b"value-000500" in open(f, "rb").read()]
+    assert len(damaged) == 1 and damaged[0] != segments[-1], segments
+    with open(damaged[0], "r+b") as f:
+        body = f.read()
+        f.seek(body.index(b"value-000500") + len(b"value-"))
+        f.write(b"9")
+
+    # the wire client: intact batches up to the damaged one, then CORRUPT_MESSAGE, never the data
+    offset, seen = 0, b""
+    for _ in range(3000):
+        part = fetch(srv, topic, offset)
+        if part["error_code"] != 0:
+            break
+        records = bytes(part["records"] or b"")
+        assert records, f"no data and no error at offset {offset}"
+        seen += records
+        offset = max(base_offsets_and_ends(records))
+    assert part["error_code"] == 2, part  # CORRUPT_MESSAGE
+    assert 0 < offset <= 500  # the batches before the damaged one were served
+    assert b"value-900500" not in seen and b"value-000500" not in seen
+
+    # a real client with check.crcs=true gets an error, never the rotten value
+    c = confluent_kafka.Consumer({"bootstrap.servers": srv.bootstrap, "group.id": group,
+                                  "auto.offset.reset": "earliest", "check.crcs": True,
+                                  "enable.auto.commit": False})
+    try:
+        c.subscribe([topic])
+        values, errors = [], []
+        end = time.monotonic() + DEADLINE_S
+        while not errors and time.monotonic() < end:
+            for m in c.consume(500, 0.2):
+                (errors if m.error() else values).append(m.error() or m.value())
+        assert errors, "the consumer never saw an error"
+        assert b"value-900500" not in values and b"value-000500" not in values
+        assert all(v < b"value-000500" for v in values)
+    finally:
+        c.close()
+
+
+def base_offsets_and_ends(records: bytes) -> list[int]:
+    """The next offset after each Kafka record batch in ``records``."""
+    out, pos = [], 0
+    while pos + 61 <= len(records):
+        base, length = struct.unpack_from(">qi", records, pos)
+        last_delta = struct.unpack_from(">i", records, pos + 23)[0]
+        out.append(base + last_delta + 1)
+        pos += 12 + length
+    return out
+
+
+def test_partition_caps_refuse_huge_create_topics_with_a_message(serve, topic):
+    srv = serve("--max-partitions-per-request", "6")
+    huge = create_topic(srv, topic, 100_000)
+    assert huge["error_code"] == 37, huge  # INVALID_PARTITIONS
+    assert "100000 partitions" in huge["error_message"] and "1000 per topic" in huge["error_message"]
+    resp = call(srv, M.CREATE_TOPICS, 7, {"topics": [
+        {"name": f"{topic}-{i}", "num_partitions": 4, "replication_factor": 1} for i in range(3)]})
+    codes = [t["error_code"] for t in resp["topics"]]
+    assert codes == [0, 44, 44], resp  # the second would bring the request to 8 > 6: POLICY_VIOLATION
+    assert "more than 6 partitions" in resp["topics"][1]["error_message"]
+    assert [n for n in os.listdir(os.path.join(str(srv.data_dir), "topics")) if n.startswith(topic)] == [f"{topic}-0"]
+    assert create_topic(srv, topic, 6)["error_code"] == 0  # up to the cap is allowed
+
+
+def test_a_full_disk_at_partition_open_is_a_storage_error_reply(tmp_path, topic):
+    from fault import faultlib
+
+    reason = faultlib.root_reason()
+    if reason:
+        pytest.skip(reason)
+    data = tmp_path / "data"  # the mount point itself: the server's log stays outside
+    with faultlib.tmpfs(str(data), "64m"):  # room for a segment once the ballast is gone
+        srv = ServerProcess(data)
+        try:
+            assert create_topic(srv, topic, 2)["error_code"] == 0
+            # fill the file system: the partition's first segment cannot be created
+            ballast = os.path.join(str(data), "ballast")
+            fd = os.open(ballast, os.O_WRONLY | os.O_CREAT)
+            try:
+                for block in (1 << 20, 4096):
+                    with contextlib.suppress(OSError):
+                        while True:
+                            os.write(fd, b"\0" * block)
+            finally:
+                os.close(fd)
+            failed = produce(srv, topic, make_batch(3))
+            assert failed["error_code"] == 56, failed  # KAFKA_STORAGE_ERROR, not a dropped connection
+            still_serving(srv)
+            os.unlink(ballast)
+            ok = wait_for(lambda: (r := produce(srv, topic, make_batch(3)))["error_code"] == 0 and r,
+                          "appends to resume once space is free")
+            assert ok["base_offset"] == 0
+            srv.stop()
+            assert srv.proc.returncode == 0, srv.log()
+            assert "Traceback" not in srv.log()
+        finally:
+            srv.stop()
