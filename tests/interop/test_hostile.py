@@ -14,6 +14,7 @@ import asyncio
 import resource
 import socket
 import struct
+import subprocess
 import threading
 import time
 import zlib
@@ -538,3 +539,26 @@ def test_pipelined_fetches_build_one_response_at_a_time(inproc):
             assert inproc.query(lambda srv: srv.requests_in_flight) == 2
         answers = [struct.unpack(">i", recv_frame(s)[:4])[0] for _ in range(64)]
     assert answers == list(range(64))
+
+
+@pytest.fixture
+def tls_server(tmp_path):
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", "server.key", "-out", "server.pem", "-days", "1",
+                    "-subj", "/CN=localhost"], cwd=tmp_path, check=True, capture_output=True)
+    server = ServerProcess(tmp_path / "tls", "--listener", "SSL", "--ssl-cert", str(tmp_path / "server.pem"),
+                           "--ssl-key", str(tmp_path / "server.key"), "--allow-everyone-if-no-acl-found",
+                           "--first-request-timeout", "1")
+    yield server
+    assert server.stop() == 0, server.log()
+
+
+def test_a_tls_handshake_that_never_starts_is_closed_at_the_first_request_deadline(tls_server):
+    # asyncio's own TLS handshake timeout is 60 s; such a socket has not been admitted yet,
+    # so it is not even counted against --max-connections.
+    with socket.create_connection((tls_server.host, tls_server.port), timeout=10) as s:
+        t0 = time.monotonic()
+        assert closed_by_server(s, 30)
+        took = time.monotonic() - t0
+    print(f"silent socket on a TLS listener closed after {took:.1f} s")
+    assert took < 10
