@@ -194,8 +194,8 @@ def test_metadata_listing_2_000_000_topics_closes_only_that_connection(srv):
 
 def _stall_sender(sock: socket.socket, payload: memoryview, piece: int, sent: list, i: int) -> None:
     """Send ``payload`` a piece at a time until done or until the server stops
-    reading (no progress for 3 s)."""
-    sock.settimeout(3)
+    reading (no progress for 5 s)."""
+    sock.settimeout(5)
     try:
         for start in range(0, len(payload), piece):
             sock.sendall(payload[start:start + piece])
