@@ -24,6 +24,8 @@ from .errors import (
     InvalidTopicError,
     KafkaError,
     KafkaException,
+    MessageSizeTooLargeError,
+    NotADataDirectoryError,
     OffsetOutOfRangeError,
     StorageError,
     TopicExistsError,
@@ -40,7 +42,8 @@ __all__ = [
     "Producer", "Consumer", "TopicPartition", "replay", "Replay", "timestamp_ms", "dataset", "scan_polars", "LogDataset",
     "OFFSET_BEGINNING", "OFFSET_END", "OFFSET_INVALID", "OFFSET_STORED",
     "LogDir", "Message", "KafkaError", "KafkaException", "ArrowlogError", "ConfigError", "CorruptRecordError",
-    "InvalidTopicError", "InvalidRecordError", "OffsetOutOfRangeError", "StorageError", "TopicExistsError", "UnknownPartitionError",
+    "InvalidTopicError", "InvalidRecordError", "MessageSizeTooLargeError", "NotADataDirectoryError",
+    "OffsetOutOfRangeError", "StorageError", "TopicExistsError", "UnknownPartitionError",
     "UnknownTopicError", "TIMESTAMP_CREATE_TIME", "TIMESTAMP_LOG_APPEND_TIME", "TIMESTAMP_NOT_AVAILABLE",
     "crc32c", "murmur2", "murmur2_partition",
 ]

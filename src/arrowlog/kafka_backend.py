@@ -47,6 +47,7 @@ from .errors import (
     KafkaError,
     KafkaException,
     LogClosedError,
+    MessageSizeTooLargeError,
     UnknownPartitionError,
     UnknownTopicError,
 )
@@ -215,6 +216,8 @@ def translate(exc: BaseException, client: Any = None, topic: str | None = None) 
         return UnknownPartitionError(f"topic {topic!r} has no such partition: {reason}")
     if code == ck.KafkaError._INVALID_ARG:
         return ConfigError(reason)
+    if code == ck.KafkaError.MSG_SIZE_TOO_LARGE:  # as the embedded producer raises it
+        return MessageSizeTooLargeError(f"{reason}: the record is larger than message.max.bytes")
     return KafkaException(KafkaError(code, reason, err.fatal(), err.retriable()))
 
 
