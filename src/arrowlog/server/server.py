@@ -56,6 +56,7 @@ from . import errors as E
 from .broker import Broker, BrokerConfig, RequestContext
 from .messages import API_VERSIONS, APIS, FETCH
 from .security import Security, SecurityConfig
+from .security.sasl import ConnectionSecurity
 from .wire import ProtocolError, Reader, Writer
 
 log = logging.getLogger("arrowlog.server")
@@ -164,7 +165,7 @@ class _Connection:
         self.memory = memory
         self.accepted = self.last_active = _now()   # last_active: the last request or body bytes
         self.requests = 0               # requests read completely
-        self.security = None            # ConnectionSecurity: login state and principal
+        self.security: ConnectionSecurity = None  # type: ignore[assignment]  # set on accept: login state and principal
 
     @property
     def idle(self) -> bool:
