@@ -54,9 +54,14 @@ FETCH_POLL_S = 0.05
 ENCODE_CACHE_BYTES = 64 << 20
 
 
-def _sync_partitions(partitions) -> None:
-    """fsync each partition's appends (advancing its recovery point); failures are logged
-    (a partition whose fsync failed refuses further appends until reopened)."""
+def _sync_partitions(producers, partitions) -> None:
+    """fsync the producer-state journal, then each partition's appends (advancing its
+    recovery point): what is durable in a partition has its producer state durable.
+    Failures are logged (a partition whose fsync failed refuses appends until reopened)."""
+    try:
+        producers.sync()
+    except OSError as exc:
+        log.error("fsync of the producer state journal failed: %s", exc)
     for pl in list(partitions):
         try:
             pl.sync()
@@ -133,7 +138,7 @@ class Broker:
         self.store = Store(data_dir, cluster_id)
         self.offsets = GroupOffsetStore(data_dir)
         self.groups = GroupCoordinator(self.offsets, config.group_initial_rebalance_delay_ms)
-        self.producers = ProducerRegistry()
+        self.producers = ProducerRegistry(data_dir)
         self._data_event = asyncio.Event()
         self._dirty: set = set()     # partitions appended to since the last periodic flush
         self._written: set = set()   # every partition appended to (the shutdown flush syncs them all)
@@ -166,7 +171,8 @@ class Broker:
             await asyncio.gather(self._syncing, return_exceptions=True)
         await self.groups.stop()
         self._dirty = set()
-        _sync_partitions(self._written)
+        _sync_partitions(self.producers, self._written)
+        self.producers.close()
         self.store.close()
 
     async def _flush_loop(self) -> None:
@@ -177,7 +183,7 @@ class Broker:
             await asyncio.sleep(self.config.flush_interval_s)
             if self._dirty:
                 todo, self._dirty = self._dirty, set()
-                self._syncing = asyncio.ensure_future(asyncio.to_thread(_sync_partitions, todo))
+                self._syncing = asyncio.ensure_future(asyncio.to_thread(_sync_partitions, self.producers, todo))
                 try:
                     await asyncio.shield(self._syncing)
                 finally:
@@ -295,6 +301,8 @@ class Broker:
             return {**fail, "error_code": code, "error_message": msg}
         if records is None or len(records) == 0:
             return {**fail, "error_code": E.INVALID_RECORD, "error_message": "no record batch"}
+        if self.producers.needs_check(topic, index):
+            self.producers.check_log(topic, index, pl.high_watermark)
         try:
             batches = decode_record_set(records)
         except RecordBatchError as exc:
