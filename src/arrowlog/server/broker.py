@@ -120,6 +120,10 @@ class BrokerConfig:
         return "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
 
 
+TRANSACTIONS_UNSUPPORTED = ("transactions are not supported by arrowlog serve: "
+                            "produce without transactional.id (idempotence works)")
+
+
 class RequestContext:
     __slots__ = ("api_key", "version", "correlation_id", "client_id", "client_host")
 
@@ -269,20 +273,22 @@ class Broker:
     # ------------------------------------------------------------ Produce
     def produce(self, ctx: RequestContext, req: dict):
         acks = req["acks"]
-        code = E.NONE
+        code, msg = E.NONE, None
         if ctx.version < 3:
-            code = E.UNSUPPORTED_VERSION  # only record batch v2 (Produce v3+) is accepted
+            # only record batch v2 (Produce v3+) is accepted
+            code, msg = E.UNSUPPORTED_VERSION, "Produce v0-2 (message format v0/v1) is not supported: use v3+"
         elif acks not in (-1, 0, 1):
             code = E.INVALID_REQUIRED_ACKS
         elif req.get("transactional_id") is not None:
-            code = E.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+            code, msg = E.INVALID_REQUEST, TRANSACTIONS_UNSUPPORTED
         responses = []
         appended = False
         for td in req["topic_data"]:
             parts = []
             for pd in td["partition_data"]:
                 if code != E.NONE:
-                    parts.append({"index": pd["index"], "error_code": code, "base_offset": -1})
+                    parts.append({"index": pd["index"], "error_code": code, "base_offset": -1,
+                                  "error_message": msg})
                     continue
                 r = self._produce_partition(td["name"], pd["index"], pd["records"])
                 appended |= r["error_code"] == E.NONE
@@ -308,6 +314,8 @@ class Broker:
         except RecordBatchError as exc:
             log.warning("refused a batch for %s-%d: %s", topic, index, exc)
             return {**fail, "error_code": exc.error_code, "error_message": str(exc)}
+        if any(b.is_transactional or b.is_control for b in batches):
+            return {**fail, "error_code": E.INVALID_REQUEST, "error_message": TRANSACTIONS_UNSUPPORTED}
         first = None
         for b in batches:
             code, duplicate = self.producers.check(topic, index, b.producer_id, b.producer_epoch,
@@ -562,8 +570,11 @@ class Broker:
     # ------------------------------------------------------------ producers
     def init_producer_id(self, ctx: RequestContext, req: dict) -> dict:
         if req["transactional_id"] is not None:
-            # Transactions are not supported: fail clearly rather than pretend.
-            return {"error_code": E.TRANSACTIONAL_ID_AUTHORIZATION_FAILED}
+            # Transactions are not supported: say so (the response has no message field)
+            # rather than pretend, or answer with an authorisation error.
+            log.info("refused InitProducerId for transactional id %r: %s", req["transactional_id"],
+                     TRANSACTIONS_UNSUPPORTED)
+            return {"error_code": E.UNSUPPORTED_VERSION, "producer_id": -1, "producer_epoch": -1}
         code, pid, epoch = self.producers.init_producer_id(req["producer_id"], req["producer_epoch"])
         return {"error_code": code, "producer_id": pid, "producer_epoch": epoch}
 
