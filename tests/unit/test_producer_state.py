@@ -9,6 +9,13 @@ from arrowlog.server import errors as E
 from arrowlog.server.producers import ProducerRegistry
 
 
+def crash(registry: ProducerRegistry) -> None:
+    """What a kill -9 leaves: the files as they are, the flock released, no snapshot."""
+    for fd in (registry._journal_fd, registry._lock_fd):
+        os.close(fd)
+    registry._journal_fd = registry._lock_fd = -1
+
+
 def test_sequences_and_ids_survive_a_restart_without_close(tmp_path):
     data = str(tmp_path)
     a = ProducerRegistry(data)
@@ -16,7 +23,7 @@ def test_sequences_and_ids_survive_a_restart_without_close(tmp_path):
     assert a.check("t", 0, pid, epoch, 0, 3) == (E.NONE, None)
     a.record("t", 0, pid, epoch, 0, 3, 100)
     a.record("t", 0, pid, epoch, 3, 2, 103)
-    # no close(): as after a kill -9, only the journal has them
+    crash(a)  # no close(): as after a kill -9, only the journal has them
     b = ProducerRegistry(data)
     assert b.needs_check("t", 0)
     b.check_log("t", 0, high_watermark=105)
@@ -38,6 +45,7 @@ def test_batches_beyond_the_log_end_are_forgotten(tmp_path):
     _, pid, epoch = a.init_producer_id()
     a.record("t", 0, pid, epoch, 0, 3, 0)
     a.record("t", 0, pid, epoch, 3, 3, 3)
+    crash(a)
     b = ProducerRegistry(str(tmp_path))
     b.check_log("t", 0, high_watermark=3)  # a power loss cut the log after the first batch
     assert b.check("t", 0, pid, epoch, 0, 3) == (E.NONE, 0)
@@ -50,6 +58,7 @@ def test_torn_journal_tail_and_deleted_topics(tmp_path):
     a.record("t", 0, pid, epoch, 0, 1, 0)
     a.record("gone", 0, pid, epoch, 0, 1, 0)
     a.forget_topic("gone")
+    crash(a)
     with open(os.path.join(str(tmp_path), "producers", "journal"), "ab") as f:
         f.write(b'{"b":["t",0,')  # a power loss mid-line
     b = ProducerRegistry(str(tmp_path))
@@ -75,3 +84,17 @@ def test_silent_producers_expire_at_compaction(tmp_path):
     b = ProducerRegistry(str(tmp_path), expiration_ms=60_000)
     assert b.check("t", 0, pid, epoch, 7, 1) == (E.NONE, None)  # forgotten: any sequence is accepted
     assert b.init_producer_id()[1] > pid  # the id counter is not forgotten
+
+
+def test_a_second_server_on_the_same_directory_does_not_clobber_the_state(tmp_path):
+    a = ProducerRegistry(str(tmp_path))
+    _, pid, epoch = a.init_producer_id()
+    a.record("t", 0, pid, epoch, 0, 1, 0)
+    b = ProducerRegistry(str(tmp_path))  # the files are a's: b keeps its state in memory
+    b.record("t", 0, pid, epoch, 1, 1, 1)
+    b.close()
+    a.close()
+    c = ProducerRegistry(str(tmp_path))
+    c.check_log("t", 0, 10)
+    assert c.check("t", 0, pid, epoch, 0, 1) == (E.NONE, 0)
+    assert c.check("t", 0, pid, epoch, 1, 1) == (E.NONE, None)  # b's batch was never a's

@@ -37,12 +37,17 @@ and its journal line (the client saw no acknowledgement and may retry: a
 duplicate), and, after a power loss, batches appended after the last
 periodic flush.
 
+One server per data directory owns these files (``lock``, an flock); a
+second server on the same directory keeps its producer state in memory only
+and says so in a warning.
+
 Thread-safety: event loop only, except ``sync()`` (the flush thread).
 """
 
 from __future__ import annotations
 
 import collections
+import fcntl
 import json
 import logging
 import os
@@ -91,6 +96,7 @@ class ProducerRegistry:
         self._unchecked: set[tuple[str, int]] = set()  # loaded, not yet checked against the log
         self._dir = os.path.join(data_dir, "producers") if data_dir is not None else None
         self._journal_fd = -1
+        self._lock_fd = -1
         self._journal_bytes = 0
         self._io = threading.Lock()
         if self._dir is not None:
@@ -107,6 +113,17 @@ class ProducerRegistry:
 
     def _load(self) -> None:
         os.makedirs(self._dir, exist_ok=True)
+        # one server per data directory owns the files (a second one would truncate the journal)
+        self._lock_fd = os.open(os.path.join(self._dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+            self._dir = None
+            log.warning("another server owns the producer state of this data directory: idempotent-producer "
+                        "state of this one is kept in memory only (lost on restart)")
+            return
         try:
             with open(self._snapshot_path, "rb") as f:
                 self._apply_snapshot(json.loads(f.read()))
@@ -222,6 +239,9 @@ class ProducerRegistry:
             if self._journal_fd >= 0:
                 os.close(self._journal_fd)
                 self._journal_fd = -1
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)  # releases the flock
+                self._lock_fd = -1
 
     # ------------------------------------------------------------ InitProducerId
     def init_producer_id(self, producer_id: int = -1, producer_epoch: int = -1) -> tuple[int, int, int]:
