@@ -14,7 +14,7 @@ import pytest
 
 from arrowlog.server import messages as M
 
-from .wireclient import call
+from .wireclient import call, still_serving
 
 ck = pytest.importorskip("confluent_kafka")
 
@@ -140,3 +140,21 @@ def test_kcat_balanced_consumer_leaving_cleanly_costs_no_duplicate(kcat, server,
             if m.proc.poll() is None:
                 m.proc.kill()
                 m.proc.wait()
+
+
+@pytest.mark.parametrize("group_id", ["", "g" * 201, "/" * 100])
+def test_group_ids_the_store_cannot_hold_are_refused_not_dropped(server, topic, group_id):
+    produce_records(server, topic, n=1, partitions=1)
+    fetched = call(server, M.OFFSET_FETCH, 6, {"group_id": group_id, "topics": None})
+    assert fetched["error_code"] == 24  # INVALID_GROUP_ID, and the connection stays up
+    committed = call(server, M.OFFSET_COMMIT, 8, {"group_id": group_id, "generation_id": -1, "member_id": "",
+                                                  "topics": [{"name": topic, "partitions": [
+                                                      {"partition_index": 0, "committed_offset": 1,
+                                                       "committed_metadata": ""}]}]})
+    assert committed["topics"][0]["partitions"][0]["error_code"] == 24
+    joined = call(server, M.JOIN_GROUP, 5, {
+        "group_id": group_id, "session_timeout_ms": 10000, "rebalance_timeout_ms": 10000, "member_id": "",
+        "group_instance_id": None, "protocol_type": "consumer",
+        "protocols": [{"name": "range", "metadata": b""}]})
+    assert joined["error_code"] == 24
+    still_serving(server)

@@ -29,7 +29,7 @@ from arrowlog._native.kafka import RecordBatchError, decode_record_set, encode_b
 from . import errors as E
 from .groups import GroupCoordinator
 from .messages import APIS
-from .offsets import GroupOffsetStore
+from .offsets import GroupOffsetStore, group_id_problem
 from .options import MAX_PARTITIONS_PER_REQUEST, MAX_PARTITIONS_PER_TOPIC
 from .producers import ProducerRegistry
 from .store import Store
@@ -515,7 +515,12 @@ class Broker:
         return self.groups.leave(req, ctx.version)
 
     def offset_commit(self, ctx: RequestContext, req: dict) -> dict:
-        code = self.groups.check_commit(req["group_id"], req["generation_id"], req["member_id"])
+        problem = group_id_problem(req["group_id"])
+        if problem:
+            log.info("refused OffsetCommit: %s", problem)
+            code = E.INVALID_GROUP_ID
+        else:
+            code = self.groups.check_commit(req["group_id"], req["generation_id"], req["member_id"])
         topics, updates = [], {}
         for ct in req["topics"]:
             known = self.store.topic(ct["name"])
@@ -542,7 +547,15 @@ class Broker:
         return {"topics": topics}
 
     def offset_fetch(self, ctx: RequestContext, req: dict) -> dict:
-        committed = self.offsets.load(req["group_id"])
+        code = E.NONE
+        if group_id_problem(req["group_id"]):
+            code, committed = E.INVALID_GROUP_ID, {}
+        else:
+            try:
+                committed = self.offsets.load(req["group_id"])
+            except OSError as exc:
+                log.error("cannot read the offsets of group %s: %s", req["group_id"], exc)
+                code, committed = E.COORDINATOR_NOT_AVAILABLE, {}
         wanted = req["topics"]
         if wanted is None:
             wanted = [{"name": t, "partition_indexes": sorted(ps)} for t, ps in committed.items()]
@@ -552,12 +565,12 @@ class Broker:
             parts = []
             for idx in wt["partition_indexes"]:
                 e = have.get(idx)
-                parts.append({"partition_index": idx, "error_code": E.NONE,
+                parts.append({"partition_index": idx, "error_code": code,
                               "committed_offset": e["offset"] if e else -1,
                               "committed_leader_epoch": e.get("leader_epoch", -1) if e else -1,
                               "metadata": (e.get("metadata") if e else "") or ""})
             topics.append({"name": wt["name"], "partitions": parts})
-        return {"error_code": E.NONE, "topics": topics}
+        return {"error_code": code, "topics": topics}
 
     def describe_groups(self, ctx: RequestContext, req: dict) -> dict:
         return {"groups": [self.groups.describe(g) for g in req["groups"]]}
