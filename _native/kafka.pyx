@@ -42,15 +42,34 @@ from libc.stdint cimport (
 )
 from libc.string cimport memcpy, memset
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from cpython.bytearray cimport PyByteArray_AS_STRING
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_FromStringAndSize
 
+import mmap
 import zlib
 
 import cramjam
 import pyarrow as pa
+import zstandard
+
+from arrowlog.errors import ArrowlogError
 
 cdef extern from "crc32c.h":
     uint32_t arrowlog_crc32c(uint32_t crc, const void *data, size_t n) nogil
+
+# Kafka error codes a bad batch is answered with.
+CORRUPT_MESSAGE = 2
+INVALID_RECORD = 87
+UNSUPPORTED_FOR_MESSAGE_FORMAT = 43
+
+
+class RecordBatchError(ArrowlogError, ValueError):
+    """A record batch that must be refused (``error_code`` is the Kafka error the
+    broker answers with): the message says which batch and what was wrong."""
+
+    def __init__(self, message, error_code=CORRUPT_MESSAGE):
+        super().__init__(message)
+        self.error_code = error_code
+
 
 include "kafka/varint.pxi"
 include "kafka/codecs.pxi"

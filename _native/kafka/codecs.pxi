@@ -1,4 +1,7 @@
-# Record batch compression codecs (attributes bits 0-2), via zlib and cramjam.
+# Record batch compression codecs (attributes bits 0-2), via zlib, zstandard and cramjam.
+#
+# Every decompressor is bounded: gzip and zstd stream with an output cap, snappy's
+# declared sizes are checked before allocating, lz4 writes into a capped mapping.
 #
 # Snappy comes two ways: librdkafka writes raw snappy, the Java client wraps
 # it in xerial framing (an 8-byte magic, two int32 versions, then blocks of
@@ -18,39 +21,113 @@ cdef bytes XERIAL_HEADER = XERIAL_MAGIC + b"\x00\x00\x00\x01\x00\x00\x00\x01"
 cdef Py_ssize_t XERIAL_BLOCK = 32 * 1024
 
 
-def _xerial_decompress(data):
+# Decompressed record blocks larger than this are refused unless the caller
+# passes its own limit (arrowlog serve passes its request limit).
+DEFAULT_MAX_UNCOMPRESSED = 64 * 1024 * 1024
+# zstd output is read in pieces of this size, so a bomb stops at the limit.
+cdef Py_ssize_t ZSTD_CHUNK = 1 << 20
+
+
+cdef _too_large(str codec, Py_ssize_t limit):
+    return RecordBatchError(f"{codec} record block inflates beyond {limit} bytes; "
+                            "send smaller batches (or raise the server's request limit)")
+
+
+cdef Py_ssize_t _snappy_raw_size(data, Py_ssize_t limit) except -1:
+    """The uncompressed size a raw snappy block declares, checked before allocating."""
+    try:
+        size = cramjam.snappy.decompress_raw_len(data)
+    except Exception as exc:
+        raise RecordBatchError(f"snappy block has no valid length: {exc}") from None
+    if size > limit:
+        raise _too_large("snappy", limit)
+    return size
+
+
+def _xerial_decompress(data, Py_ssize_t limit):
     cdef const uint8_t[::1] mv = data
     cdef Py_ssize_t n = mv.shape[0]
     cdef Py_ssize_t pos = 16
-    cdef int32_t size
+    cdef Py_ssize_t total = 0
+    cdef int64_t size
     parts = []
     while pos < n:
-        if pos + 4 > n:
-            raise ValueError("truncated xerial snappy block header")
+        if n - pos < 4:
+            raise RecordBatchError("truncated xerial snappy block header")
         size = be32(&mv[pos])
         pos += 4
-        if size < 0 or pos + size > n:
-            raise ValueError("truncated xerial snappy block")
-        parts.append(bytes(cramjam.snappy.decompress_raw(bytes(mv[pos:pos + size]))))
+        if size < 0 or size > n - pos:
+            raise RecordBatchError("truncated xerial snappy block")
+        block = mv[pos:pos + size]
+        total += _snappy_raw_size(block, limit - total)
+        parts.append(bytes(cramjam.snappy.decompress_raw(block)))
         pos += size
     return b"".join(parts)
 
 
-def decompress(int codec, data):
-    """Decompress a record batch's records block written with ``codec``."""
+def _zstd_decompress(data, Py_ssize_t limit):
+    """Stream the zstd frames out in chunks, never holding more than ``limit`` bytes."""
+    parts = []
+    cdef Py_ssize_t total = 0
+    with zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True) as reader:
+        while True:
+            chunk = reader.read(ZSTD_CHUNK)
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > limit:
+                raise _too_large("zstd", limit)
+            parts.append(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _lz4_decompress(data, Py_ssize_t limit):
+    """LZ4 frames into an anonymous mapping one byte larger than ``limit``:
+    pages are only committed as they are written, and a full mapping means too large."""
+    out = mmap.mmap(-1, limit + 1)
+    try:
+        n = cramjam.lz4.decompress_into(data, out)
+    except cramjam.DecompressionError as exc:
+        if "whole buffer" in str(exc):
+            raise _too_large("lz4", limit) from None
+        raise
+    if n > limit:
+        raise _too_large("lz4", limit)
+    return memoryview(out)[:n]
+
+
+def _gzip_decompress(data, Py_ssize_t limit):
+    d = zlib.decompressobj(47)  # 32 + 15: gzip or zlib header, auto-detected
+    out = d.decompress(data, limit + 1)
+    if len(out) > limit:
+        raise _too_large("gzip", limit)
+    if not d.eof:
+        raise RecordBatchError("gzip record block is truncated")
+    return out
+
+
+def decompress(int codec, data, Py_ssize_t max_size=DEFAULT_MAX_UNCOMPRESSED):
+    """Decompress a record batch's records block written with ``codec``.
+
+    The output never exceeds ``max_size`` bytes: a block that would inflate
+    further raises ``RecordBatchError`` before more memory is taken.
+    """
+    if max_size < 0:
+        raise ValueError("max_size must not be negative")
     if codec == CODEC_NONE:
         return data
     if codec == CODEC_GZIP:
-        return zlib.decompress(data, 47)  # 32 + 15: gzip or zlib header, auto-detected
+        return _gzip_decompress(data, max_size)
     if codec == CODEC_SNAPPY:
         if bytes(data[:8]) == XERIAL_MAGIC:
-            return _xerial_decompress(data)
+            return _xerial_decompress(data, max_size)
+        _snappy_raw_size(data, max_size)
         return cramjam.snappy.decompress_raw(data)
     if codec == CODEC_LZ4:
-        return cramjam.lz4.decompress(data)
+        return _lz4_decompress(data, max_size)
     if codec == CODEC_ZSTD:
-        return cramjam.zstd.decompress(data)
-    raise ValueError(f"unknown compression codec {codec}")
+        return _zstd_decompress(data, max_size)
+    raise RecordBatchError(f"unknown compression codec {codec}")
 
 
 def compress(int codec, data):

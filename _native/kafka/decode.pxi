@@ -9,23 +9,10 @@ ENVELOPE_SCHEMA = pa.schema([
     ("headers", HEADERS_TYPE),
 ])
 
-# Kafka error codes a bad batch is answered with.
-CORRUPT_MESSAGE = 2
-INVALID_RECORD = 87
-UNSUPPORTED_FOR_MESSAGE_FORMAT = 43
-
 ATTR_CODEC_MASK = 0x07
 ATTR_LOG_APPEND_TIME = 0x08
 ATTR_TRANSACTIONAL = 0x10
 ATTR_CONTROL = 0x20
-
-
-class RecordBatchError(ValueError):
-    """A record batch that must be refused; ``error_code`` is the Kafka error."""
-
-    def __init__(self, message, error_code=CORRUPT_MESSAGE):
-        super().__init__(message)
-        self.error_code = error_code
 
 
 cdef class DecodedBatch:
@@ -64,35 +51,50 @@ cdef class DecodedBatch:
                 f"base_sequence={self.base_sequence})")
 
 
-def decode_record_set(data, bint check_crc=True):
+# The smallest record: length, attributes, timestamp delta, offset delta, key
+# length, value length and header count, one byte each.
+cdef enum:
+    MIN_RECORD_SIZE = 7
+    MIN_HEADER_SIZE = 2     # key length 0 and value length -1
+# Arrow binary columns address their data with int32 offsets.
+cdef int64_t MAX_RECORDS_BLOCK = 0x7FFFFFFF
+
+
+def decode_record_set(data, bint check_crc=True, Py_ssize_t max_uncompressed=DEFAULT_MAX_UNCOMPRESSED):
     """Split a Produce record set into checked, decoded batches.
 
     Every batch must be complete and valid: a truncated tail, a bad CRC, a
-    wrong magic or a record count that disagrees with the records raise
-    ``RecordBatchError``, so a caller can refuse the whole set before it
-    appends anything.
+    wrong magic, a record count that disagrees with the records or that the
+    bytes cannot hold, or a records block inflating beyond
+    ``max_uncompressed`` bytes raise ``RecordBatchError``, so a caller can
+    refuse the whole set before it appends anything. All size arithmetic is
+    64-bit and every count is checked against the bytes present before
+    anything is allocated for it.
     """
     cdef const uint8_t[::1] mv = data
     cdef Py_ssize_t n = mv.shape[0]
     cdef Py_ssize_t pos = 0
     cdef const uint8_t *p
-    cdef int32_t batch_length
+    cdef int64_t batch_length, count, body_len
     cdef uint32_t crc
     cdef DecodedBatch b
+    if max_uncompressed < 0:
+        raise ValueError("max_uncompressed must not be negative")
     out = []
     while pos < n:
         if n - pos < BATCH_HEADER_SIZE:
-            raise RecordBatchError(f"truncated record batch header at byte {pos}")
+            raise RecordBatchError(f"truncated record batch header at byte {pos}: "
+                                   f"{n - pos} of {BATCH_HEADER_SIZE} bytes")
         p = &mv[pos]
         batch_length = be32(p + 8)
-        if batch_length < BATCH_HEADER_SIZE - LENGTH_PREFIX or batch_length > n - pos - LENGTH_PREFIX:
+        if batch_length < BATCH_HEADER_SIZE - LENGTH_PREFIX or batch_length > <int64_t>(n - pos) - LENGTH_PREFIX:
             raise RecordBatchError(f"record batch at byte {pos} claims {batch_length} bytes; "
                                    f"{n - pos - LENGTH_PREFIX} remain")
         if p[16] != 2:
             raise RecordBatchError(f"record batch magic {p[16]} is not supported (only v2)",
                                    UNSUPPORTED_FOR_MESSAGE_FORMAT)
         if check_crc:
-            crc = arrowlog_crc32c(0, p + CRC_START, batch_length + LENGTH_PREFIX - CRC_START)
+            crc = arrowlog_crc32c(0, p + CRC_START, <size_t>(batch_length + LENGTH_PREFIX - CRC_START))
             if crc != be32u(p + 17):
                 raise RecordBatchError(f"record batch at byte {pos} fails its CRC-32C check")
         b = DecodedBatch.__new__(DecodedBatch)
@@ -106,19 +108,27 @@ def decode_record_set(data, bint check_crc=True):
         b.producer_epoch = be16(p + 51)
         b.base_sequence = be32(p + 53)
         b.record_count = be32(p + 57)
-        b.size = batch_length + LENGTH_PREFIX
-        if b.record_count < 0 or b.last_offset_delta != b.record_count - 1:
-            raise RecordBatchError(f"record batch has record_count {b.record_count} but "
+        b.size = <Py_ssize_t>(batch_length + LENGTH_PREFIX)
+        count = b.record_count
+        if count < 0 or <int64_t>b.last_offset_delta != count - 1:
+            raise RecordBatchError(f"record batch has record_count {count} but "
                                    f"last_offset_delta {b.last_offset_delta}", INVALID_RECORD)
+        body_len = b.size - BATCH_HEADER_SIZE
+        codec = b.attributes & ATTR_CODEC_MASK
+        # Checked before decompressing: no block we accept can hold more records than this.
+        if count > (body_len if codec == CODEC_NONE else max_uncompressed) // MIN_RECORD_SIZE:
+            raise RecordBatchError(f"record batch at byte {pos} claims {count} records but its "
+                                   f"{body_len}-byte body cannot hold them", INVALID_RECORD)
         body = mv[pos + BATCH_HEADER_SIZE:pos + b.size]
-        if b.attributes & ATTR_CODEC_MASK:
+        if codec:
             try:
-                body = decompress(b.attributes & ATTR_CODEC_MASK, body)
+                body = decompress(codec, body, max_uncompressed)
             except RecordBatchError:
                 raise
             except Exception as exc:
-                raise RecordBatchError(f"cannot decompress record batch: {exc}") from None
-        b.records = _decode_records(b, body, b.record_count, b.base_timestamp,
+                raise RecordBatchError(f"cannot decompress {CODEC_NAMES.get(codec, codec)} record "
+                                       f"batch at byte {pos}: {exc}") from None
+        b.records = _decode_records(b, body, count, b.base_timestamp,
                                     b.max_timestamp if b.attributes & ATTR_LOG_APPEND_TIME else -1)
         out.append(b)
         pos += b.size
@@ -129,24 +139,35 @@ cdef inline void _set_valid(uint8_t *bitmap, Py_ssize_t i) noexcept nogil:
     bitmap[i >> 3] |= <uint8_t>(1 << (i & 7))
 
 
-cdef object _decode_records(DecodedBatch b, body, int32_t count, int64_t base_ts, int64_t log_append_ts):
+cdef inline bytearray _uninitialised(Py_ssize_t size):
+    """A bytearray whose pages are not touched until written (for data buffers
+    sized by the worst case)."""
+    return <bytearray>PyByteArray_FromStringAndSize(NULL, size)
+
+
+cdef object _decode_records(DecodedBatch b, body, int64_t count, int64_t base_ts, int64_t log_append_ts):
     """Decode ``count`` records into ENVELOPE_SCHEMA columns (one pass, no per-record objects
     except for headers, which are rare)."""
     cdef const uint8_t[::1] mv = body
     cdef Py_ssize_t n = mv.shape[0]
     cdef Cursor c
     cdef const uint8_t *rec_end
-    cdef int64_t length, ts_delta
-    cdef int32_t klen, vlen, hcount, hk, hv, j
+    cdef int64_t length, ts_delta, klen, vlen, hcount, hk, hv, j
     cdef Py_ssize_t i, key_used = 0, value_used = 0, key_nulls = 0, value_nulls = 0
-    cdef Py_ssize_t bitmap_size = (count + 7) >> 3
+    cdef Py_ssize_t bitmap_size
     cdef int64_t t, min_ts = INT64_MAX, max_ts = INT64_MIN
 
+    if n > MAX_RECORDS_BLOCK:
+        raise RecordBatchError(f"records block of {n} bytes is larger than 2 GiB")
+    if count > n // MIN_RECORD_SIZE:
+        raise RecordBatchError(f"record batch claims {count} records but its records block has "
+                               f"only {n} bytes", INVALID_RECORD)
+    bitmap_size = (count + 7) >> 3
     ts_buf = bytearray(count * 8)
     key_offsets = bytearray((count + 1) * 4)
     value_offsets = bytearray((count + 1) * 4)
-    key_data = bytearray(n)
-    value_data = bytearray(n)
+    key_data = _uninitialised(n)
+    value_data = _uninitialised(n)
     key_valid = bytearray(bitmap_size)
     value_valid = bytearray(bitmap_size)
     cdef int64_t *ts = <int64_t *>PyByteArray_AS_STRING(ts_buf)
@@ -165,14 +186,17 @@ cdef object _decode_records(DecodedBatch b, body, int32_t count, int64_t base_ts
     voff[0] = 0
     for i in range(count):
         length = read_varlong(&c)
-        if c.bad or length < 0 or length > c.end - c.p:
-            raise RecordBatchError(f"record {i} is truncated")
+        if c.bad or length < MIN_RECORD_SIZE - 1 or length > c.end - c.p:
+            raise RecordBatchError(f"record {i} is truncated or has a bad length")
         rec_end = c.p + length
         c.end, rec_end = rec_end, c.end     # bound the cursor to this record
-        c.p += 1                            # record attributes: unused
+        c.p += 1                            # record attributes: unused (length >= 6 above)
         ts_delta = read_varlong(&c)
         read_varint(&c)                     # offset delta: records are dense
-        t = log_append_ts if log_append_ts >= 0 else base_ts + ts_delta
+        if c.bad:
+            raise RecordBatchError(f"record {i} has a bad timestamp or offset delta")
+        # Wrapping (not undefined) arithmetic: a hostile delta gives a wrong time, never UB.
+        t = log_append_ts if log_append_ts >= 0 else <int64_t>(<uint64_t>base_ts + <uint64_t>ts_delta)
         ts[i] = t
         if t < min_ts:
             min_ts = t
@@ -182,7 +206,7 @@ cdef object _decode_records(DecodedBatch b, body, int32_t count, int64_t base_ts
         if c.bad or klen < -1 or klen > c.end - c.p:
             raise RecordBatchError(f"record {i} has a bad key length")
         if klen >= 0:
-            memcpy(kdat + key_used, c.p, klen)
+            memcpy(kdat + key_used, c.p, <size_t>klen)
             key_used += klen
             c.p += klen
             _set_valid(kval, i)
@@ -193,7 +217,7 @@ cdef object _decode_records(DecodedBatch b, body, int32_t count, int64_t base_ts
         if c.bad or vlen < -1 or vlen > c.end - c.p:
             raise RecordBatchError(f"record {i} has a bad value length")
         if vlen >= 0:
-            memcpy(vdat + value_used, c.p, vlen)
+            memcpy(vdat + value_used, c.p, <size_t>vlen)
             value_used += vlen
             c.p += vlen
             _set_valid(vval, i)
@@ -201,7 +225,7 @@ cdef object _decode_records(DecodedBatch b, body, int32_t count, int64_t base_ts
             value_nulls += 1
         voff[i + 1] = <int32_t>value_used
         hcount = read_varint(&c)
-        if c.bad or hcount < 0:
+        if c.bad or hcount < 0 or hcount > (c.end - c.p) // MIN_HEADER_SIZE:
             raise RecordBatchError(f"record {i} has a bad header count")
         if hcount:
             if headers is None:

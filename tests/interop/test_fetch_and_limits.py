@@ -124,27 +124,54 @@ def test_commit_over_the_wire_is_the_groups_committed_offset(server, batches, gr
 @pytest.fixture
 def limited(tmp_path):
     srv = ServerProcess(tmp_path / "limited", "--max-connections", "2", "--idle-timeout", "0.5",
-                        "--max-frame-bytes", "4096")
+                        "--first-request-timeout", "1", "--max-frame-bytes", "4096",
+                        "--queued-max-request-bytes", "8192")
     yield srv
     assert srv.stop() == 0
 
 
-def test_connection_limit_idle_timeout_and_frame_limit(limited):
+def api_versions_on(sock) -> int:
+    req = struct.pack(">hhih", 18, 0, 9, 1) + b"x"
+    sock.sendall(struct.pack(">i", len(req)) + req)
+    return struct.unpack(">i", recv_frame(sock)[:4])[0]
+
+
+def closed_within(sock, seconds) -> float:
+    sock.settimeout(seconds)
+    t0 = time.monotonic()
+    try:
+        assert sock.recv(1) == b""
+    except ConnectionResetError:
+        pass
+    return time.monotonic() - t0
+
+
+def test_full_server_closes_the_oldest_idle_connection(limited):
     a = socket.create_connection((limited.host, limited.port), timeout=5)
     b = socket.create_connection((limited.host, limited.port), timeout=5)
+    assert api_versions_on(b) == 9   # b is served, then idle; a has been idle longer
     c = socket.create_connection((limited.host, limited.port), timeout=5)
-    assert c.recv(1) == b""  # over the limit: closed at once
+    assert api_versions_on(c) == 9   # full: a (idle the longest) made room
+    assert closed_within(a, 5) < 5
+    assert api_versions_on(b) == 9   # the others keep being served
     for s in (a, b, c):
         s.close()
-    time.sleep(0.2)
-    idle = socket.create_connection((limited.host, limited.port), timeout=5)
-    t0 = time.monotonic()
-    assert idle.recv(1) == b""  # idle: closed after the timeout
-    assert 0.3 < time.monotonic() - t0 < 4
-    idle.close()
+
+
+def test_deadlines_first_request_idle_and_frame_limit(limited):
+    silent = socket.create_connection((limited.host, limited.port), timeout=5)
+    partial = socket.create_connection((limited.host, limited.port), timeout=5)
+    partial.sendall(b"\x00\x00")  # 2 of the 4 size bytes
+    assert 0.5 < closed_within(silent, 10) < 5   # --first-request-timeout 1
+    assert closed_within(partial, 10) < 5
+    served = socket.create_connection((limited.host, limited.port), timeout=5)
+    assert api_versions_on(served) == 9
+    assert 0.3 < closed_within(served, 10) < 5   # idle after its request: --idle-timeout 0.5
+    for s in (silent, partial, served):
+        s.close()
     with socket.create_connection((limited.host, limited.port), timeout=5) as s:
         s.sendall(struct.pack(">i", 5000))  # over the 4 KiB frame limit
-        assert s.recv(1) == b""
+        closed_within(s, 5)
     assert call(limited, M.API_VERSIONS, 3, {"client_software_name": "t",
                                              "client_software_version": "1"})["error_code"] == 0
 

@@ -210,6 +210,32 @@ def case(server, topic, api, v):  # noqa: C901 - one branch per API
     elif key == 60:
         r = exchange(server, api, v, {})
         assert r["controller_id"] == 1 and r["brokers"][0]["port"] == server.port and r["cluster_id"]
+    elif key in (17, 36):
+        # The session server is a PLAINTEXT listener: SASL is out of place there (34).
+        body = {"mechanism": "PLAIN"} if key == 17 else {"auth_bytes": b"\0u\0p"}
+        r = exchange(server, api, v, body)
+        assert r["error_code"] == 34
+    elif key in (29, 30, 31):
+        name = "acl-" + uuid.uuid4().hex[:8]
+        binding = {"resource_type": 2, "resource_name": name, "resource_pattern_type": 3,
+                   "principal": "User:versions", "host": "*", "operation": 3, "permission_type": 3}
+        flt = {"resource_type_filter": 2, "resource_name_filter": name, "pattern_type_filter": 3,
+               "principal_filter": None, "host_filter": None, "operation": 1, "permission_type": 1}
+        created = exchange(server, M.CREATE_ACLS, v if key == 30 else 3, {"creations": [binding]})
+        assert list(codes(created)) == [0]
+        if key == 29:
+            r = exchange(server, api, v, flt)
+            assert [a["principal"] for res in r["resources"] for a in res["acls"]] == ["User:versions"]
+        exchange(server, M.DELETE_ACLS, v if key == 31 else 3, {"filters": [flt]})
+        assert exchange(server, M.DESCRIBE_ACLS, 3, flt)["resources"] == []
+    elif key in (50, 51):
+        user = "u-" + uuid.uuid4().hex[:8]
+        r = exchange(server, M.ALTER_USER_SCRAM_CREDENTIALS, 0, {"upsertions": [
+            {"name": user, "mechanism": 2, "iterations": 4096, "salt": b"salt", "salted_password": b"k" * 64}]})
+        assert r["results"] == [{"user": user, "error_code": 0, "error_message": None}]
+        r = exchange(server, M.DESCRIBE_USER_SCRAM_CREDENTIALS, 0, {"users": [{"name": user}]})
+        assert r["results"][0]["credential_infos"] == [{"mechanism": 2, "iterations": 4096}]
+        exchange(server, M.ALTER_USER_SCRAM_CREDENTIALS, 0, {"deletions": [{"name": user, "mechanism": 2}]})
     else:
         raise AssertionError(f"no case for {api.name}")
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from .acl import acl_group
 from .common import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -34,6 +35,7 @@ from .mirror import mirror_cmd
 from .ops import bench_cmd, demo_cmd, recover_cmd, serve_cmd, verify_cmd
 from .produce import produce_cmd
 from .topic import topic_group
+from .user import user_group
 
 __all__ = ["cli", "main"]
 
@@ -73,7 +75,7 @@ def cli(ctx: click.Context, data: str | None) -> None:
 
 
 for command in (topic_group, produce_cmd, consume_cmd, group_group, export_cmd,
-                verify_cmd, recover_cmd, demo_cmd, bench_cmd, serve_cmd, mirror_cmd):
+                verify_cmd, recover_cmd, demo_cmd, bench_cmd, serve_cmd, mirror_cmd, user_group, acl_group):
     cli.add_command(command)
 
 

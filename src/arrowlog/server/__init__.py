@@ -14,9 +14,10 @@ import argparse
 import asyncio
 
 from .options import MAX_PARTITIONS_PER_REQUEST, MAX_PARTITIONS_PER_TOPIC
+from .security import SecurityConfig
 from .server import DEFAULT_MAX_FRAME, KafkaServer, Limits, run_until_signalled
 
-__all__ = ["KafkaServer", "Limits", "serve", "main"]
+__all__ = ["KafkaServer", "Limits", "SecurityConfig", "serve", "main"]
 
 
 def serve(data_dir, host: str = "127.0.0.1", port: int = 9092, *, auto_create_topics: bool = True,
@@ -25,21 +26,31 @@ def serve(data_dir, host: str = "127.0.0.1", port: int = 9092, *, auto_create_to
           idle_timeout_s: float = 600.0, flush_interval_s: float = 1.0,
           max_partitions_per_topic: int = MAX_PARTITIONS_PER_TOPIC,
           max_partitions_per_request: int = MAX_PARTITIONS_PER_REQUEST,
-          ready=None) -> None:
+          listener: str = "PLAINTEXT", ssl_cert: str | None = None, ssl_key: str | None = None,
+          ssl_cafile: str | None = None, ssl_client_auth: str = "none",
+          sasl_mechanisms: str = "SCRAM-SHA-256,SCRAM-SHA-512", super_users: str = "",
+          allow_everyone_if_no_acl_found: bool = False, ready=None, **limits) -> None:
     """Serve ``data_dir`` over the Kafka protocol until SIGTERM or SIGINT, then
     close connections and flush (fsync) every partition written to.
 
     ``port=0`` picks a free port; ``ready(server)`` is called once listening
-    (``server.port`` is the bound port).
+    (``server.port`` is the bound port). Further keywords are ``Limits`` fields
+    (``queued_max_request_bytes``, ``first_request_timeout_s``, ...). ``listener``
+    to ``allow_everyone_if_no_acl_found`` set TLS, SASL and ACLs (docs/SECURITY.md);
+    the default is a PLAINTEXT listener. An impossible combination raises ConfigError.
     """
+    security = SecurityConfig(
+        listener=listener, ssl_cert=ssl_cert, ssl_key=ssl_key, ssl_cafile=ssl_cafile,
+        ssl_client_auth=ssl_client_auth, sasl_mechanisms=sasl_mechanisms, super_users=super_users,
+        allow_everyone_if_no_acl_found=allow_everyone_if_no_acl_found)
     server = KafkaServer(
         data_dir, host, port,
         limits=Limits(max_frame_bytes=max_frame_bytes, max_connections=max_connections,
-                      idle_timeout_s=idle_timeout_s),
+                      idle_timeout_s=idle_timeout_s, **limits),
         auto_create_topics=auto_create_topics, default_partitions=default_partitions,
         node_id=node_id, advertised_host=advertised_host, flush_interval_s=flush_interval_s,
         max_partitions_per_topic=max_partitions_per_topic,
-        max_partitions_per_request=max_partitions_per_request,
+        max_partitions_per_request=max_partitions_per_request, security=security,
     )
     try:
         import uvloop  # optional: a faster event loop when installed

@@ -85,11 +85,9 @@ def _read_value(t, r: Reader, v: int, flex: bool):
         return r.string(flex)
     if t in ("bytes", "records"):
         return r.bytes(flex)
-    n = r.length(flex, True)
+    n = r.array_length(flex)
     if n < 0:
         return None
-    if n > r.remaining():  # every element takes at least one byte
-        raise ProtocolError(f"array of {n} elements is longer than the request")
     if isinstance(t, tuple):
         return [decode(t, r, v, flex) for _ in range(n)]
     return [_read_value(t[0], r, v, flex) for _ in range(n)]

@@ -13,12 +13,31 @@ written in request order (clients match them by position). Handlers that
 wait (Fetch, JoinGroup, SyncGroup) do not hold up reading, so a Produce can
 run while a Fetch on the same connection long-polls.
 
-Hostile input: the size is checked against ``max_frame_bytes`` before any
-buffer is allocated (an HTTP ``GET /`` reads as a 1.2 GB frame and is
-refused); unparsable requests, unknown APIs and unsupported versions close
-the connection; a connection may hold ``max_inflight_bytes`` of unanswered
-requests before reading pauses; idle connections close after
-``idle_timeout_s``; at most ``max_connections`` are served at once.
+A connection is admitted in ``_admit`` (where its TLS principal and SASL
+state are set up) and every request goes through ``Security.dispatch``
+(security/): SASL before anything else on a SASL listener, then the ACL
+check, then the broker's handler.
+
+Hostile input (docs/PROTOCOL.md lists every limit; ``Limits`` holds them):
+
+- the size is checked against ``max_frame_bytes`` before any buffer is
+  allocated (an HTTP ``GET /`` reads as a 1.2 GB frame and is refused);
+- the bytes of requests read but not yet answered are reserved, before the
+  body is read, from one pool shared by all connections
+  (``queued_max_request_bytes``) and per connection
+  (``max_inflight_bytes``); a request that does not fit waits without being
+  read, and a closing connection gives back everything it holds;
+- a request may hold at most ``max_request_elements`` array elements in all,
+  so no request makes the event loop decode (or answer) millions of items;
+- a connection must complete its first request within
+  ``first_request_timeout_s`` of being accepted (a partial size prefix
+  included), later ones wait at most ``idle_timeout_s`` for the next request
+  and ``request_read_timeout_s`` for a body;
+- at most ``max_connections`` are open: a new connection closes the
+  connection idle the longest (nothing in flight, waiting for a request)
+  and is refused only if none is idle;
+- unparsable requests, unknown APIs and unsupported versions close the
+  connection.
 """
 
 from __future__ import annotations
@@ -27,25 +46,67 @@ import asyncio
 import logging
 import signal
 
+from arrowlog.errors import ConfigError
+
 from . import errors as E
 from .broker import Broker, BrokerConfig, RequestContext
 from .messages import API_VERSIONS, APIS
+from .security import Security, SecurityConfig
 from .wire import ProtocolError, Reader, Writer
 
 log = logging.getLogger("arrowlog.server")
 
 # Kafka's socket.request.max.bytes default.
 DEFAULT_MAX_FRAME = 100 * 1024 * 1024
+# Bodies up to this size are read in one piece; larger ones in chunks straight
+# into their reserved buffer (the stream buffer never holds a whole large frame).
+_STREAM_LIMIT = 1 << 20
 
 
 class Limits:
-    def __init__(self, max_frame_bytes=DEFAULT_MAX_FRAME, max_connections=1000,
-                 max_inflight_bytes=256 * 1024 * 1024, idle_timeout_s=600.0, request_read_timeout_s=60.0):
+    """Every limit the connection layer enforces (names: docs/PROTOCOL.md)."""
+
+    def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME, max_connections: int = 1000,
+                 max_inflight_bytes: int = 256 * 1024 * 1024,
+                 queued_max_request_bytes: int = 256 * 1024 * 1024,
+                 idle_timeout_s: float = 600.0, first_request_timeout_s: float = 5.0,
+                 request_read_timeout_s: float = 30.0, max_request_elements: int = 10_000):
         self.max_frame_bytes = max_frame_bytes
         self.max_connections = max_connections
         self.max_inflight_bytes = max_inflight_bytes
+        self.queued_max_request_bytes = queued_max_request_bytes
         self.idle_timeout_s = idle_timeout_s
+        self.first_request_timeout_s = first_request_timeout_s
         self.request_read_timeout_s = request_read_timeout_s
+        self.max_request_elements = max_request_elements
+        for name, value in vars(self).items():
+            if not value > 0:
+                raise ConfigError(f"server limit {name} must be positive, not {value!r}")
+        if max_frame_bytes > min(max_inflight_bytes, queued_max_request_bytes):
+            raise ConfigError(f"max_frame_bytes ({max_frame_bytes}) must not exceed max_inflight_bytes "
+                              f"({max_inflight_bytes}) or queued_max_request_bytes "
+                              f"({queued_max_request_bytes}): such a request could never be read")
+
+
+class _RequestMemory:
+    """Bytes reserved for requests being read or awaiting their response, across
+    all connections (Kafka's ``queued.max.request.bytes``)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.used = 0
+        self._freed = asyncio.Event()
+
+    async def reserve(self, n: int) -> None:
+        while self.used + n > self.limit:
+            self._freed.clear()
+            await self._freed.wait()
+        self.used += n
+
+    def release(self, n: int) -> None:
+        if n:
+            self.used -= n
+            self._freed.set()
 
 
 def encode_response(api_key: int, version: int, correlation_id: int, body: dict) -> bytes:
@@ -70,14 +131,37 @@ def _unsupported_api_versions(correlation_id: int) -> bytes:
 
 
 class _Connection:
-    __slots__ = ("peer", "pending", "inflight", "drained", "closing")
+    __slots__ = ("peer", "pending", "inflight", "drained", "closing", "task", "memory",
+                 "accepted", "last_active", "waiting", "requests", "security")
 
-    def __init__(self, peer):
+    def __init__(self, peer, task, memory: _RequestMemory):
         self.peer = peer
         self.pending: asyncio.Queue = asyncio.Queue()
-        self.inflight = 0
+        self.inflight = 0               # bytes of this connection's requests not yet answered
         self.drained = asyncio.Event()
         self.closing = False
+        self.task = task
+        self.memory = memory
+        self.accepted = self.last_active = _now()
+        self.waiting = True             # waiting for the next request's size prefix
+        self.requests = 0               # requests read completely
+        self.security = None            # ConnectionSecurity: login state and principal
+
+    @property
+    def idle(self) -> bool:
+        return self.waiting and self.inflight == 0
+
+    async def reserve(self, size: int, max_inflight: int) -> None:
+        while self.inflight and self.inflight + size > max_inflight:
+            self.drained.clear()
+            await self.drained.wait()
+        await self.memory.reserve(size)
+        self.inflight += size
+
+    def release(self, size: int) -> None:
+        self.inflight -= size
+        self.memory.release(size)
+        self.drained.set()
 
 
 class KafkaServer:
@@ -85,8 +169,10 @@ class KafkaServer:
     inside a running event loop, or ``serve()`` for a blocking process)."""
 
     def __init__(self, data_dir: str, host: str = "127.0.0.1", port: int = 9092, *,
-                 limits: Limits | None = None, cluster_id: str | None = None, **broker_options):
+                 limits: Limits | None = None, cluster_id: str | None = None,
+                 security: SecurityConfig | None = None, **broker_options):
         self.data_dir = str(data_dir)
+        self.security = Security(self.data_dir, security)
         self.host = host
         self.port = port
         self.limits = limits or Limits()
@@ -94,44 +180,80 @@ class KafkaServer:
         self.cluster_id = cluster_id
         self.broker: Broker | None = None
         self._server: asyncio.base_events.Server | None = None
-        self._connections: set[asyncio.Task] = set()
+        self._connections: dict[_Connection, None] = {}   # in accept order
+        self._memory: _RequestMemory | None = None
+
+    @property
+    def request_bytes_reserved(self) -> int:
+        """Bytes of requests being read or awaiting a response, all connections."""
+        return self._memory.used if self._memory is not None else 0
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
 
     async def start(self) -> None:
         from .cluster import cluster_id_for
 
         config = BrokerConfig(host=self.host, port=self.port, **self.broker_options)
         self.broker = Broker(self.data_dir, config, self.cluster_id or cluster_id_for(self.data_dir))
+        self._memory = _RequestMemory(self.limits.queued_max_request_bytes)
         self._server = await asyncio.start_server(self._on_connection, self.host, self.port,
-                                                  reuse_address=True, limit=1 << 20)
+                                                  reuse_address=True, limit=_STREAM_LIMIT,
+                                                  backlog=1024, ssl=self.security.ssl_context)
         self.port = self._server.sockets[0].getsockname()[1]
         config.port = self.port
         self.broker.start()
-        log.info("arrowlog serving %s on %s:%d (cluster %s)", self.data_dir, self.host, self.port,
-                 self.broker.cluster_id)
+        log.info("arrowlog serving %s on %s:%d (cluster %s, listener %s)", self.data_dir, self.host,
+                 self.port, self.broker.cluster_id, self.security.config.listener)
+        for warning in self.security.startup_warnings(self.host):
+            log.warning("%s", warning)
 
     async def stop(self) -> None:
         """Stop accepting, close connections, flush every written partition (fsync)."""
         if self._server is not None:
             self._server.close()
-        for task in list(self._connections):
+        tasks = [c.task for c in self._connections]
+        for task in tasks:
             task.cancel()
-        if self._connections:
-            await asyncio.gather(*self._connections, return_exceptions=True)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
         if self.broker is not None:
             await self.broker.stop()
         if self._server is not None:
             await self._server.wait_closed()
         log.info("arrowlog server stopped")
 
-    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
+    def _admit(self, writer: asyncio.StreamWriter) -> _Connection | None:
+        """The one place a connection is accepted: when ``max_connections`` are open,
+        the connection idle the longest is closed to make room; with none idle, the
+        new one is refused."""
+        peer = writer.get_extra_info("peername")
         if len(self._connections) >= self.limits.max_connections:
-            log.warning("refusing a connection: %d connections open", len(self._connections))
+            victim = min((c for c in self._connections if c.idle), key=lambda c: c.last_active,
+                         default=None)
+            if victim is None:
+                log.warning("refusing a connection from %s: %d connections open, none idle",
+                            peer, len(self._connections))
+                return None
+            log.info("closing the connection from %s, idle %.1f s, to admit %s (%d connections open)",
+                     victim.peer, _now() - victim.last_active, peer, len(self._connections))
+            self._drop(victim)
+        conn = _Connection(peer, asyncio.current_task(), self._memory)
+        conn.security = self.security.connection(peer[0] if peer else "", writer.get_extra_info("ssl_object"))
+        self._connections[conn] = None
+        return conn
+
+    def _drop(self, conn: _Connection) -> None:
+        if self._connections.pop(conn, False) is not False:
+            conn.closing = True
+            conn.task.cancel()
+
+    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = self._admit(writer)
+        if conn is None:
             writer.close()
             return
-        self._connections.add(task)
-        peer = writer.get_extra_info("peername")
-        conn = _Connection(peer)
         writer_task = asyncio.get_running_loop().create_task(self._write_loop(conn, writer))
         try:
             await self._read_loop(conn, reader)
@@ -139,58 +261,98 @@ class KafkaServer:
             pass
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
-        except asyncio.TimeoutError:
-            log.info("closing idle connection from %s", peer)
+        except TimeoutError as exc:
+            log.info("closing connection from %s: %s", conn.peer, exc.args[0] if exc.args else "timed out")
         except ProtocolError as exc:
-            log.warning("closing connection from %s: %s", peer, exc)
+            log.warning("closing connection from %s: %s", conn.peer, exc)
         except Exception:
-            log.exception("closing connection from %s after an internal error", peer)
+            log.exception("closing connection from %s after an internal error", conn.peer)
         finally:
+            self._connections.pop(conn, None)
             conn.pending.put_nowait(None)
             try:
                 await asyncio.wait_for(asyncio.shield(writer_task), 5.0)
             except (asyncio.TimeoutError, asyncio.CancelledError, Exception):
                 writer_task.cancel()
             writer.close()
-            self._connections.discard(task)
+            conn.release(conn.inflight)  # whatever was never answered goes back to the pool
+
+    async def _read_request(self, conn: _Connection, reader: asyncio.StreamReader) -> tuple[bytes, int]:
+        """The one place a request is read: its size prefix (within the first-request
+        deadline or the idle timeout), memory reserved for it, then its body. Returns the
+        body and the bytes reserved (released once the response is written)."""
+        limits = self.limits
+        if conn.requests == 0:
+            deadline = conn.accepted + limits.first_request_timeout_s
+            what = f"no complete request within {limits.first_request_timeout_s:g} s of connecting"
+        else:
+            deadline = _now() + limits.idle_timeout_s
+            what = f"idle for {limits.idle_timeout_s:g} s"
+        conn.waiting = True
+        conn.last_active = _now()
+        try:
+            async with asyncio.timeout_at(deadline):
+                head = await reader.readexactly(4)
+        except TimeoutError:
+            raise TimeoutError(what) from None
+        conn.waiting = False
+        size = int.from_bytes(head, "big", signed=True)
+        if size < 8 or size > limits.max_frame_bytes:
+            raise ProtocolError(f"frame size {size} outside 8..{limits.max_frame_bytes} bytes"
+                                + (" (is this an HTTP client?)" if head.startswith((b"GET ", b"POST")) else ""))
+        start = _now()
+        body_deadline = start + limits.request_read_timeout_s
+        if conn.requests == 0:
+            body_deadline = min(body_deadline, deadline)
+        try:
+            async with asyncio.timeout_at(body_deadline):
+                await conn.reserve(size, limits.max_inflight_bytes)
+                try:
+                    body = await _read_body(reader, size)
+                except BaseException:
+                    conn.release(size)
+                    raise
+        except TimeoutError:
+            raise TimeoutError(f"a {size}-byte request did not arrive within "
+                               f"{body_deadline - _now() + limits.request_read_timeout_s:.0f} s") from None
+        conn.requests += 1
+        conn.last_active = _now()
+        return body, size
 
     async def _read_loop(self, conn: _Connection, reader: asyncio.StreamReader) -> None:
-        limits = self.limits
         broker = self.broker
         host = conn.peer[0] if conn.peer else ""
         while not conn.closing:
-            head = await asyncio.wait_for(reader.readexactly(4), limits.idle_timeout_s)
-            size = int.from_bytes(head, "big", signed=True)
-            if size < 8 or size > limits.max_frame_bytes:
-                raise ProtocolError(f"frame size {size} outside 8..{limits.max_frame_bytes} bytes"
-                                    + (" (is this an HTTP client?)" if head.startswith((b"GET ", b"POST")) else ""))
-            while conn.inflight and conn.inflight + size > limits.max_inflight_bytes:
-                conn.drained.clear()
-                await conn.drained.wait()
-            body = await asyncio.wait_for(reader.readexactly(size), limits.request_read_timeout_s)
-            r = Reader(body)
-            api_key, version, correlation_id = r.int16(), r.int16(), r.int32()
-            api = APIS.get(api_key)
-            if api is None:
-                raise ProtocolError(f"unsupported API key {api_key}")
-            if not api.min_version <= version <= api.max_version:
-                if api_key == API_VERSIONS.key and version > api.max_version:
-                    conn.inflight += size
-                    conn.pending.put_nowait((_done(_unsupported_api_versions(correlation_id)), size))
-                    continue
-                raise ProtocolError(f"unsupported {api.name} version {version}")
-            client_id = r.string(False)
-            if api.is_flexible(version):
-                r.skip_tags()
-            req = api.decode_request(r, version)
-            ctx = RequestContext(api_key, version, correlation_id, client_id, host)
-            result = broker.handlers[api_key](ctx, req)
-            if asyncio.iscoroutine(result):
-                fut = asyncio.ensure_future(_respond_async(result, ctx))
-            else:
-                fut = _done(None if result is None else encode_response(api_key, version, correlation_id, result))
-            conn.inflight += size
+            body, size = await self._read_request(conn, reader)
+            try:
+                fut = self._handle(conn, body, host, broker)
+            except BaseException:
+                conn.release(size)
+                raise
             conn.pending.put_nowait((fut, size))
+
+    def _handle(self, conn: _Connection, body, host: str, broker: Broker) -> asyncio.Future:
+        if conn.security.expects_raw_token:  # after SaslHandshake v0: a bare SASL token
+            return _done(conn.security.raw_token(bytes(body)))
+        r = Reader(body, max_elements=self.limits.max_request_elements)
+        api_key, version, correlation_id = r.int16(), r.int16(), r.int32()
+        api = APIS.get(api_key)
+        if api is None:
+            raise ProtocolError(f"unsupported API key {api_key}")
+        if not api.min_version <= version <= api.max_version:
+            if api_key == API_VERSIONS.key and version > api.max_version:
+                return _done(_unsupported_api_versions(correlation_id))
+            raise ProtocolError(f"unsupported {api.name} version {version}")
+        client_id = r.string(False)
+        if api.is_flexible(version):
+            r.skip_tags()
+        req = api.decode_request(r, version)
+        ctx = RequestContext(api_key, version, correlation_id, client_id, host)
+        result = self.security.dispatch(conn.security, ctx, req, broker)
+        conn.closing |= conn.security.close_after_reply  # a failed login: reply, then close
+        if asyncio.iscoroutine(result):
+            return asyncio.ensure_future(_respond_async(result, ctx))
+        return _done(None if result is None else encode_response(api_key, version, correlation_id, result))
 
     async def _write_loop(self, conn: _Connection, writer: asyncio.StreamWriter) -> None:
         while True:
@@ -203,14 +365,33 @@ class KafkaServer:
             except Exception:
                 log.exception("request handler failed; closing the connection from %s", conn.peer)
                 conn.closing = True
+                conn.release(size)
                 writer.close()
                 return
             if data is not None:
                 writer.write(data)
                 if conn.pending.empty():
                     await writer.drain()
-            conn.inflight -= size
-            conn.drained.set()
+            conn.release(size)
+
+
+async def _read_body(reader: asyncio.StreamReader, size: int) -> bytes | bytearray:
+    if size <= _STREAM_LIMIT:
+        return await reader.readexactly(size)
+    body = bytearray(size)
+    view = memoryview(body)
+    got = 0
+    while got < size:
+        chunk = await reader.read(min(size - got, _STREAM_LIMIT))
+        if not chunk:
+            raise asyncio.IncompleteReadError(b"", size)
+        view[got:got + len(chunk)] = chunk
+        got += len(chunk)
+    return body
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()
 
 
 def _done(value) -> asyncio.Future:

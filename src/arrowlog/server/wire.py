@@ -12,6 +12,8 @@ from __future__ import annotations
 import struct
 import uuid
 
+from arrowlog.errors import ArrowlogError
+
 _I8 = struct.Struct(">b")
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
@@ -22,18 +24,25 @@ _F64 = struct.Struct(">d")
 ZERO_UUID = bytes(16)
 
 
-class ProtocolError(ValueError):
-    """A request that cannot be parsed; the connection that sent it is closed."""
+class ProtocolError(ArrowlogError, ValueError):
+    """A request that cannot be parsed or breaks a limit; the connection that sent
+    it is closed."""
 
 
 class Reader:
-    """A bounds-checked cursor over one request frame (a memoryview, no copies)."""
+    """A bounds-checked cursor over one request frame (a memoryview, no copies).
 
-    __slots__ = ("buf", "pos")
+    ``max_elements`` bounds the array elements of the whole frame (all arrays,
+    nested ones included), so a small request cannot make the decoder or the
+    handler walk millions of items."""
 
-    def __init__(self, buf, pos: int = 0):
+    __slots__ = ("buf", "pos", "max_elements", "elements")
+
+    def __init__(self, buf, pos: int = 0, max_elements: int | None = None):
         self.buf = memoryview(buf)
         self.pos = pos
+        self.max_elements = max_elements
+        self.elements = 0
 
     def remaining(self) -> int:
         return len(self.buf) - self.pos
@@ -91,6 +100,19 @@ class Reader:
         if flexible:
             return self.uvarint() - 1
         return self.int32() if wide else self.int16()
+
+    def array_length(self, flexible: bool) -> int:
+        """An array's element count (-1 for null), checked against the bytes left
+        (every element takes at least one) and the frame's element budget."""
+        n = self.length(flexible, True)
+        if n > self.remaining():
+            raise ProtocolError(f"array of {n} elements is longer than the request")
+        if n > 0 and self.max_elements is not None:
+            self.elements += n
+            if self.elements > self.max_elements:
+                raise ProtocolError(f"request has more than {self.max_elements} array elements "
+                                    "(the server's max_request_elements limit): split it")
+        return n
 
     def string(self, flexible: bool) -> str | None:
         n = self.length(flexible, False)
