@@ -13,6 +13,7 @@ import os
 import random
 import struct
 import time
+from pathlib import Path
 
 import pytest
 
@@ -257,3 +258,50 @@ def test_idempotent_confluent_producer_across_kill9_writes_no_duplicate(serve, t
         d.close()
     assert len(values) == len(set(values)), f"{len(values) - len(set(values))} duplicates"
     assert set(values) == acked and len(acked) == sent
+
+
+def test_producer_state_flushed_before_a_power_loss_survives_it(tmp_path):
+    """The periodic flush fsyncs the producer-state journal with the partitions: after a
+    power loss (FS_IOC_SHUTDOWN, no journal flush) batches that the flush made durable
+    are still known, so their resend is a duplicate."""
+    import gc
+
+    from fault import faultlib
+
+    reason = faultlib.root_reason()
+    if reason:
+        pytest.skip(reason)
+    img = faultlib.Ext4Image(str(tmp_path / "img"), 128)
+    try:
+        img.mount()
+        data = Path(img.mnt)  # the mount itself: the server's log file stays outside
+        faultlib.open_partition(str(data))[0].close()  # small segments
+        srv = ServerProcess(data, "--flush-interval", "0.1")
+        try:
+            init = call(srv, M.INIT_PRODUCER_ID, 2, {"transactional_id": None, "transaction_timeout_ms": 60000})
+            pid, epoch = init["producer_id"], init["producer_epoch"]
+            batches = [make_batch(3, producer_id=pid, epoch=epoch, seq=0),
+                       make_batch(2, producer_id=pid, epoch=epoch, seq=3)]
+            assert [produce(srv, faultlib.TOPIC, b)["base_offset"] for b in batches] == [0, 3]
+            d, pl = faultlib.open_partition(str(data))
+            try:
+                wait_for(lambda: pl.state.snapshot()["recovery_point"] >= 5, "the periodic flush")
+            finally:
+                d.close()
+                del d, pl
+                gc.collect()
+            img.shutdown()  # power loss
+        finally:
+            kill9(srv)
+            srv.stop()
+        img.umount()
+        img.mount()
+        srv = ServerProcess(data)
+        try:
+            assert [produce(srv, faultlib.TOPIC, b)["base_offset"] for b in batches] == [0, 3]
+            assert high_watermark(srv, faultlib.TOPIC) == 5  # answered as duplicates, not appended
+        finally:
+            srv.stop()
+    finally:
+        gc.collect()
+        img.close()
