@@ -266,9 +266,9 @@ def test_idempotent_confluent_producer_across_kill9_writes_no_duplicate(serve, t
 
 
 def test_producer_state_flushed_before_a_power_loss_survives_it(tmp_path):
-    """The periodic flush fsyncs the producer-state journal with the partitions: after a
-    power loss (FS_IOC_SHUTDOWN, no journal flush) batches that the flush made durable
-    are still known, so their resend is a duplicate."""
+    """The periodic flush fsyncs the producer-state journal, then the partitions: after a
+    power loss (FS_IOC_SHUTDOWN, no journal flush) batches acknowledged before a flush
+    started are still known, so their resend is a duplicate."""
     import gc
 
     from fault import faultlib
@@ -289,6 +289,11 @@ def test_producer_state_flushed_before_a_power_loss_survives_it(tmp_path):
                        make_batch(2, producer_id=pid, epoch=epoch, seq=3)]
             assert [produce(srv, faultlib.TOPIC, b)["base_offset"] for b in batches] == [0, 3]
             wait_for_recovery_point(str(data), faultlib.TOPIC, 5)
+            # a flush may have run while the batches were produced; the one that syncs a later
+            # batch started after they were acknowledged, so it covers their producer state
+            later = make_batch(1, producer_id=pid, epoch=epoch, seq=5)
+            assert produce(srv, faultlib.TOPIC, later)["base_offset"] == 5
+            wait_for_recovery_point(str(data), faultlib.TOPIC, 6)
             gc.collect()  # the test's mappings of the log go before the file system does
             img.shutdown()  # power loss
         finally:
@@ -298,10 +303,43 @@ def test_producer_state_flushed_before_a_power_loss_survives_it(tmp_path):
         img.mount()
         srv = ServerProcess(data)
         try:
+            assert high_watermark(srv, faultlib.TOPIC) == 6
             assert [produce(srv, faultlib.TOPIC, b)["base_offset"] for b in batches] == [0, 3]
-            assert high_watermark(srv, faultlib.TOPIC) == 5  # answered as duplicates, not appended
+            assert high_watermark(srv, faultlib.TOPIC) == 6  # answered as duplicates, not appended
         finally:
             srv.stop()
     finally:
         gc.collect()
         img.close()
+
+
+def journal_lines(data) -> list[bytes]:
+    with open(os.path.join(str(data), "producers", "journal"), "rb") as f:
+        return f.read().splitlines(keepends=True)
+
+
+def test_a_batch_journaled_before_its_append_is_confirmed_from_the_log(serve, topic):
+    """The journal says a batch is about to be appended (at the offset it should get), before
+    the append: after a kill -9 a resend is compared with the log at that offset and
+    answered as a duplicate if it is there, appended if it is not."""
+    srv = serve()
+    assert create_topic(srv, topic)["error_code"] == 0
+    init = call(srv, M.INIT_PRODUCER_ID, 2, {"transactional_id": None, "transaction_timeout_ms": 60000})
+    pid, epoch = init["producer_id"], init["producer_epoch"]
+    first, second = (make_batch(3, producer_id=pid, epoch=epoch, seq=0),
+                     make_batch(2, producer_id=pid, epoch=epoch, seq=3))
+    assert produce(srv, topic, first)["base_offset"] == 0
+    assert produce(srv, topic, second)["base_offset"] == 3
+    kill9(srv)
+    assert journal_lines(srv.data_dir)[-1].startswith(b'{"p":')  # what a kill right after the append leaves
+    srv = serve()
+    assert produce(srv, topic, second)["base_offset"] == 3
+    assert high_watermark(srv, topic) == 5
+    # and a batch journaled as about to be appended that never was is appended on resend
+    kill9(srv)
+    with open(os.path.join(str(srv.data_dir), "producers", "journal"), "ab") as f:
+        f.write(b'{"p":["%s",0,%d,%d,5,5,5,%d]}\n' % (topic.encode(), pid, epoch, int(time.time() * 1000)))
+    srv = serve()
+    third = make_batch(1, producer_id=pid, epoch=epoch, seq=5)
+    assert produce(srv, topic, third)["base_offset"] == 5
+    assert high_watermark(srv, topic) == 6

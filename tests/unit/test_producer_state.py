@@ -20,15 +20,15 @@ def test_sequences_and_ids_survive_a_restart_without_close(tmp_path):
     data = str(tmp_path)
     a = ProducerRegistry(data)
     _, pid, epoch = a.init_producer_id()
-    assert a.check("t", 0, pid, epoch, 0, 3) == (E.NONE, None)
+    assert a.check("t", 0, pid, epoch, 0, 3)[:2] == (E.NONE, None)
     a.record("t", 0, pid, epoch, 0, 3, 100)
     a.record("t", 0, pid, epoch, 3, 2, 103)
     crash(a)  # no close(): as after a kill -9, only the journal has them
     b = ProducerRegistry(data)
     assert b.needs_check("t", 0)
     b.check_log("t", 0, high_watermark=105)
-    assert b.check("t", 0, pid, epoch, 0, 3) == (E.NONE, 100)      # a retry: its original offset
-    assert b.check("t", 0, pid, epoch, 3, 2) == (E.NONE, 103)
+    assert b.check("t", 0, pid, epoch, 0, 3)[:2] == (E.NONE, 100)      # a retry: its original offset
+    assert b.check("t", 0, pid, epoch, 3, 2)[:2] == (E.NONE, 103)
     assert b.check("t", 0, pid, epoch, 9, 1)[0] == E.OUT_OF_ORDER_SEQUENCE_NUMBER
     assert b.init_producer_id(pid, epoch + 5)[0] == E.INVALID_PRODUCER_EPOCH  # the epoch was kept
     _, other, _ = b.init_producer_id()
@@ -36,7 +36,7 @@ def test_sequences_and_ids_survive_a_restart_without_close(tmp_path):
     b.close()
     c = ProducerRegistry(data)
     c.check_log("t", 0, high_watermark=105)
-    assert c.check("t", 0, pid, epoch, 3, 2) == (E.NONE, 103)
+    assert c.check("t", 0, pid, epoch, 3, 2)[:2] == (E.NONE, 103)
     assert c.init_producer_id()[1] > other
 
 
@@ -48,8 +48,8 @@ def test_batches_beyond_the_log_end_are_forgotten(tmp_path):
     crash(a)
     b = ProducerRegistry(str(tmp_path))
     b.check_log("t", 0, high_watermark=3)  # a power loss cut the log after the first batch
-    assert b.check("t", 0, pid, epoch, 0, 3) == (E.NONE, 0)
-    assert b.check("t", 0, pid, epoch, 3, 3) == (E.NONE, None)  # appended again, not answered as a duplicate
+    assert b.check("t", 0, pid, epoch, 0, 3)[:2] == (E.NONE, 0)
+    assert b.check("t", 0, pid, epoch, 3, 3)[:2] == (E.NONE, None)  # appended again, not answered as a duplicate
 
 
 def test_torn_journal_tail_and_deleted_topics(tmp_path):
@@ -63,8 +63,8 @@ def test_torn_journal_tail_and_deleted_topics(tmp_path):
         f.write(b'{"b":["t",0,')  # a power loss mid-line
     b = ProducerRegistry(str(tmp_path))
     b.check_log("t", 0, 1)
-    assert b.check("t", 0, pid, epoch, 0, 1) == (E.NONE, 0)
-    assert not b.needs_check("gone", 0) and b.check("gone", 0, pid, epoch, 5, 1) == (E.NONE, None)
+    assert b.check("t", 0, pid, epoch, 0, 1)[:2] == (E.NONE, 0)
+    assert not b.needs_check("gone", 0) and b.check("gone", 0, pid, epoch, 5, 1)[:2] == (E.NONE, None)
 
 
 def test_silent_producers_expire_at_compaction(tmp_path):
@@ -82,7 +82,7 @@ def test_silent_producers_expire_at_compaction(tmp_path):
     with open(path, "w") as f:
         json.dump(snap, f)
     b = ProducerRegistry(str(tmp_path), expiration_ms=60_000)
-    assert b.check("t", 0, pid, epoch, 7, 1) == (E.NONE, None)  # forgotten: any sequence is accepted
+    assert b.check("t", 0, pid, epoch, 7, 1)[:2] == (E.NONE, None)  # forgotten: any sequence is accepted
     assert b.init_producer_id()[1] > pid  # the id counter is not forgotten
 
 
@@ -96,5 +96,25 @@ def test_a_second_server_on_the_same_directory_does_not_clobber_the_state(tmp_pa
     a.close()
     c = ProducerRegistry(str(tmp_path))
     c.check_log("t", 0, 10)
-    assert c.check("t", 0, pid, epoch, 0, 1) == (E.NONE, 0)
-    assert c.check("t", 0, pid, epoch, 1, 1) == (E.NONE, None)  # b's batch was never a's
+    assert c.check("t", 0, pid, epoch, 0, 1)[:2] == (E.NONE, 0)
+    assert c.check("t", 0, pid, epoch, 1, 1)[:2] == (E.NONE, None)  # b's batch was never a's
+
+
+def test_a_batch_journaled_but_not_confirmed_is_pending(tmp_path):
+    a = ProducerRegistry(str(tmp_path))
+    _, pid, epoch = a.init_producer_id()
+    a.begin("t", 0, pid, epoch, 0, 2, 0)
+    a.record("t", 0, pid, epoch, 0, 2, 0)
+    a.begin("t", 0, pid, epoch, 2, 3, 2)  # the server dies before the append returns
+    crash(a)
+    b = ProducerRegistry(str(tmp_path))
+    b.check_log("t", 0, 5)
+    assert b.check("t", 0, pid, epoch, 0, 2) == (E.NONE, 0, True)
+    assert b.check("t", 0, pid, epoch, 2, 3) == (E.NONE, 2, False)  # the caller looks at the log
+    b.record("t", 0, pid, epoch, 2, 3, 2)  # it was there
+    assert b.check("t", 0, pid, epoch, 2, 3) == (E.NONE, 2, True)
+    assert b.check("t", 0, pid, epoch, 5, 1) == (E.NONE, None, True)
+    crash(b)
+    c = ProducerRegistry(str(tmp_path))
+    c.check_log("t", 0, 2)  # the log ends before the pending batch: it never landed
+    assert c.check("t", 0, pid, epoch, 2, 3)[:2] == (E.NONE, None)

@@ -92,6 +92,23 @@ def _read_checked(pl, offset: int, max_bytes: int) -> list:
     return frames
 
 
+def _holds(pl, base: int, batch) -> bool:
+    """Whether the stored batch at ``base`` holds exactly ``batch``'s records."""
+    try:
+        frames = pl.read(base, 1, check_crc=True)
+    except (AE.ArrowlogError, OSError):
+        return False
+    if not frames or frames[0].base_offset != base or frames[0].record_count != batch.record_count:
+        return False
+    stored, sent = frames[0].batch, batch.records
+    try:
+        return all(stored.column(c).cast(pa.int64() if c == "timestamp" else stored.column(c).type).to_pylist()
+                   == sent.column(c).cast(pa.int64() if c == "timestamp" else stored.column(c).type).to_pylist()
+                   for c in ("timestamp", "key", "value"))
+    except (KeyError, pa.ArrowException):
+        return False
+
+
 class BrokerConfig:
     def __init__(self, *, node_id=1, host="127.0.0.1", port=9092, advertised_host=None,
                  auto_create_topics=True, default_partitions=1, flush_interval_s=1.0,
@@ -318,13 +335,23 @@ class Broker:
             return {**fail, "error_code": E.INVALID_REQUEST, "error_message": TRANSACTIONS_UNSUPPORTED}
         first = None
         for b in batches:
-            code, duplicate = self.producers.check(topic, index, b.producer_id, b.producer_epoch,
-                                                   b.base_sequence, b.record_count)
+            code, duplicate, confirmed = self.producers.check(topic, index, b.producer_id, b.producer_epoch,
+                                                              b.base_sequence, b.record_count)
             if code != E.NONE:
                 return {**fail, "error_code": code}
+            if duplicate is not None and not confirmed:
+                # journaled as about to be appended when the server died: is it in the log?
+                if _holds(pl, duplicate, b):
+                    self.producers.record(topic, index, b.producer_id, b.producer_epoch, b.base_sequence,
+                                          b.record_count, duplicate)
+                else:
+                    duplicate = None
             if duplicate is not None:
                 base = duplicate
             else:
+                expected = pl.high_watermark
+                self.producers.begin(topic, index, b.producer_id, b.producer_epoch, b.base_sequence,
+                                     b.record_count, expected)
                 try:
                     if self._append_takes_timestamps:
                         base = pl.append(b.records, min_timestamp=b.min_record_timestamp,
@@ -341,7 +368,7 @@ class Broker:
                 self._dirty.add(pl)
                 self._written.add(pl)
                 self.producers.record(topic, index, b.producer_id, b.producer_epoch, b.base_sequence,
-                                      b.record_count, base)
+                                      b.record_count, base, expected)
             if first is None:
                 first = base
         return {"index": index, "error_code": E.NONE, "base_offset": first,

@@ -11,13 +11,15 @@ Persistence (``<data>/producers/``), like Kafka's producer-state snapshots
 but without reading the log back (stored batches do not carry producer ids):
 
 - ``journal``: one JSON line per event, written (one ``write()``, page cache)
-  before the Produce or InitProducerId response goes out: an appended
-  idempotent batch ``{"b": [topic, partition, pid, epoch, first_seq,
-  last_seq, base_offset, time_ms]}``, a producer id handed out or its epoch
-  bumped ``{"i": [pid, epoch, time_ms]}``, a deleted topic ``{"f": topic}``.
+  before the Produce or InitProducerId response goes out: an idempotent
+  batch about to be appended ``{"p": [topic, partition, pid, epoch,
+  first_seq, last_seq, expected_base_offset, time_ms]}`` and, if it was
+  appended at another offset (another process appended meanwhile) or was
+  confirmed as a duplicate, ``{"b": [... base_offset ...]}``; a producer id handed out or its epoch
+  bumped ``{"i": [pid, epoch, time_ms]}``; a deleted topic ``{"f": topic}``.
   It survives a kill -9 of the server; it is fsynced before the partitions
-  at every periodic flush, so what a flush made durable has its producer
-  state durable too.
+  at every periodic flush, so a batch acknowledged before a flush starts
+  has its producer state as durable as its records once that flush is done.
 - ``snapshot.json``: the whole state (the next producer id, epochs, the
   last five batches per partition and producer), replaced atomically (temp
   file, fsync, rename); written at start-up and when the journal passes
@@ -32,10 +34,14 @@ is persisted and never below the clock in milliseconds. State of a producer
 silent for ``producer.id.expiration.ms`` (Kafka's default: one day) is
 dropped at compaction.
 
-What is not covered: a kill -9 in the microseconds between a batch's append
-and its journal line (the client saw no acknowledgement and may retry: a
-duplicate), and, after a power loss, batches appended after the last
-periodic flush.
+A batch with a ``p`` line only is *pending* after a restart: whether it was
+appended (the server may have died before or after) is unknown. When it is sent again,
+the broker compares it with the stored batch at the expected offset (record
+count, keys, values, timestamps): the same records there make it a
+duplicate, anything else means it never landed and it is appended.
+
+What is not covered: after a power loss, batches acknowledged after the
+last flush started (their records may survive without their state).
 
 One server per data directory owns these files (``lock``, an flock); a
 second server on the same directory keeps its producer state in memory only
@@ -81,7 +87,7 @@ class _ProducerState:
     def __init__(self, epoch: int, last_ms: int = 0):
         self.epoch = epoch
         self.last_ms = last_ms
-        # (first_seq, last_seq, base_offset)
+        # (first_seq, last_seq, base_offset, confirmed): not confirmed = pending (see above)
         self.batches: collections.deque = collections.deque(maxlen=CACHED_BATCHES)
 
 
@@ -158,14 +164,15 @@ class ProducerRegistry:
             self._epochs[int(pid)] = [int(epoch), int(last_ms)]
         for topic, partition, pid, epoch, last_ms, batches in snap["partitions"]:
             st = _ProducerState(int(epoch), int(last_ms))
-            for first, last, base in batches[-CACHED_BATCHES:]:
-                st.batches.append((int(first), int(last), int(base)))
+            for first, last, base, *confirmed in batches[-CACHED_BATCHES:]:
+                st.batches.append((int(first), int(last), int(base), bool(confirmed[0]) if confirmed else True))
             self._partitions.setdefault((str(topic), int(partition)), {})[int(pid)] = st
 
     def _replay(self, ev: dict) -> None:
-        if "b" in ev:
-            topic, partition, pid, epoch, first, last, base, ms = ev["b"]
-            self._remember(str(topic), int(partition), int(pid), int(epoch), int(first), int(last), int(base), int(ms))
+        if "b" in ev or "p" in ev:
+            topic, partition, pid, epoch, first, last, base, ms = ev.get("b") or ev["p"]
+            self._remember(str(topic), int(partition), int(pid), int(epoch), int(first), int(last), int(base),
+                           int(ms), confirmed="b" in ev)
         elif "i" in ev:
             pid, epoch, ms = ev["i"]
             self._epochs[int(pid)] = [int(epoch), int(ms)]
@@ -269,7 +276,7 @@ class ProducerRegistry:
         self._unchecked.discard((topic, partition))
         states = self._partitions.get((topic, partition))
         for pid, st in list((states or {}).items()):
-            kept = [b for b in st.batches if b[2] < high_watermark]
+            kept = [b for b in st.batches if b[2] < high_watermark]  # pending ones too: never appended
             if len(kept) != len(st.batches):
                 log.warning("%s-%d: producer %d's last batches are beyond the log end %d (lost in a crash); "
                             "its next batch may get OUT_OF_ORDER_SEQUENCE_NUMBER", topic, partition, pid,
@@ -278,42 +285,58 @@ class ProducerRegistry:
                 st.batches.extend(kept)
 
     def check(self, topic: str, partition: int, producer_id: int, epoch: int, base_seq: int,
-              count: int) -> tuple[int, int | None]:
-        """(error_code, duplicate_base_offset) for a batch about to be appended."""
+              count: int) -> tuple[int, int | None, bool]:
+        """(error_code, duplicate_base_offset, confirmed) for a batch about to be appended.
+        A duplicate that is not confirmed is pending: the caller checks the log at that
+        offset (``holds``) and calls ``record`` if it is there."""
         if producer_id < 0:
-            return E.NONE, None
+            return E.NONE, None, True
         states = self._partitions.get((topic, partition))
         st = states.get(producer_id) if states else None
         if st is None:
-            return E.NONE, None
+            return E.NONE, None, True
         if epoch < st.epoch:
-            return E.INVALID_PRODUCER_EPOCH, None
+            return E.INVALID_PRODUCER_EPOCH, None, True
         if epoch > st.epoch:
-            return (E.NONE, None) if base_seq == 0 else (E.OUT_OF_ORDER_SEQUENCE_NUMBER, None)
+            return (E.NONE if base_seq == 0 else E.OUT_OF_ORDER_SEQUENCE_NUMBER), None, True
         last_seq = (base_seq + count - 1) & _SEQ_MASK
-        for first, last, base_offset in st.batches:
+        for first, last, base_offset, confirmed in st.batches:
             if first == base_seq and last == last_seq:
-                return E.NONE, base_offset
+                return E.NONE, base_offset, confirmed
         if st.batches and base_seq != (st.batches[-1][1] + 1) & _SEQ_MASK:
-            return E.OUT_OF_ORDER_SEQUENCE_NUMBER, None
-        return E.NONE, None
+            return E.OUT_OF_ORDER_SEQUENCE_NUMBER, None, True
+        return E.NONE, None, True
+
+    def begin(self, topic: str, partition: int, producer_id: int, epoch: int, base_seq: int,
+              count: int, expected_base: int) -> None:
+        """Journal a batch about to be appended at ``expected_base`` (before the append)."""
+        if producer_id < 0:
+            return
+        last_seq = (base_seq + count - 1) & _SEQ_MASK
+        self._journal({"p": [topic, partition, producer_id, epoch, base_seq, last_seq, expected_base, _now_ms()]})
 
     def record(self, topic: str, partition: int, producer_id: int, epoch: int, base_seq: int,
-               count: int, base_offset: int) -> None:
-        """Remember an appended batch (journaled before the response is sent)."""
+               count: int, base_offset: int, expected_base: int | None = None) -> None:
+        """Remember an appended batch (journaled before the response is sent). When it got
+        the offset ``begin`` journaled (``expected_base``), the ``p`` line says it all: a
+        restart finds it pending and confirms it from the log if it is resent."""
         if producer_id < 0:
             return
         last_seq = (base_seq + count - 1) & _SEQ_MASK
         ms = _now_ms()
         self._remember(topic, partition, producer_id, epoch, base_seq, last_seq, base_offset, ms)
-        self._journal({"b": [topic, partition, producer_id, epoch, base_seq, last_seq, base_offset, ms]})
+        if base_offset != expected_base:
+            self._journal({"b": [topic, partition, producer_id, epoch, base_seq, last_seq, base_offset, ms]})
 
-    def _remember(self, topic, partition, producer_id, epoch, first, last, base_offset, ms) -> None:
+    def _remember(self, topic, partition, producer_id, epoch, first, last, base_offset, ms,
+                  confirmed: bool = True) -> None:
         states = self._partitions.setdefault((topic, partition), {})
         st = states.get(producer_id)
         if st is None or epoch != st.epoch:
             st = states[producer_id] = _ProducerState(epoch)
-        st.batches.append((first, last, base_offset))
+        if st.batches and st.batches[-1][:2] == (first, last):
+            st.batches.pop()  # a pending batch confirmed (or one seen again)
+        st.batches.append((first, last, base_offset, confirmed))
         st.last_ms = ms
 
     def forget_topic(self, topic: str) -> None:
