@@ -56,8 +56,9 @@ ENCODE_CACHE_BYTES = 64 << 20
 
 def _sync_partitions(producers, partitions) -> None:
     """fsync the producer-state journal, then each partition's appends (advancing its
-    recovery point): what is durable in a partition has its producer state durable.
-    Failures are logged (a partition whose fsync failed refuses appends until reopened)."""
+    recovery point): a batch acknowledged before this started ends up durable with its
+    producer state. Failures are logged (a partition whose fsync failed refuses appends
+    until reopened; the shutdown flush tries it again)."""
     try:
         producers.sync()
     except OSError as exc:
@@ -65,7 +66,7 @@ def _sync_partitions(producers, partitions) -> None:
     for pl in list(partitions):
         try:
             pl.sync()
-        except AE.ArrowlogError as exc:
+        except (AE.ArrowlogError, OSError) as exc:  # e.g. its files deleted with the topic meanwhile
             log.error("fsync of %s-%s failed: %s", getattr(pl, "topic", "?"), getattr(pl, "partition", "?"), exc)
 
 
