@@ -334,8 +334,10 @@ class ProducerRegistry:
         st = states.get(producer_id)
         if st is None or epoch != st.epoch:
             st = states[producer_id] = _ProducerState(epoch)
-        if st.batches and st.batches[-1][:2] == (first, last):
-            st.batches.pop()  # a pending batch confirmed (or one seen again)
+        if any(b[:2] == (first, last) for b in st.batches):  # a pending batch confirmed, or seen again
+            kept = [b for b in st.batches if b[:2] != (first, last)]
+            st.batches.clear()
+            st.batches.extend(kept)
         st.batches.append((first, last, base_offset, confirmed))
         st.last_ms = ms
 
