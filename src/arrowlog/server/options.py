@@ -157,6 +157,6 @@ def run(data_dir: str, host: str, port: int, values: Mapping[str, Any]) -> int:
         print(f"arrowlog serve: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"arrowlog serve: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        print(f"arrowlog serve: cannot serve {data_dir} on {host}:{port}: {exc}", file=sys.stderr)
         return 1
     return 0

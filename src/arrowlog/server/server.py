@@ -56,6 +56,7 @@ from . import errors as E
 from .broker import Broker, BrokerConfig, RequestContext
 from .messages import API_VERSIONS, APIS, FETCH
 from .security import Security, SecurityConfig
+from .security.sasl import ConnectionSecurity
 from .wire import ProtocolError, Reader, Writer
 
 log = logging.getLogger("arrowlog.server")
@@ -164,7 +165,7 @@ class _Connection:
         self.memory = memory
         self.accepted = self.last_active = _now()   # last_active: the last request or body bytes
         self.requests = 0               # requests read completely
-        self.security = None            # ConnectionSecurity: login state and principal
+        self.security: ConnectionSecurity = None  # type: ignore[assignment]  # set on accept: login state and principal
 
     @property
     def idle(self) -> bool:
@@ -322,9 +323,8 @@ class KafkaServer:
             what = f"idle for {limits.idle_timeout_s:g} s"
         conn.last_active = _now()
         try:
-            async with asyncio.timeout_at(deadline):
-                head = await reader.readexactly(4)
-        except TimeoutError:
+            head = await _before(deadline, reader.readexactly(4))
+        except asyncio.TimeoutError:
             raise TimeoutError(what) from None
         size = int.from_bytes(head, "big", signed=True)
         if size < 8 or size > limits.max_frame_bytes:
@@ -334,15 +334,17 @@ class KafkaServer:
         body_deadline = start + limits.request_read_timeout_s
         if conn.requests == 0:
             body_deadline = min(body_deadline, deadline)
+        async def reserve_and_read() -> bytes:
+            await conn.reserve(size, limits)
+            try:
+                return await _read_body(conn, reader, size)
+            except BaseException:
+                conn.release(size)
+                raise
+
         try:
-            async with asyncio.timeout_at(body_deadline):
-                await conn.reserve(size, limits)
-                try:
-                    body = await _read_body(conn, reader, size)
-                except BaseException:
-                    conn.release(size)
-                    raise
-        except TimeoutError:
+            body = await _before(body_deadline, reserve_and_read())
+        except asyncio.TimeoutError:
             raise TimeoutError(f"a {size}-byte request did not arrive within "
                                f"{body_deadline - start:g} s of its size") from None
         conn.requests += 1
@@ -438,6 +440,12 @@ async def _read_body(conn: _Connection, reader: asyncio.StreamReader, size: int)
 
 def _now() -> float:
     return asyncio.get_running_loop().time()
+
+
+async def _before(deadline: float, awaitable):
+    """Await ``awaitable`` until ``deadline`` (on ``_now()``'s clock), else raise
+    asyncio.TimeoutError (``asyncio.timeout_at`` needs Python 3.11)."""
+    return await asyncio.wait_for(awaitable, max(0.0, deadline - _now()))
 
 
 def _done(value) -> asyncio.Future:
