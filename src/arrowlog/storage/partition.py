@@ -51,12 +51,23 @@ from ..errors import (
     StorageError,
 )
 from .files import ExclusiveFlock, close_fds, fsync_dir, open_shared_file, storage_error
+from .layout import (
+    MissingDataError,
+    closed_segment_end,
+    damaged,
+    missing_between,
+    reads_problem,
+    state_problem,
+    tail_start,
+    walk_frames,
+)
 from .segment import (
     INDEX_BYTES,
     MAX_RELATIVE_OFFSET,
     MAX_SEGMENT_BYTES,
     Segment,
     parse_segment_name,
+    segment_name,
 )
 
 ENVELOPE_SCHEMA = core.ENVELOPE_SCHEMA
@@ -116,6 +127,7 @@ class PartitionLog:
         self._sorted_frames: dict[tuple, int] = {}  # (generation, segment, position) -> timestamps ascend?
         self._writer: Segment | None = None       # writable view of the active segment
         self._failed: BaseException | None = None
+        self._damage: str | None = None  # why the layout cannot be right (see layout.py)
         self._closed = False
         self._hint: tuple[int, int, int] | None = None  # (offset, segment base, position)
         self._synced_bases: set[int] = set()
@@ -164,7 +176,7 @@ class PartitionLog:
                     self.recover()
                 else:
                     with self._append_locked():
-                        self._check_indexes()
+                        self._check_layout()
                 # The "clean" mark stays until this session first changes the
                 # log (_mark_dirty): a session that only reads costs no fsync.
             finally:
@@ -205,26 +217,38 @@ class PartitionLog:
             Segment.create(self.directory, 0, self.schema, self.compression, self._capacity(), self._now_ms()).close()
             bases = [0]
             fsync_dir(self.directory)
-        recovery_point = old["recovery_point"] if old else 0
+        # an impossible state (see layout.py) is no guide: scan everything
+        trusted = old is not None and state_problem(old) is None
+        recovery_point = old["recovery_point"] if trusted else 0
         start = 0
         for i, base in enumerate(bases):
             if base <= recovery_point:
                 start = i
-        next_offset = bases[start]
-        log_start = old["log_start_offset"] if old else bases[0]
-        log_start = max(min(log_start, bases[-1]), bases[0])
-        # Segments before `start` are trusted (synced); check their indexes.
-        for base in bases[:start]:
-            seg = self._open_writer_segment(base)
+        log_start = old["log_start_offset"] if trusted else bases[0]
+        # Segments before `start` are trusted (synced): check their indexes,
+        # and that each ends where the next begins. A segment missing there
+        # (or unreadable) makes the log resume after it: the segments
+        # before the gap move to quarantine/ (docs/DURABILITY.md says why).
+        cut = 0
+        for i, base in enumerate(bases[:start]):
             try:
-                entries = seg.index_entries_on_disk()
-                if not seg.index_is_sane(entries[0], entries[1], seg.file_size):
-                    end, _, frames = core.scan_frames(seg.log, seg.header_size, seg.file_size, base, False)
-                    oe, te, _, _ = seg.rebuild_indexes(frames, self.index_interval)
-                    seg.trim(self._trusted_end(seg, end), oe, te)
-                    report["indexes_rebuilt"] += 1
+                seg = self._open_writer_segment(base)
+            except (CorruptRecordError, OSError):
+                cut = i + 1
+                continue
+            try:
+                nxt, problem = self._check_closed(seg)
             finally:
                 seg.close()
+            if problem is not None or nxt != bases[i + 1]:
+                cut = i + 1
+        if cut:
+            self._quarantine(bases[:cut])
+            report["segments_quarantined"] = cut
+            bases, start = bases[cut:], start - cut
+            log_start = max(log_start, bases[0])
+        next_offset = bases[start]
+        log_start = max(min(log_start, bases[-1]), bases[0])
         active = None
         for i in range(start, len(bases)):
             base = bases[i]
@@ -275,7 +299,7 @@ class PartitionLog:
             active_position=end, active_max_timestamp=max_ts if frames else NO_TIMESTAMP,
             offset_index_entries=oe, time_index_entries=te, bytes_since_index=since,
             recovery_point=min(recovery_point, next_offset),
-            generation=(old["generation"] + 1) if old else 1,
+            generation=max(old["generation"], 0) + 1 if old else 1,
             segment_created_ms=seg.created_ms,
         )
         if old is None:
@@ -283,8 +307,27 @@ class PartitionLog:
         else:
             self.state.publish(**fields)
         self._hint = None
+        self._damage = None
         report["next_offset"] = next_offset
         return report
+
+    def _quarantine(self, bases: list[int]) -> None:
+        """Move whole segments out of the log, into quarantine/ (kept for a
+        person to look at, never read again by arrowlog)."""
+        target = os.path.join(self.directory, "quarantine")
+        os.makedirs(target, mode=0o700, exist_ok=True)
+        for base in bases:
+            seg = self._segments.pop(base, None)
+            if seg is not None:
+                seg.close()
+            for ext in (".log", ".index", ".timeindex"):
+                name = segment_name(base) + ext
+                try:
+                    os.rename(os.path.join(self.directory, name), os.path.join(target, name))
+                except FileNotFoundError:
+                    pass
+        fsync_dir(target)
+        fsync_dir(self.directory)
 
     def _rebuild(self, seg: Segment, frames: list, report: dict):
         result = seg.rebuild_indexes(frames, self.index_interval)
@@ -306,32 +349,85 @@ class PartitionLog:
     def _scan_tail_garbage(seg: Segment, end: int) -> bool:
         return bool(seg.log.read(end, min(4096, seg.file_size - end)).strip(b"\0"))
 
-    def _check_indexes(self) -> None:
-        """On a clean open, still refuse an index that cannot be right."""
+    def _check_layout(self) -> None:
+        """On a clean open (see layout.py): rebuild an index that cannot be
+        right, and mark the partition damaged when the published state and
+        the segment files disagree."""
         st = self.state.snapshot()
-        for base in self._list_bases():
-            if base < st["active_base_offset"]:
-                try:
-                    seg = self._open_writer_segment(base)
-                except (CorruptRecordError, OSError):
-                    continue
-                try:
-                    oe, te = seg.index_entries_on_disk()
-                    if not seg.index_is_sane(oe, te, seg.file_size):
-                        end, _, frames = core.scan_frames(seg.log, seg.header_size, seg.file_size, base, False)
-                        oe, te, _, _ = seg.rebuild_indexes(frames, self.index_interval)
-                        seg.trim(self._trusted_end(seg, end), oe, te)
-                finally:
-                    seg.close()
-            elif base == st["active_base_offset"]:
+        self._damage = state_problem(st) or self._check_segments(st)
+
+    def _check_segments(self, st: dict) -> str | None:
+        bases = self._list_bases()
+        active, log_start = st["active_base_offset"], st["log_start_offset"]
+        if active not in bases:
+            return (f"the active segment {segment_name(active)}.log named by partition.state is missing"
+                    if bases else "it has no segment file (.log) at all")
+        first = max((b for b in bases if b <= log_start), default=None)
+        if first is None:
+            return (f"the oldest segment is missing: partition.state says the log starts at offset {log_start} "
+                    f"({segment_name(log_start)}.log), the oldest segment file is {segment_name(bases[0])}.log")
+        expected = None
+        for base in bases:
+            if base < first:
+                continue  # left by a retention cut short; the next retention deletes it
+            if base > active:
+                break  # an orphan of a roll cut short; the next append deletes it
+            if expected is not None and base != expected:
+                if base > expected:
+                    return missing_between(expected, base)
+                return f"segment {segment_name(base)}.log overlaps the segment before it (which ends at {expected})"
+            try:
                 seg = self._open_writer_segment(base)
-                try:
-                    if not seg.index_is_sane(st["offset_index_entries"], st["time_index_entries"], st["active_position"]):
-                        _, _, frames = core.scan_frames(seg.log, seg.header_size, st["active_position"], base, False)
-                        oe, te, since, _ = seg.rebuild_indexes(frames, self.index_interval)
-                        self.state.publish(offset_index_entries=oe, time_index_entries=te, bytes_since_index=since)
-                finally:
-                    seg.close()
+            except (CorruptRecordError, OSError) as exc:
+                return f"segment {segment_name(base)}.log cannot be opened: {exc}"
+            try:
+                if base < active:
+                    expected, problem = self._check_closed(seg)
+                else:
+                    problem = self._check_active(seg, st)
+            finally:
+                seg.close()
+            if problem is not None:
+                return problem
+        return None
+
+    def _check_closed(self, seg: Segment) -> tuple[int | None, str | None]:
+        """(next offset, problem) of a closed segment; its indexes are
+        rebuilt when they cannot be right."""
+        oe, te = seg.index_entries_on_disk()
+        if seg.index_is_sane(oe, te, seg.file_size):
+            nxt, problem = closed_segment_end(seg, seg.file_size)
+            if problem is None:
+                return nxt, None
+        end, nxt, frames = core.scan_frames(seg.log, seg.header_size, seg.file_size, seg.first_offset(seg.file_size),
+                                            False)
+        oe, te, _, _ = seg.rebuild_indexes(frames, self.index_interval, closed=True)
+        seg.trim(self._trusted_end(seg, end), oe, te)
+        if end != seg.file_size:
+            return None, (f"segment {segment_name(seg.base_offset)}.log: the frame at position {end} is not a valid "
+                          f"frame ({seg.file_size - end} bytes from there are unreadable)")
+        return nxt, None
+
+    def _check_active(self, seg: Segment, st: dict) -> str | None:
+        end, name = st["active_position"], f"{segment_name(seg.base_offset)}.log"
+        if not seg.header_size <= end <= seg.file_size:
+            return (f"partition.state says active_position={end}, but the active segment {name} holds "
+                    f"{seg.file_size} bytes (its header {seg.header_size})")
+        oe = st["offset_index_entries"]
+        if not seg.index_is_sane(oe, st["time_index_entries"], end):
+            _, _, frames = core.scan_frames(seg.log, seg.header_size, end, seg.first_offset(end), False)
+            oe, te, since, _ = seg.rebuild_indexes(frames, self.index_interval)
+            self.state.publish(offset_index_entries=oe, time_index_entries=te, bytes_since_index=since)
+        position, base = tail_start(seg, oe, end)
+        nxt, reached, _ = walk_frames(seg, position, end, base)
+        if reached != end or nxt != st["next_offset"]:
+            return (f"partition.state says next_offset={st['next_offset']} at active_position={end}, but the frames "
+                    f"of {name} reach offset {nxt} at position {reached}")
+        return None
+
+    def _raise_if_damaged(self) -> None:
+        if self._damage is not None:
+            raise damaged(f"partition {self.topic}-{self.partition} ({self.directory})", self._damage)
 
     # -- helpers --------------------------------------------------------------
 
@@ -450,11 +546,15 @@ class PartitionLog:
             if self.read_only:
                 raise StorageError(errno.EROFS, f"cannot append to {self.topic}-{self.partition}: the file system is "
                                    "read-only (reads keep working)")
+            self._raise_if_damaged()
             with self._append_locked():
                 if self.state.torn:
                     self._recover_locked()
-                self._mark_dirty()
                 st = self.state.snapshot()
+                problem = reads_problem(st)
+                if problem is not None:
+                    raise damaged(f"partition {self.topic}-{self.partition} ({self.directory})", problem)
+                self._mark_dirty()
                 base = st["next_offset"]
                 offsets = pa.array(np.arange(base, base + n, dtype=np.int64))
                 # An all-null column sliced from a larger array would be
@@ -546,13 +646,13 @@ class PartitionLog:
         oe, te = st["offset_index_entries"], st["time_index_entries"]
         fields = {}
         if oe == 0 or since >= self.index_interval:
-            core.write_offset_entry(seg.index, oe, base - seg.base_offset, position)
+            seg.write_offset_entry(oe, base - seg.base_offset, position)
             oe += 1
             since = 0
             running_max = max(st["active_max_timestamp"], max_ts)
             last_time = self._last_time_entry(seg, te)
             if running_max > last_time:
-                core.write_time_entry(seg.time_index, te, running_max, base - seg.base_offset)
+                seg.write_time_entry(te, running_max, base - seg.base_offset)
                 te += 1
             fields.update(offset_index_entries=oe, time_index_entries=te)
         fields["bytes_since_index"] = since + size
@@ -572,7 +672,7 @@ class PartitionLog:
         if st["active_max_timestamp"] > self._last_time_entry(seg, te):
             # Kafka's rule: a closed segment's time index ends at its largest timestamp
             last = self._last_frame_base(seg, st)
-            core.write_time_entry(seg.time_index, te, st["active_max_timestamp"], last - seg.base_offset)
+            seg.write_time_entry(te, st["active_max_timestamp"], last - seg.base_offset)
             te += 1
         seg.trim(position, st["offset_index_entries"], te)
         new_base = st["next_offset"]
@@ -794,6 +894,11 @@ class PartitionLog:
                 else:
                     break
             if base is None:
+                if offset >= st["log_start_offset"]:
+                    raise MissingDataError(
+                        f"the oldest segment is missing: no segment file holds offset {offset} "
+                        f"({segment_name(st['log_start_offset'])}.log, where the log starts, is gone; the oldest "
+                        f"segment file is {segment_name(bases[0]) if bases else 'none'}.log)")
                 raise OffsetOutOfRangeError(f"offset {offset} of {self.topic}-{self.partition} was deleted "
                                             f"(log start offset is {st['log_start_offset']})")
         seg = self._segment(base, st)
@@ -807,9 +912,19 @@ class PartitionLog:
     def read(self, offset: int, max_bytes: int = 1 << 20, *, check_crc: bool = False) -> list[Frame]:
         """Whole frames starting with the one containing ``offset``, up to
         about ``max_bytes`` (the first frame always, even if larger: Kafka's
-        KIP-74 rule). [] when ``offset`` is at the high watermark."""
+        KIP-74 rule). [] when ``offset`` is at the high watermark.
+
+        Every loop here is bounded by what is on disk: offsets below the
+        high watermark that no segment holds (a segment file gone, a gap)
+        raise CorruptRecordError after looking again, never an empty answer
+        a caller would retry forever."""
+        self._raise_if_damaged()
+        missing = None
         for attempt in range(3):
             st = self._snapshot()
+            problem = reads_problem(st)
+            if problem is not None:
+                raise damaged(f"partition {self.topic}-{self.partition} ({self.directory})", problem)
             if offset < st["log_start_offset"]:
                 raise OffsetOutOfRangeError(
                     f"offset {offset} is below the log start offset {st['log_start_offset']} of "
@@ -820,12 +935,19 @@ class PartitionLog:
             if offset == st["next_offset"]:
                 return []
             try:
-                return self._read(offset, max_bytes, st, check_crc)
+                frames = self._read(offset, max_bytes, st, check_crc)
+                if frames:
+                    return frames
+                missing = MissingDataError(f"no frame holds offset {offset} below the high watermark "
+                                           f"{st['next_offset']} that partition.state publishes")
             except FileNotFoundError:
                 # retention removed the segment under us: look again
-                self._bases_key = None
                 self._segments.pop(self._locate_base_guess(offset), None)
-                continue
+            except MissingDataError as exc:
+                missing = exc  # retention (or a recovery) may have moved on: look again
+            self._bases_key = None
+        if missing is not None and offset >= self._snapshot()["log_start_offset"]:
+            raise damaged(f"partition {self.topic}-{self.partition} ({self.directory})", str(missing))
         raise OffsetOutOfRangeError(f"offset {offset} of {self.topic}-{self.partition} was deleted")
 
     def _locate_base_guess(self, offset: int) -> int:
@@ -855,12 +977,21 @@ class PartitionLog:
             if nxt >= st["next_offset"] or seg.base_offset == st["active_base_offset"]:
                 self._hint = (nxt, seg.base_offset, position)
                 return frames
+            done = seg.base_offset
             seg, end = self._locate(nxt, st)
-            position = seg.header_size if seg.base_offset == nxt else seg.frame_position(nxt, 0, end)
+            if seg.base_offset != nxt or seg.base_offset <= done:
+                # the segment after ``done`` should begin where it ended
+                if seg.base_offset > done:
+                    raise MissingDataError(missing_between(nxt, seg.base_offset))
+                later = [b for b in self._known_bases(st) if b > done]
+                raise MissingDataError(missing_between(nxt, later[0]) if later else
+                                       f"no segment holds offset {nxt} (segment {segment_name(done)}.log ends there)")
+            position = seg.header_size
 
     def offset_for_timestamp(self, timestamp: int) -> int | None:
         """The first offset whose timestamp is at or after ``timestamp`` (ms),
         or None if there is none (Kafka's ListOffsets by time)."""
+        self._raise_if_damaged()
         st = self._snapshot()
         bases = [b for b in self._known_bases(st) if b <= st["active_base_offset"]]
         start_idx = 0
@@ -929,8 +1060,16 @@ class PartitionLog:
         """CRC-check every published frame; a report of what was found."""
         st = self._snapshot()
         report = {"segments": 0, "frames": 0, "records": 0, "bytes": 0, "errors": []}
+        problem = self._damage or state_problem(st)
+        if problem is not None:
+            report["errors"].append(problem)
+            return report
+        bases = self._list_bases()
+        if bases and bases[0] > st["log_start_offset"]:
+            report["errors"].append(f"the oldest segment is missing: the log starts at offset {st['log_start_offset']}, "
+                                    f"the oldest segment file is {segment_name(bases[0])}.log")
         expected = None
-        for b in self._list_bases():
+        for b in bases:
             if b > st["active_base_offset"]:
                 report["errors"].append(f"segment {b:020d} lies beyond the active segment (unpublished)")
                 continue
@@ -941,8 +1080,9 @@ class PartitionLog:
                 continue
             end = st["active_position"] if b == st["active_base_offset"] else seg.file_size
             if expected is not None and b != expected:
-                report["errors"].append(f"segment {b:020d} does not continue from offset {expected}")
-            scan_end, nxt, frames = core.scan_frames(seg.log, seg.header_size, end, b, True)
+                report["errors"].append(missing_between(expected, b) if b > expected else
+                                        f"segment {b:020d} does not continue from offset {expected}")
+            scan_end, nxt, frames = core.scan_frames(seg.log, seg.header_size, end, seg.first_offset(end), True)
             report["segments"] += 1
             report["frames"] += len(frames)
             report["records"] += nxt - b

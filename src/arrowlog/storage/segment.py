@@ -41,12 +41,19 @@ from .files import close_fds, storage_error
 SEGMENT_MAGIC = b"ARWLSEG1"
 SEGMENT_FIXED_HEADER = 40
 _HEADER = struct.Struct("<8sIIqqII")
-# Grow segment files in steps this size: each step is one posix_fallocate,
-# which turns a full disk into a clean ENOSPC instead of a SIGBUS from a
-# store into an unbacked page. 16 MiB keeps it under 100 calls/s at 1.5 GB/s.
+# Segment files grow by posix_fallocate before anything is stored in the new
+# space, which turns a full disk into a clean ENOSPC instead of a SIGBUS from
+# a store into an unbacked page. A new segment starts with LOG_INITIAL_BYTES
+# and each step doubles the file, up to ALLOCATE_STEP per step: a partition
+# that receives one small batch costs 64 KiB of disk, not 16 MiB (64 new
+# partitions used 1 GiB before), and 16 MiB steps keep a 1.5 GB/s append
+# stream under 100 fallocate calls a second.
+LOG_INITIAL_BYTES = 64 << 10
 ALLOCATE_STEP = 16 << 20
-# Indexes are preallocated to this many bytes (Kafka's segment.index.bytes)
-# and trimmed when the segment rolls; a full index forces a roll.
+# Indexes grow the same way (from one page, doubling) up to this many bytes
+# (Kafka's segment.index.bytes), are mapped over all of it, and are trimmed
+# when the segment rolls; a full index forces a roll.
+INDEX_INITIAL_BYTES = 4096
 INDEX_BYTES = 10 << 20
 # Relative offsets and positions are u32 in the indexes: roll before either
 # could overflow (Kafka's KAFKA-4451 / KAFKA-6264 lesson).
@@ -130,14 +137,14 @@ class Segment:
             try:
                 os.ftruncate(fd, 0)
                 os.write(fd, header)
-                core.fallocate(fd, 0, max(header_size, min(ALLOCATE_STEP, capacity)))
+                core.fallocate(fd, 0, max(header_size, min(LOG_INITIAL_BYTES, capacity)))
             finally:
                 os.close(fd)
             for path in (stem + ".index", stem + ".timeindex"):
                 fd = _open_rw(path, create=True)
                 try:
                     os.ftruncate(fd, 0)
-                    core.fallocate(fd, 0, INDEX_BYTES)
+                    core.fallocate(fd, 0, INDEX_INITIAL_BYTES)
                 finally:
                     os.close(fd)
             os.rename(tmp, stem + ".log")
@@ -173,8 +180,10 @@ class Segment:
     # -- indexes ------------------------------------------------------------
 
     def _open_indexes(self) -> None:
-        """Map both indexes; a missing index file is recreated empty (and the
-        partition rebuilds it)."""
+        """Map both indexes over INDEX_BYTES of address space (the file grows
+        into it as entries are written, see _index_room); a missing index
+        file is recreated empty (and the partition rebuilds it). Opening
+        never allocates: a closed segment's trimmed index stays as it is."""
         for attr, path in (("index", self.index_path), ("time_index", self.time_index_path)):
             try:
                 fd = os.open(path, (os.O_RDWR if self.writable else os.O_RDONLY) | os.O_CLOEXEC | os.O_NOFOLLOW)
@@ -182,18 +191,38 @@ class Segment:
                 if not self.writable:
                     setattr(self, attr, None)
                     continue
-                fd = _open_rw(path, create=True)
-            size = os.fstat(fd).st_size
-            if self.writable and size < INDEX_BYTES:
                 try:
-                    core.fallocate(fd, 0, INDEX_BYTES)
+                    fd = _open_rw(path, create=True)
                 except OSError as exc:
-                    os.close(fd)
-                    raise storage_error(exc, f"cannot allocate index {path}") from exc
-                size = INDEX_BYTES
+                    raise storage_error(exc, f"cannot create index {path}") from exc
             setattr(self, attr + "_fd", fd)
-            setattr(self, attr + "_file_size", size)
-            setattr(self, attr, core.MappedFile(fd, max(size, 4096), self.writable, path) if size or self.writable else None)
+            setattr(self, attr + "_file_size", os.fstat(fd).st_size)
+            setattr(self, attr, core.MappedFile(fd, INDEX_BYTES, self.writable, path))
+
+    def _index_room(self, attr: str, slot: int, entry_size: int) -> None:
+        """Back index entry ``slot`` with disk blocks before it is written:
+        the file doubles from INDEX_INITIAL_BYTES up to INDEX_BYTES."""
+        size = getattr(self, attr + "_file_size")
+        need = (slot + 1) * entry_size
+        if need <= size:
+            return
+        if need > INDEX_BYTES:
+            raise CorruptRecordError(f"index entry {slot} of {self.log_path} lies beyond the {INDEX_BYTES}-byte index")
+        target = min(INDEX_BYTES, max(need, 2 * size, INDEX_INITIAL_BYTES))
+        path = self.index_path if attr == "index" else self.time_index_path
+        try:
+            core.fallocate(getattr(self, attr + "_fd"), 0, target)
+        except OSError as exc:
+            raise storage_error(exc, f"cannot grow index {path}") from exc
+        setattr(self, attr + "_file_size", target)
+
+    def write_offset_entry(self, slot: int, relative_offset: int, position: int) -> None:
+        self._index_room("index", slot, core.OFFSET_ENTRY_SIZE)
+        core.write_offset_entry(self.index, slot, relative_offset, position)
+
+    def write_time_entry(self, slot: int, timestamp: int, relative_offset: int) -> None:
+        self._index_room("time_index", slot, core.TIME_ENTRY_SIZE)
+        core.write_time_entry(self.time_index, slot, timestamp, relative_offset)
 
     def index_entries_on_disk(self) -> tuple[int, int]:
         """Entry counts implied by a closed segment's trimmed index files.
@@ -216,24 +245,48 @@ class Segment:
     def index_is_sane(self, offset_entries: int, time_entries: int, end: int) -> bool:
         if offset_entries and self.index is None or time_entries and self.time_index is None:
             return False
+        # entries past the file's end would be a SIGBUS to read
+        if (offset_entries < 0 or time_entries < 0
+                or offset_entries * core.OFFSET_ENTRY_SIZE > os.fstat(self.index_fd).st_size
+                or time_entries * core.TIME_ENTRY_SIZE > os.fstat(self.time_index_fd).st_size):
+            return False
         if offset_entries:
             if not core.index_is_sane(self.index, offset_entries, core.OFFSET_ENTRY_SIZE, end):
                 return False
-            # Both indexes start at the segment's first frame (relative offset 0,
-            # right after the header): garbage that happens to ascend rarely does.
+            # Both indexes start at the segment's first frame (right after the
+            # header): garbage that happens to ascend rarely does.
             first = core.offset_index_lookup(self.index, 1, MAX_RELATIVE_OFFSET)
-            if first is None or first != (0, self.header_size):
+            if first is None or first != (self.first_relative_offset(end), self.header_size):
                 return False
         if time_entries:
             if not core.index_is_sane(self.time_index, time_entries, core.TIME_ENTRY_SIZE, end):
                 return False
-            if self.time_index.read(8, 4) != b"\0\0\0\0":
+            rel = self.first_relative_offset(end)
+            if rel is None or self.time_index.read(8, 4) != rel.to_bytes(4, "little"):
                 return False
         return True
 
-    def rebuild_indexes(self, frames: list, interval: int) -> tuple[int, int, int, int]:
-        """Rewrite both indexes from ``frames`` (as scan_frames returns them).
-        Returns (offset_entries, time_entries, bytes_since_index, max_ts)."""
+    def first_relative_offset(self, end: int) -> int | None:
+        """The first frame's offset relative to the segment's base: 0 for
+        every segment arrowlog writes; more when a segment begins above its
+        base offset (Kafka allows it; tests construct one near 2^31)."""
+        try:
+            base = core.read_frame_header(self.log, self.header_size, end)[0]
+        except core.CorruptFrame:
+            return None
+        rel = base - self.base_offset
+        return rel if 0 <= rel <= MAX_RELATIVE_OFFSET else None
+
+    def first_offset(self, end: int) -> int:
+        """Where a scan of this segment's frames starts counting offsets."""
+        rel = self.first_relative_offset(end)
+        return self.base_offset + (rel or 0)
+
+    def rebuild_indexes(self, frames: list, interval: int, closed: bool = False) -> tuple[int, int, int, int]:
+        """Rewrite both indexes from ``frames`` (as scan_frames returns them);
+        a ``closed`` segment's time index ends at its largest timestamp, as
+        a roll leaves it. Returns (offset_entries, time_entries,
+        bytes_since_index, max_ts)."""
         offset_entries = time_entries = 0
         since = interval  # the first frame always gets an entry
         max_ts = -(1 << 63)
@@ -242,14 +295,17 @@ class Segment:
             if frame_max_ts > max_ts:
                 max_ts = frame_max_ts
             if since >= interval:
-                core.write_offset_entry(self.index, offset_entries, base - self.base_offset, position)
+                self.write_offset_entry(offset_entries, base - self.base_offset, position)
                 offset_entries += 1
                 since = 0
                 if max_ts > last_time_entry:
-                    core.write_time_entry(self.time_index, time_entries, max_ts, base - self.base_offset)
+                    self.write_time_entry(time_entries, max_ts, base - self.base_offset)
                     time_entries += 1
                     last_time_entry = max_ts
             since += size
+        if closed and frames and max_ts > last_time_entry:
+            self.write_time_entry(time_entries, max_ts, frames[-1][1] - self.base_offset)
+            time_entries += 1
         return offset_entries, time_entries, since, max_ts
 
     # -- writing ------------------------------------------------------------
@@ -260,7 +316,8 @@ class Segment:
             raise ValueError("segment capacity exceeded")
         if end <= self.file_size:
             return
-        target = min(max(end, self.file_size + ALLOCATE_STEP), self.capacity)
+        step = min(max(self.file_size, LOG_INITIAL_BYTES), ALLOCATE_STEP)
+        target = min(max(end, self.file_size + step), self.capacity)
         try:
             core.fallocate(self.log_fd, 0, target)
         except OSError as exc:
