@@ -172,6 +172,40 @@ def open_partition(path: str, config: dict | None = None):
     return d, t.partition(0)
 
 
+def closed_partition(path: str, segments: int, segment_bytes: int, index_interval: int,
+                     seed: int = 3) -> dict[int, bytes]:
+    """A partition of at least ``segments`` segments, written with batches of
+    1-6 records 1 ms apart and closed cleanly; returns its records."""
+    import random
+
+    d, pl = open_partition(path, {"segment.bytes": segment_bytes, "retention.ms": -1,
+                                  "index.interval.bytes": index_interval})
+    rng = random.Random(seed)
+    values: dict[int, bytes] = {}
+    b = 0
+    while len(pl.segment_bases()) < segments:
+        vals = batch_values(0, b, rng.randint(1, 6), rng.randint(0, 120))
+        first = pl.append(make_batch(vals, 1_700_000_000_000 + b))
+        values.update((first + j, v) for j, v in enumerate(vals))
+        b += 1
+    d.close()
+    return values
+
+
+def frame_layout(log: bytes) -> list[tuple[int, int, int, int]]:
+    """(position, size, base_offset, record_count) of each frame in a
+    segment's bytes, from its header fields."""
+    header_size = struct.unpack_from("<I", log, 8)[0]
+    pos, frames = header_size, []
+    while pos + core.FRAME_HEADER_SIZE <= len(log):
+        magic, base, body, count = struct.unpack_from("<IqII", log, pos + 4)
+        if magic != core.FRAME_MAGIC:
+            break
+        frames.append((pos, core.FRAME_HEADER_SIZE + body, base, count))
+        pos += core.FRAME_HEADER_SIZE + body
+    return frames
+
+
 # -- a writer process to kill -------------------------------------------------------
 
 

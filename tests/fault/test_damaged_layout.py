@@ -63,17 +63,7 @@ def pristine():
     """A cleanly closed partition of several segments, and its records."""
     with faultlib.scratch("arrowlog-layout-") as base:
         data = os.path.join(base, "pristine")
-        d, pl = faultlib.open_partition(data, {"segment.bytes": 6 << 10, "retention.ms": -1,
-                                               "index.interval.bytes": 512})
-        values: dict[int, bytes] = {}
-        b = 0
-        while len(pl.segment_bases()) < SEGMENTS:
-            vals = faultlib.batch_values(0, b, 4, 100)
-            first = pl.append(faultlib.make_batch(vals, 1_700_000_000_000 + b))
-            values.update((first + j, v) for j, v in enumerate(vals))
-            b += 1
-        d.close()
-        yield data, values
+        yield data, faultlib.closed_partition(data, segments=SEGMENTS, segment_bytes=6 << 10, index_interval=512)
 
 
 @pytest.fixture

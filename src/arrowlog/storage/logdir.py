@@ -136,7 +136,8 @@ class Topic:
                 log = self._partitions.get(partition)
                 if log is None:
                     log = PartitionLog(os.path.join(self.directory, str(partition)), self.name, partition,
-                                       self.config, schema=self.schema, notifier=self.logdir.notifier)
+                                       self.config, schema=self.schema, notifier=self.logdir.notifier,
+                                       check_crcs=self.logdir.check_crcs)
                     self._partitions[partition] = log
         return log
 
@@ -154,9 +155,12 @@ class Topic:
 
 
 class LogDir:
-    """A data directory of topics. ``LogDir(path)`` creates it if needed."""
+    """A data directory of topics. ``LogDir(path)`` creates it if needed.
+    ``check_crcs=False`` turns off the CRC-32C check of each frame before
+    its first read (for data already verified; docs/DURABILITY.md)."""
 
-    def __init__(self, path: str | os.PathLike, *, create: bool = True):
+    def __init__(self, path: str | os.PathLike, *, create: bool = True, check_crcs: bool = True):
+        self.check_crcs = check_crcs
         path = os.fspath(path)
         if path.startswith("file://"):
             path = path[len("file://"):]

@@ -103,8 +103,12 @@ class PartitionLog:
     """See the module docstring for the contract."""
 
     def __init__(self, directory: str, topic: str, partition: int, config: dict, *, schema: pa.Schema = ENVELOPE_SCHEMA,
-                 notifier: core.PartitionState | None = None):
+                 notifier: core.PartitionState | None = None, check_crcs: bool = True):
         self.directory = directory
+        # read() checks each frame's CRC-32C before first handing it out
+        # unless told otherwise (Kafka's check.crcs; docs/DURABILITY.md)
+        self.check_crcs = check_crcs
+        self._read_generation = -1
         self.notifier = notifier
         self.topic = topic
         self.partition = partition
@@ -399,8 +403,9 @@ class PartitionLog:
             nxt, problem = closed_segment_end(seg, seg.file_size)
             if problem is None:
                 return nxt, None
+        # (only after damage: with CRCs, so a flipped count cannot pass)
         end, nxt, frames = core.scan_frames(seg.log, seg.header_size, seg.file_size, seg.first_offset(seg.file_size),
-                                            False)
+                                            True)
         oe, te, _, _ = seg.rebuild_indexes(frames, self.index_interval, closed=True)
         seg.trim(self._trusted_end(seg, end), oe, te)
         if end != seg.file_size:
@@ -415,7 +420,7 @@ class PartitionLog:
                     f"{seg.file_size} bytes (its header {seg.header_size})")
         oe = st["offset_index_entries"]
         if not seg.index_is_sane(oe, st["time_index_entries"], end):
-            _, _, frames = core.scan_frames(seg.log, seg.header_size, end, seg.first_offset(end), False)
+            _, _, frames = core.scan_frames(seg.log, seg.header_size, end, seg.first_offset(end), True)
             oe, te, since, _ = seg.rebuild_indexes(frames, self.index_interval)
             self.state.publish(offset_index_entries=oe, time_index_entries=te, bytes_since_index=since)
         position, base = tail_start(seg, oe, end)
@@ -462,11 +467,14 @@ class PartitionLog:
             except FileNotFoundError:
                 pass
 
-    def _drop_segments(self) -> None:
+    def _forget_read_views(self) -> None:
         for seg in self._segments.values():
             seg.close()
         self._segments.clear()
         self._bases, self._bases_key = [], None
+
+    def _drop_segments(self) -> None:
+        self._forget_read_views()
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -909,10 +917,15 @@ class PartitionLog:
             seg.file_size = end
         return seg, end
 
-    def read(self, offset: int, max_bytes: int = 1 << 20, *, check_crc: bool = False) -> list[Frame]:
+    def read(self, offset: int, max_bytes: int = 1 << 20, *, check_crc: bool | None = None) -> list[Frame]:
         """Whole frames starting with the one containing ``offset``, up to
         about ``max_bytes`` (the first frame always, even if larger: Kafka's
         KIP-74 rule). [] when ``offset`` is at the high watermark.
+
+        Each frame's CRC-32C is checked before its data is first handed out
+        by this log object (``check_crc``: None takes ``self.check_crcs``,
+        True by default): bit rot is a CorruptRecordError naming the file
+        and byte position, never data.
 
         Every loop here is bounded by what is on disk: offsets below the
         high watermark that no segment holds (a segment file gone, a gap)
@@ -925,6 +938,10 @@ class PartitionLog:
             problem = reads_problem(st)
             if problem is not None:
                 raise damaged(f"partition {self.topic}-{self.partition} ({self.directory})", problem)
+            if st["generation"] != self._read_generation:
+                # a recovery may have rewritten frames: check them again
+                self._forget_read_views()
+                self._read_generation = st["generation"]
             if offset < st["log_start_offset"]:
                 raise OffsetOutOfRangeError(
                     f"offset {offset} is below the log start offset {st['log_start_offset']} of "
@@ -935,7 +952,7 @@ class PartitionLog:
             if offset == st["next_offset"]:
                 return []
             try:
-                frames = self._read(offset, max_bytes, st, check_crc)
+                frames = self._read(offset, max_bytes, st, self.check_crcs if check_crc is None else check_crc)
                 if frames:
                     return frames
                 missing = MissingDataError(f"no frame holds offset {offset} below the high watermark "
@@ -1024,7 +1041,7 @@ class PartitionLog:
                             self._sorted_frames.clear()
                         self._sorted_frames[key] = 1 if is_sorted else 0
                     else:
-                        ts_col = seg.read_frame(position, end)[5].column(1)
+                        ts_col = seg.read_frame(position, end, self.check_crcs)[5].column(1)
                         ts = np.frombuffer(ts_col.buffers()[1], dtype=np.int64, count=count, offset=ts_col.offset * 8)
                         idx = int(np.argmax(ts >= timestamp))
                     return max(base + idx, st["log_start_offset"])

@@ -103,6 +103,7 @@ class Segment:
             raise storage_error(exc, f"cannot open segment {self.log_path}") from exc
         self.index_fd = -1
         self.time_index_fd = -1
+        self.verified: set[int] = set()  # positions of frames whose CRC passed (read_frame)
         try:
             self.file_size = os.fstat(self.log_fd).st_size
             self.capacity = max(capacity or 0, self.file_size, 4096)
@@ -382,11 +383,20 @@ class Segment:
         return self.header_size
 
     def read_frame(self, position: int, end: int, check_crc: bool = False):
-        """(base_offset, record_count, min_ts, max_ts, frame_size, batch)."""
+        """(base_offset, record_count, min_ts, max_ts, frame_size, batch).
+        With ``check_crc`` the frame's CRC-32C is checked the first time this
+        view hands it out (a frame below the published position never
+        changes; the positions checked are remembered, so re-reads cost a
+        set lookup, not a pass over the bytes)."""
         try:
             base, count, body, min_ts, max_ts = core.read_frame_header(self.log, position, end)
-            if check_crc and not core.check_frame_crc(self.log, position, end):
-                raise CorruptRecordError(f"segment {self.log_path}: frame at {position} fails its checksum")
+            if check_crc and position not in self.verified:
+                if not core.check_frame_crc(self.log, position, end):
+                    raise CorruptRecordError(f"segment {self.log_path}: the frame at byte position {position} "
+                                             f"(offsets {base}..{base + count - 1} by its header) fails its CRC-32C: "
+                                             "the data on disk changed since it was written (bit rot); run "
+                                             "`arrowlog verify` (see docs/DURABILITY.md)")
+                self.verified.add(position)
         except core.CorruptFrame as exc:
             raise CorruptRecordError(f"segment {self.log_path}: {exc}") from None
         view = self.log.view(position + core.FRAME_HEADER_SIZE, body)
