@@ -194,13 +194,16 @@ class LogDir:
         """A futex word every append in this directory bumps: a consumer of
         many partitions sleeps on it instead of polling each one."""
         path = os.path.join(self.topics_dir, ".notify")
-        fd, read_only = open_shared_file(path)
         try:
-            if not read_only and os.fstat(fd).st_size < core.STATE_FILE_SIZE:
-                core.fallocate(fd, 0, core.STATE_FILE_SIZE)
-            return core.PartitionState(core.MappedFile(fd, core.STATE_FILE_SIZE, not read_only, path))
-        finally:
-            os.close(fd)  # the mapping stays valid
+            fd, read_only = open_shared_file(path)
+            try:
+                if not read_only and os.fstat(fd).st_size < core.STATE_FILE_SIZE:
+                    core.fallocate(fd, 0, core.STATE_FILE_SIZE)
+                return core.PartitionState(core.MappedFile(fd, core.STATE_FILE_SIZE, not read_only, path))
+            finally:
+                os.close(fd)  # the mapping stays valid
+        except OSError as exc:
+            raise storage_error(exc, f"cannot create {path}") from exc
 
     # -- topics ---------------------------------------------------------------
 

@@ -136,6 +136,22 @@ class PartitionLog:
         self._hint: tuple[int, int, int] | None = None  # (offset, segment base, position)
         self._synced_bases: set[int] = set()
         self._dir_dirty = False
+        self._state_fd = self._append_fd = self._open_fd = -1
+        try:
+            self._open_files(directory)
+            self._open_session()
+        except OSError as exc:
+            # a full disk (or quota, or I/O error) while a partition is
+            # first opened or created: a StorageError, never a raw OSError
+            self._close_fds()
+            if isinstance(exc, StorageError):
+                raise
+            raise storage_error(exc, f"cannot open partition {topic}-{partition} in {directory}") from exc
+        except BaseException:
+            self._close_fds()
+            raise
+
+    def _open_files(self, directory: str) -> None:
         try:
             os.makedirs(directory, mode=0o700, exist_ok=True)
         except OSError as exc:
@@ -145,19 +161,17 @@ class PartitionLog:
         self._append_fd, ro2 = open_shared_file(os.path.join(directory, "append.lock"))
         self._open_fd, ro3 = open_shared_file(os.path.join(directory, "open.lock"))
         self.read_only = ro1 or ro2 or ro3
-        try:
-            if os.fstat(self._state_fd).st_size < core.STATE_FILE_SIZE:
-                if self.read_only:
-                    raise StorageError(errno.EROFS, f"{directory} was never written and the file system is read-only")
-                with self._append_locked():
-                    if os.fstat(self._state_fd).st_size < core.STATE_FILE_SIZE:
+        if os.fstat(self._state_fd).st_size < core.STATE_FILE_SIZE:
+            if self.read_only:
+                raise StorageError(errno.EROFS, f"{directory} was never written and the file system is read-only")
+            with self._append_locked():
+                if os.fstat(self._state_fd).st_size < core.STATE_FILE_SIZE:
+                    try:
                         core.fallocate(self._state_fd, 0, core.STATE_FILE_SIZE)
-            self.state = core.PartitionState(core.MappedFile(self._state_fd, core.STATE_FILE_SIZE, not self.read_only,
-                                                             os.path.join(directory, "partition.state")))
-            self._open_session()
-        except BaseException:
-            self._close_fds()
-            raise
+                    except OSError as exc:
+                        raise storage_error(exc, f"cannot allocate {directory}/partition.state") from exc
+        self.state = core.PartitionState(core.MappedFile(self._state_fd, core.STATE_FILE_SIZE, not self.read_only,
+                                                         os.path.join(directory, "partition.state")))
 
     # -- sessions and recovery ---------------------------------------------
 
