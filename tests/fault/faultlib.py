@@ -229,46 +229,56 @@ class Writer:
                                      env=writer_env())
         self.acked: dict[int, bytes] = {}
         self.errors: list[str] = []
+        self.log_start = 0  # the last ``S`` line: retention moved the log start, durably
         self.ready = False
+        self._pending = b""  # an incomplete last line
 
     def wait_ready(self, timeout: float = 30.0) -> None:
+        self.wait_for(lambda w: w.ready, "became ready", timeout)
+
+    def wait_for(self, predicate, what: str, timeout: float = 120.0) -> None:
+        """Read the writer's lines as they come until ``predicate(self)``:
+        drive a test by the writer's progress, never by a sleep."""
+        import select
+
         fd = self.proc.stdout.fileno()
         deadline = time.monotonic() + timeout
-        buf = b""
-        while b"\n" not in buf:
-            if time.monotonic() > deadline or self.proc.poll() is not None and not buf:
+        while not predicate(self):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
                 err = self.proc.stderr.read().decode(errors="replace") if self.proc.poll() is not None else ""
-                raise AssertionError(f"writer never became ready (rc {self.proc.poll()}): {err}")
-            import select
+                raise AssertionError(f"the writer never {what} (rc {self.proc.poll()}): {err[-2000:]}")
             r, _, _ = select.select([fd], [], [], 0.1)
             if r:
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    continue
-                buf += chunk
-        self._pending = buf
-        self.ready = True
+                chunk = os.read(fd, 65536)
+                if chunk:
+                    *lines, self._pending = (self._pending + chunk).split(b"\n")
+                    for line in lines:
+                        self._line(line)
 
     def kill(self) -> tuple[int, str]:
         """SIGKILL, then collect every complete line it wrote."""
         if self.proc.poll() is None:
             self.proc.kill()
         out, err = self.proc.communicate(timeout=60)
-        data = getattr(self, "_pending", b"") + out
+        data = self._pending + out
         for line in data.split(b"\n")[:-1]:  # the last piece is incomplete (or empty)
             self._line(line)
         return self.proc.returncode, err.decode(errors="replace")
 
     def finish(self, timeout: float = 120.0) -> tuple[int, str]:
         out, err = self.proc.communicate(timeout=timeout)
-        data = getattr(self, "_pending", b"") + out
+        data = self._pending + out
         for line in data.split(b"\n")[:-1]:
             self._line(line)
         return self.proc.returncode, err.decode(errors="replace")
 
     def _line(self, line: bytes) -> None:
         kind, _, rest = line.partition(b" ")
-        if kind == b"A":
+        if kind == b"R":
+            self.ready = True
+        elif kind == b"S":
+            self.log_start = int(rest)
+        elif kind == b"A":
             off, _, value = rest.partition(b" ")
             self.acked[int(off)] = value
         elif kind == b"E":
