@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from .._native import core
 from ..errors import CorruptRecordError
+from .index import TimeIndex
 from .segment import INDEX_BYTES, MAX_SEGMENT_BYTES, SEGMENT_FIXED_HEADER, Segment, segment_name
 
 # Offsets beyond this are impossible: 2^62 records at a billion a second
@@ -119,16 +120,9 @@ def closed_segment_end(seg: Segment, end: int) -> tuple[int | None, str | None]:
     name = segment_name(seg.base_offset) + ".log"
     if reached != end:
         return None, f"segment {name}: the frame at position {reached} is not a valid frame ({end - reached} bytes after it)"
-    if te and tail_max > last_time_entry(seg, te):
+    if te and tail_max > TimeIndex(seg).last_timestamp(te):
         return nxt, "time index"
     return nxt, None
-
-
-def last_time_entry(seg: Segment, entries: int) -> int:
-    if entries <= 0 or seg.time_index is None:
-        return -(1 << 63)
-    raw = seg.time_index.read((entries - 1) * core.TIME_ENTRY_SIZE, 8)
-    return int.from_bytes(raw, "little", signed=True)
 
 
 def missing_between(before: int, after: int) -> str:

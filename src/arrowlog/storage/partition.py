@@ -49,6 +49,7 @@ from ..errors import (
     StorageError,
 )
 from .files import ExclusiveFlock, close_fds, open_shared_file, storage_error
+from .index import Indexer
 from .layout import (
     damaged,
     reads_problem,
@@ -403,39 +404,23 @@ class PartitionLog(RecoveryMixin, SyncMixin, RetentionMixin, ReadMixin):
                 or self._now_ms() - st["segment_created_ms"] >= self.segment_ms)
 
     def _index_frame(self, st: dict, seg: Segment, position: int, base: int, size: int, max_ts: int) -> dict:
-        since = st["bytes_since_index"]
-        oe, te = st["offset_index_entries"], st["time_index_entries"]
-        fields = {}
-        if oe == 0 or since >= self.index_interval:
-            seg.write_offset_entry(oe, base - seg.base_offset, position)
-            oe += 1
-            since = 0
-            running_max = max(st["active_max_timestamp"], max_ts)
-            last_time = self._last_time_entry(seg, te)
-            if running_max > last_time:
-                seg.write_time_entry(te, running_max, base - seg.base_offset)
-                te += 1
-            fields.update(offset_index_entries=oe, time_index_entries=te)
-        fields["bytes_since_index"] = since + size
-        return fields
+        indexer = self._indexer(st, seg)
+        indexer.add(position, base, size, max_ts)
+        return dict(offset_index_entries=indexer.offset_entries, time_index_entries=indexer.time_entries,
+                    bytes_since_index=indexer.since)
 
-    @staticmethod
-    def _last_time_entry(seg: Segment, entries: int) -> int:
-        if entries == 0:
-            return NO_TIMESTAMP
-        raw = seg.time_index.read((entries - 1) * core.TIME_ENTRY_SIZE, 8)
-        return int.from_bytes(raw, "little", signed=True)
+    def _indexer(self, st: dict, seg: Segment) -> Indexer:
+        """The indexing rule where the published state says the active
+        segment's indexes stand."""
+        return Indexer(seg, self.index_interval, st["offset_index_entries"], st["time_index_entries"],
+                       st["bytes_since_index"], st["active_max_timestamp"])
 
     def _roll(self, st: dict, seg: Segment, position: int) -> None:
-        """Close the active segment (final time index entry, trim) and start
-        a new one at next_offset; caller holds the append lock."""
-        te = st["time_index_entries"]
-        if st["active_max_timestamp"] > self._last_time_entry(seg, te):
-            # Kafka's rule: a closed segment's time index ends at its largest timestamp
-            last = self._last_frame_base(seg, st)
-            seg.write_time_entry(te, st["active_max_timestamp"], last - seg.base_offset)
-            te += 1
-        seg.trim(position, st["offset_index_entries"], te)
+        """Close the active segment (its time index sealed, files trimmed)
+        and start a new one at next_offset; caller holds the append lock."""
+        indexer = self._indexer(st, seg)
+        indexer.seal(self._last_frame_base(seg, st))
+        seg.trim(position, indexer.offset_entries, indexer.time_entries)
         new_base = st["next_offset"]
         new = Segment.create(self.directory, new_base, self.schema, self.compression, self._capacity(),
                              self._now_ms())

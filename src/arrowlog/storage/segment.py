@@ -37,6 +37,7 @@ import pyarrow as pa
 from .._native import core
 from ..errors import CorruptRecordError
 from .files import close_fds, storage_error
+from .index import Indexer
 
 SEGMENT_MAGIC = b"ARWLSEG1"
 SEGMENT_FIXED_HEADER = 40
@@ -217,14 +218,6 @@ class Segment:
             raise storage_error(exc, f"cannot grow index {path}") from exc
         setattr(self, attr + "_file_size", target)
 
-    def write_offset_entry(self, slot: int, relative_offset: int, position: int) -> None:
-        self._index_room("index", slot, core.OFFSET_ENTRY_SIZE)
-        core.write_offset_entry(self.index, slot, relative_offset, position)
-
-    def write_time_entry(self, slot: int, timestamp: int, relative_offset: int) -> None:
-        self._index_room("time_index", slot, core.TIME_ENTRY_SIZE)
-        core.write_time_entry(self.time_index, slot, timestamp, relative_offset)
-
     def index_entries_on_disk(self) -> tuple[int, int]:
         """Entry counts implied by a closed segment's trimmed index files.
         Sizes are read now, not when this view was opened: the segment may
@@ -284,30 +277,16 @@ class Segment:
         return self.base_offset + (rel or 0)
 
     def rebuild_indexes(self, frames: list, interval: int, closed: bool = False) -> tuple[int, int, int, int]:
-        """Rewrite both indexes from ``frames`` (as scan_frames returns them);
-        a ``closed`` segment's time index ends at its largest timestamp, as
-        a roll leaves it. Returns (offset_entries, time_entries,
+        """Rewrite both indexes from ``frames`` (as scan_frames returns them)
+        by the indexing rule (index.py); a ``closed`` segment is sealed as a
+        roll leaves it. Returns (offset_entries, time_entries,
         bytes_since_index, max_ts)."""
-        offset_entries = time_entries = 0
-        since = interval  # the first frame always gets an entry
-        max_ts = -(1 << 63)
-        last_time_entry = -(1 << 63)
+        indexer = Indexer(self, interval)
         for position, base, _count, frame_max_ts, size in frames:
-            if frame_max_ts > max_ts:
-                max_ts = frame_max_ts
-            if since >= interval:
-                self.write_offset_entry(offset_entries, base - self.base_offset, position)
-                offset_entries += 1
-                since = 0
-                if max_ts > last_time_entry:
-                    self.write_time_entry(time_entries, max_ts, base - self.base_offset)
-                    time_entries += 1
-                    last_time_entry = max_ts
-            since += size
-        if closed and frames and max_ts > last_time_entry:
-            self.write_time_entry(time_entries, max_ts, frames[-1][1] - self.base_offset)
-            time_entries += 1
-        return offset_entries, time_entries, since, max_ts
+            indexer.add(position, base, size, frame_max_ts)
+        if closed and frames:
+            indexer.seal(frames[-1][1])
+        return indexer.offset_entries, indexer.time_entries, indexer.since, indexer.max_ts
 
     # -- writing ------------------------------------------------------------
 
