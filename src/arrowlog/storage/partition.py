@@ -62,6 +62,7 @@ from .segment import (
     MAX_RELATIVE_OFFSET,
     MAX_SEGMENT_BYTES,
     Segment,
+    delete_segment_files,
     parse_segment_name,
 )
 from .sync import SyncMixin
@@ -214,12 +215,7 @@ class PartitionLog(RecoveryMixin, SyncMixin, RetentionMixin, ReadMixin):
         seg = self._segments.pop(base, None)
         if seg is not None:
             seg.close()
-        stem = os.path.join(self.directory, f"{base:020d}")
-        for ext in (".log", ".index", ".timeindex"):
-            try:
-                os.unlink(stem + ext)
-            except FileNotFoundError:
-                pass
+        delete_segment_files(self.directory, base)
 
     def _forget_read_views(self) -> None:
         for seg in self._segments.values():

@@ -15,7 +15,7 @@ import numpy as np
 from .._native import core
 from ..errors import OffsetOutOfRangeError
 from .layout import MissingDataError, damaged, missing_between, reads_problem
-from .segment import Segment, segment_name
+from .segment import Segment, segment_name, segment_path
 
 
 class Frame:
@@ -239,7 +239,7 @@ class ReadMixin:
                 total += st["active_position"]
             else:
                 try:
-                    total += os.stat(os.path.join(self.directory, f"{b:020d}.log")).st_size
+                    total += os.stat(segment_path(self.directory, b)).st_size
                 except FileNotFoundError:
                     pass
         return total

@@ -23,7 +23,7 @@ from .layout import (
     tail_start,
     walk_frames,
 )
-from .segment import Segment, segment_name
+from .segment import SEGMENT_EXTENSIONS, Segment, segment_name
 
 NO_TIMESTAMP = -(1 << 63)
 
@@ -156,7 +156,7 @@ class RecoveryMixin:
             seg = self._segments.pop(base, None)
             if seg is not None:
                 seg.close()
-            for ext in (".log", ".index", ".timeindex"):
+            for ext in SEGMENT_EXTENSIONS:
                 name = segment_name(base) + ext
                 try:
                     os.rename(os.path.join(self.directory, name), os.path.join(target, name))
@@ -281,24 +281,24 @@ class RecoveryMixin:
         expected = None
         for b in bases:
             if b > st["active_base_offset"]:
-                report["errors"].append(f"segment {b:020d} lies beyond the active segment (unpublished)")
+                report["errors"].append(f"segment {segment_name(b)}.log lies beyond the active segment (unpublished)")
                 continue
             try:
                 seg = self._segment(b, st)
             except (CorruptRecordError, OSError) as exc:
-                report["errors"].append(f"segment {b:020d}: {exc}")
+                report["errors"].append(f"segment {segment_name(b)}.log: {exc}")
                 continue
             end = st["active_position"] if b == st["active_base_offset"] else seg.file_size
             if expected is not None and b != expected:
                 report["errors"].append(missing_between(expected, b) if b > expected else
-                                        f"segment {b:020d} does not continue from offset {expected}")
+                                        f"segment {segment_name(b)}.log does not continue from offset {expected}")
             scan_end, nxt, frames = core.scan_frames(seg.log, seg.header_size, end, seg.first_offset(end), True)
             report["segments"] += 1
             report["frames"] += len(frames)
             report["records"] += nxt - b
             report["bytes"] += end
             if scan_end != end:
-                report["errors"].append(f"segment {b:020d}: frame at position {scan_end} fails its checks "
+                report["errors"].append(f"segment {segment_name(b)}.log: frame at position {scan_end} fails its checks "
                                         f"({end - scan_end} bytes after it unreadable)")
             expected = nxt
         return report

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from .._native import core
+from .segment import segment_path
 
 
 class RetentionMixin:
@@ -31,7 +32,7 @@ class RetentionMixin:
         total = st["active_position"]
         for b in bases:
             try:
-                sizes[b] = os.stat(os.path.join(self.directory, f"{b:020d}.log")).st_size
+                sizes[b] = os.stat(segment_path(self.directory, b)).st_size
             except FileNotFoundError:
                 sizes[b] = 0
             total += sizes[b]
@@ -68,7 +69,7 @@ class RetentionMixin:
         return found
 
     def _read_segment_max_timestamp(self, base: int) -> int | None:
-        path = os.path.join(self.directory, f"{base:020d}.timeindex")
+        path = segment_path(self.directory, base, ".timeindex")
         try:
             size = os.stat(path).st_size
             if size < core.TIME_ENTRY_SIZE:

@@ -65,8 +65,24 @@ COMPRESSION_FLAGS = {None: 0, "none": 0, "zstd": 1, "lz4": 2}
 COMPRESSION_NAMES = {0: None, 1: "zstd", 2: "lz4"}
 
 
+SEGMENT_EXTENSIONS = (".log", ".index", ".timeindex")
+
+
 def segment_name(base_offset: int) -> str:
     return f"{base_offset:020d}"
+
+
+def segment_path(directory: str, base_offset: int, ext: str = ".log") -> str:
+    return os.path.join(directory, segment_name(base_offset) + ext)
+
+
+def delete_segment_files(directory: str, base_offset: int) -> None:
+    """Unlink a segment's three files (those still there)."""
+    for ext in SEGMENT_EXTENSIONS:
+        try:
+            os.unlink(segment_path(directory, base_offset, ext))
+        except FileNotFoundError:
+            pass
 
 
 def parse_segment_name(filename: str) -> int | None:
@@ -394,11 +410,7 @@ class Segment:
         self.log = self.index = self.time_index = None
 
     def delete_files(self) -> None:
-        for path in (self.log_path, self.index_path, self.time_index_path):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+        delete_segment_files(self.directory, self.base_offset)
 
     def __repr__(self) -> str:
         return f"<Segment {self.log_path} size={self.file_size}>"

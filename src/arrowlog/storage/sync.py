@@ -8,7 +8,7 @@ import os
 
 from ..errors import PartitionFailedError
 from .files import fsync_dir
-from .segment import Segment
+from .segment import Segment, segment_path
 
 
 class SyncMixin:
@@ -44,7 +44,7 @@ class SyncMixin:
         try:
             for base in older:
                 try:
-                    fd = os.open(os.path.join(self.directory, f"{base:020d}.log"), os.O_RDONLY | os.O_CLOEXEC)
+                    fd = os.open(segment_path(self.directory, base), os.O_RDONLY | os.O_CLOEXEC)
                 except FileNotFoundError:  # deleted by retention meanwhile
                     continue
                 try:
@@ -90,7 +90,7 @@ class SyncMixin:
         st = st or self.state.snapshot()
         try:
             for base in self._unsynced_closed_segments(st):
-                fd = os.open(os.path.join(self.directory, f"{base:020d}.log"), os.O_RDONLY | os.O_CLOEXEC)
+                fd = os.open(segment_path(self.directory, base), os.O_RDONLY | os.O_CLOEXEC)
                 try:
                     os.fdatasync(fd)
                 finally:
