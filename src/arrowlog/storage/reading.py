@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from .._native import core
-from ..errors import OffsetOutOfRangeError
+from ..errors import CorruptRecordError, OffsetOutOfRangeError
 from .layout import MissingDataError, damaged, missing_between, reads_problem
 from .segment import Segment, segment_name, segment_path
 
@@ -199,24 +199,39 @@ class ReadMixin:
             active = b == st["active_base_offset"]
             oe, te = (st["offset_index_entries"], st["time_index_entries"]) if active else seg.index_entries_on_disk()
             position = seg.time_scan_start(timestamp, te, oe, end)
-            while position < end:
-                base, count, body, min_ts, max_ts = core.read_frame_header(seg.log, position, end)
-                if max_ts >= timestamp and base + count > st["log_start_offset"]:
-                    if min_ts >= timestamp:
-                        idx = 0
-                    elif not self.compression:
-                        key = (st["generation"], seg.base_offset, position)
-                        idx, is_sorted = core.frame_first_row_at_or_after(
-                            seg.log, position, end, timestamp, self._sorted_frames.get(key, -1))
-                        if len(self._sorted_frames) > 65536:
-                            self._sorted_frames.clear()
-                        self._sorted_frames[key] = 1 if is_sorted else 0
-                    else:
-                        ts_col = seg.read_frame(position, end, self.check_crcs)[5].column(1)
-                        ts = np.frombuffer(ts_col.buffers()[1], dtype=np.int64, count=count, offset=ts_col.offset * 8)
-                        idx = int(np.argmax(ts >= timestamp))
-                    return max(base + idx, st["log_start_offset"])
-                position += core.FRAME_HEADER_SIZE + body
+            try:
+                found = self._first_at_or_after(seg, position, end, timestamp, st)
+            except core.CorruptFrame as exc:
+                raise CorruptRecordError(f"segment {seg.log_path}: {exc}; run `arrowlog verify` "
+                                         "(see docs/DURABILITY.md)") from None
+            if found is not None:
+                return found
+        return None
+
+    def _first_at_or_after(self, seg: Segment, position: int, end: int, timestamp: int, st: dict) -> int | None:
+        """Scan frames from ``position`` for the first record at or after
+        ``timestamp``; each frame looked at is CRC-checked (check_crcs), so
+        a rotten timestamp is an error, never a wrong offset."""
+        while position < end:
+            base, count, body, min_ts, max_ts = core.read_frame_header(seg.log, position, end)
+            if self.check_crcs:
+                seg.check_crc(position, end, base, count)
+            if max_ts >= timestamp and base + count > st["log_start_offset"]:
+                if min_ts >= timestamp:
+                    idx = 0
+                elif not self.compression:
+                    key = (st["generation"], seg.base_offset, position)
+                    idx, is_sorted = core.frame_first_row_at_or_after(
+                        seg.log, position, end, timestamp, self._sorted_frames.get(key, -1))
+                    if len(self._sorted_frames) > 65536:
+                        self._sorted_frames.clear()
+                    self._sorted_frames[key] = 1 if is_sorted else 0
+                else:
+                    ts_col = seg.read_frame(position, end)[5].column(1)
+                    ts = np.frombuffer(ts_col.buffers()[1], dtype=np.int64, count=count, offset=ts_col.offset * 8)
+                    idx = int(np.argmax(ts >= timestamp))
+                return max(base + idx, st["log_start_offset"])
+            position += core.FRAME_HEADER_SIZE + body
         return None
 
     def _known_bases(self, st: dict) -> list[int]:

@@ -377,6 +377,18 @@ class Segment:
                 return self.frame_position(self.base_offset + rel, offset_entries, end)
         return self.header_size
 
+    def check_crc(self, position: int, end: int, base: int, count: int) -> None:
+        """The CRC-32C of the frame at ``position`` (whose header says
+        ``base``/``count``), once per view: CorruptRecordError if it fails."""
+        if position in self.verified:
+            return
+        if not core.check_frame_crc(self.log, position, end):
+            raise CorruptRecordError(f"segment {self.log_path}: the frame at byte position {position} "
+                                     f"(offsets {base}..{base + count - 1} by its header) fails its CRC-32C: "
+                                     "the data on disk changed since it was written (bit rot); run "
+                                     "`arrowlog verify` (see docs/DURABILITY.md)")
+        self.verified.add(position)
+
     def read_frame(self, position: int, end: int, check_crc: bool = False):
         """(base_offset, record_count, min_ts, max_ts, frame_size, batch).
         With ``check_crc`` the frame's CRC-32C is checked the first time this
@@ -385,13 +397,8 @@ class Segment:
         set lookup, not a pass over the bytes)."""
         try:
             base, count, body, min_ts, max_ts = core.read_frame_header(self.log, position, end)
-            if check_crc and position not in self.verified:
-                if not core.check_frame_crc(self.log, position, end):
-                    raise CorruptRecordError(f"segment {self.log_path}: the frame at byte position {position} "
-                                             f"(offsets {base}..{base + count - 1} by its header) fails its CRC-32C: "
-                                             "the data on disk changed since it was written (bit rot); run "
-                                             "`arrowlog verify` (see docs/DURABILITY.md)")
-                self.verified.add(position)
+            if check_crc:
+                self.check_crc(position, end, base, count)
         except core.CorruptFrame as exc:
             raise CorruptRecordError(f"segment {self.log_path}: {exc}") from None
         view = self.log.view(position + core.FRAME_HEADER_SIZE, body)
