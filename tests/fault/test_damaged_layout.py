@@ -221,3 +221,23 @@ def test_broken_topic_json(damaged, case):
     check_outcome(run_readers(data), values, "topic.json", case)
     after = check_verify_and_recover(data, values, case)
     assert {int(o) for o in after["read"]["records"]} == set(values)
+
+
+def test_retention_leaves_a_damaged_partition_and_topic_alone(damaged):
+    """Retention over the whole directory skips a topic whose topic.json is
+    broken and never deletes segments of a partition whose state is
+    impossible (active_base_offset=10^12 would make every segment look old)."""
+    from arrowlog.storage import LogDir
+
+    data, _ = damaged
+    set_state(data, active_base_offset=10**12)
+    other = os.path.join(data, "topics", "other")
+    os.makedirs(other)
+    with open(os.path.join(other, "topic.json"), "w") as f:
+        f.write("{broken")
+    before = segment_paths(data)
+    with LogDir(data, create=False) as d:
+        pl = d.topic(faultlib.TOPIC).partition(0)
+        pl.config["retention.bytes"] = 1  # everything but the active segment is beyond it
+        assert d.enforce_retention() == 0
+    assert segment_paths(data) == before

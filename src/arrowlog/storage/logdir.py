@@ -402,7 +402,11 @@ class LogDir:
     def enforce_retention(self) -> int:
         deleted = 0
         for name in self.list_topics():
-            for log in self.topic(name).partitions():
+            try:
+                logs = self.topic(name).partitions()
+            except CorruptRecordError:
+                continue  # a damaged topic.json (verify reports it): retention goes on for the others
+            for log in logs:
                 deleted += log.enforce_retention()
         return deleted
 

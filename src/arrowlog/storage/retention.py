@@ -16,7 +16,11 @@ class RetentionMixin:
 
     def enforce_retention(self, now_ms: int | None = None) -> int:
         """Delete whole segments older than retention.ms or beyond
-        retention.bytes (never the active one); returns how many."""
+        retention.bytes (never the active one); returns how many. A
+        damaged partition (layout.py) is left alone: its state cannot say
+        which segments are old."""
+        if self._damage is not None:
+            return 0
         with self._lock, self._append_locked():
             return self._enforce_retention_locked(now_ms)
 
