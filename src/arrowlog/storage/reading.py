@@ -178,7 +178,9 @@ class ReadMixin:
 
     def offset_for_timestamp(self, timestamp: int) -> int | None:
         """The first offset whose timestamp is at or after ``timestamp`` (ms),
-        or None if there is none (Kafka's ListOffsets by time)."""
+        or None if there is none (Kafka's ListOffsets by time). Each frame
+        looked at is CRC-checked (check_crcs; once per view), so a rotten
+        timestamp or offset is an error, never a wrong answer."""
         self._raise_if_damaged()
         st = self._snapshot()
         bases = [b for b in self._known_bases(st) if b <= st["active_base_offset"]]
@@ -187,6 +189,7 @@ class ReadMixin:
             if b >= st["log_start_offset"] or i + 1 < len(bases) and bases[i + 1] > st["log_start_offset"]:
                 start_idx = i
                 break
+        check = self.check_crcs
         for b in bases[start_idx:]:
             if b < st["active_base_offset"]:
                 max_ts = self._segment_max_timestamp(b)
@@ -200,38 +203,30 @@ class ReadMixin:
             oe, te = (st["offset_index_entries"], st["time_index_entries"]) if active else seg.index_entries_on_disk()
             position = seg.time_scan_start(timestamp, te, oe, end)
             try:
-                found = self._first_at_or_after(seg, position, end, timestamp, st)
+                while position < end:
+                    base, count, body, min_ts, max_ts = core.read_frame_header(seg.log, position, end)
+                    if check and position not in seg.verified:
+                        seg.check_crc(position, end, base, count)
+                    if max_ts >= timestamp and base + count > st["log_start_offset"]:
+                        if min_ts >= timestamp:
+                            idx = 0
+                        elif not self.compression:
+                            key = (st["generation"], seg.base_offset, position)
+                            idx, is_sorted = core.frame_first_row_at_or_after(
+                                seg.log, position, end, timestamp, self._sorted_frames.get(key, -1))
+                            if len(self._sorted_frames) > 65536:
+                                self._sorted_frames.clear()
+                            self._sorted_frames[key] = 1 if is_sorted else 0
+                        else:
+                            ts_col = seg.read_frame(position, end)[5].column(1)
+                            ts = np.frombuffer(ts_col.buffers()[1], dtype=np.int64, count=count,
+                                               offset=ts_col.offset * 8)
+                            idx = int(np.argmax(ts >= timestamp))
+                        return max(base + idx, st["log_start_offset"])
+                    position += core.FRAME_HEADER_SIZE + body
             except core.CorruptFrame as exc:
                 raise CorruptRecordError(f"segment {seg.log_path}: {exc}; run `arrowlog verify` "
                                          "(see docs/DURABILITY.md)") from None
-            if found is not None:
-                return found
-        return None
-
-    def _first_at_or_after(self, seg: Segment, position: int, end: int, timestamp: int, st: dict) -> int | None:
-        """Scan frames from ``position`` for the first record at or after
-        ``timestamp``; each frame looked at is CRC-checked (check_crcs), so
-        a rotten timestamp is an error, never a wrong offset."""
-        while position < end:
-            base, count, body, min_ts, max_ts = core.read_frame_header(seg.log, position, end)
-            if self.check_crcs:
-                seg.check_crc(position, end, base, count)
-            if max_ts >= timestamp and base + count > st["log_start_offset"]:
-                if min_ts >= timestamp:
-                    idx = 0
-                elif not self.compression:
-                    key = (st["generation"], seg.base_offset, position)
-                    idx, is_sorted = core.frame_first_row_at_or_after(
-                        seg.log, position, end, timestamp, self._sorted_frames.get(key, -1))
-                    if len(self._sorted_frames) > 65536:
-                        self._sorted_frames.clear()
-                    self._sorted_frames[key] = 1 if is_sorted else 0
-                else:
-                    ts_col = seg.read_frame(position, end)[5].column(1)
-                    ts = np.frombuffer(ts_col.buffers()[1], dtype=np.int64, count=count, offset=ts_col.offset * 8)
-                    idx = int(np.argmax(ts >= timestamp))
-                return max(base + idx, st["log_start_offset"])
-            position += core.FRAME_HEADER_SIZE + body
         return None
 
     def _known_bases(self, st: dict) -> list[int]:
