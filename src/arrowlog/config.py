@@ -130,7 +130,8 @@ TOPIC = [
     Key("compression.type", "none", _choice("none", "zstd", "lz4", aliases={"uncompressed": "none", "producer": "none"}),
         "Arrow IPC buffer compression of stored batches; none keeps replay zero-copy."),
     Key("value.schema", None, _any, "An Arrow schema for values: values are stored as typed columns."),
-    Key("cleanup.policy", "delete", _choice("delete"), "Only delete (retention) is supported."),
+    Key("cleanup.policy", "delete", _choice("delete", "compact"), "delete (retention); compact is recorded "
+        "for the log cleaner and until it exists keeps every record, like delete with retention.ms=-1."),
 ]
 
 # Kafka-cluster-only keys: accepted (with a warning) so configs can be shared.

@@ -131,6 +131,7 @@ class Broker:
         self.config = config
         self.cluster_id = cluster_id
         self.store = Store(data_dir, cluster_id)
+        self.typed = None  # arrowlog.registry.typed.TypedTopics when the schema registry runs
         self.offsets = GroupOffsetStore(data_dir)
         self.groups = GroupCoordinator(self.offsets, config.group_initial_rebalance_delay_ms)
         self.producers = ProducerRegistry()
@@ -246,7 +247,8 @@ class Broker:
                 topics.append({"error_code": E.KAFKA_STORAGE_ERROR, "name": name, "partitions": []})
                 continue
             if t is None and auto:
-                code, msg = self.store.create_topic(name, self.config.default_partitions)
+                code, msg = self.store.create_topic(name, self.config.default_partitions,
+                                                    self.typed.topic_config(name) if self.typed else None)
                 if code in (E.INVALID_TOPIC_EXCEPTION, E.KAFKA_STORAGE_ERROR):
                     if code == E.KAFKA_STORAGE_ERROR:
                         log.error("auto-creating topic %s failed: %s", name, msg)
@@ -300,6 +302,11 @@ class Broker:
         except RecordBatchError as exc:
             log.warning("refused a batch for %s-%d: %s", topic, index, exc)
             return {**fail, "error_code": exc.error_code, "error_message": str(exc)}
+        if self.typed is not None:  # typed topics: wire-format values become columns (docs/REGISTRY.md)
+            try:
+                batches = self.typed.on_produce(topic, batches)
+            except AE.ArrowlogError as exc:
+                return {**fail, "error_code": E.INVALID_RECORD, "error_message": str(exc)}
         first = None
         for b in batches:
             code, duplicate = self.producers.check(topic, index, b.producer_id, b.producer_epoch,
@@ -416,7 +423,7 @@ class Broker:
         if hit is not None and hit[0] == frame.record_count:
             self._cache.move_to_end(key)
             return hit[1]
-        data = encode_batch(frame.batch)
+        data = encode_batch(frame.batch if self.typed is None else self.typed.on_fetch(topic, frame.batch))
         self._cache[key] = (frame.record_count, data)
         self._cache_bytes += len(data)
         while self._cache_bytes > ENCODE_CACHE_BYTES and self._cache:

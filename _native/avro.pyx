@@ -1,0 +1,152 @@
+# cython: language_level=3
+"""Decoding Confluent wire-format Avro records of a flat record schema into columns.
+
+``decode_flat(values, schema_id, kinds, nullable, enum_sizes)`` reads each
+value (``0x00``, the 4-byte big-endian schema id, then the Avro binary body)
+and appends its fields to per-field buffers; arrowlog.registry.codec turns
+them into Arrow arrays. Every length is checked against the bytes left and a
+body must be used up exactly; a violation raises ValueError naming the record.
+"""
+
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+from libc.string cimport memcpy
+
+import numpy as np
+
+# Field kinds (arrowlog.registry.codec uses the same numbers).
+DEF K_BOOL = 0
+DEF K_INT = 1
+DEF K_LONG = 2
+DEF K_FLOAT = 3
+DEF K_DOUBLE = 4
+DEF K_STRING = 5
+DEF K_BYTES = 6
+DEF K_ENUM = 7
+
+
+cdef inline int read_long(const uint8_t* p, Py_ssize_t n, Py_ssize_t* pos, int64_t* out) except -1:
+    cdef uint64_t acc = 0
+    cdef int shift = 0
+    cdef uint8_t b
+    while True:
+        if pos[0] >= n:
+            raise ValueError("a varint runs past the end of the record")
+        b = p[pos[0]]
+        pos[0] += 1
+        acc |= (<uint64_t>(b & 0x7F)) << shift
+        if not (b & 0x80):
+            break
+        shift += 7
+        if shift >= 64:
+            raise ValueError("a varint is longer than 10 bytes")
+    out[0] = <int64_t>((acc >> 1) ^ (-(acc & 1)))
+    return 0
+
+
+def decode_flat(list values, int schema_id, bytes kinds, bytes nullable, list enum_sizes):
+    """Columns of ``values``: a list, per field, of (data, valid) where data is a
+    numpy array (numbers, enum indexes) or (offsets int32 array, bytes) for
+    strings and bytes, and valid a uint8 array (1: present)."""
+    cdef Py_ssize_t nrec = len(values), nf = len(kinds), i, f, n, pos, size
+    cdef const uint8_t* p
+    cdef const uint8_t* k = <const uint8_t*>PyBytes_AS_STRING(kinds)
+    cdef const uint8_t* nl = <const uint8_t*>PyBytes_AS_STRING(nullable)
+    cdef int64_t v, branch
+    cdef int32_t sid
+    cdef uint8_t kind
+    cdef object value
+    cdef list nums = [], valids = [], datas = []
+    cdef char* cols[64]
+    cdef uint8_t* oks[64]
+    cdef int64_t limits[64]
+    cdef Py_ssize_t used[64]
+    cdef int32_t* offsets
+    if nf > 64:
+        raise ValueError("a flat record of more than 64 fields is not decoded natively")
+    for f in range(nf):
+        kind = k[f]
+        dtype = {K_BOOL: np.uint8, K_INT: np.int32, K_LONG: np.int64, K_FLOAT: np.float32,
+                 K_DOUBLE: np.float64, K_ENUM: np.int32}.get(kind, np.int32)
+        arr = np.zeros(nrec + 1 if kind in (K_STRING, K_BYTES) else nrec, dtype=dtype)
+        ok = np.ones(nrec, dtype=np.uint8)
+        nums.append(arr)
+        valids.append(ok)
+        datas.append(bytearray())
+        cols[f] = <char*><size_t>arr.ctypes.data
+        oks[f] = <uint8_t*><size_t>ok.ctypes.data
+        limits[f] = enum_sizes[f] if kind == K_ENUM else 0
+        used[f] = 0
+    for i in range(nrec):
+        value = values[i]
+        if not isinstance(value, bytes):
+            raise ValueError(f"record {i} has no value (a null value cannot fill a typed record)")
+        p = <const uint8_t*>PyBytes_AS_STRING(value)
+        n = PyBytes_GET_SIZE(value)
+        if n < 5 or p[0] != 0:
+            raise ValueError(f"record {i} is not in the Confluent wire format (magic byte 0x00, "
+                             "4-byte schema id, payload)")
+        sid = (<int32_t>p[1] << 24) | (<int32_t>p[2] << 16) | (<int32_t>p[3] << 8) | <int32_t>p[4]
+        if sid != schema_id:
+            raise LookupError(sid)
+        pos = 5
+        for f in range(nf):
+            kind = k[f]
+            if nl[f]:
+                read_long(p, n, &pos, &branch)
+                if branch == 0:
+                    oks[f][i] = 0
+                    if kind == K_STRING or kind == K_BYTES:
+                        offsets = <int32_t*>cols[f]
+                        offsets[i + 1] = offsets[i]
+                    continue
+                if branch != 1:
+                    raise ValueError(f"record {i}, field {f}: union branch {branch} does not exist")
+            if kind == K_BOOL:
+                if pos >= n:
+                    raise ValueError(f"record {i} ends inside field {f}")
+                if p[pos] > 1:
+                    raise ValueError(f"record {i}, field {f}: a boolean byte is {p[pos]}, not 0 or 1")
+                (<uint8_t*>cols[f])[i] = p[pos]
+                pos += 1
+            elif kind == K_INT or kind == K_ENUM:
+                read_long(p, n, &pos, &v)
+                if v < -2147483648 or v > 2147483647:
+                    raise ValueError(f"record {i}, field {f}: {v} does not fit an Avro int")
+                if kind == K_ENUM and not 0 <= v < limits[f]:
+                    raise ValueError(f"record {i}, field {f}: enum index {v} is not one of the {limits[f]} symbols")
+                (<int32_t*>cols[f])[i] = <int32_t>v
+            elif kind == K_LONG:
+                read_long(p, n, &pos, &v)
+                (<int64_t*>cols[f])[i] = v
+            elif kind == K_FLOAT or kind == K_DOUBLE:
+                size = 4 if kind == K_FLOAT else 8
+                if pos + size > n:
+                    raise ValueError(f"record {i} ends inside field {f}")
+                memcpy(cols[f] + i * size, p + pos, size)
+                pos += size
+            else:  # string, bytes
+                read_long(p, n, &pos, &v)
+                if v < 0 or v > n - pos:
+                    raise ValueError(f"record {i}, field {f}: a length of {v} with {n - pos} bytes left")
+                size = <Py_ssize_t>v
+                if used[f] + size > 2147483647:
+                    raise ValueError("more than 2 GiB of strings in one batch")
+                buf = <bytearray>datas[f]
+                if used[f] + size > PyByteArray_GET_SIZE(buf):
+                    PyByteArray_Resize(buf, max(2 * (used[f] + size), 4096))
+                memcpy(PyByteArray_AS_STRING(buf) + used[f], p + pos, size)
+                used[f] += size
+                pos += size
+                (<int32_t*>cols[f])[i + 1] = <int32_t>used[f]
+        if pos != n:
+            raise ValueError(f"record {i} has {n - pos} bytes after its last field: it does not match "
+                             f"schema {schema_id}")
+    out = []
+    for f in range(nf):
+        if k[f] == K_STRING or k[f] == K_BYTES:
+            out.append(((nums[f], bytes(datas[f][:used[f]])), valids[f]))
+        else:
+            out.append((nums[f], valids[f]))
+    return out

@@ -1,0 +1,191 @@
+"""Confluent wire-format values <-> a typed topic's Arrow value columns.
+
+A wire-format value is ``0x00``, the schema id as 4 big-endian bytes, then the
+Avro binary or JSON body. ``Codec.decode`` turns a batch's value column into
+the struct column the topic stores (Avro through the native decoder in
+``arrowlog._native.avro``, one pass over the batch; JSON parsed, validated
+against its JSON Schema and converted by pyarrow); ``Codec.encode`` writes the
+struct column back as wire-format values with the same id (Avro by fastavro,
+which writes the canonical encoding: byte-exact for records produced
+canonically). Any value that does not decode or does not match raises
+``InvalidRecordError`` naming the record.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+
+import numpy as np
+import pyarrow as pa
+
+from arrowlog.errors import InvalidRecordError
+
+from .schemas import ParsedSchema
+
+# Kinds understood by arrowlog._native.avro.decode_flat.
+_KIND = {"boolean": 0, "int": 1, "long": 2, "float": 3, "double": 4, "string": 5, "bytes": 6, "enum": 7}
+
+
+def header(schema_id: int) -> bytes:
+    return b"\x00" + struct.pack(">i", schema_id)
+
+
+def _avro_prim(t) -> tuple[str, list | None]:
+    """(kind, enum symbols) of a flat Avro field type (after its null branch is removed)."""
+    if isinstance(t, dict):
+        if t.get("type") == "enum":
+            return "enum", list(t["symbols"])
+        return t["type"], None
+    return t, None
+
+
+class Codec:
+    """The codec of one registered schema (``schema_id``) with a flat column form."""
+
+    def __init__(self, schema_id: int, schema: ParsedSchema):
+        if schema.arrow is None:
+            raise InvalidRecordError(f"schema {schema_id} has no column form: {schema.arrow_reason}")
+        self.schema_id = schema_id
+        self.schema = schema
+        self.arrow = schema.arrow
+        self.type = pa.struct(list(schema.arrow))
+        self.prefix = header(schema_id)
+        if schema.schema_type == "AVRO":
+            kinds, nullable, enums = bytearray(), bytearray(), []
+            for f in schema.value["fields"]:
+                t = f["type"]
+                nullable.append(isinstance(t, list))
+                kind, symbols = _avro_prim([b for b in t if b != "null"][0] if isinstance(t, list) else t)
+                kinds.append(_KIND[kind])
+                enums.append(symbols)
+            self._kinds, self._nullable, self._enums = bytes(kinds), bytes(nullable), enums
+            self._writer = _raw_avro(schema.value)
+        else:
+            import jsonschema
+
+            self._validator = jsonschema.validators.validator_for(schema.value)(schema.value)
+
+    # ------------------------------------------------------------ decode
+    def decode(self, values: pa.Array) -> pa.Array:
+        """The struct column for a binary column of wire-format values."""
+        if values.null_count:
+            # a null value (a tombstone) stays a null record
+            valid = values.is_valid()
+            present = self.decode(values.filter(valid))
+            idx = np.cumsum(np.asarray(valid.to_numpy(zero_copy_only=False), dtype=np.int64)) - 1
+            idx = pa.array(idx, mask=~np.asarray(valid.to_numpy(zero_copy_only=False)))
+            return present.take(idx)
+        if self.schema.schema_type == "AVRO":
+            return self._decode_avro(values.to_pylist())
+        return self._decode_json(values.to_pylist())
+
+    def _decode_avro(self, values: list) -> pa.Array:
+        from arrowlog._native.avro import decode_flat
+
+        try:
+            columns = decode_flat(values, self.schema_id, self._kinds, self._nullable,
+                                  [len(s) if s else 0 for s in self._enums])
+        except LookupError as exc:
+            raise InvalidRecordError(f"a record carries schema id {exc.args[0]}, but this topic stores the "
+                                     f"columns of schema id {self.schema_id}") from None
+        except ValueError as exc:
+            raise InvalidRecordError(f"a record does not match Avro schema {self.schema_id}: {exc}") from None
+        arrays = []
+        for field, symbols, (data, valid) in zip(self.arrow, self._enums, columns):
+            mask = None if valid.all() else pa.array(valid == 0)
+            bitmap = None if mask is None else pa.py_buffer(np.packbits(valid, bitorder="little"))
+            n = len(valid)
+            t = field.type
+            if symbols is not None:
+                arr = pa.array(symbols, pa.string()).take(pa.array(data, mask=valid == 0))
+            elif pa.types.is_string(t) or pa.types.is_binary(t):
+                offsets, blob = data
+                arr = pa.Array.from_buffers(t, n, [bitmap, pa.py_buffer(offsets), pa.py_buffer(blob)])
+                if pa.types.is_string(t):
+                    try:
+                        arr.validate(full=True)
+                    except pa.ArrowInvalid as exc:
+                        raise InvalidRecordError(f"field {field.name!r} holds a string that is not UTF-8: "
+                                                 f"{exc}") from None
+            elif pa.types.is_boolean(t):
+                arr = pa.array(data.view(np.bool_), mask=mask)
+            elif pa.types.is_timestamp(t) or pa.types.is_date(t):
+                arr = pa.array(data, mask=mask).cast(t)
+            else:
+                arr = pa.array(data, mask=mask)
+            arrays.append(arr)
+        return pa.StructArray.from_arrays(arrays, fields=list(self.arrow))
+
+    def _decode_json(self, values: list) -> pa.Array:
+        rows = []
+        for i, v in enumerate(values):
+            if len(v) < 5 or v[0] != 0:
+                raise InvalidRecordError(f"record {i} is not in the Confluent wire format (magic byte 0x00, "
+                                         "4-byte schema id, payload)")
+            sid = struct.unpack_from(">i", v, 1)[0]
+            if sid != self.schema_id:
+                raise InvalidRecordError(f"record {i} carries schema id {sid}, but this topic stores the "
+                                         f"columns of schema id {self.schema_id}")
+            try:
+                doc = json.loads(v[5:])
+            except (ValueError, RecursionError) as exc:
+                raise InvalidRecordError(f"record {i} is not JSON: {exc}") from None
+            error = next(iter(self._validator.iter_errors(doc)), None)
+            if error is not None:
+                raise InvalidRecordError(f"record {i} does not match JSON Schema {self.schema_id}: "
+                                         f"{error.message}")
+            rows.append(doc)
+        try:
+            return pa.array(rows, type=self.type)
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            raise InvalidRecordError(f"a record does not fit the columns of schema {self.schema_id}: "
+                                     f"{exc}") from None
+
+    # ------------------------------------------------------------ encode
+    def encode(self, column: pa.Array) -> pa.Array:
+        """Wire-format values (binary) for a struct column of this schema."""
+        fields = []
+        for f in self.arrow:
+            child = column.field(f.name)
+            if pa.types.is_timestamp(f.type) or pa.types.is_date(f.type):
+                child = child.cast(pa.int64() if pa.types.is_timestamp(f.type) else pa.int32())
+            fields.append(child.to_pylist())
+        names = self.arrow.names
+        valid = column.is_valid().to_pylist()
+        out = []
+        if self.schema.schema_type == "AVRO":
+            import fastavro
+
+            for i, ok in enumerate(valid):
+                if not ok:
+                    out.append(None)
+                    continue
+                buf = io.BytesIO()
+                buf.write(self.prefix)
+                fastavro.schemaless_writer(buf, self._writer, {n: c[i] for n, c in zip(names, fields)})
+                out.append(buf.getvalue())
+        else:
+            for i, ok in enumerate(valid):
+                if not ok:
+                    out.append(None)
+                    continue
+                row = {n: c[i] for n, c in zip(names, fields) if c[i] is not None}
+                out.append(self.prefix + json.dumps(row).encode())
+        return pa.array(out, pa.binary())
+
+
+def _raw_avro(value: dict):
+    """The schema with its logical types removed: columns hold the raw int/long."""
+    import fastavro
+
+    def strip(t):
+        if isinstance(t, list):
+            return [strip(b) for b in t]
+        if isinstance(t, dict) and "logicalType" in t and t.get("type") in ("int", "long"):
+            return t["type"]
+        return t
+
+    raw = dict(value, fields=[dict(f, type=strip(f["type"])) for f in value["fields"]])
+    return fastavro.parse_schema(raw)

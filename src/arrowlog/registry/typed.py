@@ -1,0 +1,111 @@
+"""Typed topics over the Kafka protocol: the broker's calls into the registry.
+
+A topic becomes typed when it is created (auto-created by a Kafka client's
+Metadata request) while its TopicNameStrategy subject ``<topic>-value`` has a
+latest version whose schema maps onto flat columns: the topic is created with
+that Arrow schema as its ``value.schema`` and bound to the schema id (the
+binding is kept in ``_schemas``). From then on:
+
+- Produce: ``on_produce`` decodes each batch's wire-format values into the
+  topic's struct column; a record that does not decode, carries another
+  schema id, or does not match refuses the whole request (INVALID_RECORD with
+  the reason), so nothing is stored half-typed.
+- Fetch: ``on_fetch`` encodes the stored columns back into wire-format values
+  with the bound schema id.
+
+Topics typed by the library (``value.schema`` given directly) are not bound to
+a subject: Kafka clients cannot write them and Fetch cannot serve them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pyarrow as pa
+
+from arrowlog.errors import InvalidRecordError
+
+from .codec import Codec
+from .errors import RegistryError
+from .store import Registry
+
+log = logging.getLogger("arrowlog.registry")
+
+
+class _Batch:
+    """A decoded Kafka batch with its records replaced (the other attributes delegate)."""
+
+    __slots__ = ("_batch", "records")
+
+    def __init__(self, batch, records: pa.RecordBatch):
+        self._batch = batch
+        self.records = records
+
+    def __getattr__(self, name):
+        return getattr(self._batch, name)
+
+
+class TypedTopics:
+    def __init__(self, registry: Registry, store):
+        self.registry = registry
+        self.store = store               # the broker's server.store.Store
+        self._codecs: dict[int, Codec] = {}
+
+    def codec(self, schema_id: int) -> Codec:
+        c = self._codecs.get(schema_id)
+        if c is None:
+            c = self._codecs[schema_id] = Codec(schema_id, self.registry.schema(schema_id))
+        return c
+
+    def topic_config(self, topic: str) -> dict | None:
+        """The config to auto-create ``topic`` with: typed when ``<topic>-value`` has a
+        latest schema with a column form (the binding is recorded now)."""
+        subject = f"{topic}-value"
+        try:
+            v = self.registry.version(subject, "latest")
+        except RegistryError:
+            return None
+        schema = self.registry.schema(v.id)
+        if schema.arrow is None:
+            log.info("topic %s stays untyped: schema %d of %s: %s", topic, v.id, subject, schema.arrow_reason)
+            return None
+        self.registry.bind(topic, subject, v.id)
+        log.info("topic %s stores the columns of schema %d (%s version %d)", topic, v.id, subject, v.version)
+        return {"value.schema": schema.arrow}
+
+    def _codec_for(self, topic: str) -> Codec | None:
+        t = self.store.topic(topic)
+        if t is None or t.value_schema is None:
+            return None
+        bound = self.registry.bindings.get(topic)
+        if bound is None:
+            raise InvalidRecordError(f"topic {topic!r} is typed by the library (value.schema) and not bound to "
+                                     "a registry subject: Kafka clients cannot read or write it")
+        c = self.codec(bound[1])
+        if c.arrow != t.value_schema:
+            raise InvalidRecordError(f"topic {topic!r} stores {t.value_schema}, which is not the column form of "
+                                     f"its bound schema {bound[1]}")
+        return c
+
+    def on_produce(self, topic: str, batches: list) -> list:
+        """``batches`` with their values turned into the topic's columns (untyped topics: unchanged)."""
+        c = self._codec_for(topic)
+        if c is None:
+            return batches
+        out = []
+        for b in batches:
+            rb = b.records
+            i = rb.schema.get_field_index("value")
+            column = c.decode(rb.column(i))
+            out.append(_Batch(b, rb.set_column(i, pa.field("value", column.type), column)))
+        return out
+
+    def on_fetch(self, topic: str, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """A stored frame with its value columns turned back into wire-format bytes."""
+        i = batch.schema.get_field_index("value")
+        if not pa.types.is_struct(batch.schema.field(i).type):
+            return batch
+        c = self._codec_for(topic)
+        if c is None:
+            return batch
+        return batch.set_column(i, pa.field("value", pa.binary()), c.encode(batch.column(i)))
