@@ -146,8 +146,39 @@ def _avro_field_type(t: Any) -> pa.DataType | None:
     return None
 
 
+_AVRO_NEEDS = {"record": ("fields", list), "error": ("fields", list), "enum": ("symbols", list),
+               "fixed": ("size", int), "array": ("items", (str, dict, list)), "map": ("values", (str, dict, list))}
+
+
+def _check_avro_shape(value: Any) -> None:
+    """The attributes Avro requires of each complex type (fastavro lets some be missing)."""
+    stack = [value]
+    while stack:
+        s = stack.pop()
+        if isinstance(s, list):
+            stack.extend(s)
+        elif isinstance(s, dict):
+            t = s.get("type")
+            need = _AVRO_NEEDS.get(t) if isinstance(t, str) else None
+            if need is not None and not isinstance(s.get(need[0]), need[1]):
+                raise invalid_schema(f"invalid Avro schema: a {t} needs {need[0]!r}")
+            if t in ("record", "error"):
+                for f in s["fields"]:
+                    if not (isinstance(f, dict) and isinstance(f.get("name"), str) and "type" in f):
+                        raise invalid_schema("invalid Avro schema: each record field needs a name and a type")
+                    stack.append(f["type"])
+            elif t == "array":
+                stack.append(s["items"])
+            elif t == "map":
+                stack.append(s["values"])
+            elif isinstance(t, (dict, list)):
+                stack.append(t)
+
+
 def _parse_avro(value: Any):
     import fastavro
+
+    _check_avro_shape(value)
 
     try:
         return fastavro.parse_schema(value, _write_hint=False)
