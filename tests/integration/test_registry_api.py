@@ -5,11 +5,8 @@ and state that survives kill -9 (it lives in the ``_schemas`` topic)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -17,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from interop.conftest import ServerProcess  # tests/ is on sys.path (its conftest.py)
 
 import arrowlog
 
@@ -27,32 +25,15 @@ SRC = str(Path(arrowlog.__file__).resolve().parent.parent)
 DEADLINE_S = 60.0
 
 
-class Served:
-    """``python -m arrowlog.server`` with the registry on a free port."""
+class Served(ServerProcess):
+    """``python -m arrowlog.server`` with the registry on a free port (its URL is the second line)."""
 
     def __init__(self, data_dir: Path):
-        env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        self.log_path = data_dir.parent / "server.log"
-        self._log = open(self.log_path, "a")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "arrowlog.server", "--data", str(data_dir), "--listen", "127.0.0.1:0",
-             "--registry-listen", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=self._log, text=True, env=env)
-        self.bootstrap = self.proc.stdout.readline().strip()
+        super().__init__(data_dir, "--registry-listen", "127.0.0.1:0")
         self.url = self.proc.stdout.readline().strip()
         if not self.url.startswith("http://"):
             self.stop()
-            raise RuntimeError("server did not start:\n" + self.log_path.read_text())
-
-    def stop(self, sig=signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
+            raise RuntimeError("the registry did not start:\n" + self.log())
 
 
 def http(url: str, method: str, path: str, body=None, raw: bytes | None = None):
@@ -70,7 +51,7 @@ def http(url: str, method: str, path: str, body=None, raw: bytes | None = None):
 def reg(tmp_path_factory):
     srv = Served(tmp_path_factory.mktemp("registry") / "data")
     yield srv
-    assert srv.stop() == 0, srv.log_path.read_text()
+    assert srv.stop() == 0, srv.log()
 
 
 @pytest.fixture
@@ -302,7 +283,9 @@ def test_the_registry_survives_kill_9(tmp_path):
         http(srv.url, "DELETE", "/subjects/y-value")
         http(srv.url, "PUT", "/config/x-value", {"compatibility": "FORWARD"})
     finally:
-        srv.stop(signal.SIGKILL)
+        srv.proc.send_signal(signal.SIGKILL)
+        srv.proc.wait(DEADLINE_S)
+        srv.stop()
     again = Served(tmp_path / "data")
     try:
         assert http(again.url, "GET", "/subjects") == (200, ["x-value"])
