@@ -231,5 +231,4 @@ async def start(registry: Registry, host: str, port: int) -> tuple[web.AppRunner
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
-    bound = site._server.sockets[0].getsockname()[1] if site._server is not None else port  # type: ignore[union-attr]
-    return runner, bound
+    return runner, runner.addresses[0][1]
