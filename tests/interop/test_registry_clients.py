@@ -195,3 +195,27 @@ def test_a_schema_without_a_column_form_leaves_the_topic_opaque(typed, topic):
     assert produce(typed, topic, [value]) == [None]
     assert consume(typed, topic, 1) == [value]
     assert arrowlog.replay(str(typed.data), topic).to_arrow().column("value").to_pylist() == [value]
+
+
+def test_create_topics_binds_a_named_subject_and_refuses_an_unknown_one(typed, topic):
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    client = sr.SchemaRegistryClient({"url": typed.url})
+    subject = topic + "-clicks"
+    sid = client.register_schema(subject, sr.Schema(CLICK, "AVRO"))
+    admin = AdminClient({"bootstrap.servers": typed.bootstrap})
+    for fut in admin.create_topics([NewTopic(topic, 1, 1, config={"value.schema.subject": subject})]).values():
+        fut.result(DEADLINE_S)
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    value = AvroSerializer(client, CLICK, conf={"auto.register.schemas": False, "use.latest.version": True,
+                                                "subject.name.strategy": lambda c, name: subject})(click(2), ctx)
+    assert value[1:5] == sid.to_bytes(4, "big")
+    assert produce(typed, topic, [value]) == [None]
+    assert arrowlog.replay(str(typed.data), topic).to_arrow().column("user").to_pylist() == ["user-2"]
+
+    missing = topic + "-x"
+    futs = admin.create_topics([NewTopic(missing, 1, 1, config={"value.schema.subject": "no-such-subject"})])
+    with pytest.raises(ck.KafkaException) as info:
+        futs[missing].result(DEADLINE_S)
+    assert info.value.args[0].code() == ck.KafkaError.INVALID_CONFIG
+    assert "no-such-subject" in info.value.args[0].str()

@@ -35,7 +35,7 @@ class RegistryKafkaServer(KafkaServer):
         assert self.broker is not None
         try:
             self.registry = Registry(self.broker.store.log)
-            self.broker.typed = TypedTopics(self.registry, self.broker.store)
+            TypedTopics(self.registry, self.broker.store).install(self.broker)
             self._runner, self.registry_port = await app.start(self.registry, self.registry_host,
                                                                self.registry_port)
         except BaseException:

@@ -1,10 +1,11 @@
 """Typed topics over the Kafka protocol: the broker's calls into the registry.
 
 A topic becomes typed when it is created (auto-created by a Kafka client's
-Metadata request) while its TopicNameStrategy subject ``<topic>-value`` has a
-latest version whose schema maps onto flat columns: the topic is created with
-that Arrow schema as its ``value.schema`` and bound to the schema id (the
-binding is kept in ``_schemas``). From then on:
+Metadata request, or by CreateTopics) while its TopicNameStrategy subject
+``<topic>-value`` (or the subject its ``value.schema.subject`` config names)
+has a latest version whose schema maps onto flat columns: the topic is
+created with that Arrow schema as its ``value.schema`` and bound to the
+schema id (the binding is kept in ``_schemas``). From then on:
 
 - Produce: ``on_produce`` decodes each batch's wire-format values into the
   topic's struct column; a record that does not decode, carries another
@@ -23,7 +24,8 @@ import logging
 
 import pyarrow as pa
 
-from arrowlog.errors import InvalidRecordError
+from arrowlog.errors import ConfigError, InvalidRecordError
+from arrowlog.server import errors as E
 
 from .codec import Codec
 from .errors import RegistryError
@@ -57,21 +59,54 @@ class TypedTopics:
             c = self._codecs[schema_id] = Codec(schema_id, self.registry.schema(schema_id))
         return c
 
-    def topic_config(self, topic: str) -> dict | None:
-        """The config to auto-create ``topic`` with: typed when ``<topic>-value`` has a
-        latest schema with a column form (the binding is recorded now)."""
-        subject = f"{topic}-value"
+    def install(self, broker) -> None:
+        """Serve ``broker``'s typed topics: Produce and Fetch call ``on_produce``/``on_fetch``,
+        and topic creation (auto-created or CreateTopics) goes through ``create_topic``."""
+        inner = broker.store.create_topic
+
+        def create_topic(name: str, partitions: int, config: dict | None = None, validate_only: bool = False):
+            try:
+                config, binding = self.topic_config(name, config)
+            except ConfigError as exc:
+                return E.INVALID_CONFIG, str(exc)
+            code, msg = inner(name, partitions, config, validate_only)
+            if code == E.NONE and binding is not None and not validate_only:
+                self.registry.bind(name, *binding)
+                log.info("topic %s stores the columns of schema %d (%s)", name, binding[1], binding[0])
+            return code, msg
+
+        broker.store.create_topic = create_topic
+        broker.typed = self
+
+    def topic_config(self, topic: str, config: dict | None) -> tuple[dict, tuple[str, int] | None]:
+        """(the config to create ``topic`` with, (subject, schema id) it binds to or None).
+
+        ``value.schema.subject`` names the subject; without it (and without a
+        ``value.schema``) TopicNameStrategy's ``<topic>-value`` types the topic
+        when it is registered and its latest schema has a column form."""
+        config = dict(config or {})
+        subject = config.pop("value.schema.subject", None)
+        if config.get("value.schema") is not None:
+            if subject is not None:
+                raise ConfigError("give a topic value.schema or value.schema.subject, not both")
+            return config, None
+        explicit = subject is not None
+        subject = subject or f"{topic}-value"
         try:
             v = self.registry.version(subject, "latest")
         except RegistryError:
-            return None
+            if explicit:
+                raise ConfigError(f"value.schema.subject {subject!r} is not registered: register its schema "
+                                  "first") from None
+            return config, None
         schema = self.registry.schema(v.id)
         if schema.arrow is None:
+            if explicit:
+                raise ConfigError(f"schema {v.id} of {subject!r} cannot type a topic: {schema.arrow_reason}")
             log.info("topic %s stays untyped: schema %d of %s: %s", topic, v.id, subject, schema.arrow_reason)
-            return None
-        self.registry.bind(topic, subject, v.id)
-        log.info("topic %s stores the columns of schema %d (%s version %d)", topic, v.id, subject, v.version)
-        return {"value.schema": schema.arrow}
+            return config, None
+        config["value.schema"] = schema.arrow
+        return config, (subject, v.id)
 
     def _codec_for(self, topic: str) -> Codec | None:
         t = self.store.topic(topic)

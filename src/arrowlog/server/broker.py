@@ -247,8 +247,7 @@ class Broker:
                 topics.append({"error_code": E.KAFKA_STORAGE_ERROR, "name": name, "partitions": []})
                 continue
             if t is None and auto:
-                code, msg = self.store.create_topic(name, self.config.default_partitions,
-                                                    self.typed.topic_config(name) if self.typed else None)
+                code, msg = self.store.create_topic(name, self.config.default_partitions)
                 if code in (E.INVALID_TOPIC_EXCEPTION, E.KAFKA_STORAGE_ERROR):
                     if code == E.KAFKA_STORAGE_ERROR:
                         log.error("auto-creating topic %s failed: %s", name, msg)
