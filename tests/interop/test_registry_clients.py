@@ -17,6 +17,8 @@ import pytest
 import arrowlog
 
 from .conftest import ServerProcess
+from .wireclient import make_batch
+from .wireclient import produce as wire_produce
 
 ck = pytest.importorskip("confluent_kafka")
 pytest.importorskip("fastavro")
@@ -174,6 +176,11 @@ def test_records_that_do_not_decode_or_match_are_refused_and_nothing_is_stored(t
     assert arrowlog.replay(str(typed.data), topic).num_records == 1
 
 
+def test_kafka_clients_cannot_write_the_schemas_topic(typed):
+    reply = wire_produce(typed, "_schemas", make_batch(1))
+    assert reply["error_code"] == ck.KafkaError.INVALID_RECORD and "REST API" in reply["error_message"]
+
+
 def test_an_incompatible_schema_is_refused_by_the_registry_and_never_produced(typed, topic):
     client = sr.SchemaRegistryClient({"url": typed.url})
     ctx = SerializationContext(topic, MessageField.VALUE)
@@ -219,3 +226,48 @@ def test_create_topics_binds_a_named_subject_and_refuses_an_unknown_one(typed, t
         futs[missing].result(DEADLINE_S)
     assert info.value.args[0].code() == ck.KafkaError.INVALID_CONFIG
     assert "no-such-subject" in info.value.args[0].str()
+
+
+def _library_topic(data, name: str, schema, rows: list[dict]) -> None:
+    import pyarrow as pa
+
+    from arrowlog.storage import LogDir
+
+    with LogDir(str(data)) as d:
+        t = d.create_topic(name, partitions=1, config={"value.schema": schema})
+        t.partition(0).append(pa.RecordBatch.from_pydict({
+            "timestamp": pa.array([1_767_225_600_000] * len(rows), pa.timestamp("ms")),
+            "key": pa.array([None] * len(rows), pa.binary()),
+            "value": pa.array(rows, pa.struct(list(schema))),
+            "headers": pa.nulls(len(rows), pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())])))}))
+
+
+def test_library_typed_topics_register_themselves_for_kafka_clients(tmp_path):
+    import datetime as dt
+
+    import pyarrow as pa
+
+    schema = pa.schema([pa.field("id", pa.int64(), nullable=False), ("name", pa.string()),
+                        ("at", pa.timestamp("ms"))])
+    at = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    rows = [{"id": 1, "name": "a", "at": at}, {"id": 2, "name": None, "at": at}]
+    data = tmp_path / "data"
+    _library_topic(data, "before", schema, rows)                          # exists at start-up
+    srv = ServerProcess(data, "--registry-listen", "127.0.0.1:0")
+    try:
+        srv.url = srv.proc.stdout.readline().strip()
+        _library_topic(data, "after", schema, rows)                       # created while serving
+        _library_topic(data, "odd", pa.schema([("tiny", pa.int8())]), [{"tiny": 1}])
+        client = sr.SchemaRegistryClient({"url": srv.url})
+        assert {"before-value"} <= set(client.get_subjects())
+        for name in ("before", "after"):
+            ctx = SerializationContext(name, MessageField.VALUE)
+            de = AvroDeserializer(client)
+            assert [de(v, ctx) for v in consume(srv, name, 2)] == rows
+            ser = AvroSerializer(client, conf={"auto.register.schemas": False, "use.latest.version": True})
+            assert produce(srv, name, [ser({"id": 3, "name": "c", "at": at}, ctx)]) == [None]
+            assert arrowlog.replay(str(data), name).to_arrow().column("id").to_pylist() == [1, 2, 3]
+        reply = wire_produce(srv, "odd", make_batch(1))                  # a column with no Avro form
+        assert reply["error_code"] == ck.KafkaError.INVALID_RECORD and "int8" in reply["error_message"]
+    finally:
+        assert srv.stop() == 0, srv.log()

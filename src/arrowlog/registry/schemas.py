@@ -10,6 +10,7 @@ schema maps onto flat columns, the Arrow schema a typed topic stores.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pyarrow as pa
@@ -209,3 +210,30 @@ def parse(text: str, schema_type: str | None = None, references: Any = None) -> 
         raise RegistryError(422, 42201, "schema references are not supported by this registry; inline "
                             "the referenced types")
     return ParsedSchema(text, schema_type)
+
+
+_AVRO_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def avro_for_arrow(topic: str, schema: pa.Schema) -> str:
+    """The Avro record schema (text) whose column form is exactly ``schema``, for a topic
+    typed by the library; ValueError says which column cannot map."""
+    inverse = {str(t): name for (name, t) in (
+        ("boolean", pa.bool_()), ("int", pa.int32()), ("long", pa.int64()), ("float", pa.float32()),
+        ("double", pa.float64()), ("string", pa.string()), ("bytes", pa.binary()))}
+    for (prim, logical), t in _AVRO_LOGICAL.items():
+        inverse[str(t)] = {"type": prim, "logicalType": logical}
+    fields = []
+    for f in schema:
+        if not _AVRO_NAME.fullmatch(f.name):
+            raise ValueError(f"column {f.name!r} is not a valid Avro field name")
+        avro = inverse.get(str(f.type))
+        if avro is None:
+            raise ValueError(f"column {f.name!r} of type {f.type} has no Avro form here (use bool, int32, int64, "
+                             "float32, float64, string, binary, timestamp[ms|us] without a time zone or date32)")
+        fields.append({"name": f.name, "type": ["null", avro], "default": None} if f.nullable
+                      else {"name": f.name, "type": avro})
+    name = re.sub(r"[^A-Za-z0-9_]", "_", topic)
+    if not name or name[0].isdigit():
+        name = "_" + name
+    return json.dumps({"type": "record", "name": name, "namespace": "arrowlog", "fields": fields})

@@ -35,7 +35,9 @@ class RegistryKafkaServer(KafkaServer):
         assert self.broker is not None
         try:
             self.registry = Registry(self.broker.store.log)
-            TypedTopics(self.registry, self.broker.store).install(self.broker)
+            typed = TypedTopics(self.registry, self.broker.store)
+            typed.install(self.broker)
+            typed.register_library_topics()
             self._runner, self.registry_port = await app.start(self.registry, self.registry_host,
                                                                self.registry_port)
         except BaseException:

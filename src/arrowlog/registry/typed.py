@@ -14,8 +14,9 @@ schema id (the binding is kept in ``_schemas``). From then on:
 - Fetch: ``on_fetch`` encodes the stored columns back into wire-format values
   with the bound schema id.
 
-Topics typed by the library (``value.schema`` given directly) are not bound to
-a subject: Kafka clients cannot write them and Fetch cannot serve them.
+Topics typed by the library (``value.schema`` given directly) register
+themselves as ``<topic>-value`` (an Avro record of their columns) at start-up
+or on first use over the wire, so Kafka clients read and write them too.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from arrowlog.server import errors as E
 
 from .codec import Codec
 from .errors import RegistryError
+from .schemas import avro_for_arrow, parse
+from .store import TOPIC as SCHEMAS_TOPIC
 from .store import Registry
 
 log = logging.getLogger("arrowlog.registry")
@@ -112,18 +115,39 @@ class TypedTopics:
         t = self.store.topic(topic)
         if t is None or t.value_schema is None:
             return None
-        bound = self.registry.bindings.get(topic)
-        if bound is None:
-            raise InvalidRecordError(f"topic {topic!r} is typed by the library (value.schema) and not bound to "
-                                     "a registry subject: Kafka clients cannot read or write it")
+        bound = self.registry.bindings.get(topic) or self._register_library_topic(topic, t.value_schema)
         c = self.codec(bound[1])
         if c.arrow != t.value_schema:
             raise InvalidRecordError(f"topic {topic!r} stores {t.value_schema}, which is not the column form of "
                                      f"its bound schema {bound[1]}")
         return c
 
+    def _register_library_topic(self, topic: str, value_schema: pa.Schema) -> tuple[str, int]:
+        """Register a topic typed by the library (``value.schema``) as ``<topic>-value`` and bind it."""
+        subject = f"{topic}-value"
+        try:
+            sid = self.registry.register(subject, parse(avro_for_arrow(topic, value_schema)))
+        except (ValueError, RegistryError) as exc:
+            raise InvalidRecordError(f"topic {topic!r} is typed by the library (value.schema) and cannot be "
+                                     f"registered as {subject!r} for Kafka clients: {exc}") from None
+        self.registry.bind(topic, subject, sid)
+        log.info("library topic %s registered as %s (schema %d)", topic, subject, sid)
+        return subject, sid
+
+    def register_library_topics(self) -> None:
+        """Register every library-typed topic not yet bound (at start-up; others on first use)."""
+        for name in self.store.list_topics():
+            t = self.store.topic(name)
+            if t is not None and t.value_schema is not None and name not in self.registry.bindings:
+                try:
+                    self._register_library_topic(name, t.value_schema)
+                except InvalidRecordError as exc:
+                    log.warning("%s", exc)
+
     def on_produce(self, topic: str, batches: list) -> list:
         """``batches`` with their values turned into the topic's columns (untyped topics: unchanged)."""
+        if topic == SCHEMAS_TOPIC:
+            raise InvalidRecordError(f"{SCHEMAS_TOPIC} is written by the schema registry only: use its REST API")
         c = self._codec_for(topic)
         if c is None:
             return batches
