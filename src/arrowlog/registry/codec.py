@@ -5,20 +5,20 @@ Avro binary or JSON body. ``Codec.decode`` turns a batch's value column into
 the struct column the topic stores (Avro through the native decoder in
 ``arrowlog._native.avro``, one pass over the batch; JSON parsed, validated
 against its JSON Schema and converted by pyarrow); ``Codec.encode`` writes the
-struct column back as wire-format values with the same id (Avro by fastavro,
-which writes the canonical encoding: byte-exact for records produced
-canonically). Any value that does not decode or does not match raises
+struct column back as wire-format values with the same id (Avro by the native
+encoder, in the canonical binary encoding every Avro library writes: byte-exact
+for records produced canonically). Any value that does not decode or does not match raises
 ``InvalidRecordError`` naming the record.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import struct
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from arrowlog.errors import InvalidRecordError
 
@@ -61,7 +61,6 @@ class Codec:
                 kinds.append(_KIND[kind])
                 enums.append(symbols)
             self._kinds, self._nullable, self._enums = bytes(kinds), bytes(nullable), enums
-            self._writer = _raw_avro(schema.value)
         else:
             import jsonschema
 
@@ -94,7 +93,7 @@ class Codec:
             raise InvalidRecordError(f"a record does not match Avro schema {self.schema_id}: {exc}") from None
         arrays = []
         for field, symbols, (data, valid) in zip(self.arrow, self._enums, columns):
-            mask = None if valid.all() else pa.array(valid == 0)
+            mask = None if valid.all() else valid == 0
             bitmap = None if mask is None else pa.py_buffer(np.packbits(valid, bitorder="little"))
             n = len(valid)
             t = field.type
@@ -145,47 +144,57 @@ class Codec:
 
     # ------------------------------------------------------------ encode
     def encode(self, column: pa.Array) -> pa.Array:
-        """Wire-format values (binary) for a struct column of this schema."""
-        fields = []
-        for f in self.arrow:
-            child = column.field(f.name)
-            if pa.types.is_timestamp(f.type) or pa.types.is_date(f.type):
-                child = child.cast(pa.int64() if pa.types.is_timestamp(f.type) else pa.int32())
-            fields.append(child.to_pylist())
-        names = self.arrow.names
-        valid = column.is_valid().to_pylist()
-        out = []
+        """Wire-format values (binary) for a struct column of this schema (null records stay null)."""
         if self.schema.schema_type == "AVRO":
-            import fastavro
-
-            for i, ok in enumerate(valid):
-                if not ok:
-                    out.append(None)
-                    continue
-                buf = io.BytesIO()
-                buf.write(self.prefix)
-                fastavro.schemaless_writer(buf, self._writer, {n: c[i] for n, c in zip(names, fields)})
-                out.append(buf.getvalue())
-        else:
-            for i, ok in enumerate(valid):
-                if not ok:
-                    out.append(None)
-                    continue
-                row = {n: c[i] for n, c in zip(names, fields) if c[i] is not None}
-                out.append(self.prefix + json.dumps(row).encode())
+            return self._encode_avro(column)
+        names = self.arrow.names
+        fields = [column.field(n).to_pylist() for n in names]
+        out = []
+        for i, ok in enumerate(column.is_valid().to_pylist()):
+            if not ok:
+                out.append(None)
+                continue
+            row = {n: c[i] for n, c in zip(names, fields) if c[i] is not None}
+            out.append(self.prefix + json.dumps(row).encode())
         return pa.array(out, pa.binary())
 
+    def _encode_avro(self, column: pa.Array) -> pa.Array:
+        from arrowlog._native.avro import encode_flat
 
-def _raw_avro(value: dict):
-    """The schema with its logical types removed: columns hold the raw int/long."""
-    import fastavro
+        n = len(column)
+        record_valid = _mask(column)
+        columns, valids = [], []
+        for field, symbols, child in zip(self.arrow, self._enums, column.flatten()):
+            t = field.type
+            valids.append(_mask(child))
+            if symbols is not None:
+                idx = pc.index_in(child, value_set=pa.array(symbols, pa.string()))
+                if idx.null_count > child.null_count:
+                    raise InvalidRecordError(f"column {field.name!r} holds a value that is not an enum symbol")
+                columns.append(np.ascontiguousarray(idx.fill_null(0).to_numpy(), dtype=np.int32))
+            elif pa.types.is_string(t) or pa.types.is_binary(t):
+                if child.offset:
+                    child = pa.concat_arrays([child])
+                bufs = child.buffers()
+                offsets = np.frombuffer(bufs[1], dtype=np.int32, count=n + 1)
+                columns.append((offsets, bufs[2].to_pybytes() if bufs[2] is not None else b""))
+            else:
+                if pa.types.is_timestamp(t):
+                    child = child.cast(pa.int64())
+                elif pa.types.is_date(t):
+                    child = child.cast(pa.int32())
+                dtype = np.uint8 if pa.types.is_boolean(t) else None
+                values = child.fill_null(False if pa.types.is_boolean(t) else 0).to_numpy(zero_copy_only=False)
+                columns.append(np.ascontiguousarray(values, dtype=dtype))
+        try:
+            offsets, data = encode_flat(n, self.schema_id, self._kinds, self._nullable, columns, valids,
+                                        record_valid)
+        except ValueError as exc:
+            raise InvalidRecordError(f"cannot encode stored records with schema {self.schema_id}: {exc}") from None
+        bitmap = None if record_valid.all() else pa.py_buffer(np.packbits(record_valid, bitorder="little"))
+        return pa.Array.from_buffers(pa.binary(), n, [bitmap, pa.py_buffer(offsets), pa.py_buffer(data)])
 
-    def strip(t):
-        if isinstance(t, list):
-            return [strip(b) for b in t]
-        if isinstance(t, dict) and "logicalType" in t and t.get("type") in ("int", "long"):
-            return t["type"]
-        return t
 
-    raw = dict(value, fields=[dict(f, type=strip(f["type"])) for f in value["fields"]])
-    return fastavro.parse_schema(raw)
+def _mask(arr: pa.Array) -> np.ndarray:
+    """1 where ``arr`` holds a value, 0 where it is null (uint8)."""
+    return np.ascontiguousarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=np.uint8)
