@@ -271,3 +271,39 @@ def test_library_typed_topics_register_themselves_for_kafka_clients(tmp_path):
         assert reply["error_code"] == ck.KafkaError.INVALID_RECORD and "int8" in reply["error_message"]
     finally:
         assert srv.stop() == 0, srv.log()
+
+
+def test_schema_registry_client_api_end_to_end(typed, topic):
+    client = sr.SchemaRegistryClient({"url": typed.url})
+    subject = topic + "-value"
+    v1 = sr.Schema(json.dumps({"type": "record", "name": "R", "fields": [{"name": "a", "type": "int"}]}), "AVRO")
+    v2 = sr.Schema(json.dumps({"type": "record", "name": "R", "fields": [
+        {"name": "a", "type": "int"}, {"name": "b", "type": "string", "default": ""}]}), "AVRO")
+    bad = sr.Schema(json.dumps({"type": "record", "name": "R", "fields": [
+        {"name": "a", "type": "int"}, {"name": "c", "type": "string"}]}), "AVRO")
+    id1 = client.register_schema(subject, v1)
+    assert client.test_compatibility(subject, v2) is True
+    assert client.test_compatibility(subject, bad) is False
+    id2 = client.register_schema(subject, v2)
+    assert subject in client.get_subjects()
+    assert client.get_versions(subject) == [1, 2]
+    latest = client.get_latest_version(subject)
+    assert (latest.version, latest.schema_id) == (2, id2)
+    assert client.get_version(subject, 1).schema_id == id1
+    assert client.lookup_schema(subject, v1).version == 1
+    assert json.loads(client.get_schema(id1).schema_str) == json.loads(v1.schema_str)
+    with pytest.raises(sr.SchemaRegistryError) as info:
+        client.register_schema(subject, bad)
+    assert info.value.http_status_code == 409
+    client.set_compatibility(subject, "NONE")
+    assert client.get_compatibility(subject) == "NONE"
+    assert client.register_schema(subject, bad) not in (id1, id2)
+    assert client.delete_version(subject, 3) == 3
+    assert client.delete_subject(subject) == [1, 2]
+    assert client.delete_subject(subject, permanent=True) == [1, 2, 3]
+    with pytest.raises(sr.SchemaRegistryError) as info:
+        client.get_versions(subject)
+    assert (info.value.http_status_code, info.value.error_code) == (404, 40401)
+    with pytest.raises(sr.SchemaRegistryError) as info:
+        sr.SchemaRegistryClient({"url": typed.url}).get_schema(987_654)
+    assert info.value.error_code == 40403
