@@ -28,10 +28,10 @@ DEADLINE_S = 60.0
 class Served(ServerProcess):
     """``python -m arrowlog.server`` with the registry on a free port (its URL is the second line)."""
 
-    def __init__(self, data_dir: Path):
-        super().__init__(data_dir, "--registry-listen", "127.0.0.1:0")
+    def __init__(self, data_dir: Path, *extra: str):
+        super().__init__(data_dir, "--registry-listen", "127.0.0.1:0", *extra)
         self.url = self.proc.stdout.readline().strip()
-        if not self.url.startswith("http://"):
+        if not self.url.startswith("http"):
             self.stop()
             raise RuntimeError("the registry did not start:\n" + self.log())
 

@@ -20,6 +20,7 @@ from .store import Registry
 log = logging.getLogger("arrowlog.registry")
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
+AUTH = web.AppKey("auth", object)   # auth.BasicAuth when the Kafka listener uses SASL
 # A schema of MAX_SCHEMA_BYTES escaped inside a JSON string can double in size.
 MAX_BODY_BYTES = 2 * MAX_SCHEMA_BYTES + 4096
 
@@ -34,6 +35,11 @@ def _error(status: int, code: int, message: str) -> web.Response:
 
 @web.middleware
 async def _errors(request: web.Request, handler):
+    auth = request.app.get(AUTH)
+    if auth is not None:
+        refused = auth.check(request)
+        if refused is not None:
+            return refused
     length = request.content_length
     if length is not None and length > MAX_BODY_BYTES:
         return _error(413, 413, f"the request body is {length} bytes; the limit is {MAX_BODY_BYTES}")
@@ -74,9 +80,10 @@ def _schema_from(body: dict):
 class RegistryApp:
     """The routes over one ``Registry``; ``app`` is the aiohttp Application."""
 
-    def __init__(self, registry: Registry):
+    def __init__(self, registry: Registry, auth=None):
         self.registry = registry
         app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_errors])
+        app[AUTH] = auth
         r = app.router
         r.add_get("/", self.root)
         r.add_get("/schemas/types", self.types)
@@ -225,10 +232,12 @@ class RegistryApp:
         return _reply({"compatibilityLevel": mode})
 
 
-async def start(registry: Registry, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Listen on ``host:port`` (0: a free port) in the running loop; (runner, bound port)."""
-    runner = web.AppRunner(RegistryApp(registry).app, access_log=None, handle_signals=False)
+async def start(registry: Registry, host: str, port: int, *, ssl_context=None,
+                auth=None) -> tuple[web.AppRunner, int]:
+    """Listen on ``host:port`` (0: a free port) in the running loop, over TLS with
+    ``ssl_context``, checking ``auth`` (auth.BasicAuth) first; (runner, bound port)."""
+    runner = web.AppRunner(RegistryApp(registry, auth).app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
     await site.start()
     return runner, runner.addresses[0][1]

@@ -22,12 +22,21 @@ class RegistryKafkaServer(KafkaServer):
         self.registry = None
         self._runner = None
 
+    @property
+    def registry_url(self) -> str | None:
+        """``http(s)://host:port`` of the registry once started."""
+        if self._runner is None:
+            return None
+        scheme = "https" if self.security.ssl_context is not None else "http"
+        return f"{scheme}://{self.registry_host}:{self.registry_port}"
+
     async def start(self) -> None:
         from arrowlog._optional import require
 
         for module in ("aiohttp", "fastavro", "jsonschema"):
             require(module, "the schema registry (--registry-listen)")
         from . import app
+        from .auth import listener_security
         from .store import Registry
         from .typed import TypedTopics
 
@@ -38,12 +47,18 @@ class RegistryKafkaServer(KafkaServer):
             typed = TypedTopics(self.registry, self.broker.store)
             typed.install(self.broker)
             typed.register_library_topics()
+            ssl_context, auth = listener_security(self.security)
             self._runner, self.registry_port = await app.start(self.registry, self.registry_host,
-                                                               self.registry_port)
+                                                               self.registry_port, ssl_context=ssl_context,
+                                                               auth=auth)
         except BaseException:
             await super().stop()
             raise
-        log.info("schema registry on http://%s:%d", self.registry_host, self.registry_port)
+        log.info("schema registry on %s", self.registry_url)
+        if not self.security.is_loopback(self.registry_host) and not self.security.config.authenticates:
+            log.warning("the schema registry listens on %s WITHOUT authentication: anyone who can reach "
+                        "it can change schemas. Use a SASL or SSL listener, or --registry-listen 127.0.0.1:PORT",
+                        self.registry_host or "0.0.0.0")
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -149,8 +149,8 @@ def run(data_dir: str, host: str, port: int, values: Mapping[str, Any]) -> int:
 
     def ready(server):
         print(f"{server.host}:{server.port}", flush=True)
-        if getattr(server, "registry_port", None):   # --registry-listen: its URL on the second line
-            print(f"http://{server.registry_host}:{server.registry_port}", flush=True)
+        if getattr(server, "registry_url", None):   # --registry-listen: its URL on the second line
+            print(server.registry_url, flush=True)
 
     from arrowlog.errors import ArrowlogError
 
