@@ -13,7 +13,6 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from test_registry_api import SRC, Served, record
 
 pytest.importorskip("aiohttp")
