@@ -299,3 +299,25 @@ def test_the_registry_survives_kill_9(tmp_path):
         assert again.stop() == 0
     topic = arrowlog.LogDir(str(tmp_path / "data")).topic("_schemas")
     assert topic.config["cleanup.policy"] == "compact"
+
+
+def test_a_chunked_body_without_a_length_stops_being_read_at_the_limit(reg, subject):
+    host, port = reg.url[len("http://"):].rsplit(":", 1)
+    chunk = b" " * 65536
+    with socket.create_connection((host, int(port)), timeout=DEADLINE_S) as s:
+        s.sendall(f"POST /subjects/{subject}/versions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  "Transfer-Encoding: chunked\r\n\r\n".encode())
+        reply = b""
+        try:
+            for _ in range((100 << 20) // len(chunk)):    # up to 100 MB, until the server answers
+                s.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+        except OSError:                                    # the server answered and closed
+            pass
+        s.settimeout(DEADLINE_S)
+        while b"\r\n\r\n" not in reply:
+            got = s.recv(65536)
+            if not got:
+                break
+            reply += got
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+    assert register(reg, subject, record(A))[0] == 200
