@@ -321,3 +321,22 @@ def test_a_chunked_body_without_a_length_stops_being_read_at_the_limit(reg, subj
             reply += got
     assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
     assert register(reg, subject, record(A))[0] == 200
+
+
+def test_an_idle_connection_is_closed(tmp_path):
+    import asyncio
+
+    from arrowlog.registry import app
+    from arrowlog.registry.store import Registry
+
+    async def scenario():
+        runner, port = await app.start(Registry(arrowlog.LogDir(str(tmp_path / "d"))), "127.0.0.1", 0,
+                                       idle_timeout_s=0.2)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            assert await asyncio.wait_for(reader.read(), DEADLINE_S) == b""    # closed, nothing sent
+            writer.close()
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(scenario())

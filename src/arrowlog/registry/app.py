@@ -20,6 +20,8 @@ from .store import Registry
 log = logging.getLogger("arrowlog.registry")
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
+# A connection that sends nothing for this long (also before its first request) is closed.
+IDLE_TIMEOUT_S = 30.0
 AUTH = web.AppKey("auth", object)   # auth.BasicAuth when the Kafka listener uses SASL
 # A schema of MAX_SCHEMA_BYTES escaped inside a JSON string can double in size.
 MAX_BODY_BYTES = 2 * MAX_SCHEMA_BYTES + 4096
@@ -232,11 +234,13 @@ class RegistryApp:
         return _reply({"compatibilityLevel": mode})
 
 
-async def start(registry: Registry, host: str, port: int, *, ssl_context=None,
-                auth=None) -> tuple[web.AppRunner, int]:
+async def start(registry: Registry, host: str, port: int, *, ssl_context=None, auth=None,
+                idle_timeout_s: float = IDLE_TIMEOUT_S) -> tuple[web.AppRunner, int]:
     """Listen on ``host:port`` (0: a free port) in the running loop, over TLS with
-    ``ssl_context``, checking ``auth`` (auth.BasicAuth) first; (runner, bound port)."""
-    runner = web.AppRunner(RegistryApp(registry, auth).app, access_log=None, handle_signals=False)
+    ``ssl_context``, checking ``auth`` (auth.BasicAuth) first; a connection idle for
+    ``idle_timeout_s`` (from its opening or its last answer) is closed. (runner, bound port)."""
+    runner = web.AppRunner(RegistryApp(registry, auth).app, access_log=None, handle_signals=False,
+                           keepalive_timeout=idle_timeout_s)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
     await site.start()
