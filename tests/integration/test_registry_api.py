@@ -340,3 +340,22 @@ def test_an_idle_connection_is_closed(tmp_path):
             await runner.cleanup()
 
     asyncio.run(scenario())
+
+
+def test_ids_are_never_reused_after_hard_deletes_and_restarts(tmp_path):
+    srv = Served(tmp_path / "data")
+    try:
+        register(srv, "a-value", record(A))
+        top = register(srv, "b-value", record(("z", "long")))[1]["id"]
+        http(srv.url, "DELETE", "/subjects/b-value")
+        assert http(srv.url, "DELETE", "/subjects/b-value?permanent=true")[0] == 200
+        assert http(srv.url, "GET", f"/schemas/ids/{top}")[1]["error_code"] == 40403
+        again = register(srv, "c-value", record(("q", "string")))[1]["id"]
+        assert again > top
+    finally:
+        assert srv.stop() == 0
+    srv = Served(tmp_path / "data")
+    try:
+        assert register(srv, "d-value", record(("w", "double")))[1]["id"] > again
+    finally:
+        assert srv.stop() == 0

@@ -307,3 +307,32 @@ def test_schema_registry_client_api_end_to_end(typed, topic):
     with pytest.raises(sr.SchemaRegistryError) as info:
         sr.SchemaRegistryClient({"url": typed.url}).get_schema(987_654)
     assert info.value.error_code == 40403
+
+
+def test_a_typed_topic_keeps_its_schema_after_its_subject_is_hard_deleted_and_a_restart(tmp_path):
+    data = tmp_path / "data"
+
+    def start():
+        srv = ServerProcess(data, "--registry-listen", "127.0.0.1:0")
+        srv.url = srv.proc.stdout.readline().strip()
+        return srv
+
+    srv = start()
+    try:
+        client = sr.SchemaRegistryClient({"url": srv.url})
+        ctx = SerializationContext("kept", MessageField.VALUE)
+        value = AvroSerializer(client, CLICK)(click(4), ctx)
+        assert produce(srv, "kept", [value]) == [None]
+        client.delete_subject("kept-value")
+        client.delete_subject("kept-value", permanent=True)
+    finally:
+        assert srv.stop() == 0, srv.log()
+    srv = start()
+    try:
+        client = sr.SchemaRegistryClient({"url": srv.url})
+        assert client.get_subjects() == []
+        got = consume(srv, "kept", 1)
+        assert got == [value]
+        assert AvroDeserializer(client)(got[0], SerializationContext("kept", MessageField.VALUE)) == click(4)
+    finally:
+        assert srv.stop() == 0, srv.log()

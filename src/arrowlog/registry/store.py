@@ -54,6 +54,7 @@ class Registry:
         self.subjects: dict[str, dict[int, Version]] = {}
         self.configs: dict[str | None, str] = {}
         self.bindings: dict[str, tuple[str, int]] = {}   # topic -> (subject, schema id)
+        self.max_id = 0                                  # ids are never reused, even after hard deletes
         self._pl = self._open()
         self._replay()
 
@@ -101,7 +102,12 @@ class Registry:
         elif kind == "CONFIG":
             self.configs[key.get("subject")] = value["compatibilityLevel"]
         elif kind == "TOPIC":
-            self.bindings[key["topic"]] = (value["subject"], int(value["id"]))
+            sid = int(value["id"])
+            self.bindings[key["topic"]] = (value["subject"], sid)
+            if sid not in self.schemas and "schema" in value:   # its versions were hard-deleted
+                self._remember(sid, parse(value["schema"], value.get("schemaType")))
+        elif kind == "ID":
+            self.max_id = max(self.max_id, int(value["max"]))
 
     def _write(self, key: bytes, value: dict | None) -> None:
         payload = None if value is None else json.dumps(value, separators=(",", ":")).encode()
@@ -118,6 +124,7 @@ class Registry:
     def _remember(self, sid: int, schema: ParsedSchema) -> None:
         self.schemas[sid] = schema
         self.ids.setdefault(schema.key, sid)
+        self.max_id = max(self.max_id, sid)
 
     # ------------------------------------------------------------ reads
     def subject_names(self, deleted: bool = False) -> list[str]:
@@ -185,7 +192,8 @@ class Registry:
                                 f"earlier schema for subject \"{subject}\": " + "; ".join(problems))
         sid = self.ids.get(schema.key)
         if sid is None:
-            sid = max(self.schemas, default=0) + 1
+            sid = self.max_id + 1
+            self._write(_key(keytype="ID"), {"max": sid})
         existing = self.subjects.get(subject, {})
         version = max(existing, default=0) + 1
         self._write(_key(keytype="SCHEMA", subject=subject, version=version, magic=1),
@@ -202,7 +210,8 @@ class Registry:
             del self.subjects[v.subject][v.version]
             if not self.subjects[v.subject]:
                 del self.subjects[v.subject]
-            if not any(x.id == v.id for vs in self.subjects.values() for x in vs.values()):
+            in_use = any(x.id == v.id for vs in self.subjects.values() for x in vs.values())
+            if not in_use and v.id not in {sid for _, sid in self.bindings.values()}:
                 gone = self.schemas.pop(v.id)
                 self.ids.pop(gone.key, None)
         else:
@@ -253,5 +262,7 @@ class Registry:
 
     def bind(self, topic: str, subject: str, sid: int) -> None:
         """Record that ``topic`` stores the columns of schema ``sid`` of ``subject``."""
-        self._write(_key(keytype="TOPIC", topic=topic), {"subject": subject, "id": sid})
+        s = self.schema(sid)     # kept with the binding: the topic's records need it after hard deletes
+        self._write(_key(keytype="TOPIC", topic=topic), {"subject": subject, "id": sid, "schema": s.text,
+                                                         "schemaType": s.schema_type})
         self.bindings[topic] = (subject, sid)

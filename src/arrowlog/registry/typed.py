@@ -59,7 +59,11 @@ class TypedTopics:
     def codec(self, schema_id: int) -> Codec:
         c = self._codecs.get(schema_id)
         if c is None:
-            c = self._codecs[schema_id] = Codec(schema_id, self.registry.schema(schema_id))
+            try:
+                schema = self.registry.schema(schema_id)
+            except RegistryError as exc:
+                raise InvalidRecordError(f"the topic's schema {schema_id} is gone: {exc}") from None
+            c = self._codecs[schema_id] = Codec(schema_id, schema)
         return c
 
     def install(self, broker) -> None:
