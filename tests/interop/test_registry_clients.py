@@ -135,6 +135,14 @@ def test_json_producer_writes_columns_and_the_deserializer_reads_them_back(typed
     de = JSONDeserializer(schema)
     assert [de(v, ctx) for v in consume(typed, topic, len(records))] == records
 
+    sid = ser(records[0], ctx)[:5]
+    for what, body in {"not JSON": b"{nope", "a required property missing": b'{"id": 1}',
+                       "a wrong type": b'{"id": "x", "item": "a", "price": 1, "paid": true}',
+                       "not an object": b"[1, 2]"}.items():
+        errors = produce(typed, topic, [sid + body])
+        assert errors[0] is not None and errors[0].code() == ck.KafkaError.INVALID_RECORD, what
+    assert arrowlog.replay(str(typed.data), topic).num_records == len(records)
+
 
 def test_records_that_do_not_decode_or_match_are_refused_and_nothing_is_stored(typed, topic):
     client = sr.SchemaRegistryClient({"url": typed.url})
