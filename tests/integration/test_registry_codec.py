@@ -120,3 +120,37 @@ def test_a_length_beyond_the_record_is_refused_without_reading_past_it():
     body = b"\x00" + SID.to_bytes(4, "big") + b"\x01\x02\x02" + b"\x00" * 12 + b"\xfe\xff\xff\xff\x0f"
     with pytest.raises(InvalidRecordError, match="length"):
         CODEC.decode(pa.array([body], pa.binary()))
+
+
+JSON_SCHEMA = {"type": "object", "properties": {
+    "id": {"type": "integer"}, "item": {"type": "string"}, "price": {"type": "number"},
+    "paid": {"type": "boolean"}, "note": {"type": ["string", "null"]}, "opt": {"type": "integer"}},
+    "required": ["id", "item", "price", "paid"]}
+JSON_CODEC = Codec(9, ParsedSchema(json.dumps(JSON_SCHEMA), "JSON"))
+scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | \
+    st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=5)
+documents = st.dictionaries(st.sampled_from(["id", "item", "price", "paid", "note", "opt", "extra"]), scalars) | \
+    st.fixed_dictionaries({"id": st.integers(-(2**63), 2**63 - 1), "item": st.text(max_size=5),
+                           "price": st.floats(allow_nan=False, allow_infinity=False), "paid": st.booleans(),
+                           "note": st.none() | st.text(max_size=5)}, optional={"opt": st.integers(0, 9)})
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(documents, min_size=1, max_size=8))
+def test_the_one_pass_json_path_agrees_with_per_record_validation(docs):
+    """pyarrow.json decides a batch only when it agrees with jsonschema record by record."""
+    values = pa.array([b"\x00" + (9).to_bytes(4, "big") + json.dumps(d).encode() for d in docs], pa.binary())
+    fast = JSON_CODEC._decode_json_fast(values)
+    try:
+        slow = JSON_CODEC._decode_json(values.to_pylist())
+    except InvalidRecordError:
+        assert fast is None
+        return
+    assert fast is None or fast.equals(slow)
+
+
+def test_the_one_pass_json_path_takes_plain_batches():
+    docs = [{"id": i, "item": "x", "price": 1.5, "paid": True, "note": None} for i in range(100)]
+    values = pa.array([b"\x00" + (9).to_bytes(4, "big") + json.dumps(d).encode() for d in docs], pa.binary())
+    fast = JSON_CODEC._decode_json_fast(values)
+    assert fast is not None and fast.field("id").to_pylist() == list(range(100))

@@ -13,7 +13,9 @@ for records produced canonically). Any value that does not decode or does not ma
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import struct
 
 import numpy as np
@@ -65,6 +67,7 @@ class Codec:
             import jsonschema
 
             self._validator = jsonschema.validators.validator_for(schema.value)(schema.value)
+            self._json_fast = _json_fast_plan(schema.value)
 
     # ------------------------------------------------------------ decode
     def decode(self, values: pa.Array) -> pa.Array:
@@ -78,7 +81,7 @@ class Codec:
             return present.take(idx)
         if self.schema.schema_type == "AVRO":
             return self._decode_avro(values.to_pylist())
-        return self._decode_json(values.to_pylist())
+        return self._decode_json_fast(values) or self._decode_json(values.to_pylist())
 
     def _decode_avro(self, values: list) -> pa.Array:
         from arrowlog._native.avro import decode_flat
@@ -116,6 +119,42 @@ class Codec:
                 arr = pa.array(data, mask=mask)
             arrays.append(arr)
         return pa.StructArray.from_arrays(arrays, fields=list(self.arrow))
+
+    def _decode_json_fast(self, values: pa.Array) -> pa.Array | None:
+        """The batch parsed by pyarrow.json in one pass, when the schema says no more than
+        the columns do (types, required, additionalProperties) and every record is plain;
+        None sends the batch to the per-record path, which validates and names the culprit."""
+        plan = self._json_fast
+        if plan is None or len(values) == 0:
+            return None
+        from pyarrow import json as pj
+
+        values = values.cast(pa.binary())
+        heads = pc.binary_slice(values, 0, 5)
+        if not pc.all(pc.equal(heads, pa.scalar(self.prefix, pa.binary()))).as_py():
+            return None
+        bodies = pc.binary_slice(values, 5, (1 << 31) - 1)
+        if pc.any(pc.binary_length(bodies) == 0).as_py() or \
+                pc.any(pc.match_substring(bodies.cast(pa.binary()), "\n")).as_py():
+            return None
+        strict, not_null = plan
+        joined = b"\n".join(bodies.to_pylist())
+        try:
+            table = pj.read_json(io.BytesIO(joined), read_options=pj.ReadOptions(
+                use_threads=False, block_size=max(1 << 20, len(joined) + 1)), parse_options=pj.ParseOptions(
+                explicit_schema=pa.schema([f.with_nullable(True) for f in self.arrow]),
+                unexpected_field_behavior="error" if strict else "ignore"))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+        if table.num_rows != len(values):
+            return None
+        for name, required in not_null:
+            if table.column(name).null_count and (required or pc.any(pc.match_substring_regex(
+                    bodies, '"' + re.escape(name) + r'"\s*:\s*null')).as_py()):
+                return None       # missing and required, or an explicit null the type refuses
+        table = table.combine_chunks()
+        return pa.StructArray.from_arrays([table.column(f.name).chunk(0) if table.column(f.name).num_chunks
+                                           else pa.array([], f.type) for f in self.arrow], fields=list(self.arrow))
 
     def _decode_json(self, values: list) -> pa.Array:
         rows = []
@@ -198,3 +237,28 @@ class Codec:
 def _mask(arr: pa.Array) -> np.ndarray:
     """1 where ``arr`` holds a value, 0 where it is null (uint8)."""
     return np.ascontiguousarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=np.uint8)
+
+
+# JSON Schema keywords the column form checks by itself (anything else: per-record validation).
+_JSON_TOP = {"type", "properties", "required", "additionalProperties", "title", "description", "$schema", "$id"}
+_JSON_PROPERTY = {"type", "title", "description"}
+
+
+def _json_fast_plan(schema) -> tuple[bool, list[tuple[str, bool]]] | None:
+    """(additionalProperties is false, [(property, required)] of those that may not be
+    null) when pyarrow.json
+    with the column types decides validity alone, else None."""
+    if not isinstance(schema, dict) or set(schema) - _JSON_TOP:
+        return None
+    extra = schema.get("additionalProperties", True)
+    if not isinstance(extra, bool):
+        return None
+    not_null = []
+    required = set(schema.get("required") or [])
+    for name, prop in schema["properties"].items():
+        if not isinstance(prop, dict) or set(prop) - _JSON_PROPERTY:
+            return None
+        types = prop.get("type")
+        if "null" not in ([types] if isinstance(types, str) else types):
+            not_null.append((name, name in required))
+    return (not extra, not_null)
