@@ -344,3 +344,36 @@ def test_a_typed_topic_keeps_its_schema_after_its_subject_is_hard_deleted_and_a_
         assert AvroDeserializer(client)(got[0], SerializationContext("kept", MessageField.VALUE)) == click(4)
     finally:
         assert srv.stop() == 0, srv.log()
+
+
+def test_mirror_carries_a_typed_topic_to_kafka_and_back(typed, tmp_path):
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from arrowlog.mirror import mirror
+
+    schema = pa.schema([pa.field("id", pa.int64(), nullable=False), ("name", pa.string()),
+                        ("at", pa.timestamp("ms"))])
+    at = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    rows = [{"id": i, "name": None if i % 3 == 0 else f"n{i}", "at": at} for i in range(40)]
+    name = "mirrored-typed"
+    _library_topic(tmp_path / "src", name, schema, rows)
+    conf = {"schema.registry.url": typed.url}
+    quiet = lambda line: None  # noqa: E731
+    mirror(str(tmp_path / "src"), f"kafka://{typed.bootstrap}", name, kafka_config=conf, progress=quiet)
+
+    client = sr.SchemaRegistryClient({"url": typed.url})
+    de = AvroDeserializer(client)
+    ctx = SerializationContext(name, MessageField.VALUE)
+    assert [de(v, ctx) for v in consume(typed, name, len(rows))] == rows              # wire format on Kafka
+    assert arrowlog.replay(str(typed.data), name).to_arrow().column("id").to_pylist() == list(range(40))
+
+    mirror(f"kafka://{typed.bootstrap}", str(tmp_path / "back"), name, kafka_config=conf, progress=quiet)
+    back = arrowlog.replay(str(tmp_path / "back"), name).to_arrow()
+    assert back.select(["id", "name", "at"]).to_pylist() == \
+        arrowlog.replay(str(tmp_path / "src"), name).to_arrow().select(["id", "name", "at"]).to_pylist()
+
+    with pytest.raises(Exception, match="typed"):      # without the registry it is refused, as before
+        mirror(str(tmp_path / "src"), f"kafka://{typed.bootstrap}", name, state=str(tmp_path / "s.json"),
+               progress=quiet)
