@@ -13,6 +13,7 @@ import logging
 from aiohttp import web
 
 from . import errors as RE
+from .auth import BasicAuth
 from .errors import RegistryError
 from .schemas import MAX_SCHEMA_BYTES, SCHEMA_TYPES, load_json, parse
 from .store import Registry
@@ -22,13 +23,13 @@ log = logging.getLogger("arrowlog.registry")
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 # A connection that sends nothing for this long (also before its first request) is closed.
 IDLE_TIMEOUT_S = 30.0
-AUTH = web.AppKey("auth", object)   # auth.BasicAuth when the Kafka listener uses SASL
+AUTH = web.AppKey("auth", BasicAuth)   # when the Kafka listener uses SASL
 # A schema of MAX_SCHEMA_BYTES escaped inside a JSON string can double in size.
 MAX_BODY_BYTES = 2 * MAX_SCHEMA_BYTES + 4096
 
 
 def _reply(body, status: int = 200) -> web.Response:
-    return web.Response(text=json.dumps(body), status=status, content_type="application/vnd.schemaregistry.v1+json")
+    return web.Response(text=json.dumps(body), status=status, content_type=CONTENT_TYPE)
 
 
 def _error(status: int, code: int, message: str) -> web.Response:
