@@ -154,3 +154,16 @@ def test_the_one_pass_json_path_takes_plain_batches():
     values = pa.array([b"\x00" + (9).to_bytes(4, "big") + json.dumps(d).encode() for d in docs], pa.binary())
     fast = JSON_CODEC._decode_json_fast(values)
     assert fast is not None and fast.field("id").to_pylist() == list(range(100))
+
+
+def test_wide_and_duplicate_field_records():
+    from arrowlog.registry.errors import RegistryError
+
+    wide = {"type": "record", "name": "W", "fields": [{"name": f"f{i}", "type": "int"} for i in range(65)]}
+    parsed = ParsedSchema(json.dumps(wide))
+    assert parsed.arrow is None and "64" in parsed.arrow_reason            # stays bytes, not refused
+    assert ParsedSchema(json.dumps(dict(wide, fields=wide["fields"][:64]))).arrow is not None
+    dup = {"type": "record", "name": "D", "fields": [{"name": "a", "type": "int"}, {"name": "a", "type": "long"}]}
+    with pytest.raises(RegistryError, match="twice") as info:
+        ParsedSchema(json.dumps(dup))
+    assert info.value.error_code == 42201

@@ -19,6 +19,8 @@ from .errors import RegistryError, invalid_schema
 
 MAX_SCHEMA_BYTES = 1 << 20
 MAX_DEPTH = 64
+# Columns of a typed topic decoded natively (arrowlog._native.avro); wider records stay bytes.
+MAX_COLUMNS = 64
 SCHEMA_TYPES = ("AVRO", "JSON")
 
 
@@ -94,6 +96,9 @@ class ParsedSchema:
         if not (isinstance(v, dict) and v.get("type") == "record"):
             self.arrow_reason = "only a record schema maps onto columns"
             return None
+        if len(v.get("fields", [])) > MAX_COLUMNS:
+            self.arrow_reason = f"a record of more than {MAX_COLUMNS} fields is stored as bytes"
+            return None
         fields = []
         for f in v.get("fields", []):
             t, nullable = f["type"], False
@@ -164,9 +169,13 @@ def _check_avro_shape(value: Any) -> None:
             if need is not None and not isinstance(s.get(need[0]), need[1]):
                 raise invalid_schema(f"invalid Avro schema: a {t} needs {need[0]!r}")
             if t in ("record", "error"):
+                names = set()
                 for f in s["fields"]:
                     if not (isinstance(f, dict) and isinstance(f.get("name"), str) and "type" in f):
                         raise invalid_schema("invalid Avro schema: each record field needs a name and a type")
+                    if f["name"] in names:
+                        raise invalid_schema(f"invalid Avro schema: field {f['name']!r} appears twice")
+                    names.add(f["name"])
                     stack.append(f["type"])
             elif t == "array":
                 stack.append(s["items"])
