@@ -5,8 +5,11 @@ and state that survives kill -9 (it lives in the ``_schemas`` topic)."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -359,3 +362,11 @@ def test_ids_are_never_reused_after_hard_deletes_and_restarts(tmp_path):
         assert register(srv, "d-value", record(("w", "double")))[1]["id"] > again
     finally:
         assert srv.stop() == 0
+
+
+def test_a_bad_registry_listen_address_is_a_config_error(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "arrowlog.server", "--data", str(tmp_path / "d"), "--listen",
+                        "127.0.0.1:0", "--registry-listen", "nope"], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", "")))
+    assert r.returncode == 2
+    assert "--registry-listen wants HOST:PORT, got 'nope'" in r.stderr

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from arrowlog.errors import ConfigError
+
 from .options import MAX_PARTITIONS_PER_REQUEST, MAX_PARTITIONS_PER_TOPIC
 from .security import SecurityConfig
 from .server import DEFAULT_MAX_FRAME, KafkaServer, Limits, run_until_signalled
@@ -50,7 +52,10 @@ def serve(data_dir, host: str = "127.0.0.1", port: int = 9092, *, auto_create_to
         from arrowlog.registry.service import RegistryKafkaServer
 
         server_class = RegistryKafkaServer
-        extra["registry_host"], extra["registry_port"] = _parse_listen(registry_listen)
+        try:
+            extra["registry_host"], extra["registry_port"] = _parse_listen(registry_listen)
+        except argparse.ArgumentTypeError as exc:
+            raise ConfigError(str(exc).replace("--listen", "--registry-listen")) from None
     server = server_class(
         data_dir, host, port, **extra,
         limits=Limits(max_frame_bytes=max_frame_bytes, max_connections=max_connections,
