@@ -260,18 +260,24 @@ def test_an_oversized_schema_is_refused(reg, subject):
     assert (status, body["error_code"]) == (422, 42201)
 
 
+def reply_head(s: socket.socket) -> bytes:
+    """The bytes of an HTTP reply up to the end of its headers (or the close)."""
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        got = s.recv(65536)
+        if not got:
+            break
+        reply += got
+    return reply
+
+
 def test_a_100_mb_body_is_refused_from_its_length_without_being_read(reg, subject):
     host, port = reg.url[len("http://"):].rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=DEADLINE_S) as s:
         s.sendall(f"POST /subjects/{subject}/versions HTTP/1.1\r\nHost: x\r\n"
                   f"Content-Type: application/json\r\nContent-Length: {100 << 20}\r\n\r\n".encode())
         s.sendall(b"{" + b" " * 65536)
-        reply = b""
-        while b"\r\n\r\n" not in reply:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            reply += chunk
+        reply = reply_head(s)
     assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
     assert register(reg, subject, record(A))[0] == 200
 
@@ -310,18 +316,12 @@ def test_a_chunked_body_without_a_length_stops_being_read_at_the_limit(reg, subj
     with socket.create_connection((host, int(port)), timeout=DEADLINE_S) as s:
         s.sendall(f"POST /subjects/{subject}/versions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                   "Transfer-Encoding: chunked\r\n\r\n".encode())
-        reply = b""
         try:
             for _ in range((100 << 20) // len(chunk)):    # up to 100 MB, until the server answers
                 s.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
         except OSError:                                    # the server answered and closed
             pass
-        s.settimeout(DEADLINE_S)
-        while b"\r\n\r\n" not in reply:
-            got = s.recv(65536)
-            if not got:
-                break
-            reply += got
+        reply = reply_head(s)
     assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
     assert register(reg, subject, record(A))[0] == 200
 
