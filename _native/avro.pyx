@@ -152,6 +152,16 @@ def decode_flat(list values, int schema_id, bytes kinds, bytes nullable, list en
     return out
 
 
+_WIDTH = {K_BOOL: 1, K_INT: 4, K_ENUM: 4, K_LONG: 8, K_FLOAT: 4, K_DOUBLE: 8}
+
+
+def _check_array(arr, Py_ssize_t width, Py_ssize_t f):
+    """The raw pointers below read ``width``-byte items: refuse anything else."""
+    if not isinstance(arr, np.ndarray) or arr.ndim != 1 or arr.itemsize != width or \
+            not arr.flags.c_contiguous:
+        raise ValueError(f"field {f}: wants a contiguous 1-d array of {width}-byte items")
+
+
 cdef inline Py_ssize_t write_long(uint8_t* out, int64_t value) noexcept:
     cdef uint64_t z = (<uint64_t>value << 1) ^ <uint64_t>(value >> 63)
     cdef Py_ssize_t i = 0
@@ -178,6 +188,7 @@ def encode_flat(Py_ssize_t nrec, int schema_id, bytes kinds, bytes nullable, lis
     cdef const uint8_t* oks[64]
     cdef const uint8_t* rec_ok
     cdef const int32_t* soffs
+    cdef Py_ssize_t blob_sizes[64]
     cdef uint8_t kind
     cdef uint8_t* out
     cdef int32_t* offsets
@@ -186,27 +197,34 @@ def encode_flat(Py_ssize_t nrec, int schema_id, bytes kinds, bytes nullable, lis
         raise ValueError("a flat record of more than 64 fields is not encoded natively")
     if len(columns) != nf or len(valids) != nf:
         raise ValueError("one column and one validity array per field")
-    bound = nrec * (5 + 10 * nf)
+    # per record: 5 header bytes; per field at most a union byte and a 10-byte varint (or 8
+    # bytes of a double), plus the bytes of its strings
+    bound = nrec * (5 + 11 * nf)
     for f in range(nf):
         col = columns[f]
         if k[f] == K_STRING or k[f] == K_BYTES:
             offs, blob = col
+            _check_array(offs, 4, f)
             if len(offs) != nrec + 1:
                 raise ValueError(f"field {f}: {len(offs)} offsets for {nrec} records")
             keep.append(offs)
             keep.append(blob)
             cols[f] = <const char*><size_t>offs.ctypes.data
             blobs[f] = <const char*>PyBytes_AS_STRING(blob)
+            blob_sizes[f] = len(blob)
             bound += len(blob)
         else:
+            _check_array(col, _WIDTH[k[f]], f)
             if len(col) != nrec:
                 raise ValueError(f"field {f}: {len(col)} values for {nrec} records")
             keep.append(col)
             cols[f] = <const char*><size_t>col.ctypes.data
+        _check_array(valids[f], 1, f)
         if len(valids[f]) != nrec:
             raise ValueError(f"field {f}: {len(valids[f])} validity bytes for {nrec} records")
         keep.append(valids[f])
         oks[f] = <const uint8_t*><size_t>valids[f].ctypes.data
+    _check_array(record_valid, 1, -1)
     if len(record_valid) != nrec:
         raise ValueError("one record validity byte per record")
     rec_ok = <const uint8_t*><size_t>record_valid.ctypes.data
@@ -249,6 +267,9 @@ def encode_flat(Py_ssize_t nrec, int schema_id, bytes kinds, bytes nullable, lis
                 else:
                     soffs = <const int32_t*>cols[f]
                     size = soffs[i + 1] - soffs[i]
+                    if size < 0 or soffs[i] < 0 or soffs[i + 1] > blob_sizes[f]:
+                        raise ValueError(f"record {i}: field {f} has offsets {soffs[i]}..{soffs[i + 1]} "
+                                         f"outside its {blob_sizes[f]} bytes")
                     pos += write_long(out + pos, size)
                     memcpy(out + pos, blobs[f] + soffs[i], size)
                     pos += size

@@ -167,3 +167,30 @@ def test_wide_and_duplicate_field_records():
     with pytest.raises(RegistryError, match="twice") as info:
         ParsedSchema(json.dumps(dup))
     assert info.value.error_code == 42201
+
+
+def test_the_widest_encodings_fit_the_encoder_buffer():
+    """Nullable longs at their extremes take 11 bytes each (branch + 10-byte varint)."""
+    schema = {"type": "record", "name": "L", "fields": [
+        {"name": f"x{i}", "type": ["null", "long"], "default": None} for i in range(8)]}
+    codec = Codec(SID, ParsedSchema(json.dumps(schema)))
+    parsed = fastavro.parse_schema(schema)
+    rows = [{f"x{i}": (-(2**63) if (r + i) % 2 else 2**63 - 1) for i in range(8)} for r in range(1000)]
+    values = []
+    for r in rows:
+        buf = io.BytesIO()
+        buf.write(b"\x00" + SID.to_bytes(4, "big"))
+        fastavro.schemaless_writer(buf, parsed, r)
+        values.append(buf.getvalue())
+    assert all(len(v) == 5 + 8 * 11 for v in values)
+    column = pa.array(values, pa.binary())
+    assert codec.encode(codec.decode(column)).to_pylist() == values
+
+
+def test_the_encoder_refuses_arrays_of_the_wrong_width():
+    from arrowlog._native.avro import encode_flat
+
+    np = pytest.importorskip("numpy")
+    ones = np.ones(2, dtype=np.uint8)
+    with pytest.raises(ValueError, match="8-byte"):
+        encode_flat(2, 1, bytes([2]), bytes([0]), [np.zeros(2, dtype=np.int32)], [ones], ones)
