@@ -65,6 +65,8 @@ def decode_flat(list values, int schema_id, bytes kinds, bytes nullable, list en
     cdef int32_t* offsets
     if nf > 64:
         raise ValueError("a flat record of more than 64 fields is not decoded natively")
+    if len(nullable) != nf or len(enum_sizes) != nf:
+        raise ValueError("one nullable flag and one enum size per field")
     for f in range(nf):
         kind = k[f]
         dtype = {K_BOOL: np.uint8, K_INT: np.int32, K_LONG: np.int64, K_FLOAT: np.float32,
@@ -195,6 +197,8 @@ def encode_flat(Py_ssize_t nrec, int schema_id, bytes kinds, bytes nullable, lis
     cdef list keep = []
     if nf > 64:
         raise ValueError("a flat record of more than 64 fields is not encoded natively")
+    if len(nullable) != nf:
+        raise ValueError("one nullable flag per field")
     if len(columns) != nf or len(valids) != nf:
         raise ValueError("one column and one validity array per field")
     # per record: 5 header bytes; per field at most a union byte and a 10-byte varint (or 8

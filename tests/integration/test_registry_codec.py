@@ -194,3 +194,14 @@ def test_the_encoder_refuses_arrays_of_the_wrong_width():
     ones = np.ones(2, dtype=np.uint8)
     with pytest.raises(ValueError, match="8-byte"):
         encode_flat(2, 1, bytes([2]), bytes([0]), [np.zeros(2, dtype=np.int32)], [ones], ones)
+
+
+def test_the_native_codec_refuses_mismatched_field_descriptions():
+    from arrowlog._native.avro import decode_flat, encode_flat
+
+    np = pytest.importorskip("numpy")
+    with pytest.raises(ValueError, match="nullable"):
+        decode_flat([b"\x00\x00\x00\x00\x01\x02"], 1, bytes([2, 2]), bytes([0]), [0, 0])
+    ones = np.ones(1, dtype=np.uint8)
+    with pytest.raises(ValueError, match="nullable"):
+        encode_flat(1, 1, bytes([2, 2]), b"", [np.zeros(1, np.int64)] * 2, [ones] * 2, ones)
