@@ -20,6 +20,9 @@ EXTRAS = {
     "polars": "polars",
     "duckdb": "duckdb",
     "confluent_kafka": "kafka",
+    "fastavro": "registry",
+    "aiohttp": "registry",
+    "jsonschema": "registry",
 }
 
 

@@ -158,6 +158,7 @@ class Broker:
         self.config = config
         self.cluster_id = cluster_id
         self.store = Store(data_dir, cluster_id)
+        self.typed = None  # arrowlog.registry.typed.TypedTopics when the schema registry runs
         self.offsets = GroupOffsetStore(data_dir)
         self.groups = GroupCoordinator(self.offsets, config.group_initial_rebalance_delay_ms)
         self.producers = ProducerRegistry(data_dir)
@@ -334,6 +335,11 @@ class Broker:
             return {**fail, "error_code": exc.error_code, "error_message": str(exc)}
         if any(b.is_transactional or b.is_control for b in batches):
             return {**fail, "error_code": E.INVALID_REQUEST, "error_message": TRANSACTIONS_UNSUPPORTED}
+        if self.typed is not None:  # typed topics: wire-format values become columns (docs/REGISTRY.md)
+            try:
+                batches = self.typed.on_produce(topic, batches)
+            except AE.ArrowlogError as exc:
+                return {**fail, "error_code": E.INVALID_RECORD, "error_message": str(exc)}
         first = None
         for b in batches:
             code, duplicate, confirmed = self.producers.check(topic, index, b.producer_id, b.producer_epoch,
@@ -460,7 +466,7 @@ class Broker:
         if hit is not None and hit[0] == frame.record_count:
             self._cache.move_to_end(key)
             return hit[1]
-        data = encode_batch(frame.batch)
+        data = encode_batch(frame.batch if self.typed is None else self.typed.on_fetch(topic, frame.batch))
         self._cache[key] = (frame.record_count, data)
         self._cache_bytes += len(data)
         while self._cache_bytes > ENCODE_CACHE_BYTES and self._cache:
