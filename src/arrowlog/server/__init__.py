@@ -29,7 +29,8 @@ def serve(data_dir, host: str = "127.0.0.1", port: int = 9092, *, auto_create_to
           listener: str = "PLAINTEXT", ssl_cert: str | None = None, ssl_key: str | None = None,
           ssl_cafile: str | None = None, ssl_client_auth: str = "none",
           sasl_mechanisms: str = "SCRAM-SHA-256,SCRAM-SHA-512", super_users: str = "",
-          allow_everyone_if_no_acl_found: bool = False, ready=None, **limits) -> None:
+          allow_everyone_if_no_acl_found: bool = False, metrics_listen: str | None = None,
+          console_listen: str | None = None, ready=None, **limits) -> None:
     """Serve ``data_dir`` over the Kafka protocol until SIGTERM or SIGINT, then
     close connections and flush (fsync) every partition written to.
 
@@ -38,6 +39,8 @@ def serve(data_dir, host: str = "127.0.0.1", port: int = 9092, *, auto_create_to
     (``queued_max_request_bytes``, ``first_request_timeout_s``, ...). ``listener``
     to ``allow_everyone_if_no_acl_found`` set TLS, SASL and ACLs (docs/SECURITY.md);
     the default is a PLAINTEXT listener. An impossible combination raises ConfigError.
+    ``metrics_listen`` and ``console_listen`` (``HOST:PORT``) serve Prometheus metrics
+    and the read-only web console too (docs/OPERATIONS.md).
     """
     security = SecurityConfig(
         listener=listener, ssl_cert=ssl_cert, ssl_key=ssl_key, ssl_cafile=ssl_cafile,
@@ -51,6 +54,7 @@ def serve(data_dir, host: str = "127.0.0.1", port: int = 9092, *, auto_create_to
         node_id=node_id, advertised_host=advertised_host, flush_interval_s=flush_interval_s,
         max_partitions_per_topic=max_partitions_per_topic,
         max_partitions_per_request=max_partitions_per_request, security=security,
+        metrics_listen=metrics_listen, console_listen=console_listen,
     )
     try:
         import uvloop  # optional: a faster event loop when installed

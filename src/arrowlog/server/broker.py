@@ -54,12 +54,15 @@ FETCH_POLL_S = 0.05
 ENCODE_CACHE_BYTES = 64 << 20
 
 
-def _sync_partitions(partitions) -> None:
+def _sync_partitions(partitions, metrics=None) -> None:
     """fsync each partition's appends (advancing its recovery point); failures are logged
     (a partition whose fsync failed refuses further appends until reopened)."""
     for pl in list(partitions):
         try:
+            started = time.perf_counter()
             pl.sync()
+            if metrics:
+                metrics.fsync_done(time.perf_counter() - started)
         except AE.ArrowlogError as exc:
             log.error("fsync of %s-%s failed: %s", getattr(pl, "topic", "?"), getattr(pl, "partition", "?"), exc)
 
@@ -134,6 +137,7 @@ class Broker:
         self.offsets = GroupOffsetStore(data_dir)
         self.groups = GroupCoordinator(self.offsets, config.group_initial_rebalance_delay_ms)
         self.producers = ProducerRegistry()
+        self.metrics = None          # arrowlog.metrics.ServerMetrics when metrics are served
         self._data_event = asyncio.Event()
         self._dirty: set = set()     # partitions appended to since the last periodic flush
         self._written: set = set()   # every partition appended to (the shutdown flush syncs them all)
@@ -177,7 +181,7 @@ class Broker:
             await asyncio.sleep(self.config.flush_interval_s)
             if self._dirty:
                 todo, self._dirty = self._dirty, set()
-                self._syncing = asyncio.ensure_future(asyncio.to_thread(_sync_partitions, todo))
+                self._syncing = asyncio.ensure_future(asyncio.to_thread(_sync_partitions, todo, self.metrics))
                 try:
                     await asyncio.shield(self._syncing)
                 finally:
@@ -328,6 +332,8 @@ class Broker:
                                       b.record_count, base)
             if first is None:
                 first = base
+        if self.metrics:
+            self.metrics.produced(topic, len(records), sum(b.record_count for b in batches))
         return {"index": index, "error_code": E.NONE, "base_offset": first,
                 "log_start_offset": pl.log_start_offset}
 
@@ -340,6 +346,8 @@ class Broker:
             resp, total, stop = self._fetch_once(req)
             remaining = deadline - time.monotonic()
             if total >= min_bytes or total > 0 and min_bytes <= 0 or stop or remaining <= 0:
+                if self.metrics and total:
+                    self.metrics.fetched_response(resp)
                 return resp
             try:
                 await asyncio.wait_for(event.wait(), min(remaining, FETCH_POLL_S))

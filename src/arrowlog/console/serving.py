@@ -1,0 +1,88 @@
+"""Serving the console and /metrics next to a running program.
+
+:class:`ConsoleHTTP` runs the Flask app on Werkzeug's threaded WSGI server
+in a daemon thread; :func:`start_observers` starts what ``arrowlog serve
+--metrics-listen/--console-listen`` asks for, reading the server's own
+LogDir and in-memory groups. Both listen on loopback unless told otherwise;
+the console has no login of its own, so exposing it beyond loopback is
+logged as a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from ..errors import ConfigError
+from ..metrics import parse_listen
+
+log = logging.getLogger("arrowlog.console")
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+class ConsoleHTTP:
+    """The console app served on ``host:port`` from a daemon thread (``close()`` stops it)."""
+
+    def __init__(self, app: Any, host: str, port: int):
+        from werkzeug.serving import make_server
+
+        try:
+            self.httpd = make_server(host, port, app, threaded=True)
+        except (OSError, SystemExit) as exc:  # Werkzeug exits when the port is taken
+            raise ConfigError(f"cannot listen for the console on {host}:{port}: {exc}") from None
+        self.host = host
+        self.port = self.httpd.server_port
+        if host not in _LOOPBACK:
+            log.warning("the console listens on %s:%d, beyond loopback; it has no login: put it behind an "
+                        "authenticating proxy", host, self.port)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="arrowlog-console", daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def start_console_http(data_dir: Any, listen: str, *, allow_writes: bool = False) -> ConsoleHTTP:
+    """The console for ``data_dir`` (a path or an open LogDir) served on ``listen``."""
+    from .app import create_app
+
+    host, port = parse_listen(listen, 8080)
+    return ConsoleHTTP(create_app(data_dir, allow_writes=allow_writes), host, port)
+
+
+def start_observers(server: Any) -> list:
+    """Start /metrics and the console for a started KafkaServer, as its options
+    ask; sets ``server.metrics`` (and the broker's) so requests are counted."""
+    started: list = []
+    logdir = server.broker.store.log
+    try:
+        if server.metrics_listen:
+            from prometheus_client import CollectorRegistry
+
+            from ..metrics import LogDirCollector, ServerMetrics, start_metrics_http
+
+            registry = CollectorRegistry(auto_describe=False)
+            metrics = ServerMetrics(registry)
+            collector = LogDirCollector(logdir, coordinator=server.broker.groups, server=server,
+                                        broker_address=f"{server.host}:{server.port}",
+                                        node_id=server.broker.config.node_id)
+            http = start_metrics_http(collector, server.metrics_listen, registry)
+            server.metrics = server.broker.metrics = metrics
+            started.append(http)
+            log.info("metrics on %s", http.url)
+        if server.console_listen:
+            console = start_console_http(logdir, server.console_listen)
+            started.append(console)
+            log.info("console on %s", console.url)
+    except BaseException:
+        for s in started:
+            s.close()
+        raise
+    return started
