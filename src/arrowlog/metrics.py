@@ -222,7 +222,7 @@ class LogDirCollector(Collector):
                 disk.add_metric([name, p], nbytes)
                 size.add_metric([name, p], pl.size_bytes())
         yield from (partitions, current, oldest, segments, disk, size)
-        yield from self._group_metrics(now_ms)
+        yield from self._group_metrics(now_ms, watermarks)
         if self.server is not None:
             conns = GaugeMetricFamily("arrowlog_connections", "Kafka protocol connections open")
             conns.add_metric([], self.server.connection_count)
@@ -240,7 +240,10 @@ class LogDirCollector(Collector):
                 continue
         return {}
 
-    def _group_metrics(self, now_ms: int) -> Iterator[Any]:
+    def _group_metrics(self, now_ms: int, watermarks: dict[tuple[str, int], int]) -> Iterator[Any]:
+        """Per group; lag is computed from the high watermarks this scrape reported
+        (``watermarks``), so lag == current_offset - consumergroup_current_offset holds
+        within one scrape even while producers append."""
         lbl = ["consumergroup", "topic", "partition"]
         offset = GaugeMetricFamily("kafka_consumergroup_current_offset",
                                    "Current Offset of a ConsumerGroup at Topic/Partition", labels=lbl)
@@ -265,19 +268,21 @@ class LogDirCollector(Collector):
             members.add_metric([group], len(desc.members) + server_members.get(group, 0))
             sums: dict[str, list[int]] = {}
             for row in desc.partitions:
-                if row.log_end_offset is None:
-                    continue  # offsets for a deleted topic
+                high = watermarks.get((row.topic, row.partition))
+                if high is None:
+                    continue  # offsets for a deleted topic, or one created since the topics were read
                 labels = [group, row.topic, str(row.partition)]
                 committed = -1 if row.committed is None else row.committed
                 offset.add_metric(labels, committed)
                 s = sums.setdefault(row.topic, [0, 0])
                 s[0] += max(committed, 0)
-                if row.lag is None:
-                    continue
-                lag.add_metric(labels, row.lag)
-                s[1] += row.lag
+                if row.committed is None:
+                    continue  # nothing committed: no lag (kafka_exporter reports the offset as -1)
+                behind = max(0, high - row.committed)
+                lag.add_metric(labels, behind)
+                s[1] += behind
                 lag_s.add_metric(labels, lag_seconds(self.logdir, row.topic, row.partition, row.committed,
-                                                     row.lag, now_ms))
+                                                     behind, now_ms))
             for topic, (off, lg) in sums.items():
                 offset_sum.add_metric([group, topic], off)
                 lag_sum.add_metric([group, topic], lg)

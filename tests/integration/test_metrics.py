@@ -1,0 +1,262 @@
+"""Prometheus metrics: kafka_exporter's names, labels and values, and arrowlog's own.
+
+The server runs in this process (its event loop on a thread), so the test
+knows the bound /metrics port; a confluent-kafka producer writes while a
+confluent-kafka group member that stopped reading lags behind. Every
+scrape is parsed with prometheus_client's own parser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import pytest
+
+pytest.importorskip("prometheus_client")
+ck = pytest.importorskip("confluent_kafka")
+
+from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from arrowlog import LogDir, Producer  # noqa: E402
+from arrowlog.groups.admin import GroupAdmin  # noqa: E402
+from arrowlog.metrics import LogDirCollector  # noqa: E402
+from arrowlog.server import KafkaServer, Limits  # noqa: E402
+
+DEADLINE_S = 60.0
+
+
+def wait_for(predicate, what: str, timeout: float = DEADLINE_S):
+    """Poll ``predicate`` until it returns something truthy; fail naming ``what``."""
+    end = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > end:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def parse(text: str) -> dict[str, dict[tuple, float]]:
+    """{sample name: {sorted label items: value}} of a scrape."""
+    out: dict[str, dict[tuple, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def scrape(url: str) -> dict[str, dict[tuple, float]]:
+    with urllib.request.urlopen(url, timeout=30) as r:
+        assert r.headers["Content-Type"].startswith("text/plain")
+        return parse(r.read().decode())
+
+
+def lbl(**labels) -> tuple:
+    return tuple(sorted((k, str(v)) for k, v in labels.items()))
+
+
+class ServerThread:
+    """A KafkaServer with /metrics, on its own event loop thread."""
+
+    def __init__(self, data_dir: str, **options):
+        self.loop = asyncio.new_event_loop()
+        self.server = KafkaServer(data_dir, "127.0.0.1", 0, metrics_listen="127.0.0.1:0", **options)
+        started = threading.Event()
+        self.error: BaseException | None = None
+
+        def run():
+            asyncio.set_event_loop(self.loop)
+            try:
+                self.loop.run_until_complete(self.server.start())
+            except BaseException as exc:  # reported by the constructor
+                self.error = exc
+                started.set()
+                return
+            started.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        assert started.wait(DEADLINE_S), "server did not start"
+        if self.error:
+            raise self.error
+        self.bootstrap = f"127.0.0.1:{self.server.port}"
+        self.metrics_url = self.server._observers[0].url
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(60)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(60)
+        self.loop.close()
+
+
+@pytest.fixture
+def server(data_dir):
+    srv = ServerThread(data_dir, default_partitions=3)
+    yield srv
+    srv.stop()
+
+
+def test_scrape_while_producing_and_a_group_lags(server):
+    topic, group = "orders", "billing"
+    # the topic is auto-created with the server's default of 3 partitions
+    p = ck.Producer({"bootstrap.servers": server.bootstrap, "linger.ms": 5})
+    for i in range(300):
+        p.produce(topic, key=f"k{i}".encode(), value=f"v{i}".encode())
+    assert p.flush(30) == 0
+
+    # A member reads a little, commits, then stops reading (it stays in the group).
+    c = ck.Consumer({"bootstrap.servers": server.bootstrap, "group.id": group, "auto.offset.reset": "earliest",
+                     "enable.auto.commit": False})
+    c.subscribe([topic])
+    got = []
+
+    def read_some():
+        m = c.poll(0.2)
+        if m is not None and m.error() is None:
+            got.append(m)
+        return len(got) >= 40
+
+    wait_for(read_some, "the group member to read 40 records")
+    c.commit(asynchronous=False)
+    # librdkafka says -1001 for "nothing committed"; kafka_exporter says -1
+    committed = {tp.partition: max(tp.offset, -1) for tp in c.committed(
+        [ck.TopicPartition(topic, i) for i in range(3)], timeout=30)}
+    assert sum(o for o in committed.values() if o >= 0) == 40
+
+    # The producer goes on while we scrape.
+    stop = threading.Event()
+    delivered = [300]
+
+    def on_delivery(err, msg):
+        if err is None:
+            delivered[0] += 1
+
+    def produce():
+        i = 300
+        while not stop.is_set():
+            p.produce(topic, key=f"k{i}".encode(), value=f"v{i}".encode(), on_delivery=on_delivery)
+            p.poll(0.005)
+            i += 1
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    try:
+        first = scrape(server.metrics_url)
+        wait_for(lambda: scrape(server.metrics_url)["kafka_topic_partition_current_offset"] != \
+                 first["kafka_topic_partition_current_offset"], "the offsets to move between scrapes")
+        for _ in range(3):
+            m = scrape(server.metrics_url)
+            assert m["kafka_brokers"][()] == 1
+            assert m["kafka_topic_partitions"][lbl(topic=topic)] == 3
+            assert m["kafka_consumergroup_members"][lbl(consumergroup=group)] == 1
+            lag_total = 0
+            for part in range(3):
+                tp = lbl(topic=topic, partition=part)
+                gtp = lbl(consumergroup=group, topic=topic, partition=part)
+                hwm = m["kafka_topic_partition_current_offset"][tp]
+                assert m["kafka_topic_partition_oldest_offset"][tp] == 0
+                current = m["kafka_consumergroup_current_offset"][gtp]
+                assert current == committed[part]
+                if current < 0:
+                    assert gtp not in m.get("kafka_consumergroup_lag", {})
+                    continue
+                # lag is high watermark minus committed offset, per partition, within one scrape
+                assert m["kafka_consumergroup_lag"][gtp] == hwm - current
+                assert m["arrowlog_consumergroup_lag_seconds"][gtp] >= 0
+                lag_total += hwm - current
+            gt = lbl(consumergroup=group, topic=topic)
+            assert m["kafka_consumergroup_lag_sum"][gt] == lag_total
+            assert m["kafka_consumergroup_current_offset_sum"][gt] == 40
+            assert lag_total > 0
+    finally:
+        stop.set()
+        producer.join(30)
+    assert p.flush(30) == 0
+
+    m = scrape(server.metrics_url)
+    hwms = [m["kafka_topic_partition_current_offset"][lbl(topic=topic, partition=i)] for i in range(3)]
+    assert sum(hwms) == delivered[0]
+    # arrowlog's own: what the server counted as it ran
+    assert m["arrowlog_topic_records_in_total"][lbl(topic=topic)] == delivered[0]
+    assert m["arrowlog_topic_bytes_in_total"][lbl(topic=topic)] > 0
+    assert m["arrowlog_topic_records_out_total"][lbl(topic=topic)] >= 40
+    assert m["arrowlog_request_latency_seconds_count"][lbl(api="Produce")] > 0
+    assert m["arrowlog_request_latency_seconds_count"][lbl(api="Fetch")] > 0
+    assert m["arrowlog_connections"][()] >= 2
+    assert m["arrowlog_connections_accepted_total"][()] >= 2
+    assert all(m["arrowlog_topic_partition_segments"][lbl(topic=topic, partition=i)] >= 1 for i in range(3))
+    assert all(m["arrowlog_topic_partition_log_bytes"][lbl(topic=topic, partition=i)] > 0 for i in range(3))
+    wait_for(lambda: scrape(server.metrics_url).get("arrowlog_fsync_latency_seconds_count", {}).get((), 0) > 0,
+             "the periodic flush to fsync a partition")
+    c.close()
+
+
+def test_refused_connection_is_counted(data_dir):
+    srv = ServerThread(data_dir, limits=Limits(max_connections=1, first_request_timeout_s=60))
+    try:
+        busy = socket.create_connection(("127.0.0.1", srv.server.port))
+        busy.sendall((100).to_bytes(4, "big"))  # a request under way: not idle, cannot be closed for room
+        wait_for(lambda: srv.server.connection_count == 1, "the first connection to be admitted")
+        extra = socket.create_connection(("127.0.0.1", srv.server.port))
+        extra.settimeout(30)
+        assert extra.recv(1) == b""  # closed by the server
+        m = scrape(srv.metrics_url)
+        assert m["arrowlog_connections_refused_total"][()] == 1
+        assert m["arrowlog_connections"][()] == 1
+        busy.close()
+        extra.close()
+    finally:
+        srv.stop()
+
+
+def test_lag_seconds_from_the_committed_records_timestamp(data_dir):
+    base = 1_700_000_000_000
+    with Producer({"log.dir": data_dir, "num.partitions": 1}) as p:
+        for i in range(10):
+            p.produce("events", value=b"x", timestamp=base + i * 1000)
+        p.flush()
+    with GroupAdmin(data_dir) as admin:
+        admin.commit("slow", {("events", 0): 4})   # next to read: the record stamped base + 4 s
+        admin.commit("done", {("events", 0): 10})  # caught up
+    with LogDir(data_dir) as logdir:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(LogDirCollector(logdir, clock=lambda: (base + 60_000) / 1000))
+        m = parse(generate_latest(registry).decode())
+    slow = lbl(consumergroup="slow", topic="events", partition=0)
+    done = lbl(consumergroup="done", topic="events", partition=0)
+    assert m["kafka_consumergroup_lag"][slow] == 6
+    assert m["arrowlog_consumergroup_lag_seconds"][slow] == 56.0   # now - (base + 4 s)
+    assert m["kafka_consumergroup_lag"][done] == 0
+    assert m["arrowlog_consumergroup_lag_seconds"][done] == 0.0
+    assert m["kafka_consumergroup_members"][lbl(consumergroup="slow")] == 0
+
+
+def test_arrowlog_metrics_command_serves_a_directory(data_dir):
+    with Producer({"log.dir": data_dir, "num.partitions": 2}) as p:
+        for i in range(20):
+            p.produce("t", key=str(i).encode(), value=b"v")
+        p.flush()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "arrowlog", "--data", data_dir, "metrics",
+                             "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        address = proc.stdout.readline().strip()
+        assert address.startswith("127.0.0.1:"), proc.stderr.read()
+        m = scrape(f"http://{address}/metrics")
+        parts = [m["kafka_topic_partition_current_offset"][lbl(topic="t", partition=i)] for i in range(2)]
+        assert sum(parts) == 20
+        assert m["kafka_topic_partitions"][lbl(topic="t")] == 2
+    finally:
+        proc.terminate()
+        proc.wait(30)
