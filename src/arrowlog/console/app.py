@@ -84,7 +84,7 @@ def create_app(data_dir: Any, *, allow_writes: bool = False, sql_time_limit_s: f
         mode = args.get("mode", "offset")
         key = args.get("key", "")
         if mode == "key" and key:
-            page = browser.search_key(topic, key.encode(), parse_int(args.get("offset"), "offset"), rows)
+            page = browser.search_key(topic, key.encode(), parse_int(args.get("from"), "from"), rows)
         else:
             partition = parse_int(args.get("partition"), "partition", 0)
             if mode == "time" and args.get("time"):
