@@ -237,7 +237,7 @@ def test_script_value_renders_as_text(browser, console, live):
     assert EVIL in row.find_element(By.CSS_SELECTOR, "td.headers").text
     assert browser.execute_script("return window.__pwned === undefined")
     with pytest.raises(NoAlertPresentException):
-        browser.switch_to.alert.text
+        _ = browser.switch_to.alert.text
     assert "&lt;script&gt;" in browser.page_source
 
 
