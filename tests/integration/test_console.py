@@ -343,3 +343,20 @@ def test_sql_time_and_row_limits(live):
         assert time.monotonic() - started < WAIT_S
         with pytest.raises(SqlError, match="one statement"):
             run_query(log, "select 1; select 2")
+
+
+def test_arrowlog_console_command_serves_the_directory(live):
+    import sys
+    import urllib.request
+
+    proc = subprocess.Popen([sys.executable, "-m", "arrowlog", "--data", live, "console", "--listen", "127.0.0.1:0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        address = proc.stdout.readline().strip()
+        assert address.startswith("127.0.0.1:"), proc.stderr.read()
+        with urllib.request.urlopen(f"http://{address}/groups", timeout=30) as r:
+            page = r.read().decode()
+        assert 'data-group="billing"' in page and "read-only" in page
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -260,3 +260,31 @@ def test_arrowlog_metrics_command_serves_a_directory(data_dir):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_serve_options_start_metrics_and_console(tmp_path, data_dir):
+    """``python -m arrowlog.server --metrics-listen ... --console-listen ...`` (the
+    options table) serves both on the ports it logs."""
+    log_path = tmp_path / "server.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "arrowlog.server", "--data", data_dir,
+                                 "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+                                 "--console-listen", "127.0.0.1:0"],
+                                stdout=subprocess.PIPE, stderr=log, text=True)
+    try:
+        assert proc.stdout.readline().strip().startswith("127.0.0.1:"), log_path.read_text()
+
+        def logged(what: str) -> str | None:
+            for line in log_path.read_text().splitlines():
+                if f"{what} on http://" in line:
+                    return line.split(f"{what} on ", 1)[1].strip()
+            return None
+
+        metrics_url = wait_for(lambda: logged("metrics"), "the metrics address in the log")
+        console_url = wait_for(lambda: logged("console"), "the console address in the log")
+        assert scrape(metrics_url)["kafka_brokers"][()] == 1
+        with urllib.request.urlopen(console_url, timeout=30) as r:
+            assert b"<h1>Topics</h1>" in r.read()
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
