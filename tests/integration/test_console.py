@@ -201,7 +201,7 @@ def test_seek_by_time_goes_through_the_time_index(browser, console, live):
     assert f"offset {expected}" in browser.find_element(By.ID, "note").text
 
 
-def test_key_search_routes_by_murmur2_and_equals_a_full_scan(browser, console, live):
+def test_key_search_routes_by_murmur2_and_equals_a_full_scan(browser, console, live, shots):
     key = "customer-7"
     open_page(browser, console.url + "topics/orders", "#records")   # the newest page of partition 0
     Select(browser.find_element(By.ID, "mode")).select_by_value("key")
@@ -216,6 +216,7 @@ def test_key_search_routes_by_murmur2_and_equals_a_full_scan(browser, console, l
     assert shown_offsets(browser) == [r["offset"] for r in everywhere]
     keys = {td.text for td in browser.find_elements(By.CSS_SELECTOR, "#records td.key pre")}
     assert keys == {key}
+    browser.save_screenshot(os.path.join(shots, "console-key-search.png"))
     # paging through the matches five at a time finds the same records
     open_page(browser, console.url + f"topics/orders?mode=key&key={key}&rows=5", "#records")
     pages = [shown_offsets(browser)]
