@@ -122,7 +122,7 @@ def record_timestamp(pl: Any, offset: int) -> int | None:
     retention, or at the high watermark)."""
     try:
         frames = pl.read(offset, 1)
-    except ArrowlogError:
+    except (ArrowlogError, OSError):
         return None
     for fr in frames[:1]:
         i = offset - fr.base_offset
@@ -199,24 +199,16 @@ class LogDirCollector(Collector):
         watermarks: dict[tuple[str, int], int] = {}
         for name in self.logdir.list_topics():
             try:
-                topic = self.logdir.topic(name)
-                parts = topic.partitions()
+                rows = self._topic_rows(name)
             except (ArrowlogError, OSError) as exc:  # deleted or damaged meanwhile: skip it this time
                 log.debug("metrics: skipping topic %s: %s", name, exc)
                 continue
-            partitions.add_metric([name], len(parts))
-            for pl in parts:
-                p = str(pl.partition)
-                low, high = pl.watermarks()
-                watermarks[(name, pl.partition)] = high
+            partitions.add_metric([name], len(rows))
+            for partition, low, high, nseg, nbytes in rows:
+                p = str(partition)
+                watermarks[(name, partition)] = high
                 current.add_metric([name, p], high)
                 oldest.add_metric([name, p], low)
-                key = (name, pl.partition)
-                cached = self._disk.get(key)
-                if cached is None or cached[0] != (low, high):
-                    cached = ((low, high), (len(pl.segment_bases()), pl.size_bytes()))
-                    self._disk[key] = cached
-                nseg, nbytes = cached[1]
                 segments.add_metric([name, p], nseg)
                 size.add_metric([name, p], nbytes)
         for gone in self._disk.keys() - watermarks.keys():
@@ -227,6 +219,20 @@ class LogDirCollector(Collector):
             conns = GaugeMetricFamily("arrowlog_connections", "Kafka protocol connections open")
             conns.add_metric([], self.server.connection_count)
             yield conns
+
+    def _topic_rows(self, name: str) -> list[tuple[int, int, int, int, int]]:
+        """[(partition, log start, high watermark, segments, log bytes)] of a topic,
+        all read before any is reported (a topic deleted halfway is skipped whole)."""
+        rows = []
+        for pl in self.logdir.topic(name).partitions():
+            low, high = pl.watermarks()
+            key = (name, pl.partition)
+            cached = self._disk.get(key)
+            if cached is None or cached[0] != (low, high):
+                cached = ((low, high), (len(pl.segment_bases()), pl.size_bytes()))
+                self._disk[key] = cached
+            rows.append((pl.partition, low, high, *cached[1]))
+        return rows
 
     def _group_rows(self, group: str) -> tuple[int, list[tuple[str, int, int | None]]]:
         """(live members, [(topic, partition, committed or None)]) of a group, as
@@ -298,7 +304,8 @@ class LogDirCollector(Collector):
         for group in names:
             try:
                 nmembers, rows = self._group_rows(group)
-            except ArrowlogError:  # only in-memory members, no offsets: nothing per partition
+            except (ArrowlogError, OSError) as exc:  # only in-memory members, or a damaged offsets file
+                log.debug("metrics: no offsets for group %s: %s", group, exc)
                 nmembers, rows = 0, []
             members.add_metric([group], nmembers + server_members.get(group, 0))
             sums: dict[str, list[int]] = {}

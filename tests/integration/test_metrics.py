@@ -288,3 +288,22 @@ def test_serve_options_start_metrics_and_console(tmp_path, data_dir):
     finally:
         proc.terminate()
         assert proc.wait(30) == 0
+
+
+def test_a_damaged_offsets_file_does_not_break_the_scrape(data_dir):
+    with Producer({"log.dir": data_dir, "num.partitions": 1}) as p:
+        for i in range(5):
+            p.produce("t", value=b"v")
+        p.flush()
+    with GroupAdmin(data_dir) as admin:
+        admin.commit("good", {("t", 0): 2})
+        admin.commit("bad", {("t", 0): 1})
+    with LogDir(data_dir) as logdir:
+        with open(os.path.join(logdir.groups_dir, "bad", "offsets.json"), "w") as f:
+            f.write("{not json")
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(LogDirCollector(logdir))
+        m = parse(generate_latest(registry).decode())
+    assert m["kafka_consumergroup_lag"] == {lbl(consumergroup="good", topic="t", partition=0): 3}
+    assert m["kafka_consumergroup_members"][lbl(consumergroup="bad")] == 0
+    assert m["kafka_topic_partition_current_offset"][lbl(topic="t", partition=0)] == 5
