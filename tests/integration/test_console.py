@@ -11,6 +11,8 @@ directory).
 from __future__ import annotations
 
 import datetime as dt
+import html
+import json
 import os
 import shutil
 import subprocess
@@ -361,3 +363,22 @@ def test_arrowlog_console_command_serves_the_directory(live):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_typed_and_binary_values_are_decoded(tmp_path):
+    import pyarrow as pa
+
+    data = str(tmp_path / "data")
+    with LogDir(data) as d:
+        t = d.create_topic("typed", partitions=1, config={"value.schema": pa.schema([("x", pa.int64()),
+                                                                                     ("name", pa.string())])})
+        t.partition(0).append(pa.RecordBatch.from_pydict({
+            "timestamp": pa.array([1_700_000_000_000], pa.timestamp("ms")), "key": pa.array([b"\xff\x00"]),
+            "value": pa.array([{"x": 42, "name": "<b>bold</b>"}], pa.struct([("x", pa.int64()),
+                                                                              ("name", pa.string())])),
+            "headers": pa.nulls(1, pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())])))}))
+    page = create_app(data).test_client().get("/topics/typed?offset=0").data.decode()
+    value = page.split('class="v typed">', 1)[1].split("</pre>", 1)[0]
+    assert json.loads(html.unescape(value)) == {"x": 42, "name": "<b>bold</b>"}
+    assert "&lt;b&gt;bold" in value
+    assert 'class="v binary">ff 00</pre>' in page
