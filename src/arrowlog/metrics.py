@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .errors import ArrowlogError, ConfigError
@@ -196,6 +196,9 @@ class LogDirCollector(Collector):
         size = GaugeMetricFamily("arrowlog_topic_partition_log_bytes", "Bytes of record batches in a partition's "
                                  "segments (Kafka's Log Size; the files are preallocated beyond it)",
                                  labels=["topic", "partition"])
+        recoveries = CounterMetricFamily("arrowlog_topic_partition_recovery_scans", "Recovery scans of a "
+                                         "partition since it was created (crash, unclean close, arrowlog recover)",
+                                         labels=["topic", "partition"])
         watermarks: dict[tuple[str, int], int] = {}
         for name in self.logdir.list_topics():
             try:
@@ -204,34 +207,44 @@ class LogDirCollector(Collector):
                 log.debug("metrics: skipping topic %s: %s", name, exc)
                 continue
             partitions.add_metric([name], len(rows))
-            for partition, low, high, nseg, nbytes in rows:
+            for partition, low, high, nseg, nbytes, scans in rows:
                 p = str(partition)
                 watermarks[(name, partition)] = high
                 current.add_metric([name, p], high)
                 oldest.add_metric([name, p], low)
                 segments.add_metric([name, p], nseg)
                 size.add_metric([name, p], nbytes)
+                if scans is not None:
+                    recoveries.add_metric([name, p], scans)
         for gone in self._disk.keys() - watermarks.keys():
             del self._disk[gone]
-        yield from (partitions, current, oldest, segments, size)
+        yield from (partitions, current, oldest, segments, size, recoveries)
         yield from self._group_metrics(now_ms, watermarks)
         if self.server is not None:
             conns = GaugeMetricFamily("arrowlog_connections", "Kafka protocol connections open")
             conns.add_metric([], self.server.connection_count)
             yield conns
 
-    def _topic_rows(self, name: str) -> list[tuple[int, int, int, int, int]]:
-        """[(partition, log start, high watermark, segments, log bytes)] of a topic,
-        all read before any is reported (a topic deleted halfway is skipped whole)."""
+    def _topic_rows(self, name: str) -> list[tuple[int, int, int, int, int, int | None]]:
+        """[(partition, log start, high watermark, segments, log bytes, recovery scans)] of a
+        topic, all read before any is reported (a topic deleted halfway is skipped whole).
+
+        Recovery scans come from the published state's ``generation``: 1 when the
+        partition was created (its first recovery initialises it), +1 for every
+        recovery since (after a crash, an unclean close or ``arrowlog recover``)."""
         rows = []
         for pl in self.logdir.topic(name).partitions():
-            low, high = pl.watermarks()
+            try:
+                st = pl.state.snapshot()
+                low, high, scans = st["log_start_offset"], st["next_offset"], st["generation"] - 1
+            except BlockingIOError:  # a writer is publishing, or died doing so: the repairing path
+                (low, high), scans = pl.watermarks(), None
             key = (name, pl.partition)
             cached = self._disk.get(key)
             if cached is None or cached[0] != (low, high):
                 cached = ((low, high), (len(pl.segment_bases()), pl.size_bytes()))
                 self._disk[key] = cached
-            rows.append((pl.partition, low, high, *cached[1]))
+            rows.append((pl.partition, low, high, *cached[1], scans))
         return rows
 
     def _group_rows(self, group: str) -> tuple[int, list[tuple[str, int, int | None]]]:

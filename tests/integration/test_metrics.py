@@ -307,3 +307,18 @@ def test_a_damaged_offsets_file_does_not_break_the_scrape(data_dir):
     assert m["kafka_consumergroup_lag"] == {lbl(consumergroup="good", topic="t", partition=0): 3}
     assert m["kafka_consumergroup_members"][lbl(consumergroup="bad")] == 0
     assert m["kafka_topic_partition_current_offset"][lbl(topic="t", partition=0)] == 5
+
+
+def test_recovery_scans_are_counted_per_partition(data_dir):
+    with Producer({"log.dir": data_dir, "num.partitions": 2}) as p:
+        for i in range(10):
+            p.produce("t", value=b"v", partition=i % 2)
+        p.flush()
+    with LogDir(data_dir) as logdir:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(LogDirCollector(logdir))
+        before = parse(generate_latest(registry).decode())["arrowlog_topic_partition_recovery_scans_total"]
+        logdir.topic("t").partition(1).recover()   # what a reopen after a crash runs
+        after = parse(generate_latest(registry).decode())["arrowlog_topic_partition_recovery_scans_total"]
+    assert before == {lbl(topic="t", partition=0): 0, lbl(topic="t", partition=1): 0}
+    assert after == {lbl(topic="t", partition=0): 0, lbl(topic="t", partition=1): 1}
