@@ -382,3 +382,31 @@ def test_typed_and_binary_values_are_decoded(tmp_path):
     assert json.loads(html.unescape(value)) == {"x": 42, "name": "<b>bold</b>"}
     assert "&lt;b&gt;bold" in value
     assert 'class="v binary">ff 00</pre>' in page
+
+
+def test_login_uses_the_servers_scram_users(tmp_path):
+    import base64
+
+    from arrowlog.console.login import needs_login
+    from arrowlog.errors import ConfigError
+    from arrowlog.server.security.scram import make_credential
+    from arrowlog.server.security.store import CredentialStore
+
+    data = str(tmp_path / "data")
+    LogDir(data).close()
+    with pytest.raises(ConfigError, match="arrowlog user add"):
+        create_app(data, login=True)    # nobody could log in
+    CredentialStore(data).upsert("alice", "SCRAM-SHA-256", make_credential("SCRAM-SHA-256", "s3cret pw"))
+    client = create_app(data, login=True).test_client()
+
+    def basic(user, password):
+        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+    r = client.get("/")
+    assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Basic ")
+    assert client.get("/", headers=basic("alice", "wrong")).status_code == 401
+    assert client.get("/", headers=basic("mallory", "s3cret pw")).status_code == 401
+    assert client.get("/", headers=basic("alice", "s3cret pw")).status_code == 200
+    assert client.get("/groups").status_code == 200    # the session remembers the login
+    assert needs_login("0.0.0.0", None) and not needs_login("127.0.0.1", None)
+    assert needs_login("127.0.0.1", True) and not needs_login("0.0.0.0", False)

@@ -19,15 +19,18 @@ Examples:
               help="Address to serve the console on (port 0 picks a free one).")
 @click.option("--allow-writes", is_flag=True,
               help="Allow consumer-group offset resets (each form carries a CSRF token).")
+@click.option("--login/--no-login", default=None,
+              help="Require a login as one of the directory's users (arrowlog user add) "
+                   "[default: only beyond loopback].")
 @command_body
-def console_cmd(listen: str, allow_writes: bool, data: str | None) -> None:
+def console_cmd(listen: str, allow_writes: bool, login: bool | None, data: str | None) -> None:
     """Browse topics, records and consumer groups, and query topics with SQL, in a browser."""
     try:
         from arrowlog.console.serving import start_console_http
     except ImportError as exc:
         raise Unavailable(f"the console needs its extra ({exc.name} is missing): "
                           "pip install 'arrowlog[console]'") from None
-    http = start_console_http(resolve_data_dir(data), listen, allow_writes=allow_writes)
+    http = start_console_http(resolve_data_dir(data), listen, allow_writes=allow_writes, login=login)
     click.echo(f"{http.host}:{http.port}")
     err(f"arrowlog: console on {http.url}{' (writes allowed)' if allow_writes else ' (read-only)'}; Ctrl-C stops")
     try:

@@ -10,7 +10,9 @@ Writes (a consumer-group offset reset) exist only when the app is created
 with ``allow_writes=True``, and every POST must carry the CSRF token of the
 session (a random per-process secret signs the session cookie): without it
 the answer is 403 and nothing changes. The SQL box posts too, with the same
-token, so another site cannot make a browser run queries.
+token, so another site cannot make a browser run queries. With ``login``,
+every request first needs a login as one of the directory's SCRAM users
+(login.py).
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ import secrets
 import time
 from typing import Any
 
-from flask import Flask, abort, redirect, render_template, request, session, url_for
+from flask import Flask, Response, abort, redirect, render_template, request, session, url_for
 
 from ..errors import ArrowlogError, UnknownPartitionError, UnknownTopicError
 from ..groups.admin import RESET_MODES
 from ..groups.store import UnknownGroupError
 from ..storage import LogDir
 from .browse import MAX_PAGE_ROWS, PAGE_ROWS, Browser, parse_int, parse_time
+from .login import password_checker
 from .sql import ROW_LIMIT, TIME_LIMIT_S, run_query
 
 
@@ -37,10 +40,12 @@ def _csrf_token() -> str:
     return token
 
 
-def create_app(data_dir: Any, *, allow_writes: bool = False, sql_time_limit_s: float = TIME_LIMIT_S,
-               sql_row_limit: int = ROW_LIMIT) -> Flask:
-    """The console for ``data_dir`` (a path or an open LogDir)."""
+def create_app(data_dir: Any, *, allow_writes: bool = False, login: bool = False,
+               sql_time_limit_s: float = TIME_LIMIT_S, sql_row_limit: int = ROW_LIMIT) -> Flask:
+    """The console for ``data_dir`` (a path or an open LogDir). ``login``: every
+    request must log in (HTTP Basic) as one of the directory's SCRAM users."""
     logdir = data_dir if isinstance(data_dir, LogDir) else LogDir(data_dir, create=False)
+    check_password = password_checker(logdir.path) if login else None
     browser = Browser(logdir)
     app = Flask(__name__)
     app.secret_key = secrets.token_bytes(32)
@@ -51,6 +56,18 @@ def create_app(data_dir: Any, *, allow_writes: bool = False, sql_time_limit_s: f
     @app.context_processor
     def _globals() -> dict:
         return {"csrf_token": _csrf_token(), "allow_writes": allow_writes, "data_dir": logdir.path}
+
+    @app.before_request
+    def _check_login():
+        if check_password is None or session.get("user"):
+            return None
+        auth = request.authorization
+        if auth is not None and auth.type == "basic" and check_password(auth.username or "", auth.password or ""):
+            session["user"] = auth.username
+            return None
+        return Response("Log in as a user of this data directory (arrowlog user add NAME).\n", 401,
+                        {"WWW-Authenticate": 'Basic realm="arrowlog console", charset="UTF-8"',
+                         "Content-Type": "text/plain; charset=utf-8"})
 
     @app.before_request
     def _check_csrf() -> None:

@@ -4,8 +4,7 @@
 in a daemon thread; :func:`start_observers` starts what ``arrowlog serve
 --metrics-listen/--console-listen`` asks for, reading the server's own
 LogDir and in-memory groups. Both listen on loopback unless told otherwise;
-the console has no login of its own, so exposing it beyond loopback is
-logged as a warning.
+beyond loopback the console requires a login (login.py).
 """
 
 from __future__ import annotations
@@ -16,10 +15,10 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..metrics import parse_listen
+from .login import LOOPBACK, needs_login
 
 log = logging.getLogger("arrowlog.console")
 
-_LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 class ConsoleHTTP:
@@ -34,9 +33,9 @@ class ConsoleHTTP:
             raise ConfigError(f"cannot listen for the console on {host}:{port}: {exc}") from None
         self.host = host
         self.port = self.httpd.server_port
-        if host not in _LOOPBACK:
-            log.warning("the console listens on %s:%d, beyond loopback; it has no login: put it behind an "
-                        "authenticating proxy", host, self.port)
+        if host not in LOOPBACK:
+            log.warning("the console listens on %s:%d, beyond loopback: its login (HTTP Basic) travels in "
+                        "clear text unless TLS is put in front of it", host, self.port)
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="arrowlog-console", daemon=True)
         self.thread.start()
 
@@ -49,12 +48,14 @@ class ConsoleHTTP:
         self.httpd.server_close()
 
 
-def start_console_http(data_dir: Any, listen: str, *, allow_writes: bool = False) -> ConsoleHTTP:
-    """The console for ``data_dir`` (a path or an open LogDir) served on ``listen``."""
+def start_console_http(data_dir: Any, listen: str, *, allow_writes: bool = False,
+                       login: bool | None = None) -> ConsoleHTTP:
+    """The console for ``data_dir`` (a path or an open LogDir) served on ``listen``;
+    ``login`` None: required beyond loopback (login.needs_login)."""
     from .app import create_app
 
     host, port = parse_listen(listen, 8080)
-    return ConsoleHTTP(create_app(data_dir, allow_writes=allow_writes), host, port)
+    return ConsoleHTTP(create_app(data_dir, allow_writes=allow_writes, login=needs_login(host, login)), host, port)
 
 
 def start_observers(server: Any) -> list:
