@@ -52,6 +52,7 @@ bench-micro: build
 lint: build
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/cython-lint _native
+	$(PY) -m mypy --config-file pyproject.toml
 
 clean:
 	rm -rf build $(BUILT) src/arrowlog/_native/*.so _native/*.c

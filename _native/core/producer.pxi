@@ -3,7 +3,11 @@
 # partition's accumulator. Everything slower (opening topics, taking full
 # batches, delivery reports) is a Python method of the Producer subclass.
 
+from cpython.pyport cimport PY_SSIZE_T_MAX
+
 import random as _random
+
+from arrowlog.errors import InvalidArgumentError
 
 
 cdef class TopicSlot:
@@ -13,11 +17,21 @@ cdef class TopicSlot:
     cdef public list accumulators
     cdef public int32_t sticky
     cdef public object topic
+    # checks every produce() makes before a record is queued, so a bad record
+    # fails its own call and never its batch: the largest key + value, and
+    # (typed topics) a callable that raises if the value does not fit
+    cdef readonly Py_ssize_t max_record_bytes
+    cdef readonly object validate
+    cdef Py_ssize_t check_above     # a record larger than this takes the checks' slow path
 
-    def __init__(self, str name, object topic, int32_t partitions, Py_ssize_t batch_bytes=0):
+    def __init__(self, str name, object topic, int32_t partitions, Py_ssize_t batch_bytes=0,
+                 Py_ssize_t max_record_bytes=PY_SSIZE_T_MAX, object validate=None):
         self.name = name
         self.topic = topic
         self.partitions = partitions
+        self.max_record_bytes = max_record_bytes
+        self.validate = validate
+        self.check_above = -1 if validate is not None else max_record_bytes
         self.accumulators = [RecordAccumulator(batch_bytes) for _ in range(partitions)]
         self.sticky = _random.randrange(partitions)
 
@@ -34,7 +48,8 @@ cdef object as_bytes(object obj):
     try:
         return bytes(memoryview(obj))
     except TypeError:
-        raise TypeError(f"key and value must be bytes, str, a buffer or None, not {type(obj).__name__}") from None
+        raise InvalidArgumentError(f"key and value must be bytes, str, a buffer or None, "
+                                   f"not {type(obj).__name__}") from None
 
 
 cdef inline const char *_bytes_of(object obj, Py_ssize_t *n) except? NULL:
@@ -56,7 +71,7 @@ def normalize_headers(headers):
     try:
         for hk, hv in items:
             if not isinstance(hk, str):
-                raise TypeError(f"header key must be str, not {type(hk).__name__}")
+                raise InvalidArgumentError(f"header key must be str, not {type(hk).__name__}")
             if hv is None or type(hv) is bytes:
                 out.append((hk, hv))
             elif isinstance(hv, str):
@@ -64,7 +79,7 @@ def normalize_headers(headers):
             else:
                 out.append((hk, bytes(memoryview(hv))))
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"headers must be a list of (str, bytes) pairs or a dict: {exc}") from None
+        raise InvalidArgumentError(f"headers must be a list of (str, bytes) pairs or a dict: {exc}") from None
     return out
 
 
@@ -75,13 +90,23 @@ cdef class ProducerCore:
     cdef public Py_ssize_t _batch_records
     cdef public Py_ssize_t _queued
     cdef public bint _closed
+    cdef public object _default_delivery
 
     def __cinit__(self):
         self._slots = {}
+        self._default_delivery = None
         self._batch_bytes = 1000000
         self._batch_records = 1000000
         self._queued = 0
         self._closed = False
+
+    cdef int _check_record(self, TopicSlot slot, object value, Py_ssize_t size) except -1:
+        """The rare path of produce()'s per-record checks (see TopicSlot)."""
+        if size > slot.max_record_bytes:
+            self._too_large(slot, size)
+        if slot.validate is not None:
+            slot.validate(value)
+        return 0
 
     def _sent(self, Py_ssize_t n):
         """Records left the queue (appended or failed); atomic under the GIL."""
@@ -94,7 +119,7 @@ cdef class ProducerCore:
         cdef RecordAccumulator acc
         cdef const char *vp
         cdef const char *kp
-        cdef Py_ssize_t vn, kn
+        cdef Py_ssize_t vn, kn, size
         cdef int64_t ts
         cdef int32_t p
         if self._closed:
@@ -109,15 +134,18 @@ cdef class ProducerCore:
             key = as_bytes(key)
         vp = _bytes_of(value, &vn)
         kp = _bytes_of(key, &kn)
+        size = (vn if vn > 0 else 0) + (kn if kn > 0 else 0)
+        if size > slot.check_above:
+            self._check_record(slot, value, size)
         if partition is None or partition == -1:
             if kn >= 0:
                 p = arrowlog_murmur2_partition(kp, <size_t>kn, slot.partitions)
             else:
                 p = slot.sticky
         else:
-            p = partition
-            if p < 0 or p >= slot.partitions:
+            if type(partition) is not int or not 0 <= partition < slot.partitions:
                 self._bad_partition(slot, partition)
+            p = partition
         if timestamp is None or (type(timestamp) is int and timestamp == 0):
             ts = now_ms()
         elif type(timestamp) is int:
@@ -131,6 +159,8 @@ cdef class ProducerCore:
         if headers is not None:
             acc.append_headers(headers)
         cb = on_delivery if on_delivery is not None else callback
+        if cb is None:
+            cb = self._default_delivery
         if cb is not None:
             acc.add_callback(acc.count - 1, cb)
         self._queued += 1

@@ -23,6 +23,8 @@ from .errors import (
     InvalidTopicError,
     KafkaError,
     KafkaException,
+    MessageSizeTooLargeError,
+    NotADataDirectoryError,
     OffsetOutOfRangeError,
     StorageError,
     TopicExistsError,
@@ -39,7 +41,8 @@ __all__ = [
     "Producer", "Consumer", "TopicPartition", "replay", "Replay", "timestamp_ms",
     "OFFSET_BEGINNING", "OFFSET_END", "OFFSET_INVALID", "OFFSET_STORED",
     "LogDir", "Message", "KafkaError", "KafkaException", "ArrowlogError", "ConfigError", "CorruptRecordError",
-    "InvalidTopicError", "InvalidRecordError", "OffsetOutOfRangeError", "StorageError", "TopicExistsError", "UnknownPartitionError",
+    "InvalidTopicError", "InvalidRecordError", "MessageSizeTooLargeError", "NotADataDirectoryError",
+    "OffsetOutOfRangeError", "StorageError", "TopicExistsError", "UnknownPartitionError",
     "UnknownTopicError", "TIMESTAMP_CREATE_TIME", "TIMESTAMP_LOG_APPEND_TIME", "TIMESTAMP_NOT_AVAILABLE",
     "crc32c", "murmur2", "murmur2_partition",
 ]

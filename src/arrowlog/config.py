@@ -1,14 +1,19 @@
 """Configuration: every key arrowlog accepts, declared once.
 
 Keys are Kafka's dotted names; keyword arguments may use underscores
-(``linger_ms=5``). An unknown key is an error that names it, because a typo
-in a durability setting should never be silently ignored. Keys that only
-mean something to a Kafka cluster (``security.protocol``...) are accepted
-with a warning by the embedded backend.
+(``linger_ms=5``). confluent-kafka's callback keys keep their underscores
+(``error_cb``, ``stats_cb``, ``on_commit``...). An unknown key is an error
+that names it and the nearest known key, because a typo in a durability
+setting should never be silently ignored. Keys that only mean something to a
+Kafka cluster (``security.protocol``...) are accepted with a warning by the
+embedded backend; librdkafka's older names (``queue.buffering.max.ms``...)
+are aliases of the keys they name.
 """
 
 from __future__ import annotations
 
+import difflib
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -29,6 +34,8 @@ def _int(lo: int | None = None, hi: int | None = None) -> Callable[[Any], int]:
     def parse(v: Any) -> int:
         if isinstance(v, bool):
             raise ValueError("expected an integer")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"expected a whole number{'' if hi is None else f' up to {hi}'}, not {v}")
         n = int(v)
         if lo is not None and n < lo:
             raise ValueError(f"must be >= {lo}")
@@ -67,10 +74,31 @@ def _any(v: Any) -> Any:
     return v
 
 
+def _callable(v: Any) -> Any:
+    if not callable(v):
+        raise ValueError(f"expected a function, not {type(v).__name__}")
+    return v
+
+
+def _logger(v: Any) -> Any:
+    if not callable(getattr(v, "log", None)):
+        raise ValueError(f"expected a logging.Logger, not {type(v).__name__}")
+    return v
+
+
 COMMON = [
     Key("log.dir", None, _str, "Where the log lives: a directory, file:// URL, or kafka://host:port."),
-    Key("bootstrap.servers", None, _str, "Alias of log.dir for Kafka-style configs (a path or kafka:// URL)."),
+    Key("bootstrap.servers", None, _str, "A Kafka cluster's brokers (host:port,...): without log.dir the client "
+        "connects to that cluster, as confluent-kafka does; ignored when log.dir is set."),
     Key("client.id", "arrowlog", _str, "A name for this client in logs and group listings."),
+    Key("error_cb", None, _callable, "error_cb(KafkaError): errors not tied to one record (a failed background "
+        "append or fsync), served by poll(), flush() and consume() instead of being raised."),
+    Key("stats_cb", None, _callable, "stats_cb(json_str): librdkafka-shaped statistics (per-partition queue and "
+        "offsets) every statistics.interval.ms, served by poll(), flush() and consume()."),
+    Key("statistics.interval.ms", 0, _int(0, 86_400_000), "How often stats_cb is called (0: never)."),
+    Key("logger", None, _logger, "A logging.Logger for this client's log lines (default: the 'arrowlog' logger)."),
+    Key("throttle_cb", None, _callable, "Accepted for Kafka compatibility; never called, since the embedded log "
+        "does not throttle."),
 ]
 
 PRODUCER = COMMON + [
@@ -96,7 +124,10 @@ PRODUCER = COMMON + [
     Key("compression.type", None, _any, "Accepted for Kafka compatibility; compression is a topic setting here."),
     Key("partitioner", "murmur2_random", _choice("murmur2_random", "murmur2"), "Keyed records: murmur2 (Kafka's "
         "Java default); unkeyed: sticky."),
-    Key("message.max.bytes", 1 << 30, _int(1), "Largest record accepted."),
+    Key("message.max.bytes", 1 << 30, _int(1000, 1 << 30), "Largest record (key + value bytes) produce() and "
+        "produce_batch() accept; a larger one raises MessageSizeTooLargeError. The topic's max.message.bytes "
+        "applies too."),
+    Key("on_delivery", None, _callable, "Default delivery callback for records produced without one."),
 ]
 
 CONSUMER = COMMON + [
@@ -117,30 +148,90 @@ CONSUMER = COMMON + [
         "compatibility; embedded logs have no transactions."),
     Key("partition.assignment.strategy", "range", _str, "Accepted for Kafka compatibility."),
     Key("group.instance.id", None, _str, "Accepted for Kafka compatibility."),
+    Key("on_commit", None, _callable, "on_commit(err, [TopicPartition]): after each asynchronous or automatic "
+        "commit, served by poll(), consume() and close() (as in confluent-kafka, a synchronous commit() returns "
+        "its result instead)."),
 ]
 
 TOPIC = [
     Key("partitions", 1, _int(1, 100_000), "Number of partitions."),
     Key("segment.bytes", 1 << 30, _int(4096, (1 << 31) - 1), "Roll a segment beyond this size (Kafka: 1 GiB)."),
     Key("segment.ms", 7 * 86_400_000, _int(1), "Roll a segment older than this (Kafka: 7 days)."),
-    Key("retention.ms", 7 * 86_400_000, _int(-1), "Delete segments whose newest record is older (-1: forever)."),
+    Key("retention.ms", -1, _int(-1), "Delete segments whose newest record is older (-1: forever, the default; "
+        "Kafka keeps 7 days, 604800000)."),
     Key("retention.bytes", -1, _int(-1), "Delete oldest segments beyond this many bytes per partition (-1: no limit)."),
     Key("index.interval.bytes", 4096, _int(1, 1 << 30), "Bytes of log between offset index entries."),
     Key("compression.type", "none", _choice("none", "zstd", "lz4", aliases={"uncompressed": "none", "producer": "none"}),
         "Arrow IPC buffer compression of stored batches; none keeps replay zero-copy."),
     Key("value.schema", None, _any, "An Arrow schema for values: values are stored as typed columns."),
+    Key("max.message.bytes", 1 << 30, _int(1000, 1 << 30), "Largest record (key + value bytes) the topic accepts "
+        "(Kafka's default is 1 MB; records here are not replicated over a network, so the default is 1 GiB)."),
     Key("cleanup.policy", "delete", _choice("delete"), "Only delete (retention) is supported."),
 ]
 
-# Kafka-cluster-only keys: accepted (with a warning) so configs can be shared.
+# Kafka-cluster-only keys (librdkafka's): accepted with a warning so configs
+# can be shared; they mean nothing to a local directory.
 CLUSTER_ONLY = {
     "security.protocol", "sasl.mechanism", "sasl.mechanisms", "sasl.username", "sasl.password",
-    "ssl.ca.location", "ssl.certificate.location", "ssl.key.location", "socket.timeout.ms",
-    "request.timeout.ms", "retries", "retry.backoff.ms", "message.timeout.ms", "delivery.timeout.ms",
-    "max.in.flight.requests.per.connection", "metadata.max.age.ms", "api.version.request",
-    "broker.version.fallback", "debug", "statistics.interval.ms", "fetch.wait.max.ms", "fetch.min.bytes",
-    "max.partition.fetch.bytes", "queued.min.messages", "topic.metadata.refresh.interval.ms",
+    "sasl.kerberos.service.name", "sasl.kerberos.principal", "sasl.kerberos.keytab", "sasl.oauthbearer.config",
+    "sasl.oauthbearer.method", "sasl.oauthbearer.client.id", "sasl.oauthbearer.client.secret",
+    "sasl.oauthbearer.token.endpoint.url", "sasl.oauthbearer.scope", "ssl.ca.location", "ssl.ca.pem",
+    "ssl.certificate.location", "ssl.certificate.pem", "ssl.key.location", "ssl.key.password", "ssl.key.pem",
+    "ssl.endpoint.identification.algorithm", "enable.ssl.certificate.verification", "ssl.keystore.location",
+    "ssl.keystore.password", "ssl.cipher.suites", "socket.timeout.ms", "socket.keepalive.enable",
+    "socket.nagle.disable", "socket.send.buffer.bytes", "socket.receive.buffer.bytes",
+    "socket.connection.setup.timeout.ms", "connections.max.idle.ms", "reconnect.backoff.ms",
+    "reconnect.backoff.max.ms", "broker.address.family", "broker.address.ttl", "client.dns.lookup", "client.rack",
+    "request.timeout.ms", "retries", "message.send.max.retries", "retry.backoff.ms", "retry.backoff.max.ms",
+    "message.timeout.ms", "delivery.timeout.ms", "max.in.flight.requests.per.connection", "max.in.flight",
+    "metadata.max.age.ms", "topic.metadata.refresh.interval.ms", "api.version.request", "broker.version.fallback",
+    "debug", "log_level", "log.connection.close", "receive.message.max.bytes", "fetch.wait.max.ms",
+    "fetch.min.bytes", "max.partition.fetch.bytes", "fetch.message.max.bytes", "queued.min.messages",
+    "queued.max.messages.kbytes", "queue.buffering.max.kbytes", "compression.level", "allow.auto.create.topics",
+    "coordinator.query.interval.ms", "group.protocol", "sticky.partitioning.linger.ms",
+    "delivery.report.only.error", "enable.metrics.push", "api.version.request.timeout.ms",
+    "api.version.fallback.ms", "socket.max.fails", "topic.metadata.refresh.fast.interval.ms",
+    "topic.metadata.refresh.sparse", "topic.metadata.propagation.max.ms", "enable.random.seed",
+    "log.queue", "log.thread.name", "plugin.library.paths", "enable.sasl.oauthbearer.unsecure.jwt",
+    "sasl.kerberos.kinit.cmd", "sasl.kerberos.min.time.before.relogin", "ssl.crl.location", "ssl.providers",
+    "ssl.engine.id", "ssl.sigalgs.list", "ssl.curves.list", "ssl.ca.certificate.stores",
+    "fetch.error.backoff.ms", "fetch.queue.backoff.ms", "consume.callback.max.messages",
+    "group.remote.assignor", "queue.buffering.backpressure.threshold", "enable.gapless.guarantee",
+    "transaction.timeout.ms", "message.copy.max.bytes",
 }
+
+# librdkafka's other names for keys arrowlog has.
+ALIASES = {
+    "queue.buffering.max.ms": "linger.ms",
+    "request.required.acks": "acks",
+    "compression.codec": "compression.type",
+    "metadata.broker.list": "bootstrap.servers",
+    "auto.commit.enable": "enable.auto.commit",
+}
+
+# Keys confluent-kafka accepts that arrowlog refuses, and why.
+REFUSED = {
+    "oauth_cb": "it supplies SASL/OAUTHBEARER tokens to a Kafka cluster, and a local directory has no "
+                "authentication (give a kafka:// location to use it with a cluster)",
+    "transactional.id": "arrowlog has no transactions; its producer appends records as they are produced "
+                        "(remove transactional.id)",
+}
+
+
+def _unknown_key(name: str, spelled: str, table: dict, what: str) -> ConfigError:
+    """The error for a key ``what`` does not take (``spelled`` as the
+    caller wrote it), with the best hint."""
+    if name in REFUSED:
+        return ConfigError(f"{what} config key {spelled!r} is not supported: {REFUSED[name]}")
+    for role, keys in ROLES.items():
+        if role != what and any(k.name == name for k in keys):
+            return ConfigError(f"{spelled!r} is a {role} config key; a {what} does not take it")
+    candidates = list(table) + sorted(CLUSTER_ONLY) + list(ALIASES)
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.75)
+    if not close:  # the same last word (``lingr.ms`` -> ``linger.ms``)
+        close = [k for k in table if k.split(".")[-1] == name.split(".")[-1]]
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"unknown {what} config key {spelled!r}{hint}")
 
 
 def resolve(keys: list[Key], given: dict | None, kwargs: dict | None = None, *, what: str) -> dict:
@@ -148,12 +239,16 @@ def resolve(keys: list[Key], given: dict | None, kwargs: dict | None = None, *, 
     with its value or default."""
     table = {k.name: k for k in keys}
     merged: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
     for source in (given or {}), (kwargs or {}):
         for raw, value in source.items():
             if not isinstance(raw, str):
                 raise ConfigError(f"{what} config keys must be strings, not {raw!r}")
-            name = raw if raw in table or raw in CLUSTER_ONLY else raw.replace("_", ".")
+            known = raw in table or raw in CLUSTER_ONLY or raw in REFUSED or raw in ALIASES
+            name = raw if known else raw.replace("_", ".")
+            name = ALIASES.get(name, name) if ALIASES.get(name) in table else name
             merged[name] = value
+            spelled[name] = raw
     out = {k.name: k.default for k in keys}
     for name, value in merged.items():
         key = table.get(name)
@@ -162,17 +257,18 @@ def resolve(keys: list[Key], given: dict | None, kwargs: dict | None = None, *, 
                 warnings.warn(f"{what} config key {name!r} only applies to a Kafka cluster; ignored by the embedded log",
                               stacklevel=3)
                 continue
-            close = [k for k in table if k.split(".")[-1] == name.split(".")[-1]]
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"unknown {what} config key {name!r}{hint}")
+            raise _unknown_key(name, spelled[name], table, what)
         if value is None:
             out[name] = key.default
             continue
         try:
             out[name] = key.parse(value)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"invalid value {value!r} for {what} config {name!r}: {exc}") from None
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ConfigError(f"invalid value {value!r} for {what} config {spelled[name]!r}: {exc}") from None
     return out
+
+
+ROLES = {"producer": PRODUCER, "consumer": CONSUMER, "topic": TOPIC}
 
 
 def describe(keys: list[Key]) -> list[tuple[str, Any, str]]:

@@ -11,6 +11,13 @@ process publishes more: no fixed sleep, no CPU while idle.
 ``value()`` and ``headers()`` copy out of the mapped segment only when
 called.
 
+A consumer never creates a data directory: ``log.dir`` must be one
+(NotADataDirectoryError otherwise). As librdkafka does, a subscription to a
+topic that does not exist is reported once, as an error event
+(``UNKNOWN_TOPIC_OR_PART``) from ``poll()``/``consume()``; the consumer
+keeps waiting for the topic. ``on_commit``, ``error_cb`` and ``stats_cb``
+are served by ``poll()``, ``consume()`` and ``close()``.
+
 Thread-safety: a Consumer is meant for one thread at a time, like
 confluent-kafka's.
 """
@@ -22,12 +29,14 @@ import time
 from typing import Any, Iterator
 
 from . import config as _config
-from ._location import local_path, location_of, split_config, wants_kafka
+from ._callbacks import ClientCallbacks
+from ._location import location_of, open_data_dir, split_config, wants_kafka
 from ._native import core
 from ._types import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED, TopicPartition
 from .errors import (
     ArrowlogError,
     ConfigError,
+    InvalidArgumentError,
     KafkaError,
     KafkaException,
     LogClosedError,
@@ -36,13 +45,12 @@ from .errors import (
     UnknownTopicError,
 )
 from .producer import to_epoch_ms
-from .storage import LogDir
 
 
 class _Fetch:
     """Read state of one assigned partition."""
 
-    __slots__ = ("tp", "log", "position", "views", "paused", "eof_sent", "topic")
+    __slots__ = ("tp", "log", "position", "views", "paused", "eof_sent", "topic", "rxmsgs")
 
     def __init__(self, topic: str, partition: int, log: Any, position: int):
         self.topic = topic
@@ -52,6 +60,7 @@ class _Fetch:
         self.views: collections.deque = collections.deque()  # [BatchView, next row]
         self.paused = False
         self.eof_sent = False
+        self.rxmsgs = 0
 
 
 def _timeout(timeout: float | None) -> float:
@@ -78,7 +87,14 @@ class Consumer:
         given, kw = split_config(config, kwargs)
         conf = _config.resolve(_config.CONSUMER, given, kw, what="consumer")
         self.config = conf
-        self._log = LogDir(local_path(location_of(conf)))
+        self._callbacks = ClientCallbacks(conf, "consumer")
+        self._on_commit = conf["on_commit"]
+        self._commit_reports: collections.deque = collections.deque()
+        self._unknown_subscribed: list[str] = []
+        # consume() serves callbacks and unknown-topic events only when set
+        self._has_callbacks = self._on_commit is not None or self._callbacks.interval > 0
+        self._extras = self._has_callbacks
+        self._log = open_data_dir(location_of(conf), create=False)
         self._fetch_bytes = conf["fetch.max.bytes"]
         self._check_crcs = conf["check.crcs"]
         self._reset = conf["auto.offset.reset"]
@@ -92,6 +108,72 @@ class Consumer:
         if conf["group.id"] is not None:
             from .groups import GroupMember
             self._group = GroupMember(self, self._log, conf)
+            if self._on_commit is not None:
+                self._report_commits(self._group)
+
+    def _report_commits(self, member: Any) -> None:
+        """Queue an on_commit report for every asynchronous or automatic
+        commit ``member`` writes, served on the application's thread, as
+        confluent-kafka does (a synchronous commit() returns its result)."""
+        write = member._write
+
+        def write_and_report(offsets: dict, asynchronous: bool) -> None:
+            if not asynchronous:
+                return write(offsets, asynchronous)
+            tps = [TopicPartition(t, p, off, meta) for (t, p), (off, meta) in sorted(offsets.items())]
+            try:
+                write(offsets, asynchronous)
+            except ArrowlogError as exc:
+                self._commit_reports.append((KafkaError(KafkaError._FAIL, str(exc)), tps))
+                raise
+            self._commit_reports.append((None, tps))
+        member._write = write_and_report
+
+    def _group_io(self, operation: Any, *args: Any) -> Any:
+        """Run a group operation; a raw OSError from the group's files (a
+        read-only mount, a full disk) becomes the StorageError that says what
+        failed."""
+        try:
+            return operation(*args)
+        except OSError as exc:
+            if isinstance(exc, ArrowlogError):
+                raise
+            raise self._group_files_error(exc) from exc
+
+    def _group_files_error(self, exc: OSError) -> ArrowlogError:
+        from .storage.files import storage_error
+        return storage_error(exc, f"consumer group {self.config['group.id']!r} cannot use its files in "
+                                  f"{self._log.groups_dir} (a group consumer writes its membership and offsets "
+                                  "there; assign() without group.id only reads)")
+
+    def _serve_callbacks(self) -> None:
+        """on_commit, error_cb and stats_cb, on the application's thread."""
+        while self._commit_reports:
+            err, tps = self._commit_reports.popleft()
+            self._on_commit(err, tps)
+        cbs = self._callbacks
+        if cbs.errors:
+            cbs.serve_errors()
+        if cbs.interval and cbs.stats_due():
+            cbs.emit_stats(*self._statistics())
+
+    def _statistics(self) -> tuple[dict, dict]:
+        """librdkafka's statistics of a consumer (see _callbacks.py)."""
+        topics: dict = {}
+        group = self._group
+        stored = group._stored if group is not None else {}
+        committed = group._last_committed if group is not None else {}
+        for f in list(self._order):
+            low, high = f.log.watermarks()
+            c = committed.get(f.tp, -1001)
+            st = stored.get(f.tp, (-1001, None))[0]
+            topics.setdefault(f.topic, {})[f.tp[1]] = {
+                "leader": 0, "desired": True, "fetch_state": "active" if not f.paused else "stopped",
+                "next_offset": f.position, "app_offset": f.position, "stored_offset": st, "committed_offset": c,
+                "lo_offset": low, "hi_offset": high, "ls_offset": high, "rxmsgs": f.rxmsgs,
+                "consumer_lag": high - c if c >= 0 else -1, "consumer_lag_stored": high - st if st >= 0 else -1}
+        totals = {"rxmsgs": sum(f.rxmsgs for f in self._order)}
+        return topics, totals
 
     # -- assignment -------------------------------------------------------------
 
@@ -140,7 +222,7 @@ class Consumer:
         fetches = {}
         for tp in partitions:
             if not isinstance(tp, TopicPartition):
-                raise TypeError(f"assign() takes TopicPartition objects, not {type(tp).__name__}")
+                raise InvalidArgumentError(f"assign() takes TopicPartition objects, not {type(tp).__name__}")
             if tp.partition < 0:
                 raise UnknownPartitionError(f"assign() needs a partition number for {tp.topic!r}")
             log = self._partition_log(tp.topic, tp.partition)
@@ -248,6 +330,7 @@ class Consumer:
             stop = row + (want - got)
             end = view.fill(out, row, stop)
             got += end - row
+            f.rxmsgs += end - row
             if end >= view.num_rows:
                 f.views.popleft()
             else:
@@ -313,12 +396,22 @@ class Consumer:
         (negative or None: forever) for the first."""
         self._check_open()
         if num_messages < 1 or num_messages > 1_000_000:
-            raise ValueError("num_messages must be in 1..1000000")
+            raise InvalidArgumentError("num_messages must be in 1..1000000")
         t = _timeout(timeout)
         deadline = time.monotonic() + t if t >= 0 else -1.0
+        group = self._group
         while True:
-            if self._group is not None:
-                self._group.tick()
+            if group is not None:
+                try:   # inline, not _group_io(): this runs once per poll()
+                    group.tick()
+                except OSError as exc:
+                    if isinstance(exc, ArrowlogError):
+                        raise
+                    raise self._group_files_error(exc) from exc
+            if self._extras:
+                self._serve_callbacks()
+                if self._unknown_subscribed:
+                    return self._unknown_topic_events(num_messages)
             out = self._gather(num_messages)
             if out:
                 if self._group is not None:
@@ -331,6 +424,18 @@ class Consumer:
                 continue
             if not self._wait(deadline) and deadline >= 0 and time.monotonic() >= deadline:
                 return []
+
+    def _unknown_topic_events(self, num_messages: int) -> list:
+        """librdkafka's error event for each subscribed topic that does not
+        exist (reported once; the subscription stays)."""
+        names, self._unknown_subscribed = self._unknown_subscribed[:num_messages], \
+            self._unknown_subscribed[num_messages:]
+        self._extras = self._has_callbacks or bool(self._unknown_subscribed)
+        return [core.Message(t, None, None, None,
+                             KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART,
+                                        f"Subscribed topic not available: {t}: Broker: Unknown topic or partition "
+                                        f"(no topic {t!r} in {self._log.path})"), None, -1, OFFSET_INVALID)
+                for t in names]
 
     def poll(self, timeout: float | None = None) -> core.Message | None:
         """The next message, or None after ``timeout`` seconds (None: forever)."""
@@ -351,15 +456,26 @@ class Consumer:
 
     def subscribe(self, topics: list[str], on_assign=None, on_revoke=None, on_lost=None) -> None:
         self._check_open()
-        self._require_group("subscribe()").subscribe(topics, on_assign, on_revoke, on_lost)
+        group = self._require_group("subscribe()")
+        self._group_io(group.subscribe, topics, on_assign, on_revoke, on_lost)
+        self._unknown_subscribed = [t for t in topics if not t.startswith("^") and not self._topic_exists(t)]
+        self._extras = self._has_callbacks or bool(self._unknown_subscribed)
+
+    def _topic_exists(self, topic: str) -> bool:
+        try:
+            return self._log.has_topic(topic)
+        except ArrowlogError:
+            return False  # not a legal name: it never exists
 
     def unsubscribe(self) -> None:
+        self._unknown_subscribed = []
+        self._extras = self._has_callbacks
         if self._group is not None:
             self._group.unsubscribe()
 
     def commit(self, message: Any = None, offsets: list[TopicPartition] | None = None, asynchronous: bool = True):
         self._check_open()
-        return self._require_group("commit()").commit(message, offsets, asynchronous)
+        return self._group_io(self._require_group("commit()").commit, message, offsets, asynchronous)
 
     def committed(self, partitions: list[TopicPartition], timeout: float | None = None) -> list[TopicPartition]:
         return self._require_group("committed()").committed(partitions)
@@ -380,7 +496,9 @@ class Consumer:
             return
         try:
             if self._group is not None:
-                self._group.close()
+                self._group_io(self._group.close)
+                if self._on_commit is not None:
+                    self._serve_callbacks()
         finally:
             self._closed = True
             self._assigned = {}

@@ -16,6 +16,17 @@ class ConfigError(ArrowlogError, ValueError):
     """A configuration key or value is not accepted."""
 
 
+class InvalidArgumentError(ArrowlogError, TypeError, ValueError):
+    """An argument has the wrong type or value (confluent-kafka's
+    _INVALID_ARG). It is also a TypeError and a ValueError, so code written
+    for Python's (and confluent-kafka's) errors catches it unchanged."""
+
+
+class QueueFullError(ArrowlogError, BufferError):
+    """More records are queued than queue.buffering.max.messages allows;
+    a BufferError, as confluent-kafka raises: poll() or flush(), then retry."""
+
+
 class InvalidTopicError(ArrowlogError, ValueError):
     """A topic name is not allowed (it must match [A-Za-z0-9._-]{1,249})."""
 
@@ -44,6 +55,11 @@ class InvalidRecordError(ArrowlogError, ValueError):
     """A record does not fit its topic (for example its value schema)."""
 
 
+class MessageSizeTooLargeError(InvalidRecordError):
+    """A record is larger than the producer's message.max.bytes or the
+    topic's max.message.bytes (Kafka's MESSAGE_TOO_LARGE)."""
+
+
 class CorruptRecordError(ArrowlogError):
     """Stored data failed its checksum or structure checks."""
 
@@ -52,6 +68,11 @@ class StorageError(ArrowlogError, OSError):
     """The file system refused an operation (disk full, read-only, I/O
     error). The partition stays consistent: nothing after the error was
     acknowledged."""
+
+
+class NotADataDirectoryError(StorageError):
+    """A path given as log.dir is not an arrowlog data directory (and the
+    client will not make it one)."""
 
 
 class PartitionFailedError(StorageError):
@@ -84,9 +105,11 @@ class KafkaError:
     OFFSET_OUT_OF_RANGE = 1
     CORRUPT_MESSAGE = 2
     UNKNOWN_TOPIC_OR_PART = 3
+    MSG_SIZE_TOO_LARGE = 10
     ILLEGAL_GENERATION = 22
     UNKNOWN_MEMBER_ID = 25
     REBALANCE_IN_PROGRESS = 27
+    INVALID_RECORD = 87
     UNKNOWN = -1
     NO_ERROR = 0
 
@@ -94,8 +117,8 @@ class KafkaError:
         -191: "_PARTITION_EOF", -185: "_TIMED_OUT", -172: "_STATE", -186: "_INVALID_ARG",
         -188: "_UNKNOWN_TOPIC", -190: "_UNKNOWN_PARTITION", -192: "_MSG_TIMED_OUT", -196: "_FAIL",
         -187: "_ALL_BROKERS_DOWN", -168: "_NO_OFFSET", 1: "OFFSET_OUT_OF_RANGE", 2: "CORRUPT_MESSAGE",
-        3: "UNKNOWN_TOPIC_OR_PART", 22: "ILLEGAL_GENERATION", 25: "UNKNOWN_MEMBER_ID",
-        27: "REBALANCE_IN_PROGRESS", -1: "UNKNOWN", 0: "NO_ERROR",
+        3: "UNKNOWN_TOPIC_OR_PART", 10: "MSG_SIZE_TOO_LARGE", 22: "ILLEGAL_GENERATION", 25: "UNKNOWN_MEMBER_ID",
+        27: "REBALANCE_IN_PROGRESS", 87: "INVALID_RECORD", -1: "UNKNOWN", 0: "NO_ERROR",
     }
 
     def __init__(self, code: int, reason: str | None = None, fatal: bool = False, retriable: bool = False):

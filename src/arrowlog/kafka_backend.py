@@ -17,7 +17,14 @@ only keeps the API the same as the embedded log's:
   confluent-kafka's, whose methods are the same as arrowlog.Message's;
 * librdkafka errors become arrowlog's hierarchy (UnknownTopicError,
   UnknownPartitionError, ConfigError, LogClosedError, or KafkaException
-  with the same code), so one ``except`` clause serves both backends.
+  with the same code), so one ``except`` clause serves both backends;
+* librdkafka's log lines go to Python ``logging`` under ``arrowlog.kafka``
+  (confluent-kafka's ``logger`` config; a ``logger`` you give is used
+  instead), never straight to stderr;
+* a client fails fast: it asks the cluster for metadata when it is made and
+  raises one ClusterUnreachableError if no broker answers within
+  ``socket.connection.setup.timeout.ms`` (10 s unless set), instead of
+  retrying forever.
 
 Thread-safety: as confluent-kafka's (a Producer may be shared by threads; a
 Consumer is for one thread at a time).
@@ -25,13 +32,14 @@ Consumer is for one thread at a time).
 
 from __future__ import annotations
 
+import logging
 import uuid
 import warnings
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-import confluent_kafka as ck
 import pyarrow as pa
 
+from ._optional import require
 from ._types import OFFSET_INVALID, TopicPartition
 from .errors import (
     ArrowlogError,
@@ -39,11 +47,17 @@ from .errors import (
     KafkaError,
     KafkaException,
     LogClosedError,
+    MessageSizeTooLargeError,
     UnknownPartitionError,
     UnknownTopicError,
 )
 from .kafka_replay import KafkaReplay, kafka_replay
 from .producer import binary_array, to_epoch_ms
+
+if TYPE_CHECKING:
+    import confluent_kafka as ck
+else:
+    ck = require("confluent_kafka", "a kafka:// location")
 
 # confluent-kafka's Python callbacks keep their underscores (error_cb, ...).
 CALLBACK_KEYS = {"error_cb", "stats_cb", "throttle_cb", "oauth_cb", "on_delivery", "on_commit", "logger"}
@@ -52,7 +66,39 @@ CALLBACK_KEYS = {"error_cb", "stats_cb", "throttle_cb", "oauth_cb", "on_delivery
 EMBEDDED_ONLY = {"fsync.interval.ms", "check.crcs.on.read"}
 # How long metadata and admin calls wait for the cluster before giving up.
 ADMIN_TIMEOUT_S = 30.0
+# How long a new client waits for the first broker to answer (librdkafka's
+# socket.connection.setup.timeout.ms, when set, overrides it).
+CONNECT_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_KEY = "socket.connection.setup.timeout.ms"
 UNKNOWN_TOPIC_CODES = (ck.KafkaError.UNKNOWN_TOPIC_OR_PART, ck.KafkaError._UNKNOWN_TOPIC)
+UNREACHABLE_CODES = (ck.KafkaError._TRANSPORT, ck.KafkaError._TIMED_OUT, ck.KafkaError._ALL_BROKERS_DOWN,
+                     ck.KafkaError._RESOLVE)
+# librdkafka's log lines: a library never prints; the application's logging decides.
+KAFKA_LOG = logging.getLogger("arrowlog.kafka")
+KAFKA_LOG.addHandler(logging.NullHandler())
+
+
+class ClusterUnreachableError(KafkaException):
+    """No broker of a ``kafka://`` cluster answered in time (a KafkaException
+    with code _ALL_BROKERS_DOWN, so confluent-kafka style handlers catch it)."""
+
+    def __init__(self, message: str):
+        super().__init__(KafkaError(KafkaError._ALL_BROKERS_DOWN, message, retriable=True))
+
+
+class LogTap:
+    """What confluent-kafka's ``logger`` config wants (an object with
+    ``log(level, msg, *args)``): forwards librdkafka's lines to a Python
+    logger and keeps the last error line, to say why a cluster is unreachable."""
+
+    def __init__(self, target: Any):
+        self.target = target
+        self.last_error: str | None = None
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        if level >= logging.ERROR:
+            self.last_error = msg % args if args else msg
+        self.target.log(level, msg, *args)
 
 
 def bootstrap_servers(where: str) -> str:
@@ -95,6 +141,32 @@ def kafka_config(given: dict | None, kwargs: dict | None = None, *, what: str) -
                       stacklevel=4)
     conf.setdefault("client.id", "arrowlog")
     return conf
+
+
+def connect(client: Any, conf: dict, what: str) -> None:
+    """Ask the cluster for metadata once; one ClusterUnreachableError if no
+    broker answers within the connect bound (else librdkafka retries forever).
+    ``conf`` is the one the client was made with (its ``logger`` a LogTap)."""
+    bound = CONNECT_TIMEOUT_S
+    if conf.get(CONNECT_TIMEOUT_KEY) is not None:
+        bound = int(conf[CONNECT_TIMEOUT_KEY]) / 1000.0
+    try:
+        client.list_topics(timeout=bound)
+    except ck.KafkaException as exc:
+        err = exc.args[0] if exc.args and isinstance(exc.args[0], ck.KafkaError) else None
+        if err is None or err.code() not in UNREACHABLE_CODES:
+            raise translate(exc) from None
+        try:
+            client.poll(0)  # hands the queued log lines to the logger, so the tap knows why
+        except Exception:
+            pass
+        tap = conf.get("logger")
+        why = tap.last_error if isinstance(tap, LogTap) and tap.last_error else err.str()
+        why = why.rsplit("]: ", 1)[-1]
+        raise ClusterUnreachableError(
+            f"cannot reach the Kafka cluster at {conf['bootstrap.servers']} for a {what} within {bound:g} s "
+            f"({why}): check the address and that a broker is up, or raise {CONNECT_TIMEOUT_KEY} to wait "
+            "longer") from None
 
 
 def to_ck(tp: Any) -> ck.TopicPartition:
@@ -144,15 +216,31 @@ def translate(exc: BaseException, client: Any = None, topic: str | None = None) 
         return UnknownPartitionError(f"topic {topic!r} has no such partition: {reason}")
     if code == ck.KafkaError._INVALID_ARG:
         return ConfigError(reason)
+    if code == ck.KafkaError.MSG_SIZE_TOO_LARGE:  # as the embedded producer raises it
+        return MessageSizeTooLargeError(f"{reason}: the record is larger than message.max.bytes")
     return KafkaException(KafkaError(code, reason, err.fatal(), err.retriable()))
 
 
-def _new_client(factory: Callable[[dict], Any], conf: dict, what: str) -> Any:
+def new_client(factory: Callable[[dict], Any], conf: dict, what: str, *, probe: bool = True) -> Any:
+    """A confluent-kafka client whose log lines go to ``arrowlog.kafka`` (or
+    the config's ``logger``); with ``probe``, one that reached the cluster
+    (see :func:`connect`)."""
+    conf = dict(conf)
+    if not isinstance(conf.get("logger"), LogTap):
+        conf["logger"] = LogTap(conf.get("logger") or KAFKA_LOG)
     try:
-        return factory(conf)
+        client = factory(conf)
     except (ck.KafkaException, ValueError, TypeError) as exc:
         reason = exc.args[0].str() if isinstance(exc, ck.KafkaException) else str(exc)
         raise ConfigError(f"cannot create a Kafka {what}: {reason}") from None
+    if probe:
+        try:
+            connect(client, conf, what)
+        except BaseException:
+            if hasattr(client, "close"):  # a Consumer leaves no thread behind
+                client.close()
+            raise
+    return client
 
 
 class KafkaProducer:
@@ -173,7 +261,7 @@ class KafkaProducer:
         conf.setdefault("partitioner", "murmur2_random")
         conf.setdefault("linger.ms", 5)
         self.config = conf
-        self._p = _new_client(ck.Producer, conf, "producer")
+        self._p = new_client(ck.Producer, conf, "producer")
         self._known: set[str] = set()
         self._closed = False
 
@@ -326,7 +414,7 @@ class KafkaConsumer:
             conf["enable.auto.commit"] = False
             conf["enable.auto.offset.store"] = False
         self.config = conf
-        self._c = _new_client(ck.Consumer, conf, "consumer")
+        self._c = new_client(ck.Consumer, conf, "consumer")
         self._sought: dict[tuple[str, int], int] = {}
         self._closed = False
 
@@ -525,9 +613,9 @@ class KafkaConsumer:
 
 def admin_client(conf: dict) -> Any:
     from confluent_kafka.admin import AdminClient
-    keep = {k: v for k, v in conf.items() if k in ("bootstrap.servers", "client.id") or k.startswith(("security.",
-            "sasl.", "ssl.", "socket."))}
-    return _new_client(AdminClient, keep, "admin client")
+    keep = {k: v for k, v in conf.items() if k in ("bootstrap.servers", "client.id", "logger")
+            or k.startswith(("security.", "sasl.", "ssl.", "socket."))}
+    return new_client(AdminClient, keep, "admin client", probe=False)
 
 
 def create_topic(conf: dict, topic: str, partitions: int, config: dict | None = None, *, exist_ok: bool = False) -> None:
@@ -566,4 +654,4 @@ def topic_config(conf: dict, topic: str, keys: tuple = ("retention.ms", "retenti
 
 
 __all__ = ["KafkaProducer", "KafkaConsumer", "KafkaReplay", "kafka_replay", "bootstrap_servers", "kafka_config",
-           "create_topic", "topic_partitions", "topic_config"]
+           "create_topic", "topic_partitions", "topic_config", "ClusterUnreachableError", "KAFKA_LOG", "new_client"]

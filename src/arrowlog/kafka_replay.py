@@ -18,14 +18,19 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import confluent_kafka as ck
 import numpy as np
 import pyarrow as pa
 
+from ._optional import require
 from .errors import ConfigError, KafkaException, UnknownTopicError
 from .replay import Replay, resolve_position
+
+if TYPE_CHECKING:
+    import confluent_kafka as ck
+else:
+    ck = require("confluent_kafka", "a kafka:// location")
 
 # Records per consume() call and per yielded batch: large enough that the
 # per-call overhead vanishes, small enough (a few MB) to keep memory flat.
@@ -74,10 +79,12 @@ class KafkaReplay(Replay):
     _owns_log = False  # every stream opens and closes its own consumer
 
     def __init__(self, config: dict, topic: str, start: Any = "beginning", end: Any = "end",
-                 partitions: list[int] | None = None, columns: list[str] | None = None):
+                 partitions: list[int] | None = None, columns: list[str] | None = None, *,
+                 value_format: str = "binary", value_schema: pa.Schema | None = None):
         from .kafka_backend import KafkaConsumer
         self._config = config
         self.topic = topic
+        columns = self._value_format(value_format, value_schema, columns, typed=False)
         with KafkaConsumer(self._consumer_config()) as c:
             meta = c.list_topics(topic, 30.0).topics.get(topic)
             if meta is None or meta.error is not None or not meta.partitions:
@@ -102,6 +109,7 @@ class KafkaReplay(Replay):
         else:
             self.schema = SCHEMA
         self.columns = columns
+        self._check_columns()
 
     def _consumer_config(self) -> dict:
         conf = dict(self._config)
@@ -114,7 +122,8 @@ class KafkaReplay(Replay):
         todo = [(p, lo, hi) for p, (lo, hi) in self.ranges.items() if hi > lo]
         if not todo:
             return
-        consumer = ck.Consumer(self._consumer_config())
+        from .kafka_backend import new_client
+        consumer = new_client(ck.Consumer, self._consumer_config(), "replay", probe=False)
         try:
             for p, lo, hi in todo:
                 yield from self._partition_batches(consumer, p, lo, hi)
@@ -123,7 +132,7 @@ class KafkaReplay(Replay):
 
     def _partition_batches(self, consumer: Any, p: int, lo: int, hi: int) -> Iterator[pa.RecordBatch]:
         consumer.assign([ck.TopicPartition(self.topic, p, lo)])
-        wanted = set(self.schema.names)
+        wanted = set(self._raw_schema.names)
         last = lo - 1
         idle_since = time.monotonic()
         while last < hi - 1:
@@ -169,7 +178,7 @@ class KafkaReplay(Replay):
             cols["value"] = pa.array([m.value() for m in msgs], type=pa.binary())
         if "headers" in wanted:
             cols["headers"] = headers_array([m.headers() for m in msgs])
-        return pa.RecordBatch.from_arrays([cols[name] for name in self.schema.names], schema=self.schema)
+        return pa.RecordBatch.from_arrays([cols[name] for name in self._raw_schema.names], schema=self._raw_schema)
 
     def __repr__(self) -> str:
         return f"<KafkaReplay {self.topic} partitions={self.partitions} records={self.num_records}>"
@@ -184,13 +193,15 @@ def headers_array(rows: list) -> pa.Array:
 
 
 def kafka_replay(where: str, topic: str, start: Any = "beginning", end: Any = "end",
-                 partitions: list[int] | None = None, columns: list[str] | None = None,
+                 partitions: list[int] | None = None, columns: list[str] | None = None, *,
+                 value_format: str = "binary", value_schema: pa.Schema | None = None,
                  **kafka_config: Any) -> KafkaReplay:
     """``arrowlog.replay()`` for a ``kafka://`` location; extra keywords are
     librdkafka config keys (``security_protocol="SSL"``...)."""
     from .kafka_backend import kafka_config as merge
     conf = merge({"bootstrap.servers": where}, kafka_config, what="replay")
-    return KafkaReplay(conf, topic, start, end, partitions, columns)
+    return KafkaReplay(conf, topic, start, end, partitions, columns, value_format=value_format,
+                       value_schema=value_schema)
 
 
 __all__ = ["KafkaReplay", "kafka_replay", "SCHEMA", "headers_array"]

@@ -62,6 +62,8 @@ DISCOVER_INTERVAL_S = 5.0
 # a few MB amortises the per-call cost without holding much in memory.
 READ_BYTES = 8 << 20
 FETCH_RECORDS = 10_000
+# A source error librdkafka retries is reported once, then at most this often.
+RETRY_REPORT_S = 10.0
 # Topic settings carried over to a destination topic when the source has them.
 CARRIED_CONFIG = ("retention.ms", "retention.bytes")
 
@@ -210,6 +212,7 @@ class KafkaSource:
         self.conf = kafka_config({"log.dir": where, **config}, what="mirror source")
         self.consumer = KafkaConsumer({**self.conf, "auto.offset.reset": "earliest", "enable.partition.eof": True})
         self.positions: dict[Key, int] = {}
+        self._last_retry: tuple[str, float] = ("", 0.0)
 
     def topics(self, match: Callable[[str], bool]) -> dict[str, tuple[int, dict]]:
         from .kafka_backend import topic_config, topic_partitions
@@ -227,9 +230,15 @@ class KafkaSource:
         if fresh:
             self.consumer.incremental_assign([TopicPartition(key[0], key[1], offset)])
 
-    def read(self, timeout: float) -> list[Chunk]:
-        import confluent_kafka as ck
+    def _retrying(self, line: str) -> None:
+        """Say a retried error once, and again only every RETRY_REPORT_S while it lasts."""
+        now = time.monotonic()
+        if line != self._last_retry[0] or now - self._last_retry[1] >= RETRY_REPORT_S:
+            print(line, file=sys.stderr)
+            self._last_retry = (line, now)
 
+    def read(self, timeout: float) -> list[Chunk]:
+        from .kafka_backend import ck
         from .kafka_replay import headers_array
         msgs = self.consumer.consume(FETCH_RECORDS, timeout) if self.positions else []
         groups: dict[Key, list] = {}
@@ -244,7 +253,7 @@ class KafkaSource:
             elif err.fatal():
                 raise MirrorError(f"reading {m.topic()}-{m.partition()} from the source: {err.str()}")
             else:  # librdkafka retries by itself (a broker restarting, metadata not yet propagated)
-                print(f"mirror: source {m.topic()}-{m.partition()}: {err.str()} (retrying)", file=sys.stderr)
+                self._retrying(f"mirror: source {m.topic()}-{m.partition()}: {err.str()} (retrying)")
         out = []
         for (topic, p), ms in groups.items():
             ts = pa.array([m.timestamp()[1] for m in ms], type=pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
@@ -304,12 +313,11 @@ class KafkaSink:
     partitions; flush() waits for every acknowledgement."""
 
     def __init__(self, where: str, config: dict):
-        import confluent_kafka as ck
-
-        from .kafka_backend import KafkaConsumer, kafka_config
+        from .kafka_backend import KafkaConsumer, ck, kafka_config, new_client
         self.conf = kafka_config({"log.dir": where, **config}, what="mirror destination")
-        self.producer = ck.Producer({**self.conf, "enable.idempotence": True, "acks": "all", "linger.ms": 20})
-        self.consumer = KafkaConsumer(dict(self.conf))
+        self.consumer = KafkaConsumer(dict(self.conf))  # first: fails fast when the cluster is unreachable
+        self.producer = new_client(ck.Producer, {**self.conf, "enable.idempotence": True, "acks": "all",
+                                                 "linger.ms": 20}, "mirror destination", probe=False)
         self.errors: list[str] = []
 
     def ensure_topic(self, topic: str, partitions: int, config: dict) -> None:
@@ -409,6 +417,7 @@ class Mirror:
         self.counted: dict[Key, int] = {}   # destination records, as the checkpoint will say
         self.skip: dict[Key, int] = {}      # records to drop: copied before a crash, not checkpointed
         self.ends: dict[Key, int] = {}      # without --follow: stop at these source offsets
+        self._pending: dict[Key, int] = {}  # source offsets copied since the last checkpoint
         self.stats = MirrorStats()
 
     def _match(self, name: str) -> bool:
@@ -474,7 +483,7 @@ class Mirror:
 
     def run(self) -> MirrorStats:
         started = time.monotonic()
-        self._pending: dict[Key, int] = {}
+        self._pending = {}
         last_save = last_report = last_discover = started
         reported = -1
         try:

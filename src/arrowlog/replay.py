@@ -15,6 +15,17 @@ Columns: ``partition`` (int32), ``offset`` (int64), ``timestamp``
 (timestamp[ms, UTC]), ``key`` (binary), ``value`` (binary), ``headers``
 (list<struct<key: string, value: binary>>). A topic with a value schema
 yields the value's fields as top-level columns instead of ``value``.
+
+``value_format="json"`` does the same for values that are JSON objects: the
+values are joined with newlines and parsed by ``pyarrow.json`` in one
+vectorised pass (no per-record Python), and each JSON field becomes a typed
+column in place of ``value`` (a field named like a record column, e.g.
+``offset``, becomes ``value_offset``). With ``value_schema`` (a
+``pa.Schema``) the types are given and batches stream one by one; without
+it the whole range is parsed once, on first use, so that one schema is
+inferred from all of it, and the parsed columns are kept for later streams.
+An empty or null value becomes a row of nulls; a value that is not a JSON
+object raises InvalidRecordError.
 """
 
 from __future__ import annotations
@@ -26,7 +37,9 @@ from typing import Any, Iterator
 import numpy as np
 import pyarrow as pa
 
+from ._json import parse_json_values
 from ._location import is_kafka, local_path
+from ._optional import require
 from .errors import ConfigError, OffsetOutOfRangeError
 from .producer import to_epoch_ms
 from .storage import LogDir
@@ -34,6 +47,10 @@ from .storage import LogDir
 # Bytes asked of a partition per read: many frames per call keeps the Python
 # overhead per frame small; the frames themselves are zero-copy views.
 READ_BYTES = 64 << 20
+VALUE_FORMATS = ("binary", "json")
+# The record's own columns: a JSON field of the same name gets this prefix.
+RECORD_COLUMNS = ("partition", "offset", "timestamp", "key", "headers")
+JSON_FIELD_PREFIX = "value_"
 
 
 def timestamp_ms(ms: int) -> _dt.datetime:
@@ -87,16 +104,55 @@ def resolve_position(log: Any, value: Any, *, is_end: bool) -> int:
     return high if found is None else found
 
 
+def _json_field_name(name: str) -> str:
+    return JSON_FIELD_PREFIX + name if name in RECORD_COLUMNS else name
+
+
+class _JsonValues:
+    """Turns the ``value`` column of a replay's batches into JSON fields."""
+
+    def __init__(self, schema: pa.Schema | None, what: str):
+        if schema is not None and not isinstance(schema, pa.Schema):
+            raise ConfigError(f"value_schema must be a pyarrow.Schema, not {type(schema).__name__}")
+        self.value_schema = schema
+        self.inferred: pa.Schema | None = None
+        self.what = what
+        self.cached: list[pa.RecordBatch] | None = None
+
+    def fields(self, value_schema: pa.Schema) -> list[pa.Field]:
+        return [f.with_name(_json_field_name(f.name)) for f in value_schema]
+
+    def output_schema(self, raw: pa.Schema, value_schema: pa.Schema) -> pa.Schema:
+        out: list[pa.Field] = []
+        for f in raw:
+            out.extend(self.fields(value_schema) if f.name == "value" else [f])
+        return pa.schema(out)
+
+    def shape(self, batch: pa.RecordBatch, values: pa.Table, schema: pa.Schema) -> pa.RecordBatch:
+        arrays: list[Any] = []
+        for name, col in zip(batch.schema.names, batch.columns):
+            if name == "value":
+                arrays.extend(c.combine_chunks() for c in values.columns)
+            else:
+                arrays.append(col)
+        return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
 class Replay:
     """A range of a topic, readable as Arrow any number of times."""
 
+    _json: _JsonValues | None = None
+    _json_columns: list[str] | None = None
+
     def __init__(self, logdir: LogDir, topic: str, start: Any = "beginning", end: Any = "end",
-                 partitions: list[int] | None = None, columns: list[str] | None = None, *, owns_log: bool = False):
+                 partitions: list[int] | None = None, columns: list[str] | None = None, *, owns_log: bool = False,
+                 value_format: str = "binary", value_schema: pa.Schema | None = None):
         self._logdir = logdir
         self._owns_log = owns_log
         self.topic = topic
         t = logdir.topic(topic)
         self._topic = t
+        columns = self._value_format(value_format, value_schema, columns, typed=t.value_schema is not None)
         self.partitions = list(range(t.num_partitions)) if partitions is None else [int(p) for p in partitions]
         for p in self.partitions:
             t.partition(p)  # validates
@@ -122,6 +178,7 @@ class Replay:
         self.schema = full
         self.columns = columns
         self._pcols: dict[int, pa.Array] = {}
+        self._check_columns()
 
     @property
     def num_records(self) -> int:
@@ -166,7 +223,7 @@ class Replay:
 
     def _shape(self, batch: pa.RecordBatch, pcol: pa.Array) -> pa.RecordBatch:
         if not self._typed and self.columns is None:
-            return batch.add_column(0, self.schema.field(0), pcol)
+            return batch.add_column(0, self._raw_schema.field(0), pcol)
         cols = batch.columns
         if self._typed:
             value = cols[3]
@@ -174,31 +231,116 @@ class Replay:
         else:
             arrays = [pcol, *cols]
         if self.columns is None:
-            return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+            return pa.RecordBatch.from_arrays(arrays, schema=self._raw_schema)
         names = ["partition", "offset", "timestamp", "key"] + (
             [f.name for f in self._topic.value_schema] if self._typed else ["value"]) + ["headers"]
         by_name = dict(zip(names, arrays))
-        return pa.RecordBatch.from_arrays([by_name[c] for c in self.columns], schema=self.schema)
+        return pa.RecordBatch.from_arrays([by_name[c] for c in self.columns], schema=self._raw_schema)
+
+    # -- value_format="json" ------------------------------------------------------------
+
+    def _value_format(self, value_format: str, value_schema: pa.Schema | None, columns: list[str] | None, *,
+                      typed: bool) -> list[str] | None:
+        """Check the value format; returns the columns to read raw (all of
+        them for JSON: ``columns`` then picks among the decoded ones)."""
+        if value_format not in VALUE_FORMATS:
+            raise ConfigError(f"value_format must be one of {', '.join(VALUE_FORMATS)}, not {value_format!r}")
+        if value_format == "binary":
+            if value_schema is not None:
+                raise ConfigError("value_schema applies to value_format='json' only")
+            return columns
+        if typed:
+            raise ConfigError(f"topic {self.topic!r} stores typed values (value.schema): they are columns "
+                              "already; value_format='json' is for JSON bytes")
+        self._json = _JsonValues(value_schema, f"topic {self.topic!r} with value_format='json'")
+        self._json_columns = None if columns is None else list(columns)
+        return None
+
+    def _check_columns(self) -> None:
+        """With a value_schema, unknown ``columns`` are refused when the
+        replay is made (without one, on first use: the fields are unknown)."""
+        if self._json is not None and self._json.value_schema is not None:
+            self._select(self._json.output_schema(self._raw_schema, self._json.value_schema))
+
+    def _select(self, full: pa.Schema) -> pa.Schema:
+        if self._json_columns is None:
+            return full
+        missing = [c for c in self._json_columns if c not in full.names]
+        if missing:
+            raise ConfigError(f"unknown replay column(s) {missing}; available: {full.names}")
+        return pa.schema([full.field(c) for c in self._json_columns])
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The columns every stream yields (with value_format='json' and no
+        value_schema, finding them parses the range: see the module doc)."""
+        j = self._json
+        if j is None:
+            return self._raw_schema
+        if j.value_schema is None:
+            self._parse_all()
+        return self._select(j.output_schema(self._raw_schema, j.value_schema or j.inferred))
+
+    @schema.setter
+    def schema(self, value: pa.Schema) -> None:
+        self._raw_schema = value
+
+    def _parse_all(self) -> list[pa.RecordBatch]:
+        """Parse every value of the range in one pass (one inferred schema),
+        then cut the parsed columns back into the record batches."""
+        j = self._json
+        assert j is not None
+        if j.cached is None:
+            raw = list(self._batches())
+            values = pa.chunked_array([b.column(b.schema.get_field_index("value")) for b in raw], pa.binary())
+            table = parse_json_values(values, None, j.what)
+            j.inferred = table.schema
+            schema = j.output_schema(self._raw_schema, table.schema)
+            out, position = [], 0
+            for b in raw:
+                out.append(j.shape(b, table.slice(position, b.num_rows), schema))
+                position += b.num_rows
+            j.cached = out
+        return j.cached
+
+    def _stream(self) -> Iterator[pa.RecordBatch]:
+        """The batches of one consumption, values decoded as asked."""
+        j = self._json
+        if j is None:
+            yield from self._batches()
+            return
+        schema = self.schema
+        if j.value_schema is None:
+            batches: Any = self._parse_all()
+        else:
+            full = j.output_schema(self._raw_schema, j.value_schema)
+            batches = (j.shape(b, parse_json_values(b.column(b.schema.get_field_index("value")), j.value_schema,
+                                                    j.what), full) for b in self._batches())
+        for b in batches:
+            if self._json_columns is not None:
+                b = pa.RecordBatch.from_arrays([b.column(b.schema.get_field_index(c)) for c in schema.names],
+                                               schema=schema)
+            yield b
+
+    # -- consumption --------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
-        return self._batches()
+        return self._stream()
 
     def to_reader(self) -> pa.RecordBatchReader:
-        return pa.RecordBatchReader.from_batches(self.schema, self._batches())
+        return pa.RecordBatchReader.from_batches(self.schema, self._stream())
 
     def to_arrow(self) -> pa.Table:
-        return pa.Table.from_batches(list(self._batches()), schema=self.schema)
+        return pa.Table.from_batches(list(self._stream()), schema=self.schema)
 
     def to_pandas(self, **kwargs: Any):
         """A pandas DataFrame (pyarrow's to_pandas keywords apply; pass
         ``types_mapper=pd.ArrowDtype`` to keep Arrow memory)."""
+        require("pandas", "to_pandas()")
         return self.to_arrow().to_pandas(**kwargs)
 
     def to_polars(self):
-        try:
-            import polars as pl
-        except ImportError:
-            raise ImportError("to_polars() needs polars: pip install polars") from None
+        pl = require("polars", "to_polars()")
         return pl.from_arrow(self.to_arrow())
 
     def __arrow_c_stream__(self, requested_schema: Any = None):
@@ -229,26 +371,37 @@ class Replay:
 
 
 def replay(log: Any, topic: str, start: Any = "beginning", end: Any = "end", partitions: list[int] | None = None,
-           columns: list[str] | None = None, **kafka_config: Any) -> Replay:
+           columns: list[str] | None = None, *, value_format: str = "binary", value_schema: pa.Schema | None = None,
+           **kafka_config: Any) -> Replay:
     """Read ``topic`` from ``start`` to ``end`` (exclusive) as Arrow.
 
     ``log`` is a data directory (path, ``file://`` URL or LogDir) or a
     ``kafka://host:port`` URL. ``start``/``end`` take an offset (int), a
     datetime/date, an ISO 8601 string, ``"@<epoch ms>"``, ``"beginning"``
     or ``"end"``; a time means the first record at or after it.
+    ``value_format="json"`` returns the fields of JSON-object values as typed
+    columns (parsed by pyarrow.json in one pass; ``value_schema`` fixes their
+    types), so ``duckdb.sql("select item, sum(total) from r group by item")``
+    needs no decode().
     """
+    fmt = {"value_format": value_format, "value_schema": value_schema}
     if isinstance(log, LogDir):
-        return Replay(log, topic, start, end, partitions, columns)
+        return Replay(log, topic, start, end, partitions, columns, **fmt)
     where = os.fspath(log)
     if is_kafka(where):
         from .kafka_backend import kafka_replay
-        return kafka_replay(where, topic, start, end, partitions, columns, **kafka_config)
+        return kafka_replay(where, topic, start, end, partitions, columns, **fmt, **kafka_config)
     if kafka_config:
         raise ConfigError(f"unexpected keyword(s) {sorted(kafka_config)} for an embedded log")
     path = local_path(where)
     if not os.path.isdir(os.path.join(path, "topics")):
         raise ConfigError(f"{path} is not an arrowlog data directory")
-    return Replay(LogDir(path, create=False), topic, start, end, partitions, columns, owns_log=True)
+    logdir = LogDir(path, create=False)
+    try:
+        return Replay(logdir, topic, start, end, partitions, columns, owns_log=True, **fmt)
+    except BaseException:
+        logdir.close()
+        raise
 
 
-__all__ = ["replay", "Replay", "timestamp_ms", "resolve_position"]
+__all__ = ["replay", "Replay", "timestamp_ms", "resolve_position", "parse_json_values"]

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
+import logging
 import sys
 import time
 import uuid
@@ -23,9 +25,15 @@ import pyarrow as pa
 import pytest
 
 import arrowlog
-from arrowlog import OFFSET_BEGINNING, OFFSET_END, Consumer, Producer, TopicPartition
+from arrowlog import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, Producer, TopicPartition
 from arrowlog.asyncio import AsyncConsumer, AsyncProducer
-from arrowlog.errors import ArrowlogError, ConfigError, KafkaException, UnknownTopicError
+from arrowlog.errors import (
+    ArrowlogError,
+    ConfigError,
+    KafkaException,
+    MessageSizeTooLargeError,
+    UnknownTopicError,
+)
 from arrowlog.storage import LogDir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -286,6 +294,96 @@ def test_store_offsets_then_commit(backend):
         assert c.committed([TopicPartition(topic, 0)])[0].offset == 5
 
 
+def poll_until(client, condition, what: str) -> None:
+    """Serve the client's callbacks (poll) until ``condition()`` holds."""
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        client.poll(0.05)
+
+
+def partition_stats(stats: list, topic: str) -> dict:
+    """The newest statistics' partitions of ``topic`` (librdkafka's -1, the
+    unassigned-message queue, left out)."""
+    for doc in reversed(stats):
+        parts = json.loads(doc).get("topics", {}).get(topic, {}).get("partitions", {})
+        real = {int(k): v for k, v in parts.items() if int(k) >= 0}
+        if real:
+            return real
+    return {}
+
+
+def test_the_same_confluent_kafka_program_runs_on_both(backend):
+    """A confluent-kafka program with error_cb, stats_cb, logger and
+    on_commit, unchanged: only where it points differs."""
+    topic = backend.create_topic(2)
+    errors_seen: list = []
+    producer_stats: list = []
+    consumer_stats: list = []
+    commits: list = []
+    delivered: list = []
+    callbacks = {"error_cb": errors_seen.append, "logger": logging.getLogger("test.program"),
+                 "statistics.interval.ms": 100}
+    p = Producer({**backend.conf(), **callbacks, "stats_cb": producer_stats.append})
+    for i in range(20):
+        p.produce(topic, b"v%d" % i, key=b"k%d" % i, on_delivery=lambda err, msg: delivered.append(err))
+    assert p.flush(WAIT_S) == 0
+    assert delivered == [None] * 20
+    poll_until(p, lambda: sum(s["txmsgs"] for s in partition_stats(producer_stats, topic).values()) == 20,
+               "producer statistics counting 20 records sent")
+    p.flush(WAIT_S)
+
+    c = Consumer({**backend.conf(), **callbacks, "stats_cb": consumer_stats.append, "group.id": group_name(),
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  "on_commit": lambda err, partitions: commits.append((err, partitions))})
+    c.subscribe([topic])
+    msgs = read_all(c, 20)
+    assert sorted(m.value() for m in msgs) == sorted(b"v%d" % i for i in range(20))
+    c.commit()   # asynchronous: its result comes to on_commit
+    poll_until(c, lambda: commits, "on_commit")
+    err, partitions = commits[0]
+    assert err is None
+    assert sum(tp.offset for tp in partitions if tp.topic == topic) == 20
+    poll_until(c, lambda: sum(max(s["committed_offset"], 0) for s in partition_stats(consumer_stats, topic).values())
+               == 20, "consumer statistics showing the committed offsets")
+    for part in partition_stats(consumer_stats, topic).values():
+        assert part["hi_offset"] == part["committed_offset"] and part["consumer_lag"] == 0
+    c.close()
+    p.flush(WAIT_S)
+    assert not [e for e in errors_seen if e.fatal()]
+
+
+def test_message_max_bytes_is_enforced_the_same_way(backend):
+    topic = backend.create_topic(1)
+    with Producer(backend.conf(message_max_bytes=1000)) as p:
+        with pytest.raises(MessageSizeTooLargeError):
+            p.produce(topic, b"x" * 5000)
+        p.produce(topic, b"small")
+        assert p.flush(WAIT_S) == 0
+    with Consumer(backend.conf()) as c:
+        c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        assert [m.value() for m in read_all(c, 1)] == [b"small"]
+
+
+def test_subscribing_to_a_missing_topic_delivers_unknown_topic_event(backend):
+    topic = backend.create_topic(1)
+    missing = "missing-" + uuid.uuid4().hex[:8]
+    produce_numbered(backend, topic, 1)
+    with Consumer(backend.conf(group_id=group_name(), auto_offset_reset="earliest")) as c:
+        c.subscribe([topic, missing])
+        events: list = []
+        deadline = time.monotonic() + WAIT_S
+        while not (any(m.error() is not None for m in events) and any(m.error() is None for m in events)):
+            assert time.monotonic() < deadline, events
+            m = c.poll(0.5)
+            if m is not None:
+                events.append(m)
+        errors = [m for m in events if m.error() is not None]
+        assert errors[0].error().code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+        assert errors[0].topic() == missing
+        assert [m.value() for m in events if m.error() is None] == [b"v0"]
+
+
 def test_commit_without_a_group_says_so(backend):
     topic = backend.create_topic(1)
     with Consumer(backend.conf()) as c:
@@ -295,6 +393,7 @@ def test_commit_without_a_group_says_so(backend):
 
 
 def test_unknown_topic_is_unknown_topic_error(backend):
+    backend.create_topic(1)  # the data directory exists; the topic asked for does not
     with Consumer(backend.conf()) as c:
         with pytest.raises(UnknownTopicError):
             c.get_watermark_offsets(TopicPartition("no-such-" + uuid.uuid4().hex[:8], 0))
@@ -405,6 +504,21 @@ def test_bad_config_is_a_config_error(backend):
 # -- the kafka:// location and config, without a cluster -------------------------------------------
 
 
+def test_bootstrap_servers_alone_reaches_the_cluster(kafka_server, tmp_path, monkeypatch):
+    """A pasted confluent-kafka config (bootstrap.servers, no log.dir) talks
+    to the cluster and creates no local directory."""
+    monkeypatch.chdir(tmp_path)
+    topic = Backend("kafka", f"kafka://{kafka_server.bootstrap}").create_topic(1)
+    conf = {"bootstrap.servers": kafka_server.bootstrap}
+    with Producer(conf) as p:
+        p.produce(topic, b"pasted")
+        assert p.flush(WAIT_S) == 0
+    with Consumer({**conf, "group.id": group_name(), "auto.offset.reset": "earliest"}) as c:
+        c.subscribe([topic])
+        assert [m.value() for m in read_all(c, 1)] == [b"pasted"]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_kafka_locations_and_config_translation():
     from arrowlog.kafka_backend import KafkaProducer, bootstrap_servers, kafka_config
 
@@ -423,6 +537,7 @@ def test_kafka_locations_and_config_translation():
     assert kafka_config({"bootstrap.servers": "kafka://h:1"}, what="consumer")["bootstrap.servers"] == "h:1"
     with pytest.raises(ConfigError, match="no.such.key"):
         KafkaProducer({"log.dir": "kafka://127.0.0.1:1", "no.such.key": 1})
-    p = Producer({"log.dir": "kafka://127.0.0.1:1"})     # the location picks the backend
-    assert type(p).__name__ == "KafkaProducer" and p.config["partitioner"] == "murmur2_random"
-    p.close(0)
+    # the location picks the backend, which fails fast with nobody listening there
+    from arrowlog.kafka_backend import ClusterUnreachableError
+    with pytest.raises(ClusterUnreachableError, match="cannot reach the Kafka cluster at 127.0.0.1:1"):
+        Producer({"log.dir": "kafka://127.0.0.1:1", "socket.connection.setup.timeout.ms": 1000})

@@ -96,6 +96,39 @@ def test_topic_create_list_describe_alter_delete(cli):
     ok(cli("topic", "delete", "orders", "--if-exists"))
 
 
+def test_topic_create_and_describe_print_the_retention_in_force(cli):
+    res = ok(cli("topic", "create", "history"))
+    assert "retention: forever (retention.ms=-1, retention.bytes=-1)" in res.err
+    assert "RETENTION   forever" in ok(cli("topic", "describe", "history")).out.decode()
+    assert ok(cli("topic", "describe", "history", "--json")).json[0]["config"]["retention.ms"] == -1
+
+    res = ok(cli("topic", "create", "recent", "--retention", "7d", "--retention-bytes", "1GiB"))
+    assert "records older than 7d are deleted" in res.err and "1.0 GiB per partition" in res.err
+    text = ok(cli("topic", "describe", "recent")).out.decode()
+    assert "RETENTION   records older than 7d are deleted" in text and "retention.ms=604800000" in text
+    res = ok(cli("topic", "alter", "recent", "--retention", "forever", "--retention-bytes", "-1"))
+    assert "retention: forever" in res.err
+
+
+def test_produce_creates_a_missing_topic_as_the_producer_does(cli, tmp_path):
+    import arrowlog
+
+    res = ok(cli("produce", "fresh", input="a\nb\n"))
+    assert "created topic fresh with 1 partition" in res.err and "retention: forever" in res.err
+    assert "produced 2 records to fresh" in res.err
+    assert ok(cli("consume", "fresh", "-e", "--format", "text")).lines == ["a", "b"]
+    res = ok(cli("produce", "fresh", input="c\n"))
+    assert "created" not in res.err  # only the first time
+    with arrowlog.Producer({"log.dir": str(tmp_path / "lib")}) as p:  # the library agrees
+        p.produce("fresh", b"a")
+    with arrowlog.LogDir(str(tmp_path / "lib")) as lib, arrowlog.LogDir(cli.data) as made:
+        assert lib.topic("fresh").num_partitions == made.topic("fresh").num_partitions == 1
+        assert lib.topic("fresh").config == made.topic("fresh").config
+
+    res = cli("produce", "absent", "--no-create", input="x\n")
+    assert res.rc == EXIT_NOT_FOUND and "unknown topic 'absent'" in res.err
+
+
 def test_topic_names_complete_in_the_shell(cli):
     import click
 
@@ -418,7 +451,7 @@ def test_verify_reports_damage_with_exit_5(ten):
 
 def test_unknown_topic_is_exit_3_with_one_line(cli):
     ok(cli("topic", "create", "real"))
-    for args in (["consume", "nope"], ["produce", "nope"], ["export", "nope", "--to", "x.parquet"],
+    for args in (["consume", "nope"], ["produce", "nope", "--no-create"], ["export", "nope", "--to", "x.parquet"],
                  ["topic", "describe", "nope"], ["topic", "alter", "nope", "--retention", "1d"]):
         res = cli(*args, input="x\n")
         assert res.rc == EXIT_NOT_FOUND, (args, res)
@@ -547,3 +580,45 @@ def test_create_with_config_keys_and_bad_values(cli):
     assert res.rc == EXIT_USAGE and "can only be added" in res.err
     ok(cli("topic", "alter", "c", "--partitions", "5"))
     assert len(ok(cli("topic", "describe", "c", "--json")).json[0]["partitions"]) == 5
+
+
+# ------------------------------------------------------------------ demo
+
+
+def run_demo(*args):
+    runner = CliRunner()
+    with runner.isolation() as (out, err, _):
+        rc = main(["demo", *args])
+    return Result(rc, out.getvalue(), err.getvalue())
+
+
+def test_demo_refuses_a_directory_it_did_not_make(tmp_path):
+    foreign = tmp_path / "work"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("years of work")
+    res = run_demo(str(foreign))
+    assert res.rc == 1, res
+    assert "not made by the demo" in res.err and "arrowlog demo DIR" in res.err
+    assert (foreign / "thesis.tex").read_text() == "years of work"
+    assert sorted(os.listdir(foreign)) == ["thesis.tex"]
+
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep")
+    res = run_demo(str(a_file))
+    assert res.rc == 1 and "not a directory" in res.err, res
+    assert a_file.read_text() == "keep"
+
+
+def test_demo_runs_in_a_new_directory_and_again_in_its_own(tmp_path, monkeypatch):
+    import arrowlog.demo
+
+    monkeypatch.setattr(arrowlog.demo, "N_ORDERS", 3000)
+    target = tmp_path / "tour"
+    for _ in range(2):  # the second run replaces the demo's own directory
+        res = run_demo(str(target))
+        assert res.rc == 0, res
+        text = res.out.decode()
+        assert "published 3,000 OrderPlaced events" in text
+        assert "value_format='json'" in text and "quantity: int64" in text and "total: double" in text
+        assert (target / arrowlog.demo.MARKER).is_file()
+    assert arrowlog.replay(str(target), "orders").num_records == 3000  # replaced, not appended to

@@ -65,11 +65,11 @@ def rows(where: str, topic: str) -> list:
 
 
 def count(where: str, topic: str, partitions: int) -> int:
-    with Consumer({"log.dir": where}) as c:
-        try:
+    try:  # the destination directory may not exist yet
+        with Consumer({"log.dir": where}) as c:
             return sum(c.get_watermark_offsets(TopicPartition(topic, p))[1] for p in range(partitions))
-        except arrowlog.ArrowlogError:
-            return 0
+    except arrowlog.ArrowlogError:
+        return 0
 
 
 def wait_for(predicate, what: str, log: Path | None = None) -> None:
@@ -314,3 +314,24 @@ def test_a_run_without_follow_stops_at_the_start_time_end_even_across_offset_gap
     assert [gappy.rows_before(e) for e in (5, 6, 8, 10, 11)] == [0, 1, 2, 2, 3]
     dense = Chunk("t", 0, batch, 13)
     assert [dense.rows_before(e) for e in (10, 12, 13)] == [0, 2, 3]
+
+
+@pytest.mark.parametrize("direction", ["dir-to-kafka", "kafka-to-dir"])
+def test_an_unreachable_cluster_ends_the_mirror_within_15_s_with_one_line(direction, tmp_path):
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    nowhere = f"kafka://127.0.0.1:{s.getsockname()[1]}"
+    s.close()  # nobody listens there now: every connection is refused
+    data, copy = str(tmp_path / "data"), str(tmp_path / "copy")
+    produce(data, new_topic(data, 3), 0, 10)
+    src, dst = (data, nowhere) if direction == "dir-to-kafka" else (nowhere, copy)
+    start = time.monotonic()
+    r = run_cli(src, dst, "--topics", ".*")
+    elapsed = time.monotonic() - start
+    assert r.returncode == 1, r.stderr
+    assert elapsed < 15, elapsed
+    assert len(r.stderr.splitlines()) == 1, r.stderr  # no librdkafka log lines, one arrowlog error
+    assert r.stderr.startswith("arrowlog: error: cannot reach the Kafka cluster at 127.0.0.1:")
+    assert not os.path.exists(copy)

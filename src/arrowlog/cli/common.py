@@ -166,7 +166,14 @@ def data_option(fn: Callable) -> Callable:
 def translate_error(exc: BaseException) -> CliError | None:
     """Map a library exception to a one-line CLI error with its exit code."""
     names = {cls.__name__ for cls in type(exc).__mro__}
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        from arrowlog._optional import install_hint
+        hint = install_hint(exc.name)
+        if hint is not None:
+            return CliError(f"this needs the package {exc.name.split('.')[0]!r}, which is not installed: {hint}",
+                            EXIT_UNAVAILABLE)
     for name, code in (
+        ("MissingDependencyError", EXIT_UNAVAILABLE),
         ("UnknownTopicError", EXIT_NOT_FOUND),
         ("UnknownGroupError", EXIT_NOT_FOUND),
         ("UnknownPartitionError", EXIT_NOT_FOUND),

@@ -198,7 +198,8 @@ def compile_template(template: str) -> Formatter:
         fn = _TOKENS.get(tok)
         if fn is None:
             known = " ".join("%" + t for t in _TOKENS)
-            raise FormatError(f"bad format: unknown token %{tok} (known: {known} %%)")
+            shown = "%" + tok if tok.isprintable() else repr("%" + tok)
+            raise FormatError(f"bad format: unknown token {shown} (known: {known} %%)")
         if literal:
             parts.append("".join(literal).encode())
             literal = []

@@ -97,13 +97,16 @@ def recover_cmd(data: str | None) -> None:
 Examples:
   arrowlog demo                          # a guided tour in ./demo-data (replaced on each run)
   arrowlog demo /tmp/tour                # ...in another scratch directory
+
+The directory must be new, empty, or one an earlier demo made (it holds a
+.arrowlog-demo file): any other directory is refused, never deleted.
 """,
 )
 @click.pass_context
 def demo_cmd(ctx: click.Context) -> None:
     """Run the guided demo in a scratch directory (arguments after 'demo' are passed on)."""
     if any(a == "--data" or a.startswith("--data=") for a in ctx.args):
-        raise click.UsageError("demo replaces its directory on every run, so it takes no --data: "
+        raise click.UsageError("demo replaces its own directory on every run, so it takes no --data: "
                                "give a scratch directory as 'arrowlog demo DIR'")
     try:
         mod = importlib.import_module("arrowlog.demo")

@@ -19,6 +19,7 @@ from .common import EXIT_NOT_FOUND, EXIT_USAGE, CliError, command_body, note, re
 from .formatting import FormatError, parse_json_record, unescape
 from .offsets import now_ms
 from .store import complete_topics, get_topic, open_logdir
+from .topic import created_text
 
 READ_BYTES = 1 << 20  # one read1() from stdin: what has arrived, up to this much
 
@@ -128,11 +129,17 @@ Examples:
               help="Write to this partition [default: by key hash, else spread].")
 @click.option("--json", "as_json", is_flag=True,
               help="Each line is a JSON object with key, value, headers (as consume writes them).")
+@click.option("--no-create", "no_create", is_flag=True,
+              help="Fail (exit 3) if TOPIC does not exist, instead of creating it with one partition.")
 @click.option("-q", "--quiet", is_flag=True, help="Do not report the count on stderr.")
 @command_body
 def produce_cmd(topic: str, key: str | None, key_delim: str | None, headers: tuple[str, ...],
-                partition: int | None, as_json: bool, quiet: bool, data: str | None) -> None:
-    """Write one record per line of stdin to TOPIC and report how many were written."""
+                partition: int | None, as_json: bool, no_create: bool, quiet: bool, data: str | None) -> None:
+    """Write one record per line of stdin to TOPIC and report how many were written.
+
+    A missing TOPIC is created with one partition and the default topic
+    config (records kept forever), as arrowlog.Producer does; --no-create
+    refuses instead. Use 'topic create' first for more partitions."""
     if key is not None and key_delim is not None:
         raise click.UsageError("-k (fixed key) and -K (key delimiter) cannot be used together")
     if key_delim is not None:
@@ -141,7 +148,10 @@ def produce_cmd(topic: str, key: str | None, key_delim: str | None, headers: tup
             raise click.BadParameter("the key delimiter is empty", param_hint="'-K'")
     hdrs = [parse_header(h) for h in headers]
     data_dir = resolve_data_dir(data)
-    logdir = open_logdir(data_dir)
+    logdir = open_logdir(data_dir, create=not no_create)
+    if not no_create and topic not in logdir.list_topics():
+        t = logdir.create_topic(topic, exist_ok=True)  # another producer may create it meanwhile
+        note(created_text(t, data_dir), quiet)
     t = get_topic(logdir, topic)
     if partition is not None and partition >= t.num_partitions:
         raise CliError(f"topic {topic!r} has no partition {partition} (partitions 0-{t.num_partitions - 1})",

@@ -43,6 +43,27 @@ def _retention_ms(text: str) -> int:
         raise click.BadParameter(f"{e} (or 'forever')", param_hint="'--retention'") from None
 
 
+def _duration_text(ms: int) -> str:
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms >= size and ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+def retention_text(config: dict[str, Any]) -> str:
+    """The retention in force, for people: ``forever``, ``7d``, ``7d or
+    10.0 GiB per partition`` (-1 or a missing key means no limit)."""
+    ms, size = (-1 if config.get(k) is None else int(config[k]) for k in (RETENTION_MS, RETENTION_BYTES))
+    limits = []
+    if ms >= 0:
+        limits.append(f"records older than {_duration_text(ms)} are deleted")
+    if size >= 0:
+        limits.append(f"oldest segments beyond {human_bytes(size)} per partition are deleted")
+    if not limits:
+        return "forever (retention.ms=-1, retention.bytes=-1)"
+    return " and ".join(limits) + f" (retention.ms={ms}, retention.bytes={size})"
+
+
 def _config_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
     cfg: dict[str, str] = {}
     for pair in pairs:
@@ -99,7 +120,8 @@ def _common_config(retention: str | None, retention_bytes: str | None, segment_s
 def _config_options(fn: Any) -> Any:
     for opt in reversed([
         click.option("--retention", default=None, metavar="DURATION",
-                     help="Keep records this long: 7d, 12h, forever (retention.ms)."),
+                     help="Keep records this long: 7d (Kafka's default), 12h, forever (retention.ms) "
+                          "[default for a new topic: forever]."),
         click.option("--retention-bytes", default=None, metavar="SIZE",
                      help="Keep at most this much per partition: 10GiB, -1 for no limit (retention.bytes)."),
         click.option("--segment-size", default=None, metavar="SIZE",
@@ -135,14 +157,23 @@ Examples:
 def create_cmd(name: str, partitions: int, retention: str | None, retention_bytes: str | None,
                segment_size: str | None, compression: str | None, value_schema: str | None,
                configs: tuple[str, ...], data: str | None) -> None:
-    """Create topic NAME (and the data directory if it is new)."""
+    """Create topic NAME (and the data directory if it is new).
+
+    Records are kept forever unless --retention or --retention-bytes says
+    otherwise (Kafka's 7 days: --retention 7d)."""
     cfg = _common_config(retention, retention_bytes, segment_size, compression, value_schema, configs)
     data_dir = resolve_data_dir(data)
     logdir = open_logdir(data_dir, create=True)
     if name in logdir.list_topics():
         raise CliError(f"topic {name!r} already exists in {data_dir}", EXIT_EXISTS)
     t = logdir.create_topic(name, partitions=partitions, config=cfg)
-    note(f"created topic {t.name} with {t.num_partitions} partition{'s' if t.num_partitions != 1 else ''} in {data_dir}")
+    note(created_text(t, data_dir))
+
+
+def created_text(t: Any, data_dir: str) -> str:
+    """``created topic NAME with N partitions in DIR; retention: ...``."""
+    return (f"created topic {t.name} with {t.num_partitions} partition{'s' if t.num_partitions != 1 else ''} "
+            f"in {data_dir}; retention: {retention_text(t.config)}")
 
 
 @topic_group.command(
@@ -193,7 +224,8 @@ def describe_topic(logdir: Any, name: str) -> dict[str, Any]:
             "size_bytes": usage.size_bytes,
             "segments": usage.segments,
         })
-    return {"name": t.name, "partitions": parts, "config": {str(k): v for k, v in dict(t.config).items()}}
+    config = {str(k): v for k, v in dict(t.config).items()}
+    return {"name": t.name, "partitions": parts, "config": config, "retention": retention_text(config)}
 
 
 @topic_group.command(
@@ -216,6 +248,7 @@ def describe_cmd(name: str, as_json: bool, data: str | None) -> None:
         return
     out(f"TOPIC       {info['name']}")
     out(f"PARTITIONS  {len(info['partitions'])}")
+    out(f"RETENTION   {info['retention']}")
     if info["config"]:
         out("")
         print_table(["CONFIG", "VALUE"], sorted(
@@ -288,8 +321,9 @@ def alter_cmd(name: str, partitions: int | None, retention: str | None, retentio
             logdir.add_partitions(name, partitions)
             note(f"topic {name} now has {partitions} partitions")
     if cfg:
-        logdir.alter_topic(name, cfg)
-        note(f"topic {name}: set " + ", ".join(f"{k}={v}" for k, v in cfg.items()))
+        t = logdir.alter_topic(name, cfg)
+        note(f"topic {name}: set " + ", ".join(f"{k}={v}" for k, v in cfg.items())
+             + (f"; retention: {retention_text(t.config)}" if {RETENTION_MS, RETENTION_BYTES} & cfg.keys() else ""))
 
 
 @topic_group.command(

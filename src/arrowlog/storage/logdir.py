@@ -42,6 +42,8 @@ from .partition import ENVELOPE_SCHEMA, PartitionLog
 
 _TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
 MAX_TOPIC_LENGTH = 249
+# files in <data>/topics/ beside the topics' directories
+RESERVED_NAMES = (".lock", ".notify")
 
 
 def validate_topic_name(name: Any) -> str:
@@ -50,6 +52,9 @@ def validate_topic_name(name: Any) -> str:
         raise InvalidTopicError(f"topic name must be a str, not {type(name).__name__}")
     if name in ("", ".", ".."):
         raise InvalidTopicError(f"topic name {name!r} is not allowed")
+    if name in RESERVED_NAMES:
+        raise InvalidTopicError(f"topic name {name!r} is reserved: the data directory keeps a file of that name "
+                                "next to its topics")
     if len(name) > MAX_TOPIC_LENGTH:
         raise InvalidTopicError(f"topic name is {len(name)} characters long; the limit is {MAX_TOPIC_LENGTH}")
     if not _TOPIC_RE.fullmatch(name):
