@@ -20,6 +20,9 @@ EXTRAS = {
     "polars": "polars",
     "duckdb": "duckdb",
     "confluent_kafka": "kafka",
+    "prometheus_client": "metrics",
+    "flask": "console",
+    "werkzeug": "console",
 }
 
 

@@ -322,3 +322,21 @@ def test_recovery_scans_are_counted_per_partition(data_dir):
         after = parse(generate_latest(registry).decode())["arrowlog_topic_partition_recovery_scans_total"]
     assert before == {lbl(topic="t", partition=0): 0, lbl(topic="t", partition=1): 0}
     assert after == {lbl(topic="t", partition=0): 0, lbl(topic="t", partition=1): 1}
+
+
+@pytest.mark.parametrize("command, module, extra", [
+    (["metrics", "--once"], "prometheus_client", "metrics"),
+    (["console", "--listen", "127.0.0.1:0"], "flask", "console"),
+])
+def test_a_missing_extra_is_named(monkeypatch, data_dir, command, module, extra):
+    from click.testing import CliRunner
+
+    from arrowlog.cli import main
+    from arrowlog.cli.common import EXIT_UNAVAILABLE
+
+    LogDir(data_dir).close()
+    monkeypatch.setitem(sys.modules, module, None)   # as if it were not installed
+    with CliRunner().isolation() as (_, err, _):
+        rc = main(["--data", data_dir, *command])
+    text = err.getvalue().decode()
+    assert rc == EXIT_UNAVAILABLE and f"pip install 'arrowlog[{extra}]'" in text, text

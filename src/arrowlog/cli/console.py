@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import Unavailable, command_body, err, resolve_data_dir
+from .common import command_body, err, resolve_data_dir
 
 
 @click.command(
@@ -25,11 +25,11 @@ Examples:
 @command_body
 def console_cmd(listen: str, allow_writes: bool, login: bool | None, data: str | None) -> None:
     """Browse topics, records and consumer groups, and query topics with SQL, in a browser."""
-    try:
-        from arrowlog.console.serving import start_console_http
-    except ImportError as exc:
-        raise Unavailable(f"the console needs its extra ({exc.name} is missing): "
-                          "pip install 'arrowlog[console]'") from None
+    from arrowlog._optional import require
+
+    for module in ("flask", "duckdb", "prometheus_client"):
+        require(module, "arrowlog console")
+    from arrowlog.console.serving import start_console_http
     http = start_console_http(resolve_data_dir(data), listen, allow_writes=allow_writes, login=login)
     click.echo(f"{http.host}:{http.port}")
     err(f"arrowlog: console on {http.url}{' (writes allowed)' if allow_writes else ' (read-only)'}; Ctrl-C stops")

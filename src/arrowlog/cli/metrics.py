@@ -6,7 +6,7 @@ import threading
 
 import click
 
-from .common import Unavailable, command_body, err, resolve_data_dir
+from .common import command_body, err, resolve_data_dir
 
 
 @click.command(
@@ -23,12 +23,12 @@ Examples:
 @command_body
 def metrics_cmd(listen: str, once: bool, data: str | None) -> None:
     """Serve kafka_exporter-compatible metrics of the data directory's published state."""
-    try:
-        from prometheus_client import CollectorRegistry, generate_latest
+    from arrowlog._optional import require
 
-        from arrowlog.metrics import LogDirCollector, start_metrics_http
-    except ImportError:
-        raise Unavailable("metrics need prometheus_client: pip install 'arrowlog[metrics]'") from None
+    require("prometheus_client", "arrowlog metrics")
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from arrowlog.metrics import LogDirCollector, start_metrics_http
     from arrowlog.storage import LogDir
 
     with LogDir(resolve_data_dir(data), create=False) as logdir:

@@ -61,6 +61,13 @@ def start_console_http(data_dir: Any, listen: str, *, allow_writes: bool = False
 def start_observers(server: Any) -> list:
     """Start /metrics and the console for a started KafkaServer, as its options
     ask; sets ``server.metrics`` (and the broker's) so requests are counted."""
+    from .._optional import require
+
+    if server.metrics_listen:
+        require("prometheus_client", "--metrics-listen")
+    if server.console_listen:
+        for module in ("flask", "duckdb", "prometheus_client"):
+            require(module, "--console-listen")
     started: list = []
     logdir = server.broker.store.log
     try:
