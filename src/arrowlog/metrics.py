@@ -33,7 +33,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -280,16 +280,7 @@ class LogDirCollector(Collector):
         return age_seconds(now_ms, stamp)
 
     def _server_members(self) -> dict[str, int]:
-        """Members of the Kafka server's in-memory groups (copied: the event loop
-        changes the table while this thread reads it)."""
-        if self.coordinator is None:
-            return {}
-        for _ in range(3):
-            try:
-                return {gid: len(g.members) for gid, g in list(self.coordinator.groups.items())}
-            except RuntimeError:  # changed size during the copy: try again
-                continue
-        return {}
+        return {gid: len(members) for gid, (_, members) in server_groups(self.coordinator).items()}
 
     def _group_metrics(self, now_ms: int, watermarks: dict[tuple[str, int], int]) -> Iterator[Any]:
         """Per group; lag is computed from the high watermarks this scrape reported
@@ -341,6 +332,32 @@ class LogDirCollector(Collector):
                 lag_sum.add_metric([group, topic], lg)
         self._stamps = self._stamps_used  # only the stamps this scrape used are kept
         yield from (offset, offset_sum, lag, lag_sum, members, lag_s)
+
+
+class ServerMember(NamedTuple):
+    """A member of one of the Kafka server's groups, as copied by server_groups."""
+    member_id: str
+    client_id: str
+    client_host: str
+    subscription: bytes   # its consumer-protocol metadata for the group's protocol
+    assignment: bytes     # the consumer-protocol assignment the leader gave it
+
+
+def server_groups(coordinator: Any) -> dict[str, tuple[str, list[ServerMember]]]:
+    """{group: (state, members)} of the Kafka server's in-memory groups (None: {}).
+    Copied from another thread than the event loop that changes them; a copy
+    that meets a change in progress is tried again."""
+    if coordinator is None:
+        return {}
+    for _ in range(3):
+        try:
+            return {gid: (g.state, [ServerMember(m.member_id, m.client_id or "", m.client_host,
+                                                 bytes(m.metadata_for(g.protocol_name or "")), bytes(m.assignment))
+                                    for m in list(g.members.values())])
+                    for gid, g in list(coordinator.groups.items())}
+        except RuntimeError:  # a dict changed size during the copy
+            continue
+    return {}
 
 
 def parse_listen(value: str, default_port: int) -> tuple[str, int]:

@@ -410,3 +410,20 @@ def test_login_uses_the_servers_scram_users(tmp_path):
     assert client.get("/groups").status_code == 200    # the session remembers the login
     assert needs_login("0.0.0.0", None) and not needs_login("127.0.0.1", None)
     assert needs_login("127.0.0.1", True) and not needs_login("0.0.0.0", False)
+
+
+def test_consumer_protocol_decoding_takes_hostile_bytes():
+    import struct
+
+    from arrowlog.console.browse import decode_assignment, decode_subscription
+
+    def s(text):
+        return struct.pack(">h", len(text)) + text.encode()
+
+    sub = struct.pack(">hi", 1, 2) + s("a") + s("b") + struct.pack(">i", -1)
+    assert decode_subscription(sub) == ["a", "b"]
+    assign = struct.pack(">hi", 0, 1) + s("a") + struct.pack(">iii", 2, 1, 0) + struct.pack(">i", -1)
+    assert decode_assignment(assign) == [("a", 0), ("a", 1)]
+    for junk in (b"", b"\x00", b"\x00\x00\x7f\xff\xff\xff", sub[:-7], b"\xff" * 64):
+        assert decode_subscription(junk) == []
+        assert decode_assignment(junk) == []

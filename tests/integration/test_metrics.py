@@ -45,6 +45,20 @@ def wait_for(predicate, what: str, timeout: float = DEADLINE_S):
         time.sleep(0.05)
 
 
+def read_records(consumer, n: int) -> list:
+    """Poll a confluent-kafka consumer until it has returned ``n`` records."""
+    got: list = []
+
+    def read_some():
+        m = consumer.poll(0.2)
+        if m is not None and m.error() is None:
+            got.append(m)
+        return len(got) >= n
+
+    wait_for(read_some, f"the group member to read {n} records")
+    return got
+
+
 def parse(text: str) -> dict[str, dict[tuple, float]]:
     """{sample name: {sorted label items: value}} of a scrape."""
     out: dict[str, dict[tuple, float]] = {}
@@ -118,15 +132,7 @@ def test_scrape_while_producing_and_a_group_lags(server):
     c = ck.Consumer({"bootstrap.servers": server.bootstrap, "group.id": group, "auto.offset.reset": "earliest",
                      "enable.auto.commit": False})
     c.subscribe([topic])
-    got = []
-
-    def read_some():
-        m = c.poll(0.2)
-        if m is not None and m.error() is None:
-            got.append(m)
-        return len(got) >= 40
-
-    wait_for(read_some, "the group member to read 40 records")
+    read_records(c, 40)
     c.commit(asynchronous=False)
     # librdkafka says -1001 for "nothing committed"; kafka_exporter says -1
     committed = {tp.partition: max(tp.offset, -1) for tp in c.committed(
@@ -340,3 +346,39 @@ def test_a_missing_extra_is_named(monkeypatch, data_dir, command, module, extra)
         rc = main(["--data", data_dir, *command])
     text = err.getvalue().decode()
     assert rc == EXIT_UNAVAILABLE and f"pip install 'arrowlog[{extra}]'" in text, text
+
+
+def test_console_under_serve_shows_kafka_group_members(data_dir):
+    """The console that ``serve --console-listen`` starts shows the members of the
+    server's in-memory groups: client id, host, subscription and assignment
+    (decoded from the consumer protocol), and the partitions they own."""
+    srv = ServerThread(data_dir, console_listen="127.0.0.1:0", default_partitions=2)
+    c = None
+    try:
+        p = ck.Producer({"bootstrap.servers": srv.bootstrap})
+        for i in range(20):
+            p.produce("clicks", value=b"v", partition=i % 2)
+        assert p.flush(30) == 0
+        c = ck.Consumer({"bootstrap.servers": srv.bootstrap, "group.id": "web", "client.id": "web-reader",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        c.subscribe(["clicks"])
+        read_records(c, 5)
+        console = srv.server._observers[1].url
+
+        def page(path: str) -> str:
+            with urllib.request.urlopen(console + path, timeout=30) as r:
+                return r.read().decode()
+
+        groups = page("groups")
+        assert 'data-group="web"' in groups and "Stable" in groups
+        group = page("groups/web")
+        members = group.split('id="members"', 1)[1].split("</table>", 1)[0]
+        assert "web-reader" in members and "clicks-0, clicks-1" in members
+        owner = group.split('data-tp="clicks-0"', 1)[1].split("</tr>", 1)[0]
+        assert "web-reader" in owner   # librdkafka member ids start with the client id
+        m = scrape(srv.metrics_url)
+        assert m["kafka_consumergroup_members"][lbl(consumergroup="web")] == 1
+    finally:
+        if c is not None:
+            c.close()
+        srv.stop()

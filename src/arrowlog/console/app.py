@@ -40,13 +40,14 @@ def _csrf_token() -> str:
     return token
 
 
-def create_app(data_dir: Any, *, allow_writes: bool = False, login: bool = False,
+def create_app(data_dir: Any, *, allow_writes: bool = False, login: bool = False, coordinator: Any = None,
                sql_time_limit_s: float = TIME_LIMIT_S, sql_row_limit: int = ROW_LIMIT) -> Flask:
     """The console for ``data_dir`` (a path or an open LogDir). ``login``: every
-    request must log in (HTTP Basic) as one of the directory's SCRAM users."""
+    request must log in (HTTP Basic) as one of the directory's SCRAM users.
+    ``coordinator``: the Kafka server's groups, to show their members too."""
     logdir = data_dir if isinstance(data_dir, LogDir) else LogDir(data_dir, create=False)
     check_password = password_checker(logdir.path) if login else None
-    browser = Browser(logdir)
+    browser = Browser(logdir, coordinator)
     app = Flask(__name__)
     app.secret_key = secrets.token_bytes(32)
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict")

@@ -21,6 +21,7 @@ import datetime as _dt
 import json
 import time
 from dataclasses import dataclass, field
+from struct import error as struct_error
 from typing import Any
 
 import pyarrow as pa
@@ -28,8 +29,9 @@ import pyarrow.compute as pc
 
 from .._native import core
 from ..errors import ArrowlogError, ConfigError, OffsetOutOfRangeError
-from ..groups.admin import GroupAdmin
-from ..metrics import lag_seconds
+from ..groups.admin import GroupAdmin, GroupDescription, MemberDescription, PartitionLag
+from ..groups.store import UnknownGroupError
+from ..metrics import lag_seconds, server_groups
 
 # Rows on one page of the message browser, and the most a request may ask for.
 PAGE_ROWS = 20
@@ -42,6 +44,8 @@ KEY_SCAN_BUDGET_S = 2.0
 RATE_MINUTES = 15
 # A value longer than this is cut when shown (the full length is shown next to it).
 SHOW_BYTES = 4096
+# Topics and partitions decoded from one member's subscription or assignment, at most.
+MAX_DECODED = 100_000
 
 
 @dataclass
@@ -140,12 +144,44 @@ def _rows(topic: str, partition: int, batch: pa.RecordBatch, indices: Any = None
     return out
 
 
-class Browser:
-    """Read-only views of one data directory for the console."""
+def decode_subscription(metadata: bytes) -> list[str]:
+    """The topics of a Kafka consumer-protocol subscription (``version i16,
+    topics [string], ...``); [] when it is not one (another protocol, or damaged)."""
+    from ..server.wire import ProtocolError, Reader
 
-    def __init__(self, logdir: Any):
+    try:
+        r = Reader(metadata, max_elements=MAX_DECODED)
+        r.int16()
+        return [t for t in (r.string(False) for _ in range(r.array_length(False))) if t]
+    except (ProtocolError, ValueError, IndexError, struct_error):
+        return []
+
+
+def decode_assignment(data: bytes) -> list[tuple[str, int]]:
+    """The partitions of a consumer-protocol assignment (``version i16,
+    [topic string, [partition i32]], user_data``); [] when it is not one."""
+    from ..server.wire import ProtocolError, Reader
+
+    try:
+        r = Reader(data, max_elements=MAX_DECODED)
+        r.int16()
+        out = []
+        for _ in range(r.array_length(False)):
+            topic = r.string(False) or ""
+            out.extend((topic, r.int32()) for _ in range(r.array_length(False)))
+        return sorted(out)
+    except (ProtocolError, ValueError, IndexError, struct_error):
+        return []
+
+
+class Browser:
+    """Read-only views of one data directory for the console; ``coordinator``:
+    the Kafka server's GroupCoordinator, whose members live only in its memory."""
+
+    def __init__(self, logdir: Any, coordinator: Any = None):
         self.logdir = logdir
         self.admin = GroupAdmin(logdir)
+        self.coordinator = coordinator
 
     # -- topics -------------------------------------------------------------------
 
@@ -271,18 +307,52 @@ class Browser:
 
     def groups(self) -> list[dict]:
         out = []
-        for g in self.admin.list_groups():
+        served = server_groups(self.coordinator)
+        for g in sorted(set(self.admin.list_groups()) | set(served)):
             try:
-                d = self.admin.describe(g)
+                d = self.describe(g, served)
             except ArrowlogError:
                 continue
             out.append({"name": g, "state": d.state, "members": len(d.members), "lag": d.total_lag,
                         "topics": sorted({p.topic for p in d.partitions})})
         return out
 
+    def describe(self, group: str, served: dict | None = None) -> GroupDescription:
+        """GroupAdmin.describe, with the members of the Kafka server's group of that
+        name (their subscriptions and assignments decoded) when there is one."""
+        served = server_groups(self.coordinator) if served is None else served
+        if group not in served:
+            return self.admin.describe(group)
+        state, members = served[group]
+        try:
+            d = self.admin.describe(group)
+        except UnknownGroupError:  # members over the wire, nothing committed yet
+            d = GroupDescription(group, state, 0, [], [])
+        known = {(p.topic, p.partition) for p in d.partitions}
+        owners = {}
+        for m in members:
+            subscription, assignment = decode_subscription(m.subscription), decode_assignment(m.assignment)
+            d.members.append(MemberDescription(m.member_id, m.client_id, 0, m.client_host, subscription,
+                                               assignment))
+            owners.update({tp: m.member_id for tp in assignment})
+            for topic in subscription:  # partitions it reads but has not committed for
+                if self.logdir.has_topic(topic):
+                    for pl in self.logdir.topic(topic).partitions():
+                        if (topic, pl.partition) not in known:
+                            low, high = pl.watermarks()
+                            d.partitions.append(PartitionLag(topic, pl.partition, None, low, high, None, None))
+                            known.add((topic, pl.partition))
+        for p in d.partitions:
+            if p.owner is None and (p.topic, p.partition) in owners:
+                p.owner = owners[(p.topic, p.partition)]
+        d.partitions.sort(key=lambda p: (p.topic, p.partition))
+        if members:
+            d.state = state
+        return d
+
     def group(self, group: str, now_ms: int | None = None) -> dict:
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        d = self.admin.describe(group)
+        d = self.describe(group)
         rows = []
         for r in d.partitions:
             seconds = None

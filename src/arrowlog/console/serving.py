@@ -49,13 +49,14 @@ class ConsoleHTTP:
 
 
 def start_console_http(data_dir: Any, listen: str, *, allow_writes: bool = False,
-                       login: bool | None = None) -> ConsoleHTTP:
+                       login: bool | None = None, coordinator: Any = None) -> ConsoleHTTP:
     """The console for ``data_dir`` (a path or an open LogDir) served on ``listen``;
     ``login`` None: required beyond loopback (login.needs_login)."""
     from .app import create_app
 
     host, port = parse_listen(listen, 8080)
-    return ConsoleHTTP(create_app(data_dir, allow_writes=allow_writes, login=needs_login(host, login)), host, port)
+    app = create_app(data_dir, allow_writes=allow_writes, login=needs_login(host, login), coordinator=coordinator)
+    return ConsoleHTTP(app, host, port)
 
 
 def start_observers(server: Any) -> list:
@@ -86,7 +87,7 @@ def start_observers(server: Any) -> list:
             started.append(http)
             log.info("metrics on %s", http.url)
         if server.console_listen:
-            console = start_console_http(logdir, server.console_listen)
+            console = start_console_http(logdir, server.console_listen, coordinator=server.broker.groups)
             started.append(console)
             log.info("console on %s", console.url)
     except BaseException:
