@@ -25,7 +25,7 @@ pytest.importorskip("flask")
 webdriver = pytest.importorskip("selenium.webdriver")
 
 import pyarrow.compute as pc  # noqa: E402
-from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
+from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.select import Select  # noqa: E402
@@ -137,7 +137,8 @@ def browser():
 
 
 def wait(driver, condition):
-    return WebDriverWait(driver, WAIT_S).until(condition)
+    """Until ``condition`` holds; elements of the page being replaced are looked up again."""
+    return WebDriverWait(driver, WAIT_S, ignored_exceptions=(StaleElementReferenceException,)).until(condition)
 
 
 def open_page(driver, url: str, ready: str):
