@@ -45,12 +45,12 @@ from .groups.store import GroupDir
 
 log = logging.getLogger("arrowlog.metrics")
 
-# Request latency buckets (seconds): 0.1 ms .. 10 s. A Produce on the event
-# loop takes ~50 us, a long-polling Fetch up to its max_wait_ms (500 ms by
-# default in librdkafka), a JoinGroup up to the rebalance timeout.
+# Request latency buckets (seconds): 0.1 ms .. 10 s, from a Produce answered
+# from memory to a Fetch that long-polls for its max_wait_ms or a JoinGroup
+# that waits out a rebalance.
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                    1.0, 2.5, 5.0, 10.0)
-# fsync latency buckets: a page-cache-only fsync is ~50 us, a SATA SSD ~1-5 ms, a disk 10-50 ms.
+# fsync latency buckets: 50 us .. 5 s, from fast flash to a disk that stalls.
 FSYNC_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                  0.25, 0.5, 1.0, 5.0)
 

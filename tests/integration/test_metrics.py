@@ -237,7 +237,15 @@ def test_lag_seconds_from_the_committed_records_timestamp(data_dir):
     with LogDir(data_dir) as logdir:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(LogDirCollector(logdir, clock=lambda: (base + 60_000) / 1000))
-        m = parse(generate_latest(registry).decode())
+        text = generate_latest(registry).decode()
+        m = parse(text)
+    # kafka_exporter's families are all gauges, and all of them are here
+    types = {f.name: f.type for f in text_string_to_metric_families(text)}
+    assert {n: t for n, t in types.items() if n.startswith("kafka_")} == {n: "gauge" for n in (
+        "kafka_brokers", "kafka_broker_info", "kafka_topic_partitions", "kafka_topic_partition_current_offset",
+        "kafka_topic_partition_oldest_offset", "kafka_consumergroup_current_offset",
+        "kafka_consumergroup_current_offset_sum", "kafka_consumergroup_lag", "kafka_consumergroup_lag_sum",
+        "kafka_consumergroup_members")}
     slow = lbl(consumergroup="slow", topic="events", partition=0)
     done = lbl(consumergroup="done", topic="events", partition=0)
     assert m["kafka_consumergroup_lag"][slow] == 6
