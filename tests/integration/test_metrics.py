@@ -390,3 +390,22 @@ def test_console_under_serve_shows_kafka_group_members(data_dir):
         if c is not None:
             c.close()
         srv.stop()
+
+
+def test_a_taken_metrics_port_stops_the_server_cleanly(data_dir):
+    from arrowlog.errors import ConfigError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        loop = asyncio.new_event_loop()
+        server = KafkaServer(data_dir, "127.0.0.1", 0, metrics_listen=f"127.0.0.1:{port}")
+        try:
+            with pytest.raises(ConfigError, match=f"cannot listen for metrics on 127.0.0.1:{port}"):
+                loop.run_until_complete(server.start())
+            kafka_port = server.port
+            with pytest.raises(OSError):   # the Kafka listener was closed again
+                socket.create_connection(("127.0.0.1", kafka_port), timeout=5).close()
+        finally:
+            loop.close()

@@ -213,7 +213,11 @@ class KafkaServer:
         if self.metrics_listen or self.console_listen:
             from arrowlog.console.serving import start_observers
 
-            self._observers = start_observers(self)
+            try:
+                self._observers = start_observers(self)
+            except BaseException:  # e.g. the metrics port is taken: do not serve half
+                await self.stop()
+                raise
         log.info("arrowlog serving %s on %s:%d (cluster %s, listener %s)", self.data_dir, self.host,
                  self.port, self.broker.cluster_id, self.security.config.listener)
         for warning in self.security.startup_warnings(self.host):
