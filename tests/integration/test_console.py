@@ -428,3 +428,13 @@ def test_consumer_protocol_decoding_takes_hostile_bytes():
     for junk in (b"", b"\x00", b"\x00\x00\x7f\xff\xff\xff", sub[:-7], b"\xff" * 64):
         assert decode_subscription(junk) == []
         assert decode_assignment(junk) == []
+
+
+def test_a_loopback_console_answers_only_its_own_host_names(live):
+    from arrowlog.console.login import loopback_names
+
+    client = create_app(live, trusted_hosts=loopback_names("127.0.0.1")).test_client()
+    assert client.get("/", headers={"Host": "127.0.0.1:8080"}).status_code == 200
+    assert client.get("/", headers={"Host": "localhost:8080"}).status_code == 200
+    assert client.get("/", headers={"Host": "rebound.attacker.example:8080"}).status_code == 400
+    assert loopback_names("0.0.0.0") is None

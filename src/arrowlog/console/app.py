@@ -41,16 +41,19 @@ def _csrf_token() -> str:
 
 
 def create_app(data_dir: Any, *, allow_writes: bool = False, login: bool = False, coordinator: Any = None,
-               sql_time_limit_s: float = TIME_LIMIT_S, sql_row_limit: int = ROW_LIMIT) -> Flask:
+               trusted_hosts: list[str] | None = None, sql_time_limit_s: float = TIME_LIMIT_S,
+               sql_row_limit: int = ROW_LIMIT) -> Flask:
     """The console for ``data_dir`` (a path or an open LogDir). ``login``: every
     request must log in (HTTP Basic) as one of the directory's SCRAM users.
-    ``coordinator``: the Kafka server's groups, to show their members too."""
+    ``coordinator``: the Kafka server's groups, to show their members too.
+    ``trusted_hosts``: the only Host headers answered (others get 400), so a web
+    page cannot reach a loopback console through DNS rebinding."""
     logdir = data_dir if isinstance(data_dir, LogDir) else LogDir(data_dir, create=False)
     check_password = password_checker(logdir.path) if login else None
     browser = Browser(logdir, coordinator)
     app = Flask(__name__)
     app.secret_key = secrets.token_bytes(32)
-    app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict")
+    app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict", TRUSTED_HOSTS=trusted_hosts)
     app.jinja_env.autoescape = True  # every template, whatever its name
     app.extensions["arrowlog"] = {"logdir": logdir, "browser": browser}
 

@@ -42,6 +42,12 @@ def password_checker(data_dir: str) -> Callable[[str, str], bool]:
     return check
 
 
+def loopback_names(host: str) -> list[str] | None:
+    """The Host headers a console listening on ``host`` answers: on IPv4 loopback
+    only its own names (a DNS-rebound name is refused); elsewhere any (None)."""
+    return ["127.0.0.1", "localhost"] if host in ("127.0.0.1", "localhost") else None
+
+
 def needs_login(host: str, login: bool | None) -> bool:
     """An explicit choice wins; otherwise a login is required beyond loopback."""
     return login if login is not None else host not in LOOPBACK

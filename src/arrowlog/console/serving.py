@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..metrics import parse_listen
-from .login import LOOPBACK, needs_login
+from .login import LOOPBACK, loopback_names, needs_login
 
 log = logging.getLogger("arrowlog.console")
 
@@ -55,7 +55,8 @@ def start_console_http(data_dir: Any, listen: str, *, allow_writes: bool = False
     from .app import create_app
 
     host, port = parse_listen(listen, 8080)
-    app = create_app(data_dir, allow_writes=allow_writes, login=needs_login(host, login), coordinator=coordinator)
+    app = create_app(data_dir, allow_writes=allow_writes, login=needs_login(host, login), coordinator=coordinator,
+                     trusted_hosts=loopback_names(host))
     return ConsoleHTTP(app, host, port)
 
 
