@@ -438,3 +438,17 @@ def test_a_loopback_console_answers_only_its_own_host_names(live):
     assert client.get("/", headers={"Host": "localhost:8080"}).status_code == 200
     assert client.get("/", headers={"Host": "rebound.attacker.example:8080"}).status_code == 400
     assert loopback_names("0.0.0.0") is None
+
+
+def test_large_values_and_many_headers_are_cut(tmp_path):
+    data = str(tmp_path / "data")
+    big = "é" * 50_000                       # 100,000 bytes of two-byte characters
+    with Producer({"log.dir": data}) as p:
+        p.produce("big", key=b"k", value=big.encode(), headers=[(f"h{i}", b"x") for i in range(40)])
+        p.flush()
+    page = create_app(data).test_client().get("/topics/big?offset=0").data.decode()
+    value = page.split('<td class="value">', 1)[1].split("</td>", 1)[0]
+    assert 'class="v text"' in value and "(100000 bytes)" in value
+    shown = value.split(">", 2)[1].split("</pre", 1)[0]
+    assert set(shown) == {"é"} and len(shown.encode()) <= 4096
+    assert page.count('class="header"') == 33 and "8 more headers" in page

@@ -17,6 +17,7 @@ minute are the difference of the time index's offsets at its two ends.
 
 from __future__ import annotations
 
+import codecs
 import datetime as _dt
 import json
 import time
@@ -44,6 +45,8 @@ KEY_SCAN_BUDGET_S = 2.0
 RATE_MINUTES = 15
 # A value longer than this is cut when shown (the full length is shown next to it).
 SHOW_BYTES = 4096
+# Headers shown per record, at most (the rest are counted).
+MAX_HEADERS = 32
 # Topics and partitions decoded from one member's subscription or assignment, at most.
 MAX_DECODED = 100_000
 
@@ -80,14 +83,15 @@ class Page:
     note: str = ""
 
 
-def show_bytes(data: bytes | None) -> Shown:
-    """Decode for display: JSON (pretty), UTF-8 text, or hex for anything else."""
+def show_bytes(data: bytes | None, size: int | None = None) -> Shown:
+    """Decode for display: JSON (pretty), UTF-8 text, or hex for anything else.
+    ``data`` may be the first SHOW_BYTES of a longer value of ``size`` bytes."""
     if data is None:
         return Shown("null", "null")
-    size = len(data)
+    size = len(data) if size is None else size
     head = data[:SHOW_BYTES]
-    try:
-        text = head.decode("utf-8")
+    try:  # a character cut by SHOW_BYTES is left out, not taken for binary
+        text = codecs.getincrementaldecoder("utf-8")().decode(head, final=size <= len(head))
     except UnicodeDecodeError:
         return Shown("binary", head.hex(" "), size)
     if size <= SHOW_BYTES:
@@ -129,18 +133,33 @@ def parse_int(text: Any, what: str, default: int | None = None) -> int | None:
         raise ConfigError(f"{what} {text!r} is not an integer") from None
 
 
+def _heads(column: pa.Array) -> tuple[list, list]:
+    """(the first SHOW_BYTES of each binary value, each full length): only the
+    shown part is copied out of the mapped segment, however large the values."""
+    return (pc.binary_slice(column, 0, SHOW_BYTES).to_pylist(), pc.binary_length(column).to_pylist())
+
+
 def _rows(topic: str, partition: int, batch: pa.RecordBatch, indices: Any = None) -> list[Row]:
     if indices is not None:
         batch = batch.take(indices)
-    cols = batch.to_pydict()
-    typed = batch.schema.field("value").type != pa.binary() if "value" in cols else False
+    typed = pa.types.is_struct(batch.schema.field("value").type)
+    keys, key_sizes = _heads(batch.column("key"))
+    if typed:
+        values, value_sizes = batch.column("value").to_pylist(), [None] * batch.num_rows
+    else:
+        values, value_sizes = _heads(batch.column("value"))
+    headers = pc.list_slice(batch.column("headers"), 0, MAX_HEADERS).to_pylist()
+    header_counts = pc.list_value_length(batch.column("headers")).to_pylist()
+    offsets = batch.column("offset").to_pylist()
+    stamps = batch.column("timestamp").cast(pa.int64()).to_pylist()
     out = []
     for i in range(batch.num_rows):
-        value = cols["value"][i]
-        headers = [(h["key"], show_bytes(h["value"])) for h in (cols["headers"][i] or [])]
-        ts = cols["timestamp"][i]
-        out.append(Row(partition, cols["offset"][i], iso_ms(int(ts.timestamp() * 1000)) if ts else "",
-                       show_bytes(cols["key"][i]), show_typed(value) if typed else show_bytes(value), headers))
+        shown = [(str(h["key"])[:SHOW_BYTES], show_bytes(h["value"])) for h in (headers[i] or [])]
+        if (header_counts[i] or 0) > MAX_HEADERS:
+            shown.append(("…", Shown("text", f"{header_counts[i] - MAX_HEADERS} more headers")))
+        out.append(Row(partition, offsets[i], "" if stamps[i] is None else iso_ms(stamps[i]),
+                       show_bytes(keys[i], key_sizes[i]),
+                       show_typed(values[i]) if typed else show_bytes(values[i], value_sizes[i]), shown))
     return out
 
 
