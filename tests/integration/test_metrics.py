@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -207,12 +208,30 @@ def test_scrape_while_producing_and_a_group_lags(server):
     c.close()
 
 
+def long_poll_fetch(topic: str) -> bytes:
+    """A Fetch v12 request frame that waits 60 s for a record that never comes."""
+    from arrowlog.server import messages as M
+    from arrowlog.server.wire import Writer
+
+    w = Writer()
+    M.FETCH.encode_request({"max_wait_ms": 60_000, "min_bytes": 1, "max_bytes": 1 << 20, "topics": [
+        {"topic": topic, "partitions": [{"partition": 0, "fetch_offset": 0, "partition_max_bytes": 1 << 20}]}]},
+        w, 12)
+    payload = struct.pack(">hhih", M.FETCH.key, 12, 1, 4) + b"test" + b"\x00" + bytes(w.buf)
+    return struct.pack(">i", len(payload)) + payload
+
+
 def test_refused_connection_is_counted(data_dir):
-    srv = ServerThread(data_dir, limits=Limits(max_connections=1, first_request_timeout_s=60))
+    with LogDir(data_dir) as d:
+        d.create_topic("empty", 1)
+    srv = ServerThread(data_dir, limits=Limits(max_connections=1))
     try:
         busy = socket.create_connection(("127.0.0.1", srv.server.port))
-        busy.sendall((100).to_bytes(4, "big"))  # a request under way: not idle, cannot be closed for room
-        wait_for(lambda: srv.server.connection_count == 1, "the first connection to be admitted")
+        busy.sendall(long_poll_fetch("empty"))   # a request to answer: not idle, so not closed for room
+        wait_for(lambda: scrape(srv.metrics_url).get("arrowlog_connections", {}).get(()) == 1,
+                 "the first connection to be admitted")
+        wait_for(lambda: srv.server.broker is not None and not all(c.idle for c in srv.server._connections),
+                 "the Fetch to be waiting")
         extra = socket.create_connection(("127.0.0.1", srv.server.port))
         extra.settimeout(30)
         assert extra.recv(1) == b""  # closed by the server
