@@ -6,9 +6,11 @@ loaded from disk), extension auto-install/auto-load off and
 ``lock_configuration=true`` (a query cannot ``SET`` its way out). On top,
 only one read statement is accepted (SELECT, or EXPLAIN of one): ATTACH,
 COPY, INSTALL/LOAD, EXPORT, SET, PRAGMA and DDL are refused before DuckDB
-sees them. A query reaches only the topics it names, each registered as a
-view of its records (``replay(...)``: partition, offset, timestamp, key,
-value, headers), and is interrupted after ``time_limit_s``; at most
+sees them. A query reaches only the topics it names, each registered as an
+``arrowlog.dataset`` (partition, offset, timestamp, key, value, headers):
+DuckDB pushes projections and filters on partition, offset and timestamp
+into it, so a query reads what it needs through the indexes rather than
+whole topics. A query is interrupted after ``time_limit_s``; at most
 ``row_limit`` rows come back.
 """
 
@@ -18,8 +20,8 @@ import re
 import threading
 from dataclasses import dataclass
 
+from ..dataset import dataset
 from ..errors import ArrowlogError
-from ..replay import replay
 
 TIME_LIMIT_S = 5.0
 ROW_LIMIT = 1000
@@ -70,7 +72,7 @@ def run_query(logdir, query: str, *, time_limit_s: float = TIME_LIMIT_S, row_lim
             raise SqlError(f"only SELECT queries run here; {kind.name} is refused "
                            "(the SQL box reads topics, it does not attach, copy, install or change settings)")
         for topic in _named_topics(logdir, query):
-            con.register(topic, replay(logdir, topic).to_arrow())
+            con.register(topic, dataset(logdir, topic))
         timer = threading.Timer(time_limit_s, con.interrupt)
         timer.start()
         try:
