@@ -23,6 +23,9 @@ EXTRAS = {
     "fastavro": "registry",
     "aiohttp": "registry",
     "jsonschema": "registry",
+    "prometheus_client": "metrics",
+    "flask": "console",
+    "werkzeug": "console",
 }
 
 

@@ -32,6 +32,7 @@ def serve(data_dir, host: str = "127.0.0.1", port: int = 9092, *, auto_create_to
           ssl_cafile: str | None = None, ssl_client_auth: str = "none",
           sasl_mechanisms: str = "SCRAM-SHA-256,SCRAM-SHA-512", super_users: str = "",
           allow_everyone_if_no_acl_found: bool = False, registry_listen: str | None = None,
+          metrics_listen: str | None = None, console_listen: str | None = None,
           ready=None, **limits) -> None:
     """Serve ``data_dir`` over the Kafka protocol until SIGTERM or SIGINT, then
     close connections and flush (fsync) every partition written to.
@@ -42,6 +43,8 @@ def serve(data_dir, host: str = "127.0.0.1", port: int = 9092, *, auto_create_to
     to ``allow_everyone_if_no_acl_found`` set TLS, SASL and ACLs (docs/SECURITY.md);
     the default is a PLAINTEXT listener. An impossible combination raises ConfigError.
     ``registry_listen`` ("HOST:PORT") also serves the schema registry (docs/REGISTRY.md).
+    ``metrics_listen`` and ``console_listen`` (``HOST:PORT``) serve Prometheus metrics
+    and the read-only web console too (docs/OPERATIONS.md).
     """
     security = SecurityConfig(
         listener=listener, ssl_cert=ssl_cert, ssl_key=ssl_key, ssl_cafile=ssl_cafile,
@@ -64,6 +67,7 @@ def serve(data_dir, host: str = "127.0.0.1", port: int = 9092, *, auto_create_to
         node_id=node_id, advertised_host=advertised_host, flush_interval_s=flush_interval_s,
         max_partitions_per_topic=max_partitions_per_topic,
         max_partitions_per_request=max_partitions_per_request, security=security,
+        metrics_listen=metrics_listen, console_listen=console_listen,
     )
     try:
         import uvloop  # optional: a faster event loop when installed

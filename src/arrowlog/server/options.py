@@ -102,6 +102,11 @@ OPTIONS: tuple[Option, ...] = (
            "allow.everyone.if.no.acl.found"),
     Option("--registry-listen", "registry_listen", str, None,
            "HOST:PORT to serve the schema registry REST API on (docs/REGISTRY.md; default: off)"),
+    # Observability (docs/OPERATIONS.md): off unless given; loopback unless a host is named.
+    Option("--metrics-listen", "metrics_listen", str, None,
+           "HOST:PORT to serve Prometheus /metrics on (kafka_exporter's names), e.g. 127.0.0.1:9308"),
+    Option("--console-listen", "console_listen", str, None,
+           "HOST:PORT to serve the read-only web console on, e.g. 127.0.0.1:8080"),
     Option("--log-level", None, str, "INFO", "DEBUG, INFO, WARNING or ERROR"),
 )
 
