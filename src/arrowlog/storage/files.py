@@ -21,10 +21,18 @@ def storage_error(exc: OSError, what: str) -> StorageError:
         errno.EACCES: "permission denied",
         errno.EPERM: "permission denied",
         errno.EDQUOT: "the disk quota is exhausted",
+        errno.EMFILE: ("too many open files: this process reached RLIMIT_NOFILE; raise it (ulimit -n) or open "
+                       "fewer partitions at once (arrowlog.storage.handles.set_budget)"),
+        errno.ENFILE: "the system's table of open files is full: close files elsewhere or raise fs.file-max",
     }.get(exc.errno, exc.strerror or str(exc))
     err = StorageError(exc.errno, f"{what}: {reason}")
     err.__cause__ = exc
     return err
+
+
+def too_many_open_files(exc: BaseException) -> bool:
+    """Whether ``exc`` (or the OSError behind a StorageError) is EMFILE/ENFILE."""
+    return isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE)
 
 
 def open_shared_file(path: str) -> tuple[int, bool]:

@@ -48,7 +48,8 @@ from ..errors import (
     PartitionFailedError,
     StorageError,
 )
-from .files import ExclusiveFlock, close_fds, open_shared_file, storage_error
+from .files import ExclusiveFlock, close_fds, open_shared_file, storage_error, too_many_open_files
+from .handles import BUDGET
 from .index import Indexer
 from .layout import (
     damaged,
@@ -112,19 +113,69 @@ class PartitionLog(RecoveryMixin, SyncMixin, RetentionMixin, ReadMixin):
         self._synced_bases: set[int] = set()
         self._dir_dirty = False
         self._state_fd = self._append_fd = self._open_fd = -1
-        try:
-            self._open_files(directory)
-            self._open_session()
-        except OSError as exc:
-            # a full disk (or quota, or I/O error) while a partition is
-            # first opened or created: a StorageError, never a raw OSError
-            self._close_fds()
-            if isinstance(exc, StorageError):
+        self._state: core.PartitionState | None = None
+        # parked: descriptors released by the handle budget (handles.py);
+        # the next use reopens. _used: touched since the budget last looked.
+        self._parked = False
+        self._used = True
+        self._open()
+
+    def _open(self) -> None:
+        """Open the files and join the session, counted in the process's
+        descriptor budget; an EMFILE parks other partitions and retries once."""
+        BUDGET.admit(self)
+        for attempt in (0, 1):
+            try:
+                self._open_files(self.directory)
+                self._open_session()
+                return
+            except OSError as exc:
+                # a full disk (or quota, or I/O error) while a partition is
+                # first opened or created: a StorageError, never a raw OSError
+                self._close_fds()
+                if too_many_open_files(exc) and attempt == 0 and BUDGET.shrink(exclude=self):
+                    continue
+                BUDGET.forget(self)
+                if isinstance(exc, StorageError):
+                    raise
+                raise storage_error(exc, f"cannot open partition {self.topic}-{self.partition} in "
+                                    f"{self.directory}") from exc
+            except BaseException:
+                self._close_fds()
+                BUDGET.forget(self)
                 raise
-            raise storage_error(exc, f"cannot open partition {topic}-{partition} in {directory}") from exc
-        except BaseException:
-            self._close_fds()
-            raise
+
+    @property
+    def state(self) -> core.PartitionState:
+        """The published state's mapping; reopens a parked partition."""
+        self._used = True
+        st = self._state
+        if st is None:
+            self._wake()
+            st = self._state
+        return st
+
+    def _wake(self) -> None:
+        with self._lock:
+            if self._parked and not self._closed:
+                self._open()
+                self._parked = False
+
+    def _try_park(self) -> bool:
+        """Release this partition's descriptors as close() does (the last
+        process out syncs, then marks it clean) but keep the object usable;
+        False if it is busy in another thread, failed or already parked."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            if self._closed or self._parked or self._failed is not None or self._state is None:
+                return False
+            self._release(park=True)
+            self._parked = True
+            self._state = None
+            return True
+        finally:
+            self._lock.release()
 
     def _open_files(self, directory: str) -> None:
         try:
@@ -145,7 +196,7 @@ class PartitionLog(RecoveryMixin, SyncMixin, RetentionMixin, ReadMixin):
                         core.fallocate(self._state_fd, 0, core.STATE_FILE_SIZE)
                     except OSError as exc:
                         raise storage_error(exc, f"cannot allocate {directory}/partition.state") from exc
-        self.state = core.PartitionState(core.MappedFile(self._state_fd, core.STATE_FILE_SIZE, not self.read_only,
+        self._state = core.PartitionState(core.MappedFile(self._state_fd, core.STATE_FILE_SIZE, not self.read_only,
                                                          os.path.join(directory, "partition.state")))
 
     # -- sessions and recovery ---------------------------------------------
@@ -199,6 +250,8 @@ class PartitionLog(RecoveryMixin, SyncMixin, RetentionMixin, ReadMixin):
         return core.wall_clock_ms()
 
     def _append_locked(self):
+        if self._state is None:
+            self._wake()
         return ExclusiveFlock(self._append_fd)
 
     def _list_bases(self) -> list[int]:
@@ -451,27 +504,46 @@ class PartitionLog(RecoveryMixin, SyncMixin, RetentionMixin, ReadMixin):
             if self._closed:
                 return
             self._closed = True
+            BUDGET.forget(self)
+            if not self._parked:
+                self._release()
+
+    def _release(self, park: bool = False) -> None:
+        """close() without forgetting the log (caller holds self._lock).
+        Parking closes the read views' descriptors but leaves their
+        mappings to any reader still using them (readers take no lock)."""
+        try:
+            fcntl.flock(self._open_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            last = True
+        except BlockingIOError:
+            last = False
+        if last and self._failed is None and not self.read_only and not self.state.clean:
             try:
-                fcntl.flock(self._open_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                last = True
-            except BlockingIOError:
-                last = False
-            if last and self._failed is None and not self.read_only and not self.state.clean:
-                try:
-                    with self._append_locked():
-                        st = self.state.snapshot()
-                        if not self.state.torn:
-                            seg = self._writer_for(st)
-                            self._sync_locked(seg, st)
-                            seg.trim(st["active_position"], st["offset_index_entries"], st["time_index_entries"])
-                            self.state.publish(recovery_point=st["next_offset"])
-                            os.fsync(self._state_fd)
-                            self.state.clean = True
-                            os.fsync(self._state_fd)
-                except (OSError, StorageError):
-                    pass
+                with self._append_locked():
+                    st = self.state.snapshot()
+                    if not self.state.torn:
+                        seg = self._writer_for(st)
+                        self._sync_locked(seg, st)
+                        seg.trim(st["active_position"], st["offset_index_entries"], st["time_index_entries"])
+                        self.state.publish(recovery_point=st["next_offset"])
+                        os.fsync(self._state_fd)
+                        self.state.clean = True
+                        os.fsync(self._state_fd)
+            except (OSError, StorageError):
+                pass
+        if park:
+            views, self._segments = self._segments, {}
+            self._bases, self._bases_key = [], None
+            self._read_generation = -1
+            self._hint = None
+            for seg in views.values():
+                close_fds(seg, "log_fd", "index_fd", "time_index_fd")
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+        else:
             self._drop_segments()
-            self._close_fds()
+        self._close_fds()
 
     def _close_fds(self) -> None:
         close_fds(self, "_state_fd", "_append_fd", "_open_fd")

@@ -1,0 +1,144 @@
+"""The descriptor budget: least-recently-used partitions are parked (their
+files closed) and reopened transparently on their next use."""
+
+import errno
+import multiprocessing as mp
+import os
+
+import pytest
+
+from arrowlog import errors
+from arrowlog._native import core
+from arrowlog.storage import LogDir
+from arrowlog.storage import handles
+from arrowlog.storage.files import storage_error
+
+
+def batch(n, tag=b"v"):
+    now = core.wall_clock_ms()
+    acc = core.RecordAccumulator()
+    for i in range(n):
+        acc.append_record(b"k%d" % i, tag * 10, now + i)
+    return acc.take()
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture
+def budget():
+    old = handles.BUDGET.limit
+    handles.set_budget(4)
+    yield handles.BUDGET
+    handles.BUDGET.limit = old
+
+
+def values(log):
+    out = []
+    pos = log.log_start_offset
+    while pos < log.high_watermark:
+        frames = log.read(pos)
+        for f in frames:
+            out.extend(f.batch.column("value").to_pylist())
+            pos = f.next_offset
+    return out
+
+
+def test_open_partitions_stay_within_the_budget_and_reopen_transparently(data_dir, budget):
+    with LogDir(data_dir) as d:
+        t = d.create_topic("t", 40)
+        before = open_fds()
+        logs = [t.partition(p) for p in range(40)]
+        for p, log in enumerate(logs):
+            log.append(batch(3, b"%d" % p))
+        assert len(budget) <= 4
+        parked = [log for log in logs if log._parked]
+        assert len(parked) >= 36
+        # 4 open partitions, not 40: a handful of descriptors each
+        assert open_fds() - before <= 4 * handles.FDS_PER_PARTITION
+        # every partition, parked or not, reads and appends as before
+        for p, log in enumerate(logs):
+            assert log.watermarks() == (0, 3)
+            assert values(log) == [b"%d" % p * 10] * 3
+            log.append(batch(1, b"x"))
+            assert log.high_watermark == 4
+        assert len(budget) <= 4
+
+
+def test_a_parked_partition_sees_what_another_process_appended(data_dir, budget):
+    with LogDir(data_dir) as d:
+        t = d.create_topic("t", 8)
+        first = t.partition(0)
+        first.append(batch(2))
+        for p in range(1, 8):
+            t.partition(p).append(batch(1))
+        assert first._parked
+        ctx = mp.get_context("spawn")
+        proc = ctx.Process(target=_append_elsewhere, args=(data_dir,))
+        proc.start()
+        proc.join(120)
+        assert proc.exitcode == 0
+        assert first.high_watermark == 7
+        assert values(first)[-5:] == [b"o" * 10] * 5
+
+
+def _append_elsewhere(data_dir):
+    with LogDir(data_dir) as d:
+        d.topic("t").partition(0).append(batch(5, b"o"))
+
+
+def test_parking_syncs_before_marking_clean_and_a_sharer_keeps_it_dirty(data_dir, budget):
+    with LogDir(data_dir) as d:
+        t = d.create_topic("t", 8)
+        log = t.partition(0)
+        log.append(batch(3))
+        assert not log.state.clean
+        for p in range(1, 8):
+            t.partition(p)
+        assert log._parked
+        # parked by the last holder: synced, then marked clean
+        with LogDir(data_dir) as other:
+            st = other.topic("t").partition(0).state
+            assert st.clean and st.snapshot()["recovery_point"] == 3
+    with LogDir(data_dir) as d, LogDir(data_dir) as sharer:
+        handles.set_budget(100)
+        held = sharer.topic("t").partition(1)  # another holder of partition 1
+        log = d.topic("t").partition(1)
+        log.append(batch(2))
+        assert log._try_park()
+        # not the last one out: no clean mark while the sharer holds it
+        assert not held.state.clean
+        held.close()
+
+
+def test_a_failed_or_busy_partition_is_never_parked(data_dir, budget):
+    with LogDir(data_dir) as d:
+        t = d.create_topic("t", 2)
+        log = t.partition(0)
+        log.append(batch(1))
+        log._failed = OSError(errno.EIO, "fsync failed")
+        assert not log._try_park()
+        other = t.partition(1)
+        with other._lock:
+            import threading
+            out = []
+            th = threading.Thread(target=lambda: out.append(other._try_park()))
+            th.start()
+            th.join()
+        assert out == [False]
+        log._failed = None
+
+
+def test_emfile_is_a_storage_error_that_says_what_to_do():
+    err = storage_error(OSError(errno.EMFILE, "Too many open files"), "cannot open partition t-3")
+    assert isinstance(err, errors.StorageError)
+    assert "RLIMIT_NOFILE" in str(err) and "ulimit -n" in str(err)
+
+
+def test_the_default_budget_follows_rlimit_nofile(monkeypatch):
+    monkeypatch.delenv("ARROWLOG_MAX_OPEN_PARTITIONS", raising=False)
+    monkeypatch.setattr(handles.resource, "getrlimit", lambda _what: (1024, 4096))
+    assert handles.default_budget() == 1024 // 2 // handles.FDS_PER_PARTITION
+    monkeypatch.setenv("ARROWLOG_MAX_OPEN_PARTITIONS", "7")
+    assert handles.default_budget() == 7
