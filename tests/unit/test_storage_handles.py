@@ -88,28 +88,55 @@ def _append_elsewhere(data_dir):
         d.topic("t").partition(0).append(batch(5, b"o"))
 
 
-def test_parking_syncs_before_marking_clean_and_a_sharer_keeps_it_dirty(data_dir, budget):
+def test_parking_never_marks_clean_and_close_still_syncs_and_marks_clean(data_dir, budget, monkeypatch):
     with LogDir(data_dir) as d:
         t = d.create_topic("t", 8)
         log = t.partition(0)
         log.append(batch(3))
-        assert not log.state.clean
+        gen = log.state.snapshot()["generation"]
         for p in range(1, 8):
             t.partition(p)
         assert log._parked
-        # parked by the last holder: synced, then marked clean
-        with LogDir(data_dir) as other:
-            st = other.topic("t").partition(0).state
-            assert st.clean and st.snapshot()["recovery_point"] == 3
+        # parked with unsynced appends: not marked clean on disk
+        assert not log._state_clean_on_disk()
+        # this process reopens it as it left it: no recovery scan
+        monkeypatch.setattr(log, "recover", lambda: pytest.fail("a resumed partition was recovered"))
+        assert log.high_watermark == 3 and log.state.snapshot()["generation"] == gen
+        for p in range(1, 8):
+            t.partition(p).watermarks()
+        assert log._parked
+        monkeypatch.undo()
+    # close() of the parked partition: the last one out synced and marked it clean
+    with LogDir(data_dir) as d:
+        st = d.topic("t").partition(0).state
+        assert st.clean and st.snapshot()["recovery_point"] == 3
+
+
+def test_a_partition_opened_elsewhere_while_parked_is_not_resumed_blindly(data_dir, budget):
+    with LogDir(data_dir) as d:
+        t = d.create_topic("t", 8)
+        log = t.partition(0)
+        log.append(batch(3))
+        gen = log.state.snapshot()["generation"]
+        for p in range(1, 8):
+            t.partition(p)
+        assert log._parked
+        with LogDir(data_dir) as other:  # a second session: it recovers the not-clean partition
+            other.topic("t").partition(0).append(batch(2))
+        assert log.high_watermark == 5 and log.state.snapshot()["generation"] > gen
+        assert len(values(log)) == 5
     with LogDir(data_dir) as d, LogDir(data_dir) as sharer:
         handles.set_budget(100)
         held = sharer.topic("t").partition(1)  # another holder of partition 1
         log = d.topic("t").partition(1)
         log.append(batch(2))
         assert log._try_park()
+        log.close()
         # not the last one out: no clean mark while the sharer holds it
         assert not held.state.clean
         held.close()
+    with LogDir(data_dir) as d:
+        assert d.topic("t").partition(1).state.clean
 
 
 def test_a_failed_or_busy_partition_is_never_parked(data_dir, budget):

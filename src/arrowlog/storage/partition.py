@@ -117,6 +117,7 @@ class PartitionLog(RecoveryMixin, SyncMixin, RetentionMixin, ReadMixin):
         # parked: descriptors released by the handle budget (handles.py);
         # the next use reopens. _used: touched since the budget last looked.
         self._parked = False
+        self._parked_generation: int | None = None  # the generation it was parked at
         self._used = True
         self._open()
 
@@ -160,6 +161,7 @@ class PartitionLog(RecoveryMixin, SyncMixin, RetentionMixin, ReadMixin):
             if self._parked and not self._closed:
                 self._open()
                 self._parked = False
+                self._parked_generation = None
 
     def _try_park(self) -> bool:
         """Release this partition's descriptors as close() does (the last
@@ -216,7 +218,9 @@ class PartitionLog(RecoveryMixin, SyncMixin, RetentionMixin, ReadMixin):
             first = False
         if first:
             try:
-                if not self.state.is_initialised() or not self.state.clean or self.state.torn:
+                if self._resumable():
+                    pass  # this process parked it and nobody changed it since: nothing to recover or check
+                elif not self.state.is_initialised() or not self.state.clean or self.state.torn:
                     self.recover()
                 else:
                     with self._append_locked():
@@ -230,6 +234,20 @@ class PartitionLog(RecoveryMixin, SyncMixin, RetentionMixin, ReadMixin):
             fcntl.flock(self._open_fd, fcntl.LOCK_SH)
             if not self.state.is_initialised():
                 self.recover()
+
+    def _resumable(self) -> bool:
+        """Whether a parked partition reopens as this process left it: the
+        recovery a not-clean open runs guards against a crash or power loss
+        since the last session, and this process was alive all along, so it
+        is skipped unless another session ran meanwhile (a recovery bumps the
+        generation) or a writer died half-way through a publish (torn)."""
+        gen = self._parked_generation
+        if gen is None or self.state.torn or not self.state.is_initialised():
+            return False
+        try:
+            return self.state.snapshot()["generation"] == gen
+        except BlockingIOError:
+            return False
 
     def _mark_dirty(self) -> None:
         """Before a session's first change to the log (caller holds the append
@@ -504,6 +522,12 @@ class PartitionLog(RecoveryMixin, SyncMixin, RetentionMixin, ReadMixin):
             if self._closed:
                 return
             self._closed = True
+            if self._parked and not self._state_clean_on_disk():
+                # parked with changes since the last clean mark: reopen so the
+                # last process out still syncs and marks it clean
+                self._closed = False
+                self._wake()
+                self._closed = True
             BUDGET.forget(self)
             if not self._parked:
                 self._release()
@@ -517,7 +541,14 @@ class PartitionLog(RecoveryMixin, SyncMixin, RetentionMixin, ReadMixin):
             last = True
         except BlockingIOError:
             last = False
-        if last and self._failed is None and not self.read_only and not self.state.clean:
+        if park:
+            # parking is no session end: the "clean" mark (and the fsync it
+            # needs) waits for close(); _resumable() makes the reopen cheap
+            try:
+                self._parked_generation = self.state.snapshot()["generation"]
+            except BlockingIOError:
+                self._parked_generation = None
+        elif last and self._failed is None and not self.read_only and not self.state.clean:
             try:
                 with self._append_locked():
                     st = self.state.snapshot()
@@ -544,6 +575,17 @@ class PartitionLog(RecoveryMixin, SyncMixin, RetentionMixin, ReadMixin):
         else:
             self._drop_segments()
         self._close_fds()
+
+    def _state_clean_on_disk(self) -> bool:
+        """A parked partition's "clean" mark, read without reopening it."""
+        try:
+            with open(os.path.join(self.directory, "partition.state"), "rb") as f:
+                fd = f.fileno()
+                st = core.PartitionState(core.MappedFile(fd, core.STATE_FILE_SIZE, False,
+                                                         os.path.join(self.directory, "partition.state")))
+            return bool(st.clean)
+        except (OSError, ValueError):
+            return False
 
     def _close_fds(self) -> None:
         close_fds(self, "_state_fd", "_append_fd", "_open_fd")
