@@ -169,3 +169,72 @@ def test_the_default_budget_follows_rlimit_nofile(monkeypatch):
     assert handles.default_budget() == 1024 // 2 // handles.FDS_PER_PARTITION
     monkeypatch.setenv("ARROWLOG_MAX_OPEN_PARTITIONS", "7")
     assert handles.default_budget() == 7
+
+
+def count_syncs(monkeypatch):
+    calls = []
+    for name in ("fsync", "fdatasync"):
+        real = getattr(os, name)
+        monkeypatch.setattr(os, name, lambda fd, _real=real, _name=name: (calls.append(_name), _real(fd))[1])
+    return calls
+
+
+def test_a_new_partition_opens_and_takes_its_first_write_without_an_fsync(data_dir, monkeypatch):
+    with LogDir(data_dir) as d:
+        t = d.create_topic("t", 3)
+        calls = count_syncs(monkeypatch)
+        for p in range(3):
+            t.partition(p).append(batch(2))
+        assert calls == []
+        monkeypatch.undo()
+        log = t.partition(1)
+        assert log.watermarks() == (0, 2) and len(values(log)) == 2
+        # sync() still makes it durable, directory entries included
+        calls = count_syncs(monkeypatch)
+        log.sync()
+        assert calls and log.state.snapshot()["recovery_point"] == 2
+
+
+def test_closing_many_partitions_syncs_the_file_system_once_not_each_file(data_dir, monkeypatch):
+    from arrowlog.storage import partition as partition_mod
+    with LogDir(data_dir) as d:
+        t = d.create_topic("t", 50)
+        for p in range(50):
+            t.partition(p).append(batch(p % 3 + 1))
+        syncfs = []
+        real = partition_mod._syncfs
+        monkeypatch.setattr(partition_mod, "_syncfs", lambda fd: (syncfs.append(fd), real(fd))[1])
+        calls = count_syncs(monkeypatch)
+        t.close()
+        assert calls == [] and len(syncfs) == 2
+        monkeypatch.undo()
+    with LogDir(data_dir) as d:
+        t = d.topic("t")
+        for p in range(50):
+            st = t.partition(p).state
+            assert st.clean and st.snapshot()["recovery_point"] == p % 3 + 1
+
+
+def test_without_syncfs_each_partition_closes_on_its_own(data_dir, monkeypatch):
+    from arrowlog.storage import partition as partition_mod
+    with LogDir(data_dir) as d:
+        t = d.create_topic("t", 5)
+        for p in range(5):
+            t.partition(p).append(batch(2))
+        monkeypatch.setattr(partition_mod, "_syncfs", lambda fd: False)
+        t.close()
+    with LogDir(data_dir) as d:
+        assert all(d.topic("t").partition(p).state.clean for p in range(5))
+
+
+def test_closing_parked_partitions_marks_them_clean(data_dir, budget):
+    with LogDir(data_dir) as d:
+        t = d.create_topic("t", 20)
+        for p in range(20):
+            t.partition(p).append(batch(1))
+        assert sum(t.partition(p)._parked for p in range(20)) >= 16
+    with LogDir(data_dir) as d:
+        t = d.topic("t")
+        for p in range(20):
+            st = t.partition(p).state
+            assert st.clean and st.snapshot()["recovery_point"] == 1

@@ -39,7 +39,7 @@ from ..errors import (
     UnknownTopicError,
 )
 from .files import ExclusiveFlock, open_shared_file, storage_error, write_json_atomic
-from .partition import ENVELOPE_SCHEMA, PartitionLog
+from .partition import ENVELOPE_SCHEMA, PartitionLog, close_many
 from .segment import Segment, parse_segment_name
 
 _TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
@@ -151,8 +151,7 @@ class Topic:
 
     def close(self) -> None:
         with self._lock:
-            for log in self._partitions.values():
-                log.close()
+            close_many(list(self._partitions.values()))
             self._partitions.clear()
 
     def __repr__(self) -> str:

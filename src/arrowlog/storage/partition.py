@@ -34,6 +34,7 @@ recovered (the "fsyncgate" lesson).
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import os
@@ -60,6 +61,7 @@ from .recovery import RecoveryMixin
 from .retention import RetentionMixin
 from .segment import (
     INDEX_BYTES,
+    LOG_INITIAL_BYTES,
     MAX_RELATIVE_OFFSET,
     MAX_SEGMENT_BYTES,
     Segment,
@@ -220,6 +222,8 @@ class PartitionLog(RecoveryMixin, SyncMixin, RetentionMixin, ReadMixin):
             try:
                 if self._resumable():
                     pass  # this process parked it and nobody changed it since: nothing to recover or check
+                elif not self.state.is_initialised() and not self._list_bases():
+                    self._create_fresh()
                 elif not self.state.is_initialised() or not self.state.clean or self.state.torn:
                     self.recover()
                 else:
@@ -234,6 +238,21 @@ class PartitionLog(RecoveryMixin, SyncMixin, RetentionMixin, ReadMixin):
             fcntl.flock(self._open_fd, fcntl.LOCK_SH)
             if not self.state.is_initialised():
                 self.recover()
+
+    def _create_fresh(self) -> None:
+        """A new partition (no state, no segment): its empty first segment
+        and state, without the recovery scan or an fsync. Nothing is
+        acknowledged as synced before sync() fsyncs the directory (it does
+        on its first call), and a power loss before that leaves a state that
+        is not clean or no state at all: the next opener recovers."""
+        with self._append_locked():
+            seg = Segment.create(self.directory, 0, self.schema, self.compression, self._capacity(), self._now_ms())
+            self._writer = seg
+            self._dir_dirty = True
+            self.state.initialise(
+                log_start_offset=0, next_offset=0, active_base_offset=0, active_position=seg.header_size,
+                active_max_timestamp=NO_TIMESTAMP, offset_index_entries=0, time_index_entries=0,
+                bytes_since_index=0, recovery_point=0, generation=1, segment_created_ms=seg.created_ms)
 
     def _resumable(self) -> bool:
         """Whether a parked partition reopens as this process left it: the
@@ -555,7 +574,11 @@ class PartitionLog(RecoveryMixin, SyncMixin, RetentionMixin, ReadMixin):
                     if not self.state.torn:
                         seg = self._writer_for(st)
                         self._sync_locked(seg, st)
-                        seg.trim(st["active_position"], st["offset_index_entries"], st["time_index_entries"])
+                        if seg.file_size - st["active_position"] > LOG_INITIAL_BYTES:
+                            # an ftruncate costs a journal commit: only worth
+                            # it to give back more than a new segment's start
+                            seg.trim(st["active_position"], st["offset_index_entries"],
+                                     st["time_index_entries"])
                         self.state.publish(recovery_point=st["next_offset"])
                         os.fsync(self._state_fd)
                         self.state.clean = True
@@ -590,6 +613,43 @@ class PartitionLog(RecoveryMixin, SyncMixin, RetentionMixin, ReadMixin):
     def _close_fds(self) -> None:
         close_fds(self, "_state_fd", "_append_fd", "_open_fd")
 
+    def _begin_close(self) -> dict | None:
+        """First half of close_many() (caller holds self._lock): the
+        snapshot to publish as the recovery point when this process is the
+        last one out of a partition it changed (the append lock then stays
+        held until _end_close), else None."""
+        if self._parked and not self._state_clean_on_disk():
+            self._closed = False
+            self._wake()
+        self._closed = True
+        BUDGET.forget(self)
+        if self._parked:
+            return None
+        try:
+            fcntl.flock(self._open_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return None
+        if self._failed is not None or self.read_only or self.state.clean:
+            return None
+        fcntl.flock(self._append_fd, fcntl.LOCK_EX)
+        st = self.state.snapshot()
+        if self.state.torn:
+            fcntl.flock(self._append_fd, fcntl.LOCK_UN)
+            return None
+        seg = self._writer
+        if seg is not None and seg.base_offset == st["active_base_offset"] and \
+                seg.file_size - st["active_position"] > LOG_INITIAL_BYTES:
+            try:
+                seg.trim(st["active_position"], st["offset_index_entries"], st["time_index_entries"])
+            except StorageError:
+                pass
+        return st
+
+    def _end_close(self) -> None:
+        if not self._parked:
+            self._drop_segments()
+            self._close_fds()  # releases the flocks with the descriptors
+
     def __enter__(self) -> PartitionLog:
         return self
 
@@ -598,6 +658,66 @@ class PartitionLog(RecoveryMixin, SyncMixin, RetentionMixin, ReadMixin):
 
     def __repr__(self) -> str:
         return f"<PartitionLog {self.topic}-{self.partition} at {self.directory}>"
+
+
+def _syncfs(fd: int) -> bool:
+    """syncfs(2): one flush of the whole file system (data, inodes and
+    directory entries) instead of an fsync per file; False if unavailable
+    or it failed."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL(None, use_errno=True)
+            _LIBC.syncfs  # noqa: B018 - raises AttributeError where missing
+        except (OSError, AttributeError):
+            _LIBC = False
+    return bool(_LIBC) and _LIBC.syncfs(fd) == 0
+
+
+_LIBC = None
+
+
+def close_many(logs: list) -> None:
+    """Close many partitions with two file-system syncs in all instead of
+    six fsyncs each (1,024 partitions: tens of ms, not seconds): the data
+    and directories of every partition this process is the last one out of
+    are synced, then their recovery points and "clean" marks are published
+    and synced. Where syncfs is unavailable or fails, each partition closes
+    on its own (an fsync failure there leaves it not clean: the next opener
+    recovers it)."""
+    # the open ones in one batch; parked ones reopen a budget's half at a time
+    batches = [[log for log in logs if not log._parked]]
+    parked = [log for log in logs if log._parked]
+    step = max(1, BUDGET.limit // 2)
+    batches += [parked[i:i + step] for i in range(0, len(parked), step)]
+    for batch in batches:
+        held, pending = [], []
+        try:
+            for log in batch:
+                log._lock.acquire()
+                held.append(log)
+                if log._closed:
+                    continue
+                st = log._begin_close()
+                if st is not None:
+                    pending.append((log, st))
+            if pending and _syncfs(pending[0][0]._state_fd):
+                for log, st in pending:
+                    log.state.publish(recovery_point=st["next_offset"])
+                    log.state.clean = True
+                _syncfs(pending[0][0]._state_fd)
+            elif pending:
+                for log, st in pending:
+                    log._closed = False
+                    fcntl.flock(log._append_fd, fcntl.LOCK_UN)
+                    log._release()
+                    log._closed = True
+        finally:
+            for log in held:
+                try:
+                    log._end_close()
+                finally:
+                    log._lock.release()
 
 
 class _PieceSink:
