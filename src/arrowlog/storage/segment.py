@@ -28,7 +28,9 @@ Durability: nothing here fsyncs on its own; PartitionLog.sync() does.
 
 from __future__ import annotations
 
+import bisect
 import errno
+import itertools
 import os
 import struct
 import threading
@@ -450,14 +452,14 @@ class Segment:
         todo = [f for f in frames if f[0] not in seen]
         if not todo:
             return
-        positions = np.fromiter((f[0] for f in todo), dtype=np.int64, count=len(todo))
-        sizes = np.fromiter((f[3] for f in todo), dtype=np.int64, count=len(todo))
-        total = int(sizes.sum())
+        positions = np.array([f[0] for f in todo], dtype=np.int64)
+        total = sum(f[3] for f in todo)
         helper = _crc_helper() if total >= PARALLEL_CRC_BYTES and len(todo) > 1 else None
         if helper is None:
             bad = core.check_frame_crcs(self.log, positions, end)
         else:  # split by bytes, not by frames
-            mid = min(max(int(np.searchsorted(np.cumsum(sizes), total // 2)), 1), len(todo) - 1)
+            mid = min(max(bisect.bisect_left(list(itertools.accumulate(f[3] for f in todo)), total // 2), 1),
+                      len(todo) - 1)
             later = helper.submit(core.check_frame_crcs, self.log, positions[mid:], end)
             bad = core.check_frame_crcs(self.log, positions[:mid], end)
             bad_later = later.result()
@@ -469,7 +471,7 @@ class Segment:
                                      f"(offsets {base}..{base + count - 1} by its header) fails its CRC-32C: "
                                      "the data on disk changed since it was written (bit rot); run "
                                      "`arrowlog verify` (see docs/DURABILITY.md)")
-        seen.update(positions.tolist())
+        seen.update(f[0] for f in todo)
 
     def frame_header(self, position: int, end: int) -> tuple[int, int, int, int, int]:
         """(base_offset, record_count, body_length, min_ts, max_ts) of the
