@@ -76,7 +76,7 @@ def frame_positions(data_dir: str) -> list[tuple[int, int]]:
         return out
 
 
-def flip(path: str, byte: int, *, new_inode: bool) -> None:
+def flip(path: str, byte: int, *, new_inode: bool, bit: int = 0x10) -> None:
     if new_inode:  # rewrite: a copy with the flip replaces the file
         tmp = path + ".rewrite"
         shutil.copyfile(path, tmp)
@@ -87,7 +87,7 @@ def flip(path: str, byte: int, *, new_inode: bool) -> None:
         f.seek(byte)
         b = f.read(1)[0]
         f.seek(byte)
-        f.write(bytes([b ^ 0x10]))
+        f.write(bytes([b ^ bit]))
     if new_inode:
         os.replace(tmp, path)
 
@@ -151,6 +151,18 @@ def test_a_read_checked_on_two_threads_names_the_bad_frame(data_dir, monkeypatch
         else:
             with pytest.raises(errors.CorruptRecordError):
                 log.read(0, 1)
+
+
+def test_a_rotten_length_is_named_as_the_frame_that_fails_its_crc(data_dir):
+    """A length that is still plausible (a multiple of 8 that fits) sends the
+    header walk to a wrong position: the error names the frame whose
+    length rotted, not the garbage found after it."""
+    closed_log(data_dir)
+    path = segment_path(os.path.join(data_dir, "topics", TOPIC, "0"), 0)
+    position, _ = frame_positions(data_dir)[3]
+    flip(path, position + 16, new_inode=False, bit=0x08)  # body_length ± 8
+    with pytest.raises(errors.CorruptRecordError, match=f"byte position {position} .*CRC-32C"):
+        read_all(data_dir)
 
 
 def test_one_frame_at_least_whatever_max_bytes(data_dir):

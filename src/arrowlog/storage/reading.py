@@ -156,11 +156,16 @@ class ReadMixin:
             # the headers first, then one CRC pass over the frames this
             # process has not checked yet, then the batches
             found = []
-            while position < end and (total < max_bytes or not (frames or found)):  # KIP-74: one at least
-                base, count, body, min_ts, max_ts = seg.frame_header(position, end)
-                found.append((position, base, count, core.FRAME_HEADER_SIZE + body, min_ts, max_ts))
-                position += core.FRAME_HEADER_SIZE + body
-                total += core.FRAME_HEADER_SIZE + body
+            try:
+                while position < end and (total < max_bytes or not (frames or found)):  # KIP-74: one at least
+                    base, count, body, min_ts, max_ts = seg.frame_header(position, end)
+                    found.append((position, base, count, core.FRAME_HEADER_SIZE + body, min_ts, max_ts))
+                    position += core.FRAME_HEADER_SIZE + body
+                    total += core.FRAME_HEADER_SIZE + body
+            except CorruptRecordError:
+                if check_crc:  # a rotten length before it sent the walk astray: name that frame
+                    seg.check_crcs([f[:4] for f in found], end)
+                raise
             if check_crc:
                 seg.check_crcs([f[:4] for f in found], end)
             for pos, base, count, size, min_ts, max_ts in found:
