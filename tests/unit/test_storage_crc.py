@@ -104,6 +104,16 @@ def test_a_new_logdir_does_not_check_frames_this_process_checked(data_dir, check
     assert len(checked) == 2 * first
 
 
+def test_the_memory_is_bounded(data_dir, monkeypatch, checked):
+    monkeypatch.setattr(segment, "MAX_REMEMBERED_FRAMES", 5)
+    n = closed_log(data_dir)
+    assert read_all(data_dir) == n
+    assert segment._verified == {} and segment._verified_frames == 0  # 20 frames: over the bound, forgotten
+    first = len(checked)
+    assert read_all(data_dir) == n  # so a new LogDir checks them again
+    assert len(checked) == 2 * first
+
+
 @pytest.mark.parametrize("new_inode", [True, False], ids=["rewritten", "written-in-place"])
 def test_a_changed_segment_is_checked_again_through_a_new_logdir(data_dir, new_inode):
     closed_log(data_dir)

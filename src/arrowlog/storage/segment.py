@@ -84,8 +84,12 @@ SEGMENT_EXTENSIONS = (".log", ".index", ".timeindex")
 # bit that flips in place after the check without touching the file's ctime
 # (rot on the medium under a cached page) is not seen again by reads in this
 # process; `arrowlog verify` always checks every byte.
+# Bounds: at most this many segments and about this many frame positions
+# (~50 bytes each) are remembered; the oldest segments are forgotten first.
 MAX_REMEMBERED_SEGMENTS = 4096
+MAX_REMEMBERED_FRAMES = 1 << 20
 _verified: dict[tuple, set[int]] = {}
+_verified_frames = 0
 _verified_lock = threading.Lock()
 
 
@@ -95,17 +99,41 @@ def verified_frames(key: tuple) -> set[int]:
     with _verified_lock:
         seen = _verified.get(key)
         if seen is None:
-            if len(_verified) >= MAX_REMEMBERED_SEGMENTS:
-                del _verified[next(iter(_verified))]  # the oldest
+            _make_room(1)
             seen = _verified[key] = set()
         return seen
+
+
+def remember_verified(key: tuple | None, seen: set[int], positions: list[int]) -> None:
+    """Add ``positions`` (frames that just passed) to ``seen``, the set
+    verified_frames(key) gave (or a view's own when ``key`` is None)."""
+    global _verified_frames
+    with _verified_lock:
+        before = len(seen)
+        seen.update(positions)
+        if key is not None and _verified.get(key) is seen:  # still remembered
+            _verified_frames += len(seen) - before
+            _make_room(0)
+
+
+def _make_room(segments: int) -> None:
+    """Forget the oldest segments until ``segments`` more fit and the frame
+    count is within bounds (the caller holds _verified_lock)."""
+    global _verified_frames
+    while _verified and (len(_verified) + segments > MAX_REMEMBERED_SEGMENTS
+                         or _verified_frames > MAX_REMEMBERED_FRAMES):
+        _verified_frames -= len(_verified.pop(next(iter(_verified))))
+    if not _verified:
+        _verified_frames = 0
 
 
 def forget_verified() -> None:
     """Forget which frames passed their CRC in this process: the next read
     of each frame checks it again, as a new process would."""
+    global _verified_frames
     with _verified_lock:
         _verified.clear()
+        _verified_frames = 0
 
 
 # A read with at least this many unchecked bytes checks its second half on a
@@ -184,6 +212,7 @@ class Segment:
         self.index_fd = -1
         self.time_index_fd = -1
         self.verified: set[int] = set()  # positions of frames whose CRC passed (check_crcs)
+        self.verified_key: tuple | None = None  # its key in the process-wide memory
         try:
             st = os.fstat(self.log_fd)
             self.file_size = st.st_size
@@ -191,7 +220,8 @@ class Segment:
             self.log = core.MappedFile(self.log_fd, self.capacity, writable, self.log_path)
             self._read_header()
             if generation is not None:  # a read view: share what this process checked
-                self.verified = verified_frames((st.st_dev, st.st_ino, st.st_ctime_ns, self.created_ms, generation))
+                self.verified_key = (st.st_dev, st.st_ino, st.st_ctime_ns, self.created_ms, generation)
+                self.verified = verified_frames(self.verified_key)
             self.index = None
             self.time_index = None
             self._open_indexes()
@@ -471,7 +501,7 @@ class Segment:
                                      f"(offsets {base}..{base + count - 1} by its header) fails its CRC-32C: "
                                      "the data on disk changed since it was written (bit rot); run "
                                      "`arrowlog verify` (see docs/DURABILITY.md)")
-        seen.update(f[0] for f in todo)
+        remember_verified(self.verified_key, seen, [f[0] for f in todo])
 
     def frame_header(self, position: int, end: int) -> tuple[int, int, int, int, int]:
         """(base_offset, record_count, body_length, min_ts, max_ts) of the
