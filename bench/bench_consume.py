@@ -20,6 +20,7 @@ import sqlite3
 import time
 
 from . import datasets
+from .bench_replay import note_crc_costs
 from .datasets import NATS_STREAM, NATS_SUBJECT, REDIS_STREAM, TOPIC
 from .harness import Row
 
@@ -192,6 +193,7 @@ def run(ctx) -> list[Row]:
     add(ctx.row(Row("consume.all.arrowlog-nocrc", wl, "arrowlog, check.crcs=false",
                     "the same loop without the CRC-32C check", records=n, nbytes=nb),
                 lambda: arrowlog_consume(ctx, arrowlog_path(), n, group=False, crc="off")))
+    note_crc_costs(ctx, rows[-3:])
     add(ctx.row(Row("consume.all.redis", wl, "Redis Streams", "XREAD COUNT 1000 loop", records=n, nbytes=nb),
                 lambda: redis_xread(ctx, n)))
     add(ctx.row(Row("consume.all.nats", wl, "NATS JetStream", "pull consumer fetch(1000), no acks",

@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from . import datasets
 from .datasets import TOPIC
-from .harness import Row
+from .harness import Row, median
 
 MIN_RUN_S = 0.5  # repeat a read until a timed run lasts this long: one read takes milliseconds
 
@@ -128,6 +128,37 @@ def sqlite_read_sql(ctx, n: int) -> list[float]:
     return ctx.measure(lambda _: _repeat(read, _rows_check(n)))
 
 
+def crc_cost_note(checked: Row, unchecked: Row, segment_bytes: int) -> None:
+    """Say on ``checked`` what the CRC check cost against ``unchecked`` in
+    this run (medians), and for a first read as one pass over the segment
+    bytes at a speed."""
+    if not (checked.ok and unchecked.ok):
+        return
+    extra = median(checked.samples) - median(unchecked.samples)
+    checked.note = (f"{extra * 1e3:+.1f} ms ({extra / median(unchecked.samples):+.0%}) against CRC off; "
+                    f"{segment_bytes / 1e6:.0f} MB of segments"
+                    + ((f", checked at {segment_bytes / extra / 1e9:.1f} GB/s" if extra > 0 else "")
+                       if checked.key.endswith("-firstread") else
+                       " (no pass: the frames were checked before in this process)"))
+
+
+def note_crc_costs(ctx, rows: list[Row]) -> None:
+    """Notes on the checked rows of a (checked, first read, unchecked) trio."""
+    try:
+        size = segment_bytes(ctx)
+    except Exception:  # the rows say why arrowlog could not run
+        return
+    for checked in rows[:2]:
+        crc_cost_note(checked, rows[2], size)
+
+
+def segment_bytes(ctx) -> int:
+    import arrowlog
+
+    with arrowlog.LogDir(datasets.arrowlog_dataset(ctx), create=False) as d:
+        return d.topic(TOPIC).partition(0).size_bytes()
+
+
 def crc_rows(ctx, rows: list[Row], workload: str, to: str, setting: str) -> None:
     """The arrowlog rows of one workload: CRC on (remembered), on (first read), off."""
     n, nb = ctx.n, ctx.records.nbytes
@@ -143,6 +174,7 @@ def crc_rows(ctx, rows: list[Row], workload: str, to: str, setting: str) -> None
     rows.append(ctx.row(Row(prefix + "-nocrc", workload, "arrowlog, check_crcs=False",
                             "the same without the CRC-32C check", records=n, nbytes=nb),
                         lambda: arrowlog_replay(ctx, n, to, "off")))
+    note_crc_costs(ctx, rows[-3:])
 
 
 def run(ctx) -> list[Row]:
