@@ -2,8 +2,8 @@
 
 Readers take no lock: they read the published state under the seqlock and
 only look at data below it. Every loop is bounded by what is on disk, and
-each frame's CRC-32C is checked before its data is first handed out
-(docs/DURABILITY.md).
+each frame's CRC-32C is checked before its data is first handed out in the
+process (docs/DURABILITY.md; the memory of checked frames is in segment.py).
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class ReadMixin:
         KIP-74 rule). [] when ``offset`` is at the high watermark.
 
         Each frame's CRC-32C is checked before its data is first handed out
-        by this log object (``check_crc``: None takes ``self.check_crcs``,
+        in this process (``check_crc``: None takes ``self.check_crcs``,
         True by default): bit rot is a CorruptRecordError naming the file
         and byte position, never data.
 
