@@ -8,7 +8,10 @@ while a segment rewritten under a new inode is checked again.
 """
 
 import os
+import select
 import shutil
+import signal
+import time
 
 import pytest
 
@@ -183,3 +186,38 @@ def test_one_frame_at_least_whatever_max_bytes(data_dir):
             frames = log.read(0, max_bytes)
             assert [f.base_offset for f in frames] == [0]
         assert [f.base_offset for f in log.read(50, 0)] == [50]
+
+
+def test_a_forked_child_checks_on_two_threads_too(data_dir, monkeypatch):
+    """The helper thread does not survive a fork: the child starts its own
+    instead of waiting forever on the parent's."""
+    monkeypatch.setattr(segment, "PARALLEL_CRC_BYTES", 1)
+    n = closed_log(data_dir)
+    assert read_all(data_dir) == n  # the parent's helper thread exists now
+    segment.forget_verified()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: read everything again, report the count
+        try:
+            os.write(w, str(read_all(data_dir)).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        got = b""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([r], [], [], 1.0)
+            if ready:
+                chunk = os.read(r, 64)
+                if not chunk:
+                    break
+                got += chunk
+        assert got == str(n).encode(), f"the child read {got!r}"
+    finally:
+        os.close(r)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
