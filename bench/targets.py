@@ -29,6 +29,13 @@ TARGETS = [
            "pushdown.polars.arrowlog", versus="pushdown.polars.replay", min_ratio=20.0, issue=16),
     Target("scraping /metrics every second costs the server < 1 % CPU at 100 partitions",
            "metrics.scrape_cpu.arrowlog", max_value=1.0, issue=18),
+    # issue 19: many partitions (bench_partitions.py), ratios against one partition in the same run
+    Target("steady keyed produce over 1,024 partitions ≥ 0.5× one partition",
+           "partitions.steady.1024", versus="partitions.steady.1", min_ratio=0.5, issue=19),
+    Target("first write into a new partition ≤ 1 ms", "partitions.first_write.1024", max_value=1.0, issue=19),
+    Target("close() of 1,024 partitions ≤ 100 ms", "partitions.close.1024", max_value=0.1, issue=19),
+    Target("replay over 1,024 partitions within 3× of one partition",
+           "partitions.replay.1024", versus="partitions.replay.1", min_ratio=1 / 3, issue=19),
     # issue 11: CRC-32C on read costs under 15% where the values are touched (rates: 1/1.15 = 0.87)
     # (the rows repeat reads in one process; the -firstread rows show what a new process pays)
     *[Target(f"{what} with CRC-32C checks within 15% of without them",

@@ -555,11 +555,13 @@ class PartitionLog(RecoveryMixin, SyncMixin, RetentionMixin, ReadMixin):
         """close() without forgetting the log (caller holds self._lock).
         Parking closes the read views' descriptors but leaves their
         mappings to any reader still using them (readers take no lock)."""
-        try:
-            fcntl.flock(self._open_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            last = True
-        except BlockingIOError:
-            last = False
+        last = False
+        if not park:
+            try:
+                fcntl.flock(self._open_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                last = True
+            except BlockingIOError:
+                pass
         if park:
             # parking is no session end: the "clean" mark (and the fsync it
             # needs) waits for close(); _resumable() makes the reopen cheap

@@ -1,0 +1,97 @@
+"""How does arrowlog scale with the number of partitions? (issue 19, second table)
+
+One Producer writes the same keyed 100-byte records into a new topic of 1,
+64 or 1,024 partitions (keys spread the records over all of them):
+
+- first: produce + flush into the new, empty partitions (each is created);
+- steady: the same again into the now open partitions;
+- first write per partition: (first - steady) / partitions, in ms;
+- close: Producer + data directory closed (every partition synced and marked clean);
+- replay: ``arrowlog.replay(dir, topic).to_arrow()`` of every row, in a new process state.
+
+Every number of a run comes from the same directory, one after the other;
+the 1-partition rows are the baseline of the ratios in targets.py.
+"""
+
+from __future__ import annotations
+
+import time
+
+from .harness import Row
+
+TOPIC = "scale"
+COUNTS = (1, 64, 1024)
+
+
+def _keys(n: int) -> list[bytes]:
+    return [b"key-%07d" % i for i in range(n)]
+
+
+def scenario(ctx, partitions: int, n: int) -> dict[str, list[float]]:
+    import arrowlog
+    from arrowlog.storage import LogDir
+
+    keys = _keys(n)
+    value = b"v" * 100
+    out: dict[str, list[float]] = {"first": [], "steady": [], "per_partition": [], "close": [], "replay": []}
+    for i in range(ctx.warmup + ctx.runs):
+        path = ctx.scratch(f"partitions-{partitions}")
+        with LogDir(path) as d:
+            d.create_topic(TOPIC, partitions)
+        p = arrowlog.Producer({"log.dir": path, "linger.ms": 1000})
+        times = []
+        for _round in range(2):
+            t0 = time.perf_counter()
+            produce = p.produce
+            for k in keys:
+                produce(TOPIC, value, key=k)
+            p.flush()
+            times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        p.close()
+        close = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        table = arrowlog.replay(path, TOPIC).to_arrow()
+        replay = time.perf_counter() - t0
+        if table.num_rows != 2 * n:
+            raise AssertionError(f"replay gave {table.num_rows} rows, expected {2 * n}")
+        if i < ctx.warmup:
+            continue
+        out["first"].append(times[0])
+        out["steady"].append(times[1])
+        out["per_partition"].append(max(times[0] - times[1], 0.0) / partitions * 1e3)
+        out["close"].append(close)
+        out["replay"].append(replay)
+    return out
+
+
+def run(ctx) -> list[Row]:
+    n = 20_000 if ctx.quick else 200_000
+    wl = "many partitions"
+    cache: dict[int, dict[str, list[float]]] = {}
+
+    def samples(partitions: int, what: str):
+        def get() -> list[float]:
+            if partitions not in cache:
+                cache[partitions] = scenario(ctx, partitions, n)
+            return cache[partitions][what]
+        return get
+
+    rows = []
+    for parts in COUNTS:
+        name = f"{parts} partition{'s' if parts > 1 else ''}"
+        rows += [
+            ctx.row(Row(f"partitions.first.{parts}", wl, "arrowlog",
+                        f"{name}: first produce+flush into new partitions ({n:,} keyed 100-byte records)",
+                        records=n), samples(parts, "first")),
+            ctx.row(Row(f"partitions.steady.{parts}", wl, "arrowlog", f"{name}: steady produce+flush", records=n),
+                    samples(parts, "steady")),
+            ctx.row(Row(f"partitions.first_write.{parts}", wl, "arrowlog",
+                        f"{name}: first write into a new partition ((first - steady) / partitions)",
+                        kind="latency", unit="ms"), samples(parts, "per_partition")),
+            ctx.row(Row(f"partitions.close.{parts}", wl, "arrowlog", f"{name}: Producer + data directory close()",
+                        kind="latency", unit="s"), samples(parts, "close")),
+            ctx.row(Row(f"partitions.replay.{parts}", wl, "arrowlog", f"{name}: replay().to_arrow() of every row",
+                        records=2 * n), samples(parts, "replay")),
+        ]
+    return rows
