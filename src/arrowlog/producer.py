@@ -63,6 +63,7 @@ from .errors import (
     UnknownTopicError,
 )
 from .storage import validate_topic_name
+from .storage.partition import sync_many
 
 PRODUCE_SCHEMA = core.PRODUCE_SCHEMA
 HEADERS_TYPE = core.HEADERS_TYPE
@@ -568,11 +569,8 @@ class Producer(core.ProducerCore):
 
     def _sync_dirty(self) -> None:
         dirty, self._dirty = self._dirty, set()
-        for log in dirty:
-            try:
-                log.sync()
-            except ArrowlogError as exc:
-                self._background_error(exc)
+        for _log, exc in sync_many(dirty):  # one file-system sync for all of them
+            self._background_error(exc)
 
     def _background_error(self, exc: BaseException) -> None:
         """An error of the linger or fsync thread: served to error_cb by the

@@ -156,6 +156,8 @@ def test_failed_background_fsync_fails_later_appends(data_dir, monkeypatch):
         raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(os, "fdatasync", failing)
+    # the file system's sync fails too: each partition's own fdatasync then tells which one failed
+    monkeypatch.setattr(arrowlog.storage.partition, "_syncfs", lambda fd: False)
     with pytest.raises(PartitionFailedError):
         p.sync()
     monkeypatch.undo()

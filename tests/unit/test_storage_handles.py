@@ -238,3 +238,41 @@ def test_closing_parked_partitions_marks_them_clean(data_dir, budget):
         for p in range(20):
             st = t.partition(p).state
             assert st.clean and st.snapshot()["recovery_point"] == 1
+
+
+def test_a_parked_partition_once_closed_says_so(data_dir, budget):
+    with LogDir(data_dir) as d:
+        t = d.create_topic("t", 8)
+        log = t.partition(0)
+        log.append(batch(1))
+        for p in range(1, 8):
+            t.partition(p)
+        assert log._parked
+        log.close()
+        with pytest.raises(errors.StorageError, match="closed"):
+            log.append(batch(1))
+
+
+def test_syncing_many_partitions_syncs_the_file_system_once(data_dir, monkeypatch):
+    from arrowlog.storage import partition as partition_mod
+    with LogDir(data_dir) as d:
+        t = d.create_topic("t", 30)
+        logs = [t.partition(p) for p in range(30)]
+        for p, log in enumerate(logs):
+            log.append(batch(p % 4 + 1))
+        syncfs = []
+        real = partition_mod._syncfs
+        monkeypatch.setattr(partition_mod, "_syncfs", lambda fd: (syncfs.append(fd), real(fd))[1])
+        calls = count_syncs(monkeypatch)
+        assert partition_mod.sync_many(logs) == []
+        assert calls == [] and len(syncfs) == 1
+        assert [log.state.snapshot()["recovery_point"] for log in logs] == [p % 4 + 1 for p in range(30)]
+        # without syncfs: each log's own sync(), and its failure is reported for that log
+        monkeypatch.setattr(partition_mod, "_syncfs", lambda fd: False)
+        logs[0].append(batch(1))
+        logs[1].append(batch(1))
+        logs[1]._failed = OSError(errno.EIO, "fsync failed")
+        failed = partition_mod.sync_many(logs[:2])
+        assert [(log, type(exc)) for log, exc in failed] == [(logs[1], errors.PartitionFailedError)]
+        assert logs[0].state.snapshot()["recovery_point"] == 2
+        logs[1]._failed = None
