@@ -45,6 +45,18 @@ def values(log):
     return out
 
 
+def park_first(d, records, partitions=8):
+    """A topic whose partition 0 holds ``records`` records and was parked
+    (the budget fixture keeps 4 open) by opening the others; (topic, log)."""
+    t = d.create_topic("t", partitions)
+    log = t.partition(0)
+    log.append(batch(records))
+    for p in range(1, partitions):
+        t.partition(p)
+    assert log._parked
+    return t, log
+
+
 def test_open_partitions_stay_within_the_budget_and_reopen_transparently(data_dir, budget):
     with LogDir(data_dir) as d:
         t = d.create_topic("t", 40)
@@ -68,12 +80,7 @@ def test_open_partitions_stay_within_the_budget_and_reopen_transparently(data_di
 
 def test_a_parked_partition_sees_what_another_process_appended(data_dir, budget):
     with LogDir(data_dir) as d:
-        t = d.create_topic("t", 8)
-        first = t.partition(0)
-        first.append(batch(2))
-        for p in range(1, 8):
-            t.partition(p).append(batch(1))
-        assert first._parked
+        _t, first = park_first(d, 2)
         ctx = mp.get_context("spawn")
         proc = ctx.Process(target=_append_elsewhere, args=(data_dir,))
         proc.start()
@@ -242,12 +249,7 @@ def test_closing_parked_partitions_marks_them_clean(data_dir, budget):
 
 def test_a_parked_partition_once_closed_says_so(data_dir, budget):
     with LogDir(data_dir) as d:
-        t = d.create_topic("t", 8)
-        log = t.partition(0)
-        log.append(batch(1))
-        for p in range(1, 8):
-            t.partition(p)
-        assert log._parked
+        _t, log = park_first(d, 1)
         log.close()
         with pytest.raises(errors.StorageError, match="closed"):
             log.append(batch(1))
