@@ -57,17 +57,31 @@ def test_ten_thousand_partitions_under_a_1024_open_files_limit(tmp_path):
 LIMITED = textwrap.dedent("""
     import resource, sys
     from arrowlog import errors
-    from arrowlog.storage import LogDir, handles
+    from arrowlog.storage import LogDir
     data = sys.argv[1]
-    handles.set_budget(10_000)  # a budget the limit cannot hold: opens hit EMFILE
-    with LogDir(data) as d:
-        t = d.create_topic("t", 400)
-        held = []
-        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+    held = []
+
+    def fill():  # descriptors the budget does not know of, up to the limit, less one
         try:
-            for i in range(400):
-                held.append(open("/dev/null"))  # descriptors the budget does not know of
-                t.partition(i).append_probe = None
+            while True:
+                held.append(open("/dev/null"))
+        except OSError:
+            held.pop().close()
+
+    with LogDir(data) as d:
+        t = d.create_topic("t", 4)
+        first = t.partition(0)
+        first.high_watermark  # open, and parkable
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+        fill()
+        # EMFILE: the open partition is parked and the open retried
+        second = t.partition(1)
+        print("PARKED", first._parked, second.high_watermark)
+        second.close()
+        fill()
+        try:  # nothing left to park
+            t.partition(2)
+            print("OPENED")
         except errors.StorageError as exc:
             print("STORAGE", exc)
         for f in held:
@@ -80,6 +94,7 @@ def test_a_limit_truly_reached_is_a_storage_error_naming_it(tmp_path):
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
+    assert "PARKED True 0" in proc.stdout, proc.stdout
     assert "STORAGE" in proc.stdout and "too many open files" in proc.stdout and "ulimit -n" in proc.stdout, \
         proc.stdout
     assert os.path.isdir(tmp_path / "data" / "topics" / "t")

@@ -122,7 +122,8 @@ class PartitionLog(RecoveryMixin, SyncMixin, RetentionMixin, ReadMixin):
         self._parked = False
         self._parked_generation: int | None = None  # the generation it was parked at
         self._used = True
-        self._open()
+        with self._lock:  # never parked by another thread half-way through its opening
+            self._open()
 
     def _open(self) -> None:
         """Open the files and join the session, counted in the process's
