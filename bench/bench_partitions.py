@@ -1,4 +1,4 @@
-"""How does arrowlog scale with the number of partitions? (issue 19, second table)
+"""How does arrowlog scale with the number of partitions (issue 19, second table)?
 
 One Producer writes the same keyed 100-byte records into a new topic of 1,
 64 or 1,024 partitions (keys spread the records over all of them):

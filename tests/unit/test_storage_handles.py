@@ -9,8 +9,7 @@ import pytest
 
 from arrowlog import errors
 from arrowlog._native import core
-from arrowlog.storage import LogDir
-from arrowlog.storage import handles
+from arrowlog.storage import LogDir, handles
 from arrowlog.storage.files import storage_error
 
 
