@@ -377,6 +377,7 @@ class Producer(core.ProducerCore):
         limit = min(self._max_record_bytes, int(t.config.get("max.message.bytes") or self._max_record_bytes))
         validate = record_validator(topic, t.value_schema) if t.value_schema is not None else None
         slot = core.TopicSlot(topic, t, t.num_partitions, min(self._batch_bytes, 16 << 20), limit, validate)
+        slot.keyed_only = _config.is_compacted(t.config)
         for p in range(t.num_partitions):
             self._locks[(topic, p)] = threading.Lock()
         self._slots[topic] = slot
@@ -385,6 +386,11 @@ class Producer(core.ProducerCore):
     def _bad_partition(self, slot: core.TopicSlot, partition: Any) -> None:
         raise UnknownPartitionError(f"topic {slot.name!r} has partitions 0..{slot.partitions - 1}; "
                                     f"there is no partition {partition!r}")
+
+    def _unkeyed(self, slot: core.TopicSlot, where: str = "") -> None:
+        raise InvalidRecordError(f"{where}topic {slot.name!r} is compacted (cleanup.policy="
+                                 f"{slot.topic.config.get('cleanup.policy')}): every record needs a key, and this "
+                                 "one has none; give it a key (the record was not queued)")
 
     def _too_large(self, slot: core.TopicSlot, size: int) -> None:
         raise MessageSizeTooLargeError(
@@ -710,6 +716,9 @@ class Producer(core.ProducerCore):
             return 0
         keys = binary_array(keys, "keys", n) if keys is not None else pa.nulls(n, pa.binary())
         self._check_sizes(slot, keys, values)
+        if slot.keyed_only and keys.null_count:
+            bad = int(np.argmax(np.asarray(keys.is_null())))
+            self._unkeyed(slot, f"row {bad} of produce_batch: nothing was appended: ")
         ts = self._timestamps(timestamps, n)
         hdrs = self._headers_array(headers, n)
         # what is already queued for these partitions goes first

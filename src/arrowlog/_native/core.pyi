@@ -109,6 +109,7 @@ class TopicSlot:
     accumulators: list[Any]
     sticky: int
     topic: Any
+    keyed_only: bool
     @property
     def max_record_bytes(self) -> int: ...
     @property

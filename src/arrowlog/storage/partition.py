@@ -44,8 +44,10 @@ import numpy as np
 import pyarrow as pa
 
 from .._native import core
+from ..config import is_compacted
 from ..errors import (
     CorruptRecordError,
+    InvalidRecordError,
     OffsetOutOfRangeError,
     PartitionFailedError,
     StorageError,
@@ -102,6 +104,7 @@ class PartitionLog:
         self.segment_bytes = min(int(config["segment.bytes"]), MAX_SEGMENT_BYTES)
         self.segment_ms = int(config["segment.ms"])
         self.index_interval = int(config["index.interval.bytes"])
+        self.compacted = is_compacted(config)
         self.compression = config.get("compression.type") or None
         if self.compression == "none":
             self.compression = None
@@ -441,6 +444,10 @@ class PartitionLog:
             values = ts.cast(pa.int64()).to_numpy()
             min_timestamp, max_timestamp = int(values.min()), int(values.max())
         min_ts, max_ts = min_timestamp, max_timestamp
+        if self.compacted and batch.column(1).null_count:
+            raise InvalidRecordError(f"topic {self.topic!r} is compacted (cleanup.policy={self.config['cleanup.policy']})"
+                                     ": every record needs a key; give each record a key or use a topic with "
+                                     "cleanup.policy=delete")
         with self._lock:
             if self._failed is not None:
                 raise PartitionFailedError(errno.EIO, f"partition {self.topic}-{self.partition} failed after an "
