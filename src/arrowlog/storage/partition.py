@@ -50,6 +50,7 @@ from ..errors import (
     PartitionFailedError,
     StorageError,
 )
+from .cleaner import finish_swaps
 from .files import ExclusiveFlock, close_fds, open_shared_file, storage_error
 from .index import Indexer
 from .layout import (
@@ -168,6 +169,8 @@ class PartitionLog(RecoveryMixin, SyncMixin, RetentionMixin, ReadMixin):
             first = False
         if first:
             try:
+                with self._append_locked():
+                    finish_swaps(self.directory)  # a cleaner that died mid-swap
                 if not self.state.is_initialised() or not self.state.clean or self.state.torn:
                     self.recover()
                 else:

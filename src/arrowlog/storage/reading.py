@@ -36,6 +36,21 @@ class Frame:
     def next_offset(self) -> int:
         return self.base_offset + self.record_count
 
+    @property
+    def rows(self) -> int:
+        """Records held: record_count (the offsets spanned) unless the cleaner
+        removed some (docs/FORMAT.md, gaps)."""
+        return self.batch.num_rows
+
+    def row_at(self, offset: int) -> int:
+        """The first row whose offset is at or after ``offset`` (``rows`` if
+        none): offset - base_offset without gaps, else a binary search of
+        the offset column."""
+        n = self.batch.num_rows
+        if n == self.record_count:
+            return min(max(offset - self.base_offset, 0), n)
+        return int(np.searchsorted(self.batch.column(0).to_numpy(), offset))
+
     def __repr__(self) -> str:
         return f"<Frame {self.base_offset}..{self.next_offset - 1} size={self.size}>"
 

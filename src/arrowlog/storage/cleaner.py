@@ -1,0 +1,428 @@
+"""The log cleaner: compaction of topics with cleanup.policy=compact.
+
+A round over one partition:
+
+1. Under ``cleaner.lock`` (one cleaner per partition, across processes),
+   the closed segments older than min.compaction.lag.ms are read (mapped,
+   no lock: closed segments never change in place).
+2. The key -> latest-offset map is one Arrow hash aggregation over the key
+   column of all of them (``group_by(key).max(row)``: Arrow hashes the keys
+   and compares the bytes of keys whose hashes collide), never a per-record
+   Python loop. A row survives if it is its key's latest in that range, and
+   is not a tombstone (null value) whose timestamp is older than
+   delete.retention.ms. Unkeyed rows (written before compaction was turned
+   on) are all kept.
+3. Each segment that loses rows is rewritten, oldest first, with the same
+   base offset and the same offset span: surviving rows keep their offset,
+   timestamp, key, value and headers, in order; frames say the offsets they
+   span, so a frame may hold fewer rows than it spans (even none).
+
+The swap, for segment B (``P`` the partition directory)::
+
+    write P/cleaning/B.{log,index,timeindex}, fdatasync them, fsync P/cleaning
+    rename P/cleaning/B.log -> P/B.log       <- the commit point
+    fsync P
+    rename P/cleaning/B.index, B.timeindex -> P/, fsync P and P/cleaning
+
+``finish_swaps`` (run by the first opener of a partition and before every
+round) completes or discards a half-done swap: ``cleaning/B.log`` still
+there means the commit did not happen, so ``cleaning/B.*`` are deleted and
+the old segment stays whole; otherwise the new log is in place and its
+indexes are moved after it. Since segments are swapped oldest first, a
+crash between two swaps leaves older segments cleaned and newer ones not:
+each key's latest value (or tombstone) is always in some segment, and no
+offset is ever in two places (a segment's files replace its own).
+
+Readers keep the old files they have mapped (an unlinked file stays
+readable on Linux); the round bumps the partition's generation, so every
+process's readers drop their views and map the new files. Appends only
+wait for the swap itself (renames and fsyncs under the append lock).
+
+Health (``cleaner.json`` beside the segments): last clean time and
+duration, bytes before and after, bytes reclaimed in total, the last error.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .._native import core
+from ..config import is_compacted
+from ..errors import StorageError
+from .files import fsync_dir, storage_error, write_json_atomic
+from .index import NO_TIMESTAMP
+from .segment import SEGMENT_EXTENSIONS, Segment, segment_name, segment_path
+
+if TYPE_CHECKING:
+    from .partition import PartitionLog
+
+log = logging.getLogger("arrowlog.cleaner")
+
+CLEANING_DIR = "cleaning"
+HEALTH_FILE = "cleaner.json"
+LOCK_FILE = "cleaner.lock"
+# Survivors are regrouped into frames of about this many bytes.
+FRAME_TARGET_BYTES = 1 << 20
+
+
+# -- the swap ------------------------------------------------------------------------
+
+
+def finish_swaps(directory: str) -> int:
+    """Complete or discard every half-done swap in ``directory`` (see the
+    module docstring). Caller holds the append lock. Returns how many
+    segments were completed."""
+    cdir = os.path.join(directory, CLEANING_DIR)
+    try:
+        names = os.listdir(cdir)
+    except FileNotFoundError:
+        return 0
+    bases = {n.split(".", 1)[0] for n in names}
+    completed = 0
+    for stem in sorted(bases):
+        if not (len(stem) == 20 and stem.isdigit()):
+            continue
+        if os.path.exists(os.path.join(cdir, stem + ".log")):
+            for ext in SEGMENT_EXTENSIONS:
+                _unlink(os.path.join(cdir, stem + ext))
+        else:
+            for ext in SEGMENT_EXTENSIONS[1:]:
+                src = os.path.join(cdir, stem + ext)
+                if os.path.exists(src):
+                    os.rename(src, os.path.join(directory, stem + ext))
+            completed += 1
+    fsync_dir(directory)
+    fsync_dir(cdir)
+    return completed
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _commit(directory: str, base: int) -> None:
+    """Put the cleaned segment ``base`` in place (caller holds the append lock)."""
+    cdir = os.path.join(directory, CLEANING_DIR)
+    stem = segment_name(base)
+    os.rename(os.path.join(cdir, stem + ".log"), segment_path(directory, base))
+    fsync_dir(directory)
+    for ext in SEGMENT_EXTENSIONS[1:]:
+        os.rename(os.path.join(cdir, stem + ext), segment_path(directory, base, ext))
+    fsync_dir(directory)
+    fsync_dir(cdir)
+
+
+# -- health ------------------------------------------------------------------------
+
+
+def read_health(directory: str) -> dict:
+    """The partition's cleaner record ({} if it was never cleaned)."""
+    try:
+        with open(os.path.join(directory, HEALTH_FILE)) as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else {}
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def dirty_ratio(plog: PartitionLog) -> float:
+    """Share of the closed segments' bytes written since the last clean."""
+    clean_upto = int(read_health(plog.directory).get("clean_offset", 0))
+    st = plog._snapshot()
+    total = dirty = 0
+    for b in plog._list_bases():
+        if b >= st["active_base_offset"]:
+            break
+        try:
+            size = os.stat(segment_path(plog.directory, b)).st_size
+        except FileNotFoundError:
+            continue
+        total += size
+        if b >= clean_upto:
+            dirty += size
+    return dirty / total if total else 0.0
+
+
+def health(plog: PartitionLog) -> dict:
+    """What ``topic describe`` shows for one partition."""
+    h = read_health(plog.directory)
+    return {"dirty_ratio": round(dirty_ratio(plog), 4), "last_clean_ms": h.get("last_clean_ms"),
+            "last_clean_duration_ms": h.get("last_clean_duration_ms"), "bytes_reclaimed": h.get("bytes_reclaimed", 0),
+            "cleans": h.get("cleans", 0), "last_error": h.get("last_error")}
+
+
+# -- a round -------------------------------------------------------------------------
+
+
+class _Lock:
+    """cleaner.lock, flock()ed exclusively (one cleaner per partition)."""
+
+    def __init__(self, directory: str, wait: bool):
+        self.fd = os.open(os.path.join(directory, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def release(self) -> None:
+        os.close(self.fd)
+
+
+def needs_cleaning(plog: PartitionLog, now_ms: int | None = None) -> bool:
+    """The background trigger: dirty ratio at min.cleanable.dirty.ratio, or
+    a dirty segment older than max.compaction.lag.ms."""
+    if not is_compacted(plog.config):
+        return False
+    ratio = dirty_ratio(plog)
+    if ratio <= 0:
+        return False
+    if ratio >= float(plog.config.get("min.cleanable.dirty.ratio", 0.5)):
+        return True
+    now_ms = core.wall_clock_ms() if now_ms is None else now_ms
+    max_lag = int(plog.config.get("max.compaction.lag.ms", (1 << 63) - 1))
+    clean_upto = int(read_health(plog.directory).get("clean_offset", 0))
+    st = plog._snapshot()
+    for b in plog._list_bases():
+        if clean_upto <= b < st["active_base_offset"]:
+            ts = plog._segment_max_timestamp(b)
+            return ts is not None and now_ms - ts >= max_lag
+    return False
+
+
+def clean_partition(plog: PartitionLog, *, now_ms: int | None = None, wait: bool = True) -> dict:
+    """One cleaning round over ``plog`` (see the module docstring). Returns
+    a report; records it (or the error, loudly) in cleaner.json."""
+    started = time.monotonic()
+    now_ms = core.wall_clock_ms() if now_ms is None else now_ms
+    try:
+        lock = _Lock(plog.directory, wait)
+    except BlockingIOError:
+        return {"skipped": "another cleaner is running"}
+    try:
+        try:
+            report = _clean(plog, now_ms)
+        except Exception as exc:
+            log.error("cleaner of %s-%d failed: %s", plog.topic, plog.partition, exc, exc_info=True)
+            h = read_health(plog.directory)
+            h["last_error"] = f"{type(exc).__name__}: {exc}"
+            h["last_error_ms"] = now_ms
+            try:
+                write_json_atomic(os.path.join(plog.directory, HEALTH_FILE), h)
+            except OSError:
+                pass
+            raise
+        h = read_health(plog.directory)
+        report["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
+        h.update(last_clean_ms=now_ms, last_clean_duration_ms=report["duration_ms"], last_error=None,
+                 clean_offset=report["clean_offset"], cleans=int(h.get("cleans", 0)) + 1,
+                 bytes_reclaimed=int(h.get("bytes_reclaimed", 0)) + report["bytes_reclaimed"])
+        write_json_atomic(os.path.join(plog.directory, HEALTH_FILE), h)
+        return report
+    finally:
+        lock.release()
+
+
+def _clean(plog: PartitionLog, now_ms: int) -> dict:
+    with plog._lock, plog._append_locked():
+        finish_swaps(plog.directory)
+        st = plog._snapshot()
+    min_lag = int(plog.config.get("min.compaction.lag.ms", 0))
+    bases = []
+    for b in plog._list_bases():
+        if b >= st["active_base_offset"]:
+            break
+        ts = plog._segment_max_timestamp(b)
+        if min_lag and (ts is None or ts > now_ms - min_lag):
+            break  # too young: this one and everything after waits
+        bases.append(b)
+    report: dict[str, Any] = {"segments": len(bases), "segments_rewritten": 0, "records_before": 0,
+                              "records_after": 0, "bytes_before": 0, "bytes_after": 0, "bytes_reclaimed": 0,
+                              "clean_offset": bases[-1] if bases else 0}
+    if not bases:
+        return report
+    views = []
+    try:
+        segments = []  # (base, next offset, size, [(frame base, span, batch)])
+        for b in bases:
+            seg = Segment(plog.directory, b, writable=False)
+            views.append(seg)
+            end, nxt, scanned = core.scan_frames(seg.log, seg.header_size, seg.file_size, seg.first_offset(seg.file_size),
+                                                 True)
+            if end != seg.file_size:
+                raise StorageError(errno.EIO, f"segment {seg.log_path} fails its checks at byte {end}; the cleaner "
+                                   "leaves it alone: run `arrowlog verify` (see docs/DURABILITY.md)")
+            frames = [(base, count, seg.read_frame(pos, end)[5]) for pos, base, count, _ts, _size in scanned]
+            segments.append((b, nxt, seg.file_size, os.fstat(seg.log_fd).st_ino, frames, seg))
+        report["clean_offset"] = segments[-1][1]
+        batches = [fr[2] for s in segments for fr in s[4]]
+        keep = _survivors(batches, now_ms - int(plog.config.get("delete.retention.ms", 86_400_000)))
+        report["records_before"] = len(keep)
+        report["records_after"] = int(keep.sum())
+        start = 0
+        for b, nxt, size, ino, frames, seg in segments:
+            n = sum(fr[2].num_rows for fr in frames)
+            mask = keep[start:start + n]
+            start += n
+            report["bytes_before"] += size
+            if mask.all():
+                report["bytes_after"] += size
+                continue
+            new_size = _write_cleaned(plog, seg, frames, mask, nxt)
+            with plog._lock, plog._append_locked():
+                try:
+                    still = os.stat(segment_path(plog.directory, b)).st_ino == ino
+                except FileNotFoundError:
+                    still = False
+                if not still:  # retention (or recovery) got there first
+                    for ext in SEGMENT_EXTENSIONS:
+                        _unlink(os.path.join(plog.directory, CLEANING_DIR, segment_name(b) + ext))
+                    report["bytes_after"] += size
+                    continue
+                plog._mark_dirty()
+                _commit(plog.directory, b)
+                plog._segments.pop(b, None)
+                plog._max_ts_cache.pop(b, None)
+                plog.state.publish(generation=plog.state.snapshot()["generation"] + 1)
+            report["segments_rewritten"] += 1
+            report["bytes_after"] += new_size
+        report["bytes_reclaimed"] = report["bytes_before"] - report["bytes_after"]
+        return report
+    finally:
+        for seg in views:
+            seg.close()
+
+
+def _survivors(batches: list, horizon_ms: int) -> np.ndarray:
+    """The keep mask over the rows of ``batches`` (in offset order): each
+    key's last row, minus tombstones with a timestamp before ``horizon_ms``;
+    unkeyed rows are kept."""
+    n = sum(b.num_rows for b in batches)
+    keep = np.zeros(n, dtype=bool)
+    if n == 0:
+        return keep
+    keys = pa.chunked_array([b.column(2) for b in batches], type=pa.binary())
+    latest = latest_rows(keys)
+    keep[latest] = True
+    nulls = pa.chunked_array([b.column(2).is_null() for b in batches])
+    if nulls.null_count or pc.any(nulls).as_py():
+        keep |= _to_bool(nulls)
+    values_null = _to_bool(pa.chunked_array([b.column(3).is_null() for b in batches]))
+    if values_null.any():
+        ts = pa.chunked_array([b.column(1) for b in batches]).cast(pa.int64()).to_numpy()
+        keep &= ~(values_null & (ts < horizon_ms) & ~_to_bool(nulls))
+    return keep
+
+
+def _to_bool(arr: pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr, dtype=bool) \
+        if len(arr) else np.zeros(0, dtype=bool)
+
+
+def latest_rows(keys: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Row numbers of each distinct key's last row, ascending: one Arrow hash
+    aggregation (the hash table compares the bytes of colliding keys)."""
+    rows = pa.array(np.arange(len(keys), dtype=np.int64))
+    if isinstance(keys, pa.ChunkedArray):
+        rows = pa.chunked_array([rows])
+    table = pa.table({"k": keys, "r": rows})
+    last = table.group_by("k", use_threads=True).aggregate([("r", "max")]).column("r_max")
+    return np.sort(last.to_numpy())
+
+
+def _empty_batch(schema: pa.Schema) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays([pa.array([], type=f.type) for f in schema], schema=schema)
+
+
+def _write_cleaned(plog: PartitionLog, old: Segment, frames: list, mask: np.ndarray, next_offset: int) -> int:
+    """Write segment ``old`` minus the rows ``mask`` drops to
+    cleaning/<base>.*, synced; returns its size. Frames are regrouped
+    (about FRAME_TARGET_BYTES of survivors each) and each spans the offsets
+    of the frames it replaces, so the segment still spans base..next_offset."""
+    cdir = os.path.join(plog.directory, CLEANING_DIR)
+    try:
+        os.makedirs(cdir, mode=0o700, exist_ok=True)
+        for ext in SEGMENT_EXTENSIONS:
+            _unlink(os.path.join(cdir, segment_name(old.base_offset) + ext))
+        capacity = 2 * old.file_size + (1 << 20)
+        seg = Segment.create(cdir, old.base_offset, old.schema, old.compression, capacity, old.created_ms)
+    except OSError as exc:
+        raise storage_error(exc, f"cannot start cleaning {old.log_path}") if not isinstance(exc, StorageError) else exc
+    try:
+        position = seg.header_size
+        group: list = []
+        group_base = None
+        group_span = 0
+        group_bytes = 0
+        row = 0
+
+        def flush() -> None:
+            nonlocal position, group, group_base, group_span, group_bytes
+            batch = pa.concat_batches(group) if len(group) > 1 else (group[0] if group else _empty_batch(plog.schema))
+            if batch.num_rows:
+                ts = batch.column(1).cast(pa.int64())
+                mm = pc.min_max(ts).as_py()
+                min_ts, max_ts = mm["min"], mm["max"]
+            else:
+                min_ts = max_ts = NO_TIMESTAMP
+            pieces = plog._serialize(batch)
+            size = core.FRAME_HEADER_SIZE + sum(p.size if isinstance(p, pa.Buffer) else len(p) for p in pieces)
+            seg.ensure_allocated(position + size)
+            core.write_frame_pieces(seg.log_fd, position, group_base, group_span, min_ts, max_ts, pieces)
+            position += size
+            group, group_base, group_span, group_bytes = [], None, 0, 0
+
+        for base, span, batch in frames:
+            part = mask[row:row + batch.num_rows]
+            row += batch.num_rows
+            if group_base is None:
+                group_base = base
+            elif group_span + span > (1 << 31) - 1:
+                flush()
+                group_base = base
+            kept = batch if part.all() else batch.filter(pa.array(part))
+            if kept.num_rows:
+                group.append(kept)
+                group_bytes += kept.nbytes
+            group_span += span
+            if group_bytes >= FRAME_TARGET_BYTES:
+                flush()
+        if group_base is not None:
+            flush()
+        end, nxt, scanned = core.scan_frames(seg.log, seg.header_size, position, old.base_offset, True)
+        if end != position or nxt != next_offset:
+            raise StorageError(errno.EIO, f"cleaned copy of {old.log_path} does not check out (ends at {end} of "
+                               f"{position}, next offset {nxt} of {next_offset}); the old segment is kept")
+        oe, te, _, _ = seg.rebuild_indexes(scanned, plog.index_interval, closed=True)
+        seg.trim(position, oe, te)
+        seg.sync()
+    except BaseException:
+        seg.close()
+        for ext in SEGMENT_EXTENSIONS:
+            _unlink(os.path.join(cdir, segment_name(old.base_offset) + ext))
+        raise
+    seg.close()
+    fsync_dir(cdir)
+    return position
+
+
+def clean_topic(topic, *, now_ms: int | None = None, wait: bool = True) -> list[dict]:
+    """A round over every partition of ``topic`` (a storage Topic)."""
+    return [dict(clean_partition(p, now_ms=now_ms, wait=wait), partition=p.partition) for p in topic.partitions()]
+
+
+__all__ = ["clean_partition", "clean_topic", "finish_swaps", "health", "dirty_ratio", "needs_cleaning",
+           "latest_rows", "read_health"]
