@@ -203,14 +203,13 @@ class Replay:
                     break
                 for fr in frames:
                     batch = fr.batch
-                    first = max(position - fr.base_offset, 0)
-                    last = min(hi - fr.base_offset, fr.record_count)
-                    if first >= last:
-                        continue
-                    if first or last < fr.record_count:
-                        batch = batch.slice(first, last - first)
-                    yield self._shape(batch, self._partition_column(p, batch.num_rows))
-                    position = fr.base_offset + last
+                    # rows, not offsets: a compacted frame has gaps
+                    first, last = fr.row_at(position), fr.row_at(hi)
+                    if first < last:
+                        if first or last < fr.rows:
+                            batch = batch.slice(first, last - first)
+                        yield self._shape(batch, self._partition_column(p, batch.num_rows))
+                    position = max(position, min(fr.next_offset, hi))
                     if position >= hi:
                         break
 

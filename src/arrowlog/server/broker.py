@@ -457,11 +457,12 @@ class Broker:
     def _encoded(self, topic: str, index: int, frame) -> bytes:
         key = (topic, index, frame.base_offset)
         hit = self._cache.get(key)
-        if hit is not None and hit[0] == frame.record_count:
+        shape = (frame.record_count, frame.batch.num_rows)  # the cleaner may rewrite a frame in place
+        if hit is not None and hit[0] == shape:
             self._cache.move_to_end(key)
             return hit[1]
-        data = encode_batch(frame.batch)
-        self._cache[key] = (frame.record_count, data)
+        data = encode_batch(frame.batch, first_offset=frame.base_offset, next_offset=frame.next_offset)
+        self._cache[key] = (shape, data)
         self._cache_bytes += len(data)
         while self._cache_bytes > ENCODE_CACHE_BYTES and self._cache:
             _, (_, old) = self._cache.popitem(last=False)
@@ -517,7 +518,7 @@ class Broker:
                     if fr.max_timestamp > best_ts:
                         col = fr.batch.column("timestamp").cast("int64").to_pylist()
                         i = col.index(fr.max_timestamp) if fr.max_timestamp in col else len(col) - 1
-                        best_ts, best_off = fr.max_timestamp, fr.base_offset + i
+                        best_ts, best_off = fr.max_timestamp, fr.batch.column("offset")[i].as_py()
                     pos = fr.base_offset + fr.record_count
             return best_off, best_ts
         offset = pl.offset_for_timestamp(timestamp)

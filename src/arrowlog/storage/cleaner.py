@@ -347,6 +347,35 @@ def _empty_batch(schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([pa.array([], type=f.type) for f in schema], schema=schema)
 
 
+def _regroup(frames: list, mask: np.ndarray) -> list:
+    """The survivors of ``frames`` ([(base, span, batch)]) as new frames
+    [(base, span, [batches])] of about FRAME_TARGET_BYTES, each spanning the
+    offsets of the frames it replaces; a group left with no survivors is
+    folded into the one before it, so a frame holds no record only when the
+    whole segment lost every record."""
+    groups: list = []
+    cur: list | None = None
+    row = 0
+    for base, span, batch in frames:
+        part = mask[row:row + batch.num_rows]
+        row += batch.num_rows
+        if cur is None or cur[1] + span > (1 << 31) - 1 or cur[3] >= FRAME_TARGET_BYTES:
+            cur = [base, 0, [], 0]
+            groups.append(cur)
+        kept = batch if part.all() else batch.filter(pa.array(part))
+        if kept.num_rows:
+            cur[2].append(kept)
+            cur[3] += kept.nbytes
+        cur[1] += span
+    out: list = []
+    for base, span, parts, _ in groups:
+        if not parts and out and out[-1][1] + span <= (1 << 31) - 1:
+            out[-1][1] += span
+        else:
+            out.append([base, span, parts])
+    return out
+
+
 def _write_cleaned(plog: PartitionLog, old: Segment, frames: list, mask: np.ndarray, next_offset: int) -> int:
     """Write segment ``old`` minus the rows ``mask`` drops to
     cleaning/<base>.*, synced; returns its size. Frames are regrouped
@@ -359,49 +388,24 @@ def _write_cleaned(plog: PartitionLog, old: Segment, frames: list, mask: np.ndar
             _unlink(os.path.join(cdir, segment_name(old.base_offset) + ext))
         capacity = 2 * old.file_size + (1 << 20)
         seg = Segment.create(cdir, old.base_offset, old.schema, old.compression, capacity, old.created_ms)
+    except StorageError:
+        raise
     except OSError as exc:
-        raise storage_error(exc, f"cannot start cleaning {old.log_path}") if not isinstance(exc, StorageError) else exc
+        raise storage_error(exc, f"cannot start cleaning {old.log_path}") from exc
     try:
         position = seg.header_size
-        group: list = []
-        group_base = None
-        group_span = 0
-        group_bytes = 0
-        row = 0
-
-        def flush() -> None:
-            nonlocal position, group, group_base, group_span, group_bytes
-            batch = pa.concat_batches(group) if len(group) > 1 else (group[0] if group else _empty_batch(plog.schema))
+        for base, span, parts in _regroup(frames, mask):
+            batch = pa.concat_batches(parts) if len(parts) > 1 else (parts[0] if parts else _empty_batch(plog.schema))
             if batch.num_rows:
-                ts = batch.column(1).cast(pa.int64())
-                mm = pc.min_max(ts).as_py()
+                mm = pc.min_max(batch.column(1).cast(pa.int64())).as_py()
                 min_ts, max_ts = mm["min"], mm["max"]
             else:
                 min_ts = max_ts = NO_TIMESTAMP
             pieces = plog._serialize(batch)
             size = core.FRAME_HEADER_SIZE + sum(p.size if isinstance(p, pa.Buffer) else len(p) for p in pieces)
             seg.ensure_allocated(position + size)
-            core.write_frame_pieces(seg.log_fd, position, group_base, group_span, min_ts, max_ts, pieces)
+            core.write_frame_pieces(seg.log_fd, position, base, span, min_ts, max_ts, pieces)
             position += size
-            group, group_base, group_span, group_bytes = [], None, 0, 0
-
-        for base, span, batch in frames:
-            part = mask[row:row + batch.num_rows]
-            row += batch.num_rows
-            if group_base is None:
-                group_base = base
-            elif group_span + span > (1 << 31) - 1:
-                flush()
-                group_base = base
-            kept = batch if part.all() else batch.filter(pa.array(part))
-            if kept.num_rows:
-                group.append(kept)
-                group_bytes += kept.nbytes
-            group_span += span
-            if group_bytes >= FRAME_TARGET_BYTES:
-                flush()
-        if group_base is not None:
-            flush()
         end, nxt, scanned = core.scan_frames(seg.log, seg.header_size, position, old.base_offset, True)
         if end != position or nxt != next_offset:
             raise StorageError(errno.EIO, f"cleaned copy of {old.log_path} does not check out (ends at {end} of "

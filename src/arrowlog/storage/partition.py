@@ -96,6 +96,8 @@ class PartitionLog(RecoveryMixin, SyncMixin, RetentionMixin, ReadMixin):
         self.segment_ms = int(config["segment.ms"])
         self.index_interval = int(config["index.interval.bytes"])
         self.compacted = is_compacted(config)
+        self._gaps_key: int | None = None  # generation at which _gaps_possible was looked up (reading.py)
+        self._gaps_possible = self.compacted
         self.compression = config.get("compression.type") or None
         if self.compression == "none":
             self.compression = None

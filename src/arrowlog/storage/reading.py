@@ -14,6 +14,7 @@ import numpy as np
 
 from .._native import core
 from ..errors import CorruptRecordError, OffsetOutOfRangeError
+from .cleaner import HEALTH_FILE
 from .layout import MissingDataError, damaged, missing_between, reads_problem
 from .segment import Segment, segment_name, segment_path
 
@@ -57,6 +58,11 @@ class Frame:
 
 class ReadMixin:
     """PartitionLog's read() and offset_for_timestamp()."""
+
+    directory: str
+    compacted: bool
+    _gaps_key: int | None
+    _gaps_possible: bool
 
     # -- reading ------------------------------------------------------------------------
 
@@ -237,12 +243,26 @@ class ReadMixin:
                             ts = np.frombuffer(ts_col.buffers()[1], dtype=np.int64, count=count,
                                                offset=ts_col.offset * 8)
                             idx = int(np.argmax(ts >= timestamp))
-                        return max(base + idx, st["log_start_offset"])
+                        return max(self._row_offset(seg, position, end, base, count, idx, st),
+                                   st["log_start_offset"])
                     position += core.FRAME_HEADER_SIZE + body
             except core.CorruptFrame as exc:
                 raise CorruptRecordError(f"segment {seg.log_path}: {exc}; run `arrowlog verify` "
                                          "(see docs/DURABILITY.md)") from None
         return None
+
+    def _row_offset(self, seg: Segment, position: int, end: int, base: int, count: int, idx: int, st: dict) -> int:
+        """The offset of row ``idx`` of the frame at ``position``: base + idx,
+        unless the cleaner left gaps in it (then its offset column says)."""
+        if self._gaps_key != st["generation"]:
+            self._gaps_possible = self.compacted or os.path.exists(os.path.join(self.directory, HEALTH_FILE))
+            self._gaps_key = st["generation"]
+        if not self._gaps_possible:
+            return base + idx
+        batch = seg.read_frame(position, end)[5]
+        if batch.num_rows == count:
+            return base + idx
+        return int(batch.column(0)[idx].as_py()) if idx < batch.num_rows else base + count
 
     def _known_bases(self, st: dict) -> list[int]:
         """Segment base offsets, listed again only when the published state
