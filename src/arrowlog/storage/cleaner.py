@@ -78,6 +78,11 @@ FRAME_TARGET_BYTES = 1 << 20
 # -- the swap ------------------------------------------------------------------------
 
 
+def _step(name: str) -> None:
+    """A named point of a round; the fault tests replace this to kill the
+    process at each one (tests/fault/test_compaction_kill.py)."""
+
+
 def finish_swaps(directory: str) -> int:
     """Complete or discard every half-done swap in ``directory`` (see the
     module docstring). Caller holds the append lock. Returns how many
@@ -117,12 +122,17 @@ def _commit(directory: str, base: int) -> None:
     """Put the cleaned segment ``base`` in place (caller holds the append lock)."""
     cdir = os.path.join(directory, CLEANING_DIR)
     stem = segment_name(base)
+    _step("commit")
     os.rename(os.path.join(cdir, stem + ".log"), segment_path(directory, base))
+    _step("log renamed")
     fsync_dir(directory)
     for ext in SEGMENT_EXTENSIONS[1:]:
+        _step("before " + ext)
         os.rename(os.path.join(cdir, stem + ext), segment_path(directory, base, ext))
+    _step("indexes renamed")
     fsync_dir(directory)
     fsync_dir(cdir)
+    _step("swapped")
 
 
 # -- health ------------------------------------------------------------------------
@@ -225,6 +235,7 @@ def clean_partition(plog: PartitionLog, *, now_ms: int | None = None, wait: bool
             except OSError:
                 pass
             raise
+        _step("round done")
         h = read_health(plog.directory)
         report["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
         h.update(last_clean_ms=now_ms, last_clean_duration_ms=report["duration_ms"], last_error=None,
@@ -297,6 +308,7 @@ def _clean(plog: PartitionLog, now_ms: int) -> dict:
                 plog._segments.pop(b, None)
                 plog._max_ts_cache.pop(b, None)
                 plog.state.publish(generation=plog.state.snapshot()["generation"] + 1)
+                _step("published")
             report["segments_rewritten"] += 1
             report["bytes_after"] += new_size
         report["bytes_reclaimed"] = report["bytes_before"] - report["bytes_after"]
@@ -392,6 +404,7 @@ def _write_cleaned(plog: PartitionLog, old: Segment, frames: list, mask: np.ndar
         raise
     except OSError as exc:
         raise storage_error(exc, f"cannot start cleaning {old.log_path}") from exc
+    _step("cleaning started")
     try:
         position = seg.header_size
         for base, span, parts in _regroup(frames, mask):
@@ -406,6 +419,7 @@ def _write_cleaned(plog: PartitionLog, old: Segment, frames: list, mask: np.ndar
             seg.ensure_allocated(position + size)
             core.write_frame_pieces(seg.log_fd, position, base, span, min_ts, max_ts, pieces)
             position += size
+            _step("frame written")
         end, nxt, scanned = core.scan_frames(seg.log, seg.header_size, position, old.base_offset, True)
         if end != position or nxt != next_offset:
             raise StorageError(errno.EIO, f"cleaned copy of {old.log_path} does not check out (ends at {end} of "
@@ -419,6 +433,7 @@ def _write_cleaned(plog: PartitionLog, old: Segment, frames: list, mask: np.ndar
             _unlink(os.path.join(cdir, segment_name(old.base_offset) + ext))
         raise
     seg.close()
+    _step("cleaned copy synced")
     fsync_dir(cdir)
     return position
 
