@@ -15,6 +15,7 @@ import faultlib
 import pyarrow as pa
 import pytest
 
+import arrowlog
 from arrowlog.storage import LogDir
 from arrowlog.storage.cleaner import CLEANING_DIR
 
@@ -54,19 +55,9 @@ def _write(path: str) -> None:
 
 def _records(path: str) -> list[dict]:
     with LogDir(path) as ld:
-        plog = ld.topic("t").partition(0)
-        assert plog.verify()["errors"] == []
-        return faultlib_read(plog)
-
-
-def faultlib_read(plog) -> list[dict]:
-    rows, offset = [], plog.log_start_offset
-    while offset < plog.high_watermark:
-        frames = plog.read(offset)
-        for fr in frames:
-            rows += fr.batch.to_pylist()
-        offset = frames[-1].next_offset
-    return rows
+        assert ld.topic("t").partition(0).verify()["errors"] == []
+        with arrowlog.replay(ld, "t") as r:
+            return r.to_arrow().to_pylist()
 
 
 def _run_child(path: str, kill_at: int) -> subprocess.CompletedProcess:
