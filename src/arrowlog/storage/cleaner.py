@@ -280,7 +280,7 @@ def _clean(plog: PartitionLog, now_ms: int) -> dict:
             segments.append((b, nxt, seg.file_size, os.fstat(seg.log_fd).st_ino, frames, seg))
         report["clean_offset"] = segments[-1][1]
         batches = [fr[2] for s in segments for fr in s[4]]
-        keep = _survivors(batches, now_ms - int(plog.config.get("delete.retention.ms", 86_400_000)))
+        keep = survivors(batches, now_ms - int(plog.config.get("delete.retention.ms", 86_400_000)))
         report["records_before"] = len(keep)
         report["records_after"] = int(keep.sum())
         start = 0
@@ -318,10 +318,10 @@ def _clean(plog: PartitionLog, now_ms: int) -> dict:
             seg.close()
 
 
-def _survivors(batches: list, horizon_ms: int) -> np.ndarray:
-    """The keep mask over the rows of ``batches`` (in offset order): each
-    key's last row, minus tombstones with a timestamp before ``horizon_ms``;
-    unkeyed rows are kept."""
+def survivors(batches: list, horizon_ms: int | None) -> np.ndarray:
+    """The keep mask over the rows of ``batches`` (stored batches, in offset
+    order): each key's last row, minus tombstones with a timestamp before
+    ``horizon_ms`` (None: every tombstone); unkeyed rows are kept."""
     n = sum(b.num_rows for b in batches)
     keep = np.zeros(n, dtype=bool)
     if n == 0:
@@ -330,12 +330,14 @@ def _survivors(batches: list, horizon_ms: int) -> np.ndarray:
     latest = latest_rows(keys)
     keep[latest] = True
     nulls = pa.chunked_array([b.column(2).is_null() for b in batches])
-    if nulls.null_count or pc.any(nulls).as_py():
+    if pc.any(nulls).as_py():
         keep |= _to_bool(nulls)
     values_null = _to_bool(pa.chunked_array([b.column(3).is_null() for b in batches]))
     if values_null.any():
-        ts = pa.chunked_array([b.column(1) for b in batches]).cast(pa.int64()).to_numpy()
-        keep &= ~(values_null & (ts < horizon_ms) & ~_to_bool(nulls))
+        expired = values_null & ~_to_bool(nulls)
+        if horizon_ms is not None:
+            expired &= pa.chunked_array([b.column(1) for b in batches]).cast(pa.int64()).to_numpy() < horizon_ms
+        keep &= ~expired
     return keep
 
 
@@ -443,5 +445,5 @@ def clean_topic(topic, *, now_ms: int | None = None, wait: bool = True) -> list[
     return [dict(clean_partition(p, now_ms=now_ms, wait=wait), partition=p.partition) for p in topic.partitions()]
 
 
-__all__ = ["clean_partition", "clean_topic", "finish_swaps", "health", "dirty_ratio", "needs_cleaning",
+__all__ = ["survivors", "clean_partition", "clean_topic", "finish_swaps", "health", "dirty_ratio", "needs_cleaning",
            "latest_rows", "read_health"]
