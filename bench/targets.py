@@ -25,4 +25,8 @@ TARGETS = [
            "pushdown.duckdb.arrowlog", versus="pushdown.duckdb.replay", min_ratio=20.0, issue=16),
     Target("one-hour window through polars ≥ 20× the same query over replay().to_arrow()",
            "pushdown.polars.arrowlog", versus="pushdown.polars.replay", min_ratio=20.0, issue=16),
+    Target("the cleaner compacts ≥ 300 MB/s of segment data", "compaction.clean.arrowlog", min_value=300e6,
+           use_bytes=True, issue=15),
+    Target("latest-per-key view of 10 M records over 1 M keys < 1 s", "compaction.view.arrowlog", max_value=1.0,
+           issue=15),
 ]
