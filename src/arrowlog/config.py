@@ -147,6 +147,8 @@ PRODUCER = COMMON + [
         "produce_batch() accept; a larger one raises MessageSizeTooLargeError. The topic's max.message.bytes "
         "applies too."),
     Key("on_delivery", None, _callable, "Default delivery callback for records produced without one."),
+    Key("log.cleaner.backoff.ms", 15_000, _int(0, 86_400_000), "How often the producer's background cleaner "
+        "looks at the compacted topics it writes (cleaning those past min.cleanable.dirty.ratio); 0: never."),
 ]
 
 CONSUMER = COMMON + [

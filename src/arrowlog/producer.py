@@ -63,6 +63,7 @@ from .errors import (
     UnknownTopicError,
 )
 from .storage import validate_topic_name
+from .storage.cleaner import CleanerThread
 
 PRODUCE_SCHEMA = core.PRODUCE_SCHEMA
 HEADERS_TYPE = core.HEADERS_TYPE
@@ -342,6 +343,8 @@ class Producer(core.ProducerCore):
         self._callbacks = ClientCallbacks(conf, "producer")
         self._log = open_data_dir(location_of(conf), create=True, logger=conf["logger"])
         self._max_record_bytes = conf["message.max.bytes"]
+        self._cleaner_interval_ms = conf["log.cleaner.backoff.ms"]
+        self._cleaner: CleanerThread | None = None
         self._default_delivery = conf["on_delivery"]
         self._sent_counts: dict[tuple[str, int], list[int]] = {}
         self._batch_bytes = conf["batch.size"]
@@ -378,10 +381,18 @@ class Producer(core.ProducerCore):
         validate = record_validator(topic, t.value_schema) if t.value_schema is not None else None
         slot = core.TopicSlot(topic, t, t.num_partitions, min(self._batch_bytes, 16 << 20), limit, validate)
         slot.keyed_only = _config.is_compacted(t.config)
+        if slot.keyed_only and self._cleaner is None and self._cleaner_interval_ms > 0:
+            self._cleaner = CleanerThread(self._compacted_partitions, self._cleaner_interval_ms / 1000,
+                                          name="arrowlog-producer-cleaner").start()
         for p in range(t.num_partitions):
             self._locks[(topic, p)] = threading.Lock()
         self._slots[topic] = slot
         return slot
+
+    def _compacted_partitions(self) -> list:
+        """The partitions of the compacted topics this producer writes."""
+        return [s.topic.partition(p) for s in list(self._slots.values()) if s.keyed_only
+                for p in range(s.partitions)]
 
     def _bad_partition(self, slot: core.TopicSlot, partition: Any) -> None:
         raise UnknownPartitionError(f"topic {slot.name!r} has partitions 0..{slot.partitions - 1}; "
@@ -845,6 +856,8 @@ class Producer(core.ProducerCore):
             self._wake.set()
             if threading.current_thread() is not self._thread:
                 self._thread.join()
+            if self._cleaner is not None:
+                self._cleaner.stop()
             try:
                 if not self._fsync and self._fsync_interval > 0:
                     self._sync_dirty()

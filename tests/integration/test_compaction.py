@@ -2,9 +2,11 @@
 leaves (Consumer, replay, mirror source, offsets_for_times, the CLI)."""
 
 import json
+import os
 import random
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -234,3 +236,54 @@ def test_latest_per_key_view_is_the_same_before_and_after_compaction(compacted):
         ld.compact("t", now_ms=T0 + 10 * DAY)
     with arrowlog.replay(str(compacted), "t", latest_per_key=True) as r:
         assert r.to_arrow().equals(before)
+
+
+def test_background_cleaner_thread_cleans_dirty_partitions_and_records_failures(compacted, caplog):
+    from arrowlog.storage.cleaner import CleanerThread
+
+    with LogDir(compacted) as ld:
+        plog = ld.topic("t").partition(0)
+        before = plog.size_bytes()
+        cleaner = CleanerThread(ld.compacted_partitions, interval_s=3600)
+        assert cleaner.run_once() == 1  # never cleaned: all dirty
+        assert plog.size_bytes() < before
+        assert cleaner.run_once() == 0  # clean now: below min.cleanable.dirty.ratio
+        # a failing round is logged loudly and recorded for topic describe
+        with open(os.path.join(plog.directory, "00000000000000000000.log"), "r+b") as f:
+            f.seek(200)
+            f.write(b"\xff" * 8)
+        health_path = os.path.join(plog.directory, "cleaner.json")
+        with open(health_path) as f:
+            h = json.load(f)
+        h["clean_offset"] = 0  # make it dirty again
+        with open(health_path, "w") as f:
+            json.dump(h, f)
+        with caplog.at_level("ERROR", logger="arrowlog.cleaner"):
+            cleaner.run_once()
+        assert "cleaner of t-0 failed" in caplog.text
+        from arrowlog.storage.cleaner import health
+        assert "fails its checks" in health(plog)["last_error"]
+
+
+def test_producer_cleans_in_the_background(tmp_path):
+    with LogDir(tmp_path) as ld:
+        ld.create_topic("t", config={"cleanup.policy": "compact", "segment.bytes": 16384})
+    p = arrowlog.Producer({"log.dir": str(tmp_path), "log.cleaner.backoff.ms": 50})
+    try:
+        for i in range(3000):
+            if i % 50 == 0:
+                p.flush()
+            p.produce("t", b"v%d" % i, key=b"k%d" % (i % 10))
+        p.flush()
+        health_path = tmp_path / "topics" / "t" / "0" / "cleaner.json"
+        deadline = time.monotonic() + 120
+        while not health_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert health_path.exists(), "the producer's cleaner never ran"
+    finally:
+        p.close()
+    with LogDir(tmp_path) as ld:
+        plog = ld.topic("t").partition(0)
+        assert len(_all_records(plog)) < 3000
+        assert {r["key"]: r["value"] for r in _all_records(plog)} == {b"k%d" % k: b"v%d" % (2990 + k)
+                                                                      for k in range(10)}

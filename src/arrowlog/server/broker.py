@@ -114,7 +114,7 @@ class BrokerConfig:
     def __init__(self, *, node_id=1, host="127.0.0.1", port=9092, advertised_host=None,
                  auto_create_topics=True, default_partitions=1, flush_interval_s=1.0,
                  group_initial_rebalance_delay_ms=100, max_partitions_per_topic=MAX_PARTITIONS_PER_TOPIC,
-                 max_partitions_per_request=MAX_PARTITIONS_PER_REQUEST):
+                 max_partitions_per_request=MAX_PARTITIONS_PER_REQUEST, cleaner_interval_s=15.0):
         if not 1 <= default_partitions <= max_partitions_per_topic:
             raise AE.ConfigError(f"partitions of auto-created topics must be 1..{max_partitions_per_topic} "
                                  f"(the per-topic cap), got {default_partitions}")
@@ -130,6 +130,7 @@ class BrokerConfig:
         self.group_initial_rebalance_delay_ms = group_initial_rebalance_delay_ms
         self.max_partitions_per_topic = max_partitions_per_topic
         self.max_partitions_per_request = max_partitions_per_request
+        self.cleaner_interval_s = cleaner_interval_s  # Kafka's log.cleaner.backoff.ms
 
     @property
     def advertised(self) -> str:
@@ -184,8 +185,13 @@ class Broker:
     def start(self) -> None:
         self.groups.start()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+        from arrowlog.storage.cleaner import CleanerThread  # compacted topics: cleaned in its own thread
+        self._cleaner = CleanerThread(self.store.log.compacted_partitions,
+                                      self.config.cleaner_interval_s).start()
 
     async def stop(self) -> None:
+        if getattr(self, "_cleaner", None) is not None:
+            await asyncio.to_thread(self._cleaner.stop)  # a round in progress finishes its swap
         if self._flusher:
             self._flusher.cancel()
             await asyncio.gather(self._flusher, return_exceptions=True)

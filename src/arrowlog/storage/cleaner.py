@@ -49,6 +49,7 @@ import fcntl
 import json
 import logging
 import os
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -440,10 +441,59 @@ def _write_cleaned(plog: PartitionLog, old: Segment, frames: list, mask: np.ndar
     return position
 
 
+class CleanerThread:
+    """The background cleaner of a long-lived writer (``arrowlog serve``, a
+    Producer): every ``interval_s`` it cleans each compacted partition that
+    ``partitions()`` lists and needs_cleaning() picks, one at a time, in its
+    own thread, so appends and reads only ever wait for a swap. A failure is
+    logged at ERROR and recorded in cleaner.json (``topic describe`` shows
+    it); the thread carries on with the other partitions and tries the
+    failed one again next time."""
+
+    def __init__(self, partitions, interval_s: float = 15.0, name: str = "arrowlog-cleaner"):
+        self._partitions = partitions
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self.rounds = 0
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> CleanerThread:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.run_once()
+
+    def run_once(self) -> int:
+        """Clean what needs it now; returns how many partitions were cleaned."""
+        cleaned = 0
+        try:
+            todo = [p for p in self._partitions() if needs_cleaning(p)]
+        except Exception as exc:  # a topic deleted meanwhile, a closed log
+            log.error("cleaner: cannot list partitions: %s", exc)
+            return 0
+        for plog in todo:
+            if self._stop.is_set():
+                break
+            try:
+                clean_partition(plog, wait=False)
+                cleaned += 1
+            except Exception:  # logged and recorded by clean_partition
+                pass
+        self.rounds += 1
+        return cleaned
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join()
+
+
 def clean_topic(topic, *, now_ms: int | None = None, wait: bool = True) -> list[dict]:
     """A round over every partition of ``topic`` (a storage Topic)."""
     return [dict(clean_partition(p, now_ms=now_ms, wait=wait), partition=p.partition) for p in topic.partitions()]
 
 
-__all__ = ["survivors", "clean_partition", "clean_topic", "finish_swaps", "health", "dirty_ratio", "needs_cleaning",
+__all__ = ["CleanerThread", "survivors", "clean_partition", "clean_topic", "finish_swaps", "health", "dirty_ratio", "needs_cleaning",
            "latest_rows", "read_health"]

@@ -416,6 +416,16 @@ class LogDir:
                 deleted += log.enforce_retention()
         return deleted
 
+    def compacted_partitions(self) -> list[PartitionLog]:
+        """Every partition of every compacted topic (what a background
+        cleaner looks at)."""
+        out: list[PartitionLog] = []
+        for name in self.list_topics():
+            t = self.topic(name)
+            if _config.is_compacted(t.config):
+                out.extend(t.partitions())
+        return out
+
     def compact(self, name: str, *, now_ms: int | None = None) -> list[dict]:
         """Clean every partition of compacted topic ``name`` now (see
         storage/cleaner.py); one report per partition."""
