@@ -48,13 +48,7 @@ class CompactionModel(RuleBasedStateMachine):
         self.dir, self.pl = faultlib.open_partition(self.data, CONFIG)
 
     def _abandon(self) -> None:
-        """Process death: fds closed (locks released), no sync, no clean mark."""
-        pl = self.pl
-        pl._closed = True
-        pl._drop_segments()
-        pl._close_fds()
-        os.close(self.dir._lock_fd)
-        self.dir._closed = True
+        faultlib.abandon(self.dir, self.pl)
 
     def teardown(self) -> None:
         try:
