@@ -287,3 +287,16 @@ def test_producer_cleans_in_the_background(tmp_path):
         assert len(_all_records(plog)) < 3000
         assert {r["key"]: r["value"] for r in _all_records(plog)} == {b"k%d" % k: b"v%d" % (2990 + k)
                                                                       for k in range(10)}
+
+
+@pytest.mark.parametrize("start", [0, 123])
+def test_latest_rows_with_nulls_slices_and_keys_of_every_length(start):
+    keys = [None if i % 17 == 0 else (b"key-%d" % (i * 7919 % 3001)) * (i % 3) for i in range(50_000)]
+    arr = pa.array(keys, pa.binary()).slice(start, 30_000)
+    chunks = pa.chunked_array([arr.slice(0, 10_000), arr.slice(10_000)])
+    last = {}
+    for i, k in enumerate(keys[start:start + 30_000]):
+        if k is not None:
+            last[k] = i
+    assert latest_rows(chunks).tolist() == sorted(last.values())
+    assert latest_rows(arr).tolist() == sorted(last.values())

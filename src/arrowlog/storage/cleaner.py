@@ -348,14 +348,11 @@ def _to_bool(arr: pa.ChunkedArray) -> np.ndarray:
 
 
 def latest_rows(keys: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """Row numbers of each distinct key's last row, ascending: one Arrow hash
-    aggregation (the hash table compares the bytes of colliding keys)."""
-    rows = pa.array(np.arange(len(keys), dtype=np.int64))
-    if isinstance(keys, pa.ChunkedArray):
-        rows = pa.chunked_array([rows])
-    table = pa.table({"k": keys, "r": rows})
-    last = table.group_by("k", use_threads=True).aggregate([("r", "max")]).column("r_max")
-    return np.sort(last.to_numpy())
+    """Row numbers of each distinct non-null key's last row, ascending: one
+    pass of a native hash table over the key column (core.latest_rows_of:
+    64-bit hashes, key bytes compared on a hash match)."""
+    chunks = keys.chunks if isinstance(keys, pa.ChunkedArray) else [keys]
+    return core.latest_rows_of([c.cast(pa.binary()) if c.type != pa.binary() else c for c in chunks])
 
 
 def _empty_batch(schema: pa.Schema) -> pa.RecordBatch:
