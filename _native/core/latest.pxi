@@ -18,8 +18,16 @@ cdef struct KeyCol:
 
 cdef struct Slot:
     uint64_t hash
+    uint64_t prefix            # the key's first 8 bytes (zero-padded): most compares stay in the table
     int32_t col                # -1: empty
     int32_t row
+    int32_t length
+
+
+cdef inline uint64_t _prefix(const uint8_t *p, Py_ssize_t n) nogil:
+    cdef uint64_t w = 0
+    memcpy(&w, p, <size_t>(n if n < 8 else 8))
+    return w
 
 
 cdef inline uint64_t _rotl(uint64_t x, int r) nogil:
@@ -81,7 +89,7 @@ def latest_rows_of(list keys):
     cdef Slot *table = NULL
     cdef int64_t total = 0
     cdef uintptr_t addr
-    cdef uint64_t h
+    cdef uint64_t h, pre
     cdef const uint8_t *kp
     cdef Py_ssize_t kn, k
     cdef KeyCol *kc
@@ -111,7 +119,7 @@ def latest_rows_of(list keys):
                 if bufs[2] is not None:
                     addr = bufs[2].address
                     cols[c].data = <const uint8_t *>addr
-        while cap < 2 * min(total, 1 << 20):
+        while cap < 2 * min(total, 1 << 21):
             cap *= 2
         table = <Slot *>malloc(cap * sizeof(Slot))
         if table == NULL:
@@ -129,18 +137,22 @@ def latest_rows_of(list keys):
                     kp = kc.data + kc.offsets[i]
                     kn = kc.offsets[i + 1] - kc.offsets[i]
                     h = _hash_bytes(kp, kn)
+                    pre = _prefix(kp, kn)
                     slot = <Py_ssize_t>(h & <uint64_t>(cap - 1))
                     while table[slot].col >= 0:
-                        if table[slot].hash == h:
+                        if table[slot].hash == h and table[slot].length == kn and table[slot].prefix == pre:
+                            if kn <= 8:
+                                break
                             other = &cols[table[slot].col]
                             n = table[slot].row
-                            if (other.offsets[n + 1] - other.offsets[n] == kn
-                                    and memcmp(other.data + other.offsets[n], kp, <size_t>kn) == 0):
+                            if memcmp(other.data + other.offsets[n] + 8, kp + 8, <size_t>(kn - 8)) == 0:
                                 break
                         slot = (slot + 1) & (cap - 1)
                     if table[slot].col < 0:
                         used += 1
                     table[slot].hash = h
+                    table[slot].prefix = pre
+                    table[slot].length = <int32_t>kn
                     table[slot].col = <int32_t>c
                     table[slot].row = <int32_t>i
                     if used * 2 > cap:
