@@ -405,7 +405,7 @@ def replay(log: Any, topic: str, start: Any = "beginning", end: Any = "end", par
     ``latest_per_key=True`` is the table view of the range: per partition,
     the newest record of each key, tombstones (null values) removed, in
     offset order (unkeyed records are kept, as the cleaner keeps them). It is
-    computed vectorised over the Arrow batches (one hash aggregation), on
+    computed over the Arrow batches in one native hash-table pass, on
     any topic, compacted or not.
     """
     fmt = {"value_format": value_format, "value_schema": value_schema}

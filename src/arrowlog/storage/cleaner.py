@@ -5,10 +5,10 @@ A round over one partition:
 1. Under ``cleaner.lock`` (one cleaner per partition, across processes),
    the closed segments older than min.compaction.lag.ms are read (mapped,
    no lock: closed segments never change in place).
-2. The key -> latest-offset map is one Arrow hash aggregation over the key
-   column of all of them (``group_by(key).max(row)``: Arrow hashes the keys
-   and compares the bytes of keys whose hashes collide), never a per-record
-   Python loop. A row survives if it is its key's latest in that range, and
+2. The key -> latest-offset map is one native pass over the key columns of
+   all of them (core.latest_rows_of: a hash table of 64-bit key hashes that
+   compares the key bytes on every hash match, so colliding keys stay
+   apart), never a per-record Python loop. A row survives if it is its key's latest in that range, and
    is not a tombstone (null value) whose timestamp is older than
    delete.retention.ms. Unkeyed rows (written before compaction was turned
    on) are all kept.
