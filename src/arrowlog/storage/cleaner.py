@@ -277,7 +277,8 @@ def _clean(plog: PartitionLog, now_ms: int) -> dict:
             if end != seg.file_size:
                 raise StorageError(errno.EIO, f"segment {seg.log_path} fails its checks at byte {end}; the cleaner "
                                    "leaves it alone: run `arrowlog verify` (see docs/DURABILITY.md)")
-            frames = [(base, count, seg.read_frame(pos, end)[5]) for pos, base, count, _ts, _size in scanned]
+            frames = [(base, count, seg.frame_batch(pos, size - core.FRAME_HEADER_SIZE, count))
+                      for pos, base, count, _ts, size in scanned]
             segments.append((b, nxt, seg.file_size, os.fstat(seg.log_fd).st_ino, frames, seg))
         report["clean_offset"] = segments[-1][1]
         batches = [fr[2] for s in segments for fr in s[4]]
