@@ -43,4 +43,8 @@ TARGETS = [
       for what, key in (("consume(1000) loop", "consume.all.arrowlog"),
                         ("replay().to_pandas()", "replay.pandas.arrowlog"),
                         ("DuckDB aggregate over replay()", "replay.duckdb.arrowlog"))],
+    Target("the cleaner compacts ≥ 300 MB/s of segment data", "compaction.clean.arrowlog", min_value=300e6,
+           use_bytes=True, issue=15),
+    Target("latest-per-key view of 10 M records over 1 M keys < 1 s", "compaction.view.arrowlog", max_value=1.0,
+           issue=15),
 ]

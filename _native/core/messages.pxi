@@ -20,6 +20,8 @@ cdef class BatchView:
     cdef readonly int32_t partition
     cdef readonly int64_t base_offset
     cdef readonly Py_ssize_t num_rows
+    cdef readonly int64_t next_offset  # after the last offset the frame spans (gaps: docs/FORMAT.md)
+    cdef const int64_t *offs
     cdef const int64_t *ts
     cdef const int32_t *koff
     cdef const uint8_t *kdata
@@ -33,12 +35,21 @@ cdef class BatchView:
     cdef object headers_col
     cdef object value_col
 
-    def __init__(self, batch, str topic, int32_t partition, int64_t base_offset):
+    def __init__(self, batch, str topic, int32_t partition, int64_t base_offset, int64_t next_offset=-1):
         self.batch = batch
         self.topic = topic
         self.partition = partition
         self.base_offset = base_offset
         self.num_rows = batch.num_rows
+        self.next_offset = next_offset if next_offset >= 0 else base_offset + self.num_rows
+        cdef uintptr_t offs_addr = 0
+        cdef Py_ssize_t offs_shift = 0
+        self.offs = NULL
+        if self.num_rows:
+            offs = batch.column(0)
+            offs_addr = offs.buffers()[1].address
+            offs_shift = offs.offset
+            self.offs = (<const int64_t *>offs_addr) + offs_shift
         ts = batch.column(1)
         tb = ts.buffers()
         cdef uintptr_t ts_addr = tb[1].address
@@ -104,12 +115,16 @@ cdef class BatchView:
         cdef Message m = Message.__new__(Message)
         m._topic = self.topic
         m._partition = self.partition
-        m._offset = self.base_offset + i
+        m._offset = self.offs[i]  # the stored offset: compacted frames have gaps
         m._timestamp = self.ts[i]
         m._ts_type = 1
         m._view = self
         m._row = i
         return m
+
+    def offset_at(self, Py_ssize_t i):
+        """The offset of row ``i``; next_offset past the last row."""
+        return self.offs[i] if 0 <= i < self.num_rows else self.next_offset
 
     def message_at(self, Py_ssize_t i):
         if i < 0 or i >= self.num_rows:

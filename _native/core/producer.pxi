@@ -23,6 +23,7 @@ cdef class TopicSlot:
     cdef readonly Py_ssize_t max_record_bytes
     cdef readonly object validate
     cdef Py_ssize_t check_above     # a record larger than this takes the checks' slow path
+    cdef public bint keyed_only     # a compacted topic: an unkeyed record is refused at produce()
 
     def __init__(self, str name, object topic, int32_t partitions, Py_ssize_t batch_bytes=0,
                  Py_ssize_t max_record_bytes=PY_SSIZE_T_MAX, object validate=None):
@@ -137,6 +138,8 @@ cdef class ProducerCore:
         size = (vn if vn > 0 else 0) + (kn if kn > 0 else 0)
         if size > slot.check_above:
             self._check_record(slot, value, size)
+        if kn < 0 and slot.keyed_only:
+            self._unkeyed(slot)
         if partition is None or partition == -1:
             if kn >= 0:
                 p = arrowlog_murmur2_partition(kp, <size_t>kn, slot.partitions)

@@ -57,17 +57,24 @@ cdef inline uint8_t *_put_field(uint8_t *w, BinCol *col, Py_ssize_t i, int32_t l
 
 
 def encode_batch(batch, int codec=0, int64_t producer_id=-1, int16_t producer_epoch=-1,
-                 int32_t base_sequence=-1):
+                 int32_t base_sequence=-1, int64_t first_offset=-1, int64_t next_offset=-1):
     """Encode a stored Arrow batch (columns offset, timestamp, key, value, headers)
     as one Kafka record batch v2, CreateTime, CRC-32C filled in.
 
     The base offset is the batch's first offset; records keep their own
     offsets as deltas, so a batch read back from any partition encodes the
     same way every time (and can be cached by its base offset).
+
+    ``first_offset``/``next_offset`` (a compacted frame's span: it may hold
+    fewer records than offsets, even none) make the batch's baseOffset and
+    lastOffsetDelta cover the whole span, as Kafka's cleaner leaves them, so
+    a client's next fetch starts after the gap.
     """
     cdef Py_ssize_t count = batch.num_rows
     if count == 0:
-        raise ValueError("cannot encode an empty batch")
+        if first_offset < 0 or next_offset <= first_offset:
+            raise ValueError("cannot encode an empty batch")
+        return _empty_batch(first_offset, next_offset, producer_id, producer_epoch, base_sequence)
     keep = []
     names = batch.schema.names
     offsets_arr = batch.column(names.index("offset"))
@@ -113,7 +120,10 @@ def encode_batch(batch, int codec=0, int64_t producer_id=-1, int16_t producer_ep
             hkey = _bin_col(hstruct.field(0), keep)
             hval = _bin_col(hstruct.field(1), keep)
 
-    cdef int64_t base_offset = off[0]
+    cdef int64_t base_offset = first_offset if 0 <= first_offset <= off[0] else off[0]
+    cdef int64_t last_delta = off[count - 1] - base_offset
+    if next_offset > off[count - 1]:
+        last_delta = next_offset - 1 - base_offset
     cdef int64_t base_ts = ts[0]
     cdef int64_t max_ts = ts[0]
     cdef Py_ssize_t i, j, k, total = 0
@@ -184,7 +194,7 @@ def encode_batch(batch, int codec=0, int64_t producer_id=-1, int16_t producer_ep
     put32(h + 12, 0)                          # partition leader epoch: constant 0
     h[16] = 2                                 # magic
     put16(h + 21, <int16_t>codec)             # attributes: CreateTime, not transactional
-    put32(h + 23, <uint32_t>(off[count - 1] - base_offset))
+    put32(h + 23, <uint32_t>last_delta)
     put64(h + 27, base_ts)
     put64(h + 35, max_ts)
     put64(h + 43, producer_id)
@@ -192,6 +202,28 @@ def encode_batch(batch, int codec=0, int64_t producer_id=-1, int16_t producer_ep
     put32(h + 53, <uint32_t>base_sequence)
     put32(h + 57, <uint32_t>count)
     put32(h + 17, arrowlog_crc32c(0, h + CRC_START, size - CRC_START))
+    return out
+
+
+cdef bytes _empty_batch(int64_t first_offset, int64_t next_offset, int64_t producer_id, int16_t producer_epoch,
+                        int32_t base_sequence):
+    """A record batch with no records spanning first_offset..next_offset-1
+    (what Kafka's cleaner leaves when it removes every record of a batch)."""
+    out = PyBytes_FromStringAndSize(NULL, BATCH_HEADER_SIZE)
+    cdef uint8_t *h = <uint8_t *>PyBytes_AS_STRING(out)
+    put64(h, first_offset)
+    put32(h + 8, <uint32_t>(BATCH_HEADER_SIZE - LENGTH_PREFIX))
+    put32(h + 12, 0)
+    h[16] = 2
+    put16(h + 21, 0)
+    put32(h + 23, <uint32_t>(next_offset - 1 - first_offset))
+    put64(h + 27, -1)
+    put64(h + 35, -1)
+    put64(h + 43, producer_id)
+    put16(h + 51, producer_epoch)
+    put32(h + 53, <uint32_t>base_sequence)
+    put32(h + 57, 0)
+    put32(h + 17, arrowlog_crc32c(0, h + CRC_START, BATCH_HEADER_SIZE - CRC_START))
     return out
 
 

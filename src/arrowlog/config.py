@@ -70,6 +70,25 @@ def _choice(*options: str, aliases: dict | None = None) -> Callable[[Any], str]:
     return parse
 
 
+def _cleanup_policy(v: Any) -> str:
+    """Kafka's cleanup.policy: delete, compact, or both (any order, also a
+    list); both are stored as "compact,delete"."""
+    parts = v if isinstance(v, (list, tuple)) else str(v).split(",")
+    names = {str(p).strip().lower() for p in parts}
+    if not names or not names <= {"delete", "compact"}:
+        raise ValueError("must be delete, compact or compact,delete")
+    return ",".join(sorted(names))
+
+
+def _ratio(v: Any) -> float:
+    if isinstance(v, bool):
+        raise ValueError("expected a number between 0 and 1")
+    x = float(v)
+    if not 0.0 <= x <= 1.0:
+        raise ValueError("must be between 0 and 1")
+    return x
+
+
 def _any(v: Any) -> Any:
     return v
 
@@ -128,6 +147,8 @@ PRODUCER = COMMON + [
         "produce_batch() accept; a larger one raises MessageSizeTooLargeError. The topic's max.message.bytes "
         "applies too."),
     Key("on_delivery", None, _callable, "Default delivery callback for records produced without one."),
+    Key("log.cleaner.backoff.ms", 15_000, _int(0, 86_400_000), "How often the producer's background cleaner "
+        "looks at the compacted topics it writes (cleaning those past min.cleanable.dirty.ratio); 0: never."),
 ]
 
 CONSUMER = COMMON + [
@@ -167,9 +188,25 @@ TOPIC = [
     Key("value.schema", None, _any, "An Arrow schema for values: values are stored as typed columns."),
     Key("max.message.bytes", 1 << 30, _int(1000, 1 << 30), "Largest record (key + value bytes) the topic accepts "
         "(Kafka's default is 1 MB; records here are not replicated over a network, so the default is 1 GiB)."),
-    Key("cleanup.policy", "delete", _choice("delete", "compact"), "delete (retention); compact is recorded "
-        "for the log cleaner and until it exists keeps every record, like delete with retention.ms=-1."),
+    Key("cleanup.policy", "delete", _cleanup_policy, "delete: segments go by retention.ms/retention.bytes. "
+        "compact: the cleaner keeps the latest record of every key (and tombstones for delete.retention.ms); "
+        "unkeyed records are refused. compact,delete: both."),
+    Key("min.cleanable.dirty.ratio", 0.5, _ratio, "Clean a compacted partition when this share of its closed "
+        "segments' bytes is uncleaned (Kafka: 0.5)."),
+    Key("min.compaction.lag.ms", 0, _int(0), "A record stays uncompacted at least this long after it is written."),
+    Key("max.compaction.lag.ms", (1 << 63) - 1, _int(1), "A record is compacted at most this long after it is "
+        "written, even below min.cleanable.dirty.ratio (default: unbounded)."),
+    Key("delete.retention.ms", 86_400_000, _int(0), "How long a tombstone (a keyed record with a null value) "
+        "stays readable after the cleaner first passes it (Kafka: 1 day)."),
 ]
+
+COMPACT_KEYS = ("cleanup.policy", "min.cleanable.dirty.ratio", "min.compaction.lag.ms", "max.compaction.lag.ms",
+                "delete.retention.ms")
+
+
+def is_compacted(topic_config: dict) -> bool:
+    """Whether a topic's (resolved) config has compaction on."""
+    return "compact" in str(topic_config.get("cleanup.policy") or "delete").split(",")
 
 # Kafka-cluster-only keys (librdkafka's): accepted with a warning so configs
 # can be shared; they mean nothing to a local directory.

@@ -335,7 +335,7 @@ class Consumer:
                 f.views.popleft()
             else:
                 entry[1] = end
-            f.position = view.base_offset + end
+            f.position = view.offset_at(end)
         return got
 
     def _load(self, f: _Fetch) -> bool:
@@ -345,11 +345,16 @@ class Consumer:
             low, high = f.log.watermarks()
             f.position = self._reset_position(f.topic, f.tp[1], low, high, f.position)
             frames = f.log.read(f.position, self._fetch_bytes, check_crc=self._check_crcs)
-        for fr in frames:
-            row = f.position - fr.base_offset if fr.base_offset < f.position else 0
-            if row < fr.record_count:
-                f.views.append([core.BatchView(fr.batch, f.topic, f.tp[1], fr.base_offset), row])
-        return bool(f.views)
+        while True:
+            for fr in frames:
+                row = fr.row_at(f.position)
+                if row < fr.rows:
+                    f.views.append([core.BatchView(fr.batch, f.topic, f.tp[1], fr.base_offset, fr.next_offset), row])
+            if f.views or not frames:
+                return bool(f.views)
+            # only offsets the cleaner removed: step past them
+            f.position = frames[-1].next_offset
+            frames = f.log.read(f.position, self._fetch_bytes, check_crc=self._check_crcs)
 
     def _gather(self, want: int) -> list:
         out: list = []

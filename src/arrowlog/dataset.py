@@ -610,8 +610,7 @@ class LogDataset(pads.Dataset):
                     st = pstats.add(_FrameStat(fr.base_offset, fr.next_offset, fr.size, fr.min_timestamp,
                                                fr.max_timestamp))
                     pos = fr.next_offset
-                    first = max(start - fr.base_offset, 0)
-                    last = min(end - fr.base_offset, fr.record_count)
+                    first, last = fr.row_at(start), fr.row_at(end)  # rows: compacted frames have gaps
                     if first < last and self._admits(st, bounds, tlo, thi, field_bounds):
                         picked.append((st, fr, first, last))
                 shaped = self._shape_all([fr.batch for _, fr, _, _ in picked], p, schema)
@@ -622,7 +621,7 @@ class LogDataset(pads.Dataset):
                             st.fields[c] = _field_range(out.column(c))
                         if not self._admits(st, bounds, tlo, thi, field_bounds):
                             continue
-                    if first or last < fr.record_count:
+                    if first or last < fr.rows:
                         out = out.slice(first, last - first)
                     self.stats["frames_scanned"] += 1
                     self.stats["rows_scanned"] += out.num_rows

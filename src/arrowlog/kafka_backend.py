@@ -63,7 +63,7 @@ else:
 CALLBACK_KEYS = {"error_cb", "stats_cb", "throttle_cb", "oauth_cb", "on_delivery", "on_commit", "logger"}
 # Keys that only mean something to the embedded log; ignored with a warning
 # so one config serves both backends.
-EMBEDDED_ONLY = {"fsync.interval.ms", "check.crcs.on.read"}
+EMBEDDED_ONLY = {"fsync.interval.ms", "check.crcs.on.read", "log.cleaner.backoff.ms"}
 # How long metadata and admin calls wait for the cluster before giving up.
 ADMIN_TIMEOUT_S = 30.0
 # How long a new client waits for the first broker to answer (librdkafka's

@@ -125,7 +125,7 @@ def record_timestamp(pl: Any, offset: int) -> int | None:
     except (ArrowlogError, OSError):
         return None
     for fr in frames[:1]:
-        i = offset - fr.base_offset
+        i = fr.row_at(offset)  # the first record at or after it: compacted frames have gaps
         if 0 <= i < fr.batch.num_rows:
             return fr.batch.column("timestamp")[i].value
     return None

@@ -189,12 +189,14 @@ class LogSource:
                 self.positions[(topic, p)] = low
                 continue
             for fr in frames:
-                first = max(position - fr.base_offset, 0)
-                if first >= fr.record_count:
+                first = fr.row_at(position)  # a compacted frame has gaps
+                if first >= fr.rows:
+                    position = max(position, fr.next_offset)
                     continue
                 batch = fr.batch.slice(first) if first else fr.batch
                 out.append(Chunk(topic, p, pa.RecordBatch.from_arrays(batch.columns[1:], names=batch.schema.names[1:]),
-                                 fr.base_offset + fr.record_count))
+                                 fr.base_offset + fr.record_count,
+                                 batch.column(0).to_numpy() if fr.rows != fr.record_count else None))
                 position = fr.base_offset + fr.record_count
             self.positions[(topic, p)] = position
         if not out and timeout > 0 and self.positions:

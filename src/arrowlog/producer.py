@@ -63,6 +63,7 @@ from .errors import (
     UnknownTopicError,
 )
 from .storage import validate_topic_name
+from .storage.cleaner import CleanerThread
 from .storage.partition import sync_many
 
 PRODUCE_SCHEMA = core.PRODUCE_SCHEMA
@@ -343,6 +344,8 @@ class Producer(core.ProducerCore):
         self._callbacks = ClientCallbacks(conf, "producer")
         self._log = open_data_dir(location_of(conf), create=True, logger=conf["logger"])
         self._max_record_bytes = conf["message.max.bytes"]
+        self._cleaner_interval_ms = conf["log.cleaner.backoff.ms"]
+        self._cleaner: CleanerThread | None = None
         self._default_delivery = conf["on_delivery"]
         self._sent_counts: dict[tuple[str, int], list[int]] = {}
         self._batch_bytes = conf["batch.size"]
@@ -378,14 +381,28 @@ class Producer(core.ProducerCore):
         limit = min(self._max_record_bytes, int(t.config.get("max.message.bytes") or self._max_record_bytes))
         validate = record_validator(topic, t.value_schema) if t.value_schema is not None else None
         slot = core.TopicSlot(topic, t, t.num_partitions, min(self._batch_bytes, 16 << 20), limit, validate)
+        slot.keyed_only = _config.is_compacted(t.config)
+        if slot.keyed_only and self._cleaner is None and self._cleaner_interval_ms > 0:
+            self._cleaner = CleanerThread(self._compacted_partitions, self._cleaner_interval_ms / 1000,
+                                          name="arrowlog-producer-cleaner").start()
         for p in range(t.num_partitions):
             self._locks[(topic, p)] = threading.Lock()
         self._slots[topic] = slot
         return slot
 
+    def _compacted_partitions(self) -> list:
+        """The partitions of the compacted topics this producer writes."""
+        return [s.topic.partition(p) for s in list(self._slots.values()) if s.keyed_only
+                for p in range(s.partitions)]
+
     def _bad_partition(self, slot: core.TopicSlot, partition: Any) -> None:
         raise UnknownPartitionError(f"topic {slot.name!r} has partitions 0..{slot.partitions - 1}; "
                                     f"there is no partition {partition!r}")
+
+    def _unkeyed(self, slot: core.TopicSlot, where: str = "") -> None:
+        raise InvalidRecordError(f"{where}topic {slot.name!r} is compacted (cleanup.policy="
+                                 f"{slot.topic.config.get('cleanup.policy')}): every record needs a key, and this "
+                                 "one has none; give it a key (the record was not queued)")
 
     def _too_large(self, slot: core.TopicSlot, size: int) -> None:
         raise MessageSizeTooLargeError(
@@ -708,6 +725,9 @@ class Producer(core.ProducerCore):
             return 0
         keys = binary_array(keys, "keys", n) if keys is not None else pa.nulls(n, pa.binary())
         self._check_sizes(slot, keys, values)
+        if slot.keyed_only and keys.null_count:
+            bad = int(np.argmax(np.asarray(keys.is_null())))
+            self._unkeyed(slot, f"row {bad} of produce_batch: nothing was appended: ")
         ts = self._timestamps(timestamps, n)
         hdrs = self._headers_array(headers, n)
         # what is already queued for these partitions goes first
@@ -834,6 +854,8 @@ class Producer(core.ProducerCore):
             self._wake.set()
             if threading.current_thread() is not self._thread:
                 self._thread.join()
+            if self._cleaner is not None:
+                self._cleaner.stop()
             try:
                 if not self._fsync and self._fsync_interval > 0:
                     self._sync_dirty()

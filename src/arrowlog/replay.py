@@ -43,6 +43,7 @@ from ._optional import require
 from .errors import ConfigError, OffsetOutOfRangeError
 from .producer import to_epoch_ms
 from .storage import LogDir
+from .storage.cleaner import survivors
 
 # Bytes asked of a partition per read: many frames per call keeps the Python
 # overhead per frame small; the frames themselves are zero-copy views.
@@ -146,8 +147,9 @@ class Replay:
 
     def __init__(self, logdir: LogDir, topic: str, start: Any = "beginning", end: Any = "end",
                  partitions: list[int] | None = None, columns: list[str] | None = None, *, owns_log: bool = False,
-                 value_format: str = "binary", value_schema: pa.Schema | None = None):
+                 value_format: str = "binary", value_schema: pa.Schema | None = None, latest_per_key: bool = False):
         self._logdir = logdir
+        self.latest_per_key = bool(latest_per_key)
         self._owns_log = owns_log
         self.topic = topic
         t = logdir.topic(topic)
@@ -187,32 +189,48 @@ class Replay:
 
     def _batches(self) -> Iterator[pa.RecordBatch]:
         for p in self.partitions:
-            lo, hi = self.ranges[p]
-            log = self._topic.partition(p)
-            position = lo
-            while position < hi:
-                try:
-                    frames = log.read(position, READ_BYTES)
-                except OffsetOutOfRangeError:
-                    low, _ = log.watermarks()
-                    if low >= hi:
-                        break
-                    position = max(position, low)
-                    continue
-                if not frames:
-                    break
-                for fr in frames:
-                    batch = fr.batch
-                    first = max(position - fr.base_offset, 0)
-                    last = min(hi - fr.base_offset, fr.record_count)
-                    if first >= last:
-                        continue
-                    if first or last < fr.record_count:
-                        batch = batch.slice(first, last - first)
+            if not self.latest_per_key:
+                for batch in self._partition_batches(p):
                     yield self._shape(batch, self._partition_column(p, batch.num_rows))
-                    position = fr.base_offset + last
-                    if position >= hi:
-                        break
+                continue
+            raw = list(self._partition_batches(p))
+            keep = survivors(raw, None)
+            start = 0
+            for batch in raw:
+                mask = keep[start:start + batch.num_rows]
+                start += batch.num_rows
+                if not mask.all():
+                    batch = batch.filter(pa.array(mask))
+                if batch.num_rows:
+                    yield self._shape(batch, self._partition_column(p, batch.num_rows))
+
+    def _partition_batches(self, p: int) -> Iterator[pa.RecordBatch]:
+        """Partition ``p``'s stored batches (all columns) inside the range."""
+        lo, hi = self.ranges[p]
+        log = self._topic.partition(p)
+        position = lo
+        while position < hi:
+            try:
+                frames = log.read(position, READ_BYTES)
+            except OffsetOutOfRangeError:
+                low, _ = log.watermarks()
+                if low >= hi:
+                    break
+                position = max(position, low)
+                continue
+            if not frames:
+                break
+            for fr in frames:
+                batch = fr.batch
+                # rows, not offsets: a compacted frame has gaps
+                first, last = fr.row_at(position), fr.row_at(hi)
+                if first < last:
+                    if first or last < fr.rows:
+                        batch = batch.slice(first, last - first)
+                    yield batch
+                position = max(position, min(fr.next_offset, hi))
+                if position >= hi:
+                    break
 
     def _partition_column(self, partition: int, n: int) -> pa.Array:
         """``n`` copies of ``partition``, sliced from one cached array."""
@@ -372,7 +390,7 @@ class Replay:
 
 def replay(log: Any, topic: str, start: Any = "beginning", end: Any = "end", partitions: list[int] | None = None,
            columns: list[str] | None = None, *, value_format: str = "binary", value_schema: pa.Schema | None = None,
-           **kafka_config: Any) -> Replay:
+           latest_per_key: bool = False, **kafka_config: Any) -> Replay:
     """Read ``topic`` from ``start`` to ``end`` (exclusive) as Arrow.
 
     ``log`` is a data directory (path, ``file://`` URL or LogDir) or a
@@ -383,12 +401,22 @@ def replay(log: Any, topic: str, start: Any = "beginning", end: Any = "end", par
     columns (parsed by pyarrow.json in one pass; ``value_schema`` fixes their
     types), so ``duckdb.sql("select item, sum(total) from r group by item")``
     needs no decode().
+
+    ``latest_per_key=True`` is the table view of the range: per partition,
+    the newest record of each key, tombstones (null values) removed, in
+    offset order (unkeyed records are kept, as the cleaner keeps them). It is
+    computed over the Arrow batches in one native hash-table pass, on
+    any topic, compacted or not.
     """
     fmt = {"value_format": value_format, "value_schema": value_schema}
+    if latest_per_key:
+        fmt["latest_per_key"] = True
     if isinstance(log, LogDir):
         return Replay(log, topic, start, end, partitions, columns, **fmt)
     where = os.fspath(log)
     if is_kafka(where):
+        if latest_per_key:
+            raise ConfigError("latest_per_key is for an embedded log (a data directory), not kafka://")
         from .kafka_backend import kafka_replay
         return kafka_replay(where, topic, start, end, partitions, columns, **fmt, **kafka_config)
     if kafka_config:

@@ -172,6 +172,17 @@ def open_partition(path: str, config: dict | None = None):
     return d, t.partition(0)
 
 
+def abandon(d, pl) -> None:
+    """What process death does to an open LogDir ``d`` and its partition
+    ``pl``: fds closed (locks released), mappings dropped; no sync, no clean
+    mark."""
+    pl._closed = True
+    pl._drop_segments()
+    pl._close_fds()
+    os.close(d._lock_fd)
+    d._closed = True
+
+
 def closed_partition(path: str, segments: int, segment_bytes: int, index_interval: int,
                      seed: int = 3) -> dict[int, bytes]:
     """A partition of at least ``segments`` segments, written with batches of

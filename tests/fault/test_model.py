@@ -65,12 +65,7 @@ class LogModel(RuleBasedStateMachine):
     def _abandon(self) -> None:
         """What process death does to an open log: fds closed (locks
         released), mappings dropped; no sync, no clean mark."""
-        pl = self.pl
-        pl._closed = True
-        pl._drop_segments()
-        pl._close_fds()
-        os.close(self.dir._lock_fd)
-        self.dir._closed = True
+        faultlib.abandon(self.dir, self.pl)
         self.groups.close()
 
     def _check_all(self) -> None:

@@ -1,13 +1,16 @@
-"""``arrowlog topic create|list|describe|delete|alter``."""
+"""``arrowlog topic create|list|describe|delete|alter|compact``."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 from typing import Any
 
 import click
 
+from ..config import is_compacted
+from ..storage.cleaner import health as cleaner_health
 from .common import (
     EXIT_EXISTS,
     CliError,
@@ -224,6 +227,8 @@ def describe_topic(logdir: Any, name: str) -> dict[str, Any]:
             "size_bytes": usage.size_bytes,
             "segments": usage.segments,
         })
+        if is_compacted(t.config):
+            parts[-1]["cleaner"] = cleaner_health(pl)
     config = {str(k): v for k, v in dict(t.config).items()}
     return {"name": t.name, "partitions": parts, "config": config, "retention": retention_text(config)}
 
@@ -263,6 +268,49 @@ def describe_cmd(name: str, as_json: bool, data: str | None) -> None:
             for p in info["partitions"]
         ],
     )
+    cleaned = [p for p in info["partitions"] if "cleaner" in p]
+    if cleaned:
+        out("")
+        print_table(
+            ["PARTITION", "DIRTY-RATIO", "LAST-CLEAN", "DURATION-MS", "RECLAIMED", "CLEANS", "LAST-ERROR"],
+            [[p["partition"], p["cleaner"]["dirty_ratio"], _clean_time(p["cleaner"]["last_clean_ms"]),
+              p["cleaner"]["last_clean_duration_ms"], human_bytes(p["cleaner"]["bytes_reclaimed"]),
+              p["cleaner"]["cleans"], p["cleaner"]["last_error"] or "-"] for p in cleaned],
+        )
+        for p in cleaned:
+            if p["cleaner"]["last_error"]:
+                note(f"partition {p['partition']}: the cleaner FAILED: {p['cleaner']['last_error']}")
+
+
+def _clean_time(ms: int | None) -> str:
+    if ms is None:
+        return "never"
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@topic_group.command(
+    "compact",
+    epilog="""\b
+Examples:
+  arrowlog topic compact users
+  arrowlog topic compact users --json
+""",
+)
+@click.argument("name", shell_complete=complete_topics)
+@click.option("--json", "as_json", is_flag=True, help="Print each partition's report as JSON.")
+@command_body
+def compact_cmd(name: str, as_json: bool, data: str | None) -> None:
+    """Compact TOPIC now (cleanup.policy=compact): keep the latest record of
+    each key in its closed segments, drop expired tombstones."""
+    logdir = open_logdir(resolve_data_dir(data))
+    get_topic(logdir, name)
+    reports = logdir.compact(name)
+    if as_json:
+        out(json.dumps(reports))
+        return
+    print_table(["PARTITION", "SEGMENTS", "REWRITTEN", "RECORDS-BEFORE", "RECORDS-AFTER", "RECLAIMED", "MS"],
+                [[r["partition"], r["segments"], r["segments_rewritten"], r["records_before"], r["records_after"],
+                  human_bytes(r["bytes_reclaimed"]), r["duration_ms"]] for r in reports])
 
 
 @topic_group.command(

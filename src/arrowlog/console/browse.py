@@ -262,11 +262,13 @@ class Browser:
             if not frames:
                 break
             for fr in frames:
-                skip = max(0, pos - fr.base_offset)
-                take = min(fr.record_count - skip, rows - len(found))
+                skip = fr.row_at(pos)  # rows, not offsets: a compacted frame has gaps
+                take = min(fr.rows - skip, rows - len(found))
                 if take > 0:
                     found.extend(_rows(topic, partition, fr.batch.slice(skip, take)))
-                pos = fr.base_offset + skip + max(take, 0)
+                pos = max(pos, fr.batch.column(0)[skip + take - 1].as_py() + 1 if take > 0 else fr.next_offset)
+                if skip + max(take, 0) >= fr.rows:
+                    pos = max(pos, fr.next_offset)
                 if len(found) >= rows:
                     break
         nxt = found[-1].offset + 1 if found else start
@@ -308,12 +310,13 @@ class Browser:
             if not frames:
                 break
             for fr in frames:
-                skip = max(0, pos - fr.base_offset)
+                skip = fr.row_at(pos)  # rows, not offsets: a compacted frame has gaps
                 batch = fr.batch.slice(skip)
                 hits = pc.indices_nonzero(pc.fill_null(pc.equal(batch.column("key"), scalar), False))
                 hits = hits.slice(0, rows - len(found))
                 found.extend(_rows(topic, partition, batch, hits))
-                pos = fr.base_offset + skip + (hits[-1].as_py() + 1 if len(found) >= rows else batch.num_rows)
+                pos = (batch.column(0)[hits[-1].as_py()].as_py() + 1 if len(found) >= rows
+                       else max(pos, fr.next_offset))
                 if len(found) >= rows:
                     break
         note = f"key routed by murmur2 to partition {partition}; scanned offsets {first}..{pos - 1}"

@@ -117,7 +117,7 @@ class BrokerConfig:
     def __init__(self, *, node_id=1, host="127.0.0.1", port=9092, advertised_host=None,
                  auto_create_topics=True, default_partitions=1, flush_interval_s=1.0,
                  group_initial_rebalance_delay_ms=100, max_partitions_per_topic=MAX_PARTITIONS_PER_TOPIC,
-                 max_partitions_per_request=MAX_PARTITIONS_PER_REQUEST):
+                 max_partitions_per_request=MAX_PARTITIONS_PER_REQUEST, cleaner_interval_s=15.0):
         if not 1 <= default_partitions <= max_partitions_per_topic:
             raise AE.ConfigError(f"partitions of auto-created topics must be 1..{max_partitions_per_topic} "
                                  f"(the per-topic cap), got {default_partitions}")
@@ -133,6 +133,7 @@ class BrokerConfig:
         self.group_initial_rebalance_delay_ms = group_initial_rebalance_delay_ms
         self.max_partitions_per_topic = max_partitions_per_topic
         self.max_partitions_per_request = max_partitions_per_request
+        self.cleaner_interval_s = cleaner_interval_s  # Kafka's log.cleaner.backoff.ms
 
     @property
     def advertised(self) -> str:
@@ -190,8 +191,13 @@ class Broker:
     def start(self) -> None:
         self.groups.start()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+        from arrowlog.storage.cleaner import CleanerThread  # compacted topics: cleaned in its own thread
+        self._cleaner = CleanerThread(self.store.log.compacted_partitions,
+                                      self.config.cleaner_interval_s).start()
 
     async def stop(self) -> None:
+        if getattr(self, "_cleaner", None) is not None:
+            await asyncio.to_thread(self._cleaner.stop)  # a round in progress finishes its swap
         if self._flusher:
             self._flusher.cancel()
             await asyncio.gather(self._flusher, return_exceptions=True)
@@ -486,11 +492,13 @@ class Broker:
     def _encoded(self, topic: str, index: int, frame) -> bytes:
         key = (topic, index, frame.base_offset)
         hit = self._cache.get(key)
-        if hit is not None and hit[0] == frame.record_count:
+        shape = (frame.record_count, frame.batch.num_rows)  # the cleaner may rewrite a frame in place
+        if hit is not None and hit[0] == shape:
             self._cache.move_to_end(key)
             return hit[1]
-        data = encode_batch(frame.batch if self.typed is None else self.typed.on_fetch(topic, frame.batch))
-        self._cache[key] = (frame.record_count, data)
+        batch = frame.batch if self.typed is None else self.typed.on_fetch(topic, frame.batch)
+        data = encode_batch(batch, first_offset=frame.base_offset, next_offset=frame.next_offset)
+        self._cache[key] = (shape, data)
         self._cache_bytes += len(data)
         while self._cache_bytes > ENCODE_CACHE_BYTES and self._cache:
             _, (_, old) = self._cache.popitem(last=False)
@@ -546,7 +554,7 @@ class Broker:
                     if fr.max_timestamp > best_ts:
                         col = fr.batch.column("timestamp").cast("int64").to_pylist()
                         i = col.index(fr.max_timestamp) if fr.max_timestamp in col else len(col) - 1
-                        best_ts, best_off = fr.max_timestamp, fr.base_offset + i
+                        best_ts, best_off = fr.max_timestamp, fr.batch.column("offset")[i].as_py()
                     pos = fr.base_offset + fr.record_count
             return best_off, best_ts
         offset = pl.offset_for_timestamp(timestamp)

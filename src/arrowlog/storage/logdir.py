@@ -38,6 +38,7 @@ from ..errors import (
     UnknownPartitionError,
     UnknownTopicError,
 )
+from .cleaner import clean_topic
 from .files import ExclusiveFlock, open_shared_file, storage_error, write_json_atomic
 from .partition import ENVELOPE_SCHEMA, PartitionLog, close_many
 from .segment import Segment, parse_segment_name
@@ -413,6 +414,25 @@ class LogDir:
             for log in logs:
                 deleted += log.enforce_retention()
         return deleted
+
+    def compacted_partitions(self) -> list[PartitionLog]:
+        """Every partition of every compacted topic (what a background
+        cleaner looks at)."""
+        out: list[PartitionLog] = []
+        for name in self.list_topics():
+            t = self.topic(name)
+            if _config.is_compacted(t.config):
+                out.extend(t.partitions())
+        return out
+
+    def compact(self, name: str, *, now_ms: int | None = None) -> list[dict]:
+        """Clean every partition of compacted topic ``name`` now (see
+        storage/cleaner.py); one report per partition."""
+        t = self.topic(name)
+        if not _config.is_compacted(t.config):
+            raise ConfigError(f"topic {name!r} has cleanup.policy={t.config.get('cleanup.policy')}: only a compacted "
+                              "topic can be compacted (arrowlog topic alter NAME -c cleanup.policy=compact)")
+        return clean_topic(t, now_ms=now_ms)
 
     def close(self) -> None:
         with self._lock:

@@ -45,11 +45,14 @@ import numpy as np
 import pyarrow as pa
 
 from .._native import core
+from ..config import is_compacted
 from ..errors import (
     ArrowlogError,
+    InvalidRecordError,
     PartitionFailedError,
     StorageError,
 )
+from .cleaner import finish_swaps
 from .files import ExclusiveFlock, close_fds, open_shared_file, storage_error, too_many_open_files
 from .handles import BUDGET
 from .index import Indexer
@@ -96,6 +99,9 @@ class PartitionLog(RecoveryMixin, SyncMixin, RetentionMixin, ReadMixin):
         self.segment_bytes = min(int(config["segment.bytes"]), MAX_SEGMENT_BYTES)
         self.segment_ms = int(config["segment.ms"])
         self.index_interval = int(config["index.interval.bytes"])
+        self.compacted = is_compacted(config)
+        self._gaps_key: int | None = None  # generation at which _gaps_possible was looked up (reading.py)
+        self._gaps_possible = self.compacted
         self.compression = config.get("compression.type") or None
         if self.compression == "none":
             self.compression = None
@@ -224,6 +230,8 @@ class PartitionLog(RecoveryMixin, SyncMixin, RetentionMixin, ReadMixin):
             first = False
         if first:
             try:
+                with self._append_locked():
+                    finish_swaps(self.directory)  # a cleaner that died mid-swap
                 if self._resumable():
                     pass  # this process parked it and nobody changed it since: nothing to recover or check
                 elif not self.state.is_initialised() and not self._list_bases():
@@ -389,6 +397,10 @@ class PartitionLog(RecoveryMixin, SyncMixin, RetentionMixin, ReadMixin):
             values = ts.cast(pa.int64()).to_numpy()
             min_timestamp, max_timestamp = int(values.min()), int(values.max())
         min_ts, max_ts = min_timestamp, max_timestamp
+        if self.compacted and batch.column(1).null_count:
+            raise InvalidRecordError(f"topic {self.topic!r} is compacted (cleanup.policy={self.config['cleanup.policy']})"
+                                     ": every record needs a key; give each record a key or use a topic with "
+                                     "cleanup.policy=delete")
         with self._lock:
             if self._failed is not None:
                 raise PartitionFailedError(errno.EIO, f"partition {self.topic}-{self.partition} failed after an "

@@ -14,6 +14,7 @@ import numpy as np
 
 from .._native import core
 from ..errors import CorruptRecordError, OffsetOutOfRangeError
+from .cleaner import HEALTH_FILE
 from .layout import MissingDataError, damaged, missing_between, reads_problem
 from .segment import Segment, segment_name, segment_path
 
@@ -36,12 +37,32 @@ class Frame:
     def next_offset(self) -> int:
         return self.base_offset + self.record_count
 
+    @property
+    def rows(self) -> int:
+        """Records held: record_count (the offsets spanned) unless the cleaner
+        removed some (docs/FORMAT.md, gaps)."""
+        return self.batch.num_rows
+
+    def row_at(self, offset: int) -> int:
+        """The first row whose offset is at or after ``offset`` (``rows`` if
+        none): offset - base_offset without gaps, else a binary search of
+        the offset column."""
+        n = self.batch.num_rows
+        if n == self.record_count:
+            return min(max(offset - self.base_offset, 0), n)
+        return int(np.searchsorted(self.batch.column(0).to_numpy(), offset))
+
     def __repr__(self) -> str:
         return f"<Frame {self.base_offset}..{self.next_offset - 1} size={self.size}>"
 
 
 class ReadMixin:
     """PartitionLog's read() and offset_for_timestamp()."""
+
+    directory: str
+    compacted: bool
+    _gaps_key: int | None
+    _gaps_possible: bool
 
     # -- reading ------------------------------------------------------------------------
 
@@ -232,15 +253,29 @@ class ReadMixin:
                             self._sorted_frames[key] = 1 if is_sorted else 0
                         else:
                             ts_col = seg.frame_batch(position, body, count).column(1)
-                            ts = np.frombuffer(ts_col.buffers()[1], dtype=np.int64, count=count,
-                                               offset=ts_col.offset * 8)
+                            ts = np.frombuffer(ts_col.buffers()[1], dtype=np.int64, count=len(ts_col),
+                                               offset=ts_col.offset * 8)  # rows: a compacted frame has gaps
                             idx = int(np.argmax(ts >= timestamp))
-                        return max(base + idx, st["log_start_offset"])
+                        return max(self._row_offset(seg, position, end, base, count, idx, st),
+                                   st["log_start_offset"])
                     position += core.FRAME_HEADER_SIZE + body
             except core.CorruptFrame as exc:
                 raise CorruptRecordError(f"segment {seg.log_path}: {exc}; run `arrowlog verify` "
                                          "(see docs/DURABILITY.md)") from None
         return None
+
+    def _row_offset(self, seg: Segment, position: int, end: int, base: int, count: int, idx: int, st: dict) -> int:
+        """The offset of row ``idx`` of the frame at ``position``: base + idx,
+        unless the cleaner left gaps in it (then its offset column says)."""
+        if self._gaps_key != st["generation"]:
+            self._gaps_possible = self.compacted or os.path.exists(os.path.join(self.directory, HEALTH_FILE))
+            self._gaps_key = st["generation"]
+        if not self._gaps_possible:
+            return base + idx
+        batch = seg.frame_batch(position, seg.frame_header(position, end)[2], count)
+        if batch.num_rows == count:
+            return base + idx
+        return int(batch.column(0)[idx].as_py()) if idx < batch.num_rows else base + count
 
     def _known_bases(self, st: dict) -> list[int]:
         """Segment base offsets, listed again only when the published state
