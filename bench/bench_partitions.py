@@ -15,6 +15,7 @@ the 1-partition rows are the baseline of the ratios in targets.py.
 
 from __future__ import annotations
 
+import os
 import time
 
 from .harness import Row
@@ -38,6 +39,7 @@ def scenario(ctx, partitions: int, n: int) -> dict[str, list[float]]:
         path = ctx.scratch(f"partitions-{partitions}")
         with LogDir(path) as d:
             d.create_topic(TOPIC, partitions)
+        os.sync()  # as ctx.measure does: an earlier run's dirty pages do not throttle this one
         p = arrowlog.Producer({"log.dir": path, "linger.ms": 1000})
         times = []
         for _round in range(2):
