@@ -242,6 +242,17 @@ def split_batches(data: bytes) -> list[bytes]:
     return out
 
 
+def fetch_batches(server, topic, isolation):
+    """(the partition's Fetch response, batch_info of each batch in it) from offset 0."""
+    from arrowlog._native.kafka import batch_info
+
+    r = call(server, M.FETCH, 12, {"max_wait_ms": 0, "min_bytes": 0, "max_bytes": 1 << 20,
+                                   "isolation_level": isolation, "topics": [{"topic": topic, "partitions": [
+                                       {"partition": 0, "fetch_offset": 0, "partition_max_bytes": 1 << 20}]}]})
+    p = r["responses"][0]["partitions"][0]
+    return p, [batch_info(b) for b in split_batches(bytes(p["records"]))]
+
+
 def end_txn(server, txn_id, pid, epoch, commit):
     return call(server, TM.END_TXN, 3, {"transactional_id": txn_id, "producer_id": pid, "producer_epoch": epoch,
                                         "committed": commit})["error_code"]
@@ -278,20 +289,11 @@ def test_wire_transaction_and_fetch_isolation(server, created):
     assert end_txn(server, txn_id, pid, epoch, True) == 0              # commit: marker at 6
     assert end_txn(server, txn_id, pid, epoch, True) == 0              # a retry of it is fine
 
-    def fetch(isolation):
-        r = call(server, M.FETCH, 12, {"max_wait_ms": 0, "min_bytes": 0, "max_bytes": 1 << 20,
-                                       "isolation_level": isolation, "topics": [{"topic": created, "partitions": [
-                                           {"partition": 0, "fetch_offset": 0, "partition_max_bytes": 1 << 20}]}]})
-        return r["responses"][0]["partitions"][0]
-
-    from arrowlog._native.kafka import batch_info
     for isolation, bases in ((0, [0, 2, 3, 6]), (1, [2, 3, 6])):
-        p = fetch(isolation)
+        p, batches = fetch_batches(server, created, isolation)
         assert (p["error_code"], p["high_watermark"], p["last_stable_offset"]) == (0, 7, 7)
-        infos = [batch_info(b) for b in split_batches(bytes(p["records"]))]
-        assert [i["base_offset"] for i in infos] == bases
-        controls = [i["base_offset"] for i in infos if i["attributes"] & 0x20]
-        assert controls == [2, 6]
+        assert [b["base_offset"] for b in batches] == bases
+        assert [b["base_offset"] for b in batches if b["attributes"] & 0x20] == [2, 6]   # the markers
 
 
 def version_case(exchange, server, topic, group, api, v):
