@@ -137,7 +137,7 @@ class TransactionCoordinator(Journaled):
     code, msg) like Broker._partition; ``appended(pl)`` is told about every marker
     written; ``offsets`` is the GroupOffsetStore; ``producers`` the ProducerRegistry."""
 
-    def __init__(self, data_dir: str | None, producers, offsets, partition, appended):
+    def __init__(self, data_dir: str | None, producers, offsets, partition, appended, *, read_only: bool = False):
         self.producers = producers
         self.offsets = offsets
         self._partition = partition
@@ -150,10 +150,16 @@ class TransactionCoordinator(Journaled):
         self._dir = os.path.join(data_dir, "transactions") if data_dir is not None else None
         self._files: StateFiles | None = None
         if self._dir is not None:
-            self._load()
+            self._load(read_only)
 
     # ------------------------------------------------------------ persistence
-    def _load(self) -> None:
+    def _load(self, read_only: bool) -> None:
+        """Read the state; unless ``read_only`` (a look from outside the server: nothing
+        written), compact it and complete the transactions found half-ended."""
+        if read_only:
+            StateFiles(self._dir, "transaction state", JOURNAL_COMPACT_BYTES).load(
+                self._apply_snapshot, self._replay, "open transactions are not shown")
+            return
         os.makedirs(self._dir, exist_ok=True)
         self._files = StateFiles(self._dir, "transaction state", JOURNAL_COMPACT_BYTES)
         self._files.load(self._apply_snapshot, self._replay, "open transactions are forgotten")
