@@ -365,6 +365,8 @@ class Broker:
                 expected = pl.high_watermark
                 self.producers.begin(topic, index, b.producer_id, b.producer_epoch, b.base_sequence,
                                      b.record_count, expected)
+                if b.is_transactional:
+                    self.txns.begin_batch(topic, index, b.producer_id, expected, b.record_count)
                 try:
                     if self._append_takes_timestamps:
                         base = pl.append(b.records, min_timestamp=b.min_record_timestamp,
@@ -372,15 +374,16 @@ class Broker:
                     else:
                         base = pl.append(b.records)
                 except OSError as exc:  # StorageError included
+                    self.txns.end_batch(topic, index, b.producer_id, expected, None)
                     log.error("append to %s-%d failed: %s", topic, index, exc)
                     return {**fail, "error_code": E.KAFKA_STORAGE_ERROR, "error_message": str(exc)}
                 except (AE.ArrowlogError, ValueError, TypeError, pa.ArrowException) as exc:
                     # e.g. a topic that declares a typed value schema: raw bytes do not fit it
+                    self.txns.end_batch(topic, index, b.producer_id, expected, None)
                     log.warning("append to %s-%d refused: %s", topic, index, exc)
                     return {**fail, "error_code": E.INVALID_RECORD, "error_message": str(exc)}
                 self._appended(pl)
-                if b.is_transactional:
-                    self.txns.record_batch(topic, index, b.producer_id, base, b.record_count)
+                self.txns.end_batch(topic, index, b.producer_id, expected, base)
                 self.producers.record(topic, index, b.producer_id, b.producer_epoch, b.base_sequence,
                                       b.record_count, base, expected)
             if first is None:

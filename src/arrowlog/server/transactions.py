@@ -186,6 +186,9 @@ class TransactionCoordinator(Journaled):
             txn_id, topic, p, base, count = ev["a"]
             txn = self.txns[txn_id]
             txn.partitions.setdefault((topic, int(p)), []).append([int(base), int(count)])
+        elif "m" in ev:
+            txn_id, topic, p, old, new = ev["m"]
+            self._move_batch(txn_id, topic, int(p), int(old), None if new is None else int(new))
         elif "ab" in ev:
             topic, p, bases = ev["ab"]
             self.aborted.setdefault((topic, int(p)), set()).update(int(b) for b in bases)
@@ -323,13 +326,34 @@ class TransactionCoordinator(Journaled):
             self._save(txn)
         return E.NONE
 
-    def record_batch(self, topic: str, partition: int, pid: int, base: int, count: int) -> None:
-        """A transactional batch was appended at ``base`` (journaled before the response)."""
+    def begin_batch(self, topic: str, partition: int, pid: int, expected_base: int, count: int) -> None:
+        """A transactional batch is about to be appended, at ``expected_base`` if nothing else
+        appends first. Journaled before the append: a reader of the directory that sees the
+        batch in the log finds it here too, at that offset or before (the log only grows),
+        so the last stable offset it computes is never beyond the batch."""
         txn = self.txns.get(self._by_pid.get(pid, ""))
         if txn is None:
             return
-        txn.partitions.setdefault((topic, partition), []).append([base, count])
-        self._journal({"a": [txn.txn_id, topic, partition, base, count]})
+        txn.partitions.setdefault((topic, partition), []).append([expected_base, count])
+        self._journal({"a": [txn.txn_id, topic, partition, expected_base, count]})
+
+    def end_batch(self, topic: str, partition: int, pid: int, expected_base: int, base: int | None) -> None:
+        """The batch ``begin_batch`` announced was appended at ``base`` (None: it was not)."""
+        txn = self.txns.get(self._by_pid.get(pid, ""))
+        if txn is None or base == expected_base:
+            return
+        self._move_batch(txn.txn_id, topic, partition, expected_base, base)
+        self._journal({"m": [txn.txn_id, topic, partition, expected_base, base]})
+
+    def _move_batch(self, txn_id: str, topic: str, partition: int, old: int, new: int | None) -> None:
+        batches = self.txns[txn_id].partitions.get((topic, partition), [])
+        for i, (b, c) in enumerate(batches):
+            if b == old:
+                if new is None:
+                    del batches[i]
+                else:
+                    batches[i] = [new, c]
+                return
 
     # ------------------------------------------------------------ EndTxn
     def end_txn(self, txn_id, pid, epoch, commit: bool) -> int:
