@@ -68,19 +68,35 @@ class TransactionView:
                 self._state = TransactionCoordinator(self._data_dir, None, None, None, None, read_only=True)
         return self._state
 
+    def readable_end(self, topic: str, partition: int, high_watermark: int, committed_only: bool) -> int:
+        """Where a reader stops: the last stable offset for ``committed_only``, else the
+        high watermark (which must have been read before the frames it bounds)."""
+        if not committed_only:
+            return high_watermark
+        state = self._refresh()
+        return state.last_stable_offset(topic, partition, high_watermark) if state else high_watermark
+
+    def skipped(self, topic: str, partition: int, frame: Any, committed_only: bool) -> bool:
+        """Whether a reader leaves ``frame`` out: a marker, or (``committed_only``) a batch
+        of an aborted transaction. Call after ``readable_end`` (it loads the state)."""
+        if is_control_frame(frame):
+            return True
+        return committed_only and self._state is not None and self._state.is_aborted(topic, partition,
+                                                                                   frame.base_offset)
+
     def visible(self, topic: str, partition: int, frames: list, high_watermark: int,
                 committed_only: bool) -> tuple[list, int | None]:
         """(the frames a reader may return, the offset to move to when the leading frames
         were all skipped, else None). ``high_watermark`` must have been read before ``frames``."""
-        state = self._refresh() if frames else None
-        end = state.last_stable_offset(topic, partition, high_watermark) if state and committed_only else None
+        if not frames:
+            return frames, None
+        end = self.readable_end(topic, partition, high_watermark, committed_only)
         out: list = []
         skip_to = None
         for fr in frames:
-            if end is not None and fr.base_offset >= end:
+            if fr.base_offset >= end:
                 break
-            if is_control_frame(fr) or (committed_only and state is not None
-                                        and state.is_aborted(topic, partition, fr.base_offset)):
+            if self.skipped(topic, partition, fr, committed_only):
                 if not out:
                     skip_to = fr.base_offset + fr.record_count
                 continue

@@ -1,4 +1,4 @@
-"""The in-process Consumer on a directory ``arrowlog serve`` wrote transactions to:
+"""The in-process Consumer and replay() on a directory ``arrowlog serve`` wrote transactions to:
 markers are never returned, read_committed (the default) leaves out aborted
 records and stops at an open transaction, read_uncommitted reads every record."""
 
@@ -10,7 +10,7 @@ import time
 import pytest
 from test_transactions_cli import TOPIC, start_server
 
-from arrowlog import Consumer, TopicPartition
+from arrowlog import Consumer, TopicPartition, replay
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
 
@@ -32,6 +32,12 @@ def read_values(data: str, isolation: str, want: int) -> tuple[list[bytes], int]
             elif m is None and len(got) >= want:
                 break
         return got, c.position([tp])[0].offset
+
+
+def replayed(data: str, **kw) -> list[tuple[int, bytes]]:
+    with replay(data, TOPIC, **kw) as r:
+        t = r.to_arrow()
+    return list(zip(t.column("offset").to_pylist(), t.column("value").to_pylist()))
 
 
 def test_in_process_reader_skips_markers_and_aborted_records(tmp_path):
@@ -58,9 +64,12 @@ def test_in_process_reader_skips_markers_and_aborted_records(tmp_path):
         everything, position = read_values(data, "read_uncommitted", 6)
         assert everything == [b"c0", b"c1", b"c2", b"a0", b"a1", b"open"]
         assert position == 8
+        assert replayed(data) == [(0, b"c0"), (1, b"c1"), (2, b"c2")]       # replay's default: read_committed
+        assert [v for _, v in replayed(data, isolation="read_uncommitted")] == everything
         p.commit_transaction(30)                                  # COMMIT at 8
         committed, position = read_values(data, "read_committed", 4)
         assert committed == [b"c0", b"c1", b"c2", b"open"] and position == 9
+        assert replayed(data)[-1] == (7, b"open")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
