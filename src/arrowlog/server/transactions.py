@@ -149,6 +149,7 @@ class TransactionCoordinator(Journaled):
         self.controls: dict[tuple[str, int], dict[int, tuple[int, int]]] = {}
         self._dir = os.path.join(data_dir, "transactions") if data_dir is not None else None
         self._files: StateFiles | None = None
+        self._firsts: dict[tuple[str, int], int] | None = None   # open transactions' first offsets, cached
         if self._dir is not None:
             self._load(read_only)
 
@@ -202,6 +203,10 @@ class TransactionCoordinator(Journaled):
         return {"version": SNAPSHOT_VERSION, "txns": [t.to_json() for t in self.txns.values()],
                 "aborted": [[t, p, sorted(b)] for (t, p), b in self.aborted.items()],
                 "controls": [[t, p, [[o, *v] for o, v in sorted(m.items())]] for (t, p), m in self.controls.items()]}
+
+    def _journal(self, event: dict, fsync: bool = False) -> None:
+        self._firsts = None   # every change is journaled: the cached first offsets may be stale
+        super()._journal(event, fsync)
 
     def _save(self, txn: Txn, fsync: bool = False) -> None:
         txn.last_ms = _now_ms()
@@ -445,13 +450,18 @@ class TransactionCoordinator(Journaled):
 
     # ------------------------------------------------------------ readers
     def last_stable_offset(self, topic: str, partition: int, high_watermark: int) -> int:
-        lso = high_watermark
-        for txn in self.txns.values():
-            if txn.state in OPEN_STATES:
-                batches = txn.partitions.get((topic, partition))
-                if batches:
-                    lso = min(lso, min(b for b, _ in batches))
-        return lso
+        """The first offset of the partition's oldest open transaction, else ``high_watermark``."""
+        if self._firsts is None:
+            firsts: dict[tuple[str, int], int] = {}
+            for txn in self.txns.values():
+                if txn.state in OPEN_STATES:
+                    for key, batches in txn.partitions.items():
+                        if batches:
+                            first = min(b for b, _ in batches)
+                            firsts[key] = min(first, firsts.get(key, first))
+            self._firsts = firsts
+        first = self._firsts.get((topic, partition))
+        return high_watermark if first is None else min(first, high_watermark)
 
     def is_aborted(self, topic: str, partition: int, base_offset: int) -> bool:
         s = self.aborted.get((topic, partition))
