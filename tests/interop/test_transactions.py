@@ -322,3 +322,28 @@ def version_case(exchange, server, topic, group, api, v):
     elif api.key == 26:
         assert add_partition(server, txn_id, pid, epoch, topic) == 0
         assert exchange(server, api, v, {**producer, "committed": False})["error_code"] == 0
+
+
+def test_aiokafka_transactional_producer(server, topic, group):
+    """A second, independent client implementation of the transactional protocol."""
+    import asyncio
+
+    aiokafka = pytest.importorskip("aiokafka")
+
+    async def run():
+        p = aiokafka.AIOKafkaProducer(bootstrap_servers=server.bootstrap, transactional_id="tx-aio-" + topic)
+        await p.start()
+        try:
+            async with p.transaction():
+                await p.send_and_wait(topic, b"kept")
+            await p.begin_transaction()
+            await p.send_and_wait(topic, b"dropped")
+            await p.abort_transaction()
+            async with p.transaction():
+                await p.send_and_wait(topic, b"kept2")
+        finally:
+            await p.stop()
+
+    asyncio.run(asyncio.wait_for(run(), 60))
+    assert read_all(server, topic, "read_committed", group, want=2) == [b"kept", b"kept2"]
+    assert read_all(server, topic, "read_uncommitted", group + "-ru", want=3) == [b"kept", b"dropped", b"kept2"]
