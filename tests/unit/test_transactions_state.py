@@ -13,6 +13,7 @@ from arrowlog.server.producers import ProducerRegistry
 class FakePartition:
     def __init__(self):
         self.high_watermark = 0
+        self.log_start_offset = 0
         self.markers = []
 
     def append(self, batch):
@@ -106,3 +107,21 @@ def test_refusals():
     assert txns.txn_offset_commit("x", pid, epoch, "g", {}) == T.INVALID_TXN_STATE   # no AddOffsetsToTxn
     assert txns.add_offsets("x", pid + 1, epoch, "g") == T.INVALID_PRODUCER_ID_MAPPING
     assert txns.add_offsets("x", pid, epoch + 1, "g") == E.INVALID_PRODUCER_EPOCH
+
+
+def test_compaction_forgets_expired_ids_and_what_retention_removed(tmp_path):
+    parts = {}
+    txns = coordinator(tmp_path, parts)
+    _, pid, epoch = txns.init_producer_id("old", 60000)
+    aborted = produce(txns, parts, "t", pid, epoch, 2)
+    assert txns.end_txn("old", pid, epoch, commit=False) == E.NONE      # ABORT marker at 2
+    _, other, other_epoch = txns.init_producer_id("open", 60000)
+    produce(txns, parts, "t", other, other_epoch, 1)                  # open at 3
+    txns.txns["old"].last_ms -= T.TRANSACTIONAL_ID_EXPIRATION_MS + 1
+    txns.txns["open"].last_ms -= T.TRANSACTIONAL_ID_EXPIRATION_MS + 1  # open: kept however old
+    parts[("t", 0)].log_start_offset = 3                               # retention removed 0-2
+    txns.compact()
+    assert set(txns.txns) == {"open"}
+    assert not txns.is_aborted("t", 0, aborted) and txns.control_at("t", 0, 2) is None
+    again = coordinator(tmp_path, parts)
+    assert set(again.txns) == {"open"} and again.last_stable_offset("t", 0, 10) == 3

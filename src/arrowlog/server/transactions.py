@@ -53,6 +53,9 @@ PRODUCER_FENCED = 90
 
 # Kafka's broker defaults.
 TRANSACTION_MAX_TIMEOUT_MS = 900_000
+# Kafka's transactional.id.expiration.ms: an id with no open transaction, unused this
+# long, is forgotten (a producer that comes back with it starts at a new producer id).
+TRANSACTIONAL_ID_EXPIRATION_MS = 7 * 24 * 3600 * 1000
 CONTROL_HEADER = "arrowlog.control"
 SNAPSHOT_VERSION = 1
 JOURNAL_COMPACT_BYTES = 8 << 20
@@ -198,6 +201,31 @@ class TransactionCoordinator(Journaled):
             self.controls.setdefault((topic, int(p)), {})[int(off)] = (int(pid), int(ep))
         elif "f" in ev:
             self._drop_topic(ev["f"])
+
+    def compact(self) -> None:
+        """Forget expired transactional ids and what the log no longer holds (markers and
+        aborted batches below a partition's log start), then write the snapshot."""
+        horizon = _now_ms() - TRANSACTIONAL_ID_EXPIRATION_MS
+        for txn in [t for t in self.txns.values() if t.state not in OPEN_STATES and t.last_ms < horizon]:
+            del self.txns[txn.txn_id]
+            if self._by_pid.get(txn.pid) == txn.txn_id:
+                del self._by_pid[txn.pid]
+        if self._partition is not None:
+            for index in (self.aborted, self.controls):
+                for key in list(index):
+                    pl, _, _ = self._partition(*key)
+                    if pl is None:
+                        del index[key]
+                        continue
+                    start = pl.log_start_offset
+                    gone = [o for o in index[key] if o < start]
+                    for o in gone:
+                        if isinstance(index[key], dict):
+                            del index[key][o]
+                        else:
+                            index[key].discard(o)
+        self._firsts = None
+        super().compact()
 
     def _snapshot(self) -> dict:
         return {"version": SNAPSHOT_VERSION, "txns": [t.to_json() for t in self.txns.values()],
