@@ -17,8 +17,11 @@ where it lands) before appending it, so every transactional batch below that
 high watermark is in the state it loads next: the last stable offset it computes
 is never beyond an open transaction's first batch.
 
-The state is reloaded when its files change (a stat per read). A directory no
-server ever ran transactions on costs one failed stat per read.
+The state is reloaded when its files change, checked (two stats) only when the
+partition's high watermark moved since the last check or a transaction was
+open there: every change that matters to a partition's readers (a
+transactional batch, a COMMIT/ABORT marker) appends to it. Reading a log that
+does not grow costs nothing more.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class TransactionView:
         self._dir = os.path.join(self._data_dir, "transactions")
         self._stamp: tuple | None = None
         self._state: Any = None
+        self._ends: dict[tuple[str, int], int] = {}   # high watermark at the last check, when nothing was open
 
     def _refresh(self) -> Any:
         stamp = []
@@ -71,16 +75,23 @@ class TransactionView:
     def readable_end(self, topic: str, partition: int, high_watermark: int, committed_only: bool) -> int:
         """Where a reader stops: the last stable offset for ``committed_only``, else the
         high watermark (which must have been read before the frames it bounds)."""
-        if not committed_only:
+        if not committed_only or self._ends.get((topic, partition)) == high_watermark:
             return high_watermark
         state = self._refresh()
-        return state.last_stable_offset(topic, partition, high_watermark) if state else high_watermark
+        end = state.last_stable_offset(topic, partition, high_watermark) if state else high_watermark
+        if end == high_watermark:
+            self._ends[(topic, partition)] = high_watermark
+        else:
+            self._ends.pop((topic, partition), None)
+        return end
 
     def skipped(self, topic: str, partition: int, frame: Any, committed_only: bool) -> bool:
         """Whether a reader leaves ``frame`` out: a marker, or (``committed_only``) a batch
         of an aborted transaction. Call after ``readable_end`` (it loads the state)."""
         if is_control_frame(frame):
             return True
+        if committed_only and self._stamp is None:
+            self._refresh()
         return committed_only and self._state is not None and self._state.is_aborted(topic, partition,
                                                                                    frame.base_offset)
 
