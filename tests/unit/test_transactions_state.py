@@ -125,3 +125,18 @@ def test_compaction_forgets_expired_ids_and_what_retention_removed(tmp_path):
     assert not txns.is_aborted("t", 0, aborted) and txns.control_at("t", 0, 2) is None
     again = coordinator(tmp_path, parts)
     assert set(again.txns) == {"open"} and again.last_stable_offset("t", 0, 10) == 3
+
+
+def test_restart_forgets_offsets_the_log_lost(tmp_path):
+    parts = {}
+    txns = coordinator(tmp_path, parts)
+    _, pid, epoch = txns.init_producer_id("a", 60000)
+    aborted = produce(txns, parts, "t", pid, epoch, 2)                # 0-1
+    assert txns.end_txn("a", pid, epoch, commit=False) == E.NONE      # ABORT at 2
+    later = produce(txns, parts, "t", pid, epoch, 2)                  # 3-4, open
+    parts[("t", 0)].high_watermark = 2     # a power loss: the log kept 0-1 only
+    again = coordinator(tmp_path, parts)
+    assert again.is_aborted("t", 0, aborted)
+    assert again.control_at("t", 0, 2) is None and not again.is_aborted("t", 0, later)
+    assert again.last_stable_offset("t", 0, 2) == 2
+    assert again.txns["a"].partitions[("t", 0)] == []

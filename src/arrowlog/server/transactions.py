@@ -167,6 +167,7 @@ class TransactionCoordinator(Journaled):
         os.makedirs(self._dir, exist_ok=True)
         self._files = StateFiles(self._dir, "transaction state", JOURNAL_COMPACT_BYTES)
         self._files.load(self._apply_snapshot, self._replay, "open transactions are forgotten")
+        self._forget_beyond_logs()
         self.compact()
         for txn in list(self.txns.values()):   # half-ended when the server died: end them now
             if txn.state in (PREPARE_COMMIT, PREPARE_ABORT):
@@ -201,6 +202,41 @@ class TransactionCoordinator(Journaled):
             self.controls.setdefault((topic, int(p)), {})[int(off)] = (int(pid), int(ep))
         elif "f" in ev:
             self._drop_topic(ev["f"])
+
+    def _forget_beyond_logs(self) -> None:
+        """At start-up: forget offsets at or beyond a partition's end. After a power loss the
+        log may have lost batches and markers the journal kept; their offsets will be
+        reused by new records, which must not be taken for markers or aborted batches."""
+        if self._partition is None:
+            return
+        ends: dict[tuple[str, int], int | None] = {}
+
+        def end(key):
+            if key not in ends:
+                pl, _, _ = self._partition(*key)
+                ends[key] = None if pl is None else pl.high_watermark
+            return ends[key]
+
+        lost = 0
+        for key in list(self.aborted):
+            hwm = end(key)
+            kept = {o for o in self.aborted[key] if hwm is not None and o < hwm}
+            lost += len(self.aborted[key]) - len(kept)
+            self.aborted[key] = kept
+        for key in list(self.controls):
+            hwm = end(key)
+            kept_marks = {o: v for o, v in self.controls[key].items() if hwm is not None and o < hwm}
+            lost += len(self.controls[key]) - len(kept_marks)
+            self.controls[key] = kept_marks
+        for txn in self.txns.values():
+            for key, batches in txn.partitions.items():
+                hwm = end(key)
+                kept_batches = [b for b in batches if hwm is not None and b[0] < hwm]
+                lost += len(batches) - len(kept_batches)
+                txn.partitions[key] = kept_batches
+        if lost:
+            log.warning("transaction state: %d batch(es) or marker(s) beyond the end of their partition "
+                        "(lost in a crash) forgotten", lost)
 
     def compact(self) -> None:
         """Forget expired transactional ids and what the log no longer holds (markers and
