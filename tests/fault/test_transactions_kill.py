@@ -38,11 +38,13 @@ LOOP = textwrap.dedent("""
     consumer = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": %(group)r,
                                          "enable.auto.commit": False, "isolation.level": "read_committed",
                                          "auto.offset.reset": "earliest"})
-    committed = consumer.committed([TopicPartition(%(input)r, 0)], 30)[0].offset
-    consumer.assign([TopicPartition(%(input)r, 0, committed if committed >= 0 else 0)])
     producer = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "transactional.id": %(txn)r,
                                          "transaction.timeout.ms": 60000})
+    # first fence the killed run and abort what it left open (its staged offsets would
+    # otherwise keep the committed offset unstable: KIP-447), then read where to start
     producer.init_transactions(30)
+    committed = consumer.committed([TopicPartition(%(input)r, 0)], 30)[0].offset
+    consumer.assign([TopicPartition(%(input)r, 0, committed if committed >= 0 else 0)])
     print("ready", flush=True)
     position = max(committed, 0)
     while position < total:

@@ -347,3 +347,26 @@ def test_aiokafka_transactional_producer(server, topic, group):
     asyncio.run(asyncio.wait_for(run(), 60))
     assert read_all(server, topic, "read_committed", group, want=2) == [b"kept", b"kept2"]
     assert read_all(server, topic, "read_uncommitted", group + "-ru", want=3) == [b"kept", b"dropped", b"kept2"]
+
+
+def test_offset_fetch_require_stable_waits_for_an_open_transaction(server, created, group):
+    """KIP-447: offsets an open transaction staged answer UNSTABLE_OFFSET_COMMIT to a
+    require_stable OffsetFetch (what read_committed consumers send) until it ends."""
+    txn_id = "tx-stable-" + created
+    _, pid, epoch = init_txn(server, txn_id)
+    producer = {"transactional_id": txn_id, "producer_id": pid, "producer_epoch": epoch}
+    assert call(server, TM.ADD_OFFSETS_TO_TXN, 3, {**producer, "group_id": group})["error_code"] == 0
+    r = call(server, TM.TXN_OFFSET_COMMIT, 3, {**producer, "group_id": group, "topics": [
+        {"name": created, "partitions": [{"partition_index": 0, "committed_offset": 3}]}]})
+    assert r["topics"][0]["partitions"][0]["error_code"] == 0
+
+    def fetch(stable):
+        r = call(server, M.OFFSET_FETCH, 7, {"group_id": group, "require_stable": stable,
+                                             "topics": [{"name": created, "partition_indexes": [0]}]})
+        p = r["topics"][0]["partitions"][0]
+        return p["error_code"], p["committed_offset"]
+
+    assert fetch(True)[0] == 88          # UNSTABLE_OFFSET_COMMIT: retriable
+    assert fetch(False) == (0, -1)
+    assert end_txn(server, txn_id, pid, epoch, True) == 0
+    assert fetch(True) == (0, 3)

@@ -644,6 +644,8 @@ class Broker:
                               "committed_leader_epoch": e.get("leader_epoch", -1) if e else -1,
                               "metadata": (e.get("metadata") if e else "") or ""})
             topics.append({"name": wt["name"], "partitions": parts})
+        if req.get("require_stable"):
+            self.txns.mark_unstable(req["group_id"], topics)
         return {"error_code": code, "topics": topics}
 
     def describe_groups(self, ctx: RequestContext, req: dict) -> dict:

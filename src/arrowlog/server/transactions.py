@@ -49,6 +49,7 @@ INVALID_TXN_STATE = 48
 INVALID_PRODUCER_ID_MAPPING = 49
 INVALID_TRANSACTION_TIMEOUT = 50
 CONCURRENT_TRANSACTIONS = 51
+UNSTABLE_OFFSET_COMMIT = 88
 PRODUCER_FENCED = 90
 
 # Kafka's broker defaults.
@@ -526,6 +527,19 @@ class TransactionCoordinator(Journaled):
             self._firsts = firsts
         first = self._firsts.get((topic, partition))
         return high_watermark if first is None else min(first, high_watermark)
+
+    def mark_unstable(self, group: str, topics: list) -> None:
+        """OffsetFetch with ``require_stable`` (KIP-447): a partition whose offsets an open
+        transaction has staged for ``group`` answers UNSTABLE_OFFSET_COMMIT (retriable), so
+        a consumer does not start from an offset that transaction is about to replace."""
+        pending = {(t, p) for txn in self.txns.values() if txn.state in OPEN_STATES
+                   for t, parts in txn.offsets.get(group, {}).items() for p in parts}
+        if not pending:
+            return
+        for t in topics:
+            for part in t["partitions"]:
+                if (t["name"], part["partition_index"]) in pending and part["error_code"] == E.NONE:
+                    part["error_code"] = UNSTABLE_OFFSET_COMMIT
 
     def is_aborted(self, topic: str, partition: int, base_offset: int) -> bool:
         s = self.aborted.get((topic, partition))
