@@ -166,8 +166,9 @@ CONSUMER = COMMON + [
     Key("session.timeout.ms", 45000, _int(1), "Group session timeout."),
     Key("heartbeat.interval.ms", 3000, _int(1), "Group heartbeat interval."),
     Key("max.poll.interval.ms", 300000, _int(1), "Accepted for Kafka compatibility."),
-    Key("isolation.level", "read_committed", _choice("read_committed", "read_uncommitted"), "Accepted for Kafka "
-        "compatibility; embedded logs have no transactions."),
+    Key("isolation.level", "read_committed", _choice("read_committed", "read_uncommitted"), "read_committed "
+        "leaves out records of aborted transactions (written through arrowlog serve) and stops at an open one; "
+        "transaction markers are never returned."),
     Key("partition.assignment.strategy", "range", _str, "Accepted for Kafka compatibility."),
     Key("group.instance.id", None, _str, "Accepted for Kafka compatibility."),
     Key("on_commit", None, _callable, "on_commit(err, [TopicPartition]): after each asynchronous or automatic "

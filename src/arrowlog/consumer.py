@@ -95,6 +95,9 @@ class Consumer:
         self._has_callbacks = self._on_commit is not None or self._callbacks.interval > 0
         self._extras = self._has_callbacks
         self._log = open_data_dir(location_of(conf), create=False)
+        from .txn import TransactionView
+        self._txns = TransactionView(self._log.path)
+        self._committed_only = conf["isolation.level"] == "read_committed"
         self._fetch_bytes = conf["fetch.max.bytes"]
         self._check_crcs = conf["check.crcs"]
         self._reset = conf["auto.offset.reset"]
@@ -339,6 +342,7 @@ class Consumer:
         return got
 
     def _load(self, f: _Fetch) -> bool:
+        high = f.log.high_watermark   # before the read: see arrowlog.txn
         try:
             frames = f.log.read(f.position, self._fetch_bytes, check_crc=self._check_crcs)
         except OffsetOutOfRangeError:
@@ -346,6 +350,10 @@ class Consumer:
             f.position = self._reset_position(f.topic, f.tp[1], low, high, f.position)
             frames = f.log.read(f.position, self._fetch_bytes, check_crc=self._check_crcs)
         while True:
+            frames, skip_to = self._txns.visible(f.topic, f.tp[1], frames, max(high, f.position),
+                                                 self._committed_only)
+            if skip_to is not None:
+                f.position = skip_to
             for fr in frames:
                 row = fr.row_at(f.position)
                 if row < fr.rows:

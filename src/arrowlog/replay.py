@@ -147,7 +147,8 @@ class Replay:
 
     def __init__(self, logdir: LogDir, topic: str, start: Any = "beginning", end: Any = "end",
                  partitions: list[int] | None = None, columns: list[str] | None = None, *, owns_log: bool = False,
-                 value_format: str = "binary", value_schema: pa.Schema | None = None, latest_per_key: bool = False):
+                 value_format: str = "binary", value_schema: pa.Schema | None = None, latest_per_key: bool = False,
+                 isolation: str = "read_committed"):
         self._logdir = logdir
         self.latest_per_key = bool(latest_per_key)
         self._owns_log = owns_log
@@ -158,12 +159,20 @@ class Replay:
         self.partitions = list(range(t.num_partitions)) if partitions is None else [int(p) for p in partitions]
         for p in self.partitions:
             t.partition(p)  # validates
-        # Resolve the range now, so every stream over this Replay is the same.
+        # Resolve the range now, so every stream over this Replay is the same. Transactions
+        # (written through arrowlog serve, arrowlog.txn): markers are always left out;
+        # read_committed also leaves out aborted records and ends at an open transaction.
+        from .txn import TransactionView
+        self._txns = TransactionView(logdir.path)
+        self._committed_only = isolation == "read_committed"
+        if isolation not in ("read_committed", "read_uncommitted"):
+            raise ConfigError(f"isolation must be 'read_committed' or 'read_uncommitted', got {isolation!r}")
         self.ranges: dict[int, tuple[int, int]] = {}
         for p in self.partitions:
             log = t.partition(p)
             lo = resolve_position(log, start, is_end=False)
             hi = resolve_position(log, end, is_end=True)
+            hi = min(hi, self._txns.readable_end(topic, p, log.high_watermark, self._committed_only))
             self.ranges[p] = (lo, max(lo, hi))
         self._typed = t.value_schema is not None
         base = [pa.field("partition", pa.int32(), False)] + [f for f in t.schema if f.name != "value"]
@@ -221,6 +230,11 @@ class Replay:
             if not frames:
                 break
             for fr in frames:
+                if self._txns.skipped(self.topic, p, fr, self._committed_only):
+                    position = max(position, min(fr.next_offset, hi))   # a marker or an aborted batch
+                    if position >= hi:
+                        break
+                    continue
                 batch = fr.batch
                 # rows, not offsets: a compacted frame has gaps
                 first, last = fr.row_at(position), fr.row_at(hi)
@@ -390,7 +404,7 @@ class Replay:
 
 def replay(log: Any, topic: str, start: Any = "beginning", end: Any = "end", partitions: list[int] | None = None,
            columns: list[str] | None = None, *, value_format: str = "binary", value_schema: pa.Schema | None = None,
-           latest_per_key: bool = False, **kafka_config: Any) -> Replay:
+           latest_per_key: bool = False, isolation: str = "read_committed", **kafka_config: Any) -> Replay:
     """Read ``topic`` from ``start`` to ``end`` (exclusive) as Arrow.
 
     ``log`` is a data directory (path, ``file://`` URL or LogDir) or a
@@ -407,17 +421,25 @@ def replay(log: Any, topic: str, start: Any = "beginning", end: Any = "end", par
     offset order (unkeyed records are kept, as the cleaner keeps them). It is
     computed over the Arrow batches in one native hash-table pass, on
     any topic, compacted or not.
+
+    Records of Kafka transactions (written through ``arrowlog serve``): by
+    default (``isolation="read_committed"``) the records of aborted
+    transactions are left out and the range ends at the first open
+    transaction; ``"read_uncommitted"`` returns them all. Transaction markers
+    are never returned.
     """
     fmt = {"value_format": value_format, "value_schema": value_schema}
     if latest_per_key:
         fmt["latest_per_key"] = True
     if isinstance(log, LogDir):
-        return Replay(log, topic, start, end, partitions, columns, **fmt)
+        return Replay(log, topic, start, end, partitions, columns, isolation=isolation, **fmt)
     where = os.fspath(log)
     if is_kafka(where):
         if latest_per_key:
             raise ConfigError("latest_per_key is for an embedded log (a data directory), not kafka://")
         from .kafka_backend import kafka_replay
+        if isolation != "read_committed":   # a Kafka consumer's own setting
+            kafka_config.setdefault("isolation.level", isolation)
         return kafka_replay(where, topic, start, end, partitions, columns, **fmt, **kafka_config)
     if kafka_config:
         raise ConfigError(f"unexpected keyword(s) {sorted(kafka_config)} for an embedded log")
@@ -426,7 +448,7 @@ def replay(log: Any, topic: str, start: Any = "beginning", end: Any = "end", par
         raise ConfigError(f"{path} is not an arrowlog data directory")
     logdir = LogDir(path, create=False)
     try:
-        return Replay(logdir, topic, start, end, partitions, columns, owns_log=True, **fmt)
+        return Replay(logdir, topic, start, end, partitions, columns, owns_log=True, isolation=isolation, **fmt)
     except BaseException:
         logdir.close()
         raise

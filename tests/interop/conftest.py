@@ -72,6 +72,19 @@ def topic():
 
 
 @pytest.fixture
+def created(server, topic):
+    """``topic``, created with one partition."""
+    from arrowlog.server import messages as M
+
+    from .wireclient import call
+
+    resp = call(server, M.CREATE_TOPICS, 7, {"topics": [{"name": topic, "num_partitions": 1,
+                                                         "replication_factor": 1}]})
+    assert resp["topics"][0]["error_code"] == 0
+    return topic
+
+
+@pytest.fixture
 def group():
     return "g-" + uuid.uuid4().hex[:12]
 

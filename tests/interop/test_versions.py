@@ -236,6 +236,9 @@ def case(server, topic, api, v):  # noqa: C901 - one branch per API
         r = exchange(server, M.DESCRIBE_USER_SCRAM_CREDENTIALS, 0, {"users": [{"name": user}]})
         assert r["results"][0]["credential_infos"] == [{"mechanism": 2, "iterations": 4096}]
         exchange(server, M.ALTER_USER_SCRAM_CREDENTIALS, 0, {"deletions": [{"name": user, "mechanism": 2}]})
+    elif key in (24, 25, 26, 28):
+        from .test_transactions import version_case
+        version_case(exchange, server, topic, group, api, v)
     else:
         raise AssertionError(f"no case for {api.name}")
 

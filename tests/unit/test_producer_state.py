@@ -11,9 +11,9 @@ from arrowlog.server.producers import ProducerRegistry
 
 def crash(registry: ProducerRegistry) -> None:
     """What a kill -9 leaves: the files as they are, the flock released, no snapshot."""
-    for fd in (registry._journal_fd, registry._lock_fd):
-        os.close(fd)
-    registry._journal_fd = registry._lock_fd = -1
+    registry._files.close()
+    os.close(registry._lock_fd)
+    registry._lock_fd = -1
 
 
 def test_sequences_and_ids_survive_a_restart_without_close(tmp_path):

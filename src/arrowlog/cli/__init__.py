@@ -37,6 +37,7 @@ from .mirror import mirror_cmd
 from .ops import bench_cmd, demo_cmd, recover_cmd, serve_cmd, verify_cmd
 from .produce import produce_cmd
 from .topic import topic_group
+from .txn import txn_group
 from .user import user_group
 
 __all__ = ["cli", "main"]
@@ -78,7 +79,7 @@ def cli(ctx: click.Context, data: str | None) -> None:
 
 for command in (topic_group, produce_cmd, consume_cmd, group_group, export_cmd,
                 verify_cmd, recover_cmd, demo_cmd, bench_cmd, serve_cmd, mirror_cmd, user_group, acl_group,
-                metrics_cmd, console_cmd):
+                metrics_cmd, console_cmd, txn_group):
     cli.add_command(command)
 
 

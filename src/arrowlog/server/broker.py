@@ -33,6 +33,7 @@ from .offsets import GroupOffsetStore, group_id_problem
 from .options import MAX_PARTITIONS_PER_REQUEST, MAX_PARTITIONS_PER_TOPIC
 from .producers import ProducerRegistry
 from .store import Store
+from .transactions import PRODUCER_FENCED, TransactionCoordinator, TxnHandlers, control_batch
 
 log = logging.getLogger("arrowlog.server")
 
@@ -54,15 +55,17 @@ FETCH_POLL_S = 0.05
 ENCODE_CACHE_BYTES = 64 << 20
 
 
-def _sync_partitions(producers, partitions, metrics=None) -> None:
-    """fsync the producer-state journal, then each partition's appends (advancing its
+def _sync_partitions(producers, partitions, metrics=None, txns=None) -> None:
+    """fsync the producer-state (and transaction-state) journal, then each partition's appends (advancing its
     recovery point): a batch acknowledged before this started ends up durable with its
     producer state. Failures are logged (a partition whose fsync failed refuses appends
     until reopened; the shutdown flush tries it again)."""
-    try:
-        producers.sync()
-    except OSError as exc:
-        log.error("fsync of the producer state journal failed: %s", exc)
+    for state in (producers, txns):
+        try:
+            if state is not None:
+                state.sync()
+        except OSError as exc:
+            log.error("fsync of the %s journal failed: %s", state._files.what, exc)
     for pl in list(partitions):
         try:
             started = time.perf_counter()
@@ -142,10 +145,6 @@ class BrokerConfig:
         return "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
 
 
-TRANSACTIONS_UNSUPPORTED = ("transactions are not supported by arrowlog serve: "
-                            "produce without transactional.id (idempotence works)")
-
-
 class RequestContext:
     __slots__ = ("api_key", "version", "correlation_id", "client_id", "client_host")
 
@@ -166,6 +165,8 @@ class Broker:
         self.offsets = GroupOffsetStore(data_dir)
         self.groups = GroupCoordinator(self.offsets, config.group_initial_rebalance_delay_ms)
         self.producers = ProducerRegistry(data_dir)
+        self.txns = TransactionCoordinator(data_dir, self.producers, self.offsets, self._partition,
+                                           self._appended)
         self.metrics = None          # arrowlog.metrics.ServerMetrics when metrics are served
         self._data_event = asyncio.Event()
         self._dirty: set = set()     # partitions appended to since the last periodic flush
@@ -186,10 +187,13 @@ class Broker:
             32: self.describe_configs, 15: self.describe_groups, 16: self.list_groups,
             60: self.describe_cluster,
         }
+        self.txn_handlers = TxnHandlers(self)
+        self.txn_handlers.register(self.handlers)
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
         self.groups.start()
+        self.txn_handlers.start()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
         from arrowlog.storage.cleaner import CleanerThread  # compacted topics: cleaned in its own thread
         self._cleaner = CleanerThread(self.store.log.compacted_partitions,
@@ -204,6 +208,7 @@ class Broker:
         if self._syncing is not None:  # a periodic fsync still in its thread
             await asyncio.gather(self._syncing, return_exceptions=True)
         await self.groups.stop()
+        await self.txn_handlers.stop()
         self._dirty = set()
         _sync_partitions(self.producers, self._written)
         self.producers.close()
@@ -218,12 +223,16 @@ class Broker:
             if self._dirty:
                 todo, self._dirty = self._dirty, set()
                 self._syncing = asyncio.ensure_future(asyncio.to_thread(_sync_partitions, self.producers, todo,
-                                                                        self.metrics))
+                                                                        self.metrics, self.txns))
                 try:
                     await asyncio.shield(self._syncing)
                 finally:
                     if self._syncing.done():
                         self._syncing = None
+
+    def _appended(self, pl) -> None:
+        self._dirty.add(pl)
+        self._written.add(pl)
 
     def _notify_data(self) -> None:
         self._data_event.set()
@@ -310,8 +319,6 @@ class Broker:
             code, msg = E.UNSUPPORTED_VERSION, "Produce v0-2 (message format v0/v1) is not supported: use v3+"
         elif acks not in (-1, 0, 1):
             code = E.INVALID_REQUIRED_ACKS
-        elif req.get("transactional_id") is not None:
-            code, msg = E.INVALID_REQUEST, TRANSACTIONS_UNSUPPORTED
         responses = []
         appended = False
         for td in req["topic_data"]:
@@ -345,8 +352,9 @@ class Broker:
         except RecordBatchError as exc:
             log.warning("refused a batch for %s-%d: %s", topic, index, exc)
             return {**fail, "error_code": exc.error_code, "error_message": str(exc)}
-        if any(b.is_transactional or b.is_control for b in batches):
-            return {**fail, "error_code": E.INVALID_REQUEST, "error_message": TRANSACTIONS_UNSUPPORTED}
+        if any(b.is_control for b in batches):
+            return {**fail, "error_code": E.INVALID_RECORD,
+                    "error_message": "control batches are written by the transaction coordinator, not produced"}
         if self.typed is not None:  # typed topics: wire-format values become columns (docs/REGISTRY.md)
             try:
                 batches = self.typed.on_produce(topic, batches)
@@ -354,6 +362,10 @@ class Broker:
                 return {**fail, "error_code": E.INVALID_RECORD, "error_message": str(exc)}
         first = None
         for b in batches:
+            if b.is_transactional:
+                code = self.txns.check_batch(topic, index, b.producer_id, b.producer_epoch)
+                if code != E.NONE:
+                    return {**fail, "error_code": code}
             code, duplicate, confirmed = self.producers.check(topic, index, b.producer_id, b.producer_epoch,
                                                               b.base_sequence, b.record_count)
             if code != E.NONE:
@@ -371,6 +383,8 @@ class Broker:
                 expected = pl.high_watermark
                 self.producers.begin(topic, index, b.producer_id, b.producer_epoch, b.base_sequence,
                                      b.record_count, expected)
+                if b.is_transactional:
+                    self.txns.begin_batch(topic, index, b.producer_id, expected, b.record_count)
                 try:
                     if self._append_takes_timestamps:
                         base = pl.append(b.records, min_timestamp=b.min_record_timestamp,
@@ -378,14 +392,16 @@ class Broker:
                     else:
                         base = pl.append(b.records)
                 except OSError as exc:  # StorageError included
+                    self.txns.end_batch(topic, index, b.producer_id, expected, None)
                     log.error("append to %s-%d failed: %s", topic, index, exc)
                     return {**fail, "error_code": E.KAFKA_STORAGE_ERROR, "error_message": str(exc)}
                 except (AE.ArrowlogError, ValueError, TypeError, pa.ArrowException) as exc:
                     # e.g. a topic that declares a typed value schema: raw bytes do not fit it
+                    self.txns.end_batch(topic, index, b.producer_id, expected, None)
                     log.warning("append to %s-%d refused: %s", topic, index, exc)
                     return {**fail, "error_code": E.INVALID_RECORD, "error_message": str(exc)}
-                self._dirty.add(pl)
-                self._written.add(pl)
+                self._appended(pl)
+                self.txns.end_batch(topic, index, b.producer_id, expected, base)
                 self.producers.record(topic, index, b.producer_id, b.producer_epoch, b.base_sequence,
                                       b.record_count, base, expected)
             if first is None:
@@ -431,14 +447,19 @@ class Broker:
                     stop = True
                     continue
                 hwm, start = pl.high_watermark, pl.log_start_offset
-                out.update(high_watermark=hwm, last_stable_offset=hwm, log_start_offset=start)
+                lso = self.txns.last_stable_offset(name, idx, hwm)
+                committed_only = req.get("isolation_level", 0) == 1
+                end = lso if committed_only else hwm
+                out.update(high_watermark=hwm, last_stable_offset=lso, log_start_offset=start)
+                if committed_only:
+                    out["aborted_transactions"] = []   # aborted batches are left out here, not by the client
                 offset = fp["fetch_offset"]
                 if offset < start or offset > hwm:
                     out["error_code"] = E.OFFSET_OUT_OF_RANGE
                     stop = True
                     continue
                 limit = min(fp["partition_max_bytes"], budget - total)
-                if offset == hwm or (limit <= 0 and total > 0):
+                if offset >= end or (limit <= 0 and total > 0):
                     continue
                 try:
                     frames = _read_checked(pl, offset, max(limit, 1))
@@ -459,6 +480,10 @@ class Broker:
                     continue
                 chunks, size = [], 0
                 for fr in frames:
+                    if fr.base_offset >= end:
+                        break
+                    if committed_only and self.txns.is_aborted(name, idx, fr.base_offset):
+                        continue
                     try:
                         enc = self._encoded(name, idx, fr)
                     except (TypeError, ValueError, pa.ArrowException) as exc:
@@ -496,8 +521,12 @@ class Broker:
         if hit is not None and hit[0] == shape:
             self._cache.move_to_end(key)
             return hit[1]
-        batch = frame.batch if self.typed is None else self.typed.on_fetch(topic, frame.batch)
-        data = encode_batch(batch, first_offset=frame.base_offset, next_offset=frame.next_offset)
+        control = self.txns.control_at(topic, index, frame.base_offset)
+        if control is not None:   # a transaction marker: the envelope as stored, flagged as a control batch
+            data = control_batch(encode_batch(frame.batch, producer_id=control[0], producer_epoch=control[1]))
+        else:
+            batch = frame.batch if self.typed is None else self.typed.on_fetch(topic, frame.batch)
+            data = encode_batch(batch, first_offset=frame.base_offset, next_offset=frame.next_offset)
         self._cache[key] = (shape, data)
         self._cache_bytes += len(data)
         while self._cache_bytes > ENCODE_CACHE_BYTES and self._cache:
@@ -522,6 +551,8 @@ class Broker:
                     continue
                 try:
                     offset, ts = self._lookup_offset(pl, lp["timestamp"])
+                    if lp["timestamp"] == -1 and req.get("isolation_level", 0) == 1:
+                        offset = self.txns.last_stable_offset(lt["name"], idx, offset)
                 except (AE.CorruptRecordError, OSError) as exc:
                     log.error("offset lookup in %s-%d failed: %s", lt["name"], idx, exc)
                     parts.append({"partition_index": idx, "error_code": E.KAFKA_STORAGE_ERROR})
@@ -635,6 +666,8 @@ class Broker:
                               "committed_leader_epoch": e.get("leader_epoch", -1) if e else -1,
                               "metadata": (e.get("metadata") if e else "") or ""})
             topics.append({"name": wt["name"], "partitions": parts})
+        if req.get("require_stable"):
+            self.txns.mark_unstable(req["group_id"], topics)
         return {"error_code": code, "topics": topics}
 
     def describe_groups(self, ctx: RequestContext, req: dict) -> dict:
@@ -648,11 +681,13 @@ class Broker:
     # ------------------------------------------------------------ producers
     def init_producer_id(self, ctx: RequestContext, req: dict) -> dict:
         if req["transactional_id"] is not None:
-            # Transactions are not supported: say so (the response has no message field)
-            # rather than pretend, or answer with an authorisation error.
-            log.info("refused InitProducerId for transactional id %r: %s", req["transactional_id"],
-                     TRANSACTIONS_UNSUPPORTED)
-            return {"error_code": E.UNSUPPORTED_VERSION, "producer_id": -1, "producer_epoch": -1}
+            code, pid, epoch = self.txns.init_producer_id(req["transactional_id"], req["transaction_timeout_ms"],
+                                                          req["producer_id"], req["producer_epoch"])
+            if code == PRODUCER_FENCED and ctx.version < 4:
+                code = E.INVALID_PRODUCER_EPOCH   # PRODUCER_FENCED is InitProducerId v4+
+            if code == E.NONE:
+                self._notify_data()
+            return {"error_code": code, "producer_id": pid, "producer_epoch": epoch}
         code, pid, epoch = self.producers.init_producer_id(req["producer_id"], req["producer_epoch"])
         return {"error_code": code, "producer_id": pid, "producer_epoch": epoch}
 
@@ -702,6 +737,7 @@ class Broker:
             if code == E.NONE:
                 self._forget_cached(name)
                 self.producers.forget_topic(name)
+                self.txns.forget_topic(name)
                 self.offsets.delete_topic(name)
                 self._dirty = {pl for pl in self._dirty if getattr(pl, "topic", None) != name}
                 self._written = {pl for pl in self._written if getattr(pl, "topic", None) != name}

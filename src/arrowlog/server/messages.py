@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .schema import Api
 from .schema import F as f
+from .txn_messages import TXN_APIS
 
 # ---------------------------------------------------------------- ApiVersions (18)
 API_VERSIONS = Api(18, "ApiVersions", (0, 4), 3, request=(
@@ -537,5 +538,5 @@ APIS = {api.key: api for api in (
     SYNC_GROUP, HEARTBEAT, LEAVE_GROUP, OFFSET_COMMIT, OFFSET_FETCH, INIT_PRODUCER_ID,
     CREATE_TOPICS, DELETE_TOPICS, DESCRIBE_CONFIGS, DESCRIBE_GROUPS, LIST_GROUPS, DESCRIBE_CLUSTER,
     SASL_HANDSHAKE, SASL_AUTHENTICATE, DESCRIBE_ACLS, CREATE_ACLS, DELETE_ACLS,
-    DESCRIBE_USER_SCRAM_CREDENTIALS, ALTER_USER_SCRAM_CREDENTIALS,
+    DESCRIBE_USER_SCRAM_CREDENTIALS, ALTER_USER_SCRAM_CREDENTIALS, *TXN_APIS,
 )}

@@ -54,15 +54,12 @@ from __future__ import annotations
 
 import collections
 import fcntl
-import json
 import logging
 import os
-import threading
 import time
 
-from arrowlog.storage.files import fsync_dir, write_json_atomic
-
 from . import errors as E
+from .journal import Journaled, StateFiles
 
 log = logging.getLogger("arrowlog.server")
 
@@ -91,7 +88,7 @@ class _ProducerState:
         self.batches: collections.deque = collections.deque(maxlen=CACHED_BATCHES)
 
 
-class ProducerRegistry:
+class ProducerRegistry(Journaled):
     """Producer ids and sequences; ``data_dir=None`` keeps them in memory only."""
 
     def __init__(self, data_dir: str | None = None, *, expiration_ms: int = PRODUCER_ID_EXPIRATION_MS):
@@ -101,22 +98,12 @@ class ProducerRegistry:
         self._partitions: dict[tuple[str, int], dict[int, _ProducerState]] = {}
         self._unchecked: set[tuple[str, int]] = set()  # loaded, not yet checked against the log
         self._dir = os.path.join(data_dir, "producers") if data_dir is not None else None
-        self._journal_fd = -1
+        self._files: StateFiles | None = None
         self._lock_fd = -1
-        self._journal_bytes = 0
-        self._io = threading.Lock()
         if self._dir is not None:
             self._load()
 
     # ------------------------------------------------------------ persistence
-    @property
-    def _snapshot_path(self) -> str:
-        return os.path.join(self._dir, "snapshot.json")
-
-    @property
-    def _journal_path(self) -> str:
-        return os.path.join(self._dir, "journal")
-
     def _load(self) -> None:
         os.makedirs(self._dir, exist_ok=True)
         # one server per data directory owns the files (a second one would truncate the journal)
@@ -130,28 +117,8 @@ class ProducerRegistry:
             log.warning("another server owns the producer state of this data directory: idempotent-producer "
                         "state of this one is kept in memory only (lost on restart)")
             return
-        try:
-            with open(self._snapshot_path, "rb") as f:
-                self._apply_snapshot(json.loads(f.read()))
-        except FileNotFoundError:
-            pass
-        except (ValueError, KeyError, TypeError) as exc:
-            log.error("producer state snapshot %s is unreadable (%s): idempotent producers start over",
-                      self._snapshot_path, exc)
-        try:
-            with open(self._journal_path, "rb") as f:
-                lines = f.read().split(b"\n")
-        except FileNotFoundError:
-            lines = []
-        for n, line in enumerate(lines):
-            if not line:
-                continue
-            try:
-                self._replay(json.loads(line))
-            except (ValueError, KeyError, TypeError, IndexError):
-                # a torn tail after a power loss; anything else is worth a word
-                if n < len(lines) - 2:
-                    log.warning("producer state journal line %d is unreadable; skipped", n + 1)
+        self._files = StateFiles(self._dir, "producer state", JOURNAL_COMPACT_BYTES)
+        self._files.load(self._apply_snapshot, self._replay, "idempotent producers start over")
         self._unchecked = set(self._partitions)
         self._next_id = max(self._next_id, _now_ms() & _ID_MASK)
         self.compact()
@@ -189,7 +156,7 @@ class ProducerRegistry:
 
     def compact(self) -> None:
         """Drop expired producers, write the snapshot atomically, then empty the journal."""
-        if self._dir is None:
+        if self._files is None:
             return
         horizon = _now_ms() - self.expiration_ms
         for key in list(self._partitions):
@@ -202,53 +169,13 @@ class ProducerRegistry:
         active = {pid for states in self._partitions.values() for pid in states}
         for pid in [pid for pid, (_, ms) in self._epochs.items() if ms < horizon and pid not in active]:
             del self._epochs[pid]
-        with self._io:
-            write_json_atomic(self._snapshot_path, self._snapshot())
-            if self._journal_fd >= 0:
-                os.close(self._journal_fd)
-            # the snapshot holds everything the journal did: start an empty one
-            self._journal_fd = os.open(self._journal_path,
-                                       os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o600)
-            self._journal_bytes = 0
-            fsync_dir(self._dir)
-
-    def _journal(self, event: dict) -> None:
-        if self._journal_fd < 0:
-            return
-        line = json.dumps(event, separators=(",", ":")).encode() + b"\n"
-        try:
-            os.write(self._journal_fd, line)
-        except OSError as exc:
-            # the batch is appended and remembered in memory; only a restart would forget it
-            log.error("cannot write the producer state journal %s: %s", self._journal_path, exc)
-            return
-        self._journal_bytes += len(line)
-        if self._journal_bytes > JOURNAL_COMPACT_BYTES:
-            try:
-                self.compact()
-            except OSError as exc:
-                log.error("cannot write the producer state snapshot %s: %s", self._snapshot_path, exc)
-
-    def sync(self) -> None:
-        """fsync the journal (the periodic flush calls this before syncing partitions)."""
-        with self._io:
-            if self._journal_fd >= 0:
-                os.fsync(self._journal_fd)
+        super().compact()
 
     def close(self) -> None:
-        if self._dir is None:
-            return
-        try:
-            self.compact()
-        except OSError as exc:
-            log.error("cannot write the producer state snapshot %s: %s", self._snapshot_path, exc)
-        with self._io:
-            if self._journal_fd >= 0:
-                os.close(self._journal_fd)
-                self._journal_fd = -1
-            if self._lock_fd >= 0:
-                os.close(self._lock_fd)  # releases the flock
-                self._lock_fd = -1
+        self._close_files()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = -1
 
     # ------------------------------------------------------------ InitProducerId
     def init_producer_id(self, producer_id: int = -1, producer_epoch: int = -1) -> tuple[int, int, int]:

@@ -18,6 +18,10 @@ answer says when it is refused (Kafka's choices):
     DescribeGroups  DESCRIBE group                    per group
     ListGroups      DESCRIBE cluster, else the groups the principal may DESCRIBE
     InitProducerId  WRITE transactional id, else IDEMPOTENT_WRITE cluster or WRITE on a topic
+    AddPartitionsToTxn  WRITE transactional id, WRITE topic   53 for all / 29 per topic (others 55)
+    AddOffsetsToTxn WRITE transactional id, READ group    53 / 30
+    EndTxn          WRITE transactional id                53
+    TxnOffsetCommit WRITE transactional id, READ group, READ topic  53 / 30 for all / 29 per topic
     DescribeCluster, ApiVersions: no check
 
 Refused topics are taken out of the request before the broker sees it and
@@ -259,9 +263,62 @@ def _produce_with_txn(allowed, authorizer, principal, host, ctx, req, handler, b
     return _produce(allowed, authorizer, principal, host, ctx, req, handler, broker)
 
 
+def _txn_checks():
+    """Checks of the transactional APIs (server/transactions.py): the transactional id
+    first, then the group, then the topics; a refusal answers without the handler."""
+    def per_partition(topics, index_of, code_of, code_key, entry_key):
+        return [{"name": t["name"], entry_key: [{"partition_index": index_of(p), code_key: code_of(t["name"])}
+                                                for p in t["partitions"]]} for t in topics]
+
+    def add_partitions(allowed, authorizer, principal, host, ctx, req, handler, broker):
+        topics = req["v3_and_below_topics"]
+        if not allowed(A.WRITE, A.TRANSACTIONAL_ID, req["v3_and_below_transactional_id"]):
+            def code(name):
+                return E.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+        else:
+            denied = {t["name"] for t in topics if not allowed(A.WRITE, A.TOPIC, t["name"])}
+            if not denied:
+                return handler(ctx, req)
+
+            def code(name):
+                return E.TOPIC_AUTHORIZATION_FAILED if name in denied else 55   # OPERATION_NOT_ATTEMPTED
+        return {"results_by_topic_v3_and_below": per_partition(topics, lambda p: p, code, "partition_error_code",
+                                                               "results_by_partition")}
+
+    def with_group(allowed, authorizer, principal, host, ctx, req, handler, broker):
+        if not allowed(A.WRITE, A.TRANSACTIONAL_ID, req["transactional_id"]):
+            return {"error_code": E.TRANSACTIONAL_ID_AUTHORIZATION_FAILED}
+        if not allowed(A.READ, A.GROUP, req["group_id"]):
+            return {"error_code": E.GROUP_AUTHORIZATION_FAILED}
+        return handler(ctx, req)
+
+    def end_txn(allowed, authorizer, principal, host, ctx, req, handler, broker):
+        if not allowed(A.WRITE, A.TRANSACTIONAL_ID, req["transactional_id"]):
+            return {"error_code": E.TRANSACTIONAL_ID_AUTHORIZATION_FAILED}
+        return handler(ctx, req)
+
+    def txn_offset_commit(allowed, authorizer, principal, host, ctx, req, handler, broker):
+        if not allowed(A.WRITE, A.TRANSACTIONAL_ID, req["transactional_id"]):
+            refused = E.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+        elif not allowed(A.READ, A.GROUP, req["group_id"]):
+            refused = E.GROUP_AUTHORIZATION_FAILED
+        else:
+            denied = {t["name"] for t in req["topics"] if not allowed(A.READ, A.TOPIC, t["name"])}
+            if not denied:
+                return handler(ctx, req)
+            refused = None
+
+        def code(name):
+            return refused if refused is not None else (E.TOPIC_AUTHORIZATION_FAILED if name in denied else 55)
+        return {"topics": per_partition(req["topics"], lambda p: p["partition_index"], code, "error_code",
+                                        "partitions")}
+
+    return {24: add_partitions, 25: with_group, 26: end_txn, 28: txn_offset_commit}
+
+
 _CHECKS = {
     0: _produce_with_txn, 1: _fetch, 2: _list_offsets, 3: _metadata, 8: _offset_commit,
     9: _offset_fetch, 10: _find_coordinator, 15: _describe_groups, 16: _list_groups,
     19: _create_topics, 20: _delete_topics, 22: _init_producer_id, 32: _describe_configs,
-    **{k: _group_member for k in _GROUP_APIS},
+    **{k: _group_member for k in _GROUP_APIS}, **_txn_checks(),
 }

@@ -1,0 +1,130 @@
+"""kill -9 of a consume-transform-produce loop using Kafka transactions against
+``arrowlog serve``: every input record ends up in the output exactly once.
+
+The loop (a confluent-kafka consumer and a transactional producer in one process)
+reads the input topic from its group's committed offset, writes one output
+record per input record and commits the input offsets with
+``send_offsets_to_transaction`` in the same transaction. It is SIGKILLed at a
+random point (after a random number of steps, each a transaction's output
+produced or a transaction committed, plus a random delay: inside a transaction
+with its output already on the server, during its commit, or between two), 10 times (50 with
+ARROWLOG_FAULT_LONG=1); the next run's ``init_transactions`` fences the killed
+one and aborts what it left open. A last run goes to the end. A
+``read_committed`` reader then finds every input value once in the output.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import textwrap
+import time
+
+import faultlib
+import pytest
+from test_server_kill import start_server
+
+confluent_kafka = pytest.importorskip("confluent_kafka")
+
+INPUT, OUTPUT, GROUP, TXN_ID = "ctp-in", "ctp-out", "ctp-group", "ctp-loop"
+RECORDS = 300
+DEADLINE_S = 120.0
+
+LOOP = textwrap.dedent("""
+    import sys, confluent_kafka
+    from confluent_kafka import TopicPartition
+    bootstrap, total = sys.argv[1], int(sys.argv[2])
+    consumer = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": %(group)r,
+                                         "enable.auto.commit": False, "isolation.level": "read_committed",
+                                         "auto.offset.reset": "earliest"})
+    producer = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "transactional.id": %(txn)r,
+                                         "transaction.timeout.ms": 60000})
+    # first fence the killed run and abort what it left open (its staged offsets would
+    # otherwise keep the committed offset unstable: KIP-447), then read where to start
+    producer.init_transactions(30)
+    committed = consumer.committed([TopicPartition(%(input)r, 0)], 30)[0].offset
+    consumer.assign([TopicPartition(%(input)r, 0, committed if committed >= 0 else 0)])
+    print("ready", flush=True)
+    position = max(committed, 0)
+    while position < total:
+        msgs = [m for m in consumer.consume(10, 1.0) if not m.error()]
+        if not msgs:
+            continue
+        producer.begin_transaction()
+        for m in msgs:
+            producer.produce(%(output)r, value=m.value() + b"!")
+        producer.flush(30)
+        print("produced", flush=True)
+        position = msgs[-1].offset() + 1
+        producer.send_offsets_to_transaction([TopicPartition(%(input)r, 0, position)],
+                                             consumer.consumer_group_metadata(), 30)
+        producer.commit_transaction(30)
+        print("committed", position, flush=True)
+    print("done", flush=True)
+""") % {"group": GROUP, "input": INPUT, "output": OUTPUT, "txn": TXN_ID}
+
+
+def run_loop(bootstrap: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", LOOP, bootstrap, str(RECORDS)], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env=faultlib.writer_env())
+
+
+def read_committed(bootstrap: str, expected: int) -> list[bytes]:
+    c = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": "ctp-check",
+                                  "isolation.level": "read_committed", "enable.auto.commit": False})
+    c.assign([confluent_kafka.TopicPartition(OUTPUT, 0, 0)])
+    got, deadline = [], time.monotonic() + DEADLINE_S
+    try:
+        while time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is None:
+                if len(got) >= expected:
+                    break   # nothing more after the expected count: duplicates would have shown
+                continue
+            if not m.error():
+                got.append(m.value())
+    finally:
+        c.close()
+    return got
+
+
+def test_consume_transform_produce_killed_at_random_is_exactly_once(data_dir, seed):
+    rng = random.Random(seed)
+    server, bootstrap = start_server(data_dir)
+    try:
+        p = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+        for i in range(RECORDS):
+            p.produce(INPUT, value=b"in-%05d" % i, partition=0)
+        assert p.flush(60) == 0
+        kills = faultlib.count(10, 50)
+        for _ in range(kills):
+            loop = run_loop(bootstrap)
+            try:
+                assert loop.stdout.readline().strip() == "ready", f"seed {seed}: the loop did not start"
+                # kill after a random number of steps ("produced" into an open transaction,
+                # "committed"), then a little later: before, inside or after a commit
+                for _ in range(rng.randint(0, 6)):
+                    if not loop.stdout.readline():
+                        break
+                time.sleep(rng.uniform(0, 0.02))
+            finally:
+                loop.kill()
+                loop.wait(30)
+        last = run_loop(bootstrap)
+        try:
+            out, _ = last.communicate(timeout=DEADLINE_S)
+        finally:
+            if last.poll() is None:
+                last.kill()
+                last.wait(30)
+        assert out.strip().endswith("done"), f"seed {seed}: the last run did not finish: {out[-500:]}"
+        got = read_committed(bootstrap, RECORDS)
+    finally:
+        server.kill()
+        server.wait(30)
+    expected = [b"in-%05d!" % i for i in range(RECORDS)]
+    missing = sorted(set(expected) - set(got))
+    assert not missing, f"seed {seed}: {len(missing)} input record(s) not in the output, e.g. {missing[:3]}"
+    assert len(got) == len(set(got)), f"seed {seed}: {len(got) - len(set(got))} output record(s) duplicated"
+    assert got == expected, f"seed {seed}: output out of order"
