@@ -241,3 +241,21 @@ def test_retention_leaves_a_damaged_partition_and_topic_alone(damaged):
         pl.config["retention.bytes"] = 1  # everything but the active segment is beyond it
         assert d.enforce_retention() == 0
     assert segment_paths(data) == before
+
+
+@pytest.mark.parametrize("config", [{}, {"retention.ms": 1}])
+def test_topic_json_of_an_older_version_takes_defaults(damaged, config):
+    """A topic.json without keys a newer version added is not damage: the
+    missing keys take their defaults and every reader and verify work."""
+    data, values = damaged
+    with open(os.path.join(data, "topics", faultlib.TOPIC, "topic.json"), "w") as f:
+        json.dump({"name": faultlib.TOPIC, "partitions": 1, "config": config}, f)
+    results = run_readers(data)
+    for reader, r in results.items():
+        assert r["error"] is None, f"{reader}: {r['error']}"
+    assert {int(o) for o in results["read"]["records"]} == set(values)
+    assert results["replay"]["records"] == results["read"]["records"]
+    res = cli(data, "verify")
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = cli(data, "topic", "describe", faultlib.TOPIC)
+    assert res.returncode == 0 and "segment.bytes" in res.stdout, res.stdout + res.stderr

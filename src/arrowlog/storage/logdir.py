@@ -284,7 +284,10 @@ class LogDir:
         problem = meta_problem(meta)
         if problem is not None:
             raise self._damaged_meta(path, problem)
-        return meta
+        # a topic.json written by an older version lacks newer keys: defaults
+        config = _config.resolve(_config.TOPIC, meta["config"], what="topic")
+        config.pop("partitions")
+        return {**meta, "config": config}
 
     @staticmethod
     def _damaged_meta(path: str, problem: str) -> CorruptRecordError:
