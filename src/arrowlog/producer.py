@@ -151,6 +151,8 @@ def typed_values(values: Any, schema: pa.Schema) -> pa.StructArray:
                     return decoded
                 values = [None if v is None else json.loads(v) for v in values.to_pylist()]
         rows = [json.loads(v) if isinstance(v, (bytes, str)) else v for v in values]
+        for row in rows:
+            refuse_fraction(row, schema)
         return pa.array(rows, type=struct)
     except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, KeyError, TypeError, OverflowError) as exc:
         raise InvalidRecordError(f"values do not fit the topic's value schema ({_fields(schema)}): {exc}") from None
@@ -218,11 +220,24 @@ def record_validator(topic: str, schema: pa.Schema):
                         break
                 else:
                     return  # every field surely converts: the common case, no Arrow call
+            refuse_fraction(row, schema)
             to_arrow([row], type=struct)
         except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, KeyError, TypeError, OverflowError) as exc:
             raise InvalidRecordError(f"topic {topic!r}: value {_shown(value)} does not fit the value schema "
                                      f"({_fields(schema)}): {exc}; the record was not queued") from None
     return validate
+
+
+def refuse_fraction(row: Any, schema: pa.Schema) -> None:
+    """A ValueError if ``row`` gives an integer field a number with a
+    fraction: pa.array would truncate it (2.7 stored as 2) where
+    pyarrow.json refuses it. A whole float (2.0) converts exactly."""
+    if type(row) is not dict:
+        return
+    for f in schema:
+        v = row.get(f.name)
+        if type(v) is float and pa.types.is_integer(f.type) and not v.is_integer():
+            raise ValueError(f"field {f.name!r} is {f.type} but the value {v!r} has a fraction")
 
 
 def _fits(t: pa.DataType) -> Any:

@@ -56,6 +56,18 @@ def test_bad_record_fails_its_own_produce_and_never_its_neighbours(data_dir):
                                        {"orderId": 3, "item": 5}]
 
 
+def test_a_fraction_for_an_integer_field_is_refused_not_truncated(data_dir):
+    topic = typed_topic(data_dir)
+    with Producer({"log.dir": data_dir}) as p:
+        with pytest.raises(errors.InvalidRecordError, match=r"orderId.*2\.7.*fraction"):
+            p.produce(topic, b'{"orderId": 2.7, "item": 3}')
+        with pytest.raises(errors.InvalidRecordError, match="row 0 of produce_batch"):
+            p.produce_batch(topic, [{"orderId": 2.5, "item": 3}])
+        p.produce(topic, b'{"orderId": 2.0, "item": 3}')   # a whole number converts exactly
+        assert p.flush() == 0
+    assert stored(data_dir, topic) == [{"orderId": 2, "item": 3}]
+
+
 def test_bad_row_fails_produce_batch_before_anything_is_appended(data_dir):
     topic = typed_topic(data_dir)
     rows = [b'{"orderId": 1, "item": 3}', b'{"orderId": 2, "item": 3}', b'{"orderId": "x", "item": 3}']
@@ -90,7 +102,7 @@ def test_a_bad_record_that_slips_past_produce_fails_alone_through_its_report(dat
 EDGE_SCHEMA = pa.schema([("a", pa.int8()), ("s", pa.string()), ("f", pa.float64()), ("b", pa.bool_())])
 EDGE_GOOD = [b'{"a": 1, "s": "x", "f": 2, "b": true}', b'{"a": 1.0, "s": "\\u00e9"}', '{"s": "caf\u00e9"}', None,
              b'{"a": 5, "extra": [1]}', b'{\n  "a": 2\n}']
-EDGE_BAD = [b'{"a": 300}', b'{"s": "\\ud800"}', b'{"b": 1}', b"[1]", b"5", b'{"a": 99999999999999999999}', b"",
+EDGE_BAD = [b'{"a": 2.7}', b'{"a": NaN}', b'{"a": 300}', b'{"s": "\\ud800"}', b'{"b": 1}', b"[1]", b"5", b'{"a": 99999999999999999999}', b"",
             b'{"f": "x"}', b'{"a": true}']
 
 
