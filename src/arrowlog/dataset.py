@@ -447,7 +447,7 @@ class LogDataset(pads.Dataset):
         values are read with these types: pass value_schema to fix them)."""
         found = []
         for log in self._topic.partitions():
-            low, high = log.watermarks()
+            low, high = log.watermarks(check=True)
             if low < high:
                 frames = log.read(low, 1)
                 if frames:
@@ -543,7 +543,7 @@ class LogDataset(pads.Dataset):
         partitions = [p for p in range(t.num_partitions)
                       if (plo is None or p >= plo) and (phi is None or p <= phi)
                       and ("partition" not in bounds.sets or p in bounds.sets["partition"])]
-        ranges = {p: t.partition(p).watermarks() for p in partitions}
+        ranges = {p: t.partition(p).watermarks(check=True) for p in partitions}
         return self._batches(schema, bounds, ranges)
 
     def _route_keys(self, bounds: _Bounds) -> None:

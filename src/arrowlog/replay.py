@@ -84,7 +84,7 @@ def _as_time(value: Any) -> int | None:
 def resolve_position(log: Any, value: Any, *, is_end: bool) -> int:
     """An offset in ``log`` for a start or end given as an offset, a time,
     'beginning' or 'end'. Times resolve to the first offset at or after them."""
-    low, high = log.watermarks()
+    low, high = log.watermarks(check=True)
     if value is None:
         return high if is_end else low
     if isinstance(value, str) and value.lower() in ("beginning", "earliest", "start", "first"):

@@ -267,8 +267,16 @@ class PartitionLog(RecoveryMixin, SyncMixin, RetentionMixin, ReadMixin):
             if self.state.torn:
                 self._recover_locked()
 
-    def watermarks(self) -> tuple[int, int]:
+    def watermarks(self, *, check: bool = False) -> tuple[int, int]:
+        """(log start offset, high watermark). ``check``: a damaged
+        partition raises CorruptRecordError, as read() does (a reader that
+        trusts an impossible log start would read nothing and say nothing)."""
+        if check:
+            self._raise_if_damaged()
         st = self._snapshot()
+        problem = reads_problem(st) if check else None
+        if problem is not None:
+            raise damaged(f"partition {self.topic}-{self.partition} ({self.directory})", problem)
         return st["log_start_offset"], st["next_offset"]
 
     def wait(self, offset: int, timeout: float) -> bool:
