@@ -38,7 +38,7 @@ import numpy as np
 import pyarrow as pa
 
 from ._json import parse_json_values
-from ._location import is_kafka, local_path
+from ._location import is_kafka, open_data_dir
 from ._optional import require
 from .errors import ConfigError, OffsetOutOfRangeError
 from .producer import to_epoch_ms
@@ -393,10 +393,7 @@ def replay(log: Any, topic: str, start: Any = "beginning", end: Any = "end", par
         return kafka_replay(where, topic, start, end, partitions, columns, **fmt, **kafka_config)
     if kafka_config:
         raise ConfigError(f"unexpected keyword(s) {sorted(kafka_config)} for an embedded log")
-    path = local_path(where)
-    if not os.path.isdir(os.path.join(path, "topics")):
-        raise ConfigError(f"{path} is not an arrowlog data directory")
-    logdir = LogDir(path, create=False)
+    logdir = open_data_dir(where, create=False)
     try:
         return Replay(logdir, topic, start, end, partitions, columns, owns_log=True, **fmt)
     except BaseException:

@@ -185,6 +185,33 @@ def test_producer_creates_a_new_directory_with_a_notice_and_refuses_a_foreign_on
     assert os.listdir(foreign) == ["notes.txt"]
 
 
+def test_logdir_never_turns_a_foreign_directory_into_a_data_directory(tmp_path):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(errors.NotADataDirectoryError, match=r"holds other files \(notes.txt\)"):
+        LogDir(str(foreign))
+    assert os.listdir(foreign) == ["notes.txt"]
+    with pytest.raises(errors.NotADataDirectoryError, match="is a file"):
+        LogDir(str(foreign / "notes.txt"))
+    # a directory holding only arrowlog's own entries (a server's producers/) is fine
+    ours = tmp_path / "ours"
+    (ours / "producers").mkdir(parents=True)
+    LogDir(str(ours)).close()
+    assert sorted(os.listdir(ours)) == ["groups", "producers", "topics"]
+
+
+@pytest.mark.parametrize("reader", ["replay", "dataset"])
+def test_replay_and_dataset_of_a_non_data_directory_say_so_as_the_consumer_does(tmp_path, reader):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    for where in (foreign, tmp_path / "missing"):
+        with pytest.raises(errors.NotADataDirectoryError, match="not an arrowlog data directory"):
+            getattr(arrowlog, reader)(str(where), "t")
+    assert os.listdir(foreign) == ["notes.txt"] and not (tmp_path / "missing").exists()
+
+
 def test_subscribing_to_an_unknown_topic_delivers_an_error_event(data_dir):
     with Producer({"log.dir": data_dir}) as p:
         p.produce("known", b"x")
