@@ -265,3 +265,28 @@ def test_topic_json_of_an_older_version_takes_defaults(damaged, config):
     assert res.returncode == 0, res.stdout + res.stderr
     res = cli(data, "topic", "describe", faultlib.TOPIC)
     assert res.returncode == 0 and "segment.bytes" in res.stdout, res.stdout + res.stderr
+
+
+def test_bit_rot_in_a_closed_segment(damaged):
+    """One flipped bit inside a frame of a synced middle segment: readers
+    name the file, verify names that segment only (no segment after it is
+    "missing"), and recover treats it as a gap: that segment and the ones
+    before it move to quarantine/, the log resumes after it."""
+    data, values = damaged
+    paths = segment_paths(data)
+    rotten = os.path.basename(paths[2])
+    frames = faultlib.frame_layout(open(paths[2], "rb").read())
+    pos, size = frames[len(frames) // 2][:2]
+    with open(paths[2], "r+b") as f:
+        f.seek(pos + size // 2)
+        byte = f.read(1)[0]
+        f.seek(pos + size // 2)
+        f.write(bytes([byte ^ 0x10]))
+    check_outcome(run_readers(data, ("read", "replay", "consumer")), values, rotten, "bit rot")
+    res = cli(data, "verify")
+    assert res.returncode == 5 and rotten in res.stdout and "missing" not in res.stdout, res.stdout
+    after = check_verify_and_recover(data, values, "bit rot")
+    first, last = contiguous_suffix(after["read"]["records"], values)
+    assert first == int(os.path.basename(paths[3])[:20]) and last >= max(values)
+    quarantine = os.path.join(os.path.dirname(paths[0]), "quarantine")
+    assert sorted(n for n in os.listdir(quarantine) if n.endswith(".log")) == [os.path.basename(p) for p in paths[:3]]

@@ -32,15 +32,18 @@ class RecoveryMixin:
     """PartitionLog's recovery, layout checks and verify(); callers hold
     the locks each method names."""
 
-    def recover(self) -> dict:
+    def recover(self, *, check_all: bool = False) -> dict:
         """Check the log from the segment holding the recovery point onward:
         verify every frame's CRC and the offsets' continuity, truncate at
         the first bad frame, delete later segments, rebuild the indexes of
-        what was scanned, and republish the state. Returns a report."""
+        what was scanned, and republish the state. Returns a report.
+        ``check_all`` (``arrowlog recover``) also CRC-checks every frame of
+        the synced segments below the recovery point: one that fails (bit
+        rot) is treated as a gap, as a missing segment is."""
         with self._lock, self._append_locked():
-            return self._recover_locked()
+            return self._recover_locked(check_all=check_all)
 
-    def _recover_locked(self) -> dict:
+    def _recover_locked(self, *, check_all: bool = False) -> dict:
         report = {"segments_scanned": 0, "bytes_scanned": 0, "truncated_bytes": 0, "segments_deleted": 0,
                   "indexes_rebuilt": 0}
         self.state.repair_seq()
@@ -74,6 +77,8 @@ class RecoveryMixin:
                 continue
             try:
                 nxt, problem = self._check_closed(seg)
+                if problem is None and check_all:
+                    problem = self._rotten(seg)
             finally:
                 seg.close()
             if problem is not None or nxt != bases[i + 1]:
@@ -146,6 +151,14 @@ class RecoveryMixin:
         self._damage = None
         report["next_offset"] = next_offset
         return report
+
+    @classmethod
+    def _rotten(cls, seg: Segment) -> str | None:
+        """Why a closed segment's frames fail their CRCs, or None."""
+        end, _, _ = core.scan_frames(seg.log, seg.header_size, seg.file_size, seg.base_offset, True)
+        if end < seg.file_size and cls._scan_tail_garbage(seg, end):
+            return f"segment {segment_name(seg.base_offset)}.log: the frame at position {end} fails its checks"
+        return None
 
     def _quarantine(self, bases: list[int]) -> None:
         """Move whole segments out of the log, into quarantine/ (kept for a
@@ -300,5 +313,6 @@ class RecoveryMixin:
             if scan_end != end:
                 report["errors"].append(f"segment {segment_name(b)}.log: frame at position {scan_end} fails its checks "
                                         f"({end - scan_end} bytes after it unreadable)")
+                nxt = None  # where it ends is unknown: the next segment is not "missing" offsets
             expected = nxt
         return report
