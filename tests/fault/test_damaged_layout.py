@@ -154,6 +154,9 @@ def test_missing_middle_segment(damaged):
     first, last = contiguous_suffix(after["read"]["records"], values)
     assert first == int(os.path.basename(paths[3])[:20]) and last >= max(values)
     assert after["read"]["records"] == after["replay"]["records"] == after["consumer"]["records"]
+    # the missing segment's indexes mean nothing without it: recover leaves none behind
+    left = os.listdir(os.path.dirname(paths[0])) + os.listdir(os.path.join(os.path.dirname(paths[0]), "quarantine"))
+    assert not [n for n in left if n.startswith(missing[:20])], left
 
 
 def test_gap_between_segments(damaged):

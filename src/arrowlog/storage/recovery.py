@@ -50,6 +50,7 @@ class RecoveryMixin:
         old = self.state.snapshot() if self.state.is_initialised() else None
         self._drop_segments()
         bases = self._list_bases()
+        self._drop_orphan_indexes(bases)
         if not bases:
             # closed at once: the scan below opens it again (keeping this one
             # leaked its three file descriptors)
@@ -151,6 +152,15 @@ class RecoveryMixin:
         self._damage = None
         report["next_offset"] = next_offset
         return report
+
+    def _drop_orphan_indexes(self, bases: list[int]) -> None:
+        """Delete the .index/.timeindex of a segment whose .log is gone
+        (they are rebuilt from a .log, and mean nothing without one)."""
+        have = {segment_name(b) for b in bases}
+        for name in os.listdir(self.directory):
+            stem, ext = os.path.splitext(name)
+            if ext in (".index", ".timeindex") and len(stem) == 20 and stem.isdigit() and stem not in have:
+                os.unlink(os.path.join(self.directory, name))
 
     @classmethod
     def _rotten(cls, seg: Segment) -> str | None:
