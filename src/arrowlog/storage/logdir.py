@@ -50,7 +50,7 @@ RESERVED_NAMES = (".lock", ".notify")
 MAX_PARTITIONS = 100_000
 # what arrowlog itself keeps in a data directory (a directory holding only
 # these may become one; one holding anything else belongs to someone else)
-OWN_ENTRIES = frozenset({"topics", "groups", "producers", "security"})
+OWN_ENTRIES = frozenset({"topics", "groups", "producers", "security", ".arrowlog-demo"})
 
 
 def refuse_foreign(path: str) -> None:
