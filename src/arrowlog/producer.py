@@ -302,6 +302,19 @@ def _lengths(arr: pa.Array) -> np.ndarray:
     return np.diff(offsets).astype(np.int64)
 
 
+def _header_lengths(headers: pa.ListArray) -> np.ndarray | int:
+    """Bytes of each row's header keys and values (0 for none)."""
+    if headers.null_count == len(headers):
+        return 0
+    flat = headers.flatten()
+    per = pc.fill_null(pc.add(pc.fill_null(pc.binary_length(flat.field("key")), 0),
+                              pc.fill_null(pc.binary_length(flat.field("value")), 0)), 0)
+    cum = np.concatenate([[0], np.cumsum(per.to_numpy(zero_copy_only=False), dtype=np.int64)])
+    offsets = headers.offsets.to_numpy()
+    offsets = offsets - offsets[0]
+    return cum[offsets[1:]] - cum[offsets[:-1]]
+
+
 def _linger_thread(ref: weakref.ref, wake: threading.Event) -> None:
     """A producer's background thread (see Producer._busy_ticks): appends
     batches that lingered long enough, and fsyncs periodically; the safety
@@ -403,7 +416,7 @@ class Producer(core.ProducerCore):
 
     def _too_large(self, slot: core.TopicSlot, size: int) -> None:
         raise MessageSizeTooLargeError(
-            f"a record of {size:,} bytes (key + value) is larger than {slot.max_record_bytes:,}, the limit of topic "
+            f"a record of {size:,} bytes (key + value + headers) is larger than {slot.max_record_bytes:,}, the limit of topic "
             f"{slot.name!r} (producer message.max.bytes={self._max_record_bytes:,}, topic max.message.bytes="
             f"{slot.topic.config.get('max.message.bytes', 'unset')}): split the record or raise the limit")
 
@@ -724,9 +737,9 @@ class Producer(core.ProducerCore):
         if n == 0:
             return 0
         keys = binary_array(keys, "keys", n) if keys is not None else pa.nulls(n, pa.binary())
-        self._check_sizes(slot, keys, values)
         ts = self._timestamps(timestamps, n)
         hdrs = self._headers_array(headers, n)
+        self._check_sizes(slot, keys, values, hdrs)
         # what is already queued for these partitions goes first
         if partition is not None:
             if not isinstance(partition, int) or not 0 <= partition < slot.partitions:
@@ -755,9 +768,10 @@ class Producer(core.ProducerCore):
             self._append_chunks(slot, p, part)
         return n
 
-    def _check_sizes(self, slot: core.TopicSlot, keys: pa.Array, values: pa.Array) -> None:
-        """produce_batch()'s message.max.bytes check, before anything is appended."""
-        sizes = _lengths(keys)
+    def _check_sizes(self, slot: core.TopicSlot, keys: pa.Array, values: pa.Array, headers: pa.Array) -> None:
+        """produce_batch()'s message.max.bytes check (key, value and header
+        bytes, as produce() counts), before anything is appended."""
+        sizes = _lengths(keys) + _header_lengths(headers)
         if pa.types.is_binary(values.type):
             sizes = sizes + _lengths(values)
         if len(sizes) and sizes.max() > slot.max_record_bytes:

@@ -292,6 +292,18 @@ def test_message_max_bytes_and_topic_max_message_bytes_are_enforced(data_dir):
     assert issubclass(errors.MessageSizeTooLargeError, errors.ArrowlogError)
 
 
+def test_message_max_bytes_counts_header_bytes(data_dir):
+    """As in Kafka, a record's size includes its headers' keys and values."""
+    with Producer({"log.dir": data_dir, "message.max.bytes": 1000}) as p:
+        with pytest.raises(errors.MessageSizeTooLargeError, match="2,008 bytes .* larger than 1,000"):
+            p.produce("t", b"x", headers={"h": b"y" * 2000, "big": None, "é": b""}, key=b"k")
+        with pytest.raises(errors.MessageSizeTooLargeError, match="row 1 of produce_batch"):
+            p.produce_batch("t", [b"x", b"y"], headers=[None, [("h", b"z" * 2000)]])
+        p.produce("t", b"x" * 980, headers=[("hh", b"v" * 10), ("n", None)], key=b"kkkkkkk")   # exactly 1,000
+        p.produce_batch("t", [b"x" * 990], headers=[{"key": b"v" * 6}])
+    assert [len(v) for v in stored(data_dir, "t")] == [980, 990]
+
+
 def test_statistics_are_librdkafka_shaped(data_dir):
     stats = []
     with Producer({"log.dir": data_dir, "stats_cb": stats.append, "statistics.interval.ms": 10,
@@ -418,3 +430,4 @@ def test_group_consumer_on_a_real_read_only_mount(data_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "consumer group 'g' cannot use its files" in r.stdout, r.stdout + r.stderr
     assert r.stdout.startswith("StorageError:") and "the file system is read-only" in r.stdout
+
