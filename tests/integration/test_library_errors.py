@@ -431,3 +431,20 @@ def test_group_consumer_on_a_real_read_only_mount(data_dir, tmp_path):
     assert "consumer group 'g' cannot use its files" in r.stdout, r.stdout + r.stderr
     assert r.stdout.startswith("StorageError:") and "the file system is read-only" in r.stdout
 
+
+def readme_block(heading: str) -> str:
+    """The first ```python block after ``heading`` in README.md."""
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md"), encoding="utf-8").read()
+    after = readme[readme.index(heading):]
+    return after[after.index("```python\n") + len("```python\n"):].split("```", 1)[0]
+
+
+def test_the_readme_library_and_analytics_snippets_run_as_written(tmp_path):
+    """Run in a child in an empty directory: every name they use exists and
+    the topic the analytics snippet reads is the one the library one wrote."""
+    pytest.importorskip("duckdb")
+    pytest.importorskip("polars")
+    pytest.importorskip("pandas")
+    script = readme_block("## Using the library") + "\n" + readme_block("## Analytics")
+    res = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
