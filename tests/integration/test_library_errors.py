@@ -432,6 +432,19 @@ def test_group_consumer_on_a_real_read_only_mount(data_dir, tmp_path):
     assert r.stdout.startswith("StorageError:") and "the file system is read-only" in r.stdout
 
 
+def test_an_unreachable_cluster_logs_its_error_once_not_every_retry(caplog):
+    """librdkafka retries a refused connection every few ms: the line it
+    logs each time reaches the arrowlog.kafka logger once, then the one
+    ClusterUnreachableError says what is wrong."""
+    pytest.importorskip("confluent_kafka")
+    from arrowlog.kafka_backend import ClusterUnreachableError
+    with caplog.at_level(logging.WARNING, logger="arrowlog.kafka"):
+        with pytest.raises(ClusterUnreachableError, match="127.0.0.1:1"):
+            Producer({"bootstrap.servers": "127.0.0.1:1", "socket.connection.setup.timeout.ms": 3000})
+    lines = [r.getMessage() for r in caplog.records if r.name == "arrowlog.kafka"]
+    assert 1 <= len(lines) <= 3, lines
+
+
 def readme_block(heading: str) -> str:
     """The first ```python block after ``heading`` in README.md."""
     readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md"), encoding="utf-8").read()
