@@ -191,6 +191,7 @@ STATE_CASES = {
     "active_base=0": {"active_base_offset": 0},
     "index_entries=10^9": {"offset_index_entries": 10**9, "time_index_entries": -3},
     "next_offset too small": {"next_offset": 3},
+    "recovery_point=10^9": {"recovery_point": 10**9},
 }
 
 
@@ -206,6 +207,24 @@ def test_impossible_partition_state(damaged, case):
     after = check_verify_and_recover(data, values, case)
     # the state is a cache of the segments: recovery loses no record
     assert {int(o) for o in after["read"]["records"]} == set(range(before["next_offset"]))
+
+
+@pytest.mark.parametrize("field,offset,value", [("version", 8, 2), ("clean", 12, 7)])
+def test_impossible_partition_state_header(damaged, field, offset, value):
+    """A state file of another format version is never rewritten behind
+    the user's back, nor is a clean mark that is neither 0 nor 1 trusted:
+    both are reported until `arrowlog recover` rebuilds the state."""
+    data, values = damaged
+    with open(state_path(data), "r+b") as f:
+        f.seek(offset)
+        f.write(struct.pack("<I", value))
+    check_outcome(run_readers(data), values, "partition.state", f"{field}={value}")
+    res = cli(data, "verify")
+    assert f"{field}" in res.stdout and str(value) in res.stdout, res.stdout
+    after = check_verify_and_recover(data, values, f"{field}={value}")
+    assert {int(o) for o in after["read"]["records"]} == set(values)
+    with open(state_path(data), "rb") as f:
+        assert struct.unpack_from("<II", f.read(16), 8) == (1, 1)
 
 
 TOPIC_JSON_CASES = {

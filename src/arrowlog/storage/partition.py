@@ -52,6 +52,7 @@ from .files import ExclusiveFlock, close_fds, open_shared_file, storage_error
 from .index import Indexer
 from .layout import (
     damaged,
+    header_problem,
     reads_problem,
 )
 from .reading import Frame, ReadMixin
@@ -165,7 +166,10 @@ class PartitionLog(RecoveryMixin, SyncMixin, RetentionMixin, ReadMixin):
             first = False
         if first:
             try:
-                if not self.state.is_initialised() or not self.state.clean or self.state.torn:
+                self._damage = header_problem(self._state_fd)
+                if self._damage is not None:
+                    pass  # never rewritten behind the user's back: readers and verify report it
+                elif not self.state.is_initialised() or not self.state.clean or self.state.torn:
                     self.recover()
                 else:
                     with self._append_locked():

@@ -47,6 +47,8 @@ class RecoveryMixin:
         report = {"segments_scanned": 0, "bytes_scanned": 0, "truncated_bytes": 0, "segments_deleted": 0,
                   "indexes_rebuilt": 0}
         self.state.repair_seq()
+        if self.state.is_initialised():
+            self.state.clean = False  # (also rewrites a clean mark that is neither 0 nor 1)
         old = self.state.snapshot() if self.state.is_initialised() else None
         self._drop_segments()
         bases = self._list_bases()
