@@ -204,6 +204,19 @@ def _stall_sender(sock: socket.socket, payload: memoryview, piece: int, sent: li
         pass
 
 
+def _stall(socks: list[socket.socket], payload: memoryview) -> int:
+    """Send ``payload`` on every socket at once until each is done or stalled;
+    the bytes sent in all."""
+    sent = [0] * len(socks)
+    threads = [threading.Thread(target=_stall_sender, args=(s, payload, MiB, sent, i))
+               for i, s in enumerate(socks)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return sum(sent)
+
+
 def test_ten_connections_stalling_in_99_of_100_mib_frames(srv):
     # Issue 12: RSS 100 -> 1,090 MiB, and it stayed after they closed.
     pid = srv.proc.pid
@@ -212,17 +225,11 @@ def test_ten_connections_stalling_in_99_of_100_mib_frames(srv):
     frame = 100 * MiB
     payload = memoryview(struct.pack(">i", frame) + bytes(99 * MiB))
     socks = [socket.create_connection((srv.host, srv.port), timeout=10) for _ in range(10)]
-    sent = [0] * len(socks)
-    threads = [threading.Thread(target=_stall_sender, args=(s, payload, MiB, sent, i))
-               for i, s in enumerate(socks)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    sent = _stall(socks, payload)
     peak = status_kib(pid, "VmHWM")
-    print(f"10 x 99 MiB stalled: {sum(sent) // MiB} MiB sent, server RSS {baseline // 1024} -> "
+    print(f"10 x 99 MiB stalled: {sent // MiB} MiB sent, server RSS {baseline // 1024} -> "
           f"peak {peak // 1024} MiB")
-    assert sum(sent) >= 2 * 99 * MiB   # the pool (256 MiB) admitted two of them
+    assert sent >= 2 * 99 * MiB   # the pool (256 MiB) admitted two of them
     assert peak < RSS_LIMIT_KIB
     served_within(srv, 2)
     for s in socks:
@@ -231,6 +238,42 @@ def test_ten_connections_stalling_in_99_of_100_mib_frames(srv):
                      30, "the server to give the stalled frames' memory back")
     print(f"after closing: RSS {after // 1024} MiB")
     still_serving(srv)
+
+
+def test_stalled_frames_after_a_first_request_are_given_back_round_after_round(tmp_path):
+    # QA finding 1: ApiVersions first (so the 5 s first-request deadline does not
+    # apply), then 63 of a 64 MiB Produce frame, stalled, on 10 connections: RSS
+    # 165 -> 756 -> 1,412 -> 1,940 MiB over three rounds, kept after they closed
+    # (a failed read's buffer lived until the garbage collector freed its traceback).
+    server = ServerProcess(tmp_path / "data")   # default limits: 64 MiB frames, 256 MiB pool
+    try:
+        pid = server.proc.pid
+        still_serving(server)
+        baseline = status_kib(pid, "VmRSS")
+        reset_peak(pid)
+        frame = 64 * MiB - 100
+        produce_header = struct.pack(">hhih", 0, 9, 7, -1)
+        payload = memoryview(struct.pack(">i", frame) + produce_header + bytes(63 * MiB))
+        for rnd in range(3):
+            socks = [socket.create_connection((server.host, server.port), timeout=10) for _ in range(10)]
+            for i, s in enumerate(socks):
+                send_frame(s, struct.pack(">hhih", 18, 0, i, -1))   # ApiVersions v0
+                assert recv_frame(s)[:4] == struct.pack(">i", i)
+            sent = _stall(socks, payload)
+            peak = status_kib(pid, "VmHWM")
+            print(f"round {rnd + 1}: {sent // MiB} MiB sent, server RSS {baseline // 1024} -> "
+                  f"peak {peak // 1024} MiB")
+            assert sent >= 4 * 63 * MiB   # the pool (256 MiB) admitted four of them
+            for s in socks:
+                s.close()
+            after = wait_for(lambda: (rss := status_kib(pid, "VmRSS")) < baseline + 64 * 1024 and rss,
+                             30, f"the server to give round {rnd + 1}'s stalled frames back")
+            print(f"round {rnd + 1} closed: RSS {after // 1024} MiB")
+            peak = status_kib(pid, "VmHWM")
+            assert peak < RSS_LIMIT_KIB, f"round {rnd + 1}: peak RSS {peak // 1024} MiB"
+            still_serving(server)
+    finally:
+        assert server.stop() == 0, server.log()
 
 
 # ------------------------------------------------------- 1,000 connections

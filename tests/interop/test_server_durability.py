@@ -121,6 +121,12 @@ def test_fetch_reports_bit_rot_and_never_resigns_it(serve, topic, group):
     assert part["error_code"] == 2, part  # CORRUPT_MESSAGE
     assert 0 < offset <= 500  # the batches before the damaged one were served
     assert b"value-900500" not in seen and b"value-000500" not in seen
+    # a client retries the damaged frame (every ~500 ms): each retry gets the error,
+    # the server log names it once (it logged an ERROR line per retry)
+    for _ in range(5):
+        assert fetch(srv, topic, offset)["error_code"] == 2
+    logged = [line for line in srv.log().splitlines() if f"fetch of {topic}-0 at {offset}:" in line]
+    assert len(logged) == 1 and " ERROR " in logged[0], logged
 
     # a real client with check.crcs=true gets an error, never the rotten value
     c = confluent_kafka.Consumer({"bootstrap.servers": srv.bootstrap, "group.id": group,

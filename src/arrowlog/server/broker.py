@@ -169,6 +169,7 @@ class Broker:
         self._data_event = asyncio.Event()
         self._dirty: set = set()     # partitions appended to since the last periodic flush
         self._written: set = set()   # every partition appended to (the shutdown flush syncs them all)
+        self._corrupt_logged: collections.OrderedDict = collections.OrderedDict()  # (topic, partition, offset)
         self._cache: collections.OrderedDict = collections.OrderedDict()
         self._cache_bytes = 0
         self._flusher: asyncio.Task | None = None
@@ -441,7 +442,7 @@ class Broker:
                     continue
                 except AE.CorruptRecordError as exc:
                     # never re-sign damaged data with a fresh Kafka CRC: report it
-                    log.error("fetch of %s-%d at %d: %s", name, idx, offset, exc)
+                    self._log_corrupt(name, idx, offset, exc)
                     out["error_code"] = E.CORRUPT_MESSAGE
                     stop = True
                     continue
@@ -468,6 +469,19 @@ class Broker:
                 total += size
             responses.append({"topic": name, "partitions": parts})
         return {"responses": responses}, total, stop
+
+    def _log_corrupt(self, topic: str, index: int, offset: int, exc: Exception) -> None:
+        """A damaged frame is logged at ERROR once, not on every Fetch retry of it
+        (clients retry CORRUPT_MESSAGE every few hundred ms); the last 1,024 are remembered."""
+        key = (topic, index, offset)
+        if key in self._corrupt_logged:
+            log.debug("fetch of %s-%d at %d: still corrupt: %s", topic, index, offset, exc)
+            return
+        self._corrupt_logged[key] = None
+        if len(self._corrupt_logged) > 1024:
+            self._corrupt_logged.popitem(last=False)
+        log.error("fetch of %s-%d at %d: %s (Fetch retries of it are answered CORRUPT_MESSAGE "
+                  "without logging again)", topic, index, offset, exc)
 
     def _encoded(self, topic: str, index: int, frame) -> bytes:
         key = (topic, index, frame.base_offset)

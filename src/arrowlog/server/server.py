@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import mmap
 import signal
 import time
 
@@ -70,7 +71,8 @@ DEFAULT_MAX_FRAME = 64 * 1024 * 1024
 # Requests read but not yet answered: all connections together, and one connection.
 _DEFAULT_REQUEST_MEMORY = 256 * 1024 * 1024
 # Bodies up to this size are read in one piece; larger ones in chunks straight
-# into their reserved buffer (the stream buffer never holds a whole large frame).
+# into an anonymous mapping of their size (the stream buffer never holds a whole
+# large frame), unmapped when the request is answered or its read fails.
 _STREAM_LIMIT = 1 << 20
 
 
@@ -389,9 +391,11 @@ class KafkaServer:
                 if fetch:
                     conn.fetch_answered.set()
                 conn.release(size)
+                _free_body(body)
                 raise
             conn.answering += 1
-            conn.pending.put_nowait((fut, size, fetch))
+            conn.pending.put_nowait((fut, size, fetch, body))
+            del body
 
     def _handle(self, conn: _Connection, body, host: str, broker: Broker) -> asyncio.Future:
         if conn.security.expects_raw_token:  # after SaslHandshake v0: a bare SASL token
@@ -424,7 +428,8 @@ class KafkaServer:
             item = await conn.pending.get()
             if item is None:
                 return
-            fut, size, fetch = item
+            fut, size, fetch, body = item
+            del item
             try:
                 data = await fut
             except Exception:
@@ -432,6 +437,7 @@ class KafkaServer:
                 conn.closing = True
                 conn.answering -= 1
                 conn.release(size)
+                _free_body(body)
                 conn.fetch_answered.set()
                 writer.close()
                 return
@@ -441,24 +447,46 @@ class KafkaServer:
                     await writer.drain()
             conn.answering -= 1
             conn.release(size)
+            _free_body(body)    # its reservation is back in the pool: so is its memory
+            del body
             if fetch:
                 conn.fetch_answered.set()
 
 
-async def _read_body(conn: _Connection, reader: asyncio.StreamReader, size: int) -> bytes | bytearray:
+async def _read_body(conn: _Connection, reader: asyncio.StreamReader, size: int) -> bytes | mmap.mmap:
+    """A body of at most ``_STREAM_LIMIT`` bytes in one read; a larger one in pieces
+    into an anonymous mapping of its size: its pages take memory only as bytes
+    arrive, and go back to the system when it is freed (``_free_body``) - an
+    ordinary buffer would be unmapped only when the last reference goes, which
+    for a read that failed is when the garbage collector breaks the cycle its
+    exception's traceback makes, so stalled frames piled up (QA finding 1)."""
     if size <= _STREAM_LIMIT:
         return await reader.readexactly(size)
-    body = bytearray(size)
-    view = memoryview(body)
-    got = 0
-    while got < size:
-        chunk = await reader.read(min(size - got, _STREAM_LIMIT))
-        if not chunk:
-            raise asyncio.IncompleteReadError(b"", size)
-        view[got:got + len(chunk)] = chunk
-        got += len(chunk)
-        conn.last_active = _now()
+    body = mmap.mmap(-1, size)
+    try:
+        got = 0
+        while got < size:
+            chunk = await reader.read(min(size - got, _STREAM_LIMIT))
+            if not chunk:
+                raise asyncio.IncompleteReadError(b"", size)
+            body.write(chunk)
+            got += len(chunk)
+            conn.last_active = _now()
+    except BaseException:
+        _free_body(body)
+        raise
     return body
+
+
+def _free_body(body) -> None:
+    """Give a large body's memory back now rather than when its last reference
+    goes; one still referenced (a memoryview kept by a handler) is left to be
+    freed with that reference."""
+    if isinstance(body, mmap.mmap):
+        try:
+            body.close()
+        except BufferError:
+            pass
 
 
 def _now() -> float:
