@@ -93,6 +93,7 @@ class RecoveryMixin:
             log_start = max(log_start, bases[0])
         next_offset = bases[start]
         log_start = max(min(log_start, bases[-1]), bases[0])
+        log_start = max(b for b in bases if b <= log_start)  # a segment's base, as retention leaves it
         active = None
         for i in range(start, len(bases)):
             base = bases[i]
@@ -227,6 +228,10 @@ class RecoveryMixin:
         if first is None:
             return (f"the oldest segment is missing: partition.state says the log starts at offset {log_start} "
                     f"({segment_name(log_start)}.log), the oldest segment file is {segment_name(bases[0])}.log")
+        if first != log_start:
+            # retention and recovery only ever start the log at a segment's base offset
+            return (f"partition.state says the log starts at offset {log_start}, inside segment "
+                    f"{segment_name(first)}.log; the log always starts at a segment's base offset")
         expected = None
         for base in bases:
             if base < first:
