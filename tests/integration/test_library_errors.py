@@ -197,8 +197,9 @@ def test_logdir_never_turns_a_foreign_directory_into_a_data_directory(tmp_path):
     # a directory holding only arrowlog's own entries (a server's producers/) is fine
     ours = tmp_path / "ours"
     (ours / "producers").mkdir(parents=True)
+    (ours / "lost+found").mkdir()   # a file system mounted there
     LogDir(str(ours)).close()
-    assert sorted(os.listdir(ours)) == ["groups", "producers", "topics"]
+    assert sorted(os.listdir(ours)) == ["groups", "lost+found", "producers", "topics"]
 
 
 @pytest.mark.parametrize("reader", ["replay", "dataset"])

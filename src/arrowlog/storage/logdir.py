@@ -48,9 +48,10 @@ MAX_TOPIC_LENGTH = 249
 # files in <data>/topics/ beside the topics' directories
 RESERVED_NAMES = (".lock", ".notify")
 MAX_PARTITIONS = 100_000
-# what arrowlog itself keeps in a data directory (a directory holding only
-# these may become one; one holding anything else belongs to someone else)
-OWN_ENTRIES = frozenset({"topics", "groups", "producers", "security", ".arrowlog-demo"})
+# what arrowlog itself keeps in a data directory, and lost+found of a file
+# system mounted there (a directory holding only these may become one; one
+# holding anything else belongs to someone else)
+OWN_ENTRIES = frozenset({"topics", "groups", "producers", "security", ".arrowlog-demo", "lost+found"})
 
 
 def refuse_foreign(path: str) -> None:
