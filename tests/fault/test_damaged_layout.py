@@ -313,3 +313,30 @@ def test_bit_rot_in_a_closed_segment(damaged):
     assert first == int(os.path.basename(paths[3])[:20]) and last >= max(values)
     quarantine = os.path.join(os.path.dirname(paths[0]), "quarantine")
     assert sorted(n for n in os.listdir(quarantine) if n.endswith(".log")) == [os.path.basename(p) for p in paths[:3]]
+
+
+def test_bit_rot_in_synced_frames_of_the_active_segment(damaged):
+    """Rot in the active segment below the recovery point is not a torn
+    write: recover must not cut the log back (offsets would be given again
+    to new records). That segment and those before it move to quarantine/
+    and the log goes on, empty, at the offset it had reached."""
+    data, values = damaged
+    paths = segment_paths(data)
+    top = state_fields(data)["next_offset"]
+    frames = faultlib.frame_layout(open(paths[-1], "rb").read())
+    pos, size = frames[0][:2]
+    with open(paths[-1], "r+b") as f:
+        f.seek(pos + size // 2)
+        byte = f.read(1)[0]
+        f.seek(pos + size // 2)
+        f.write(bytes([byte ^ 0x10]))
+    assert cli(data, "verify").returncode == 5
+    assert cli(data, "recover").returncode == 0
+    res = cli(data, "verify")
+    assert res.returncode == 0, res.stdout + res.stderr
+    quarantine = os.path.join(os.path.dirname(paths[0]), "quarantine")
+    assert sorted(n for n in os.listdir(quarantine) if n.endswith(".log")) == [os.path.basename(p) for p in paths]
+    assert run_readers(data, ("producer",))["producer"]["error"] is None
+    after = run_readers(data, ("read", "replay", "consumer"))
+    for reader, r in after.items():
+        assert r["error"] is None and r["records"] == {str(top): "after-damage"}, (reader, r)

@@ -86,10 +86,21 @@ class RecoveryMixin:
                 seg.close()
             if problem is not None or nxt != bases[i + 1]:
                 cut = i + 1
+        if check_all and trusted:
+            # from the recovery point on, a bad frame is cut off as a torn
+            # write; below it (synced, acknowledged) it is bit rot: a gap
+            for i in range(max(start, cut), len(bases)):
+                if self._rotten_below(bases[i], recovery_point):
+                    cut = i + 1
         if cut:
             self._quarantine(bases[:cut])
             report["segments_quarantined"] = cut
-            bases, start = bases[cut:], start - cut
+            bases, start = bases[cut:], max(start - cut, 0)
+            if not bases:
+                # nothing after the gap: the log goes on, empty, at the offset it had reached
+                Segment.create(self.directory, old["next_offset"], self.schema, self.compression, self._capacity(),
+                               self._now_ms()).close()
+                bases = [old["next_offset"]]
             log_start = max(log_start, bases[0])
         next_offset = bases[start]
         log_start = max(min(log_start, bases[-1]), bases[0])
@@ -164,6 +175,19 @@ class RecoveryMixin:
             stem, ext = os.path.splitext(name)
             if ext in (".index", ".timeindex") and len(stem) == 20 and stem.isdigit() and stem not in have:
                 os.unlink(os.path.join(self.directory, name))
+
+    def _rotten_below(self, base: int, recovery_point: int) -> bool:
+        """Whether a frame of segment ``base`` below the recovery point
+        fails its CRC (with garbage, not zeros, after it)."""
+        try:
+            seg = self._open_writer_segment(base)
+        except (CorruptRecordError, OSError):
+            return False  # the main scan deals with it
+        try:
+            end, nxt, _ = core.scan_frames(seg.log, seg.header_size, seg.file_size, base, True)
+            return end < seg.file_size and nxt < recovery_point and self._scan_tail_garbage(seg, end)
+        finally:
+            seg.close()
 
     @classmethod
     def _rotten(cls, seg: Segment) -> str | None:
