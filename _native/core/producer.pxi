@@ -84,6 +84,18 @@ def normalize_headers(headers):
     return out
 
 
+cdef Py_ssize_t _headers_size(list headers) except -1:
+    """Bytes of normalized headers' keys (UTF-8) and values: they count
+    towards message.max.bytes, as in Kafka."""
+    cdef Py_ssize_t total = 0, n
+    for hk, hv in headers:
+        PyUnicode_AsUTF8AndSize(hk, &n)
+        total += n
+        if hv is not None:
+            total += PyBytes_GET_SIZE(hv)
+    return total
+
+
 cdef class ProducerCore:
     """State the produce() fast path needs; arrowlog.Producer extends it."""
     cdef public dict _slots
@@ -136,6 +148,9 @@ cdef class ProducerCore:
         vp = _bytes_of(value, &vn)
         kp = _bytes_of(key, &kn)
         size = (vn if vn > 0 else 0) + (kn if kn > 0 else 0)
+        if headers is not None:
+            headers = normalize_headers(headers)
+            size += _headers_size(headers)
         if size > slot.check_above:
             self._check_record(slot, value, size)
         if kn < 0 and slot.keyed_only:
@@ -155,8 +170,6 @@ cdef class ProducerCore:
             ts = timestamp
         else:
             ts = self._coerce_timestamp(timestamp)
-        if headers is not None:
-            headers = normalize_headers(headers)
         acc = <RecordAccumulator>slot.accumulators[p]
         acc.append(kp, kn, vp, vn, ts)
         if headers is not None:

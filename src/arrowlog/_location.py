@@ -102,18 +102,6 @@ def open_data_dir(where: str, *, create: bool, logger: Any = None) -> Any:
     if not create:
         raise NotADataDirectoryError(f"not an arrowlog data directory: {path} (it has no topics/ directory): "
                                      "check log.dir, or produce to it first")
-    if os.path.lexists(path):
-        if not os.path.isdir(path):
-            raise NotADataDirectoryError(f"not an arrowlog data directory: {path} is a file: point log.dir at a "
-                                         "new or empty directory")
-        try:
-            foreign = os.listdir(path)
-        except OSError as exc:
-            raise NotADataDirectoryError(f"not an arrowlog data directory: {path} ({exc.strerror})") from None
-        if foreign:
-            shown = ", ".join(sorted(foreign)[:3]) + (", ..." if len(foreign) > 3 else "")
-            raise NotADataDirectoryError(f"not an arrowlog data directory: {path} holds other files ({shown}): "
-                                         "point log.dir at a new or empty directory")
     logdir = LogDir(path, create=True)
     (logger or log).info("arrowlog: created data directory %s", path)
     return logdir

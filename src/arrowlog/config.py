@@ -143,7 +143,7 @@ PRODUCER = COMMON + [
     Key("compression.type", None, _any, "Accepted for Kafka compatibility; compression is a topic setting here."),
     Key("partitioner", "murmur2_random", _choice("murmur2_random", "murmur2"), "Keyed records: murmur2 (Kafka's "
         "Java default); unkeyed: sticky."),
-    Key("message.max.bytes", 1 << 30, _int(1000, 1 << 30), "Largest record (key + value bytes) produce() and "
+    Key("message.max.bytes", 1 << 30, _int(1000, 1 << 30), "Largest record (key + value + header bytes) produce() and "
         "produce_batch() accept; a larger one raises MessageSizeTooLargeError. The topic's max.message.bytes "
         "applies too."),
     Key("on_delivery", None, _callable, "Default delivery callback for records produced without one."),
@@ -187,7 +187,7 @@ TOPIC = [
     Key("compression.type", "none", _choice("none", "zstd", "lz4", aliases={"uncompressed": "none", "producer": "none"}),
         "Arrow IPC buffer compression of stored batches; none keeps replay zero-copy."),
     Key("value.schema", None, _any, "An Arrow schema for values: values are stored as typed columns."),
-    Key("max.message.bytes", 1 << 30, _int(1000, 1 << 30), "Largest record (key + value bytes) the topic accepts "
+    Key("max.message.bytes", 1 << 30, _int(1000, 1 << 30), "Largest record (key + value + header bytes) the topic accepts "
         "(Kafka's default is 1 MB; records here are not replicated over a network, so the default is 1 GiB)."),
     Key("cleanup.policy", "delete", _cleanup_policy, "delete: segments go by retention.ms/retention.bytes. "
         "compact: the cleaner keeps the latest record of every key (and tombstones for delete.retention.ms); "

@@ -47,7 +47,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from ._json import parse_json_values
-from ._location import is_kafka, local_path
+from ._location import is_kafka, open_data_dir
 from ._native.core import murmur2_partition
 from ._optional import require
 from .errors import ArrowlogError, ConfigError, OffsetOutOfRangeError
@@ -447,7 +447,7 @@ class LogDataset(pads.Dataset):
         values are read with these types: pass value_schema to fix them)."""
         found = []
         for log in self._topic.partitions():
-            low, high = log.watermarks()
+            low, high = log.watermarks(check=True)
             if low < high:
                 frames = log.read(low, 1)
                 if frames:
@@ -543,7 +543,7 @@ class LogDataset(pads.Dataset):
         partitions = [p for p in range(t.num_partitions)
                       if (plo is None or p >= plo) and (phi is None or p <= phi)
                       and ("partition" not in bounds.sets or p in bounds.sets["partition"])]
-        ranges = {p: t.partition(p).watermarks() for p in partitions}
+        ranges = {p: t.partition(p).watermarks(check=True) for p in partitions}
         return self._batches(schema, bounds, ranges)
 
     def _route_keys(self, bounds: _Bounds) -> None:
@@ -707,10 +707,7 @@ def _open(log: Any) -> tuple[LogDir, bool]:
     if is_kafka(os.fspath(log)):
         raise ConfigError(f"arrowlog.dataset reads a local data directory, not {os.fspath(log)!r}: its pushdown "
                           "uses the log's own frames; for a Kafka cluster use arrowlog.replay(url, topic)")
-    path = local_path(os.fspath(log))
-    if not os.path.isdir(os.path.join(path, "topics")):
-        raise ConfigError(f"{path} is not an arrowlog data directory")
-    return LogDir(path, create=False), True
+    return open_data_dir(os.fspath(log), create=False), True
 
 
 def dataset(log: Any, topic: str, *, value_format: str = "binary", value_schema: pa.Schema | None = None,

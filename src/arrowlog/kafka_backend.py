@@ -33,6 +33,8 @@ Consumer is for one thread at a time).
 from __future__ import annotations
 
 import logging
+import re
+import time
 import uuid
 import warnings
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -86,19 +88,38 @@ class ClusterUnreachableError(KafkaException):
         super().__init__(KafkaError(KafkaError._ALL_BROKERS_DOWN, message, retriable=True))
 
 
+# librdkafka retries a refused connection every few ms and logs each try:
+# the same line is forwarded once a minute, with how many were held back
+REPEAT_WINDOW_S = 60.0
+_VARYING = re.compile(r"\d+ms")
+
+
 class LogTap:
     """What confluent-kafka's ``logger`` config wants (an object with
     ``log(level, msg, *args)``): forwards librdkafka's lines to a Python
-    logger and keeps the last error line, to say why a cluster is unreachable."""
+    logger, a repeated line (same text but for its timings) at most once
+    per REPEAT_WINDOW_S, and keeps the last error line, to say why a cluster
+    is unreachable."""
 
     def __init__(self, target: Any):
         self.target = target
         self.last_error: str | None = None
+        self._seen: dict[tuple[int, str], list] = {}   # (level, line) -> [forwarded at, held back]
 
     def log(self, level: int, msg: str, *args: Any) -> None:
+        text = msg % args if args else msg
         if level >= logging.ERROR:
-            self.last_error = msg % args if args else msg
-        self.target.log(level, msg, *args)
+            self.last_error = text
+        key, now = (level, _VARYING.sub("", text)), time.monotonic()
+        seen = self._seen.get(key)
+        if seen is not None and now - seen[0] < REPEAT_WINDOW_S:
+            seen[1] += 1
+            return
+        held = seen[1] if seen is not None else 0
+        if len(self._seen) > 1000:
+            self._seen.clear()
+        self._seen[key] = [now, 0]
+        self.target.log(level, "%s (%d similar lines held back)" if held else "%s", text, *((held,) if held else ()))
 
 
 def bootstrap_servers(where: str) -> str:

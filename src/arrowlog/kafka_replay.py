@@ -56,7 +56,9 @@ class _PartitionView:
     def __init__(self, consumer: Any, topic: str, partition: int):
         self._c, self._topic, self._partition = consumer, topic, partition
 
-    def watermarks(self) -> tuple[int, int]:
+    def watermarks(self, *, check: bool = False) -> tuple[int, int]:
+        """The broker's (low, high); ``check`` is the embedded log's (a
+        broker reports its own damage)."""
         return self._c.get_watermark_offsets(_tp(self._topic, self._partition))
 
     def offset_for_timestamp(self, ts_ms: int) -> int | None:

@@ -153,6 +153,8 @@ def typed_values(values: Any, schema: pa.Schema) -> pa.StructArray:
                     return decoded
                 values = [None if v is None else json.loads(v) for v in values.to_pylist()]
         rows = [json.loads(v) if isinstance(v, (bytes, str)) else v for v in values]
+        for row in rows:
+            refuse_fraction(row, schema)
         return pa.array(rows, type=struct)
     except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, KeyError, TypeError, OverflowError) as exc:
         raise InvalidRecordError(f"values do not fit the topic's value schema ({_fields(schema)}): {exc}") from None
@@ -220,11 +222,24 @@ def record_validator(topic: str, schema: pa.Schema):
                         break
                 else:
                     return  # every field surely converts: the common case, no Arrow call
+            refuse_fraction(row, schema)
             to_arrow([row], type=struct)
         except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, KeyError, TypeError, OverflowError) as exc:
             raise InvalidRecordError(f"topic {topic!r}: value {_shown(value)} does not fit the value schema "
                                      f"({_fields(schema)}): {exc}; the record was not queued") from None
     return validate
+
+
+def refuse_fraction(row: Any, schema: pa.Schema) -> None:
+    """A ValueError if ``row`` gives an integer field a number with a
+    fraction: pa.array would truncate it (2.7 stored as 2) where
+    pyarrow.json refuses it. A whole float (2.0) converts exactly."""
+    if type(row) is not dict:
+        return
+    for f in schema:
+        v = row.get(f.name)
+        if type(v) is float and pa.types.is_integer(f.type) and not v.is_integer():
+            raise ValueError(f"field {f.name!r} is {f.type} but the value {v!r} has a fraction")
 
 
 def _fits(t: pa.DataType) -> Any:
@@ -287,6 +302,19 @@ def _lengths(arr: pa.Array) -> np.ndarray:
     offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=len(arr) + 1, offset=arr.offset * 4) \
         if arr.buffers()[1] is not None else np.zeros(len(arr) + 1, dtype=np.int32)
     return np.diff(offsets).astype(np.int64)
+
+
+def _header_lengths(headers: pa.ListArray) -> np.ndarray | int:
+    """Bytes of each row's header keys and values (0 for none)."""
+    if headers.null_count == len(headers):
+        return 0
+    flat = headers.flatten()
+    per = pc.fill_null(pc.add(pc.fill_null(pc.binary_length(flat.field("key")), 0),
+                              pc.fill_null(pc.binary_length(flat.field("value")), 0)), 0)
+    cum = np.concatenate([[0], np.cumsum(per.to_numpy(zero_copy_only=False), dtype=np.int64)])
+    offsets = headers.offsets.to_numpy()
+    offsets = offsets - offsets[0]
+    return cum[offsets[1:]] - cum[offsets[:-1]]
 
 
 def _linger_thread(ref: weakref.ref, wake: threading.Event) -> None:
@@ -406,7 +434,7 @@ class Producer(core.ProducerCore):
 
     def _too_large(self, slot: core.TopicSlot, size: int) -> None:
         raise MessageSizeTooLargeError(
-            f"a record of {size:,} bytes (key + value) is larger than {slot.max_record_bytes:,}, the limit of topic "
+            f"a record of {size:,} bytes (key + value + headers) is larger than {slot.max_record_bytes:,}, the limit of topic "
             f"{slot.name!r} (producer message.max.bytes={self._max_record_bytes:,}, topic max.message.bytes="
             f"{slot.topic.config.get('max.message.bytes', 'unset')}): split the record or raise the limit")
 
@@ -724,12 +752,12 @@ class Producer(core.ProducerCore):
         if n == 0:
             return 0
         keys = binary_array(keys, "keys", n) if keys is not None else pa.nulls(n, pa.binary())
-        self._check_sizes(slot, keys, values)
         if slot.keyed_only and keys.null_count:
             bad = int(np.argmax(np.asarray(keys.is_null())))
             self._unkeyed(slot, f"row {bad} of produce_batch: nothing was appended: ")
         ts = self._timestamps(timestamps, n)
         hdrs = self._headers_array(headers, n)
+        self._check_sizes(slot, keys, values, hdrs)
         # what is already queued for these partitions goes first
         if partition is not None:
             if not isinstance(partition, int) or not 0 <= partition < slot.partitions:
@@ -758,9 +786,10 @@ class Producer(core.ProducerCore):
             self._append_chunks(slot, p, part)
         return n
 
-    def _check_sizes(self, slot: core.TopicSlot, keys: pa.Array, values: pa.Array) -> None:
-        """produce_batch()'s message.max.bytes check, before anything is appended."""
-        sizes = _lengths(keys)
+    def _check_sizes(self, slot: core.TopicSlot, keys: pa.Array, values: pa.Array, headers: pa.Array) -> None:
+        """produce_batch()'s message.max.bytes check (key, value and header
+        bytes, as produce() counts), before anything is appended."""
+        sizes = _lengths(keys) + _header_lengths(headers)
         if pa.types.is_binary(values.type):
             sizes = sizes + _lengths(values)
         if len(sizes) and sizes.max() > slot.max_record_bytes:

@@ -38,7 +38,7 @@ import numpy as np
 import pyarrow as pa
 
 from ._json import parse_json_values
-from ._location import is_kafka, local_path
+from ._location import is_kafka, open_data_dir
 from ._optional import require
 from .errors import ConfigError, OffsetOutOfRangeError
 from .producer import to_epoch_ms
@@ -85,7 +85,7 @@ def _as_time(value: Any) -> int | None:
 def resolve_position(log: Any, value: Any, *, is_end: bool) -> int:
     """An offset in ``log`` for a start or end given as an offset, a time,
     'beginning' or 'end'. Times resolve to the first offset at or after them."""
-    low, high = log.watermarks()
+    low, high = log.watermarks(check=True)
     if value is None:
         return high if is_end else low
     if isinstance(value, str) and value.lower() in ("beginning", "earliest", "start", "first"):
@@ -443,10 +443,7 @@ def replay(log: Any, topic: str, start: Any = "beginning", end: Any = "end", par
         return kafka_replay(where, topic, start, end, partitions, columns, **fmt, **kafka_config)
     if kafka_config:
         raise ConfigError(f"unexpected keyword(s) {sorted(kafka_config)} for an embedded log")
-    path = local_path(where)
-    if not os.path.isdir(os.path.join(path, "topics")):
-        raise ConfigError(f"{path} is not an arrowlog data directory")
-    logdir = LogDir(path, create=False)
+    logdir = open_data_dir(where, create=False)
     try:
         return Replay(logdir, topic, start, end, partitions, columns, owns_log=True, isolation=isolation, **fmt)
     except BaseException:

@@ -57,7 +57,7 @@ def read_partition(data: str) -> dict[int, bytes]:
     d = LogDir(data, create=False)
     try:
         pl = d.topic(TOPIC).partition(0)
-        start, hw = pl.watermarks()
+        start, hw = pl.watermarks(check=True)
         out: dict[int, bytes] = {}
         offset = start
         deadline = time.monotonic() + STALL_SECONDS

@@ -102,6 +102,8 @@ def check_outcome(results: dict, values: dict[int, bytes], names: str, what: str
             assert err["type"] not in ("TimeoutError",), f"{what}: {reader} stalled: {err['message']}"
             assert names in err["message"], f"{what}: {reader}'s error does not name {names}: {err['message']}"
             continue
+        # nothing at all from a log that holds records is not "only true records"
+        assert reader == "producer" or r["records"] or not values, f"{what}: {reader} returned nothing, no error"
         for off, v in r["records"].items():
             assert values.get(int(off)) == v.encode("latin-1"), f"{what}: {reader} returned a wrong record at {off}"
 
@@ -152,6 +154,9 @@ def test_missing_middle_segment(damaged):
     first, last = contiguous_suffix(after["read"]["records"], values)
     assert first == int(os.path.basename(paths[3])[:20]) and last >= max(values)
     assert after["read"]["records"] == after["replay"]["records"] == after["consumer"]["records"]
+    # the missing segment's indexes mean nothing without it: recover leaves none behind
+    left = os.listdir(os.path.dirname(paths[0])) + os.listdir(os.path.join(os.path.dirname(paths[0]), "quarantine"))
+    assert not [n for n in left if n.startswith(missing[:20])], left
 
 
 def test_gap_between_segments(damaged):
@@ -179,12 +184,15 @@ STATE_CASES = {
     "next_offset=-1": {"next_offset": -1},
     "log_start=-5": {"log_start_offset": -5},
     "log_start=10^9": {"log_start_offset": 10**9},
+    "log_start=next_offset+1": {"log_start_offset": -1},  # set from the pristine state below
     "active_position=1": {"active_position": 1},
     "active_position=10^12": {"active_position": 10**12},
     "active_base=10^12": {"active_base_offset": 10**12},
     "active_base=0": {"active_base_offset": 0},
     "index_entries=10^9": {"offset_index_entries": 10**9, "time_index_entries": -3},
     "next_offset too small": {"next_offset": 3},
+    "recovery_point=10^9": {"recovery_point": 10**9},
+    "log_start inside a segment": {"log_start_offset": 1},
 }
 
 
@@ -192,11 +200,32 @@ STATE_CASES = {
 def test_impossible_partition_state(damaged, case):
     data, values = damaged
     before = state_fields(data)
-    set_state(data, **STATE_CASES[case])
+    fields = dict(STATE_CASES[case])
+    if case == "log_start=next_offset+1":
+        fields["log_start_offset"] = before["next_offset"] + 1
+    set_state(data, **fields)
     check_outcome(run_readers(data), values, "partition.state", case)
     after = check_verify_and_recover(data, values, case)
     # the state is a cache of the segments: recovery loses no record
     assert {int(o) for o in after["read"]["records"]} == set(range(before["next_offset"]))
+
+
+@pytest.mark.parametrize("field,offset,value", [("version", 8, 2), ("clean", 12, 7)])
+def test_impossible_partition_state_header(damaged, field, offset, value):
+    """A state file of another format version is never rewritten behind
+    the user's back, nor is a clean mark that is neither 0 nor 1 trusted:
+    both are reported until `arrowlog recover` rebuilds the state."""
+    data, values = damaged
+    with open(state_path(data), "r+b") as f:
+        f.seek(offset)
+        f.write(struct.pack("<I", value))
+    check_outcome(run_readers(data), values, "partition.state", f"{field}={value}")
+    res = cli(data, "verify")
+    assert f"{field}" in res.stdout and str(value) in res.stdout, res.stdout
+    after = check_verify_and_recover(data, values, f"{field}={value}")
+    assert {int(o) for o in after["read"]["records"]} == set(values)
+    with open(state_path(data), "rb") as f:
+        assert struct.unpack_from("<II", f.read(16), 8) == (1, 1)
 
 
 TOPIC_JSON_CASES = {
@@ -241,3 +270,73 @@ def test_retention_leaves_a_damaged_partition_and_topic_alone(damaged):
         pl.config["retention.bytes"] = 1  # everything but the active segment is beyond it
         assert d.enforce_retention() == 0
     assert segment_paths(data) == before
+
+
+@pytest.mark.parametrize("config", [{}, {"retention.ms": 1}])
+def test_topic_json_of_an_older_version_takes_defaults(damaged, config):
+    """A topic.json without keys a newer version added is not damage: the
+    missing keys take their defaults and every reader and verify work."""
+    data, values = damaged
+    with open(os.path.join(data, "topics", faultlib.TOPIC, "topic.json"), "w") as f:
+        json.dump({"name": faultlib.TOPIC, "partitions": 1, "config": config}, f)
+    results = run_readers(data)
+    for reader, r in results.items():
+        assert r["error"] is None, f"{reader}: {r['error']}"
+    assert {int(o) for o in results["read"]["records"]} == set(values)
+    assert results["replay"]["records"] == results["read"]["records"]
+    res = cli(data, "verify")
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = cli(data, "topic", "describe", faultlib.TOPIC)
+    assert res.returncode == 0 and "segment.bytes" in res.stdout, res.stdout + res.stderr
+
+
+def test_bit_rot_in_a_closed_segment(damaged):
+    """One flipped bit inside a frame of a synced middle segment: readers
+    name the file, verify names that segment only (no segment after it is
+    "missing"), and recover treats it as a gap: that segment and the ones
+    before it move to quarantine/, the log resumes after it."""
+    data, values = damaged
+    paths = segment_paths(data)
+    rotten = os.path.basename(paths[2])
+    frames = faultlib.frame_layout(open(paths[2], "rb").read())
+    pos, size = frames[len(frames) // 2][:2]
+    with open(paths[2], "r+b") as f:
+        f.seek(pos + size // 2)
+        byte = f.read(1)[0]
+        f.seek(pos + size // 2)
+        f.write(bytes([byte ^ 0x10]))
+    check_outcome(run_readers(data, ("read", "replay", "consumer")), values, rotten, "bit rot")
+    res = cli(data, "verify")
+    assert res.returncode == 5 and rotten in res.stdout and "missing" not in res.stdout, res.stdout
+    after = check_verify_and_recover(data, values, "bit rot")
+    first, last = contiguous_suffix(after["read"]["records"], values)
+    assert first == int(os.path.basename(paths[3])[:20]) and last >= max(values)
+    quarantine = os.path.join(os.path.dirname(paths[0]), "quarantine")
+    assert sorted(n for n in os.listdir(quarantine) if n.endswith(".log")) == [os.path.basename(p) for p in paths[:3]]
+
+
+def test_bit_rot_in_synced_frames_of_the_active_segment(damaged):
+    """Rot in the active segment below the recovery point is not a torn
+    write: recover must not cut the log back (offsets would be given again
+    to new records). That segment and those before it move to quarantine/
+    and the log goes on, empty, at the offset it had reached."""
+    data, values = damaged
+    paths = segment_paths(data)
+    top = state_fields(data)["next_offset"]
+    frames = faultlib.frame_layout(open(paths[-1], "rb").read())
+    pos, size = frames[0][:2]
+    with open(paths[-1], "r+b") as f:
+        f.seek(pos + size // 2)
+        byte = f.read(1)[0]
+        f.seek(pos + size // 2)
+        f.write(bytes([byte ^ 0x10]))
+    assert cli(data, "verify").returncode == 5
+    assert cli(data, "recover").returncode == 0
+    res = cli(data, "verify")
+    assert res.returncode == 0, res.stdout + res.stderr
+    quarantine = os.path.join(os.path.dirname(paths[0]), "quarantine")
+    assert sorted(n for n in os.listdir(quarantine) if n.endswith(".log")) == [os.path.basename(p) for p in paths]
+    assert run_readers(data, ("producer",))["producer"]["error"] is None
+    after = run_readers(data, ("read", "replay", "consumer"))
+    for reader, r in after.items():
+        assert r["error"] is None and r["records"] == {str(top): "after-damage"}, (reader, r)

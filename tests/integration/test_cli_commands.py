@@ -61,6 +61,15 @@ def timed_records(n, key=lambda i: f"k{i}"):
 # ------------------------------------------------------------------ topics
 
 
+def test_topic_create_refuses_a_directory_holding_other_files(cli, tmp_path):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    res = cli("topic", "create", "x", data_dir=str(foreign))
+    assert res.rc == 1 and "holds other files (notes.txt)" in res.err, res
+    assert os.listdir(foreign) == ["notes.txt"]
+
+
 def test_topic_create_list_describe_alter_delete(cli):
     res = ok(cli("topic", "create", "orders", "-p", "3", "--retention", "2d", "--segment-size", "1MiB"))
     assert "created topic orders with 3 partitions" in res.err and res.out == b""

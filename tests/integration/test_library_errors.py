@@ -56,6 +56,18 @@ def test_bad_record_fails_its_own_produce_and_never_its_neighbours(data_dir):
                                        {"orderId": 3, "item": 5}]
 
 
+def test_a_fraction_for_an_integer_field_is_refused_not_truncated(data_dir):
+    topic = typed_topic(data_dir)
+    with Producer({"log.dir": data_dir}) as p:
+        with pytest.raises(errors.InvalidRecordError, match=r"orderId.*2\.7.*fraction"):
+            p.produce(topic, b'{"orderId": 2.7, "item": 3}')
+        with pytest.raises(errors.InvalidRecordError, match="row 0 of produce_batch"):
+            p.produce_batch(topic, [{"orderId": 2.5, "item": 3}])
+        p.produce(topic, b'{"orderId": 2.0, "item": 3}')   # a whole number converts exactly
+        assert p.flush() == 0
+    assert stored(data_dir, topic) == [{"orderId": 2, "item": 3}]
+
+
 def test_bad_row_fails_produce_batch_before_anything_is_appended(data_dir):
     topic = typed_topic(data_dir)
     rows = [b'{"orderId": 1, "item": 3}', b'{"orderId": 2, "item": 3}', b'{"orderId": "x", "item": 3}']
@@ -90,7 +102,7 @@ def test_a_bad_record_that_slips_past_produce_fails_alone_through_its_report(dat
 EDGE_SCHEMA = pa.schema([("a", pa.int8()), ("s", pa.string()), ("f", pa.float64()), ("b", pa.bool_())])
 EDGE_GOOD = [b'{"a": 1, "s": "x", "f": 2, "b": true}', b'{"a": 1.0, "s": "\\u00e9"}', '{"s": "caf\u00e9"}', None,
              b'{"a": 5, "extra": [1]}', b'{\n  "a": 2\n}']
-EDGE_BAD = [b'{"a": 300}', b'{"s": "\\ud800"}', b'{"b": 1}', b"[1]", b"5", b'{"a": 99999999999999999999}', b"",
+EDGE_BAD = [b'{"a": 2.7}', b'{"a": NaN}', b'{"a": 300}', b'{"s": "\\ud800"}', b'{"b": 1}', b"[1]", b"5", b'{"a": 99999999999999999999}', b"",
             b'{"f": "x"}', b'{"a": true}']
 
 
@@ -173,6 +185,34 @@ def test_producer_creates_a_new_directory_with_a_notice_and_refuses_a_foreign_on
     assert os.listdir(foreign) == ["notes.txt"]
 
 
+def test_logdir_never_turns_a_foreign_directory_into_a_data_directory(tmp_path):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(errors.NotADataDirectoryError, match=r"holds other files \(notes.txt\)"):
+        LogDir(str(foreign))
+    assert os.listdir(foreign) == ["notes.txt"]
+    with pytest.raises(errors.NotADataDirectoryError, match="is a file"):
+        LogDir(str(foreign / "notes.txt"))
+    # a directory holding only arrowlog's own entries (a server's producers/) is fine
+    ours = tmp_path / "ours"
+    (ours / "producers").mkdir(parents=True)
+    (ours / "lost+found").mkdir()   # a file system mounted there
+    LogDir(str(ours)).close()
+    assert sorted(os.listdir(ours)) == ["groups", "lost+found", "producers", "topics"]
+
+
+@pytest.mark.parametrize("reader", ["replay", "dataset"])
+def test_replay_and_dataset_of_a_non_data_directory_say_so_as_the_consumer_does(tmp_path, reader):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    for where in (foreign, tmp_path / "missing"):
+        with pytest.raises(errors.NotADataDirectoryError, match="not an arrowlog data directory"):
+            getattr(arrowlog, reader)(str(where), "t")
+    assert os.listdir(foreign) == ["notes.txt"] and not (tmp_path / "missing").exists()
+
+
 def test_subscribing_to_an_unknown_topic_delivers_an_error_event(data_dir):
     with Producer({"log.dir": data_dir}) as p:
         p.produce("known", b"x")
@@ -251,6 +291,18 @@ def test_message_max_bytes_and_topic_max_message_bytes_are_enforced(data_dir):
     assert [len(v) for v in stored(data_dir, "t")] == [990]
     assert [len(v) for v in stored(data_dir, "small")] == [2000]
     assert issubclass(errors.MessageSizeTooLargeError, errors.ArrowlogError)
+
+
+def test_message_max_bytes_counts_header_bytes(data_dir):
+    """As in Kafka, a record's size includes its headers' keys and values."""
+    with Producer({"log.dir": data_dir, "message.max.bytes": 1000}) as p:
+        with pytest.raises(errors.MessageSizeTooLargeError, match="2,008 bytes .* larger than 1,000"):
+            p.produce("t", b"x", headers={"h": b"y" * 2000, "big": None, "é": b""}, key=b"k")
+        with pytest.raises(errors.MessageSizeTooLargeError, match="row 1 of produce_batch"):
+            p.produce_batch("t", [b"x", b"y"], headers=[None, [("h", b"z" * 2000)]])
+        p.produce("t", b"x" * 980, headers=[("hh", b"v" * 10), ("n", None)], key=b"kkkkkkk")   # exactly 1,000
+        p.produce_batch("t", [b"x" * 990], headers=[{"key": b"v" * 6}])
+    assert [len(v) for v in stored(data_dir, "t")] == [980, 990]
 
 
 def test_statistics_are_librdkafka_shaped(data_dir):
@@ -379,3 +431,34 @@ def test_group_consumer_on_a_real_read_only_mount(data_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "consumer group 'g' cannot use its files" in r.stdout, r.stdout + r.stderr
     assert r.stdout.startswith("StorageError:") and "the file system is read-only" in r.stdout
+
+
+def test_an_unreachable_cluster_logs_its_error_once_not_every_retry(caplog):
+    """librdkafka retries a refused connection every few ms: the line it
+    logs each time reaches the arrowlog.kafka logger once, then the one
+    ClusterUnreachableError says what is wrong."""
+    pytest.importorskip("confluent_kafka")
+    from arrowlog.kafka_backend import ClusterUnreachableError
+    with caplog.at_level(logging.WARNING, logger="arrowlog.kafka"):
+        with pytest.raises(ClusterUnreachableError, match="127.0.0.1:1"):
+            Producer({"bootstrap.servers": "127.0.0.1:1", "socket.connection.setup.timeout.ms": 3000})
+    lines = [r.getMessage() for r in caplog.records if r.name == "arrowlog.kafka"]
+    assert 1 <= len(lines) <= 3, lines
+
+
+def readme_block(heading: str) -> str:
+    """The first ```python block after ``heading`` in README.md."""
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md"), encoding="utf-8").read()
+    after = readme[readme.index(heading):]
+    return after[after.index("```python\n") + len("```python\n"):].split("```", 1)[0]
+
+
+def test_the_readme_library_and_analytics_snippets_run_as_written(tmp_path):
+    """Run in a child in an empty directory: every name they use exists and
+    the topic the analytics snippet reads is the one the library one wrote."""
+    pytest.importorskip("duckdb")
+    pytest.importorskip("polars")
+    pytest.importorskip("pandas")
+    script = readme_block("## Using the library") + "\n" + readme_block("## Analytics")
+    res = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]

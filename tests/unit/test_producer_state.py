@@ -118,3 +118,17 @@ def test_a_batch_journaled_but_not_confirmed_is_pending(tmp_path):
     c = ProducerRegistry(str(tmp_path))
     c.check_log("t", 0, 2)  # the log ends before the pending batch: it never landed
     assert c.check("t", 0, pid, epoch, 2, 3)[:2] == (E.NONE, None)
+
+
+def test_the_producers_directory_is_private(tmp_path):
+    """<data>/producers/ is created 0700 like every data directory
+    (docs/FORMAT.md), whatever the umask allows."""
+    old = os.umask(0o022)
+    try:
+        r = ProducerRegistry(str(tmp_path))
+    finally:
+        os.umask(old)
+    try:
+        assert os.stat(tmp_path / "producers").st_mode & 0o777 == 0o700
+    finally:
+        r.close()

@@ -96,7 +96,7 @@ def recover_cmd(data: str | None) -> None:
             note(f"{name}: rebuilt its damaged topic.json from the partition directories")
         t = logdir.topic(name)
         for p in range(t.num_partitions):
-            r = t.partition(p).recover()
+            r = t.partition(p).recover(check_all=True)
             rows.append([name, p, r.get("segments_scanned"), r.get("truncated_bytes"),
                          r.get("segments_deleted"), r.get("segments_quarantined", 0), r.get("indexes_rebuilt")])
     print_table(["TOPIC", "PARTITION", "SEGMENTS-SCANNED", "TRUNCATED-BYTES", "SEGMENTS-DELETED",

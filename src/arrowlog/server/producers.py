@@ -105,7 +105,7 @@ class ProducerRegistry(Journaled):
 
     # ------------------------------------------------------------ persistence
     def _load(self) -> None:
-        os.makedirs(self._dir, exist_ok=True)
+        os.makedirs(self._dir, mode=0o700, exist_ok=True)
         # one server per data directory owns the files (a second one would truncate the journal)
         self._lock_fd = os.open(os.path.join(self._dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:

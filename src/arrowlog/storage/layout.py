@@ -26,6 +26,9 @@ partition is open.
 
 from __future__ import annotations
 
+import os
+import struct
+
 from .._native import core
 from ..errors import CorruptRecordError
 from .index import TimeIndex
@@ -59,11 +62,28 @@ def state_problem(st: dict) -> str | None:
         ("time_index_entries", 0 <= st["time_index_entries"] <= INDEX_BYTES // core.TIME_ENTRY_SIZE,
          "within the index"),
         ("bytes_since_index", 0 <= st["bytes_since_index"] <= MAX_ACTIVE_POSITION, "within the segment"),
-        ("recovery_point", 0 <= st["recovery_point"] < MAX_OFFSET, "an offset"),
+        ("recovery_point", 0 <= st["recovery_point"] <= st["next_offset"], "in 0..next_offset"),
     )
     for name, ok, should in checks:
         if not ok:
             return f"partition.state says {name}={st[name]}, which is impossible (it must be {should})"
+    return None
+
+
+def header_problem(fd: int) -> str | None:
+    """Why partition.state's header (magic, version, clean word) cannot be
+    this version's, or None. A never-written file (no magic) is no problem:
+    it is initialised."""
+    head = os.pread(fd, 16, 0)
+    if len(head) < 16 or head[:8] != b"ARWLSTAT":
+        return None
+    version, clean = struct.unpack_from("<II", head, 8)
+    if version != 1:
+        return (f"partition.state has format version {version}, and this arrowlog reads version 1 (a newer "
+                "arrowlog wrote it, or the file is damaged; if no newer arrowlog uses this directory, recover "
+                "rebuilds it from the segments)")
+    if clean not in (0, 1):
+        return f"partition.state's clean mark is {clean}, which is impossible (it must be 0 or 1)"
     return None
 
 

@@ -33,6 +33,7 @@ from ..errors import (
     ConfigError,
     CorruptRecordError,
     InvalidTopicError,
+    NotADataDirectoryError,
     StorageError,
     TopicExistsError,
     UnknownPartitionError,
@@ -48,6 +49,29 @@ MAX_TOPIC_LENGTH = 249
 # files in <data>/topics/ beside the topics' directories
 RESERVED_NAMES = (".lock", ".notify")
 MAX_PARTITIONS = 100_000
+# what arrowlog itself keeps in a data directory, and lost+found of a file
+# system mounted there (a directory holding only these may become one; one
+# holding anything else belongs to someone else)
+OWN_ENTRIES = frozenset({"topics", "groups", "producers", "security", ".arrowlog-demo", "lost+found"})
+
+
+def refuse_foreign(path: str) -> None:
+    """NotADataDirectoryError unless ``path`` is missing, empty, or holds
+    only arrowlog's own entries: making a data directory never mixes it
+    into someone else's files."""
+    if not os.path.lexists(path):
+        return
+    if not os.path.isdir(path):
+        raise NotADataDirectoryError(f"not an arrowlog data directory: {path} is a file: use a new or empty "
+                                     "directory")
+    try:
+        foreign = sorted(set(os.listdir(path)) - OWN_ENTRIES)
+    except OSError as exc:
+        raise NotADataDirectoryError(f"not an arrowlog data directory: {path} ({exc.strerror})") from None
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise NotADataDirectoryError(f"not an arrowlog data directory: {path} holds other files ({shown}): "
+                                     "use a new or empty directory")
 
 
 def validate_topic_name(name: Any) -> str:
@@ -175,6 +199,8 @@ class LogDir:
         self.read_only = False
         try:
             if create:
+                if not os.path.isdir(self.topics_dir):
+                    refuse_foreign(self.path)
                 try:
                     os.makedirs(self.topics_dir, mode=0o700, exist_ok=True)
                     os.makedirs(self.groups_dir, mode=0o700, exist_ok=True)
@@ -182,7 +208,8 @@ class LogDir:
                     if exc.errno != errno.EROFS or not os.path.isdir(self.topics_dir):
                         raise
             elif not os.path.isdir(self.topics_dir):
-                raise StorageError(2, f"{self.path} is not an arrowlog data directory")
+                raise NotADataDirectoryError(2, f"not an arrowlog data directory: {self.path} (it has no topics/ "
+                                                "directory)")
             self._lock_fd, self.read_only = open_shared_file(os.path.join(self.topics_dir, ".lock"))
         except PermissionError as exc:
             raise storage_error(exc, f"cannot use data directory {self.path}") from exc
@@ -284,7 +311,10 @@ class LogDir:
         problem = meta_problem(meta)
         if problem is not None:
             raise self._damaged_meta(path, problem)
-        return meta
+        # a topic.json written by an older version lacks newer keys: defaults
+        config = _config.resolve(_config.TOPIC, meta["config"], what="topic")
+        config.pop("partitions")
+        return {**meta, "config": config}
 
     @staticmethod
     def _damaged_meta(path: str, problem: str) -> CorruptRecordError:

@@ -58,6 +58,7 @@ from .handles import BUDGET
 from .index import Indexer
 from .layout import (
     damaged,
+    header_problem,
     reads_problem,
 )
 from .reading import Frame, ReadMixin
@@ -232,7 +233,10 @@ class PartitionLog(RecoveryMixin, SyncMixin, RetentionMixin, ReadMixin):
             try:
                 with self._append_locked():
                     finish_swaps(self.directory)  # a cleaner that died mid-swap
-                if self._resumable():
+                self._damage = header_problem(self._state_fd)
+                if self._damage is not None:
+                    pass  # never rewritten behind the user's back: readers and verify report it
+                elif self._resumable():
                     pass  # this process parked it and nobody changed it since: nothing to recover or check
                 elif not self.state.is_initialised() and not self._list_bases():
                     self._create_fresh()
@@ -369,8 +373,16 @@ class PartitionLog(RecoveryMixin, SyncMixin, RetentionMixin, ReadMixin):
             if self.state.torn:
                 self._recover_locked()
 
-    def watermarks(self) -> tuple[int, int]:
+    def watermarks(self, *, check: bool = False) -> tuple[int, int]:
+        """(log start offset, high watermark). ``check``: a damaged
+        partition raises CorruptRecordError, as read() does (a reader that
+        trusts an impossible log start would read nothing and say nothing)."""
+        if check:
+            self._raise_if_damaged()
         st = self._snapshot()
+        problem = reads_problem(st) if check else None
+        if problem is not None:
+            raise damaged(f"partition {self.topic}-{self.partition} ({self.directory})", problem)
         return st["log_start_offset"], st["next_offset"]
 
     def wait(self, offset: int, timeout: float) -> bool:

@@ -32,21 +32,27 @@ class RecoveryMixin:
     """PartitionLog's recovery, layout checks and verify(); callers hold
     the locks each method names."""
 
-    def recover(self) -> dict:
+    def recover(self, *, check_all: bool = False) -> dict:
         """Check the log from the segment holding the recovery point onward:
         verify every frame's CRC and the offsets' continuity, truncate at
         the first bad frame, delete later segments, rebuild the indexes of
-        what was scanned, and republish the state. Returns a report."""
+        what was scanned, and republish the state. Returns a report.
+        ``check_all`` (``arrowlog recover``) also CRC-checks every frame of
+        the synced segments below the recovery point: one that fails (bit
+        rot) is treated as a gap, as a missing segment is."""
         with self._lock, self._append_locked():
-            return self._recover_locked()
+            return self._recover_locked(check_all=check_all)
 
-    def _recover_locked(self) -> dict:
+    def _recover_locked(self, *, check_all: bool = False) -> dict:
         report = {"segments_scanned": 0, "bytes_scanned": 0, "truncated_bytes": 0, "segments_deleted": 0,
                   "indexes_rebuilt": 0}
         self.state.repair_seq()
+        if self.state.is_initialised():
+            self.state.clean = False  # (also rewrites a clean mark that is neither 0 nor 1)
         old = self.state.snapshot() if self.state.is_initialised() else None
         self._drop_segments()
         bases = self._list_bases()
+        self._drop_orphan_indexes(bases)
         if not bases:
             # closed at once: the scan below opens it again (keeping this one
             # leaked its three file descriptors)
@@ -74,17 +80,31 @@ class RecoveryMixin:
                 continue
             try:
                 nxt, problem = self._check_closed(seg)
+                if problem is None and check_all:
+                    problem = self._rotten(seg)
             finally:
                 seg.close()
             if problem is not None or nxt != bases[i + 1]:
                 cut = i + 1
+        if check_all and trusted:
+            # from the recovery point on, a bad frame is cut off as a torn
+            # write; below it (synced, acknowledged) it is bit rot: a gap
+            for i in range(max(start, cut), len(bases)):
+                if self._rotten_below(bases[i], recovery_point):
+                    cut = i + 1
         if cut:
             self._quarantine(bases[:cut])
             report["segments_quarantined"] = cut
-            bases, start = bases[cut:], start - cut
+            bases, start = bases[cut:], max(start - cut, 0)
+            if not bases:
+                # nothing after the gap: the log goes on, empty, at the offset it had reached
+                Segment.create(self.directory, old["next_offset"], self.schema, self.compression, self._capacity(),
+                               self._now_ms()).close()
+                bases = [old["next_offset"]]
             log_start = max(log_start, bases[0])
         next_offset = bases[start]
         log_start = max(min(log_start, bases[-1]), bases[0])
+        log_start = max(b for b in bases if b <= log_start)  # a segment's base, as retention leaves it
         active = None
         for i in range(start, len(bases)):
             base = bases[i]
@@ -147,6 +167,36 @@ class RecoveryMixin:
         report["next_offset"] = next_offset
         return report
 
+    def _drop_orphan_indexes(self, bases: list[int]) -> None:
+        """Delete the .index/.timeindex of a segment whose .log is gone
+        (they are rebuilt from a .log, and mean nothing without one)."""
+        have = {segment_name(b) for b in bases}
+        for name in os.listdir(self.directory):
+            stem, ext = os.path.splitext(name)
+            if ext in (".index", ".timeindex") and len(stem) == 20 and stem.isdigit() and stem not in have:
+                os.unlink(os.path.join(self.directory, name))
+
+    def _rotten_below(self, base: int, recovery_point: int) -> bool:
+        """Whether a frame of segment ``base`` below the recovery point
+        fails its CRC (with garbage, not zeros, after it)."""
+        try:
+            seg = self._open_writer_segment(base)
+        except (CorruptRecordError, OSError):
+            return False  # the main scan deals with it
+        try:
+            end, nxt, _ = core.scan_frames(seg.log, seg.header_size, seg.file_size, base, True)
+            return end < seg.file_size and nxt < recovery_point and self._scan_tail_garbage(seg, end)
+        finally:
+            seg.close()
+
+    @classmethod
+    def _rotten(cls, seg: Segment) -> str | None:
+        """Why a closed segment's frames fail their CRCs, or None."""
+        end, _, _ = core.scan_frames(seg.log, seg.header_size, seg.file_size, seg.base_offset, True)
+        if end < seg.file_size and cls._scan_tail_garbage(seg, end):
+            return f"segment {segment_name(seg.base_offset)}.log: the frame at position {end} fails its checks"
+        return None
+
     def _quarantine(self, bases: list[int]) -> None:
         """Move whole segments out of the log, into quarantine/ (kept for a
         person to look at, never read again by arrowlog)."""
@@ -202,6 +252,10 @@ class RecoveryMixin:
         if first is None:
             return (f"the oldest segment is missing: partition.state says the log starts at offset {log_start} "
                     f"({segment_name(log_start)}.log), the oldest segment file is {segment_name(bases[0])}.log")
+        if first != log_start:
+            # retention and recovery only ever start the log at a segment's base offset
+            return (f"partition.state says the log starts at offset {log_start}, inside segment "
+                    f"{segment_name(first)}.log; the log always starts at a segment's base offset")
         expected = None
         for base in bases:
             if base < first:
@@ -300,5 +354,6 @@ class RecoveryMixin:
             if scan_end != end:
                 report["errors"].append(f"segment {segment_name(b)}.log: frame at position {scan_end} fails its checks "
                                         f"({end - scan_end} bytes after it unreadable)")
+                nxt = None  # where it ends is unknown: the next segment is not "missing" offsets
             expected = nxt
         return report
