@@ -192,7 +192,6 @@ STATE_CASES = {
     "index_entries=10^9": {"offset_index_entries": 10**9, "time_index_entries": -3},
     "next_offset too small": {"next_offset": 3},
     "recovery_point=10^9": {"recovery_point": 10**9},
-    "log_start inside a segment": {"log_start_offset": 1},
 }
 
 

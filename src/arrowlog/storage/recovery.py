@@ -252,10 +252,6 @@ class RecoveryMixin:
         if first is None:
             return (f"the oldest segment is missing: partition.state says the log starts at offset {log_start} "
                     f"({segment_name(log_start)}.log), the oldest segment file is {segment_name(bases[0])}.log")
-        if first != log_start:
-            # retention and recovery only ever start the log at a segment's base offset
-            return (f"partition.state says the log starts at offset {log_start}, inside segment "
-                    f"{segment_name(first)}.log; the log always starts at a segment's base offset")
         expected = None
         for base in bases:
             if base < first:
