@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import resource
 import threading
+import weakref
 from collections import OrderedDict
 from typing import Any
 
@@ -51,11 +52,13 @@ def default_budget() -> int:
 
 
 class HandleBudget:
-    """The open partitions of this process, oldest first."""
+    """The open partitions of this process, oldest first. Held by weak
+    reference: a partition dropped without close() is still collected (and
+    its mappings and descriptors with it), never kept alive by the budget."""
 
     def __init__(self, limit: int | None = None):
         self.limit = limit if limit is not None else default_budget()
-        self._open: OrderedDict[int, Any] = OrderedDict()
+        self._open: OrderedDict[int, weakref.ref] = OrderedDict()
         self._lock = threading.Lock()
         self.evictions = 0
 
@@ -67,7 +70,17 @@ class HandleBudget:
         with self._lock:
             self._open.pop(id(log), None)
             self._shrink_locked(self.limit - 1, exclude=log)
-            self._open[id(log)] = log
+            key = id(log)
+            self._open[key] = weakref.ref(log, lambda _ref, key=key: self._collected(key, _ref))
+
+    def _collected(self, key: int, ref: weakref.ref) -> None:
+        # runs from the garbage collector: never wait for the lock
+        if self._lock.acquire(blocking=False):
+            try:
+                if self._open.get(key) is ref:
+                    del self._open[key]
+            finally:
+                self._lock.release()
 
     def forget(self, log: Any) -> None:
         with self._lock:
@@ -85,7 +98,11 @@ class HandleBudget:
         for _ in range(2 * len(self._open)):
             if len(self._open) <= max(target, 0):
                 break
-            key, log = next(iter(self._open.items()))
+            key, ref = next(iter(self._open.items()))
+            log = ref()
+            if log is None or log._closed:  # collected or closed: nothing left to park
+                del self._open[key]
+                continue
             if log is exclude or log._used or not log._try_park():
                 log._used = False
                 self._open.move_to_end(key)
