@@ -45,17 +45,19 @@ from .errors import (
     UnknownTopicError,
 )
 from .producer import to_epoch_ms
+from .storage.reader import RangeReader, wait_for_data
 
 
 class _Fetch:
     """Read state of one assigned partition."""
 
-    __slots__ = ("tp", "log", "position", "views", "paused", "eof_sent", "topic", "rxmsgs")
+    __slots__ = ("tp", "log", "reader", "position", "views", "paused", "eof_sent", "topic", "rxmsgs")
 
-    def __init__(self, topic: str, partition: int, log: Any, position: int):
+    def __init__(self, topic: str, partition: int, log: Any, position: int, reader: RangeReader):
         self.topic = topic
         self.tp = (topic, partition)
         self.log = log
+        self.reader = reader
         self.position = position      # offset of the next record to return
         self.views: collections.deque = collections.deque()  # [BatchView, next row]
         self.paused = False
@@ -226,17 +228,25 @@ class Consumer:
             if tp.partition < 0:
                 raise UnknownPartitionError(f"assign() needs a partition number for {tp.topic!r}")
             log = self._partition_log(tp.topic, tp.partition)
-            fetches[(tp.topic, tp.partition)] = _Fetch(tp.topic, tp.partition, log,
-                                                       self._resolve(log, tp.topic, tp.partition, tp.offset))
+            fetches[(tp.topic, tp.partition)] = self._new_fetch(tp, log)
         self._assigned = fetches
         self._order = list(fetches.values())
         self._next = 0
+
+    def _new_fetch(self, tp: TopicPartition, log: Any) -> _Fetch:
+        def on_gap(position: int, low: int) -> int:
+            # retention deleted records not read yet: auto.offset.reset decides
+            return self._reset_position(tp.topic, tp.partition, low, log.high_watermark, position)
+
+        position = self._resolve(log, tp.topic, tp.partition, tp.offset)
+        reader = RangeReader(log, position, check_crc=self._check_crcs, on_gap=on_gap)
+        return _Fetch(tp.topic, tp.partition, log, position, reader)
 
     def incremental_assign(self, partitions: list[TopicPartition]) -> None:
         self._check_open()
         for tp in partitions:
             log = self._partition_log(tp.topic, tp.partition)
-            f = _Fetch(tp.topic, tp.partition, log, self._resolve(log, tp.topic, tp.partition, tp.offset))
+            f = self._new_fetch(tp, log)
             self._assigned[(tp.topic, tp.partition)] = f
         self._order = list(self._assigned.values())
 
@@ -339,16 +349,10 @@ class Consumer:
         return got
 
     def _load(self, f: _Fetch) -> bool:
-        try:
-            frames = f.log.read(f.position, self._fetch_bytes, check_crc=self._check_crcs)
-        except OffsetOutOfRangeError:
-            low, high = f.log.watermarks()
-            f.position = self._reset_position(f.topic, f.tp[1], low, high, f.position)
-            frames = f.log.read(f.position, self._fetch_bytes, check_crc=self._check_crcs)
-        for fr in frames:
-            row = f.position - fr.base_offset if fr.base_offset < f.position else 0
-            if row < fr.record_count:
-                f.views.append([core.BatchView(fr.batch, f.topic, f.tp[1], fr.base_offset), row])
+        f.reader.position = f.position
+        for fr in f.reader.read(self._fetch_bytes):
+            f.views.append([core.BatchView(fr.batch, f.topic, f.tp[1], fr.base_offset), 0])
+        f.position = f.reader.position if not f.views else f.views[0][0].base_offset
         return bool(f.views)
 
     def _gather(self, want: int) -> list:
@@ -380,16 +384,8 @@ class Consumer:
             return False
         if self._group is not None:
             left = min(left, 0.1)  # a member re-checks its group (rebalances) this often
-        active = [f for f in self._order if not f.paused]
-        if len(active) == 1:
-            f = active[0]
-            return f.log.wait(f.position, min(left, 1.0))
-        notifier = self._log.notifier
-        seen = notifier.current_word()
-        for f in active:
-            if f.log.high_watermark > f.position:
-                return True
-        return notifier.wait_word(seen, min(left, 1.0))
+        pending = [(f.log, f.position) for f in self._order if not f.paused]
+        return wait_for_data(self._log.notifier, pending, min(left, 1.0))
 
     def consume(self, num_messages: int = 1, timeout: float | None = -1) -> list:
         """Up to ``num_messages`` messages, waiting up to ``timeout`` seconds

@@ -48,9 +48,10 @@ import numpy as np
 import pyarrow as pa
 
 from ._location import is_kafka, local_path
-from .errors import ArrowlogError, ConfigError, OffsetOutOfRangeError, UnknownTopicError
+from .errors import ArrowlogError, ConfigError, UnknownTopicError
 from .storage import LogDir
 from .storage.files import write_json_atomic
+from .storage.reader import RangeReader, wait_for_data
 
 CHECKPOINT_VERSION = 1
 # How often progress is made durable and recorded: a crash re-reads at most
@@ -155,6 +156,7 @@ class LogSource:
             raise ConfigError(f"{path} is not an arrowlog data directory")
         self.log = LogDir(path, create=False)
         self.positions: dict[Key, int] = {}
+        self.readers: dict[Key, RangeReader] = {}
 
     def topics(self, match: Callable[[str], bool]) -> dict[str, tuple[int, dict]]:
         out = {}
@@ -174,30 +176,33 @@ class LogSource:
     def seek(self, key: Key, offset: int) -> None:
         self.positions[key] = offset
 
+    def _reader(self, key: Key, position: int) -> RangeReader:
+        reader = self.readers.get(key)
+        if reader is None:
+            topic, p = key
+
+            def on_gap(position: int, low: int) -> int:
+                print(f"mirror: {topic}-{p}: offsets {position}..{low - 1} were deleted by retention before "
+                      f"they were copied; continuing at {low}", file=sys.stderr)
+                return low
+
+            reader = self.readers[key] = RangeReader(self.log.topic(topic).partition(p), position, on_gap=on_gap)
+        reader.position = position
+        return reader
+
     def read(self, timeout: float) -> list[Chunk]:
         out: list[Chunk] = []
         seen = self.log.notifier.current_word()  # before reading: an append after it ends the wait
-        for (topic, p), position in self.positions.items():
-            log = self.log.topic(topic).partition(p)
-            try:
-                frames = log.read(position, READ_BYTES)
-            except OffsetOutOfRangeError:
-                low, _ = log.watermarks()
-                print(f"mirror: {topic}-{p}: offsets {position}..{low - 1} were deleted by retention before "
-                      f"they were copied; continuing at {low}", file=sys.stderr)
-                self.positions[(topic, p)] = low
-                continue
-            for fr in frames:
-                first = max(position - fr.base_offset, 0)
-                if first >= fr.record_count:
-                    continue
-                batch = fr.batch.slice(first) if first else fr.batch
-                out.append(Chunk(topic, p, pa.RecordBatch.from_arrays(batch.columns[1:], names=batch.schema.names[1:]),
+        for key, position in self.positions.items():
+            reader = self._reader(key, position)
+            for fr in reader.read(READ_BYTES):
+                batch = fr.batch
+                out.append(Chunk(key[0], key[1], pa.RecordBatch.from_arrays(batch.columns[1:],
+                                                                            names=batch.schema.names[1:]),
                                  fr.base_offset + fr.record_count))
-                position = fr.base_offset + fr.record_count
-            self.positions[(topic, p)] = position
+            self.positions[key] = reader.position
         if not out and timeout > 0 and self.positions:
-            self.log.notifier.wait_word(seen, timeout)
+            wait_for_data(self.log.notifier, [], timeout, seen=seen)
         return out
 
     def close(self) -> None:

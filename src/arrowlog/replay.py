@@ -40,9 +40,10 @@ import pyarrow as pa
 from ._json import parse_json_values
 from ._location import is_kafka, local_path
 from ._optional import require
-from .errors import ConfigError, OffsetOutOfRangeError
+from .errors import ConfigError
 from .producer import to_epoch_ms
 from .storage import LogDir
+from .storage.reader import RangeReader
 
 # Bytes asked of a partition per read: many frames per call keeps the Python
 # overhead per frame small; the frames themselves are zero-copy views.
@@ -188,31 +189,13 @@ class Replay:
     def _batches(self) -> Iterator[pa.RecordBatch]:
         for p in self.partitions:
             lo, hi = self.ranges[p]
-            log = self._topic.partition(p)
-            position = lo
-            while position < hi:
-                try:
-                    frames = log.read(position, READ_BYTES)
-                except OffsetOutOfRangeError:
-                    low, _ = log.watermarks()
-                    if low >= hi:
-                        break
-                    position = max(position, low)
-                    continue
+            reader = RangeReader(self._topic.partition(p), lo, hi)
+            while not reader.done:
+                frames = reader.read(READ_BYTES)
                 if not frames:
                     break
                 for fr in frames:
-                    batch = fr.batch
-                    first = max(position - fr.base_offset, 0)
-                    last = min(hi - fr.base_offset, fr.record_count)
-                    if first >= last:
-                        continue
-                    if first or last < fr.record_count:
-                        batch = batch.slice(first, last - first)
-                    yield self._shape(batch, self._partition_column(p, batch.num_rows))
-                    position = fr.base_offset + last
-                    if position >= hi:
-                        break
+                    yield self._shape(fr.batch, self._partition_column(p, fr.record_count))
 
     def _partition_column(self, partition: int, n: int) -> pa.Array:
         """``n`` copies of ``partition``, sliced from one cached array."""

@@ -19,12 +19,14 @@ import collections
 import inspect
 import logging
 import re
+import threading
 import time
 
 import pyarrow as pa
 
 from arrowlog import errors as AE
 from arrowlog._native.kafka import RecordBatchError, decode_record_set, encode_batch
+from arrowlog.storage.reader import RangeReader, raise_gap, wait_for_data
 
 from . import errors as E
 from .groups import GroupCoordinator
@@ -47,9 +49,10 @@ TOPIC_DEFAULTS = {
     "message.timestamp.type": "CreateTime",
     "compression.type": "producer",
 }
-# Fetch waits for new data on this event, and also polls this often for
-# appends made by other processes (in-process producers on the same directory).
-FETCH_POLL_S = 0.05
+# The thread that turns appends by any process (the data directory's notifier)
+# into wake-ups of waiting Fetches re-checks for shutdown this often on a
+# read-only directory (elsewhere stop() wakes it at once).
+WATCH_TIMEOUT_S = 5.0
 # Encoded record batches kept for repeated fetches of the same data.
 ENCODE_CACHE_BYTES = 64 << 20
 
@@ -65,16 +68,17 @@ def _sync_partitions(partitions) -> None:
 
 
 def _read_checked(pl, offset: int, max_bytes: int) -> list:
-    """Frames from ``offset`` with their CRCs checked. When a frame is damaged, the
+    """Whole frames from ``offset`` with their CRCs checked. When a frame is damaged, the
     intact frames before it are returned; CorruptRecordError only if the first is."""
+    reader = RangeReader(pl, offset, whole_frames=True, check_crc=True, on_gap=raise_gap)
     try:
-        return pl.read(offset, max_bytes, check_crc=True)
+        return reader.read(max_bytes)
     except AE.CorruptRecordError:
         pass
     frames, size = [], 0
     while size < max_bytes:
         try:
-            got = pl.read(offset, 1, check_crc=True)[:1]   # one frame (KIP-74: the first always)
+            got = reader.read(1)   # one frame (KIP-74: the first always)
         except AE.CorruptRecordError:
             if frames:
                 return frames
@@ -83,7 +87,6 @@ def _read_checked(pl, offset: int, max_bytes: int) -> list:
             break
         frames.append(got[0])
         size += got[0].size
-        offset = got[0].base_offset + got[0].record_count
     return frames
 
 
@@ -135,6 +138,8 @@ class Broker:
         self.groups = GroupCoordinator(self.offsets, config.group_initial_rebalance_delay_ms)
         self.producers = ProducerRegistry()
         self._data_event = asyncio.Event()
+        self._watcher: threading.Thread | None = None
+        self._stopping = False
         self._dirty: set = set()     # partitions appended to since the last periodic flush
         self._written: set = set()   # every partition appended to (the shutdown flush syncs them all)
         self._cache: collections.OrderedDict = collections.OrderedDict()
@@ -156,7 +161,11 @@ class Broker:
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
         self.groups.start()
-        self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+        loop = asyncio.get_running_loop()
+        self._flusher = loop.create_task(self._flush_loop())
+        self._watcher = threading.Thread(target=self._watch_appends, args=(loop,), name="arrowlog-fetch-wake",
+                                         daemon=True)
+        self._watcher.start()
 
     async def stop(self) -> None:
         if self._flusher:
@@ -165,6 +174,10 @@ class Broker:
         if self._syncing is not None:  # a periodic fsync still in its thread
             await asyncio.gather(self._syncing, return_exceptions=True)
         await self.groups.stop()
+        if self._watcher is not None:
+            self._stopping = True
+            self.store.log.notifier.bump()
+            await asyncio.to_thread(self._watcher.join)
         self._dirty = set()
         _sync_partitions(self._written)
         self.store.close()
@@ -183,6 +196,18 @@ class Broker:
                 finally:
                     if self._syncing.done():
                         self._syncing = None
+
+    def _watch_appends(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wake waiting Fetches when any process appends to the data directory."""
+        notifier = self.store.log.notifier
+        seen = notifier.current_word()
+        while not self._stopping:
+            if wait_for_data(notifier, (), WATCH_TIMEOUT_S, seen=seen):
+                seen = notifier.current_word()
+                try:
+                    loop.call_soon_threadsafe(self._notify_data)
+                except RuntimeError:  # the loop is closed: the server is gone
+                    return
 
     def _notify_data(self) -> None:
         self._data_event.set()
@@ -342,7 +367,7 @@ class Broker:
             if total >= min_bytes or total > 0 and min_bytes <= 0 or stop or remaining <= 0:
                 return resp
             try:
-                await asyncio.wait_for(event.wait(), min(remaining, FETCH_POLL_S))
+                await asyncio.wait_for(event.wait(), remaining)
             except asyncio.TimeoutError:
                 pass
 
@@ -452,10 +477,8 @@ class Broker:
 
     @staticmethod
     def _timestamp_at(pl, offset: int) -> int:
-        for fr in pl.read(offset, 1)[:1]:
-            offs = fr.batch.column("offset").to_pylist()
-            if offset in offs:
-                return fr.batch.column("timestamp")[offs.index(offset)].value
+        for fr in RangeReader(pl, offset, offset + 1).read(1):
+            return fr.batch.column("timestamp")[0].value
         return -1
 
     def _lookup_offset(self, pl, timestamp: int) -> tuple[int, int]:
@@ -464,17 +487,14 @@ class Broker:
         if timestamp == -2:      # EARLIEST
             return pl.log_start_offset, -1
         if timestamp == -3:      # MAX_TIMESTAMP (v7): the record with the largest timestamp
-            best_ts, best_off, pos = -1, -1, pl.log_start_offset
-            while pos < pl.high_watermark:
-                frames = pl.read(pos, 1 << 20)
-                if not frames:
-                    break
+            best_ts, best_off = -1, -1
+            reader = RangeReader(pl, pl.log_start_offset, pl.high_watermark, whole_frames=True)
+            while frames := reader.read(1 << 20):
                 for fr in frames:
                     if fr.max_timestamp > best_ts:
                         col = fr.batch.column("timestamp").cast("int64").to_pylist()
                         i = col.index(fr.max_timestamp) if fr.max_timestamp in col else len(col) - 1
                         best_ts, best_off = fr.max_timestamp, fr.base_offset + i
-                    pos = fr.base_offset + fr.record_count
             return best_off, best_ts
         offset = pl.offset_for_timestamp(timestamp)
         if offset is None or offset >= pl.high_watermark:
