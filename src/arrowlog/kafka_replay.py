@@ -26,6 +26,7 @@ import pyarrow as pa
 from ._optional import require
 from .errors import ConfigError, KafkaException, UnknownTopicError
 from .replay import Replay, resolve_position
+from .schema import HEADERS_TYPE, REPLAY_SCHEMA, TIMESTAMP_TYPE
 
 if TYPE_CHECKING:
     import confluent_kafka as ck
@@ -38,16 +39,6 @@ BATCH_RECORDS = 10_000
 # A partition that returns nothing for this long while records are still
 # expected makes the stream fail instead of hanging.
 STALL_TIMEOUT_S = 60.0
-TIMESTAMP_TYPE = pa.timestamp("ms", tz="UTC")
-HEADERS_TYPE = pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())]))
-SCHEMA = pa.schema([
-    pa.field("partition", pa.int32(), False),
-    pa.field("offset", pa.int64(), False),
-    pa.field("timestamp", TIMESTAMP_TYPE, False),
-    pa.field("key", pa.binary()),
-    pa.field("value", pa.binary()),
-    pa.field("headers", HEADERS_TYPE),
-])
 
 
 class _PartitionView:
@@ -102,12 +93,12 @@ class KafkaReplay(Replay):
                 hi = resolve_position(view, end, is_end=True)
                 self.ranges[p] = (lo, max(lo, hi))
         if columns is not None:
-            missing = [name for name in columns if name not in SCHEMA.names]
+            missing = [name for name in columns if name not in REPLAY_SCHEMA.names]
             if missing:
-                raise ConfigError(f"unknown replay column(s) {missing}; available: {SCHEMA.names}")
-            self.schema = pa.schema([SCHEMA.field(name) for name in columns])
+                raise ConfigError(f"unknown replay column(s) {missing}; available: {REPLAY_SCHEMA.names}")
+            self.schema = pa.schema([REPLAY_SCHEMA.field(name) for name in columns])
         else:
-            self.schema = SCHEMA
+            self.schema = REPLAY_SCHEMA
         self.columns = columns
         self._check_columns()
 
@@ -204,4 +195,4 @@ def kafka_replay(where: str, topic: str, start: Any = "beginning", end: Any = "e
                        value_schema=value_schema)
 
 
-__all__ = ["KafkaReplay", "kafka_replay", "SCHEMA", "headers_array"]
+__all__ = ["KafkaReplay", "kafka_replay", "headers_array"]

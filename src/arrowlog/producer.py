@@ -62,11 +62,9 @@ from .errors import (
     UnknownPartitionError,
     UnknownTopicError,
 )
+from .schema import HEADERS_TYPE, PRODUCE_SCHEMA, TIMESTAMP_TYPE
 from .storage import validate_topic_name
 
-PRODUCE_SCHEMA = core.PRODUCE_SCHEMA
-HEADERS_TYPE = core.HEADERS_TYPE
-TIMESTAMP_TYPE = pa.timestamp("ms", tz="UTC")
 # The linger thread looks for due batches this often while the producer is
 # busy, and goes idle after this many looks find nothing (see
 # Producer._background). poll() and flush() append due batches themselves,

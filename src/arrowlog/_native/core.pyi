@@ -9,10 +9,6 @@ import pyarrow as pa
 _Buffer: TypeAlias = bytes | bytearray | memoryview
 _Headers: TypeAlias = list[tuple[str, bytes | None]]
 
-ENVELOPE_SCHEMA: pa.Schema
-PRODUCE_SCHEMA: pa.Schema
-HEADERS_TYPE: pa.ListType
-HEADER_TYPE: pa.StructType
 FRAME_HEADER_SIZE: int
 FRAME_MAGIC: int
 MAX_FRAME_BODY: int
@@ -109,7 +105,12 @@ class TopicSlot:
     accumulators: list[Any]
     sticky: int
     topic: Any
-    def __init__(self, name: str, topic: object, partitions: int, batch_bytes: int = 0) -> None: ...
+    @property
+    def max_record_bytes(self) -> int: ...
+    @property
+    def validate(self) -> Callable[[Any], Any] | None: ...
+    def __init__(self, name: str, topic: object, partitions: int, batch_bytes: int = 0,
+                 max_record_bytes: int = ..., validate: Callable[[Any], Any] | None = None) -> None: ...
     def next_sticky(self) -> int: ...
 
 class ProducerCore:

@@ -37,8 +37,9 @@ from ..errors import (
     UnknownPartitionError,
     UnknownTopicError,
 )
+from ..schema import envelope_schema
 from .files import ExclusiveFlock, open_shared_file, storage_error, write_json_atomic
-from .partition import ENVELOPE_SCHEMA, PartitionLog
+from .partition import PartitionLog
 
 _TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
 MAX_TOPIC_LENGTH = 249
@@ -84,13 +85,6 @@ def schema_to_json(schema: pa.Schema | None) -> Any:
     if schema is None:
         return None
     return {"fields": [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]}
-
-
-def envelope_schema(value_schema: pa.Schema | None) -> pa.Schema:
-    if value_schema is None:
-        return ENVELOPE_SCHEMA
-    return pa.schema([ENVELOPE_SCHEMA.field(i) for i in range(3)]
-                     + [pa.field("value", pa.struct(list(value_schema))), ENVELOPE_SCHEMA.field(4)])
 
 
 class Topic:

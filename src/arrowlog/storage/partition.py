@@ -50,6 +50,7 @@ from ..errors import (
     PartitionFailedError,
     StorageError,
 )
+from ..schema import ENVELOPE_SCHEMA
 from .files import ExclusiveFlock, close_fds, fsync_dir, open_shared_file, storage_error
 from .segment import (
     INDEX_BYTES,
@@ -59,7 +60,6 @@ from .segment import (
     parse_segment_name,
 )
 
-ENVELOPE_SCHEMA = core.ENVELOPE_SCHEMA
 NO_TIMESTAMP = -(1 << 63)
 # Below this size a batch is serialised into one buffer (a copy of a few KiB
 # costs less than the ~20 Python-level writes of the zero-copy path).
@@ -1033,4 +1033,4 @@ class _PieceSink:
         self.closed = True
 
 
-__all__ = ["PartitionLog", "Frame", "ENVELOPE_SCHEMA", "time"]
+__all__ = ["PartitionLog", "Frame", "time"]
