@@ -22,8 +22,10 @@ cdef Py_ssize_t XERIAL_BLOCK = 32 * 1024
 
 
 # Decompressed record blocks larger than this are refused unless the caller
-# passes its own limit (arrowlog serve passes its request limit).
-DEFAULT_MAX_UNCOMPRESSED = 64 * 1024 * 1024
+# passes its own limit. 8 MiB is 8 times librdkafka's default batch.size (and
+# Kafka's message.max.bytes) and inflates (gzip, the slowest codec) in about
+# 25 ms, so a bomb stalls the server's event loop only briefly.
+DEFAULT_MAX_UNCOMPRESSED = 8 * 1024 * 1024
 # zstd output is read in pieces of this size, so a bomb stops at the limit.
 cdef Py_ssize_t ZSTD_CHUNK = 1 << 20
 

@@ -200,9 +200,9 @@ class Consumer:
         if offset in (OFFSET_STORED, OFFSET_INVALID) or offset < 0:
             committed = self._group.committed_offset(topic, partition) if self._group is not None else None
             if committed is not None and committed >= 0:
-                if committed < low:
+                if not low <= committed <= high:  # out of range: auto.offset.reset decides
                     return self._reset_position(topic, partition, low, high, committed)
-                return min(committed, high)
+                return committed
             return self._reset_position(topic, partition, low, high, None)
         if offset < low or offset > high:
             return self._reset_position(topic, partition, low, high, offset)

@@ -253,3 +253,16 @@ def test_silent_member_is_expelled_after_its_session_timeout(server, group):
     assert call(server, M.HEARTBEAT, 3, beat)["error_code"] == 25  # UNKNOWN_MEMBER_ID
     desc = call(server, M.DESCRIBE_GROUPS, 5, {"groups": [group]})["groups"][0]
     assert desc["group_state"] == "Empty" and desc["members"] == []
+
+
+def test_limits_are_checked_and_budgets_follow_the_frame_limit():
+    from arrowlog.errors import ConfigError
+    from arrowlog.server import Limits
+
+    big = Limits(max_frame_bytes=400 << 20)
+    assert big.queued_max_request_bytes == big.max_inflight_bytes == 400 << 20
+    assert Limits().queued_max_request_bytes == 256 << 20
+    with pytest.raises(ConfigError, match="--max-frame-bytes .* must not exceed --queued-max-request-bytes"):
+        Limits(max_frame_bytes=400 << 20, queued_max_request_bytes=300 << 20)
+    with pytest.raises(ConfigError, match="max_connections must be positive"):
+        Limits(max_connections=0)

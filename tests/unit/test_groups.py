@@ -43,6 +43,12 @@ def produce(data, n, topic="t", start=0, **kw):
     return n
 
 
+def fill(data, per_partition, partitions=6):
+    """Records in every partition, so that commits up to ``per_partition`` are in range."""
+    for p in range(partitions):
+        produce(data, per_partition, partition=p)
+
+
 def consumer(data, group="g", **conf):
     c = {"log.dir": data, "group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False}
     c.update(conf)
@@ -127,6 +133,7 @@ def test_commit_message_stores_next_offset_and_survives_reopen(data):
 
 
 def test_commit_explicit_offsets_with_metadata_and_committed_of_unknown(data):
+    fill(data, 10)
     c = consumer(data)
     c.commit(offsets=[TopicPartition("t", 2, 7, metadata="checkpoint-a")], asynchronous=False)
     got = c.committed([TopicPartition("t", 2), TopicPartition("t", 3)])
@@ -138,6 +145,7 @@ def test_commit_explicit_offsets_with_metadata_and_committed_of_unknown(data):
 
 
 def test_async_commits_are_coalesced_and_visible_after_committed(data):
+    fill(data, 200, partitions=1)
     c = consumer(data)
     for off in range(1, 200):
         assert c.commit(offsets=[TopicPartition("t", 0, off)], asynchronous=True) is None
@@ -154,6 +162,7 @@ def test_sync_commit_with_nothing_stored_raises_no_offset(data):
 
 
 def test_offsets_file_is_replaced_whole(data):
+    fill(data, 10)
     c = consumer(data)
     c.commit(offsets=[TopicPartition("t", 0, 5), TopicPartition("t", 1, 6)], asynchronous=False)
     c.commit(offsets=[TopicPartition("t", 1, 9)], asynchronous=False)
@@ -385,6 +394,7 @@ def test_reset_to_timestamp(data):
 
 
 def test_delete_group_and_list(data):
+    fill(data, 1, partitions=1)
     c = consumer(data, group="gone")
     c.commit(offsets=[TopicPartition("t", 0, 1)], asynchronous=False)
     c.close()

@@ -17,7 +17,8 @@ DEFINED_ONCE = ("TIMESTAMP_TYPE", "HEADER_TYPE", "HEADERS_TYPE", "ENVELOPE_SCHEM
 def test_the_schemas_are_defined_in_one_module_only():
     files = subprocess.run(["git", "ls-files", "src", "_native"], cwd=ROOT, capture_output=True, text=True,
                            check=True).stdout.split()
-    pattern = re.compile(r"^\s*(%s)\s*(:[^=]*)?=" % "|".join(DEFINED_ONCE), re.M)
+    names = "|".join(DEFINED_ONCE)
+    pattern = re.compile(rf"^\s*({names})\s*(:[^=]*)?=", re.M)
     defined = {f: pattern.findall((ROOT / f).read_text()) for f in files if f.endswith((".py", ".pyx", ".pxi"))}
     assert {f: [m[0] for m in found] for f, found in defined.items() if found} == {
         "src/arrowlog/schema.py": list(DEFINED_ONCE)}

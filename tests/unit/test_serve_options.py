@@ -34,3 +34,11 @@ def test_option_values_become_serve_keywords():
     assert kw["max_connections"] == 7 and kw["idle_timeout_s"] == 2.5
     assert kw["default_partitions"] == 1  # defaults fill the rest
     assert "log_level" not in kw
+
+
+def test_a_bad_option_value_is_one_clear_line_and_exit_2(tmp_path, capsys):
+    rc = server_main(["--data", str(tmp_path / "d"), "--listen", "127.0.0.1:0", "--partitions", "5000",
+                      "--log-level", "ERROR"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "partitions of auto-created topics must be 1..1000" in err and "Traceback" not in err

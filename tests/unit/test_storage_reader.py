@@ -2,6 +2,7 @@
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -167,3 +168,21 @@ def test_wait_for_data_with_no_partitions_waits_for_any_append_after_seen(data_d
         assert wait_for_data(d.notifier, (), 0.01, seen=seen) is False
         log.append(batch(1))  # after `seen`: the wait returns at once
         assert wait_for_data(d.notifier, (), 60, seen=seen) is True
+
+
+def test_frames_are_crc_checked_unless_the_caller_opts_out(data_dir):
+    with LogDir(data_dir) as d:
+        log = d.create_topic("t", config={"segment.bytes": 16 << 10}).partition(0)
+        for _ in range(10):
+            log.append(batch(3))
+            log.append(batch(50))
+    seg = min(p for p in (Path(data_dir) / "topics" / "t" / "0").iterdir() if p.suffix == ".log")  # a closed one
+    raw = bytearray(seg.read_bytes())
+    raw[raw.index(b"v" * 100) + 7] ^= 0x01  # bit rot in a value
+    seg.write_bytes(raw)
+    with LogDir(data_dir) as d:
+        with pytest.raises(errors.CorruptRecordError):
+            RangeReader(d.topic("t").partition(0), 0).read()
+    with LogDir(data_dir) as d:
+        fr = RangeReader(d.topic("t").partition(0), 0, check_crc=False).read()[0]
+        assert fr.record_count == 3

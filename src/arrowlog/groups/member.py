@@ -442,10 +442,27 @@ class GroupMember:
             raise KafkaException(KafkaError(ILLEGAL_GENERATION,
                                             f"commit refused: {names} no longer assigned to member "
                                             f"{self.member_id} of group {self.group!r} (a rebalance moved them)"))
+        if offsets is not None:
+            self._check_in_range(todo)
         self._write(todo, asynchronous)
         if asynchronous:
             return None
         return [TopicPartition(t, p, off, meta) for (t, p), (off, meta) in sorted(todo.items())]
+
+    def _check_in_range(self, offsets: dict) -> None:
+        """Refuse explicit offsets beyond a partition's high watermark: committed, they
+        would make the group skip records not yet written (the reader would otherwise
+        treat them as out of range and apply auto.offset.reset)."""
+        for (topic, partition), (offset, _) in offsets.items():
+            try:
+                high = self.logdir.topic(topic).partition(partition).high_watermark
+            except ArrowlogError:
+                continue  # no such partition (or it cannot be opened): nothing to be beyond
+            if offset > high:
+                raise KafkaException(KafkaError(
+                    KafkaError.OFFSET_OUT_OF_RANGE,
+                    f"cannot commit offset {offset} for {topic}-{partition}: it is beyond the high watermark "
+                    f"{high} (the next offset to be written); commit the offset of the next message to read"))
 
     def committed(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
         self.committer.flush()
@@ -469,6 +486,7 @@ class GroupMember:
             items = [((tp.topic, tp.partition), int(tp.offset), tp.metadata) for tp in offsets]
         else:
             raise KafkaException(KafkaError(KafkaError._INVALID_ARG, "store_offsets() takes a message or offsets"))
+        self._check_in_range({key: (off, meta) for key, off, meta in items})
         for key, off, meta in items:
             if key not in self.consumer._assigned:
                 raise KafkaException(KafkaError(KafkaError._STATE, f"{key[0]}-{key[1]} is not assigned to this "

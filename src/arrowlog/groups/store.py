@@ -69,6 +69,9 @@ def group_dirname(group: str) -> str:
     name = urllib.parse.quote(group, safe="")
     if name.startswith("."):
         name = "%2E" + name[1:]
+    if len(name) > 255:  # file systems' name limit (percent-encoding triples unusual characters)
+        raise GroupError(f"group id {group[:40]!r}... encodes to a {len(name)}-byte directory name; the limit "
+                         "is 255: use a shorter group id or fewer characters outside [A-Za-z0-9_.-]")
     return name
 
 

@@ -31,7 +31,7 @@ from arrowlog.storage.reader import RangeReader, raise_gap, wait_for_data
 from . import errors as E
 from .groups import GroupCoordinator
 from .messages import APIS
-from .offsets import GroupOffsetStore
+from .offsets import GroupOffsetStore, group_id_problem
 from .options import MAX_PARTITIONS_PER_REQUEST, MAX_PARTITIONS_PER_TOPIC
 from .producers import ProducerRegistry
 from .store import Store
@@ -57,13 +57,19 @@ WATCH_TIMEOUT_S = 5.0
 ENCODE_CACHE_BYTES = 64 << 20
 
 
-def _sync_partitions(partitions) -> None:
-    """fsync each partition's appends (advancing its recovery point); failures are logged
-    (a partition whose fsync failed refuses further appends until reopened)."""
+def _sync_partitions(producers, partitions) -> None:
+    """fsync the producer-state journal, then each partition's appends (advancing its
+    recovery point): a batch acknowledged before this started ends up durable with its
+    producer state. Failures are logged (a partition whose fsync failed refuses appends
+    until reopened; the shutdown flush tries it again)."""
+    try:
+        producers.sync()
+    except OSError as exc:
+        log.error("fsync of the producer state journal failed: %s", exc)
     for pl in list(partitions):
         try:
             pl.sync()
-        except AE.ArrowlogError as exc:
+        except (AE.ArrowlogError, OSError) as exc:  # e.g. its files deleted with the topic meanwhile
             log.error("fsync of %s-%s failed: %s", getattr(pl, "topic", "?"), getattr(pl, "partition", "?"), exc)
 
 
@@ -88,6 +94,23 @@ def _read_checked(pl, offset: int, max_bytes: int) -> list:
         frames.append(got[0])
         size += got[0].size
     return frames
+
+
+def _holds(pl, base: int, batch) -> bool:
+    """Whether the stored batch at ``base`` holds exactly ``batch``'s records."""
+    try:
+        frames = pl.read(base, 1, check_crc=True)
+    except (AE.ArrowlogError, OSError):
+        return False
+    if not frames or frames[0].base_offset != base or frames[0].record_count != batch.record_count:
+        return False
+    stored, sent = frames[0].batch, batch.records
+    try:
+        return all(stored.column(c).cast(pa.int64() if c == "timestamp" else stored.column(c).type).to_pylist()
+                   == sent.column(c).cast(pa.int64() if c == "timestamp" else stored.column(c).type).to_pylist()
+                   for c in ("timestamp", "key", "value"))
+    except (KeyError, pa.ArrowException):
+        return False
 
 
 class BrokerConfig:
@@ -118,6 +141,10 @@ class BrokerConfig:
         return "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
 
 
+TRANSACTIONS_UNSUPPORTED = ("transactions are not supported by arrowlog serve: "
+                            "produce without transactional.id (idempotence works)")
+
+
 class RequestContext:
     __slots__ = ("api_key", "version", "correlation_id", "client_id", "client_host")
 
@@ -136,7 +163,7 @@ class Broker:
         self.store = Store(data_dir, cluster_id)
         self.offsets = GroupOffsetStore(data_dir)
         self.groups = GroupCoordinator(self.offsets, config.group_initial_rebalance_delay_ms)
-        self.producers = ProducerRegistry()
+        self.producers = ProducerRegistry(data_dir)
         self._data_event = asyncio.Event()
         self._watcher: threading.Thread | None = None
         self._stopping = False
@@ -179,7 +206,8 @@ class Broker:
             self.store.log.notifier.bump()
             await asyncio.to_thread(self._watcher.join)
         self._dirty = set()
-        _sync_partitions(self._written)
+        _sync_partitions(self.producers, self._written)
+        self.producers.close()
         self.store.close()
 
     async def _flush_loop(self) -> None:
@@ -190,7 +218,7 @@ class Broker:
             await asyncio.sleep(self.config.flush_interval_s)
             if self._dirty:
                 todo, self._dirty = self._dirty, set()
-                self._syncing = asyncio.ensure_future(asyncio.to_thread(_sync_partitions, todo))
+                self._syncing = asyncio.ensure_future(asyncio.to_thread(_sync_partitions, self.producers, todo))
                 try:
                     await asyncio.shield(self._syncing)
                 finally:
@@ -288,20 +316,22 @@ class Broker:
     # ------------------------------------------------------------ Produce
     def produce(self, ctx: RequestContext, req: dict):
         acks = req["acks"]
-        code = E.NONE
+        code, msg = E.NONE, None
         if ctx.version < 3:
-            code = E.UNSUPPORTED_VERSION  # only record batch v2 (Produce v3+) is accepted
+            # only record batch v2 (Produce v3+) is accepted
+            code, msg = E.UNSUPPORTED_VERSION, "Produce v0-2 (message format v0/v1) is not supported: use v3+"
         elif acks not in (-1, 0, 1):
             code = E.INVALID_REQUIRED_ACKS
         elif req.get("transactional_id") is not None:
-            code = E.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+            code, msg = E.INVALID_REQUEST, TRANSACTIONS_UNSUPPORTED
         responses = []
         appended = False
         for td in req["topic_data"]:
             parts = []
             for pd in td["partition_data"]:
                 if code != E.NONE:
-                    parts.append({"index": pd["index"], "error_code": code, "base_offset": -1})
+                    parts.append({"index": pd["index"], "error_code": code, "base_offset": -1,
+                                  "error_message": msg})
                     continue
                 r = self._produce_partition(td["name"], pd["index"], pd["records"])
                 appended |= r["error_code"] == E.NONE
@@ -320,20 +350,34 @@ class Broker:
             return {**fail, "error_code": code, "error_message": msg}
         if records is None or len(records) == 0:
             return {**fail, "error_code": E.INVALID_RECORD, "error_message": "no record batch"}
+        if self.producers.needs_check(topic, index):
+            self.producers.check_log(topic, index, pl.high_watermark)
         try:
             batches = decode_record_set(records)
         except RecordBatchError as exc:
             log.warning("refused a batch for %s-%d: %s", topic, index, exc)
             return {**fail, "error_code": exc.error_code, "error_message": str(exc)}
+        if any(b.is_transactional or b.is_control for b in batches):
+            return {**fail, "error_code": E.INVALID_REQUEST, "error_message": TRANSACTIONS_UNSUPPORTED}
         first = None
         for b in batches:
-            code, duplicate = self.producers.check(topic, index, b.producer_id, b.producer_epoch,
-                                                   b.base_sequence, b.record_count)
+            code, duplicate, confirmed = self.producers.check(topic, index, b.producer_id, b.producer_epoch,
+                                                              b.base_sequence, b.record_count)
             if code != E.NONE:
                 return {**fail, "error_code": code}
+            if duplicate is not None and not confirmed:
+                # journaled as about to be appended when the server died: is it in the log?
+                if _holds(pl, duplicate, b):
+                    self.producers.record(topic, index, b.producer_id, b.producer_epoch, b.base_sequence,
+                                          b.record_count, duplicate)
+                else:
+                    duplicate = None
             if duplicate is not None:
                 base = duplicate
             else:
+                expected = pl.high_watermark
+                self.producers.begin(topic, index, b.producer_id, b.producer_epoch, b.base_sequence,
+                                     b.record_count, expected)
                 try:
                     if self._append_takes_timestamps:
                         base = pl.append(b.records, min_timestamp=b.min_record_timestamp,
@@ -350,7 +394,7 @@ class Broker:
                 self._dirty.add(pl)
                 self._written.add(pl)
                 self.producers.record(topic, index, b.producer_id, b.producer_epoch, b.base_sequence,
-                                      b.record_count, base)
+                                      b.record_count, base, expected)
             if first is None:
                 first = base
         return {"index": index, "error_code": E.NONE, "base_offset": first,
@@ -519,7 +563,12 @@ class Broker:
         return self.groups.leave(req, ctx.version)
 
     def offset_commit(self, ctx: RequestContext, req: dict) -> dict:
-        code = self.groups.check_commit(req["group_id"], req["generation_id"], req["member_id"])
+        problem = group_id_problem(req["group_id"])
+        if problem:
+            log.info("refused OffsetCommit: %s", problem)
+            code = E.INVALID_GROUP_ID
+        else:
+            code = self.groups.check_commit(req["group_id"], req["generation_id"], req["member_id"])
         topics, updates = [], {}
         for ct in req["topics"]:
             known = self.store.topic(ct["name"])
@@ -546,7 +595,15 @@ class Broker:
         return {"topics": topics}
 
     def offset_fetch(self, ctx: RequestContext, req: dict) -> dict:
-        committed = self.offsets.load(req["group_id"])
+        code = E.NONE
+        if group_id_problem(req["group_id"]):
+            code, committed = E.INVALID_GROUP_ID, {}
+        else:
+            try:
+                committed = self.offsets.load(req["group_id"])
+            except OSError as exc:
+                log.error("cannot read the offsets of group %s: %s", req["group_id"], exc)
+                code, committed = E.COORDINATOR_NOT_AVAILABLE, {}
         wanted = req["topics"]
         if wanted is None:
             wanted = [{"name": t, "partition_indexes": sorted(ps)} for t, ps in committed.items()]
@@ -556,12 +613,12 @@ class Broker:
             parts = []
             for idx in wt["partition_indexes"]:
                 e = have.get(idx)
-                parts.append({"partition_index": idx, "error_code": E.NONE,
+                parts.append({"partition_index": idx, "error_code": code,
                               "committed_offset": e["offset"] if e else -1,
                               "committed_leader_epoch": e.get("leader_epoch", -1) if e else -1,
                               "metadata": (e.get("metadata") if e else "") or ""})
             topics.append({"name": wt["name"], "partitions": parts})
-        return {"error_code": E.NONE, "topics": topics}
+        return {"error_code": code, "topics": topics}
 
     def describe_groups(self, ctx: RequestContext, req: dict) -> dict:
         return {"groups": [self.groups.describe(g) for g in req["groups"]]}
@@ -574,8 +631,11 @@ class Broker:
     # ------------------------------------------------------------ producers
     def init_producer_id(self, ctx: RequestContext, req: dict) -> dict:
         if req["transactional_id"] is not None:
-            # Transactions are not supported: fail clearly rather than pretend.
-            return {"error_code": E.TRANSACTIONAL_ID_AUTHORIZATION_FAILED}
+            # Transactions are not supported: say so (the response has no message field)
+            # rather than pretend, or answer with an authorisation error.
+            log.info("refused InitProducerId for transactional id %r: %s", req["transactional_id"],
+                     TRANSACTIONS_UNSUPPORTED)
+            return {"error_code": E.UNSUPPORTED_VERSION, "producer_id": -1, "producer_epoch": -1}
         code, pid, epoch = self.producers.init_producer_id(req["producer_id"], req["producer_epoch"])
         return {"error_code": code, "producer_id": pid, "producer_epoch": epoch}
 

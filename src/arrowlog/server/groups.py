@@ -26,6 +26,7 @@ import time
 import uuid
 
 from . import errors as E
+from .offsets import group_id_problem
 
 log = logging.getLogger("arrowlog.server.groups")
 
@@ -103,7 +104,7 @@ class GroupCoordinator:
     # ------------------------------------------------------------ JoinGroup
     async def join(self, req: dict, client_id: str, client_host: str, version: int) -> dict:
         group_id = req["group_id"]
-        if not group_id:
+        if group_id_problem(group_id):  # its offsets could not be stored
             return {"error_code": E.INVALID_GROUP_ID, "member_id": req["member_id"]}
         timeout = req["session_timeout_ms"]
         if not MIN_SESSION_TIMEOUT_MS <= timeout <= MAX_SESSION_TIMEOUT_MS:

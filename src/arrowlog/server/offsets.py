@@ -18,7 +18,16 @@ from __future__ import annotations
 import os
 
 from arrowlog.errors import GroupError
-from arrowlog.groups.store import GroupDir, list_group_dirs
+from arrowlog.groups.store import GroupDir, group_dirname, list_group_dirs
+
+
+def group_id_problem(group: str | None) -> str | None:
+    """Why ``group`` cannot be a group id here (empty, too long to store), or None."""
+    try:
+        group_dirname(group)
+    except GroupError as exc:
+        return str(exc)
+    return None
 
 
 class GroupOffsetStore:

@@ -40,8 +40,8 @@ def _not(value: bool) -> bool:
     return not value
 
 
-# Kafka's socket.request.max.bytes default; server.py's DEFAULT_MAX_FRAME has the same value.
-_MAX_FRAME = 100 * 1024 * 1024
+# server.py's DEFAULT_MAX_FRAME has the same value (and says why it is below Kafka's 100 MiB).
+_MAX_FRAME = 64 * 1024 * 1024
 # Partitions one topic may have, and one CreateTopics request may create in all: each
 # partition costs files, mappings and disk, so one request cannot claim unbounded amounts.
 MAX_PARTITIONS_PER_TOPIC = 1000
@@ -65,10 +65,12 @@ OPTIONS: tuple[Option, ...] = (
            "seconds a new connection has to send its first complete request"),
     Option("--request-timeout", "request_read_timeout_s", float, 30.0,
            "seconds a request body has to arrive after its size"),
-    Option("--queued-max-request-bytes", "queued_max_request_bytes", int, 256 * 1024 * 1024,
-           "bytes of requests read but not yet answered, all connections together",
-           "queued.max.request.bytes"),
-    Option("--max-request-elements", "max_request_elements", int, 10_000,
+    Option("--queued-max-request-bytes", "queued_max_request_bytes", int, None,
+           "bytes of requests read but not yet answered, all connections together "
+           "(default 256 MiB, or the frame limit if larger)", "queued.max.request.bytes"),
+    Option("--max-inflight-requests", "max_inflight_requests", int, 64,
+           "requests one connection may have awaiting responses before it is no longer read"),
+    Option("--max-request-elements", "max_request_elements", int, 3_000,
            "array elements (topics, partitions, ...) one request may carry"),
     Option("--flush-interval", "flush_interval_s", float, 1.0,
            "seconds between fsyncs of the partitions written to", "log.flush.interval.ms"),
@@ -155,6 +157,6 @@ def run(data_dir: str, host: str, port: int, values: Mapping[str, Any]) -> int:
         print(f"arrowlog serve: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"arrowlog serve: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        print(f"arrowlog serve: cannot serve {data_dir} on {host}:{port}: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -25,17 +25,21 @@ Hostile input (docs/PROTOCOL.md lists every limit; ``Limits`` holds them):
 - the bytes of requests read but not yet answered are reserved, before the
   body is read, from one pool shared by all connections
   (``queued_max_request_bytes``) and per connection
-  (``max_inflight_bytes``); a request that does not fit waits without being
-  read, and a closing connection gives back everything it holds;
+  (``max_inflight_bytes``, and at most ``max_inflight_requests`` requests,
+  whose responses are held until written); a request that does not fit
+  waits without being read, and a closing connection gives back everything
+  it holds; responses are written with backpressure, so a client that does
+  not read its responses stops being read, and a connection has one Fetch
+  at a time (a Fetch response can be as large as a stored batch);
 - a request may hold at most ``max_request_elements`` array elements in all,
   so no request makes the event loop decode (or answer) millions of items;
 - a connection must complete its first request within
   ``first_request_timeout_s`` of being accepted (a partial size prefix
   included), later ones wait at most ``idle_timeout_s`` for the next request
   and ``request_read_timeout_s`` for a body;
-- at most ``max_connections`` are open: a new connection closes the
-  connection idle the longest (nothing in flight, waiting for a request)
-  and is refused only if none is idle;
+- at most ``max_connections`` are open: a new connection closes the idle
+  connection (nothing to answer: waiting for a request, or stalled in one)
+  inactive the longest, and is refused only if none is idle;
 - unparsable requests, unknown APIs and unsupported versions close the
   connection.
 """
@@ -50,14 +54,20 @@ from arrowlog.errors import ConfigError
 
 from . import errors as E
 from .broker import Broker, BrokerConfig, RequestContext
-from .messages import API_VERSIONS, APIS
+from .messages import API_VERSIONS, APIS, FETCH
 from .security import Security, SecurityConfig
+from .security.sasl import ConnectionSecurity
 from .wire import ProtocolError, Reader, Writer
 
 log = logging.getLogger("arrowlog.server")
 
-# Kafka's socket.request.max.bytes default.
-DEFAULT_MAX_FRAME = 100 * 1024 * 1024
+# The largest request (Kafka's socket.request.max.bytes, whose default is 100 MiB).
+# Lower here: decoding a frame of tiny records or headers and appending it takes
+# up to five times its size (docs/PROTOCOL.md, Limits), which must stay well
+# under 512 MiB; Kafka clients send at most 1 MB requests unless configured.
+DEFAULT_MAX_FRAME = 64 * 1024 * 1024
+# Requests read but not yet answered: all connections together, and one connection.
+_DEFAULT_REQUEST_MEMORY = 256 * 1024 * 1024
 # Bodies up to this size are read in one piece; larger ones in chunks straight
 # into their reserved buffer (the stream buffer never holds a whole large frame).
 _STREAM_LIMIT = 1 << 20
@@ -67,13 +77,19 @@ class Limits:
     """Every limit the connection layer enforces (names: docs/PROTOCOL.md)."""
 
     def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME, max_connections: int = 1000,
-                 max_inflight_bytes: int = 256 * 1024 * 1024,
-                 queued_max_request_bytes: int = 256 * 1024 * 1024,
+                 max_inflight_bytes: int | None = None, max_inflight_requests: int = 64,
+                 queued_max_request_bytes: int | None = None,
                  idle_timeout_s: float = 600.0, first_request_timeout_s: float = 5.0,
-                 request_read_timeout_s: float = 30.0, max_request_elements: int = 10_000):
+                 request_read_timeout_s: float = 30.0, max_request_elements: int = 3_000):
+        # The two byte budgets default to 256 MiB, or one frame if frames may be larger.
+        if max_inflight_bytes is None:
+            max_inflight_bytes = max(_DEFAULT_REQUEST_MEMORY, max_frame_bytes)
+        if queued_max_request_bytes is None:
+            queued_max_request_bytes = max(_DEFAULT_REQUEST_MEMORY, max_frame_bytes)
         self.max_frame_bytes = max_frame_bytes
         self.max_connections = max_connections
         self.max_inflight_bytes = max_inflight_bytes
+        self.max_inflight_requests = max_inflight_requests
         self.queued_max_request_bytes = queued_max_request_bytes
         self.idle_timeout_s = idle_timeout_s
         self.first_request_timeout_s = first_request_timeout_s
@@ -83,9 +99,10 @@ class Limits:
             if not value > 0:
                 raise ConfigError(f"server limit {name} must be positive, not {value!r}")
         if max_frame_bytes > min(max_inflight_bytes, queued_max_request_bytes):
-            raise ConfigError(f"max_frame_bytes ({max_frame_bytes}) must not exceed max_inflight_bytes "
-                              f"({max_inflight_bytes}) or queued_max_request_bytes "
-                              f"({queued_max_request_bytes}): such a request could never be read")
+            raise ConfigError(f"--max-frame-bytes ({max_frame_bytes}) must not exceed "
+                              f"--queued-max-request-bytes ({queued_max_request_bytes}) or "
+                              f"max_inflight_bytes ({max_inflight_bytes}): such a request could "
+                              "never be read; raise them together")
 
 
 class _RequestMemory:
@@ -131,35 +148,42 @@ def _unsupported_api_versions(correlation_id: int) -> bytes:
 
 
 class _Connection:
-    __slots__ = ("peer", "pending", "inflight", "drained", "closing", "task", "memory",
-                 "accepted", "last_active", "waiting", "requests", "security")
+    __slots__ = ("peer", "pending", "inflight", "inflight_requests", "answering", "fetch_answered",
+                 "drained", "closing", "task", "memory", "accepted", "last_active", "requests", "security")
 
     def __init__(self, peer, task, memory: _RequestMemory):
         self.peer = peer
         self.pending: asyncio.Queue = asyncio.Queue()
         self.inflight = 0               # bytes of this connection's requests not yet answered
+        self.inflight_requests = 0      # and how many they are
+        self.answering = 0              # requests handed to the broker, response not yet written
+        self.fetch_answered = asyncio.Event()   # clear while a Fetch awaits its response
+        self.fetch_answered.set()
         self.drained = asyncio.Event()
         self.closing = False
         self.task = task
         self.memory = memory
-        self.accepted = self.last_active = _now()
-        self.waiting = True             # waiting for the next request's size prefix
+        self.accepted = self.last_active = _now()   # last_active: the last request or body bytes
         self.requests = 0               # requests read completely
-        self.security = None            # ConnectionSecurity: login state and principal
+        self.security: ConnectionSecurity = None  # type: ignore[assignment]  # set on accept: login state and principal
 
     @property
     def idle(self) -> bool:
-        return self.waiting and self.inflight == 0
+        """Nothing to answer: waiting for a request, or stalled in the middle of one."""
+        return self.answering == 0
 
-    async def reserve(self, size: int, max_inflight: int) -> None:
-        while self.inflight and self.inflight + size > max_inflight:
+    async def reserve(self, size: int, limits: Limits) -> None:
+        while self.inflight and (self.inflight + size > limits.max_inflight_bytes
+                                 or self.inflight_requests >= limits.max_inflight_requests):
             self.drained.clear()
             await self.drained.wait()
         await self.memory.reserve(size)
         self.inflight += size
+        self.inflight_requests += 1
 
-    def release(self, size: int) -> None:
+    def release(self, size: int, requests: int = 1) -> None:
         self.inflight -= size
+        self.inflight_requests -= requests
         self.memory.release(size)
         self.drained.set()
 
@@ -192,15 +216,24 @@ class KafkaServer:
     def connection_count(self) -> int:
         return len(self._connections)
 
+    @property
+    def requests_in_flight(self) -> int:
+        """Requests read and not yet answered, all connections."""
+        return sum(c.inflight_requests for c in self._connections)
+
     async def start(self) -> None:
         from .cluster import cluster_id_for
 
         config = BrokerConfig(host=self.host, port=self.port, **self.broker_options)
         self.broker = Broker(self.data_dir, config, self.cluster_id or cluster_id_for(self.data_dir))
         self._memory = _RequestMemory(self.limits.queued_max_request_bytes)
+        tls = self.security.ssl_context
+        # A TLS handshake gets the first request's deadline too (the connection is not
+        # admitted, so not counted against max_connections, until it completes).
+        handshake = {"ssl_handshake_timeout": self.limits.first_request_timeout_s} if tls else {}
         self._server = await asyncio.start_server(self._on_connection, self.host, self.port,
                                                   reuse_address=True, limit=_STREAM_LIMIT,
-                                                  backlog=1024, ssl=self.security.ssl_context)
+                                                  backlog=1024, ssl=tls, **handshake)
         self.port = self._server.sockets[0].getsockname()[1]
         config.port = self.port
         self.broker.start()
@@ -226,8 +259,8 @@ class KafkaServer:
 
     def _admit(self, writer: asyncio.StreamWriter) -> _Connection | None:
         """The one place a connection is accepted: when ``max_connections`` are open,
-        the connection idle the longest is closed to make room; with none idle, the
-        new one is refused."""
+        the idle connection (nothing to answer) inactive the longest is closed to make
+        room; with none idle, the new one is refused."""
         peer = writer.get_extra_info("peername")
         if len(self._connections) >= self.limits.max_connections:
             victim = min((c for c in self._connections if c.idle), key=lambda c: c.last_active,
@@ -236,7 +269,7 @@ class KafkaServer:
                 log.warning("refusing a connection from %s: %d connections open, none idle",
                             peer, len(self._connections))
                 return None
-            log.info("closing the connection from %s, idle %.1f s, to admit %s (%d connections open)",
+            log.info("closing the connection from %s, inactive %.1f s, to admit %s (%d connections open)",
                      victim.peer, _now() - victim.last_active, peer, len(self._connections))
             self._drop(victim)
         conn = _Connection(peer, asyncio.current_task(), self._memory)
@@ -275,7 +308,7 @@ class KafkaServer:
             except (asyncio.TimeoutError, asyncio.CancelledError, Exception):
                 writer_task.cancel()
             writer.close()
-            conn.release(conn.inflight)  # whatever was never answered goes back to the pool
+            conn.release(conn.inflight, conn.inflight_requests)  # never answered: back to the pool
 
     async def _read_request(self, conn: _Connection, reader: asyncio.StreamReader) -> tuple[bytes, int]:
         """The one place a request is read: its size prefix (within the first-request
@@ -288,14 +321,11 @@ class KafkaServer:
         else:
             deadline = _now() + limits.idle_timeout_s
             what = f"idle for {limits.idle_timeout_s:g} s"
-        conn.waiting = True
         conn.last_active = _now()
         try:
-            async with asyncio.timeout_at(deadline):
-                head = await reader.readexactly(4)
-        except TimeoutError:
+            head = await _before(deadline, reader.readexactly(4))
+        except asyncio.TimeoutError:
             raise TimeoutError(what) from None
-        conn.waiting = False
         size = int.from_bytes(head, "big", signed=True)
         if size < 8 or size > limits.max_frame_bytes:
             raise ProtocolError(f"frame size {size} outside 8..{limits.max_frame_bytes} bytes"
@@ -304,17 +334,19 @@ class KafkaServer:
         body_deadline = start + limits.request_read_timeout_s
         if conn.requests == 0:
             body_deadline = min(body_deadline, deadline)
+        async def reserve_and_read() -> bytes:
+            await conn.reserve(size, limits)
+            try:
+                return await _read_body(conn, reader, size)
+            except BaseException:
+                conn.release(size)
+                raise
+
         try:
-            async with asyncio.timeout_at(body_deadline):
-                await conn.reserve(size, limits.max_inflight_bytes)
-                try:
-                    body = await _read_body(reader, size)
-                except BaseException:
-                    conn.release(size)
-                    raise
-        except TimeoutError:
+            body = await _before(body_deadline, reserve_and_read())
+        except asyncio.TimeoutError:
             raise TimeoutError(f"a {size}-byte request did not arrive within "
-                               f"{body_deadline - _now() + limits.request_read_timeout_s:.0f} s") from None
+                               f"{body_deadline - start:g} s of its size") from None
         conn.requests += 1
         conn.last_active = _now()
         return body, size
@@ -324,12 +356,22 @@ class KafkaServer:
         host = conn.peer[0] if conn.peer else ""
         while not conn.closing:
             body, size = await self._read_request(conn, reader)
+            # One Fetch at a time per connection, as Kafka clients send them: a Fetch
+            # response can be as large as a stored batch, so pipelined Fetches must not
+            # each build one while the client is not reading.
+            fetch = not conn.security.expects_raw_token and int.from_bytes(body[:2], "big") == FETCH.key
             try:
+                if fetch:
+                    await conn.fetch_answered.wait()
+                    conn.fetch_answered.clear()
                 fut = self._handle(conn, body, host, broker)
             except BaseException:
+                if fetch:
+                    conn.fetch_answered.set()
                 conn.release(size)
                 raise
-            conn.pending.put_nowait((fut, size))
+            conn.answering += 1
+            conn.pending.put_nowait((fut, size, fetch))
 
     def _handle(self, conn: _Connection, body, host: str, broker: Broker) -> asyncio.Future:
         if conn.security.expects_raw_token:  # after SaslHandshake v0: a bare SASL token
@@ -359,23 +401,28 @@ class KafkaServer:
             item = await conn.pending.get()
             if item is None:
                 return
-            fut, size = item
+            fut, size, fetch = item
             try:
                 data = await fut
             except Exception:
                 log.exception("request handler failed; closing the connection from %s", conn.peer)
                 conn.closing = True
+                conn.answering -= 1
                 conn.release(size)
+                conn.fetch_answered.set()
                 writer.close()
                 return
             if data is not None:
                 writer.write(data)
-                if conn.pending.empty():
+                if conn.pending.empty() or writer.transport.get_write_buffer_size() > _STREAM_LIMIT:
                     await writer.drain()
+            conn.answering -= 1
             conn.release(size)
+            if fetch:
+                conn.fetch_answered.set()
 
 
-async def _read_body(reader: asyncio.StreamReader, size: int) -> bytes | bytearray:
+async def _read_body(conn: _Connection, reader: asyncio.StreamReader, size: int) -> bytes | bytearray:
     if size <= _STREAM_LIMIT:
         return await reader.readexactly(size)
     body = bytearray(size)
@@ -387,11 +434,18 @@ async def _read_body(reader: asyncio.StreamReader, size: int) -> bytes | bytearr
             raise asyncio.IncompleteReadError(b"", size)
         view[got:got + len(chunk)] = chunk
         got += len(chunk)
+        conn.last_active = _now()
     return body
 
 
 def _now() -> float:
     return asyncio.get_running_loop().time()
+
+
+async def _before(deadline: float, awaitable):
+    """Await ``awaitable`` until ``deadline`` (on ``_now()``'s clock), else raise
+    asyncio.TimeoutError (``asyncio.timeout_at`` needs Python 3.11)."""
+    return await asyncio.wait_for(awaitable, max(0.0, deadline - _now()))
 
 
 def _done(value) -> asyncio.Future:

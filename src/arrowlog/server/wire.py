@@ -107,12 +107,16 @@ class Reader:
         n = self.length(flexible, True)
         if n > self.remaining():
             raise ProtocolError(f"array of {n} elements is longer than the request")
-        if n > 0 and self.max_elements is not None:
+        if n > 0:
+            self._count(n)
+        return n
+
+    def _count(self, n: int) -> None:
+        if self.max_elements is not None:
             self.elements += n
             if self.elements > self.max_elements:
                 raise ProtocolError(f"request has more than {self.max_elements} array elements "
                                     "(the server's max_request_elements limit): split it")
-        return n
 
     def string(self, flexible: bool) -> str | None:
         n = self.length(flexible, False)
@@ -131,9 +135,14 @@ class Reader:
         return bytes(self.raw(16))
 
     def skip_tags(self) -> None:
-        for _ in range(self.uvarint()):
-            self.uvarint()
-            self.raw(self.uvarint())
+        n = self.uvarint()
+        if n:
+            if n > self.remaining():  # every tagged field takes at least two bytes
+                raise ProtocolError(f"{n} tagged fields are longer than the request")
+            self._count(n)
+            for _ in range(n):
+                self.uvarint()
+                self.raw(self.uvarint())
 
 
 class Writer:

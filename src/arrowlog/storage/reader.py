@@ -51,12 +51,12 @@ class RangeReader:
     __slots__ = ("log", "position", "end", "whole_frames", "check_crc", "on_gap")
 
     def __init__(self, log: PartitionLog, position: int, end: int | None = None, *, whole_frames: bool = False,
-                 check_crc: bool = False, on_gap: GapHandler = skip_gap):
+                 check_crc: bool | None = None, on_gap: GapHandler = skip_gap):
         self.log = log
         self.position = position  # the next offset to return
         self.end = end
         self.whole_frames = whole_frames
-        self.check_crc = check_crc
+        self.check_crc = check_crc  # None: the log's own setting (CRCs checked by default)
         self.on_gap = on_gap
 
     @property
