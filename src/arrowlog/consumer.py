@@ -33,6 +33,7 @@ from ._callbacks import ClientCallbacks
 from ._location import location_of, open_data_dir, split_config, wants_kafka
 from ._native import core
 from ._types import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED, TopicPartition
+from .convert import to_epoch_ms
 from .errors import (
     ArrowlogError,
     ConfigError,
@@ -44,7 +45,6 @@ from .errors import (
     UnknownPartitionError,
     UnknownTopicError,
 )
-from .producer import to_epoch_ms
 from .storage.reader import RangeReader, wait_for_data
 
 

@@ -24,9 +24,10 @@ import numpy as np
 import pyarrow as pa
 
 from ._optional import require
+from .convert import kafka_columns
 from .errors import ConfigError, KafkaException, UnknownTopicError
 from .replay import Replay, resolve_position
-from .schema import HEADERS_TYPE, REPLAY_SCHEMA, TIMESTAMP_TYPE
+from .schema import REPLAY_SCHEMA
 
 if TYPE_CHECKING:
     import confluent_kafka as ck
@@ -155,32 +156,13 @@ class KafkaReplay(Replay):
         consumer.unassign()
 
     def _build(self, p: int, msgs: list, wanted: set) -> pa.RecordBatch:
-        n = len(msgs)
-        cols: dict[str, pa.Array] = {}
+        cols = kafka_columns(msgs, wanted)
         if "partition" in wanted:
-            cols["partition"] = pa.array(np.full(n, p, dtype=np.int32))
-        if "offset" in wanted:
-            cols["offset"] = pa.array([m.offset() for m in msgs], type=pa.int64())
-        if "timestamp" in wanted:
-            cols["timestamp"] = pa.array([m.timestamp()[1] for m in msgs], type=pa.int64()).cast(TIMESTAMP_TYPE)
-        if "key" in wanted:
-            cols["key"] = pa.array([m.key() for m in msgs], type=pa.binary())
-        if "value" in wanted:
-            cols["value"] = pa.array([m.value() for m in msgs], type=pa.binary())
-        if "headers" in wanted:
-            cols["headers"] = headers_array([m.headers() for m in msgs])
+            cols["partition"] = pa.array(np.full(len(msgs), p, dtype=np.int32))
         return pa.RecordBatch.from_arrays([cols[name] for name in self._raw_schema.names], schema=self._raw_schema)
 
     def __repr__(self) -> str:
         return f"<KafkaReplay {self.topic} partitions={self.partitions} records={self.num_records}>"
-
-
-def headers_array(rows: list) -> pa.Array:
-    """confluent-kafka headers (None or [(key, value)]) as Arrow."""
-    if not any(rows):
-        return pa.nulls(len(rows), HEADERS_TYPE)
-    return pa.array([None if h is None else [{"key": k, "value": v} for k, v in h] for h in rows],
-                    type=HEADERS_TYPE)
 
 
 def kafka_replay(where: str, topic: str, start: Any = "beginning", end: Any = "end",
@@ -195,4 +177,4 @@ def kafka_replay(where: str, topic: str, start: Any = "beginning", end: Any = "e
                        value_schema=value_schema)
 
 
-__all__ = ["KafkaReplay", "kafka_replay", "headers_array"]
+__all__ = ["KafkaReplay", "kafka_replay"]

@@ -48,6 +48,7 @@ import numpy as np
 import pyarrow as pa
 
 from ._location import is_kafka, local_path
+from .convert import kafka_batch
 from .errors import ArrowlogError, ConfigError, UnknownTopicError
 from .storage import LogDir
 from .storage.files import write_json_atomic
@@ -244,7 +245,6 @@ class KafkaSource:
 
     def read(self, timeout: float) -> list[Chunk]:
         from .kafka_backend import ck
-        from .kafka_replay import headers_array
         msgs = self.consumer.consume(FETCH_RECORDS, timeout) if self.positions else []
         groups: dict[Key, list] = {}
         for m in msgs:
@@ -261,11 +261,7 @@ class KafkaSource:
                 self._retrying(f"mirror: source {m.topic()}-{m.partition()}: {err.str()} (retrying)")
         out = []
         for (topic, p), ms in groups.items():
-            ts = pa.array([m.timestamp()[1] for m in ms], type=pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
-            batch = pa.RecordBatch.from_arrays(
-                [ts, pa.array([m.key() for m in ms], type=pa.binary()),
-                 pa.array([m.value() for m in ms], type=pa.binary()), headers_array([m.headers() for m in ms])],
-                names=["timestamp", "key", "value", "headers"])
+            batch = kafka_batch(ms)
             offsets = np.fromiter((m.offset() for m in ms), dtype=np.int64, count=len(ms))
             nxt = int(offsets[-1]) + 1
             self.positions[(topic, p)] = nxt

@@ -1,0 +1,115 @@
+"""The package's import structure: no circle at import time, and the shared
+layers (schema, conversions, errors, storage) never reach up into a client."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import arrowlog
+
+PKG = Path(arrowlog.__file__).resolve().parent
+CLIENTS = {"arrowlog.producer", "arrowlog.consumer", "arrowlog.replay", "arrowlog.kafka_backend",
+           "arrowlog.kafka_replay", "arrowlog.asyncio", "arrowlog.mirror", "arrowlog.dataset"}
+# modules every layer may use: they must not import a client, not even lazily
+SHARED = ["arrowlog.schema", "arrowlog.convert", "arrowlog.errors", "arrowlog._types", "arrowlog._json",
+          "arrowlog._callbacks", "arrowlog.config"]
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(PKG.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def resolve(node: ast.ImportFrom | ast.Import, current: str, is_pkg: bool) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    base = current.split(".") if is_pkg else current.split(".")[:-1]
+    if node.level:
+        base = base[:len(base) - (node.level - 1)]
+        prefix = ".".join(base + ([node.module] if node.module else []))
+    else:
+        prefix = node.module or ""
+    return [prefix] + [f"{prefix}.{a.name}" for a in node.names]
+
+
+def imports(path: Path, *, lazy: bool) -> set[str]:
+    """The arrowlog modules ``path`` imports: at import time only (module
+    level, TYPE_CHECKING blocks left out), or anywhere (``lazy``)."""
+    tree = ast.parse(path.read_text())
+    current, is_pkg = module_name(path), path.name == "__init__.py"
+    found: set[str] = set()
+
+    def visit(node: ast.AST, top: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                continue
+            if isinstance(child, (ast.Import, ast.ImportFrom)) and (top or lazy):
+                found.update(n for n in resolve(child, current, is_pkg) if n.startswith("arrowlog"))
+            nested = isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            visit(child, top and not nested)
+
+    visit(tree, True)
+    known = {module_name(p) for p in PKG.rglob("*.py")}
+    return {n for n in found if n in known and n != current}
+
+
+def graph(lazy: bool) -> dict[str, set[str]]:
+    return {module_name(p): imports(p, lazy=lazy) for p in PKG.rglob("*.py")}
+
+
+def test_no_import_circle_at_import_time():
+    g = graph(lazy=False)
+    done: set[str] = set()
+
+    def walk(node: str, path: list[str]) -> None:
+        if node in path:
+            cycle = path[path.index(node):] + [node]
+            # a package importing its own submodules (arrowlog/__init__ re-exports) is not a circle
+            if not all(m == cycle[0] or m.startswith(cycle[0] + ".") for m in cycle) and \
+                    not any(b.startswith(a + ".") for a, b in zip(cycle, cycle[1:])):
+                pytest.fail("import circle: " + " -> ".join(cycle))
+            return
+        if node in done:
+            return
+        for nxt in sorted(g.get(node, ())):
+            walk(nxt, path + [node])
+        done.add(node)
+
+    for name in sorted(g):
+        walk(name, [])
+
+
+@pytest.mark.parametrize("shared", SHARED)
+def test_shared_modules_never_import_a_client(shared):
+    path = PKG.parent.joinpath(*shared.split(".")).with_suffix(".py")
+    assert not imports(path, lazy=True) & CLIENTS
+
+
+def test_storage_never_imports_a_client():
+    for path in (PKG / "storage").glob("*.py"):
+        assert not imports(path, lazy=True) & CLIENTS, path.name
+
+
+def test_the_kafka_client_does_not_import_the_local_producer_or_replay():
+    """The old circle ran producer -> kafka_backend -> kafka_replay -> replay -> producer."""
+    assert not imports(PKG / "kafka_backend.py", lazy=True) & {"arrowlog.producer", "arrowlog.replay",
+                                                                "arrowlog.kafka_replay"}
+    assert "arrowlog.producer" not in imports(PKG / "replay.py", lazy=True)
+    assert "arrowlog.producer" not in imports(PKG / "consumer.py", lazy=True)
+
+
+def test_each_client_and_shared_module_imports_on_its_own():
+    """Imported first, in a fresh interpreter, each of them works (an import
+    circle that only bites in some order fails here)."""
+    for module in sorted(CLIENTS | set(SHARED) | {"arrowlog.storage.reader"}):
+        r = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True,
+                           cwd=str(PKG.parent))
+        assert r.returncode == 0, f"import {module}: {r.stderr}"
