@@ -50,8 +50,8 @@ from ._json import parse_json_values
 from ._location import is_kafka, local_path
 from ._native.core import murmur2_partition
 from ._optional import require
+from .backends.local.replay import READ_BYTES, VALUE_FORMATS, Replay, _JsonValues
 from .errors import ArrowlogError, ConfigError, OffsetOutOfRangeError
-from .replay import READ_BYTES, VALUE_FORMATS, Replay, _JsonValues
 from .storage import LogDir
 
 _ENVELOPE = ("offset", "timestamp", "key")  # batch columns 0..2; value is 3, headers 4

@@ -82,7 +82,7 @@ class MirrorError(ArrowlogError):
 def _ident(where: str) -> str:
     """A stable name for one side: an absolute path or a kafka:// list."""
     if is_kafka(where):
-        from .kafka_backend import bootstrap_servers
+        from .backends.kafka.client import bootstrap_servers
         return "kafka://" + bootstrap_servers(where)
     return os.path.abspath(local_path(where))
 
@@ -214,14 +214,14 @@ class KafkaSource:
     """A Kafka cluster as a mirror source (one consumer, no group)."""
 
     def __init__(self, where: str, config: dict):
-        from .kafka_backend import KafkaConsumer, kafka_config
+        from .backends.kafka.client import KafkaConsumer, kafka_config
         self.conf = kafka_config({"log.dir": where, **config}, what="mirror source")
         self.consumer = KafkaConsumer({**self.conf, "auto.offset.reset": "earliest", "enable.partition.eof": True})
         self.positions: dict[Key, int] = {}
         self._last_retry: tuple[str, float] = ("", 0.0)
 
     def topics(self, match: Callable[[str], bool]) -> dict[str, tuple[int, dict]]:
-        from .kafka_backend import topic_config, topic_partitions
+        from .backends.kafka.client import topic_config, topic_partitions
         return {name: (n, topic_config(self.conf, name, CARRIED_CONFIG))
                 for name, n in topic_partitions(self.conf, match).items()}
 
@@ -244,7 +244,7 @@ class KafkaSource:
             self._last_retry = (line, now)
 
     def read(self, timeout: float) -> list[Chunk]:
-        from .kafka_backend import ck
+        from .backends.kafka.client import ck
         msgs = self.consumer.consume(FETCH_RECORDS, timeout) if self.positions else []
         groups: dict[Key, list] = {}
         for m in msgs:
@@ -314,7 +314,7 @@ class KafkaSink:
     partitions; flush() waits for every acknowledgement."""
 
     def __init__(self, where: str, config: dict):
-        from .kafka_backend import KafkaConsumer, ck, kafka_config, new_client
+        from .backends.kafka.client import KafkaConsumer, ck, kafka_config, new_client
         self.conf = kafka_config({"log.dir": where, **config}, what="mirror destination")
         self.consumer = KafkaConsumer(dict(self.conf))  # first: fails fast when the cluster is unreachable
         self.producer = new_client(ck.Producer, {**self.conf, "enable.idempotence": True, "acks": "all",
@@ -322,7 +322,7 @@ class KafkaSink:
         self.errors: list[str] = []
 
     def ensure_topic(self, topic: str, partitions: int, config: dict) -> None:
-        from .kafka_backend import create_topic, topic_partitions
+        from .backends.kafka.client import create_topic, topic_partitions
         have = topic_partitions(self.conf, lambda name: name == topic).get(topic)
         if have is None:
             create_topic(self.conf, topic, partitions, config, exist_ok=True)

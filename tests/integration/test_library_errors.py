@@ -73,7 +73,7 @@ def test_a_bad_record_that_slips_past_produce_fails_alone_through_its_report(dat
     """The safety net behind produce()'s check: if a record that does not
     convert ever reaches a batch, only it fails (its own delivery report,
     INVALID_RECORD) and its neighbours are appended."""
-    import arrowlog.producer as producer_module
+    import arrowlog.backends.local.producer as producer_module
     monkeypatch.setattr(producer_module, "record_validator", lambda topic, schema: (lambda value: None))
     topic = typed_topic(data_dir)
     reports = []
@@ -126,7 +126,7 @@ def test_produce_and_produce_batch_agree_on_every_edge_case(tmp_path):
 
 def test_bootstrap_servers_means_a_cluster_and_creates_no_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    from arrowlog.kafka_backend import KafkaProducer
+    from arrowlog.backends.kafka.client import KafkaProducer
     p = Producer({"bootstrap.servers": "127.0.0.1:1"})
     assert isinstance(p, KafkaProducer)
     p.close()

@@ -42,7 +42,7 @@ def kafka(tmp_path_factory):
 def new_topic(where: str, partitions: int, prefix: str = "m") -> str:
     name = f"{prefix}-{uuid.uuid4().hex[:10]}"
     if where.startswith("kafka://"):
-        from arrowlog.kafka_backend import create_topic, kafka_config
+        from arrowlog.backends.kafka.client import create_topic, kafka_config
         create_topic(kafka_config({"log.dir": where}, what="test"), name, partitions)
     else:
         with LogDir(where) as d:

@@ -13,11 +13,12 @@ import pytest
 import arrowlog
 
 PKG = Path(arrowlog.__file__).resolve().parent
-CLIENTS = {"arrowlog.producer", "arrowlog.consumer", "arrowlog.replay", "arrowlog.kafka_backend",
-           "arrowlog.kafka_replay", "arrowlog.asyncio", "arrowlog.mirror", "arrowlog.dataset"}
+LOCAL = {"arrowlog.backends.local.producer", "arrowlog.backends.local.consumer", "arrowlog.backends.local.replay"}
+KAFKA = {"arrowlog.backends.kafka.client", "arrowlog.backends.kafka.replay"}
+CLIENTS = LOCAL | KAFKA | {"arrowlog.asyncio", "arrowlog.mirror", "arrowlog.dataset"}
 # modules every layer may use: they must not import a client, not even lazily
 SHARED = ["arrowlog.schema", "arrowlog.convert", "arrowlog.errors", "arrowlog._types", "arrowlog._json",
-          "arrowlog._callbacks", "arrowlog.config"]
+          "arrowlog._callbacks", "arrowlog.config", "arrowlog.backends"]
 
 
 def module_name(path: Path) -> str:
@@ -89,7 +90,8 @@ def test_no_import_circle_at_import_time():
 
 @pytest.mark.parametrize("shared", SHARED)
 def test_shared_modules_never_import_a_client(shared):
-    path = PKG.parent.joinpath(*shared.split(".")).with_suffix(".py")
+    path = PKG.parent.joinpath(*shared.split("."))
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
     assert not imports(path, lazy=True) & CLIENTS
 
 
@@ -98,12 +100,32 @@ def test_storage_never_imports_a_client():
         assert not imports(path, lazy=True) & CLIENTS, path.name
 
 
-def test_the_kafka_client_does_not_import_the_local_producer_or_replay():
+def test_the_kafka_client_does_not_import_the_local_backend():
     """The old circle ran producer -> kafka_backend -> kafka_replay -> replay -> producer."""
-    assert not imports(PKG / "kafka_backend.py", lazy=True) & {"arrowlog.producer", "arrowlog.replay",
-                                                                "arrowlog.kafka_replay"}
-    assert "arrowlog.producer" not in imports(PKG / "replay.py", lazy=True)
-    assert "arrowlog.producer" not in imports(PKG / "consumer.py", lazy=True)
+    kafka = PKG / "backends" / "kafka"
+    assert not imports(kafka / "client.py", lazy=True) & (LOCAL | {"arrowlog.backends.kafka.replay"})
+    # kafka's replay is a Replay (local.replay's base class), nothing more of the local backend
+    assert imports(kafka / "replay.py", lazy=True) & LOCAL == {"arrowlog.backends.local.replay"}
+    local = PKG / "backends" / "local"
+    assert "arrowlog.backends.local.producer" not in imports(local / "replay.py", lazy=True)
+    assert "arrowlog.backends.local.producer" not in imports(local / "consumer.py", lazy=True)
+
+
+def test_both_backends_implement_the_one_interface():
+    from arrowlog.backends import ConsumerBackend, ProducerBackend, ReplayBackend
+    from arrowlog.backends.kafka.client import KafkaConsumer, KafkaProducer
+    from arrowlog.backends.kafka.replay import KafkaReplay
+    from arrowlog.backends.local.consumer import Consumer
+    from arrowlog.backends.local.producer import Producer
+    from arrowlog.backends.local.replay import Replay
+
+    for interface, classes in ((ProducerBackend, (Producer, KafkaProducer)), (ConsumerBackend, (Consumer, KafkaConsumer)),
+                               (ReplayBackend, (Replay, KafkaReplay))):
+        wanted = [n for n, v in vars(interface).items()
+                  if (callable(v) or isinstance(v, property)) and (not n.startswith("_") or n == "__iter__")]
+        for cls in classes:
+            missing = [n for n in wanted if not hasattr(cls, n)]
+            assert not missing, f"{cls.__qualname__} lacks {missing} of {interface.__name__}"
 
 
 def test_each_client_and_shared_module_imports_on_its_own():

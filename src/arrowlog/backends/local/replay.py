@@ -37,13 +37,13 @@ from typing import Any, Iterator
 import numpy as np
 import pyarrow as pa
 
-from ._json import parse_json_values
-from ._location import is_kafka, local_path
-from ._optional import require
-from .convert import to_epoch_ms
-from .errors import ConfigError
-from .storage import LogDir
-from .storage.reader import RangeReader
+from ..._json import parse_json_values
+from ..._location import is_kafka, local_path
+from ..._optional import require
+from ...convert import to_epoch_ms
+from ...errors import ConfigError
+from ...storage import LogDir
+from ...storage.reader import RangeReader
 
 # Bytes asked of a partition per read: many frames per call keeps the Python
 # overhead per frame small; the frames themselves are zero-copy views.
@@ -372,7 +372,7 @@ def replay(log: Any, topic: str, start: Any = "beginning", end: Any = "end", par
         return Replay(log, topic, start, end, partitions, columns, **fmt)
     where = os.fspath(log)
     if is_kafka(where):
-        from .kafka_replay import kafka_replay  # the kafka:// implementation
+        from ..kafka.replay import kafka_replay  # the kafka:// implementation
         return kafka_replay(where, topic, start, end, partitions, columns, **fmt, **kafka_config)
     if kafka_config:
         raise ConfigError(f"unexpected keyword(s) {sorted(kafka_config)} for an embedded log")

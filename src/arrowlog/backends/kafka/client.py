@@ -39,10 +39,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pyarrow as pa
 
-from ._optional import require
-from ._types import OFFSET_INVALID, TopicPartition
-from .convert import binary_array, to_epoch_ms
-from .errors import (
+from ..._optional import require
+from ..._types import OFFSET_INVALID, TopicPartition
+from ...convert import binary_array, to_epoch_ms
+from ...errors import (
     ArrowlogError,
     ConfigError,
     KafkaError,

@@ -28,13 +28,13 @@ import collections
 import time
 from typing import Any, Iterator
 
-from . import config as _config
-from ._callbacks import ClientCallbacks
-from ._location import location_of, open_data_dir, split_config, wants_kafka
-from ._native import core
-from ._types import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED, TopicPartition
-from .convert import to_epoch_ms
-from .errors import (
+from ... import config as _config
+from ..._callbacks import ClientCallbacks
+from ..._location import location_of, open_data_dir, split_config, wants_kafka
+from ..._native import core
+from ..._types import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED, TopicPartition
+from ...convert import to_epoch_ms
+from ...errors import (
     ArrowlogError,
     ConfigError,
     InvalidArgumentError,
@@ -45,7 +45,7 @@ from .errors import (
     UnknownPartitionError,
     UnknownTopicError,
 )
-from .storage.reader import RangeReader, wait_for_data
+from ...storage.reader import RangeReader, wait_for_data
 
 
 class _Fetch:
@@ -81,7 +81,7 @@ class Consumer:
     def __new__(cls, config: Any = None, /, **kwargs: Any):
         given, kw, kafka = wants_kafka(config, kwargs)
         if cls is Consumer and kafka:
-            from .kafka_backend import KafkaConsumer
+            from ..kafka.client import KafkaConsumer
             return KafkaConsumer(given, **kw)
         return super().__new__(cls)
 
@@ -108,7 +108,7 @@ class Consumer:
         self._closed = False
         self._group = None
         if conf["group.id"] is not None:
-            from .groups import GroupMember
+            from ...groups import GroupMember
             self._group = GroupMember(self, self._log, conf)
             if self._on_commit is not None:
                 self._report_commits(self._group)
@@ -143,7 +143,7 @@ class Consumer:
             raise self._group_files_error(exc) from exc
 
     def _group_files_error(self, exc: OSError) -> ArrowlogError:
-        from .storage.files import storage_error
+        from ...storage.files import storage_error
         return storage_error(exc, f"consumer group {self.config['group.id']!r} cannot use its files in "
                                   f"{self._log.groups_dir} (a group consumer writes its membership and offsets "
                                   "there; assign() without group.id only reads)")
@@ -483,7 +483,7 @@ class Consumer:
         return self._group.member_id if self._group is not None else None
 
     def list_topics(self, topic: str | None = None, timeout: float = -1):
-        from .admin import cluster_metadata
+        from ...admin import cluster_metadata
         return cluster_metadata(self._log, topic)
 
     def close(self) -> None:

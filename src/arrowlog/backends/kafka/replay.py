@@ -1,7 +1,7 @@
 """``replay("kafka://...", topic, start, end)``: a range of a Kafka topic as Arrow.
 
 The range is resolved once, when the replay is made, exactly as the
-embedded log resolves it (``arrowlog.replay.resolve_position``): watermarks
+embedded log resolves it (``arrowlog.backends.local.replay.resolve_position``): watermarks
 for 'beginning'/'end', ``offsets_for_times`` for times. Each stream over
 the replay then opens its own consumer (no group membership, nothing
 committed) and reads the partitions one after another, so rows come in the
@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 import pyarrow as pa
 
-from ._optional import require
-from .convert import kafka_columns
-from .errors import ConfigError, KafkaException, UnknownTopicError
-from .replay import Replay, resolve_position
-from .schema import REPLAY_SCHEMA
+from ..._optional import require
+from ...convert import kafka_columns
+from ...errors import ConfigError, KafkaException, UnknownTopicError
+from ...schema import REPLAY_SCHEMA
+from ..local.replay import Replay, resolve_position
 
 if TYPE_CHECKING:
     import confluent_kafka as ck
@@ -57,7 +57,7 @@ class _PartitionView:
 
 
 def _tp(topic: str, partition: int, offset: int = ck.OFFSET_INVALID) -> Any:
-    from ._types import TopicPartition
+    from ..._types import TopicPartition
     return TopicPartition(topic, partition, offset)
 
 
@@ -73,7 +73,7 @@ class KafkaReplay(Replay):
     def __init__(self, config: dict, topic: str, start: Any = "beginning", end: Any = "end",
                  partitions: list[int] | None = None, columns: list[str] | None = None, *,
                  value_format: str = "binary", value_schema: pa.Schema | None = None):
-        from .kafka_backend import KafkaConsumer
+        from .client import KafkaConsumer
         self._config = config
         self.topic = topic
         columns = self._value_format(value_format, value_schema, columns, typed=False)
@@ -85,7 +85,7 @@ class KafkaReplay(Replay):
             self.partitions = list(range(count)) if partitions is None else [int(p) for p in partitions]
             bad = [p for p in self.partitions if not 0 <= p < count]
             if bad:
-                from .errors import UnknownPartitionError
+                from ...errors import UnknownPartitionError
                 raise UnknownPartitionError(f"topic {topic!r} has partitions 0..{count - 1}; there is no {bad[0]}")
             self.ranges: dict[int, tuple[int, int]] = {}
             for p in self.partitions:
@@ -114,7 +114,7 @@ class KafkaReplay(Replay):
         todo = [(p, lo, hi) for p, (lo, hi) in self.ranges.items() if hi > lo]
         if not todo:
             return
-        from .kafka_backend import new_client
+        from .client import new_client
         consumer = new_client(ck.Consumer, self._consumer_config(), "replay", probe=False)
         try:
             for p, lo, hi in todo:
@@ -171,7 +171,7 @@ def kafka_replay(where: str, topic: str, start: Any = "beginning", end: Any = "e
                  **kafka_config: Any) -> KafkaReplay:
     """``arrowlog.replay()`` for a ``kafka://`` location; extra keywords are
     librdkafka config keys (``security_protocol="SSL"``...)."""
-    from .kafka_backend import kafka_config as merge
+    from .client import kafka_config as merge
     conf = merge({"bootstrap.servers": where}, kafka_config, what="replay")
     return KafkaReplay(conf, topic, start, end, partitions, columns, value_format=value_format,
                        value_schema=value_schema)

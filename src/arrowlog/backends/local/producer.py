@@ -43,12 +43,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import config as _config
-from ._callbacks import ClientCallbacks
-from ._location import location_of, open_data_dir, split_config, wants_kafka
-from ._native import core
-from .convert import binary_array, first_bad_row, record_validator, shown, to_epoch_ms, typed_values
-from .errors import (
+from ... import config as _config
+from ..._callbacks import ClientCallbacks
+from ..._location import location_of, open_data_dir, split_config, wants_kafka
+from ..._native import core
+from ...convert import binary_array, first_bad_row, record_validator, shown, to_epoch_ms, typed_values
+from ...errors import (
     ArrowlogError,
     InvalidArgumentError,
     InvalidRecordError,
@@ -59,8 +59,8 @@ from .errors import (
     UnknownPartitionError,
     UnknownTopicError,
 )
-from .schema import HEADERS_TYPE, PRODUCE_SCHEMA, TIMESTAMP_TYPE
-from .storage import validate_topic_name
+from ...schema import HEADERS_TYPE, PRODUCE_SCHEMA, TIMESTAMP_TYPE
+from ...storage import validate_topic_name
 
 # The linger thread looks for due batches this often while the producer is
 # busy, and goes idle after this many looks find nothing (see
@@ -139,7 +139,7 @@ class Producer(core.ProducerCore):
     def __new__(cls, config: Any = None, /, **kwargs: Any):
         given, kw, kafka = wants_kafka(config, kwargs)
         if cls is Producer and kafka:
-            from .kafka_backend import KafkaProducer
+            from ..kafka.client import KafkaProducer
             return KafkaProducer(given, **kw)
         return super().__new__(cls)
 
@@ -629,7 +629,7 @@ class Producer(core.ProducerCore):
         return arr
 
     def list_topics(self, topic: str | None = None, timeout: float = -1):
-        from .admin import cluster_metadata
+        from ...admin import cluster_metadata
         return cluster_metadata(self._log, topic)
 
     def close(self, timeout: float | None = -1) -> None:
