@@ -29,10 +29,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .._native import core
-from ..errors import ArrowlogError, ConfigError, OffsetOutOfRangeError
+from ..errors import ArrowlogError, ConfigError
 from ..groups.admin import GroupAdmin, GroupDescription, MemberDescription, PartitionLag
 from ..groups.store import UnknownGroupError
 from ..metrics import lag_seconds, server_groups
+from ..storage.reader import RangeReader
 
 # Rows on one page of the message browser, and the most a request may ask for.
 PAGE_ROWS = 20
@@ -251,24 +252,13 @@ class Browser:
             start = high - rows
         start = min(max(start, low), high)
         found: list[Row] = []
-        pos = start
-        while len(found) < rows and pos < high:
-            try:
-                frames = pl.read(pos, READ_BYTES)
-            except OffsetOutOfRangeError:  # retention removed it meanwhile
-                low, high = pl.watermarks()
-                pos = max(pos, low)
-                continue
+        reader = RangeReader(pl, start, min(start + rows, high))
+        while not reader.done:
+            frames = reader.read(READ_BYTES)
             if not frames:
                 break
             for fr in frames:
-                skip = max(0, pos - fr.base_offset)
-                take = min(fr.record_count - skip, rows - len(found))
-                if take > 0:
-                    found.extend(_rows(topic, partition, fr.batch.slice(skip, take)))
-                pos = fr.base_offset + skip + max(take, 0)
-                if len(found) >= rows:
-                    break
+                found.extend(_rows(topic, partition, fr.batch))
         nxt = found[-1].offset + 1 if found else start
         return Page(topic, partition, found, low, high, start,
                     prev=max(low, start - rows) if start > low else None,
@@ -299,23 +289,21 @@ class Browser:
         found: list[Row] = []
         deadline = time.monotonic() + budget_s
         scalar = pa.scalar(key, pa.binary())
-        while pos < high and len(found) < rows and time.monotonic() < deadline:
-            try:
-                frames = pl.read(pos, READ_BYTES)
-            except OffsetOutOfRangeError:
-                pos = max(pos, pl.log_start_offset)
-                continue
+        reader = RangeReader(pl, pos, high)
+        while not reader.done and len(found) < rows and time.monotonic() < deadline:
+            frames = reader.read(READ_BYTES)
             if not frames:
                 break
             for fr in frames:
-                skip = max(0, pos - fr.base_offset)
-                batch = fr.batch.slice(skip)
+                batch = fr.batch
                 hits = pc.indices_nonzero(pc.fill_null(pc.equal(batch.column("key"), scalar), False))
                 hits = hits.slice(0, rows - len(found))
                 found.extend(_rows(topic, partition, batch, hits))
-                pos = fr.base_offset + skip + (hits[-1].as_py() + 1 if len(found) >= rows else batch.num_rows)
+                pos = fr.base_offset + (hits[-1].as_py() + 1 if len(found) >= rows else batch.num_rows)
                 if len(found) >= rows:
                     break
+        if len(found) < rows:
+            pos = reader.position  # past a range retention deleted meanwhile, too
         note = f"key routed by murmur2 to partition {partition}; scanned offsets {first}..{pos - 1}"
         if pos < high and len(found) < rows:
             note += " (time budget reached: continue for the rest)"
