@@ -4,6 +4,7 @@ layers (schema, conversions, errors, storage) never reach up into a client."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -135,3 +136,15 @@ def test_each_client_and_shared_module_imports_on_its_own():
         r = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True,
                            cwd=str(PKG.parent))
         assert r.returncode == 0, f"import {module}: {r.stderr}"
+
+
+def test_no_lookup_scaffolding_left():
+    """Modules of the package import each other directly: no importlib
+    lookups of siblings, no signature probing of our own storage, and the
+    topic-name rule is written once (storage.validate_topic_name)."""
+    source = {p.relative_to(PKG).as_posix(): p.read_text() for p in PKG.rglob("*.py")}
+    # _optional.py imports optional third-party packages by name; nothing imports arrowlog that way
+    assert [p for p, s in source.items() if "importlib.import_module" in s] == ["_optional.py"]
+    assert not [p for p, s in source.items() if "inspect.signature" in s]
+    assert [p for p, s in source.items() if re.search(r"re\.compile\(r?\"\^?\[A-Za-z0-9._-\]\{1,249\}", s)] == \
+        ["storage/logdir.py"]

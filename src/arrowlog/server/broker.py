@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import inspect
 import logging
 import re
 import threading
@@ -73,7 +72,7 @@ def _sync_partitions(producers, partitions, metrics=None) -> None:
             if metrics:
                 metrics.fsync_done(time.perf_counter() - started)
         except (AE.ArrowlogError, OSError) as exc:  # e.g. its files deleted with the topic meanwhile
-            log.error("fsync of %s-%s failed: %s", getattr(pl, "topic", "?"), getattr(pl, "partition", "?"), exc)
+            log.error("fsync of %s-%s failed: %s", pl.topic, pl.partition, exc)
 
 
 def _read_checked(pl, offset: int, max_bytes: int) -> list:
@@ -178,9 +177,6 @@ class Broker:
         self._cache_bytes = 0
         self._flusher: asyncio.Task | None = None
         self._syncing: asyncio.Future | None = None
-        # The decoder already knows each batch's timestamp range; newer storage takes it.
-        from arrowlog.storage import PartitionLog
-        self._append_takes_timestamps = "min_timestamp" in inspect.signature(PartitionLog.append).parameters
         self.handlers = {
             18: self.api_versions, 3: self.metadata, 0: self.produce, 1: self.fetch,
             2: self.list_offsets, 10: self.find_coordinator, 11: self.join_group, 14: self.sync_group,
@@ -390,11 +386,8 @@ class Broker:
                 self.producers.begin(topic, index, b.producer_id, b.producer_epoch, b.base_sequence,
                                      b.record_count, expected)
                 try:
-                    if self._append_takes_timestamps:
-                        base = pl.append(b.records, min_timestamp=b.min_record_timestamp,
-                                         max_timestamp=b.max_record_timestamp)
-                    else:
-                        base = pl.append(b.records)
+                    base = pl.append(b.records, min_timestamp=b.min_record_timestamp,
+                                     max_timestamp=b.max_record_timestamp)
                 except OSError as exc:  # StorageError included
                     log.error("append to %s-%d failed: %s", topic, index, exc)
                     return {**fail, "error_code": E.KAFKA_STORAGE_ERROR, "error_message": str(exc)}
@@ -701,8 +694,8 @@ class Broker:
                 self._forget_cached(name)
                 self.producers.forget_topic(name)
                 self.offsets.delete_topic(name)
-                self._dirty = {pl for pl in self._dirty if getattr(pl, "topic", None) != name}
-                self._written = {pl for pl in self._written if getattr(pl, "topic", None) != name}
+                self._dirty = {pl for pl in self._dirty if pl.topic != name}
+                self._written = {pl for pl in self._written if pl.topic != name}
                 log.info("deleted topic %s", name)
             out.append({"name": name, "topic_id": self.store.topic_id(name or ""), "error_code": code,
                         "error_message": msg})
