@@ -148,3 +148,26 @@ def test_no_lookup_scaffolding_left():
     assert not [p for p, s in source.items() if "inspect.signature" in s]
     assert [p for p, s in source.items() if re.search(r"re\.compile\(r?\"\^?\[A-Za-z0-9._-\]\{1,249\}", s)] == \
         ["storage/logdir.py"]
+
+
+def test_the_native_producer_upcalls_are_declared_and_implemented():
+    """ProducerCore.produce (Cython) calls back into Python on its rare paths:
+    each upcall is declared on ProducerCore (the contract, raising
+    NotImplementedError) and implemented by arrowlog.Producer."""
+    from arrowlog._native import core
+    from arrowlog.backends.local.producer import Producer
+
+    pxi = (PKG.parents[1] / "_native" / "core" / "producer.pxi").read_text()
+    body = pxi[pxi.index("cdef class ProducerCore"):]
+    body = body[:body.index("\ncdef class ", 10)] if "\ncdef class " in body[10:] else body
+    own = set(re.findall(r"cdef [\w ]*?(_[a-z_]+)\(self", body))   # the core's cdef methods
+    upcalls = set(re.findall(r"self\.(_[a-z_]+)\(", body)) - own
+    args = {"_open_slot": ("t",), "_raise_closed": (), "_too_large": (None, 1), "_bad_partition": (None, 9),
+            "_coerce_timestamp": (0.5,), "_batch_full": (None, 0), "_first_in_batch": (None, 0)}
+    assert upcalls == set(args)
+    core_obj = core.ProducerCore()
+    for name in sorted(upcalls):
+        assert name in vars(core.ProducerCore), f"produce() calls self.{name}() that ProducerCore does not declare"
+        assert name in vars(Producer), f"arrowlog.Producer does not implement {name}()"
+        with pytest.raises(NotImplementedError):
+            getattr(core_obj, name)(*args[name])
