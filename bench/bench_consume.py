@@ -20,6 +20,7 @@ import sqlite3
 import time
 
 from . import datasets
+from .bench_replay import note_crc_costs
 from .datasets import NATS_STREAM, NATS_SUBJECT, REDIS_STREAM, TOPIC
 from .harness import Row
 
@@ -32,13 +33,19 @@ class Stalled(RuntimeError):
 
 
 # -- arrowlog ----------------------------------------------------------------------
-def arrowlog_consume(ctx, path: str, n: int, group: bool, check_crcs: bool = True) -> list[float]:
+def arrowlog_consume(ctx, path: str, n: int, group: bool, crc: str = "again") -> list[float]:
+    """Every record through a new Consumer per run, with the CRC check ``crc``:
+    again (frames checked by an earlier run in this process are remembered),
+    first (checked in each run, as in a new process) or off."""
     import arrowlog
+    from arrowlog.storage import segment
 
     runs = iter(range(1_000_000))
 
     def body(_):
-        conf = {"log.dir": path, "auto.offset.reset": "earliest", "check.crcs": check_crcs}
+        if crc == "first":
+            segment.forget_verified()
+        conf = {"log.dir": path, "auto.offset.reset": "earliest", "check.crcs": crc != "off"}
         if group:  # manual assignment needs no group; the group row joins one and commits
             conf.update({"group.id": f"bench-{next(runs)}", "enable.auto.commit": False})
         c = arrowlog.Consumer(conf)
@@ -175,12 +182,18 @@ def run(ctx) -> list[Row]:
         return datasets.arrowlog_dataset(ctx)
 
     wl = "consume everything"
-    add(ctx.row(Row("consume.all.arrowlog", wl, "arrowlog", "Consumer.consume(1000) loop, assigned partition (no group), len(value)",
+    add(ctx.row(Row("consume.all.arrowlog", wl, "arrowlog",
+                    "Consumer.consume(1000) loop, assigned partition (no group), len(value); CRC-32C on (the "
+                    "default): frames an earlier run in this process checked are not checked again",
                     records=n, nbytes=nb), lambda: arrowlog_consume(ctx, arrowlog_path(), n, group=False)))
+    add(ctx.row(Row("consume.all.arrowlog-firstread", wl, "arrowlog, first read",
+                    "the same loop, every frame's CRC-32C checked in each run (the process's memory of checked "
+                    "frames cleared first, as in a new process)", records=n, nbytes=nb),
+                lambda: arrowlog_consume(ctx, arrowlog_path(), n, group=False, crc="first")))
     add(ctx.row(Row("consume.all.arrowlog-nocrc", wl, "arrowlog, check.crcs=false",
-                    "the same loop without the CRC-32C check of each frame before its first read (the row above "
-                    "checks it, the default)", records=n, nbytes=nb),
-                lambda: arrowlog_consume(ctx, arrowlog_path(), n, group=False, check_crcs=False)))
+                    "the same loop without the CRC-32C check", records=n, nbytes=nb),
+                lambda: arrowlog_consume(ctx, arrowlog_path(), n, group=False, crc="off")))
+    note_crc_costs(ctx, rows[-3:])
     add(ctx.row(Row("consume.all.redis", wl, "Redis Streams", "XREAD COUNT 1000 loop", records=n, nbytes=nb),
                 lambda: redis_xread(ctx, n)))
     add(ctx.row(Row("consume.all.nats", wl, "NATS JetStream", "pull consumer fetch(1000), no acks",

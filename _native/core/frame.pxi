@@ -153,6 +153,12 @@ class CorruptFrame(Exception):
     ArrowlogError or truncates during recovery)."""
 
 
+cdef inline bint frame_crc_ok(const uint8_t *p, uint32_t body) noexcept nogil:
+    """The frame at ``p`` (header and ``body`` bytes) passes its CRC-32C."""
+    cdef uint32_t crc = arrowlog_crc32c(0, p + 4, C_FRAME_HEADER - 4)
+    return arrowlog_crc32c(crc, p + C_FRAME_HEADER, body) == load_u32(p)
+
+
 def scan_frames(MappedFile m, Py_ssize_t start, Py_ssize_t limit, int64_t expected_offset,
                 bint check_crc=True):
     """Walk frames from ``start`` while they are valid: magic, lengths within
@@ -163,7 +169,7 @@ def scan_frames(MappedFile m, Py_ssize_t start, Py_ssize_t limit, int64_t expect
     torn tail. Never allocates from a length field."""
     cdef Py_ssize_t pos = start
     cdef const uint8_t *p
-    cdef uint32_t body, count, crc
+    cdef uint32_t body, count
     cdef int64_t base
     cdef bint ok
     frames = []
@@ -179,9 +185,7 @@ def scan_frames(MappedFile m, Py_ssize_t start, Py_ssize_t limit, int64_t expect
             break
         if check_crc:
             with nogil:
-                crc = arrowlog_crc32c(0, p + 4, C_FRAME_HEADER - 4)
-                crc = arrowlog_crc32c(crc, p + C_FRAME_HEADER, body)
-                ok = crc == load_u32(p)
+                ok = frame_crc_ok(p, body)
             if not ok:
                 break
         frames.append((pos, base, count, load_i64(p + 32), C_FRAME_HEADER + body))
@@ -193,10 +197,36 @@ def scan_frames(MappedFile m, Py_ssize_t start, Py_ssize_t limit, int64_t expect
 def check_frame_crc(MappedFile m, Py_ssize_t position, Py_ssize_t limit):
     """True when the frame at ``position`` passes its CRC (``verify``)."""
     base, count, body, _, _ = read_frame_header(m, position, limit)
-    cdef uint32_t crc
+    cdef bint ok
     cdef const uint8_t *p = m.base + position
     cdef uint32_t n = body
     with nogil:
-        crc = arrowlog_crc32c(0, p + 4, C_FRAME_HEADER - 4)
-        crc = arrowlog_crc32c(crc, p + C_FRAME_HEADER, n)
-    return crc == load_u32(p)
+        ok = frame_crc_ok(p, n)
+    return ok
+
+
+def check_frame_crcs(MappedFile m, const int64_t[::1] positions, Py_ssize_t limit):
+    """Check the CRC-32C of the frames at ``positions`` (int64) in one pass
+    with the GIL released, so two threads can check two halves of a read
+    at once. Returns the index of the first frame that fails (or whose
+    header or body does not fit before ``limit``), or -1 when all pass."""
+    cdef Py_ssize_t i, pos, bad = -1, n = positions.shape[0]
+    cdef const uint8_t *p
+    cdef uint32_t body
+    if limit > m.capacity:
+        limit = m.capacity
+    with nogil:
+        for i in range(n):
+            pos = <Py_ssize_t>positions[i]
+            if pos < 0 or pos + C_FRAME_HEADER > limit:
+                bad = i
+                break
+            p = m.base + pos
+            body = load_u32(p + 16)
+            if body > C_MAX_FRAME_BODY or pos + C_FRAME_HEADER + <Py_ssize_t>body > limit:
+                bad = i
+                break
+            if not frame_crc_ok(p, body):
+                bad = i
+                break
+    return bad

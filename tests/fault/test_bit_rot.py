@@ -8,7 +8,10 @@ timestamps, body) of any segment; the whole log is then read through
 time (``offset_for_timestamp`` of every batch): each either raises
 CorruptRecordError naming the segment file, or returns exactly the records
 (offsets) that were written. 150 flips in the normal suite, 1,000
-with ARROWLOG_FAULT_LONG=1.
+with ARROWLOG_FAULT_LONG=1. The flips land in frames that earlier reads in
+this process already checked: each write moves the file's ctime, part of
+the key under which the process remembers checked frames
+(docs/DURABILITY.md), so every flip is checked again.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Readers take no lock: they read the published state under the seqlock and
 only look at data below it. Every loop is bounded by what is on disk, and
-each frame's CRC-32C is checked before its data is first handed out
-(docs/DURABILITY.md).
+each frame's CRC-32C is checked before its data is first handed out in the
+process (docs/DURABILITY.md; the memory of checked frames is in segment.py).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class ReadMixin:
         if seg is not None:
             seg.close()
         seg = Segment(self.directory, base, writable=False,
-                      capacity=self._capacity(end or 0) if active else None)
+                      capacity=self._capacity(end or 0) if active else None, generation=st["generation"])
         self._segments[base] = seg
         return seg
 
@@ -94,7 +94,7 @@ class ReadMixin:
         KIP-74 rule). [] when ``offset`` is at the high watermark.
 
         Each frame's CRC-32C is checked before its data is first handed out
-        by this log object (``check_crc``: None takes ``self.check_crcs``,
+        in this process (``check_crc``: None takes ``self.check_crcs``,
         True by default): bit rot is a CorruptRecordError naming the file
         and byte position, never data.
 
@@ -153,14 +153,27 @@ class ReadMixin:
                 seg.index_entries_on_disk()[0]
             position = seg.frame_position(offset, entries, end)
         while True:
-            while position < end:
-                base, count, min_ts, max_ts, size, batch = seg.read_frame(position, end, check_crc)
-                frames.append(Frame(base, count, min_ts, max_ts, size, batch))
-                position += size
-                total += size
-                if total >= max_bytes:
-                    self._hint = (base + count, seg.base_offset, position)
-                    return frames
+            # the headers first, then one CRC pass over the frames this
+            # process has not checked yet, then the batches
+            found = []
+            try:
+                while position < end and (total < max_bytes or not (frames or found)):  # KIP-74: one at least
+                    base, count, body, min_ts, max_ts = seg.frame_header(position, end)
+                    found.append((position, base, count, core.FRAME_HEADER_SIZE + body, min_ts, max_ts))
+                    position += core.FRAME_HEADER_SIZE + body
+                    total += core.FRAME_HEADER_SIZE + body
+            except CorruptRecordError:
+                if check_crc:  # a rotten length before it sent the walk astray: name that frame
+                    seg.check_crcs([f[:4] for f in found], end)
+                raise
+            if check_crc:
+                seg.check_crcs([f[:4] for f in found], end)
+            for pos, base, count, size, min_ts, max_ts in found:
+                frames.append(Frame(base, count, min_ts, max_ts, size,
+                                    seg.frame_batch(pos, size - core.FRAME_HEADER_SIZE, count)))
+            if total >= max_bytes and frames:
+                self._hint = (frames[-1].next_offset, seg.base_offset, position)
+                return frames
             nxt = frames[-1].next_offset if frames else offset
             if nxt >= st["next_offset"] or seg.base_offset == st["active_base_offset"]:
                 self._hint = (nxt, seg.base_offset, position)
@@ -205,8 +218,8 @@ class ReadMixin:
             try:
                 while position < end:
                     base, count, body, min_ts, max_ts = core.read_frame_header(seg.log, position, end)
-                    if check and position not in seg.verified:
-                        seg.check_crc(position, end, base, count)
+                    if check:
+                        seg.check_crcs([(position, base, count, core.FRAME_HEADER_SIZE + body)], end)
                     if max_ts >= timestamp and base + count > st["log_start_offset"]:
                         if min_ts >= timestamp:
                             idx = 0
@@ -218,7 +231,7 @@ class ReadMixin:
                                 self._sorted_frames.clear()
                             self._sorted_frames[key] = 1 if is_sorted else 0
                         else:
-                            ts_col = seg.read_frame(position, end)[5].column(1)
+                            ts_col = seg.frame_batch(position, body, count).column(1)
                             ts = np.frombuffer(ts_col.buffers()[1], dtype=np.int64, count=count,
                                                offset=ts_col.offset * 8)
                             idx = int(np.argmax(ts >= timestamp))

@@ -28,10 +28,15 @@ Durability: nothing here fsyncs on its own; PartitionLog.sync() does.
 
 from __future__ import annotations
 
+import bisect
 import errno
+import itertools
 import os
 import struct
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pyarrow as pa
 
 from .._native import core
@@ -66,6 +71,91 @@ COMPRESSION_NAMES = {0: None, 1: "zstd", 2: "lz4"}
 
 
 SEGMENT_EXTENSIONS = (".log", ".index", ".timeindex")
+
+# -- frames whose CRC-32C passed, remembered for the whole process ----------------
+#
+# The guarantee is "each frame is checked before its data is first handed out
+# in this process" (docs/DURABILITY.md): a second replay() or Consumer of an
+# unchanged segment, through any LogDir, does not pay the pass over the bytes
+# again. The memory is keyed by the file's identity (device, inode, ctime), the
+# segment's creation time from its checksummed header and the partition's
+# recovery generation: a segment rewritten under a new inode, written to
+# (ctime moves), recreated or recovered is a new key and is checked again. A
+# bit that flips in place after the check without touching the file's ctime
+# (rot on the medium under a cached page) is not seen again by reads in this
+# process; `arrowlog verify` always checks every byte.
+# Bounds: at most this many segments and about this many frame positions
+# (~50 bytes each) are remembered; the oldest segments are forgotten first.
+MAX_REMEMBERED_SEGMENTS = 4096
+MAX_REMEMBERED_FRAMES = 1 << 20
+_verified: dict[tuple, set[int]] = {}
+_verified_frames = 0
+_verified_lock = threading.Lock()
+
+
+def verified_frames(key: tuple) -> set[int]:
+    """The set of frame positions already checked in the segment ``key``
+    names (shared by every view of it in this process)."""
+    with _verified_lock:
+        seen = _verified.get(key)
+        if seen is None:
+            _make_room(1)
+            seen = _verified[key] = set()
+        return seen
+
+
+def remember_verified(key: tuple | None, seen: set[int], positions: list[int]) -> None:
+    """Add ``positions`` (frames that just passed) to ``seen``, the set
+    verified_frames(key) gave (or a view's own when ``key`` is None)."""
+    global _verified_frames
+    with _verified_lock:
+        before = len(seen)
+        seen.update(positions)
+        if key is not None and _verified.get(key) is seen:  # still remembered
+            _verified_frames += len(seen) - before
+            _make_room(0)
+
+
+def _make_room(segments: int) -> None:
+    """Forget the oldest segments until ``segments`` more fit and the frame
+    count is within bounds (the caller holds _verified_lock)."""
+    global _verified_frames
+    while _verified and (len(_verified) + segments > MAX_REMEMBERED_SEGMENTS
+                         or _verified_frames > MAX_REMEMBERED_FRAMES):
+        _verified_frames -= len(_verified.pop(next(iter(_verified))))
+    if not _verified:
+        _verified_frames = 0
+
+
+def forget_verified() -> None:
+    """Forget which frames passed their CRC in this process: the next read
+    of each frame checks it again, as a new process would."""
+    global _verified_frames
+    with _verified_lock:
+        _verified.clear()
+        _verified_frames = 0
+
+
+# A read with at least this many unchecked bytes checks its second half on a
+# helper thread (both halves run with the GIL released).
+PARALLEL_CRC_BYTES = 4 << 20
+_crc_pool: ThreadPoolExecutor | None = None
+
+
+def _crc_helper() -> ThreadPoolExecutor | None:
+    global _crc_pool
+    if _crc_pool is None and len(os.sched_getaffinity(0)) > 1:
+        _crc_pool = ThreadPoolExecutor(1, thread_name_prefix="arrowlog-crc")
+    return _crc_pool
+
+
+def _reset_after_fork() -> None:
+    global _crc_pool, _verified_lock
+    _crc_pool = None  # its thread did not survive the fork
+    _verified_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def segment_name(base_offset: int) -> str:
@@ -104,7 +194,8 @@ class Segment:
     indexes read-write with room for ``capacity`` bytes; read-only segments
     map what exists (and the capacity of the active segment)."""
 
-    def __init__(self, directory: str, base_offset: int, *, writable: bool, capacity: int | None = None):
+    def __init__(self, directory: str, base_offset: int, *, writable: bool, capacity: int | None = None,
+                 generation: int | None = None):
         self.directory = directory
         self.base_offset = base_offset
         self.writable = writable
@@ -120,12 +211,17 @@ class Segment:
             raise storage_error(exc, f"cannot open segment {self.log_path}") from exc
         self.index_fd = -1
         self.time_index_fd = -1
-        self.verified: set[int] = set()  # positions of frames whose CRC passed (read_frame)
+        self.verified: set[int] = set()  # positions of frames whose CRC passed (check_crcs)
+        self.verified_key: tuple | None = None  # its key in the process-wide memory
         try:
-            self.file_size = os.fstat(self.log_fd).st_size
+            st = os.fstat(self.log_fd)
+            self.file_size = st.st_size
             self.capacity = max(capacity or 0, self.file_size, 4096)
             self.log = core.MappedFile(self.log_fd, self.capacity, writable, self.log_path)
             self._read_header()
+            if generation is not None:  # a read view: share what this process checked
+                self.verified_key = (st.st_dev, st.st_ino, st.st_ctime_ns, self.created_ms, generation)
+                self.verified = verified_frames(self.verified_key)
             self.index = None
             self.time_index = None
             self._open_indexes()
@@ -377,30 +473,48 @@ class Segment:
                 return self.frame_position(self.base_offset + rel, offset_entries, end)
         return self.header_size
 
-    def check_crc(self, position: int, end: int, base: int, count: int) -> None:
-        """The CRC-32C of the frame at ``position`` (whose header says
-        ``base``/``count``), once per view: CorruptRecordError if it fails."""
-        if position in self.verified:
+    def check_crcs(self, frames: list[tuple[int, int, int, int]], end: int) -> None:
+        """Check the CRC-32C of ``frames`` (position, base, count, size, as
+        their headers say) not yet checked in this process, in one native
+        pass; a read of PARALLEL_CRC_BYTES or more checks its second half on
+        a second core. CorruptRecordError names the first that fails."""
+        seen = self.verified
+        todo = [f for f in frames if f[0] not in seen]
+        if not todo:
             return
-        if not core.check_frame_crc(self.log, position, end):
+        positions = np.array([f[0] for f in todo], dtype=np.int64)
+        total = sum(f[3] for f in todo)
+        helper = _crc_helper() if total >= PARALLEL_CRC_BYTES and len(todo) > 1 else None
+        if helper is None:
+            bad = core.check_frame_crcs(self.log, positions, end)
+        else:  # split by bytes, not by frames
+            mid = min(max(bisect.bisect_left(list(itertools.accumulate(f[3] for f in todo)), total // 2), 1),
+                      len(todo) - 1)
+            later = helper.submit(core.check_frame_crcs, self.log, positions[mid:], end)
+            bad = core.check_frame_crcs(self.log, positions[:mid], end)
+            bad_later = later.result()
+            if bad < 0 and bad_later >= 0:
+                bad = mid + bad_later
+        if bad >= 0:
+            position, base, count, _ = todo[bad]
             raise CorruptRecordError(f"segment {self.log_path}: the frame at byte position {position} "
                                      f"(offsets {base}..{base + count - 1} by its header) fails its CRC-32C: "
                                      "the data on disk changed since it was written (bit rot); run "
                                      "`arrowlog verify` (see docs/DURABILITY.md)")
-        self.verified.add(position)
+        remember_verified(self.verified_key, seen, [f[0] for f in todo])
 
-    def read_frame(self, position: int, end: int, check_crc: bool = False):
-        """(base_offset, record_count, min_ts, max_ts, frame_size, batch).
-        With ``check_crc`` the frame's CRC-32C is checked the first time this
-        view hands it out (a frame below the published position never
-        changes; the positions checked are remembered, so re-reads cost a
-        set lookup, not a pass over the bytes)."""
+    def frame_header(self, position: int, end: int) -> tuple[int, int, int, int, int]:
+        """(base_offset, record_count, body_length, min_ts, max_ts) of the
+        frame at ``position``, unchecked; CorruptRecordError if no frame
+        header fits there."""
         try:
-            base, count, body, min_ts, max_ts = core.read_frame_header(self.log, position, end)
-            if check_crc:
-                self.check_crc(position, end, base, count)
+            return core.read_frame_header(self.log, position, end)
         except core.CorruptFrame as exc:
             raise CorruptRecordError(f"segment {self.log_path}: {exc}") from None
+
+    def frame_batch(self, position: int, body: int, count: int) -> pa.RecordBatch:
+        """The zero-copy batch in the frame at ``position`` (``body`` bytes
+        holding ``count`` records, as its header says)."""
         view = self.log.view(position + core.FRAME_HEADER_SIZE, body)
         try:
             batch = pa.ipc.read_record_batch(pa.py_buffer(view), self.schema)
@@ -408,7 +522,7 @@ class Segment:
             raise CorruptRecordError(f"segment {self.log_path}: frame at {position} is not a valid Arrow batch: {exc}") from None
         if batch.num_rows != count:
             raise CorruptRecordError(f"segment {self.log_path}: frame at {position} says {count} records, holds {batch.num_rows}")
-        return base, count, min_ts, max_ts, core.FRAME_HEADER_SIZE + body, batch
+        return batch
 
     def close(self) -> None:
         close_fds(self, "log_fd", "index_fd", "time_index_fd")
