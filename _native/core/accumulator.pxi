@@ -12,16 +12,10 @@
 
 import pyarrow as _pa
 
-HEADER_TYPE = _pa.struct([("key", _pa.string()), ("value", _pa.binary())])
-HEADERS_TYPE = _pa.list_(HEADER_TYPE)
-ENVELOPE_SCHEMA = _pa.schema([
-    ("offset", _pa.int64(), False),
-    ("timestamp", _pa.timestamp("ms", tz="UTC"), False),
-    ("key", _pa.binary()),
-    ("value", _pa.binary()),
-    ("headers", HEADERS_TYPE),
-])
-PRODUCE_SCHEMA = _pa.schema([ENVELOPE_SCHEMA.field(i) for i in range(1, 5)])
+# the envelope is defined once, in arrowlog/schema.py
+from arrowlog.schema import (
+    HEADER_TYPE as _HEADER_TYPE, HEADERS_TYPE as _HEADERS_TYPE, PRODUCE_SCHEMA as _PRODUCE_SCHEMA,
+)
 
 cdef struct GrowBuf:
     uint8_t *data
@@ -351,13 +345,13 @@ cdef class RecordAccumulator:
                 [take_buffer(&self.hvvalid, (m + 7) >> 3) if self.header_value_nulls else None,
                  take_buffer(&self.hvoff, (m + 1) * 4), take_buffer(&self.hvdata, self.hvdata.length)],
                 null_count=self.header_value_nulls)
-            entries = pa.StructArray.from_arrays([hkeys, hvals], fields=list(HEADER_TYPE))
+            entries = pa.StructArray.from_arrays([hkeys, hvals], fields=list(_HEADER_TYPE))
             headers = pa.Array.from_buffers(
-                HEADERS_TYPE, n,
+                _HEADERS_TYPE, n,
                 [take_buffer(&self.hvalid, (n + 7) >> 3), take_buffer(&self.hoff, (n + 1) * 4)],
                 null_count=n - self.header_lists, children=[entries])
         else:
-            headers = pa.nulls(n, HEADERS_TYPE)
-        batch = pa.RecordBatch.from_arrays([ts, keys, values, headers], schema=PRODUCE_SCHEMA)
+            headers = pa.nulls(n, _HEADERS_TYPE)
+        batch = pa.RecordBatch.from_arrays([ts, keys, values, headers], schema=_PRODUCE_SCHEMA)
         self._reset()
         return batch

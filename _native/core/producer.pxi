@@ -125,6 +125,44 @@ cdef class ProducerCore:
         """Records left the queue (appended or failed); atomic under the GIL."""
         self._queued -= n
 
+    # -- the upcall contract ----------------------------------------------------
+    # produce() handles the common case here and calls these on its rare paths.
+    # A subclass implements every one (arrowlog.Producer, backends/local/producer.py);
+    # tests/unit/test_import_layers.py checks that produce() calls nothing else.
+
+    def _open_slot(self, topic):
+        """The TopicSlot of ``topic`` (a topic not in ``_slots`` yet): check the
+        name, open or create the topic, cache the slot in ``_slots``; or raise."""
+        raise NotImplementedError("ProducerCore._open_slot: implemented by the subclass")
+
+    def _raise_closed(self):
+        """produce() on a closed producer: raise the closed error."""
+        raise NotImplementedError("ProducerCore._raise_closed: implemented by the subclass")
+
+    def _too_large(self, TopicSlot slot, Py_ssize_t size):
+        """A record of ``size`` bytes over ``slot.max_record_bytes``: raise."""
+        raise NotImplementedError("ProducerCore._too_large: implemented by the subclass")
+
+    def _unkeyed(self, TopicSlot slot, str where=""):
+        """A record without a key for a compacted topic (``slot.keyed_only``): raise."""
+        raise NotImplementedError("ProducerCore._unkeyed: implemented by the subclass")
+
+    def _bad_partition(self, TopicSlot slot, partition):
+        """An explicit ``partition`` that the topic does not have: raise."""
+        raise NotImplementedError("ProducerCore._bad_partition: implemented by the subclass")
+
+    def _coerce_timestamp(self, timestamp):
+        """A timestamp that is not an int (datetime, date, float) as epoch ms."""
+        raise NotImplementedError("ProducerCore._coerce_timestamp: implemented by the subclass")
+
+    def _batch_full(self, TopicSlot slot, int32_t partition):
+        """The batch of ``partition`` reached batch.size / batch.num.messages: send it."""
+        raise NotImplementedError("ProducerCore._batch_full: implemented by the subclass")
+
+    def _first_in_batch(self, TopicSlot slot, int32_t partition):
+        """A record started a new batch of ``partition`` (linger.ms starts now)."""
+        raise NotImplementedError("ProducerCore._first_in_batch: implemented by the subclass")
+
     def produce(self, topic, value=None, key=None, partition=-1, on_delivery=None, timestamp=0,
                 headers=None, callback=None):
         """Queue one record for ``topic``; see arrowlog.Producer.produce."""

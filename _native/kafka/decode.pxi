@@ -1,13 +1,9 @@
 # Produce path: record batches v2 -> Arrow envelope columns.
 
-HEADERS_TYPE = pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())]))
-TIMESTAMP_TYPE = pa.timestamp("ms", tz="UTC")
-ENVELOPE_SCHEMA = pa.schema([
-    pa.field("timestamp", TIMESTAMP_TYPE, nullable=False),
-    ("key", pa.binary()),
-    ("value", pa.binary()),
-    ("headers", HEADERS_TYPE),
-])
+# the envelope is defined once, in arrowlog/schema.py
+from arrowlog.schema import (
+    HEADERS_TYPE as _HEADERS_TYPE, PRODUCE_SCHEMA as _PRODUCE_SCHEMA, TIMESTAMP_TYPE as _TIMESTAMP_TYPE,
+)
 
 ATTR_CODEC_MASK = 0x07
 ATTR_LOG_APPEND_TIME = 0x08
@@ -31,7 +27,7 @@ cdef class DecodedBatch:
     cdef public int32_t base_sequence
     cdef public int32_t record_count
     cdef public Py_ssize_t size          # bytes on the wire, header included
-    cdef public object records           # pa.RecordBatch in ENVELOPE_SCHEMA
+    cdef public object records           # pa.RecordBatch in PRODUCE_SCHEMA (arrowlog.schema)
 
     @property
     def codec(self):
@@ -384,14 +380,14 @@ cdef class _HeaderColumn:
                                         pa.py_buffer(self.value_offsets),
                                         pa.py_buffer(self.value_data)[:h.value_used]],
                                        null_count=h.value_nulls)
-        entries = pa.StructArray.from_arrays([keys, values], fields=list(HEADERS_TYPE.value_type))
-        return pa.Array.from_buffers(HEADERS_TYPE, self.count,
+        entries = pa.StructArray.from_arrays([keys, values], fields=list(_HEADERS_TYPE.value_type))
+        return pa.Array.from_buffers(_HEADERS_TYPE, self.count,
                                      [pa.py_buffer(self.list_valid), pa.py_buffer(self.list_offsets)],
                                      null_count=self.count - h.lists, children=[entries])
 
 
 cdef object _decode_records(DecodedBatch b, body, int64_t count, int64_t base_ts, int64_t log_append_ts):
-    """Decode ``count`` records into ENVELOPE_SCHEMA columns in one pass, without a
+    """Decode ``count`` records into PRODUCE_SCHEMA columns in one pass, without a
     Python object per record or per header, and without the GIL for large blocks."""
     cdef const uint8_t[::1] mv = body
     cdef Py_ssize_t n = mv.shape[0]
@@ -449,7 +445,7 @@ cdef object _decode_records(DecodedBatch b, body, int64_t count, int64_t base_ts
     b.max_record_timestamp = max_ts
 
     cols = [
-        pa.Array.from_buffers(TIMESTAMP_TYPE, count, [None, pa.py_buffer(ts_buf)]),
+        pa.Array.from_buffers(_TIMESTAMP_TYPE, count, [None, pa.py_buffer(ts_buf)]),
         pa.Array.from_buffers(pa.binary(), count,
                               [pa.py_buffer(key_valid) if key_nulls else None,
                                pa.py_buffer(key_offsets), pa.py_buffer(key_data)[:key_used]],
@@ -458,6 +454,6 @@ cdef object _decode_records(DecodedBatch b, body, int64_t count, int64_t base_ts
                               [pa.py_buffer(value_valid) if value_nulls else None,
                                pa.py_buffer(value_offsets), pa.py_buffer(value_data)[:value_used]],
                               null_count=value_nulls),
-        pa.nulls(count, HEADERS_TYPE) if headers is None else headers.column(&r.h),
+        pa.nulls(count, _HEADERS_TYPE) if headers is None else headers.column(&r.h),
     ]
-    return pa.RecordBatch.from_arrays(cols, schema=ENVELOPE_SCHEMA)
+    return pa.RecordBatch.from_arrays(cols, schema=_PRODUCE_SCHEMA)

@@ -14,7 +14,9 @@ from ._native.core import (
     murmur2_partition,
 )
 from ._types import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED, TopicPartition
-from .consumer import Consumer
+from .backends.local.consumer import Consumer
+from .backends.local.producer import Producer
+from .backends.local.replay import Replay, replay, timestamp_ms
 from .dataset import LogDataset, dataset, scan_polars
 from .errors import (
     ArrowlogError,
@@ -32,8 +34,6 @@ from .errors import (
     UnknownPartitionError,
     UnknownTopicError,
 )
-from .producer import Producer
-from .replay import Replay, replay, timestamp_ms
 from .storage import LogDir
 
 __version__ = "0.1.0"

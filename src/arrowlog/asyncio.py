@@ -42,9 +42,9 @@ import time
 from typing import Any, AsyncIterator, Callable
 
 from ._types import TopicPartition
-from .consumer import Consumer
+from .backends.local.consumer import Consumer
+from .backends.local.producer import Producer
 from .errors import KafkaError, KafkaException, LogClosedError
-from .producer import Producer
 
 HOP_S = 0.25               # longest single wait in the thread: bounds close() and cancellation latency
 DEFAULT_BATCH = 500        # messages per hop for async iteration

@@ -50,9 +50,10 @@ from ._json import parse_json_values
 from ._location import is_kafka, open_data_dir
 from ._native.core import murmur2_partition
 from ._optional import require
-from .errors import ArrowlogError, ConfigError, OffsetOutOfRangeError
-from .replay import READ_BYTES, VALUE_FORMATS, Replay, _JsonValues
+from .backends.local.replay import READ_BYTES, VALUE_FORMATS, Replay, _JsonValues
+from .errors import ArrowlogError, ConfigError
 from .storage import LogDir
+from .storage.reader import RangeReader
 
 _ENVELOPE = ("offset", "timestamp", "key")  # batch columns 0..2; value is 3, headers 4
 _UNIT_PER_MS = {"s": None, "ms": 1, "us": 1000, "ns": 1_000_000}
@@ -574,6 +575,7 @@ class LogDataset(pads.Dataset):
             pos = start
             budget = 1
             skip = None
+            reader = RangeReader(log, start, end, whole_frames=True)
             while pos < end:
                 st = pstats.find(pos)
                 if st is not None:
@@ -589,14 +591,8 @@ class LogDataset(pads.Dataset):
                     want = min(want, budget)
                 else:
                     want = budget  # unknown frames: learn their ranges (metadata only, zero-copy)
-                try:
-                    frames = log.read(pos, want)
-                except OffsetOutOfRangeError:
-                    low = log.watermarks()[0]
-                    if low >= end or low <= pos:
-                        break
-                    pos = low
-                    continue
+                reader.position = pos
+                frames = reader.read(want)   # past a range retention deleted meanwhile, too
                 if not frames:
                     break
                 # one frame first, then twice as much each time: a head() stops early

@@ -48,9 +48,11 @@ import numpy as np
 import pyarrow as pa
 
 from ._location import is_kafka, local_path
-from .errors import ArrowlogError, ConfigError, OffsetOutOfRangeError, UnknownTopicError
+from .convert import kafka_batch
+from .errors import ArrowlogError, ConfigError, UnknownTopicError
 from .storage import LogDir
 from .storage.files import write_json_atomic
+from .storage.reader import RangeReader, wait_for_data
 
 CHECKPOINT_VERSION = 1
 # How often progress is made durable and recorded: a crash re-reads at most
@@ -80,7 +82,7 @@ class MirrorError(ArrowlogError):
 def _ident(where: str) -> str:
     """A stable name for one side: an absolute path or a kafka:// list."""
     if is_kafka(where):
-        from .kafka_backend import bootstrap_servers
+        from .backends.kafka.client import bootstrap_servers
         return "kafka://" + bootstrap_servers(where)
     return os.path.abspath(local_path(where))
 
@@ -155,6 +157,7 @@ class LogSource:
             raise ConfigError(f"{path} is not an arrowlog data directory")
         self.log = LogDir(path, create=False)
         self.positions: dict[Key, int] = {}
+        self.readers: dict[Key, RangeReader] = {}
         self.typed = False
 
     def topics(self, match: Callable[[str], bool]) -> dict[str, tuple[int, dict]]:
@@ -175,32 +178,34 @@ class LogSource:
     def seek(self, key: Key, offset: int) -> None:
         self.positions[key] = offset
 
+    def _reader(self, key: Key, position: int) -> RangeReader:
+        reader = self.readers.get(key)
+        if reader is None:
+            topic, p = key
+
+            def on_gap(position: int, low: int) -> int:
+                print(f"mirror: {topic}-{p}: offsets {position}..{low - 1} were deleted by retention before "
+                      f"they were copied; continuing at {low}", file=sys.stderr)
+                return low
+
+            reader = self.readers[key] = RangeReader(self.log.topic(topic).partition(p), position, on_gap=on_gap)
+        reader.position = position
+        return reader
+
     def read(self, timeout: float) -> list[Chunk]:
         out: list[Chunk] = []
         seen = self.log.notifier.current_word()  # before reading: an append after it ends the wait
-        for (topic, p), position in self.positions.items():
-            log = self.log.topic(topic).partition(p)
-            try:
-                frames = log.read(position, READ_BYTES)
-            except OffsetOutOfRangeError:
-                low, _ = log.watermarks()
-                print(f"mirror: {topic}-{p}: offsets {position}..{low - 1} were deleted by retention before "
-                      f"they were copied; continuing at {low}", file=sys.stderr)
-                self.positions[(topic, p)] = low
-                continue
-            for fr in frames:
-                first = fr.row_at(position)  # a compacted frame has gaps
-                if first >= fr.rows:
-                    position = max(position, fr.next_offset)
-                    continue
-                batch = fr.batch.slice(first) if first else fr.batch
-                out.append(Chunk(topic, p, pa.RecordBatch.from_arrays(batch.columns[1:], names=batch.schema.names[1:]),
-                                 fr.base_offset + fr.record_count,
+        for key, position in self.positions.items():
+            reader = self._reader(key, position)
+            for fr in reader.read(READ_BYTES):
+                batch = fr.batch
+                out.append(Chunk(key[0], key[1], pa.RecordBatch.from_arrays(batch.columns[1:],
+                                                                            names=batch.schema.names[1:]),
+                                 fr.next_offset,
                                  batch.column(0).to_numpy() if fr.rows != fr.record_count else None))
-                position = fr.base_offset + fr.record_count
-            self.positions[(topic, p)] = position
+            self.positions[key] = reader.position
         if not out and timeout > 0 and self.positions:
-            self.log.notifier.wait_word(seen, timeout)
+            wait_for_data(self.log.notifier, [], timeout, seen=seen)
         return out
 
     def close(self) -> None:
@@ -211,14 +216,14 @@ class KafkaSource:
     """A Kafka cluster as a mirror source (one consumer, no group)."""
 
     def __init__(self, where: str, config: dict):
-        from .kafka_backend import KafkaConsumer, kafka_config
+        from .backends.kafka.client import KafkaConsumer, kafka_config
         self.conf = kafka_config({"log.dir": where, **config}, what="mirror source")
         self.consumer = KafkaConsumer({**self.conf, "auto.offset.reset": "earliest", "enable.partition.eof": True})
         self.positions: dict[Key, int] = {}
         self._last_retry: tuple[str, float] = ("", 0.0)
 
     def topics(self, match: Callable[[str], bool]) -> dict[str, tuple[int, dict]]:
-        from .kafka_backend import topic_config, topic_partitions
+        from .backends.kafka.client import topic_config, topic_partitions
         return {name: (n, topic_config(self.conf, name, CARRIED_CONFIG))
                 for name, n in topic_partitions(self.conf, match).items()}
 
@@ -241,8 +246,7 @@ class KafkaSource:
             self._last_retry = (line, now)
 
     def read(self, timeout: float) -> list[Chunk]:
-        from .kafka_backend import ck
-        from .kafka_replay import headers_array
+        from .backends.kafka.client import ck
         msgs = self.consumer.consume(FETCH_RECORDS, timeout) if self.positions else []
         groups: dict[Key, list] = {}
         for m in msgs:
@@ -259,11 +263,7 @@ class KafkaSource:
                 self._retrying(f"mirror: source {m.topic()}-{m.partition()}: {err.str()} (retrying)")
         out = []
         for (topic, p), ms in groups.items():
-            ts = pa.array([m.timestamp()[1] for m in ms], type=pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
-            batch = pa.RecordBatch.from_arrays(
-                [ts, pa.array([m.key() for m in ms], type=pa.binary()),
-                 pa.array([m.value() for m in ms], type=pa.binary()), headers_array([m.headers() for m in ms])],
-                names=["timestamp", "key", "value", "headers"])
+            batch = kafka_batch(ms)
             offsets = np.fromiter((m.offset() for m in ms), dtype=np.int64, count=len(ms))
             nxt = int(offsets[-1]) + 1
             self.positions[(topic, p)] = nxt
@@ -316,7 +316,7 @@ class KafkaSink:
     partitions; flush() waits for every acknowledgement."""
 
     def __init__(self, where: str, config: dict):
-        from .kafka_backend import KafkaConsumer, ck, kafka_config, new_client
+        from .backends.kafka.client import KafkaConsumer, ck, kafka_config, new_client
         self.conf = kafka_config({"log.dir": where, **config}, what="mirror destination")
         self.consumer = KafkaConsumer(dict(self.conf))  # first: fails fast when the cluster is unreachable
         self.producer = new_client(ck.Producer, {**self.conf, "enable.idempotence": True, "acks": "all",
@@ -324,7 +324,7 @@ class KafkaSink:
         self.errors: list[str] = []
 
     def ensure_topic(self, topic: str, partitions: int, config: dict) -> None:
-        from .kafka_backend import create_topic, topic_partitions
+        from .backends.kafka.client import create_topic, topic_partitions
         have = topic_partitions(self.conf, lambda name: name == topic).get(topic)
         if have is None:
             create_topic(self.conf, topic, partitions, config, exist_ok=True)

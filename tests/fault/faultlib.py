@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from arrowlog._native import core
+from arrowlog.schema import HEADERS_TYPE, PRODUCE_SCHEMA
 from arrowlog.storage import LogDir
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -68,8 +69,8 @@ def make_batch(values: list[bytes], timestamp_ms: int | None = None) -> pa.Recor
     ts = core.wall_clock_ms() if timestamp_ms is None else timestamp_ms
     return pa.RecordBatch.from_arrays(
         [pa.array(np.full(n, ts, dtype=np.int64)).cast(pa.timestamp("ms", tz="UTC")),
-         pa.nulls(n, pa.binary()), pa.array(values, pa.binary()), pa.nulls(n, core.HEADERS_TYPE)],
-        schema=core.PRODUCE_SCHEMA)
+         pa.nulls(n, pa.binary()), pa.array(values, pa.binary()), pa.nulls(n, HEADERS_TYPE)],
+        schema=PRODUCE_SCHEMA)
 
 
 def batch_values(cycle: int, batch: int, n: int, filler: int) -> list[bytes]:

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from arrowlog._native import core
+from arrowlog.schema import HEADERS_TYPE, PRODUCE_SCHEMA
 from arrowlog.storage import cleaner
 
 RETENTION_MS = 1000
@@ -68,7 +68,7 @@ class CompactionModel(RuleBasedStateMachine):
         headers = [[{"key": "i", "value": b"%d" % (len(self.records) + j)}] for j in range(n)]
         batch = pa.RecordBatch.from_arrays(
             [pa.array([self.now] * n, pa.timestamp("ms", tz="UTC")), pa.array(keys, pa.binary()),
-             pa.array(values, pa.binary()), pa.array(headers, core.HEADERS_TYPE)], schema=core.PRODUCE_SCHEMA)
+             pa.array(values, pa.binary()), pa.array(headers, HEADERS_TYPE)], schema=PRODUCE_SCHEMA)
         base = self.pl.append(batch)
         assert base == len(self.records)
         for j in range(n):

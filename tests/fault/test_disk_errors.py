@@ -120,10 +120,10 @@ def serve_reports_and_close(p) -> None:
 
 
 def test_fsync_failure_reaches_the_producer(data_dir, monkeypatch):
-    import arrowlog.producer
+    import arrowlog.backends.local.producer
 
     faultlib.open_partition(data_dir)[0].close()
-    p = arrowlog.producer.Producer({"log.dir": data_dir, "durability": "fsync", "linger.ms": 0})
+    p = arrowlog.backends.local.producer.Producer({"log.dir": data_dir, "durability": "fsync", "linger.ms": 0})
     reports = []
     p.produce(faultlib.TOPIC, b"ok", partition=0, on_delivery=lambda err, msg: reports.append(err))
     p.flush()
@@ -145,10 +145,10 @@ def test_failed_background_fsync_fails_later_appends(data_dir, monkeypatch):
     """durability=written: the fsync that fails is the producer's sync (or
     its background one); the partition is failed from then on, so nothing
     more is acknowledged as written either."""
-    import arrowlog.producer
+    import arrowlog.backends.local.producer
 
     faultlib.open_partition(data_dir)[0].close()
-    p = arrowlog.producer.Producer({"log.dir": data_dir, "linger.ms": 0, "fsync.interval.ms": 0})
+    p = arrowlog.backends.local.producer.Producer({"log.dir": data_dir, "linger.ms": 0, "fsync.interval.ms": 0})
     p.produce(faultlib.TOPIC, b"ok", partition=0)
     p.flush()
 

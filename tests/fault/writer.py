@@ -81,11 +81,11 @@ def run_append(args, rng: random.Random) -> int:
 
 
 def run_producer(args, rng: random.Random) -> int:
-    import arrowlog.producer
+    import arrowlog.backends.local.producer
 
     warm_up()
     faultlib.open_partition(args.data)[0].close()
-    p = arrowlog.producer.Producer({"log.dir": args.data, "linger.ms": 1,
+    p = arrowlog.backends.local.producer.Producer({"log.dir": args.data, "linger.ms": 1,
                                     "durability": "fsync" if args.fsync else "written"})
     emit([b"R\n"])
     seq = 0

@@ -61,7 +61,7 @@ class Backend:
             with LogDir(self.where) as d:
                 d.create_topic(name, partitions)
         else:
-            from arrowlog.kafka_backend import create_topic, kafka_config
+            from arrowlog.backends.kafka.client import create_topic, kafka_config
             create_topic(kafka_config({"log.dir": self.where}, what="test"), name, partitions)
         return name
 
@@ -520,7 +520,7 @@ def test_bootstrap_servers_alone_reaches_the_cluster(kafka_server, tmp_path, mon
 
 
 def test_kafka_locations_and_config_translation():
-    from arrowlog.kafka_backend import KafkaProducer, bootstrap_servers, kafka_config
+    from arrowlog.backends.kafka.client import KafkaProducer, bootstrap_servers, kafka_config
 
     assert bootstrap_servers("kafka://a:9092,kafka://b:9093") == "a:9092,b:9093"
     assert bootstrap_servers("kafka://a:9092, b:9093/") == "a:9092,b:9093"
@@ -538,6 +538,6 @@ def test_kafka_locations_and_config_translation():
     with pytest.raises(ConfigError, match="no.such.key"):
         KafkaProducer({"log.dir": "kafka://127.0.0.1:1", "no.such.key": 1})
     # the location picks the backend, which fails fast with nobody listening there
-    from arrowlog.kafka_backend import ClusterUnreachableError
+    from arrowlog.backends.kafka.client import ClusterUnreachableError
     with pytest.raises(ClusterUnreachableError, match="cannot reach the Kafka cluster at 127.0.0.1:1"):
         Producer({"log.dir": "kafka://127.0.0.1:1", "socket.connection.setup.timeout.ms": 1000})

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import arrowlog
-from arrowlog.kafka_backend import ClusterUnreachableError
+from arrowlog.backends.kafka.client import ClusterUnreachableError
 
 BOUND_MS = 2000
 

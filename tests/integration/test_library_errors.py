@@ -85,7 +85,7 @@ def test_a_bad_record_that_slips_past_produce_fails_alone_through_its_report(dat
     """The safety net behind produce()'s check: if a record that does not
     convert ever reaches a batch, only it fails (its own delivery report,
     INVALID_RECORD) and its neighbours are appended."""
-    import arrowlog.producer as producer_module
+    import arrowlog.backends.local.producer as producer_module
     monkeypatch.setattr(producer_module, "record_validator", lambda topic, schema: (lambda value: None))
     topic = typed_topic(data_dir)
     reports = []
@@ -138,7 +138,7 @@ def test_produce_and_produce_batch_agree_on_every_edge_case(tmp_path):
 
 def test_bootstrap_servers_means_a_cluster_and_creates_no_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    from arrowlog.kafka_backend import ClusterUnreachableError
+    from arrowlog.backends.kafka.client import ClusterUnreachableError
     # the kafka:// backend is chosen (it fails fast: nobody listens there), no directory is made
     with pytest.raises(ClusterUnreachableError, match="cannot reach the Kafka cluster at 127.0.0.1:1"):
         Producer({"bootstrap.servers": "127.0.0.1:1", "socket.connection.setup.timeout.ms": 1000})
@@ -438,7 +438,7 @@ def test_an_unreachable_cluster_logs_its_error_once_not_every_retry(caplog):
     logs each time reaches the arrowlog.kafka logger once, then the one
     ClusterUnreachableError says what is wrong."""
     pytest.importorskip("confluent_kafka")
-    from arrowlog.kafka_backend import ClusterUnreachableError
+    from arrowlog.backends.kafka.client import ClusterUnreachableError
     with caplog.at_level(logging.WARNING, logger="arrowlog.kafka"):
         with pytest.raises(ClusterUnreachableError, match="127.0.0.1:1"):
             Producer({"bootstrap.servers": "127.0.0.1:1", "socket.connection.setup.timeout.ms": 3000})

@@ -42,7 +42,7 @@ def kafka(tmp_path_factory):
 def new_topic(where: str, partitions: int, prefix: str = "m") -> str:
     name = f"{prefix}-{uuid.uuid4().hex[:10]}"
     if where.startswith("kafka://"):
-        from arrowlog.kafka_backend import create_topic, kafka_config
+        from arrowlog.backends.kafka.client import create_topic, kafka_config
         create_topic(kafka_config({"log.dir": where}, what="test"), name, partitions)
     else:
         with LogDir(where) as d:
@@ -210,7 +210,7 @@ def test_restart_skips_what_the_destination_already_has(kafka, tmp_path):
         later = [r for r in rows(src, topic) if r["offset"] >= 40]
         part.append(pa.RecordBatch.from_pylist(
             [{k: r[k] for k in ("timestamp", "key", "value", "headers")} for r in later],
-            schema=arrowlog.producer.PRODUCE_SCHEMA))
+            schema=arrowlog.schema.PRODUCE_SCHEMA))
     stats = mirror(src, dst, topic, state=state, progress=lambda line: None)
     assert (stats.copied, stats.skipped) == (0, 10)
     assert rows(dst, topic) == rows(src, topic)

@@ -12,6 +12,7 @@ import pytest
 import arrowlog
 from arrowlog import Consumer, KafkaError, Producer, TopicPartition, errors, replay
 from arrowlog._native import core
+from arrowlog.schema import HEADERS_TYPE
 
 
 def read_all(data_dir, topic, partitions=None):
@@ -245,7 +246,7 @@ def test_typed_value_topic(data_dir):
     log = arrowlog.LogDir(data_dir).topic("orders").partition(0)
     n = 2
     b = pa.RecordBatch.from_arrays([pa.array(np.full(n, core.wall_clock_ms())).cast(pa.timestamp("ms", tz="UTC")),
-                                    pa.nulls(n, pa.binary()), values, pa.nulls(n, core.HEADERS_TYPE)],
+                                    pa.nulls(n, pa.binary()), values, pa.nulls(n, HEADERS_TYPE)],
                                    names=["timestamp", "key", "value", "headers"])
     log.append(b)
     t = replay(data_dir, "orders").to_arrow()

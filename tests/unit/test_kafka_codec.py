@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from arrowlog._native import kafka as K
+from arrowlog.schema import PRODUCE_SCHEMA
 
 record = pytest.importorskip("kafka.record.default_records")
 from kafka.record.memory_records import MemoryRecords  # noqa: E402
@@ -55,7 +56,7 @@ def test_decode_oracle_batches(codec):
     assert (b.producer_id, b.producer_epoch, b.base_sequence, b.record_count) == (42, 3, 17, 4)
     assert b.codec == codec and b.size == len(data)
     rb = b.records
-    assert rb.schema.equals(K.ENVELOPE_SCHEMA)
+    assert rb.schema.equals(PRODUCE_SCHEMA)
     assert [t.value for t in rb.column("timestamp")] == [r[0] for r in SAMPLE]
     assert rb.column("key").to_pylist() == [r[1] for r in SAMPLE]
     assert rb.column("value").to_pylist() == [r[2] for r in SAMPLE]
@@ -79,7 +80,7 @@ def test_encode_is_read_by_oracle(codec):
         assert [list(r.headers) for r in recs] == [list(r[3]) for r in SAMPLE]
     # and our own decoder reads every codec back
     [b] = K.decode_record_set(data)
-    assert b.records.equals(stored(SAMPLE).drop_columns(["offset"]).cast(K.ENVELOPE_SCHEMA))
+    assert b.records.equals(stored(SAMPLE).drop_columns(["offset"]).cast(PRODUCE_SCHEMA))
 
 
 def test_crc_matches_crc32c_package():
@@ -163,7 +164,7 @@ def test_encode_decode_round_trip(records, codec):
     batch = stored(records, first_offset=7)
     data = K.encode_batch(batch, codec=codec)
     [b] = K.decode_record_set(data)
-    assert b.records.equals(batch.drop_columns(["offset"]).cast(K.ENVELOPE_SCHEMA))
+    assert b.records.equals(batch.drop_columns(["offset"]).cast(PRODUCE_SCHEMA))
     if codec == 0:
         recs = list(MemoryRecords(data).next_batch())
         assert [(r.timestamp, r.key, r.value, list(r.headers)) for r in recs] == \

@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from arrowlog._native import core
+from arrowlog.schema import HEADERS_TYPE, PRODUCE_SCHEMA
 
 records = st.lists(
     st.tuples(
@@ -35,8 +36,8 @@ def test_take_matches_pyarrow(recs):
         pa.array([r[0] for r in recs], pa.binary()),
         pa.array([r[1] for r in recs], pa.binary()),
         pa.array([None if r[3] is None else [{"key": k, "value": v} for k, v in r[3]] for r in recs],
-                 core.HEADERS_TYPE),
-    ], schema=core.PRODUCE_SCHEMA)
+                 HEADERS_TYPE),
+    ], schema=PRODUCE_SCHEMA)
     assert batch.equals(expected)
 
 

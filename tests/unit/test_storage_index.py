@@ -11,6 +11,7 @@ import pytest
 
 from arrowlog._native import core
 from arrowlog.errors import CorruptRecordError
+from arrowlog.schema import ENVELOPE_SCHEMA, HEADERS_TYPE, PRODUCE_SCHEMA
 from arrowlog.storage import LogDir
 from arrowlog.storage.index import OffsetIndex, TimeIndex
 from arrowlog.storage.segment import Segment
@@ -19,7 +20,7 @@ from arrowlog.storage.segment import Segment
 def batch(n: int, ts: list[int]) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(
         [pa.array(np.array(ts, dtype=np.int64)).cast(pa.timestamp("ms", tz="UTC")), pa.nulls(n, pa.binary()),
-         pa.array([b"v" * 50] * n, pa.binary()), pa.nulls(n, core.HEADERS_TYPE)], schema=core.PRODUCE_SCHEMA)
+         pa.array([b"v" * 50] * n, pa.binary()), pa.nulls(n, HEADERS_TYPE)], schema=PRODUCE_SCHEMA)
 
 
 def test_rebuilt_indexes_equal_what_appends_and_rolls_wrote(tmp_path):
@@ -51,7 +52,7 @@ def test_rebuilt_indexes_equal_what_appends_and_rolls_wrote(tmp_path):
 
 
 def test_entries_must_ascend(tmp_path):
-    seg = Segment.create(str(tmp_path), 100, core.ENVELOPE_SCHEMA, None, 1 << 20, 0)
+    seg = Segment.create(str(tmp_path), 100, ENVELOPE_SCHEMA, None, 1 << 20, 0)
     try:
         offsets, times = OffsetIndex(seg), TimeIndex(seg)
         offsets.append(0, 0, seg.header_size)
@@ -69,7 +70,7 @@ def test_entries_must_ascend(tmp_path):
 
 
 def test_index_files_grow_with_entries(tmp_path):
-    seg = Segment.create(str(tmp_path), 0, core.ENVELOPE_SCHEMA, None, 1 << 20, 0)
+    seg = Segment.create(str(tmp_path), 0, ENVELOPE_SCHEMA, None, 1 << 20, 0)
     try:
         assert os.path.getsize(seg.index_path) == 4096
         offsets = OffsetIndex(seg)

@@ -7,9 +7,6 @@ import pyarrow as pa
 
 _Buffer: TypeAlias = bytes | bytearray | memoryview
 
-ENVELOPE_SCHEMA: pa.Schema
-HEADERS_TYPE: pa.ListType
-TIMESTAMP_TYPE: pa.TimestampType
 ATTR_CODEC_MASK: int
 ATTR_LOG_APPEND_TIME: int
 ATTR_TRANSACTIONAL: int

@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from arrowlog.storage.reader import wait_for_data
+
 from .common import command_body, err, resolve_data_dir, stdout_is_tty
 from .formatting import FormatError, make_formatter
 from .offsets import OffsetRange, OffsetSyntaxError, parse_offset_spec
@@ -133,15 +135,4 @@ def _run(logdir: Any, topic: str, cursors: list[_Cursor], formatter: Any, out: A
             continue
         if not follow:
             return written  # nothing left below any cursor's end
-        wait_for_data(logdir, [(c.log, c.position) for c in active])
-
-
-def wait_for_data(logdir: Any, positions: list[tuple[Any, int]]) -> None:
-    """Sleep until one of these partitions has a record at or past its position
-    (or a short timeout, so Ctrl-C is handled): the data directory's notifier
-    is bumped by every append in any process."""
-    notifier = logdir.notifier
-    seen = notifier.current_word()
-    if any(log.high_watermark > pos for log, pos in positions):
-        return
-    notifier.wait_word(seen, IDLE_WAIT_S)
+        wait_for_data(logdir.notifier, [(c.log, c.position) for c in active], IDLE_WAIT_S)

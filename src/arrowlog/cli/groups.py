@@ -1,10 +1,7 @@
 """The interface the ``group`` commands and ``consume -g`` need from consumer groups.
 
-The durable group store belongs to the consumer-groups work; the CLI only
-needs the handful of operations below, so it is written against this
-protocol and :func:`open_group_store` finds an implementation at run time.
-
-Assumptions (to be confirmed when the consumer-groups module lands):
+The CLI needs only the handful of operations below from the consumer
+groups (arrowlog.groups.GroupAdmin implements them; docs/GROUPS.md):
 
 * committed offsets are kept per (group, topic, partition) and are the
   *next* offset to consume, as in Kafka;
@@ -14,22 +11,13 @@ Assumptions (to be confirmed when the consumer-groups module lands):
 * committing while members are alive is allowed for a consumer but the CLI
   refuses ``group reset --execute`` / ``group delete`` then, like Kafka's
   tool does for a non-empty group.
-
-An implementation is found in this order: the ``ARROWLOG_GROUP_STORE``
-environment variable (``module:callable``, called with the data directory),
-then ``arrowlog.groups.open_group_store(data_dir)`` (the embedded consumer
-groups' ``GroupAdmin``) or ``arrowlog.groups.GroupStore(data_dir)``.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
 from typing import Protocol, runtime_checkable
 
 import click
-
-from .common import Unavailable
 
 TopicPartitionKey = tuple[str, int]
 
@@ -52,39 +40,13 @@ class GroupStore(Protocol):
         """Forget the group and all its committed offsets."""
 
 
-def _load(spec: str, data_dir: str) -> GroupStore:
-    mod_name, _, attr = spec.partition(":")
-    mod = importlib.import_module(mod_name)
-    return getattr(mod, attr or "open_group_store")(data_dir)
-
-
 def open_group_store(data_dir: str) -> GroupStore:
-    """The group store of a data directory (closed when the command ends), or
-    exit 6 when none is installed."""
-    store = _find_group_store(data_dir)
-    close = getattr(store, "close", None)
+    """The data directory's consumer groups (arrowlog.groups.GroupAdmin),
+    closed when the command ends."""
+    from arrowlog.groups import open_group_store as open_store
+
+    store = open_store(data_dir)
     ctx = click.get_current_context(silent=True)
-    if callable(close) and ctx is not None:
-        ctx.call_on_close(close)
+    if ctx is not None:
+        ctx.call_on_close(store.close)
     return store
-
-
-def _find_group_store(data_dir: str) -> GroupStore:
-    spec = os.environ.get("ARROWLOG_GROUP_STORE")
-    if spec:
-        return _load(spec, data_dir)
-    try:
-        mod = importlib.import_module("arrowlog.groups")
-    except ImportError:
-        mod = None
-    if mod is not None:
-        for name in ("open_group_store", "GroupStore"):
-            factory = getattr(mod, name, None)
-            if factory is not None:
-                store = factory(data_dir)
-                if isinstance(store, GroupStore):
-                    return store
-    raise Unavailable(
-        "consumer groups are not available in this build of arrowlog "
-        "(no group store found: arrowlog.groups)"
-    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
@@ -122,11 +121,9 @@ def demo_cmd(ctx: click.Context) -> None:
     if any(a == "--data" or a.startswith("--data=") for a in ctx.args):
         raise click.UsageError("demo replaces its own directory on every run, so it takes no --data: "
                                "give a scratch directory as 'arrowlog demo DIR'")
-    try:
-        mod = importlib.import_module("arrowlog.demo")
-    except ImportError:
-        raise Unavailable("the demo is not available in this build (arrowlog.demo)") from None
-    rc = mod.main(list(ctx.args))
+    from arrowlog import demo
+
+    rc = demo.main(list(ctx.args))
     ctx.exit(rc if isinstance(rc, int) else 0)
 
 
@@ -197,8 +194,6 @@ def serve_cmd(ctx: click.Context, listen: str, data: str | None, **options: Any)
     """Serve the data directory over the Kafka wire protocol."""
     host, port = parse_listen(listen)
     data_dir = resolve_data_dir(data)
-    try:
-        from arrowlog.server.options import run
-    except ImportError:
-        raise Unavailable("the Kafka protocol server is not available in this build (arrowlog.server)") from None
+    from arrowlog.server.options import run
+
     ctx.exit(run(data_dir, host, port, options))

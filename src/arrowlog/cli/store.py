@@ -17,7 +17,8 @@ from typing import Any
 import click
 import pyarrow as pa
 
-from arrowlog.errors import OffsetOutOfRangeError, StorageError
+from arrowlog.errors import StorageError
+from arrowlog.storage.reader import RangeReader
 
 from .common import CliError, NotFound, resolve_data_dir
 from .formatting import Record
@@ -111,53 +112,16 @@ def _column(batch: pa.RecordBatch, name: str) -> pa.Array | None:
     return None if idx < 0 else batch.column(idx)
 
 
-def slice_batch(batch: pa.RecordBatch, start: int, end: int | None) -> pa.RecordBatch:
-    """The rows of a stored batch with ``start <= offset < end``.
-
-    Offsets inside a stored batch ascend, so this is one zero-copy slice.
-    """
-    offsets = _column(batch, "offset")
-    n = batch.num_rows
-    if offsets is None or n == 0:
-        return batch
-    first = offsets[0].as_py()
-    last = offsets[n - 1].as_py()
-    if first >= start and (end is None or last < end):
-        return batch
-    import pyarrow.compute as pc
-
-    lo = 0 if first >= start else int(pc.sum(pc.less(offsets, start)).as_py() or 0)
-    hi = n if end is None or last < end else int(pc.sum(pc.less(offsets, end)).as_py() or 0)
-    return batch.slice(lo, max(0, hi - lo))
-
-
 def read_batches(pl: Any, start: int, end: int | None, max_bytes: int = READ_CHUNK_BYTES) -> tuple[list[pa.RecordBatch], int]:
-    """One read from ``start``: the sliced batches and the next offset to read.
+    """One read from ``start``: the batches of ``[start, end)`` and the next
+    offset to read (past a range retention deleted meanwhile).
 
     Returns ``([], start)`` when nothing is there yet.
     """
     if start >= pl.high_watermark:
         return [], start
-    try:
-        frames = pl.read(start, max_bytes)
-    except OffsetOutOfRangeError:
-        # Retention deleted the segment under the reader: go on from the new log start.
-        log_start = pl.log_start_offset
-        if start >= log_start:
-            raise
-        return [], log_start if end is None else min(log_start, end)
-    batches = []
-    nxt = start
-    for f in frames:
-        if end is not None and f.base_offset >= end:
-            break
-        b = slice_batch(f.batch, start, end)
-        if b.num_rows:
-            batches.append(b)
-        nxt = max(nxt, f.base_offset + f.record_count)
-    if end is not None:
-        nxt = min(nxt, end)
-    return batches, nxt
+    reader = RangeReader(pl, start, end)
+    return [f.batch for f in reader.read(max_bytes)], reader.position
 
 
 def batch_records(batch: pa.RecordBatch, topic: str, partition: int, log_start: int = 0, hwm: int = 0) -> Iterator[Record]:

@@ -29,10 +29,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .._native import core
-from ..errors import ArrowlogError, ConfigError, OffsetOutOfRangeError
+from ..errors import ArrowlogError, ConfigError
 from ..groups.admin import GroupAdmin, GroupDescription, MemberDescription, PartitionLag
 from ..groups.store import UnknownGroupError
 from ..metrics import lag_seconds, server_groups
+from ..storage.reader import RangeReader
 
 # Rows on one page of the message browser, and the most a request may ask for.
 PAGE_ROWS = 20
@@ -251,24 +252,17 @@ class Browser:
             start = high - rows
         start = min(max(start, low), high)
         found: list[Row] = []
-        pos = start
-        while len(found) < rows and pos < high:
-            try:
-                frames = pl.read(pos, READ_BYTES)
-            except OffsetOutOfRangeError:  # retention removed it meanwhile
-                low, high = pl.watermarks()
-                pos = max(pos, low)
-                continue
+        reader = RangeReader(pl, start, high)  # offsets may have gaps (compaction): read until the page is full
+        while not reader.done and len(found) < rows:
+            before = reader.position
+            frames = reader.read(READ_BYTES)
             if not frames:
+                if reader.position > before:
+                    continue  # only offsets the cleaner removed
                 break
-            for fr in frames:
-                skip = fr.row_at(pos)  # rows, not offsets: a compacted frame has gaps
-                take = min(fr.rows - skip, rows - len(found))
-                if take > 0:
-                    found.extend(_rows(topic, partition, fr.batch.slice(skip, take)))
-                pos = max(pos, fr.batch.column(0)[skip + take - 1].as_py() + 1 if take > 0 else fr.next_offset)
-                if skip + max(take, 0) >= fr.rows:
-                    pos = max(pos, fr.next_offset)
+            for fr in frames:  # each starts at the cursor: sliced by the reader
+                take = min(fr.rows, rows - len(found))
+                found.extend(_rows(topic, partition, fr.batch.slice(0, take)))
                 if len(found) >= rows:
                     break
         nxt = found[-1].offset + 1 if found else start
@@ -301,17 +295,16 @@ class Browser:
         found: list[Row] = []
         deadline = time.monotonic() + budget_s
         scalar = pa.scalar(key, pa.binary())
-        while pos < high and len(found) < rows and time.monotonic() < deadline:
-            try:
-                frames = pl.read(pos, READ_BYTES)
-            except OffsetOutOfRangeError:
-                pos = max(pos, pl.log_start_offset)
-                continue
+        reader = RangeReader(pl, pos, high)
+        while not reader.done and len(found) < rows and time.monotonic() < deadline:
+            before = reader.position
+            frames = reader.read(READ_BYTES)
             if not frames:
+                if reader.position > before:
+                    continue  # only offsets the cleaner removed
                 break
-            for fr in frames:
-                skip = fr.row_at(pos)  # rows, not offsets: a compacted frame has gaps
-                batch = fr.batch.slice(skip)
+            for fr in frames:  # each starts at the cursor: sliced by the reader
+                batch = fr.batch
                 hits = pc.indices_nonzero(pc.fill_null(pc.equal(batch.column("key"), scalar), False))
                 hits = hits.slice(0, rows - len(found))
                 found.extend(_rows(topic, partition, batch, hits))
@@ -319,6 +312,8 @@ class Browser:
                        else max(pos, fr.next_offset))
                 if len(found) >= rows:
                     break
+        if len(found) < rows:
+            pos = reader.position  # past a range retention deleted meanwhile, too
         note = f"key routed by murmur2 to partition {partition}; scanned offsets {first}..{pos - 1}"
         if pos < high and len(found) < rows:
             note += " (time budget reached: continue for the rest)"

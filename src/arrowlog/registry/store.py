@@ -20,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 
 from arrowlog import errors as AE
+from arrowlog.storage.reader import RangeReader
 
 from . import errors as RE
 from .compat import DEFAULT_MODE, MODES, compatible
@@ -68,11 +69,8 @@ class Registry:
 
     def _replay(self) -> None:
         latest: dict[bytes, bytes | None] = {}
-        pos = self._pl.log_start_offset
-        while pos < self._pl.high_watermark:
-            frames = self._pl.read(pos, _READ_BYTES, check_crc=True)
-            if not frames:
-                break
+        reader = RangeReader(self._pl, self._pl.log_start_offset, self._pl.high_watermark, check_crc=True)
+        while frames := reader.read(_READ_BYTES):
             for fr in frames:
                 keys = fr.batch.column("key").to_pylist()
                 values = fr.batch.column("value").to_pylist()
@@ -80,7 +78,6 @@ class Registry:
                     if k is not None:
                         latest.pop(k, None)      # keep first-seen order of the latest record
                         latest[k] = v
-                pos = fr.base_offset + fr.record_count
         for k, v in latest.items():
             if v is not None:
                 try:

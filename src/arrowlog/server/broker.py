@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import inspect
 import logging
 import re
+import threading
 import time
 
 import pyarrow as pa
 
 from arrowlog import errors as AE
 from arrowlog._native.kafka import RecordBatchError, decode_record_set, encode_batch
+from arrowlog.storage.reader import RangeReader, raise_gap, wait_for_data
 
 from . import errors as E
 from .groups import GroupCoordinator
@@ -48,9 +49,10 @@ TOPIC_DEFAULTS = {
     "message.timestamp.type": "CreateTime",
     "compression.type": "producer",
 }
-# Fetch waits for new data on this event, and also polls this often for
-# appends made by other processes (in-process producers on the same directory).
-FETCH_POLL_S = 0.05
+# The thread that turns appends by any process (the data directory's notifier)
+# into wake-ups of waiting Fetches re-checks for shutdown this often on a
+# read-only directory (elsewhere stop() wakes it at once).
+WATCH_TIMEOUT_S = 5.0
 # Encoded record batches kept for repeated fetches of the same data.
 ENCODE_CACHE_BYTES = 64 << 20
 
@@ -73,20 +75,21 @@ def _sync_partitions(producers, partitions, metrics=None, txns=None) -> None:
             if metrics:
                 metrics.fsync_done(time.perf_counter() - started)
         except (AE.ArrowlogError, OSError) as exc:  # e.g. its files deleted with the topic meanwhile
-            log.error("fsync of %s-%s failed: %s", getattr(pl, "topic", "?"), getattr(pl, "partition", "?"), exc)
+            log.error("fsync of %s-%s failed: %s", pl.topic, pl.partition, exc)
 
 
 def _read_checked(pl, offset: int, max_bytes: int) -> list:
-    """Frames from ``offset`` with their CRCs checked. When a frame is damaged, the
+    """Whole frames from ``offset`` with their CRCs checked. When a frame is damaged, the
     intact frames before it are returned; CorruptRecordError only if the first is."""
+    reader = RangeReader(pl, offset, whole_frames=True, check_crc=True, on_gap=raise_gap)
     try:
-        return pl.read(offset, max_bytes, check_crc=True)
+        return reader.read(max_bytes)
     except AE.CorruptRecordError:
         pass
     frames, size = [], 0
     while size < max_bytes:
         try:
-            got = pl.read(offset, 1, check_crc=True)[:1]   # one frame (KIP-74: the first always)
+            got = reader.read(1)   # one frame (KIP-74: the first always)
         except AE.CorruptRecordError:
             if frames:
                 return frames
@@ -95,7 +98,6 @@ def _read_checked(pl, offset: int, max_bytes: int) -> list:
             break
         frames.append(got[0])
         size += got[0].size
-        offset = got[0].base_offset + got[0].record_count
     return frames
 
 
@@ -169,6 +171,8 @@ class Broker:
                                            self._appended)
         self.metrics = None          # arrowlog.metrics.ServerMetrics when metrics are served
         self._data_event = asyncio.Event()
+        self._watcher: threading.Thread | None = None
+        self._stopping = False
         self._dirty: set = set()     # partitions appended to since the last periodic flush
         self._written: set = set()   # every partition appended to (the shutdown flush syncs them all)
         self._corrupt_logged: collections.OrderedDict = collections.OrderedDict()  # (topic, partition, offset)
@@ -176,9 +180,6 @@ class Broker:
         self._cache_bytes = 0
         self._flusher: asyncio.Task | None = None
         self._syncing: asyncio.Future | None = None
-        # The decoder already knows each batch's timestamp range; newer storage takes it.
-        from arrowlog.storage import PartitionLog
-        self._append_takes_timestamps = "min_timestamp" in inspect.signature(PartitionLog.append).parameters
         self.handlers = {
             18: self.api_versions, 3: self.metadata, 0: self.produce, 1: self.fetch,
             2: self.list_offsets, 10: self.find_coordinator, 11: self.join_group, 14: self.sync_group,
@@ -194,7 +195,11 @@ class Broker:
     def start(self) -> None:
         self.groups.start()
         self.txn_handlers.start()
-        self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+        loop = asyncio.get_running_loop()
+        self._flusher = loop.create_task(self._flush_loop())
+        self._watcher = threading.Thread(target=self._watch_appends, args=(loop,), name="arrowlog-fetch-wake",
+                                         daemon=True)
+        self._watcher.start()
         from arrowlog.storage.cleaner import CleanerThread  # compacted topics: cleaned in its own thread
         self._cleaner = CleanerThread(self.store.log.compacted_partitions,
                                       self.config.cleaner_interval_s).start()
@@ -209,6 +214,10 @@ class Broker:
             await asyncio.gather(self._syncing, return_exceptions=True)
         await self.groups.stop()
         await self.txn_handlers.stop()
+        if self._watcher is not None:
+            self._stopping = True
+            self.store.log.notifier.bump()
+            await asyncio.to_thread(self._watcher.join)
         self._dirty = set()
         _sync_partitions(self.producers, self._written)
         self.producers.close()
@@ -233,6 +242,18 @@ class Broker:
     def _appended(self, pl) -> None:
         self._dirty.add(pl)
         self._written.add(pl)
+
+    def _watch_appends(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wake waiting Fetches when any process appends to the data directory."""
+        notifier = self.store.log.notifier
+        seen = notifier.current_word()
+        while not self._stopping:
+            if wait_for_data(notifier, (), WATCH_TIMEOUT_S, seen=seen):
+                seen = notifier.current_word()
+                try:
+                    loop.call_soon_threadsafe(self._notify_data)
+                except RuntimeError:  # the loop is closed: the server is gone
+                    return
 
     def _notify_data(self) -> None:
         self._data_event.set()
@@ -386,11 +407,8 @@ class Broker:
                 if b.is_transactional:
                     self.txns.begin_batch(topic, index, b.producer_id, expected, b.record_count)
                 try:
-                    if self._append_takes_timestamps:
-                        base = pl.append(b.records, min_timestamp=b.min_record_timestamp,
-                                         max_timestamp=b.max_record_timestamp)
-                    else:
-                        base = pl.append(b.records)
+                    base = pl.append(b.records, min_timestamp=b.min_record_timestamp,
+                                     max_timestamp=b.max_record_timestamp)
                 except OSError as exc:  # StorageError included
                     self.txns.end_batch(topic, index, b.producer_id, expected, None)
                     log.error("append to %s-%d failed: %s", topic, index, exc)
@@ -424,7 +442,7 @@ class Broker:
                     self.metrics.fetched_response(resp)
                 return resp
             try:
-                await asyncio.wait_for(event.wait(), min(remaining, FETCH_POLL_S))
+                await asyncio.wait_for(event.wait(), remaining)
             except asyncio.TimeoutError:
                 pass
 
@@ -564,10 +582,8 @@ class Broker:
 
     @staticmethod
     def _timestamp_at(pl, offset: int) -> int:
-        for fr in pl.read(offset, 1)[:1]:
-            offs = fr.batch.column("offset").to_pylist()
-            if offset in offs:
-                return fr.batch.column("timestamp")[offs.index(offset)].value
+        for fr in RangeReader(pl, offset, offset + 1).read(1):
+            return fr.batch.column("timestamp")[0].value
         return -1
 
     def _lookup_offset(self, pl, timestamp: int) -> tuple[int, int]:
@@ -576,17 +592,14 @@ class Broker:
         if timestamp == -2:      # EARLIEST
             return pl.log_start_offset, -1
         if timestamp == -3:      # MAX_TIMESTAMP (v7): the record with the largest timestamp
-            best_ts, best_off, pos = -1, -1, pl.log_start_offset
-            while pos < pl.high_watermark:
-                frames = pl.read(pos, 1 << 20)
-                if not frames:
-                    break
+            best_ts, best_off = -1, -1
+            reader = RangeReader(pl, pl.log_start_offset, pl.high_watermark, whole_frames=True)
+            while frames := reader.read(1 << 20):
                 for fr in frames:
-                    if fr.max_timestamp > best_ts:
+                    if fr.rows and fr.max_timestamp > best_ts:  # a compacted frame may hold no rows
                         col = fr.batch.column("timestamp").cast("int64").to_pylist()
                         i = col.index(fr.max_timestamp) if fr.max_timestamp in col else len(col) - 1
                         best_ts, best_off = fr.max_timestamp, fr.batch.column("offset")[i].as_py()
-                    pos = fr.base_offset + fr.record_count
             return best_off, best_ts
         offset = pl.offset_for_timestamp(timestamp)
         if offset is None or offset >= pl.high_watermark:
@@ -739,8 +752,8 @@ class Broker:
                 self.producers.forget_topic(name)
                 self.txns.forget_topic(name)
                 self.offsets.delete_topic(name)
-                self._dirty = {pl for pl in self._dirty if getattr(pl, "topic", None) != name}
-                self._written = {pl for pl in self._written if getattr(pl, "topic", None) != name}
+                self._dirty = {pl for pl in self._dirty if pl.topic != name}
+                self._written = {pl for pl in self._written if pl.topic != name}
                 log.info("deleted topic %s", name)
             out.append({"name": name, "topic_id": self.store.topic_id(name or ""), "error_code": code,
                         "error_message": msg})

@@ -5,23 +5,25 @@ error codes.
 
 from __future__ import annotations
 
-import re
 import uuid
 
 from arrowlog import errors as AE
+from arrowlog.storage import LogDir, validate_topic_name
 
 from . import errors as E
 
-_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
-
 
 def valid_topic_name(name: str | None) -> bool:
-    return bool(name) and name not in (".", "..") and bool(_TOPIC_RE.match(name))
+    """The storage's one topic-name rule, as a yes/no for protocol replies."""
+    try:
+        validate_topic_name(name)
+    except AE.InvalidTopicError:
+        return False
+    return True
 
 
 class Store:
     def __init__(self, data_dir: str, cluster_id: str):
-        from arrowlog.storage import LogDir  # the core's storage layer
 
         self.data_dir = data_dir
         self.log = LogDir(data_dir)

@@ -493,11 +493,11 @@ class TransactionCoordinator(Journaled):
     def _write_marker(pl, commit: bool) -> int:
         import pyarrow as pa
 
-        from arrowlog._native.kafka import ENVELOPE_SCHEMA
+        from arrowlog.schema import PRODUCE_SCHEMA
 
         cols = control_record_columns(commit)
         cols["timestamp"] = [_now_ms()]
-        batch = pa.RecordBatch.from_pydict(cols, schema=ENVELOPE_SCHEMA)
+        batch = pa.RecordBatch.from_pydict(cols, schema=PRODUCE_SCHEMA)
         return pl.append(batch)
 
     # ------------------------------------------------------------ timeouts

@@ -39,9 +39,10 @@ from ..errors import (
     UnknownPartitionError,
     UnknownTopicError,
 )
+from ..schema import envelope_schema
 from .cleaner import clean_topic
 from .files import ExclusiveFlock, open_shared_file, storage_error, write_json_atomic
-from .partition import ENVELOPE_SCHEMA, PartitionLog, close_many
+from .partition import PartitionLog, close_many
 from .segment import Segment, parse_segment_name
 
 _TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
@@ -130,13 +131,6 @@ def meta_problem(meta: Any) -> str | None:
     except (ConfigError, TypeError, ValueError) as exc:
         return f"its config is not valid ({exc})"
     return None
-
-
-def envelope_schema(value_schema: pa.Schema | None) -> pa.Schema:
-    if value_schema is None:
-        return ENVELOPE_SCHEMA
-    return pa.schema([ENVELOPE_SCHEMA.field(i) for i in range(3)]
-                     + [pa.field("value", pa.struct(list(value_schema))), ENVELOPE_SCHEMA.field(4)])
 
 
 class Topic:

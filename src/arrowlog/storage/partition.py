@@ -52,6 +52,7 @@ from ..errors import (
     PartitionFailedError,
     StorageError,
 )
+from ..schema import ENVELOPE_SCHEMA
 from .cleaner import finish_swaps
 from .files import ExclusiveFlock, close_fds, open_shared_file, storage_error, too_many_open_files
 from .handles import BUDGET
@@ -75,7 +76,6 @@ from .segment import (
 )
 from .sync import SyncMixin
 
-ENVELOPE_SCHEMA = core.ENVELOPE_SCHEMA
 NO_TIMESTAMP = -(1 << 63)
 # Below this size a batch is serialised into one buffer (a copy of a few KiB
 # costs less than the ~20 Python-level writes of the zero-copy path).
@@ -844,4 +844,4 @@ class _PieceSink:
         self.closed = True
 
 
-__all__ = ["PartitionLog", "Frame", "ENVELOPE_SCHEMA", "time"]
+__all__ = ["PartitionLog", "Frame", "time"]

@@ -1,7 +1,7 @@
 """``replay("kafka://...", topic, start, end)``: a range of a Kafka topic as Arrow.
 
 The range is resolved once, when the replay is made, exactly as the
-embedded log resolves it (``arrowlog.replay.resolve_position``): watermarks
+embedded log resolves it (``arrowlog.backends.local.replay.resolve_position``): watermarks
 for 'beginning'/'end', ``offsets_for_times`` for times. Each stream over
 the replay then opens its own consumer (no group membership, nothing
 committed) and reads the partitions one after another, so rows come in the
@@ -23,9 +23,11 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 import pyarrow as pa
 
-from ._optional import require
-from .errors import ConfigError, KafkaException, UnknownTopicError
-from .replay import Replay, resolve_position
+from ..._optional import require
+from ...convert import kafka_columns
+from ...errors import ConfigError, KafkaException, UnknownTopicError
+from ...schema import REPLAY_SCHEMA
+from ..local.replay import Replay, resolve_position
 
 if TYPE_CHECKING:
     import confluent_kafka as ck
@@ -38,16 +40,6 @@ BATCH_RECORDS = 10_000
 # A partition that returns nothing for this long while records are still
 # expected makes the stream fail instead of hanging.
 STALL_TIMEOUT_S = 60.0
-TIMESTAMP_TYPE = pa.timestamp("ms", tz="UTC")
-HEADERS_TYPE = pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())]))
-SCHEMA = pa.schema([
-    pa.field("partition", pa.int32(), False),
-    pa.field("offset", pa.int64(), False),
-    pa.field("timestamp", TIMESTAMP_TYPE, False),
-    pa.field("key", pa.binary()),
-    pa.field("value", pa.binary()),
-    pa.field("headers", HEADERS_TYPE),
-])
 
 
 class _PartitionView:
@@ -67,7 +59,7 @@ class _PartitionView:
 
 
 def _tp(topic: str, partition: int, offset: int = ck.OFFSET_INVALID) -> Any:
-    from ._types import TopicPartition
+    from ..._types import TopicPartition
     return TopicPartition(topic, partition, offset)
 
 
@@ -83,7 +75,7 @@ class KafkaReplay(Replay):
     def __init__(self, config: dict, topic: str, start: Any = "beginning", end: Any = "end",
                  partitions: list[int] | None = None, columns: list[str] | None = None, *,
                  value_format: str = "binary", value_schema: pa.Schema | None = None):
-        from .kafka_backend import KafkaConsumer
+        from .client import KafkaConsumer
         self._config = config
         self.topic = topic
         columns = self._value_format(value_format, value_schema, columns, typed=False)
@@ -95,7 +87,7 @@ class KafkaReplay(Replay):
             self.partitions = list(range(count)) if partitions is None else [int(p) for p in partitions]
             bad = [p for p in self.partitions if not 0 <= p < count]
             if bad:
-                from .errors import UnknownPartitionError
+                from ...errors import UnknownPartitionError
                 raise UnknownPartitionError(f"topic {topic!r} has partitions 0..{count - 1}; there is no {bad[0]}")
             self.ranges: dict[int, tuple[int, int]] = {}
             for p in self.partitions:
@@ -104,12 +96,12 @@ class KafkaReplay(Replay):
                 hi = resolve_position(view, end, is_end=True)
                 self.ranges[p] = (lo, max(lo, hi))
         if columns is not None:
-            missing = [name for name in columns if name not in SCHEMA.names]
+            missing = [name for name in columns if name not in REPLAY_SCHEMA.names]
             if missing:
-                raise ConfigError(f"unknown replay column(s) {missing}; available: {SCHEMA.names}")
-            self.schema = pa.schema([SCHEMA.field(name) for name in columns])
+                raise ConfigError(f"unknown replay column(s) {missing}; available: {REPLAY_SCHEMA.names}")
+            self.schema = pa.schema([REPLAY_SCHEMA.field(name) for name in columns])
         else:
-            self.schema = SCHEMA
+            self.schema = REPLAY_SCHEMA
         self.columns = columns
         self._check_columns()
 
@@ -124,7 +116,7 @@ class KafkaReplay(Replay):
         todo = [(p, lo, hi) for p, (lo, hi) in self.ranges.items() if hi > lo]
         if not todo:
             return
-        from .kafka_backend import new_client
+        from .client import new_client
         consumer = new_client(ck.Consumer, self._consumer_config(), "replay", probe=False)
         try:
             for p, lo, hi in todo:
@@ -166,32 +158,13 @@ class KafkaReplay(Replay):
         consumer.unassign()
 
     def _build(self, p: int, msgs: list, wanted: set) -> pa.RecordBatch:
-        n = len(msgs)
-        cols: dict[str, pa.Array] = {}
+        cols = kafka_columns(msgs, wanted)
         if "partition" in wanted:
-            cols["partition"] = pa.array(np.full(n, p, dtype=np.int32))
-        if "offset" in wanted:
-            cols["offset"] = pa.array([m.offset() for m in msgs], type=pa.int64())
-        if "timestamp" in wanted:
-            cols["timestamp"] = pa.array([m.timestamp()[1] for m in msgs], type=pa.int64()).cast(TIMESTAMP_TYPE)
-        if "key" in wanted:
-            cols["key"] = pa.array([m.key() for m in msgs], type=pa.binary())
-        if "value" in wanted:
-            cols["value"] = pa.array([m.value() for m in msgs], type=pa.binary())
-        if "headers" in wanted:
-            cols["headers"] = headers_array([m.headers() for m in msgs])
+            cols["partition"] = pa.array(np.full(len(msgs), p, dtype=np.int32))
         return pa.RecordBatch.from_arrays([cols[name] for name in self._raw_schema.names], schema=self._raw_schema)
 
     def __repr__(self) -> str:
         return f"<KafkaReplay {self.topic} partitions={self.partitions} records={self.num_records}>"
-
-
-def headers_array(rows: list) -> pa.Array:
-    """confluent-kafka headers (None or [(key, value)]) as Arrow."""
-    if not any(rows):
-        return pa.nulls(len(rows), HEADERS_TYPE)
-    return pa.array([None if h is None else [{"key": k, "value": v} for k, v in h] for h in rows],
-                    type=HEADERS_TYPE)
 
 
 def kafka_replay(where: str, topic: str, start: Any = "beginning", end: Any = "end",
@@ -200,10 +173,10 @@ def kafka_replay(where: str, topic: str, start: Any = "beginning", end: Any = "e
                  **kafka_config: Any) -> KafkaReplay:
     """``arrowlog.replay()`` for a ``kafka://`` location; extra keywords are
     librdkafka config keys (``security_protocol="SSL"``...)."""
-    from .kafka_backend import kafka_config as merge
+    from .client import kafka_config as merge
     conf = merge({"bootstrap.servers": where}, kafka_config, what="replay")
     return KafkaReplay(conf, topic, start, end, partitions, columns, value_format=value_format,
                        value_schema=value_schema)
 
 
-__all__ = ["KafkaReplay", "kafka_replay", "SCHEMA", "headers_array"]
+__all__ = ["KafkaReplay", "kafka_replay"]

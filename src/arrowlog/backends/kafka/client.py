@@ -41,9 +41,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pyarrow as pa
 
-from ._optional import require
-from ._types import OFFSET_INVALID, TopicPartition
-from .errors import (
+from ..._optional import require
+from ..._types import OFFSET_INVALID, TopicPartition
+from ...convert import binary_array, to_epoch_ms
+from ...errors import (
     ArrowlogError,
     ConfigError,
     KafkaError,
@@ -53,8 +54,6 @@ from .errors import (
     UnknownPartitionError,
     UnknownTopicError,
 )
-from .kafka_replay import KafkaReplay, kafka_replay
-from .producer import binary_array, to_epoch_ms
 
 if TYPE_CHECKING:
     import confluent_kafka as ck
@@ -674,5 +673,5 @@ def topic_config(conf: dict, topic: str, keys: tuple = ("retention.ms", "retenti
     return {k: int(values[k].value) for k in keys if k in values and values[k].value is not None}
 
 
-__all__ = ["KafkaProducer", "KafkaConsumer", "KafkaReplay", "kafka_replay", "bootstrap_servers", "kafka_config",
+__all__ = ["KafkaProducer", "KafkaConsumer", "bootstrap_servers", "kafka_config",
            "create_topic", "topic_partitions", "topic_config", "ClusterUnreachableError", "KAFKA_LOG", "new_client"]

@@ -28,12 +28,13 @@ import collections
 import time
 from typing import Any, Iterator
 
-from . import config as _config
-from ._callbacks import ClientCallbacks
-from ._location import location_of, open_data_dir, split_config, wants_kafka
-from ._native import core
-from ._types import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED, TopicPartition
-from .errors import (
+from ... import config as _config
+from ..._callbacks import ClientCallbacks
+from ..._location import location_of, open_data_dir, split_config, wants_kafka
+from ..._native import core
+from ..._types import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED, TopicPartition
+from ...convert import to_epoch_ms
+from ...errors import (
     ArrowlogError,
     ConfigError,
     InvalidArgumentError,
@@ -44,18 +45,19 @@ from .errors import (
     UnknownPartitionError,
     UnknownTopicError,
 )
-from .producer import to_epoch_ms
+from ...storage.reader import RangeReader, wait_for_data
 
 
 class _Fetch:
     """Read state of one assigned partition."""
 
-    __slots__ = ("tp", "log", "position", "views", "paused", "eof_sent", "topic", "rxmsgs")
+    __slots__ = ("tp", "log", "reader", "position", "views", "paused", "eof_sent", "topic", "rxmsgs")
 
-    def __init__(self, topic: str, partition: int, log: Any, position: int):
+    def __init__(self, topic: str, partition: int, log: Any, position: int, reader: RangeReader):
         self.topic = topic
         self.tp = (topic, partition)
         self.log = log
+        self.reader = reader
         self.position = position      # offset of the next record to return
         self.views: collections.deque = collections.deque()  # [BatchView, next row]
         self.paused = False
@@ -79,7 +81,7 @@ class Consumer:
     def __new__(cls, config: Any = None, /, **kwargs: Any):
         given, kw, kafka = wants_kafka(config, kwargs)
         if cls is Consumer and kafka:
-            from .kafka_backend import KafkaConsumer
+            from ..kafka.client import KafkaConsumer
             return KafkaConsumer(given, **kw)
         return super().__new__(cls)
 
@@ -95,7 +97,7 @@ class Consumer:
         self._has_callbacks = self._on_commit is not None or self._callbacks.interval > 0
         self._extras = self._has_callbacks
         self._log = open_data_dir(location_of(conf), create=False)
-        from .txn import TransactionView
+        from ...txn import TransactionView
         self._txns = TransactionView(self._log.path)
         self._committed_only = conf["isolation.level"] == "read_committed"
         self._fetch_bytes = conf["fetch.max.bytes"]
@@ -109,7 +111,7 @@ class Consumer:
         self._closed = False
         self._group = None
         if conf["group.id"] is not None:
-            from .groups import GroupMember
+            from ...groups import GroupMember
             self._group = GroupMember(self, self._log, conf)
             if self._on_commit is not None:
                 self._report_commits(self._group)
@@ -144,7 +146,7 @@ class Consumer:
             raise self._group_files_error(exc) from exc
 
     def _group_files_error(self, exc: OSError) -> ArrowlogError:
-        from .storage.files import storage_error
+        from ...storage.files import storage_error
         return storage_error(exc, f"consumer group {self.config['group.id']!r} cannot use its files in "
                                   f"{self._log.groups_dir} (a group consumer writes its membership and offsets "
                                   "there; assign() without group.id only reads)")
@@ -229,17 +231,25 @@ class Consumer:
             if tp.partition < 0:
                 raise UnknownPartitionError(f"assign() needs a partition number for {tp.topic!r}")
             log = self._partition_log(tp.topic, tp.partition)
-            fetches[(tp.topic, tp.partition)] = _Fetch(tp.topic, tp.partition, log,
-                                                       self._resolve(log, tp.topic, tp.partition, tp.offset))
+            fetches[(tp.topic, tp.partition)] = self._new_fetch(tp, log)
         self._assigned = fetches
         self._order = list(fetches.values())
         self._next = 0
+
+    def _new_fetch(self, tp: TopicPartition, log: Any) -> _Fetch:
+        def on_gap(position: int, low: int) -> int:
+            # retention deleted records not read yet: auto.offset.reset decides
+            return self._reset_position(tp.topic, tp.partition, low, log.high_watermark, position)
+
+        position = self._resolve(log, tp.topic, tp.partition, tp.offset)
+        reader = RangeReader(log, position, check_crc=self._check_crcs, on_gap=on_gap)
+        return _Fetch(tp.topic, tp.partition, log, position, reader)
 
     def incremental_assign(self, partitions: list[TopicPartition]) -> None:
         self._check_open()
         for tp in partitions:
             log = self._partition_log(tp.topic, tp.partition)
-            f = _Fetch(tp.topic, tp.partition, log, self._resolve(log, tp.topic, tp.partition, tp.offset))
+            f = self._new_fetch(tp, log)
             self._assigned[(tp.topic, tp.partition)] = f
         self._order = list(self._assigned.values())
 
@@ -343,26 +353,29 @@ class Consumer:
 
     def _load(self, f: _Fetch) -> bool:
         high = f.log.high_watermark   # before the read: see arrowlog.txn
-        try:
-            frames = f.log.read(f.position, self._fetch_bytes, check_crc=self._check_crcs)
-        except OffsetOutOfRangeError:
-            low, high = f.log.watermarks()
-            f.position = self._reset_position(f.topic, f.tp[1], low, high, f.position)
-            frames = f.log.read(f.position, self._fetch_bytes, check_crc=self._check_crcs)
         while True:
+            f.reader.position = f.position
+            try:
+                frames = f.reader.read(self._fetch_bytes)
+            except OffsetOutOfRangeError:  # beyond the high watermark (a gap goes through on_gap)
+                low, high = f.log.watermarks()
+                f.position = self._reset_position(f.topic, f.tp[1], low, high, f.position)
+                continue
+            if not frames:
+                if f.reader.position > f.position:  # only offsets the cleaner removed: step past them
+                    f.position = f.reader.position
+                    continue
+                return False
             frames, skip_to = self._txns.visible(f.topic, f.tp[1], frames, max(high, f.position),
                                                  self._committed_only)
-            if skip_to is not None:
-                f.position = skip_to
             for fr in frames:
-                row = fr.row_at(f.position)
-                if row < fr.rows:
-                    f.views.append([core.BatchView(fr.batch, f.topic, f.tp[1], fr.base_offset, fr.next_offset), row])
-            if f.views or not frames:
-                return bool(f.views)
-            # only offsets the cleaner removed: step past them
-            f.position = frames[-1].next_offset
-            frames = f.log.read(f.position, self._fetch_bytes, check_crc=self._check_crcs)
+                f.views.append([core.BatchView(fr.batch, f.topic, f.tp[1], fr.base_offset, fr.next_offset), 0])
+            if f.views:
+                f.position = f.views[0][0].base_offset
+                return True
+            if skip_to is None:
+                return False  # held back by an open transaction (read_committed)
+            f.position = skip_to
 
     def _gather(self, want: int) -> list:
         out: list = []
@@ -393,16 +406,8 @@ class Consumer:
             return False
         if self._group is not None:
             left = min(left, 0.1)  # a member re-checks its group (rebalances) this often
-        active = [f for f in self._order if not f.paused]
-        if len(active) == 1:
-            f = active[0]
-            return f.log.wait(f.position, min(left, 1.0))
-        notifier = self._log.notifier
-        seen = notifier.current_word()
-        for f in active:
-            if f.log.high_watermark > f.position:
-                return True
-        return notifier.wait_word(seen, min(left, 1.0))
+        pending = [(f.log, f.position) for f in self._order if not f.paused]
+        return wait_for_data(self._log.notifier, pending, min(left, 1.0))
 
     def consume(self, num_messages: int = 1, timeout: float | None = -1) -> list:
         """Up to ``num_messages`` messages, waiting up to ``timeout`` seconds
@@ -500,7 +505,7 @@ class Consumer:
         return self._group.member_id if self._group is not None else None
 
     def list_topics(self, topic: str | None = None, timeout: float = -1):
-        from .admin import cluster_metadata
+        from ...admin import cluster_metadata
         return cluster_metadata(self._log, topic)
 
     def close(self) -> None:

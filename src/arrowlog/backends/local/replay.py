@@ -37,13 +37,14 @@ from typing import Any, Iterator
 import numpy as np
 import pyarrow as pa
 
-from ._json import parse_json_values
-from ._location import is_kafka, open_data_dir
-from ._optional import require
-from .errors import ConfigError, OffsetOutOfRangeError
-from .producer import to_epoch_ms
-from .storage import LogDir
-from .storage.cleaner import survivors
+from ..._json import parse_json_values
+from ..._location import is_kafka, open_data_dir
+from ..._optional import require
+from ...convert import to_epoch_ms
+from ...errors import ConfigError
+from ...storage import LogDir
+from ...storage.cleaner import survivors
+from ...storage.reader import RangeReader
 
 # Bytes asked of a partition per read: many frames per call keeps the Python
 # overhead per frame small; the frames themselves are zero-copy views.
@@ -162,7 +163,7 @@ class Replay:
         # Resolve the range now, so every stream over this Replay is the same. Transactions
         # (written through arrowlog serve, arrowlog.txn): markers are always left out;
         # read_committed also leaves out aborted records and ends at an open transaction.
-        from .txn import TransactionView
+        from ...txn import TransactionView
         self._txns = TransactionView(logdir.path)
         self._committed_only = isolation == "read_committed"
         if isolation not in ("read_committed", "read_uncommitted"):
@@ -214,37 +215,20 @@ class Replay:
                     yield self._shape(batch, self._partition_column(p, batch.num_rows))
 
     def _partition_batches(self, p: int) -> Iterator[pa.RecordBatch]:
-        """Partition ``p``'s stored batches (all columns) inside the range."""
+        """Partition ``p``'s stored batches (all columns) inside the range,
+        without transaction markers and (read_committed) aborted batches."""
         lo, hi = self.ranges[p]
-        log = self._topic.partition(p)
-        position = lo
-        while position < hi:
-            try:
-                frames = log.read(position, READ_BYTES)
-            except OffsetOutOfRangeError:
-                low, _ = log.watermarks()
-                if low >= hi:
-                    break
-                position = max(position, low)
-                continue
+        reader = RangeReader(self._topic.partition(p), lo, hi)
+        while not reader.done:
+            before = reader.position
+            frames = reader.read(READ_BYTES)
             if not frames:
+                if reader.position > before:
+                    continue  # only offsets the cleaner removed
                 break
             for fr in frames:
-                if self._txns.skipped(self.topic, p, fr, self._committed_only):
-                    position = max(position, min(fr.next_offset, hi))   # a marker or an aborted batch
-                    if position >= hi:
-                        break
-                    continue
-                batch = fr.batch
-                # rows, not offsets: a compacted frame has gaps
-                first, last = fr.row_at(position), fr.row_at(hi)
-                if first < last:
-                    if first or last < fr.rows:
-                        batch = batch.slice(first, last - first)
-                    yield batch
-                position = max(position, min(fr.next_offset, hi))
-                if position >= hi:
-                    break
+                if not self._txns.skipped(self.topic, p, fr, self._committed_only):
+                    yield fr.batch
 
     def _partition_column(self, partition: int, n: int) -> pa.Array:
         """``n`` copies of ``partition``, sliced from one cached array."""
@@ -437,7 +421,7 @@ def replay(log: Any, topic: str, start: Any = "beginning", end: Any = "end", par
     if is_kafka(where):
         if latest_per_key:
             raise ConfigError("latest_per_key is for an embedded log (a data directory), not kafka://")
-        from .kafka_backend import kafka_replay
+        from ..kafka.replay import kafka_replay  # the kafka:// implementation
         if isolation != "read_committed":   # a Kafka consumer's own setting
             kafka_config.setdefault("isolation.level", isolation)
         return kafka_replay(where, topic, start, end, partitions, columns, **fmt, **kafka_config)

@@ -1,0 +1,1 @@
+"""The kafka:// backend: the clients (``client``) and replay (``replay``) over a Kafka cluster."""

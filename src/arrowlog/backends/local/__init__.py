@@ -1,0 +1,1 @@
+"""The embedded-log backend: Producer, Consumer and Replay over a data directory."""
