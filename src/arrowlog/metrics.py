@@ -39,9 +39,11 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from .config import is_compacted
 from .errors import ArrowlogError, ConfigError
 from .groups.admin import GroupAdmin
 from .groups.store import GroupDir
+from .storage.cleaner import health as cleaner_health
 
 log = logging.getLogger("arrowlog.metrics")
 
@@ -219,6 +221,7 @@ class LogDirCollector(Collector):
         for gone in self._disk.keys() - watermarks.keys():
             del self._disk[gone]
         yield from (partitions, current, oldest, segments, size, recoveries)
+        yield from self._cleaner_metrics()
         yield from self._group_metrics(now_ms, watermarks)
         if self.server is not None:
             conns = GaugeMetricFamily("arrowlog_connections", "Kafka protocol connections open")
@@ -246,6 +249,45 @@ class LogDirCollector(Collector):
                 self._disk[key] = cached
             rows.append((pl.partition, low, high, *cached[1], scans))
         return rows
+
+    def _cleaner_metrics(self) -> Iterator[Any]:
+        """The log cleaner's health per partition of each compacted topic, from
+        the reader ``topic describe`` uses (cleaner.health: cleaner.json and the
+        segment sizes). The last error's text stays out of the labels: a gauge of 1
+        says the last round failed, ``topic describe`` says why."""
+        lbl = ["topic", "partition"]
+        ratio = GaugeMetricFamily("arrowlog_cleaner_dirty_ratio", "Share of a compacted partition's closed "
+                                  "segment bytes written since its last clean", labels=lbl)
+        last = GaugeMetricFamily("arrowlog_cleaner_last_clean_timestamp_seconds", "When the cleaner last "
+                                 "finished a round on the partition (absent: never)", labels=lbl)
+        took = GaugeMetricFamily("arrowlog_cleaner_last_clean_duration_seconds", "How long the cleaner's last "
+                                 "finished round on the partition took", labels=lbl)
+        reclaimed = CounterMetricFamily("arrowlog_cleaner_bytes_reclaimed", "Bytes the cleaner removed from "
+                                        "the partition over all its rounds", labels=lbl)
+        cleans = CounterMetricFamily("arrowlog_cleaner_cleans", "Rounds the cleaner finished on the partition",
+                                     labels=lbl)
+        failed = GaugeMetricFamily("arrowlog_cleaner_last_error", "1 when the cleaner's last round on the "
+                                   "partition failed (arrowlog topic describe shows the error), else 0", labels=lbl)
+        for name in self.logdir.list_topics():
+            try:
+                topic = self.logdir.topic(name)
+                if not is_compacted(topic.config):
+                    continue
+                rows = [(pl.partition, cleaner_health(pl)) for pl in topic.partitions()]
+            except (ArrowlogError, OSError) as exc:  # deleted or damaged meanwhile: skip it this time
+                log.debug("metrics: no cleaner health for topic %s: %s", name, exc)
+                continue
+            for partition, h in rows:
+                labels = [name, str(partition)]
+                ratio.add_metric(labels, h["dirty_ratio"])
+                if h["last_clean_ms"] is not None:
+                    last.add_metric(labels, h["last_clean_ms"] / 1000.0)
+                if h["last_clean_duration_ms"] is not None:
+                    took.add_metric(labels, h["last_clean_duration_ms"] / 1000.0)
+                reclaimed.add_metric(labels, h["bytes_reclaimed"])
+                cleans.add_metric(labels, h["cleans"])
+                failed.add_metric(labels, 1 if h["last_error"] else 0)
+        yield from (ratio, last, took, reclaimed, cleans, failed)
 
     def _group_rows(self, group: str) -> tuple[int, list[tuple[str, int, int | None]]]:
         """(live members, [(topic, partition, committed or None)]) of a group, as
