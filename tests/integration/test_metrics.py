@@ -487,6 +487,28 @@ def test_cleaner_health_matches_topic_describe(data_dir):
         assert after["arrowlog_cleaner_last_error"][key] == 0 and h["last_error"] is None
 
 
+def test_cleaner_dirty_ratio_follows_new_writes_between_scrapes(data_dir):
+    from arrowlog.cli.topic import describe_topic
+
+    _compacted_topic(data_dir)
+    with LogDir(data_dir) as logdir:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(LogDirCollector(logdir))
+        logdir.compact("c")
+        clean = parse(generate_latest(registry).decode())["arrowlog_cleaner_dirty_ratio"]
+        with Producer({"log.dir": data_dir}) as p:  # enough to roll new (dirty) segments
+            for i in range(600):
+                if i % 50 == 0:
+                    p.flush()
+                p.produce("c", value=b"w%d" % i, key=b"k%d" % (i % 10), partition=0)
+            p.flush()
+        dirty = parse(generate_latest(registry).decode())["arrowlog_cleaner_dirty_ratio"]
+        described = describe_topic(logdir, "c")["partitions"]
+    assert clean == {lbl(topic="c", partition=0): 0.0, lbl(topic="c", partition=1): 0.0}
+    assert dirty[lbl(topic="c", partition=0)] == described[0]["cleaner"]["dirty_ratio"] > 0
+    assert dirty[lbl(topic="c", partition=1)] == 0.0
+
+
 def test_a_failing_clean_shows_in_the_metrics_without_its_message(monkeypatch, data_dir):
     from arrowlog.cli.topic import describe_topic
     from arrowlog.storage import cleaner
