@@ -39,9 +39,12 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from .config import is_compacted
 from .errors import ArrowlogError, ConfigError
 from .groups.admin import GroupAdmin
 from .groups.store import GroupDir
+from .storage.cleaner import HEALTH_FILE
+from .storage.cleaner import health as cleaner_health
 
 log = logging.getLogger("arrowlog.metrics")
 
@@ -171,6 +174,11 @@ class LogDirCollector(Collector):
         self._disk: dict[tuple[str, int], tuple[tuple[int, int], tuple[int, int]]] = {}
         self._groups: dict[str, tuple[tuple, list[tuple[str, int, int | None]]]] = {}
         self._stamps: dict[tuple[str, int, int], int | None] = {}
+        # cleaner.health per compacted partition, per (cleaner.json version, (low, high)):
+        # its dirty ratio stats every closed segment, and those change only when the log
+        # rolls or retention deletes (a watermark moved) or a cleaner rewrites them
+        # (cleaner.json replaced).
+        self._cleaner: dict[tuple[str, int], tuple[tuple, dict]] = {}
 
     def describe(self) -> list:
         return []  # collect() reads the disk: never at registration time
@@ -219,6 +227,7 @@ class LogDirCollector(Collector):
         for gone in self._disk.keys() - watermarks.keys():
             del self._disk[gone]
         yield from (partitions, current, oldest, segments, size, recoveries)
+        yield from self._cleaner_metrics(watermarks)
         yield from self._group_metrics(now_ms, watermarks)
         if self.server is not None:
             conns = GaugeMetricFamily("arrowlog_connections", "Kafka protocol connections open")
@@ -246,6 +255,67 @@ class LogDirCollector(Collector):
                 self._disk[key] = cached
             rows.append((pl.partition, low, high, *cached[1], scans))
         return rows
+
+    def _cleaner_metrics(self, watermarks: dict[tuple[str, int], int]) -> Iterator[Any]:
+        """The log cleaner's health per partition of each compacted topic this scrape
+        reported (``watermarks``), from the reader ``topic describe`` uses
+        (cleaner.health: cleaner.json and the segment sizes). The last error's text
+        stays out of the labels: a gauge of 1 says the last round failed, ``topic
+        describe`` says why."""
+        lbl = ["topic", "partition"]
+        ratio = GaugeMetricFamily("arrowlog_cleaner_dirty_ratio", "Share of a compacted partition's closed "
+                                  "segment bytes written since its last clean", labels=lbl)
+        last = GaugeMetricFamily("arrowlog_cleaner_last_clean_timestamp_seconds", "When the cleaner last "
+                                 "finished a round on the partition (absent: never)", labels=lbl)
+        took = GaugeMetricFamily("arrowlog_cleaner_last_clean_duration_seconds", "How long the cleaner's last "
+                                 "finished round on the partition took", labels=lbl)
+        reclaimed = CounterMetricFamily("arrowlog_cleaner_bytes_reclaimed", "Bytes the cleaner removed from "
+                                        "the partition over all its rounds", labels=lbl)
+        cleans = CounterMetricFamily("arrowlog_cleaner_cleans", "Rounds the cleaner finished on the partition",
+                                     labels=lbl)
+        failed = GaugeMetricFamily("arrowlog_cleaner_last_error", "1 when the cleaner's last round on the "
+                                   "partition failed (arrowlog topic describe shows the error), else 0", labels=lbl)
+        seen: set[tuple[str, int]] = set()
+        for name in self.logdir.list_topics():
+            try:
+                topic = self.logdir.topic(name)
+                if not is_compacted(topic.config):
+                    continue
+                rows = [(pl.partition, self._cleaner_health(pl, watermarks)) for pl in topic.partitions()
+                        if (name, pl.partition) in watermarks]
+            except (ArrowlogError, OSError) as exc:  # deleted or damaged meanwhile: skip it this time
+                log.debug("metrics: no cleaner health for topic %s: %s", name, exc)
+                continue
+            for partition, h in rows:
+                seen.add((name, partition))
+                labels = [name, str(partition)]
+                ratio.add_metric(labels, h["dirty_ratio"])
+                if h["last_clean_ms"] is not None:
+                    last.add_metric(labels, h["last_clean_ms"] / 1000.0)
+                if h["last_clean_duration_ms"] is not None:
+                    took.add_metric(labels, h["last_clean_duration_ms"] / 1000.0)
+                reclaimed.add_metric(labels, h["bytes_reclaimed"])
+                cleans.add_metric(labels, h["cleans"])
+                failed.add_metric(labels, 1 if h["last_error"] else 0)
+        for gone in self._cleaner.keys() - seen:
+            del self._cleaner[gone]
+        yield from (ratio, last, took, reclaimed, cleans, failed)
+
+    def _cleaner_health(self, pl: Any, watermarks: dict[tuple[str, int], int]) -> dict:
+        """cleaner.health(pl), read again only when cleaner.json was replaced or the
+        partition's log start or high watermark (as this scrape read them) moved."""
+        key = (pl.topic, pl.partition)
+        bounds = self._disk[key][0] if key in self._disk else (None, watermarks[key])
+        try:
+            st = os.stat(os.path.join(pl.directory, HEALTH_FILE))
+            version: tuple = (st.st_ino, st.st_mtime_ns, st.st_size, bounds)
+        except FileNotFoundError:
+            version = (bounds,)
+        cached = self._cleaner.get(key)
+        if cached is None or cached[0] != version:
+            cached = (version, cleaner_health(pl))
+            self._cleaner[key] = cached
+        return cached[1]
 
     def _group_rows(self, group: str) -> tuple[int, list[tuple[str, int, int | None]]]:
         """(live members, [(topic, partition, committed or None)]) of a group, as

@@ -428,3 +428,112 @@ def test_a_taken_metrics_port_stops_the_server_cleanly(data_dir):
                 socket.create_connection(("127.0.0.1", kafka_port), timeout=5).close()
         finally:
             loop.close()
+
+
+def _compacted_topic(data_dir: str, n: int = 600) -> None:
+    """A compacted topic "c" (two partitions, small segments, many updates per
+    key, so compaction reclaims bytes) beside a plain topic "plain"."""
+    with LogDir(data_dir) as logdir:
+        logdir.create_topic("c", partitions=2, config={"cleanup.policy": "compact", "segment.bytes": 16384})
+        logdir.create_topic("plain", partitions=1)
+    with Producer({"log.dir": data_dir}) as p:
+        for i in range(n):
+            if i % 50 == 0:
+                p.flush()
+            p.produce("c", value=b"v%d" % i, key=b"k%d" % (i % 10), partition=i % 2)
+            p.produce("plain", value=b"v")
+        p.flush()
+
+
+def _cleaner_samples(m: dict, topic: str) -> dict:
+    """{cleaner sample name: {labels: value}} of ``topic`` (names without any left out)."""
+    out = {name: {k: v for k, v in samples.items() if ("topic", topic) in k}
+           for name, samples in m.items() if name.startswith("arrowlog_cleaner_")}
+    return {name: samples for name, samples in out.items() if samples}
+
+
+def test_cleaner_health_matches_topic_describe(data_dir):
+    from arrowlog.cli.topic import describe_topic
+
+    _compacted_topic(data_dir)
+    with LogDir(data_dir) as logdir:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(LogDirCollector(logdir))
+        before = parse(generate_latest(registry).decode())
+        now_ms = int(time.time() * 1000)
+        reports = logdir.compact("c", now_ms=now_ms)
+        after = parse(generate_latest(registry).decode())
+        described = describe_topic(logdir, "c")["partitions"]
+    assert _cleaner_samples(before, "plain") == {} and _cleaner_samples(after, "plain") == {}
+    assert len(_cleaner_samples(after, "c")) == 6
+    for p in (0, 1):
+        key = lbl(topic="c", partition=p)
+        # never cleaned: every closed segment is dirty, no clean time yet
+        assert before["arrowlog_cleaner_dirty_ratio"][key] == 1.0
+        assert key not in before.get("arrowlog_cleaner_last_clean_timestamp_seconds", {})
+        assert before["arrowlog_cleaner_cleans_total"][key] == 0
+        assert before["arrowlog_cleaner_bytes_reclaimed_total"][key] == 0
+        h = described[p]["cleaner"]
+        assert reports[p]["bytes_reclaimed"] > 0
+        assert after["arrowlog_cleaner_bytes_reclaimed_total"][key] == h["bytes_reclaimed"] == \
+            reports[p]["bytes_reclaimed"]
+        assert after["arrowlog_cleaner_dirty_ratio"][key] == h["dirty_ratio"] == 0.0
+        assert after["arrowlog_cleaner_last_clean_timestamp_seconds"][key] == h["last_clean_ms"] / 1000 == \
+            now_ms / 1000
+        assert after["arrowlog_cleaner_last_clean_duration_seconds"][key] == \
+            pytest.approx(h["last_clean_duration_ms"] / 1000)
+        assert h["last_clean_duration_ms"] > 0
+        assert after["arrowlog_cleaner_cleans_total"][key] == h["cleans"] == 1
+        assert after["arrowlog_cleaner_last_error"][key] == 0 and h["last_error"] is None
+
+
+def test_cleaner_dirty_ratio_follows_new_writes_between_scrapes(data_dir):
+    from arrowlog.cli.topic import describe_topic
+
+    _compacted_topic(data_dir)
+    with LogDir(data_dir) as logdir:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(LogDirCollector(logdir))
+        logdir.compact("c")
+        clean = parse(generate_latest(registry).decode())["arrowlog_cleaner_dirty_ratio"]
+        with Producer({"log.dir": data_dir}) as p:  # enough to roll new (dirty) segments
+            for i in range(600):
+                if i % 50 == 0:
+                    p.flush()
+                p.produce("c", value=b"w%d" % i, key=b"k%d" % (i % 10), partition=0)
+            p.flush()
+        dirty = parse(generate_latest(registry).decode())["arrowlog_cleaner_dirty_ratio"]
+        described = describe_topic(logdir, "c")["partitions"]
+    assert clean == {lbl(topic="c", partition=0): 0.0, lbl(topic="c", partition=1): 0.0}
+    assert dirty[lbl(topic="c", partition=0)] == described[0]["cleaner"]["dirty_ratio"] > 0
+    assert dirty[lbl(topic="c", partition=1)] == 0.0
+
+
+def test_a_failing_clean_shows_in_the_metrics_without_its_message(monkeypatch, data_dir):
+    from arrowlog.cli.topic import describe_topic
+    from arrowlog.storage import cleaner
+
+    _compacted_topic(data_dir)
+    with LogDir(data_dir) as logdir:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(LogDirCollector(logdir))
+        logdir.compact("c")
+        good = parse(generate_latest(registry).decode())
+
+        def fail(plog, now_ms):
+            raise OSError(28, "No space left on device (cleaning/)")
+
+        monkeypatch.setattr(cleaner, "_clean", fail)
+        with pytest.raises(OSError):
+            logdir.compact("c")
+        text = generate_latest(registry).decode()
+        bad = parse(text)
+        described = describe_topic(logdir, "c")["partitions"]
+    key = lbl(topic="c", partition=0)
+    assert "No space left" in described[0]["cleaner"]["last_error"]
+    assert bad["arrowlog_cleaner_last_error"][key] == 1
+    assert "No space left" not in text  # the message stays out of the labels: bounded cardinality
+    # the last finished round is still what the other gauges report
+    for name in ("arrowlog_cleaner_last_clean_timestamp_seconds", "arrowlog_cleaner_bytes_reclaimed_total",
+                 "arrowlog_cleaner_cleans_total"):
+        assert bad[name][key] == good[name][key]
