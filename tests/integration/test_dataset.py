@@ -243,21 +243,76 @@ def rows(table, cols=("partition", "offset", "x", "y")):
     return sorted(zip(*(table[c].to_pylist() for c in cols)))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(conds=conditions())
-def test_random_conjunctions_equal_a_brute_force_filter(messy, shared, conds):
-    full = arrowlog.replay(messy, "m").to_arrow()
+def assert_matches_brute_force(log, topic, shared, conds):
+    full = arrowlog.replay(log, topic).to_arrow()
     expr = arrow_expr(conds)
     expected = rows(full.filter(expr) if expr is not None else full)
-    ds = arrowlog.dataset(messy, "m")
+    ds = arrowlog.dataset(log, topic)
     assert rows(ds.to_table(filter=expr)) == expected
     assert rows(shared.to_table(filter=expr)) == expected
     con = duckdb.connect()
     con.execute("set TimeZone = 'UTC'")
     got = con.sql(f"select partition, \"offset\", x, y from ds where {sql_where(conds)}").fetchall()
     assert sorted(got, key=lambda r: (r[0], r[1])) == expected
-    lf = arrowlog.scan_polars(ds, "m").filter(polars_expr(conds)).select("partition", "offset", "x", "y")
+    lf = arrowlog.scan_polars(ds, topic).filter(polars_expr(conds)).select("partition", "offset", "x", "y")
     assert rows(lf.collect().to_arrow()) == expected
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(conds=conditions())
+def test_random_conjunctions_equal_a_brute_force_filter(messy, shared, conds):
+    assert_matches_brute_force(messy, "m", shared, conds)
+
+
+@pytest.fixture(scope="module")
+def compacted(tmp_path_factory):
+    """The messy frames again, keyed, on a compacted topic: the first
+    segments hold only three hot keys (compaction leaves them one empty
+    frame), later frames mix hot keys with many others, some records are
+    tombstones (young enough to stay), so offsets have gaps."""
+    path = str(tmp_path_factory.mktemp("compacted") / "data")
+    log = arrowlog.LogDir(path)
+    log.create_topic("c", partitions=3, config={"value.schema": VALUE_SCHEMA, "segment.bytes": 16 << 10,
+                                                "cleanup.policy": "compact"})
+    rng = np.random.default_rng(7)
+    with arrowlog.Producer({"log.dir": path}) as p:
+        for i in range(90):
+            n = int(rng.integers(1, 60))
+            xs = rng.integers(-1000, 1000, n)
+            stamps = T0 + i * 1000 + rng.integers(-2500, 2500, n)
+            ys = pa.array([None if v % 7 == 0 else float(v) for v in xs], pa.float64())
+            hot = i < 24 or i % 4 == 1
+            keys = [(b"h%d" if hot else b"k%d") % k for k in rng.integers(0, 3 if hot else 200, n)]
+            p.produce_batch("c", pa.table({"x": xs, "name": [f"n{v % 4}" for v in xs], "y": ys}), keys=keys,
+                            timestamps=stamps, partition=i % 3)
+            if i % 10 == 5:
+                p.produce("c", None, key=b"k%d" % rng.integers(0, 200), timestamp=T0 + i * 1000, partition=i % 3)
+    before = arrowlog.replay(log, "c").to_arrow().num_rows
+    log.compact("c", now_ms=T0)  # every tombstone is younger than delete.retention.ms: they stay
+    after = arrowlog.replay(log, "c").to_arrow()
+    assert 0 < after.num_rows < before / 2
+    assert after.filter(pc.field("x").is_null()).num_rows > 0  # tombstones
+    for p in range(3):
+        plog = log.topic("c").partition(p)
+        frames, pos = [], plog.watermarks()[0]
+        while pos < plog.watermarks()[1]:
+            frames += plog.read(pos)
+            pos = frames[-1].next_offset
+        assert any(fr.rows == 0 for fr in frames)  # a frame compaction emptied
+        assert any(fr.rows < fr.next_offset - fr.base_offset for fr in frames)  # gaps inside frames
+    yield log
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def shared_compacted(compacted):
+    return arrowlog.dataset(compacted, "c")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(conds=conditions())
+def test_random_conjunctions_equal_a_brute_force_filter_across_compacted_gaps(compacted, shared_compacted, conds):
+    assert_matches_brute_force(compacted, "c", shared_compacted, conds)
 
 
 def test_window_is_exact_after_a_clean_reopen_of_small_segments(data_dir):
