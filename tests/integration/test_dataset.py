@@ -144,6 +144,27 @@ def test_dataset_from_a_path_owns_and_closes_its_log(hours_topic):
 
 # -- random conjunctions against a brute-force filter -------------------------------------
 
+def produce_messy(path, topic, rng, keyed=False):
+    """90 small frames over three partitions: timestamps out of order inside
+    and across frames, nulls in y. ``keyed``: the first 24 frames and every
+    fourth after hold only three hot keys, the rest many keys, and every
+    tenth frame is followed by a tombstone."""
+    with arrowlog.Producer({"log.dir": path}) as p:
+        for i in range(90):
+            n = int(rng.integers(1, 60))
+            xs = rng.integers(-1000, 1000, n)
+            stamps = T0 + i * 1000 + rng.integers(-2500, 2500, n)
+            ys = pa.array([None if v % 7 == 0 else float(v) for v in xs], pa.float64())
+            keys = None
+            if keyed:
+                hot = i < 24 or i % 4 == 1
+                keys = [(b"h%d" if hot else b"k%d") % k for k in rng.integers(0, 3 if hot else 200, n)]
+            p.produce_batch(topic, pa.table({"x": xs, "name": [f"n{v % 4}" for v in xs], "y": ys}), keys=keys,
+                            timestamps=stamps, partition=i % 3)
+            if keyed and i % 10 == 5:
+                p.produce(topic, None, key=b"k%d" % rng.integers(0, 200), timestamp=T0 + i * 1000, partition=i % 3)
+
+
 @pytest.fixture(scope="module")
 def messy(tmp_path_factory):
     """Three partitions of small frames: timestamps out of order inside and across
@@ -152,15 +173,7 @@ def messy(tmp_path_factory):
     log = arrowlog.LogDir(path)
     log.create_topic("m", partitions=3, config={"value.schema": VALUE_SCHEMA, "segment.bytes": 16 << 10,
                                                 "retention.bytes": 24 << 10})
-    rng = np.random.default_rng(5)
-    with arrowlog.Producer({"log.dir": path}) as p:
-        for i in range(90):
-            n = int(rng.integers(1, 60))
-            xs = rng.integers(-1000, 1000, n)
-            stamps = T0 + i * 1000 + rng.integers(-2500, 2500, n)
-            ys = pa.array([None if v % 7 == 0 else float(v) for v in xs], pa.float64())
-            p.produce_batch("m", pa.table({"x": xs, "name": [f"n{v % 4}" for v in xs], "y": ys}),
-                            timestamps=stamps, partition=i % 3)
+    produce_messy(path, "m", np.random.default_rng(5))
     log.topic("m").partition(0).enforce_retention()
     assert log.topic("m").partition(0).watermarks()[0] > 0  # the start was deleted
     yield log
@@ -274,19 +287,7 @@ def compacted(tmp_path_factory):
     log = arrowlog.LogDir(path)
     log.create_topic("c", partitions=3, config={"value.schema": VALUE_SCHEMA, "segment.bytes": 16 << 10,
                                                 "cleanup.policy": "compact"})
-    rng = np.random.default_rng(7)
-    with arrowlog.Producer({"log.dir": path}) as p:
-        for i in range(90):
-            n = int(rng.integers(1, 60))
-            xs = rng.integers(-1000, 1000, n)
-            stamps = T0 + i * 1000 + rng.integers(-2500, 2500, n)
-            ys = pa.array([None if v % 7 == 0 else float(v) for v in xs], pa.float64())
-            hot = i < 24 or i % 4 == 1
-            keys = [(b"h%d" if hot else b"k%d") % k for k in rng.integers(0, 3 if hot else 200, n)]
-            p.produce_batch("c", pa.table({"x": xs, "name": [f"n{v % 4}" for v in xs], "y": ys}), keys=keys,
-                            timestamps=stamps, partition=i % 3)
-            if i % 10 == 5:
-                p.produce("c", None, key=b"k%d" % rng.integers(0, 200), timestamp=T0 + i * 1000, partition=i % 3)
+    produce_messy(path, "c", np.random.default_rng(7), keyed=True)
     before = arrowlog.replay(log, "c").to_arrow().num_rows
     log.compact("c", now_ms=T0)  # every tombstone is younger than delete.retention.ms: they stay
     after = arrowlog.replay(log, "c").to_arrow()
