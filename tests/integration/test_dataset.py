@@ -316,6 +316,21 @@ def test_random_conjunctions_equal_a_brute_force_filter_across_compacted_gaps(co
     assert_matches_brute_force(compacted, "c", shared_compacted, conds)
 
 
+@pytest.mark.parametrize("fixture,topic", [("messy", "m"), ("compacted", "c")])
+def test_time_lookup_is_the_first_offset_at_or_after_the_time(request, fixture, topic):
+    # What a window's start leans on: Kafka's ListOffsets by time over
+    # out-of-order timestamps, a retention-truncated start and compacted gaps.
+    log = request.getfixturevalue(fixture)
+    full = arrowlog.replay(log, topic).to_arrow()
+    for p in range(3):
+        part = full.filter(pc.field("partition") == p).sort_by("offset")
+        offsets = np.array(part["offset"].to_pylist())
+        stamps = np.array(part["timestamp"].cast(pa.int64()).to_pylist())
+        for t in range(T0 - 4000, T0 + 95_000, 97):
+            later = offsets[stamps >= t]
+            assert log.topic(topic).partition(p).offset_for_timestamp(t) == (int(later[0]) if len(later) else None)
+
+
 def test_window_is_exact_after_a_clean_reopen_of_small_segments(data_dir):
     # Reopened closed segments may lack their final time-index entry; the scan
     # must not lean on the time index to find where a window starts.
