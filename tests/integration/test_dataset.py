@@ -74,6 +74,15 @@ def test_duckdb_one_hour_window_reads_only_that_hours_frames(hours_topic):
     assert "Filters:" in scan and '"timestamp" >=' in scan and '"timestamp" <' in scan, plan
 
 
+def test_a_cold_window_scan_starts_where_the_time_index_points(hours_topic):
+    # A fresh dataset knows no frame yet: the time index, not a walk from
+    # each partition's start, finds where the last hour begins.
+    ds = arrowlog.dataset(hours_topic, "ev")
+    f = pc.field("timestamp") >= ts(T0 + 5 * HOUR)
+    assert ds.count_rows(filter=f) == 200
+    assert ds.stats["frames_read"] == 4, ds.stats  # the hour's frames, of 24
+
+
 def test_offset_and_partition_conditions_use_the_offset_index(hours_topic):
     ds = arrowlog.dataset(hours_topic, "ev")
     f = (pc.field("partition") == 1) & (pc.field("offset") >= 20) & (pc.field("offset") <= 60)
