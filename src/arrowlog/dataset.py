@@ -7,7 +7,9 @@ the scanner turns the filter's conditions on ``partition``, ``offset``,
 ``timestamp`` and typed value fields into
 
 * the partitions to read (equality, ``isin``),
-* an offset range per partition (the offset index finds its first frame),
+* an offset range per partition (the offset index finds its first frame;
+  a lower time bound starts it at the time index's first offset at or after
+  that time),
 * frames skipped by their min/max timestamp and offset range, and by
   per-frame min/max of value fields (computed when a filter on the field
   first reads the frame, then kept for the dataset's later scans),
@@ -55,6 +57,7 @@ from .errors import ArrowlogError, ConfigError
 from .storage import LogDir
 from .storage.reader import RangeReader
 
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _ENVELOPE = ("offset", "timestamp", "key")  # batch columns 0..2; value is 3, headers 4
 _UNIT_PER_MS = {"s": None, "ms": 1, "us": 1000, "ns": 1_000_000}
 
@@ -568,10 +571,13 @@ class LogDataset(pads.Dataset):
                 pstats.forget_from(high)
             start = low if olo is None else max(low, int(olo))
             end = high if ohi is None else min(high, int(ohi) + 1)
-            # The time index (offset_for_timestamp) is not used for the start:
-            # after a clean reopen a closed segment's index can lack its final
-            # entry, and the lookup then skips a segment holding the time.
-            # Frames are skipped by their own min/max timestamps instead.
+            if isinstance(tlo, int) and _INT64_MIN < tlo <= _INT64_MAX and start < end:
+                # The time index: every record before the first one at or after
+                # tlo (out-of-order timestamps included) is earlier than tlo.
+                first = log.offset_for_timestamp(tlo)
+                if first is None:
+                    continue  # nothing at or after tlo, then or now
+                start = max(start, first)
             pos = start
             budget = 1
             skip = None

@@ -74,6 +74,15 @@ def test_duckdb_one_hour_window_reads_only_that_hours_frames(hours_topic):
     assert "Filters:" in scan and '"timestamp" >=' in scan and '"timestamp" <' in scan, plan
 
 
+def test_a_cold_window_scan_starts_where_the_time_index_points(hours_topic):
+    # A fresh dataset knows no frame yet: the time index, not a walk from
+    # each partition's start, finds where the last hour begins.
+    ds = arrowlog.dataset(hours_topic, "ev")
+    f = pc.field("timestamp") >= ts(T0 + 5 * HOUR)
+    assert ds.count_rows(filter=f) == 200
+    assert ds.stats["frames_read"] == 4, ds.stats  # the hour's frames, of 24
+
+
 def test_offset_and_partition_conditions_use_the_offset_index(hours_topic):
     ds = arrowlog.dataset(hours_topic, "ev")
     f = (pc.field("partition") == 1) & (pc.field("offset") >= 20) & (pc.field("offset") <= 60)
@@ -144,6 +153,27 @@ def test_dataset_from_a_path_owns_and_closes_its_log(hours_topic):
 
 # -- random conjunctions against a brute-force filter -------------------------------------
 
+def produce_messy(path, topic, rng, keyed=False):
+    """90 small frames over three partitions: timestamps out of order inside
+    and across frames, nulls in y. ``keyed``: the first 24 frames and every
+    fourth after hold only three hot keys, the rest many keys, and every
+    tenth frame is followed by a tombstone."""
+    with arrowlog.Producer({"log.dir": path}) as p:
+        for i in range(90):
+            n = int(rng.integers(1, 60))
+            xs = rng.integers(-1000, 1000, n)
+            stamps = T0 + i * 1000 + rng.integers(-2500, 2500, n)
+            ys = pa.array([None if v % 7 == 0 else float(v) for v in xs], pa.float64())
+            keys = None
+            if keyed:
+                hot = i < 24 or i % 4 == 1
+                keys = [(b"h%d" if hot else b"k%d") % k for k in rng.integers(0, 3 if hot else 200, n)]
+            p.produce_batch(topic, pa.table({"x": xs, "name": [f"n{v % 4}" for v in xs], "y": ys}), keys=keys,
+                            timestamps=stamps, partition=i % 3)
+            if keyed and i % 10 == 5:
+                p.produce(topic, None, key=b"k%d" % rng.integers(0, 200), timestamp=T0 + i * 1000, partition=i % 3)
+
+
 @pytest.fixture(scope="module")
 def messy(tmp_path_factory):
     """Three partitions of small frames: timestamps out of order inside and across
@@ -152,15 +182,7 @@ def messy(tmp_path_factory):
     log = arrowlog.LogDir(path)
     log.create_topic("m", partitions=3, config={"value.schema": VALUE_SCHEMA, "segment.bytes": 16 << 10,
                                                 "retention.bytes": 24 << 10})
-    rng = np.random.default_rng(5)
-    with arrowlog.Producer({"log.dir": path}) as p:
-        for i in range(90):
-            n = int(rng.integers(1, 60))
-            xs = rng.integers(-1000, 1000, n)
-            stamps = T0 + i * 1000 + rng.integers(-2500, 2500, n)
-            ys = pa.array([None if v % 7 == 0 else float(v) for v in xs], pa.float64())
-            p.produce_batch("m", pa.table({"x": xs, "name": [f"n{v % 4}" for v in xs], "y": ys}),
-                            timestamps=stamps, partition=i % 3)
+    produce_messy(path, "m", np.random.default_rng(5))
     log.topic("m").partition(0).enforce_retention()
     assert log.topic("m").partition(0).watermarks()[0] > 0  # the start was deleted
     yield log
@@ -243,26 +265,84 @@ def rows(table, cols=("partition", "offset", "x", "y")):
     return sorted(zip(*(table[c].to_pylist() for c in cols)))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(conds=conditions())
-def test_random_conjunctions_equal_a_brute_force_filter(messy, shared, conds):
-    full = arrowlog.replay(messy, "m").to_arrow()
+def assert_matches_brute_force(log, topic, shared, conds):
+    full = arrowlog.replay(log, topic).to_arrow()
     expr = arrow_expr(conds)
     expected = rows(full.filter(expr) if expr is not None else full)
-    ds = arrowlog.dataset(messy, "m")
+    ds = arrowlog.dataset(log, topic)
     assert rows(ds.to_table(filter=expr)) == expected
     assert rows(shared.to_table(filter=expr)) == expected
     con = duckdb.connect()
     con.execute("set TimeZone = 'UTC'")
     got = con.sql(f"select partition, \"offset\", x, y from ds where {sql_where(conds)}").fetchall()
     assert sorted(got, key=lambda r: (r[0], r[1])) == expected
-    lf = arrowlog.scan_polars(ds, "m").filter(polars_expr(conds)).select("partition", "offset", "x", "y")
+    lf = arrowlog.scan_polars(ds, topic).filter(polars_expr(conds)).select("partition", "offset", "x", "y")
     assert rows(lf.collect().to_arrow()) == expected
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(conds=conditions())
+def test_random_conjunctions_equal_a_brute_force_filter(messy, shared, conds):
+    assert_matches_brute_force(messy, "m", shared, conds)
+
+
+@pytest.fixture(scope="module")
+def compacted(tmp_path_factory):
+    """The messy frames again, keyed, on a compacted topic: the first
+    segments hold only three hot keys (compaction leaves them one empty
+    frame), later frames mix hot keys with many others, some records are
+    tombstones (young enough to stay), so offsets have gaps."""
+    path = str(tmp_path_factory.mktemp("compacted") / "data")
+    log = arrowlog.LogDir(path)
+    log.create_topic("c", partitions=3, config={"value.schema": VALUE_SCHEMA, "segment.bytes": 16 << 10,
+                                                "cleanup.policy": "compact"})
+    produce_messy(path, "c", np.random.default_rng(7), keyed=True)
+    before = arrowlog.replay(log, "c").to_arrow().num_rows
+    log.compact("c", now_ms=T0)  # every tombstone is younger than delete.retention.ms: they stay
+    after = arrowlog.replay(log, "c").to_arrow()
+    assert 0 < after.num_rows < before / 2
+    assert after.filter(pc.field("x").is_null()).num_rows > 0  # tombstones
+    for p in range(3):
+        plog = log.topic("c").partition(p)
+        frames, pos = [], plog.watermarks()[0]
+        while pos < plog.watermarks()[1]:
+            frames += plog.read(pos)
+            pos = frames[-1].next_offset
+        assert any(fr.rows == 0 for fr in frames)  # a frame compaction emptied
+        assert any(fr.rows < fr.next_offset - fr.base_offset for fr in frames)  # gaps inside frames
+    yield log
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def shared_compacted(compacted):
+    return arrowlog.dataset(compacted, "c")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(conds=conditions())
+def test_random_conjunctions_equal_a_brute_force_filter_across_compacted_gaps(compacted, shared_compacted, conds):
+    assert_matches_brute_force(compacted, "c", shared_compacted, conds)
+
+
+@pytest.mark.parametrize("fixture,topic", [("messy", "m"), ("compacted", "c")])
+def test_time_lookup_is_the_first_offset_at_or_after_the_time(request, fixture, topic):
+    # What a window's start leans on: Kafka's ListOffsets by time over
+    # out-of-order timestamps, a retention-truncated start and compacted gaps.
+    log = request.getfixturevalue(fixture)
+    full = arrowlog.replay(log, topic).to_arrow()
+    for p in range(3):
+        part = full.filter(pc.field("partition") == p).sort_by("offset")
+        offsets = np.array(part["offset"].to_pylist())
+        stamps = np.array(part["timestamp"].cast(pa.int64()).to_pylist())
+        for t in range(T0 - 4000, T0 + 95_000, 97):
+            later = offsets[stamps >= t]
+            assert log.topic(topic).partition(p).offset_for_timestamp(t) == (int(later[0]) if len(later) else None)
+
+
 def test_window_is_exact_after_a_clean_reopen_of_small_segments(data_dir):
-    # Reopened closed segments may lack their final time-index entry; the scan
-    # must not lean on the time index to find where a window starts.
+    # Reopened closed segments once lacked their final time-index entry; a
+    # window's start comes from the time index, so it must hold after a reopen.
     with arrowlog.LogDir(data_dir) as log:
         log.create_topic("s", partitions=1, config={"segment.bytes": 16 << 10})
     with arrowlog.Producer({"log.dir": data_dir}) as p:
@@ -272,6 +352,7 @@ def test_window_is_exact_after_a_clean_reopen_of_small_segments(data_dir):
         assert len(log.topic("s").partition(0).segment_bases()) > 3
         ds = arrowlog.dataset(log, "s")
         for lo in (T0 + 140, T0 + 179, T0 + 500):
+            assert log.topic("s").partition(0).offset_for_timestamp(lo) == lo - T0
             f = (pc.field("timestamp") >= ts(lo)) & (pc.field("timestamp") < ts(lo + 100))
             assert ds.to_table(columns=["offset"], filter=f).column("offset").to_pylist() == \
                 list(range(lo - T0, lo - T0 + 100))

@@ -242,9 +242,11 @@ class ReadMixin:
                     if check:
                         seg.check_crcs([(position, base, count, core.FRAME_HEADER_SIZE + body)], end)
                     if max_ts >= timestamp and base + count > st["log_start_offset"]:
-                        if min_ts >= timestamp:
+                        batch = None if min_ts >= timestamp else seg.frame_batch(position, body, count)
+                        if batch is None:
                             idx = 0
-                        elif not self.compression:
+                        elif not self.compression and batch.num_rows == count:
+                            # the native search takes the header's count as rows: not for compacted frames
                             key = (st["generation"], seg.base_offset, position)
                             idx, is_sorted = core.frame_first_row_at_or_after(
                                 seg.log, position, end, timestamp, self._sorted_frames.get(key, -1))
@@ -252,7 +254,7 @@ class ReadMixin:
                                 self._sorted_frames.clear()
                             self._sorted_frames[key] = 1 if is_sorted else 0
                         else:
-                            ts_col = seg.frame_batch(position, body, count).column(1)
+                            ts_col = batch.column(1)
                             ts = np.frombuffer(ts_col.buffers()[1], dtype=np.int64, count=len(ts_col),
                                                offset=ts_col.offset * 8)  # rows: a compacted frame has gaps
                             idx = int(np.argmax(ts >= timestamp))
