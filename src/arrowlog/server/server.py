@@ -365,6 +365,7 @@ class KafkaServer:
                     await conn.fetch_answered.wait()
                     conn.fetch_answered.clear()
                 fut = self._handle(conn, body, host, broker)
+                body = None  # not kept alive while this connection waits for its next request
             except BaseException:
                 if fetch:
                     conn.fetch_answered.set()
@@ -454,8 +455,10 @@ def _done(value) -> asyncio.Future:
     return fut
 
 
-async def _respond_async(coro, ctx: RequestContext) -> bytes:
+async def _respond_async(coro, ctx: RequestContext) -> bytes | None:
     body = await coro
+    if body is None:  # e.g. Produce with acks=0: no response at all
+        return None
     return encode_response(ctx.api_key, ctx.version, ctx.correlation_id, body)
 
 
