@@ -32,13 +32,13 @@ class Stalled(RuntimeError):
 
 
 # -- arrowlog ----------------------------------------------------------------------
-def arrowlog_consume(ctx, path: str, n: int, group: bool) -> list[float]:
+def arrowlog_consume(ctx, path: str, n: int, group: bool, check_crcs: bool = True) -> list[float]:
     import arrowlog
 
     runs = iter(range(1_000_000))
 
     def body(_):
-        conf = {"log.dir": path, "auto.offset.reset": "earliest"}
+        conf = {"log.dir": path, "auto.offset.reset": "earliest", "check.crcs": check_crcs}
         if group:  # manual assignment needs no group; the group row joins one and commits
             conf.update({"group.id": f"bench-{next(runs)}", "enable.auto.commit": False})
         c = arrowlog.Consumer(conf)
@@ -177,6 +177,10 @@ def run(ctx) -> list[Row]:
     wl = "consume everything"
     add(ctx.row(Row("consume.all.arrowlog", wl, "arrowlog", "Consumer.consume(1000) loop, assigned partition (no group), len(value)",
                     records=n, nbytes=nb), lambda: arrowlog_consume(ctx, arrowlog_path(), n, group=False)))
+    add(ctx.row(Row("consume.all.arrowlog-nocrc", wl, "arrowlog, check.crcs=false",
+                    "the same loop without the CRC-32C check of each frame before its first read (the row above "
+                    "checks it, the default)", records=n, nbytes=nb),
+                lambda: arrowlog_consume(ctx, arrowlog_path(), n, group=False, check_crcs=False)))
     add(ctx.row(Row("consume.all.redis", wl, "Redis Streams", "XREAD COUNT 1000 loop", records=n, nbytes=nb),
                 lambda: redis_xread(ctx, n)))
     add(ctx.row(Row("consume.all.nats", wl, "NATS JetStream", "pull consumer fetch(1000), no acks",

@@ -21,4 +21,8 @@ TARGETS = [
     Target("unclean reopen scans ≥ 1 GiB/s of segment data", "recovery.unclean.arrowlog",
            min_value=2**30, use_bytes=True, issue=7),
     Target("clean reopen of a 1 GiB log < 1 s", "recovery.clean.arrowlog", max_value=1.0, issue=7),
+    Target("one-hour window through DuckDB ≥ 20× the same query over replay().to_arrow()",
+           "pushdown.duckdb.arrowlog", versus="pushdown.duckdb.replay", min_ratio=20.0, issue=16),
+    Target("one-hour window through polars ≥ 20× the same query over replay().to_arrow()",
+           "pushdown.polars.arrowlog", versus="pushdown.polars.replay", min_ratio=20.0, issue=16),
 ]

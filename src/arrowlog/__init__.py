@@ -15,6 +15,7 @@ from ._native.core import (
 )
 from ._types import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED, TopicPartition
 from .consumer import Consumer
+from .dataset import LogDataset, dataset, scan_polars
 from .errors import (
     ArrowlogError,
     ConfigError,
@@ -38,7 +39,7 @@ from .storage import LogDir
 __version__ = "0.1.0"
 
 __all__ = [
-    "Producer", "Consumer", "TopicPartition", "replay", "Replay", "timestamp_ms",
+    "Producer", "Consumer", "TopicPartition", "replay", "Replay", "timestamp_ms", "dataset", "scan_polars", "LogDataset",
     "OFFSET_BEGINNING", "OFFSET_END", "OFFSET_INVALID", "OFFSET_STORED",
     "LogDir", "Message", "KafkaError", "KafkaException", "ArrowlogError", "ConfigError", "CorruptRecordError",
     "InvalidTopicError", "InvalidRecordError", "MessageSizeTooLargeError", "NotADataDirectoryError",

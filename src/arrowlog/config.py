@@ -140,7 +140,8 @@ CONSUMER = COMMON + [
     Key("enable.auto.offset.store", True, _bool, "Store the offset of each message returned by poll/consume."),
     Key("enable.partition.eof", False, _bool, "Emit a _PARTITION_EOF event when a partition's end is reached."),
     Key("fetch.max.bytes", 8 << 20, _int(1), "Bytes read from a partition at a time."),
-    Key("check.crcs", False, _bool, "Verify each batch's CRC-32C when reading (librdkafka's check.crcs)."),
+    Key("check.crcs", True, _bool, "Verify each batch's CRC-32C before it is first read (Kafka's check.crcs; "
+        "false skips it)."),
     Key("session.timeout.ms", 45000, _int(1), "Group session timeout."),
     Key("heartbeat.interval.ms", 3000, _int(1), "Group heartbeat interval."),
     Key("max.poll.interval.ms", 300000, _int(1), "Accepted for Kafka compatibility."),

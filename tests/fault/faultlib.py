@@ -172,6 +172,40 @@ def open_partition(path: str, config: dict | None = None):
     return d, t.partition(0)
 
 
+def closed_partition(path: str, segments: int, segment_bytes: int, index_interval: int,
+                     seed: int = 3) -> dict[int, bytes]:
+    """A partition of at least ``segments`` segments, written with batches of
+    1-6 records 1 ms apart and closed cleanly; returns its records."""
+    import random
+
+    d, pl = open_partition(path, {"segment.bytes": segment_bytes, "retention.ms": -1,
+                                  "index.interval.bytes": index_interval})
+    rng = random.Random(seed)
+    values: dict[int, bytes] = {}
+    b = 0
+    while len(pl.segment_bases()) < segments:
+        vals = batch_values(0, b, rng.randint(1, 6), rng.randint(0, 120))
+        first = pl.append(make_batch(vals, 1_700_000_000_000 + b))
+        values.update((first + j, v) for j, v in enumerate(vals))
+        b += 1
+    d.close()
+    return values
+
+
+def frame_layout(log: bytes) -> list[tuple[int, int, int, int]]:
+    """(position, size, base_offset, record_count) of each frame in a
+    segment's bytes, from its header fields."""
+    header_size = struct.unpack_from("<I", log, 8)[0]
+    pos, frames = header_size, []
+    while pos + core.FRAME_HEADER_SIZE <= len(log):
+        magic, base, body, count = struct.unpack_from("<IqII", log, pos + 4)
+        if magic != core.FRAME_MAGIC:
+            break
+        frames.append((pos, core.FRAME_HEADER_SIZE + body, base, count))
+        pos += core.FRAME_HEADER_SIZE + body
+    return frames
+
+
 # -- a writer process to kill -------------------------------------------------------
 
 
@@ -195,46 +229,56 @@ class Writer:
                                      env=writer_env())
         self.acked: dict[int, bytes] = {}
         self.errors: list[str] = []
+        self.log_start = 0  # the last ``S`` line: retention moved the log start, durably
         self.ready = False
+        self._pending = b""  # an incomplete last line
 
     def wait_ready(self, timeout: float = 30.0) -> None:
+        self.wait_for(lambda w: w.ready, "became ready", timeout)
+
+    def wait_for(self, predicate, what: str, timeout: float = 120.0) -> None:
+        """Read the writer's lines as they come until ``predicate(self)``:
+        drive a test by the writer's progress, never by a sleep."""
+        import select
+
         fd = self.proc.stdout.fileno()
         deadline = time.monotonic() + timeout
-        buf = b""
-        while b"\n" not in buf:
-            if time.monotonic() > deadline or self.proc.poll() is not None and not buf:
+        while not predicate(self):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
                 err = self.proc.stderr.read().decode(errors="replace") if self.proc.poll() is not None else ""
-                raise AssertionError(f"writer never became ready (rc {self.proc.poll()}): {err}")
-            import select
+                raise AssertionError(f"the writer never {what} (rc {self.proc.poll()}): {err[-2000:]}")
             r, _, _ = select.select([fd], [], [], 0.1)
             if r:
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    continue
-                buf += chunk
-        self._pending = buf
-        self.ready = True
+                chunk = os.read(fd, 65536)
+                if chunk:
+                    *lines, self._pending = (self._pending + chunk).split(b"\n")
+                    for line in lines:
+                        self._line(line)
 
     def kill(self) -> tuple[int, str]:
         """SIGKILL, then collect every complete line it wrote."""
         if self.proc.poll() is None:
             self.proc.kill()
         out, err = self.proc.communicate(timeout=60)
-        data = getattr(self, "_pending", b"") + out
+        data = self._pending + out
         for line in data.split(b"\n")[:-1]:  # the last piece is incomplete (or empty)
             self._line(line)
         return self.proc.returncode, err.decode(errors="replace")
 
     def finish(self, timeout: float = 120.0) -> tuple[int, str]:
         out, err = self.proc.communicate(timeout=timeout)
-        data = getattr(self, "_pending", b"") + out
+        data = self._pending + out
         for line in data.split(b"\n")[:-1]:
             self._line(line)
         return self.proc.returncode, err.decode(errors="replace")
 
     def _line(self, line: bytes) -> None:
         kind, _, rest = line.partition(b" ")
-        if kind == b"A":
+        if kind == b"R":
+            self.ready = True
+        elif kind == b"S":
+            self.log_start = int(rest)
+        elif kind == b"A":
             off, _, value = rest.partition(b" ")
             self.acked[int(off)] = value
         elif kind == b"E":

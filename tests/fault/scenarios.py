@@ -12,6 +12,7 @@ import sys
 import faultlib
 
 from arrowlog.errors import ArrowlogError, StorageError
+from arrowlog.storage import LogDir
 
 
 def disk_full(fs: str, segment_bytes: int, value_bytes: int) -> dict:
@@ -188,6 +189,35 @@ def read_across_roll(data: str) -> dict:
     out["time"] = [pl.offset_for_timestamp(1_700_000_000_000 + b) for b in range(20)]
     d.close()
     return out
+
+
+def disk_full_at_open(fs: str, free_pages: int) -> dict:
+    """Leave ``free_pages`` pages free, then open a new partition and append
+    one record: either it works or it is a StorageError (never a raw
+    OSError); once space is freed the partition works."""
+    data = os.path.join(fs, "data")
+    d = LogDir(data)
+    d.create_topic(faultlib.TOPIC, partitions=1, config={"segment.bytes": 1 << 20})
+    filler = os.path.join(fs, "filler")
+    st = os.statvfs(fs)
+    fd = os.open(filler, os.O_CREAT | os.O_WRONLY, 0o600)
+    os.posix_fallocate(fd, 0, st.f_bavail * st.f_frsize - free_pages * 4096)
+    os.close(fd)
+    error = None
+    is_storage_error = True
+    try:
+        d.topic(faultlib.TOPIC).partition(0).append(faultlib.make_batch([b"first"]))
+    except Exception as exc:  # noqa: BLE001 - the test judges the type
+        error = f"{type(exc).__name__}: {exc}"
+        is_storage_error = isinstance(exc, StorageError)
+    d.close()
+    os.unlink(filler)
+    d = LogDir(data)
+    pl = d.topic(faultlib.TOPIC).partition(0)
+    pl.append(faultlib.make_batch([b"after"]))
+    values = list(faultlib.read_log(pl).values.values())
+    d.close()
+    return {"error": error, "is_storage_error": is_storage_error, "values": [v.decode() for v in values]}
 
 
 def main() -> int:

@@ -30,11 +30,12 @@ def test_two_writers_interleave_whole_batches(data_dir, seed):
     victim = faultlib.Writer("append", data_dir, "3", "--seed", str(rng.randrange(1 << 30)))
     for w in (a, b, victim):
         w.wait_ready()
-    time.sleep(rng.uniform(0.02, 0.2))
+    time.sleep(rng.uniform(0.02, 0.2))  # the moment of the kill: random by design
     rc, err = victim.kill()  # may die holding the append lock: flock is released with it
     assert rc == -9, err
     rc, err = a.finish()
     assert rc == 0, err
+    b.wait_for(lambda w: w.acked, "acknowledged a record")  # by progress: both cycles must be in the log
     b.kill()
     acked = {**a.acked, **b.acked, **victim.acked}
     assert len(acked) == len(a.acked) + len(b.acked) + len(victim.acked), "two writers got the same offset"
@@ -103,7 +104,9 @@ def test_readers_follow_writers_that_get_killed(data_dir, tmp_path, seed):
     for cycle in range(faultlib.count(5, 40)):
         w = faultlib.Writer("append", data_dir, str(cycle), "--seed", str(rng.randrange(1 << 30)))
         w.wait_ready()
-        time.sleep(rng.uniform(0.01, 0.2))
+        if not acked:  # by progress: at least one acknowledged record to check
+            w.wait_for(lambda w: w.acked, "acknowledged a record")
+        time.sleep(rng.uniform(0.01, 0.2))  # the moment of the kill: random by design
         rc, err = w.kill()
         assert rc == -9, f"seed={seed} cycle={cycle}: {err}"
         acked.update(w.acked)

@@ -46,7 +46,13 @@ def test_kill9_never_loses_acknowledged_records(name, data_dir, seed):
             time.sleep(rng.uniform(0, 0.3))  # may land in start-up or recovery
         else:
             w.wait_ready()
-            time.sleep(rng.uniform(0, 0.1))
+            # by progress, not by a guess, so the checks below always have
+            # something to check: an acknowledged record, and retention
+            if not acked:
+                w.wait_for(lambda w: w.acked, "acknowledged a record")
+            if "--retention-bytes" in writer_args:
+                w.wait_for(lambda w: w.log_start > 0, "saw retention delete a segment")
+            time.sleep(rng.uniform(0, 0.1))  # the moment of the kill: random by design
         rc, err = w.kill()
         assert rc == -9, f"seed={seed} cycle={cycle}: writer died on its own (rc {rc}):\n{err}"
         acked.update(w.acked)

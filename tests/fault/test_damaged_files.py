@@ -28,20 +28,6 @@ from arrowlog._native import core
 FRAME = core.FRAME_HEADER_SIZE
 
 
-def frame_layout(log: bytes) -> list[tuple[int, int, int, int]]:
-    """(position, size, base_offset, record_count) of each frame in a
-    segment's bytes, from its header fields."""
-    header_size = struct.unpack_from("<I", log, 8)[0]
-    pos, frames = header_size, []
-    while pos + FRAME <= len(log):
-        magic, base, body, count = struct.unpack_from("<IqII", log, pos + 4)
-        if magic != core.FRAME_MAGIC:
-            break
-        frames.append((pos, FRAME + body, base, count))
-        pos += FRAME + body
-    return frames
-
-
 class Snapshot:
     """A one-segment partition as a crash leaves it, restorable in place."""
 
@@ -64,7 +50,7 @@ class Snapshot:
         with open(self.log_path, "rb") as f:
             raw = f.read()
         self.log_size = len(raw)
-        self.frames = frame_layout(raw)
+        self.frames = faultlib.frame_layout(raw)
         self.used = self.frames[-1][0] + self.frames[-1][1]
         self.log = raw[:self.used]
         # the other files (state, preallocated indexes) without their zero

@@ -165,3 +165,50 @@ def test_failed_background_fsync_fails_later_appends(data_dir, monkeypatch):
         p.flush()
     serve_reports_and_close(p)
     assert len(reports) == 1 and reports[0] is not None, "a record was acknowledged on a failed partition"
+
+
+def disk_usage(path: str) -> int:
+    """Bytes of disk blocks held by the files under ``path`` (what du counts)."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            total += os.lstat(os.path.join(root, name)).st_blocks * 512
+    return total
+
+
+def test_small_produce_into_many_new_partitions_uses_little_disk(data_dir):
+    """Preallocation grows with use: a 5 KB produce into 64 new partitions
+    allocated 64 x 37 MiB (one 16 MiB segment step and two 10 MiB indexes
+    each) before; now 64 KiB of segment and a page per index."""
+    import arrowlog
+
+    faultlib.LogDir(data_dir).create_topic("wide", partitions=64)
+    p = arrowlog.Producer({"log.dir": data_dir, "linger.ms": 0})
+    try:
+        for i in range(64):
+            p.produce("wide", b"v" * 80, partition=i)
+        assert p.flush(60) == 0
+        used = disk_usage(data_dir)  # while the partitions are open (active segments untrimmed)
+    finally:
+        p.close()
+    assert used < 8 << 20, f"64 new partitions with 80 bytes each hold {used / 2**20:.1f} MiB of disk"
+    with faultlib.LogDir(data_dir) as d:
+        assert all(d.topic("wide").partition(i).high_watermark == 1 for i in range(64))
+
+
+@pytest.mark.parametrize("free_pages", [0, 1, 10, 17, 19, 20])
+def test_disk_full_while_a_partition_is_first_opened(root_workdir, free_pages):
+    """ENOSPC at every step of a new partition's first open and first
+    append (partition.state, the first segment, its indexes, the first
+    growth): a StorageError saying the disk is full, never a raw OSError;
+    once space is back the partition works."""
+    with faultlib.tmpfs(os.path.join(root_workdir, "fs"), "4m") as fs:
+        out = faultlib.scenario("disk_full_at_open", fs=fs, free_pages=free_pages)
+    if out["error"] is None:
+        assert out["values"] == ["first", "after"]
+        return
+    assert out["is_storage_error"], out["error"]
+    assert "disk is full" in out["error"], out["error"]
+    named = {0: "partition.state", 1: "00000000000000000000.log"}.get(free_pages)
+    assert named is None or named in out["error"], out["error"]
+    assert out["values"] == ["after"], "a record was kept although its append failed"

@@ -90,7 +90,12 @@ def test_commits_are_atomic_under_sigkill(data_dir, tmp_path, seed):
     for k in range(KILLS):
         pid = spawn(data_dir, progress)
         try:
-            time.sleep(rng.uniform(0.0, 0.03))
+            if k == KILLS - 1 and previous == 0:
+                # by progress: the last child commits at least once
+                deadline = time.monotonic() + 60
+                while last_progress(progress) == 0 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, 0.03))  # the moment of the kill: random by design
         finally:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)

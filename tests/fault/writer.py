@@ -1,6 +1,7 @@
 """A writer for the fault tests to kill (run by faultlib.Writer).
 
     writer.py append   DATA CYCLE [--fsync | --fsync-every N] [--reopen-every N] [--retention-bytes N]
+                       (also prints ``S <log start>`` when a synced append saw retention move the log start)
                        [--seed N] [--batches N] [--stop-on-error]
     writer.py producer DATA CYCLE [--fsync] [--seed N] [--batches N]
 
@@ -47,6 +48,7 @@ def run_append(args, rng: random.Random) -> int:
     d, pl = faultlib.open_partition(args.data, config)
     emit([b"R\n"])
     batch = 0
+    log_start = 0  # the last one reported
     pending: list[bytes] = []  # acknowledged at the next (f)sync
     while args.batches < 0 or batch < args.batches:
         n = rng.randint(1, 40)
@@ -64,6 +66,10 @@ def run_append(args, rng: random.Random) -> int:
             batch += 1
             continue
         if not args.fsync_every or (batch + 1) % args.fsync_every == 0:
+            start = pl.log_start_offset
+            if start > log_start:  # retention deleted a segment, durably: this (f)sync covered it
+                pending.append(b"S %d\n" % start)
+                log_start = start
             emit(pending)
             pending.clear()
         batch += 1

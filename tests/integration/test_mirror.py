@@ -162,9 +162,23 @@ def test_kill_9_in_the_middle_then_restart_copies_each_record_once(direction, ka
     with open(log, "a") as stderr:
         proc = subprocess.Popen([sys.executable, "-m", "arrowlog", "mirror", src, dst, "--topics", topic,
                                  "--checkpoint-ms", "5"], env=_env(), stderr=stderr)
-    time.sleep(0.8)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+
+    def checkpointed() -> int:
+        try:
+            with open(mirror_mod.default_state_path(src, dst)) as f:
+                return sum(e["destination"] for e in json.load(f)["partitions"].values())
+        except (OSError, ValueError, KeyError):
+            return 0
+
+    try:
+        # kill by progress, not after a guessed time: once run 2 has copied
+        # and checkpointed records beyond what run 1 left
+        wait_for(lambda: checkpointed() > already, "run 2 to copy and checkpoint some records", log)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    at_kill = checkpointed()
+    assert already < at_kill < 5500, f"the kill did not land mid-copy (checkpoint at {at_kill} of 5500)"
     # run 3 finishes: nothing missing, nothing twice, same order and partitions
     done = run_cli(src, dst, "--topics", topic)
     said = log.read_text() + done.stderr

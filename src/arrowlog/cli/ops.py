@@ -48,20 +48,31 @@ Examples:
 @command_body
 def verify_cmd(topics: tuple[str, ...], as_json: bool, data: str | None) -> None:
     """Check the CRC32C of every stored batch and report per partition (exit 5 if damaged)."""
+    from arrowlog.errors import CorruptRecordError, StorageError
+
     logdir = open_logdir(resolve_data_dir(data))
     names = list(topics) or sorted(logdir.list_topics())
     report = []
     for name in names:
-        t = get_topic(logdir, name)
+        try:
+            t = get_topic(logdir, name)
+        except CorruptRecordError as exc:  # a damaged topic.json
+            report.append({"topic": name, "partition": None, "ok": False, "segments": None, "batches": None,
+                           "records": None, "bytes": None, "error": str(exc)})
+            continue
         for p in range(t.num_partitions):
-            res = scan_partition(t.partition(p))
+            try:
+                res = scan_partition(t.partition(p))
+            except (CorruptRecordError, StorageError) as exc:
+                res = {"ok": False, "segments": None, "batches": None, "records": None, "bytes": None,
+                       "error": str(exc)}
             report.append({"topic": name, "partition": p, **res})
     bad = [r for r in report if not r["ok"]]
     if as_json:
         out(json.dumps(report))
     else:
         print_table(["TOPIC", "PARTITION", "BATCHES", "RECORDS", "STATUS"],
-                    [[r["topic"], r["partition"], r["batches"], r["records"],
+                    [[r["topic"], "-" if r["partition"] is None else r["partition"], r["batches"], r["records"],
                       "ok" if r["ok"] else f"DAMAGED: {r['error']}"] for r in report])
     if bad:
         raise CliError(f"{len(bad)} of {len(report)} partitions are damaged; run 'arrowlog recover'",
@@ -75,18 +86,21 @@ def verify_cmd(topics: tuple[str, ...], as_json: bool, data: str | None) -> None
 )
 @command_body
 def recover_cmd(data: str | None) -> None:
-    """Run recovery now: check CRCs, truncate torn tails, rebuild indexes."""
+    """Run recovery now: rebuild a damaged topic.json, check CRCs, truncate torn tails, resume the log
+    after a missing segment, rebuild indexes and the partition state (see docs/DURABILITY.md)."""
     data_dir = resolve_data_dir(data)
     logdir = open_logdir(data_dir)
     rows = []
     for name in sorted(logdir.list_topics()):
+        if logdir.repair_topic(name) is not None:
+            note(f"{name}: rebuilt its damaged topic.json from the partition directories")
         t = logdir.topic(name)
         for p in range(t.num_partitions):
             r = t.partition(p).recover()
             rows.append([name, p, r.get("segments_scanned"), r.get("truncated_bytes"),
-                         r.get("segments_deleted"), r.get("indexes_rebuilt")])
+                         r.get("segments_deleted"), r.get("segments_quarantined", 0), r.get("indexes_rebuilt")])
     print_table(["TOPIC", "PARTITION", "SEGMENTS-SCANNED", "TRUNCATED-BYTES", "SEGMENTS-DELETED",
-                 "INDEXES-REBUILT"], rows)
+                 "QUARANTINED", "INDEXES-REBUILT"], rows)
     note(f"recovered {len(rows)} partition{'s' if len(rows) != 1 else ''} in {data_dir}")
 
 

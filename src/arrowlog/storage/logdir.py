@@ -31,6 +31,7 @@ from .. import config as _config
 from .._native import core
 from ..errors import (
     ConfigError,
+    CorruptRecordError,
     InvalidTopicError,
     StorageError,
     TopicExistsError,
@@ -39,11 +40,13 @@ from ..errors import (
 )
 from .files import ExclusiveFlock, open_shared_file, storage_error, write_json_atomic
 from .partition import ENVELOPE_SCHEMA, PartitionLog
+from .segment import Segment, parse_segment_name
 
 _TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
 MAX_TOPIC_LENGTH = 249
 # files in <data>/topics/ beside the topics' directories
 RESERVED_NAMES = (".lock", ".notify")
+MAX_PARTITIONS = 100_000
 
 
 def validate_topic_name(name: Any) -> str:
@@ -86,6 +89,24 @@ def schema_to_json(schema: pa.Schema | None) -> Any:
     return {"fields": [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]}
 
 
+def meta_problem(meta: Any) -> str | None:
+    """Why a parsed topic.json cannot be used, or None."""
+    if not isinstance(meta, dict):
+        return f"it holds a JSON {type(meta).__name__}, not an object"
+    n = meta.get("partitions")
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_PARTITIONS:
+        return f"'partitions' is {n!r}, not a count in 1..{MAX_PARTITIONS}"
+    config = meta.get("config")
+    if not isinstance(config, dict):
+        return f"'config' is {config!r}, not an object"
+    try:
+        resolved = _config.resolve(_config.TOPIC, {**config, "partitions": n}, what="topic")
+        value_schema_from_config(resolved.get("value.schema"))
+    except (ConfigError, TypeError, ValueError) as exc:
+        return f"its config is not valid ({exc})"
+    return None
+
+
 def envelope_schema(value_schema: pa.Schema | None) -> pa.Schema:
     if value_schema is None:
         return ENVELOPE_SCHEMA
@@ -120,7 +141,8 @@ class Topic:
                 log = self._partitions.get(partition)
                 if log is None:
                     log = PartitionLog(os.path.join(self.directory, str(partition)), self.name, partition,
-                                       self.config, schema=self.schema, notifier=self.logdir.notifier)
+                                       self.config, schema=self.schema, notifier=self.logdir.notifier,
+                                       check_crcs=self.logdir.check_crcs)
                     self._partitions[partition] = log
         return log
 
@@ -138,9 +160,12 @@ class Topic:
 
 
 class LogDir:
-    """A data directory of topics. ``LogDir(path)`` creates it if needed."""
+    """A data directory of topics. ``LogDir(path)`` creates it if needed.
+    ``check_crcs=False`` turns off the CRC-32C check of each frame before
+    its first read (for data already verified; docs/DURABILITY.md)."""
 
-    def __init__(self, path: str | os.PathLike, *, create: bool = True):
+    def __init__(self, path: str | os.PathLike, *, create: bool = True, check_crcs: bool = True):
+        self.check_crcs = check_crcs
         path = os.fspath(path)
         if path.startswith("file://"):
             path = path[len("file://"):]
@@ -174,13 +199,16 @@ class LogDir:
         """A futex word every append in this directory bumps: a consumer of
         many partitions sleeps on it instead of polling each one."""
         path = os.path.join(self.topics_dir, ".notify")
-        fd, read_only = open_shared_file(path)
         try:
-            if not read_only and os.fstat(fd).st_size < core.STATE_FILE_SIZE:
-                core.fallocate(fd, 0, core.STATE_FILE_SIZE)
-            return core.PartitionState(core.MappedFile(fd, core.STATE_FILE_SIZE, not read_only, path))
-        finally:
-            os.close(fd)  # the mapping stays valid
+            fd, read_only = open_shared_file(path)
+            try:
+                if not read_only and os.fstat(fd).st_size < core.STATE_FILE_SIZE:
+                    core.fallocate(fd, 0, core.STATE_FILE_SIZE)
+                return core.PartitionState(core.MappedFile(fd, core.STATE_FILE_SIZE, not read_only, path))
+            finally:
+                os.close(fd)  # the mapping stays valid
+        except OSError as exc:
+            raise storage_error(exc, f"cannot create {path}") from exc
 
     # -- topics ---------------------------------------------------------------
 
@@ -233,14 +261,96 @@ class LogDir:
         with self._lock:
             t = self._topics.get(name)
             if t is None:
-                try:
-                    with open(self._meta_path(name)) as f:
-                        meta = json.load(f)
-                except FileNotFoundError:
-                    raise UnknownTopicError(f"topic {name!r} does not exist in {self.path}") from None
-                t = Topic(self, name, meta)
+                t = Topic(self, name, self._read_meta(name))
                 self._topics[name] = t
         return t
+
+    def _read_meta(self, name: str) -> dict:
+        """topic.json, checked: a damaged one is a CorruptRecordError naming
+        the file and saying how to rebuild it, never a JSONDecodeError,
+        KeyError or ValueError from deep inside."""
+        path = self._meta_path(name)
+        try:
+            with open(path, "rb") as f:
+                raw = f.read(1 << 20)
+        except FileNotFoundError:
+            raise UnknownTopicError(f"topic {name!r} does not exist in {self.path}") from None
+        except OSError as exc:
+            raise storage_error(exc, f"cannot read {path}") from exc
+        try:
+            meta = json.loads(raw)
+        except ValueError as exc:
+            raise self._damaged_meta(path, f"it is not JSON ({exc})") from None
+        problem = meta_problem(meta)
+        if problem is not None:
+            raise self._damaged_meta(path, problem)
+        return meta
+
+    @staticmethod
+    def _damaged_meta(path: str, problem: str) -> CorruptRecordError:
+        return CorruptRecordError(f"{path} is damaged: {problem}; run `arrowlog recover` to rebuild it from the "
+                                  "partition directories (see docs/DURABILITY.md)")
+
+    def repair_topic(self, name: str) -> dict | None:
+        """Rebuild a damaged topic.json from what is on disk: the partition
+        directories give the count, the segments' own header gives the value
+        schema; config keys that still parse are kept, the rest take their
+        defaults. Returns the new metadata, or None if it was fine."""
+        validate_topic_name(name)
+        with self._lock, ExclusiveFlock(self._lock_fd):
+            try:
+                self._read_meta(name)
+                return None
+            except CorruptRecordError:
+                pass
+            try:
+                with open(self._meta_path(name), "rb") as f:
+                    old = json.loads(f.read(1 << 20))
+            except (OSError, ValueError):
+                old = {}
+            if not isinstance(old, dict):
+                old = {}
+            directory = os.path.join(self.topics_dir, name)
+            parts = [int(n) for n in os.listdir(directory) if n.isdigit() and os.path.isdir(os.path.join(directory, n))]
+            config: dict = {}
+            for key, value in (old.get("config") if isinstance(old.get("config"), dict) else {}).items():
+                if key in ("partitions", "value.schema"):
+                    continue
+                try:
+                    _config.resolve(_config.TOPIC, {key: value}, what="topic")
+                except (ConfigError, TypeError, ValueError):
+                    continue
+                config[key] = value
+            config["partitions"] = max(parts, default=0) + 1
+            resolved = _config.resolve(_config.TOPIC, config, what="topic")
+            nparts = resolved.pop("partitions")
+            resolved["value.schema"] = schema_to_json(self._stored_value_schema(directory, parts))
+            topic_id = old.get("topic_id") if isinstance(old.get("topic_id"), str) else os.urandom(16).hex()
+            meta = {"name": name, "partitions": nparts, "config": resolved, "topic_id": topic_id}
+            write_json_atomic(self._meta_path(name), meta)
+            self._topics.pop(name, None)
+            return meta
+
+    @staticmethod
+    def _stored_value_schema(directory: str, parts: list[int]) -> pa.Schema | None:
+        """The value schema a typed topic's segments were written with (their
+        header holds the Arrow schema), or None for bytes values."""
+        for p in sorted(parts):
+            pdir = os.path.join(directory, str(p))
+            for n in sorted(os.listdir(pdir)):
+                base = parse_segment_name(n)
+                if base is None:
+                    continue
+                try:
+                    seg = Segment(pdir, base, writable=False)
+                except (CorruptRecordError, OSError):
+                    continue
+                try:
+                    value = seg.schema.field("value").type
+                finally:
+                    seg.close()
+                return pa.schema(list(value)) if pa.types.is_struct(value) else None
+        return None
 
     def alter_topic(self, name: str, config: dict) -> Topic:
         """Change topic settings (not partitions or value.schema) for new
@@ -269,11 +379,10 @@ class LogDir:
         t = self.topic(name)
         if not isinstance(total, int) or isinstance(total, bool) or total <= t.num_partitions:
             raise ConfigError(f"topic {name!r} has {t.num_partitions} partitions; the new count must be larger")
-        if total > 100_000:
-            raise ConfigError("at most 100000 partitions")
+        if total > MAX_PARTITIONS:
+            raise ConfigError(f"at most {MAX_PARTITIONS} partitions")
         with self._lock, ExclusiveFlock(self._lock_fd):
-            with open(self._meta_path(name)) as f:
-                meta = json.load(f)
+            meta = self._read_meta(name)
             if total <= meta["partitions"]:
                 raise ConfigError(f"topic {name!r} already has {meta['partitions']} partitions")
             meta["partitions"] = total
@@ -298,7 +407,11 @@ class LogDir:
     def enforce_retention(self) -> int:
         deleted = 0
         for name in self.list_topics():
-            for log in self.topic(name).partitions():
+            try:
+                logs = self.topic(name).partitions()
+            except CorruptRecordError:
+                continue  # a damaged topic.json (verify reports it): retention goes on for the others
+            for log in logs:
                 deleted += log.enforce_retention()
         return deleted
 

@@ -1,0 +1,255 @@
+"""Reading a PartitionLog: frames by offset, offsets by time.
+
+Readers take no lock: they read the published state under the seqlock and
+only look at data below it. Every loop is bounded by what is on disk, and
+each frame's CRC-32C is checked before its data is first handed out
+(docs/DURABILITY.md).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .._native import core
+from ..errors import CorruptRecordError, OffsetOutOfRangeError
+from .layout import MissingDataError, damaged, missing_between, reads_problem
+from .segment import Segment, segment_name, segment_path
+
+
+class Frame:
+    """One stored batch: offsets base_offset .. base_offset+record_count-1.
+    ``batch`` is a zero-copy pa.RecordBatch over the mapped segment."""
+
+    __slots__ = ("base_offset", "record_count", "min_timestamp", "max_timestamp", "size", "batch")
+
+    def __init__(self, base_offset, record_count, min_timestamp, max_timestamp, size, batch):
+        self.base_offset = base_offset
+        self.record_count = record_count
+        self.min_timestamp = min_timestamp
+        self.max_timestamp = max_timestamp
+        self.size = size
+        self.batch = batch
+
+    @property
+    def next_offset(self) -> int:
+        return self.base_offset + self.record_count
+
+    def __repr__(self) -> str:
+        return f"<Frame {self.base_offset}..{self.next_offset - 1} size={self.size}>"
+
+
+class ReadMixin:
+    """PartitionLog's read() and offset_for_timestamp()."""
+
+    # -- reading ------------------------------------------------------------------------
+
+    def _segment(self, base: int, st: dict) -> Segment:
+        seg = self._segments.get(base)
+        active = base == st["active_base_offset"]
+        end = st["active_position"] if active else None
+        if seg is not None and (end is None or end <= seg.capacity) and (active or seg.file_size <= seg.capacity):
+            if not active and seg.file_size == 0:
+                pass
+            return seg
+        if seg is not None:
+            seg.close()
+        seg = Segment(self.directory, base, writable=False,
+                      capacity=self._capacity(end or 0) if active else None)
+        self._segments[base] = seg
+        return seg
+
+    def _locate(self, offset: int, st: dict) -> tuple[Segment, int]:
+        """(segment, end position) of the segment holding ``offset``."""
+        if offset >= st["active_base_offset"]:
+            base = st["active_base_offset"]
+        else:
+            bases = self._known_bases(st)
+            base = None
+            for b in bases:
+                if b <= offset:
+                    base = b
+                else:
+                    break
+            if base is None:
+                if offset >= st["log_start_offset"]:
+                    raise MissingDataError(
+                        f"the oldest segment is missing: no segment file holds offset {offset} "
+                        f"({segment_name(st['log_start_offset'])}.log, where the log starts, is gone; the oldest "
+                        f"segment file is {segment_name(bases[0]) if bases else 'none'}.log)")
+                raise OffsetOutOfRangeError(f"offset {offset} of {self.topic}-{self.partition} was deleted "
+                                            f"(log start offset is {st['log_start_offset']})")
+        seg = self._segment(base, st)
+        if base == st["active_base_offset"]:
+            end = st["active_position"]
+        else:
+            end = os.fstat(seg.log_fd).st_size if seg.log_fd >= 0 else seg.file_size
+            seg.file_size = end
+        return seg, end
+
+    def read(self, offset: int, max_bytes: int = 1 << 20, *, check_crc: bool | None = None) -> list[Frame]:
+        """Whole frames starting with the one containing ``offset``, up to
+        about ``max_bytes`` (the first frame always, even if larger: Kafka's
+        KIP-74 rule). [] when ``offset`` is at the high watermark.
+
+        Each frame's CRC-32C is checked before its data is first handed out
+        by this log object (``check_crc``: None takes ``self.check_crcs``,
+        True by default): bit rot is a CorruptRecordError naming the file
+        and byte position, never data.
+
+        Every loop here is bounded by what is on disk: offsets below the
+        high watermark that no segment holds (a segment file gone, a gap)
+        raise CorruptRecordError after looking again, never an empty answer
+        a caller would retry forever."""
+        self._raise_if_damaged()
+        missing = None
+        for attempt in range(3):
+            st = self._snapshot()
+            problem = reads_problem(st)
+            if problem is not None:
+                raise damaged(f"partition {self.topic}-{self.partition} ({self.directory})", problem)
+            if st["generation"] != self._read_generation:
+                # a recovery may have rewritten frames: check them again
+                self._forget_read_views()
+                self._read_generation = st["generation"]
+            if offset < st["log_start_offset"]:
+                raise OffsetOutOfRangeError(
+                    f"offset {offset} is below the log start offset {st['log_start_offset']} of "
+                    f"{self.topic}-{self.partition} (deleted by retention); seek to the beginning")
+            if offset > st["next_offset"]:
+                raise OffsetOutOfRangeError(
+                    f"offset {offset} is beyond the high watermark {st['next_offset']} of {self.topic}-{self.partition}")
+            if offset == st["next_offset"]:
+                return []
+            try:
+                frames = self._read(offset, max_bytes, st, self.check_crcs if check_crc is None else check_crc)
+                if frames:
+                    return frames
+                missing = MissingDataError(f"no frame holds offset {offset} below the high watermark "
+                                           f"{st['next_offset']} that partition.state publishes")
+            except FileNotFoundError:
+                # retention removed the segment under us: look again
+                self._segments.pop(self._locate_base_guess(offset), None)
+            except MissingDataError as exc:
+                missing = exc  # retention (or a recovery) may have moved on: look again
+            self._bases_key = None
+        if missing is not None and offset >= self._snapshot()["log_start_offset"]:
+            raise damaged(f"partition {self.topic}-{self.partition} ({self.directory})", str(missing))
+        raise OffsetOutOfRangeError(f"offset {offset} of {self.topic}-{self.partition} was deleted")
+
+    def _locate_base_guess(self, offset: int) -> int:
+        return max((b for b in self._segments if b <= offset), default=-1)
+
+    def _read(self, offset: int, max_bytes: int, st: dict, check_crc: bool) -> list[Frame]:
+        frames: list[Frame] = []
+        total = 0
+        seg, end = self._locate(offset, st)
+        hint = self._hint
+        if hint is not None and hint[0] == offset and hint[1] == seg.base_offset:
+            position = hint[2]
+        else:
+            entries = st["offset_index_entries"] if seg.base_offset == st["active_base_offset"] else \
+                seg.index_entries_on_disk()[0]
+            position = seg.frame_position(offset, entries, end)
+        while True:
+            while position < end:
+                base, count, min_ts, max_ts, size, batch = seg.read_frame(position, end, check_crc)
+                frames.append(Frame(base, count, min_ts, max_ts, size, batch))
+                position += size
+                total += size
+                if total >= max_bytes:
+                    self._hint = (base + count, seg.base_offset, position)
+                    return frames
+            nxt = frames[-1].next_offset if frames else offset
+            if nxt >= st["next_offset"] or seg.base_offset == st["active_base_offset"]:
+                self._hint = (nxt, seg.base_offset, position)
+                return frames
+            done = seg.base_offset
+            seg, end = self._locate(nxt, st)
+            if seg.base_offset != nxt or seg.base_offset <= done:
+                # the segment after ``done`` should begin where it ended
+                if seg.base_offset > done:
+                    raise MissingDataError(missing_between(nxt, seg.base_offset))
+                later = [b for b in self._known_bases(st) if b > done]
+                raise MissingDataError(missing_between(nxt, later[0]) if later else
+                                       f"no segment holds offset {nxt} (segment {segment_name(done)}.log ends there)")
+            position = seg.header_size
+
+    def offset_for_timestamp(self, timestamp: int) -> int | None:
+        """The first offset whose timestamp is at or after ``timestamp`` (ms),
+        or None if there is none (Kafka's ListOffsets by time). Each frame
+        looked at is CRC-checked (check_crcs; once per view), so a rotten
+        timestamp or offset is an error, never a wrong answer."""
+        self._raise_if_damaged()
+        st = self._snapshot()
+        bases = [b for b in self._known_bases(st) if b <= st["active_base_offset"]]
+        start_idx = 0
+        for i, b in enumerate(bases):
+            if b >= st["log_start_offset"] or i + 1 < len(bases) and bases[i + 1] > st["log_start_offset"]:
+                start_idx = i
+                break
+        check = self.check_crcs
+        for b in bases[start_idx:]:
+            if b < st["active_base_offset"]:
+                max_ts = self._segment_max_timestamp(b)
+                if max_ts is not None and max_ts < timestamp:
+                    continue
+            try:
+                seg, end = self._locate(max(b, st["log_start_offset"]), st)
+            except (FileNotFoundError, OffsetOutOfRangeError):
+                continue
+            active = b == st["active_base_offset"]
+            oe, te = (st["offset_index_entries"], st["time_index_entries"]) if active else seg.index_entries_on_disk()
+            position = seg.time_scan_start(timestamp, te, oe, end)
+            try:
+                while position < end:
+                    base, count, body, min_ts, max_ts = core.read_frame_header(seg.log, position, end)
+                    if check and position not in seg.verified:
+                        seg.check_crc(position, end, base, count)
+                    if max_ts >= timestamp and base + count > st["log_start_offset"]:
+                        if min_ts >= timestamp:
+                            idx = 0
+                        elif not self.compression:
+                            key = (st["generation"], seg.base_offset, position)
+                            idx, is_sorted = core.frame_first_row_at_or_after(
+                                seg.log, position, end, timestamp, self._sorted_frames.get(key, -1))
+                            if len(self._sorted_frames) > 65536:
+                                self._sorted_frames.clear()
+                            self._sorted_frames[key] = 1 if is_sorted else 0
+                        else:
+                            ts_col = seg.read_frame(position, end)[5].column(1)
+                            ts = np.frombuffer(ts_col.buffers()[1], dtype=np.int64, count=count,
+                                               offset=ts_col.offset * 8)
+                            idx = int(np.argmax(ts >= timestamp))
+                        return max(base + idx, st["log_start_offset"])
+                    position += core.FRAME_HEADER_SIZE + body
+            except core.CorruptFrame as exc:
+                raise CorruptRecordError(f"segment {seg.log_path}: {exc}; run `arrowlog verify` "
+                                         "(see docs/DURABILITY.md)") from None
+        return None
+
+    def _known_bases(self, st: dict) -> list[int]:
+        """Segment base offsets, listed again only when the published state
+        says segments were added, deleted or recovered."""
+        key = (st["active_base_offset"], st["log_start_offset"], st["generation"])
+        if self._bases_key != key:
+            self._bases = self._list_bases()
+            self._bases_key = key
+        return self._bases
+
+    def segment_bases(self) -> list[int]:
+        return self._list_bases()
+
+    def size_bytes(self) -> int:
+        st = self._snapshot()
+        total = 0
+        for b in self._list_bases():
+            if b == st["active_base_offset"]:
+                total += st["active_position"]
+            else:
+                try:
+                    total += os.stat(segment_path(self.directory, b)).st_size
+                except FileNotFoundError:
+                    pass
+        return total

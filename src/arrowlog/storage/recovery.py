@@ -1,0 +1,304 @@
+"""Recovery and the layout checks of a PartitionLog (see partition.py for
+the contract, layout.py for what a clean open checks).
+
+After a crash recovery re-checks every frame from the segment holding the
+recovery point, truncates at the first bad one, deletes later segments and
+rebuilds the indexes of what it scanned. Below the recovery point segments
+are trusted, but must be whole and contiguous: a segment missing there makes
+the log resume after the gap (docs/DURABILITY.md says why).
+"""
+
+from __future__ import annotations
+
+import os
+
+from .._native import core
+from ..errors import CorruptRecordError
+from .files import fsync_dir
+from .layout import (
+    closed_segment_end,
+    damaged,
+    missing_between,
+    state_problem,
+    tail_start,
+    walk_frames,
+)
+from .segment import SEGMENT_EXTENSIONS, Segment, segment_name
+
+NO_TIMESTAMP = -(1 << 63)
+
+
+class RecoveryMixin:
+    """PartitionLog's recovery, layout checks and verify(); callers hold
+    the locks each method names."""
+
+    def recover(self) -> dict:
+        """Check the log from the segment holding the recovery point onward:
+        verify every frame's CRC and the offsets' continuity, truncate at
+        the first bad frame, delete later segments, rebuild the indexes of
+        what was scanned, and republish the state. Returns a report."""
+        with self._lock, self._append_locked():
+            return self._recover_locked()
+
+    def _recover_locked(self) -> dict:
+        report = {"segments_scanned": 0, "bytes_scanned": 0, "truncated_bytes": 0, "segments_deleted": 0,
+                  "indexes_rebuilt": 0}
+        self.state.repair_seq()
+        old = self.state.snapshot() if self.state.is_initialised() else None
+        self._drop_segments()
+        bases = self._list_bases()
+        if not bases:
+            # closed at once: the scan below opens it again (keeping this one
+            # leaked its three file descriptors)
+            Segment.create(self.directory, 0, self.schema, self.compression, self._capacity(), self._now_ms()).close()
+            bases = [0]
+            fsync_dir(self.directory)
+        # an impossible state (see layout.py) is no guide: scan everything
+        trusted = old is not None and state_problem(old) is None
+        recovery_point = old["recovery_point"] if trusted else 0
+        start = 0
+        for i, base in enumerate(bases):
+            if base <= recovery_point:
+                start = i
+        log_start = old["log_start_offset"] if trusted else bases[0]
+        # Segments before `start` are trusted (synced): check their indexes,
+        # and that each ends where the next begins. A segment missing there
+        # (or unreadable) makes the log resume after it: the segments
+        # before the gap move to quarantine/ (docs/DURABILITY.md says why).
+        cut = 0
+        for i, base in enumerate(bases[:start]):
+            try:
+                seg = self._open_writer_segment(base)
+            except (CorruptRecordError, OSError):
+                cut = i + 1
+                continue
+            try:
+                nxt, problem = self._check_closed(seg)
+            finally:
+                seg.close()
+            if problem is not None or nxt != bases[i + 1]:
+                cut = i + 1
+        if cut:
+            self._quarantine(bases[:cut])
+            report["segments_quarantined"] = cut
+            bases, start = bases[cut:], start - cut
+            log_start = max(log_start, bases[0])
+        next_offset = bases[start]
+        log_start = max(min(log_start, bases[-1]), bases[0])
+        active = None
+        for i in range(start, len(bases)):
+            base = bases[i]
+            if base != next_offset and i > start:
+                # a gap: everything from here on is unreachable
+                for later in bases[i:]:
+                    self._delete_segment_files(later)
+                    report["segments_deleted"] += 1
+                break
+            try:
+                seg = self._open_writer_segment(base)
+            except (CorruptRecordError, OSError):
+                for later in bases[i:]:
+                    self._delete_segment_files(later)
+                    report["segments_deleted"] += 1
+                if active is None:
+                    seg = Segment.create(self.directory, next_offset, self.schema, self.compression,
+                                         self._capacity(), self._now_ms())
+                    active = (seg, seg.header_size, [])
+                break
+            end, next_offset, frames = core.scan_frames(seg.log, seg.header_size, seg.file_size, base, True)
+            report["segments_scanned"] += 1
+            report["bytes_scanned"] += end - seg.header_size
+            if active is not None:
+                active[0].trim(active[1], *self._rebuild(active[0], active[2], report)[:2])
+                active[0].close()
+            active = (seg, end, frames)
+            if end < seg.file_size and i + 1 < len(bases):
+                # torn or corrupt inside a non-last segment: drop later segments
+                tail = self._scan_tail_garbage(seg, end)
+                if tail:
+                    for later in bases[i + 1:]:
+                        self._delete_segment_files(later)
+                        report["segments_deleted"] += 1
+                    break
+        seg, end, frames = active
+        if end < seg.file_size:
+            report["truncated_bytes"] += self._garbage_bytes(seg, end)
+            seg.trim(end, *seg.index_entries_on_disk())  # zero the tail: no stale frame survives
+        oe, te, since, max_ts = self._rebuild(seg, frames, report)
+        seg.ensure_allocated(end)
+        self._writer = seg
+        fsync_dir(self.directory)
+        if log_start < bases[0] or log_start > next_offset:
+            log_start = bases[0]
+        fields = dict(
+            log_start_offset=log_start, next_offset=next_offset, active_base_offset=seg.base_offset,
+            active_position=end, active_max_timestamp=max_ts if frames else NO_TIMESTAMP,
+            offset_index_entries=oe, time_index_entries=te, bytes_since_index=since,
+            recovery_point=min(recovery_point, next_offset),
+            generation=max(old["generation"], 0) + 1 if old else 1,
+            segment_created_ms=seg.created_ms,
+        )
+        if old is None:
+            self.state.initialise(**fields)
+        else:
+            self.state.publish(**fields)
+        self._hint = None
+        self._damage = None
+        report["next_offset"] = next_offset
+        return report
+
+    def _quarantine(self, bases: list[int]) -> None:
+        """Move whole segments out of the log, into quarantine/ (kept for a
+        person to look at, never read again by arrowlog)."""
+        target = os.path.join(self.directory, "quarantine")
+        os.makedirs(target, mode=0o700, exist_ok=True)
+        for base in bases:
+            seg = self._segments.pop(base, None)
+            if seg is not None:
+                seg.close()
+            for ext in SEGMENT_EXTENSIONS:
+                name = segment_name(base) + ext
+                try:
+                    os.rename(os.path.join(self.directory, name), os.path.join(target, name))
+                except FileNotFoundError:
+                    pass
+        fsync_dir(target)
+        fsync_dir(self.directory)
+
+    def _rebuild(self, seg: Segment, frames: list, report: dict):
+        result = seg.rebuild_indexes(frames, self.index_interval)
+        report["indexes_rebuilt"] += 1
+        return result
+
+    @staticmethod
+    def _garbage_bytes(seg: Segment, end: int) -> int:
+        return max(0, seg.file_size - end) if seg.log.read(end, min(64, seg.file_size - end)).strip(b"\0") else 0
+
+    @classmethod
+    def _trusted_end(cls, seg: Segment, end: int) -> int:
+        """Where to cut a closed segment whose frames end at ``end``: a
+        zero tail is the preallocation of a trim at roll that a power loss
+        undid (readers would fail on it); anything else is left for verify."""
+        return end if end < seg.file_size and not cls._scan_tail_garbage(seg, end) else seg.file_size
+
+    @staticmethod
+    def _scan_tail_garbage(seg: Segment, end: int) -> bool:
+        return bool(seg.log.read(end, min(4096, seg.file_size - end)).strip(b"\0"))
+
+    def _check_layout(self) -> None:
+        """On a clean open (see layout.py): rebuild an index that cannot be
+        right, and mark the partition damaged when the published state and
+        the segment files disagree."""
+        st = self.state.snapshot()
+        self._damage = state_problem(st) or self._check_segments(st)
+
+    def _check_segments(self, st: dict) -> str | None:
+        bases = self._list_bases()
+        active, log_start = st["active_base_offset"], st["log_start_offset"]
+        if active not in bases:
+            return (f"the active segment {segment_name(active)}.log named by partition.state is missing"
+                    if bases else "it has no segment file (.log) at all")
+        first = max((b for b in bases if b <= log_start), default=None)
+        if first is None:
+            return (f"the oldest segment is missing: partition.state says the log starts at offset {log_start} "
+                    f"({segment_name(log_start)}.log), the oldest segment file is {segment_name(bases[0])}.log")
+        expected = None
+        for base in bases:
+            if base < first:
+                continue  # left by a retention cut short; the next retention deletes it
+            if base > active:
+                break  # an orphan of a roll cut short; the next append deletes it
+            if expected is not None and base != expected:
+                if base > expected:
+                    return missing_between(expected, base)
+                return f"segment {segment_name(base)}.log overlaps the segment before it (which ends at {expected})"
+            try:
+                seg = self._open_writer_segment(base)
+            except (CorruptRecordError, OSError) as exc:
+                return f"segment {segment_name(base)}.log cannot be opened: {exc}"
+            try:
+                if base < active:
+                    expected, problem = self._check_closed(seg)
+                else:
+                    problem = self._check_active(seg, st)
+            finally:
+                seg.close()
+            if problem is not None:
+                return problem
+        return None
+
+    def _check_closed(self, seg: Segment) -> tuple[int | None, str | None]:
+        """(next offset, problem) of a closed segment; its indexes are
+        rebuilt when they cannot be right."""
+        oe, te = seg.index_entries_on_disk()
+        if seg.index_is_sane(oe, te, seg.file_size):
+            nxt, problem = closed_segment_end(seg, seg.file_size)
+            if problem is None:
+                return nxt, None
+        # (only after damage: with CRCs, so a flipped count cannot pass)
+        end, nxt, frames = core.scan_frames(seg.log, seg.header_size, seg.file_size, seg.first_offset(seg.file_size),
+                                            True)
+        oe, te, _, _ = seg.rebuild_indexes(frames, self.index_interval, closed=True)
+        seg.trim(self._trusted_end(seg, end), oe, te)
+        if end != seg.file_size:
+            return None, (f"segment {segment_name(seg.base_offset)}.log: the frame at position {end} is not a valid "
+                          f"frame ({seg.file_size - end} bytes from there are unreadable)")
+        return nxt, None
+
+    def _check_active(self, seg: Segment, st: dict) -> str | None:
+        end, name = st["active_position"], f"{segment_name(seg.base_offset)}.log"
+        if not seg.header_size <= end <= seg.file_size:
+            return (f"partition.state says active_position={end}, but the active segment {name} holds "
+                    f"{seg.file_size} bytes (its header {seg.header_size})")
+        oe = st["offset_index_entries"]
+        if not seg.index_is_sane(oe, st["time_index_entries"], end):
+            _, _, frames = core.scan_frames(seg.log, seg.header_size, end, seg.first_offset(end), True)
+            oe, te, since, _ = seg.rebuild_indexes(frames, self.index_interval)
+            self.state.publish(offset_index_entries=oe, time_index_entries=te, bytes_since_index=since)
+        position, base = tail_start(seg, oe, end)
+        nxt, reached, _ = walk_frames(seg, position, end, base)
+        if reached != end or nxt != st["next_offset"]:
+            return (f"partition.state says next_offset={st['next_offset']} at active_position={end}, but the frames "
+                    f"of {name} reach offset {nxt} at position {reached}")
+        return None
+
+    def _raise_if_damaged(self) -> None:
+        if self._damage is not None:
+            raise damaged(f"partition {self.topic}-{self.partition} ({self.directory})", self._damage)
+
+    def verify(self) -> dict:
+        """CRC-check every published frame; a report of what was found."""
+        st = self._snapshot()
+        report = {"segments": 0, "frames": 0, "records": 0, "bytes": 0, "errors": []}
+        problem = self._damage or state_problem(st)
+        if problem is not None:
+            report["errors"].append(problem)
+            return report
+        bases = self._list_bases()
+        if bases and bases[0] > st["log_start_offset"]:
+            report["errors"].append(f"the oldest segment is missing: the log starts at offset {st['log_start_offset']}, "
+                                    f"the oldest segment file is {segment_name(bases[0])}.log")
+        expected = None
+        for b in bases:
+            if b > st["active_base_offset"]:
+                report["errors"].append(f"segment {segment_name(b)}.log lies beyond the active segment (unpublished)")
+                continue
+            try:
+                seg = self._segment(b, st)
+            except (CorruptRecordError, OSError) as exc:
+                report["errors"].append(f"segment {segment_name(b)}.log: {exc}")
+                continue
+            end = st["active_position"] if b == st["active_base_offset"] else seg.file_size
+            if expected is not None and b != expected:
+                report["errors"].append(missing_between(expected, b) if b > expected else
+                                        f"segment {segment_name(b)}.log does not continue from offset {expected}")
+            scan_end, nxt, frames = core.scan_frames(seg.log, seg.header_size, end, seg.first_offset(end), True)
+            report["segments"] += 1
+            report["frames"] += len(frames)
+            report["records"] += nxt - b
+            report["bytes"] += end
+            if scan_end != end:
+                report["errors"].append(f"segment {segment_name(b)}.log: frame at position {scan_end} fails its checks "
+                                        f"({end - scan_end} bytes after it unreadable)")
+            expected = nxt
+        return report
