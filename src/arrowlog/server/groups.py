@@ -120,7 +120,8 @@ class GroupCoordinator:
                 or not self._common_protocols(g, {name for name, _ in protocols}))):
             return {"error_code": E.INCONSISTENT_GROUP_PROTOCOL, "member_id": req["member_id"]}
         member_id = req["member_id"]
-        instance = req.get("group_instance_id")
+        # JoinGroup v0-4 has no group_instance_id (the decoder fills in ""): dynamic members
+        instance = (req.get("group_instance_id") or None) if version >= 5 else None
         if instance is not None and not member_id and instance in g.static:
             rejoined = self._rejoin_static(g, instance, protocols, client_id, client_host, req)
             if rejoined is not None:
