@@ -27,7 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 # Order matters: produce first (it leaves the NATS stream that consume reads).
 BENCHMARKS = ["machine", "produce", "consume", "replay", "seek", "latency", "group", "groups", "recovery",
-              "kafka_wire", "pushdown"]
+              "kafka_wire", "pushdown", "registry", "metrics"]
 
 
 def log(msg: str) -> None:

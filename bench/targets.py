@@ -18,6 +18,8 @@ TARGETS = [
            min_value=300_000, issue=4),
     Target("Kafka protocol: confluent-kafka consumer ≥ 500,000 records/s", "kafka_wire.consume.arrowlog",
            min_value=500_000, issue=4),
+    Target("Avro records over the wire into a typed topic's columns ≥ 300,000 records/s",
+           "registry.avro_columns.arrowlog", min_value=300_000, issue=17),
     Target("unclean reopen scans ≥ 1 GiB/s of segment data", "recovery.unclean.arrowlog",
            min_value=2**30, use_bytes=True, issue=7),
     Target("clean reopen of a 1 GiB log < 1 s", "recovery.clean.arrowlog", max_value=1.0, issue=7),
@@ -25,4 +27,6 @@ TARGETS = [
            "pushdown.duckdb.arrowlog", versus="pushdown.duckdb.replay", min_ratio=20.0, issue=16),
     Target("one-hour window through polars ≥ 20× the same query over replay().to_arrow()",
            "pushdown.polars.arrowlog", versus="pushdown.polars.replay", min_ratio=20.0, issue=16),
+    Target("scraping /metrics every second costs the server < 1 % CPU at 100 partitions",
+           "metrics.scrape_cpu.arrowlog", max_value=1.0, issue=18),
 ]

@@ -20,6 +20,12 @@ EXTRAS = {
     "polars": "polars",
     "duckdb": "duckdb",
     "confluent_kafka": "kafka",
+    "fastavro": "registry",
+    "aiohttp": "registry",
+    "jsonschema": "registry",
+    "prometheus_client": "metrics",
+    "flask": "console",
+    "werkzeug": "console",
 }
 
 

@@ -167,7 +167,8 @@ TOPIC = [
     Key("value.schema", None, _any, "An Arrow schema for values: values are stored as typed columns."),
     Key("max.message.bytes", 1 << 30, _int(1000, 1 << 30), "Largest record (key + value bytes) the topic accepts "
         "(Kafka's default is 1 MB; records here are not replicated over a network, so the default is 1 GiB)."),
-    Key("cleanup.policy", "delete", _choice("delete"), "Only delete (retention) is supported."),
+    Key("cleanup.policy", "delete", _choice("delete", "compact"), "delete (retention); compact is recorded "
+        "for the log cleaner and until it exists keeps every record, like delete with retention.ms=-1."),
 ]
 
 # Kafka-cluster-only keys (librdkafka's): accepted with a warning so configs

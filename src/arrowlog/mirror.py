@@ -155,6 +155,7 @@ class LogSource:
             raise ConfigError(f"{path} is not an arrowlog data directory")
         self.log = LogDir(path, create=False)
         self.positions: dict[Key, int] = {}
+        self.typed = False
 
     def topics(self, match: Callable[[str], bool]) -> dict[str, tuple[int, dict]]:
         out = {}
@@ -162,7 +163,7 @@ class LogSource:
             if not match(name):
                 continue
             t = self.log.topic(name)
-            if t.value_schema is not None:
+            if t.value_schema is not None and not self.typed:   # typed: with schema.registry.url
                 raise MirrorError(f"topic {name!r} stores typed values (value.schema); mirroring typed topics "
                                   "is not supported: leave it out of --topics")
             out[name] = (t.num_partitions, {k: t.config[k] for k in CARRIED_CONFIG if k in t.config})
@@ -408,12 +409,19 @@ class Mirror:
         self.progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
         self.stop = stop or threading.Event()
         self.checkpoint = Checkpoint(state or default_state_path(src, dst), _ident(src), _ident(dst))
-        self.source = open_source(src, kafka_config or {})
+        kafka_config = dict(kafka_config or {})
+        registry_url = kafka_config.pop("schema.registry.url", None)   # typed topics: docs/REGISTRY.md
+        self.source = open_source(src, kafka_config)
         try:
-            self.sink = open_sink(dst, kafka_config or {})
+            self.sink = open_sink(dst, kafka_config)
         except BaseException:
             self.source.close()
             raise
+        self.types = None
+        if registry_url:
+            from .registry.mirror import MirrorTypes
+            self.types = MirrorTypes(registry_url, MirrorError)
+            self.source.typed = True
         self.counted: dict[Key, int] = {}   # destination records, as the checkpoint will say
         self.skip: dict[Key, int] = {}      # records to drop: copied before a crash, not checkpointed
         self.ends: dict[Key, int] = {}      # without --follow: stop at these source offsets
@@ -428,6 +436,8 @@ class Mirror:
         for topic, (partitions, config) in sorted(self.source.topics(self._match).items()):
             if any(k[0] == topic for k in self.counted):
                 continue
+            if self.types is not None:
+                config = self.types.on_topic(self.source, isinstance(self.sink, KafkaSink), topic, config)
             self.sink.ensure_topic(topic, partitions, config)
             for p in range(partitions):
                 self._start_partition((topic, p))
@@ -465,6 +475,8 @@ class Mirror:
             self.skip[key] = skip - drop
             batch = batch.slice(drop)
         if batch.num_rows:
+            if self.types is not None:
+                batch = self.types.convert(chunk.topic, batch)
             self.sink.write(chunk.topic, chunk.partition, batch)
             self.counted[key] += batch.num_rows
             self.stats.copied += batch.num_rows

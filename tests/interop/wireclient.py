@@ -7,8 +7,8 @@ import socket
 import struct
 
 import pyarrow as pa
-from arrowlog._native.kafka import encode_batch
 
+from arrowlog._native.kafka import encode_batch
 from arrowlog.server import messages as M
 from arrowlog.server.wire import Reader, Writer
 

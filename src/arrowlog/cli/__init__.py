@@ -28,9 +28,11 @@ from .common import (
     silence_stdout,
     translate_error,
 )
+from .console import console_cmd
 from .consume import consume_cmd
 from .export import export_cmd
 from .group import group_group
+from .metrics import metrics_cmd
 from .mirror import mirror_cmd
 from .ops import bench_cmd, demo_cmd, recover_cmd, serve_cmd, verify_cmd
 from .produce import produce_cmd
@@ -75,7 +77,8 @@ def cli(ctx: click.Context, data: str | None) -> None:
 
 
 for command in (topic_group, produce_cmd, consume_cmd, group_group, export_cmd,
-                verify_cmd, recover_cmd, demo_cmd, bench_cmd, serve_cmd, mirror_cmd, user_group, acl_group):
+                verify_cmd, recover_cmd, demo_cmd, bench_cmd, serve_cmd, mirror_cmd, user_group, acl_group,
+                metrics_cmd, console_cmd):
     cli.add_command(command)
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from arrowlog.errors import ConfigError
+
 from .options import MAX_PARTITIONS_PER_REQUEST, MAX_PARTITIONS_PER_TOPIC
 from .security import SecurityConfig
 from .server import DEFAULT_MAX_FRAME, KafkaServer, Limits, run_until_signalled
@@ -29,7 +31,9 @@ def serve(data_dir, host: str = "127.0.0.1", port: int = 9092, *, auto_create_to
           listener: str = "PLAINTEXT", ssl_cert: str | None = None, ssl_key: str | None = None,
           ssl_cafile: str | None = None, ssl_client_auth: str = "none",
           sasl_mechanisms: str = "SCRAM-SHA-256,SCRAM-SHA-512", super_users: str = "",
-          allow_everyone_if_no_acl_found: bool = False, ready=None, **limits) -> None:
+          allow_everyone_if_no_acl_found: bool = False, registry_listen: str | None = None,
+          metrics_listen: str | None = None, console_listen: str | None = None,
+          ready=None, **limits) -> None:
     """Serve ``data_dir`` over the Kafka protocol until SIGTERM or SIGINT, then
     close connections and flush (fsync) every partition written to.
 
@@ -38,19 +42,32 @@ def serve(data_dir, host: str = "127.0.0.1", port: int = 9092, *, auto_create_to
     (``queued_max_request_bytes``, ``first_request_timeout_s``, ...). ``listener``
     to ``allow_everyone_if_no_acl_found`` set TLS, SASL and ACLs (docs/SECURITY.md);
     the default is a PLAINTEXT listener. An impossible combination raises ConfigError.
+    ``registry_listen`` ("HOST:PORT") also serves the schema registry (docs/REGISTRY.md).
+    ``metrics_listen`` and ``console_listen`` (``HOST:PORT``) serve Prometheus metrics
+    and the read-only web console too (docs/OPERATIONS.md).
     """
     security = SecurityConfig(
         listener=listener, ssl_cert=ssl_cert, ssl_key=ssl_key, ssl_cafile=ssl_cafile,
         ssl_client_auth=ssl_client_auth, sasl_mechanisms=sasl_mechanisms, super_users=super_users,
         allow_everyone_if_no_acl_found=allow_everyone_if_no_acl_found)
-    server = KafkaServer(
-        data_dir, host, port,
+    server_class, extra = KafkaServer, {}
+    if registry_listen:
+        from arrowlog.registry.service import RegistryKafkaServer
+
+        server_class = RegistryKafkaServer
+        try:
+            extra["registry_host"], extra["registry_port"] = _parse_listen(registry_listen)
+        except argparse.ArgumentTypeError as exc:
+            raise ConfigError(str(exc).replace("--listen", "--registry-listen")) from None
+    server = server_class(
+        data_dir, host, port, **extra,
         limits=Limits(max_frame_bytes=max_frame_bytes, max_connections=max_connections,
                       idle_timeout_s=idle_timeout_s, **limits),
         auto_create_topics=auto_create_topics, default_partitions=default_partitions,
         node_id=node_id, advertised_host=advertised_host, flush_interval_s=flush_interval_s,
         max_partitions_per_topic=max_partitions_per_topic,
         max_partitions_per_request=max_partitions_per_request, security=security,
+        metrics_listen=metrics_listen, console_listen=console_listen,
     )
     try:
         import uvloop  # optional: a faster event loop when installed

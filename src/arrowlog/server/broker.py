@@ -70,7 +70,7 @@ MAX_AUTO_CREATE_PER_REQUEST = 100
 MAX_UNCOMPRESSED_BYTES = 32 << 20
 
 
-def _sync_partitions(producers, partitions) -> None:
+def _sync_partitions(producers, partitions, metrics=None) -> None:
     """fsync the producer-state journal, then each partition's appends (advancing its
     recovery point): a batch acknowledged before this started ends up durable with its
     producer state. Failures are logged (a partition whose fsync failed refuses appends
@@ -81,7 +81,10 @@ def _sync_partitions(producers, partitions) -> None:
         log.error("fsync of the producer state journal failed: %s", exc)
     for pl in list(partitions):
         try:
+            started = time.perf_counter()
             pl.sync()
+            if metrics:
+                metrics.fsync_done(time.perf_counter() - started)
         except (AE.ArrowlogError, OSError) as exc:  # e.g. its files deleted with the topic meanwhile
             log.error("fsync of %s-%s failed: %s", getattr(pl, "topic", "?"), getattr(pl, "partition", "?"), exc)
 
@@ -198,10 +201,12 @@ class Broker:
         self.config = config
         self.cluster_id = cluster_id
         self.store = Store(data_dir, cluster_id)
+        self.typed = None  # arrowlog.registry.typed.TypedTopics when the schema registry runs
         self.offsets = GroupOffsetStore(data_dir)
         self.groups = GroupCoordinator(self.offsets, config.group_initial_rebalance_delay_ms)
         self.producers = ProducerRegistry(data_dir)
         self.ignored_configs = TC.IgnoredConfigs(data_dir)
+        self.metrics = None          # arrowlog.metrics.ServerMetrics when metrics are served
         self._data_event = asyncio.Event()
         self._dirty: set = set()     # partitions appended to since the last periodic flush
         self._written: set = set()   # every partition appended to (the shutdown flush syncs them all)
@@ -254,7 +259,8 @@ class Broker:
             await asyncio.sleep(self.config.flush_interval_s)
             if self._dirty:
                 todo, self._dirty = self._dirty, set()
-                self._syncing = asyncio.ensure_future(asyncio.to_thread(_sync_partitions, self.producers, todo))
+                self._syncing = asyncio.ensure_future(asyncio.to_thread(_sync_partitions, self.producers, todo,
+                                                                        self.metrics))
                 try:
                     await asyncio.shield(self._syncing)
                 finally:
@@ -421,6 +427,11 @@ class Broker:
             return {**fail, "error_code": exc.error_code, "error_message": str(exc)}
         if any(b.is_transactional or b.is_control for b in batches):
             return {**fail, "error_code": E.INVALID_REQUEST, "error_message": TRANSACTIONS_UNSUPPORTED}
+        if self.typed is not None:  # typed topics: wire-format values become columns (docs/REGISTRY.md)
+            try:
+                batches = self.typed.on_produce(topic, batches)
+            except AE.ArrowlogError as exc:
+                return {**fail, "error_code": E.INVALID_RECORD, "error_message": str(exc)}
         first = None
         for b in batches:
             code, duplicate, confirmed = self.producers.check(topic, index, b.producer_id, b.producer_epoch,
@@ -459,6 +470,8 @@ class Broker:
                                       b.record_count, base, expected)
             if first is None:
                 first = base
+        if self.metrics:
+            self.metrics.produced(topic, len(records), sum(b.record_count for b in batches))
         return {"index": index, "error_code": E.NONE, "base_offset": first,
                 "log_start_offset": pl.log_start_offset}
 
@@ -471,6 +484,8 @@ class Broker:
             resp, total, stop = self._fetch_once(req)
             remaining = deadline - time.monotonic()
             if total >= min_bytes or total > 0 and min_bytes <= 0 or stop or remaining <= 0:
+                if self.metrics and total:
+                    self.metrics.fetched_response(resp)
                 return resp
             try:
                 await asyncio.wait_for(event.wait(), min(remaining, FETCH_POLL_S))
@@ -547,7 +562,7 @@ class Broker:
         if hit is not None and hit[0] == frame.record_count:
             self._cache.move_to_end(key)
             return hit[1]
-        data = encode_batch(frame.batch)
+        data = encode_batch(frame.batch if self.typed is None else self.typed.on_fetch(topic, frame.batch))
         self._cache[key] = (frame.record_count, data)
         self._cache_bytes += len(data)
         while self._cache_bytes > ENCODE_CACHE_BYTES and self._cache:

@@ -100,6 +100,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("--allow-everyone-if-no-acl-found", "allow_everyone_if_no_acl_found", bool, False,
            "a resource without ACLs is open to every authenticated principal (default: refused)",
            "allow.everyone.if.no.acl.found"),
+    Option("--registry-listen", "registry_listen", str, None,
+           "HOST:PORT to serve the schema registry REST API on (docs/REGISTRY.md; default: off)"),
+    # Observability (docs/OPERATIONS.md): off unless given; loopback unless a host is named.
+    Option("--metrics-listen", "metrics_listen", str, None,
+           "HOST:PORT to serve Prometheus /metrics on (kafka_exporter's names), e.g. 127.0.0.1:9308"),
+    Option("--console-listen", "console_listen", str, None,
+           "HOST:PORT to serve the read-only web console on, e.g. 127.0.0.1:8080"),
     Option("--log-level", None, str, "INFO", "DEBUG, INFO, WARNING or ERROR"),
 )
 
@@ -139,7 +146,8 @@ def serve_kwargs(values: Mapping[str, Any]) -> dict[str, Any]:
 def run(data_dir: str, host: str, port: int, values: Mapping[str, Any]) -> int:
     """Serve until SIGTERM/SIGINT with the parsed option ``values``; the exit code.
 
-    The bound ``HOST:PORT`` is printed on stdout once listening; logs go to stderr.
+    The bound ``HOST:PORT`` is printed on stdout once listening (then the registry's
+    URL with ``--registry-listen``); logs go to stderr.
     """
     from . import serve
 
@@ -148,6 +156,8 @@ def run(data_dir: str, host: str, port: int, values: Mapping[str, Any]) -> int:
 
     def ready(server):
         print(f"{server.host}:{server.port}", flush=True)
+        if getattr(server, "registry_url", None):   # --registry-listen: its URL on the second line
+            print(server.registry_url, flush=True)
 
     from arrowlog.errors import ArrowlogError
 

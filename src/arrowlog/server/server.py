@@ -49,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 
 from arrowlog.errors import ConfigError
 
@@ -194,8 +195,13 @@ class KafkaServer:
 
     def __init__(self, data_dir: str, host: str = "127.0.0.1", port: int = 9092, *,
                  limits: Limits | None = None, cluster_id: str | None = None,
-                 security: SecurityConfig | None = None, **broker_options):
+                 security: SecurityConfig | None = None, metrics_listen: str | None = None,
+                 console_listen: str | None = None, **broker_options):
         self.data_dir = str(data_dir)
+        self.metrics_listen = metrics_listen      # HOST:PORT of /metrics (arrowlog.metrics), or None
+        self.console_listen = console_listen      # HOST:PORT of the web console, or None
+        self.metrics = None                       # arrowlog.metrics.ServerMetrics when metrics are served
+        self._observers: list = []
         self.security = Security(self.data_dir, security)
         self.host = host
         self.port = port
@@ -237,6 +243,14 @@ class KafkaServer:
         self.port = self._server.sockets[0].getsockname()[1]
         config.port = self.port
         self.broker.start()
+        if self.metrics_listen or self.console_listen:
+            from arrowlog.console.serving import start_observers
+
+            try:
+                self._observers = start_observers(self)
+            except BaseException:  # e.g. the metrics port is taken: do not serve half
+                await self.stop()
+                raise
         log.info("arrowlog serving %s on %s:%d (cluster %s, listener %s)", self.data_dir, self.host,
                  self.port, self.broker.cluster_id, self.security.config.listener)
         for warning in self.security.startup_warnings(self.host):
@@ -246,6 +260,8 @@ class KafkaServer:
         """Stop accepting, close connections, flush every written partition (fsync)."""
         if self._server is not None:
             self._server.close()
+        for observer in self._observers:
+            observer.close()
         tasks = [c.task for c in self._connections]
         for task in tasks:
             task.cancel()
@@ -268,6 +284,8 @@ class KafkaServer:
             if victim is None:
                 log.warning("refusing a connection from %s: %d connections open, none idle",
                             peer, len(self._connections))
+                if self.metrics:
+                    self.metrics.connection_refused()
                 return None
             log.info("closing the connection from %s, inactive %.1f s, to admit %s (%d connections open)",
                      victim.peer, _now() - victim.last_active, peer, len(self._connections))
@@ -275,6 +293,8 @@ class KafkaServer:
         conn = _Connection(peer, asyncio.current_task(), self._memory)
         conn.security = self.security.connection(peer[0] if peer else "", writer.get_extra_info("ssl_object"))
         self._connections[conn] = None
+        if self.metrics:
+            self.metrics.connection_accepted()
         return conn
 
     def _drop(self, conn: _Connection) -> None:
@@ -377,6 +397,7 @@ class KafkaServer:
     def _handle(self, conn: _Connection, body, host: str, broker: Broker) -> asyncio.Future:
         if conn.security.expects_raw_token:  # after SaslHandshake v0: a bare SASL token
             return _done(conn.security.raw_token(bytes(body)))
+        started = time.perf_counter()
         r = Reader(body, max_elements=self.limits.max_request_elements)
         api_key, version, correlation_id = r.int16(), r.int16(), r.int32()
         api = APIS.get(api_key)
@@ -394,7 +415,9 @@ class KafkaServer:
         result = self.security.dispatch(conn.security, ctx, req, broker)
         conn.closing |= conn.security.close_after_reply  # a failed login: reply, then close
         if asyncio.iscoroutine(result):
-            return asyncio.ensure_future(_respond_async(result, ctx))
+            return asyncio.ensure_future(_respond_async(result, ctx, self.metrics, api.name, started))
+        if self.metrics:
+            self.metrics.request_done(api.name, time.perf_counter() - started)
         return _done(None if result is None else encode_response(api_key, version, correlation_id, result))
 
     async def _write_loop(self, conn: _Connection, writer: asyncio.StreamWriter) -> None:
@@ -455,8 +478,11 @@ def _done(value) -> asyncio.Future:
     return fut
 
 
-async def _respond_async(coro, ctx: RequestContext) -> bytes | None:
+async def _respond_async(coro, ctx: RequestContext, metrics=None, api_name: str = "",
+                         started: float = 0.0) -> bytes | None:
     body = await coro
+    if metrics:
+        metrics.request_done(api_name, time.perf_counter() - started)
     if body is None:  # e.g. Produce with acks=0: no response at all
         return None
     return encode_response(ctx.api_key, ctx.version, ctx.correlation_id, body)

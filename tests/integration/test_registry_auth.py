@@ -1,0 +1,73 @@
+"""The registry listener takes the Kafka listener's security: HTTPS with its
+certificate, and HTTP Basic credentials checked against its SCRAM users."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import ssl
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import pytest
+from test_registry_api import SRC, Served, record
+
+pytest.importorskip("aiohttp")
+sr = pytest.importorskip("confluent_kafka.schema_registry")
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory):
+    d = tmp_path_factory.mktemp("regauth")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", "server.key", "-out", "server.pem", "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"], cwd=d, check=True, capture_output=True)
+    data = d / "data"
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-m", "arrowlog", "user", "add", "alice", "--password-stdin",
+                        "--iterations", "4096", "--data", str(data)], input="alice-secret\n", env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    srv = Served(data, "--listener", "SASL_SSL", "--ssl-cert", str(d / "server.pem"), "--ssl-key",
+                 str(d / "server.key"), "--super-users", "User:alice")
+    srv.ca = str(d / "server.pem")
+    yield srv
+    assert srv.stop() == 0, srv.log()
+
+
+def get(srv, path: str, user: str | None = None, password: str | None = None):
+    headers = {}
+    if user is not None:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    ctx = ssl.create_default_context(cafile=srv.ca)
+    try:
+        with urllib.request.urlopen(urllib.request.Request(srv.url + path, headers=headers), timeout=60,
+                                    context=ctx) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_the_registry_is_https_and_refuses_requests_without_valid_credentials(secured):
+    assert secured.url.startswith("https://")
+    status, body = get(secured, "/subjects")
+    assert (status, body["error_code"]) == (401, 401) and "Basic" in body["message"]
+    status, body = get(secured, "/subjects", "alice", "wrong")
+    assert (status, body["error_code"]) == (401, 401) and "invalid credentials" in body["message"]
+    status, body = get(secured, "/subjects", "mallory", "x")
+    assert status == 401
+    assert get(secured, "/subjects", "alice", "alice-secret") == (200, [])
+
+
+def test_confluent_client_with_basic_auth_over_tls(secured):
+    client = sr.SchemaRegistryClient({"url": secured.url, "basic.auth.user.info": "alice:alice-secret",
+                                      "ssl.ca.location": secured.ca})
+    sid = client.register_schema("secure-value", sr.Schema(record(("a", "int")), "AVRO"))
+    assert client.get_latest_version("secure-value").schema_id == sid
+    anonymous = sr.SchemaRegistryClient({"url": secured.url, "ssl.ca.location": secured.ca})
+    with pytest.raises(sr.SchemaRegistryError) as info:
+        anonymous.get_subjects()
+    assert info.value.http_status_code == 401
