@@ -227,3 +227,41 @@ def test_kafka_python_admin_client(server, topic):
         assert "7000" in text
     finally:
         client.close()
+
+
+def test_list_offsets_max_timestamp(server, topic):
+    a = admin(server)
+    wait(a.create_topics([NewTopic(topic, 1, 1)]))
+    p = ck.Producer({"bootstrap.servers": server.bootstrap})
+    for i, ts in enumerate([1_700_000_005_000, 1_700_000_009_000, 1_700_000_001_000]):
+        p.produce(topic, value=b"v%d" % i, partition=0, timestamp=ts)
+    assert p.flush(TIMEOUT) == 0
+    from confluent_kafka.admin import OffsetSpec
+    tp = TopicPartition(topic, 0)
+    got = wait(a.list_offsets({tp: OffsetSpec.max_timestamp()}))[tp]
+    assert (got.offset, got.timestamp) == (1, 1_700_000_009_000)
+
+
+def test_arrowlog_serve_partitions_apply_to_auto_created_topics(tmp_path, topic):
+    """The librdkafka suite's server profile: `arrowlog serve --partitions 4`."""
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import SRC
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "arrowlog", "serve", "--data", str(tmp_path / "d"),
+                             "--listen", "127.0.0.1:0", "--partitions", "4"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        bootstrap = proc.stdout.readline().strip()
+        assert bootstrap, proc.stderr.read()
+        p = ck.Producer({"bootstrap.servers": bootstrap})
+        p.produce(topic, value=b"x")
+        assert p.flush(TIMEOUT) == 0
+        meta = p.list_topics(topic, timeout=TIMEOUT)
+        assert len(meta.topics[topic].partitions) == 4
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
