@@ -43,7 +43,8 @@ def produce(server, topic, n, partition=0):
 
 
 KAFKA_CONFIGS = {"delete.retention.ms": "1000", "max.message.bytes": "2000000", "cleanup.policy": "delete",
-                 "min.insync.replicas": "1", "segment.ms": "3600000", "unclean.leader.election.enable": "false"}
+                 "min.insync.replicas": "1", "segment.ms": "3600000", "unclean.leader.election.enable": "false",
+                 "compression.type": "gzip", "flush.ms": "12345678"}
 
 
 def test_create_topics_takes_kafkas_topic_configs(server, topic):
@@ -81,6 +82,9 @@ def test_alter_configs_and_incremental_alter_configs(server, topic):
     # AlterConfigs replaces the whole set: retention.ms is back to arrowlog's default (forever)
     assert topic_configs(a, topic, "retention.ms", "segment.bytes", "min.insync.replicas") == {
         "retention.ms": "-1", "segment.bytes": "1048576", "min.insync.replicas": "1"}
+    wait(a.alter_configs([ConfigResource(ConfigResource.Type.TOPIC, topic, set_config={
+        "compression.type": "lz4", "min.insync.replicas": "1", "segment.bytes": "1048576"})]))
+    assert topic_configs(a, topic, "compression.type") == {"compression.type": "lz4"}
     inc = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
         ConfigEntry("retention.ms", "5000", incremental_operation=AlterConfigOpType.SET),
         ConfigEntry("segment.bytes", None, incremental_operation=AlterConfigOpType.DELETE)])

@@ -890,13 +890,11 @@ class Broker:
 
     def _apply_topic_configs(self, name: str, changes: dict, validate_only: bool) -> tuple[int, str | None]:
         """Apply ``changes`` ({name: value or None to reset}) to the topic's configs."""
-        for k, v in changes.items():
-            problem = TC.check(k, v)
-            if problem:
-                return E.INVALID_CONFIG, problem
-        honoured = {k: v for k, v in changes.items() if k in TC.HONOURED}
+        honoured, ignoring, problem = TC.split(changes)
+        if problem:
+            return E.INVALID_CONFIG, problem
         ignored = self.ignored_configs.get(name)
-        ignored.update({k: v for k, v in changes.items() if k not in TC.HONOURED})
+        ignored.update(ignoring)
         if validate_only:
             return E.NONE, None
         if honoured:

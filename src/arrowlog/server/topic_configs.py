@@ -81,20 +81,35 @@ def check(name: str, value: str | None) -> str | None:
             float(value)
         except ValueError:
             return f"invalid value {value!r} for topic config {name!r}: expected a number"
+    elif name == "compression.type" and value not in KAFKA_COMPRESSION:
+        return (f"invalid value {value!r} for topic config {name!r}: expected one of "
+                f"{', '.join(sorted(KAFKA_COMPRESSION))}")
     elif name == "message.timestamp.type" and value not in ("CreateTime", "LogAppendTime"):
         return f"invalid value {value!r} for topic config {name!r}: expected CreateTime or LogAppendTime"
     return None
 
 
+# Kafka's compression.type values; storage compresses its Arrow buffers with zstd or lz4
+# only, so gzip and snappy are stored uncompressed (and reported as set).
+KAFKA_COMPRESSION = {"uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"}
+_STORED_AS_NONE = {"gzip", "snappy"}
+
+
 def split(configs: dict) -> tuple[dict, dict, str | None]:
     """(honoured, ignored, problem): ``configs`` split into what storage takes and what
-    is only kept for DescribeConfigs, or the first invalid entry's problem."""
+    is only kept for DescribeConfigs (a None value there: forget it), or the first
+    invalid entry's problem."""
     honoured, ignored = {}, {}
     for name, value in configs.items():
         problem = check(name, value)
         if problem:
             return {}, {}, problem
-        (honoured if name in HONOURED else ignored)[name] = value
+        if name == "compression.type":
+            stored_as_none = value in _STORED_AS_NONE
+            honoured[name] = "none" if stored_as_none else value
+            ignored[name] = value if stored_as_none else None
+        else:
+            (honoured if name in HONOURED else ignored)[name] = value
     return honoured, ignored, None
 
 
