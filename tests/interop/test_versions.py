@@ -207,6 +207,10 @@ def case(server, topic, api, v):  # noqa: C901 - one branch per API
         join(server, group)
         r = exchange(server, api, v, {})
         assert group in {g["group_id"] for g in r["groups"]}
+        if v >= 5:
+            assert {g["group_type"] for g in r["groups"]} == {"classic"}
+            r = exchange(server, api, v, {"types_filter": ["consumer"]})
+            assert r["groups"] == []   # KIP-848 consumer groups: none here
     elif key == 60:
         r = exchange(server, api, v, {})
         assert r["controller_id"] == 1 and r["brokers"][0]["port"] == server.port and r["cluster_id"]

@@ -708,7 +708,10 @@ class Broker:
 
     def list_groups(self, ctx: RequestContext, req: dict) -> dict:
         states = set(req.get("states_filter") or [])
-        groups = [g for g in self.groups.list() if not states or g["group_state"] in states]
+        # every group here is a classic group (no KIP-848 consumer groups); filters are case-insensitive
+        types = {t.lower() for t in req.get("types_filter") or []}
+        groups = [{**g, "group_type": "classic"} for g in self.groups.list()
+                  if (not states or g["group_state"] in states) and (not types or "classic" in types)]
         return {"error_code": E.NONE, "groups": groups}
 
     # ------------------------------------------------------------ producers

@@ -392,8 +392,9 @@ DESCRIBE_GROUPS = Api(15, "DescribeGroups", (0, 5), 5, request=(
 ))
 
 # ---------------------------------------------------------------- ListGroups (16)
-LIST_GROUPS = Api(16, "ListGroups", (0, 4), 3, request=(
+LIST_GROUPS = Api(16, "ListGroups", (0, 5), 3, request=(
     f("states_filter", ["string"], "4+"),
+    f("types_filter", ["string"], "5+"),
 ), response=(
     f("throttle_time_ms", "int32", "1+"),
     f("error_code", "int16"),
@@ -401,6 +402,7 @@ LIST_GROUPS = Api(16, "ListGroups", (0, 4), 3, request=(
         f("group_id", "string"),
         f("protocol_type", "string"),
         f("group_state", "string", "4+"),
+        f("group_type", "string", "5+", default="classic"),
     )),
 ))
 
