@@ -269,3 +269,36 @@ def test_arrowlog_serve_partitions_apply_to_auto_created_topics(tmp_path, topic)
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
+
+
+
+def test_a_static_member_rejoining_keeps_its_assignment_and_fences_its_old_incarnation(server, group):
+    from arrowlog.server import messages as M
+
+    from .wireclient import call
+
+    def join(member_id=""):
+        return call(server, M.JOIN_GROUP, 7, {
+            "group_id": group, "session_timeout_ms": 30000, "rebalance_timeout_ms": 30000,
+            "member_id": member_id, "group_instance_id": "twin", "protocol_type": "consumer",
+            "protocols": [{"name": "range", "metadata": b"\x00\x01"}]})
+
+    def heartbeat(j):
+        return call(server, M.HEARTBEAT, 4, {"group_id": group, "generation_id": j["generation_id"],
+                                             "member_id": j["member_id"], "group_instance_id": "twin"})
+
+    old = join()
+    assert old["error_code"] == 0 and old["generation_id"] == 1
+    synced = call(server, M.SYNC_GROUP, 5, {
+        "group_id": group, "generation_id": 1, "member_id": old["member_id"], "group_instance_id": "twin",
+        "protocol_type": "consumer", "protocol_name": "range",
+        "assignments": [{"member_id": old["member_id"], "assignment": b"mine"}]})
+    assert synced["assignment"] == b"mine"
+    new = join()            # the same instance restarted: no member id yet
+    assert (new["error_code"], new["generation_id"]) == (0, 1) and new["member_id"] != old["member_id"]
+    again = call(server, M.SYNC_GROUP, 5, {
+        "group_id": group, "generation_id": 1, "member_id": new["member_id"], "group_instance_id": "twin",
+        "protocol_type": "consumer", "protocol_name": "range", "assignments": []})
+    assert again["assignment"] == b"mine"          # no rebalance: the old assignment
+    assert heartbeat(new)["error_code"] == 0
+    assert heartbeat(old)["error_code"] == 82      # FENCED_INSTANCE_ID

@@ -650,7 +650,8 @@ class Broker:
             log.info("refused OffsetCommit: %s", problem)
             code = E.INVALID_GROUP_ID
         else:
-            code = self.groups.check_commit(req["group_id"], req["generation_id"], req["member_id"])
+            code = self.groups.check_commit(req["group_id"], req["generation_id"], req["member_id"],
+                                            req.get("group_instance_id"))
         topics, updates = [], {}
         for ct in req["topics"]:
             known = self.store.topic(ct["name"])

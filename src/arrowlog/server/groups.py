@@ -269,9 +269,17 @@ class GroupCoordinator:
                  g.generation_id, len(g.members), g.protocol_name)
 
     # ------------------------------------------------------------ SyncGroup
+    @staticmethod
+    def _fenced(g: Group | None, mid: str, instance: str | None) -> bool:
+        """Whether a request from member ``mid`` with ``group.instance.id`` ``instance``
+        comes from an incarnation another member with that instance id replaced."""
+        return g is not None and bool(instance) and instance in g.static and g.static[instance] != mid
+
     async def sync(self, req: dict) -> dict:
         g = self.groups.get(req["group_id"])
         mid = req["member_id"]
+        if self._fenced(g, mid, req.get("group_instance_id")):
+            return {"error_code": E.FENCED_INSTANCE_ID}
         if g is None or mid not in g.members:
             return {"error_code": E.UNKNOWN_MEMBER_ID}
         if req["generation_id"] != g.generation_id:
@@ -298,6 +306,8 @@ class GroupCoordinator:
     def heartbeat(self, req: dict) -> dict:
         g = self.groups.get(req["group_id"])
         mid = req["member_id"]
+        if self._fenced(g, mid, req.get("group_instance_id")):
+            return {"error_code": E.FENCED_INSTANCE_ID}
         if g is None or mid not in g.members:
             return {"error_code": E.UNKNOWN_MEMBER_ID}
         g.members[mid].last_seen = time.monotonic()
@@ -367,9 +377,12 @@ class GroupCoordinator:
                     self._after_membership_change(g, "session timeout")
 
     # ------------------------------------------------------------ offsets
-    def check_commit(self, group_id: str, generation_id: int, member_id: str) -> int:
+    def check_commit(self, group_id: str, generation_id: int, member_id: str,
+                     instance: str | None = None) -> int:
         """Error code for an OffsetCommit from this member and generation."""
         g = self.groups.get(group_id)
+        if self._fenced(g, member_id, instance):
+            return E.FENCED_INSTANCE_ID
         if generation_id < 0 and not member_id:
             # A simple (manually assigned) consumer: allowed unless a live group owns the id.
             return E.NONE if g is None or not g.members else E.UNKNOWN_MEMBER_ID
