@@ -97,6 +97,18 @@ def test_alter_configs_and_incremental_alter_configs(server, topic):
     assert err.value.args[0].name() == "INVALID_CONFIG"
 
 
+def test_the_configs_described_can_be_altered_back_unchanged(server, topic):
+    # what librdkafka's test_AlterConfigs_simple does: describe, then set them all plus one
+    a = admin(server)
+    wait(a.create_topics([NewTopic(topic, 1, 1)]))
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    described = wait(a.describe_configs([res]))[res]
+    every = {k: e.value for k, e in described.items()}
+    every["message.format.version"] = "0.10.0.0"
+    wait(a.alter_configs([ConfigResource(ConfigResource.Type.TOPIC, topic, set_config=every)]))
+    assert topic_configs(a, topic, *every) == every
+
+
 def test_delete_records_moves_the_log_start(server, topic):
     a = admin(server)
     wait(a.create_topics([NewTopic(topic, 1, 1)]))

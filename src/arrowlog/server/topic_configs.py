@@ -91,7 +91,8 @@ def check(name: str, value: str | None) -> str | None:
 
 # Kafka's compression.type values; storage compresses its Arrow buffers with zstd or lz4
 # only, so gzip and snappy are stored uncompressed (and reported as set).
-KAFKA_COMPRESSION = {"uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"}
+KAFKA_COMPRESSION = {"uncompressed", "zstd", "lz4", "snappy", "gzip", "producer",
+                     "none"}   # arrowlog's name for uncompressed, as DescribeConfigs reports it
 _STORED_AS_NONE = {"gzip", "snappy"}
 
 
