@@ -6,7 +6,7 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.deps-stamp
 NATIVE := $(wildcard _native/*.pyx _native/*.pxd _native/*.pxi _native/*/*.pxi _native/include/*.h)
 BUILT  := $(VENV)/.build-stamp
-APT_PACKAGES := kcat redis-server nats-server chromium chromium-driver
+APT_PACKAGES := kcat redis-server nats-server chromium chromium-driver golang-go golang-github-shopify-sarama-dev
 
 .PHONY: all venv build demo test test-quick bench bench-micro lint clean system-deps
 

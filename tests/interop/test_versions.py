@@ -207,6 +207,10 @@ def case(server, topic, api, v):  # noqa: C901 - one branch per API
         join(server, group)
         r = exchange(server, api, v, {})
         assert group in {g["group_id"] for g in r["groups"]}
+        if v >= 5:
+            assert {g["group_type"] for g in r["groups"]} == {"classic"}
+            r = exchange(server, api, v, {"types_filter": ["consumer"]})
+            assert r["groups"] == []   # KIP-848 consumer groups: none here
     elif key == 60:
         r = exchange(server, api, v, {})
         assert r["controller_id"] == 1 and r["brokers"][0]["port"] == server.port and r["cluster_id"]
@@ -239,8 +243,75 @@ def case(server, topic, api, v):  # noqa: C901 - one branch per API
     elif key in (24, 25, 26, 28):
         from .test_transactions import version_case
         version_case(exchange, server, topic, group, api, v)
+    elif key == 37:
+        name = fresh_topic(server, 1)
+        r = exchange(server, api, v, {"topics": [{"name": name, "count": 3, "assignments": None}],
+                                      "timeout_ms": 1000})
+        assert r["results"][0]["error_code"] == 0
+        r = exchange(server, api, v, {"topics": [{"name": name, "count": 2, "assignments": None}],
+                                      "timeout_ms": 1000})
+        assert r["results"][0]["error_code"] == 37  # INVALID_PARTITIONS: cannot shrink
+        m = exchange(server, M.METADATA, 12, {"topics": [{"name": name}], "allow_auto_topic_creation": False})
+        assert len(m["topics"][0]["partitions"]) == 3
+    elif key in (33, 44):
+        name = fresh_topic(server, 1)
+        conf = {"name": "retention.ms", "value": "123456", "config_operation": 0}
+        r = exchange(server, api, v, {"resources": [{"resource_type": 2, "resource_name": name,
+                                                     "configs": [conf]}]})
+        assert r["responses"][0]["error_code"] == 0
+        d = exchange(server, M.DESCRIBE_CONFIGS, 4, {"resources": [
+            {"resource_type": 2, "resource_name": name, "configuration_keys": ["retention.ms"]}]})
+        assert [c["value"] for c in d["results"][0]["configs"]] == ["123456"]
+        r = exchange(server, api, v, {"resources": [{"resource_type": 2, "resource_name": name, "configs": [
+            {**conf, "name": "no.such.config"}]}]})
+        assert r["responses"][0]["error_code"] == 40  # INVALID_CONFIG
+    elif key == 21:
+        r = exchange(server, api, v, {"topics": [{"name": topic, "partitions": [
+            {"partition_index": 1, "offset": 0}]}], "timeout_ms": 1000})
+        assert list(codes(r)) == [0]
+        r = exchange(server, api, v, {"topics": [{"name": topic, "partitions": [
+            {"partition_index": 1, "offset": 1 << 40}]}], "timeout_ms": 1000})
+        assert list(codes(r)) == [1]  # OFFSET_OUT_OF_RANGE: beyond the high watermark
+    elif key == 42:
+        exchange(server, M.OFFSET_COMMIT, 2, {"group_id": group, "generation_id": -1, "member_id": "",
+                                              "topics": [{"name": topic, "partitions": [
+                                                  {"partition_index": 0, "committed_offset": 1}]}]})
+        r = exchange(server, api, v, {"groups_names": [group, group + "-unknown"]})
+        assert [(g["group_id"], g["error_code"]) for g in r["results"]] == [(group, 0), (group + "-unknown", 69)]
+    elif key == 47:
+        exchange(server, M.OFFSET_COMMIT, 2, {"group_id": group, "generation_id": -1, "member_id": "",
+                                              "topics": [{"name": topic, "partitions": [
+                                                  {"partition_index": 0, "committed_offset": 1},
+                                                  {"partition_index": 1, "committed_offset": 1}]}]})
+        r = exchange(server, api, v, {"group_id": group, "topics": [
+            {"name": topic, "partitions": [{"partition_index": 0}]}]})
+        assert list(codes(r)) == [0, 0]
+        f = exchange(server, M.OFFSET_FETCH, 7, {"group_id": group, "topics": None})
+        assert [p["partition_index"] for p in f["topics"][0]["partitions"]] == [1]
+    elif key == 61:
+        r = exchange(server, api, v, {"topics": [{"name": topic, "partition_indexes": [0, 7]}]})
+        assert [p["error_code"] for p in r["topics"][0]["partitions"]] == [0, 3]
+    elif key == 43:
+        r = exchange(server, api, v, {"election_type": 0, "topic_partitions": [
+            {"topic": topic, "partitions": [0]}], "timeout_ms": 1000})
+        assert 42 in list(codes(r))  # INVALID_REQUEST: one node has no leader to elect
+    elif key == 45:
+        r = exchange(server, api, v, {"topics": [{"name": topic, "partitions": [
+            {"partition_index": 0, "replicas": [1, 2]}]}]})
+        assert r["error_code"] == 42
+    elif key == 46:
+        r = exchange(server, api, v, {"topics": None})
+        assert r["error_code"] == 0 and r["topics"] == []
     else:
         raise AssertionError(f"no case for {api.name}")
+
+
+def fresh_topic(server, partitions):
+    name = "fresh-" + uuid.uuid4().hex[:8]
+    resp = exchange(server, M.CREATE_TOPICS, 7, {"topics": [
+        {"name": name, "num_partitions": partitions, "replication_factor": 1}]})
+    assert list(codes(resp)) == [0]
+    return name
 
 
 CASES = [(api, v) for api in M.APIS.values() for v in range(api.min_version, api.max_version + 1)]

@@ -98,3 +98,23 @@ def test_flexible_round_trip_with_unknown_tags_skipped():
     req = api.decode_request(Reader(body), 12)
     assert [t["name"] for t in req["topics"]] == ["a", "b"]
     assert req["allow_auto_topic_creation"] is False
+
+
+def test_generated_tables_are_what_the_generator_prints():
+    # messages.py's generated section must be regenerated, not edited by hand: the
+    # command it names, run on these definitions, prints exactly the tables it holds.
+    import subprocess
+    import sys
+
+    import arrowlog.server.messages as messages
+
+    root = Path(__file__).resolve().parents[2]
+    source = Path(messages.__file__).read_text()
+    section = source[source.index("# ================================================================ generated tables"):
+                     source.index("APIS = {")]
+    command = re.search(r"scripts/gen-kafka-messages RESOURCES (.*?)\n# \(RESOURCES", section, re.S).group(1)
+    names = command.replace("\\", " ").replace("#", " ").split()
+    printed = subprocess.run([sys.executable, str(root / "scripts" / "gen-kafka-messages"), str(RESOURCES),
+                              *names], capture_output=True, text=True, check=True).stdout
+    tables = section[section.index("# ----"):]
+    assert tables.strip() == printed.strip()

@@ -58,6 +58,7 @@ class CommittedOffset(NamedTuple):
     offset: int
     metadata: str
     commit_ms: int
+    leader_epoch: int = -1   # Kafka's committed leader epoch (-1: none given)
 
 
 def group_dirname(group: str) -> str:
@@ -138,22 +139,24 @@ class GroupDir:
             for topic, parts in doc["offsets"].items():
                 for p, e in parts.items():
                     out[(topic, int(p))] = CommittedOffset(int(e["offset"]), e.get("metadata") or "",
-                                                           int(e.get("commit_ms", 0)))
+                                                           int(e.get("commit_ms", 0)),
+                                                           int(e.get("leader_epoch", -1)))
             return out
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise GroupError(f"{self.offsets_path} is not a valid offsets file ({exc}); "
                              "reset the group's offsets or delete the group") from None
 
-    def write_offsets(self, updates: dict[tuple[str, int], tuple[int, str | None]]) -> None:
-        """Merge ``{(topic, partition): (offset, metadata)}`` into the
+    def write_offsets(self, updates: dict[tuple[str, int], tuple]) -> None:
+        """Merge ``{(topic, partition): (offset, metadata[, leader_epoch])}`` into the
         committed offsets, atomically and durably."""
         if not updates:
             return
         now = int(time.time() * 1000)
         with self.locked():
             current = self.read_offsets()
-            for tp, (offset, metadata) in updates.items():
-                current[tp] = CommittedOffset(int(offset), metadata or "", now)
+            for tp, (offset, metadata, *epoch) in updates.items():
+                current[tp] = CommittedOffset(int(offset), metadata or "", now,
+                                              int(epoch[0]) if epoch and epoch[0] is not None else -1)
             self._replace(current)
 
     def drop_offsets(self, keys: list[tuple[str, int]] | None = None) -> None:
@@ -165,8 +168,10 @@ class GroupDir:
     def _replace(self, offsets: dict[tuple[str, int], CommittedOffset]) -> None:
         doc: dict = {"format": FORMAT_VERSION, "group": self.group, "offsets": {}}
         for (topic, p), e in sorted(offsets.items()):
-            doc["offsets"].setdefault(topic, {})[str(p)] = {"offset": e.offset, "metadata": e.metadata,
-                                                            "commit_ms": e.commit_ms}
+            entry = {"offset": e.offset, "metadata": e.metadata, "commit_ms": e.commit_ms}
+            if e.leader_epoch >= 0:
+                entry["leader_epoch"] = e.leader_epoch
+            doc["offsets"].setdefault(topic, {})[str(p)] = entry
         tmp = self.offsets_path + ".tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:

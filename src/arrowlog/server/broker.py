@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
+import ctypes
+import ctypes.util
 import logging
 import re
 import threading
@@ -28,6 +31,7 @@ from arrowlog._native.kafka import RecordBatchError, decode_record_set, encode_b
 from arrowlog.storage.reader import RangeReader, raise_gap, wait_for_data
 
 from . import errors as E
+from . import topic_configs as TC
 from .groups import GroupCoordinator
 from .messages import APIS
 from .offsets import GroupOffsetStore, group_id_problem
@@ -40,21 +44,33 @@ log = logging.getLogger("arrowlog.server")
 
 _SOFTWARE_RE = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9\-.]*[a-zA-Z0-9])?$")
 
-# Topic defaults reported by DescribeConfigs when a topic does not set them.
-TOPIC_DEFAULTS = {
-    "cleanup.policy": "delete",
-    "retention.ms": "604800000",
-    "retention.bytes": "-1",
-    "segment.bytes": "1073741824",
-    "message.timestamp.type": "CreateTime",
-    "compression.type": "producer",
-}
+# Authorized operations as Kafka reports them without an authorizer: every operation
+# that applies to the resource type (bit n set for AclOperation code n).
+TOPIC_OPERATIONS = sum(1 << op for op in (3, 4, 5, 6, 7, 8, 10, 11))   # READ ... ALTER_CONFIGS
+GROUP_OPERATIONS = sum(1 << op for op in (3, 6, 8))                    # READ, DELETE, DESCRIBE
+CLUSTER_OPERATIONS = sum(1 << op for op in (5, 7, 8, 9, 10, 11, 12))   # CREATE ... IDEMPOTENT_WRITE
+NO_OPERATIONS = -2147483648   # "not requested"
+# DescribeConfigs v3+ config_type: BOOLEAN 1, STRING 2, INT 3, SHORT 4, LONG 5, DOUBLE 6, LIST 7.
+_CONFIG_TYPES = {"boolean": 1, "string": 2, "int": 3, "long": 5, "double": 6, "list": 7}
 # The thread that turns appends by any process (the data directory's notifier)
 # into wake-ups of waiting Fetches re-checks for shutdown this often on a
 # read-only directory (elsewhere stop() wakes it at once).
 WATCH_TIMEOUT_S = 5.0
 # Encoded record batches kept for repeated fetches of the same data.
 ENCODE_CACHE_BYTES = 64 << 20
+# Produce bodies at least this large are decoded and appended in a worker thread
+# (decode_record_set releases the GIL), so a 60 MiB request does not hold the loop.
+OFFLOAD_PRODUCE_BYTES = 1 << 20
+# After a produce of at least this many bytes, return Arrow's freed memory to the OS.
+RELEASE_MEMORY_BYTES = 8 << 20
+# A Fetch response carries at most this much record data (Kafka's fetch.max.bytes: 55 MiB).
+FETCH_MAX_BYTES = 55 << 20
+# Topics one Metadata request may auto-create; the rest answer LEADER_NOT_AVAILABLE
+# (retriable) and are created by the client's next Metadata request.
+MAX_AUTO_CREATE_PER_REQUEST = 100
+# The size a compressed batch's records may inflate to, at most (a topic's smaller
+# max.message.bytes lowers it): a 33 KB zstd bomb must not become 1 GiB of memory.
+MAX_UNCOMPRESSED_BYTES = 32 << 20
 
 
 def _sync_partitions(producers, partitions, metrics=None, txns=None) -> None:
@@ -76,6 +92,25 @@ def _sync_partitions(producers, partitions, metrics=None, txns=None) -> None:
                 metrics.fsync_done(time.perf_counter() - started)
         except (AE.ArrowlogError, OSError) as exc:  # e.g. its files deleted with the topic meanwhile
             log.error("fsync of %s-%s failed: %s", pl.topic, pl.partition, exc)
+
+
+def _libc_malloc_trim():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_MALLOC_TRIM = _libc_malloc_trim()
+
+
+def _release_memory() -> None:
+    """After a large produce, whose request body and decoded Arrow buffers are freed by
+    now: hand the freed pages back to the OS (Arrow's pool, then the C heap, where the
+    body and the decoder's temporaries lived), so the server's RSS goes back down."""
+    pa.default_memory_pool().release_unused()
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def _read_checked(pl, offset: int, max_bytes: int) -> list:
@@ -122,7 +157,9 @@ class BrokerConfig:
     def __init__(self, *, node_id=1, host="127.0.0.1", port=9092, advertised_host=None,
                  auto_create_topics=True, default_partitions=1, flush_interval_s=1.0,
                  group_initial_rebalance_delay_ms=100, max_partitions_per_topic=MAX_PARTITIONS_PER_TOPIC,
-                 max_partitions_per_request=MAX_PARTITIONS_PER_REQUEST, cleaner_interval_s=15.0):
+                 max_partitions_per_request=MAX_PARTITIONS_PER_REQUEST, cleaner_interval_s=15.0,
+                 fetch_max_bytes=FETCH_MAX_BYTES, max_auto_create_per_request=MAX_AUTO_CREATE_PER_REQUEST,
+                 max_uncompressed_bytes=MAX_UNCOMPRESSED_BYTES):
         if not 1 <= default_partitions <= max_partitions_per_topic:
             raise AE.ConfigError(f"partitions of auto-created topics must be 1..{max_partitions_per_topic} "
                                  f"(the per-topic cap), got {default_partitions}")
@@ -139,6 +176,9 @@ class BrokerConfig:
         self.max_partitions_per_topic = max_partitions_per_topic
         self.max_partitions_per_request = max_partitions_per_request
         self.cleaner_interval_s = cleaner_interval_s  # Kafka's log.cleaner.backoff.ms
+        self.fetch_max_bytes = fetch_max_bytes
+        self.max_auto_create_per_request = max_auto_create_per_request
+        self.max_uncompressed_bytes = max_uncompressed_bytes
 
     @property
     def advertised(self) -> str:
@@ -169,6 +209,7 @@ class Broker:
         self.producers = ProducerRegistry(data_dir)
         self.txns = TransactionCoordinator(data_dir, self.producers, self.offsets, self._partition,
                                            self._appended)
+        self.ignored_configs = TC.IgnoredConfigs(data_dir)
         self.metrics = None          # arrowlog.metrics.ServerMetrics when metrics are served
         self._data_event = asyncio.Event()
         self._watcher: threading.Thread | None = None
@@ -180,13 +221,20 @@ class Broker:
         self._cache_bytes = 0
         self._flusher: asyncio.Task | None = None
         self._syncing: asyncio.Future | None = None
+        self._produce_lock = asyncio.Lock()  # produces run one at a time (some in a thread)
+        # Large produces decode and append here: one thread, so Arrow's per-thread heap that
+        # holds their buffers is the one _release_memory empties afterwards.
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="arrowlog-produce")
         self.handlers = {
             18: self.api_versions, 3: self.metadata, 0: self.produce, 1: self.fetch,
             2: self.list_offsets, 10: self.find_coordinator, 11: self.join_group, 14: self.sync_group,
             12: self.heartbeat, 13: self.leave_group, 8: self.offset_commit, 9: self.offset_fetch,
             22: self.init_producer_id, 19: self.create_topics, 20: self.delete_topics,
             32: self.describe_configs, 15: self.describe_groups, 16: self.list_groups,
-            60: self.describe_cluster,
+            60: self.describe_cluster, 37: self.create_partitions, 33: self.alter_configs,
+            44: self.incremental_alter_configs, 21: self.delete_records, 42: self.delete_groups,
+            47: self.offset_delete, 61: self.describe_producers, 43: self.elect_leaders,
+            45: self.alter_partition_reassignments, 46: self.list_partition_reassignments,
         }
         self.txn_handlers = TxnHandlers(self)
         self.txn_handlers.register(self.handlers)
@@ -218,6 +266,7 @@ class Broker:
             self._stopping = True
             self.store.log.notifier.bump()
             await asyncio.to_thread(self._watcher.join)
+        self._worker.shutdown(wait=True)
         self._dirty = set()
         _sync_partitions(self.producers, self._written)
         self.producers.close()
@@ -294,7 +343,8 @@ class Broker:
                 "is_internal": False,
                 "partitions": [{"error_code": E.NONE, "partition_index": i, "leader_id": node,
                                 "leader_epoch": 0, "replica_nodes": [node], "isr_nodes": [node],
-                                "offline_replicas": []} for i in range(t.num_partitions)]}
+                                "offline_replicas": []} for i in range(t.num_partitions)],
+                "topic_authorized_operations": TOPIC_OPERATIONS}
 
     def metadata(self, ctx: RequestContext, req: dict) -> dict:
         requested = req["topics"]
@@ -309,6 +359,7 @@ class Broker:
                 names.append(name or "")
             auto = req["allow_auto_topic_creation"] and self.config.auto_create_topics
         topics = []
+        created = 0
         for name in names:
             try:
                 t = self.store.topic(name)
@@ -316,7 +367,11 @@ class Broker:
                 log.error("cannot read topic %s: %s", name, exc)
                 topics.append({"error_code": E.KAFKA_STORAGE_ERROR, "name": name, "partitions": []})
                 continue
+            if t is None and auto and created >= self.config.max_auto_create_per_request:
+                topics.append({"error_code": E.LEADER_NOT_AVAILABLE, "name": name, "partitions": []})
+                continue
             if t is None and auto:
+                created += 1
                 code, msg = self.store.create_topic(name, self.config.default_partitions)
                 if code in (E.INVALID_TOPIC_EXCEPTION, E.KAFKA_STORAGE_ERROR):
                     if code == E.KAFKA_STORAGE_ERROR:
@@ -328,11 +383,16 @@ class Broker:
                              self.config.default_partitions)
                 t = self.store.topic(name)
             topics.append(self._topic_metadata(name, t))
+        if not req["include_topic_authorized_operations"]:
+            for t in topics:
+                t["topic_authorized_operations"] = NO_OPERATIONS
         return {"brokers": self._brokers(), "cluster_id": self.cluster_id,
-                "controller_id": self.config.node_id, "topics": topics}
+                "controller_id": self.config.node_id, "topics": topics,
+                "cluster_authorized_operations": CLUSTER_OPERATIONS
+                if req["include_cluster_authorized_operations"] else NO_OPERATIONS}
 
     # ------------------------------------------------------------ Produce
-    def produce(self, ctx: RequestContext, req: dict):
+    async def produce(self, ctx: RequestContext, req: dict):
         acks = req["acks"]
         code, msg = E.NONE, None
         if ctx.version < 3:
@@ -340,26 +400,52 @@ class Broker:
             code, msg = E.UNSUPPORTED_VERSION, "Produce v0-2 (message format v0/v1) is not supported: use v3+"
         elif acks not in (-1, 0, 1):
             code = E.INVALID_REQUIRED_ACKS
+        size = sum(len(pd["records"] or b"") for td in req["topic_data"] for pd in td["partition_data"])
+        # A large body is decoded and appended in a worker thread; produces are serialised
+        # so the producer-state checks and the appends keep their order.
+        offload = size >= OFFLOAD_PRODUCE_BYTES
         responses = []
         appended = False
-        for td in req["topic_data"]:
-            parts = []
-            for pd in td["partition_data"]:
-                if code != E.NONE:
-                    parts.append({"index": pd["index"], "error_code": code, "base_offset": -1,
-                                  "error_message": msg})
-                    continue
-                r = self._produce_partition(td["name"], pd["index"], pd["records"])
-                appended |= r["error_code"] == E.NONE
-                parts.append(r)
-            responses.append({"name": td["name"], "partition_responses": parts})
+        async with self._produce_lock:
+            for td in req["topic_data"]:
+                parts = []
+                for pd in td["partition_data"]:
+                    if code != E.NONE:
+                        parts.append({"index": pd["index"], "error_code": code, "base_offset": -1,
+                                      "error_message": msg})
+                        continue
+                    r = await self._produce_partition(td["name"], pd["index"], pd["records"], offload)
+                    pd["records"] = None  # the last reference to the request body's bytes
+                    appended |= r["error_code"] == E.NONE
+                    parts.append(r)
+                responses.append({"name": td["name"], "partition_responses": parts})
         if appended:
             self._notify_data()
+        if size >= RELEASE_MEMORY_BYTES:
+            if offload:
+                await asyncio.get_running_loop().run_in_executor(self._worker, _release_memory)
+            _release_memory()
         if acks == 0:
             return None  # acks=0 gets no response at all
         return {"responses": responses}
 
-    def _produce_partition(self, topic: str, index: int, records) -> dict:
+    async def _call(self, offload: bool, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)``, in the produce worker thread when ``offload``."""
+        if offload:
+            return await asyncio.get_running_loop().run_in_executor(self._worker, lambda: fn(*args, **kwargs))
+        return fn(*args, **kwargs)
+
+    def _max_uncompressed(self, pl) -> int:
+        """The size one compressed batch may inflate to: the topic's max.message.bytes,
+        capped by the server's max_uncompressed_bytes."""
+        cap = self.config.max_uncompressed_bytes
+        try:
+            limit = int((getattr(pl, "config", None) or {}).get("max.message.bytes") or cap)
+        except (TypeError, ValueError):
+            limit = cap
+        return max(min(limit, cap), 1)
+
+    async def _produce_partition(self, topic: str, index: int, records, offload: bool = False) -> dict:
         fail = {"index": index, "base_offset": -1}
         pl, code, msg = self._partition(topic, index)
         if pl is None:
@@ -369,7 +455,8 @@ class Broker:
         if self.producers.needs_check(topic, index):
             self.producers.check_log(topic, index, pl.high_watermark)
         try:
-            batches = decode_record_set(records)
+            batches = await self._call(offload, decode_record_set, records,
+                                       max_uncompressed=self._max_uncompressed(pl))
         except RecordBatchError as exc:
             log.warning("refused a batch for %s-%d: %s", topic, index, exc)
             return {**fail, "error_code": exc.error_code, "error_message": str(exc)}
@@ -407,8 +494,8 @@ class Broker:
                 if b.is_transactional:
                     self.txns.begin_batch(topic, index, b.producer_id, expected, b.record_count)
                 try:
-                    base = pl.append(b.records, min_timestamp=b.min_record_timestamp,
-                                     max_timestamp=b.max_record_timestamp)
+                    base = await self._call(offload, pl.append, b.records, min_timestamp=b.min_record_timestamp,
+                                            max_timestamp=b.max_record_timestamp)
                 except OSError as exc:  # StorageError included
                     self.txns.end_batch(topic, index, b.producer_id, expected, None)
                     log.error("append to %s-%d failed: %s", topic, index, exc)
@@ -447,7 +534,7 @@ class Broker:
                 pass
 
     def _fetch_once(self, req: dict):
-        budget = req["max_bytes"]
+        budget = min(req["max_bytes"], self.config.fetch_max_bytes)
         total = 0
         stop = False
         responses = []
@@ -629,7 +716,8 @@ class Broker:
             log.info("refused OffsetCommit: %s", problem)
             code = E.INVALID_GROUP_ID
         else:
-            code = self.groups.check_commit(req["group_id"], req["generation_id"], req["member_id"])
+            code = self.groups.check_commit(req["group_id"], req["generation_id"], req["member_id"],
+                                            req.get("group_instance_id"))
         topics, updates = [], {}
         for ct in req["topics"]:
             known = self.store.topic(ct["name"])
@@ -684,11 +772,15 @@ class Broker:
         return {"error_code": code, "topics": topics}
 
     def describe_groups(self, ctx: RequestContext, req: dict) -> dict:
-        return {"groups": [self.groups.describe(g) for g in req["groups"]]}
+        ops = GROUP_OPERATIONS if req["include_authorized_operations"] else NO_OPERATIONS
+        return {"groups": [{**self.groups.describe(g), "authorized_operations": ops} for g in req["groups"]]}
 
     def list_groups(self, ctx: RequestContext, req: dict) -> dict:
         states = set(req.get("states_filter") or [])
-        groups = [g for g in self.groups.list() if not states or g["group_state"] in states]
+        # every group here is a classic group (no KIP-848 consumer groups); filters are case-insensitive
+        types = {t.lower() for t in req.get("types_filter") or []}
+        groups = [{**g, "group_type": "classic"} for g in self.groups.list()
+                  if (not states or g["group_state"] in states) and (not types or "classic" in types)]
         return {"error_code": E.NONE, "groups": groups}
 
     # ------------------------------------------------------------ producers
@@ -715,8 +807,11 @@ class Broker:
             if n == -1:
                 n = len(ct["assignments"]) or self.config.default_partitions
             rf = ct["replication_factor"]
-            config = {c["name"]: c["value"] for c in ct["configs"] if c["value"] is not None}
-            if rf not in (-1, 1) or any(len(a["broker_ids"]) > 1 for a in ct["assignments"]):
+            config, ignored, problem = TC.split({c["name"]: c["value"] for c in ct["configs"]
+                                                 if c["value"] is not None})
+            if problem:
+                code, msg = E.INVALID_CONFIG, problem
+            elif rf not in (-1, 1) or any(len(a["broker_ids"]) > 1 for a in ct["assignments"]):
                 code, msg = E.INVALID_REPLICATION_FACTOR, "this broker has one node: replication factor 1"
             elif n > per_topic:
                 code, msg = E.INVALID_PARTITIONS, (
@@ -730,6 +825,8 @@ class Broker:
                 code, msg = self.store.create_topic(name, n, config, req["validate_only"])
                 if code == E.NONE:
                     requested += n
+                    if not req["validate_only"]:
+                        self.ignored_configs.set(name, ignored)
             r = {"name": name, "error_code": code, "error_message": msg,
                  "topic_id": self.store.topic_id(name) if code == E.NONE else bytes(16)}
             if code == E.NONE:
@@ -752,6 +849,7 @@ class Broker:
                 self.producers.forget_topic(name)
                 self.txns.forget_topic(name)
                 self.offsets.delete_topic(name)
+                self.ignored_configs.forget(name)
                 self._dirty = {pl for pl in self._dirty if pl.topic != name}
                 self._written = {pl for pl in self._written if pl.topic != name}
                 log.info("deleted topic %s", name)
@@ -760,9 +858,13 @@ class Broker:
         return {"responses": out}
 
     def _configs(self, name, topic, keys, with_source=False):
-        values = dict(TOPIC_DEFAULTS)
-        explicit = {k: str(v) for k, v in (topic.config or {}).items() if v is not None} \
+        """The topic's configs as DescribeConfigs reports them: what storage applies, what
+        was accepted but means nothing on one node, and Kafka's defaults for the rest."""
+        values = dict(TC.KAFKA_DEFAULTS)
+        stored = {k: str(v).lower() if isinstance(v, bool) else str(v)
+                  for k, v in (topic.config or {}).items() if v is not None and k in TC.HONOURED} \
             if topic is not None else {}
+        explicit = {**stored, **self.ignored_configs.get(name)}
         values.update(explicit)
         out = []
         for k in sorted(values):
@@ -771,7 +873,7 @@ class Broker:
             # config_source 1 = DYNAMIC_TOPIC_CONFIG, 5 = DEFAULT_CONFIG
             out.append({"name": k, "value": values[k], "read_only": False,
                         "config_source": 1 if k in explicit else 5, "is_sensitive": False,
-                        "synonyms": []})
+                        "synonyms": [], "config_type": _CONFIG_TYPES.get(TC.KAFKA_TOPIC_CONFIGS.get(k), 0)})
         return out
 
     def describe_configs(self, ctx: RequestContext, req: dict) -> dict:
@@ -800,6 +902,230 @@ class Broker:
         return {"results": results}
 
     def describe_cluster(self, ctx: RequestContext, req: dict) -> dict:
+        if req["endpoint_type"] != 1:  # 2: controllers; this node's controller has no listener of its own
+            return {"error_code": E.UNSUPPORTED_ENDPOINT_TYPE, "error_message":
+                    "arrowlog serve has one node and no separate controller listener: ask for brokers (1)",
+                    "endpoint_type": req["endpoint_type"], "cluster_id": self.cluster_id}
         return {"error_code": E.NONE, "cluster_id": self.cluster_id, "controller_id": self.config.node_id,
                 "brokers": [{"broker_id": self.config.node_id, "host": self.config.advertised,
-                             "port": self.config.port, "rack": None}]}
+                             "port": self.config.port, "rack": None}],
+                "cluster_authorized_operations": CLUSTER_OPERATIONS
+                if req["include_cluster_authorized_operations"] else NO_OPERATIONS}
+
+    # ------------------------------------------------------------ admin: partitions and configs
+    def _release_topic(self, name: str) -> None:
+        """Before storage reopens a topic (new partitions, new configs): fsync what was
+        appended to it and drop the old partition handles from the flush sets."""
+        mine = {pl for pl in self._written if getattr(pl, "topic", None) == name}
+        _sync_partitions(self.producers, mine & self._dirty)
+        self._dirty -= mine
+        self._written -= mine
+
+    async def create_partitions(self, ctx: RequestContext, req: dict) -> dict:
+        results = []
+        per_topic = self.config.max_partitions_per_topic
+        async with self._produce_lock:
+            for ct in req["topics"]:
+                name, count = ct["name"], ct["count"]
+                t = self.store.topic(name)
+                code, msg = E.NONE, None
+                if t is None:
+                    code, msg = E.UNKNOWN_TOPIC_OR_PARTITION, f"unknown topic {name!r}"
+                elif count > per_topic:
+                    code, msg = E.INVALID_PARTITIONS, (
+                        f"topic {name!r} cannot have {count} partitions; this server allows at most {per_topic} "
+                        "per topic (arrowlog serve --max-partitions-per-topic)")
+                elif count <= t.num_partitions:
+                    code, msg = E.INVALID_PARTITIONS, (
+                        f"topic {name!r} already has {t.num_partitions} partitions; ask for more (partitions "
+                        "cannot be removed)")
+                elif ct["assignments"] is not None and (
+                        len(ct["assignments"]) != count - t.num_partitions
+                        or any(a["broker_ids"] != [self.config.node_id] for a in ct["assignments"])):
+                    code, msg = E.INVALID_REPLICA_ASSIGNMENT, (
+                        f"this server is one node (id {self.config.node_id}): each new partition's replicas "
+                        f"must be [{self.config.node_id}], one assignment per new partition")
+                elif not req["validate_only"]:
+                    self._release_topic(name)
+                    code, msg = self.store.add_partitions(name, count)
+                    if code == E.NONE:
+                        log.info("topic %s now has %d partitions", name, count)
+                results.append({"name": name, "error_code": code, "error_message": msg})
+        return {"results": results}
+
+    def _check_resource(self, rtype: int, rname: str) -> tuple[int, str | None]:
+        if rtype == 2:
+            if self.store.topic(rname) is None:
+                return E.UNKNOWN_TOPIC_OR_PARTITION, f"unknown topic {rname!r}"
+            return E.NONE, None
+        if rtype == 4:
+            return E.INVALID_REQUEST, ("the broker configs of arrowlog serve are its command-line options "
+                                       "(arrowlog serve --help); they cannot be altered over the wire")
+        return E.INVALID_REQUEST, f"resource type {rtype} has no configs on arrowlog serve"
+
+    def _apply_topic_configs(self, name: str, changes: dict, validate_only: bool) -> tuple[int, str | None]:
+        """Apply ``changes`` ({name: value or None to reset}) to the topic's configs."""
+        honoured, ignoring, problem = TC.split(changes)
+        if problem:
+            return E.INVALID_CONFIG, problem
+        ignored = self.ignored_configs.get(name)
+        ignored.update(ignoring)
+        if validate_only:
+            return E.NONE, None
+        if honoured:
+            self._release_topic(name)
+            code, msg = self.store.alter_topic(name, honoured)
+            if code != E.NONE:
+                return code, msg
+        self.ignored_configs.set(name, ignored)
+        log.info("altered configs of topic %s: %s", name, changes)
+        return E.NONE, None
+
+    async def alter_configs(self, ctx: RequestContext, req: dict) -> dict:
+        """AlterConfigs replaces a resource's whole config: keys not given return to defaults."""
+        out = []
+        async with self._produce_lock:
+            for r in req["resources"]:
+                rtype, rname = r["resource_type"], r["resource_name"]
+                code, msg = self._check_resource(rtype, rname)
+                if code == E.NONE:
+                    given = {c["name"]: c["value"] for c in r["configs"]}
+                    t = self.store.topic(rname)
+                    current = set(self.ignored_configs.get(rname)) | {
+                        k for k, v in (t.config or {}).items() if k in TC.HONOURED and v is not None}
+                    changes = {k: None for k in current if k not in given}
+                    changes.update(given)
+                    code, msg = self._apply_topic_configs(rname, changes, req["validate_only"])
+                out.append({"error_code": code, "error_message": msg, "resource_type": rtype,
+                            "resource_name": rname})
+        return {"responses": out}
+
+    async def incremental_alter_configs(self, ctx: RequestContext, req: dict) -> dict:
+        """Operations: 0 SET, 1 DELETE (back to the default); APPEND (2) and SUBTRACT (3)
+        apply to list configs (cleanup.policy and the throttled-replica lists)."""
+        out = []
+        async with self._produce_lock:
+            for r in req["resources"]:
+                rtype, rname = r["resource_type"], r["resource_name"]
+                code, msg = self._check_resource(rtype, rname)
+                changes: dict = {}
+                for c in r["configs"] if code == E.NONE else []:
+                    op, k, v = c["config_operation"], c["name"], c["value"]
+                    if op == 0:
+                        changes[k] = v
+                    elif op == 1:
+                        changes[k] = None
+                    elif op in (2, 3) and TC.KAFKA_TOPIC_CONFIGS.get(k) == "list":
+                        have = [x for x in (changes.get(k) or self._current_value(rname, k) or "").split(",") if x]
+                        items = [x for x in (v or "").split(",") if x]
+                        have = have + [x for x in items if x not in have] if op == 2 else \
+                            [x for x in have if x not in items]
+                        changes[k] = ",".join(have) or None
+                    else:
+                        code, msg = E.INVALID_CONFIG, (f"operation {op} on {k!r}: APPEND and SUBTRACT need a "
+                                                       "list config; SET is 0, DELETE 1")
+                        break
+                if code == E.NONE:
+                    code, msg = self._apply_topic_configs(rname, changes, req["validate_only"])
+                out.append({"error_code": code, "error_message": msg, "resource_type": rtype,
+                            "resource_name": rname})
+        return {"responses": out}
+
+    def _current_value(self, name: str, key: str) -> str | None:
+        for c in self._configs(name, self.store.topic(name), {key}):
+            return c["value"]
+        return None
+
+    # ------------------------------------------------------------ admin: records, groups, producers
+    async def delete_records(self, ctx: RequestContext, req: dict) -> dict:
+        topics = []
+        async with self._produce_lock:
+            for dt in req["topics"]:
+                parts = []
+                for dp in dt["partitions"]:
+                    idx = dp["partition_index"]
+                    pl, code, _ = self._partition(dt["name"], idx)
+                    low = -1
+                    if pl is not None:
+                        try:
+                            low = await asyncio.to_thread(pl.delete_records, dp["offset"])
+                        except AE.OffsetOutOfRangeError as exc:
+                            log.info("refused DeleteRecords on %s-%d: %s", dt["name"], idx, exc)
+                            code = E.OFFSET_OUT_OF_RANGE
+                        except OSError as exc:
+                            log.error("DeleteRecords on %s-%d failed: %s", dt["name"], idx, exc)
+                            code = E.KAFKA_STORAGE_ERROR
+                        else:
+                            log.info("records of %s-%d below %d deleted", dt["name"], idx, low)
+                    parts.append({"partition_index": idx, "low_watermark": low, "error_code": code})
+                topics.append({"name": dt["name"], "partitions": parts})
+        return {"topics": topics}
+
+    def delete_groups(self, ctx: RequestContext, req: dict) -> dict:
+        return {"results": [{"group_id": g, "error_code": self.groups.delete(g)} for g in req["groups_names"]]}
+
+    def offset_delete(self, ctx: RequestContext, req: dict) -> dict:
+        group = req["group_id"]
+        if group_id_problem(group):
+            return {"error_code": E.INVALID_GROUP_ID, "topics": []}
+        try:
+            known = group in self.offsets.groups()
+            committed = self.offsets.load(group) if known else {}
+        except OSError as exc:
+            log.error("cannot read the offsets of group %s: %s", group, exc)
+            return {"error_code": E.COORDINATOR_NOT_AVAILABLE, "topics": []}
+        if not known and self.groups.subscribed_topics(group) is None:
+            return {"error_code": E.GROUP_ID_NOT_FOUND, "topics": []}
+        subscribed = self.groups.subscribed_topics(group) or set()
+        topics, drop = [], []
+        for t in req["topics"]:
+            exists = self.store.topic(t["name"])
+            parts = []
+            for p in t["partitions"]:
+                idx = p["partition_index"]
+                if exists is None or not 0 <= idx < exists.num_partitions:
+                    code = E.UNKNOWN_TOPIC_OR_PARTITION
+                elif t["name"] in subscribed:
+                    code = E.GROUP_SUBSCRIBED_TO_TOPIC
+                else:
+                    code = E.NONE
+                    if idx in committed.get(t["name"], {}):
+                        drop.append((t["name"], idx))
+                parts.append({"partition_index": idx, "error_code": code})
+            topics.append({"name": t["name"], "partitions": parts})
+        if drop:
+            try:
+                self.offsets.drop(group, drop)
+            except OSError as exc:
+                log.error("cannot delete offsets of group %s: %s", group, exc)
+                return {"error_code": E.COORDINATOR_NOT_AVAILABLE, "topics": []}
+        return {"error_code": E.NONE, "topics": topics}
+
+    def describe_producers(self, ctx: RequestContext, req: dict) -> dict:
+        topics = []
+        for t in req["topics"]:
+            parts = []
+            for idx in t["partition_indexes"]:
+                pl, code, msg = self._partition(t["name"], idx)
+                active = self.producers.describe(t["name"], idx) if pl is not None else []
+                parts.append({"partition_index": idx, "error_code": code, "error_message": msg,
+                              "active_producers": active})
+            topics.append({"name": t["name"], "partitions": parts})
+        return {"topics": topics}
+
+    # ------------------------------------------------------------ what one node cannot do
+    def elect_leaders(self, ctx: RequestContext, req: dict) -> dict:
+        msg = ("arrowlog serve is one node: it leads every partition, so there is no leader to elect")
+        results = [{"topic": tp["topic"], "partition_result": [
+            {"partition_id": p, "error_code": E.INVALID_REQUEST, "error_message": msg} for p in tp["partitions"]]}
+            for tp in req["topic_partitions"] or []]
+        return {"error_code": E.INVALID_REQUEST if req["topic_partitions"] is None else E.NONE,
+                "replica_election_results": results}
+
+    def alter_partition_reassignments(self, ctx: RequestContext, req: dict) -> dict:
+        return {"error_code": E.INVALID_REQUEST, "responses": [],
+                "error_message": "arrowlog serve is one node with one replica of each partition: "
+                                 "there is nowhere to reassign a partition to"}
+
+    def list_partition_reassignments(self, ctx: RequestContext, req: dict) -> dict:
+        return {"error_code": E.NONE, "topics": []}   # one node: never a reassignment in progress

@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 import uuid
+
+from arrowlog.errors import GroupError
 
 from . import errors as E
 from .offsets import group_id_problem
@@ -75,6 +78,7 @@ class Group:
         self.rebalance_deadline = 0.0
         self.join_not_before = 0.0
         self.rebalance_task: asyncio.Task | None = None
+        self.static: dict[str, str] = {}  # group.instance.id -> its current member id
 
 
 class GroupCoordinator:
@@ -116,6 +120,13 @@ class GroupCoordinator:
                 or not self._common_protocols(g, {name for name, _ in protocols}))):
             return {"error_code": E.INCONSISTENT_GROUP_PROTOCOL, "member_id": req["member_id"]}
         member_id = req["member_id"]
+        # JoinGroup v0-4 has no group_instance_id (the decoder fills in ""): dynamic members
+        instance = (req.get("group_instance_id") or None) if version >= 5 else None
+        if instance is not None and not member_id and instance in g.static:
+            rejoined = self._rejoin_static(g, instance, protocols, client_id, client_host, req)
+            if rejoined is not None:
+                return rejoined
+            member_id = g.static[instance]
         if member_id and member_id not in g.members:
             return {"error_code": E.UNKNOWN_MEMBER_ID, "member_id": member_id}
         if not member_id:
@@ -124,7 +135,9 @@ class GroupCoordinator:
             if g.leader_id is None:
                 g.leader_id = member_id
         m = g.members[member_id]
-        m.group_instance_id = req.get("group_instance_id")
+        m.group_instance_id = instance
+        if instance is not None:
+            g.static[instance] = member_id
         m.session_timeout_ms = timeout
         rt = req.get("rebalance_timeout_ms", -1)
         m.rebalance_timeout_ms = rt if rt and rt > 0 else timeout
@@ -143,6 +156,36 @@ class GroupCoordinator:
             return await m.join_future
         except asyncio.CancelledError:
             return {"error_code": E.REBALANCE_IN_PROGRESS, "member_id": member_id}
+
+    def _rejoin_static(self, g: Group, instance: str, protocols, client_id, client_host, req) -> dict | None:
+        """A static member (``group.instance.id``) that comes back with no member id, e.g.
+        after a restart: it replaces its old member id and, when the group is Stable and its
+        subscription is unchanged, keeps its assignment without a rebalance (KIP-345). None
+        when a rebalance is needed after all (the caller then joins it as that member)."""
+        old_id = g.static[instance]
+        old = g.members.pop(old_id, None)
+        if old is None:
+            del g.static[instance]
+            return None
+        new_id = f"{client_id or 'member'}-{uuid.uuid4()}"
+        for fut in (old.join_future, old.sync_future):  # the old incarnation is fenced
+            if fut is not None and not fut.done():
+                fut.set_result({"error_code": E.FENCED_INSTANCE_ID, "member_id": old_id})
+        old.member_id, old.client_id, old.client_host = new_id, client_id, client_host
+        old.join_future = old.sync_future = None
+        old.last_seen = time.monotonic()
+        old.session_timeout_ms = req["session_timeout_ms"]
+        g.members[new_id] = old
+        g.static[instance] = new_id
+        if g.leader_id == old_id:
+            g.leader_id = new_id
+        log.info("group %s: static member %s rejoined as %s", g.group_id, instance, new_id)
+        if g.state != STABLE or old.protocols != protocols or req["protocol_type"] != g.protocol_type:
+            return None
+        # Stable and nothing changed: the same generation; SyncGroup hands back the old assignment.
+        return {"error_code": E.NONE, "generation_id": g.generation_id, "protocol_type": g.protocol_type,
+                "protocol_name": g.protocol_name, "leader": g.leader_id, "member_id": new_id,
+                "members": []}
 
     def _common_protocols(self, g: Group, extra: set | None = None) -> list[str]:
         members = list(g.members.values())
@@ -226,9 +269,17 @@ class GroupCoordinator:
                  g.generation_id, len(g.members), g.protocol_name)
 
     # ------------------------------------------------------------ SyncGroup
+    @staticmethod
+    def _fenced(g: Group | None, mid: str, instance: str | None) -> bool:
+        """Whether a request from member ``mid`` with ``group.instance.id`` ``instance``
+        comes from an incarnation another member with that instance id replaced."""
+        return g is not None and bool(instance) and instance in g.static and g.static[instance] != mid
+
     async def sync(self, req: dict) -> dict:
         g = self.groups.get(req["group_id"])
         mid = req["member_id"]
+        if self._fenced(g, mid, req.get("group_instance_id")):
+            return {"error_code": E.FENCED_INSTANCE_ID}
         if g is None or mid not in g.members:
             return {"error_code": E.UNKNOWN_MEMBER_ID}
         if req["generation_id"] != g.generation_id:
@@ -255,6 +306,8 @@ class GroupCoordinator:
     def heartbeat(self, req: dict) -> dict:
         g = self.groups.get(req["group_id"])
         mid = req["member_id"]
+        if self._fenced(g, mid, req.get("group_instance_id")):
+            return {"error_code": E.FENCED_INSTANCE_ID}
         if g is None or mid not in g.members:
             return {"error_code": E.UNKNOWN_MEMBER_ID}
         g.members[mid].last_seen = time.monotonic()
@@ -288,6 +341,8 @@ class GroupCoordinator:
         m = g.members.pop(mid, None)
         if m is None:
             return
+        if m.group_instance_id is not None and g.static.get(m.group_instance_id) == mid:
+            del g.static[m.group_instance_id]
         for fut in (m.join_future, m.sync_future):
             if fut is not None and not fut.done():
                 fut.set_result({"error_code": E.UNKNOWN_MEMBER_ID, "member_id": mid})
@@ -322,9 +377,12 @@ class GroupCoordinator:
                     self._after_membership_change(g, "session timeout")
 
     # ------------------------------------------------------------ offsets
-    def check_commit(self, group_id: str, generation_id: int, member_id: str) -> int:
+    def check_commit(self, group_id: str, generation_id: int, member_id: str,
+                     instance: str | None = None) -> int:
         """Error code for an OffsetCommit from this member and generation."""
         g = self.groups.get(group_id)
+        if self._fenced(g, member_id, instance):
+            return E.FENCED_INSTANCE_ID
         if generation_id < 0 and not member_id:
             # A simple (manually assigned) consumer: allowed unless a live group owns the id.
             return E.NONE if g is None or not g.members else E.UNKNOWN_MEMBER_ID
@@ -355,6 +413,42 @@ class GroupCoordinator:
                              "member_metadata": m.metadata_for(g.protocol_name or ""),
                              "member_assignment": m.assignment} for m in g.members.values()]}
 
+    def delete(self, group_id: str) -> int:
+        """DeleteGroups for one group: its committed offsets are forgotten. Refused
+        (NON_EMPTY_GROUP) while it has members."""
+        if group_id_problem(group_id):
+            return E.INVALID_GROUP_ID
+        g = self.groups.get(group_id)
+        if g is not None and g.members:
+            return E.NON_EMPTY_GROUP
+        known = g is not None or group_id in self.store.groups()
+        if not known:
+            return E.GROUP_ID_NOT_FOUND
+        if g is not None:
+            if g.rebalance_task:
+                g.rebalance_task.cancel()
+            del self.groups[group_id]
+        try:
+            self.store.delete(group_id)
+        except (OSError, GroupError) as exc:
+            if group_id in self.store.groups():
+                log.error("cannot delete group %s: %s", group_id, exc)
+                return E.COORDINATOR_NOT_AVAILABLE
+        log.info("deleted group %s", group_id)
+        return E.NONE
+
+    def subscribed_topics(self, group_id: str) -> set[str] | None:
+        """The topics the group's members subscribe to (consumer protocol), or None when the
+        group has no members (its offsets may then be deleted freely)."""
+        g = self.groups.get(group_id)
+        if g is None or not g.members:
+            return None
+        topics: set[str] = set()
+        for m in g.members.values():
+            for _, meta in m.protocols:
+                topics |= consumer_subscription(meta)
+        return topics
+
     def list(self) -> list[dict]:
         names = set(self.store.groups()) | set(self.groups)
         out = []
@@ -363,3 +457,25 @@ class GroupCoordinator:
             out.append({"group_id": name, "protocol_type": (g.protocol_type if g else None) or "consumer",
                         "group_state": g.state if g else EMPTY})
         return out
+
+
+def consumer_subscription(meta: bytes) -> set[str]:
+    """The topics of a consumer-protocol subscription (version, then an array of
+    topic names); an empty set for metadata that is not one (any other protocol)."""
+    try:
+        pos = 2
+        (n,) = struct.unpack_from(">i", meta, pos)
+        pos += 4
+        if n < 0 or n > len(meta):
+            return set()
+        topics = set()
+        for _ in range(n):
+            (length,) = struct.unpack_from(">h", meta, pos)
+            pos += 2
+            if length < 0 or pos + length > len(meta):
+                return set()
+            topics.add(bytes(meta[pos:pos + length]).decode("utf-8"))
+            pos += length
+        return topics
+    except (struct.error, UnicodeDecodeError):
+        return set()

@@ -8,7 +8,8 @@ the offsets that wire clients commit, and the other way round.
 
 Durability: ``commit`` returns after the group's offsets file has been
 replaced atomically and durably (temp file, fsync, rename, directory fsync;
-see GroupDir). Kafka's committed leader epoch is not stored (reported as -1).
+see GroupDir). Kafka's committed leader epoch is stored with the offset and
+returned as committed (-1 when the client gave none).
 Thread-safety: used from the server's event loop; GroupDir also serialises
 commits across processes.
 """
@@ -46,15 +47,23 @@ class GroupOffsetStore:
         out: dict = {}
         for (topic, partition), c in committed.items():
             out.setdefault(topic, {})[partition] = {"offset": c.offset, "metadata": c.metadata,
-                                                    "leader_epoch": -1}
+                                                    "leader_epoch": c.leader_epoch}
         return out
 
     def commit(self, group: str, updates: dict) -> None:
-        """Merge ``{topic: {partition: {"offset", "metadata"}}}`` into the group's offsets, durably."""
-        flat = {(topic, int(p)): (e["offset"], e.get("metadata")) for topic, parts in updates.items()
-                for p, e in parts.items()}
+        """Merge ``{topic: {partition: {"offset", "metadata", "leader_epoch"}}}`` into the
+        group's offsets, durably."""
+        flat = {(topic, int(p)): (e["offset"], e.get("metadata"), e.get("leader_epoch", -1))
+                for topic, parts in updates.items() for p, e in parts.items()}
         try:
             self._dir(group, create=True).write_offsets(flat)
+        except GroupError as exc:
+            raise OSError(str(exc)) from exc
+
+    def drop(self, group: str, keys: list[tuple[str, int]]) -> None:
+        """Forget these (topic, partition) offsets of ``group`` (OffsetDelete), durably."""
+        try:
+            self._dir(group, create=False).drop_offsets(keys)
         except GroupError as exc:
             raise OSError(str(exc)) from exc
 

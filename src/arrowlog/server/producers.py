@@ -276,3 +276,14 @@ class ProducerRegistry(Journaled):
         for key in [k for k in self._partitions if k[0] == topic]:
             del self._partitions[key]
             self._unchecked.discard(key)
+
+    def describe(self, topic: str, partition: int) -> list[dict]:
+        """DescribeProducers: the producers with state on the partition, as Kafka lists them."""
+        states = self._partitions.get((topic, partition)) or {}
+        out = []
+        for pid, st in sorted(states.items()):
+            last = st.batches[-1] if st.batches else None
+            out.append({"producer_id": pid, "producer_epoch": st.epoch,
+                        "last_sequence": last[1] if last else -1, "last_timestamp": st.last_ms or -1,
+                        "coordinator_epoch": -1, "current_txn_start_offset": -1})
+        return out

@@ -387,6 +387,7 @@ class KafkaServer:
                     await conn.fetch_answered.wait()
                     conn.fetch_answered.clear()
                 fut = self._handle(conn, body, host, broker)
+                body = None  # not kept alive while this connection waits for its next request
             except BaseException:
                 if fetch:
                     conn.fetch_answered.set()
@@ -506,10 +507,12 @@ def _done(value) -> asyncio.Future:
 
 
 async def _respond_async(coro, ctx: RequestContext, metrics=None, api_name: str = "",
-                         started: float = 0.0) -> bytes:
+                         started: float = 0.0) -> bytes | None:
     body = await coro
     if metrics:
         metrics.request_done(api_name, time.perf_counter() - started)
+    if body is None:  # e.g. Produce with acks=0: no response at all
+        return None
     return encode_response(ctx.api_key, ctx.version, ctx.correlation_id, body)
 
 

@@ -82,6 +82,35 @@ class Store:
             return E.KAFKA_STORAGE_ERROR, f"cannot create topic {name!r}: {exc}"
         return E.NONE, None
 
+    def alter_topic(self, name: str, config: dict) -> tuple[int, str | None]:
+        """Change topic configs the storage honours (a None value resets one to its default)."""
+        if self.topic(name) is None:
+            return E.UNKNOWN_TOPIC_OR_PARTITION, f"unknown topic {name!r}"
+        return self._change(name, "alter", E.INVALID_CONFIG, self.log.alter_topic, config)
+
+    def add_partitions(self, name: str, total: int) -> tuple[int, str | None]:
+        """Grow a topic to ``total`` partitions."""
+        t = self.topic(name)
+        if t is None:
+            return E.UNKNOWN_TOPIC_OR_PARTITION, f"unknown topic {name!r}"
+        if total <= t.num_partitions:
+            return E.INVALID_PARTITIONS, (f"topic {name!r} has {t.num_partitions} partitions; "
+                                          f"the new count {total} must be larger")
+        return self._change(name, "add partitions to", E.INVALID_PARTITIONS, self.log.add_partitions, total)
+
+    @staticmethod
+    def _change(name: str, what: str, refused: int, change, arg) -> tuple[int, str | None]:
+        """Run one storage change of a topic, its errors as (error_code, message)."""
+        try:
+            change(name, arg)
+        except AE.ConfigError as exc:
+            return refused, str(exc)
+        except AE.UnknownTopicError as exc:
+            return E.UNKNOWN_TOPIC_OR_PARTITION, str(exc)
+        except OSError as exc:
+            return E.KAFKA_STORAGE_ERROR, f"cannot {what} topic {name!r}: {exc}"
+        return E.NONE, None
+
     def delete_topic(self, name: str) -> tuple[int, str | None]:
         if self.topic(name) is None:
             return E.UNKNOWN_TOPIC_OR_PARTITION, f"unknown topic {name!r}"

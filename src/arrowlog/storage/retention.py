@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from .._native import core
+from ..errors import OffsetOutOfRangeError
 from .segment import segment_path
 
 
@@ -60,6 +61,32 @@ class RetentionMixin:
         if deleted:
             self._hint = None
         return deleted
+
+    def delete_records(self, before: int) -> int:
+        """Kafka's DeleteRecords: move the log start offset up to ``before`` (-1: the
+        high watermark), so records below it are no longer readable, and delete the
+        closed segments that lie wholly below it. A ``before`` at or below the current
+        log start changes nothing. Returns the log start offset afterwards."""
+        with self._lock, self._append_locked():
+            st = self.state.snapshot()
+            end = st["next_offset"]
+            target = end if before == -1 else before
+            if not 0 <= target <= end:
+                raise OffsetOutOfRangeError(
+                    f"cannot delete records of {self.topic}-{self.partition} below offset {before}: "
+                    f"it must be between 0 and the high watermark {end} (or -1 for the high watermark)")
+            if target <= st["log_start_offset"]:
+                return st["log_start_offset"]
+            self._mark_dirty()
+            self.state.publish(log_start_offset=target)
+            closed = [b for b in self._list_bases() if b < st["active_base_offset"]]
+            for i, b in enumerate(closed):
+                following = closed[i + 1] if i + 1 < len(closed) else st["active_base_offset"]
+                if following > target:
+                    break
+                self._delete_segment_files(b)
+            self._hint = None
+            return target
 
     def _segment_max_timestamp(self, base: int) -> int | None:
         """The largest timestamp of a closed segment (its last time index

@@ -316,9 +316,81 @@ def _txn_checks():
     return {24: add_partitions, 25: with_group, 26: end_txn, 28: txn_offset_commit}
 
 
+# ---- admin APIs (Kafka's ACL requirements for each)
+_create_partitions = _topic_filter("topics", "name", A.ALTER, "results", lambda t: {
+    "name": t["name"], "error_code": E.TOPIC_AUTHORIZATION_FAILED,
+    "error_message": f"not authorised to alter topic {t['name']!r}"})
+
+_delete_records = _topic_filter("topics", "name", A.DELETE, "topics", lambda t: {
+    "name": t["name"], "partitions": [
+        {"partition_index": p["partition_index"], "low_watermark": -1,
+         "error_code": E.TOPIC_AUTHORIZATION_FAILED} for p in t["partitions"]]})
+
+_describe_producers = _topic_filter("topics", "name", A.READ, "topics", lambda t: {
+    "name": t["name"], "partitions": [
+        {"partition_index": i, "error_code": E.TOPIC_AUTHORIZATION_FAILED, "error_message": "not authorised",
+         "active_producers": []} for i in t["partition_indexes"]]})
+
+
+def _alter_configs(allowed, authorizer, principal, host, ctx, req, handler, broker):
+    def ok(r):
+        if r["resource_type"] == A.TOPIC:
+            return allowed(A.ALTER_CONFIGS, A.TOPIC, r["resource_name"])
+        return allowed(A.ALTER_CONFIGS, A.CLUSTER, A.CLUSTER_NAME)
+    keep, refused = _split(req["resources"], lambda r: r, ok)
+
+    def finish(resp):
+        resp["responses"] = list(resp["responses"]) + [
+            {"error_code": E.TOPIC_AUTHORIZATION_FAILED if r["resource_type"] == A.TOPIC
+             else E.CLUSTER_AUTHORIZATION_FAILED, "error_message": "not authorised",
+             "resource_type": r["resource_type"], "resource_name": r["resource_name"]} for r in refused]
+        return resp
+    return _then(handler(ctx, {**req, "resources": keep}), finish)
+
+
+def _delete_groups(allowed, authorizer, principal, host, ctx, req, handler, broker):
+    keep, refused = _split(req["groups_names"], lambda g: g, lambda g: allowed(A.DELETE, A.GROUP, g))
+    resp = handler(ctx, {**req, "groups_names": keep})
+    resp["results"] = list(resp["results"]) + [
+        {"group_id": g, "error_code": E.GROUP_AUTHORIZATION_FAILED} for g in refused]
+    return resp
+
+
+def _offset_delete(allowed, authorizer, principal, host, ctx, req, handler, broker):
+    if not allowed(A.DELETE, A.GROUP, req["group_id"]):
+        return {"error_code": E.GROUP_AUTHORIZATION_FAILED, "topics": []}
+    return _offset_delete_topics(allowed, authorizer, principal, host, ctx, req, handler, broker)
+
+
+_offset_delete_topics = _topic_filter("topics", "name", A.READ, "topics", lambda t: {
+    "name": t["name"], "partitions": [
+        {"partition_index": p["partition_index"], "error_code": E.TOPIC_AUTHORIZATION_FAILED}
+        for p in t["partitions"]]})
+
+
+def _cluster_op(op, denied):
+    """A check that needs ``op`` on the cluster for the whole request."""
+    def check(allowed, authorizer, principal, host, ctx, req, handler, broker):
+        if allowed(op, A.CLUSTER, A.CLUSTER_NAME):
+            return handler(ctx, req)
+        return denied(req)
+    return check
+
+
+_elect_leaders = _cluster_op(A.ALTER, lambda req: {"error_code": E.CLUSTER_AUTHORIZATION_FAILED,
+                                                    "replica_election_results": []})
+_alter_reassignments = _cluster_op(A.ALTER, lambda req: {
+    "error_code": E.CLUSTER_AUTHORIZATION_FAILED, "error_message": "not authorised", "responses": []})
+_list_reassignments = _cluster_op(A.DESCRIBE, lambda req: {
+    "error_code": E.CLUSTER_AUTHORIZATION_FAILED, "error_message": "not authorised", "topics": []})
+
+
 _CHECKS = {
     0: _produce_with_txn, 1: _fetch, 2: _list_offsets, 3: _metadata, 8: _offset_commit,
     9: _offset_fetch, 10: _find_coordinator, 15: _describe_groups, 16: _list_groups,
     19: _create_topics, 20: _delete_topics, 22: _init_producer_id, 32: _describe_configs,
+    37: _create_partitions, 33: _alter_configs, 44: _alter_configs, 21: _delete_records, 42: _delete_groups,
+    47: _offset_delete, 61: _describe_producers, 43: _elect_leaders, 45: _alter_reassignments,
+    46: _list_reassignments,
     **{k: _group_member for k in _GROUP_APIS}, **_txn_checks(),
 }
