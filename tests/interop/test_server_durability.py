@@ -349,3 +349,34 @@ def test_a_batch_journaled_before_its_append_is_confirmed_from_the_log(serve, to
     third = make_batch(1, producer_id=pid, epoch=epoch, seq=5)
     assert produce(srv, topic, third)["base_offset"] == 5
     assert high_watermark(srv, topic) == 6
+
+
+def test_producing_to_a_damaged_partition_is_a_storage_error(tmp_path, topic):
+    # A partition whose middle segment is gone: the record is fine, the partition is
+    # not, so the client is told KAFKA_STORAGE_ERROR (it was INVALID_RECORD, which
+    # blames the record), and the server goes on serving.
+    data = tmp_path / "data"
+    with LogDir(str(data)) as d:
+        pl = d.create_topic(topic, 1, {"segment.bytes": 16 * 1024}).partition(0)
+        while len(pl.segment_bases()) < 4:
+            pl.append(make_arrow_batch(20))
+        middle = pl.segment_bases()[1]
+    os.remove(os.path.join(str(data), "topics", topic, "0", f"{middle:020d}.log"))
+    srv = ServerProcess(data)
+    try:
+        r = produce(srv, topic, make_batch(3))
+        assert r["error_code"] == 56, r  # KAFKA_STORAGE_ERROR
+        assert "arrowlog recover" in (r.get("error_message") or ""), r
+        still_serving(srv)
+    finally:
+        assert srv.stop() == 0, srv.log()
+
+
+def make_arrow_batch(n: int):
+    import pyarrow as pa
+
+    from arrowlog.schema import PRODUCE_SCHEMA
+    types = [f.type for f in PRODUCE_SCHEMA]  # timestamp, key, value, headers
+    return pa.RecordBatch.from_arrays([pa.array([0] * n, types[0]), pa.nulls(n, types[1]),
+                                       pa.array([b"x" * 400] * n, types[2]), pa.nulls(n, types[3])],
+                                      schema=PRODUCE_SCHEMA)

@@ -499,7 +499,7 @@ class Broker:
                 try:
                     base = await self._call(offload, pl.append, b.records, min_timestamp=b.min_record_timestamp,
                                             max_timestamp=b.max_record_timestamp)
-                except OSError as exc:  # StorageError included
+                except (OSError, AE.CorruptRecordError) as exc:  # StorageError, or a damaged partition
                     self.txns.end_batch(topic, index, b.producer_id, expected, None)
                     log.error("append to %s-%d failed: %s", topic, index, exc)
                     return {**fail, "error_code": E.KAFKA_STORAGE_ERROR, "error_message": str(exc)}
