@@ -115,14 +115,15 @@ print(arrowlog.replay({data!r}, "smoke").num_records)
 # The unit suite and the integration suites of the public API (library, CLI,
 # both backends), run against the installed package: the compiled code the
 # wheel carries (built with the wheel's own flags) and its Python files. Left
-# out: the source-tree checks (lint, stubs against the tree), the browser and
+# out: the source-tree checks (lint, stubs, schema and import layering read the
+# tree), the browser and
 # subprocess-heavy suites, and this file.
 INSTALLED_SUITES = ["tests/unit", "tests/integration/test_produce_consume.py",
                     "tests/integration/test_library_errors.py", "tests/integration/test_backends.py",
                     "tests/integration/test_cli_commands.py", "tests/integration/test_compaction.py",
                     "tests/integration/test_json_columns.py", "tests/integration/test_retention_defaults.py",
                     "tests/integration/test_transactions_library.py", "tests/integration/test_dataset.py"]
-INSTALLED_SKIP = ["tests/unit/test__sourcecode.py"]
+INSTALLED_SKIP = ["tests/unit/test__sourcecode.py", "tests/unit/test_schema.py", "tests/unit/test_import_layers.py"]
 
 
 def test_native_storage_and_client_suites_pass_against_the_installed_package(installed):

@@ -16,11 +16,15 @@ import json
 import os
 import threading
 
+from arrowlog.config import TOPIC as TOPIC_KEYS
 from arrowlog.storage.files import write_json_atomic
 
-# The topic configs the storage layer stores and applies (arrowlog.config.TOPIC).
-HONOURED = {"cleanup.policy", "compression.type", "index.interval.bytes", "max.message.bytes",
-            "retention.bytes", "retention.ms", "segment.bytes", "segment.ms"}
+# The topic configs the storage layer stores and applies: the Kafka-named keys of
+# arrowlog.config.TOPIC (one list for the library, the CLI and the wire).
+HONOURED = {k.name for k in TOPIC_KEYS} - {"partitions", "value.schema"}
+# arrowlog's own topic configs a Kafka client may set: the schema registry subject
+# whose schema types the topic (docs/REGISTRY.md), taken by the registry's topic store.
+ARROWLOG_TOPIC_CONFIGS = {"value.schema.subject"}
 
 _LONG, _INT, _BOOL, _DOUBLE, _STRING, _LIST = "long", "int", "boolean", "double", "string", "list"
 
@@ -61,6 +65,8 @@ _LONG_RANGE = (-(1 << 63), (1 << 63) - 1)
 def check(name: str, value: str | None) -> str | None:
     """Why ``name=value`` is not a valid Kafka topic config, or None. A None value
     (reset to the default) is always valid for a known name."""
+    if name in ARROWLOG_TOPIC_CONFIGS:
+        return None
     kind = KAFKA_TOPIC_CONFIGS.get(name)
     if kind is None:
         return f"unknown topic config name {name!r} (Kafka's topic configs are accepted; see docs/PROTOCOL.md)"
@@ -110,7 +116,7 @@ def split(configs: dict) -> tuple[dict, dict, str | None]:
             honoured[name] = "none" if stored_as_none else value
             ignored[name] = value if stored_as_none else None
         else:
-            (honoured if name in HONOURED else ignored)[name] = value
+            (honoured if name in HONOURED or name in ARROWLOG_TOPIC_CONFIGS else ignored)[name] = value
     return honoured, ignored, None
 
 
