@@ -254,11 +254,8 @@ class Browser:
         found: list[Row] = []
         reader = RangeReader(pl, start, high)  # offsets may have gaps (compaction): read until the page is full
         while not reader.done and len(found) < rows:
-            before = reader.position
             frames = reader.read(READ_BYTES)
             if not frames:
-                if reader.position > before:
-                    continue  # only offsets the cleaner removed
                 break
             for fr in frames:  # each starts at the cursor: sliced by the reader
                 take = min(fr.rows, rows - len(found))
@@ -297,11 +294,8 @@ class Browser:
         scalar = pa.scalar(key, pa.binary())
         reader = RangeReader(pl, pos, high)
         while not reader.done and len(found) < rows and time.monotonic() < deadline:
-            before = reader.position
             frames = reader.read(READ_BYTES)
             if not frames:
-                if reader.position > before:
-                    continue  # only offsets the cleaner removed
                 break
             for fr in frames:  # each starts at the cursor: sliced by the reader
                 batch = fr.batch

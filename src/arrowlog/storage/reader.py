@@ -69,8 +69,8 @@ class RangeReader:
 
         A sliced frame keeps the stored frame's ``size`` and timestamp
         bounds; ``base_offset``, ``record_count`` and ``batch`` describe the
-        slice. The cursor moves past what is returned; ``[]`` with the
-        cursor moved means the offsets read were all removed by the cleaner."""
+        slice. The cursor moves past what is returned, and past offsets the
+        cleaner removed: ``[]`` means there is nothing more (yet)."""
         log = self.log
         while not self.done:
             try:
@@ -85,7 +85,11 @@ class RangeReader:
                         f"offset {nxt} is outside {low}..{high} of {log.topic}-{log.partition}") from None
                 self.position = nxt if self.end is None else min(nxt, self.end)
                 continue
-            return self._take(frames)
+            before = self.position
+            out = self._take(frames)
+            if out or self.position == before:
+                return out
+            # only offsets the cleaner removed (compaction): read on past them
         return []
 
     def _take(self, frames: list[Frame]) -> list[Frame]:

@@ -362,9 +362,7 @@ class Consumer:
                 f.position = self._reset_position(f.topic, f.tp[1], low, high, f.position)
                 continue
             if not frames:
-                if f.reader.position > f.position:  # only offsets the cleaner removed: step past them
-                    f.position = f.reader.position
-                    continue
+                f.position = f.reader.position  # past offsets the cleaner removed, if any
                 return False
             frames, skip_to = self._txns.visible(f.topic, f.tp[1], frames, max(high, f.position),
                                                  self._committed_only)

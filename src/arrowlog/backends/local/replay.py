@@ -220,11 +220,8 @@ class Replay:
         lo, hi = self.ranges[p]
         reader = RangeReader(self._topic.partition(p), lo, hi)
         while not reader.done:
-            before = reader.position
             frames = reader.read(READ_BYTES)
             if not frames:
-                if reader.position > before:
-                    continue  # only offsets the cleaner removed
                 break
             for fr in frames:
                 if not self._txns.skipped(self.topic, p, fr, self._committed_only):
