@@ -208,7 +208,7 @@ class Broker:
         self.store = Store(data_dir, cluster_id)
         self.typed = None  # arrowlog.registry.typed.TypedTopics when the schema registry runs
         self.offsets = GroupOffsetStore(data_dir)
-        self.groups = GroupCoordinator(self.offsets, config.group_initial_rebalance_delay_ms)
+        self.groups = GroupCoordinator(self.offsets, config.group_initial_rebalance_delay_ms, self.store.log)
         self.producers = ProducerRegistry(data_dir)
         self.txns = TransactionCoordinator(data_dir, self.producers, self.offsets, self._partition,
                                            self._appended)
@@ -730,6 +730,9 @@ class Broker:
                 pcode = code
                 if pcode == E.NONE and (known is None or not 0 <= idx < known.num_partitions):
                     pcode = E.UNKNOWN_TOPIC_OR_PARTITION
+                if pcode == E.NONE and not self.groups.commit_allowed(req["group_id"], req["member_id"],
+                                                                      ct["name"], idx):
+                    pcode = E.ILLEGAL_GENERATION   # another member owns it now
                 if pcode == E.NONE:
                     updates.setdefault(ct["name"], {})[idx] = {
                         "offset": cp["committed_offset"], "metadata": cp["committed_metadata"],

@@ -1,0 +1,71 @@
+"""Kafka's consumer protocol: the subscription and assignment blobs that
+JoinGroup and SyncGroup carry opaquely for ``protocol_type == "consumer"``.
+
+Both are read from clients, so every count and length is checked against the
+bytes that are there; a blob that does not parse reads as empty.
+"""
+
+from __future__ import annotations
+
+import struct
+
+
+def _string(meta: bytes, pos: int) -> tuple[str, int]:
+    (length,) = struct.unpack_from(">h", meta, pos)
+    pos += 2
+    if length < 0 or pos + length > len(meta):
+        raise ValueError("string length out of range")
+    return bytes(meta[pos:pos + length]).decode("utf-8"), pos + length
+
+
+def _count(meta: bytes, pos: int, item_size: int) -> tuple[int, int]:
+    (n,) = struct.unpack_from(">i", meta, pos)
+    pos += 4
+    if n < 0 or n * item_size > len(meta) - pos:
+        raise ValueError("array count out of range")
+    return n, pos
+
+
+def consumer_subscription(meta: bytes) -> set[str]:
+    """The topics of a consumer-protocol subscription (version, then an array of
+    topic names); an empty set for metadata that is not one (any other protocol)."""
+    try:
+        n, pos = _count(meta, 2, 2)
+        topics = set()
+        for _ in range(n):
+            topic, pos = _string(meta, pos)
+            topics.add(topic)
+        return topics
+    except (struct.error, ValueError):
+        return set()
+
+
+def decode_assignment(blob: bytes) -> set[tuple[str, int]]:
+    """The (topic, partition)s of a consumer-protocol assignment (version, then an
+    array of topic and partition array; user data after is ignored)."""
+    try:
+        n, pos = _count(blob, 2, 6)
+        out = set()
+        for _ in range(n):
+            topic, pos = _string(blob, pos)
+            count, pos = _count(blob, pos, 4)
+            for p in struct.unpack_from(f">{count}i", blob, pos):
+                out.add((topic, p))
+            pos += 4 * count
+        return out
+    except (struct.error, ValueError):
+        return set()
+
+
+def encode_assignment(parts: list[tuple[str, int]]) -> bytes:
+    """A version 0 consumer-protocol assignment of ``parts`` with empty user data."""
+    by_topic: dict[str, list[int]] = {}
+    for topic, p in parts:
+        by_topic.setdefault(topic, []).append(p)
+    out = [struct.pack(">hi", 0, len(by_topic))]
+    for topic in sorted(by_topic):
+        name = topic.encode()
+        ps = sorted(by_topic[topic])
+        out.append(struct.pack(f">h{len(name)}si{len(ps)}i", len(name), name, len(ps), *ps))
+    out.append(struct.pack(">i", 0))
+    return b"".join(out)

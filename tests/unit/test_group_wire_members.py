@@ -1,0 +1,124 @@
+"""The server's coordinator and the file-based group as one group, driven
+directly: wire members become member files, hold owner locks for their
+partitions, and share one assignment with in-process members."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+
+import pytest
+
+from arrowlog.groups import GroupAdmin
+from arrowlog.groups.membership import MemberInfo, Membership, OwnerLocks, current_owners
+from arrowlog.groups.store import GroupDir
+from arrowlog.server import errors as E
+from arrowlog.server.consumer_protocol import consumer_subscription, decode_assignment, encode_assignment
+from arrowlog.server.groups import GroupCoordinator
+from arrowlog.server.offsets import GroupOffsetStore
+from arrowlog.storage import LogDir
+
+
+def subscription(*topics: str) -> bytes:
+    body = b"".join(struct.pack(">h", len(t)) + t.encode() for t in topics)
+    return struct.pack(">hi", 0, len(topics)) + body + struct.pack(">i", -1)
+
+
+def join_req(group, member_id="", topics=("t",)):
+    return {"group_id": group, "session_timeout_ms": 10_000, "rebalance_timeout_ms": 2000,
+            "member_id": member_id, "group_instance_id": None, "protocol_type": "consumer",
+            "protocols": [{"name": "range", "metadata": subscription(*topics)}]}
+
+
+def sync_req(group, join, assignments=()):
+    return {"group_id": group, "generation_id": join["generation_id"], "member_id": join["member_id"],
+            "assignments": [{"member_id": m, "assignment": a} for m, a in assignments]}
+
+
+@pytest.fixture
+def data(tmp_path):
+    with LogDir(str(tmp_path)) as log:
+        log.create_topic("t", partitions=6)
+        yield tmp_path, log
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 20))
+
+
+def test_consumer_protocol_blobs_round_trip_and_hostile_ones_read_empty():
+    parts = [("t", 2), ("t", 0), ("u", 5)]
+    assert decode_assignment(encode_assignment(parts)) == set(parts)
+    assert consumer_subscription(subscription("a", "b")) == {"a", "b"}
+    assert decode_assignment(struct.pack(">hi", 0, 1 << 30)) == set()           # count beyond the bytes
+    assert decode_assignment(struct.pack(">hih", 0, 1, 50) + b"t") == set()     # name beyond the bytes
+    assert decode_assignment(struct.pack(">hih1si", 0, 1, 1, b"t", 1 << 29)) == set()
+    assert consumer_subscription(b"\x00") == set()
+
+
+def test_wire_member_is_a_member_file_holding_its_partitions(data):
+    path, log = data
+
+    async def main():
+        gc = GroupCoordinator(GroupOffsetStore(path), 10, log)
+        gc.start()
+        j = await gc.join(join_req("g"), "rdkafka/../x", "h", 5)
+        assert "/" not in j["member_id"]                   # the member id is also a file name
+        admin = GroupAdmin(str(path))
+        assert [m.member_id for m in admin.live_members("g")] == [j["member_id"]]
+        mine = encode_assignment([("t", p) for p in range(6)])
+        s = await gc.sync(sync_req("g", j, [(j["member_id"], mine)]))
+        assert s["assignment"] == mine
+        assert current_owners(GroupDir(str(path / "groups"), "g")) == {("t", p): j["member_id"] for p in range(6)}
+        gc.leave({"group_id": "g", "member_id": j["member_id"]}, 1)
+        assert admin.live_members("g") == [] and current_owners(GroupDir(str(path / "groups"), "g")) == {}
+        await gc.stop()
+    run(main())
+
+
+def test_with_an_in_process_member_the_server_hands_out_the_shared_plan(data):
+    path, log = data
+    gdir = GroupDir(str(path / "groups"), "g")
+    # an in-process member (same process: flock locks are per open file) holding partitions 0-2,
+    # with the lowest member id, so range gives it 0-2 and the wire member 3-5
+    local = Membership(gdir, MemberInfo("a-local", "local", os.getpid(), "h", ["t"]))
+    local.join()
+    locks = OwnerLocks(gdir, "a-local")
+    for p in range(4):
+        assert locks.try_acquire(("t", p))
+
+    async def main():
+        gc = GroupCoordinator(GroupOffsetStore(path), 10, log)
+        gc.start()
+        j = await gc.join(join_req("g"), "wire", "h", 5)
+        everything = encode_assignment([("t", p) for p in range(6)])   # the leader's own idea: ignored
+        syncing = asyncio.ensure_future(gc.sync(sync_req("g", j, [(j["member_id"], everything)])))
+        await asyncio.sleep(0.1)
+        assert not syncing.done()          # partition 3 is still held by the in-process member
+        locks.release(("t", 3))            # it lets go at its next poll
+        s = await syncing
+        assert decode_assignment(s["assignment"]) == {("t", 3), ("t", 4), ("t", 5)}
+        owners = current_owners(gdir)
+        assert {p for (_, p), m in owners.items() if m == j["member_id"]} == {3, 4, 5}
+        # a wire member may not commit a partition the in-process member holds
+        assert not gc.commit_allowed("g", j["member_id"], "t", 0)
+        assert gc.commit_allowed("g", j["member_id"], "t", 4)
+        described = gc.describe("g")["members"]
+        assert sorted(m["member_id"] for m in described) == ["a-local", j["member_id"]]
+
+        # the in-process member leaves: the wire member is told to rejoin, and then gets all six
+        locks.release_all()
+        local.leave()
+        beat = {"group_id": "g", "generation_id": j["generation_id"], "member_id": j["member_id"]}
+        for _ in range(200):
+            if gc.heartbeat(beat)["error_code"] == E.REBALANCE_IN_PROGRESS:
+                break
+            await asyncio.sleep(0.02)
+        assert gc.heartbeat(beat)["error_code"] == E.REBALANCE_IN_PROGRESS
+        j2 = await gc.join(join_req("g", j["member_id"]), "wire", "h", 5)
+        s2 = await gc.sync(sync_req("g", j2, [(j["member_id"], everything)]))
+        assert decode_assignment(s2["assignment"]) == {("t", p) for p in range(6)}
+        await gc.stop()
+        assert current_owners(gdir) == {}            # a stopped server lets every partition go
+    run(main())
