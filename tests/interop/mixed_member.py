@@ -1,5 +1,5 @@
 """One member of a mixed consumer group, run as its own process by
-test_mixed_group.py: ``python mixed_member.py wire|local <bootstrap|data dir> <group> <topic>``.
+test_mixed_group.py: ``python mixed_member.py wire|local <bootstrap|data dir> <group> <topic> [strategy]``.
 
 A ``wire`` member is confluent-kafka over ``arrowlog serve``; a ``local`` member
 is an in-process arrowlog.Consumer on the server's data directory. Both print
@@ -19,16 +19,19 @@ BATCH = 20
 
 def main() -> None:
     kind, where, group, topic = sys.argv[1:5]
+    strategy = sys.argv[5] if len(sys.argv) > 5 else "range"
     if kind == "wire":
         import confluent_kafka as ck
         consumer = ck.Consumer({"bootstrap.servers": where, "group.id": group, "auto.offset.reset": "earliest",
                                 "enable.auto.commit": False, "session.timeout.ms": 6000,
-                                "heartbeat.interval.ms": 100, "client.id": "wire-member"})
+                                "heartbeat.interval.ms": 100, "client.id": "wire-member",
+                                "partition.assignment.strategy": strategy})
         exc_type: type[Exception] = ck.KafkaException
     else:
         import arrowlog
         consumer = arrowlog.Consumer({"log.dir": where, "group.id": group, "auto.offset.reset": "earliest",
-                                      "enable.auto.commit": False, "client.id": "local-member"})
+                                      "enable.auto.commit": False, "client.id": "local-member",
+                                      "partition.assignment.strategy": strategy})
         exc_type = arrowlog.KafkaException
     owned: set[int] = set()
     stop = []

@@ -40,10 +40,10 @@ ALL = set(range(PARTITIONS))
 class MemberProcess:
     """A group member in a child process; its stdout lines are collected by a thread."""
 
-    def __init__(self, kind: str, where: str, group: str, topic: str):
+    def __init__(self, kind: str, where: str, group: str, topic: str, strategy: str = "range"):
         env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.kind = kind
-        self.proc = subprocess.Popen([sys.executable, MEMBER, kind, where, group, topic],
+        self.proc = subprocess.Popen([sys.executable, MEMBER, kind, where, group, topic, strategy],
                                      stdout=subprocess.PIPE, env=env, text=True)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -102,12 +102,12 @@ def produce(data_dir, topic: str, first: int, n: int) -> list[str]:
     return values
 
 
-def start_mixed_group(srv, topic: str, group: str, members: list) -> tuple:
+def start_mixed_group(srv, topic: str, group: str, members: list, strategy: str = "range") -> tuple:
     resp = call(srv, M.CREATE_TOPICS, 7, {"topics": [{"name": topic, "num_partitions": PARTITIONS,
                                                       "replication_factor": 1}]})
     assert resp["topics"][0]["error_code"] == 0
     produced = produce(srv.data_dir, topic, 0, 600)
-    wire = MemberProcess("wire", srv.bootstrap, group, topic)
+    wire = MemberProcess("wire", srv.bootstrap, group, topic, strategy)
     members.append(wire)
     local = MemberProcess("local", str(srv.data_dir), group, topic)
     members.append(local)
@@ -174,6 +174,25 @@ def test_server_killed_lets_in_process_member_take_all(served):
         wait_for(lambda: set(wire.records()) | set(local.records()) >= set(produced),
                  "the in-process member to read everything")
         assert_read_once(members, produced, allowed_twice=BATCH)
+    finally:
+        for m in members:
+            m.cleanup()
+
+
+def test_cooperative_wire_member_shares_with_in_process_member(served):
+    """A cooperative-sticky wire member keeps its partitions across rejoins: it gives
+    the in-process member half without a gap, and takes all back when it leaves."""
+    members: list[MemberProcess] = []
+    try:
+        wire, local, produced = start_mixed_group(served, "orders", "g-coop", members, "cooperative-sticky")
+        before = len(local.records())
+        produced += produce(served.data_dir, "orders", 600, 3000)
+        wait_for(lambda: len(local.records()) > before, "the local member to read on")
+        local.stop("close")
+        wait_for(lambda: wire.owned() == ALL, "the wire member to take all partitions")
+        produced += produce(served.data_dir, "orders", 3600, 600)
+        wait_for(lambda: set(wire.records()) | set(local.records()) >= set(produced), "every record to be read")
+        assert_read_once(members, produced, allowed_twice=0)
     finally:
         for m in members:
             m.cleanup()

@@ -27,7 +27,7 @@ import os
 from typing import Any
 
 from .assignors import Assignment, plan
-from .membership import MemberInfo, MemberRegistry, Membership, OwnerLocks, try_lock, owner_path
+from .membership import MemberInfo, MemberRegistry, Membership, OwnerLocks, owner_path, try_lock
 from .store import GroupDir
 
 log = logging.getLogger("arrowlog.groups.wire")
@@ -68,11 +68,14 @@ class WireSeat:
         self.membership = Membership(self.gdir, self.info)
         self.membership.join()
 
-    def hold(self, parts: set[TopicPart]) -> list[TopicPart]:
+    def hold(self, parts: set[TopicPart], *, release: bool = True, acquire: bool = True) -> list[TopicPart]:
         """Keep exactly ``parts`` locked: release the others, lock what is missing.
         Returns the partitions still locked by someone else (empty: all held)."""
-        for tp in [tp for tp in self.locks if tp not in parts]:
-            self.locks.release(tp)
+        if release:
+            for tp in [tp for tp in self.locks if tp not in parts]:
+                self.locks.release(tp)
+        if not acquire:
+            return []
         return [tp for tp in sorted(parts) if not self.locks.try_acquire(tp)]
 
     def owns(self, tp: TopicPart) -> bool:

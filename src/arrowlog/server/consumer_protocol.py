@@ -40,21 +40,45 @@ def consumer_subscription(meta: bytes) -> set[str]:
         return set()
 
 
+def _partitions(blob: bytes, pos: int) -> tuple[set[tuple[str, int]], int]:
+    """An array of (topic, array of partition) from ``pos``."""
+    n, pos = _count(blob, pos, 6)
+    out = set()
+    for _ in range(n):
+        topic, pos = _string(blob, pos)
+        count, pos = _count(blob, pos, 4)
+        for p in struct.unpack_from(f">{count}i", blob, pos):
+            out.add((topic, p))
+        pos += 4 * count
+    return out, pos
+
+
 def decode_assignment(blob: bytes) -> set[tuple[str, int]]:
     """The (topic, partition)s of a consumer-protocol assignment (version, then an
     array of topic and partition array; user data after is ignored)."""
     try:
-        n, pos = _count(blob, 2, 6)
-        out = set()
-        for _ in range(n):
-            topic, pos = _string(blob, pos)
-            count, pos = _count(blob, pos, 4)
-            for p in struct.unpack_from(f">{count}i", blob, pos):
-                out.add((topic, p))
-            pos += 4 * count
-        return out
+        return _partitions(blob, 2)[0]
     except (struct.error, ValueError):
         return set()
+
+
+def owned_partitions(meta: bytes) -> set[tuple[str, int]] | None:
+    """The partitions a version 1+ subscription says its member still owns (what a
+    cooperative member keeps across a rejoin); None when it does not say."""
+    try:
+        (version,) = struct.unpack_from(">h", meta, 0)
+        if version < 1:
+            return None
+        n, pos = _count(meta, 2, 2)
+        for _ in range(n):
+            _, pos = _string(meta, pos)
+        (length,) = struct.unpack_from(">i", meta, pos)   # user data (-1: null)
+        pos += 4
+        if length > len(meta) - pos:
+            return None
+        return _partitions(meta, pos + max(length, 0))[0]
+    except (struct.error, ValueError):
+        return None
 
 
 def encode_assignment(parts: list[tuple[str, int]]) -> bytes:

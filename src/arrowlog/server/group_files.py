@@ -27,7 +27,7 @@ from typing import Any
 
 from arrowlog.groups.wire import FileGroup, WireSeat, file_strategy
 
-from .consumer_protocol import consumer_subscription, decode_assignment, encode_assignment
+from .consumer_protocol import consumer_subscription, decode_assignment, encode_assignment, owned_partitions
 
 log = logging.getLogger("arrowlog.server.groups")
 
@@ -73,8 +73,8 @@ class FileBridge:
                 if topics:
                     m.seat = files.seat(m.member_id, m.client_id, m.client_host, topics, strategy)
             else:
-                if g.protocol_name != COOPERATIVE:
-                    m.seat.release_all()
+                kept = owned_partitions(m.metadata_for(COOPERATIVE)) if g.protocol_name == COOPERATIVE else None
+                m.seat.hold(kept or set(), acquire=False)   # it gave up everything it does not still own
                 m.seat.update(topics, strategy)
         except OSError as exc:
             log.warning("group %s: cannot register member %s in %s: %s", g.group_id, m.member_id,
@@ -117,9 +117,15 @@ class FileBridge:
         if not g.others:
             return
         target = files.plan(live)
+        held = {tp: m.seat.member_id for m in g.members.values() if m.seat is not None for tp in m.seat.locks}
         for m in g.members.values():
             if m.seat is not None:
-                m.planned = encode_assignment(target.get(m.seat.member_id, []))
+                mine = target.get(m.seat.member_id, [])
+                if g.protocol_name == COOPERATIVE:
+                    # cooperative: a partition another wire member still reads is given once that
+                    # member has revoked it (its assignment lacks it, so it revokes and rejoins)
+                    mine = [tp for tp in mine if held.get(tp, m.seat.member_id) == m.seat.member_id]
+                m.planned = encode_assignment(mine)
 
     def others_changed(self, g) -> bool:
         """Whether the members the server did not register changed since the join
@@ -142,7 +148,10 @@ class FileBridge:
             try:
                 for m in g.members.values():
                     if m.seat is not None:
-                        missing += m.seat.hold(decode_assignment(m.assignment))
+                        # a cooperative member still reads what it loses until it revokes and
+                        # rejoins: those locks go at its JoinGroup
+                        missing += m.seat.hold(decode_assignment(m.assignment),
+                                               release=g.protocol_name != COOPERATIVE)
             except OSError as exc:
                 log.warning("group %s: cannot lock its partitions: %s", g.group_id, exc)
                 return True

@@ -460,6 +460,8 @@ class GroupCoordinator:
         if g is not None and g.members:
             return E.NON_EMPTY_GROUP
         known = g is not None or group_id in self.store.groups()
+        if known and self.files.other_members(g or Group(group_id)):
+            return E.NON_EMPTY_GROUP   # in-process members are reading
         if not known:
             return E.GROUP_ID_NOT_FOUND
         if g is not None:
