@@ -194,3 +194,15 @@ def test_static_member_restart_keeps_its_member_file(data):
         assert len(current_owners(gdir)) == 6
         await gc.stop()
     run(main())
+
+
+def test_a_wire_subscription_is_recorded_with_valid_topic_names_only(data):
+    path, log = data
+
+    async def main():
+        gc = GroupCoordinator(GroupOffsetStore(path), 10, log)
+        gc.start()
+        await gc.join(join_req("g", topics=("t", "^(a+)+$", "../x")), "wire", "h", 5)
+        assert [m.subscription for m in GroupAdmin(str(path)).live_members("g")] == [["t"]]
+        await gc.stop()
+    run(main())

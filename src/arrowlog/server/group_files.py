@@ -28,6 +28,7 @@ from typing import Any
 from arrowlog.groups.wire import FileGroup, WireSeat, file_strategy
 
 from .consumer_protocol import consumer_subscription, decode_assignment, encode_assignment, owned_partitions
+from .store import valid_topic_name
 
 log = logging.getLogger("arrowlog.server.groups")
 
@@ -36,8 +37,10 @@ COOPERATIVE = "cooperative-sticky"
 
 
 def subscription_of(protocols: list[tuple[str, bytes]]) -> list[str]:
+    """The topics a wire member subscribes to, as its member file records them: only
+    valid topic names (in-process members would read ``^...`` as a regex)."""
     for _, meta in protocols:
-        topics = consumer_subscription(meta)
+        topics = {t for t in consumer_subscription(meta) if valid_topic_name(t)}
         if topics:
             return sorted(topics)
     return []
@@ -119,7 +122,9 @@ class FileBridge:
         target = files.plan(live)
         held = {tp: m.seat.member_id for m in g.members.values() if m.seat is not None for tp in m.seat.locks}
         for m in g.members.values():
-            if m.seat is not None:
+            if m.seat is None:
+                m.planned = encode_assignment([])   # not in the files (no valid subscription): nothing
+            else:
                 mine = target.get(m.seat.member_id, [])
                 if g.protocol_name == COOPERATIVE:
                     # cooperative: a partition another wire member still reads is given once that
