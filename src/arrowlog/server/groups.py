@@ -438,7 +438,7 @@ class GroupCoordinator:
         g = self.groups.get(group_id)
         if g is None:
             known = group_id in self.store.groups()
-            others = self.files.other_members(Group(group_id)) if known else []   # in-process members only
+            others = self._in_process_members(group_id) if known else []
             state = STABLE if others else EMPTY if known else "Dead"
             return {"error_code": E.NONE, "group_id": group_id, "group_state": state,
                     "protocol_type": "consumer" if others else "", "protocol_data": "", "members": others}
@@ -451,6 +451,14 @@ class GroupCoordinator:
                              "member_assignment": m.assignment} for m in g.members.values()]
                 + self.files.other_members(g)}
 
+    def _in_process_members(self, group_id: str) -> list[dict]:
+        """The members of a group the server has no wire members of (DescribeGroups' form)."""
+        g = Group(group_id)
+        try:
+            return self.files.other_members(g)
+        finally:
+            self.files.close(g)
+
     def delete(self, group_id: str) -> int:
         """DeleteGroups for one group: its committed offsets are forgotten. Refused
         (NON_EMPTY_GROUP) while it has members."""
@@ -460,13 +468,14 @@ class GroupCoordinator:
         if g is not None and g.members:
             return E.NON_EMPTY_GROUP
         known = g is not None or group_id in self.store.groups()
-        if known and self.files.other_members(g or Group(group_id)):
+        if known and (self.files.other_members(g) if g is not None else self._in_process_members(group_id)):
             return E.NON_EMPTY_GROUP   # in-process members are reading
         if not known:
             return E.GROUP_ID_NOT_FOUND
         if g is not None:
             if g.rebalance_task:
                 g.rebalance_task.cancel()
+            self.files.close(g)
             del self.groups[group_id]
         try:
             self.store.delete(group_id)
