@@ -33,8 +33,8 @@ def subscription(*topics: str, owned=None) -> bytes:
     return struct.pack(">hi", 1, len(topics)) + body + struct.pack(">i", 2) + b"ud" + encode_assignment(owned)[2:-4]
 
 
-def join_req(group, member_id="", topics=("t",), protocol="range", owned=None, instance=None):
-    return {"group_id": group, "session_timeout_ms": 10_000, "rebalance_timeout_ms": 2000,
+def join_req(group, member_id="", topics=("t",), protocol="range", owned=None, instance=None, session_ms=10_000):
+    return {"group_id": group, "session_timeout_ms": session_ms, "rebalance_timeout_ms": 2000,
             "member_id": member_id, "group_instance_id": instance, "protocol_type": "consumer",
             "protocols": [{"name": protocol, "metadata": subscription(*topics, owned=owned)}]}
 
@@ -204,5 +204,24 @@ def test_a_wire_subscription_is_recorded_with_valid_topic_names_only(data):
         gc.start()
         await gc.join(join_req("g", topics=("t", "^(a+)+$", "../x")), "wire", "h", 5)
         assert [m.subscription for m in GroupAdmin(str(path)).live_members("g")] == [["t"]]
+        await gc.stop()
+    run(main())
+
+
+def test_a_partition_never_let_go_makes_the_wire_members_rebalance_again(data):
+    path, log = data
+    gdir = GroupDir(str(path / "groups"), "g")
+    stuck = Membership(gdir, MemberInfo("a-stuck", "local", os.getpid(), "h", ["t"]))
+    stuck.join()
+    locks = OwnerLocks(gdir, "a-stuck")
+    assert locks.try_acquire(("t", 5))      # not its share, and it never polls to give it up
+
+    async def main():
+        gc = GroupCoordinator(GroupOffsetStore(path), 10, log)
+        gc.start()
+        j = await gc.join(join_req("g", session_ms=2000), "wire", "h", 5)
+        s = await gc.sync(sync_req("g", j))
+        assert s["error_code"] == E.REBALANCE_IN_PROGRESS      # after half its session, not forever
+        assert ("t", 5) not in {tp for tp, m in current_owners(gdir).items() if m == j["member_id"]}
         await gc.stop()
     run(main())
