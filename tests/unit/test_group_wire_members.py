@@ -58,6 +58,13 @@ def run(coro):
 SIX = [("t", p) for p in range(6)]
 
 
+def in_process_member(gdir: GroupDir, member_id: str) -> tuple[Membership, OwnerLocks]:
+    """An in-process member of ``gdir`` (in this process: flock locks are per open file)."""
+    membership = Membership(gdir, MemberInfo(member_id, "local", os.getpid(), "h", ["t"]))
+    membership.join()
+    return membership, OwnerLocks(gdir, member_id)
+
+
 async def sole_member(path, log, client="wire", **join_kw):
     """A started coordinator and the JoinGroup answer of one member that was given all six."""
     gc = GroupCoordinator(GroupOffsetStore(path), 10, log)
@@ -99,11 +106,9 @@ def test_wire_member_is_a_member_file_holding_its_partitions(data):
 def test_with_an_in_process_member_the_server_hands_out_the_shared_plan(data):
     path, log = data
     gdir = GroupDir(str(path / "groups"), "g")
-    # an in-process member (same process: flock locks are per open file) holding partitions 0-2,
+    # an in-process member holding partitions 0-3 (3 it has yet to let go of),
     # with the lowest member id, so range gives it 0-2 and the wire member 3-5
-    local = Membership(gdir, MemberInfo("a-local", "local", os.getpid(), "h", ["t"]))
-    local.join()
-    locks = OwnerLocks(gdir, "a-local")
+    local, locks = in_process_member(gdir, "a-local")
     for p in range(4):
         assert locks.try_acquire(("t", p))
 
@@ -166,8 +171,7 @@ def test_delete_is_refused_while_in_process_members_read(data):
     path, log = data
     gdir = GroupDir(str(path / "groups"), "g")
     GroupOffsetStore(path).commit("g", {"t": {0: {"offset": 1, "metadata": ""}}})
-    local = Membership(gdir, MemberInfo("a-local", "local", os.getpid(), "h", ["t"]))
-    local.join()
+    local, _ = in_process_member(gdir, "a-local")
     gc = GroupCoordinator(GroupOffsetStore(path), 10, log)
     assert gc.delete("g") == E.NON_EMPTY_GROUP
     assert gc.describe("g")["group_state"] == "Stable"
@@ -211,9 +215,7 @@ def test_a_wire_subscription_is_recorded_with_valid_topic_names_only(data):
 def test_a_partition_never_let_go_makes_the_wire_members_rebalance_again(data):
     path, log = data
     gdir = GroupDir(str(path / "groups"), "g")
-    stuck = Membership(gdir, MemberInfo("a-stuck", "local", os.getpid(), "h", ["t"]))
-    stuck.join()
-    locks = OwnerLocks(gdir, "a-stuck")
+    _, locks = in_process_member(gdir, "a-stuck")
     assert locks.try_acquire(("t", 5))      # not its share, and it never polls to give it up
 
     async def main():
