@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from arrowlog.server import errors as E
-from arrowlog.server import transactions as T
+from arrowlog.server import txn_coordinator as T
 from arrowlog.server.producers import ProducerRegistry
 
 
