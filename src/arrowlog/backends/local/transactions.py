@@ -178,6 +178,7 @@ class LocalTransactions:
         self._usable("abort_transaction()")
         self._purge()
         self._end(commit=False)
+        self._producer._serve_reports()
 
     def _end(self, commit: bool) -> None:
         what = "commit_transaction()" if commit else "abort_transaction()"
@@ -225,9 +226,10 @@ class LocalTransactions:
                     if acc.count == 0:
                         continue
                     p._sent(acc.count)
-                    if acc.callbacks:
+                    callbacks = acc.callbacks
+                    if callbacks:
                         batch = acc.to_batch()
-                        for index, cb in acc.callbacks:
+                        for index, cb in callbacks:
                             p._reports.append((cb, err, p._report_message(slot.name, partition, batch, index, -1001)))
 
     # -- batches ----------------------------------------------------------------
