@@ -20,15 +20,13 @@ import random
 import subprocess
 import sys
 import textwrap
-import time
 
 import faultlib
+from txnloop import RECORDS, check_exactly_once, kill_and_finish
 
 from arrowlog import Producer, replay
 
 INPUT, OUTPUT, GROUP, TXN_ID = "ctp-in", "ctp-out", "ctp-group", "ctp-loop"
-RECORDS = 300
-DEADLINE_S = 120.0
 
 LOOP = textwrap.dedent("""
     import sys, time
@@ -75,32 +73,7 @@ def test_local_consume_transform_produce_killed_at_random_is_exactly_once(data_d
     with Producer({"log.dir": data_dir}) as p:
         for i in range(RECORDS):
             p.produce(INPUT, value=b"in-%05d" % i, partition=0)
-    kills = faultlib.count(10, 50)
-    for _ in range(kills):
-        loop = run_loop(data_dir)
-        try:
-            assert loop.stdout.readline().strip() == "ready", f"seed {seed}: the loop did not start"
-            # kill after a random number of steps ("produced" into an open transaction,
-            # "committed"), then a little later: before, inside or after a commit
-            for _ in range(rng.randint(0, 6)):
-                if not loop.stdout.readline():
-                    break
-            time.sleep(rng.uniform(0, 0.02))
-        finally:
-            loop.kill()
-            loop.wait(30)
-    last = run_loop(data_dir)
-    try:
-        out, _ = last.communicate(timeout=DEADLINE_S)
-    finally:
-        if last.poll() is None:
-            last.kill()
-            last.wait(30)
-    assert out.strip().endswith("done"), f"seed {seed}: the last run did not finish: {out[-500:]}"
+    kill_and_finish(lambda: run_loop(data_dir), rng, seed)
     with replay(data_dir, OUTPUT) as r:                        # read_committed
         got = r.to_arrow().column("value").to_pylist()
-    expected = [b"in-%05d!" % i for i in range(RECORDS)]
-    missing = sorted(set(expected) - set(got))
-    assert not missing, f"seed {seed}: {len(missing)} input record(s) not in the output, e.g. {missing[:3]}"
-    assert len(got) == len(set(got)), f"seed {seed}: {len(got) - len(set(got))} output record(s) duplicated"
-    assert got == expected, f"seed {seed}: output out of order"
+    check_exactly_once(got, seed)

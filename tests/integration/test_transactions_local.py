@@ -279,7 +279,7 @@ def test_close_aborts_an_open_transaction(data_dir):
 
 def test_one_coordinator_with_arrowlog_serve_on_the_same_directory(data_dir):
     confluent_kafka = pytest.importorskip("confluent_kafka")
-    from test_transactions_cli import start_server, stable_and_end, stop
+    from test_transactions_cli import stable_and_end, start_server, stop
 
     proc, bootstrap = start_server(data_dir)
     try:
