@@ -171,7 +171,7 @@ CONSUMER = COMMON + [
     Key("heartbeat.interval.ms", 3000, _int(1), "Group heartbeat interval."),
     Key("max.poll.interval.ms", 300000, _int(1), "Accepted for Kafka compatibility."),
     Key("isolation.level", "read_committed", _choice("read_committed", "read_uncommitted"), "read_committed "
-        "leaves out records of aborted transactions (written through arrowlog serve) and stops at an open one; "
+        "leaves out records of aborted transactions (in-process or through arrowlog serve) and stops at an open one; "
         "transaction markers are never returned."),
     Key("partition.assignment.strategy", "range", _str, "Accepted for Kafka compatibility."),
     Key("group.instance.id", None, _str, "Accepted for Kafka compatibility."),
