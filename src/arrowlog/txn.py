@@ -2,7 +2,7 @@
 
 ``arrowlog serve`` and transactional in-process producers keep one transaction
 state in ``<data>/transactions/`` (server/txn_coordinator.py,
-docs/PROTOCOL.md#transactions); in-process readers of the same directory use it
+docs/PROTOCOL.md#transactions, server/txn_state.py); in-process readers of the same directory use it
 through :class:`TransactionView`:
 
 - control records (a transaction's COMMIT/ABORT markers, docs/FORMAT.md) are
@@ -73,9 +73,9 @@ class TransactionView:
     def _refresh(self) -> Any:
         """The coordinator state (read-only), None while no transaction was ever begun here."""
         if self._state is None and os.path.isdir(self._dir):
-            from .server.txn_coordinator import TransactionCoordinator
+            from .server.txn_state import TxnState
 
-            self._state = TransactionCoordinator(self._data_dir, None, None, None, None, read_only=True)
+            self._state = TxnState(self._data_dir, read_only=True)
         return self._state
 
     def readable_end(self, topic: str, partition: int, high_watermark: int, committed_only: bool) -> int:

@@ -171,9 +171,9 @@ STUCK_CHILD = """
 
 
 def txn_state(data: str, txn_id: str) -> dict:
-    from arrowlog.server.txn_coordinator import TransactionCoordinator
+    from arrowlog.server.txn_state import TxnState
 
-    txns = TransactionCoordinator(data, None, None, None, None, read_only=True).describe()
+    txns = TxnState(data, read_only=True).describe()
     return next(t for t in txns if t["transactional_id"] == txn_id)
 
 

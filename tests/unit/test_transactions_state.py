@@ -7,6 +7,7 @@ import os
 
 from arrowlog.server import errors as E
 from arrowlog.server import txn_coordinator as T
+from arrowlog.server import txn_state as S
 from arrowlog.server.producers import ProducerRegistry
 
 
@@ -117,8 +118,8 @@ def test_compaction_forgets_expired_ids_and_what_retention_removed(tmp_path):
     assert txns.end_txn("old", pid, epoch, commit=False) == E.NONE      # ABORT marker at 2
     _, other, other_epoch = txns.init_producer_id("open", 60000)
     produce(txns, parts, "t", other, other_epoch, 1)                  # open at 3
-    txns.txns["old"].last_ms -= T.TRANSACTIONAL_ID_EXPIRATION_MS + 1
-    txns.txns["open"].last_ms -= T.TRANSACTIONAL_ID_EXPIRATION_MS + 1  # open: kept however old
+    txns.txns["old"].last_ms -= S.TRANSACTIONAL_ID_EXPIRATION_MS + 1
+    txns.txns["open"].last_ms -= S.TRANSACTIONAL_ID_EXPIRATION_MS + 1  # open: kept however old
     parts[("t", 0)].log_start_offset = 3                               # retention removed 0-2
     txns.compact()
     assert set(txns.txns) == {"open"}

@@ -15,15 +15,8 @@ import logging
 import struct
 
 from . import errors as E
-from .txn_coordinator import (  # noqa: F401  (re-exported: the server's and the CLI's names)
-    CONTROL_HEADER,
-    OPEN_STATES,
-    PRODUCER_FENCED,
-    TransactionCoordinator,
-    Txn,
-    control_record_columns,
-    is_control_headers,
-)
+from .txn_coordinator import PRODUCER_FENCED, TransactionCoordinator  # noqa: F401  (the broker's names)
+from .txn_state import CONTROL_HEADER, OPEN_STATES, Txn, control_record_columns, is_control_headers  # noqa: F401
 
 log = logging.getLogger("arrowlog.server")
 
