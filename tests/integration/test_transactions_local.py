@@ -327,3 +327,17 @@ def test_one_coordinator_with_arrowlog_serve_on_the_same_directory(data_dir):
         fencer.close()
     finally:
         stop(proc)
+
+
+def test_produce_batch_goes_into_the_transaction(data_dir):
+    p = txn_producer(data_dir)
+    p.begin_transaction()
+    assert p.produce_batch(TOPIC, [b"x0", b"x1"]) == 2
+    p.abort_transaction()
+    p.begin_transaction()
+    assert p.produce_batch(TOPIC, [b"b0", b"b1", b"b2"]) == 3
+    assert replayed(data_dir) == []                            # appended, not yet committed
+    p.commit_transaction()
+    p.close()
+    assert replayed(data_dir) == [b"b0", b"b1", b"b2"]
+    assert replayed(data_dir, "read_uncommitted") == [b"x0", b"x1", b"b0", b"b1", b"b2"]

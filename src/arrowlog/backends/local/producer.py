@@ -26,6 +26,10 @@ reports the error to the callbacks of the records it held, and raises from
 the next ``produce()``, ``poll()`` or ``flush()``: nothing after the error
 is acknowledged.
 
+With a ``transactional.id`` the producer has confluent-kafka's transactions
+(``init_transactions()`` ... ``commit_transaction()``; transactions.py and
+docs/CLIENTS.md#transactions): each batch goes into the open transaction.
+
 Thread-safety: one Producer may be shared by threads (calls hold the GIL;
 appends to one partition are serialised). Many producers, in any number of
 processes, may write to the same partitions.
