@@ -110,7 +110,6 @@ class Txn:
                 "groups": sorted(self.groups)}
 
 
-
 def _exclusive(method):
     """Run ``method`` holding the coordinator's lock, on the state as every process left it."""
     @functools.wraps(method)
@@ -118,7 +117,6 @@ def _exclusive(method):
         with self.locked():
             return method(self, *args, **kwargs)
     return locked
-
 
 
 class TxnState(Journaled):
