@@ -340,3 +340,15 @@ def test_produce_batch_goes_into_the_transaction(data_dir):
     p.close()
     assert replayed(data_dir) == [b"b0", b"b1", b"b2"]
     assert replayed(data_dir, "read_uncommitted") == [b"x0", b"x1", b"b0", b"b1", b"b2"]
+
+
+def test_transaction_state_that_cannot_be_opened_is_a_clear_storage_error(data_dir):
+    from arrowlog.errors import StorageError
+
+    Producer({"log.dir": data_dir}).close()
+    with open(f"{data_dir}/transactions", "w") as f:            # in the way of the state's directory
+        f.write("not a directory")
+    p = Producer({"log.dir": data_dir, "transactional.id": "etl"})
+    with pytest.raises(StorageError, match="cannot open the transaction state .*writable data directory"):
+        p.init_transactions()
+    p.close()

@@ -32,7 +32,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..._types import TopicPartition
-from ...errors import ArrowlogError, KafkaError, KafkaException
+from ...errors import ArrowlogError, KafkaError, KafkaException, StorageError
 
 NONE = 0
 # coordinator answers that mean this producer was replaced (or timed out and was fenced)
@@ -67,8 +67,13 @@ class LocalTransactions:
             from ...server.txn_coordinator import TransactionCoordinator
 
             path = self._producer._log.path
-            self._coord = TransactionCoordinator(path, None, GroupOffsetStore(path), self._partition,
-                                                 self._producer._dirty.add, owner=False)
+            try:
+                self._coord = TransactionCoordinator(path, None, GroupOffsetStore(path), self._partition,
+                                                     self._producer._dirty.add, owner=False)
+            except OSError as exc:
+                raise StorageError(exc.errno, f"transactional.id={self.txn_id!r}: cannot open the transaction "
+                                   f"state {path}/transactions ({exc.strerror or exc}): transactions need a "
+                                   "writable data directory") from None
         return self._coord
 
     def _partition(self, topic: str, index: int) -> tuple:
