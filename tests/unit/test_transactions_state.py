@@ -184,3 +184,14 @@ def test_a_batch_in_flight_when_another_process_aborts_its_transaction_stays_abo
     assert lib.last_stable_offset("t", 0, 3) == 3
     lib._refresh()
     assert lib.is_aborted("t", 0, 1) and not lib.is_aborted("t", 0, 0)
+
+
+def test_unreadable_state_files_are_skipped_with_a_word(tmp_path, caplog):
+    parts = {}
+    os.makedirs(tmp_path / "transactions")
+    (tmp_path / "transactions" / "snapshot.json").write_text("[1, 2]")          # JSON, not a snapshot
+    (tmp_path / "transactions" / "journal").write_text('5\n["a"]\n{"a": 1}\n')   # lines that are not events
+    lib = library(tmp_path, parts)
+    _, pid, epoch = lib.init_producer_id("a", 60000)                          # the state starts empty
+    assert list(lib.txns) == ["a"]
+    assert "snapshot" in caplog.text and "unreadable line" in caplog.text

@@ -86,7 +86,7 @@ class SharedStateFiles(StateFiles):
                 try:
                     with open(self.snapshot_path, "rb") as f:
                         apply_snapshot(json.loads(f.read()))
-                except (ValueError, KeyError, TypeError) as exc:
+                except (ValueError, KeyError, TypeError, AttributeError) as exc:
                     log.error("%s snapshot %s is unreadable (%s): %s", self.what, self.snapshot_path, exc, lost)
             self._tail(apply_event)
             return True
@@ -106,12 +106,12 @@ class SharedStateFiles(StateFiles):
         end = data.rfind(b"\n") + 1          # a line still being written is read next time
         if end <= 0:
             return False
-        for n, line in enumerate(data[:end].split(b"\n")):
+        for line in data[:end].split(b"\n"):
             if not line:
                 continue
             try:
                 apply(json.loads(line))
-            except (ValueError, KeyError, TypeError, IndexError):
+            except (ValueError, KeyError, TypeError, IndexError, AttributeError):
                 log.warning("%s journal: an unreadable line at byte %d skipped", self.what, self._pos)
         self._pos += end
         return True
