@@ -502,6 +502,12 @@ class Consumer:
     def memberid(self) -> str | None:
         return self._group.member_id if self._group is not None else None
 
+    def consumer_group_metadata(self):
+        """The group, for a transactional Producer's send_offsets_to_transaction()."""
+        from ...txn import ConsumerGroupMetadata
+        group = self._require_group("consumer_group_metadata()")
+        return ConsumerGroupMetadata(group.group, group.generation, group.member_id)
+
     def list_topics(self, topic: str | None = None, timeout: float = -1):
         from ...admin import cluster_metadata
         return cluster_metadata(self._log, topic)
