@@ -54,6 +54,7 @@ from ._optional import require
 from .backends.local.replay import READ_BYTES, VALUE_FORMATS, Replay, _JsonValues
 from .errors import ArrowlogError, ConfigError
 from .storage import LogDir
+from .storage.evolution import conform
 from .storage.reader import RangeReader
 
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
@@ -77,6 +78,7 @@ class LogDataset(pads.Dataset):
         self._topic = logdir.topic(topic)
         shape = Replay(logdir, topic, "end", "end")
         self._schema = shape.schema
+        self._envelope = shape._envelope   # frames of older value schemas read in it (storage/evolution.py)
         self._value_fields = [f.name for f in self._topic.value_schema] if self._topic.value_schema is not None \
             else None
         self._json: dict[str, pa.Field] | None = None  # column name -> JSON field, with value_format="json"
@@ -269,7 +271,7 @@ class LogDataset(pads.Dataset):
                     first, last = fr.row_at(start), fr.row_at(end)  # rows: compacted frames have gaps
                     if first < last and self._admits(st, bounds, tlo, thi, field_bounds):
                         picked.append((st, fr, first, last))
-                shaped = self._shape_all([fr.batch for _, fr, _, _ in picked], p, schema)
+                shaped = self._shape_all([conform(fr.batch, self._envelope) for _, fr, _, _ in picked], p, schema)
                 for (st, fr, first, last), out in zip(picked, shaped):
                     missing = [c for c in field_bounds if c not in st.fields and c in schema.names]
                     if missing:
