@@ -527,3 +527,48 @@ def test_a_record_of_another_subject_is_still_refused_after_an_evolution(typed, 
     assert reply["error_code"] == ck.KafkaError.INVALID_RECORD
     assert "not a version of subject" in reply["error_message"]
     assert arrowlog.replay(str(typed.data), topic).num_records == 3
+
+
+def _append_rows(data, name: str, schema, rows: list[dict]) -> None:
+    import pyarrow as pa
+
+    from arrowlog.storage import LogDir
+
+    with LogDir(str(data)) as d:
+        d.topic(name).partition(0).append(pa.RecordBatch.from_pydict({
+            "timestamp": pa.array([1_767_225_600_000] * len(rows), pa.timestamp("ms")),
+            "key": pa.array([None] * len(rows), pa.binary()),
+            "value": pa.array(rows, pa.struct(list(schema))),
+            "headers": pa.nulls(len(rows), pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())])))}))
+
+
+def test_a_library_topic_evolved_by_alter_topic_registers_its_new_version(typed, topic, tmp_path):
+    import pyarrow as pa
+
+    from arrowlog.mirror import mirror
+    from arrowlog.storage import LogDir
+
+    v1 = pa.schema([pa.field("id", pa.int64(), nullable=False), ("name", pa.string())])
+    v2 = pa.schema([pa.field("id", pa.int64(), nullable=False), ("name", pa.string()), ("country", pa.string())])
+    old = [{"id": 1, "name": "a"}, {"id": 2, "name": None}]
+    new = [{"id": 3, "name": "c", "country": "NL"}]
+    mirrored = topic + "-m"
+    for data, name in ((typed.data, topic), (tmp_path / "src", mirrored)):
+        _library_topic(data, name, v1, old)
+        if name == topic:
+            consume(typed, topic, 2)                  # registered as <topic>-value version 1 on first Fetch
+        with LogDir(str(data)) as d:
+            d.alter_topic(name, {"value.schema": v2})
+        _append_rows(data, name, v2, new)
+
+    client = sr.SchemaRegistryClient({"url": typed.url})
+    de = AvroDeserializer(client)
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    assert [de(v, ctx) for v in consume(typed, topic, 3)] == old + new     # each generation with its own id
+    assert client.get_versions(f"{topic}-value") == [1, 2]
+
+    # the mirror writes the newest columns to Kafka, older records with nulls
+    mirror(str(tmp_path / "src"), f"kafka://{typed.bootstrap}", mirrored,
+           kafka_config={"schema.registry.url": typed.url}, progress=lambda line: None)
+    ctx = SerializationContext(mirrored, MessageField.VALUE)
+    assert [de(v, ctx) for v in consume(typed, mirrored, 3)] == [dict(r, country=None) for r in old] + new
