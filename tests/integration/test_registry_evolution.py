@@ -219,3 +219,30 @@ def test_compaction_rewrites_frames_of_an_older_generation(tmp_path):
     assert sorted(table.column("user").to_pylist()) == ["last", "u196", "u197", "u198", "u199"]
     assert table.column("country").to_pylist().count("NL") == 1
     log.close()
+
+
+def test_a_writer_of_an_empty_partition_follows_its_re_created_segment(tmp_path):
+    """This LogDir holds the writer of an empty partition when another one (as another
+    process would) evolves the topic and re-creates that empty segment with the new
+    header: the next append goes to the new file, not to the replaced one."""
+    log = LogDir(tmp_path)
+    log.create_topic("t", 1, {"value.schema": V1})
+    mine = log.topic("t").partition(0)
+    mine._writer_for(mine.state.snapshot())     # its writer is open, as before an append
+    other = LogDir(tmp_path)
+    other.alter_topic("t", {"value.schema": V2})
+    other.topic("t").partition(0).append(_batch(V2, {"user": "b", "n": 7, "country": "FR"}))
+    other.close()
+    mine.append(_batch(V1, {"user": "c", "n": 3}))
+    log.close()
+    table = arrowlog.replay(str(tmp_path), "t").to_arrow()
+    assert table.select(["user", "country"]).to_pylist() == [{"user": "b", "country": "FR"},
+                                                              {"user": "c", "country": None}]
+
+
+def _batch(schema, row):
+    return pa.RecordBatch.from_arrays(
+        [pa.array([0], pa.timestamp("ms", tz="UTC")), pa.array([None], pa.binary()),
+         pa.array([row], pa.struct(list(schema))),
+         pa.array([None], pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())])))],
+        names=["timestamp", "key", "value", "headers"])
