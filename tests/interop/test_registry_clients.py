@@ -572,3 +572,37 @@ def test_a_library_topic_evolved_by_alter_topic_registers_its_new_version(typed,
            kafka_config={"schema.registry.url": typed.url}, progress=lambda line: None)
     ctx = SerializationContext(mirrored, MessageField.VALUE)
     assert [de(v, ctx) for v in consume(typed, mirrored, 3)] == [dict(r, country=None) for r in old] + new
+
+
+def test_an_evolved_topic_serves_both_versions_after_kill9_and_a_hard_delete(tmp_path):
+    data = tmp_path / "data"
+
+    def start():
+        srv = ServerProcess(data, "--registry-listen", "127.0.0.1:0")
+        srv.url = srv.proc.stdout.readline().strip()
+        return srv
+
+    srv = start()
+    try:
+        client = sr.SchemaRegistryClient({"url": srv.url})
+        ctx = SerializationContext("ev", MessageField.VALUE)
+        values = [AvroSerializer(client, _schema(None))(_record(None, 0), ctx)]
+        assert produce(srv, "ev", values) == [None]      # creates the topic with the columns of v1
+        values.append(AvroSerializer(client, _schema("add optional"))(_record("add optional", 1), ctx))
+        assert produce(srv, "ev", values[1:]) == [None]
+    finally:
+        srv.proc.kill()                  # kill -9: the evolution and its pin were already durable
+        srv.stop()
+    srv = start()
+    try:
+        assert consume(srv, "ev", 2) == values
+        client = sr.SchemaRegistryClient({"url": srv.url})
+        client.delete_subject("ev-value")
+        client.delete_subject("ev-value", permanent=True)
+    finally:
+        assert srv.stop() == 0, srv.log()
+    srv = start()
+    try:
+        assert consume(srv, "ev", 2) == values      # each generation's schema is kept with the topic
+    finally:
+        assert srv.stop() == 0, srv.log()
