@@ -79,6 +79,14 @@ def test_duckdb_reads_both_generations_through_the_dataset(evolved):
     assert duckdb.sql("SELECT count(*) FROM ds WHERE n >= 2").fetchall() == [(2,)]
 
 
+def test_polars_and_pandas_read_both_generations(evolved):
+    pl = pytest.importorskip("polars")
+    lf = arrowlog.scan_polars(str(evolved), "clicks")
+    assert lf.filter(pl.col("country").is_null()).select("user").collect()["user"].to_list() == ["u1", "u2"]
+    df = arrowlog.replay(str(evolved), "clicks").to_pandas()
+    assert df["country"].isna().tolist() == [True, True, False] and df["n"].tolist() == [1, 2, 2**40]
+
+
 def test_the_consumer_gives_every_record_the_newest_fields(evolved):
     c = Consumer({"log.dir": str(evolved), "group.id": "g", "auto.offset.reset": "earliest"})
     try:

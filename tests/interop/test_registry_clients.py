@@ -606,3 +606,24 @@ def test_an_evolved_topic_serves_both_versions_after_kill9_and_a_hard_delete(tmp
         assert consume(srv, "ev", 2) == values      # each generation's schema is kept with the topic
     finally:
         assert srv.stop() == 0, srv.log()
+
+
+def test_json_schema_clients_across_an_evolution(typed, topic):
+    # a closed content model: an open one may already hold any "note", so adding it is not BACKWARD
+    v1 = {"type": "object", "title": "Order", "properties": {"id": {"type": "integer"}, "item": {"type": "string"}},
+          "required": ["id", "item"], "additionalProperties": False}
+    v2 = json.loads(json.dumps(v1))
+    v2["properties"]["note"] = {"type": ["string", "null"]}
+    client = sr.SchemaRegistryClient({"url": typed.url})
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    first = [JSONSerializer(json.dumps(v1), client)({"id": 1, "item": "a"}, ctx)]
+    assert produce(typed, topic, first) == [None]
+    second = [JSONSerializer(json.dumps(v2), client)({"id": 2, "item": "b", "note": "n"}, ctx)]
+    assert produce(typed, topic, second) == [None]
+    table = arrowlog.replay(str(typed.data), topic).to_pandas()
+    assert table["note"].isna().tolist() == [True, False] and table["note"][1] == "n"
+    assert table["id"].tolist() == [1, 2]
+    got = consume(typed, topic, 2)
+    assert [v[1:5] for v in got] == [first[0][1:5], second[0][1:5]]    # each with the id it was produced with
+    de = JSONDeserializer(json.dumps(v2))
+    assert [de(v, ctx) for v in got] == [{"id": 1, "item": "a"}, {"id": 2, "item": "b", "note": "n"}]
