@@ -111,7 +111,18 @@ class PartitionStats:
         return skip
 
 
+class _OnlyNulls(tuple):
+    """The range of a frame's field that holds no value (a column added by a later
+    generation of the value schema reads as nulls in older frames): no condition
+    a filter's bounds come from (comparisons, IN) is true of a null."""
+
+
+ONLY_NULLS = _OnlyNulls((None, None))
+
+
 def field_range(array: pa.Array) -> tuple[Any, Any]:
+    if array.null_count == len(array):
+        return ONLY_NULLS
     try:
         mm = pc.min_max(array)
         return mm["min"].as_py(), mm["max"].as_py()

@@ -12,7 +12,9 @@ the scanner turns the filter's conditions on ``partition``, ``offset``,
   that time),
 * frames skipped by their min/max timestamp and offset range, and by
   per-frame min/max of value fields (computed when a filter on the field
-  first reads the frame, then kept for the dataset's later scans),
+  first reads the frame, then kept for the dataset's later scans; a frame
+  whose field is all null, such as one written before an evolution added
+  the field, matches no comparison and is skipped),
 
 reads only the columns the query projects or filters on, and re-applies the
 exact filter on what it read, so conditions it cannot use still give the
@@ -46,7 +48,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from ._dataset_filters import Bounds, arrow_field_refs, arrow_tree, bounds_from_arrow, bounds_from_polars
-from ._dataset_stats import FrameStat, PartitionStats, field_range
+from ._dataset_stats import ONLY_NULLS, FrameStat, PartitionStats, field_range
 from ._json import parse_json_values
 from ._location import is_kafka, open_data_dir
 from ._native.core import murmur2_partition
@@ -294,6 +296,8 @@ class LogDataset(pads.Dataset):
             return False
         for c in field_bounds:
             known = st.fields.get(c)
+            if known is ONLY_NULLS:
+                return False
             if known is not None and not bounds.admits(c, *known):
                 return False
         return True

@@ -176,7 +176,7 @@ class Topic:
         """The schema readers give a frame stored with envelope ``stored``: the topic's
         newest, re-read from topic.json when the frame is of a newer generation than
         this process knew (another process evolved the topic: evolution.py)."""
-        if stored is not self.schema and generation(stored) > generation(self.schema):
+        if not stored.equals(self.schema, check_metadata=True) and generation(stored) > generation(self.schema):
             self.refresh()
         return self.schema
 
