@@ -498,7 +498,8 @@ class PartitionLog(RecoveryMixin, SyncMixin, RetentionMixin, ReadMixin):
         # the stream starts with its schema message: drop those pieces
         pieces = sink.pieces
         # (the cleaner rewrites frames of older value schemas: storage/evolution.py)
-        skip = self._schema_message_size if full.schema is self.schema else full.schema.serialize().size
+        same = full.schema.equals(self.schema, check_metadata=True)
+        skip = self._schema_message_size if same else full.schema.serialize().size
         i = 0
         while skip > 0:
             piece = pieces[i]
