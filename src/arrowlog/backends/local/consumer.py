@@ -45,6 +45,7 @@ from ...errors import (
     UnknownPartitionError,
     UnknownTopicError,
 )
+from ...storage.evolution import conform
 from ...storage.reader import RangeReader, wait_for_data
 
 
@@ -366,8 +367,11 @@ class Consumer:
                 return False
             frames, skip_to = self._txns.visible(f.topic, f.tp[1], frames, max(high, f.position),
                                                  self._committed_only)
+            envelope_for = self._log.topic(f.topic).envelope_for
             for fr in frames:
-                f.views.append([core.BatchView(fr.batch, f.topic, f.tp[1], fr.base_offset, fr.next_offset), 0])
+                # one value schema for every frame: the topic's newest (storage/evolution.py)
+                batch = conform(fr.batch, envelope_for(fr.batch.schema))
+                f.views.append([core.BatchView(batch, f.topic, f.tp[1], fr.base_offset, fr.next_offset), 0])
             if f.views:
                 f.position = f.views[0][0].base_offset
                 return True
