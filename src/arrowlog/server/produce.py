@@ -67,6 +67,26 @@ def _holds(pl, base: int, batch) -> bool:
         return False
 
 
+def _keyless(topic: str, index: int, batches) -> dict | None:
+    """A compacted topic refuses records without a key, as Kafka does: the whole request
+    for the partition fails with INVALID_RECORD and ``record_errors`` names each keyless
+    record by its index (counted across the request's batches; Kafka's one batch), so a
+    client fails those records and retries or fails the others as it chooses."""
+    errors, seen = [], 0
+    for b in batches:
+        keys = b.records.column("key")
+        if keys.null_count:
+            errors += [{"batch_index": seen + i, "batch_index_error_message": "a compacted topic needs a key"}
+                       for i, valid in enumerate(keys.is_valid().to_pylist()) if not valid]
+        seen += b.record_count
+    if not errors:
+        return None
+    log.info("refused %d keyless record(s) for compacted %s-%d", len(errors), topic, index)
+    return {"error_code": E.INVALID_RECORD, "record_errors": errors,
+            "error_message": f"topic {topic!r} is compacted (cleanup.policy=compact): every record needs a key; "
+                             f"{len(errors)} record(s) of this batch have none, so none of it was written"}
+
+
 class ProduceHandlers:
     """Produce (0) and InitProducerId (22) on a Broker."""
 
@@ -150,6 +170,10 @@ class ProduceHandlers:
         if any(b.is_control for b in batches):
             return {**fail, "error_code": E.INVALID_RECORD,
                     "error_message": "control batches are written by the transaction coordinator, not produced"}
+        if getattr(pl, "compacted", False):
+            refused = _keyless(topic, index, batches)
+            if refused is not None:
+                return {**fail, **refused}
         if self.broker.typed is not None:  # typed topics: wire-format values become columns (docs/REGISTRY.md)
             try:
                 batches = self.broker.typed.on_produce(topic, batches)
