@@ -10,6 +10,7 @@ import logging
 
 from arrowlog import errors as AE
 
+from . import broker_configs as BC
 from . import errors as E
 from . import topic_configs as TC
 
@@ -42,6 +43,7 @@ class AdminHandlers:
         self.producers = broker.producers
         self.store = broker.store
         self.txns = broker.txns
+        self.broker_configs = BC.BrokerConfigs(broker.store.data_dir, broker.config.node_id)
 
     def register(self, handlers: dict) -> None:
         handlers.update({19: self.create_topics, 20: self.delete_topics, 32: self.describe_configs,
@@ -145,12 +147,10 @@ class AdminHandlers:
                 else:
                     res["configs"] = self._configs(rname, t, keys)
             elif rtype == 4:    # BROKER
-                broker = {"broker.id": str(self.config.node_id), "num.partitions": str(self.config.default_partitions),
+                static = {"broker.id": str(self.config.node_id), "num.partitions": str(self.config.default_partitions),
                           "auto.create.topics.enable": str(self.config.auto_create_topics).lower(),
                           "log.dirs": self.store.data_dir}
-                res["configs"] = [{"name": k, "value": v, "read_only": True, "config_source": 4,
-                                   "is_sensitive": False, "synonyms": []}
-                                  for k, v in sorted(broker.items()) if keys is None or k in keys]
+                res["configs"] = self.broker_configs.describe(rname, static, keys)
             else:
                 res.update(error_code=E.INVALID_REQUEST, error_message=f"resource type {rtype} is not supported")
             results.append(res)
@@ -206,9 +206,24 @@ class AdminHandlers:
                 return E.UNKNOWN_TOPIC_OR_PARTITION, f"unknown topic {rname!r}"
             return E.NONE, None
         if rtype == 4:
-            return E.INVALID_REQUEST, ("the broker configs of arrowlog serve are its command-line options "
-                                       "(arrowlog serve --help); they cannot be altered over the wire")
+            return self.broker_configs.check_resource(rname)
         return E.INVALID_REQUEST, f"resource type {rtype} has no configs on arrowlog serve"
+
+    def _apply_configs(self, rtype: int, name: str, changes: dict, validate_only: bool) -> tuple[int, str | None]:
+        if rtype == 4:
+            code, msg = self.broker_configs.apply(name, changes, validate_only)
+            if code == E.NONE and not validate_only:
+                log.info("altered broker configs %r: %s", name, changes)
+            return code, msg
+        return self._apply_topic_configs(name, changes, validate_only)
+
+    def _explicit_configs(self, rtype: int, name: str) -> set:
+        """The names set on the resource (what AlterConfigs returns to defaults when not given)."""
+        if rtype == 4:
+            return set(self.broker_configs.get(name))
+        t = self.store.topic(name)
+        return set(self.ignored_configs.get(name)) | {
+            k for k, v in (t.config or {}).items() if k in TC.HONOURED and v is not None}
 
     def _apply_topic_configs(self, name: str, changes: dict, validate_only: bool) -> tuple[int, str | None]:
         """Apply ``changes`` ({name: value or None to reset}) to the topic's configs."""
@@ -237,19 +252,17 @@ class AdminHandlers:
                 code, msg = self._check_resource(rtype, rname)
                 if code == E.NONE:
                     given = {c["name"]: c["value"] for c in r["configs"]}
-                    t = self.store.topic(rname)
-                    current = set(self.ignored_configs.get(rname)) | {
-                        k for k, v in (t.config or {}).items() if k in TC.HONOURED and v is not None}
-                    changes = {k: None for k in current if k not in given}
+                    changes = {k: None for k in self._explicit_configs(rtype, rname) if k not in given}
                     changes.update(given)
-                    code, msg = self._apply_topic_configs(rname, changes, req["validate_only"])
+                    code, msg = self._apply_configs(rtype, rname, changes, req["validate_only"])
                 out.append({"error_code": code, "error_message": msg, "resource_type": rtype,
                             "resource_name": rname})
         return {"responses": out}
 
     async def incremental_alter_configs(self, ctx, req: dict) -> dict:
         """Operations: 0 SET, 1 DELETE (back to the default); APPEND (2) and SUBTRACT (3)
-        apply to list configs (cleanup.policy and the throttled-replica lists)."""
+        apply to list configs (cleanup.policy, the throttled-replica lists, and on the
+        broker log.cleanup.policy)."""
         out = []
         async with self.broker._produce_lock:
             for r in req["resources"]:
@@ -262,8 +275,9 @@ class AdminHandlers:
                         changes[k] = v
                     elif op == 1:
                         changes[k] = None
-                    elif op in (2, 3) and TC.KAFKA_TOPIC_CONFIGS.get(k) == "list":
-                        have = [x for x in (changes.get(k) or self._current_value(rname, k) or "").split(",") if x]
+                    elif op in (2, 3) and (BC.is_list(k) if rtype == 4 else TC.KAFKA_TOPIC_CONFIGS.get(k) == "list"):
+                        have = [x for x in (changes.get(k) or self._current_value(rtype, rname, k) or "").split(",")
+                                if x]
                         items = [x for x in (v or "").split(",") if x]
                         have = have + [x for x in items if x not in have] if op == 2 else \
                             [x for x in have if x not in items]
@@ -273,12 +287,15 @@ class AdminHandlers:
                                                        "list config; SET is 0, DELETE 1")
                         break
                 if code == E.NONE:
-                    code, msg = self._apply_topic_configs(rname, changes, req["validate_only"])
+                    code, msg = self._apply_configs(rtype, rname, changes, req["validate_only"])
                 out.append({"error_code": code, "error_message": msg, "resource_type": rtype,
                             "resource_name": rname})
         return {"responses": out}
 
-    def _current_value(self, name: str, key: str) -> str | None:
+    def _current_value(self, rtype: int, name: str, key: str) -> str | None:
+        if rtype == 4:   # the broker's own value, or the cluster-wide one, or Kafka's default
+            return self.broker_configs.get(name).get(key) or self.broker_configs.get("").get(key) or \
+                TC.KAFKA_DEFAULTS.get(BC.TOPIC_DEFAULTS.get(key, ""))
         for c in self._configs(name, self.store.topic(name), {key}):
             return c["value"]
         return None
