@@ -24,6 +24,7 @@ import os
 import shutil
 import time
 
+from .contention import Contention
 from .harness import Row
 from .peers import SQLITE_INSERT, NatsServer, RedisServer, closed_port, open_sqlite
 
@@ -266,6 +267,15 @@ def page_cache_write(ctx, data: bytes, chunk: int = 1 << 20, fsync_every: int = 
     return ctx.measure(body, setup=setup, teardown=teardown)
 
 
+def under_contention(ctx, measure_rows) -> list[float]:
+    """``measure_rows()`` while a dd-like writer (1 MiB writes, fsync per pass) loads the same disk."""
+    with Contention(ctx.scratch("contention"), pass_mib=64 if ctx.quick else 256, max_s=900) as load:
+        samples = measure_rows()
+        if not load.running:
+            raise RuntimeError("the background writer stopped before the row was measured")
+    return samples
+
+
 def run(ctx) -> list[Row]:
     recs = ctx.records
     n = ctx.n
@@ -289,12 +299,23 @@ def run(ctx) -> list[Row]:
                     records=n, nbytes=nb), lambda: sqlite_insert(ctx, recs, n, "NORMAL", "one")))
 
     wl = "produce in bulk"
-    add(ctx.row(Row("produce.batch.arrowlog", wl, "arrowlog", "produce_batch(topic, values, keys=keys) of Arrow binary arrays, flush()",
-                    records=n, nbytes=nb), lambda: arrowlog_produce_batch(ctx, recs, n)))
+    add(ctx.row(Row("produce.batch.arrowlog", wl, "arrowlog",
+                    "new Producer, produce_batch(topic, values, keys=keys) of Arrow binary arrays into a new "
+                    "topic (its first batch), flush()", records=n, nbytes=nb),
+                lambda: arrowlog_produce_batch(ctx, recs, n)))
     add(ctx.row(Row("produce.batch.sqlite", wl, "SQLite WAL", "executemany in one transaction, synchronous=NORMAL",
                     records=n, nbytes=nb), lambda: sqlite_insert(ctx, recs, n, "NORMAL", "bulk")))
     add(ctx.row(Row("produce.batch.pagecache", wl, "machine limit", "sequential page-cache write of the values, 1 MiB writes",
                     nbytes=nb), lambda: page_cache_write(ctx, recs.value_bytes)))
+
+    wl = "produce in bulk while another process writes the same disk (dd-like, fsync per 256 MiB)"
+    load = "a background writer rewrites a 256 MiB file (64 MiB with --quick) in 1 MiB writes, fsync per pass"
+    add(ctx.row(Row("produce.contended.arrowlog", wl, "arrowlog",
+                    "the produce_batch row above, under the background writer", records=n, nbytes=nb, note=load),
+                lambda: under_contention(ctx, lambda: arrowlog_produce_batch(ctx, recs, n))))
+    add(ctx.row(Row("produce.contended.pagecache", wl, "machine limit",
+                    "sequential write() of the values, 1 MiB writes, under the same background writer", nbytes=nb),
+                lambda: under_contention(ctx, lambda: page_cache_write(ctx, recs.value_bytes))))
 
     wl = "durable produce (fsync every 1,000 records)"
     dnb = nd * 100
