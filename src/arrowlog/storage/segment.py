@@ -66,6 +66,10 @@ INDEX_BYTES = 10 << 20
 MAX_RELATIVE_OFFSET = (1 << 31) - 1
 MAX_SEGMENT_BYTES = (1 << 31) - 1
 
+# Decoded batches a segment keeps (Segment.frame_batch), so that repeated
+# lookups in the same frames (offsets_for_times, re-reads) skip the IPC decode.
+FRAME_BATCHES_CACHED = 1024
+
 COMPRESSION_FLAGS = {None: 0, "none": 0, "zstd": 1, "lz4": 2}
 COMPRESSION_NAMES = {0: None, 1: "zstd", 2: "lz4"}
 
@@ -213,6 +217,7 @@ class Segment:
         self.time_index_fd = -1
         self.verified: set[int] = set()  # positions of frames whose CRC passed (check_crcs)
         self.verified_key: tuple | None = None  # its key in the process-wide memory
+        self._batches: dict[int, tuple[bytes, pa.RecordBatch]] = {}  # frame_batch's decoded frames
         try:
             st = os.fstat(self.log_fd)
             self.file_size = st.st_size
@@ -479,6 +484,8 @@ class Segment:
         pass; a read of PARALLEL_CRC_BYTES or more checks its second half on
         a second core. CorruptRecordError names the first that fails."""
         seen = self.verified
+        if len(frames) == 1 and frames[0][0] in seen:  # a lookup's one frame, checked before: the common case
+            return
         todo = [f for f in frames if f[0] not in seen]
         if not todo:
             return
@@ -514,7 +521,23 @@ class Segment:
 
     def frame_batch(self, position: int, body: int, count: int) -> pa.RecordBatch:
         """The zero-copy batch in the frame at ``position`` (``body`` bytes
-        holding ``count`` records, as its header says)."""
+        holding ``count`` records, as its header says).
+
+        The last FRAME_BATCHES_CACHED batches decoded are kept with the frame
+        header they came with (its CRC-32C covers the body): a frame asked
+        for again whose header bytes are unchanged is not decoded again,
+        and one rewritten in place (a truncated tail written anew) is."""
+        header = self.log.read(position, core.FRAME_HEADER_SIZE)
+        hit = self._batches.get(position)
+        if hit is not None and hit[0] == header:
+            return hit[1]
+        batch = self._decode_batch(position, body, count)
+        if len(self._batches) >= FRAME_BATCHES_CACHED:
+            self._batches.clear()
+        self._batches[position] = (header, batch)
+        return batch
+
+    def _decode_batch(self, position: int, body: int, count: int) -> pa.RecordBatch:
         view = self.log.view(position + core.FRAME_HEADER_SIZE, body)
         try:
             batch = pa.ipc.read_record_batch(pa.py_buffer(view), self.schema)
@@ -526,6 +549,7 @@ class Segment:
         return batch
 
     def close(self) -> None:
+        self._batches = {}
         close_fds(self, "log_fd", "index_fd", "time_index_fd")
         # Mappings are released when the last Arrow buffer or Message that
         # points into them is gone.
