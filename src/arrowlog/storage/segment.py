@@ -49,13 +49,18 @@ SEGMENT_FIXED_HEADER = 40
 _HEADER = struct.Struct("<8sIIqqII")
 # Segment files grow by posix_fallocate before anything is stored in the new
 # space, which turns a full disk into a clean ENOSPC instead of a SIGBUS from
-# a store into an unbacked page. A new segment starts with LOG_INITIAL_BYTES
-# and each step doubles the file, up to ALLOCATE_STEP per step: a partition
-# that receives one small batch costs 64 KiB of disk, not 16 MiB (64 new
-# partitions used 1 GiB before), and 16 MiB steps keep a 1.5 GB/s append
-# stream under 100 fallocate calls a second.
+# a store into an unbacked page. A new segment starts with LOG_INITIAL_BYTES;
+# each growth allocates as much again as the file will then hold (the end
+# asked for), up to ALLOCATE_STEP ahead: a partition that receives one small
+# batch costs 64 KiB of disk, not 16 MiB (64 new partitions used 1 GiB
+# before), and a bulk append of multi-megabyte frames grows the file every
+# few frames, not on each one. Each fallocate is a journal transaction, and
+# on a disk another process keeps fsyncing one can wait for the journal's
+# commit (docs/DURABILITY.md, "Appending while the disk is busy"): fewer,
+# larger steps wait less often. The tail is given back when the segment
+# rolls or closes.
 LOG_INITIAL_BYTES = 64 << 10
-ALLOCATE_STEP = 16 << 20
+ALLOCATE_STEP = 64 << 20
 # Indexes grow the same way (from one page, doubling) up to this many bytes
 # (Kafka's segment.index.bytes), are mapped over all of it, and are trimmed
 # when the segment rolls; a full index forces a roll.
@@ -413,8 +418,7 @@ class Segment:
             raise ValueError("segment capacity exceeded")
         if end <= self.file_size:
             return
-        step = min(max(self.file_size, LOG_INITIAL_BYTES), ALLOCATE_STEP)
-        target = min(max(end, self.file_size + step), self.capacity)
+        target = min(max(end + min(end, ALLOCATE_STEP), LOG_INITIAL_BYTES), self.capacity)
         try:
             core.fallocate(self.log_fd, 0, target)
         except OSError as exc:
