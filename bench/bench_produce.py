@@ -8,8 +8,12 @@ Workloads (same records everywhere: 100-byte values, 8-byte keys):
   everysec), NATS JetStream ``publish_async`` (file storage) and SQLite WAL
   ``INSERT`` per record in one transaction.
 - *produce in bulk*: arrowlog ``produce_batch`` of Arrow binary arrays (GB/s of
-  values) against SQLite ``executemany`` and the machine's sequential
-  page-cache write of the same bytes.
+  values) into a new topic, by a new Producer in each run and by a new
+  process (its very first batch), against SQLite ``executemany`` and the
+  machine's sequential page-cache write of the same bytes.
+- *produce in bulk while another process writes the same disk*: the
+  ``produce_batch`` row and the page-cache write again, each while a bounded
+  dd-like writer (bench/contention.py) rewrites a file with an fsync per pass.
 - *durable produce*: every 1,000 records made durable (fsync) before going on:
   arrowlog ``durability=fsync`` with ``flush()`` per 1,000, Redis
   ``appendfsync always`` with one pipeline per 1,000, SQLite
@@ -112,6 +116,35 @@ def arrowlog_produce_durable(ctx, recs, n: int) -> list[float]:
             p.flush()
 
     return ctx.measure(body, setup=lambda: arrowlog_log(ctx), teardown=held.teardown)
+
+
+FIRST_BATCH = """
+import json, sys, time
+import arrowlog
+from arrowlog.storage import LogDir
+from bench.context import Records
+path, n = sys.argv[1], int(sys.argv[2])
+recs = Records(n)
+values, keys = recs.values_arrow, recs.keys_arrow
+LogDir(path).create_topic("bench", partitions=1)
+t0 = time.perf_counter()
+p = arrowlog.Producer({"log.dir": path})
+p.produce_batch("bench", values, keys=keys)
+p.flush()
+elapsed = time.perf_counter() - t0
+p.close()
+print(json.dumps({"elapsed": elapsed}))
+"""
+
+
+def arrowlog_first_batch_of_process(ctx, n: int) -> list[float]:
+    """A new process's first produce_batch (its records built, untimed, before the clock starts)."""
+    from .adapters import run_json
+
+    def body(path):
+        return float(run_json(["-c", FIRST_BATCH, path, str(n)], timeout=300)["elapsed"])
+
+    return ctx.measure(body, setup=lambda: ctx.scratch("arrowlog-first"), teardown=_rmtree)
 
 
 # -- confluent-kafka: the client-side cost before any I/O -------------------------
@@ -303,6 +336,10 @@ def run(ctx) -> list[Row]:
                     "new Producer, produce_batch(topic, values, keys=keys) of Arrow binary arrays into a new "
                     "topic (its first batch), flush()", records=n, nbytes=nb),
                 lambda: arrowlog_produce_batch(ctx, recs, n)))
+    add(ctx.row(Row("produce.batch.arrowlog-firstprocess", wl, "arrowlog, a new process",
+                    "the same in a new process: its first Producer and first produce_batch (the process's imports "
+                    "and the records' construction done before the clock starts)", records=n, nbytes=nb),
+                lambda: arrowlog_first_batch_of_process(ctx, n)))
     add(ctx.row(Row("produce.batch.sqlite", wl, "SQLite WAL", "executemany in one transaction, synchronous=NORMAL",
                     records=n, nbytes=nb), lambda: sqlite_insert(ctx, recs, n, "NORMAL", "bulk")))
     add(ctx.row(Row("produce.batch.pagecache", wl, "machine limit", "sequential page-cache write of the values, 1 MiB writes",
