@@ -119,22 +119,28 @@ def arrowlog_produce_durable(ctx, recs, n: int) -> list[float]:
 
 
 FIRST_BATCH = """
-import json, sys, time
-import arrowlog
-from arrowlog.storage import LogDir
+import json, sys
+from bench.bench_produce import new_topic_batch_s
 from bench.context import Records
-path, n = sys.argv[1], int(sys.argv[2])
-recs = Records(n)
-values, keys = recs.values_arrow, recs.keys_arrow
-LogDir(path).create_topic("bench", partitions=1)
-t0 = time.perf_counter()
-p = arrowlog.Producer({"log.dir": path})
-p.produce_batch("bench", values, keys=keys)
-p.flush()
-elapsed = time.perf_counter() - t0
-p.close()
-print(json.dumps({"elapsed": elapsed}))
+recs = Records(int(sys.argv[2]))
+print(json.dumps({"elapsed": new_topic_batch_s(sys.argv[1], recs.values_arrow, recs.keys_arrow)}))
 """
+
+
+def new_topic_batch_s(path: str, values, keys) -> float:
+    """Seconds for a new Producer's produce_batch + flush into a new topic in
+    ``path`` (the topic created and the Producer closed untimed)."""
+    import arrowlog
+    from arrowlog.storage import LogDir
+
+    LogDir(path).create_topic(TOPIC, partitions=1)
+    t0 = time.perf_counter()
+    p = arrowlog.Producer({"log.dir": path})
+    p.produce_batch(TOPIC, values, keys=keys)
+    p.flush()
+    elapsed = time.perf_counter() - t0
+    p.close()
+    return elapsed
 
 
 def arrowlog_first_batch_of_process(ctx, n: int) -> list[float]:

@@ -30,6 +30,7 @@ import statistics
 import tempfile
 import time
 
+from .bench_produce import new_topic_batch_s
 from .contention import Contention
 from .context import Records
 
@@ -67,8 +68,6 @@ def _zeros(step: int):
 
 
 def main(argv: list[str] | None = None) -> None:
-    import arrowlog
-    from arrowlog.storage import LogDir
     from arrowlog.storage import segment as s
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -94,15 +93,9 @@ def main(argv: list[str] | None = None) -> None:
 
     def once() -> tuple[float, float, float, int]:
         path = tempfile.mkdtemp(dir=root)
-        LogDir(path).create_topic("bench", partitions=1)
         os.sync()
         spent.clear()
-        t0 = time.perf_counter()
-        p = arrowlog.Producer({"log.dir": path})
-        p.produce_batch("bench", values, keys=keys)
-        p.flush()
-        elapsed = time.perf_counter() - t0
-        p.close()
+        elapsed = new_topic_batch_s(path, values, keys)
         shutil.rmtree(path)
         return recs.nbytes / elapsed / 1e9, sum(spent), max(spent, default=0.0), len(spent)
 
