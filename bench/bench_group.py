@@ -226,10 +226,11 @@ def run(ctx) -> list[Row]:
         wl = f"consumer group: {MEMBERS} processes on {PARTITIONS} partitions, {what} per record"
         rows += [
             ctx.row(Row(f"group.{tag}three.arrowlog", wl, "arrowlog",
-                        f"{MEMBERS} member processes, one group, commit(asynchronous=False) per consume(1000)",
+                        f"{MEMBERS} member processes, one group, commit(asynchronous=False) per consume(1000); "
+                        "joining and the first assignment inside the time",
                         records=n, nbytes=nb), lambda work=work: three_members(ctx, path(), n, work)),
             ctx.row(Row(f"group.{tag}one.arrowlog", wl, "arrowlog, 1 consumer",
-                        "one subscribed consumer, commit(asynchronous=False) per consume(1000)",
+                        "one subscribed consumer, commit(asynchronous=False) per consume(1000); joining inside the time",
                         records=n, nbytes=nb), lambda work=work: one_consumer(ctx, path(), n, work)),
         ]
 
