@@ -223,3 +223,19 @@ def test_kafka_wire_rows_carry_the_queueing_ceiling_and_the_wake_up(monkeypatch)
     assert ratio(rows["kafka_wire.produce.arrowlog"], rows["kafka_wire.produce.queue"]) == pytest.approx(0.5)
     assert rows["kafka_wire.fetch_wake.p50.arrowlog"].samples == [50.0, 50.0]
     assert rows["kafka_wire.fetch_wake.p99.arrowlog"].samples == [99.0, 99.0]
+
+
+def test_quantile_rows_are_filled_by_their_unit_or_all_missing_with_the_reason():
+    from bench.bench_latency import fill_quantiles
+
+    def templates():
+        return [Row(f"l.{q}", "w", "arrowlog", kind="latency", unit=f"µs {q}") for q in ("p50", "p99.9")]
+
+    rows = fill_quantiles(templates(), lambda: {"p50": [10.0, 12.0], "p99.9": [90.0, 80.0]})
+    assert [r.samples for r in rows] == [[10.0, 12.0], [90.0, 80.0]]
+
+    def broken():
+        raise RuntimeError("latency reader did not start (exit code 1)")
+
+    rows = fill_quantiles(templates(), broken)
+    assert all(r.missing == "RuntimeError: latency reader did not start (exit code 1)" for r in rows)
