@@ -17,6 +17,11 @@ active segment it prints GB/s of values and the time spent growing:
 - ``none``: no growing at all (delayed allocation at writeback: a full disk
   would be an error of the write itself).
 
+``--creates N`` measures instead what starting a segment costs (what every
+new partition pays): N ``Segment.create`` calls (three files created, one
+renamed, three fallocated), each in a new directory, quiet and contended,
+median and 90th percentile.
+
 An experiment, not part of ``python -m bench``: it swaps
 ``Segment.ensure_allocated`` for the run. docs/DURABILITY.md quotes it.
 """
@@ -67,13 +72,53 @@ def _zeros(step: int):
     return grow
 
 
+def segment_creates(root: str, count: int) -> list[float]:
+    """Seconds of each of ``count`` Segment.create calls, each in a new directory."""
+    from arrowlog.schema import ENVELOPE_SCHEMA
+    from arrowlog.storage.segment import Segment
+
+    base = tempfile.mkdtemp(dir=root)
+    dirs = [os.path.join(base, str(i)) for i in range(count)]
+    for d in dirs:
+        os.mkdir(d)
+    os.sync()
+    out = []
+    for d in dirs:
+        t = time.perf_counter()
+        seg = Segment.create(d, 0, ENVELOPE_SCHEMA, None, 1 << 30, 0)
+        out.append(time.perf_counter() - t)
+        seg.close()
+    shutil.rmtree(base)
+    return sorted(out)
+
+
+def creates(root: str, count: int) -> None:
+    def show(label: str) -> None:
+        xs = segment_creates(root, count)
+        print(f"{label:9} Segment.create: median {statistics.median(xs) * 1e6:.0f} µs, "
+              f"p90 {xs[int(len(xs) * 0.9)] * 1e6:.0f} µs, slowest {xs[-1] * 1e3:.1f} ms", flush=True)
+
+    show("quiet")
+    with Contention(root, pass_mib=256, max_s=900):
+        show("contended")
+
+
 def main(argv: list[str] | None = None) -> None:
     from arrowlog.storage import segment as s
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--creates", type=int, default=0, help="measure N segment creations instead")
     args = ap.parse_args(argv)
+    if args.creates:
+        root = tempfile.mkdtemp(prefix="arrowlog-growth-")
+        try:
+            print(f"load average at start: {os.getloadavg()[0]:.2f}")
+            creates(root, args.creates)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        return
     recs = Records(args.records)
     values, keys = recs.values_arrow, recs.keys_arrow
     root = tempfile.mkdtemp(prefix="arrowlog-growth-")
