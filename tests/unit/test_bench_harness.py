@@ -140,6 +140,8 @@ def test_target_failure_is_shown():
     res = fake_results()
     t = Target("consume ≥ 10 M/s", "produce.one.arrowlog", min_value=10e6)
     assert "**FAIL**" in render_markdown(res, [t])
+    third = Target("within 3×", "produce.one.arrowlog", versus="produce.one.confluent", min_ratio=1 / 3)
+    assert "| ≥ 0.333× `produce.one.confluent` | **pass** |" in render_markdown(res, [third])
 
 
 def test_row_round_trips_through_json_dict():
