@@ -8,8 +8,8 @@ writes, fsync per pass) loads the same disk. For each way of growing the
 active segment it prints GB/s of values and the time spent growing:
 
 - ``fallocate``: what segment.py does (posix_fallocate ahead of the data:
-  unwritten extents; each growth allocates as much again as the end asked
-  for, up to 64 MiB ahead);
+  unwritten extents; steps doubling the file up to 64 MiB, and an append
+  that jumps past the end gets as much again as the jump);
 - ``fallocate-16``: what it did before (each step doubles the file size, up
   to 16 MiB, and reaches at least the end asked for: a bulk append of large
   frames grew the file on nearly every frame);

@@ -49,16 +49,17 @@ SEGMENT_FIXED_HEADER = 40
 _HEADER = struct.Struct("<8sIIqqII")
 # Segment files grow by posix_fallocate before anything is stored in the new
 # space, which turns a full disk into a clean ENOSPC instead of a SIGBUS from
-# a store into an unbacked page. A new segment starts with LOG_INITIAL_BYTES;
-# each growth allocates as much again as the file will then hold (the end
-# asked for), up to ALLOCATE_STEP ahead: a partition that receives one small
-# batch costs 64 KiB of disk, not 16 MiB (64 new partitions used 1 GiB
-# before), and a bulk append of multi-megabyte frames grows the file every
-# few frames, not on each one. Each fallocate is a journal transaction, and
-# on a disk another process keeps fsyncing one can wait for the journal's
-# commit (docs/DURABILITY.md, "Appending while the disk is busy"): fewer,
-# larger steps wait less often. The tail is given back when the segment
-# rolls or closes.
+# a store into an unbacked page. A new segment starts with LOG_INITIAL_BYTES
+# and each step doubles the file, up to ALLOCATE_STEP per step; an append
+# that jumps past the end (a multi-megabyte frame) gets as much again as the
+# jump beyond it. A partition that receives one small batch costs 64 KiB of
+# disk, not 16 MiB (64 new partitions used 1 GiB before), a small one keeps
+# the tail that close() does not bother trimming, and a bulk append of large
+# frames grows the file every few frames, not on each. Each fallocate is a
+# journal transaction, and on a disk another process keeps fsyncing one can
+# wait for the journal's commit (docs/DURABILITY.md, "Appending while the
+# disk is busy"): fewer, larger steps wait less often. The tail is given
+# back when the segment rolls or closes.
 LOG_INITIAL_BYTES = 64 << 10
 ALLOCATE_STEP = 64 << 20
 # Indexes grow the same way (from one page, doubling) up to this many bytes
@@ -418,7 +419,8 @@ class Segment:
             raise ValueError("segment capacity exceeded")
         if end <= self.file_size:
             return
-        target = min(max(end + min(end, ALLOCATE_STEP), LOG_INITIAL_BYTES), self.capacity)
+        step = min(max(self.file_size, LOG_INITIAL_BYTES), ALLOCATE_STEP)
+        target = min(max(self.file_size + step, end + min(end - self.file_size, ALLOCATE_STEP)), self.capacity)
         try:
             core.fallocate(self.log_fd, 0, target)
         except OSError as exc:
