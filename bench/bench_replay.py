@@ -129,9 +129,10 @@ def crc_pass(path: str):
 
 
 def crc_trio(ctx, once, check, path: str) -> dict[str, list[float]]:
-    """Seconds of one ``once(mode)`` per timed run for each of CRC_MODES, and
-    of one CRC pass over the segments (``"pass"``). Within each run the modes
-    alternate (off, first read, remembered, pass, off, ...), each as often as
+    """Per timed run, the median seconds of one ``once(mode)`` for each of
+    CRC_MODES and of one CRC pass over the segments (``"pass"``). Within each run the modes
+    alternate (off, first read, remembered, pass; the next cycle starting one
+    later, so none always follows the same one), each as often as
     the others, until the slowest has lasted MIN_RUN_S (at least MIN_CYCLES
     times), so the rows compared share the machine's load: on a loaded 2-core
     machine, rows measured one after the other drift apart."""
@@ -142,15 +143,16 @@ def crc_trio(ctx, once, check, path: str) -> dict[str, list[float]]:
     rounds: list[dict[str, float]] = []
 
     def body(_):
-        spent = {mode: 0.0 for mode, _ in steps}
-        reps = dict.fromkeys(spent, 0)
-        while max(spent.values()) < MIN_RUN_S or min(reps.values()) < MIN_CYCLES:
-            for mode, step in steps:
+        took: dict[str, list[float]] = {mode: [] for mode, _ in steps}
+        cycle = 0
+        while cycle < MIN_CYCLES or max(sum(t) for t in took.values()) < MIN_RUN_S:
+            # each cycle starts one later, so no mode always follows the same one
+            for mode, step in steps[cycle % len(steps):] + steps[:cycle % len(steps)]:
                 t0 = time.perf_counter()
                 step()
-                spent[mode] += time.perf_counter() - t0
-                reps[mode] += 1
-        rounds.append({mode: spent[mode] / reps[mode] for mode in spent})
+                took[mode].append(time.perf_counter() - t0)
+            cycle += 1
+        rounds.append({mode: median(t) for mode, t in took.items()})  # a spike of load moves no median
 
     ctx.measure(body)
     timed = rounds[len(rounds) - ctx.runs:]  # the warm-up rounds come first
