@@ -6,8 +6,9 @@
  * bytes every 3 cycles (~8 GB/s); three chains over three lanes of a block
  * run at 8 bytes a cycle, and the lanes' CRCs are then combined with a
  * multiplication by x^(8*lane) mod P (the zlib crc32_combine method); each
- * lane prefetches ahead, so a segment read from DRAM for the first time runs
- * at ~20-25 GB/s here instead of ~10-16 (cache-resident data: ~34). Other
+ * lane prefetches ahead, so data that is not in the CPU caches (a segment
+ * read for the first time) runs at 16-19 GB/s instead of 9-14 on a loaded
+ * 2-core machine (cache-resident data: ~33). Other
  * CPUs use slicing-by-8 tables (~1.5 GB/s). The choice is made at first use.
  *
  * The running value is the finalised CRC, so crc32c_update(crc32c_update(0,
