@@ -28,6 +28,7 @@ several times and reports the time of one.
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import sqlite3
 import time
@@ -141,17 +142,16 @@ def crc_trio(ctx, once, check, path: str) -> dict[str, list[float]]:
     for mode, step in steps[:3]:
         check(step())
     rounds: list[dict[str, float]] = []
+    cycles = itertools.count()  # across runs: each cycle starts one later, so no mode always follows the same one
 
     def body(_):
         took: dict[str, list[float]] = {mode: [] for mode, _ in steps}
-        cycle = 0
-        while cycle < MIN_CYCLES or max(sum(t) for t in took.values()) < MIN_RUN_S:
-            # each cycle starts one later, so no mode always follows the same one
-            for mode, step in steps[cycle % len(steps):] + steps[:cycle % len(steps)]:
+        while len(took["off"]) < MIN_CYCLES or max(sum(t) for t in took.values()) < MIN_RUN_S:
+            first = next(cycles) % len(steps)
+            for mode, step in steps[first:] + steps[:first]:
                 t0 = time.perf_counter()
                 step()
                 took[mode].append(time.perf_counter() - t0)
-            cycle += 1
         rounds.append({mode: median(t) for mode, t in took.items()})  # a spike of load moves no median
 
     ctx.measure(body)
