@@ -1,11 +1,11 @@
 # The record accumulator: many small produce() calls gathered into native
 # buffers laid out as Arrow arrays, with no Python object kept per record.
 #
-# Columns (the record envelope, less `offset`, which the log assigns):
-#   timestamp  timestamp[ms]  int64 values
-#   key        binary         validity bitmap, int32 offsets, bytes
-#   value      binary         validity bitmap, int32 offsets, bytes
-#   headers    list<struct<key: string, value: binary>>
+# The buffers are those of the record envelope less `offset` (which the log
+# assigns), as envelope.pxi lays them out: timestamps; key and value
+# validity, offsets and bytes; the headers' list validity and offsets, and
+# their keys' and values' offsets, bytes and validity. Validity bitmaps and
+# the headers' buffers are only kept once a null or a header appears.
 #
 # Buffers grow geometrically and are handed to Arrow without a copy when the
 # batch is taken (NativeBuffer owns the malloc'd memory from then on).
