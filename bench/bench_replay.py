@@ -104,7 +104,8 @@ def replay_once(ctx, to: str):
 def crc_pass(path: str):
     """``once()``: one single-thread CRC-32C pass over the bytes of the
     partition's segments, each file mapped afresh (what checking every frame
-    of a first read costs on one core, page faults of the first touch included)."""
+    of a first read costs on one core: the page faults of the first touch and
+    the unmapping of the pages touched included, as a first read pays them)."""
     import arrowlog
     from arrowlog._native import core
 
