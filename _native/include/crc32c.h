@@ -26,7 +26,16 @@
 #include <string.h>
 
 static uint32_t arrowlog_crc32c_table[8][256];
-static int arrowlog_crc32c_mode = 0; /* 0 unknown, 1 software, 2 hardware */
+static int arrowlog_crc32c_mode = 0; /* 0 unknown, else what arrowlog_crc32c_is_hw chose */
+/* The mode is published after the tables and constants it needs (two threads
+ * may make the first call at once, without the GIL): release and acquire. */
+#if defined(__GNUC__)
+#define ARROWLOG_CRC_MODE() __atomic_load_n(&arrowlog_crc32c_mode, __ATOMIC_ACQUIRE)
+#define ARROWLOG_CRC_SET_MODE(m) __atomic_store_n(&arrowlog_crc32c_mode, (m), __ATOMIC_RELEASE)
+#else
+#define ARROWLOG_CRC_MODE() (arrowlog_crc32c_mode)
+#define ARROWLOG_CRC_SET_MODE(m) (arrowlog_crc32c_mode = (m))
+#endif
 
 static void arrowlog_crc32c_init_table(void) {
     for (uint32_t n = 0; n < 256; n++) {
@@ -244,7 +253,7 @@ static uint32_t arrowlog_crc32c_fold(uint32_t crc, const uint8_t *p, size_t n) {
  * environment variable ARROWLOG_CRC32C=lanes keeps a CPU that could fold on
  * the crc32 lanes (tests check both paths against the oracle). */
 static int arrowlog_crc32c_is_hw(void) {
-    if (arrowlog_crc32c_mode == 0) {
+    if (ARROWLOG_CRC_MODE() == 0) {
         int mode = 1;
         arrowlog_crc32c_init_table();
         arrowlog_crc32c_init_shift(arrowlog_crc32c_long_tbl, ARROWLOG_CRC_LONG);
@@ -263,26 +272,29 @@ static int arrowlog_crc32c_is_hw(void) {
         }
 #endif
 #endif
-        arrowlog_crc32c_mode = mode;
+        ARROWLOG_CRC_SET_MODE(mode);
     }
-    return arrowlog_crc32c_mode >= 2;
+    return ARROWLOG_CRC_MODE() >= 2;
 }
 
 static inline uint32_t arrowlog_crc32c(uint32_t crc, const void *data, size_t n) {
-    if (arrowlog_crc32c_mode == 0) arrowlog_crc32c_is_hw();
+    int mode = ARROWLOG_CRC_MODE();
+    if (mode == 0) {
+        arrowlog_crc32c_is_hw();
+        mode = ARROWLOG_CRC_MODE();
+    }
 #ifdef ARROWLOG_CRC32C_HAVE_FOLD
-    if (arrowlog_crc32c_mode == 3 && n >= ARROWLOG_CRC_FOLD_MIN)
-        return arrowlog_crc32c_fold(crc, (const uint8_t *)data, n);
+    if (mode == 3 && n >= ARROWLOG_CRC_FOLD_MIN) return arrowlog_crc32c_fold(crc, (const uint8_t *)data, n);
 #endif
 #ifdef ARROWLOG_CRC32C_HAVE_HW
-    if (arrowlog_crc32c_mode >= 2) return arrowlog_crc32c_hw(crc, (const uint8_t *)data, n);
+    if (mode >= 2) return arrowlog_crc32c_hw(crc, (const uint8_t *)data, n);
 #endif
     return arrowlog_crc32c_sw(crc, (const uint8_t *)data, n);
 }
 
 /* Force the software path (tests compare both paths against the oracle). */
 static inline uint32_t arrowlog_crc32c_software(uint32_t crc, const void *data, size_t n) {
-    if (arrowlog_crc32c_mode == 0) arrowlog_crc32c_is_hw();
+    arrowlog_crc32c_is_hw();
     return arrowlog_crc32c_sw(crc, (const uint8_t *)data, n);
 }
 
