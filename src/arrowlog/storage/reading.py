@@ -16,6 +16,7 @@ from .._native import core
 from ..errors import CorruptRecordError, OffsetOutOfRangeError
 from .cleaner import HEALTH_FILE
 from .layout import MissingDataError, damaged, missing_between, reads_problem
+from .logbase import LogBase
 from .segment import Segment, segment_name, segment_path
 
 
@@ -56,13 +57,8 @@ class Frame:
         return f"<Frame {self.base_offset}..{self.next_offset - 1} size={self.size}>"
 
 
-class ReadMixin:
+class ReadMixin(LogBase):
     """PartitionLog's read() and offset_for_timestamp()."""
-
-    directory: str
-    compacted: bool
-    _gaps_key: int | None
-    _gaps_possible: bool
 
     # -- reading ------------------------------------------------------------------------
 

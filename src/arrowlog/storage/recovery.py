@@ -11,10 +11,12 @@ the log resume after the gap (docs/DURABILITY.md says why).
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from .._native import core
 from ..errors import CorruptRecordError
 from .files import fsync_dir
+from .index import NO_TIMESTAMP
 from .layout import (
     closed_segment_end,
     damaged,
@@ -23,12 +25,11 @@ from .layout import (
     tail_start,
     walk_frames,
 )
+from .logbase import LogBase
 from .segment import SEGMENT_EXTENSIONS, Segment, segment_name
 
-NO_TIMESTAMP = -(1 << 63)
 
-
-class RecoveryMixin:
+class RecoveryMixin(LogBase):
     """PartitionLog's recovery, layout checks and verify(); callers hold
     the locks each method names."""
 
@@ -319,28 +320,29 @@ class RecoveryMixin:
     def verify(self) -> dict:
         """CRC-check every published frame; a report of what was found."""
         st = self._snapshot()
-        report = {"segments": 0, "frames": 0, "records": 0, "bytes": 0, "errors": []}
+        errors: list[str] = []
+        report: dict[str, Any] = {"segments": 0, "frames": 0, "records": 0, "bytes": 0, "errors": errors}
         problem = self._damage or state_problem(st)
         if problem is not None:
-            report["errors"].append(problem)
+            errors.append(problem)
             return report
         bases = self._list_bases()
         if bases and bases[0] > st["log_start_offset"]:
-            report["errors"].append(f"the oldest segment is missing: the log starts at offset {st['log_start_offset']}, "
+            errors.append(f"the oldest segment is missing: the log starts at offset {st['log_start_offset']}, "
                                     f"the oldest segment file is {segment_name(bases[0])}.log")
         expected = None
         for b in bases:
             if b > st["active_base_offset"]:
-                report["errors"].append(f"segment {segment_name(b)}.log lies beyond the active segment (unpublished)")
+                errors.append(f"segment {segment_name(b)}.log lies beyond the active segment (unpublished)")
                 continue
             try:
                 seg = self._segment(b, st)
             except (CorruptRecordError, OSError) as exc:
-                report["errors"].append(f"segment {segment_name(b)}.log: {exc}")
+                errors.append(f"segment {segment_name(b)}.log: {exc}")
                 continue
             end = st["active_position"] if b == st["active_base_offset"] else seg.file_size
             if expected is not None and b != expected:
-                report["errors"].append(missing_between(expected, b) if b > expected else
+                errors.append(missing_between(expected, b) if b > expected else
                                         f"segment {segment_name(b)}.log does not continue from offset {expected}")
             scan_end, nxt, frames = core.scan_frames(seg.log, seg.header_size, end, seg.first_offset(end), True)
             report["segments"] += 1
@@ -348,7 +350,7 @@ class RecoveryMixin:
             report["records"] += nxt - b
             report["bytes"] += end
             if scan_end != end:
-                report["errors"].append(f"segment {segment_name(b)}.log: frame at position {scan_end} fails its checks "
+                errors.append(f"segment {segment_name(b)}.log: frame at position {scan_end} fails its checks "
                                         f"({end - scan_end} bytes after it unreadable)")
                 nxt = None  # where it ends is unknown: the next segment is not "missing" offsets
             expected = nxt
