@@ -3,7 +3,10 @@
 Every top-level ``_native/<name>.pyx`` becomes the extension module
 ``arrowlog._native.<name>``; a module pulls in its per-layer ``.pxi`` files
 with ``include`` (one compilation unit, as asyncpg and uvloop do), and the C
-headers under ``_native/include``.
+headers under ``_native/include``. A module's C-level declarations (its
+extension types' attributes and cdef methods) are in
+``src/arrowlog/_native/<name>.pxd``, which Cython finds through ``src`` on
+the include path.
 
 ``ARROWLOG_DEBUG=1`` builds with asserts, bounds checks and -O0 -g; the
 default build compiles those checks out.
@@ -49,6 +52,6 @@ setup(
         extensions,
         compiler_directives=directives,
         compile_time_env={"ARROWLOG_DEBUG": DEBUG},
-        include_path=["_native"],
+        include_path=["_native", "src"],
     ),
 )

@@ -19,7 +19,9 @@ def test_ruff():
 
 
 def test_cython_lint():
-    r = run(os.path.join(BIN, "cython-lint"), "_native")
+    pxds = [os.path.join("src", "arrowlog", "_native", n) for n in os.listdir(os.path.join(ROOT, "src", "arrowlog", "_native"))
+            if n.endswith(".pxd")]
+    r = run(os.path.join(BIN, "cython-lint"), "_native", *pxds)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
