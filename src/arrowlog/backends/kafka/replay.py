@@ -75,7 +75,7 @@ class KafkaReplay(Replay):
     def __init__(self, config: dict, topic: str, start: Any = "beginning", end: Any = "end",
                  partitions: list[int] | None = None, columns: list[str] | None = None, *,
                  value_format: str = "binary", value_schema: pa.Schema | None = None):
-        from .client import KafkaConsumer
+        from .consumer import KafkaConsumer
         self._config = config
         self.topic = topic
         columns = self._value_format(value_format, value_schema, columns, typed=False)
