@@ -125,13 +125,13 @@ class Journaled:
 
     def _journal(self, event: dict, fsync: bool = False) -> None:
         if self._files is not None and self._files.write(event, fsync):
-            self._compact_logged()
+            self._compact_logged(self._files)
 
-    def _compact_logged(self) -> None:
+    def _compact_logged(self, files: StateFiles) -> None:
         try:
             self.compact()
         except OSError as exc:
-            log.error("cannot write the %s snapshot %s: %s", self._files.what, self._files.snapshot_path, exc)
+            log.error("cannot write the %s snapshot %s: %s", files.what, files.snapshot_path, exc)
 
     def sync(self) -> None:
         """fsync the journal (the periodic flush calls this before syncing partitions)."""
@@ -140,5 +140,5 @@ class Journaled:
 
     def _close_files(self) -> None:
         if self._files is not None:
-            self._compact_logged()
+            self._compact_logged(self._files)
             self._files.close()

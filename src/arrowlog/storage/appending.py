@@ -181,9 +181,10 @@ class AppendMixin(LogBase):
     def _last_frame_base(self, seg: Segment, st: dict) -> int:
         oe = st["offset_index_entries"]
         pos = seg.header_size
-        if oe:
+        if oe and seg.index is not None:
             hit = core.offset_index_lookup(seg.index, oe, MAX_RELATIVE_OFFSET)
-            pos = hit[1]
+            if hit is not None:
+                pos = hit[1]
         end = st["active_position"]
         last = seg.base_offset
         while pos < end:

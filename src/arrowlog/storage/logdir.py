@@ -337,7 +337,8 @@ class LogDir:
             directory = os.path.join(self.topics_dir, name)
             parts = [int(n) for n in os.listdir(directory) if n.isdigit() and os.path.isdir(os.path.join(directory, n))]
             config: dict = {}
-            for key, value in (old.get("config") if isinstance(old.get("config"), dict) else {}).items():
+            old_config = old.get("config")
+            for key, value in (old_config if isinstance(old_config, dict) else {}).items():
                 if key in ("partitions", "value.schema"):
                     continue
                 try:

@@ -78,20 +78,26 @@ def _syncfs(fd: int) -> bool:
     or it failed."""
     global _LIBC
     if _LIBC is None:
-        try:
-            # before Linux 5.8 syncfs returned 0 even when writeback failed
-            # (the error would be lost): use it only where it reports them
-            major, minor = (int(x) for x in os.uname().release.split(".")[:2])
-            if os.uname().sysname != "Linux" or (major, minor) < (5, 8):
-                raise OSError("syncfs does not report writeback errors here")
-            _LIBC = ctypes.CDLL(None, use_errno=True)
-            _LIBC.syncfs  # noqa: B018 - raises AttributeError where missing
-        except (OSError, AttributeError, ValueError):
-            _LIBC = False
-    return bool(_LIBC) and _LIBC.syncfs(fd) == 0
+        _LIBC = _load_syncfs()
+    return isinstance(_LIBC, ctypes.CDLL) and _LIBC.syncfs(fd) == 0
 
 
-_LIBC = None
+def _load_syncfs() -> ctypes.CDLL | bool:
+    """The C library, if its syncfs reports writeback errors here; else False."""
+    try:
+        # before Linux 5.8 syncfs returned 0 even when writeback failed
+        # (the error would be lost): use it only where it reports them
+        major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+        if os.uname().sysname != "Linux" or (major, minor) < (5, 8):
+            return False
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syncfs  # noqa: B018 - raises AttributeError where missing
+        return libc
+    except (OSError, AttributeError, ValueError):
+        return False
+
+
+_LIBC: ctypes.CDLL | bool | None = None  # None: not looked up yet; False: unusable here
 
 
 def _syncfs_at(directory: str) -> bool:
@@ -112,7 +118,8 @@ def sync_many(logs) -> list[tuple[PartitionLog, BaseException]]:
     when its snapshot was taken. Where syncfs is unavailable or fails, each
     log syncs on its own (so an fsync error fails that partition, as
     sync() does). Returns the (log, error) pairs that failed."""
-    todo = []
+    # (log, its snapshot and unsynced closed segments or None, an error or None)
+    todo: list[tuple[PartitionLog, tuple[dict, list[int]] | None, BaseException | None]] = []
     for log in logs:
         try:
             with log._lock:
@@ -124,18 +131,19 @@ def sync_many(logs) -> list[tuple[PartitionLog, BaseException]]:
                         log._recover_locked()
                     st = log.state.snapshot()
                     if st["recovery_point"] < st["next_offset"]:
-                        todo.append((log, st, log._unsynced_closed_segments(st)))
+                        todo.append((log, (st, log._unsynced_closed_segments(st)), None))
         except (OSError, ArrowlogError) as exc:
             todo.append((log, None, exc))
     failed: list[tuple[PartitionLog, BaseException]] = []
     synced = bool(todo) and _syncfs_at(todo[0][0].directory)
-    for log, st, older in todo:
+    for log, pending, error in todo:
         try:
-            if isinstance(older, BaseException):
-                raise older
-            if st is None or not synced:
+            if error is not None:
+                raise error
+            if pending is None or not synced:
                 log.sync()
                 continue
+            st, older = pending
             with log._lock, log._append_locked():
                 log._synced_bases.update(older)
                 log._dir_dirty = False

@@ -172,7 +172,7 @@ class ReadMixin(LogBase):
         while True:
             # the headers first, then one CRC pass over the frames this
             # process has not checked yet, then the batches
-            found = []
+            found: list[tuple[int, int, int, int, int, int]] = []
             try:
                 while position < end and (total < max_bytes or not (frames or found)):  # KIP-74: one at least
                     base, count, body, min_ts, max_ts = seg.frame_header(position, end)

@@ -61,13 +61,13 @@ class RecoveryMixin(LogBase):
             bases = [0]
             fsync_dir(self.directory)
         # an impossible state (see layout.py) is no guide: scan everything
-        trusted = old is not None and state_problem(old) is None
-        recovery_point = old["recovery_point"] if trusted else 0
+        trusted = old if old is not None and state_problem(old) is None else None
+        recovery_point = trusted["recovery_point"] if trusted else 0
         start = 0
         for i, base in enumerate(bases):
             if base <= recovery_point:
                 start = i
-        log_start = old["log_start_offset"] if trusted else bases[0]
+        log_start = trusted["log_start_offset"] if trusted else bases[0]
         # Segments before `start` are trusted (synced): check their indexes,
         # and that each ends where the next begins. A segment missing there
         # (or unreadable) makes the log resume after it: the segments
@@ -99,14 +99,15 @@ class RecoveryMixin(LogBase):
             bases, start = bases[cut:], max(start - cut, 0)
             if not bases:
                 # nothing after the gap: the log goes on, empty, at the offset it had reached
-                Segment.create(self.directory, old["next_offset"], self.schema, self.compression, self._capacity(),
+                resume = trusted["next_offset"] if trusted else 0  # (a cut needs a trusted state)
+                Segment.create(self.directory, resume, self.schema, self.compression, self._capacity(),
                                self._now_ms()).close()
-                bases = [old["next_offset"]]
+                bases = [resume]
             log_start = max(log_start, bases[0])
         next_offset = bases[start]
         log_start = max(min(log_start, bases[-1]), bases[0])
         log_start = max(b for b in bases if b <= log_start)  # a segment's base, as retention leaves it
-        active = None
+        active: tuple[Segment, int, list] | None = None
         for i in range(start, len(bases)):
             base = bases[i]
             if base != next_offset and i > start:
@@ -141,6 +142,7 @@ class RecoveryMixin(LogBase):
                         self._delete_segment_files(later)
                         report["segments_deleted"] += 1
                     break
+        assert active is not None, "the loop above opens or creates the active segment"
         seg, end, frames = active
         if end < seg.file_size:
             report["truncated_bytes"] += self._garbage_bytes(seg, end)
@@ -329,8 +331,8 @@ class RecoveryMixin(LogBase):
         bases = self._list_bases()
         if bases and bases[0] > st["log_start_offset"]:
             errors.append(f"the oldest segment is missing: the log starts at offset {st['log_start_offset']}, "
-                                    f"the oldest segment file is {segment_name(bases[0])}.log")
-        expected = None
+                          f"the oldest segment file is {segment_name(bases[0])}.log")
+        expected: int | None = None
         for b in bases:
             if b > st["active_base_offset"]:
                 errors.append(f"segment {segment_name(b)}.log lies beyond the active segment (unpublished)")
@@ -343,15 +345,15 @@ class RecoveryMixin(LogBase):
             end = st["active_position"] if b == st["active_base_offset"] else seg.file_size
             if expected is not None and b != expected:
                 errors.append(missing_between(expected, b) if b > expected else
-                                        f"segment {segment_name(b)}.log does not continue from offset {expected}")
+                              f"segment {segment_name(b)}.log does not continue from offset {expected}")
             scan_end, nxt, frames = core.scan_frames(seg.log, seg.header_size, end, seg.first_offset(end), True)
             report["segments"] += 1
             report["frames"] += len(frames)
             report["records"] += nxt - b
             report["bytes"] += end
+            # where a segment that fails its checks ends is unknown: the next one is not "missing" offsets
+            expected = nxt if scan_end == end else None
             if scan_end != end:
                 errors.append(f"segment {segment_name(b)}.log: frame at position {scan_end} fails its checks "
-                                        f"({end - scan_end} bytes after it unreadable)")
-                nxt = None  # where it ends is unknown: the next segment is not "missing" offsets
-            expected = nxt
+                              f"({end - scan_end} bytes after it unreadable)")
         return report

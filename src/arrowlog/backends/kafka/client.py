@@ -213,8 +213,8 @@ def to_ck_list(partitions: Any) -> list[ck.TopicPartition]:
     return [to_ck(tp) for tp in partitions]
 
 
-def from_ck_list(partitions: Any) -> list[TopicPartition] | None:
-    return None if partitions is None else [from_ck(tp) for tp in partitions]
+def from_ck_list(partitions: Any) -> list[TopicPartition]:
+    return [from_ck(tp) for tp in partitions]
 
 
 def translate(exc: BaseException, client: Any = None, topic: str | None = None) -> BaseException:

@@ -84,7 +84,7 @@ class KafkaConsumer:
         """Join the group and read the partitions it gives this member;
         callbacks get ``(consumer, [TopicPartition])`` as on the embedded log."""
         self._require_group("subscribe()")
-        kw = {}
+        kw: dict[str, Any] = {}
         for name, cb in (("on_assign", on_assign), ("on_revoke", on_revoke), ("on_lost", on_lost)):
             if cb is not None:
                 kw[name] = self._wrap_rebalance(cb)
@@ -189,7 +189,8 @@ class KafkaConsumer:
         if offsets is not None:
             kw["offsets"] = to_ck_list(offsets)
         try:
-            return from_ck_list(self._c.commit(**kw))
+            committed = self._c.commit(**kw)
+            return None if committed is None else from_ck_list(committed)  # asynchronous: None
         except ck.KafkaException as exc:
             if exc.args and exc.args[0].code() == ck.KafkaError._NO_OFFSET:
                 return None  # nothing to commit, as on the embedded log
