@@ -120,7 +120,7 @@ class AsyncConsumer(_Threaded):
                 self._consumer.seek(TopicPartition(t, p, off))
             except KafkaException:
                 pass    # no longer assigned: the new owner starts from the commit
-        group = getattr(self._consumer, "_group", None)
+        group = self._consumer._group
         if group is not None:
             group.rewound(first)
 

@@ -87,7 +87,7 @@ def validate_topic_name(name: Any) -> str:
     if len(name) > MAX_TOPIC_LENGTH:
         raise InvalidTopicError(f"topic name is {len(name)} characters long; the limit is {MAX_TOPIC_LENGTH}")
     if not _TOPIC_RE.fullmatch(name):
-        bad = sorted({c for c in name if not re.fullmatch(r"[A-Za-z0-9._-]", c)})
+        bad = sorted({c for c in name if not _TOPIC_RE.fullmatch(c)})
         raise InvalidTopicError(f"topic name {name!r} contains {''.join(map(repr, bad))}: only letters, digits, "
                                 "'.', '_' and '-' are allowed")
     return name
