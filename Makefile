@@ -51,7 +51,7 @@ bench-micro: build
 
 lint: build
 	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/cython-lint _native
+	$(VENV)/bin/cython-lint _native src/arrowlog/_native/*.pxd
 	$(PY) -m mypy --config-file pyproject.toml
 
 clean:
