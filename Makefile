@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.deps-stamp
-NATIVE := $(wildcard _native/*.pyx _native/*.pxd _native/*.pxi _native/*/*.pxi _native/include/*.h)
+NATIVE := $(wildcard _native/*.pyx _native/*.pxi _native/*/*.pxi _native/include/*.h src/arrowlog/_native/*.pxd)
 BUILT  := $(VENV)/.build-stamp
 APT_PACKAGES := kcat redis-server nats-server chromium chromium-driver golang-go golang-github-shopify-sarama-dev
 
