@@ -51,16 +51,16 @@ async def long_poll(data_dir: str, topic: str, *, max_wait_ms: int,
     broker = Broker(data_dir, BrokerConfig(), "test-cluster")
     broker.start()
     reads = 0
-    fetch_once = broker._fetch_once
+    fetch_once = broker.fetching._fetch_once
 
     def counting(req):
         nonlocal reads
         reads += 1
         return fetch_once(req)
 
-    broker._fetch_once = counting
+    broker.fetching._fetch_once = counting
     try:
-        task = asyncio.ensure_future(broker.fetch(None, fetch_request(topic, 1, max_wait_ms)))
+        task = asyncio.ensure_future(broker.fetching.fetch(None, fetch_request(topic, 1, max_wait_ms)))
         returned: list[float] = []
         task.add_done_callback(lambda _: returned.append(time.monotonic()))
         while reads == 0:  # the Fetch looked once and found nothing: it is waiting now

@@ -314,3 +314,63 @@ def test_a_static_member_rejoining_keeps_its_assignment_and_fences_its_old_incar
     assert again["assignment"] == b"mine"          # no rebalance: the old assignment
     assert heartbeat(new)["error_code"] == 0
     assert heartbeat(old)["error_code"] == 82      # FENCED_INSTANCE_ID
+
+
+def broker_configs(a, name="1"):
+    res = ConfigResource(ConfigResource.Type.BROKER, name)
+    return {k: (e.value, e.source) for k, e in wait(a.describe_configs([res]))[res].items()}
+
+
+def test_dynamic_broker_configs_are_kept_and_static_ones_refused_as_kafka_does(tmp_path):
+    # what librdkafka's 0081 does to the broker resource, then what Kafka refuses
+    from .conftest import ServerProcess
+
+    dynamic = ck.admin.ConfigSource.DYNAMIC_BROKER_CONFIG.value
+    srv = ServerProcess(tmp_path / "data")
+    try:
+        a = admin(srv)
+        inc = ConfigResource(ConfigResource.Type.BROKER, "1", incremental_configs=[
+            ConfigEntry("background.threads", "9", incremental_operation=AlterConfigOpType.SET),
+            ConfigEntry("log.cleanup.policy", "compact", incremental_operation=AlterConfigOpType.APPEND)])
+        wait(a.incremental_alter_configs([inc]))
+        got = broker_configs(a)
+        assert got["background.threads"] == ("9", dynamic)
+        assert got["log.cleanup.policy"] == ("delete,compact", dynamic)
+        assert got["broker.id"] == ("1", ck.admin.ConfigSource.STATIC_BROKER_CONFIG.value)
+        inc = ConfigResource(ConfigResource.Type.BROKER, "1", incremental_configs=[
+            ConfigEntry("background.threads", "", incremental_operation=AlterConfigOpType.DELETE),
+            ConfigEntry("log.cleanup.policy", "compact", incremental_operation=AlterConfigOpType.SUBTRACT)])
+        wait(a.incremental_alter_configs([inc]))
+        got = broker_configs(a)
+        assert "background.threads" not in got and got["log.cleanup.policy"] == ("delete", dynamic)
+        # AlterConfigs replaces the broker's whole dynamic set
+        wait(a.alter_configs([ConfigResource(ConfigResource.Type.BROKER, "1", set_config={
+            "sasl.kerberos.min.time.before.relogin": "58000"})]))
+        got = broker_configs(a)
+        assert got["sasl.kerberos.min.time.before.relogin"] == ("58000", dynamic)
+        assert "log.cleanup.policy" not in got
+        refusals = [({"num.partitions": "3"}, "INVALID_REQUEST"),      # an arrowlog serve option: static
+                    ({"log.retention.ms": "soon"}, "INVALID_CONFIG")]  # a topic default, mistyped
+        for config, error in refusals:
+            with pytest.raises(KafkaException) as err:
+                wait(a.incremental_alter_configs([ConfigResource(ConfigResource.Type.BROKER, "1", incremental_configs=[
+                    ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in config.items()])]))
+            assert err.value.args[0].name() == error, (config, err.value)
+        # another broker's id (librdkafka would wait for that broker: our own client sends it here)
+        from arrowlog.server import messages as M
+
+        from .wireclient import call
+        resp = call(srv, M.INCREMENTAL_ALTER_CONFIGS, 1, {"validate_only": False, "resources": [
+            {"resource_type": 4, "resource_name": "7", "configs": [
+                {"name": "background.threads", "config_operation": 0, "value": "2"}]}]})
+        assert resp["responses"][0]["error_code"] == 42   # INVALID_REQUEST
+        wait(a.incremental_alter_configs([ConfigResource(ConfigResource.Type.BROKER, "1", incremental_configs=[
+            ConfigEntry("num.io.threads", "4", incremental_operation=AlterConfigOpType.SET)])], validate_only=True))
+        assert "num.io.threads" not in broker_configs(a)
+    finally:
+        assert srv.stop() == 0, srv.log()
+    srv = ServerProcess(tmp_path / "data")   # kept across a restart
+    try:
+        assert broker_configs(admin(srv))["sasl.kerberos.min.time.before.relogin"] == ("58000", dynamic)
+    finally:
+        assert srv.stop() == 0, srv.log()

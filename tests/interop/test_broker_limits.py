@@ -14,8 +14,10 @@ import pytest
 from rss import status_kib
 
 from arrowlog._native.kafka import encode_batch
+from arrowlog.server import admin as A
 from arrowlog.server import broker as B
 from arrowlog.server import messages as M
+from arrowlog.server import produce as P
 from arrowlog.server.wire import Reader, Writer
 
 from .conftest import ServerProcess
@@ -53,21 +55,21 @@ def produce_req(topic, records, partition=0):
 
 def test_a_large_produce_is_decoded_off_the_event_loop(tmp_path, monkeypatch):
     started, release = threading.Event(), threading.Event()
-    real = B.decode_record_set
+    real = P.decode_record_set
 
     def slow_decode(*args, **kwargs):
         started.set()
         assert release.wait(60), "the test never released the decoder"
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(B, "decode_record_set", slow_decode)
+    monkeypatch.setattr(P, "decode_record_set", slow_decode)
 
     async def scenario():
         broker = B.Broker(str(tmp_path), B.BrokerConfig(), "c1")
         broker.start()
         try:
-            body = value_batch(2, B.OFFLOAD_PRODUCE_BYTES)   # above the offload threshold
-            task = asyncio.ensure_future(broker.produce(ctx(M.PRODUCE), produce_req("big", body)))
+            body = value_batch(2, P.OFFLOAD_PRODUCE_BYTES)   # above the offload threshold
+            task = asyncio.ensure_future(broker.producing.produce(ctx(M.PRODUCE), produce_req("big", body)))
             broker.metadata(ctx(M.METADATA), request(M.METADATA, 12, {"topics": [{"name": "big"}]}))
             while not started.is_set():            # the decoder is running, in its thread
                 await asyncio.sleep(0.01)
@@ -129,12 +131,12 @@ def test_a_fetch_response_is_capped_at_the_servers_fetch_max_bytes(tmp_path):
         broker = B.Broker(str(tmp_path), B.BrokerConfig(fetch_max_bytes=2 * MiB), "c1")
         broker.start()
         try:
-            await broker.create_topics(ctx(M.CREATE_TOPICS), request(M.CREATE_TOPICS, 7, {"topics": [
+            await broker.admin.create_topics(ctx(M.CREATE_TOPICS), request(M.CREATE_TOPICS, 7, {"topics": [
                 {"name": "wide", "num_partitions": 1, "replication_factor": 1}]}))
             for _ in range(8):
-                r = await broker.produce(ctx(M.PRODUCE), produce_req("wide", value_batch(1, MiB)))
+                r = await broker.producing.produce(ctx(M.PRODUCE), produce_req("wide", value_batch(1, MiB)))
                 assert r["responses"][0]["partition_responses"][0]["error_code"] == 0
-            resp = await broker.fetch(ctx(M.FETCH), request(M.FETCH, 12, {
+            resp = await broker.fetching.fetch(ctx(M.FETCH), request(M.FETCH, 12, {
                 "max_wait_ms": 0, "min_bytes": 1, "max_bytes": 1 << 30, "topics": [
                     {"topic": "wide", "partitions": [{"partition": 0, "fetch_offset": 0,
                                                       "partition_max_bytes": 1 << 30}]}]}))
@@ -178,8 +180,8 @@ def test_creating_thousands_of_topics_lets_other_connections_in(tmp_path):
 
         try:
             tick = asyncio.ensure_future(ticker())
-            n = 20 * B.TOPICS_PER_SLICE
-            r = await broker.create_topics(ctx(M.CREATE_TOPICS), request(M.CREATE_TOPICS, 7, {"topics": [
+            n = 20 * A.TOPICS_PER_SLICE
+            r = await broker.admin.create_topics(ctx(M.CREATE_TOPICS), request(M.CREATE_TOPICS, 7, {"topics": [
                 {"name": f"many-{i}", "num_partitions": 1, "replication_factor": 1} for i in range(n)]}))
             done = True
             await tick

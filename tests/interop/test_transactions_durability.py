@@ -54,14 +54,16 @@ def test_transactions_survive_kill9_and_restart(tmp_path, topic, group):
         assert list_offset(srv, topic, committed_only=True) == 7          # still held by tx-open
         p, batches = fetch_batches(srv, topic, 1)
         assert p["last_stable_offset"] == 7
-        assert [b["base_offset"] for b in batches] == [2, 3, 6]            # the aborted batch stays hidden
+        assert [(b["base_offset"], b["record_count"] == 0) for b in batches] == [
+            (0, True), (2, False), (3, False), (6, False)]                    # the aborted records stay hidden
         assert committed_offset(srv, group, topic) == -1                   # staged, not committed
         # a new producer with tx-open's id aborts what the killed server left open
         code, again_pid, again_epoch = init_txn(srv, "tx-open")
         assert (code, again_pid) == (0, open_pid) and again_epoch > open_epoch
         assert list_offset(srv, topic, committed_only=True) == 10
         _, batches = fetch_batches(srv, topic, 1)
-        assert [b["base_offset"] for b in batches] == [2, 3, 6, 9]
+        assert [(b["base_offset"], b["record_count"] == 0) for b in batches] == [
+            (0, True), (2, False), (3, False), (6, False), (7, True), (9, False)]
         assert committed_offset(srv, group, topic) == -1
         assert end_txn(srv, "tx-open", open_pid, open_epoch, True) == PRODUCER_FENCED
     finally:

@@ -125,13 +125,15 @@ class Journaled:
 
     def _journal(self, event: dict, fsync: bool = False) -> None:
         if self._files is not None and self._files.write(event, fsync):
-            self._compact_logged(self._files)
+            self._compact_logged()
 
-    def _compact_logged(self, files: StateFiles) -> None:
+    def _compact_logged(self) -> None:
         try:
             self.compact()
         except OSError as exc:
-            log.error("cannot write the %s snapshot %s: %s", files.what, files.snapshot_path, exc)
+            files = self._files
+            what = "state snapshot" if files is None else f"{files.what} snapshot {files.snapshot_path}"
+            log.error("cannot write the %s: %s", what, exc)
 
     def sync(self) -> None:
         """fsync the journal (the periodic flush calls this before syncing partitions)."""
@@ -140,5 +142,5 @@ class Journaled:
 
     def _close_files(self) -> None:
         if self._files is not None:
-            self._compact_logged(self._files)
+            self._compact_logged()
             self._files.close()

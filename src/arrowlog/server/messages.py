@@ -1,4 +1,6 @@
-"""The Kafka messages arrowlog serves, as schema tables (see schema.py).
+"""The Kafka messages arrowlog serves, as schema tables (see schema.py): here the
+data path and the groups; admin_messages.py, security_messages.py,
+generated_messages.py and txn_messages.py hold the rest, and APIS collects them all.
 
 Written from the protocol facts (Kafka's message definitions), limited to
 the versions we advertise. Field names are snake_case; a version spec
@@ -7,8 +9,35 @@ the versions we advertise. Field names are snake_case; a version spec
 
 from __future__ import annotations
 
+from .admin_messages import (
+    CREATE_TOPICS,
+    DELETE_TOPICS,
+    DESCRIBE_CLUSTER,
+    DESCRIBE_CONFIGS,
+)
+from .generated_messages import (
+    ALTER_CONFIGS,
+    ALTER_PARTITION_REASSIGNMENTS,
+    CREATE_PARTITIONS,
+    DELETE_GROUPS,
+    DELETE_RECORDS,
+    DESCRIBE_PRODUCERS,
+    ELECT_LEADERS,
+    INCREMENTAL_ALTER_CONFIGS,
+    LIST_PARTITION_REASSIGNMENTS,
+    OFFSET_DELETE,
+)
 from .schema import Api
 from .schema import F as f
+from .security_messages import (
+    ALTER_USER_SCRAM_CREDENTIALS,
+    CREATE_ACLS,
+    DELETE_ACLS,
+    DESCRIBE_ACLS,
+    DESCRIBE_USER_SCRAM_CREDENTIALS,
+    SASL_AUTHENTICATE,
+    SASL_HANDSHAKE,
+)
 from .txn_messages import TXN_APIS
 
 # ---------------------------------------------------------------- ApiVersions (18)
@@ -292,82 +321,6 @@ INIT_PRODUCER_ID = Api(22, "InitProducerId", (0, 4), 2, request=(
     f("producer_epoch", "int16"),
 ))
 
-# ---------------------------------------------------------------- CreateTopics (19)
-CREATE_TOPICS = Api(19, "CreateTopics", (2, 7), 5, request=(
-    f("topics", (
-        f("name", "string"),
-        f("num_partitions", "int32"),
-        f("replication_factor", "int16"),
-        f("assignments", (f("partition_index", "int32"), f("broker_ids", ["int32"]))),
-        f("configs", (f("name", "string"), f("value", "string", nullable="0+"))),
-    )),
-    f("timeout_ms", "int32", default=60000),
-    f("validate_only", "bool", "1+"),
-), response=(
-    f("throttle_time_ms", "int32", "2+"),
-    f("topics", (
-        f("name", "string"),
-        f("topic_id", "uuid", "7+"),
-        f("error_code", "int16"),
-        f("error_message", "string", "1+", nullable="0+"),
-        f("num_partitions", "int32", "5+", default=-1),
-        f("replication_factor", "int16", "5+", default=-1),
-        f("configs", (
-            f("name", "string"),
-            f("value", "string", nullable="5+"),
-            f("read_only", "bool"),
-            f("config_source", "int8", default=-1),
-            f("is_sensitive", "bool"),
-        ), "5+", nullable="5+"),
-    )),
-))
-
-# ---------------------------------------------------------------- DeleteTopics (20)
-DELETE_TOPICS = Api(20, "DeleteTopics", (1, 6), 4, request=(
-    f("topics", (f("name", "string", nullable="6+"), f("topic_id", "uuid")), "6+"),
-    f("topic_names", ["string"], "0-5"),
-    f("timeout_ms", "int32"),
-), response=(
-    f("throttle_time_ms", "int32", "1+"),
-    f("responses", (
-        f("name", "string", nullable="6+"),
-        f("topic_id", "uuid", "6+"),
-        f("error_code", "int16"),
-        f("error_message", "string", "5+", nullable="5+"),
-    )),
-))
-
-# ---------------------------------------------------------------- DescribeConfigs (32)
-DESCRIBE_CONFIGS = Api(32, "DescribeConfigs", (1, 4), 4, request=(
-    f("resources", (
-        f("resource_type", "int8"),
-        f("resource_name", "string"),
-        f("configuration_keys", ["string"], nullable="0+"),
-    )),
-    f("include_synonyms", "bool", "1+"),
-    f("include_documentation", "bool", "3+"),
-), response=(
-    f("throttle_time_ms", "int32"),
-    f("results", (
-        f("error_code", "int16"),
-        f("error_message", "string", nullable="0+"),
-        f("resource_type", "int8"),
-        f("resource_name", "string"),
-        f("configs", (
-            f("name", "string"),
-            f("value", "string", nullable="0+"),
-            f("read_only", "bool"),
-            f("config_source", "int8", "1+", default=-1),
-            f("is_sensitive", "bool"),
-            f("synonyms", (
-                f("name", "string"), f("value", "string", nullable="0+"), f("source", "int8"),
-            ), "1+"),
-            f("config_type", "int8", "3+"),
-            f("documentation", "string", "3+", nullable="0+"),
-        )),
-    )),
-))
-
 # ---------------------------------------------------------------- DescribeGroups (15)
 DESCRIBE_GROUPS = Api(15, "DescribeGroups", (0, 5), 5, request=(
     f("groups", ["string"]),
@@ -407,353 +360,6 @@ LIST_GROUPS = Api(16, "ListGroups", (0, 5), 3, request=(
     )),
 ))
 
-# ---------------------------------------------------------------- DescribeCluster (60)
-DESCRIBE_CLUSTER = Api(60, "DescribeCluster", (0, 1), 0, request=(
-    f("include_cluster_authorized_operations", "bool"),
-    f("endpoint_type", "int8", "1+", default=1),
-), response=(
-    f("throttle_time_ms", "int32"),
-    f("error_code", "int16"),
-    f("error_message", "string", nullable="0+"),
-    f("endpoint_type", "int8", "1+", default=1),
-    f("cluster_id", "string"),
-    f("controller_id", "int32", default=-1),
-    f("brokers", (
-        f("broker_id", "int32"), f("host", "string"), f("port", "int32"),
-        f("rack", "string", nullable="0+"),
-    )),
-    f("cluster_authorized_operations", "int32", default=-2147483648),
-))
-
-# ---------------------------------------------------------------- SASL (17, 36)
-# Answered by the connection's security state (security/sasl.py), not the broker.
-SASL_HANDSHAKE = Api(17, "SaslHandshake", (0, 1), None, request=(
-    f("mechanism", "string"),
-), response=(
-    f("error_code", "int16"),
-    f("mechanisms", ["string"]),
-))
-
-SASL_AUTHENTICATE = Api(36, "SaslAuthenticate", (0, 2), 2, request=(
-    f("auth_bytes", "bytes"),
-), response=(
-    f("error_code", "int16"),
-    f("error_message", "string", nullable="0+"),
-    f("auth_bytes", "bytes"),
-    f("session_lifetime_ms", "int64", "1+"),
-))
-
-# ---------------------------------------------------------------- ACLs (29, 30, 31)
-_ACL_FILTER = (
-    f("resource_type_filter", "int8"),
-    f("resource_name_filter", "string", nullable="0+"),
-    f("pattern_type_filter", "int8", "1+", default=3),
-    f("principal_filter", "string", nullable="0+"),
-    f("host_filter", "string", nullable="0+"),
-    f("operation", "int8"),
-    f("permission_type", "int8"),
-)
-
-DESCRIBE_ACLS = Api(29, "DescribeAcls", (0, 3), 2, request=_ACL_FILTER, response=(
-    f("throttle_time_ms", "int32"),
-    f("error_code", "int16"),
-    f("error_message", "string", nullable="0+"),
-    f("resources", (
-        f("resource_type", "int8"),
-        f("resource_name", "string"),
-        f("pattern_type", "int8", "1+", default=3),
-        f("acls", (
-            f("principal", "string"), f("host", "string"),
-            f("operation", "int8"), f("permission_type", "int8"),
-        )),
-    )),
-))
-
-CREATE_ACLS = Api(30, "CreateAcls", (0, 3), 2, request=(
-    f("creations", (
-        f("resource_type", "int8"),
-        f("resource_name", "string"),
-        f("resource_pattern_type", "int8", "1+", default=3),
-        f("principal", "string"),
-        f("host", "string"),
-        f("operation", "int8"),
-        f("permission_type", "int8"),
-    )),
-), response=(
-    f("throttle_time_ms", "int32"),
-    f("results", (f("error_code", "int16"), f("error_message", "string", nullable="0+"))),
-))
-
-DELETE_ACLS = Api(31, "DeleteAcls", (0, 3), 2, request=(
-    f("filters", _ACL_FILTER),
-), response=(
-    f("throttle_time_ms", "int32"),
-    f("filter_results", (
-        f("error_code", "int16"),
-        f("error_message", "string", nullable="0+"),
-        f("matching_acls", (
-            f("error_code", "int16"),
-            f("error_message", "string", nullable="0+"),
-            f("resource_type", "int8"),
-            f("resource_name", "string"),
-            f("pattern_type", "int8", "1+", default=3),
-            f("principal", "string"),
-            f("host", "string"),
-            f("operation", "int8"),
-            f("permission_type", "int8"),
-        )),
-    )),
-))
-
-# ---------------------------------------------------------------- SCRAM users (50, 51)
-DESCRIBE_USER_SCRAM_CREDENTIALS = Api(50, "DescribeUserScramCredentials", (0, 0), 0, request=(
-    f("users", (f("name", "string"),), nullable="0+"),
-), response=(
-    f("throttle_time_ms", "int32"),
-    f("error_code", "int16"),
-    f("error_message", "string", nullable="0+"),
-    f("results", (
-        f("user", "string"),
-        f("error_code", "int16"),
-        f("error_message", "string", nullable="0+"),
-        f("credential_infos", (f("mechanism", "int8"), f("iterations", "int32"))),
-    )),
-))
-
-ALTER_USER_SCRAM_CREDENTIALS = Api(51, "AlterUserScramCredentials", (0, 0), 0, request=(
-    f("deletions", (f("name", "string"), f("mechanism", "int8"))),
-    f("upsertions", (
-        f("name", "string"), f("mechanism", "int8"), f("iterations", "int32"),
-        f("salt", "bytes"), f("salted_password", "bytes"),
-    )),
-), response=(
-    f("throttle_time_ms", "int32"),
-    f("results", (
-        f("user", "string"),
-        f("error_code", "int16"),
-        f("error_message", "string", nullable="0+"),
-    )),
-))
-
-# ================================================================ generated tables
-# Printed by scripts/gen-kafka-messages from Kafka's message definitions:
-#   scripts/gen-kafka-messages RESOURCES CreatePartitions:0-3 AlterConfigs:0-2 \
-#     IncrementalAlterConfigs:0-1 DeleteRecords:0-2 DeleteGroups:0-2 OffsetDelete:0-0 \
-#     DescribeProducers:0-0 ElectLeaders:0-2 AlterPartitionReassignments:0-0 \
-#     ListPartitionReassignments:0-0
-# (RESOURCES: kafka-python 3's kafka/protocol/schemas/resources, or Kafka's
-# clients/src/main/resources/common/message). Regenerate rather than edit.
-
-# ---------------------------------------------------------------- CreatePartitions (37)
-CREATE_PARTITIONS = Api(37, "CreatePartitions", (0, 3), 2, request=(
-    f("topics", (
-        f("name", "string"),
-        f("count", "int32"),
-        f("assignments", (
-            f("broker_ids", ["int32"]),
-        ), nullable="0+"),
-    )),
-    f("timeout_ms", "int32"),
-    f("validate_only", "bool"),
-), response=(
-    f("throttle_time_ms", "int32"),
-    f("results", (
-        f("name", "string"),
-        f("error_code", "int16"),
-        f("error_message", "string", nullable="0+"),
-    )),
-))
-
-# ---------------------------------------------------------------- AlterConfigs (33)
-ALTER_CONFIGS = Api(33, "AlterConfigs", (0, 2), 2, request=(
-    f("resources", (
-        f("resource_type", "int8"),
-        f("resource_name", "string"),
-        f("configs", (
-            f("name", "string"),
-            f("value", "string", nullable="0+"),
-        )),
-    )),
-    f("validate_only", "bool"),
-), response=(
-    f("throttle_time_ms", "int32"),
-    f("responses", (
-        f("error_code", "int16"),
-        f("error_message", "string", nullable="0+"),
-        f("resource_type", "int8"),
-        f("resource_name", "string"),
-    )),
-))
-
-# ---------------------------------------------------------------- IncrementalAlterConfigs (44)
-INCREMENTAL_ALTER_CONFIGS = Api(44, "IncrementalAlterConfigs", (0, 1), 1, request=(
-    f("resources", (
-        f("resource_type", "int8"),
-        f("resource_name", "string"),
-        f("configs", (
-            f("name", "string"),
-            f("config_operation", "int8"),
-            f("value", "string", nullable="0+"),
-        )),
-    )),
-    f("validate_only", "bool"),
-), response=(
-    f("throttle_time_ms", "int32"),
-    f("responses", (
-        f("error_code", "int16"),
-        f("error_message", "string", nullable="0+"),
-        f("resource_type", "int8"),
-        f("resource_name", "string"),
-    )),
-))
-
-# ---------------------------------------------------------------- DeleteRecords (21)
-DELETE_RECORDS = Api(21, "DeleteRecords", (0, 2), 2, request=(
-    f("topics", (
-        f("name", "string"),
-        f("partitions", (
-            f("partition_index", "int32"),
-            f("offset", "int64"),
-        )),
-    )),
-    f("timeout_ms", "int32"),
-), response=(
-    f("throttle_time_ms", "int32"),
-    f("topics", (
-        f("name", "string"),
-        f("partitions", (
-            f("partition_index", "int32"),
-            f("low_watermark", "int64"),
-            f("error_code", "int16"),
-        )),
-    )),
-))
-
-# ---------------------------------------------------------------- DeleteGroups (42)
-DELETE_GROUPS = Api(42, "DeleteGroups", (0, 2), 2, request=(
-    f("groups_names", ["string"]),
-), response=(
-    f("throttle_time_ms", "int32"),
-    f("results", (
-        f("group_id", "string"),
-        f("error_code", "int16"),
-    )),
-))
-
-# ---------------------------------------------------------------- OffsetDelete (47)
-OFFSET_DELETE = Api(47, "OffsetDelete", (0, 0), None, request=(
-    f("group_id", "string"),
-    f("topics", (
-        f("name", "string"),
-        f("partitions", (
-            f("partition_index", "int32"),
-        )),
-    )),
-), response=(
-    f("error_code", "int16"),
-    f("throttle_time_ms", "int32"),
-    f("topics", (
-        f("name", "string"),
-        f("partitions", (
-            f("partition_index", "int32"),
-            f("error_code", "int16"),
-        )),
-    )),
-))
-
-# ---------------------------------------------------------------- DescribeProducers (61)
-DESCRIBE_PRODUCERS = Api(61, "DescribeProducers", (0, 0), 0, request=(
-    f("topics", (
-        f("name", "string"),
-        f("partition_indexes", ["int32"]),
-    )),
-), response=(
-    f("throttle_time_ms", "int32"),
-    f("topics", (
-        f("name", "string"),
-        f("partitions", (
-            f("partition_index", "int32"),
-            f("error_code", "int16"),
-            f("error_message", "string", nullable="0+"),
-            f("active_producers", (
-                f("producer_id", "int64"),
-                f("producer_epoch", "int32"),
-                f("last_sequence", "int32", default=-1),
-                f("last_timestamp", "int64", default=-1),
-                f("coordinator_epoch", "int32"),
-                f("current_txn_start_offset", "int64", default=-1),
-            )),
-        )),
-    )),
-))
-
-# ---------------------------------------------------------------- ElectLeaders (43)
-ELECT_LEADERS = Api(43, "ElectLeaders", (0, 2), 2, request=(
-    f("election_type", "int8", "1+"),
-    f("topic_partitions", (
-        f("topic", "string"),
-        f("partitions", ["int32"]),
-    ), nullable="0+"),
-    f("timeout_ms", "int32", default=60000),
-), response=(
-    f("throttle_time_ms", "int32"),
-    f("error_code", "int16", "1+"),
-    f("replica_election_results", (
-        f("topic", "string"),
-        f("partition_result", (
-            f("partition_id", "int32"),
-            f("error_code", "int16"),
-            f("error_message", "string", nullable="0+"),
-        )),
-    )),
-))
-
-# ---------------------------------------------------------------- AlterPartitionReassignments (45)
-ALTER_PARTITION_REASSIGNMENTS = Api(45, "AlterPartitionReassignments", (0, 0), 0, request=(
-    f("timeout_ms", "int32", default=60000),
-    f("topics", (
-        f("name", "string"),
-        f("partitions", (
-            f("partition_index", "int32"),
-            f("replicas", ["int32"], nullable="0+"),
-        )),
-    )),
-), response=(
-    f("throttle_time_ms", "int32"),
-    f("error_code", "int16"),
-    f("error_message", "string", nullable="0+"),
-    f("responses", (
-        f("name", "string"),
-        f("partitions", (
-            f("partition_index", "int32"),
-            f("error_code", "int16"),
-            f("error_message", "string", nullable="0+"),
-        )),
-    )),
-))
-
-# ---------------------------------------------------------------- ListPartitionReassignments (46)
-LIST_PARTITION_REASSIGNMENTS = Api(46, "ListPartitionReassignments", (0, 0), 0, request=(
-    f("timeout_ms", "int32", default=60000),
-    f("topics", (
-        f("name", "string"),
-        f("partition_indexes", ["int32"]),
-    ), nullable="0+"),
-), response=(
-    f("throttle_time_ms", "int32"),
-    f("error_code", "int16"),
-    f("error_message", "string", nullable="0+"),
-    f("topics", (
-        f("name", "string"),
-        f("partitions", (
-            f("partition_index", "int32"),
-            f("replicas", ["int32"]),
-            f("adding_replicas", ["int32"]),
-            f("removing_replicas", ["int32"]),
-        )),
-    )),
-))
-
 APIS = {api.key: api for api in (
     API_VERSIONS, METADATA, PRODUCE, FETCH, LIST_OFFSETS, FIND_COORDINATOR, JOIN_GROUP,
     SYNC_GROUP, HEARTBEAT, LEAVE_GROUP, OFFSET_COMMIT, OFFSET_FETCH, INIT_PRODUCER_ID,
@@ -764,3 +370,4 @@ APIS = {api.key: api for api in (
     OFFSET_DELETE, DESCRIBE_PRODUCERS, ELECT_LEADERS, ALTER_PARTITION_REASSIGNMENTS,
     LIST_PARTITION_REASSIGNMENTS, *TXN_APIS,
 )}
+

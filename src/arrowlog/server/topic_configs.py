@@ -122,10 +122,11 @@ def split(configs: dict) -> tuple[dict, dict, str | None]:
 
 class IgnoredConfigs:
     """The accepted-but-not-applied topic configs, in ``<data>/kafka-topic-configs.json``
-    ({topic: {name: value}}), replaced atomically on each change."""
+    ({topic: {name: value}}), replaced atomically on each change (broker_configs.py keeps
+    the broker's in another file the same way)."""
 
-    def __init__(self, data_dir: str):
-        self.path = os.path.join(data_dir, "kafka-topic-configs.json")
+    def __init__(self, data_dir: str, filename: str = "kafka-topic-configs.json"):
+        self.path = os.path.join(data_dir, filename)
         self._lock = threading.Lock()
         try:
             with open(self.path) as f:

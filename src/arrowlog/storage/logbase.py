@@ -36,7 +36,7 @@ class LogBase:
         self.topic = topic
         self.partition = partition
         self.config = config
-        self.schema = schema
+        self.schema = schema  # the envelope new frames are written with (use_schema changes it)
         self.segment_bytes = min(int(config["segment.bytes"]), MAX_SEGMENT_BYTES)
         self.segment_ms = int(config["segment.ms"])
         self.index_interval = int(config["index.interval.bytes"])
@@ -56,6 +56,7 @@ class LogBase:
         self._null_columns: dict = {}
         self._sorted_frames: dict[tuple, int] = {}  # (generation, segment, position) -> timestamps ascend?
         self._writer: Segment | None = None       # writable view of the active segment
+        self._writer_generation: int | None = None  # the published generation _writer was last checked at
         self._failed: BaseException | None = None
         self._damage: str | None = None  # why the layout cannot be right (see layout.py)
         self._closed = False
