@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.deps-stamp
-NATIVE := $(wildcard _native/*.pyx _native/*.pxd _native/*.pxi _native/*/*.pxi _native/include/*.h)
+NATIVE := $(wildcard _native/*.pyx _native/*.pxi _native/*/*.pxi _native/include/*.h src/arrowlog/_native/*.pxd)
 BUILT  := $(VENV)/.build-stamp
 APT_PACKAGES := kcat redis-server nats-server chromium chromium-driver golang-go golang-github-shopify-sarama-dev
 
@@ -51,7 +51,7 @@ bench-micro: build
 
 lint: build
 	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/cython-lint _native
+	$(VENV)/bin/cython-lint _native src/arrowlog/_native/*.pxd
 	$(PY) -m mypy --config-file pyproject.toml
 
 clean:

@@ -106,10 +106,6 @@ cdef class ByteView:
     ``memoryview(view)`` wrap the bytes without copying; ``owner`` (a
     MappedFile) stays alive as long as any view or Arrow buffer does.
     """
-    cdef readonly object owner
-    cdef uint8_t *ptr
-    cdef Py_ssize_t size
-    cdef bint writable
 
     def __getbuffer__(self, Py_buffer *view, int flags):
         if (flags & PyBUF_WRITABLE) and not self.writable:

@@ -20,10 +20,6 @@ cdef class MappedFile:
     the last view of it (ByteView, Arrow buffer, Message) is gone, so data a
     reader holds stays readable after retention deletes the file.
     """
-    cdef uint8_t *base
-    cdef readonly Py_ssize_t capacity
-    cdef readonly bint writable
-    cdef readonly str path
 
     def __cinit__(self, int fd, Py_ssize_t capacity, bint writable=False, str path=""):
         self.base = NULL

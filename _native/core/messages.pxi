@@ -15,25 +15,6 @@ TIMESTAMP_LOG_APPEND_TIME = 2
 cdef class BatchView:
     """Pointers into one stored batch (columns offset, timestamp, key,
     value, headers) for record-at-a-time access."""
-    cdef readonly object batch
-    cdef readonly str topic
-    cdef readonly int32_t partition
-    cdef readonly int64_t base_offset
-    cdef readonly Py_ssize_t num_rows
-    cdef readonly int64_t next_offset  # after the last offset the frame spans (gaps: docs/FORMAT.md)
-    cdef const int64_t *offs
-    cdef const int64_t *ts
-    cdef const int32_t *koff
-    cdef const uint8_t *kdata
-    cdef const uint8_t *kvalid
-    cdef Py_ssize_t kbit
-    cdef const int32_t *voff
-    cdef const uint8_t *vdata
-    cdef const uint8_t *vvalid
-    cdef Py_ssize_t vbit
-    cdef bint binary_values
-    cdef object headers_col
-    cdef object value_col
 
     def __init__(self, batch, str topic, int32_t partition, int64_t base_offset, int64_t next_offset=-1):
         self.batch = batch
@@ -157,18 +138,6 @@ cdef class Message:
     bytes) or None; ``error()`` None for records, a KafkaError for events
     such as end of partition.
     """
-    cdef str _topic
-    cdef int32_t _partition
-    cdef int64_t _offset
-    cdef int64_t _timestamp
-    cdef int _ts_type
-    cdef BatchView _view
-    cdef Py_ssize_t _row
-    cdef object _key
-    cdef object _value
-    cdef object _headers
-    cdef object _error
-    cdef bint _own
 
     def __init__(self, topic=None, value=None, key=None, headers=None, error=None, timestamp=None,
                  partition=-1, offset=-1001, latency=None, leader_epoch=None):

@@ -12,18 +12,6 @@ from arrowlog.errors import InvalidArgumentError
 
 cdef class TopicSlot:
     """A topic's accumulators inside one producer."""
-    cdef public str name
-    cdef public int32_t partitions
-    cdef public list accumulators
-    cdef public int32_t sticky
-    cdef public object topic
-    # checks every produce() makes before a record is queued, so a bad record
-    # fails its own call and never its batch: the largest key + value, and
-    # (typed topics) a callable that raises if the value does not fit
-    cdef readonly Py_ssize_t max_record_bytes
-    cdef readonly object validate
-    cdef Py_ssize_t check_above     # a record larger than this takes the checks' slow path
-    cdef public bint keyed_only     # a compacted topic: an unkeyed record is refused at produce()
 
     def __init__(self, str name, object topic, int32_t partitions, Py_ssize_t batch_bytes=0,
                  Py_ssize_t max_record_bytes=PY_SSIZE_T_MAX, object validate=None):
@@ -98,12 +86,6 @@ cdef Py_ssize_t _headers_size(list headers) except -1:
 
 cdef class ProducerCore:
     """State the produce() fast path needs; arrowlog.Producer extends it."""
-    cdef public dict _slots
-    cdef public Py_ssize_t _batch_bytes
-    cdef public Py_ssize_t _batch_records
-    cdef public Py_ssize_t _queued
-    cdef public bint _closed
-    cdef public object _default_delivery
 
     def __cinit__(self):
         self._slots = {}
@@ -127,39 +109,40 @@ cdef class ProducerCore:
 
     # -- the upcall contract ----------------------------------------------------
     # produce() handles the common case here and calls these on its rare paths.
-    # A subclass implements every one (arrowlog.Producer, backends/local/producer.py);
+    # Declared cpdef in core.pxd; the subclass overrides every one (arrowlog.Producer,
+    # backends/local/producer.py);
     # tests/unit/test_import_layers.py checks that produce() calls nothing else.
 
-    def _open_slot(self, topic):
+    cpdef _open_slot(self, topic):
         """The TopicSlot of ``topic`` (a topic not in ``_slots`` yet): check the
         name, open or create the topic, cache the slot in ``_slots``; or raise."""
         raise NotImplementedError("ProducerCore._open_slot: implemented by the subclass")
 
-    def _raise_closed(self):
+    cpdef _raise_closed(self):
         """produce() on a closed producer: raise the closed error."""
         raise NotImplementedError("ProducerCore._raise_closed: implemented by the subclass")
 
-    def _too_large(self, TopicSlot slot, Py_ssize_t size):
+    cpdef _too_large(self, TopicSlot slot, Py_ssize_t size):
         """A record of ``size`` bytes over ``slot.max_record_bytes``: raise."""
         raise NotImplementedError("ProducerCore._too_large: implemented by the subclass")
 
-    def _unkeyed(self, TopicSlot slot, str where=""):
+    cpdef _unkeyed(self, TopicSlot slot, str where=""):
         """A record without a key for a compacted topic (``slot.keyed_only``): raise."""
         raise NotImplementedError("ProducerCore._unkeyed: implemented by the subclass")
 
-    def _bad_partition(self, TopicSlot slot, partition):
+    cpdef _bad_partition(self, TopicSlot slot, partition):
         """An explicit ``partition`` that the topic does not have: raise."""
         raise NotImplementedError("ProducerCore._bad_partition: implemented by the subclass")
 
-    def _coerce_timestamp(self, timestamp):
+    cpdef _coerce_timestamp(self, timestamp):
         """A timestamp that is not an int (datetime, date, float) as epoch ms."""
         raise NotImplementedError("ProducerCore._coerce_timestamp: implemented by the subclass")
 
-    def _batch_full(self, TopicSlot slot, int32_t partition):
+    cpdef _batch_full(self, TopicSlot slot, int32_t partition):
         """The batch of ``partition`` reached batch.size / batch.num.messages: send it."""
         raise NotImplementedError("ProducerCore._batch_full: implemented by the subclass")
 
-    def _first_in_batch(self, TopicSlot slot, int32_t partition):
+    cpdef _first_in_batch(self, TopicSlot slot, int32_t partition):
         """A record started a new batch of ``partition`` (linger.ms starts now)."""
         raise NotImplementedError("ProducerCore._first_in_batch: implemented by the subclass")
 

@@ -6,27 +6,13 @@
 #        8     4  version (1)
 #       12     4  clean: 1 after the last process closed the partition cleanly
 #       16     8  seq: seqlock counter, odd while the writer is publishing
-#       24    96  payload (StatePayload below), guarded by seq
+#       24    96  payload (StatePayload in core.pxd), guarded by seq
 #      128     4  futex word, incremented after every publish
 #      132     4  number of readers waiting on the futex word
 #
 # Writers publish under the partition's append lock; readers copy the payload
 # under the seqlock and never block a writer. The file is a cache of what the
 # segments say: after an unclean shutdown it is rebuilt by recovery.
-
-cdef struct StatePayload:
-    int64_t log_start_offset
-    int64_t next_offset            # the high watermark
-    int64_t active_base_offset
-    int64_t active_position        # bytes used in the active segment
-    int64_t active_max_timestamp
-    int64_t offset_index_entries
-    int64_t time_index_entries
-    int64_t bytes_since_index
-    int64_t recovery_point         # offsets below are fsynced
-    int64_t generation             # bumped when the log is truncated
-    int64_t segment_created_ms     # age of the active segment, for segment.ms
-    int64_t reserved
 
 STATE_FILE_SIZE = 4096
 STATE_FIELDS = (
@@ -41,13 +27,6 @@ cdef bytes STATE_MAGIC = b"ARWLSTAT"
 
 cdef class PartitionState:
     """The shared state of one partition over a MappedFile of STATE_FILE_SIZE."""
-    cdef MappedFile mapping
-    cdef uint8_t *base
-    cdef uint64_t *seq
-    cdef StatePayload *payload
-    cdef uint32_t *word
-    cdef uint32_t *waiters
-    cdef readonly bint writable
 
     def __cinit__(self, MappedFile mapping):
         if mapping.capacity < 4096:

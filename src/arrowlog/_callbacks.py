@@ -25,6 +25,7 @@ import itertools
 import json
 import logging
 import time
+from typing import Any
 
 from .errors import KafkaError
 
@@ -62,9 +63,11 @@ class ClientCallbacks:
 
     def emit_stats(self, topics: dict, totals: dict) -> None:
         """Call stats_cb with ``topics`` ({topic: {partition: {field: value}}})."""
+        if self.stats_cb is None:
+            return
         now = time.monotonic()
         self.next_stats = now + self.interval
-        doc = {"name": self.name, "client_id": self.client_id, "type": self.kind, "ts": int(now * 1e6),
+        doc: dict[str, Any] = {"name": self.name, "client_id": self.client_id, "type": self.kind, "ts": int(now * 1e6),
                "time": int(time.time()), "age": int((now - self.created) * 1e6), "replyq": 0, "msg_cnt": 0,
                "msg_size": 0, "msg_max": 0, "msg_size_max": 0, "tx": 0, "tx_bytes": 0, "rx": 0, "rx_bytes": 0,
                "txmsgs": 0, "txmsg_bytes": 0, "rxmsgs": 0, "rxmsg_bytes": 0, "brokers": {}, "topics": {}}
@@ -89,7 +92,7 @@ class ClientCallbacks:
 
     def serve_errors(self) -> int:
         served = 0
-        while self.errors:
+        while self.errors and self.error_cb is not None:
             self.error_cb(self.errors.popleft())
             served += 1
         return served

@@ -90,7 +90,7 @@ class AsyncConsumer(_Threaded):
             ready = self._ready
             return [ready.popleft() for _ in range(min(num_messages, len(ready)))]
         forever = timeout is None or timeout < 0
-        deadline = time.monotonic() + (0 if forever else timeout)
+        deadline = time.monotonic() + (0 if timeout is None or forever else timeout)
         while True:
             self._check_open()
             hop = HOP_S if forever else max(0.0, min(HOP_S, deadline - time.monotonic()))
@@ -120,7 +120,7 @@ class AsyncConsumer(_Threaded):
                 self._consumer.seek(TopicPartition(t, p, off))
             except KafkaException:
                 pass    # no longer assigned: the new owner starts from the commit
-        group = getattr(self._consumer, "_group", None)
+        group = self._consumer._group
         if group is not None:
             group.rewound(first)
 
@@ -214,7 +214,7 @@ class AsyncConsumer(_Threaded):
         self._closed = True
         undelivered = list(self._ready)
         self._ready.clear()
-        cf = concurrent.futures.Future()
+        cf: concurrent.futures.Future[list] = concurrent.futures.Future()
         cf.set_result(undelivered)
         try:
             await self._call(self._rewind, cf)

@@ -205,10 +205,6 @@ TOPIC = [
         "stays readable after the cleaner first passes it (Kafka: 1 day)."),
 ]
 
-COMPACT_KEYS = ("cleanup.policy", "min.cleanable.dirty.ratio", "min.compaction.lag.ms", "max.compaction.lag.ms",
-                "delete.retention.ms")
-
-
 def is_compacted(topic_config: dict) -> bool:
     """Whether a topic's (resolved) config has compaction on."""
     return "compact" in str(topic_config.get("cleanup.policy") or "delete").split(",")

@@ -23,6 +23,7 @@ import random
 import shutil
 import sys
 import time
+from types import ModuleType
 
 from .errors import ArrowlogError
 
@@ -97,8 +98,11 @@ def orders_last_minute(data_dir: str, since_ms: int):
     say("   as a dataset with value_format='json', the JSON fields are columns: "
         + ", ".join(f"{f.name}: {f.type}" for f in ds.schema))
     since = arrowlog.timestamp_ms(since_ms)
+    duckdb: ModuleType | None
     try:
-        import duckdb
+        import duckdb as duckdb_module
+
+        duckdb = duckdb_module
     except ImportError:
         duckdb = None
     start = time.perf_counter()
@@ -206,11 +210,12 @@ def main(argv: list[str] | None = None) -> int:
         tps = c.offsets_for_times([arrowlog.TopicPartition("orders", p, cutoff_ms) for p in range(3)])
         c.assign(tps)
         first = c.poll(5.0)
-        if first is None or first.error() is not None:
+        value = None if first is None else first.value()
+        if first is None or first.error() is not None or value is None:
             say(f"6. a consumer sought by time but read nothing: {first and first.error()}")
             return 1
         say(f"6. a consumer seeks by time with offsets_for_times and resumes at partition {first.partition()} "
-            f"offset {first.offset()}: {json.loads(first.value())['orderId']}")
+            f"offset {first.offset()}: {json.loads(value)['orderId']}")
     say("\ndone. Data is in " + data_dir + "; try: arrowlog --data " + data_dir + " topic describe orders")
     return 0
 

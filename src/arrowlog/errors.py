@@ -7,6 +7,8 @@ that code written for it handles arrowlog's errors unchanged.
 
 from __future__ import annotations
 
+import builtins
+
 
 class ArrowlogError(Exception):
     """Base class of every arrowlog error."""
@@ -165,7 +167,7 @@ class KafkaError:
     def __hash__(self) -> int:
         return hash(self._code)
 
-    def __repr__(self) -> str:
+    def __repr__(self) -> builtins.str:
         return f"KafkaError{{code={self.name()},val={self._code},str=\"{self._reason}\"}}"
 
     __str__ = __repr__

@@ -216,7 +216,8 @@ class KafkaSource:
     """A Kafka cluster as a mirror source (one consumer, no group)."""
 
     def __init__(self, where: str, config: dict):
-        from .backends.kafka.client import KafkaConsumer, kafka_config
+        from .backends.kafka.client import kafka_config
+        from .backends.kafka.consumer import KafkaConsumer
         self.conf = kafka_config({"log.dir": where, **config}, what="mirror source")
         self.consumer = KafkaConsumer({**self.conf, "auto.offset.reset": "earliest", "enable.partition.eof": True})
         self.positions: dict[Key, int] = {}
@@ -316,7 +317,8 @@ class KafkaSink:
     partitions; flush() waits for every acknowledgement."""
 
     def __init__(self, where: str, config: dict):
-        from .backends.kafka.client import KafkaConsumer, ck, kafka_config, new_client
+        from .backends.kafka.client import ck, kafka_config, new_client
+        from .backends.kafka.consumer import KafkaConsumer
         self.conf = kafka_config({"log.dir": where, **config}, what="mirror destination")
         self.consumer = KafkaConsumer(dict(self.conf))  # first: fails fast when the cluster is unreachable
         self.producer = new_client(ck.Producer, {**self.conf, "enable.idempotence": True, "acks": "all",

@@ -18,7 +18,7 @@ import time
 import faultlib
 import pytest
 
-from arrowlog.storage import partition as partition_module
+from arrowlog.storage import appending as appending_module
 from arrowlog.storage import segment as segment_module
 
 
@@ -140,7 +140,7 @@ def test_reading_a_segment_again_after_it_rolled(data_dir):
 
 
 def test_relative_offset_limits_are_those_of_u32_index_entries():
-    assert segment_module.MAX_RELATIVE_OFFSET == partition_module.MAX_RELATIVE_OFFSET == (1 << 31) - 1
+    assert segment_module.MAX_RELATIVE_OFFSET == appending_module.MAX_RELATIVE_OFFSET == (1 << 31) - 1
     assert segment_module.MAX_SEGMENT_BYTES == (1 << 31) - 1
 
 
@@ -173,7 +173,7 @@ def test_offsets_near_2_pow_31_roll_the_segment(data_dir):
 def test_roll_rule_with_a_small_limit(data_dir, monkeypatch, limit):
     """The same rule at a scale that can be written: no segment ever holds
     an offset more than ``limit`` past its base."""
-    monkeypatch.setattr(partition_module, "MAX_RELATIVE_OFFSET", limit)
+    monkeypatch.setattr(appending_module, "MAX_RELATIVE_OFFSET", limit)
     d, pl = faultlib.open_partition(data_dir, {"segment.bytes": 1 << 20, "retention.ms": -1})
     rng = random.Random(limit)
     for b in range(60):

@@ -520,7 +520,8 @@ def test_bootstrap_servers_alone_reaches_the_cluster(kafka_server, tmp_path, mon
 
 
 def test_kafka_locations_and_config_translation():
-    from arrowlog.backends.kafka.client import KafkaProducer, bootstrap_servers, kafka_config
+    from arrowlog.backends.kafka.client import bootstrap_servers, kafka_config
+    from arrowlog.backends.kafka.producer import KafkaProducer
 
     assert bootstrap_servers("kafka://a:9092,kafka://b:9093") == "a:9092,b:9093"
     assert bootstrap_servers("kafka://a:9092, b:9093/") == "a:9092,b:9093"

@@ -15,7 +15,8 @@ def block(monkeypatch, *modules):
     """Make ``import module`` fail as it does when the package is not installed."""
     for name in modules:
         monkeypatch.setitem(sys.modules, name, None)
-    for name in ("arrowlog.backends.kafka.client", "arrowlog.backends.kafka.replay"):  # re-imported, so they meet the block
+    for name in ("arrowlog.backends.kafka.client", "arrowlog.backends.kafka.producer", "arrowlog.backends.kafka.consumer",
+                 "arrowlog.backends.kafka.replay"):  # re-imported, so they meet the block
         monkeypatch.delitem(sys.modules, name, raising=False)
 
 

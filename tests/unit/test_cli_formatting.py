@@ -114,6 +114,7 @@ def test_parse_json_record(line, key, value, headers):
     ("line", "fragment"),
     [
         ("not json", "not JSON"),
+        (b"\x80 not UTF-8", "not UTF-8"),
         ("[1, 2]", "expected a JSON object"),
         ('{"value": "v", "partition": -1}', "partition"),
         ('{"value": "v", "timestamp": "x"}', "timestamp"),

@@ -15,7 +15,8 @@ import arrowlog
 
 PKG = Path(arrowlog.__file__).resolve().parent
 LOCAL = {"arrowlog.backends.local.producer", "arrowlog.backends.local.consumer", "arrowlog.backends.local.replay"}
-KAFKA = {"arrowlog.backends.kafka.client", "arrowlog.backends.kafka.replay"}
+KAFKA = {"arrowlog.backends.kafka.client", "arrowlog.backends.kafka.producer", "arrowlog.backends.kafka.consumer",
+         "arrowlog.backends.kafka.replay"}
 CLIENTS = LOCAL | KAFKA | {"arrowlog.asyncio", "arrowlog.mirror", "arrowlog.dataset"}
 # modules every layer may use: they must not import a client, not even lazily
 SHARED = ["arrowlog.schema", "arrowlog.convert", "arrowlog.errors", "arrowlog._types", "arrowlog._json",
@@ -104,7 +105,8 @@ def test_storage_never_imports_a_client():
 def test_the_kafka_client_does_not_import_the_local_backend():
     """The old circle ran producer -> kafka_backend -> kafka_replay -> replay -> producer."""
     kafka = PKG / "backends" / "kafka"
-    assert not imports(kafka / "client.py", lazy=True) & (LOCAL | {"arrowlog.backends.kafka.replay"})
+    for client in ("client.py", "producer.py", "consumer.py"):
+        assert not imports(kafka / client, lazy=True) & (LOCAL | {"arrowlog.backends.kafka.replay"}), client
     # kafka's replay is a Replay (local.replay's base class), nothing more of the local backend
     assert imports(kafka / "replay.py", lazy=True) & LOCAL == {"arrowlog.backends.local.replay"}
     local = PKG / "backends" / "local"
@@ -114,7 +116,8 @@ def test_the_kafka_client_does_not_import_the_local_backend():
 
 def test_both_backends_implement_the_one_interface():
     from arrowlog.backends import ConsumerBackend, ProducerBackend, ReplayBackend
-    from arrowlog.backends.kafka.client import KafkaConsumer, KafkaProducer
+    from arrowlog.backends.kafka.consumer import KafkaConsumer
+    from arrowlog.backends.kafka.producer import KafkaProducer
     from arrowlog.backends.kafka.replay import KafkaReplay
     from arrowlog.backends.local.consumer import Consumer
     from arrowlog.backends.local.producer import Producer
@@ -148,26 +151,73 @@ def test_no_lookup_scaffolding_left():
     assert not [p for p, s in source.items() if "inspect.signature" in s]
     assert [p for p, s in source.items() if re.search(r"re\.compile\(r?\"\^?\[A-Za-z0-9._-\]\{1,249\}", s)] == \
         ["storage/logdir.py"]
+    # and its character class is written in one regular expression, not again for the error message
+    assert [p for p, s in source.items() for _ in re.finditer(r"r\"\^?\[A-Za-z0-9\._-\]", s)] == ["storage/logdir.py"]
 
 
 def test_the_native_producer_upcalls_are_declared_and_implemented():
     """ProducerCore.produce (Cython) calls back into Python on its rare paths:
-    each upcall is declared on ProducerCore (the contract, raising
-    NotImplementedError) and implemented by arrowlog.Producer."""
+    each upcall is a cpdef method declared in core.pxd (the contract; the
+    core's own version raises NotImplementedError) and implemented by
+    arrowlog.Producer; produce() calls no other method of its own."""
     from arrowlog._native import core
     from arrowlog.backends.local.producer import Producer
 
+    pxd = (PKG / "_native" / "core.pxd").read_text()
+    decl = pxd[pxd.index("cdef class ProducerCore"):]
+    decl = decl[:decl.index("\ncdef class ")]
+    contract = set(re.findall(r"^    cpdef (_[a-z_]+)\(self", decl, re.M))
+    own = set(re.findall(r"^    cdef [\w ]*?(_[a-z_]+)\(self", decl, re.M))   # the core's cdef methods
     pxi = (PKG.parents[1] / "_native" / "core" / "producer.pxi").read_text()
     body = pxi[pxi.index("cdef class ProducerCore"):]
     body = body[:body.index("\ncdef class ", 10)] if "\ncdef class " in body[10:] else body
-    own = set(re.findall(r"cdef [\w ]*?(_[a-z_]+)\(self", body))   # the core's cdef methods
     upcalls = set(re.findall(r"self\.(_[a-z_]+)\(", body)) - own
     args = {"_open_slot": ("t",), "_raise_closed": (), "_too_large": (None, 1), "_bad_partition": (None, 9), "_unkeyed": (None,),
             "_coerce_timestamp": (0.5,), "_batch_full": (None, 0), "_first_in_batch": (None, 0)}
-    assert upcalls == set(args)
+    assert upcalls == contract == set(args)
     core_obj = core.ProducerCore()
     for name in sorted(upcalls):
         assert name in vars(core.ProducerCore), f"produce() calls self.{name}() that ProducerCore does not declare"
         assert name in vars(Producer), f"arrowlog.Producer does not implement {name}()"
         with pytest.raises(NotImplementedError):
             getattr(core_obj, name)(*args[name])
+
+
+def test_produce_dispatches_each_upcall_to_the_python_override():
+    """The cpdef upcalls reach a Python subclass's methods from C."""
+    from arrowlog._native import core
+
+    seen = []
+
+    class Core(core.ProducerCore):
+        def _open_slot(self, topic):
+            slot = self._slots[topic] = core.TopicSlot(topic, None, 2, max_record_bytes=4)
+            seen.append(("open", topic))
+            return slot
+
+        def _raise_closed(self):
+            raise RuntimeError("closed here")
+
+        def _too_large(self, slot, size):
+            raise OverflowError(size)
+
+        def _coerce_timestamp(self, timestamp):
+            seen.append(("ts", timestamp))
+            return 7
+
+        def _first_in_batch(self, slot, partition):
+            seen.append(("first", partition))
+
+        def _bad_partition(self, slot, partition):
+            raise IndexError(partition)
+
+    c = Core()
+    c.produce("t", b"ab", partition=1, timestamp=1.5)
+    assert seen == [("open", "t"), ("ts", 1.5), ("first", 1)]
+    with pytest.raises(OverflowError, match="5"):
+        c.produce("t", b"abcde")
+    with pytest.raises(IndexError, match="9"):
+        c.produce("t", b"a", partition=9)
+    c._closed = True
+    with pytest.raises(RuntimeError, match="closed here"):
+        c.produce("t", b"a")

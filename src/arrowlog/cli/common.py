@@ -42,7 +42,8 @@ class CliError(click.ClickException):
 
     def __init__(self, message: str, exit_code: int = EXIT_ERROR):
         super().__init__(message)
-        self.exit_code = exit_code
+        # click declares exit_code a class variable; each CliError chooses its own
+        self.exit_code = exit_code  # type: ignore[misc]
 
     def show(self, file: Any = None) -> None:
         err(f"arrowlog: error: {self.format_message()}")

@@ -95,7 +95,7 @@ def _text_column(arr: pa.Array) -> pa.Array:
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         import base64
 
-        out = []
+        out: list[str | None] = []
         for v in arr.to_pylist():
             if v is None:
                 out.append(None)
@@ -273,12 +273,12 @@ def export_cmd(topic: str, dest: str, fmt: str | None, offset: str | None, start
     logdir = open_logdir(resolve_data_dir(data))
     t = get_topic(logdir, topic)
 
-    plan = []
+    plan: list[tuple[int, Any, int, int | None]] = []  # stop_at_end: every end is known
     for p in pick_partitions(t, wanted):
         pl = t.partition(p)
         rng = resolve_partition_range(pl, spec, stop_at_end=True)
         plan.append((p, pl, rng.start, rng.end))
-    total = sum(max(0, e - s) for _, _, s, e in plan)
+    total = sum(max(0, e - s) for _, _, s, e in plan if e is not None)
 
     if to_stdout:
         final = tmp = "-"

@@ -276,8 +276,10 @@ def parse_json_record(line: bytes | str, line_no: int = 1) -> ProduceRecord:
     (``key``, ``value``, ``headers``, optional ``partition`` and ``timestamp``)."""
     try:
         obj = json.loads(line)
-    except ValueError as e:
+    except json.JSONDecodeError as e:
         raise FormatError(f"line {line_no}: not JSON ({e.msg})") from None
+    except UnicodeDecodeError as e:
+        raise FormatError(f"line {line_no}: not UTF-8 ({e.reason} at byte {e.start})") from None
     if not isinstance(obj, dict):
         raise FormatError(f"line {line_no}: expected a JSON object with key/value/headers")
     partition = obj.get("partition")

@@ -139,9 +139,9 @@ def _reset_mode(to_earliest: bool, to_latest: bool, to_offset: int | None, to_da
         raise click.UsageError(
             "give exactly one of --to-earliest, --to-latest, --to-offset N, --to-datetime T, --shift-by N")
     mode, value = picked[0]
-    if mode == TO_DATETIME:
+    if isinstance(value, str):  # --to-datetime
         try:
-            value = parse_time_ms(str(value))
+            return mode, parse_time_ms(value)
         except OffsetSyntaxError as e:
             raise click.BadParameter(str(e), param_hint="'--to-datetime'") from None
     return mode, value

@@ -51,7 +51,7 @@ def verify_cmd(topics: tuple[str, ...], as_json: bool, data: str | None) -> None
 
     logdir = open_logdir(resolve_data_dir(data))
     names = list(topics) or sorted(logdir.list_topics())
-    report = []
+    report: list[dict[str, Any]] = []
     for name in names:
         try:
             t = get_topic(logdir, name)

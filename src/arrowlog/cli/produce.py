@@ -33,7 +33,7 @@ class Block:
     values: list[bytes | None]
     keys: list[bytes | None] | None = None
     headers: list[list[Header] | None] | None = None
-    timestamps: list[int] | None = None
+    timestamps: list[int | None] | None = None  # None: the time it is produced
     partition: int | None = None
 
 
@@ -101,11 +101,14 @@ def json_blocks(reads: Iterable[list[bytes]], *, key: bytes | None, headers: lis
             if block is None or block.partition != p:
                 if block is not None:
                     yield block
-                block = Block([], [], [], [], p)
+                keys: list[bytes | None] = []
+                header_rows: list[list[Header] | None] = []
+                stamps: list[int | None] = []
+                block = Block([], keys, header_rows, stamps, p)
             block.values.append(rec.value)
-            block.keys.append(key if rec.key is None else rec.key)
-            block.headers.append((headers + rec.headers) or None)
-            block.timestamps.append(rec.timestamp)
+            keys.append(key if rec.key is None else rec.key)
+            header_rows.append((headers + rec.headers) or None)
+            stamps.append(rec.timestamp)
         if block is not None:
             yield block
 
@@ -146,7 +149,7 @@ def produce_cmd(topic: str, key: str | None, key_delim: str | None, headers: tup
         key_delim = unescape(key_delim)
         if not key_delim:
             raise click.BadParameter("the key delimiter is empty", param_hint="'-K'")
-    hdrs = [parse_header(h) for h in headers]
+    hdrs: list[Header] = [parse_header(h) for h in headers]
     data_dir = resolve_data_dir(data)
     logdir = open_logdir(data_dir, create=not no_create)
     if not no_create and topic not in logdir.list_topics():

@@ -138,6 +138,7 @@ def batch_records(batch: pa.RecordBatch, topic: str, partition: int, log_start: 
     keys_col = _column(batch, "key")
     keys = keys_col.to_pylist() if keys_col is not None else [None] * n
     values_col = _column(batch, "value")
+    values: list[bytes | None]
     if values_col is None:
         values = [None] * n
     elif pa.types.is_struct(values_col.type):

@@ -123,6 +123,4 @@ def _abort_offline(data: str, transactional_id: str) -> None:
         txns.close()
     finally:
         producers.close()
-        close = getattr(log, "close", None)
-        if close is not None:
-            close()
+        log.close()

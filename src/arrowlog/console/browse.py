@@ -23,7 +23,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from struct import error as struct_error
-from typing import Any
+from typing import Any, overload
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -125,6 +125,10 @@ def parse_time(text: str) -> int:
     return int(t.timestamp() * 1000)
 
 
+@overload
+def parse_int(text: Any, what: str, default: int) -> int: ...
+@overload
+def parse_int(text: Any, what: str, default: None = None) -> int | None: ...
 def parse_int(text: Any, what: str, default: int | None = None) -> int | None:
     if text is None or str(text).strip() == "":
         return default
@@ -185,7 +189,7 @@ def decode_assignment(data: bytes) -> list[tuple[str, int]]:
     try:
         r = Reader(data, max_elements=MAX_DECODED)
         r.int16()
-        out = []
+        out: list[tuple[str, int]] = []
         for _ in range(r.array_length(False)):
             topic = r.string(False) or ""
             out.extend((topic, r.int32()) for _ in range(r.array_length(False)))

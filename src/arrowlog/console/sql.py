@@ -27,7 +27,7 @@ TIME_LIMIT_S = 5.0
 ROW_LIMIT = 1000
 MAX_QUERY_CHARS = 20_000
 
-_CONFIG = {
+_CONFIG: dict[str, str | bool | int | float | list[str]] = {
     "enable_external_access": False,
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from typing import Any
 
 from arrowlog.errors import ConfigError
 
@@ -50,7 +51,8 @@ def serve(data_dir, host: str = "127.0.0.1", port: int = 9092, *, auto_create_to
         listener=listener, ssl_cert=ssl_cert, ssl_key=ssl_key, ssl_cafile=ssl_cafile,
         ssl_client_auth=ssl_client_auth, sasl_mechanisms=sasl_mechanisms, super_users=super_users,
         allow_everyone_if_no_acl_found=allow_everyone_if_no_acl_found)
-    server_class, extra = KafkaServer, {}
+    server_class: type[KafkaServer] = KafkaServer
+    extra: dict[str, Any] = {}
     if registry_listen:
         from arrowlog.registry.service import RegistryKafkaServer
 

@@ -131,7 +131,9 @@ class Journaled:
         try:
             self.compact()
         except OSError as exc:
-            log.error("cannot write the %s snapshot %s: %s", self._files.what, self._files.snapshot_path, exc)
+            files = self._files
+            what = "state snapshot" if files is None else f"{files.what} snapshot {files.snapshot_path}"
+            log.error("cannot write the %s: %s", what, exc)
 
     def sync(self) -> None:
         """fsync the journal (the periodic flush calls this before syncing partitions)."""

@@ -24,6 +24,8 @@ from arrowlog.groups.store import GroupDir, group_dirname, list_group_dirs
 
 def group_id_problem(group: str | None) -> str | None:
     """Why ``group`` cannot be a group id here (empty, too long to store), or None."""
+    if group is None:
+        return "a group id must be a non-empty str, not None"
     try:
         group_dirname(group)
     except GroupError as exc:

@@ -101,13 +101,13 @@ class ProducerRegistry(Journaled):
         self._files: StateFiles | None = None
         self._lock_fd = -1
         if self._dir is not None:
-            self._load()
+            self._load(self._dir)
 
     # ------------------------------------------------------------ persistence
-    def _load(self) -> None:
-        os.makedirs(self._dir, mode=0o700, exist_ok=True)
+    def _load(self, directory: str) -> None:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
         # one server per data directory owns the files (a second one would truncate the journal)
-        self._lock_fd = os.open(os.path.join(self._dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._lock_fd = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -117,7 +117,7 @@ class ProducerRegistry(Journaled):
             log.warning("another server owns the producer state of this data directory: idempotent-producer "
                         "state of this one is kept in memory only (lost on restart)")
             return
-        self._files = StateFiles(self._dir, "producer state", JOURNAL_COMPACT_BYTES)
+        self._files = StateFiles(directory, "producer state", JOURNAL_COMPACT_BYTES)
         self._files.load(self._apply_snapshot, self._replay, "idempotent producers start over")
         self._unchecked = set(self._partitions)
         self._next_id = max(self._next_id, _now_ms() & _ID_MASK)

@@ -13,11 +13,17 @@ its default, which the protocol says to omit.
 
 from __future__ import annotations
 
+from typing import overload
+
 from .wire import ProtocolError, Reader, Writer
 
 _INF = 1 << 15
 
 
+@overload
+def parse_versions(spec: str) -> tuple[int, int]: ...
+@overload
+def parse_versions(spec: None) -> None: ...
 def parse_versions(spec: str | None) -> tuple[int, int] | None:
     """'3+' -> (3, inf); '0-2' -> (0, 2); '5' -> (5, 5); None -> None."""
     if spec is None:

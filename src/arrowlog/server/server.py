@@ -292,6 +292,7 @@ class KafkaServer:
             log.info("closing the connection from %s, inactive %.1f s, to admit %s (%d connections open)",
                      victim.peer, _now() - victim.last_active, peer, len(self._connections))
             self._drop(victim)
+        assert self._memory is not None, "start() creates it before any connection is admitted"
         conn = _Connection(peer, asyncio.current_task(), self._memory)
         conn.security = self.security.connection(peer[0] if peer else "", writer.get_extra_info("ssl_object"))
         self._connections[conn] = None
@@ -332,7 +333,7 @@ class KafkaServer:
             writer.close()
             conn.release(conn.inflight, conn.inflight_requests)  # never answered: back to the pool
 
-    async def _read_request(self, conn: _Connection, reader: asyncio.StreamReader) -> tuple[bytes, int]:
+    async def _read_request(self, conn: _Connection, reader: asyncio.StreamReader) -> tuple[bytes | mmap.mmap, int]:
         """The one place a request is read: its size prefix (within the first-request
         deadline or the idle timeout), memory reserved for it, then its body. Returns the
         body and the bytes reserved (released once the response is written)."""
@@ -356,7 +357,7 @@ class KafkaServer:
         body_deadline = start + limits.request_read_timeout_s
         if conn.requests == 0:
             body_deadline = min(body_deadline, deadline)
-        async def reserve_and_read() -> bytes:
+        async def reserve_and_read() -> bytes | mmap.mmap:
             await conn.reserve(size, limits)
             try:
                 return await _read_body(conn, reader, size)
@@ -375,7 +376,9 @@ class KafkaServer:
 
     async def _read_loop(self, conn: _Connection, reader: asyncio.StreamReader) -> None:
         broker = self.broker
+        assert broker is not None, "start() creates it before any connection is read"
         host = conn.peer[0] if conn.peer else ""
+        body: bytes | mmap.mmap | None
         while not conn.closing:
             body, size = await self._read_request(conn, reader)
             # One Fetch at a time per connection, as Kafka clients send them: a Fetch

@@ -33,7 +33,7 @@ class Store:
         """The topic's UUID as stored by the log (random at creation), or, for a
         topic without one, a stable UUID derived from the cluster id and the name."""
         t = self.topic(name)
-        tid = getattr(t, "topic_id", None) if t is not None else None
+        tid = t.topic_id if t is not None else None
         if tid:
             try:
                 return bytes.fromhex(tid)
@@ -123,6 +123,4 @@ class Store:
         return E.NONE, None
 
     def close(self) -> None:
-        close = getattr(self.log, "close", None)
-        if close is not None:
-            close()
+        self.log.close()

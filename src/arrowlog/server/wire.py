@@ -9,6 +9,7 @@ size, bytes. All fixed-width integers are big-endian.
 
 from __future__ import annotations
 
+import builtins
 import struct
 import uuid
 
@@ -95,13 +96,13 @@ class Reader:
         self.pos += n
         return out
 
-    def length(self, flexible: bool, wide: bool) -> int:
+    def length(self, flexible: builtins.bool, wide: builtins.bool) -> int:
         """A length prefix; -1 for null."""
         if flexible:
             return self.uvarint() - 1
         return self.int32() if wide else self.int16()
 
-    def array_length(self, flexible: bool) -> int:
+    def array_length(self, flexible: builtins.bool) -> int:
         """An array's element count (-1 for null), checked against the bytes left
         (every element takes at least one) and the frame's element budget."""
         n = self.length(flexible, True)
@@ -118,7 +119,7 @@ class Reader:
                 raise ProtocolError(f"request has more than {self.max_elements} array elements "
                                     "(the server's max_request_elements limit): split it")
 
-    def string(self, flexible: bool) -> str | None:
+    def string(self, flexible: builtins.bool) -> str | None:
         n = self.length(flexible, False)
         if n < 0:
             return None
@@ -127,11 +128,11 @@ class Reader:
         except UnicodeDecodeError:
             raise ProtocolError("string is not UTF-8") from None
 
-    def bytes(self, flexible: bool) -> memoryview | None:
+    def bytes(self, flexible: builtins.bool) -> memoryview | None:
         n = self.length(flexible, True)
         return None if n < 0 else self.raw(n)
 
-    def uuid(self) -> bytes:
+    def uuid(self) -> builtins.bytes:
         return bytes(self.raw(16))
 
     def skip_tags(self) -> None:
@@ -181,7 +182,7 @@ class Writer:
             v >>= 7
         buf.append(v)
 
-    def length(self, n: int, flexible: bool, wide: bool) -> None:
+    def length(self, n: int, flexible: builtins.bool, wide: builtins.bool) -> None:
         if flexible:
             self.uvarint(n + 1)
         elif wide:
@@ -189,7 +190,7 @@ class Writer:
         else:
             self.int16(n)
 
-    def string(self, v: str | None, flexible: bool) -> None:
+    def string(self, v: str | None, flexible: builtins.bool) -> None:
         if v is None:
             self.length(-1, flexible, False)
             return
@@ -197,14 +198,14 @@ class Writer:
         self.length(len(data), flexible, False)
         self.buf += data
 
-    def bytes(self, v, flexible: bool) -> None:
+    def bytes(self, v, flexible: builtins.bool) -> None:
         if v is None:
             self.length(-1, flexible, True)
             return
         self.length(len(v), flexible, True)
         self.buf += v
 
-    def records(self, parts, flexible: bool) -> None:
+    def records(self, parts, flexible: builtins.bool) -> None:
         """Records as one bytes-like or a list of them (stored batches, not joined first)."""
         if isinstance(parts, (list, tuple)):
             self.length(sum(len(p) for p in parts), flexible, True)

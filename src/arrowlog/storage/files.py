@@ -14,7 +14,7 @@ from ..errors import StorageError
 
 def storage_error(exc: OSError, what: str) -> StorageError:
     """A StorageError that says what failed and why, in words."""
-    reason = {
+    reasons: dict[int | None, str] = {
         errno.ENOSPC: "the disk is full: free space, then retry (nothing after this error was acknowledged)",
         errno.EROFS: "the file system is read-only",
         errno.EIO: "an I/O error occurred",
@@ -24,7 +24,8 @@ def storage_error(exc: OSError, what: str) -> StorageError:
         errno.EMFILE: ("too many open files: this process reached RLIMIT_NOFILE; raise it (ulimit -n) or open "
                        "fewer partitions at once (arrowlog.storage.handles.set_budget)"),
         errno.ENFILE: "the system's table of open files is full: close files elsewhere or raise fs.file-max",
-    }.get(exc.errno, exc.strerror or str(exc))
+    }
+    reason = reasons.get(exc.errno, exc.strerror or str(exc))
     err = StorageError(exc.errno, f"{what}: {reason}")
     err.__cause__ = exc
     return err

@@ -89,7 +89,7 @@ def validate_topic_name(name: Any) -> str:
     if len(name) > MAX_TOPIC_LENGTH:
         raise InvalidTopicError(f"topic name is {len(name)} characters long; the limit is {MAX_TOPIC_LENGTH}")
     if not _TOPIC_RE.fullmatch(name):
-        bad = sorted({c for c in name if not re.fullmatch(r"[A-Za-z0-9._-]", c)})
+        bad = sorted({c for c in name if not _TOPIC_RE.fullmatch(c)})
         raise InvalidTopicError(f"topic name {name!r} contains {''.join(map(repr, bad))}: only letters, digits, "
                                 "'.', '_' and '-' are allowed")
     return name
@@ -390,7 +390,8 @@ class LogDir:
             directory = os.path.join(self.topics_dir, name)
             parts = [int(n) for n in os.listdir(directory) if n.isdigit() and os.path.isdir(os.path.join(directory, n))]
             config: dict = {}
-            for key, value in (old.get("config") if isinstance(old.get("config"), dict) else {}).items():
+            old_config = old.get("config")
+            for key, value in (old_config if isinstance(old_config, dict) else {}).items():
                 if key in ("partitions", "value.schema"):
                     continue
                 try:

@@ -16,6 +16,7 @@ from .._native import core
 from ..errors import CorruptRecordError, OffsetOutOfRangeError
 from .cleaner import HEALTH_FILE
 from .layout import MissingDataError, damaged, missing_between, reads_problem
+from .logbase import LogBase
 from .segment import Segment, segment_name, segment_path
 
 
@@ -56,13 +57,8 @@ class Frame:
         return f"<Frame {self.base_offset}..{self.next_offset - 1} size={self.size}>"
 
 
-class ReadMixin:
+class ReadMixin(LogBase):
     """PartitionLog's read() and offset_for_timestamp()."""
-
-    directory: str
-    compacted: bool
-    _gaps_key: int | None
-    _gaps_possible: bool
 
     # -- reading ------------------------------------------------------------------------
 
@@ -176,7 +172,7 @@ class ReadMixin:
         while True:
             # the headers first, then one CRC pass over the frames this
             # process has not checked yet, then the batches
-            found = []
+            found: list[tuple[int, int, int, int, int, int]] = []
             try:
                 while position < end and (total < max_bytes or not (frames or found)):  # KIP-74: one at least
                     base, count, body, min_ts, max_ts = seg.frame_header(position, end)

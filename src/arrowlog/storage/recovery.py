@@ -11,10 +11,12 @@ the log resume after the gap (docs/DURABILITY.md says why).
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from .._native import core
 from ..errors import CorruptRecordError
 from .files import fsync_dir
+from .index import NO_TIMESTAMP
 from .layout import (
     closed_segment_end,
     damaged,
@@ -23,12 +25,11 @@ from .layout import (
     tail_start,
     walk_frames,
 )
+from .logbase import LogBase
 from .segment import SEGMENT_EXTENSIONS, Segment, segment_name
 
-NO_TIMESTAMP = -(1 << 63)
 
-
-class RecoveryMixin:
+class RecoveryMixin(LogBase):
     """PartitionLog's recovery, layout checks and verify(); callers hold
     the locks each method names."""
 
@@ -60,13 +61,13 @@ class RecoveryMixin:
             bases = [0]
             fsync_dir(self.directory)
         # an impossible state (see layout.py) is no guide: scan everything
-        trusted = old is not None and state_problem(old) is None
-        recovery_point = old["recovery_point"] if trusted else 0
+        trusted = old if old is not None and state_problem(old) is None else None
+        recovery_point = trusted["recovery_point"] if trusted else 0
         start = 0
         for i, base in enumerate(bases):
             if base <= recovery_point:
                 start = i
-        log_start = old["log_start_offset"] if trusted else bases[0]
+        log_start = trusted["log_start_offset"] if trusted else bases[0]
         # Segments before `start` are trusted (synced): check their indexes,
         # and that each ends where the next begins. A segment missing there
         # (or unreadable) makes the log resume after it: the segments
@@ -98,14 +99,15 @@ class RecoveryMixin:
             bases, start = bases[cut:], max(start - cut, 0)
             if not bases:
                 # nothing after the gap: the log goes on, empty, at the offset it had reached
-                Segment.create(self.directory, old["next_offset"], self.schema, self.compression, self._capacity(),
+                resume = trusted["next_offset"] if trusted else 0  # (a cut needs a trusted state)
+                Segment.create(self.directory, resume, self.schema, self.compression, self._capacity(),
                                self._now_ms()).close()
-                bases = [old["next_offset"]]
+                bases = [resume]
             log_start = max(log_start, bases[0])
         next_offset = bases[start]
         log_start = max(min(log_start, bases[-1]), bases[0])
         log_start = max(b for b in bases if b <= log_start)  # a segment's base, as retention leaves it
-        active = None
+        active: tuple[Segment, int, list] | None = None
         for i in range(start, len(bases)):
             base = bases[i]
             if base != next_offset and i > start:
@@ -140,6 +142,7 @@ class RecoveryMixin:
                         self._delete_segment_files(later)
                         report["segments_deleted"] += 1
                     break
+        assert active is not None, "the loop above opens or creates the active segment"
         seg, end, frames = active
         if end < seg.file_size:
             report["truncated_bytes"] += self._garbage_bytes(seg, end)
@@ -319,37 +322,38 @@ class RecoveryMixin:
     def verify(self) -> dict:
         """CRC-check every published frame; a report of what was found."""
         st = self._snapshot()
-        report = {"segments": 0, "frames": 0, "records": 0, "bytes": 0, "errors": []}
+        errors: list[str] = []
+        report: dict[str, Any] = {"segments": 0, "frames": 0, "records": 0, "bytes": 0, "errors": errors}
         problem = self._damage or state_problem(st)
         if problem is not None:
-            report["errors"].append(problem)
+            errors.append(problem)
             return report
         bases = self._list_bases()
         if bases and bases[0] > st["log_start_offset"]:
-            report["errors"].append(f"the oldest segment is missing: the log starts at offset {st['log_start_offset']}, "
-                                    f"the oldest segment file is {segment_name(bases[0])}.log")
-        expected = None
+            errors.append(f"the oldest segment is missing: the log starts at offset {st['log_start_offset']}, "
+                          f"the oldest segment file is {segment_name(bases[0])}.log")
+        expected: int | None = None
         for b in bases:
             if b > st["active_base_offset"]:
-                report["errors"].append(f"segment {segment_name(b)}.log lies beyond the active segment (unpublished)")
+                errors.append(f"segment {segment_name(b)}.log lies beyond the active segment (unpublished)")
                 continue
             try:
                 seg = self._segment(b, st)
             except (CorruptRecordError, OSError) as exc:
-                report["errors"].append(f"segment {segment_name(b)}.log: {exc}")
+                errors.append(f"segment {segment_name(b)}.log: {exc}")
                 continue
             end = st["active_position"] if b == st["active_base_offset"] else seg.file_size
             if expected is not None and b != expected:
-                report["errors"].append(missing_between(expected, b) if b > expected else
-                                        f"segment {segment_name(b)}.log does not continue from offset {expected}")
+                errors.append(missing_between(expected, b) if b > expected else
+                              f"segment {segment_name(b)}.log does not continue from offset {expected}")
             scan_end, nxt, frames = core.scan_frames(seg.log, seg.header_size, end, seg.first_offset(end), True)
             report["segments"] += 1
             report["frames"] += len(frames)
             report["records"] += nxt - b
             report["bytes"] += end
+            # where a segment that fails its checks ends is unknown: the next one is not "missing" offsets
+            expected = nxt if scan_end == end else None
             if scan_end != end:
-                report["errors"].append(f"segment {segment_name(b)}.log: frame at position {scan_end} fails its checks "
-                                        f"({end - scan_end} bytes after it unreadable)")
-                nxt = None  # where it ends is unknown: the next segment is not "missing" offsets
-            expected = nxt
+                errors.append(f"segment {segment_name(b)}.log: frame at position {scan_end} fails its checks "
+                              f"({end - scan_end} bytes after it unreadable)")
         return report

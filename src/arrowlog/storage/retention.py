@@ -7,10 +7,11 @@ import os
 
 from .._native import core
 from ..errors import OffsetOutOfRangeError
+from .logbase import LogBase
 from .segment import segment_path
 
 
-class RetentionMixin:
+class RetentionMixin(LogBase):
     """PartitionLog's retention."""
 
     # -- retention --------------------------------------------------------------------

@@ -8,10 +8,11 @@ import os
 
 from ..errors import PartitionFailedError
 from .files import fsync_dir
+from .logbase import LogBase
 from .segment import Segment, segment_path
 
 
-class SyncMixin:
+class SyncMixin(LogBase):
     """PartitionLog's sync(): written -> synced."""
 
     # -- durability ----------------------------------------------------------------

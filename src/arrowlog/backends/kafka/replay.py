@@ -75,7 +75,7 @@ class KafkaReplay(Replay):
     def __init__(self, config: dict, topic: str, start: Any = "beginning", end: Any = "end",
                  partitions: list[int] | None = None, columns: list[str] | None = None, *,
                  value_format: str = "binary", value_schema: pa.Schema | None = None):
-        from .client import KafkaConsumer
+        from .consumer import KafkaConsumer
         self._config = config
         self.topic = topic
         columns = self._value_format(value_format, value_schema, columns, typed=False)
@@ -120,11 +120,11 @@ class KafkaReplay(Replay):
         consumer = new_client(ck.Consumer, self._consumer_config(), "replay", probe=False)
         try:
             for p, lo, hi in todo:
-                yield from self._partition_batches(consumer, p, lo, hi)
+                yield from self._consumed_batches(consumer, p, lo, hi)
         finally:
             consumer.close()
 
-    def _partition_batches(self, consumer: Any, p: int, lo: int, hi: int) -> Iterator[pa.RecordBatch]:
+    def _consumed_batches(self, consumer: Any, p: int, lo: int, hi: int) -> Iterator[pa.RecordBatch]:
         consumer.assign([ck.TopicPartition(self.topic, p, lo)])
         wanted = set(self._raw_schema.names)
         last = lo - 1

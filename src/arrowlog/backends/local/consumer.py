@@ -82,7 +82,7 @@ class Consumer:
     def __new__(cls, config: Any = None, /, **kwargs: Any):
         given, kw, kafka = wants_kafka(config, kwargs)
         if cls is Consumer and kafka:
-            from ..kafka.client import KafkaConsumer
+            from ..kafka.consumer import KafkaConsumer
             return KafkaConsumer(given, **kw)
         return super().__new__(cls)
 

@@ -126,7 +126,7 @@ class Producer(core.ProducerCore):
     def __new__(cls, config: Any = None, /, **kwargs: Any):
         given, kw, kafka = wants_kafka(config, kwargs)
         if cls is Producer and kafka:
-            from ..kafka.client import KafkaProducer
+            from ..kafka.producer import KafkaProducer
             return KafkaProducer(given, **kw)
         return super().__new__(cls)
 

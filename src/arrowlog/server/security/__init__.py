@@ -67,8 +67,9 @@ class SecurityConfig:
     ssl_key: str | None = None                      # ssl.key (PEM private key)
     ssl_cafile: str | None = None                   # ssl.truststore (PEM CAs for client certs)
     ssl_client_auth: str = "none"                   # ssl.client.auth
-    sasl_mechanisms: list = field(default_factory=lambda: ["SCRAM-SHA-256", "SCRAM-SHA-512"])
-    super_users: list = field(default_factory=list)  # super.users, "User:a;User:b"
+    # a list, or one string ("A,B"; super users "User:a;User:b"): a list after __post_init__
+    sasl_mechanisms: list[str] | str = field(default_factory=lambda: ["SCRAM-SHA-256", "SCRAM-SHA-512"])
+    super_users: list[str] | str = field(default_factory=list)  # super.users
     allow_everyone_if_no_acl_found: bool = False     # allow.everyone.if.no.acl.found
 
     def __post_init__(self):
@@ -130,6 +131,7 @@ class Security:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         try:
+            assert c.ssl_cert is not None, "SecurityConfig refuses TLS without a certificate"
             ctx.load_cert_chain(c.ssl_cert, c.ssl_key)
             if c.ssl_cafile:
                 ctx.load_verify_locations(c.ssl_cafile)

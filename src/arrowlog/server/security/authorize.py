@@ -32,6 +32,7 @@ them (and never auto-creates them).
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from .. import errors as E
 from . import acl as A
@@ -63,7 +64,8 @@ def _then(result, finish):
 
 
 def _split(items, name_of, ok):
-    keep, refused = [], []
+    keep: list = []
+    refused: list = []
     for item in items:
         (keep if ok(name_of(item)) else refused).append(item)
     return keep, refused
@@ -184,7 +186,7 @@ def _find_coordinator(allowed, authorizer, principal, host, ctx, req, handler, b
 def _group_member(allowed, authorizer, principal, host, ctx, req, handler, broker):
     if allowed(A.READ, A.GROUP, req["group_id"]):
         return handler(ctx, req)
-    resp = {"error_code": E.GROUP_AUTHORIZATION_FAILED}
+    resp: dict[str, Any] = {"error_code": E.GROUP_AUTHORIZATION_FAILED}
     if ctx.api_key == 13 and ctx.version >= 3:
         resp["members"] = []
     return resp

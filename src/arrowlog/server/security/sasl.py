@@ -108,7 +108,7 @@ class ConnectionSecurity:
         self.state = HANDSHAKE if self.sasl else AUTHENTICATED
         self.principal = principal or ANONYMOUS
         self.close_after_reply = False
-        self._mechanism = None
+        self._mechanism: PlainMechanism | ScramMechanism | None = None
 
     # ------------------------------------------------------------ gate
     @property
@@ -174,6 +174,7 @@ class ConnectionSecurity:
 
     def _step(self, token: bytes) -> bytes:
         mech = self._mechanism
+        assert mech is not None, "the handshake sets it before the state lets tokens in"
         try:
             reply = mech.step(bytes(token))  # the wire reader hands out memoryviews
         except AuthenticationError as exc:

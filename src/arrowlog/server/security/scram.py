@@ -133,7 +133,7 @@ def _unescape_name(name: str) -> str:
 def _attributes(message: str, expected: str) -> dict:
     """'a=1,b=2' -> {'a': '1', 'b': '2'}, requiring the attributes in ``expected`` order first."""
     parts = message.split(",")
-    out = {}
+    out: dict[str, str] = {}
     for i, part in enumerate(parts):
         if len(part) < 2 or part[1] != "=":
             raise AuthenticationError("malformed SCRAM message")
@@ -229,6 +229,7 @@ class ScramServer:
                 or hmac.compare_digest(nonce, (self._cnonce + self._nonce).encode())):
             raise AuthenticationError("SCRAM nonce does not match this exchange (replayed or forged)")
         cred = self._credential
+        assert cred is not None, "first() sets it before the state lets final() in"
         auth_message = f"{self._client_first_bare},{self._server_first},{without_proof}".encode()
         signature = _hmac(self._hash, cred.stored_key, auth_message)
         if len(proof) != len(signature) or not self._known:

@@ -1,0 +1,160 @@
+# The C-level contract of arrowlog._native.core: the extension types other
+# Cython code may cimport, with their attributes and cdef methods.
+#
+# It sits in the package (beside the .pyi stub) so that Cython finds it for
+# the module arrowlog._native.core (setup.py puts src/ on the include path)
+# and other Cython code can cimport it.
+#
+# Cython reads this file before core.pyx: an attribute declared here must
+# not be declared again in a .pxi (it would shadow this one and hide a
+# `public` / `readonly` attribute from Python). The .pyi stub (src/arrowlog/
+# _native/core.pyi) is the Python-level view of the same classes.
+#
+# RecordAccumulator and NativeBuffer (core/accumulator.pxi) are still
+# declared where they are defined, so they are module-private here.
+
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+
+
+# The payload of partition.state, guarded by its seqlock (core/state.pxi has
+# the file layout; the field order is STATE_FIELDS).
+cdef struct StatePayload:
+    int64_t log_start_offset
+    int64_t next_offset            # the high watermark
+    int64_t active_base_offset
+    int64_t active_position        # bytes used in the active segment
+    int64_t active_max_timestamp
+    int64_t offset_index_entries
+    int64_t time_index_entries
+    int64_t bytes_since_index
+    int64_t recovery_point         # offsets below are fsynced
+    int64_t generation             # bumped when the log is truncated
+    int64_t segment_created_ms     # age of the active segment, for segment.ms
+    int64_t reserved
+
+
+cdef class ByteView:
+    """Raw memory owned by ``owner``, exposed through the buffer protocol."""
+    cdef readonly object owner
+    cdef uint8_t *ptr
+    cdef Py_ssize_t size
+    cdef bint writable
+
+
+cdef class MappedFile:
+    """A file mapped MAP_SHARED over ``capacity`` bytes (core/mapped.pxi)."""
+    cdef uint8_t *base
+    cdef readonly Py_ssize_t capacity
+    cdef readonly bint writable
+    cdef readonly str path
+
+    cdef int _check(self, Py_ssize_t offset, Py_ssize_t length) except -1
+
+
+cdef class PartitionState:
+    """partition.state over its MappedFile (core/state.pxi)."""
+    cdef MappedFile mapping
+    cdef uint8_t *base
+    cdef uint64_t *seq
+    cdef StatePayload *payload
+    cdef uint32_t *word
+    cdef uint32_t *waiters
+    cdef readonly bint writable
+
+    cdef int _need_write(self) except -1
+    cpdef int64_t next_offset(self) except? -1
+    cpdef int64_t log_start_offset(self) except? -1
+
+
+cdef class TopicSlot:
+    """A topic's accumulators inside one producer (core/producer.pxi)."""
+    cdef public str name
+    cdef public int32_t partitions
+    cdef public list accumulators
+    cdef public int32_t sticky
+    cdef public object topic
+    # checks every produce() makes before a record is queued, so a bad record
+    # fails its own call and never its batch: the largest key + value, and
+    # (typed topics) a callable that raises if the value does not fit
+    cdef readonly Py_ssize_t max_record_bytes
+    cdef readonly object validate
+    cdef Py_ssize_t check_above     # a record larger than this takes the checks' slow path
+    cdef public bint keyed_only     # a compacted topic: an unkeyed record is refused at produce()
+
+
+cdef class ProducerCore:
+    """The produce() fast path (core/producer.pxi); arrowlog.Producer
+    (backends/local/producer.py) extends it."""
+    cdef public dict _slots
+    cdef public Py_ssize_t _batch_bytes
+    cdef public Py_ssize_t _batch_records
+    cdef public Py_ssize_t _queued
+    cdef public bint _closed
+    cdef public object _default_delivery
+
+    cdef int _check_record(self, TopicSlot slot, object value, Py_ssize_t size) except -1
+
+    # The upcall contract: produce() handles the common case in C and calls
+    # these on its rare paths. ProducerCore's own versions raise
+    # NotImplementedError; the Python subclass overrides every one, and a
+    # cpdef method dispatches to a Python override.
+    cpdef _open_slot(self, topic)
+    cpdef _raise_closed(self)
+    cpdef _too_large(self, TopicSlot slot, Py_ssize_t size)
+    cpdef _unkeyed(self, TopicSlot slot, str where=*)
+    cpdef _bad_partition(self, TopicSlot slot, partition)
+    cpdef _coerce_timestamp(self, timestamp)
+    cpdef _batch_full(self, TopicSlot slot, int32_t partition)
+    cpdef _first_in_batch(self, TopicSlot slot, int32_t partition)
+
+
+cdef class Message
+
+
+cdef class BatchView:
+    """Pointers into one stored batch for record-at-a-time access
+    (core/messages.pxi)."""
+    cdef readonly object batch
+    cdef readonly str topic
+    cdef readonly int32_t partition
+    cdef readonly int64_t base_offset
+    cdef readonly Py_ssize_t num_rows
+    cdef readonly int64_t next_offset  # after the last offset the frame spans (gaps: docs/FORMAT.md)
+    cdef const int64_t *offs
+    cdef const int64_t *ts
+    cdef const int32_t *koff
+    cdef const uint8_t *kdata
+    cdef const uint8_t *kvalid
+    cdef Py_ssize_t kbit
+    cdef const int32_t *voff
+    cdef const uint8_t *vdata
+    cdef const uint8_t *vvalid
+    cdef Py_ssize_t vbit
+    cdef bint binary_values
+    cdef object headers_col
+    cdef object value_col
+
+    cdef _bind_binary(self, arr, bint is_key)
+    cdef object key_at(self, Py_ssize_t i)
+    cdef object value_at(self, Py_ssize_t i)
+    cdef Py_ssize_t value_len(self, Py_ssize_t i)
+    cdef object headers_at(self, Py_ssize_t i)
+    cdef Message message(self, Py_ssize_t i)
+
+
+cdef class Message:
+    """One record, shaped like confluent_kafka.Message (core/messages.pxi)."""
+    cdef str _topic
+    cdef int32_t _partition
+    cdef int64_t _offset
+    cdef int64_t _timestamp
+    cdef int _ts_type
+    cdef BatchView _view
+    cdef Py_ssize_t _row
+    cdef object _key
+    cdef object _value
+    cdef object _headers
+    cdef object _error
+    cdef bint _own
+
+    cdef _materialise(self)

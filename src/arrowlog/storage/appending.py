@@ -1,0 +1,252 @@
+"""Appending to a PartitionLog: a batch becomes one frame at the end of the
+active segment, indexed by the one rule in index.py; a full segment rolls
+(see partition.py for the contract)."""
+
+from __future__ import annotations
+
+import errno
+
+import numpy as np
+import pyarrow as pa
+
+from .._native import core
+from ..errors import InvalidRecordError, PartitionFailedError, StorageError
+from .evolution import conform_value, follow_generation, same_file
+from .files import storage_error
+from .index import NO_TIMESTAMP, Indexer
+from .layout import damaged, reads_problem
+from .logbase import LogBase
+from .segment import INDEX_BYTES, MAX_RELATIVE_OFFSET, Segment
+
+# Below this size a batch is serialised into one buffer (a copy of a few KiB
+# costs less than the ~20 Python-level writes of the zero-copy path).
+SMALL_BATCH_BYTES = 64 << 10
+
+
+class AppendMixin(LogBase):
+    """PartitionLog's append() and roll."""
+
+    def append(self, batch: pa.RecordBatch, *, fsync: bool = False, min_timestamp: int | None = None,
+               max_timestamp: int | None = None) -> int:
+        """Append ``batch`` (columns timestamp, key, value, headers, as
+        PRODUCE_SCHEMA) as one frame; returns its base offset. With
+        ``fsync`` the frame is synced (survives power loss) before this
+        returns; otherwise it is written (survives a process crash)."""
+        n = batch.num_rows
+        if n == 0:
+            raise ValueError("cannot append an empty batch")
+        if min_timestamp is None or max_timestamp is None:
+            ts = batch.column(0)
+            if ts.null_count:
+                raise ValueError("record timestamps cannot be null")
+            values = ts.cast(pa.int64()).to_numpy()
+            min_timestamp, max_timestamp = int(values.min()), int(values.max())
+        min_ts, max_ts = min_timestamp, max_timestamp
+        if self.compacted and batch.column(1).null_count:
+            raise InvalidRecordError(f"topic {self.topic!r} is compacted (cleanup.policy={self.config['cleanup.policy']})"
+                                     ": every record needs a key; give each record a key or use a topic with "
+                                     "cleanup.policy=delete")
+        with self._lock:
+            if self._failed is not None:
+                raise PartitionFailedError(errno.EIO, f"partition {self.topic}-{self.partition} failed after an "
+                                           f"earlier I/O error ({self._failed}); reopen it to recover")
+            if self._closed:
+                raise StorageError(errno.EBADF, "partition log is closed")
+            if self.read_only:
+                raise StorageError(errno.EROFS, f"cannot append to {self.topic}-{self.partition}: the file system is "
+                                   "read-only (reads keep working)")
+            self._raise_if_damaged()
+            with self._append_locked():
+                if self.state.torn:
+                    self._recover_locked()
+                st = self.state.snapshot()
+                problem = reads_problem(st)
+                if problem is not None:
+                    raise damaged(f"partition {self.topic}-{self.partition} ({self.directory})", problem)
+                self._mark_dirty()
+                seg = self._writer_for(st)
+                if not seg.schema.equals(self.schema, check_metadata=True):
+                    seg, st = follow_generation(self, st, seg)  # the value schema evolved (evolution.py)
+                base = st["next_offset"]
+                offsets = pa.array(np.arange(base, base + n, dtype=np.int64))
+                # An all-null column sliced from a larger array would be
+                # serialised with its parent's offsets: write a fresh one.
+                columns = [self._nulls(n, c.type) if c.null_count == n and c.offset else c for c in batch.columns]
+                if columns[2].type != self.schema.field(3).type and pa.types.is_struct(columns[2].type):
+                    columns[2] = conform_value(columns[2], self.schema.field(3).type)
+                full = pa.RecordBatch.from_arrays([offsets, *columns], schema=self.schema)
+                pieces = self._serialize(full)
+                size = core.FRAME_HEADER_SIZE + sum(len(p) for p in pieces)
+                position = st["active_position"]
+                if self._should_roll(st, seg, position, size, n, base):
+                    self._roll(st, seg, position)
+                    st = self.state.snapshot()
+                    seg = self._writer_for(st, at_least=size + 4096)
+                    position = st["active_position"]
+                if position + size > seg.capacity:
+                    # a batch larger than segment.bytes in an empty segment: map more of it
+                    seg = self._writer_for(st, at_least=position + size)
+                seg.ensure_allocated(position + size)
+                try:
+                    core.write_frame_pieces(seg.log_fd, position, base, n, min_ts, max_ts, pieces)
+                except OSError as exc:
+                    raise storage_error(exc, f"cannot append to {seg.log_path}") from exc
+                fields = self._index_frame(st, seg, position, base, size, max_ts)
+                fields.update(next_offset=base + n, active_position=position + size,
+                              active_max_timestamp=max(st["active_max_timestamp"], max_ts))
+                if fsync:
+                    self._sync_locked(seg)
+                    fields["recovery_point"] = base + n
+                self.state.publish(**fields)
+                if self.notifier is not None:
+                    self.notifier.bump()
+                return base
+
+    def use_schema(self, schema: pa.Schema) -> None:
+        """Write new frames with envelope ``schema`` (the topic's value schema
+        evolved: storage/evolution.py); the next append starts a segment for it."""
+        with self._lock:
+            self.schema = schema
+            self._schema_message_size = schema.serialize().size
+
+    def _nulls(self, n: int, type_: pa.DataType) -> pa.Array:
+        """An all-null column of ``n`` rows starting at offset 0, sliced from
+        a cached one (bulk appends need one per frame)."""
+        cached = self._null_columns.get(type_)
+        if cached is None or len(cached) < n:
+            cached = self._null_columns[type_] = pa.nulls(max(n, 1 << 16), type_)
+        return cached.slice(0, n)
+
+    def _serialize(self, full: pa.RecordBatch) -> list:
+        """The IPC record batch message of ``full`` as the pieces pyarrow's
+        writer emits (metadata bytes, padding, and the batch's own buffers,
+        uncopied), for write_frame_pieces."""
+        if full.nbytes < SMALL_BATCH_BYTES and not self.compression:
+            return [full.serialize()]
+        sink = _PieceSink()
+        writer = pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), full.schema, options=self._ipc_options)
+        writer.write_batch(full)
+        # the stream starts with its schema message: drop those pieces
+        pieces = sink.pieces
+        # (the cleaner rewrites frames of older value schemas: storage/evolution.py)
+        same = full.schema.equals(self.schema, check_metadata=True)
+        skip = self._schema_message_size if same else full.schema.serialize().size
+        i = 0
+        while skip > 0:
+            piece = pieces[i]
+            skip -= piece.size if isinstance(piece, pa.Buffer) else len(piece)
+            i += 1
+        if skip != 0:
+            raise AssertionError("IPC writer split the schema message unexpectedly")
+        return pieces[i:]
+
+    def _writer_for(self, st: dict, at_least: int = 0) -> Segment:
+        base = st["active_base_offset"]
+        seg = self._writer
+        if seg is not None and st["generation"] != self._writer_generation:
+            # another process may have re-created the empty active segment (a new value
+            # schema: evolution.py) or recovered the log: write to the file that is there now
+            self._writer_generation = st["generation"]
+            if not same_file(seg.log_fd, seg.log_path):
+                seg.close()
+                seg = self._writer = None
+        if seg is None or seg.base_offset != base or seg.capacity < at_least:
+            if seg is not None:
+                seg.close()
+            self._writer = None
+            seg = Segment(self.directory, base, writable=True, capacity=self._capacity(at_least))
+            self._writer = seg
+            # an orphan from a writer that died mid-roll
+            for later in self._list_bases():
+                if later > base:
+                    self._delete_segment_files(later)
+        return seg
+
+    def _should_roll(self, st: dict, seg: Segment, position: int, size: int, n: int, base: int) -> bool:
+        if st["next_offset"] == seg.base_offset:  # empty segment: never roll
+            return False
+        return (position + size > self.segment_bytes
+                or base + n - seg.base_offset > MAX_RELATIVE_OFFSET
+                or (st["offset_index_entries"] + 1) * core.OFFSET_ENTRY_SIZE > INDEX_BYTES
+                or (st["time_index_entries"] + 1) * core.TIME_ENTRY_SIZE > INDEX_BYTES
+                or self._now_ms() - st["segment_created_ms"] >= self.segment_ms)
+
+    def _index_frame(self, st: dict, seg: Segment, position: int, base: int, size: int, max_ts: int) -> dict:
+        indexer = self._indexer(st, seg)
+        indexer.add(position, base, size, max_ts)
+        return dict(offset_index_entries=indexer.offset_entries, time_index_entries=indexer.time_entries,
+                    bytes_since_index=indexer.since)
+
+    def _indexer(self, st: dict, seg: Segment) -> Indexer:
+        """The indexing rule where the published state says the active
+        segment's indexes stand."""
+        return Indexer(seg, self.index_interval, st["offset_index_entries"], st["time_index_entries"],
+                       st["bytes_since_index"], st["active_max_timestamp"])
+
+    def _roll(self, st: dict, seg: Segment, position: int) -> None:
+        """Close the active segment (its time index sealed, files trimmed)
+        and start a new one at next_offset; caller holds the append lock."""
+        indexer = self._indexer(st, seg)
+        indexer.seal(self._last_frame_base(seg, st))
+        seg.trim(position, indexer.offset_entries, indexer.time_entries)
+        new_base = st["next_offset"]
+        new = Segment.create(self.directory, new_base, self.schema, self.compression, self._capacity(),
+                             self._now_ms())
+        self._dir_dirty = True
+        seg.close()
+        self._writer = new
+        self.state.publish(active_base_offset=new_base, active_position=new.header_size,
+                           offset_index_entries=0, time_index_entries=0, bytes_since_index=0,
+                           active_max_timestamp=NO_TIMESTAMP, segment_created_ms=new.created_ms)
+        self._enforce_retention_locked()
+
+    def _last_frame_base(self, seg: Segment, st: dict) -> int:
+        oe = st["offset_index_entries"]
+        pos = seg.header_size
+        if oe and seg.index is not None:
+            hit = core.offset_index_lookup(seg.index, oe, MAX_RELATIVE_OFFSET)
+            if hit is not None:
+                pos = hit[1]
+        end = st["active_position"]
+        last = seg.base_offset
+        while pos < end:
+            base, _count, body, _, _ = core.read_frame_header(seg.log, pos, end)
+            last = base
+            pos += core.FRAME_HEADER_SIZE + body
+        return last
+
+
+class _PieceSink:
+    """A write-only file for pyarrow's IPC writer that keeps what it is given
+    (small bytes and zero-copy Arrow buffers) instead of copying it."""
+
+    __slots__ = ("pieces", "size", "closed")
+
+    def __init__(self):
+        self.pieces: list = []
+        self.size = 0
+        self.closed = False
+
+    def write(self, data) -> int:
+        n = data.size if isinstance(data, pa.Buffer) else len(data)
+        self.pieces.append(data)
+        self.size += n
+        return n
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
