@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from arrowlog._native import core
-from arrowlog.errors import CorruptRecordError
+from arrowlog.errors import CorruptRecordError, LogClosedError
 from arrowlog.schema import ENVELOPE_SCHEMA, HEADERS_TYPE, PRODUCE_SCHEMA
 from arrowlog.storage import LogDir
 from arrowlog.storage.index import OffsetIndex, TimeIndex
@@ -79,3 +79,17 @@ def test_index_files_grow_with_entries(tmp_path):
         assert os.path.getsize(seg.index_path) == 16384  # 4 KiB, doubled twice
     finally:
         seg.close()
+
+
+@pytest.mark.parametrize("which", ["offset", "time"])
+def test_writing_an_entry_into_a_closed_segment_raises(tmp_path, which):
+    """A closed segment has released its index mappings: an append is LogClosedError,
+    not a write through a None mapping (which crashed the process)."""
+    seg = Segment.create(str(tmp_path), 100, ENVELOPE_SCHEMA, None, 1 << 20, 0)
+    header = seg.header_size
+    seg.close()
+    with pytest.raises(LogClosedError, match="is closed"):
+        if which == "offset":
+            OffsetIndex(seg).append(0, 0, header)
+        else:
+            TimeIndex(seg).append(0, 1_700_000_000_000, 0)

@@ -85,7 +85,7 @@ def existing_topics(logdir: Any, subscriptions: Iterable[Iterable[str]]) -> set[
 
 def resolve_topics(subscription: Iterable[str], existing: set[str]) -> set[str]:
     """A subscription (names and ``^regex`` patterns) as the existing topics it covers."""
-    out = set()
+    out: set[str] = set()
     for t in subscription:
         if t.startswith("^"):
             pat = re.compile(t)

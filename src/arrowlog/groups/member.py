@@ -280,15 +280,16 @@ class GroupMember:
         if self._registry.reaped:
             self._wake_peers()
         generation = self.gdir.state.current_word()
+        me = self._membership.info.member_id
         subscriptions = {m.member_id: m.subscription for m in members}
-        subscriptions.setdefault(self.member_id, self._subscription or [])
+        subscriptions.setdefault(me, self._subscription or [])
         subs, counts = group_inputs(self.logdir, subscriptions)
         view = (tuple(sorted((m, tuple(sorted(s))) for m, s in subs.items())), tuple(sorted(counts.items())))
         if generation != self._seen_generation or view != self._topic_view or self._pending:
             self._seen_generation = generation
             self._topic_view = view
             strategy = members[0].strategy if members else self.strategy
-            target = set(assign(strategy, subs, counts).get(self.member_id, ()))
+            target = set(assign(strategy, subs, counts).get(me, ()))
             self.generation = generation
             try:
                 self._reconcile(target)
@@ -388,7 +389,8 @@ class GroupMember:
         if message is not None:
             if message.error() is not None:
                 raise KafkaException(KafkaError(KafkaError._INVALID_ARG, "cannot commit an error event"))
-            todo = {(message.topic(), message.partition()): (message.offset() + 1, None)}
+            todo: dict[tuple[str, int], tuple[int, str | None]] = {
+                (message.topic(), message.partition()): (message.offset() + 1, None)}
         elif offsets is not None:
             todo = {}
             for tp in offsets:
@@ -448,7 +450,8 @@ class GroupMember:
         if message is not None:
             if message.error() is not None:
                 raise KafkaException(KafkaError(KafkaError._INVALID_ARG, "cannot store the offset of an error event"))
-            items = [((message.topic(), message.partition()), message.offset() + 1, None)]
+            items: list[tuple[tuple[str, int], int, str | None]] = [
+                ((message.topic(), message.partition()), message.offset() + 1, None)]
         elif offsets is not None:
             items = [((tp.topic, tp.partition), int(tp.offset), tp.metadata) for tp in offsets]
         else:

@@ -204,7 +204,7 @@ class RegistryApp:
 
     def _compat_reply(self, request, subject, schema, against) -> web.Response:
         problems = self.registry.check(subject, schema, against)
-        out = {"is_compatible": not problems}
+        out: dict[str, bool | list[str]] = {"is_compatible": not problems}
         if _flag(request, "verbose"):
             out["messages"] = problems
         return _reply(out)

@@ -17,6 +17,7 @@ import io
 import json
 import re
 import struct
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -205,7 +206,7 @@ class Codec:
             return self._encode_avro(column)
         names = self.arrow.names
         fields = [column.field(n).to_pylist() for n in names]
-        out = []
+        out: list[bytes | None] = []
         for i, ok in enumerate(column.is_valid().to_pylist()):
             if not ok:
                 out.append(None)
@@ -219,7 +220,8 @@ class Codec:
 
         n = len(column)
         record_valid = _mask(column)
-        columns, valids = [], []
+        columns: list[np.ndarray | tuple[np.ndarray, bytes]] = []
+        valids: list[np.ndarray] = []
         for field, symbols, child in zip(self.arrow, self._enums, column.flatten()):
             t = field.type
             valids.append(_mask(child))
@@ -261,7 +263,7 @@ _JSON_TOP = {"type", "properties", "required", "additionalProperties", "title", 
 _JSON_PROPERTY = {"type", "title", "description"}
 
 
-def _json_fast_plan(schema) -> tuple[bool, list[tuple[str, bool]]] | None:
+def _json_fast_plan(schema: Any) -> tuple[bool, list[tuple[str, bool]]] | None:
     """(additionalProperties is false, [(property, required)] of those that may not be
     null) when pyarrow.json
     with the column types decides validity alone, else None."""
@@ -276,6 +278,6 @@ def _json_fast_plan(schema) -> tuple[bool, list[tuple[str, bool]]] | None:
         if not isinstance(prop, dict) or set(prop) - _JSON_PROPERTY:
             return None
         types = prop.get("type")
-        if "null" not in ([types] if isinstance(types, str) else types):
+        if "null" not in ([types] if isinstance(types, str) else list(types or [])):
             not_null.append((name, name in required))
     return (not extra, not_null)

@@ -33,7 +33,7 @@ class _Names:
 
     def __init__(self, schema: Any):
         self.types: dict[str, dict] = {}
-        stack = [(schema, None)]
+        stack: list[tuple[Any, str | None]] = [(schema, None)]
         while stack:
             s, ns = stack.pop()
             if isinstance(s, list):
@@ -73,7 +73,7 @@ class _Names:
                 return s
 
 
-def _kind(s: Any) -> str:
+def _kind(s: Any) -> str | None:
     if isinstance(s, list):
         return "union"
     if isinstance(s, dict):

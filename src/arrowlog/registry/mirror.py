@@ -58,13 +58,18 @@ class MirrorTypes:
             latest = self.client.get_latest_version(subject)
         except SchemaRegistryError:
             return config                        # no subject: the topic stays bytes
+        schema_id, text = latest.schema_id, latest.schema.schema_str
+        if schema_id is None or text is None:
+            raise self.error(f"the schema registry's latest version of {subject!r} has no "
+                             f"{'id' if schema_id is None else 'schema text'}: check the registry at the mirror's "
+                             "schema.registry.url")
         try:
-            parsed = ParsedSchema(latest.schema.schema_str, latest.schema.schema_type)
+            parsed = ParsedSchema(text, latest.schema.schema_type)
         except ArrowlogError as exc:
-            raise self.error(f"schema {latest.schema_id} of {subject!r}: {exc}") from None
+            raise self.error(f"schema {schema_id} of {subject!r}: {exc}") from None
         if parsed.arrow is None:
             return config
-        self.decode[topic] = Codec(latest.schema_id, parsed)
+        self.decode[topic] = Codec(schema_id, parsed)
         return {**config, "value.schema": parsed.arrow}
 
     def convert(self, topic: str, batch: pa.RecordBatch) -> pa.RecordBatch:

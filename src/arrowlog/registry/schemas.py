@@ -143,7 +143,7 @@ def _avro_field_type(t: Any) -> pa.DataType | None:
         return _AVRO_ARROW.get(t)
     if isinstance(t, dict):
         prim = t.get("type")
-        if t.get("logicalType") and (prim, t["logicalType"]) in _AVRO_LOGICAL:
+        if isinstance(prim, str) and t.get("logicalType") and (prim, t["logicalType"]) in _AVRO_LOGICAL:
             return _AVRO_LOGICAL[(prim, t["logicalType"])]
         if prim == "enum":
             return pa.string()
@@ -152,7 +152,7 @@ def _avro_field_type(t: Any) -> pa.DataType | None:
     return None
 
 
-_AVRO_NEEDS = {"record": ("fields", list), "error": ("fields", list), "enum": ("symbols", list),
+_AVRO_NEEDS: dict[str, tuple[str, type | tuple[type, ...]]] = {"record": ("fields", list), "error": ("fields", list), "enum": ("symbols", list),
                "fixed": ("size", int), "array": ("items", (str, dict, list)), "map": ("values", (str, dict, list))}
 
 
@@ -227,7 +227,7 @@ _AVRO_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 def avro_for_arrow(topic: str, schema: pa.Schema) -> str:
     """The Avro record schema (text) whose column form is exactly ``schema``, for a topic
     typed by the library; ValueError says which column cannot map."""
-    inverse = {str(t): name for (name, t) in (
+    inverse: dict[str, str | dict[str, str]] = {str(t): name for (name, t) in (
         ("boolean", pa.bool_()), ("int", pa.int32()), ("long", pa.int64()), ("float", pa.float32()),
         ("double", pa.float64()), ("string", pa.string()), ("bytes", pa.binary()))}
     for (prim, logical), t in _AVRO_LOGICAL.items():

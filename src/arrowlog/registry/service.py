@@ -4,8 +4,14 @@ in one process and one event loop, on one data directory."""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from arrowlog.server.server import KafkaServer
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from .store import Registry
 
 log = logging.getLogger("arrowlog.registry")
 
@@ -19,8 +25,8 @@ class RegistryKafkaServer(KafkaServer):
         super().__init__(*args, **kwargs)
         self.registry_host = registry_host
         self.registry_port = registry_port
-        self.registry = None
-        self._runner = None
+        self.registry: Registry | None = None
+        self._runner: web.AppRunner | None = None
 
     @property
     def registry_url(self) -> str | None:
@@ -43,12 +49,12 @@ class RegistryKafkaServer(KafkaServer):
         await super().start()
         assert self.broker is not None
         try:
-            self.registry = Registry(self.broker.store.log)
-            typed = TypedTopics(self.registry, self.broker.store)
+            self.registry = registry = Registry(self.broker.store.log)
+            typed = TypedTopics(registry, self.broker.store)
             typed.install(self.broker)
             typed.register_library_topics()
             ssl_context, auth = listener_security(self.security)
-            self._runner, self.registry_port = await app.start(self.registry, self.registry_host,
+            self._runner, self.registry_port = await app.start(registry, self.registry_host,
                                                                self.registry_port, ssl_context=ssl_context,
                                                                auth=auth)
         except BaseException:

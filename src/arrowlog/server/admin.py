@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from arrowlog import errors as AE
 
@@ -88,7 +89,7 @@ class AdminHandlers:
                  "topic_id": self.store.topic_id(name) if code == E.NONE else bytes(16)}
             if code == E.NONE:
                 r.update(num_partitions=n, replication_factor=1, configs=self._configs(
-                    name, self.store.topic(name), None, with_source=True) if not req["validate_only"] else [])
+                    name, self.store.topic(name), None) if not req["validate_only"] else [])
                 log.info("created topic %s with %d partition(s)", name, n)
             results.append(r)
         return {"topics": results}
@@ -114,7 +115,7 @@ class AdminHandlers:
                         "error_message": msg})
         return {"responses": out}
 
-    def _configs(self, name, topic, keys, with_source=False):
+    def _configs(self, name: str, topic: Any, keys: set[str] | None) -> list[dict[str, Any]]:
         """The topic's configs as DescribeConfigs reports them: what storage applies, what
         was accepted but means nothing on one node, and Kafka's defaults for the rest."""
         values = dict(TC.KAFKA_DEFAULTS)
@@ -130,7 +131,7 @@ class AdminHandlers:
             # config_source 1 = DYNAMIC_TOPIC_CONFIG, 5 = DEFAULT_CONFIG
             out.append({"name": k, "value": values[k], "read_only": False,
                         "config_source": 1 if k in explicit else 5, "is_sensitive": False,
-                        "synonyms": [], "config_type": _CONFIG_TYPES.get(TC.KAFKA_TOPIC_CONFIGS.get(k), 0)})
+                        "synonyms": [], "config_type": _CONFIG_TYPES.get(TC.KAFKA_TOPIC_CONFIGS.get(k, ""), 0)})
         return out
 
     def describe_configs(self, ctx, req: dict) -> dict:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from . import errors as E
 from .admin import GROUP_OPERATIONS, NO_OPERATIONS
@@ -55,7 +56,8 @@ class GroupHandlers:
         else:
             code = self.groups.check_commit(req["group_id"], req["generation_id"], req["member_id"],
                                             req.get("group_instance_id"))
-        topics, updates = [], {}
+        topics: list[dict[str, Any]] = []
+        updates: dict[str, dict[int, dict[str, Any]]] = {}
         for ct in req["topics"]:
             known = self.store.topic(ct["name"])
             parts = []

@@ -56,7 +56,7 @@ class FileBridge:
         return self.groups_dir is not None and self.logdir is not None
 
     def files(self, g) -> FileGroup | None:
-        if not self.enabled:
+        if self.groups_dir is None or self.logdir is None:
             return None
         if g.files is None:
             g.files = FileGroup(self.groups_dir, g.group_id, self.logdir)

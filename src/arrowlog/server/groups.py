@@ -68,7 +68,7 @@ class Member:
         self.seat = None       # its member file and partition locks (group_files.py)
         self.planned: bytes | None = None   # its share of the file-based plan, in a mixed group
 
-    def metadata_for(self, protocol: str) -> bytes:
+    def metadata_for(self, protocol: str | None) -> bytes:
         for name, meta in self.protocols:
             if name == protocol:
                 return meta

@@ -30,13 +30,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .._native import core
-from ..errors import CorruptRecordError
+from ..errors import CorruptRecordError, LogClosedError
 
 if TYPE_CHECKING:
     from .segment import Segment
 
 NO_TIMESTAMP = -(1 << 63)
 MAX_RELATIVE = (1 << 31) - 1
+
+
+def _open_mapping(mapping: core.MappedFile | None, path: str) -> core.MappedFile:
+    """The index mapping to write an entry into; a closed segment has none (writing
+    through a released mapping would crash the process, not raise)."""
+    if mapping is None:
+        raise LogClosedError(f"index {path} is closed: its segment was closed (reopen the log to append)")
+    return mapping
 
 
 class OffsetIndex:
@@ -59,8 +67,9 @@ class OffsetIndex:
         if prev is not None and (relative_offset <= prev[0] or position <= prev[1]):
             raise CorruptRecordError(f"offset index {self.segment.index_path}: entry {slot} ({relative_offset}, "
                                      f"{position}) does not ascend past {prev}")
+        mapping = _open_mapping(self.segment.index, self.segment.index_path)
         self.segment._index_room("index", slot, core.OFFSET_ENTRY_SIZE)
-        core.write_offset_entry(self.segment.index, slot, relative_offset, position)
+        core.write_offset_entry(mapping, slot, relative_offset, position)
 
 
 class TimeIndex:
@@ -83,8 +92,9 @@ class TimeIndex:
         if timestamp <= last:
             raise CorruptRecordError(f"time index {self.segment.time_index_path}: entry {slot} ({timestamp}) does "
                                      f"not ascend past {last}")
+        mapping = _open_mapping(self.segment.time_index, self.segment.time_index_path)
         self.segment._index_room("time_index", slot, core.TIME_ENTRY_SIZE)
-        core.write_time_entry(self.segment.time_index, slot, timestamp, relative_offset)
+        core.write_time_entry(mapping, slot, timestamp, relative_offset)
 
 
 class Indexer:
