@@ -10,22 +10,8 @@ ATTR_CONTROL = 0x20
 
 
 cdef class DecodedBatch:
-    """One record batch of a Produce request: its header and its records as Arrow."""
-
-    cdef public int64_t base_offset
-    cdef public int32_t partition_leader_epoch
-    cdef public int16_t attributes
-    cdef public int32_t last_offset_delta
-    cdef public int64_t base_timestamp
-    cdef public int64_t max_timestamp
-    cdef public int64_t min_record_timestamp   # of the decoded records (the header has no minimum)
-    cdef public int64_t max_record_timestamp
-    cdef public int64_t producer_id
-    cdef public int16_t producer_epoch
-    cdef public int32_t base_sequence
-    cdef public int32_t record_count
-    cdef public Py_ssize_t size          # bytes on the wire, header included
-    cdef public object records           # pa.RecordBatch in PRODUCE_SCHEMA (arrowlog.schema)
+    """One record batch of a Produce request: its header and its records as Arrow
+    (attributes: src/arrowlog/_native/kafka.pxd)."""
 
     @property
     def codec(self):
@@ -175,17 +161,8 @@ cdef dict PARSE_ERRORS = {
     FIELDS_DISAGREE: "length disagrees with its fields",
 }
 
-cdef struct HeaderBufs:
-    bint present
-    Py_ssize_t max_headers, used, key_used, value_used, value_nulls, lists
-    int32_t *loff       # per record: offset of its first header (count + 1)
-    uint8_t *lval       # per record: has headers
-    int32_t *koff       # per header: key offsets, value offsets, value validity
-    int32_t *voff
-    uint8_t *vval
-    uint8_t *kdat
-    uint8_t *vdat
-
+# HeaderBufs, the headers being written, is declared in kafka.pxd (the cdef
+# methods of _HeaderColumn take it).
 
 cdef struct RecordBufs:
     Cursor c
@@ -335,10 +312,8 @@ cdef class _HeaderColumn:
     """The headers column, built without a Python object per header: per record an
     offset into the headers (null when it has none), then every header's key (UTF-8)
     and value one after the other. Sized for the most headers ``n`` bytes can hold
-    (each takes at least 2); pages are committed only as they are written."""
-
-    cdef Py_ssize_t count
-    cdef bytearray list_offsets, list_valid, key_offsets, value_offsets, value_valid, key_data, value_data
+    (each takes at least 2); pages are committed only as they are written.
+    Attributes: src/arrowlog/_native/kafka.pxd."""
 
     def __cinit__(self, Py_ssize_t count, Py_ssize_t n):
         cdef Py_ssize_t max_headers = n // MIN_HEADER_SIZE
