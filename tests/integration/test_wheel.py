@@ -62,6 +62,7 @@ def clean_env():
 def test_the_wheel_holds_the_package_the_native_modules_and_the_type_information(installed):
     names = zipfile.ZipFile(installed[3]).namelist()
     for needed in ("arrowlog/py.typed", "arrowlog/_native/core.pyi", "arrowlog/_native/kafka.pyi",
+                   "arrowlog/_native/core.pxd", "arrowlog/_native/kafka.pxd",
                    "arrowlog/demo.py", "arrowlog/cli/__init__.py"):
         assert needed in names, needed
     assert any(n.startswith("arrowlog/_native/core.") and n.endswith(".so") for n in names)
