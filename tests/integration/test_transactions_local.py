@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -464,4 +465,29 @@ def test_transactional_timeouts_are_honoured_and_the_calls_can_be_retried(data_d
     p.abort_transaction(DEADLINE_S)
     assert replayed(data_dir) == [b"kept"]
     assert replayed(data_dir, "read_uncommitted") == [b"kept", b"dropped"]
+    p.close()
+
+
+def test_a_timeout_also_bounds_the_wait_for_another_thread_of_the_process(data_dir):
+    p = txn_producer(data_dir)
+    p.begin_transaction()
+    p.produce(TOPIC, b"x")
+    coordinator = p._txn._coordinator()
+    held, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with coordinator.locked():
+            held.set()
+            done.wait(DEADLINE_S)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(DEADLINE_S)
+        timed_out(p.commit_transaction)
+    finally:
+        done.set()
+        holder.join()
+    p.commit_transaction(DEADLINE_S)
+    assert replayed(data_dir) == [b"x"]
     p.close()
