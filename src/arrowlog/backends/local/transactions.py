@@ -19,9 +19,15 @@ transactional operation of any producer on the directory (``init_transactions``,
 the transactions open longer than their timeout and fences their producers;
 ``arrowlog txn abort`` does it by hand.
 
+``send_offsets_to_transaction`` checks the consumer's group metadata against the
+group's current generation (KIP-447, server/txn_groups.py). A call's ``timeout``
+bounds its wait for the directory's transaction lock.
+
 Errors are KafkaException with confluent-kafka's flags: fenced (PRODUCER_FENCED)
-is fatal; a failed append inside a transaction makes it abortable
-(``txn_requires_abort()``); a call out of order is ``_STATE``.
+is fatal; a failed append inside a transaction, or offsets of a consumer a
+rebalance left behind (ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID), make it abortable
+(``txn_requires_abort()``); a timeout is a retriable ``_TIMED_OUT``; a call out of
+order is ``_STATE``.
 
 Thread-safety: the coordinator serialises; the methods are meant for the thread
 that produces, as in confluent-kafka.
