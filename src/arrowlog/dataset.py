@@ -53,6 +53,7 @@ from ._json import parse_json_values
 from ._location import is_kafka, open_data_dir
 from ._native.core import murmur2_partition
 from ._optional import require
+from ._owned_log import OwnedLog
 from .backends.local.replay import READ_BYTES, VALUE_FORMATS, Replay, _JsonValues
 from .errors import ArrowlogError, ConfigError
 from .storage import LogDir
@@ -68,14 +69,13 @@ class DatasetError(ArrowlogError):
 
 
 
-class LogDataset(pads.Dataset):
+class LogDataset(OwnedLog, pads.Dataset):
     """A topic as a pyarrow Dataset; see the module docstring."""
 
     def __init__(self, logdir: LogDir, topic: str, *, owns_log: bool = False, value_format: str = "binary",
                  value_schema: pa.Schema | None = None, keys_by_murmur2: bool = False):
         self._keys_by_murmur2 = bool(keys_by_murmur2)
-        self._logdir = logdir
-        self._owns_log = owns_log
+        self._hold_log(logdir, owns_log)
         self.topic = topic
         self._topic = logdir.topic(topic)
         shape = Replay(logdir, topic, "end", "end")
@@ -339,25 +339,6 @@ class LogDataset(pads.Dataset):
     def reset_stats(self) -> None:
         for k in self.stats:
             self.stats[k] = 0
-
-    # -- lifetime -----------------------------------------------------------------
-
-    def close(self) -> None:
-        if self._owns_log:
-            self._owns_log = False
-            self._logdir.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
-
-    def __enter__(self) -> LogDataset:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<arrowlog.LogDataset {self.topic} partitions={self._topic.num_partitions}>"

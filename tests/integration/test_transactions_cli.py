@@ -7,11 +7,12 @@ import json
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from test_cli_processes import env, run
 
-from arrowlog.cli.common import EXIT_NOT_FOUND, EXIT_UNAVAILABLE
+from arrowlog.cli.common import EXIT_NOT_FOUND
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
 
@@ -76,9 +77,6 @@ def test_txn_list_and_abort_over_the_wire(tmp_path):
         assert t["state"] == "Ongoing" and t["first_offsets"] == {f"{TOPIC}-0": 0}
         table = run(data, "txn", "list")
         assert TXN_ID in table.stdout.decode() and f"{TOPIC}-0@0" in table.stdout.decode()
-        # the directory belongs to the running server: the offline abort refuses, naming --bootstrap
-        res = run(data, "txn", "abort", TXN_ID)
-        assert res.returncode == EXIT_UNAVAILABLE and b"--bootstrap" in res.stderr
         res = run(data, "txn", "abort", TXN_ID, "--bootstrap", bootstrap)
         assert res.returncode == 0, res.stderr
         assert stable_and_end(bootstrap) == (4, 4)    # its ABORT marker took offset 3
@@ -106,5 +104,40 @@ def test_txn_abort_on_the_directory_after_a_crash(tmp_path):
     proc, bootstrap = start_server(data)
     try:
         assert stable_and_end(bootstrap) == (4, 4)
+    finally:
+        stop(proc)
+
+
+def test_txn_abort_on_the_directory_while_the_server_runs(tmp_path):
+    """No --bootstrap: the abort changes the shared state; the running server sees it, and a
+    read_committed consumer stalled behind the transaction gets past it."""
+    data = str(tmp_path / "data")
+    proc, bootstrap = start_server(data)
+    try:
+        producer = open_transaction(bootstrap)                  # 0-2, open
+        plain = confluent_kafka.Producer({"bootstrap.servers": bootstrap})
+        plain.produce(TOPIC, value=b"after")                    # 3, behind the open transaction
+        plain.flush(30)
+        assert stable_and_end(bootstrap) == (0, 4)
+        consumer = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": "stalled",
+                                             "isolation.level": "read_committed", "auto.offset.reset": "earliest"})
+        consumer.assign([confluent_kafka.TopicPartition(TOPIC, 0, 0)])
+        try:
+            assert consumer.poll(1.0) is None                   # held back by the open transaction
+            res = run(data, "txn", "abort", TXN_ID)
+            assert res.returncode == 0, res.stderr
+            assert b"aborted" in res.stderr
+            got, deadline = [], time.monotonic() + 60
+            while not got and time.monotonic() < deadline:
+                m = consumer.poll(0.5)
+                if m is not None and not m.error():
+                    got.append((m.offset(), m.value()))
+            assert got == [(3, b"after")]                       # past the aborted records, none of them
+        finally:
+            consumer.close()
+        assert stable_and_end(bootstrap) == (5, 5)              # its ABORT marker took offset 4
+        assert listed(data)[TXN_ID]["state"] == "CompleteAbort"
+        with pytest.raises(confluent_kafka.KafkaException):
+            producer.commit_transaction(10)                     # fenced by the abort
     finally:
         stop(proc)

@@ -10,12 +10,14 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
 from test_cli_processes import env
 
 from arrowlog import Consumer, KafkaError, KafkaException, Producer, TopicPartition, replay
+from arrowlog.txn import ConsumerGroupMetadata
 
 TOPIC = "orders"
 DEADLINE_S = 60.0
@@ -351,4 +353,141 @@ def test_transaction_state_that_cannot_be_opened_is_a_clear_storage_error(data_d
     p = Producer({"log.dir": data_dir, "transactional.id": "etl"})
     with pytest.raises(StorageError, match="cannot open the transaction state .*writable data directory"):
         p.init_transactions()
+    p.close()
+
+
+def joined(consumer: Consumer, *others: Consumer) -> None:
+    """Poll ``consumer`` (subscribed) and ``others`` (which may have to hand partitions over)
+    until the group gave ``consumer`` partitions."""
+    deadline = time.monotonic() + DEADLINE_S
+    while not consumer.assignment():
+        assert time.monotonic() < deadline, "the consumer never got its partitions"
+        for c in (consumer, *others):
+            c.poll(0.05)
+
+
+def test_send_offsets_of_a_member_a_rebalance_left_behind_is_refused(data_dir):
+    """KIP-447: the metadata of a consumer no longer of the group's current generation
+    makes send_offsets_to_transaction an abortable error, and nothing of it is committed."""
+    with Producer({"log.dir": data_dir, "num.partitions": 2}) as plain:
+        for i in range(4):
+            plain.produce("in", b"%d" % i, partition=i % 2)
+    conf = {"log.dir": data_dir, "group.id": "etl-group", "enable.auto.commit": False}
+    first = Consumer(conf)
+    first.subscribe(["in"])
+    joined(first)
+    stale = first.consumer_group_metadata()
+    second = Consumer(conf)
+    second.subscribe(["in"])                                   # a new generation
+    joined(second, first)
+    p = txn_producer(data_dir)
+    p.begin_transaction()
+    p.produce(TOPIC, b"out")
+    with pytest.raises(KafkaException) as info:
+        p.send_offsets_to_transaction([TopicPartition("in", 0, 2)], stale)
+    err = info.value.args[0]
+    assert (err.code(), err.txn_requires_abort(), err.fatal()) == (KafkaError.ILLEGAL_GENERATION, True, False)
+    with pytest.raises(KafkaException) as again:
+        p.commit_transaction()                                 # abortable: only abort ends it
+    assert again.value.args[0].code() == KafkaError.ILLEGAL_GENERATION
+    p.abort_transaction()
+    # caught up with the generation, the same consumer commits through the transaction
+    deadline = time.monotonic() + DEADLINE_S
+    while first.consumer_group_metadata().generation_id == stale.generation_id:
+        assert time.monotonic() < deadline, "the consumer never saw the new generation"
+        first.poll(0.1)
+    p.begin_transaction()
+    p.send_offsets_to_transaction([TopicPartition("in", 0, 2)], first.consumer_group_metadata())
+    p.commit_transaction()
+    assert second.committed([TopicPartition("in", 0)])[0].offset == 2
+    left = first.consumer_group_metadata()
+    first.close()                                              # no longer a member at all
+    p.begin_transaction()
+    with pytest.raises(KafkaException) as gone:
+        p.send_offsets_to_transaction([TopicPartition("in", 0, 3)], left)
+    assert (gone.value.args[0].code(), gone.value.args[0].txn_requires_abort()) == (KafkaError.UNKNOWN_MEMBER_ID, True)
+    p.abort_transaction()
+    assert second.committed([TopicPartition("in", 0)])[0].offset == 2
+    p.close()
+    second.close()
+
+
+def hold_transaction_lock(data: str) -> subprocess.Popen:
+    """A process holding the directory's transaction lock until a line comes on its stdin."""
+    proc = spawn("""
+        import fcntl, os, sys
+        d = os.path.join(sys.argv[1], "transactions")
+        os.makedirs(d, exist_ok=True)
+        fd = os.open(os.path.join(d, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        print("held", flush=True)
+        sys.stdin.readline()
+    """, data)
+    expect_line(proc, "held")
+    return proc
+
+
+def release(proc: subprocess.Popen) -> None:
+    proc.communicate("\n", timeout=DEADLINE_S)
+
+
+def timed_out(call, *args) -> None:
+    """``call(*args, 0.5)`` gives up after its timeout with confluent-kafka's retriable _TIMED_OUT."""
+    start = time.monotonic()
+    with pytest.raises(KafkaException) as info:
+        call(*args, 0.5)
+    err = info.value.args[0]
+    assert (err.code(), err.retriable(), err.fatal(), err.txn_requires_abort()) == (
+        KafkaError._TIMED_OUT, True, False, False), err
+    assert time.monotonic() - start >= 0.5                     # it waited for its timeout, not less
+
+
+def test_transactional_timeouts_are_honoured_and_the_calls_can_be_retried(data_dir):
+    p = Producer({"log.dir": data_dir, "transactional.id": "etl"})
+    holder = hold_transaction_lock(data_dir)
+    timed_out(p.init_transactions)
+    release(holder)
+    p.init_transactions(DEADLINE_S)
+    p.begin_transaction()
+    p.produce(TOPIC, b"kept")
+    holder = hold_transaction_lock(data_dir)
+    timed_out(p.send_offsets_to_transaction, [TopicPartition(TOPIC, 0, 0)], ConsumerGroupMetadata("g"))
+    timed_out(p.commit_transaction)
+    release(holder)
+    p.commit_transaction(DEADLINE_S)                           # the same transaction, committed now
+    assert replayed(data_dir) == [b"kept"]
+    p.begin_transaction()
+    p.produce(TOPIC, b"dropped")
+    p.flush()
+    holder = hold_transaction_lock(data_dir)
+    timed_out(p.abort_transaction)
+    release(holder)
+    p.abort_transaction(DEADLINE_S)
+    assert replayed(data_dir) == [b"kept"]
+    assert replayed(data_dir, "read_uncommitted") == [b"kept", b"dropped"]
+    p.close()
+
+
+def test_a_timeout_also_bounds_the_wait_for_another_thread_of_the_process(data_dir):
+    p = txn_producer(data_dir)
+    p.begin_transaction()
+    p.produce(TOPIC, b"x")
+    coordinator = p._txn._coordinator()
+    held, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with coordinator.locked():
+            held.set()
+            done.wait(DEADLINE_S)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(DEADLINE_S)
+        timed_out(p.commit_transaction)
+    finally:
+        done.set()
+        holder.join()
+    p.commit_transaction(DEADLINE_S)
+    assert replayed(data_dir) == [b"x"]
     p.close()

@@ -372,3 +372,82 @@ def test_offset_fetch_require_stable_waits_for_an_open_transaction(server, creat
     assert fetch(False) == (0, -1)
     assert end_txn(server, txn_id, pid, epoch, True) == 0
     assert fetch(True) == (0, 3)
+
+
+def joined_consumer(server, group, topic, assigned: list, **conf):
+    c = confluent_kafka.Consumer({"bootstrap.servers": server.bootstrap, "group.id": group,
+                                  "auto.offset.reset": "earliest", "enable.auto.commit": False, **conf})
+    c.subscribe([topic], on_assign=lambda consumer, parts: assigned.append(len(parts)))
+    return c
+
+
+def poll_until(consumers, done, what, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, what
+        for c in consumers:
+            c.poll(0.2)
+
+
+def test_send_offsets_of_a_consumer_a_rebalance_left_behind_is_refused(server, created, group):
+    """KIP-447 over the wire: TxnOffsetCommit v3 carries the consumer's generation; a stale one
+    is refused (ILLEGAL_GENERATION, abortable) and its offsets are not committed."""
+    first_assigned: list = []
+    first = joined_consumer(server, group, created, first_assigned)
+    second = None
+    p = txn_producer(server, "tx-zombie-" + created)
+    try:
+        poll_until([first], lambda: first_assigned, "the first consumer never joined")
+        stale = first.consumer_group_metadata()
+        second_assigned: list = []
+        second = joined_consumer(server, group, created, second_assigned)
+        poll_until([first, second], lambda: second_assigned, "the second consumer never joined")   # a new generation
+        p.begin_transaction()
+        p.produce(created, value=b"out")
+        with pytest.raises(confluent_kafka.KafkaException) as info:
+            p.send_offsets_to_transaction([confluent_kafka.TopicPartition(created, 0, 1)], stale, 30)
+        err = info.value.args[0]
+        assert err.code() == confluent_kafka.KafkaError.ILLEGAL_GENERATION and err.txn_requires_abort(), err
+        p.abort_transaction(30)
+        assert committed_offset(server, group, created) == -1
+        p.begin_transaction()                                   # with current metadata it goes through
+        p.send_offsets_to_transaction([confluent_kafka.TopicPartition(created, 0, 1)],
+                                      first.consumer_group_metadata(), 30)
+        p.commit_transaction(30)
+        assert committed_offset(server, group, created) == 1
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
+
+
+def test_wire_txn_offset_commit_checks_the_member(server, created, group):
+    """TxnOffsetCommit v3 against the group as the server holds it: an unknown member, a
+    replaced static instance and a stale generation are refused; no member and no
+    generation (a client before KIP-447) is not checked."""
+    assigned: list = []
+    member = joined_consumer(server, group, created, assigned, **{"group.instance.id": "inst-1"})
+    try:
+        poll_until([member], lambda: assigned, "the consumer never joined")
+        txn_id = "tx-member-" + created
+        code, pid, epoch = init_txn(server, txn_id)
+        assert code == 0
+        producer = {"transactional_id": txn_id, "producer_id": pid, "producer_epoch": epoch, "group_id": group}
+        assert call(server, TM.ADD_OFFSETS_TO_TXN, 3, producer)["error_code"] == 0
+
+        def commit(generation, member_id, instance=None):
+            r = call(server, TM.TXN_OFFSET_COMMIT, 3, {
+                **producer, "generation_id": generation, "member_id": member_id, "group_instance_id": instance,
+                "topics": [{"name": created, "partitions": [
+                    {"partition_index": 0, "committed_offset": 1, "committed_metadata": None}]}]})
+            return r["topics"][0]["partitions"][0]["error_code"]
+
+        mid = member.memberid()
+        assert commit(1, "no-such-member") == 25                      # UNKNOWN_MEMBER_ID
+        assert commit(1, "an-old-incarnation", "inst-1") == 82        # FENCED_INSTANCE_ID
+        assert commit(10_000, mid, "inst-1") == 22                    # ILLEGAL_GENERATION
+        assert commit(-1, "") == 0
+        assert end_txn(server, txn_id, pid, epoch, True) == 0
+        assert committed_offset(server, group, created) == 1
+    finally:
+        member.close()

@@ -8,8 +8,6 @@ user. Decision rules: docs/SECURITY.md.
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from .common import (
@@ -18,10 +16,9 @@ from .common import (
     CliError,
     command_body,
     note,
-    out,
-    print_table,
     resolve_data_dir,
 )
+from .listing import Listing, list_command
 
 
 def _acl():
@@ -134,23 +131,14 @@ def acl_remove(principal, topic, group, transactional_id, cluster, prefixed, hos
     note(f"{len(gone)} ACL binding{'s' if len(gone) != 1 else ''} removed")
 
 
-@acl_group.command("list", epilog="""\b
-Examples:
-  arrowlog acl list
-  arrowlog acl list --json
-""")
-@click.option("--json", "as_json", is_flag=True, help="Print the bindings as JSON (Kafka's numeric codes).")
-@command_body
-def acl_list(as_json: bool, data: str | None) -> None:
+@list_command(acl_group, "Print the bindings as JSON (Kafka's numeric codes).")
+def acl_list(data: str | None) -> Listing:
     """List ACL bindings."""
     A = _acl()
     bindings = _store(data).bindings()
-    if as_json:
-        out(json.dumps(bindings))
-        return
     rtypes, ops = _names(A.RESOURCE_TYPES), _names(A.OPERATIONS)
-    print_table(["PRINCIPAL", "PERMISSION", "OPERATION", "RESOURCE", "NAME", "PATTERN", "HOST"], [
+    return bindings, ["PRINCIPAL", "PERMISSION", "OPERATION", "RESOURCE", "NAME", "PATTERN", "HOST"], lambda: [
         [b["principal"], "DENY" if b["permission_type"] == A.DENY else "ALLOW",
          ops.get(b["operation"], b["operation"]), rtypes.get(b["resource_type"], b["resource_type"]),
          b["resource_name"], "PREFIXED" if b["pattern_type"] == A.PREFIXED else "LITERAL", b["host"]]
-        for b in bindings])
+        for b in bindings]

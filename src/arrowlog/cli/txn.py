@@ -4,13 +4,15 @@
 runs). ``abort`` ends a transaction that holds a partition's last stable offset
 back (read_committed readers stall behind it): over the wire with
 ``--bootstrap`` (an InitProducerId for its transactional id, which aborts it and
-fences the producer that opened it, as a restarted producer would), or, when no
-server runs on the directory, on the directory itself. docs/PROTOCOL.md.
+fences the producer that opened it, as a restarted producer would), or on the
+directory itself, whether a server runs on it or not (the transaction state is
+shared by every process of the directory, under its lock). docs/PROTOCOL.md.
 """
 
 from __future__ import annotations
 
-import json
+import fcntl
+import os
 import time
 
 import click
@@ -21,10 +23,9 @@ from .common import (
     CliError,
     command_body,
     note,
-    out,
-    print_table,
     resolve_data_dir,
 )
+from .listing import Listing, list_command
 
 
 def _coordinator(data: str, producers=None, offsets=None, partition=None, appended=None, read_only: bool = True):
@@ -42,39 +43,30 @@ def txn_group() -> None:
     """See and abort the Kafka transactions of 'arrowlog serve' (see docs/PROTOCOL.md)."""
 
 
-@txn_group.command("list", epilog="""\b
-Examples:
-  arrowlog txn list              # open ones first
-  arrowlog txn list --json
-""")
-@click.option("--json", "as_json", is_flag=True, help="Print the transactions as JSON.")
-@command_body
-def txn_list(as_json: bool, data: str | None) -> None:
+@list_command(txn_group, "Print the transactions as JSON.", examples="              # open ones first")
+def txn_list(data: str | None) -> Listing:
     """List transactional ids: state, producer, partitions and the first offset each holds."""
     from arrowlog.server.transactions import OPEN_STATES
 
     txns = _coordinator(resolve_data_dir(data)).describe()
     txns.sort(key=lambda t: (t["state"] not in OPEN_STATES, t["transactional_id"]))
-    if as_json:
-        out(json.dumps(txns))
-        return
     now = time.time() * 1000
-    print_table(["TRANSACTIONAL ID", "STATE", "PRODUCER", "EPOCH", "AGE", "HOLDS (PARTITION@OFFSET)"], [
+    return txns, ["TRANSACTIONAL ID", "STATE", "PRODUCER", "EPOCH", "AGE", "HOLDS (PARTITION@OFFSET)"], lambda: [
         [t["transactional_id"], t["state"], t["producer_id"], t["producer_epoch"],
          f"{(now - t['start_ms']) / 1000:.0f}s" if t["state"] in OPEN_STATES else "-",
          " ".join(f"{p}@{o}" for p, o in sorted(t["first_offsets"].items())) if t["state"] in OPEN_STATES
          else "-"]
-        for t in txns])
+        for t in txns]
 
 
 @txn_group.command("abort", epilog="""\b
 Examples:
-  arrowlog txn abort orders-etl --bootstrap 127.0.0.1:9092   # the server is running
-  arrowlog txn abort orders-etl                               # it is not
+  arrowlog txn abort orders-etl                               # on the directory
+  arrowlog txn abort orders-etl --bootstrap 127.0.0.1:9092   # asking a server
 """)
 @click.argument("transactional_id")
 @click.option("--bootstrap", default=None, metavar="HOST:PORT",
-              help="The running server to ask (its producer for this id is fenced).")
+              help="Ask this server instead of changing the directory (either way the producer is fenced).")
 @command_body
 def txn_abort(transactional_id: str, bootstrap: str | None, data: str | None) -> None:
     """Abort TRANSACTIONAL_ID's open transaction and fence its producer."""
@@ -93,16 +85,33 @@ def txn_abort(transactional_id: str, bootstrap: str | None, data: str | None) ->
     _abort_offline(resolve_data_dir(data), transactional_id)
 
 
+def _served(data: str) -> bool:
+    """Whether a server holds the directory (its producer-state lock, server/producers.py)."""
+    try:
+        fd = os.open(os.path.join(data, "producers", "lock"), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
 def _abort_offline(data: str, transactional_id: str) -> None:
+    """Abort on the directory itself. The transaction state is shared by every process of
+    the directory (under its lock), so this works while a server runs too: the server
+    sees the markers and the new epoch at its next look at the state."""
     from arrowlog.server.offsets import GroupOffsetStore
     from arrowlog.server.producers import ProducerRegistry
     from arrowlog.storage import LogDir
 
-    producers = ProducerRegistry(data)
-    if producers._files is None:   # a server holds the directory's producer state
+    producers: ProducerRegistry | None = None if _served(data) else ProducerRegistry(data)
+    if producers is not None and producers._files is None:   # a server started meanwhile: leave its ids
         producers.close()
-        raise CliError(f"a server is serving {data}: run 'arrowlog txn abort {transactional_id} --bootstrap "
-                       "HOST:PORT' against it", EXIT_UNAVAILABLE)
+        producers = None
     log = LogDir(data)
 
     def partition(topic, index):
@@ -112,15 +121,24 @@ def _abort_offline(data: str, transactional_id: str) -> None:
             return None, 3, str(exc)
 
     try:
-        txns = _coordinator(data, producers, GroupOffsetStore(data), partition, lambda pl: pl.sync(),
-                            read_only=False)
-        if transactional_id not in txns.txns:
-            raise CliError(f"no transactional id {transactional_id!r}; see 'arrowlog txn list'", EXIT_NOT_FOUND)
-        if not txns.abort(transactional_id, fence=True):
-            note(f"transaction {transactional_id!r} is not open: nothing to abort")
-        else:
-            note(f"transaction {transactional_id!r} aborted; its producer is fenced")
-        txns.close()
+        from arrowlog.server.transactions import TransactionCoordinator
+
+        # with no server, this process owns the state for a moment (it checks and compacts it)
+        txns = TransactionCoordinator(data, producers, GroupOffsetStore(data), partition, lambda pl: pl.sync(),
+                                      owner=producers is not None)
+        try:
+            with txns.locked():   # caught up with what the server and producers wrote
+                if transactional_id not in txns.txns:
+                    raise CliError(f"no transactional id {transactional_id!r}; see 'arrowlog txn list'",
+                                   EXIT_NOT_FOUND)
+                aborted = txns.abort(transactional_id, fence=True)
+            if not aborted:
+                note(f"transaction {transactional_id!r} is not open: nothing to abort")
+            else:
+                note(f"transaction {transactional_id!r} aborted; its producer is fenced")
+        finally:
+            txns.close()
     finally:
-        producers.close()
+        if producers is not None:
+            producers.close()
         log.close()

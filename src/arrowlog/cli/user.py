@@ -9,7 +9,6 @@ same users are managed over the wire by Kafka's AlterUserScramCredentials
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
@@ -20,10 +19,9 @@ from .common import (
     CliError,
     command_body,
     note,
-    out,
-    print_table,
     resolve_data_dir,
 )
+from .listing import Listing, list_command
 
 MECHANISM_CHOICES = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 
@@ -103,18 +101,9 @@ def user_remove(name: str, mechanism: str | None, data: str | None) -> None:
     note(f"user {name} removed" + (f" ({mechanism})" if mechanism else ""))
 
 
-@user_group.command("list", epilog="""\b
-Examples:
-  arrowlog user list
-  arrowlog user list --json
-""")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON: {user: {mechanism: iterations}}.")
-@command_body
-def user_list(as_json: bool, data: str | None) -> None:
+@list_command(user_group, "Print JSON: {user: {mechanism: iterations}}.")
+def user_list(data: str | None) -> Listing:
     """List users and their SCRAM mechanisms."""
     users = _stores(data).users()
-    if as_json:
-        out(json.dumps(users))
-        return
-    print_table(["USER", "MECHANISMS", "ITERATIONS"],
-                [[u, ",".join(m), ",".join(str(i) for i in m.values())] for u, m in users.items()])
+    return users, ["USER", "MECHANISMS", "ITERATIONS"], lambda: [
+        [u, ",".join(m), ",".join(str(i) for i in m.values())] for u, m in users.items()]

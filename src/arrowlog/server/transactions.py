@@ -16,6 +16,7 @@ import struct
 
 from . import errors as E
 from .txn_coordinator import PRODUCER_FENCED, TransactionCoordinator  # noqa: F401  (the broker's names)
+from .txn_groups import wire_member_problem
 from .txn_state import CONTROL_HEADER, OPEN_STATES, Txn, control_record_columns, is_control_headers  # noqa: F401
 
 log = logging.getLogger("arrowlog.server")
@@ -103,8 +104,12 @@ class TxnHandlers:
                 updates.setdefault(t["name"], {})[p["partition_index"]] = {
                     "offset": p["committed_offset"], "metadata": p["committed_metadata"],
                     "leader_epoch": p["committed_leader_epoch"]}
-        code = self.txns.txn_offset_commit(req["transactional_id"], req["producer_id"], req["producer_epoch"],
-                                           req["group_id"], updates)
+        # KIP-447: a consumer a rebalance left behind (v3 carries its generation) is refused
+        code = wire_member_problem(self.broker.groups, req["group_id"], req.get("generation_id", -1),
+                                   req.get("member_id") or "", req.get("group_instance_id"))
+        if code == E.NONE:
+            code = self.txns.txn_offset_commit(req["transactional_id"], req["producer_id"], req["producer_epoch"],
+                                               req["group_id"], updates)
         return {"topics": [{"name": t["name"], "partitions": [
             {"partition_index": p["partition_index"],
              "error_code": E.UNKNOWN_TOPIC_OR_PARTITION if (t["name"], p["partition_index"]) in bad else code}

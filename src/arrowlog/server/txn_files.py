@@ -22,6 +22,7 @@ import fcntl
 import json
 import logging
 import os
+import time
 
 from .journal import StateFiles
 
@@ -34,6 +35,22 @@ def _identity(path: str) -> tuple | None:
     except FileNotFoundError:
         return None
     return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _flock_until(fd: int, mode: int, deadline: float, where: str) -> None:
+    """flock ``fd`` (``mode``) before ``deadline``, else TimeoutError. flock has no timed
+    wait: the lock is tried again with a growing pause (1 ms up to 50 ms)."""
+    pause = 0.001
+    while True:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"the lock of {where} is held by another process") from None
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 0.05)
 
 
 class SharedStateFiles(StateFiles):
@@ -55,13 +72,18 @@ class SharedStateFiles(StateFiles):
                 self._lock_fd = os.open(os.path.join(directory, "lock"), os.O_RDONLY | os.O_CLOEXEC)
 
     @contextlib.contextmanager
-    def locked(self, exclusive: bool):
-        """Hold the directory's transaction lock (blocking: holders keep it for one
-        change, a marker or a batch append)."""
+    def locked(self, exclusive: bool, deadline: float | None = None):
+        """Hold the directory's transaction lock (holders keep it for one change, a
+        marker or a batch append). ``deadline`` (time.monotonic()): TimeoutError if the
+        lock is still held by another process then; None: wait as long as it takes."""
         if self._lock_fd < 0:
             yield
             return
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        if deadline is None:
+            fcntl.flock(self._lock_fd, mode)
+        else:
+            _flock_until(self._lock_fd, mode, deadline, self.dir)
         try:
             yield
         finally:

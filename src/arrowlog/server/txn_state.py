@@ -161,12 +161,15 @@ class TxnState(Journaled):
                 self.compact()
 
     @contextlib.contextmanager
-    def locked(self):
+    def locked(self, deadline: float | None = None):
         """Hold the state exclusively (this process's threads, then every process of the
-        directory), caught up with what the others wrote. Reentrant."""
-        with self._mutex:
+        directory), caught up with what the others wrote. Reentrant. ``deadline``
+        (time.monotonic()): TimeoutError if it cannot be had by then; None: wait."""
+        if not self._mutex.acquire(timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic())):
+            raise TimeoutError("the transaction state is held by another thread of this process")
+        try:
             if self._depth == 0 and self._files is not None:
-                with self._files.locked(exclusive=True):
+                with self._files.locked(exclusive=True, deadline=deadline):
                     self._depth = 1
                     try:
                         self._catch_up()
@@ -179,6 +182,8 @@ class TxnState(Journaled):
                 yield
             finally:
                 self._depth -= 1
+        finally:
+            self._mutex.release()
 
     def _catch_up(self) -> None:
         if self._files.catch_up(self._reset, self._apply_snapshot, self._replay, "open transactions are forgotten"):

@@ -510,7 +510,7 @@ class Producer(core.ProducerCore):
     def init_transactions(self, timeout: float | None = None) -> None:
         """Take the transactional.id: fence its previous producer (any process) and
         abort the transaction that one left open."""
-        self._transactions().init()
+        self._transactions().init(timeout)
 
     def begin_transaction(self) -> None:
         self._transactions().begin()
@@ -518,17 +518,17 @@ class Producer(core.ProducerCore):
     def send_offsets_to_transaction(self, positions: list, group_metadata: Any, timeout: float | None = None) -> None:
         """Stage ``positions`` (TopicPartitions: the next offset to read) as the group's
         committed offsets: applied by commit_transaction(), dropped by abort_transaction()."""
-        self._transactions().send_offsets(positions, group_metadata)
+        self._transactions().send_offsets(positions, group_metadata, timeout)
 
     def commit_transaction(self, timeout: float | None = None) -> None:
         """Append what is queued, then commit: its records become visible to read_committed
         readers and its staged offsets are committed, all or nothing."""
-        self._transactions().commit()
+        self._transactions().commit(timeout)
 
     def abort_transaction(self, timeout: float | None = None) -> None:
         """Drop what is queued (delivery reports say _PURGE_QUEUE) and abort: readers with
         read_committed never see the transaction's records."""
-        self._transactions().abort()
+        self._transactions().abort(timeout)
 
     def list_topics(self, topic: str | None = None, timeout: float = -1):
         from ...admin import cluster_metadata

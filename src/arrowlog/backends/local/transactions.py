@@ -19,9 +19,15 @@ transactional operation of any producer on the directory (``init_transactions``,
 the transactions open longer than their timeout and fences their producers;
 ``arrowlog txn abort`` does it by hand.
 
+``send_offsets_to_transaction`` checks the consumer's group metadata against the
+group's current generation (KIP-447, server/txn_groups.py). A call's ``timeout``
+bounds its wait for the directory's transaction lock.
+
 Errors are KafkaException with confluent-kafka's flags: fenced (PRODUCER_FENCED)
-is fatal; a failed append inside a transaction makes it abortable
-(``txn_requires_abort()``); a call out of order is ``_STATE``.
+is fatal; a failed append inside a transaction, or offsets of a consumer a
+rebalance left behind (ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID), make it abortable
+(``txn_requires_abort()``); a timeout is a retriable ``_TIMED_OUT``; a call out of
+order is ``_STATE``.
 
 Thread-safety: the coordinator serialises; the methods are meant for the thread
 that produces, as in confluent-kafka.
@@ -29,6 +35,9 @@ that produces, as in confluent-kafka.
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
 from typing import Any
 
 from ..._types import TopicPartition
@@ -41,6 +50,12 @@ _FENCED_CODES = (KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH, 
 
 def _state_error(reason: str) -> KafkaException:
     return KafkaException(KafkaError(KafkaError._STATE, reason))
+
+
+def deadline_of(timeout: float | None) -> float | None:
+    """The time.monotonic() by which a call given ``timeout`` seconds must be done
+    (None or negative: no limit, as in confluent-kafka)."""
+    return None if timeout is None or timeout < 0 else time.monotonic() + timeout
 
 
 class LocalTransactions:
@@ -94,6 +109,19 @@ class LocalTransactions:
         return KafkaException(KafkaError(code, f"{what} failed: {KafkaError._NAMES.get(code, code)}"
                                          f"{' (retry it)' if retriable else ''}", retriable=retriable))
 
+    @contextlib.contextmanager
+    def _locked(self, deadline: float | None, what: str) -> Iterator[Any]:
+        """The coordinator, held; confluent-kafka's retriable _TIMED_OUT if another process
+        (or thread) still holds it at ``deadline``: the call may be made again."""
+        coord = self._coordinator()
+        try:
+            with coord.locked(deadline):
+                yield coord
+        except TimeoutError as exc:
+            raise KafkaException(KafkaError(
+                KafkaError._TIMED_OUT, f"{what} timed out: {exc} (an append or a transaction's end in "
+                "progress, or a stopped process): call it again, or with a longer timeout", retriable=True)) from None
+
     def _usable(self, what: str, in_txn: bool | None = True) -> Any:
         """The coordinator, after the checks every call makes: no fatal error, init done,
         inside (``in_txn``) or outside (False) a transaction."""
@@ -116,13 +144,12 @@ class LocalTransactions:
 
     # -- the five methods -------------------------------------------------------
 
-    def init(self) -> None:
+    def init(self, timeout: float | None = None) -> None:
         if self._fatal is not None:
             raise self._fatal
         if self.pid >= 0:
             raise _state_error("init_transactions() was already called on this producer")
-        coord = self._coordinator()
-        with coord.locked():
+        with self._locked(deadline_of(timeout), "init_transactions()") as coord:
             coord.expire()
             code, pid, epoch = coord.init_producer_id(self.txn_id, self.timeout_ms)
         if code != NONE:
@@ -139,8 +166,8 @@ class LocalTransactions:
         self._producer._slots = {**self._parked, **slots}
         self._parked = {}
 
-    def send_offsets(self, offsets: list[TopicPartition], group_metadata: Any) -> None:
-        coord = self._usable("send_offsets_to_transaction()")
+    def send_offsets(self, offsets: list[TopicPartition], group_metadata: Any, timeout: float | None = None) -> None:
+        self._usable("send_offsets_to_transaction()")
         group = getattr(group_metadata, "group_id", None)
         if not isinstance(group, str) or not group:
             raise KafkaException(KafkaError(KafkaError._INVALID_ARG, "send_offsets_to_transaction() needs the "
@@ -152,7 +179,8 @@ class LocalTransactions:
                                                 f"every offset must be a TopicPartition with an offset >= 0, not {tp!r}"))
             updates.setdefault(tp.topic, {})[tp.partition] = {"offset": tp.offset, "metadata": tp.metadata,
                                                               "leader_epoch": tp.leader_epoch or -1}
-        with coord.locked():
+        self._check_member(group_metadata, group)
+        with self._locked(deadline_of(timeout), "send_offsets_to_transaction()") as coord:
             coord.expire()
             code = coord.add_offsets(self.txn_id, self.pid, self.epoch, group)
             if code == NONE and updates:
@@ -161,10 +189,30 @@ class LocalTransactions:
             raise self._fail(code, "send_offsets_to_transaction()")
         self._touched = True
 
-    def commit(self) -> None:
+    def _check_member(self, group_metadata: Any, group: str) -> None:
+        """KIP-447: the consumer whose metadata this is must still be a member of the
+        group's current generation, else the transaction must be aborted."""
+        from ...server.txn_groups import local_member_problem
+
+        generation = getattr(group_metadata, "generation_id", -1)
+        member = getattr(group_metadata, "member_id", None)
+        code = local_member_problem(self._producer._log.groups_dir, group,
+                                    generation if isinstance(generation, int) else -1, member)
+        if code != NONE:
+            self._abortable = KafkaException(KafkaError(
+                code, f"send_offsets_to_transaction(): {KafkaError._NAMES.get(code, code)}: consumer {member!r} "
+                f"of generation {generation} is no longer a member of group {group!r}'s current generation "
+                "(a rebalance happened): call abort_transaction(), poll() the consumer again and retry",
+                txn_requires_abort=True))
+            raise self._abortable
+
+    def commit(self, timeout: float | None = None) -> None:
+        deadline = deadline_of(timeout)
         self._usable("commit_transaction()")
         if self._abortable is not None:
             raise self._abortable
+        with self._locked(deadline, "commit_transaction()"):
+            pass   # the coordinator is free now: what is queued can be appended (not holding it)
         try:
             self._producer._send_all()
             self._producer._raise_pending()
@@ -176,19 +224,19 @@ class LocalTransactions:
         except ArrowlogError as exc:
             self._abortable = self._needs_abort(exc)
             raise self._abortable from None
-        self._end(commit=True)
+        self._end(True, deadline)
         self._producer._serve_reports()
 
-    def abort(self) -> None:
+    def abort(self, timeout: float | None = None) -> None:
+        deadline = deadline_of(timeout)
         self._usable("abort_transaction()")
         self._purge()
-        self._end(commit=False)
+        self._end(False, deadline)
         self._producer._serve_reports()
 
-    def _end(self, commit: bool) -> None:
+    def _end(self, commit: bool, deadline: float | None) -> None:
         what = "commit_transaction()" if commit else "abort_transaction()"
-        coord = self._coordinator()
-        with coord.locked():
+        with self._locked(deadline, what) as coord:
             coord.expire()
             if self._touched:
                 code = coord.end_txn(self.txn_id, self.pid, self.epoch, commit)
