@@ -86,7 +86,7 @@ def kafka_wire(ctx, mod, earlier: list[Row]) -> list[Row]:
 
     def cpu_row(direction: str, side: str, who: str) -> Row:
         return Row(f"kafka_wire.{direction}.{side}_cpu", f"Kafka protocol: {direction}", who,
-                   f"records per CPU second of the {side} process (all threads, /proc/<pid>/stat) in the same "
+                   f"records per CPU second of the {side} process (all threads, its CPU clock) in the same "
                    f"window as `kafka_wire.{direction}.arrowlog`: its rate if it never waited for the other side",
                    records=n, missing=produce.missing,
                    samples=[r[f"{direction}_{side}_cpu_s"] for r in results] if produce.ok else [])
