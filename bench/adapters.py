@@ -74,11 +74,25 @@ def kafka_wire(ctx, mod, earlier: list[Row]) -> list[Row]:
                 "the same client's produce() of the same values, queueing only (no broker reachable, linger.ms=1000)",
                 records=n, nbytes=nb, missing=produce.missing,
                 samples=[r["queue_s"] for r in results] if produce.ok else [],
-                note="measured in the same process just before the produce row: the ceiling a server can approach")
+                note="measured in the same process just before the produce row: the ceiling a server can approach; "
+                     "the produce row stays below it by the client's own sending work (librdkafka's threads share "
+                     "the cores with its produce() loop), not the server's (`kafka_wire.produce.server_cpu`)")
     consume = Row("kafka_wire.consume.arrowlog", "Kafka protocol: consume", "arrowlog",
                   "arrowlog serve → confluent-kafka Consumer, assigned partition, consume(10000), len(value) of each",
                   records=n, nbytes=nb, missing=produce.missing,
-                  samples=[r["consume_s"] for r in results] if produce.ok else [])
+                  samples=[r["consume_s"] for r in results] if produce.ok else [],
+                  note="bounded by the client: its own CPU rate (`kafka_wire.consume.client_cpu`, same run) is below "
+                       "3 M/s and the server's CPU rate is several times it (`kafka_wire.consume.server_cpu`)")
+
+    def cpu_row(direction: str, side: str, who: str) -> Row:
+        return Row(f"kafka_wire.{direction}.{side}_cpu", f"Kafka protocol: {direction}", who,
+                   f"records per CPU second of the {side} process (all threads, its CPU clock) in the same "
+                   f"window as `kafka_wire.{direction}.arrowlog`: its rate if it never waited for the other side",
+                   records=n, missing=produce.missing,
+                   samples=[r[f"{direction}_{side}_cpu_s"] for r in results] if produce.ok else [])
+
+    cpu_rows = [cpu_row(d, side, who) for d in ("produce", "consume")
+                for side, who in (("server", "arrowlog serve, CPU"), ("client", "confluent-kafka, CPU"))]
     wake = [Row(f"kafka_wire.fetch_wake.{q}.arrowlog", "Kafka protocol: Fetch long-poll wake-up", "arrowlog",
                 "another process appends one record (library Producer, paced 5 ms) → the confluent-kafka Consumer "
                 "long-polling at the end (fetch.wait.max.ms=500) has it", kind="latency", unit=f"µs {q}",
@@ -95,4 +109,4 @@ def kafka_wire(ctx, mod, earlier: list[Row]) -> list[Row]:
             if peer is not None:
                 out.append(dataclasses.replace(peer, key=f"kafka_wire.{key}", workload=row.workload,
                                                note=f"the same samples as `{key}`"))
-    return out + wake
+    return out + cpu_rows + wake

@@ -8,7 +8,12 @@ directory, produces ``n_records`` values of ``value_size`` bytes with a
 confluent-kafka Producer (acks=1, linger.ms=5) into a one-partition topic,
 then reads them back with a confluent-kafka Consumer (no group, from the
 beginning, fetch.queue.backoff.ms=10: see run()), touching every value.
-Last, the Fetch wake-up: another process appends stamped single records
+For both directions the CPU seconds the server process and the client
+process (its Python loop and librdkafka's threads) spent in the same window
+are recorded too (the process CPU clock of each, all threads), so the rows can say
+which side bounds each rate: records per CPU second of each side are the
+rates each could reach if it never waited for the other, and unlike wall
+time they hold still on a busy machine. Last, the Fetch wake-up: another process appends stamped single records
 with the library's Producer straight into the server's data directory
 (paced, one at a time) while the consumer long-polls at the end of the
 partition (fetch.wait.max.ms=500); each record's latency is the consumer's
@@ -20,6 +25,7 @@ receipt time minus the stamp (CLOCK_MONOTONIC, shared by the processes).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import struct
@@ -67,6 +73,28 @@ def stop_server(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds a process has used so far, all its threads (its CLOCK_PROCESS_CPUTIME_ID,
+    read from outside: clock_getcpuclockid(3); nanoseconds, not /proc's 10 ms ticks)."""
+    clock = ctypes.c_int()
+    err = ctypes.CDLL(None).clock_getcpuclockid(pid, ctypes.byref(clock))
+    if err:
+        raise OSError(err, f"clock_getcpuclockid({pid}): {os.strerror(err)}")
+    return time.clock_gettime(clock.value)
+
+
+def consume_loop(consumer, n_records: int, deadline: float) -> tuple[int, int]:
+    """The measured consumer loop: consume(10,000) batches, len() of every value.
+    Returns (records, value bytes)."""
+    got = total = 0
+    while got < n_records and time.perf_counter() < deadline:
+        for m in consumer.consume(10_000, 1.0):
+            if m.error() is None:
+                total += len(m.value())
+                got += 1
+    return got, total
 
 
 def queue_rate_s(n_records: int, value: bytes, topic: str) -> float:
@@ -133,7 +161,7 @@ def run(n_records: int = 1_000_000, value_size: int = 100, topic: str = "bench",
             producer = ck.Producer({"bootstrap.servers": bootstrap, "acks": 1, "linger.ms": 5,
                                     "queue.buffering.max.messages": 1_000_000,
                                     "queue.buffering.max.kbytes": 1_048_576})
-            t0 = time.perf_counter()
+            t0, server0, client0 = time.perf_counter(), cpu_s(proc.pid), time.process_time()
             for _ in range(n_records):
                 try:
                     producer.produce(topic, value)
@@ -142,6 +170,7 @@ def run(n_records: int = 1_000_000, value_size: int = 100, topic: str = "bench",
                     producer.produce(topic, value)
             remaining = producer.flush(120)
             produce_s = time.perf_counter() - t0
+            produce_cpu = (cpu_s(proc.pid) - server0, time.process_time() - client0)
             if remaining:
                 raise RuntimeError(f"{remaining} records were not delivered")
 
@@ -154,15 +183,10 @@ def run(n_records: int = 1_000_000, value_size: int = 100, topic: str = "bench",
                                     "enable.auto.commit": False, "auto.offset.reset": "earliest",
                                     "fetch.queue.backoff.ms": 10})
             consumer.assign([ck.TopicPartition(topic, 0, 0)])
-            got = total = 0
-            t0 = time.perf_counter()
-            deadline = t0 + 120
-            while got < n_records and time.perf_counter() < deadline:
-                for m in consumer.consume(10_000, 1.0):
-                    if m.error() is None:
-                        total += len(m.value())
-                        got += 1
+            t0, server0, client0 = time.perf_counter(), cpu_s(proc.pid), time.process_time()
+            got, total = consume_loop(consumer, n_records, t0 + 120)
             consume_s = time.perf_counter() - t0
+            consume_cpu = (cpu_s(proc.pid) - server0, time.process_time() - client0)
             consumer.close()
             if got < n_records:
                 raise RuntimeError(f"consumed only {got} of {n_records} records")
@@ -183,6 +207,10 @@ def run(n_records: int = 1_000_000, value_size: int = 100, topic: str = "bench",
         "produce_s": produce_s,
         "consume_s": consume_s,
         "queue_s": queue_s,
+        "produce_server_cpu_s": produce_cpu[0],
+        "produce_client_cpu_s": produce_cpu[1],
+        "consume_server_cpu_s": consume_cpu[0],
+        "consume_client_cpu_s": consume_cpu[1],
         "fetch_wake_us": sorted(wake),
     }
 

@@ -51,6 +51,12 @@ TARGETS = [
            "kafka_wire.produce.arrowlog", versus="kafka_wire.produce.queue", min_ratio=0.9, issue=19),
     Target("serve → confluent-kafka consumer touching every value ≥ 3 M records/s",
            "kafka_wire.consume.arrowlog", min_value=3e6, issue=19),
+    Target("serve → consumer: ≥ 0.5× the client's own CPU-bound rate (its ceiling is below 3 M/s)",
+           "kafka_wire.consume.arrowlog", versus="kafka_wire.consume.client_cpu", min_ratio=0.5, issue=19),
+    Target("serve never the bottleneck: server CPU per consumed record ≤ ½ the client's",
+           "kafka_wire.consume.server_cpu", versus="kafka_wire.consume.client_cpu", min_ratio=2.0, issue=19),
+    Target("serve never the bottleneck: server CPU per produced record ≤ ½ the client's",
+           "kafka_wire.produce.server_cpu", versus="kafka_wire.produce.client_cpu", min_ratio=2.0, issue=19),
     Target("Fetch long-poll wake-up after an append by another process ≤ 1 ms (p50)",
            "kafka_wire.fetch_wake.p50.arrowlog", max_value=1000.0, issue=19),
     # issue 19, second table: many partitions (bench_partitions.py), ratios against one partition in the same run

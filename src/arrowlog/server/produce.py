@@ -23,7 +23,12 @@ log = logging.getLogger("arrowlog.server")
 
 # Produce bodies at least this large are decoded and appended in a worker thread
 # (decode_record_set releases the GIL), so a 60 MiB request does not hold the loop.
+# So is any body holding a compressed batch: its size says nothing of the work
+# (a 33 KB zstd batch inflates to the 8 MiB limit in about 20 ms, and one small
+# request can hold many of them).
 OFFLOAD_PRODUCE_BYTES = 1 << 20
+# A record batch v2 header: baseOffset..recordCount (attributes at bytes 21-22).
+_BATCH_HEADER_SIZE = 61
 # After a produce of at least this many bytes, return Arrow's freed memory to the OS.
 RELEASE_MEMORY_BYTES = 8 << 20
 # The size a compressed batch's records may inflate to, at most (a topic's smaller
@@ -87,6 +92,22 @@ def _keyless(topic: str, index: int, batches) -> dict | None:
                              f"{len(errors)} record(s) of this batch have none, so none of it was written"}
 
 
+def _compressed(records) -> bool:
+    """Whether any record batch in ``records`` names a compression codec (attributes
+    bits 0-2). Only the headers' lengths are followed; decoding checks the rest."""
+    if not records:
+        return False
+    pos, n = 0, len(records)
+    while pos + _BATCH_HEADER_SIZE <= n:
+        if records[pos + 22] & 0x07:
+            return True
+        length = int.from_bytes(records[pos + 8:pos + 12], "big", signed=True)
+        if length <= 0:
+            return False
+        pos += 12 + length
+    return False
+
+
 class ProduceHandlers:
     """Produce (0) and InitProducerId (22) on a Broker."""
 
@@ -110,7 +131,8 @@ class ProduceHandlers:
         size = sum(len(pd["records"] or b"") for td in req["topic_data"] for pd in td["partition_data"])
         # A large body is decoded and appended in a worker thread; produces are serialised
         # so the producer-state checks and the appends keep their order.
-        offload = size >= OFFLOAD_PRODUCE_BYTES
+        offload = size >= OFFLOAD_PRODUCE_BYTES or any(
+            _compressed(pd["records"]) for td in req["topic_data"] for pd in td["partition_data"])
         responses = []
         appended = False
         async with self.broker._produce_lock:

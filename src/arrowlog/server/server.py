@@ -129,25 +129,26 @@ class _RequestMemory:
             self._freed.set()
 
 
-def encode_response(api_key: int, version: int, correlation_id: int, body: dict) -> bytes:
+def encode_response(api_key: int, version: int, correlation_id: int, body: dict) -> list:
+    """The response frame as a list of pieces: the record batches of a Fetch are the
+    encode cache's own bytes, written to the socket without being joined first."""
     api = APIS[api_key]
-    w = Writer()
+    w = Writer(gather=True)
     w.int32(0)  # size, patched below
     w.int32(correlation_id)
     if api.is_flexible(version) and api_key != API_VERSIONS.key:
         w.empty_tags()
     api.encode_response(body, w, version)
-    w.buf[0:4] = (len(w.buf) - 4).to_bytes(4, "big")
-    return bytes(w.buf)
+    return w.frame()
 
 
 def _unsupported_api_versions(correlation_id: int) -> bytes:
     """KIP-511: an ApiVersions request above our maximum gets a v0 header and v0
     body with UNSUPPORTED_VERSION and our ApiVersions range, so the client retries lower."""
-    return encode_response(API_VERSIONS.key, 0, correlation_id, {
+    return b"".join(encode_response(API_VERSIONS.key, 0, correlation_id, {
         "error_code": E.UNSUPPORTED_VERSION,
         "api_keys": [{"api_key": API_VERSIONS.key, "min_version": API_VERSIONS.min_version,
-                      "max_version": API_VERSIONS.max_version}]})
+                      "max_version": API_VERSIONS.max_version}]}))
 
 
 class _Connection:
@@ -446,7 +447,11 @@ class KafkaServer:
                 writer.close()
                 return
             if data is not None:
-                writer.write(data)
+                if isinstance(data, list):
+                    for piece in data:
+                        writer.write(piece)
+                else:
+                    writer.write(data)
                 if conn.pending.empty() or writer.transport.get_write_buffer_size() > _STREAM_LIMIT:
                     await writer.drain()
             conn.answering -= 1
@@ -510,7 +515,7 @@ def _done(value) -> asyncio.Future:
 
 
 async def _respond_async(coro, ctx: RequestContext, metrics=None, api_name: str = "",
-                         started: float = 0.0) -> bytes | None:
+                         started: float = 0.0) -> list | None:
     body = await coro
     if metrics:
         metrics.request_done(api_name, time.perf_counter() - started)

@@ -147,12 +147,30 @@ class Reader:
 
 
 class Writer:
-    """A growable response buffer."""
+    """A growable response buffer.
 
-    __slots__ = ("buf",)
+    With ``gather=True`` the stored record batches handed to ``records`` are not
+    copied into ``buf``: they are kept, in order, between the pieces of ``buf``
+    written around them, and ``pieces()`` gives the whole output as a list
+    (a Fetch response is sent straight from the encode cache's bytes)."""
 
-    def __init__(self):
+    __slots__ = ("buf", "_pieces", "_size")
+
+    def __init__(self, gather: builtins.bool = False):
         self.buf = bytearray()
+        self._pieces: list | None = [] if gather else None
+        self._size = 0  # bytes in _pieces
+
+    def frame(self) -> list:
+        """Everything written, in order, as bytes-like pieces, with the int32 at the
+        start (written as a placeholder) set to the size of what follows it."""
+        size = (self._size + len(self.buf) - 4).to_bytes(4, "big")
+        pieces = self._pieces or []
+        if not pieces:
+            self.buf[0:4] = size
+            return [bytes(self.buf)]
+        pieces[0] = size + pieces[0][4:]
+        return pieces + [bytes(self.buf)] if self.buf else pieces
 
     def int8(self, v: int) -> None:
         self.buf += _I8.pack(v)
@@ -209,6 +227,12 @@ class Writer:
         """Records as one bytes-like or a list of them (stored batches, not joined first)."""
         if isinstance(parts, (list, tuple)):
             self.length(sum(len(p) for p in parts), flexible, True)
+            if self._pieces is not None and parts:
+                self._pieces.append(bytes(self.buf))
+                self._size += len(self.buf) + sum(len(p) for p in parts)
+                self._pieces.extend(parts)
+                self.buf = bytearray()
+                return
             for p in parts:
                 self.buf += p
         else:
