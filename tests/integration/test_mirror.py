@@ -28,7 +28,7 @@ from arrowlog.storage import LogDir
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from interop.conftest import SRC, ServerProcess  # noqa: E402  (the interop suite's server launcher)
 
-WAIT_S = 30.0
+WAIT_S = 120.0  # generous: an upper bound on a loaded 2-core CI machine, never a pause
 T0 = 1_700_000_000_000
 
 
