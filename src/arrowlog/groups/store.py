@@ -4,6 +4,7 @@ Layout of ``<data>/groups/<group>/`` (the group id is percent-encoded into a
 safe file name, see :func:`group_dirname`)::
 
     offsets.json              committed offsets, replaced atomically (below)
+    pending-<ns>-<pid>-<n>.json  a commit waiting for its round (below)
     .lock                     flock: serialises read-merge-write of offsets.json
     group.state               4 KiB mapped file; its futex word is the group's
                               generation, bumped on every membership change
@@ -13,7 +14,8 @@ safe file name, see :func:`group_dirname`)::
 ``offsets.json``::
 
     {"format": 1, "group": "billing",
-     "offsets": {"orders": {"0": {"offset": 42, "metadata": "", "commit_ms": 1732600000000}}}}
+     "offsets": {"orders": {"0": {"offset": 42, "metadata": "", "commit_ms": 1732600000000}}},
+     "applied": ["pending-00000012345678901234-4242-7.json"]}
 
 ``offset`` is the *next* offset to read, as in Kafka.
 
