@@ -80,3 +80,14 @@ def test_a_pending_file_resurrected_after_its_round_is_not_applied_again(tmp_pat
     gdir.write_offsets({("t", 1): (2, None)})
     assert {p: e.offset for (_, p), e in gdir.read_offsets().items()} == {0: 3, 1: 2}
     assert pending(gdir) == []
+
+
+def test_a_pending_file_torn_by_a_power_loss_is_dropped(tmp_path):
+    gdir = GroupDir(str(tmp_path / "groups"), "g")
+    # pending files are not fsynced: the rename survived, the data did not
+    for i, junk in enumerate((b"", b'[["t", 0, 9', b'[["t", 0]]')):
+        with open(os.path.join(gdir.path, f"{PENDING_PREFIX}{i + 1:020d}-1-1.json"), "wb") as f:
+            f.write(junk)
+    gdir.write_offsets({("t", 1): (2, None)})
+    assert {p: e.offset for (_, p), e in gdir.read_offsets().items()} == {1: 2}
+    assert pending(gdir) == []

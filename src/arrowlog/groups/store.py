@@ -36,7 +36,9 @@ round leaves its pending file, which the next round applies: like a Kafka
 OffsetCommit in flight when its client died, it may still take effect.
 ``offsets.json`` names the pending files its round merged (``applied``), so a
 file whose unlink a power loss undid is not applied twice: the unlinks of
-earlier rounds are made durable by the next round's directory fsync.
+earlier rounds are made durable by the next round's directory fsync. Pending
+files are not fsynced: one a power loss left empty or torn belonged to a
+commit that never returned, and is dropped.
 Readers never lock: rename is atomic, so they see one complete version.
 
 Thread-safety: a GroupDir may be shared by threads; commits from threads and
@@ -241,15 +243,20 @@ class GroupDir:
                 continue
             try:
                 with open(os.path.join(self.path, name), "rb") as f:
-                    entries = json.loads(f.read())
-                for topic, p, offset, metadata, commit_ms, epoch in entries:
-                    current[(str(topic), int(p))] = CommittedOffset(int(offset), str(metadata), int(commit_ms),
-                                                                    int(epoch))
+                    raw = f.read()
             except FileNotFoundError:
                 names.pop()
-            except (ValueError, TypeError) as exc:
-                raise GroupError(f"{os.path.join(self.path, name)} is not a valid pending commit ({exc}); "
-                                 "delete it (its commit never returned)") from None
+                continue
+            try:
+                parsed = [((str(topic), int(p)),
+                           CommittedOffset(int(offset), str(metadata), int(commit_ms), int(epoch)))
+                          for topic, p, offset, metadata, commit_ms, epoch in json.loads(raw)]
+            except (ValueError, TypeError):
+                # pending files are not fsynced: after a power loss one may be
+                # empty or torn. Its commit never returned (a round that applied
+                # it names it in ``applied``): drop it, as the crash did.
+                continue
+            current.update(parsed)
         return names
 
     def drop_offsets(self, keys: list[tuple[str, int]] | None = None) -> None:
