@@ -4,6 +4,7 @@ Layout of ``<data>/groups/<group>/`` (the group id is percent-encoded into a
 safe file name, see :func:`group_dirname`)::
 
     offsets.json              committed offsets, replaced atomically (below)
+    pending-<ns>-<pid>-<n>.json  a commit waiting for its round (below)
     .lock                     flock: serialises read-merge-write of offsets.json
     group.state               4 KiB mapped file; its futex word is the group's
                               generation, bumped on every membership change
@@ -13,15 +14,32 @@ safe file name, see :func:`group_dirname`)::
 ``offsets.json``::
 
     {"format": 1, "group": "billing",
-     "offsets": {"orders": {"0": {"offset": 42, "metadata": "", "commit_ms": 1732600000000}}}}
+     "offsets": {"orders": {"0": {"offset": 42, "metadata": "", "commit_ms": 1732600000000}}},
+     "applied": ["pending-00000012345678901234-4242-7.json"]}
 
 ``offset`` is the *next* offset to read, as in Kafka.
 
-Durability: a commit reads the file, merges, writes ``offsets.json.tmp``,
-fsyncs it, renames it over ``offsets.json`` and fsyncs the directory. A kill
--9 at any point leaves the old file or the new one, never a torn one (a
-stale ``.tmp`` is removed by the next commit). Readers never lock: rename is
-atomic, so they see one complete version.
+Durability: a commit first drops its offsets into the group directory as
+``pending-<monotonic ns>-<pid>-<n>.json`` (written to a dot-file, then
+renamed: never seen half-written), then takes ``.lock``. If its pending file
+is gone by then, an earlier holder already made it durable and the commit is
+done. Otherwise it is the leader of a round: it reads ``offsets.json``,
+merges *every* pending file in name order (oldest first), writes
+``offsets.json.tmp``, fsyncs it, renames it over ``offsets.json``, fsyncs the
+directory, and only then unlinks the pending files it merged. Members that
+commit at the same time thus share one pair of fsyncs instead of queueing
+for one each (group commit across processes).
+
+A kill -9 at any point leaves the old file or the new one, never a torn one
+(a stale ``.tmp`` is removed by the next round). A commit killed before its
+round leaves its pending file, which the next round applies: like a Kafka
+OffsetCommit in flight when its client died, it may still take effect.
+``offsets.json`` names the pending files its round merged (``applied``), so a
+file whose unlink a power loss undid is not applied twice: the unlinks of
+earlier rounds are made durable by the next round's directory fsync. Pending
+files are not fsynced: one a power loss left empty or torn belonged to a
+commit that never returned, and is dropped.
+Readers never lock: rename is atomic, so they see one complete version.
 
 Thread-safety: a GroupDir may be shared by threads; commits from threads and
 processes are serialised by ``.lock`` (flock) plus an in-process lock, since
@@ -31,6 +49,7 @@ flock does not exclude threads sharing one open file.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import os
 import shutil
@@ -45,6 +64,25 @@ from ..storage.files import fsync_dir
 
 OFFSETS_FILE = "offsets.json"
 FORMAT_VERSION = 1
+PENDING_PREFIX, PENDING_SUFFIX = "pending-", ".json"
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _remove_if_orphan(tmp: str) -> None:
+    """Remove a half-written pending file whose writer (pid in its name) is dead."""
+    try:
+        pid = int(os.path.basename(tmp).split("-")[2])
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        _unlink(tmp)
+    except (ValueError, IndexError, PermissionError):
+        pass
 
 
 class UnknownGroupError(GroupError, KeyError):
@@ -90,6 +128,7 @@ class GroupDir:
         self.owners_dir = os.path.join(self.path, "owners")
         self.offsets_path = os.path.join(self.path, OFFSETS_FILE)
         self._thread_lock = threading.Lock()
+        self._pending_seq = itertools.count(1)  # next() is atomic under the GIL
         self._state: core.PartitionState | None = None
         if create:
             self.ensure()
@@ -128,11 +167,15 @@ class GroupDir:
 
     def read_offsets(self) -> dict[tuple[str, int], CommittedOffset]:
         """Every committed offset of the group ({} when there are none)."""
+        return self._read()[0]
+
+    def _read(self) -> tuple[dict[tuple[str, int], CommittedOffset], list[str]]:
+        """(committed offsets, names of the pending files the last round applied)."""
         try:
             with open(self.offsets_path, "rb") as f:
                 raw = f.read()
         except FileNotFoundError:
-            return {}
+            return {}, []
         try:
             doc = json.loads(raw)
             out = {}
@@ -141,37 +184,103 @@ class GroupDir:
                     out[(topic, int(p))] = CommittedOffset(int(e["offset"]), e.get("metadata") or "",
                                                            int(e.get("commit_ms", 0)),
                                                            int(e.get("leader_epoch", -1)))
-            return out
+            applied = doc.get("applied", [])
+            if not isinstance(applied, list):
+                raise TypeError(f"'applied' is a {type(applied).__name__}, not a list")
+            return out, [str(a) for a in applied]
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise GroupError(f"{self.offsets_path} is not a valid offsets file ({exc}); "
                              "reset the group's offsets or delete the group") from None
 
     def write_offsets(self, updates: dict[tuple[str, int], tuple]) -> None:
         """Merge ``{(topic, partition): (offset, metadata[, leader_epoch])}`` into the
-        committed offsets, atomically and durably."""
+        committed offsets, atomically and durably (returns once they are on
+        disk; concurrent committers share one round of fsyncs, see above)."""
         if not updates:
             return
         now = int(time.time() * 1000)
-        with self.locked():
-            current = self.read_offsets()
-            for tp, (offset, metadata, *epoch) in updates.items():
-                current[tp] = CommittedOffset(int(offset), metadata or "", now,
-                                              int(epoch[0]) if epoch and epoch[0] is not None else -1)
-            self._replace(current)
+        entries = [[topic, int(p), int(offset), metadata or "", now,
+                    int(epoch[0]) if epoch and epoch[0] is not None else -1]
+                   for (topic, p), (offset, metadata, *epoch) in updates.items()]
+        self.ensure()
+        mine = self._drop_pending(entries)
+        try:
+            with self.locked():
+                if not os.path.exists(mine):
+                    return  # an earlier round merged it and made it durable
+                current, applied = self._read()
+                self._replace(current, self._merge_pending(current, applied))
+        except BaseException:
+            _unlink(mine)  # failed: the commit must not take effect later
+            raise
+
+    def _drop_pending(self, entries: list) -> str:
+        """Write a pending file (complete or absent: renamed into place)."""
+        name = f"{PENDING_PREFIX}{time.monotonic_ns():020d}-{os.getpid()}-{next(self._pending_seq)}{PENDING_SUFFIX}"
+        tmp = os.path.join(self.path, f".{name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, json.dumps(entries).encode())
+        finally:
+            os.close(fd)
+        path = os.path.join(self.path, name)
+        os.rename(tmp, path)
+        return path
+
+    def _merge_pending(self, current: dict[tuple[str, int], CommittedOffset], applied: list[str]) -> list[str]:
+        """Merge every pending file into ``current``, oldest first; the names
+        merged (to unlink once durable). Holds the lock."""
+        names = []
+        done = set(applied)
+        for name in sorted(os.listdir(self.path)):
+            if name.startswith("." + PENDING_PREFIX) and name.endswith(".tmp"):
+                _remove_if_orphan(os.path.join(self.path, name))
+                continue
+            if not (name.startswith(PENDING_PREFIX) and name.endswith(PENDING_SUFFIX)):
+                continue
+            names.append(name)
+            if name in done:  # merged by the last round; a power loss undid its unlink
+                continue
+            try:
+                with open(os.path.join(self.path, name), "rb") as f:
+                    raw = f.read()
+            except FileNotFoundError:
+                names.pop()
+                continue
+            try:
+                parsed = [((str(topic), int(p)),
+                           CommittedOffset(int(offset), str(metadata), int(commit_ms), int(epoch)))
+                          for topic, p, offset, metadata, commit_ms, epoch in json.loads(raw)]
+            except (ValueError, TypeError):
+                # pending files are not fsynced: after a power loss one may be
+                # empty or torn. Its commit never returned (a round that applied
+                # it names it in ``applied``): drop it, as the crash did.
+                continue
+            current.update(parsed)
+        return names
 
     def drop_offsets(self, keys: list[tuple[str, int]] | None = None) -> None:
-        """Forget these committed offsets (all of them when ``keys`` is None)."""
+        """Forget these committed offsets (all of them when ``keys`` is None);
+        commits pending before it are applied first, so none comes back later."""
         with self.locked():
-            current = {} if keys is None else {k: v for k, v in self.read_offsets().items() if k not in set(keys)}
-            self._replace(current)
+            current, applied = self._read()
+            merged = self._merge_pending(current, applied)
+            if keys is not None:
+                drop = set(keys)
+                current = {k: v for k, v in current.items() if k not in drop}
+            else:
+                current = {}
+            self._replace(current, merged)
 
-    def _replace(self, offsets: dict[tuple[str, int], CommittedOffset]) -> None:
+    def _replace(self, offsets: dict[tuple[str, int], CommittedOffset], merged: list[str] | None = None) -> None:
         doc: dict = {"format": FORMAT_VERSION, "group": self.group, "offsets": {}}
         for (topic, p), e in sorted(offsets.items()):
             entry = {"offset": e.offset, "metadata": e.metadata, "commit_ms": e.commit_ms}
             if e.leader_epoch >= 0:
                 entry["leader_epoch"] = e.leader_epoch
             doc["offsets"].setdefault(topic, {})[str(p)] = entry
+        if merged:
+            doc["applied"] = merged
         tmp = self.offsets_path + ".tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
@@ -181,6 +290,8 @@ class GroupDir:
             os.close(fd)
         os.rename(tmp, self.offsets_path)
         fsync_dir(self.path)
+        for name in merged or ():
+            _unlink(os.path.join(self.path, name))
 
     def locked(self) -> _GroupLock:
         self.ensure()

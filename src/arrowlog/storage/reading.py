@@ -213,63 +213,82 @@ class ReadMixin(LogBase):
         timestamp or offset is an error, never a wrong answer."""
         self._raise_if_damaged()
         st = self._snapshot()
-        bases = [b for b in self._known_bases(st) if b <= st["active_base_offset"]]
+        log_start, active_base = st["log_start_offset"], st["active_base_offset"]
+        bases = self._known_bases(st)
         start_idx = 0
         for i, b in enumerate(bases):
-            if b >= st["log_start_offset"] or i + 1 < len(bases) and bases[i + 1] > st["log_start_offset"]:
+            if b >= log_start or i + 1 < len(bases) and bases[i + 1] > log_start:
                 start_idx = i
                 break
         check = self.check_crcs
+        gaps = self._gaps(st)
         for b in bases[start_idx:]:
-            if b < st["active_base_offset"]:
+            if b > active_base:
+                break
+            if b < active_base:
                 max_ts = self._segment_max_timestamp(b)
                 if max_ts is not None and max_ts < timestamp:
                     continue
             try:
-                seg, end = self._locate(max(b, st["log_start_offset"]), st)
+                seg, end = self._locate(max(b, log_start), st)
             except (FileNotFoundError, OffsetOutOfRangeError):
                 continue
-            active = b == st["active_base_offset"]
-            oe, te = (st["offset_index_entries"], st["time_index_entries"]) if active else seg.index_entries_on_disk()
+            oe, te = (st["offset_index_entries"], st["time_index_entries"]) if b == active_base \
+                else seg.index_entries_on_disk()
             position = seg.time_scan_start(timestamp, te, oe, end)
             try:
                 while position < end:
                     base, count, body, min_ts, max_ts = core.read_frame_header(seg.log, position, end)
-                    if check:
+                    if check and position not in seg.verified:
                         seg.check_crcs([(position, base, count, core.FRAME_HEADER_SIZE + body)], end)
-                    if max_ts >= timestamp and base + count > st["log_start_offset"]:
-                        batch = None if min_ts >= timestamp else seg.frame_batch(position, body, count)
-                        if batch is None:
-                            idx = 0
-                        elif not self.compression and batch.num_rows == count:
-                            # the native search takes the header's count as rows: not for compacted frames
-                            key = (st["generation"], seg.base_offset, position)
-                            idx, is_sorted = core.frame_first_row_at_or_after(
-                                seg.log, position, end, timestamp, self._sorted_frames.get(key, -1))
-                            if len(self._sorted_frames) > 65536:
-                                self._sorted_frames.clear()
-                            self._sorted_frames[key] = 1 if is_sorted else 0
-                        else:
-                            ts_col = batch.column(1)
-                            ts = np.frombuffer(ts_col.buffers()[1], dtype=np.int64, count=len(ts_col),
-                                               offset=ts_col.offset * 8)  # rows: a compacted frame has gaps
-                            idx = int(np.argmax(ts >= timestamp))
-                        return max(self._row_offset(seg, position, end, base, count, idx, st),
-                                   st["log_start_offset"])
+                    if max_ts >= timestamp and base + count > log_start:
+                        idx = 0 if min_ts >= timestamp else self._first_row_at_or_after(
+                            seg, position, end, body, count, timestamp, gaps, st["generation"])
+                        found = self._row_offset(seg, position, end, base, count, idx) if gaps else base + idx
+                        return max(found, log_start)
                     position += core.FRAME_HEADER_SIZE + body
             except core.CorruptFrame as exc:
                 raise CorruptRecordError(f"segment {seg.log_path}: {exc}; run `arrowlog verify` "
                                          "(see docs/DURABILITY.md)") from None
         return None
 
-    def _row_offset(self, seg: Segment, position: int, end: int, base: int, count: int, idx: int, st: dict) -> int:
-        """The offset of row ``idx`` of the frame at ``position``: base + idx,
-        unless the cleaner left gaps in it (then its offset column says)."""
+    def _first_row_at_or_after(self, seg: Segment, position: int, end: int, body: int, count: int,
+                               timestamp: int, gaps: bool, generation: int) -> int:
+        """The first row of the frame at ``position`` whose timestamp is at
+        or after ``timestamp`` (the frame has one). The native search reads
+        the stored frame and takes the header's count as its rows: only for
+        uncompressed frames without gaps (a frame whose timestamps it found
+        sorted is bisected next time); others go through the Arrow batch."""
+        batch = None
+        if gaps or self.compression:
+            batch = seg.frame_batch(position, body, count)
+        if not self.compression and (batch is None or batch.num_rows == count):
+            key = (generation, seg.base_offset, position)
+            idx, is_sorted = core.frame_first_row_at_or_after(
+                seg.log, position, end, timestamp, self._sorted_frames.get(key, -1))
+            if len(self._sorted_frames) > 65536:
+                self._sorted_frames.clear()
+            self._sorted_frames[key] = 1 if is_sorted else 0
+            return idx
+        if batch is None:
+            batch = seg.frame_batch(position, body, count)
+        ts_col = batch.column(1)
+        ts = np.frombuffer(ts_col.buffers()[1], dtype=np.int64, count=len(ts_col),
+                           offset=ts_col.offset * 8)  # rows: a compacted frame has gaps
+        return int(np.argmax(ts >= timestamp))
+
+    def _gaps(self, st: dict) -> bool:
+        """Whether frames may hold fewer rows than the offsets they span (the
+        cleaner removed some: docs/FORMAT.md); looked up once per generation."""
         if self._gaps_key != st["generation"]:
             self._gaps_possible = self.compacted or os.path.exists(os.path.join(self.directory, HEALTH_FILE))
             self._gaps_key = st["generation"]
-        if not self._gaps_possible:
-            return base + idx
+        return self._gaps_possible
+
+    def _row_offset(self, seg: Segment, position: int, end: int, base: int, count: int, idx: int) -> int:
+        """The offset of row ``idx`` of the frame at ``position`` of a log
+        that may have gaps: base + idx, unless the cleaner left gaps in this
+        frame (then its offset column says)."""
         batch = seg.frame_batch(position, seg.frame_header(position, end)[2], count)
         if batch.num_rows == count:
             return base + idx

@@ -317,9 +317,12 @@ class Consumer:
         there is none."""
         out = []
         for tp in partitions:
-            ts = to_epoch_ms(tp.offset)
-            found = self._partition_log(tp.topic, tp.partition).offset_for_timestamp(ts)
-            out.append(TopicPartition(tp.topic, tp.partition, OFFSET_END if found is None else found))
+            ts = tp.offset
+            if type(ts) is not int:
+                ts = to_epoch_ms(ts)
+            topic, partition = tp.topic, tp.partition
+            found = self._log.topic(topic).partition(partition).offset_for_timestamp(ts)
+            out.append(TopicPartition(topic, partition, OFFSET_END if found is None else found))
         return out
 
     def pause(self, partitions: list[TopicPartition]) -> None:
