@@ -66,17 +66,21 @@ def test_produced_records_are_stored_and_read_back_through_the_native_frame(data
                                             for i in range(5)]
 
 
-@pytest.mark.parametrize("config, value_size", [({"compression.type": "zstd"}, 10), ({"cleanup.policy": "compact"}, 10),
-                                                ({}, 100_000)], ids=["zstd", "compacted", "over 64 KiB"])
-def test_producer_batches_the_native_writer_leaves_to_pyarrow_are_stored_too(data_dir, config, value_size):
+@pytest.mark.parametrize("config, value_size", [({}, 10), ({"compression.type": "zstd"}, 10),
+                                                ({"cleanup.policy": "compact"}, 10), ({}, 100_000)],
+                         ids=["native", "zstd", "compacted", "over 64 KiB"])
+def test_producer_frames_native_or_through_pyarrow_are_stored_alike(data_dir, config, value_size):
     with LogDir(data_dir) as d:
         d.create_topic("t", 1, config)
     with Producer({"log.dir": data_dir, "linger.ms": 60_000}) as p:
         for i in range(3):
-            p.produce("t", b"%d" % i * value_size, key=b"k%d" % i)
+            p.produce("t", b"%d" % i * value_size, key=b"k%d" % i, timestamp=1_000 + i)
         p.flush()
     with LogDir(data_dir) as d:
         frames = d.topic("t").partition(0).read(0, 1 << 30)
+        for f in frames:  # the frame headers' timestamp bounds are the records'
+            ts = f.batch.column("timestamp").cast(pa.int64()).to_pylist()
+            assert (f.min_timestamp, f.max_timestamp) == (min(ts), max(ts))
         rows = pa.Table.from_batches([f.batch for f in frames]).to_pylist()
     assert [(r["offset"], r["key"], r["value"]) for r in rows] == [(i, b"k%d" % i, b"%d" % i * value_size)
                                                                    for i in range(3)]

@@ -62,8 +62,8 @@ class AppendMixin(LogBase):
             raise ValueError("cannot append an empty batch")
         if self.compacted or self.compression or acc.nbytes >= SMALL_BATCH_BYTES:
             # (a larger batch goes to the log zero-copy, through pyarrow's writer)
-            return self.append(acc.to_batch(), fsync=fsync, min_timestamp=acc.min_timestamp,
-                               max_timestamp=acc.max_timestamp)
+            min_ts, max_ts = acc.min_timestamp, acc.max_timestamp  # (to_batch() empties acc)
+            return self.append(acc.to_batch(), fsync=fsync, min_timestamp=min_ts, max_timestamp=max_ts)
 
         def pieces(base: int) -> list:
             if self.schema.equals(ENVELOPE_SCHEMA):
