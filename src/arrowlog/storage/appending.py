@@ -155,7 +155,9 @@ class AppendMixin(LogBase):
         """The IPC record batch message of ``full`` as the pieces pyarrow's
         writer emits (metadata bytes, padding, and the batch's own buffers,
         uncopied), for write_frame_pieces."""
-        if full.nbytes < SMALL_BATCH_BYTES and not self.compression:
+        # get_total_buffer_size: 0.3 µs where nbytes walks the buffers for ~10 (pyarrow 26); a
+        # slice counts its parents' whole buffers, which only sends it down the zero-copy path
+        if full.get_total_buffer_size() < SMALL_BATCH_BYTES and not self.compression:
             return [full.serialize()]
         sink = _PieceSink()
         writer = pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), full.schema, options=self._ipc_options)
