@@ -37,10 +37,14 @@ def _latency_us(value: bytes, now_ns: int) -> float:
 
 
 # -- process B ----------------------------------------------------------------
-def arrowlog_reader(path: str, n: int, ready, out) -> None:
+# the low-latency row's poll.spin.us: a few of the sender's PACE_S gaps
+SPIN_US = 1000
+
+
+def arrowlog_reader(path: str, spin_us: int, n: int, ready, out) -> None:
     import arrowlog
 
-    c = arrowlog.Consumer({"log.dir": path, "auto.offset.reset": "earliest"})
+    c = arrowlog.Consumer({"log.dir": path, "auto.offset.reset": "earliest", "poll.spin.us": spin_us})
     c.assign([arrowlog.TopicPartition(datasets.TOPIC, 0, 0)])
     receive(c, n, ready, out)
 
@@ -157,7 +161,7 @@ def latency_runs(ctx, system: str, make_run) -> dict[str, list[float]]:
     return per_q
 
 
-def arrowlog_latency(ctx) -> dict[str, list[float]]:
+def arrowlog_latency(ctx, spin_us: int = 0) -> dict[str, list[float]]:
     import arrowlog
     from arrowlog.storage import LogDir
 
@@ -166,11 +170,11 @@ def arrowlog_latency(ctx) -> dict[str, list[float]]:
         LogDir(path).create_topic(datasets.TOPIC, partitions=1)
         p = arrowlog.Producer({"log.dir": path, "linger.ms": 0})
         try:
-            return one_run(ctx, arrowlog_reader, (path,), stamp_sender(p), n)
+            return one_run(ctx, arrowlog_reader, (path, spin_us), stamp_sender(p), n)
         finally:
             p.close()
 
-    return latency_runs(ctx, "arrowlog", make_run)
+    return latency_runs(ctx, "arrowlog-spin" if spin_us else "arrowlog", make_run)
 
 
 def redis_latency(ctx) -> dict[str, list[float]]:
@@ -255,6 +259,8 @@ def run(ctx) -> list[Row]:
                           lambda: inprocess_runs(ctx))
     for system, key, setting, fn in (
         ("arrowlog", "arrowlog", "produce()+flush() → Consumer.poll() in another process", arrowlog_latency),
+        ("arrowlog (poll.spin.us)", "arrowlog-spin", f"the same, the consumer in the low-latency mode "
+         f"(poll.spin.us={SPIN_US}: spins before the futex wait)", lambda ctx: arrowlog_latency(ctx, SPIN_US)),
         ("Redis Streams", "redis", "XADD → XREAD BLOCK in another process, AOF everysec", redis_latency),
         ("NATS JetStream", "nats", "js.publish (ack awaited) → ordered push consumer in another process",
          nats_latency),

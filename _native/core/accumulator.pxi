@@ -129,6 +129,85 @@ cdef object take_buffer(GrowBuf *b, Py_ssize_t size):
     return _pa.py_buffer(nb)
 
 
+# The encapsulated Arrow IPC record batch message of the stored envelope
+# (arrowlog.schema: offset, timestamp, key, value, headers), written here
+# instead of by pyarrow's writer for a one-record flush() (RecordAccumulator.
+# frame_body). Its flatbuffer has one fixed layout (little-endian, every
+# scalar aligned to its size; positions from the flatbuffer's start, which
+# follows the 8-byte prefix 0xFFFFFFFF + metadata length):
+#
+#     0  u32 root: the Message table (24)
+#     8  Message vtable: 12 bytes, table 24, version @16, header_type @18,
+#        header @4, bodyLength @8
+#    24  Message table: soffset 16, header -> 64, bodyLength, version V5 (4),
+#        header_type RecordBatch (3)
+#    48  RecordBatch vtable: 10 bytes, table 24, length @8, nodes @4, buffers @16
+#    64  RecordBatch table: soffset 16, nodes -> 92, length, buffers -> 228
+#    92  nodes: u32 count (8), 8 FieldNodes {length, null_count} (int64 each)
+#   228  buffers: u32 count (19), 19 Buffers {offset, length} (int64 each)
+#   536  end (a multiple of 8)
+#
+# The body follows: every buffer padded with zeros to 8 bytes, in the order
+# of the schema's fields depth-first (offset, timestamp, key, value,
+# headers, its struct, the header keys and values), each field's validity
+# bitmap first (length 0 when the field has no null).
+
+cdef enum:
+    ENV_NODES = 8
+    ENV_BUFFERS = 19
+    FB_NODES = 92
+    FB_BUFFERS = 228
+    FB_SIZE = 536
+
+
+cdef inline Py_ssize_t pad8(Py_ssize_t n) noexcept nogil:
+    return (n + 7) & ~(<Py_ssize_t>7)
+
+
+cdef inline void store_u16(uint8_t *p, uint16_t v) noexcept nogil:
+    memcpy(p, &v, 2)
+
+
+cdef void envelope_metadata(uint8_t *fb, Py_ssize_t n, Py_ssize_t entries, const int64_t *nulls,
+                            const Py_ssize_t *lens, Py_ssize_t body) noexcept nogil:
+    """The flatbuffer above (``fb`` zeroed, FB_SIZE bytes) of ``n`` records
+    with ``entries`` headers: ``nulls`` is the 8 fields' null counts, ``lens``
+    the 19 buffers' unpadded lengths, ``body`` their padded sum."""
+    cdef int64_t lengths[ENV_NODES]
+    cdef Py_ssize_t i, at = 0
+    cdef uint16_t message_vtable[6]
+    cdef uint16_t batch_vtable[5]
+    message_vtable[:] = [12, 24, 16, 18, 4, 8]
+    batch_vtable[:] = [10, 24, 8, 4, 16]
+    store_u32(fb, 24)
+    # Message vtable and table
+    memcpy(fb + 8, message_vtable, sizeof(message_vtable))
+    store_u32(fb + 24, 16)
+    store_u32(fb + 28, 64 - 28)
+    store_i64(fb + 32, body)
+    store_u16(fb + 40, 4)   # MetadataVersion.V5
+    fb[42] = 3              # MessageHeader.RecordBatch
+    # RecordBatch vtable and table
+    memcpy(fb + 48, batch_vtable, sizeof(batch_vtable))
+    store_u32(fb + 64, 16)
+    store_u32(fb + 68, FB_NODES - 68)
+    store_i64(fb + 72, n)
+    store_u32(fb + 80, FB_BUFFERS - 80)
+    # field nodes: the struct and its children are as long as the header entries
+    store_u32(fb + FB_NODES, ENV_NODES)
+    for i in range(ENV_NODES):
+        lengths[i] = n
+    lengths[5] = lengths[6] = lengths[7] = entries
+    for i in range(ENV_NODES):
+        store_i64(fb + FB_NODES + 4 + 16 * i, lengths[i])
+        store_i64(fb + FB_NODES + 12 + 16 * i, nulls[i])
+    store_u32(fb + FB_BUFFERS, ENV_BUFFERS)
+    for i in range(ENV_BUFFERS):
+        store_i64(fb + FB_BUFFERS + 4 + 16 * i, at)
+        store_i64(fb + FB_BUFFERS + 12 + 16 * i, lens[i])
+        at += pad8(lens[i])
+
+
 cdef class RecordAccumulator:
     """Records for one partition, waiting to become one frame.
 
@@ -313,6 +392,81 @@ cdef class RecordAccumulator:
         if self.count == 0:
             return None
         return (<RecordAccumulator>self.detach())._to_batch()
+
+    def frame_body(self, int64_t base_offset):
+        """The stored envelope of this accumulator's records, offsets from
+        ``base_offset``, as one encapsulated Arrow IPC record batch message
+        (bytes, a multiple of 8 long): what pyarrow's writer makes of
+        ``to_batch()`` with the offset column, in a few microseconds instead
+        of the ~30 that building and serialising the pyarrow batch costs.
+        The accumulator is left as it is."""
+        cdef Py_ssize_t n = self.count
+        cdef Py_ssize_t m = self.header_entries
+        cdef Py_ssize_t bitmap = (n + 7) >> 3
+        cdef const uint8_t *src[ENV_BUFFERS]
+        cdef Py_ssize_t have[ENV_BUFFERS]     # bytes of src (the rest of lens[i] is zeros)
+        cdef Py_ssize_t lens[ENV_BUFFERS]
+        cdef int64_t nulls[ENV_NODES]
+        cdef Py_ssize_t i, k, body = 0
+        cdef uint8_t *out
+        cdef uint8_t *dst
+        if n == 0:
+            raise ValueError("a frame holds at least one record")
+        memset(src, 0, sizeof(src))
+        memset(have, 0, sizeof(have))
+        memset(lens, 0, sizeof(lens))
+        # 0-1 offset (generated below), 2-3 timestamp
+        lens[1] = n * 8
+        src[3], have[3], lens[3] = self.ts.data, self.ts.length, n * 8
+        # 4-6 key, 7-9 value
+        if self.key_nulls:
+            src[4], have[4], lens[4] = self.kvalid.data, self.kvalid.length, bitmap
+        src[5], have[5], lens[5] = self.koff.data, self.koff.length, (n + 1) * 4
+        src[6], have[6], lens[6] = self.kdata.data, self.kdata.length, self.kdata.length
+        if self.value_nulls:
+            src[7], have[7], lens[7] = self.vvalid.data, self.vvalid.length, bitmap
+        src[8], have[8], lens[8] = self.voff.data, self.voff.length, (n + 1) * 4
+        src[9], have[9], lens[9] = self.vdata.data, self.vdata.length, self.vdata.length
+        # 10-11 headers list (all null, offsets all 0, when no record has headers)
+        if self.header_lists < n:
+            lens[10] = bitmap
+            if self.header_lists:
+                src[10], have[10] = self.hvalid.data, self.hvalid.length
+        lens[11] = (n + 1) * 4
+        if self.header_lists:
+            src[11], have[11] = self.hoff.data, self.hoff.length
+        # 12 struct validity (none); 13-15 header keys; 16-18 header values
+        src[14], have[14], lens[14] = self.hkoff.data, self.hkoff.length, (m + 1) * 4
+        src[15], have[15], lens[15] = self.hkdata.data, self.hkdata.length, self.hkdata.length
+        if self.header_value_nulls:
+            src[16], have[16], lens[16] = self.hvvalid.data, self.hvvalid.length, (m + 7) >> 3
+        src[17], have[17], lens[17] = self.hvoff.data, self.hvoff.length, (m + 1) * 4
+        src[18], have[18], lens[18] = self.hvdata.data, self.hvdata.length, self.hvdata.length
+        nulls[0] = nulls[1] = nulls[5] = nulls[6] = 0
+        nulls[2], nulls[3] = self.key_nulls, self.value_nulls
+        nulls[4] = n - self.header_lists
+        nulls[7] = self.header_value_nulls
+        for i in range(ENV_BUFFERS):
+            body += pad8(lens[i])
+        result = PyBytes_FromStringAndSize(NULL, 8 + FB_SIZE + body)
+        out = <uint8_t *>PyBytes_AS_STRING(result)
+        with nogil:
+            memset(out, 0, 8 + FB_SIZE)
+            store_u32(out, 0xFFFFFFFF)
+            store_u32(out + 4, FB_SIZE)
+            envelope_metadata(out + 8, n, m, nulls, lens, body)
+            dst = out + 8 + FB_SIZE
+            for i in range(ENV_BUFFERS):
+                k = have[i] if have[i] < lens[i] else lens[i]
+                if i == 1:
+                    for k in range(n):
+                        store_i64(dst + 8 * k, base_offset + k)
+                    k = lens[i]
+                elif k > 0:
+                    memcpy(dst, src[i], <size_t>k)
+                memset(dst + k, 0, <size_t>(pad8(lens[i]) - k))
+                dst += pad8(lens[i])
+        return result
 
     def to_batch(self):
         """This (detached) accumulator's records as a pa.RecordBatch (with no

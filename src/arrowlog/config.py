@@ -167,6 +167,9 @@ CONSUMER = COMMON + [
     Key("fetch.max.bytes", 8 << 20, _int(1), "Bytes read from a partition at a time."),
     Key("check.crcs", True, _bool, "Verify each batch's CRC-32C before it is first read (Kafka's check.crcs; "
         "false skips it)."),
+    Key("poll.spin.us", 0, _int(0, 1_000_000), "Low-latency mode: poll() and consume() look for new records "
+        "for up to this many microseconds before sleeping on the futex (a core busy for the spin; 0: sleep at once). "
+        "See docs/CLIENTS.md#latency."),
     Key("session.timeout.ms", 45000, _int(1), "Group session timeout."),
     Key("heartbeat.interval.ms", 3000, _int(1), "Group heartbeat interval."),
     Key("max.poll.interval.ms", 300000, _int(1), "Accepted for Kafka compatibility."),

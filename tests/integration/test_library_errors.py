@@ -343,6 +343,7 @@ def test_background_append_error_goes_to_error_cb(data_dir, monkeypatch):
         p.produce("t", b"warm-up")
         p.flush()
         monkeypatch.setattr(PartitionLog, "append", failing_append)
+        monkeypatch.setattr(PartitionLog, "append_records", failing_append)  # the producer's small batches
         p2 = Producer({"log.dir": data_dir, "linger.ms": 0, "error_cb": seen.append})
         p2.produce("t", b"x")
         assert attempted.wait(WAIT_S)   # the linger thread tried, and failed

@@ -186,3 +186,53 @@ def test_frames_are_crc_checked_unless_the_caller_opts_out(data_dir):
     with LogDir(data_dir) as d:
         fr = RangeReader(d.topic("t").partition(0), 0, check_crc=False).read()[0]
         assert fr.record_count == 3
+
+
+class _CountingLog:
+    """A stand-in partition whose data becomes readable after ``ready_after``
+    looks at its high watermark; its futex wait records the timeout asked."""
+
+    def __init__(self, ready_after):
+        self.looks = 0
+        self.ready_after = ready_after
+        self.waits = []
+
+    @property
+    def high_watermark(self):
+        self.looks += 1
+        return 1 if self.looks > self.ready_after else 0
+
+    def wait(self, offset, timeout):
+        self.waits.append(timeout)
+        return self.high_watermark > offset
+
+
+@pytest.mark.parametrize("partitions", [1, 3])
+def test_spin_sees_an_append_without_sleeping_on_the_futex(partitions):
+    logs = [_CountingLog(ready_after=10**9) for _ in range(partitions - 1)] + [_CountingLog(ready_after=50)]
+
+    class NoNotifier:
+        def current_word(self):
+            raise AssertionError("a spin that sees the data never gets to the futex")
+
+    # a spin of up to 60 s: ends at the 51st look, long before
+    assert wait_for_data(NoNotifier(), [(log, 0) for log in logs], 60, spin_us=60_000_000) is True
+    assert logs[-1].looks == 51
+    assert all(not log.waits for log in logs)
+
+
+def test_spin_then_sleeps_on_the_futex_for_the_rest_of_the_timeout():
+    log = _CountingLog(ready_after=10**9)
+    start = time.perf_counter()
+    assert wait_for_data(None, [(log, 0)], 0.5, spin_us=20_000) is False
+    assert time.perf_counter() - start >= 0.02  # it looked for the whole spin
+    assert log.waits == [pytest.approx(0.48)]  # then the futex, for the rest of the timeout
+
+
+def test_spin_with_no_partitions_watches_the_notifier_word(data_dir):
+    with LogDir(data_dir) as d:
+        log = d.create_topic("t").partition(0)
+        seen = d.notifier.current_word()
+        assert wait_for_data(d.notifier, (), 0.01, seen=seen, spin_us=5_000) is False
+        log.append(batch(1))
+        assert wait_for_data(d.notifier, (), 60, seen=seen, spin_us=60_000_000) is True

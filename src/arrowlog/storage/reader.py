@@ -22,6 +22,7 @@ the wait at once.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -120,15 +121,29 @@ class RangeReader:
 
 
 def wait_for_data(notifier: Any, pending: Iterable[tuple[PartitionLog, int]], timeout: float, *,
-                  seen: int | None = None) -> bool:
+                  seen: int | None = None, spin_us: int = 0) -> bool:
     """Block until one of the ``pending`` (log, offset) pairs has the record
     at ``offset`` readable, at most ``timeout`` seconds. Returns whether data
     may be there (for several partitions, a wake-up can be an append to
     another partition of the directory: check again). With no pairs it waits
     for any append in the data directory after ``seen`` (a
     ``notifier.current_word()`` taken before the caller last looked). No CPU
-    while idle."""
+    while idle.
+
+    ``spin_us`` (the consumer's ``poll.spin.us``, docs/CLIENTS.md): first
+    look for the data for up to this many microseconds, then sleep on the
+    futex. A record appended during the spin is seen without the futex
+    wake-up and the scheduler's latency to run the sleeping thread again
+    (tens of microseconds to milliseconds on a busy machine), at the price
+    of a core kept busy for the spin."""
     pending = list(pending)
+    if spin_us > 0 and timeout > 0:
+        spun = _spin(notifier, pending, min(spin_us / 1e6, timeout), seen)
+        if spun:
+            return True
+        timeout -= min(spin_us / 1e6, timeout)
+        if timeout <= 0:
+            return False
     if len(pending) == 1 and seen is None:
         log, offset = pending[0]
         return log.wait(offset, timeout)
@@ -138,3 +153,21 @@ def wait_for_data(notifier: Any, pending: Iterable[tuple[PartitionLog, int]], ti
         if log.high_watermark > offset:
             return True
     return notifier.wait_word(seen, timeout)
+
+
+def _spin(notifier: Any, pending: list[tuple[PartitionLog, int]], seconds: float, seen: int | None) -> bool:
+    """wait_for_data's busy look: True as soon as a pending offset is
+    readable (or, with no pairs, the notifier's word moved past ``seen``),
+    False after ``seconds``. The GIL is released between looks so the
+    caller's other threads keep running."""
+    deadline = time.perf_counter() + seconds
+    while True:
+        if pending:
+            for log, offset in pending:
+                if log.high_watermark > offset:
+                    return True
+        elif seen is not None and notifier.current_word() != seen:
+            return True
+        if time.perf_counter() >= deadline:
+            return False
+        time.sleep(0)  # lets another thread have the GIL; no sleep in the kernel

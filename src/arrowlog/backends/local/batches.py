@@ -31,11 +31,24 @@ def _row_of(values: Any, i: int) -> Any:
 
 
 
-def _lengths(arr: pa.Array) -> np.ndarray:
-    """Byte lengths of a binary array's entries (0 for nulls), from its offsets."""
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=len(arr) + 1, offset=arr.offset * 4) \
-        if arr.buffers()[1] is not None else np.zeros(len(arr) + 1, dtype=np.int32)
-    return np.diff(offsets).astype(np.int64)
+def _offsets(arr: pa.Array) -> np.ndarray | None:
+    """A binary array's int32 offsets, without a copy (None when it has none: all null)."""
+    if arr.buffers()[1] is None:
+        return None
+    return np.frombuffer(arr.buffers()[1], dtype=np.int32, count=len(arr) + 1, offset=arr.offset * 4)
+
+
+def _lengths(arr: pa.Array) -> np.ndarray | int:
+    """Byte lengths of a binary array's entries (0 for nulls), as int32 (an
+    entry is below 2 GiB): no int64 copy of a million-entry array."""
+    offsets = _offsets(arr)
+    return 0 if offsets is None else np.diff(offsets)
+
+
+def _total(arr: pa.Array) -> int:
+    """Bytes of all a binary array's entries."""
+    offsets = _offsets(arr)
+    return 0 if offsets is None else int(offsets[-1]) - int(offsets[0])
 
 
 def _header_lengths(headers: pa.ListArray) -> np.ndarray | int:
@@ -93,7 +106,7 @@ def produce_batch(producer: Any, topic: str, values: Any, keys: Any = None, time
         producer._unkeyed(slot, f"row {bad} of produce_batch: nothing was appended: ")
     ts = _timestamps(timestamps, n)
     hdrs = _headers_array(headers, n)
-    _check_sizes(producer, slot, keys, values, hdrs)
+    nbytes = _check_sizes(producer, slot, keys, values, hdrs)
     # what is already queued for these partitions goes first
     if partition is not None:
         if not isinstance(partition, int) or not 0 <= partition < slot.partitions:
@@ -119,23 +132,39 @@ def produce_batch(producer: Any, topic: str, values: Any, keys: Any = None, time
     for p, rows in parts.items():
         part = batch if rows is None else batch.take(pa.array(rows))
         producer._send(slot, p)  # keep order with records produce()d earlier
-        _append_chunks(producer, slot, p, part)
+        # statistics: a partition's share of the bytes, by its share of the records
+        _append_chunks(producer, slot, p, part, nbytes if rows is None else nbytes * len(rows) // n)
     return n
 
-def _check_sizes(producer: Any, slot: core.TopicSlot, keys: pa.Array, values: pa.Array, headers: pa.Array) -> None:
+def _check_sizes(producer: Any, slot: core.TopicSlot, keys: pa.Array, values: pa.Array, headers: pa.Array) -> int:
     """produce_batch()'s message.max.bytes check (key, value and header
-    bytes, as produce() counts), before anything is appended."""
-    sizes = _lengths(keys) + _header_lengths(headers)
-    if pa.types.is_binary(values.type):
-        sizes = sizes + _lengths(values)
-    if len(sizes) and sizes.max() > slot.max_record_bytes:
+    bytes, as produce() counts), before anything is appended. Returns the
+    bytes of all the records, as the accumulator counts them (statistics).
+
+    The largest key, value and headers are checked first: when their sum
+    fits, every record fits, and no per-record int64 sizes are built."""
+    header_lengths = _header_lengths(headers)
+    parts = [_lengths(keys), header_lengths]
+    binary = pa.types.is_binary(values.type)
+    if binary:
+        parts.append(_lengths(values))
+    total = (_total(keys) + int(np.sum(header_lengths, dtype=np.int64)) + 24 * len(keys)
+             + (_total(values) if binary else values.nbytes))
+    if sum(int(np.max(x)) if np.ndim(x) and len(x) else 0 for x in parts) <= slot.max_record_bytes:
+        return total
+    sizes = np.zeros(len(keys), dtype=np.int64)
+    for x in parts:
+        sizes += x  # int32 lengths added into int64: no overflow
+    if sizes.max() > slot.max_record_bytes:
         row = int(np.argmax(sizes > slot.max_record_bytes))
         try:
             producer._too_large(slot, int(sizes[row]))
         except MessageSizeTooLargeError as exc:
             raise MessageSizeTooLargeError(f"row {row} of produce_batch: {exc}; nothing was appended") from None
+    return total
 
-def _append_chunks(producer: Any, slot: core.TopicSlot, partition: int, batch: pa.RecordBatch) -> None:
+
+def _append_chunks(producer: Any, slot: core.TopicSlot, partition: int, batch: pa.RecordBatch, nbytes: int) -> None:
     """Append ``batch`` as frames of about BULK_FRAME_BYTES (or
     batch.size, if larger)."""
     log = slot.topic.partition(partition)
@@ -159,7 +188,7 @@ def _append_chunks(producer: Any, slot: core.TopicSlot, partition: int, batch: p
             producer._append(slot.name, partition, log, chunk, int(ts.min()), int(ts.max()))
             start = end
     producer._dirty.add(log)
-    producer._count_sent(slot.name, partition, n, batch)
+    producer._count_sent(slot.name, partition, n, nbytes)
 
 def _timestamps(timestamps: Any, n: int) -> pa.Array:
     if timestamps is None:

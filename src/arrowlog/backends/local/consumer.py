@@ -412,7 +412,7 @@ class Consumer:
         if self._group is not None:
             left = min(left, 0.1)  # a member re-checks its group (rebalances) this often
         pending = [(f.log, f.position) for f in self._order if not f.paused]
-        return wait_for_data(self._log.notifier, pending, min(left, 1.0))
+        return wait_for_data(self._log.notifier, pending, min(left, 1.0), spin_us=self.config["poll.spin.us"])
 
     def consume(self, num_messages: int = 1, timeout: float | None = -1) -> list:
         """Up to ``num_messages`` messages, waiting up to ``timeout`` seconds

@@ -233,7 +233,10 @@ class Producer(core.ProducerCore):
             n = acc.count
             if n == 0:
                 return 0
+            nbytes = acc.nbytes
             callbacks = acc.callbacks
+            if not callbacks and slot.topic.value_schema is None:
+                return self._send_records(slot, partition, acc, n, nbytes)
             min_ts, max_ts = acc.min_timestamp, acc.max_timestamp
             batch = acc.to_batch()
             if slot.topic.value_schema is not None:
@@ -265,20 +268,38 @@ class Producer(core.ProducerCore):
                 raise
             self._sent(n)
             self._dirty.add(log)
-            self._count_sent(slot.name, partition, n, batch)
+            self._count_sent(slot.name, partition, n, nbytes)
             if callbacks:
                 view = self._report_view(slot.name, partition, batch, base)
                 for index, cb in callbacks:
                     self._reports.append((cb, None, view.message_at(index)))
             return n
 
+    def _send_records(self, slot: core.TopicSlot, partition: int, acc: core.RecordAccumulator, n: int,
+                      nbytes: int) -> int:
+        """_send for bytes values and no delivery callback: no pyarrow batch
+        (PartitionLog.append_records, the native core writes the frame)."""
+        if partition == slot.sticky:
+            slot.next_sticky()
+        log = slot.topic.partition(partition)
+        try:
+            self._in_txn(slot.name, partition, log, n, lambda: log.append_records(acc, fsync=self._fsync))
+        finally:
+            self._sent(n)
+        self._dirty.add(log)
+        self._count_sent(slot.name, partition, n, nbytes)
+        return n
+
     def _append(self, topic: str, partition: int, log: Any, batch: pa.RecordBatch, min_ts: int, max_ts: int) -> int:
         """Append one frame (inside the open transaction, for a transactional producer)."""
-        def append() -> int:
-            return log.append(batch, fsync=self._fsync, min_timestamp=min_ts, max_timestamp=max_ts)
+        return self._in_txn(topic, partition, log, batch.num_rows, lambda: log.append(
+            batch, fsync=self._fsync, min_timestamp=min_ts, max_timestamp=max_ts))
+
+    def _in_txn(self, topic: str, partition: int, log: Any, n: int, append: Any) -> int:
+        """``append()``, inside the open transaction for a transactional producer."""
         if self._txn is None:
             return append()
-        return self._txn.append(topic, partition, log, batch.num_rows, append)
+        return self._txn.append(topic, partition, log, n, append)
 
     def _fail_bad_rows(self, slot: core.TopicSlot, partition: int, batch: pa.RecordBatch,
                        callbacks: list) -> tuple[pa.RecordBatch, list]:
@@ -400,12 +421,14 @@ class Producer(core.ProducerCore):
         if not self._callbacks.report(exc):
             self._error = exc
 
-    def _count_sent(self, topic: str, partition: int, n: int, batch: pa.RecordBatch) -> None:
+    def _count_sent(self, topic: str, partition: int, n: int, nbytes: int) -> None:
+        """Statistics: ``n`` records of ``nbytes`` (key, value and header bytes,
+        plus 24 a record: as the accumulator counts, cheaper than batch.nbytes)."""
         counts = self._sent_counts.get((topic, partition))
         if counts is None:
             counts = self._sent_counts[(topic, partition)] = [0, 0]
         counts[0] += n
-        counts[1] += batch.nbytes
+        counts[1] += nbytes
 
     def _serve_callbacks(self) -> int:
         """error_cb and stats_cb, on the application's thread."""
