@@ -26,7 +26,7 @@ from .targets import TARGETS
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # Order matters: produce first (it leaves the NATS stream that consume reads).
-BENCHMARKS = ["machine", "produce", "consume", "replay", "seek", "latency", "group", "groups", "recovery",
+BENCHMARKS = ["machine", "produce", "consume", "replay", "seek", "latency", "group", "recovery",
               "kafka_wire", "pushdown", "registry", "metrics", "compaction", "partitions"]
 
 
@@ -42,7 +42,7 @@ def load(name: str):
 
 
 def call_run(name: str, mod, ctx, earlier: list[Row]) -> list[Row]:
-    if name in ("kafka_wire", "groups"):  # modules with their own run() signature: adapted
+    if name == "kafka_wire":  # the server's module has its own run() signature: adapted
         return getattr(adapters, name)(ctx, mod, earlier)
     rows = mod.run(ctx)
     out = []

@@ -20,7 +20,7 @@ import sqlite3
 import time
 
 from . import datasets
-from .bench_replay import note_crc_costs
+from .bench_replay import add_crc_rows
 from .datasets import NATS_STREAM, NATS_SUBJECT, REDIS_STREAM, TOPIC
 from .harness import Row
 
@@ -33,16 +33,16 @@ class Stalled(RuntimeError):
 
 
 # -- arrowlog ----------------------------------------------------------------------
-def arrowlog_consume(ctx, path: str, n: int, group: bool, crc: str = "again") -> list[float]:
-    """Every record through a new Consumer per run, with the CRC check ``crc``:
-    again (frames checked by an earlier run in this process are remembered),
-    first (checked in each run, as in a new process) or off."""
+def consume_once(path: str, n: int, group: bool):
+    """``once(crc)``: every record through a new Consumer, with the CRC check
+    ``crc``: again (frames checked by an earlier run in this process are
+    remembered), first (checked in each run, as in a new process) or off."""
     import arrowlog
     from arrowlog.storage import segment
 
     runs = iter(range(1_000_000))
 
-    def body(_):
+    def once(crc: str = "again"):
         if crc == "first":
             segment.forget_verified()
         conf = {"log.dir": path, "auto.offset.reset": "earliest", "check.crcs": crc != "off"}
@@ -70,7 +70,12 @@ def arrowlog_consume(ctx, path: str, n: int, group: bool, crc: str = "again") ->
         c.close()
         assert total == n * 100, total
 
-    return ctx.measure(body)
+    return once
+
+
+def arrowlog_consume(ctx, path: str, n: int, group: bool) -> list[float]:
+    once = consume_once(path, n, group)
+    return ctx.measure(lambda _: once())
 
 
 # -- Redis Streams ------------------------------------------------------------------
@@ -182,18 +187,9 @@ def run(ctx) -> list[Row]:
         return datasets.arrowlog_dataset(ctx)
 
     wl = "consume everything"
-    add(ctx.row(Row("consume.all.arrowlog", wl, "arrowlog",
-                    "Consumer.consume(1000) loop, assigned partition (no group), len(value); CRC-32C on (the "
-                    "default): frames an earlier run in this process checked are not checked again",
-                    records=n, nbytes=nb), lambda: arrowlog_consume(ctx, arrowlog_path(), n, group=False)))
-    add(ctx.row(Row("consume.all.arrowlog-firstread", wl, "arrowlog, first read",
-                    "the same loop, every frame's CRC-32C checked in each run (the process's memory of checked "
-                    "frames cleared first, as in a new process)", records=n, nbytes=nb),
-                lambda: arrowlog_consume(ctx, arrowlog_path(), n, group=False, crc="first")))
-    add(ctx.row(Row("consume.all.arrowlog-nocrc", wl, "arrowlog, check.crcs=false",
-                    "the same loop without the CRC-32C check", records=n, nbytes=nb),
-                lambda: arrowlog_consume(ctx, arrowlog_path(), n, group=False, crc="off")))
-    note_crc_costs(ctx, rows[-3:])
+    add_crc_rows(ctx, rows, "consume.all.arrowlog", wl,
+                 "Consumer.consume(1000) loop, assigned partition (no group), len(value)",
+                 lambda crc: consume_once(arrowlog_path(), n, False)(crc), lambda _: None, n, nb)
     add(ctx.row(Row("consume.all.redis", wl, "Redis Streams", "XREAD COUNT 1000 loop", records=n, nbytes=nb),
                 lambda: redis_xread(ctx, n)))
     add(ctx.row(Row("consume.all.nats", wl, "NATS JetStream", "pull consumer fetch(1000), no acks",

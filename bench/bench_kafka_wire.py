@@ -1,13 +1,20 @@
-"""How fast do confluent-kafka clients produce/consume through arrowlog serve?
+"""How fast do confluent-kafka clients produce/consume through arrowlog serve, and how soon does a Fetch long poll wake?
 
-Starts ``python -m arrowlog.server`` on an ephemeral 127.0.0.1 port with a
-fresh data directory, produces ``n_records`` values of ``value_size`` bytes
-with a confluent-kafka Producer (acks=1, linger.ms=5) into a one-partition
-topic, then reads them back with a confluent-kafka Consumer (no group, from
-the beginning, fetch.queue.backoff.ms=10: see run()). Reports records/s and
-MB/s for each direction.
+First the client alone: the same confluent-kafka Producer's ``produce()``
+queueing rate with no broker reachable (the ceiling of the produce row:
+issue 19 asks for ≥ 0.9× of it through the server). Then starts ``python -m
+arrowlog.server`` on an ephemeral 127.0.0.1 port with a fresh data
+directory, produces ``n_records`` values of ``value_size`` bytes with a
+confluent-kafka Producer (acks=1, linger.ms=5) into a one-partition topic,
+then reads them back with a confluent-kafka Consumer (no group, from the
+beginning, fetch.queue.backoff.ms=10: see run()), touching every value.
+Last, the Fetch wake-up: another process appends stamped single records
+with the library's Producer straight into the server's data directory
+(paced, one at a time) while the consumer long-polls at the end of the
+partition (fetch.wait.max.ms=500); each record's latency is the consumer's
+receipt time minus the stamp (CLOCK_MONOTONIC, shared by the processes).
 
-    python bench/bench_kafka_wire.py --records 1000000 --value-size 100
+    python -m bench.bench_kafka_wire --records 1000000 --value-size 100
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import struct
 import subprocess
 import sys
 import tempfile
@@ -22,6 +30,20 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+WAKE_WARMUP = 20  # appends before the timed ones: the appender's first appends are slow
+WAKE_PACE_S = 0.005  # between appends: the consumer is back in its long poll long before the next
+
+APPENDER = """
+import struct, sys, time
+import arrowlog
+data_dir, topic, warmup, count, pace = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+p = arrowlog.Producer({"log.dir": data_dir, "linger.ms": 0})
+for i in range(warmup + count):
+    time.sleep(pace)
+    p.produce(topic, struct.pack("<qB", time.perf_counter_ns(), i >= warmup) + b"\\0" * 91, partition=0)
+    p.flush()
+p.close()
+"""
 
 
 def start_server(data_dir: str) -> tuple[subprocess.Popen, str]:
@@ -47,11 +69,60 @@ def stop_server(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def run(n_records: int = 1_000_000, value_size: int = 100, topic: str = "bench") -> dict:
+def queue_rate_s(n_records: int, value: bytes, topic: str) -> float:
+    """Seconds for the same client's produce() of ``n_records`` with no broker reachable (queueing only)."""
+    import confluent_kafka as ck
+
+    from bench.peers import closed_port
+
+    producer = ck.Producer({"bootstrap.servers": f"127.0.0.1:{closed_port()}", "linger.ms": 1000, "log_level": 0,
+                            "queue.buffering.max.messages": max(n_records, 100_000),
+                            "queue.buffering.max.kbytes": 2_147_483_647})
+    produce = producer.produce
+    t0 = time.perf_counter()
+    for _ in range(n_records):
+        produce(topic, value)
+    elapsed = time.perf_counter() - t0
+    producer.purge()
+    producer.poll(0)
+    return elapsed
+
+
+def fetch_wake_us(ck, bootstrap: str, data_dir: str, topic: str, count: int) -> list[float]:
+    """Latency (µs) from another process's append to the consumer holding the record."""
+    consumer = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-wake", "enable.auto.commit": False,
+                            "fetch.wait.max.ms": 500, "fetch.min.bytes": 1})
+    _low, high = consumer.get_watermark_offsets(ck.TopicPartition(topic, 0), 30)
+    consumer.assign([ck.TopicPartition(topic, 0, high)])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    appender = subprocess.Popen([sys.executable, "-c", APPENDER, data_dir, topic, str(WAKE_WARMUP), str(count),
+                                 str(WAKE_PACE_S)], env=env)
+    lat: list[float] = []
+    try:
+        deadline = time.monotonic() + 60 + count * WAKE_PACE_S * 4
+        while len(lat) < count and time.monotonic() < deadline:
+            m = consumer.poll(1.0)
+            if m is None or m.error() is not None:
+                continue
+            now = time.perf_counter_ns()
+            sent, timed = struct.unpack_from("<qB", m.value())
+            if timed:
+                lat.append((now - sent) / 1000)
+    finally:
+        appender.wait(60)
+        consumer.close()
+    if len(lat) < count:
+        raise RuntimeError(f"the long-polling consumer received {len(lat)} of {count} appends")
+    return lat
+
+
+def run(n_records: int = 1_000_000, value_size: int = 100, topic: str = "bench", wake_sends: int = 200) -> dict:
     import confluent_kafka as ck
     import confluent_kafka.admin  # noqa: F401
 
     value = b"x" * value_size
+    queue_s = queue_rate_s(n_records, value, topic)
     with tempfile.TemporaryDirectory(prefix="arrowlog-bench-") as data_dir:
         proc, bootstrap = start_server(data_dir)
         try:
@@ -83,17 +154,21 @@ def run(n_records: int = 1_000_000, value_size: int = 100, topic: str = "bench")
                                     "enable.auto.commit": False, "auto.offset.reset": "earliest",
                                     "fetch.queue.backoff.ms": 10})
             consumer.assign([ck.TopicPartition(topic, 0, 0)])
-            got = 0
+            got = total = 0
             t0 = time.perf_counter()
             deadline = t0 + 120
             while got < n_records and time.perf_counter() < deadline:
                 for m in consumer.consume(10_000, 1.0):
                     if m.error() is None:
+                        total += len(m.value())
                         got += 1
             consume_s = time.perf_counter() - t0
             consumer.close()
             if got < n_records:
                 raise RuntimeError(f"consumed only {got} of {n_records} records")
+            if total != n_records * value_size:
+                raise RuntimeError(f"consumed {total} value bytes, expected {n_records * value_size}")
+            wake = fetch_wake_us(ck, bootstrap, data_dir, topic, wake_sends) if wake_sends else []
         finally:
             stop_server(proc)
     mb = n_records * value_size / 1e6
@@ -107,6 +182,8 @@ def run(n_records: int = 1_000_000, value_size: int = 100, topic: str = "bench")
         "consume_mb_per_s": mb / consume_s,
         "produce_s": produce_s,
         "consume_s": consume_s,
+        "queue_s": queue_s,
+        "fetch_wake_us": sorted(wake),
     }
 
 
@@ -114,8 +191,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--records", type=int, default=1_000_000)
     p.add_argument("--value-size", type=int, default=100)
+    p.add_argument("--wake-sends", type=int, default=200, help="timed appends for the Fetch wake-up (0: none)")
     args = p.parse_args()
-    print(json.dumps(run(args.records, args.value_size), indent=2))
+    print(json.dumps(run(args.records, args.value_size, wake_sends=args.wake_sends), indent=2))
 
 
 if __name__ == "__main__":

@@ -42,6 +42,11 @@ def arrowlog_reader(path: str, n: int, ready, out) -> None:
 
     c = arrowlog.Consumer({"log.dir": path, "auto.offset.reset": "earliest"})
     c.assign([arrowlog.TopicPartition(datasets.TOPIC, 0, 0)])
+    receive(c, n, ready, out)
+
+
+def receive(c, n: int, ready, out) -> None:
+    """Signal ``ready``, poll ``c`` until ``n`` stamped records came (or 2 minutes), send their latencies."""
     lat = []
     ready.set()
     deadline = time.monotonic() + 120
@@ -96,6 +101,18 @@ def nats_reader(url: str, n: int, ready, out) -> None:
 
 
 # -- process A ----------------------------------------------------------------
+def stamp_sender(producer):
+    """send(): one stamped record through ``producer`` to partition 0, flushed."""
+    produce, flush = producer.produce, producer.flush
+    key = b"k" * 8
+
+    def send():
+        produce(datasets.TOPIC, _stamp(), key=key, partition=0)
+        flush()
+
+    return send
+
+
 def one_run(ctx, reader, reader_args, send, n: int) -> list[float]:
     """Start B, wait until it listens, send ``n`` paced records, collect B's latencies."""
     mpc = mp.get_context("spawn")
@@ -148,13 +165,8 @@ def arrowlog_latency(ctx) -> dict[str, list[float]]:
         path = ctx.scratch("arrowlog-latency")
         LogDir(path).create_topic(datasets.TOPIC, partitions=1)
         p = arrowlog.Producer({"log.dir": path, "linger.ms": 0})
-
-        def send():
-            p.produce(datasets.TOPIC, _stamp(), key=b"k" * 8, partition=0)
-            p.flush()
-
         try:
-            return one_run(ctx, arrowlog_reader, (path,), send, n)
+            return one_run(ctx, arrowlog_reader, (path,), stamp_sender(p), n)
         finally:
             p.close()
 
@@ -194,23 +206,60 @@ def nats_latency(ctx) -> dict[str, list[float]]:
         loop.close()
 
 
+def inprocess_runs(ctx) -> dict[str, list[float]]:
+    """p50/p99 (µs) of one produce()+flush() of a single record, each call timed, per run."""
+    import arrowlog
+    from arrowlog.storage import LogDir
+
+    per_q: dict[str, list[float]] = {"p50": [], "p99": []}
+    value, key = b"\0" * 100, b"k" * 8
+    for i in range(ctx.warmup + ctx.runs):
+        path = ctx.scratch("arrowlog-inprocess")
+        LogDir(path).create_topic(datasets.TOPIC, partitions=1)
+        p = arrowlog.Producer({"log.dir": path, "linger.ms": 0})
+        produce, flush, clock = p.produce, p.flush, time.perf_counter_ns
+        lat = []
+        try:
+            for _ in range(ctx.latency_sends):
+                t = clock()
+                produce(datasets.TOPIC, value, key=key, partition=0)
+                flush()
+                lat.append((clock() - t) / 1000)
+        finally:
+            p.close()
+        if i >= ctx.warmup:
+            s = sorted(lat)
+            per_q["p50"].append(percentile(s, 50))
+            per_q["p99"].append(percentile(s, 99))
+    return per_q
+
+
+def fill_quantiles(templates: list[Row], measure) -> list[Row]:
+    """Rows whose unit ends in a quantile ("µs p99") filled from ``measure()``'s
+    {quantile: samples}, or all marked missing with the reason it failed."""
+    try:
+        per_q = measure()
+    except Exception as exc:
+        for t in templates:
+            t.missing = failure_reason(exc)
+    else:
+        for t in templates:
+            t.samples = per_q[t.unit.split()[-1]]
+    return templates
+
+
 def run(ctx) -> list[Row]:
-    rows = []
+    rows = fill_quantiles([Row(f"latency.inprocess.{q}.arrowlog", "one record in-process", "arrowlog",
+                               "produce(topic, value, key=key) + flush() of one 100-byte record, each pair timed",
+                               kind="latency", unit=f"µs {q}", records=ctx.latency_sends) for q in ("p50", "p99")],
+                          lambda: inprocess_runs(ctx))
     for system, key, setting, fn in (
         ("arrowlog", "arrowlog", "produce()+flush() → Consumer.poll() in another process", arrowlog_latency),
         ("Redis Streams", "redis", "XADD → XREAD BLOCK in another process, AOF everysec", redis_latency),
         ("NATS JetStream", "nats", "js.publish (ack awaited) → ordered push consumer in another process",
          nats_latency),
     ):
-        templates = [Row(f"latency.{q}.{key}", "cross-process latency", system, setting,
-                         kind="latency", unit=f"µs {q}", records=ctx.latency_sends) for q in ("p50", "p99", "p99.9")]
-        try:
-            per_q = fn(ctx)
-        except Exception as exc:
-            for t in templates:
-                t.missing = failure_reason(exc)
-        else:
-            for t, q in zip(templates, ("p50", "p99", "p99.9"), strict=True):
-                t.samples = per_q[q]
-        rows += templates
+        rows += fill_quantiles([Row(f"latency.{q}.{key}", "cross-process latency", system, setting, kind="latency",
+                                    unit=f"µs {q}", records=ctx.latency_sends) for q in ("p50", "p99", "p99.9")],
+                               lambda fn=fn: fn(ctx))
     return rows

@@ -8,8 +8,12 @@ Workloads (same records everywhere: 100-byte values, 8-byte keys):
   everysec), NATS JetStream ``publish_async`` (file storage) and SQLite WAL
   ``INSERT`` per record in one transaction.
 - *produce in bulk*: arrowlog ``produce_batch`` of Arrow binary arrays (GB/s of
-  values) against SQLite ``executemany`` and the machine's sequential
-  page-cache write of the same bytes.
+  values) into a new topic, by a new Producer in each run and by a new
+  process (its very first batch), against SQLite ``executemany`` and the
+  machine's sequential page-cache write of the same bytes.
+- *produce in bulk while another process writes the same disk*: the
+  ``produce_batch`` row and the page-cache write again, each while a bounded
+  dd-like writer (bench/contention.py) rewrites a file with an fsync per pass.
 - *durable produce*: every 1,000 records made durable (fsync) before going on:
   arrowlog ``durability=fsync`` with ``flush()`` per 1,000, Redis
   ``appendfsync always`` with one pipeline per 1,000, SQLite
@@ -24,6 +28,7 @@ import os
 import shutil
 import time
 
+from .contention import Contention
 from .harness import Row
 from .peers import SQLITE_INSERT, NatsServer, RedisServer, closed_port, open_sqlite
 
@@ -111,6 +116,41 @@ def arrowlog_produce_durable(ctx, recs, n: int) -> list[float]:
             p.flush()
 
     return ctx.measure(body, setup=lambda: arrowlog_log(ctx), teardown=held.teardown)
+
+
+FIRST_BATCH = """
+import json, sys
+from bench.bench_produce import new_topic_batch_s
+from bench.context import Records
+recs = Records(int(sys.argv[2]))
+print(json.dumps({"elapsed": new_topic_batch_s(sys.argv[1], recs.values_arrow, recs.keys_arrow)}))
+"""
+
+
+def new_topic_batch_s(path: str, values, keys) -> float:
+    """Seconds for a new Producer's produce_batch + flush into a new topic in
+    ``path`` (the topic created and the Producer closed untimed)."""
+    import arrowlog
+    from arrowlog.storage import LogDir
+
+    LogDir(path).create_topic(TOPIC, partitions=1)
+    t0 = time.perf_counter()
+    p = arrowlog.Producer({"log.dir": path})
+    p.produce_batch(TOPIC, values, keys=keys)
+    p.flush()
+    elapsed = time.perf_counter() - t0
+    p.close()
+    return elapsed
+
+
+def arrowlog_first_batch_of_process(ctx, n: int) -> list[float]:
+    """A new process's first produce_batch (its records built, untimed, before the clock starts)."""
+    from .adapters import run_json
+
+    def body(path):
+        return float(run_json(["-c", FIRST_BATCH, path, str(n)], timeout=300)["elapsed"])
+
+    return ctx.measure(body, setup=lambda: ctx.scratch("arrowlog-first"), teardown=_rmtree)
 
 
 # -- confluent-kafka: the client-side cost before any I/O -------------------------
@@ -266,6 +306,15 @@ def page_cache_write(ctx, data: bytes, chunk: int = 1 << 20, fsync_every: int = 
     return ctx.measure(body, setup=setup, teardown=teardown)
 
 
+def under_contention(ctx, measure_rows) -> list[float]:
+    """``measure_rows()`` while a dd-like writer (1 MiB writes, fsync per pass) loads the same disk."""
+    with Contention(ctx.scratch("contention"), pass_mib=64 if ctx.quick else 256, max_s=900) as load:
+        samples = measure_rows()
+        if not load.running:
+            raise RuntimeError("the background writer stopped before the row was measured")
+    return samples
+
+
 def run(ctx) -> list[Row]:
     recs = ctx.records
     n = ctx.n
@@ -289,12 +338,27 @@ def run(ctx) -> list[Row]:
                     records=n, nbytes=nb), lambda: sqlite_insert(ctx, recs, n, "NORMAL", "one")))
 
     wl = "produce in bulk"
-    add(ctx.row(Row("produce.batch.arrowlog", wl, "arrowlog", "produce_batch(topic, values, keys=keys) of Arrow binary arrays, flush()",
-                    records=n, nbytes=nb), lambda: arrowlog_produce_batch(ctx, recs, n)))
+    add(ctx.row(Row("produce.batch.arrowlog", wl, "arrowlog",
+                    "new Producer, produce_batch(topic, values, keys=keys) of Arrow binary arrays into a new "
+                    "topic (its first batch), flush()", records=n, nbytes=nb),
+                lambda: arrowlog_produce_batch(ctx, recs, n)))
+    add(ctx.row(Row("produce.batch.arrowlog-firstprocess", wl, "arrowlog, a new process",
+                    "the same in a new process: its first Producer and first produce_batch (the process's imports "
+                    "and the records' construction done before the clock starts)", records=n, nbytes=nb),
+                lambda: arrowlog_first_batch_of_process(ctx, n)))
     add(ctx.row(Row("produce.batch.sqlite", wl, "SQLite WAL", "executemany in one transaction, synchronous=NORMAL",
                     records=n, nbytes=nb), lambda: sqlite_insert(ctx, recs, n, "NORMAL", "bulk")))
     add(ctx.row(Row("produce.batch.pagecache", wl, "machine limit", "sequential page-cache write of the values, 1 MiB writes",
                     nbytes=nb), lambda: page_cache_write(ctx, recs.value_bytes)))
+
+    wl = "produce in bulk while another process writes the same disk (dd-like, fsync per 256 MiB)"
+    load = "a background writer rewrites a 256 MiB file (64 MiB with --quick) in 1 MiB writes, fsync per pass"
+    add(ctx.row(Row("produce.contended.arrowlog", wl, "arrowlog",
+                    "the produce_batch row above, under the background writer", records=n, nbytes=nb, note=load),
+                lambda: under_contention(ctx, lambda: arrowlog_produce_batch(ctx, recs, n))))
+    add(ctx.row(Row("produce.contended.pagecache", wl, "machine limit",
+                    "sequential write() of the values, 1 MiB writes, under the same background writer", nbytes=nb),
+                lambda: under_contention(ctx, lambda: page_cache_write(ctx, recs.value_bytes))))
 
     wl = "durable produce (fsync every 1,000 records)"
     dnb = nd * 100

@@ -13,6 +13,11 @@ reports how many bytes recovery had to scan (from the recovery point it found
 in ``partition.state``), and the unclean row refuses to run if that is not
 the whole log. The unclean log is copied afresh for every run.
 
+Each is measured warm (the log's pages still in the page cache, as right
+after the writer) and cold (``echo 3 > /proc/sys/vm/drop_caches`` before
+each run, untimed: every byte comes from the disk; needs root, and the cold
+rows say so when it is not available).
+
 Targets (issue 7): unclean ≥ 1 GiB/s scanned; clean reopen of 1 GiB < 1 s.
 
 ``run(ctx)`` feeds the benchmark harness; ``run(quick=False)`` alone (or
@@ -27,6 +32,7 @@ import shutil
 import signal
 import time
 
+from .context import drop_page_cache
 from .datasets import TOPIC
 from .harness import Row
 
@@ -127,17 +133,19 @@ def _timed_reopen(path: str, records: int, whole: int | None = None) -> float:
     return float(elapsed)
 
 
-def clean_reopen(ctx, total: int) -> list[float]:
+def clean_reopen(ctx, total: int, cold: bool = False) -> list[float]:
     path = build(ctx, total, kill=False)
-    return ctx.measure(lambda _: _timed_reopen(path, total // VALUE))
+    return ctx.measure(lambda _: _timed_reopen(path, total // VALUE), setup=drop_page_cache if cold else None)
 
 
-def unclean_reopen(ctx, total: int) -> list[float]:
+def unclean_reopen(ctx, total: int, cold: bool = False) -> list[float]:
     pristine = build(ctx, total, kill=True)
 
     def setup():
         d = os.path.join(ctx.scratch("recovery-copy"), "log")
         shutil.copytree(pristine, d)
+        if cold:
+            drop_page_cache()
         return d
 
     return ctx.measure(lambda d: _timed_reopen(d, total // VALUE, whole=total), setup=setup,
@@ -152,12 +160,21 @@ def run(ctx=None, quick: bool = False):
     total = (64 << 20) if ctx.quick else (1 << 30)
     wl = "reopen a log"
     size = f"{total >> 20} MiB"
+    cold = "; page cache dropped before each run (cold: read from the disk)"
+    warm = "; the log's pages in the page cache (warm)"
     return [
-        ctx.row(Row("recovery.clean.arrowlog", wl, "arrowlog", f"clean reopen of a {size} log, time to high watermark",
+        ctx.row(Row("recovery.clean.arrowlog", wl, "arrowlog",
+                    f"clean reopen of a {size} log, time to high watermark{warm}",
                     kind="latency", unit="s"), lambda: clean_reopen(ctx, total)),
+        ctx.row(Row("recovery.clean.arrowlog-cold", wl, "arrowlog, cold cache",
+                    f"clean reopen of a {size} log, time to high watermark{cold}",
+                    kind="latency", unit="s"), lambda: clean_reopen(ctx, total, cold=True)),
         ctx.row(Row("recovery.unclean.arrowlog", wl + " after a crash", "arrowlog",
-                    f"reopen after SIGKILL of the writer, {size} log: recovery scan rate",
+                    f"reopen after SIGKILL of the writer, {size} log: recovery scan rate{warm}",
                     nbytes=total), lambda: unclean_reopen(ctx, total)),
+        ctx.row(Row("recovery.unclean.arrowlog-cold", wl + " after a crash", "arrowlog, cold cache",
+                    f"reopen after SIGKILL of the writer, {size} log: recovery scan rate{cold}",
+                    nbytes=total), lambda: unclean_reopen(ctx, total, cold=True)),
     ]
 
 

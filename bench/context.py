@@ -24,6 +24,29 @@ KEY_SIZE = 8
 BASE_TS_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z; one record per millisecond after it
 
 
+DROP_CACHES = "/proc/sys/vm/drop_caches"
+
+
+class ColdCacheUnavailable(RuntimeError):
+    """The page cache cannot be dropped here (not root, or /proc/sys read-only)."""
+
+
+def drop_page_cache(path: str = DROP_CACHES) -> None:
+    """``sync; echo 3 > /proc/sys/vm/drop_caches``: the next read comes from the disk.
+
+    Raises :class:`ColdCacheUnavailable` naming why not, so a cold row is
+    reported missing with its reason instead of silently measuring a warm cache.
+    """
+    if os.geteuid() != 0:
+        raise ColdCacheUnavailable("dropping the page cache needs root (echo 3 > /proc/sys/vm/drop_caches)")
+    os.sync()
+    try:
+        with open(path, "w") as f:
+            f.write("3\n")
+    except OSError as exc:
+        raise ColdCacheUnavailable(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
 class Records:
     def __init__(self, n: int, seed: int = 20260101) -> None:
         self.n = n

@@ -226,7 +226,7 @@ class Target:
 
     def requirement(self, row: Row | None = None) -> str:
         if self.versus is not None:
-            return f"≥ {self.min_ratio:g}× `{self.versus}`"
+            return f"≥ {self.min_ratio:.3g}× `{self.versus}`"
         unit = f" {row.unit}" if row is not None else ""
         if self.min_value is not None:
             return "≥ " + (fmt_bytes_rate(self.min_value) if self.use_bytes else fmt_num(self.min_value) + unit)

@@ -1,21 +1,19 @@
 # The record accumulator: many small produce() calls gathered into native
 # buffers laid out as Arrow arrays, with no Python object kept per record.
 #
-# Columns (the record envelope, less `offset`, which the log assigns):
-#   timestamp  timestamp[ms]  int64 values
-#   key        binary         validity bitmap, int32 offsets, bytes
-#   value      binary         validity bitmap, int32 offsets, bytes
-#   headers    list<struct<key: string, value: binary>>
+# The buffers are those of the record envelope less `offset` (which the log
+# assigns), as envelope.pxi lays them out: timestamps; key and value
+# validity, offsets and bytes; the headers' list validity and offsets, and
+# their keys' and values' offsets, bytes and validity. Validity bitmaps and
+# the headers' buffers are only kept once a null or a header appears.
 #
 # Buffers grow geometrically and are handed to Arrow without a copy when the
 # batch is taken (NativeBuffer owns the malloc'd memory from then on).
 
 import pyarrow as _pa
 
-# the envelope is defined once, in arrowlog/schema.py
-from arrowlog.schema import (
-    HEADER_TYPE as _HEADER_TYPE, HEADERS_TYPE as _HEADERS_TYPE, PRODUCE_SCHEMA as _PRODUCE_SCHEMA,
-)
+# the columns are laid out by the one envelope builder, shared with the Kafka decoder
+include "envelope.pxi"
 
 cdef struct GrowBuf:
     uint8_t *data
@@ -317,41 +315,28 @@ cdef class RecordAccumulator:
         return (<RecordAccumulator>self.detach())._to_batch()
 
     def to_batch(self):
-        """This (detached) accumulator's records as a pa.RecordBatch."""
-        if self.count == 0:
-            return None
+        """This (detached) accumulator's records as a pa.RecordBatch (with no
+        rows when it holds none), leaving it empty."""
         return self._to_batch()
 
     cdef object _to_batch(self):
         cdef Py_ssize_t n = self.count
-        pa = _pa
-        ts = pa.Array.from_buffers(pa.timestamp("ms", tz="UTC"), n, [None, take_buffer(&self.ts, n * 8)])
-        keys = pa.Array.from_buffers(
-            pa.binary(), n,
-            [take_buffer(&self.kvalid, (n + 7) >> 3) if self.key_nulls else None,
-             take_buffer(&self.koff, (n + 1) * 4), take_buffer(&self.kdata, self.kdata.length)],
-            null_count=self.key_nulls)
-        values = pa.Array.from_buffers(
-            pa.binary(), n,
-            [take_buffer(&self.vvalid, (n + 7) >> 3) if self.value_nulls else None,
-             take_buffer(&self.voff, (n + 1) * 4), take_buffer(&self.vdata, self.vdata.length)],
-            null_count=self.value_nulls)
+        cdef Py_ssize_t m = self.header_entries
+        keys = envelope_binary(n, take_buffer(&self.kvalid, (n + 7) >> 3) if self.key_nulls else None,
+                               take_buffer(&self.koff, (n + 1) * 4), take_buffer(&self.kdata, self.kdata.length),
+                               self.key_nulls)
+        values = envelope_binary(n, take_buffer(&self.vvalid, (n + 7) >> 3) if self.value_nulls else None,
+                                 take_buffer(&self.voff, (n + 1) * 4), take_buffer(&self.vdata, self.vdata.length),
+                                 self.value_nulls)
+        headers = None
         if self.header_lists:
-            m = self.header_entries
-            hkeys = pa.Array.from_buffers(pa.string(), m, [None, take_buffer(&self.hkoff, (m + 1) * 4),
-                                                           take_buffer(&self.hkdata, self.hkdata.length)])
-            hvals = pa.Array.from_buffers(
-                pa.binary(), m,
-                [take_buffer(&self.hvvalid, (m + 7) >> 3) if self.header_value_nulls else None,
-                 take_buffer(&self.hvoff, (m + 1) * 4), take_buffer(&self.hvdata, self.hvdata.length)],
-                null_count=self.header_value_nulls)
-            entries = pa.StructArray.from_arrays([hkeys, hvals], fields=list(_HEADER_TYPE))
-            headers = pa.Array.from_buffers(
-                _HEADERS_TYPE, n,
-                [take_buffer(&self.hvalid, (n + 7) >> 3), take_buffer(&self.hoff, (n + 1) * 4)],
-                null_count=n - self.header_lists, children=[entries])
-        else:
-            headers = pa.nulls(n, _HEADERS_TYPE)
-        batch = pa.RecordBatch.from_arrays([ts, keys, values, headers], schema=_PRODUCE_SCHEMA)
+            headers = envelope_headers(
+                n, take_buffer(&self.hvalid, (n + 7) >> 3), take_buffer(&self.hoff, (n + 1) * 4),
+                self.header_lists, m, take_buffer(&self.hkoff, (m + 1) * 4),
+                take_buffer(&self.hkdata, self.hkdata.length),
+                take_buffer(&self.hvvalid, (m + 7) >> 3) if self.header_value_nulls else None,
+                take_buffer(&self.hvoff, (m + 1) * 4), take_buffer(&self.hvdata, self.hvdata.length),
+                self.header_value_nulls, False)  # keys came from str objects: UTF-8 already
+        batch = envelope_batch(n, take_buffer(&self.ts, n * 8), keys, values, headers)
         self._reset()
         return batch

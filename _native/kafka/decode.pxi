@@ -1,9 +1,7 @@
 # Produce path: record batches v2 -> Arrow envelope columns.
 
-# the envelope is defined once, in arrowlog/schema.py
-from arrowlog.schema import (
-    HEADERS_TYPE as _HEADERS_TYPE, PRODUCE_SCHEMA as _PRODUCE_SCHEMA, TIMESTAMP_TYPE as _TIMESTAMP_TYPE,
-)
+# the columns are laid out by the one envelope builder, shared with produce()'s accumulator
+include "envelope.pxi"
 
 ATTR_CODEC_MASK = 0x07
 ATTR_LOG_APPEND_TIME = 0x08
@@ -368,22 +366,14 @@ cdef class _HeaderColumn:
         h.voff[0] = 0
 
     cdef object column(self, HeaderBufs *h):
-        keys = pa.Array.from_buffers(pa.string(), h.used,
-                                     [None, pa.py_buffer(self.key_offsets),
-                                      pa.py_buffer(self.key_data)[:h.key_used]])
         try:
-            keys.validate(full=True)
+            return envelope_headers(self.count, pa.py_buffer(self.list_valid), pa.py_buffer(self.list_offsets),
+                                    h.lists, h.used, pa.py_buffer(self.key_offsets),
+                                    pa.py_buffer(self.key_data)[:h.key_used], pa.py_buffer(self.value_valid),
+                                    pa.py_buffer(self.value_offsets), pa.py_buffer(self.value_data)[:h.value_used],
+                                    h.value_nulls, True)
         except pa.ArrowInvalid:
             raise RecordBatchError("a record has a header key that is not UTF-8", INVALID_RECORD) from None
-        values = pa.Array.from_buffers(pa.binary(), h.used,
-                                       [pa.py_buffer(self.value_valid) if h.value_nulls else None,
-                                        pa.py_buffer(self.value_offsets),
-                                        pa.py_buffer(self.value_data)[:h.value_used]],
-                                       null_count=h.value_nulls)
-        entries = pa.StructArray.from_arrays([keys, values], fields=list(_HEADERS_TYPE.value_type))
-        return pa.Array.from_buffers(_HEADERS_TYPE, self.count,
-                                     [pa.py_buffer(self.list_valid), pa.py_buffer(self.list_offsets)],
-                                     null_count=self.count - h.lists, children=[entries])
 
 
 cdef object _decode_records(DecodedBatch b, body, int64_t count, int64_t base_ts, int64_t log_append_ts):
@@ -444,16 +434,10 @@ cdef object _decode_records(DecodedBatch b, body, int64_t count, int64_t base_ts
     b.min_record_timestamp = min_ts
     b.max_record_timestamp = max_ts
 
-    cols = [
-        pa.Array.from_buffers(_TIMESTAMP_TYPE, count, [None, pa.py_buffer(ts_buf)]),
-        pa.Array.from_buffers(pa.binary(), count,
-                              [pa.py_buffer(key_valid) if key_nulls else None,
-                               pa.py_buffer(key_offsets), pa.py_buffer(key_data)[:key_used]],
-                              null_count=key_nulls),
-        pa.Array.from_buffers(pa.binary(), count,
-                              [pa.py_buffer(value_valid) if value_nulls else None,
-                               pa.py_buffer(value_offsets), pa.py_buffer(value_data)[:value_used]],
-                              null_count=value_nulls),
-        pa.nulls(count, _HEADERS_TYPE) if headers is None else headers.column(&r.h),
-    ]
-    return pa.RecordBatch.from_arrays(cols, schema=_PRODUCE_SCHEMA)
+    return envelope_batch(
+        count, pa.py_buffer(ts_buf),
+        envelope_binary(count, pa.py_buffer(key_valid), pa.py_buffer(key_offsets),
+                        pa.py_buffer(key_data)[:key_used], key_nulls),
+        envelope_binary(count, pa.py_buffer(value_valid), pa.py_buffer(value_offsets),
+                        pa.py_buffer(value_data)[:value_used], value_nulls),
+        None if headers is None else headers.column(&r.h))

@@ -147,6 +147,10 @@ PRODUCER = COMMON + [
         "produce_batch() accept; a larger one raises MessageSizeTooLargeError. The topic's max.message.bytes "
         "applies too."),
     Key("on_delivery", None, _callable, "Default delivery callback for records produced without one."),
+    Key("transactional.id", None, _str, "Makes the producer transactional: init_transactions(), then records "
+        "only between begin_transaction() and commit_transaction()/abort_transaction() (docs/CLIENTS.md)."),
+    Key("transaction.timeout.ms", 60000, _int(1, (1 << 31) - 1), "A transaction open longer is aborted and its "
+        "producer fenced (at most 900000, as Kafka's transaction.max.timeout.ms)."),
     Key("log.cleaner.backoff.ms", 15_000, _int(0, 86_400_000), "How often the producer's background cleaner "
         "looks at the compacted topics it writes (cleaning those past min.cleanable.dirty.ratio); 0: never."),
 ]
@@ -167,7 +171,7 @@ CONSUMER = COMMON + [
     Key("heartbeat.interval.ms", 3000, _int(1), "Group heartbeat interval."),
     Key("max.poll.interval.ms", 300000, _int(1), "Accepted for Kafka compatibility."),
     Key("isolation.level", "read_committed", _choice("read_committed", "read_uncommitted"), "read_committed "
-        "leaves out records of aborted transactions (written through arrowlog serve) and stops at an open one; "
+        "leaves out records of aborted transactions (in-process or through arrowlog serve) and stops at an open one; "
         "transaction markers are never returned."),
     Key("partition.assignment.strategy", "range", _str, "Accepted for Kafka compatibility."),
     Key("group.instance.id", None, _str, "Accepted for Kafka compatibility."),
@@ -237,7 +241,7 @@ CLUSTER_ONLY = {
     "ssl.engine.id", "ssl.sigalgs.list", "ssl.curves.list", "ssl.ca.certificate.stores",
     "fetch.error.backoff.ms", "fetch.queue.backoff.ms", "consume.callback.max.messages",
     "group.remote.assignor", "queue.buffering.backpressure.threshold", "enable.gapless.guarantee",
-    "transaction.timeout.ms", "message.copy.max.bytes",
+    "message.copy.max.bytes",
 }
 
 # librdkafka's other names for keys arrowlog has.
@@ -253,8 +257,6 @@ ALIASES = {
 REFUSED = {
     "oauth_cb": "it supplies SASL/OAUTHBEARER tokens to a Kafka cluster, and a local directory has no "
                 "authentication (give a kafka:// location to use it with a cluster)",
-    "transactional.id": "arrowlog has no transactions; its producer appends records as they are produced "
-                        "(remove transactional.id)",
 }
 
 

@@ -102,6 +102,7 @@ class KafkaError:
     _FAIL = -196
     _ALL_BROKERS_DOWN = -187
     _NO_OFFSET = -168
+    _PURGE_QUEUE = -152
     OFFSET_OUT_OF_RANGE = 1
     CORRUPT_MESSAGE = 2
     UNKNOWN_TOPIC_OR_PART = 3
@@ -110,6 +111,11 @@ class KafkaError:
     UNKNOWN_MEMBER_ID = 25
     REBALANCE_IN_PROGRESS = 27
     INVALID_RECORD = 87
+    INVALID_PRODUCER_EPOCH = 47
+    INVALID_TXN_STATE = 48
+    INVALID_TRANSACTION_TIMEOUT = 50
+    CONCURRENT_TRANSACTIONS = 51
+    PRODUCER_FENCED = 90
     UNKNOWN = -1
     NO_ERROR = 0
 
@@ -118,14 +124,18 @@ class KafkaError:
         -188: "_UNKNOWN_TOPIC", -190: "_UNKNOWN_PARTITION", -192: "_MSG_TIMED_OUT", -196: "_FAIL",
         -187: "_ALL_BROKERS_DOWN", -168: "_NO_OFFSET", 1: "OFFSET_OUT_OF_RANGE", 2: "CORRUPT_MESSAGE",
         3: "UNKNOWN_TOPIC_OR_PART", 10: "MSG_SIZE_TOO_LARGE", 22: "ILLEGAL_GENERATION", 25: "UNKNOWN_MEMBER_ID",
-        27: "REBALANCE_IN_PROGRESS", 87: "INVALID_RECORD", -1: "UNKNOWN", 0: "NO_ERROR",
+        27: "REBALANCE_IN_PROGRESS", 87: "INVALID_RECORD", -1: "UNKNOWN", 0: "NO_ERROR", -152: "_PURGE_QUEUE",
+        47: "INVALID_PRODUCER_EPOCH", 48: "INVALID_TXN_STATE", 50: "INVALID_TRANSACTION_TIMEOUT",
+        51: "CONCURRENT_TRANSACTIONS", 90: "PRODUCER_FENCED",
     }
 
-    def __init__(self, code: int, reason: str | None = None, fatal: bool = False, retriable: bool = False):
+    def __init__(self, code: int, reason: str | None = None, fatal: bool = False, retriable: bool = False,
+                 txn_requires_abort: bool = False):
         self._code = code
         self._reason = reason or self._NAMES.get(code, str(code))
         self._fatal = fatal
         self._retriable = retriable
+        self._txn_requires_abort = txn_requires_abort
 
     def code(self) -> int:
         return self._code
@@ -143,7 +153,7 @@ class KafkaError:
         return self._retriable
 
     def txn_requires_abort(self) -> bool:
-        return False
+        return self._txn_requires_abort
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, KafkaError):

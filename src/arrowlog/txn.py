@@ -1,8 +1,9 @@
 """Kafka transactions as the library's readers see them.
 
-``arrowlog serve`` keeps its transaction state in ``<data>/transactions/``
-(server/transactions.py, docs/PROTOCOL.md#transactions); in-process readers of
-the same directory use it through :class:`TransactionView`:
+``arrowlog serve`` and transactional in-process producers keep one transaction
+state in ``<data>/transactions/`` (server/txn_coordinator.py,
+docs/PROTOCOL.md#transactions, server/txn_state.py); in-process readers of the same directory use it
+through :class:`TransactionView`:
 
 - control records (a transaction's COMMIT/ABORT markers, docs/FORMAT.md) are
   never returned, whatever the isolation level; they are recognised by their
@@ -17,7 +18,8 @@ where it lands) before appending it, so every transactional batch below that
 high watermark is in the state it loads next: the last stable offset it computes
 is never beyond an open transaction's first batch.
 
-The state is reloaded when its files change, checked (two stats) only when the
+The state is read again when its files change (what other processes appended
+to the journal, or everything after a compaction), checked (two stats) only when the
 partition's high watermark moved since the last check or a transaction was
 open there: every change that matters to a partition's readers (a
 transactional batch, a COMMIT/ABORT marker) appends to it. Reading a log that
@@ -43,33 +45,37 @@ def is_control_frame(frame: Any) -> bool:
     return bool(headers) and any(h.get("key") == CONTROL_HEADER for h in headers)
 
 
+class ConsumerGroupMetadata:
+    """What ``Consumer.consumer_group_metadata()`` returns and
+    ``Producer.send_offsets_to_transaction`` takes (confluent-kafka's opaque object):
+    the group whose offsets the transaction commits."""
+
+    __slots__ = ("group_id", "generation_id", "member_id")
+
+    def __init__(self, group_id: str, generation_id: int = -1, member_id: str | None = None):
+        self.group_id = group_id
+        self.generation_id = generation_id
+        self.member_id = member_id
+
+    def __repr__(self) -> str:
+        return f"ConsumerGroupMetadata(group_id={self.group_id!r}, generation_id={self.generation_id})"
+
+
 class TransactionView:
-    """The transaction state of one data directory, reloaded when it changes."""
+    """The transaction state of one data directory, read again when it changes."""
 
     def __init__(self, data_dir: str):
         self._data_dir = os.fspath(data_dir)
         self._dir = os.path.join(self._data_dir, "transactions")
-        self._stamp: tuple | None = None
         self._state: Any = None
         self._ends: dict[tuple[str, int], int] = {}   # high watermark at the last check, when nothing was open
 
     def _refresh(self) -> Any:
-        stamp = []
-        for name in ("snapshot.json", "journal"):
-            try:
-                st = os.stat(os.path.join(self._dir, name))
-                stamp.append((st.st_ino, st.st_size, st.st_mtime_ns))
-            except FileNotFoundError:
-                stamp.append(None)
-        key = tuple(stamp)
-        if key != self._stamp:
-            self._stamp = key
-            if key == (None, None):
-                self._state = None
-            else:
-                from .server.transactions import TransactionCoordinator
+        """The coordinator state (read-only), None while no transaction was ever begun here."""
+        if self._state is None and os.path.isdir(self._dir):
+            from .server.txn_state import TxnState
 
-                self._state = TransactionCoordinator(self._data_dir, None, None, None, None, read_only=True)
+            self._state = TxnState(self._data_dir, read_only=True)
         return self._state
 
     def readable_end(self, topic: str, partition: int, high_watermark: int, committed_only: bool) -> int:
@@ -87,13 +93,11 @@ class TransactionView:
 
     def skipped(self, topic: str, partition: int, frame: Any, committed_only: bool) -> bool:
         """Whether a reader leaves ``frame`` out: a marker, or (``committed_only``) a batch
-        of an aborted transaction. Call after ``readable_end`` (it loads the state)."""
+        of an aborted transaction. Call after ``readable_end`` (it reads the state)."""
         if is_control_frame(frame):
             return True
-        if committed_only and self._stamp is None:
-            self._refresh()
-        return committed_only and self._state is not None and self._state.is_aborted(topic, partition,
-                                                                                   frame.base_offset)
+        state = self._refresh() if committed_only else None
+        return state is not None and state.is_aborted(topic, partition, frame.base_offset)
 
     def visible(self, topic: str, partition: int, frames: list, high_watermark: int,
                 committed_only: bool) -> tuple[list, int | None]:

@@ -24,12 +24,11 @@ import time
 import faultlib
 import pytest
 from test_server_kill import start_server
+from txnloop import DEADLINE_S, RECORDS, check_exactly_once, kill_and_finish
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
 
 INPUT, OUTPUT, GROUP, TXN_ID = "ctp-in", "ctp-out", "ctp-group", "ctp-loop"
-RECORDS = 300
-DEADLINE_S = 120.0
 
 LOOP = textwrap.dedent("""
     import sys, confluent_kafka
@@ -97,34 +96,9 @@ def test_consume_transform_produce_killed_at_random_is_exactly_once(data_dir, se
         for i in range(RECORDS):
             p.produce(INPUT, value=b"in-%05d" % i, partition=0)
         assert p.flush(60) == 0
-        kills = faultlib.count(10, 50)
-        for _ in range(kills):
-            loop = run_loop(bootstrap)
-            try:
-                assert loop.stdout.readline().strip() == "ready", f"seed {seed}: the loop did not start"
-                # kill after a random number of steps ("produced" into an open transaction,
-                # "committed"), then a little later: before, inside or after a commit
-                for _ in range(rng.randint(0, 6)):
-                    if not loop.stdout.readline():
-                        break
-                time.sleep(rng.uniform(0, 0.02))
-            finally:
-                loop.kill()
-                loop.wait(30)
-        last = run_loop(bootstrap)
-        try:
-            out, _ = last.communicate(timeout=DEADLINE_S)
-        finally:
-            if last.poll() is None:
-                last.kill()
-                last.wait(30)
-        assert out.strip().endswith("done"), f"seed {seed}: the last run did not finish: {out[-500:]}"
+        kill_and_finish(lambda: run_loop(bootstrap), rng, seed)
         got = read_committed(bootstrap, RECORDS)
     finally:
         server.kill()
         server.wait(30)
-    expected = [b"in-%05d!" % i for i in range(RECORDS)]
-    missing = sorted(set(expected) - set(got))
-    assert not missing, f"seed {seed}: {len(missing)} input record(s) not in the output, e.g. {missing[:3]}"
-    assert len(got) == len(set(got)), f"seed {seed}: {len(got) - len(set(got))} output record(s) duplicated"
-    assert got == expected, f"seed {seed}: output out of order"
+    check_exactly_once(got, seed)

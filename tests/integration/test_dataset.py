@@ -463,3 +463,21 @@ def test_a_polars_scan_of_a_path_closes_its_log_when_dropped(hours_topic):
 def test_a_kafka_location_is_refused_with_what_to_use_instead():
     with pytest.raises(arrowlog.ConfigError, match=r"local data directory.*arrowlog.replay\(url, topic\)"):
         arrowlog.dataset("kafka://127.0.0.1:9", "t")
+
+
+def test_a_filter_on_a_column_added_by_an_evolution_skips_the_older_frames(hours_topic):
+    """Frames written before the value schema gained a column read it as nulls, and no
+    comparison is true of a null: a filter on the new column scans only newer frames."""
+    wider = pa.schema(list(VALUE_SCHEMA) + [("region", pa.string())])
+    hours_topic.alter_topic("ev", {"value.schema": wider})
+    with arrowlog.Producer({"log.dir": hours_topic.path}) as p:
+        p.produce_batch("ev", pa.table({"x": [9000, 9001], "name": ["a", "b"], "y": [1.0, 2.0],
+                                        "region": ["eu", "us"]}), partition=0)
+    ds = arrowlog.dataset(hours_topic, "ev")
+    f = pc.field("region") == "eu"
+    assert ds.to_table(filter=f).column("x").to_pylist() == [9000]
+    assert ds.stats["frames_scanned"] == 1, ds.stats
+    everything = ds.to_table()
+    assert everything.num_rows == 6 * 4 * 50 + 2 and everything.column("region").null_count == 6 * 4 * 50
+    duckdb = pytest.importorskip("duckdb")
+    assert duckdb.sql("SELECT x FROM ds WHERE region IN ('eu', 'us') ORDER BY x").fetchall() == [(9000,), (9001,)]

@@ -240,7 +240,6 @@ def test_subscribing_to_an_unknown_topic_delivers_an_error_event(data_dir):
     ({"durabilty": "fsync"}, "did you mean 'durability'"),
     ({"linger.msx": 5}, "did you mean 'linger.ms'"),
     ({"group.id": "g"}, "'group.id' is a consumer config key"),
-    ({"transactional.id": "t"}, "arrowlog has no transactions"),
     ({"error.cb": print}, "did you mean 'error_cb'"),
     ({"error_cb": 3}, "'error_cb': expected a function"),
     ({"oauth_cb": print}, "'oauth_cb' is not supported"),

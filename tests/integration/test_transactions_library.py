@@ -5,33 +5,16 @@ records and stops at an open transaction, read_uncommitted reads every record.""
 from __future__ import annotations
 
 import signal
-import time
 
 import pytest
 from test_transactions_cli import TOPIC, start_server
+from test_transactions_local import consumed as read_values
 
-from arrowlog import Consumer, TopicPartition, replay
+from arrowlog import replay
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
 
 DEADLINE_S = 30.0
-
-
-def read_values(data: str, isolation: str, want: int) -> tuple[list[bytes], int]:
-    """(values, final position) read in-process from orders-0 until ``want`` came and the
-    reader reached the end it may read to."""
-    with Consumer({"log.dir": data, "isolation.level": isolation}) as c:
-        tp = TopicPartition(TOPIC, 0, 0)
-        c.assign([tp])
-        got: list[bytes] = []
-        deadline = time.monotonic() + DEADLINE_S
-        while time.monotonic() < deadline:
-            m = c.poll(0.2)
-            if m is not None and m.error() is None:
-                got.append(m.value())
-            elif m is None and len(got) >= want:
-                break
-        return got, c.position([tp])[0].offset
 
 
 def replayed(data: str, **kw) -> list[tuple[int, bytes]]:

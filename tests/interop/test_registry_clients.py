@@ -393,3 +393,237 @@ def test_mirror_carries_a_typed_topic_to_kafka_and_back(typed, tmp_path):
     with pytest.raises(Exception, match="typed"):      # without the registry it is refused, as before
         mirror(str(tmp_path / "src"), f"kafka://{typed.bootstrap}", name, state=str(tmp_path / "s.json"),
                progress=quiet)
+
+
+# -- schema evolution of a typed topic (docs/REGISTRY.md, storage/evolution.py) --------------
+
+V1 = {"type": "record", "name": "Visit", "namespace": "shop", "fields": [
+    {"name": "user", "type": "string"}, {"name": "n", "type": "int"}]}
+
+
+def _schema(change: str | None) -> str:
+    s = json.loads(json.dumps(V1))
+    if change == "add optional":
+        s["fields"].append({"name": "tag", "type": ["null", "string"], "default": None})
+    elif change == "add required":
+        s["fields"].append({"name": "country", "type": "string"})
+    elif change == "remove field":
+        s["fields"] = s["fields"][:1]
+    elif change == "widen int to long":
+        s["fields"][1]["type"] = "long"
+    elif change == "string to int":
+        s["fields"][0]["type"] = "int"
+    return json.dumps(s)
+
+
+def _record(change: str | None, i: int) -> dict:
+    r = {"user": 7 if change == "string to int" else f"u{i}", "n": i}
+    if change == "add optional":
+        r["tag"] = f"t{i}"
+    elif change == "add required":
+        r["country"] = "NL"
+    elif change == "remove field":
+        del r["n"]
+    elif change == "widen int to long":
+        r["n"] = 2**40 + i
+    return r
+
+
+# Confluent's table for each change: registered under the mode, or 409. NONE registers anything;
+# what the stored columns cannot widen to (a string becoming an int) is then refused at Produce.
+EVOLUTION = {
+    "add optional": {"BACKWARD": True, "FORWARD": True, "FULL": True, "NONE": True, "FULL_TRANSITIVE": True},
+    "add required": {"BACKWARD": False, "FORWARD": True, "FULL": False, "NONE": True},
+    "remove field": {"BACKWARD": True, "FORWARD": False, "FULL": False, "NONE": True},
+    "widen int to long": {"BACKWARD": True, "FORWARD": False, "FULL": False, "NONE": True,
+                          "BACKWARD_TRANSITIVE": True},
+    "string to int": {"BACKWARD": False, "FORWARD": False, "FULL": False, "NONE": True},
+}
+CASES = [(change, mode, ok) for change, modes in EVOLUTION.items() for mode, ok in modes.items()]
+
+
+@pytest.mark.parametrize("change, mode, registers", CASES, ids=[f"{c}-{m}" for c, m, _ in CASES])
+def test_evolution_of_stored_columns_follows_the_compatibility_mode(typed, topic, change, mode, registers):
+    client = sr.SchemaRegistryClient({"url": typed.url})
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    old = AvroSerializer(client, _schema(None))(_record(None, 0), ctx)
+    assert produce(typed, topic, [old]) == [None]
+    client.set_compatibility(f"{topic}-value", mode)
+    if not registers:
+        with pytest.raises(sr.error.SchemaRegistryError) as info:
+            AvroSerializer(client, _schema(change))(_record(change, 1), ctx)
+        assert info.value.http_status_code == 409
+        assert arrowlog.replay(str(typed.data), topic).num_records == 1
+        return
+    new = AvroSerializer(client, _schema(change))(_record(change, 1), ctx)
+    errors = produce(typed, topic, [new])
+    table = arrowlog.replay(str(typed.data), topic).to_arrow()
+    if change == "string to int":     # registered under NONE, but the stored column is a string
+        assert errors[0] is not None and errors[0].code() == ck.KafkaError.INVALID_RECORD
+        reply = wire_produce(typed, topic, batch_of([new]))     # the reason, which librdkafka does not show
+        assert reply["error_code"] == ck.KafkaError.INVALID_RECORD
+        assert "field 'user' changes type" in reply["error_message"]
+        assert table.num_rows == 1 and table.column("user").type == "string"
+        return
+    assert errors == [None]
+    assert table.num_rows == 2
+    de = AvroDeserializer(client)
+    assert [de(v, ctx) for v in consume(typed, topic, 2)] == [_record(None, 0), _record(change, 1)]
+    if change == "add optional":
+        assert table.column("tag").to_pylist() == [None, "t1"]
+    elif change == "add required":
+        assert table.column("country").to_pylist() == [None, "NL"]
+    elif change == "remove field":
+        assert table.column("n").to_pylist() == [0, None]
+    elif change == "widen int to long":
+        assert table.column("n").type == "int64" and table.column("n").to_pylist() == [0, 2**40 + 1]
+
+
+def test_avro_clients_across_an_evolution_read_exactly_what_was_produced(typed, topic):
+    """v1 records, then v2 (a new optional field) records, then v1 records again from a
+    producer that was not upgraded: replay, DuckDB and a Kafka consumer read all of them."""
+    client = sr.SchemaRegistryClient({"url": typed.url})
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    v1 = AvroSerializer(client, _schema(None))
+    v2 = AvroSerializer(client, _schema("add optional"))
+    first = [v1(_record(None, i), ctx) for i in range(3)]
+    assert produce(typed, topic, first) == [None] * 3
+    second = [v2(_record("add optional", i), ctx) for i in range(3, 6)]
+    assert produce(typed, topic, second) == [None] * 3
+    late = [v1(_record(None, 6), ctx)]
+    assert produce(typed, topic, late) == [None]
+
+    table = arrowlog.replay(str(typed.data), topic).to_arrow()
+    assert table.column("user").to_pylist() == [f"u{i}" for i in range(7)]
+    assert table.column("tag").to_pylist() == [None] * 3 + ["t3", "t4", "t5"] + [None]
+    duckdb = pytest.importorskip("duckdb")
+    ds = arrowlog.dataset(str(typed.data), topic)
+    assert ds.schema.field("tag").type == "string"
+    assert duckdb.sql("SELECT count(*), count(tag) FROM ds").fetchall() == [(7, 3)]
+
+    got = consume(typed, topic, 7)
+    assert got[:6] == first + second          # byte-exact, each with the id it was produced with
+    de = AvroDeserializer(client)
+    assert [de(v, ctx) for v in got] == ([_record(None, i) for i in range(3)]
+                                         + [_record("add optional", i) for i in range(3, 6)]
+                                         + [dict(_record(None, 6), tag=None)])
+    # the late v1 record went into the v2 columns: it comes back as v2, its new field null
+    assert got[6][1:5] == second[0][1:5]
+
+
+def test_a_record_of_another_subject_is_still_refused_after_an_evolution(typed, topic):
+    client = sr.SchemaRegistryClient({"url": typed.url})
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    assert produce(typed, topic, [AvroSerializer(client, _schema(None))(_record(None, 0), ctx)]) == [None]
+    assert produce(typed, topic, [AvroSerializer(client, _schema("add optional"))(
+        _record("add optional", 1), ctx)]) == [None]
+    other = AvroSerializer(client, _schema("add optional"))(
+        _record("add optional", 2), SerializationContext(topic + "-x", MessageField.VALUE))
+    # the same schema under another subject has the same id: a version of this subject too
+    assert produce(typed, topic, [other]) == [None]
+    foreign = AvroSerializer(client, json.dumps({"type": "record", "name": "F", "fields": [
+        {"name": "z", "type": "int"}]}))({"z": 1}, SerializationContext(topic + "-y", MessageField.VALUE))
+    reply = wire_produce(typed, topic, batch_of([foreign]))
+    assert reply["error_code"] == ck.KafkaError.INVALID_RECORD
+    assert "not a version of subject" in reply["error_message"]
+    assert arrowlog.replay(str(typed.data), topic).num_records == 3
+
+
+def _append_rows(data, name: str, schema, rows: list[dict]) -> None:
+    import pyarrow as pa
+
+    from arrowlog.storage import LogDir
+
+    with LogDir(str(data)) as d:
+        d.topic(name).partition(0).append(pa.RecordBatch.from_pydict({
+            "timestamp": pa.array([1_767_225_600_000] * len(rows), pa.timestamp("ms")),
+            "key": pa.array([None] * len(rows), pa.binary()),
+            "value": pa.array(rows, pa.struct(list(schema))),
+            "headers": pa.nulls(len(rows), pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())])))}))
+
+
+def test_a_library_topic_evolved_by_alter_topic_registers_its_new_version(typed, topic, tmp_path):
+    import pyarrow as pa
+
+    from arrowlog.mirror import mirror
+    from arrowlog.storage import LogDir
+
+    v1 = pa.schema([pa.field("id", pa.int64(), nullable=False), ("name", pa.string())])
+    v2 = pa.schema([pa.field("id", pa.int64(), nullable=False), ("name", pa.string()), ("country", pa.string())])
+    old = [{"id": 1, "name": "a"}, {"id": 2, "name": None}]
+    new = [{"id": 3, "name": "c", "country": "NL"}]
+    mirrored = topic + "-m"
+    for data, name in ((typed.data, topic), (tmp_path / "src", mirrored)):
+        _library_topic(data, name, v1, old)
+        if name == topic:
+            consume(typed, topic, 2)                  # registered as <topic>-value version 1 on first Fetch
+        with LogDir(str(data)) as d:
+            d.alter_topic(name, {"value.schema": v2})
+        _append_rows(data, name, v2, new)
+
+    client = sr.SchemaRegistryClient({"url": typed.url})
+    de = AvroDeserializer(client)
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    assert [de(v, ctx) for v in consume(typed, topic, 3)] == old + new     # each generation with its own id
+    assert client.get_versions(f"{topic}-value") == [1, 2]
+
+    # the mirror writes the newest columns to Kafka, older records with nulls
+    mirror(str(tmp_path / "src"), f"kafka://{typed.bootstrap}", mirrored,
+           kafka_config={"schema.registry.url": typed.url}, progress=lambda line: None)
+    ctx = SerializationContext(mirrored, MessageField.VALUE)
+    assert [de(v, ctx) for v in consume(typed, mirrored, 3)] == [dict(r, country=None) for r in old] + new
+
+
+def test_an_evolved_topic_serves_both_versions_after_kill9_and_a_hard_delete(tmp_path):
+    data = tmp_path / "data"
+
+    def start():
+        srv = ServerProcess(data, "--registry-listen", "127.0.0.1:0")
+        srv.url = srv.proc.stdout.readline().strip()
+        return srv
+
+    srv = start()
+    try:
+        client = sr.SchemaRegistryClient({"url": srv.url})
+        ctx = SerializationContext("ev", MessageField.VALUE)
+        values = [AvroSerializer(client, _schema(None))(_record(None, 0), ctx)]
+        assert produce(srv, "ev", values) == [None]      # creates the topic with the columns of v1
+        values.append(AvroSerializer(client, _schema("add optional"))(_record("add optional", 1), ctx))
+        assert produce(srv, "ev", values[1:]) == [None]
+    finally:
+        srv.proc.kill()                  # kill -9: the evolution and its pin were already durable
+        srv.stop()
+    srv = start()
+    try:
+        assert consume(srv, "ev", 2) == values
+        client = sr.SchemaRegistryClient({"url": srv.url})
+        client.delete_subject("ev-value")
+        client.delete_subject("ev-value", permanent=True)
+    finally:
+        assert srv.stop() == 0, srv.log()
+    srv = start()
+    try:
+        assert consume(srv, "ev", 2) == values      # each generation's schema is kept with the topic
+    finally:
+        assert srv.stop() == 0, srv.log()
+
+
+def test_json_schema_clients_across_an_evolution(typed, topic):
+    # a closed content model: an open one may already hold any "note", so adding it is not BACKWARD
+    v1 = {"type": "object", "title": "Order", "properties": {"id": {"type": "integer"}, "item": {"type": "string"}},
+          "required": ["id", "item"], "additionalProperties": False}
+    v2 = json.loads(json.dumps(v1))
+    v2["properties"]["note"] = {"type": ["string", "null"]}
+    client = sr.SchemaRegistryClient({"url": typed.url})
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    first = [JSONSerializer(json.dumps(v1), client)({"id": 1, "item": "a"}, ctx)]
+    assert produce(typed, topic, first) == [None]
+    second = [JSONSerializer(json.dumps(v2), client)({"id": 2, "item": "b", "note": "n"}, ctx)]
+    assert produce(typed, topic, second) == [None]
+    table = arrowlog.replay(str(typed.data), topic).to_pandas()
+    assert table["note"].isna().tolist() == [True, False] and table["note"][1] == "n"
+    assert table["id"].tolist() == [1, 2]
+    got = consume(typed, topic, 2)
+    assert [v[1:5] for v in got] == [first[0][1:5], second[0][1:5]]    # each with the id it was produced with
+    de = JSONDeserializer(json.dumps(v2))
+    assert [de(v, ctx) for v in got] == [{"id": 1, "item": "a"}, {"id": 2, "item": "b", "note": "n"}]

@@ -6,6 +6,7 @@ No peer server is started and nothing is timed here; the real comparison is
 
 import os
 import sys
+import time
 
 import pytest
 
@@ -139,6 +140,8 @@ def test_target_failure_is_shown():
     res = fake_results()
     t = Target("consume ≥ 10 M/s", "produce.one.arrowlog", min_value=10e6)
     assert "**FAIL**" in render_markdown(res, [t])
+    third = Target("within 3×", "produce.one.arrowlog", versus="produce.one.confluent", min_ratio=1 / 3)
+    assert "| ≥ 0.333× `produce.one.confluent` | **pass** |" in render_markdown(res, [third])
 
 
 def test_row_round_trips_through_json_dict():
@@ -166,11 +169,75 @@ def test_every_benchmark_names_its_question_and_is_listed():
         assert name in BENCHMARKS, f"{name} is not run by python -m bench"
 
 
-def test_group_benchmark_variants_are_found_in_either_layout():
-    from bench.adapters import _group_variants
+def test_background_writer_loads_the_disk_and_is_bounded(tmp_path):
+    from bench.contention import Contention
 
-    flat = {"records": 10, "one_consumer_rec_s": 5.0, "three_members_rec_s": 7.0, "speedup": 1.4}
-    nested = {"records": 10, "read": {"one_consumer_rec_s": 5.0, "three_members_rec_s": 9.0},
-              "sha256": {"one_consumer_rec_s": 1.0, "three_members_rec_s": 2.0}}
-    assert list(_group_variants(flat)) == [""]
-    assert sorted(_group_variants(nested)) == ["read", "sha256"]
+    load = Contention(str(tmp_path), pass_mib=2, max_s=120).start()
+    try:
+        assert load.wait_passes(2, timeout=120) >= 2  # rewrites its file, fsync per pass
+        assert load.running and os.path.getsize(load.path) <= 2 << 20  # one file, never growing
+    finally:
+        load.stop()
+    assert not load.running and not os.path.exists(load.path)
+    # bounded by its own deadline too: it exits even if nobody stops it
+    short = Contention(str(tmp_path), pass_mib=1, max_s=0.2).start()
+    try:
+        deadline = time.monotonic() + 120
+        while short.running and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not short.running
+    finally:
+        short.stop()
+
+
+def test_cold_cache_rows_say_why_they_cannot_run(monkeypatch, tmp_path):
+    from bench.context import ColdCacheUnavailable, drop_page_cache
+
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    with pytest.raises(ColdCacheUnavailable, match="needs root"):
+        drop_page_cache()
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    with pytest.raises(ColdCacheUnavailable, match="cannot write .*drop_caches"):
+        drop_page_cache(str(tmp_path / "absent" / "drop_caches"))
+    row = attempt(Row("recovery.clean.arrowlog-cold", "w", "arrowlog", kind="latency", unit="s"),
+                  lambda: drop_page_cache(str(tmp_path / "absent" / "drop_caches")))
+    assert row.missing.startswith("ColdCacheUnavailable: cannot write")
+
+
+def test_kafka_wire_rows_carry_the_queueing_ceiling_and_the_wake_up(monkeypatch):
+    from bench import adapters
+    from bench.context import Context
+
+    calls = []
+
+    def fake_call(mod, n, wake_sends):
+        calls.append((n, wake_sends))
+        return {"produce_s": 2.0, "consume_s": 0.5, "queue_s": 1.0,
+                "fetch_wake_us": sorted(float(i) for i in range(1, 101))}
+
+    monkeypatch.setattr(adapters, "_call", fake_call)
+    ctx = Context(n=1000, runs=2, warmup=1, quick=True)
+    try:
+        rows = {r.key: r for r in adapters.kafka_wire(ctx, None, [])}
+    finally:
+        ctx.close()
+    assert calls == [(1000, 0), (1000, 100), (1000, 100)]  # the warm-up skips the wake-up
+    assert ratio(rows["kafka_wire.produce.arrowlog"], rows["kafka_wire.produce.queue"]) == pytest.approx(0.5)
+    assert rows["kafka_wire.fetch_wake.p50.arrowlog"].samples == [50.0, 50.0]
+    assert rows["kafka_wire.fetch_wake.p99.arrowlog"].samples == [99.0, 99.0]
+
+
+def test_quantile_rows_are_filled_by_their_unit_or_all_missing_with_the_reason():
+    from bench.bench_latency import fill_quantiles
+
+    def templates():
+        return [Row(f"l.{q}", "w", "arrowlog", kind="latency", unit=f"µs {q}") for q in ("p50", "p99.9")]
+
+    rows = fill_quantiles(templates(), lambda: {"p50": [10.0, 12.0], "p99.9": [90.0, 80.0]})
+    assert [r.samples for r in rows] == [[10.0, 12.0], [90.0, 80.0]]
+
+    def broken():
+        raise RuntimeError("latency reader did not start (exit code 1)")
+
+    rows = fill_quantiles(templates(), broken)
+    assert all(r.missing == "RuntimeError: latency reader did not start (exit code 1)" for r in rows)

@@ -221,3 +221,41 @@ def test_a_forked_child_checks_on_two_threads_too(data_dir, monkeypatch):
         except ProcessLookupError:
             pass
         os.waitpid(pid, 0)
+
+
+CRC_PATHS_CHECK = """
+import random, sys
+import crc32c as oracle
+from arrowlog._native import core
+
+blob = random.Random(7).randbytes(200_000)
+lengths = {0, 1, 7, 8, 63, 64, 255, 256, 257, 511, 512, 513, 767, 768, 769}
+for block in (256, 3 * 256, 3 * 8192):
+    for k in (1, 2, 5):
+        lengths.update(k * block + d for d in (-9, -8, -1, 0, 1, 8, 64, 255, 2047, 2048, 2049))
+for start in (0, 3):
+    for n in sorted(x for x in lengths if 0 <= x <= len(blob) - start):
+        view = memoryview(blob)[start:start + n]
+        for seed in (0, 0xDEADBEEF):
+            assert core.crc32c(view, seed) == oracle.crc32c(bytes(view), seed), (start, n, seed)
+print(core.crc32c_hardware_accelerated())
+"""
+
+
+@pytest.mark.parametrize("path", ["default", "lanes"])
+def test_crc32c_paths_agree_with_the_crc32c_package_around_every_boundary(path):
+    """The hardware CRC (_native/include/crc32c.h) folds long inputs with
+    VPCLMULQDQ where the CPU has it (by 256 bytes, then a tail), and otherwise
+    (or with ARROWLOG_CRC32C=lanes) runs three 8 KiB then three 256-byte crc32
+    lanes with prefetching: every split point, tail, misalignment and seed
+    agrees with an independent implementation on both paths."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    env.pop("ARROWLOG_CRC32C", None)
+    if path == "lanes":
+        env["ARROWLOG_CRC32C"] = "lanes"
+    r = subprocess.run([sys.executable, "-c", CRC_PATHS_CHECK], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(core.crc32c_hardware_accelerated())

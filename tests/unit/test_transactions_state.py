@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 
 from arrowlog.server import errors as E
-from arrowlog.server import transactions as T
+from arrowlog.server import txn_coordinator as T
+from arrowlog.server import txn_state as S
 from arrowlog.server.producers import ProducerRegistry
 
 
@@ -117,8 +118,8 @@ def test_compaction_forgets_expired_ids_and_what_retention_removed(tmp_path):
     assert txns.end_txn("old", pid, epoch, commit=False) == E.NONE      # ABORT marker at 2
     _, other, other_epoch = txns.init_producer_id("open", 60000)
     produce(txns, parts, "t", other, other_epoch, 1)                  # open at 3
-    txns.txns["old"].last_ms -= T.TRANSACTIONAL_ID_EXPIRATION_MS + 1
-    txns.txns["open"].last_ms -= T.TRANSACTIONAL_ID_EXPIRATION_MS + 1  # open: kept however old
+    txns.txns["old"].last_ms -= S.TRANSACTIONAL_ID_EXPIRATION_MS + 1
+    txns.txns["open"].last_ms -= S.TRANSACTIONAL_ID_EXPIRATION_MS + 1  # open: kept however old
     parts[("t", 0)].log_start_offset = 3                               # retention removed 0-2
     txns.compact()
     assert set(txns.txns) == {"open"}
@@ -140,3 +141,57 @@ def test_restart_forgets_offsets_the_log_lost(tmp_path):
     assert again.control_at("t", 0, 2) is None and not again.is_aborted("t", 0, later)
     assert again.last_stable_offset("t", 0, 2) == 2
     assert again.txns["a"].partitions[("t", 0)] == []
+
+
+def library(data, parts):
+    """A coordinator as a transactional in-process producer opens it (no registry, no owner)."""
+    def partition(topic, index):
+        return parts.setdefault((topic, index), FakePartition()), E.NONE, None
+    return T.TransactionCoordinator(str(data), None, FakeOffsets(), partition, lambda pl: None, owner=False)
+
+
+def test_two_processes_share_one_state_through_the_journal(tmp_path):
+    parts = {}
+    server = coordinator(tmp_path, parts)                     # as arrowlog serve opens it
+    lib = library(tmp_path, parts)                            # another process on the same directory
+    _, pid, epoch = lib.init_producer_id("lib", 60000)
+    assert pid >= T.LOCAL_PID_BASE and epoch == 0             # never an id the server's registry hands out
+    base = produce(lib, parts, "t", pid, epoch, 2)
+    assert server.last_stable_offset("t", 0, 2) == base       # the server reads what the library wrote
+    _, wpid, wepoch = server.init_producer_id("lib", 60000)   # the server fences the library producer
+    assert (wpid, wepoch) == (pid, epoch + 1) and server.is_aborted("t", 0, base)
+    assert lib.check_batch("t", 0, pid, epoch) == E.INVALID_PRODUCER_EPOCH
+    assert lib.end_txn("lib", pid, epoch, commit=True) == T.PRODUCER_FENCED
+    server.compact()                                          # a new snapshot: the library reads it all again
+    assert lib.last_stable_offset("t", 0, 10) == 10 and lib.is_aborted("t", 0, base)
+    assert lib.init_producer_id("lib", 60000)[1:] == (pid, epoch + 2)
+    assert server.describe()[0]["producer_epoch"] == epoch + 2
+
+
+def test_a_batch_in_flight_when_another_process_aborts_its_transaction_stays_aborted(tmp_path):
+    parts = {}
+    server = coordinator(tmp_path, parts)
+    lib = library(tmp_path, parts)
+    _, pid, epoch = server.init_producer_id("w", 1000)
+    pl = parts.setdefault(("t", 0), FakePartition())
+    assert server.check_batch("t", 0, pid, epoch) == E.NONE
+    server.begin_batch("t", 0, pid, 0, 2)                    # the server is about to append at 0...
+    start = server.txns["w"].start_ms
+    assert lib.expire(now_ms=start + 1001) == ["w"]           # ...another process times it out: ABORT at 0
+    pl.high_watermark += 2                                    # the batch lands after the marker, at 1
+    server.end_batch("t", 0, pid, 0, 1)
+    assert server.is_aborted("t", 0, 1) and not server.is_aborted("t", 0, 0)
+    assert lib.last_stable_offset("t", 0, 3) == 3
+    lib._refresh()
+    assert lib.is_aborted("t", 0, 1) and not lib.is_aborted("t", 0, 0)
+
+
+def test_unreadable_state_files_are_skipped_with_a_word(tmp_path, caplog):
+    parts = {}
+    os.makedirs(tmp_path / "transactions")
+    (tmp_path / "transactions" / "snapshot.json").write_text("[1, 2]")          # JSON, not a snapshot
+    (tmp_path / "transactions" / "journal").write_text('5\n["a"]\n{"a": 1}\n')   # lines that are not events
+    lib = library(tmp_path, parts)
+    _, pid, epoch = lib.init_producer_id("a", 60000)                          # the state starts empty
+    assert list(lib.txns) == ["a"]
+    assert "snapshot" in caplog.text and "unreadable line" in caplog.text

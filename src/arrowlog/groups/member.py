@@ -38,8 +38,8 @@ import time
 from typing import Any, Callable
 
 from .._types import OFFSET_INVALID, TopicPartition
-from ..errors import ArrowlogError, KafkaError, KafkaException, UnknownTopicError
-from .assignors import assign
+from ..errors import ArrowlogError, KafkaError, KafkaException
+from .assignors import assign, group_inputs
 from .membership import MemberInfo, MemberRegistry, Membership, OwnerLocks, hostname, new_member_id
 from .store import GroupDir
 
@@ -268,31 +268,6 @@ class GroupMember:
 
     # -- rebalancing -------------------------------------------------------------
 
-    def _existing_topics(self, subscriptions) -> set[str]:
-        """Topics that exist among those subscribed: one stat per named topic;
-        the directory is listed only when some member subscribes to a regex."""
-        names = {t for sub in subscriptions for t in sub}
-        if any(t.startswith("^") for t in names):
-            return set(self.logdir.list_topics())
-        out = set()
-        for t in names:
-            try:
-                if self.logdir.has_topic(t):
-                    out.add(t)
-            except ArrowlogError:
-                pass    # not a valid topic name: it never exists
-        return out
-
-    def _resolve_topics(self, subscription: list[str], existing: set[str]) -> set[str]:
-        out = set()
-        for t in subscription:
-            if t.startswith("^"):
-                pat = re.compile(t)
-                out.update(x for x in existing if pat.match(x))
-            elif t in existing:
-                out.add(t)
-        return out
-
     def _heartbeat(self, now: float) -> None:
         assert self._membership is not None
         if self._membership.fenced():
@@ -307,15 +282,7 @@ class GroupMember:
         generation = self.gdir.state.current_word()
         subscriptions = {m.member_id: m.subscription for m in members}
         subscriptions.setdefault(self.member_id, self._subscription or [])
-        existing = self._existing_topics(subscriptions.values())
-        subs = {mid: self._resolve_topics(sub, existing) for mid, sub in subscriptions.items()}
-        topics = sorted(set().union(*subs.values())) if subs else []
-        counts = {}
-        for t in topics:
-            try:
-                counts[t] = self.logdir.topic(t).num_partitions
-            except UnknownTopicError:
-                continue
+        subs, counts = group_inputs(self.logdir, subscriptions)
         view = (tuple(sorted((m, tuple(sorted(s))) for m, s in subs.items())), tuple(sorted(counts.items())))
         if generation != self._seen_generation or view != self._topic_view or self._pending:
             self._seen_generation = generation

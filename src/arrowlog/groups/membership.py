@@ -59,12 +59,16 @@ class MemberInfo:
                    list(d.get("subscription", [])), int(d.get("joined_ms", 0)), d.get("strategy", "range"))
 
 
+def safe_name(client_id: str) -> str:
+    """A client id as the start of a member id, which is also a file name."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in client_id or "")[:64] or "consumer"
+
+
 def new_member_id(client_id: str) -> str:
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in client_id)[:64] or "consumer"
-    return f"{safe}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    return f"{safe_name(client_id)}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
 
 
-def _try_lock(fd: int) -> bool:
+def try_lock(fd: int) -> bool:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True
@@ -166,7 +170,7 @@ class MemberRegistry:
             except FileNotFoundError:
                 continue
             try:
-                if _try_lock(fd):
+                if try_lock(fd):
                     # nobody holds it: that member's process is gone
                     if reap:
                         try:
@@ -204,7 +208,7 @@ class MemberRegistry:
         except FileNotFoundError:
             return
         try:
-            if _try_lock(fd) and os.fstat(fd).st_nlink:
+            if try_lock(fd) and os.fstat(fd).st_nlink:
                 os.unlink(path)
         except FileNotFoundError:
             pass
@@ -238,7 +242,7 @@ class OwnerLocks:
             return True
         path = owner_path(self.gdir, *tp)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        if not _try_lock(fd):
+        if not try_lock(fd):
             os.close(fd)
             return False
         record = self.member_id.encode()[:OWNER_RECORD].ljust(OWNER_RECORD, b" ")
@@ -274,7 +278,7 @@ def current_owners(gdir: GroupDir) -> dict[tuple[str, int], str]:
         except FileNotFoundError:
             continue
         try:
-            if _try_lock(fd):
+            if try_lock(fd):
                 continue   # free (our lock is dropped by close below)
             mid = os.pread(fd, OWNER_RECORD, 0).decode(errors="replace").strip()
             if mid:

@@ -30,6 +30,23 @@ from .schemas import ParsedSchema
 _KIND = {"boolean": 0, "int": 1, "long": 2, "float": 3, "double": 4, "string": 5, "bytes": 6, "enum": 7}
 
 
+class OtherSchemaId(InvalidRecordError):
+    """A record carries another schema id than the codec's (typed.py may evolve the topic for it)."""
+
+    def __init__(self, message: str, schema_id: int):
+        super().__init__(message)
+        self.schema_id = schema_id
+
+
+def wire_ids(values: pa.Array) -> np.ndarray:
+    """The schema id of each wire-format value (-1 for a null value or one without the header)."""
+    out = np.full(len(values), -1, np.int64)
+    for i, v in enumerate(pc.binary_slice(values.cast(pa.binary()), 0, 5).to_pylist()):
+        if v is not None and len(v) == 5 and v[0] == 0:
+            out[i] = struct.unpack_from(">i", v, 1)[0]
+    return out
+
+
 def header(schema_id: int) -> bytes:
     return b"\x00" + struct.pack(">i", schema_id)
 
@@ -90,8 +107,8 @@ class Codec:
             columns = decode_flat(values, self.schema_id, self._kinds, self._nullable,
                                   [len(s) if s else 0 for s in self._enums])
         except LookupError as exc:
-            raise InvalidRecordError(f"a record carries schema id {exc.args[0]}, but this topic stores the "
-                                     f"columns of schema id {self.schema_id}") from None
+            raise OtherSchemaId(f"a record carries schema id {exc.args[0]}, but this topic stores the "
+                                f"columns of schema id {self.schema_id}", exc.args[0]) from None
         except ValueError as exc:
             raise InvalidRecordError(f"a record does not match Avro schema {self.schema_id}: {exc}") from None
         arrays = []
@@ -164,8 +181,8 @@ class Codec:
                                          "4-byte schema id, payload)")
             sid = struct.unpack_from(">i", v, 1)[0]
             if sid != self.schema_id:
-                raise InvalidRecordError(f"record {i} carries schema id {sid}, but this topic stores the "
-                                         f"columns of schema id {self.schema_id}")
+                raise OtherSchemaId(f"record {i} carries schema id {sid}, but this topic stores the "
+                                    f"columns of schema id {self.schema_id}", sid)
             try:
                 doc = json.loads(v[5:])
             except (ValueError, RecursionError) as exc:

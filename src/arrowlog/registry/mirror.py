@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from arrowlog.errors import ArrowlogError, InvalidRecordError
+from arrowlog.storage.evolution import conform_value
 
 from .codec import Codec
 from .schemas import ParsedSchema, avro_for_arrow
@@ -71,8 +72,11 @@ class MirrorTypes:
         if codec is None:
             return batch
         i = batch.schema.get_field_index("value")
+        value = batch.column(i)
+        if topic in self.encode and value.type != codec.type:
+            value = conform_value(value, codec.type)   # a frame of an older generation (storage/evolution.py)
         try:
-            column = codec.encode(batch.column(i)) if topic in self.encode else codec.decode(batch.column(i))
+            column = codec.encode(value) if topic in self.encode else codec.decode(value)
         except InvalidRecordError as exc:
             raise self.error(f"topic {topic!r}: {exc}") from None
         return batch.set_column(i, pa.field("value", column.type), column)

@@ -54,7 +54,8 @@ class Registry:
         self.ids: dict[str, int] = {}                    # normalised key -> id
         self.subjects: dict[str, dict[int, Version]] = {}
         self.configs: dict[str | None, str] = {}
-        self.bindings: dict[str, tuple[str, int]] = {}   # topic -> (subject, schema id)
+        self.bindings: dict[str, tuple[str, int]] = {}   # topic -> (subject, schema id of generation 0)
+        self.generations: dict[str, dict[int, int]] = {}  # topic -> {generation: schema id} (evolved topics)
         self.max_id = 0                                  # ids are never reused, even after hard deletes
         self._pl = self._open()
         self._replay()
@@ -102,6 +103,11 @@ class Registry:
             sid = int(value["id"])
             self.bindings[key["topic"]] = (value["subject"], sid)
             if sid not in self.schemas and "schema" in value:   # its versions were hard-deleted
+                self._remember(sid, parse(value["schema"], value.get("schemaType")))
+        elif kind == "TOPICGEN":
+            sid = int(value["id"])
+            self.generations.setdefault(key["topic"], {})[int(key["generation"])] = sid
+            if sid not in self.schemas:
                 self._remember(sid, parse(value["schema"], value.get("schemaType")))
         elif kind == "ID":
             self.max_id = max(self.max_id, int(value["max"]))
@@ -208,7 +214,7 @@ class Registry:
             if not self.subjects[v.subject]:
                 del self.subjects[v.subject]
             in_use = any(x.id == v.id for vs in self.subjects.values() for x in vs.values())
-            if not in_use and v.id not in {sid for _, sid in self.bindings.values()}:
+            if not in_use and v.id not in self._pinned():
                 gone = self.schemas.pop(v.id)
                 self.ids.pop(gone.key, None)
         else:
@@ -256,6 +262,24 @@ class Registry:
                             "subject-level compatibility configured")
         self._write(_key(keytype="CONFIG", subject=subject), None)
         return self.configs.pop(subject)
+
+    def _pinned(self) -> set[int]:
+        """Ids whose schema stored records need (kept through hard deletes)."""
+        return {sid for _, sid in self.bindings.values()} | {
+            sid for gens in self.generations.values() for sid in gens.values()}
+
+    def version_number(self, subject: str, sid: int) -> int | None:
+        """The (highest) version of ``subject`` with schema ``sid``, soft-deleted ones included."""
+        found = [v.version for v in self.subjects.get(subject, {}).values() if v.id == sid]
+        return max(found) if found else None
+
+    def pin(self, topic: str, generation: int, sid: int) -> None:
+        """Record that generation ``generation`` of ``topic``'s value schema was written
+        with schema ``sid`` (storage/evolution.py), keeping its schema for Fetch."""
+        s = self.schema(sid)
+        self._write(_key(keytype="TOPICGEN", topic=topic, generation=generation),
+                    {"id": sid, "schema": s.text, "schemaType": s.schema_type})
+        self.generations.setdefault(topic, {})[generation] = sid
 
     def bind(self, topic: str, subject: str, sid: int) -> None:
         """Record that ``topic`` stores the columns of schema ``sid`` of ``subject``."""

@@ -12,7 +12,12 @@ schema id (the binding is kept in ``_schemas``). From then on:
   schema id, or does not match refuses the whole request (INVALID_RECORD with
   the reason), so nothing is stored half-typed.
 - Fetch: ``on_fetch`` encodes the stored columns back into wire-format values
-  with the bound schema id.
+  with the schema id their frame was written with.
+
+Schema evolution: records of a newer version of the topic's subject evolve the
+topic's columns (storage/evolution.py, evolve.py); each generation of the
+columns is written with one schema id, kept in the segment header and pinned in
+``_schemas``, so Fetch re-encodes every frame with the id it was produced with.
 
 Topics typed by the library (``value.schema`` given directly) register
 themselves as ``<topic>-value`` (an Avro record of their columns) at start-up
@@ -27,8 +32,9 @@ import pyarrow as pa
 
 from arrowlog.errors import ConfigError, InvalidRecordError
 from arrowlog.server import errors as E
+from arrowlog.storage.evolution import conform_value, generation, same_columns, schema_id, widen
 
-from .codec import Codec
+from .codec import Codec, OtherSchemaId
 from .errors import RegistryError
 from .schemas import avro_for_arrow, parse
 from .store import TOPIC as SCHEMAS_TOPIC
@@ -55,6 +61,7 @@ class TypedTopics:
         self.registry = registry
         self.store = store               # the broker's server.store.Store
         self._codecs: dict[int, Codec] = {}
+        self._checked: dict[str, tuple[pa.Schema, Codec]] = {}   # topic -> (its value schema, codec) that fit
 
     def codec(self, schema_id: int) -> Codec:
         c = self._codecs.get(schema_id)
@@ -115,25 +122,54 @@ class TypedTopics:
         config["value.schema"] = schema.arrow
         return config, (subject, v.id)
 
-    def _codec_for(self, topic: str) -> Codec | None:
-        t = self.store.topic(topic)
-        if t is None or t.value_schema is None:
-            return None
-        bound = self.registry.bindings.get(topic) or self._register_library_topic(topic, t.value_schema)
-        c = self.codec(bound[1])
-        if c.arrow != t.value_schema:
-            raise InvalidRecordError(f"topic {topic!r} stores {t.value_schema}, which is not the column form of "
-                                     f"its bound schema {bound[1]}")
+    def _generation_id(self, topic: str, stored: pa.Schema) -> int:
+        """The schema id frames of value schema ``stored`` (a generation of ``topic``'s) were
+        written with: said by the schema itself (written over Kafka), else pinned in the
+        registry, else (a topic typed or evolved by the library) registered now as the next
+        version of ``<topic>-value``."""
+        sid = schema_id(stored)
+        if sid is not None:
+            return sid
+        gen = generation(stored)
+        if gen == 0:
+            bound = self.registry.bindings.get(topic) or self._register_library_topic(topic, stored)
+            return bound[1]
+        pinned = self.registry.generations.get(topic, {}).get(gen)
+        if pinned is not None:
+            return pinned
+        subject = self.registry.bindings[topic][0] if topic in self.registry.bindings else f"{topic}-value"
+        sid = self._register_library_schema(topic, subject, stored)
+        self.registry.pin(topic, gen, sid)
+        return sid
+
+    def _codec_for(self, topic: str, t) -> Codec:
+        """The codec of the current generation of typed topic ``t``."""
+        checked = self._checked.get(topic)
+        if checked is not None and checked[0] is t.value_schema:
+            return checked[1]
+        sid = self._generation_id(topic, t.value_schema)
+        c = self.codec(sid)
+        try:
+            fits = same_columns(widen(t.value_schema, c.arrow), t.value_schema)
+        except ConfigError:
+            fits = False
+        if not fits:
+            raise InvalidRecordError(f"topic {topic!r} stores {t.value_schema}, which cannot hold the columns of "
+                                     f"its schema {sid}")
+        self._checked[topic] = (t.value_schema, c)
         return c
+
+    def _register_library_schema(self, topic: str, subject: str, value_schema: pa.Schema) -> int:
+        try:
+            return self.registry.register(subject, parse(avro_for_arrow(topic, value_schema)))
+        except (ValueError, RegistryError) as exc:
+            raise InvalidRecordError(f"topic {topic!r} is typed by the library (value.schema) and cannot be "
+                                     f"registered as {subject!r} for Kafka clients: {exc}") from None
 
     def _register_library_topic(self, topic: str, value_schema: pa.Schema) -> tuple[str, int]:
         """Register a topic typed by the library (``value.schema``) as ``<topic>-value`` and bind it."""
         subject = f"{topic}-value"
-        try:
-            sid = self.registry.register(subject, parse(avro_for_arrow(topic, value_schema)))
-        except (ValueError, RegistryError) as exc:
-            raise InvalidRecordError(f"topic {topic!r} is typed by the library (value.schema) and cannot be "
-                                     f"registered as {subject!r} for Kafka clients: {exc}") from None
+        sid = self._register_library_schema(topic, subject, value_schema)
         self.registry.bind(topic, subject, sid)
         log.info("library topic %s registered as %s (schema %d)", topic, subject, sid)
         return subject, sid
@@ -152,23 +188,51 @@ class TypedTopics:
         """``batches`` with their values turned into the topic's columns (untyped topics: unchanged)."""
         if topic == SCHEMAS_TOPIC:
             raise InvalidRecordError(f"{SCHEMAS_TOPIC} is written by the schema registry only: use its REST API")
-        c = self._codec_for(topic)
-        if c is None:
+        t = self.store.topic(topic)
+        if t is None or t.value_schema is None:
             return batches
+        t.refresh()       # another process may have evolved it
+        c = self._codec_for(topic, t)
+        target = pa.struct(list(t.value_schema))
+        columns = [b.records.column(b.records.schema.get_field_index("value")) for b in batches]
+        try:
+            decoded = [conform_value(c.decode(col), target) for col in columns]
+        except OtherSchemaId:
+            from .evolve import VersionedBatches
+
+            subject = self.registry.bindings[topic][0] if topic in self.registry.bindings else f"{topic}-value"
+            decoded, evolve_to = VersionedBatches(self, topic, subject, c, t.value_schema).decode(columns)
+            if evolve_to is not None:
+                self._evolve(topic, evolve_to)
         out = []
-        for b in batches:
+        for b, column in zip(batches, decoded):
             rb = b.records
             i = rb.schema.get_field_index("value")
-            column = c.decode(rb.column(i))
             out.append(_Batch(b, rb.set_column(i, pa.field("value", column.type), column)))
         return out
+
+    def _evolve(self, topic: str, codec: Codec) -> None:
+        """Evolve ``topic``'s columns to store ``codec``'s records, as a generation written with its id."""
+        try:
+            t = self.store.log.evolve_topic(topic, codec.arrow, schema_id=codec.schema_id)
+        except ConfigError as exc:
+            raise InvalidRecordError(f"topic {topic!r} cannot store the records of schema {codec.schema_id}: "
+                                     f"{exc}") from None
+        self.registry.pin(topic, generation(t.value_schema), codec.schema_id)
+        log.info("topic %s evolved to schema %d (generation %d): %s", topic, codec.schema_id,
+                 generation(t.value_schema), ", ".join(t.value_schema.names))
 
     def on_fetch(self, topic: str, batch: pa.RecordBatch) -> pa.RecordBatch:
         """A stored frame with its value columns turned back into wire-format bytes."""
         i = batch.schema.get_field_index("value")
         if not pa.types.is_struct(batch.schema.field(i).type):
             return batch
-        c = self._codec_for(topic)
-        if c is None:
+        t = self.store.topic(topic)
+        if t is None or t.value_schema is None:
             return batch
-        return batch.set_column(i, pa.field("value", pa.binary()), c.encode(batch.column(i)))
+        stored = pa.schema(list(batch.schema.field(i).type), metadata=batch.schema.metadata)
+        c = self.codec(self._generation_id(topic, stored))
+        value = batch.column(i)
+        if value.type != c.type:     # the columns hold more than this schema (an evolved topic)
+            value = conform_value(value, c.type)
+        return batch.set_column(i, pa.field("value", pa.binary()), c.encode(value))

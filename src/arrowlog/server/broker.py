@@ -127,7 +127,7 @@ class Broker:
         self.store = Store(data_dir, cluster_id)
         self.typed = None  # arrowlog.registry.typed.TypedTopics when the schema registry runs
         self.offsets = GroupOffsetStore(data_dir)
-        self.groups = GroupCoordinator(self.offsets, config.group_initial_rebalance_delay_ms)
+        self.groups = GroupCoordinator(self.offsets, config.group_initial_rebalance_delay_ms, self.store.log)
         self.producers = ProducerRegistry(data_dir)
         self.txns = TransactionCoordinator(data_dir, self.producers, self.offsets, self._partition,
                                            self._appended)

@@ -64,6 +64,9 @@ class GroupHandlers:
                 pcode = code
                 if pcode == E.NONE and (known is None or not 0 <= idx < known.num_partitions):
                     pcode = E.UNKNOWN_TOPIC_OR_PARTITION
+                if pcode == E.NONE and not self.groups.commit_allowed(req["group_id"], req["member_id"],
+                                                                      ct["name"], idx):
+                    pcode = E.ILLEGAL_GENERATION   # another member owns it now
                 if pcode == E.NONE:
                     updates.setdefault(ct["name"], {})[idx] = {
                         "offset": cp["committed_offset"], "metadata": cp["committed_metadata"],

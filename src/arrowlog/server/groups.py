@@ -15,6 +15,11 @@ which other members wait for. Members that send nothing (no heartbeat, join,
 sync or commit) for their session timeout are expelled and the group
 rebalances. Committed offsets go through ``GroupOffsetStore``.
 
+Membership is shared with in-process Consumers of the same data directory
+through the group's files (group_files.py): each wire member is also a member
+file, its partitions are owner-locked, and in a group with in-process members
+the server assigns every wire member its share of the one file-based plan.
+
 Thread-safety: everything runs on the server's event loop.
 """
 
@@ -22,13 +27,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 import time
 import uuid
 
 from arrowlog.errors import GroupError
+from arrowlog.groups.membership import safe_name
 
 from . import errors as E
+from .consumer_protocol import consumer_subscription
+from .group_files import FileBridge
 from .offsets import group_id_problem
 
 log = logging.getLogger("arrowlog.server.groups")
@@ -43,7 +50,7 @@ MAX_SESSION_TIMEOUT_MS = 30 * 60 * 1000
 class Member:
     __slots__ = ("member_id", "group_instance_id", "client_id", "client_host", "session_timeout_ms",
                  "rebalance_timeout_ms", "protocol_type", "protocols", "assignment", "join_future",
-                 "sync_future", "last_seen")
+                 "sync_future", "last_seen", "seat", "planned")
 
     def __init__(self, member_id, client_id, client_host):
         self.member_id = member_id
@@ -58,6 +65,8 @@ class Member:
         self.join_future: asyncio.Future | None = None
         self.sync_future: asyncio.Future | None = None
         self.last_seen = time.monotonic()
+        self.seat = None       # its member file and partition locks (group_files.py)
+        self.planned: bytes | None = None   # its share of the file-based plan, in a mixed group
 
     def metadata_for(self, protocol: str) -> bytes:
         for name, meta in self.protocols:
@@ -79,11 +88,16 @@ class Group:
         self.join_not_before = 0.0
         self.rebalance_task: asyncio.Task | None = None
         self.static: dict[str, str] = {}  # group.instance.id -> its current member id
+        self.files = None      # arrowlog.groups.wire.FileGroup, the group's files
+        self.others: tuple = ()  # the in-process members at the last join (group_files.py)
 
 
 class GroupCoordinator:
-    def __init__(self, offset_store, initial_rebalance_delay_ms: int = 100):
+    def __init__(self, offset_store, initial_rebalance_delay_ms: int = 100, logdir=None):
+        """``logdir`` (the served LogDir) makes wire members share the file-based groups
+        of ``offset_store.groups_dir`` with in-process Consumers."""
         self.store = offset_store
+        self.files = FileBridge(getattr(offset_store, "groups_dir", None), logdir)
         self.groups: dict[str, Group] = {}
         self.initial_rebalance_delay = initial_rebalance_delay_ms / 1000.0
         self._reaper: asyncio.Task | None = None
@@ -98,6 +112,7 @@ class GroupCoordinator:
         for g in self.groups.values():
             if g.rebalance_task:
                 g.rebalance_task.cancel()
+            self.files.close(g)
 
     def group(self, group_id: str) -> Group:
         g = self.groups.get(group_id)
@@ -130,7 +145,7 @@ class GroupCoordinator:
         if member_id and member_id not in g.members:
             return {"error_code": E.UNKNOWN_MEMBER_ID, "member_id": member_id}
         if not member_id:
-            member_id = f"{client_id or 'member'}-{uuid.uuid4()}"
+            member_id = new_wire_member_id(client_id)
             g.members[member_id] = Member(member_id, client_id, client_host)
             if g.leader_id is None:
                 g.leader_id = member_id
@@ -145,6 +160,7 @@ class GroupCoordinator:
         m.protocols = protocols
         m.last_seen = time.monotonic()
         g.protocol_type = req["protocol_type"]
+        self.files.joined(g, m)
         if m.join_future is not None and not m.join_future.done():
             m.join_future.cancel()  # a retried join replaces the old one
         m.join_future = asyncio.get_running_loop().create_future()
@@ -167,7 +183,7 @@ class GroupCoordinator:
         if old is None:
             del g.static[instance]
             return None
-        new_id = f"{client_id or 'member'}-{uuid.uuid4()}"
+        new_id = new_wire_member_id(client_id)
         for fut in (old.join_future, old.sync_future):  # the old incarnation is fenced
             if fut is not None and not fut.done():
                 fut.set_result({"error_code": E.FENCED_INSTANCE_ID, "member_id": old_id})
@@ -252,6 +268,7 @@ class GroupCoordinator:
         if g.leader_id not in g.members:
             g.leader_id = pending[0].member_id
         g.state = COMPLETING
+        self.files.plan(g)
         if g.rebalance_task and g.rebalance_task is not asyncio.current_task():
             g.rebalance_task.cancel()
         members = [{"member_id": m.member_id, "group_instance_id": m.group_instance_id,
@@ -293,9 +310,17 @@ class GroupCoordinator:
             return {**ok, "assignment": m.assignment}
         if mid == g.leader_id:
             assignments = {a["member_id"]: bytes(a["assignment"]) for a in req["assignments"]}
+            for other in g.members.values():
+                planned = other.planned   # in a group with in-process members: the file-based plan
+                other.assignment = planned if planned is not None else assignments.get(other.member_id, b"")
+            generation = g.generation_id
+            deadline = time.monotonic() + m.session_timeout_ms / 2000.0
+            if not await self.files.hold(g, generation, deadline):
+                if g.generation_id == generation and g.state == COMPLETING:
+                    self._prepare_rebalance(g, "partitions still held by other members")
+                return {"error_code": E.REBALANCE_IN_PROGRESS}
             g.state = STABLE
             for other in g.members.values():
-                other.assignment = assignments.get(other.member_id, b"")
                 if other.sync_future is not None and not other.sync_future.done():
                     other.sync_future.set_result({**ok, "assignment": other.assignment})
             return {**ok, "assignment": m.assignment}
@@ -343,6 +368,7 @@ class GroupCoordinator:
             return
         if m.group_instance_id is not None and g.static.get(m.group_instance_id) == mid:
             del g.static[m.group_instance_id]
+        self.files.left(m)
         for fut in (m.join_future, m.sync_future):
             if fut is not None and not fut.done():
                 fut.set_result({"error_code": E.UNKNOWN_MEMBER_ID, "member_id": mid})
@@ -363,7 +389,7 @@ class GroupCoordinator:
 
     async def _expire_loop(self) -> None:
         while True:
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(0.1)
             now = time.monotonic()
             for g in list(self.groups.values()):
                 expired = [mid for mid, m in g.members.items()
@@ -375,6 +401,8 @@ class GroupCoordinator:
                     self._remove(g, mid)
                 if expired:
                     self._after_membership_change(g, "session timeout")
+                elif g.state in (COMPLETING, STABLE) and self.files.others_changed(g):
+                    self._prepare_rebalance(g, "in-process members changed")
 
     # ------------------------------------------------------------ offsets
     def check_commit(self, group_id: str, generation_id: int, member_id: str,
@@ -398,20 +426,38 @@ class GroupCoordinator:
             return E.REBALANCE_IN_PROGRESS
         return E.NONE
 
+    def commit_allowed(self, group_id: str, member_id: str, topic: str, partition: int) -> bool:
+        """Commit fencing per partition: a wire member may not commit a partition
+        another member (wire or in-process) holds now."""
+        g = self.groups.get(group_id)
+        m = g.members.get(member_id) if g is not None else None
+        return m is None or self.files.commit_allowed(g, m, topic, partition)
+
     # ------------------------------------------------------------ describe / list
     def describe(self, group_id: str) -> dict:
         g = self.groups.get(group_id)
         if g is None:
             known = group_id in self.store.groups()
-            return {"error_code": E.NONE, "group_id": group_id, "group_state": EMPTY if known else "Dead",
-                    "protocol_type": "", "protocol_data": "", "members": []}
+            others = self._in_process_members(group_id) if known else []
+            state = STABLE if others else EMPTY if known else "Dead"
+            return {"error_code": E.NONE, "group_id": group_id, "group_state": state,
+                    "protocol_type": "consumer" if others else "", "protocol_data": "", "members": others}
         return {"error_code": E.NONE, "group_id": group_id, "group_state": g.state,
                 "protocol_type": g.protocol_type or "",
                 "protocol_data": (g.protocol_name or "") if g.state in (COMPLETING, STABLE) else "",
                 "members": [{"member_id": m.member_id, "group_instance_id": m.group_instance_id,
                              "client_id": m.client_id or "", "client_host": m.client_host,
                              "member_metadata": m.metadata_for(g.protocol_name or ""),
-                             "member_assignment": m.assignment} for m in g.members.values()]}
+                             "member_assignment": m.assignment} for m in g.members.values()]
+                + self.files.other_members(g)}
+
+    def _in_process_members(self, group_id: str) -> list[dict]:
+        """The members of a group the server has no wire members of (DescribeGroups' form)."""
+        g = Group(group_id)
+        try:
+            return self.files.other_members(g)
+        finally:
+            self.files.close(g)
 
     def delete(self, group_id: str) -> int:
         """DeleteGroups for one group: its committed offsets are forgotten. Refused
@@ -422,11 +468,14 @@ class GroupCoordinator:
         if g is not None and g.members:
             return E.NON_EMPTY_GROUP
         known = g is not None or group_id in self.store.groups()
+        if known and (self.files.other_members(g) if g is not None else self._in_process_members(group_id)):
+            return E.NON_EMPTY_GROUP   # in-process members are reading
         if not known:
             return E.GROUP_ID_NOT_FOUND
         if g is not None:
             if g.rebalance_task:
                 g.rebalance_task.cancel()
+            self.files.close(g)
             del self.groups[group_id]
         try:
             self.store.delete(group_id)
@@ -459,23 +508,7 @@ class GroupCoordinator:
         return out
 
 
-def consumer_subscription(meta: bytes) -> set[str]:
-    """The topics of a consumer-protocol subscription (version, then an array of
-    topic names); an empty set for metadata that is not one (any other protocol)."""
-    try:
-        pos = 2
-        (n,) = struct.unpack_from(">i", meta, pos)
-        pos += 4
-        if n < 0 or n > len(meta):
-            return set()
-        topics = set()
-        for _ in range(n):
-            (length,) = struct.unpack_from(">h", meta, pos)
-            pos += 2
-            if length < 0 or pos + length > len(meta):
-                return set()
-            topics.add(bytes(meta[pos:pos + length]).decode("utf-8"))
-            pos += length
-        return topics
-    except (struct.error, UnicodeDecodeError):
-        return set()
+def new_wire_member_id(client_id: str) -> str:
+    """Kafka's member id form (client id, then a UUID), safe as a file name: wire
+    members are also member files (group_files.py)."""
+    return f"{safe_name(client_id) if client_id else 'member'}-{uuid.uuid4()}"

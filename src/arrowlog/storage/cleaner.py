@@ -409,7 +409,7 @@ def _write_cleaned(plog: PartitionLog, old: Segment, frames: list, mask: np.ndar
     try:
         position = seg.header_size
         for base, span, parts in _regroup(frames, mask):
-            batch = pa.concat_batches(parts) if len(parts) > 1 else (parts[0] if parts else _empty_batch(plog.schema))
+            batch = pa.concat_batches(parts) if len(parts) > 1 else (parts[0] if parts else _empty_batch(old.schema))
             if batch.num_rows:
                 mm = pc.min_max(batch.column(1).cast(pa.int64())).as_py()
                 min_ts, max_ts = mm["min"], mm["max"]

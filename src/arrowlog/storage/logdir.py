@@ -41,6 +41,8 @@ from ..errors import (
 )
 from ..schema import envelope_schema
 from .cleaner import clean_topic
+from .evolution import evolved, generation, same_columns, widen
+from .evolution import schema_id as evolution_schema_id
 from .files import ExclusiveFlock, open_shared_file, storage_error, write_json_atomic
 from .partition import PartitionLog, close_many
 from .segment import Segment, parse_segment_name
@@ -102,9 +104,11 @@ def value_schema_from_config(spec: Any) -> pa.Schema | None:
         return spec
     if isinstance(spec, dict) and "fields" in spec:
         try:
+            # metadata: the generation (and schema registry id) of an evolved schema (evolution.py)
+            md = spec.get("metadata") or None
             return pa.schema([(f["name"], pa.type_for_alias(f["type"]), f.get("nullable", True))
-                              for f in spec["fields"]])
-        except (KeyError, ValueError, TypeError) as exc:
+                              for f in spec["fields"]], metadata={str(k): str(v) for k, v in md.items()} if md else None)
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise ConfigError(f"invalid value.schema: {exc}") from None
     raise ConfigError("value.schema must be a pyarrow.Schema or {'fields': [{'name':..., 'type':...}]}")
 
@@ -112,7 +116,26 @@ def value_schema_from_config(spec: Any) -> pa.Schema | None:
 def schema_to_json(schema: pa.Schema | None) -> Any:
     if schema is None:
         return None
-    return {"fields": [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]}
+    out: dict[str, Any] = {"fields": [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]}
+    md = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items() if k.startswith(b"arrowlog.")}
+    if md:
+        out["metadata"] = md
+    return out
+
+
+def topic_envelope(value_schema: pa.Schema | None) -> pa.Schema:
+    """A topic's envelope schema, with its value schema's generation in the metadata
+    (the segment header keeps it: evolution.py)."""
+    schema = envelope_schema(value_schema)
+    return schema.with_metadata(value_schema.metadata) if value_schema is not None and value_schema.metadata else schema
+
+
+def _stat_key(path: str) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def meta_problem(meta: Any) -> str | None:
@@ -144,9 +167,39 @@ class Topic:
         self.config = dict(meta["config"])
         self.topic_id = meta.get("topic_id")
         self.value_schema = value_schema_from_config(self.config.get("value.schema"))
-        self.schema = envelope_schema(self.value_schema)
+        self.schema = topic_envelope(self.value_schema)
         self._partitions: dict[int, PartitionLog] = {}
         self._lock = threading.Lock()
+        self._meta_stat = _stat_key(self.logdir._meta_path(name))
+
+    def envelope_for(self, stored: pa.Schema) -> pa.Schema:
+        """The schema readers give a frame stored with envelope ``stored``: the topic's
+        newest, re-read from topic.json when the frame is of a newer generation than
+        this process knew (another process evolved the topic: evolution.py)."""
+        if not stored.equals(self.schema, check_metadata=True) and generation(stored) > generation(self.schema):
+            self.refresh()
+        return self.schema
+
+    def refresh(self) -> None:
+        """Take the value schema from topic.json again if the file changed (an evolution
+        by another process); cheap when it did not (one stat)."""
+        key = _stat_key(self.logdir._meta_path(self.name))
+        if key == self._meta_stat or self.value_schema is None:
+            return
+        meta = self.logdir._read_meta(self.name)
+        self._meta_stat = key
+        schema = value_schema_from_config(meta["config"].get("value.schema"))
+        if schema is not None and generation(schema) > generation(self.value_schema):
+            self.use_value_schema(schema, meta["config"])
+
+    def use_value_schema(self, schema: pa.Schema, config: dict) -> None:
+        """Read and write with evolved value ``schema`` from now on (open partitions too)."""
+        with self._lock:
+            self.config = dict(config)
+            self.value_schema = schema
+            self.schema = topic_envelope(schema)
+            for log in self._partitions.values():
+                log.use_schema(self.schema)
 
     def partition(self, partition: int) -> PartitionLog:
         if not isinstance(partition, int) or isinstance(partition, bool):
@@ -358,7 +411,8 @@ class LogDir:
     @staticmethod
     def _stored_value_schema(directory: str, parts: list[int]) -> pa.Schema | None:
         """The value schema a typed topic's segments were written with (their
-        header holds the Arrow schema), or None for bytes values."""
+        header holds the Arrow schema: the newest generation's), or None for bytes values."""
+        best: pa.Schema | None = None
         for p in sorted(parts):
             pdir = os.path.join(directory, str(p))
             for n in sorted(os.listdir(pdir)):
@@ -371,25 +425,65 @@ class LogDir:
                     continue
                 try:
                     value = seg.schema.field("value").type
+                    found = pa.schema(list(value), metadata=seg.schema.metadata) if pa.types.is_struct(value) \
+                        else None
                 finally:
                     seg.close()
-                return pa.schema(list(value)) if pa.types.is_struct(value) else None
-        return None
+                if found is None:
+                    return None
+                if best is None or generation(found) > generation(best):
+                    best = found
+        return best
+
+    def evolve_topic(self, name: str, value_schema: Any, *, schema_id: int | None = None) -> Topic:
+        """Evolve typed topic ``name`` to store ``value_schema``'s records too: its
+        columns widen (storage/evolution.py: new fields nullable, wider numbers;
+        anything else is a ConfigError) as a new generation, which new frames are
+        written with; frames stored before read in it with nulls. ``schema_id`` is
+        the schema registry id of ``value_schema`` (arrowlog serve). The same schema
+        again changes nothing. Returns the topic."""
+        new = value_schema_from_config(value_schema)
+        if new is None:
+            raise ConfigError("a typed topic's value.schema cannot be removed")
+        t = self.topic(name)
+        with self._lock, ExclusiveFlock(self._lock_fd):
+            meta = self._read_meta(name)
+            current = value_schema_from_config(meta["config"].get("value.schema"))
+            if current is None:
+                raise ConfigError(f"topic {name!r} stores bytes values (no value.schema): only a typed topic's "
+                                  "value schema evolves; create a new topic with value.schema")
+            widened = widen(current, new)
+            if same_columns(widened, current) and (schema_id is None or schema_id == evolution_schema_id(current)):
+                if generation(current) > generation(t.value_schema):
+                    t.use_value_schema(current, meta["config"])
+                return t
+            schema = evolved(current, new, schema_id)
+            meta["config"]["value.schema"] = schema_to_json(schema)
+            write_json_atomic(self._meta_path(name), meta)
+        t.use_value_schema(schema, meta["config"])
+        t._meta_stat = _stat_key(self._meta_path(name))
+        return t
 
     def alter_topic(self, name: str, config: dict) -> Topic:
-        """Change topic settings (not partitions or value.schema) for new
-        segments and retention."""
+        """Change topic settings (not partitions) for new segments and retention;
+        ``value.schema`` evolves the topic (``evolve_topic``)."""
+        config = dict(config)
+        if "value.schema" in config:
+            self.evolve_topic(name, config.pop("value.schema"))
+            if not config:
+                return self.topic(name)
         t = self.topic(name)
-        if "partitions" in config or "value.schema" in config:
-            raise ConfigError("partitions and value.schema cannot be altered")
+        if "partitions" in config:
+            raise ConfigError("partitions cannot be altered: use add_partitions (CreatePartitions)")
         current = dict(t.config)
         current.update(config)
         current["partitions"] = t.num_partitions
         current.pop("value.schema", None)
         resolved = _config.resolve(_config.TOPIC, current, what="topic")
         resolved.pop("partitions")
-        resolved["value.schema"] = t.config.get("value.schema")
         with self._lock, ExclusiveFlock(self._lock_fd):
+            # the value schema as on disk now (another process may have evolved it)
+            resolved["value.schema"] = self._read_meta(name)["config"].get("value.schema")
             meta = {"name": name, "partitions": t.num_partitions, "config": resolved, "topic_id": t.topic_id}
             write_json_atomic(self._meta_path(name), meta)
             t.close()

@@ -54,6 +54,7 @@ from ..errors import (
 )
 from ..schema import ENVELOPE_SCHEMA
 from .cleaner import finish_swaps
+from .evolution import conform_value, follow_generation, same_file
 from .files import ExclusiveFlock, close_fds, open_shared_file, storage_error, too_many_open_files
 from .handles import BUDGET
 from .index import Indexer
@@ -96,7 +97,7 @@ class PartitionLog(RecoveryMixin, SyncMixin, RetentionMixin, ReadMixin):
         self.topic = topic
         self.partition = partition
         self.config = config
-        self.schema = schema
+        self.schema = schema  # the envelope new frames are written with (use_schema changes it)
         self.segment_bytes = min(int(config["segment.bytes"]), MAX_SEGMENT_BYTES)
         self.segment_ms = int(config["segment.ms"])
         self.index_interval = int(config["index.interval.bytes"])
@@ -116,6 +117,7 @@ class PartitionLog(RecoveryMixin, SyncMixin, RetentionMixin, ReadMixin):
         self._null_columns: dict = {}
         self._sorted_frames: dict[tuple, int] = {}  # (generation, segment, position) -> timestamps ascend?
         self._writer: Segment | None = None       # writable view of the active segment
+        self._writer_generation: int | None = None  # the published generation _writer was last checked at
         self._failed: BaseException | None = None
         self._damage: str | None = None  # why the layout cannot be right (see layout.py)
         self._closed = False
@@ -431,15 +433,19 @@ class PartitionLog(RecoveryMixin, SyncMixin, RetentionMixin, ReadMixin):
                 if problem is not None:
                     raise damaged(f"partition {self.topic}-{self.partition} ({self.directory})", problem)
                 self._mark_dirty()
+                seg = self._writer_for(st)
+                if not seg.schema.equals(self.schema, check_metadata=True):
+                    seg, st = follow_generation(self, st, seg)  # the value schema evolved (evolution.py)
                 base = st["next_offset"]
                 offsets = pa.array(np.arange(base, base + n, dtype=np.int64))
                 # An all-null column sliced from a larger array would be
                 # serialised with its parent's offsets: write a fresh one.
                 columns = [self._nulls(n, c.type) if c.null_count == n and c.offset else c for c in batch.columns]
+                if columns[2].type != self.schema.field(3).type and pa.types.is_struct(columns[2].type):
+                    columns[2] = conform_value(columns[2], self.schema.field(3).type)
                 full = pa.RecordBatch.from_arrays([offsets, *columns], schema=self.schema)
                 pieces = self._serialize(full)
                 size = core.FRAME_HEADER_SIZE + sum(len(p) for p in pieces)
-                seg = self._writer_for(st)
                 position = st["active_position"]
                 if self._should_roll(st, seg, position, size, n, base):
                     self._roll(st, seg, position)
@@ -465,6 +471,13 @@ class PartitionLog(RecoveryMixin, SyncMixin, RetentionMixin, ReadMixin):
                     self.notifier.bump()
                 return base
 
+    def use_schema(self, schema: pa.Schema) -> None:
+        """Write new frames with envelope ``schema`` (the topic's value schema
+        evolved: storage/evolution.py); the next append starts a segment for it."""
+        with self._lock:
+            self.schema = schema
+            self._schema_message_size = schema.serialize().size
+
     def _nulls(self, n: int, type_: pa.DataType) -> pa.Array:
         """An all-null column of ``n`` rows starting at offset 0, sliced from
         a cached one (bulk appends need one per frame)."""
@@ -480,11 +493,14 @@ class PartitionLog(RecoveryMixin, SyncMixin, RetentionMixin, ReadMixin):
         if full.nbytes < SMALL_BATCH_BYTES and not self.compression:
             return [full.serialize()]
         sink = _PieceSink()
-        writer = pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), self.schema, options=self._ipc_options)
+        writer = pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), full.schema, options=self._ipc_options)
         writer.write_batch(full)
         # the stream starts with its schema message: drop those pieces
         pieces = sink.pieces
-        skip, i = self._schema_message_size, 0
+        # (the cleaner rewrites frames of older value schemas: storage/evolution.py)
+        same = full.schema.equals(self.schema, check_metadata=True)
+        skip = self._schema_message_size if same else full.schema.serialize().size
+        i = 0
         while skip > 0:
             piece = pieces[i]
             skip -= piece.size if isinstance(piece, pa.Buffer) else len(piece)
@@ -496,6 +512,13 @@ class PartitionLog(RecoveryMixin, SyncMixin, RetentionMixin, ReadMixin):
     def _writer_for(self, st: dict, at_least: int = 0) -> Segment:
         base = st["active_base_offset"]
         seg = self._writer
+        if seg is not None and st["generation"] != self._writer_generation:
+            # another process may have re-created the empty active segment (a new value
+            # schema: evolution.py) or recovered the log: write to the file that is there now
+            self._writer_generation = st["generation"]
+            if not same_file(seg.log_fd, seg.log_path):
+                seg.close()
+                seg = self._writer = None
         if seg is None or seg.base_offset != base or seg.capacity < at_least:
             if seg is not None:
                 seg.close()

@@ -50,12 +50,18 @@ _HEADER = struct.Struct("<8sIIqqII")
 # Segment files grow by posix_fallocate before anything is stored in the new
 # space, which turns a full disk into a clean ENOSPC instead of a SIGBUS from
 # a store into an unbacked page. A new segment starts with LOG_INITIAL_BYTES
-# and each step doubles the file, up to ALLOCATE_STEP per step: a partition
-# that receives one small batch costs 64 KiB of disk, not 16 MiB (64 new
-# partitions used 1 GiB before), and 16 MiB steps keep a 1.5 GB/s append
-# stream under 100 fallocate calls a second.
+# and each step doubles the file, up to ALLOCATE_STEP per step; an append
+# that jumps past the end (a multi-megabyte frame) gets as much again as the
+# jump beyond it. A partition that receives one small batch costs 64 KiB of
+# disk, not 16 MiB (64 new partitions used 1 GiB before), a small one keeps
+# the tail that close() does not bother trimming, and a bulk append of large
+# frames grows the file every few frames, not on each. Each fallocate is a
+# journal transaction, and on a disk another process keeps fsyncing one can
+# wait for the journal's commit (docs/DURABILITY.md, "Appending while the
+# disk is busy"): fewer, larger steps wait less often. The tail is given
+# back when the segment rolls or closes.
 LOG_INITIAL_BYTES = 64 << 10
-ALLOCATE_STEP = 16 << 20
+ALLOCATE_STEP = 64 << 20
 # Indexes grow the same way (from one page, doubling) up to this many bytes
 # (Kafka's segment.index.bytes), are mapped over all of it, and are trimmed
 # when the segment rolls; a full index forces a roll.
@@ -65,6 +71,10 @@ INDEX_BYTES = 10 << 20
 # could overflow (Kafka's KAFKA-4451 / KAFKA-6264 lesson).
 MAX_RELATIVE_OFFSET = (1 << 31) - 1
 MAX_SEGMENT_BYTES = (1 << 31) - 1
+
+# Decoded batches a segment keeps (Segment.frame_batch), so that repeated
+# lookups in the same frames (offsets_for_times, re-reads) skip the IPC decode.
+FRAME_BATCHES_CACHED = 1024
 
 COMPRESSION_FLAGS = {None: 0, "none": 0, "zstd": 1, "lz4": 2}
 COMPRESSION_NAMES = {0: None, 1: "zstd", 2: "lz4"}
@@ -213,6 +223,7 @@ class Segment:
         self.time_index_fd = -1
         self.verified: set[int] = set()  # positions of frames whose CRC passed (check_crcs)
         self.verified_key: tuple | None = None  # its key in the process-wide memory
+        self._batches: dict[int, tuple[bytes, pa.RecordBatch]] = {}  # frame_batch's decoded frames
         try:
             st = os.fstat(self.log_fd)
             self.file_size = st.st_size
@@ -409,7 +420,7 @@ class Segment:
         if end <= self.file_size:
             return
         step = min(max(self.file_size, LOG_INITIAL_BYTES), ALLOCATE_STEP)
-        target = min(max(end, self.file_size + step), self.capacity)
+        target = min(max(self.file_size + step, end + min(end - self.file_size, ALLOCATE_STEP)), self.capacity)
         try:
             core.fallocate(self.log_fd, 0, target)
         except OSError as exc:
@@ -479,6 +490,8 @@ class Segment:
         pass; a read of PARALLEL_CRC_BYTES or more checks its second half on
         a second core. CorruptRecordError names the first that fails."""
         seen = self.verified
+        if len(frames) == 1 and frames[0][0] in seen:  # a lookup's one frame, checked before: the common case
+            return
         todo = [f for f in frames if f[0] not in seen]
         if not todo:
             return
@@ -514,7 +527,23 @@ class Segment:
 
     def frame_batch(self, position: int, body: int, count: int) -> pa.RecordBatch:
         """The zero-copy batch in the frame at ``position`` (``body`` bytes
-        holding ``count`` records, as its header says)."""
+        holding ``count`` records, as its header says).
+
+        The last FRAME_BATCHES_CACHED batches decoded are kept with the frame
+        header they came with (its CRC-32C covers the body): a frame asked
+        for again whose header bytes are unchanged is not decoded again,
+        and one rewritten in place (a truncated tail written anew) is."""
+        header = self.log.read(position, core.FRAME_HEADER_SIZE)
+        hit = self._batches.get(position)
+        if hit is not None and hit[0] == header:
+            return hit[1]
+        batch = self._decode_batch(position, body, count)
+        if len(self._batches) >= FRAME_BATCHES_CACHED:
+            self._batches.clear()
+        self._batches[position] = (header, batch)
+        return batch
+
+    def _decode_batch(self, position: int, body: int, count: int) -> pa.RecordBatch:
         view = self.log.view(position + core.FRAME_HEADER_SIZE, body)
         try:
             batch = pa.ipc.read_record_batch(pa.py_buffer(view), self.schema)
@@ -526,6 +555,7 @@ class Segment:
         return batch
 
     def close(self) -> None:
+        self._batches = {}
         close_fds(self, "log_fd", "index_fd", "time_index_fd")
         # Mappings are released when the last Arrow buffer or Message that
         # points into them is gone.

@@ -45,6 +45,7 @@ from ...errors import (
     UnknownPartitionError,
     UnknownTopicError,
 )
+from ...storage.evolution import conform
 from ...storage.reader import RangeReader, wait_for_data
 
 
@@ -366,8 +367,11 @@ class Consumer:
                 return False
             frames, skip_to = self._txns.visible(f.topic, f.tp[1], frames, max(high, f.position),
                                                  self._committed_only)
+            envelope_for = self._log.topic(f.topic).envelope_for
             for fr in frames:
-                f.views.append([core.BatchView(fr.batch, f.topic, f.tp[1], fr.base_offset, fr.next_offset), 0])
+                # one value schema for every frame: the topic's newest (storage/evolution.py)
+                batch = conform(fr.batch, envelope_for(fr.batch.schema))
+                f.views.append([core.BatchView(batch, f.topic, f.tp[1], fr.base_offset, fr.next_offset), 0])
             if f.views:
                 f.position = f.views[0][0].base_offset
                 return True
@@ -501,6 +505,12 @@ class Consumer:
 
     def memberid(self) -> str | None:
         return self._group.member_id if self._group is not None else None
+
+    def consumer_group_metadata(self):
+        """The group, for a transactional Producer's send_offsets_to_transaction()."""
+        from ...txn import ConsumerGroupMetadata
+        group = self._require_group("consumer_group_metadata()")
+        return ConsumerGroupMetadata(group.group, group.generation, group.member_id)
 
     def list_topics(self, topic: str | None = None, timeout: float = -1):
         from ...admin import cluster_metadata

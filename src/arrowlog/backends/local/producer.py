@@ -26,6 +26,10 @@ reports the error to the callbacks of the records it held, and raises from
 the next ``produce()``, ``poll()`` or ``flush()``: nothing after the error
 is acknowledged.
 
+With a ``transactional.id`` the producer has confluent-kafka's transactions
+(``init_transactions()`` ... ``commit_transaction()``; transactions.py and
+docs/CLIENTS.md#transactions): each batch goes into the open transaction.
+
 Thread-safety: one Producer may be shared by threads (calls hold the GIL;
 appends to one partition are serialised). Many producers, in any number of
 processes, may write to the same partitions.
@@ -47,67 +51,35 @@ from ... import config as _config
 from ..._callbacks import ClientCallbacks
 from ..._location import location_of, open_data_dir, split_config, wants_kafka
 from ..._native import core
-from ...convert import binary_array, first_bad_row, record_validator, shown, to_epoch_ms, typed_values
+from ...convert import record_validator, to_epoch_ms, typed_values
 from ...errors import (
     ArrowlogError,
-    InvalidArgumentError,
     InvalidRecordError,
     KafkaError,
+    KafkaException,
     LogClosedError,
     MessageSizeTooLargeError,
     QueueFullError,
     UnknownPartitionError,
     UnknownTopicError,
 )
-from ...schema import HEADERS_TYPE, PRODUCE_SCHEMA, TIMESTAMP_TYPE
 from ...storage import validate_topic_name
 from ...storage.cleaner import CleanerThread
 from ...storage.partition import sync_many
+from .batches import produce_batch
+from .transactions import LocalTransactions
 
 # The linger thread looks for due batches this often while the producer is
 # busy, and goes idle after this many looks find nothing (see
 # Producer._background). poll() and flush() append due batches themselves,
 # so linger.ms below BG_TICK is exact for applications that call them.
 BG_TICK = 0.005
-# produce_batch() appends frames of at least this many bytes of values: an
-# append costs ~0.3 ms of fixed work (IPC framing, index, publish), which
-# 1 MB frames pay 100 times per 100 MB and 8 MiB frames 12 times (measured
-# with `python -m bench --only produce`: 1.2 GB/s with 1 MB frames, 1.5-1.7
-# with 8 MiB on these 2-core machines).
-BULK_FRAME_BYTES = 8 << 20
 BG_ACTIVE_TICKS = 20
-
-
-def _row_of(values: Any, i: int) -> Any:
-    if isinstance(values, (pa.Table, pa.RecordBatch)):
-        return values.slice(i, 1).to_pylist()[0]
-    row = values[i]
-    return row.as_py() if isinstance(row, pa.Scalar) else row
 
 
 def _timestamp_bounds(batch: pa.RecordBatch) -> tuple[int, int]:
     ts = batch.column(0).cast(pa.int64())
     return int(pc.min(ts).as_py()), int(pc.max(ts).as_py())
-
-
-def _lengths(arr: pa.Array) -> np.ndarray:
-    """Byte lengths of a binary array's entries (0 for nulls), from its offsets."""
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=len(arr) + 1, offset=arr.offset * 4) \
-        if arr.buffers()[1] is not None else np.zeros(len(arr) + 1, dtype=np.int32)
-    return np.diff(offsets).astype(np.int64)
-
-
-def _header_lengths(headers: pa.ListArray) -> np.ndarray | int:
-    """Bytes of each row's header keys and values (0 for none)."""
-    if headers.null_count == len(headers):
-        return 0
-    flat = headers.flatten()
-    per = pc.fill_null(pc.add(pc.fill_null(pc.binary_length(flat.field("key")), 0),
-                              pc.fill_null(pc.binary_length(flat.field("value")), 0)), 0)
-    cum = np.concatenate([[0], np.cumsum(per.to_numpy(zero_copy_only=False), dtype=np.int64)])
-    offsets = headers.offsets.to_numpy()
-    offsets = offsets - offsets[0]
-    return cum[offsets[1:]] - cum[offsets[:-1]]
 
 
 def _linger_thread(ref: weakref.ref, wake: threading.Event) -> None:
@@ -184,6 +156,8 @@ class Producer(core.ProducerCore):
         self._wake = threading.Event()
         self._bg_idle = False
         self._stop = False
+        self._txn = LocalTransactions(self, conf["transactional.id"], conf["transaction.timeout.ms"]) \
+            if conf["transactional.id"] else None
         self._thread = threading.Thread(target=_linger_thread, args=(weakref.ref(self), self._wake),
                                         name="arrowlog-producer", daemon=True)
         self._thread.start()
@@ -192,6 +166,8 @@ class Producer(core.ProducerCore):
 
     def _open_slot(self, topic: Any) -> core.TopicSlot:
         self._raise_pending()
+        if self._txn is not None:
+            self._txn.check_produce()
         validate_topic_name(topic)
         try:
             t = self._log.topic(topic)
@@ -279,7 +255,7 @@ class Producer(core.ProducerCore):
                 slot.next_sticky()
             log = slot.topic.partition(partition)
             try:
-                base = log.append(batch, fsync=self._fsync, min_timestamp=min_ts, max_timestamp=max_ts)
+                base = self._append(slot.name, partition, log, batch, min_ts, max_ts)
             except ArrowlogError as exc:
                 self._sent(n)
                 if callbacks:
@@ -295,6 +271,14 @@ class Producer(core.ProducerCore):
                 for index, cb in callbacks:
                     self._reports.append((cb, None, view.message_at(index)))
             return n
+
+    def _append(self, topic: str, partition: int, log: Any, batch: pa.RecordBatch, min_ts: int, max_ts: int) -> int:
+        """Append one frame (inside the open transaction, for a transactional producer)."""
+        def append() -> int:
+            return log.append(batch, fsync=self._fsync, min_timestamp=min_ts, max_timestamp=max_ts)
+        if self._txn is None:
+            return append()
+        return self._txn.append(topic, partition, log, batch.num_rows, append)
 
     def _fail_bad_rows(self, slot: core.TopicSlot, partition: int, batch: pa.RecordBatch,
                        callbacks: list) -> tuple[pa.RecordBatch, list]:
@@ -513,152 +497,38 @@ class Producer(core.ProducerCore):
         records are stored as frames of about 8 MiB (batch.size if larger).
         Returns the number of records appended: they are written (and with
         durability=fsync, synced) when it returns."""
-        if self._closed:
-            self._raise_closed()
-        self._raise_pending()
-        slot = self._slots.get(topic) or self._open_slot(topic)
-        value_schema = slot.topic.value_schema
-        if isinstance(values, (pa.Table, pa.RecordBatch)):
-            table = values
-            names = table.schema.names
-            if "value" in names:
-                values = table.column("value")
-            elif value_schema is not None:
-                values = table  # the value schema's fields, as columns
-            else:
-                raise InvalidArgumentError("a table given to produce_batch needs a 'value' column")
-            keys = table.column("key") if keys is None and "key" in names else keys
-            timestamps = table.column("timestamp") if timestamps is None and "timestamp" in names else timestamps
-            headers = table.column("headers") if headers is None and "headers" in names else headers
-        if value_schema is None:
-            values = binary_array(values, "values")
-        else:
-            try:
-                values = typed_values(values, value_schema)
-            except InvalidRecordError as exc:
-                bad = first_bad_row(values, value_schema)
-                if bad < 0:
-                    raise
-                raise InvalidRecordError(f"topic {topic!r}: row {bad} of produce_batch ({shown(_row_of(values, bad))})"
-                                         f" does not fit the value schema; nothing was appended: {exc}") from None
-        n = len(values)
-        if n == 0:
-            return 0
-        keys = binary_array(keys, "keys", n) if keys is not None else pa.nulls(n, pa.binary())
-        if slot.keyed_only and keys.null_count:
-            bad = int(np.argmax(np.asarray(keys.is_null())))
-            self._unkeyed(slot, f"row {bad} of produce_batch: nothing was appended: ")
-        ts = self._timestamps(timestamps, n)
-        hdrs = self._headers_array(headers, n)
-        self._check_sizes(slot, keys, values, hdrs)
-        # what is already queued for these partitions goes first
-        if partition is not None:
-            if not isinstance(partition, int) or not 0 <= partition < slot.partitions:
-                self._bad_partition(slot, partition)
-            parts = {partition: None}
-        elif slot.partitions == 1:
-            parts = {0: None}
-        elif keys.null_count < n:
-            assign = core.murmur2_partitions(keys, slot.partitions)
-            if keys.null_count:
-                assign[assign < 0] = slot.sticky
-            counts = np.bincount(assign, minlength=slot.partitions)
-            if (counts == n).any():
-                parts = {int(np.argmax(counts)): None}
-            else:
-                order = np.argsort(assign, kind="stable")  # keeps each partition's records in order
-                bounds = np.concatenate(([0], np.cumsum(counts)))
-                parts = {p: order[bounds[p]:bounds[p + 1]] for p in range(slot.partitions) if counts[p]}
-        else:
-            parts = {slot.sticky: None}
-            slot.next_sticky()
-        batch = pa.RecordBatch.from_arrays([ts, keys, values, hdrs], names=PRODUCE_SCHEMA.names)
-        for p, rows in parts.items():
-            part = batch if rows is None else batch.take(pa.array(rows))
-            self._send(slot, p)  # keep order with records produce()d earlier
-            self._append_chunks(slot, p, part)
-        return n
+        return produce_batch(self, topic, values, keys, timestamps, headers, partition)
 
-    def _check_sizes(self, slot: core.TopicSlot, keys: pa.Array, values: pa.Array, headers: pa.Array) -> None:
-        """produce_batch()'s message.max.bytes check (key, value and header
-        bytes, as produce() counts), before anything is appended."""
-        sizes = _lengths(keys) + _header_lengths(headers)
-        if pa.types.is_binary(values.type):
-            sizes = sizes + _lengths(values)
-        if len(sizes) and sizes.max() > slot.max_record_bytes:
-            row = int(np.argmax(sizes > slot.max_record_bytes))
-            try:
-                self._too_large(slot, int(sizes[row]))
-            except MessageSizeTooLargeError as exc:
-                raise MessageSizeTooLargeError(f"row {row} of produce_batch: {exc}; nothing was appended") from None
+    # -- transactions (backends/local/transactions.py, docs/CLIENTS.md#transactions) --
 
-    def _append_chunks(self, slot: core.TopicSlot, partition: int, batch: pa.RecordBatch) -> None:
-        """Append ``batch`` as frames of about BULK_FRAME_BYTES (or
-        batch.size, if larger)."""
-        log = slot.topic.partition(partition)
-        values = batch.column(2)
-        if pa.types.is_binary(values.type):
-            offsets = np.frombuffer(values.buffers()[1], dtype=np.int32, count=len(values) + 1, offset=values.offset * 4)
-        else:  # typed values: split by an even share of the bytes
-            per_row = max(1, batch.nbytes // max(1, batch.num_rows))
-            offsets = np.arange(batch.num_rows + 1, dtype=np.int64) * per_row
-        limit = max(self._batch_bytes, BULK_FRAME_BYTES)
-        start, n = 0, batch.num_rows
-        ts_col = batch.column(0)  # never null: timestamp values as int64, without a copy
-        ts_all = np.frombuffer(ts_col.buffers()[1], dtype=np.int64, count=len(ts_col), offset=ts_col.offset * 8)
-        with self._locks[(slot.name, partition)]:
-            while start < n:
-                # rows whose values fit in the limit (at least one)
-                end = int(np.searchsorted(offsets, offsets[start] + limit, side="right")) - 1
-                end = min(max(end, start + 1), n, start + self._batch_records)
-                chunk = batch.slice(start, end - start)
-                ts = ts_all[start:end]
-                log.append(chunk, fsync=self._fsync, min_timestamp=int(ts.min()), max_timestamp=int(ts.max()))
-                start = end
-        self._dirty.add(log)
-        self._count_sent(slot.name, partition, n, batch)
+    def _transactions(self) -> LocalTransactions:
+        if self._txn is None:
+            raise KafkaException(KafkaError(KafkaError._STATE, "this producer has no transactional.id: give one "
+                                            "in its config to use transactions"))
+        return self._txn
 
-    @staticmethod
-    def _timestamps(timestamps: Any, n: int) -> pa.Array:
-        if timestamps is None:
-            now = np.full(n, core.wall_clock_ms(), dtype=np.int64)
-            return pa.Array.from_buffers(TIMESTAMP_TYPE, n, [None, pa.py_buffer(now)])
-        if isinstance(timestamps, pa.ChunkedArray):
-            timestamps = timestamps.combine_chunks()
-        if isinstance(timestamps, pa.Array):
-            if pa.types.is_timestamp(timestamps.type):
-                arr = timestamps.cast(pa.timestamp("ms", tz=timestamps.type.tz)).cast(pa.int64())
-            else:
-                arr = timestamps.cast(pa.int64())
-        elif isinstance(timestamps, np.ndarray) and timestamps.dtype.kind == "M":
-            arr = pa.array(timestamps.astype("datetime64[ms]").astype(np.int64))
-        else:
-            arr = pa.array([to_epoch_ms(t) for t in timestamps], type=pa.int64())
-        if len(arr) != n:
-            raise InvalidArgumentError(f"timestamps has {len(arr)} entries; values has {n}")
-        if arr.null_count:
-            raise InvalidArgumentError("timestamps cannot be null")
-        return arr.cast(TIMESTAMP_TYPE)
+    def init_transactions(self, timeout: float | None = None) -> None:
+        """Take the transactional.id: fence its previous producer (any process) and
+        abort the transaction that one left open."""
+        self._transactions().init()
 
-    @staticmethod
-    def _headers_array(headers: Any, n: int) -> pa.Array:
-        if headers is None:
-            return pa.nulls(n, HEADERS_TYPE)
-        if isinstance(headers, pa.ChunkedArray):
-            headers = headers.combine_chunks()
-        if isinstance(headers, pa.Array):
-            arr = headers.cast(HEADERS_TYPE)
-        else:
-            rows = []
-            for h in headers:
-                if h is None:
-                    rows.append(None)
-                else:
-                    rows.append([{"key": k, "value": v} for k, v in core.normalize_headers(h)])
-            arr = pa.array(rows, type=HEADERS_TYPE)
-        if len(arr) != n:
-            raise InvalidArgumentError(f"headers has {len(arr)} entries; values has {n}")
-        return arr
+    def begin_transaction(self) -> None:
+        self._transactions().begin()
+
+    def send_offsets_to_transaction(self, positions: list, group_metadata: Any, timeout: float | None = None) -> None:
+        """Stage ``positions`` (TopicPartitions: the next offset to read) as the group's
+        committed offsets: applied by commit_transaction(), dropped by abort_transaction()."""
+        self._transactions().send_offsets(positions, group_metadata)
+
+    def commit_transaction(self, timeout: float | None = None) -> None:
+        """Append what is queued, then commit: its records become visible to read_committed
+        readers and its staged offsets are committed, all or nothing."""
+        self._transactions().commit()
+
+    def abort_transaction(self, timeout: float | None = None) -> None:
+        """Drop what is queued (delivery reports say _PURGE_QUEUE) and abort: readers with
+        read_committed never see the transaction's records."""
+        self._transactions().abort()
 
     def list_topics(self, topic: str | None = None, timeout: float = -1):
         from ...admin import cluster_metadata
@@ -669,6 +539,8 @@ class Producer(core.ProducerCore):
         if self._closed:
             return
         try:
+            if self._txn is not None:
+                self._txn.close()
             self.flush()
         finally:
             self._closed = True

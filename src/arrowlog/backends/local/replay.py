@@ -44,6 +44,7 @@ from ...convert import to_epoch_ms
 from ...errors import ConfigError
 from ...storage import LogDir
 from ...storage.cleaner import survivors
+from ...storage.evolution import conform
 from ...storage.reader import RangeReader
 
 # Bytes asked of a partition per read: many frames per call keeps the Python
@@ -155,7 +156,9 @@ class Replay:
         self._owns_log = owns_log
         self.topic = topic
         t = logdir.topic(topic)
+        t.refresh()   # an evolved value schema (storage/evolution.py), before the range is resolved
         self._topic = t
+        self._envelope = t.schema   # every frame is read in it (older generations with nulls)
         columns = self._value_format(value_format, value_schema, columns, typed=t.value_schema is not None)
         self.partitions = list(range(t.num_partitions)) if partitions is None else [int(p) for p in partitions]
         for p in self.partitions:
@@ -225,7 +228,7 @@ class Replay:
                 break
             for fr in frames:
                 if not self._txns.skipped(self.topic, p, fr, self._committed_only):
-                    yield fr.batch
+                    yield conform(fr.batch, self._envelope)
 
     def _partition_column(self, partition: int, n: int) -> pa.Array:
         """``n`` copies of ``partition``, sliced from one cached array."""

@@ -1,0 +1,133 @@
+"""Per-dataset frame statistics: what :mod:`arrowlog.dataset` scans learned
+about each frame (offset span, size, time range, per-field min/max), so later
+scans skip frames without reading them.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+class FrameStat:
+    __slots__ = ("base", "next", "size", "min_ts", "max_ts", "fields")
+
+    def __init__(self, base: int, next_offset: int, size: int, min_ts: int, max_ts: int):
+        self.base = base
+        self.next = next_offset
+        self.size = size
+        self.min_ts = min_ts
+        self.max_ts = max_ts
+        self.fields: dict[str, tuple[Any, Any]] = {}
+
+
+class PartitionStats:
+    """The frames of one partition seen so far, by base offset."""
+
+    def __init__(self) -> None:
+        self.bases: list[int] = []
+        self.frames: dict[int, FrameStat] = {}
+        self.lock = threading.Lock()  # engines may run two scans of one dataset at once
+        self.version = 0
+        self._arrays: tuple | None = None  # (version, bases, max_ts, min_ts, run end offsets per frame)
+
+    def find(self, offset: int) -> FrameStat | None:
+        with self.lock:
+            i = bisect.bisect_right(self.bases, offset) - 1
+            st = self.frames[self.bases[i]] if i >= 0 else None
+        return st if st is not None and st.base <= offset < st.next else None
+
+    def following(self, st: FrameStat) -> FrameStat | None:
+        with self.lock:
+            i = bisect.bisect_right(self.bases, st.base)
+            return self.frames[self.bases[i]] if i < len(self.bases) else None
+
+    def add(self, st: FrameStat) -> FrameStat:
+        with self.lock:
+            known = self.frames.get(st.base)
+            if known is not None and known.next == st.next:
+                return known
+            if known is None:
+                bisect.insort(self.bases, st.base)
+            self.frames[st.base] = st
+            self.version += 1
+            return st
+
+    def forget_from(self, offset: int) -> None:
+        """The log was cut back (recovery after a crash): drop what lay beyond."""
+        with self.lock:
+            keep = bisect.bisect_left(self.bases, offset)
+            for base in self.bases[keep:]:
+                del self.frames[base]
+            del self.bases[keep:]
+            if self.bases and self.frames[self.bases[-1]].next > offset:
+                del self.frames[self.bases.pop()]
+            self.version += 1
+
+    def time_skipper(self, tlo: int | None, thi: int | None):
+        """A function from a known frame that the time range excludes to the
+        next offset worth looking at: the next known frame whose time range
+        meets [tlo, thi], or the end of the run of known frames (where the
+        unknown begins). Vectorised, so a narrow window over many known
+        frames costs a binary search, not a walk."""
+        with self.lock:
+            if self._arrays is None or self._arrays[0] != self.version:
+                bases = np.fromiter(self.bases, np.int64, len(self.bases))
+                frames = [self.frames[b] for b in self.bases]
+                nexts = np.fromiter((f.next for f in frames), np.int64, len(frames))
+                min_ts = np.fromiter((f.min_ts for f in frames), np.int64, len(frames))
+                max_ts = np.fromiter((f.max_ts for f in frames), np.int64, len(frames))
+                # frames i..j form a run when each starts where the one before ends
+                breaks = np.flatnonzero(bases[1:] != nexts[:-1])
+                run_last = np.full(len(bases), len(bases) - 1, np.int64)
+                starts = np.concatenate(([0], breaks + 1))
+                ends = np.concatenate((breaks, [len(bases) - 1]))
+                for a, b in zip(starts, ends):
+                    run_last[a:b + 1] = b
+                self._arrays = (self.version, bases, nexts, min_ts, max_ts, run_last)
+            _, bases, nexts, min_ts, max_ts, run_last = self._arrays
+        keep = np.ones(len(bases), bool)
+        if tlo is not None:
+            keep &= max_ts >= tlo
+        if thi is not None:
+            keep &= min_ts <= thi
+        admitted = np.flatnonzero(keep)
+
+        def skip(st: FrameStat) -> int:
+            i = int(np.searchsorted(bases, st.base))
+            if i >= len(bases) or bases[i] != st.base:
+                return st.next
+            j = int(np.searchsorted(admitted, i, side="right"))
+            last = int(run_last[i])
+            if j < len(admitted) and admitted[j] <= last:
+                return int(bases[admitted[j]])
+            return int(nexts[last])
+
+        return skip
+
+
+class _OnlyNulls(tuple):
+    """The range of a frame's field that holds no value (a column added by a later
+    generation of the value schema reads as nulls in older frames): no condition
+    a filter's bounds come from (comparisons, IN) is true of a null."""
+
+
+ONLY_NULLS = _OnlyNulls((None, None))
+
+
+def field_range(array: pa.Array) -> tuple[Any, Any]:
+    if array.null_count == len(array):
+        return ONLY_NULLS
+    try:
+        mm = pc.min_max(array)
+        return mm["min"].as_py(), mm["max"].as_py()
+    except (pa.ArrowException, TypeError):
+        return None, None
+
+
+# -- the dataset -----------------------------------------------------------------------

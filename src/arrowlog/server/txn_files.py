@@ -1,0 +1,132 @@
+"""The transaction state's files, shared by every process of one data directory.
+
+``<data>/transactions/`` (snapshot.json + journal, see journal.py) is written by
+``arrowlog serve`` and by every transactional ``arrowlog.Producer`` on the
+directory, so there is one transaction coordinator state per directory:
+
+- ``lock`` (an flock): a writer holds it exclusively while it reads what the
+  others wrote, changes the state and journals the change (and while it
+  compacts); a reader holds it shared while it reads.
+- each process follows the journal from where it last read (complete lines
+  only); a new snapshot (another process compacted) makes it read everything
+  again. ``changed()`` tells, with two stats and no lock, whether anything was
+  written since: every change appends to the journal or replaces the snapshot.
+
+Thread-safety: callers serialise (TransactionCoordinator holds its own lock).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+
+from .journal import StateFiles
+
+log = logging.getLogger("arrowlog.server")
+
+
+def _identity(path: str) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+class SharedStateFiles(StateFiles):
+    """StateFiles that several processes write, under ``lock``. ``writable=False``:
+    a reader that never writes (and creates nothing)."""
+
+    def __init__(self, directory: str, what: str, compact_bytes: int, writable: bool = True):
+        super().__init__(directory, what, compact_bytes)
+        self.writable = writable
+        self._lock_fd = -1
+        self._snapshot_id: tuple | None = None   # the snapshot the state was read from
+        self._pos = 0                             # journal bytes read (complete lines)
+        if writable:
+            os.makedirs(directory, exist_ok=True)
+            self._lock_fd = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        else:
+            with contextlib.suppress(OSError):
+                self._lock_fd = os.open(os.path.join(directory, "lock"), os.O_RDONLY | os.O_CLOEXEC)
+
+    @contextlib.contextmanager
+    def locked(self, exclusive: bool):
+        """Hold the directory's transaction lock (blocking: holders keep it for one
+        change, a marker or a batch append)."""
+        if self._lock_fd < 0:
+            yield
+            return
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def changed(self) -> bool:
+        """Whether another process may have written since the last ``catch_up``."""
+        if _identity(self.snapshot_path) != self._snapshot_id:
+            return True
+        journal = _identity(self.journal_path)
+        return (journal[1] if journal else 0) != self._pos
+
+    def catch_up(self, reset, apply_snapshot, apply_event, lost: str) -> bool:
+        """Read what was written since the last call (hold the lock): everything again
+        (``reset()`` first) after a compaction, else the journal's new lines. True when
+        anything was read."""
+        snap = _identity(self.snapshot_path)
+        if snap != self._snapshot_id or self._journal_shrank():
+            reset()
+            self._snapshot_id, self._pos = snap, 0
+            if snap is not None:
+                try:
+                    with open(self.snapshot_path, "rb") as f:
+                        apply_snapshot(json.loads(f.read()))
+                except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                    log.error("%s snapshot %s is unreadable (%s): %s", self.what, self.snapshot_path, exc, lost)
+            self._tail(apply_event)
+            return True
+        return self._tail(apply_event)
+
+    def _journal_shrank(self) -> bool:
+        journal = _identity(self.journal_path)
+        return (journal[1] if journal else 0) < self._pos
+
+    def _tail(self, apply) -> bool:
+        try:
+            with open(self.journal_path, "rb") as f:
+                f.seek(self._pos)
+                data = f.read()
+        except FileNotFoundError:
+            return False
+        end = data.rfind(b"\n") + 1          # a line still being written is read next time
+        if end <= 0:
+            return False
+        for line in data[:end].split(b"\n"):
+            if not line:
+                continue
+            try:
+                apply(json.loads(line))
+            except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+                log.warning("%s journal: an unreadable line at byte %d skipped", self.what, self._pos)
+        self._pos += end
+        return True
+
+    def write(self, event: dict, fsync: bool = False) -> bool:
+        full = super().write(event, fsync)
+        self._pos = os.fstat(self._fd).st_size if self._fd >= 0 else self._pos   # our line: read already
+        return full
+
+    def compact(self, snapshot: dict) -> None:
+        super().compact(snapshot)
+        self._snapshot_id, self._pos = _identity(self.snapshot_path), 0
+
+    def close(self) -> None:
+        super().close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
