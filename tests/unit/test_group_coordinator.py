@@ -117,3 +117,33 @@ def test_current_members_may_commit_while_a_rebalance_is_prepared():
         await gc.stop()
 
     run(main())
+
+
+class DeletableOffsets(MemoryOffsets):
+    def __init__(self):
+        self.deleted: list[str] = []
+
+    def groups(self):
+        return ["g"]
+
+    def delete(self, group_id):
+        self.deleted.append(group_id)
+
+
+def test_delete_right_after_the_session_ran_out_is_not_refused():
+    """librdkafka's 0081 deletes a group exactly when its members' sessions run out:
+    Kafka's expiry timer has removed them by then, so the delete must not wait for the
+    coordinator's periodic sweep (NON_EMPTY_GROUP would be a race the client loses)."""
+    async def main():
+        offsets = DeletableOffsets()
+        gc = GroupCoordinator(offsets, initial_rebalance_delay_ms=0)
+        gc.start()
+        j = await gc.join(join_req("g", session_ms=6000), "c", "h", 5)
+        await gc.sync(sync_req("g", j, [(j["member_id"], b"x")]))
+        assert gc.delete("g") == E.NON_EMPTY_GROUP            # a live member
+        # Its session ran out; no await in between, so the sweep has not run.
+        gc.groups["g"].members[j["member_id"]].last_seen -= 7.0
+        assert gc.delete("g") == E.NONE and offsets.deleted == ["g"]
+        await gc.stop()
+
+    run(main())

@@ -390,19 +390,25 @@ class GroupCoordinator:
     async def _expire_loop(self) -> None:
         while True:
             await asyncio.sleep(0.1)
-            now = time.monotonic()
             for g in list(self.groups.values()):
-                expired = [mid for mid, m in g.members.items()
-                           if (m.join_future is None or m.join_future.done())
-                           and (m.sync_future is None or m.sync_future.done())
-                           and now - m.last_seen > m.session_timeout_ms / 1000.0]
-                for mid in expired:
-                    log.info("group %s: member %s session expired", g.group_id, mid)
-                    self._remove(g, mid)
-                if expired:
-                    self._after_membership_change(g, "session timeout")
-                elif g.state in (COMPLETING, STABLE) and self.files.others_changed(g):
+                if not self._expire_overdue(g) and g.state in (COMPLETING, STABLE) \
+                        and self.files.others_changed(g):
                     self._prepare_rebalance(g, "in-process members changed")
+
+    def _expire_overdue(self, g: Group) -> bool:
+        """Remove the members of ``g`` whose session ran out (not those waiting in a
+        join or sync); whether any was."""
+        now = time.monotonic()
+        expired = [mid for mid, m in g.members.items()
+                   if (m.join_future is None or m.join_future.done())
+                   and (m.sync_future is None or m.sync_future.done())
+                   and now - m.last_seen > m.session_timeout_ms / 1000.0]
+        for mid in expired:
+            log.info("group %s: member %s session expired", g.group_id, mid)
+            self._remove(g, mid)
+        if expired:
+            self._after_membership_change(g, "session timeout")
+        return bool(expired)
 
     # ------------------------------------------------------------ offsets
     def check_commit(self, group_id: str, generation_id: int, member_id: str,
@@ -465,6 +471,10 @@ class GroupCoordinator:
         if group_id_problem(group_id):
             return E.INVALID_GROUP_ID
         g = self.groups.get(group_id)
+        if g is not None and g.members:
+            # Members whose session ran out are gone, as Kafka's exact expiry timer
+            # would have removed them, even if the periodic sweep has not run yet.
+            self._expire_overdue(g)
         if g is not None and g.members:
             return E.NON_EMPTY_GROUP
         known = g is not None or group_id in self.store.groups()
