@@ -154,18 +154,22 @@ def test_async_commits_are_coalesced_and_visible_after_committed(data):
     c.close()
 
 
-def test_close_commits_when_the_committer_thread_was_interrupted_while_starting(data, monkeypatch):
+@pytest.mark.parametrize("thread_runs", [False, True])
+def test_close_commits_when_the_committer_thread_was_interrupted_while_starting(data, monkeypatch, thread_runs):
     """The CLI's SIGTERM handler raises SystemExit wherever the main thread is, also inside
-    Thread.start() of the first asynchronous commit: close() still writes what was submitted
-    instead of failing to join a thread that never started."""
+    Thread.start() of the first asynchronous commit, before or after the new thread runs:
+    close() still writes what was submitted instead of failing to join a thread that never started."""
     fill(data, 10, partitions=1)
     c = consumer(data)
     start = threading.Thread.start
 
     def interrupted(thread):
-        if thread.name == "arrowlog-committer":
-            raise SystemExit(143)
-        start(thread)
+        if thread.name != "arrowlog-committer":
+            start(thread)
+            return
+        if thread_runs:
+            start(thread)
+        raise SystemExit(143)
 
     monkeypatch.setattr(threading.Thread, "start", interrupted)
     with pytest.raises(SystemExit):
