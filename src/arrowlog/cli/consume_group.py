@@ -67,8 +67,8 @@ def _stop_on_signals() -> Iterator[Callable[[], bool]]:
     try:
         yield lambda: bool(received)
     finally:
-        for sig, prev in previous.items():
-            signal.signal(sig, prev)
+        for signum, prev in previous.items():
+            signal.signal(signum, prev)
     if received:
         if received[0] == signal.SIGINT:
             raise KeyboardInterrupt
