@@ -317,8 +317,8 @@ class LogDirCollector(Collector):
             self._cleaner[key] = cached
         return cached[1]
 
-    def _group_rows(self, group: str) -> tuple[int, list[tuple[str, int, int | None]]]:
-        """(live members, [(topic, partition, committed or None)]) of a group, as
+    def _group_rows(self, group: str) -> tuple[set[str], list[tuple[str, int, int | None]]]:
+        """(live member ids, [(topic, partition, committed or None)]) of a group, as
         GroupAdmin.describe lists them; described again only when its offsets file
         was replaced or its members changed."""
         live = self.admin.live_members(group)
@@ -335,7 +335,7 @@ class LogDirCollector(Collector):
             desc = self.admin.describe(group)
             cached = (key, [(r.topic, r.partition, r.committed) for r in desc.partitions])
             self._groups[group] = cached
-        return len(live), cached[1]
+        return {m.member_id for m in live}, cached[1]
 
     def _lag_seconds(self, topic: str, partition: int, committed: int, behind: int, now_ms: int) -> float:
         """lag_seconds with the committed record's timestamp remembered per partition."""
@@ -349,8 +349,8 @@ class LogDirCollector(Collector):
         self._stamps_used[key] = stamp
         return age_seconds(now_ms, stamp)
 
-    def _server_members(self) -> dict[str, int]:
-        return {gid: len(members) for gid, (_, members) in server_groups(self.coordinator).items()}
+    def _server_members(self) -> dict[str, set[str]]:
+        return {gid: {m.member_id for m in members} for gid, (_, members) in server_groups(self.coordinator).items()}
 
     def _group_metrics(self, now_ms: int, watermarks: dict[tuple[str, int], int]) -> Iterator[Any]:
         """Per group; lag is computed from the high watermarks this scrape reported
@@ -377,11 +377,12 @@ class LogDirCollector(Collector):
             del self._groups[gone]
         for group in names:
             try:
-                nmembers, rows = self._group_rows(group)
+                live, rows = self._group_rows(group)
             except (ArrowlogError, OSError) as exc:  # only in-memory members, or a damaged offsets file
                 log.debug("metrics: no offsets for group %s: %s", group, exc)
-                nmembers, rows = 0, []
-            members.add_metric([group], nmembers + server_members.get(group, 0))
+                live, rows = set(), []
+            # a wire member is both one of the server's and a member file (groups/wire.py): count it once
+            members.add_metric([group], len(live | server_members.get(group, set())))
             sums: dict[str, list[int]] = {}
             for topic, partition, committed in rows:
                 high = watermarks.get((topic, partition))

@@ -37,9 +37,8 @@ from arrowlog.console.serving import ConsoleHTTP  # noqa: E402
 from arrowlog.groups.admin import GroupAdmin  # noqa: E402
 
 WAIT_S = 60.0
-NOW_MS = int(time.time() * 1000)
-BASE_MS = NOW_MS - 10 * 60_000          # records spread over the last ten minutes
 ORDERS = 300
+STEP_MS = 2000                          # orders are stamped 2 s apart: ten minutes of them
 EVIL = "<script>window.__pwned = 1; alert('pwned')</script>"
 
 
@@ -65,7 +64,15 @@ def shots(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory):
+def base_ms():
+    """The first order's timestamp: ten minutes before the fixtures write them, so the newest
+    is stamped "now". Taken when the data is written, not when the module is imported (a full
+    run imports it long before, and the produce-rate chart only shows the last 15 minutes)."""
+    return int(time.time() * 1000) - ORDERS * STEP_MS
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory, base_ms):
     """A data directory with topics ``orders`` (3 partitions, JSON values, headers,
     one ``<script>`` value) and ``clicks`` (written to all along), a group
     ``billing`` with a live member that read 60 records and stopped, and a group
@@ -76,9 +83,9 @@ def live(tmp_path_factory):
             p.produce("orders", key=f"customer-{i % 25}".encode(),
                       value=f'{{"order": {i}, "amount": {i * 3}}}'.encode(),
                       headers=[("source", b"web"), ("trace", f"t-{i}".encode())],
-                      timestamp=BASE_MS + i * 2000)
+                      timestamp=base_ms + i * STEP_MS)
         p.produce("orders", key=b"evil", value=EVIL.encode(), headers=[("x", EVIL.encode())],
-                  timestamp=BASE_MS + ORDERS * 2000)
+                  timestamp=base_ms + ORDERS * STEP_MS)
         p.flush()
     stop = threading.Event()
 
@@ -187,8 +194,8 @@ def test_browse_by_offset_and_page_forward_and_back(browser, console, live, shot
     browser.save_screenshot(os.path.join(shots, "console-messages.png"))
 
 
-def test_seek_by_time_goes_through_the_time_index(browser, console, live):
-    target_ms = BASE_MS + 123 * 2000 + 500   # between two records' timestamps
+def test_seek_by_time_goes_through_the_time_index(browser, console, live, base_ms):
+    target_ms = base_ms + 123 * STEP_MS + 500   # between two records' timestamps
     when = dt.datetime.fromtimestamp(target_ms / 1000, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
     open_page(browser, console.url + "topics/orders", "#records")
     Select(browser.find_element(By.ID, "mode")).select_by_value("time")

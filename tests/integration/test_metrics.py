@@ -398,9 +398,13 @@ def test_console_under_serve_shows_kafka_group_members(data_dir):
 
         groups = page("groups")
         assert 'data-group="web"' in groups and "Stable" in groups
+        # the wire member is also a member file (groups/wire.py): one member, listed once
+        row = groups.split('data-group="web"', 1)[1].split("</tr>", 1)[0]
+        assert '<td class="num">1</td>' in row
         group = page("groups/web")
         members = group.split('id="members"', 1)[1].split("</table>", 1)[0]
         assert "web-reader" in members and "clicks-0, clicks-1" in members
+        assert members.count("<tr><td>") == 1
         owner = group.split('data-tp="clicks-0"', 1)[1].split("</tr>", 1)[0]
         assert "web-reader" in owner   # librdkafka member ids start with the client id
         m = scrape(srv.metrics_url)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 
 import pytest
 
@@ -151,6 +152,33 @@ def test_async_commits_are_coalesced_and_visible_after_committed(data):
         assert c.commit(offsets=[TopicPartition("t", 0, off)], asynchronous=True) is None
     assert c.committed([TopicPartition("t", 0)])[0].offset == 199
     c.close()
+
+
+@pytest.mark.parametrize("thread_runs", [False, True])
+def test_close_commits_when_the_committer_thread_was_interrupted_while_starting(data, monkeypatch, thread_runs):
+    """The CLI's SIGTERM handler raises SystemExit wherever the main thread is, also inside
+    Thread.start() of the first asynchronous commit, before or after the new thread runs:
+    close() still writes what was submitted instead of failing to join a thread that never started."""
+    fill(data, 10, partitions=1)
+    c = consumer(data)
+    start = threading.Thread.start
+
+    def interrupted(thread):
+        if thread.name != "arrowlog-committer":
+            start(thread)
+            return
+        if thread_runs:
+            start(thread)
+        raise SystemExit(143)
+
+    monkeypatch.setattr(threading.Thread, "start", interrupted)
+    with pytest.raises(SystemExit):
+        c.commit(offsets=[TopicPartition("t", 0, 5)], asynchronous=True)
+    monkeypatch.undo()
+    c.close()
+    again = consumer(data)
+    assert again.committed([TopicPartition("t", 0)])[0].offset == 5
+    again.close()
 
 
 def test_sync_commit_with_nothing_stored_raises_no_offset(data):

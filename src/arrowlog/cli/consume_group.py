@@ -9,12 +9,21 @@ Commits cover what was written to stdout, never more: after each batch is
 written and flushed the positions reached are committed (asynchronously),
 and on exit (end of log, ``-c``, Ctrl-C) synchronously. Delivery is
 therefore at-least-once, as with any Kafka consumer.
+
+Ctrl-C and SIGTERM stop the read between batches: an exception raised by a
+signal handler wherever the main thread is can land inside a lock's
+acquire/release or ``Thread.start()`` of the group's commit machinery and
+leave the final commit hanging or failing. The signal then ends the process
+as it would have (exit 130, 143); a second one acts at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from .common import note
 from .formatting import Record
@@ -34,8 +43,46 @@ def _message_record(m: Any, watermarks: dict[int, tuple[int, int]]) -> Record:
     )
 
 
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[Callable[[], bool]]:
+    """Yields ``stopped()``: True once SIGINT or SIGTERM arrived. Leaving the block
+    (normally) raises what the signal would have: KeyboardInterrupt or SystemExit(128 + signum)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    received: list[int] = []
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        if not received:
+            received.append(signum)
+            return
+        prev = previous.get(signum)
+        if callable(prev):  # a second signal: what it would have done at once
+            prev(signum, frame)
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield lambda: bool(received)
+    finally:
+        for signum, prev in previous.items():
+            signal.signal(signum, prev)
+    if received:
+        if received[0] == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + received[0])
+
+
 def consume_as_group(data_dir: str, logdir: Any, topic: Any, group: str, spec: OffsetSpec, formatter: Any,
                      out: Any, count: int | None, follow: bool) -> int:
+    with _stop_on_signals() as stopped:
+        return _consume(data_dir, logdir, topic, group, spec, formatter, out, count, follow, stopped)
+
+
+def _consume(data_dir: str, logdir: Any, topic: Any, group: str, spec: OffsetSpec, formatter: Any,
+             out: Any, count: int | None, follow: bool, stopped: Callable[[], bool]) -> int:
     import arrowlog
     from arrowlog import TopicPartition
     from arrowlog.errors import KafkaError, KafkaException
@@ -97,7 +144,7 @@ def consume_as_group(data_dir: str, logdir: Any, topic: Any, group: str, spec: O
             out.flush()
             if printed and not done:
                 consumer.commit(offsets=_offsets(TopicPartition, printed), asynchronous=True)
-            if done:
+            if done or stopped():
                 return written
             if follow:
                 continue

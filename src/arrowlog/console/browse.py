@@ -345,9 +345,13 @@ class Browser:
             d = GroupDescription(group, state, 0, [], [])
         known = {(p.topic, p.partition) for p in d.partitions}
         owners = {}
+        # a wire member is also a member file (groups/wire.py): listed once, as the server knows it
+        files = {m.member_id: m for m in d.members}
+        d.members = [m for m in d.members if m.member_id not in {s.member_id for s in members}]
         for m in members:
             subscription, assignment = decode_subscription(m.subscription), decode_assignment(m.assignment)
-            d.members.append(MemberDescription(m.member_id, m.client_id, 0, m.client_host, subscription,
+            pid = files[m.member_id].pid if m.member_id in files else 0
+            d.members.append(MemberDescription(m.member_id, m.client_id, pid, m.client_host, subscription,
                                                assignment))
             owners.update({tp: m.member_id for tp in assignment})
             for topic in subscription:  # partitions it reads but has not committed for

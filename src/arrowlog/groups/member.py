@@ -78,8 +78,12 @@ class Committer:
         with self._cond:
             self._pending.update(offsets)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="arrowlog-committer", daemon=True)
-                self._thread.start()
+                # recorded only once started: an exception raised inside start() (the CLI's SIGTERM
+                # handler raises SystemExit wherever the main thread is) must not leave close() an
+                # unstarted thread to join; a thread started anyway exits on _closing by itself
+                thread = threading.Thread(target=self._run, name="arrowlog-committer", daemon=True)
+                thread.start()
+                self._thread = thread
             self._cond.notify()
 
     def flush(self) -> None:
