@@ -184,10 +184,18 @@ class TypedTopics:
                 except InvalidRecordError as exc:
                     log.warning("%s", exc)
 
+    @staticmethod
+    def write_refusal(topic: str) -> str | None:
+        """Why Kafka clients may not produce to ``topic`` at all (None: they may)."""
+        if topic == SCHEMAS_TOPIC:
+            return f"{SCHEMAS_TOPIC} is written by the schema registry only: use its REST API"
+        return None
+
     def on_produce(self, topic: str, batches: list) -> list:
         """``batches`` with their values turned into the topic's columns (untyped topics: unchanged)."""
-        if topic == SCHEMAS_TOPIC:
-            raise InvalidRecordError(f"{SCHEMAS_TOPIC} is written by the schema registry only: use its REST API")
+        refusal = self.write_refusal(topic)
+        if refusal is not None:
+            raise InvalidRecordError(refusal)
         t = self.store.topic(topic)
         if t is None or t.value_schema is None:
             return batches

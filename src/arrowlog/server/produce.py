@@ -192,15 +192,18 @@ class ProduceHandlers:
         if any(b.is_control for b in batches):
             return {**fail, "error_code": E.INVALID_RECORD,
                     "error_message": "control batches are written by the transaction coordinator, not produced"}
-        if self.broker.typed is not None:  # typed topics: wire-format values become columns (docs/REGISTRY.md)
-            try:
-                batches = self.broker.typed.on_produce(topic, batches)
-            except AE.ArrowlogError as exc:
-                return {**fail, "error_code": E.INVALID_RECORD, "error_message": str(exc)}
-        if getattr(pl, "compacted", False):
+        typed = self.broker.typed
+        if typed is not None and (refusal := typed.write_refusal(topic)) is not None:
+            return {**fail, "error_code": E.INVALID_RECORD, "error_message": refusal}
+        if getattr(pl, "compacted", False):   # before decoding: a refused batch changes nothing
             refused = _keyless(topic, index, batches)
             if refused is not None:
                 return {**fail, **refused}
+        if typed is not None:  # typed topics: wire-format values become columns (docs/REGISTRY.md)
+            try:
+                batches = typed.on_produce(topic, batches)
+            except AE.ArrowlogError as exc:
+                return {**fail, "error_code": E.INVALID_RECORD, "error_message": str(exc)}
         first = None
         for b in batches:
             if b.is_transactional:
