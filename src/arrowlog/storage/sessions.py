@@ -233,7 +233,7 @@ class SessionMixin(LogBase):
             self._read_generation = -1
             self._hint = None
             for seg in views.values():
-                close_fds(seg, "log_fd", "index_fd", "time_index_fd")
+                seg.release_descriptors()
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None

@@ -1,0 +1,56 @@
+"""Replay over many small partitions: what each partition costs the reader
+(issue 19, many partitions)."""
+
+import os
+
+import arrowlog
+from arrowlog.storage import LogDir
+
+
+def fill(path, partitions, per_partition):
+    with LogDir(path) as d:
+        d.create_topic("t", partitions)
+    with arrowlog.Producer({"log.dir": path, "linger.ms": 1000}) as p:
+        for i in range(partitions * per_partition):
+            p.produce("t", b"v%d" % i, partition=i % partitions)
+        p.flush()
+
+
+def open_paths() -> list[str]:
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            out.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass
+    return out
+
+
+def test_the_partition_column_holds_no_more_memory_than_its_rows(tmp_path):
+    path = str(tmp_path / "d")
+    fill(path, 64, 3)
+    table = arrowlog.replay(path, "t").to_arrow()
+    assert table.num_rows == 64 * 3
+    assert sorted(set(table.column("partition").to_pylist())) == list(range(64))
+    assert table.column("partition").to_pylist() == sorted(table.column("partition").to_pylist())
+    # int32 per row, at most twice over (the cached array grows by doubling);
+    # a fixed 65,536-row array per partition held 16 MiB here
+    assert table.column("partition").get_total_buffer_size() <= 64 * 3 * 4 * 2 + 64 * 64
+
+
+def test_a_replay_from_the_start_opens_no_index_file(tmp_path):
+    path = str(tmp_path / "d")
+    fill(path, 4, 50)
+    r = arrowlog.replay(path, "t")
+    try:
+        table = r.to_arrow()
+        assert table.num_rows == 200
+        opened = [p for p in open_paths() if p.startswith(path)]
+        assert any(p.endswith(".log") for p in opened), opened
+        assert not [p for p in opened if p.endswith((".index", ".timeindex"))]
+        # a read from the middle still uses them, opened on first use
+        log = r._logdir.topic("t").partition(0)
+        frames = log.read(25)
+        assert frames and frames[0].base_offset <= 25 < frames[0].next_offset
+    finally:
+        r.close()
