@@ -54,3 +54,28 @@ def test_a_replay_from_the_start_opens_no_index_file(tmp_path):
         assert frames and frames[0].base_offset <= 25 < frames[0].next_offset
     finally:
         r.close()
+
+
+def test_a_producer_close_syncs_the_file_system_once_for_the_data_and_once_for_the_clean_marks(tmp_path,
+                                                                                             monkeypatch):
+    from arrowlog.storage import partition as partition_mod
+    path = str(tmp_path / "d")
+    with LogDir(path) as d:
+        d.create_topic("t", 40)
+    p = arrowlog.Producer({"log.dir": path, "linger.ms": 1000})
+    for i in range(400):
+        p.produce("t", b"v%d" % i, partition=i % 40)
+    p.flush()
+    syncfs = []
+    real = partition_mod._syncfs
+    monkeypatch.setattr(partition_mod, "_syncfs", lambda fd: (syncfs.append(fd), real(fd))[1])
+    p.close()
+    # the data once (the Producer's last sync), the clean marks once: the
+    # data is not synced a second time before the marks
+    assert len(syncfs) <= 2
+    monkeypatch.undo()
+    with LogDir(path) as d:
+        t = d.topic("t")
+        for part in range(40):
+            st = t.partition(part).state
+            assert st.clean and st.snapshot()["recovery_point"] == 10
