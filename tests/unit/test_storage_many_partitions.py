@@ -38,7 +38,7 @@ def test_the_partition_column_holds_no_more_memory_than_its_rows(tmp_path):
     assert table.column("partition").get_total_buffer_size() <= 64 * 3 * 4 * 2 + 64 * 64
 
 
-def test_a_replay_holds_no_segment_descriptor_once_the_segments_are_mapped(tmp_path):
+def test_a_replay_holds_no_index_descriptor_once_the_segments_are_mapped(tmp_path):
     path = str(tmp_path / "d")
     fill(path, 4, 50)
     r = arrowlog.replay(path, "t")
@@ -48,8 +48,9 @@ def test_a_replay_holds_no_segment_descriptor_once_the_segments_are_mapped(tmp_p
         opened = [p for p in open_paths() if p.startswith(path)]
         assert any(p.endswith("partition.state") for p in opened), opened
         # the active segment was checked and read through one read view,
-        # whose descriptors were closed once it was mapped
-        assert not [p for p in opened if p.endswith((".log", ".index", ".timeindex"))], opened
+        # whose index descriptors were closed once they were mapped
+        assert len([p for p in opened if p.endswith(".log")]) == 4, opened
+        assert not [p for p in opened if p.endswith((".index", ".timeindex"))], opened
         # a read from the middle still uses them, opened on first use
         log = r._logdir.topic("t").partition(0)
         frames = log.read(25)
@@ -81,3 +82,28 @@ def test_a_producer_close_syncs_the_file_system_once_for_the_data_and_once_for_t
         for part in range(40):
             st = t.partition(part).state
             assert st.clean and st.snapshot()["recovery_point"] == 10
+
+
+def test_syncing_a_partition_whose_closed_segments_are_synced_lists_no_directory(tmp_path, monkeypatch):
+    from arrowlog._native import core
+
+    def one(value):
+        acc = core.RecordAccumulator()
+        acc.append_record(b"k", value, core.wall_clock_ms())
+        log.append(acc.take())
+
+    with LogDir(str(tmp_path / "d")) as d:
+        log = d.create_topic("t", 1, config={"segment.bytes": 4096}).partition(0)
+        # fill until a third segment has just started (a roll leaves it empty)
+        while len(log.segment_bases()) < 3:
+            one(b"v" * 300)
+        log.sync()
+        listed = []
+        real = os.listdir
+        monkeypatch.setattr(os, "listdir", lambda p=".": (listed.append(p), real(p))[1])
+        one(b"v")  # into the active segment: the closed ones are all below the recovery point
+        st = log.state.snapshot()
+        assert st["active_base_offset"] <= st["recovery_point"] < st["next_offset"]
+        log.sync()
+        assert listed == []
+        assert log.state.snapshot()["recovery_point"] == st["next_offset"]

@@ -116,11 +116,11 @@ class LogBase:
         return self._segment(base, st)
 
     def _release_view(self, base: int) -> None:
-        """Close a read view's descriptors, keeping its mappings (reads need
-        no descriptor; a partition then holds no more than the writer's)."""
+        """Close a read view's index descriptors, keeping its mappings (its
+        .log's stays: once the segment is rolled, reads ask its size)."""
         seg = self._segments.get(base)
         if seg is not None:
-            seg.release_descriptors()
+            seg.release_descriptors(keep_log=True)
 
     def _delete_segment_files(self, base: int) -> None:
         seg = self._segments.pop(base, None)

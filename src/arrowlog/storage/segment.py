@@ -596,14 +596,15 @@ class Segment:
                                      f"{batch.num_rows} records")
         return batch
 
-    def release_descriptors(self) -> None:
+    def release_descriptors(self, keep_log: bool = False) -> None:
         """Close the descriptors but keep the mappings (a parked partition's
         read views stay usable by readers holding them; indexes not opened
-        yet stay unopened)."""
+        yet stay unopened). ``keep_log``: the .log's stays, so the file's
+        size can still be asked (a roll trims it)."""
         if not self.__dict__.get("_indexes_open", True):
             self._indexes_open = True
             self.index_fd = self.time_index_fd = -1
-        close_fds(self, "log_fd", "index_fd", "time_index_fd")
+        close_fds(self, *(() if keep_log else ("log_fd",)), "index_fd", "time_index_fd")
 
     def close(self) -> None:
         self._batches = {}
