@@ -107,3 +107,13 @@ def test_syncing_a_partition_whose_closed_segments_are_synced_lists_no_directory
         log.sync()
         assert listed == []
         assert log.state.snapshot()["recovery_point"] == st["next_offset"]
+
+
+def test_opening_an_existing_partition_makes_no_directory(tmp_path, monkeypatch):
+    path = str(tmp_path / "d")
+    fill(path, 3, 2)
+    made = []
+    real = os.mkdir
+    monkeypatch.setattr(os, "mkdir", lambda p, *a, **k: (made.append(p), real(p, *a, **k))[1])
+    assert arrowlog.replay(path, "t").to_arrow().num_rows == 6
+    assert not [p for p in made if "/topics/t/" in os.fspath(p)]
