@@ -43,6 +43,7 @@ from .._native import core
 from ..errors import CorruptRecordError
 from .files import close_fds, storage_error
 from .index import Indexer
+from .schemas import schema_of
 
 SEGMENT_MAGIC = b"ARWLSEG1"
 SEGMENT_FIXED_HEADER = 40
@@ -104,24 +105,8 @@ _verified_lock = threading.Lock()
 
 
 # A read view's index attributes, set when first used (Segment.__getattr__)
-_LAZY_INDEX_ATTRS = frozenset({"index", "time_index", "index_fd", "time_index_fd", "index_file_size",
-                               "time_index_file_size"})
+_LAZY_INDEX_ATTRS = frozenset(a + b for a in ("index", "time_index") for b in ("", "_fd", "_file_size"))
 _LAZY_INDEX_LOCK = threading.Lock()
-
-# Decoded segment schemas by their serialised bytes: every segment of a topic
-# carries the same few, and decoding one costs more than opening the files.
-_SCHEMAS: dict[bytes, pa.Schema] = {}
-MAX_SCHEMAS_CACHED = 256
-
-
-def _schema_of(message: bytes) -> pa.Schema:
-    schema = _SCHEMAS.get(message)
-    if schema is None:
-        schema = pa.ipc.read_schema(pa.py_buffer(message))
-        if len(_SCHEMAS) >= MAX_SCHEMAS_CACHED:
-            _SCHEMAS.clear()
-        _SCHEMAS[message] = schema
-    return schema
 
 
 def verified_frames(key: tuple) -> set[int]:
@@ -241,11 +226,8 @@ class Segment:
                 raise
             raise storage_error(exc, f"cannot open segment {self.log_path}") from exc
         if writable:
-            self.index_fd = -1
-            self.time_index_fd = -1
-        else:
-            # a read view opens its indexes on first use (__getattr__): a
-            # replay from a segment's start never needs them
+            self.index_fd = self.time_index_fd = -1
+        else:  # a read view opens its indexes on first use (__getattr__): a read from the start needs none
             self._indexes_open = False
         self.verified: set[int] = set()  # positions of frames whose CRC passed (check_crcs)
         self.verified_key: tuple | None = None  # its key in the process-wide memory
@@ -327,7 +309,7 @@ class Segment:
         self.header_size = header_size
         self.created_ms = created
         self.compression = COMPRESSION_NAMES.get(flags & 3)
-        self.schema = _schema_of(self.log.read(SEGMENT_FIXED_HEADER, schema_size))
+        self.schema = schema_of(self.log.read(SEGMENT_FIXED_HEADER, schema_size))
 
     # -- indexes ------------------------------------------------------------
 
