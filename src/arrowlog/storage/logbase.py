@@ -108,6 +108,20 @@ class LogBase:
     def _open_writer_segment(self, base: int) -> Segment:
         return Segment(self.directory, base, writable=True, capacity=self._capacity())
 
+    def _check_view(self, base: int, st: dict) -> Segment:
+        """The read view of segment ``base`` a clean open checks the active
+        segment through: kept for the reads of the same generation, so a
+        replay opens each partition's active segment once, not twice."""
+        self._read_generation = st["generation"]
+        return self._segment(base, st)
+
+    def _release_view(self, base: int) -> None:
+        """Close a read view's index descriptors, keeping its mappings (its
+        .log's stays: once the segment is rolled, reads ask its size)."""
+        seg = self._segments.get(base)
+        if seg is not None:
+            seg.release_descriptors(keep_log=True)
+
     def _delete_segment_files(self, base: int) -> None:
         seg = self._segments.pop(base, None)
         if seg is not None:

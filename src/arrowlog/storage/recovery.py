@@ -266,7 +266,9 @@ class RecoveryMixin(LogBase):
                     return missing_between(expected, base)
                 return f"segment {segment_name(base)}.log overlaps the segment before it (which ends at {expected})"
             try:
-                seg = self._open_writer_segment(base)
+                # the active segment is checked through the read view the
+                # first read then uses (opened once, not twice)
+                seg = self._open_writer_segment(base) if base < active else self._check_view(base, st)
             except (CorruptRecordError, OSError) as exc:
                 return f"segment {segment_name(base)}.log cannot be opened: {exc}"
             try:
@@ -275,7 +277,10 @@ class RecoveryMixin(LogBase):
                 else:
                     problem = self._check_active(seg, st)
             finally:
-                seg.close()
+                if base < active:
+                    seg.close()
+                else:
+                    self._release_view(base)
             if problem is not None:
                 return problem
         return None
@@ -306,8 +311,14 @@ class RecoveryMixin(LogBase):
         oe = st["offset_index_entries"]
         if not seg.index_is_sane(oe, st["time_index_entries"], end):
             _, _, frames = core.scan_frames(seg.log, seg.header_size, end, seg.first_offset(end), True)
-            oe, te, since, _ = seg.rebuild_indexes(frames, self.index_interval)
+            writer = self._open_writer_segment(seg.base_offset)
+            try:
+                oe, te, since, _ = writer.rebuild_indexes(frames, self.index_interval)
+            finally:
+                writer.close()
             self.state.publish(offset_index_entries=oe, time_index_entries=te, bytes_since_index=since)
+            self._forget_read_views()  # reopened with the rebuilt indexes
+            seg = self._check_view(seg.base_offset, st)
         position, base = tail_start(seg, oe, end)
         nxt, reached, _ = walk_frames(seg, position, end, base)
         if reached != end or nxt != st["next_offset"]:

@@ -43,6 +43,7 @@ from .._native import core
 from ..errors import CorruptRecordError
 from .files import close_fds, storage_error
 from .index import Indexer
+from .schemas import schema_of
 
 SEGMENT_MAGIC = b"ARWLSEG1"
 SEGMENT_FIXED_HEADER = 40
@@ -101,6 +102,11 @@ MAX_REMEMBERED_FRAMES = 1 << 20
 _verified: dict[tuple, set[int]] = {}
 _verified_frames = 0
 _verified_lock = threading.Lock()
+
+
+# A read view's index attributes, set when first used (Segment.__getattr__)
+_LAZY_INDEX_ATTRS = frozenset(a + b for a in ("index", "time_index") for b in ("", "_fd", "_file_size"))
+_LAZY_INDEX_LOCK = threading.Lock()
 
 
 def verified_frames(key: tuple) -> set[int]:
@@ -219,8 +225,10 @@ class Segment:
             if exc.errno == errno.ENOENT:
                 raise
             raise storage_error(exc, f"cannot open segment {self.log_path}") from exc
-        self.index_fd = -1
-        self.time_index_fd = -1
+        if writable:
+            self.index_fd = self.time_index_fd = -1
+        else:  # a read view opens its indexes on first use (__getattr__): a read from the start needs none
+            self._indexes_open = False
         self.verified: set[int] = set()  # positions of frames whose CRC passed (check_crcs)
         self.verified_key: tuple | None = None  # its key in the process-wide memory
         self._batches: dict[int, tuple[bytes, pa.RecordBatch]] = {}  # frame_batch's decoded frames
@@ -233,9 +241,10 @@ class Segment:
             if generation is not None:  # a read view: share what this process checked
                 self.verified_key = (st.st_dev, st.st_ino, st.st_ctime_ns, self.created_ms, generation)
                 self.verified = verified_frames(self.verified_key)
-            self.index = None
-            self.time_index = None
-            self._open_indexes()
+            if writable:
+                self.index = None
+                self.time_index = None
+                self._open_indexes()
         except BaseException:
             self.close()
             raise
@@ -300,7 +309,7 @@ class Segment:
         self.header_size = header_size
         self.created_ms = created
         self.compression = COMPRESSION_NAMES.get(flags & 3)
-        self.schema = pa.ipc.read_schema(pa.py_buffer(self.log.read(SEGMENT_FIXED_HEADER, schema_size)))
+        self.schema = schema_of(self.log.read(SEGMENT_FIXED_HEADER, schema_size))
 
     # -- indexes ------------------------------------------------------------
 
@@ -323,6 +332,21 @@ class Segment:
             setattr(self, attr + "_fd", fd)
             setattr(self, attr + "_file_size", os.fstat(fd).st_size)
             setattr(self, attr, core.MappedFile(fd, INDEX_BYTES, self.writable, path))
+
+    def __getattr__(self, name: str):
+        # only reached for attributes not set yet: a read view's indexes
+        if name in _LAZY_INDEX_ATTRS and not self.__dict__.get("_indexes_open", True):
+            with _LAZY_INDEX_LOCK:
+                if not self._indexes_open:
+                    self.index_fd = self.time_index_fd = -1
+                    self.index = self.time_index = None
+                    try:
+                        if self.__dict__.get("log") is not None:  # not closed
+                            self._open_indexes()
+                    finally:
+                        self._indexes_open = True
+            return object.__getattribute__(self, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _index_room(self, attr: str, slot: int, entry_size: int) -> None:
         """Back index entry ``slot`` with disk blocks before it is written:
@@ -454,7 +478,7 @@ class Segment:
         after it), starting from the offset index and scanning forward."""
         position = self.header_size
         rel = offset - self.base_offset
-        if index_entries and self.index is not None and rel >= 0:
+        if index_entries and rel > 0 and self.index is not None:
             hit = core.offset_index_lookup(self.index, index_entries, min(rel, MAX_RELATIVE_OFFSET))
             if hit is not None and self.header_size <= hit[1] < end:
                 position = hit[1]
@@ -554,9 +578,19 @@ class Segment:
                                      f"{batch.num_rows} records")
         return batch
 
+    def release_descriptors(self, keep_log: bool = False) -> None:
+        """Close the descriptors but keep the mappings (a parked partition's
+        read views stay usable by readers holding them; indexes not opened
+        yet stay unopened). ``keep_log``: the .log's stays, so the file's
+        size can still be asked (a roll trims it)."""
+        if not self.__dict__.get("_indexes_open", True):
+            self._indexes_open = True
+            self.index_fd = self.time_index_fd = -1
+        close_fds(self, *(() if keep_log else ("log_fd",)), "index_fd", "time_index_fd")
+
     def close(self) -> None:
         self._batches = {}
-        close_fds(self, "log_fd", "index_fd", "time_index_fd")
+        self.release_descriptors()
         # Mappings are released when the last Arrow buffer or Message that
         # points into them is gone.
         self.log = self.index = self.time_index = None

@@ -72,11 +72,12 @@ class SessionMixin(LogBase):
             self._lock.release()
 
     def _open_files(self, directory: str) -> None:
-        try:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-        except OSError as exc:
-            if exc.errno != errno.EROFS or not os.path.isdir(directory):
-                raise
+        if not os.path.isdir(directory):  # a stat, not a failing mkdir, for the usual existing partition
+            try:
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+            except OSError as exc:
+                if exc.errno != errno.EROFS or not os.path.isdir(directory):
+                    raise
         self._state_fd, ro1 = open_shared_file(os.path.join(directory, "partition.state"))
         self._append_fd, ro2 = open_shared_file(os.path.join(directory, "append.lock"))
         self._open_fd, ro3 = open_shared_file(os.path.join(directory, "open.lock"))
@@ -233,7 +234,7 @@ class SessionMixin(LogBase):
             self._read_generation = -1
             self._hint = None
             for seg in views.values():
-                close_fds(seg, "log_fd", "index_fd", "time_index_fd")
+                seg.release_descriptors()
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None

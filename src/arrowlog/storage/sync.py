@@ -74,6 +74,8 @@ class SyncMixin(LogBase):
     def _unsynced_closed_segments(self, st: dict) -> list[int]:
         """Closed segments that may hold data above the recovery point (rolled
         since the last sync, possibly by another process)."""
+        if st["active_base_offset"] <= st["recovery_point"]:
+            return []  # every closed segment ends below the recovery point: synced (no listdir)
         out = []
         for base in self._list_bases():
             if base >= st["active_base_offset"]:

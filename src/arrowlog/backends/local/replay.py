@@ -231,10 +231,13 @@ class Replay:
                     yield conform(fr.batch, self._envelope)
 
     def _partition_column(self, partition: int, n: int) -> pa.Array:
-        """``n`` copies of ``partition``, sliced from one cached array."""
+        """``n`` copies of ``partition``, sliced from one cached array per
+        partition that grows to the largest batch seen (a fixed minimum size
+        would cost each of 1,024 small partitions a large allocation)."""
         col = self._pcols.get(partition)
         if col is None or len(col) < n:
-            col = self._pcols[partition] = pa.array(np.full(max(n, 1 << 16), partition, dtype=np.int32))
+            size = n if col is None else max(n, 2 * len(col))
+            col = self._pcols[partition] = pa.array(np.full(size, partition, dtype=np.int32))
         return col.slice(0, n)
 
     def _shape(self, batch: pa.RecordBatch, pcol: pa.Array) -> pa.RecordBatch:

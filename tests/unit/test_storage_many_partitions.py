@@ -1,0 +1,119 @@
+"""Replay over many small partitions: what each partition costs the reader
+(issue 19, many partitions)."""
+
+import os
+
+import arrowlog
+from arrowlog.storage import LogDir
+
+
+def fill(path, partitions, per_partition):
+    with LogDir(path) as d:
+        d.create_topic("t", partitions)
+    with arrowlog.Producer({"log.dir": path, "linger.ms": 1000}) as p:
+        for i in range(partitions * per_partition):
+            p.produce("t", b"v%d" % i, partition=i % partitions)
+        p.flush()
+
+
+def open_paths() -> list[str]:
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            out.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass
+    return out
+
+
+def test_the_partition_column_holds_no_more_memory_than_its_rows(tmp_path):
+    path = str(tmp_path / "d")
+    fill(path, 64, 3)
+    table = arrowlog.replay(path, "t").to_arrow()
+    assert table.num_rows == 64 * 3
+    assert sorted(set(table.column("partition").to_pylist())) == list(range(64))
+    assert table.column("partition").to_pylist() == sorted(table.column("partition").to_pylist())
+    # int32 per row, at most twice over (the cached array grows by doubling);
+    # a fixed 65,536-row array per partition held 16 MiB here
+    assert table.column("partition").get_total_buffer_size() <= 64 * 3 * 4 * 2 + 64 * 64
+
+
+def test_a_replay_holds_no_index_descriptor_once_the_segments_are_mapped(tmp_path):
+    path = str(tmp_path / "d")
+    fill(path, 4, 50)
+    r = arrowlog.replay(path, "t")
+    try:
+        table = r.to_arrow()
+        assert table.num_rows == 200
+        opened = [p for p in open_paths() if p.startswith(path)]
+        assert any(p.endswith("partition.state") for p in opened), opened
+        # the active segment was checked and read through one read view,
+        # whose index descriptors were closed once they were mapped
+        assert len([p for p in opened if p.endswith(".log")]) == 4, opened
+        assert not [p for p in opened if p.endswith((".index", ".timeindex"))], opened
+        # a read from the middle still uses them, opened on first use
+        log = r._logdir.topic("t").partition(0)
+        frames = log.read(25)
+        assert frames and frames[0].base_offset <= 25 < frames[0].next_offset
+    finally:
+        r.close()
+
+
+def test_a_producer_close_syncs_the_file_system_once_for_the_data_and_once_for_the_clean_marks(tmp_path,
+                                                                                             monkeypatch):
+    from arrowlog.storage import partition as partition_mod
+    path = str(tmp_path / "d")
+    with LogDir(path) as d:
+        d.create_topic("t", 40)
+    p = arrowlog.Producer({"log.dir": path, "linger.ms": 1000})
+    for i in range(400):
+        p.produce("t", b"v%d" % i, partition=i % 40)
+    p.flush()
+    syncfs = []
+    real = partition_mod._syncfs
+    monkeypatch.setattr(partition_mod, "_syncfs", lambda fd: (syncfs.append(fd), real(fd))[1])
+    p.close()
+    # the data once (the Producer's last sync), the clean marks once: the
+    # data is not synced a second time before the marks
+    assert len(syncfs) <= 2
+    monkeypatch.undo()
+    with LogDir(path) as d:
+        t = d.topic("t")
+        for part in range(40):
+            st = t.partition(part).state
+            assert st.clean and st.snapshot()["recovery_point"] == 10
+
+
+def test_syncing_a_partition_whose_closed_segments_are_synced_lists_no_directory(tmp_path, monkeypatch):
+    from arrowlog._native import core
+
+    def one(value):
+        acc = core.RecordAccumulator()
+        acc.append_record(b"k", value, core.wall_clock_ms())
+        log.append(acc.take())
+
+    with LogDir(str(tmp_path / "d")) as d:
+        log = d.create_topic("t", 1, config={"segment.bytes": 4096}).partition(0)
+        # fill until a third segment has just started (a roll leaves it empty)
+        while len(log.segment_bases()) < 3:
+            one(b"v" * 300)
+        log.sync()
+        listed = []
+        real = os.listdir
+        monkeypatch.setattr(os, "listdir", lambda p=".": (listed.append(p), real(p))[1])
+        one(b"v")  # into the active segment: the closed ones are all below the recovery point
+        st = log.state.snapshot()
+        assert st["active_base_offset"] <= st["recovery_point"] < st["next_offset"]
+        log.sync()
+        assert listed == []
+        assert log.state.snapshot()["recovery_point"] == st["next_offset"]
+
+
+def test_opening_an_existing_partition_makes_no_directory(tmp_path, monkeypatch):
+    path = str(tmp_path / "d")
+    fill(path, 3, 2)
+    made = []
+    real = os.mkdir
+    monkeypatch.setattr(os, "mkdir", lambda p, *a, **k: (made.append(p), real(p, *a, **k))[1])
+    assert arrowlog.replay(path, "t").to_arrow().num_rows == 6
+    assert not [p for p in made if "/topics/t/" in os.fspath(p)]
