@@ -40,6 +40,7 @@ import pyarrow as pa
 from ..._json import parse_json_values
 from ..._location import is_kafka, open_data_dir
 from ..._optional import require
+from ..._owned_log import OwnedLog
 from ...convert import to_epoch_ms
 from ...errors import ConfigError
 from ...storage import LogDir
@@ -141,8 +142,9 @@ class _JsonValues:
         return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-class Replay:
-    """A range of a topic, readable as Arrow any number of times."""
+class Replay(OwnedLog):
+    """A range of a topic, readable as Arrow any number of times (``close()``, a
+    ``with`` block or garbage collection close a LogDir it opened itself)."""
 
     _json: _JsonValues | None = None
     _json_columns: list[str] | None = None
@@ -151,9 +153,8 @@ class Replay:
                  partitions: list[int] | None = None, columns: list[str] | None = None, *, owns_log: bool = False,
                  value_format: str = "binary", value_schema: pa.Schema | None = None, latest_per_key: bool = False,
                  isolation: str = "read_committed"):
-        self._logdir = logdir
+        self._hold_log(logdir, owns_log)
         self.latest_per_key = bool(latest_per_key)
-        self._owns_log = owns_log
         self.topic = topic
         t = logdir.topic(topic)
         t.refresh()   # an evolved value schema (storage/evolution.py), before the range is resolved
@@ -367,23 +368,6 @@ class Replay:
 
     def __arrow_c_schema__(self):
         return self.schema.__arrow_c_schema__()
-
-    def close(self) -> None:
-        if self._owns_log:
-            self._owns_log = False
-            self._logdir.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
-
-    def __enter__(self) -> Replay:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<Replay {self.topic} partitions={self.partitions} records={self.num_records}>"
