@@ -213,6 +213,8 @@ def test_kafka_wire_rows_carry_the_queueing_ceiling_and_the_wake_up(monkeypatch)
     def fake_call(mod, n, wake_sends):
         calls.append((n, wake_sends))
         return {"produce_s": 2.0, "consume_s": 0.5, "queue_s": 1.0,
+                "produce_server_cpu_s": 0.25, "produce_client_cpu_s": 1.0,
+                "consume_server_cpu_s": 0.1, "consume_client_cpu_s": 0.5,
                 "fetch_wake_us": sorted(float(i) for i in range(1, 101))}
 
     monkeypatch.setattr(adapters, "_call", fake_call)
@@ -225,6 +227,9 @@ def test_kafka_wire_rows_carry_the_queueing_ceiling_and_the_wake_up(monkeypatch)
     assert ratio(rows["kafka_wire.produce.arrowlog"], rows["kafka_wire.produce.queue"]) == pytest.approx(0.5)
     assert rows["kafka_wire.fetch_wake.p50.arrowlog"].samples == [50.0, 50.0]
     assert rows["kafka_wire.fetch_wake.p99.arrowlog"].samples == [99.0, 99.0]
+    # each side's CPU seconds in the same window, per run
+    assert rows["kafka_wire.produce.server_cpu"].samples == [0.25, 0.25]
+    assert rows["kafka_wire.consume.client_cpu"].samples == [0.5, 0.5]
 
 
 def test_quantile_rows_are_filled_by_their_unit_or_all_missing_with_the_reason():
