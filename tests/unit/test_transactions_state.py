@@ -195,3 +195,19 @@ def test_unreadable_state_files_are_skipped_with_a_word(tmp_path, caplog):
     _, pid, epoch = lib.init_producer_id("a", 60000)                          # the state starts empty
     assert list(lib.txns) == ["a"]
     assert "snapshot" in caplog.text and "unreadable line" in caplog.text
+
+
+def test_stable_offset_of_a_partition_the_open_transaction_did_not_write_to(tmp_path):
+    """The first offsets of open transactions are cached per partition; the cache is built
+    on the first question after a change, and that answer must be the asked partition's."""
+    parts = {}
+    txns = coordinator(tmp_path, parts)
+    _, pid, epoch = txns.init_producer_id("a", 60000)
+    parts[("t", 1)] = FakePartition()
+    parts[("t", 1)].high_watermark = 5
+    assert txns.check_batch("t", 1, pid, epoch) == E.NONE
+    txns.begin_batch("t", 1, pid, 5, 2)                      # open on t-1 at 5; nothing open on t-0
+    txns.end_batch("t", 1, pid, 5, 5)
+    assert txns.last_stable_offset("t", 0, 9) == 9           # first question after the change
+    assert txns.last_stable_offset("t", 1, 7) == 5
+    assert txns.last_stable_offset("t", 0, 9) == 9

@@ -342,20 +342,24 @@ class TxnState(Journaled):
             return high_watermark
         self._refresh()
         if self._firsts is None:
-            firsts: dict[tuple[str, int], int] = {}
-            for txn in self.txns.values():
-                if txn.state in OPEN_STATES:
-                    for key, batches in txn.partitions.items():
-                        if batches:
-                            first = min(b for b, _ in batches)
-                            firsts[key] = min(first, firsts.get(key, first))
-            self._firsts = firsts
+            self._firsts = self._open_firsts()
         first = self._firsts.get(key)
         if first is None:
             self._settled[key] = high_watermark
             return high_watermark
         self._settled.pop(key, None)
         return min(first, high_watermark)
+
+    def _open_firsts(self) -> dict[tuple[str, int], int]:
+        """Per partition, the first offset of its oldest open transaction."""
+        firsts: dict[tuple[str, int], int] = {}
+        for txn in self.txns.values():
+            if txn.state in OPEN_STATES:
+                for key, batches in txn.partitions.items():
+                    if batches:
+                        first = min(b for b, _ in batches)
+                        firsts[key] = min(first, firsts.get(key, first))
+        return firsts
 
     def mark_unstable(self, group: str, topics: list) -> None:
         """OffsetFetch with ``require_stable`` (KIP-447): a partition whose offsets an open
