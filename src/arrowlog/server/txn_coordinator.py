@@ -63,6 +63,7 @@ log = logging.getLogger("arrowlog.server")
 # ids come from here, above any id the registry hands out (those start at the clock
 # in milliseconds, below 2**46), so the two never collide.
 LOCAL_PID_BASE = 1 << 62
+OPERATION_NOT_ATTEMPTED = 55   # Kafka's code for the partitions of a request refused for another one
 
 
 class TransactionCoordinator(TxnState):
@@ -87,15 +88,24 @@ class TransactionCoordinator(TxnState):
                         self._complete(txn)
 
     # ------------------------------------------------------------ checks
-    def _check(self, txn_id: str | None, pid: int, epoch: int) -> tuple[int, Txn | None]:
+    def _check(self, txn_id: str | None, pid: int, epoch: int) -> Txn | int:
+        """The transaction of ``txn_id`` if ``pid`` and ``epoch`` are its producer's, else the error code."""
         txn = self.txns.get(txn_id or "")
         if txn is None or txn.pid != pid:
-            return INVALID_PRODUCER_ID_MAPPING, None
+            return INVALID_PRODUCER_ID_MAPPING
         if epoch < txn.epoch:
-            return PRODUCER_FENCED, None
+            return PRODUCER_FENCED
         if epoch > txn.epoch:
-            return E.INVALID_PRODUCER_EPOCH, None
-        return E.NONE, txn
+            return E.INVALID_PRODUCER_EPOCH
+        return txn
+
+    def _check_begin(self, txn_id: str | None, pid: int, epoch: int) -> Txn | int:
+        """``_check``, then the transaction begun (if it is not open yet)."""
+        txn = self._check(txn_id, pid, epoch)
+        if isinstance(txn, int):
+            return txn
+        code = self._begin(txn)
+        return txn if code == E.NONE else code
 
     def _begin(self, txn: Txn) -> int:
         if txn.state in (PREPARE_COMMIT, PREPARE_ABORT):
@@ -148,45 +158,39 @@ class TransactionCoordinator(TxnState):
     @_exclusive
     def add_partitions(self, txn_id, pid, epoch, partitions: list[tuple[str, int]], exists) -> dict:
         """{(topic, partition): error_code}; ``exists(topic, p)`` says whether a partition exists."""
-        code, txn = self._check(txn_id, pid, epoch)
-        if code == E.NONE:
-            code = self._begin(txn)
-        out = {}
+        txn = self._check_begin(txn_id, pid, epoch)
+        if isinstance(txn, int):
+            return dict.fromkeys(partitions, txn)
         missing = [tp for tp in partitions if not exists(*tp)]
+        if missing:   # Kafka adds none when one is unknown
+            return {tp: E.UNKNOWN_TOPIC_OR_PARTITION if tp in missing else OPERATION_NOT_ATTEMPTED for tp in partitions}
         for tp in partitions:
-            if code != E.NONE:
-                out[tp] = code
-            elif missing:   # Kafka adds none when one is unknown
-                out[tp] = E.UNKNOWN_TOPIC_OR_PARTITION if tp in missing else 55  # OPERATION_NOT_ATTEMPTED
-            else:
-                txn.partitions.setdefault(tp, [])
-                out[tp] = E.NONE
-        if code == E.NONE and not missing:
-            self._save(txn)
-        return out
+            txn.partitions.setdefault(tp, [])
+        self._save(txn)
+        return dict.fromkeys(partitions, E.NONE)
 
     @_exclusive
     def add_offsets(self, txn_id, pid, epoch, group: str) -> int:
-        code, txn = self._check(txn_id, pid, epoch)
-        if code == E.NONE:
-            code = self._begin(txn)
-        if code == E.NONE:
-            txn.groups.add(group)
-            self._save(txn)
-        return code
+        txn = self._check_begin(txn_id, pid, epoch)
+        if isinstance(txn, int):
+            return txn
+        txn.groups.add(group)
+        self._save(txn)
+        return E.NONE
 
     @_exclusive
     def txn_offset_commit(self, txn_id, pid, epoch, group: str, updates: dict) -> int:
         """Stage ``{topic: {partition: {"offset", "metadata", "leader_epoch"}}}`` for ``group``."""
-        code, txn = self._check(txn_id, pid, epoch)
-        if code == E.NONE and (txn.state != ONGOING or group not in txn.groups):
-            code = INVALID_TXN_STATE
-        if code == E.NONE:
-            staged = txn.offsets.setdefault(group, {})
-            for topic, parts in updates.items():
-                staged.setdefault(topic, {}).update(parts)
-            self._save(txn)
-        return code
+        txn = self._check(txn_id, pid, epoch)
+        if isinstance(txn, int):
+            return txn
+        if txn.state != ONGOING or group not in txn.groups:
+            return INVALID_TXN_STATE
+        staged = txn.offsets.setdefault(group, {})
+        for topic, parts in updates.items():
+            staged.setdefault(topic, {}).update(parts)
+        self._save(txn)
+        return E.NONE
 
     # ------------------------------------------------------------ Produce
     @_exclusive
@@ -243,9 +247,9 @@ class TransactionCoordinator(TxnState):
     # ------------------------------------------------------------ EndTxn
     @_exclusive
     def end_txn(self, txn_id, pid, epoch, commit: bool) -> int:
-        code, txn = self._check(txn_id, pid, epoch)
-        if code != E.NONE:
-            return code
+        txn = self._check(txn_id, pid, epoch)
+        if isinstance(txn, int):
+            return txn
         if txn.state == (COMPLETE_COMMIT if commit else COMPLETE_ABORT):
             return E.NONE   # a retry of the EndTxn that did it
         if txn.state == (PREPARE_COMMIT if commit else PREPARE_ABORT):

@@ -144,14 +144,14 @@ class TxnState(Journaled):
         # reader of the partition changed (a transactional batch or a marker appends to it)
         self._settled: dict[tuple[str, int], int] = {}
         if self._dir is not None:
-            self._load(read_only)
+            self._load(self._dir, read_only)
 
     # ------------------------------------------------------------ persistence
-    def _load(self, read_only: bool) -> None:
+    def _load(self, state_dir: str, read_only: bool) -> None:
         """Read the state. The server (``owner``) then forgets what the logs lost and compacts."""
-        if read_only and not os.path.isdir(self._dir):
+        if read_only and not os.path.isdir(state_dir):
             return
-        self._files = SharedStateFiles(self._dir, "transaction state", JOURNAL_COMPACT_BYTES, writable=not read_only)
+        self._files = SharedStateFiles(state_dir, "transaction state", JOURNAL_COMPACT_BYTES, writable=not read_only)
         if read_only:
             self._refresh()
             return
@@ -172,7 +172,7 @@ class TxnState(Journaled):
                 with self._files.locked(exclusive=True, deadline=deadline):
                     self._depth = 1
                     try:
-                        self._catch_up()
+                        self._catch_up(self._files)
                         yield
                     finally:
                         self._depth = 0
@@ -185,8 +185,8 @@ class TxnState(Journaled):
         finally:
             self._mutex.release()
 
-    def _catch_up(self) -> None:
-        if self._files.catch_up(self._reset, self._apply_snapshot, self._replay, "open transactions are forgotten"):
+    def _catch_up(self, files: SharedStateFiles) -> None:
+        if files.catch_up(self._reset, self._apply_snapshot, self._replay, "open transactions are forgotten"):
             self._firsts = None
             self._settled = {}
 
@@ -198,7 +198,7 @@ class TxnState(Journaled):
             if self._depth:
                 return   # this thread holds the state: it is current
             with self._files.locked(exclusive=False):
-                self._catch_up()
+                self._catch_up(self._files)
 
     def _reset(self) -> None:
         self.txns, self._by_pid, self.aborted, self.controls = {}, {}, {}, {}
@@ -280,21 +280,26 @@ class TxnState(Journaled):
             if self._by_pid.get(txn.pid) == txn.txn_id:
                 del self._by_pid[txn.pid]
         if self._partition is not None:
-            for index in (self.aborted, self.controls):
-                for key in list(index):
-                    pl, _, _ = self._partition(*key)
-                    if pl is None:
-                        del index[key]
-                        continue
-                    start = pl.log_start_offset
-                    gone = [o for o in index[key] if o < start]
-                    for o in gone:
-                        if isinstance(index[key], dict):
-                            del index[key][o]
-                        else:
-                            index[key].discard(o)
+            starts = {key: self._log_start(key) for key in {*self.aborted, *self.controls}}
+            for key in list(self.aborted):
+                start = starts[key]
+                if start is None:
+                    del self.aborted[key]
+                else:
+                    self.aborted[key] = {o for o in self.aborted[key] if o >= start}
+            for key in list(self.controls):
+                start = starts[key]
+                if start is None:
+                    del self.controls[key]
+                else:
+                    self.controls[key] = {o: v for o, v in self.controls[key].items() if o >= start}
         self._firsts = None
         super().compact()
+
+    def _log_start(self, key: tuple[str, int]) -> int | None:
+        """The log start offset of partition ``key``; None if it is gone."""
+        pl, _, _ = self._partition(*key)
+        return None if pl is None else pl.log_start_offset
 
     def _snapshot(self) -> dict:
         return {"version": SNAPSHOT_VERSION, "txns": [t.to_json() for t in self.txns.values()],
@@ -377,7 +382,7 @@ class TxnState(Journaled):
 
     def is_aborted(self, topic: str, partition: int, base_offset: int) -> bool:
         s = self.aborted.get((topic, partition))
-        return bool(s) and base_offset in s
+        return s is not None and base_offset in s
 
     def control_at(self, topic: str, partition: int, offset: int) -> tuple[int, int] | None:
         m = self.controls.get((topic, partition))
