@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-_UNIT_PER_MS = {"s": None, "ms": 1, "us": 1000, "ns": 1_000_000}
+_UNIT_PER_MS = {"ms": 1, "us": 1000, "ns": 1_000_000}  # seconds: multiplied, not divided
 
 # -- bounds: what a filter allows, as ranges and sets per column ----------------------
 

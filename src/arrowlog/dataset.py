@@ -81,8 +81,11 @@ class LogDataset(OwnedLog, pads.Dataset):
         shape = Replay(logdir, topic, "end", "end")
         self._schema = shape.schema
         self._envelope = shape._envelope   # frames of older value schemas read in it (storage/evolution.py)
-        self._value_fields = [f.name for f in self._topic.value_schema] if self._topic.value_schema is not None \
-            else None
+        stored = self._topic.value_schema
+        # a typed topic's value fields, in the stored value struct's order
+        self._stored_fields: list[str] = [f.name for f in stored] if stored is not None else []
+        # the value's fields as columns (typed or JSON); None: the value is one binary column
+        self._value_fields: list[str] | None = list(self._stored_fields) if stored is not None else None
         self._json: dict[str, pa.Field] | None = None  # column name -> JSON field, with value_format="json"
         if value_format not in VALUE_FORMATS:
             raise ConfigError(f"value_format must be one of {', '.join(VALUE_FORMATS)}, not {value_format!r}")
@@ -306,19 +309,24 @@ class LogDataset(OwnedLog, pads.Dataset):
         """``batches`` (stored frames) with ``schema``'s columns. JSON values
         are parsed in one pass over all of them, building only the fields
         ``schema`` asks for."""
-        wanted = [self._json[f.name] for f in schema if f.name in self._json] if self._json is not None else []
+        json = self._json if self._json is not None else {}
+        wanted = [f.name for f in schema if f.name in json]
         if not wanted or not batches:
             return [self._shape(b, partition, schema) for b in batches]
         parsed = parse_json_values(pa.chunked_array([b.column(3) for b in batches], pa.binary()),
-                                   pa.schema(wanted), f"topic {self.topic!r}")
+                                   pa.schema([json[name] for name in wanted]), f"topic {self.topic!r}")
         out, position = [], 0
         for b in batches:
-            out.append(self._shape(b, partition, schema, parsed.slice(position, b.num_rows)))
+            part = parsed.slice(position, b.num_rows)
+            values = {name: part.column(json[name].name).combine_chunks() for name in wanted}
+            out.append(self._shape(b, partition, schema, values))
             position += b.num_rows
         return out
 
     def _shape(self, batch: pa.RecordBatch, partition: int, schema: pa.Schema,
-               parsed: pa.Table | None = None) -> pa.RecordBatch:
+               parsed: dict[str, pa.Array] | None = None) -> pa.RecordBatch:
+        """``batch`` (a stored frame) with ``schema``'s columns; ``parsed``: the JSON value
+        fields, by column name, already parsed out of it."""
         arrays = []
         for f in schema:
             name = f.name
@@ -330,10 +338,10 @@ class LogDataset(OwnedLog, pads.Dataset):
                 arrays.append(batch.column(4))
             elif name == "value" and self._value_fields is None:
                 arrays.append(batch.column(3))
-            elif parsed is not None:
-                arrays.append(parsed.column(self._json[name].name).combine_chunks())
+            elif parsed is not None and name in parsed:
+                arrays.append(parsed[name])
             else:
-                arrays.append(pc.struct_field(batch.column(3), [self._value_fields.index(name)]))
+                arrays.append(pc.struct_field(batch.column(3), [self._stored_fields.index(name)]))
         return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
     def reset_stats(self) -> None:
