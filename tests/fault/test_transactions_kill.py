@@ -16,24 +16,27 @@ one and aborts what it left open. A last run goes to the end. A
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
-import textwrap
 import time
 
-import faultlib
 import pytest
 from test_server_kill import start_server
-from txnloop import DEADLINE_S, RECORDS, check_exactly_once, kill_and_finish
+from txnloop import (
+    DEADLINE_S,
+    INPUT,
+    OUTPUT,
+    RECORDS,
+    check_exactly_once,
+    kill_and_finish,
+    loop_script,
+    start_loop,
+)
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
 
-INPUT, OUTPUT, GROUP, TXN_ID = "ctp-in", "ctp-out", "ctp-group", "ctp-loop"
-
-LOOP = textwrap.dedent("""
-    import sys, confluent_kafka
+LOOP = loop_script("""
+    import confluent_kafka
     from confluent_kafka import TopicPartition
-    bootstrap, total = sys.argv[1], int(sys.argv[2])
+    bootstrap = sys.argv[1]
     consumer = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": %(group)r,
                                          "enable.auto.commit": False, "isolation.level": "read_committed",
                                          "auto.offset.reset": "earliest"})
@@ -44,29 +47,7 @@ LOOP = textwrap.dedent("""
     producer.init_transactions(30)
     committed = consumer.committed([TopicPartition(%(input)r, 0)], 30)[0].offset
     consumer.assign([TopicPartition(%(input)r, 0, committed if committed >= 0 else 0)])
-    print("ready", flush=True)
-    position = max(committed, 0)
-    while position < total:
-        msgs = [m for m in consumer.consume(10, 1.0) if not m.error()]
-        if not msgs:
-            continue
-        producer.begin_transaction()
-        for m in msgs:
-            producer.produce(%(output)r, value=m.value() + b"!")
-        producer.flush(30)
-        print("produced", flush=True)
-        position = msgs[-1].offset() + 1
-        producer.send_offsets_to_transaction([TopicPartition(%(input)r, 0, position)],
-                                             consumer.consumer_group_metadata(), 30)
-        producer.commit_transaction(30)
-        print("committed", position, flush=True)
-    print("done", flush=True)
-""") % {"group": GROUP, "input": INPUT, "output": OUTPUT, "txn": TXN_ID}
-
-
-def run_loop(bootstrap: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", LOOP, bootstrap, str(RECORDS)], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, env=faultlib.writer_env())
+""", timeout=30)
 
 
 def read_committed(bootstrap: str, expected: int) -> list[bytes]:
@@ -96,7 +77,7 @@ def test_consume_transform_produce_killed_at_random_is_exactly_once(data_dir, se
         for i in range(RECORDS):
             p.produce(INPUT, value=b"in-%05d" % i, partition=0)
         assert p.flush(60) == 0
-        kill_and_finish(lambda: run_loop(bootstrap), rng, seed)
+        kill_and_finish(lambda: start_loop(LOOP, bootstrap), rng, seed)
         got = read_committed(bootstrap, RECORDS)
     finally:
         server.kill()

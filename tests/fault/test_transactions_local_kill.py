@@ -17,21 +17,14 @@ then finds every input value once in the output, in order.
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
-import textwrap
 
-import faultlib
-from txnloop import RECORDS, check_exactly_once, kill_and_finish
+from txnloop import INPUT, OUTPUT, RECORDS, check_exactly_once, kill_and_finish, loop_script, start_loop
 
 from arrowlog import Producer, replay
 
-INPUT, OUTPUT, GROUP, TXN_ID = "ctp-in", "ctp-out", "ctp-group", "ctp-loop"
-
-LOOP = textwrap.dedent("""
-    import sys, time
+LOOP = loop_script("""
     from arrowlog import Consumer, Producer, TopicPartition
-    data, total = sys.argv[1], int(sys.argv[2])
+    data = sys.argv[1]
     producer = Producer({"log.dir": data, "transactional.id": %(txn)r, "transaction.timeout.ms": 60000})
     # first fence the killed run and abort what it left open (its staged offsets too),
     # then read where to start
@@ -40,32 +33,7 @@ LOOP = textwrap.dedent("""
                          "auto.offset.reset": "earliest"})
     committed = consumer.committed([TopicPartition(%(input)r, 0)])[0].offset
     consumer.assign([TopicPartition(%(input)r, 0, committed if committed >= 0 else 0)])
-    print("ready", flush=True)
-    position = max(committed, 0)
-    while position < total:
-        msgs = [m for m in consumer.consume(10, 1.0) if not m.error()]
-        if not msgs:
-            continue
-        producer.begin_transaction()
-        for m in msgs:
-            producer.produce(%(output)r, value=m.value() + b"!")
-        producer.flush()
-        print("produced", flush=True)
-        time.sleep(0.005)   # a local loop is fast: pauses spread the kills over every step
-        position = msgs[-1].offset() + 1
-        producer.send_offsets_to_transaction([TopicPartition(%(input)r, 0, position)],
-                                             consumer.consumer_group_metadata())
-        time.sleep(0.005)
-        producer.commit_transaction()
-        print("committed", position, flush=True)
-        time.sleep(0.005)
-    print("done", flush=True)
-""") % {"group": GROUP, "input": INPUT, "output": OUTPUT, "txn": TXN_ID}
-
-
-def run_loop(data: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", LOOP, data, str(RECORDS)], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, env=faultlib.writer_env())
+""", pause_s=0.005)   # a local loop is fast: pauses spread the kills over every step
 
 
 def test_local_consume_transform_produce_killed_at_random_is_exactly_once(data_dir, seed):
@@ -73,7 +41,7 @@ def test_local_consume_transform_produce_killed_at_random_is_exactly_once(data_d
     with Producer({"log.dir": data_dir}) as p:
         for i in range(RECORDS):
             p.produce(INPUT, value=b"in-%05d" % i, partition=0)
-    kill_and_finish(lambda: run_loop(data_dir), rng, seed)
+    kill_and_finish(lambda: start_loop(LOOP, data_dir), rng, seed)
     with replay(data_dir, OUTPUT) as r:                        # read_committed
         got = r.to_arrow().column("value").to_pylist()
     check_exactly_once(got, seed)
