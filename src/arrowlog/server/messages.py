@@ -15,6 +15,7 @@ from .admin_messages import (
     DESCRIBE_CLUSTER,
     DESCRIBE_CONFIGS,
 )
+from .commit_messages import COMMIT_RESULTS, committed_topics
 from .generated_messages import (
     ALTER_CONFIGS,
     ALTER_PARTITION_REASSIGNMENTS,
@@ -271,21 +272,10 @@ OFFSET_COMMIT = Api(8, "OffsetCommit", (2, 8), 8, request=(
     f("member_id", "string", "1+"),
     f("group_instance_id", "string", "7+", nullable="7+"),
     f("retention_time_ms", "int64", "2-4", default=-1),
-    f("topics", (
-        f("name", "string"),
-        f("partitions", (
-            f("partition_index", "int32"),
-            f("committed_offset", "int64"),
-            f("committed_leader_epoch", "int32", "6+", default=-1),
-            f("committed_metadata", "string", nullable="0+"),
-        )),
-    )),
+    committed_topics(leader_epoch="6+"),
 ), response=(
     f("throttle_time_ms", "int32", "3+"),
-    f("topics", (
-        f("name", "string"),
-        f("partitions", (f("partition_index", "int32"), f("error_code", "int16"))),
-    )),
+    COMMIT_RESULTS,
 ))
 
 # ---------------------------------------------------------------- OffsetFetch (9)

@@ -7,6 +7,7 @@ v4+ are not advertised: clients then keep the client-driven flow.
 
 from __future__ import annotations
 
+from .commit_messages import COMMIT_RESULTS, committed_topics
 from .schema import Api
 from .schema import F as f
 
@@ -49,21 +50,10 @@ TXN_OFFSET_COMMIT = Api(28, "TxnOffsetCommit", (0, 3), 3, request=(
     f("generation_id", "int32", "3+", default=-1),
     f("member_id", "string", "3+", default=""),
     f("group_instance_id", "string", "3+", nullable="3+"),
-    f("topics", (
-        f("name", "string"),
-        f("partitions", (
-            f("partition_index", "int32"),
-            f("committed_offset", "int64"),
-            f("committed_leader_epoch", "int32", "2+", default=-1),
-            f("committed_metadata", "string", nullable="0+"),
-        )),
-    )),
+    committed_topics(leader_epoch="2+"),
 ), response=(
     f("throttle_time_ms", "int32"),
-    f("topics", (
-        f("name", "string"),
-        f("partitions", (f("partition_index", "int32"), f("error_code", "int16"))),
-    )),
+    COMMIT_RESULTS,
 ))
 
 TXN_APIS = (ADD_PARTITIONS_TO_TXN, ADD_OFFSETS_TO_TXN, END_TXN, TXN_OFFSET_COMMIT)
