@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from interop.conftest import ServerProcess  # tests/ is on sys.path (its conftest.py)
+from interop.registry_server import RegistryServer  # tests/ is on sys.path (its conftest.py)
 
 import arrowlog
 
@@ -26,17 +26,6 @@ pytest.importorskip("fastavro")
 
 SRC = str(Path(arrowlog.__file__).resolve().parent.parent)
 DEADLINE_S = 60.0
-
-
-class Served(ServerProcess):
-    """``python -m arrowlog.server`` with the registry on a free port (its URL is the second line)."""
-
-    def __init__(self, data_dir: Path, *extra: str):
-        super().__init__(data_dir, "--registry-listen", "127.0.0.1:0", *extra)
-        self.url = self.proc.stdout.readline().strip()
-        if not self.url.startswith("http"):
-            self.stop()
-            raise RuntimeError("the registry did not start:\n" + self.log())
 
 
 def http(url: str, method: str, path: str, body=None, raw: bytes | None = None):
@@ -52,7 +41,7 @@ def http(url: str, method: str, path: str, body=None, raw: bytes | None = None):
 
 @pytest.fixture(scope="module")
 def reg(tmp_path_factory):
-    srv = Served(tmp_path_factory.mktemp("registry") / "data")
+    srv = RegistryServer(tmp_path_factory.mktemp("registry") / "data")
     yield srv
     assert srv.stop() == 0, srv.log()
 
@@ -283,7 +272,7 @@ def test_a_100_mb_body_is_refused_from_its_length_without_being_read(reg, subjec
 
 
 def test_the_registry_survives_kill_9(tmp_path):
-    srv = Served(tmp_path / "data")
+    srv = RegistryServer(tmp_path / "data")
     try:
         s1, s2 = record(A), record(A, B_OPT)
         id1 = register(srv, "x-value", s1)[1]["id"]
@@ -295,7 +284,7 @@ def test_the_registry_survives_kill_9(tmp_path):
         srv.proc.send_signal(signal.SIGKILL)
         srv.proc.wait(DEADLINE_S)
         srv.stop()
-    again = Served(tmp_path / "data")
+    again = RegistryServer(tmp_path / "data")
     try:
         assert http(again.url, "GET", "/subjects") == (200, ["x-value"])
         assert http(again.url, "GET", "/subjects/x-value/versions/2")[1]["id"] == id2
@@ -346,7 +335,7 @@ def test_an_idle_connection_is_closed(tmp_path):
 
 
 def test_ids_are_never_reused_after_hard_deletes_and_restarts(tmp_path):
-    srv = Served(tmp_path / "data")
+    srv = RegistryServer(tmp_path / "data")
     try:
         register(srv, "a-value", record(A))
         top = register(srv, "b-value", record(("z", "long")))[1]["id"]
@@ -357,7 +346,7 @@ def test_ids_are_never_reused_after_hard_deletes_and_restarts(tmp_path):
         assert again > top
     finally:
         assert srv.stop() == 0
-    srv = Served(tmp_path / "data")
+    srv = RegistryServer(tmp_path / "data")
     try:
         assert register(srv, "d-value", record(("w", "double")))[1]["id"] > again
     finally:

@@ -13,7 +13,8 @@ import urllib.error
 import urllib.request
 
 import pytest
-from test_registry_api import SRC, Served, record
+from interop.registry_server import RegistryServer
+from test_registry_api import SRC, record
 
 pytest.importorskip("aiohttp")
 sr = pytest.importorskip("confluent_kafka.schema_registry")
@@ -31,7 +32,7 @@ def secured(tmp_path_factory):
                         "--iterations", "4096", "--data", str(data)], input="alice-secret\n", env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    srv = Served(data, "--listener", "SASL_SSL", "--ssl-cert", str(d / "server.pem"), "--ssl-key",
+    srv = RegistryServer(data, "--listener", "SASL_SSL", "--ssl-cert", str(d / "server.pem"), "--ssl-key",
                  str(d / "server.key"), "--super-users", "User:alice")
     srv.ca = str(d / "server.pem")
     yield srv

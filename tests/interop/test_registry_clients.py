@@ -16,7 +16,7 @@ import pytest
 
 import arrowlog
 
-from .conftest import ServerProcess
+from .registry_server import RegistryServer
 from .wireclient import make_batch
 from .wireclient import produce as wire_produce
 
@@ -55,10 +55,7 @@ def click(i: int) -> dict:
 
 @pytest.fixture(scope="module")
 def typed(tmp_path_factory):
-    data = tmp_path_factory.mktemp("typed") / "data"
-    srv = ServerProcess(data, "--registry-listen", "127.0.0.1:0")
-    srv.url = srv.proc.stdout.readline().strip()
-    srv.data = data
+    srv = RegistryServer(tmp_path_factory.mktemp("typed") / "data")
     yield srv
     assert srv.stop() == 0, srv.log()
 
@@ -112,7 +109,7 @@ def test_avro_producer_writes_columns_and_the_deserializer_reads_them_back_byte_
     wire = [ser(r, ctx) for r in records]
     assert produce(typed, topic, wire) == [None] * len(wire)
 
-    table = arrowlog.replay(str(typed.data), topic).to_arrow()
+    table = arrowlog.replay(str(typed.data_dir), topic).to_arrow()
     assert "value" not in table.column_names                   # typed columns, no bytes
     assert table.column("user").to_pylist() == [r["user"] for r in records]
     assert table.column("n").type == "int64" and table.column("count").type == "int32"
@@ -140,7 +137,7 @@ def test_json_producer_writes_columns_and_the_deserializer_reads_them_back(typed
     del records[3]["note"]
     assert produce(typed, topic, [ser(r, ctx) for r in records]) == [None] * len(records)
 
-    table = arrowlog.replay(str(typed.data), topic).to_arrow()
+    table = arrowlog.replay(str(typed.data_dir), topic).to_arrow()
     assert "value" not in table.column_names
     assert table.column("id").to_pylist() == list(range(50))
     assert table.column("price").type == "double"
@@ -155,7 +152,7 @@ def test_json_producer_writes_columns_and_the_deserializer_reads_them_back(typed
                        "not an object": b"[1, 2]"}.items():
         errors = produce(typed, topic, [sid + body])
         assert errors[0] is not None and errors[0].code() == ck.KafkaError.INVALID_RECORD, what
-    assert arrowlog.replay(str(typed.data), topic).num_records == len(records)
+    assert arrowlog.replay(str(typed.data_dir), topic).num_records == len(records)
 
 
 def test_records_that_do_not_decode_or_match_are_refused_and_nothing_is_stored(typed, topic):
@@ -195,9 +192,9 @@ def test_records_that_do_not_decode_or_match_are_refused_and_nothing_is_stored(t
     # one batch with one bad record among good ones is refused whole
     reply = wire_produce(typed, topic, batch_of([good, b"nope", good]))
     assert reply["error_code"] == ck.KafkaError.INVALID_RECORD and "record 1" in reply["error_message"]
-    assert arrowlog.replay(str(typed.data), topic).num_records == 1
+    assert arrowlog.replay(str(typed.data_dir), topic).num_records == 1
     assert wire_produce(typed, topic, batch_of([good, good]))["error_code"] == 0
-    assert arrowlog.replay(str(typed.data), topic).num_records == 3
+    assert arrowlog.replay(str(typed.data_dir), topic).num_records == 3
 
 
 def test_kafka_clients_cannot_write_the_schemas_topic(typed):
@@ -214,7 +211,7 @@ def test_an_incompatible_schema_is_refused_by_the_registry_and_never_produced(ty
     with pytest.raises(Exception) as info:
         AvroSerializer(client, json.dumps(changed))(dict(click(1), required_new="x"), ctx)
     assert "409" in str(info.value) or "incompatible" in str(info.value).lower()
-    assert arrowlog.replay(str(typed.data), topic).num_records == 1
+    assert arrowlog.replay(str(typed.data_dir), topic).num_records == 1
 
 
 def test_a_schema_without_a_column_form_leaves_the_topic_opaque(typed, topic):
@@ -225,7 +222,7 @@ def test_a_schema_without_a_column_form_leaves_the_topic_opaque(typed, topic):
     value = AvroSerializer(client, nested)({"inner": {"x": 7}}, ctx)
     assert produce(typed, topic, [value]) == [None]
     assert consume(typed, topic, 1) == [value]
-    assert arrowlog.replay(str(typed.data), topic).to_arrow().column("value").to_pylist() == [value]
+    assert arrowlog.replay(str(typed.data_dir), topic).to_arrow().column("value").to_pylist() == [value]
 
 
 def test_create_topics_binds_a_named_subject_and_refuses_an_unknown_one(typed, topic):
@@ -242,7 +239,7 @@ def test_create_topics_binds_a_named_subject_and_refuses_an_unknown_one(typed, t
                                                 "subject.name.strategy": lambda c, name: subject})(click(2), ctx)
     assert value[1:5] == sid.to_bytes(4, "big")
     assert produce(typed, topic, [value]) == [None]
-    assert arrowlog.replay(str(typed.data), topic).to_arrow().column("user").to_pylist() == ["user-2"]
+    assert arrowlog.replay(str(typed.data_dir), topic).to_arrow().column("user").to_pylist() == ["user-2"]
 
     missing = topic + "-x"
     futs = admin.create_topics([NewTopic(missing, 1, 1, config={"value.schema.subject": "no-such-subject"})])
@@ -277,9 +274,8 @@ def test_library_typed_topics_register_themselves_for_kafka_clients(tmp_path):
     rows = [{"id": 1, "name": "a", "at": at}, {"id": 2, "name": None, "at": at}]
     data = tmp_path / "data"
     _library_topic(data, "before", schema, rows)                          # exists at start-up
-    srv = ServerProcess(data, "--registry-listen", "127.0.0.1:0")
+    srv = RegistryServer(data)
     try:
-        srv.url = srv.proc.stdout.readline().strip()
         _library_topic(data, "after", schema, rows)                       # created while serving
         _library_topic(data, "odd", pa.schema([("tiny", pa.int8())]), [{"tiny": 1}])
         client = sr.SchemaRegistryClient({"url": srv.url})
@@ -336,12 +332,7 @@ def test_schema_registry_client_api_end_to_end(typed, topic):
 def test_a_typed_topic_keeps_its_schema_after_its_subject_is_hard_deleted_and_a_restart(tmp_path):
     data = tmp_path / "data"
 
-    def start():
-        srv = ServerProcess(data, "--registry-listen", "127.0.0.1:0")
-        srv.url = srv.proc.stdout.readline().strip()
-        return srv
-
-    srv = start()
+    srv = RegistryServer(data)
     try:
         client = sr.SchemaRegistryClient({"url": srv.url})
         ctx = SerializationContext("kept", MessageField.VALUE)
@@ -351,7 +342,7 @@ def test_a_typed_topic_keeps_its_schema_after_its_subject_is_hard_deleted_and_a_
         client.delete_subject("kept-value", permanent=True)
     finally:
         assert srv.stop() == 0, srv.log()
-    srv = start()
+    srv = RegistryServer(data)
     try:
         client = sr.SchemaRegistryClient({"url": srv.url})
         assert client.get_subjects() == []
@@ -383,7 +374,7 @@ def test_mirror_carries_a_typed_topic_to_kafka_and_back(typed, tmp_path):
     de = AvroDeserializer(client)
     ctx = SerializationContext(name, MessageField.VALUE)
     assert [de(v, ctx) for v in consume(typed, name, len(rows))] == rows              # wire format on Kafka
-    assert arrowlog.replay(str(typed.data), name).to_arrow().column("id").to_pylist() == list(range(40))
+    assert arrowlog.replay(str(typed.data_dir), name).to_arrow().column("id").to_pylist() == list(range(40))
 
     mirror(f"kafka://{typed.bootstrap}", str(tmp_path / "back"), name, kafka_config=conf, progress=quiet)
     back = arrowlog.replay(str(tmp_path / "back"), name).to_arrow()
@@ -453,11 +444,11 @@ def test_evolution_of_stored_columns_follows_the_compatibility_mode(typed, topic
         with pytest.raises(sr.error.SchemaRegistryError) as info:
             AvroSerializer(client, _schema(change))(_record(change, 1), ctx)
         assert info.value.http_status_code == 409
-        assert arrowlog.replay(str(typed.data), topic).num_records == 1
+        assert arrowlog.replay(str(typed.data_dir), topic).num_records == 1
         return
     new = AvroSerializer(client, _schema(change))(_record(change, 1), ctx)
     errors = produce(typed, topic, [new])
-    table = arrowlog.replay(str(typed.data), topic).to_arrow()
+    table = arrowlog.replay(str(typed.data_dir), topic).to_arrow()
     if change == "string to int":     # registered under NONE, but the stored column is a string
         assert errors[0] is not None and errors[0].code() == ck.KafkaError.INVALID_RECORD
         reply = wire_produce(typed, topic, batch_of([new]))     # the reason, which librdkafka does not show
@@ -493,11 +484,11 @@ def test_avro_clients_across_an_evolution_read_exactly_what_was_produced(typed, 
     late = [v1(_record(None, 6), ctx)]
     assert produce(typed, topic, late) == [None]
 
-    table = arrowlog.replay(str(typed.data), topic).to_arrow()
+    table = arrowlog.replay(str(typed.data_dir), topic).to_arrow()
     assert table.column("user").to_pylist() == [f"u{i}" for i in range(7)]
     assert table.column("tag").to_pylist() == [None] * 3 + ["t3", "t4", "t5"] + [None]
     duckdb = pytest.importorskip("duckdb")
-    ds = arrowlog.dataset(str(typed.data), topic)
+    ds = arrowlog.dataset(str(typed.data_dir), topic)
     assert ds.schema.field("tag").type == "string"
     assert duckdb.sql("SELECT count(*), count(tag) FROM ds").fetchall() == [(7, 3)]
 
@@ -526,7 +517,7 @@ def test_a_record_of_another_subject_is_still_refused_after_an_evolution(typed, 
     reply = wire_produce(typed, topic, batch_of([foreign]))
     assert reply["error_code"] == ck.KafkaError.INVALID_RECORD
     assert "not a version of subject" in reply["error_message"]
-    assert arrowlog.replay(str(typed.data), topic).num_records == 3
+    assert arrowlog.replay(str(typed.data_dir), topic).num_records == 3
 
 
 def _append_rows(data, name: str, schema, rows: list[dict]) -> None:
@@ -553,7 +544,7 @@ def test_a_library_topic_evolved_by_alter_topic_registers_its_new_version(typed,
     old = [{"id": 1, "name": "a"}, {"id": 2, "name": None}]
     new = [{"id": 3, "name": "c", "country": "NL"}]
     mirrored = topic + "-m"
-    for data, name in ((typed.data, topic), (tmp_path / "src", mirrored)):
+    for data, name in ((typed.data_dir, topic), (tmp_path / "src", mirrored)):
         _library_topic(data, name, v1, old)
         if name == topic:
             consume(typed, topic, 2)                  # registered as <topic>-value version 1 on first Fetch
@@ -577,12 +568,7 @@ def test_a_library_topic_evolved_by_alter_topic_registers_its_new_version(typed,
 def test_an_evolved_topic_serves_both_versions_after_kill9_and_a_hard_delete(tmp_path):
     data = tmp_path / "data"
 
-    def start():
-        srv = ServerProcess(data, "--registry-listen", "127.0.0.1:0")
-        srv.url = srv.proc.stdout.readline().strip()
-        return srv
-
-    srv = start()
+    srv = RegistryServer(data)
     try:
         client = sr.SchemaRegistryClient({"url": srv.url})
         ctx = SerializationContext("ev", MessageField.VALUE)
@@ -593,7 +579,7 @@ def test_an_evolved_topic_serves_both_versions_after_kill9_and_a_hard_delete(tmp
     finally:
         srv.proc.kill()                  # kill -9: the evolution and its pin were already durable
         srv.stop()
-    srv = start()
+    srv = RegistryServer(data)
     try:
         assert consume(srv, "ev", 2) == values
         client = sr.SchemaRegistryClient({"url": srv.url})
@@ -601,7 +587,7 @@ def test_an_evolved_topic_serves_both_versions_after_kill9_and_a_hard_delete(tmp
         client.delete_subject("ev-value", permanent=True)
     finally:
         assert srv.stop() == 0, srv.log()
-    srv = start()
+    srv = RegistryServer(data)
     try:
         assert consume(srv, "ev", 2) == values      # each generation's schema is kept with the topic
     finally:
@@ -620,7 +606,7 @@ def test_json_schema_clients_across_an_evolution(typed, topic):
     assert produce(typed, topic, first) == [None]
     second = [JSONSerializer(json.dumps(v2), client)({"id": 2, "item": "b", "note": "n"}, ctx)]
     assert produce(typed, topic, second) == [None]
-    table = arrowlog.replay(str(typed.data), topic).to_pandas()
+    table = arrowlog.replay(str(typed.data_dir), topic).to_pandas()
     assert table["note"].isna().tolist() == [True, False] and table["note"][1] == "n"
     assert table["id"].tolist() == [1, 2]
     got = consume(typed, topic, 2)
