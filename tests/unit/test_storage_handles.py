@@ -46,14 +46,16 @@ def values(log):
 
 def park_first(d, records, partitions=8):
     """A topic whose partition 0 holds ``records`` records and was parked
-    (the budget fixture keeps 4 open) by opening the others; (topic, log)."""
+    (the budget fixture keeps 4 open) by opening the others; (topic, log,
+    the generation of the partition's state before it was parked)."""
     t = d.create_topic("t", partitions)
     log = t.partition(0)
     log.append(batch(records))
+    gen = log.state.snapshot()["generation"]
     for p in range(1, partitions):
         t.partition(p)
     assert log._parked
-    return t, log
+    return t, log, gen
 
 
 def test_open_partitions_stay_within_the_budget_and_reopen_transparently(data_dir, budget):
@@ -79,7 +81,7 @@ def test_open_partitions_stay_within_the_budget_and_reopen_transparently(data_di
 
 def test_a_parked_partition_sees_what_another_process_appended(data_dir, budget):
     with LogDir(data_dir) as d:
-        _t, first = park_first(d, 2)
+        _t, first, _gen = park_first(d, 2)
         ctx = mp.get_context("spawn")
         proc = ctx.Process(target=_append_elsewhere, args=(data_dir,))
         proc.start()
@@ -96,13 +98,7 @@ def _append_elsewhere(data_dir):
 
 def test_parking_never_marks_clean_and_close_still_syncs_and_marks_clean(data_dir, budget, monkeypatch):
     with LogDir(data_dir) as d:
-        t = d.create_topic("t", 8)
-        log = t.partition(0)
-        log.append(batch(3))
-        gen = log.state.snapshot()["generation"]
-        for p in range(1, 8):
-            t.partition(p)
-        assert log._parked
+        t, log, gen = park_first(d, 3)
         # parked with unsynced appends: not marked clean on disk
         assert not log._state_clean_on_disk()
         # this process reopens it as it left it: no recovery scan
@@ -120,13 +116,7 @@ def test_parking_never_marks_clean_and_close_still_syncs_and_marks_clean(data_di
 
 def test_a_partition_opened_elsewhere_while_parked_is_not_resumed_blindly(data_dir, budget):
     with LogDir(data_dir) as d:
-        t = d.create_topic("t", 8)
-        log = t.partition(0)
-        log.append(batch(3))
-        gen = log.state.snapshot()["generation"]
-        for p in range(1, 8):
-            t.partition(p)
-        assert log._parked
+        _t, log, gen = park_first(d, 3)
         with LogDir(data_dir) as other:  # a second session: it recovers the not-clean partition
             other.topic("t").partition(0).append(batch(2))
         assert log.high_watermark == 5 and log.state.snapshot()["generation"] > gen
@@ -248,7 +238,7 @@ def test_closing_parked_partitions_marks_them_clean(data_dir, budget):
 
 def test_a_parked_partition_once_closed_says_so(data_dir, budget):
     with LogDir(data_dir) as d:
-        _t, log = park_first(d, 1)
+        _t, log, _gen = park_first(d, 1)
         log.close()
         with pytest.raises(errors.StorageError, match="closed"):
             log.append(batch(1))
