@@ -284,8 +284,7 @@ def test_the_registry_survives_kill_9(tmp_path):
         srv.proc.send_signal(signal.SIGKILL)
         srv.proc.wait(DEADLINE_S)
         srv.stop()
-    again = RegistryServer(tmp_path / "data")
-    try:
+    with RegistryServer(tmp_path / "data") as again:
         assert http(again.url, "GET", "/subjects") == (200, ["x-value"])
         assert http(again.url, "GET", "/subjects/x-value/versions/2")[1]["id"] == id2
         assert http(again.url, "GET", f"/schemas/ids/{id1}") == (200, {"schema": s1})
@@ -293,8 +292,6 @@ def test_the_registry_survives_kill_9(tmp_path):
         assert http(again.url, "GET", "/subjects?deleted=true")[1] == ["x-value", "y-value"]
         id3 = register(again, "z-value", record(("q", "long")))[1]["id"]
         assert id3 not in (id1, id2)
-    finally:
-        assert again.stop() == 0
     topic = arrowlog.LogDir(str(tmp_path / "data")).topic("_schemas")
     assert topic.config["cleanup.policy"] == "compact"
 
@@ -335,8 +332,7 @@ def test_an_idle_connection_is_closed(tmp_path):
 
 
 def test_ids_are_never_reused_after_hard_deletes_and_restarts(tmp_path):
-    srv = RegistryServer(tmp_path / "data")
-    try:
+    with RegistryServer(tmp_path / "data") as srv:
         register(srv, "a-value", record(A))
         top = register(srv, "b-value", record(("z", "long")))[1]["id"]
         http(srv.url, "DELETE", "/subjects/b-value")
@@ -344,13 +340,8 @@ def test_ids_are_never_reused_after_hard_deletes_and_restarts(tmp_path):
         assert http(srv.url, "GET", f"/schemas/ids/{top}")[1]["error_code"] == 40403
         again = register(srv, "c-value", record(("q", "string")))[1]["id"]
         assert again > top
-    finally:
-        assert srv.stop() == 0
-    srv = RegistryServer(tmp_path / "data")
-    try:
+    with RegistryServer(tmp_path / "data") as srv:
         assert register(srv, "d-value", record(("w", "double")))[1]["id"] > again
-    finally:
-        assert srv.stop() == 0
 
 
 def test_a_bad_registry_listen_address_is_a_config_error(tmp_path):

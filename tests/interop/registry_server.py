@@ -17,3 +17,12 @@ class RegistryServer(ServerProcess):
         if not self.url.startswith("http"):
             self.stop()
             raise RuntimeError("the registry did not start:\n" + self.log())
+
+    def __enter__(self) -> RegistryServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Stop the server; it must have exited cleanly (unless the block failed)."""
+        code = self.stop()
+        if exc[0] is None:
+            assert code == 0, self.log()

@@ -274,8 +274,7 @@ def test_library_typed_topics_register_themselves_for_kafka_clients(tmp_path):
     rows = [{"id": 1, "name": "a", "at": at}, {"id": 2, "name": None, "at": at}]
     data = tmp_path / "data"
     _library_topic(data, "before", schema, rows)                          # exists at start-up
-    srv = RegistryServer(data)
-    try:
+    with RegistryServer(data) as srv:
         _library_topic(data, "after", schema, rows)                       # created while serving
         _library_topic(data, "odd", pa.schema([("tiny", pa.int8())]), [{"tiny": 1}])
         client = sr.SchemaRegistryClient({"url": srv.url})
@@ -289,8 +288,6 @@ def test_library_typed_topics_register_themselves_for_kafka_clients(tmp_path):
             assert arrowlog.replay(str(data), name).to_arrow().column("id").to_pylist() == [1, 2, 3]
         reply = wire_produce(srv, "odd", make_batch(1))                  # a column with no Avro form
         assert reply["error_code"] == ck.KafkaError.INVALID_RECORD and "int8" in reply["error_message"]
-    finally:
-        assert srv.stop() == 0, srv.log()
 
 
 def test_schema_registry_client_api_end_to_end(typed, topic):
@@ -331,26 +328,19 @@ def test_schema_registry_client_api_end_to_end(typed, topic):
 
 def test_a_typed_topic_keeps_its_schema_after_its_subject_is_hard_deleted_and_a_restart(tmp_path):
     data = tmp_path / "data"
-
-    srv = RegistryServer(data)
-    try:
+    with RegistryServer(data) as srv:
         client = sr.SchemaRegistryClient({"url": srv.url})
         ctx = SerializationContext("kept", MessageField.VALUE)
         value = AvroSerializer(client, CLICK)(click(4), ctx)
         assert produce(srv, "kept", [value]) == [None]
         client.delete_subject("kept-value")
         client.delete_subject("kept-value", permanent=True)
-    finally:
-        assert srv.stop() == 0, srv.log()
-    srv = RegistryServer(data)
-    try:
+    with RegistryServer(data) as srv:
         client = sr.SchemaRegistryClient({"url": srv.url})
         assert client.get_subjects() == []
         got = consume(srv, "kept", 1)
         assert got == [value]
         assert AvroDeserializer(client)(got[0], SerializationContext("kept", MessageField.VALUE)) == click(4)
-    finally:
-        assert srv.stop() == 0, srv.log()
 
 
 def test_mirror_carries_a_typed_topic_to_kafka_and_back(typed, tmp_path):
@@ -567,7 +557,6 @@ def test_a_library_topic_evolved_by_alter_topic_registers_its_new_version(typed,
 
 def test_an_evolved_topic_serves_both_versions_after_kill9_and_a_hard_delete(tmp_path):
     data = tmp_path / "data"
-
     srv = RegistryServer(data)
     try:
         client = sr.SchemaRegistryClient({"url": srv.url})
@@ -579,19 +568,13 @@ def test_an_evolved_topic_serves_both_versions_after_kill9_and_a_hard_delete(tmp
     finally:
         srv.proc.kill()                  # kill -9: the evolution and its pin were already durable
         srv.stop()
-    srv = RegistryServer(data)
-    try:
+    with RegistryServer(data) as srv:
         assert consume(srv, "ev", 2) == values
         client = sr.SchemaRegistryClient({"url": srv.url})
         client.delete_subject("ev-value")
         client.delete_subject("ev-value", permanent=True)
-    finally:
-        assert srv.stop() == 0, srv.log()
-    srv = RegistryServer(data)
-    try:
+    with RegistryServer(data) as srv:
         assert consume(srv, "ev", 2) == values      # each generation's schema is kept with the topic
-    finally:
-        assert srv.stop() == 0, srv.log()
 
 
 def test_json_schema_clients_across_an_evolution(typed, topic):
