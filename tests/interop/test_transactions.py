@@ -17,7 +17,7 @@ from arrowlog.server import txn_messages as TM
 
 from .test_server_durability import wait_for
 from .test_server_refusals import with_attributes
-from .wireclient import call, make_batch, still_serving
+from .wireclient import call, commit_topics, make_batch, still_serving
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
 
@@ -316,8 +316,8 @@ def version_case(exchange, server, topic, group, api, v):
         assert exchange(server, api, v, {**producer, "group_id": group})["error_code"] == 0
     elif api.key == 28:
         assert exchange(server, TM.ADD_OFFSETS_TO_TXN, 0, {**producer, "group_id": group})["error_code"] == 0
-        r = exchange(server, api, v, {**producer, "group_id": group, "topics": [{"name": topic, "partitions": [
-            {"partition_index": 0, "committed_offset": 4, "committed_metadata": "m"}]}]})
+        r = exchange(server, api, v, {**producer, "group_id": group,
+                                      "topics": commit_topics(topic, {0: 4}, committed_metadata="m")})
         assert r["topics"][0]["partitions"][0]["error_code"] == 0
         assert exchange(server, TM.END_TXN, 0, {**producer, "committed": True})["error_code"] == 0
         assert committed_offset(server, group, topic) == 4
@@ -358,8 +358,8 @@ def test_offset_fetch_require_stable_waits_for_an_open_transaction(server, creat
     _, pid, epoch = init_txn(server, txn_id)
     producer = {"transactional_id": txn_id, "producer_id": pid, "producer_epoch": epoch}
     assert call(server, TM.ADD_OFFSETS_TO_TXN, 3, {**producer, "group_id": group})["error_code"] == 0
-    r = call(server, TM.TXN_OFFSET_COMMIT, 3, {**producer, "group_id": group, "topics": [
-        {"name": created, "partitions": [{"partition_index": 0, "committed_offset": 3}]}]})
+    r = call(server, TM.TXN_OFFSET_COMMIT, 3, {**producer, "group_id": group,
+                                               "topics": commit_topics(created, {0: 3})})
     assert r["topics"][0]["partitions"][0]["error_code"] == 0
 
     def fetch(stable):
@@ -438,8 +438,7 @@ def test_wire_txn_offset_commit_checks_the_member(server, created, group):
         def commit(generation, member_id, instance=None):
             r = call(server, TM.TXN_OFFSET_COMMIT, 3, {
                 **producer, "generation_id": generation, "member_id": member_id, "group_instance_id": instance,
-                "topics": [{"name": created, "partitions": [
-                    {"partition_index": 0, "committed_offset": 1, "committed_metadata": None}]}]})
+                "topics": commit_topics(created, {0: 1}, committed_metadata=None)})
             return r["topics"][0]["partitions"][0]["error_code"]
 
         mid = member.memberid()

@@ -19,7 +19,7 @@ from .test_transactions import (
     list_offset,
     produce_txn,
 )
-from .wireclient import call
+from .wireclient import call, commit_topics
 
 
 def test_transactions_survive_kill9_and_restart(tmp_path, topic, group):
@@ -40,8 +40,8 @@ def test_transactions_survive_kill9_and_restart(tmp_path, topic, group):
         assert add_partition(srv, "tx-open", open_pid, open_epoch, topic) == 0
         assert produce_txn(srv, "tx-open", topic, open_pid, open_epoch, 0)["error_code"] == 0   # 7-8, left open
         assert call(srv, TM.ADD_OFFSETS_TO_TXN, 3, {**producer, "group_id": group})["error_code"] == 0
-        r = call(srv, TM.TXN_OFFSET_COMMIT, 3, {**producer, "group_id": group, "topics": [
-            {"name": topic, "partitions": [{"partition_index": 0, "committed_offset": 5}]}]})
+        r = call(srv, TM.TXN_OFFSET_COMMIT, 3, {**producer, "group_id": group,
+                                                "topics": commit_topics(topic, {0: 5})})
         assert r["topics"][0]["partitions"][0]["error_code"] == 0
         srv.proc.kill()
         srv.proc.wait(30)

@@ -15,7 +15,7 @@ import pytest
 
 from arrowlog.server import messages as M
 
-from .wireclient import make_batch, send
+from .wireclient import commit_topics, make_batch, send
 
 kp_protocol = pytest.importorskip("kafka.protocol.api_message")
 
@@ -160,17 +160,15 @@ def case(server, topic, api, v):  # noqa: C901 - one branch per API
                                               "member_id": j["member_id"]})
         assert r["error_code"] == 25  # UNKNOWN_MEMBER_ID after leaving
     elif key == 8:
-        r = exchange(server, api, v, {"group_id": group, "generation_id": -1, "member_id": "", "topics": [
-            {"name": topic, "partitions": [{"partition_index": 0, "committed_offset": 3,
-                                            "committed_metadata": "meta"}]}]})
+        r = exchange(server, api, v, {"group_id": group, "generation_id": -1, "member_id": "",
+                                      "topics": commit_topics(topic, {0: 3}, committed_metadata="meta")})
         assert list(codes(r)) == [0]
         f = exchange(server, M.OFFSET_FETCH, 7, {"group_id": group, "topics": None})
         p = f["topics"][0]["partitions"][0]
         assert (p["committed_offset"], p["metadata"]) == (3, "meta")
     elif key == 9:
         exchange(server, M.OFFSET_COMMIT, 2, {"group_id": group, "generation_id": -1, "member_id": "",
-                                              "topics": [{"name": topic, "partitions": [
-                                                  {"partition_index": 1, "committed_offset": 1}]}]})
+                                              "topics": commit_topics(topic, {1: 1})})
         r = exchange(server, api, v, {"group_id": group, "topics": [
             {"name": topic, "partition_indexes": [0, 1]}]})
         assert [p["committed_offset"] for p in r["topics"][0]["partitions"]] == [-1, 1]
@@ -274,15 +272,12 @@ def case(server, topic, api, v):  # noqa: C901 - one branch per API
         assert list(codes(r)) == [1]  # OFFSET_OUT_OF_RANGE: beyond the high watermark
     elif key == 42:
         exchange(server, M.OFFSET_COMMIT, 2, {"group_id": group, "generation_id": -1, "member_id": "",
-                                              "topics": [{"name": topic, "partitions": [
-                                                  {"partition_index": 0, "committed_offset": 1}]}]})
+                                              "topics": commit_topics(topic, {0: 1})})
         r = exchange(server, api, v, {"groups_names": [group, group + "-unknown"]})
         assert [(g["group_id"], g["error_code"]) for g in r["results"]] == [(group, 0), (group + "-unknown", 69)]
     elif key == 47:
         exchange(server, M.OFFSET_COMMIT, 2, {"group_id": group, "generation_id": -1, "member_id": "",
-                                              "topics": [{"name": topic, "partitions": [
-                                                  {"partition_index": 0, "committed_offset": 1},
-                                                  {"partition_index": 1, "committed_offset": 1}]}]})
+                                              "topics": commit_topics(topic, {0: 1, 1: 1})})
         r = exchange(server, api, v, {"group_id": group, "topics": [
             {"name": topic, "partitions": [{"partition_index": 0}]}]})
         assert list(codes(r)) == [0, 0]

@@ -60,6 +60,13 @@ def call(server, api, version, body: dict, correlation_id=7) -> dict:
     return api.decode_response(r, version)
 
 
+def commit_topics(topic: str, offsets: dict[int, int], **fields) -> list[dict]:
+    """The ``topics`` of an OffsetCommit or TxnOffsetCommit request: ``offsets``
+    ({partition: offset}) of ``topic``, each partition with ``fields`` too."""
+    return [{"name": topic, "partitions": [{"partition_index": p, "committed_offset": o, **fields}
+                                           for p, o in offsets.items()]}]
+
+
 def still_serving(server):
     resp = call(server, M.API_VERSIONS, 0, {})
     assert resp["error_code"] == 0
