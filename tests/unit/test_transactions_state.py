@@ -211,3 +211,15 @@ def test_stable_offset_of_a_partition_the_open_transaction_did_not_write_to(tmp_
     assert txns.last_stable_offset("t", 0, 9) == 9           # first question after the change
     assert txns.last_stable_offset("t", 1, 7) == 5
     assert txns.last_stable_offset("t", 0, 9) == 9
+
+
+def test_add_partitions_refused_for_an_unknown_partition_opens_no_transaction(tmp_path):
+    """Kafka adds nothing when one partition is unknown: the transaction stays as it was, so
+    no timeout later aborts it and fences the producer that asked."""
+    txns = coordinator(tmp_path, {})
+    _, pid, epoch = txns.init_producer_id("a", 1000)
+    codes = txns.add_partitions("a", pid, epoch, [("t", 0), ("gone", 0)], lambda topic, p: topic == "t")
+    assert codes == {("t", 0): T.OPERATION_NOT_ATTEMPTED, ("gone", 0): E.UNKNOWN_TOPIC_OR_PARTITION}
+    assert txns.txns["a"].state == S.EMPTY
+    assert txns.expire(now_ms=S._now_ms() + 10_000) == []
+    assert txns.add_partitions("a", pid, epoch, [("t", 0)], lambda topic, p: True) == {("t", 0): E.NONE}

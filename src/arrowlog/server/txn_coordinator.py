@@ -99,14 +99,6 @@ class TransactionCoordinator(TxnState):
             return E.INVALID_PRODUCER_EPOCH
         return txn
 
-    def _check_begin(self, txn_id: str | None, pid: int, epoch: int) -> Txn | int:
-        """``_check``, then the transaction begun (if it is not open yet)."""
-        txn = self._check(txn_id, pid, epoch)
-        if isinstance(txn, int):
-            return txn
-        code = self._begin(txn)
-        return txn if code == E.NONE else code
-
     def _begin(self, txn: Txn) -> int:
         if txn.state in (PREPARE_COMMIT, PREPARE_ABORT):
             return CONCURRENT_TRANSACTIONS
@@ -158,12 +150,15 @@ class TransactionCoordinator(TxnState):
     @_exclusive
     def add_partitions(self, txn_id, pid, epoch, partitions: list[tuple[str, int]], exists) -> dict:
         """{(topic, partition): error_code}; ``exists(topic, p)`` says whether a partition exists."""
-        txn = self._check_begin(txn_id, pid, epoch)
+        txn = self._check(txn_id, pid, epoch)
         if isinstance(txn, int):
             return dict.fromkeys(partitions, txn)
         missing = [tp for tp in partitions if not exists(*tp)]
-        if missing:   # Kafka adds none when one is unknown
+        if missing:   # Kafka adds none when one is unknown, and begins nothing
             return {tp: E.UNKNOWN_TOPIC_OR_PARTITION if tp in missing else OPERATION_NOT_ATTEMPTED for tp in partitions}
+        code = self._begin(txn)
+        if code != E.NONE:
+            return dict.fromkeys(partitions, code)
         for tp in partitions:
             txn.partitions.setdefault(tp, [])
         self._save(txn)
@@ -171,9 +166,12 @@ class TransactionCoordinator(TxnState):
 
     @_exclusive
     def add_offsets(self, txn_id, pid, epoch, group: str) -> int:
-        txn = self._check_begin(txn_id, pid, epoch)
+        txn = self._check(txn_id, pid, epoch)
         if isinstance(txn, int):
             return txn
+        code = self._begin(txn)
+        if code != E.NONE:
+            return code
         txn.groups.add(group)
         self._save(txn)
         return E.NONE
