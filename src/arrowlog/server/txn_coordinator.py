@@ -35,6 +35,7 @@ the directory's flock), so threads of one process may share it.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from . import errors as E
 from .txn_state import (
@@ -50,12 +51,16 @@ from .txn_state import (
     PREPARE_COMMIT,
     PRODUCER_FENCED,
     TRANSACTION_MAX_TIMEOUT_MS,
+    PartitionLookup,
     Txn,
     TxnState,
     _exclusive,
     _now_ms,
     control_record_columns,
 )
+
+if TYPE_CHECKING:
+    from ..storage.partition import PartitionLog
 
 log = logging.getLogger("arrowlog.server")
 
@@ -74,10 +79,11 @@ class TransactionCoordinator(TxnState):
     which checks the state against the logs and compacts it at start-up and close,
     and completes the transactions found half-ended; ``read_only``: a look from outside."""
 
-    def __init__(self, data_dir: str | None, producers, offsets, partition, appended, *, read_only: bool = False,
-                 owner: bool = True):
+    def __init__(self, data_dir: str | None, producers, offsets, partition: PartitionLookup, appended, *,
+                 read_only: bool = False, owner: bool = True):
         self.producers = producers
         self.offsets = offsets
+        self._logs = partition   # the markers' partitions (TxnState's lookup may be None: this one may not)
         self._appended = appended
         super().__init__(data_dir, partition, read_only=read_only, owner=owner)
         if self._owner:
@@ -282,7 +288,7 @@ class TransactionCoordinator(TxnState):
         commit = txn.state == PREPARE_COMMIT
         code = E.NONE
         for (topic, p), batches in txn.partitions.items():
-            pl, pcode, msg = self._partition(topic, p)
+            pl, _, msg = self._logs(topic, p)
             if pl is None:
                 log.warning("transaction %r: cannot write its marker to %s-%d: %s", txn.txn_id, topic, p, msg)
                 continue
@@ -314,7 +320,7 @@ class TransactionCoordinator(TxnState):
         return E.NONE
 
     @staticmethod
-    def _write_marker(pl, commit: bool) -> int:
+    def _write_marker(pl: PartitionLog, commit: bool) -> int:
         import pyarrow as pa
 
         from arrowlog.schema import PRODUCE_SCHEMA

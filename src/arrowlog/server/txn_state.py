@@ -24,9 +24,16 @@ import os
 import struct
 import threading
 import time
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from .journal import Journaled
 from .txn_files import SharedStateFiles
+
+if TYPE_CHECKING:
+    from ..storage.partition import PartitionLog
+
+# partition(topic, index) -> (its PartitionLog, NONE, None), or (None, error code, message)
+PartitionLookup = Callable[[str, int], "tuple[PartitionLog | None, int, str | None]"]
 
 log = logging.getLogger("arrowlog.server")
 
@@ -110,6 +117,16 @@ class Txn:
                 "groups": sorted(self.groups)}
 
 
+def _per_log(lookup: PartitionLookup, keys: Iterable[tuple[str, int]],
+             of: Callable[[PartitionLog], int]) -> dict[tuple[str, int], int | None]:
+    """``of(log)`` for the partition log of each of ``keys``; None where there is none."""
+    out: dict[tuple[str, int], int | None] = {}
+    for key in keys:
+        pl, _, _ = lookup(*key)
+        out[key] = None if pl is None else of(pl)
+    return out
+
+
 def _exclusive(method):
     """Run ``method`` holding the coordinator's lock, on the state as every process left it."""
     @functools.wraps(method)
@@ -126,7 +143,8 @@ class TxnState(Journaled):
     that and compacts at start-up and close; ``read_only``: a look from outside
     (nothing written, nothing created)."""
 
-    def __init__(self, data_dir: str | None, partition=None, *, read_only: bool = False, owner: bool = True):
+    def __init__(self, data_dir: str | None, partition: PartitionLookup | None = None, *, read_only: bool = False,
+                 owner: bool = True):
         self._partition = partition
         self._owner = owner and not read_only
         self.txns: dict[str, Txn] = {}
@@ -241,28 +259,22 @@ class TxnState(Journaled):
         reused by new records, which must not be taken for markers or aborted batches."""
         if self._partition is None:
             return
-        ends: dict[tuple[str, int], int | None] = {}
-
-        def end(key):
-            if key not in ends:
-                pl, _, _ = self._partition(*key)
-                ends[key] = None if pl is None else pl.high_watermark
-            return ends[key]
-
+        keys = {*self.aborted, *self.controls, *(key for txn in self.txns.values() for key in txn.partitions)}
+        ends = _per_log(self._partition, keys, lambda pl: pl.high_watermark)
         lost = 0
         for key in list(self.aborted):
-            hwm = end(key)
+            hwm = ends[key]
             kept = {o for o in self.aborted[key] if hwm is not None and o < hwm}
             lost += len(self.aborted[key]) - len(kept)
             self.aborted[key] = kept
         for key in list(self.controls):
-            hwm = end(key)
+            hwm = ends[key]
             kept_marks = {o: v for o, v in self.controls[key].items() if hwm is not None and o < hwm}
             lost += len(self.controls[key]) - len(kept_marks)
             self.controls[key] = kept_marks
         for txn in self.txns.values():
             for key, batches in txn.partitions.items():
-                hwm = end(key)
+                hwm = ends[key]
                 kept_batches = [b for b in batches if hwm is not None and b[0] < hwm]
                 lost += len(batches) - len(kept_batches)
                 txn.partitions[key] = kept_batches
@@ -280,7 +292,7 @@ class TxnState(Journaled):
             if self._by_pid.get(txn.pid) == txn.txn_id:
                 del self._by_pid[txn.pid]
         if self._partition is not None:
-            starts = {key: self._log_start(key) for key in {*self.aborted, *self.controls}}
+            starts = _per_log(self._partition, {*self.aborted, *self.controls}, lambda pl: pl.log_start_offset)
             for key in list(self.aborted):
                 start = starts[key]
                 if start is None:
@@ -295,11 +307,6 @@ class TxnState(Journaled):
                     self.controls[key] = {o: v for o, v in self.controls[key].items() if o >= start}
         self._firsts = None
         super().compact()
-
-    def _log_start(self, key: tuple[str, int]) -> int | None:
-        """The log start offset of partition ``key``; None if it is gone."""
-        pl, _, _ = self._partition(*key)
-        return None if pl is None else pl.log_start_offset
 
     def _snapshot(self) -> dict:
         return {"version": SNAPSHOT_VERSION, "txns": [t.to_json() for t in self.txns.values()],
