@@ -36,6 +36,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The producer as a user configures it: librdkafka's defaults (acks=all, linger.ms=5,
+# batch.num.messages=10000, batch.size=1000000, no compression, not idempotent),
+# with a local queue that holds the whole run, as the queueing-rate row's does.
+PRODUCER_CONFIG = {"queue.buffering.max.messages": 1_000_000, "queue.buffering.max.kbytes": 1_048_576}
 WAKE_WARMUP = 20  # appends before the timed ones: the appender's first appends are slow
 WAKE_PACE_S = 0.005  # between appends: the consumer is back in its long poll long before the next
 
@@ -53,16 +57,20 @@ p.close()
 
 
 def start_server(data_dir: str) -> tuple[subprocess.Popen, str]:
+    return start_process(["-m", "arrowlog.server", "--data", data_dir, "--listen", "127.0.0.1:0",
+                          "--log-level", "WARNING"], "arrowlog server")
+
+
+def start_process(args: list[str], what: str) -> tuple[subprocess.Popen, str]:
+    """``python <args>`` from the repository root, and the HOST:PORT it prints first."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "arrowlog.server", "--data", data_dir, "--listen", "127.0.0.1:0",
-         "--log-level", "WARNING"],
-        stdout=subprocess.PIPE, env=env, text=True)
+    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, env=env, text=True, cwd=ROOT)
     line = proc.stdout.readline().strip()
     if not line:
         proc.kill()
-        raise RuntimeError("arrowlog server did not start")
+        proc.wait()
+        raise RuntimeError(f"{what} did not start")
     return proc, line
 
 
@@ -116,6 +124,28 @@ def queue_rate_s(n_records: int, value: bytes, topic: str) -> float:
     return elapsed
 
 
+def produce_through(ck, bootstrap: str, server_pid: int, topic: str, n_records: int,
+                    value: bytes) -> tuple[float, float, float]:
+    """The measured producer loop against the server at ``bootstrap``: produce() each value
+    (a full local queue waits in poll()), then flush(). Returns (seconds, the server
+    process's CPU seconds, this process's CPU seconds) over that window."""
+    producer = ck.Producer({"bootstrap.servers": bootstrap, **PRODUCER_CONFIG})
+    produce = producer.produce
+    t0, server0, client0 = time.perf_counter(), cpu_s(server_pid), time.process_time()
+    for _ in range(n_records):
+        try:
+            produce(topic, value)
+        except BufferError:
+            producer.poll(0.01)
+            produce(topic, value)
+    remaining = producer.flush(120)
+    elapsed = time.perf_counter() - t0
+    cpu = (cpu_s(server_pid) - server0, time.process_time() - client0)
+    if remaining:
+        raise RuntimeError(f"{remaining} records were not delivered to {bootstrap}")
+    return elapsed, *cpu
+
+
 def fetch_wake_us(ck, bootstrap: str, data_dir: str, topic: str, count: int) -> list[float]:
     """Latency (µs) from another process's append to the consumer holding the record."""
     consumer = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-wake", "enable.auto.commit": False,
@@ -151,6 +181,12 @@ def run(n_records: int = 1_000_000, value_size: int = 100, topic: str = "bench",
 
     value = b"x" * value_size
     queue_s = queue_rate_s(n_records, value, topic)
+    acceptor, acceptor_bootstrap = start_process(["-m", "bench.null_broker"], "the do-nothing acceptor")
+    try:
+        acceptor_s, acceptor_cpu, acceptor_client_cpu = produce_through(ck, acceptor_bootstrap, acceptor.pid, topic,
+                                                                        n_records, value)
+    finally:
+        stop_server(acceptor)
     with tempfile.TemporaryDirectory(prefix="arrowlog-bench-") as data_dir:
         proc, bootstrap = start_server(data_dir)
         try:
@@ -158,21 +194,7 @@ def run(n_records: int = 1_000_000, value_size: int = 100, topic: str = "bench",
             for fut in admin.create_topics([ck.admin.NewTopic(topic, 1, 1)]).values():
                 fut.result(30)
 
-            producer = ck.Producer({"bootstrap.servers": bootstrap, "acks": 1, "linger.ms": 5,
-                                    "queue.buffering.max.messages": 1_000_000,
-                                    "queue.buffering.max.kbytes": 1_048_576})
-            t0, server0, client0 = time.perf_counter(), cpu_s(proc.pid), time.process_time()
-            for _ in range(n_records):
-                try:
-                    producer.produce(topic, value)
-                except BufferError:
-                    producer.poll(0.01)
-                    producer.produce(topic, value)
-            remaining = producer.flush(120)
-            produce_s = time.perf_counter() - t0
-            produce_cpu = (cpu_s(proc.pid) - server0, time.process_time() - client0)
-            if remaining:
-                raise RuntimeError(f"{remaining} records were not delivered")
+            produce_s, *produce_cpu = produce_through(ck, bootstrap, proc.pid, topic, n_records, value)
 
             # librdkafka postpones a partition's next fetch by fetch.queue.backoff.ms
             # (default 1000 ms) once its local queue holds queued.min.messages
@@ -207,6 +229,10 @@ def run(n_records: int = 1_000_000, value_size: int = 100, topic: str = "bench",
         "produce_s": produce_s,
         "consume_s": consume_s,
         "queue_s": queue_s,
+        "acceptor_s": acceptor_s,
+        "acceptor_server_cpu_s": acceptor_cpu,
+        "acceptor_client_cpu_s": acceptor_client_cpu,
+        "producer_config": PRODUCER_CONFIG,
         "produce_server_cpu_s": produce_cpu[0],
         "produce_client_cpu_s": produce_cpu[1],
         "consume_server_cpu_s": consume_cpu[0],
