@@ -175,18 +175,26 @@ def fetch_wake_us(ck, bootstrap: str, data_dir: str, topic: str, count: int) -> 
     return lat
 
 
-def run(n_records: int = 1_000_000, value_size: int = 100, topic: str = "bench", wake_sends: int = 200) -> dict:
+def through_acceptor(ck, topic: str, n_records: int, value: bytes) -> tuple[float, float, float]:
+    """``produce_through`` the do-nothing acceptor (bench/null_broker.py), in its own process."""
+    acceptor, bootstrap = start_process(["-m", "bench.null_broker"], "the do-nothing acceptor")
+    try:
+        return produce_through(ck, bootstrap, acceptor.pid, topic, n_records, value)
+    finally:
+        stop_server(acceptor)
+
+
+def run(n_records: int = 1_000_000, value_size: int = 100, topic: str = "bench", wake_sends: int = 200,
+        acceptor_last: bool = False) -> dict:
+    """One run; the acceptor's produce goes before the server's, or after with ``acceptor_last``
+    (the harness alternates them, so neither always has the warmer client and page cache)."""
     import confluent_kafka as ck
     import confluent_kafka.admin  # noqa: F401
 
     value = b"x" * value_size
     queue_s = queue_rate_s(n_records, value, topic)
-    acceptor, acceptor_bootstrap = start_process(["-m", "bench.null_broker"], "the do-nothing acceptor")
-    try:
-        acceptor_s, acceptor_cpu, acceptor_client_cpu = produce_through(ck, acceptor_bootstrap, acceptor.pid, topic,
-                                                                        n_records, value)
-    finally:
-        stop_server(acceptor)
+    if not acceptor_last:
+        acceptor_s, *acceptor_cpu = through_acceptor(ck, topic, n_records, value)
     with tempfile.TemporaryDirectory(prefix="arrowlog-bench-") as data_dir:
         proc, bootstrap = start_server(data_dir)
         try:
@@ -217,6 +225,8 @@ def run(n_records: int = 1_000_000, value_size: int = 100, topic: str = "bench",
             wake = fetch_wake_us(ck, bootstrap, data_dir, topic, wake_sends) if wake_sends else []
         finally:
             stop_server(proc)
+    if acceptor_last:
+        acceptor_s, *acceptor_cpu = through_acceptor(ck, topic, n_records, value)
     mb = n_records * value_size / 1e6
     return {
         "system": "arrowlog serve (confluent-kafka client)",
@@ -230,8 +240,9 @@ def run(n_records: int = 1_000_000, value_size: int = 100, topic: str = "bench",
         "consume_s": consume_s,
         "queue_s": queue_s,
         "acceptor_s": acceptor_s,
-        "produce_acceptor_server_cpu_s": acceptor_cpu,
-        "produce_acceptor_client_cpu_s": acceptor_client_cpu,
+        "produce_acceptor_server_cpu_s": acceptor_cpu[0],
+        "produce_acceptor_client_cpu_s": acceptor_cpu[1],
+        "acceptor_last": acceptor_last,
         "producer_config": PRODUCER_CONFIG,
         "produce_server_cpu_s": produce_cpu[0],
         "produce_client_cpu_s": produce_cpu[1],
@@ -246,8 +257,11 @@ def main() -> None:
     p.add_argument("--records", type=int, default=1_000_000)
     p.add_argument("--value-size", type=int, default=100)
     p.add_argument("--wake-sends", type=int, default=200, help="timed appends for the Fetch wake-up (0: none)")
+    p.add_argument("--acceptor-last", action="store_true",
+                   help="produce through the do-nothing acceptor after the server, not before")
     args = p.parse_args()
-    print(json.dumps(run(args.records, args.value_size, wake_sends=args.wake_sends), indent=2))
+    print(json.dumps(run(args.records, args.value_size, wake_sends=args.wake_sends, acceptor_last=args.acceptor_last),
+                     indent=2))
 
 
 if __name__ == "__main__":

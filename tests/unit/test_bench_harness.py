@@ -210,8 +210,8 @@ def test_kafka_wire_rows_carry_the_queueing_ceiling_and_the_wake_up(monkeypatch)
 
     calls = []
 
-    def fake_call(mod, n, wake_sends):
-        calls.append((n, wake_sends))
+    def fake_call(mod, n, wake_sends, acceptor_last=False):
+        calls.append((n, wake_sends, acceptor_last))
         return {"produce_s": 2.0, "consume_s": 0.5, "queue_s": 1.0, "acceptor_s": 1.6,
                 "produce_acceptor_server_cpu_s": 0.05, "produce_acceptor_client_cpu_s": 1.1,
                 "produce_server_cpu_s": 0.25, "produce_client_cpu_s": 1.0,
@@ -224,7 +224,8 @@ def test_kafka_wire_rows_carry_the_queueing_ceiling_and_the_wake_up(monkeypatch)
         rows = {r.key: r for r in adapters.kafka_wire(ctx, None, [])}
     finally:
         ctx.close()
-    assert calls == [(1000, 0), (1000, 100), (1000, 100)]  # the warm-up skips the wake-up
+    # the warm-up skips the wake-up; the acceptor goes first, then last
+    assert calls == [(1000, 0, False), (1000, 100, False), (1000, 100, True)]
     assert ratio(rows["kafka_wire.produce.arrowlog"], rows["kafka_wire.produce.queue"]) == pytest.approx(0.5)
     # the do-nothing acceptor with the same client, same runs: the server's share
     assert ratio(rows["kafka_wire.produce.arrowlog"], rows["kafka_wire.produce.acceptor"]) == pytest.approx(0.8)
