@@ -82,9 +82,10 @@ def kafka_wire(ctx, mod, earlier: list[Row]) -> list[Row]:
                 "the same client's produce() of the same values, queueing only (no broker reachable, linger.ms=1000)",
                 records=n, nbytes=nb, missing=produce.missing,
                 samples=[r["queue_s"] for r in results] if produce.ok else [],
-                note="measured in the same process just before the produce row: the ceiling a server can approach; "
-                     "the produce row stays below it by the client's own sending work (librdkafka's threads share "
-                     "the cores with its produce() loop), not the server's (`kafka_wire.produce.server_cpu`)")
+                note="measured in the same process before the produce row: issue 19's ceiling, which counts only "
+                     "the produce() loop; with a broker reachable librdkafka's broker thread frames and sends the "
+                     "batches on the same two cores (`kafka_wire.produce.client_cpu`), so even the do-nothing "
+                     "acceptor stays well below it (`kafka_wire.produce.acceptor`; docs/PROTOCOL.md, Tests and speed)")
     consume = Row("kafka_wire.consume.arrowlog", "Kafka protocol: consume", "arrowlog",
                   "arrowlog serve → confluent-kafka Consumer, assigned partition, consume(10000), len(value) of each",
                   records=n, nbytes=nb, missing=produce.missing,

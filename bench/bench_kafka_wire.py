@@ -2,10 +2,14 @@
 
 First the client alone: the same confluent-kafka Producer's ``produce()``
 queueing rate with no broker reachable (the ceiling of the produce row:
-issue 19 asks for ≥ 0.9× of it through the server). Then starts ``python -m
-arrowlog.server`` on an ephemeral 127.0.0.1 port with a fresh data
-directory, produces ``n_records`` values of ``value_size`` bytes with a
-confluent-kafka Producer (acks=1, linger.ms=5) into a one-partition topic,
+issue 19 asks for ≥ 0.9× of it through the server), and the same producer
+against a do-nothing acceptor (bench/null_broker.py: acks every Produce at
+once, stores nothing; before the server's run, or after it with
+``acceptor_last``): the best any server can do with this client. Then
+starts ``python -m arrowlog.server`` on an ephemeral 127.0.0.1 port with a
+fresh data directory, produces ``n_records`` values of ``value_size`` bytes
+with a confluent-kafka Producer (librdkafka's defaults: PRODUCER_CONFIG)
+into a one-partition topic,
 then reads them back with a confluent-kafka Consumer (no group, from the
 beginning, fetch.queue.backoff.ms=10: see run()), touching every value.
 For both directions the CPU seconds the server process and the client
