@@ -47,7 +47,8 @@ class NullBroker:
     def __init__(self) -> None:
         self.port = 0
         self.next_offset: dict[tuple[str, int], int] = {}
-        self.produces = self.batches = self.records = 0
+        self.produces = self.records = 0
+        self.acks: set[int] = set()
 
     def answer(self, api_key: int, version: int, req: dict) -> dict | None:
         if api_key == API_VERSIONS.key:
@@ -65,6 +66,7 @@ class NullBroker:
                                                 "leader_epoch": 0, "replica_nodes": [0], "isr_nodes": [0],
                                                 "offline_replicas": []}]} for name in names]}
         self.produces += 1
+        self.acks.add(req["acks"])
         responses = []
         for td in req["topic_data"]:
             parts = []
@@ -98,8 +100,8 @@ class NullBroker:
                 if body_out is not None:
                     writer.writelines(encode_response(api_key, version, correlation_id, body_out))
                     await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # the client went away, or the acceptor is stopping
         finally:
             writer.close()
 
@@ -115,7 +117,8 @@ async def serve(host: str = "127.0.0.1", port: int = 0) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with server:
         await stop.wait()
-    print(f"null_broker: {broker.produces} Produce requests, {broker.records} records", file=sys.stderr)
+    print(f"null_broker: {broker.produces} Produce requests (acks {sorted(broker.acks)}), {broker.records} records",
+          file=sys.stderr)
 
 
 if __name__ == "__main__":
