@@ -2,10 +2,14 @@
 
 First the client alone: the same confluent-kafka Producer's ``produce()``
 queueing rate with no broker reachable (the ceiling of the produce row:
-issue 19 asks for ≥ 0.9× of it through the server). Then starts ``python -m
-arrowlog.server`` on an ephemeral 127.0.0.1 port with a fresh data
-directory, produces ``n_records`` values of ``value_size`` bytes with a
-confluent-kafka Producer (acks=1, linger.ms=5) into a one-partition topic,
+issue 19 asks for ≥ 0.9× of it through the server), and the same producer
+against a do-nothing acceptor (bench/null_broker.py: acks every Produce at
+once, stores nothing; before the server's run, or after it with
+``acceptor_last``): the best any server can do with this client. Then
+starts ``python -m arrowlog.server`` on an ephemeral 127.0.0.1 port with a
+fresh data directory, produces ``n_records`` values of ``value_size`` bytes
+with a confluent-kafka Producer (librdkafka's defaults: PRODUCER_CONFIG)
+into a one-partition topic,
 then reads them back with a confluent-kafka Consumer (no group, from the
 beginning, fetch.queue.backoff.ms=10: see run()), touching every value.
 For both directions the CPU seconds the server process and the client
@@ -36,6 +40,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The producer as a user configures it: librdkafka's defaults (acks=all, linger.ms=5,
+# batch.num.messages=10000, batch.size=1000000, no compression, not idempotent),
+# with a local queue that holds the whole run, as the queueing-rate row's does.
+PRODUCER_CONFIG = {"queue.buffering.max.messages": 1_000_000, "queue.buffering.max.kbytes": 1_048_576}
 WAKE_WARMUP = 20  # appends before the timed ones: the appender's first appends are slow
 WAKE_PACE_S = 0.005  # between appends: the consumer is back in its long poll long before the next
 
@@ -53,16 +61,20 @@ p.close()
 
 
 def start_server(data_dir: str) -> tuple[subprocess.Popen, str]:
+    return start_process(["-m", "arrowlog.server", "--data", data_dir, "--listen", "127.0.0.1:0",
+                          "--log-level", "WARNING"], "arrowlog server")
+
+
+def start_process(args: list[str], what: str) -> tuple[subprocess.Popen, str]:
+    """``python <args>`` from the repository root, and the HOST:PORT it prints first."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "arrowlog.server", "--data", data_dir, "--listen", "127.0.0.1:0",
-         "--log-level", "WARNING"],
-        stdout=subprocess.PIPE, env=env, text=True)
+    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, env=env, text=True, cwd=ROOT)
     line = proc.stdout.readline().strip()
     if not line:
         proc.kill()
-        raise RuntimeError("arrowlog server did not start")
+        proc.wait()
+        raise RuntimeError(f"{what} did not start")
     return proc, line
 
 
@@ -116,6 +128,28 @@ def queue_rate_s(n_records: int, value: bytes, topic: str) -> float:
     return elapsed
 
 
+def produce_through(ck, bootstrap: str, server_pid: int, topic: str, n_records: int,
+                    value: bytes) -> tuple[float, float, float]:
+    """The measured producer loop against the server at ``bootstrap``: produce() each value
+    (a full local queue waits in poll()), then flush(). Returns (seconds, the server
+    process's CPU seconds, this process's CPU seconds) over that window."""
+    producer = ck.Producer({"bootstrap.servers": bootstrap, **PRODUCER_CONFIG})
+    produce = producer.produce
+    t0, server0, client0 = time.perf_counter(), cpu_s(server_pid), time.process_time()
+    for _ in range(n_records):
+        try:
+            produce(topic, value)
+        except BufferError:
+            producer.poll(0.01)
+            produce(topic, value)
+    remaining = producer.flush(120)
+    elapsed = time.perf_counter() - t0
+    cpu = (cpu_s(server_pid) - server0, time.process_time() - client0)
+    if remaining:
+        raise RuntimeError(f"{remaining} records were not delivered to {bootstrap}")
+    return elapsed, *cpu
+
+
 def fetch_wake_us(ck, bootstrap: str, data_dir: str, topic: str, count: int) -> list[float]:
     """Latency (µs) from another process's append to the consumer holding the record."""
     consumer = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-wake", "enable.auto.commit": False,
@@ -145,12 +179,26 @@ def fetch_wake_us(ck, bootstrap: str, data_dir: str, topic: str, count: int) -> 
     return lat
 
 
-def run(n_records: int = 1_000_000, value_size: int = 100, topic: str = "bench", wake_sends: int = 200) -> dict:
+def through_acceptor(ck, topic: str, n_records: int, value: bytes) -> tuple[float, float, float]:
+    """``produce_through`` the do-nothing acceptor (bench/null_broker.py), in its own process."""
+    acceptor, bootstrap = start_process(["-m", "bench.null_broker"], "the do-nothing acceptor")
+    try:
+        return produce_through(ck, bootstrap, acceptor.pid, topic, n_records, value)
+    finally:
+        stop_server(acceptor)
+
+
+def run(n_records: int = 1_000_000, value_size: int = 100, topic: str = "bench", wake_sends: int = 200,
+        acceptor_last: bool = False) -> dict:
+    """One run; the acceptor's produce goes before the server's, or after with ``acceptor_last``
+    (the harness alternates them, so neither always has the warmer client and page cache)."""
     import confluent_kafka as ck
     import confluent_kafka.admin  # noqa: F401
 
     value = b"x" * value_size
     queue_s = queue_rate_s(n_records, value, topic)
+    if not acceptor_last:
+        acceptor_s, *acceptor_cpu = through_acceptor(ck, topic, n_records, value)
     with tempfile.TemporaryDirectory(prefix="arrowlog-bench-") as data_dir:
         proc, bootstrap = start_server(data_dir)
         try:
@@ -158,21 +206,7 @@ def run(n_records: int = 1_000_000, value_size: int = 100, topic: str = "bench",
             for fut in admin.create_topics([ck.admin.NewTopic(topic, 1, 1)]).values():
                 fut.result(30)
 
-            producer = ck.Producer({"bootstrap.servers": bootstrap, "acks": 1, "linger.ms": 5,
-                                    "queue.buffering.max.messages": 1_000_000,
-                                    "queue.buffering.max.kbytes": 1_048_576})
-            t0, server0, client0 = time.perf_counter(), cpu_s(proc.pid), time.process_time()
-            for _ in range(n_records):
-                try:
-                    producer.produce(topic, value)
-                except BufferError:
-                    producer.poll(0.01)
-                    producer.produce(topic, value)
-            remaining = producer.flush(120)
-            produce_s = time.perf_counter() - t0
-            produce_cpu = (cpu_s(proc.pid) - server0, time.process_time() - client0)
-            if remaining:
-                raise RuntimeError(f"{remaining} records were not delivered")
+            produce_s, *produce_cpu = produce_through(ck, bootstrap, proc.pid, topic, n_records, value)
 
             # librdkafka postpones a partition's next fetch by fetch.queue.backoff.ms
             # (default 1000 ms) once its local queue holds queued.min.messages
@@ -195,6 +229,8 @@ def run(n_records: int = 1_000_000, value_size: int = 100, topic: str = "bench",
             wake = fetch_wake_us(ck, bootstrap, data_dir, topic, wake_sends) if wake_sends else []
         finally:
             stop_server(proc)
+    if acceptor_last:
+        acceptor_s, *acceptor_cpu = through_acceptor(ck, topic, n_records, value)
     mb = n_records * value_size / 1e6
     return {
         "system": "arrowlog serve (confluent-kafka client)",
@@ -207,6 +243,11 @@ def run(n_records: int = 1_000_000, value_size: int = 100, topic: str = "bench",
         "produce_s": produce_s,
         "consume_s": consume_s,
         "queue_s": queue_s,
+        "acceptor_s": acceptor_s,
+        "produce_acceptor_server_cpu_s": acceptor_cpu[0],
+        "produce_acceptor_client_cpu_s": acceptor_cpu[1],
+        "acceptor_last": acceptor_last,
+        "producer_config": PRODUCER_CONFIG,
         "produce_server_cpu_s": produce_cpu[0],
         "produce_client_cpu_s": produce_cpu[1],
         "consume_server_cpu_s": consume_cpu[0],
@@ -220,8 +261,11 @@ def main() -> None:
     p.add_argument("--records", type=int, default=1_000_000)
     p.add_argument("--value-size", type=int, default=100)
     p.add_argument("--wake-sends", type=int, default=200, help="timed appends for the Fetch wake-up (0: none)")
+    p.add_argument("--acceptor-last", action="store_true",
+                   help="produce through the do-nothing acceptor after the server, not before")
     args = p.parse_args()
-    print(json.dumps(run(args.records, args.value_size, wake_sends=args.wake_sends), indent=2))
+    print(json.dumps(run(args.records, args.value_size, wake_sends=args.wake_sends, acceptor_last=args.acceptor_last),
+                     indent=2))
 
 
 if __name__ == "__main__":

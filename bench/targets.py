@@ -49,6 +49,8 @@ TARGETS = [
            "group.three.arrowlog", versus="group.one.arrowlog", min_ratio=2.5, issue=19),
     Target("confluent-kafka producer → serve ≥ 0.9× the same client's produce() queueing rate",
            "kafka_wire.produce.arrowlog", versus="kafka_wire.produce.queue", min_ratio=0.9, issue=19),
+    Target("arrowlog serve ≥ 0.9× a do-nothing acceptor with the same client in the same run",
+           "kafka_wire.produce.arrowlog", versus="kafka_wire.produce.acceptor", min_ratio=0.9, issue=19),
     Target("serve → confluent-kafka consumer touching every value ≥ 3 M records/s",
            "kafka_wire.consume.arrowlog", min_value=3e6, issue=19),
     Target("serve → consumer: ≥ 0.5× the client's own CPU-bound rate (its ceiling is below 3 M/s)",

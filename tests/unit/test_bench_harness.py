@@ -210,9 +210,10 @@ def test_kafka_wire_rows_carry_the_queueing_ceiling_and_the_wake_up(monkeypatch)
 
     calls = []
 
-    def fake_call(mod, n, wake_sends):
-        calls.append((n, wake_sends))
-        return {"produce_s": 2.0, "consume_s": 0.5, "queue_s": 1.0,
+    def fake_call(mod, n, wake_sends, acceptor_last=False):
+        calls.append((n, wake_sends, acceptor_last))
+        return {"produce_s": 2.0, "consume_s": 0.5, "queue_s": 1.0, "acceptor_s": 1.6,
+                "produce_acceptor_server_cpu_s": 0.05, "produce_acceptor_client_cpu_s": 1.1,
                 "produce_server_cpu_s": 0.25, "produce_client_cpu_s": 1.0,
                 "consume_server_cpu_s": 0.1, "consume_client_cpu_s": 0.5,
                 "fetch_wake_us": sorted(float(i) for i in range(1, 101))}
@@ -223,8 +224,13 @@ def test_kafka_wire_rows_carry_the_queueing_ceiling_and_the_wake_up(monkeypatch)
         rows = {r.key: r for r in adapters.kafka_wire(ctx, None, [])}
     finally:
         ctx.close()
-    assert calls == [(1000, 0), (1000, 100), (1000, 100)]  # the warm-up skips the wake-up
+    # the warm-up skips the wake-up; the acceptor goes first, then last
+    assert calls == [(1000, 0, False), (1000, 100, False), (1000, 100, True)]
     assert ratio(rows["kafka_wire.produce.arrowlog"], rows["kafka_wire.produce.queue"]) == pytest.approx(0.5)
+    # the do-nothing acceptor with the same client, same runs: the server's share
+    assert ratio(rows["kafka_wire.produce.arrowlog"], rows["kafka_wire.produce.acceptor"]) == pytest.approx(0.8)
+    assert rows["kafka_wire.produce.acceptor_server_cpu"].samples == [0.05, 0.05]
+    assert rows["kafka_wire.produce.acceptor_client_cpu"].samples == [1.1, 1.1]
     assert rows["kafka_wire.fetch_wake.p50.arrowlog"].samples == [50.0, 50.0]
     assert rows["kafka_wire.fetch_wake.p99.arrowlog"].samples == [99.0, 99.0]
     # each side's CPU seconds in the same window, per run

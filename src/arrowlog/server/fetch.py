@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from arrowlog import errors as AE
 from arrowlog._native.kafka import encode_batch
+from arrowlog.storage.partition import Frame
 from arrowlog.storage.reader import RangeReader, raise_gap
 
 from . import errors as E
@@ -35,7 +36,8 @@ def _read_checked(pl, offset: int, max_bytes: int) -> list:
         return reader.read(max_bytes)
     except AE.CorruptRecordError:
         pass
-    frames, size = [], 0
+    frames: list[Frame] = []
+    size = 0
     while size < max_bytes:
         try:
             got = reader.read(1)   # one frame (KIP-74: the first always)
@@ -139,7 +141,8 @@ class FetchHandlers:
                     out["error_code"] = E.KAFKA_STORAGE_ERROR
                     stop = True
                     continue
-                chunks, size = [], 0
+                chunks: list[bytes] = []
+                size = 0
                 for fr in frames:
                     if fr.base_offset >= end:
                         break

@@ -233,16 +233,19 @@ class ProduceHandlers:
                     base = await self._call(offload, pl.append, b.records, min_timestamp=b.min_record_timestamp,
                                             max_timestamp=b.max_record_timestamp)
                 except (OSError, AE.CorruptRecordError) as exc:  # StorageError, or a damaged partition
-                    self.txns.end_batch(topic, index, b.producer_id, expected, None)
+                    if b.is_transactional:
+                        self.txns.end_batch(topic, index, b.producer_id, expected, None)
                     log.error("append to %s-%d failed: %s", topic, index, exc)
                     return {**fail, "error_code": E.KAFKA_STORAGE_ERROR, "error_message": str(exc)}
                 except (AE.ArrowlogError, ValueError, TypeError, pa.ArrowException) as exc:
                     # e.g. a topic that declares a typed value schema: raw bytes do not fit it
-                    self.txns.end_batch(topic, index, b.producer_id, expected, None)
+                    if b.is_transactional:
+                        self.txns.end_batch(topic, index, b.producer_id, expected, None)
                     log.warning("append to %s-%d refused: %s", topic, index, exc)
                     return {**fail, "error_code": E.INVALID_RECORD, "error_message": str(exc)}
                 self.broker._appended(pl)
-                self.txns.end_batch(topic, index, b.producer_id, expected, base)
+                if b.is_transactional:  # only what begin_batch announced; the others never lock its files
+                    self.txns.end_batch(topic, index, b.producer_id, expected, base)
                 self.producers.record(topic, index, b.producer_id, b.producer_epoch, b.base_sequence,
                                       b.record_count, base, expected)
             if first is None:
