@@ -8,6 +8,7 @@ process (docs/DURABILITY.md; the memory of checked frames is in segment.py).
 
 from __future__ import annotations
 
+import bisect
 import os
 
 import numpy as np
@@ -210,18 +211,22 @@ class ReadMixin(LogBase):
         """The first offset whose timestamp is at or after ``timestamp`` (ms),
         or None if there is none (Kafka's ListOffsets by time). Each frame
         looked at is CRC-checked (check_crcs; once per view), so a rotten
-        timestamp or offset is an error, never a wrong answer."""
+        timestamp or offset is an error, never a wrong answer.
+
+        Per segment from the log start on (a closed one whose largest
+        timestamp is below ``timestamp`` is skipped), one native call
+        (core.time_lookup) walks time index, offset index, frame headers and
+        the found frame's rows; Python only finishes what it hands back: a
+        frame to CRC-check first, a compressed frame, or one with gaps."""
         self._raise_if_damaged()
         st = self._snapshot()
         log_start, active_base = st["log_start_offset"], st["active_base_offset"]
         bases = self._known_bases(st)
-        start_idx = 0
-        for i, b in enumerate(bases):
-            if b >= log_start or i + 1 < len(bases) and bases[i + 1] > log_start:
-                start_idx = i
-                break
-        check = self.check_crcs
+        # from the segment holding the log start (or the first after it)
+        start_idx = max(bisect.bisect_right(bases, log_start) - 1, 0)
+        verified_check = self.check_crcs
         gaps = self._gaps(st)
+        search_rows = not gaps and not self.compression
         for b in bases[start_idx:]:
             if b > active_base:
                 break
@@ -235,47 +240,43 @@ class ReadMixin(LogBase):
                 continue
             oe, te = (st["offset_index_entries"], st["time_index_entries"]) if b == active_base \
                 else seg.index_entries_on_disk()
-            position = seg.time_scan_start(timestamp, te, oe, end)
             try:
-                while position < end:
-                    base, count, body, min_ts, max_ts = core.read_frame_header(seg.log, position, end)
-                    if check and position not in seg.verified:
-                        seg.check_crcs([(position, base, count, core.FRAME_HEADER_SIZE + body)], end)
-                    if max_ts >= timestamp and base + count > log_start:
-                        idx = 0 if min_ts >= timestamp else self._first_row_at_or_after(
-                            seg, position, end, body, count, timestamp, gaps, st["generation"])
-                        found = self._row_offset(seg, position, end, base, count, idx) if gaps else base + idx
-                        return max(found, log_start)
-                    position += core.FRAME_HEADER_SIZE + body
+                found = self._time_lookup(seg, timestamp, te, oe, end, log_start, verified_check,
+                                          search_rows, gaps, st["generation"])
             except core.CorruptFrame as exc:
                 raise CorruptRecordError(f"segment {seg.log_path}: {exc}; run `arrowlog verify` "
                                          "(see docs/DURABILITY.md)") from None
+            if found is not None:
+                return found
         return None
 
-    def _first_row_at_or_after(self, seg: Segment, position: int, end: int, body: int, count: int,
-                               timestamp: int, gaps: bool, generation: int) -> int:
-        """The first row of the frame at ``position`` whose timestamp is at
-        or after ``timestamp`` (the frame has one). The native search reads
-        the stored frame and takes the header's count as its rows: only for
-        uncompressed frames without gaps (a frame whose timestamps it found
-        sorted is bisected next time); others go through the Arrow batch."""
-        batch = None
-        if gaps or self.compression:
+    def _time_lookup(self, seg: Segment, timestamp: int, te: int, oe: int, end: int, log_start: int,
+                     check: bool, search_rows: bool, gaps: bool, generation: int) -> int | None:
+        """offset_for_timestamp within ``seg`` (None: no record there reaches
+        ``timestamp``): core.time_lookup, and what it hands back."""
+        resume = -1
+        while True:
+            got = core.time_lookup(seg.log, seg.time_index, te, seg.index, oe, seg.base_offset, seg.header_size,
+                                   end, timestamp, log_start, seg.verified if check else None, seg.time_sorted,
+                                   search_rows, resume)
+            if type(got) is not tuple:
+                return got
+            position, base, count, body, min_ts, max_ts, checked = got
+            if not checked:  # CRC-check this frame, then go on from it
+                seg.check_crcs([(position, base, count, core.FRAME_HEADER_SIZE + body)], end)
+                resume = position
+                continue
+            # compressed, or rows may have gaps: through the Arrow batch
             batch = seg.frame_batch(position, body, count)
-        if not self.compression and (batch is None or batch.num_rows == count):
-            key = (generation, seg.base_offset, position)
-            idx, is_sorted = core.frame_first_row_at_or_after(
-                seg.log, position, end, timestamp, self._sorted_frames.get(key, -1))
-            if len(self._sorted_frames) > 65536:
-                self._sorted_frames.clear()
-            self._sorted_frames[key] = 1 if is_sorted else 0
-            return idx
-        if batch is None:
-            batch = seg.frame_batch(position, body, count)
-        ts_col = batch.column(1)
-        ts = np.frombuffer(ts_col.buffers()[1], dtype=np.int64, count=len(ts_col),
-                           offset=ts_col.offset * 8)  # rows: a compacted frame has gaps
-        return int(np.argmax(ts >= timestamp))
+            if not self.compression and batch.num_rows == count:  # no gaps in this frame: the native search
+                return core.time_lookup(seg.log, None, 0, None, 0, seg.base_offset, seg.header_size, end,
+                                        timestamp, log_start, None, seg.time_sorted, True, position)
+            ts_col = batch.column(1)
+            ts = np.frombuffer(ts_col.buffers()[1], dtype=np.int64, count=len(ts_col),
+                               offset=ts_col.offset * 8)  # rows: a compacted frame has gaps
+            idx = 0 if min_ts >= timestamp else int(np.argmax(ts >= timestamp))
+            found = self._row_offset(seg, position, end, base, count, idx) if gaps else base + idx
+            return max(found, log_start)
 
     def _gaps(self, st: dict) -> bool:
         """Whether frames may hold fewer rows than the offsets they span (the
