@@ -103,12 +103,13 @@ cdef const uint8_t *frame_timestamps(MappedFile m, Py_ssize_t position, Py_ssize
     return p + 8 + meta + 8 * n
 
 
-cdef Py_ssize_t first_at_or_after(const uint8_t *ts, Py_ssize_t n, int64_t timestamp, int sorted_hint,
-                                  bint *is_sorted) noexcept nogil:
-    """The first of ``n`` timestamps at ``ts`` that is >= ``timestamp`` (-1 if
-    none). ``sorted_hint`` 1 (learnt before): a binary search; otherwise one
-    linear pass that also finds out whether they are non-decreasing."""
-    cdef Py_ssize_t i, lo = 0, hi = n, mid, found = -1
+cdef Py_ssize_t first_at_or_after(const uint8_t *ts, Py_ssize_t n, Py_ssize_t start, int64_t timestamp,
+                                  int sorted_hint, bint *is_sorted) noexcept nogil:
+    """The first of ``n`` timestamps at ``ts``, from row ``start`` on, that is
+    >= ``timestamp`` (-1 if none). ``sorted_hint`` 1 (learnt before): a
+    binary search; otherwise one linear pass that also finds out whether all
+    ``n`` are non-decreasing (it stops early once they are not)."""
+    cdef Py_ssize_t i, lo = start, hi = n, mid, found = -1
     cdef int64_t prev, cur
     is_sorted[0] = True
     if sorted_hint == 1:
@@ -126,18 +127,13 @@ cdef Py_ssize_t first_at_or_after(const uint8_t *ts, Py_ssize_t n, int64_t times
         cur = load_i64(ts + 8 * i)
         if cur < prev:
             is_sorted[0] = False
-        prev = cur
-        if cur >= timestamp:
-            found = i
-            break
-    if found >= 0 and is_sorted[0]:
-        # sortedness of the rest decides whether later lookups may bisect
-        for i in range(found + 1, n):
-            cur = load_i64(ts + 8 * i)
-            if cur < prev:
-                is_sorted[0] = False
+            if found >= 0:
                 break
-            prev = cur
+        prev = cur
+        if found < 0 and i >= start and cur >= timestamp:
+            found = i
+            if not is_sorted[0]:
+                break
     return found
 
 
@@ -152,7 +148,7 @@ def frame_first_row_at_or_after(
     base, count, body, min_ts, max_ts = read_frame_header(m, position, limit)
     cdef const uint8_t *ts = frame_timestamps(m, position, count, body)
     cdef bint is_sorted
-    cdef Py_ssize_t found = first_at_or_after(ts, count, timestamp, sorted_hint, &is_sorted)
+    cdef Py_ssize_t found = first_at_or_after(ts, count, 0, timestamp, sorted_hint, &is_sorted)
     return found, is_sorted
 
 
@@ -288,13 +284,15 @@ def time_lookup(MappedFile log, MappedFile time_index, Py_ssize_t time_entries, 
             known = sorted_frames.get(position)
             if known is not None and (<uint64_t>known) >> 1 == crc:
                 hint = (<uint64_t>known) & 1
-            row = first_at_or_after(ts, count, timestamp, hint, &is_sorted)
+            row = first_at_or_after(ts, count, max(log_start - fbase, 0), timestamp, hint, &is_sorted)
             if hint < 0:
                 if len(sorted_frames) > 65536:
                     sorted_frames.clear()
                 sorted_frames[position] = (<uint64_t>crc << 1) | is_sorted
-            if row < 0:
+            if row >= 0:
+                return fbase + row
+            if fbase >= log_start:
                 raise CorruptFrame(f"frame at {position}: its header's largest timestamp is in none of its rows")
-            return max(fbase + row, log_start)
+            # every row that reaches ``timestamp`` lies below the log start: on to the next frame
         position += C_FRAME_HEADER + body
     return None

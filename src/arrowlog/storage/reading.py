@@ -12,6 +12,7 @@ import bisect
 import os
 
 import numpy as np
+import pyarrow as pa
 
 from .._native import core
 from ..errors import CorruptRecordError, OffsetOutOfRangeError
@@ -224,25 +225,31 @@ class ReadMixin(LogBase):
         bases = self._known_bases(st)
         # from the segment holding the log start (or the first after it)
         start_idx = max(bisect.bisect_right(bases, log_start) - 1, 0)
-        verified_check = self.check_crcs
+        check = self.check_crcs
         gaps = self._gaps(st)
         search_rows = not gaps and not self.compression
         for b in bases[start_idx:]:
             if b > active_base:
                 break
-            if b < active_base:
-                max_ts = self._segment_max_timestamp(b)
-                if max_ts is not None and max_ts < timestamp:
-                    continue
             try:
-                seg, end = self._locate(max(b, log_start), st)
+                if b == active_base:
+                    seg, end = self._locate(max(b, log_start), st)
+                    oe, te = st["offset_index_entries"], st["time_index_entries"]
+                else:
+                    max_ts = self._segment_max_timestamp(b)
+                    if max_ts is not None and max_ts < timestamp:
+                        continue
+                    seg, end = self._locate(max(b, log_start), st)
+                    oe, te = seg.index_entries_on_disk()
             except (FileNotFoundError, OffsetOutOfRangeError):
                 continue
-            oe, te = (st["offset_index_entries"], st["time_index_entries"]) if b == active_base \
-                else seg.index_entries_on_disk()
             try:
-                found = self._time_lookup(seg, timestamp, te, oe, end, log_start, verified_check,
-                                          search_rows, gaps, st["generation"])
+                verified = seg.verified if check else None
+                found = core.time_lookup(seg.log, seg.time_index, te, seg.index, oe, seg.base_offset,
+                                         seg.header_size, end, timestamp, log_start, verified, seg.time_sorted,
+                                         search_rows)
+                if isinstance(found, tuple):
+                    found = self._finish_time_lookup(seg, found, timestamp, end, log_start, verified, search_rows)
             except core.CorruptFrame as exc:
                 raise CorruptRecordError(f"segment {seg.log_path}: {exc}; run `arrowlog verify` "
                                          "(see docs/DURABILITY.md)") from None
@@ -250,33 +257,33 @@ class ReadMixin(LogBase):
                 return found
         return None
 
-    def _time_lookup(self, seg: Segment, timestamp: int, te: int, oe: int, end: int, log_start: int,
-                     check: bool, search_rows: bool, gaps: bool, generation: int) -> int | None:
-        """offset_for_timestamp within ``seg`` (None: no record there reaches
-        ``timestamp``): core.time_lookup, and what it hands back."""
-        resume = -1
-        while True:
-            got = core.time_lookup(seg.log, seg.time_index, te, seg.index, oe, seg.base_offset, seg.header_size,
-                                   end, timestamp, log_start, seg.verified if check else None, seg.time_sorted,
-                                   search_rows, resume)
-            if type(got) is not tuple:
-                return got
+    def _finish_time_lookup(self, seg: Segment, got: int | tuple | None, timestamp: int, end: int, log_start: int,
+                            verified: set[int] | None, search_rows: bool) -> int | None:
+        """What core.time_lookup handed back: a frame to CRC-check before the
+        walk goes on from it, or the found frame of a compressed log or one
+        whose frames may have gaps (then through its Arrow batch)."""
+        while isinstance(got, tuple):
             position, base, count, body, min_ts, max_ts, checked = got
-            if not checked:  # CRC-check this frame, then go on from it
+            if not checked:  # check it, then walk on from it
                 seg.check_crcs([(position, base, count, core.FRAME_HEADER_SIZE + body)], end)
-                resume = position
-                continue
-            # compressed, or rows may have gaps: through the Arrow batch
-            batch = seg.frame_batch(position, body, count)
-            if not self.compression and batch.num_rows == count:  # no gaps in this frame: the native search
-                return core.time_lookup(seg.log, None, 0, None, 0, seg.base_offset, seg.header_size, end,
-                                        timestamp, log_start, None, seg.time_sorted, True, position)
-            ts_col = batch.column(1)
-            ts = np.frombuffer(ts_col.buffers()[1], dtype=np.int64, count=len(ts_col),
-                               offset=ts_col.offset * 8)  # rows: a compacted frame has gaps
-            idx = 0 if min_ts >= timestamp else int(np.argmax(ts >= timestamp))
-            found = self._row_offset(seg, position, end, base, count, idx) if gaps else base + idx
-            return max(found, log_start)
+            else:
+                found = self._first_in_batch(seg.frame_batch(position, body, count), timestamp, log_start)
+                if found is not None:
+                    return found
+                log_start = base + count  # every row reaching ``timestamp`` lies below the log start
+            got = core.time_lookup(seg.log, None, 0, None, 0, seg.base_offset, seg.header_size, end, timestamp,
+                                   log_start, verified, seg.time_sorted, search_rows, position)
+        return got
+
+    @staticmethod
+    def _first_in_batch(batch: pa.RecordBatch, timestamp: int, log_start: int) -> int | None:
+        """The offset of the first row of ``batch`` at or above ``log_start`` whose timestamp is at or
+        after ``timestamp``; its rows may have gaps (the offset column says)."""
+        ts_col, off_col = batch.column(1), batch.column(0)
+        ts = np.frombuffer(ts_col.buffers()[1], dtype=np.int64, count=len(ts_col), offset=ts_col.offset * 8)
+        offsets = np.frombuffer(off_col.buffers()[1], dtype=np.int64, count=len(off_col), offset=off_col.offset * 8)
+        hits = np.flatnonzero((ts >= timestamp) & (offsets >= log_start))
+        return int(offsets[hits[0]]) if len(hits) else None
 
     def _gaps(self, st: dict) -> bool:
         """Whether frames may hold fewer rows than the offsets they span (the
@@ -285,15 +292,6 @@ class ReadMixin(LogBase):
             self._gaps_possible = self.compacted or os.path.exists(os.path.join(self.directory, HEALTH_FILE))
             self._gaps_key = st["generation"]
         return self._gaps_possible
-
-    def _row_offset(self, seg: Segment, position: int, end: int, base: int, count: int, idx: int) -> int:
-        """The offset of row ``idx`` of the frame at ``position`` of a log
-        that may have gaps: base + idx, unless the cleaner left gaps in this
-        frame (then its offset column says)."""
-        batch = seg.frame_batch(position, seg.frame_header(position, end)[2], count)
-        if batch.num_rows == count:
-            return base + idx
-        return int(batch.column(0)[idx].as_py()) if idx < batch.num_rows else base + count
 
     def _known_bases(self, st: dict) -> list[int]:
         """Segment base offsets, listed again only when the published state
