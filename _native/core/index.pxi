@@ -296,3 +296,55 @@ def time_lookup(MappedFile log, MappedFile time_index, Py_ssize_t time_entries, 
             # every row that reaches ``timestamp`` lies below the log start: on to the next frame
         position += C_FRAME_HEADER + body
     return None
+
+
+cdef class ActiveTimeView:
+    """A partition's lookups by time while the answer can only lie in its
+    active segment: every closed segment from the log start holds timestamps
+    below ``closed_max_ts`` (the largest of their time indexes; a log start
+    that moved up since only lowers it). Built by the storage layer for an
+    uncompressed log without gaps, for one published generation and active
+    segment; ``lookup`` reads the published state itself (no dict) and says
+    -1 when this view no longer applies."""
+    cdef readonly object segment
+    cdef readonly int64_t generation
+    cdef readonly int64_t active_base
+    cdef readonly int64_t closed_max_ts
+    cdef MappedFile log
+    cdef MappedFile time_index
+    cdef MappedFile offset_index
+    cdef Py_ssize_t header_size
+    cdef set verified
+    cdef dict sorted_frames
+
+    def __init__(self, segment, int64_t generation, int64_t active_base, int64_t closed_max_ts,
+                 MappedFile log, MappedFile time_index, MappedFile offset_index, Py_ssize_t header_size,
+                 set verified, dict sorted_frames):
+        if log is None:
+            raise ValueError("segment is closed")
+        self.segment = segment
+        self.generation = generation
+        self.active_base = active_base
+        self.closed_max_ts = closed_max_ts
+        self.log = log
+        self.time_index = time_index
+        self.offset_index = offset_index
+        self.header_size = header_size
+        self.verified = verified
+        self.sorted_frames = sorted_frames
+
+    def lookup(self, PartitionState state, int64_t timestamp):
+        """What time_lookup gives over the active segment as published now,
+        or -1: the state is torn or moved past this view (a roll, a
+        recovery), the mapping is too short for it, or a closed segment may
+        hold the answer (then the caller takes the general path)."""
+        cdef StatePayload p
+        if not arrowlog_seq_read(state.seq, &p, state.payload, sizeof(StatePayload)):
+            return -1
+        if (p.generation != self.generation or p.active_base_offset != self.active_base
+                or p.active_position > self.log.capacity or p.active_position < self.header_size
+                or (self.closed_max_ts >= timestamp and p.log_start_offset < self.active_base)):
+            return -1
+        return time_lookup(self.log, self.time_index, p.time_index_entries, self.offset_index,
+                           p.offset_index_entries, self.active_base, self.header_size, p.active_position,
+                           timestamp, p.log_start_offset, self.verified, self.sorted_frames, True)

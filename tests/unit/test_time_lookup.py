@@ -100,3 +100,25 @@ def test_a_frame_wholly_below_a_mid_frame_log_start_is_passed_over(tmp_path):
         assert pl.offset_for_timestamp(T0 + 40) == 3
         assert pl.offset_for_timestamp(T0 + 61) is None
         assert pl.offset_for_timestamp(T0 + 5) == 2
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=_batches, deletes=st.lists(st.floats(0, 1), min_size=14, max_size=14),
+       targets=st.lists(st.integers(-5, 410), min_size=1, max_size=8))
+def test_a_reader_follows_a_growing_log(tmp_path_factory, batches, deletes, targets):
+    """A reader of its own (as another process) keeps a fast path while the
+    answer lies in the active segment: appends, rolls and DeleteRecords by the
+    writer between its lookups never leave it with a stale answer."""
+    data = str(tmp_path_factory.mktemp("grow"))
+    with LogDir(data) as d, LogDir(data) as r:
+        pl = d.create_topic("t", config={"segment.bytes": 4096, "index.interval.bytes": 256}).partition(0)
+        reader = r.topic("t").partition(0)
+        for rows, delete in zip(batches, deletes):
+            acc = core.RecordAccumulator()
+            for _, ts in rows:
+                acc.append_record(None, b"v", T0 + ts)
+            pl.append(acc.take())
+            if delete > 0.8:
+                pl.delete_records(int((delete - 0.8) * 5 * pl.high_watermark))
+            for t in targets:
+                assert reader.offset_for_timestamp(T0 + t) == _oracle(pl, T0 + t), t

@@ -17,9 +17,12 @@ import pyarrow as pa
 from .._native import core
 from ..errors import CorruptRecordError, OffsetOutOfRangeError
 from .cleaner import HEALTH_FILE
+from .index import NO_TIMESTAMP
 from .layout import MissingDataError, damaged, missing_between, reads_problem
 from .logbase import LogBase
 from .segment import Segment, segment_name, segment_path
+
+MAX_TIMESTAMP = (1 << 63) - 1
 
 
 class Frame:
@@ -61,6 +64,8 @@ class Frame:
 
 class ReadMixin(LogBase):
     """PartitionLog's read() and offset_for_timestamp()."""
+
+    _time_view: core.ActiveTimeView | None = None  # offset_for_timestamp's fast path
 
     # -- reading ------------------------------------------------------------------------
 
@@ -218,8 +223,21 @@ class ReadMixin(LogBase):
         timestamp is below ``timestamp`` is skipped), one native call
         (core.time_lookup) walks time index, offset index, frame headers and
         the found frame's rows; Python only finishes what it hands back: a
-        frame to CRC-check first, a compressed frame, or one with gaps."""
+        frame to CRC-check first, a compressed frame, or one with gaps.
+
+        While the answer can only lie in the active segment, the whole lookup
+        is one native call (core.ActiveTimeView, kept per generation and
+        active segment view)."""
         self._raise_if_damaged()
+        view = self._time_view
+        if view is not None and self._segments.get(view.active_base) is view.segment:
+            try:
+                hit = view.lookup(self.state, timestamp)
+            except core.CorruptFrame as exc:
+                raise CorruptRecordError(f"segment {self._segments[view.active_base].log_path}: {exc}; run "
+                                         "`arrowlog verify` (see docs/DURABILITY.md)") from None
+            if hit is None or isinstance(hit, int) and hit >= 0:
+                return hit
         st = self._snapshot()
         log_start, active_base = st["log_start_offset"], st["active_base_offset"]
         bases = self._known_bases(st)
@@ -228,12 +246,15 @@ class ReadMixin(LogBase):
         check = self.check_crcs
         gaps = self._gaps(st)
         search_rows = not gaps and not self.compression
+        found: int | None = None
+        active: Segment | None = None
         for b in bases[start_idx:]:
             if b > active_base:
                 break
             try:
                 if b == active_base:
                     seg, end = self._locate(max(b, log_start), st)
+                    active = seg
                     oe, te = st["offset_index_entries"], st["time_index_entries"]
                 else:
                     max_ts = self._segment_max_timestamp(b)
@@ -245,17 +266,33 @@ class ReadMixin(LogBase):
                 continue
             try:
                 verified = seg.verified if check else None
-                found = core.time_lookup(seg.log, seg.time_index, te, seg.index, oe, seg.base_offset,
-                                         seg.header_size, end, timestamp, log_start, verified, seg.time_sorted,
-                                         search_rows)
-                if isinstance(found, tuple):
-                    found = self._finish_time_lookup(seg, found, timestamp, end, log_start, verified, search_rows)
+                got = core.time_lookup(seg.log, seg.time_index, te, seg.index, oe, seg.base_offset, seg.header_size,
+                                       end, timestamp, log_start, verified, seg.time_sorted, search_rows)
+                found = self._finish_time_lookup(seg, got, timestamp, end, log_start, verified, search_rows) \
+                    if isinstance(got, tuple) else got
             except core.CorruptFrame as exc:
                 raise CorruptRecordError(f"segment {seg.log_path}: {exc}; run `arrowlog verify` "
                                          "(see docs/DURABILITY.md)") from None
             if found is not None:
-                return found
-        return None
+                break
+        if search_rows and active is not None:
+            self._remember_time_view(st, active, bases[start_idx:], check)
+        return found
+
+    def _remember_time_view(self, st: dict, seg: Segment, bases: list[int], check: bool) -> None:
+        """Keep an ActiveTimeView of the active segment ``seg`` for the next
+        lookups (unless the one kept still applies)."""
+        view = self._time_view
+        if view is not None and view.segment is seg and view.generation == st["generation"]:
+            return
+        closed_max = NO_TIMESTAMP
+        for b in bases:
+            if b < seg.base_offset:
+                ts = self._segment_max_timestamp(b)
+                closed_max = max(closed_max, MAX_TIMESTAMP if ts is None else ts)
+        self._time_view = core.ActiveTimeView(seg, st["generation"], seg.base_offset, closed_max, seg.log,
+                                              seg.time_index, seg.index, seg.header_size,
+                                              seg.verified if check else None, seg.time_sorted)
 
     def _finish_time_lookup(self, seg: Segment, got: int | tuple | None, timestamp: int, end: int, log_start: int,
                             verified: set[int] | None, search_rows: bool) -> int | None:
