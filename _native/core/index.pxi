@@ -298,18 +298,26 @@ def time_lookup(MappedFile log, MappedFile time_index, Py_ssize_t time_entries, 
     return None
 
 
-cdef class ActiveTimeView:
-    """A partition's lookups by time while the answer can only lie in its
-    active segment: every closed segment from the log start holds timestamps
-    below ``closed_max_ts`` (the largest of their time indexes; a log start
-    that moved up since only lowers it). Built by the storage layer for an
-    uncompressed log without gaps, for one published generation and active
-    segment; ``lookup`` reads the published state itself (no dict) and says
-    -1 when this view no longer applies."""
+cdef class TimeView:
+    """A partition's lookups by time in one native call, for an uncompressed
+    log without gaps, while its published generation, active segment and
+    log start stay what they were when the storage layer built it.
+
+    ``closed`` lists the closed segments from the log start on as (largest
+    timestamp, base offset), in order; those with a timestamp that may
+    reach the target are searched through what ``resolve`` gave for them
+    (the segment's mappings, entry counts and end, final once it is closed),
+    then the active segment as published now. ``lookup`` reads the published
+    state itself (no dict) and says -1 when this view cannot answer: the
+    state is torn or moved on (a roll, a recovery, retention), the mapping is
+    too short, a segment to search is not resolved yet, or a frame is to be
+    CRC-checked first: the caller then takes the general path."""
     cdef readonly object segment
     cdef readonly int64_t generation
     cdef readonly int64_t active_base
-    cdef readonly int64_t closed_max_ts
+    cdef readonly int64_t log_start
+    cdef list closed
+    cdef dict resolved
     cdef MappedFile log
     cdef MappedFile time_index
     cdef MappedFile offset_index
@@ -317,7 +325,7 @@ cdef class ActiveTimeView:
     cdef set verified
     cdef dict sorted_frames
 
-    def __init__(self, segment, int64_t generation, int64_t active_base, int64_t closed_max_ts,
+    def __init__(self, segment, int64_t generation, int64_t active_base, int64_t log_start, list closed,
                  MappedFile log, MappedFile time_index, MappedFile offset_index, Py_ssize_t header_size,
                  set verified, dict sorted_frames):
         if log is None:
@@ -325,7 +333,9 @@ cdef class ActiveTimeView:
         self.segment = segment
         self.generation = generation
         self.active_base = active_base
-        self.closed_max_ts = closed_max_ts
+        self.log_start = log_start
+        self.closed = [(int(ts), int(base)) for ts, base in closed]
+        self.resolved = {}
         self.log = log
         self.time_index = time_index
         self.offset_index = offset_index
@@ -333,18 +343,39 @@ cdef class ActiveTimeView:
         self.verified = verified
         self.sorted_frames = sorted_frames
 
+    def resolve(self, int64_t base, MappedFile log, MappedFile time_index, Py_ssize_t time_entries,
+                MappedFile offset_index, Py_ssize_t offset_entries, Py_ssize_t header_size, Py_ssize_t end,
+                set verified, dict sorted_frames):
+        """What a search of the closed segment ``base`` needs (its files' sizes
+        read after it closed, so they no longer change)."""
+        if log is None:
+            raise ValueError("segment is closed")
+        if end > log.capacity:
+            raise CorruptFrame(f"segment end {end} lies beyond its mapping ({log.capacity} bytes)")
+        self.resolved[base] = (log, time_index, time_entries, offset_index, offset_entries, header_size, end,
+                               verified, sorted_frames)
+
     def lookup(self, PartitionState state, int64_t timestamp):
-        """What time_lookup gives over the active segment as published now,
-        or -1: the state is torn or moved past this view (a roll, a
-        recovery), the mapping is too short for it, or a closed segment may
-        hold the answer (then the caller takes the general path)."""
+        """What the general path would answer (an offset, or None), or -1."""
         cdef StatePayload p
+        cdef int64_t max_ts, base
         if not arrowlog_seq_read(state.seq, &p, state.payload, sizeof(StatePayload)):
             return -1
         if (p.generation != self.generation or p.active_base_offset != self.active_base
-                or p.active_position > self.log.capacity or p.active_position < self.header_size
-                or (self.closed_max_ts >= timestamp and p.log_start_offset < self.active_base)):
+                or p.log_start_offset != self.log_start
+                or p.active_position > self.log.capacity or p.active_position < self.header_size):
             return -1
-        return time_lookup(self.log, self.time_index, p.time_index_entries, self.offset_index,
-                           p.offset_index_entries, self.active_base, self.header_size, p.active_position,
-                           timestamp, p.log_start_offset, self.verified, self.sorted_frames, True)
+        for max_ts, base in self.closed:
+            if max_ts < timestamp:
+                continue
+            seg = self.resolved.get(base)
+            if seg is None:
+                return -1
+            got = time_lookup(seg[0], seg[1], seg[2], seg[3], seg[4], base, seg[5], seg[6], timestamp,
+                              self.log_start, seg[7], seg[8], True)
+            if got is not None:
+                return -1 if type(got) is tuple else got
+        got = time_lookup(self.log, self.time_index, p.time_index_entries, self.offset_index,
+                          p.offset_index_entries, self.active_base, self.header_size, p.active_position,
+                          timestamp, self.log_start, self.verified, self.sorted_frames, True)
+        return -1 if type(got) is tuple else got

@@ -17,7 +17,6 @@ import pyarrow as pa
 from .._native import core
 from ..errors import CorruptRecordError, OffsetOutOfRangeError
 from .cleaner import HEALTH_FILE
-from .index import NO_TIMESTAMP
 from .layout import MissingDataError, damaged, missing_between, reads_problem
 from .logbase import LogBase
 from .segment import Segment, segment_name, segment_path
@@ -65,7 +64,7 @@ class Frame:
 class ReadMixin(LogBase):
     """PartitionLog's read() and offset_for_timestamp()."""
 
-    _time_view: core.ActiveTimeView | None = None  # offset_for_timestamp's fast path
+    _time_view: core.TimeView | None = None  # offset_for_timestamp's fast path
 
     # -- reading ------------------------------------------------------------------------
 
@@ -225,18 +224,17 @@ class ReadMixin(LogBase):
         the found frame's rows; Python only finishes what it hands back: a
         frame to CRC-check first, a compressed frame, or one with gaps.
 
-        While the answer can only lie in the active segment, the whole lookup
-        is one native call (core.ActiveTimeView, kept per generation and
-        active segment view)."""
+        Once the segments a lookup needs are known, the whole lookup is one
+        native call (core.TimeView, kept per generation, active segment view
+        and log start)."""
         self._raise_if_damaged()
         view = self._time_view
         if view is not None and self._segments.get(view.active_base) is view.segment:
             try:
                 hit = view.lookup(self.state, timestamp)
-            except core.CorruptFrame as exc:
-                raise CorruptRecordError(f"segment {self._segments[view.active_base].log_path}: {exc}; run "
-                                         "`arrowlog verify` (see docs/DURABILITY.md)") from None
-            if hit is None or isinstance(hit, int) and hit >= 0:
+            except core.CorruptFrame:
+                hit = -1  # the general path names the segment
+            if hit is None or hit >= 0:
                 return hit
         st = self._snapshot()
         log_start, active_base = st["log_start_offset"], st["active_base_offset"]
@@ -247,14 +245,13 @@ class ReadMixin(LogBase):
         gaps = self._gaps(st)
         search_rows = not gaps and not self.compression
         found: int | None = None
-        active: Segment | None = None
+        view = self._time_view_for(st, bases[start_idx:], check) if search_rows else None
         for b in bases[start_idx:]:
             if b > active_base:
                 break
             try:
                 if b == active_base:
                     seg, end = self._locate(max(b, log_start), st)
-                    active = seg
                     oe, te = st["offset_index_entries"], st["time_index_entries"]
                 else:
                     max_ts = self._segment_max_timestamp(b)
@@ -266,6 +263,9 @@ class ReadMixin(LogBase):
                 continue
             try:
                 verified = seg.verified if check else None
+                if view is not None and b != active_base:
+                    view.resolve(b, seg.log, seg.time_index, te, seg.index, oe, seg.header_size, end, verified,
+                                 seg.time_sorted)
                 got = core.time_lookup(seg.log, seg.time_index, te, seg.index, oe, seg.base_offset, seg.header_size,
                                        end, timestamp, log_start, verified, seg.time_sorted, search_rows)
                 found = self._finish_time_lookup(seg, got, timestamp, end, log_start, verified, search_rows) \
@@ -275,24 +275,31 @@ class ReadMixin(LogBase):
                                          "(see docs/DURABILITY.md)") from None
             if found is not None:
                 break
-        if search_rows and active is not None:
-            self._remember_time_view(st, active, bases[start_idx:], check)
         return found
 
-    def _remember_time_view(self, st: dict, seg: Segment, bases: list[int], check: bool) -> None:
-        """Keep an ActiveTimeView of the active segment ``seg`` for the next
-        lookups (unless the one kept still applies)."""
+    def _time_view_for(self, st: dict, bases: list[int], check: bool) -> core.TimeView | None:
+        """The TimeView of the published state ``st`` (``bases``: the segments
+        from the log start on): the one kept if it still applies, else a new
+        one, whose closed segments the lookups resolve as they first search
+        them."""
+        active_base = st["active_base_offset"]
+        try:
+            seg = self._segment(active_base, st)
+        except FileNotFoundError:
+            return None
         view = self._time_view
-        if view is not None and view.segment is seg and view.generation == st["generation"]:
-            return
-        closed_max = NO_TIMESTAMP
+        if (view is not None and view.segment is seg and view.generation == st["generation"]
+                and view.active_base == active_base and view.log_start == st["log_start_offset"]):
+            return view
+        closed = []
         for b in bases:
-            if b < seg.base_offset:
+            if b < active_base:
                 ts = self._segment_max_timestamp(b)
-                closed_max = max(closed_max, MAX_TIMESTAMP if ts is None else ts)
-        self._time_view = core.ActiveTimeView(seg, st["generation"], seg.base_offset, closed_max, seg.log,
-                                              seg.time_index, seg.index, seg.header_size,
-                                              seg.verified if check else None, seg.time_sorted)
+                closed.append((MAX_TIMESTAMP if ts is None else ts, b))
+        view = self._time_view = core.TimeView(seg, st["generation"], active_base, st["log_start_offset"], closed,
+                                               seg.log, seg.time_index, seg.index, seg.header_size,
+                                               seg.verified if check else None, seg.time_sorted)
+        return view
 
     def _finish_time_lookup(self, seg: Segment, got: int | tuple | None, timestamp: int, end: int, log_start: int,
                             verified: set[int] | None, search_rows: bool) -> int | None:
