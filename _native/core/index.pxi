@@ -245,6 +245,15 @@ def time_lookup(MappedFile log, MappedFile time_index, Py_ssize_t time_entries, 
     when ``sorted_frames`` (position -> CRC << 1 | sorted, of this segment)
     says an earlier pass found its timestamps non-decreasing, else one
     linear pass, whose finding is stored there."""
+    return search_segment(log, time_index, time_entries, offset_index, offset_entries, base_offset, header_size,
+                          end, timestamp, log_start, verified, sorted_frames, search_rows, resume)
+
+
+cdef object search_segment(MappedFile log, MappedFile time_index, Py_ssize_t time_entries,
+                           MappedFile offset_index, Py_ssize_t offset_entries, int64_t base_offset,
+                           Py_ssize_t header_size, Py_ssize_t end, int64_t timestamp, int64_t log_start,
+                           set verified, dict sorted_frames, bint search_rows, Py_ssize_t resume):
+    """time_lookup, callable from C without building its arguments."""
     if log is None:
         raise ValueError("segment is closed")
     if end > log.capacity:
@@ -371,11 +380,11 @@ cdef class TimeView:
             seg = self.resolved.get(base)
             if seg is None:
                 return -1
-            got = time_lookup(seg[0], seg[1], seg[2], seg[3], seg[4], base, seg[5], seg[6], timestamp,
-                              self.log_start, seg[7], seg[8], True)
+            got = search_segment(seg[0], seg[1], seg[2], seg[3], seg[4], base, seg[5], seg[6], timestamp,
+                                 self.log_start, seg[7], seg[8], True, -1)
             if got is not None:
                 return -1 if type(got) is tuple else got
-        got = time_lookup(self.log, self.time_index, p.time_index_entries, self.offset_index,
-                          p.offset_index_entries, self.active_base, self.header_size, p.active_position,
-                          timestamp, self.log_start, self.verified, self.sorted_frames, True)
+        got = search_segment(self.log, self.time_index, p.time_index_entries, self.offset_index,
+                             p.offset_index_entries, self.active_base, self.header_size, p.active_position,
+                             timestamp, self.log_start, self.verified, self.sorted_frames, True, -1)
         return -1 if type(got) is tuple else got
