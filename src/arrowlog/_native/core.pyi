@@ -205,5 +205,23 @@ def write_offset_entry(m: MappedFile, slot: int, relative_offset: int, position:
 def write_time_entry(m: MappedFile, slot: int, timestamp: int, relative_offset: int) -> None: ...
 def frame_first_row_at_or_after(m: MappedFile, position: int, limit: int, timestamp: int,
                                 sorted_hint: int = -1) -> tuple[int, bool]: ...
+def time_lookup(log: MappedFile | None, time_index: MappedFile | None, time_entries: int,
+                offset_index: MappedFile | None, offset_entries: int, base_offset: int, header_size: int, end: int,
+                timestamp: int, log_start: int, verified: set[int] | None, sorted_frames: dict[int, int],
+                search_rows: bool, resume: int = -1) -> int | tuple[int, int, int, int, int, int, bool] | None: ...
+
+class TimeView:
+    segment: Any
+    generation: int
+    active_base: int
+    log_start: int
+    def __init__(self, segment: Any, generation: int, active_base: int, log_start: int,
+                 closed: list[tuple[int, int]], log: MappedFile | None, time_index: MappedFile | None,
+                 offset_index: MappedFile | None, header_size: int, verified: set[int] | None,
+                 sorted_frames: dict[int, int]) -> None: ...
+    def resolve(self, base: int, log: MappedFile | None, time_index: MappedFile | None, time_entries: int,
+                offset_index: MappedFile | None, offset_entries: int, header_size: int, end: int,
+                verified: set[int] | None, sorted_frames: dict[int, int]) -> None: ...
+    def lookup(self, state: PartitionState, timestamp: int) -> int | None: ...
 
 def latest_rows_of(keys: list[pa.Array]) -> Any: ...

@@ -8,9 +8,11 @@ process (docs/DURABILITY.md; the memory of checked frames is in segment.py).
 
 from __future__ import annotations
 
+import bisect
 import os
 
 import numpy as np
+import pyarrow as pa
 
 from .._native import core
 from ..errors import CorruptRecordError, OffsetOutOfRangeError
@@ -18,6 +20,8 @@ from .cleaner import HEALTH_FILE
 from .layout import MissingDataError, damaged, missing_between, reads_problem
 from .logbase import LogBase
 from .segment import Segment, segment_name, segment_path
+
+MAX_TIMESTAMP = (1 << 63) - 1
 
 
 class Frame:
@@ -59,6 +63,8 @@ class Frame:
 
 class ReadMixin(LogBase):
     """PartitionLog's read() and offset_for_timestamp()."""
+
+    _time_view: core.TimeView | None = None  # offset_for_timestamp's fast path
 
     # -- reading ------------------------------------------------------------------------
 
@@ -210,72 +216,118 @@ class ReadMixin(LogBase):
         """The first offset whose timestamp is at or after ``timestamp`` (ms),
         or None if there is none (Kafka's ListOffsets by time). Each frame
         looked at is CRC-checked (check_crcs; once per view), so a rotten
-        timestamp or offset is an error, never a wrong answer."""
+        timestamp or offset is an error, never a wrong answer.
+
+        Per segment from the log start on (a closed one whose largest
+        timestamp is below ``timestamp`` is skipped), one native call
+        (core.time_lookup) walks time index, offset index, frame headers and
+        the found frame's rows; Python only finishes what it hands back: a
+        frame to CRC-check first, a compressed frame, or one with gaps.
+
+        Once the segments a lookup needs are known, the whole lookup is one
+        native call (core.TimeView, kept per generation, active segment view
+        and log start)."""
         self._raise_if_damaged()
+        view = self._time_view
+        if view is not None and self._segments.get(view.active_base) is view.segment:
+            try:
+                hit = view.lookup(self.state, timestamp)
+            except core.CorruptFrame:
+                hit = -1  # the general path names the segment
+            if hit is None or hit >= 0:
+                return hit
         st = self._snapshot()
         log_start, active_base = st["log_start_offset"], st["active_base_offset"]
         bases = self._known_bases(st)
-        start_idx = 0
-        for i, b in enumerate(bases):
-            if b >= log_start or i + 1 < len(bases) and bases[i + 1] > log_start:
-                start_idx = i
-                break
+        # from the segment holding the log start (or the first after it)
+        start_idx = max(bisect.bisect_right(bases, log_start) - 1, 0)
         check = self.check_crcs
         gaps = self._gaps(st)
+        search_rows = not gaps and not self.compression
+        found: int | None = None
+        view = self._time_view_for(st, bases[start_idx:], check) if search_rows else None
         for b in bases[start_idx:]:
             if b > active_base:
                 break
-            if b < active_base:
-                max_ts = self._segment_max_timestamp(b)
-                if max_ts is not None and max_ts < timestamp:
-                    continue
             try:
-                seg, end = self._locate(max(b, log_start), st)
+                if b == active_base:
+                    seg, end = self._locate(max(b, log_start), st)
+                    oe, te = st["offset_index_entries"], st["time_index_entries"]
+                else:
+                    max_ts = self._segment_max_timestamp(b)
+                    if max_ts is not None and max_ts < timestamp:
+                        continue
+                    seg, end = self._locate(max(b, log_start), st)
+                    oe, te = seg.index_entries_on_disk()
             except (FileNotFoundError, OffsetOutOfRangeError):
                 continue
-            oe, te = (st["offset_index_entries"], st["time_index_entries"]) if b == active_base \
-                else seg.index_entries_on_disk()
-            position = seg.time_scan_start(timestamp, te, oe, end)
             try:
-                while position < end:
-                    base, count, body, min_ts, max_ts = core.read_frame_header(seg.log, position, end)
-                    if check and position not in seg.verified:
-                        seg.check_crcs([(position, base, count, core.FRAME_HEADER_SIZE + body)], end)
-                    if max_ts >= timestamp and base + count > log_start:
-                        idx = 0 if min_ts >= timestamp else self._first_row_at_or_after(
-                            seg, position, end, body, count, timestamp, gaps, st["generation"])
-                        found = self._row_offset(seg, position, end, base, count, idx) if gaps else base + idx
-                        return max(found, log_start)
-                    position += core.FRAME_HEADER_SIZE + body
+                verified = seg.verified if check else None
+                if view is not None and b != active_base:
+                    view.resolve(b, seg.log, seg.time_index, te, seg.index, oe, seg.header_size, end, verified,
+                                 seg.time_sorted)
+                got = core.time_lookup(seg.log, seg.time_index, te, seg.index, oe, seg.base_offset, seg.header_size,
+                                       end, timestamp, log_start, verified, seg.time_sorted, search_rows)
+                found = self._finish_time_lookup(seg, got, timestamp, end, log_start, verified, search_rows) \
+                    if isinstance(got, tuple) else got
             except core.CorruptFrame as exc:
                 raise CorruptRecordError(f"segment {seg.log_path}: {exc}; run `arrowlog verify` "
                                          "(see docs/DURABILITY.md)") from None
-        return None
+            if found is not None:
+                break
+        return found
 
-    def _first_row_at_or_after(self, seg: Segment, position: int, end: int, body: int, count: int,
-                               timestamp: int, gaps: bool, generation: int) -> int:
-        """The first row of the frame at ``position`` whose timestamp is at
-        or after ``timestamp`` (the frame has one). The native search reads
-        the stored frame and takes the header's count as its rows: only for
-        uncompressed frames without gaps (a frame whose timestamps it found
-        sorted is bisected next time); others go through the Arrow batch."""
-        batch = None
-        if gaps or self.compression:
-            batch = seg.frame_batch(position, body, count)
-        if not self.compression and (batch is None or batch.num_rows == count):
-            key = (generation, seg.base_offset, position)
-            idx, is_sorted = core.frame_first_row_at_or_after(
-                seg.log, position, end, timestamp, self._sorted_frames.get(key, -1))
-            if len(self._sorted_frames) > 65536:
-                self._sorted_frames.clear()
-            self._sorted_frames[key] = 1 if is_sorted else 0
-            return idx
-        if batch is None:
-            batch = seg.frame_batch(position, body, count)
-        ts_col = batch.column(1)
-        ts = np.frombuffer(ts_col.buffers()[1], dtype=np.int64, count=len(ts_col),
-                           offset=ts_col.offset * 8)  # rows: a compacted frame has gaps
-        return int(np.argmax(ts >= timestamp))
+    def _time_view_for(self, st: dict, bases: list[int], check: bool) -> core.TimeView | None:
+        """The TimeView of the published state ``st`` (``bases``: the segments
+        from the log start on): the one kept if it still applies, else a new
+        one, whose closed segments the lookups resolve as they first search
+        them."""
+        active_base = st["active_base_offset"]
+        try:
+            seg = self._segment(active_base, st)
+        except FileNotFoundError:
+            return None
+        view = self._time_view
+        if (view is not None and view.segment is seg and view.generation == st["generation"]
+                and view.active_base == active_base and view.log_start == st["log_start_offset"]):
+            return view
+        closed = []
+        for b in bases:
+            if b < active_base:
+                ts = self._segment_max_timestamp(b)
+                closed.append((MAX_TIMESTAMP if ts is None else ts, b))
+        view = self._time_view = core.TimeView(seg, st["generation"], active_base, st["log_start_offset"], closed,
+                                               seg.log, seg.time_index, seg.index, seg.header_size,
+                                               seg.verified if check else None, seg.time_sorted)
+        return view
+
+    def _finish_time_lookup(self, seg: Segment, got: int | tuple | None, timestamp: int, end: int, log_start: int,
+                            verified: set[int] | None, search_rows: bool) -> int | None:
+        """What core.time_lookup handed back: a frame to CRC-check before the
+        walk goes on from it, or the found frame of a compressed log or one
+        whose frames may have gaps (then through its Arrow batch)."""
+        while isinstance(got, tuple):
+            position, base, count, body, min_ts, max_ts, checked = got
+            if not checked:  # check it, then walk on from it
+                seg.check_crcs([(position, base, count, core.FRAME_HEADER_SIZE + body)], end)
+            else:
+                found = self._first_in_batch(seg.frame_batch(position, body, count), timestamp, log_start)
+                if found is not None:
+                    return found
+                log_start = base + count  # every row reaching ``timestamp`` lies below the log start
+            got = core.time_lookup(seg.log, None, 0, None, 0, seg.base_offset, seg.header_size, end, timestamp,
+                                   log_start, verified, seg.time_sorted, search_rows, position)
+        return got
+
+    @staticmethod
+    def _first_in_batch(batch: pa.RecordBatch, timestamp: int, log_start: int) -> int | None:
+        """The offset of the first row of ``batch`` at or above ``log_start`` whose timestamp is at or
+        after ``timestamp``; its rows may have gaps (the offset column says)."""
+        ts_col, off_col = batch.column(1), batch.column(0)
+        ts = np.frombuffer(ts_col.buffers()[1], dtype=np.int64, count=len(ts_col), offset=ts_col.offset * 8)
+        offsets = np.frombuffer(off_col.buffers()[1], dtype=np.int64, count=len(off_col), offset=off_col.offset * 8)
+        hits = np.flatnonzero((ts >= timestamp) & (offsets >= log_start))
+        return int(offsets[hits[0]]) if len(hits) else None
 
     def _gaps(self, st: dict) -> bool:
         """Whether frames may hold fewer rows than the offsets they span (the
@@ -284,15 +336,6 @@ class ReadMixin(LogBase):
             self._gaps_possible = self.compacted or os.path.exists(os.path.join(self.directory, HEALTH_FILE))
             self._gaps_key = st["generation"]
         return self._gaps_possible
-
-    def _row_offset(self, seg: Segment, position: int, end: int, base: int, count: int, idx: int) -> int:
-        """The offset of row ``idx`` of the frame at ``position`` of a log
-        that may have gaps: base + idx, unless the cleaner left gaps in this
-        frame (then its offset column says)."""
-        batch = seg.frame_batch(position, seg.frame_header(position, end)[2], count)
-        if batch.num_rows == count:
-            return base + idx
-        return int(batch.column(0)[idx].as_py()) if idx < batch.num_rows else base + count
 
     def _known_bases(self, st: dict) -> list[int]:
         """Segment base offsets, listed again only when the published state

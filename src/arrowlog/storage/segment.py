@@ -232,6 +232,7 @@ class Segment:
         self.verified: set[int] = set()  # positions of frames whose CRC passed (check_crcs)
         self.verified_key: tuple | None = None  # its key in the process-wide memory
         self._batches: dict[int, tuple[bytes, pa.RecordBatch]] = {}  # frame_batch's decoded frames
+        self.time_sorted: dict[int, int] = {}  # core.time_lookup's memory: position -> CRC << 1 | rows sorted
         try:
             st = os.fstat(self.log_fd)
             self.file_size = st.st_size
@@ -498,15 +499,6 @@ class Segment:
                 return position
             position += core.FRAME_HEADER_SIZE + body
         return end
-
-    def time_scan_start(self, timestamp: int, time_entries: int, offset_entries: int, end: int) -> int:
-        """A frame position from which a forward scan finds the first record
-        at or after ``timestamp``."""
-        if time_entries and self.time_index is not None:
-            rel = core.time_index_lookup(self.time_index, time_entries, timestamp)
-            if rel is not None:
-                return self.frame_position(self.base_offset + rel, offset_entries, end)
-        return self.header_size
 
     def check_crcs(self, frames: list[tuple[int, int, int, int]], end: int) -> None:
         """Check the CRC-32C of ``frames`` (position, base, count, size, as
