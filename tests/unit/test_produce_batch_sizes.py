@@ -4,11 +4,13 @@ statistics (backends/local/batches.py::_check_sizes)."""
 import json
 import time
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
 import arrowlog
 from arrowlog import Producer, errors
+from arrowlog.storage import LogDir
 
 
 def stored_values(data_dir, topic):
@@ -46,3 +48,52 @@ def test_statistics_count_the_record_bytes_of_produce_and_produce_batch(data_dir
     assert last["txmsgs"] == 3
     # key + value (+ headers) and 24 bytes a record, as the accumulator counts them
     assert last["txmsg_bytes"] == (15 + 24) + (101 + 24) + (50 + 24)
+
+
+def test_longest_entry_is_found_in_one_native_pass():
+    from arrowlog._native import core
+    from arrowlog.backends.local.batches import _longest
+
+    assert core.max_entry_length(np.array([], dtype=np.int32)) == 0
+    assert core.max_entry_length(np.array([7], dtype=np.int32)) == 0
+    assert core.max_entry_length(np.array([0, 3, 3, 10, 11], dtype=np.int32)) == 7
+    arr = pa.array([b"x" * 50, b"", None, b"y" * 9, b"z" * 70])
+    assert _longest(arr) == 70
+    assert _longest(arr.slice(1, 3)) == 9  # a slice: only its own entries
+    assert _longest(pa.nulls(3, pa.binary())) == 0
+
+
+def test_a_record_too_large_in_a_slice_is_caught_and_one_outside_it_is_not(data_dir):
+    values = pa.array([b"v" * 2000, b"a", b"b" * 995, b"c", b"d" * 2000])
+    with Producer({"log.dir": data_dir, "message.max.bytes": 1000}) as p:
+        assert p.produce_batch("t", values.slice(1, 3), keys=[b"k", b"k", b"k"]) == 3
+        with pytest.raises(errors.MessageSizeTooLargeError, match="row 1 of produce_batch"):
+            p.produce_batch("t", values.slice(1, 3), keys=[b"k", b"kkkkkk", b"k"])
+    assert [len(v) for v in stored_values(data_dir, "t")] == [1, 995, 1]
+
+
+def test_records_without_timestamps_share_one_and_the_frames_say_so(data_dir):
+    # produce_batch stamps records without timestamps with one wall-clock
+    # time and gives it to every frame header as its bounds, unscanned
+    before = int(time.time() * 1000)
+    with Producer({"log.dir": data_dir, "batch.num.messages": 1000}) as p:  # several frames
+        assert p.produce_batch("t", [b"v" * 100] * 5000) == 5000
+    after = int(time.time() * 1000)
+    with LogDir(data_dir) as d:
+        frames = d.topic("t").partition(0).read(0, 1 << 30)
+    assert len(frames) > 1
+    stamps = {t for f in frames for t in f.batch.column("timestamp").cast(pa.int64()).to_pylist()}
+    assert len(stamps) == 1 and before <= next(iter(stamps)) <= after
+    assert {(f.min_timestamp, f.max_timestamp) for f in frames} == {(next(iter(stamps)),) * 2}
+
+
+def test_given_timestamps_bound_each_frame(data_dir):
+    ts = np.arange(5000, dtype=np.int64)[::-1] * 3 + 1_000_000
+    with Producer({"log.dir": data_dir, "batch.num.messages": 1000}) as p:
+        assert p.produce_batch("t", [b"v" * 100] * 5000, timestamps=pa.array(ts)) == 5000
+    with LogDir(data_dir) as d:
+        frames = d.topic("t").partition(0).read(0, 1 << 30)
+    assert len(frames) > 1
+    for f in frames:
+        got = f.batch.column("timestamp").cast(pa.int64()).to_pylist()
+        assert (f.min_timestamp, f.max_timestamp) == (min(got), max(got))

@@ -45,6 +45,12 @@ def _lengths(arr: pa.Array) -> np.ndarray | int:
     return 0 if offsets is None else np.diff(offsets)
 
 
+def _longest(arr: pa.Array) -> int:
+    """Bytes of a binary array's longest entry (one native pass, no array of lengths)."""
+    offsets = _offsets(arr)
+    return 0 if offsets is None else core.max_entry_length(offsets)
+
+
 def _total(arr: pa.Array) -> int:
     """Bytes of all a binary array's entries."""
     offsets = _offsets(arr)
@@ -104,7 +110,9 @@ def produce_batch(producer: Any, topic: str, values: Any, keys: Any = None, time
     if slot.keyed_only and keys.null_count:
         bad = int(np.argmax(np.asarray(keys.is_null())))
         producer._unkeyed(slot, f"row {bad} of produce_batch: nothing was appended: ")
-    ts = _timestamps(timestamps, n)
+    # records without timestamps all get this one: no min/max pass per frame
+    now = core.wall_clock_ms() if timestamps is None else None
+    ts = _timestamps(timestamps, n, now)
     hdrs = _headers_array(headers, n)
     nbytes = _check_sizes(producer, slot, keys, values, hdrs)
     # what is already queued for these partitions goes first
@@ -133,7 +141,7 @@ def produce_batch(producer: Any, topic: str, values: Any, keys: Any = None, time
         part = batch if rows is None else batch.take(pa.array(rows))
         producer._send(slot, p)  # keep order with records produce()d earlier
         # statistics: a partition's share of the bytes, by its share of the records
-        _append_chunks(producer, slot, p, part, nbytes if rows is None else nbytes * len(rows) // n)
+        _append_chunks(producer, slot, p, part, nbytes if rows is None else nbytes * len(rows) // n, now)
     return n
 
 def _check_sizes(producer: Any, slot: core.TopicSlot, keys: pa.Array, values: pa.Array, headers: pa.Array) -> int:
@@ -144,16 +152,14 @@ def _check_sizes(producer: Any, slot: core.TopicSlot, keys: pa.Array, values: pa
     The largest key, value and headers are checked first: when their sum
     fits, every record fits, and no per-record int64 sizes are built."""
     header_lengths = _header_lengths(headers)
-    parts = [_lengths(keys), header_lengths]
     binary = pa.types.is_binary(values.type)
-    if binary:
-        parts.append(_lengths(values))
     total = (_total(keys) + int(np.sum(header_lengths, dtype=np.int64)) + 24 * len(keys)
              + (_total(values) if binary else values.nbytes))
-    if sum(int(np.max(x)) if np.ndim(x) and len(x) else 0 for x in parts) <= slot.max_record_bytes:
+    largest = _longest(keys) + (int(np.max(header_lengths)) if np.ndim(header_lengths) and len(keys) else 0)
+    if largest + (_longest(values) if binary else 0) <= slot.max_record_bytes:
         return total
     sizes = np.zeros(len(keys), dtype=np.int64)
-    for x in parts:
+    for x in (_lengths(keys), header_lengths, _lengths(values) if binary else 0):
         sizes += x  # int32 lengths added into int64: no overflow
     if sizes.max() > slot.max_record_bytes:
         row = int(np.argmax(sizes > slot.max_record_bytes))
@@ -164,9 +170,10 @@ def _check_sizes(producer: Any, slot: core.TopicSlot, keys: pa.Array, values: pa
     return total
 
 
-def _append_chunks(producer: Any, slot: core.TopicSlot, partition: int, batch: pa.RecordBatch, nbytes: int) -> None:
+def _append_chunks(producer: Any, slot: core.TopicSlot, partition: int, batch: pa.RecordBatch, nbytes: int,
+                   timestamp: int | None = None) -> None:
     """Append ``batch`` as frames of about BULK_FRAME_BYTES (or
-    batch.size, if larger)."""
+    batch.size, if larger); ``timestamp``, when given, is every record's."""
     log = slot.topic.partition(partition)
     values = batch.column(2)
     if pa.types.is_binary(values.type):
@@ -184,16 +191,19 @@ def _append_chunks(producer: Any, slot: core.TopicSlot, partition: int, batch: p
             end = int(np.searchsorted(offsets, offsets[start] + limit, side="right")) - 1
             end = min(max(end, start + 1), n, start + producer._batch_records)
             chunk = batch.slice(start, end - start)
-            ts = ts_all[start:end]
-            producer._append(slot.name, partition, log, chunk, int(ts.min()), int(ts.max()))
+            if timestamp is None:
+                ts = ts_all[start:end]
+                producer._append(slot.name, partition, log, chunk, int(ts.min()), int(ts.max()))
+            else:
+                producer._append(slot.name, partition, log, chunk, timestamp, timestamp)
             start = end
     producer._dirty.add(log)
     producer._count_sent(slot.name, partition, n, nbytes)
 
-def _timestamps(timestamps: Any, n: int) -> pa.Array:
+def _timestamps(timestamps: Any, n: int, now: int | None) -> pa.Array:
     if timestamps is None:
-        now = np.full(n, core.wall_clock_ms(), dtype=np.int64)
-        return pa.Array.from_buffers(TIMESTAMP_TYPE, n, [None, pa.py_buffer(now)])
+        column = np.full(n, now, dtype=np.int64)
+        return pa.Array.from_buffers(TIMESTAMP_TYPE, n, [None, pa.py_buffer(column)])
     if isinstance(timestamps, pa.ChunkedArray):
         timestamps = timestamps.combine_chunks()
     if isinstance(timestamps, pa.Array):
