@@ -230,18 +230,3 @@ def check_frame_crcs(MappedFile m, const int64_t[::1] positions, Py_ssize_t limi
                 bad = i
                 break
     return bad
-
-
-def max_entry_length(const int32_t[::1] offsets):
-    """The largest ``offsets[i + 1] - offsets[i]``: the longest entry of a
-    binary column given its int32 offsets (0 for fewer than two offsets).
-    produce_batch()'s size check, in one pass and without the int32 array
-    of lengths numpy's diff would allocate."""
-    cdef Py_ssize_t i, n = offsets.shape[0]
-    cdef int64_t best = 0, d
-    with nogil:
-        for i in range(n - 1):
-            d = <int64_t>offsets[i + 1] - offsets[i]
-            if d > best:
-                best = d
-    return best

@@ -15,11 +15,11 @@ from ...errors import InvalidArgumentError, InvalidRecordError, MessageSizeTooLa
 from ...schema import HEADERS_TYPE, PRODUCE_SCHEMA, TIMESTAMP_TYPE
 
 # produce_batch() appends frames of at least this many bytes of values: an
-# append costs ~0.3 ms of fixed work (IPC framing, index, publish), which
-# 1 MB frames pay 100 times per 100 MB and 8 MiB frames 12 times (measured
-# with `python -m bench --only produce`: 1.2 GB/s with 1 MB frames, 1.5-1.7
-# with 8 MiB on these 2-core machines).
-BULK_FRAME_BYTES = 8 << 20
+# append has fixed work (IPC framing, index, publish) that larger frames pay
+# less often, and the segment's kernel copy runs in larger folios. Thread CPU
+# time of a 1 M x 100 B produce_batch (median of 11, /tmp runs interleaved on
+# a 2-core machine): 4 MiB frames 30.7 ms, 8 MiB 29.0, 16 MiB 27.3, 32 MiB 27.0.
+BULK_FRAME_BYTES = 16 << 20
 
 
 def _row_of(values: Any, i: int) -> Any:
@@ -43,12 +43,6 @@ def _lengths(arr: pa.Array) -> np.ndarray | int:
     entry is below 2 GiB): no int64 copy of a million-entry array."""
     offsets = _offsets(arr)
     return 0 if offsets is None else np.diff(offsets)
-
-
-def _longest(arr: pa.Array) -> int:
-    """Bytes of a binary array's longest entry (one native pass, no array of lengths)."""
-    offsets = _offsets(arr)
-    return 0 if offsets is None else core.max_entry_length(offsets)
 
 
 def _total(arr: pa.Array) -> int:
@@ -152,14 +146,16 @@ def _check_sizes(producer: Any, slot: core.TopicSlot, keys: pa.Array, values: pa
     The largest key, value and headers are checked first: when their sum
     fits, every record fits, and no per-record int64 sizes are built."""
     header_lengths = _header_lengths(headers)
+    parts = [_lengths(keys), header_lengths]
     binary = pa.types.is_binary(values.type)
+    if binary:
+        parts.append(_lengths(values))
     total = (_total(keys) + int(np.sum(header_lengths, dtype=np.int64)) + 24 * len(keys)
              + (_total(values) if binary else values.nbytes))
-    largest = _longest(keys) + (int(np.max(header_lengths)) if np.ndim(header_lengths) and len(keys) else 0)
-    if largest + (_longest(values) if binary else 0) <= slot.max_record_bytes:
+    if sum(int(np.max(x)) if np.ndim(x) and len(x) else 0 for x in parts) <= slot.max_record_bytes:
         return total
     sizes = np.zeros(len(keys), dtype=np.int64)
-    for x in (_lengths(keys), header_lengths, _lengths(values) if binary else 0):
+    for x in parts:
         sizes += x  # int32 lengths added into int64: no overflow
     if sizes.max() > slot.max_record_bytes:
         row = int(np.argmax(sizes > slot.max_record_bytes))
