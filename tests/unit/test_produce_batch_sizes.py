@@ -50,6 +50,23 @@ def test_statistics_count_the_record_bytes_of_produce_and_produce_batch(data_dir
     assert last["txmsg_bytes"] == (15 + 24) + (101 + 24) + (50 + 24)
 
 
+def test_longest_entry_is_found_without_an_array_of_lengths():
+    from arrowlog._native import core
+    from arrowlog.backends.local.batches import _longest
+
+    assert core.max_entry_length(np.array([], dtype=np.int32)) == 0
+    assert core.max_entry_length(np.array([7], dtype=np.int32)) == 0
+    for n in range(2, 40):  # every remainder past the 8-wide loop, the longest at every place
+        for at in range(n - 1):
+            offsets = np.cumsum([5] + [1] * (n - 1), dtype=np.int32)
+            offsets[at + 1:] += 9
+            assert core.max_entry_length(offsets) == 10, (n, at)
+    arr = pa.array([b"x" * 50, b"", None, b"y" * 9, b"z" * 70])
+    assert _longest(arr) == 70
+    assert _longest(arr.slice(1, 3)) == 9  # a slice: only its own entries
+    assert _longest(pa.nulls(3, pa.binary())) == 0
+
+
 def test_a_record_too_large_in_a_slice_is_caught_and_one_outside_it_is_not(data_dir):
     values = pa.array([b"v" * 2000, b"a", b"b" * 995, b"c", b"d" * 2000])
     with Producer({"log.dir": data_dir, "message.max.bytes": 1000}) as p:

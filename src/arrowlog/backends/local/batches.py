@@ -45,6 +45,12 @@ def _lengths(arr: pa.Array) -> np.ndarray | int:
     return 0 if offsets is None else np.diff(offsets)
 
 
+def _longest(arr: pa.Array) -> int:
+    """Bytes of a binary array's longest entry (0 for nulls; no array of lengths is built)."""
+    offsets = _offsets(arr)
+    return 0 if offsets is None else core.max_entry_length(offsets)
+
+
 def _total(arr: pa.Array) -> int:
     """Bytes of all a binary array's entries."""
     offsets = _offsets(arr)
@@ -146,16 +152,14 @@ def _check_sizes(producer: Any, slot: core.TopicSlot, keys: pa.Array, values: pa
     The largest key, value and headers are checked first: when their sum
     fits, every record fits, and no per-record int64 sizes are built."""
     header_lengths = _header_lengths(headers)
-    parts = [_lengths(keys), header_lengths]
     binary = pa.types.is_binary(values.type)
-    if binary:
-        parts.append(_lengths(values))
     total = (_total(keys) + int(np.sum(header_lengths, dtype=np.int64)) + 24 * len(keys)
              + (_total(values) if binary else values.nbytes))
-    if sum(int(np.max(x)) if np.ndim(x) and len(x) else 0 for x in parts) <= slot.max_record_bytes:
+    largest = _longest(keys) + (int(np.max(header_lengths)) if np.ndim(header_lengths) and len(keys) else 0)
+    if largest + (_longest(values) if binary else 0) <= slot.max_record_bytes:
         return total
     sizes = np.zeros(len(keys), dtype=np.int64)
-    for x in parts:
+    for x in (_lengths(keys), header_lengths, _lengths(values) if binary else 0):
         sizes += x  # int32 lengths added into int64: no overflow
     if sizes.max() > slot.max_record_bytes:
         row = int(np.argmax(sizes > slot.max_record_bytes))
