@@ -13,6 +13,7 @@ from ..._native import core
 from ...convert import binary_array, first_bad_row, shown, to_epoch_ms, typed_values
 from ...errors import InvalidArgumentError, InvalidRecordError, MessageSizeTooLargeError
 from ...schema import HEADERS_TYPE, PRODUCE_SCHEMA, TIMESTAMP_TYPE
+from ...storage.appending import null_column
 
 # produce_batch() appends frames of at least this many bytes of values: an
 # append has fixed work (IPC framing, index, publish) that larger frames pay
@@ -223,7 +224,7 @@ def _timestamps(timestamps: Any, n: int, now: int | None) -> pa.Array:
 
 def _headers_array(headers: Any, n: int) -> pa.Array:
     if headers is None:
-        return pa.nulls(n, HEADERS_TYPE)
+        return null_column(n, HEADERS_TYPE)
     if isinstance(headers, pa.ChunkedArray):
         headers = headers.combine_chunks()
     if isinstance(headers, pa.Array):
