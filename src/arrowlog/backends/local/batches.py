@@ -18,8 +18,8 @@ from ...storage.appending import null_column
 # produce_batch() appends frames of at least this many bytes of values: an
 # append has fixed work (IPC framing, index, publish) that larger frames pay
 # less often, and the segment's kernel copy runs in larger folios. Thread CPU
-# time of a 1 M x 100 B produce_batch (median of 11, /tmp runs interleaved on
-# a 2-core machine): 4 MiB frames 30.7 ms, 8 MiB 29.0, 16 MiB 27.3, 32 MiB 27.0.
+# time of a 1 M x 100 B produce_batch (median of 11, sizes interleaved in one
+# process on a 2-core machine): 4 MiB frames 30.7 ms, 8 MiB 29.0, 16 MiB 27.3, 32 MiB 27.0.
 BULK_FRAME_BYTES = 16 << 20
 
 
