@@ -111,9 +111,10 @@ def produce_batch(producer: Any, topic: str, values: Any, keys: Any = None, time
     if slot.keyed_only and keys.null_count:
         bad = int(np.argmax(np.asarray(keys.is_null())))
         producer._unkeyed(slot, f"row {bad} of produce_batch: nothing was appended: ")
-    # records without timestamps all get this one: no min/max pass per frame
+    # records without timestamps all get this one: each frame gets a column of
+    # it as it is written, and no frame scans its timestamps for their bounds
     now = core.wall_clock_ms() if timestamps is None else None
-    ts = _timestamps(timestamps, n, now)
+    ts = _timestamps(timestamps, n) if now is None else None
     hdrs = _headers_array(headers, n)
     nbytes = _check_sizes(producer, slot, keys, values, hdrs)
     # what is already queued for these partitions goes first
@@ -137,12 +138,18 @@ def produce_batch(producer: Any, topic: str, values: Any, keys: Any = None, time
     else:
         parts = {slot.sticky: None}
         slot.next_sticky()
-    batch = pa.RecordBatch.from_arrays([ts, keys, values, hdrs], names=PRODUCE_SCHEMA.names)
+    batch = pa.RecordBatch.from_arrays([keys, values, hdrs], names=PRODUCE_SCHEMA.names[1:])
     for p, rows in parts.items():
         part = batch if rows is None else batch.take(pa.array(rows))
+        stamps: pa.Array | int
+        if now is not None:
+            stamps = now
+        else:
+            assert ts is not None
+            stamps = ts if rows is None else ts.take(pa.array(rows))
         producer._send(slot, p)  # keep order with records produce()d earlier
         # statistics: a partition's share of the bytes, by its share of the records
-        _append_chunks(producer, slot, p, part, nbytes if rows is None else nbytes * len(rows) // n, now)
+        _append_chunks(producer, slot, p, part, stamps, nbytes if rows is None else nbytes * len(rows) // n)
     return n
 
 def _check_sizes(producer: Any, slot: core.TopicSlot, keys: pa.Array, values: pa.Array, headers: pa.Array) -> int:
@@ -171,12 +178,13 @@ def _check_sizes(producer: Any, slot: core.TopicSlot, keys: pa.Array, values: pa
     return total
 
 
-def _append_chunks(producer: Any, slot: core.TopicSlot, partition: int, batch: pa.RecordBatch, nbytes: int,
-                   timestamp: int | None = None) -> None:
-    """Append ``batch`` as frames of about BULK_FRAME_BYTES (or
-    batch.size, if larger); ``timestamp``, when given, is every record's."""
+def _append_chunks(producer: Any, slot: core.TopicSlot, partition: int, batch: pa.RecordBatch,
+                   timestamps: pa.Array | int, nbytes: int) -> None:
+    """Append ``batch`` (key, value and headers columns) with ``timestamps``
+    (a column, or every record's timestamp) as frames of about
+    BULK_FRAME_BYTES (or batch.size, if larger)."""
     log = slot.topic.partition(partition)
-    values = batch.column(2)
+    values = batch.column(1)
     if pa.types.is_binary(values.type):
         offsets = np.frombuffer(values.buffers()[1], dtype=np.int32, count=len(values) + 1, offset=values.offset * 4)
     else:  # typed values: split by an even share of the bytes
@@ -184,27 +192,35 @@ def _append_chunks(producer: Any, slot: core.TopicSlot, partition: int, batch: p
         offsets = np.arange(batch.num_rows + 1, dtype=np.int64) * per_row
     limit = max(producer._batch_bytes, BULK_FRAME_BYTES)
     start, n = 0, batch.num_rows
-    ts_col = batch.column(0)  # never null: timestamp values as int64, without a copy
-    ts_all = np.frombuffer(ts_col.buffers()[1], dtype=np.int64, count=len(ts_col), offset=ts_col.offset * 8)
+    stamps = None
+    if isinstance(timestamps, pa.Array):  # never null: timestamp values as int64, without a copy
+        ts_all = np.frombuffer(timestamps.buffers()[1], dtype=np.int64, count=n, offset=timestamps.offset * 8)
     with producer._locks[(slot.name, partition)]:
         while start < n:
             # rows whose values fit in the limit (at least one)
             end = int(np.searchsorted(offsets, offsets[start] + limit, side="right")) - 1
             end = min(max(end, start + 1), n, start + producer._batch_records)
-            chunk = batch.slice(start, end - start)
-            if timestamp is None:
+            rows = batch.slice(start, end - start)
+            if isinstance(timestamps, pa.Array):
                 ts = ts_all[start:end]
-                producer._append(slot.name, partition, log, chunk, int(ts.min()), int(ts.max()))
+                lo, hi, column = int(ts.min()), int(ts.max()), timestamps.slice(start, end - start)
             else:
-                producer._append(slot.name, partition, log, chunk, timestamp, timestamp)
+                if stamps is None or len(stamps) < end - start:  # one column for every frame of the call
+                    stamps = _timestamp_column(np.full(end - start, timestamps, dtype=np.int64))
+                lo = hi = timestamps
+                column = stamps.slice(0, end - start)
+            chunk = pa.RecordBatch.from_arrays([column, *rows.columns], names=PRODUCE_SCHEMA.names)
+            producer._append(slot.name, partition, log, chunk, lo, hi)
             start = end
     producer._dirty.add(log)
     producer._count_sent(slot.name, partition, n, nbytes)
 
-def _timestamps(timestamps: Any, n: int, now: int | None) -> pa.Array:
-    if timestamps is None:
-        column = np.full(n, now, dtype=np.int64)
-        return pa.Array.from_buffers(TIMESTAMP_TYPE, n, [None, pa.py_buffer(column)])
+def _timestamp_column(values: np.ndarray) -> pa.Array:
+    """int64 milliseconds as a timestamp column, without a copy."""
+    return pa.Array.from_buffers(TIMESTAMP_TYPE, len(values), [None, pa.py_buffer(values)])
+
+
+def _timestamps(timestamps: Any, n: int) -> pa.Array:
     if isinstance(timestamps, pa.ChunkedArray):
         timestamps = timestamps.combine_chunks()
     if isinstance(timestamps, pa.Array):
