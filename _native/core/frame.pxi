@@ -230,3 +230,42 @@ def check_frame_crcs(MappedFile m, const int64_t[::1] positions, Py_ssize_t limi
                 bad = i
                 break
     return bad
+
+
+def max_entry_length(const int32_t[::1] offsets):
+    """The largest ``offsets[i + 1] - offsets[i]``: the longest entry of a
+    binary column given its int32 offsets (0 for fewer than two offsets).
+    produce_batch()'s size check: numpy's diff would allocate an array of
+    lengths, 4 MB of fresh pages (a thousand page faults) per million
+    records in a new process; this reads the offsets once and allocates
+    nothing."""
+    cdef Py_ssize_t n = offsets.shape[0]
+    if n < 2:
+        return 0
+    cdef int32_t best
+    with nogil:
+        best = _max_gap(&offsets[0], n)
+    return best
+
+
+cdef int32_t _max_gap(const int32_t *o, Py_ssize_t n) noexcept nogil:
+    # eight independent maxima the compiler keeps in one vector register
+    # (0.19 ms per million offsets; one running maximum is not vectorised: 0.34)
+    cdef int32_t lanes[8]
+    cdef int32_t best = 0, d
+    cdef Py_ssize_t i = 0
+    cdef int j
+    for j in range(8):
+        lanes[j] = 0
+    while i + 8 < n:
+        for j in range(8):
+            d = o[i + j + 1] - o[i + j]
+            lanes[j] = d if d > lanes[j] else lanes[j]
+        i += 8
+    for j in range(8):
+        best = lanes[j] if lanes[j] > best else best
+    while i + 1 < n:
+        d = o[i + 1] - o[i]
+        best = d if d > best else best
+        i += 1
+    return best

@@ -55,7 +55,7 @@ def test_frame_round_trip_and_scan(tmp_path):
     core.write_frame_pieces(fd, 0, 0, 3, 10, 20, [b"x" * 24, pa.py_buffer(b"x" * 40)])
     with open(tmp_path / "s2", "rb") as f:
         assert f.read(104) == m.read(0, 104)
-    big = os.urandom(600_000 - 600_000 % 8)
+    big = os.urandom(2_600_000)  # 1 MiB slices: past two boundaries, one inside a piece
     core.write_frame_pieces(fd, 0, 0, 1, 1, 1, [big[:100_000], pa.py_buffer(big[100_000:])])
     m2 = core.MappedFile(fd, len(big) + 40, False)
     assert core.scan_frames(m2, 0, len(big) + 40, 0)[0] == len(big) + 40  # CRC checks out

@@ -26,6 +26,19 @@ from .segment import INDEX_BYTES, MAX_RELATIVE_OFFSET, Segment
 SMALL_BATCH_BYTES = 64 << 10
 
 
+def null_column(n: int, type_: pa.DataType) -> pa.Array:
+    """``n`` nulls of ``type_``, as pa.nulls() but with the empty child of a
+    list type holding no offsets: pa.nulls(n, HEADERS_TYPE) gives the header
+    key and value columns n + 1 offsets each, 8 bytes a record that the IPC
+    writer stores although no header exists."""
+    if not pa.types.is_list(type_):
+        return pa.nulls(n, type_)
+    validity = pa.py_buffer(np.zeros((n + 7) // 8, dtype=np.uint8))
+    offsets = pa.py_buffer(np.zeros(n + 1, dtype=np.int32))
+    return pa.Array.from_buffers(type_, n, [validity, offsets], null_count=n,
+                                 children=[pa.array([], type=type_.value_type)])
+
+
 class AppendMixin(LogBase):
     """PartitionLog's append() and roll."""
 
@@ -129,9 +142,10 @@ class AppendMixin(LogBase):
         offsets from ``base``, in the log's envelope schema."""
         n = batch.num_rows
         offsets = pa.array(np.arange(base, base + n, dtype=np.int64))
-        # An all-null column sliced from a larger array would be
-        # serialised with its parent's offsets: write a fresh one.
-        columns = [self._nulls(n, c.type) if c.null_count == n and c.offset else c for c in batch.columns]
+        # An all-null column is written as a fresh one: sliced from a larger
+        # array it would be serialised with its parent's offsets, and one from
+        # pa.nulls() of a list type would carry child offsets sized for all its rows.
+        columns = [self._nulls(n, c.type) if c.null_count == n else c for c in batch.columns]
         if columns[2].type != self.schema.field(3).type and pa.types.is_struct(columns[2].type):
             columns[2] = conform_value(columns[2], self.schema.field(3).type)
         return self._serialize(pa.RecordBatch.from_arrays([offsets, *columns], schema=self.schema))
@@ -148,7 +162,7 @@ class AppendMixin(LogBase):
         a cached one (bulk appends need one per frame)."""
         cached = self._null_columns.get(type_)
         if cached is None or len(cached) < n:
-            cached = self._null_columns[type_] = pa.nulls(max(n, 1 << 16), type_)
+            cached = self._null_columns[type_] = null_column(max(n, 1 << 16), type_)
         return cached.slice(0, n)
 
     def _serialize(self, full: pa.RecordBatch) -> list:

@@ -13,13 +13,14 @@ from ..._native import core
 from ...convert import binary_array, first_bad_row, shown, to_epoch_ms, typed_values
 from ...errors import InvalidArgumentError, InvalidRecordError, MessageSizeTooLargeError
 from ...schema import HEADERS_TYPE, PRODUCE_SCHEMA, TIMESTAMP_TYPE
+from ...storage.appending import null_column
 
 # produce_batch() appends frames of at least this many bytes of values: an
-# append costs ~0.3 ms of fixed work (IPC framing, index, publish), which
-# 1 MB frames pay 100 times per 100 MB and 8 MiB frames 12 times (measured
-# with `python -m bench --only produce`: 1.2 GB/s with 1 MB frames, 1.5-1.7
-# with 8 MiB on these 2-core machines).
-BULK_FRAME_BYTES = 8 << 20
+# append has fixed work (IPC framing, index, publish) that larger frames pay
+# less often, and the segment's kernel copy runs in larger folios. Thread CPU
+# time of a 1 M x 100 B produce_batch (median of 11, sizes interleaved in one
+# process on a 2-core machine): 4 MiB frames 30.7 ms, 8 MiB 29.0, 16 MiB 27.3, 32 MiB 27.0.
+BULK_FRAME_BYTES = 16 << 20
 
 
 def _row_of(values: Any, i: int) -> Any:
@@ -43,6 +44,12 @@ def _lengths(arr: pa.Array) -> np.ndarray | int:
     entry is below 2 GiB): no int64 copy of a million-entry array."""
     offsets = _offsets(arr)
     return 0 if offsets is None else np.diff(offsets)
+
+
+def _longest(arr: pa.Array) -> int:
+    """Bytes of a binary array's longest entry (0 for nulls; no array of lengths is built)."""
+    offsets = _offsets(arr)
+    return 0 if offsets is None else core.max_entry_length(offsets)
 
 
 def _total(arr: pa.Array) -> int:
@@ -104,7 +111,10 @@ def produce_batch(producer: Any, topic: str, values: Any, keys: Any = None, time
     if slot.keyed_only and keys.null_count:
         bad = int(np.argmax(np.asarray(keys.is_null())))
         producer._unkeyed(slot, f"row {bad} of produce_batch: nothing was appended: ")
-    ts = _timestamps(timestamps, n)
+    # records without timestamps all get this one: each frame gets a column of
+    # it as it is written, and no frame scans its timestamps for their bounds
+    now = core.wall_clock_ms() if timestamps is None else None
+    ts = _timestamps(timestamps, n) if now is None else None
     hdrs = _headers_array(headers, n)
     nbytes = _check_sizes(producer, slot, keys, values, hdrs)
     # what is already queued for these partitions goes first
@@ -128,12 +138,18 @@ def produce_batch(producer: Any, topic: str, values: Any, keys: Any = None, time
     else:
         parts = {slot.sticky: None}
         slot.next_sticky()
-    batch = pa.RecordBatch.from_arrays([ts, keys, values, hdrs], names=PRODUCE_SCHEMA.names)
+    batch = pa.RecordBatch.from_arrays([keys, values, hdrs], names=PRODUCE_SCHEMA.names[1:])
     for p, rows in parts.items():
         part = batch if rows is None else batch.take(pa.array(rows))
+        stamps: pa.Array | int
+        if now is not None:
+            stamps = now
+        else:
+            assert ts is not None
+            stamps = ts if rows is None else ts.take(pa.array(rows))
         producer._send(slot, p)  # keep order with records produce()d earlier
         # statistics: a partition's share of the bytes, by its share of the records
-        _append_chunks(producer, slot, p, part, nbytes if rows is None else nbytes * len(rows) // n)
+        _append_chunks(producer, slot, p, part, stamps, nbytes if rows is None else nbytes * len(rows) // n)
     return n
 
 def _check_sizes(producer: Any, slot: core.TopicSlot, keys: pa.Array, values: pa.Array, headers: pa.Array) -> int:
@@ -144,16 +160,14 @@ def _check_sizes(producer: Any, slot: core.TopicSlot, keys: pa.Array, values: pa
     The largest key, value and headers are checked first: when their sum
     fits, every record fits, and no per-record int64 sizes are built."""
     header_lengths = _header_lengths(headers)
-    parts = [_lengths(keys), header_lengths]
     binary = pa.types.is_binary(values.type)
-    if binary:
-        parts.append(_lengths(values))
     total = (_total(keys) + int(np.sum(header_lengths, dtype=np.int64)) + 24 * len(keys)
              + (_total(values) if binary else values.nbytes))
-    if sum(int(np.max(x)) if np.ndim(x) and len(x) else 0 for x in parts) <= slot.max_record_bytes:
+    largest = _longest(keys) + (int(np.max(header_lengths)) if np.ndim(header_lengths) and len(keys) else 0)
+    if largest + (_longest(values) if binary else 0) <= slot.max_record_bytes:
         return total
     sizes = np.zeros(len(keys), dtype=np.int64)
-    for x in parts:
+    for x in (_lengths(keys), header_lengths, _lengths(values) if binary else 0):
         sizes += x  # int32 lengths added into int64: no overflow
     if sizes.max() > slot.max_record_bytes:
         row = int(np.argmax(sizes > slot.max_record_bytes))
@@ -164,11 +178,13 @@ def _check_sizes(producer: Any, slot: core.TopicSlot, keys: pa.Array, values: pa
     return total
 
 
-def _append_chunks(producer: Any, slot: core.TopicSlot, partition: int, batch: pa.RecordBatch, nbytes: int) -> None:
-    """Append ``batch`` as frames of about BULK_FRAME_BYTES (or
-    batch.size, if larger)."""
+def _append_chunks(producer: Any, slot: core.TopicSlot, partition: int, batch: pa.RecordBatch,
+                   timestamps: pa.Array | int, nbytes: int) -> None:
+    """Append ``batch`` (key, value and headers columns) with ``timestamps``
+    (a column, or every record's timestamp) as frames of about
+    BULK_FRAME_BYTES (or batch.size, if larger)."""
     log = slot.topic.partition(partition)
-    values = batch.column(2)
+    values = batch.column(1)
     if pa.types.is_binary(values.type):
         offsets = np.frombuffer(values.buffers()[1], dtype=np.int32, count=len(values) + 1, offset=values.offset * 4)
     else:  # typed values: split by an even share of the bytes
@@ -176,24 +192,35 @@ def _append_chunks(producer: Any, slot: core.TopicSlot, partition: int, batch: p
         offsets = np.arange(batch.num_rows + 1, dtype=np.int64) * per_row
     limit = max(producer._batch_bytes, BULK_FRAME_BYTES)
     start, n = 0, batch.num_rows
-    ts_col = batch.column(0)  # never null: timestamp values as int64, without a copy
-    ts_all = np.frombuffer(ts_col.buffers()[1], dtype=np.int64, count=len(ts_col), offset=ts_col.offset * 8)
+    stamps = None
+    if isinstance(timestamps, pa.Array):  # never null: timestamp values as int64, without a copy
+        ts_all = np.frombuffer(timestamps.buffers()[1], dtype=np.int64, count=n, offset=timestamps.offset * 8)
     with producer._locks[(slot.name, partition)]:
         while start < n:
             # rows whose values fit in the limit (at least one)
             end = int(np.searchsorted(offsets, offsets[start] + limit, side="right")) - 1
             end = min(max(end, start + 1), n, start + producer._batch_records)
-            chunk = batch.slice(start, end - start)
-            ts = ts_all[start:end]
-            producer._append(slot.name, partition, log, chunk, int(ts.min()), int(ts.max()))
+            rows = batch.slice(start, end - start)
+            if isinstance(timestamps, pa.Array):
+                ts = ts_all[start:end]
+                lo, hi, column = int(ts.min()), int(ts.max()), timestamps.slice(start, end - start)
+            else:
+                if stamps is None or len(stamps) < end - start:  # one column for every frame of the call
+                    stamps = _timestamp_column(np.full(end - start, timestamps, dtype=np.int64))
+                lo = hi = timestamps
+                column = stamps.slice(0, end - start)
+            chunk = pa.RecordBatch.from_arrays([column, *rows.columns], names=PRODUCE_SCHEMA.names)
+            producer._append(slot.name, partition, log, chunk, lo, hi)
             start = end
     producer._dirty.add(log)
     producer._count_sent(slot.name, partition, n, nbytes)
 
+def _timestamp_column(values: np.ndarray) -> pa.Array:
+    """int64 milliseconds as a timestamp column, without a copy."""
+    return pa.Array.from_buffers(TIMESTAMP_TYPE, len(values), [None, pa.py_buffer(values)])
+
+
 def _timestamps(timestamps: Any, n: int) -> pa.Array:
-    if timestamps is None:
-        now = np.full(n, core.wall_clock_ms(), dtype=np.int64)
-        return pa.Array.from_buffers(TIMESTAMP_TYPE, n, [None, pa.py_buffer(now)])
     if isinstance(timestamps, pa.ChunkedArray):
         timestamps = timestamps.combine_chunks()
     if isinstance(timestamps, pa.Array):
@@ -213,7 +240,7 @@ def _timestamps(timestamps: Any, n: int) -> pa.Array:
 
 def _headers_array(headers: Any, n: int) -> pa.Array:
     if headers is None:
-        return pa.nulls(n, HEADERS_TYPE)
+        return null_column(n, HEADERS_TYPE)
     if isinstance(headers, pa.ChunkedArray):
         headers = headers.combine_chunks()
     if isinstance(headers, pa.Array):
