@@ -283,7 +283,10 @@ class Producer(core.ProducerCore):
             slot.next_sticky()
         log = slot.topic.partition(partition)
         try:
-            self._in_txn(slot.name, partition, log, n, lambda: log.append_records(acc, fsync=self._fsync))
+            if self._txn is None:
+                log.append_records(acc, fsync=self._fsync)
+            else:
+                self._txn.append(slot.name, partition, log, n, lambda: log.append_records(acc, fsync=self._fsync))
         finally:
             self._sent(n)
         self._dirty.add(log)
@@ -348,14 +351,16 @@ class Producer(core.ProducerCore):
         sent = 0
         now = time.monotonic()
         age = self._linger if min_age is None else min_age
+        locks = self._locks
         for slot in list(self._slots.values()):
-            for p in range(slot.partitions):
-                acc = slot.accumulators[p]
-                if not only_lingered:
-                    # even an empty accumulator: taking its lock waits for a
-                    # batch the linger thread is still appending
-                    sent += self._send(slot, p)
-                elif acc.count and now - acc.created >= age:
+            name = slot.name
+            for p, acc in enumerate(slot.accumulators):
+                if acc.count:
+                    if not only_lingered or now - acc.created >= age:
+                        sent += self._send(slot, p)
+                elif not only_lingered and locks[(name, p)].locked():
+                    # empty, but the linger thread is still appending the batch
+                    # it took: taking the lock waits for that append to end
                     sent += self._send(slot, p)
         return sent
 
