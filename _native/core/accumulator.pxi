@@ -208,6 +208,48 @@ cdef void envelope_metadata(uint8_t *fb, Py_ssize_t n, Py_ssize_t entries, const
         at += pad8(lens[i])
 
 
+cdef extern from "<sys/file.h>" nogil:
+    int flock(int fd, int operation)
+    int LOCK_EX, LOCK_UN
+
+cdef extern from "<errno.h>" nogil:
+    int EINTR
+
+cdef extern from "<stdint.h>" nogil:
+    int64_t INT64_MIN
+
+
+cdef int _flock_retry(int fd, int operation) noexcept nogil:
+    """flock(), again when a signal interrupts it; 0 or the errno."""
+    while flock(fd, operation) != 0:
+        if errno != EINTR:
+            return errno
+    return 0
+
+
+cdef inline void _bump(PartitionState state) noexcept nogil:
+    """As PartitionState.publish ends: count the change, wake the waiters."""
+    arrowlog_add_u32(state.word, 1)
+    if arrowlog_load_u32(state.waiters) != 0:
+        arrowlog_futex_wake(state.word)
+
+
+cdef bint _index_entry_fits(MappedFile index, int64_t index_size, MappedFile time_index, int64_t time_index_size,
+                            const StatePayload *p, int64_t relative, int64_t position, int64_t max_ts) noexcept:
+    """Whether append_to may write the index entries due now (index.py's
+    OffsetIndex/TimeIndex.append checks): both mappings there and their
+    files long enough, and the last offset entry strictly below the new one
+    (else the general path raises what is wrong)."""
+    cdef int64_t oe = p.offset_index_entries, te = p.time_index_entries
+    if index is None or time_index is None or relative > 0x7fffffff or position > 0xffffffff:
+        return False
+    if (oe + 1) * 8 > min(index_size, index.capacity) or (te + 1) * 12 > min(time_index_size, time_index.capacity):
+        return False
+    if te > 0 and te * 12 > time_index.capacity:
+        return False
+    return oe > 0 and load_u32(index.base + 8 * (oe - 1)) < relative and load_u32(index.base + 8 * (oe - 1) + 4) < position
+
+
 cdef class RecordAccumulator:
     """Records for one partition, waiting to become one frame.
 
@@ -505,6 +547,9 @@ cdef class RecordAccumulator:
         frame's size (frame_size()). The caller holds the append lock and
         has allocated the space; nothing is published here; the accumulator
         is left as it is."""
+        return self._write_frame(fd, position, base_offset)
+
+    cdef Py_ssize_t _write_frame(self, int fd, Py_ssize_t position, int64_t base_offset) except -1:
         cdef Py_ssize_t size = C_FRAME_HEADER + self._message_size()
         cdef uint8_t *buf
         cdef iovec iov
@@ -534,6 +579,95 @@ cdef class RecordAccumulator:
         finally:
             free(buf)
         return size
+
+    def append_to(self, PartitionState state, PartitionState notifier, int lock_fd, int log_fd,
+                  int64_t segment_base, int64_t generation, int64_t file_size, int64_t segment_bytes,
+                  int64_t segment_ms, int64_t now_ms, int64_t index_interval, int64_t index_bytes,
+                  int64_t max_offset, int64_t min_position, int64_t max_position,
+                  MappedFile index=None, int64_t index_size=0, MappedFile time_index=None,
+                  int64_t time_index_size=0):
+        """The common case of a small flush, in one native call: take the
+        partition's append lock (flock ``lock_fd``, the GIL released while
+        waiting), read the published state, store the frame at its end
+        (write_frame) and publish the new end (and wake readers, through
+        ``state`` and the data directory's ``notifier``). Returns the frame's
+        base offset.
+
+        Returns -1, having written nothing, when the common case does not
+        hold and the caller must take the general path (PartitionLog
+        ._append_frame): a torn or inconsistent state (outside
+        ``max_offset``/``min_position``/``max_position``), a clean mark
+        still set, another generation or active segment than the caller's
+        writer (``segment_base``, checked at ``generation``), an empty
+        segment, a roll due (``segment_bytes``, ``segment_ms`` at
+        ``now_ms``, relative offsets, ``index_bytes``), space not yet
+        allocated (``file_size``). An index entry due (after
+        ``index_interval`` bytes: the rule of storage/index.py) goes into the
+        writer's ``index`` and ``time_index`` mappings, whose files hold
+        ``index_size`` and ``time_index_size`` bytes; -1 when one is missing,
+        full, or its last entry does not lie below the new one. The caller
+        holds the partition's in-process lock and checked the log is open,
+        writable and undamaged."""
+        cdef StatePayload p
+        cdef Py_ssize_t n = self.count
+        cdef int64_t size, position, base, max_ts, last_ts
+        cdef bint entry
+        cdef int rc
+        if n == 0:
+            raise ValueError("a frame holds at least one record")
+        if not state.writable:
+            return -1
+        size = C_FRAME_HEADER + self._message_size()
+        with nogil:
+            rc = _flock_retry(lock_fd, LOCK_EX)
+        if rc != 0:
+            raise OSError(rc, _os.strerror(rc))
+        try:
+            if not arrowlog_seq_read(state.seq, &p, state.payload, sizeof(StatePayload)):
+                return -1  # a writer died mid-publish: recovery
+            if arrowlog_load_u32(<uint32_t *>(state.base + 12)) != 0:
+                return -1  # the clean mark is still set: _mark_dirty clears it, durably
+            base, position = p.next_offset, p.active_position
+            if not (0 <= p.log_start_offset <= base < max_offset and 0 <= p.active_base_offset <= base
+                    and min_position <= position <= max_position and position % 8 == 0):
+                return -1
+            if (p.generation != generation or p.active_base_offset != segment_base or base == segment_base
+                    or position + size > segment_bytes or position + size > file_size
+                    or base + n - segment_base > 0x7fffffff
+                    or (p.offset_index_entries + 1) * 8 > index_bytes
+                    or (p.time_index_entries + 1) * 12 > index_bytes
+                    or now_ms - p.segment_created_ms >= segment_ms or p.offset_index_entries == 0):
+                return -1
+            max_ts = self.max_timestamp if self.max_timestamp > p.active_max_timestamp else p.active_max_timestamp
+            entry = p.bytes_since_index >= index_interval
+            if entry and not _index_entry_fits(index, index_size, time_index, time_index_size, &p,
+                                               base - segment_base, position, max_ts):
+                return -1
+            self._write_frame(log_fd, position, base)
+            if entry:
+                # as Indexer.add: an offset entry, and a time entry if the largest timestamp grew
+                store_u32(index.base + 8 * p.offset_index_entries, <uint32_t>(base - segment_base))
+                store_u32(index.base + 8 * p.offset_index_entries + 4, <uint32_t>position)
+                p.offset_index_entries += 1
+                last_ts = load_i64(time_index.base + 12 * (p.time_index_entries - 1)) if p.time_index_entries else INT64_MIN
+                if max_ts > last_ts:
+                    store_i64(time_index.base + 12 * p.time_index_entries, max_ts)
+                    store_u32(time_index.base + 12 * p.time_index_entries + 8, <uint32_t>(base - segment_base))
+                    p.time_index_entries += 1
+                p.bytes_since_index = 0
+            p.next_offset = base + n
+            p.active_position = position + size
+            p.active_max_timestamp = max_ts
+            p.bytes_since_index += size
+            arrowlog_seq_begin(state.seq)
+            memcpy(state.payload, &p, sizeof(StatePayload))
+            arrowlog_seq_end(state.seq)
+            _bump(state)
+            if notifier is not None and notifier.writable:
+                _bump(notifier)
+            return base
+        finally:
+            _flock_retry(lock_fd, LOCK_UN)
 
     def to_batch(self):
         """This (detached) accumulator's records as a pa.RecordBatch (with no

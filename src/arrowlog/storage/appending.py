@@ -16,9 +16,9 @@ from ..schema import ENVELOPE_SCHEMA
 from .evolution import conform_value, follow_generation, same_file
 from .files import storage_error
 from .index import NO_TIMESTAMP, Indexer
-from .layout import damaged, reads_problem
+from .layout import MAX_ACTIVE_POSITION, MAX_OFFSET, damaged, reads_problem
 from .logbase import LogBase
-from .segment import INDEX_BYTES, MAX_RELATIVE_OFFSET, Segment
+from .segment import INDEX_BYTES, MAX_RELATIVE_OFFSET, SEGMENT_FIXED_HEADER, Segment
 
 # Below this size a batch is serialised into one buffer (a copy of a few KiB
 # costs less than the ~20 Python-level writes of the zero-copy path); a
@@ -69,6 +69,25 @@ class AppendMixin(LogBase):
             # (a larger batch goes to the log zero-copy, through pyarrow's writer)
             min_ts, max_ts = acc.min_timestamp, acc.max_timestamp  # (to_batch() empties acc)
             return self.append(acc.to_batch(), fsync=fsync, min_timestamp=min_ts, max_timestamp=max_ts)
+        if not fsync:
+            with self._lock:
+                seg, state = self._writer, self._state
+                if (seg is not None and state is not None and self._failed is None and not self._closed
+                        and not self.read_only and self._damage is None and self._checked_writer == (seg, self.schema)
+                        and self.schema.equals(ENVELOPE_SCHEMA)):
+                    # the common case in one native call; -1: not the common case
+                    self._used = True
+                    try:
+                        base = acc.append_to(state, self.notifier, self._append_fd, seg.log_fd, seg.base_offset,
+                                             -1 if self._writer_generation is None else self._writer_generation,
+                                             seg.file_size, self.segment_bytes, self.segment_ms, self._now_ms(),
+                                             self.index_interval, INDEX_BYTES, MAX_OFFSET, SEGMENT_FIXED_HEADER,
+                                             MAX_ACTIVE_POSITION, seg.index, seg.index_file_size, seg.time_index,
+                                             seg.time_index_file_size)
+                    except OSError as exc:
+                        raise storage_error(exc, f"cannot append to {seg.log_path}") from exc
+                    if base >= 0:
+                        return base
         return self._append_frame(acc.count, acc.min_timestamp, acc.max_timestamp, fsync,
                                   lambda base: self._batch_pieces(acc.to_batch(), base), acc)
 
