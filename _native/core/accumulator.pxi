@@ -247,7 +247,8 @@ cdef bint _index_entry_fits(MappedFile index, int64_t index_size, MappedFile tim
         return False
     if te > 0 and te * 12 > time_index.capacity:
         return False
-    return oe > 0 and load_u32(index.base + 8 * (oe - 1)) < relative and load_u32(index.base + 8 * (oe - 1) + 4) < position
+    return (oe > 0 and load_u32(index.base + 8 * (oe - 1)) < relative
+            and load_u32(index.base + 8 * (oe - 1) + 4) < position)
 
 
 cdef class RecordAccumulator:
@@ -671,7 +672,9 @@ cdef class RecordAccumulator:
                 store_u32(index.base + 8 * p.offset_index_entries, <uint32_t>(base - segment_base))
                 store_u32(index.base + 8 * p.offset_index_entries + 4, <uint32_t>position)
                 p.offset_index_entries += 1
-                last_ts = load_i64(time_index.base + 12 * (p.time_index_entries - 1)) if p.time_index_entries else INT64_MIN
+                last_ts = INT64_MIN
+                if p.time_index_entries:
+                    last_ts = load_i64(time_index.base + 12 * (p.time_index_entries - 1))
                 if max_ts > last_ts:
                     store_i64(time_index.base + 12 * p.time_index_entries, max_ts)
                     store_u32(time_index.base + 12 * p.time_index_entries + 8, <uint32_t>(base - segment_base))
