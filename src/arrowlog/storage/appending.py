@@ -29,9 +29,9 @@ SMALL_BATCH_BYTES = 64 << 10
 class AppendMixin(LogBase):
     """PartitionLog's append() and roll."""
 
-    # (active segment, schema) whose schemas were last found equal: the check
-    # is done again only when either changes
-    _checked_writer: tuple = (None, None)
+    # (active segment, schema, whether that schema is the plain envelope) whose
+    # schemas were last found equal: checked again only when either changes
+    _checked_writer: tuple = (None, None, False)
 
     def append(self, batch: pa.RecordBatch, *, fsync: bool = False, min_timestamp: int | None = None,
                max_timestamp: int | None = None) -> int:
@@ -71,10 +71,10 @@ class AppendMixin(LogBase):
             return self.append(acc.to_batch(), fsync=fsync, min_timestamp=min_ts, max_timestamp=max_ts)
         if not fsync:
             with self._lock:
-                seg, state = self._writer, self._state
+                seg, state, checked = self._writer, self._state, self._checked_writer
                 if (seg is not None and state is not None and self._failed is None and not self._closed
-                        and not self.read_only and self._damage is None and self._checked_writer == (seg, self.schema)
-                        and self.schema.equals(ENVELOPE_SCHEMA)):
+                        and not self.read_only and self._damage is None and checked[0] is seg
+                        and checked[1] is self.schema and checked[2]):
                     # the common case in one native call; -1: not the common case
                     self._used = True
                     try:
@@ -118,12 +118,14 @@ class AppendMixin(LogBase):
                     raise damaged(f"partition {self.topic}-{self.partition} ({self.directory})", problem)
                 self._mark_dirty()
                 seg = self._writer_for(st)
-                if self._checked_writer != (seg, self.schema):
+                checked = self._checked_writer
+                if checked[0] is not seg or checked[1] is not self.schema:
                     if not seg.schema.equals(self.schema, check_metadata=True):
                         seg, st = follow_generation(self, st, seg)  # the value schema evolved (evolution.py)
-                    self._checked_writer = (seg, self.schema)
+                    self._checked_writer = (seg, self.schema, self.schema.equals(ENVELOPE_SCHEMA))
+                    checked = self._checked_writer
                 base = st["next_offset"]
-                if acc is not None and self.schema.equals(ENVELOPE_SCHEMA):
+                if acc is not None and checked[2]:
                     pieces = None
                     size = acc.frame_size()
                 else:
