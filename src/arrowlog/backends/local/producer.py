@@ -295,14 +295,9 @@ class Producer(core.ProducerCore):
 
     def _append(self, topic: str, partition: int, log: Any, batch: pa.RecordBatch, min_ts: int, max_ts: int) -> int:
         """Append one frame (inside the open transaction, for a transactional producer)."""
-        return self._in_txn(topic, partition, log, batch.num_rows, lambda: log.append(
-            batch, fsync=self._fsync, min_timestamp=min_ts, max_timestamp=max_ts))
-
-    def _in_txn(self, topic: str, partition: int, log: Any, n: int, append: Any) -> int:
-        """``append()``, inside the open transaction for a transactional producer."""
-        if self._txn is None:
-            return append()
-        return self._txn.append(topic, partition, log, n, append)
+        def append() -> int:
+            return log.append(batch, fsync=self._fsync, min_timestamp=min_ts, max_timestamp=max_ts)
+        return append() if self._txn is None else self._txn.append(topic, partition, log, batch.num_rows, append)
 
     def _fail_bad_rows(self, slot: core.TopicSlot, partition: int, batch: pa.RecordBatch,
                        callbacks: list) -> tuple[pa.RecordBatch, list]:
