@@ -59,10 +59,10 @@ class AppendMixin(LogBase):
         """Append a (detached, non-empty) producer accumulator's records as
         one frame, as append(acc.to_batch()) would; returns its base offset.
         Below SMALL_BATCH_BYTES, into an uncompressed topic of bytes values,
-        the frame (header, CRC and IPC message) is written by the native core
-        in one call and one pwrite (RecordAccumulator.write_frame) without
-        building a pyarrow batch: a one-record flush() costs microseconds,
-        not the ~30 of pyarrow's batch and writer."""
+        the common case (docs/CLIENTS.md#latency) is one native call,
+        RecordAccumulator.append_to: lock, frame (header, CRC and IPC
+        message, no pyarrow batch), one pwrite, index entries, publish. The
+        rest goes through _append_frame, the frame still written natively."""
         if acc.count == 0:
             raise ValueError("cannot append an empty batch")
         if self.compacted or self.compression or acc.nbytes >= SMALL_BATCH_BYTES:
