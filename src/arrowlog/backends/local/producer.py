@@ -494,11 +494,13 @@ class Producer(core.ProducerCore):
         """Append everything queued, serve delivery callbacks, and (with
         durability=fsync) make it survive power loss. Returns the number of
         records still queued (0)."""
-        self._send_all()
-        self._serve_reports()
+        if self._queued:  # (counts a batch the linger thread is appending until it is in the log)
+            self._send_all()
+        if self._reports:
+            self._serve_reports()
         self._serve_callbacks()
         self._raise_pending()
-        return len(self)
+        return self._queued + len(self._reports)
 
     def sync(self) -> None:
         """flush(), then fsync every partition this producer wrote: after it
