@@ -208,6 +208,49 @@ cdef void envelope_metadata(uint8_t *fb, Py_ssize_t n, Py_ssize_t entries, const
         at += pad8(lens[i])
 
 
+cdef extern from "<sys/file.h>" nogil:
+    int flock(int fd, int operation)
+    int LOCK_EX, LOCK_UN
+
+cdef extern from "<errno.h>" nogil:
+    int EINTR
+
+cdef extern from "<stdint.h>" nogil:
+    int64_t INT64_MIN
+
+
+cdef int _flock_retry(int fd, int operation) noexcept nogil:
+    """flock(), again when a signal interrupts it; 0 or the errno."""
+    while flock(fd, operation) != 0:
+        if errno != EINTR:
+            return errno
+    return 0
+
+
+cdef inline void _bump(PartitionState state) noexcept nogil:
+    """As PartitionState.publish ends: count the change, wake the waiters."""
+    arrowlog_add_u32(state.word, 1)
+    if arrowlog_load_u32(state.waiters) != 0:
+        arrowlog_futex_wake(state.word)
+
+
+cdef bint _index_entry_fits(MappedFile index, int64_t index_size, MappedFile time_index, int64_t time_index_size,
+                            const StatePayload *p, int64_t relative, int64_t position, int64_t max_ts) noexcept:
+    """Whether append_to may write the index entries due now (index.py's
+    OffsetIndex/TimeIndex.append checks): both mappings there and their
+    files long enough, and the last offset entry strictly below the new one
+    (else the general path raises what is wrong)."""
+    cdef int64_t oe = p.offset_index_entries, te = p.time_index_entries
+    if index is None or time_index is None or relative > 0x7fffffff or position > 0xffffffff:
+        return False
+    if (oe + 1) * 8 > min(index_size, index.capacity) or (te + 1) * 12 > min(time_index_size, time_index.capacity):
+        return False
+    if te > 0 and te * 12 > time_index.capacity:
+        return False
+    return (oe > 0 and load_u32(index.base + 8 * (oe - 1)) < relative
+            and load_u32(index.base + 8 * (oe - 1) + 4) < position)
+
+
 cdef class RecordAccumulator:
     """Records for one partition, waiting to become one frame.
 
@@ -224,6 +267,7 @@ cdef class RecordAccumulator:
     cdef Py_ssize_t key_nulls, value_nulls, header_lists, header_entries, header_value_nulls
     cdef public list callbacks          # [(index, callable)] for records with on_delivery
     cdef public Py_ssize_t size_hint    # bytes of values a full batch holds (batch.size)
+    cdef Py_ssize_t last_count, last_keys, last_values  # the previous batch's size (detach)
 
     def __cinit__(self, Py_ssize_t size_hint=0):
         self.size_hint = size_hint
@@ -260,6 +304,27 @@ cdef class RecordAccumulator:
         gb_put_i32(&self.hvoff, 0)
         return 0
 
+    cdef int _reserve(self) except -1:
+        """Room for a new batch at once instead of ~12 doublings of each
+        buffer: as much as the previous batch took and a quarter more (a
+        producer's partitions keep their pace), or, for the first batch,
+        batch.size of values. Never more than batch.size: a thousand
+        partitions of small batches do not each hold (and fault in) a
+        batch.size buffer."""
+        cdef Py_ssize_t cap = self.size_hint + (self.size_hint >> 4) + 4096
+        cdef Py_ssize_t n = self.last_count + (self.last_count >> 2) + 8
+        if self.last_count == 0:
+            if self.size_hint and self.vdata.capacity == 0:
+                gb_reserve(&self.vdata, cap)
+            return 0
+        gb_reserve(&self.vdata, min(self.last_values + (self.last_values >> 2) + 64, cap) if self.size_hint else
+                   self.last_values + (self.last_values >> 2) + 64)
+        gb_reserve(&self.kdata, self.last_keys + (self.last_keys >> 2) + 64)
+        gb_reserve(&self.ts, 8 * n)
+        gb_reserve(&self.koff, 4 * n)
+        gb_reserve(&self.voff, 4 * n)
+        return 0
+
     cdef int append(self, const char *key, Py_ssize_t key_len, const char *value, Py_ssize_t value_len,
                     int64_t timestamp) except -1:
         """Append one record; a negative length means null. Validity bitmaps
@@ -269,9 +334,7 @@ cdef class RecordAccumulator:
         cdef Py_ssize_t i = self.count
         if i == 0:
             self.created = monotonic_s()
-            if self.size_hint and self.vdata.capacity == 0:
-                # one allocation for the batch's values instead of ~12 doublings
-                gb_reserve(&self.vdata, self.size_hint + (self.size_hint >> 4) + 4096)
+            self._reserve()
         if key_len >= 0:
             if self.kdata.length + key_len > 0x7fffffff:
                 raise OverflowError("batch keys exceed 2 GiB")
@@ -376,6 +439,8 @@ cdef class RecordAccumulator:
         out.header_lists, out.header_entries = self.header_lists, self.header_entries
         out.header_value_nulls = self.header_value_nulls
         out.callbacks = self.callbacks
+        if self.count:
+            self.last_count, self.last_keys, self.last_values = self.count, self.kdata.length, self.vdata.length
         cdef GrowBuf *bufs[14]
         bufs[:] = [&self.ts, &self.koff, &self.kdata, &self.kvalid, &self.voff, &self.vdata, &self.vvalid,
                    &self.hoff, &self.hvalid, &self.hkoff, &self.hkdata, &self.hvoff, &self.hvdata, &self.hvvalid]
@@ -393,29 +458,20 @@ cdef class RecordAccumulator:
             return None
         return (<RecordAccumulator>self.detach())._to_batch()
 
-    def frame_body(self, int64_t base_offset):
-        """The stored envelope of this accumulator's records, offsets from
-        ``base_offset``, as one encapsulated Arrow IPC record batch message
-        (bytes, a multiple of 8 long): what pyarrow's writer makes of
-        ``to_batch()`` with the offset column, in a few microseconds instead
-        of the ~30 that building and serialising the pyarrow batch costs.
-        The accumulator is left as it is."""
+    cdef Py_ssize_t _envelope_layout(self, const uint8_t **src, Py_ssize_t *have, Py_ssize_t *lens,
+                                     int64_t *nulls) noexcept:
+        """The stored envelope's 19 buffers over this accumulator's memory:
+        ``src``/``have`` what there is to copy, ``lens`` each buffer's
+        length (the rest of it zeros), ``nulls`` the 8 fields' null counts.
+        Returns the IPC message's size (prefix, flatbuffer and padded body)."""
         cdef Py_ssize_t n = self.count
         cdef Py_ssize_t m = self.header_entries
         cdef Py_ssize_t bitmap = (n + 7) >> 3
-        cdef const uint8_t *src[ENV_BUFFERS]
-        cdef Py_ssize_t have[ENV_BUFFERS]     # bytes of src (the rest of lens[i] is zeros)
-        cdef Py_ssize_t lens[ENV_BUFFERS]
-        cdef int64_t nulls[ENV_NODES]
-        cdef Py_ssize_t i, k, body = 0
-        cdef uint8_t *out
-        cdef uint8_t *dst
-        if n == 0:
-            raise ValueError("a frame holds at least one record")
-        memset(src, 0, sizeof(src))
-        memset(have, 0, sizeof(have))
-        memset(lens, 0, sizeof(lens))
-        # 0-1 offset (generated below), 2-3 timestamp
+        cdef Py_ssize_t i, body = 0
+        memset(src, 0, sizeof(uint8_t *) * ENV_BUFFERS)
+        memset(have, 0, sizeof(Py_ssize_t) * ENV_BUFFERS)
+        memset(lens, 0, sizeof(Py_ssize_t) * ENV_BUFFERS)
+        # 0-1 offset (generated by _fill_envelope), 2-3 timestamp
         lens[1] = n * 8
         src[3], have[3], lens[3] = self.ts.data, self.ts.length, n * 8
         # 4-6 key, 7-9 value
@@ -448,13 +504,36 @@ cdef class RecordAccumulator:
         nulls[7] = self.header_value_nulls
         for i in range(ENV_BUFFERS):
             body += pad8(lens[i])
-        result = PyBytes_FromStringAndSize(NULL, 8 + FB_SIZE + body)
-        out = <uint8_t *>PyBytes_AS_STRING(result)
+        return 8 + FB_SIZE + body
+
+    cdef Py_ssize_t _message_size(self) except -1:
+        """Bytes of the IPC message frame_body returns."""
+        cdef const uint8_t *src[ENV_BUFFERS]
+        cdef Py_ssize_t have[ENV_BUFFERS]
+        cdef Py_ssize_t lens[ENV_BUFFERS]
+        cdef int64_t nulls[ENV_NODES]
+        if self.count == 0:
+            raise ValueError("a frame holds at least one record")
+        return self._envelope_layout(src, have, lens, nulls)
+
+    cdef Py_ssize_t _fill_envelope(self, uint8_t *out, int64_t base_offset) except -1:
+        """Write the IPC message (``_message_size()`` bytes) into ``out``."""
+        cdef const uint8_t *src[ENV_BUFFERS]
+        cdef Py_ssize_t have[ENV_BUFFERS]     # bytes of src (the rest of lens[i] is zeros)
+        cdef Py_ssize_t lens[ENV_BUFFERS]
+        cdef int64_t nulls[ENV_NODES]
+        cdef Py_ssize_t n = self.count
+        cdef Py_ssize_t m = self.header_entries
+        cdef Py_ssize_t i, k, size
+        cdef uint8_t *dst
+        if n == 0:
+            raise ValueError("a frame holds at least one record")
+        size = self._envelope_layout(src, have, lens, nulls)
         with nogil:
             memset(out, 0, 8 + FB_SIZE)
             store_u32(out, 0xFFFFFFFF)
             store_u32(out + 4, FB_SIZE)
-            envelope_metadata(out + 8, n, m, nulls, lens, body)
+            envelope_metadata(out + 8, n, m, nulls, lens, size - 8 - FB_SIZE)
             dst = out + 8 + FB_SIZE
             for i in range(ENV_BUFFERS):
                 k = have[i] if have[i] < lens[i] else lens[i]
@@ -466,7 +545,154 @@ cdef class RecordAccumulator:
                     memcpy(dst, src[i], <size_t>k)
                 memset(dst + k, 0, <size_t>(pad8(lens[i]) - k))
                 dst += pad8(lens[i])
+        return size
+
+    def frame_body(self, int64_t base_offset):
+        """The stored envelope of this accumulator's records, offsets from
+        ``base_offset``, as one encapsulated Arrow IPC record batch message
+        (bytes, a multiple of 8 long): what pyarrow's writer makes of
+        ``to_batch()`` with the offset column, in a few microseconds instead
+        of the ~30 that building and serialising the pyarrow batch costs.
+        The accumulator is left as it is."""
+        result = PyBytes_FromStringAndSize(NULL, self._message_size())
+        self._fill_envelope(<uint8_t *>PyBytes_AS_STRING(result), base_offset)
         return result
+
+    def frame_size(self):
+        """Bytes of the frame write_frame stores (header and IPC message)."""
+        return C_FRAME_HEADER + self._message_size()
+
+    def write_frame(self, int fd, Py_ssize_t position, int64_t base_offset):
+        """Store this accumulator's records as one frame (header, CRC-32C,
+        frame_body(base_offset)) at ``position`` of the file ``fd``, by a
+        single pwrite: the small-flush path, one native call where
+        write_frame_pieces takes a list of pieces and two writes. Returns the
+        frame's size (frame_size()). The caller holds the append lock and
+        has allocated the space; nothing is published here; the accumulator
+        is left as it is."""
+        return self._write_frame(fd, position, base_offset)
+
+    cdef Py_ssize_t _write_frame(self, int fd, Py_ssize_t position, int64_t base_offset) except -1:
+        cdef Py_ssize_t size = C_FRAME_HEADER + self._message_size()
+        cdef uint8_t *buf
+        cdef iovec iov
+        cdef int err
+        if size - C_FRAME_HEADER > C_MAX_FRAME_BODY:
+            raise ValueError(f"frame body of {size - C_FRAME_HEADER} bytes exceeds the {C_MAX_FRAME_BODY}-byte limit")
+        if position % 8 != 0:
+            raise ValueError("frames start on 8-byte boundaries")
+        buf = <uint8_t *>malloc(<size_t>size)
+        if buf == NULL:
+            raise MemoryError()
+        try:
+            self._fill_envelope(buf + C_FRAME_HEADER, base_offset)
+            with nogil:
+                store_u32(buf + 4, C_FRAME_MAGIC)
+                store_i64(buf + 8, base_offset)
+                store_u32(buf + 16, <uint32_t>(size - C_FRAME_HEADER))
+                store_u32(buf + 20, <uint32_t>self.count)
+                store_i64(buf + 24, self.min_timestamp)
+                store_i64(buf + 32, self.max_timestamp)
+                store_u32(buf, arrowlog_crc32c(0, buf + 4, <size_t>(size - 4)))
+                iov.iov_base = buf
+                iov.iov_len = <size_t>size
+                err = arrowlog_pwritev_all(fd, &iov, 1, position)
+            if err:
+                raise OSError(err, _os.strerror(err))
+        finally:
+            free(buf)
+        return size
+
+    def append_to(self, PartitionState state, PartitionState notifier, int lock_fd, int log_fd,
+                  int64_t segment_base, int64_t generation, int64_t file_size, int64_t segment_bytes,
+                  int64_t segment_ms, int64_t now_ms, int64_t index_interval, int64_t index_bytes,
+                  int64_t max_offset, int64_t min_position, int64_t max_position,
+                  MappedFile index=None, int64_t index_size=0, MappedFile time_index=None,
+                  int64_t time_index_size=0):
+        """The common case of a small flush, in one native call: take the
+        partition's append lock (flock ``lock_fd``, the GIL released while
+        waiting), read the published state, store the frame at its end
+        (write_frame) and publish the new end (and wake readers, through
+        ``state`` and the data directory's ``notifier``). Returns the frame's
+        base offset.
+
+        Returns -1, having written nothing, when the common case does not
+        hold and the caller must take the general path (PartitionLog
+        ._append_frame): a torn or inconsistent state (outside
+        ``max_offset``/``min_position``/``max_position``), a clean mark
+        still set, another generation or active segment than the caller's
+        writer (``segment_base``, checked at ``generation``), an empty
+        segment, a roll due (``segment_bytes``, ``segment_ms`` at
+        ``now_ms``, relative offsets, ``index_bytes``), space not yet
+        allocated (``file_size``). An index entry due (after
+        ``index_interval`` bytes: the rule of storage/index.py) goes into the
+        writer's ``index`` and ``time_index`` mappings, whose files hold
+        ``index_size`` and ``time_index_size`` bytes; -1 when one is missing,
+        full, or its last entry does not lie below the new one. The caller
+        holds the partition's in-process lock and checked the log is open,
+        writable and undamaged."""
+        cdef StatePayload p
+        cdef Py_ssize_t n = self.count
+        cdef int64_t size, position, base, max_ts, last_ts
+        cdef bint entry
+        cdef int rc
+        if n == 0:
+            raise ValueError("a frame holds at least one record")
+        if not state.writable:
+            return -1
+        size = C_FRAME_HEADER + self._message_size()
+        with nogil:
+            rc = _flock_retry(lock_fd, LOCK_EX)
+        if rc != 0:
+            raise OSError(rc, _os.strerror(rc))
+        try:
+            if not arrowlog_seq_read(state.seq, &p, state.payload, sizeof(StatePayload)):
+                return -1  # a writer died mid-publish: recovery
+            if arrowlog_load_u32(<uint32_t *>(state.base + 12)) != 0:
+                return -1  # the clean mark is still set: _mark_dirty clears it, durably
+            base, position = p.next_offset, p.active_position
+            if not (0 <= p.log_start_offset <= base < max_offset and 0 <= p.active_base_offset <= base
+                    and min_position <= position <= max_position and position % 8 == 0):
+                return -1
+            if (p.generation != generation or p.active_base_offset != segment_base or base == segment_base
+                    or position + size > segment_bytes or position + size > file_size
+                    or base + n - segment_base > 0x7fffffff
+                    or (p.offset_index_entries + 1) * 8 > index_bytes
+                    or (p.time_index_entries + 1) * 12 > index_bytes
+                    or now_ms - p.segment_created_ms >= segment_ms or p.offset_index_entries == 0):
+                return -1
+            max_ts = self.max_timestamp if self.max_timestamp > p.active_max_timestamp else p.active_max_timestamp
+            entry = p.bytes_since_index >= index_interval
+            if entry and not _index_entry_fits(index, index_size, time_index, time_index_size, &p,
+                                               base - segment_base, position, max_ts):
+                return -1
+            self._write_frame(log_fd, position, base)
+            if entry:
+                # as Indexer.add: an offset entry, and a time entry if the largest timestamp grew
+                store_u32(index.base + 8 * p.offset_index_entries, <uint32_t>(base - segment_base))
+                store_u32(index.base + 8 * p.offset_index_entries + 4, <uint32_t>position)
+                p.offset_index_entries += 1
+                last_ts = INT64_MIN
+                if p.time_index_entries:
+                    last_ts = load_i64(time_index.base + 12 * (p.time_index_entries - 1))
+                if max_ts > last_ts:
+                    store_i64(time_index.base + 12 * p.time_index_entries, max_ts)
+                    store_u32(time_index.base + 12 * p.time_index_entries + 8, <uint32_t>(base - segment_base))
+                    p.time_index_entries += 1
+                p.bytes_since_index = 0
+            p.next_offset = base + n
+            p.active_position = position + size
+            p.active_max_timestamp = max_ts
+            p.bytes_since_index += size
+            arrowlog_seq_begin(state.seq)
+            memcpy(state.payload, &p, sizeof(StatePayload))
+            arrowlog_seq_end(state.seq)
+            _bump(state)
+            if notifier is not None and notifier.writable:
+                _bump(notifier)
+            return base
+        finally:
+            _flock_retry(lock_fd, LOCK_UN)
 
     def to_batch(self):
         """This (detached) accumulator's records as a pa.RecordBatch (with no

@@ -84,3 +84,33 @@ def test_producer_frames_native_or_through_pyarrow_are_stored_alike(data_dir, co
         rows = pa.Table.from_batches([f.batch for f in frames]).to_pylist()
     assert [(r["offset"], r["key"], r["value"]) for r in rows] == [(i, b"k%d" % i, b"%d" % i * value_size)
                                                                    for i in range(3)]
+
+
+@pytest.mark.parametrize("records", CASES.values(), ids=CASES.keys())
+def test_write_frame_stores_the_frame_write_frame_pieces_would(tmp_path, records):
+    # the small-flush path's one native call: header, CRC and body in one pwrite,
+    # byte for byte what the general writer stores for frame_body's message
+    acc = accumulator(records)
+    with open(tmp_path / "native", "w+b") as native, open(tmp_path / "pieces", "w+b") as pieces:
+        size = acc.write_frame(native.fileno(), 64, 1000)
+        want = core.write_frame_pieces(pieces.fileno(), 64, 1000, acc.count, acc.min_timestamp, acc.max_timestamp,
+                                       [acc.frame_body(1000)])
+        assert size == want == acc.frame_size() == core.FRAME_HEADER_SIZE + len(acc.frame_body(1000))
+        assert native.read() == pieces.read()
+    assert acc.count == len(records)  # the accumulator is left as it is
+
+
+def test_write_frame_refuses_what_no_frame_may_be(tmp_path):
+    with open(tmp_path / "f", "w+b") as f:
+        with pytest.raises(ValueError, match="at least one record"):
+            core.RecordAccumulator().write_frame(f.fileno(), 0, 0)
+        with pytest.raises(ValueError, match="8-byte boundaries"):
+            accumulator(CASES["one record"]).write_frame(f.fileno(), 4, 0)
+        assert f.read() == b""
+
+
+def test_write_frame_reports_a_failed_write_as_oserror(tmp_path):
+    (tmp_path / "f").touch()
+    with open(tmp_path / "f", "rb") as f:
+        with pytest.raises(OSError):
+            accumulator(CASES["one record"]).write_frame(f.fileno(), 0, 0)  # a read-only descriptor

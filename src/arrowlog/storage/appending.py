@@ -16,9 +16,9 @@ from ..schema import ENVELOPE_SCHEMA
 from .evolution import conform_value, follow_generation, same_file
 from .files import storage_error
 from .index import NO_TIMESTAMP, Indexer
-from .layout import damaged, reads_problem
+from .layout import MAX_ACTIVE_POSITION, MAX_OFFSET, damaged, reads_problem
 from .logbase import LogBase
-from .segment import INDEX_BYTES, MAX_RELATIVE_OFFSET, Segment
+from .segment import INDEX_BYTES, MAX_RELATIVE_OFFSET, SEGMENT_FIXED_HEADER, Segment
 
 # Below this size a batch is serialised into one buffer (a copy of a few KiB
 # costs less than the ~20 Python-level writes of the zero-copy path); a
@@ -41,6 +41,10 @@ def null_column(n: int, type_: pa.DataType) -> pa.Array:
 
 class AppendMixin(LogBase):
     """PartitionLog's append() and roll."""
+
+    # (active segment, schema, whether that schema is the plain envelope) whose
+    # schemas were last found equal: checked again only when either changes
+    _checked_writer: tuple = (None, None, False)
 
     def append(self, batch: pa.RecordBatch, *, fsync: bool = False, min_timestamp: int | None = None,
                max_timestamp: int | None = None) -> int:
@@ -68,26 +72,45 @@ class AppendMixin(LogBase):
         """Append a (detached, non-empty) producer accumulator's records as
         one frame, as append(acc.to_batch()) would; returns its base offset.
         Below SMALL_BATCH_BYTES, into an uncompressed topic of bytes values,
-        the frame's IPC message is written by the native core (RecordAccumulator.frame_body) without
-        building a pyarrow batch: a one-record flush() costs microseconds,
-        not the ~30 of pyarrow's batch and writer."""
+        the common case (docs/CLIENTS.md#latency) is one native call,
+        RecordAccumulator.append_to: lock, frame (header, CRC and IPC
+        message, no pyarrow batch), one pwrite, index entries, publish. The
+        rest goes through _append_frame, the frame still written natively."""
         if acc.count == 0:
             raise ValueError("cannot append an empty batch")
         if self.compacted or self.compression or acc.nbytes >= SMALL_BATCH_BYTES:
             # (a larger batch goes to the log zero-copy, through pyarrow's writer)
             min_ts, max_ts = acc.min_timestamp, acc.max_timestamp  # (to_batch() empties acc)
             return self.append(acc.to_batch(), fsync=fsync, min_timestamp=min_ts, max_timestamp=max_ts)
+        if not fsync:
+            with self._lock:
+                seg, state, checked = self._writer, self._state, self._checked_writer
+                if (seg is not None and state is not None and self._failed is None and not self._closed
+                        and not self.read_only and self._damage is None and checked[0] is seg
+                        and checked[1] is self.schema and checked[2]):
+                    # the common case in one native call; -1: not the common case
+                    self._used = True
+                    try:
+                        base = acc.append_to(state, self.notifier, self._append_fd, seg.log_fd, seg.base_offset,
+                                             -1 if self._writer_generation is None else self._writer_generation,
+                                             seg.file_size, self.segment_bytes, self.segment_ms, self._now_ms(),
+                                             self.index_interval, INDEX_BYTES, MAX_OFFSET, SEGMENT_FIXED_HEADER,
+                                             MAX_ACTIVE_POSITION, seg.index, seg.index_file_size, seg.time_index,
+                                             seg.time_index_file_size)
+                    except OSError as exc:
+                        raise storage_error(exc, f"cannot append to {seg.log_path}") from exc
+                    if base >= 0:
+                        return base
+        return self._append_frame(acc.count, acc.min_timestamp, acc.max_timestamp, fsync,
+                                  lambda base: self._batch_pieces(acc.to_batch(), base), acc)
 
-        def pieces(base: int) -> list:
-            if self.schema.equals(ENVELOPE_SCHEMA):
-                return [acc.frame_body(base)]
-            return self._batch_pieces(acc.to_batch(), base)  # another process evolved the topic's schema
-
-        return self._append_frame(acc.count, acc.min_timestamp, acc.max_timestamp, fsync, pieces)
-
-    def _append_frame(self, n: int, min_ts: int, max_ts: int, fsync: bool, make_pieces: Callable[[int], list]) -> int:
+    def _append_frame(self, n: int, min_ts: int, max_ts: int, fsync: bool, make_pieces: Callable[[int], list],
+                      acc: core.RecordAccumulator | None = None) -> int:
         """Append one frame of ``n`` records whose IPC message is
-        ``make_pieces(base_offset)`` (called under the append lock)."""
+        ``make_pieces(base_offset)`` (called under the append lock), or, for
+        an accumulator ``acc`` while the log's schema is the plain envelope,
+        written by ``acc.write_frame`` (make_pieces is then the fallback for
+        a schema another process evolved)."""
         with self._lock:
             if self._failed is not None:
                 raise PartitionFailedError(errno.EIO, f"partition {self.topic}-{self.partition} failed after an "
@@ -99,23 +122,32 @@ class AppendMixin(LogBase):
                                    "read-only (reads keep working)")
             self._raise_if_damaged()
             with self._append_locked():
-                if self.state.torn:
+                state = self.state
+                if state.torn:
                     self._recover_locked()
-                st = self.state.snapshot()
+                st = state.snapshot()
                 problem = reads_problem(st)
                 if problem is not None:
                     raise damaged(f"partition {self.topic}-{self.partition} ({self.directory})", problem)
                 self._mark_dirty()
                 seg = self._writer_for(st)
-                if not seg.schema.equals(self.schema, check_metadata=True):
-                    seg, st = follow_generation(self, st, seg)  # the value schema evolved (evolution.py)
+                checked = self._checked_writer
+                if checked[0] is not seg or checked[1] is not self.schema:
+                    if not seg.schema.equals(self.schema, check_metadata=True):
+                        seg, st = follow_generation(self, st, seg)  # the value schema evolved (evolution.py)
+                    self._checked_writer = (seg, self.schema, self.schema.equals(ENVELOPE_SCHEMA))
+                    checked = self._checked_writer
                 base = st["next_offset"]
-                pieces = make_pieces(base)
-                size = core.FRAME_HEADER_SIZE + sum(len(p) for p in pieces)
+                if acc is not None and checked[2]:
+                    pieces = None
+                    size = acc.frame_size()
+                else:
+                    pieces = make_pieces(base)
+                    size = core.FRAME_HEADER_SIZE + sum(len(p) for p in pieces)
                 position = st["active_position"]
                 if self._should_roll(st, seg, position, size, n, base):
                     self._roll(st, seg, position)
-                    st = self.state.snapshot()
+                    st = state.snapshot()
                     seg = self._writer_for(st, at_least=size + 4096)
                     position = st["active_position"]
                 if position + size > seg.capacity:
@@ -123,7 +155,10 @@ class AppendMixin(LogBase):
                     seg = self._writer_for(st, at_least=position + size)
                 seg.ensure_allocated(position + size)
                 try:
-                    core.write_frame_pieces(seg.log_fd, position, base, n, min_ts, max_ts, pieces)
+                    if pieces is None:
+                        acc.write_frame(seg.log_fd, position, base)  # type: ignore[union-attr]
+                    else:
+                        core.write_frame_pieces(seg.log_fd, position, base, n, min_ts, max_ts, pieces)
                 except OSError as exc:
                     raise storage_error(exc, f"cannot append to {seg.log_path}") from exc
                 fields = self._index_frame(st, seg, position, base, size, max_ts)
@@ -132,7 +167,7 @@ class AppendMixin(LogBase):
                 if fsync:
                     self._sync_locked(seg)
                     fields["recovery_point"] = base + n
-                self.state.publish(**fields)
+                state.publish(**fields)
                 if self.notifier is not None:
                     self.notifier.bump()
                 return base
@@ -222,6 +257,12 @@ class AppendMixin(LogBase):
                 or self._now_ms() - st["segment_created_ms"] >= self.segment_ms)
 
     def _index_frame(self, st: dict, seg: Segment, position: int, base: int, size: int, max_ts: int) -> dict:
+        """The state fields that change when a frame of ``size`` bytes is
+        stored at ``position``: the index entries the rule (index.py) writes
+        for it, or, when none is due, only the bytes since the last one."""
+        since = st["bytes_since_index"]
+        if st["offset_index_entries"] and since < self.index_interval:
+            return {"bytes_since_index": since + size}  # as Indexer.add, without building one
         indexer = self._indexer(st, seg)
         indexer.add(position, base, size, max_ts)
         return dict(offset_index_entries=indexer.offset_entries, time_index_entries=indexer.time_entries,

@@ -283,7 +283,10 @@ class Producer(core.ProducerCore):
             slot.next_sticky()
         log = slot.topic.partition(partition)
         try:
-            self._in_txn(slot.name, partition, log, n, lambda: log.append_records(acc, fsync=self._fsync))
+            if self._txn is None:
+                log.append_records(acc, fsync=self._fsync)
+            else:
+                self._txn.append(slot.name, partition, log, n, lambda: log.append_records(acc, fsync=self._fsync))
         finally:
             self._sent(n)
         self._dirty.add(log)
@@ -292,14 +295,9 @@ class Producer(core.ProducerCore):
 
     def _append(self, topic: str, partition: int, log: Any, batch: pa.RecordBatch, min_ts: int, max_ts: int) -> int:
         """Append one frame (inside the open transaction, for a transactional producer)."""
-        return self._in_txn(topic, partition, log, batch.num_rows, lambda: log.append(
-            batch, fsync=self._fsync, min_timestamp=min_ts, max_timestamp=max_ts))
-
-    def _in_txn(self, topic: str, partition: int, log: Any, n: int, append: Any) -> int:
-        """``append()``, inside the open transaction for a transactional producer."""
-        if self._txn is None:
-            return append()
-        return self._txn.append(topic, partition, log, n, append)
+        def append() -> int:
+            return log.append(batch, fsync=self._fsync, min_timestamp=min_ts, max_timestamp=max_ts)
+        return append() if self._txn is None else self._txn.append(topic, partition, log, batch.num_rows, append)
 
     def _fail_bad_rows(self, slot: core.TopicSlot, partition: int, batch: pa.RecordBatch,
                        callbacks: list) -> tuple[pa.RecordBatch, list]:
@@ -348,14 +346,16 @@ class Producer(core.ProducerCore):
         sent = 0
         now = time.monotonic()
         age = self._linger if min_age is None else min_age
+        locks = self._locks
         for slot in list(self._slots.values()):
-            for p in range(slot.partitions):
-                acc = slot.accumulators[p]
-                if not only_lingered:
-                    # even an empty accumulator: taking its lock waits for a
-                    # batch the linger thread is still appending
-                    sent += self._send(slot, p)
-                elif acc.count and now - acc.created >= age:
+            name = slot.name
+            for p, acc in enumerate(slot.accumulators):
+                if acc.count:
+                    if not only_lingered or now - acc.created >= age:
+                        sent += self._send(slot, p)
+                elif not only_lingered and locks[(name, p)].locked():
+                    # empty, but the linger thread is still appending the batch
+                    # it took: taking the lock waits for that append to end
                     sent += self._send(slot, p)
         return sent
 
@@ -494,11 +494,13 @@ class Producer(core.ProducerCore):
         """Append everything queued, serve delivery callbacks, and (with
         durability=fsync) make it survive power loss. Returns the number of
         records still queued (0)."""
-        self._send_all()
-        self._serve_reports()
+        if self._queued:  # (counts a batch the linger thread is appending until it is in the log)
+            self._send_all()
+        if self._reports:
+            self._serve_reports()
         self._serve_callbacks()
         self._raise_pending()
-        return len(self)
+        return self._queued + len(self._reports)
 
     def sync(self) -> None:
         """flush(), then fsync every partition this producer wrote: after it

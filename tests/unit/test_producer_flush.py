@@ -1,0 +1,69 @@
+"""flush() appends in the calling thread, skips partitions with nothing
+queued, and still waits for a batch the linger thread is appending."""
+
+from __future__ import annotations
+
+import threading
+
+from arrowlog import Producer
+from arrowlog.storage import LogDir
+
+
+def test_flush_waits_for_a_batch_the_linger_thread_is_appending(data_dir):
+    with LogDir(data_dir) as d:
+        d.create_topic("t", 2)
+    with Producer({"log.dir": data_dir, "linger.ms": 60_000}) as p:
+        p.produce("t", b"a", partition=0)
+        # what the linger thread's _send does: under the partition's lock it
+        # takes the batch (the accumulator is empty from then on) and appends it
+        lock = p._locks[("t", 0)]
+        lock.acquire()
+        acc = p._slots["t"].accumulators[0].detach()
+        done = threading.Event()
+        flusher = threading.Thread(target=lambda: (p.flush(), done.set()))
+        try:
+            flusher.start()
+            assert not done.wait(0.3)  # flush() waits for the append in flight
+        finally:
+            p._slots["t"].topic.partition(0).append_records(acc)
+            p._sent(acc.count)
+            lock.release()
+        assert done.wait(60)
+        flusher.join(60)
+        assert p._slots["t"].topic.partition(0).high_watermark == 1
+
+
+def test_flush_appends_only_the_partitions_with_records(data_dir, monkeypatch):
+    with LogDir(data_dir) as d:
+        d.create_topic("t", 64)
+    with Producer({"log.dir": data_dir, "linger.ms": 60_000}) as p:
+        for i in range(64):
+            p.produce("t", b"x", partition=i)
+        p.flush()
+        sent: list[int] = []
+        original = type(p)._send
+
+        def counting(self, slot, partition):
+            sent.append(partition)
+            return original(self, slot, partition)
+
+        monkeypatch.setattr(type(p), "_send", counting)
+        p.produce("t", b"y", partition=7)
+        p.produce("t", b"z", partition=40)
+        p.flush()
+        assert sorted(sent) == [7, 40]
+        assert len(p) == 0
+    with LogDir(data_dir) as d:
+        t = d.topic("t")
+        assert [t.partition(i).high_watermark for i in (6, 7, 40)] == [1, 2, 2]
+
+
+def test_flush_with_nothing_queued_looks_at_no_partition(data_dir, monkeypatch):
+    with LogDir(data_dir) as d:
+        d.create_topic("t", 1024)
+    with Producer({"log.dir": data_dir, "linger.ms": 60_000}) as p:
+        p.produce("t", b"x", key=b"k")
+        assert p.flush() == 0
+        monkeypatch.setattr(type(p), "_send_all", lambda self, *a, **k: (_ for _ in ()).throw(AssertionError))
+        assert p.flush() == 0  # nothing queued: no walk over the 1,024 accumulators
+        assert len(p) == 0
