@@ -3,6 +3,8 @@
 
 import os
 
+import pyarrow as pa
+
 import arrowlog
 from arrowlog.storage import LogDir
 
@@ -117,3 +119,39 @@ def test_opening_an_existing_partition_makes_no_directory(tmp_path, monkeypatch)
     monkeypatch.setattr(os, "mkdir", lambda p, *a, **k: (made.append(p), real(p, *a, **k))[1])
     assert arrowlog.replay(path, "t").to_arrow().num_rows == 6
     assert not [p for p in made if "/topics/t/" in os.fspath(p)]
+
+
+def test_to_arrow_over_many_partitions_builds_the_partition_column_once(tmp_path):
+    path = str(tmp_path / "d")
+    with LogDir(path) as d:
+        d.create_topic("t", 8)
+    with arrowlog.Producer({"log.dir": path, "linger.ms": 1000}) as p:
+        for round_ in range(3):  # three frames a partition
+            for i in range(40):
+                p.produce("t", b"v%d-%d" % (round_, i), key=b"k%d" % i, partition=i % 8)
+            p.flush()
+    r = arrowlog.replay(path, "t")
+    table = r.to_arrow()
+    # one chunk for all partitions, not one a frame
+    assert table.column("partition").num_chunks == 1
+    # the same rows, in the same order, as the batches a stream yields
+    streamed = pa.Table.from_batches(list(r), schema=r.schema)
+    assert table.schema == streamed.schema == r.schema
+    assert table.equals(streamed)
+    assert table.column("partition").to_pylist() == [p for p in range(8) for _ in range(15)]
+    # the stored values stay zero-copy: the value buffers point into the segments' mappings
+    values = table.column("value").chunk(0)
+    assert values.buffers()[2].address != pa.array(values.to_pylist(), pa.binary()).buffers()[2].address
+
+
+def test_a_replay_without_transactions_looks_for_them_once(tmp_path, monkeypatch):
+    from arrowlog import txn
+    path = str(tmp_path / "d")
+    fill(path, 16, 3)
+    looks = []
+    real = os.path.isdir
+    monkeypatch.setattr(txn.os.path, "isdir",
+                        lambda p: (looks.append(p) if str(p).endswith("transactions") else None, real(p))[1])
+    table = arrowlog.replay(path, "t").to_arrow()
+    assert table.num_rows == 48
+    assert len([p for p in looks if str(p).endswith("transactions")]) == 1
