@@ -45,6 +45,7 @@ from ..errors import ArrowlogError
 from ..schema import ENVELOPE_SCHEMA
 from .appending import AppendMixin
 from .handles import BUDGET
+from .layout_mark import write_mark
 from .reading import Frame, ReadMixin
 from .recovery import RecoveryMixin
 from .retention import RetentionMixin
@@ -200,6 +201,7 @@ def close_many(logs: list) -> None:
                 for log, st in pending:
                     log.state.publish(recovery_point=st["next_offset"])
                     log.state.clean = True
+                    write_mark(log._state_fd, log.directory, st)
             elif pending:
                 for log, st in pending:
                     log._closed = False

@@ -16,6 +16,7 @@ from .files import close_fds, open_shared_file, storage_error, too_many_open_fil
 from .handles import BUDGET
 from .index import NO_TIMESTAMP
 from .layout import header_problem
+from .layout_mark import clear_mark, mark_holds, write_mark
 from .logbase import LogBase
 from .segment import LOG_INITIAL_BYTES, Segment
 
@@ -122,6 +123,8 @@ class SessionMixin(LogBase):
                     self._create_fresh()
                 elif not self.state.is_initialised() or not self.state.clean or self.state.torn:
                     self.recover()
+                elif mark_holds(self._state_fd, self.directory):
+                    pass  # as its last clean close left it (layout_mark.py): checked then
                 else:
                     with self._append_locked():
                         self._check_layout()
@@ -171,6 +174,7 @@ class SessionMixin(LogBase):
         makes the next opener recover (a stale mark would hide synced appends)."""
         if self.state.clean:
             self.state.clean = False
+            clear_mark(self._state_fd)
             os.fsync(self._state_fd)
 
     # -- closing ------------------------------------------------------------------------
@@ -225,6 +229,7 @@ class SessionMixin(LogBase):
                         self.state.publish(recovery_point=st["next_offset"])
                         os.fsync(self._state_fd)
                         self.state.clean = True
+                        write_mark(self._state_fd, self.directory, st)
                         os.fsync(self._state_fd)
             except (OSError, StorageError):
                 pass
