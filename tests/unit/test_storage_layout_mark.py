@@ -10,9 +10,8 @@ import pytest
 
 from arrowlog import errors
 from arrowlog._native import core
-from arrowlog.storage import LogDir
 from arrowlog.schema import PRODUCE_SCHEMA
-from arrowlog.storage import layout_mark
+from arrowlog.storage import LogDir, layout_mark
 from arrowlog.storage.recovery import RecoveryMixin
 
 
