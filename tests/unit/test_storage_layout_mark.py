@@ -152,3 +152,16 @@ def test_no_mark_is_a_full_check(data_dir, checks):
         f.write(b"\0" * layout_mark.MARK_SIZE)
     assert read_all(data_dir, 0) == 8
     assert checks == [part]
+
+
+def test_a_partition_with_a_compaction_swap_in_its_directory_gets_no_mark(data_dir, checks):
+    with LogDir(data_dir) as d:
+        t = d.create_topic("t", 1)
+        t.partition(0).append(batch(4))
+        # what a cleaner that died mid-swap leaves (cleaner.py): the next
+        # opener must look at it, so the clean close marks nothing
+        os.mkdir(os.path.join(t.partition(0).directory, "cleaning"))
+    with open(os.path.join(data_dir, "topics", "t", "0", "partition.state"), "rb") as f:
+        assert f.read(272)[256:] == b"\0" * 16
+    assert read_all(data_dir, 0) == 4
+    assert len(checks) == 1

@@ -17,7 +17,8 @@ state:
                   directory and of the active segment's three files
 
 The next first opener trusts the mark only when the state is clean and the
-digest of what it finds now is the same; anything that touched the
+digest of what it finds now is the same (it then skips the layout check and
+the look for a compaction swap left half-done: none is marked); anything that touched the
 directory's entries (a segment deleted or added, a file replaced), a
 segment file's size or contents, or the published state since then makes
 it stale, and the full check runs. A session's first change clears it
@@ -39,6 +40,7 @@ import hashlib
 import os
 import struct
 
+from .cleaner import CLEANING_DIR
 from .layout import state_problem
 from .segment import segment_name
 
@@ -51,6 +53,8 @@ _LOG_START = struct.Struct("<q")  # payload field 0, at byte 24
 _ACTIVE_BASE_AT = 24 + 2 * 8      # payload field 2
 _STAT = struct.Struct("<5q")
 _NO_MARK = b"\0" * MARK_SIZE
+_CLEAN_HEADER = b"ARWLSTAT" + struct.pack("<II", 1, 1)  # magic, version 1, clean
+_SEQ = struct.Struct("<Q")
 
 
 def _digest(head: bytes, directory: str) -> bytes | None:
@@ -78,7 +82,9 @@ def write_mark(fd: int, directory: str, st: dict) -> None:
     opener the full check."""
     try:
         mark = _NO_MARK
-        if state_problem(st) is None:
+        # a swap a dead cleaner left half-done (cleaner.py) waits for the
+        # next opener's finish_swaps, which a marked open skips
+        if state_problem(st) is None and not os.path.lexists(os.path.join(directory, CLEANING_DIR)):
             digest = _digest(os.pread(fd, MARK_OFFSET, 0), directory)
             if digest is not None:
                 mark = MARK_MAGIC + digest
@@ -93,12 +99,16 @@ def clear_mark(fd: int) -> None:
 
 
 def mark_holds(fd: int, directory: str) -> bool:
-    """Whether a clean partition's layout is as its last clean close left it
-    (caller is the first opener, so nobody changes it meanwhile)."""
+    """Whether the partition is clean (a whole state of format version 1,
+    the clean word 1, no publish left half-done) and its layout as its last
+    clean close left it (caller is the first opener: nobody changes it
+    meanwhile)."""
     try:
         head = os.pread(fd, MARK_OFFSET + MARK_SIZE, 0)
     except OSError:
         return False
     if len(head) < MARK_OFFSET + MARK_SIZE or head[MARK_OFFSET:MARK_OFFSET + 8] != MARK_MAGIC:
+        return False
+    if head[:16] != _CLEAN_HEADER or _SEQ.unpack_from(head, 16)[0] & 1:
         return False
     return _digest(head, directory) == head[MARK_OFFSET + 8:]

@@ -22,6 +22,18 @@ from .layout import damaged, reads_problem
 from .segment import MAX_SEGMENT_BYTES, Segment, delete_segment_files, parse_segment_name
 
 
+_IPC_OPTIONS: dict[str | None, pa.ipc.IpcWriteOptions] = {}
+
+
+def _ipc_options(compression: str | None) -> pa.ipc.IpcWriteOptions:
+    """The IPC write options of a compression, made once per process (a
+    replay opening 1,024 partitions made 1,024 of them)."""
+    options = _IPC_OPTIONS.get(compression)
+    if options is None:
+        options = _IPC_OPTIONS[compression] = pa.ipc.IpcWriteOptions(compression=compression, use_threads=False)
+    return options
+
+
 class LogBase:
     """The state of one open partition (see partition.py for the contract)."""
 
@@ -46,8 +58,8 @@ class LogBase:
         self.compression = config.get("compression.type") or None
         if self.compression == "none":
             self.compression = None
-        self._ipc_options = pa.ipc.IpcWriteOptions(compression=self.compression, use_threads=False)
-        self._schema_message_size = self.schema.serialize().size
+        self._ipc_options = _ipc_options(self.compression)
+        self._schema_size: int | None = None  # _schema_message_size, once an append asks
         self._lock = threading.RLock()
         self._segments: dict[int, Segment] = {}   # read views, by base offset
         self._bases: list[int] = []
@@ -71,6 +83,17 @@ class LogBase:
         self._parked_generation: int | None = None  # the generation it was parked at
         self._used = True
         self.read_only = False  # the file system's, found when the files open (sessions.py)
+
+    @property
+    def _schema_message_size(self) -> int:
+        """Bytes of the envelope schema's IPC message (an append's frame leaves it out)."""
+        if self._schema_size is None:
+            self._schema_size = self.schema.serialize().size
+        return self._schema_size
+
+    @_schema_message_size.setter
+    def _schema_message_size(self, size: int) -> None:
+        self._schema_size = size
 
     @property
     def state(self) -> core.PartitionState:

@@ -73,13 +73,16 @@ class SessionMixin(LogBase):
             self._lock.release()
 
     def _open_files(self, directory: str) -> None:
-        if not os.path.isdir(directory):  # a stat, not a failing mkdir, for the usual existing partition
+        state_path = os.path.join(directory, "partition.state")
+        try:  # the usual existing partition: no look at its directory first
+            self._state_fd, ro1 = open_shared_file(state_path)
+        except FileNotFoundError:
             try:
                 os.makedirs(directory, mode=0o700, exist_ok=True)
             except OSError as exc:
                 if exc.errno != errno.EROFS or not os.path.isdir(directory):
                     raise
-        self._state_fd, ro1 = open_shared_file(os.path.join(directory, "partition.state"))
+            self._state_fd, ro1 = open_shared_file(state_path)
         self._append_fd, ro2 = open_shared_file(os.path.join(directory, "append.lock"))
         self._open_fd, ro3 = open_shared_file(os.path.join(directory, "open.lock"))
         self.read_only = ro1 or ro2 or ro3
@@ -112,6 +115,11 @@ class SessionMixin(LogBase):
             first = False
         if first:
             try:
+                if mark_holds(self._state_fd, self.directory):
+                    # clean, and as its last clean close left it (layout_mark.py):
+                    # checked then, and no swap of a cleaner was left half-done
+                    self._damage = None
+                    return
                 with self._append_locked():
                     finish_swaps(self.directory)  # a cleaner that died mid-swap
                 self._damage = header_problem(self._state_fd)
@@ -123,8 +131,6 @@ class SessionMixin(LogBase):
                     self._create_fresh()
                 elif not self.state.is_initialised() or not self.state.clean or self.state.torn:
                     self.recover()
-                elif mark_holds(self._state_fd, self.directory):
-                    pass  # as its last clean close left it (layout_mark.py): checked then
                 else:
                     with self._append_locked():
                         self._check_layout()
