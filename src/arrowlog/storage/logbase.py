@@ -21,7 +21,6 @@ from .files import ExclusiveFlock
 from .layout import damaged, reads_problem
 from .segment import MAX_SEGMENT_BYTES, Segment, delete_segment_files, parse_segment_name
 
-
 _IPC_OPTIONS: dict[str | None, pa.ipc.IpcWriteOptions] = {}
 
 
