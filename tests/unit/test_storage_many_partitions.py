@@ -6,6 +6,7 @@ import os
 import pyarrow as pa
 
 import arrowlog
+from arrowlog.schema import PRODUCE_SCHEMA
 from arrowlog.storage import LogDir
 
 
@@ -53,10 +54,18 @@ def test_a_replay_holds_no_index_descriptor_once_the_segments_are_mapped(tmp_pat
         # whose index descriptors were closed once they were mapped
         assert len([p for p in opened if p.endswith(".log")]) == 4, opened
         assert not [p for p in opened if p.endswith((".index", ".timeindex"))], opened
+        # a session that only reads never opens append.lock
+        assert not [p for p in opened if p.endswith("append.lock")], opened
+        assert len([p for p in opened if p.endswith("open.lock")]) == 4, opened
         # a read from the middle still uses them, opened on first use
         log = r._logdir.topic("t").partition(0)
         frames = log.read(25)
         assert frames and frames[0].base_offset <= 25 < frames[0].next_offset
+        # and an append opens it when it needs it
+        log.append(pa.RecordBatch.from_pydict({"timestamp": [1], "key": [b"k"], "value": [b"v"], "headers": [None]},
+                                              schema=PRODUCE_SCHEMA))
+        assert log.high_watermark == 51
+        assert [p for p in open_paths() if p.endswith(os.path.join("t", "0", "append.lock"))]
     finally:
         r.close()
 

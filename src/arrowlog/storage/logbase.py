@@ -118,6 +118,8 @@ class LogBase:
     def _append_locked(self):
         if self._state is None:
             self._wake()
+        if self._append_fd < 0:
+            self._open_append_lock()
         return ExclusiveFlock(self._append_fd)
 
     def _list_bases(self) -> list[int]:
@@ -222,6 +224,7 @@ class LogBase:
         # What the parts provide each other (partition.py combines them):
         # declared here so that each part type-checks against the others.
         def _wake(self) -> None: ...
+        def _open_append_lock(self) -> None: ...
         def _mark_dirty(self) -> None: ...
         def recover(self, *, check_all: bool = False) -> dict: ...
         def _recover_locked(self, *, check_all: bool = False) -> dict: ...

@@ -83,9 +83,10 @@ class SessionMixin(LogBase):
                 if exc.errno != errno.EROFS or not os.path.isdir(directory):
                     raise
             self._state_fd, ro1 = open_shared_file(state_path)
-        self._append_fd, ro2 = open_shared_file(os.path.join(directory, "append.lock"))
+        # append.lock waits for the first append, recovery or close that
+        # needs it (_open_append_lock): a session that only reads never does
         self._open_fd, ro3 = open_shared_file(os.path.join(directory, "open.lock"))
-        self.read_only = ro1 or ro2 or ro3
+        self.read_only = ro1 or ro3
         if os.fstat(self._state_fd).st_size < core.STATE_FILE_SIZE:
             if self.read_only:
                 raise StorageError(errno.EROFS, f"{directory} was never written and the file system is read-only")
@@ -97,6 +98,19 @@ class SessionMixin(LogBase):
                         raise storage_error(exc, f"cannot allocate {directory}/partition.state") from exc
         self._state = core.PartitionState(core.MappedFile(self._state_fd, core.STATE_FILE_SIZE, not self.read_only,
                                                          os.path.join(directory, "partition.state")))
+
+    def _open_append_lock(self) -> None:
+        """Open append.lock (on first need); an EMFILE parks other
+        partitions and retries once, then is a StorageError."""
+        path = os.path.join(self.directory, "append.lock")
+        for attempt in (0, 1):
+            try:
+                self._append_fd = open_shared_file(path)[0]
+                return
+            except OSError as exc:
+                if too_many_open_files(exc) and attempt == 0 and BUDGET.shrink(exclude=self):
+                    continue
+                raise storage_error(exc, f"cannot open {path}") from exc
 
     # -- sessions and recovery ---------------------------------------------
 
@@ -285,6 +299,11 @@ class SessionMixin(LogBase):
             return None
         if self._failed is not None or self.read_only or self.state.clean:
             return None
+        try:
+            if self._append_fd < 0:
+                self._open_append_lock()
+        except StorageError:
+            return None  # not marked clean: the next opener recovers it
         fcntl.flock(self._append_fd, fcntl.LOCK_EX)
         st = self.state.snapshot()
         if self.state.torn:
