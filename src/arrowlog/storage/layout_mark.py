@@ -64,7 +64,7 @@ def _digest(head: bytes, directory: str) -> bytes | None:
     active = _LOG_START.unpack_from(head, _ACTIVE_BASE_AT)[0]
     if log_start < active:
         return None
-    stem = os.path.join(directory, segment_name(active))
+    stem = f"{directory}/{segment_name(active)}"
     h = hashlib.blake2b(head[_STATE_BYTES], digest_size=8)
     try:
         for path in (directory, stem + ".log", stem + ".index", stem + ".timeindex"):

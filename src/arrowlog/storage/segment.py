@@ -215,7 +215,7 @@ class Segment:
         self.directory = directory
         self.base_offset = base_offset
         self.writable = writable
-        stem = os.path.join(directory, segment_name(base_offset))
+        stem = f"{directory}/{base_offset:020d}"  # segment_name(); os.path.join costs many partitions' opens
         self.log_path = stem + ".log"
         self.index_path = stem + ".index"
         self.time_index_path = stem + ".timeindex"

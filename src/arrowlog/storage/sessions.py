@@ -73,7 +73,7 @@ class SessionMixin(LogBase):
             self._lock.release()
 
     def _open_files(self, directory: str) -> None:
-        state_path = os.path.join(directory, "partition.state")
+        state_path = f"{directory}/partition.state"  # (os.path.join costs a replay of 1,024 partitions ~5%)
         try:  # the usual existing partition: no look at its directory first
             self._state_fd, ro1 = open_shared_file(state_path)
         except FileNotFoundError:
@@ -85,7 +85,7 @@ class SessionMixin(LogBase):
             self._state_fd, ro1 = open_shared_file(state_path)
         # append.lock waits for the first append, recovery or close that
         # needs it (_open_append_lock): a session that only reads never does
-        self._open_fd, ro3 = open_shared_file(os.path.join(directory, "open.lock"))
+        self._open_fd, ro3 = open_shared_file(f"{directory}/open.lock")
         self.read_only = ro1 or ro3
         if os.fstat(self._state_fd).st_size < core.STATE_FILE_SIZE:
             if self.read_only:
@@ -97,12 +97,12 @@ class SessionMixin(LogBase):
                     except OSError as exc:
                         raise storage_error(exc, f"cannot allocate {directory}/partition.state") from exc
         self._state = core.PartitionState(core.MappedFile(self._state_fd, core.STATE_FILE_SIZE, not self.read_only,
-                                                         os.path.join(directory, "partition.state")))
+                                                         state_path))
 
     def _open_append_lock(self) -> None:
         """Open append.lock (on first need); an EMFILE parks other
         partitions and retries once, then is a StorageError."""
-        path = os.path.join(self.directory, "append.lock")
+        path = f"{self.directory}/append.lock"
         for attempt in (0, 1):
             try:
                 self._append_fd = open_shared_file(path)[0]
