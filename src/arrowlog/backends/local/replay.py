@@ -361,7 +361,10 @@ class Replay(OwnedLog):
         return pa.RecordBatchReader.from_batches(self.schema, self._stream())
 
     def to_arrow(self) -> pa.Table:
-        if self._json is None and not self._typed and self.columns is None and not self.latest_per_key:
+        # the stored batches of a local log as they are (a subclass that
+        # makes its batches otherwise, as kafka:// does, takes the stream)
+        if type(self)._batches is Replay._batches and self._json is None and not self._typed \
+                and self.columns is None and not self.latest_per_key:
             return self._plain_table()
         return pa.Table.from_batches(list(self._stream()), schema=self.schema)
 
