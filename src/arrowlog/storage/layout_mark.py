@@ -39,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+from typing import Any
 
 from .cleaner import CLEANING_DIR
 from .layout import state_problem
@@ -57,27 +58,35 @@ _CLEAN_HEADER = b"ARWLSTAT" + struct.pack("<II", 1, 1)  # magic, version 1, clea
 _SEQ = struct.Struct("<Q")
 
 
-def _digest(head: bytes, directory: str) -> bytes | None:
+def _digest(head: bytes, directory: str, segment: Any = None) -> bytes | None:
     """The digest of the state bytes in ``head`` and the files they name, or
-    None when the log does not start in its active segment or a file is missing."""
+    None when the log does not start in its active segment or a file is
+    missing. ``segment``: the active segment open for writing, whose files
+    are asked through their descriptors (an fstat costs half a stat)."""
     log_start = _LOG_START.unpack_from(head, 24)[0]
     active = _LOG_START.unpack_from(head, _ACTIVE_BASE_AT)[0]
     if log_start < active:
         return None
-    stem = f"{directory}/{segment_name(active)}"
     h = hashlib.blake2b(head[_STATE_BYTES], digest_size=8)
     try:
-        for path in (directory, stem + ".log", stem + ".index", stem + ".timeindex"):
-            s = os.stat(path)
-            h.update(_STAT.pack(s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns))
+        if segment is not None and segment.base_offset == active and \
+                min(segment.log_fd, segment.index_fd, segment.time_index_fd) >= 0:
+            stats = [os.stat(directory), os.fstat(segment.log_fd), os.fstat(segment.index_fd),
+                     os.fstat(segment.time_index_fd)]
+        else:
+            stem = f"{directory}/{segment_name(active)}"
+            stats = [os.stat(path) for path in (directory, stem + ".log", stem + ".index", stem + ".timeindex")]
     except OSError:
         return None
+    for s in stats:
+        h.update(_STAT.pack(s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns))
     return h.digest()
 
 
-def write_mark(fd: int, directory: str, st: dict) -> None:
+def write_mark(fd: int, directory: str, st: dict, writer: Any = None) -> None:
     """Leave the mark on a clean close (caller holds the append lock; ``st``
-    is the state just published). A partition it does not apply to gets
+    is the state just published; ``writer`` the segment open for writing,
+    if any). A partition it does not apply to gets
     none. Never fails the close: a mark not written only costs the next
     opener the full check."""
     try:
@@ -85,7 +94,7 @@ def write_mark(fd: int, directory: str, st: dict) -> None:
         # a swap a dead cleaner left half-done (cleaner.py) waits for the
         # next opener's finish_swaps, which a marked open skips
         if state_problem(st) is None and not os.path.lexists(os.path.join(directory, CLEANING_DIR)):
-            digest = _digest(os.pread(fd, MARK_OFFSET, 0), directory)
+            digest = _digest(os.pread(fd, MARK_OFFSET, 0), directory, writer)
             if digest is not None:
                 mark = MARK_MAGIC + digest
         os.pwrite(fd, mark, MARK_OFFSET)

@@ -201,7 +201,7 @@ def close_many(logs: list) -> None:
                 for log, st in pending:
                     log.state.publish(recovery_point=st["next_offset"])
                     log.state.clean = True
-                    write_mark(log._state_fd, log.directory, st)
+                    write_mark(log._state_fd, log.directory, st, log._writer)
             elif pending:
                 for log, st in pending:
                     log._closed = False

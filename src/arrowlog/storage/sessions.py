@@ -249,7 +249,7 @@ class SessionMixin(LogBase):
                         self.state.publish(recovery_point=st["next_offset"])
                         os.fsync(self._state_fd)
                         self.state.clean = True
-                        write_mark(self._state_fd, self.directory, st)
+                        write_mark(self._state_fd, self.directory, st, seg)
                         os.fsync(self._state_fd)
             except (OSError, StorageError):
                 pass
