@@ -28,6 +28,7 @@ Durability: nothing here fsyncs on its own; PartitionLog.sync() does.
 
 from __future__ import annotations
 
+import array
 import bisect
 import errno
 import itertools
@@ -36,7 +37,6 @@ import struct
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import pyarrow as pa
 
 from .._native import core
@@ -519,7 +519,7 @@ class Segment:
         todo = [f for f in frames if f[0] not in seen]
         if not todo:
             return
-        positions = np.array([f[0] for f in todo], dtype=np.int64)
+        positions = memoryview(array.array("q", [f[0] for f in todo]))  # int64, for the native pass
         total = sum(f[3] for f in todo)
         helper = _crc_helper() if total >= PARALLEL_CRC_BYTES and len(todo) > 1 else None
         if helper is None:
