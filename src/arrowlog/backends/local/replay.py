@@ -186,11 +186,11 @@ class Replay(OwnedLog):
                 hi = min(hi, self._txns.readable_end(topic, p, t.partition(p).high_watermark, self._committed_only))
                 self.ranges[p] = (lo, max(lo, hi))
         self._typed = t.value_schema is not None
+        # a typed topic's value fields are columns of their own
+        self._value_names = ["value"] if t.value_schema is None else [f.name for f in t.value_schema]
         base = [pa.field("partition", pa.int32(), False)] + [f for f in t.schema if f.name != "value"]
-        if self._typed:
-            fields = base[:4] + list(t.value_schema) + base[4:]
-        else:
-            fields = base[:4] + [t.schema.field("value")] + base[4:]
+        value_fields = [t.schema.field("value")] if t.value_schema is None else list(t.value_schema)
+        fields = base[:4] + value_fields + base[4:]
         full = pa.schema(fields)
         if columns is not None:
             missing = [c for c in columns if c not in full.names]
@@ -262,8 +262,7 @@ class Replay(OwnedLog):
             arrays = [pcol, *cols]
         if self.columns is None:
             return pa.RecordBatch.from_arrays(arrays, schema=self._raw_schema)
-        names = ["partition", "offset", "timestamp", "key"] + (
-            [f.name for f in self._topic.value_schema] if self._typed else ["value"]) + ["headers"]
+        names = ["partition", "offset", "timestamp", "key", *self._value_names, "headers"]
         by_name = dict(zip(names, arrays))
         return pa.RecordBatch.from_arrays([by_name[c] for c in self.columns], schema=self._raw_schema)
 
@@ -433,11 +432,9 @@ def replay(log: Any, topic: str, start: Any = "beginning", end: Any = "end", par
     transaction; ``"read_uncommitted"`` returns them all. Transaction markers
     are never returned.
     """
-    fmt = {"value_format": value_format, "value_schema": value_schema}
-    if latest_per_key:
-        fmt["latest_per_key"] = True
     if isinstance(log, LogDir):
-        return Replay(log, topic, start, end, partitions, columns, isolation=isolation, **fmt)
+        return Replay(log, topic, start, end, partitions, columns, isolation=isolation, value_format=value_format,
+                      value_schema=value_schema, latest_per_key=latest_per_key)
     where = os.fspath(log)
     if is_kafka(where):
         if latest_per_key:
@@ -445,12 +442,14 @@ def replay(log: Any, topic: str, start: Any = "beginning", end: Any = "end", par
         from ..kafka.replay import kafka_replay  # the kafka:// implementation
         if isolation != "read_committed":   # a Kafka consumer's own setting
             kafka_config.setdefault("isolation.level", isolation)
-        return kafka_replay(where, topic, start, end, partitions, columns, **fmt, **kafka_config)
+        return kafka_replay(where, topic, start, end, partitions, columns, value_format=value_format,
+                            value_schema=value_schema, **kafka_config)
     if kafka_config:
         raise ConfigError(f"unexpected keyword(s) {sorted(kafka_config)} for an embedded log")
     logdir = open_data_dir(where, create=False)
     try:
-        return Replay(logdir, topic, start, end, partitions, columns, owns_log=True, isolation=isolation, **fmt)
+        return Replay(logdir, topic, start, end, partitions, columns, owns_log=True, isolation=isolation,
+                      value_format=value_format, value_schema=value_schema, latest_per_key=latest_per_key)
     except BaseException:
         logdir.close()
         raise
