@@ -145,13 +145,25 @@ def test_a_partition_whose_log_starts_before_its_active_segment_gets_no_mark(dat
     assert len(checks) == 1
 
 
-def test_no_mark_is_a_full_check(data_dir, checks):
+def test_no_mark_is_a_full_check_that_leaves_one(data_dir, checks):
     part = os.path.join(written(data_dir, 1), "0")
     with open(os.path.join(part, "partition.state"), "r+b") as f:
         f.seek(layout_mark.MARK_OFFSET)
-        f.write(b"\0" * layout_mark.MARK_SIZE)
+        f.write(b"\0" * layout_mark.MARK_SIZE)  # as a log closed before marks existed
     assert read_all(data_dir, 0) == 8
     assert checks == [part]
+    # the check passed: it left a mark, so the next open trusts it
+    assert read_all(data_dir, 0) == 8
+    assert checks == [part]
+
+
+def test_a_check_that_finds_damage_leaves_no_mark(data_dir, checks):
+    part = os.path.join(written(data_dir, 1), "0")
+    damage_truncated_log(part)
+    for _ in range(2):
+        with LogDir(data_dir) as d, pytest.raises(errors.CorruptRecordError):
+            d.topic("t").partition(0).read(0)
+    assert checks == [part, part]
 
 
 def test_a_partition_with_a_compaction_swap_in_its_directory_gets_no_mark(data_dir, checks):

@@ -148,6 +148,10 @@ class SessionMixin(LogBase):
                 else:
                     with self._append_locked():
                         self._check_layout()
+                        if self._damage is None:
+                            # checked now: the next opener need not (a log
+                            # closed before marks existed, or a stale mark)
+                            write_mark(self._state_fd, self.directory, self.state.snapshot())
                 # The "clean" mark stays until this session first changes the
                 # log (_mark_dirty): a session that only reads costs no fsync.
             finally:
