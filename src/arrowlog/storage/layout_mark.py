@@ -17,12 +17,13 @@ state:
                   directory and of the active segment's three files
 
 The next first opener trusts the mark only when the state is clean and the
-digest of what it finds now is the same (it then skips the layout check and
-the look for a compaction swap left half-done: none is marked); anything that touched the
-directory's entries (a segment deleted or added, a file replaced), a
+digest of what it finds now is the same (it then skips the layout check
+and the look for a compaction swap left half-done: none is marked);
+anything that touched the directory's entries (a segment deleted or added, a file replaced), a
 segment file's size or contents, or the published state since then makes
-it stale, and the full check runs. A session's first change clears it
-(sessions.py, ``_mark_dirty``, with the "clean" word, in the same fsync).
+it stale, and the full check runs (and, when it passes, leaves a fresh
+mark). A session's first change clears it (sessions.py, ``_mark_dirty``,
+with the "clean" word, in the same fsync).
 
 Only a partition whose log starts in its active segment is marked (its
 layout check looks at that one segment alone); older segments' files
