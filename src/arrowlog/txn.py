@@ -78,6 +78,11 @@ class TransactionView:
             self._state = TxnState(self._data_dir, read_only=True)
         return self._state
 
+    def begun(self) -> bool:
+        """Whether a transaction was ever begun in this directory: when not,
+        no record below a high watermark read before this call belongs to one."""
+        return self._refresh() is not None
+
     def readable_end(self, topic: str, partition: int, high_watermark: int, committed_only: bool) -> int:
         """Where a reader stops: the last stable offset for ``committed_only``, else the
         high watermark (which must have been read before the frames it bounds)."""

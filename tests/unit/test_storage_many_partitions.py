@@ -3,7 +3,10 @@
 
 import os
 
+import pyarrow as pa
+
 import arrowlog
+from arrowlog.schema import PRODUCE_SCHEMA
 from arrowlog.storage import LogDir
 
 
@@ -51,16 +54,24 @@ def test_a_replay_holds_no_index_descriptor_once_the_segments_are_mapped(tmp_pat
         # whose index descriptors were closed once they were mapped
         assert len([p for p in opened if p.endswith(".log")]) == 4, opened
         assert not [p for p in opened if p.endswith((".index", ".timeindex"))], opened
+        # a session that only reads never opens append.lock
+        assert not [p for p in opened if p.endswith("append.lock")], opened
+        assert len([p for p in opened if p.endswith("open.lock")]) == 4, opened
         # a read from the middle still uses them, opened on first use
         log = r._logdir.topic("t").partition(0)
         frames = log.read(25)
         assert frames and frames[0].base_offset <= 25 < frames[0].next_offset
+        # and an append opens it when it needs it
+        log.append(pa.RecordBatch.from_pydict({"timestamp": [1], "key": [b"k"], "value": [b"v"], "headers": [None]},
+                                              schema=PRODUCE_SCHEMA))
+        assert log.high_watermark == 51
+        assert [p for p in open_paths() if p.endswith(os.path.join("t", "0", "append.lock"))]
     finally:
         r.close()
 
 
-def test_a_producer_close_syncs_the_file_system_once_for_the_data_and_once_for_the_clean_marks(tmp_path,
-                                                                                             monkeypatch):
+def test_a_producer_close_syncs_the_file_system_once_for_the_data_and_not_for_the_clean_marks(tmp_path,
+                                                                                                monkeypatch):
     from arrowlog.storage import partition as partition_mod
     path = str(tmp_path / "d")
     with LogDir(path) as d:
@@ -73,9 +84,9 @@ def test_a_producer_close_syncs_the_file_system_once_for_the_data_and_once_for_t
     real = partition_mod._syncfs
     monkeypatch.setattr(partition_mod, "_syncfs", lambda fd: (syncfs.append(fd), real(fd))[1])
     p.close()
-    # the data once (the Producer's last sync), the clean marks once: the
-    # data is not synced a second time before the marks
-    assert len(syncfs) <= 2
+    # the data once (the Producer's last sync), not a second time before
+    # the clean marks, and not for the marks (the kernel writes them back)
+    assert len(syncfs) == 1
     monkeypatch.undo()
     with LogDir(path) as d:
         t = d.topic("t")
@@ -117,3 +128,39 @@ def test_opening_an_existing_partition_makes_no_directory(tmp_path, monkeypatch)
     monkeypatch.setattr(os, "mkdir", lambda p, *a, **k: (made.append(p), real(p, *a, **k))[1])
     assert arrowlog.replay(path, "t").to_arrow().num_rows == 6
     assert not [p for p in made if "/topics/t/" in os.fspath(p)]
+
+
+def test_to_arrow_over_many_partitions_builds_the_partition_column_once(tmp_path):
+    path = str(tmp_path / "d")
+    with LogDir(path) as d:
+        d.create_topic("t", 8)
+    with arrowlog.Producer({"log.dir": path, "linger.ms": 1000}) as p:
+        for round_ in range(3):  # three frames a partition
+            for i in range(40):
+                p.produce("t", b"v%d-%d" % (round_, i), key=b"k%d" % i, partition=i % 8)
+            p.flush()
+    r = arrowlog.replay(path, "t")
+    table = r.to_arrow()
+    # one chunk for all partitions, not one a frame
+    assert table.column("partition").num_chunks == 1
+    # the same rows, in the same order, as the batches a stream yields
+    streamed = pa.Table.from_batches(list(r), schema=r.schema)
+    assert table.schema == streamed.schema == r.schema
+    assert table.equals(streamed)
+    assert table.column("partition").to_pylist() == [p for p in range(8) for _ in range(15)]
+    # the stored values stay zero-copy: the value buffers point into the segments' mappings
+    values = table.column("value").chunk(0)
+    assert values.buffers()[2].address != pa.array(values.to_pylist(), pa.binary()).buffers()[2].address
+
+
+def test_a_replay_without_transactions_looks_for_them_once(tmp_path, monkeypatch):
+    from arrowlog import txn
+    path = str(tmp_path / "d")
+    fill(path, 16, 3)
+    looks = []
+    real = os.path.isdir
+    monkeypatch.setattr(txn.os.path, "isdir",
+                        lambda p: (looks.append(p) if str(p).endswith("transactions") else None, real(p))[1])
+    table = arrowlog.replay(path, "t").to_arrow()
+    assert table.num_rows == 48
+    assert len([p for p in looks if str(p).endswith("transactions")]) == 1

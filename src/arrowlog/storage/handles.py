@@ -24,6 +24,7 @@ environment variable overrides it.
 
 from __future__ import annotations
 
+import functools
 import os
 import resource
 import threading
@@ -71,7 +72,7 @@ class HandleBudget:
             self._open.pop(id(log), None)
             self._shrink_locked(self.limit - 1, exclude=log)
             key = id(log)
-            self._open[key] = weakref.ref(log, lambda _ref, key=key: self._collected(key, _ref))
+            self._open[key] = weakref.ref(log, functools.partial(self._collected, key))
 
     def _collected(self, key: int, ref: weakref.ref) -> None:
         # runs from the garbage collector: never wait for the lock

@@ -21,6 +21,17 @@ from .files import ExclusiveFlock
 from .layout import damaged, reads_problem
 from .segment import MAX_SEGMENT_BYTES, Segment, delete_segment_files, parse_segment_name
 
+_IPC_OPTIONS: dict[str | None, pa.ipc.IpcWriteOptions] = {}
+
+
+def _ipc_options(compression: str | None) -> pa.ipc.IpcWriteOptions:
+    """The IPC write options of a compression, made once per process (a
+    replay opening 1,024 partitions made 1,024 of them)."""
+    options = _IPC_OPTIONS.get(compression)
+    if options is None:
+        options = _IPC_OPTIONS[compression] = pa.ipc.IpcWriteOptions(compression=compression, use_threads=False)
+    return options
+
 
 class LogBase:
     """The state of one open partition (see partition.py for the contract)."""
@@ -46,8 +57,8 @@ class LogBase:
         self.compression = config.get("compression.type") or None
         if self.compression == "none":
             self.compression = None
-        self._ipc_options = pa.ipc.IpcWriteOptions(compression=self.compression, use_threads=False)
-        self._schema_message_size = self.schema.serialize().size
+        self._ipc_options = _ipc_options(self.compression)
+        self._schema_size: int | None = None  # _schema_message_size, once an append asks
         self._lock = threading.RLock()
         self._segments: dict[int, Segment] = {}   # read views, by base offset
         self._bases: list[int] = []
@@ -73,6 +84,17 @@ class LogBase:
         self.read_only = False  # the file system's, found when the files open (sessions.py)
 
     @property
+    def _schema_message_size(self) -> int:
+        """Bytes of the envelope schema's IPC message (an append's frame leaves it out)."""
+        if self._schema_size is None:
+            self._schema_size = self.schema.serialize().size
+        return self._schema_size
+
+    @_schema_message_size.setter
+    def _schema_message_size(self, size: int) -> None:
+        self._schema_size = size
+
+    @property
     def state(self) -> core.PartitionState:
         """The published state's mapping; reopens a parked partition."""
         self._used = True
@@ -96,6 +118,8 @@ class LogBase:
     def _append_locked(self):
         if self._state is None:
             self._wake()
+        if self._append_fd < 0:
+            self._open_append_lock()
         return ExclusiveFlock(self._append_fd)
 
     def _list_bases(self) -> list[int]:
@@ -200,6 +224,7 @@ class LogBase:
         # What the parts provide each other (partition.py combines them):
         # declared here so that each part type-checks against the others.
         def _wake(self) -> None: ...
+        def _open_append_lock(self) -> None: ...
         def _mark_dirty(self) -> None: ...
         def recover(self, *, check_all: bool = False) -> dict: ...
         def _recover_locked(self, *, check_all: bool = False) -> dict: ...

@@ -28,6 +28,7 @@ Durability: nothing here fsyncs on its own; PartitionLog.sync() does.
 
 from __future__ import annotations
 
+import array
 import bisect
 import errno
 import itertools
@@ -36,7 +37,6 @@ import struct
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import pyarrow as pa
 
 from .._native import core
@@ -215,7 +215,7 @@ class Segment:
         self.directory = directory
         self.base_offset = base_offset
         self.writable = writable
-        stem = os.path.join(directory, segment_name(base_offset))
+        stem = f"{directory}/{base_offset:020d}"  # segment_name(); os.path.join costs many partitions' opens
         self.log_path = stem + ".log"
         self.index_path = stem + ".index"
         self.time_index_path = stem + ".timeindex"
@@ -511,7 +511,7 @@ class Segment:
         todo = [f for f in frames if f[0] not in seen]
         if not todo:
             return
-        positions = np.array([f[0] for f in todo], dtype=np.int64)
+        positions = memoryview(array.array("q", [f[0] for f in todo]))  # int64, for the native pass
         total = sum(f[3] for f in todo)
         helper = _crc_helper() if total >= PARALLEL_CRC_BYTES and len(todo) > 1 else None
         if helper is None:

@@ -16,6 +16,7 @@ from .files import close_fds, open_shared_file, storage_error, too_many_open_fil
 from .handles import BUDGET
 from .index import NO_TIMESTAMP
 from .layout import header_problem
+from .layout_mark import clear_mark, mark_holds, write_mark
 from .logbase import LogBase
 from .segment import LOG_INITIAL_BYTES, Segment
 
@@ -72,16 +73,20 @@ class SessionMixin(LogBase):
             self._lock.release()
 
     def _open_files(self, directory: str) -> None:
-        if not os.path.isdir(directory):  # a stat, not a failing mkdir, for the usual existing partition
+        state_path = f"{directory}/partition.state"  # (os.path.join costs a replay of 1,024 partitions ~5%)
+        try:  # the usual existing partition: no look at its directory first
+            self._state_fd, ro1 = open_shared_file(state_path)
+        except FileNotFoundError:
             try:
                 os.makedirs(directory, mode=0o700, exist_ok=True)
             except OSError as exc:
                 if exc.errno != errno.EROFS or not os.path.isdir(directory):
                     raise
-        self._state_fd, ro1 = open_shared_file(os.path.join(directory, "partition.state"))
-        self._append_fd, ro2 = open_shared_file(os.path.join(directory, "append.lock"))
-        self._open_fd, ro3 = open_shared_file(os.path.join(directory, "open.lock"))
-        self.read_only = ro1 or ro2 or ro3
+            self._state_fd, ro1 = open_shared_file(state_path)
+        # append.lock waits for the first append, recovery or close that
+        # needs it (_open_append_lock): a session that only reads never does
+        self._open_fd, ro3 = open_shared_file(f"{directory}/open.lock")
+        self.read_only = ro1 or ro3
         if os.fstat(self._state_fd).st_size < core.STATE_FILE_SIZE:
             if self.read_only:
                 raise StorageError(errno.EROFS, f"{directory} was never written and the file system is read-only")
@@ -92,7 +97,20 @@ class SessionMixin(LogBase):
                     except OSError as exc:
                         raise storage_error(exc, f"cannot allocate {directory}/partition.state") from exc
         self._state = core.PartitionState(core.MappedFile(self._state_fd, core.STATE_FILE_SIZE, not self.read_only,
-                                                         os.path.join(directory, "partition.state")))
+                                                         state_path))
+
+    def _open_append_lock(self) -> None:
+        """Open append.lock (on first need); an EMFILE parks other
+        partitions and retries once, then is a StorageError."""
+        path = f"{self.directory}/append.lock"
+        for attempt in (0, 1):
+            try:
+                self._append_fd = open_shared_file(path)[0]
+                return
+            except OSError as exc:
+                if too_many_open_files(exc) and attempt == 0 and BUDGET.shrink(exclude=self):
+                    continue
+                raise storage_error(exc, f"cannot open {path}") from exc
 
     # -- sessions and recovery ---------------------------------------------
 
@@ -111,6 +129,11 @@ class SessionMixin(LogBase):
             first = False
         if first:
             try:
+                if mark_holds(self._state_fd, self.directory):
+                    # clean, and as its last clean close left it (layout_mark.py):
+                    # checked then, and no swap of a cleaner was left half-done
+                    self._damage = None
+                    return
                 with self._append_locked():
                     finish_swaps(self.directory)  # a cleaner that died mid-swap
                 self._damage = header_problem(self._state_fd)
@@ -125,6 +148,10 @@ class SessionMixin(LogBase):
                 else:
                     with self._append_locked():
                         self._check_layout()
+                        if self._damage is None:
+                            # checked now: the next opener need not (a log
+                            # closed before marks existed, or a stale mark)
+                            write_mark(self._state_fd, self.directory, self.state.snapshot())
                 # The "clean" mark stays until this session first changes the
                 # log (_mark_dirty): a session that only reads costs no fsync.
             finally:
@@ -171,6 +198,7 @@ class SessionMixin(LogBase):
         makes the next opener recover (a stale mark would hide synced appends)."""
         if self.state.clean:
             self.state.clean = False
+            clear_mark(self._state_fd)
             os.fsync(self._state_fd)
 
     # -- closing ------------------------------------------------------------------------
@@ -225,6 +253,7 @@ class SessionMixin(LogBase):
                         self.state.publish(recovery_point=st["next_offset"])
                         os.fsync(self._state_fd)
                         self.state.clean = True
+                        write_mark(self._state_fd, self.directory, st, seg)
                         os.fsync(self._state_fd)
             except (OSError, StorageError):
                 pass
@@ -274,6 +303,11 @@ class SessionMixin(LogBase):
             return None
         if self._failed is not None or self.read_only or self.state.clean:
             return None
+        try:
+            if self._append_fd < 0:
+                self._open_append_lock()
+        except StorageError:
+            return None  # not marked clean: the next opener recovers it
         fcntl.flock(self._append_fd, fcntl.LOCK_EX)
         st = self.state.snapshot()
         if self.state.torn:

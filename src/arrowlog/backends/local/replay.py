@@ -47,6 +47,7 @@ from ...storage import LogDir
 from ...storage.cleaner import survivors
 from ...storage.evolution import conform
 from ...storage.reader import RangeReader
+from ...txn import is_control_frame
 
 # Bytes asked of a partition per read: many frames per call keeps the Python
 # overhead per frame small; the frames themselves are zero-copy views.
@@ -176,15 +177,20 @@ class Replay(OwnedLog):
         for p in self.partitions:
             log = t.partition(p)
             lo = resolve_position(log, start, is_end=False)
-            hi = resolve_position(log, end, is_end=True)
-            hi = min(hi, self._txns.readable_end(topic, p, log.high_watermark, self._committed_only))
-            self.ranges[p] = (lo, max(lo, hi))
+            self.ranges[p] = (lo, max(lo, resolve_position(log, end, is_end=True)))
+        # looked up once, after every high watermark was read: while no
+        # transaction was ever begun, none of the range's records is in one
+        self._in_txns = self._txns.begun()
+        if self._in_txns:
+            for p, (lo, hi) in self.ranges.items():
+                hi = min(hi, self._txns.readable_end(topic, p, t.partition(p).high_watermark, self._committed_only))
+                self.ranges[p] = (lo, max(lo, hi))
         self._typed = t.value_schema is not None
+        # a typed topic's value fields are columns of their own
+        self._value_names = ["value"] if t.value_schema is None else [f.name for f in t.value_schema]
         base = [pa.field("partition", pa.int32(), False)] + [f for f in t.schema if f.name != "value"]
-        if self._typed:
-            fields = base[:4] + list(t.value_schema) + base[4:]
-        else:
-            fields = base[:4] + [t.schema.field("value")] + base[4:]
+        value_fields = [t.schema.field("value")] if t.value_schema is None else list(t.value_schema)
+        fields = base[:4] + value_fields + base[4:]
         full = pa.schema(fields)
         if columns is not None:
             missing = [c for c in columns if c not in full.names]
@@ -228,8 +234,12 @@ class Replay(OwnedLog):
             if not frames:
                 break
             for fr in frames:
-                if not self._txns.skipped(self.topic, p, fr, self._committed_only):
-                    yield conform(fr.batch, self._envelope)
+                if self._in_txns:
+                    if self._txns.skipped(self.topic, p, fr, self._committed_only):
+                        continue
+                elif is_control_frame(fr):
+                    continue
+                yield conform(fr.batch, self._envelope)
 
     def _partition_column(self, partition: int, n: int) -> pa.Array:
         """``n`` copies of ``partition``, sliced from one cached array per
@@ -252,8 +262,7 @@ class Replay(OwnedLog):
             arrays = [pcol, *cols]
         if self.columns is None:
             return pa.RecordBatch.from_arrays(arrays, schema=self._raw_schema)
-        names = ["partition", "offset", "timestamp", "key"] + (
-            [f.name for f in self._topic.value_schema] if self._typed else ["value"]) + ["headers"]
+        names = ["partition", "offset", "timestamp", "key", *self._value_names, "headers"]
         by_name = dict(zip(names, arrays))
         return pa.RecordBatch.from_arrays([by_name[c] for c in self.columns], schema=self._raw_schema)
 
@@ -351,7 +360,31 @@ class Replay(OwnedLog):
         return pa.RecordBatchReader.from_batches(self.schema, self._stream())
 
     def to_arrow(self) -> pa.Table:
+        # the stored batches of a local log as they are (a subclass that
+        # makes its batches otherwise, as kafka:// does, takes the stream)
+        if type(self)._batches is Replay._batches and self._json is None and not self._typed \
+                and self.columns is None and not self.latest_per_key:
+            return self._plain_table()
         return pa.Table.from_batches(list(self._stream()), schema=self.schema)
+
+    def _plain_table(self) -> pa.Table:
+        """Every column of a binary-valued range as a table of the stored
+        batches as they are (zero-copy), with the ``partition`` column made
+        once for all of them rather than a batch per frame: over 1,024 small
+        partitions a batch per frame was a third of the replay."""
+        batches: list[pa.RecordBatch] = []
+        parts: list[int] = []
+        counts: list[int] = []
+        for p in self.partitions:
+            n = 0
+            for batch in self._partition_batches(p):
+                batches.append(batch)
+                n += batch.num_rows
+            parts.append(p)
+            counts.append(n)
+        stored = pa.Table.from_batches(batches, schema=self._envelope)
+        pcol = pa.array(np.repeat(np.array(parts, dtype=np.int32), counts), pa.int32())
+        return pa.Table.from_arrays([pa.chunked_array([pcol]), *stored.columns], schema=self.schema)
 
     def to_pandas(self, **kwargs: Any):
         """A pandas DataFrame (pyarrow's to_pandas keywords apply; pass
@@ -399,11 +432,9 @@ def replay(log: Any, topic: str, start: Any = "beginning", end: Any = "end", par
     transaction; ``"read_uncommitted"`` returns them all. Transaction markers
     are never returned.
     """
-    fmt = {"value_format": value_format, "value_schema": value_schema}
-    if latest_per_key:
-        fmt["latest_per_key"] = True
     if isinstance(log, LogDir):
-        return Replay(log, topic, start, end, partitions, columns, isolation=isolation, **fmt)
+        return Replay(log, topic, start, end, partitions, columns, isolation=isolation, value_format=value_format,
+                      value_schema=value_schema, latest_per_key=latest_per_key)
     where = os.fspath(log)
     if is_kafka(where):
         if latest_per_key:
@@ -411,12 +442,14 @@ def replay(log: Any, topic: str, start: Any = "beginning", end: Any = "end", par
         from ..kafka.replay import kafka_replay  # the kafka:// implementation
         if isolation != "read_committed":   # a Kafka consumer's own setting
             kafka_config.setdefault("isolation.level", isolation)
-        return kafka_replay(where, topic, start, end, partitions, columns, **fmt, **kafka_config)
+        return kafka_replay(where, topic, start, end, partitions, columns, value_format=value_format,
+                            value_schema=value_schema, **kafka_config)
     if kafka_config:
         raise ConfigError(f"unexpected keyword(s) {sorted(kafka_config)} for an embedded log")
     logdir = open_data_dir(where, create=False)
     try:
-        return Replay(logdir, topic, start, end, partitions, columns, owns_log=True, isolation=isolation, **fmt)
+        return Replay(logdir, topic, start, end, partitions, columns, owns_log=True, isolation=isolation,
+                      value_format=value_format, value_schema=value_schema, latest_per_key=latest_per_key)
     except BaseException:
         logdir.close()
         raise

@@ -1,0 +1,124 @@
+"""The layout mark: what lets a clean open skip the layout check.
+
+Opening a clean partition checks that the published state and the segment
+files agree (recovery.py, ``_check_layout``; docs/DURABILITY.md, "A damaged
+layout"): a few opens, mappings and reads per segment, the larger part of
+what a replay of many small partitions costs. The last process out of a
+partition knows the layout is right (its session opened it checked,
+recovered or new, and only changed it through its own appends), so its
+clean close leaves a mark in ``partition.state``, after the published
+state:
+
+    offset  size  field
+       256     8  magic b"ARWLMARK"
+       264     8  digest (BLAKE2b-64) of the state's bytes [16, 120): the
+                  seqlock counter and every published field; and of the
+                  (device, inode, size, mtime, ctime) of the partition
+                  directory and of the active segment's three files
+
+The next first opener trusts the mark only when the state is clean and the
+digest of what it finds now is the same (it then skips the layout check
+and the look for a compaction swap left half-done: none is marked);
+anything that touched the directory's entries (a segment deleted or added, a file replaced), a
+segment file's size or contents, or the published state since then makes
+it stale, and the full check runs (and, when it passes, leaves a fresh
+mark). A session's first change clears it (sessions.py, ``_mark_dirty``,
+with the "clean" word, in the same fsync).
+
+Only a partition whose log starts in its active segment is marked (its
+layout check looks at that one segment alone); older segments' files
+would each need their own stat. File times: Linux 6.13 and later give a
+file that was stat()ed since its last change a fresh fine-grained time at
+the next change (multigrain timestamps), so a change right after the mark
+was taken never keeps the marked time; on older kernels a change within
+the same clock tick (1-4 ms) as the clean close and of the same size would
+go unseen by the mark (reads still check every frame's CRC).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from typing import Any
+
+from .cleaner import CLEANING_DIR
+from .layout import state_problem
+from .segment import segment_name
+
+MARK_OFFSET = 256
+MARK_MAGIC = b"ARWLMARK"
+MARK_SIZE = 16
+# the state's seqlock counter and payload (state.pxi): [16, 120)
+_STATE_BYTES = slice(16, 120)
+_LOG_START = struct.Struct("<q")  # payload field 0, at byte 24
+_ACTIVE_BASE_AT = 24 + 2 * 8      # payload field 2
+_STAT = struct.Struct("<5q")
+_NO_MARK = b"\0" * MARK_SIZE
+_CLEAN_HEADER = b"ARWLSTAT" + struct.pack("<II", 1, 1)  # magic, version 1, clean
+_SEQ = struct.Struct("<Q")
+
+
+def _digest(head: bytes, directory: str, segment: Any = None) -> bytes | None:
+    """The digest of the state bytes in ``head`` and the files they name, or
+    None when the log does not start in its active segment or a file is
+    missing. ``segment``: the active segment open for writing, whose files
+    are asked through their descriptors (an fstat costs half a stat)."""
+    log_start = _LOG_START.unpack_from(head, 24)[0]
+    active = _LOG_START.unpack_from(head, _ACTIVE_BASE_AT)[0]
+    if log_start < active:
+        return None
+    h = hashlib.blake2b(head[_STATE_BYTES], digest_size=8)
+    try:
+        if segment is not None and segment.base_offset == active and \
+                min(segment.log_fd, segment.index_fd, segment.time_index_fd) >= 0:
+            stats = [os.stat(directory), os.fstat(segment.log_fd), os.fstat(segment.index_fd),
+                     os.fstat(segment.time_index_fd)]
+        else:
+            stem = f"{directory}/{segment_name(active)}"
+            stats = [os.stat(path) for path in (directory, stem + ".log", stem + ".index", stem + ".timeindex")]
+    except OSError:
+        return None
+    for s in stats:
+        h.update(_STAT.pack(s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns))
+    return h.digest()
+
+
+def write_mark(fd: int, directory: str, st: dict, writer: Any = None) -> None:
+    """Leave the mark on a clean close (caller holds the append lock; ``st``
+    is the state just published; ``writer`` the segment open for writing,
+    if any). A partition it does not apply to gets
+    none. Never fails the close: a mark not written only costs the next
+    opener the full check."""
+    try:
+        mark = _NO_MARK
+        # a swap a dead cleaner left half-done (cleaner.py) waits for the
+        # next opener's finish_swaps, which a marked open skips
+        if state_problem(st) is None and not os.path.lexists(os.path.join(directory, CLEANING_DIR)):
+            digest = _digest(os.pread(fd, MARK_OFFSET, 0), directory, writer)
+            if digest is not None:
+                mark = MARK_MAGIC + digest
+        os.pwrite(fd, mark, MARK_OFFSET)
+    except OSError:
+        pass
+
+
+def clear_mark(fd: int) -> None:
+    """A session's first change: the mark no longer vouches for anything."""
+    os.pwrite(fd, _NO_MARK, MARK_OFFSET)
+
+
+def mark_holds(fd: int, directory: str) -> bool:
+    """Whether the partition is clean (a whole state of format version 1,
+    the clean word 1, no publish left half-done) and its layout as its last
+    clean close left it (caller is the first opener: nobody changes it
+    meanwhile)."""
+    try:
+        head = os.pread(fd, MARK_OFFSET + MARK_SIZE, 0)
+    except OSError:
+        return False
+    if len(head) < MARK_OFFSET + MARK_SIZE or head[MARK_OFFSET:MARK_OFFSET + 8] != MARK_MAGIC:
+        return False
+    if head[:16] != _CLEAN_HEADER or _SEQ.unpack_from(head, 16)[0] & 1:
+        return False
+    return _digest(head, directory) == head[MARK_OFFSET + 8:]
