@@ -51,7 +51,9 @@ from __future__ import annotations
 import fcntl
 import itertools
 import json
+import mmap
 import os
+import struct
 import shutil
 import threading
 import time
@@ -61,10 +63,13 @@ from typing import NamedTuple
 from .._native import core
 from ..errors import GroupError
 from ..storage.files import fsync_dir
+from .journal import JOURNAL_SIZE, Journal, encode_record, is_journal_name, read_journal, writer_is_alive
 
 OFFSETS_FILE = "offsets.json"
 FORMAT_VERSION = 1
 PENDING_PREFIX, PENDING_SUFFIX = "pending-", ".json"
+SEQ_FILE = ".seq"
+_U64 = struct.Struct("<Q")
 
 
 def _unlink(path: str) -> None:
@@ -121,7 +126,7 @@ def group_from_dirname(name: str) -> str:
 class GroupDir:
     """The files of one consumer group (created on first use)."""
 
-    def __init__(self, groups_dir: str, group: str, *, create: bool = True):
+    def __init__(self, groups_dir: str, group: str, *, create: bool = True, journal: bool = False):
         self.group = group
         self.path = os.path.join(groups_dir, group_dirname(group))
         self.members_dir = os.path.join(self.path, "members")
@@ -130,6 +135,10 @@ class GroupDir:
         self._thread_lock = threading.Lock()
         self._pending_seq = itertools.count(1)  # next() is atomic under the GIL
         self._state: core.PartitionState | None = None
+        self._use_journal = journal
+        self._journal: Journal | None = None
+        self._journal_lock = threading.Lock()
+        self._seq: SeqCounter | None = None
         if create:
             self.ensure()
 
@@ -167,52 +176,105 @@ class GroupDir:
 
     def read_offsets(self) -> dict[tuple[str, int], CommittedOffset]:
         """Every committed offset of the group ({} when there are none)."""
-        return self._read()[0]
+        # journals first: a fold writes offsets.json before it unlinks a journal,
+        # so a journal missed here is in the offsets.json read next
+        view = _View()
+        for name in self._journal_names():
+            view.add_journal(os.path.join(self.path, name))
+        view.add_doc(self.offsets_path, self._read_doc())
+        return view.offsets()
 
-    def _read(self) -> tuple[dict[tuple[str, int], CommittedOffset], list[str]]:
-        """(committed offsets, names of the pending files the last round applied)."""
+    def has_offsets(self) -> bool:
+        """Whether anything was ever committed (an offsets file or a journal)."""
+        return os.path.exists(self.offsets_path) or bool(self._journal_names())
+
+    def offsets_version(self) -> tuple:
+        """Changes whenever the committed offsets may have changed (for caches)."""
+        out = []
+        for name in [OFFSETS_FILE] + self._journal_names():
+            try:
+                st = os.stat(os.path.join(self.path, name))
+            except FileNotFoundError:
+                continue
+            out.append((name, st.st_ino, st.st_mtime_ns, st.st_size))
+        return tuple(out)
+
+    def _journal_names(self) -> list[str]:
+        try:
+            return sorted(n for n in os.listdir(self.path) if is_journal_name(n))
+        except FileNotFoundError:
+            return []
+
+    def _read_doc(self) -> dict:
         try:
             with open(self.offsets_path, "rb") as f:
                 raw = f.read()
         except FileNotFoundError:
-            return {}, []
+            return {}
         try:
             doc = json.loads(raw)
-            out = {}
-            for topic, parts in doc["offsets"].items():
-                for p, e in parts.items():
-                    out[(topic, int(p))] = CommittedOffset(int(e["offset"]), e.get("metadata") or "",
-                                                           int(e.get("commit_ms", 0)),
-                                                           int(e.get("leader_epoch", -1)))
-            applied = doc.get("applied", [])
-            if not isinstance(applied, list):
-                raise TypeError(f"'applied' is a {type(applied).__name__}, not a list")
-            return out, [str(a) for a in applied]
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            if not isinstance(doc, dict) or not isinstance(doc["offsets"], dict):
+                raise TypeError("not an object with 'offsets'")
+            return doc
+        except (ValueError, KeyError, TypeError) as exc:
             raise GroupError(f"{self.offsets_path} is not a valid offsets file ({exc}); "
                              "reset the group's offsets or delete the group") from None
 
     def write_offsets(self, updates: dict[tuple[str, int], tuple]) -> None:
         """Merge ``{(topic, partition): (offset, metadata[, leader_epoch])}`` into the
         committed offsets, atomically and durably (returns once they are on
-        disk; concurrent committers share one round of fsyncs, see above)."""
+        disk). With ``journal=True`` one record appended to this writer's
+        journal; else a round (concurrent committers share its fsyncs)."""
         if not updates:
             return
         now = int(time.time() * 1000)
         entries = [[topic, int(p), int(offset), metadata or "", now,
                     int(epoch[0]) if epoch and epoch[0] is not None else -1]
                    for (topic, p), (offset, metadata, *epoch) in updates.items()]
+        if self._use_journal and self._journal_commit(entries):
+            return
         self.ensure()
         mine = self._drop_pending(entries)
         try:
             with self.locked():
                 if not os.path.exists(mine):
                     return  # an earlier round merged it and made it durable
-                current, applied = self._read()
-                self._replace(current, self._merge_pending(current, applied))
+                self._fold()
         except BaseException:
             _unlink(mine)  # failed: the commit must not take effect later
             raise
+
+    def _journal_commit(self, entries: list) -> bool:
+        """Append one commit to this writer's journal (opened, or rolled over
+        when full, by a fold); False when the commit does not fit in one."""
+        with self._journal_lock:
+            j = self._journal
+            if j is None or not j.still_here():
+                j = self._open_journal()
+            assert self._seq is not None
+            record = encode_record(self._seq.next(), entries)
+            if not j.fits(record):
+                if len(record) > JOURNAL_SIZE:
+                    return False
+                j = self._open_journal()
+            j.append(record)
+            return True
+
+    def _open_journal(self) -> Journal:
+        """Fold the current journal (if any) and dead writers' ones into
+        offsets.json, then start a new journal. Holds the journal lock."""
+        self.ensure()
+        old, self._journal = self._journal, None
+        if old is not None and not old.still_here():
+            old.close(unlink=False)
+            old = None
+        with self.locked():
+            if self._seq is not None:
+                self._seq.close()
+            self._seq = SeqCounter(os.path.join(self.path, SEQ_FILE))
+            self._fold(retire=old)
+            self._journal = Journal(self.path)
+        return self._journal
 
     def _drop_pending(self, entries: list) -> str:
         """Write a pending file (complete or absent: renamed into place)."""
@@ -227,11 +289,45 @@ class GroupDir:
         os.rename(tmp, path)
         return path
 
-    def _merge_pending(self, current: dict[tuple[str, int], CommittedOffset], applied: list[str]) -> list[str]:
-        """Merge every pending file into ``current``, oldest first; the names
-        merged (to unlink once durable). Holds the lock."""
+    def _fold(self, *, retire: Journal | None = None, drop: list[tuple[str, int]] | None = None,
+              drop_all: bool = False) -> None:
+        """Merge offsets.json, every journal and every pending file into a new
+        offsets.json; then unlink the pending files, the journals of dead
+        writers and ``retire``. Holds the lock."""
+        view = _View()
+        doc = self._read_doc()
+        view.add_doc(self.offsets_path, doc)
+        before = dict(view.entries)
+        gone = []
+        for name in self._journal_names():
+            path = os.path.join(self.path, name)
+            view.add_journal(path)
+            if (retire is not None and name == retire.name) or not writer_is_alive(path):
+                gone.append(path)
+        seq = SeqCounter(os.path.join(self.path, SEQ_FILE)) if self._seq is None else self._seq
+        try:
+            round_seq = seq.next(at_least=view.max_seq + 1)   # also repairs a counter a power loss set back
+        finally:
+            if seq is not self._seq:
+                seq.close()
+        applied = doc.get("applied", [])
+        merged = self._merge_pending(view, applied if isinstance(applied, list) else [], round_seq)
+        if drop_all:
+            drop = list(view.entries)
+        for key in drop or ():
+            view.drop(key, round_seq)
+        if merged or gone or drop is not None or retire is not None or view.entries != before:
+            self._write_doc(view, merged)
+        for path in gone:
+            _unlink(path)
+        if retire is not None:
+            retire.close(unlink=False)
+
+    def _merge_pending(self, view: _View, applied: list, round_seq: int) -> list[str]:
+        """Merge every pending file into ``view``, oldest first, as of
+        ``round_seq``; the names merged (to unlink once durable)."""
         names = []
-        done = set(applied)
+        done = set(str(a) for a in applied)
         for name in sorted(os.listdir(self.path)):
             if name.startswith("." + PENDING_PREFIX) and name.endswith(".tmp"):
                 _remove_if_orphan(os.path.join(self.path, name))
@@ -256,26 +352,23 @@ class GroupDir:
                 # empty or torn. Its commit never returned (a round that applied
                 # it names it in ``applied``): drop it, as the crash did.
                 continue
-            current.update(parsed)
+            for key, e in parsed:
+                view.put(key, e, round_seq, force=True)
         return names
 
     def drop_offsets(self, keys: list[tuple[str, int]] | None = None) -> None:
         """Forget these committed offsets (all of them when ``keys`` is None);
         commits pending before it are applied first, so none comes back later."""
         with self.locked():
-            current, applied = self._read()
-            merged = self._merge_pending(current, applied)
-            if keys is not None:
-                drop = set(keys)
-                current = {k: v for k, v in current.items() if k not in drop}
-            else:
-                current = {}
-            self._replace(current, merged)
+            self._fold(drop=list(keys) if keys is not None else None, drop_all=keys is None)
 
-    def _replace(self, offsets: dict[tuple[str, int], CommittedOffset], merged: list[str] | None = None) -> None:
-        doc: dict = {"format": FORMAT_VERSION, "group": self.group, "offsets": {}}
-        for (topic, p), e in sorted(offsets.items()):
-            entry = {"offset": e.offset, "metadata": e.metadata, "commit_ms": e.commit_ms}
+    def _write_doc(self, view: _View, merged: list[str]) -> None:
+        doc: dict = {"format": FORMAT_VERSION, "group": self.group, "offsets": {}, "seq": view.max_seq}
+        for (topic, p), (e, seq) in sorted(view.entries.items()):
+            if e is None:
+                doc.setdefault("dropped", {}).setdefault(topic, {})[str(p)] = seq
+                continue
+            entry = {"offset": e.offset, "metadata": e.metadata, "commit_ms": e.commit_ms, "seq": seq}
             if e.leader_epoch >= 0:
                 entry["leader_epoch"] = e.leader_epoch
             doc["offsets"].setdefault(topic, {})[str(p)] = entry
@@ -290,7 +383,7 @@ class GroupDir:
             os.close(fd)
         os.rename(tmp, self.offsets_path)
         fsync_dir(self.path)
-        for name in merged or ():
+        for name in merged:
             _unlink(os.path.join(self.path, name))
 
     def locked(self) -> _GroupLock:
@@ -311,7 +404,102 @@ class GroupDir:
         shutil.rmtree(grave, ignore_errors=True)
 
     def close(self) -> None:
+        """Fold this writer's journal into offsets.json and remove it. If that
+        fails (the group was deleted, a disk error) the journal stays: its
+        records are durable, and the next fold takes them once its lock is free."""
         self._state = None
+        with self._journal_lock:
+            j, self._journal = self._journal, None
+            try:
+                if j is not None and j.still_here():
+                    with self.locked():
+                        self._fold(retire=j)
+            except OSError:
+                pass
+            finally:
+                if j is not None:
+                    j.close(unlink=False)
+                if self._seq is not None:
+                    self._seq.close()
+                    self._seq = None
+
+
+class SeqCounter:
+    """The group's commit counter: 8 bytes of ``.seq``, mapped, incremented
+    under flock. Not fsynced: after a power loss it may be behind, and every
+    fold raises it past the highest seq on disk before new journals start."""
+
+    def __init__(self, path: str):
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            if os.fstat(self.fd).st_size < 8:
+                os.ftruncate(self.fd, 8)
+            self.map: mmap.mmap | None = mmap.mmap(self.fd, 8)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self._lock = threading.Lock()
+
+    def next(self, at_least: int = 0) -> int:
+        with self._lock:
+            assert self.map is not None
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            try:
+                value = max(_U64.unpack_from(self.map)[0] + 1, at_least)
+                _U64.pack_into(self.map, 0, value)
+            finally:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+            return value
+
+    def close(self) -> None:
+        if self.map is not None:
+            self.map.close()
+            self.map = None
+            os.close(self.fd)
+
+
+class _View:
+    """Committed offsets merged from offsets.json and journals: per partition
+    the entry with the highest seq (None: dropped at that seq)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[str, int], tuple[CommittedOffset | None, int]] = {}
+        self.max_seq = 0
+
+    def put(self, key: tuple[str, int], e: CommittedOffset | None, seq: int, *, force: bool = False) -> None:
+        cur = self.entries.get(key)
+        if cur is None or seq > cur[1] or (force and seq == cur[1]):
+            self.entries[key] = (e, seq)
+        if seq > self.max_seq:
+            self.max_seq = seq
+
+    def drop(self, key: tuple[str, int], seq: int) -> None:
+        self.put(key, None, seq, force=True)
+
+    def add_journal(self, path: str) -> None:
+        for seq, entries in read_journal(path) or ():
+            for topic, p, offset, metadata, commit_ms, epoch in entries:
+                self.put((topic, p), CommittedOffset(offset, metadata, commit_ms, epoch), seq)
+
+    def add_doc(self, path: str, doc: dict) -> None:
+        if not doc:
+            return
+        try:
+            for topic, parts in doc["offsets"].items():
+                for p, e in parts.items():
+                    self.put((topic, int(p)), CommittedOffset(int(e["offset"]), e.get("metadata") or "",
+                                                              int(e.get("commit_ms", 0)),
+                                                              int(e.get("leader_epoch", -1))), int(e.get("seq", 0)))
+            for topic, parts in (doc.get("dropped") or {}).items():
+                for p, seq in parts.items():
+                    self.put((topic, int(p)), None, int(seq))
+            self.max_seq = max(self.max_seq, int(doc.get("seq", 0)))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise GroupError(f"{path} is not a valid offsets file ({exc}); "
+                             "reset the group's offsets or delete the group") from None
+
+    def offsets(self) -> dict[tuple[str, int], CommittedOffset]:
+        return {k: e for k, (e, _) in self.entries.items() if e is not None}
 
 
 class _GroupLock:
