@@ -51,9 +51,7 @@ from __future__ import annotations
 import fcntl
 import itertools
 import json
-import mmap
 import os
-import struct
 import shutil
 import threading
 import time
@@ -63,13 +61,11 @@ from typing import NamedTuple
 from .._native import core
 from ..errors import GroupError
 from ..storage.files import fsync_dir
-from .journal import JOURNAL_SIZE, Journal, encode_record, is_journal_name, read_journal, writer_is_alive
+from .journal import GroupJournal, journal_gen, read_journal
 
 OFFSETS_FILE = "offsets.json"
 FORMAT_VERSION = 1
 PENDING_PREFIX, PENDING_SUFFIX = "pending-", ".json"
-SEQ_FILE = ".seq"
-_U64 = struct.Struct("<Q")
 
 
 def _unlink(path: str) -> None:
@@ -136,9 +132,8 @@ class GroupDir:
         self._pending_seq = itertools.count(1)  # next() is atomic under the GIL
         self._state: core.PartitionState | None = None
         self._use_journal = journal
-        self._journal: Journal | None = None
+        self._journal: GroupJournal | None = None
         self._journal_lock = threading.Lock()
-        self._seq: SeqCounter | None = None
         if create:
             self.ensure()
 
@@ -201,7 +196,7 @@ class GroupDir:
 
     def _journal_names(self) -> list[str]:
         try:
-            return sorted(n for n in os.listdir(self.path) if is_journal_name(n))
+            return sorted(n for n in os.listdir(self.path) if journal_gen(n) is not None)
         except FileNotFoundError:
             return []
 
@@ -245,36 +240,30 @@ class GroupDir:
             raise
 
     def _journal_commit(self, entries: list) -> bool:
-        """Append one commit to this writer's journal (opened, or rolled over
-        when full, by a fold); False when the commit does not fit in one."""
+        """Append one commit to the group's journal (see journal.py); False
+        when it is too large for one. A journal this commit found full is
+        folded into offsets.json afterwards, and unlinked."""
         with self._journal_lock:
             j = self._journal
-            if j is None or not j.still_here():
-                j = self._open_journal()
-            assert self._seq is not None
-            record = encode_record(self._seq.next(), entries)
-            if not j.fits(record):
-                if len(record) > JOURNAL_SIZE:
-                    return False
-                j = self._open_journal()
-            j.append(record)
-            return True
+            if j is None or not j.usable():
+                if j is not None:
+                    j.close()
+                self.ensure()
+                j = self._journal = GroupJournal(self.path, self._max_seq_on_disk)
+        retired = j.commit(json.dumps(entries, separators=(",", ":")).encode())
+        if retired is None:
+            return False
+        if retired:
+            with self.locked():
+                self._fold()
+        return True
 
-    def _open_journal(self) -> Journal:
-        """Fold the current journal (if any) and dead writers' ones into
-        offsets.json, then start a new journal. Holds the journal lock."""
-        self.ensure()
-        old, self._journal = self._journal, None
-        if old is not None and not old.still_here():
-            old.close(unlink=False)
-            old = None
-        with self.locked():
-            if self._seq is not None:
-                self._seq.close()
-            self._seq = SeqCounter(os.path.join(self.path, SEQ_FILE))
-            self._fold(retire=old)
-            self._journal = Journal(self.path)
-        return self._journal
+    def _max_seq_on_disk(self) -> int:
+        view = _View()
+        for name in self._journal_names():
+            view.add_journal(os.path.join(self.path, name))
+        view.add_doc(self.offsets_path, self._read_doc())
+        return view.max_seq
 
     def _drop_pending(self, entries: list) -> str:
         """Write a pending file (complete or absent: renamed into place)."""
@@ -289,39 +278,35 @@ class GroupDir:
         os.rename(tmp, path)
         return path
 
-    def _fold(self, *, retire: Journal | None = None, drop: list[tuple[str, int]] | None = None,
-              drop_all: bool = False) -> None:
+    def _fold(self, *, drop: list[tuple[str, int]] | None = None, drop_all: bool = False) -> None:
         """Merge offsets.json, every journal and every pending file into a new
-        offsets.json; then unlink the pending files, the journals of dead
-        writers and ``retire``. Holds the lock."""
+        offsets.json; then unlink the pending files and the retired journals
+        (all but the current generation's). Holds the lock."""
         view = _View()
         doc = self._read_doc()
         view.add_doc(self.offsets_path, doc)
         before = dict(view.entries)
-        gone = []
-        for name in self._journal_names():
-            path = os.path.join(self.path, name)
+        journals = [(journal_gen(name), os.path.join(self.path, name)) for name in self._journal_names()]
+        for _gen, path in journals:
             view.add_journal(path)
-            if (retire is not None and name == retire.name) or not writer_is_alive(path):
-                gone.append(path)
-        seq = SeqCounter(os.path.join(self.path, SEQ_FILE)) if self._seq is None else self._seq
+        j = self._journal if self._journal is not None and self._journal.usable() else GroupJournal(self.path, int)
         try:
-            round_seq = seq.next(at_least=view.max_seq + 1)   # also repairs a counter a power loss set back
+            # a seq after everything on disk (also repairs a counter a power loss set back)
+            round_seq, current = j.next_seq(at_least=view.max_seq + 1)
         finally:
-            if seq is not self._seq:
-                seq.close()
+            if j is not self._journal:
+                j.close()
+        retired = [path for gen, path in journals if gen is not None and current and gen < current]
         applied = doc.get("applied", [])
         merged = self._merge_pending(view, applied if isinstance(applied, list) else [], round_seq)
         if drop_all:
             drop = list(view.entries)
         for key in drop or ():
             view.drop(key, round_seq)
-        if merged or gone or drop is not None or retire is not None or view.entries != before:
+        if merged or retired or drop is not None or view.entries != before:
             self._write_doc(view, merged)
-        for path in gone:
+        for path in retired:
             _unlink(path)
-        if retire is not None:
-            retire.close(unlink=False)
 
     def _merge_pending(self, view: _View, applied: list, round_seq: int) -> list[str]:
         """Merge every pending file into ``view``, oldest first, as of
@@ -404,58 +389,13 @@ class GroupDir:
         shutil.rmtree(grave, ignore_errors=True)
 
     def close(self) -> None:
-        """Fold this writer's journal into offsets.json and remove it. If that
-        fails (the group was deleted, a disk error) the journal stays: its
-        records are durable, and the next fold takes them once its lock is free."""
+        """Release the mapped state and the journal handle; the journal stays
+        (its records are durable) until a fold retires it."""
         self._state = None
         with self._journal_lock:
             j, self._journal = self._journal, None
-            try:
-                if j is not None and j.still_here():
-                    with self.locked():
-                        self._fold(retire=j)
-            except OSError:
-                pass
-            finally:
-                if j is not None:
-                    j.close(unlink=False)
-                if self._seq is not None:
-                    self._seq.close()
-                    self._seq = None
-
-
-class SeqCounter:
-    """The group's commit counter: 8 bytes of ``.seq``, mapped, incremented
-    under flock. Not fsynced: after a power loss it may be behind, and every
-    fold raises it past the highest seq on disk before new journals start."""
-
-    def __init__(self, path: str):
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        try:
-            if os.fstat(self.fd).st_size < 8:
-                os.ftruncate(self.fd, 8)
-            self.map: mmap.mmap | None = mmap.mmap(self.fd, 8)
-        except BaseException:
-            os.close(self.fd)
-            raise
-        self._lock = threading.Lock()
-
-    def next(self, at_least: int = 0) -> int:
-        with self._lock:
-            assert self.map is not None
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
-            try:
-                value = max(_U64.unpack_from(self.map)[0] + 1, at_least)
-                _U64.pack_into(self.map, 0, value)
-            finally:
-                fcntl.flock(self.fd, fcntl.LOCK_UN)
-            return value
-
-    def close(self) -> None:
-        if self.map is not None:
-            self.map.close()
-            self.map = None
-            os.close(self.fd)
+            if j is not None:
+                j.close()
 
 
 class _View:
