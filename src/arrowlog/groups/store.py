@@ -3,9 +3,11 @@
 Layout of ``<data>/groups/<group>/`` (the group id is percent-encoded into a
 safe file name, see :func:`group_dirname`)::
 
-    offsets.json              committed offsets, replaced atomically (below)
+    offsets.json              committed offsets folded so far, replaced atomically
+    journal-<gen>.log         the commit journal of in-process members (journal.py)
     pending-<ns>-<pid>-<n>.json  a commit waiting for its round (below)
     .lock                     flock: serialises read-merge-write of offsets.json
+    .seq, .sync               the journal's mapped state and its sync lock
     group.state               4 KiB mapped file; its futex word is the group's
                               generation, bumped on every membership change
     members/<member>.member   one per live member, flock'ed by it while it lives
@@ -13,22 +15,30 @@ safe file name, see :func:`group_dirname`)::
 
 ``offsets.json``::
 
-    {"format": 1, "group": "billing",
-     "offsets": {"orders": {"0": {"offset": 42, "metadata": "", "commit_ms": 1732600000000}}},
+    {"format": 1, "group": "billing", "seq": 1207,
+     "offsets": {"orders": {"0": {"offset": 42, "metadata": "", "commit_ms": 1732600000000, "seq": 1207}}},
+     "dropped": {"orders": {"1": 1100}},
      "applied": ["pending-00000012345678901234-4242-7.json"]}
 
-``offset`` is the *next* offset to read, as in Kafka.
+``offset`` is the *next* offset to read, as in Kafka. Every commit has a
+``seq`` from the group's counter (journal.py); per partition the entry with
+the highest seq, in ``offsets.json`` or a journal, is the committed offset
+(``dropped``: deleted at that seq). Readers read the journals first, then
+``offsets.json``: a fold writes ``offsets.json`` before it unlinks a journal.
 
-Durability: a commit first drops its offsets into the group directory as
+A ``GroupDir(..., journal=True)`` (a group member) commits by appending to
+the journal: one record, one fdatasync shared with the members committing
+at the same time. Other commits go through a round: a commit first drops
+its offsets into the group directory as
 ``pending-<monotonic ns>-<pid>-<n>.json`` (written to a dot-file, then
 renamed: never seen half-written), then takes ``.lock``. If its pending file
 is gone by then, an earlier holder already made it durable and the commit is
-done. Otherwise it is the leader of a round: it reads ``offsets.json``,
-merges *every* pending file in name order (oldest first), writes
-``offsets.json.tmp``, fsyncs it, renames it over ``offsets.json``, fsyncs the
-directory, and only then unlinks the pending files it merged. Members that
-commit at the same time thus share one pair of fsyncs instead of queueing
-for one each (group commit across processes).
+done. Otherwise it is the leader of a round (a *fold*): it merges
+``offsets.json``, every journal and *every* pending file (oldest first, at
+a new seq), writes ``offsets.json.tmp``, fsyncs it, renames it over
+``offsets.json``, fsyncs the directory, and only then unlinks the pending
+files it merged and the retired journals. Members that commit at the same
+time thus share one pair of fsyncs instead of queueing for one each.
 
 A kill -9 at any point leaves the old file or the new one, never a torn one
 (a stale ``.tmp`` is removed by the next round). A commit killed before its
@@ -61,7 +71,7 @@ from typing import NamedTuple
 from .._native import core
 from ..errors import GroupError
 from ..storage.files import fsync_dir
-from .journal import GroupJournal, journal_gen, read_journal
+from .journal import STATE_FILE, GroupJournal, journal_gen, read_journal
 
 OFFSETS_FILE = "offsets.json"
 FORMAT_VERSION = 1
@@ -192,6 +202,11 @@ class GroupDir:
             except FileNotFoundError:
                 continue
             out.append((name, st.st_ino, st.st_mtime_ns, st.st_size))
+        try:
+            with open(os.path.join(self.path, STATE_FILE), "rb") as f:
+                out.append(f.read(64))   # its counter moves with every journal commit
+        except FileNotFoundError:
+            pass
         return tuple(out)
 
     def _journal_names(self) -> list[str]:
