@@ -432,9 +432,11 @@ class _View:
         self.put(key, None, seq, force=True)
 
     def add_journal(self, path: str) -> None:
-        for seq, entries in read_journal(path) or ():
+        # a later record with the same seq wins: a committer killed while updating
+        # the counter may leave its seq to the next one, whose commit returned
+        for seq, entries in read_journal(path):
             for topic, p, offset, metadata, commit_ms, epoch in entries:
-                self.put((topic, p), CommittedOffset(offset, metadata, commit_ms, epoch), seq)
+                self.put((topic, p), CommittedOffset(offset, metadata, commit_ms, epoch), seq, force=True)
 
     def add_doc(self, path: str, doc: dict) -> None:
         if not doc:
