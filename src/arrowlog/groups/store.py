@@ -195,7 +195,7 @@ class GroupDir:
 
     def offsets_version(self) -> tuple:
         """Changes whenever the committed offsets may have changed (for caches)."""
-        out = []
+        out: list[object] = []
         for name in [OFFSETS_FILE] + self._journal_names():
             try:
                 st = os.stat(os.path.join(self.path, name))
