@@ -24,6 +24,7 @@ import hashlib
 import multiprocessing as mp
 import os
 import time
+from statistics import median as _median
 
 from . import datasets
 from .bench_latency import fill_quantiles, latency_runs, one_run, receive, stamp_sender
@@ -151,22 +152,20 @@ def three_members(ctx, path: str, n: int, work: bool, costs: list | None = None)
     return ctx.measure(body)
 
 
-def _median(xs: list[float]) -> float:
-    xs = sorted(xs)
-    return xs[len(xs) // 2]
-
-
-def _explain(three: Row, one: Row, trio: list[tuple[float, float]], solo: list[tuple[float, float]]) -> None:
-    """Where the time went, measured in this run: how much of the one consumer's
-    time is CPU (the rest waits for its commits' fdatasyncs) and how far three
-    processes can go on this machine's cores with the CPU they used."""
+def _explain(three: Row, one: Row, trio: list[tuple[float, float]], solo: list[tuple[float, float]],
+             runs: int) -> None:
+    """Where the time went, measured in this run's timed runs (the last ``runs``;
+    the warm-up is left out): how much of the one consumer's time is CPU (the
+    rest waits for its commits' fdatasyncs) and how far three processes can go
+    on this machine's cores with the CPU they used."""
+    trio, solo = trio[-runs:], solo[-runs:]
     if not trio or not solo:
         return
     cores = os.cpu_count() or 1
     solo_cpu, solo_wall = _median([c for c, _ in solo]), _median([w for _, w in solo])
     trio_cpu = _median([c for c, _ in trio])
-    one.note = (f"CPU {solo_cpu:.2f} s of {solo_wall:.2f} s ({100 * solo_cpu / solo_wall:.0f}%), medians over every "
-                "run: the rest waits for its commits' fdatasyncs")
+    one.note = (f"CPU {solo_cpu:.2f} s of {solo_wall:.2f} s ({100 * solo_cpu / solo_wall:.0f}%), medians of the "
+                "timed runs: the rest waits for its commits' fdatasyncs")
     floor = trio_cpu / min(cores, MEMBERS)
     three.note = (f"the members' CPU together {trio_cpu:.2f} s (median): on {cores} cores they need at least "
                   f"{floor:.2f} s, so {MEMBERS} members can be at most ≈ {solo_wall / floor:.1f}× one consumer in this "
@@ -268,7 +267,7 @@ def run(ctx) -> list[Row]:
         one = ctx.row(Row(f"group.{tag}one.arrowlog", wl, "arrowlog, 1 consumer",
                           "one subscribed consumer, commit(asynchronous=False) per consume(1000); joining inside the time",
                           records=n, nbytes=nb), lambda work=work, solo=solo: one_consumer(ctx, path(), n, work, solo))
-        _explain(three, one, trio, solo)
+        _explain(three, one, trio, solo, ctx.runs)
         rows += [three, one]
 
     rows += fill_quantiles([Row(f"group.latency.{q}.arrowlog", "cross-process latency", "arrowlog, group member",
