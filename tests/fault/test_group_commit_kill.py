@@ -22,10 +22,12 @@ import select
 import signal
 import time
 
-import arrowlog
-from arrowlog.groups import GroupDir
+import faultlib
 from group_committer import PARTS, Committer
 from group_committer import committed as committed_counters
+
+import arrowlog
+from arrowlog.groups import GroupDir
 
 KILLS = 1000 if os.environ.get("ARROWLOG_FAULT_LONG") == "1" else 60
 
@@ -128,7 +130,7 @@ def test_concurrent_journal_committers_under_sigkill(data_dir, seed):
     procs = [Committer(data_dir, p) for p in range(PARTS)]
     acked = {p: 0 for p in range(PARTS)}
     try:
-        for k in range(KILLS // 3):
+        for k in range(faultlib.count(20, 100)):   # a Python start-up per kill: fewer than KILLS
             deadline = time.monotonic() + 60
             while not all(c.start is not None and c.acked > c.start for c in procs):   # by progress
                 assert time.monotonic() < deadline, [(c.start, c.acked, c.proc.poll()) for c in procs]
