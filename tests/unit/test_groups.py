@@ -198,7 +198,8 @@ def test_offsets_file_is_replaced_whole(data):
     assert {p: e.offset for (_, p), e in gdir.read_offsets().items()} == {0: 5, 1: 9}   # from the journal
     c.close()
     gdir.drop_offsets([])   # a fold: the journal's records into offsets.json
-    doc = json.load(open(gdir.offsets_path))
+    with open(gdir.offsets_path) as f:
+        doc = json.load(f)
     assert doc["format"] == 1 and doc["group"] == "g"
     assert {p: e["offset"] for p, e in doc["offsets"]["t"].items()} == {"0": 5, "1": 9}
     assert not os.path.exists(gdir.offsets_path + ".tmp")

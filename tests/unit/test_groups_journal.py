@@ -156,7 +156,8 @@ def test_a_full_journal_is_retired_and_folded(tmp_path, monkeypatch):
     assert offsets(gdir) == {0: 57, 1: 58, 2: 59}
     names = journals(gdir)
     assert len(names) == 1 and names[0] != journal_name(1)   # retired ones unlinked
-    doc = json.load(open(gdir.offsets_path))
+    with open(gdir.offsets_path) as f:
+        doc = json.load(f)
     assert doc["offsets"]["t"]  # folded
     assert offsets(GroupDir(str(tmp_path / "groups"), "g")) == {0: 57, 1: 58, 2: 59}
 
