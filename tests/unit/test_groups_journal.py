@@ -3,19 +3,16 @@ fdatasyncs, torn and damaged records, state older than the disk, rollover."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import struct
-import threading
-import time
 
 import pytest
 
 from arrowlog.errors import GroupError
 from arrowlog.groups import GroupDir
 from arrowlog.groups import journal as jmod
-from arrowlog.groups.journal import HEADER_SIZE, SYNC_FILE, encode_record, journal_name, read_journal
+from arrowlog.groups.journal import HEADER_SIZE, encode_record, journal_name
 
 
 def member_dir(tmp_path) -> GroupDir:
@@ -30,40 +27,24 @@ def journals(gdir: GroupDir) -> list[str]:
     return sorted(n for n in os.listdir(gdir.path) if n.startswith("journal-"))
 
 
-def test_members_committing_together_share_one_fdatasync(tmp_path, monkeypatch):
-    first = member_dir(tmp_path)
-    first.write_offsets({("t", 9): (1, None)})   # creates the journal and its lock files
+def test_a_commit_covered_by_another_members_sync_does_not_sync_again(tmp_path, monkeypatch):
+    first, second = member_dir(tmp_path), member_dir(tmp_path)
+    first.write_offsets({("t", 9): (1, None)})   # creates the journal
+    second.write_offsets({("t", 8): (1, None)})
     synced: list[int] = []
     real = os.fdatasync
     monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(fd), real(fd))[1])
-    dirs = [member_dir(tmp_path) for _ in range(3)]
-    errors: list[BaseException] = []
-
-    def commit(i: int) -> None:
-        try:
-            dirs[i].write_offsets({("t", i): (10 + i, None)})
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=commit, args=(i,)) for i in range(3)]
-    held = os.open(os.path.join(first.path, SYNC_FILE), os.O_RDWR)
-    fcntl.flock(held, fcntl.LOCK_EX)   # another member's fdatasync is in progress
-    try:
-        for t in threads:
-            t.start()
-        path = os.path.join(first.path, journal_name(1))
-        deadline = time.monotonic() + 60
-        while len(read_journal(path)) < 4:   # all three records written, waiting for a sync
-            assert time.monotonic() < deadline, read_journal(path)
-            time.sleep(0.001)
-        assert synced == []
-    finally:
-        os.close(held)
-    for t in threads:
-        t.join(60)
-    assert not errors
-    assert len(synced) == 1   # the first to get the lock synced for all three
-    assert offsets(first) == {9: 1, 0: 10, 1: 11, 2: 12}
+    j2 = second._journal
+    assert j2 is not None
+    # the second member has written its record and not yet synced it...
+    _, gen, end = j2._append(json.dumps([["t", 1, 11, "", 0, -1]]).encode())
+    first.write_offsets({("t", 0): (10, None)})   # ...when the first member's commit syncs both
+    assert len(synced) == 1
+    j2._wait_durable(gen, end)
+    assert len(synced) == 1   # covered: returned without a sync of its own
+    second.write_offsets({("t", 2): (12, None)})  # written after every sync: syncs itself
+    assert len(synced) == 2
+    assert offsets(first) == {9: 1, 8: 1, 0: 10, 1: 11, 2: 12}
 
 
 def test_a_torn_last_record_is_ignored(tmp_path):

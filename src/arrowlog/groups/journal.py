@@ -13,11 +13,13 @@ their commits to one journal per group, ``journal-<gen>.log``:
   group's commit counter, the current journal generation, its tail and how
   far it is durable) a committer takes the next seq and writes its record
   at the tail;
-- *sync*: under the flock of ``.sync`` it checks whether a sync that started
-  after its write already covered it (then it is done: a follower); else it
-  is the leader: it notes the tail, fdatasyncs the journal once for every
-  record written so far, by any process, and records how far it is durable.
-  Members committing together thus share one fdatasync per round;
+- *sync*: it checks whether a sync that began after its write already
+  covered it (then it is done); else it notes the tail, fdatasyncs the
+  journal — covering every record written so far, by any process — and
+  records how far it is durable. Members committing together thus share
+  fdatasyncs, and a member never waits for a sync that does not cover its
+  record: syncs of several members may run at once (the device merges
+  their flushes);
 - a full journal is retired: the next generation is created (under the
   claim lock, so no record goes to the old one afterwards), the old one is
   folded into ``offsets.json`` and unlinked (store.py).
@@ -61,7 +63,7 @@ from ..storage.files import fsync_dir
 
 JOURNAL_PREFIX, JOURNAL_SUFFIX = "journal-", ".log"
 JOURNAL_SIZE = 256 * 1024
-STATE_FILE, SYNC_FILE = ".seq", ".sync"
+STATE_FILE = ".seq"
 MAGIC = b"AJR1"
 _HEADER = struct.Struct("<4sIIQQ")
 HEADER_SIZE = _HEADER.size  # 28
@@ -206,7 +208,6 @@ class GroupJournal:
         self._max_seq_on_disk = max_seq_on_disk
         state_path = os.path.join(group_path, STATE_FILE)
         self._state_fd = os.open(state_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        self._sync_fd = -1
         self.fd = -1
         self.gen = 0
         self._map: mmap.mmap | None = None
@@ -216,13 +217,10 @@ class GroupJournal:
                 os.ftruncate(self._state_fd, _STATE.size)
             self.ino = st.st_ino
             self._map = mmap.mmap(self._state_fd, _STATE.size)
-            self._sync_fd = os.open(os.path.join(group_path, SYNC_FILE),
-                                    os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         except BaseException:
             self.close()
             raise
         self._claim = _Flock(self._state_fd)
-        self._sync = _Flock(self._sync_fd)
         self._commit_lock = threading.Lock()
 
     def usable(self) -> bool:
@@ -306,22 +304,27 @@ class GroupJournal:
         if HEADER_SIZE + len(payload) > JOURNAL_SIZE:
             return None
         with self._commit_lock:
-            retired = 0
-            with self._claim:
-                seq, gen, tail, dgen, dpos = self._current()
-                if tail + HEADER_SIZE + len(payload) > JOURNAL_SIZE:
-                    retired, gen, tail = gen, gen + 1, 0
-                    create_journal(self.path, gen)
-                    dgen, dpos = gen, 0
-                if self.gen != gen:
-                    self._open(gen)
-                seq += 1
-                record = encode_record(seq, dpos if dgen == gen else 0, payload)
-                os.pwrite(self.fd, record, tail)
-                end = tail + len(record)
-                self._set(seq, gen, _aligned(end), dgen, dpos)
+            retired, gen, end = self._append(payload)
             self._wait_durable(gen, end)
             return retired
+
+    def _append(self, payload: bytes) -> tuple[int, int, int]:
+        """Write one record at the tail: (generation retired or 0, its generation, its end)."""
+        retired = 0
+        with self._claim:
+            seq, gen, tail, dgen, dpos = self._current()
+            if tail + HEADER_SIZE + len(payload) > JOURNAL_SIZE:
+                retired, gen, tail = gen, gen + 1, 0
+                create_journal(self.path, gen)
+                dgen, dpos = gen, 0
+            if self.gen != gen:
+                self._open(gen)
+            seq += 1
+            record = encode_record(seq, dpos if dgen == gen else 0, payload)
+            os.pwrite(self.fd, record, tail)
+            end = tail + len(record)
+            self._set(seq, gen, _aligned(end), dgen, dpos)
+        return retired, gen, end
 
     def _open(self, gen: int) -> None:
         fd = os.open(os.path.join(self.path, journal_name(gen)), os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
@@ -330,25 +333,29 @@ class GroupJournal:
         self.fd, self.gen = fd, gen
 
     def _wait_durable(self, gen: int, end: int) -> None:
-        with self._sync:
-            with self._claim:
-                _boot, _seq, cur_gen, tail, dgen, dpos = self._read_state()
-            if dgen == gen and dpos >= end:
-                return   # a sync that began after our write covered it
-            os.fdatasync(self.fd)   # every record written to this journal so far, by anyone
-            if cur_gen != gen:
-                return   # our journal was retired meanwhile: synced for ourselves only
-            with self._claim:
-                boot, seq, cur_gen, now_tail, dgen, dpos = self._read_state()
-                if cur_gen == gen and tail > dpos:
-                    _STATE.pack_into(self._mm, 0, boot, seq, cur_gen, now_tail, gen, tail)
+        """Return once the record ending at ``end`` is durable: at once if a sync
+        that began after it was written covered it, else after an fdatasync of
+        our own, which covers every record written so far, by anyone. Syncs of
+        several members may run at once: the device merges their flushes, and
+        a member never waits for a sync that does not cover its record."""
+        with self._claim:
+            _boot, _seq, cur_gen, tail, dgen, dpos = self._read_state()
+        if dgen == gen and dpos >= end:
+            return
+        os.fdatasync(self.fd)
+        if cur_gen != gen:
+            return   # our journal was retired meanwhile: synced for ourselves only
+        with self._claim:
+            boot, seq, cur_gen, now_tail, dgen, dpos = self._read_state()
+            if cur_gen == gen and (dgen != gen or tail > dpos):
+                _STATE.pack_into(self._mm, 0, boot, seq, cur_gen, now_tail, gen, tail)
 
     def close(self) -> None:
         """Close this handle (a forked child's copy too: the parent's locks stay its own)."""
         m, self._map = self._map, None
         if m is not None:
             m.close()
-        for fd in (self.fd, self._sync_fd, self._state_fd):
+        for fd in (self.fd, self._state_fd):
             if fd >= 0:
                 os.close(fd)
-        self.fd = self._sync_fd = self._state_fd = -1
+        self.fd = self._state_fd = -1

@@ -7,7 +7,7 @@ safe file name, see :func:`group_dirname`)::
     journal-<gen>.log         the commit journal of in-process members (journal.py)
     pending-<ns>-<pid>-<n>.json  a commit waiting for its round (below)
     .lock                     flock: serialises read-merge-write of offsets.json
-    .seq, .sync               the journal's mapped state and its sync lock
+    .seq                      the journal's mapped state (its flock: the claim lock)
     group.state               4 KiB mapped file; its futex word is the group's
                               generation, bumped on every membership change
     members/<member>.member   one per live member, flock'ed by it while it lives
