@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing as mp
+import os
 import time
+from statistics import median as _median
 
 from . import datasets
 from .bench_latency import fill_quantiles, latency_runs, one_run, receive, stamp_sender
@@ -78,13 +80,16 @@ def _consumer(path: str, group: str, topic: str = TOPIC, reset: str = "earliest"
     return c
 
 
-def member(path: str, group: str, work: bool, progress, ready, go, stop) -> None:
+def member(path: str, group: str, work: bool, progress, ready, go, stop, cpu=None, slot: int = 0) -> None:
     c = _consumer(path, group)
     ready.release()
     go.wait()
+    cpu0 = time.process_time()
     try:
         _consume_loop(c, None, work, progress, stop)
     finally:
+        if cpu is not None:
+            cpu[slot] = time.process_time() - cpu0   # this process's CPU (user + system) while reading
         c.close()
 
 
@@ -97,27 +102,33 @@ def _stop(procs, stop) -> None:
             p.kill()
 
 
-def one_consumer(ctx, path: str, n: int, work: bool) -> list[float]:
+def one_consumer(ctx, path: str, n: int, work: bool, costs: list | None = None) -> list[float]:
+    """``costs`` gets (CPU seconds, wall seconds) of every run."""
     runs = iter(range(1_000_000))
 
     def body(_):
+        t0, cpu0 = time.perf_counter(), time.process_time()
         c = _consumer(path, f"solo-{'sha256' if work else 'read'}-{next(runs)}")
         _consume_loop(c, n, work)
         c.close()
+        if costs is not None:
+            costs.append((time.process_time() - cpu0, time.perf_counter() - t0))
 
     return ctx.measure(body)
 
 
-def three_members(ctx, path: str, n: int, work: bool) -> list[float]:
+def three_members(ctx, path: str, n: int, work: bool, costs: list | None = None) -> list[float]:
+    """``costs`` gets (the members' CPU seconds together, wall seconds) of every run."""
     mpc = mp.get_context("spawn")
     runs = iter(range(1_000_000))
 
     def body(_):
         group = f"trio-{'sha256' if work else 'read'}-{next(runs)}"  # a new group: nothing committed yet
         progress = mpc.Array("q", PARTITIONS)
+        cpu = mpc.Array("d", MEMBERS)
         ready, go, stop = mpc.Semaphore(0), mpc.Event(), mpc.Event()
-        procs = [mpc.Process(target=member, args=(path, group, work, progress, ready, go, stop), daemon=True)
-                 for _ in range(MEMBERS)]
+        procs = [mpc.Process(target=member, args=(path, group, work, progress, ready, go, stop, cpu, i), daemon=True)
+                 for i in range(MEMBERS)]
         for p in procs:
             p.start()
         try:
@@ -131,11 +142,34 @@ def three_members(ctx, path: str, n: int, work: bool) -> list[float]:
                 if time.monotonic() > deadline or not any(p.is_alive() for p in procs):
                     raise RuntimeError(f"the group read {sum(progress[:])} of {n} records")
                 time.sleep(0.0005)
-            return time.perf_counter() - t0
+            elapsed = time.perf_counter() - t0
         finally:
             _stop(procs, stop)
+        if costs is not None:
+            costs.append((sum(cpu[:]), elapsed))   # read once every member has stopped
+        return elapsed
 
     return ctx.measure(body)
+
+
+def _explain(three: Row, one: Row, trio: list[tuple[float, float]], solo: list[tuple[float, float]],
+             runs: int) -> None:
+    """Where the time went, measured in this run's timed runs (the last ``runs``;
+    the warm-up is left out): how much of the one consumer's time is CPU (the
+    rest waits for its commits' fdatasyncs) and how far three processes can go
+    on this machine's cores with the CPU they used."""
+    trio, solo = trio[-runs:], solo[-runs:]
+    if not trio or not solo:
+        return
+    cores = os.cpu_count() or 1
+    solo_cpu, solo_wall = _median([c for c, _ in solo]), _median([w for _, w in solo])
+    trio_cpu = _median([c for c, _ in trio])
+    one.note = (f"CPU {solo_cpu:.2f} s of {solo_wall:.2f} s ({100 * solo_cpu / solo_wall:.0f}%), medians of the "
+                "timed runs: the rest waits for its commits' fdatasyncs")
+    floor = trio_cpu / min(cores, MEMBERS)
+    three.note = (f"the members' CPU together {trio_cpu:.2f} s (median): on {cores} cores they need at least "
+                  f"{floor:.2f} s, so {MEMBERS} members can be at most ≈ {solo_wall / floor:.1f}× one consumer in this "
+                  "run, and only if their commit waits overlap completely")
 
 
 # -- latency to a group member ---------------------------------------------------------
@@ -224,15 +258,17 @@ def run(ctx) -> list[Row]:
 
     for tag, work, what in (("", False, "len(value)"), ("sha256.", True, "sha256(value)")):
         wl = f"consumer group: {MEMBERS} processes on {PARTITIONS} partitions, {what} per record"
-        rows += [
-            ctx.row(Row(f"group.{tag}three.arrowlog", wl, "arrowlog",
-                        f"{MEMBERS} member processes, one group, commit(asynchronous=False) per consume(1000); "
-                        "joining and the first assignment inside the time",
-                        records=n, nbytes=nb), lambda work=work: three_members(ctx, path(), n, work)),
-            ctx.row(Row(f"group.{tag}one.arrowlog", wl, "arrowlog, 1 consumer",
-                        "one subscribed consumer, commit(asynchronous=False) per consume(1000); joining inside the time",
-                        records=n, nbytes=nb), lambda work=work: one_consumer(ctx, path(), n, work)),
-        ]
+        trio: list[tuple[float, float]] = []
+        solo: list[tuple[float, float]] = []
+        three = ctx.row(Row(f"group.{tag}three.arrowlog", wl, "arrowlog",
+                            f"{MEMBERS} member processes, one group, commit(asynchronous=False) per consume(1000); "
+                            "joining and the first assignment inside the time",
+                            records=n, nbytes=nb), lambda work=work, trio=trio: three_members(ctx, path(), n, work, trio))
+        one = ctx.row(Row(f"group.{tag}one.arrowlog", wl, "arrowlog, 1 consumer",
+                          "one subscribed consumer, commit(asynchronous=False) per consume(1000); joining inside the time",
+                          records=n, nbytes=nb), lambda work=work, solo=solo: one_consumer(ctx, path(), n, work, solo))
+        _explain(three, one, trio, solo, ctx.runs)
+        rows += [three, one]
 
     rows += fill_quantiles([Row(f"group.latency.{q}.arrowlog", "cross-process latency", "arrowlog, group member",
                                 "produce()+flush() → poll() of a subscribed group member in another process",

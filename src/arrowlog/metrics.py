@@ -323,11 +323,7 @@ class LogDirCollector(Collector):
         was replaced or its members changed."""
         live = self.admin.live_members(group)
         gdir = GroupDir(self.logdir.groups_dir, group, create=False)
-        try:
-            st = os.stat(gdir.offsets_path)
-            version: tuple = (st.st_ino, st.st_mtime_ns, st.st_size)
-        except FileNotFoundError:
-            version = ()
+        version = gdir.offsets_version()   # offsets.json and the commit journals
         key = (version, tuple((m.member_id, tuple(m.subscription)) for m in live),
                tuple(self.logdir.list_topics()) if live else ())
         cached = self._groups.get(group)

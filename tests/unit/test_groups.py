@@ -195,11 +195,14 @@ def test_offsets_file_is_replaced_whole(data):
     c.commit(offsets=[TopicPartition("t", 0, 5), TopicPartition("t", 1, 6)], asynchronous=False)
     c.commit(offsets=[TopicPartition("t", 1, 9)], asynchronous=False)
     gdir = GroupDir(os.path.join(data, "groups"), "g", create=False)
-    doc = json.load(open(gdir.offsets_path))
+    assert {p: e.offset for (_, p), e in gdir.read_offsets().items()} == {0: 5, 1: 9}   # from the journal
+    c.close()
+    gdir.drop_offsets([])   # a fold: the journal's records into offsets.json
+    with open(gdir.offsets_path) as f:
+        doc = json.load(f)
     assert doc["format"] == 1 and doc["group"] == "g"
     assert {p: e["offset"] for p, e in doc["offsets"]["t"].items()} == {"0": 5, "1": 9}
     assert not os.path.exists(gdir.offsets_path + ".tmp")
-    c.close()
 
 
 def test_auto_offset_reset_earliest_latest_error(data):

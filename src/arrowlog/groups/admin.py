@@ -111,7 +111,7 @@ class GroupAdmin:
         return MemberRegistry(gdir).live(reap=False) if gdir.exists() else []
 
     def _exists(self, gdir: GroupDir) -> bool:
-        return os.path.exists(gdir.offsets_path) or bool(self._live(gdir))
+        return gdir.has_offsets() or bool(self._live(gdir))
 
     # -- listing --------------------------------------------------------------------
 

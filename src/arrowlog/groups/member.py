@@ -137,7 +137,7 @@ class GroupMember:
         self.auto_commit_interval = conf.get("auto.commit.interval.ms", 5000) / 1000.0
         self.auto_store = bool(conf.get("enable.auto.offset.store", True))
         self.strategy = str(conf.get("partition.assignment.strategy") or "range")
-        self.gdir = GroupDir(logdir.groups_dir, self.group, create=False)
+        self.gdir = GroupDir(logdir.groups_dir, self.group, create=False, journal=True)
         self.committer = Committer(self.gdir)
         self.member_id: str | None = None
         self.generation = -1

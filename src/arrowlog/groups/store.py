@@ -3,9 +3,11 @@
 Layout of ``<data>/groups/<group>/`` (the group id is percent-encoded into a
 safe file name, see :func:`group_dirname`)::
 
-    offsets.json              committed offsets, replaced atomically (below)
+    offsets.json              committed offsets folded so far, replaced atomically
+    journal-<gen>.log         the commit journal of in-process members (journal.py)
     pending-<ns>-<pid>-<n>.json  a commit waiting for its round (below)
     .lock                     flock: serialises read-merge-write of offsets.json
+    .seq                      the journal's mapped state (its flock: the claim lock)
     group.state               4 KiB mapped file; its futex word is the group's
                               generation, bumped on every membership change
     members/<member>.member   one per live member, flock'ed by it while it lives
@@ -13,22 +15,30 @@ safe file name, see :func:`group_dirname`)::
 
 ``offsets.json``::
 
-    {"format": 1, "group": "billing",
-     "offsets": {"orders": {"0": {"offset": 42, "metadata": "", "commit_ms": 1732600000000}}},
+    {"format": 1, "group": "billing", "seq": 1207,
+     "offsets": {"orders": {"0": {"offset": 42, "metadata": "", "commit_ms": 1732600000000, "seq": 1207}}},
+     "dropped": {"orders": {"1": 1100}},
      "applied": ["pending-00000012345678901234-4242-7.json"]}
 
-``offset`` is the *next* offset to read, as in Kafka.
+``offset`` is the *next* offset to read, as in Kafka. Every commit has a
+``seq`` from the group's counter (journal.py); per partition the entry with
+the highest seq, in ``offsets.json`` or a journal, is the committed offset
+(``dropped``: deleted at that seq). Readers read the journals first, then
+``offsets.json``: a fold writes ``offsets.json`` before it unlinks a journal.
 
-Durability: a commit first drops its offsets into the group directory as
+A ``GroupDir(..., journal=True)`` (a group member) commits by appending to
+the journal: one record, one fdatasync shared with the members committing
+at the same time. Other commits go through a round: a commit first drops
+its offsets into the group directory as
 ``pending-<monotonic ns>-<pid>-<n>.json`` (written to a dot-file, then
 renamed: never seen half-written), then takes ``.lock``. If its pending file
 is gone by then, an earlier holder already made it durable and the commit is
-done. Otherwise it is the leader of a round: it reads ``offsets.json``,
-merges *every* pending file in name order (oldest first), writes
-``offsets.json.tmp``, fsyncs it, renames it over ``offsets.json``, fsyncs the
-directory, and only then unlinks the pending files it merged. Members that
-commit at the same time thus share one pair of fsyncs instead of queueing
-for one each (group commit across processes).
+done. Otherwise it is the leader of a round (a *fold*): it merges
+``offsets.json``, every journal and *every* pending file (oldest first, at
+a new seq), writes ``offsets.json.tmp``, fsyncs it, renames it over
+``offsets.json``, fsyncs the directory, and only then unlinks the pending
+files it merged and the retired journals. Members that commit at the same
+time thus share one pair of fsyncs instead of queueing for one each.
 
 A kill -9 at any point leaves the old file or the new one, never a torn one
 (a stale ``.tmp`` is removed by the next round). A commit killed before its
@@ -61,6 +71,7 @@ from typing import NamedTuple
 from .._native import core
 from ..errors import GroupError
 from ..storage.files import fsync_dir
+from .journal import STATE_FILE, GroupJournal, journal_gen, read_journal
 
 OFFSETS_FILE = "offsets.json"
 FORMAT_VERSION = 1
@@ -121,7 +132,7 @@ def group_from_dirname(name: str) -> str:
 class GroupDir:
     """The files of one consumer group (created on first use)."""
 
-    def __init__(self, groups_dir: str, group: str, *, create: bool = True):
+    def __init__(self, groups_dir: str, group: str, *, create: bool = True, journal: bool = False):
         self.group = group
         self.path = os.path.join(groups_dir, group_dirname(group))
         self.members_dir = os.path.join(self.path, "members")
@@ -130,6 +141,9 @@ class GroupDir:
         self._thread_lock = threading.Lock()
         self._pending_seq = itertools.count(1)  # next() is atomic under the GIL
         self._state: core.PartitionState | None = None
+        self._use_journal = journal
+        self._journal: GroupJournal | None = None
+        self._journal_lock = threading.Lock()
         if create:
             self.ensure()
 
@@ -167,52 +181,104 @@ class GroupDir:
 
     def read_offsets(self) -> dict[tuple[str, int], CommittedOffset]:
         """Every committed offset of the group ({} when there are none)."""
-        return self._read()[0]
+        # journals first: a fold writes offsets.json before it unlinks a journal,
+        # so a journal missed here is in the offsets.json read next
+        view = _View()
+        for name in self._journal_names():
+            view.add_journal(os.path.join(self.path, name))
+        view.add_doc(self.offsets_path, self._read_doc())
+        return view.offsets()
 
-    def _read(self) -> tuple[dict[tuple[str, int], CommittedOffset], list[str]]:
-        """(committed offsets, names of the pending files the last round applied)."""
+    def has_offsets(self) -> bool:
+        """Whether anything was ever committed (an offsets file or a journal)."""
+        return os.path.exists(self.offsets_path) or bool(self._journal_names())
+
+    def offsets_version(self) -> tuple:
+        """Changes whenever the committed offsets may have changed (for caches)."""
+        out: list[object] = []
+        for name in [OFFSETS_FILE] + self._journal_names():
+            try:
+                st = os.stat(os.path.join(self.path, name))
+            except FileNotFoundError:
+                continue
+            out.append((name, st.st_ino, st.st_mtime_ns, st.st_size))
+        try:
+            with open(os.path.join(self.path, STATE_FILE), "rb") as f:
+                out.append(f.read(64))   # its counter moves with every journal commit
+        except FileNotFoundError:
+            pass
+        return tuple(out)
+
+    def _journal_names(self) -> list[str]:
+        try:
+            return sorted(n for n in os.listdir(self.path) if journal_gen(n) is not None)
+        except FileNotFoundError:
+            return []
+
+    def _read_doc(self) -> dict:
         try:
             with open(self.offsets_path, "rb") as f:
                 raw = f.read()
         except FileNotFoundError:
-            return {}, []
+            return {}
         try:
             doc = json.loads(raw)
-            out = {}
-            for topic, parts in doc["offsets"].items():
-                for p, e in parts.items():
-                    out[(topic, int(p))] = CommittedOffset(int(e["offset"]), e.get("metadata") or "",
-                                                           int(e.get("commit_ms", 0)),
-                                                           int(e.get("leader_epoch", -1)))
-            applied = doc.get("applied", [])
-            if not isinstance(applied, list):
-                raise TypeError(f"'applied' is a {type(applied).__name__}, not a list")
-            return out, [str(a) for a in applied]
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            if not isinstance(doc, dict) or not isinstance(doc["offsets"], dict):
+                raise TypeError("not an object with 'offsets'")
+            return doc
+        except (ValueError, KeyError, TypeError) as exc:
             raise GroupError(f"{self.offsets_path} is not a valid offsets file ({exc}); "
                              "reset the group's offsets or delete the group") from None
 
     def write_offsets(self, updates: dict[tuple[str, int], tuple]) -> None:
         """Merge ``{(topic, partition): (offset, metadata[, leader_epoch])}`` into the
         committed offsets, atomically and durably (returns once they are on
-        disk; concurrent committers share one round of fsyncs, see above)."""
+        disk). With ``journal=True`` one record appended to this writer's
+        journal; else a round (concurrent committers share its fsyncs)."""
         if not updates:
             return
         now = int(time.time() * 1000)
         entries = [[topic, int(p), int(offset), metadata or "", now,
                     int(epoch[0]) if epoch and epoch[0] is not None else -1]
                    for (topic, p), (offset, metadata, *epoch) in updates.items()]
+        if self._use_journal and self._journal_commit(entries):
+            return
         self.ensure()
         mine = self._drop_pending(entries)
         try:
             with self.locked():
                 if not os.path.exists(mine):
                     return  # an earlier round merged it and made it durable
-                current, applied = self._read()
-                self._replace(current, self._merge_pending(current, applied))
+                self._fold()
         except BaseException:
             _unlink(mine)  # failed: the commit must not take effect later
             raise
+
+    def _journal_commit(self, entries: list) -> bool:
+        """Append one commit to the group's journal (see journal.py); False
+        when it is too large for one. A journal this commit found full is
+        folded into offsets.json afterwards, and unlinked."""
+        with self._journal_lock:
+            j = self._journal
+            if j is None or not j.usable():
+                if j is not None:
+                    j.close()
+                self.ensure()
+                j = self._journal = GroupJournal(self.path, self._max_seq_on_disk)
+        retired = j.commit(json.dumps(entries, separators=(",", ":")).encode())
+        if retired is None:
+            return False
+        if retired:
+            with self.locked():
+                self._fold()
+        return True
+
+    def _max_seq_on_disk(self) -> int:
+        view = _View()
+        for name in self._journal_names():
+            view.add_journal(os.path.join(self.path, name))
+        view.add_doc(self.offsets_path, self._read_doc())
+        return view.max_seq
 
     def _drop_pending(self, entries: list) -> str:
         """Write a pending file (complete or absent: renamed into place)."""
@@ -227,11 +293,41 @@ class GroupDir:
         os.rename(tmp, path)
         return path
 
-    def _merge_pending(self, current: dict[tuple[str, int], CommittedOffset], applied: list[str]) -> list[str]:
-        """Merge every pending file into ``current``, oldest first; the names
-        merged (to unlink once durable). Holds the lock."""
+    def _fold(self, *, drop: list[tuple[str, int]] | None = None, drop_all: bool = False) -> None:
+        """Merge offsets.json, every journal and every pending file into a new
+        offsets.json; then unlink the pending files and the retired journals
+        (all but the current generation's). Holds the lock."""
+        view = _View()
+        doc = self._read_doc()
+        view.add_doc(self.offsets_path, doc)
+        before = dict(view.entries)
+        journals = [(journal_gen(name), os.path.join(self.path, name)) for name in self._journal_names()]
+        for _gen, path in journals:
+            view.add_journal(path)
+        j = self._journal if self._journal is not None and self._journal.usable() else GroupJournal(self.path, int)
+        try:
+            # a seq after everything on disk (also repairs a counter a power loss set back)
+            round_seq, current = j.next_seq(at_least=view.max_seq + 1)
+        finally:
+            if j is not self._journal:
+                j.close()
+        retired = [path for gen, path in journals if gen is not None and current and gen < current]
+        applied = doc.get("applied", [])
+        merged = self._merge_pending(view, applied if isinstance(applied, list) else [], round_seq)
+        if drop_all:
+            drop = list(view.entries)
+        for key in drop or ():
+            view.drop(key, round_seq)
+        if merged or retired or drop is not None or view.entries != before:
+            self._write_doc(view, merged)
+        for path in retired:
+            _unlink(path)
+
+    def _merge_pending(self, view: _View, applied: list, round_seq: int) -> list[str]:
+        """Merge every pending file into ``view``, oldest first, as of
+        ``round_seq``; the names merged (to unlink once durable)."""
         names = []
-        done = set(applied)
+        done = set(str(a) for a in applied)
         for name in sorted(os.listdir(self.path)):
             if name.startswith("." + PENDING_PREFIX) and name.endswith(".tmp"):
                 _remove_if_orphan(os.path.join(self.path, name))
@@ -256,26 +352,23 @@ class GroupDir:
                 # empty or torn. Its commit never returned (a round that applied
                 # it names it in ``applied``): drop it, as the crash did.
                 continue
-            current.update(parsed)
+            for key, e in parsed:
+                view.put(key, e, round_seq, force=True)
         return names
 
     def drop_offsets(self, keys: list[tuple[str, int]] | None = None) -> None:
         """Forget these committed offsets (all of them when ``keys`` is None);
         commits pending before it are applied first, so none comes back later."""
         with self.locked():
-            current, applied = self._read()
-            merged = self._merge_pending(current, applied)
-            if keys is not None:
-                drop = set(keys)
-                current = {k: v for k, v in current.items() if k not in drop}
-            else:
-                current = {}
-            self._replace(current, merged)
+            self._fold(drop=list(keys) if keys is not None else None, drop_all=keys is None)
 
-    def _replace(self, offsets: dict[tuple[str, int], CommittedOffset], merged: list[str] | None = None) -> None:
-        doc: dict = {"format": FORMAT_VERSION, "group": self.group, "offsets": {}}
-        for (topic, p), e in sorted(offsets.items()):
-            entry = {"offset": e.offset, "metadata": e.metadata, "commit_ms": e.commit_ms}
+    def _write_doc(self, view: _View, merged: list[str]) -> None:
+        doc: dict = {"format": FORMAT_VERSION, "group": self.group, "offsets": {}, "seq": view.max_seq}
+        for (topic, p), (e, seq) in sorted(view.entries.items()):
+            if e is None:
+                doc.setdefault("dropped", {}).setdefault(topic, {})[str(p)] = seq
+                continue
+            entry = {"offset": e.offset, "metadata": e.metadata, "commit_ms": e.commit_ms, "seq": seq}
             if e.leader_epoch >= 0:
                 entry["leader_epoch"] = e.leader_epoch
             doc["offsets"].setdefault(topic, {})[str(p)] = entry
@@ -290,7 +383,7 @@ class GroupDir:
             os.close(fd)
         os.rename(tmp, self.offsets_path)
         fsync_dir(self.path)
-        for name in merged or ():
+        for name in merged:
             _unlink(os.path.join(self.path, name))
 
     def locked(self) -> _GroupLock:
@@ -311,7 +404,59 @@ class GroupDir:
         shutil.rmtree(grave, ignore_errors=True)
 
     def close(self) -> None:
+        """Release the mapped state and the journal handle; the journal stays
+        (its records are durable) until a fold retires it."""
         self._state = None
+        with self._journal_lock:
+            j, self._journal = self._journal, None
+            if j is not None:
+                j.close()
+
+
+class _View:
+    """Committed offsets merged from offsets.json and journals: per partition
+    the entry with the highest seq (None: dropped at that seq)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[str, int], tuple[CommittedOffset | None, int]] = {}
+        self.max_seq = 0
+
+    def put(self, key: tuple[str, int], e: CommittedOffset | None, seq: int, *, force: bool = False) -> None:
+        cur = self.entries.get(key)
+        if cur is None or seq > cur[1] or (force and seq == cur[1]):
+            self.entries[key] = (e, seq)
+        if seq > self.max_seq:
+            self.max_seq = seq
+
+    def drop(self, key: tuple[str, int], seq: int) -> None:
+        self.put(key, None, seq, force=True)
+
+    def add_journal(self, path: str) -> None:
+        # a later record with the same seq wins: a committer killed while updating
+        # the counter may leave its seq to the next one, whose commit returned
+        for seq, entries in read_journal(path):
+            for topic, p, offset, metadata, commit_ms, epoch in entries:
+                self.put((topic, p), CommittedOffset(offset, metadata, commit_ms, epoch), seq, force=True)
+
+    def add_doc(self, path: str, doc: dict) -> None:
+        if not doc:
+            return
+        try:
+            for topic, parts in doc["offsets"].items():
+                for p, e in parts.items():
+                    self.put((topic, int(p)), CommittedOffset(int(e["offset"]), e.get("metadata") or "",
+                                                              int(e.get("commit_ms", 0)),
+                                                              int(e.get("leader_epoch", -1))), int(e.get("seq", 0)))
+            for topic, parts in (doc.get("dropped") or {}).items():
+                for p, seq in parts.items():
+                    self.put((topic, int(p)), None, int(seq))
+            self.max_seq = max(self.max_seq, int(doc.get("seq", 0)))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise GroupError(f"{path} is not a valid offsets file ({exc}); "
+                             "reset the group's offsets or delete the group") from None
+
+    def offsets(self) -> dict[tuple[str, int], CommittedOffset]:
+        return {k: e for k, (e, _) in self.entries.items() if e is not None}
 
 
 class _GroupLock:

@@ -1,0 +1,361 @@
+"""The group's commit journal: durable commits that share fdatasyncs.
+
+A member that commits synchronously after every batch must not pay a file
+replace (write, fsync, rename, directory fsync) per commit, and members of
+one group must not queue for an fsync each. So in-process members append
+their commits to one journal per group, ``journal-<gen>.log``:
+
+- a journal is created filled with zeros and fsynced, and its name made
+  durable by a directory fsync: its size and blocks are then on disk, so a
+  record written in place (``pwrite``) needs only ``fdatasync`` to be durable,
+  with no file system metadata to commit and no directory fsync;
+- *claim*: under the flock of ``.seq`` (a small mapped file holding the
+  group's commit counter, the current journal generation, its tail and how
+  far it is durable) a committer takes the next seq and writes its record
+  at the tail;
+- *sync*: it checks whether a sync that began after its write already
+  covered it (then it is done); else it notes the tail, fdatasyncs the
+  journal — covering every record written so far, by any process — and
+  records how far it is durable. Members committing together thus share
+  fdatasyncs, and a member never waits for a sync that does not cover its
+  record: syncs of several members may run at once (the device merges
+  their flushes);
+- a full journal is retired: the next generation is created (under the
+  claim lock, so no record goes to the old one afterwards), the old one is
+  folded into ``offsets.json`` and unlinked (store.py).
+
+``.seq`` is not fsynced. It records the boot it belongs to; after a reboot
+(power loss: it may be stale) the first committer starts a new generation
+and raises the counter past every seq on disk.
+
+Record layout (little-endian, each record starts 8-byte aligned)::
+
+    offset  size
+         0     4  magic b"AJR1"
+         4     4  payload length n
+         8     4  crc32c of bytes [12, 28 + n)
+        12     8  seq: the commit's place in the group's order
+        20     8  hint: how far this journal was durable when it was claimed
+        28     n  payload: JSON list of [topic, partition, offset, metadata,
+                  commit_ms, leader_epoch]
+
+Reading stops at the first all-zero record header (the unwritten rest). A
+record that fails its checks ends the journal: a power loss tore a commit
+that never returned, and none after it returned either. Unless a valid
+record after it says (hint) that the journal was durable beyond it: then a
+returned commit was damaged, and ``GroupError`` says the journal cannot be
+trusted.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import mmap
+import os
+import struct
+import threading
+from typing import Iterator
+
+from .._native import core
+from ..errors import GroupError
+from ..storage.files import fsync_dir
+
+JOURNAL_PREFIX, JOURNAL_SUFFIX = "journal-", ".log"
+JOURNAL_SIZE = 256 * 1024
+STATE_FILE = ".seq"
+MAGIC = b"AJR1"
+_HEADER = struct.Struct("<4sIIQQ")
+HEADER_SIZE = _HEADER.size  # 28
+_ZERO_HEADER = bytes(HEADER_SIZE)
+# .seq: boot id, seq, generation, tail, durable generation, durable position
+_STATE = struct.Struct("<16sQQQQQ")
+
+
+def _boot_id() -> bytes:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as f:
+            return bytes.fromhex(f.read().strip().replace(b"-", b"").decode())[:16].ljust(16, b"\0")
+    except (OSError, ValueError):
+        return b"\1" * 16   # no boot id (not Linux): never matches a zeroed file
+
+
+BOOT_ID = _boot_id()
+
+
+def journal_name(gen: int) -> str:
+    return f"{JOURNAL_PREFIX}{gen:012d}{JOURNAL_SUFFIX}"
+
+
+def journal_gen(name: str) -> int | None:
+    """The generation of a journal file name, None if it is not one."""
+    if not (name.startswith(JOURNAL_PREFIX) and name.endswith(JOURNAL_SUFFIX)):
+        return None
+    digits = name[len(JOURNAL_PREFIX):-len(JOURNAL_SUFFIX)]
+    return int(digits) if digits.isdigit() else None
+
+
+def _aligned(n: int) -> int:
+    return (n + 7) & ~7
+
+
+def encode_record(seq: int, hint: int, payload: bytes) -> bytes:
+    body = struct.pack("<QQ", seq, hint) + payload
+    return struct.pack("<4sII", MAGIC, len(payload), core.crc32c(body)) + body
+
+
+def _record_at(buf: bytes, pos: int) -> tuple[int, int, list, int] | None:
+    """(seq, hint, entries, next position) of a valid record at ``pos``, else None."""
+    if pos + HEADER_SIZE > len(buf):
+        return None
+    magic, length, crc, seq, hint = _HEADER.unpack_from(buf, pos)
+    end = pos + HEADER_SIZE + length
+    if magic != MAGIC or end > len(buf) or core.crc32c(buf[pos + 12:end]) != crc:
+        return None
+    try:
+        entries = [(str(t), int(p), int(o), str(m), int(ms), int(ep))
+                   for t, p, o, m, ms, ep in json.loads(buf[pos + HEADER_SIZE:end])]
+    except (ValueError, TypeError):
+        return None   # the CRC matched a payload that is not ours
+    return seq, hint, entries, _aligned(end)
+
+
+def read_records(path: str, buf: bytes) -> Iterator[tuple[int, list]]:
+    """The records of a journal's bytes, in order: (seq, entries)."""
+    pos = 0
+    while pos + HEADER_SIZE <= len(buf):
+        if buf[pos:pos + HEADER_SIZE] == _ZERO_HEADER:
+            return   # the unwritten rest
+        rec = _record_at(buf, pos)
+        if rec is None:
+            if _durable_beyond(buf, pos):
+                raise GroupError(f"commit journal {path} is damaged at byte {pos}: a later record says the journal "
+                                 "was durable beyond it, so a returned commit was lost; its commits cannot be "
+                                 "trusted: reset the group's offsets or delete the group")
+            return   # a torn tail: commits that never returned
+        seq, _hint, entries, pos = rec
+        yield seq, entries
+
+
+def _durable_beyond(buf: bytes, bad: int) -> bool:
+    """Whether a valid record after ``bad`` was claimed once the journal was durable past it."""
+    pos = _aligned(bad + 1)
+    while True:
+        pos = buf.find(MAGIC, pos)
+        if pos < 0:
+            return False
+        if pos % 8 == 0:
+            rec = _record_at(buf, pos)
+            if rec is not None and rec[1] > bad:
+                return True
+        pos += 1
+
+
+def read_journal(path: str) -> list[tuple[int, list]]:
+    """The records of the journal at ``path`` ([] when it is gone)."""
+    try:
+        with open(path, "rb") as f:
+            buf = f.read(JOURNAL_SIZE)
+    except FileNotFoundError:
+        return []
+    return list(read_records(path, buf))
+
+
+def create_journal(group_path: str, gen: int) -> None:
+    """A new journal of zeros, durable with its name."""
+    path = os.path.join(group_path, journal_name(gen))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, bytes(JOURNAL_SIZE))   # written, not fallocated: no unwritten extents to convert later
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    fsync_dir(group_path)
+
+
+class _Flock:
+    """flock on a file plus a thread lock (flock does not exclude threads sharing the open file)."""
+
+    __slots__ = ("fd", "_lock")
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        finally:
+            self._lock.release()
+
+
+class GroupJournal:
+    """One process's handle on the group's journal and its shared state."""
+
+    def __init__(self, group_path: str, max_seq_on_disk):
+        """``max_seq_on_disk()``: the highest seq in offsets.json and the
+        journals, read when the state must be rebuilt after a reboot."""
+        self.path = group_path
+        self.pid = os.getpid()
+        self._max_seq_on_disk = max_seq_on_disk
+        state_path = os.path.join(group_path, STATE_FILE)
+        self._state_fd = os.open(state_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        self.fd = -1
+        self.gen = 0
+        self._map: mmap.mmap | None = None
+        try:
+            st = os.fstat(self._state_fd)
+            if st.st_size < _STATE.size:
+                os.ftruncate(self._state_fd, _STATE.size)
+            self.ino = st.st_ino
+            self._map = mmap.mmap(self._state_fd, _STATE.size)
+        except BaseException:
+            self.close()
+            raise
+        self._claim = _Flock(self._state_fd)
+        self._commit_lock = threading.Lock()
+
+    def usable(self) -> bool:
+        """False in a forked child (the locks are shared with the parent) or once
+        the group directory was deleted."""
+        if os.getpid() != self.pid:
+            return False
+        try:
+            return os.stat(os.path.join(self.path, STATE_FILE)).st_ino == self.ino
+        except FileNotFoundError:
+            return False
+
+    # -- the shared state (callers hold the claim lock) -------------------------------
+
+    @property
+    def _mm(self) -> mmap.mmap:
+        if self._map is None:
+            raise GroupError(f"the commit journal of {self.path} is closed")
+        return self._map
+
+    def _read_state(self) -> tuple[bytes, int, int, int, int, int]:
+        return _STATE.unpack_from(self._mm)
+
+    def _set(self, seq: int, gen: int, tail: int, dgen: int, dpos: int) -> None:
+        _STATE.pack_into(self._mm, 0, BOOT_ID, seq, gen, tail, dgen, dpos)
+
+    def _current(self) -> tuple[int, int, int, int, int]:
+        """(seq, gen, tail, durable gen, durable pos), checked against the disk
+        whenever this handle has not written the current generation yet."""
+        boot, seq, gen, tail, dgen, dpos = self._read_state()
+        if boot != BOOT_ID or gen == 0:
+            return self._rebuild(seq, gen)   # a new group, or the first use since a reboot
+        if gen != self.gen:
+            if not self._state_matches_disk(gen, tail):
+                return self._rebuild(seq, gen)
+            seq = max(seq, self._max_seq_on_disk())
+            self._set(seq, gen, tail, dgen, dpos)
+        return seq, gen, tail, dgen, dpos
+
+    def _state_matches_disk(self, gen: int, tail: int) -> bool:
+        """Whether the (never fsynced) state is not older than the disk: no
+        newer journal, nothing written beyond the tail. A file system that
+        lost power without a reboot (a shut-down or unplugged disk) comes
+        back with older state than its journals."""
+        if any((g or 0) > gen for g in map(journal_gen, os.listdir(self.path))):
+            return False
+        try:
+            with open(os.path.join(self.path, journal_name(gen)), "rb") as f:
+                f.seek(tail)
+                rest = f.read(JOURNAL_SIZE)
+        except FileNotFoundError:
+            return False
+        return len(rest) == JOURNAL_SIZE - tail and not rest.strip(b"\0")
+
+    def _rebuild(self, seq: int, gen: int) -> tuple[int, int, int, int, int]:
+        """Start a new generation past every journal on disk, its counter past every seq."""
+        gen = max([g for g in map(journal_gen, os.listdir(self.path)) if g is not None] + [gen]) + 1
+        seq = max(seq, self._max_seq_on_disk())
+        create_journal(self.path, gen)
+        self._set(seq, gen, 0, gen, 0)
+        return seq, gen, 0, gen, 0
+
+    def next_seq(self, at_least: int = 0) -> tuple[int, int]:
+        """(a new seq ≥ at_least, the current generation) for a fold."""
+        with self._claim:
+            boot, seq, gen, tail, dgen, dpos = self._read_state()
+            seq = max(seq + 1, at_least)
+            if boot == BOOT_ID:
+                self._set(seq, gen, tail, dgen, dpos)
+            else:
+                _STATE.pack_into(self._mm, 0, boot, seq, gen, tail, dgen, dpos)
+                gen = 0   # not this boot's: no generation is current yet
+            return seq, gen
+
+    # -- committing ---------------------------------------------------------------------
+
+    def commit(self, payload: bytes) -> int | None:
+        """Append one record and return once it is durable: the generation it
+        retired when it found the journal full (0: none), None when the record
+        cannot fit in a journal."""
+        if HEADER_SIZE + len(payload) > JOURNAL_SIZE:
+            return None
+        with self._commit_lock:
+            retired, gen, end = self._append(payload)
+            self._wait_durable(gen, end)
+            return retired
+
+    def _append(self, payload: bytes) -> tuple[int, int, int]:
+        """Write one record at the tail: (generation retired or 0, its generation, its end)."""
+        retired = 0
+        with self._claim:
+            seq, gen, tail, dgen, dpos = self._current()
+            if tail + HEADER_SIZE + len(payload) > JOURNAL_SIZE:
+                retired, gen, tail = gen, gen + 1, 0
+                create_journal(self.path, gen)
+                dgen, dpos = gen, 0
+            if self.gen != gen:
+                self._open(gen)
+            seq += 1
+            record = encode_record(seq, dpos if dgen == gen else 0, payload)
+            os.pwrite(self.fd, record, tail)
+            end = tail + len(record)
+            self._set(seq, gen, _aligned(end), dgen, dpos)
+        return retired, gen, end
+
+    def _open(self, gen: int) -> None:
+        fd = os.open(os.path.join(self.path, journal_name(gen)), os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        if self.fd >= 0:
+            os.close(self.fd)
+        self.fd, self.gen = fd, gen
+
+    def _wait_durable(self, gen: int, end: int) -> None:
+        """Return once the record ending at ``end`` is durable: at once if a sync
+        that began after it was written covered it, else after an fdatasync of
+        our own, which covers every record written so far, by anyone. Syncs of
+        several members may run at once: the device merges their flushes, and
+        a member never waits for a sync that does not cover its record."""
+        with self._claim:
+            _boot, _seq, cur_gen, tail, dgen, dpos = self._read_state()
+        if dgen == gen and dpos >= end:
+            return
+        os.fdatasync(self.fd)
+        if cur_gen != gen:
+            return   # our journal was retired meanwhile: synced for ourselves only
+        with self._claim:
+            boot, seq, cur_gen, now_tail, dgen, dpos = self._read_state()
+            if cur_gen == gen and (dgen != gen or tail > dpos):
+                _STATE.pack_into(self._mm, 0, boot, seq, cur_gen, now_tail, gen, tail)
+
+    def close(self) -> None:
+        """Close this handle (a forked child's copy too: the parent's locks stay its own)."""
+        m, self._map = self._map, None
+        if m is not None:
+            m.close()
+        for fd in (self.fd, self._state_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.fd = self._state_fd = -1
