@@ -321,18 +321,7 @@ cdef class TimeView:
     state is torn or moved on (a roll, a recovery, retention), the mapping is
     too short, a segment to search is not resolved yet, or a frame is to be
     CRC-checked first: the caller then takes the general path."""
-    cdef readonly object segment
-    cdef readonly int64_t generation
-    cdef readonly int64_t active_base
-    cdef readonly int64_t log_start
-    cdef list closed
-    cdef dict resolved
-    cdef MappedFile log
-    cdef MappedFile time_index
-    cdef MappedFile offset_index
-    cdef Py_ssize_t header_size
-    cdef set verified
-    cdef dict sorted_frames
+    # attributes: declared in src/arrowlog/_native/core.pxd
 
     def __init__(self, segment, int64_t generation, int64_t active_base, int64_t log_start, list closed,
                  MappedFile log, MappedFile time_index, MappedFile offset_index, Py_ssize_t header_size,

@@ -158,3 +158,19 @@ cdef class Message:
     cdef bint _own
 
     cdef _materialise(self)
+
+
+cdef class TimeView:
+    """A partition's lookups by time in one native call (core/index.pxi)."""
+    cdef readonly object segment
+    cdef readonly int64_t generation
+    cdef readonly int64_t active_base
+    cdef readonly int64_t log_start
+    cdef list closed
+    cdef dict resolved
+    cdef MappedFile log
+    cdef MappedFile time_index
+    cdef MappedFile offset_index
+    cdef Py_ssize_t header_size
+    cdef set verified
+    cdef dict sorted_frames
