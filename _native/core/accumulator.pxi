@@ -158,6 +158,7 @@ cdef enum:
     FB_NODES = 92
     FB_BUFFERS = 228
     FB_SIZE = 536
+    SMALL_FRAME = 4096   # frames up to this size are built on the stack (_write_frame)
 
 
 cdef inline Py_ssize_t pad8(Py_ssize_t n) noexcept nogil:
@@ -289,6 +290,16 @@ cdef class RecordAccumulator:
 
     cdef int _reset(self) except -1:
         self._free()
+        self._clear_counts()
+        gb_put_i32(&self.koff, 0)
+        gb_put_i32(&self.voff, 0)
+        gb_put_i32(&self.hoff, 0)
+        gb_put_i32(&self.hkoff, 0)
+        gb_put_i32(&self.hvoff, 0)
+        return 0
+
+    cdef void _clear_counts(self) noexcept:
+        """An empty batch's counters (the buffers are _reset's)."""
         self.count = 0
         self.nbytes = 0
         self.min_timestamp = 0x7fffffffffffffff
@@ -297,12 +308,6 @@ cdef class RecordAccumulator:
         self.key_nulls = self.value_nulls = 0
         self.header_lists = self.header_entries = self.header_value_nulls = 0
         self.callbacks = None
-        gb_put_i32(&self.koff, 0)
-        gb_put_i32(&self.voff, 0)
-        gb_put_i32(&self.hoff, 0)
-        gb_put_i32(&self.hkoff, 0)
-        gb_put_i32(&self.hvoff, 0)
-        return 0
 
     cdef int _reserve(self) except -1:
         """Room for a new batch at once instead of ~12 doublings of each
@@ -428,27 +433,24 @@ cdef class RecordAccumulator:
         inside pyarrow calls) either lands before the move or in the empty
         accumulator, never in buffers being handed to Arrow."""
         cdef RecordAccumulator out = RecordAccumulator.__new__(RecordAccumulator, 0)
-        out._free()
-        out.ts, out.koff, out.kdata, out.kvalid = self.ts, self.koff, self.kdata, self.kvalid
-        out.voff, out.vdata, out.vvalid = self.voff, self.vdata, self.vvalid
-        out.hoff, out.hvalid, out.hkoff, out.hkdata = self.hoff, self.hvalid, self.hkoff, self.hkdata
-        out.hvoff, out.hvdata, out.hvvalid = self.hvoff, self.hvdata, self.hvvalid
+        # out's buffers are those of an empty batch: swapped with these, they
+        # leave this accumulator empty without freeing and allocating them again
+        out.ts, self.ts, out.koff, self.koff = self.ts, out.ts, self.koff, out.koff
+        out.kdata, self.kdata, out.kvalid, self.kvalid = self.kdata, out.kdata, self.kvalid, out.kvalid
+        out.voff, self.voff, out.vdata, self.vdata = self.voff, out.voff, self.vdata, out.vdata
+        out.vvalid, self.vvalid, out.hoff, self.hoff = self.vvalid, out.vvalid, self.hoff, out.hoff
+        out.hvalid, self.hvalid, out.hkoff, self.hkoff = self.hvalid, out.hvalid, self.hkoff, out.hkoff
+        out.hkdata, self.hkdata, out.hvoff, self.hvoff = self.hkdata, out.hkdata, self.hvoff, out.hvoff
+        out.hvdata, self.hvdata, out.hvvalid, self.hvvalid = self.hvdata, out.hvdata, self.hvvalid, out.hvvalid
         out.count, out.nbytes = self.count, self.nbytes
         out.min_timestamp, out.max_timestamp, out.created = self.min_timestamp, self.max_timestamp, self.created
         out.key_nulls, out.value_nulls = self.key_nulls, self.value_nulls
         out.header_lists, out.header_entries = self.header_lists, self.header_entries
         out.header_value_nulls = self.header_value_nulls
         out.callbacks = self.callbacks
-        if self.count:
-            self.last_count, self.last_keys, self.last_values = self.count, self.kdata.length, self.vdata.length
-        cdef GrowBuf *bufs[14]
-        bufs[:] = [&self.ts, &self.koff, &self.kdata, &self.kvalid, &self.voff, &self.vdata, &self.vvalid,
-                   &self.hoff, &self.hvalid, &self.hkoff, &self.hkdata, &self.hvoff, &self.hvdata, &self.hvvalid]
-        for i in range(14):
-            bufs[i].data = NULL
-            bufs[i].length = 0
-            bufs[i].capacity = 0
-        self._reset()
+        if out.count:
+            self.last_count, self.last_keys, self.last_values = out.count, out.kdata.length, out.vdata.length
+        self._clear_counts()
         return out
 
     def take(self):
@@ -574,16 +576,18 @@ cdef class RecordAccumulator:
 
     cdef Py_ssize_t _write_frame(self, int fd, Py_ssize_t position, int64_t base_offset) except -1:
         cdef Py_ssize_t size = C_FRAME_HEADER + self._message_size()
-        cdef uint8_t *buf
+        cdef uint8_t small[SMALL_FRAME]   # a one-record frame needs no malloc
+        cdef uint8_t *buf = small
         cdef iovec iov
         cdef int err
         if size - C_FRAME_HEADER > C_MAX_FRAME_BODY:
             raise ValueError(f"frame body of {size - C_FRAME_HEADER} bytes exceeds the {C_MAX_FRAME_BODY}-byte limit")
         if position % 8 != 0:
             raise ValueError("frames start on 8-byte boundaries")
-        buf = <uint8_t *>malloc(<size_t>size)
-        if buf == NULL:
-            raise MemoryError()
+        if size > SMALL_FRAME:
+            buf = <uint8_t *>malloc(<size_t>size)
+            if buf == NULL:
+                raise MemoryError()
         try:
             self._fill_envelope(buf + C_FRAME_HEADER, base_offset)
             with nogil:
@@ -600,7 +604,8 @@ cdef class RecordAccumulator:
             if err:
                 raise OSError(err, _os.strerror(err))
         finally:
-            free(buf)
+            if buf != small:
+                free(buf)
         return size
 
     def append_to(self, PartitionState state, PartitionState notifier, int lock_fd, int log_fd,

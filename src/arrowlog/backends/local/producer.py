@@ -150,6 +150,7 @@ class Producer(core.ProducerCore):
         self._auto_create = conf["auto.create.topics.enable"]
         self._num_partitions = conf["num.partitions"]
         self._locks: dict[tuple[str, int], threading.Lock] = {}
+        self._logs: dict[tuple[str, int], Any] = {}  # (topic, partition): its PartitionLog
         self._reports: collections.deque = collections.deque()
         self._error: BaseException | None = None
         self._dirty: set = set()
@@ -228,7 +229,8 @@ class Producer(core.ProducerCore):
 
     def _send(self, slot: core.TopicSlot, partition: int) -> int:
         """Append ``partition``'s pending batch to the log; returns records sent."""
-        with self._locks[(slot.name, partition)]:
+        key = (slot.name, partition)
+        with self._locks[key]:
             acc = slot.accumulators[partition].detach()
             n = acc.count
             if n == 0:
@@ -236,7 +238,21 @@ class Producer(core.ProducerCore):
             nbytes = acc.nbytes
             callbacks = acc.callbacks
             if not callbacks and slot.topic.value_schema is None:
-                return self._send_records(slot, partition, acc, n, nbytes)
+                # bytes values, no delivery callback: no pyarrow batch (PartitionLog.append_records:
+                # the native core writes the frame); the small flush's path, kept short
+                if partition == slot.sticky:
+                    slot.next_sticky()
+                log = self._logs.get(key) or self._partition_log(slot, partition)
+                try:
+                    if self._txn is None:
+                        log.append_records(acc, fsync=self._fsync)
+                    else:
+                        self._txn.append(slot.name, partition, log, n, lambda: log.append_records(acc, fsync=self._fsync))
+                finally:
+                    self._sent(n)
+                self._dirty.add(log)
+                self._count_sent(slot.name, partition, n, nbytes)
+                return n
             min_ts, max_ts = acc.min_timestamp, acc.max_timestamp
             batch = acc.to_batch()
             if slot.topic.value_schema is not None:
@@ -275,23 +291,10 @@ class Producer(core.ProducerCore):
                     self._reports.append((cb, None, view.message_at(index)))
             return n
 
-    def _send_records(self, slot: core.TopicSlot, partition: int, acc: core.RecordAccumulator, n: int,
-                      nbytes: int) -> int:
-        """_send for bytes values and no delivery callback: no pyarrow batch
-        (PartitionLog.append_records, the native core writes the frame)."""
-        if partition == slot.sticky:
-            slot.next_sticky()
-        log = slot.topic.partition(partition)
-        try:
-            if self._txn is None:
-                log.append_records(acc, fsync=self._fsync)
-            else:
-                self._txn.append(slot.name, partition, log, n, lambda: log.append_records(acc, fsync=self._fsync))
-        finally:
-            self._sent(n)
-        self._dirty.add(log)
-        self._count_sent(slot.name, partition, n, nbytes)
-        return n
+    def _partition_log(self, slot: core.TopicSlot, partition: int) -> Any:
+        """The PartitionLog of ``partition``, kept in ``_logs`` (a topic opens each once)."""
+        log = self._logs[(slot.name, partition)] = slot.topic.partition(partition)
+        return log
 
     def _append(self, topic: str, partition: int, log: Any, batch: pa.RecordBatch, min_ts: int, max_ts: int) -> int:
         """Append one frame (inside the open transaction, for a transactional producer)."""
@@ -344,7 +347,7 @@ class Producer(core.ProducerCore):
         """Append pending batches: all of them, or (``only_lingered``) those
         older than ``min_age`` (default linger.ms)."""
         sent = 0
-        now = time.monotonic()
+        now = time.monotonic() if only_lingered else 0.0
         age = self._linger if min_age is None else min_age
         locks = self._locks
         for slot in list(self._slots.values()):
@@ -498,8 +501,11 @@ class Producer(core.ProducerCore):
             self._send_all()
         if self._reports:
             self._serve_reports()
-        self._serve_callbacks()
-        self._raise_pending()
+        cbs = self._callbacks
+        if cbs.errors or cbs.interval:
+            self._serve_callbacks()
+        if self._error is not None:
+            self._raise_pending()
         return self._queued + len(self._reports)
 
     def sync(self) -> None:
