@@ -572,10 +572,10 @@ cdef class RecordAccumulator:
         frame's size (frame_size()). The caller holds the append lock and
         has allocated the space; nothing is published here; the accumulator
         is left as it is."""
-        return self._write_frame(fd, position, base_offset)
+        return self._write_frame(fd, position, base_offset, C_FRAME_HEADER + self._message_size())
 
-    cdef Py_ssize_t _write_frame(self, int fd, Py_ssize_t position, int64_t base_offset) except -1:
-        cdef Py_ssize_t size = C_FRAME_HEADER + self._message_size()
+    cdef Py_ssize_t _write_frame(self, int fd, Py_ssize_t position, int64_t base_offset, Py_ssize_t size) except -1:
+        """write_frame of a frame of ``size`` bytes (C_FRAME_HEADER + _message_size())."""
         cdef uint8_t small[SMALL_FRAME]   # a one-record frame needs no malloc
         cdef uint8_t *buf = small
         cdef iovec iov
@@ -671,7 +671,7 @@ cdef class RecordAccumulator:
             if entry and not _index_entry_fits(index, index_size, time_index, time_index_size, &p,
                                                base - segment_base, position, max_ts):
                 return -1
-            self._write_frame(log_fd, position, base)
+            self._write_frame(log_fd, position, base, size)
             if entry:
                 # as Indexer.add: an offset entry, and a time entry if the largest timestamp grew
                 store_u32(index.base + 8 * p.offset_index_entries, <uint32_t>(base - segment_base))

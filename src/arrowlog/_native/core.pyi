@@ -130,6 +130,8 @@ class ProducerCore:
     _batch_records: int
     _queued: int
     _closed: bool
+    _error: BaseException | None
+    _bg_idle: bool
     def _sent(self, n: int) -> None: ...
     # the upcall contract: produce() calls these; the subclass implements them
     def _open_slot(self, topic: Any) -> TopicSlot: ...

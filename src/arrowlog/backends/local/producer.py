@@ -152,10 +152,10 @@ class Producer(core.ProducerCore):
         self._locks: dict[tuple[str, int], threading.Lock] = {}
         self._logs: dict[tuple[str, int], Any] = {}  # (topic, partition): its PartitionLog
         self._reports: collections.deque = collections.deque()
-        self._error: BaseException | None = None
+        self._error = None  # (ProducerCore's: produce() calls _first_in_batch while one is pending)
         self._dirty: set = set()
         self._wake = threading.Event()
-        self._bg_idle = False
+        self._bg_idle = False  # (ProducerCore's: produce() calls _first_in_batch while it is set)
         self._stop = False
         self._txn = LocalTransactions(self, conf["transactional.id"], conf["transaction.timeout.ms"]) \
             if conf["transactional.id"] else None
@@ -251,7 +251,12 @@ class Producer(core.ProducerCore):
                 finally:
                     self._sent(n)
                 self._dirty.add(log)
-                self._count_sent(slot.name, partition, n, nbytes)
+                counts = self._sent_counts.get(key)
+                if counts is None:
+                    self._count_sent(slot.name, partition, n, nbytes)
+                else:
+                    counts[0] += n
+                    counts[1] += nbytes
                 return n
             min_ts, max_ts = acc.min_timestamp, acc.max_timestamp
             batch = acc.to_batch()
