@@ -159,6 +159,7 @@ cdef enum:
     FB_BUFFERS = 228
     FB_SIZE = 536
     SMALL_FRAME = 4096   # frames up to this size are built on the stack (_write_frame)
+    RECYCLE_BYTES = 64 << 10  # recycle() keeps a batch holding at most this much memory
 
 
 cdef inline Py_ssize_t pad8(Py_ssize_t n) noexcept nogil:
@@ -269,6 +270,7 @@ cdef class RecordAccumulator:
     cdef public list callbacks          # [(index, callable)] for records with on_delivery
     cdef public Py_ssize_t size_hint    # bytes of values a full batch holds (batch.size)
     cdef Py_ssize_t last_count, last_keys, last_values  # the previous batch's size (detach)
+    cdef RecordAccumulator spare        # an emptied batch kept by recycle() for the next detach()
 
     def __cinit__(self, Py_ssize_t size_hint=0):
         self.size_hint = size_hint
@@ -432,7 +434,11 @@ cdef class RecordAccumulator:
         producer thread appending concurrently (the GIL can change hands
         inside pyarrow calls) either lands before the move or in the empty
         accumulator, never in buffers being handed to Arrow."""
-        cdef RecordAccumulator out = RecordAccumulator.__new__(RecordAccumulator, 0)
+        cdef RecordAccumulator out = self.spare
+        if out is None:
+            out = RecordAccumulator.__new__(RecordAccumulator, 0)
+        else:
+            self.spare = None
         # out's buffers are those of an empty batch: swapped with these, they
         # leave this accumulator empty without freeing and allocating them again
         out.ts, self.ts, out.koff, self.koff = self.ts, out.ts, self.koff, out.koff
@@ -452,6 +458,36 @@ cdef class RecordAccumulator:
             self.last_count, self.last_keys, self.last_values = out.count, out.kdata.length, out.vdata.length
         self._clear_counts()
         return out
+
+    def recycle(self, RecordAccumulator batch):
+        """Keep ``batch``, which this accumulator's detach() returned and
+        which is now stored (by append_to or write_frame), for the next
+        detach(): its buffers are emptied but keep their memory, so a small
+        flush allocates nothing. A batch whose buffers went to Arrow
+        (to_batch), or larger than RECYCLE_BYTES, is left to be freed. The
+        caller must hold no other reference it still uses."""
+        cdef GrowBuf *bufs[14]
+        cdef Py_ssize_t i, held = 0
+        if batch is self or batch.count == 0:
+            return
+        bufs[:] = [&batch.ts, &batch.kdata, &batch.vdata, &batch.hkdata, &batch.hvdata,
+                   &batch.koff, &batch.voff, &batch.hoff, &batch.hkoff, &batch.hvoff,
+                   &batch.kvalid, &batch.vvalid, &batch.hvalid, &batch.hvvalid]
+        for i in range(14):
+            held += bufs[i].capacity
+        if held > RECYCLE_BYTES:
+            return
+        for i in range(14):
+            if i >= 10:
+                # bitmaps: bytes past the length must be zero (gb_set_bit)
+                if bufs[i].length:
+                    memset(bufs[i].data, 0, <size_t>bufs[i].length)
+                bufs[i].length = 0
+            else:
+                # offsets keep their leading 0 (_reset put it there)
+                bufs[i].length = 4 if i >= 5 else 0
+        batch._clear_counts()
+        self.spare = batch
 
     def take(self):
         """The accumulated records as a pa.RecordBatch of PRODUCE_SCHEMA (no

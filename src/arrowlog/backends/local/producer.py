@@ -246,6 +246,7 @@ class Producer(core.ProducerCore):
                 try:
                     if self._txn is None:
                         log.append_records(acc, fsync=self._fsync)
+                        slot.accumulators[partition].recycle(acc)  # its memory serves the next batch
                     else:
                         self._txn.append(slot.name, partition, log, n, lambda: log.append_records(acc, fsync=self._fsync))
                 finally:
