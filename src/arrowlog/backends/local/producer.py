@@ -43,9 +43,7 @@ import time
 import weakref
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ... import config as _config
 from ..._callbacks import ClientCallbacks
@@ -67,6 +65,7 @@ from ...storage import validate_topic_name
 from ...storage.cleaner import CleanerThread
 from ...storage.partition import sync_many
 from .batches import produce_batch
+from .reports import report_message, report_view, timestamp_bounds
 from .transactions import LocalTransactions
 
 # The linger thread looks for due batches this often while the producer is
@@ -75,11 +74,6 @@ from .transactions import LocalTransactions
 # so linger.ms below BG_TICK is exact for applications that call them.
 BG_TICK = 0.005
 BG_ACTIVE_TICKS = 20
-
-
-def _timestamp_bounds(batch: pa.RecordBatch) -> tuple[int, int]:
-    ts = batch.column(0).cast(pa.int64())
-    return int(pc.min(ts).as_py()), int(pc.max(ts).as_py())
 
 
 def _linger_thread(ref: weakref.ref, wake: threading.Event) -> None:
@@ -270,7 +264,7 @@ class Producer(core.ProducerCore):
                         if batch.num_rows == 0:
                             self._sent(n)
                             return 0
-                        min_ts, max_ts = _timestamp_bounds(batch)
+                        min_ts, max_ts = timestamp_bounds(batch)
                         values = typed_values(batch.column(2), slot.topic.value_schema)
                     batch = batch.set_column(2, "value", values)
                 except (TypeError, ValueError):
@@ -332,22 +326,8 @@ class Producer(core.ProducerCore):
                 kept.append((new_index[index], cb))
         return batch.take(pa.array(keep, type=pa.int64())), kept
 
-    @staticmethod
-    def _report_view(topic: str, partition: int, batch: pa.RecordBatch, base: int) -> core.BatchView:
-        """Delivery reports read from the batch just appended: no Python
-        object per record until a report's key() or value() is called."""
-        n = batch.num_rows
-        offsets = pa.array(np.arange(base, base + n, dtype=np.int64))
-        full = pa.RecordBatch.from_arrays([offsets, *batch.columns], names=["offset", *batch.schema.names])
-        return core.BatchView(full, topic, partition, base)
-
-    @staticmethod
-    def _report_message(topic: str, partition: int, batch: pa.RecordBatch, index: int, offset: int) -> core.Message:
-        row = batch.slice(index, 1)
-        headers = row.column(3)[0].as_py()
-        return core.Message(topic, row.column(2)[0].as_py(), row.column(1)[0].as_py(),
-                            [(h["key"], h["value"]) for h in headers] if headers is not None else None, None,
-                            (core.TIMESTAMP_CREATE_TIME, row.column(0).cast(pa.int64())[0].as_py()), partition, offset)
+    _report_view = staticmethod(report_view)
+    _report_message = staticmethod(report_message)
 
     def _send_all(self, only_lingered: bool = False, min_age: float | None = None) -> int:
         """Append pending batches: all of them, or (``only_lingered``) those
