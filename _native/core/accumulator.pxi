@@ -158,6 +158,8 @@ cdef enum:
     FB_NODES = 92
     FB_BUFFERS = 228
     FB_SIZE = 536
+    SMALL_FRAME = 4096   # frames up to this size are built on the stack (_write_frame)
+    RECYCLE_BYTES = 64 << 10  # recycle() keeps a batch holding at most this much memory
 
 
 cdef inline Py_ssize_t pad8(Py_ssize_t n) noexcept nogil:
@@ -268,6 +270,7 @@ cdef class RecordAccumulator:
     cdef public list callbacks          # [(index, callable)] for records with on_delivery
     cdef public Py_ssize_t size_hint    # bytes of values a full batch holds (batch.size)
     cdef Py_ssize_t last_count, last_keys, last_values  # the previous batch's size (detach)
+    cdef RecordAccumulator spare        # an emptied batch kept by recycle() for the next detach()
 
     def __cinit__(self, Py_ssize_t size_hint=0):
         self.size_hint = size_hint
@@ -289,6 +292,16 @@ cdef class RecordAccumulator:
 
     cdef int _reset(self) except -1:
         self._free()
+        self._clear_counts()
+        gb_put_i32(&self.koff, 0)
+        gb_put_i32(&self.voff, 0)
+        gb_put_i32(&self.hoff, 0)
+        gb_put_i32(&self.hkoff, 0)
+        gb_put_i32(&self.hvoff, 0)
+        return 0
+
+    cdef void _clear_counts(self) noexcept:
+        """An empty batch's counters (the buffers are _reset's)."""
         self.count = 0
         self.nbytes = 0
         self.min_timestamp = 0x7fffffffffffffff
@@ -297,12 +310,6 @@ cdef class RecordAccumulator:
         self.key_nulls = self.value_nulls = 0
         self.header_lists = self.header_entries = self.header_value_nulls = 0
         self.callbacks = None
-        gb_put_i32(&self.koff, 0)
-        gb_put_i32(&self.voff, 0)
-        gb_put_i32(&self.hoff, 0)
-        gb_put_i32(&self.hkoff, 0)
-        gb_put_i32(&self.hvoff, 0)
-        return 0
 
     cdef int _reserve(self) except -1:
         """Room for a new batch at once instead of ~12 doublings of each
@@ -427,29 +434,60 @@ cdef class RecordAccumulator:
         producer thread appending concurrently (the GIL can change hands
         inside pyarrow calls) either lands before the move or in the empty
         accumulator, never in buffers being handed to Arrow."""
-        cdef RecordAccumulator out = RecordAccumulator.__new__(RecordAccumulator, 0)
-        out._free()
-        out.ts, out.koff, out.kdata, out.kvalid = self.ts, self.koff, self.kdata, self.kvalid
-        out.voff, out.vdata, out.vvalid = self.voff, self.vdata, self.vvalid
-        out.hoff, out.hvalid, out.hkoff, out.hkdata = self.hoff, self.hvalid, self.hkoff, self.hkdata
-        out.hvoff, out.hvdata, out.hvvalid = self.hvoff, self.hvdata, self.hvvalid
+        cdef RecordAccumulator out = self.spare
+        if out is None:
+            out = RecordAccumulator.__new__(RecordAccumulator, 0)
+        else:
+            self.spare = None
+        # out's buffers are those of an empty batch: swapped with these, they
+        # leave this accumulator empty without freeing and allocating them again
+        out.ts, self.ts, out.koff, self.koff = self.ts, out.ts, self.koff, out.koff
+        out.kdata, self.kdata, out.kvalid, self.kvalid = self.kdata, out.kdata, self.kvalid, out.kvalid
+        out.voff, self.voff, out.vdata, self.vdata = self.voff, out.voff, self.vdata, out.vdata
+        out.vvalid, self.vvalid, out.hoff, self.hoff = self.vvalid, out.vvalid, self.hoff, out.hoff
+        out.hvalid, self.hvalid, out.hkoff, self.hkoff = self.hvalid, out.hvalid, self.hkoff, out.hkoff
+        out.hkdata, self.hkdata, out.hvoff, self.hvoff = self.hkdata, out.hkdata, self.hvoff, out.hvoff
+        out.hvdata, self.hvdata, out.hvvalid, self.hvvalid = self.hvdata, out.hvdata, self.hvvalid, out.hvvalid
         out.count, out.nbytes = self.count, self.nbytes
         out.min_timestamp, out.max_timestamp, out.created = self.min_timestamp, self.max_timestamp, self.created
         out.key_nulls, out.value_nulls = self.key_nulls, self.value_nulls
         out.header_lists, out.header_entries = self.header_lists, self.header_entries
         out.header_value_nulls = self.header_value_nulls
         out.callbacks = self.callbacks
-        if self.count:
-            self.last_count, self.last_keys, self.last_values = self.count, self.kdata.length, self.vdata.length
-        cdef GrowBuf *bufs[14]
-        bufs[:] = [&self.ts, &self.koff, &self.kdata, &self.kvalid, &self.voff, &self.vdata, &self.vvalid,
-                   &self.hoff, &self.hvalid, &self.hkoff, &self.hkdata, &self.hvoff, &self.hvdata, &self.hvvalid]
-        for i in range(14):
-            bufs[i].data = NULL
-            bufs[i].length = 0
-            bufs[i].capacity = 0
-        self._reset()
+        if out.count:
+            self.last_count, self.last_keys, self.last_values = out.count, out.kdata.length, out.vdata.length
+        self._clear_counts()
         return out
+
+    def recycle(self, RecordAccumulator batch):
+        """Keep ``batch``, which this accumulator's detach() returned and
+        which is now stored (by append_to or write_frame), for the next
+        detach(): its buffers are emptied but keep their memory, so a small
+        flush allocates nothing. A batch whose buffers went to Arrow
+        (to_batch), or larger than RECYCLE_BYTES, is left to be freed. The
+        caller must hold no other reference it still uses."""
+        cdef GrowBuf *bufs[14]
+        cdef Py_ssize_t i, held = 0
+        if batch is self or batch.count == 0:
+            return
+        bufs[:] = [&batch.ts, &batch.kdata, &batch.vdata, &batch.hkdata, &batch.hvdata,
+                   &batch.koff, &batch.voff, &batch.hoff, &batch.hkoff, &batch.hvoff,
+                   &batch.kvalid, &batch.vvalid, &batch.hvalid, &batch.hvvalid]
+        for i in range(14):
+            held += bufs[i].capacity
+        if held > RECYCLE_BYTES:
+            return
+        for i in range(14):
+            if i >= 10:
+                # bitmaps: bytes past the length must be zero (gb_set_bit)
+                if bufs[i].length:
+                    memset(bufs[i].data, 0, <size_t>bufs[i].length)
+                bufs[i].length = 0
+            else:
+                # offsets keep their leading 0 (_reset put it there)
+                bufs[i].length = 4 if i >= 5 else 0
+        batch._clear_counts()
+        self.spare = batch
 
     def take(self):
         """The accumulated records as a pa.RecordBatch of PRODUCE_SCHEMA (no
@@ -570,20 +608,22 @@ cdef class RecordAccumulator:
         frame's size (frame_size()). The caller holds the append lock and
         has allocated the space; nothing is published here; the accumulator
         is left as it is."""
-        return self._write_frame(fd, position, base_offset)
+        return self._write_frame(fd, position, base_offset, C_FRAME_HEADER + self._message_size())
 
-    cdef Py_ssize_t _write_frame(self, int fd, Py_ssize_t position, int64_t base_offset) except -1:
-        cdef Py_ssize_t size = C_FRAME_HEADER + self._message_size()
-        cdef uint8_t *buf
+    cdef Py_ssize_t _write_frame(self, int fd, Py_ssize_t position, int64_t base_offset, Py_ssize_t size) except -1:
+        """write_frame of a frame of ``size`` bytes (C_FRAME_HEADER + _message_size())."""
+        cdef uint8_t small[SMALL_FRAME]   # a one-record frame needs no malloc
+        cdef uint8_t *buf = small
         cdef iovec iov
         cdef int err
         if size - C_FRAME_HEADER > C_MAX_FRAME_BODY:
             raise ValueError(f"frame body of {size - C_FRAME_HEADER} bytes exceeds the {C_MAX_FRAME_BODY}-byte limit")
         if position % 8 != 0:
             raise ValueError("frames start on 8-byte boundaries")
-        buf = <uint8_t *>malloc(<size_t>size)
-        if buf == NULL:
-            raise MemoryError()
+        if size > SMALL_FRAME:
+            buf = <uint8_t *>malloc(<size_t>size)
+            if buf == NULL:
+                raise MemoryError()
         try:
             self._fill_envelope(buf + C_FRAME_HEADER, base_offset)
             with nogil:
@@ -600,7 +640,8 @@ cdef class RecordAccumulator:
             if err:
                 raise OSError(err, _os.strerror(err))
         finally:
-            free(buf)
+            if buf != small:
+                free(buf)
         return size
 
     def append_to(self, PartitionState state, PartitionState notifier, int lock_fd, int log_fd,
@@ -666,7 +707,7 @@ cdef class RecordAccumulator:
             if entry and not _index_entry_fits(index, index_size, time_index, time_index_size, &p,
                                                base - segment_base, position, max_ts):
                 return -1
-            self._write_frame(log_fd, position, base)
+            self._write_frame(log_fd, position, base, size)
             if entry:
                 # as Indexer.add: an offset entry, and a time entry if the largest timestamp grew
                 store_u32(index.base + 8 * p.offset_index_entries, <uint32_t>(base - segment_base))

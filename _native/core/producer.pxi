@@ -94,6 +94,8 @@ cdef class ProducerCore:
         self._batch_records = 1000000
         self._queued = 0
         self._closed = False
+        self._error = None
+        self._bg_idle = True
 
     cdef int _check_record(self, TopicSlot slot, object value, Py_ssize_t size) except -1:
         """The rare path of produce()'s per-record checks (see TopicSlot)."""
@@ -143,7 +145,8 @@ cdef class ProducerCore:
         raise NotImplementedError("ProducerCore._batch_full: implemented by the subclass")
 
     cpdef _first_in_batch(self, TopicSlot slot, int32_t partition):
-        """A record started a new batch of ``partition`` (linger.ms starts now)."""
+        """A record started a new batch of ``partition`` (linger.ms starts now)
+        while ``_bg_idle`` is set or ``_error`` holds an error."""
         raise NotImplementedError("ProducerCore._first_in_batch: implemented by the subclass")
 
     def produce(self, topic, value=None, key=None, partition=-1, on_delivery=None, timestamp=0,
@@ -203,5 +206,5 @@ cdef class ProducerCore:
         self._queued += 1
         if acc.nbytes >= self._batch_bytes or acc.count >= self._batch_records:
             self._batch_full(slot, p)
-        elif acc.count == 1:
+        elif acc.count == 1 and (self._bg_idle or self._error is not None):
             self._first_in_batch(slot, p)

@@ -111,3 +111,40 @@ def test_normalize_headers_rejects_bad_shapes():
     with pytest.raises(TypeError):
         core.normalize_headers([(1, b"v")])
     assert core.normalize_headers({"a": "b", "c": None}) == [("a", b"b"), ("c", None)]
+
+
+def _filled(acc, recs):
+    for key, value, ts, headers in recs:
+        acc.append_record(key, value, ts, headers)
+    return acc
+
+
+@settings(max_examples=60, deadline=None)
+@given(records.filter(bool), records.filter(bool))
+def test_a_recycled_batch_serves_the_next_detach_as_a_fresh_one_would(first, second):
+    """recycle() keeps a stored batch's memory for the next detach(): the
+    next batch's frame and Arrow data are those of a fresh accumulator, even
+    when the first one left null bitmaps and headers behind."""
+    acc = _filled(core.RecordAccumulator(), first)
+    stored = acc.detach()
+    body = stored.frame_body(7)
+    acc.recycle(stored)
+    assert stored.count == 0
+    _filled(acc, second)
+    again = acc.detach()
+    assert again is stored  # no new accumulator
+    assert acc.count == 0
+    fresh = _filled(core.RecordAccumulator(), second)
+    assert again.frame_body(3) == fresh.frame_body(3)
+    assert again.to_batch().equals(fresh.to_batch())
+    assert body == _filled(core.RecordAccumulator(), first).frame_body(7)
+
+
+def test_recycle_leaves_a_batch_whose_buffers_went_to_arrow():
+    acc = core.RecordAccumulator()
+    acc.append_record(b"k", b"v", 1)
+    taken = acc.detach()
+    taken.to_batch()
+    acc.recycle(taken)
+    acc.append_record(b"k2", b"v2", 2)
+    assert acc.detach() is not taken

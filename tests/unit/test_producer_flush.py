@@ -67,3 +67,52 @@ def test_flush_with_nothing_queued_looks_at_no_partition(data_dir, monkeypatch):
         monkeypatch.setattr(type(p), "_send_all", lambda self, *a, **k: (_ for _ in ()).throw(AssertionError))
         assert p.flush() == 0  # nothing queued: no walk over the 1,024 accumulators
         assert len(p) == 0
+
+
+def test_produce_makes_the_first_in_batch_upcall_only_when_it_has_work():
+    """A record that starts a batch calls _first_in_batch (Python) only
+    while the linger thread is idle (to wake it) or an error waits to be
+    raised; otherwise produce() stays in C."""
+    from arrowlog._native import core
+
+    seen = []
+
+    class Core(core.ProducerCore):
+        def _open_slot(self, topic):
+            slot = self._slots[topic] = core.TopicSlot(topic, None, 1)
+            return slot
+
+        def _first_in_batch(self, slot, partition):
+            seen.append((partition, self._bg_idle, self._error))
+
+    c = Core()
+    c._bg_idle = False
+    c.produce("t", b"a")
+    assert seen == []
+    c._slots["t"].accumulators[0].detach()
+    c._bg_idle = True
+    c.produce("t", b"b")
+    c.produce("t", b"c")  # not the first in its batch
+    assert seen == [(0, True, None)]
+    c._slots["t"].accumulators[0].detach()
+    err = RuntimeError("disk full")
+    c._bg_idle, c._error = False, err
+    c.produce("t", b"d")
+    assert seen == [(0, True, None), (0, False, err)]
+
+
+def test_a_background_error_is_raised_by_the_next_produce(data_dir):
+    with LogDir(data_dir) as d:
+        d.create_topic("t", 1)
+    with Producer({"log.dir": data_dir, "linger.ms": 0}) as p:
+        p.produce("t", b"a")
+        p.flush()
+        p._bg_idle = False
+        p._error = OSError(28, "no space left on device")
+        try:
+            p.produce("t", b"b")
+        except OSError as exc:
+            assert exc.errno == 28
+        else:
+            raise AssertionError("produce() did not raise the pending error")
+        assert p.flush() == 0

@@ -91,6 +91,10 @@ cdef class ProducerCore:
     cdef public Py_ssize_t _queued
     cdef public bint _closed
     cdef public object _default_delivery
+    # produce() makes the _first_in_batch upcall only while one of these says
+    # there is something to do: an error to raise, an idle linger thread to wake
+    cdef public object _error
+    cdef public bint _bg_idle
 
     cdef int _check_record(self, TopicSlot slot, object value, Py_ssize_t size) except -1
 

@@ -93,7 +93,7 @@ class AppendMixin(LogBase):
                     try:
                         base = acc.append_to(state, self.notifier, self._append_fd, seg.log_fd, seg.base_offset,
                                              -1 if self._writer_generation is None else self._writer_generation,
-                                             seg.file_size, self.segment_bytes, self.segment_ms, self._now_ms(),
+                                             seg.file_size, self.segment_bytes, self.segment_ms, core.wall_clock_ms(),
                                              self.index_interval, INDEX_BYTES, MAX_OFFSET, SEGMENT_FIXED_HEADER,
                                              MAX_ACTIVE_POSITION, seg.index, seg.index_file_size, seg.time_index,
                                              seg.time_index_file_size)

@@ -43,9 +43,7 @@ import time
 import weakref
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ... import config as _config
 from ..._callbacks import ClientCallbacks
@@ -67,6 +65,7 @@ from ...storage import validate_topic_name
 from ...storage.cleaner import CleanerThread
 from ...storage.partition import sync_many
 from .batches import produce_batch
+from .reports import report_message, report_view, timestamp_bounds
 from .transactions import LocalTransactions
 
 # The linger thread looks for due batches this often while the producer is
@@ -75,11 +74,6 @@ from .transactions import LocalTransactions
 # so linger.ms below BG_TICK is exact for applications that call them.
 BG_TICK = 0.005
 BG_ACTIVE_TICKS = 20
-
-
-def _timestamp_bounds(batch: pa.RecordBatch) -> tuple[int, int]:
-    ts = batch.column(0).cast(pa.int64())
-    return int(pc.min(ts).as_py()), int(pc.max(ts).as_py())
 
 
 def _linger_thread(ref: weakref.ref, wake: threading.Event) -> None:
@@ -150,11 +144,12 @@ class Producer(core.ProducerCore):
         self._auto_create = conf["auto.create.topics.enable"]
         self._num_partitions = conf["num.partitions"]
         self._locks: dict[tuple[str, int], threading.Lock] = {}
+        self._logs: dict[tuple[str, int], Any] = {}  # (topic, partition): its PartitionLog
         self._reports: collections.deque = collections.deque()
-        self._error: BaseException | None = None
+        self._error = None  # (ProducerCore's: produce() calls _first_in_batch while one is pending)
         self._dirty: set = set()
         self._wake = threading.Event()
-        self._bg_idle = False
+        self._bg_idle = False  # (ProducerCore's: produce() calls _first_in_batch while it is set)
         self._stop = False
         self._txn = LocalTransactions(self, conf["transactional.id"], conf["transaction.timeout.ms"]) \
             if conf["transactional.id"] else None
@@ -228,7 +223,8 @@ class Producer(core.ProducerCore):
 
     def _send(self, slot: core.TopicSlot, partition: int) -> int:
         """Append ``partition``'s pending batch to the log; returns records sent."""
-        with self._locks[(slot.name, partition)]:
+        key = (slot.name, partition)
+        with self._locks[key]:
             acc = slot.accumulators[partition].detach()
             n = acc.count
             if n == 0:
@@ -236,7 +232,27 @@ class Producer(core.ProducerCore):
             nbytes = acc.nbytes
             callbacks = acc.callbacks
             if not callbacks and slot.topic.value_schema is None:
-                return self._send_records(slot, partition, acc, n, nbytes)
+                # bytes values, no delivery callback: no pyarrow batch (PartitionLog.append_records:
+                # the native core writes the frame); the small flush's path, kept short
+                if partition == slot.sticky:
+                    slot.next_sticky()
+                log = self._logs.get(key) or self._partition_log(slot, partition)
+                try:
+                    if self._txn is None:
+                        log.append_records(acc, fsync=self._fsync)
+                        slot.accumulators[partition].recycle(acc)  # its memory serves the next batch
+                    else:
+                        self._txn.append(slot.name, partition, log, n, lambda: log.append_records(acc, fsync=self._fsync))
+                finally:
+                    self._sent(n)
+                self._dirty.add(log)
+                counts = self._sent_counts.get(key)
+                if counts is None:
+                    self._count_sent(slot.name, partition, n, nbytes)
+                else:
+                    counts[0] += n
+                    counts[1] += nbytes
+                return n
             min_ts, max_ts = acc.min_timestamp, acc.max_timestamp
             batch = acc.to_batch()
             if slot.topic.value_schema is not None:
@@ -248,7 +264,7 @@ class Producer(core.ProducerCore):
                         if batch.num_rows == 0:
                             self._sent(n)
                             return 0
-                        min_ts, max_ts = _timestamp_bounds(batch)
+                        min_ts, max_ts = timestamp_bounds(batch)
                         values = typed_values(batch.column(2), slot.topic.value_schema)
                     batch = batch.set_column(2, "value", values)
                 except (TypeError, ValueError):
@@ -275,23 +291,10 @@ class Producer(core.ProducerCore):
                     self._reports.append((cb, None, view.message_at(index)))
             return n
 
-    def _send_records(self, slot: core.TopicSlot, partition: int, acc: core.RecordAccumulator, n: int,
-                      nbytes: int) -> int:
-        """_send for bytes values and no delivery callback: no pyarrow batch
-        (PartitionLog.append_records, the native core writes the frame)."""
-        if partition == slot.sticky:
-            slot.next_sticky()
-        log = slot.topic.partition(partition)
-        try:
-            if self._txn is None:
-                log.append_records(acc, fsync=self._fsync)
-            else:
-                self._txn.append(slot.name, partition, log, n, lambda: log.append_records(acc, fsync=self._fsync))
-        finally:
-            self._sent(n)
-        self._dirty.add(log)
-        self._count_sent(slot.name, partition, n, nbytes)
-        return n
+    def _partition_log(self, slot: core.TopicSlot, partition: int) -> Any:
+        """The PartitionLog of ``partition``, kept in ``_logs`` (a topic opens each once)."""
+        log = self._logs[(slot.name, partition)] = slot.topic.partition(partition)
+        return log
 
     def _append(self, topic: str, partition: int, log: Any, batch: pa.RecordBatch, min_ts: int, max_ts: int) -> int:
         """Append one frame (inside the open transaction, for a transactional producer)."""
@@ -323,28 +326,14 @@ class Producer(core.ProducerCore):
                 kept.append((new_index[index], cb))
         return batch.take(pa.array(keep, type=pa.int64())), kept
 
-    @staticmethod
-    def _report_view(topic: str, partition: int, batch: pa.RecordBatch, base: int) -> core.BatchView:
-        """Delivery reports read from the batch just appended: no Python
-        object per record until a report's key() or value() is called."""
-        n = batch.num_rows
-        offsets = pa.array(np.arange(base, base + n, dtype=np.int64))
-        full = pa.RecordBatch.from_arrays([offsets, *batch.columns], names=["offset", *batch.schema.names])
-        return core.BatchView(full, topic, partition, base)
-
-    @staticmethod
-    def _report_message(topic: str, partition: int, batch: pa.RecordBatch, index: int, offset: int) -> core.Message:
-        row = batch.slice(index, 1)
-        headers = row.column(3)[0].as_py()
-        return core.Message(topic, row.column(2)[0].as_py(), row.column(1)[0].as_py(),
-                            [(h["key"], h["value"]) for h in headers] if headers is not None else None, None,
-                            (core.TIMESTAMP_CREATE_TIME, row.column(0).cast(pa.int64())[0].as_py()), partition, offset)
+    _report_view = staticmethod(report_view)
+    _report_message = staticmethod(report_message)
 
     def _send_all(self, only_lingered: bool = False, min_age: float | None = None) -> int:
         """Append pending batches: all of them, or (``only_lingered``) those
         older than ``min_age`` (default linger.ms)."""
         sent = 0
-        now = time.monotonic()
+        now = time.monotonic() if only_lingered else 0.0
         age = self._linger if min_age is None else min_age
         locks = self._locks
         for slot in list(self._slots.values()):
@@ -498,8 +487,11 @@ class Producer(core.ProducerCore):
             self._send_all()
         if self._reports:
             self._serve_reports()
-        self._serve_callbacks()
-        self._raise_pending()
+        cbs = self._callbacks
+        if cbs.errors or cbs.interval:
+            self._serve_callbacks()
+        if self._error is not None:
+            self._raise_pending()
         return self._queued + len(self._reports)
 
     def sync(self) -> None:
