@@ -199,7 +199,9 @@ def close_many(logs: list) -> None:
                 # writeback (a mark lost to a power loss only costs the next
                 # opener a recovery scan, which finds every record synced)
                 for log, st in pending:
-                    log.state.publish(recovery_point=st["next_offset"])
+                    if st["recovery_point"] < st["next_offset"]:  # (a Producer's closing sync published it)
+                        log.state.publish(recovery_point=st["next_offset"])
+                        st["recovery_point"] = st["next_offset"]
                     log.state.clean = True
                     write_mark(log._state_fd, log.directory, st, log._writer)
             elif pending:
