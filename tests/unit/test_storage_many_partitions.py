@@ -2,6 +2,7 @@
 (issue 19, many partitions)."""
 
 import os
+import time
 
 import pyarrow as pa
 
@@ -93,6 +94,39 @@ def test_a_producer_close_syncs_the_file_system_once_for_the_data_and_not_for_th
         for part in range(40):
             st = t.partition(part).state
             assert st.clean and st.snapshot()["recovery_point"] == 10
+
+
+def test_a_closing_syncfs_runs_while_the_segments_are_unmapped_and_the_marks_wait_for_it(tmp_path, monkeypatch):
+    from arrowlog.storage import partition as partition_mod
+    path = str(tmp_path / "d")
+    d = LogDir(path)
+    t = d.create_topic("t", 8)
+    logs = [t.partition(i) for i in range(8)]
+    batch = pa.RecordBatch.from_pydict({"timestamp": [1], "key": [b"k"], "value": [b"v"], "headers": [None]},
+                                       schema=PRODUCE_SCHEMA)
+    for log in logs:
+        log.append(batch)  # written, not synced: the close syncs
+    writers = [log._writer for log in logs]
+    seen = []
+    real = partition_mod._syncfs
+
+    def syncfs(fd):
+        ok = real(fd)
+        # the flush's wait is where the munmaps go: by its end every writer is
+        # unmapped (the other thread did it), and no partition is marked clean yet
+        deadline = time.monotonic() + 20
+        while any(w.log is not None for w in writers) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        seen.append(([w.log is None for w in writers], [log.state.clean for log in logs]))
+        return ok
+    monkeypatch.setattr(partition_mod, "_syncfs", syncfs)
+    d.close()
+    assert seen == [([True] * 8, [False] * 8)]
+    monkeypatch.undo()
+    with LogDir(path) as d:
+        for i in range(8):
+            st = d.topic("t").partition(i).state
+            assert st.clean and st.snapshot()["recovery_point"] == 1
 
 
 def test_syncing_a_partition_whose_closed_segments_are_synced_lists_no_directory(tmp_path, monkeypatch):

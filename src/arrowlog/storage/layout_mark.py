@@ -59,11 +59,14 @@ _CLEAN_HEADER = b"ARWLSTAT" + struct.pack("<II", 1, 1)  # magic, version 1, clea
 _SEQ = struct.Struct("<Q")
 
 
-def _digest(head: bytes, directory: str, segment: Any = None) -> bytes | None:
+def _digest(head: bytes, directory: str, segment: Any = None, *, closing: bool = False) -> bytes | None:
     """The digest of the state bytes in ``head`` and the files they name, or
     None when the log does not start in its active segment or a file is
     missing. ``segment``: the active segment open for writing, whose files
-    are asked through their descriptors (an fstat costs half a stat)."""
+    are asked through their descriptors (an fstat costs half a stat).
+    ``closing``: also None when a swap a dead cleaner left half-done may be
+    there (cleaner.py): it waits for the next opener's finish_swaps, which
+    a marked open skips."""
     log_start = _LOG_START.unpack_from(head, 24)[0]
     active = _LOG_START.unpack_from(head, _ACTIVE_BASE_AT)[0]
     if log_start < active:
@@ -79,6 +82,10 @@ def _digest(head: bytes, directory: str, segment: Any = None) -> bytes | None:
             stats = [os.stat(path) for path in (directory, stem + ".log", stem + ".index", stem + ".timeindex")]
     except OSError:
         return None
+    # the swap is a subdirectory: a directory with no subdirectory has two
+    # links on the usual file systems (one stat fewer per partition closed)
+    if closing and stats[0].st_nlink != 2 and os.path.lexists(f"{directory}/{CLEANING_DIR}"):
+        return None
     for s in stats:
         h.update(_STAT.pack(s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns))
     return h.digest()
@@ -92,10 +99,8 @@ def write_mark(fd: int, directory: str, st: dict, writer: Any = None) -> None:
     opener the full check."""
     try:
         mark = _NO_MARK
-        # a swap a dead cleaner left half-done (cleaner.py) waits for the
-        # next opener's finish_swaps, which a marked open skips
-        if state_problem(st) is None and not os.path.lexists(os.path.join(directory, CLEANING_DIR)):
-            digest = _digest(os.pread(fd, MARK_OFFSET, 0), directory, writer)
+        if state_problem(st) is None:
+            digest = _digest(os.pread(fd, MARK_OFFSET, 0), directory, writer, closing=True)
             if digest is not None:
                 mark = MARK_MAGIC + digest
         os.pwrite(fd, mark, MARK_OFFSET)

@@ -37,6 +37,7 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
+import threading
 
 import pyarrow as pa
 
@@ -167,6 +168,25 @@ def _synced_already(pending: list) -> bool:
     return all(st["recovery_point"] >= st["next_offset"] and not log._dir_dirty for log, st in pending)
 
 
+def _syncfs_unmapping(pending: list) -> bool:
+    """_syncfs() while this thread unmaps the closing partitions' segments
+    (their pages stay in the page cache, which the syncfs writes): the
+    munmaps, tens of µs a partition, run during the disk's flush instead of
+    after it. Their descriptors stay for the clean marks' fstats."""
+    result: list[bool] = []
+    flusher = threading.Thread(target=lambda: result.append(_syncfs(pending[0][0]._state_fd)),
+                               name="arrowlog-close-syncfs")
+    flusher.start()  # (the syncfs runs without the GIL)
+    try:
+        for log, _st in pending:
+            log._forget_read_views()
+            if log._writer is not None:
+                log._writer.unmap()
+    finally:
+        flusher.join()
+    return bool(result and result[0])
+
+
 def close_many(logs: list) -> None:
     """Close many partitions with at most one file-system sync in all
     instead of six fsyncs each (1,024 partitions: tens of ms, not seconds):
@@ -194,16 +214,21 @@ def close_many(logs: list) -> None:
                 st = log._begin_close()
                 if st is not None:
                     pending.append((log, st))
-            if pending and _syncfs_usable() and (_synced_already(pending) or _syncfs(pending[0][0]._state_fd)):
+            if pending and _syncfs_usable() and (_synced_already(pending) or _syncfs_unmapping(pending)):
                 # the data is durable: the marks go to disk with the kernel's
                 # writeback (a mark lost to a power loss only costs the next
                 # opener a recovery scan, which finds every record synced)
                 for log, st in pending:
-                    log.state.publish(recovery_point=st["next_offset"])
+                    if st["recovery_point"] < st["next_offset"]:  # (a Producer's closing sync published it)
+                        log.state.publish(recovery_point=st["next_offset"])
+                        st["recovery_point"] = st["next_offset"]
                     log.state.clean = True
                     write_mark(log._state_fd, log.directory, st, log._writer)
             elif pending:
                 for log, st in pending:
+                    if log._writer is not None and log._writer.log is None:  # unmapped for the syncfs
+                        log._writer.close()
+                        log._writer = None
                     log._closed = False
                     fcntl.flock(log._append_fd, fcntl.LOCK_UN)
                     log._release()

@@ -580,6 +580,12 @@ class Segment:
             self.index_fd = self.time_index_fd = -1
         close_fds(self, *(() if keep_log else ("log_fd",)), "index_fd", "time_index_fd")
 
+    def unmap(self) -> None:
+        """Drop the mappings but keep the descriptors (a closing partition's
+        clean mark fstats them); close() closes those."""
+        self._batches = {}
+        self.log = self.index = self.time_index = None
+
     def close(self) -> None:
         self._batches = {}
         self.release_descriptors()
