@@ -7,23 +7,12 @@ partitions it runs a process out of descriptors.
 
 from __future__ import annotations
 
-import os
-
 import faultlib
-
-
-def open_fds() -> set[str]:
-    out = set()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            out.add(os.readlink(f"/proc/self/fd/{fd}"))
-        except OSError:
-            pass
-    return out
+from fds import open_paths
 
 
 def test_a_closed_log_keeps_no_file_open(data_dir):
-    before = open_fds()
+    before = set(open_paths())
     # a new partition (created by recovery), appends across rolls, reads,
     # retention, a clean close; then the same again on the existing log
     for cycle in range(2):
@@ -34,5 +23,5 @@ def test_a_closed_log_keeps_no_file_open(data_dir):
         faultlib.read_log(pl)
         pl.enforce_retention()
         d.close()
-    leaked = sorted(p for p in open_fds() - before if data_dir in p)
+    leaked = sorted(p for p in set(open_paths()) - before if data_dir in p)
     assert leaked == [], f"still open after close: {leaked}"

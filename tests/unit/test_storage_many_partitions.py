@@ -5,6 +5,7 @@ import os
 import time
 
 import pyarrow as pa
+from fds import open_paths
 
 import arrowlog
 from arrowlog.schema import PRODUCE_SCHEMA
@@ -18,16 +19,6 @@ def fill(path, partitions, per_partition):
         for i in range(partitions * per_partition):
             p.produce("t", b"v%d" % i, partition=i % partitions)
         p.flush()
-
-
-def open_paths() -> list[str]:
-    out = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            out.append(os.readlink(f"/proc/self/fd/{fd}"))
-        except OSError:
-            pass
-    return out
 
 
 def test_the_partition_column_holds_no_more_memory_than_its_rows(tmp_path):

@@ -65,7 +65,6 @@ class LogBase:
         self._bases_key: tuple | None = None
         self._max_ts_cache: dict[int, int] = {}
         self._null_columns: dict = {}
-        self._sorted_frames: dict[tuple, int] = {}  # (generation, segment, position) -> timestamps ascend?
         self._writer: Segment | None = None       # writable view of the active segment
         self._writer_generation: int | None = None  # the published generation _writer was last checked at
         self._failed: BaseException | None = None
