@@ -2,14 +2,20 @@
 
 The same records in a 6-partition topic (keyed, so murmur2 spreads them):
 
-- *read*: one consumer subscribed alone reads everything, touching each
-  value and committing synchronously after each ``consume(1000)``; then three
-  processes join one group and do the same with their shares. The clock
-  stops when together they have read every record, counted per partition by
-  the next offset reached, so records redelivered after a rebalance are not
-  counted twice (the group's joining and first assignment are inside the
-  time, for the one consumer too). Target (issue 19): three members ≥ 2.5×
-  one consumer; commits must not serialise the members on one fsync.
+- *read*: one consumer process subscribed alone reads everything, touching
+  each value and committing synchronously after each ``consume(1000)``; then
+  three processes join one group and do the same with their shares. Both
+  sides run in the same harness: fresh (spawned) processes that subscribe
+  before the clock starts, so the first assignment is inside the time and
+  each process reads records it has not read before (CRC-32C checked on the
+  first read in a process). Progress is counted from the offsets each
+  commit returns (next offset per partition: one entry per partition per
+  batch, and records redelivered after a rebalance are not counted twice);
+  the reader that completes the count stops the clock, and no reader leaves
+  the group before all have stopped reading (a leaving member would make
+  the others take over its partitions inside their measured CPU). Target
+  (issue 19): three members ≥ 2.5× one consumer; commits must not serialise
+  the members on one fsync.
 - *sha256*: the same with a SHA-256 of each value, a stand-in for real
   per-record work, where spreading over processes pays up to the cores.
 - *latency to a group member*: produce()+flush() in this process → ``poll()``
@@ -24,6 +30,7 @@ import hashlib
 import multiprocessing as mp
 import os
 import time
+import uuid
 from statistics import median as _median
 
 from . import datasets
@@ -36,15 +43,38 @@ MEMBERS = 3
 FAILOVER_TOPIC = "failover"
 
 
-def _consume_loop(c, n: int | None, work: bool, progress=None, stop=None) -> int:
+class _Shared:
+    """What the harness and its reader processes share for one timed run."""
+
+    def __init__(self, mpc, n: int, readers: int):
+        self.n = n
+        self.progress = mpc.Array("q", PARTITIONS)   # next offset reached per partition
+        self.finished_at = mpc.Value("d", 0.0)       # perf_counter() (CLOCK_MONOTONIC) when all was read
+        self.cpu = mpc.Array("d", readers)           # each reader's CPU seconds while reading
+        self.ready = mpc.Semaphore(0)
+        self.go, self.done = mpc.Event(), mpc.Event()
+        self.left = mpc.Barrier(readers)             # nobody leaves the group while another still reads
+
+    def reached(self, committed) -> None:
+        """Record the offsets a commit returned (one entry per partition, so the
+        bookkeeping costs the same per batch whatever the batch holds: a record
+        redelivered after a rebalance is not counted twice); the reader that
+        completes the count stops the clock."""
+        progress = self.progress
+        with progress.get_lock():
+            for tp in committed:
+                if tp.offset > progress[tp.partition]:
+                    progress[tp.partition] = tp.offset
+            if not self.done.is_set() and sum(progress[:]) >= self.n:  # offsets start at 0
+                self.finished_at.value = time.perf_counter()
+                self.done.set()
+
+
+def _consume_loop(c, work: bool, shared: _Shared) -> int:
     got = 0
     idle_since = time.monotonic()
     sha = hashlib.sha256
-    while True:
-        if n is not None and got >= n:
-            return got
-        if stop is not None and stop.is_set():
-            return got
+    while not shared.done.is_set():
         msgs = c.consume(1000, 0.2)
         if not msgs:
             if time.monotonic() - idle_since > 30:
@@ -58,17 +88,8 @@ def _consume_loop(c, n: int | None, work: bool, progress=None, stop=None) -> int
             for m in msgs:
                 len(m.value())
         got += len(msgs)
-        c.commit(asynchronous=False)
-        if progress is not None:
-            # the next offset reached per partition: a record redelivered after a
-            # rebalance is not counted twice
-            reached: dict[int, int] = {}
-            for m in msgs:
-                reached[m.partition()] = m.offset() + 1
-            with progress.get_lock():
-                for part, nxt in reached.items():
-                    if nxt > progress[part]:
-                        progress[part] = nxt
+        shared.reached(c.commit(asynchronous=False))
+    return got
 
 
 def _consumer(path: str, group: str, topic: str = TOPIC, reset: str = "earliest"):
@@ -80,73 +101,63 @@ def _consumer(path: str, group: str, topic: str = TOPIC, reset: str = "earliest"
     return c
 
 
-def member(path: str, group: str, work: bool, progress, ready, go, stop, cpu=None, slot: int = 0) -> None:
+def member(path: str, group: str, work: bool, shared: _Shared, slot: int) -> None:
     c = _consumer(path, group)
-    ready.release()
-    go.wait()
+    shared.ready.release()
+    shared.go.wait()
     cpu0 = time.process_time()
     try:
-        _consume_loop(c, None, work, progress, stop)
+        _consume_loop(c, work, shared)
+        shared.cpu[slot] = time.process_time() - cpu0   # this process's CPU (user + system) while reading
+        shared.left.wait(30)
     finally:
-        if cpu is not None:
-            cpu[slot] = time.process_time() - cpu0   # this process's CPU (user + system) while reading
         c.close()
 
 
-def _stop(procs, stop) -> None:
-    """Ask the member processes to stop; kill any still running after 10 s."""
+def _stop(procs, stop, barrier=None) -> None:
+    """Ask the processes to stop; kill any still running after 10 s."""
     stop.set()
+    if barrier is not None:
+        barrier.abort()
     for p in procs:
         p.join(10)
         if p.is_alive():
             p.kill()
 
 
-def one_consumer(ctx, path: str, n: int, work: bool, costs: list | None = None) -> list[float]:
-    """``costs`` gets (CPU seconds, wall seconds) of every run."""
-    runs = iter(range(1_000_000))
-
-    def body(_):
-        t0, cpu0 = time.perf_counter(), time.process_time()
-        c = _consumer(path, f"solo-{'sha256' if work else 'read'}-{next(runs)}")
-        _consume_loop(c, n, work)
-        c.close()
-        if costs is not None:
-            costs.append((time.process_time() - cpu0, time.perf_counter() - t0))
-
-    return ctx.measure(body)
-
-
-def three_members(ctx, path: str, n: int, work: bool, costs: list | None = None) -> list[float]:
-    """``costs`` gets (the members' CPU seconds together, wall seconds) of every run."""
+def readers(ctx, path: str, n: int, work: bool, count: int, costs: list | None = None) -> list[float]:
+    """``count`` reader processes in one new group, each started fresh (spawned),
+    subscribed before the clock starts: from the start signal until together
+    they have read all ``n`` records. The same harness measures one consumer
+    (``count=1``) and three members, so both sides pay the same: a process
+    reading records it has not read before (CRC-32C on first read), the same
+    bookkeeping per batch, the first assignment inside the time.
+    ``costs`` gets (the readers' CPU seconds together, wall seconds) of every run."""
     mpc = mp.get_context("spawn")
-    runs = iter(range(1_000_000))
 
     def body(_):
-        group = f"trio-{'sha256' if work else 'read'}-{next(runs)}"  # a new group: nothing committed yet
-        progress = mpc.Array("q", PARTITIONS)
-        cpu = mpc.Array("d", MEMBERS)
-        ready, go, stop = mpc.Semaphore(0), mpc.Event(), mpc.Event()
-        procs = [mpc.Process(target=member, args=(path, group, work, progress, ready, go, stop, cpu, i), daemon=True)
-                 for i in range(MEMBERS)]
+        group = f"{'trio' if count > 1 else 'solo'}-{'sha256' if work else 'read'}-{uuid.uuid4().hex[:8]}"
+        shared = _Shared(mpc, n, count)
+        procs = [mpc.Process(target=member, args=(path, group, work, shared, i), daemon=True) for i in range(count)]
         for p in procs:
             p.start()
         try:
             for _ in procs:
-                if not ready.acquire(timeout=60):
-                    raise RuntimeError("a group member did not start")
+                if not shared.ready.acquire(timeout=60):
+                    raise RuntimeError("a group reader did not start")
             t0 = time.perf_counter()
-            go.set()
+            shared.go.set()
             deadline = time.monotonic() + 300
-            while sum(progress[:]) < n:  # offsets start at 0, so the sum of next offsets counts records
+            while not shared.done.wait(0.5):   # no polling: the reader that completes the count says so
                 if time.monotonic() > deadline or not any(p.is_alive() for p in procs):
-                    raise RuntimeError(f"the group read {sum(progress[:])} of {n} records")
-                time.sleep(0.0005)
-            elapsed = time.perf_counter() - t0
+                    raise RuntimeError(f"the group read {sum(shared.progress[:])} of {n} records")
+            elapsed = shared.finished_at.value - t0
+            for p in procs:
+                p.join(30)
         finally:
-            _stop(procs, stop)
+            _stop(procs, shared.done, shared.left)
         if costs is not None:
-            costs.append((sum(cpu[:]), elapsed))   # read once every member has stopped
+            costs.append((sum(shared.cpu[:]), elapsed))
         return elapsed
 
     return ctx.measure(body)
@@ -164,12 +175,13 @@ def _explain(three: Row, one: Row, trio: list[tuple[float, float]], solo: list[t
     cores = os.cpu_count() or 1
     solo_cpu, solo_wall = _median([c for c, _ in solo]), _median([w for _, w in solo])
     trio_cpu = _median([c for c, _ in trio])
-    one.note = (f"CPU {solo_cpu:.2f} s of {solo_wall:.2f} s ({100 * solo_cpu / solo_wall:.0f}%), medians of the "
+    one.note = (f"CPU {solo_cpu:.3f} s of {solo_wall:.3f} s ({100 * solo_cpu / solo_wall:.0f}%), medians of the "
                 "timed runs: the rest waits for its commits' fdatasyncs")
     floor = trio_cpu / min(cores, MEMBERS)
-    three.note = (f"the members' CPU together {trio_cpu:.2f} s (median): on {cores} cores they need at least "
-                  f"{floor:.2f} s, so {MEMBERS} members can be at most ≈ {solo_wall / floor:.1f}× one consumer in this "
-                  "run, and only if their commit waits overlap completely")
+    three.note = (f"the members' CPU together {trio_cpu:.3f} s (median; {trio_cpu / solo_cpu:.2f}× the one "
+                  f"consumer's): on {cores} cores they need at least {floor:.3f} s, so {MEMBERS} members can be at "
+                  f"most ≈ {solo_wall / floor:.1f}× one consumer in this run, and only if their commit waits "
+                  "overlap completely")
 
 
 # -- latency to a group member ---------------------------------------------------------
@@ -262,11 +274,12 @@ def run(ctx) -> list[Row]:
         solo: list[tuple[float, float]] = []
         three = ctx.row(Row(f"group.{tag}three.arrowlog", wl, "arrowlog",
                             f"{MEMBERS} member processes, one group, commit(asynchronous=False) per consume(1000); "
-                            "joining and the first assignment inside the time",
-                            records=n, nbytes=nb), lambda work=work, trio=trio: three_members(ctx, path(), n, work, trio))
+                            "the first assignment inside the time",
+                            records=n, nbytes=nb), lambda work=work, trio=trio: readers(ctx, path(), n, work, MEMBERS, trio))
         one = ctx.row(Row(f"group.{tag}one.arrowlog", wl, "arrowlog, 1 consumer",
-                          "one subscribed consumer, commit(asynchronous=False) per consume(1000); joining inside the time",
-                          records=n, nbytes=nb), lambda work=work, solo=solo: one_consumer(ctx, path(), n, work, solo))
+                          "one subscribed consumer process, the same harness: commit(asynchronous=False) per "
+                          "consume(1000), the first assignment inside the time",
+                          records=n, nbytes=nb), lambda work=work, solo=solo: readers(ctx, path(), n, work, 1, solo))
         _explain(three, one, trio, solo, ctx.runs)
         rows += [three, one]
 
