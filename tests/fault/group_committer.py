@@ -1,6 +1,8 @@
 """Committer processes for the group fault tests: each commits a counter
 (in the metadata of its own partition) synchronously in a loop and prints
-``A <counter>`` once commit() returned."""
+``A <counter>`` once commit() returned. ``kind``: ``member`` (an in-process
+Consumer) or ``server`` (the Kafka server's offset store, as OffsetCommit
+and TxnOffsetCommit use it)."""
 
 from __future__ import annotations
 
@@ -24,12 +26,28 @@ while True:
     c.commit(offsets=[TopicPartition("t", part, 0, str(i))], asynchronous=False)
     os.write(1, b"A %d\n" % i)
 """
+SERVER_COMMITTER = r"""
+import os, sys
+from arrowlog.server.offsets import GroupOffsetStore
+data, part = sys.argv[1], int(sys.argv[2])
+store = GroupOffsetStore(data)
+start = store.load("g").get("t", {}).get(part, {}).get("metadata")
+i = int(start or 0)
+os.write(1, b"R %d\n" % i)
+while True:
+    i += 1
+    store.commit("g", {"t": {part: {"offset": 0, "metadata": str(i), "leader_epoch": -1}}})
+    os.write(1, b"A %d\n" % i)
+"""
+SCRIPTS = {"member": COMMITTER, "server": SERVER_COMMITTER}
 PARTS = 3
+# the committers of the fault tests: in-process members only, then members and the server's store together
+MIXES = [("member",) * PARTS, ("server", "member", "server")]
 
 
 class Committer:
-    def __init__(self, data: str, part: int):
-        self.proc = subprocess.Popen([sys.executable, "-c", COMMITTER, data, str(part)], stdout=subprocess.PIPE,
+    def __init__(self, data: str, part: int, kind: str = "member"):
+        self.proc = subprocess.Popen([sys.executable, "-c", SCRIPTS[kind], data, str(part)], stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, env=faultlib.writer_env())
         self.start: int | None = None
         self.acked = 0

@@ -23,7 +23,8 @@ import signal
 import time
 
 import faultlib
-from group_committer import PARTS, Committer
+import pytest
+from group_committer import MIXES, PARTS, Committer
 from group_committer import committed as committed_counters
 
 import arrowlog
@@ -119,15 +120,17 @@ def test_commits_are_atomic_under_sigkill(data_dir, tmp_path, seed):
     assert len(leftovers) <= 1   # at most the temporary file of the last killed commit
 
 
-def test_concurrent_journal_committers_under_sigkill(data_dir, seed):
-    """Three processes commit into one group's journal; one of them, chosen at
+@pytest.mark.parametrize("kinds", MIXES, ids="-".join)
+def test_concurrent_journal_committers_under_sigkill(data_dir, seed, kinds):
+    """Three processes (in-process members, or members and the Kafka server's
+    offset store) commit into one group's journal; one of them, chosen at
     random, is SIGKILLed at a random moment (perhaps mid-claim, leaving half a
     record past the tail) and started again. Every time: the journal reads
     without error, no acknowledged commit is missing, counters never go back."""
     rng = random.Random(seed)
     with arrowlog.LogDir(data_dir) as log:
         log.create_topic("t", partitions=PARTS)
-    procs = [Committer(data_dir, p) for p in range(PARTS)]
+    procs = [Committer(data_dir, p, kinds[p]) for p in range(PARTS)]
     acked = {p: 0 for p in range(PARTS)}
     try:
         for k in range(faultlib.count(20, 100)):   # a Python start-up per kill: fewer than KILLS
@@ -145,7 +148,7 @@ def test_concurrent_journal_committers_under_sigkill(data_dir, seed):
             got = committed_counters(data_dir)     # raises GroupError if the journal read as damaged
             ctx = f"kill {k}, seed {seed}: committed {got}, acknowledged {acked}"
             assert all(got.get(p, 0) >= acked[p] for p in range(PARTS)), ctx
-            procs[victim] = Committer(data_dir, victim)
+            procs[victim] = Committer(data_dir, victim, kinds[victim])
     finally:
         for c in procs:
             c.kill()

@@ -21,10 +21,12 @@ import sys
 import time
 
 import faultlib
-from group_committer import PARTS, Committer, committed
+import pytest
+from group_committer import MIXES, PARTS, Committer, committed
 
 
-def test_group_commits_survive_power_loss(ext4, seed):
+@pytest.mark.parametrize("kinds", MIXES, ids="-".join)
+def test_group_commits_survive_power_loss(ext4, seed, kinds):
     rng = random.Random(seed)
     img = ext4(96)
     img.mount()
@@ -35,7 +37,7 @@ def test_group_commits_survive_power_loss(ext4, seed):
                    env=faultlib.writer_env(), check=True, timeout=120)
     acked = {p: 0 for p in range(PARTS)}
     for cycle in range(faultlib.count(4, 30)):
-        procs = [Committer(data, p) for p in range(PARTS)]
+        procs = [Committer(data, p, kinds[p]) for p in range(PARTS)]
         try:
             deadline = time.monotonic() + 120
             # by progress: every committer resumed and had commits acknowledged

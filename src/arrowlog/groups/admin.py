@@ -107,6 +107,14 @@ class GroupAdmin:
     def _gdir(self, group: str) -> GroupDir:
         return GroupDir(self.logdir.groups_dir, group, create=False)
 
+    def _write(self, group: str, updates: dict[tuple[str, int], tuple]) -> None:
+        """Commit ``updates`` as one record of the group's commit journal (durable on return)."""
+        gdir = GroupDir(self.logdir.groups_dir, group, journal=True)
+        try:
+            gdir.write_offsets(updates)
+        finally:
+            gdir.close()
+
     def _live(self, gdir: GroupDir) -> list[MemberInfo]:
         return MemberRegistry(gdir).live(reap=False) if gdir.exists() else []
 
@@ -208,7 +216,7 @@ class GroupAdmin:
                 plan.append(ResetPlan(topic, p, current, min(max(new, low), high)))
         if execute:
             self._refuse_if_live(gdir, "reset its offsets")
-            gdir.write_offsets({(r.topic, r.partition): (r.new, None) for r in plan})
+            self._write(gdir.group, {(r.topic, r.partition): (r.new, None) for r in plan})
         return plan
 
     def _refuse_if_live(self, gdir: GroupDir, what: str) -> None:
@@ -233,7 +241,7 @@ class GroupAdmin:
         return {k: e.offset for k, e in gdir.read_offsets().items()} if gdir.exists() else {}
 
     def commit(self, group: str, offsets: dict[tuple[str, int], int]) -> None:
-        GroupDir(self.logdir.groups_dir, group).write_offsets({k: (int(v), None) for k, v in offsets.items()})
+        self._write(group, {k: (int(v), None) for k, v in offsets.items()})
 
     def members(self, group: str) -> dict[tuple[str, int], str]:
         """The live owner (member id) of each partition held right now."""

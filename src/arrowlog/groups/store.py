@@ -26,9 +26,11 @@ the highest seq, in ``offsets.json`` or a journal, is the committed offset
 (``dropped``: deleted at that seq). Readers read the journals first, then
 ``offsets.json``: a fold writes ``offsets.json`` before it unlinks a journal.
 
-A ``GroupDir(..., journal=True)`` (a group member) commits by appending to
-the journal: one record, one fdatasync shared with the members committing
-at the same time. Other commits go through a round: a commit first drops
+A ``GroupDir(..., journal=True)`` (a group member, the Kafka server's offset
+store, GroupAdmin: every writer of commits) commits by appending to the
+journal: one record, one fdatasync shared with the others committing at the
+same time. A commit too large for a journal record, and a GroupDir opened
+without ``journal``, go through a round: a commit first drops
 its offsets into the group directory as
 ``pending-<monotonic ns>-<pid>-<n>.json`` (written to a dot-file, then
 renamed: never seen half-written), then takes ``.lock``. If its pending file
@@ -225,10 +227,15 @@ class GroupDir:
             doc = json.loads(raw)
             if not isinstance(doc, dict) or not isinstance(doc["offsets"], dict):
                 raise TypeError("not an object with 'offsets'")
-            return doc
+            version = int(doc.get("format", 1))
         except (ValueError, KeyError, TypeError) as exc:
             raise GroupError(f"{self.offsets_path} is not a valid offsets file ({exc}); "
                              "reset the group's offsets or delete the group") from None
+        if version > FORMAT_VERSION:
+            raise GroupError(f"{self.offsets_path} has format {version}, newer than this arrowlog reads "
+                             f"({FORMAT_VERSION}): it was written by a newer arrowlog; use that version (or newer) "
+                             "for this data directory")
+        return doc
 
     def write_offsets(self, updates: dict[tuple[str, int], tuple]) -> None:
         """Merge ``{(topic, partition): (offset, metadata[, leader_epoch])}`` into the

@@ -113,6 +113,9 @@ class GroupCoordinator:
             if g.rebalance_task:
                 g.rebalance_task.cancel()
             self.files.close(g)
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            close()   # the journal handles kept open for commits
 
     def group(self, group_id: str) -> Group:
         g = self.groups.get(group_id)

@@ -6,17 +6,28 @@ committed offsets in the data directory's own group store
 so ``arrowlog group`` commands, ``GroupAdmin`` and in-process consumers see
 the offsets that wire clients commit, and the other way round.
 
-Durability: ``commit`` returns after the group's offsets file has been
-replaced atomically and durably (temp file, fsync, rename, directory fsync;
-see GroupDir). Kafka's committed leader epoch is stored with the offset and
-returned as committed (-1 when the client gave none).
-Thread-safety: used from the server's event loop; GroupDir also serialises
-commits across processes.
+Durability: ``commit`` (OffsetCommit, and TxnOffsetCommit once its
+transaction commits) returns once its offsets are one record in the
+group's commit journal, fdatasynced: the same mechanism as in-process
+members, sharing their fdatasyncs (groups/journal.py). A commit too large
+for a journal record, and OffsetDelete, replace ``offsets.json`` instead
+(temp file, fsync, rename, directory fsync; see GroupDir). Kafka's
+committed leader epoch is stored with the offset and returned as committed
+(-1 when the client gave none).
+
+The journal handles of the groups committed to most recently stay open
+(``OPEN_WRITERS``, two descriptors each); older ones are closed and reopened
+on their next commit.
+Thread-safety: used from the server's event loop and the transaction
+coordinator; the cache of writers has its own lock, and GroupDir serialises
+commits across threads and processes.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 
 from arrowlog.errors import GroupError
 from arrowlog.groups.store import GroupDir, group_dirname, list_group_dirs
@@ -33,12 +44,42 @@ def group_id_problem(group: str | None) -> str | None:
     return None
 
 
+OPEN_WRITERS = 64
+
+
 class GroupOffsetStore:
     def __init__(self, data_dir: str | os.PathLike):
         self.groups_dir = os.path.join(os.fspath(data_dir), "groups")
+        self._writers: OrderedDict[str, GroupDir] = OrderedDict()
+        self._writers_lock = threading.Lock()
 
     def _dir(self, group: str, create: bool) -> GroupDir:
         return GroupDir(self.groups_dir, group, create=create)
+
+    def _writer(self, group: str) -> GroupDir:
+        """The group's journal writer, kept open for the next commit."""
+        with self._writers_lock:
+            gdir = self._writers.pop(group, None)
+            if gdir is None:
+                gdir = GroupDir(self.groups_dir, group, create=True, journal=True)
+            self._writers[group] = gdir   # most recently used last
+            while len(self._writers) > OPEN_WRITERS:
+                _, old = self._writers.popitem(last=False)
+                old.close()
+            return gdir
+
+    def _forget_writer(self, group: str) -> None:
+        with self._writers_lock:
+            gdir = self._writers.pop(group, None)
+        if gdir is not None:
+            gdir.close()
+
+    def close(self) -> None:
+        """Close the journal handles (the journals stay: their records are durable)."""
+        with self._writers_lock:
+            writers, self._writers = list(self._writers.values()), OrderedDict()
+        for gdir in writers:
+            gdir.close()
 
     def load(self, group: str) -> dict:
         """{topic: {partition: {"offset", "metadata", "leader_epoch"}}} for ``group``."""
@@ -58,7 +99,7 @@ class GroupOffsetStore:
         flat = {(topic, int(p)): (e["offset"], e.get("metadata"), e.get("leader_epoch", -1))
                 for topic, parts in updates.items() for p, e in parts.items()}
         try:
-            self._dir(group, create=True).write_offsets(flat)
+            self._writer(group).write_offsets(flat)
         except GroupError as exc:
             raise OSError(str(exc)) from exc
 
@@ -71,6 +112,7 @@ class GroupOffsetStore:
 
     def delete(self, group: str) -> None:
         """Forget the group and its committed offsets."""
+        self._forget_writer(group)
         self._dir(group, create=False).remove()
 
     def delete_topic(self, topic: str) -> None:
