@@ -9,10 +9,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+from arrowlog.groups import GroupAdmin  # noqa: E402
 from bench import bench_group, datasets  # noqa: E402
 from bench.context import Context  # noqa: E402
-
-from arrowlog.groups import GroupAdmin  # noqa: E402
 
 
 def test_repeated_runs_each_read_everything_in_a_new_group(tmp_path):
