@@ -476,3 +476,29 @@ def test_roundrobin_strategy_across_members(data):
     assert sorted(p for _, p in owned[first]) == [0, 2, 4]
     for c in cs:
         c.close()
+
+
+def test_a_commit_of_the_stored_offsets_writes_only_the_partitions_that_moved(data):
+    from arrowlog.groups.journal import journal_gen, read_journal
+
+    fill(data, 10)
+    c = consumer(data)
+    c.subscribe(["t"])
+    assert len(drain([c], want=60)[0]) == 60
+    c.commit(asynchronous=False)
+    produce(data, 5, partition=2)
+    assert len(drain([c], want=5)[0]) == 5
+    done = c.commit(asynchronous=False)
+    # it returns every stored offset, as before...
+    assert {(tp.partition, tp.offset) for tp in done} == {(p, 15 if p == 2 else 10) for p in range(6)}
+    gpath = os.path.join(data, "groups", "g")
+    records = [r for name in sorted(os.listdir(gpath)) if journal_gen(name) is not None
+               for r in read_journal(os.path.join(gpath, name))]
+    # ...but the record it wrote holds only the partition that moved
+    assert [(e[1], e[2]) for e in records[-1][1]] == [(2, 15)]
+    assert c.commit(asynchronous=False) == done     # nothing moved: no record at all
+    assert len([r for name in sorted(os.listdir(gpath)) if journal_gen(name) is not None
+                for r in read_journal(os.path.join(gpath, name))]) == len(records)
+    c.close()
+    assert {p: e.offset for (_, p), e in GroupDir(os.path.join(data, "groups"), "g").read_offsets().items()} == \
+        {p: 15 if p == 2 else 10 for p in range(6)}

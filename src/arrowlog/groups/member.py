@@ -354,6 +354,7 @@ class GroupMember:
             self.consumer.incremental_unassign(parts)
             for tp in keys:
                 self._stored.pop(tp, None)
+                self._last_committed.pop(tp, None)   # another member may commit it before it comes back
                 owned.release(tp)
             self._wake_peers()
 
@@ -375,7 +376,11 @@ class GroupMember:
         self._commit_stored(None, asynchronous=asynchronous)
 
     def _write(self, offsets: dict, asynchronous: bool) -> None:
-        self.committer.raise_error()
+        try:
+            self.committer.raise_error()
+        except KafkaException:
+            self._last_committed.clear()   # what the failed write held is not committed
+            raise
         if asynchronous:
             self.committer.submit(offsets)
         else:
@@ -417,7 +422,15 @@ class GroupMember:
                                             f"{self.member_id} of group {self.group!r} (a rebalance moved them)"))
         if offsets is not None:
             self._check_in_range(todo)
-        self._write(todo, asynchronous)
+        write = todo
+        if message is None and offsets is None and self._owned is not None:
+            # the stored offsets of partitions only this member may commit (it holds their
+            # locks): those it already committed (no metadata to add) need no new record;
+            # a synchronous commit still waits for pending asynchronous ones
+            last = self._last_committed
+            write = {k: v for k, v in todo.items() if v[1] is not None or last.get(k) != v[0]}
+        if write or not asynchronous:
+            self._write(write, asynchronous)
         if asynchronous:
             return None
         return [TopicPartition(t, p, off, meta) for (t, p), (off, meta) in sorted(todo.items())]
