@@ -246,10 +246,10 @@ class KafkaServer:
         tls = self.security.ssl_context
         # A TLS handshake gets the first request's deadline too (the connection is not
         # admitted, so not counted against max_connections, until it completes).
-        handshake = {"ssl_handshake_timeout": self.limits.first_request_timeout_s} if tls else {}
         self._server = await asyncio.get_running_loop().create_server(
             lambda: FrameStream(self._on_connection, self._bodies), self.host, self.port,
-            reuse_address=True, backlog=1024, ssl=tls, **handshake)
+            reuse_address=True, backlog=1024, ssl=tls,
+            ssl_handshake_timeout=self.limits.first_request_timeout_s if tls else None)
         self.port = self._server.sockets[0].getsockname()[1]
         config.port = self.port
         self.broker.start()
