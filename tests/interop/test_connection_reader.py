@@ -3,12 +3,14 @@ bodies received into pooled buffers, trickled and half-closed clients, hostile s
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import struct
 
 import pytest
 
 from arrowlog.server import Limits
+from arrowlog.server import server as S
 from arrowlog.server import messages as M
 from arrowlog.server.wire import Reader, Writer
 
@@ -71,6 +73,25 @@ def test_a_client_sending_one_byte_at_a_time_is_answered(inproc):
             s.send(data[i:i + 1])
         assert struct.unpack(">i", recv_frame(s)[:4])[0] == 1
         assert base_offset(recv_frame(s)) == (2, 0)
+
+
+def test_requests_that_have_fully_arrived_are_read_without_arming_a_timer(inproc, monkeypatch):
+    # Each wait for a request or a body is bounded by a deadline (a timer on the loop);
+    # a pipelined request whose bytes are all there and that fits the memory budget
+    # needs no wait, so no timer: 50 of them cost the two waits around the burst.
+    timers = []
+
+    def counting_timeout_at(deadline):
+        timers.append(deadline)
+        return asyncio.timeout_at(deadline)
+
+    monkeypatch.setattr(S, "_TIMEOUT_AT", counting_timeout_at)
+    with socket.create_connection((inproc.host, inproc.port), timeout=30) as s:
+        wait_for(lambda: inproc.query(lambda srv: srv.connection_count) == 1, 30, "the connection")
+        s.sendall((struct.pack(">i", len(API_VERSIONS_V0)) + API_VERSIONS_V0) * 50)
+        for _ in range(50):
+            recv_frame(s)
+        assert len(timers) <= 4, f"{len(timers)} timers for 50 pipelined requests"
 
 
 def test_a_half_closed_client_still_gets_its_answers(inproc):

@@ -118,10 +118,15 @@ class _RequestMemory:
         self._freed = asyncio.Event()
 
     async def reserve(self, n: int) -> None:
-        while self.used + n > self.limit:
+        while not self.try_reserve(n):
             self._freed.clear()
             await self._freed.wait()
+
+    def try_reserve(self, n: int) -> bool:
+        if self.used + n > self.limit:
+            return False
         self.used += n
+        return True
 
     def release(self, n: int) -> None:
         if n:
@@ -182,14 +187,25 @@ class _Connection:
         """Nothing to answer: waiting for a request, or stalled in the middle of one."""
         return self.answering == 0
 
+    def _over(self, size: int, limits: Limits) -> bool:
+        return bool(self.inflight) and (self.inflight + size > limits.max_inflight_bytes
+                                        or self.inflight_requests >= limits.max_inflight_requests)
+
     async def reserve(self, size: int, limits: Limits) -> None:
-        while self.inflight and (self.inflight + size > limits.max_inflight_bytes
-                                 or self.inflight_requests >= limits.max_inflight_requests):
+        while self._over(size, limits):
             self.drained.clear()
             await self.drained.wait()
         await self.memory.reserve(size)
         self.inflight += size
         self.inflight_requests += 1
+
+    def try_reserve(self, size: int, limits: Limits) -> bool:
+        """``reserve`` if it need not wait."""
+        if self._over(size, limits) or not self.memory.try_reserve(size):
+            return False
+        self.inflight += size
+        self.inflight_requests += 1
+        return True
 
     def release(self, size: int, requests: int = 1) -> None:
         self.inflight -= size
@@ -366,6 +382,12 @@ class KafkaServer:
         if size < 8 or size > limits.max_frame_bytes:
             raise ProtocolError(f"frame size {size} outside 8..{limits.max_frame_bytes} bytes"
                                 + (" (is this an HTTP client?)" if head.startswith((b"GET ", b"POST")) else ""))
+        if stream.buffered() >= size and conn.try_reserve(size, limits):
+            # all there, and room for it: no wait, so no timer (most small requests)
+            body: bytes | memoryview = await stream.read_body(size)
+            conn.requests += 1
+            stream.last_active = _now()
+            return body, size
         start = _now()
         body_deadline = start + limits.request_read_timeout_s
         if conn.requests == 0:
