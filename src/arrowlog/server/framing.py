@@ -103,8 +103,8 @@ def free_body(body, pool: BodyPool | None) -> None:
 
 
 class FrameStream(asyncio.BufferedProtocol):
-    """A connection as frames: ``read_head`` for the 4 size bytes, ``read_body`` for
-    the body, ``write``/``drain`` for responses. ``serve(stream)`` runs as the
+    """A connection as frames: ``read(4)`` (or ``take(4)`` when ``buffered()``) for
+    the size, ``read_body`` for the body, ``write``/``drain`` for responses. ``serve(stream)`` runs as the
     connection's task from ``connection_made``; a lost connection or EOF makes
     a pending or later read raise (``IncompleteReadError`` or ``ConnectionError``)."""
 
