@@ -60,7 +60,7 @@ def test_pipelined_large_produces_reuse_their_body_buffers(inproc):
     assert answers == [(cid, cid * 4000) for cid in range(30)]
     allocated, kept = inproc.query(lambda srv: (srv._bodies.allocated, srv._bodies.kept))
     print(f"30 pipelined Produce requests of {len(records)} bytes: {allocated} body buffers allocated")
-    assert 1 <= allocated <= 4
+    assert 1 <= allocated <= 8   # a few in flight at once; not one per request
     assert kept >= len(records)
 
 
