@@ -20,6 +20,7 @@ import asyncio
 import signal
 import sys
 
+from arrowlog.server.framing import BodyPool, FrameStream, free_body
 from arrowlog.server.messages import API_VERSIONS, METADATA, PRODUCE
 from arrowlog.server.messages import APIS as ADVERTISED
 from arrowlog.server.server import encode_response
@@ -49,6 +50,7 @@ class NullBroker:
         self.next_offset: dict[tuple[str, int], int] = {}
         self.produces = self.records = 0
         self.acks: set[int] = set()
+        self.bodies = BodyPool()
 
     def answer(self, api_key: int, version: int, req: dict) -> dict | None:
         if api_key == API_VERSIONS.key:
@@ -80,35 +82,43 @@ class NullBroker:
             responses.append({"name": td["name"], "partition_responses": parts})
         return None if req["acks"] == 0 else {"responses": responses}
 
-    async def on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def on_connection(self, stream: FrameStream) -> None:
+        """Read with the server's own connection reader (arrowlog.server.framing)."""
         try:
             while True:
-                size = int.from_bytes(await reader.readexactly(4), "big", signed=True)
+                size = int.from_bytes(await stream.read(4), "big", signed=True)
                 if not 8 <= size <= 64 << 20:
                     return
-                body = await reader.readexactly(size)
-                r = Reader(body)
-                api_key, version, correlation_id = r.int16(), r.int16(), r.int32()
-                api = APIS.get(api_key)
-                if api is None or not api.min_version <= version <= api.max_version:
-                    print(f"null_broker: closing on API {api_key} v{version}", file=sys.stderr)
-                    return
-                r.string(False)  # client_id
-                if api.is_flexible(version):
-                    r.skip_tags()
-                body_out = self.answer(api_key, version, api.decode_request(r, version))
-                if body_out is not None:
-                    writer.writelines(encode_response(api_key, version, correlation_id, body_out))
-                    await writer.drain()
+                body = await stream.read_body(size)
+                self.respond(stream, body)
+                free_body(body, self.bodies)
+                del body
+                await stream.drain()
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass  # the client went away, or the acceptor is stopping
         finally:
-            writer.close()
+            stream.close()
+
+    def respond(self, stream: FrameStream, body) -> None:
+        r = Reader(body)
+        api_key, version, correlation_id = r.int16(), r.int16(), r.int32()
+        api = APIS.get(api_key)
+        if api is None or not api.min_version <= version <= api.max_version:
+            print(f"null_broker: closing on API {api_key} v{version}", file=sys.stderr)
+            raise ConnectionError("unsupported request")
+        r.string(False)  # client_id
+        if api.is_flexible(version):
+            r.skip_tags()
+        body_out = self.answer(api_key, version, api.decode_request(r, version))
+        del r
+        if body_out is not None:
+            stream.write(encode_response(api_key, version, correlation_id, body_out))
 
 
 async def serve(host: str = "127.0.0.1", port: int = 0) -> None:
     broker = NullBroker()
-    server = await asyncio.start_server(broker.on_connection, host, port, limit=1 << 20)
+    server = await asyncio.get_running_loop().create_server(lambda: FrameStream(broker.on_connection, broker.bodies),
+                                                            host, port)
     broker.port = server.sockets[0].getsockname()[1]
     print(f"{host}:{broker.port}", flush=True)
     stop = asyncio.Event()

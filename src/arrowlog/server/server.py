@@ -8,6 +8,8 @@ response header is ``correlation_id i32``, plus a tagged-field buffer for
 flexible versions (header v1) - except ApiVersions, whose response header is
 always v0.
 
+Each connection is a ``FrameStream`` (framing.py): an asyncio buffered protocol
+that receives each request body straight into its own (pooled) buffer.
 Per connection, requests are read and started in order and responses are
 written in request order (clients match them by position). Handlers that
 wait (Fetch, JoinGroup, SyncGroup) do not hold up reading, so a Produce can
@@ -48,7 +50,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import mmap
 import signal
 import time
 
@@ -56,6 +57,7 @@ from arrowlog.errors import ConfigError
 
 from . import errors as E
 from .broker import Broker, BrokerConfig, RequestContext
+from .framing import BodyPool, FrameStream, free_body
 from .messages import API_VERSIONS, APIS, FETCH
 from .security import Security, SecurityConfig
 from .security.sasl import ConnectionSecurity
@@ -70,10 +72,8 @@ log = logging.getLogger("arrowlog.server")
 DEFAULT_MAX_FRAME = 64 * 1024 * 1024
 # Requests read but not yet answered: all connections together, and one connection.
 _DEFAULT_REQUEST_MEMORY = 256 * 1024 * 1024
-# Bodies up to this size are read in one piece; larger ones in chunks straight
-# into an anonymous mapping of their size (the stream buffer never holds a whole
-# large frame), unmapped when the request is answered or its read fails.
-_STREAM_LIMIT = 1 << 20
+# Responses queued in the transport beyond this are drained before the next is written.
+_WRITE_BUFFER_LIMIT = 1 << 20
 
 
 class Limits:
@@ -118,10 +118,15 @@ class _RequestMemory:
         self._freed = asyncio.Event()
 
     async def reserve(self, n: int) -> None:
-        while self.used + n > self.limit:
+        while not self.try_reserve(n):
             self._freed.clear()
             await self._freed.wait()
+
+    def try_reserve(self, n: int) -> bool:
+        if self.used + n > self.limit:
+            return False
         self.used += n
+        return True
 
     def release(self, n: int) -> None:
         if n:
@@ -153,10 +158,11 @@ def _unsupported_api_versions(correlation_id: int) -> bytes:
 
 class _Connection:
     __slots__ = ("peer", "pending", "inflight", "inflight_requests", "answering", "fetch_answered",
-                 "drained", "closing", "task", "memory", "accepted", "last_active", "requests", "security")
+                 "drained", "closing", "task", "memory", "accepted", "stream", "requests", "security")
 
-    def __init__(self, peer, task, memory: _RequestMemory):
+    def __init__(self, peer, task, memory: _RequestMemory, stream: FrameStream):
         self.peer = peer
+        self.stream = stream
         self.pending: asyncio.Queue = asyncio.Queue()
         self.inflight = 0               # bytes of this connection's requests not yet answered
         self.inflight_requests = 0      # and how many they are
@@ -167,23 +173,39 @@ class _Connection:
         self.closing = False
         self.task = task
         self.memory = memory
-        self.accepted = self.last_active = _now()   # last_active: the last request or body bytes
+        self.accepted = stream.last_active = _now()
         self.requests = 0               # requests read completely
         self.security: ConnectionSecurity = None  # type: ignore[assignment]  # set on accept: login state and principal
+
+    @property
+    def last_active(self) -> float:
+        """When the last request was read or the last body bytes arrived."""
+        return self.stream.last_active
 
     @property
     def idle(self) -> bool:
         """Nothing to answer: waiting for a request, or stalled in the middle of one."""
         return self.answering == 0
 
+    def _over(self, size: int, limits: Limits) -> bool:
+        return bool(self.inflight) and (self.inflight + size > limits.max_inflight_bytes
+                                        or self.inflight_requests >= limits.max_inflight_requests)
+
     async def reserve(self, size: int, limits: Limits) -> None:
-        while self.inflight and (self.inflight + size > limits.max_inflight_bytes
-                                 or self.inflight_requests >= limits.max_inflight_requests):
+        while self._over(size, limits):
             self.drained.clear()
             await self.drained.wait()
         await self.memory.reserve(size)
         self.inflight += size
         self.inflight_requests += 1
+
+    def try_reserve(self, size: int, limits: Limits) -> bool:
+        """``reserve`` if it need not wait."""
+        if self._over(size, limits) or not self.memory.try_reserve(size):
+            return False
+        self.inflight += size
+        self.inflight_requests += 1
+        return True
 
     def release(self, size: int, requests: int = 1) -> None:
         self.inflight -= size
@@ -215,6 +237,7 @@ class KafkaServer:
         self._server: asyncio.base_events.Server | None = None
         self._connections: dict[_Connection, None] = {}   # in accept order
         self._memory: _RequestMemory | None = None
+        self._bodies = BodyPool()
 
     @property
     def request_bytes_reserved(self) -> int:
@@ -239,10 +262,10 @@ class KafkaServer:
         tls = self.security.ssl_context
         # A TLS handshake gets the first request's deadline too (the connection is not
         # admitted, so not counted against max_connections, until it completes).
-        handshake = {"ssl_handshake_timeout": self.limits.first_request_timeout_s} if tls else {}
-        self._server = await asyncio.start_server(self._on_connection, self.host, self.port,
-                                                  reuse_address=True, limit=_STREAM_LIMIT,
-                                                  backlog=1024, ssl=tls, **handshake)
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: FrameStream(self._on_connection, self._bodies), self.host, self.port,
+            reuse_address=True, backlog=1024, ssl=tls,
+            ssl_handshake_timeout=self.limits.first_request_timeout_s if tls else None)
         self.port = self._server.sockets[0].getsockname()[1]
         config.port = self.port
         self.broker.start()
@@ -276,11 +299,12 @@ class KafkaServer:
             await self._server.wait_closed()
         log.info("arrowlog server stopped")
 
-    def _admit(self, writer: asyncio.StreamWriter) -> _Connection | None:
+    def _admit(self, stream: FrameStream) -> _Connection | None:
         """The one place a connection is accepted: when ``max_connections`` are open,
         the idle connection (nothing to answer) inactive the longest is closed to make
         room; with none idle, the new one is refused."""
-        peer = writer.get_extra_info("peername")
+        assert stream.transport is not None, "admitted from connection_made"
+        peer = stream.transport.get_extra_info("peername")
         if len(self._connections) >= self.limits.max_connections:
             victim = min((c for c in self._connections if c.idle), key=lambda c: c.last_active,
                          default=None)
@@ -294,8 +318,9 @@ class KafkaServer:
                      victim.peer, _now() - victim.last_active, peer, len(self._connections))
             self._drop(victim)
         assert self._memory is not None, "start() creates it before any connection is admitted"
-        conn = _Connection(peer, asyncio.current_task(), self._memory)
-        conn.security = self.security.connection(peer[0] if peer else "", writer.get_extra_info("ssl_object"))
+        conn = _Connection(peer, asyncio.current_task(), self._memory, stream)
+        conn.security = self.security.connection(peer[0] if peer else "",
+                                                 stream.transport.get_extra_info("ssl_object"))
         self._connections[conn] = None
         if self.metrics:
             self.metrics.connection_accepted()
@@ -306,14 +331,14 @@ class KafkaServer:
             conn.closing = True
             conn.task.cancel()
 
-    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = self._admit(writer)
+    async def _on_connection(self, stream: FrameStream) -> None:
+        conn = self._admit(stream)
         if conn is None:
-            writer.close()
+            stream.close()
             return
-        writer_task = asyncio.get_running_loop().create_task(self._write_loop(conn, writer))
+        writer_task = asyncio.get_running_loop().create_task(self._write_loop(conn, stream))
         try:
-            await self._read_loop(conn, reader)
+            await self._read_loop(conn, stream)
         except asyncio.CancelledError:
             pass
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -331,10 +356,10 @@ class KafkaServer:
                 await asyncio.wait_for(asyncio.shield(writer_task), 5.0)
             except (asyncio.TimeoutError, asyncio.CancelledError, Exception):
                 writer_task.cancel()
-            writer.close()
+            stream.close()
             conn.release(conn.inflight, conn.inflight_requests)  # never answered: back to the pool
 
-    async def _read_request(self, conn: _Connection, reader: asyncio.StreamReader) -> tuple[bytes | mmap.mmap, int]:
+    async def _read_request(self, conn: _Connection, stream: FrameStream) -> tuple[bytes | memoryview, int]:
         """The one place a request is read: its size prefix (within the first-request
         deadline or the idle timeout), memory reserved for it, then its body. Returns the
         body and the bytes reserved (released once the response is written)."""
@@ -345,23 +370,32 @@ class KafkaServer:
         else:
             deadline = _now() + limits.idle_timeout_s
             what = f"idle for {limits.idle_timeout_s:g} s"
-        conn.last_active = _now()
-        try:
-            head = await _before(deadline, reader.readexactly(4))
-        except asyncio.TimeoutError:
-            raise TimeoutError(what) from None
+        stream.last_active = _now()
+        if stream.buffered() >= 4:
+            head = stream.take(4)
+        else:
+            try:
+                head = await _before(deadline, stream.read(4))
+            except asyncio.TimeoutError:
+                raise TimeoutError(what) from None
         size = int.from_bytes(head, "big", signed=True)
         if size < 8 or size > limits.max_frame_bytes:
             raise ProtocolError(f"frame size {size} outside 8..{limits.max_frame_bytes} bytes"
                                 + (" (is this an HTTP client?)" if head.startswith((b"GET ", b"POST")) else ""))
+        if stream.buffered() >= size and conn.try_reserve(size, limits):
+            # all there, and room for it: no wait, so no timer (most small requests)
+            body: bytes | memoryview = await stream.read_body(size)
+            conn.requests += 1
+            stream.last_active = _now()
+            return body, size
         start = _now()
         body_deadline = start + limits.request_read_timeout_s
         if conn.requests == 0:
             body_deadline = min(body_deadline, deadline)
-        async def reserve_and_read() -> bytes | mmap.mmap:
+        async def reserve_and_read() -> bytes | memoryview:
             await conn.reserve(size, limits)
             try:
-                return await _read_body(conn, reader, size)
+                return await stream.read_body(size)
             except BaseException:
                 conn.release(size)
                 raise
@@ -372,16 +406,16 @@ class KafkaServer:
             raise TimeoutError(f"a {size}-byte request did not arrive within "
                                f"{body_deadline - start:g} s of its size") from None
         conn.requests += 1
-        conn.last_active = _now()
+        stream.last_active = _now()
         return body, size
 
-    async def _read_loop(self, conn: _Connection, reader: asyncio.StreamReader) -> None:
+    async def _read_loop(self, conn: _Connection, stream: FrameStream) -> None:
         broker = self.broker
         assert broker is not None, "start() creates it before any connection is read"
         host = conn.peer[0] if conn.peer else ""
-        body: bytes | mmap.mmap | None
+        body: bytes | memoryview | None
         while not conn.closing:
-            body, size = await self._read_request(conn, reader)
+            body, size = await self._read_request(conn, stream)
             # One Fetch at a time per connection, as Kafka clients send them: a Fetch
             # response can be as large as a stored batch, so pipelined Fetches must not
             # each build one while the client is not reading.
@@ -391,16 +425,16 @@ class KafkaServer:
                     await conn.fetch_answered.wait()
                     conn.fetch_answered.clear()
                 fut = self._handle(conn, body, host, broker)
-                body = None  # not kept alive while this connection waits for its next request
             except BaseException:
                 if fetch:
                     conn.fetch_answered.set()
                 conn.release(size)
-                _free_body(body)
+                free_body(body, self._bodies)
                 raise
             conn.answering += 1
+            # The body goes with its response: freed (a pooled buffer reused) once written.
             conn.pending.put_nowait((fut, size, fetch, body))
-            del body
+            del body  # not kept alive here while this connection waits for its next request
 
     def _handle(self, conn: _Connection, body, host: str, broker: Broker) -> asyncio.Future:
         if conn.security.expects_raw_token:  # after SaslHandshake v0: a bare SASL token
@@ -428,7 +462,7 @@ class KafkaServer:
             self.metrics.request_done(api.name, time.perf_counter() - started)
         return _done(None if result is None else encode_response(api_key, version, correlation_id, result))
 
-    async def _write_loop(self, conn: _Connection, writer: asyncio.StreamWriter) -> None:
+    async def _write_loop(self, conn: _Connection, stream: FrameStream) -> None:
         while True:
             item = await conn.pending.get()
             if item is None:
@@ -442,60 +476,20 @@ class KafkaServer:
                 conn.closing = True
                 conn.answering -= 1
                 conn.release(size)
-                _free_body(body)
+                free_body(body, self._bodies)
                 conn.fetch_answered.set()
-                writer.close()
+                stream.close()
                 return
             if data is not None:
-                if isinstance(data, list):
-                    for piece in data:
-                        writer.write(piece)
-                else:
-                    writer.write(data)
-                if conn.pending.empty() or writer.transport.get_write_buffer_size() > _STREAM_LIMIT:
-                    await writer.drain()
+                stream.write(data)
+                if conn.pending.empty() or stream.write_buffer_size() > _WRITE_BUFFER_LIMIT:
+                    await stream.drain()
             conn.answering -= 1
             conn.release(size)
-            _free_body(body)    # its reservation is back in the pool: so is its memory
+            free_body(body, self._bodies)    # its reservation is back in the pool: so is its memory
             del body
             if fetch:
                 conn.fetch_answered.set()
-
-
-async def _read_body(conn: _Connection, reader: asyncio.StreamReader, size: int) -> bytes | mmap.mmap:
-    """A body of at most ``_STREAM_LIMIT`` bytes in one read; a larger one in pieces
-    into an anonymous mapping of its size: its pages take memory only as bytes
-    arrive, and go back to the system when it is freed (``_free_body``) - an
-    ordinary buffer would be unmapped only when the last reference goes, which
-    for a read that failed is when the garbage collector breaks the cycle its
-    exception's traceback makes, so stalled frames piled up (QA finding 1)."""
-    if size <= _STREAM_LIMIT:
-        return await reader.readexactly(size)
-    body = mmap.mmap(-1, size)
-    try:
-        got = 0
-        while got < size:
-            chunk = await reader.read(min(size - got, _STREAM_LIMIT))
-            if not chunk:
-                raise asyncio.IncompleteReadError(b"", size)
-            body.write(chunk)
-            got += len(chunk)
-            conn.last_active = _now()
-    except BaseException:
-        _free_body(body)
-        raise
-    return body
-
-
-def _free_body(body) -> None:
-    """Give a large body's memory back now rather than when its last reference
-    goes; one still referenced (a memoryview kept by a handler) is left to be
-    freed with that reference."""
-    if isinstance(body, mmap.mmap):
-        try:
-            body.close()
-        except BufferError:
-            pass
 
 
 def _now() -> float:
