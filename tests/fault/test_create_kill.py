@@ -82,3 +82,49 @@ def test_kill9_while_creating_a_topic(seed):
             shutil.rmtree(path)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _admin(path: str, step) -> None:
+    """``step(LogDir)``, the LogDir closed and dropped (its mappings would keep the file system busy)."""
+    from arrowlog.storage import LogDir
+
+    with LogDir(path) as d:
+        step(d)
+
+
+def test_power_loss_right_after_the_first_synced_writes(ext4, seed):
+    """The topic's files are on disk with the partition's state at generation
+    0; a writer appends with fsync; the power goes as soon as it has
+    acknowledged a few batches, before the kernel wrote the state file back
+    (its pages go every few seconds): the disk holds synced frames under a
+    state that still says "made by create_topic, never written". The
+    reopened partition must be recovered, not taken as untouched."""
+    rng = random.Random(seed)
+    img = ext4(96)
+    img.mount()
+    data = os.path.join(img.mnt, "data")
+    acked: dict[int, bytes] = {}
+    cycles = faultlib.count(3, 20)
+    for cycle in range(cycles):
+        _admin(data, lambda d: d.create_topic(faultlib.TOPIC, 1, faultlib.TOPIC_CONFIG))
+        os.sync()  # the state at generation 0 on disk
+        w = faultlib.Writer("append", data, str(cycle), "--seed", str(rng.randrange(1 << 30)), "--fsync")
+        w.wait_ready()
+        wanted = rng.randint(1, 20)
+        w.wait_for(lambda w: len(w.acked) >= wanted, f"acknowledged {wanted} records")
+        img.shutdown()
+        w.kill()
+        img.umount()
+        acked = dict(w.acked)
+        img.mount()
+        d, pl = faultlib.open_partition(data)
+        try:
+            faultlib.check_log(faultlib.read_log(pl), acked, whole_batches=True)
+            assert pl.verify()["errors"] == []
+        except AssertionError as exc:
+            raise AssertionError(f"seed={seed} cycle={cycle}: {exc}") from None
+        finally:
+            d.close()
+            del d, pl
+        _admin(data, lambda d: d.delete_topic(faultlib.TOPIC))
+    assert acked, "nothing was acknowledged: the test did not test"
