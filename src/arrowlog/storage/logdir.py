@@ -45,6 +45,7 @@ from .evolution import evolved, generation, same_columns, widen
 from .evolution import schema_id as evolution_schema_id
 from .files import ExclusiveFlock, open_shared_file, storage_error, write_json_atomic
 from .partition import PartitionLog, close_many
+from .precreate import create_partitions
 from .segment import Segment, parse_segment_name
 
 _TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
@@ -320,6 +321,8 @@ class LogDir:
                 directory = os.path.join(self.topics_dir, name)
                 try:
                     os.makedirs(directory, mode=0o700, exist_ok=True)
+                    # its partitions' files now, not at their first writes (precreate.py)
+                    create_partitions(directory, range(nparts), resolved, topic_envelope(schema))
                     meta = {"name": name, "partitions": nparts, "config": resolved, "topic_id": os.urandom(16).hex()}
                     write_json_atomic(self._meta_path(name), meta)
                 except OSError as exc:
@@ -504,6 +507,11 @@ class LogDir:
             meta = self._read_meta(name)
             if total <= meta["partitions"]:
                 raise ConfigError(f"topic {name!r} already has {meta['partitions']} partitions")
+            try:
+                create_partitions(t.directory, range(meta["partitions"], total), meta["config"],
+                                  topic_envelope(value_schema_from_config(meta["config"].get("value.schema"))))
+            except OSError as exc:
+                raise storage_error(exc, f"cannot add partitions to topic {name!r}") from exc
             meta["partitions"] = total
             write_json_atomic(self._meta_path(name), meta)
             t.close()

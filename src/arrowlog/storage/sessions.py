@@ -18,6 +18,7 @@ from .index import NO_TIMESTAMP
 from .layout import header_problem
 from .layout_mark import clear_mark, mark_holds, write_mark
 from .logbase import LogBase
+from .precreate import open_precreated
 from .segment import LOG_INITIAL_BYTES, Segment
 
 
@@ -143,6 +144,8 @@ class SessionMixin(LogBase):
                     pass  # this process parked it and nobody changed it since: nothing to recover or check
                 elif not self.state.is_initialised() and not self._list_bases():
                     self._create_fresh()
+                elif open_precreated(self):
+                    pass  # made with its topic and never written: nothing to recover (precreate.py)
                 elif not self.state.is_initialised() or not self.state.clean or self.state.torn:
                     self.recover()
                 else:
