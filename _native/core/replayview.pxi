@@ -36,12 +36,13 @@ cdef extern from "<sys/stat.h>" nogil:
         long st_size
         timespec_st st_mtim
         timespec_st st_ctim
-    int c_stat "stat"(const char *path, struct_stat *buf)
+    int c_fstatat "fstatat"(int dirfd, const char *path, struct_stat *buf, int flags)
     int c_fstat "fstat"(int fd, struct_stat *buf)
 
 cdef extern from "<fcntl.h>" nogil:
     int c_open "open"(const char *path, int flags)
-    int O_RDONLY, O_CLOEXEC, O_NOFOLLOW
+    int c_openat "openat"(int dirfd, const char *path, int flags)
+    int O_RDONLY, O_CLOEXEC, O_NOFOLLOW, O_DIRECTORY, O_PATH
 
 cdef extern from "<unistd.h>" nogil:
     ssize_t c_pread "pread"(int fd, void *buf, size_t n, long offset)
@@ -56,7 +57,7 @@ cdef extern from "<stdlib.h>" nogil:
     int posix_memalign(void **p, size_t alignment, size_t size)
 
 cdef extern from "<sys/mman.h>" nogil:
-    int MADV_HUGEPAGE
+    int MADV_HUGEPAGE, MAP_POPULATE
 
 cdef enum:
     RV_HUGE = 2 << 20
@@ -159,7 +160,7 @@ cdef inline void _stat_fields(const struct_stat *st, int64_t *out) noexcept nogi
     out[4] = <int64_t>st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec
 
 
-cdef int _clean_state(const char *topic_dir, int64_t partition, int64_t *row) noexcept nogil:
+cdef int _clean_state(int topic_fd, int64_t partition, int64_t *row) noexcept nogil:
     """One partition's clean_states() row; 0 when the mark holds, else -1
     (the row's other fields are then meaningless)."""
     cdef char path[RV_PATH]
@@ -173,10 +174,11 @@ cdef int _clean_state(const char *topic_dir, int64_t partition, int64_t *row) no
     exts[0] = b"log"
     exts[1] = b"index"
     exts[2] = b"timeindex"
-    n = snprintf(path, RV_PATH, b"%s/%lld/partition.state", topic_dir, <long long>partition)
+    # (paths relative to the topic's directory: a shorter walk for each)
+    n = snprintf(path, RV_PATH, b"%lld/partition.state", <long long>partition)
     if n <= 0 or n >= RV_PATH:
         return -1
-    fd = c_open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+    fd = c_openat(topic_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
     if fd < 0:
         return -1
     got = c_pread(fd, head, RV_HEAD, 0)
@@ -192,13 +194,13 @@ cdef int _clean_state(const char *topic_dir, int64_t partition, int64_t *row) no
     if not (0 <= log_start <= nxt < RV_MAX_OFFSET and 0 <= active <= log_start
             and RV_SEG_FIXED <= position <= RV_MAX_POSITION and position % 8 == 0):
         return -1
-    n = snprintf(path, RV_PATH, b"%s/%lld", topic_dir, <long long>partition)
-    if c_stat(path, &st) != 0:
+    n = snprintf(path, RV_PATH, b"%lld", <long long>partition)
+    if c_fstatat(topic_fd, path, &st, 0) != 0:
         return -1
     _stat_fields(&st, stats)
     for k in range(3):
         snprintf(path + n, RV_PATH - n, b"/%020lld.%s", <long long>active, exts[k])
-        if c_stat(path, &st) != 0:
+        if c_fstatat(topic_fd, path, &st, 0) != 0:
             return -1
         _stat_fields(&st, stats + 5 * (k + 1))
     digest = _mark_digest(head + 16, stats)
@@ -221,13 +223,16 @@ def clean_states(bytes topic_dir, const int64_t[::1] partitions, int64_t[:, ::1]
     close's layout mark still holds (``ok`` 1); ``ok`` 0 means: open it the
     general way. Takes no lock and keeps no descriptor."""
     cdef Py_ssize_t i, n = partitions.shape[0]
-    cdef const char *d = topic_dir
     if out.shape[0] < n or out.shape[1] != CS_FIELDS:
         raise ValueError("clean_states: out must have one row of CLEAN_FIELDS per partition")
+    out[:, :] = 0
+    cdef int fd = c_open(topic_dir, O_PATH | O_DIRECTORY | O_CLOEXEC)
+    if fd < 0:
+        return  # none is ok: the general way says what is wrong
     with nogil:
         for i in range(n):
-            memset(&out[i, 0], 0, CS_FIELDS * 8)
-            _clean_state(d, partitions[i], &out[i, 0])
+            _clean_state(fd, partitions[i], &out[i, 0])
+        c_close(fd)
 
 
 # -- read_small -------------------------------------------------------------------------
@@ -510,7 +515,7 @@ cdef class SmallReader:
         _reset_binary(&self.value)
         return 0
 
-    cdef int _read_partition(self, const char *topic_dir, int64_t partition, const int64_t *state, int64_t lo,
+    cdef int _read_partition(self, int topic_fd, int64_t partition, const int64_t *state, int64_t lo,
                              int64_t hi, const uint8_t *schema, Py_ssize_t schema_len, bint check_crc,
                              int64_t limit) except -1:
         """Append partition's rows [lo, hi): 0, or 1 when it must go the
@@ -518,21 +523,18 @@ cdef class SmallReader:
         cdef char path[RV_PATH]
         cdef struct_stat st
         cdef int fd
-        cdef int64_t end = state[CS_ACTIVE_POS], got = 0, r, pos, header_size, covered
-        cdef const uint8_t *seg
-        cdef const uint8_t *f
-        cdef uint32_t body, count
-        cdef int64_t base, r0, r1, k, rows0 = self.rows, key_nulls, value_nulls
-        cdef FrameCols fc
-        cdef Py_ssize_t marks[10]
+        cdef int64_t end = state[CS_ACTIVE_POS]
+        cdef int64_t got = 0, r
         if end > limit:
             return 1
-        if snprintf(path, RV_PATH, b"%s/%lld/%020lld.log", topic_dir, <long long>partition,
+        if snprintf(path, RV_PATH, b"%lld/%020lld.log", <long long>partition,
                     <long long>state[CS_ACTIVE_BASE]) >= RV_PATH:
             return 1
+        # read, not mapped: a copy of a small file into the reused buffer costs
+        # less than a mapping's faults and its munmap
         gb_reserve(&self.scratch, end)
         with nogil:
-            fd = c_open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+            fd = c_openat(topic_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
             if fd >= 0:
                 # the file its mark vouched for, and (nothing below the
                 # published position is ever rewritten) at least as long
@@ -546,7 +548,16 @@ cdef class SmallReader:
                 c_close(fd)
         if got != end:
             return 1
-        seg = self.scratch.data
+        return self._read_mapped(self.scratch.data, partition, state, lo, hi, schema, schema_len, check_crc)
+
+    cdef int _read_mapped(self, const uint8_t *seg, int64_t partition, const int64_t *state, int64_t lo,
+                          int64_t hi, const uint8_t *schema, Py_ssize_t schema_len, bint check_crc) except -1:
+        cdef int64_t end = state[CS_ACTIVE_POS], r, pos, header_size, covered
+        cdef const uint8_t *f
+        cdef uint32_t body, count
+        cdef int64_t base, r0, r1, k, rows0 = self.rows, key_nulls, value_nulls
+        cdef FrameCols fc
+        cdef Py_ssize_t marks[10]
         header_size = load_u32(seg + 8)
         if _rv_memcmp(seg, b"ARWLSEG1", 8) != 0 or header_size % 8 or header_size > end \
                 or header_size < RV_SEG_FIXED + <int64_t>load_u32(seg + 32) \
@@ -633,17 +644,23 @@ cdef class SmallReader:
             _presize(&self.key.data, size)
             _presize(&self.value.data, size)
             self._reset()
-        for i in range(start, n):
-            if lo[i] >= hi[i]:
-                continue
-            if states[i, CS_OK] != 1:
-                return i, True
-            if self.rows and self.key.data.length + self.value.data.length + states[i, CS_ACTIVE_POS] > batch_limit:
-                return i, False
-            if self._read_partition(topic_dir, partitions[i], &states[i, 0], lo[i], hi[i], schema,
-                                    len(schema), check_crc, partition_limit):
-                return i, True
-        return n, False
+        cdef int fd = c_open(topic_dir, O_PATH | O_DIRECTORY | O_CLOEXEC)
+        try:
+            for i in range(start, n):
+                if lo[i] >= hi[i]:
+                    continue
+                if states[i, CS_OK] != 1 or fd < 0:
+                    return i, True
+                if self.rows and self.key.data.length + self.value.data.length + states[i, CS_ACTIVE_POS] > \
+                        batch_limit:
+                    return i, False
+                if self._read_partition(fd, partitions[i], &states[i, 0], lo[i], hi[i], schema,
+                                        len(schema), check_crc, partition_limit):
+                    return i, True
+            return n, False
+        finally:
+            if fd >= 0:
+                c_close(fd)
 
     def take(self, schema, headers_type):
         """The rows appended so far as one RecordBatch of ``schema``
