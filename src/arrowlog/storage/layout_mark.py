@@ -11,10 +11,11 @@ state:
 
     offset  size  field
        256     8  magic b"ARWLMARK"
-       264     8  digest (BLAKE2b-64) of the state's bytes [16, 120): the
-                  seqlock counter and every published field; and of the
-                  (device, inode, size, mtime, ctime) of the partition
-                  directory and of the active segment's three files
+       264     8  digest (core.mark_digest, a 64-bit hash) of the state's
+                  bytes [16, 120): the seqlock counter and every published
+                  field; and of the (device, inode, size, mtime, ctime) of
+                  the partition directory and of the active segment's three
+                  files
 
 The next first opener trusts the mark only when the state is clean and the
 digest of what it finds now is the same (it then skips the layout check
@@ -24,6 +25,11 @@ segment file's size or contents, or the published state since then makes
 it stale, and the full check runs (and, when it passes, leaves a fresh
 mark). A session's first change clears it (sessions.py, ``_mark_dirty``,
 with the "clean" word, in the same fsync).
+
+A replay checks the marks of many partitions in one native pass, without
+opening any of them (core.clean_states, _native/core/replayview.pxi): the
+digest is native for that reason (a mark left by an older arrowlog, with
+another digest, is stale once: the full check then leaves a new one).
 
 Only a partition whose log starts in its active segment is marked (its
 layout check looks at that one segment alone); older segments' files
@@ -37,11 +43,11 @@ go unseen by the mark (reads still check every frame's CRC).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import struct
 from typing import Any
 
+from .._native import core
 from .cleaner import CLEANING_DIR
 from .layout import state_problem
 from .segment import segment_name
@@ -53,7 +59,6 @@ MARK_SIZE = 16
 _STATE_BYTES = slice(16, 120)
 _LOG_START = struct.Struct("<q")  # payload field 0, at byte 24
 _ACTIVE_BASE_AT = 24 + 2 * 8      # payload field 2
-_STAT = struct.Struct("<5q")
 _NO_MARK = b"\0" * MARK_SIZE
 _CLEAN_HEADER = b"ARWLSTAT" + struct.pack("<II", 1, 1)  # magic, version 1, clean
 _SEQ = struct.Struct("<Q")
@@ -71,7 +76,6 @@ def _digest(head: bytes, directory: str, segment: Any = None, *, closing: bool =
     active = _LOG_START.unpack_from(head, _ACTIVE_BASE_AT)[0]
     if log_start < active:
         return None
-    h = hashlib.blake2b(head[_STATE_BYTES], digest_size=8)
     try:
         if segment is not None and segment.base_offset == active and \
                 min(segment.log_fd, segment.index_fd, segment.time_index_fd) >= 0:
@@ -86,9 +90,7 @@ def _digest(head: bytes, directory: str, segment: Any = None, *, closing: bool =
     # links on the usual file systems (one stat fewer per partition closed)
     if closing and stats[0].st_nlink != 2 and os.path.lexists(f"{directory}/{CLEANING_DIR}"):
         return None
-    for s in stats:
-        h.update(_STAT.pack(s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns))
-    return h.digest()
+    return core.mark_digest(head[_STATE_BYTES], stats)
 
 
 def write_mark(fd: int, directory: str, st: dict, writer: Any = None) -> None:

@@ -31,6 +31,7 @@ object raises InvalidRecordError.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import os
 from typing import Any, Iterator
 
@@ -48,6 +49,7 @@ from ...storage.cleaner import survivors
 from ...storage.evolution import conform
 from ...storage.reader import RangeReader
 from ...txn import is_control_frame
+from .clean_read import CleanStates
 
 # Bytes asked of a partition per read: many frames per call keeps the Python
 # overhead per frame small; the frames themselves are zero-copy views.
@@ -164,7 +166,10 @@ class Replay(OwnedLog):
         columns = self._value_format(value_format, value_schema, columns, typed=t.value_schema is not None)
         self.partitions = list(range(t.num_partitions)) if partitions is None else [int(p) for p in partitions]
         for p in self.partitions:
-            t.partition(p)  # validates
+            if not 0 <= p < t.num_partitions:
+                t.partition(p)  # raises UnknownPartitionError
+        # small clean partitions are read natively, without opening them (clean_read.py)
+        self._clean = CleanStates(t, self.partitions) if t.value_schema is None else None
         # Resolve the range now, so every stream over this Replay is the same. Transactions
         # (written through arrowlog serve, arrowlog.txn): markers are always left out;
         # read_committed also leaves out aborted records and ends at an open transaction.
@@ -175,7 +180,9 @@ class Replay(OwnedLog):
             raise ConfigError(f"isolation must be 'read_committed' or 'read_uncommitted', got {isolation!r}")
         self.ranges: dict[int, tuple[int, int]] = {}
         for p in self.partitions:
-            log = t.partition(p)
+            log: Any = self._clean and self._clean.partition(p, functools.partial(t.partition, p))
+            if log is None:
+                log = t.partition(p)
             lo = resolve_position(log, start, is_end=False)
             self.ranges[p] = (lo, max(lo, resolve_position(log, end, is_end=True)))
         # looked up once, after every high watermark was read: while no
@@ -185,6 +192,7 @@ class Replay(OwnedLog):
             for p, (lo, hi) in self.ranges.items():
                 hi = min(hi, self._txns.readable_end(topic, p, t.partition(p).high_watermark, self._committed_only))
                 self.ranges[p] = (lo, max(lo, hi))
+            self._clean = None  # the transaction state is looked up frame by frame
         self._typed = t.value_schema is not None
         # a typed topic's value fields are columns of their own
         self._value_names = ["value"] if t.value_schema is None else [f.name for f in t.value_schema]
@@ -368,14 +376,22 @@ class Replay(OwnedLog):
         return pa.Table.from_batches(list(self._stream()), schema=self.schema)
 
     def _plain_table(self) -> pa.Table:
-        """Every column of a binary-valued range as a table of the stored
-        batches as they are (zero-copy), with the ``partition`` column made
-        once for all of them rather than a batch per frame: over 1,024 small
+        """Every column of a binary-valued range: small clean partitions
+        read natively, many to a batch (clean_read.py), the others as
+        _stored_table makes them."""
+        if self._clean is None:
+            return self._stored_table(self.partitions)
+        return self._clean.table(self.ranges, self._raw_schema, self._logdir.check_crcs, self._stored_table)
+
+    def _stored_table(self, partitions: list[int]) -> pa.Table:
+        """The range of ``partitions`` as a table of the stored batches as
+        they are (zero-copy), with the ``partition`` column made once for
+        all of them rather than a batch per frame: over 1,024 small
         partitions a batch per frame was a third of the replay."""
         batches: list[pa.RecordBatch] = []
         parts: list[int] = []
         counts: list[int] = []
-        for p in self.partitions:
+        for p in partitions:
             n = 0
             for batch in self._partition_batches(p):
                 batches.append(batch)

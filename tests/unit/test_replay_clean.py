@@ -1,0 +1,180 @@
+"""Replay's native read of small clean partitions (backends/local/clean_read.py,
+_native/core/replayview.pxi) against the general path: the same table, or
+the same error, whatever the topic holds (issue 19, replay over many
+partitions)."""
+
+import os
+
+import pyarrow as pa
+import pytest
+from fds import open_paths
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import arrowlog
+from arrowlog._native import core
+from arrowlog.backends.local import clean_read
+from arrowlog.backends.local.replay import Replay
+from arrowlog.errors import CorruptRecordError
+from arrowlog.schema import PRODUCE_SCHEMA
+from arrowlog.storage import LogDir
+from arrowlog.storage.layout_mark import write_mark
+from arrowlog.storage.segment import forget_verified
+
+record = st.tuples(
+    st.one_of(st.none(), st.binary(max_size=12)),              # key
+    st.one_of(st.none(), st.binary(max_size=40)),              # value (None: a tombstone)
+    st.sampled_from([None, None, None, [("h", b"x")]]),       # headers
+)
+frame = st.lists(record, min_size=1, max_size=6)
+
+
+def batch(records, ts=1_000):
+    return pa.RecordBatch.from_pydict({
+        "timestamp": [ts + i for i in range(len(records))],
+        "key": [r[0] for r in records],
+        "value": [r[1] for r in records],
+        "headers": [r[2] for r in records],
+    }, schema=PRODUCE_SCHEMA)
+
+
+def write(path, partitions, config=None, deletes=None):
+    """A topic "t" whose partition i holds the frames partitions[i]; deletes
+    maps a partition to a DeleteRecords offset. Closed cleanly."""
+    with LogDir(path) as d:
+        d.create_topic("t", len(partitions), config=config or {})
+        t = d.topic("t")
+        for p, frames in enumerate(partitions):
+            log = t.partition(p)
+            for records in frames:
+                log.append(batch(records))
+            if deletes and p in deletes:
+                log.delete_records(min(deletes[p], log.high_watermark))
+
+
+def both(path, **kw):
+    """(table read with the native path, the same range read the general way)."""
+    r = arrowlog.replay(path, "t", **kw)
+    try:
+        fast = r.to_arrow()
+        r._clean = None
+        forget_verified()
+        slow = r.to_arrow()
+        return fast, slow
+    finally:
+        r.close()
+
+
+def general_partitions(monkeypatch):
+    """The partitions a replay sends the general way, as they are asked."""
+    asked = []
+    real = Replay._stored_table
+
+    def spy(self, partitions):
+        asked.extend(partitions)
+        return real(self, partitions)
+    monkeypatch.setattr(Replay, "_stored_table", spy)
+    return asked
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(partitions=st.lists(st.lists(frame, max_size=3), min_size=1, max_size=6),
+       compressed=st.booleans(), deletes=st.dictionaries(st.integers(0, 5), st.integers(0, 12), max_size=3),
+       start=st.one_of(st.just("beginning"), st.integers(0, 15)), end=st.one_of(st.just("end"), st.integers(0, 20)))
+def test_the_native_read_gives_the_general_paths_table(tmp_path_factory, partitions, compressed, deletes, start,
+                                                        end):
+    path = str(tmp_path_factory.mktemp("d"))
+    write(path, partitions, {"compression.type": "zstd"} if compressed else None, deletes)
+    with pytest.MonkeyPatch.context() as mp:
+        asked = general_partitions(mp)
+        r = arrowlog.replay(path, "t", start=start, end=end)
+        fast = r.to_arrow()
+        ranges = r.ranges
+        r.close()
+    fast_again, slow = both(path, start=start, end=end)
+    assert fast.schema == slow.schema
+    assert fast.equals(slow) and fast_again.equals(slow)
+    # only what the native read leaves out went the general way
+    plain = {p for p, frames in enumerate(partitions)
+             if not any(r[2] for f in frames for r in f) and ranges[p][0] < ranges[p][1]}
+    if not compressed:
+        assert not plain & set(asked)
+
+
+def test_small_clean_partitions_are_read_natively_and_the_others_the_general_way(tmp_path, monkeypatch):
+    path = str(tmp_path / "d")
+    plain = [[(b"k", b"v", None)] * 3]
+    write(path, [plain, [[(b"k", b"v", [("h", b"x")])]], plain, plain])
+    asked = general_partitions(monkeypatch)
+    fast, slow = both(path)
+    assert fast.equals(slow)
+    # the one with headers went the general way (the second to_arrow() of both() is all general)
+    assert asked[:1] == [1] and asked[1:] == [0, 1, 2, 3]
+    # partitions 0 and 2, 3 (around it) were read into a batch each side of it
+    assert fast.column("partition").num_chunks == 3
+
+
+def test_a_partition_with_a_writer_or_a_stale_mark_goes_the_general_way(tmp_path, monkeypatch):
+    path = str(tmp_path / "d")
+    write(path, [[[(b"k", b"v", None)]]] * 3)
+    with open(os.path.join(path, "topics", "t", "1", "stray"), "w"):
+        pass  # the directory changed since the mark was left
+    with LogDir(path) as d:
+        d.topic("t").partition(2).append(batch([(b"k2", b"v2", None)]))  # open, not clean
+        asked = general_partitions(monkeypatch)
+        r = arrowlog.replay(d, "t")
+        table = r.to_arrow()
+        assert asked == [1, 2]
+        assert table.column("value").to_pylist() == [b"v", b"v", b"v", b"v2"]
+
+
+def test_a_rotten_frame_is_the_same_error_as_the_general_paths(tmp_path):
+    path = str(tmp_path / "d")
+    write(path, [[[(b"k", b"v" * 30, None)]]] * 2)
+    seg = os.path.join(path, "topics", "t", "1", "%020d.log" % 0)
+    with open(seg, "r+b") as f:
+        data = f.read()
+        at = data.rindex(b"v" * 30)  # inside the frame's value bytes
+        f.seek(at)
+        f.write(b"w")
+    # rot the file's times do not show: the mark still vouches for the layout
+    directory = os.path.dirname(seg)
+    fd = os.open(os.path.join(directory, "partition.state"), os.O_RDWR)
+    try:
+        state = core.PartitionState(core.MappedFile(fd, core.STATE_FILE_SIZE, False, "partition.state"))
+        write_mark(fd, directory, state.snapshot())
+        del state
+    finally:
+        os.close(fd)
+    errors = []
+    for native in (True, False):
+        forget_verified()
+        r = arrowlog.replay(path, "t")
+        if not native:
+            r._clean = None
+        with pytest.raises(CorruptRecordError) as info:
+            r.to_arrow()
+        errors.append(str(info.value))
+        r.close()
+    assert errors[0] == errors[1] and "fails its CRC-32C" in errors[0]
+
+
+def test_a_native_replay_keeps_no_descriptor_of_the_partitions(tmp_path):
+    path = str(tmp_path / "d")
+    write(path, [[[(b"k", b"v", None)]]] * 8)
+    r = arrowlog.replay(path, "t")
+    try:
+        table = r.to_arrow()
+        assert table.num_rows == 8
+        assert [p for p in open_paths() if p.startswith(os.path.join(path, "topics", "t", ""))] == []
+    finally:
+        r.close()
+
+
+def test_partitions_fill_batches_up_to_the_batch_limit(tmp_path, monkeypatch):
+    path = str(tmp_path / "d")
+    write(path, [[[(b"k%d" % p, b"v" * 50, None)] * 4] for p in range(6)])
+    monkeypatch.setattr(clean_read, "BATCH_BYTES", 1)  # a batch per partition
+    fast, slow = both(path)
+    assert fast.equals(slow)
+    assert fast.column("value").num_chunks == 6
