@@ -71,6 +71,32 @@ class SyncMixin(LogBase):
             if cur["generation"] == st["generation"] and cur["recovery_point"] < st["next_offset"]:
                 self.state.publish(recovery_point=st["next_offset"])
 
+    def _sync_snapshot(self) -> tuple[dict, list[int]] | None:
+        """The first half of a sync whose flush is shared with other
+        partitions (sync_many, close_many; caller holds self._lock): the
+        snapshot the flush will cover and the closed segments rolled since
+        the last sync, or None when everything appended is synced already.
+        Take it before the flush starts: only what was written by then is
+        covered."""
+        with self._append_locked():
+            if self.state.torn:
+                self._recover_locked()
+            st = self.state.snapshot()
+            if st["recovery_point"] >= st["next_offset"]:
+                return None
+            return st, self._unsynced_closed_segments(st)
+
+    def _synced_to(self, st: dict, older: list[int]) -> None:
+        """The second half, once the shared flush returned (caller holds
+        self._lock): the recovery point advances to the snapshot's end."""
+        with self._append_locked():
+            self._synced_bases.update(older)
+            self._dir_dirty = False
+            cur = self.state.snapshot()
+            # a recovery in between may have cut the log below what was synced
+            if cur["generation"] == st["generation"] and cur["recovery_point"] < st["next_offset"]:
+                self.state.publish(recovery_point=st["next_offset"])
+
     def _unsynced_closed_segments(self, st: dict) -> list[int]:
         """Closed segments that may hold data above the recovery point (rolled
         since the last sync, possibly by another process)."""

@@ -567,11 +567,17 @@ class Producer(core.ProducerCore):
                 self._thread.join()
             if self._cleaner is not None:
                 self._cleaner.stop()
-            try:
-                if not self._fsync and self._fsync_interval > 0:
-                    self._sync_dirty()
-            finally:
-                self._log.close()
+            # the closing sync is the data directory's close: one flush for
+            # what this producer wrote and for the partitions it is the last
+            # one out of, while their segments are unmapped
+            dirty = self._dirty if not self._fsync and self._fsync_interval > 0 else set()
+            self._dirty = set()
+            failed = self._log.close(sync=dirty)
+            for _log, exc in failed:
+                self._background_error(exc)
+            if failed:  # told now: there is no next call to tell it
+                self._callbacks.serve_errors()
+                self._raise_pending()
 
     def __enter__(self) -> Producer:
         return self
