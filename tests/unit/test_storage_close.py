@@ -141,3 +141,29 @@ def test_a_closing_sync_that_fails_is_told_by_close(tmp_path, monkeypatch, held_
     # not marked clean: the next opener recovers them and finds the records written
     with LogDir(path) as d:
         assert [d.topic("t").partition(i).high_watermark for i in range(PARTS)] == [5] * PARTS
+
+
+def test_a_producer_close_does_not_wait_for_a_periodic_sync_in_flight_before_its_own_flush(tmp_path, monkeypatch):
+    path = str(tmp_path / "d")
+    in_periodic = threading.Event()
+    closing_flush = threading.Event()
+    overlapped = []
+    real = partition_mod._syncfs
+
+    def syncfs(fd):
+        if threading.current_thread().name == "arrowlog-producer":  # the periodic sync
+            in_periodic.set()
+            # a slow disk: this flush lasts until the close's own has started
+            # beside it (it used to wait for this one to end first)
+            overlapped.append(closing_flush.wait(30))
+        else:
+            closing_flush.set()
+        return real(fd)
+
+    monkeypatch.setattr(partition_mod, "_syncfs", syncfs)
+    p = produced(path, {"fsync.interval.ms": 20})
+    assert in_periodic.wait(30), "no periodic sync started"
+    p.close()
+    assert overlapped == [True]
+    monkeypatch.undo()
+    assert states(path) == [(True, 5, 5)] * PARTS

@@ -129,7 +129,9 @@ def sync_many(logs) -> list[tuple[PartitionLog, BaseException]]:
     for log in logs:
         try:
             with log._lock:
-                if log._failed is not None or log._closed:
+                if log._closed:
+                    continue  # its close syncs it (close_many)
+                if log._failed is not None:
                     todo.append((log, None, None))  # sync() raises what is wrong
                     continue
                 pending = log._sync_snapshot()
@@ -143,13 +145,16 @@ def sync_many(logs) -> list[tuple[PartitionLog, BaseException]]:
         try:
             if error is not None:
                 raise error
-            if pending is None or not synced:
-                log.sync()
-                continue
             with log._lock:
-                log._synced_to(*pending)
+                if log._closed:
+                    continue  # closed meanwhile (a Producer's close beside its periodic sync): the close synced it
+                if pending is not None and synced:
+                    log._synced_to(*pending)
+                    continue
+            log.sync()
         except (OSError, ArrowlogError) as exc:
-            failed.append((log, exc))
+            if not log._closed:
+                failed.append((log, exc))
     return failed
 
 
@@ -245,7 +250,7 @@ def close_many(logs: list, sync=()) -> list[tuple[PartitionLog, BaseException]]:
                 if log in sync and not log._parked:
                     try:
                         if log._failed is not None:
-                            log.sync()  # raises what is wrong
+                            log._sync(closing=True)  # raises what is wrong
                         snap = log._sync_snapshot()
                     except (OSError, ArrowlogError) as exc:
                         failed.append((log, exc))
@@ -267,7 +272,7 @@ def close_many(logs: list, sync=()) -> list[tuple[PartitionLog, BaseException]]:
                     if flushed:
                         log._synced_to(*snap)
                     else:
-                        log.sync()
+                        log._sync(closing=True)
                 except (OSError, ArrowlogError) as exc:
                     failed.append((log, exc))
             # the data is durable: the marks go to disk with the kernel's

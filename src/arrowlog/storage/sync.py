@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 import os
 
-from ..errors import PartitionFailedError
+from ..errors import PartitionFailedError, StorageError
 from .files import fsync_dir
 from .logbase import LogBase
 from .segment import Segment, segment_path
@@ -28,9 +28,16 @@ class SyncMixin(LogBase):
         publish the new recovery point. The append lock is held only to
         take a snapshot and to publish, not during the fdatasync itself, so
         a periodic background sync never stalls appends for a disk flush."""
+        self._sync()
+
+    def _sync(self, closing: bool = False) -> None:
+        """sync(); ``closing``: also while close_many closes it."""
         with self._lock:
             if self._failed is not None:
                 raise PartitionFailedError(errno.EIO, f"partition {self.topic}-{self.partition} has failed")
+            if self._closed and not closing:
+                raise StorageError(errno.EBADF, f"partition {self.topic}-{self.partition} is closed (the last "
+                                   "process out syncs it as it closes)")
             with self._append_locked():
                 if self.state.torn:
                     self._recover_locked()
