@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import threading
+from collections.abc import Collection
 from typing import Any
 
 import pyarrow as pa
@@ -561,15 +562,25 @@ class LogDir:
                               "topic can be compacted (arrowlog topic alter NAME -c cleanup.policy=compact)")
         return clean_topic(t, now_ms=now_ms)
 
-    def close(self) -> None:
+    def close(self, sync: Collection = ()) -> list:
+        """Close every open partition, with one file-system sync for all
+        (partition.close_many); ``sync``: partitions whose appends must be
+        synced even where another process keeps them open (a Producer's).
+        Returns the (partition, error) pairs of those that failed."""
         with self._lock:
             if self._closed:
-                return
+                return []
             self._closed = True
+            logs: list[PartitionLog] = []
             for t in self._topics.values():
-                t.close()
+                with t._lock:
+                    logs += t._partitions.values()
+                    t._partitions.clear()
             self._topics.clear()
-            os.close(self._lock_fd)
+            try:
+                return close_many(logs, sync)
+            finally:
+                os.close(self._lock_fd)
 
     def __enter__(self) -> LogDir:
         return self

@@ -129,15 +129,14 @@ def sync_many(logs) -> list[tuple[PartitionLog, BaseException]]:
     for log in logs:
         try:
             with log._lock:
-                if log._failed is not None or log._closed:
+                if log._closed:
+                    continue  # its close syncs it (close_many)
+                if log._failed is not None:
                     todo.append((log, None, None))  # sync() raises what is wrong
                     continue
-                with log._append_locked():
-                    if log.state.torn:
-                        log._recover_locked()
-                    st = log.state.snapshot()
-                    if st["recovery_point"] < st["next_offset"]:
-                        todo.append((log, (st, log._unsynced_closed_segments(st)), None))
+                pending = log._sync_snapshot()
+                if pending is not None:
+                    todo.append((log, pending, None))
         except (OSError, ArrowlogError) as exc:
             todo.append((log, None, exc))
     failed: list[tuple[PartitionLog, BaseException]] = []
@@ -146,65 +145,98 @@ def sync_many(logs) -> list[tuple[PartitionLog, BaseException]]:
         try:
             if error is not None:
                 raise error
-            if pending is None or not synced:
-                log.sync()
-                continue
-            st, older = pending
-            with log._lock, log._append_locked():
-                log._synced_bases.update(older)
-                log._dir_dirty = False
-                cur = log.state.snapshot()
-                if cur["generation"] == st["generation"] and cur["recovery_point"] < st["next_offset"]:
-                    log.state.publish(recovery_point=st["next_offset"])
+            with log._lock:
+                if log._closed:
+                    continue  # closed meanwhile (a Producer's close beside its periodic sync): the close synced it
+                if pending is not None and synced:
+                    log._synced_to(*pending)
+                    continue
+            log.sync()
         except (OSError, ArrowlogError) as exc:
-            failed.append((log, exc))
+            if not log._closed:
+                failed.append((log, exc))
     return failed
 
 
 def _synced_already(pending: list) -> bool:
     """Whether every (log, snapshot) pending a clean close has its records
-    synced already (a Producer's close() syncs them all just before), so
-    that only the clean marks need a file-system sync."""
+    synced already (by the Producer's last periodic sync, say), so that
+    only the clean marks are left, which need no file-system sync."""
     return all(st["recovery_point"] >= st["next_offset"] and not log._dir_dirty for log, st in pending)
 
 
-def _syncfs_unmapping(pending: list) -> bool:
-    """_syncfs() while this thread unmaps the closing partitions' segments
-    (their pages stay in the page cache, which the syncfs writes): the
-    munmaps, tens of µs a partition, run during the disk's flush instead of
-    after it. Their descriptors stay for the clean marks' fstats."""
+def _flush_unmapping(fd: int, pending: list, others: list, idle: list) -> bool:
+    """_syncfs(fd) in a helper thread while this thread lets go of what the
+    marks do not need (the flush waits for the disk; the munmaps and
+    closes, most of a close's CPU, used to follow it): the read views and
+    writers of the ``pending`` and ``others`` partitions are unmapped (a
+    pending writer's descriptors stay for its clean mark's fstats, an other
+    writer closes), and the ``idle`` ones, which need nothing after the
+    flush, are released whole. The pages unmapped stay in the page cache,
+    which the flush writes."""
     result: list[bool] = []
-    flusher = threading.Thread(target=lambda: result.append(_syncfs(pending[0][0]._state_fd)),
-                               name="arrowlog-close-syncfs")
+    flusher = threading.Thread(target=lambda: result.append(_syncfs(fd)), name="arrowlog-close-syncfs")
     flusher.start()  # (the syncfs runs without the GIL)
     try:
+        for log in idle:
+            log._end_close()
         for log, _st in pending:
             log._forget_read_views()
             if log._writer is not None:
                 log._writer.unmap()
+        for log in others:
+            log._drop_segments()
     finally:
         flusher.join()
     return bool(result and result[0])
 
 
-def close_many(logs: list) -> None:
+def _close_unsynced(pending: list, sync, failed: list) -> None:
+    """Where syncfs is unavailable or failed: each partition closes on its
+    own, with its own fsyncs (an fsync failure leaves it not clean: the
+    next opener recovers it, and for a ``sync`` one is added to ``failed``)."""
+    for log, _st in pending:
+        if log._writer is not None and log._writer.log is None:  # unmapped for the syncfs
+            log._writer.close()
+            log._writer = None
+        log._closed = False
+        fcntl.flock(log._append_fd, fcntl.LOCK_UN)
+        if log in sync:
+            try:
+                log.sync()  # (what _release syncs, but with the error kept)
+            except (OSError, ArrowlogError) as exc:
+                failed.append((log, exc))
+        log._release()
+        log._closed = True
+
+
+def close_many(logs: list, sync=()) -> list[tuple[PartitionLog, BaseException]]:
     """Close many partitions with at most one file-system sync in all
-    instead of six fsyncs each (1,024 partitions: tens of ms, not seconds):
-    the data and directories of every partition this process is the last
-    one out of are synced (skipped when they all are already: a Producer's
-    close() has just synced them), then their recovery points and "clean"
-    marks are published, left to the kernel's writeback: a clean mark only
-    saves the next opener its recovery scan, so one that a power loss
-    undoes costs that scan and no record. Where syncfs is unavailable or
-    fails, each partition closes on its own (an fsync failure there leaves
-    it not clean: the next opener recovers it)."""
+    instead of six fsyncs each (1,024 partitions: tens of ms, not seconds).
+    Synced by it: the data and directories of every partition this process
+    is the last one out of and changed, and the appends so far of every
+    partition in ``sync`` (a Producer's: what it wrote survives power loss
+    once its close() returns, even where another process keeps the
+    partition open). The flush runs while this thread unmaps the segments
+    and releases the partitions that need nothing after it; then the
+    recovery points and "clean" marks are published, left to the kernel's
+    writeback: a clean mark only saves the next opener its recovery scan,
+    so one that a power loss undoes costs that scan and no record. No
+    flush at all when everything is synced already. Where syncfs is
+    unavailable or fails, each partition closes (and each ``sync`` one
+    syncs) on its own. Returns the (log, error) pairs of the ``sync``
+    partitions that could not be synced."""
     # the open ones in one batch; parked ones reopen a budget's half at a time
     batches = [[log for log in logs if not log._parked]]
     parked = [log for log in logs if log._parked]
     step = max(1, BUDGET.limit // 2)
     batches += [parked[i:i + step] for i in range(0, len(parked), step)]
+    failed: list[tuple[PartitionLog, BaseException]] = []
     for batch in batches:
-        held, pending = [], []
+        held: list[PartitionLog] = []
+        pending: list[tuple[PartitionLog, dict]] = []  # last out of a partition it changed: synced, marked clean
+        others: list[tuple[PartitionLog, tuple[dict, list[int]]]] = []  # in ``sync``, another process has it open
+        idle: list[PartitionLog] = []
         try:
             for log in batch:
                 log._lock.acquire()
@@ -214,32 +246,51 @@ def close_many(logs: list) -> None:
                 st = log._begin_close()
                 if st is not None:
                     pending.append((log, st))
-            if pending and _syncfs_usable() and (_synced_already(pending) or _syncfs_unmapping(pending)):
-                # the data is durable: the marks go to disk with the kernel's
-                # writeback (a mark lost to a power loss only costs the next
-                # opener a recovery scan, which finds every record synced)
-                for log, st in pending:
-                    if st["recovery_point"] < st["next_offset"]:  # (a Producer's closing sync published it)
-                        log.state.publish(recovery_point=st["next_offset"])
-                        st["recovery_point"] = st["next_offset"]
-                    log.state.clean = True
-                    write_mark(log._state_fd, log.directory, st, log._writer)
-            elif pending:
-                for log, st in pending:
-                    if log._writer is not None and log._writer.log is None:  # unmapped for the syncfs
-                        log._writer.close()
-                        log._writer = None
-                    log._closed = False
-                    fcntl.flock(log._append_fd, fcntl.LOCK_UN)
-                    log._release()
-                    log._closed = True
+                    continue
+                if log in sync and not log._parked:
+                    try:
+                        if log._failed is not None:
+                            log._sync(closing=True)  # raises what is wrong
+                        snap = log._sync_snapshot()
+                    except (OSError, ArrowlogError) as exc:
+                        failed.append((log, exc))
+                        snap = None
+                    if snap is not None:
+                        others.append((log, snap))
+                        continue
+                idle.append(log)
+            if not pending and not others:
+                continue
+            fd = pending[0][0]._state_fd if pending else others[0][0]._state_fd
+            flushed = _syncfs_usable() and ((not others and _synced_already(pending))
+                                            or _flush_unmapping(fd, pending, [log for log, _ in others], idle))
+            if not flushed:
+                _close_unsynced(pending, sync, failed)
+                pending = []
+            for log, snap in others:
+                try:
+                    if flushed:
+                        log._synced_to(*snap)
+                    else:
+                        log._sync(closing=True)
+                except (OSError, ArrowlogError) as exc:
+                    failed.append((log, exc))
+            # the data is durable: the marks go to disk with the kernel's
+            # writeback (a mark lost to a power loss only costs the next
+            # opener a recovery scan, which finds every record synced)
+            for log, st in pending:
+                if st["recovery_point"] < st["next_offset"]:
+                    log.state.publish(recovery_point=st["next_offset"])
+                    st["recovery_point"] = st["next_offset"]
+                log.state.clean = True
+                write_mark(log._state_fd, log.directory, st, log._writer)
         finally:
             for log in held:
                 try:
                     log._end_close()
                 finally:
                     log._lock.release()
-
+    return failed
 
 
 __all__ = ["PartitionLog", "Frame", "sync_many", "close_many"]

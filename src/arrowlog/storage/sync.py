@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 import os
 
-from ..errors import PartitionFailedError
+from ..errors import PartitionFailedError, StorageError
 from .files import fsync_dir
 from .logbase import LogBase
 from .segment import Segment, segment_path
@@ -28,9 +28,16 @@ class SyncMixin(LogBase):
         publish the new recovery point. The append lock is held only to
         take a snapshot and to publish, not during the fdatasync itself, so
         a periodic background sync never stalls appends for a disk flush."""
+        self._sync()
+
+    def _sync(self, closing: bool = False) -> None:
+        """sync(); ``closing``: also while close_many closes it."""
         with self._lock:
             if self._failed is not None:
                 raise PartitionFailedError(errno.EIO, f"partition {self.topic}-{self.partition} has failed")
+            if self._closed and not closing:
+                raise StorageError(errno.EBADF, f"partition {self.topic}-{self.partition} is closed (the last "
+                                   "process out syncs it as it closes)")
             with self._append_locked():
                 if self.state.torn:
                     self._recover_locked()
@@ -66,6 +73,32 @@ class SyncMixin(LogBase):
                 os.close(fd)
         with self._lock, self._append_locked():
             self._synced_bases.update(older)
+            cur = self.state.snapshot()
+            # a recovery in between may have cut the log below what was synced
+            if cur["generation"] == st["generation"] and cur["recovery_point"] < st["next_offset"]:
+                self.state.publish(recovery_point=st["next_offset"])
+
+    def _sync_snapshot(self) -> tuple[dict, list[int]] | None:
+        """The first half of a sync whose flush is shared with other
+        partitions (sync_many, close_many; caller holds self._lock): the
+        snapshot the flush will cover and the closed segments rolled since
+        the last sync, or None when everything appended is synced already.
+        Take it before the flush starts: only what was written by then is
+        covered."""
+        with self._append_locked():
+            if self.state.torn:
+                self._recover_locked()
+            st = self.state.snapshot()
+            if st["recovery_point"] >= st["next_offset"]:
+                return None
+            return st, self._unsynced_closed_segments(st)
+
+    def _synced_to(self, st: dict, older: list[int]) -> None:
+        """The second half, once the shared flush returned (caller holds
+        self._lock): the recovery point advances to the snapshot's end."""
+        with self._append_locked():
+            self._synced_bases.update(older)
+            self._dir_dirty = False
             cur = self.state.snapshot()
             # a recovery in between may have cut the log below what was synced
             if cur["generation"] == st["generation"] and cur["recovery_point"] < st["next_offset"]:

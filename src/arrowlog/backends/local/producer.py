@@ -148,6 +148,7 @@ class Producer(core.ProducerCore):
         self._reports: collections.deque = collections.deque()
         self._error = None  # (ProducerCore's: produce() calls _first_in_batch while one is pending)
         self._dirty: set = set()
+        self._syncing: set = set()  # what _sync_dirty is syncing
         self._wake = threading.Event()
         self._bg_idle = False  # (ProducerCore's: produce() calls _first_in_batch while it is set)
         self._stop = False
@@ -400,9 +401,13 @@ class Producer(core.ProducerCore):
                 and time.monotonic() - last_sync >= self._fsync_interval)
 
     def _sync_dirty(self) -> None:
-        dirty, self._dirty = self._dirty, set()
-        for _log, exc in sync_many(dirty):  # one file-system sync for all of them
-            self._background_error(exc)
+        # (close() syncs what is being synced here too, rather than wait for it)
+        self._syncing, self._dirty = self._dirty, set()
+        try:
+            for _log, exc in sync_many(self._syncing):  # one file-system sync for all of them
+                self._background_error(exc)
+        finally:
+            self._syncing = set()
 
     def _background_error(self, exc: BaseException) -> None:
         """An error of the linger or fsync thread: served to error_cb by the
@@ -561,17 +566,27 @@ class Producer(core.ProducerCore):
             self.flush()
         finally:
             self._closed = True
+            # the closing sync is the data directory's close: one flush for
+            # what this producer wrote (and what a periodic sync in flight is
+            # syncing: the close runs beside it, not after it) and for the
+            # partitions it is the last one out of, while their segments are
+            # unmapped
+            dirty, self._dirty = self._dirty, set()  # (first: no periodic sync starts now)
+            sync = dirty | self._syncing if not self._fsync and self._fsync_interval > 0 else set()
             self._stop = True
             self._wake.set()
-            if threading.current_thread() is not self._thread:
-                self._thread.join()
             if self._cleaner is not None:
                 self._cleaner.stop()
             try:
-                if not self._fsync and self._fsync_interval > 0:
-                    self._sync_dirty()
+                failed = self._log.close(sync=sync)
             finally:
-                self._log.close()
+                if threading.current_thread() is not self._thread:
+                    self._thread.join()
+            for _log, exc in failed:
+                self._background_error(exc)
+            if failed:  # told now: there is no next call to tell it
+                self._callbacks.serve_errors()
+                self._raise_pending()
 
     def __enter__(self) -> Producer:
         return self
