@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 
 import pytest
 
@@ -92,3 +94,60 @@ def test_an_offsets_file_of_a_newer_format_is_refused_not_misread(tmp_path):
         json.dump({"format": 2, "group": "g", "seq": 3, "offsets": {"t": {"0": {"offset": 5, "seq": 3}}}}, f)
     with pytest.raises(GroupError, match="format 2, newer than this arrowlog reads"):
         gdir.read_offsets()
+
+
+class _CountingLock:
+    """A lock that counts the acquirers that had to wait for it."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.blocked = 0
+
+    def __enter__(self):
+        if not self.lock.acquire(blocking=False):
+            self.blocked += 1
+            self.lock.acquire()
+
+    def __exit__(self, *exc):
+        self.lock.release()
+
+
+def test_a_writer_is_not_closed_under_a_commit_still_using_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(offsets_mod, "OPEN_WRITERS", 1)
+    store = GroupOffsetStore(str(tmp_path))
+    store.commit("a", {"t": {0: {"offset": 1, "metadata": ""}}})   # the journal exists: the next commit only syncs
+    lock = store._writers_lock = _CountingLock()
+    in_sync, release = threading.Event(), threading.Event()
+    real = os.fdatasync
+
+    def slow_first_sync(fd):
+        if not in_sync.is_set():
+            in_sync.set()
+            assert release.wait(60)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", slow_first_sync)
+    errors: list = []
+
+    def commit(group, offset):
+        try:
+            store.commit(group, {"t": {0: {"offset": offset, "metadata": ""}}})
+        except BaseException as exc:   # reported below
+            errors.append(exc)
+
+    a = threading.Thread(target=commit, args=("a", 2))
+    a.start()
+    assert in_sync.wait(60)
+    # a commit of another group evicts "a" (one writer open): it must wait for a's commit
+    b = threading.Thread(target=commit, args=("b", 3))
+    b.start()
+    deadline = time.monotonic() + 60
+    while b.is_alive() and not lock.blocked:   # by progress: b finished, or is waiting for the lock
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    release.set()
+    a.join(60)
+    b.join(60)
+    assert not errors, errors
+    assert store.load("a")["t"][0]["offset"] == 2 and store.load("b")["t"][0]["offset"] == 3
+    store.close()

@@ -19,8 +19,10 @@ The journal handles of the groups committed to most recently stay open
 (``OPEN_WRITERS``, two descriptors each); older ones are closed and reopened
 on their next commit.
 Thread-safety: used from the server's event loop and the transaction
-coordinator; the cache of writers has its own lock, and GroupDir serialises
-commits across threads and processes.
+coordinator. Commits through this store hold its lock from taking a writer
+until the commit returned, so a writer is never closed (evicted, its group
+deleted, the server stopping) under a commit still using it; GroupDir
+serialises commits across processes.
 """
 
 from __future__ import annotations
@@ -57,29 +59,28 @@ class GroupOffsetStore:
         return GroupDir(self.groups_dir, group, create=create)
 
     def _writer(self, group: str) -> GroupDir:
-        """The group's journal writer, kept open for the next commit."""
-        with self._writers_lock:
-            gdir = self._writers.pop(group, None)
-            if gdir is None:
-                gdir = GroupDir(self.groups_dir, group, create=True, journal=True)
-            self._writers[group] = gdir   # most recently used last
-            while len(self._writers) > OPEN_WRITERS:
-                _, old = self._writers.popitem(last=False)
-                old.close()
-            return gdir
+        """The group's journal writer, kept open for the next commit (the caller holds the lock)."""
+        gdir = self._writers.pop(group, None)
+        if gdir is None:
+            gdir = GroupDir(self.groups_dir, group, create=True, journal=True)
+        self._writers[group] = gdir   # most recently used last
+        while len(self._writers) > OPEN_WRITERS:
+            _, old = self._writers.popitem(last=False)
+            old.close()
+        return gdir
 
     def _forget_writer(self, group: str) -> None:
         with self._writers_lock:
             gdir = self._writers.pop(group, None)
-        if gdir is not None:
-            gdir.close()
+            if gdir is not None:
+                gdir.close()
 
     def close(self) -> None:
         """Close the journal handles (the journals stay: their records are durable)."""
         with self._writers_lock:
             writers, self._writers = list(self._writers.values()), OrderedDict()
-        for gdir in writers:
-            gdir.close()
+            for gdir in writers:
+                gdir.close()
 
     def load(self, group: str) -> dict:
         """{topic: {partition: {"offset", "metadata", "leader_epoch"}}} for ``group``."""
@@ -99,7 +100,8 @@ class GroupOffsetStore:
         flat = {(topic, int(p)): (e["offset"], e.get("metadata"), e.get("leader_epoch", -1))
                 for topic, parts in updates.items() for p, e in parts.items()}
         try:
-            self._writer(group).write_offsets(flat)
+            with self._writers_lock:
+                self._writer(group).write_offsets(flat)
         except GroupError as exc:
             raise OSError(str(exc)) from exc
 
