@@ -3,8 +3,10 @@
 Test-only (bench/bench_kafka_wire.py). An asyncio server that speaks just
 ApiVersions, Metadata and Produce with arrowlog's own message codecs
 (arrowlog.server.messages, the same request decoding and response encoding
-``arrowlog serve`` uses), and answers every Produce at once with success
-without storing anything: no record batch is decoded, checked or kept. Each
+``arrowlog serve`` uses) and reads requests with the server's own connection
+reader (arrowlog.server.framing: bodies straight into pooled buffers), and
+answers every Produce at once with success without storing anything: no
+record batch is decoded, checked or kept. Each
 partition's base offsets count up by the record count in each batch header,
 so a client sees a plausible log. ApiVersions advertises what ``arrowlog
 serve`` does (so the client chooses the same protocol features: record

@@ -10,8 +10,8 @@ import struct
 import pytest
 
 from arrowlog.server import Limits
-from arrowlog.server import server as S
 from arrowlog.server import messages as M
+from arrowlog.server import server as S
 from arrowlog.server.wire import Reader, Writer
 
 from .test_hostile import InProcessServer, big_batch, closed_by_server, create_topic, wait_for
