@@ -129,7 +129,8 @@ print(json.dumps({"elapsed": new_topic_batch_s(sys.argv[1], recs.values_arrow, r
 
 def new_topic_batch_s(path: str, values, keys) -> float:
     """Seconds for a new Producer's produce_batch + flush into a new topic in
-    ``path`` (the topic created and the Producer closed untimed)."""
+    ``path`` (the topic created, its partition's files with it, and the
+    Producer closed untimed)."""
     import arrowlog
     from arrowlog.storage import LogDir
 
@@ -344,7 +345,8 @@ def run(ctx) -> list[Row]:
                 lambda: arrowlog_produce_batch(ctx, recs, n)))
     add(ctx.row(Row("produce.batch.arrowlog-firstprocess", wl, "arrowlog, a new process",
                     "the same in a new process: its first Producer and first produce_batch (the process's imports "
-                    "and the records' construction done before the clock starts)", records=n, nbytes=nb),
+                    "and the records' construction done before the clock starts)", records=n, nbytes=nb,
+                    note="create_topic, untimed, makes the partition's files (docs/SCALING.md): the batch opens them"),
                 lambda: arrowlog_first_batch_of_process(ctx, n)))
     add(ctx.row(Row("produce.batch.sqlite", wl, "SQLite WAL", "executemany in one transaction, synchronous=NORMAL",
                     records=n, nbytes=nb), lambda: sqlite_insert(ctx, recs, n, "NORMAL", "bulk")))

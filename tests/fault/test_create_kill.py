@@ -111,7 +111,7 @@ def test_power_loss_right_after_the_first_synced_writes(ext4, seed):
         w = faultlib.Writer("append", data, str(cycle), "--seed", str(rng.randrange(1 << 30)), "--fsync")
         w.wait_ready()
         wanted = rng.randint(1, 20)
-        w.wait_for(lambda w: len(w.acked) >= wanted, f"acknowledged {wanted} records")
+        w.wait_for(lambda w, wanted=wanted: len(w.acked) >= wanted, f"acknowledged {wanted} records")
         img.shutdown()
         w.kill()
         img.umount()

@@ -93,8 +93,9 @@ def _untouched(st: dict) -> bool:
 def open_precreated(log: LogBase) -> bool:
     """For the first opener (open.lock held exclusively): whether ``log``
     is a partition create_partition made that nobody wrote into (see the
-    module docstring); if so its writable segment is opened and its
-    segment.ms clock starts now, and nothing needs recovering."""
+    module docstring); if so its writable segment is opened, generation 1
+    is published and its segment.ms clock starts now: nothing needs
+    recovering."""
     state = log.state
     if not state.is_initialised() or state.clean or state.torn or not _untouched(state.snapshot()):
         return False
@@ -114,7 +115,8 @@ def open_precreated(log: LogBase) -> bool:
             return False
         log._writer = seg
         log._dir_dirty = True
-        state.publish(segment_created_ms=core.wall_clock_ms())
+        # generation 1, as a partition its first open made (metrics count recoveries from it)
+        state.publish(generation=1, segment_created_ms=core.wall_clock_ms())
     return True
 
 
