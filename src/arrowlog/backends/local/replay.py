@@ -9,7 +9,10 @@ Every consumption is a fresh, independent stream over the same range.
 For uncompressed topics the record batches are zero-copy: their key, value,
 offset and timestamp buffers point into the memory-mapped segments, which
 stay mapped as long as any of those buffers is alive (retention may delete
-the files meanwhile; the data stays readable through the mapping).
+the files meanwhile; the data stays readable through the mapping). The
+exception: ``to_arrow()`` copies the rows of small cleanly closed
+partitions (an active segment of at most 1 MiB), many partitions into one
+batch, which costs less than opening each (clean_read.py).
 
 Columns: ``partition`` (int32), ``offset`` (int64), ``timestamp``
 (timestamp[ms, UTC]), ``key`` (binary), ``value`` (binary), ``headers``
