@@ -131,7 +131,7 @@ def test_a_partition_with_a_writer_or_a_stale_mark_goes_the_general_way(tmp_path
 def test_a_rotten_frame_is_the_same_error_as_the_general_paths(tmp_path):
     path = str(tmp_path / "d")
     write(path, [[[(b"k", b"v" * 30, None)]]] * 2)
-    seg = os.path.join(path, "topics", "t", "1", "%020d.log" % 0)
+    seg = os.path.join(path, "topics", "t", "1", f"{0:020d}.log")
     with open(seg, "r+b") as f:
         data = f.read()
         at = data.rindex(b"v" * 30)  # inside the frame's value bytes
