@@ -19,7 +19,7 @@
 #                    partitions: one RecordBatch instead of two per
 #                    partition.
 #
-# Anything unusual (no mark, a stale one, a frame with headers, compression,
+# Anything unusual (no mark, a stale one, a transaction marker, compression,
 # a schema other than the expected one, a CRC that fails, a length that does
 # not fit) makes the partition go the general way (replay.py), which reads
 # it, or raises the error it always raised. Large partitions go that way too:
