@@ -780,6 +780,7 @@ cdef class SmallReader:
         parts = _pa.Array.from_buffers(_pa.int32(), n, [None, take_buffer(&self.part, 4 * n)])
         offs = _pa.Array.from_buffers(_pa.int64(), n, [None, take_buffer(&self.offs, 8 * n)])
         ts = _pa.Array.from_buffers(schema.field("timestamp").type, n, [None, take_buffer(&self.ts, 8 * n)])
-        cols = [parts, offs, ts, _take_binary(&self.key, n), _take_binary(&self.value, n), self._take_headers(n, headers_type)]
+        cols = [parts, offs, ts, _take_binary(&self.key, n), _take_binary(&self.value, n),
+                self._take_headers(n, headers_type)]
         self.rows = 0
         return _pa.RecordBatch.from_arrays(cols, schema=schema)
