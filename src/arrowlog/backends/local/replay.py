@@ -154,6 +154,7 @@ class Replay(OwnedLog):
 
     _json: _JsonValues | None = None
     _json_columns: list[str] | None = None
+    _clean: CleanStates | None = None  # set by __init__ (a subclass that makes its batches otherwise has none)
 
     def __init__(self, logdir: LogDir, topic: str, start: Any = "beginning", end: Any = "end",
                  partitions: list[int] | None = None, columns: list[str] | None = None, *, owns_log: bool = False,
