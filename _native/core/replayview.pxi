@@ -19,7 +19,7 @@
 #                    partitions: one RecordBatch instead of two per
 #                    partition.
 #
-# Anything unusual (no mark, a stale one, a frame with headers, compression,
+# Anything unusual (no mark, a stale one, a transaction marker, compression,
 # a schema other than the expected one, a CRC that fails, a length that does
 # not fit) makes the partition go the general way (replay.py), which reads
 # it, or raises the error it always raised. Large partitions go that way too:
@@ -348,18 +348,26 @@ cdef int _parse_frame(const uint8_t *body, int64_t blen, FrameCols *fc) noexcept
 # value [7, 8, 9], headers [10, 11], its struct [12], keys [13, 14, 15], values [16, 17, 18]
 
 cdef int _frame_fits(FrameCols *fc, int64_t count) noexcept nogil:
-    """The frame's columns hold what their nodes say (0), else -1; and no
-    record has headers (those go the general way)."""
-    cdef int64_t n = fc.length
+    """The frame's columns hold what their nodes say (0), else -1 (also
+    for a header entry that is null or has a null key: the general way)."""
+    cdef int64_t n = fc.length, e = fc.node_length[5]
     cdef int i
-    cdef int32_t *o
     if n < 0 or n > count:
         return -1
     for i in range(5):
         if fc.node_length[i] != n:
             return -1
-    if fc.node_nulls[0] or fc.node_nulls[1] or fc.node_nulls[4] != n:
+    if fc.node_nulls[0] or fc.node_nulls[1]:
         return -1
+    if fc.node_nulls[4] != n:  # some record has headers: their list, entries, keys and values
+        if fc.node_length[6] != e or fc.node_length[7] != e or fc.node_nulls[5] or fc.node_nulls[6]:
+            return -1
+        if fc.node_nulls[4] and fc.buf_len[10] < (n + 7) // 8 or fc.buf_len[11] < 4 * (n + 1):
+            return -1
+        if fc.buf_len[14] < 4 * (e + 1) or fc.buf_len[17] < 4 * (e + 1):
+            return -1
+        if fc.node_nulls[7] and fc.buf_len[16] < (e + 7) // 8:
+            return -1
     if fc.buf_len[1] < 8 * n or fc.buf_len[3] < 8 * n:
         return -1
     # key and value: a validity bitmap when they have nulls, n + 1 offsets
@@ -459,6 +467,12 @@ cdef void _undo_bits(GrowBuf *valid, int64_t rows) noexcept:
         valid.data[rows >> 3] &= <uint8_t>((1 << (rows & 7)) - 1)
 
 
+cdef void _clear(GrowBuf *b) noexcept:
+    free(b.data)
+    b.data = NULL
+    b.length = b.capacity = 0
+
+
 cdef object _take_binary(BinaryOut *out, int64_t n):
     """The binary column of ``n`` rows appended to ``out``; ``out`` starts afresh."""
     cdef int64_t nulls = out.nulls
@@ -499,6 +513,10 @@ cdef class SmallReader:
     """The column buffers read_small() appends many partitions' rows to."""
     cdef GrowBuf part, offs, ts, scratch
     cdef BinaryOut key, value
+    # headers: the lists' validity and offsets, their entries' keys and values
+    cdef GrowBuf hvalid, hoffsets
+    cdef BinaryOut hkey, hvalue
+    cdef int64_t lists, entries
     cdef public int64_t rows
 
     def __dealloc__(self):
@@ -508,11 +526,21 @@ cdef class SmallReader:
         free(self.scratch.data)
         _free_binary(&self.key)
         _free_binary(&self.value)
+        free(self.hvalid.data)
+        free(self.hoffsets.data)
+        _free_binary(&self.hkey)
+        _free_binary(&self.hvalue)
 
     cdef int _reset(self) except -1:
         self.rows = 0
         _reset_binary(&self.key)
         _reset_binary(&self.value)
+        _reset_binary(&self.hkey)
+        _reset_binary(&self.hvalue)
+        gb_reserve(&self.hoffsets, 4)
+        memset(self.hoffsets.data, 0, 4)
+        self.hoffsets.length = 4
+        self.lists = self.entries = 0
         return 0
 
     cdef int _read_partition(self, int topic_fd, int64_t partition, const int64_t *state, int64_t lo,
@@ -567,8 +595,13 @@ cdef class SmallReader:
             return 1
         # where each column stood, to undo this partition's rows
         marks[:] = [self.part.length, self.offs.length, self.ts.length, self.key.offsets.length,
-                    self.key.data.length, self.value.offsets.length, self.value.data.length, 0, 0, 0]
+                    self.key.data.length, self.value.offsets.length, self.value.data.length, self.hoffsets.length,
+                    self.lists, self.entries]
         key_nulls, value_nulls = self.key.nulls, self.value.nulls
+        cdef Py_ssize_t hmarks[5]
+        hmarks[:] = [self.hkey.offsets.length, self.hkey.data.length, self.hvalue.offsets.length,
+                     self.hvalue.data.length, self.hvalue.nulls]
+        cdef int64_t entries0 = self.entries
         pos = header_size
         covered = lo
         while pos < end and covered < hi:
@@ -602,7 +635,7 @@ cdef class SmallReader:
                 if _put_binary(&self.key, self.rows, fc.buf[4], fc.node_nulls[2], fc.buf[5], fc.buf[6],
                                fc.buf_len[6], r0, r1) != 0 or \
                         _put_binary(&self.value, self.rows, fc.buf[7], fc.node_nulls[3], fc.buf[8], fc.buf[9],
-                                    fc.buf_len[9], r0, r1) != 0:
+                                    fc.buf_len[9], r0, r1) != 0 or self._put_headers(&fc, count, r0, r1) != 0:
                     break
                 self.rows += k
             covered = base + count
@@ -614,8 +647,58 @@ cdef class SmallReader:
             self.key.nulls, self.value.nulls = key_nulls, value_nulls
             _undo_bits(&self.key.valid, rows0)
             _undo_bits(&self.value.valid, rows0)
+            self.hoffsets.length, self.lists, self.entries = marks[7], marks[8], marks[9]
+            self.hkey.offsets.length, self.hkey.data.length = hmarks[0], hmarks[1]
+            self.hvalue.offsets.length, self.hvalue.data.length, self.hvalue.nulls = hmarks[2], hmarks[3], hmarks[4]
+            _undo_bits(&self.hvalid, rows0)
+            _undo_bits(&self.hkey.valid, entries0)
+            _undo_bits(&self.hvalue.valid, entries0)
             self.rows = rows0
             return 1
+        return 0
+
+    cdef int _put_headers(self, FrameCols *fc, int64_t count, int64_t r0, int64_t r1) except -1:
+        """Append the headers of rows [r0, r1); -2 when their offsets do not
+        fit, or for a transaction marker (the general way leaves it out)."""
+        cdef int64_t k = r1 - r0, n = fc.length, e = fc.node_length[5], i, j, e0, e1
+        cdef const int32_t *ho = <const int32_t *>fc.buf[11]
+        cdef const int32_t *ko = <const int32_t *>fc.buf[14]
+        cdef int32_t *dst
+        gb_reserve(&self.hvalid, (self.rows + k + 7) // 8 + 1 - self.hvalid.length, True)
+        self.hvalid.length = (self.rows + k + 7) // 8
+        gb_reserve(&self.hoffsets, 4 * k)
+        dst = <int32_t *>(self.hoffsets.data + self.hoffsets.length)
+        if fc.node_nulls[4] == n:  # no record of the frame has headers: null lists, bits left 0
+            for i in range(k):
+                dst[i] = <int32_t>self.entries
+            self.hoffsets.length += 4 * k
+            return 0
+        e0 = ho[r0]
+        e1 = ho[r1]
+        if e0 < 0 or e1 < e0 or e1 > e or self.entries + (e1 - e0) > 0x7FFFFFFF:
+            return -2
+        for i in range(r0, r1):
+            if ho[i + 1] < ho[i]:
+                return -2
+        if count == 1 and n == 1:  # a marker is one record with the control header
+            for j in range(e0, e1):
+                if 0 <= ko[j] <= ko[j + 1] <= fc.buf_len[15] and ko[j + 1] - ko[j] == 16 and \
+                        _rv_memcmp(fc.buf[15] + ko[j], b"arrowlog.control", 16) == 0:
+                    return -2
+        if _put_binary(&self.hkey, self.entries, NULL, 0, fc.buf[14], fc.buf[15], fc.buf_len[15], e0, e1) != 0 or \
+                _put_binary(&self.hvalue, self.entries, fc.buf[16], fc.node_nulls[7], fc.buf[17], fc.buf[18],
+                            fc.buf_len[18], e0, e1) != 0:
+            return -2
+        for i in range(k):
+            dst[i] = <int32_t>(self.entries + ho[r0 + i + 1] - e0)
+        self.hoffsets.length += 4 * k
+        if fc.node_nulls[4]:
+            _put_bits(self.hvalid.data, self.rows, fc.buf[10], r0, k)
+            self.lists += k - _null_count(fc.buf[10], r0, k)
+        else:
+            _put_bits(self.hvalid.data, self.rows, NULL, 0, k)
+            self.lists += k
+        self.entries += e1 - e0
         return 0
 
     def read(self, bytes topic_dir, const int64_t[::1] partitions, const int64_t[:, ::1] states,
@@ -662,6 +745,31 @@ cdef class SmallReader:
             if fd >= 0:
                 c_close(fd)
 
+    cdef object _take_headers(self, int64_t n, object headers_type):
+        cdef int64_t e = self.entries
+        cdef object out
+        if self.lists == 0:
+            out = _pa.nulls(n, headers_type)
+        else:
+            values = _take_binary(&self.hvalue, e)
+            out = envelope_headers(n, take_buffer(&self.hvalid, (n + 7) // 8), take_buffer(&self.hoffsets, 4 * (n + 1)),
+                                   self.lists, e, take_buffer(&self.hkey.offsets, 4 * (e + 1)),
+                                   take_buffer(&self.hkey.data, self.hkey.data.length),
+                                   values.buffers()[0], values.buffers()[1], values.buffers()[2], values.null_count,
+                                   False)
+        # what was not handed over starts afresh
+        _clear(&self.hvalid)
+        _clear(&self.hoffsets)
+        _clear(&self.hkey.valid)
+        _clear(&self.hkey.offsets)
+        _clear(&self.hkey.data)
+        _clear(&self.hvalue.valid)
+        _clear(&self.hvalue.offsets)
+        _clear(&self.hvalue.data)
+        self.hkey.nulls = self.hvalue.nulls = 0
+        self.lists = self.entries = 0
+        return out
+
     def take(self, schema, headers_type):
         """The rows appended so far as one RecordBatch of ``schema``
         (partition, offset, timestamp, key, value, headers; no record has
@@ -672,6 +780,7 @@ cdef class SmallReader:
         parts = _pa.Array.from_buffers(_pa.int32(), n, [None, take_buffer(&self.part, 4 * n)])
         offs = _pa.Array.from_buffers(_pa.int64(), n, [None, take_buffer(&self.offs, 8 * n)])
         ts = _pa.Array.from_buffers(schema.field("timestamp").type, n, [None, take_buffer(&self.ts, 8 * n)])
-        cols = [parts, offs, ts, _take_binary(&self.key, n), _take_binary(&self.value, n), _pa.nulls(n, headers_type)]
+        cols = [parts, offs, ts, _take_binary(&self.key, n), _take_binary(&self.value, n),
+                self._take_headers(n, headers_type)]
         self.rows = 0
         return _pa.RecordBatch.from_arrays(cols, schema=schema)

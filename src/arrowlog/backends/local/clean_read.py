@@ -19,7 +19,8 @@ last clean close left it as it is needs none of that to be read:
   included.
 
 A partition that is not clean (a writer has it open, or crashed), has no
-mark or a stale one, holds records with headers, compressed frames or a
+mark or a stale one, holds a transaction marker's shape (one record with
+the control header), a null header entry or key, compressed frames or a
 schema other than the envelope, fails a CRC, or whose active segment is
 larger than SMALL_PARTITION_BYTES (its batches stay zero-copy views of the
 mapped segment) goes the general way: the same rows, or the same error.

@@ -9,7 +9,10 @@ Every consumption is a fresh, independent stream over the same range.
 For uncompressed topics the record batches are zero-copy: their key, value,
 offset and timestamp buffers point into the memory-mapped segments, which
 stay mapped as long as any of those buffers is alive (retention may delete
-the files meanwhile; the data stays readable through the mapping).
+the files meanwhile; the data stays readable through the mapping). The
+exception: ``to_arrow()`` copies the rows of small cleanly closed
+partitions (an active segment of at most 1 MiB), many partitions into one
+batch, which costs less than opening each (clean_read.py).
 
 Columns: ``partition`` (int32), ``offset`` (int64), ``timestamp``
 (timestamp[ms, UTC]), ``key`` (binary), ``value`` (binary), ``headers``
@@ -151,6 +154,7 @@ class Replay(OwnedLog):
 
     _json: _JsonValues | None = None
     _json_columns: list[str] | None = None
+    _clean: CleanStates | None = None  # set by __init__ (a subclass that makes its batches otherwise has none)
 
     def __init__(self, logdir: LogDir, topic: str, start: Any = "beginning", end: Any = "end",
                  partitions: list[int] | None = None, columns: list[str] | None = None, *, owns_log: bool = False,
