@@ -213,7 +213,7 @@ def _append_chunks(producer: Any, slot: core.TopicSlot, partition: int, batch: p
             producer._append(slot.name, partition, log, chunk, lo, hi)
             start = end
     producer._dirty.add(log)
-    producer._count_sent(slot.name, partition, n, nbytes)
+    slot.count_sent(partition, n, nbytes)
 
 def _timestamp_column(values: np.ndarray) -> pa.Array:
     """int64 milliseconds as a timestamp column, without a copy."""
