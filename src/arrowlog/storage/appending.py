@@ -125,7 +125,7 @@ class AppendMixin(LogBase):
         try:
             return acc.append_at(target, core.wall_clock_ms())
         except OSError as exc:
-            raise storage_error(exc, f"cannot append to {self._writer.log_path}") from exc
+            raise storage_error(exc, f"cannot append to {target.stamp[0].log_path}") from exc
 
     def _append_frame(self, n: int, min_ts: int, max_ts: int, fsync: bool, make_pieces: Callable[[int], list],
                       acc: core.RecordAccumulator | None = None) -> int:
