@@ -621,9 +621,7 @@ cdef class RecordAccumulator:
         if position % 8 != 0:
             raise ValueError("frames start on 8-byte boundaries")
         if size > SMALL_FRAME:
-            buf = <uint8_t *>malloc(<size_t>size)
-            if buf == NULL:
-                raise MemoryError()
+            return self._write_frame_gathered(fd, position, base_offset, size)
         try:
             self._fill_envelope(buf + C_FRAME_HEADER, base_offset)
             with nogil:
@@ -642,6 +640,79 @@ cdef class RecordAccumulator:
         finally:
             if buf != small:
                 free(buf)
+        return size
+
+    cdef Py_ssize_t _write_frame_gathered(self, int fd, Py_ssize_t position, int64_t base_offset,
+                                          Py_ssize_t size) except -1:
+        """_write_frame of a larger frame, the same bytes without building it
+        in one buffer: one pwritev gathers the header and IPC metadata, the
+        generated offset column and zero padding (one scratch buffer), and
+        the accumulator's own buffers, after one CRC pass over the same
+        pieces. A frame of a few hundred records costs one syscall and no
+        copy of its keys and values in user space."""
+        cdef const uint8_t *src[ENV_BUFFERS]
+        cdef Py_ssize_t have[ENV_BUFFERS]
+        cdef Py_ssize_t lens[ENV_BUFFERS]
+        cdef int64_t nulls[ENV_NODES]
+        cdef uint8_t head[C_FRAME_HEADER + 8 + FB_SIZE]
+        cdef iovec iov[1 + 2 * ENV_BUFFERS]
+        cdef Py_ssize_t n = self.count, i, k, z, zeros = 0, message
+        cdef int cnt = 1, err
+        cdef uint32_t crc
+        cdef uint8_t *scratch
+        message = self._envelope_layout(src, have, lens, nulls)
+        if C_FRAME_HEADER + message != size:
+            raise ValueError("frame size does not match the accumulator's records")
+        for i in range(ENV_BUFFERS):
+            k = lens[i] if i == 1 else min(have[i], lens[i])
+            zeros = max(zeros, pad8(lens[i]) - k)
+        scratch = <uint8_t *>malloc(<size_t>(n * 8 + zeros + 8))
+        if scratch == NULL:
+            raise MemoryError()
+        try:
+            with nogil:
+                memset(scratch + n * 8, 0, <size_t>(zeros + 8))
+                memset(head, 0, sizeof(head))
+                store_u32(head + 4, C_FRAME_MAGIC)
+                store_i64(head + 8, base_offset)
+                store_u32(head + 16, <uint32_t>message)
+                store_u32(head + 20, <uint32_t>n)
+                store_i64(head + 24, self.min_timestamp)
+                store_i64(head + 32, self.max_timestamp)
+                store_u32(head + C_FRAME_HEADER, 0xFFFFFFFF)
+                store_u32(head + C_FRAME_HEADER + 4, FB_SIZE)
+                envelope_metadata(head + C_FRAME_HEADER + 8, n, self.header_entries, nulls, lens,
+                                  message - 8 - FB_SIZE)
+                iov[0].iov_base = head
+                iov[0].iov_len = sizeof(head)
+                crc = arrowlog_crc32c(0, head + 4, sizeof(head) - 4)
+                for i in range(ENV_BUFFERS):
+                    if i == 1:
+                        for k in range(n):
+                            store_i64(scratch + 8 * k, base_offset + k)
+                        k = lens[1]
+                        iov[cnt].iov_base = scratch
+                        iov[cnt].iov_len = <size_t>k
+                        cnt += 1
+                    else:
+                        k = min(have[i], lens[i])
+                        if k > 0:
+                            iov[cnt].iov_base = <void *>src[i]
+                            iov[cnt].iov_len = <size_t>k
+                            cnt += 1
+                    z = pad8(lens[i]) - k
+                    if z > 0:
+                        iov[cnt].iov_base = scratch + n * 8
+                        iov[cnt].iov_len = <size_t>z
+                        cnt += 1
+                for i in range(1, cnt):
+                    crc = arrowlog_crc32c(crc, <const uint8_t *>iov[i].iov_base, iov[i].iov_len)
+                store_u32(head, crc)
+                err = arrowlog_pwritev_all(fd, iov, cnt, position)
+            if err:
+                raise OSError(err, _os.strerror(err))
+        finally:
+            free(scratch)
         return size
 
     def append_to(self, PartitionState state, PartitionState notifier, int lock_fd, int log_fd,
@@ -672,18 +743,34 @@ cdef class RecordAccumulator:
         full, or its last entry does not lie below the new one. The caller
         holds the partition's in-process lock and checked the log is open,
         writable and undamaged."""
+        return self._append_at(AppendTarget(state, notifier, lock_fd, log_fd, segment_base, generation, file_size,
+                                            segment_bytes, segment_ms, index_interval, index_bytes, max_offset,
+                                            min_position, max_position, index, index_size, time_index,
+                                            time_index_size), now_ms)
+
+    def append_at(self, AppendTarget target not None, int64_t now_ms):
+        """append_to with its arguments kept in ``target`` (PartitionLog
+        .append_target): the frame's base offset, or -1."""
+        return self._append_at(target, now_ms)
+
+    cdef int64_t _append_at(self, AppendTarget t, int64_t now_ms) except -2:
+        """append_to's work (see there); -1: not the common case, nothing written."""
         cdef StatePayload p
         cdef Py_ssize_t n = self.count
         cdef int64_t size, position, base, max_ts, last_ts
         cdef bint entry
         cdef int rc
+        cdef PartitionState state = t.state, notifier = t.notifier
+        cdef MappedFile index = t.index, time_index = t.time_index
+        cdef int64_t segment_base = t.segment_base, index_bytes = t.index_bytes, max_offset = t.max_offset
+        cdef int64_t min_position = t.min_position, max_position = t.max_position
         if n == 0:
             raise ValueError("a frame holds at least one record")
         if not state.writable:
             return -1
         size = C_FRAME_HEADER + self._message_size()
         with nogil:
-            rc = _flock_retry(lock_fd, LOCK_EX)
+            rc = _flock_retry(t.lock_fd, LOCK_EX)
         if rc != 0:
             raise OSError(rc, _os.strerror(rc))
         try:
@@ -695,19 +782,19 @@ cdef class RecordAccumulator:
             if not (0 <= p.log_start_offset <= base < max_offset and 0 <= p.active_base_offset <= base
                     and min_position <= position <= max_position and position % 8 == 0):
                 return -1
-            if (p.generation != generation or p.active_base_offset != segment_base or base == segment_base
-                    or position + size > segment_bytes or position + size > file_size
+            if (p.generation != t.generation or p.active_base_offset != segment_base or base == segment_base
+                    or position + size > t.segment_bytes or position + size > t.file_size
                     or base + n - segment_base > 0x7fffffff
                     or (p.offset_index_entries + 1) * 8 > index_bytes
                     or (p.time_index_entries + 1) * 12 > index_bytes
-                    or now_ms - p.segment_created_ms >= segment_ms or p.offset_index_entries == 0):
+                    or now_ms - p.segment_created_ms >= t.segment_ms or p.offset_index_entries == 0):
                 return -1
             max_ts = self.max_timestamp if self.max_timestamp > p.active_max_timestamp else p.active_max_timestamp
-            entry = p.bytes_since_index >= index_interval
-            if entry and not _index_entry_fits(index, index_size, time_index, time_index_size, &p,
+            entry = p.bytes_since_index >= t.index_interval
+            if entry and not _index_entry_fits(index, t.index_size, time_index, t.time_index_size, &p,
                                                base - segment_base, position, max_ts):
                 return -1
-            self._write_frame(log_fd, position, base, size)
+            self._write_frame(t.log_fd, position, base, size)
             if entry:
                 # as Indexer.add: an offset entry, and a time entry if the largest timestamp grew
                 store_u32(index.base + 8 * p.offset_index_entries, <uint32_t>(base - segment_base))
@@ -733,7 +820,7 @@ cdef class RecordAccumulator:
                 _bump(notifier)
             return base
         finally:
-            _flock_retry(lock_fd, LOCK_UN)
+            _flock_retry(t.lock_fd, LOCK_UN)
 
     def to_batch(self):
         """This (detached) accumulator's records as a pa.RecordBatch (with no

@@ -22,9 +22,32 @@ cdef class TopicSlot:
         self.validate = validate
         self.check_above = -1 if validate is not None else max_record_bytes
         self.accumulators = [RecordAccumulator(batch_bytes) for _ in range(partitions)]
+        self.logs = [None] * partitions
+        self.locks = [None] * partitions
         self.sticky = _random.randrange(partitions)
+        free(self.sent)
+        self.sent = <int64_t *>malloc(2 * <size_t>max(partitions, 1) * sizeof(int64_t))
+        if self.sent == NULL:
+            raise MemoryError()
+        memset(self.sent, 0, 2 * <size_t>max(partitions, 1) * sizeof(int64_t))
 
-    def next_sticky(self):
+    def __dealloc__(self):
+        free(self.sent)
+
+    cpdef count_sent(self, int32_t partition, int64_t records, int64_t nbytes):
+        """Statistics: ``records`` of ``nbytes`` left ``partition``'s queue for the log."""
+        if not 0 <= partition < self.partitions:
+            raise IndexError(f"no partition {partition}")
+        self.sent[2 * partition] += records
+        self.sent[2 * partition + 1] += nbytes
+
+    def sent_counts(self, int32_t partition):
+        """(records, bytes) sent from ``partition`` (count_sent)."""
+        if not 0 <= partition < self.partitions:
+            raise IndexError(f"no partition {partition}")
+        return self.sent[2 * partition], self.sent[2 * partition + 1]
+
+    cpdef next_sticky(self):
         """Kafka's sticky partitioner (KIP-480): unkeyed records stay on one
         partition until its batch is sent, then move to another."""
         if self.partitions > 1:
@@ -108,6 +131,71 @@ cdef class ProducerCore:
     def _sent(self, Py_ssize_t n):
         """Records left the queue (appended or failed); atomic under the GIL."""
         self._queued -= n
+
+    def _append_ready(self, TopicSlot slot, set dirty, list rest):
+        """flush()'s common case for one topic in one native loop: every
+        partition whose batch has records, bytes values and no delivery
+        callback is appended by RecordAccumulator.append_at into its
+        PartitionLog's append_target() (``slot.logs``), under the
+        partition's in-process lock (``slot.locks``) and the log's, with no
+        per-partition Python of the producer's. The partitions left to the
+        caller's general path go to ``rest``: a batch with callbacks, a
+        partition not opened yet, and an empty one whose lock is held (the
+        linger thread is appending the batch it took: the caller waits for
+        it). A batch the native call declines (append_at returned -1) goes
+        through PartitionLog.append_records here. The caller checked the
+        topic has no value schema, and that the producer has neither a
+        transaction nor durability=fsync. Appended logs go to ``dirty``;
+        returns the number of records appended."""
+        cdef RecordAccumulator acc, batch
+        cdef AppendTarget target
+        cdef Py_ssize_t p, n, nbytes, sent = 0
+        cdef int64_t base
+        cdef list accs = slot.accumulators, logs = slot.logs, locks = slot.locks
+        for p in range(slot.partitions):
+            acc = <RecordAccumulator>accs[p]
+            lock = locks[p]
+            if acc.count == 0:
+                if lock is not None and lock.locked():
+                    rest.append(p)
+                continue
+            log = logs[p]
+            if acc.callbacks is not None or log is None or lock is None:
+                rest.append(p)
+                continue
+            lock.acquire()
+            try:
+                batch = <RecordAccumulator>acc.detach()
+                n, nbytes = batch.count, batch.nbytes
+                if n == 0:
+                    continue
+                if p == slot.sticky:
+                    slot.next_sticky()
+                try:
+                    base = -1
+                    log_lock = log._lock
+                    log_lock.acquire()
+                    try:
+                        t = log.append_target()
+                        if t is not None:
+                            target = <AppendTarget>t
+                            base = batch._append_at(target, now_ms())
+                    except OSError:
+                        base = -1  # append_records tries again, and raises what is wrong
+                    finally:
+                        log_lock.release()
+                    if base < 0:
+                        log.append_records(batch, fsync=False)
+                    acc.recycle(batch)  # its memory serves the next batch
+                finally:
+                    self._queued -= n
+                dirty.add(log)
+                slot.sent[2 * p] += n
+                slot.sent[2 * p + 1] += nbytes
+                sent += n
+            finally:
+                lock.release()
+        return sent
 
     # -- the upcall contract ----------------------------------------------------
     # produce() handles the common case here and calls these on its rare paths.

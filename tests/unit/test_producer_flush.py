@@ -7,6 +7,7 @@ import threading
 
 from arrowlog import Producer
 from arrowlog.storage import LogDir
+from arrowlog.storage.partition import PartitionLog
 
 
 def test_flush_waits_for_a_batch_the_linger_thread_is_appending(data_dir):
@@ -41,13 +42,13 @@ def test_flush_appends_only_the_partitions_with_records(data_dir, monkeypatch):
             p.produce("t", b"x", partition=i)
         p.flush()
         sent: list[int] = []
-        original = type(p)._send
+        original = PartitionLog.append_target  # what flush() asks of each partition it appends to
 
-        def counting(self, slot, partition):
-            sent.append(partition)
-            return original(self, slot, partition)
+        def counting(self):
+            sent.append(self.partition)
+            return original(self)
 
-        monkeypatch.setattr(type(p), "_send", counting)
+        monkeypatch.setattr(PartitionLog, "append_target", counting)
         p.produce("t", b"y", partition=7)
         p.produce("t", b"z", partition=40)
         p.flush()

@@ -80,6 +80,12 @@ cdef class TopicSlot:
     cdef readonly object validate
     cdef Py_ssize_t check_above     # a record larger than this takes the checks' slow path
     cdef public bint keyed_only     # a compacted topic: an unkeyed record is refused at produce()
+    cdef public list logs           # each partition's PartitionLog once the producer opened it, else None
+    cdef public list locks          # each partition's in-process lock (the producer's)
+    cdef int64_t *sent              # records and bytes sent, two per partition (count_sent)
+
+    cpdef count_sent(self, int32_t partition, int64_t records, int64_t nbytes)
+    cpdef next_sticky(self)
 
 
 cdef class ProducerCore:

@@ -21,8 +21,8 @@ from .logbase import LogBase
 from .segment import INDEX_BYTES, MAX_RELATIVE_OFFSET, SEGMENT_FIXED_HEADER, Segment
 
 # Below this size a batch is serialised into one buffer (a copy of a few KiB
-# costs less than the ~20 Python-level writes of the zero-copy path); a
-# producer's accumulator that small is written by the native core.
+# costs less than the ~20 Python-level writes of the zero-copy path). A
+# producer's accumulator is written by the native core at any size.
 SMALL_BATCH_BYTES = 64 << 10
 
 
@@ -45,6 +45,7 @@ class AppendMixin(LogBase):
     # (active segment, schema, whether that schema is the plain envelope) whose
     # schemas were last found equal: checked again only when either changes
     _checked_writer: tuple = (None, None, False)
+    _target: core.AppendTarget | None = None  # append_target's, kept while its stamp holds
 
     def append(self, batch: pa.RecordBatch, *, fsync: bool = False, min_timestamp: int | None = None,
                max_timestamp: int | None = None) -> int:
@@ -71,38 +72,60 @@ class AppendMixin(LogBase):
     def append_records(self, acc: core.RecordAccumulator, *, fsync: bool = False) -> int:
         """Append a (detached, non-empty) producer accumulator's records as
         one frame, as append(acc.to_batch()) would; returns its base offset.
-        Below SMALL_BATCH_BYTES, into an uncompressed topic of bytes values,
-        the common case (docs/CLIENTS.md#latency) is one native call,
-        RecordAccumulator.append_to: lock, frame (header, CRC and IPC
-        message, no pyarrow batch), one pwrite, index entries, publish. The
-        rest goes through _append_frame, the frame still written natively."""
+        Into an uncompressed topic of bytes values, the common case
+        (docs/CLIENTS.md#latency) is one native call, RecordAccumulator
+        .append_at: lock, frame (header, CRC and IPC message, no pyarrow
+        batch), one pwrite (gathered from the accumulator's buffers above a
+        few KiB), index entries, publish. The rest goes through
+        _append_frame, the frame still written natively; a compacted or
+        compressed topic's through pyarrow's writer."""
         if acc.count == 0:
             raise ValueError("cannot append an empty batch")
-        if self.compacted or self.compression or acc.nbytes >= SMALL_BATCH_BYTES:
-            # (a larger batch goes to the log zero-copy, through pyarrow's writer)
+        if self.compacted or self.compression:
             min_ts, max_ts = acc.min_timestamp, acc.max_timestamp  # (to_batch() empties acc)
             return self.append(acc.to_batch(), fsync=fsync, min_timestamp=min_ts, max_timestamp=max_ts)
         if not fsync:
             with self._lock:
-                seg, state, checked = self._writer, self._state, self._checked_writer
-                if (seg is not None and state is not None and self._failed is None and not self._closed
-                        and not self.read_only and self._damage is None and checked[0] is seg
-                        and checked[1] is self.schema and checked[2]):
-                    # the common case in one native call; -1: not the common case
-                    self._used = True
-                    try:
-                        base = acc.append_to(state, self.notifier, self._append_fd, seg.log_fd, seg.base_offset,
-                                             -1 if self._writer_generation is None else self._writer_generation,
-                                             seg.file_size, self.segment_bytes, self.segment_ms, core.wall_clock_ms(),
-                                             self.index_interval, INDEX_BYTES, MAX_OFFSET, SEGMENT_FIXED_HEADER,
-                                             MAX_ACTIVE_POSITION, seg.index, seg.index_file_size, seg.time_index,
-                                             seg.time_index_file_size)
-                    except OSError as exc:
-                        raise storage_error(exc, f"cannot append to {seg.log_path}") from exc
+                target = self.append_target()
+                if target is not None:
+                    base = self._append_at(acc, target)
                     if base >= 0:
                         return base
         return self._append_frame(acc.count, acc.min_timestamp, acc.max_timestamp, fsync,
                                   lambda base: self._batch_pieces(acc.to_batch(), base), acc)
+
+    def append_target(self) -> core.AppendTarget | None:
+        """Where append_records' one native call writes (caller holds the
+        in-process lock): the active segment's end as a core.AppendTarget,
+        kept while that segment, its allocated size, its index files and the
+        writer's generation are unchanged; None when the common case does
+        not hold here (no writer yet, a schema not yet checked or not the
+        plain envelope, a failed, closed, read-only or damaged log, a
+        compacted or compressed topic): the general path then decides."""
+        seg, state, checked = self._writer, self._state, self._checked_writer
+        if (seg is None or state is None or self._failed is not None or self._closed or self.read_only
+                or self._damage is not None or checked[0] is not seg or checked[1] is not self.schema
+                or not checked[2] or self.compacted or self.compression):
+            return None
+        generation = -1 if self._writer_generation is None else self._writer_generation
+        stamp = (seg, state, generation, seg.file_size, seg.index, seg.index_file_size, seg.time_index,
+                 seg.time_index_file_size)
+        target = self._target
+        if target is None or target.stamp != stamp:
+            target = self._target = core.AppendTarget(
+                state, self.notifier, self._append_fd, seg.log_fd, seg.base_offset, generation, seg.file_size,
+                self.segment_bytes, self.segment_ms, self.index_interval, INDEX_BYTES, MAX_OFFSET,
+                SEGMENT_FIXED_HEADER, MAX_ACTIVE_POSITION, seg.index, seg.index_file_size, seg.time_index,
+                seg.time_index_file_size, stamp)
+        self._used = True
+        return target
+
+    def _append_at(self, acc: core.RecordAccumulator, target: core.AppendTarget) -> int:
+        """acc.append_at(target): the frame's base offset, or -1 (nothing written)."""
+        try:
+            return acc.append_at(target, core.wall_clock_ms())
+        except OSError as exc:
+            raise storage_error(exc, f"cannot append to {target.stamp[0].log_path}") from exc
 
     def _append_frame(self, n: int, min_ts: int, max_ts: int, fsync: bool, make_pieces: Callable[[int], list],
                       acc: core.RecordAccumulator | None = None) -> int:

@@ -118,6 +118,7 @@ def produce_batch(producer: Any, topic: str, values: Any, keys: Any = None, time
     hdrs = _headers_array(headers, n)
     nbytes = _check_sizes(producer, slot, keys, values, hdrs)
     # what is already queued for these partitions goes first
+    parts: dict[int, np.ndarray | None]  # partition: the indices of its rows (None: all of them)
     if partition is not None:
         if not isinstance(partition, int) or not 0 <= partition < slot.partitions:
             producer._bad_partition(slot, partition)
@@ -213,7 +214,7 @@ def _append_chunks(producer: Any, slot: core.TopicSlot, partition: int, batch: p
             producer._append(slot.name, partition, log, chunk, lo, hi)
             start = end
     producer._dirty.add(log)
-    producer._count_sent(slot.name, partition, n, nbytes)
+    slot.count_sent(partition, n, nbytes)
 
 def _timestamp_column(values: np.ndarray) -> pa.Array:
     """int64 milliseconds as a timestamp column, without a copy."""
@@ -246,7 +247,7 @@ def _headers_array(headers: Any, n: int) -> pa.Array:
     if isinstance(headers, pa.Array):
         arr = headers.cast(HEADERS_TYPE)
     else:
-        rows = []
+        rows: list[list[dict[str, Any]] | None] = []
         for h in headers:
             if h is None:
                 rows.append(None)

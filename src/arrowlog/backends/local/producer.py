@@ -134,7 +134,6 @@ class Producer(core.ProducerCore):
         self._cleaner_interval_ms = conf["log.cleaner.backoff.ms"]
         self._cleaner: CleanerThread | None = None
         self._default_delivery = conf["on_delivery"]
-        self._sent_counts: dict[tuple[str, int], list[int]] = {}
         self._batch_bytes = conf["batch.size"]
         self._batch_records = conf["batch.num.messages"]
         self._linger = conf["linger.ms"] / 1000.0
@@ -144,7 +143,6 @@ class Producer(core.ProducerCore):
         self._auto_create = conf["auto.create.topics.enable"]
         self._num_partitions = conf["num.partitions"]
         self._locks: dict[tuple[str, int], threading.Lock] = {}
-        self._logs: dict[tuple[str, int], Any] = {}  # (topic, partition): its PartitionLog
         self._reports: collections.deque = collections.deque()
         self._error = None  # (ProducerCore's: produce() calls _first_in_batch while one is pending)
         self._dirty: set = set()
@@ -179,7 +177,7 @@ class Producer(core.ProducerCore):
             self._cleaner = CleanerThread(self._compacted_partitions, self._cleaner_interval_ms / 1000,
                                           name="arrowlog-producer-cleaner").start()
         for p in range(t.num_partitions):
-            self._locks[(topic, p)] = threading.Lock()
+            slot.locks[p] = self._locks[(topic, p)] = threading.Lock()
         self._slots[topic] = slot
         return slot
 
@@ -237,7 +235,7 @@ class Producer(core.ProducerCore):
                 # the native core writes the frame); the small flush's path, kept short
                 if partition == slot.sticky:
                     slot.next_sticky()
-                log = self._logs.get(key) or self._partition_log(slot, partition)
+                log = slot.logs[partition] or self._partition_log(slot, partition)
                 try:
                     if self._txn is None:
                         log.append_records(acc, fsync=self._fsync)
@@ -247,12 +245,7 @@ class Producer(core.ProducerCore):
                 finally:
                     self._sent(n)
                 self._dirty.add(log)
-                counts = self._sent_counts.get(key)
-                if counts is None:
-                    self._count_sent(slot.name, partition, n, nbytes)
-                else:
-                    counts[0] += n
-                    counts[1] += nbytes
+                slot.count_sent(partition, n, nbytes)
                 return n
             min_ts, max_ts = acc.min_timestamp, acc.max_timestamp
             batch = acc.to_batch()
@@ -285,7 +278,7 @@ class Producer(core.ProducerCore):
                 raise
             self._sent(n)
             self._dirty.add(log)
-            self._count_sent(slot.name, partition, n, nbytes)
+            slot.count_sent(partition, n, nbytes)
             if callbacks:
                 view = self._report_view(slot.name, partition, batch, base)
                 for index, cb in callbacks:
@@ -293,8 +286,8 @@ class Producer(core.ProducerCore):
             return n
 
     def _partition_log(self, slot: core.TopicSlot, partition: int) -> Any:
-        """The PartitionLog of ``partition``, kept in ``_logs`` (a topic opens each once)."""
-        log = self._logs[(slot.name, partition)] = slot.topic.partition(partition)
+        """The PartitionLog of ``partition``, kept in ``slot.logs`` (a topic opens each once)."""
+        log = slot.logs[partition] = slot.topic.partition(partition)
         return log
 
     def _append(self, topic: str, partition: int, log: Any, batch: pa.RecordBatch, min_ts: int, max_ts: int) -> int:
@@ -339,6 +332,13 @@ class Producer(core.ProducerCore):
         locks = self._locks
         for slot in list(self._slots.values()):
             name = slot.name
+            if not only_lingered and self._txn is None and not self._fsync and slot.topic.value_schema is None:
+                # the common case in one native loop over the partitions; the rest below
+                rest: list[int] = []
+                sent += self._append_ready(slot, self._dirty, rest)
+                for p in rest:
+                    sent += self._send(slot, p)
+                continue
             for p, acc in enumerate(slot.accumulators):
                 if acc.count:
                     if not only_lingered or now - acc.created >= age:
@@ -415,15 +415,6 @@ class Producer(core.ProducerCore):
         if not self._callbacks.report(exc):
             self._error = exc
 
-    def _count_sent(self, topic: str, partition: int, n: int, nbytes: int) -> None:
-        """Statistics: ``n`` records of ``nbytes`` (key, value and header bytes,
-        plus 24 a record: as the accumulator counts, cheaper than batch.nbytes)."""
-        counts = self._sent_counts.get((topic, partition))
-        if counts is None:
-            counts = self._sent_counts[(topic, partition)] = [0, 0]
-        counts[0] += n
-        counts[1] += nbytes
-
     def _serve_callbacks(self) -> int:
         """error_cb and stats_cb, on the application's thread."""
         cbs = self._callbacks
@@ -437,20 +428,22 @@ class Producer(core.ProducerCore):
         """librdkafka's statistics of a producer (see _callbacks.py)."""
         topics: dict = {}
         queued_bytes = 0
+        sent_records = sent_bytes = 0
         for slot in list(self._slots.values()):
             parts = topics[slot.name] = {}
             for p in range(slot.partitions):
                 acc = slot.accumulators[p]
                 low, high = slot.topic.partition(p).watermarks()
-                sent = self._sent_counts.get((slot.name, p), (0, 0))
+                sent = slot.sent_counts(p)
+                sent_records += sent[0]
+                sent_bytes += sent[1]
                 queued_bytes += acc.nbytes
                 parts[p] = {"leader": 0, "msgq_cnt": acc.count, "msgq_bytes": acc.nbytes, "msgs": acc.count + sent[0],
                             "txmsgs": sent[0], "txbytes": sent[1], "lo_offset": low, "hi_offset": high,
                             "ls_offset": high, "next_offset": high}
         totals = {"msg_cnt": self._queued, "msg_size": queued_bytes, "msg_max": self._max_queued,
                   "msg_size_max": self._batch_bytes,
-                  "txmsgs": sum(c[0] for c in self._sent_counts.values()),
-                  "txmsg_bytes": sum(c[1] for c in self._sent_counts.values()), "replyq": len(self._reports)}
+                  "txmsgs": sent_records, "txmsg_bytes": sent_bytes, "replyq": len(self._reports)}
         return topics, totals
 
     def _raise_pending(self) -> None:
