@@ -2,7 +2,8 @@
 #
 # A consumer turns each stored frame into a BatchView: raw pointers into the
 # frame's Arrow buffers (which point into the mapped segment), plus the
-# RecordBatch that keeps them alive. A Message is a (view, row) pair; key(),
+# RecordBatch that keeps them alive (or, for a view core/follow.pxi made
+# straight from a frame, the MappedFile). A Message is a (view, row) pair; key(),
 # value() and headers() copy out of the mapping only when called.
 
 cimport cython

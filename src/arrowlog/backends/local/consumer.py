@@ -34,7 +34,6 @@ from ..._location import location_of, open_data_dir, split_config, wants_kafka
 from ..._native import core
 from ..._types import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED, TopicPartition
 from ...convert import to_epoch_ms
-from ...schema import ENVELOPE_SCHEMA
 from ...errors import (
     ArrowlogError,
     ConfigError,
@@ -46,6 +45,7 @@ from ...errors import (
     UnknownPartitionError,
     UnknownTopicError,
 )
+from ...schema import ENVELOPE_SCHEMA
 from ...storage.evolution import conform
 from ...storage.reader import RangeReader, wait_for_data
 
