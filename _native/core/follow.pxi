@@ -26,6 +26,9 @@
 #     nodes and buffers are those of core/accumulator.pxi's ENV_NODES and
 #     ENV_BUFFERS, in the order that file describes.
 
+cdef extern from "<sched.h>" nogil:
+    int sched_yield()
+
 cdef extern from *:
     """
     #if defined(__x86_64__) || defined(__i386__)
@@ -271,8 +274,12 @@ def follow_spin(PartitionState state, int64_t offset, double seconds):
     """Busy-look at the published high watermark until it passes ``offset``
     (True) or ``seconds`` passed (False), with the GIL released; a CPU
     "pause" between looks keeps the spin off the memory bus and hands the
-    core's other hyperthread its cycles. It reads only the mapped word (a
-    hint: the read that follows takes the state under its seqlock)."""
+    core's other hyperthread its cycles, and every 64 looks (a few µs) it
+    offers the core to any other runnable thread (sched_yield: immediate
+    when there is none), so on a machine with more busy threads than cores
+    the spin does not hold a core the appending process may be waiting
+    for. It reads only the mapped word (a hint: the read that follows
+    takes the state under its seqlock)."""
     cdef double deadline = monotonic_s() + seconds
     cdef const uint64_t *word = <const uint64_t *>&state.payload.next_offset
     cdef int spins = 0
@@ -288,4 +295,5 @@ def follow_spin(PartitionState state, int64_t offset, double seconds):
                 spins = 0
                 if monotonic_s() >= deadline:
                     break
+                sched_yield()
     return found
