@@ -346,8 +346,10 @@ def stage_table(spin_us: int, n: int) -> str:
         if seen:
             waited += 1
             samples[STAGES[1]].append(seen - flushed[offset])
+        if seen and read:
             samples[STAGES[2]].append(read - seen)
-        samples[STAGES[3]].append(done - read)
+        if read:  # else read by an earlier poll, with the records before it
+            samples[STAGES[3]].append(done - read)
         samples[STAGES[4]].append(done - sent)
     lines = [f"poll.spin.us={spin_us}, {len(rows) - n // 10} records ({waited} found by a wait), "
              f"load average {os.getloadavg()[0]:.1f}", "", "| stage | p50 µs | p99 µs |", "|---|---|---|"]
