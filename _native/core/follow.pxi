@@ -18,6 +18,9 @@
 # which raises the errors (a failed CRC, a damaged state) with their names:
 #   - the state reads consistently and its generation and active segment are
 #     those the follower was made for, the log start is not past the cursor;
+#   - the path it was given to watch (the data directory's transaction state)
+#     does not exist, looked at after the state was read (arrowlog/txn.py:
+#     then no record below that high watermark belongs to a transaction);
 #   - a frame starts exactly at the cursor (offset and byte position), inside
 #     the published active position and the mapping, and passes its CRC;
 #   - its message is an uncompressed RecordBatch of the binary envelope
@@ -28,6 +31,10 @@
 
 cdef extern from "<sched.h>" nogil:
     int sched_yield()
+
+cdef extern from "<unistd.h>" nogil:
+    int access(const char *path, int mode)
+    int F_OK
 
 cdef extern from *:
     """
@@ -116,9 +123,11 @@ cdef class FrameFollower:
     cdef int32_t partition
     cdef object verified              # set of checked frame positions, None: no CRC check
     cdef object remember              # remember(positions): records a frame that passed
+    cdef bytes absent                 # a path that must not exist (None: none)
 
     def __init__(self, PartitionState state, MappedFile log, int64_t generation, int64_t active_base,
-                 int64_t offset, int64_t position, str topic, int32_t partition, verified, remember):
+                 int64_t offset, int64_t position, str topic, int32_t partition, verified, remember,
+                 absent=None):
         self.state = state
         self.log = log
         self.generation = generation
@@ -129,6 +138,7 @@ cdef class FrameFollower:
         self.partition = partition
         self.verified = verified
         self.remember = remember
+        self.absent = None if absent is None else _os.fsencode(absent)
 
     def next_view(self, int64_t offset):
         """The BatchView of the frame at ``offset`` (where the last one ended),
@@ -142,6 +152,8 @@ cdef class FrameFollower:
             return None
         if (p.generation != self.generation or p.active_base_offset != self.active_base
                 or p.log_start_offset > offset or p.next_offset < offset or offset < self.active_base):
+            return False
+        if self.absent is not None and access(self.absent, F_OK) == 0:
             return False
         cdef Py_ssize_t pos = self.position
         cdef Py_ssize_t end = p.active_position

@@ -163,13 +163,15 @@ class ReadMixin(LogBase):
             raise damaged(f"partition {self.topic}-{self.partition} ({self.directory})", str(missing))
         raise OffsetOutOfRangeError(f"offset {offset} of {self.topic}-{self.partition} was deleted")
 
-    def follower(self, offset: int, check_crc: bool | None = None) -> core.FrameFollower | None:
+    def follower(self, offset: int, check_crc: bool | None = None, *,
+                 absent: str | None = None) -> core.FrameFollower | None:
         """A FrameFollower (_native/core/follow.pxi) for a cursor at ``offset``,
         where the last read() ended in the active segment, or None when that
         segment cannot be followed natively (compressed, another envelope
         than the binary one, the published state moved on since the read).
         It reads what follows frame by frame as read() would, and leaves
-        anything else to read() (``check_crc`` as there)."""
+        anything else to read() (``check_crc`` as there), and everything once
+        the path ``absent`` exists."""
         hint = self._hint
         if hint is None or hint[0] != offset or self._damage is not None:
             return None
@@ -183,7 +185,7 @@ class ReadMixin(LogBase):
         check = self.check_crcs if check_crc is None else check_crc
         return core.FrameFollower(self.state, seg.log, st["generation"], hint[1], offset, hint[2], self.topic,
                                   self.partition, seg.verified if check else None,
-                                  functools.partial(remember_verified, seg.verified_key, seg.verified))
+                                  functools.partial(remember_verified, seg.verified_key, seg.verified), absent)
 
     def _locate_base_guess(self, offset: int) -> int:
         return max((b for b in self._segments if b <= offset), default=-1)

@@ -365,10 +365,10 @@ class Consumer:
             got = follower.next_view(f.position)
             if got is None:
                 return False  # nothing new
-            if got is not False and not self._txns.begun():  # begun() after the state read: see arrowlog.txn
+            if got is not False:
                 f.views.append([got, 0])
                 return True
-            f.follower = None  # not the common case: the general read answers
+            f.follower = None  # not the common case (or a transaction began): the general read answers
         high = f.log.high_watermark   # before the read: see arrowlog.txn
         while True:
             f.reader.position = f.position
@@ -391,7 +391,9 @@ class Consumer:
             if f.views:
                 f.position = f.views[0][0].base_offset
                 if not self._txns.begun() and self._log.topic(f.topic).schema.equals(ENVELOPE_SCHEMA):
-                    f.follower = f.log.follower(f.views[-1][0].next_offset, self._check_crcs)
+                    # it stops when the transaction state appears (read after the state: see arrowlog.txn)
+                    f.follower = f.log.follower(f.views[-1][0].next_offset, self._check_crcs,
+                                                absent=self._txns._dir)
                 return True
             if skip_to is None:
                 return False  # held back by an open transaction (read_committed)
