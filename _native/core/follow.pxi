@@ -25,7 +25,8 @@
 #     the published active position and the mapping, and passes its CRC;
 #   - its message is an uncompressed RecordBatch of the binary envelope
 #     (offset, timestamp, key, value: binary, headers), at least one row,
-#     and no record has headers (a transaction marker always has). Its
+#     and not a transaction marker (one record with the arrowlog.control
+#     header, as arrowlog.txn.is_control_frame says). Its
 #     nodes and buffers are those of core/accumulator.pxi's ENV_NODES and
 #     ENV_BUFFERS, in the order that file describes.
 
@@ -184,8 +185,9 @@ cdef object envelope_view(const uint8_t *msg, uint32_t body, int64_t base, uint3
                           str topic, int32_t partition):
     """A BatchView over the IPC message of ``body`` bytes at ``msg`` (a frame
     holding offsets base .. base+count-1), or None when it is not an
-    uncompressed binary-envelope RecordBatch without headers whose every
-    length fits the frame. ``owner`` keeps the memory alive."""
+    uncompressed binary-envelope RecordBatch whose every
+    length fits the frame, or when it is a transaction marker. ``owner``
+    keeps the memory alive."""
     if body < 8 or load_u32(msg) != 0xFFFFFFFF:
         return None
     cdef Py_ssize_t meta = <int32_t>load_u32(msg + 4)
@@ -232,8 +234,7 @@ cdef object envelope_view(const uint8_t *msg, uint32_t body, int64_t base, uint3
     for i in range(5):  # the top-level columns: one entry a row
         if load_i64(fb + nodes + 16 * i) != rows:
             return None
-    if (load_i64(fb + nodes + 8) != 0 or load_i64(fb + nodes + 24) != 0  # offset, timestamp: never null
-            or load_i64(fb + nodes + 72) != rows):                        # headers: all null
+    if load_i64(fb + nodes + 8) != 0 or load_i64(fb + nodes + 24) != 0:  # offset, timestamp: never null
         return None
     cdef int64_t boff[ENV_BUFFERS]
     cdef int64_t blen[ENV_BUFFERS]
@@ -249,6 +250,22 @@ cdef object envelope_view(const uint8_t *msg, uint32_t body, int64_t base, uint3
             or key_nulls < 0 or key_nulls > rows or value_nulls < 0 or value_nulls > rows
             or (key_nulls and blen[4] < bitmap) or (value_nulls and blen[7] < bitmap)
             or not _offsets_ok(data + boff[5], rows, blen[6]) or not _offsets_ok(data + boff[8], rows, blen[9])):
+        return None
+    cdef int64_t header_nulls = load_i64(fb + nodes + 72), entries = load_i64(fb + nodes + 80)
+    cdef int64_t entry_value_nulls = load_i64(fb + nodes + 120)
+    cdef bint with_headers = header_nulls != rows
+    if with_headers and (
+            header_nulls < 0 or header_nulls > rows or (header_nulls and blen[10] < bitmap)
+            or entries < 0 or load_i64(fb + nodes + 88) != 0                          # the entries: never null
+            or load_i64(fb + nodes + 96) != entries or load_i64(fb + nodes + 104) != 0  # their keys: never null
+            or load_i64(fb + nodes + 112) != entries
+            or entry_value_nulls < 0 or entry_value_nulls > entries
+            or (entry_value_nulls and blen[16] < ((entries + 7) >> 3))
+            or blen[11] < 4 * (rows + 1) or blen[14] < 4 * (entries + 1) or blen[17] < 4 * (entries + 1)
+            or not _offsets_ok(data + boff[11], rows, entries)
+            or not _offsets_ok(data + boff[14], entries, blen[15])
+            or not _offsets_ok(data + boff[17], entries, blen[18])
+            or (count == 1 and _has_control_header(data, boff, header_nulls))):
         return None
     # offsets: ascending inside the frame (a compacted frame has gaps)
     cdef const int64_t *offs = <const int64_t *>(data + boff[1])
@@ -279,7 +296,33 @@ cdef object envelope_view(const uint8_t *msg, uint32_t body, int64_t base, uint3
     v.binary_values = True
     v.headers_col = None
     v.value_col = None
+    if with_headers:
+        v.hoff = <const int32_t *>(data + boff[11])
+        v.hvalid = data + boff[10] if header_nulls else NULL
+        v.hkoff = <const int32_t *>(data + boff[14])
+        v.hkdata = data + boff[15]
+        v.hvoff = <const int32_t *>(data + boff[17])
+        v.hvdata = data + boff[18]
+        v.hvvalid = data + boff[16] if entry_value_nulls else NULL
     return v
+
+
+cdef bytes CONTROL_KEY = b"arrowlog.control"  # arrowlog.txn.CONTROL_HEADER
+
+
+cdef bint _has_control_header(const uint8_t *data, const int64_t *boff, int64_t header_nulls) noexcept:
+    """Whether the first record (of a one-record frame) has the transaction
+    marker's header (arrowlog.txn.is_control_frame); its lengths checked."""
+    if header_nulls and not data[boff[10]] & 1:
+        return False
+    cdef const int32_t *loff = <const int32_t *>(data + boff[11])
+    cdef const int32_t *koff = <const int32_t *>(data + boff[14])
+    cdef const char *key = PyBytes_AS_STRING(CONTROL_KEY)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(CONTROL_KEY), e
+    for e in range(loff[0], loff[1]):
+        if koff[e + 1] - koff[e] == n and memcmp(data + boff[15] + koff[e], key, n) == 0:
+            return True
+    return False
 
 
 def follow_spin(PartitionState state, int64_t offset, double seconds):

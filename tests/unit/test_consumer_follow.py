@@ -5,6 +5,7 @@ general read, which keeps its errors."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -48,25 +49,49 @@ def poll_one(c: Consumer):
     return m
 
 
-def test_a_followed_partition_is_read_without_the_general_read(data_dir, monkeypatch):
-    LogDir(data_dir).create_topic(TOPIC)
-    with Producer({"log.dir": data_dir, "linger.ms": 0}) as p, follower_consumer(data_dir) as c:
+@contextlib.contextmanager
+def following(data: str, **conf):
+    """(producer, consumer) of a new topic whose first record the consumer read, so it follows the partition."""
+    LogDir(data).create_topic(TOPIC)
+    with Producer({"log.dir": data, "linger.ms": 0}) as p, follower_consumer(data, **conf) as c:
         p.produce(TOPIC, b"first", key=b"k", partition=0)
         p.flush()
         assert poll_one(c).value() == b"first"  # the general read, which sets the follower up
+        assert fetch_of(c).follower is not None
+        yield p, c
+
+
+def test_a_followed_partition_is_read_without_the_general_read(data_dir, monkeypatch):
+    with following(data_dir) as (p, c):
         f = fetch_of(c)
-        assert f.follower is not None
 
         def no_general_read(*args, **kwargs):
             raise AssertionError("the record after the last read came through the general read")
 
         monkeypatch.setattr(f.log, "read", no_general_read)
-        for i in range(3):
-            p.produce(TOPIC, b"v%d" % i, key=None if i == 1 else b"k%d" % i, partition=0)
+        for i in range(4):
+            headers = [("h", b"%d" % i), ("n", None), ("é", b"")] if i >= 2 else None
+            p.produce(TOPIC, b"v%d" % i, key=None if i == 1 else b"k%d" % i, partition=0, headers=headers)
+            if i == 3:
+                p.produce(TOPIC, b"w", partition=0)  # two records in one frame, one with headers
             p.flush()
             m = poll_one(c)
-            assert (m.offset(), m.key(), m.value()) == (i + 1, None if i == 1 else b"k%d" % i, b"v%d" % i)
+            assert (m.offset(), m.key(), m.value(), m.headers()) == (
+                i + 1, None if i == 1 else b"k%d" % i, b"v%d" % i, headers)
+        m = poll_one(c)
+        assert (m.offset(), m.value(), m.headers()) == (5, b"w", None)
         assert c.poll(0) is None
+
+
+def test_a_one_record_frame_with_the_control_header_stays_hidden(data_dir):
+    # arrowlog.txn.is_control_frame: what the general read hides, the follower hides too
+    with following(data_dir) as (p, c):
+        p.produce(TOPIC, b"marker-like", partition=0, headers=[("x", b""), ("arrowlog.control", b"")])
+        p.flush()
+        p.produce(TOPIC, b"after", partition=0)
+        p.flush()
+        m = poll_one(c)
+        assert (m.offset(), m.value()) == (2, b"after")
 
 
 RECORDS = st.lists(st.tuples(st.one_of(st.none(), st.binary(max_size=12)),   # key
@@ -144,26 +169,15 @@ def flip_value_byte(path: str, start: int, end: int, value: bytes) -> None:
 
 
 def test_bit_rot_in_a_followed_frame_is_an_error_not_data(data_dir):
-    LogDir(data_dir).create_topic(TOPIC)
-    with Producer({"log.dir": data_dir, "linger.ms": 0}) as p, follower_consumer(data_dir) as c:
-        p.produce(TOPIC, b"good", partition=0)
-        p.flush()
-        assert poll_one(c).value() == b"good"
-        f = fetch_of(c)
-        assert f.follower is not None
-        path, start, end = appended_frame(p, f.log, b"x" * 64)
+    with following(data_dir) as (p, c):
+        path, start, end = appended_frame(p, fetch_of(c).log, b"x" * 64)
         flip_value_byte(path, start, end, b"x" * 64)
         with pytest.raises(errors.CorruptRecordError, match=f"byte position {start}"):
             c.poll(1)
 
 
 def test_followed_frames_are_served_unchecked_with_check_crcs_off(data_dir):
-    LogDir(data_dir).create_topic(TOPIC)
-    with Producer({"log.dir": data_dir, "linger.ms": 0}) as p, \
-            follower_consumer(data_dir, **{"check.crcs": False}) as c:
-        p.produce(TOPIC, b"good", partition=0)
-        p.flush()
-        poll_one(c)
+    with following(data_dir, **{"check.crcs": False}) as (p, c):
         path, start, end = appended_frame(p, fetch_of(c).log, b"x" * 64)
         flip_value_byte(path, start, end, b"x" * 64)
         assert poll_one(c).value() == b"x" * 32 + b"h" + b"x" * 31
@@ -174,12 +188,7 @@ def test_followed_frames_are_served_unchecked_with_check_crcs_off(data_dir):
 def test_a_mangled_unchecked_frame_is_an_error_or_data_never_a_crash(tmp_path_factory, flips):
     # with check.crcs off nothing vouches for the frame: every length in its
     # Arrow message is checked before the follower trusts it
-    data = str(tmp_path_factory.mktemp("data"))
-    LogDir(data).create_topic(TOPIC)
-    with Producer({"log.dir": data, "linger.ms": 0}) as p, follower_consumer(data, **{"check.crcs": False}) as c:
-        p.produce(TOPIC, b"good", partition=0)
-        p.flush()
-        poll_one(c)
+    with following(str(tmp_path_factory.mktemp("data")), **{"check.crcs": False}) as (p, c):
         path, start, end = appended_frame(p, fetch_of(c).log, b"x" * 64)
         fd = os.open(path, os.O_RDWR)
         try:
