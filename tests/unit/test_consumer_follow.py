@@ -96,7 +96,8 @@ def test_a_one_record_frame_with_the_control_header_stays_hidden(data_dir):
 
 RECORDS = st.lists(st.tuples(st.one_of(st.none(), st.binary(max_size=12)),   # key
                              st.one_of(st.none(), st.binary(max_size=300)),  # value
-                             st.booleans(),                                  # with headers
+                             st.one_of(st.none(), st.lists(st.tuples(        # headers
+                                 st.text(max_size=6), st.one_of(st.none(), st.binary(max_size=8))), max_size=3)),
                              st.booleans()),                                 # poll after it
                    min_size=1, max_size=40)
 
@@ -111,10 +112,10 @@ def test_following_returns_what_the_general_read_returns(tmp_path_factory, confi
     LogDir(data).create_topic(TOPIC, config=config)
     followed = []
     with Producer({"log.dir": data, "linger.ms": 0}) as p, follower_consumer(data) as c:
-        for i, (key, value, with_headers, poll_now) in enumerate(records):
+        for key, value, headers, poll_now in records:
             if key is None and config.get("cleanup.policy") == "compact":
                 key = b"k"  # a compacted topic takes keyed records only
-            p.produce(TOPIC, value, key=key, partition=0, headers=[("h", b"%d" % i)] if with_headers else None)
+            p.produce(TOPIC, value, key=key, partition=0, headers=headers)
             p.flush()
             if poll_now:
                 followed += [record(m) for m in c.consume(1000, 0)]
