@@ -325,20 +325,20 @@ def stage_table(spin_us: int, n: int) -> str:
     import arrowlog
     from arrowlog.storage import LogDir
 
-    path = tempfile.mkdtemp(prefix="arrowlog-stages-")
-    LogDir(path).create_topic(datasets.TOPIC, partitions=1)
-    p = arrowlog.Producer({"log.dir": path, "linger.ms": 0})
     flushed: list[int] = []
-    send_one = stamp_sender(p)
+    with tempfile.TemporaryDirectory(prefix="arrowlog-stages-") as path:
+        LogDir(path).create_topic(datasets.TOPIC, partitions=1)
+        p = arrowlog.Producer({"log.dir": path, "linger.ms": 0})
+        send_one = stamp_sender(p)
 
-    def send():
-        send_one()
-        flushed.append(time.perf_counter_ns())
+        def send():
+            send_one()
+            flushed.append(time.perf_counter_ns())
 
-    try:
-        rows = one_run(None, staged_reader, (path, spin_us), send, n)
-    finally:
-        p.close()
+        try:
+            rows = one_run(None, staged_reader, (path, spin_us), send, n)
+        finally:
+            p.close()
     samples: dict[str, list[float]] = {s: [] for s in STAGES}
     waited = 0
     for offset, sent, seen, read, done in rows[n // 10:]:  # the first tenth warms up
