@@ -137,12 +137,21 @@ cdef class BatchView:
     cdef bint binary_values
     cdef object headers_col
     cdef object value_col
+    # the headers column read in place (a view core/follow.pxi made; hoff NULL: headers_col says)
+    cdef const int32_t *hoff       # row -> first entry, rows + 1
+    cdef const uint8_t *hvalid     # NULL: every row has a list
+    cdef const int32_t *hkoff      # entry keys (UTF-8, never null)
+    cdef const uint8_t *hkdata
+    cdef const int32_t *hvoff      # entry values (binary)
+    cdef const uint8_t *hvdata
+    cdef const uint8_t *hvvalid    # NULL: no null value
 
     cdef _bind_binary(self, arr, bint is_key)
     cdef object key_at(self, Py_ssize_t i)
     cdef object value_at(self, Py_ssize_t i)
     cdef Py_ssize_t value_len(self, Py_ssize_t i)
     cdef object headers_at(self, Py_ssize_t i)
+    cdef object _native_headers(self, Py_ssize_t i)
     cdef Message message(self, Py_ssize_t i)
 
 
