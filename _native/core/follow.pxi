@@ -10,7 +10,7 @@
 # published state under the seqlock, the frame header at the position where
 # the last read ended, checks the frame's CRC-32C (once per process, in the
 # segment's set of checked positions), parses the frame's Arrow IPC message
-# (flatbuffer metadata, every length checked against the frame) and points a
+# (core/envframe.pxi: every length checked against the frame) and points a
 # BatchView at the mapped columns: no pyarrow object is made.
 #
 # It answers only when every condition of the common case holds; otherwise
@@ -26,9 +26,8 @@
 #   - its message is an uncompressed RecordBatch of the binary envelope
 #     (offset, timestamp, key, value: binary, headers), at least one row,
 #     and not a transaction marker (one record with the arrowlog.control
-#     header, as arrowlog.txn.is_control_frame says). Its
-#     nodes and buffers are those of core/accumulator.pxi's ENV_NODES and
-#     ENV_BUFFERS, in the order that file describes.
+#     header, as arrowlog.txn.is_control_frame says), its offsets
+#     ascending inside the frame's range; core/envframe.pxi checks the rest.
 
 cdef extern from "<sched.h>" nogil:
     int sched_yield()
@@ -50,81 +49,10 @@ cdef extern from *:
     void arrowlog_cpu_relax() nogil
 
 
-cdef inline bint _fb_table(const uint8_t *fb, Py_ssize_t size, Py_ssize_t table, Py_ssize_t *vtable,
-                           Py_ssize_t *vsize) noexcept nogil:
-    """The vtable of the flatbuffer table at ``table``; False if out of bounds."""
-    if table < 0 or table + 4 > size or table % 4:
-        return False
-    cdef Py_ssize_t vt = table - <int32_t>load_u32(fb + table)
-    if vt < 0 or vt + 4 > size or vt % 2:
-        return False
-    cdef Py_ssize_t n = fb[vt] | (fb[vt + 1] << 8)
-    if n < 4 or vt + n > size:
-        return False
-    vtable[0] = vt
-    vsize[0] = n
-    return True
-
-
-cdef inline Py_ssize_t _fb_field(const uint8_t *fb, Py_ssize_t table, Py_ssize_t vt, Py_ssize_t vsize,
-                                 int field, Py_ssize_t width, Py_ssize_t size) noexcept nogil:
-    """The position of field ``field`` (``width`` bytes) of a table; 0 when
-    absent, -1 when it does not fit in the flatbuffer."""
-    cdef Py_ssize_t slot = 4 + 2 * field
-    if slot + 2 > vsize:
-        return 0
-    cdef Py_ssize_t rel = fb[vt + slot] | (fb[vt + slot + 1] << 8)
-    if rel == 0:
-        return 0
-    if table + rel + width > size:
-        return -1
-    return table + rel
-
-
-cdef inline Py_ssize_t _fb_vector(const uint8_t *fb, Py_ssize_t at, Py_ssize_t item, Py_ssize_t size,
-                                  Py_ssize_t *count) noexcept nogil:
-    """The first item of the vector the offset field at ``at`` points to
-    (``count`` items of ``item`` bytes); -1 when it does not fit."""
-    cdef Py_ssize_t v = at + <Py_ssize_t>load_u32(fb + at)
-    if v + 4 > size:
-        return -1
-    cdef Py_ssize_t n = load_u32(fb + v)
-    if n > size or v + 4 + n * item > size:
-        return -1
-    count[0] = n
-    return v + 4
-
-
-cdef inline bint _offsets_ok(const uint8_t *o, Py_ssize_t rows, int64_t data_len) noexcept nogil:
-    """A binary column's ``rows`` + 1 int32 offsets start at or above 0, never
-    go down and end inside its data buffer of ``data_len`` bytes."""
-    cdef int32_t prev = <int32_t>load_u32(o), cur
-    cdef Py_ssize_t i
-    if prev < 0:
-        return False
-    for i in range(1, rows + 1):
-        cur = <int32_t>load_u32(o + 4 * i)
-        if cur < prev:
-            return False
-        prev = cur
-    return prev <= data_len
-
-
 cdef class FrameFollower:
     """Reads the frames a consumer follows at the end of one partition's active
-    segment (see the top of core/follow.pxi for when it answers)."""
-
-    cdef PartitionState state
-    cdef MappedFile log
-    cdef readonly int64_t generation
-    cdef readonly int64_t active_base
-    cdef readonly int64_t offset      # the next offset the cursor expects
-    cdef readonly int64_t position    # the byte position of its frame
-    cdef str topic
-    cdef int32_t partition
-    cdef object verified              # set of checked frame positions, None: no CRC check
-    cdef object remember              # remember(positions): records a frame that passed
-    cdef bytes absent                 # a path that must not exist (None: none)
+    segment (see the top of core/follow.pxi for when it answers; its
+    attributes are in core.pxd)."""
 
     def __init__(self, PartitionState state, MappedFile log, int64_t generation, int64_t active_base,
                  int64_t offset, int64_t position, str topic, int32_t partition, verified, remember,
@@ -185,90 +113,15 @@ cdef object envelope_view(const uint8_t *msg, uint32_t body, int64_t base, uint3
                           str topic, int32_t partition):
     """A BatchView over the IPC message of ``body`` bytes at ``msg`` (a frame
     holding offsets base .. base+count-1), or None when it is not an
-    uncompressed binary-envelope RecordBatch whose every
-    length fits the frame, or when it is a transaction marker. ``owner``
-    keeps the memory alive."""
-    if body < 8 or load_u32(msg) != 0xFFFFFFFF:
+    envelope batch core/envframe.pxi accepts, has no row, or is a
+    transaction marker. ``owner`` keeps the memory alive."""
+    cdef EnvFrame fc
+    cdef Py_ssize_t i
+    if _env_parse(msg, body, count, &fc) != 0 or fc.length == 0 or _env_marker(&fc, count):
         return None
-    cdef Py_ssize_t meta = <int32_t>load_u32(msg + 4)
-    if meta <= 0 or meta % 8 or 8 + meta > body:  # the body's buffers start 8-aligned
-        return None
-    cdef const uint8_t *fb = msg + 8
-    cdef Py_ssize_t vt, vs, at, rb, n_nodes, n_bufs, nodes, bufs, i
-    cdef Py_ssize_t root = load_u32(fb)
-    if not _fb_table(fb, meta, root, &vt, &vs):
-        return None
-    at = _fb_field(fb, root, vt, vs, 1, 1, meta)  # header_type
-    if at <= 0 or fb[at] != 3:                    # MessageHeader.RecordBatch
-        return None
-    at = _fb_field(fb, root, vt, vs, 3, 8, meta)  # bodyLength
-    if at <= 0:
-        return None
-    cdef int64_t body_len = load_i64(fb + at)
-    if body_len < 0 or body_len > <int64_t>body - 8 - meta:
-        return None
-    at = _fb_field(fb, root, vt, vs, 2, 4, meta)  # header
-    if at <= 0:
-        return None
-    rb = at + <Py_ssize_t>load_u32(fb + at)
-    if not _fb_table(fb, meta, rb, &vt, &vs):
-        return None
-    if _fb_field(fb, rb, vt, vs, 3, 4, meta) != 0:  # compression: the general path decodes it
-        return None
-    at = _fb_field(fb, rb, vt, vs, 0, 8, meta)  # length
-    if at <= 0:
-        return None
-    cdef int64_t rows = load_i64(fb + at)
-    if rows <= 0 or rows > count:
-        return None
-    at = _fb_field(fb, rb, vt, vs, 1, 4, meta)  # nodes
-    if at <= 0:
-        return None
-    nodes = _fb_vector(fb, at, 16, meta, &n_nodes)
-    at = _fb_field(fb, rb, vt, vs, 2, 4, meta)  # buffers
-    if nodes < 0 or at <= 0 or n_nodes != ENV_NODES:
-        return None
-    bufs = _fb_vector(fb, at, 16, meta, &n_bufs)
-    if bufs < 0 or n_bufs != ENV_BUFFERS:
-        return None
-    for i in range(5):  # the top-level columns: one entry a row
-        if load_i64(fb + nodes + 16 * i) != rows:
-            return None
-    if load_i64(fb + nodes + 8) != 0 or load_i64(fb + nodes + 24) != 0:  # offset, timestamp: never null
-        return None
-    cdef int64_t boff[ENV_BUFFERS]
-    cdef int64_t blen[ENV_BUFFERS]
-    for i in range(ENV_BUFFERS):
-        boff[i] = load_i64(fb + bufs + 16 * i)
-        blen[i] = load_i64(fb + bufs + 16 * i + 8)
-        if boff[i] < 0 or blen[i] < 0 or boff[i] % 8 or boff[i] > body_len or blen[i] > body_len - boff[i]:
-            return None
-    cdef const uint8_t *data = fb + meta
-    cdef int64_t key_nulls = load_i64(fb + nodes + 40), value_nulls = load_i64(fb + nodes + 56)
-    cdef int64_t bitmap = (rows + 7) >> 3
-    if (blen[1] < 8 * rows or blen[3] < 8 * rows or blen[5] < 4 * (rows + 1) or blen[8] < 4 * (rows + 1)
-            or key_nulls < 0 or key_nulls > rows or value_nulls < 0 or value_nulls > rows
-            or (key_nulls and blen[4] < bitmap) or (value_nulls and blen[7] < bitmap)
-            or not _offsets_ok(data + boff[5], rows, blen[6]) or not _offsets_ok(data + boff[8], rows, blen[9])):
-        return None
-    cdef int64_t header_nulls = load_i64(fb + nodes + 72), entries = load_i64(fb + nodes + 80)
-    cdef int64_t entry_value_nulls = load_i64(fb + nodes + 120)
-    cdef bint with_headers = header_nulls != rows
-    if with_headers and (
-            header_nulls < 0 or header_nulls > rows or (header_nulls and blen[10] < bitmap)
-            or entries < 0 or load_i64(fb + nodes + 88) != 0                          # the entries: never null
-            or load_i64(fb + nodes + 96) != entries or load_i64(fb + nodes + 104) != 0  # their keys: never null
-            or load_i64(fb + nodes + 112) != entries
-            or entry_value_nulls < 0 or entry_value_nulls > entries
-            or (entry_value_nulls and blen[16] < ((entries + 7) >> 3))
-            or blen[11] < 4 * (rows + 1) or blen[14] < 4 * (entries + 1) or blen[17] < 4 * (entries + 1)
-            or not _offsets_ok(data + boff[11], rows, entries)
-            or not _offsets_ok(data + boff[14], entries, blen[15])
-            or not _offsets_ok(data + boff[17], entries, blen[18])
-            or (count == 1 and _has_control_header(data, boff, header_nulls))):
-        return None
+    cdef int64_t rows = fc.length
     # offsets: ascending inside the frame (a compacted frame has gaps)
-    cdef const int64_t *offs = <const int64_t *>(data + boff[1])
+    cdef const int64_t *offs = <const int64_t *>fc.buf[1]
     cdef int64_t prev = base - 1
     for i in range(rows):
         if offs[i] <= prev:
@@ -284,45 +137,27 @@ cdef object envelope_view(const uint8_t *msg, uint32_t body, int64_t base, uint3
     v.num_rows = rows
     v.next_offset = base + count
     v.offs = offs
-    v.ts = <const int64_t *>(data + boff[3])
-    v.koff = <const int32_t *>(data + boff[5])
-    v.kdata = data + boff[6]
-    v.kvalid = data + boff[4] if key_nulls else NULL
+    v.ts = <const int64_t *>fc.buf[3]
+    v.koff = <const int32_t *>fc.buf[5]
+    v.kdata = fc.buf[6]
+    v.kvalid = fc.buf[4] if fc.node_nulls[2] else NULL
     v.kbit = 0
-    v.voff = <const int32_t *>(data + boff[8])
-    v.vdata = data + boff[9]
-    v.vvalid = data + boff[7] if value_nulls else NULL
+    v.voff = <const int32_t *>fc.buf[8]
+    v.vdata = fc.buf[9]
+    v.vvalid = fc.buf[7] if fc.node_nulls[3] else NULL
     v.vbit = 0
     v.binary_values = True
     v.headers_col = None
     v.value_col = None
-    if with_headers:
-        v.hoff = <const int32_t *>(data + boff[11])
-        v.hvalid = data + boff[10] if header_nulls else NULL
-        v.hkoff = <const int32_t *>(data + boff[14])
-        v.hkdata = data + boff[15]
-        v.hvoff = <const int32_t *>(data + boff[17])
-        v.hvdata = data + boff[18]
-        v.hvvalid = data + boff[16] if entry_value_nulls else NULL
+    if fc.node_nulls[4] != rows:  # some record has headers
+        v.hoff = <const int32_t *>fc.buf[11]
+        v.hvalid = fc.buf[10] if fc.node_nulls[4] else NULL
+        v.hkoff = <const int32_t *>fc.buf[14]
+        v.hkdata = fc.buf[15]
+        v.hvoff = <const int32_t *>fc.buf[17]
+        v.hvdata = fc.buf[18]
+        v.hvvalid = fc.buf[16] if fc.node_nulls[7] else NULL
     return v
-
-
-cdef bytes CONTROL_KEY = b"arrowlog.control"  # arrowlog.txn.CONTROL_HEADER
-
-
-cdef bint _has_control_header(const uint8_t *data, const int64_t *boff, int64_t header_nulls) noexcept:
-    """Whether the first record (of a one-record frame) has the transaction
-    marker's header (arrowlog.txn.is_control_frame); its lengths checked."""
-    if header_nulls and not data[boff[10]] & 1:
-        return False
-    cdef const int32_t *loff = <const int32_t *>(data + boff[11])
-    cdef const int32_t *koff = <const int32_t *>(data + boff[14])
-    cdef const char *key = PyBytes_AS_STRING(CONTROL_KEY)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(CONTROL_KEY), e
-    for e in range(loff[0], loff[1]):
-        if koff[e + 1] - koff[e] == n and memcmp(data + boff[15] + koff[e], key, n) == 0:
-            return True
-    return False
 
 
 def follow_spin(PartitionState state, int64_t offset, double seconds):
