@@ -15,6 +15,7 @@ receives them and records now − send time. 10,000 sends per run (1,000 with
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import struct
 import time
 
@@ -269,3 +270,103 @@ def run(ctx) -> list[Row]:
                                     unit=f"µs {q}", records=ctx.latency_sends) for q in ("p50", "p99", "p99.9")],
                                lambda fn=fn: fn(ctx))
     return rows
+
+
+# -- where the time goes: `python -m bench.bench_latency --stages` ------------
+# Not a row: the path of one record cut into stages by CLOCK_MONOTONIC stamps
+# (perf_counter_ns) over a paced run, as docs/CLIENTS.md quotes them.
+STAGES = ("A: produce()+flush()", "flush() returned → B's wait returned", "B: wait returned → frame read (_load)",
+          "B: frame read → poll() returned", "total: before produce() → poll() returned")
+
+
+def staged_reader(path: str, spin_us: int, n: int, ready, out) -> None:
+    """arrowlog_reader with stamps: (offset, send time, wait returned, frame read, poll returned) per record;
+    0 for a stage the poll did not pass through (the record was there before it waited)."""
+    import arrowlog
+    from arrowlog.backends.local import consumer as local
+
+    clock, marks = time.perf_counter_ns, {}
+    wait, load = local.wait_for_data, local.Consumer._load
+
+    def timed_wait(*args, **kwargs):
+        got = wait(*args, **kwargs)
+        if got:
+            marks["seen"] = clock()
+        return got
+
+    def timed_load(self, f):
+        got = load(self, f)
+        if got:
+            marks["read"] = clock()
+        return got
+
+    local.wait_for_data, local.Consumer._load = timed_wait, timed_load
+    c = arrowlog.Consumer({"log.dir": path, "auto.offset.reset": "earliest", "poll.spin.us": spin_us})
+    c.assign([arrowlog.TopicPartition(datasets.TOPIC, 0, 0)])
+    rows = []
+    ready.set()
+    deadline = time.monotonic() + 120
+    while len(rows) < n and time.monotonic() < deadline:
+        marks.clear()
+        m = c.poll(1.0)
+        if m is None or m.error():
+            continue
+        done = clock()
+        rows.append((m.offset(), struct.unpack_from("<q", m.value())[0], marks.get("seen", 0), marks.get("read", 0),
+                     done))
+    c.close()
+    out.send(rows)
+
+
+def stage_table(spin_us: int, n: int) -> str:
+    """One paced run of ``n`` records with the stamps; a markdown table of p50/p99 per stage."""
+    import tempfile
+
+    import arrowlog
+    from arrowlog.storage import LogDir
+
+    flushed: list[int] = []
+    with tempfile.TemporaryDirectory(prefix="arrowlog-stages-") as path:
+        LogDir(path).create_topic(datasets.TOPIC, partitions=1)
+        p = arrowlog.Producer({"log.dir": path, "linger.ms": 0})
+        send_one = stamp_sender(p)
+
+        def send():
+            send_one()
+            flushed.append(time.perf_counter_ns())
+
+        try:
+            rows = one_run(None, staged_reader, (path, spin_us), send, n)
+        finally:
+            p.close()
+    samples: dict[str, list[float]] = {s: [] for s in STAGES}
+    waited = 0
+    for offset, sent, seen, read, done in rows[n // 10:]:  # the first tenth warms up
+        samples[STAGES[0]].append(flushed[offset] - sent)
+        if seen:
+            waited += 1
+            samples[STAGES[1]].append(seen - flushed[offset])
+        if seen and read:
+            samples[STAGES[2]].append(read - seen)
+        if read:  # else read by an earlier poll, with the records before it
+            samples[STAGES[3]].append(done - read)
+        samples[STAGES[4]].append(done - sent)
+    lines = [f"poll.spin.us={spin_us}, {len(rows) - n // 10} records ({waited} found by a wait), "
+             f"load average {os.getloadavg()[0]:.1f}", "", "| stage | p50 µs | p99 µs |", "|---|---|---|"]
+    for stage, xs in samples.items():
+        xs.sort()
+        if xs:
+            lines.append(f"| {stage} | {percentile(xs, 50) / 1000:.1f} | {percentile(xs, 99) / 1000:.1f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description="where one record's cross-process latency goes, stage by stage")
+    ap.add_argument("--stages", action="store_true", required=True)
+    ap.add_argument("--spin-us", type=int, action="append", help="poll.spin.us (repeatable; default 0 and 1000)")
+    ap.add_argument("-n", type=int, default=5000, help="records per run")
+    args = ap.parse_args()
+    for spin in args.spin_us or [0, SPIN_US]:
+        print(stage_table(spin, args.n), end="\n\n")

@@ -2,10 +2,12 @@
 #
 # A consumer turns each stored frame into a BatchView: raw pointers into the
 # frame's Arrow buffers (which point into the mapped segment), plus the
-# RecordBatch that keeps them alive. A Message is a (view, row) pair; key(),
+# RecordBatch that keeps them alive (or, for a view core/follow.pxi made
+# straight from a frame, the MappedFile). A Message is a (view, row) pair; key(),
 # value() and headers() copy out of the mapping only when called.
 
 cimport cython
+from cpython.unicode cimport PyUnicode_DecodeUTF8
 
 TIMESTAMP_NOT_AVAILABLE = 0
 TIMESTAMP_CREATE_TIME = 1
@@ -85,12 +87,31 @@ cdef class BatchView:
         return self.voff[i + 1] - self.voff[i]
 
     cdef object headers_at(self, Py_ssize_t i):
+        if self.hoff != NULL:
+            return self._native_headers(i)
         if self.headers_col is None:
             return None
         h = self.headers_col[i].as_py()
         if h is None:
             return None
         return [(e["key"], e["value"]) for e in h]
+
+    cdef object _native_headers(self, Py_ssize_t i):
+        """Row ``i``'s headers from the pointers core/follow.pxi checked."""
+        if self.hvalid != NULL and not (self.hvalid[i >> 3] >> (i & 7)) & 1:
+            return None
+        cdef Py_ssize_t e
+        out = []
+        for e in range(self.hoff[i], self.hoff[i + 1]):
+            key = PyUnicode_DecodeUTF8(<const char *>self.hkdata + self.hkoff[e], self.hkoff[e + 1] - self.hkoff[e],
+                                       NULL)
+            if self.hvvalid != NULL and not (self.hvvalid[e >> 3] >> (e & 7)) & 1:
+                value = None
+            else:
+                value = PyBytes_FromStringAndSize(<const char *>self.hvdata + self.hvoff[e],
+                                                  self.hvoff[e + 1] - self.hvoff[e])
+            out.append((key, value))
+        return out
 
     cdef inline Message message(self, Py_ssize_t i):
         cdef Message m = Message.__new__(Message)

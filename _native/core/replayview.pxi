@@ -13,9 +13,9 @@
 #                    against four stat()s: its published watermarks;
 #   read_small()     at to_arrow(): per partition, the active segment read
 #                    with one pread, its header and every frame's CRC-32C
-#                    checked, each frame's Arrow IPC message parsed (every
-#                    length bounds-checked), and the rows of the range
-#                    appended to ONE set of column buffers for many
+#                    checked, each frame's Arrow IPC message parsed
+#                    (core/envframe.pxi: every length bounds-checked), the
+#                    rows of the range appended to ONE set of buffers for many
 #                    partitions: one RecordBatch instead of two per
 #                    partition.
 #
@@ -98,8 +98,6 @@ cdef enum:
     RV_HEAD = 272          # the state's header, payload and layout mark
     RV_SEG_FIXED = 40      # segment header before the schema message
     RV_PATH = 4096
-    RV_NODES = 8           # the envelope's field nodes and buffers
-    RV_BUFFERS = 19
 
 cdef int64_t RV_MAX_OFFSET = 1LL << 62
 cdef int64_t RV_MAX_POSITION = ((1LL << 31) - 1) + (1LL << 31)
@@ -237,147 +235,6 @@ def clean_states(bytes topic_dir, const int64_t[::1] partitions, int64_t[:, ::1]
 
 # -- read_small -------------------------------------------------------------------------
 
-cdef struct FrameCols:
-    int64_t length
-    int64_t node_length[RV_NODES]
-    int64_t node_nulls[RV_NODES]
-    const uint8_t *buf[RV_BUFFERS]
-    int64_t buf_len[RV_BUFFERS]
-
-
-cdef inline uint16_t _u16(const uint8_t *p) noexcept nogil:
-    cdef uint16_t v
-    memcpy(&v, p, 2)
-    return v
-
-
-cdef const uint8_t *_fb_field(const uint8_t *fb, Py_ssize_t size, const uint8_t *table, int field,
-                              int width) noexcept nogil:
-    """The address of scalar ``field`` (``width`` bytes) of a flatbuffer
-    table, NULL when absent or out of bounds."""
-    cdef int32_t soff
-    cdef const uint8_t *vt
-    cdef uint16_t vtsize, at
-    if table < fb or table + 4 > fb + size:
-        return NULL
-    memcpy(&soff, table, 4)
-    vt = table - soff
-    if vt < fb or vt + 4 > fb + size:
-        return NULL
-    vtsize = _u16(vt)
-    if vtsize < 4 or vt + vtsize > fb + size or 4 + 2 * field + 2 > vtsize:
-        return NULL
-    at = _u16(vt + 4 + 2 * field)
-    if at == 0 or table + at + width > fb + size:
-        return NULL
-    return table + at
-
-
-cdef const uint8_t *_fb_ref(const uint8_t *fb, Py_ssize_t size, const uint8_t *table, int field) noexcept nogil:
-    """The table or vector an offset field points to, NULL when absent."""
-    cdef const uint8_t *p = _fb_field(fb, size, table, field, 4)
-    cdef uint32_t rel
-    if p == NULL:
-        return NULL
-    rel = load_u32(p)
-    if rel == 0 or p + rel + 4 > fb + size:
-        return NULL
-    return p + rel
-
-
-cdef int _parse_frame(const uint8_t *body, int64_t blen, FrameCols *fc) noexcept nogil:
-    """The envelope batch in a frame body (an encapsulated IPC message):
-    0 with ``fc`` filled, -1 for anything else (compressed, not a record
-    batch, not the envelope's 8 nodes and 19 buffers, a length that does not
-    fit)."""
-    cdef int64_t meta, prefix = 8, body_length, count, off, ln
-    cdef const uint8_t *fb
-    cdef const uint8_t *msg
-    cdef const uint8_t *rb
-    cdef const uint8_t *p
-    cdef const uint8_t *data
-    cdef int i
-    if blen < 8:
-        return -1
-    if load_u32(body) == <uint32_t>0xFFFFFFFFU:
-        meta = <int32_t>load_u32(body + 4)
-    else:  # the pre-1.0 prefix: the length alone
-        meta = <int32_t>load_u32(body)
-        prefix = 4
-    if meta <= 0 or prefix + meta > blen:
-        return -1
-    fb = body + prefix
-    msg = fb + load_u32(fb)
-    p = _fb_field(fb, meta, msg, 1, 1)  # header_type
-    if p == NULL or p[0] != 3:  # RecordBatch
-        return -1
-    rb = _fb_ref(fb, meta, msg, 2)
-    p = _fb_field(fb, meta, msg, 3, 8)  # bodyLength
-    if rb == NULL or p == NULL:
-        return -1
-    body_length = load_i64(p)
-    data = fb + meta
-    if body_length < 0 or body_length > blen - prefix - meta:
-        return -1
-    if _fb_field(fb, meta, rb, 3, 4) != NULL:  # compression
-        return -1
-    p = _fb_field(fb, meta, rb, 0, 8)
-    fc.length = load_i64(p) if p != NULL else 0
-    p = _fb_ref(fb, meta, rb, 1)  # nodes: [FieldNode {length, null_count}]
-    if p == NULL or load_u32(p) != RV_NODES or p + 4 + 16 * RV_NODES > fb + meta:
-        return -1
-    for i in range(RV_NODES):
-        fc.node_length[i] = load_i64(p + 4 + 16 * i)
-        fc.node_nulls[i] = load_i64(p + 12 + 16 * i)
-        if fc.node_length[i] < 0 or fc.node_nulls[i] < 0 or fc.node_nulls[i] > fc.node_length[i]:
-            return -1
-    p = _fb_ref(fb, meta, rb, 2)  # buffers: [Buffer {offset, length}]
-    if p == NULL or load_u32(p) != RV_BUFFERS or p + 4 + 16 * RV_BUFFERS > fb + meta:
-        return -1
-    for i in range(RV_BUFFERS):
-        off = load_i64(p + 4 + 16 * i)
-        ln = load_i64(p + 12 + 16 * i)
-        if off < 0 or ln < 0 or off > body_length or ln > body_length - off:
-            return -1
-        fc.buf[i] = data + off
-        fc.buf_len[i] = ln
-    return 0
-
-
-# buffers of the envelope's nodes: offset [0, 1], timestamp [2, 3], key [4, 5, 6],
-# value [7, 8, 9], headers [10, 11], its struct [12], keys [13, 14, 15], values [16, 17, 18]
-
-cdef int _frame_fits(FrameCols *fc, int64_t count) noexcept nogil:
-    """The frame's columns hold what their nodes say (0), else -1 (also
-    for a header entry that is null or has a null key: the general way)."""
-    cdef int64_t n = fc.length, e = fc.node_length[5]
-    cdef int i
-    if n < 0 or n > count:
-        return -1
-    for i in range(5):
-        if fc.node_length[i] != n:
-            return -1
-    if fc.node_nulls[0] or fc.node_nulls[1]:
-        return -1
-    if fc.node_nulls[4] != n:  # some record has headers: their list, entries, keys and values
-        if fc.node_length[6] != e or fc.node_length[7] != e or fc.node_nulls[5] or fc.node_nulls[6]:
-            return -1
-        if fc.node_nulls[4] and fc.buf_len[10] < (n + 7) // 8 or fc.buf_len[11] < 4 * (n + 1):
-            return -1
-        if fc.buf_len[14] < 4 * (e + 1) or fc.buf_len[17] < 4 * (e + 1):
-            return -1
-        if fc.node_nulls[7] and fc.buf_len[16] < (e + 7) // 8:
-            return -1
-    if fc.buf_len[1] < 8 * n or fc.buf_len[3] < 8 * n:
-        return -1
-    # key and value: a validity bitmap when they have nulls, n + 1 offsets
-    if fc.node_nulls[2] and fc.buf_len[4] < (n + 7) // 8 or fc.buf_len[5] < 4 * (n + 1):
-        return -1
-    if fc.node_nulls[3] and fc.buf_len[7] < (n + 7) // 8 or fc.buf_len[8] < 4 * (n + 1):
-        return -1
-    return 0
-
-
 cdef inline void _put_bits(uint8_t *dst, int64_t at, const uint8_t *src, int64_t from_bit, int64_t n) noexcept nogil:
     """Copy ``n`` validity bits (all set when ``src`` is NULL) to bit ``at``
     of the zeroed bitmap ``dst``."""
@@ -407,24 +264,20 @@ cdef struct BinaryOut:
     int64_t nulls
 
 
-cdef int _put_binary(BinaryOut *out, int64_t rows_before, const uint8_t *valid, int64_t nulls,
-                     const uint8_t *offsets_p, const uint8_t *data, int64_t data_len,
+cdef int _put_binary(BinaryOut *out, int64_t rows_before, const EnvFrame *fc, int col, int64_t nulls,
                      int64_t r0, int64_t r1) except -1:
-    """Append rows [r0, r1) of a binary column; -2 when its offsets are not
-    ascending inside its data (the caller goes the general way)."""
-    cdef const int32_t *o = <const int32_t *>offsets_p
+    """Append rows [r0, r1) of the binary column whose buffers start at
+    ``col`` (validity, offsets, data: checked by _env_fits); -2 when the
+    batch's column would outgrow int32 offsets (the caller goes the general
+    way)."""
+    cdef const uint8_t *valid = fc.buf[col]
+    cdef const int32_t *o = <const int32_t *>fc.buf[col + 1]
     cdef int64_t k = r1 - r0, i, start, stop, base
     cdef int32_t *dst
-    cdef int32_t first
     if k <= 0:
         return 0
     start = o[r0]
     stop = o[r1]
-    if start < 0 or stop < start or stop > data_len:
-        return -2
-    for i in range(r0, r1):
-        if o[i + 1] < o[i]:
-            return -2
     base = out.data.length
     if base + (stop - start) > 0x7FFFFFFF:
         return -2
@@ -433,7 +286,7 @@ cdef int _put_binary(BinaryOut *out, int64_t rows_before, const uint8_t *valid, 
     for i in range(k):
         dst[i] = <int32_t>(base + o[r0 + i + 1] - start)
     out.offsets.length += 4 * k
-    gb_put(&out.data, data + start, stop - start)
+    gb_put(&out.data, fc.buf[col + 2] + start, stop - start)
     gb_reserve(&out.valid, (rows_before + k + 7) // 8 + 1 - out.valid.length, True)
     out.valid.length = (rows_before + k + 7) // 8
     if nulls:
@@ -584,7 +437,7 @@ cdef class SmallReader:
         cdef const uint8_t *f
         cdef uint32_t body, count
         cdef int64_t base, r0, r1, k, rows0 = self.rows, key_nulls, value_nulls
-        cdef FrameCols fc
+        cdef EnvFrame fc
         cdef Py_ssize_t marks[10]
         header_size = load_u32(seg + 8)
         if _rv_memcmp(seg, b"ARWLSEG1", 8) != 0 or header_size % 8 or header_size > end \
@@ -620,8 +473,8 @@ cdef class SmallReader:
                 break
             if check_crc and not frame_crc_ok(f, body):
                 break
-            if _parse_frame(f + C_FRAME_HEADER, body, &fc) != 0 or _frame_fits(&fc, count) != 0:
-                break
+            if _env_parse(f + C_FRAME_HEADER, body, count, &fc) != 0 or _env_marker(&fc, count):
+                break  # (the general way leaves a transaction marker out)
             r0 = _row_at(<const int64_t *>fc.buf[1], fc.length, count, base, lo)
             r1 = _row_at(<const int64_t *>fc.buf[1], fc.length, count, base, hi)
             k = r1 - r0
@@ -632,10 +485,9 @@ cdef class SmallReader:
                 self.part.length += 4 * k
                 gb_put(&self.offs, fc.buf[1] + 8 * r0, 8 * k)
                 gb_put(&self.ts, fc.buf[3] + 8 * r0, 8 * k)
-                if _put_binary(&self.key, self.rows, fc.buf[4], fc.node_nulls[2], fc.buf[5], fc.buf[6],
-                               fc.buf_len[6], r0, r1) != 0 or \
-                        _put_binary(&self.value, self.rows, fc.buf[7], fc.node_nulls[3], fc.buf[8], fc.buf[9],
-                                    fc.buf_len[9], r0, r1) != 0 or self._put_headers(&fc, count, r0, r1) != 0:
+                if _put_binary(&self.key, self.rows, &fc, 4, fc.node_nulls[2], r0, r1) != 0 or \
+                        _put_binary(&self.value, self.rows, &fc, 7, fc.node_nulls[3], r0, r1) != 0 or \
+                        self._put_headers(&fc, r0, r1) != 0:
                     break
                 self.rows += k
             covered = base + count
@@ -657,12 +509,11 @@ cdef class SmallReader:
             return 1
         return 0
 
-    cdef int _put_headers(self, FrameCols *fc, int64_t count, int64_t r0, int64_t r1) except -1:
-        """Append the headers of rows [r0, r1); -2 when their offsets do not
-        fit, or for a transaction marker (the general way leaves it out)."""
-        cdef int64_t k = r1 - r0, n = fc.length, e = fc.node_length[5], i, j, e0, e1
+    cdef int _put_headers(self, EnvFrame *fc, int64_t r0, int64_t r1) except -1:
+        """Append the headers of rows [r0, r1) (their offsets checked by
+        _env_fits); -2 when the batch's entries would outgrow int32 offsets."""
+        cdef int64_t k = r1 - r0, n = fc.length, i, e0, e1
         cdef const int32_t *ho = <const int32_t *>fc.buf[11]
-        cdef const int32_t *ko = <const int32_t *>fc.buf[14]
         cdef int32_t *dst
         gb_reserve(&self.hvalid, (self.rows + k + 7) // 8 + 1 - self.hvalid.length, True)
         self.hvalid.length = (self.rows + k + 7) // 8
@@ -675,19 +526,10 @@ cdef class SmallReader:
             return 0
         e0 = ho[r0]
         e1 = ho[r1]
-        if e0 < 0 or e1 < e0 or e1 > e or self.entries + (e1 - e0) > 0x7FFFFFFF:
+        if self.entries + (e1 - e0) > 0x7FFFFFFF:
             return -2
-        for i in range(r0, r1):
-            if ho[i + 1] < ho[i]:
-                return -2
-        if count == 1 and n == 1:  # a marker is one record with the control header
-            for j in range(e0, e1):
-                if 0 <= ko[j] <= ko[j + 1] <= fc.buf_len[15] and ko[j + 1] - ko[j] == 16 and \
-                        _rv_memcmp(fc.buf[15] + ko[j], b"arrowlog.control", 16) == 0:
-                    return -2
-        if _put_binary(&self.hkey, self.entries, NULL, 0, fc.buf[14], fc.buf[15], fc.buf_len[15], e0, e1) != 0 or \
-                _put_binary(&self.hvalue, self.entries, fc.buf[16], fc.node_nulls[7], fc.buf[17], fc.buf[18],
-                            fc.buf_len[18], e0, e1) != 0:
+        if _put_binary(&self.hkey, self.entries, fc, 13, 0, e0, e1) != 0 or \
+                _put_binary(&self.hvalue, self.entries, fc, 16, fc.node_nulls[7], e0, e1) != 0:
             return -2
         for i in range(k):
             dst[i] = <int32_t>(self.entries + ho[r0 + i + 1] - e0)

@@ -207,9 +207,8 @@ class _CountingLog:
         return self.high_watermark > offset
 
 
-@pytest.mark.parametrize("partitions", [1, 3])
-def test_spin_sees_an_append_without_sleeping_on_the_futex(partitions):
-    logs = [_CountingLog(ready_after=10**9) for _ in range(partitions - 1)] + [_CountingLog(ready_after=50)]
+def test_spin_over_several_partitions_sees_an_append_without_sleeping_on_the_futex():
+    logs = [_CountingLog(ready_after=10**9) for _ in range(2)] + [_CountingLog(ready_after=50)]
 
     class NoNotifier:
         def current_word(self):
@@ -221,12 +220,30 @@ def test_spin_sees_an_append_without_sleeping_on_the_futex(partitions):
     assert all(not log.waits for log in logs)
 
 
-def test_spin_then_sleeps_on_the_futex_for_the_rest_of_the_timeout():
-    log = _CountingLog(ready_after=10**9)
-    start = time.perf_counter()
-    assert wait_for_data(None, [(log, 0)], 0.5, spin_us=20_000) is False
-    assert time.perf_counter() - start >= 0.02  # it looked for the whole spin
-    assert log.waits == [pytest.approx(0.48)]  # then the futex, for the rest of the timeout
+def test_spin_on_one_partition_sees_an_append_from_another_thread_without_the_futex(data_dir):
+    # one partition: the native spin (core.follow_spin) on the mapped high
+    # watermark, with the GIL released so the appending thread runs
+    with LogDir(data_dir) as d:
+        log = d.create_topic("t").partition(0)
+        log.wait = lambda offset, timeout: pytest.fail("a spin that sees the data never gets to the futex")
+        appender = threading.Thread(target=log.append, args=(batch(1),))
+        appender.start()
+        try:
+            assert wait_for_data(d.notifier, [(log, 0)], 60, spin_us=60_000_000) is True
+        finally:
+            appender.join()
+        assert log.high_watermark == 1
+
+
+def test_spin_then_sleeps_on_the_futex_for_the_rest_of_the_timeout(data_dir):
+    with LogDir(data_dir) as d:
+        log = d.create_topic("t").partition(0)
+        waits = []
+        log.wait = lambda offset, timeout: waits.append(timeout) or False
+        start = time.perf_counter()
+        assert wait_for_data(None, [(log, 0)], 0.5, spin_us=20_000) is False
+        assert time.perf_counter() - start >= 0.02  # it looked for the whole spin
+        assert waits == [pytest.approx(0.48)]  # then the futex, for the rest of the timeout
 
 
 def test_spin_with_no_partitions_watches_the_notifier_word(data_dir):

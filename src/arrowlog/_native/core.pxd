@@ -10,7 +10,8 @@
 # `public` / `readonly` attribute from Python). The .pyi stub (src/arrowlog/
 # _native/core.pyi) is the Python-level view of the same classes.
 #
-# RecordAccumulator and NativeBuffer (core/accumulator.pxi) are still
+# RecordAccumulator and NativeBuffer (core/accumulator.pxi) and SmallReader
+# (core/replayview.pxi: its columns are accumulator.pxi's GrowBuf) are still
 # declared where they are defined, so they are module-private here.
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
@@ -143,12 +144,21 @@ cdef class BatchView:
     cdef bint binary_values
     cdef object headers_col
     cdef object value_col
+    # the headers column read in place (a view core/follow.pxi made; hoff NULL: headers_col says)
+    cdef const int32_t *hoff       # row -> first entry, rows + 1
+    cdef const uint8_t *hvalid     # NULL: every row has a list
+    cdef const int32_t *hkoff      # entry keys (UTF-8, never null)
+    cdef const uint8_t *hkdata
+    cdef const int32_t *hvoff      # entry values (binary)
+    cdef const uint8_t *hvdata
+    cdef const uint8_t *hvvalid    # NULL: no null value
 
     cdef _bind_binary(self, arr, bint is_key)
     cdef object key_at(self, Py_ssize_t i)
     cdef object value_at(self, Py_ssize_t i)
     cdef Py_ssize_t value_len(self, Py_ssize_t i)
     cdef object headers_at(self, Py_ssize_t i)
+    cdef object _native_headers(self, Py_ssize_t i)
     cdef Message message(self, Py_ssize_t i)
 
 
@@ -184,3 +194,18 @@ cdef class TimeView:
     cdef Py_ssize_t header_size
     cdef set verified
     cdef dict sorted_frames
+
+
+cdef class FrameFollower:
+    """The next frames of a partition's active segment (core/follow.pxi)."""
+    cdef PartitionState state
+    cdef MappedFile log
+    cdef readonly int64_t generation
+    cdef readonly int64_t active_base
+    cdef readonly int64_t offset      # the next offset the cursor expects
+    cdef readonly int64_t position    # the byte position of its frame
+    cdef str topic
+    cdef int32_t partition
+    cdef object verified              # set of checked frame positions, None: no CRC check
+    cdef object remember              # remember(positions): records a frame that passed
+    cdef bytes absent                 # a path that must not exist (None: none)

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .._native import core
 from ..errors import OffsetOutOfRangeError
 from .partition import Frame, PartitionLog
 
@@ -138,7 +139,11 @@ def wait_for_data(notifier: Any, pending: Iterable[tuple[PartitionLog, int]], ti
     of a core kept busy for the spin."""
     pending = list(pending)
     if spin_us > 0 and timeout > 0:
-        spun = _spin(notifier, pending, min(spin_us / 1e6, timeout), seen)
+        if len(pending) == 1 and seen is None:  # one partition: a native spin on its mapped high watermark
+            log, offset = pending[0]
+            spun = core.follow_spin(log.state, offset, min(spin_us / 1e6, timeout))
+        else:
+            spun = _spin(notifier, pending, min(spin_us / 1e6, timeout), seen)
         if spun:
             return True
         timeout -= min(spin_us / 1e6, timeout)

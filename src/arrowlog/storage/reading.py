@@ -9,6 +9,7 @@ process (docs/DURABILITY.md; the memory of checked frames is in segment.py).
 from __future__ import annotations
 
 import bisect
+import functools
 import os
 
 import numpy as np
@@ -16,10 +17,11 @@ import pyarrow as pa
 
 from .._native import core
 from ..errors import CorruptRecordError, OffsetOutOfRangeError
+from ..schema import ENVELOPE_SCHEMA
 from .cleaner import HEALTH_FILE
 from .layout import MissingDataError, damaged, missing_between, reads_problem
 from .logbase import LogBase
-from .segment import Segment, segment_name, segment_path
+from .segment import Segment, remember_verified, segment_name, segment_path
 
 MAX_TIMESTAMP = (1 << 63) - 1
 
@@ -160,6 +162,30 @@ class ReadMixin(LogBase):
         if missing is not None and offset >= self._snapshot()["log_start_offset"]:
             raise damaged(f"partition {self.topic}-{self.partition} ({self.directory})", str(missing))
         raise OffsetOutOfRangeError(f"offset {offset} of {self.topic}-{self.partition} was deleted")
+
+    def follower(self, offset: int, check_crc: bool | None = None, *,
+                 absent: str | None = None) -> core.FrameFollower | None:
+        """A FrameFollower (_native/core/follow.pxi) for a cursor at ``offset``,
+        where the last read() ended in the active segment, or None when that
+        segment cannot be followed natively (compressed, another envelope
+        than the binary one, the published state moved on since the read).
+        It reads what follows frame by frame as read() would, and leaves
+        anything else to read() (``check_crc`` as there), and everything once
+        the path ``absent`` exists."""
+        hint = self._hint
+        if hint is None or hint[0] != offset or self._damage is not None:
+            return None
+        st = self._snapshot()
+        if hint[1] != st["active_base_offset"] or st["generation"] != self._read_generation or reads_problem(st):
+            return None
+        seg = self._segments.get(hint[1])
+        if (seg is None or seg.log is None or seg.compression is not None
+                or not seg.schema.equals(ENVELOPE_SCHEMA, check_metadata=True)):
+            return None
+        check = self.check_crcs if check_crc is None else check_crc
+        return core.FrameFollower(self.state, seg.log, st["generation"], hint[1], offset, hint[2], self.topic,
+                                  self.partition, seg.verified if check else None,
+                                  functools.partial(remember_verified, seg.verified_key, seg.verified), absent)
 
     def _locate_base_guess(self, offset: int) -> int:
         return max((b for b in self._segments if b <= offset), default=-1)

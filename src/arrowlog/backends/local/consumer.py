@@ -45,6 +45,7 @@ from ...errors import (
     UnknownPartitionError,
     UnknownTopicError,
 )
+from ...schema import ENVELOPE_SCHEMA
 from ...storage.evolution import conform
 from ...storage.reader import RangeReader, wait_for_data
 
@@ -52,7 +53,7 @@ from ...storage.reader import RangeReader, wait_for_data
 class _Fetch:
     """Read state of one assigned partition."""
 
-    __slots__ = ("tp", "log", "reader", "position", "views", "paused", "eof_sent", "topic", "rxmsgs")
+    __slots__ = ("tp", "log", "reader", "position", "views", "paused", "eof_sent", "topic", "rxmsgs", "follower")
 
     def __init__(self, topic: str, partition: int, log: Any, position: int, reader: RangeReader):
         self.topic = topic
@@ -64,6 +65,9 @@ class _Fetch:
         self.paused = False
         self.eof_sent = False
         self.rxmsgs = 0
+        # the native reader of the frames after the last read (core/follow.pxi), once one read ended
+        # in the active segment: one call from the published state to a BatchView
+        self.follower: Any = None
 
 
 def _timeout(timeout: float | None) -> float:
@@ -356,6 +360,15 @@ class Consumer:
         return got
 
     def _load(self, f: _Fetch) -> bool:
+        follower = f.follower
+        if follower is not None:
+            got = follower.next_view(f.position)
+            if got is None:
+                return False  # nothing new
+            if got is not False:
+                f.views.append([got, 0])
+                return True
+            f.follower = None  # not the common case (or a transaction began): the general read answers
         high = f.log.high_watermark   # before the read: see arrowlog.txn
         while True:
             f.reader.position = f.position
@@ -377,6 +390,10 @@ class Consumer:
                 f.views.append([core.BatchView(batch, f.topic, f.tp[1], fr.base_offset, fr.next_offset), 0])
             if f.views:
                 f.position = f.views[0][0].base_offset
+                if not self._txns.begun() and self._log.topic(f.topic).schema.equals(ENVELOPE_SCHEMA):
+                    # it stops when the transaction state appears (read after the state: see arrowlog.txn)
+                    f.follower = f.log.follower(f.views[-1][0].next_offset, self._check_crcs,
+                                                absent=self._txns._dir)
                 return True
             if skip_to is None:
                 return False  # held back by an open transaction (read_committed)
