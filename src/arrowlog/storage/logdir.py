@@ -40,14 +40,14 @@ from ..errors import (
     UnknownPartitionError,
     UnknownTopicError,
 )
-from ..schema import envelope_schema
 from .cleaner import clean_topic
 from .evolution import evolved, generation, same_columns, widen
 from .evolution import schema_id as evolution_schema_id
-from .files import ExclusiveFlock, open_shared_file, storage_error, write_json_atomic
+from .files import ExclusiveFlock, fsync_dir, open_shared_file, storage_error, write_json_atomic
 from .partition import PartitionLog, close_many
-from .precreate import create_partitions
+from .precreate import Staging, create_partitions, remove_abandoned
 from .segment import Segment, parse_segment_name
+from .topicschema import schema_to_json, topic_envelope, value_schema_from_config
 
 _TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
 MAX_TOPIC_LENGTH = 249
@@ -95,41 +95,6 @@ def validate_topic_name(name: Any) -> str:
         raise InvalidTopicError(f"topic name {name!r} contains {''.join(map(repr, bad))}: only letters, digits, "
                                 "'.', '_' and '-' are allowed")
     return name
-
-
-def value_schema_from_config(spec: Any) -> pa.Schema | None:
-    """A topic's value schema: a pa.Schema, or its JSON form
-    {"fields": [{"name": ..., "type": "int64"}, ...]}."""
-    if spec is None:
-        return None
-    if isinstance(spec, pa.Schema):
-        return spec
-    if isinstance(spec, dict) and "fields" in spec:
-        try:
-            # metadata: the generation (and schema registry id) of an evolved schema (evolution.py)
-            md = spec.get("metadata") or None
-            return pa.schema([(f["name"], pa.type_for_alias(f["type"]), f.get("nullable", True))
-                              for f in spec["fields"]], metadata={str(k): str(v) for k, v in md.items()} if md else None)
-        except (KeyError, ValueError, TypeError, AttributeError) as exc:
-            raise ConfigError(f"invalid value.schema: {exc}") from None
-    raise ConfigError("value.schema must be a pyarrow.Schema or {'fields': [{'name':..., 'type':...}]}")
-
-
-def schema_to_json(schema: pa.Schema | None) -> Any:
-    if schema is None:
-        return None
-    out: dict[str, Any] = {"fields": [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]}
-    md = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items() if k.startswith(b"arrowlog.")}
-    if md:
-        out["metadata"] = md
-    return out
-
-
-def topic_envelope(value_schema: pa.Schema | None) -> pa.Schema:
-    """A topic's envelope schema, with its value schema's generation in the metadata
-    (the segment header keeps it: evolution.py)."""
-    schema = envelope_schema(value_schema)
-    return schema.with_metadata(value_schema.metadata) if value_schema is not None and value_schema.metadata else schema
 
 
 def _stat_key(path: str) -> tuple | None:
@@ -270,6 +235,8 @@ class LogDir:
         self._lock = threading.Lock()
         self._closed = False
         self.notifier = self._open_notifier()
+        if not self.read_only:
+            remove_abandoned(self.topics_dir, self._lock_fd)
 
     def _open_notifier(self) -> core.PartitionState:
         """A futex word every append in this directory bumps: a consumer of
@@ -314,22 +281,37 @@ class LogDir:
         nparts = resolved.pop("partitions")
         schema = value_schema_from_config(resolved.get("value.schema"))
         resolved["value.schema"] = schema_to_json(schema)
-        with self._lock, ExclusiveFlock(self._lock_fd):
-            exists = os.path.exists(self._meta_path(name))
-            if exists and not exist_ok:
-                raise TopicExistsError(f"topic {name!r} already exists")
-            if not exists:
-                directory = os.path.join(self.topics_dir, name)
-                try:
-                    os.makedirs(directory, mode=0o700, exist_ok=True)
-                    # its partitions' files now, not at their first writes (precreate.py)
-                    create_partitions(directory, range(nparts), resolved, topic_envelope(schema))
-                    meta = {"name": name, "partitions": nparts, "config": resolved, "topic_id": os.urandom(16).hex()}
-                    write_json_atomic(self._meta_path(name), meta)
-                except OSError as exc:
-                    raise storage_error(exc, f"cannot create topic {name!r}") from exc
+        staging = self._staging(name, exist_ok)
+        if staging is not None:
+            try:
+                with staging:
+                    # its partitions' files now, not at their first writes, outside the locks (precreate.py)
+                    create_partitions(staging.path, range(nparts), resolved, topic_envelope(schema))
+                    with self._lock, ExclusiveFlock(self._lock_fd):
+                        if os.path.exists(self._meta_path(name)):
+                            if not exist_ok:
+                                raise TopicExistsError(f"topic {name!r} already exists")
+                        else:
+                            staging.rename_to(os.path.join(self.topics_dir, name))
+                            write_json_atomic(self._meta_path(name), {"name": name, "partitions": nparts,
+                                              "config": resolved, "topic_id": os.urandom(16).hex()})
+                            fsync_dir(self.topics_dir)
+            except OSError as exc:
+                raise storage_error(exc, f"cannot create topic {name!r}") from exc
         # topic() takes self._lock, which is not reentrant: call it outside
         return self.topic(name)
+
+    def _staging(self, name: str, exist_ok: bool) -> Staging | None:
+        """A Staging to make topic ``name`` in, or None if it exists (TopicExistsError unless ``exist_ok``)."""
+        with self._lock, ExclusiveFlock(self._lock_fd):
+            if os.path.exists(self._meta_path(name)):
+                if not exist_ok:
+                    raise TopicExistsError(f"topic {name!r} already exists")
+                return None
+            try:
+                return Staging(self.topics_dir)
+            except OSError as exc:
+                raise storage_error(exc, f"cannot create topic {name!r}") from exc
 
     def topic(self, name: str) -> Topic:
         t = self._topics.get(name)
@@ -504,19 +486,32 @@ class LogDir:
             raise ConfigError(f"topic {name!r} has {t.num_partitions} partitions; the new count must be larger")
         if total > MAX_PARTITIONS:
             raise ConfigError(f"at most {MAX_PARTITIONS} partitions")
-        with self._lock, ExclusiveFlock(self._lock_fd):
-            meta = self._read_meta(name)
+        def make(directory: str, meta: dict) -> range:
             if total <= meta["partitions"]:
                 raise ConfigError(f"topic {name!r} already has {meta['partitions']} partitions")
-            try:
-                create_partitions(t.directory, range(meta["partitions"], total), meta["config"],
-                                  topic_envelope(value_schema_from_config(meta["config"].get("value.schema"))))
-            except OSError as exc:
-                raise storage_error(exc, f"cannot add partitions to topic {name!r}") from exc
-            meta["partitions"] = total
-            write_json_atomic(self._meta_path(name), meta)
-            t.close()
-            self._topics.pop(name, None)
+            new = range(meta["partitions"], total)
+            create_partitions(directory, new, meta["config"],
+                              topic_envelope(value_schema_from_config(meta["config"].get("value.schema"))))
+            return new
+
+        try:
+            with self._lock, ExclusiveFlock(self._lock_fd):
+                made = self._read_meta(name)
+                staging = Staging(self.topics_dir)
+            with staging:
+                new = make(staging.path, made)  # outside the locks (precreate.py)
+                with self._lock, ExclusiveFlock(self._lock_fd):
+                    meta = self._read_meta(name)
+                    if meta == made:
+                        staging.move_partitions(t.directory, new)
+                    else:  # grown or altered meanwhile: made here, as they now must be
+                        make(t.directory, meta)
+                    meta["partitions"] = total
+                    write_json_atomic(self._meta_path(name), meta)
+                    t.close()
+                    self._topics.pop(name, None)
+        except OSError as exc:
+            raise storage_error(exc, f"cannot add partitions to topic {name!r}") from exc
         return self.topic(name)
 
     def delete_topic(self, name: str) -> None:
