@@ -123,6 +123,14 @@ def meta_problem(meta: Any) -> str | None:
     return None
 
 
+def _make_partitions(name: str, directory: str, meta: dict, total: int) -> None:
+    """The files of topic ``name``'s partitions from its count in ``meta`` to ``total``, in ``directory``."""
+    if total <= meta["partitions"]:
+        raise ConfigError(f"topic {name!r} already has {meta['partitions']} partitions")
+    create_partitions(directory, range(meta["partitions"], total), meta["config"],
+                      topic_envelope(value_schema_from_config(meta["config"].get("value.schema"))))
+
+
 class Topic:
     """A topic's partitions (opened on first use) and config."""
 
@@ -281,37 +289,29 @@ class LogDir:
         nparts = resolved.pop("partitions")
         schema = value_schema_from_config(resolved.get("value.schema"))
         resolved["value.schema"] = schema_to_json(schema)
-        staging = self._staging(name, exist_ok)
-        if staging is not None:
-            try:
+        try:
+            with self._lock, ExclusiveFlock(self._lock_fd):
+                staging = None if self._exists(name, exist_ok) else Staging(self.topics_dir)
+            if staging is not None:
                 with staging:
                     # its partitions' files now, not at their first writes, outside the locks (precreate.py)
                     create_partitions(staging.path, range(nparts), resolved, topic_envelope(schema))
                     with self._lock, ExclusiveFlock(self._lock_fd):
-                        if os.path.exists(self._meta_path(name)):
-                            if not exist_ok:
-                                raise TopicExistsError(f"topic {name!r} already exists")
-                        else:
+                        if not self._exists(name, exist_ok):
                             staging.rename_to(os.path.join(self.topics_dir, name))
                             write_json_atomic(self._meta_path(name), {"name": name, "partitions": nparts,
                                               "config": resolved, "topic_id": os.urandom(16).hex()})
                             fsync_dir(self.topics_dir)
-            except OSError as exc:
-                raise storage_error(exc, f"cannot create topic {name!r}") from exc
+        except OSError as exc:
+            raise storage_error(exc, f"cannot create topic {name!r}") from exc
         # topic() takes self._lock, which is not reentrant: call it outside
         return self.topic(name)
 
-    def _staging(self, name: str, exist_ok: bool) -> Staging | None:
-        """A Staging to make topic ``name`` in, or None if it exists (TopicExistsError unless ``exist_ok``)."""
-        with self._lock, ExclusiveFlock(self._lock_fd):
-            if os.path.exists(self._meta_path(name)):
-                if not exist_ok:
-                    raise TopicExistsError(f"topic {name!r} already exists")
-                return None
-            try:
-                return Staging(self.topics_dir)
-            except OSError as exc:
-                raise storage_error(exc, f"cannot create topic {name!r}") from exc
+    def _exists(self, name: str, exist_ok: bool) -> bool:
+        """Whether topic ``name`` exists (TopicExistsError unless ``exist_ok``)."""
+        if os.path.exists(self._meta_path(name)) and not exist_ok:
+            raise TopicExistsError(f"topic {name!r} already exists")
+        return os.path.exists(self._meta_path(name))
 
     def topic(self, name: str) -> Topic:
         t = self._topics.get(name)
@@ -477,42 +477,49 @@ class LogDir:
             self._topics.pop(name, None)
         return self.topic(name)
 
-    def add_partitions(self, name: str, total: int) -> Topic:
+    def add_partitions(self, name: str, total: int, staged: Staging | None = None) -> Topic:
         """Grow a topic to ``total`` partitions (Kafka's CreatePartitions).
         Existing partitions keep their records; as with Kafka, keys map to
-        different partitions from now on."""
+        different partitions from now on. ``staged``: what stage_partitions
+        returned for the same ``total`` (made beforehand, in another thread)."""
+        t = self.topic(name)
+        staging = staged if staged is not None else self.stage_partitions(name, total)
+        try:
+            with staging, self._lock, ExclusiveFlock(self._lock_fd):
+                meta = self._read_meta(name)
+                if meta == staging.made and total == staging.total:
+                    staging.move_partitions(t.directory, range(meta["partitions"], total))
+                else:  # grown or altered meanwhile: made here, as they now must be
+                    _make_partitions(name, t.directory, meta, total)
+                meta["partitions"] = total
+                write_json_atomic(self._meta_path(name), meta)
+                t.close()
+                self._topics.pop(name, None)
+        except OSError as exc:
+            raise storage_error(exc, f"cannot add partitions to topic {name!r}") from exc
+        return self.topic(name)
+
+    def stage_partitions(self, name: str, total: int) -> Staging:
+        """add_partitions' slow half, which takes no lock while it makes the
+        new partitions' files (precreate.py): for add_partitions(staged=)."""
         t = self.topic(name)
         if not isinstance(total, int) or isinstance(total, bool) or total <= t.num_partitions:
             raise ConfigError(f"topic {name!r} has {t.num_partitions} partitions; the new count must be larger")
         if total > MAX_PARTITIONS:
             raise ConfigError(f"at most {MAX_PARTITIONS} partitions")
-        def make(directory: str, meta: dict) -> range:
-            if total <= meta["partitions"]:
-                raise ConfigError(f"topic {name!r} already has {meta['partitions']} partitions")
-            new = range(meta["partitions"], total)
-            create_partitions(directory, new, meta["config"],
-                              topic_envelope(value_schema_from_config(meta["config"].get("value.schema"))))
-            return new
-
         try:
             with self._lock, ExclusiveFlock(self._lock_fd):
-                made = self._read_meta(name)
+                meta = self._read_meta(name)
                 staging = Staging(self.topics_dir)
-            with staging:
-                new = make(staging.path, made)  # outside the locks (precreate.py)
-                with self._lock, ExclusiveFlock(self._lock_fd):
-                    meta = self._read_meta(name)
-                    if meta == made:
-                        staging.move_partitions(t.directory, new)
-                    else:  # grown or altered meanwhile: made here, as they now must be
-                        make(t.directory, meta)
-                    meta["partitions"] = total
-                    write_json_atomic(self._meta_path(name), meta)
-                    t.close()
-                    self._topics.pop(name, None)
+            try:
+                _make_partitions(name, staging.path, meta, total)
+            except BaseException:
+                staging.__exit__()
+                raise
         except OSError as exc:
             raise storage_error(exc, f"cannot add partitions to topic {name!r}") from exc
-        return self.topic(name)
+        staging.made, staging.total = meta, total
+        return staging
 
     def delete_topic(self, name: str) -> None:
         validate_topic_name(name)

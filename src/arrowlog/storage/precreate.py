@@ -201,6 +201,8 @@ class Staging:
     def __init__(self, topics_dir: str):
         self._claimed = claim_abandoned(topics_dir)
         self._garbage: list[str] = []
+        self.made: dict | None = None  # add_partitions: the topic.json its partitions were made for
+        self.total = 0  # and the count they make
         self.path = _staging_name(topics_dir)
         os.mkdir(self.path, 0o700)
         fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
