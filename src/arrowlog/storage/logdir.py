@@ -482,19 +482,20 @@ class LogDir:
         Existing partitions keep their records; as with Kafka, keys map to
         different partitions from now on. ``staged``: what stage_partitions
         returned for the same ``total`` (made beforehand, in another thread)."""
-        t = self.topic(name)
         staging = staged if staged is not None else self.stage_partitions(name, total)
         try:
-            with staging, self._lock, ExclusiveFlock(self._lock_fd):
-                meta = self._read_meta(name)
-                if meta == staging.made and total == staging.total:
-                    staging.move_partitions(t.directory, range(meta["partitions"], total))
-                else:  # grown or altered meanwhile: made here, as they now must be
-                    _make_partitions(name, t.directory, meta, total)
-                meta["partitions"] = total
-                write_json_atomic(self._meta_path(name), meta)
-                t.close()
-                self._topics.pop(name, None)
+            with staging:
+                t = self.topic(name)
+                with self._lock, ExclusiveFlock(self._lock_fd):
+                    meta = self._read_meta(name)
+                    if meta == staging.made and total == staging.total:
+                        staging.move_partitions(t.directory, range(meta["partitions"], total))
+                    else:  # grown or altered meanwhile: made here, as they now must be
+                        _make_partitions(name, t.directory, meta, total)
+                    meta["partitions"] = total
+                    write_json_atomic(self._meta_path(name), meta)
+                    t.close()
+                    self._topics.pop(name, None)
         except OSError as exc:
             raise storage_error(exc, f"cannot add partitions to topic {name!r}") from exc
         return self.topic(name)
@@ -514,7 +515,7 @@ class LogDir:
             try:
                 _make_partitions(name, staging.path, meta, total)
             except BaseException:
-                staging.__exit__()
+                staging.discard()
                 raise
         except OSError as exc:
             raise storage_error(exc, f"cannot add partitions to topic {name!r}") from exc

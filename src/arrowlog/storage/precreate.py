@@ -213,9 +213,14 @@ class Staging:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for path in self._garbage:
+        self.discard()
+
+    def discard(self) -> None:
+        """Remove it (and what it claimed); once."""
+        garbage, claimed, self._garbage, self._claimed = self._garbage, self._claimed, [], []
+        for path in garbage:
             shutil.rmtree(path, ignore_errors=True)
-        remove_claimed(self._claimed)
+        remove_claimed(claimed)
 
     def rename_to(self, directory: str) -> None:
         """Make the staging directory ``directory`` (locks held). A directory
