@@ -11,10 +11,10 @@ import subprocess
 import sys
 import threading
 
+from test_storage_precreate import batch, values_of
+
 from arrowlog import Producer
 from arrowlog.storage import LogDir, precreate
-
-from test_storage_precreate import batch, values_of
 
 DEADLINE = 120.0  # seconds: generous, the machine is loaded; reached only when something is blocked
 
