@@ -1,6 +1,8 @@
 """kill -9 while a topic is being created: create_topic makes every
-partition's files before it writes topic.json (storage/precreate.py), so a
-kill can leave any partition half made. Afterwards the topic is created
+partition's files in a staging directory, renames it into place, then writes
+topic.json (storage/precreate.py), so a kill can leave a staging directory
+with any partition half made, or a topic directory without topic.json. The
+next open removes the staging directory and shows no topic; the topic is created
 again (or found, when topic.json made it) and every partition takes
 writes and reads them back, and verify() finds nothing wrong."""
 
@@ -53,6 +55,11 @@ def _check(path: str, cycle: int, seed: int) -> None:
 
     where = f"seed={seed} cycle={cycle}"
     with LogDir(path) as d:
+        # the partitions are made in a staging directory the open removed: no half-made topic
+        assert sorted(os.listdir(d.topics_dir)) in ([".lock", ".notify"], [".lock", ".notify", "t"]), where
+        if d.list_topics():
+            assert sorted(os.listdir(os.path.join(d.topics_dir, "t"))) == sorted(
+                [str(p) for p in range(PARTITIONS)] + ["topic.json"]), where
         t = d.create_topic("t", PARTITIONS, {"segment.bytes": 65536}, exist_ok=True)
         assert t.num_partitions == PARTITIONS, where
         for p, log in enumerate(t.partitions()):

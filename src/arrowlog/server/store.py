@@ -6,6 +6,7 @@ error codes.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from arrowlog import errors as AE
 from arrowlog.storage import LogDir, validate_topic_name
@@ -88,15 +89,26 @@ class Store:
             return E.UNKNOWN_TOPIC_OR_PARTITION, f"unknown topic {name!r}"
         return self._change(name, "alter", E.INVALID_CONFIG, self.log.alter_topic, config)
 
-    def add_partitions(self, name: str, total: int) -> tuple[int, str | None]:
-        """Grow a topic to ``total`` partitions."""
+    def add_partitions(self, name: str, total: int, staged=None) -> tuple[int, str | None]:
+        """Grow a topic to ``total`` partitions; ``staged``: stage_partitions' for the same."""
         t = self.topic(name)
-        if t is None:
-            return E.UNKNOWN_TOPIC_OR_PARTITION, f"unknown topic {name!r}"
-        if total <= t.num_partitions:
+        if t is None or total <= t.num_partitions:
+            if staged is not None:
+                staged.discard()
+            if t is None:
+                return E.UNKNOWN_TOPIC_OR_PARTITION, f"unknown topic {name!r}"
             return E.INVALID_PARTITIONS, (f"topic {name!r} has {t.num_partitions} partitions; "
                                           f"the new count {total} must be larger")
-        return self._change(name, "add partitions to", E.INVALID_PARTITIONS, self.log.add_partitions, total)
+        return self._change(name, "add partitions to", E.INVALID_PARTITIONS,
+                            lambda n, c: self.log.add_partitions(n, c, staged), total)
+
+    def stage_partitions(self, name: str, total: int) -> tuple[int, str | None, Any]:
+        """(error_code, message, what add_partitions takes): the slow half of growing
+        a topic, its new partitions' files made with no lock held (any thread)."""
+        staged = []
+        code, msg = self._change(name, "add partitions to", E.INVALID_PARTITIONS,
+                                 lambda n, c: staged.append(self.log.stage_partitions(n, c)), total)
+        return code, msg, staged[0] if staged else None
 
     @staticmethod
     def _change(name: str, what: str, refused: int, change, arg) -> tuple[int, str | None]:

@@ -40,14 +40,14 @@ from ..errors import (
     UnknownPartitionError,
     UnknownTopicError,
 )
-from ..schema import envelope_schema
 from .cleaner import clean_topic
 from .evolution import evolved, generation, same_columns, widen
 from .evolution import schema_id as evolution_schema_id
-from .files import ExclusiveFlock, open_shared_file, storage_error, write_json_atomic
+from .files import ExclusiveFlock, fsync_dir, open_shared_file, storage_error, write_json_atomic
 from .partition import PartitionLog, close_many
-from .precreate import create_partitions
+from .precreate import Staging, create_partitions, remove_abandoned
 from .segment import Segment, parse_segment_name
+from .topicschema import schema_to_json, topic_envelope, value_schema_from_config
 
 _TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
 MAX_TOPIC_LENGTH = 249
@@ -97,41 +97,6 @@ def validate_topic_name(name: Any) -> str:
     return name
 
 
-def value_schema_from_config(spec: Any) -> pa.Schema | None:
-    """A topic's value schema: a pa.Schema, or its JSON form
-    {"fields": [{"name": ..., "type": "int64"}, ...]}."""
-    if spec is None:
-        return None
-    if isinstance(spec, pa.Schema):
-        return spec
-    if isinstance(spec, dict) and "fields" in spec:
-        try:
-            # metadata: the generation (and schema registry id) of an evolved schema (evolution.py)
-            md = spec.get("metadata") or None
-            return pa.schema([(f["name"], pa.type_for_alias(f["type"]), f.get("nullable", True))
-                              for f in spec["fields"]], metadata={str(k): str(v) for k, v in md.items()} if md else None)
-        except (KeyError, ValueError, TypeError, AttributeError) as exc:
-            raise ConfigError(f"invalid value.schema: {exc}") from None
-    raise ConfigError("value.schema must be a pyarrow.Schema or {'fields': [{'name':..., 'type':...}]}")
-
-
-def schema_to_json(schema: pa.Schema | None) -> Any:
-    if schema is None:
-        return None
-    out: dict[str, Any] = {"fields": [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]}
-    md = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items() if k.startswith(b"arrowlog.")}
-    if md:
-        out["metadata"] = md
-    return out
-
-
-def topic_envelope(value_schema: pa.Schema | None) -> pa.Schema:
-    """A topic's envelope schema, with its value schema's generation in the metadata
-    (the segment header keeps it: evolution.py)."""
-    schema = envelope_schema(value_schema)
-    return schema.with_metadata(value_schema.metadata) if value_schema is not None and value_schema.metadata else schema
-
-
 def _stat_key(path: str) -> tuple | None:
     try:
         st = os.stat(path)
@@ -156,6 +121,14 @@ def meta_problem(meta: Any) -> str | None:
     except (ConfigError, TypeError, ValueError) as exc:
         return f"its config is not valid ({exc})"
     return None
+
+
+def _make_partitions(name: str, directory: str, meta: dict, total: int) -> None:
+    """The files of topic ``name``'s partitions from its count in ``meta`` to ``total``, in ``directory``."""
+    if total <= meta["partitions"]:
+        raise ConfigError(f"topic {name!r} already has {meta['partitions']} partitions")
+    create_partitions(directory, range(meta["partitions"], total), meta["config"],
+                      topic_envelope(value_schema_from_config(meta["config"].get("value.schema"))))
 
 
 class Topic:
@@ -270,6 +243,8 @@ class LogDir:
         self._lock = threading.Lock()
         self._closed = False
         self.notifier = self._open_notifier()
+        if not self.read_only:
+            remove_abandoned(self.topics_dir, self._lock_fd)
 
     def _open_notifier(self) -> core.PartitionState:
         """A futex word every append in this directory bumps: a consumer of
@@ -314,22 +289,29 @@ class LogDir:
         nparts = resolved.pop("partitions")
         schema = value_schema_from_config(resolved.get("value.schema"))
         resolved["value.schema"] = schema_to_json(schema)
-        with self._lock, ExclusiveFlock(self._lock_fd):
-            exists = os.path.exists(self._meta_path(name))
-            if exists and not exist_ok:
-                raise TopicExistsError(f"topic {name!r} already exists")
-            if not exists:
-                directory = os.path.join(self.topics_dir, name)
-                try:
-                    os.makedirs(directory, mode=0o700, exist_ok=True)
-                    # its partitions' files now, not at their first writes (precreate.py)
-                    create_partitions(directory, range(nparts), resolved, topic_envelope(schema))
-                    meta = {"name": name, "partitions": nparts, "config": resolved, "topic_id": os.urandom(16).hex()}
-                    write_json_atomic(self._meta_path(name), meta)
-                except OSError as exc:
-                    raise storage_error(exc, f"cannot create topic {name!r}") from exc
+        try:
+            with self._lock, ExclusiveFlock(self._lock_fd):
+                staging = None if self._exists(name, exist_ok) else Staging(self.topics_dir)
+            if staging is not None:
+                with staging:
+                    # its partitions' files now, not at their first writes, outside the locks (precreate.py)
+                    create_partitions(staging.path, range(nparts), resolved, topic_envelope(schema))
+                    with self._lock, ExclusiveFlock(self._lock_fd):
+                        if not self._exists(name, exist_ok):
+                            staging.rename_to(os.path.join(self.topics_dir, name))
+                            write_json_atomic(self._meta_path(name), {"name": name, "partitions": nparts,
+                                              "config": resolved, "topic_id": os.urandom(16).hex()})
+                            fsync_dir(self.topics_dir)
+        except OSError as exc:
+            raise storage_error(exc, f"cannot create topic {name!r}") from exc
         # topic() takes self._lock, which is not reentrant: call it outside
         return self.topic(name)
+
+    def _exists(self, name: str, exist_ok: bool) -> bool:
+        """Whether topic ``name`` exists (TopicExistsError unless ``exist_ok``)."""
+        if os.path.exists(self._meta_path(name)) and not exist_ok:
+            raise TopicExistsError(f"topic {name!r} already exists")
+        return os.path.exists(self._meta_path(name))
 
     def topic(self, name: str) -> Topic:
         t = self._topics.get(name)
@@ -495,29 +477,50 @@ class LogDir:
             self._topics.pop(name, None)
         return self.topic(name)
 
-    def add_partitions(self, name: str, total: int) -> Topic:
+    def add_partitions(self, name: str, total: int, staged: Staging | None = None) -> Topic:
         """Grow a topic to ``total`` partitions (Kafka's CreatePartitions).
         Existing partitions keep their records; as with Kafka, keys map to
-        different partitions from now on."""
+        different partitions from now on. ``staged``: what stage_partitions
+        returned for the same ``total`` (made beforehand, in another thread)."""
+        staging = staged if staged is not None else self.stage_partitions(name, total)
+        try:
+            with staging:
+                t = self.topic(name)
+                with self._lock, ExclusiveFlock(self._lock_fd):
+                    meta = self._read_meta(name)
+                    if meta == staging.made and total == staging.total:
+                        staging.move_partitions(t.directory, range(meta["partitions"], total))
+                    else:  # grown or altered meanwhile: made here, as they now must be
+                        _make_partitions(name, t.directory, meta, total)
+                    meta["partitions"] = total
+                    write_json_atomic(self._meta_path(name), meta)
+                    t.close()
+                    self._topics.pop(name, None)
+        except OSError as exc:
+            raise storage_error(exc, f"cannot add partitions to topic {name!r}") from exc
+        return self.topic(name)
+
+    def stage_partitions(self, name: str, total: int) -> Staging:
+        """add_partitions' slow half, which takes no lock while it makes the
+        new partitions' files (precreate.py): for add_partitions(staged=)."""
         t = self.topic(name)
         if not isinstance(total, int) or isinstance(total, bool) or total <= t.num_partitions:
             raise ConfigError(f"topic {name!r} has {t.num_partitions} partitions; the new count must be larger")
         if total > MAX_PARTITIONS:
             raise ConfigError(f"at most {MAX_PARTITIONS} partitions")
-        with self._lock, ExclusiveFlock(self._lock_fd):
-            meta = self._read_meta(name)
-            if total <= meta["partitions"]:
-                raise ConfigError(f"topic {name!r} already has {meta['partitions']} partitions")
+        try:
+            with self._lock, ExclusiveFlock(self._lock_fd):
+                meta = self._read_meta(name)
+                staging = Staging(self.topics_dir)
             try:
-                create_partitions(t.directory, range(meta["partitions"], total), meta["config"],
-                                  topic_envelope(value_schema_from_config(meta["config"].get("value.schema"))))
-            except OSError as exc:
-                raise storage_error(exc, f"cannot add partitions to topic {name!r}") from exc
-            meta["partitions"] = total
-            write_json_atomic(self._meta_path(name), meta)
-            t.close()
-            self._topics.pop(name, None)
-        return self.topic(name)
+                _make_partitions(name, staging.path, meta, total)
+            except BaseException:
+                staging.discard()
+                raise
+        except OSError as exc:
+            raise storage_error(exc, f"cannot add partitions to topic {name!r}") from exc
+        staging.made, staging.total = meta, total
+        return staging
 
     def delete_topic(self, name: str) -> None:
         validate_topic_name(name)

@@ -25,11 +25,23 @@ and a partition directory a crash left half made is what the open path
 handles already (a missing state or segment is created, one without the
 other is recovered); the first sync() of a session fsyncs the partition's
 directory, as for a partition its first write created.
+
+Making a thousand partitions takes seconds on a busy disk, so it happens
+outside the data directory's locks (LogDir._lock, topics/.lock): in a
+``Staging`` directory under topics/, named with a ``~`` that no topic name
+has (validate_topic_name), so no reader takes it for a topic. Under the
+locks it is only renamed into place (a topic) or its partitions are
+(add_partitions), then topic.json is written. Its maker holds a flock on
+it; one nobody holds was left by a killed process and is removed by the
+next open or creation in the directory (``claim_abandoned``).
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
+import shutil
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -44,6 +56,8 @@ from .segment import LOG_INITIAL_BYTES, MAX_SEGMENT_BYTES, Segment
 if TYPE_CHECKING:
     from .logbase import LogBase
 
+# a staging directory's name: '~' is in no topic name
+STAGING_PREFIX = "~new."
 # the generation of a state create_partition published (every later one is >= 1)
 PRECREATED_GENERATION = 0
 # files a first open makes beside the segment, besides partition.state
@@ -124,3 +138,108 @@ def create_partitions(topic_dir: str, partitions: range, config: dict, schema: p
     """create_partition for each of ``partitions`` of the topic in ``topic_dir``."""
     for p in partitions:
         create_partition(f"{topic_dir}/{p}", config, schema)
+
+
+def _staging_name(topics_dir: str) -> str:
+    return f"{topics_dir}/{STAGING_PREFIX}{os.urandom(8).hex()}"
+
+
+def claim_abandoned(topics_dir: str) -> list[tuple[str, int]]:
+    """The staging directories in ``topics_dir`` nobody holds (their maker
+    was killed), each flock'ed now, for ``remove_claimed``. With the data
+    directory's creation lock held: a Staging is made and locked under it."""
+    claimed = []
+    for name in os.listdir(topics_dir):
+        if not name.startswith(STAGING_PREFIX):
+            continue
+        path = f"{topics_dir}/{name}"
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            continue  # gone meanwhile, or not a directory of ours
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)  # its maker is alive
+            continue
+        claimed.append((path, fd))
+    return claimed
+
+
+def remove_claimed(claimed: list[tuple[str, int]]) -> None:
+    """Remove what claim_abandoned returned (no lock needed: they are held)."""
+    for path, fd in claimed:
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            os.close(fd)
+
+
+def remove_abandoned(topics_dir: str, lock_fd: int) -> None:
+    """Remove the staging directories of creations a kill cut short (at a
+    LogDir's open); skipped while another process holds the creation lock
+    ``lock_fd`` (topics/.lock: its next creation removes them)."""
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return
+    try:
+        claimed = claim_abandoned(topics_dir)
+    except OSError:
+        claimed = []  # (topics/ unreadable: the open reports what matters)
+    finally:
+        fcntl.flock(lock_fd, fcntl.LOCK_UN)
+    remove_claimed(claimed)
+
+
+class Staging:
+    """A private directory under ``topics_dir`` to make partitions in
+    outside the locks (module docstring). Make it with the creation lock
+    held; it also claims the abandoned ones then. Leaving the with-block
+    removes whatever was not moved out of it, and those."""
+
+    def __init__(self, topics_dir: str):
+        self._claimed = claim_abandoned(topics_dir)
+        self._garbage: list[str] = []
+        self.made: dict | None = None  # add_partitions: the topic.json its partitions were made for
+        self.total = 0  # and the count they make
+        self.path = _staging_name(topics_dir)
+        os.mkdir(self.path, 0o700)
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a new directory: free, and nobody looked while the lock was held
+        self._claimed.append((self.path, fd))
+
+    def __enter__(self) -> Staging:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
+
+    def discard(self) -> None:
+        """Remove it (and what it claimed); once."""
+        garbage, claimed, self._garbage, self._claimed = self._garbage, self._claimed, [], []
+        for path in garbage:
+            shutil.rmtree(path, ignore_errors=True)
+        remove_claimed(claimed)
+
+    def rename_to(self, directory: str) -> None:
+        """Make the staging directory ``directory`` (locks held). A directory
+        already there (no topic.json: what a killed delete_topic or create
+        left) is renamed to a staging name first, and removed on exit: a
+        deleted topic's records never come back in a new one."""
+        if os.path.lexists(directory):
+            aside = _staging_name(os.path.dirname(directory))
+            os.rename(directory, aside)
+            self._garbage.append(aside)
+        os.rename(self.path, directory)
+
+    def move_partitions(self, topic_dir: str, partitions: range) -> None:
+        """Rename each of ``partitions`` into ``topic_dir`` (locks held). One
+        already there (beyond the topic's count: an add_partitions a kill cut
+        short made it, and nobody wrote it) is kept, as create_partition keeps it."""
+        for p in partitions:
+            try:
+                os.rename(f"{self.path}/{p}", f"{topic_dir}/{p}")
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
