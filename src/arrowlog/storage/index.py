@@ -61,6 +61,26 @@ class OffsetIndex:
             return None
         return core.offset_index_lookup(self.segment.index, entries, MAX_RELATIVE)
 
+    def last_agrees(self, entries: int, end: int) -> bool:
+        """Whether the last of ``entries`` points at a frame header (fitting
+        before ``end``) that holds the entry's offset as its base: a walk
+        from there (recovery's tail checks, a roll) counts from the right
+        offset. The index has no checksum, so a flipped bit in that entry
+        must show here, as a damaged index to rebuild, not as a log whose
+        frames disagree with partition.state. (Call it once ``index_is_sane``
+        has said the entries lie inside the file.)"""
+        if entries <= 0:
+            return True
+        if self.segment.index is None:
+            return False
+        raw = self.segment.index.read((entries - 1) * core.OFFSET_ENTRY_SIZE, core.OFFSET_ENTRY_SIZE)
+        rel, position = int.from_bytes(raw[:4], "little"), int.from_bytes(raw[4:], "little")
+        try:
+            base = core.read_frame_header(self.segment.log, position, end)[0]
+        except core.CorruptFrame:
+            return False
+        return base == self.segment.base_offset + rel
+
     def append(self, slot: int, relative_offset: int, position: int) -> None:
         """Write entry ``slot``; both fields must ascend strictly."""
         prev = self.last(slot)

@@ -16,7 +16,7 @@ from typing import Any
 from .._native import core
 from ..errors import CorruptRecordError
 from .files import fsync_dir
-from .index import NO_TIMESTAMP
+from .index import NO_TIMESTAMP, OffsetIndex
 from .layout import (
     closed_segment_end,
     damaged,
@@ -289,7 +289,7 @@ class RecoveryMixin(LogBase):
         """(next offset, problem) of a closed segment; its indexes are
         rebuilt when they cannot be right."""
         oe, te = seg.index_entries_on_disk()
-        if seg.index_is_sane(oe, te, seg.file_size):
+        if self._index_usable(seg, oe, te, seg.file_size):
             nxt, problem = closed_segment_end(seg, seg.file_size)
             if problem is None:
                 return nxt, None
@@ -303,13 +303,22 @@ class RecoveryMixin(LogBase):
                           f"frame ({seg.file_size - end} bytes from there are unreadable)")
         return nxt, None
 
+    @staticmethod
+    def _index_usable(seg: Segment, offset_entries: int, time_entries: int, end: int) -> bool:
+        """Whether the indexes can be trusted to start the tail walk: sane,
+        and the last offset entry names the frame at its position. An index
+        that fails is rebuilt from the frames; it never makes the log
+        itself look damaged."""
+        return (seg.index_is_sane(offset_entries, time_entries, end)
+                and OffsetIndex(seg).last_agrees(offset_entries, end))
+
     def _check_active(self, seg: Segment, st: dict) -> str | None:
         end, name = st["active_position"], f"{segment_name(seg.base_offset)}.log"
         if not seg.header_size <= end <= seg.file_size:
             return (f"partition.state says active_position={end}, but the active segment {name} holds "
                     f"{seg.file_size} bytes (its header {seg.header_size})")
         oe = st["offset_index_entries"]
-        if not seg.index_is_sane(oe, st["time_index_entries"], end):
+        if not self._index_usable(seg, oe, st["time_index_entries"], end):
             _, _, frames = core.scan_frames(seg.log, seg.header_size, end, seg.first_offset(end), True)
             writer = self._open_writer_segment(seg.base_offset)
             try:
