@@ -9,25 +9,6 @@
 cdef class AppendTarget:
     """The arguments of RecordAccumulator.append_at for one partition's
     active segment (see RecordAccumulator.append_to for each one)."""
-    cdef readonly PartitionState state
-    cdef readonly PartitionState notifier
-    cdef readonly int lock_fd
-    cdef readonly int log_fd
-    cdef readonly int64_t segment_base
-    cdef readonly int64_t generation
-    cdef readonly int64_t file_size
-    cdef readonly int64_t segment_bytes
-    cdef readonly int64_t segment_ms
-    cdef readonly int64_t index_interval
-    cdef readonly int64_t index_bytes
-    cdef readonly int64_t max_offset
-    cdef readonly int64_t min_position
-    cdef readonly int64_t max_position
-    cdef readonly MappedFile index
-    cdef readonly int64_t index_size
-    cdef readonly MappedFile time_index
-    cdef readonly int64_t time_index_size
-    cdef public object stamp     # the owner's: what the target was built from (appending.py)
 
     def __init__(self, PartitionState state, PartitionState notifier, int lock_fd, int log_fd,
                  int64_t segment_base, int64_t generation, int64_t file_size, int64_t segment_bytes,

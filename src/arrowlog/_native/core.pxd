@@ -209,3 +209,26 @@ cdef class FrameFollower:
     cdef object verified              # set of checked frame positions, None: no CRC check
     cdef object remember              # remember(positions): records a frame that passed
     cdef bytes absent                 # a path that must not exist (None: none)
+
+
+cdef class AppendTarget:
+    """Where a producer's small batch goes: one partition's writable end (core/target.pxi)."""
+    cdef readonly PartitionState state
+    cdef readonly PartitionState notifier
+    cdef readonly int lock_fd
+    cdef readonly int log_fd
+    cdef readonly int64_t segment_base
+    cdef readonly int64_t generation
+    cdef readonly int64_t file_size
+    cdef readonly int64_t segment_bytes
+    cdef readonly int64_t segment_ms
+    cdef readonly int64_t index_interval
+    cdef readonly int64_t index_bytes
+    cdef readonly int64_t max_offset
+    cdef readonly int64_t min_position
+    cdef readonly int64_t max_position
+    cdef readonly MappedFile index
+    cdef readonly int64_t index_size
+    cdef readonly MappedFile time_index
+    cdef readonly int64_t time_index_size
+    cdef public object stamp     # the owner's: what the target was built from (appending.py)
