@@ -171,7 +171,11 @@ def test_partition_caps_refuse_huge_create_topics_with_a_message(serve, topic):
     assert create_topic(srv, topic, 6)["error_code"] == 0  # up to the cap is allowed
 
 
-def test_a_full_disk_at_partition_open_is_a_storage_error_reply(tmp_path, topic):
+def test_a_full_disk_when_a_segment_must_grow_is_a_storage_error_reply(tmp_path, topic):
+    """create_topic makes each partition's first segment (storage/precreate.py),
+    so a partition's first write creates no file; a batch larger than what that
+    segment has allocated must grow it, and on a full disk that is a
+    KAFKA_STORAGE_ERROR reply with nothing stored, not a dropped connection."""
     from fault import faultlib
 
     reason = faultlib.root_reason()
@@ -182,7 +186,7 @@ def test_a_full_disk_at_partition_open_is_a_storage_error_reply(tmp_path, topic)
         srv = ServerProcess(data)
         try:
             assert create_topic(srv, topic, 2)["error_code"] == 0
-            # fill the file system: the partition's first segment cannot be created
+            # fill the file system: the partition's first segment cannot grow
             ballast = os.path.join(str(data), "ballast")
             fd = os.open(ballast, os.O_WRONLY | os.O_CREAT)
             try:
@@ -192,7 +196,7 @@ def test_a_full_disk_at_partition_open_is_a_storage_error_reply(tmp_path, topic)
                             os.write(fd, b"\0" * block)
             finally:
                 os.close(fd)
-            failed = produce(srv, topic, make_batch(3))
+            failed = produce(srv, topic, make_batch(20_000))  # ~1 MB: more than the segment has allocated
             assert failed["error_code"] == 56, failed  # KAFKA_STORAGE_ERROR, not a dropped connection
             still_serving(srv)
             os.unlink(ballast)
