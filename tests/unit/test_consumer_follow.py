@@ -11,6 +11,7 @@ import os
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mangle import flip_body
 
 from arrowlog import Consumer, Producer, TopicPartition, errors
 from arrowlog.storage import LogDir
@@ -187,15 +188,7 @@ def test_followed_frames_are_served_unchecked_with_check_crcs_off(data_dir):
 def mangle(p, c, flips) -> None:
     """Append a frame the follower ``c`` reads next and flip bytes of its
     body (``flips``: (where in the body, xor mask))."""
-    path, start, end = appended_frame(p, fetch_of(c).log, b"x" * 64)
-    fd = os.open(path, os.O_RDWR)
-    try:
-        body = start + 40
-        for where, mask in flips:
-            at = body + int(where * (end - body))
-            os.pwrite(fd, bytes([os.pread(fd, 1, at)[0] ^ mask]), at)
-    finally:
-        os.close(fd)
+    flip_body(*appended_frame(p, fetch_of(c).log, b"x" * 64), flips)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
