@@ -20,12 +20,19 @@ TIMESTAMP_LOG_APPEND_TIME = 2
 # the headers pyarrow reads for it) once, when it binds the batch, so a
 # damaged frame is a CorruptRecordError from the read, never a wild read.
 
-cdef _damaged(BatchView v, str column):
+def damaged_frame(str topic, int32_t partition, int64_t base_offset, str what):
+    """The CorruptRecordError for a frame read with check.crcs off that
+    ``what`` (its damage) shows is damaged."""
     from arrowlog.errors import CorruptRecordError
-    raise CorruptRecordError(
-        f"topic {v.topic!r} partition {v.partition}: the frame at offset {v.base_offset} is damaged: its {column} "
-        "column's lengths or offsets do not fit its buffers. It was not CRC-checked (check.crcs is off); read it with "
-        "check.crcs on to have the damage named, and restore the partition from a replica or a backup")
+    return CorruptRecordError(
+        f"topic {topic!r} partition {partition}: the frame at offset {base_offset} is damaged: {what}. It was not "
+        "CRC-checked (check.crcs is off); read it with check.crcs on to have the damage named, and restore the "
+        "partition from a replica or a backup")
+
+
+cdef _damaged(BatchView v, str column):
+    raise damaged_frame(v.topic, v.partition, v.base_offset,
+                        f"its {column} column's lengths or offsets do not fit its buffers")
 
 
 cdef bint _valid_fits(arr, bufs, Py_ssize_t rows) except -1:

@@ -43,10 +43,11 @@ import pyarrow as pa
 
 from ..._json import parse_json_values
 from ..._location import is_kafka, open_data_dir
+from ..._native import core
 from ..._optional import require
 from ..._owned_log import OwnedLog
 from ...convert import to_epoch_ms
-from ...errors import ConfigError, CorruptRecordError
+from ...errors import ConfigError
 from ...storage import LogDir
 from ...storage.cleaner import survivors
 from ...storage.evolution import conform
@@ -61,19 +62,6 @@ VALUE_FORMATS = ("binary", "json")
 # The record's own columns: a JSON field of the same name gets this prefix.
 RECORD_COLUMNS = ("partition", "offset", "timestamp", "key", "headers")
 JSON_FIELD_PREFIX = "value_"
-
-
-def check_unchecked(batch: pa.RecordBatch, topic: str, partition: int, base_offset: int) -> None:
-    """With check.crcs off nothing vouches for a frame and pyarrow decodes
-    it without looking at its offsets: a damaged one must be an error here,
-    not a batch that sends a user's compute past the mapping."""
-    try:
-        batch.validate(full=True)
-    except pa.ArrowInvalid as exc:
-        raise CorruptRecordError(
-            f"topic {topic!r} partition {partition}: the frame at offset {base_offset} is damaged ({exc}). It was "
-            "not CRC-checked (check.crcs is off); read it with check.crcs on to have the damage named, and restore "
-            "the partition from a replica or a backup") from None
 
 
 def timestamp_ms(ms: int) -> _dt.datetime:
@@ -267,7 +255,15 @@ class Replay(OwnedLog):
                 elif is_control_frame(fr):
                     continue
                 if unchecked:
-                    check_unchecked(fr.batch, self.topic, p, fr.base_offset)
+                    # nothing vouches for the frame, and pyarrow decoded it
+                    # without looking at its offsets: a damaged one must be
+                    # an error here, not a batch that sends a user's compute
+                    # past the mapping
+                    try:
+                        fr.batch.validate(full=True)
+                    except pa.ArrowInvalid as exc:
+                        raise core.damaged_frame(self.topic, p, fr.base_offset, f"not a valid Arrow batch ({exc})") \
+                            from None
                 yield conform(fr.batch, self._envelope)
 
     def _partition_column(self, partition: int, n: int) -> pa.Array:
