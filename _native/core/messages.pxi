@@ -30,9 +30,35 @@ def damaged_frame(str topic, int32_t partition, int64_t base_offset, str what):
         "partition from a replica or a backup")
 
 
-cdef _damaged(BatchView v, str column):
-    raise damaged_frame(v.topic, v.partition, v.base_offset,
+cdef _damaged(str topic, int32_t partition, int64_t base_offset, str column):
+    raise damaged_frame(topic, partition, base_offset,
                         f"its {column} column's lengths or offsets do not fit its buffers")
+
+
+def check_frame_batch(batch, str topic, int32_t partition, int64_t base_offset):
+    """Raise damaged_frame's CorruptRecordError unless every column of the
+    stored ``batch`` fits its buffers (what BatchView checks when it binds a
+    batch; here the headers even when every row's are null, and a value
+    column of another type through pyarrow's full validation): what a read
+    asks of a frame nobody CRC-checked before anything looks into it."""
+    cdef Py_ssize_t n = batch.num_rows
+    if not n:
+        return
+    if not _fixed_fits(batch.column(0), n) or not _fixed_fits(batch.column(1), n):
+        _damaged(topic, partition, base_offset, "offset or timestamp")
+    if not _binary_fits(batch.column(2), n):
+        _damaged(topic, partition, base_offset, "key")
+    value = batch.column(3)
+    if value.type == _pa.binary():
+        if not _binary_fits(value, n):
+            _damaged(topic, partition, base_offset, "value")
+    else:
+        try:
+            value.validate(full=True)
+        except _pa.ArrowInvalid:
+            _damaged(topic, partition, base_offset, "value")
+    if not _headers_fit(batch.column(4), n):
+        _damaged(topic, partition, base_offset, "headers")
 
 
 cdef bint _valid_fits(arr, bufs, Py_ssize_t rows) except -1:
@@ -105,7 +131,7 @@ cdef class BatchView:
         cdef Py_ssize_t ts_off = ts.offset
         self.ts = (<const int64_t *>ts_addr) + ts_off
         if self.num_rows and not (_fixed_fits(offs, self.num_rows) and _fixed_fits(ts, self.num_rows)):
-            _damaged(self, "offset or timestamp")
+            _damaged(self.topic, self.partition, self.base_offset, "offset or timestamp")
         self.koff, self.kdata, self.kvalid, self.kbit = NULL, NULL, NULL, 0
         self._bind_binary(batch.column(2), True)
         value = batch.column(3)
@@ -116,11 +142,11 @@ cdef class BatchView:
         headers = batch.column(4)
         self.headers_col = headers if headers.null_count < len(headers) else None
         if self.headers_col is not None and not _headers_fit(headers, self.num_rows):
-            _damaged(self, "headers")
+            _damaged(self.topic, self.partition, self.base_offset, "headers")
 
     cdef _bind_binary(self, arr, bint is_key):
         if not _binary_fits(arr, self.num_rows):
-            _damaged(self, "key" if is_key else "value")
+            _damaged(self.topic, self.partition, self.base_offset, "key" if is_key else "value")
         cdef const int32_t *off = NULL
         cdef const uint8_t *valid = NULL
         cdef const uint8_t *data = NULL
