@@ -14,6 +14,98 @@ TIMESTAMP_CREATE_TIME = 1
 TIMESTAMP_LOG_APPEND_TIME = 2
 
 
+# A batch decoded by pyarrow (the general read) is not checked past its
+# message's own lengths: with check.crcs off a damaged frame's offsets can
+# point anywhere. BatchView checks what it reads through raw pointers (and
+# the headers pyarrow reads for it) once, when it binds the batch, so a
+# damaged frame is a CorruptRecordError from the read, never a wild read.
+
+def damaged_frame(str topic, int32_t partition, int64_t base_offset, str what):
+    """The CorruptRecordError for a frame read with check.crcs off that
+    ``what`` (its damage) shows is damaged."""
+    from arrowlog.errors import CorruptRecordError
+    return CorruptRecordError(
+        f"topic {topic!r} partition {partition}: the frame at offset {base_offset} is damaged: {what}. It was not "
+        "CRC-checked (check.crcs is off); read it with check.crcs on to have the damage named, and restore the "
+        "partition from a replica or a backup")
+
+
+cdef _damaged(str topic, int32_t partition, int64_t base_offset, str column):
+    raise damaged_frame(topic, partition, base_offset,
+                        f"its {column} column's lengths or offsets do not fit its buffers")
+
+
+def check_frame_batch(batch, str topic, int32_t partition, int64_t base_offset):
+    """Raise damaged_frame's CorruptRecordError unless every column of the
+    stored ``batch`` fits its buffers (what BatchView checks when it binds a
+    batch; here the headers even when every row's are null, and a value
+    column of another type through pyarrow's full validation): what a read
+    asks of a frame nobody CRC-checked before anything looks into it."""
+    cdef Py_ssize_t n = batch.num_rows
+    if not n:
+        return
+    if not _fixed_fits(batch.column(0), n) or not _fixed_fits(batch.column(1), n):
+        _damaged(topic, partition, base_offset, "offset or timestamp")
+    if not _binary_fits(batch.column(2), n):
+        _damaged(topic, partition, base_offset, "key")
+    value = batch.column(3)
+    if value.type == _pa.binary():
+        if not _binary_fits(value, n):
+            _damaged(topic, partition, base_offset, "value")
+    else:
+        try:
+            value.validate(full=True)
+        except _pa.ArrowInvalid:
+            _damaged(topic, partition, base_offset, "value")
+    if not _headers_fit(batch.column(4), n):
+        _damaged(topic, partition, base_offset, "headers")
+
+
+cdef bint _valid_fits(arr, bufs, Py_ssize_t rows) except -1:
+    """Whether ``arr`` (``bufs``: its buffers) has at least ``rows`` entries
+    and, if it has nulls, a validity bitmap that covers them."""
+    if len(arr) < rows:
+        return False
+    return bufs[0] is None or not arr.null_count or bufs[0].size >= (arr.offset + rows + 7) >> 3
+
+
+cdef bint _fixed_fits(arr, Py_ssize_t rows) except -1:
+    """Whether the int64 column ``arr`` (no nulls) holds ``rows`` values."""
+    bufs = arr.buffers()
+    return len(arr) >= rows and bufs[1] is not None and bufs[1].size >= 8 * (arr.offset + rows)
+
+
+cdef bint _offsets_fit(arr, bufs, Py_ssize_t rows, int64_t data_len) except -1:
+    """Whether ``arr``'s ``rows`` + 1 int32 offsets (buffer 1 of ``bufs``)
+    are there and pass _offsets_ok against ``data_len``."""
+    cdef Py_ssize_t shift = arr.offset
+    if not _valid_fits(arr, bufs, rows) or bufs[1] is None or bufs[1].size < 4 * (shift + rows + 1):
+        return False
+    cdef uintptr_t addr = bufs[1].address
+    return _offsets_ok((<const uint8_t *>addr) + 4 * shift, rows, data_len)
+
+
+cdef bint _binary_fits(arr, Py_ssize_t rows) except -1:
+    """Whether the binary or string column ``arr`` holds ``rows`` values
+    whose validity bitmap, offsets and data fit its buffers."""
+    if not rows:
+        return True
+    bufs = arr.buffers()
+    return _offsets_fit(arr, bufs, rows, bufs[2].size if bufs[2] is not None else 0)
+
+
+cdef bint _headers_fit(arr, Py_ssize_t rows) except -1:
+    """Whether the headers column ``arr`` (list<struct<key: string, value:
+    binary>>) holds ``rows`` lists whose entries fit its child arrays."""
+    if not rows:
+        return True
+    entries = arr.values
+    cdef Py_ssize_t n = len(entries)
+    if not _offsets_fit(arr, arr.buffers(), rows, n) or not _valid_fits(entries, entries.buffers(), n):
+        return False
+    return _binary_fits(entries.field(0), n) and _binary_fits(entries.field(1), n)
+
+
 cdef class BatchView:
     """Pointers into one stored batch (columns offset, timestamp, key,
     value, headers) for record-at-a-time access."""
@@ -38,6 +130,8 @@ cdef class BatchView:
         cdef uintptr_t ts_addr = tb[1].address
         cdef Py_ssize_t ts_off = ts.offset
         self.ts = (<const int64_t *>ts_addr) + ts_off
+        if self.num_rows and not (_fixed_fits(offs, self.num_rows) and _fixed_fits(ts, self.num_rows)):
+            _damaged(self.topic, self.partition, self.base_offset, "offset or timestamp")
         self.koff, self.kdata, self.kvalid, self.kbit = NULL, NULL, NULL, 0
         self._bind_binary(batch.column(2), True)
         value = batch.column(3)
@@ -47,18 +141,24 @@ cdef class BatchView:
             self._bind_binary(value, False)
         headers = batch.column(4)
         self.headers_col = headers if headers.null_count < len(headers) else None
+        if self.headers_col is not None and not _headers_fit(headers, self.num_rows):
+            _damaged(self.topic, self.partition, self.base_offset, "headers")
 
     cdef _bind_binary(self, arr, bint is_key):
-        bufs = arr.buffers()
+        if not _binary_fits(arr, self.num_rows):
+            _damaged(self.topic, self.partition, self.base_offset, "key" if is_key else "value")
+        cdef const int32_t *off = NULL
         cdef const uint8_t *valid = NULL
+        cdef const uint8_t *data = NULL
         cdef uintptr_t addr
         cdef Py_ssize_t shift = arr.offset
+        bufs = arr.buffers()
         if bufs[0] is not None and arr.null_count:
             addr = bufs[0].address
             valid = <const uint8_t *>addr
-        addr = bufs[1].address
-        cdef const int32_t *off = (<const int32_t *>addr) + shift
-        cdef const uint8_t *data = NULL
+        if bufs[1] is not None:
+            addr = bufs[1].address
+            off = (<const int32_t *>addr) + shift
         if bufs[2] is not None:
             addr = bufs[2].address
             data = <const uint8_t *>addr

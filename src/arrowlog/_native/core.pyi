@@ -6,6 +6,8 @@ from typing import Any, Literal, TypeAlias
 
 import pyarrow as pa
 
+from ..errors import CorruptRecordError
+
 _Buffer: TypeAlias = bytes | bytearray | memoryview
 _Headers: TypeAlias = list[tuple[str, bytes | None]]
 
@@ -198,6 +200,10 @@ class ProducerCore:
     def produce(self, topic: str, value: object = None, key: object = None, partition: int = -1,
                 on_delivery: Callable[..., Any] | None = None, timestamp: object = 0, headers: object = None,
                 callback: Callable[..., Any] | None = None) -> None: ...
+
+def damaged_frame(topic: str, partition: int, base_offset: int, what: str) -> CorruptRecordError: ...
+
+def check_frame_batch(batch: pa.RecordBatch, topic: str, partition: int, base_offset: int) -> None: ...
 
 class BatchView:
     def __init__(self, batch: pa.RecordBatch, topic: str, partition: int, base_offset: int,
