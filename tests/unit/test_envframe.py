@@ -103,7 +103,9 @@ def pyarrow_rows(msg: bytes) -> list[tuple] | None:
     """The rows pyarrow reads from the message after validating it fully;
     None when it refuses it."""
     try:
-        batch = recounted(pa.ipc.read_record_batch(pa.ipc.read_message(pa.py_buffer(msg)), ENVELOPE_SCHEMA))
+        batch = pa.ipc.read_record_batch(pa.ipc.read_message(pa.py_buffer(msg)), ENVELOPE_SCHEMA)
+        batch.validate()  # sizes first: recounting over buffers too short for their length aborts pyarrow
+        batch = recounted(batch)
         batch.validate(full=True)
     except (pa.ArrowException, ValueError, OSError, SystemError):
         return None
