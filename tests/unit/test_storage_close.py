@@ -167,3 +167,34 @@ def test_a_producer_close_does_not_wait_for_a_periodic_sync_in_flight_before_its
     assert overlapped == [True]
     monkeypatch.undo()
     assert states(path) == [(True, 5, 5)] * PARTS
+
+
+def test_a_producer_closed_while_the_interpreter_exits_does_not_hang(tmp_path):
+    """A Producer closed by a finalizer while the interpreter exits (here an
+    object in a reference cycle that only the collector at exit reaches; a
+    transactional consume-transform-produce loop hung this way), when a new
+    thread can no longer start: Thread.start() would wait forever for it, so
+    the close flushes inline; the process exits and what it wrote is there."""
+    import subprocess
+    import sys
+
+    path = str(tmp_path / "data")
+    script = (
+        "import arrowlog\n"
+        f"p = arrowlog.Producer({{'log.dir': {path!r}}})\n"
+        "for i in range(50):\n"
+        "    p.produce('t', b'v%d' % i, partition=0)\n"
+        "p.flush()\n"
+        "class Holder:\n"
+        "    def __del__(self):\n"
+        "        self.p.close()\n"
+        "h = Holder()\n"
+        "h.p, h.cycle = p, h\n"
+        "del h, p\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    with LogDir(path) as d:
+        pl = d.topic("t").partition(0)
+        assert pl.state.clean, "the close at exit marks the partition clean"
+        assert pl.high_watermark == 50

@@ -37,6 +37,7 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
+import sys
 import threading
 
 import pyarrow as pa
@@ -175,8 +176,10 @@ def _flush_unmapping(fd: int, pending: list, others: list, idle: list) -> bool:
     flush, are released whole. The pages unmapped stay in the page cache,
     which the flush writes."""
     result: list[bool] = []
-    flusher = threading.Thread(target=lambda: result.append(_syncfs(fd)), name="arrowlog-close-syncfs")
-    flusher.start()  # (the syncfs runs without the GIL)
+    flusher: threading.Thread | None = None
+    if not sys.is_finalizing():  # (at interpreter exit a new thread never runs: start() would wait forever)
+        flusher = threading.Thread(target=lambda: result.append(_syncfs(fd)), name="arrowlog-close-syncfs")
+        flusher.start()  # (the syncfs runs without the GIL)
     try:
         for log in idle:
             log._end_close()
@@ -187,8 +190,9 @@ def _flush_unmapping(fd: int, pending: list, others: list, idle: list) -> bool:
         for log in others:
             log._drop_segments()
     finally:
-        flusher.join()
-    return bool(result and result[0])
+        if flusher is not None:
+            flusher.join()
+    return bool(result and result[0]) if flusher is not None else _syncfs(fd)
 
 
 def _close_unsynced(pending: list, sync, failed: list) -> None:
