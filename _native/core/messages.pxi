@@ -44,6 +44,11 @@ def check_frame_batch(batch, str topic, int32_t partition, int64_t base_offset):
     cdef Py_ssize_t n = batch.num_rows
     if not n:
         return
+    for i, column in enumerate(("offset", "timestamp", "key", "value", "headers")):
+        try:  # buffer sizes first (shallow: no null count is computed): pyarrow aborts counting a short bitmap
+            batch.column(i).validate()
+        except (_pa.ArrowInvalid, ValueError):
+            _damaged(topic, partition, base_offset, column)
     if not _fixed_fits(batch.column(0), n) or not _fixed_fits(batch.column(1), n):
         _damaged(topic, partition, base_offset, "offset or timestamp")
     if not _binary_fits(batch.column(2), n):
@@ -66,7 +71,9 @@ cdef bint _valid_fits(arr, bufs, Py_ssize_t rows) except -1:
     and, if it has nulls, a validity bitmap that covers them."""
     if len(arr) < rows:
         return False
-    return bufs[0] is None or not arr.null_count or bufs[0].size >= (arr.offset + rows + 7) >> 3
+    # the size before null_count: a damaged node's unknown count makes pyarrow
+    # count the bitmap, and counting past a short one aborts the process
+    return bufs[0] is None or bufs[0].size >= (arr.offset + rows + 7) >> 3
 
 
 cdef bint _fixed_fits(arr, Py_ssize_t rows) except -1:
@@ -191,7 +198,10 @@ cdef class BatchView:
             return self._native_headers(i)
         if self.headers_col is None:
             return None
-        h = self.headers_col[i].as_py()
+        try:
+            h = self.headers_col[i].as_py()
+        except UnicodeDecodeError:  # only an unchecked frame (check.crcs off) can hold one
+            raise damaged_frame(self.topic, self.partition, self.base_offset, "a header key is not UTF-8")
         if h is None:
             return None
         return [(e["key"], e["value"]) for e in h]
@@ -203,8 +213,11 @@ cdef class BatchView:
         cdef Py_ssize_t e
         out = []
         for e in range(self.hoff[i], self.hoff[i + 1]):
-            key = PyUnicode_DecodeUTF8(<const char *>self.hkdata + self.hkoff[e], self.hkoff[e + 1] - self.hkoff[e],
-                                       NULL)
+            try:
+                key = PyUnicode_DecodeUTF8(<const char *>self.hkdata + self.hkoff[e],
+                                           self.hkoff[e + 1] - self.hkoff[e], NULL)
+            except UnicodeDecodeError:  # only an unchecked frame (check.crcs off) can hold one
+                raise damaged_frame(self.topic, self.partition, self.base_offset, "a header key is not UTF-8")
             if self.hvvalid != NULL and not (self.hvvalid[e >> 3] >> (e & 7)) & 1:
                 value = None
             else:

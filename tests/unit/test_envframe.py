@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from arrowlog._native import core
 from arrowlog.backends.local.clean_read import CleanStates
+from arrowlog.errors import CorruptRecordError
 from arrowlog.schema import ENVELOPE_SCHEMA, PRODUCE_SCHEMA, REPLAY_SCHEMA
 from arrowlog.storage import LogDir
 from arrowlog.storage.layout_mark import write_mark
@@ -163,7 +164,7 @@ def follower_rows(path: str, at: int) -> list[tuple] | None:
 def headers_of(m) -> list | str | None:
     try:
         headers = m.headers()
-    except UnicodeDecodeError:
+    except CorruptRecordError:  # a header key that is not UTF-8, named as damage
         return UNDECODABLE
     return None if headers is None else [(k.encode(), v) for k, v in headers]
 
