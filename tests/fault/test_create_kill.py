@@ -124,14 +124,6 @@ def test_power_loss_right_after_the_first_synced_writes(ext4, seed):
         img.umount()
         acked = dict(w.acked)
         img.mount()
-        d, pl = faultlib.open_partition(data)
-        try:
-            faultlib.check_log(faultlib.read_log(pl), acked, whole_batches=True)
-            assert pl.verify()["errors"] == []
-        except AssertionError as exc:
-            raise AssertionError(f"seed={seed} cycle={cycle}: {exc}") from None
-        finally:
-            d.close()
-            del d, pl
+        faultlib.check_after_power_loss(data, acked, f"seed={seed} cycle={cycle}")
         _admin(data, lambda d: d.delete_topic(faultlib.TOPIC))
     assert acked, "nothing was acknowledged: the test did not test"

@@ -12,10 +12,10 @@ import pytest
 from arrowlog.server import Limits
 from arrowlog.server import messages as M
 from arrowlog.server import server as S
-from arrowlog.server.wire import Reader, Writer
+from arrowlog.server.wire import Reader
 
 from .test_hostile import InProcessServer, big_batch, closed_by_server, create_topic, wait_for
-from .wireclient import recv_frame, still_serving
+from .wireclient import recv_frame, request_frame, still_serving
 
 MiB = 1024 * 1024
 API_VERSIONS_V0 = struct.pack(">hhih", 18, 0, 1, 1) + b"x"
@@ -29,11 +29,8 @@ def inproc(tmp_path):
 
 
 def produce_frame(topic: str, records: bytes, correlation_id: int) -> bytes:
-    w = Writer()
-    M.PRODUCE.encode_request({"transactional_id": None, "acks": -1, "timeout_ms": 5000, "topic_data": [
-        {"name": topic, "partition_data": [{"index": 0, "records": records}]}]}, w, 9)
-    payload = struct.pack(">hhih", M.PRODUCE.key, 9, correlation_id, 1) + b"x" + b"\x00" + bytes(w.buf)
-    return struct.pack(">i", len(payload)) + payload
+    return request_frame(M.PRODUCE, 9, {"transactional_id": None, "acks": -1, "timeout_ms": 5000, "topic_data": [
+        {"name": topic, "partition_data": [{"index": 0, "records": records}]}]}, correlation_id, "x")
 
 
 def base_offset(frame: bytes) -> tuple[int, int]:

@@ -10,11 +10,10 @@ import struct
 import threading
 
 from arrowlog.server import messages as M
-from arrowlog.server.wire import Writer
 from arrowlog.storage import precreate
 
 from .test_hostile import inproc  # noqa: F401 (a fixture)
-from .wireclient import call, recv_frame, still_serving
+from .wireclient import call, recv_frame, request_frame, still_serving
 
 DEADLINE = 120.0  # seconds: reached only when the loop is blocked
 MARKER = 86_400_000 + 7  # retention.ms of the held creation only
@@ -35,14 +34,6 @@ def hold(monkeypatch, at: int) -> tuple[threading.Event, threading.Event]:
     return reached, release
 
 
-def frame(api, version: int, body: dict, correlation_id: int) -> bytes:
-    w = Writer()
-    api.encode_request(body, w, version)
-    header = struct.pack(">hhih", api.key, version, correlation_id, 1) + b"c"
-    if api.is_flexible(version):
-        header += b"\x00"
-    payload = header + bytes(w.buf)
-    return struct.pack(">i", len(payload)) + payload
 
 
 def others_served_while_held(server, reached: threading.Event, release: threading.Event) -> None:
@@ -57,12 +48,12 @@ def others_served_while_held(server, reached: threading.Event, release: threadin
 
 def test_a_large_create_topics_does_not_stall_other_clients(inproc, monkeypatch):  # noqa: F811
     reached, release = hold(monkeypatch, 600)
-    create = frame(M.CREATE_TOPICS, 7, {"topics": [{
+    create = request_frame(M.CREATE_TOPICS, 7, {"topics": [{
         "name": "big", "num_partitions": 1000, "replication_factor": 1,
         "configs": [{"name": "retention.ms", "value": str(MARKER)}]}], "timeout_ms": 60000}, 1)
     with socket.create_connection((inproc.host, inproc.port), timeout=DEADLINE) as s:
         # pipelined on one connection: the ApiVersions answer waits for the CreateTopics one
-        s.sendall(create + frame(M.API_VERSIONS, 0, {}, 2))
+        s.sendall(create + request_frame(M.API_VERSIONS, 0, {}, 2))
         others_served_while_held(inproc, reached, release)
         first, second = recv_frame(s), recv_frame(s)
     assert struct.unpack(">i", first[:4])[0] == 1 and struct.unpack(">i", second[:4])[0] == 2
@@ -76,7 +67,7 @@ def test_a_large_create_partitions_does_not_stall_other_clients(inproc, monkeypa
         "configs": [{"name": "retention.ms", "value": str(MARKER)}]}], "timeout_ms": 60000})
     assert resp["topics"][0]["error_code"] == 0, resp
     reached, release = hold(monkeypatch, 300)
-    grow = frame(M.CREATE_PARTITIONS, 2, {"topics": [{"name": "grow", "count": 500, "assignments": None}],
+    grow = request_frame(M.CREATE_PARTITIONS, 2, {"topics": [{"name": "grow", "count": 500, "assignments": None}],
                                           "timeout_ms": 60000, "validate_only": False}, 3)
     with socket.create_connection((inproc.host, inproc.port), timeout=DEADLINE) as s:
         s.sendall(grow)

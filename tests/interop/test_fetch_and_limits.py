@@ -14,10 +14,10 @@ import pytest
 import arrowlog
 from arrowlog.groups import GroupAdmin
 from arrowlog.server import messages as M
-from arrowlog.server.wire import Reader, Writer
+from arrowlog.server.wire import Reader
 
 from .conftest import ServerProcess
-from .wireclient import call, make_batch, produce, recv_frame
+from .wireclient import call, make_batch, produce, recv_frame, request_frame
 
 
 @pytest.fixture
@@ -86,19 +86,10 @@ def test_fetch_long_poll_times_out_empty(server, batches):
 def test_pipelined_requests_answered_in_order(server, batches):
     """A long-polling Fetch does not hold up a later request's handling, and
     responses still come back in request order."""
-    def frame(api, version, corr, body):
-        w = Writer()
-        api.encode_request(body, w, version)
-        head = struct.pack(">hhih", api.key, version, corr, 1) + b"c"
-        if api.is_flexible(version):
-            head += b"\x00"
-        payload = head + bytes(w.buf)
-        return struct.pack(">i", len(payload)) + payload
-
-    fetch_req = frame(M.FETCH, 11, 1, {"max_wait_ms": 500, "min_bytes": 1, "max_bytes": 1 << 20, "topics": [
-        {"topic": batches, "partitions": [{"partition": 0, "fetch_offset": 15, "partition_max_bytes": 1 << 20}]}]})
-    produce_req = frame(M.PRODUCE, 8, 2, {"acks": 1, "timeout_ms": 1000, "topic_data": [
-        {"name": batches, "partition_data": [{"index": 0, "records": make_batch(1, first=15)}]}]})
+    fetch_req = request_frame(M.FETCH, 11, {"max_wait_ms": 500, "min_bytes": 1, "max_bytes": 1 << 20, "topics": [
+        {"topic": batches, "partitions": [{"partition": 0, "fetch_offset": 15, "partition_max_bytes": 1 << 20}]}]}, 1)
+    produce_req = request_frame(M.PRODUCE, 8, {"acks": 1, "timeout_ms": 1000, "topic_data": [
+        {"name": batches, "partition_data": [{"index": 0, "records": make_batch(1, first=15)}]}]}, 2)
     with socket.create_connection((server.host, server.port), timeout=10) as s:
         s.sendall(fetch_req + produce_req)
         first, second = recv_frame(s), recv_frame(s)

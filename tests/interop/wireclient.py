@@ -16,14 +16,27 @@ from arrowlog.server.wire import Reader, Writer
 def raw_request(host: str, port: int, api_key: int, version: int, body: bytes,
                 correlation_id: int = 1, client_id: str = "raw", flexible: bool = False) -> bytes:
     """Send one request on a fresh socket and return the response frame (without its size)."""
+    with socket.create_connection((host, port), timeout=10) as s:
+        s.sendall(framed(api_key, version, body, correlation_id, client_id, flexible))
+        return recv_frame(s)
+
+
+def framed(api_key: int, version: int, body: bytes, correlation_id: int, client_id: str = "c",
+           flexible: bool = False) -> bytes:
+    """A request as a client sends it: its size, the request header, ``body``."""
     cid = client_id.encode()
     header = struct.pack(">hhih", api_key, version, correlation_id, len(cid)) + cid
     if flexible:
         header += b"\x00"
     payload = header + body
-    with socket.create_connection((host, port), timeout=10) as s:
-        s.sendall(struct.pack(">i", len(payload)) + payload)
-        return recv_frame(s)
+    return struct.pack(">i", len(payload)) + payload
+
+
+def request_frame(api, version: int, body: dict, correlation_id: int, client_id: str = "c") -> bytes:
+    """``body`` encoded with the server's schema and framed, for several requests on one socket."""
+    w = Writer()
+    api.encode_request(body, w, version)
+    return framed(api.key, version, bytes(w.buf), correlation_id, client_id, api.is_flexible(version))
 
 
 def recv_frame(s: socket.socket) -> bytes:
