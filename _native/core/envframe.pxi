@@ -60,6 +60,17 @@ cdef inline Py_ssize_t _fb_vector(const uint8_t *fb, Py_ssize_t at, Py_ssize_t i
     return v + 4
 
 
+cdef int64_t _null_count(const uint8_t *valid, int64_t r0, int64_t k) noexcept nogil:
+    """The zero bits of ``valid`` from bit ``r0`` on, over ``k`` bits (0 without a bitmap)."""
+    cdef int64_t i, j, nulls = 0
+    if valid == NULL:
+        return 0
+    for i in range(k):
+        j = r0 + i
+        nulls += 1 - ((valid[j >> 3] >> (j & 7)) & 1)
+    return nulls
+
+
 cdef inline bint _offsets_ok(const uint8_t *o, Py_ssize_t rows, int64_t data_len) noexcept nogil:
     """A binary column's ``rows`` + 1 int32 offsets start at or above 0, never
     go down and end inside its data buffer of ``data_len`` bytes."""

@@ -40,7 +40,9 @@ def check_frame_batch(batch, str topic, int32_t partition, int64_t base_offset):
     stored ``batch`` fits its buffers (what BatchView checks when it binds a
     batch; here the headers even when every row's are null, and a value
     column of another type through pyarrow's full validation): what a read
-    asks of a frame nobody CRC-checked before anything looks into it."""
+    asks of a frame nobody CRC-checked before anything looks into it. A batch
+    that passes also passes pyarrow's full validation (tests/unit/
+    test_replay_unchecked.py), so no later reader validates it again."""
     cdef Py_ssize_t n = batch.num_rows
     if not n:
         return
@@ -62,18 +64,35 @@ def check_frame_batch(batch, str topic, int32_t partition, int64_t base_offset):
             value.validate(full=True)
         except _pa.ArrowInvalid:
             _damaged(topic, partition, base_offset, "value")
-    if not _headers_fit(batch.column(4), n):
+    headers = batch.column(4)
+    if not _headers_fit(headers, n):
         _damaged(topic, partition, base_offset, "headers")
+    # and what full validation adds (nothing read goes past a buffer without it)
+    for column, arr in (("key", batch.column(2)), ("value", value), ("headers", headers),
+                        ("headers", headers.values), ("headers", headers.values.field(0)),
+                        ("headers", headers.values.field(1))):
+        if not _nulls_agree(arr):
+            _damaged(topic, partition, base_offset, column)
 
 
 cdef bint _valid_fits(arr, bufs, Py_ssize_t rows) except -1:
     """Whether ``arr`` (``bufs``: its buffers) has at least ``rows`` entries
-    and, if it has nulls, a validity bitmap that covers them."""
+    and, if it has a validity bitmap, one that covers them."""
     if len(arr) < rows:
         return False
     # the size before null_count: a damaged node's unknown count makes pyarrow
     # count the bitmap, and counting past a short one aborts the process
     return bufs[0] is None or bufs[0].size >= (arr.offset + rows + 7) >> 3
+
+
+cdef bint _nulls_agree(arr) except -1:
+    """Whether ``arr``'s null count (a stored frame's node says it) is what
+    its validity bitmap, checked to cover it, says."""
+    bufs = arr.buffers()
+    if bufs[0] is None:
+        return arr.null_count == 0
+    cdef uintptr_t addr = bufs[0].address
+    return _null_count(<const uint8_t *>addr, arr.offset, len(arr)) == arr.null_count
 
 
 cdef bint _fixed_fits(arr, Py_ssize_t rows) except -1:
@@ -110,7 +129,14 @@ cdef bint _headers_fit(arr, Py_ssize_t rows) except -1:
     cdef Py_ssize_t n = len(entries)
     if not _offsets_fit(arr, arr.buffers(), rows, n) or not _valid_fits(entries, entries.buffers(), n):
         return False
-    return _binary_fits(entries.field(0), n) and _binary_fits(entries.field(1), n)
+    keys = entries.field(0)
+    if not (_binary_fits(keys, n) and _binary_fits(entries.field(1), n)):
+        return False
+    try:  # the keys are strings: UTF-8 (nothing else checks it; only the keys' bytes are read)
+        keys.validate(full=True)
+    except _pa.ArrowInvalid:
+        return False
+    return True
 
 
 cdef class BatchView:

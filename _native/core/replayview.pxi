@@ -338,16 +338,6 @@ cdef object _take_binary(BinaryOut *out, int64_t n):
     return envelope_binary(n, validity, offsets, take_buffer(&out.data, out.data.length), nulls)
 
 
-cdef int64_t _null_count(const uint8_t *valid, int64_t r0, int64_t k) noexcept nogil:
-    cdef int64_t i, j, nulls = 0
-    if valid == NULL:
-        return 0
-    for i in range(k):
-        j = r0 + i
-        nulls += 1 - ((valid[j >> 3] >> (j & 7)) & 1)
-    return nulls
-
-
 cdef int64_t _row_at(const int64_t *offsets, int64_t n, int64_t count, int64_t base, int64_t offset) noexcept nogil:
     """The first row whose offset is at or after ``offset`` (reading.Frame.row_at)."""
     cdef int64_t lo = 0, hi = n, mid
