@@ -238,7 +238,7 @@ cdef inline void _bump(PartitionState state) noexcept nogil:
 
 cdef bint _index_entry_fits(MappedFile index, int64_t index_size, MappedFile time_index, int64_t time_index_size,
                             const StatePayload *p, int64_t relative, int64_t position, int64_t max_ts) noexcept:
-    """Whether append_to may write the index entries due now (index.py's
+    """Whether append_at may write the index entries due now (index.py's
     OffsetIndex/TimeIndex.append checks): both mappings there and their
     files long enough, and the last offset entry strictly below the new one
     (else the general path raises what is wrong)."""
@@ -461,7 +461,7 @@ cdef class RecordAccumulator:
 
     def recycle(self, RecordAccumulator batch):
         """Keep ``batch``, which this accumulator's detach() returned and
-        which is now stored (by append_to or write_frame), for the next
+        which is now stored (by append_at or write_frame), for the next
         detach(): its buffers are emptied but keep their memory, so a small
         flush allocates nothing. A batch whose buffers went to Arrow
         (to_batch), or larger than RECYCLE_BYTES, is left to be freed. The
@@ -715,13 +715,9 @@ cdef class RecordAccumulator:
             free(scratch)
         return size
 
-    def append_to(self, PartitionState state, PartitionState notifier, int lock_fd, int log_fd,
-                  int64_t segment_base, int64_t generation, int64_t file_size, int64_t segment_bytes,
-                  int64_t segment_ms, int64_t now_ms, int64_t index_interval, int64_t index_bytes,
-                  int64_t max_offset, int64_t min_position, int64_t max_position,
-                  MappedFile index=None, int64_t index_size=0, MappedFile time_index=None,
-                  int64_t time_index_size=0):
-        """The common case of a small flush, in one native call: take the
+    def append_at(self, AppendTarget target not None, int64_t now_ms):
+        """The common case of a small flush, in one native call, at ``target`` (the
+        partition's writable end: PartitionLog.append_target): take the
         partition's append lock (flock ``lock_fd``, the GIL released while
         waiting), read the published state, store the frame at its end
         (write_frame) and publish the new end (and wake readers, through
@@ -743,18 +739,10 @@ cdef class RecordAccumulator:
         full, or its last entry does not lie below the new one. The caller
         holds the partition's in-process lock and checked the log is open,
         writable and undamaged."""
-        return self._append_at(AppendTarget(state, notifier, lock_fd, log_fd, segment_base, generation, file_size,
-                                            segment_bytes, segment_ms, index_interval, index_bytes, max_offset,
-                                            min_position, max_position, index, index_size, time_index,
-                                            time_index_size), now_ms)
-
-    def append_at(self, AppendTarget target not None, int64_t now_ms):
-        """append_to with its arguments kept in ``target`` (PartitionLog
-        .append_target): the frame's base offset, or -1."""
         return self._append_at(target, now_ms)
 
     cdef int64_t _append_at(self, AppendTarget t, int64_t now_ms) except -2:
-        """append_to's work (see there); -1: not the common case, nothing written."""
+        """append_at's work (see there); -1: not the common case, nothing written."""
         cdef StatePayload p
         cdef Py_ssize_t n = self.count
         cdef int64_t size, position, base, max_ts, last_ts

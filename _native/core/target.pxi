@@ -8,7 +8,7 @@
 
 cdef class AppendTarget:
     """The arguments of RecordAccumulator.append_at for one partition's
-    active segment (see RecordAccumulator.append_to for each one)."""
+    active segment (see RecordAccumulator.append_at for each one)."""
 
     def __init__(self, PartitionState state, PartitionState notifier, int lock_fd, int log_fd,
                  int64_t segment_base, int64_t generation, int64_t file_size, int64_t segment_bytes,

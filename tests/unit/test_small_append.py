@@ -1,5 +1,5 @@
 """The small-flush path: PartitionLog.append_records stores a producer
-accumulator in one native call (RecordAccumulator.append_to) when the common
+accumulator in one native call (RecordAccumulator.append_at) when the common
 case holds, and stores exactly what the general path (_append_frame) would:
 the same segment, index and time-index bytes, the same published state."""
 
@@ -41,7 +41,7 @@ def files(part: str) -> dict[str, bytes]:
 
 
 def general(pl, acc: core.RecordAccumulator) -> int:
-    """append_records' general path, as every small append took before append_to."""
+    """append_records' general path, as every small append took before append_at."""
     return pl._append_frame(acc.count, acc.min_timestamp, acc.max_timestamp, False,
                             lambda base: [acc.frame_body(base)], acc)
 
@@ -96,7 +96,7 @@ def test_most_small_appends_take_the_native_path(data_dir, monkeypatch):
     assert len(calls) < 20
 
 
-def test_append_to_declines_what_is_not_the_common_case_and_writes_nothing(data_dir):
+def test_append_at_declines_what_is_not_the_common_case_and_writes_nothing(data_dir):
     with LogDir(data_dir) as d:
         pl = d.create_topic("t", partitions=1).partition(0)
         for acc in accumulators(1, 3):
@@ -104,25 +104,26 @@ def test_append_to_declines_what_is_not_the_common_case_and_writes_nothing(data_
         seg, st = pl._writer, pl.state.snapshot()
         acc = accumulators(2, 1)[0]
 
-        def append_to(**change):
+        def append_at(**change):
             args = dict(generation=pl._writer_generation, file_size=seg.file_size, segment_bytes=pl.segment_bytes,
                         segment_ms=pl.segment_ms, now_ms=pl._now_ms(), index_interval=pl.index_interval)
             args.update(change)
-            return acc.append_to(pl.state, None, pl._append_fd, seg.log_fd, seg.base_offset, args["generation"],
-                                 args["file_size"], args["segment_bytes"], args["segment_ms"], args["now_ms"],
-                                 args["index_interval"], 10 << 20, 1 << 62, 64, 1 << 40, seg.index,
-                                 seg.index_file_size, seg.time_index, seg.time_index_file_size)
+            target = core.AppendTarget(pl.state, None, pl._append_fd, seg.log_fd, seg.base_offset, args["generation"],
+                                       args["file_size"], args["segment_bytes"], args["segment_ms"],
+                                       args["index_interval"], 10 << 20, 1 << 62, 64, 1 << 40, seg.index,
+                                       seg.index_file_size, seg.time_index, seg.time_index_file_size)
+            return acc.append_at(target, args["now_ms"])
 
-        assert append_to(generation=pl._writer_generation + 1) == -1  # another process recovered the log
-        assert append_to(segment_bytes=st["active_position"]) == -1   # a roll is due
-        assert append_to(now_ms=st["segment_created_ms"] + pl.segment_ms) == -1  # segment.ms passed
-        assert append_to(file_size=st["active_position"]) == -1       # the space is not allocated yet
+        assert append_at(generation=pl._writer_generation + 1) == -1  # another process recovered the log
+        assert append_at(segment_bytes=st["active_position"]) == -1   # a roll is due
+        assert append_at(now_ms=st["segment_created_ms"] + pl.segment_ms) == -1  # segment.ms passed
+        assert append_at(file_size=st["active_position"]) == -1       # the space is not allocated yet
         pl.state.clean = True
-        assert append_to() == -1                                       # _mark_dirty must clear it first
+        assert append_at() == -1                                       # _mark_dirty must clear it first
         pl.state.clean = False
         assert pl.state.snapshot() == st                               # nothing published
         assert os.pread(seg.log_fd, 8, st["active_position"]) == b"\0" * 8  # nor written
-        base = append_to()
+        base = append_at()
         assert base == st["next_offset"]
         after = pl.state.snapshot()
         assert after["next_offset"] == base + acc.count
