@@ -73,5 +73,6 @@ class RecordBatchError(ArrowlogError, ValueError):
 
 include "kafka/varint.pxi"
 include "kafka/codecs.pxi"
+include "kafka/scratch.pxi"
 include "kafka/decode.pxi"
 include "kafka/encode.pxi"

@@ -129,12 +129,6 @@ cdef inline void _set_valid(uint8_t *bitmap, Py_ssize_t i) noexcept nogil:
     bitmap[i >> 3] |= <uint8_t>(1 << (i & 7))
 
 
-cdef inline bytearray _uninitialised(Py_ssize_t size):
-    """A bytearray whose pages are not touched until written (for buffers sized by
-    the worst case, or written entirely before they are read)."""
-    return <bytearray>PyByteArray_FromStringAndSize(NULL, size)
-
-
 # What the record parser found: done, a first header (the caller allocates the
 # header buffers and resumes), or what was wrong with record ``i``.
 cdef enum ParseResult:
@@ -366,13 +360,14 @@ cdef object _decode_records(DecodedBatch b, body, int64_t count, int64_t base_ts
         raise RecordBatchError(f"record batch claims {count} records but its records block has "
                                f"only {n} bytes", INVALID_RECORD)
     # Every timestamp and offset is written before it is read; the bitmaps start at zero.
-    ts_buf = _uninitialised(count * 8)
-    key_offsets = _uninitialised((count + 1) * 4)
-    value_offsets = _uninitialised((count + 1) * 4)
-    key_data = _uninitialised(n)
-    value_data = _uninitialised(n)
-    key_valid = bytearray((count + 7) >> 3)
-    value_valid = bytearray((count + 7) >> 3)
+    # Reused memory (scratch.pxi): each Arrow buffer is cut to the bytes the column uses.
+    ts_buf = _scratch(count * 8, False)
+    key_offsets = _scratch((count + 1) * 4, False)
+    value_offsets = _scratch((count + 1) * 4, False)
+    key_data = _scratch(n, False)
+    value_data = _scratch(n, False)
+    key_valid = _scratch((count + 7) >> 3, True)
+    value_valid = _scratch((count + 7) >> 3, True)
     memset(&r, 0, sizeof(r))
     r.c.p = &mv[0] if n else NULL
     r.c.end = r.c.p + n
@@ -409,10 +404,11 @@ cdef object _decode_records(DecodedBatch b, body, int64_t count, int64_t base_ts
     b.min_record_timestamp = min_ts
     b.max_record_timestamp = max_ts
 
+    bitmap_size, offsets_size = (count + 7) >> 3, (count + 1) * 4
     return envelope_batch(
-        count, pa.py_buffer(ts_buf),
-        envelope_binary(count, pa.py_buffer(key_valid), pa.py_buffer(key_offsets),
+        count, pa.py_buffer(ts_buf)[:count * 8],
+        envelope_binary(count, pa.py_buffer(key_valid)[:bitmap_size], pa.py_buffer(key_offsets)[:offsets_size],
                         pa.py_buffer(key_data)[:key_used], key_nulls),
-        envelope_binary(count, pa.py_buffer(value_valid), pa.py_buffer(value_offsets),
+        envelope_binary(count, pa.py_buffer(value_valid)[:bitmap_size], pa.py_buffer(value_offsets)[:offsets_size],
                         pa.py_buffer(value_data)[:value_used], value_nulls),
         None if headers is None else headers.column(&r.h))

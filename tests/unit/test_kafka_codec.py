@@ -189,3 +189,42 @@ def test_decoded_records_match_pyarrow_table(records, codec):
     assert pa.Table.from_batches([b.records]).equals(expected)
     assert (b.min_record_timestamp, b.max_record_timestamp) == (min(r[0] for r in records),
                                                                 max(r[0] for r in records))
+
+
+def _big_set(fill: bytes, n: int = 2_000):
+    """A record set whose values (n x 100 bytes) need pooled decode buffers (≥ 64 KiB)."""
+    return oracle_batch([(1_700_000_000_000 + i, None, fill * 100, []) for i in range(n)])
+
+
+def _value_data_address(rb):
+    return rb.column("value").buffers()[2].address
+
+
+def test_decode_buffers_are_reused_once_the_batch_is_gone():
+    K.release_scratch()
+    first = K.decode_record_set(_big_set(b"a"))[0].records
+    address = _value_data_address(first)
+    assert K.scratch_kept() > 0
+    del first
+    second = K.decode_record_set(_big_set(b"b"))[0].records
+    assert _value_data_address(second) == address     # the same (already mapped) memory
+    assert second.column("value")[0].as_py() == b"b" * 100
+
+
+def test_decode_buffers_in_use_are_never_handed_out_again():
+    K.release_scratch()
+    first = K.decode_record_set(_big_set(b"a"))[0].records
+    view = memoryview(first.column("value").buffers()[2])    # a reader holding only the buffer
+    only_buffer = K.decode_record_set(_big_set(b"b"))[0].records
+    del first
+    again = K.decode_record_set(_big_set(b"c", 1_500))[0].records
+    assert bytes(view[:100]) == b"a" * 100 and len(set(bytes(view))) == 1
+    assert only_buffer.column("value").to_pylist() == [b"b" * 100] * 2_000
+    assert again.column("value").to_pylist() == [b"c" * 100] * 1_500
+    assert again.validate(full=True) is None and again.num_rows == 1_500
+
+
+def test_release_scratch_forgets_kept_buffers():
+    K.decode_record_set(_big_set(b"a"))
+    assert K.release_scratch() > 0
+    assert K.scratch_kept() == 0

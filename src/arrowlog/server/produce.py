@@ -14,7 +14,7 @@ import logging
 import pyarrow as pa
 
 from arrowlog import errors as AE
-from arrowlog._native.kafka import RecordBatchError, decode_record_set
+from arrowlog._native.kafka import RecordBatchError, decode_record_set, release_scratch
 
 from . import errors as E
 from .transactions import PRODUCER_FENCED
@@ -49,7 +49,9 @@ _MALLOC_TRIM = _libc_malloc_trim()
 def _release_memory() -> None:
     """After a large produce, whose request body and decoded Arrow buffers are freed by
     now: hand the freed pages back to the OS (Arrow's pool, then the C heap, where the
-    body and the decoder's temporaries lived), so the server's RSS goes back down."""
+    body and the decoder's temporaries lived, the decode buffers it kept for reuse
+    included), so the server's RSS goes back down."""
+    release_scratch()
     pa.default_memory_pool().release_unused()
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
