@@ -105,3 +105,39 @@ def test_an_idle_long_poll_reads_the_log_once_not_on_a_timer(tmp_path):
     assert time.monotonic() - t0 >= 0.55 and records_of(resp) == b""
     # once when it came in, once when max_wait_ms ran out; a 50 ms timer would read ~12 times
     assert reads <= 2
+
+
+def test_appends_wake_the_event_loop_only_for_a_waiting_fetch(tmp_path):
+    """The server's own Produce requests bump the notifier too: with no Fetch running, the
+    watcher sees the append and leaves the event loop alone."""
+    data_dir = str(tmp_path / "data")
+    topic = make_topic(data_dir)
+
+    async def run() -> tuple[int, int]:
+        broker = Broker(data_dir, BrokerConfig(), "test-cluster")
+        broker.start()
+        notified = 0
+        notify = broker._notify_data
+
+        def counting() -> None:
+            nonlocal notified
+            notified += 1
+            notify()
+
+        broker._notify_data = counting
+        try:
+            proc = await asyncio.create_subprocess_exec(sys.executable, "-c", APPENDER, SRC, data_dir, topic,
+                                                        stdout=subprocess.PIPE)
+            await proc.communicate()
+            assert proc.returncode == 0
+            deadline = time.monotonic() + 60
+            while broker.appends_seen == 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            for _ in range(10):   # the loop runs whatever the watcher may have scheduled
+                await asyncio.sleep(0)
+            return broker.appends_seen, notified
+        finally:
+            await broker.stop()
+
+    seen, notified = asyncio.run(run())
+    assert seen >= 1 and notified == 0

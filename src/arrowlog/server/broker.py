@@ -134,6 +134,8 @@ class Broker:
         self.ignored_configs = TC.IgnoredConfigs(data_dir)
         self.metrics = None          # arrowlog.metrics.ServerMetrics when metrics are served
         self._data_event = asyncio.Event()
+        self.long_polls = 0          # Fetches running now, which may wait for data (fetch.py)
+        self.appends_seen = 0        # wake-ups of the watcher thread by any process's append
         self._watcher: threading.Thread | None = None
         self._stopping = False
         self._dirty: set = set()     # partitions appended to since the last periodic flush
@@ -208,16 +210,22 @@ class Broker:
         self._written.add(pl)
 
     def _watch_appends(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Wake waiting Fetches when any process appends to the data directory."""
+        """Wake waiting Fetches when any process appends to the data directory. With no
+        Fetch running, the event loop is left alone: the server's own Produce requests
+        bump the notifier too, and a loop wake-up (and the GIL hand-off) per append was
+        work for nobody. A Fetch counts itself in ``long_polls`` before it reads the log,
+        so an append it does not see is one this thread sees it waiting for."""
         notifier = self.store.log.notifier
         seen = notifier.current_word()
         while not self._stopping:
             if wait_for_data(notifier, (), WATCH_TIMEOUT_S, seen=seen):
                 seen = notifier.current_word()
-                try:
-                    loop.call_soon_threadsafe(self._notify_data)
-                except RuntimeError:  # the loop is closed: the server is gone
-                    return
+                if self.long_polls:
+                    try:
+                        loop.call_soon_threadsafe(self._notify_data)
+                    except RuntimeError:  # the loop is closed: the server is gone
+                        return
+                self.appends_seen += 1
 
     def _notify_data(self) -> None:
         self._data_event.set()

@@ -78,18 +78,23 @@ class FetchHandlers:
     async def fetch(self, ctx, req: dict) -> dict:
         deadline = time.monotonic() + max(req["max_wait_ms"], 0) / 1000.0
         min_bytes = req["min_bytes"]
-        while True:
-            event = self.broker._data_event
-            resp, total, stop = self._fetch_once(req)
-            remaining = deadline - time.monotonic()
-            if total >= min_bytes or total > 0 and min_bytes <= 0 or stop or remaining <= 0:
-                if self.broker.metrics and total:
-                    self.broker.metrics.fetched_response(resp)
-                return resp
-            try:
-                await asyncio.wait_for(event.wait(), remaining)
-            except asyncio.TimeoutError:
-                pass
+        broker = self.broker
+        broker.long_polls += 1   # before reading the log: the append watcher wakes us from now on
+        try:
+            while True:
+                event = broker._data_event
+                resp, total, stop = self._fetch_once(req)
+                remaining = deadline - time.monotonic()
+                if total >= min_bytes or total > 0 and min_bytes <= 0 or stop or remaining <= 0:
+                    if broker.metrics and total:
+                        broker.metrics.fetched_response(resp)
+                    return resp
+                try:
+                    await asyncio.wait_for(event.wait(), remaining)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            broker.long_polls -= 1
 
     def _fetch_once(self, req: dict):
         budget = min(req["max_bytes"], self.config.fetch_max_bytes)
