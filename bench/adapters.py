@@ -87,7 +87,8 @@ def kafka_wire(ctx, mod, earlier: list[Row]) -> list[Row]:
                      "batches on the same two cores (`kafka_wire.produce.client_cpu`), so even the do-nothing "
                      "acceptor stays well below it (`kafka_wire.produce.acceptor`; docs/PROTOCOL.md, Tests and speed)")
     consume = Row("kafka_wire.consume.arrowlog", "Kafka protocol: consume", "arrowlog",
-                  "arrowlog serve → confluent-kafka Consumer, assigned partition, consume(10000), len(value) of each",
+                  ("arrowlog serve → confluent-kafka Consumer (max.partition.fetch.bytes=8 MiB, fetch.queue.backoff.ms=10), "
+                  "assigned partition, consume(10000), len(value) of each"),
                   records=n, nbytes=nb, missing=produce.missing,
                   samples=[r["consume_s"] for r in results] if produce.ok else [],
                   note="bounded by the client: its own CPU rate (`kafka_wire.consume.client_cpu`, same run) is below "

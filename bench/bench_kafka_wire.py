@@ -11,7 +11,8 @@ fresh data directory, produces ``n_records`` values of ``value_size`` bytes
 with a confluent-kafka Producer (librdkafka's defaults: PRODUCER_CONFIG)
 into a one-partition topic,
 then reads them back with a confluent-kafka Consumer (no group, from the
-beginning, fetch.queue.backoff.ms=10: see run()), touching every value.
+beginning, CONSUMER_CONFIG: fetch.queue.backoff.ms=10, max.partition.fetch.bytes
+8 MiB; see run()), touching every value.
 For both directions the CPU seconds the server process and the client
 process (its Python loop and librdkafka's threads) spent in the same window
 are recorded too (the process CPU clock of each, all threads), so the rows can say
@@ -44,6 +45,11 @@ ROOT = Path(__file__).resolve().parent.parent
 # batch.num.messages=10000, batch.size=1000000, no compression, not idempotent),
 # with a local queue that holds the whole run, as the queueing-rate row's does.
 PRODUCER_CONFIG = {"queue.buffering.max.messages": 1_000_000, "queue.buffering.max.kbytes": 1_048_576}
+# The consumer as a user who wants throughput sets it (see run()): a 10 ms fetch backoff,
+# and up to 8 MiB per partition a Fetch (librdkafka's default, 1 MiB, is about one stored
+# batch of the produce row: a Fetch per batch cost the server about twice the CPU per
+# record, docs/PROTOCOL.md, Tests and speed; the client's CPU per record is the same).
+CONSUMER_CONFIG = {"fetch.queue.backoff.ms": 10, "max.partition.fetch.bytes": 8 << 20}
 WAKE_WARMUP = 20  # appends before the timed ones: the appender's first appends are slow
 WAKE_PACE_S = 0.005  # between appends: the consumer is back in its long poll long before the next
 
@@ -215,7 +221,7 @@ def run(n_records: int = 1_000_000, value_size: int = 100, topic: str = "bench",
             # idle). A 10 ms backoff measures the server instead of that pause.
             consumer = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": "bench",
                                     "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                                    "fetch.queue.backoff.ms": 10})
+                                    **CONSUMER_CONFIG})
             consumer.assign([ck.TopicPartition(topic, 0, 0)])
             t0, server0, client0 = time.perf_counter(), cpu_s(proc.pid), time.process_time()
             got, total = consume_loop(consumer, n_records, t0 + 120)
@@ -248,6 +254,7 @@ def run(n_records: int = 1_000_000, value_size: int = 100, topic: str = "bench",
         "produce_acceptor_client_cpu_s": acceptor_cpu[1],
         "acceptor_last": acceptor_last,
         "producer_config": PRODUCER_CONFIG,
+        "consumer_config": CONSUMER_CONFIG,
         "produce_server_cpu_s": produce_cpu[0],
         "produce_client_cpu_s": produce_cpu[1],
         "consume_server_cpu_s": consume_cpu[0],
