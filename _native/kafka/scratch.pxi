@@ -10,7 +10,10 @@
 # reader of a decoded column holds a reference to its bytearray (an Arrow
 # buffer over it is a buffer export, which holds one), so a kept buffer whose
 # only reference is the pool's own is free, whatever thread last used it.
-# The checks and the hand-out run under the GIL.
+# The checks and the hand-out run under the GIL. (The request bodies these
+# batches are decoded from have their own pool, server/framing.py's BodyPool:
+# a body is given back when its response is written; a decoded batch has no
+# such moment, so its buffers are checked when the next one is needed.)
 
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.ref cimport PyObject, Py_REFCNT
