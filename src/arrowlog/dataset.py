@@ -48,8 +48,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from ._dataset_filters import (Bounds, arrow_field_refs, arrow_tree, bounds_from_arrow, bounds_from_polars,
-                               exact_conjunction)
+from ._dataset_filters import (
+    Bounds,
+    arrow_field_refs,
+    arrow_tree,
+    bounds_from_arrow,
+    bounds_from_polars,
+    exact_conjunction,
+)
 from ._dataset_scanner import LogScanner
 from ._dataset_stats import ONLY_NULLS, FrameStat, PartitionStats, field_range, meets
 from ._json import parse_json_values
