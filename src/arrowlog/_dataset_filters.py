@@ -129,12 +129,30 @@ _FLIP = {"lt": "gt", "le": "ge", "gt": "lt", "ge": "le", "eq": "eq"}
 _ARROW_OPS = {"equal": "eq", "less": "lt", "less_equal": "le", "greater": "gt", "greater_equal": "ge"}
 
 
+_TREES: dict[bytes, Any] = {}  # serialised expression -> its tree (engines send the same filter again and again)
+_MAX_TREES = 256
+
+
 def arrow_tree(expr: pc.Expression) -> tuple[Any, list[pa.Scalar], list[pa.Scalar]] | None:
     """Arrow's own serialisation of ``expr`` (an IPC file whose schema
     metadata lists the tree in prefix order) as nested tuples; None if it
-    cannot be read."""
+    cannot be read. Trees are kept by their serialised bytes."""
     try:
         buf = expr.__reduce__()[1][0]
+        key = buf.to_pybytes()
+    except Exception:
+        return None
+    if key in _TREES:
+        return _TREES[key]
+    tree = _read_tree(buf)
+    if len(_TREES) >= _MAX_TREES:
+        _TREES.clear()
+    _TREES[key] = tree
+    return tree
+
+
+def _read_tree(buf: Any) -> Any:
+    try:
         reader = pa.ipc.open_file(buf)
         table = reader.read_all()
         text = reader.schema.to_string(show_schema_metadata=True, truncate_metadata=False)

@@ -24,7 +24,7 @@ class LogScanner:
 
     def __init__(self, batches: Callable[[], Iterator[pa.RecordBatch]], read_schema: pa.Schema, columns: list[str],
                  filter: pc.Expression | None, *, exact: bool, dataset_schema: pa.Schema,
-                 batch_size: int | None = None):
+                 projected_schema: pa.Schema, batch_size: int | None = None):
         self._batches = batches
         self._read_schema = read_schema   # the columns the batches hold
         self._columns = columns
@@ -32,7 +32,7 @@ class LogScanner:
         self._exact = exact               # the batches hold exactly the rows and the columns asked for
         self._batch_size = batch_size
         self.dataset_schema = dataset_schema
-        self.projected_schema = pa.schema([dataset_schema.field(c) for c in columns])
+        self.projected_schema = projected_schema
 
     def _arrow(self) -> pads.Scanner:
         options: dict[str, Any] = {"batch_size": self._batch_size} if self._batch_size else {}

@@ -112,6 +112,7 @@ class LogDataset(OwnedLog, pads.Dataset):
         elif value_schema is not None:
             raise ConfigError("value_schema applies to value_format='json' only")
         self._stats: dict[int, PartitionStats] = {}
+        self._projections: dict[tuple[str, ...], pa.Schema] = {}
         self._integral = frozenset(f.name for f in self._schema
                                    if pa.types.is_integer(f.type) or pa.types.is_timestamp(f.type))
         self._pcols = shape  # Replay caches the partition column arrays
@@ -171,14 +172,23 @@ class LogDataset(OwnedLog, pads.Dataset):
                 bounds_from_arrow(tree, bounds)
                 exact = exact_conjunction(tree)
                 needed |= refs & set(self._schema.names)
-        if exact:
-            # the scan cuts its rows to the bounds itself: it reads the projected columns alone
-            read_schema = pa.schema([self._schema.field(c) for c in names])
-        else:
-            read_schema = self._scan_schema(needed)
+        projected = self._projected(tuple(names))
+        # exact: the scan cuts its rows to the bounds itself, and reads the projected columns alone
+        read_schema = projected if exact else self._scan_schema(needed)
         ranges = self._snapshot(bounds)
         return LogScanner(lambda: self._batches(read_schema, bounds, ranges, exact), read_schema, names, filter,
-                          exact=exact, dataset_schema=self._schema, batch_size=batch_size)
+                          exact=exact, dataset_schema=self._schema, projected_schema=projected,
+                          batch_size=batch_size)
+
+    def _projected(self, names: tuple[str, ...]) -> pa.Schema:
+        """The schema of ``names`` (kept: engines ask for the same columns again and again)."""
+        schema = self._projections.get(names)
+        if schema is None:
+            if len(self._projections) >= 256:
+                self._projections.clear()
+            by_name = {f.name: f for f in self._schema}
+            schema = self._projections[names] = pa.schema([by_name[c] for c in names])
+        return schema
 
     def to_table(self, columns: list[str] | None = None, filter: pc.Expression | None = None, **kwargs: Any) -> pa.Table:
         return self.scanner(columns=columns, filter=filter, **kwargs).to_table()
