@@ -523,4 +523,4 @@ def scan_polars(log: Any, topic: str, **dataset_options: Any):
                               explain_detail=f"topic {topic!r}: partition/offset/timestamp/value-field pushdown")
 
 
-__all__ = ["dataset", "scan_polars", "LogDataset", "DatasetError"]
+__all__ = ["dataset", "scan_polars", "LogDataset", "LogScanner", "DatasetError"]

@@ -607,3 +607,13 @@ def test_a_damaged_frame_inside_the_window_is_an_error_never_data(hours_topic):
                 with pytest.raises(Exception, match="CRC"):
                     duckdb.sql(f'select count(*) from fresh where "timestamp" >= {sql_ts(lo)} '
                                f'and "timestamp" < {sql_ts(hi)}').fetchall()
+
+
+def test_pl_scan_pyarrow_dataset_reads_through_the_scanner(hours_topic):
+    ds = arrowlog.dataset(hours_topic, "ev")
+    lo = dt.datetime.fromtimestamp((T0 + 5 * HOUR) / 1000, UTC)
+    got = pl.scan_pyarrow_dataset(ds).filter(pl.col("timestamp") >= lo).select(pl.len(), pl.col("x").sum()).collect()
+    brute = arrowlog.replay(hours_topic, "ev").to_arrow().filter(pc.field("timestamp") >= ts(T0 + 5 * HOUR))
+    assert got.row(0) == (brute.num_rows, pc.sum(brute.column("x")).as_py())
+    assert ds.stats["rows_scanned"] == brute.num_rows  # the window, cut by the scan
+    assert pl.scan_pyarrow_dataset(ds).head(3).collect().height == 3
