@@ -23,6 +23,8 @@ ranges as it reads them: its frame count is in the note too.
 from __future__ import annotations
 
 import datetime as dt
+import statistics
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -81,6 +83,16 @@ def query(source: str, lo: int, hi: int) -> str:
             f'where "timestamp" >= {sql_time(lo)} and "timestamp" < {sql_time(hi)}')
 
 
+def cpu_note(cpu: dict[str, list[float]]) -> str:
+    """The process CPU time per query of both DuckDB rows (all threads; on a
+    loaded machine steadier than their wall time, which the rows report)."""
+    if not cpu["duckdb"] or not cpu["replay"]:
+        return ""
+    ours, theirs = statistics.median(cpu["duckdb"]), statistics.median(cpu["replay"])
+    return (f"; process CPU per query (median): {ours * 1e3:.2f} ms, against {theirs * 1e3:.2f} ms over "
+            f"replay().to_arrow() ({theirs / ours:.1f}x)")
+
+
 def run(ctx) -> list[Row]:
     import duckdb
     import polars as pl
@@ -107,17 +119,23 @@ def run(ctx) -> list[Row]:
         raise AssertionError("EXPLAIN does not show the time filter in the arrow scan:\n" + plan)
     counts: dict[str, tuple[int, int]] = {}
 
+    cpu: dict[str, list[float]] = {"duckdb": [], "replay": []}  # process CPU seconds per query
+
     def duck_pushdown(_):
+        start = time.process_time()
         for _ in range(REPEAT):
             ds.reset_stats()
             got = con.sql(query("ds", lo, hi)).fetchall()[0]
             assert got == expected, (got, expected)
+        cpu["duckdb"].append((time.process_time() - start) / REPEAT)
         counts["duckdb"] = (ds.stats["frames_read"], ds.stats["rows_scanned"])
 
     def duck_replay(_):
+        start = time.process_time()
         replayed = arrowlog.replay(path, TOPIC).to_arrow()  # noqa: F841  (DuckDB finds it by name)
         got = con.sql(query("replayed", lo, hi)).fetchall()[0]
         assert got == expected, (got, expected)
+        cpu["replay"].append(time.process_time() - start)
 
     lo_dt = dt.datetime.fromtimestamp(lo / 1000, dt.timezone.utc)
     hi_dt = dt.datetime.fromtimestamp(hi / 1000, dt.timezone.utc)
@@ -171,7 +189,7 @@ def run(ctx) -> list[Row]:
                     "pl.from_arrow(replay(columns=[timestamp, x, y]).to_arrow()): the columns chosen by hand",
                     records=in_hour), lambda: ctx.measure(polars_replay(["timestamp", "x", "y"]))),
     ]
-    rows[0].note = frames_note("duckdb") + "; EXPLAIN shows the filter in PYTHON_ARROW_SCAN"
+    rows[0].note = frames_note("duckdb") + "; EXPLAIN shows the filter in PYTHON_ARROW_SCAN" + cpu_note(cpu)
     rows[2].note = frames_note("polars")
 
     # projection: one typed column against all of them, over the whole topic

@@ -5,12 +5,19 @@ A pyarrow expression (``pc.Expression``, as DuckDB and ``ds.to_table(filter=)``
 pass it) or a polars predicate is walked into :class:`Bounds`: per column an
 inclusive [lo, hi] range and an allowed set, always a superset of what the
 filter keeps (pruning only ever widens; the exact filter is re-applied on what
-is read). Timestamps are compared as epoch milliseconds.
+is read). Timestamps are compared as epoch milliseconds; a literal finer than
+a millisecond is kept exact (a Fraction), and a bound on a column of whole
+numbers is rounded to the whole numbers it admits.
+
+:func:`exact_conjunction` tells when the bounds say all a filter says: then a
+scan that cuts its rows to the bounds has applied the filter itself.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from fractions import Fraction
 from typing import Any
 
 import pyarrow as pa
@@ -33,11 +40,11 @@ class Bounds:
     def add(self, column: str, op: str, value: Any) -> None:
         if value is None:
             return
-        if column in self.integral and isinstance(value, int) and not isinstance(value, bool):
-            if op == "gt":
-                op, value = "ge", value + 1
-            elif op == "lt":
-                op, value = "le", value - 1
+        if column in self.integral and op != "isin":
+            try:
+                op, value = _whole(op, value)
+            except (TypeError, ValueError, OverflowError):
+                return  # NaN, an infinity, a string: no bound (the exact filter decides)
         if op in ("eq", "ge", "gt"):
             self.lo[column] = value if column not in self.lo else max(self.lo[column], value)
         if op in ("eq", "le", "lt"):
@@ -75,20 +82,43 @@ class Bounds:
         return set(self.lo) | set(self.hi) | set(self.sets)
 
 
-def _timestamp_ms(raw: int, unit: str, round_up: bool) -> int:
+def _whole(op: str, value: Any) -> tuple[str, int]:
+    """``column op value`` for a column of whole numbers, as ``column op' n``
+    with a whole ``n`` admitting exactly the same whole numbers (an equality
+    no whole number meets becomes an empty range)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, Fraction)):
+        raise TypeError(value)
+    if op == "gt":
+        return "ge", math.floor(value) + 1
+    if op == "lt":
+        return "le", math.ceil(value) - 1
+    if op == "ge":
+        return "ge", math.ceil(value)
+    if op == "le":
+        return "le", math.floor(value)
+    if op == "eq" and value != math.floor(value):
+        return "ge", _NO_WHOLE  # nothing equals it: lo above every value
+    return op, int(value)
+
+
+_NO_WHOLE = 1 << 64  # above every int64 and every timestamp in ms
+
+
+def _timestamp_ms(raw: int, unit: str) -> int | Fraction:
+    """Epoch milliseconds, exactly (a Fraction when finer than a millisecond)."""
     if unit == "s":
         return raw * 1000
     per = _UNIT_PER_MS[unit]
-    return -((-raw) // per) if round_up else raw // per
+    return raw // per if raw % per == 0 else Fraction(raw, per)
 
 
-def _literal(scalar: pa.Scalar, round_up: bool) -> Any:
+def _literal(scalar: pa.Scalar) -> Any:
     """A comparable Python value for a literal (timestamps as epoch ms)."""
     if not scalar.is_valid:
         return None
     t = scalar.type
     if pa.types.is_timestamp(t):
-        return _timestamp_ms(scalar.cast(pa.int64()).as_py(), t.unit, round_up)
+        return _timestamp_ms(scalar.value, t.unit)
     if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_string(t) or pa.types.is_binary(t) \
             or pa.types.is_boolean(t) or pa.types.is_large_string(t):
         return scalar.as_py()
@@ -99,12 +129,30 @@ _FLIP = {"lt": "gt", "le": "ge", "gt": "lt", "ge": "le", "eq": "eq"}
 _ARROW_OPS = {"equal": "eq", "less": "lt", "less_equal": "le", "greater": "gt", "greater_equal": "ge"}
 
 
+_TREES: dict[bytes, Any] = {}  # serialised expression -> its tree (engines send the same filter again and again)
+_MAX_TREES = 256
+
+
 def arrow_tree(expr: pc.Expression) -> tuple[Any, list[pa.Scalar], list[pa.Scalar]] | None:
     """Arrow's own serialisation of ``expr`` (an IPC file whose schema
     metadata lists the tree in prefix order) as nested tuples; None if it
-    cannot be read."""
+    cannot be read. Trees are kept by their serialised bytes."""
     try:
         buf = expr.__reduce__()[1][0]
+        key = buf.to_pybytes()
+    except Exception:
+        return None
+    if key in _TREES:
+        return _TREES[key]
+    tree = _read_tree(buf)
+    if len(_TREES) >= _MAX_TREES:
+        _TREES.clear()
+    _TREES[key] = tree
+    return tree
+
+
+def _read_tree(buf: Any) -> Any:
+    try:
         reader = pa.ipc.open_file(buf)
         table = reader.read_all()
         text = reader.schema.to_string(show_schema_metadata=True, truncate_metadata=False)
@@ -174,7 +222,7 @@ def bounds_from_arrow(tree: Any, bounds: Bounds) -> None:
             a, b, op = b, a, _FLIP[op]
         if a[0] == "field" and b[0] == "literal":
             try:
-                bounds.add(a[1], op, _literal(b[1], round_up=op in ("lt", "le")))
+                bounds.add(a[1], op, _literal(b[1]))
             except (TypeError, KeyError, pa.ArrowException):
                 pass
     elif name == "is_in" and len(args) == 1 and args[0][0] == "field" and options is not None:
@@ -182,7 +230,7 @@ def bounds_from_arrow(tree: Any, bounds: Bounds) -> None:
             values = options["value_set"]
             if isinstance(values, pa.ListScalar):
                 values = values.values
-            bounds.add(args[0][1], "isin", [_literal(v, False) for v in values])
+            bounds.add(args[0][1], "isin", [_literal(v) for v in values])
         except (TypeError, KeyError, pa.ArrowException):
             pass
 
@@ -192,7 +240,7 @@ _POLARS_OPS = {"Eq": "eq", "Lt": "lt", "LtEq": "le", "Gt": "gt", "GtEq": "ge"}
 _POLARS_UNITS = {"Milliseconds": "ms", "Microseconds": "us", "Nanoseconds": "ns"}
 
 
-def _polars_literal(node: Any, round_up: bool) -> Any:
+def _polars_literal(node: Any) -> Any:
     lit = node.get("Literal") if isinstance(node, dict) else None
     if not isinstance(lit, dict) or len(lit) != 1:
         raise TypeError(node)
@@ -204,7 +252,7 @@ def _polars_literal(node: Any, round_up: bool) -> Any:
     if kind == "Scalar" and isinstance(body, dict) and len(body) == 1:
         (dtype, value), = body.items()
         if dtype == "Datetime" and isinstance(value, list) and value[1] in _POLARS_UNITS:
-            return _timestamp_ms(int(value[0]), _POLARS_UNITS[value[1]], round_up)
+            return _timestamp_ms(int(value[0]), _POLARS_UNITS[value[1]])
         if isinstance(value, (int, float, str)) and not isinstance(value, bool) and dtype != "List":
             return value
         if dtype == "List" and isinstance(value, list):
@@ -212,7 +260,7 @@ def _polars_literal(node: Any, round_up: bool) -> Any:
             series = pa.ipc.open_stream(bytes(value)).read_all().column(0).combine_chunks()
             if pa.types.is_list(series.type) or pa.types.is_large_list(series.type):
                 series = series.flatten()
-            return [_literal(v, False) for v in series]
+            return [_literal(v) for v in series]
     raise TypeError(node)
 
 
@@ -233,7 +281,7 @@ def bounds_from_polars(node: Any, bounds: Bounds) -> None:
             a, b, op = b, a, _FLIP[op]
         if isinstance(a, dict) and isinstance(a.get("Column"), str):
             try:
-                bounds.add(a["Column"], op, _polars_literal(b, round_up=op in ("lt", "le")))
+                bounds.add(a["Column"], op, _polars_literal(b))
             except (TypeError, ValueError, IndexError, pa.ArrowException):
                 pass
     elif "Function" in node:
@@ -244,10 +292,10 @@ def bounds_from_polars(node: Any, bounds: Bounds) -> None:
         column = inputs[0]["Column"]
         try:
             if '"IsBetween"' in function and len(inputs) == 3:
-                bounds.add(column, "ge", _polars_literal(inputs[1], False))
-                bounds.add(column, "le", _polars_literal(inputs[2], True))
+                bounds.add(column, "ge", _polars_literal(inputs[1]))
+                bounds.add(column, "le", _polars_literal(inputs[2]))
             elif '"IsIn"' in function and len(inputs) == 2:
-                values = _polars_literal(inputs[1], False)
+                values = _polars_literal(inputs[1])
                 if isinstance(values, list):
                     bounds.add(column, "isin", values)
         except (TypeError, ValueError, IndexError, AttributeError, pa.ArrowException):
@@ -255,3 +303,50 @@ def bounds_from_polars(node: Any, bounds: Bounds) -> None:
 
 
 # -- frame statistics ------------------------------------------------------------------
+
+
+# -- exactness: when the bounds are the whole filter ------------------------------------
+
+_EXACT_INT = ("partition", "offset")  # envelope columns that are never null
+
+
+def exact_conjunction(tree: Any) -> bool:
+    """Whether ``tree`` (from :func:`arrow_tree`) is a conjunction of
+    conditions that :class:`Bounds` holds exactly, so that the rows inside the
+    bounds are the rows the filter keeps: ``partition`` or ``offset``
+    compared with a whole number, ``timestamp`` compared with a time-zone-aware
+    timestamp, and ``partition IN (...)`` (DuckDB's form too). These columns
+    are never null. Anything else (value fields, keys, OR, NOT, floats, a
+    naive timestamp Arrow would refuse) is not: the scan then leaves the
+    filter to Arrow."""
+    if tree is None or tree[0] != "call":
+        return False
+    _, name, args, options = tree
+    if name in ("and", "and_kleene"):
+        return bool(args) and all(exact_conjunction(a) for a in args)
+    if name == "if_else" and len(args) == 3 and args[2][0] == "literal" and not args[2][1].is_valid \
+            and args[0][:2] == ("call", "is_valid") and args[0][2] == [("field", "partition")]:
+        return exact_conjunction(args[1])  # DuckDB's IN on a column that is never null
+    if name in _ARROW_OPS and len(args) == 2:
+        a, b = args
+        if a[0] == "literal":
+            a, b = b, a
+        return a[0] == "field" and b[0] == "literal" and _exact_literal(a[1], b[1])
+    if name == "is_in" and len(args) == 1 and args[0] == ("field", "partition") and options is not None:
+        try:
+            values = options["value_set"]
+            if isinstance(values, pa.ListScalar):
+                values = values.values
+            return pa.types.is_integer(values.type)
+        except (TypeError, KeyError, AttributeError, pa.ArrowException):
+            return False
+    return False
+
+
+def _exact_literal(column: str, scalar: pa.Scalar) -> bool:
+    if not scalar.is_valid:
+        return False
+    t = scalar.type
+    if column in _EXACT_INT:
+        return pa.types.is_integer(t) and -(1 << 63) <= scalar.as_py() < (1 << 63)
+    return column == "timestamp" and pa.types.is_timestamp(t) and t.tz is not None

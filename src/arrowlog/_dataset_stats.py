@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 
 class FrameStat:
-    __slots__ = ("base", "next", "size", "min_ts", "max_ts", "fields")
+    __slots__ = ("base", "next", "size", "min_ts", "max_ts", "fields", "ordered")
 
     def __init__(self, base: int, next_offset: int, size: int, min_ts: int, max_ts: int):
         self.base = base
@@ -24,6 +24,7 @@ class FrameStat:
         self.min_ts = min_ts
         self.max_ts = max_ts
         self.fields: dict[str, tuple[Any, Any]] = {}
+        self.ordered: bool | None = None  # whether its timestamps never go back (None: not looked at yet)
 
 
 class PartitionStats:
@@ -91,12 +92,7 @@ class PartitionStats:
                     run_last[a:b + 1] = b
                 self._arrays = (self.version, bases, nexts, min_ts, max_ts, run_last)
             _, bases, nexts, min_ts, max_ts, run_last = self._arrays
-        keep = np.ones(len(bases), bool)
-        if tlo is not None:
-            keep &= max_ts >= tlo
-        if thi is not None:
-            keep &= min_ts <= thi
-        admitted = np.flatnonzero(keep)
+        admitted = np.flatnonzero(meets(min_ts, max_ts, tlo, thi))
 
         def skip(st: FrameStat) -> int:
             i = int(np.searchsorted(bases, st.base))
@@ -109,6 +105,16 @@ class PartitionStats:
             return int(nexts[last])
 
         return skip
+
+
+def meets(lows: np.ndarray, highs: np.ndarray, tlo: Any, thi: Any) -> np.ndarray:
+    """Which ranges [lows[i], highs[i]] meet [tlo, thi] (None: unbounded)."""
+    keep = np.ones(len(lows), bool)
+    if tlo is not None:
+        keep &= highs >= tlo
+    if thi is not None:
+        keep &= lows <= thi
+    return keep
 
 
 class _OnlyNulls(tuple):

@@ -43,12 +43,21 @@ import json
 import os
 from typing import Any, Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from ._dataset_filters import Bounds, arrow_field_refs, arrow_tree, bounds_from_arrow, bounds_from_polars
-from ._dataset_stats import ONLY_NULLS, FrameStat, PartitionStats, field_range
+from ._dataset_filters import (
+    Bounds,
+    arrow_field_refs,
+    arrow_tree,
+    bounds_from_arrow,
+    bounds_from_polars,
+    exact_conjunction,
+)
+from ._dataset_scanner import LogScanner
+from ._dataset_stats import ONLY_NULLS, FrameStat, PartitionStats, field_range, meets
 from ._json import parse_json_values
 from ._location import is_kafka, open_data_dir
 from ._native.core import murmur2_partition
@@ -59,6 +68,7 @@ from .errors import ArrowlogError, ConfigError
 from .storage import LogDir
 from .storage.evolution import conform
 from .storage.reader import RangeReader
+from .txn import TransactionView, is_control_frame
 
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _ENVELOPE = ("offset", "timestamp", "key")  # batch columns 0..2; value is 3, headers 4
@@ -102,9 +112,12 @@ class LogDataset(OwnedLog, pads.Dataset):
         elif value_schema is not None:
             raise ConfigError("value_schema applies to value_format='json' only")
         self._stats: dict[int, PartitionStats] = {}
+        self._projections: dict[tuple[str, ...], pa.Schema] = {}
         self._integral = frozenset(f.name for f in self._schema
                                    if pa.types.is_integer(f.type) or pa.types.is_timestamp(f.type))
         self._pcols = shape  # Replay caches the partition column arrays
+        self._txns = TransactionView(logdir.path)
+        self._in_txns = False  # a transaction was ever begun in the directory (looked up per scan until then)
         self.stats = {"scans": 0, "frames_read": 0, "frames_scanned": 0, "rows_scanned": 0, "bytes_scanned": 0}
 
     def _infer_json_schema(self) -> pa.Schema:
@@ -133,14 +146,17 @@ class LogDataset(OwnedLog, pads.Dataset):
         return self._schema
 
     def scanner(self, columns: list[str] | None = None, filter: pc.Expression | None = None,
-                batch_size: int | None = None, **kwargs: Any) -> pads.Scanner:
-        """A scanner reading only what ``columns`` and ``filter`` need.
-        Other pyarrow scan options (threads, readahead) do not apply here."""
+                batch_size: int | None = None, **kwargs: Any) -> LogScanner:
+        """A scan reading only what ``columns`` and ``filter`` need (a
+        :class:`~arrowlog._dataset_scanner.LogScanner`, with pyarrow
+        Scanner's reading methods). Other pyarrow scan options (threads,
+        readahead) do not apply here."""
         if isinstance(columns, dict):
             raise DatasetError("computed columns (a dict for columns=) are not supported; pass column names")
         names = self._check_columns(columns)
         bounds = Bounds(self._integral)
         needed = set(names)
+        exact = filter is None
         if filter is not None:
             if not isinstance(filter, pc.Expression):
                 raise DatasetError(f"filter must be a pyarrow.compute.Expression, not {type(filter).__name__}")
@@ -154,11 +170,25 @@ class LogDataset(OwnedLog, pads.Dataset):
                     raise DatasetError(f"the filter names column(s) {unknown} that topic {self.topic!r} does not "
                                        f"have; its columns are {self._schema.names}")
                 bounds_from_arrow(tree, bounds)
+                exact = exact_conjunction(tree)
                 needed |= refs & set(self._schema.names)
-        scan_schema = self._scan_schema(needed)
-        batches = self._scan(scan_schema, bounds)
-        options = {"batch_size": batch_size} if batch_size else {}
-        return pads.Scanner.from_batches(batches, schema=scan_schema, columns=names, filter=filter, **options)
+        projected = self._projected(tuple(names))
+        # exact: the scan cuts its rows to the bounds itself, and reads the projected columns alone
+        read_schema = projected if exact else self._scan_schema(needed)
+        ranges = self._snapshot(bounds)
+        return LogScanner(lambda: self._batches(read_schema, bounds, ranges, exact), read_schema, names, filter,
+                          exact=exact, dataset_schema=self._schema, projected_schema=projected,
+                          batch_size=batch_size)
+
+    def _projected(self, names: tuple[str, ...]) -> pa.Schema:
+        """The schema of ``names`` (kept: engines ask for the same columns again and again)."""
+        schema = self._projections.get(names)
+        if schema is None:
+            if len(self._projections) >= 256:
+                self._projections.clear()
+            by_name = {f.name: f for f in self._schema}
+            schema = self._projections[names] = pa.schema([by_name[c] for c in names])
+        return schema
 
     def to_table(self, columns: list[str] | None = None, filter: pc.Expression | None = None, **kwargs: Any) -> pa.Table:
         return self.scanner(columns=columns, filter=filter, **kwargs).to_table()
@@ -178,7 +208,7 @@ class LogDataset(OwnedLog, pads.Dataset):
              **kwargs: Any) -> pa.Table:
         return self.scanner(columns=columns, filter=filter, **kwargs).head(num_rows)
 
-    def __arrow_c_stream__(self, requested_schema: Any = None):
+    def __arrow_c_stream__(self, requested_schema: Any = None) -> Any:
         return self.to_reader().__arrow_c_stream__(requested_schema)
 
     def _scan_schema(self, needed: set[str]) -> pa.Schema:
@@ -198,8 +228,14 @@ class LogDataset(OwnedLog, pads.Dataset):
     # -- reading ----------------------------------------------------------------
 
     def _scan(self, schema: pa.Schema, bounds: Bounds) -> Iterator[pa.RecordBatch]:
-        """Batches of ``schema``'s columns holding every row ``bounds`` admits.
-        The watermarks are taken now: the scan is a snapshot."""
+        """Batches of ``schema``'s columns holding every row ``bounds`` admits
+        (and more: the caller filters exactly)."""
+        return self._batches(schema, bounds, self._snapshot(bounds), exact=False)
+
+    def _snapshot(self, bounds: Bounds) -> dict[int, tuple[int, int]]:
+        """The offset range to read of every partition ``bounds`` admit, taken
+        now: the scan is a snapshot. Like replay (read_committed), it ends at
+        a transaction still open."""
         self.stats["scans"] += 1
         t = self._topic
         if self._keys_by_murmur2:
@@ -209,7 +245,11 @@ class LogDataset(OwnedLog, pads.Dataset):
                       if (plo is None or p >= plo) and (phi is None or p <= phi)
                       and ("partition" not in bounds.sets or p in bounds.sets["partition"])]
         ranges = {p: t.partition(p).watermarks(check=True) for p in partitions}
-        return self._batches(schema, bounds, ranges)
+        self._in_txns = self._in_txns or self._txns.begun()
+        if self._in_txns:
+            for p, (low, high) in ranges.items():
+                ranges[p] = (low, max(low, self._txns.readable_end(self.topic, p, high, True)))
+        return ranges
 
     def _route_keys(self, bounds: Bounds) -> None:
         """Key equality (or ``in``) names the partitions the default
@@ -221,7 +261,11 @@ class LogDataset(OwnedLog, pads.Dataset):
         if keys is not None and all(isinstance(k, bytes) for k in keys):
             bounds.add("partition", "isin", [murmur2_partition(k, self._topic.num_partitions) for k in keys])
 
-    def _batches(self, schema: pa.Schema, bounds: Bounds, ranges: dict) -> Iterator[pa.RecordBatch]:
+    def _batches(self, schema: pa.Schema, bounds: Bounds, ranges: dict, exact: bool) -> Iterator[pa.RecordBatch]:
+        """The frames of ``ranges`` that ``bounds`` admit, with ``schema``'s
+        columns. ``exact``: the bounds are the whole filter, and each batch is
+        cut to the rows inside them (zero-copy slices where the frame's
+        timestamps are in order), so nothing needs filtering afterwards."""
         olo, ohi = bounds.range("offset")
         tlo, thi = bounds.range("timestamp")
         field_bounds = [c for c in bounds.columns if self._value_fields and c in self._value_fields]
@@ -273,9 +317,15 @@ class LogDataset(OwnedLog, pads.Dataset):
                     st = pstats.add(FrameStat(fr.base_offset, fr.next_offset, fr.size, fr.min_timestamp,
                                                fr.max_timestamp))
                     pos = fr.next_offset
+                    if self._in_txns and self._txns.skipped(self.topic, p, fr, True) or \
+                            not self._in_txns and is_control_frame(fr):
+                        continue  # a transaction's marker, or an aborted transaction's records
                     first, last = fr.row_at(start), fr.row_at(end)  # rows: compacted frames have gaps
                     if first < last and self._admits(st, bounds, tlo, thi, field_bounds):
                         picked.append((st, fr, first, last))
+                if exact:
+                    yield from self._cut_all(picked, p, schema, tlo, thi)
+                    continue
                 shaped = self._shape_all([conform(fr.batch, self._envelope) for _, fr, _, _ in picked], p, schema)
                 for (st, fr, first, last), out in zip(picked, shaped):
                     missing = [c for c in field_bounds if c not in st.fields and c in schema.names]
@@ -286,10 +336,32 @@ class LogDataset(OwnedLog, pads.Dataset):
                             continue
                     if first or last < fr.rows:
                         out = out.slice(first, last - first)
-                    self.stats["frames_scanned"] += 1
-                    self.stats["rows_scanned"] += out.num_rows
-                    self.stats["bytes_scanned"] += out.nbytes
-                    yield out
+                    yield self._counted(out)
+
+    def _counted(self, out: pa.RecordBatch) -> pa.RecordBatch:
+        self.stats["frames_scanned"] += 1
+        self.stats["rows_scanned"] += out.num_rows
+        self.stats["bytes_scanned"] += out.nbytes
+        return out
+
+    def _cut_all(self, picked: list, partition: int, schema: pa.Schema, tlo: Any, thi: Any) -> Iterator[pa.RecordBatch]:
+        """The rows of the ``picked`` frames (rows ``first``..``last`` of
+        each: the offset bounds) whose timestamps lie in [tlo, thi], with
+        ``schema``'s columns. A frame inside the window is taken whole; at an
+        edge, timestamps in order give a slice (binary search), out of order
+        a mask (a copy of the projected columns only)."""
+        cuts, raw = [], []
+        for st, fr, first, last in picked:
+            mask = None
+            if tlo is not None and st.min_ts < tlo or thi is not None and st.max_ts > thi:
+                first, last, mask = _time_rows(st, fr.batch.column(1), first, last, tlo, thi)
+                if first >= last:
+                    continue
+            batch = conform(fr.batch, self._envelope)
+            raw.append(batch.slice(first, last - first) if first or last < batch.num_rows else batch)
+            cuts.append(mask)
+        for out, mask in zip(self._shape_all(raw, partition, schema), cuts):
+            yield self._counted(out if mask is None else out.filter(mask))
 
     @staticmethod
     def _admits(st: FrameStat, bounds: Bounds, tlo: Any, thi: Any, field_bounds: list[str]) -> bool:
@@ -327,6 +399,8 @@ class LogDataset(OwnedLog, pads.Dataset):
                parsed: dict[str, pa.Array] | None = None) -> pa.RecordBatch:
         """``batch`` (a stored frame) with ``schema``'s columns; ``parsed``: the JSON value
         fields, by column name, already parsed out of it."""
+        if not len(schema):
+            return batch.select([])  # no columns, but the rows (a count needs them)
         arrays = []
         for f in schema:
             name = f.name
@@ -341,7 +415,10 @@ class LogDataset(OwnedLog, pads.Dataset):
             elif parsed is not None and name in parsed:
                 arrays.append(parsed[name])
             else:
-                arrays.append(pc.struct_field(batch.column(3), [self._stored_fields.index(name)]))
+                value = batch.column(3)
+                index = self._stored_fields.index(name)
+                # without null values the child is the field (zero-copy); else nulls come from the struct
+                arrays.append(value.field(index) if value.null_count == 0 else pc.struct_field(value, [index]))
         return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
     def reset_stats(self) -> None:
@@ -350,6 +427,27 @@ class LogDataset(OwnedLog, pads.Dataset):
 
     def __repr__(self) -> str:
         return f"<arrowlog.LogDataset {self.topic} partitions={self._topic.num_partitions}>"
+
+
+def _time_rows(st: FrameStat, column: pa.Array, first: int, last: int, tlo: Any,
+               thi: Any) -> tuple[int, int, pa.Array | None]:
+    """Rows ``first``..``last`` of a frame cut to timestamps in [tlo, thi]:
+    (first, last, None) when its timestamps are in order (known per frame once
+    looked at), else (first, last, a mask over those rows)."""
+    stamps = np.frombuffer(column.buffers()[1], np.int64, len(column), column.offset * 8)
+    if st.ordered is None:
+        st.ordered = bool(np.all(stamps[1:] >= stamps[:-1]))
+    part = stamps[first:last]
+    if st.ordered:
+        lo = 0 if tlo is None else int(np.searchsorted(part, tlo, "left"))
+        hi = len(part) if thi is None else int(np.searchsorted(part, thi, "right"))
+        return first + lo, first + hi, None
+    keep = meets(part, part, tlo, thi)
+    hits = np.flatnonzero(keep)
+    if len(hits) == 0:
+        return first, first, None
+    a, b = int(hits[0]), int(hits[-1]) + 1
+    return first + a, first + b, None if b - a == len(hits) else pa.array(keep[a:b])
 
 
 def _open(log: Any) -> tuple[LogDir, bool]:
@@ -425,4 +523,4 @@ def scan_polars(log: Any, topic: str, **dataset_options: Any):
                               explain_detail=f"topic {topic!r}: partition/offset/timestamp/value-field pushdown")
 
 
-__all__ = ["dataset", "scan_polars", "LogDataset", "DatasetError"]
+__all__ = ["dataset", "scan_polars", "LogDataset", "LogScanner", "DatasetError"]
