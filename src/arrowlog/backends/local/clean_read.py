@@ -8,18 +8,20 @@ last clean close left it as it is needs none of that to be read:
 
 - when the Replay is made, one native pass (``core.clean_states``) reads
   each partition's ``partition.state`` (one pread: no lock, no mapping, no
-  descriptor kept) and checks its clean word, its seqlock and its layout
-  mark (storage/layout_mark.py) against four ``stat()``\\ s: the published
+  descriptor kept) and checks its clean word, its seqlock and its segment
+  mark (storage/layout_mark.py: left with this very state): the published
   watermarks, from which the range is resolved as usual;
 - ``to_arrow()`` then reads the active segments of many such partitions in
-  one native pass (``core.SmallReader``): one pread each, the segment
-  header and every frame's CRC-32C checked, each frame's IPC message parsed
+  one native pass (``core.SmallReader``): each opened, its fstat matched
+  against the five facts the segment mark recorded at the clean close
+  (device, inode, size, mtime, ctime: else the general way), one pread, the
+  segment header and every frame's CRC-32C checked, each frame's IPC message parsed
   with every length checked, and the rows of the range appended to one set
   of column buffers: one RecordBatch for many partitions, partition column
   included.
 
 A partition that is not clean (a writer has it open, or crashed), has no
-mark or a stale one, holds a transaction marker's shape (one record with
+segment mark or one its .log no longer matches, holds a transaction marker's shape (one record with
 the control header), a null header entry or key, compressed frames or a
 schema other than the envelope, fails a CRC, or whose active segment is
 larger than SMALL_PARTITION_BYTES (its batches stay zero-copy views of the
