@@ -85,7 +85,7 @@ class CleanStates:
         self.states = np.zeros((len(partitions), len(core.CLEAN_FIELDS)), dtype=np.int64)
         core.clean_states(self.topic_dir, self.partitions, self.states)
         ok = self.states[:, 0] == 1
-        self.index = {p: i for i, p in enumerate(partitions) if ok[i]}
+        self.index = dict(zip(self.partitions[ok].tolist(), np.flatnonzero(ok).tolist()))
         # partitions read_small() would send the general way without reading them
         self.general = ~ok | (self.states[:, 4] > SMALL_PARTITION_BYTES)
 
@@ -95,6 +95,20 @@ class CleanStates:
             return None
         row = self.states[i]
         return CleanPartition(int(row[1]), int(row[2]), open_log)
+
+    def plain_ranges(self, start: Any, end: Any, position: Callable[..., Any]) -> dict[int, tuple[int, int]]:
+        """The ranges of the clean partitions for ``start`` and ``end``, all
+        at once, when ``position`` (replay._plain_position) resolves both
+        without a time lookup; else none."""
+        ok = self.states[:, 0] == 1
+        low, high = self.states[ok, 1], self.states[ok, 2]
+        lo = position(start, low, high, is_end=False)
+        hi = None if lo is None else position(end, low, high, is_end=True)
+        if hi is None:
+            return {}
+        lo = np.broadcast_to(lo, low.shape)
+        hi = np.maximum(lo, hi)
+        return dict(zip(self.partitions[ok].tolist(), zip(lo.tolist(), hi.tolist())))
 
     def table(self, ranges: dict[int, tuple[int, int]], schema: pa.Schema, check_crc: bool,
               general: Callable[[list[int]], pa.Table]) -> pa.Table:
