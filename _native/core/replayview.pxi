@@ -51,7 +51,7 @@ cdef extern from "<unistd.h>" nogil:
 cdef extern from "<stdio.h>" nogil:
     int snprintf(char *buf, size_t n, const char *fmt, ...)
 
-from libc.string cimport memcmp as _rv_memcmp
+from libc.string cimport memcmp as _rv_memcmp, memmove
 
 cdef extern from "<stdlib.h>" nogil:
     int posix_memalign(void **p, size_t alignment, size_t size)
@@ -318,7 +318,11 @@ cdef int _put_binary(BinaryOut *out, int64_t rows_before, const EnvFrame *fc, in
     for i in range(k):
         dst[i] = <int32_t>(base + o[r0 + i + 1] - start)
     out.offsets.length += 4 * k
-    gb_put(&out.data, fc.buf[col + 2] + start, stop - start)
+    # (memmove: the values may be moved down within the buffer they were read into)
+    if out.data.length + (stop - start) > out.data.capacity:
+        gb_reserve(&out.data, stop - start)
+    memmove(out.data.data + out.data.length, fc.buf[col + 2] + start, <size_t>(stop - start))
+    out.data.length += stop - start
     gb_reserve(&out.valid, (rows_before + k + 7) // 8 + 1 - out.valid.length, True)
     out.valid.length = (rows_before + k + 7) // 8
     if nulls:
@@ -386,7 +390,7 @@ cdef int64_t _row_at(const int64_t *offsets, int64_t n, int64_t count, int64_t b
 
 cdef class SmallReader:
     """The column buffers read_small() appends many partitions' rows to."""
-    cdef GrowBuf part, offs, ts, scratch
+    cdef GrowBuf part, offs, ts
     cdef BinaryOut key, value
     # headers: the lists' validity and offsets, their entries' keys and values
     cdef GrowBuf hvalid, hoffsets
@@ -398,7 +402,6 @@ cdef class SmallReader:
         free(self.part.data)
         free(self.offs.data)
         free(self.ts.data)
-        free(self.scratch.data)
         _free_binary(&self.key)
         _free_binary(&self.value)
         free(self.hvalid.data)
@@ -433,9 +436,15 @@ cdef class SmallReader:
         if snprintf(path, RV_PATH, b"%lld/%020lld.log", <long long>partition,
                     <long long>state[CS_ACTIVE_BASE]) >= RV_PATH:
             return 1
-        # read, not mapped: a copy of a small file into the reused buffer costs
-        # less than a mapping's faults and its munmap
-        gb_reserve(&self.scratch, end)
+        # read, not mapped (a copy of a small file costs less than a mapping's
+        # faults and its munmap), straight into the room past the values
+        # appended so far: the frames' values are then moved down into place
+        # (_put_binary), in cache, instead of copied out of a buffer of their
+        # own. The room is reserved now: nothing appended to the values
+        # while this partition is read moves the buffer (its values are at
+        # most the segment's bytes, and they only move down).
+        gb_reserve(&self.value.data, end + 8)
+        cdef uint8_t *seg = self.value.data.data + ((self.value.data.length + 7) & ~(<Py_ssize_t>7))
         with nogil:
             fd = c_openat(topic_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
             if fd >= 0:
@@ -444,14 +453,14 @@ cdef class SmallReader:
                 # published position)
                 if c_fstat(fd, &st) == 0 and _is_marked(&st, state):
                     while got < end:
-                        r = c_pread(fd, self.scratch.data + got, <size_t>(end - got), got)
+                        r = c_pread(fd, seg + got, <size_t>(end - got), got)
                         if r <= 0:
                             break
                         got += r
                 c_close(fd)
         if got != end:
             return 1
-        return self._read_mapped(self.scratch.data, partition, state, lo, hi, schema, schema_len, check_crc)
+        return self._read_mapped(seg, partition, state, lo, hi, schema, schema_len, check_crc)
 
     cdef int _read_mapped(self, const uint8_t *seg, int64_t partition, const int64_t *state, int64_t lo,
                           int64_t hi, const uint8_t *schema, Py_ssize_t schema_len, bint check_crc) except -1:
@@ -507,9 +516,11 @@ cdef class SmallReader:
                 self.part.length += 4 * k
                 gb_put(&self.offs, fc.buf[1] + 8 * r0, 8 * k)
                 gb_put(&self.ts, fc.buf[3] + 8 * r0, 8 * k)
+                # the values last: moving them down may overwrite what the
+                # frame held before them, whatever order its buffers are in
                 if _put_binary(&self.key, self.rows, &fc, 4, fc.node_nulls[2], r0, r1) != 0 or \
-                        _put_binary(&self.value, self.rows, &fc, 7, fc.node_nulls[3], r0, r1) != 0 or \
-                        self._put_headers(&fc, r0, r1) != 0:
+                        self._put_headers(&fc, r0, r1) != 0 or \
+                        _put_binary(&self.value, self.rows, &fc, 7, fc.node_nulls[3], r0, r1) != 0:
                     break
                 self.rows += k
             covered = base + count
