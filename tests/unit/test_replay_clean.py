@@ -17,8 +17,7 @@ from arrowlog.backends.local import clean_read
 from arrowlog.backends.local.replay import Replay
 from arrowlog.errors import CorruptRecordError
 from arrowlog.schema import PRODUCE_SCHEMA
-from arrowlog.storage import LogDir
-from arrowlog.storage import layout_mark
+from arrowlog.storage import LogDir, layout_mark
 from arrowlog.storage.layout_mark import write_mark
 from arrowlog.storage.segment import forget_verified
 
