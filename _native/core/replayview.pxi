@@ -51,7 +51,7 @@ cdef extern from "<unistd.h>" nogil:
 cdef extern from "<stdio.h>" nogil:
     int snprintf(char *buf, size_t n, const char *fmt, ...)
 
-from libc.string cimport memcmp as _rv_memcmp
+from libc.string cimport memcmp as _rv_memcmp, memmove
 
 cdef extern from "<stdlib.h>" nogil:
     int posix_memalign(void **p, size_t alignment, size_t size)
@@ -81,9 +81,10 @@ cdef int _presize(GrowBuf *b, int64_t size) except -1:
     b.capacity = size
     return 0
 
-# clean_states() columns
+# clean_states() columns: the published state and, from the segment mark,
+# what the active segment's .log was at the clean close
 CLEAN_FIELDS = ("ok", "log_start_offset", "next_offset", "active_base_offset", "active_position", "generation",
-                "dev", "ino")
+                "dev", "ino", "size", "mtime_ns", "ctime_ns")
 cdef enum:
     CS_OK = 0
     CS_LOG_START = 1
@@ -91,16 +92,22 @@ cdef enum:
     CS_ACTIVE_BASE = 3
     CS_ACTIVE_POS = 4
     CS_GENERATION = 5
-    CS_DEV = 6
+    CS_DEV = 6            # CS_DEV..CS_CTIME: the segment mark's facts, in _stat_fields order
     CS_INO = 7
-    CS_FIELDS = 8
-    RV_MARK_AT = 256
-    RV_HEAD = 272          # the state's header, payload and layout mark
+    CS_SIZE = 8
+    CS_MTIME = 9
+    CS_CTIME = 10
+    CS_FIELDS = 11
+    RV_SEG_MARK_AT = 272   # the segment mark (layout_mark.py): magic, 5 facts, digest
+    RV_SEG_MARK = 56
+    RV_HEAD = RV_SEG_MARK_AT + RV_SEG_MARK   # the state's header, payload and both marks
     RV_SEG_FIXED = 40      # segment header before the schema message
     RV_PATH = 4096
 
 cdef int64_t RV_MAX_OFFSET = 1LL << 62
 cdef int64_t RV_MAX_POSITION = ((1LL << 31) - 1) + (1LL << 31)
+cdef uint64_t RV_LAYOUT_SEED = 0x6172776c6d61726bULL   # "arwlmark"
+cdef uint64_t RV_SEGMENT_SEED = 0x6172776c7365676dULL  # "arwlsegm"
 
 
 cdef inline uint64_t _fmix64(uint64_t h) noexcept nogil:
@@ -112,16 +119,30 @@ cdef inline uint64_t _fmix64(uint64_t h) noexcept nogil:
     return h
 
 
-cdef uint64_t _mark_digest(const uint8_t *state, const int64_t *stats) noexcept nogil:
-    """The layout mark's digest: the state's bytes [16, 120) (seqlock counter
-    and payload) and 4 × (dev, ino, size, mtime ns, ctime ns)."""
-    cdef uint64_t h = 0x6172776c6d61726bULL  # "arwlmark"
+cdef uint64_t _mark_digest(uint64_t seed, const uint8_t *state, const int64_t *stats, int n) noexcept nogil:
+    """A mark's digest: the state's bytes [16, 120) (seqlock counter and
+    payload) and ``n`` stat fields (5 a file: dev, ino, size, mtime ns,
+    ctime ns)."""
+    cdef uint64_t h = seed
     cdef int i
     for i in range(13):
         h = _fmix64(h ^ <uint64_t>load_i64(state + 8 * i)) + 0x9e3779b97f4a7c15ULL
-    for i in range(20):
+    for i in range(n):
         h = _fmix64(h ^ <uint64_t>stats[i]) + 0x9e3779b97f4a7c15ULL
     return h
+
+
+cdef int _stat_result_fields(object st, int64_t *out) except -1:
+    out[0], out[1], out[2], out[3], out[4] = st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+    return 0
+
+
+cdef int _state_bytes(object state, Py_buffer *buf) except -1:
+    PyObject_GetBuffer(state, buf, PyBUF_SIMPLE)
+    if buf.len != 104:
+        PyBuffer_Release(buf)
+        raise ValueError("a mark's digest takes the state's bytes [16, 120)")
+    return 0
 
 
 def mark_digest(state, stats):
@@ -135,19 +156,33 @@ def mark_digest(state, stats):
     for st in stats:
         if i >= 20:
             raise ValueError("mark_digest takes four stat results")
-        s[i], s[i + 1], s[i + 2], s[i + 3], s[i + 4] = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
-                                                        st.st_ctime_ns)
+        _stat_result_fields(st, s + i)
         i += 5
     if i != 20:
         raise ValueError("mark_digest takes four stat results")
-    PyObject_GetBuffer(state, &buf, PyBUF_SIMPLE)
-    try:
-        if buf.len != 104:
-            raise ValueError("mark_digest takes the state's bytes [16, 120)")
-        h = _mark_digest(<const uint8_t *>buf.buf, s)
-    finally:
-        PyBuffer_Release(&buf)
+    _state_bytes(state, &buf)
+    h = _mark_digest(RV_LAYOUT_SEED, <const uint8_t *>buf.buf, s, 20)
+    PyBuffer_Release(&buf)
     return PyBytes_FromStringAndSize(<char *>&h, 8)
+
+
+def segment_mark(state, log_stat):
+    """The segment mark (RV_SEG_MARK bytes: magic b"ARWLSEGM", the active
+    .log's dev, ino, size, mtime ns and ctime ns as ``log_stat`` gives
+    them, and their digest with ``state``, partition.state's bytes
+    [16, 120))."""
+    cdef Py_buffer buf
+    cdef uint8_t out[RV_SEG_MARK]
+    cdef int64_t facts[5]
+    cdef uint64_t h
+    _stat_result_fields(log_stat, facts)
+    _state_bytes(state, &buf)
+    h = _mark_digest(RV_SEGMENT_SEED, <const uint8_t *>buf.buf, facts, 5)
+    PyBuffer_Release(&buf)
+    memcpy(out, <const char *>b"ARWLSEGM", 8)
+    memcpy(out + 8, facts, 40)
+    memcpy(out + 48, &h, 8)
+    return PyBytes_FromStringAndSize(<char *>out, RV_SEG_MARK)
 
 
 cdef inline void _stat_fields(const struct_stat *st, int64_t *out) noexcept nogil:
@@ -159,19 +194,17 @@ cdef inline void _stat_fields(const struct_stat *st, int64_t *out) noexcept nogi
 
 
 cdef int _clean_state(int topic_fd, int64_t partition, int64_t *row) noexcept nogil:
-    """One partition's clean_states() row; 0 when the mark holds, else -1
-    (the row's other fields are then meaningless)."""
+    """One partition's clean_states() row; 0 when the state is clean and its
+    segment mark was left with this very state, else -1 (the row's other
+    fields are then meaningless). Whether the segment is still what the
+    mark says is for its reader to check, with the fstat of the descriptor
+    it reads it through (SmallReader._read_partition): three system calls
+    here, no path walked twice."""
     cdef char path[RV_PATH]
     cdef uint8_t head[RV_HEAD]
-    cdef struct_stat st
-    cdef int64_t stats[20]
-    cdef int fd, n, k
+    cdef int fd, n
     cdef ssize_t got
     cdef uint64_t digest
-    cdef const char *exts[3]
-    exts[0] = b"log"
-    exts[1] = b"index"
-    exts[2] = b"timeindex"
     # (paths relative to the topic's directory: a shorter walk for each)
     n = snprintf(path, RV_PATH, b"%lld/partition.state", <long long>partition)
     if n <= 0 or n >= RV_PATH:
@@ -183,26 +216,18 @@ cdef int _clean_state(int topic_fd, int64_t partition, int64_t *row) noexcept no
     c_close(fd)
     if got != RV_HEAD:
         return -1
-    # magic, version 1, clean; no publish half-done; a mark
+    # magic, version 1, clean; no publish half-done; a segment mark
     if _rv_memcmp(head, b"ARWLSTAT\x01\x00\x00\x00\x01\x00\x00\x00", 16) != 0 or load_i64(head + 16) & 1 \
-            or _rv_memcmp(head + RV_MARK_AT, b"ARWLMARK", 8) != 0:
+            or _rv_memcmp(head + RV_SEG_MARK_AT, b"ARWLSEGM", 8) != 0:
         return -1
     cdef int64_t log_start = load_i64(head + 24), nxt = load_i64(head + 32)
     cdef int64_t active = load_i64(head + 40), position = load_i64(head + 48)
     if not (0 <= log_start <= nxt < RV_MAX_OFFSET and 0 <= active <= log_start
             and RV_SEG_FIXED <= position <= RV_MAX_POSITION and position % 8 == 0):
         return -1
-    n = snprintf(path, RV_PATH, b"%lld", <long long>partition)
-    if c_fstatat(topic_fd, path, &st, 0) != 0:
-        return -1
-    _stat_fields(&st, stats)
-    for k in range(3):
-        snprintf(path + n, RV_PATH - n, b"/%020lld.%s", <long long>active, exts[k])
-        if c_fstatat(topic_fd, path, &st, 0) != 0:
-            return -1
-        _stat_fields(&st, stats + 5 * (k + 1))
-    digest = _mark_digest(head + 16, stats)
-    if _rv_memcmp(&digest, head + RV_MARK_AT + 8, 8) != 0:
+    memcpy(row + CS_DEV, head + RV_SEG_MARK_AT + 8, 40)
+    digest = _mark_digest(RV_SEGMENT_SEED, head + 16, row + CS_DEV, 5)
+    if _rv_memcmp(&digest, head + RV_SEG_MARK_AT + 48, 8) != 0 or row[CS_SIZE] < position:
         return -1
     row[CS_OK] = 1
     row[CS_LOG_START] = log_start
@@ -210,16 +235,15 @@ cdef int _clean_state(int topic_fd, int64_t partition, int64_t *row) noexcept no
     row[CS_ACTIVE_BASE] = active
     row[CS_ACTIVE_POS] = position
     row[CS_GENERATION] = load_i64(head + 24 + 9 * 8)
-    row[CS_DEV] = stats[5]
-    row[CS_INO] = stats[6]
     return 0
 
 
 def clean_states(bytes topic_dir, const int64_t[::1] partitions, int64_t[:, ::1] out):
     """Fill ``out`` (one row of len(CLEAN_FIELDS) int64 per partition) with
-    what each partition's partition.state publishes, when its last clean
-    close's layout mark still holds (``ok`` 1); ``ok`` 0 means: open it the
-    general way. Takes no lock and keeps no descriptor."""
+    what each partition's partition.state publishes and what its segment
+    mark says of the active segment, when the state is clean and the mark
+    was left with it (``ok`` 1); ``ok`` 0 means: open it the general way.
+    Takes no lock and keeps no descriptor."""
     cdef Py_ssize_t i, n = partitions.shape[0]
     if out.shape[0] < n or out.shape[1] != CS_FIELDS:
         raise ValueError("clean_states: out must have one row of CLEAN_FIELDS per partition")
@@ -229,8 +253,16 @@ def clean_states(bytes topic_dir, const int64_t[::1] partitions, int64_t[:, ::1]
         return  # none is ok: the general way says what is wrong
     with nogil:
         for i in range(n):
-            _clean_state(fd, partitions[i], &out[i, 0])
+            if _clean_state(fd, partitions[i], &out[i, 0]) != 0:
+                out[i, CS_OK] = 0
         c_close(fd)
+
+
+cdef inline bint _is_marked(const struct_stat *st, const int64_t *state) noexcept nogil:
+    """Whether ``st`` is the active segment's .log as its segment mark says."""
+    cdef int64_t now[5]
+    _stat_fields(st, now)
+    return _rv_memcmp(now, state + CS_DEV, 40) == 0
 
 
 # -- read_small -------------------------------------------------------------------------
@@ -286,7 +318,11 @@ cdef int _put_binary(BinaryOut *out, int64_t rows_before, const EnvFrame *fc, in
     for i in range(k):
         dst[i] = <int32_t>(base + o[r0 + i + 1] - start)
     out.offsets.length += 4 * k
-    gb_put(&out.data, fc.buf[col + 2] + start, stop - start)
+    # (memmove: the values may be moved down within the buffer they were read into)
+    if out.data.length + (stop - start) > out.data.capacity:
+        gb_reserve(&out.data, stop - start)
+    memmove(out.data.data + out.data.length, fc.buf[col + 2] + start, <size_t>(stop - start))
+    out.data.length += stop - start
     gb_reserve(&out.valid, (rows_before + k + 7) // 8 + 1 - out.valid.length, True)
     out.valid.length = (rows_before + k + 7) // 8
     if nulls:
@@ -354,7 +390,7 @@ cdef int64_t _row_at(const int64_t *offsets, int64_t n, int64_t count, int64_t b
 
 cdef class SmallReader:
     """The column buffers read_small() appends many partitions' rows to."""
-    cdef GrowBuf part, offs, ts, scratch
+    cdef GrowBuf part, offs, ts
     cdef BinaryOut key, value
     # headers: the lists' validity and offsets, their entries' keys and values
     cdef GrowBuf hvalid, hoffsets
@@ -366,7 +402,6 @@ cdef class SmallReader:
         free(self.part.data)
         free(self.offs.data)
         free(self.ts.data)
-        free(self.scratch.data)
         _free_binary(&self.key)
         _free_binary(&self.value)
         free(self.hvalid.data)
@@ -401,25 +436,31 @@ cdef class SmallReader:
         if snprintf(path, RV_PATH, b"%lld/%020lld.log", <long long>partition,
                     <long long>state[CS_ACTIVE_BASE]) >= RV_PATH:
             return 1
-        # read, not mapped: a copy of a small file into the reused buffer costs
-        # less than a mapping's faults and its munmap
-        gb_reserve(&self.scratch, end)
+        # read, not mapped (a copy of a small file costs less than a mapping's
+        # faults and its munmap), straight into the room past the values
+        # appended so far: the frames' values are then moved down into place
+        # (_put_binary), in cache, instead of copied out of a buffer of their
+        # own. The room is reserved now: nothing appended to the values
+        # while this partition is read moves the buffer (its values are at
+        # most the segment's bytes, and they only move down).
+        gb_reserve(&self.value.data, end + 8)
+        cdef uint8_t *seg = self.value.data.data + ((self.value.data.length + 7) & ~(<Py_ssize_t>7))
         with nogil:
             fd = c_openat(topic_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
             if fd >= 0:
-                # the file its mark vouched for, and (nothing below the
-                # published position is ever rewritten) at least as long
-                if c_fstat(fd, &st) == 0 and <int64_t>st.st_dev == state[CS_DEV] and \
-                        <int64_t>st.st_ino == state[CS_INO] and st.st_size >= end:
+                # the file its segment mark vouches for, as the clean
+                # close left it (clean_states checked the size covers the
+                # published position)
+                if c_fstat(fd, &st) == 0 and _is_marked(&st, state):
                     while got < end:
-                        r = c_pread(fd, self.scratch.data + got, <size_t>(end - got), got)
+                        r = c_pread(fd, seg + got, <size_t>(end - got), got)
                         if r <= 0:
                             break
                         got += r
                 c_close(fd)
         if got != end:
             return 1
-        return self._read_mapped(self.scratch.data, partition, state, lo, hi, schema, schema_len, check_crc)
+        return self._read_mapped(seg, partition, state, lo, hi, schema, schema_len, check_crc)
 
     cdef int _read_mapped(self, const uint8_t *seg, int64_t partition, const int64_t *state, int64_t lo,
                           int64_t hi, const uint8_t *schema, Py_ssize_t schema_len, bint check_crc) except -1:
@@ -475,9 +516,11 @@ cdef class SmallReader:
                 self.part.length += 4 * k
                 gb_put(&self.offs, fc.buf[1] + 8 * r0, 8 * k)
                 gb_put(&self.ts, fc.buf[3] + 8 * r0, 8 * k)
+                # the values last: moving them down may overwrite what the
+                # frame held before them, whatever order its buffers are in
                 if _put_binary(&self.key, self.rows, &fc, 4, fc.node_nulls[2], r0, r1) != 0 or \
-                        _put_binary(&self.value, self.rows, &fc, 7, fc.node_nulls[3], r0, r1) != 0 or \
-                        self._put_headers(&fc, r0, r1) != 0:
+                        self._put_headers(&fc, r0, r1) != 0 or \
+                        _put_binary(&self.value, self.rows, &fc, 7, fc.node_nulls[3], r0, r1) != 0:
                     break
                 self.rows += k
             covered = base + count

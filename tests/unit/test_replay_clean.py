@@ -17,7 +17,7 @@ from arrowlog.backends.local import clean_read
 from arrowlog.backends.local.replay import Replay
 from arrowlog.errors import CorruptRecordError
 from arrowlog.schema import PRODUCE_SCHEMA
-from arrowlog.storage import LogDir
+from arrowlog.storage import LogDir, layout_mark
 from arrowlog.storage.layout_mark import write_mark
 from arrowlog.storage.segment import forget_verified
 
@@ -118,18 +118,130 @@ def test_small_clean_partitions_are_read_natively_and_the_others_the_general_way
                                                          None]
 
 
-def test_a_partition_with_a_writer_or_a_stale_mark_goes_the_general_way(tmp_path, monkeypatch):
+def test_a_partition_with_a_writer_or_a_changed_segment_goes_the_general_way(tmp_path, monkeypatch):
     path = str(tmp_path / "d")
-    write(path, [[[(b"k", b"v", None)]]] * 3)
+    write(path, [[[(b"k", b"v", None)]]] * 4)
     with open(os.path.join(path, "topics", "t", "1", "stray"), "w"):
-        pass  # the directory changed since the mark was left
+        pass  # the directory changed: no matter, the replay reads the active segment alone
+    os.utime(segment_path(path, 3), ns=(1, 1))  # the segment's times: no longer as marked
     with LogDir(path) as d:
         d.topic("t").partition(2).append(batch([(b"k2", b"v2", None)]))  # open, not clean
         asked = general_partitions(monkeypatch)
         r = arrowlog.replay(d, "t")
         table = r.to_arrow()
-        assert asked == [1, 2]
-        assert table.column("value").to_pylist() == [b"v", b"v", b"v", b"v2"]
+        assert asked == [2, 3]
+        assert table.column("value").to_pylist() == [b"v", b"v", b"v", b"v2", b"v"]
+
+
+def segment_path(path, p):
+    return os.path.join(path, "topics", "t", str(p), f"{0:020d}.log")
+
+
+def state_fd(path, p, flags=os.O_RDWR):
+    return os.open(os.path.join(path, "topics", "t", str(p), "partition.state"), flags)
+
+
+def truncate(seg):
+    os.truncate(seg, os.path.getsize(seg) - 8)
+
+
+def append_raw(seg):
+    with open(seg, "ab") as f:
+        f.write(b"\0" * 8)
+
+
+def restore_times_after_a_write(seg):
+    st = os.stat(seg)
+    with open(seg, "r+b") as f:
+        f.seek(st.st_size - 8)
+        f.write(b"\1" * 8)  # beyond the frames: the data read stays the same
+    os.utime(seg, ns=(st.st_atime_ns, st.st_mtime_ns))  # mtime forged back; ctime still moves
+
+
+@pytest.mark.parametrize("change", [truncate, append_raw, restore_times_after_a_write])
+def test_a_segment_changed_after_its_mark_is_never_served_natively(tmp_path, monkeypatch, change):
+    path = str(tmp_path / "d")
+    write(path, [[[(b"k", b"v" * 30, None)] * 3]] * 2)
+    change(segment_path(path, 1))
+    asked = general_partitions(monkeypatch)
+    r = arrowlog.replay(path, "t")
+    try:
+        try:
+            fast = r.to_arrow()
+        except arrowlog.errors.ArrowlogError as e:
+            fast = e
+        assert asked[:1] == [1]
+        r._clean = None
+        forget_verified()
+        try:
+            slow = r.to_arrow()
+        except arrowlog.errors.ArrowlogError as e:
+            slow = e
+    finally:
+        r.close()
+    if isinstance(slow, Exception):
+        assert type(fast) is type(slow) and str(fast) == str(slow)
+    else:
+        assert fast.equals(slow) and fast.num_rows == 6
+
+
+def test_a_segment_rewritten_in_place_is_not_served_even_without_crc_checks(tmp_path, monkeypatch):
+    """Same size, other bytes, and no CRC-32C check to catch it (a LogDir
+    with check_crcs=False): only the mark can tell, and the write moved the
+    file's times."""
+    path = str(tmp_path / "d")
+    write(path, [[[(b"k", b"v" * 30, None)]]] * 2)
+    seg = segment_path(path, 1)
+    with open(seg, "rb") as f:
+        raw = f.read()
+    with open(seg, "r+b") as f:
+        f.write(raw.replace(b"v" * 30, b"w" * 30))
+    asked = general_partitions(monkeypatch)
+    with LogDir(path, check_crcs=False) as d:
+        r = arrowlog.replay(d, "t")
+        # the general way's open checks the layout, the last frame's CRC-32C included
+        with pytest.raises(CorruptRecordError, match="is damaged"):
+            r.to_arrow()
+    assert asked == [1]
+
+
+def test_a_state_without_a_segment_mark_or_with_a_stale_one_goes_the_general_way(tmp_path, monkeypatch):
+    path = str(tmp_path / "d")
+    write(path, [[[(b"k", b"v", None)]]] * 3)
+    # 1: an older arrowlog's clean close (the layout mark alone)
+    fd = state_fd(path, 1)
+    try:
+        os.pwrite(fd, b"\0" * layout_mark.SEGMENT_MARK_SIZE, layout_mark.SEGMENT_MARK_OFFSET)
+    finally:
+        os.close(fd)
+    # 2: an older arrowlog's session published (seqlock bumped) and cleared
+    # only the layout mark: the segment mark left behind is not this state's
+    fd = state_fd(path, 2)
+    try:
+        seq = int.from_bytes(os.pread(fd, 8, 16), "little")
+        os.pwrite(fd, (seq + 2).to_bytes(8, "little"), 16)
+        os.pwrite(fd, b"\0" * layout_mark.MARK_SIZE, layout_mark.MARK_OFFSET)
+    finally:
+        os.close(fd)
+    states = clean_read.CleanStates(LogDir(path).topic("t"), [0, 1, 2])
+    assert states.states[:, 0].tolist() == [1, 0, 0]
+    asked = general_partitions(monkeypatch)
+    fast, slow = both(path)
+    assert fast.equals(slow) and fast.num_rows == 3
+    assert asked[:2] == [1, 2]
+
+
+def test_a_segment_appended_between_replay_and_to_arrow_reads_the_range_resolved(tmp_path):
+    path = str(tmp_path / "d")
+    write(path, [[[(b"k", b"v", None)] * 2]] * 2)
+    r = arrowlog.replay(path, "t")
+    try:
+        with LogDir(path) as d:  # another writer: the segment grows, its mark goes
+            d.topic("t").partition(1).append(batch([(b"k2", b"v2", None)]))
+        table = r.to_arrow()
+        assert table.num_rows == 4 and table.column("value").to_pylist() == [b"v"] * 4
+    finally:
+        r.close()
 
 
 def test_a_rotten_frame_is_the_same_error_as_the_general_paths(tmp_path):

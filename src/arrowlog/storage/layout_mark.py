@@ -17,6 +17,12 @@ state:
                   the partition directory and of the active segment's three
                   files
 
+       272     8  magic b"ARWLSEGM": the segment mark, for replay (below)
+       280    40  the active segment's .log: dev, inode, size, mtime and
+                  ctime (ns), as the close found them
+       320     8  their digest with the state's bytes [16, 120)
+                  (core.segment_mark)
+
 The next first opener trusts the mark only when the state is clean and the
 digest of what it finds now is the same (it then skips the layout check
 and the look for a compaction swap left half-done: none is marked);
@@ -26,10 +32,20 @@ it stale, and the full check runs (and, when it passes, leaves a fresh
 mark). A session's first change clears it (sessions.py, ``_mark_dirty``,
 with the "clean" word, in the same fsync).
 
-A replay checks the marks of many partitions in one native pass, without
-opening any of them (core.clean_states, _native/core/replayview.pxi): the
-digest is native for that reason (a mark left by an older arrowlog, with
-another digest, is stale once: the full check then leaves a new one).
+A replay reads only the active segment's .log of a partition its short
+way (backends/local/clean_read.py), so it needs only the segment mark: it
+reads the states of many partitions in one native pass without opening
+them (core.clean_states, _native/core/replayview.pxi), takes the
+watermarks of a clean state whose segment mark was left with that very
+state (its digest covers the state's bytes), and serves the segment only
+if the fstat of the descriptor it reads it through finds the five facts
+the mark recorded (one stat fewer than the layout mark's four files, and
+none by path: about four system calls a partition in all). Both digests
+are native for that reason (a mark left by an older arrowlog, with
+another digest or no segment mark, is stale once: the full check then
+leaves new ones; an older arrowlog's session clears only the layout mark,
+and the segment mark it leaves behind no longer matches the state it
+publishes).
 
 Only a partition whose log starts in its active segment is marked (its
 layout check looks at that one segment alone); older segments' files
@@ -55,18 +71,20 @@ from .segment import segment_name
 MARK_OFFSET = 256
 MARK_MAGIC = b"ARWLMARK"
 MARK_SIZE = 16
+SEGMENT_MARK_OFFSET = MARK_OFFSET + MARK_SIZE
+SEGMENT_MARK_SIZE = 56
 # the state's seqlock counter and payload (state.pxi): [16, 120)
 _STATE_BYTES = slice(16, 120)
 _LOG_START = struct.Struct("<q")  # payload field 0, at byte 24
 _ACTIVE_BASE_AT = 24 + 2 * 8      # payload field 2
-_NO_MARK = b"\0" * MARK_SIZE
+_NO_MARK = b"\0" * (MARK_SIZE + SEGMENT_MARK_SIZE)
 _CLEAN_HEADER = b"ARWLSTAT" + struct.pack("<II", 1, 1)  # magic, version 1, clean
 _SEQ = struct.Struct("<Q")
 
 
 def _digest(head: bytes, directory: str, segment: Any = None, *, closing: bool = False) -> bytes | None:
-    """The digest of the state bytes in ``head`` and the files they name, or
-    None when the log does not start in its active segment or a file is
+    """The layout mark's digest of the state bytes in ``head`` and the files
+    they name followed by the segment mark, or None when the log does not start in its active segment or a file is
     missing. ``segment``: the active segment open for writing, whose files
     are asked through their descriptors (an fstat costs half a stat).
     ``closing``: also None when a swap a dead cleaner left half-done may be
@@ -90,7 +108,8 @@ def _digest(head: bytes, directory: str, segment: Any = None, *, closing: bool =
     # links on the usual file systems (one stat fewer per partition closed)
     if closing and stats[0].st_nlink != 2 and os.path.lexists(f"{directory}/{CLEANING_DIR}"):
         return None
-    return core.mark_digest(head[_STATE_BYTES], stats)
+    state = head[_STATE_BYTES]
+    return core.mark_digest(state, stats) + core.segment_mark(state, stats[1])
 
 
 def write_mark(fd: int, directory: str, st: dict, writer: Any = None) -> None:
@@ -111,7 +130,7 @@ def write_mark(fd: int, directory: str, st: dict, writer: Any = None) -> None:
 
 
 def clear_mark(fd: int) -> None:
-    """A session's first change: the mark no longer vouches for anything."""
+    """A session's first change: the marks no longer vouch for anything."""
     os.pwrite(fd, _NO_MARK, MARK_OFFSET)
 
 
@@ -128,4 +147,5 @@ def mark_holds(fd: int, directory: str) -> bool:
         return False
     if head[:16] != _CLEAN_HEADER or _SEQ.unpack_from(head, 16)[0] & 1:
         return False
-    return _digest(head, directory) == head[MARK_OFFSET + 8:]
+    digest = _digest(head, directory)
+    return digest is not None and digest[:8] == head[MARK_OFFSET + 8:]

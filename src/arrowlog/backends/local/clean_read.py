@@ -8,18 +8,20 @@ last clean close left it as it is needs none of that to be read:
 
 - when the Replay is made, one native pass (``core.clean_states``) reads
   each partition's ``partition.state`` (one pread: no lock, no mapping, no
-  descriptor kept) and checks its clean word, its seqlock and its layout
-  mark (storage/layout_mark.py) against four ``stat()``\\ s: the published
+  descriptor kept) and checks its clean word, its seqlock and its segment
+  mark (storage/layout_mark.py: left with this very state): the published
   watermarks, from which the range is resolved as usual;
 - ``to_arrow()`` then reads the active segments of many such partitions in
-  one native pass (``core.SmallReader``): one pread each, the segment
-  header and every frame's CRC-32C checked, each frame's IPC message parsed
+  one native pass (``core.SmallReader``): each opened, its fstat matched
+  against the five facts the segment mark recorded at the clean close
+  (device, inode, size, mtime, ctime: else the general way), one pread, the
+  segment header and every frame's CRC-32C checked, each frame's IPC message parsed
   with every length checked, and the rows of the range appended to one set
   of column buffers: one RecordBatch for many partitions, partition column
   included.
 
 A partition that is not clean (a writer has it open, or crashed), has no
-mark or a stale one, holds a transaction marker's shape (one record with
+segment mark or one its .log no longer matches, holds a transaction marker's shape (one record with
 the control header), a null header entry or key, compressed frames or a
 schema other than the envelope, fails a CRC, or whose active segment is
 larger than SMALL_PARTITION_BYTES (its batches stay zero-copy views of the
@@ -83,7 +85,7 @@ class CleanStates:
         self.states = np.zeros((len(partitions), len(core.CLEAN_FIELDS)), dtype=np.int64)
         core.clean_states(self.topic_dir, self.partitions, self.states)
         ok = self.states[:, 0] == 1
-        self.index = {p: i for i, p in enumerate(partitions) if ok[i]}
+        self.index = dict(zip(self.partitions[ok].tolist(), np.flatnonzero(ok).tolist()))
         # partitions read_small() would send the general way without reading them
         self.general = ~ok | (self.states[:, 4] > SMALL_PARTITION_BYTES)
 
@@ -93,6 +95,20 @@ class CleanStates:
             return None
         row = self.states[i]
         return CleanPartition(int(row[1]), int(row[2]), open_log)
+
+    def plain_ranges(self, start: Any, end: Any, position: Callable[..., Any]) -> dict[int, tuple[int, int]]:
+        """The ranges of the clean partitions for ``start`` and ``end``, all
+        at once, when ``position`` (replay._plain_position) resolves both
+        without a time lookup; else none."""
+        ok = self.states[:, 0] == 1
+        low, high = self.states[ok, 1], self.states[ok, 2]
+        lo = position(start, low, high, is_end=False)
+        hi = None if lo is None else position(end, low, high, is_end=True)
+        if hi is None:
+            return {}
+        lo = np.broadcast_to(lo, low.shape)
+        hi = np.maximum(lo, hi)
+        return dict(zip(self.partitions[ok].tolist(), zip(lo.tolist(), hi.tolist())))
 
     def table(self, ranges: dict[int, tuple[int, int]], schema: pa.Schema, check_crc: bool,
               general: Callable[[list[int]], pa.Table]) -> pa.Table:

@@ -91,21 +91,34 @@ def _as_time(value: Any) -> int | None:
     return None
 
 
-def resolve_position(log: Any, value: Any, *, is_end: bool) -> int:
-    """An offset in ``log`` for a start or end given as an offset, a time,
-    'beginning' or 'end'. Times resolve to the first offset at or after them."""
-    low, high = log.watermarks(check=True)
+_BEGINNING = ("beginning", "earliest", "start", "first")
+_END = ("end", "latest", "last")
+
+
+def _plain_position(value: Any, low: Any, high: Any, *, is_end: bool) -> Any:
+    """The position ``value`` names between ``low`` and ``high`` (ints, or
+    numpy arrays of many partitions' watermarks) when it needs no time
+    lookup: None, 'beginning', 'end' or an offset; else None."""
     if value is None:
         return high if is_end else low
-    if isinstance(value, str) and value.lower() in ("beginning", "earliest", "start", "first"):
-        return low
-    if isinstance(value, str) and value.lower() in ("end", "latest", "last"):
-        return high
+    if isinstance(value, str):
+        word = value.lower()
+        return low if word in _BEGINNING else high if word in _END else None
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         offset = int(value)
         if offset < 0:
             raise ConfigError(f"offset {offset} is negative; use 'end' or a time for relative positions")
-        return min(max(offset, low), high)
+        return np.minimum(np.maximum(offset, low), high)
+    return None
+
+
+def resolve_position(log: Any, value: Any, *, is_end: bool) -> int:
+    """An offset in ``log`` for a start or end given as an offset, a time,
+    'beginning' or 'end'. Times resolve to the first offset at or after them."""
+    low, high = log.watermarks(check=True)
+    plain = _plain_position(value, low, high, is_end=is_end)
+    if plain is not None:
+        return int(plain)
     ts = _as_time(value)
     if ts is None:
         raise ConfigError(f"start/end must be an offset, a datetime, '@<epoch ms>', 'beginning' or 'end', "
@@ -182,8 +195,13 @@ class Replay(OwnedLog):
         self._committed_only = isolation == "read_committed"
         if isolation not in ("read_committed", "read_uncommitted"):
             raise ConfigError(f"isolation must be 'read_committed' or 'read_uncommitted', got {isolation!r}")
+        # the clean partitions' at once when no time is to be looked up
+        clean = {} if self._clean is None else self._clean.plain_ranges(start, end, _plain_position)
         self.ranges: dict[int, tuple[int, int]] = {}
         for p in self.partitions:
+            if p in clean:
+                self.ranges[p] = clean[p]
+                continue
             log: Any = self._clean and self._clean.partition(p, functools.partial(t.partition, p))
             if log is None:
                 log = t.partition(p)
