@@ -27,23 +27,31 @@ def journals(gdir: GroupDir) -> list[str]:
     return sorted(n for n in os.listdir(gdir.path) if n.startswith("journal-"))
 
 
-def test_a_commit_covered_by_another_members_sync_does_not_sync_again(tmp_path, monkeypatch):
+def test_a_commit_is_one_fdatasync_and_two_lock_rounds_and_marks_the_journal_durable(tmp_path, monkeypatch):
+    # members' syncs run at once (the block layer merges concurrent flushes); a
+    # check for a covering sync before our own, a third lock round, spared a sync
+    # in about one commit of 5,000 with three members: every round costs each commit
     first, second = member_dir(tmp_path), member_dir(tmp_path)
     first.write_offsets({("t", 9): (1, None)})   # creates the journal
     second.write_offsets({("t", 8): (1, None)})
     synced: list[int] = []
-    real = os.fdatasync
-    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(fd), real(fd))[1])
-    j2 = second._journal
-    assert j2 is not None
-    # the second member has written its record and not yet synced it...
-    _, gen, end = j2._append(json.dumps([["t", 1, 11, "", 0, -1]]).encode())
-    first.write_offsets({("t", 0): (10, None)})   # ...when the first member's commit syncs both
-    assert len(synced) == 1
-    j2._wait_durable(gen, end)
-    assert len(synced) == 1   # covered: returned without a sync of its own
-    second.write_offsets({("t", 2): (12, None)})  # written after every sync: syncs itself
+    locks: list[int] = []
+    real_sync, real_flock = os.fdatasync, jmod.fcntl.flock
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(fd), real_sync(fd))[1])
+    monkeypatch.setattr(jmod.fcntl, "flock", lambda fd, op: (locks.append(op), real_flock(fd, op))[1])
+    second.write_offsets({("t", 1): (11, None)})
+    first.write_offsets({("t", 0): (10, None)})
     assert len(synced) == 2
+    assert locks == [jmod.fcntl.LOCK_EX, jmod.fcntl.LOCK_UN] * 4
+    # how far the journal is durable is kept: the next record's hint says it
+    j = first._journal
+    assert j is not None
+    _boot, _seq, gen, tail, dgen, dpos = j._read_state()
+    assert (dgen, dpos) == (gen, tail)
+    first.write_offsets({("t", 2): (12, None)})
+    with open(os.path.join(first.path, journal_name(gen)), "rb") as f:
+        f.seek(tail)
+        assert struct.unpack("<4sIIQQ", f.read(HEADER_SIZE))[4] == dpos
     assert offsets(first) == {9: 1, 8: 1, 0: 10, 1: 11, 2: 12}
 
 
