@@ -14,8 +14,8 @@ their commits to one journal per group, ``journal-<gen>.log``:
   far it is durable) a committer takes the next seq and writes its record
   at the tail;
 - *sync*: it fdatasyncs the journal at once, covering every record written
-  so far, by any process, and records how far it is durable (its own
-  record's end). Members never queue for one another's syncs: syncs of
+  so far, by any process, and at its next claim records how far that made
+  the journal durable (its own record's end). Members never queue for one another's syncs: syncs of
   several members run at once, and the block layer merges concurrent
   flushes into one. (Checking first whether a sync that began after our
   write had already covered it took a third lock round per commit and
@@ -222,6 +222,7 @@ class GroupJournal:
             raise
         self._claim = _Flock(self._state_fd)
         self._commit_lock = threading.Lock()
+        self._synced = (0, 0)   # (generation, position) our last fdatasync made durable
 
     def usable(self) -> bool:
         """False in a forked child (the locks are shared with the parent) or once
@@ -309,7 +310,9 @@ class GroupJournal:
             # covers them all (a sync of another member's may run at once: the block
             # layer merges concurrent flushes into one)
             os.fdatasync(self.fd)
-            self._durable(gen, _aligned(end))
+            # published at our next claim: one lock round per commit, so a member
+            # descheduled while it holds the lock stalls the others half as often
+            self._synced = (gen, _aligned(end))
             return retired
 
     def _append(self, payload: bytes) -> tuple[int, int, int]:
@@ -317,6 +320,9 @@ class GroupJournal:
         retired = 0
         with self._claim:
             seq, gen, tail, dgen, dpos = self._current()
+            sgen, spos = self._synced
+            if sgen == gen and (dgen != gen or spos > dpos):
+                dgen, dpos = gen, spos   # how far our last sync made this journal durable
             if tail + HEADER_SIZE + len(payload) > JOURNAL_SIZE:
                 retired, gen, tail = gen, gen + 1, 0
                 create_journal(self.path, gen)
@@ -335,14 +341,6 @@ class GroupJournal:
         if self.fd >= 0:
             os.close(self.fd)
         self.fd, self.gen = fd, gen
-
-    def _durable(self, gen: int, end: int) -> None:
-        """Record that journal ``gen`` is durable up to ``end`` (later records'
-        hints say so): everything before our record was written before our sync."""
-        with self._claim:
-            boot, seq, cur_gen, tail, dgen, dpos = self._read_state()
-            if cur_gen == gen and (dgen != gen or end > dpos):
-                _STATE.pack_into(self._mm, 0, boot, seq, cur_gen, tail, gen, end)
 
     def close(self) -> None:
         """Close this handle (a forked child's copy too: the parent's locks stay its own)."""
