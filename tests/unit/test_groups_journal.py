@@ -30,7 +30,7 @@ def journals(gdir: GroupDir) -> list[str]:
 def test_a_commit_is_one_fdatasync_and_one_lock_round_and_its_next_record_says_it_is_durable(tmp_path, monkeypatch):
     # members' syncs run at once (the block layer merges concurrent flushes); a
     # check for a covering sync before our own (a lock round) spared a sync in
-    # about one commit of 5,000 with three members, and a lock round to publish
+    # one commit of about 13,000 with three members, and a lock round to publish
     # how far a sync made the journal durable waits for our next claim: a member
     # descheduled while holding the lock stalls the others, so each round counts
     first, second = member_dir(tmp_path), member_dir(tmp_path)

@@ -19,7 +19,7 @@ their commits to one journal per group, ``journal-<gen>.log``:
   several members run at once, and the block layer merges concurrent
   flushes into one. (Checking first whether a sync that began after our
   write had already covered it took a third lock round per commit and
-  spared a sync in about one commit of 5,000 with three members.)
+  spared a sync in one commit of about 13,000 with three members.)
 - a full journal is retired: the next generation is created (under the
   claim lock, so no record goes to the old one afterwards), the old one is
   folded into ``offsets.json`` and unlinked (store.py).
