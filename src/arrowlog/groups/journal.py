@@ -35,7 +35,9 @@ Record layout (little-endian, each record starts 8-byte aligned)::
          4     4  payload length n
          8     4  crc32c of bytes [12, 28 + n)
         12     8  seq: the commit's place in the group's order
-        20     8  hint: how far this journal was durable when it was claimed
+        20     8  hint: how far this journal was durable when it was claimed, as
+                  far as the state said (a lower bound: a sync is published
+                  at its member's next claim)
         28     n  payload: JSON list of [topic, partition, offset, metadata,
                   commit_ms, leader_epoch]
 
