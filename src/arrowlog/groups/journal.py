@@ -14,8 +14,9 @@ their commits to one journal per group, ``journal-<gen>.log``:
   far it is durable) a committer takes the next seq and writes its record
   at the tail;
 - *sync*: it fdatasyncs the journal at once, covering every record written
-  so far, by any process, and at its next claim records how far that made
-  the journal durable (its own record's end). Members never queue for one another's syncs: syncs of
+  so far, by any process, and records how far that made the journal durable
+  (its own record's end) if the claim lock is free, else at its next claim.
+  Members never queue for one another's syncs: syncs of
   several members run at once, and the block layer merges concurrent
   flushes into one. (Checking first whether a sync that began after our
   write had already covered it took a third lock round per commit and
@@ -36,8 +37,8 @@ Record layout (little-endian, each record starts 8-byte aligned)::
          8     4  crc32c of bytes [12, 28 + n)
         12     8  seq: the commit's place in the group's order
         20     8  hint: how far this journal was durable when it was claimed, as
-                  far as the state said (a lower bound: a sync is published
-                  at its member's next claim)
+                  far as the state said (a lower bound: a sync that found the
+                  claim lock taken is published at its member's next claim)
         28     n  payload: JSON list of [topic, partition, offset, metadata,
                   commit_ms, leader_epoch]
 
@@ -198,6 +199,20 @@ class _Flock:
         finally:
             self._lock.release()
 
+    def try_enter(self) -> bool:
+        """Take the lock if nobody holds it; False at once otherwise (then do not __exit__)."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.release()
+            return False
+        except BaseException:
+            self._lock.release()
+            raise
+        return True
+
 
 class GroupJournal:
     """One process's handle on the group's journal and its shared state."""
@@ -312,10 +327,24 @@ class GroupJournal:
             # covers them all (a sync of another member's may run at once: the block
             # layer merges concurrent flushes into one)
             os.fdatasync(self.fd)
-            # published at our next claim: one lock round per commit, so a member
-            # descheduled while it holds the lock stalls the others half as often
             self._synced = (gen, _aligned(end))
+            self._publish_durable()
             return retired
+
+    def _publish_durable(self) -> None:
+        """Record how far our last sync made the journal durable (later records'
+        hints say so) if the claim lock is free; else our next claim does it. A
+        commit never waits for the lock here: a member descheduled while it
+        holds the lock would stall the others' commits."""
+        if not self._claim.try_enter():
+            return
+        try:
+            boot, seq, gen, tail, dgen, dpos = self._read_state()
+            sgen, spos = self._synced
+            if boot == BOOT_ID and sgen == gen and (dgen != gen or spos > dpos):
+                self._set(seq, gen, tail, gen, spos)
+        finally:
+            self._claim.__exit__()
 
     def _append(self, payload: bytes) -> tuple[int, int, int]:
         """Write one record at the tail: (generation retired or 0, its generation, its end)."""
@@ -324,7 +353,7 @@ class GroupJournal:
             seq, gen, tail, dgen, dpos = self._current()
             sgen, spos = self._synced
             if sgen == gen and (dgen != gen or spos > dpos):
-                dgen, dpos = gen, spos   # how far our last sync made this journal durable
+                dgen, dpos = gen, spos   # our last sync, if it found the lock taken
             if tail + HEADER_SIZE + len(payload) > JOURNAL_SIZE:
                 retired, gen, tail = gen, gen + 1, 0
                 create_journal(self.path, gen)
