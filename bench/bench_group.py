@@ -51,6 +51,7 @@ class _Shared:
         self.progress = mpc.Array("q", PARTITIONS)   # next offset reached per partition
         self.finished_at = mpc.Value("d", 0.0)       # perf_counter() (CLOCK_MONOTONIC) when all was read
         self.cpu = mpc.Array("d", readers)           # each reader's CPU seconds while reading
+        self.in_commit = mpc.Array("d", readers)     # each reader's wall seconds inside commit()
         self.ready = mpc.Semaphore(0)
         self.go, self.done = mpc.Event(), mpc.Event()
         self.left = mpc.Barrier(readers)             # nobody leaves the group while another still reads
@@ -70,8 +71,10 @@ class _Shared:
                 self.done.set()
 
 
-def _consume_loop(c, work: bool, shared: _Shared) -> int:
+def _consume_loop(c, work: bool, shared: _Shared, slot: int) -> int:
     got = 0
+    in_commit = 0.0
+    clock = time.perf_counter
     idle_since = time.monotonic()
     sha = hashlib.sha256
     while not shared.done.is_set():
@@ -88,7 +91,11 @@ def _consume_loop(c, work: bool, shared: _Shared) -> int:
             for m in msgs:
                 len(m.value())
         got += len(msgs)
-        shared.reached(c.commit(asynchronous=False))
+        t = clock()
+        committed = c.commit(asynchronous=False)
+        in_commit += clock() - t
+        shared.reached(committed)
+    shared.in_commit[slot] = in_commit
     return got
 
 
@@ -107,7 +114,7 @@ def member(path: str, group: str, work: bool, shared: _Shared, slot: int) -> Non
     shared.go.wait()
     cpu0 = time.process_time()
     try:
-        _consume_loop(c, work, shared)
+        _consume_loop(c, work, shared, slot)
         shared.cpu[slot] = time.process_time() - cpu0   # this process's CPU (user + system) while reading
         shared.left.wait(30)
     finally:
@@ -132,7 +139,8 @@ def readers(ctx, path: str, n: int, work: bool, count: int, costs: list | None =
     (``count=1``) and three members, so both sides pay the same: a process
     reading records it has not read before (CRC-32C on first read), the same
     bookkeeping per batch, the first assignment inside the time.
-    ``costs`` gets (the readers' CPU seconds together, wall seconds) of every run."""
+    ``costs`` gets (the readers' CPU seconds together, wall seconds, their wall
+    seconds inside ``commit()`` together) of every run."""
     mpc = mp.get_context("spawn")
 
     def body(_):
@@ -157,31 +165,38 @@ def readers(ctx, path: str, n: int, work: bool, count: int, costs: list | None =
         finally:
             _stop(procs, shared.done, shared.left)
         if costs is not None:
-            costs.append((sum(shared.cpu[:]), elapsed))
+            costs.append((sum(shared.cpu[:]), elapsed, sum(shared.in_commit[:])))
         return elapsed
 
     return ctx.measure(body)
 
 
-def _explain(three: Row, one: Row, trio: list[tuple[float, float]], solo: list[tuple[float, float]],
+def _explain(three: Row, one: Row, trio: list[tuple[float, float, float]], solo: list[tuple[float, float, float]],
              runs: int) -> None:
     """Where the time went, measured in this run's timed runs (the last ``runs``;
-    the warm-up is left out): how much of the one consumer's time is CPU (the
-    rest waits for its commits' fdatasyncs) and how far three processes can go
-    on this machine's cores with the CPU they used."""
+    the warm-up is left out): how much of the one consumer's time is CPU and how
+    much is spent in its commits (their fdatasyncs), how far three processes
+    can go on this machine's cores with the CPU they used, and how much of
+    those cores they kept busy."""
     trio, solo = trio[-runs:], solo[-runs:]
     if not trio or not solo:
         return
     cores = os.cpu_count() or 1
-    solo_cpu, solo_wall = _median([c for c, _ in solo]), _median([w for _, w in solo])
-    trio_cpu = _median([c for c, _ in trio])
+    solo_cpu, solo_wall = _median([c for c, _, _ in solo]), _median([w for _, w, _ in solo])
+    solo_commit = _median([k for _, _, k in solo])
+    trio_cpu, trio_wall = _median([c for c, _, _ in trio]), _median([w for _, w, _ in trio])
+    trio_commit = _median([k / MEMBERS for _, _, k in trio])
     one.note = (f"CPU {solo_cpu:.3f} s of {solo_wall:.3f} s ({100 * solo_cpu / solo_wall:.0f}%), medians of the "
-                "timed runs: the rest waits for its commits' fdatasyncs")
-    floor = trio_cpu / min(cores, MEMBERS)
+                f"timed runs; inside commit() {solo_commit:.3f} s ({100 * solo_commit / solo_wall:.0f}%), "
+                "mostly waiting for its fdatasyncs")
+    usable = min(cores, MEMBERS)
+    floor = trio_cpu / usable
     three.note = (f"the members' CPU together {trio_cpu:.3f} s (median; {trio_cpu / solo_cpu:.2f}× the one "
                   f"consumer's): on {cores} cores they need at least {floor:.3f} s, so {MEMBERS} members can be at "
                   f"most ≈ {solo_wall / floor:.1f}× one consumer in this run, and only if their commit waits "
-                  "overlap completely")
+                  f"overlap completely; they kept {100 * trio_cpu / (trio_wall * usable):.0f}% of {usable} cores "
+                  f"busy over {trio_wall:.3f} s, each inside commit() {trio_commit:.3f} s "
+                  f"({100 * trio_commit / trio_wall:.0f}%) on average")
 
 
 # -- latency to a group member ---------------------------------------------------------

@@ -24,10 +24,29 @@ def test_repeated_runs_each_read_everything_in_a_new_group(tmp_path):
     for count in (3, 3, 1):
         (elapsed,) = bench_group.readers(ctx, path, ctx.n, False, count, costs)
         assert elapsed > 0
-    assert len(costs) == 3 and all(cpu > 0 for cpu, _ in costs)
+    assert len(costs) == 3
+    for cpu, wall, in_commit in costs:
+        # the readers' CPU, and their time inside commit() (a part of each reader's wall time)
+        assert cpu > 0 and 0 < in_commit
+    assert costs[2][2] < costs[2][1]   # one reader: inside commit() for part of the run
     admin = GroupAdmin(path)
     groups = admin.list_groups()
     assert len(groups) == 3
     for g in groups:
         # every record was committed: the runs' clocks stopped on commits, not on reads
         assert sum(admin.committed(g).values()) == ctx.n
+
+
+def test_the_notes_say_how_busy_the_members_kept_the_cores_and_how_long_commits_took():
+    from bench.harness import Row
+
+    three, one = Row("group.three.arrowlog", "w", "arrowlog", "d"), Row("group.one.arrowlog", "w", "arrowlog", "d")
+    # (CPU together, wall, inside commit() together) of two timed runs after a warm-up
+    trio = [(9.0, 9.0, 9.0), (0.18, 0.10, 0.09), (0.18, 0.10, 0.09)]
+    solo = [(9.0, 9.0, 9.0), (0.20, 0.30, 0.12), (0.20, 0.30, 0.12)]
+    bench_group._explain(three, one, trio, solo, runs=2)
+    assert "CPU 0.200 s of 0.300 s (67%)" in one.note and "inside commit() 0.120 s (40%)" in one.note
+    cores = min(os.cpu_count() or 1, bench_group.MEMBERS)
+    busy = round(100 * 0.18 / (0.10 * cores))
+    assert f"they kept {busy}% of {cores} cores busy over 0.100 s" in three.note
+    assert "each inside commit() 0.030 s (30%)" in three.note

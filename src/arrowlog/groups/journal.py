@@ -13,13 +13,14 @@ their commits to one journal per group, ``journal-<gen>.log``:
   group's commit counter, the current journal generation, its tail and how
   far it is durable) a committer takes the next seq and writes its record
   at the tail;
-- *sync*: it checks whether a sync that began after its write already
-  covered it (then it is done); else it notes the tail, fdatasyncs the
-  journal — covering every record written so far, by any process — and
-  records how far it is durable. Members committing together thus share
-  fdatasyncs, and a member never waits for a sync that does not cover its
-  record: syncs of several members may run at once (the device merges
-  their flushes);
+- *sync*: it fdatasyncs the journal at once, covering every record written
+  so far, by any process, and records how far that made the journal durable
+  (its own record's end) if the claim lock is free, else at its next claim.
+  Members never queue for one another's syncs: syncs of
+  several members run at once, and the block layer merges concurrent
+  flushes into one. (Checking first whether a sync that began after our
+  write had already covered it took a third lock round per commit and
+  spared a sync in one commit of about 13,000 with three members.)
 - a full journal is retired: the next generation is created (under the
   claim lock, so no record goes to the old one afterwards), the old one is
   folded into ``offsets.json`` and unlinked (store.py).
@@ -35,7 +36,9 @@ Record layout (little-endian, each record starts 8-byte aligned)::
          4     4  payload length n
          8     4  crc32c of bytes [12, 28 + n)
         12     8  seq: the commit's place in the group's order
-        20     8  hint: how far this journal was durable when it was claimed
+        20     8  hint: how far this journal was durable when it was claimed, as
+                  far as the state said (a lower bound: a sync that found the
+                  claim lock taken is published at its member's next claim)
         28     n  payload: JSON list of [topic, partition, offset, metadata,
                   commit_ms, leader_epoch]
 
@@ -196,6 +199,20 @@ class _Flock:
         finally:
             self._lock.release()
 
+    def try_enter(self) -> bool:
+        """Take the lock if nobody holds it; False at once otherwise (then do not __exit__)."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.release()
+            return False
+        except BaseException:
+            self._lock.release()
+            raise
+        return True
+
 
 class GroupJournal:
     """One process's handle on the group's journal and its shared state."""
@@ -222,6 +239,7 @@ class GroupJournal:
             raise
         self._claim = _Flock(self._state_fd)
         self._commit_lock = threading.Lock()
+        self._synced = (0, 0)   # (generation, position) our last fdatasync made durable
 
     def usable(self) -> bool:
         """False in a forked child (the locks are shared with the parent) or once
@@ -305,14 +323,37 @@ class GroupJournal:
             return None
         with self._commit_lock:
             retired, gen, end = self._append(payload)
-            self._wait_durable(gen, end)
+            # every record written so far, by anyone, is in the page cache: this
+            # covers them all (a sync of another member's may run at once: the block
+            # layer merges concurrent flushes into one)
+            os.fdatasync(self.fd)
+            self._synced = (gen, _aligned(end))
+            self._publish_durable()
             return retired
+
+    def _publish_durable(self) -> None:
+        """Record how far our last sync made the journal durable (later records'
+        hints say so) if the claim lock is free; else our next claim does it. A
+        commit never waits for the lock here: a member descheduled while it
+        holds the lock would stall the others' commits."""
+        if not self._claim.try_enter():
+            return
+        try:
+            boot, seq, gen, tail, dgen, dpos = self._read_state()
+            sgen, spos = self._synced
+            if boot == BOOT_ID and sgen == gen and (dgen != gen or spos > dpos):
+                self._set(seq, gen, tail, gen, spos)
+        finally:
+            self._claim.__exit__()
 
     def _append(self, payload: bytes) -> tuple[int, int, int]:
         """Write one record at the tail: (generation retired or 0, its generation, its end)."""
         retired = 0
         with self._claim:
             seq, gen, tail, dgen, dpos = self._current()
+            sgen, spos = self._synced
+            if sgen == gen and (dgen != gen or spos > dpos):
+                dgen, dpos = gen, spos   # our last sync, if it found the lock taken
             if tail + HEADER_SIZE + len(payload) > JOURNAL_SIZE:
                 retired, gen, tail = gen, gen + 1, 0
                 create_journal(self.path, gen)
@@ -331,24 +372,6 @@ class GroupJournal:
         if self.fd >= 0:
             os.close(self.fd)
         self.fd, self.gen = fd, gen
-
-    def _wait_durable(self, gen: int, end: int) -> None:
-        """Return once the record ending at ``end`` is durable: at once if a sync
-        that began after it was written covered it, else after an fdatasync of
-        our own, which covers every record written so far, by anyone. Syncs of
-        several members may run at once: the device merges their flushes, and
-        a member never waits for a sync that does not cover its record."""
-        with self._claim:
-            _boot, _seq, cur_gen, tail, dgen, dpos = self._read_state()
-        if dgen == gen and dpos >= end:
-            return
-        os.fdatasync(self.fd)
-        if cur_gen != gen:
-            return   # our journal was retired meanwhile: synced for ourselves only
-        with self._claim:
-            boot, seq, cur_gen, now_tail, dgen, dpos = self._read_state()
-            if cur_gen == gen and (dgen != gen or tail > dpos):
-                _STATE.pack_into(self._mm, 0, boot, seq, cur_gen, now_tail, gen, tail)
 
     def close(self) -> None:
         """Close this handle (a forked child's copy too: the parent's locks stay its own)."""

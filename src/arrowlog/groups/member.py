@@ -121,6 +121,10 @@ class Committer:
         self.flush()
 
 
+def _topic_partitions(offsets: dict) -> list[TopicPartition]:
+    return [TopicPartition(t, p, off, meta) for (t, p), (off, meta) in sorted(offsets.items())]
+
+
 def _key_of(m: Any) -> tuple[str, int]:
     return (m.topic(), m.partition())
 
@@ -409,11 +413,7 @@ class GroupMember:
                                                     f"{tp.topic}-{tp.partition}: give the next offset to read"))
                 todo[(tp.topic, tp.partition)] = (int(tp.offset), tp.metadata)
         else:
-            todo = {k: v for k, v in self._stored.items() if self._owns(k)}
-            if not todo:
-                if asynchronous:
-                    return None
-                raise KafkaException(KafkaError(KafkaError._NO_OFFSET, "no stored offsets to commit"))
+            return self._commit_stored_offsets(asynchronous)
         foreign = [k for k in todo if not self._owns(k)]
         if foreign:
             names = ", ".join(f"{t}-{p}" for t, p in sorted(foreign))
@@ -422,18 +422,31 @@ class GroupMember:
                                             f"{self.member_id} of group {self.group!r} (a rebalance moved them)"))
         if offsets is not None:
             self._check_in_range(todo)
-        write = todo
-        if message is None and offsets is None and self._owned is not None:
+        if todo or not asynchronous:
+            self._write(todo, asynchronous)
+        return None if asynchronous else _topic_partitions(todo)
+
+    def _commit_stored_offsets(self, asynchronous: bool) -> list[TopicPartition] | None:
+        """commit() with neither message nor offsets: the stored offsets of the
+        partitions this member owns (the common synchronous commit: once per batch)."""
+        owned = self._owned
+        if owned is None:
+            todo = dict(self._stored)
+            write = todo
+        else:
             # the stored offsets of partitions only this member may commit (it holds their
             # locks): those it already committed (no metadata to add) need no new record;
             # a synchronous commit still waits for pending asynchronous ones
-            last = self._last_committed
+            fds, last = owned.fds, self._last_committed
+            todo = {k: v for k, v in self._stored.items() if k in fds}
             write = {k: v for k, v in todo.items() if v[1] is not None or last.get(k) != v[0]}
+        if not todo:
+            if asynchronous:
+                return None
+            raise KafkaException(KafkaError(KafkaError._NO_OFFSET, "no stored offsets to commit"))
         if write or not asynchronous:
             self._write(write, asynchronous)
-        if asynchronous:
-            return None
-        return [TopicPartition(t, p, off, meta) for (t, p), (off, meta) in sorted(todo.items())]
+        return None if asynchronous else _topic_partitions(todo)
 
     def _check_in_range(self, offsets: dict) -> None:
         """Refuse explicit offsets beyond a partition's high watermark: committed, they

@@ -78,6 +78,7 @@ from .journal import STATE_FILE, GroupJournal, journal_gen, read_journal
 OFFSETS_FILE = "offsets.json"
 FORMAT_VERSION = 1
 PENDING_PREFIX, PENDING_SUFFIX = "pending-", ".json"
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))   # made once: json.dumps builds one per call
 
 
 def _unlink(path: str) -> None:
@@ -272,7 +273,7 @@ class GroupDir:
                     j.close()
                 self.ensure()
                 j = self._journal = GroupJournal(self.path, self._max_seq_on_disk)
-        retired = j.commit(json.dumps(entries, separators=(",", ":")).encode())
+        retired = j.commit(_COMPACT_JSON.encode(entries).encode())
         if retired is None:
             return False
         if retired:
