@@ -1,13 +1,15 @@
-"""tests/fds.py's wait for input works whatever a descriptor's number: a long session's descriptors pass 1,024,
-which select.select refuses (ValueError: filedescriptor out of range in select())."""
+"""tests/fds.py: the wait for input works whatever a descriptor's number (a long session's descriptors pass
+1,024, which select.select refuses: ValueError: filedescriptor out of range in select()); the guard the run
+ends with (tests/conftest.py) names what was left open."""
 
 from __future__ import annotations
 
 import os
 import resource
+import threading
 
 import pytest
-from fds import readable
+from fds import DescriptorGuard, readable
 
 
 @pytest.fixture
@@ -46,3 +48,34 @@ def test_readable_reports_the_end_of_a_pipe_and_returns_the_objects_it_was_given
         os.close(w)
         assert readable(f, timeout=60) == [f]
         assert f.read() == b""
+
+
+def test_the_descriptor_guard_names_what_was_left_open_beyond_its_allowance(tmp_path):
+    guard = DescriptorGuard(allowance=2, settle_s=0, under=str(tmp_path))
+    (tmp_path / "t1").mkdir()
+    kept = [open(tmp_path / "t1" / f"f{i}", "w") for i in range(3)]
+    try:
+        with pytest.raises(AssertionError) as info:
+            guard.check(str(tmp_path))
+        assert "3 more file descriptors are open than at the start (allowed: 2)" in str(info.value)
+        assert str(info.value).endswith(f"\n     3  {os.path.realpath(tmp_path / 't1')}")
+        kept.pop().close()
+        guard.check(str(tmp_path))                      # within the allowance
+    finally:
+        for f in kept:
+            f.close()
+
+
+def test_the_descriptor_guard_counts_after_a_collection_and_waits_for_a_late_close(tmp_path):
+    guard = DescriptorGuard(allowance=0, settle_s=60, under=str(tmp_path))
+
+    class Cycle:                                        # collected only by the garbage collector
+        def __init__(self):
+            self.me = self
+            self.f = open(tmp_path / "cycle", "w")
+
+    Cycle()
+    late = open(tmp_path / "late", "w")
+    threading.Timer(0.2, late.close).start()            # closed by another thread, later
+    guard.check(str(tmp_path))
+    assert late.closed
