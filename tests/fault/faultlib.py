@@ -31,6 +31,7 @@ from fds import readable
 from arrowlog._native import core
 from arrowlog.schema import HEADERS_TYPE, PRODUCE_SCHEMA
 from arrowlog.storage import LogDir
+from arrowlog.storage.files import close_fds
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(core.__file__))))  # .../src
@@ -199,7 +200,7 @@ def abandon(d, pl) -> None:
     pl._closed = True
     pl._drop_segments()
     pl._close_fds()
-    os.close(d._lock_fd)
+    close_fds(d, "_lock_fd")   # (-1 after: a stale number would be closed again when ``d`` is collected)
     d._closed = True
 
 

@@ -77,8 +77,7 @@ class StateFiles:
         """Write ``snapshot`` atomically, then start an empty journal."""
         with self._io:
             write_json_atomic(self.snapshot_path, snapshot)
-            if self._fd >= 0:
-                os.close(self._fd)
+            close_fds(self, "_fd")   # (-1 until the new one opens: never a stale number)
             self._fd = os.open(self.journal_path,
                                os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o600)
             self._bytes = 0
