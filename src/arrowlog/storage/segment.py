@@ -600,8 +600,7 @@ class Segment:
     def delete_files(self) -> None:
         delete_segment_files(self.directory, self.base_offset)
 
-    def __del__(self) -> None:
-        # dropped without close(): its descriptors go with it (a deleted file's blocks are freed)
+    def __del__(self) -> None:  # dropped without close(): its descriptors go (a deleted file's blocks are freed)
         with contextlib.suppress(Exception):   # (at interpreter exit too)
             self.release_descriptors()
 
