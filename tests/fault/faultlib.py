@@ -26,10 +26,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+from fds import readable
 
 from arrowlog._native import core
 from arrowlog.schema import HEADERS_TYPE, PRODUCE_SCHEMA
 from arrowlog.storage import LogDir
+from arrowlog.storage.files import close_fds
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(core.__file__))))  # .../src
@@ -198,7 +200,7 @@ def abandon(d, pl) -> None:
     pl._closed = True
     pl._drop_segments()
     pl._close_fds()
-    os.close(d._lock_fd)
+    close_fds(d, "_lock_fd")   # (-1 after: a stale number would be closed again when ``d`` is collected)
     d._closed = True
 
 
@@ -269,7 +271,6 @@ class Writer:
     def wait_for(self, predicate, what: str, timeout: float = 120.0) -> None:
         """Read the writer's lines as they come until ``predicate(self)``:
         drive a test by the writer's progress, never by a sleep."""
-        import select
 
         fd = self.proc.stdout.fileno()
         deadline = time.monotonic() + timeout
@@ -277,7 +278,7 @@ class Writer:
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 err = self.proc.stderr.read().decode(errors="replace") if self.proc.poll() is not None else ""
                 raise AssertionError(f"the writer never {what} (rc {self.proc.poll()}): {err[-2000:]}")
-            r, _, _ = select.select([fd], [], [], 0.1)
+            r = readable(fd, timeout=0.1)
             if r:
                 chunk = os.read(fd, 65536)
                 if chunk:

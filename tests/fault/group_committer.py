@@ -7,11 +7,11 @@ and TxnOffsetCommit use it)."""
 from __future__ import annotations
 
 import os
-import select
 import subprocess
 import sys
 
 import faultlib
+from fds import readable
 
 COMMITTER = r"""
 import os, sys
@@ -57,7 +57,7 @@ class Committer:
         if self.proc.stdout.closed:
             return   # killed: kill() read the rest
         fd = self.proc.stdout.fileno()
-        r, _, _ = select.select([fd], [], [], timeout)
+        r = readable(fd, timeout=timeout)
         if r:
             chunk = os.read(fd, 65536)
             *lines, self._rest = (self._rest + chunk).split(b"\n")

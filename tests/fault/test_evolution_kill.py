@@ -9,13 +9,13 @@ every acknowledged generation are there."""
 from __future__ import annotations
 
 import random
-import select
 import signal
 import subprocess
 import sys
 import time
 
 import faultlib
+from fds import readable
 
 import arrowlog
 from arrowlog.storage import LogDir
@@ -68,7 +68,7 @@ class Writer:
         end = time.monotonic() + deadline_s
         while not until():
             assert time.monotonic() < end, f"writer never {what}: {self.proc.stderr.read() if self.proc.poll() else ''}"
-            ready, _, _ = select.select([self.proc.stdout], [], [], 1.0)
+            ready = readable(self.proc.stdout, timeout=1.0)
             if ready:
                 line = self.proc.stdout.readline()
                 assert line, f"writer exited: {self.proc.wait()} {self.proc.stderr.read()}"

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import os
 import random
-import select
 import signal
 import time
 
 import faultlib
 import pytest
+from fds import readable
 from group_committer import MIXES, PARTS, Committer
 from group_committer import committed as committed_counters
 
@@ -77,7 +77,7 @@ def spawn(data: str, progress: str) -> int:
             os._exit(1)
     os.close(w)
     with os.fdopen(r, "rb") as f:
-        ready, _, _ = select.select([f], [], [], 30)
+        ready = readable(f, timeout=30)
         line = f.readline() if ready else b""
     if line != b"ready\n":
         os.kill(pid, signal.SIGKILL)

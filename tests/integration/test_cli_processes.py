@@ -5,7 +5,6 @@ import json
 import os
 import pty
 import re
-import select
 import signal
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import time
 
 import confluent_kafka
 import pytest
+from fds import readable
 
 import arrowlog.cli
 
@@ -44,7 +44,7 @@ def data(tmp_path):
 
 
 def read_line(proc):
-    ready, _, _ = select.select([proc.stdout], [], [], READ_TIMEOUT_S)
+    ready = readable(proc.stdout, timeout=READ_TIMEOUT_S)
     assert ready, "no output from the follower"
     line = proc.stdout.readline()
     assert line, f"the follower ended early: {proc.stderr.read()!r}"
@@ -132,7 +132,7 @@ def export_on_a_terminal(data, dest, **extra):
     os.close(slave)
     shown = b""
     while True:
-        ready, _, _ = select.select([master], [], [], READ_TIMEOUT_S)
+        ready = readable(master, timeout=READ_TIMEOUT_S)
         if not ready:
             break
         try:
@@ -184,7 +184,7 @@ def collect(procs, count):
     by_fd = {p.stdout.fileno(): p for p in procs}
     deadline = time.monotonic() + READ_TIMEOUT_S
     while sum(map(len, out.values())) < count and (left := deadline - time.monotonic()) > 0:
-        ready, _, _ = select.select(list(by_fd), [], [], left)
+        ready = readable(*by_fd, timeout=left)
         for fd in ready:
             chunk = os.read(fd, 65536)
             assert chunk, f"a member ended early: {by_fd[fd].stderr.read()!r}"

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import collections
 import os
-import select
 import subprocess
 import time
 
 import pytest
+from fds import readable
 
 from arrowlog.server import messages as M
 
@@ -108,7 +108,7 @@ class KcatMember:
         """SIGTERM: kcat closes its consumer (commit, LeaveGroup); read the rest of its output."""
         self.proc.terminate()
         while time.monotonic() < deadline:
-            select.select([self.proc.stdout], [], [], 0.1)
+            readable(self.proc.stdout, timeout=0.1)
             if not self.take(counts, 1 << 20):
                 break
         assert self.proc.wait(30) == 0, self.proc.stderr.read().decode(errors="replace")[-2000:]
@@ -121,7 +121,7 @@ def test_kcat_balanced_consumer_leaving_cleanly_costs_no_duplicate(kcat, server,
     deadline = time.monotonic() + DEADLINE_S
     try:
         while (a.read == 0 or b.read == 0 or a.read + b.read < RECORDS // 3) and time.monotonic() < deadline:
-            select.select([a.proc.stdout, b.proc.stdout], [], [], 0.05)
+            readable(a.proc.stdout, b.proc.stdout, timeout=0.05)
             a.take(counts, 2048)
             b.take(counts, 2048)
             # pace the readers: the stream must still be flowing at the leave (slower while b joins)
@@ -130,7 +130,7 @@ def test_kcat_balanced_consumer_leaving_cleanly_costs_no_duplicate(kcat, server,
         assert len(counts) < RECORDS, "the leave must happen mid-stream"
         b.stop(counts, deadline)
         while len(counts) < RECORDS and time.monotonic() < deadline:
-            select.select([a.proc.stdout], [], [], 0.1)
+            readable(a.proc.stdout, timeout=0.1)
             a.take(counts, 1 << 20)
         assert len(counts) == RECORDS, f"{RECORDS - len(counts)} records never read"
         twice = {v: n for v, n in counts.items() if n > 1}

@@ -8,12 +8,12 @@ while a segment rewritten under a new inode is checked again.
 """
 
 import os
-import select
 import shutil
 import signal
 import time
 
 import pytest
+from fds import readable
 
 from arrowlog import errors
 from arrowlog._native import core
@@ -207,7 +207,7 @@ def test_a_forked_child_checks_on_two_threads_too(data_dir, monkeypatch):
         got = b""
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([r], [], [], 1.0)
+            ready = readable(r, timeout=1.0)
             if ready:
                 chunk = os.read(r, 64)
                 if not chunk:

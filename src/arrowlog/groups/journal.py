@@ -52,6 +52,7 @@ trusted.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import mmap
@@ -62,7 +63,7 @@ from typing import Iterator
 
 from .._native import core
 from ..errors import GroupError
-from ..storage.files import fsync_dir
+from ..storage.files import close_fds, fsync_dir
 
 JOURNAL_PREFIX, JOURNAL_SUFFIX = "journal-", ".log"
 JOURNAL_SIZE = 256 * 1024
@@ -378,7 +379,9 @@ class GroupJournal:
         m, self._map = self._map, None
         if m is not None:
             m.close()
-        for fd in (self.fd, self._state_fd):
-            if fd >= 0:
-                os.close(fd)
-        self.fd = self._state_fd = -1
+        close_fds(self, "fd", "_state_fd")
+
+    def __del__(self) -> None:
+        # dropped without close(): its descriptors go too (the mapping goes with its object)
+        with contextlib.suppress(Exception):   # (at interpreter exit too)
+            close_fds(self, "fd", "_state_fd")

@@ -22,6 +22,7 @@ too, and closing an unrelated descriptor of the same file does not drop them.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -31,6 +32,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from ..storage.files import close_fds
 from .store import GroupDir
 
 OWNER_RECORD = 256   # bytes of the member id written into an owner lock file
@@ -126,12 +128,17 @@ class Membership:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
-        os.close(self.fd)
-        self.fd = -1
+        close_fds(self, "fd")
         try:
             self.gdir.bump_generation()
         except OSError:
             pass  # the group was deleted
+
+    def __del__(self) -> None:
+        # dropped without leave(): the lock goes with the descriptor, so the others see a member
+        # that is gone (as after a kill) and sweep its file
+        with contextlib.suppress(Exception):   # (at interpreter exit too)
+            close_fds(self, "fd")
 
 
 class MemberRegistry:
@@ -258,6 +265,11 @@ class OwnerLocks:
     def release_all(self) -> None:
         for tp in list(self.fds):
             self.release(tp)
+
+    def __del__(self) -> None:
+        # dropped without release_all(): the partitions' locks are free for the others
+        with contextlib.suppress(Exception):   # (at interpreter exit too)
+            self.release_all()
 
 
 def current_owners(gdir: GroupDir) -> dict[tuple[str, int], str]:

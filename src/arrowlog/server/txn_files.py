@@ -24,6 +24,7 @@ import logging
 import os
 import time
 
+from ..storage.files import close_fds
 from .journal import StateFiles
 
 log = logging.getLogger("arrowlog.server")
@@ -57,6 +58,8 @@ class SharedStateFiles(StateFiles):
     """StateFiles that several processes write, under ``lock``. ``writable=False``:
     a reader that never writes (and creates nothing)."""
 
+    _descriptors = ("_fd", "_lock_fd")
+
     def __init__(self, directory: str, what: str, compact_bytes: int, writable: bool = True):
         super().__init__(directory, what, compact_bytes)
         self.writable = writable
@@ -65,29 +68,49 @@ class SharedStateFiles(StateFiles):
         self._pos = 0                             # journal bytes read (complete lines)
         if writable:
             os.makedirs(directory, exist_ok=True)
-            self._lock_fd = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             self._fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        else:
-            with contextlib.suppress(OSError):
-                self._lock_fd = os.open(os.path.join(directory, "lock"), os.O_RDONLY | os.O_CLOEXEC)
+
+    @property
+    def lock_path(self) -> str:
+        return os.path.join(self.dir, "lock")
+
+    @contextlib.contextmanager
+    def _lock_file(self):
+        """The lock file's descriptor (-1: a reader of a directory without one). A writer keeps
+        its own open; a reader holds no descriptor between its looks (a Consumer or a replay
+        closed, or dropped, leaves nothing open), so it opens the file for each."""
+        if self.writable:
+            yield self._lock_fd
+            return
+        try:
+            fd = os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            fd = -1
+        try:
+            yield fd
+        finally:
+            if fd >= 0:
+                os.close(fd)
 
     @contextlib.contextmanager
     def locked(self, exclusive: bool, deadline: float | None = None):
         """Hold the directory's transaction lock (holders keep it for one change, a
         marker or a batch append). ``deadline`` (time.monotonic()): TimeoutError if the
         lock is still held by another process then; None: wait as long as it takes."""
-        if self._lock_fd < 0:
-            yield
-            return
-        mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
-        if deadline is None:
-            fcntl.flock(self._lock_fd, mode)
-        else:
-            _flock_until(self._lock_fd, mode, deadline, self.dir)
-        try:
-            yield
-        finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        with self._lock_file() as fd:
+            if fd < 0:
+                yield
+                return
+            mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+            if deadline is None:
+                fcntl.flock(fd, mode)
+            else:
+                _flock_until(fd, mode, deadline, self.dir)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
     def changed(self) -> bool:
         """Whether another process may have written since the last ``catch_up``."""
@@ -149,6 +172,5 @@ class SharedStateFiles(StateFiles):
 
     def close(self) -> None:
         super().close()
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
+        close_fds(self, "_lock_fd")
+

@@ -307,7 +307,9 @@ def _clean(plog: PartitionLog, now_ms: int) -> dict:
                     continue
                 plog._mark_dirty()
                 _commit(plog.directory, b)
-                plog._segments.pop(b, None)
+                replaced = plog._segments.pop(b, None)
+                if replaced is not None:  # its files are gone: free their blocks now, not when it is collected
+                    replaced.release_descriptors()
                 plog._max_ts_cache.pop(b, None)
                 plog.state.publish(generation=plog.state.snapshot()["generation"] + 1)
                 _step("published")

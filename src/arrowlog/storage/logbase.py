@@ -6,6 +6,7 @@ so each type-checks on its own; partition.py puts them together.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import threading
@@ -81,6 +82,11 @@ class LogBase:
         self._parked_generation: int | None = None  # the generation it was parked at
         self._used = True
         self.read_only = False  # the file system's, found when the files open (sessions.py)
+
+    def __del__(self) -> None:
+        # dropped without close(): the descriptors go (no sync, no clean mark: its next open checks)
+        with contextlib.suppress(Exception):   # (at interpreter exit too)
+            self._close_fds()
 
     @property
     def _schema_message_size(self) -> int:
@@ -223,6 +229,7 @@ class LogBase:
         # What the parts provide each other (partition.py combines them):
         # declared here so that each part type-checks against the others.
         def _wake(self) -> None: ...
+        def _close_fds(self) -> None: ...
         def _open_append_lock(self) -> None: ...
         def _mark_dirty(self) -> None: ...
         def recover(self, *, check_all: bool = False) -> dict: ...

@@ -17,6 +17,7 @@ deletion are serialised across processes by ``<data>/topics/.lock``.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -43,7 +44,7 @@ from ..errors import (
 from .cleaner import clean_topic
 from .evolution import evolved, generation, same_columns, widen
 from .evolution import schema_id as evolution_schema_id
-from .files import ExclusiveFlock, fsync_dir, open_shared_file, storage_error, write_json_atomic
+from .files import ExclusiveFlock, close_fds, fsync_dir, open_shared_file, storage_error, write_json_atomic
 from .partition import PartitionLog, close_many
 from .precreate import Staging, create_partitions, remove_abandoned
 from .segment import Segment, parse_segment_name
@@ -583,7 +584,12 @@ class LogDir:
             try:
                 return close_many(logs, sync)
             finally:
-                os.close(self._lock_fd)
+                close_fds(self, "_lock_fd")
+
+    def __del__(self) -> None:
+        # dropped without close(): its partitions' descriptors go with them, this one here
+        with contextlib.suppress(Exception):   # (at interpreter exit too)
+            close_fds(self, "_lock_fd")
 
     def __enter__(self) -> LogDir:
         return self

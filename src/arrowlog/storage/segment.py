@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import array
 import bisect
+import contextlib
 import errno
 import itertools
 import os
@@ -598,6 +599,10 @@ class Segment:
 
     def delete_files(self) -> None:
         delete_segment_files(self.directory, self.base_offset)
+
+    def __del__(self) -> None:  # dropped without close(): its descriptors go (a deleted file's blocks are freed)
+        with contextlib.suppress(Exception):   # (at interpreter exit too)
+            self.release_descriptors()
 
     def __repr__(self) -> str:
         return f"<Segment {self.log_path} size={self.file_size}>"

@@ -310,11 +310,14 @@ class LocalTransactions:
 
     def close(self) -> None:
         """The producer closes: an open transaction is aborted (nothing else would end it
-        before its timeout), and the coordinator's files are released."""
+        before its timeout), and the coordinator's files and its group journals are released."""
         try:
             if self.in_txn and self._fatal is None:
                 self.abort()
         finally:
-            if self._coord is not None:
-                self._coord.close()
-                self._coord = None
+            coord, self._coord = self._coord, None
+            if coord is not None:
+                try:
+                    coord.close()
+                finally:
+                    coord.offsets.close()
