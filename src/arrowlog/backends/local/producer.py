@@ -75,6 +75,14 @@ from .transactions import LocalTransactions
 BG_TICK = 0.005
 BG_ACTIVE_TICKS = 20
 
+# A topic of at least this many partitions stages produce()'s records in one
+# sequential buffer (core.RecordStage, _native/core/stage.pxi) rather than in
+# each partition's accumulator, when the producer has neither transactions
+# nor durability=fsync and the topic no value schema: over many partitions
+# the accumulators' scattered stores cost produce() more than its own work
+# (docs/SCALING.md, steady produce).
+STAGE_PARTITIONS = 16
+
 
 def _linger_thread(ref: weakref.ref, wake: threading.Event) -> None:
     """A producer's background thread (see Producer._busy_ticks): appends
@@ -173,12 +181,20 @@ class Producer(core.ProducerCore):
         validate = record_validator(topic, t.value_schema) if t.value_schema is not None else None
         slot = core.TopicSlot(topic, t, t.num_partitions, min(self._batch_bytes, 16 << 20), limit, validate)
         slot.keyed_only = _config.is_compacted(t.config)
+        existing = self._slots.get(topic)
+        if existing is not None:
+            # another thread's produce() opened the topic while this one did (the GIL is
+            # released above): its slot, not a second one whose records nobody sends
+            return existing
+        for p in range(t.num_partitions):
+            slot.locks[p] = self._locks[(topic, p)] = threading.Lock()
+        if (t.num_partitions >= STAGE_PARTITIONS and self._txn is None and not self._fsync
+                and t.value_schema is None):
+            slot.stage = core.RecordStage(t.num_partitions)
+        self._slots[topic] = slot  # (nothing above since the check released the GIL)
         if slot.keyed_only and self._cleaner is None and self._cleaner_interval_ms > 0:
             self._cleaner = CleanerThread(self._compacted_partitions, self._cleaner_interval_ms / 1000,
                                           name="arrowlog-producer-cleaner").start()
-        for p in range(t.num_partitions):
-            slot.locks[p] = self._locks[(topic, p)] = threading.Lock()
-        self._slots[topic] = slot
         return slot
 
     def _compacted_partitions(self) -> list:
@@ -221,7 +237,26 @@ class Producer(core.ProducerCore):
     # -- sending ---------------------------------------------------------------
 
     def _send(self, slot: core.TopicSlot, partition: int) -> int:
-        """Append ``partition``'s pending batch to the log; returns records sent."""
+        """Append ``partition``'s pending batch to the log; returns records sent
+        (with the records of every partition of a topic that stages them)."""
+        sent = 0
+        if slot.stage is not None and slot.stage.count:
+            sent = self._send_staged(slot)
+        return sent + self._send_batch(slot, partition)
+
+    def _send_staged(self, slot: core.TopicSlot) -> int:
+        """Append every partition's staged records (ProducerCore._append_staged),
+        opening the partitions they go to first: a partition not open yet
+        would take the general path."""
+        stage = slot.stage
+        if stage is not None and None in slot.logs:
+            for p in range(slot.partitions):
+                if slot.logs[p] is None and stage.pending_of(p)[0]:
+                    self._partition_log(slot, p)
+        return self._append_staged(slot, self._dirty)
+
+    def _send_batch(self, slot: core.TopicSlot, partition: int) -> int:
+        """Append the batch in ``partition``'s accumulator; returns records sent."""
         key = (slot.name, partition)
         with self._locks[key]:
             acc = slot.accumulators[partition].detach()
@@ -335,18 +370,21 @@ class Producer(core.ProducerCore):
             if not only_lingered and self._txn is None and not self._fsync and slot.topic.value_schema is None:
                 # the common case in one native loop over the partitions; the rest below
                 rest: list[int] = []
-                sent += self._append_ready(slot, self._dirty, rest)
+                sent += self._send_staged(slot) + self._append_ready(slot, self._dirty, rest)
                 for p in rest:
-                    sent += self._send(slot, p)
+                    sent += self._send_batch(slot, p)
                 continue
+            stage = slot.stage
+            if stage is not None and stage.count and (not only_lingered or now - stage.oldest >= age):
+                sent += self._send_staged(slot)
             for p, acc in enumerate(slot.accumulators):
                 if acc.count:
                     if not only_lingered or now - acc.created >= age:
-                        sent += self._send(slot, p)
+                        sent += self._send_batch(slot, p)
                 elif not only_lingered and locks[(name, p)].locked():
                     # empty, but the linger thread is still appending the batch
                     # it took: taking the lock waits for that append to end
-                    sent += self._send(slot, p)
+                    sent += self._send_batch(slot, p)
         return sent
 
     def _pending_wait(self) -> float | None:
@@ -356,6 +394,10 @@ class Producer(core.ProducerCore):
         now = time.monotonic()
         linger = max(self._linger, BG_TICK)
         for slot in list(self._slots.values()):
+            stage = slot.stage
+            if stage is not None and stage.count:
+                left = linger - (now - stage.oldest)
+                due = left if due is None else min(due, left)
             for acc in slot.accumulators:
                 if acc.count:
                     left = linger - (now - acc.created)
@@ -433,12 +475,15 @@ class Producer(core.ProducerCore):
             parts = topics[slot.name] = {}
             for p in range(slot.partitions):
                 acc = slot.accumulators[p]
+                count, nbytes = slot.stage.pending_of(p) if slot.stage is not None else (0, 0)
+                count += acc.count
+                nbytes += acc.nbytes
                 low, high = slot.topic.partition(p).watermarks()
                 sent = slot.sent_counts(p)
                 sent_records += sent[0]
                 sent_bytes += sent[1]
-                queued_bytes += acc.nbytes
-                parts[p] = {"leader": 0, "msgq_cnt": acc.count, "msgq_bytes": acc.nbytes, "msgs": acc.count + sent[0],
+                queued_bytes += nbytes
+                parts[p] = {"leader": 0, "msgq_cnt": count, "msgq_bytes": nbytes, "msgs": count + sent[0],
                             "txmsgs": sent[0], "txbytes": sent[1], "lo_offset": low, "hi_offset": high,
                             "ls_offset": high, "next_offset": high}
         totals = {"msg_cnt": self._queued, "msg_size": queued_bytes, "msg_max": self._max_queued,
