@@ -11,7 +11,6 @@ import os
 import threading
 import time
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -254,3 +253,29 @@ def test_two_threads_opening_a_topic_share_one_slot(tmp_path):
         assert p.flush() == 0
     got = by_partition(path)
     assert sorted(got[0] + got[1]) == sorted([b"a"] + [b"b%d" % i for i in range(10)])
+
+
+def test_a_periodic_sync_during_a_flush_never_sees_its_set_change(tmp_path, monkeypatch):
+    """The linger thread's periodic sync swaps the producer's set of written
+    logs and syncs the old one while a flush on another thread may be
+    appending (the GIL released): the flush's logs go to the new set, never
+    into the one being synced ("Set changed size during iteration")."""
+    path = staged_topic(tmp_path, monkeypatch, 16)
+    with arrowlog.Producer({"log.dir": path, "linger.ms": 600_000, "fsync.interval.ms": 0}) as p:
+        for q in range(16):
+            p.produce("t", b"x", partition=q)
+        p.flush()
+        for q in range(16):
+            p.produce("t", b"y", partition=q)
+        log = p._slots["t"].logs[0]
+        taken: list = []
+
+        def append_target():  # the sync takes the set just as partition 0 is appended
+            taken.append(p._dirty)
+            p._dirty = set()
+            return type(log).append_target(log)
+
+        log.append_target = append_target
+        p.flush()
+        assert len(taken) == 1 and len(taken[0]) == 16  # (the first flush's logs) unchanged since it was taken
+        assert len(p._dirty) == 16

@@ -253,7 +253,18 @@ class Producer(core.ProducerCore):
             for p in range(slot.partitions):
                 if slot.logs[p] is None and stage.pending_of(p)[0]:
                     self._partition_log(slot, p)
-        return self._append_staged(slot, self._dirty)
+        return self._native_send(self._append_staged, slot)
+
+    def _native_send(self, send: Any, slot: core.TopicSlot, *args: Any) -> int:
+        """``send(slot, dirty, *args)``, a native loop that releases the GIL
+        while it writes: the logs it appends to are collected in a set of
+        its own and added to ``_dirty`` after, so a periodic sync that swaps
+        ``_dirty`` meanwhile never sees its set change under it."""
+        dirty: set = set()
+        try:
+            return send(slot, dirty, *args)
+        finally:
+            self._dirty.update(dirty)
 
     def _send_batch(self, slot: core.TopicSlot, partition: int) -> int:
         """Append the batch in ``partition``'s accumulator; returns records sent."""
@@ -370,7 +381,7 @@ class Producer(core.ProducerCore):
             if not only_lingered and self._txn is None and not self._fsync and slot.topic.value_schema is None:
                 # the common case in one native loop over the partitions; the rest below
                 rest: list[int] = []
-                sent += self._send_staged(slot) + self._append_ready(slot, self._dirty, rest)
+                sent += self._send_staged(slot) + self._native_send(self._append_ready, slot, rest)
                 for p in rest:
                     sent += self._send_batch(slot, p)
                 continue
