@@ -65,7 +65,7 @@ from ...storage import validate_topic_name
 from ...storage.cleaner import CleanerThread
 from ...storage.partition import sync_many
 from .batches import produce_batch
-from .reports import report_message, report_view, timestamp_bounds
+from .reports import fail_bad_rows, producer_statistics, report_message, report_view, timestamp_bounds
 from .transactions import LocalTransactions
 
 # The linger thread looks for due batches this often while the producer is
@@ -75,12 +75,9 @@ from .transactions import LocalTransactions
 BG_TICK = 0.005
 BG_ACTIVE_TICKS = 20
 
-# A topic of at least this many partitions stages produce()'s records in one
-# sequential buffer (core.RecordStage, _native/core/stage.pxi) rather than in
-# each partition's accumulator, when the producer has neither transactions
-# nor durability=fsync and the topic no value schema: over many partitions
-# the accumulators' scattered stores cost produce() more than its own work
-# (docs/SCALING.md, steady produce).
+# A topic of this many partitions or more stages produce()'s records in one buffer
+# (core.RecordStage, _native/core/stage.pxi; docs/SCALING.md, steady produce),
+# unless the producer has transactions or durability=fsync, or the topic a value schema.
 STAGE_PARTITIONS = 16
 
 
@@ -182,9 +179,7 @@ class Producer(core.ProducerCore):
         slot = core.TopicSlot(topic, t, t.num_partitions, min(self._batch_bytes, 16 << 20), limit, validate)
         slot.keyed_only = _config.is_compacted(t.config)
         existing = self._slots.get(topic)
-        if existing is not None:
-            # another thread's produce() opened the topic while this one did (the GIL is
-            # released above): its slot, not a second one whose records nobody sends
+        if existing is not None:  # another thread opened it meanwhile (GIL released above): one slot
             return existing
         for p in range(t.num_partitions):
             slot.locks[p] = self._locks[(topic, p)] = threading.Lock()
@@ -237,17 +232,13 @@ class Producer(core.ProducerCore):
     # -- sending ---------------------------------------------------------------
 
     def _send(self, slot: core.TopicSlot, partition: int) -> int:
-        """Append ``partition``'s pending batch to the log; returns records sent
-        (with the records of every partition of a topic that stages them)."""
-        sent = 0
-        if slot.stage is not None and slot.stage.count:
-            sent = self._send_staged(slot)
+        """Append ``partition``'s pending batch (and every staged one); returns records sent."""
+        sent = self._send_staged(slot) if slot.stage is not None and slot.stage.count else 0
         return sent + self._send_batch(slot, partition)
 
     def _send_staged(self, slot: core.TopicSlot) -> int:
-        """Append every partition's staged records (ProducerCore._append_staged),
-        opening the partitions they go to first: a partition not open yet
-        would take the general path."""
+        """Append every partition's staged records (ProducerCore._append_staged), opening
+        their partitions first (one not open yet would take the general path)."""
         stage = slot.stage
         if stage is not None and None in slot.logs:
             for p in range(slot.partitions):
@@ -256,9 +247,8 @@ class Producer(core.ProducerCore):
         return self._native_send(self._append_staged, slot)
 
     def _native_send(self, send: Any, slot: core.TopicSlot, *args: Any) -> int:
-        """``send(slot, dirty, *args)``, a native loop that releases the GIL
-        while it writes: the logs it appends to are collected in a set of
-        its own and added to ``_dirty`` after, so a periodic sync that swaps
+        """``send(slot, dirty, *args)``, a native loop releasing the GIL as it writes, with a
+        ``dirty`` set of its own, added to ``_dirty`` after: a periodic sync swapping
         ``_dirty`` meanwhile never sees its set change under it."""
         dirty: set = set()
         try:
@@ -300,7 +290,7 @@ class Producer(core.ProducerCore):
                     try:
                         values = typed_values(batch.column(2), slot.topic.value_schema)
                     except InvalidRecordError:
-                        batch, callbacks = self._fail_bad_rows(slot, partition, batch, callbacks)
+                        batch, callbacks = fail_bad_rows(self, slot, partition, batch, callbacks)
                         if batch.num_rows == 0:
                             self._sent(n)
                             return 0
@@ -341,30 +331,6 @@ class Producer(core.ProducerCore):
         def append() -> int:
             return log.append(batch, fsync=self._fsync, min_timestamp=min_ts, max_timestamp=max_ts)
         return append() if self._txn is None else self._txn.append(topic, partition, log, batch.num_rows, append)
-
-    def _fail_bad_rows(self, slot: core.TopicSlot, partition: int, batch: pa.RecordBatch,
-                       callbacks: list) -> tuple[pa.RecordBatch, list]:
-        """A safety net behind produce()'s per-record check: when a typed
-        batch does not convert, the records that do not convert on their own
-        fail, each through its own delivery report, and the batch is
-        appended without them. Returns (batch, callbacks) for the rest."""
-        schema = slot.topic.value_schema
-        bad: dict[int, InvalidRecordError] = {}
-        for i, value in enumerate(batch.column(2).to_pylist()):
-            try:
-                typed_values([value], schema)
-            except InvalidRecordError as exc:
-                bad[i] = exc
-        keep = [i for i in range(batch.num_rows) if i not in bad]
-        new_index = {old: new for new, old in enumerate(keep)}
-        kept = []
-        for index, cb in callbacks:
-            if index in bad:
-                err = KafkaError(KafkaError.INVALID_RECORD, f"topic {slot.name!r}: {bad[index]}")
-                self._reports.append((cb, err, self._report_message(slot.name, partition, batch, index, -1001)))
-            else:
-                kept.append((new_index[index], cb))
-        return batch.take(pa.array(keep, type=pa.int64())), kept
 
     _report_view = staticmethod(report_view)
     _report_message = staticmethod(report_message)
@@ -477,30 +443,7 @@ class Producer(core.ProducerCore):
             served += 1
         return served
 
-    def _statistics(self) -> tuple[dict, dict]:
-        """librdkafka's statistics of a producer (see _callbacks.py)."""
-        topics: dict = {}
-        queued_bytes = 0
-        sent_records = sent_bytes = 0
-        for slot in list(self._slots.values()):
-            parts = topics[slot.name] = {}
-            for p in range(slot.partitions):
-                acc = slot.accumulators[p]
-                count, nbytes = slot.stage.pending_of(p) if slot.stage is not None else (0, 0)
-                count += acc.count
-                nbytes += acc.nbytes
-                low, high = slot.topic.partition(p).watermarks()
-                sent = slot.sent_counts(p)
-                sent_records += sent[0]
-                sent_bytes += sent[1]
-                queued_bytes += nbytes
-                parts[p] = {"leader": 0, "msgq_cnt": count, "msgq_bytes": nbytes, "msgs": count + sent[0],
-                            "txmsgs": sent[0], "txbytes": sent[1], "lo_offset": low, "hi_offset": high,
-                            "ls_offset": high, "next_offset": high}
-        totals = {"msg_cnt": self._queued, "msg_size": queued_bytes, "msg_max": self._max_queued,
-                  "msg_size_max": self._batch_bytes,
-                  "txmsgs": sent_records, "txmsg_bytes": sent_bytes, "replyq": len(self._reports)}
-        return topics, totals
+    _statistics = producer_statistics  # librdkafka's statistics (reports.py)
 
     def _raise_pending(self) -> None:
         if self._error is not None:
