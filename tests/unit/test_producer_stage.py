@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import arrowlog
+from arrowlog._native import core
 from arrowlog.backends.local import producer as producer_module
 from arrowlog.storage import LogDir
 
@@ -109,12 +110,12 @@ def test_many_partitions_and_rolls_match_byte_for_byte(tmp_path, monkeypatch):
     assert got == want
 
 
-def staged_topic(tmp_path, monkeypatch, partitions: int) -> str:
+def staged_topic(tmp_path, monkeypatch, partitions: int, config: dict | None = None) -> str:
     """A data directory with topic "t" of ``partitions`` partitions, which producers stage (16 or more)."""
     monkeypatch.setattr(producer_module, "STAGE_PARTITIONS", 16)
     path = str(tmp_path)
     with LogDir(path) as d:
-        d.create_topic("t", partitions)
+        d.create_topic("t", partitions, config=config)
     return path
 
 
@@ -279,3 +280,21 @@ def test_a_periodic_sync_during_a_flush_never_sees_its_set_change(tmp_path, monk
         p.flush()
         assert len(taken) == 1 and len(taken[0]) == 16  # (the first flush's logs) unchanged since it was taken
         assert len(p._dirty) == 16
+
+
+def test_a_compacted_topic_is_staged_and_appended_through_the_general_path(tmp_path, monkeypatch):
+    """A compacted topic has no native append target: each staged partition's
+    scratch batch goes through PartitionLog.append_records' pyarrow path."""
+    path = staged_topic(tmp_path, monkeypatch, 16, {"cleanup.policy": "compact"})
+    with arrowlog.Producer({"log.dir": path, "linger.ms": 600_000}) as p:
+        for r in range(3):
+            for i in range(200):
+                p.produce("t", b"%d-%d" % (r, i), key=b"k%d" % i)
+            assert p._slots["t"].stage.count == 200
+            assert p.flush() == 0
+    got = by_partition(path)
+    want: dict[int, list[bytes]] = {}
+    for r in range(3):
+        for i in range(200):
+            want.setdefault(core.murmur2_partition(b"k%d" % i, 16), []).append(b"%d-%d" % (r, i))
+    assert got == want
