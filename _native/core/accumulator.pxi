@@ -15,11 +15,7 @@ import pyarrow as _pa
 # the columns are laid out by the one envelope builder, shared with the Kafka decoder
 include "envelope.pxi"
 
-cdef struct GrowBuf:
-    uint8_t *data
-    Py_ssize_t length
-    Py_ssize_t capacity
-
+# GrowBuf (core.pxd): data, length, capacity.
 
 cdef inline int gb_reserve(GrowBuf *b, Py_ssize_t extra, bint zeroed=False) except -1:
     """Room for ``extra`` more bytes (doubling); ``zeroed`` clears the new
@@ -466,17 +462,26 @@ cdef class RecordAccumulator:
         flush allocates nothing. A batch whose buffers went to Arrow
         (to_batch), or larger than RECYCLE_BYTES, is left to be freed. The
         caller must hold no other reference it still uses."""
+        if batch is self or batch.count == 0 or batch._held() > RECYCLE_BYTES:
+            return
+        batch._empty()
+        self.spare = batch
+
+    cdef Py_ssize_t _held(self) noexcept:
+        """Bytes of memory the buffers hold."""
+        return (self.ts.capacity + self.kdata.capacity + self.vdata.capacity + self.hkdata.capacity
+                + self.hvdata.capacity + self.koff.capacity + self.voff.capacity + self.hoff.capacity
+                + self.hkoff.capacity + self.hvoff.capacity + self.kvalid.capacity + self.vvalid.capacity
+                + self.hvalid.capacity + self.hvvalid.capacity)
+
+    cdef void _empty(self) noexcept:
+        """Empty the batch, keeping its buffers' memory (recycle, and the
+        staged flush's scratch accumulator)."""
         cdef GrowBuf *bufs[14]
-        cdef Py_ssize_t i, held = 0
-        if batch is self or batch.count == 0:
-            return
-        bufs[:] = [&batch.ts, &batch.kdata, &batch.vdata, &batch.hkdata, &batch.hvdata,
-                   &batch.koff, &batch.voff, &batch.hoff, &batch.hkoff, &batch.hvoff,
-                   &batch.kvalid, &batch.vvalid, &batch.hvalid, &batch.hvvalid]
-        for i in range(14):
-            held += bufs[i].capacity
-        if held > RECYCLE_BYTES:
-            return
+        cdef Py_ssize_t i
+        bufs[:] = [&self.ts, &self.kdata, &self.vdata, &self.hkdata, &self.hvdata,
+                   &self.koff, &self.voff, &self.hoff, &self.hkoff, &self.hvoff,
+                   &self.kvalid, &self.vvalid, &self.hvalid, &self.hvvalid]
         for i in range(14):
             if i >= 10:
                 # bitmaps: bytes past the length must be zero (gb_set_bit)
@@ -486,8 +491,7 @@ cdef class RecordAccumulator:
             else:
                 # offsets keep their leading 0 (_reset put it there)
                 bufs[i].length = 4 if i >= 5 else 0
-        batch._clear_counts()
-        self.spare = batch
+        self._clear_counts()
 
     def take(self):
         """The accumulated records as a pa.RecordBatch of PRODUCE_SCHEMA (no

@@ -197,6 +197,102 @@ cdef class ProducerCore:
                 lock.release()
         return sent
 
+    def _append_staged(self, TopicSlot slot, set dirty):
+        """flush()'s common case for a topic with a stage (stage.pxi): write
+        each partition's staged records as one frame, gathered into a
+        scratch accumulator and appended as _append_ready appends a batch.
+        Every staged record is taken: a partition that cannot be written
+        here (not opened yet, its in-process lock held by another thread, a
+        record already in its accumulator) gets its records in its
+        accumulator instead, for the caller's general path. Deciding that
+        runs under the GIL before anything is written, and a partition
+        written here is locked from then until its frame is written, so its
+        records never overtake, nor are overtaken by, another batch of the
+        same partition. An error appending one partition's frame is raised
+        after the other partitions are written. Appended logs go to
+        ``dirty``; returns the number of records appended."""
+        cdef RecordStage live = slot.stage, s
+        cdef RecordAccumulator acc, scratch
+        cdef AppendTarget target
+        cdef Py_ssize_t p, n, nbytes, sent = 0
+        cdef Py_ssize_t *start = NULL
+        cdef int32_t *order = NULL
+        cdef uint8_t *mine = NULL
+        cdef int64_t base
+        cdef list accs = slot.accumulators, logs = slot.logs, locks = slot.locks
+        if live is None or live.count == 0:
+            return 0
+        s = live.take()
+        error = None
+        try:
+            start = <Py_ssize_t *>malloc((<size_t>s.partitions + 1) * sizeof(Py_ssize_t))
+            mine = <uint8_t *>calloc(<size_t>s.partitions, 1)
+            if start == NULL or mine == NULL:
+                raise MemoryError()
+            order = _stage_order(s, start)
+            # which partitions are written here: decided, and their locks taken, before any is written
+            for p in range(s.partitions):
+                if s.pending[2 * p] == 0:
+                    continue
+                acc = <RecordAccumulator>accs[p]
+                lock = locks[p]
+                if acc.count == 0 and logs[p] is not None and lock is not None and lock.acquire(False):
+                    mine[p] = 1
+                else:
+                    _stage_fill(acc, s, order, start[p], start[p + 1])
+            scratch = <RecordAccumulator>(slot.scratch if slot.scratch is not None else RecordAccumulator(0))
+            slot.scratch = None  # (another thread's flush builds its own)
+            for p in range(s.partitions):
+                if not mine[p]:
+                    continue
+                log = logs[p]
+                n, nbytes = s.pending[2 * p], s.pending[2 * p + 1]
+                try:
+                    _stage_fill(scratch, s, order, start[p], start[p + 1])
+                    if p == slot.sticky:
+                        slot.next_sticky()
+                    base = -1
+                    log_lock = log._lock
+                    log_lock.acquire()
+                    try:
+                        t = log.append_target()
+                        if t is not None:
+                            target = <AppendTarget>t
+                            base = scratch._append_at(target, now_ms())
+                    except OSError:
+                        base = -1  # append_records tries again, and raises what is wrong
+                    finally:
+                        log_lock.release()
+                    if base < 0:
+                        log.append_records(scratch, fsync=False)
+                    dirty.add(log)
+                    slot.sent[2 * p] += n
+                    slot.sent[2 * p + 1] += nbytes
+                    sent += n
+                except Exception as exc:
+                    if error is None:
+                        error = exc
+                finally:
+                    self._queued -= n
+                    scratch._empty()
+                    mine[p] = 0
+                    (<object>locks[p]).release()
+            slot.scratch = scratch
+        finally:
+            if mine != NULL:
+                # only after an error outside a partition's append: what was not written goes to the accumulators
+                for p in range(s.partitions):
+                    if mine[p]:
+                        _stage_fill(<RecordAccumulator>accs[p], s, order, start[p], start[p + 1])
+                        (<object>locks[p]).release()
+            free(start)
+            free(order)
+            free(mine)
+            live.give_back(s)
+        if error is not None:
+            raise error
+        return sent
+
     # -- the upcall contract ----------------------------------------------------
     # produce() handles the common case here and calls these on its rare paths.
     # Declared cpdef in core.pxd; the subclass overrides every one (arrowlog.Producer,
@@ -242,6 +338,7 @@ cdef class ProducerCore:
         """Queue one record for ``topic``; see arrowlog.Producer.produce."""
         cdef TopicSlot slot
         cdef RecordAccumulator acc
+        cdef RecordStage stage
         cdef const char *vp
         cdef const char *kp
         cdef Py_ssize_t vn, kn, size
@@ -283,12 +380,24 @@ cdef class ProducerCore:
         else:
             ts = self._coerce_timestamp(timestamp)
         acc = <RecordAccumulator>slot.accumulators[p]
-        acc.append(kp, kn, vp, vn, ts)
-        if headers is not None:
-            acc.append_headers(headers)
         cb = on_delivery if on_delivery is not None else callback
         if cb is None:
             cb = self._default_delivery
+        stage = slot.stage
+        if stage is not None:
+            if acc.count == 0 and headers is None and cb is None:
+                stage.add(p, kp, kn, vp, vn, ts)
+                self._queued += 1
+                if stage.pending[2 * p + 1] >= self._batch_bytes or stage.pending[2 * p] >= self._batch_records:
+                    self._batch_full(slot, p)
+                elif stage.pending[2 * p] == 1 and (self._bg_idle or self._error is not None):
+                    self._first_in_batch(slot, p)
+                return
+            if stage.pending[2 * p]:
+                stage.drain(slot.accumulators)  # the staged records of p go first (stage.pxi)
+        acc.append(kp, kn, vp, vn, ts)
+        if headers is not None:
+            acc.append_headers(headers)
         if cb is not None:
             acc.add_callback(acc.count - 1, cb)
         self._queued += 1

@@ -11,7 +11,7 @@
 # _native/core.pyi) is the Python-level view of the same classes.
 #
 # RecordAccumulator and NativeBuffer (core/accumulator.pxi) and SmallReader
-# (core/replayview.pxi: its columns are accumulator.pxi's GrowBuf) are still
+# (core/replayview.pxi: its columns are GrowBufs) are still
 # declared where they are defined, so they are module-private here.
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
@@ -67,6 +67,43 @@ cdef class PartitionState:
     cpdef int64_t log_start_offset(self) except? -1
 
 
+# A growable native buffer (core/accumulator.pxi has its functions, gb_*).
+cdef struct GrowBuf:
+    uint8_t *data
+    Py_ssize_t length
+    Py_ssize_t capacity
+
+
+# One record staged by produce() for a topic of many partitions
+# (core/stage.pxi): its key and value lie at ``at`` of the stage's data.
+cdef struct StageEntry:
+    int64_t timestamp
+    int64_t at
+    int32_t partition
+    int32_t key_len       # -1: null
+    int32_t value_len     # -1: null
+    int32_t unused
+
+
+cdef class RecordStage:
+    """The records of a topic with many partitions, in arrival order, in two
+    sequential buffers (core/stage.pxi): what a partition's accumulator would
+    hold, until a flush writes each partition's frame from here."""
+    cdef GrowBuf entries              # StageEntry, one per record
+    cdef GrowBuf data                 # their keys and values
+    cdef readonly int32_t partitions
+    cdef int64_t *pending             # records and bytes staged, two per partition
+    cdef double *created              # when each partition's first staged record came
+    cdef readonly Py_ssize_t count    # records staged
+    cdef readonly double oldest       # when the first of them came (monotonic seconds)
+
+    cdef int add(self, int32_t partition, const char *key, Py_ssize_t key_len, const char *value,
+                 Py_ssize_t value_len, int64_t timestamp) except -1
+    cdef RecordStage take(self)
+    cdef void give_back(self, RecordStage used) noexcept
+    cdef int drain(self, list accumulators) except -1
+
+
 cdef class TopicSlot:
     """A topic's accumulators inside one producer (core/producer.pxi)."""
     cdef public str name
@@ -84,6 +121,10 @@ cdef class TopicSlot:
     cdef public list logs           # each partition's PartitionLog once the producer opened it, else None
     cdef public list locks          # each partition's in-process lock (the producer's)
     cdef int64_t *sent              # records and bytes sent, two per partition (count_sent)
+    # records without headers or a callback, of a partition whose accumulator
+    # is empty, go here (None: every record goes to its accumulator)
+    cdef public RecordStage stage
+    cdef object scratch             # the RecordAccumulator a staged flush builds each frame in
 
     cpdef count_sent(self, int32_t partition, int64_t records, int64_t nbytes)
     cpdef next_sticky(self)

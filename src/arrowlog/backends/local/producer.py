@@ -65,7 +65,7 @@ from ...storage import validate_topic_name
 from ...storage.cleaner import CleanerThread
 from ...storage.partition import sync_many
 from .batches import produce_batch
-from .reports import report_message, report_view, timestamp_bounds
+from .reports import fail_bad_rows, producer_statistics, report_message, report_view, timestamp_bounds
 from .transactions import LocalTransactions
 
 # The linger thread looks for due batches this often while the producer is
@@ -74,6 +74,11 @@ from .transactions import LocalTransactions
 # so linger.ms below BG_TICK is exact for applications that call them.
 BG_TICK = 0.005
 BG_ACTIVE_TICKS = 20
+
+# A topic of this many partitions or more stages produce()'s records in one buffer
+# (core.RecordStage, _native/core/stage.pxi; docs/SCALING.md, steady produce),
+# unless the producer has transactions or durability=fsync, or the topic a value schema.
+STAGE_PARTITIONS = 16
 
 
 def _linger_thread(ref: weakref.ref, wake: threading.Event) -> None:
@@ -173,12 +178,18 @@ class Producer(core.ProducerCore):
         validate = record_validator(topic, t.value_schema) if t.value_schema is not None else None
         slot = core.TopicSlot(topic, t, t.num_partitions, min(self._batch_bytes, 16 << 20), limit, validate)
         slot.keyed_only = _config.is_compacted(t.config)
+        existing = self._slots.get(topic)
+        if existing is not None:  # another thread opened it meanwhile (GIL released above): one slot
+            return existing
+        for p in range(t.num_partitions):
+            slot.locks[p] = self._locks[(topic, p)] = threading.Lock()
+        if (t.num_partitions >= STAGE_PARTITIONS and self._txn is None and not self._fsync
+                and t.value_schema is None):
+            slot.stage = core.RecordStage(t.num_partitions)
+        self._slots[topic] = slot  # (nothing above since the check released the GIL)
         if slot.keyed_only and self._cleaner is None and self._cleaner_interval_ms > 0:
             self._cleaner = CleanerThread(self._compacted_partitions, self._cleaner_interval_ms / 1000,
                                           name="arrowlog-producer-cleaner").start()
-        for p in range(t.num_partitions):
-            slot.locks[p] = self._locks[(topic, p)] = threading.Lock()
-        self._slots[topic] = slot
         return slot
 
     def _compacted_partitions(self) -> list:
@@ -221,7 +232,32 @@ class Producer(core.ProducerCore):
     # -- sending ---------------------------------------------------------------
 
     def _send(self, slot: core.TopicSlot, partition: int) -> int:
-        """Append ``partition``'s pending batch to the log; returns records sent."""
+        """Append ``partition``'s pending batch (and every staged one); returns records sent."""
+        sent = self._send_staged(slot) if slot.stage is not None and slot.stage.count else 0
+        return sent + self._send_batch(slot, partition)
+
+    def _send_staged(self, slot: core.TopicSlot) -> int:
+        """Append every partition's staged records (ProducerCore._append_staged), opening
+        their partitions first (one not open yet would take the general path)."""
+        stage = slot.stage
+        if stage is not None and None in slot.logs:
+            for p in range(slot.partitions):
+                if slot.logs[p] is None and stage.pending_of(p)[0]:
+                    self._partition_log(slot, p)
+        return self._native_send(self._append_staged, slot)
+
+    def _native_send(self, send: Any, slot: core.TopicSlot, *args: Any) -> int:
+        """``send(slot, dirty, *args)``, a native loop releasing the GIL as it writes, with a
+        ``dirty`` set of its own, added to ``_dirty`` after: a periodic sync swapping
+        ``_dirty`` meanwhile never sees its set change under it."""
+        dirty: set = set()
+        try:
+            return send(slot, dirty, *args)
+        finally:
+            self._dirty.update(dirty)
+
+    def _send_batch(self, slot: core.TopicSlot, partition: int) -> int:
+        """Append the batch in ``partition``'s accumulator; returns records sent."""
         key = (slot.name, partition)
         with self._locks[key]:
             acc = slot.accumulators[partition].detach()
@@ -254,7 +290,7 @@ class Producer(core.ProducerCore):
                     try:
                         values = typed_values(batch.column(2), slot.topic.value_schema)
                     except InvalidRecordError:
-                        batch, callbacks = self._fail_bad_rows(slot, partition, batch, callbacks)
+                        batch, callbacks = fail_bad_rows(self, slot, partition, batch, callbacks)
                         if batch.num_rows == 0:
                             self._sent(n)
                             return 0
@@ -296,30 +332,6 @@ class Producer(core.ProducerCore):
             return log.append(batch, fsync=self._fsync, min_timestamp=min_ts, max_timestamp=max_ts)
         return append() if self._txn is None else self._txn.append(topic, partition, log, batch.num_rows, append)
 
-    def _fail_bad_rows(self, slot: core.TopicSlot, partition: int, batch: pa.RecordBatch,
-                       callbacks: list) -> tuple[pa.RecordBatch, list]:
-        """A safety net behind produce()'s per-record check: when a typed
-        batch does not convert, the records that do not convert on their own
-        fail, each through its own delivery report, and the batch is
-        appended without them. Returns (batch, callbacks) for the rest."""
-        schema = slot.topic.value_schema
-        bad: dict[int, InvalidRecordError] = {}
-        for i, value in enumerate(batch.column(2).to_pylist()):
-            try:
-                typed_values([value], schema)
-            except InvalidRecordError as exc:
-                bad[i] = exc
-        keep = [i for i in range(batch.num_rows) if i not in bad]
-        new_index = {old: new for new, old in enumerate(keep)}
-        kept = []
-        for index, cb in callbacks:
-            if index in bad:
-                err = KafkaError(KafkaError.INVALID_RECORD, f"topic {slot.name!r}: {bad[index]}")
-                self._reports.append((cb, err, self._report_message(slot.name, partition, batch, index, -1001)))
-            else:
-                kept.append((new_index[index], cb))
-        return batch.take(pa.array(keep, type=pa.int64())), kept
-
     _report_view = staticmethod(report_view)
     _report_message = staticmethod(report_message)
 
@@ -335,18 +347,21 @@ class Producer(core.ProducerCore):
             if not only_lingered and self._txn is None and not self._fsync and slot.topic.value_schema is None:
                 # the common case in one native loop over the partitions; the rest below
                 rest: list[int] = []
-                sent += self._append_ready(slot, self._dirty, rest)
+                sent += self._send_staged(slot) + self._native_send(self._append_ready, slot, rest)
                 for p in rest:
-                    sent += self._send(slot, p)
+                    sent += self._send_batch(slot, p)
                 continue
+            stage = slot.stage
+            if stage is not None and stage.count and (not only_lingered or now - stage.oldest >= age):
+                sent += self._send_staged(slot)
             for p, acc in enumerate(slot.accumulators):
                 if acc.count:
                     if not only_lingered or now - acc.created >= age:
-                        sent += self._send(slot, p)
+                        sent += self._send_batch(slot, p)
                 elif not only_lingered and locks[(name, p)].locked():
                     # empty, but the linger thread is still appending the batch
                     # it took: taking the lock waits for that append to end
-                    sent += self._send(slot, p)
+                    sent += self._send_batch(slot, p)
         return sent
 
     def _pending_wait(self) -> float | None:
@@ -356,6 +371,10 @@ class Producer(core.ProducerCore):
         now = time.monotonic()
         linger = max(self._linger, BG_TICK)
         for slot in list(self._slots.values()):
+            stage = slot.stage
+            if stage is not None and stage.count:
+                left = linger - (now - stage.oldest)
+                due = left if due is None else min(due, left)
             for acc in slot.accumulators:
                 if acc.count:
                     left = linger - (now - acc.created)
@@ -424,27 +443,7 @@ class Producer(core.ProducerCore):
             served += 1
         return served
 
-    def _statistics(self) -> tuple[dict, dict]:
-        """librdkafka's statistics of a producer (see _callbacks.py)."""
-        topics: dict = {}
-        queued_bytes = 0
-        sent_records = sent_bytes = 0
-        for slot in list(self._slots.values()):
-            parts = topics[slot.name] = {}
-            for p in range(slot.partitions):
-                acc = slot.accumulators[p]
-                low, high = slot.topic.partition(p).watermarks()
-                sent = slot.sent_counts(p)
-                sent_records += sent[0]
-                sent_bytes += sent[1]
-                queued_bytes += acc.nbytes
-                parts[p] = {"leader": 0, "msgq_cnt": acc.count, "msgq_bytes": acc.nbytes, "msgs": acc.count + sent[0],
-                            "txmsgs": sent[0], "txbytes": sent[1], "lo_offset": low, "hi_offset": high,
-                            "ls_offset": high, "next_offset": high}
-        totals = {"msg_cnt": self._queued, "msg_size": queued_bytes, "msg_max": self._max_queued,
-                  "msg_size_max": self._batch_bytes,
-                  "txmsgs": sent_records, "txmsg_bytes": sent_bytes, "replyq": len(self._reports)}
-        return topics, totals
+    _statistics = producer_statistics  # librdkafka's statistics (reports.py)
 
     def _raise_pending(self) -> None:
         if self._error is not None:

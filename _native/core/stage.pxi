@@ -1,0 +1,236 @@
+# The stage: produce()'s records for a topic of many partitions, kept in
+# arrival order in two sequential buffers instead of each partition's
+# accumulator, and sorted into per-partition frames when they are written.
+#
+# Over a thousand partitions the accumulators' pending records are tens of
+# megabytes in thousands of buffers, written a record at a time in an order
+# no prefetcher follows: produce() then waits on memory more than it works
+# (docs/SCALING.md, steady produce). Appending to one buffer is a stream of
+# stores; the flush gathers each partition's records (a counting sort of
+# the entries, then one partition at a time) into a scratch accumulator that
+# stays in the cache while its frame is checksummed and written.
+#
+# The invariant that keeps each partition's records in order: a partition's
+# records are either staged or in its accumulator, never both. produce()
+# stages a record only while the partition's accumulator is empty, and
+# drains the stage into the accumulators before it appends a record there
+# (a record with headers or a delivery callback).
+
+from libc.stdlib cimport calloc
+
+cdef extern from *:
+    void __builtin_prefetch(const void *addr) noexcept nogil
+
+
+cdef class RecordStage:
+    """Records of one topic's partitions in arrival order (see above); not
+    thread-safe on its own: produce() and the flush use it under the GIL."""
+
+    def __cinit__(self, int32_t partitions):
+        if partitions <= 0:
+            raise ValueError("a stage needs at least one partition")
+        self.partitions = partitions
+        self.pending = <int64_t *>calloc(2 * <size_t>partitions, sizeof(int64_t))
+        self.created = <double *>calloc(<size_t>partitions, sizeof(double))
+        if self.pending == NULL or self.created == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        free(self.pending)
+        free(self.created)
+        free(self.entries.data)
+        free(self.data.data)
+
+    cdef int add(self, int32_t partition, const char *key, Py_ssize_t key_len, const char *value,
+                 Py_ssize_t value_len, int64_t timestamp) except -1:
+        """Stage one record of ``partition`` (a negative length: null)."""
+        cdef StageEntry *e
+        cdef Py_ssize_t k = key_len if key_len > 0 else 0, v = value_len if value_len > 0 else 0
+        if self.pending[2 * partition + 1] + k + v > 0x7fffffff:
+            raise OverflowError("a partition's staged keys and values exceed 2 GiB")
+        if self.entries.length + <Py_ssize_t>sizeof(StageEntry) > self.entries.capacity:
+            gb_reserve(&self.entries, sizeof(StageEntry))
+        if self.data.length + k + v > self.data.capacity:
+            gb_reserve(&self.data, k + v)
+        e = <StageEntry *>(self.entries.data + self.entries.length)
+        e.timestamp = timestamp
+        e.at = self.data.length
+        e.partition = partition
+        e.key_len = <int32_t>key_len
+        e.value_len = <int32_t>value_len
+        self.entries.length += sizeof(StageEntry)
+        if k:
+            memcpy(self.data.data + self.data.length, key, <size_t>k)
+        if v:
+            memcpy(self.data.data + self.data.length + k, value, <size_t>v)
+        self.data.length += k + v
+        if self.pending[2 * partition] == 0:
+            self.created[partition] = monotonic_s()
+            if self.count == 0:
+                self.oldest = self.created[partition]
+        self.pending[2 * partition] += 1
+        self.pending[2 * partition + 1] += k + v + 24   # as RecordAccumulator.nbytes counts
+        self.count += 1
+        return 0
+
+    def pending_of(self, int32_t partition):
+        """(records, bytes) staged for ``partition`` (bytes as an
+        accumulator's ``nbytes`` counts them)."""
+        if not 0 <= partition < self.partitions:
+            raise IndexError(f"no partition {partition}")
+        return self.pending[2 * partition], self.pending[2 * partition + 1]
+
+    cdef RecordStage take(self):
+        """Move every staged record into a new stage and leave this one empty
+        (its buffers keep the memory of the last stage given back)."""
+        cdef RecordStage out = RecordStage.__new__(RecordStage, self.partitions)
+        out.entries, self.entries = self.entries, out.entries
+        out.data, self.data = self.data, out.data
+        out.pending, self.pending = self.pending, out.pending
+        out.created, self.created = self.created, out.created
+        out.count, out.oldest = self.count, self.oldest
+        self.count = 0
+        self.oldest = 0.0
+        return out
+
+    cdef void give_back(self, RecordStage used) noexcept:
+        """Keep the buffers of ``used`` (taken from this stage and written)
+        for the next records, if nothing was staged meanwhile: a steady
+        producer does not fault in its stage's memory again every flush."""
+        if self.count == 0 and self.entries.data == NULL and self.data.data == NULL:
+            self.entries, used.entries = used.entries, self.entries
+            self.data, used.data = used.data, self.data
+            self.entries.length = self.data.length = 0
+
+    def drain_into(self, list accumulators):
+        """drain() for Python (tests, statistics)."""
+        self.drain(accumulators)
+
+    cdef int drain(self, list accumulators) except -1:
+        """Append every staged record to its partition's accumulator (in
+        order; each accumulator's batch keeps its first staged record's
+        creation time) and leave the stage empty."""
+        cdef RecordStage s
+        cdef Py_ssize_t i, p
+        cdef RecordAccumulator acc
+        cdef const StageEntry *e
+        if self.count == 0:
+            return 0
+        if len(accumulators) != self.partitions:
+            raise ValueError(f"{len(accumulators)} accumulators for a stage of {self.partitions} partitions")
+        s = self.take()
+        try:
+            for i in range(s.count):
+                e = (<StageEntry *>s.entries.data) + i
+                acc = <RecordAccumulator>accumulators[e.partition]
+                _stage_append(acc, s, e)
+        finally:
+            for p in range(s.partitions):
+                if s.pending[2 * p]:
+                    (<RecordAccumulator>accumulators[p]).created = s.created[p]
+            self.give_back(s)
+        return 0
+
+
+cdef inline int _stage_append(RecordAccumulator acc, RecordStage s, const StageEntry *e) except -1:
+    cdef const char *key = <const char *>s.data.data + e.at
+    cdef Py_ssize_t k = e.key_len if e.key_len > 0 else 0
+    return acc.append(key if e.key_len >= 0 else NULL, e.key_len, key + k if e.value_len >= 0 else NULL,
+                      e.value_len, e.timestamp)
+
+
+cdef int _stage_fill(RecordAccumulator acc, RecordStage s, const int32_t *order, Py_ssize_t lo,
+                     Py_ssize_t hi) except -1:
+    """Append the staged records ``order[lo:hi]`` (one partition's, in
+    arrival order) to ``acc``, which then holds what the partition's own
+    accumulator would, with that batch's creation time. Records with a key
+    and a value (the common case) are copied by one loop into buffers
+    reserved once, their entries and bytes prefetched a few records ahead
+    (they are scattered over the stage); a null key or value, or an
+    accumulator that already holds records, takes RecordAccumulator.append."""
+    cdef const StageEntry *entries = <const StageEntry *>s.entries.data
+    cdef const StageEntry *e
+    cdef const uint8_t *src
+    cdef Py_ssize_t j = lo, i, n = hi - lo, k = 0, v = 0, total
+    cdef int64_t lo_ts, hi_ts
+    cdef int32_t *koff
+    cdef int32_t *voff
+    cdef int64_t *ts
+    if n <= 0:
+        return 0
+    total = s.pending[2 * entries[order[lo]].partition + 1]   # keys, values and 24 a record: room for either
+    if acc.count == 0 and acc.key_nulls == 0 and acc.value_nulls == 0 and acc.header_lists == 0:
+        gb_reserve(&acc.ts, 8 * n)
+        gb_reserve(&acc.koff, 4 * n)
+        gb_reserve(&acc.voff, 4 * n)
+        gb_reserve(&acc.kdata, total)
+        gb_reserve(&acc.vdata, total)
+        ts = <int64_t *>acc.ts.data
+        koff = <int32_t *>acc.koff.data   # koff[0] == voff[0] == 0 already
+        voff = <int32_t *>acc.voff.data
+        lo_ts, hi_ts = acc.min_timestamp, acc.max_timestamp
+        i = 0
+        while j < hi:
+            if j + 16 < hi:
+                __builtin_prefetch(entries + order[j + 16])
+            if j + 8 < hi:
+                src = s.data.data + entries[order[j + 8]].at
+                __builtin_prefetch(src)
+                __builtin_prefetch(src + 64)
+                __builtin_prefetch(src + 127)
+            e = entries + order[j]
+            if e.key_len < 0 or e.value_len < 0:
+                break
+            src = s.data.data + e.at
+            memcpy(acc.kdata.data + k, src, <size_t>e.key_len)
+            memcpy(acc.vdata.data + v, src + e.key_len, <size_t>e.value_len)
+            k += e.key_len
+            v += e.value_len
+            koff[i + 1] = <int32_t>k
+            voff[i + 1] = <int32_t>v
+            ts[i] = e.timestamp
+            if e.timestamp < lo_ts:
+                lo_ts = e.timestamp
+            if e.timestamp > hi_ts:
+                hi_ts = e.timestamp
+            i += 1
+            j += 1
+        acc.ts.length = 8 * i
+        acc.koff.length = 4 * (i + 1)
+        acc.voff.length = 4 * (i + 1)
+        acc.kdata.length = k
+        acc.vdata.length = v
+        acc.count = i
+        acc.nbytes = k + v + 24 * i
+        acc.min_timestamp, acc.max_timestamp = lo_ts, hi_ts
+    while j < hi:
+        _stage_append(acc, s, entries + order[j])
+        j += 1
+    acc.created = s.created[entries[order[lo]].partition]
+    return 0
+
+
+cdef int32_t *_stage_order(RecordStage s, Py_ssize_t *start) except NULL:
+    """A counting sort of the stage's entries by partition: returns their
+    indices grouped by partition, each group in arrival order, partition
+    p's from ``start[p]`` to ``start[p + 1]`` (the caller frees it)."""
+    cdef Py_ssize_t i, p, n = s.count
+    cdef const StageEntry *entries = <const StageEntry *>s.entries.data
+    cdef int32_t *order
+    if n > 0x7fffffff:
+        raise OverflowError("more than 2**31 staged records")
+    order = <int32_t *>malloc(<size_t>max(n, 1) * sizeof(int32_t))
+    if order == NULL:
+        raise MemoryError()
+    start[0] = 0
+    for p in range(s.partitions):
+        start[p + 1] = start[p] + s.pending[2 * p]
+    for i in range(n):
+        p = entries[i].partition
+        order[start[p]] = <int32_t>i
+        start[p] += 1
+    # each start[p] is now the end of p's group, that is start[p + 1] before: shift back
+    for p in range(s.partitions, 0, -1):
+        start[p] = start[p - 1]
+    start[0] = 0
+    return order
