@@ -47,10 +47,12 @@ from ..errors import ArrowlogError
 from ..schema import ENVELOPE_SCHEMA
 from .appending import AppendMixin
 from .handles import BUDGET
+from .layout import MAX_ACTIVE_POSITION, MAX_OFFSET
 from .layout_mark import write_mark
 from .reading import Frame, ReadMixin
 from .recovery import RecoveryMixin
 from .retention import RetentionMixin
+from .segment import INDEX_BYTES, SEGMENT_FIXED_HEADER
 from .sessions import SessionMixin
 from .sync import SyncMixin
 
@@ -181,8 +183,12 @@ def _flush_unmapping(fd: int, pending: list, others: list, idle: list) -> bool:
         flusher = threading.Thread(target=lambda: result.append(_syncfs(fd)), name="arrowlog-close-syncfs")
         flusher.start()  # (the syncfs runs without the GIL)
     try:
-        for log in idle:
-            log._end_close()
+        fds: list[int] = []
+        try:
+            for log in idle:
+                log._end_close(fds)
+        finally:
+            core.close_fds(fds)
         for log, _st in pending:
             log._forget_read_views()
             if log._writer is not None:
@@ -282,19 +288,54 @@ def close_many(logs: list, sync=()) -> list[tuple[PartitionLog, BaseException]]:
             # the data is durable: the marks go to disk with the kernel's
             # writeback (a mark lost to a power loss only costs the next
             # opener a recovery scan, which finds every record synced)
-            for log, st in pending:
-                if st["recovery_point"] < st["next_offset"]:
-                    log.state.publish(recovery_point=st["next_offset"])
-                    st["recovery_point"] = st["next_offset"]
-                log.state.clean = True
-                write_mark(log._state_fd, log.directory, st, log._writer)
+            _publish_clean(pending)
         finally:
-            for log in held:
-                try:
-                    log._end_close()
-                finally:
-                    log._lock.release()
+            _end_close_all(held)
     return failed
+
+
+# layout.state_problem's bounds, for the native pass that marks (core.close_marks)
+_MARK_LIMITS = (MAX_OFFSET, SEGMENT_FIXED_HEADER, MAX_ACTIVE_POSITION, INDEX_BYTES // core.OFFSET_ENTRY_SIZE,
+                INDEX_BYTES // core.TIME_ENTRY_SIZE)
+
+
+def _publish_clean(pending: list) -> None:
+    """The end of a clean close, once the data is durable (caller holds
+    each partition's append lock): each recovery point published, the clean
+    word set and the layout mark left, in one native pass for all
+    (core.close_marks); layout_mark.write_mark marks the few it leaves
+    (a directory with a subdirectory, an impossible state). The marks go
+    to disk with the kernel's writeback: one that a power loss undoes only
+    costs the next opener a recovery scan, which finds every record synced."""
+    rows = []
+    for log, st in pending:
+        w = log._writer
+        fds = (w.log_fd, w.index_fd, w.time_index_fd) if w is not None and \
+            w.base_offset == st["active_base_offset"] else (-1, -1, -1)
+        rows.append((log.state, os.fsencode(log.directory), *fds, st["next_offset"]))
+    for i in core.close_marks(rows, _MARK_LIMITS):
+        log, st = pending[i]
+        st["recovery_point"] = max(st["recovery_point"], st["next_offset"])
+        write_mark(log._state_fd, log.directory, st, log._writer)
+
+
+def _end_close_all(held: list) -> None:
+    """Let go of the partitions close_many holds: their mappings dropped,
+    their descriptors (and the flocks they hold) closed in one native pass,
+    then their locks released. One that fails to let go does not keep the
+    others open."""
+    fds: list[int] = []
+    error: BaseException | None = None
+    for log in held:
+        try:
+            log._end_close(fds)
+        except BaseException as exc:  # (raised once the others are closed)
+            error = error or exc
+    core.close_fds(fds)
+    for log in held:
+        log._lock.release()
+    if error is not None:
+        raise error
 
 
 __all__ = ["PartitionLog", "Frame", "sync_many", "close_many"]
