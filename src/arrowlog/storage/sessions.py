@@ -336,11 +336,11 @@ class SessionMixin(LogBase):
         seg, self._writer = self._writer, None
         if seg is not None:
             seg.unmap()
-            _take_fds(seg, ("log_fd", "index_fd", "time_index_fd"), fds)
-        _take_fds(self, ("_state_fd", "_append_fd", "_open_fd"), fds)
+            take_fds(seg, ("log_fd", "index_fd", "time_index_fd"), fds)
+        take_fds(self, ("_state_fd", "_append_fd", "_open_fd"), fds)
 
 
-def _take_fds(owner: object, attrs: tuple[str, ...], fds: list[int]) -> None:
+def take_fds(owner: object, attrs: tuple[str, ...], fds: list[int]) -> None:
     """Move the open descriptors in ``owner``'s attributes to ``fds`` (each
     attribute left at -1, so that nothing closes one twice); an attribute
     not set yet (a read view's lazy indexes) is left alone."""
