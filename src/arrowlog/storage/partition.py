@@ -299,7 +299,7 @@ def _mark_stats(pending: list) -> bytes:
     before the flush ends: nothing changes them meanwhile (the partition's
     locks are held; a flush changes no file's size or times). Its read
     views and writer go with it: after the flush only the state is written."""
-    rows = []
+    rows: list[tuple[bytes, int, int, int]] = []
     for log, st in pending:
         log._forget_read_views()
         w, log._writer = log._writer, None
@@ -310,7 +310,7 @@ def _mark_stats(pending: list) -> bytes:
         if len(fds) != 3 or w.base_offset != st["active_base_offset"]:
             core.close_fds(fds)
             fds = [-1, -1, -1]  # write_mark marks it, by the files' paths
-        rows.append((os.fsencode(log.directory), *fds))
+        rows.append((os.fsencode(log.directory), fds[0], fds[1], fds[2]))
     return core.close_stats(rows)
 
 
