@@ -4,6 +4,7 @@ the partitions it is the last one out of, and lets go of the segments'
 mappings while the disk flushes."""
 
 import errno
+import fcntl
 import os
 import threading
 import time
@@ -198,3 +199,85 @@ def test_a_producer_closed_while_the_interpreter_exits_does_not_hang(tmp_path):
         pl = d.topic("t").partition(0)
         assert pl.state.clean, "the close at exit marks the partition clean"
         assert pl.high_watermark == 50
+
+
+def partition_dirs(path):
+    return [os.path.join(path, "topics", "t", str(i)) for i in range(PARTS)]
+
+
+def test_close_fds_closes_every_descriptor_given_and_counts_the_failures(tmp_path):
+    from arrowlog._native import core
+    fds = [os.open(str(tmp_path / f"f{i}"), os.O_CREAT | os.O_RDWR, 0o600) for i in range(4)]
+    os.close(fds[3])  # already closed: a failure, counted, never raised
+    assert core.close_fds([fds[0], -1, fds[1], fds[2], fds[3]]) == 1
+    for fd in fds:
+        with pytest.raises(OSError) as info:
+            os.fstat(fd)
+        assert info.value.errno == errno.EBADF
+    assert core.close_fds([]) == 0
+
+
+def test_a_close_lets_go_of_every_descriptor_in_one_native_pass(tmp_path, monkeypatch):
+    from arrowlog._native import core
+    path = str(tmp_path / "d")
+    p = produced(path)
+    passes = []
+    real = core.close_fds
+
+    def close_fds(fds):
+        passes.append(len(fds))
+        return real(fds)
+
+    monkeypatch.setattr(partition_mod.core, "close_fds", close_fds)
+    p.close()
+    # the segments' descriptors went while the disk flushed (their stats
+    # taken for the marks); the last pass closes each partition's state and
+    # two lock files (releasing the flocks) once every mark is left, all at once
+    assert passes[-1] == 3 * PARTS
+    held = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+            if os.path.exists(f"/proc/self/fd/{fd}")]
+    assert not [f for f in held if f.startswith(path)]
+    # and another opener takes each partition as its first opener again
+    for d in partition_dirs(path):
+        fd = os.open(f"{d}/open.lock", os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+
+
+def test_the_marks_of_the_native_close_pass_are_those_write_mark_leaves(tmp_path):
+    from arrowlog._native import core
+    from arrowlog.storage.layout_mark import MARK_OFFSET, MARK_SIZE, SEGMENT_MARK_SIZE, mark_holds, write_mark
+    both = MARK_SIZE + SEGMENT_MARK_SIZE   # the layout mark and replay's segment mark
+    path = str(tmp_path / "d")
+    produced(path).close()
+    for d in partition_dirs(path):
+        fd = os.open(f"{d}/partition.state", os.O_RDWR)
+        try:
+            native = os.pread(fd, both, MARK_OFFSET)
+            assert native.startswith(b"ARWLMARK") and native[MARK_SIZE:].startswith(b"ARWLSEGM")
+            assert mark_holds(fd, d)
+            st = core.PartitionState(core.MappedFile(fd, core.STATE_FILE_SIZE, False, d))
+            assert st.clean and st.snapshot()["recovery_point"] == 5
+            write_mark(fd, d, st.snapshot())  # the Python mark of the same state and files
+            assert os.pread(fd, both, MARK_OFFSET) == native
+        finally:
+            os.close(fd)
+
+
+def test_a_partition_with_a_cleaners_swap_left_is_closed_clean_but_not_marked(tmp_path):
+    from arrowlog.storage.cleaner import CLEANING_DIR
+    from arrowlog.storage.layout_mark import MARK_OFFSET, MARK_SIZE
+    path = str(tmp_path / "d")
+    p = produced(path)
+    dirs = partition_dirs(path)
+    os.mkdir(os.path.join(dirs[1], CLEANING_DIR))  # a swap a dead cleaner left: the next opener finishes it
+    p.close()
+    marks = []
+    for d in dirs:
+        with open(f"{d}/partition.state", "rb") as f:
+            marks.append(os.pread(f.fileno(), MARK_SIZE, MARK_OFFSET)[:8])
+    assert marks[1] == b"\0" * 8
+    assert marks[:1] + marks[2:] == [b"ARWLMARK"] * (PARTS - 1)
+    assert all(clean for clean, _rp, _hw in states(path)[2:])

@@ -47,11 +47,13 @@ from ..errors import ArrowlogError
 from ..schema import ENVELOPE_SCHEMA
 from .appending import AppendMixin
 from .handles import BUDGET
+from .layout import MAX_ACTIVE_POSITION, MAX_OFFSET
 from .layout_mark import write_mark
 from .reading import Frame, ReadMixin
 from .recovery import RecoveryMixin
 from .retention import RetentionMixin
-from .sessions import SessionMixin
+from .segment import INDEX_BYTES, SEGMENT_FIXED_HEADER
+from .sessions import SessionMixin, take_fds
 from .sync import SyncMixin
 
 
@@ -166,33 +168,34 @@ def _synced_already(pending: list) -> bool:
     return all(st["recovery_point"] >= st["next_offset"] and not log._dir_dirty for log, st in pending)
 
 
-def _flush_unmapping(fd: int, pending: list, others: list, idle: list) -> bool:
+def _flush_unmapping(fd: int, pending: list, others: list, idle: list) -> tuple[bool, bytes]:
     """_syncfs(fd) in a helper thread while this thread lets go of what the
-    marks do not need (the flush waits for the disk; the munmaps and
-    closes, most of a close's CPU, used to follow it): the read views and
-    writers of the ``pending`` and ``others`` partitions are unmapped (a
-    pending writer's descriptors stay for its clean mark's fstats, an other
-    writer closes), and the ``idle`` ones, which need nothing after the
-    flush, are released whole. The pages unmapped stay in the page cache,
-    which the flush writes."""
+    marks do not need (the flush waits for the disk; the munmaps, stats and
+    closes, most of a close's CPU, used to follow it): the segments of the
+    ``pending`` and ``others`` partitions are unmapped and closed, the
+    stats the ``pending`` ones' marks digest taken first (_mark_stats), and
+    the ``idle`` ones, which need nothing after the flush, are released
+    whole. The pages unmapped stay in the page cache, which the flush
+    writes. Returns whether it flushed, and the stats."""
     result: list[bool] = []
     flusher: threading.Thread | None = None
     if not sys.is_finalizing():  # (at interpreter exit a new thread never runs: start() would wait forever)
         flusher = threading.Thread(target=lambda: result.append(_syncfs(fd)), name="arrowlog-close-syncfs")
         flusher.start()  # (the syncfs runs without the GIL)
     try:
-        for log in idle:
-            log._end_close()
-        for log, _st in pending:
-            log._forget_read_views()
-            if log._writer is not None:
-                log._writer.unmap()
+        fds: list[int] = []
+        try:
+            for log in idle:
+                log._end_close(fds)
+        finally:
+            core.close_fds(fds)
+        stats = _mark_stats(pending)
         for log in others:
             log._drop_segments()
     finally:
         if flusher is not None:
             flusher.join()
-    return bool(result and result[0]) if flusher is not None else _syncfs(fd)
+    return bool(result and result[0]) if flusher is not None else _syncfs(fd), stats
 
 
 def _close_unsynced(pending: list, sync, failed: list) -> None:
@@ -266,8 +269,13 @@ def close_many(logs: list, sync=()) -> list[tuple[PartitionLog, BaseException]]:
             if not pending and not others:
                 continue
             fd = pending[0][0]._state_fd if pending else others[0][0]._state_fd
-            flushed = _syncfs_usable() and ((not others and _synced_already(pending))
-                                            or _flush_unmapping(fd, pending, [log for log, _ in others], idle))
+            flushed, stats = False, b""
+            if not _syncfs_usable():
+                pass
+            elif not others and _synced_already(pending):
+                flushed, stats = True, _mark_stats(pending)  # only the marks are left: no flush
+            else:
+                flushed, stats = _flush_unmapping(fd, pending, [log for log, _ in others], idle)
             if not flushed:
                 _close_unsynced(pending, sync, failed)
                 pending = []
@@ -279,22 +287,70 @@ def close_many(logs: list, sync=()) -> list[tuple[PartitionLog, BaseException]]:
                         log._sync(closing=True)
                 except (OSError, ArrowlogError) as exc:
                     failed.append((log, exc))
-            # the data is durable: the marks go to disk with the kernel's
-            # writeback (a mark lost to a power loss only costs the next
-            # opener a recovery scan, which finds every record synced)
-            for log, st in pending:
-                if st["recovery_point"] < st["next_offset"]:
-                    log.state.publish(recovery_point=st["next_offset"])
-                    st["recovery_point"] = st["next_offset"]
-                log.state.clean = True
-                write_mark(log._state_fd, log.directory, st, log._writer)
+            _publish_clean(pending, stats)  # the data is durable
         finally:
-            for log in held:
-                try:
-                    log._end_close()
-                finally:
-                    log._lock.release()
+            _end_close_all(held)
     return failed
+
+
+def _mark_stats(pending: list) -> bytes:
+    """The stats of each pending partition's directory and active segment
+    that its clean mark digests, taken in one native pass (core.close_stats)
+    before the flush ends: nothing changes them meanwhile (the partition's
+    locks are held; a flush changes no file's size or times). Its read
+    views and writer go with it: after the flush only the state is written."""
+    rows: list[tuple[bytes, int, int, int]] = []
+    for log, st in pending:
+        log._forget_read_views()
+        w, log._writer = log._writer, None
+        fds: list[int] = []
+        if w is not None:
+            w.unmap()
+            take_fds(w, ("log_fd", "index_fd", "time_index_fd"), fds)
+        if len(fds) != 3 or w.base_offset != st["active_base_offset"]:
+            core.close_fds(fds)
+            fds = [-1, -1, -1]  # write_mark marks it, by the files' paths
+        rows.append((os.fsencode(log.directory), fds[0], fds[1], fds[2]))
+    return core.close_stats(rows)
+
+
+# layout.state_problem's bounds, for the native pass that marks (core.close_marks)
+_MARK_LIMITS = (MAX_OFFSET, SEGMENT_FIXED_HEADER, MAX_ACTIVE_POSITION, INDEX_BYTES // core.OFFSET_ENTRY_SIZE,
+                INDEX_BYTES // core.TIME_ENTRY_SIZE)
+
+
+def _publish_clean(pending: list, stats: bytes) -> None:
+    """The end of a clean close, once the data is durable (caller holds
+    each partition's append lock): each recovery point published, the clean
+    word set and the layout mark left, in one native pass for all
+    (core.close_marks); layout_mark.write_mark marks the few it leaves
+    (a directory with a subdirectory, an impossible state). The marks go
+    to disk with the kernel's writeback: one that a power loss undoes only
+    costs the next opener a recovery scan, which finds every record synced."""
+    rows = [(log.state, st["next_offset"]) for log, st in pending]
+    for i in core.close_marks(rows, _MARK_LIMITS, stats):
+        log, st = pending[i]
+        st["recovery_point"] = max(st["recovery_point"], st["next_offset"])
+        write_mark(log._state_fd, log.directory, st)
+
+
+def _end_close_all(held: list) -> None:
+    """Let go of the partitions close_many holds: their mappings dropped,
+    their descriptors (and the flocks they hold) closed in one native pass,
+    then their locks released. One that fails to let go does not keep the
+    others open."""
+    fds: list[int] = []
+    error: BaseException | None = None
+    for log in held:
+        try:
+            log._end_close(fds)
+        except BaseException as exc:  # (raised once the others are closed)
+            error = error or exc
+    core.close_fds(fds)
+    for log in held:
+        log._lock.release()
+    if error is not None:
+        raise error
 
 
 __all__ = ["PartitionLog", "Frame", "sync_many", "close_many"]

@@ -325,7 +325,28 @@ class SessionMixin(LogBase):
                 pass
         return st
 
-    def _end_close(self) -> None:
-        if not self._parked:
-            self._drop_segments()
-            self._close_fds()  # releases the flocks with the descriptors
+    def _end_close(self, fds: list[int]) -> None:
+        """Last half of close_many() (caller holds self._lock): the mappings
+        go and the descriptors (which hold the flocks) are moved to ``fds``,
+        which the caller closes with every other partition's in one native
+        pass (core.close_fds) before it lets go of the lock."""
+        if self._parked:
+            return
+        self._forget_read_views()
+        seg, self._writer = self._writer, None
+        if seg is not None:
+            seg.unmap()
+            take_fds(seg, ("log_fd", "index_fd", "time_index_fd"), fds)
+        take_fds(self, ("_state_fd", "_append_fd", "_open_fd"), fds)
+
+
+def take_fds(owner: object, attrs: tuple[str, ...], fds: list[int]) -> None:
+    """Move the open descriptors in ``owner``'s attributes to ``fds`` (each
+    attribute left at -1, so that nothing closes one twice); an attribute
+    not set yet (a read view's lazy indexes) is left alone."""
+    d = owner.__dict__
+    for attr in attrs:
+        fd = d.get(attr, -1)
+        if fd >= 0:
+            fds.append(fd)
+            d[attr] = -1
