@@ -98,6 +98,7 @@ cdef enum:
     CS_MTIME = 9
     CS_CTIME = 10
     CS_FIELDS = 11
+    RV_MARK_AT = 256       # the layout mark (layout_mark.py): magic, digest (closing.pxi writes it)
     RV_SEG_MARK_AT = 272   # the segment mark (layout_mark.py): magic, 5 facts, digest
     RV_SEG_MARK = 56
     RV_HEAD = RV_SEG_MARK_AT + RV_SEG_MARK   # the state's header, payload and both marks

@@ -26,7 +26,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-from fds import readable
+
+# the fault scripts run as programs (sys.path[0] is tests/fault): tests/ holds fds.py
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from fds import readable  # noqa: E402
 
 from arrowlog._native import core
 from arrowlog.schema import HEADERS_TYPE, PRODUCE_SCHEMA
