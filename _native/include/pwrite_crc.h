@@ -25,7 +25,10 @@
 #include "crc32c.h"
 
 #define ARROWLOG_IOV_MAX 1024
+#ifndef ARROWLOG_CRC_STEP
 #define ARROWLOG_CRC_STEP (1024 * 1024)
+#endif
+#define ARROWLOG_CRC_SLICE_IOV 64  /* pieces gathered into one slice's pwritev at most */
 
 /* pwritev all of iov[0..cnt) at offset, retrying short writes and EINTR.
  * Modifies iov. Returns 0 or an errno. */
@@ -53,22 +56,43 @@ static int arrowlog_pwritev_all(int fd, struct iovec *iov, int cnt, long offset)
 }
 
 /* Write the pieces check[0..cnt) back to back at `offset` and return in *crc
- * their CRC-32C continued from `crc_in`. Returns 0 or an errno. */
+ * their CRC-32C continued from `crc_in`. Returns 0 or an errno.
+ *
+ * The body is cut into slices of ARROWLOG_CRC_STEP bytes counted from its
+ * start, not from each piece's: a slice gathers the pieces (or parts of
+ * pieces) it spans into one pwritev, each part checksummed just before. An
+ * IPC message is ~20 pieces, most of them a few bytes of metadata or
+ * padding: one syscall per STEP bytes, not one per piece. */
 static int arrowlog_write_body_crc(int fd, const struct iovec *check, int cnt, long offset, uint32_t crc_in,
                                    uint32_t *crc) {
+    struct iovec slice[ARROWLOG_CRC_SLICE_IOV];
+    int parts = 0;
+    size_t pending = 0;
     uint32_t c = crc_in;
     for (int i = 0; i < cnt; i++) {
         const char *base = (const char *)check[i].iov_base;
         size_t len = check[i].iov_len, done = 0;
         while (done < len) {
-            size_t step = len - done < ARROWLOG_CRC_STEP ? len - done : ARROWLOG_CRC_STEP;
-            struct iovec one = {(void *)(base + done), step};
+            size_t step = len - done;
+            if (step > ARROWLOG_CRC_STEP - pending) step = ARROWLOG_CRC_STEP - pending;
             c = arrowlog_crc32c(c, base + done, step);
-            int err = arrowlog_pwritev_all(fd, &one, 1, offset);
-            if (err) return err;
-            offset += (long)step;
+            slice[parts].iov_base = (void *)(base + done);
+            slice[parts].iov_len = step;
+            parts++;
+            pending += step;
             done += step;
+            if (pending == ARROWLOG_CRC_STEP || parts == ARROWLOG_CRC_SLICE_IOV) {
+                int err = arrowlog_pwritev_all(fd, slice, parts, offset);
+                if (err) return err;
+                offset += (long)pending;
+                parts = 0;
+                pending = 0;
+            }
         }
+    }
+    if (parts) {
+        int err = arrowlog_pwritev_all(fd, slice, parts, offset);
+        if (err) return err;
     }
     *crc = c;
     return 0;
