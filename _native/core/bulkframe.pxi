@@ -38,13 +38,6 @@ cdef enum:
     BK_BITS = 4       # count bits of src from bit value, trailing bits zero
     BK_HEAD_MAX = 1024  # frame header + IPC prefix + flatbuffer, at most
 
-cdef struct BulkPart:
-    int kind
-    const uint8_t *src
-    Py_ssize_t length     # the buffer's recorded length (bytes)
-    int64_t value
-    int64_t count
-
 cdef struct BulkStream:
     int fd
     long offset
@@ -152,13 +145,7 @@ cdef int _bk_binary(BulkPart *p, object arr, Py_ssize_t n, int64_t *nulls) excep
 cdef class BulkFrame:
     """One frame of produce_batch, as bulk_frame() describes it: the
     accumulator's protocol (count, frame_size, write_frame) for
-    PartitionLog._append_frame."""
-    cdef BulkPart parts[ENV_BUFFERS]
-    cdef int64_t nulls[ENV_NODES]
-    cdef readonly Py_ssize_t count
-    cdef Py_ssize_t message
-    cdef int64_t min_ts, max_ts
-    cdef object keep
+    PartitionLog._append_frame; its attributes are declared in core.pxd."""
 
     def frame_size(self):
         return C_FRAME_HEADER + self.message
