@@ -5,11 +5,12 @@
  * a whole multi-megabyte body, each pass reads it from memory. Here the body
  * goes in slices of ARROWLOG_CRC_STEP bytes: checksum a slice, then write it
  * while it is still in the CPU cache, so each byte comes from memory once.
- * A slice is 1 MiB, the L2 cache of one core on the machines this project
- * targets: ext4 (Linux 6.18) then copies into large folios, where 256 KiB
- * slices cost a third more kernel time per byte. Measured on a 2-core AMD
- * EPYC, a 132 MB body in 8 MiB frames into a preallocated file (min of 11
- * runs): 25 ms in 256 KiB slices, 19.6 in 1 MiB, 18.5 in 2 MiB; a helper
+ * A slice is 2 MiB: ext4 (Linux 6.18) copies into large folios, where
+ * 256 KiB slices cost a third more kernel time per byte. Measured on a
+ * 2-core AMD EPYC, a 132 MB body in 8 MiB frames into a preallocated file
+ * (min of 11 runs): 25 ms in 256 KiB slices, 19.6 in 1 MiB, 18.5 in 2 MiB;
+ * produce_batch's 1 M x 100 B row (thread CPU, medians of 7, interleaved):
+ * 1 MiB 26.3-27.6 ms, 2 MiB 25.4-26.1, 4 MiB 25.3-27.1. A helper
  * thread checksumming while one pwritev writes the whole body: 19.8 ms at
  * best and far worse when the other core is busy (both read the body from
  * memory). docs/DURABILITY.md, "Appending in bulk".
@@ -26,7 +27,7 @@
 
 #define ARROWLOG_IOV_MAX 1024
 #ifndef ARROWLOG_CRC_STEP
-#define ARROWLOG_CRC_STEP (1024 * 1024)
+#define ARROWLOG_CRC_STEP (2048 * 1024)
 #endif
 #define ARROWLOG_CRC_SLICE_IOV 64  /* pieces gathered into one slice's pwritev at most */
 

@@ -60,7 +60,7 @@ def test_pieces_are_stored_as_the_reference_frame(tmp_path_factory, total8, size
 def test_many_small_pieces_take_one_write_per_slice(tmp_path):
     # an IPC message is ~20 pieces, most of them a few bytes of metadata or
     # padding: they are gathered into the slice's pwritev
-    pieces = [b"m" * 8] * 20 + [pa.py_buffer(b"v" * (3 * MiB))] + [b"p" * 8] * 20
+    pieces = [b"m" * 8] * 20 + [pa.py_buffer(b"v" * (6 * MiB))] + [b"p" * 8] * 20
     fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
     try:
         before = write_syscalls()
@@ -70,6 +70,6 @@ def test_many_small_pieces_take_one_write_per_slice(tmp_path):
         assert os.pread(fd, size, 0) == reference_frame(0, 1, 1, 1, body)
     finally:
         os.close(fd)
-    # 3 MiB + 320 bytes: four slices of the body, then the header (one
-    # write per piece and per MiB of a piece would be 44)
-    assert writes == 5, writes
+    # 6 MiB + 320 bytes: a write per slice of the body (1 or 2 MiB), then the
+    # header; one write per piece and per MiB of a piece would be 47
+    assert writes <= 6 + 1 + 1, writes
