@@ -303,7 +303,7 @@ def bulk_frame(Py_ssize_t n, int64_t min_ts, int64_t max_ts, timestamps, keys, v
     PartitionLog._nulls makes it), or None when pyarrow's writer must write
     it (the rules above do not cover the arrays, or bulk_template was not
     given a layout)."""
-    if _bk_template is None or n < 1:
+    if _bk_template is None or n < 1 or n > 0xFFFFFFFF:  # (a frame's record count is a u32)
         return None
     cdef BulkFrame f = BulkFrame.__new__(BulkFrame)
     cdef Py_ssize_t i, at, body = 0
