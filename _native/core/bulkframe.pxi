@@ -170,7 +170,11 @@ cdef class BulkFrame:
         memcpy(msg, <const char *>template, meta)
         for i in range(ENV_NODES):
             lengths[i] = self.count if i < 5 else 0
-        s.scratch = <uint8_t *>malloc(ARROWLOG_CRC_STEP)
+        for i in range(ENV_BUFFERS):  # the scratch holds at most a slice of the generated parts
+            if self.parts[i].kind != BK_MEM:
+                at += self.parts[i].length
+        s.scratch = <uint8_t *>malloc(<size_t>(min(at, ARROWLOG_CRC_STEP) + 8))
+        at = 0
         if s.scratch == NULL:
             raise MemoryError()
         self.parts[1].value = base_offset
