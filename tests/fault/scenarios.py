@@ -10,14 +10,17 @@ import os
 import sys
 
 import faultlib
+import pyarrow as pa
 
+from arrowlog._native import core
 from arrowlog.errors import ArrowlogError, StorageError
 from arrowlog.storage import LogDir
 
 
-def disk_full(fs: str, segment_bytes: int, value_bytes: int) -> dict:
+def disk_full(fs: str, segment_bytes: int, value_bytes: int, bulk: bool = False) -> dict:
     """Fill the file system, append until it refuses, check nothing was
-    acknowledged past the error, free the space, append again."""
+    acknowledged past the error, free the space, append again (``bulk``:
+    through append_bulk, produce_batch's native frame writer)."""
     data = os.path.join(fs, "data")
     d, pl = faultlib.open_partition(data, {"segment.bytes": segment_bytes, "retention.ms": -1})
     filler = os.path.join(fs, "filler")
@@ -32,7 +35,12 @@ def disk_full(fs: str, segment_bytes: int, value_bytes: int) -> dict:
     for b in range(100_000):
         vals = faultlib.batch_values(0, b, 4, value_bytes)
         try:
-            base = pl.append(faultlib.make_batch(vals))
+            if bulk:
+                ts = core.wall_clock_ms()
+                base = pl.append_bulk(pa.nulls(4, pa.binary()), pa.array(vals, pa.binary()), ts,
+                                      min_timestamp=ts, max_timestamp=ts)
+            else:
+                base = pl.append(faultlib.make_batch(vals))
         except ArrowlogError as exc:
             errors.append(f"{type(exc).__name__}: {exc}")
             if hw_at_first_error is None:

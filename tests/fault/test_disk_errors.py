@@ -18,13 +18,14 @@ import pytest
 from arrowlog.errors import PartitionFailedError, StorageError
 
 
-@pytest.mark.parametrize("segment_bytes,value_bytes,where", [
-    (256 << 10, 2000, "rolling to a new segment"),
-    (64 << 20, 16 << 10, "growing the active segment"),
+@pytest.mark.parametrize("segment_bytes,value_bytes,where,bulk", [
+    (256 << 10, 2000, "rolling to a new segment", False),
+    (64 << 20, 16 << 10, "growing the active segment", False),
+    (64 << 20, 16 << 10, "growing the active segment, produce_batch's native frames", True),
 ])
-def test_disk_full_is_a_clear_error_and_appends_resume(root_workdir, segment_bytes, value_bytes, where):
+def test_disk_full_is_a_clear_error_and_appends_resume(root_workdir, segment_bytes, value_bytes, where, bulk):
     with faultlib.tmpfs(os.path.join(root_workdir, "fs"), "48m") as fs:
-        out = faultlib.scenario("disk_full", fs=fs, segment_bytes=segment_bytes, value_bytes=value_bytes)
+        out = faultlib.scenario("disk_full", fs=fs, segment_bytes=segment_bytes, value_bytes=value_bytes, bulk=bulk)
     assert out["errors"], f"the disk never filled up ({where})"
     assert out["is_storage_error"], out["errors"]
     assert "disk is full" in out["errors"][0], out["errors"][0]

@@ -273,3 +273,23 @@ cdef class AppendTarget:
     cdef readonly MappedFile time_index
     cdef readonly int64_t time_index_size
     cdef public object stamp     # the owner's: what the target was built from (appending.py)
+
+
+# One buffer of a bulk frame's IPC body (core/bulkframe.pxi): bytes at src,
+# or made from it (kind says how) as the frame is written.
+cdef struct BulkPart:
+    int kind
+    const uint8_t *src
+    Py_ssize_t length     # the buffer's recorded length (bytes)
+    int64_t value
+    int64_t count
+
+
+cdef class BulkFrame:
+    """One produce_batch frame, written by write_frame (core/bulkframe.pxi)."""
+    cdef BulkPart parts[19]       # the envelope's 19 buffers (ENV_BUFFERS)
+    cdef int64_t nulls[8]         # its 8 field nodes' null counts (ENV_NODES)
+    cdef readonly Py_ssize_t count
+    cdef Py_ssize_t message
+    cdef int64_t min_ts, max_ts
+    cdef object keep

@@ -290,6 +290,16 @@ def time_lookup(log: MappedFile | None, time_index: MappedFile | None, time_entr
                 timestamp: int, log_start: int, verified: set[int] | None, sorted_frames: dict[int, int],
                 search_rows: bool, resume: int = -1) -> int | tuple[int, int, int, int, int, int, bool] | None: ...
 
+class BulkFrame:
+    """One produce_batch frame for PartitionLog._append_frame (bulkframe.pxi)."""
+    count: int
+    def frame_size(self) -> int: ...
+    def write_frame(self, fd: int, position: int, base_offset: int) -> int: ...
+
+def bulk_template(message: Any) -> tuple[int, int, int, int]: ...
+def bulk_frame(n: int, min_ts: int, max_ts: int, timestamps: Any, keys: Any, values: Any,
+               headers: Any, timestamp_rows: int = 0) -> BulkFrame | None: ...
+
 class TimeView:
     segment: Any
     generation: int

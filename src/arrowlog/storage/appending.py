@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from .._native import core
 from ..errors import InvalidRecordError, PartitionFailedError, StorageError
-from ..schema import ENVELOPE_SCHEMA
+from ..schema import ENVELOPE_SCHEMA, HEADERS_TYPE, PRODUCE_SCHEMA, TIMESTAMP_TYPE
 from .evolution import conform_value, follow_generation, same_file
 from .files import storage_error
 from .index import NO_TIMESTAMP, Indexer
@@ -68,6 +68,37 @@ class AppendMixin(LogBase):
                                      ": every record needs a key; give each record a key or use a topic with "
                                      "cleanup.policy=delete")
         return self._append_frame(n, min_ts, max_ts, fsync, lambda base: self._batch_pieces(batch, base))
+
+    def append_bulk(self, keys: pa.Array, values: pa.Array, timestamps: pa.Array | int, *, fsync: bool = False,
+                    min_timestamp: int, max_timestamp: int, timestamp_rows: int = 0) -> int:
+        """Append ``keys`` and ``values`` (binary columns of equal length)
+        with ``timestamps`` (a timestamp column, or every record's: the first
+        rows of a column of ``timestamp_rows`` such values) and no headers as
+        one frame, as append() of that batch would, byte for byte;
+        returns its base offset. Into an uncompressed topic of the plain
+        envelope, the common case of produce_batch, the frame is written by
+        core.bulk_frame (no pyarrow batch, no IPC writer; see
+        _native/core/bulkframe.pxi); anything else by append()."""
+        n = len(values)
+
+        def batch() -> pa.RecordBatch:
+            stamps = (timestamps if isinstance(timestamps, pa.Array)
+                      else _constant_timestamps(max(n, timestamp_rows), timestamps).slice(0, n))
+            return pa.RecordBatch.from_arrays([stamps, keys, values, null_column(n, HEADERS_TYPE)],
+                                              schema=PRODUCE_SCHEMA)
+
+        if self.compacted or self.compression or n == 0 or not _bulk_layout():
+            return self.append(batch(), fsync=fsync, min_timestamp=min_timestamp, max_timestamp=max_timestamp)
+        with self._lock:
+            # all-null columns as _batch_pieces stores them (the same cached columns)
+            key_col = self._nulls(n, keys.type) if keys.null_count == n else keys
+            value_col = self._nulls(n, values.type) if values.null_count == n else values
+            frame = core.bulk_frame(n, min_timestamp, max_timestamp, timestamps, key_col, value_col,
+                                    self._nulls(n, HEADERS_TYPE), timestamp_rows)
+            if frame is None:
+                return self.append(batch(), fsync=fsync, min_timestamp=min_timestamp, max_timestamp=max_timestamp)
+            return self._append_frame(n, min_timestamp, max_timestamp, fsync,
+                                      lambda base: self._batch_pieces(batch(), base), frame)
 
     def append_records(self, acc: core.RecordAccumulator, *, fsync: bool = False) -> int:
         """Append a (detached, non-empty) producer accumulator's records as
@@ -128,12 +159,12 @@ class AppendMixin(LogBase):
             raise storage_error(exc, f"cannot append to {target.stamp[0].log_path}") from exc
 
     def _append_frame(self, n: int, min_ts: int, max_ts: int, fsync: bool, make_pieces: Callable[[int], list],
-                      acc: core.RecordAccumulator | None = None) -> int:
+                      acc: core.RecordAccumulator | core.BulkFrame | None = None) -> int:
         """Append one frame of ``n`` records whose IPC message is
         ``make_pieces(base_offset)`` (called under the append lock), or, for
-        an accumulator ``acc`` while the log's schema is the plain envelope,
-        written by ``acc.write_frame`` (make_pieces is then the fallback for
-        a schema another process evolved)."""
+        an accumulator or bulk frame ``acc`` while the log's schema is the
+        plain envelope, written by ``acc.write_frame`` (make_pieces is then
+        the fallback for a schema another process evolved)."""
         with self._lock:
             if self._failed is not None:
                 raise PartitionFailedError(errno.EIO, f"partition {self.topic}-{self.partition} failed after an "
@@ -328,6 +359,30 @@ class AppendMixin(LogBase):
             last = base
             pos += core.FRAME_HEADER_SIZE + body
         return last
+
+
+def _constant_timestamps(n: int, ts: int) -> pa.Array:
+    """``n`` records' timestamp column, every one ``ts``."""
+    return pa.Array.from_buffers(TIMESTAMP_TYPE, n, [None, pa.py_buffer(np.full(n, ts, dtype=np.int64))])
+
+
+_BULK_LAYOUT: list[bool] = []
+
+
+def _bulk_layout() -> bool:
+    """Whether bulk frames can be written natively: pyarrow's IPC message of
+    an envelope batch, captured once per process, has the layout
+    core.bulk_frame patches (else every bulk frame goes through pyarrow)."""
+    if not _BULK_LAYOUT:
+        sample = pa.RecordBatch.from_arrays(
+            [pa.array([0], pa.int64()), pa.array([0], TIMESTAMP_TYPE), pa.array([b"k"]), pa.array([b"v"]),
+             null_column(1, HEADERS_TYPE)], schema=ENVELOPE_SCHEMA)
+        try:
+            core.bulk_template(sample.serialize())
+            _BULK_LAYOUT.append(True)
+        except ValueError:
+            _BULK_LAYOUT.append(False)
+    return _BULK_LAYOUT[0]
 
 
 class _PieceSink:

@@ -194,6 +194,9 @@ def _append_chunks(producer: Any, slot: core.TopicSlot, partition: int, batch: p
     limit = max(producer._batch_bytes, BULK_FRAME_BYTES)
     start, n = 0, batch.num_rows
     stamps = None
+    stamp_rows = 0
+    # keys and values without headers: written natively (PartitionLog.append_bulk)
+    bulk = pa.types.is_binary(values.type) and batch.column(2).null_count == n
     if isinstance(timestamps, pa.Array):  # never null: timestamp values as int64, without a copy
         ts_all = np.frombuffer(timestamps.buffers()[1], dtype=np.int64, count=n, offset=timestamps.offset * 8)
     with producer._locks[(slot.name, partition)]:
@@ -205,16 +208,36 @@ def _append_chunks(producer: Any, slot: core.TopicSlot, partition: int, batch: p
             if isinstance(timestamps, pa.Array):
                 ts = ts_all[start:end]
                 lo, hi, column = int(ts.min()), int(ts.max()), timestamps.slice(start, end - start)
+            elif bulk:  # (the column the general path would slice, as long as its first frame)
+                stamp_rows = max(stamp_rows, end - start)
+                lo = hi = timestamps
             else:
                 if stamps is None or len(stamps) < end - start:  # one column for every frame of the call
                     stamps = _timestamp_column(np.full(end - start, timestamps, dtype=np.int64))
                 lo = hi = timestamps
                 column = stamps.slice(0, end - start)
-            chunk = pa.RecordBatch.from_arrays([column, *rows.columns], names=PRODUCE_SCHEMA.names)
-            producer._append(slot.name, partition, log, chunk, lo, hi)
+            if bulk:
+                _append_bulk(producer, slot.name, partition, log, rows,
+                             column if isinstance(timestamps, pa.Array) else timestamps, lo, hi, stamp_rows)
+            else:
+                chunk = pa.RecordBatch.from_arrays([column, *rows.columns], names=PRODUCE_SCHEMA.names)
+                producer._append(slot.name, partition, log, chunk, lo, hi)
             start = end
     producer._dirty.add(log)
     slot.count_sent(partition, n, nbytes)
+
+def _append_bulk(producer: Any, topic: str, partition: int, log: Any, rows: pa.RecordBatch,
+                 timestamps: pa.Array | int, lo: int, hi: int, timestamp_rows: int) -> int:
+    """One frame of ``rows`` (key and value columns; no headers) through
+    PartitionLog.append_bulk, inside the open transaction for a
+    transactional producer (as Producer._append does for a batch)."""
+    keys, values = rows.column(0), rows.column(1)
+
+    def append() -> int:
+        return log.append_bulk(keys, values, timestamps, fsync=producer._fsync, min_timestamp=lo, max_timestamp=hi,
+                               timestamp_rows=timestamp_rows)
+    return append() if producer._txn is None else producer._txn.append(topic, partition, log, rows.num_rows, append)
+
 
 def _timestamp_column(values: np.ndarray) -> pa.Array:
     """int64 milliseconds as a timestamp column, without a copy."""
