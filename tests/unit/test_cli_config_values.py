@@ -22,3 +22,11 @@ def test_producer_config_that_is_not_an_integer_is_a_config_error_naming_the_key
     with pytest.raises(arrowlog.ConfigError) as exc:
         arrowlog.Producer({"log.dir": str(tmp_path / "d"), "linger.ms": value})
     assert str(exc.value) == f"invalid value {value!r} for producer config 'linger.ms': expected an integer"
+
+
+@pytest.mark.parametrize("option", ["--retention-bytes", "--segment-size"])
+def test_a_bad_size_names_the_option_it_was_given_to(capsys, tmp_path, option):
+    rc = main(["--data", str(tmp_path / "d"), "topic", "create", "orders", option, "10XB"])
+    err = capsys.readouterr().err
+    assert rc == EXIT_USAGE, err
+    assert f"Invalid value for '{option}': '10XB' is not a size" in err
