@@ -36,7 +36,10 @@ def _int(lo: int | None = None, hi: int | None = None) -> Callable[[Any], int]:
             raise ValueError("expected an integer")
         if isinstance(v, float) and not math.isfinite(v):
             raise ValueError(f"expected a whole number{'' if hi is None else f' up to {hi}'}, not {v}")
-        n = int(v)
+        try:
+            n = int(v)
+        except (TypeError, ValueError):  # not int()'s "invalid literal for int() with base 10"
+            raise ValueError("expected an integer") from None
         if lo is not None and n < lo:
             raise ValueError(f"must be >= {lo}")
         if hi is not None and n > hi:

@@ -558,7 +558,7 @@ def test_topic_with_a_value_schema(cli, tmp_path):
     assert [f["name"] for f in info["config"]["value.schema"]["fields"]] == ["id", "name"]
     ok(cli("produce", "typed", input='{"id": 0, "name": "z"}\n'))  # each line a JSON object of the fields
     res = cli("produce", "typed", input='{"id": "not a number"}\n')
-    assert res.rc == 1 and "value schema" in res.err
+    assert res.rc == EXIT_USAGE and "stdin line 1" in res.err and "value schema" in res.err
 
     from arrowlog.storage import LogDir
 

@@ -444,21 +444,3 @@ def test_an_unreachable_cluster_logs_its_error_once_not_every_retry(caplog):
             Producer({"bootstrap.servers": "127.0.0.1:1", "socket.connection.setup.timeout.ms": 3000})
     lines = [r.getMessage() for r in caplog.records if r.name == "arrowlog.kafka"]
     assert 1 <= len(lines) <= 3, lines
-
-
-def readme_block(heading: str) -> str:
-    """The first ```python block after ``heading`` in README.md."""
-    readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md"), encoding="utf-8").read()
-    after = readme[readme.index(heading):]
-    return after[after.index("```python\n") + len("```python\n"):].split("```", 1)[0]
-
-
-def test_the_readme_library_and_analytics_snippets_run_as_written(tmp_path):
-    """Run in a child in an empty directory: every name they use exists and
-    the topic the analytics snippet reads is the one the library one wrote."""
-    pytest.importorskip("duckdb")
-    pytest.importorskip("polars")
-    pytest.importorskip("pandas")
-    script = readme_block("## Using the library") + "\n" + readme_block("## Analytics")
-    res = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]

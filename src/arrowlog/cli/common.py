@@ -121,17 +121,18 @@ _SIZE_UNITS = {
 }
 
 
-def parse_size(text: str) -> int:
-    """``64MiB`` → 67108864, ``1GB`` → 10**9, ``4096`` → 4096."""
+def parse_size(text: str, param_hint: str | None = None) -> int:
+    """``64MiB`` → 67108864, ``1GB`` → 10**9, ``4096`` → 4096; a bad size
+    names ``param_hint`` (the option it came from)."""
     s = text.strip().lower().replace(" ", "")
     num = s.rstrip("abcdefghijklmnopqrstuvwxyz")
     unit = s[len(num):]
-    if not num or unit not in _SIZE_UNITS:
-        raise click.BadParameter(f"{text!r} is not a size (e.g. 4096, 64MiB, 1GB)")
     try:
+        if not num or unit not in _SIZE_UNITS:
+            raise ValueError(text)
         return int(float(num) * _SIZE_UNITS[unit])
     except ValueError:
-        raise click.BadParameter(f"{text!r} is not a size (e.g. 4096, 64MiB, 1GB)") from None
+        raise click.BadParameter(f"{text!r} is not a size (e.g. 4096, 64MiB, 1GB)", param_hint=param_hint) from None
 
 
 # ------------------------------------------------------------------ --data

@@ -8,6 +8,7 @@ they arrive.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -178,6 +179,7 @@ def produce_blocks(data_dir: str, topic: str, blocks: Iterable[Block], num_parti
     import arrowlog
 
     written = 0
+    lines_before = 0  # stdin lines of the blocks already appended
     producer = arrowlog.Producer({"log.dir": data_dir, "auto.create.topics.enable": False})
     try:
         for b in blocks:
@@ -193,9 +195,21 @@ def produce_blocks(data_dir: str, topic: str, blocks: Iterable[Block], num_parti
                     stamps = [now if t is None else t for t in stamps]
             keys = b.keys if b.keys is not None and any(k is not None for k in b.keys) else None
             hdrs = b.headers if b.headers is not None and any(h for h in b.headers) else None
-            written += producer.produce_batch(topic, b.values, keys=keys, timestamps=stamps, headers=hdrs,
-                                              partition=b.partition)
+            try:
+                written += producer.produce_batch(topic, b.values, keys=keys, timestamps=stamps, headers=hdrs,
+                                                  partition=b.partition)
+            except arrowlog.InvalidRecordError as exc:
+                before = f" (lines 1-{lines_before}, read before, had been appended)" if lines_before else ""
+                raise CliError(_as_stdin_line(str(exc), lines_before) + before, EXIT_USAGE) from None
+            lines_before += len(b.values)
         producer.flush()
     finally:
         producer.close()
     return written
+
+
+def _as_stdin_line(message: str, lines_before: int) -> str:
+    """A record ``produce_batch`` refused is named by the stdin line it came
+    from (``row 2 of produce_batch`` of the block after 10 lines: ``line 13``)."""
+    return re.sub(r"\brow (\d+) of produce_batch\b",
+                  lambda m: f"stdin line {lines_before + int(m.group(1)) + 1}", message, count=1)

@@ -109,9 +109,9 @@ def _common_config(retention: str | None, retention_bytes: str | None, segment_s
     if retention is not None:
         cfg[RETENTION_MS] = _retention_ms(retention)
     if retention_bytes is not None:
-        cfg[RETENTION_BYTES] = -1 if retention_bytes.strip() == "-1" else parse_size(retention_bytes)
+        cfg[RETENTION_BYTES] = -1 if retention_bytes.strip() == "-1" else parse_size(retention_bytes, "'--retention-bytes'")
     if segment_size is not None:
-        cfg[SEGMENT_BYTES] = parse_size(segment_size)
+        cfg[SEGMENT_BYTES] = parse_size(segment_size, "'--segment-size'")
     if compression is not None:
         cfg[COMPRESSION] = compression
     if value_schema is not None:
