@@ -132,7 +132,9 @@ cdef int _bk_binary(BulkPart *p, object arr, Py_ssize_t n, int64_t *nulls) excep
     size = 0 if bufs[2] is None else bufs[2].size
     if o0 < 0 or on < o0 or on > size:
         return -1
-    p[2].kind, p[2].src = BK_MEM, NULL if bufs[2] is None else _bk_address(bufs[2])
+    p[2].kind, p[2].src = BK_MEM, NULL
+    if bufs[2] is not None:   # (not a conditional expression: its temporary would drop the const)
+        p[2].src = _bk_address(bufs[2])
     if off != 0 or pad64(on - o0) < size:
         p[2].src, p[2].length = p[2].src + o0, min(pad64(on - o0), size - o0)
     elif o0 != 0:
