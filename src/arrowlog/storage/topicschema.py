@@ -22,11 +22,20 @@ def value_schema_from_config(spec: Any) -> pa.Schema | None:
         try:
             # metadata: the generation (and schema registry id) of an evolved schema (evolution.py)
             md = spec.get("metadata") or None
-            return pa.schema([(f["name"], pa.type_for_alias(f["type"]), f.get("nullable", True))
+            return pa.schema([(f["name"], _field_type(f), f.get("nullable", True))
                               for f in spec["fields"]], metadata={str(k): str(v) for k, v in md.items()} if md else None)
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise ConfigError(f"invalid value.schema: {exc}") from None
     raise ConfigError("value.schema must be a pyarrow.Schema or {'fields': [{'name':..., 'type':...}]}")
+
+
+def _field_type(field: dict) -> pa.DataType:
+    try:
+        return pa.type_for_alias(field["type"])
+    except ValueError:
+        raise ValueError(f"field {field['name']!r} has the unknown type {field['type']!r} (types are pyarrow's "
+                         "names: int8..int64, uint8..uint64, float32, float64, bool, string, binary, "
+                         "timestamp[ms], date32, ...)") from None
 
 
 def schema_to_json(schema: pa.Schema | None) -> Any:
