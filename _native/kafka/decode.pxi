@@ -40,6 +40,31 @@ cdef enum:
 cdef int64_t MAX_RECORDS_BLOCK = 0x7FFFFFFF
 # Bigger batches are checked and parsed without the GIL, so other threads run meanwhile.
 cdef Py_ssize_t NOGIL_BLOCK = 64 * 1024
+# A batch whose records carry no headers (the usual case) gets an all-null headers
+# column sliced from one cached column of this many rows, not a fresh
+# pa.nulls(n, HEADERS_TYPE) per batch (1.1-1.4 µs of CPU and n + 1 offsets for the
+# header keys and values each), which storage replaced with its own cached null
+# column anyway (PartitionLog._batch_pieces replaces any column whose null_count is n).
+cdef Py_ssize_t NULL_HEADERS_ROWS = 1 << 16
+cdef object _null_headers_cache = None
+
+
+cdef object _null_headers_column(Py_ssize_t n):
+    """``n`` null header lists: zero validity bits and zero offsets into an empty list of headers."""
+    return _env_pa.Array.from_buffers(_ENV_HEADERS_TYPE, n, [_env_pa.py_buffer(bytearray((n + 7) >> 3)),
+                                                             _env_pa.py_buffer(bytearray((n + 1) * 4))],
+                                      null_count=n, children=[_env_pa.array([], type=_ENV_HEADER_TYPE)])
+
+
+cdef object _null_headers(Py_ssize_t n):
+    """The headers column of ``n`` records without headers: a slice of the cached column
+    (a fresh one above NULL_HEADERS_ROWS records, which no Produce from librdkafka reaches)."""
+    global _null_headers_cache
+    if n > NULL_HEADERS_ROWS:
+        return _null_headers_column(n)
+    if _null_headers_cache is None:
+        _null_headers_cache = _null_headers_column(NULL_HEADERS_ROWS)
+    return _null_headers_cache.slice(0, n)
 
 
 def decode_record_set(data, bint check_crc=True, Py_ssize_t max_uncompressed=DEFAULT_MAX_UNCOMPRESSED):
@@ -411,4 +436,4 @@ cdef object _decode_records(DecodedBatch b, body, int64_t count, int64_t base_ts
                         pa.py_buffer(key_data)[:key_used], key_nulls),
         envelope_binary(count, pa.py_buffer(value_valid)[:bitmap_size], pa.py_buffer(value_offsets)[:offsets_size],
                         pa.py_buffer(value_data)[:value_used], value_nulls),
-        None if headers is None else headers.column(&r.h))
+        _null_headers(count) if headers is None else headers.column(&r.h))

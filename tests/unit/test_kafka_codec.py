@@ -228,3 +228,25 @@ def test_release_scratch_forgets_kept_buffers():
     K.decode_record_set(_big_set(b"a"))
     assert K.release_scratch() > 0
     assert K.scratch_kept() == 0
+
+
+def test_a_batch_without_headers_shares_one_cached_null_headers_column():
+    """No fresh pa.nulls(n, HEADERS_TYPE) per Produce: a batch whose records have no
+    headers gets a slice of one cached all-null column (storage stores its own null
+    column for it), still a valid column of n null lists."""
+    small, large = (K.decode_record_set(oracle_batch([(1_700_000_000_000 + i, None, b"v", []) for i in range(n)]))[0]
+                    for n in (3, 2_000))
+    for b, n in ((small, 3), (large, 2_000)):
+        headers = b.records.column("headers")
+        headers.validate(full=True)
+        assert len(headers) == n and headers.null_count == n and headers.to_pylist() == [None] * n
+    # the same offsets buffer under both: one cached column, not one built per batch
+    assert small.records.column("headers").buffers()[1].address == large.records.column("headers").buffers()[1].address
+
+
+def test_a_headerless_batch_above_the_cached_rows_gets_its_own_null_headers():
+    n = 70_000   # above the cached column's 65,536 rows
+    [b] = K.decode_record_set(oracle_batch([(1_700_000_000_000, None, b"", [])] * n))
+    headers = b.records.column("headers")
+    headers.validate(full=True)
+    assert len(headers) == n and headers.null_count == n
