@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import re
 import threading
@@ -34,13 +35,14 @@ from .admin import CLUSTER_OPERATIONS, NO_OPERATIONS, TOPIC_OPERATIONS, AdminHan
 from .fetch import FETCH_MAX_BYTES, FetchHandlers
 from .group_apis import GroupHandlers
 from .groups import GroupCoordinator
-from .messages import APIS
+from .messages import API_VERSIONS, APIS
 from .offsets import GroupOffsetStore
 from .options import MAX_PARTITIONS_PER_REQUEST, MAX_PARTITIONS_PER_TOPIC
 from .produce import MAX_UNCOMPRESSED_BYTES, ProduceHandlers
 from .producers import ProducerRegistry
 from .store import Store
 from .transactions import TransactionCoordinator, TxnHandlers
+from .wire import Encoded, Writer
 
 log = logging.getLogger("arrowlog.server")
 
@@ -118,6 +120,17 @@ class RequestContext:
         self.correlation_id = correlation_id
         self.client_id = client_id
         self.client_host = client_host
+
+
+@functools.cache
+def _api_versions_body(version: int) -> Encoded:
+    """The ApiVersions response body of ``version``, encoded once: every client asks
+    on every connection, and building and encoding the list of APIs took ~29 µs of CPU."""
+    w = Writer()
+    API_VERSIONS.encode_response({"error_code": E.NONE, "api_keys": [
+        {"api_key": a.key, "min_version": a.min_version, "max_version": a.max_version}
+        for a in sorted(APIS.values(), key=lambda a: a.key)]}, w, version)
+    return Encoded(w.buf)
 
 
 class Broker:
@@ -244,13 +257,11 @@ class Broker:
             return None, E.KAFKA_STORAGE_ERROR, str(exc)
 
     # ------------------------------------------------------------ ApiVersions
-    def api_versions(self, ctx: RequestContext, req: dict) -> dict:
+    def api_versions(self, ctx: RequestContext, req: dict) -> dict | Encoded:
         if ctx.version >= 3 and not (_SOFTWARE_RE.match(req["client_software_name"] or "")
                                      and _SOFTWARE_RE.match(req["client_software_version"] or "")):
             return {"error_code": E.INVALID_REQUEST, "api_keys": []}
-        return {"error_code": E.NONE, "api_keys": [
-            {"api_key": a.key, "min_version": a.min_version, "max_version": a.max_version}
-            for a in sorted(APIS.values(), key=lambda a: a.key)]}
+        return _api_versions_body(ctx.version)
 
     # ------------------------------------------------------------ Metadata
     def _brokers(self):

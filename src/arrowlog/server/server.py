@@ -61,7 +61,7 @@ from .framing import BodyPool, FrameStream, free_body
 from .messages import API_VERSIONS, APIS, FETCH
 from .security import Security, SecurityConfig
 from .security.sasl import ConnectionSecurity
-from .wire import ProtocolError, Reader, Writer
+from .wire import Encoded, ProtocolError, Reader, Writer
 
 log = logging.getLogger("arrowlog.server")
 
@@ -143,7 +143,10 @@ def encode_response(api_key: int, version: int, correlation_id: int, body: dict)
     w.int32(correlation_id)
     if api.is_flexible(version) and api_key != API_VERSIONS.key:
         w.empty_tags()
-    api.encode_response(body, w, version)
+    if isinstance(body, Encoded):
+        w.buf += body
+    else:
+        api.encode_response(body, w, version)
     return w.frame()
 
 

@@ -146,6 +146,13 @@ class Reader:
                 self.raw(self.uvarint())
 
 
+class Encoded(bytes):
+    """A response body encoded once and kept (everything after the response header):
+    encode_response writes it as it is (ApiVersions, the same bytes for every client)."""
+
+    __slots__ = ()
+
+
 class Writer:
     """A growable response buffer.
 
