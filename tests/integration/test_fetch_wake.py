@@ -109,35 +109,58 @@ def test_an_idle_long_poll_reads_the_log_once_not_on_a_timer(tmp_path):
 
 def test_appends_wake_the_event_loop_only_for_a_waiting_fetch(tmp_path):
     """The server's own Produce requests bump the notifier too: with no Fetch running, the
-    watcher sees the append and leaves the event loop alone."""
+    watcher sees the append and leaves the event loop alone; with a Fetch waiting, the same
+    appends wake the loop, each counted. Both counts are read at a barrier (the watcher has
+    handled the notifier's current word, and the loop has run what it scheduled), never
+    after waiting for time: a late wake-up cannot hide."""
     data_dir = str(tmp_path / "data")
     topic = make_topic(data_dir)
 
-    async def run() -> tuple[int, int]:
+    async def append_and_catch_up(broker: Broker) -> None:
+        """Another process appends (partition 1, then 0); returns once the watcher thread
+        has handled every bump and the loop has run the callbacks it scheduled."""
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", APPENDER, SRC, data_dir, topic,
+                                                    stdout=subprocess.PIPE)
+        await proc.communicate()
+        assert proc.returncode == 0
+        notifier = broker.store.log.notifier
+        deadline = time.monotonic() + 60
+        while broker.watched_word != notifier.current_word():
+            assert time.monotonic() < deadline, "the append watcher never saw the other process's appends"
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0)   # call_soon_threadsafe's callbacks are ahead of this task in the ready queue
+
+    async def run() -> tuple[tuple[int, int, int], tuple[int, int, int], bytes]:
         broker = Broker(data_dir, BrokerConfig(), "test-cluster")
         broker.start()
-        notified = 0
-        notify = broker._notify_data
+        notified = reads = 0
+        notify, fetch_once = broker._notify_data, broker.fetching._fetch_once
 
-        def counting() -> None:
+        def counting_notify() -> None:
             nonlocal notified
             notified += 1
             notify()
 
-        broker._notify_data = counting
+        def counting_fetch(req):
+            nonlocal reads
+            reads += 1
+            return fetch_once(req)
+
+        broker._notify_data = counting_notify
+        broker.fetching._fetch_once = counting_fetch
         try:
-            proc = await asyncio.create_subprocess_exec(sys.executable, "-c", APPENDER, SRC, data_dir, topic,
-                                                        stdout=subprocess.PIPE)
-            await proc.communicate()
-            assert proc.returncode == 0
-            deadline = time.monotonic() + 60
-            while broker.appends_seen == 0 and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
-            for _ in range(10):   # the loop runs whatever the watcher may have scheduled
+            await append_and_catch_up(broker)   # nobody waits: offset 1 of partition 0 written
+            idle = broker.appends_seen, broker.loop_wakes, notified
+            task = asyncio.ensure_future(broker.fetching.fetch(None, fetch_request(topic, 2, 120_000)))
+            while reads == 0:   # the Fetch looked once and found nothing: it is waiting now
                 await asyncio.sleep(0)
-            return broker.appends_seen, notified
+            await append_and_catch_up(broker)   # a Fetch waits at offset 2: these appends wake the loop
+            resp = await asyncio.wait_for(task, 60)
+            return idle, (broker.appends_seen, broker.loop_wakes, notified), records_of(resp)
         finally:
             await broker.stop()
 
-    seen, notified = asyncio.run(run())
-    assert seen >= 1 and notified == 0
+    (seen, wakes, notified), (seen2, wakes2, notified2), records = asyncio.run(run())
+    assert seen >= 1 and wakes == 0 and notified == 0
+    assert seen2 > seen and 1 <= wakes2 <= seen2 - seen and notified2 == wakes2
+    assert b"from another process" in records

@@ -149,6 +149,8 @@ class Broker:
         self._data_event = asyncio.Event()
         self.long_polls = 0          # Fetches running now, which may wait for data (fetch.py)
         self.appends_seen = 0        # wake-ups of the watcher thread by any process's append
+        self.loop_wakes = 0          # of those, the ones that woke the event loop (a Fetch was waiting)
+        self.watched_word: int | None = None  # the notifier's change counter as the watcher last handled it
         self._watcher: threading.Thread | None = None
         self._stopping = False
         self._dirty: set = set()     # partitions appended to since the last periodic flush
@@ -229,7 +231,7 @@ class Broker:
         work for nobody. A Fetch counts itself in ``long_polls`` before it reads the log,
         so an append it does not see is one this thread sees it waiting for."""
         notifier = self.store.log.notifier
-        seen = notifier.current_word()
+        seen = self.watched_word = notifier.current_word()
         while not self._stopping:
             if wait_for_data(notifier, (), WATCH_TIMEOUT_S, seen=seen):
                 seen = notifier.current_word()
@@ -238,7 +240,10 @@ class Broker:
                         loop.call_soon_threadsafe(self._notify_data)
                     except RuntimeError:  # the loop is closed: the server is gone
                         return
+                    self.loop_wakes += 1
                 self.appends_seen += 1
+                # last: once it equals the notifier's word, every append so far is counted above
+                self.watched_word = seen
 
     def _notify_data(self) -> None:
         self._data_event.set()
