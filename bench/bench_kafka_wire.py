@@ -8,7 +8,7 @@ once, stores nothing; before the server's run, or after it with
 ``acceptor_last``): the best any server can do with this client. Then
 starts ``python -m arrowlog.server`` on an ephemeral 127.0.0.1 port with a
 fresh data directory, produces ``n_records`` values of ``value_size`` bytes
-with a confluent-kafka Producer (librdkafka's defaults: PRODUCER_CONFIG)
+with a confluent-kafka Producer (librdkafka's defaults: producer_config(), the same for every row)
 into a one-partition topic,
 then reads them back with a confluent-kafka Consumer (no group, from the
 beginning, CONSUMER_CONFIG: fetch.queue.backoff.ms=10, max.partition.fetch.bytes
@@ -41,10 +41,18 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# The producer as a user configures it: librdkafka's defaults (acks=all, linger.ms=5,
-# batch.num.messages=10000, batch.size=1000000, no compression, not idempotent),
-# with a local queue that holds the whole run, as the queueing-rate row's does.
-PRODUCER_CONFIG = {"queue.buffering.max.messages": 1_000_000, "queue.buffering.max.kbytes": 1_048_576}
+
+
+def producer_config(n_records: int) -> dict:
+    """The producer as a user configures it, the same for the queueing row, the acceptor and
+    the server (only bootstrap.servers differs, so the ratios are like for like): librdkafka's
+    defaults (acks=all, linger.ms=5, batch.num.messages=10000, batch.size=1000000, no
+    compression, not idempotent, no delivery callback), a local queue that holds the whole
+    run, and no log lines (the queueing row's broker is unreachable on purpose)."""
+    return {"queue.buffering.max.messages": max(n_records, 100_000), "queue.buffering.max.kbytes": 1_048_576,
+            "log_level": 0}
+
+
 # The consumer as a user who wants throughput sets it (see run()): a 10 ms fetch backoff,
 # and up to 8 MiB per partition a Fetch (librdkafka's default, 1 MiB, is about one stored
 # batch of the produce row: a Fetch per batch cost the server about twice the CPU per
@@ -115,45 +123,50 @@ def consume_loop(consumer, n_records: int, deadline: float) -> tuple[int, int]:
     return got, total
 
 
-def queue_rate_s(n_records: int, value: bytes, topic: str) -> float:
-    """Seconds for the same client's produce() of ``n_records`` with no broker reachable (queueing only)."""
+def queue_rate_s(n_records: int, value: bytes, topic: str) -> tuple[float, float, float]:
+    """The same client's produce() of ``n_records`` with no broker reachable (queueing only):
+    (seconds, this thread's CPU seconds, seconds of the purge() that then frees the records:
+    what the served runs pay as delivery reports in flush(), outside the queueing figure)."""
     import confluent_kafka as ck
 
     from bench.peers import closed_port
 
-    producer = ck.Producer({"bootstrap.servers": f"127.0.0.1:{closed_port()}", "linger.ms": 1000, "log_level": 0,
-                            "queue.buffering.max.messages": max(n_records, 100_000),
-                            "queue.buffering.max.kbytes": 2_147_483_647})
+    producer = ck.Producer({**producer_config(n_records), "bootstrap.servers": f"127.0.0.1:{closed_port()}"})
     produce = producer.produce
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.thread_time()
     for _ in range(n_records):
         produce(topic, value)
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.thread_time() - cpu0
+    t1 = time.perf_counter()
     producer.purge()
     producer.poll(0)
-    return elapsed
+    return elapsed, cpu, time.perf_counter() - t1
 
 
 def produce_through(ck, bootstrap: str, server_pid: int, topic: str, n_records: int,
-                    value: bytes) -> tuple[float, float, float]:
+                    value: bytes) -> tuple[float, float, float, float, float]:
     """The measured producer loop against the server at ``bootstrap``: produce() each value
     (a full local queue waits in poll()), then flush(). Returns (seconds, the server
-    process's CPU seconds, this process's CPU seconds) over that window."""
-    producer = ck.Producer({"bootstrap.servers": bootstrap, **PRODUCER_CONFIG})
+    process's CPU seconds, this process's CPU seconds, this thread's CPU seconds,
+    seconds in flush()) over that window. flush() serves the delivery reports of every
+    record on this thread (confluent-kafka asks librdkafka for them whether or not a
+    callback is set, and frees each record there), as poll() would during the loop."""
+    producer = ck.Producer({**producer_config(n_records), "bootstrap.servers": bootstrap})
     produce = producer.produce
-    t0, server0, client0 = time.perf_counter(), cpu_s(server_pid), time.process_time()
+    t0, server0, client0, thread0 = time.perf_counter(), cpu_s(server_pid), time.process_time(), time.thread_time()
     for _ in range(n_records):
         try:
             produce(topic, value)
         except BufferError:
             producer.poll(0.01)
             produce(topic, value)
+    t1 = time.perf_counter()
     remaining = producer.flush(120)
-    elapsed = time.perf_counter() - t0
-    cpu = (cpu_s(server_pid) - server0, time.process_time() - client0)
+    t2 = time.perf_counter()
+    cpu = (cpu_s(server_pid) - server0, time.process_time() - client0, time.thread_time() - thread0)
     if remaining:
         raise RuntimeError(f"{remaining} records were not delivered to {bootstrap}")
-    return elapsed, *cpu
+    return t2 - t0, *cpu, t2 - t1
 
 
 def fetch_wake_us(ck, bootstrap: str, data_dir: str, topic: str, count: int) -> list[float]:
@@ -185,7 +198,7 @@ def fetch_wake_us(ck, bootstrap: str, data_dir: str, topic: str, count: int) -> 
     return lat
 
 
-def through_acceptor(ck, topic: str, n_records: int, value: bytes) -> tuple[float, float, float]:
+def through_acceptor(ck, topic: str, n_records: int, value: bytes) -> tuple[float, float, float, float, float]:
     """``produce_through`` the do-nothing acceptor (bench/null_broker.py), in its own process."""
     acceptor, bootstrap = start_process(["-m", "bench.null_broker"], "the do-nothing acceptor")
     try:
@@ -202,7 +215,7 @@ def run(n_records: int = 1_000_000, value_size: int = 100, topic: str = "bench",
     import confluent_kafka.admin  # noqa: F401
 
     value = b"x" * value_size
-    queue_s = queue_rate_s(n_records, value, topic)
+    queue_s, queue_cpu_s, queue_release_s = queue_rate_s(n_records, value, topic)
     if not acceptor_last:
         acceptor_s, *acceptor_cpu = through_acceptor(ck, topic, n_records, value)
     with tempfile.TemporaryDirectory(prefix="arrowlog-bench-") as data_dir:
@@ -249,14 +262,20 @@ def run(n_records: int = 1_000_000, value_size: int = 100, topic: str = "bench",
         "produce_s": produce_s,
         "consume_s": consume_s,
         "queue_s": queue_s,
+        "queue_thread_cpu_s": queue_cpu_s,
+        "queue_release_s": queue_release_s,
         "acceptor_s": acceptor_s,
         "produce_acceptor_server_cpu_s": acceptor_cpu[0],
         "produce_acceptor_client_cpu_s": acceptor_cpu[1],
+        "produce_acceptor_thread_cpu_s": acceptor_cpu[2],
+        "produce_acceptor_flush_s": acceptor_cpu[3],
         "acceptor_last": acceptor_last,
-        "producer_config": PRODUCER_CONFIG,
+        "producer_config": producer_config(n_records),
         "consumer_config": CONSUMER_CONFIG,
         "produce_server_cpu_s": produce_cpu[0],
         "produce_client_cpu_s": produce_cpu[1],
+        "produce_thread_cpu_s": produce_cpu[2],
+        "produce_flush_s": produce_cpu[3],
         "consume_server_cpu_s": consume_cpu[0],
         "consume_client_cpu_s": consume_cpu[1],
         "fetch_wake_us": sorted(wake),
