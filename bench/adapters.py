@@ -79,7 +79,7 @@ def kafka_wire(ctx, mod, earlier: list[Row]) -> list[Row]:
                         "ones: the best any server can do "
                         "with this client on this machine; the produce row's ratio to it is the server's share")
     queue = Row("kafka_wire.produce.queue", "Kafka protocol: produce", "confluent-kafka, no broker",
-                "the same client's produce() of the same values, queueing only (no broker reachable, linger.ms=1000)",
+                "the same client's produce() of the same values, queueing only (no broker reachable, the same producer configuration)",
                 records=n, nbytes=nb, missing=produce.missing,
                 samples=[r["queue_s"] for r in results] if produce.ok else [],
                 note="measured in the same process before the produce row: issue 19's ceiling, which counts only "
