@@ -14,6 +14,7 @@ import threading
 import pytest
 from fds import open_paths
 
+import arrowlog
 from arrowlog._fds import Descriptors
 from arrowlog._native import core
 from arrowlog.groups.membership import OwnerLocks
@@ -177,6 +178,7 @@ import atexit, os
 def late():
     os.write(1, os.pread(owner_fd, 1, 0))
 atexit.register(late)
+import arrowlog
 from arrowlog._fds import Descriptors
 from arrowlog._native import core
 class Owner:
@@ -251,3 +253,25 @@ def test_an_owner_lock_whose_record_cannot_be_written_is_not_kept(tmp_path, monk
     other = OwnerLocks(gdir, "m2")
     assert other.try_acquire(("t", 0))            # the lock is free for another member
     other.release_all()
+
+
+def test_a_reader_closes_the_log_it_opened_once_when_closed_or_dropped_and_never_a_borrowed_one(tmp_path):
+    path = str(tmp_path / "data")
+    with LogDir(path) as ld:
+        ld.create_topic("t", 1)
+    r = arrowlog.replay(path, "t")
+    owned = r._logdir
+    del r                                         # dropped without close()
+    assert owned._closed
+    r = arrowlog.replay(path, "t")
+    owned = r._logdir
+    r.close()
+    assert owned._closed
+    r.close()                                     # once: later calls do nothing
+    with LogDir(path) as mine:
+        r = arrowlog.replay(mine, "t")
+        r.close()
+        del r
+        gc.collect()
+        assert not mine._closed
+        assert mine.topic("t").partition(0).high_watermark == 0
