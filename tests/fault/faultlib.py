@@ -34,7 +34,6 @@ from fds import readable  # noqa: E402
 from arrowlog._native import core
 from arrowlog.schema import HEADERS_TYPE, PRODUCE_SCHEMA
 from arrowlog.storage import LogDir
-from arrowlog.storage.files import close_fds
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(core.__file__))))  # .../src
@@ -203,7 +202,7 @@ def abandon(d, pl) -> None:
     pl._closed = True
     pl._drop_segments()
     pl._close_fds()
-    close_fds(d, "_lock_fd")   # (-1 after: a stale number would be closed again when ``d`` is collected)
+    d._lock_fd = d._fds.close(d._lock_fd)
     d._closed = True
 
 

@@ -52,7 +52,6 @@ trusted.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import mmap
@@ -61,9 +60,10 @@ import struct
 import threading
 from typing import Iterator
 
+from .._fds import Descriptors
 from .._native import core
 from ..errors import GroupError
-from ..storage.files import close_fds, fsync_dir
+from ..storage.files import fsync_dir
 
 JOURNAL_PREFIX, JOURNAL_SUFFIX = "journal-", ".log"
 JOURNAL_SIZE = 256 * 1024
@@ -225,7 +225,8 @@ class GroupJournal:
         self.pid = os.getpid()
         self._max_seq_on_disk = max_seq_on_disk
         state_path = os.path.join(group_path, STATE_FILE)
-        self._state_fd = os.open(state_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        self._fds = Descriptors(self)   # dropped without close(): closed (the mapping goes with its object)
+        self._state_fd = self._fds.open(state_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW)
         self.fd = -1
         self.gen = 0
         self._map: mmap.mmap | None = None
@@ -369,9 +370,8 @@ class GroupJournal:
         return retired, gen, end
 
     def _open(self, gen: int) -> None:
-        fd = os.open(os.path.join(self.path, journal_name(gen)), os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
-        if self.fd >= 0:
-            os.close(self.fd)
+        fd = self._fds.open(os.path.join(self.path, journal_name(gen)), os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        self._fds.close(self.fd)
         self.fd, self.gen = fd, gen
 
     def close(self) -> None:
@@ -379,9 +379,4 @@ class GroupJournal:
         m, self._map = self._map, None
         if m is not None:
             m.close()
-        close_fds(self, "fd", "_state_fd")
-
-    def __del__(self) -> None:
-        # dropped without close(): its descriptors go too (the mapping goes with its object)
-        with contextlib.suppress(Exception):   # (at interpreter exit too)
-            close_fds(self, "fd", "_state_fd")
+        self.fd = self._state_fd = self._fds.close(self.fd, self._state_fd)

@@ -22,7 +22,6 @@ too, and closing an unrelated descriptor of the same file does not drop them.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import json
@@ -32,7 +31,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from ..storage.files import close_fds
+from .._fds import Descriptors
 from .store import GroupDir
 
 OWNER_RECORD = 256   # bytes of the member id written into an owner lock file
@@ -88,13 +87,16 @@ class Membership:
         self.info = info
         self.path = os.path.join(gdir.members_dir, info.member_id + ".member")
         self.fd = -1
+        # dropped without leave(): the descriptor is closed (_fds.py) and the lock goes with it,
+        # so the others see a member that is gone (as after a kill) and sweep its file
+        self._fds = Descriptors(self)
 
     def join(self) -> None:
         self.gdir.ensure()
         self.info.joined_ms = int(time.time() * 1000)
         tmp = os.path.join(self.gdir.members_dir, f".{self.info.member_id}.tmp")
         for attempt in range(3):
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            fd = self._fds.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 os.write(fd, self.info.to_json())
@@ -102,11 +104,11 @@ class Membership:
                 break
             except FileNotFoundError:
                 # a peer swept our temporary file between open and flock
-                os.close(fd)
+                self._fds.close(fd)
                 if attempt == 2:
                     raise
             except BaseException:
-                os.close(fd)
+                self._fds.close(fd)
                 raise
         self.fd = fd
         self.gdir.bump_generation()
@@ -128,17 +130,11 @@ class Membership:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
-        close_fds(self, "fd")
+        self.fd = self._fds.close(self.fd)
         try:
             self.gdir.bump_generation()
         except OSError:
             pass  # the group was deleted
-
-    def __del__(self) -> None:
-        # dropped without leave(): the lock goes with the descriptor, so the others see a member
-        # that is gone (as after a kill) and sweep its file
-        with contextlib.suppress(Exception):   # (at interpreter exit too)
-            close_fds(self, "fd")
 
 
 class MemberRegistry:
@@ -234,6 +230,7 @@ class OwnerLocks:
         self.gdir = gdir
         self.member_id = member_id
         self.fds: dict[tuple[str, int], int] = {}
+        self._fds = Descriptors(self)   # dropped without release_all(): closed, the locks free for the others
 
     def __contains__(self, tp: tuple[str, int]) -> bool:
         return tp in self.fds
@@ -248,28 +245,27 @@ class OwnerLocks:
         if tp in self.fds:
             return True
         path = owner_path(self.gdir, *tp)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        fd = self._fds.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW)
         if not try_lock(fd):
-            os.close(fd)
+            self._fds.close(fd)
             return False
         record = self.member_id.encode()[:OWNER_RECORD].ljust(OWNER_RECORD, b" ")
-        os.pwrite(fd, record, 0)
+        try:
+            os.pwrite(fd, record, 0)
+        except BaseException:   # (a full disk): the lock is not kept, nor its descriptor
+            self._fds.close(fd)
+            raise
         self.fds[tp] = fd
         return True
 
     def release(self, tp: tuple[str, int]) -> None:
         fd = self.fds.pop(tp, None)
         if fd is not None:
-            os.close(fd)
+            self._fds.close(fd)
 
     def release_all(self) -> None:
         for tp in list(self.fds):
             self.release(tp)
-
-    def __del__(self) -> None:
-        # dropped without release_all(): the partitions' locks are free for the others
-        with contextlib.suppress(Exception):   # (at interpreter exit too)
-            self.release_all()
 
 
 def current_owners(gdir: GroupDir) -> dict[tuple[str, int], str]:

@@ -13,25 +13,24 @@ Thread-safety: ``write`` and ``compact`` on one thread; ``sync`` from any.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import threading
 
-from arrowlog.storage.files import close_fds, fsync_dir, write_json_atomic
+from arrowlog._fds import Descriptors
+from arrowlog.storage.files import fsync_dir, write_json_atomic
 
 log = logging.getLogger("arrowlog.server")
 
 
 class StateFiles:
-    _descriptors: tuple[str, ...] = ("_fd",)   # the attributes holding raw descriptors
-
     def __init__(self, directory: str, what: str, compact_bytes: int):
         self.dir = directory
         self.what = what                  # for messages: "producer state", "transaction state"
         self.compact_bytes = compact_bytes
         self._fd = -1
+        self._fds = Descriptors(self)   # dropped without close(): closed, nothing written (_fds.py)
         self._bytes = 0
         self._io = threading.Lock()
 
@@ -77,9 +76,9 @@ class StateFiles:
         """Write ``snapshot`` atomically, then start an empty journal."""
         with self._io:
             write_json_atomic(self.snapshot_path, snapshot)
-            close_fds(self, "_fd")   # (-1 until the new one opens: never a stale number)
-            self._fd = os.open(self.journal_path,
-                               os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            self._fd = self._fds.close(self._fd)   # (-1 until the new one opens)
+            self._fd = self._fds.open(self.journal_path,
+                                      os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC)
             self._bytes = 0
             fsync_dir(self.dir)
 
@@ -106,12 +105,7 @@ class StateFiles:
 
     def close(self) -> None:
         with self._io:
-            close_fds(self, "_fd")
-
-    def __del__(self) -> None:
-        # dropped without close(): its descriptors go too (nothing is written)
-        with contextlib.suppress(Exception):   # (at interpreter exit too)
-            close_fds(self, *self._descriptors)
+            self._fd = self._fds.close(self._fd)
 
 
 class Journaled:

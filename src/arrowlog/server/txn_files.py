@@ -24,7 +24,6 @@ import logging
 import os
 import time
 
-from ..storage.files import close_fds
 from .journal import StateFiles
 
 log = logging.getLogger("arrowlog.server")
@@ -58,8 +57,6 @@ class SharedStateFiles(StateFiles):
     """StateFiles that several processes write, under ``lock``. ``writable=False``:
     a reader that never writes (and creates nothing)."""
 
-    _descriptors = ("_fd", "_lock_fd")
-
     def __init__(self, directory: str, what: str, compact_bytes: int, writable: bool = True):
         super().__init__(directory, what, compact_bytes)
         self.writable = writable
@@ -68,8 +65,8 @@ class SharedStateFiles(StateFiles):
         self._pos = 0                             # journal bytes read (complete lines)
         if writable:
             os.makedirs(directory, exist_ok=True)
-            self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            self._fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            self._lock_fd = self._fds.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
+            self._fd = self._fds.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC)
 
     @property
     def lock_path(self) -> str:
@@ -172,5 +169,5 @@ class SharedStateFiles(StateFiles):
 
     def close(self) -> None:
         super().close()
-        close_fds(self, "_lock_fd")
+        self._lock_fd = self._fds.close(self._lock_fd)
 

@@ -70,18 +70,6 @@ def write_json_atomic(path: str, obj: Any) -> None:
     fsync_dir(os.path.dirname(path))
 
 
-def close_fds(owner: object, *attrs: str) -> None:
-    """Close the file descriptors held in ``owner``'s attributes, once."""
-    for attr in attrs:
-        fd = getattr(owner, attr, -1)
-        if fd >= 0:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-            setattr(owner, attr, -1)
-
-
 class ExclusiveFlock:
     """flock(LOCK_EX) on ``fd`` for a with-block; released on exit."""
 

@@ -6,7 +6,6 @@ so each type-checks on its own; partition.py puts them together.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import threading
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
+from .._fds import Descriptors
 from .._native import core
 from ..config import is_compacted
 from ..errors import StorageError
@@ -75,6 +75,7 @@ class LogBase:
         self._synced_bases: set[int] = set()
         self._dir_dirty = False
         self._state_fd = self._append_fd = self._open_fd = -1
+        self._fds = Descriptors(self)   # those three; dropped without close(): closed, nothing else (_fds.py)
         self._state: core.PartitionState | None = None
         # parked: descriptors released by the handle budget (handles.py);
         # the next use reopens. _used: touched since the budget last looked.
@@ -82,11 +83,6 @@ class LogBase:
         self._parked_generation: int | None = None  # the generation it was parked at
         self._used = True
         self.read_only = False  # the file system's, found when the files open (sessions.py)
-
-    def __del__(self) -> None:
-        # dropped without close(): the descriptors go (no sync, no clean mark: its next open checks)
-        with contextlib.suppress(Exception):   # (at interpreter exit too)
-            self._close_fds()
 
     @property
     def _schema_message_size(self) -> int:

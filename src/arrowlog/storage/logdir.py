@@ -17,7 +17,6 @@ deletion are serialised across processes by ``<data>/topics/.lock``.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
@@ -30,6 +29,7 @@ from typing import Any
 import pyarrow as pa
 
 from .. import config as _config
+from .._fds import Descriptors
 from .._native import core
 from ..errors import (
     ConfigError,
@@ -44,7 +44,7 @@ from ..errors import (
 from .cleaner import clean_topic
 from .evolution import evolved, generation, same_columns, widen
 from .evolution import schema_id as evolution_schema_id
-from .files import ExclusiveFlock, close_fds, fsync_dir, open_shared_file, storage_error, write_json_atomic
+from .files import ExclusiveFlock, fsync_dir, open_shared_file, storage_error, write_json_atomic
 from .partition import PartitionLog, close_many
 from .precreate import Staging, create_partitions, remove_abandoned
 from .segment import Segment, parse_segment_name
@@ -220,6 +220,7 @@ class LogDir:
         self.topics_dir = os.path.join(self.path, "topics")
         self.groups_dir = os.path.join(self.path, "groups")
         self.read_only = False
+        self._fds = Descriptors(self)   # closed by close(), or when dropped without it (_fds.py)
         try:
             if create:
                 if not os.path.isdir(self.topics_dir):
@@ -233,7 +234,8 @@ class LogDir:
             elif not os.path.isdir(self.topics_dir):
                 raise NotADataDirectoryError(2, f"not an arrowlog data directory: {self.path} (it has no topics/ "
                                                 "directory)")
-            self._lock_fd, self.read_only = open_shared_file(os.path.join(self.topics_dir, ".lock"))
+            lock_fd, self.read_only = open_shared_file(os.path.join(self.topics_dir, ".lock"))
+            self._lock_fd = self._fds.adopt(lock_fd)
         except PermissionError as exc:
             raise storage_error(exc, f"cannot use data directory {self.path}") from exc
         except OSError as exc:
@@ -584,12 +586,7 @@ class LogDir:
             try:
                 return close_many(logs, sync)
             finally:
-                close_fds(self, "_lock_fd")
-
-    def __del__(self) -> None:
-        # dropped without close(): its partitions' descriptors go with them, this one here
-        with contextlib.suppress(Exception):   # (at interpreter exit too)
-            close_fds(self, "_lock_fd")
+                self._lock_fd = self._fds.close(self._lock_fd)
 
     def __enter__(self) -> LogDir:
         return self

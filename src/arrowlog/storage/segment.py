@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import array
 import bisect
-import contextlib
 import errno
 import itertools
 import os
@@ -40,9 +39,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 
+from .._fds import Descriptors
 from .._native import core
 from ..errors import CorruptRecordError
-from .files import close_fds, storage_error
+from .files import storage_error
 from .index import Indexer
 from .schemas import schema_of
 
@@ -220,8 +220,10 @@ class Segment:
         self.log_path = stem + ".log"
         self.index_path = stem + ".index"
         self.time_index_path = stem + ".timeindex"
+        self._fds = Descriptors(self)   # dropped without close(): closed, a deleted file's blocks freed (_fds.py)
         try:
-            self.log_fd = os.open(self.log_path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC | os.O_NOFOLLOW)
+            self.log_fd = self._fds.open(self.log_path,
+                                         (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError as exc:
             if exc.errno == errno.ENOENT:
                 raise
@@ -322,13 +324,13 @@ class Segment:
         never allocates: a closed segment's trimmed index stays as it is."""
         for attr, path in (("index", self.index_path), ("time_index", self.time_index_path)):
             try:
-                fd = os.open(path, (os.O_RDWR if self.writable else os.O_RDONLY) | os.O_CLOEXEC | os.O_NOFOLLOW)
+                fd = self._fds.open(path, (os.O_RDWR if self.writable else os.O_RDONLY) | os.O_CLOEXEC | os.O_NOFOLLOW)
             except FileNotFoundError:
                 if not self.writable:
                     setattr(self, attr, None)
                     continue
                 try:
-                    fd = _open_rw(path, create=True)
+                    fd = self._fds.adopt(_open_rw(path, create=True))
                 except OSError as exc:
                     raise storage_error(exc, f"cannot create index {path}") from exc
             setattr(self, attr + "_fd", fd)
@@ -582,7 +584,9 @@ class Segment:
         if not self.__dict__.get("_indexes_open", True):
             self._indexes_open = True
             self.index_fd = self.time_index_fd = -1
-        close_fds(self, *(() if keep_log else ("log_fd",)), "index_fd", "time_index_fd")
+        if not keep_log:
+            self.log_fd = self._fds.close(self.log_fd)
+        self.index_fd = self.time_index_fd = self._fds.close(self.index_fd, self.time_index_fd)
 
     def unmap(self) -> None:
         """Drop the mappings but keep the descriptors (a closing partition's
@@ -599,10 +603,6 @@ class Segment:
 
     def delete_files(self) -> None:
         delete_segment_files(self.directory, self.base_offset)
-
-    def __del__(self) -> None:  # dropped without close(): its descriptors go (a deleted file's blocks are freed)
-        with contextlib.suppress(Exception):   # (at interpreter exit too)
-            self.release_descriptors()
 
     def __repr__(self) -> str:
         return f"<Segment {self.log_path} size={self.file_size}>"

@@ -8,11 +8,12 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+from typing import Any
 
 from .._native import core
 from ..errors import StorageError
 from .cleaner import finish_swaps
-from .files import close_fds, open_shared_file, storage_error, too_many_open_files
+from .files import open_shared_file, storage_error, too_many_open_files
 from .handles import BUDGET
 from .index import NO_TIMESTAMP
 from .layout import header_problem
@@ -76,17 +77,19 @@ class SessionMixin(LogBase):
     def _open_files(self, directory: str) -> None:
         state_path = f"{directory}/partition.state"  # (os.path.join costs a replay of 1,024 partitions ~5%)
         try:  # the usual existing partition: no look at its directory first
-            self._state_fd, ro1 = open_shared_file(state_path)
+            fd, ro1 = open_shared_file(state_path)
         except FileNotFoundError:
             try:
                 os.makedirs(directory, mode=0o700, exist_ok=True)
             except OSError as exc:
                 if exc.errno != errno.EROFS or not os.path.isdir(directory):
                     raise
-            self._state_fd, ro1 = open_shared_file(state_path)
+            fd, ro1 = open_shared_file(state_path)
+        self._state_fd = self._fds.adopt(fd)
         # append.lock waits for the first append, recovery or close that
         # needs it (_open_append_lock): a session that only reads never does
-        self._open_fd, ro3 = open_shared_file(f"{directory}/open.lock")
+        fd, ro3 = open_shared_file(f"{directory}/open.lock")
+        self._open_fd = self._fds.adopt(fd)
         self.read_only = ro1 or ro3
         if os.fstat(self._state_fd).st_size < core.STATE_FILE_SIZE:
             if self.read_only:
@@ -106,7 +109,7 @@ class SessionMixin(LogBase):
         path = f"{self.directory}/append.lock"
         for attempt in (0, 1):
             try:
-                self._append_fd = open_shared_file(path)[0]
+                self._append_fd = self._fds.adopt(open_shared_file(path)[0])
                 return
             except OSError as exc:
                 if too_many_open_files(exc) and attempt == 0 and BUDGET.shrink(exclude=self):
@@ -286,7 +289,8 @@ class SessionMixin(LogBase):
             return False
 
     def _close_fds(self) -> None:
-        close_fds(self, "_state_fd", "_append_fd", "_open_fd")
+        fds = (self._state_fd, self._append_fd, self._open_fd)
+        self._state_fd = self._append_fd = self._open_fd = self._fds.close(*fds)
 
     def _begin_close(self) -> dict | None:
         """First half of close_many() (caller holds self._lock): the
@@ -340,13 +344,15 @@ class SessionMixin(LogBase):
         take_fds(self, ("_state_fd", "_append_fd", "_open_fd"), fds)
 
 
-def take_fds(owner: object, attrs: tuple[str, ...], fds: list[int]) -> None:
-    """Move the open descriptors in ``owner``'s attributes to ``fds`` (each
-    attribute left at -1, so that nothing closes one twice); an attribute
-    not set yet (a read view's lazy indexes) is left alone."""
+def take_fds(owner: Any, attrs: tuple[str, ...], fds: list[int]) -> None:
+    """Move the open descriptors in ``owner``'s attributes to ``fds``, detached
+    from ``owner._fds`` (the caller closes them; each attribute left at -1);
+    an attribute not set yet (a read view's lazy indexes) is left alone."""
     d = owner.__dict__
+    held = owner._fds
     for attr in attrs:
         fd = d.get(attr, -1)
         if fd >= 0:
-            fds.append(fd)
             d[attr] = -1
+            if held.detach(fd) >= 0:
+                fds.append(fd)
