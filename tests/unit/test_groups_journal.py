@@ -132,6 +132,27 @@ def test_a_mark_left_torn_by_a_dead_syncer_is_repaired(tmp_path):
     assert j._durable() == jmod._mark(gen, tail)
 
 
+@pytest.mark.parametrize("bogus", [lambda gen: jmod._mark(gen + 1000, 0),
+                                   lambda gen: jmod._mark(gen, jmod.JOURNAL_SIZE + 8)],
+                         ids=["future-generation", "beyond-the-journal"])
+def test_a_mark_no_sync_could_have_published_is_not_trusted(tmp_path, monkeypatch, bogus):
+    # the mark is read from a file: one beyond what any sync reached must not
+    # let a commit return without its own fdatasync
+    gdir = member_dir(tmp_path)
+    gdir.write_offsets({("t", 9): (1, None)})
+    j = gdir._journal
+    assert j is not None
+    with open(os.path.join(j.path, jmod.SYNC_FILE), "r+b") as f, mmap.mmap(f.fileno(), 4096) as m:
+        struct.pack_into("<q", m, 24 + 8, bogus(j._read_state()[2]))   # the payload's next_offset: the mark
+    synced: list[int] = []
+    real_sync = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(fd), real_sync(fd))[1])
+    gdir.write_offsets({("t", 0): (10, None)})
+    assert len(synced) == 1
+    _boot, _seq, gen, tail, _dgen, _dpos = j._read_state()
+    assert j._durable() == jmod._mark(gen, tail)   # replaced by the sync's own
+
+
 def test_a_torn_last_record_is_ignored(tmp_path):
     gdir = member_dir(tmp_path)
     gdir.write_offsets({("t", 0): (5, None)})

@@ -373,11 +373,17 @@ class GroupJournal:
             return retired
 
     def _durable(self) -> int:
-        """The shared durable mark (-1 while a syncer that died mid-publish left it torn)."""
+        """The shared durable mark; -1 while a syncer that died mid-publish left
+        it torn, or when it is not one a sync could have published (beyond the
+        journal's size, or in a generation not started yet): the next sync
+        replaces it, and no commit takes it for a sync."""
         try:
-            return self._sync.next_offset()
+            mark = self._sync.next_offset()
         except BlockingIOError:
             return -1
+        if mark & _POS_MASK > JOURNAL_SIZE or mark >> 32 > self._read_state()[2]:
+            return -1
+        return mark
 
     def _wait_durable(self, mine: int) -> None:
         """Return once the durable mark covers ``mine``: a sync that began after
