@@ -84,6 +84,7 @@ HEADER_SIZE = _HEADER.size  # 28
 _ZERO_HEADER = bytes(HEADER_SIZE)
 # .seq: boot id, seq, generation, tail, durable generation, durable position
 _STATE = struct.Struct("<16sQQQQQ")
+_STATE_GEN, _STATE_GEN_AT = struct.Struct("<Q"), 24   # its generation alone
 # .sync: a partition-state file whose next_offset holds the durable mark, whose
 # futex word a syncer bumps when its sync ends, and whose flock is the sync lock
 SYNC_FILE = ".sync"
@@ -381,7 +382,7 @@ class GroupJournal:
             mark = self._sync.next_offset()
         except BlockingIOError:
             return -1
-        if mark & _POS_MASK > JOURNAL_SIZE or mark >> 32 > self._read_state()[2]:
+        if mark & _POS_MASK > JOURNAL_SIZE or mark >> 32 > _STATE_GEN.unpack_from(self._mm, _STATE_GEN_AT)[0]:
             return -1
         return mark
 
@@ -400,7 +401,7 @@ class GroupJournal:
                 finally:
                     self._syncer.__exit__()
                 state.bump()   # after the release: a waiter our sync missed finds the lock free
-                continue
+                return   # (our sync read the tail after our write: it covered us)
             # a sync is running; it may have read the tail before our write: wait
             # for it to end, then look again (the bound: a syncer killed mid-sync)
             state.wait_word(word, SYNC_WAIT_S)
