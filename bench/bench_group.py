@@ -52,6 +52,8 @@ class _Shared:
         self.finished_at = mpc.Value("d", 0.0)       # perf_counter() (CLOCK_MONOTONIC) when all was read
         self.cpu = mpc.Array("d", readers)           # each reader's CPU seconds while reading
         self.in_commit = mpc.Array("d", readers)     # each reader's wall seconds inside commit()
+        self.commits = mpc.Array("q", readers)       # each reader's commit() calls
+        self.syncs = mpc.Array("q", readers)         # each reader's fdatasync calls (its share of the group commits)
         self.ready = mpc.Semaphore(0)
         self.go, self.done = mpc.Event(), mpc.Event()
         self.left = mpc.Barrier(readers)             # nobody leaves the group while another still reads
@@ -72,7 +74,7 @@ class _Shared:
 
 
 def _consume_loop(c, work: bool, shared: _Shared, slot: int) -> int:
-    got = 0
+    got = commits = 0
     in_commit = 0.0
     clock = time.perf_counter
     idle_since = time.monotonic()
@@ -94,8 +96,10 @@ def _consume_loop(c, work: bool, shared: _Shared, slot: int) -> int:
         t = clock()
         committed = c.commit(asynchronous=False)
         in_commit += clock() - t
+        commits += 1
         shared.reached(committed)
     shared.in_commit[slot] = in_commit
+    shared.commits[slot] = commits
     return got
 
 
@@ -108,8 +112,21 @@ def _consumer(path: str, group: str, topic: str = TOPIC, reset: str = "earliest"
     return c
 
 
+def _count_syncs(shared: _Shared, slot: int) -> None:
+    """Count this process's fdatasyncs (a reader writes nothing but its
+    commits: these are its syncs of the group's commit journal)."""
+    real = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        shared.syncs[slot] += 1   # (one process per slot: no lock needed)
+        real(fd)
+
+    os.fdatasync = fdatasync
+
+
 def member(path: str, group: str, work: bool, shared: _Shared, slot: int) -> None:
     c = _consumer(path, group)
+    _count_syncs(shared, slot)
     shared.ready.release()
     shared.go.wait()
     cpu0 = time.process_time()
@@ -140,7 +157,8 @@ def readers(ctx, path: str, n: int, work: bool, count: int, costs: list | None =
     reading records it has not read before (CRC-32C on first read), the same
     bookkeeping per batch, the first assignment inside the time.
     ``costs`` gets (the readers' CPU seconds together, wall seconds, their wall
-    seconds inside ``commit()`` together) of every run."""
+    seconds inside ``commit()`` together, their commits, their fdatasyncs) of
+    every run."""
     mpc = mp.get_context("spawn")
 
     def body(_):
@@ -165,30 +183,38 @@ def readers(ctx, path: str, n: int, work: bool, count: int, costs: list | None =
         finally:
             _stop(procs, shared.done, shared.left)
         if costs is not None:
-            costs.append((sum(shared.cpu[:]), elapsed, sum(shared.in_commit[:])))
+            costs.append((sum(shared.cpu[:]), elapsed, sum(shared.in_commit[:]), sum(shared.commits[:]),
+                          sum(shared.syncs[:])))
         return elapsed
 
     return ctx.measure(body)
 
 
-def _explain(three: Row, one: Row, trio: list[tuple[float, float, float]], solo: list[tuple[float, float, float]],
-             runs: int) -> None:
+Costs = tuple[float, float, float, int, int]   # (CPU, wall, inside commit(), commits, fdatasyncs) of a run
+
+
+def _explain(three: Row, one: Row, trio: list[Costs], solo: list[Costs], runs: int) -> None:
     """Where the time went, measured in this run's timed runs (the last ``runs``;
     the warm-up is left out): how much of the one consumer's time is CPU and how
-    much is spent in its commits (their fdatasyncs), how far three processes
-    can go on this machine's cores with the CPU they used, and how much of
-    those cores they kept busy."""
+    much is spent in its commits (their fdatasyncs), how many fdatasyncs a
+    commit cost (group commit: members committing at once share one), how
+    far three processes can go on this machine's cores with the CPU they
+    used, and how much of those cores they kept busy."""
     trio, solo = trio[-runs:], solo[-runs:]
     if not trio or not solo:
         return
     cores = os.cpu_count() or 1
-    solo_cpu, solo_wall = _median([c for c, _, _ in solo]), _median([w for _, w, _ in solo])
-    solo_commit = _median([k for _, _, k in solo])
-    trio_cpu, trio_wall = _median([c for c, _, _ in trio]), _median([w for _, w, _ in trio])
-    trio_commit = _median([k / MEMBERS for _, _, k in trio])
+    solo_cpu, solo_wall = _median([r[0] for r in solo]), _median([r[1] for r in solo])
+    solo_commit = _median([r[2] for r in solo])
+    trio_cpu, trio_wall = _median([r[0] for r in trio]), _median([r[1] for r in trio])
+    trio_commit = _median([r[2] / MEMBERS for r in trio])
+
+    def per_commit(runs_: list[Costs]) -> float:
+        return _median([r[4] / max(r[3], 1) for r in runs_])
+
     one.note = (f"CPU {solo_cpu:.3f} s of {solo_wall:.3f} s ({100 * solo_cpu / solo_wall:.0f}%), medians of the "
                 f"timed runs; inside commit() {solo_commit:.3f} s ({100 * solo_commit / solo_wall:.0f}%), "
-                "mostly waiting for its fdatasyncs")
+                f"mostly waiting for its fdatasyncs ({per_commit(solo):.2f} per commit)")
     usable = min(cores, MEMBERS)
     floor = trio_cpu / usable
     three.note = (f"the members' CPU together {trio_cpu:.3f} s (median; {trio_cpu / solo_cpu:.2f}× the one "
@@ -196,7 +222,8 @@ def _explain(three: Row, one: Row, trio: list[tuple[float, float, float]], solo:
                   f"most ≈ {solo_wall / floor:.1f}× one consumer in this run, and only if their commit waits "
                   f"overlap completely; they kept {100 * trio_cpu / (trio_wall * usable):.0f}% of {usable} cores "
                   f"busy over {trio_wall:.3f} s, each inside commit() {trio_commit:.3f} s "
-                  f"({100 * trio_commit / trio_wall:.0f}%) on average")
+                  f"({100 * trio_commit / trio_wall:.0f}%) on average; {per_commit(trio):.2f} fdatasyncs per "
+                  "commit (group commit: members committing at once share one)")
 
 
 # -- latency to a group member ---------------------------------------------------------
@@ -285,8 +312,8 @@ def run(ctx) -> list[Row]:
 
     for tag, work, what in (("", False, "len(value)"), ("sha256.", True, "sha256(value)")):
         wl = f"consumer group: {MEMBERS} processes on {PARTITIONS} partitions, {what} per record"
-        trio: list[tuple[float, float]] = []
-        solo: list[tuple[float, float]] = []
+        trio: list[Costs] = []
+        solo: list[Costs] = []
         three = ctx.row(Row(f"group.{tag}three.arrowlog", wl, "arrowlog",
                             f"{MEMBERS} member processes, one group, commit(asynchronous=False) per consume(1000); "
                             "the first assignment inside the time",

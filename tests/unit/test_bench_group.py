@@ -25,9 +25,11 @@ def test_repeated_runs_each_read_everything_in_a_new_group(tmp_path):
         (elapsed,) = bench_group.readers(ctx, path, ctx.n, False, count, costs)
         assert elapsed > 0
     assert len(costs) == 3
-    for cpu, wall, in_commit in costs:
+    for cpu, wall, in_commit, commits, syncs in costs:
         # the readers' CPU, and their time inside commit() (a part of each reader's wall time)
         assert cpu > 0 and 0 < in_commit
+        # every synchronous commit is durable by a sync: its own or one it shared
+        assert commits > 0 and 0 < syncs <= commits
     assert costs[2][2] < costs[2][1]   # one reader: inside commit() for part of the run
     admin = GroupAdmin(path)
     groups = admin.list_groups()
@@ -41,12 +43,13 @@ def test_the_notes_say_how_busy_the_members_kept_the_cores_and_how_long_commits_
     from bench.harness import Row
 
     three, one = Row("group.three.arrowlog", "w", "arrowlog", "d"), Row("group.one.arrowlog", "w", "arrowlog", "d")
-    # (CPU together, wall, inside commit() together) of two timed runs after a warm-up
-    trio = [(9.0, 9.0, 9.0), (0.18, 0.10, 0.09), (0.18, 0.10, 0.09)]
-    solo = [(9.0, 9.0, 9.0), (0.20, 0.30, 0.12), (0.20, 0.30, 0.12)]
+    # (CPU together, wall, inside commit() together, commits, fdatasyncs) of two timed runs after a warm-up
+    trio = [(9.0, 9.0, 9.0, 9, 9), (0.18, 0.10, 0.09, 100, 60), (0.18, 0.10, 0.09, 100, 60)]
+    solo = [(9.0, 9.0, 9.0, 9, 9), (0.20, 0.30, 0.12, 50, 50), (0.20, 0.30, 0.12, 50, 50)]
     bench_group._explain(three, one, trio, solo, runs=2)
     assert "CPU 0.200 s of 0.300 s (67%)" in one.note and "inside commit() 0.120 s (40%)" in one.note
     cores = min(os.cpu_count() or 1, bench_group.MEMBERS)
     busy = round(100 * 0.18 / (0.10 * cores))
     assert f"they kept {busy}% of {cores} cores busy over 0.100 s" in three.note
     assert "each inside commit() 0.030 s (30%)" in three.note
+    assert "0.60 fdatasyncs per commit" in three.note and "(1.00 per commit)" in one.note

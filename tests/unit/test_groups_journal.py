@@ -4,8 +4,11 @@ fdatasyncs, torn and damaged records, state older than the disk, rollover."""
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import struct
+import threading
+import time
 
 import pytest
 
@@ -27,59 +30,127 @@ def journals(gdir: GroupDir) -> list[str]:
     return sorted(n for n in os.listdir(gdir.path) if n.startswith("journal-"))
 
 
-def test_a_commit_is_one_fdatasync_and_never_waits_for_the_lock_after_it(tmp_path, monkeypatch):
-    # members' syncs run at once (the block layer merges concurrent flushes); a
-    # check for a covering sync before our own (a lock round) spared a sync in
-    # one commit of about 13,000 with three members, and was dropped. After the
-    # sync, how far it made the journal durable is published only if the lock is
-    # free: a member descheduled while holding it must not stall the others
-    first, second = member_dir(tmp_path), member_dir(tmp_path)
-    first.write_offsets({("t", 9): (1, None)})   # creates the journal
-    second.write_offsets({("t", 8): (1, None)})
+def wait_until(cond, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.002)
+
+
+def committer(gdir: GroupDir, partition: int, offset: int) -> threading.Thread:
+    t = threading.Thread(target=gdir.write_offsets, args=({("t", partition): (offset, None)},), daemon=True)
+    t.start()
+    return t
+
+
+def test_a_commit_alone_is_one_fdatasync_and_publishes_the_durable_mark(tmp_path, monkeypatch):
+    gdir = member_dir(tmp_path)
+    gdir.write_offsets({("t", 9): (1, None)})   # creates the journal
     synced: list[int] = []
-    locks: list[int] = []
-    real_sync, real_flock = os.fdatasync, jmod.fcntl.flock
-    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(fd), real_sync(fd))[1])
-    monkeypatch.setattr(jmod.fcntl, "flock", lambda fd, op: (locks.append(op), real_flock(fd, op))[1])
-    second.write_offsets({("t", 1): (11, None)})
-    first.write_offsets({("t", 0): (10, None)})
-    assert len(synced) == 2
-    ex, nb, un = jmod.fcntl.LOCK_EX, jmod.fcntl.LOCK_EX | jmod.fcntl.LOCK_NB, jmod.fcntl.LOCK_UN
-    assert locks == [ex, un, nb, un] * 2
-    j = first._journal
-    assert j is not None
-    _boot, _seq, gen, tail, dgen, dpos = j._read_state()
-    assert (dgen, dpos) == (gen, tail) == j._synced   # published at once: the lock was free
-    assert offsets(first) == {9: 1, 8: 1, 0: 10, 1: 11}
-
-
-def test_a_sync_that_finds_the_lock_taken_is_published_at_the_next_claim(tmp_path, monkeypatch):
-    first, second = member_dir(tmp_path), member_dir(tmp_path)
-    first.write_offsets({("t", 9): (1, None)})
-    second.write_offsets({("t", 8): (1, None)})
-    j2 = second._journal
-    assert j2 is not None
     real_sync = os.fdatasync
-
-    def sync_while_the_other_takes_the_lock(fd):
-        real_sync(fd)
-        j2._claim.__enter__()   # the other member holds the claim lock right after our sync
-
-    monkeypatch.setattr(os, "fdatasync", sync_while_the_other_takes_the_lock)
-    first.write_offsets({("t", 0): (10, None)})   # returns without waiting for the lock
-    monkeypatch.setattr(os, "fdatasync", real_sync)
-    j = first._journal
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(fd), real_sync(fd))[1])
+    gdir.write_offsets({("t", 0): (10, None)})
+    assert len(synced) == 1
+    j = gdir._journal
     assert j is not None
-    _boot, _seq, gen, tail, _dgen, dpos = j._read_state()
-    assert j._synced == (gen, tail) and dpos < tail   # durable, not published yet
-    j2._claim.__exit__()
-    # the next record of the same member carries it as its hint (how far the
-    # journal was durable when it was claimed): a damaged record before it is an error
-    first.write_offsets({("t", 2): (12, None)})
-    with open(os.path.join(first.path, journal_name(gen)), "rb") as f:
+    _boot, _seq, gen, tail, _dgen, _dpos = j._read_state()
+    assert j._durable() == jmod._mark(gen, tail)
+    # the next record carries it as its hint (how far the journal was durable
+    # when it was claimed): a damaged record before it is an error
+    gdir.write_offsets({("t", 2): (12, None)})
+    with open(os.path.join(gdir.path, journal_name(gen)), "rb") as f:
         f.seek(tail)
         assert struct.unpack("<4sIIQQ", f.read(HEADER_SIZE))[4] == tail
-    assert offsets(first) == {9: 1, 8: 1, 0: 10, 2: 12}
+    assert offsets(gdir) == {9: 1, 0: 10, 2: 12}
+
+
+def test_members_that_commit_during_a_sync_share_the_next_one(tmp_path, monkeypatch):
+    # group commit: the first member's sync began before the others wrote, so
+    # it does not cover them; they wait for it, then one sync covers both
+    first, second, third = member_dir(tmp_path), member_dir(tmp_path), member_dir(tmp_path)
+    for i, gdir in enumerate((first, second, third)):
+        gdir.write_offsets({("t", 9 - i): (1, None)})   # each opens its own handle (as a process would)
+    release = threading.Event()
+    synced: list[int] = []
+    real_sync = os.fdatasync
+
+    def slow_first_sync(fd):
+        synced.append(fd)
+        if len(synced) == 1:
+            assert release.wait(60)
+        real_sync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", slow_first_sync)
+    j = first._journal
+    assert j is not None
+    seq0 = j._read_state()[1]
+    threads = [committer(first, 0, 10)]
+    wait_until(lambda: len(synced) == 1, "the first commit's sync did not start")
+    threads += [committer(second, 1, 11), committer(third, 2, 12)]
+    wait_until(lambda: j._read_state()[1] == seq0 + 3, "the other members did not write their records")
+    assert all(t.is_alive() for t in threads)   # nobody is durable before the first sync ends
+    release.set()
+    for t in threads:
+        t.join(60)
+        assert not t.is_alive()
+    assert len(synced) == 2   # three commits, two syncs
+    assert offsets(first) == {9: 1, 8: 1, 7: 1, 0: 10, 1: 11, 2: 12}
+
+
+def test_a_waiter_takes_over_from_a_syncer_that_died(tmp_path):
+    # a syncer killed mid-sync releases its flock but wakes nobody: the waiters'
+    # bounded futex waits find the lock free and one of them syncs
+    dead, alive = member_dir(tmp_path), member_dir(tmp_path)
+    dead.write_offsets({("t", 9): (1, None)})
+    alive.write_offsets({("t", 8): (1, None)})
+    jd, ja = dead._journal, alive._journal
+    assert jd is not None and ja is not None
+    assert jd._syncer.try_enter()   # the syncer, stuck in its sync
+    seq0 = ja._read_state()[1]
+    t = committer(alive, 0, 10)
+    wait_until(lambda: ja._read_state()[1] == seq0 + 1, "the member did not write its record")
+    assert t.is_alive()   # it cannot be durable while the sync lock is held
+    jd._syncer.__exit__()   # its death: the lock goes, no wake-up
+    t.join(60)
+    assert not t.is_alive()
+    _boot, _seq, gen, tail, _dgen, _dpos = ja._read_state()
+    assert ja._durable() == jmod._mark(gen, tail)
+    assert offsets(alive) == {9: 1, 8: 1, 0: 10}
+
+
+def test_a_mark_left_torn_by_a_dead_syncer_is_repaired(tmp_path):
+    gdir = member_dir(tmp_path)
+    gdir.write_offsets({("t", 9): (1, None)})
+    j = gdir._journal
+    assert j is not None
+    with open(os.path.join(j.path, jmod.SYNC_FILE), "r+b") as f, mmap.mmap(f.fileno(), 4096) as m:
+        (seq,) = struct.unpack_from("<Q", m, 16)   # the state's seqlock counter
+        struct.pack_into("<Q", m, 16, seq + 1)     # odd: a publish that never ended
+    assert j._durable() == -1
+    gdir.write_offsets({("t", 0): (10, None)})
+    _boot, _seq, gen, tail, _dgen, _dpos = j._read_state()
+    assert j._durable() == jmod._mark(gen, tail)
+
+
+@pytest.mark.parametrize("bogus", [lambda gen: jmod._mark(gen + 1000, 0),
+                                   lambda gen: jmod._mark(gen, jmod.JOURNAL_SIZE + 8)],
+                         ids=["future-generation", "beyond-the-journal"])
+def test_a_mark_no_sync_could_have_published_is_not_trusted(tmp_path, monkeypatch, bogus):
+    # the mark is read from a file: one beyond what any sync reached must not
+    # let a commit return without its own fdatasync
+    gdir = member_dir(tmp_path)
+    gdir.write_offsets({("t", 9): (1, None)})
+    j = gdir._journal
+    assert j is not None
+    with open(os.path.join(j.path, jmod.SYNC_FILE), "r+b") as f, mmap.mmap(f.fileno(), 4096) as m:
+        struct.pack_into("<q", m, 24 + 8, bogus(j._read_state()[2]))   # the payload's next_offset: the mark
+    synced: list[int] = []
+    real_sync = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(fd), real_sync(fd))[1])
+    gdir.write_offsets({("t", 0): (10, None)})
+    assert len(synced) == 1
+    _boot, _seq, gen, tail, _dgen, _dpos = j._read_state()
+    assert j._durable() == jmod._mark(gen, tail)   # replaced by the sync's own
 
 
 def test_a_torn_last_record_is_ignored(tmp_path):

@@ -13,21 +13,32 @@ their commits to one journal per group, ``journal-<gen>.log``:
   group's commit counter, the current journal generation, its tail and how
   far it is durable) a committer takes the next seq and writes its record
   at the tail;
-- *sync*: it fdatasyncs the journal at once, covering every record written
-  so far, by any process, and records how far that made the journal durable
-  (its own record's end) if the claim lock is free, else at its next claim.
-  Members never queue for one another's syncs: syncs of
-  several members run at once, and the block layer merges concurrent
-  flushes into one. (Checking first whether a sync that began after our
-  write had already covered it took a third lock round per commit and
-  spared a sync in one commit of about 13,000 with three members.)
-- a full journal is retired: the next generation is created (under the
-  claim lock, so no record goes to the old one afterwards), the old one is
+- *group commit*: a committer then waits until the journal is durable
+  past its record. ``.sync`` (a mapped partition-state file) holds the
+  durable mark, (generation, position) as one number, and a futex word.
+  If the mark covers my record, I am done. Else, if nobody holds the sync
+  lock (flock of ``.sync``, taken with LOCK_NB), I become the syncer: read
+  the tail under the claim lock (every record written so far, by anyone),
+  one fdatasync, publish the mark, release the lock, wake the waiters. Else
+  a sync is running, perhaps begun before my write: I wait on the futex
+  word until it ends and look again; one of the waiters becomes the next
+  syncer and covers everyone who wrote meanwhile. So N members committing
+  at once share one device flush instead of queueing N of them. A syncer
+  killed mid-sync releases its flock with its death; the waiters' futex
+  waits are bounded (``SYNC_WAIT_S``), so they look again and one of them
+  takes over. The mark is only ever published after an fdatasync that
+  began after the records it covers were written.
+- a full journal is retired: it is fdatasynced (so the mark may move to
+  the next generation with records of the old one still awaited), the
+  next generation is created (under the claim lock, so no record goes to
+  the old one afterwards), the old one is
   folded into ``offsets.json`` and unlinked (store.py).
 
-``.seq`` is not fsynced. It records the boot it belongs to; after a reboot
-(power loss: it may be stale) the first committer starts a new generation
-and raises the counter past every seq on disk.
+``.seq`` and ``.sync`` are not fsynced: a durable mark was true when it
+was published, and stays true after a power loss. ``.seq`` records the boot
+it belongs to; after a reboot (power loss: it may be stale) the first
+committer starts a new generation and raises the counter past every seq on
+disk.
 
 Record layout (little-endian, each record starts 8-byte aligned)::
 
@@ -37,8 +48,7 @@ Record layout (little-endian, each record starts 8-byte aligned)::
          8     4  crc32c of bytes [12, 28 + n)
         12     8  seq: the commit's place in the group's order
         20     8  hint: how far this journal was durable when it was claimed, as
-                  far as the state said (a lower bound: a sync that found the
-                  claim lock taken is published at its member's next claim)
+                  far as the durable mark said (a lower bound)
         28     n  payload: JSON list of [topic, partition, offset, metadata,
                   commit_ms, leader_epoch]
 
@@ -74,6 +84,29 @@ HEADER_SIZE = _HEADER.size  # 28
 _ZERO_HEADER = bytes(HEADER_SIZE)
 # .seq: boot id, seq, generation, tail, durable generation, durable position
 _STATE = struct.Struct("<16sQQQQQ")
+_STATE_GEN, _STATE_GEN_AT = struct.Struct("<Q"), 24   # its generation alone
+# .sync: a partition-state file whose next_offset holds the durable mark, whose
+# futex word a syncer bumps when its sync ends, and whose flock is the sync lock
+SYNC_FILE = ".sync"
+SYNC_WAIT_S = 0.05   # a waiter looks again this often (a syncer killed mid-sync wakes nobody)
+_POS_MASK = (1 << 32) - 1
+
+
+def _mark(gen: int, pos: int) -> int:
+    """A journal position as one number that orders like (generation, position)."""
+    return gen << 32 | pos
+
+
+def open_state_file(path: str) -> tuple[core.PartitionState, int]:
+    """A mapped partition-state file (created when missing) and a descriptor of it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        if os.fstat(fd).st_size < core.STATE_FILE_SIZE:
+            core.fallocate(fd, 0, core.STATE_FILE_SIZE)   # no SIGBUS on a full disk
+        return core.PartitionState(core.MappedFile(fd, core.STATE_FILE_SIZE, True, path)), fd
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _boot_id() -> bytes:
@@ -241,7 +274,15 @@ class GroupJournal:
             raise
         self._claim = _Flock(self._state_fd)
         self._commit_lock = threading.Lock()
-        self._synced = (0, 0)   # (generation, position) our last fdatasync made durable
+        self._sync_fd = -1
+        self._sync_state: core.PartitionState | None = None
+        try:
+            self._sync_state, sync_fd = open_state_file(os.path.join(group_path, SYNC_FILE))
+            self._sync_fd = self._fds.adopt(sync_fd)
+        except BaseException:
+            self.close()
+            raise
+        self._syncer = _Flock(self._sync_fd)
 
     def usable(self) -> bool:
         """False in a forked child (the locks are shared with the parent) or once
@@ -260,6 +301,12 @@ class GroupJournal:
         if self._map is None:
             raise GroupError(f"the commit journal of {self.path} is closed")
         return self._map
+
+    @property
+    def _sync(self) -> core.PartitionState:
+        if self._sync_state is None:
+            raise GroupError(f"the commit journal of {self.path} is closed")
+        return self._sync_state
 
     def _read_state(self) -> tuple[bytes, int, int, int, int, int]:
         return _STATE.unpack_from(self._mm)
@@ -325,41 +372,67 @@ class GroupJournal:
             return None
         with self._commit_lock:
             retired, gen, end = self._append(payload)
-            # every record written so far, by anyone, is in the page cache: this
-            # covers them all (a sync of another member's may run at once: the block
-            # layer merges concurrent flushes into one)
-            os.fdatasync(self.fd)
-            self._synced = (gen, _aligned(end))
-            self._publish_durable()
+            self._wait_durable(_mark(gen, _aligned(end)))
             return retired
 
-    def _publish_durable(self) -> None:
-        """Record how far our last sync made the journal durable (later records'
-        hints say so) if the claim lock is free; else our next claim does it. A
-        commit never waits for the lock here: a member descheduled while it
-        holds the lock would stall the others' commits."""
-        if not self._claim.try_enter():
-            return
+    def _durable(self) -> int:
+        """The shared durable mark; -1 while a syncer that died mid-publish left
+        it torn, or when it is not one a sync could have published (beyond the
+        journal's size, or in a generation not started yet): the next sync
+        replaces it, and no commit takes it for a sync."""
         try:
-            boot, seq, gen, tail, dgen, dpos = self._read_state()
-            sgen, spos = self._synced
-            if boot == BOOT_ID and sgen == gen and (dgen != gen or spos > dpos):
-                self._set(seq, gen, tail, gen, spos)
-        finally:
-            self._claim.__exit__()
+            mark = self._sync.next_offset()
+        except BlockingIOError:
+            return -1
+        if mark & _POS_MASK > JOURNAL_SIZE or mark >> 32 > _STATE_GEN.unpack_from(self._mm, _STATE_GEN_AT)[0]:
+            return -1
+        return mark
+
+    def _wait_durable(self, mine: int) -> None:
+        """Return once the durable mark covers ``mine``: a sync that began after
+        our write made it so, ours or another member's (group commit)."""
+        state = self._sync
+        while True:
+            word = state.current_word()
+            if self._durable() >= mine:
+                return
+            if self._syncer.try_enter():
+                try:
+                    if self._durable() < mine:   # (a sync may have ended since we looked)
+                        self._sync_all()
+                finally:
+                    self._syncer.__exit__()
+                state.bump()   # after the release: a waiter our sync missed finds the lock free
+                return   # (our sync read the tail after our write: it covered us)
+            # a sync is running; it may have read the tail before our write: wait
+            # for it to end, then look again (the bound: a syncer killed mid-sync)
+            state.wait_word(word, SYNC_WAIT_S)
+
+    def _sync_all(self) -> None:
+        """One fdatasync covering every record written so far, by anyone, then
+        publish how far it reached (the caller holds the sync lock)."""
+        with self._claim:
+            _boot, _seq, gen, tail, _dgen, _dpos = self._read_state()
+            if self.gen != gen:
+                self._open(gen)
+        os.fdatasync(self.fd)
+        state = self._sync
+        if state.torn:   # a syncer died while publishing
+            state.repair_seq()
+        if _mark(gen, tail) > self._durable():
+            state.publish(next_offset=_mark(gen, tail))
 
     def _append(self, payload: bytes) -> tuple[int, int, int]:
         """Write one record at the tail: (generation retired or 0, its generation, its end)."""
         retired = 0
         with self._claim:
-            seq, gen, tail, dgen, dpos = self._current()
-            sgen, spos = self._synced
-            if sgen == gen and (dgen != gen or spos > dpos):
-                dgen, dpos = gen, spos   # our last sync, if it found the lock taken
+            seq, gen, tail, _dgen, _dpos = self._current()
+            durable = max(self._durable(), 0)
+            dgen, dpos = durable >> 32, durable & _POS_MASK
             if tail + HEADER_SIZE + len(payload) > JOURNAL_SIZE:
+                self._retire(gen)
                 retired, gen, tail = gen, gen + 1, 0
                 create_journal(self.path, gen)
-                dgen, dpos = gen, 0
             if self.gen != gen:
                 self._open(gen)
             seq += 1
@@ -368,6 +441,14 @@ class GroupJournal:
             end = tail + len(record)
             self._set(seq, gen, _aligned(end), dgen, dpos)
         return retired, gen, end
+
+    def _retire(self, gen: int) -> None:
+        """Make every record of a full journal durable before the next one
+        starts: the durable mark then moves to the next generation, and a
+        member still waiting for its record in this one is covered by it."""
+        if self.gen != gen:
+            self._open(gen)
+        os.fdatasync(self.fd)
 
     def _open(self, gen: int) -> None:
         fd = self._fds.open(os.path.join(self.path, journal_name(gen)), os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
@@ -379,4 +460,5 @@ class GroupJournal:
         m, self._map = self._map, None
         if m is not None:
             m.close()
-        self.fd = self._state_fd = self._fds.close(self.fd, self._state_fd)
+        self._sync_state = None   # (the mapping goes with its last reference)
+        self.fd = self._state_fd = self._sync_fd = self._fds.close(self.fd, self._state_fd, self._sync_fd)

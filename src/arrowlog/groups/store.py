@@ -8,6 +8,8 @@ safe file name, see :func:`group_dirname`)::
     pending-<ns>-<pid>-<n>.json  a commit waiting for its round (below)
     .lock                     flock: serialises read-merge-write of offsets.json
     .seq                      the journal's mapped state (its flock: the claim lock)
+    .sync                     the journal's durable mark and the futex word its
+                              waiters sleep on (its flock: the sync lock)
     group.state               4 KiB mapped file; its futex word is the group's
                               generation, bumped on every membership change
     members/<member>.member   one per live member, flock'ed by it while it lives
@@ -73,7 +75,7 @@ from typing import NamedTuple
 from .._native import core
 from ..errors import GroupError
 from ..storage.files import fsync_dir
-from .journal import STATE_FILE, GroupJournal, journal_gen, read_journal
+from .journal import STATE_FILE, GroupJournal, journal_gen, open_state_file, read_journal
 
 OFFSETS_FILE = "offsets.json"
 FORMAT_VERSION = 1
@@ -165,13 +167,8 @@ class GroupDir:
         if self._state is None:
             self.ensure()
             path = os.path.join(self.path, "group.state")
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-            try:
-                if os.fstat(fd).st_size < core.STATE_FILE_SIZE:
-                    core.fallocate(fd, 0, core.STATE_FILE_SIZE)
-                self._state = core.PartitionState(core.MappedFile(fd, core.STATE_FILE_SIZE, True, path))
-            finally:
-                os.close(fd)  # the mapping stays valid
+            self._state, fd = open_state_file(path)
+            os.close(fd)  # the mapping stays valid
         return self._state
 
     def generation(self) -> int:
