@@ -32,7 +32,10 @@ cdef enum:
 
 
 cdef int _stage_reserve(GrowBuf *b, Py_ssize_t extra) except -1:
-    """gb_reserve for the stage's buffers: above 2 MiB in huge pages."""
+    """gb_reserve for the stage's buffers: above 2 MiB, 2 MiB-aligned and
+    advised into huge pages. The flush reads a partition's records ~100 KB
+    apart over the whole stage; with 4 KiB pages each of them was a TLB miss
+    as well as a cache miss (docs/SCALING.md, round three)."""
     cdef Py_ssize_t need = b.length + extra, cap
     cdef void *p = NULL
     if need <= b.capacity:
