@@ -736,7 +736,8 @@ cdef class RecordAccumulator:
         writer (``segment_base``, checked at ``generation``), an empty
         segment, a roll due (``segment_bytes``, ``segment_ms`` at
         ``now_ms``, relative offsets, ``index_bytes``), space not yet
-        allocated (``file_size``). An index entry due (after
+        allocated (``file_size``) and no ``grow`` to allocate it (or one
+        that allocated less: see core/target.pxi). An index entry due (after
         ``index_interval`` bytes: the rule of storage/index.py) goes into the
         writer's ``index`` and ``time_index`` mappings, whose files hold
         ``index_size`` and ``time_index_size`` bytes; -1 when one is missing,
@@ -749,7 +750,7 @@ cdef class RecordAccumulator:
         """append_at's work (see there); -1: not the common case, nothing written."""
         cdef StatePayload p
         cdef Py_ssize_t n = self.count
-        cdef int64_t size, position, base, max_ts, last_ts
+        cdef int64_t size, position, base, max_ts, last_ts, grown
         cdef bint entry
         cdef int rc
         cdef PartitionState state = t.state, notifier = t.notifier
@@ -775,7 +776,7 @@ cdef class RecordAccumulator:
                     and min_position <= position <= max_position and position % 8 == 0):
                 return -1
             if (p.generation != t.generation or p.active_base_offset != segment_base or base == segment_base
-                    or position + size > t.segment_bytes or position + size > t.file_size
+                    or position + size > t.segment_bytes
                     or base + n - segment_base > 0x7fffffff
                     or (p.offset_index_entries + 1) * 8 > index_bytes
                     or (p.time_index_entries + 1) * 12 > index_bytes
@@ -786,6 +787,14 @@ cdef class RecordAccumulator:
             if entry and not _index_entry_fits(index, t.index_size, time_index, t.time_index_size, &p,
                                                base - segment_base, position, max_ts):
                 return -1
+            if position + size > t.file_size:
+                # the segment grows here, under the append lock, as the general path grows it
+                if t.grow is None:
+                    return -1
+                grown = t.grow(position + size)
+                if grown < position + size:
+                    return -1
+                t.file_size = grown
             self._write_frame(t.log_fd, position, base, size)
             if entry:
                 # as Indexer.add: an offset entry, and a time entry if the largest timestamp grew

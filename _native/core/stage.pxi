@@ -21,6 +21,39 @@ from libc.stdlib cimport calloc
 cdef extern from *:
     void __builtin_prefetch(const void *addr) noexcept nogil
 
+cdef extern from "<stdlib.h>" nogil:
+    int posix_memalign(void **p, size_t alignment, size_t size)
+
+cdef extern from "<sys/mman.h>" nogil:
+    int STAGE_MADV_HUGEPAGE "MADV_HUGEPAGE"
+
+cdef enum:
+    STAGE_HUGE = 2 << 20
+
+
+cdef int _stage_reserve(GrowBuf *b, Py_ssize_t extra) except -1:
+    """gb_reserve for the stage's buffers: above 2 MiB, 2 MiB-aligned and
+    advised into huge pages. The flush reads a partition's records ~100 KB
+    apart over the whole stage; with 4 KiB pages each of them was a TLB miss
+    as well as a cache miss (docs/SCALING.md, round three)."""
+    cdef Py_ssize_t need = b.length + extra, cap
+    cdef void *p = NULL
+    if need <= b.capacity:
+        return 0
+    cap = max(b.capacity * 2, need)
+    if cap < STAGE_HUGE:
+        return gb_reserve(b, extra)
+    cap = (cap + STAGE_HUGE - 1) & ~(<Py_ssize_t>STAGE_HUGE - 1)
+    if posix_memalign(&p, STAGE_HUGE, <size_t>cap) != 0:
+        raise MemoryError()
+    madvise(p, <size_t>cap, STAGE_MADV_HUGEPAGE)
+    if b.length:
+        memcpy(p, b.data, <size_t>b.length)
+    free(b.data)
+    b.data = <uint8_t *>p
+    b.capacity = cap
+    return 0
+
 
 cdef class RecordStage:
     """Records of one topic's partitions in arrival order (see above); not
@@ -49,9 +82,9 @@ cdef class RecordStage:
         if self.pending[2 * partition + 1] + k + v > 0x7fffffff:
             raise OverflowError("a partition's staged keys and values exceed 2 GiB")
         if self.entries.length + <Py_ssize_t>sizeof(StageEntry) > self.entries.capacity:
-            gb_reserve(&self.entries, sizeof(StageEntry))
+            _stage_reserve(&self.entries, sizeof(StageEntry))
         if self.data.length + k + v > self.data.capacity:
-            gb_reserve(&self.data, k + v)
+            _stage_reserve(&self.data, k + v)
         e = <StageEntry *>(self.entries.data + self.entries.length)
         e.timestamp = timestamp
         e.at = self.data.length
@@ -171,10 +204,10 @@ cdef int _stage_fill(RecordAccumulator acc, RecordStage s, const int32_t *order,
         lo_ts, hi_ts = acc.min_timestamp, acc.max_timestamp
         i = 0
         while j < hi:
+            if j + 32 < hi:
+                __builtin_prefetch(entries + order[j + 32])
             if j + 16 < hi:
-                __builtin_prefetch(entries + order[j + 16])
-            if j + 8 < hi:
-                src = s.data.data + entries[order[j + 8]].at
+                src = s.data.data + entries[order[j + 16]].at
                 __builtin_prefetch(src)
                 __builtin_prefetch(src + 64)
                 __builtin_prefetch(src + 127)

@@ -4,6 +4,10 @@
 # one from its active segment and keeps it while that segment, its
 # allocated size, its index files and the writer's generation are unchanged;
 # append_at checks everything else against the published state itself.
+# ``grow`` (optional) allocates more of the segment when a frame would end
+# beyond ``file_size``: called by append_at under the append lock, once the
+# rest of the append is known to hold, with the frame's end; it returns the
+# segment's new allocated size (less than asked: append_at declines).
 
 
 cdef class AppendTarget:
@@ -14,7 +18,7 @@ cdef class AppendTarget:
                  int64_t segment_base, int64_t generation, int64_t file_size, int64_t segment_bytes,
                  int64_t segment_ms, int64_t index_interval, int64_t index_bytes, int64_t max_offset,
                  int64_t min_position, int64_t max_position, MappedFile index=None, int64_t index_size=0,
-                 MappedFile time_index=None, int64_t time_index_size=0, object stamp=None):
+                 MappedFile time_index=None, int64_t time_index_size=0, object stamp=None, object grow=None):
         if state is None:
             raise ValueError("an append target needs the partition's state")
         self.state = state
@@ -36,3 +40,4 @@ cdef class AppendTarget:
         self.time_index = time_index
         self.time_index_size = time_index_size
         self.stamp = stamp
+        self.grow = grow

@@ -298,3 +298,80 @@ def test_a_compacted_topic_is_staged_and_appended_through_the_general_path(tmp_p
         for i in range(200):
             want.setdefault(core.murmur2_partition(b"k%d" % i, 16), []).append(b"%d-%d" % (r, i))
     assert got == want
+
+
+def steady_rounds(path: str, partitions: int, rounds: int, per_round: int, value_bytes: int, monkeypatch) -> list:
+    """Keyed records produced into a new staged topic and flushed ``rounds``
+    times by one Producer; returns how many frames took the general path
+    (PartitionLog._append_frame) in each round, and each partition's
+    allocated segment size before the close gives the tail back."""
+    from arrowlog.storage.appending import AppendMixin
+    calls: list = []
+    original = AppendMixin._append_frame
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(AppendMixin, "_append_frame", counting)
+    with LogDir(path) as d:
+        d.create_topic("t", partitions, config={"retention.ms": -1})
+    general = []
+    with arrowlog.Producer({"log.dir": path, "linger.ms": 600_000}) as p:
+        for r in range(rounds):
+            before = len(calls)
+            for i in range(per_round):
+                p.produce("t", b"%d-" % r + b"v" * value_bytes, key=b"k%d" % i, timestamp=1_700_000_000_000 + r)
+            assert p.flush() == 0
+            general.append(len(calls) - before)
+        sizes = [log._writer.file_size for log in p._slots["t"].logs]
+    return [general, sizes]
+
+
+def test_steady_rounds_stay_native_while_the_segments_grow(tmp_path, monkeypatch):
+    """A frame that ends beyond a segment's allocated room is appended
+    natively: append_at grows the segment through its target's ``grow``
+    (Segment.ensure_allocated, under the append lock) instead of declining
+    to the general path every time a partition's file grows. The files are
+    those the general path writes."""
+    with monkeypatch.context() as m:
+        m.setattr(producer_module, "STAGE_PARTITIONS", 16)
+        general, sizes = steady_rounds(str(tmp_path / "native"), 32, 8, 32 * 40, 300, m)
+    assert general[0] == 32  # the first frame into each empty segment: the general path
+    assert general[1:] == [0] * 7
+    assert min(sizes) > 64 << 10  # every segment grew past its first allocation on the way
+    with monkeypatch.context() as m:
+        from arrowlog.storage.appending import AppendMixin
+        m.setattr(producer_module, "STAGE_PARTITIONS", 16)
+        m.setattr(AppendMixin, "append_target", lambda self: None)  # every frame through _append_frame
+        steady_rounds(str(tmp_path / "general"), 32, 8, 32 * 40, 300, m)
+    got, want = partition_files(str(tmp_path / "native"), "t"), partition_files(str(tmp_path / "general"), "t")
+    assert got.keys() == want.keys()
+    for name in want:
+        assert got[name] == want[name], name
+
+
+def test_a_stage_of_many_megabytes_over_many_partitions_writes_what_the_accumulators_write(tmp_path, monkeypatch):
+    """A stage above 2 MiB (its buffers then in huge pages, stage.pxi) over
+    300 partitions: the same files as the accumulators' path."""
+    rounds = [[(b"key-%d" % (i % 5000), b"%d" % i + b"x" * (i % 200), -1, 1_700_000_000_000 + i, None, False)
+               for i in range(r * 30_000, (r + 1) * 30_000)] for r in range(2)]
+    with monkeypatch.context() as m:
+        produce_all(str(tmp_path / "a"), 300, rounds, False, m)
+    with monkeypatch.context() as m:
+        produce_all(str(tmp_path / "s"), 300, rounds, True, m)
+    assert partition_files(str(tmp_path / "s"), "t") == partition_files(str(tmp_path / "a"), "t")
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.integers(16, 400), st.lists(st.lists(st.tuples(st.binary(max_size=10), st.integers(0, 400)),
+                                                min_size=1, max_size=3000), min_size=1, max_size=3))
+def test_many_partitions_staged_write_what_the_accumulators_write(tmp_path_factory, monkeypatch, partitions, rounds):
+    base = str(tmp_path_factory.mktemp("many"))
+    records = [[(key, key * (size // max(len(key), 1)) if key else b"v" * size, -1, 1_700_000_000_000 + size, None,
+                 False) for key, size in batch] for batch in rounds]
+    with monkeypatch.context() as m:
+        produce_all(os.path.join(base, "a"), partitions, records, False, m)
+    with monkeypatch.context() as m:
+        produce_all(os.path.join(base, "s"), partitions, records, True, m)
+    assert partition_files(os.path.join(base, "s"), "t") == partition_files(os.path.join(base, "a"), "t")

@@ -96,13 +96,18 @@ def test_most_small_appends_take_the_native_path(data_dir, monkeypatch):
     assert len(calls) < 20
 
 
+def three_appended(d: LogDir):
+    """A partition of three frames: its log, writer segment, published state
+    and a fourth batch to append."""
+    pl = d.create_topic("t", partitions=1).partition(0)
+    for acc in accumulators(1, 3):
+        pl.append_records(acc)
+    return pl, pl._writer, pl.state.snapshot(), accumulators(2, 1)[0]
+
+
 def test_append_at_declines_what_is_not_the_common_case_and_writes_nothing(data_dir):
     with LogDir(data_dir) as d:
-        pl = d.create_topic("t", partitions=1).partition(0)
-        for acc in accumulators(1, 3):
-            pl.append_records(acc)
-        seg, st = pl._writer, pl.state.snapshot()
-        acc = accumulators(2, 1)[0]
+        pl, seg, st, acc = three_appended(d)
 
         def append_at(**change):
             args = dict(generation=pl._writer_generation, file_size=seg.file_size, segment_bytes=pl.segment_bytes,
@@ -229,3 +234,44 @@ def test_large_batches_are_gathered_into_the_frame_the_general_path_writes(tmp_p
         if name.endswith(".log"):
             got[name], want[name] = got[name][64:], want[name][64:]
         assert got[name] == want[name], name
+
+
+def test_append_at_grows_the_segment_through_its_target_or_declines(data_dir):
+    """A frame ending beyond ``file_size``: append_at calls the target's
+    ``grow`` with the frame's end under the append lock, writes when the
+    segment now holds it, declines (nothing written) when it does not, and
+    raises what ``grow`` raised, the lock released."""
+    from arrowlog.errors import StorageError
+    with LogDir(data_dir) as d:
+        pl, seg, st, acc = three_appended(d)
+        end = st["active_position"] + acc.frame_size()
+        asked: list = []
+
+        def target(grow):
+            return core.AppendTarget(pl.state, None, pl._append_fd, seg.log_fd, seg.base_offset, pl._writer_generation,
+                                     st["active_position"], pl.segment_bytes, pl.segment_ms, pl.index_interval,
+                                     10 << 20, 1 << 62, 64, 1 << 40, seg.index, seg.index_file_size, seg.time_index,
+                                     seg.time_index_file_size, None, grow)
+
+        def short(n):
+            asked.append(n)
+            return n - 8
+
+        def failing(n):
+            raise StorageError(28, "cannot grow segment: the disk is full")
+
+        assert acc.append_at(target(short), pl._now_ms()) == -1
+        assert asked == [end]
+        assert pl.state.snapshot() == st
+        assert os.pread(seg.log_fd, 8, st["active_position"]) == b"\0" * 8
+        try:
+            acc.append_at(target(failing), pl._now_ms())
+            raise AssertionError("grow's error was not raised")
+        except StorageError as exc:
+            assert "disk is full" in str(exc)
+        assert pl.state.snapshot() == st
+        t = target(lambda n: asked.append(n) or n + 4096)
+        assert acc.append_at(t, pl._now_ms()) == st["next_offset"]  # (the append lock was released)
+        assert asked == [end, end] and t.file_size == end + 4096
+        assert pl.state.snapshot()["active_position"] == end
+        assert pl.verify()["errors"] == []

@@ -273,6 +273,7 @@ cdef class AppendTarget:
     cdef readonly MappedFile time_index
     cdef readonly int64_t time_index_size
     cdef public object stamp     # the owner's: what the target was built from (appending.py)
+    cdef public object grow      # grow(end) -> the segment's allocated size, or None (core/target.pxi)
 
 
 # One buffer of a bulk frame's IPC body (core/bulkframe.pxi): bytes at src,

@@ -110,6 +110,7 @@ class AppendTarget:
     """The arguments of RecordAccumulator.append_at for one partition's active segment."""
 
     stamp: Any
+    grow: Callable[[int], int] | None
     @property
     def state(self) -> PartitionState: ...
     @property
@@ -150,7 +151,7 @@ class AppendTarget:
                  segment_base: int, generation: int, file_size: int, segment_bytes: int, segment_ms: int,
                  index_interval: int, index_bytes: int, max_offset: int, min_position: int, max_position: int,
                  index: MappedFile | None = None, index_size: int = 0, time_index: MappedFile | None = None,
-                 time_index_size: int = 0, stamp: Any = None) -> None: ...
+                 time_index_size: int = 0, stamp: Any = None, grow: Callable[[int], int] | None = None) -> None: ...
 
 class RecordStage:
     """A topic's staged records in arrival order (core/stage.pxi)."""

@@ -147,7 +147,7 @@ class AppendMixin(LogBase):
                 state, self.notifier, self._append_fd, seg.log_fd, seg.base_offset, generation, seg.file_size,
                 self.segment_bytes, self.segment_ms, self.index_interval, INDEX_BYTES, MAX_OFFSET,
                 SEGMENT_FIXED_HEADER, MAX_ACTIVE_POSITION, seg.index, seg.index_file_size, seg.time_index,
-                seg.time_index_file_size, stamp)
+                seg.time_index_file_size, stamp, _grower(seg))
         self._used = True
         return target
 
@@ -155,6 +155,8 @@ class AppendMixin(LogBase):
         """acc.append_at(target): the frame's base offset, or -1 (nothing written)."""
         try:
             return acc.append_at(target, core.wall_clock_ms())
+        except StorageError:
+            raise  # (the segment's growth: says what it could not grow)
         except OSError as exc:
             raise storage_error(exc, f"cannot append to {target.stamp[0].log_path}") from exc
 
@@ -359,6 +361,20 @@ class AppendMixin(LogBase):
             last = base
             pos += core.FRAME_HEADER_SIZE + body
         return last
+
+
+def _grower(seg: Segment) -> Callable[[int], int]:
+    """An append target's ``grow`` (core/target.pxi): back ``seg`` up to
+    a frame's end as the general path does (Segment.ensure_allocated, its
+    steps and its errors), so that a steady producer's appends stay native
+    when the segment grows; -1 beyond the mapped capacity (the general path
+    maps more)."""
+    def grow(end: int) -> int:
+        if end > seg.capacity:
+            return -1
+        seg.ensure_allocated(end)
+        return seg.file_size
+    return grow
 
 
 def _constant_timestamps(n: int, ts: int) -> pa.Array:
