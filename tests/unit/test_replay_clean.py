@@ -4,6 +4,7 @@ the same error, whatever the topic holds (issue 19, replay over many
 partitions)."""
 
 import os
+import threading
 
 import pyarrow as pa
 import pytest
@@ -80,12 +81,15 @@ def general_partitions(monkeypatch):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(partitions=st.lists(st.lists(frame, max_size=3), min_size=1, max_size=6),
        compressed=st.booleans(), deletes=st.dictionaries(st.integers(0, 5), st.integers(0, 12), max_size=3),
-       start=st.one_of(st.just("beginning"), st.integers(0, 15)), end=st.one_of(st.just("end"), st.integers(0, 20)))
+       start=st.one_of(st.just("beginning"), st.integers(0, 15)), end=st.one_of(st.just("end"), st.integers(0, 20)),
+       halves=st.booleans())
 def test_the_native_read_gives_the_general_paths_table(tmp_path_factory, partitions, compressed, deletes, start,
-                                                        end):
+                                                        end, halves):
     path = str(tmp_path_factory.mktemp("d"))
     write(path, partitions, {"compression.type": "zstd"} if compressed else None, deletes)
     with pytest.MonkeyPatch.context() as mp:
+        if halves:  # read in two halves on two threads, as a replay of many partitions is
+            mp.setattr(clean_read, "PARALLEL_PARTITIONS", 1)
         asked = general_partitions(mp)
         r = arrowlog.replay(path, "t", start=start, end=end)
         fast = r.to_arrow()
@@ -244,16 +248,15 @@ def test_a_segment_appended_between_replay_and_to_arrow_reads_the_range_resolved
         r.close()
 
 
-def test_a_rotten_frame_is_the_same_error_as_the_general_paths(tmp_path):
-    path = str(tmp_path / "d")
-    write(path, [[[(b"k", b"v" * 30, None)]]] * 2)
-    seg = os.path.join(path, "topics", "t", "1", f"{0:020d}.log")
+def rot(path, partition):
+    """Flip a value byte of the partition's last frame; its mark still vouches
+    for the segment (rot the file's times do not show)."""
+    seg = os.path.join(path, "topics", "t", str(partition), f"{0:020d}.log")
     with open(seg, "r+b") as f:
         data = f.read()
         at = data.rindex(b"v" * 30)  # inside the frame's value bytes
         f.seek(at)
         f.write(b"w")
-    # rot the file's times do not show: the mark still vouches for the layout
     directory = os.path.dirname(seg)
     fd = os.open(os.path.join(directory, "partition.state"), os.O_RDWR)
     try:
@@ -262,6 +265,15 @@ def test_a_rotten_frame_is_the_same_error_as_the_general_paths(tmp_path):
         del state
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize("halves", [False, True])
+def test_a_rotten_frame_is_the_same_error_as_the_general_paths(tmp_path, monkeypatch, halves):
+    path = str(tmp_path / "d")
+    write(path, [[[(b"k", b"v" * 30, None)] * 3]] * 6)
+    rot(path, 1)
+    if halves:  # partition 1 is then read on the helper thread
+        monkeypatch.setattr(clean_read, "PARALLEL_PARTITIONS", 4)
     errors = []
     for native in (True, False):
         forget_verified()
@@ -294,3 +306,30 @@ def test_partitions_fill_batches_up_to_the_batch_limit(tmp_path, monkeypatch):
     fast, slow = both(path)
     assert fast.equals(slow)
     assert fast.column("value").num_chunks == 6
+
+
+def test_many_partitions_are_read_in_two_halves_on_two_threads(tmp_path, monkeypatch):
+    path = str(tmp_path / "d")
+    plain = [[(b"k", b"v" * 30, None)] * 3]
+    marker = [[(None, None, [("arrowlog.control", b"commit")])]]  # goes the general way
+    write(path, [plain, plain + marker, plain, plain, plain + marker, plain])
+    monkeypatch.setattr(clean_read, "PARALLEL_PARTITIONS", 4)
+    if clean_read._helper() is None:
+        pytest.skip("the process may run on one core only: one thread reads")
+    threads = []
+    real = clean_read.CleanStates._pieces
+
+    def spy(self, *args):
+        threads.append((threading.get_ident(), args[-2:]))
+        return real(self, *args)
+    monkeypatch.setattr(clean_read.CleanStates, "_pieces", spy)
+    asked = general_partitions(monkeypatch)
+    fast, slow = both(path)
+    assert fast.equals(slow)
+    # one half on the helper thread, the other on the caller's; the general
+    # way's partitions read afterwards, in order, on the caller's thread
+    assert sorted(t[1] for t in threads) == [(0, 3), (3, 6)]
+    assert len({t[0] for t in threads}) == 2 and threading.get_ident() in {t[0] for t in threads}
+    assert asked[:2] == [1, 4]
+    assert fast.column("partition").to_pylist() == [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3 + [4] * 3 + [5] * 3
+

@@ -30,6 +30,7 @@ mapped segment) goes the general way: the same rows, or the same error.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Callable
 
@@ -38,6 +39,7 @@ import pyarrow as pa
 
 from ..._native import core
 from ...schema import HEADERS_TYPE
+from ...storage.segment import _crc_helper as _helper
 
 # A partition's active segment up to this many bytes is read by copy; a
 # larger one is mapped (zero-copy). Copying 1 MiB costs about what opening
@@ -45,6 +47,10 @@ from ...schema import HEADERS_TYPE
 SMALL_PARTITION_BYTES = 1 << 20
 # Keys and values gathered into one batch at most (binary offsets are int32).
 BATCH_BYTES = 256 << 20
+# A replay of at least this many partitions reads their states, and then
+# their segments, in two halves on two threads (both passes run without the
+# GIL), when the process may run on two cores or more.
+PARALLEL_PARTITIONS = 256
 
 _SCHEMA_MESSAGES: dict[pa.Schema, bytes] = {}
 
@@ -83,7 +89,12 @@ class CleanStates:
         self.schema_message = _schema_message(topic.schema)
         self.partitions = np.array(partitions, dtype=np.int64)
         self.states = np.zeros((len(partitions), len(core.CLEAN_FIELDS)), dtype=np.int64)
-        core.clean_states(self.topic_dir, self.partitions, self.states)
+        half = _halves(len(partitions))
+        if half is None:
+            core.clean_states(self.topic_dir, self.partitions, self.states)
+        else:
+            _both(functools.partial(core.clean_states, self.topic_dir, self.partitions[:half], self.states[:half]),
+                  functools.partial(core.clean_states, self.topic_dir, self.partitions[half:], self.states[half:]))
         ok = self.states[:, 0] == 1
         self.index = dict(zip(self.partitions[ok].tolist(), np.flatnonzero(ok).tolist()))
         # partitions read_small() would send the general way without reading them
@@ -114,25 +125,60 @@ class CleanStates:
               general: Callable[[list[int]], pa.Table]) -> pa.Table:
         """The rows of ``ranges`` (every partition's, in order) as a table of
         ``schema``: the small clean partitions' read natively, many to a
-        batch; ``general(partitions)`` makes the others' table."""
-        parts = [int(p) for p in self.partitions]
-        lo = np.array([ranges[p][0] for p in parts], dtype=np.int64)
-        hi = np.array([ranges[p][1] for p in parts], dtype=np.int64)
+        batch; ``general(partitions)`` makes the others' table (on the
+        calling thread, after the native reads)."""
+        parts = self.partitions.tolist()
+        bounds = np.array([ranges[p] for p in parts], dtype=np.int64).reshape(-1, 2)
+        lo, hi = np.ascontiguousarray(bounds[:, 0]), np.ascontiguousarray(bounds[:, 1])
+        read = functools.partial(self._pieces, lo, hi, schema, check_crc)
+        n = len(parts)
+        half = _halves(n)
+        pieces = read(0, n) if half is None else _both(functools.partial(read, 0, half),
+                                                        functools.partial(read, half, n))
+        tables = [general(parts[i:j]) if isinstance(i, int) else i for i, j in pieces]
+        if not tables:
+            return general([])
+        return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+
+    def _pieces(self, lo: np.ndarray, hi: np.ndarray, schema: pa.Schema, check_crc: bool, i: int,
+                n: int) -> list[tuple[Any, int]]:
+        """Partitions [i, n) in order as pieces: (a table of rows read
+        natively, 0), or (start, stop) of a run of partitions that go the
+        general way."""
         reader = core.SmallReader()
-        pieces: list[pa.Table] = []
-        i, n = 0, len(parts)
+        pieces: list[tuple[Any, int]] = []
+        # (read() goes on to the end of the arrays it is given)
+        partitions, states, lo, hi = self.partitions[:n], self.states[:n], lo[:n], hi[:n]
         while i < n:
-            stop, go_general = reader.read(self.topic_dir, self.partitions, self.states, lo, hi, i,
+            stop, go_general = reader.read(self.topic_dir, partitions, states, lo, hi, i,
                                            self.schema_message, check_crc, SMALL_PARTITION_BYTES, BATCH_BYTES)
             if reader.rows:
-                pieces.append(pa.Table.from_batches([reader.take(schema, HEADERS_TYPE)]))
+                pieces.append((pa.Table.from_batches([reader.take(schema, HEADERS_TYPE)]), 0))
             i = stop
             if go_general:
                 j = i + 1  # with the partitions after it that go the general way too
                 while j < n and (self.general[j] or lo[j] >= hi[j]):
                     j += 1
-                pieces.append(general(parts[i:j]))
+                pieces.append((i, j))
                 i = j
-        if not pieces:
-            return general([])
-        return pieces[0] if len(pieces) == 1 else pa.concat_tables(pieces)
+        return pieces
+
+
+def _halves(n: int) -> int | None:
+    """Where a pass over ``n`` partitions is cut in two, or None: one thread."""
+    if n < PARALLEL_PARTITIONS or _helper() is None:
+        return None
+    return n // 2
+
+
+def _both(first: Callable[[], Any], second: Callable[[], Any]) -> Any:
+    """``first()`` on the helper thread while ``second()`` runs here; the
+    first's result followed by the second's (both lists, or None)."""
+    helper = _helper()
+    assert helper is not None
+    later = helper.submit(first)
+    try:
+        b = second()
+    finally:
+        a = later.result()  # (never left running: it reads the caller's arrays)
+    return a + b if isinstance(a, list) else None
