@@ -6,6 +6,7 @@ partitions)."""
 import os
 import threading
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from fds import open_paths
@@ -333,3 +334,13 @@ def test_many_partitions_are_read_in_two_halves_on_two_threads(tmp_path, monkeyp
     assert asked[:2] == [1, 4]
     assert fast.column("partition").to_pylist() == [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3 + [4] * 3 + [5] * 3
 
+
+
+def test_the_halves_hold_about_the_same_bytes_to_read(monkeypatch):
+    monkeypatch.setattr(clean_read, "PARALLEL_PARTITIONS", 3)
+    if clean_read._helper() is None:
+        pytest.skip("the process may run on one core only: one thread reads")
+    assert clean_read._halves(np.array([6, 0, 0, 2, 2, 2])) == 1
+    assert clean_read._halves(np.array([1, 1, 1, 1])) == 2
+    assert clean_read._halves(np.array([0, 0, 3, 0, 3, 3, 3, 0])) == 5
+    assert clean_read._halves(np.array([0, 0, 3, 3, 0])) is None  # too few to read natively: one thread

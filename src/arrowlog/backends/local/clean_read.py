@@ -89,7 +89,7 @@ class CleanStates:
         self.schema_message = _schema_message(topic.schema)
         self.partitions = np.array(partitions, dtype=np.int64)
         self.states = np.zeros((len(partitions), len(core.CLEAN_FIELDS)), dtype=np.int64)
-        half = _halves(len(partitions))
+        half = _halves(np.ones(len(partitions)))
         if half is None:
             core.clean_states(self.topic_dir, self.partitions, self.states)
         else:
@@ -132,7 +132,8 @@ class CleanStates:
         lo, hi = np.ascontiguousarray(bounds[:, 0]), np.ascontiguousarray(bounds[:, 1])
         read = functools.partial(self._pieces, lo, hi, schema, check_crc)
         n = len(parts)
-        half = _halves(n)
+        # (the halves hold about as many bytes to read natively each)
+        half = _halves(np.where((lo < hi) & ~self.general, self.states[:, 4], 0))
         pieces = read(0, n) if half is None else _both(functools.partial(read, 0, half),
                                                         functools.partial(read, half, n))
         tables = [general(parts[i:j]) if isinstance(i, int) else i for i, j in pieces]
@@ -164,11 +165,13 @@ class CleanStates:
         return pieces
 
 
-def _halves(n: int) -> int | None:
-    """Where a pass over ``n`` partitions is cut in two, or None: one thread."""
-    if n < PARALLEL_PARTITIONS or _helper() is None:
+def _halves(work: np.ndarray) -> int | None:
+    """Where a pass over partitions, each ``work`` to do, is cut into two
+    halves of about the same work, or None: one thread does it."""
+    if np.count_nonzero(work) < PARALLEL_PARTITIONS or _helper() is None:
         return None
-    return n // 2
+    done = np.cumsum(work)
+    return int(np.searchsorted(done, done[-1] / 2)) + 1  # (the partition that reaches half goes first)
 
 
 def _both(first: Callable[[], Any], second: Callable[[], Any]) -> Any:
