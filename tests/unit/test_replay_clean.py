@@ -4,6 +4,8 @@ the same error, whatever the topic holds (issue 19, replay over many
 partitions)."""
 
 import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -163,11 +165,30 @@ def restore_times_after_a_write(seg):
     os.utime(seg, ns=(st.st_atime_ns, st.st_mtime_ns))  # mtime forged back; ctime still moves
 
 
-@pytest.mark.parametrize("change", [truncate, append_raw, restore_times_after_a_write])
-def test_a_segment_changed_after_its_mark_is_never_served_natively(tmp_path, monkeypatch, change):
+def append_from_another_process(seg):
+    subprocess.run([sys.executable, "-c", f"open({seg!r}, 'ab').write(bytes(8))"], check=True)
+
+
+def replace_by_rename(seg):
+    """Another file, the same bytes and times, renamed over it: only the inode tells."""
+    st = os.stat(seg)
+    with open(seg, "rb") as f:
+        raw = f.read()
+    with open(seg + ".new", "wb") as f:
+        f.write(raw.replace(b"v" * 30, b"w" * 30))
+    os.utime(seg + ".new", ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.rename(seg + ".new", seg)
+
+
+@pytest.mark.parametrize("halves", [False, True])
+@pytest.mark.parametrize("change", [truncate, append_raw, append_from_another_process, restore_times_after_a_write,
+                                    replace_by_rename])
+def test_a_segment_changed_after_its_mark_is_never_served_natively(tmp_path, monkeypatch, change, halves):
     path = str(tmp_path / "d")
     write(path, [[[(b"k", b"v" * 30, None)] * 3]] * 2)
     change(segment_path(path, 1))
+    if halves:  # partition 1 read on the calling thread, 0 on the helper
+        monkeypatch.setattr(clean_read, "PARALLEL_PARTITIONS", 1)
     asked = general_partitions(monkeypatch)
     r = arrowlog.replay(path, "t")
     try:
