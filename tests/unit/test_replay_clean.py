@@ -92,7 +92,8 @@ def test_the_native_read_gives_the_general_paths_table(tmp_path_factory, partiti
     write(path, partitions, {"compression.type": "zstd"} if compressed else None, deletes)
     with pytest.MonkeyPatch.context() as mp:
         if halves:  # read in two halves on two threads, as a replay of many partitions is
-            mp.setattr(clean_read, "PARALLEL_PARTITIONS", 1)
+            mp.setattr(clean_read, "PARALLEL_STATES", 1)
+            mp.setattr(clean_read, "PARALLEL_BYTES", 1)
         asked = general_partitions(mp)
         r = arrowlog.replay(path, "t", start=start, end=end)
         fast = r.to_arrow()
@@ -188,7 +189,8 @@ def test_a_segment_changed_after_its_mark_is_never_served_natively(tmp_path, mon
     write(path, [[[(b"k", b"v" * 30, None)] * 3]] * 2)
     change(segment_path(path, 1))
     if halves:  # partition 1 read on the calling thread, 0 on the helper
-        monkeypatch.setattr(clean_read, "PARALLEL_PARTITIONS", 1)
+        monkeypatch.setattr(clean_read, "PARALLEL_STATES", 1)
+        monkeypatch.setattr(clean_read, "PARALLEL_BYTES", 1)
     asked = general_partitions(monkeypatch)
     r = arrowlog.replay(path, "t")
     try:
@@ -295,7 +297,8 @@ def test_a_rotten_frame_is_the_same_error_as_the_general_paths(tmp_path, monkeyp
     write(path, [[[(b"k", b"v" * 30, None)] * 3]] * 6)
     rot(path, 1)
     if halves:  # partition 1 is then read on the helper thread
-        monkeypatch.setattr(clean_read, "PARALLEL_PARTITIONS", 4)
+        monkeypatch.setattr(clean_read, "PARALLEL_STATES", 4)
+        monkeypatch.setattr(clean_read, "PARALLEL_BYTES", 1)
     errors = []
     for native in (True, False):
         forget_verified()
@@ -335,7 +338,8 @@ def test_many_partitions_are_read_in_two_halves_on_two_threads(tmp_path, monkeyp
     plain = [[(b"k", b"v" * 30, None)] * 3]
     marker = [[(None, None, [("arrowlog.control", b"commit")])]]  # goes the general way
     write(path, [plain, plain + marker, plain, plain, plain + marker, plain])
-    monkeypatch.setattr(clean_read, "PARALLEL_PARTITIONS", 4)
+    monkeypatch.setattr(clean_read, "PARALLEL_STATES", 4)
+    monkeypatch.setattr(clean_read, "PARALLEL_BYTES", 1)
     if clean_read._helper() is None:
         pytest.skip("the process may run on one core only: one thread reads")
     threads = []
@@ -357,11 +361,12 @@ def test_many_partitions_are_read_in_two_halves_on_two_threads(tmp_path, monkeyp
 
 
 
-def test_the_halves_hold_about_the_same_bytes_to_read(monkeypatch):
-    monkeypatch.setattr(clean_read, "PARALLEL_PARTITIONS", 3)
+def test_the_halves_hold_about_the_same_bytes_to_read():
     if clean_read._helper() is None:
         pytest.skip("the process may run on one core only: one thread reads")
-    assert clean_read._halves(np.array([6, 0, 0, 2, 2, 2])) == 1
-    assert clean_read._halves(np.array([1, 1, 1, 1])) == 2
-    assert clean_read._halves(np.array([0, 0, 3, 0, 3, 3, 3, 0])) == 5
-    assert clean_read._halves(np.array([0, 0, 3, 3, 0])) is None  # too few to read natively: one thread
+    assert clean_read._halves(np.array([6, 0, 0, 2, 2, 2]), 12) == 1
+    assert clean_read._halves(np.array([1, 1, 1, 1]), 4) == 2
+    assert clean_read._halves(np.array([0, 0, 3, 0, 3, 3, 3, 0]), 1) == 5
+    assert clean_read._halves(np.array([1, 1, 1, 1]), 5) is None  # too little to hand half of it over
+    assert clean_read._halves(np.array([0, 0, 9, 0]), 1) is None  # one partition's: one thread
+    assert clean_read._halves(np.array([], dtype=np.int64), 1) is None

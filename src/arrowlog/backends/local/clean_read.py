@@ -47,10 +47,13 @@ from ...storage.segment import _crc_helper as _helper
 SMALL_PARTITION_BYTES = 1 << 20
 # Keys and values gathered into one batch at most (binary offsets are int32).
 BATCH_BYTES = 256 << 20
-# A replay of at least this many partitions reads their states, and then
-# their segments, in two halves on two threads (both passes run without the
-# GIL), when the process may run on two cores or more.
-PARALLEL_PARTITIONS = 256
+# A replay reads the states of at least this many partitions, and then at
+# least this many bytes of their segments, in two halves on two threads
+# (both passes run without the GIL), when the process may run on two cores
+# or more: about a millisecond of work each, beside the ~0.1 ms of handing
+# half of it over.
+PARALLEL_STATES = 256
+PARALLEL_BYTES = 4 << 20
 
 _SCHEMA_MESSAGES: dict[pa.Schema, bytes] = {}
 
@@ -89,7 +92,7 @@ class CleanStates:
         self.schema_message = _schema_message(topic.schema)
         self.partitions = np.array(partitions, dtype=np.int64)
         self.states = np.zeros((len(partitions), len(core.CLEAN_FIELDS)), dtype=np.int64)
-        half = _halves(np.ones(len(partitions)))
+        half = _halves(np.ones(len(partitions)), PARALLEL_STATES)
         if half is None:
             core.clean_states(self.topic_dir, self.partitions, self.states)
         else:
@@ -133,7 +136,7 @@ class CleanStates:
         read = functools.partial(self._pieces, lo, hi, schema, check_crc)
         n = len(parts)
         # (the halves hold about as many bytes to read natively each)
-        half = _halves(np.where((lo < hi) & ~self.general, self.states[:, 4], 0))
+        half = _halves(np.where((lo < hi) & ~self.general, self.states[:, 4], 0), PARALLEL_BYTES)
         pieces = read(0, n) if half is None else _both(functools.partial(read, 0, half),
                                                         functools.partial(read, half, n))
         tables = [general(parts[i:j]) if isinstance(i, int) else i for i, j in pieces]
@@ -165,12 +168,13 @@ class CleanStates:
         return pieces
 
 
-def _halves(work: np.ndarray) -> int | None:
+def _halves(work: np.ndarray, least: int) -> int | None:
     """Where a pass over partitions, each ``work`` to do, is cut into two
-    halves of about the same work, or None: one thread does it."""
-    if np.count_nonzero(work) < PARALLEL_PARTITIONS or _helper() is None:
-        return None
+    halves of about the same work, or None: one thread does it (less than
+    ``least`` work in all, or a single partition's)."""
     done = np.cumsum(work)
+    if not len(done) or done[-1] < least or np.count_nonzero(work) < 2 or _helper() is None:
+        return None
     return int(np.searchsorted(done, done[-1] / 2)) + 1  # (the partition that reaches half goes first)
 
 
