@@ -19,6 +19,9 @@
 #                    partitions: one RecordBatch instead of two per
 #                    partition.
 #
+# Both run without the GIL (clean_read.py gives a large replay's two halves
+# to two threads, one SmallReader each).
+#
 # Anything unusual (no mark, a stale one, a transaction marker, compression,
 # a schema other than the expected one, a CRC that fails, a length that does
 # not fit) makes the partition go the general way (replay.py), which reads

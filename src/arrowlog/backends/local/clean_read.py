@@ -20,6 +20,11 @@ last clean close left it as it is needs none of that to be read:
   of column buffers: one RecordBatch for many partitions, partition column
   included.
 
+Both passes run without the GIL: with enough work (PARALLEL_STATES,
+PARALLEL_BYTES) each runs in two halves, one on a helper thread, and the
+partitions that go the general way are read afterwards on the calling
+thread, in order.
+
 A partition that is not clean (a writer has it open, or crashed), has no
 segment mark or one its .log no longer matches, holds a transaction marker's shape (one record with
 the control header), a null header entry or key, compressed frames or a
