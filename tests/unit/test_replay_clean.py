@@ -370,3 +370,22 @@ def test_the_halves_hold_about_the_same_bytes_to_read():
     assert clean_read._halves(np.array([1, 1, 1, 1]), 5) is None  # too little to hand half of it over
     assert clean_read._halves(np.array([0, 0, 9, 0]), 1) is None  # one partition's: one thread
     assert clean_read._halves(np.array([], dtype=np.int64), 1) is None
+
+
+def test_a_native_replay_leaves_the_files_access_times_as_they_were(tmp_path):
+    """(relatime would update them on the first read after a write: a
+    journal transaction per file, two files a partition)"""
+    path = str(tmp_path / "d")
+    write(path, [[[(b"k", b"v", None)]]] * 3)
+    files = [segment_path(path, p) for p in range(3)] + \
+        [os.path.join(path, "topics", "t", str(p), "partition.state") for p in range(3)]
+    # (never read since written: their access times are not after their
+    # last change, so a read would update them)
+    before = [os.stat(f).st_atime_ns for f in files]
+    with pytest.MonkeyPatch.context() as mp:
+        asked = general_partitions(mp)
+        r = arrowlog.replay(path, "t")
+        assert r.to_arrow().num_rows == 3
+        r.close()
+    assert asked == []  # (read natively)
+    assert [os.stat(f).st_atime_ns for f in files] == before
