@@ -389,3 +389,21 @@ def test_a_native_replay_leaves_the_files_access_times_as_they_were(tmp_path):
         r.close()
     assert asked == []  # (read natively)
     assert [os.stat(f).st_atime_ns for f in files] == before
+
+
+def test_a_compacted_topic_gives_the_general_paths_table(tmp_path):
+    """Compacted segments (frames with gaps in their offsets), the log start
+    moved inside a frame of the active segment: the same table."""
+    path = str(tmp_path / "d")
+    with LogDir(path) as d:
+        t = d.create_topic("t", 3, config={"cleanup.policy": "compact", "segment.bytes": 4096})
+        for p in range(3):
+            log = t.partition(p)
+            for i in range(40):
+                log.append(batch([(b"k%d" % (i % 5), b"v%d" % i * 8, None), (b"k%d" % (i % 7), None, None)]))
+        d.compact("t", now_ms=1 << 50)
+        log = t.partition(1)
+        log.delete_records(log.high_watermark - 3)  # inside the last frame (of two records)
+    fast, slow = both(path)
+    assert fast.equals(slow)
+    assert fast.column("partition").to_pylist().count(1) == 3
