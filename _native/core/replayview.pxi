@@ -19,6 +19,9 @@
 #                    partitions: one RecordBatch instead of two per
 #                    partition.
 #
+# Both run without the GIL (clean_read.py gives a large replay's two halves
+# to two threads, one SmallReader each).
+#
 # Anything unusual (no mark, a stale one, a transaction marker, compression,
 # a schema other than the expected one, a CRC that fails, a length that does
 # not fit) makes the partition go the general way (replay.py), which reads
@@ -42,7 +45,9 @@ cdef extern from "<sys/stat.h>" nogil:
 cdef extern from "<fcntl.h>" nogil:
     int c_open "open"(const char *path, int flags)
     int c_openat "openat"(int dirfd, const char *path, int flags)
-    int O_RDONLY, O_CLOEXEC, O_NOFOLLOW, O_DIRECTORY, O_PATH
+    int O_RDONLY, O_CLOEXEC, O_NOFOLLOW, O_DIRECTORY, O_PATH, O_NOATIME
+
+from libc.errno cimport errno, EPERM
 
 cdef extern from "<unistd.h>" nogil:
     ssize_t c_pread "pread"(int fd, void *buf, size_t n, long offset)
@@ -61,6 +66,27 @@ cdef extern from "<sys/mman.h>" nogil:
 
 cdef enum:
     RV_HUGE = 2 << 20
+
+
+cdef int _rv_reserve(GrowBuf *b, int64_t extra, bint zeroed=False) noexcept nogil:
+    """gb_reserve without the GIL (the reading pass runs without it, on two
+    threads for a large replay): -1 when memory runs out (the caller raises
+    MemoryError once it holds the GIL again)."""
+    cdef int64_t need = b.length + extra, cap
+    cdef uint8_t *p
+    if need <= b.capacity:
+        return 0
+    cap = b.capacity * 2 if b.capacity else 256
+    while cap < need:
+        cap *= 2
+    p = <uint8_t *>realloc(b.data, <size_t>cap)
+    if p == NULL:
+        return -1
+    if zeroed:
+        memset(p + b.capacity, 0, <size_t>(cap - b.capacity))
+    b.data = p
+    b.capacity = cap
+    return 0
 
 
 cdef int _presize(GrowBuf *b, int64_t size) except -1:
@@ -186,6 +212,18 @@ def segment_mark(state, log_stat):
     return PyBytes_FromStringAndSize(<char *>out, RV_SEG_MARK)
 
 
+cdef int _open_to_read(int dir_fd, const char *path) noexcept nogil:
+    """``path`` (relative to ``dir_fd``) opened to read, without updating
+    its access time when the process may (it owns the file): the first
+    read of a file written since it was last read would otherwise dirty
+    its inode (relatime), ~2 µs of journal work for each of a replay's two
+    files a partition. Nothing in arrowlog reads access times."""
+    cdef int fd = c_openat(dir_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOATIME)
+    if fd < 0 and errno == EPERM:  # another user's file
+        fd = c_openat(dir_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+    return fd
+
+
 cdef inline void _stat_fields(const struct_stat *st, int64_t *out) noexcept nogil:
     out[0] = <int64_t>st.st_dev
     out[1] = <int64_t>st.st_ino
@@ -210,7 +248,7 @@ cdef int _clean_state(int topic_fd, int64_t partition, int64_t *row) noexcept no
     n = snprintf(path, RV_PATH, b"%lld/partition.state", <long long>partition)
     if n <= 0 or n >= RV_PATH:
         return -1
-    fd = c_openat(topic_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+    fd = _open_to_read(topic_fd, path)
     if fd < 0:
         return -1
     got = c_pread(fd, head, RV_HEAD, 0)
@@ -298,11 +336,11 @@ cdef struct BinaryOut:
 
 
 cdef int _put_binary(BinaryOut *out, int64_t rows_before, const EnvFrame *fc, int col, int64_t nulls,
-                     int64_t r0, int64_t r1) except -1:
+                     int64_t r0, int64_t r1) noexcept nogil:
     """Append rows [r0, r1) of the binary column whose buffers start at
     ``col`` (validity, offsets, data: checked by _env_fits); -2 when the
     batch's column would outgrow int32 offsets (the caller goes the general
-    way)."""
+    way), -1 when memory runs out."""
     cdef const uint8_t *valid = fc.buf[col]
     cdef const int32_t *o = <const int32_t *>fc.buf[col + 1]
     cdef int64_t k = r1 - r0, i, start, stop, base
@@ -314,17 +352,19 @@ cdef int _put_binary(BinaryOut *out, int64_t rows_before, const EnvFrame *fc, in
     base = out.data.length
     if base + (stop - start) > 0x7FFFFFFF:
         return -2
-    gb_reserve(&out.offsets, 4 * k)
+    if _rv_reserve(&out.offsets, 4 * k) != 0:
+        return -1
     dst = <int32_t *>(out.offsets.data + out.offsets.length)
     for i in range(k):
         dst[i] = <int32_t>(base + o[r0 + i + 1] - start)
     out.offsets.length += 4 * k
     # (memmove: the values may be moved down within the buffer they were read into)
-    if out.data.length + (stop - start) > out.data.capacity:
-        gb_reserve(&out.data, stop - start)
+    if _rv_reserve(&out.data, stop - start) != 0:
+        return -1
     memmove(out.data.data + out.data.length, fc.buf[col + 2] + start, <size_t>(stop - start))
     out.data.length += stop - start
-    gb_reserve(&out.valid, (rows_before + k + 7) // 8 + 1 - out.valid.length, True)
+    if _rv_reserve(&out.valid, (rows_before + k + 7) // 8 + 1 - out.valid.length, True) != 0:
+        return -1
     out.valid.length = (rows_before + k + 7) // 8
     if nulls:
         _put_bits(out.valid.data, rows_before, valid, r0, k)
@@ -348,7 +388,7 @@ cdef int _reset_binary(BinaryOut *out) except -1:
     return 0
 
 
-cdef void _undo_bits(GrowBuf *valid, int64_t rows) noexcept:
+cdef void _undo_bits(GrowBuf *valid, int64_t rows) noexcept nogil:
     """Clear the bits of rows past ``rows`` (a partition's rows undone)."""
     valid.length = (rows + 7) // 8
     if valid.data != NULL and valid.capacity > valid.length:
@@ -424,9 +464,9 @@ cdef class SmallReader:
 
     cdef int _read_partition(self, int topic_fd, int64_t partition, const int64_t *state, int64_t lo,
                              int64_t hi, const uint8_t *schema, Py_ssize_t schema_len, bint check_crc,
-                             int64_t limit) except -1:
+                             int64_t limit) noexcept nogil:
         """Append partition's rows [lo, hi): 0, or 1 when it must go the
-        general way (nothing appended then)."""
+        general way (nothing appended then), -1 when memory runs out."""
         cdef char path[RV_PATH]
         cdef struct_stat st
         cdef int fd
@@ -444,33 +484,34 @@ cdef class SmallReader:
         # own. The room is reserved now: nothing appended to the values
         # while this partition is read moves the buffer (its values are at
         # most the segment's bytes, and they only move down).
-        gb_reserve(&self.value.data, end + 8)
+        if _rv_reserve(&self.value.data, end + 8) != 0:
+            return -1
         cdef uint8_t *seg = self.value.data.data + ((self.value.data.length + 7) & ~(<Py_ssize_t>7))
-        with nogil:
-            fd = c_openat(topic_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-            if fd >= 0:
-                # the file its segment mark vouches for, as the clean
-                # close left it (clean_states checked the size covers the
-                # published position)
-                if c_fstat(fd, &st) == 0 and _is_marked(&st, state):
-                    while got < end:
-                        r = c_pread(fd, seg + got, <size_t>(end - got), got)
-                        if r <= 0:
-                            break
-                        got += r
-                c_close(fd)
+        fd = _open_to_read(topic_fd, path)
+        if fd >= 0:
+            # the file its segment mark vouches for, as the clean
+            # close left it (clean_states checked the size covers the
+            # published position)
+            if c_fstat(fd, &st) == 0 and _is_marked(&st, state):
+                while got < end:
+                    r = c_pread(fd, seg + got, <size_t>(end - got), got)
+                    if r <= 0:
+                        break
+                    got += r
+            c_close(fd)
         if got != end:
             return 1
         return self._read_mapped(seg, partition, state, lo, hi, schema, schema_len, check_crc)
 
     cdef int _read_mapped(self, const uint8_t *seg, int64_t partition, const int64_t *state, int64_t lo,
-                          int64_t hi, const uint8_t *schema, Py_ssize_t schema_len, bint check_crc) except -1:
+                          int64_t hi, const uint8_t *schema, Py_ssize_t schema_len, bint check_crc) noexcept nogil:
         cdef int64_t end = state[CS_ACTIVE_POS], r, pos, header_size, covered
         cdef const uint8_t *f
         cdef uint32_t body, count
         cdef int64_t base, r0, r1, k, rows0 = self.rows, key_nulls, value_nulls
         cdef EnvFrame fc
         cdef Py_ssize_t marks[10]
+        cdef int res = 0
         header_size = load_u32(seg + 8)
         if _rv_memcmp(seg, b"ARWLSEG1", 8) != 0 or header_size % 8 or header_size > end \
                 or header_size < RV_SEG_FIXED + <int64_t>load_u32(seg + 32) \
@@ -479,13 +520,14 @@ cdef class SmallReader:
                 or load_u32(seg + 32) != schema_len or _rv_memcmp(seg + RV_SEG_FIXED, schema, schema_len) != 0:
             return 1
         # where each column stood, to undo this partition's rows
-        marks[:] = [self.part.length, self.offs.length, self.ts.length, self.key.offsets.length,
-                    self.key.data.length, self.value.offsets.length, self.value.data.length, self.hoffsets.length,
-                    self.lists, self.entries]
+        marks[0], marks[1], marks[2] = self.part.length, self.offs.length, self.ts.length
+        marks[3], marks[4] = self.key.offsets.length, self.key.data.length
+        marks[5], marks[6] = self.value.offsets.length, self.value.data.length
+        marks[7], marks[8], marks[9] = self.hoffsets.length, self.lists, self.entries
         key_nulls, value_nulls = self.key.nulls, self.value.nulls
         cdef Py_ssize_t hmarks[5]
-        hmarks[:] = [self.hkey.offsets.length, self.hkey.data.length, self.hvalue.offsets.length,
-                     self.hvalue.data.length, self.hvalue.nulls]
+        hmarks[0], hmarks[1] = self.hkey.offsets.length, self.hkey.data.length
+        hmarks[2], hmarks[3], hmarks[4] = self.hvalue.offsets.length, self.hvalue.data.length, self.hvalue.nulls
         cdef int64_t entries0 = self.entries
         pos = header_size
         covered = lo
@@ -511,22 +553,31 @@ cdef class SmallReader:
             r1 = _row_at(<const int64_t *>fc.buf[1], fc.length, count, base, hi)
             k = r1 - r0
             if k > 0:
-                gb_reserve(&self.part, 4 * k)
+                if _rv_reserve(&self.part, 4 * k) != 0 or _rv_reserve(&self.offs, 8 * k) != 0 or \
+                        _rv_reserve(&self.ts, 8 * k) != 0:
+                    res = -1
+                    break
                 for r in range(k):
                     (<int32_t *>(self.part.data + self.part.length))[r] = <int32_t>partition
                 self.part.length += 4 * k
-                gb_put(&self.offs, fc.buf[1] + 8 * r0, 8 * k)
-                gb_put(&self.ts, fc.buf[3] + 8 * r0, 8 * k)
+                memcpy(self.offs.data + self.offs.length, fc.buf[1] + 8 * r0, <size_t>(8 * k))
+                self.offs.length += 8 * k
+                memcpy(self.ts.data + self.ts.length, fc.buf[3] + 8 * r0, <size_t>(8 * k))
+                self.ts.length += 8 * k
                 # the values last: moving them down may overwrite what the
                 # frame held before them, whatever order its buffers are in
-                if _put_binary(&self.key, self.rows, &fc, 4, fc.node_nulls[2], r0, r1) != 0 or \
-                        self._put_headers(&fc, r0, r1) != 0 or \
-                        _put_binary(&self.value, self.rows, &fc, 7, fc.node_nulls[3], r0, r1) != 0:
+                res = _put_binary(&self.key, self.rows, &fc, 4, fc.node_nulls[2], r0, r1)
+                if res == 0:
+                    res = self._put_headers(&fc, r0, r1)
+                if res == 0:
+                    res = _put_binary(&self.value, self.rows, &fc, 7, fc.node_nulls[3], r0, r1)
+                if res != 0:
                     break
                 self.rows += k
             covered = base + count
-        if covered < hi:
-            # not every offset of the range was found: undo, go the general way
+        if covered < hi or res != 0:
+            # not every offset of the range was found (or memory ran out):
+            # undo, go the general way
             self.part.length, self.offs.length, self.ts.length = marks[0], marks[1], marks[2]
             self.key.offsets.length, self.key.data.length = marks[3], marks[4]
             self.value.offsets.length, self.value.data.length = marks[5], marks[6]
@@ -540,18 +591,20 @@ cdef class SmallReader:
             _undo_bits(&self.hkey.valid, entries0)
             _undo_bits(&self.hvalue.valid, entries0)
             self.rows = rows0
-            return 1
+            return -1 if res == -1 else 1
         return 0
 
-    cdef int _put_headers(self, EnvFrame *fc, int64_t r0, int64_t r1) except -1:
+    cdef int _put_headers(self, EnvFrame *fc, int64_t r0, int64_t r1) noexcept nogil:
         """Append the headers of rows [r0, r1) (their offsets checked by
-        _env_fits); -2 when the batch's entries would outgrow int32 offsets."""
+        _env_fits); -2 when the batch's entries would outgrow int32 offsets,
+        -1 when memory runs out."""
         cdef int64_t k = r1 - r0, n = fc.length, i, e0, e1
         cdef const int32_t *ho = <const int32_t *>fc.buf[11]
         cdef int32_t *dst
-        gb_reserve(&self.hvalid, (self.rows + k + 7) // 8 + 1 - self.hvalid.length, True)
+        if _rv_reserve(&self.hvalid, (self.rows + k + 7) // 8 + 1 - self.hvalid.length, True) != 0 or \
+                _rv_reserve(&self.hoffsets, 4 * k) != 0:
+            return -1
         self.hvalid.length = (self.rows + k + 7) // 8
-        gb_reserve(&self.hoffsets, 4 * k)
         dst = <int32_t *>(self.hoffsets.data + self.hoffsets.length)
         if fc.node_nulls[4] == n:  # no record of the frame has headers: null lists, bits left 0
             for i in range(k):
@@ -562,9 +615,11 @@ cdef class SmallReader:
         e1 = ho[r1]
         if self.entries + (e1 - e0) > 0x7FFFFFFF:
             return -2
-        if _put_binary(&self.hkey, self.entries, fc, 13, 0, e0, e1) != 0 or \
-                _put_binary(&self.hvalue, self.entries, fc, 16, fc.node_nulls[7], e0, e1) != 0:
-            return -2
+        cdef int res = _put_binary(&self.hkey, self.entries, fc, 13, 0, e0, e1)
+        if res == 0:
+            res = _put_binary(&self.hvalue, self.entries, fc, 16, fc.node_nulls[7], e0, e1)
+        if res != 0:
+            return res
         for i in range(k):
             dst[i] = <int32_t>(self.entries + ho[r0 + i + 1] - e0)
         self.hoffsets.length += 4 * k
@@ -603,23 +658,33 @@ cdef class SmallReader:
             _presize(&self.key.data, size)
             _presize(&self.value.data, size)
             self._reset()
-        cdef int fd = c_open(topic_dir, O_PATH | O_DIRECTORY | O_CLOEXEC)
-        try:
-            for i in range(start, n):
-                if lo[i] >= hi[i]:
-                    continue
-                if states[i, CS_OK] != 1 or fd < 0:
-                    return i, True
-                if self.rows and self.key.data.length + self.value.data.length + states[i, CS_ACTIVE_POS] > \
-                        batch_limit:
-                    return i, False
-                if self._read_partition(fd, partitions[i], &states[i, 0], lo[i], hi[i], schema,
-                                        len(schema), check_crc, partition_limit):
-                    return i, True
-            return n, False
-        finally:
+        cdef const uint8_t *msg = <const uint8_t *>PyBytes_AS_STRING(schema)
+        cdef Py_ssize_t msg_len = len(schema)
+        cdef const char *dir_path = topic_dir
+        cdef int res = 0, fd
+        # without the GIL: a large replay reads two halves of its partitions
+        # on two threads (clean_read.py)
+        with nogil:
+            fd = c_open(dir_path, O_PATH | O_DIRECTORY | O_CLOEXEC)
+            i = start
+            while i < n:
+                if lo[i] < hi[i]:
+                    if states[i, CS_OK] != 1 or fd < 0:
+                        res = 1
+                        break
+                    if self.rows and self.key.data.length + self.value.data.length + states[i, CS_ACTIVE_POS] > \
+                            batch_limit:
+                        break
+                    res = self._read_partition(fd, partitions[i], &states[i, 0], lo[i], hi[i], msg, msg_len,
+                                               check_crc, partition_limit)
+                    if res != 0:
+                        break
+                i += 1
             if fd >= 0:
                 c_close(fd)
+        if res == -1:
+            raise MemoryError()
+        return i, res == 1
 
     cdef object _take_headers(self, int64_t n, object headers_type):
         cdef int64_t e = self.entries

@@ -4,7 +4,11 @@ the same error, whatever the topic holds (issue 19, replay over many
 partitions)."""
 
 import os
+import subprocess
+import sys
+import threading
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from fds import open_paths
@@ -80,12 +84,16 @@ def general_partitions(monkeypatch):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(partitions=st.lists(st.lists(frame, max_size=3), min_size=1, max_size=6),
        compressed=st.booleans(), deletes=st.dictionaries(st.integers(0, 5), st.integers(0, 12), max_size=3),
-       start=st.one_of(st.just("beginning"), st.integers(0, 15)), end=st.one_of(st.just("end"), st.integers(0, 20)))
+       start=st.one_of(st.just("beginning"), st.integers(0, 15)), end=st.one_of(st.just("end"), st.integers(0, 20)),
+       halves=st.booleans())
 def test_the_native_read_gives_the_general_paths_table(tmp_path_factory, partitions, compressed, deletes, start,
-                                                        end):
+                                                        end, halves):
     path = str(tmp_path_factory.mktemp("d"))
     write(path, partitions, {"compression.type": "zstd"} if compressed else None, deletes)
     with pytest.MonkeyPatch.context() as mp:
+        if halves:  # read in two halves on two threads, as a replay of many partitions is
+            mp.setattr(clean_read, "PARALLEL_STATES", 1)
+            mp.setattr(clean_read, "PARALLEL_BYTES", 1)
         asked = general_partitions(mp)
         r = arrowlog.replay(path, "t", start=start, end=end)
         fast = r.to_arrow()
@@ -158,11 +166,31 @@ def restore_times_after_a_write(seg):
     os.utime(seg, ns=(st.st_atime_ns, st.st_mtime_ns))  # mtime forged back; ctime still moves
 
 
-@pytest.mark.parametrize("change", [truncate, append_raw, restore_times_after_a_write])
-def test_a_segment_changed_after_its_mark_is_never_served_natively(tmp_path, monkeypatch, change):
+def append_from_another_process(seg):
+    subprocess.run([sys.executable, "-c", f"open({seg!r}, 'ab').write(bytes(8))"], check=True)
+
+
+def replace_by_rename(seg):
+    """Another file, the same bytes and times, renamed over it: only the inode tells."""
+    st = os.stat(seg)
+    with open(seg, "rb") as f:
+        raw = f.read()
+    with open(seg + ".new", "wb") as f:
+        f.write(raw.replace(b"v" * 30, b"w" * 30))
+    os.utime(seg + ".new", ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.rename(seg + ".new", seg)
+
+
+@pytest.mark.parametrize("halves", [False, True])
+@pytest.mark.parametrize("change", [truncate, append_raw, append_from_another_process, restore_times_after_a_write,
+                                    replace_by_rename])
+def test_a_segment_changed_after_its_mark_is_never_served_natively(tmp_path, monkeypatch, change, halves):
     path = str(tmp_path / "d")
     write(path, [[[(b"k", b"v" * 30, None)] * 3]] * 2)
     change(segment_path(path, 1))
+    if halves:  # partition 1 read on the calling thread, 0 on the helper
+        monkeypatch.setattr(clean_read, "PARALLEL_STATES", 1)
+        monkeypatch.setattr(clean_read, "PARALLEL_BYTES", 1)
     asked = general_partitions(monkeypatch)
     r = arrowlog.replay(path, "t")
     try:
@@ -244,16 +272,15 @@ def test_a_segment_appended_between_replay_and_to_arrow_reads_the_range_resolved
         r.close()
 
 
-def test_a_rotten_frame_is_the_same_error_as_the_general_paths(tmp_path):
-    path = str(tmp_path / "d")
-    write(path, [[[(b"k", b"v" * 30, None)]]] * 2)
-    seg = os.path.join(path, "topics", "t", "1", f"{0:020d}.log")
+def rot(path, partition):
+    """Flip a value byte of the partition's last frame; its mark still vouches
+    for the segment (rot the file's times do not show)."""
+    seg = os.path.join(path, "topics", "t", str(partition), f"{0:020d}.log")
     with open(seg, "r+b") as f:
         data = f.read()
         at = data.rindex(b"v" * 30)  # inside the frame's value bytes
         f.seek(at)
         f.write(b"w")
-    # rot the file's times do not show: the mark still vouches for the layout
     directory = os.path.dirname(seg)
     fd = os.open(os.path.join(directory, "partition.state"), os.O_RDWR)
     try:
@@ -262,6 +289,16 @@ def test_a_rotten_frame_is_the_same_error_as_the_general_paths(tmp_path):
         del state
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize("halves", [False, True])
+def test_a_rotten_frame_is_the_same_error_as_the_general_paths(tmp_path, monkeypatch, halves):
+    path = str(tmp_path / "d")
+    write(path, [[[(b"k", b"v" * 30, None)] * 3]] * 6)
+    rot(path, 1)
+    if halves:  # partition 1 is then read on the helper thread
+        monkeypatch.setattr(clean_read, "PARALLEL_STATES", 4)
+        monkeypatch.setattr(clean_read, "PARALLEL_BYTES", 1)
     errors = []
     for native in (True, False):
         forget_verified()
@@ -294,3 +331,79 @@ def test_partitions_fill_batches_up_to_the_batch_limit(tmp_path, monkeypatch):
     fast, slow = both(path)
     assert fast.equals(slow)
     assert fast.column("value").num_chunks == 6
+
+
+def test_many_partitions_are_read_in_two_halves_on_two_threads(tmp_path, monkeypatch):
+    path = str(tmp_path / "d")
+    plain = [[(b"k", b"v" * 30, None)] * 3]
+    marker = [[(None, None, [("arrowlog.control", b"commit")])]]  # goes the general way
+    write(path, [plain, plain + marker, plain, plain, plain + marker, plain])
+    monkeypatch.setattr(clean_read, "PARALLEL_STATES", 4)
+    monkeypatch.setattr(clean_read, "PARALLEL_BYTES", 1)
+    if clean_read._helper() is None:
+        pytest.skip("the process may run on one core only: one thread reads")
+    threads = []
+    real = clean_read.CleanStates._pieces
+
+    def spy(self, *args):
+        threads.append((threading.get_ident(), args[-2:]))
+        return real(self, *args)
+    monkeypatch.setattr(clean_read.CleanStates, "_pieces", spy)
+    asked = general_partitions(monkeypatch)
+    fast, slow = both(path)
+    assert fast.equals(slow)
+    # one half on the helper thread, the other on the caller's; the general
+    # way's partitions read afterwards, in order, on the caller's thread
+    assert sorted(t[1] for t in threads) == [(0, 3), (3, 6)]
+    assert len({t[0] for t in threads}) == 2 and threading.get_ident() in {t[0] for t in threads}
+    assert asked[:2] == [1, 4]
+    assert fast.column("partition").to_pylist() == [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3 + [4] * 3 + [5] * 3
+
+
+
+def test_the_halves_hold_about_the_same_bytes_to_read():
+    if clean_read._helper() is None:
+        pytest.skip("the process may run on one core only: one thread reads")
+    assert clean_read._halves(np.array([6, 0, 0, 2, 2, 2]), 12) == 1
+    assert clean_read._halves(np.array([1, 1, 1, 1]), 4) == 2
+    assert clean_read._halves(np.array([0, 0, 3, 0, 3, 3, 3, 0]), 1) == 5
+    assert clean_read._halves(np.array([1, 1, 1, 1]), 5) is None  # too little to hand half of it over
+    assert clean_read._halves(np.array([0, 0, 9, 0]), 1) is None  # one partition's: one thread
+    assert clean_read._halves(np.array([], dtype=np.int64), 1) is None
+
+
+def test_a_native_replay_leaves_the_files_access_times_as_they_were(tmp_path):
+    """(relatime would update them on the first read after a write: a
+    journal transaction per file, two files a partition)"""
+    path = str(tmp_path / "d")
+    write(path, [[[(b"k", b"v", None)]]] * 3)
+    files = [segment_path(path, p) for p in range(3)] + \
+        [os.path.join(path, "topics", "t", str(p), "partition.state") for p in range(3)]
+    # (never read since written: their access times are not after their
+    # last change, so a read would update them)
+    before = [os.stat(f).st_atime_ns for f in files]
+    with pytest.MonkeyPatch.context() as mp:
+        asked = general_partitions(mp)
+        r = arrowlog.replay(path, "t")
+        assert r.to_arrow().num_rows == 3
+        r.close()
+    assert asked == []  # (read natively)
+    assert [os.stat(f).st_atime_ns for f in files] == before
+
+
+def test_a_compacted_topic_gives_the_general_paths_table(tmp_path):
+    """Compacted segments (frames with gaps in their offsets), the log start
+    moved inside a frame of the active segment: the same table."""
+    path = str(tmp_path / "d")
+    with LogDir(path) as d:
+        t = d.create_topic("t", 3, config={"cleanup.policy": "compact", "segment.bytes": 4096})
+        for p in range(3):
+            log = t.partition(p)
+            for i in range(40):
+                log.append(batch([(b"k%d" % (i % 5), b"v%d" % i * 8, None), (b"k%d" % (i % 7), None, None)]))
+        d.compact("t", now_ms=1 << 50)
+        log = t.partition(1)
+        log.delete_records(log.high_watermark - 3)  # inside the last frame (of two records)
+    fast, slow = both(path)
+    assert fast.equals(slow)
+    assert fast.column("partition").to_pylist().count(1) == 3

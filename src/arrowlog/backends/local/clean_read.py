@@ -20,6 +20,11 @@ last clean close left it as it is needs none of that to be read:
   of column buffers: one RecordBatch for many partitions, partition column
   included.
 
+Both passes run without the GIL: with enough work (PARALLEL_STATES,
+PARALLEL_BYTES) each runs in two halves, one on a helper thread, and the
+partitions that go the general way are read afterwards on the calling
+thread, in order.
+
 A partition that is not clean (a writer has it open, or crashed), has no
 segment mark or one its .log no longer matches, holds a transaction marker's shape (one record with
 the control header), a null header entry or key, compressed frames or a
@@ -30,6 +35,7 @@ mapped segment) goes the general way: the same rows, or the same error.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Callable
 
@@ -38,6 +44,7 @@ import pyarrow as pa
 
 from ..._native import core
 from ...schema import HEADERS_TYPE
+from ...storage.segment import _crc_helper as _helper
 
 # A partition's active segment up to this many bytes is read by copy; a
 # larger one is mapped (zero-copy). Copying 1 MiB costs about what opening
@@ -45,6 +52,13 @@ from ...schema import HEADERS_TYPE
 SMALL_PARTITION_BYTES = 1 << 20
 # Keys and values gathered into one batch at most (binary offsets are int32).
 BATCH_BYTES = 256 << 20
+# A replay reads the states of at least this many partitions, and then at
+# least this many bytes of their segments, in two halves on two threads
+# (both passes run without the GIL), when the process may run on two cores
+# or more: about a millisecond of work each, beside the ~0.1 ms of handing
+# half of it over.
+PARALLEL_STATES = 256
+PARALLEL_BYTES = 4 << 20
 
 _SCHEMA_MESSAGES: dict[pa.Schema, bytes] = {}
 
@@ -83,7 +97,12 @@ class CleanStates:
         self.schema_message = _schema_message(topic.schema)
         self.partitions = np.array(partitions, dtype=np.int64)
         self.states = np.zeros((len(partitions), len(core.CLEAN_FIELDS)), dtype=np.int64)
-        core.clean_states(self.topic_dir, self.partitions, self.states)
+        half = _halves(np.ones(len(partitions)), PARALLEL_STATES)
+        if half is None:
+            core.clean_states(self.topic_dir, self.partitions, self.states)
+        else:
+            _both(functools.partial(core.clean_states, self.topic_dir, self.partitions[:half], self.states[:half]),
+                  functools.partial(core.clean_states, self.topic_dir, self.partitions[half:], self.states[half:]))
         ok = self.states[:, 0] == 1
         self.index = dict(zip(self.partitions[ok].tolist(), np.flatnonzero(ok).tolist()))
         # partitions read_small() would send the general way without reading them
@@ -114,25 +133,64 @@ class CleanStates:
               general: Callable[[list[int]], pa.Table]) -> pa.Table:
         """The rows of ``ranges`` (every partition's, in order) as a table of
         ``schema``: the small clean partitions' read natively, many to a
-        batch; ``general(partitions)`` makes the others' table."""
-        parts = [int(p) for p in self.partitions]
-        lo = np.array([ranges[p][0] for p in parts], dtype=np.int64)
-        hi = np.array([ranges[p][1] for p in parts], dtype=np.int64)
+        batch; ``general(partitions)`` makes the others' table (on the
+        calling thread, after the native reads)."""
+        parts = self.partitions.tolist()
+        bounds = np.array([ranges[p] for p in parts], dtype=np.int64).reshape(-1, 2)
+        lo, hi = np.ascontiguousarray(bounds[:, 0]), np.ascontiguousarray(bounds[:, 1])
+        read = functools.partial(self._pieces, lo, hi, schema, check_crc)
+        n = len(parts)
+        # (the halves hold about as many bytes to read natively each)
+        half = _halves(np.where((lo < hi) & ~self.general, self.states[:, 4], 0), PARALLEL_BYTES)
+        pieces = read(0, n) if half is None else _both(functools.partial(read, 0, half),
+                                                        functools.partial(read, half, n))
+        tables = [general(parts[i:j]) if isinstance(i, int) else i for i, j in pieces]
+        if not tables:
+            return general([])
+        return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+
+    def _pieces(self, lo: np.ndarray, hi: np.ndarray, schema: pa.Schema, check_crc: bool, i: int,
+                n: int) -> list[tuple[Any, int]]:
+        """Partitions [i, n) in order as pieces: (a table of rows read
+        natively, 0), or (start, stop) of a run of partitions that go the
+        general way."""
         reader = core.SmallReader()
-        pieces: list[pa.Table] = []
-        i, n = 0, len(parts)
+        pieces: list[tuple[Any, int]] = []
+        # (read() goes on to the end of the arrays it is given)
+        partitions, states, lo, hi = self.partitions[:n], self.states[:n], lo[:n], hi[:n]
         while i < n:
-            stop, go_general = reader.read(self.topic_dir, self.partitions, self.states, lo, hi, i,
+            stop, go_general = reader.read(self.topic_dir, partitions, states, lo, hi, i,
                                            self.schema_message, check_crc, SMALL_PARTITION_BYTES, BATCH_BYTES)
             if reader.rows:
-                pieces.append(pa.Table.from_batches([reader.take(schema, HEADERS_TYPE)]))
+                pieces.append((pa.Table.from_batches([reader.take(schema, HEADERS_TYPE)]), 0))
             i = stop
             if go_general:
                 j = i + 1  # with the partitions after it that go the general way too
                 while j < n and (self.general[j] or lo[j] >= hi[j]):
                     j += 1
-                pieces.append(general(parts[i:j]))
+                pieces.append((i, j))
                 i = j
-        if not pieces:
-            return general([])
-        return pieces[0] if len(pieces) == 1 else pa.concat_tables(pieces)
+        return pieces
+
+
+def _halves(work: np.ndarray, least: int) -> int | None:
+    """Where a pass over partitions, each ``work`` to do, is cut into two
+    halves of about the same work, or None: one thread does it (less than
+    ``least`` work in all, or a single partition's)."""
+    done = np.cumsum(work)
+    if not len(done) or done[-1] < least or np.count_nonzero(work) < 2 or _helper() is None:
+        return None
+    return int(np.searchsorted(done, done[-1] / 2)) + 1  # (the partition that reaches half goes first)
+
+
+def _both(first: Callable[[], Any], second: Callable[[], Any]) -> Any:
+    """``first()`` on the helper thread while ``second()`` runs here; the
+    first's result followed by the second's (both lists, or None)."""
+    helper = _helper()
+    assert helper is not None
+    later = helper.submit(first)
+    try:
+        b = second()
+    finally:
+        a = later.result()  # (never left running: it reads the caller's arrays)
+    return a + b if isinstance(a, list) else None
