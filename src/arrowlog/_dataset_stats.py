@@ -161,4 +161,22 @@ def field_range(array: pa.Array) -> tuple[Any, Any]:
         return None, None
 
 
-# -- the dataset -----------------------------------------------------------------------
+def time_rows(st: FrameStat, column: pa.Array, first: int, last: int, tlo: Any,
+              thi: Any) -> tuple[int, int, pa.Array | None]:
+    """Rows ``first``..``last`` of a frame cut to timestamps in [tlo, thi]:
+    (first, last, None) when its timestamps are in order (known per frame once
+    looked at), else (first, last, a mask over those rows)."""
+    stamps = np.frombuffer(column.buffers()[1], np.int64, len(column), column.offset * 8)
+    if st.ordered is None:
+        st.ordered = bool(np.all(stamps[1:] >= stamps[:-1]))
+    part = stamps[first:last]
+    if st.ordered:
+        lo = 0 if tlo is None else int(np.searchsorted(part, tlo, "left"))
+        hi = len(part) if thi is None else int(np.searchsorted(part, thi, "right"))
+        return first + lo, first + hi, None
+    keep = meets(part, part, tlo, thi)
+    hits = np.flatnonzero(keep)
+    if len(hits) == 0:
+        return first, first, None
+    a, b = int(hits[0]), int(hits[-1]) + 1
+    return first + a, first + b, None if b - a == len(hits) else pa.array(keep[a:b])

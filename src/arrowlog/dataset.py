@@ -43,7 +43,6 @@ import json
 import os
 from typing import Any, Iterator
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
@@ -57,7 +56,7 @@ from ._dataset_filters import (
     exact_conjunction,
 )
 from ._dataset_scanner import LogScanner
-from ._dataset_stats import ONLY_NULLS, FrameStat, PartitionStats, byte_widths, field_range, handed_bytes, meets
+from ._dataset_stats import ONLY_NULLS, FrameStat, PartitionStats, byte_widths, field_range, handed_bytes, time_rows
 from ._json import parse_json_values
 from ._location import is_kafka, open_data_dir
 from ._native.core import murmur2_partition
@@ -235,6 +234,37 @@ class LogDataset(OwnedLog, pads.Dataset):
     def __arrow_c_stream__(self, requested_schema: Any = None) -> Any:
         return self.to_reader().__arrow_c_stream__(requested_schema)
 
+    # pyarrow's Dataset methods below would reach a C++ dataset this class
+    # does not have (a segmentation fault): they read the topic instead.
+
+    @property
+    def partition_expression(self) -> pc.Expression:
+        return pc.scalar(True)
+
+    def filter(self, expression: pc.Expression) -> pads.Dataset:
+        """The rows ``expression`` keeps, read now (pushed down), as an in-memory Dataset."""
+        return pads.dataset(self.to_table(filter=expression))
+
+    def sort_by(self, sorting: Any, **kwargs: Any) -> pads.Dataset:
+        """pyarrow's ``Dataset.sort_by`` over the whole topic, read into memory."""
+        return pads.dataset(self.to_table()).sort_by(sorting, **kwargs)
+
+    def join(self, right_dataset: Any, *args: Any, **kwargs: Any) -> pads.Dataset:
+        """pyarrow's ``Dataset.join`` over the whole topic, read into memory."""
+        return pads.dataset(self.to_table()).join(_in_memory(right_dataset), *args, **kwargs)
+
+    def join_asof(self, right_dataset: Any, *args: Any, **kwargs: Any) -> pads.Dataset:
+        """pyarrow's ``Dataset.join_asof`` over the whole topic, read into memory."""
+        return pads.dataset(self.to_table()).join_asof(_in_memory(right_dataset), *args, **kwargs)
+
+    def get_fragments(self, filter: pc.Expression | None = None) -> Iterator[Any]:
+        raise DatasetError(f"topic {self.topic!r} is not made of pyarrow fragments (files): scan it with "
+                           "scanner(columns=..., filter=...), to_table() or to_batches()")
+
+    def replace_schema(self, schema: pa.Schema) -> pads.Dataset:
+        raise DatasetError(f"the schema of topic {self.topic!r} is its envelope and value schema; it cannot be "
+                           "replaced: cast what a scan returns (table.cast(schema))")
+
     def _scan_schema(self, needed: set[str]) -> pa.Schema:
         """The columns a scan reads: ``needed``, or the offsets alone when
         nothing is (a count still needs rows, and batches without columns
@@ -378,7 +408,7 @@ class LogDataset(OwnedLog, pads.Dataset):
         for st, fr, first, last in picked:
             mask = None
             if tlo is not None and st.min_ts < tlo or thi is not None and st.max_ts > thi:
-                first, last, mask = _time_rows(st, fr.batch.column(1), first, last, tlo, thi)
+                first, last, mask = time_rows(st, fr.batch.column(1), first, last, tlo, thi)
                 if first >= last:
                     continue
             batch = conform(fr.batch, self._envelope)
@@ -476,25 +506,8 @@ class LogDataset(OwnedLog, pads.Dataset):
         return f"<arrowlog.LogDataset {self.topic} partitions={self._topic.num_partitions}>"
 
 
-def _time_rows(st: FrameStat, column: pa.Array, first: int, last: int, tlo: Any,
-               thi: Any) -> tuple[int, int, pa.Array | None]:
-    """Rows ``first``..``last`` of a frame cut to timestamps in [tlo, thi]:
-    (first, last, None) when its timestamps are in order (known per frame once
-    looked at), else (first, last, a mask over those rows)."""
-    stamps = np.frombuffer(column.buffers()[1], np.int64, len(column), column.offset * 8)
-    if st.ordered is None:
-        st.ordered = bool(np.all(stamps[1:] >= stamps[:-1]))
-    part = stamps[first:last]
-    if st.ordered:
-        lo = 0 if tlo is None else int(np.searchsorted(part, tlo, "left"))
-        hi = len(part) if thi is None else int(np.searchsorted(part, thi, "right"))
-        return first + lo, first + hi, None
-    keep = meets(part, part, tlo, thi)
-    hits = np.flatnonzero(keep)
-    if len(hits) == 0:
-        return first, first, None
-    a, b = int(hits[0]), int(hits[-1]) + 1
-    return first + a, first + b, None if b - a == len(hits) else pa.array(keep[a:b])
+def _in_memory(data: Any) -> Any:
+    return pads.dataset(data.to_table()) if isinstance(data, LogDataset) else data
 
 
 def _open(log: Any) -> tuple[LogDir, bool]:
