@@ -56,7 +56,15 @@ from ._dataset_filters import (
     exact_conjunction,
 )
 from ._dataset_scanner import LogScanner
-from ._dataset_stats import ONLY_NULLS, FrameStat, PartitionStats, byte_widths, field_range, handed_bytes, time_rows
+from ._dataset_stats import (
+    ONLY_NULLS,
+    FrameStat,
+    PartitionStats,
+    byte_widths,
+    field_range,
+    handed_bytes,
+    time_rows,
+)
 from ._json import parse_json_values
 from ._location import is_kafka, open_data_dir
 from ._native.core import murmur2_partition

@@ -12,13 +12,12 @@ import pyarrow.dataset as pads
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_dataset import T0, arrow_expr, hours_topic, messy, produce_messy, shared, windows  # noqa: F401
 
 import arrowlog
 from arrowlog._dataset_filters import arrow_tree
 from arrowlog._dataset_stats import byte_widths, handed_bytes
 from arrowlog.dataset import DatasetError
-
-from test_dataset import T0, arrow_expr, hours_topic, messy, produce_messy, shared, windows  # noqa: F401
 
 ORDER = [("partition", "ascending"), ("offset", "ascending")]
 
@@ -35,8 +34,7 @@ def ordered(table: pa.Table) -> pa.Table:
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(conds=windows(), columns=st.sampled_from([None, ["partition", "offset", "x"], ["offset", "y"]]),
        n=st.integers(0, 40))
-def test_every_scanner_method_returns_what_pyarrows_scanner_over_the_replay_returns(messy, shared, conds,
-                                                                                   columns, n):
+def test_every_scanner_method_equals_pyarrows_scanner_over_the_replay(messy, shared, conds, columns, n):  # noqa: F811
     expr = arrow_expr(conds)
     ours, theirs = shared.scanner(columns=columns, filter=expr), general(messy, "m", columns, expr)
     assert ours.projected_schema == theirs.projected_schema
@@ -64,7 +62,7 @@ def window(lo, hi):
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "ipc"])
-def test_write_dataset_of_a_windowed_scanner_round_trips_the_window(messy, tmp_path, fmt):
+def test_write_dataset_of_a_windowed_scanner_round_trips_the_window(messy, tmp_path, fmt):  # noqa: F811
     expr = window(T0 + 20_000, T0 + 50_000)
     ds = arrowlog.dataset(messy, "m")
     pads.write_dataset(ds.scanner(columns=["partition", "offset", "x", "y"], filter=expr), tmp_path / "w",
@@ -75,13 +73,13 @@ def test_write_dataset_of_a_windowed_scanner_round_trips_the_window(messy, tmp_p
     assert ordered(back.select(["partition", "offset", "x", "y"]).cast(expected.schema)).equals(ordered(expected))
 
 
-def test_write_dataset_of_the_whole_dataset_writes_every_row(messy, tmp_path):
+def test_write_dataset_of_the_whole_dataset_writes_every_row(messy, tmp_path):  # noqa: F811
     pads.write_dataset(arrowlog.dataset(messy, "m"), tmp_path / "all", format="parquet")
     back = pads.dataset(tmp_path / "all").to_table()
     assert ordered(back).equals(ordered(arrowlog.replay(messy, "m").to_arrow()).cast(back.schema))
 
 
-def test_pyarrows_other_dataset_methods_read_the_topic_or_say_why_not(hours_topic):
+def test_pyarrows_other_dataset_methods_read_the_topic_or_say_why_not(hours_topic):  # noqa: F811
     # each of these reached a C++ dataset the class does not have: a segmentation fault
     ds = arrowlog.dataset(hours_topic, "ev")
     full = arrowlog.replay(hours_topic, "ev").to_arrow()
