@@ -117,6 +117,31 @@ def meets(lows: np.ndarray, highs: np.ndarray, tlo: Any, thi: Any) -> np.ndarray
     return keep
 
 
+def byte_widths(schema: pa.Schema) -> list[int]:
+    """The bytes per value of each of ``schema``'s fixed-width columns
+    (numbers, times), 0 for the others."""
+    out = []
+    for t in schema.types:
+        fixed = pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_temporal(t) \
+            and not pa.types.is_interval(t)
+        out.append(t.bit_width // 8 if fixed else 0)
+    return out
+
+
+def handed_bytes(batch: pa.RecordBatch, widths: list[int]) -> int:
+    """``batch.nbytes`` (the bytes of buffer its rows use; ``widths`` from
+    :func:`byte_widths` of its schema), counted without pyarrow's ~8 µs per
+    column where a column is fixed-width and has no validity bitmap."""
+    total = 0
+    for i, width in enumerate(widths):
+        column = batch.column(i)
+        if width and column.buffers()[0] is None:
+            total += len(column) * width
+        else:
+            total += column.nbytes
+    return total
+
+
 class _OnlyNulls(tuple):
     """The range of a frame's field that holds no value (a column added by a later
     generation of the value schema reads as nulls in older frames): no condition
@@ -136,4 +161,22 @@ def field_range(array: pa.Array) -> tuple[Any, Any]:
         return None, None
 
 
-# -- the dataset -----------------------------------------------------------------------
+def time_rows(st: FrameStat, column: pa.Array, first: int, last: int, tlo: Any,
+              thi: Any) -> tuple[int, int, pa.Array | None]:
+    """Rows ``first``..``last`` of a frame cut to timestamps in [tlo, thi]:
+    (first, last, None) when its timestamps are in order (known per frame once
+    looked at), else (first, last, a mask over those rows)."""
+    stamps = np.frombuffer(column.buffers()[1], np.int64, len(column), column.offset * 8)
+    if st.ordered is None:
+        st.ordered = bool(np.all(stamps[1:] >= stamps[:-1]))
+    part = stamps[first:last]
+    if st.ordered:
+        lo = 0 if tlo is None else int(np.searchsorted(part, tlo, "left"))
+        hi = len(part) if thi is None else int(np.searchsorted(part, thi, "right"))
+        return first + lo, first + hi, None
+    keep = meets(part, part, tlo, thi)
+    hits = np.flatnonzero(keep)
+    if len(hits) == 0:
+        return first, first, None
+    a, b = int(hits[0]), int(hits[-1]) + 1
+    return first + a, first + b, None if b - a == len(hits) else pa.array(keep[a:b])

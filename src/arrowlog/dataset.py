@@ -43,7 +43,6 @@ import json
 import os
 from typing import Any, Iterator
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
@@ -57,7 +56,15 @@ from ._dataset_filters import (
     exact_conjunction,
 )
 from ._dataset_scanner import LogScanner
-from ._dataset_stats import ONLY_NULLS, FrameStat, PartitionStats, field_range, meets
+from ._dataset_stats import (
+    ONLY_NULLS,
+    FrameStat,
+    PartitionStats,
+    byte_widths,
+    field_range,
+    handed_bytes,
+    time_rows,
+)
 from ._json import parse_json_values
 from ._location import is_kafka, open_data_dir
 from ._native.core import murmur2_partition
@@ -72,6 +79,7 @@ from .txn import TransactionView, is_control_frame
 
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _ENVELOPE = ("offset", "timestamp", "key")  # batch columns 0..2; value is 3, headers 4
+_COLUMN, _PARTITION, _PARSED, _FIELD = "column", "partition", "parsed", "field"  # where a scan's column comes from
 
 
 class DatasetError(ArrowlogError):
@@ -111,6 +119,10 @@ class LogDataset(OwnedLog, pads.Dataset):
             self._schema = decoder.output_schema(self._schema, value_schema)
         elif value_schema is not None:
             raise ConfigError("value_schema applies to value_format='json' only")
+        self._names: list[str] = self._schema.names
+        self._name_set = frozenset(self._names)
+        self._filters: dict[int, tuple[Any, tuple[set[str], bool, Bounds]]] = {}  # id(tree) -> (tree, reading)
+        self._plans: dict[int, tuple[pa.Schema, tuple[list, list[int]]]] = {}  # id(schema) -> (schema, how to build its columns)
         self._stats: dict[int, PartitionStats] = {}
         self._projections: dict[tuple[str, ...], pa.Schema] = {}
         self._integral = frozenset(f.name for f in self._schema
@@ -160,18 +172,13 @@ class LogDataset(OwnedLog, pads.Dataset):
         if filter is not None:
             if not isinstance(filter, pc.Expression):
                 raise DatasetError(f"filter must be a pyarrow.compute.Expression, not {type(filter).__name__}")
-            tree = arrow_tree(filter)
-            if tree is None:
-                needed = set(self._schema.names)
+            reading = self._read_filter(filter)
+            if reading is None:
+                needed = set(self._names)
             else:
-                refs = arrow_field_refs(tree)
-                unknown = sorted(r for r in refs - set(self._schema.names) if not r.startswith("."))
-                if unknown:
-                    raise DatasetError(f"the filter names column(s) {unknown} that topic {self.topic!r} does not "
-                                       f"have; its columns are {self._schema.names}")
-                bounds_from_arrow(tree, bounds)
-                exact = exact_conjunction(tree)
-                needed |= refs & set(self._schema.names)
+                refs, exact, known = reading
+                bounds = known.copy()  # the scan may add to it (keys routed to partitions)
+                needed |= refs
         projected = self._projected(tuple(names))
         # exact: the scan cuts its rows to the bounds itself, and reads the projected columns alone
         read_schema = projected if exact else self._scan_schema(needed)
@@ -179,6 +186,30 @@ class LogDataset(OwnedLog, pads.Dataset):
         return LogScanner(lambda: self._batches(read_schema, bounds, ranges, exact), read_schema, names, filter,
                           exact=exact, dataset_schema=self._schema, projected_schema=projected,
                           batch_size=batch_size)
+
+    def _read_filter(self, filter: pc.Expression) -> tuple[set[str], bool, Bounds] | None:
+        """What ``filter`` says, read from Arrow's expression tree: the columns
+        it names, whether its bounds say all it says (``exact_conjunction``)
+        and the bounds; None when the tree cannot be read. Kept per tree:
+        engines send the same filter again and again."""
+        tree = arrow_tree(filter)
+        if tree is None:
+            return None
+        hit = self._filters.get(id(tree))
+        if hit is not None and hit[0] is tree:
+            return hit[1]
+        refs = arrow_field_refs(tree)
+        unknown = sorted(r for r in refs - self._name_set if not r.startswith("."))
+        if unknown:
+            raise DatasetError(f"the filter names column(s) {unknown} that topic {self.topic!r} does not "
+                               f"have; its columns are {self._names}")
+        bounds = Bounds(self._integral)
+        bounds_from_arrow(tree, bounds)
+        reading = (refs & self._name_set, exact_conjunction(tree), bounds)
+        if len(self._filters) >= 256:
+            self._filters.clear()
+        self._filters[id(tree)] = (tree, reading)  # the entry keeps the tree, so its id is not reused
+        return reading
 
     def _projected(self, names: tuple[str, ...]) -> pa.Schema:
         """The schema of ``names`` (kept: engines ask for the same columns again and again)."""
@@ -211,6 +242,37 @@ class LogDataset(OwnedLog, pads.Dataset):
     def __arrow_c_stream__(self, requested_schema: Any = None) -> Any:
         return self.to_reader().__arrow_c_stream__(requested_schema)
 
+    # pyarrow's Dataset methods below would reach a C++ dataset this class
+    # does not have (a segmentation fault): they read the topic instead.
+
+    @property
+    def partition_expression(self) -> pc.Expression:
+        return pc.scalar(True)
+
+    def filter(self, expression: pc.Expression) -> pads.Dataset:
+        """The rows ``expression`` keeps, read now (pushed down), as an in-memory Dataset."""
+        return pads.dataset(self.to_table(filter=expression))
+
+    def sort_by(self, sorting: Any, **kwargs: Any) -> pads.Dataset:
+        """pyarrow's ``Dataset.sort_by`` over the whole topic, read into memory."""
+        return pads.dataset(self.to_table()).sort_by(sorting, **kwargs)
+
+    def join(self, right_dataset: Any, *args: Any, **kwargs: Any) -> pads.Dataset:
+        """pyarrow's ``Dataset.join`` over the whole topic, read into memory."""
+        return pads.dataset(self.to_table()).join(_in_memory(right_dataset), *args, **kwargs)
+
+    def join_asof(self, right_dataset: Any, *args: Any, **kwargs: Any) -> pads.Dataset:
+        """pyarrow's ``Dataset.join_asof`` over the whole topic, read into memory."""
+        return pads.dataset(self.to_table()).join_asof(_in_memory(right_dataset), *args, **kwargs)
+
+    def get_fragments(self, filter: pc.Expression | None = None) -> Iterator[Any]:
+        raise DatasetError(f"topic {self.topic!r} is not made of pyarrow fragments (files): scan it with "
+                           "scanner(columns=..., filter=...), to_table() or to_batches()")
+
+    def replace_schema(self, schema: pa.Schema) -> pads.Dataset:
+        raise DatasetError(f"the schema of topic {self.topic!r} is its envelope and value schema; it cannot be "
+                           "replaced: cast what a scan returns (table.cast(schema))")
+
     def _scan_schema(self, needed: set[str]) -> pa.Schema:
         """The columns a scan reads: ``needed``, or the offsets alone when
         nothing is (a count still needs rows, and batches without columns
@@ -219,10 +281,10 @@ class LogDataset(OwnedLog, pads.Dataset):
 
     def _check_columns(self, columns: list[str] | None) -> list[str]:
         if columns is None:
-            return list(self._schema.names)
-        missing = [c for c in columns if c not in self._schema.names]
+            return list(self._names)
+        missing = [c for c in columns if c not in self._name_set]
         if missing:
-            raise DatasetError(f"topic {self.topic!r} has no column(s) {missing}; its columns are {self._schema.names}")
+            raise DatasetError(f"topic {self.topic!r} has no column(s) {missing}; its columns are {self._names}")
         return list(columns)
 
     # -- reading ----------------------------------------------------------------
@@ -336,12 +398,12 @@ class LogDataset(OwnedLog, pads.Dataset):
                             continue
                     if first or last < fr.rows:
                         out = out.slice(first, last - first)
-                    yield self._counted(out)
+                    yield self._counted(out, schema)
 
-    def _counted(self, out: pa.RecordBatch) -> pa.RecordBatch:
+    def _counted(self, out: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
         self.stats["frames_scanned"] += 1
         self.stats["rows_scanned"] += out.num_rows
-        self.stats["bytes_scanned"] += out.nbytes
+        self.stats["bytes_scanned"] += handed_bytes(out, self._plan(schema)[1])
         return out
 
     def _cut_all(self, picked: list, partition: int, schema: pa.Schema, tlo: Any, thi: Any) -> Iterator[pa.RecordBatch]:
@@ -354,14 +416,14 @@ class LogDataset(OwnedLog, pads.Dataset):
         for st, fr, first, last in picked:
             mask = None
             if tlo is not None and st.min_ts < tlo or thi is not None and st.max_ts > thi:
-                first, last, mask = _time_rows(st, fr.batch.column(1), first, last, tlo, thi)
+                first, last, mask = time_rows(st, fr.batch.column(1), first, last, tlo, thi)
                 if first >= last:
                     continue
             batch = conform(fr.batch, self._envelope)
             raw.append(batch.slice(first, last - first) if first or last < batch.num_rows else batch)
             cuts.append(mask)
         for out, mask in zip(self._shape_all(raw, partition, schema), cuts):
-            yield self._counted(out if mask is None else out.filter(mask))
+            yield self._counted(out if mask is None else out.filter(mask), schema)
 
     @staticmethod
     def _admits(st: FrameStat, bounds: Bounds, tlo: Any, thi: Any, field_bounds: list[str]) -> bool:
@@ -402,24 +464,47 @@ class LogDataset(OwnedLog, pads.Dataset):
         if not len(schema):
             return batch.select([])  # no columns, but the rows (a count needs them)
         arrays = []
-        for f in schema:
-            name = f.name
-            if name == "partition":
+        value = None
+        for kind, where in self._plan(schema)[0]:
+            if kind is _COLUMN:
+                arrays.append(batch.column(where))
+            elif kind is _PARTITION:
                 arrays.append(self._pcols._partition_column(partition, batch.num_rows))
-            elif name in _ENVELOPE:
-                arrays.append(batch.column(_ENVELOPE.index(name)))
-            elif name == "headers":
-                arrays.append(batch.column(4))
-            elif name == "value" and self._value_fields is None:
-                arrays.append(batch.column(3))
-            elif parsed is not None and name in parsed:
-                arrays.append(parsed[name])
+            elif kind is _PARSED:
+                arrays.append(parsed[where])  # type: ignore[index]
             else:
-                value = batch.column(3)
-                index = self._stored_fields.index(name)
+                if value is None:
+                    value = batch.column(3)
                 # without null values the child is the field (zero-copy); else nulls come from the struct
-                arrays.append(value.field(index) if value.null_count == 0 else pc.struct_field(value, [index]))
+                arrays.append(value.field(where) if value.null_count == 0 else pc.struct_field(value, [where]))
         return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+    def _plan(self, schema: pa.Schema) -> tuple[list[tuple[str, Any]], list[int]]:
+        """Where each of ``schema``'s columns comes from in a stored frame,
+        and their byte widths (0: not fixed-width), kept per schema object: a
+        scan shapes every frame alike."""
+        hit = self._plans.get(id(schema))
+        if hit is not None and hit[0] is schema:
+            return hit[1]
+        plan: list[tuple[str, Any]] = []
+        for name in schema.names:
+            if name == "partition":
+                plan.append((_PARTITION, None))
+            elif name in _ENVELOPE:
+                plan.append((_COLUMN, _ENVELOPE.index(name)))
+            elif name == "headers":
+                plan.append((_COLUMN, 4))
+            elif name == "value" and self._value_fields is None:
+                plan.append((_COLUMN, 3))
+            elif self._json is not None and name in self._json:
+                plan.append((_PARSED, name))
+            else:
+                plan.append((_FIELD, self._stored_fields.index(name)))
+        shaped = (plan, byte_widths(schema))
+        if len(self._plans) >= 256:
+            self._plans.clear()
+        self._plans[id(schema)] = (schema, shaped)  # the entry keeps the schema, so its id is not reused
+        return shaped
 
     def reset_stats(self) -> None:
         for k in self.stats:
@@ -429,25 +514,8 @@ class LogDataset(OwnedLog, pads.Dataset):
         return f"<arrowlog.LogDataset {self.topic} partitions={self._topic.num_partitions}>"
 
 
-def _time_rows(st: FrameStat, column: pa.Array, first: int, last: int, tlo: Any,
-               thi: Any) -> tuple[int, int, pa.Array | None]:
-    """Rows ``first``..``last`` of a frame cut to timestamps in [tlo, thi]:
-    (first, last, None) when its timestamps are in order (known per frame once
-    looked at), else (first, last, a mask over those rows)."""
-    stamps = np.frombuffer(column.buffers()[1], np.int64, len(column), column.offset * 8)
-    if st.ordered is None:
-        st.ordered = bool(np.all(stamps[1:] >= stamps[:-1]))
-    part = stamps[first:last]
-    if st.ordered:
-        lo = 0 if tlo is None else int(np.searchsorted(part, tlo, "left"))
-        hi = len(part) if thi is None else int(np.searchsorted(part, thi, "right"))
-        return first + lo, first + hi, None
-    keep = meets(part, part, tlo, thi)
-    hits = np.flatnonzero(keep)
-    if len(hits) == 0:
-        return first, first, None
-    a, b = int(hits[0]), int(hits[-1]) + 1
-    return first + a, first + b, None if b - a == len(hits) else pa.array(keep[a:b])
+def _in_memory(data: Any) -> Any:
+    return pads.dataset(data.to_table()) if isinstance(data, LogDataset) else data
 
 
 def _open(log: Any) -> tuple[LogDir, bool]:
