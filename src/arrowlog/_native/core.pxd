@@ -34,6 +34,12 @@ cdef struct StatePayload:
     int64_t reserved
 
 
+# 0 when every field of a published state lies in its possible range, else
+# the first that does not (core/statecheck.pxi: the one bounds check of
+# partition.state, for storage/layout.py, the close marks and the replay).
+cdef int _state_fault(const StatePayload *p, bint markable) noexcept nogil
+
+
 cdef class ByteView:
     """Raw memory owned by ``owner``, exposed through the buffer protocol."""
     cdef readonly object owner
