@@ -346,6 +346,11 @@ class AppendMixin(LogBase):
         self._enforce_retention_locked()
 
     def _last_frame_base(self, seg: Segment, st: dict) -> int:
+        """The base offset of the active segment's last frame, walked by
+        its headers from the last index entry. A header damaged since the
+        open (one that cannot be a frame there, or a base offset outside
+        the segment's) is a CorruptRecordError naming where; nothing is
+        changed."""
         oe = st["offset_index_entries"]
         pos = seg.header_size
         if oe and seg.index is not None:
@@ -354,10 +359,16 @@ class AppendMixin(LogBase):
                 pos = hit[1]
         end = st["active_position"]
         last = seg.base_offset
-        while pos < end:
-            base, _count, body, _, _ = core.read_frame_header(seg.log, pos, end)
-            last = base
-            pos += core.FRAME_HEADER_SIZE + body
+        try:
+            while pos < end:
+                base, _count, body, _, _ = core.read_frame_header(seg.log, pos, end)
+                if not seg.base_offset <= base < st["next_offset"]:
+                    raise core.CorruptFrame(f"the frame at position {pos} says its base offset is {base}, outside "
+                                            f"the segment's offsets {seg.base_offset}..{st['next_offset'] - 1}")
+                last = base
+                pos += core.FRAME_HEADER_SIZE + body
+        except core.CorruptFrame as exc:
+            raise damaged(f"segment {seg.log_path} of partition {self.topic}-{self.partition}", str(exc)) from None
         return last
 
 
