@@ -33,11 +33,9 @@ cdef struct StatePayload:
     int64_t segment_created_ms     # age of the active segment, for segment.ms
     int64_t reserved
 
-
-# 0 when every field of a published state lies in its possible range, else
-# the first that does not (core/statecheck.pxi: the one bounds check of
-# partition.state, for storage/layout.py, the close marks and the replay).
-cdef int _state_fault(const StatePayload *p, bint markable) noexcept nogil
+# (Whether a payload could be true: _state_fault in core/statecheck.pxi, the
+# one bounds check of partition.state; module-private, so not declared here,
+# which would export it as a C capsule.)
 
 
 cdef class ByteView:
