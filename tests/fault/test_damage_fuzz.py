@@ -1,7 +1,7 @@
 """Damage fuzz: bytes of a small compacted log's segment, index, state and
 layout-mark files flipped, overwritten with hostile numbers or cut off,
-then the log opened, read, replayed, consumed, searched by time and
-compacted. Every call either gives only records the log really held (at
+then the log opened, read, replayed, consumed, searched by time,
+compacted and appended to (a roll). Every call either gives only records the log really held (at
 their offsets, with their values) or fails with an ArrowlogError subclass
 with a message; never a raw ValueError / struct.error / OSError /
 core.CorruptFrame, never a hang. Deterministic (derandomize) so it cannot
@@ -33,7 +33,7 @@ T0 = 1_700_000_000_000
 # any single call of a few hundred records that takes this long hangs
 HANG_SECONDS = 30
 # more examples for a longer hunt: ARROWLOG_FUZZ_EXAMPLES=2000
-EXAMPLES = int(os.environ.get("ARROWLOG_FUZZ_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("ARROWLOG_FUZZ_EXAMPLES", "30"))
 STATS = os.environ.get("ARROWLOG_FUZZ_STATS")
 HOSTILE = [0, 1, 7, 0x7F, 0xFF, 0x7FFF_FFFF, 0x8000_0000, 0xFFFF_FFF8, 0xFFFF_FFFF, 1 << 32, 1 << 62, (1 << 63) - 1,
            1 << 63, (1 << 64) - 1]
@@ -162,7 +162,24 @@ def damages(draw, files: list[str], cut: bool = True):
     return name, kind, at, draw(st.sampled_from(HOSTILE) | st.integers(0, 255)), draw(st.sampled_from([4, 8]))
 
 
-OPS = {"read": read_all, "replay": replay_all, "consume": consume_all, "times": times_of, "compact": compact}
+APPENDED = b"appended|" + b"y" * 3000   # larger than what is left of a 4 KiB segment: the append rolls
+
+
+def append(d: LogDir) -> dict:
+    """An append (a roll, which walks the active segment's headers), then
+    the log read back: the new records are the ones appended."""
+    pl = d.topic(TOPIC).partition(0)
+    first = pl.append(pa.RecordBatch.from_pydict(
+        {"timestamp": [T0 + 10_000] * 2, "key": [b"new"] * 2, "value": [APPENDED] * 2, "headers": [None] * 2},
+        schema=PRODUCE_SCHEMA))
+    got = read_all(d)
+    for off in (first, first + 1):
+        assert got.pop(off, None) == (b"new", APPENDED), f"the record appended at {off} did not come back"
+    return got
+
+
+OPS = {"read": read_all, "replay": replay_all, "consume": consume_all, "times": times_of, "compact": compact,
+       "append": append}
 
 
 def check_all(copy: str, values: dict, hits, check: bool) -> None:
