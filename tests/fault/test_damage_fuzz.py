@@ -50,10 +50,11 @@ def _alarm(signum, frame):
 @pytest.fixture(scope="module")
 def pristine():
     """A cleanly closed compacted partition of several segments (keys that
-    repeat, timestamps 1 ms apart per batch) and its records."""
+    repeat, timestamps 1 ms apart per batch), compacted once, and its
+    records."""
     base = faultlib.fast_scratch("arrowlog-fuzz-")
     data = os.path.join(base, "pristine")
-    values: dict[int, tuple[bytes, bytes]] = {}
+    values: dict[int, tuple[bytes | None, bytes | None]] = {}
     times: dict[int, int] = {}
     with LogDir(data) as d:
         pl = d.create_topic(TOPIC, 1, config=CONFIG).partition(0)
@@ -68,6 +69,8 @@ def pristine():
                 values[first + j] = (keys[j], vals[j])
                 times[first + j] = T0 + b
             b += 1
+        d.compact(TOPIC)   # a first round: the log as compaction left it, and its cleaner.json
+        values = read_all(d)
     part = os.path.join(data, "topics", TOPIC, "0")
     files = sorted(n for n in os.listdir(part) if os.path.isfile(os.path.join(part, n)) and n != "open.lock")
     yield data, values, times, files
