@@ -80,3 +80,23 @@ def test_a_damaged_last_frame_header_fails_the_roll_naming_where(tmp_path, damag
         assert log.state.snapshot()["active_base_offset"] == st["next_offset"]
         values = [v for f in log.read(0, 1 << 20) for v in f.batch.column("value").to_pylist()]
         assert values == [bytes([i]) * 200 for _ in range(3) for i in range(2)] + [bytes([i]) * 1000 for i in range(4)]
+
+
+@pytest.mark.parametrize("field", ["offset_index_entries", "time_index_entries"])
+def test_an_index_entry_count_beyond_its_file_fails_the_roll_instead_of_a_sigbus(tmp_path, field):
+    """A count inside the state's bounds (a full index is 10 MiB) but past
+    what the active segment's index file holds, published meanwhile by
+    someone else: the roll's walk and the time index's seal would read past
+    the file's end under its mapping."""
+    with LogDir(str(tmp_path / "d")) as d:
+        d.create_topic("t", 1, config={"segment.bytes": SEGMENT_BYTES, "index.interval.bytes": 1})
+        log = d.topic("t").partition(0)
+        for i in range(3):
+            log.append(batch(2, 200, ts=1_000 + i))
+        st = log.state.snapshot()
+        log.state.publish(**{field: 100_000})
+        with pytest.raises(CorruptRecordError, match=f"partition.state says {field}=100000, and its index file holds"):
+            log.append(batch(4, 1000))
+        assert log.state.snapshot()["next_offset"] == st["next_offset"]
+        log.state.publish(**{field: st[field]})
+        assert log.append(batch(4, 1000)) == st["next_offset"]

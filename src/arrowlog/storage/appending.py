@@ -5,6 +5,7 @@ active segment, indexed by the one rule in index.py; a full segment rolls
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -350,8 +351,16 @@ class AppendMixin(LogBase):
         its headers from the last index entry. A header damaged since the
         open (one that cannot be a frame there, or a base offset outside
         the segment's) is a CorruptRecordError naming where; nothing is
-        changed."""
+        changed. So are entry counts the index files do not hold (the
+        lookup here and the time index's seal would read past their ends:
+        a SIGBUS)."""
+        where = f"segment {seg.log_path} of partition {self.topic}-{self.partition}"
         oe = st["offset_index_entries"]
+        for name, fd, entry in (("offset_index_entries", seg.index_fd, core.OFFSET_ENTRY_SIZE),
+                                ("time_index_entries", seg.time_index_fd, core.TIME_ENTRY_SIZE)):
+            held = os.fstat(fd).st_size // entry if fd >= 0 else 0
+            if st[name] > held:
+                raise damaged(where, f"partition.state says {name}={st[name]}, and its index file holds {held}")
         pos = seg.header_size
         if oe and seg.index is not None:
             hit = core.offset_index_lookup(seg.index, oe, MAX_RELATIVE_OFFSET)
@@ -368,7 +377,7 @@ class AppendMixin(LogBase):
                 last = base
                 pos += core.FRAME_HEADER_SIZE + body
         except core.CorruptFrame as exc:
-            raise damaged(f"segment {seg.log_path} of partition {self.topic}-{self.partition}", str(exc)) from None
+            raise damaged(where, str(exc)) from None
         return last
 
 
