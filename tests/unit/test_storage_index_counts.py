@@ -14,9 +14,10 @@ from arrowlog.schema import PRODUCE_SCHEMA
 from arrowlog.storage import LogDir
 
 
+@pytest.mark.parametrize("count", [200_000, -(1 << 63) + 20])
 @pytest.mark.parametrize("field", ["offset_index_entries", "time_index_entries"])
 @pytest.mark.parametrize("call", ["read", "offset_for_timestamp"])
-def test_a_published_entry_count_beyond_the_index_file_is_an_error(tmp_path, field, call):
+def test_a_published_entry_count_beyond_the_index_file_is_an_error(tmp_path, field, call, count):
     path = str(tmp_path / "d")
     with LogDir(path) as d:
         log = d.create_topic("t", 1, config={"index.interval.bytes": 1}).partition(0)
@@ -24,10 +25,10 @@ def test_a_published_entry_count_beyond_the_index_file_is_an_error(tmp_path, fie
             log.append(pa.RecordBatch.from_pydict({"timestamp": [i], "key": [b"k"], "value": [b"v" * 100],
                                                    "headers": [None]}, schema=PRODUCE_SCHEMA))
         good = log.state.snapshot()[field]
-        log.state.publish(**{field: 200_000})
+        log.state.publish(**{field: count})   # (negative: the sign bit flipped)
         with LogDir(path, create=False) as other:
             reader = other.topic("t").partition(0)
-            with pytest.raises(CorruptRecordError, match=f"{field}=200000.*the active segment's index files hold"):
+            with pytest.raises(CorruptRecordError, match=f"{field}={count}.*the active segment's index files hold"):
                 reader.read(15, 1 << 20) if call == "read" else reader.offset_for_timestamp(12)
             log.state.publish(**{field: good})   # as it was: the same reader reads again
             assert (reader.read(15, 1 << 20)[0].base_offset if call == "read"

@@ -82,8 +82,9 @@ def test_a_damaged_last_frame_header_fails_the_roll_naming_where(tmp_path, damag
         assert values == [bytes([i]) * 200 for _ in range(3) for i in range(2)] + [bytes([i]) * 1000 for i in range(4)]
 
 
+@pytest.mark.parametrize("count", [100_000, -(1 << 63) + 20])
 @pytest.mark.parametrize("field", ["offset_index_entries", "time_index_entries"])
-def test_an_index_entry_count_beyond_its_file_fails_the_roll_instead_of_a_sigbus(tmp_path, field):
+def test_an_index_entry_count_beyond_its_file_fails_the_roll_instead_of_a_sigbus(tmp_path, field, count):
     """A count inside the state's bounds (a full index is 10 MiB) but past
     what the active segment's index file holds, published meanwhile by
     someone else: the roll's walk and the time index's seal would read past
@@ -94,8 +95,8 @@ def test_an_index_entry_count_beyond_its_file_fails_the_roll_instead_of_a_sigbus
         for i in range(3):
             log.append(batch(2, 200, ts=1_000 + i))
         st = log.state.snapshot()
-        log.state.publish(**{field: 100_000})
-        with pytest.raises(CorruptRecordError, match=f"partition.state says {field}=100000, and its index file holds"):
+        log.state.publish(**{field: count})   # (negative: the sign bit flipped)
+        with pytest.raises(CorruptRecordError, match=f"partition.state says {field}={count}, and its index file holds"):
             log.append(batch(4, 1000))
         assert log.state.snapshot()["next_offset"] == st["next_offset"]
         log.state.publish(**{field: st[field]})

@@ -359,7 +359,7 @@ class AppendMixin(LogBase):
         for name, fd, entry in (("offset_index_entries", seg.index_fd, core.OFFSET_ENTRY_SIZE),
                                 ("time_index_entries", seg.time_index_fd, core.TIME_ENTRY_SIZE)):
             held = os.fstat(fd).st_size // entry if fd >= 0 else 0
-            if st[name] > held:
+            if not 0 <= st[name] <= held:
                 raise damaged(where, f"partition.state says {name}={st[name]}, and its index file holds {held}")
         pos = seg.header_size
         if oe and seg.index is not None:

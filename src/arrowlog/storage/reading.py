@@ -194,10 +194,11 @@ class ReadMixin(LogBase):
         asked again (one fstat each) only when a count exceeds them: the
         writer grew the file since."""
         oe, te = st["offset_index_entries"], st["time_index_entries"]
-        if (seg.index is not None and oe * core.OFFSET_ENTRY_SIZE > seg.index_file_size) or \
+        if oe < 0 or te < 0 or (seg.index is not None and oe * core.OFFSET_ENTRY_SIZE > seg.index_file_size) or \
                 (seg.time_index is not None and te * core.TIME_ENTRY_SIZE > seg.time_index_file_size):
             held = seg.index_entries_on_disk()
-            if (seg.index is not None and oe > held[0]) or (seg.time_index is not None and te > held[1]):
+            if oe < 0 or te < 0 or (seg.index is not None and oe > held[0]) or \
+                    (seg.time_index is not None and te > held[1]):
                 raise damaged(f"partition {self.topic}-{self.partition} ({self.directory})",
                               f"partition.state says offset_index_entries={oe} and time_index_entries={te}, and "
                               f"the active segment's index files hold {held[0]} and {held[1]}")
