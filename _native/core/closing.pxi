@@ -106,7 +106,7 @@ cdef struct _CloseRow:
     int ok                   # 1: marked here; 0: left to layout_mark.write_mark
 
 
-cdef int _close_mark(_CloseRow *row, const int64_t *limits) noexcept nogil:
+cdef int _close_mark(_CloseRow *row) noexcept nogil:
     """Publish the row's recovery point, set the clean word and leave the
     layout and segment marks (the format of storage/layout_mark.py; the
     digests of the replay's checks, _mark_digest). 0 when the mark was left, -1 when its
@@ -126,14 +126,9 @@ cdef int _close_mark(_CloseRow *row, const int64_t *limits) noexcept nogil:
     arrowlog_store_u32(<uint32_t *>(base + 12), 1)
     if row.stats[0] != 1:
         return -1
-    # layout.state_problem's bounds (``limits``: max offset, segment header,
-    # max active position, offset and time index entries), and a log that
-    # starts in its active segment
-    if not (0 <= p.next_offset < limits[0] and 0 <= p.log_start_offset <= p.next_offset
-            and 0 <= p.active_base_offset <= p.log_start_offset
-            and limits[1] <= p.active_position <= limits[2] and p.active_position % 8 == 0
-            and 0 <= p.offset_index_entries <= limits[3] and 0 <= p.time_index_entries <= limits[4]
-            and 0 <= p.bytes_since_index <= limits[2] and 0 <= p.recovery_point <= p.next_offset):
+    # a state that could be true (statecheck.pxi), whose log starts in its
+    # active segment (layout_mark.py's rules)
+    if _state_fault(p, True) != 0:
         return -1
     digest = _mark_digest(RV_LAYOUT_SEED, base + 16, row.stats + 1, 20)
     memcpy(base + RV_MARK_AT, b"ARWLMARK", 8)
@@ -147,21 +142,18 @@ cdef int _close_mark(_CloseRow *row, const int64_t *limits) noexcept nogil:
     return 0
 
 
-def close_marks(rows, limits, stats):
+def close_marks(rows, stats):
     """The clean close of many partitions once their data was synced
     (storage/partition.py, close_many; the caller holds each one's append
     lock). ``rows``: (PartitionState, the recovery point to publish);
-    ``limits``: the bounds of layout.state_problem; ``stats``: what
-    close_stats returned for the same partitions. For each, in one pass
-    without the GIL: the recovery point published, the clean word set and
-    the layout mark left in the state's mapping (the kernel's writeback
-    takes them to disk). Returns the indexes of the rows whose mark it left
-    to layout_mark.write_mark (their recovery point and clean word are set)."""
+    ``stats``: what close_stats returned for the same partitions. For
+    each, in one pass without the GIL: the recovery point published, the
+    clean word set and the layout mark left in the state's mapping (the
+    kernel's writeback takes them to disk). Returns the indexes of the rows
+    whose mark it left to layout_mark.write_mark (their recovery point and
+    clean word are set)."""
     cdef Py_ssize_t n = len(rows), i
-    cdef int64_t lim[5]
     cdef PartitionState state
-    for i in range(5):
-        lim[i] = limits[i]
     if not isinstance(stats, bytes) or len(stats) < <Py_ssize_t>(n * CLOSE_STAT_ROW * sizeof(int64_t)):
         raise ValueError("close_marks takes the bytes close_stats returned for the same rows")
     cdef int64_t *st = <int64_t *>PyBytes_AS_STRING(stats)
@@ -180,7 +172,7 @@ def close_marks(rows, limits, stats):
             buf[i].stats = st + i * CLOSE_STAT_ROW
         with nogil:
             for i in range(n):
-                buf[i].ok = _close_mark(&buf[i], lim) == 0
+                buf[i].ok = _close_mark(&buf[i]) == 0
         return [i for i in range(n) if not buf[i].ok]
     finally:
         free(buf)

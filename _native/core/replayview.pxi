@@ -131,8 +131,6 @@ cdef enum:
     RV_SEG_FIXED = 40      # segment header before the schema message
     RV_PATH = 4096
 
-cdef int64_t RV_MAX_OFFSET = 1LL << 62
-cdef int64_t RV_MAX_POSITION = ((1LL << 31) - 1) + (1LL << 31)
 cdef uint64_t RV_LAYOUT_SEED = 0x6172776c6d61726bULL   # "arwlmark"
 cdef uint64_t RV_SEGMENT_SEED = 0x6172776c7365676dULL  # "arwlsegm"
 
@@ -259,11 +257,12 @@ cdef int _clean_state(int topic_fd, int64_t partition, int64_t *row) noexcept no
     if _rv_memcmp(head, b"ARWLSTAT\x01\x00\x00\x00\x01\x00\x00\x00", 16) != 0 or load_i64(head + 16) & 1 \
             or _rv_memcmp(head + RV_SEG_MARK_AT, b"ARWLSEGM", 8) != 0:
         return -1
-    cdef int64_t log_start = load_i64(head + 24), nxt = load_i64(head + 32)
-    cdef int64_t active = load_i64(head + 40), position = load_i64(head + 48)
-    if not (0 <= log_start <= nxt < RV_MAX_OFFSET and 0 <= active <= log_start
-            and RV_SEG_FIXED <= position <= RV_MAX_POSITION and position % 8 == 0):
+    cdef StatePayload payload
+    memcpy(&payload, head + 24, sizeof(StatePayload))
+    if _state_fault(&payload, True) != 0:   # statecheck.pxi
         return -1
+    cdef int64_t log_start = payload.log_start_offset, nxt = payload.next_offset
+    cdef int64_t active = payload.active_base_offset, position = payload.active_position
     memcpy(row + CS_DEV, head + RV_SEG_MARK_AT + 8, 40)
     digest = _mark_digest(RV_SEGMENT_SEED, head + 16, row + CS_DEV, 5)
     if _rv_memcmp(&digest, head + RV_SEG_MARK_AT + 48, 8) != 0 or row[CS_SIZE] < position:

@@ -189,7 +189,10 @@ STATE_CASES = {
     "active_position=10^12": {"active_position": 10**12},
     "active_base=10^12": {"active_base_offset": 10**12},
     "active_base=0": {"active_base_offset": 0},
+    "active_position misaligned": {"active_position": -1},  # set from the pristine state below
     "index_entries=10^9": {"offset_index_entries": 10**9, "time_index_entries": -3},
+    "time_index_entries=10^9": {"time_index_entries": 10**9},
+    "bytes_since_index=2^40": {"bytes_since_index": 1 << 40},
     "next_offset too small": {"next_offset": 3},
     "recovery_point=10^9": {"recovery_point": 10**9},
 }
@@ -202,6 +205,8 @@ def test_impossible_partition_state(damaged, case):
     fields = dict(STATE_CASES[case])
     if case == "log_start=next_offset+1":
         fields["log_start_offset"] = before["next_offset"] + 1
+    if case == "active_position misaligned":
+        fields["active_position"] = before["active_position"] + 4
     set_state(data, **fields)
     check_outcome(run_readers(data), values, "partition.state", case)
     after = check_verify_and_recover(data, values, case)

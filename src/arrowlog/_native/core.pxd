@@ -33,6 +33,10 @@ cdef struct StatePayload:
     int64_t segment_created_ms     # age of the active segment, for segment.ms
     int64_t reserved
 
+# (Whether a payload could be true: _state_fault in core/statecheck.pxi, the
+# one bounds check of partition.state; module-private, so not declared here,
+# which would export it as a C capsule.)
+
 
 cdef class ByteView:
     """Raw memory owned by ``owner``, exposed through the buffer protocol."""

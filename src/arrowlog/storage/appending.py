@@ -5,6 +5,7 @@ active segment, indexed by the one rule in index.py; a full segment rolls
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -348,7 +349,20 @@ class AppendMixin(LogBase):
         self._enforce_retention_locked()
 
     def _last_frame_base(self, seg: Segment, st: dict) -> int:
+        """The base offset of the active segment's last frame, walked by
+        its headers from the last index entry. A header damaged since the
+        open (one that cannot be a frame there, or a base offset outside
+        the segment's) is a CorruptRecordError naming where; nothing is
+        changed. So are entry counts the index files do not hold (the
+        lookup here and the time index's seal would read past their ends:
+        a SIGBUS)."""
+        where = f"segment {seg.log_path} of partition {self.topic}-{self.partition}"
         oe = st["offset_index_entries"]
+        for name, fd, entry in (("offset_index_entries", seg.index_fd, core.OFFSET_ENTRY_SIZE),
+                                ("time_index_entries", seg.time_index_fd, core.TIME_ENTRY_SIZE)):
+            held = os.fstat(fd).st_size // entry if fd >= 0 else 0
+            if not 0 <= st[name] <= held:
+                raise damaged(where, f"partition.state says {name}={st[name]}, and its index file holds {held}")
         pos = seg.header_size
         if oe and seg.index is not None:
             hit = core.offset_index_lookup(seg.index, oe, MAX_RELATIVE_OFFSET)
@@ -356,10 +370,16 @@ class AppendMixin(LogBase):
                 pos = hit[1]
         end = st["active_position"]
         last = seg.base_offset
-        while pos < end:
-            base, _count, body, _, _ = core.read_frame_header(seg.log, pos, end)
-            last = base
-            pos += core.FRAME_HEADER_SIZE + body
+        try:
+            while pos < end:
+                base, _count, body, _, _ = core.read_frame_header(seg.log, pos, end)
+                if not seg.base_offset <= base < st["next_offset"]:
+                    raise core.CorruptFrame(f"the frame at position {pos} says its base offset is {base}, outside "
+                                            f"the segment's offsets {seg.base_offset}..{st['next_offset'] - 1}")
+                last = base
+                pos += core.FRAME_HEADER_SIZE + body
+        except core.CorruptFrame as exc:
+            raise damaged(where, str(exc)) from None
         return last
 
 

@@ -139,14 +139,23 @@ def _commit(directory: str, base: int) -> None:
 # -- health ------------------------------------------------------------------------
 
 
+# cleaner.json's fields and the types they hold; one of another type (a
+# damaged or hand-edited file) is dropped, as if never recorded: the next
+# round then cleans from the start, and counts from zero
+_HEALTH_TYPES = {"clean_offset": (int,), "cleans": (int,), "bytes_reclaimed": (int,), "last_clean_ms": (int,),
+                 "last_error_ms": (int,), "last_clean_duration_ms": (int, float), "last_error": (str, type(None))}
+
+
 def read_health(directory: str) -> dict:
     """The partition's cleaner record ({} if it was never cleaned)."""
     try:
-        with open(os.path.join(directory, HEALTH_FILE)) as f:
+        with open(os.path.join(directory, HEALTH_FILE), encoding="utf-8") as f:
             data = json.load(f)
-        return data if isinstance(data, dict) else {}
     except (FileNotFoundError, ValueError):
         return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if type(v) in _HEALTH_TYPES.get(k, (type(v),))}
 
 
 def dirty_ratio(plog: PartitionLog) -> float:

@@ -32,13 +32,13 @@ import struct
 from .._native import core
 from ..errors import CorruptRecordError
 from .index import TimeIndex
-from .segment import INDEX_BYTES, MAX_SEGMENT_BYTES, SEGMENT_FIXED_HEADER, Segment, segment_name
+from .segment import SEGMENT_FIXED_HEADER, Segment, segment_name
 
-# Offsets beyond this are impossible: 2^62 records at a billion a second
-# is 146 years.
-MAX_OFFSET = 1 << 62
-# The active segment may exceed MAX_SEGMENT_BYTES by one oversized batch.
-MAX_ACTIVE_POSITION = MAX_SEGMENT_BYTES + (1 << 31)
+# The bounds of a published state (core/statecheck.pxi holds them, and the
+# one check of them every path makes): offsets below 2^62, and an active
+# segment at most one oversized batch past the largest segment.
+MAX_OFFSET = core.MAX_OFFSET
+MAX_ACTIVE_POSITION = core.MAX_ACTIVE_POSITION
 
 RECOVER_HINT = "run `arrowlog recover` (see docs/DURABILITY.md)"
 
@@ -49,25 +49,26 @@ class MissingDataError(CorruptRecordError):
     meanwhile) before reporting damage."""
 
 
+# what each field checked (core.STATE_CHECKS) must be, in words
+_SHOULD = {
+    "next_offset": f"an offset in 0..{MAX_OFFSET}",
+    "log_start_offset": "in 0..next_offset",
+    "active_base_offset": "in 0..next_offset",
+    "active_position": "a frame boundary inside the segment",
+    "offset_index_entries": "within the index",
+    "time_index_entries": "within the index",
+    "bytes_since_index": "within the segment",
+    "recovery_point": "in 0..next_offset",
+}
+
+
 def state_problem(st: dict) -> str | None:
-    """Why the published state cannot be true, or None."""
-    checks = (
-        ("next_offset", 0 <= st["next_offset"] < MAX_OFFSET, f"an offset in 0..{MAX_OFFSET}"),
-        ("log_start_offset", 0 <= st["log_start_offset"] <= st["next_offset"], "in 0..next_offset"),
-        ("active_base_offset", 0 <= st["active_base_offset"] <= st["next_offset"], "in 0..next_offset"),
-        ("active_position", SEGMENT_FIXED_HEADER <= st["active_position"] <= MAX_ACTIVE_POSITION
-         and st["active_position"] % 8 == 0, "a frame boundary inside the segment"),
-        ("offset_index_entries", 0 <= st["offset_index_entries"] <= INDEX_BYTES // core.OFFSET_ENTRY_SIZE,
-         "within the index"),
-        ("time_index_entries", 0 <= st["time_index_entries"] <= INDEX_BYTES // core.TIME_ENTRY_SIZE,
-         "within the index"),
-        ("bytes_since_index", 0 <= st["bytes_since_index"] <= MAX_ACTIVE_POSITION, "within the segment"),
-        ("recovery_point", 0 <= st["recovery_point"] <= st["next_offset"], "in 0..next_offset"),
-    )
-    for name, ok, should in checks:
-        if not ok:
-            return f"partition.state says {name}={st[name]}, which is impossible (it must be {should})"
-    return None
+    """Why the published state cannot be true, or None (core.state_fault:
+    the check the native close and replay paths make, naming the field)."""
+    name = core.state_fault(st)
+    if name is None:
+        return None
+    return f"partition.state says {name}={st[name]}, which is impossible (it must be {_SHOULD[name]})"
 
 
 def header_problem(fd: int) -> str | None:

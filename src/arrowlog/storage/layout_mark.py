@@ -65,7 +65,6 @@ from typing import Any
 
 from .._native import core
 from .cleaner import CLEANING_DIR
-from .layout import state_problem
 from .segment import segment_name
 
 MARK_OFFSET = 256
@@ -75,7 +74,7 @@ SEGMENT_MARK_OFFSET = MARK_OFFSET + MARK_SIZE
 SEGMENT_MARK_SIZE = 56
 # the state's seqlock counter and payload (state.pxi): [16, 120)
 _STATE_BYTES = slice(16, 120)
-_LOG_START = struct.Struct("<q")  # payload field 0, at byte 24
+_ACTIVE_BASE = struct.Struct("<q")
 _ACTIVE_BASE_AT = 24 + 2 * 8      # payload field 2
 _NO_MARK = b"\0" * (MARK_SIZE + SEGMENT_MARK_SIZE)
 _CLEAN_HEADER = b"ARWLSTAT" + struct.pack("<II", 1, 1)  # magic, version 1, clean
@@ -84,16 +83,15 @@ _SEQ = struct.Struct("<Q")
 
 def _digest(head: bytes, directory: str, segment: Any = None, *, closing: bool = False) -> bytes | None:
     """The layout mark's digest of the state bytes in ``head`` and the files
-    they name followed by the segment mark, or None when the log does not start in its active segment or a file is
-    missing. ``segment``: the active segment open for writing, whose files
-    are asked through their descriptors (an fstat costs half a stat).
-    ``closing``: also None when a swap a dead cleaner left half-done may be
-    there (cleaner.py): it waits for the next opener's finish_swaps, which
-    a marked open skips."""
-    log_start = _LOG_START.unpack_from(head, 24)[0]
-    active = _LOG_START.unpack_from(head, _ACTIVE_BASE_AT)[0]
-    if log_start < active:
-        return None
+    they name followed by the segment mark, or None when a file is missing.
+    ``segment``: the active segment open for writing, whose files are asked
+    through their descriptors (an fstat costs half a stat). ``closing``:
+    also None when a swap a dead cleaner left half-done may be there
+    (cleaner.py): it waits for the next opener's finish_swaps, which a
+    marked open skips. (A state whose log starts below its active segment
+    is never marked: write_mark; a mark left on another state than ``head``'s
+    never matches the digest, which covers the state's bytes.)"""
+    active = _ACTIVE_BASE.unpack_from(head, _ACTIVE_BASE_AT)[0]
     try:
         if segment is not None and segment.base_offset == active and \
                 min(segment.log_fd, segment.index_fd, segment.time_index_fd) >= 0:
@@ -115,12 +113,13 @@ def _digest(head: bytes, directory: str, segment: Any = None, *, closing: bool =
 def write_mark(fd: int, directory: str, st: dict, writer: Any = None) -> None:
     """Leave the mark on a clean close (caller holds the append lock; ``st``
     is the state just published; ``writer`` the segment open for writing,
-    if any). A partition it does not apply to gets
-    none. Never fails the close: a mark not written only costs the next
-    opener the full check."""
+    if any). A partition it does not apply to (an impossible state, a log
+    that starts below its active segment: core.state_fault, the check the
+    native close makes too) gets none. Never fails the close: a mark not
+    written only costs the next opener the full check."""
     try:
         mark = _NO_MARK
-        if state_problem(st) is None:
+        if core.state_fault(st, True) is None:
             digest = _digest(os.pread(fd, MARK_OFFSET, 0), directory, writer, closing=True)
             if digest is not None:
                 mark = MARK_MAGIC + digest

@@ -47,12 +47,10 @@ from ..errors import ArrowlogError
 from ..schema import ENVELOPE_SCHEMA
 from .appending import AppendMixin
 from .handles import BUDGET
-from .layout import MAX_ACTIVE_POSITION, MAX_OFFSET
 from .layout_mark import write_mark
 from .reading import Frame, ReadMixin
 from .recovery import RecoveryMixin
 from .retention import RetentionMixin
-from .segment import INDEX_BYTES, SEGMENT_FIXED_HEADER
 from .sessions import SessionMixin, take_fds
 from .sync import SyncMixin
 
@@ -314,11 +312,6 @@ def _mark_stats(pending: list) -> bytes:
     return core.close_stats(rows)
 
 
-# layout.state_problem's bounds, for the native pass that marks (core.close_marks)
-_MARK_LIMITS = (MAX_OFFSET, SEGMENT_FIXED_HEADER, MAX_ACTIVE_POSITION, INDEX_BYTES // core.OFFSET_ENTRY_SIZE,
-                INDEX_BYTES // core.TIME_ENTRY_SIZE)
-
-
 def _publish_clean(pending: list, stats: bytes) -> None:
     """The end of a clean close, once the data is durable (caller holds
     each partition's append lock): each recovery point published, the clean
@@ -328,7 +321,7 @@ def _publish_clean(pending: list, stats: bytes) -> None:
     to disk with the kernel's writeback: one that a power loss undoes only
     costs the next opener a recovery scan, which finds every record synced."""
     rows = [(log.state, st["next_offset"]) for log, st in pending]
-    for i in core.close_marks(rows, _MARK_LIMITS, stats):
+    for i in core.close_marks(rows, stats):
         log, st = pending[i]
         st["recovery_point"] = max(st["recovery_point"], st["next_offset"])
         write_mark(log._state_fd, log.directory, st)

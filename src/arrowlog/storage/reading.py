@@ -187,6 +187,23 @@ class ReadMixin(LogBase):
                                   self.partition, seg.verified if check else None,
                                   functools.partial(remember_verified, seg.verified_key, seg.verified), absent)
 
+    def _published_entries(self, seg: Segment, st: dict) -> tuple[int, int]:
+        """The active segment's index entry counts ``st`` publishes, once
+        the index files are known to hold them: a lookup past a file's end
+        under its mapping would be a SIGBUS. The sizes the segment knows are
+        asked again (one fstat each) only when a count exceeds them: the
+        writer grew the file since."""
+        oe, te = st["offset_index_entries"], st["time_index_entries"]
+        if oe < 0 or te < 0 or (seg.index is not None and oe * core.OFFSET_ENTRY_SIZE > seg.index_file_size) or \
+                (seg.time_index is not None and te * core.TIME_ENTRY_SIZE > seg.time_index_file_size):
+            held = seg.index_entries_on_disk()
+            if oe < 0 or te < 0 or (seg.index is not None and oe > held[0]) or \
+                    (seg.time_index is not None and te > held[1]):
+                raise damaged(f"partition {self.topic}-{self.partition} ({self.directory})",
+                              f"partition.state says offset_index_entries={oe} and time_index_entries={te}, and "
+                              f"the active segment's index files hold {held[0]} and {held[1]}")
+        return oe, te
+
     def _locate_base_guess(self, offset: int) -> int:
         return max((b for b in self._segments if b <= offset), default=-1)
 
@@ -198,8 +215,12 @@ class ReadMixin(LogBase):
         if hint is not None and hint[0] == offset and hint[1] == seg.base_offset:
             position = hint[2]
         else:
-            entries = st["offset_index_entries"] if seg.base_offset == st["active_base_offset"] else \
-                seg.index_entries_on_disk()[0]
+            if seg.base_offset != st["active_base_offset"]:
+                entries = seg.index_entries_on_disk()[0]
+            elif offset > seg.base_offset and st["offset_index_entries"]:   # the index is looked up
+                entries = self._published_entries(seg, st)[0]
+            else:
+                entries = 0
             position = seg.frame_position(offset, entries, end)
         while True:
             # the headers first, then one CRC pass over the frames this
@@ -280,7 +301,7 @@ class ReadMixin(LogBase):
             try:
                 if b == active_base:
                     seg, end = self._locate(max(b, log_start), st)
-                    oe, te = st["offset_index_entries"], st["time_index_entries"]
+                    oe, te = self._published_entries(seg, st)
                 else:
                     max_ts = self._segment_max_timestamp(b)
                     if max_ts is not None and max_ts < timestamp:
