@@ -296,12 +296,22 @@ class AppendMixin(LogBase):
             if seg is not None:
                 seg.close()
             self._writer = None
-            seg = Segment(self.directory, base, writable=True, capacity=self._capacity(at_least))
+            # an orphan from a writer that died mid-roll starts at or past the
+            # published log end; a later segment holding published offsets means
+            # the state is damaged: refused, never deleted
+            later = [b for b in self._list_bases() if b > base]
+            where = f"partition.state of {self.topic}-{self.partition}"
+            if later and later[0] < st["next_offset"]:
+                raise damaged(where, f"it says the active segment starts at offset {base}, and segment "
+                              f"{later[0]} after it holds offsets below the log end {st['next_offset']}")
+            try:
+                seg = Segment(self.directory, base, writable=True, capacity=self._capacity(at_least))
+            except FileNotFoundError as exc:
+                raise damaged(where, f"it says the active segment starts at offset {base}, and there is no "
+                              "such segment file") from exc
             self._writer = seg
-            # an orphan from a writer that died mid-roll
-            for later in self._list_bases():
-                if later > base:
-                    self._delete_segment_files(later)
+            for orphan in later:
+                self._delete_segment_files(orphan)
         return seg
 
     def _should_roll(self, st: dict, seg: Segment, position: int, size: int, n: int, base: int) -> bool:
