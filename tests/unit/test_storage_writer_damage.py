@@ -40,7 +40,7 @@ def test_a_damaged_active_segment_base_fails_the_append_and_deletes_nothing(tmp_
         sizes = {n: os.path.getsize(os.path.join(log.directory, n)) for n in before if n.endswith(".log")}
         bad = 0 if damage == "an older segment" else st["active_base_offset"] + 1
         log.state.publish(active_base_offset=bad)
-        with pytest.raises(CorruptRecordError, match=r"partition\.state of t-0 is damaged.*starts at offset %d" % bad):
+        with pytest.raises(CorruptRecordError, match=rf"partition\.state of t-0 is damaged.*starts at offset {bad}"):
             log.append(batch(1, 10))
         assert segments(log.directory) == before
         assert {n: os.path.getsize(os.path.join(log.directory, n)) for n in sizes} == sizes
