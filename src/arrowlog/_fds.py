@@ -12,15 +12,13 @@ all of them).
 When the owner is collected with descriptors still held (dropped without
 close(), or its constructor failed half-way), they are closed; nothing else
 runs (no sync, no clean mark, no group leave: the next opener sees what a kill
-leaves). This is ``weakref.finalize``'s mechanism, made lighter: a
-``Descriptors`` is itself a weak reference to its owner whose callback closes
-what it holds, kept alive by a module registry, so that the callback runs also
-when the owner is garbage of a reference cycle; it never refers to the owner,
-and unlike a ``__del__`` it cannot resurrect it. It adds one object the
-collector tracks per owner (the held numbers are keys of a dict of ints,
-which it does not track): ``weakref.finalize`` adds three and ~0.5 µs more
-CPU per owner, and made opening a 1,024-partition topic's partitions ~18%
-dearer in CPU, most of it in extra garbage collections.
+leaves). The set is a small object only its owner refers to, and it refers to
+nothing but ints, so it goes with its owner: by reference count, or as garbage
+of the same reference cycle, when its ``__del__`` runs among the cycle's other
+finalizers. Not a weak reference with a callback (``weakref.finalize``): the
+collector calls those before any finalizer of a cycle, so a Producer closed
+by a ``__del__`` in the same cycle (at interpreter exit, say) found its
+partitions' descriptors already closed and could not mark them clean.
 
 Nothing is closed at interpreter exit before the owners go (no atexit hook,
 unlike ``weakref.finalize``): the kernel closes every descriptor when the
@@ -30,17 +28,12 @@ Producer) would have that code act on closed numbers, or on numbers reused
 meanwhile: another file.
 
 Thread-safety: any thread. Each number leaves the set in one atomic dict
-operation, so exactly one caller (or the callback) closes it.
+operation, so exactly one caller (or the finalizer) closes it.
 """
 
 from __future__ import annotations
 
 import os
-import weakref
-
-# every live Descriptors, by id: what keeps each (and so its callback) alive
-# until its owner goes
-_LIVE: dict[int, Descriptors] = {}
 
 
 def _close_held(held: dict[int, None], _close=os.close) -> None:
@@ -57,25 +50,22 @@ def _close_held(held: dict[int, None], _close=os.close) -> None:
             pass
 
 
-def _collected(ref: Descriptors, _forget=_LIVE.pop, _close_all=_close_held) -> None:
-    """The owner is gone: close what it still held."""
-    _forget(id(ref), None)
-    _close_all(ref._held)
-
-
-class Descriptors(weakref.ref):
-    """The raw descriptors ``owner`` holds; see the module docstring."""
+class Descriptors:
+    """The raw descriptors one owner holds; see the module docstring."""
 
     # held numbers as the keys of a dict: a dict of ints is one object the
     # garbage collector does not track (a set is tracked)
     __slots__ = ("_held",)
     _held: dict[int, None]
 
-    def __new__(cls, owner: object) -> Descriptors:
-        self = super().__new__(cls, owner, _collected)
+    def __init__(self, owner: object) -> None:
+        # ``owner`` is not kept: this set goes with it (refers to nothing but ints)
         self._held = {}
-        _LIVE[id(self)] = self
-        return self
+
+    def __del__(self) -> None:
+        # the owner went (dropped without close(), or its constructor failed):
+        # close what it still held, nothing else
+        _close_held(self._held)
 
     def open(self, path: str, flags: int, mode: int = 0o600) -> int:
         """``os.open(path, flags, mode)``, the descriptor held."""

@@ -101,6 +101,29 @@ def test_the_finalizer_runs_for_an_owner_in_a_reference_cycle(files):
     assert not is_open(fd)
 
 
+def test_a_finalizer_of_the_same_cycle_still_finds_the_descriptors_open(files):
+    """A Producer closed by a ``__del__`` of an object in the same garbage
+    cycle (at interpreter exit, say) must still find its partitions'
+    descriptors open to mark them clean: the set closes them as one of the
+    cycle's finalizers, not from a weak-reference callback, which the
+    collector runs before every finalizer of the cycle."""
+    a, _b = files
+    seen = []
+
+    class Closer:
+        def __del__(self):
+            seen.append(is_open(self.fd))
+
+    closer = Closer()                             # first: its finalizer is the cycle's first
+    owner = Owner()
+    closer.fd = fd = owner.fds.open(a, FLAGS)
+    closer.owner, owner.closer = owner, closer
+    del closer, owner
+    gc.collect()
+    assert seen == [True]
+    assert not is_open(fd)
+
+
 def test_a_number_reused_after_close_is_never_closed_by_the_old_owners_finalizer(files):
     a, b = files
     owner = Owner()
