@@ -194,7 +194,9 @@ def translate_error(exc: BaseException) -> CliError | None:
         where = f": {exc.filename}" if exc.filename else ""
         return CliError(f"no such file or directory{where}", EXIT_ERROR)
     if isinstance(exc, OSError):
-        return CliError(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), EXIT_ERROR)
+        # (an OSError raised without words, a bare TimeoutError say, is named by its type)
+        return CliError(f"{exc.strerror or str(exc) or type(exc).__name__}" + (f": {exc.filename}" if exc.filename
+                                                                               else ""), EXIT_ERROR)
     return None
 
 
