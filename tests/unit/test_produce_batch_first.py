@@ -54,7 +54,7 @@ def test_a_new_process_first_produce_batch_touches_few_new_pages(tmp_path):
 def test_records_without_headers_in_the_general_path_store_null_headers(data_dir):
     # string values go through pyarrow's writer: each frame gets a null headers column of its rows
     n = 25_000
-    values = pa.array(["v%d" % i for i in range(n)], pa.string())
+    values = pa.array([f"v{i}" for i in range(n)], pa.string())
     with Producer({"log.dir": data_dir, "batch.num.messages": 10_000}) as p:
         p.produce_batch("t", values)
     with LogDir(data_dir) as d:
