@@ -79,12 +79,12 @@ FIRST_CALL = """
 import json, os, resource, sys, time
 sys.path.insert(0, sys.argv[4])
 from bench.context import Records
-import arrowlog
-from arrowlog.storage import LogDir
 
 path, n, what = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 recs = Records(n)
 values, keys = recs.values_arrow, recs.keys_arrow
+import arrowlog  # after the records, as the benchmark's rows do
+from arrowlog.storage import LogDir
 if what == "write":
     fd = os.open(os.path.join(path, "f"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     data = memoryview(recs.value_bytes)
