@@ -10,7 +10,9 @@ Workloads (same records everywhere: 100-byte values, 8-byte keys):
 - *produce in bulk*: arrowlog ``produce_batch`` of Arrow binary arrays (GB/s of
   values) into a new topic, by a new Producer in each run and by a new
   process (its very first batch), against SQLite ``executemany`` and the
-  machine's sequential page-cache write of the same bytes.
+  machine's sequential page-cache write of the same bytes (run after run
+  in this process, and as a new process's first write, alternating with
+  the new processes of arrowlog's row).
 - *produce in bulk while another process writes the same disk*: the
   ``produce_batch`` row and the page-cache write again, each while a bounded
   dd-like writer (bench/contention.py) rewrites a file with an fsync per pass.
@@ -118,12 +120,10 @@ def arrowlog_produce_durable(ctx, recs, n: int) -> list[float]:
     return ctx.measure(body, setup=lambda: arrowlog_log(ctx), teardown=held.teardown)
 
 
-FIRST_BATCH = """
+FIRST_CALL = """
 import json, sys
-from bench.bench_produce import new_topic_batch_s
-from bench.context import Records
-recs = Records(int(sys.argv[2]))
-print(json.dumps({"elapsed": new_topic_batch_s(sys.argv[1], recs.values_arrow, recs.keys_arrow)}))
+from bench.bench_produce import first_call_s
+print(json.dumps({"elapsed": first_call_s(sys.argv[1], int(sys.argv[2]), sys.argv[3])}))
 """
 
 
@@ -144,14 +144,74 @@ def new_topic_batch_s(path: str, values, keys) -> float:
     return elapsed
 
 
-def arrowlog_first_batch_of_process(ctx, n: int) -> list[float]:
-    """A new process's first produce_batch (its records built, untimed, before the clock starts)."""
+def _write_all(fd: int, data: memoryview, chunk: int, fsync_every: int = 0) -> None:
+    for i in range(0, len(data), chunk):
+        os.write(fd, data[i : i + chunk])
+        if fsync_every:
+            os.fsync(fd)
+
+
+def new_file_write_s(path: str, data: bytes, chunk: int = 1 << 20) -> float:
+    """Seconds for a sequential write() of ``data`` in ``chunk``-byte writes
+    into a new file in ``path`` (opened and closed untimed)."""
+    fd = os.open(os.path.join(path, "f"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        t0 = time.perf_counter()
+        _write_all(fd, memoryview(data), chunk)
+        return time.perf_counter() - t0
+    finally:
+        os.close(fd)
+
+
+def first_call_s(path: str, n: int, what: str) -> float:
+    """In a new process: seconds of its first ``produce_batch`` (a new
+    Producer, into a new topic in ``path``) or of its first ``write()`` of
+    the same values into a new file there. Both processes import the same
+    modules and build the same records, untimed, before the clock starts:
+    they differ only in the call timed. The records come first, then
+    arrowlog's import, as in the row's script before (the order sets what
+    glibc's heap holds when the clock starts)."""
+    from .context import Records
+
+    recs = Records(n)
+    values, keys = recs.values_arrow, recs.keys_arrow
+    import arrowlog  # noqa: F401  (imported by both: the processes differ only in the timed call)
+
+    if what == "write":
+        return new_file_write_s(path, recs.value_bytes)
+    return new_topic_batch_s(path, values, keys)
+
+
+def first_calls_of_processes(ctx, n: int) -> list[float]:
+    """A new process's first produce_batch, and (kept in ctx.cache for its
+    own row) a new process's first write() of the same values: the two
+    processes alternate, each after a sync, the first one's files removed
+    before the second starts, and which goes first alternates by run."""
     from .adapters import run_json
 
-    def body(path):
-        return float(run_json(["-c", FIRST_BATCH, path, str(n)], timeout=300)["elapsed"])
+    writes: list[float] = []
 
-    return ctx.measure(body, setup=lambda: ctx.scratch("arrowlog-first"), teardown=_rmtree)
+    def body(path):
+        order = ("batch", "write") if len(writes) % 2 == 0 else ("write", "batch")
+        got = {}
+        for what in order:
+            d = os.path.join(path, what)
+            os.mkdir(d)
+            got[what] = float(run_json(["-c", FIRST_CALL, d, str(n), what], timeout=300)["elapsed"])
+            _rmtree(d)
+            os.sync()
+        writes.append(got["write"])
+        return got["batch"]
+
+    samples = ctx.measure(body, setup=lambda: ctx.scratch("arrowlog-first"), teardown=_rmtree)
+    ctx.cache["produce.first.write"] = writes[len(writes) - len(samples):]
+    return samples
+
+
+def first_writes_of_processes(ctx) -> list[float]:
+    if "produce.first.write" not in ctx.cache:
+        raise RuntimeError("measured with produce.batch.arrowlog-firstprocess, which did not run")
+    return ctx.cache["produce.first.write"]
 
 
 # -- confluent-kafka: the client-side cost before any I/O -------------------------
@@ -293,11 +353,7 @@ def page_cache_write(ctx, data: bytes, chunk: int = 1 << 20, fsync_every: int = 
         return d, os.open(os.path.join(d, "f"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 
     def body(state):
-        _, fd = state
-        for i in range(0, len(mv), chunk):
-            os.write(fd, mv[i : i + chunk])
-            if fsync_every:
-                os.fsync(fd)
+        _write_all(state[1], mv, chunk, fsync_every)
 
     def teardown(state):
         d, fd = state
@@ -347,7 +403,14 @@ def run(ctx) -> list[Row]:
                     "the same in a new process: its first Producer and first produce_batch (the process's imports "
                     "and the records' construction done before the clock starts)", records=n, nbytes=nb,
                     note="create_topic, untimed, makes the partition's files (docs/SCALING.md): the batch opens them"),
-                lambda: arrowlog_first_batch_of_process(ctx, n)))
+                lambda: first_calls_of_processes(ctx, n)))
+    add(ctx.row(Row("produce.batch.pagecache-firstprocess", wl, "machine limit, a new process",
+                    "a new process's first sequential write() of the values, 1 MiB writes, into a new file (its "
+                    "imports and records made as for the row above before the clock starts; the two processes "
+                    "alternate)", nbytes=nb,
+                    note="the like-for-like reference of the row above: the page-cache row writes into pages "
+                         "its previous run just freed (docs/SCALING.md, \"A new process's first produce_batch\")"),
+                lambda: first_writes_of_processes(ctx)))
     add(ctx.row(Row("produce.batch.sqlite", wl, "SQLite WAL", "executemany in one transaction, synchronous=NORMAL",
                     records=n, nbytes=nb), lambda: sqlite_insert(ctx, recs, n, "NORMAL", "bulk")))
     add(ctx.row(Row("produce.batch.pagecache", wl, "machine limit", "sequential page-cache write of the values, 1 MiB writes",

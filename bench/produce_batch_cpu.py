@@ -9,13 +9,27 @@ benchmark's Arrow values and keys, ``flush()`` (timed, as the row), the
 Producer closed and the topic removed (untimed); then a sequential
 ``write()`` of the same values in 1 MiB writes into a new file (timed).
 Prints medians and ranges of wall and thread CPU time, and the ratios.
+
+    python -m bench.produce_batch_cpu --first-process [records] [runs] [--python PATH]
+
+measures instead what the ``produce.batch.arrowlog-firstprocess`` and
+``produce.batch.pagecache-firstprocess`` rows time, in CPU as well: new
+processes, alternating, each building the records and importing arrowlog
+untimed, then timing its first ``produce_batch`` (new Producer, new topic,
+``flush()``) or its first ``write()`` of the same values into a new file:
+wall, process CPU (every thread) and minor page faults of that call.
+``--python`` runs the processes with another interpreter (another
+checkout's virtualenv, for an A/B; the records are built by this
+checkout's bench/context.py either way).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -61,5 +75,69 @@ def main(n: int = 1_000_000, runs: int = 7) -> None:
         print(f"produce_batch / raw write ({kind}): {ratio:.2f}x")
 
 
+FIRST_CALL = """
+import json, os, resource, sys, time
+sys.path.insert(0, sys.argv[4])
+from bench.context import Records
+
+path, n, what = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+recs = Records(n)
+values, keys = recs.values_arrow, recs.keys_arrow
+import arrowlog  # after the records, as the benchmark's rows do
+from arrowlog.storage import LogDir
+if what == "write":
+    fd = os.open(os.path.join(path, "f"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    data = memoryview(recs.value_bytes)
+else:
+    LogDir(path).create_topic("bench", partitions=1)
+f0, c0, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.process_time(), time.perf_counter()
+if what == "write":
+    for i in range(0, len(data), 1 << 20):
+        os.write(fd, data[i:i + (1 << 20)])
+else:
+    p = arrowlog.Producer({"log.dir": path})
+    p.produce_batch("bench", values, keys=keys)
+    p.flush()
+wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+print(json.dumps({"wall": wall, "cpu": cpu, "faults": faults}))
+"""
+
+
+def first_process(n: int = 1_000_000, runs: int = 9, python: str = sys.executable) -> None:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    scratch = tempfile.mkdtemp(prefix="produce-batch-first-")
+    got: dict[str, list[dict]] = {"batch": [], "write": []}
+    try:
+        for run in range(runs):
+            for what in ("batch", "write") if run % 2 == 0 else ("write", "batch"):
+                path = os.path.join(scratch, what)
+                os.mkdir(path)
+                os.sync()
+                out = subprocess.run([python, "-c", FIRST_CALL, path, str(n), what, root], capture_output=True,
+                                     text=True, timeout=600, check=True)
+                got[what].append(json.loads(out.stdout.strip().splitlines()[-1]))
+                shutil.rmtree(path)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    for what, xs in got.items():
+        for k, scale, unit in (("wall", 1e3, "ms"), ("cpu", 1e3, "ms"), ("faults", 1, "")):
+            v = [x[k] * scale for x in xs]
+            print(f"first {what:5s} {k:6s} median {statistics.median(v):8.1f} {unit:2s} range {min(v):.1f}-{max(v):.1f}")
+    for k in ("wall", "cpu"):
+        ratio = statistics.median(x[k] for x in got["write"]) / statistics.median(x[k] for x in got["batch"])
+        print(f"a new process's first produce_batch / its first write() ({k}): {ratio:.2f}x")
+
+
 if __name__ == "__main__":
-    main(*(int(a) for a in sys.argv[1:3]))
+    args = sys.argv[1:]
+    if "--first-process" in args:
+        args.remove("--first-process")
+        py = sys.executable
+        if "--python" in args:
+            i = args.index("--python")
+            py = args[i + 1]
+            del args[i:i + 2]
+        first_process(*(int(a) for a in args[:2]), python=py)
+    else:
+        main(*(int(a) for a in args[:2]))

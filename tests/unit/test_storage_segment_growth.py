@@ -52,3 +52,16 @@ def test_growth_stops_at_the_capacity(tmp_path):
         assert seg.file_size == 3 << 20
     finally:
         seg.close()
+
+
+def test_a_dropped_mapping_reads_as_none(tmp_path):
+    # readers tell a closed segment by its log being None (reading.py, partition.py)
+    seg = Segment.create(str(tmp_path), 0, ENVELOPE_SCHEMA, None, 1 << 30, 0)
+    assert seg.log is not None and seg.log.read(0, 8) == b"ARWLSEG1"
+    seg.unmap()
+    assert seg.log is None and seg.index is None and seg.log_fd >= 0  # the descriptors stay
+    seg.close()
+    assert seg.log is None and seg.log_fd < 0
+    view = Segment(str(tmp_path), 0, writable=False)
+    view.close()
+    assert view.log is None and view.index is None  # a read view's unopened indexes stay unopened

@@ -33,7 +33,6 @@ import bisect
 import errno
 import itertools
 import os
-import struct
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -45,44 +44,37 @@ from ..errors import CorruptRecordError
 from .files import storage_error
 from .index import Indexer
 from .schemas import schema_of
+from .segment_files import (
+    ALLOCATE_STEP,
+    COMPRESSION_FLAGS,
+    COMPRESSION_NAMES,
+    HEADER,
+    INDEX_BYTES,
+    INDEX_INITIAL_BYTES,
+    LOG_INITIAL_BYTES,
+    MAX_RELATIVE_OFFSET,
+    MAX_SEGMENT_BYTES,
+    SEGMENT_EXTENSIONS,
+    SEGMENT_FIXED_HEADER,
+    SEGMENT_MAGIC,
+    create_files,
+    delete_segment_files,
+    index_growth,
+    log_growth,
+    open_rw,
+    parse_segment_name,
+    segment_name,
+    segment_path,
+)
 
-SEGMENT_MAGIC = b"ARWLSEG1"
-SEGMENT_FIXED_HEADER = 40
-_HEADER = struct.Struct("<8sIIqqII")
-# Segment files grow by posix_fallocate before anything is stored in the new
-# space, which turns a full disk into a clean ENOSPC instead of a SIGBUS from
-# a store into an unbacked page. A new segment starts with LOG_INITIAL_BYTES
-# and each step doubles the file, up to ALLOCATE_STEP per step; an append
-# that jumps past the end (a multi-megabyte frame) gets as much again as the
-# jump beyond it. A partition that receives one small batch costs 64 KiB of
-# disk, not 16 MiB (64 new partitions used 1 GiB before), a small one keeps
-# the tail that close() does not bother trimming, and a bulk append of large
-# frames grows the file every few frames, not on each. Each fallocate is a
-# journal transaction, and on a disk another process keeps fsyncing one can
-# wait for the journal's commit (docs/DURABILITY.md, "Appending while the
-# disk is busy"): fewer, larger steps wait less often. The tail is given
-# back when the segment rolls or closes.
-LOG_INITIAL_BYTES = 64 << 10
-ALLOCATE_STEP = 64 << 20
-# Indexes grow the same way (from one page, doubling) up to this many bytes
-# (Kafka's segment.index.bytes), are mapped over all of it, and are trimmed
-# when the segment rolls; a full index forces a roll.
-INDEX_INITIAL_BYTES = 4096
-INDEX_BYTES = 10 << 20
-# Relative offsets and positions are u32 in the indexes: roll before either
-# could overflow (Kafka's KAFKA-4451 / KAFKA-6264 lesson).
-MAX_RELATIVE_OFFSET = (1 << 31) - 1
-MAX_SEGMENT_BYTES = (1 << 31) - 1
+__all__ = ["ALLOCATE_STEP", "COMPRESSION_FLAGS", "COMPRESSION_NAMES", "INDEX_BYTES", "INDEX_INITIAL_BYTES",
+           "LOG_INITIAL_BYTES", "MAX_RELATIVE_OFFSET", "MAX_SEGMENT_BYTES", "SEGMENT_EXTENSIONS",
+           "SEGMENT_FIXED_HEADER", "SEGMENT_MAGIC", "Segment", "delete_segment_files", "forget_verified",
+           "parse_segment_name", "remember_verified", "segment_name", "segment_path", "verified_frames"]
 
 # Decoded batches a segment keeps (Segment.frame_batch), so that repeated
 # lookups in the same frames (offsets_for_times, re-reads) skip the IPC decode.
 FRAME_BATCHES_CACHED = 1024
-
-COMPRESSION_FLAGS = {None: 0, "none": 0, "zstd": 1, "lz4": 2}
-COMPRESSION_NAMES = {0: None, 1: "zstd", 2: "lz4"}
-
-
-SEGMENT_EXTENSIONS = (".log", ".index", ".timeindex")
 
 # -- frames whose CRC-32C passed, remembered for the whole process ----------------
 #
@@ -175,41 +167,16 @@ def _reset_after_fork() -> None:
 os.register_at_fork(after_in_child=_reset_after_fork)
 
 
-def segment_name(base_offset: int) -> str:
-    return f"{base_offset:020d}"
-
-
-def segment_path(directory: str, base_offset: int, ext: str = ".log") -> str:
-    return os.path.join(directory, segment_name(base_offset) + ext)
-
-
-def delete_segment_files(directory: str, base_offset: int) -> None:
-    """Unlink a segment's three files (those still there)."""
-    for ext in SEGMENT_EXTENSIONS:
-        try:
-            os.unlink(segment_path(directory, base_offset, ext))
-        except FileNotFoundError:
-            pass
-
-
-def parse_segment_name(filename: str) -> int | None:
-    stem, dot, ext = filename.partition(".")
-    if ext != "log" or len(stem) != 20 or not stem.isdigit():
-        return None
-    return int(stem)
-
-
-def _open_rw(path: str, create: bool) -> int:
-    flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW
-    if create:
-        flags |= os.O_CREAT
-    return os.open(path, flags, 0o600)
-
-
 class Segment:
     """One segment's files, mapped. ``writable`` segments map the log and
     indexes read-write with room for ``capacity`` bytes; read-only segments
-    map what exists (and the capacity of the active segment)."""
+    map what exists (and the capacity of the active segment).
+
+    ``log`` is the .log file's mapping while the segment holds it; unmap()
+    and close() drop it, and a dropped mapping reads as None (__getattr__),
+    which is how readers of a closed segment tell."""
+
+    log: core.MappedFile
 
     def __init__(self, directory: str, base_offset: int, *, writable: bool, capacity: int | None = None,
                  generation: int | None = None):
@@ -258,41 +225,9 @@ class Segment:
     @classmethod
     def create(cls, directory: str, base_offset: int, schema: pa.Schema, compression: str | None,
                capacity: int, created_ms: int) -> Segment:
-        """Write a new segment's header and empty indexes, then open it for
-        writing. The files appear under temporary names and are renamed in
-        place, so a crash never leaves a segment without its header."""
-        schema_msg = schema.serialize().to_pybytes()
-        header_size = (SEGMENT_FIXED_HEADER + len(schema_msg) + 7) & ~7
-        body = struct.pack("<qqII", base_offset, created_ms, len(schema_msg),
-                           COMPRESSION_FLAGS[compression]) + schema_msg
-        body += b"\0" * (header_size - 16 - len(body))
-        crc = core.crc32c(body)
-        header = struct.pack("<8sII", SEGMENT_MAGIC, header_size, crc) + body
-        stem = os.path.join(directory, segment_name(base_offset))
-        tmp = stem + ".log.tmp"
-        try:
-            fd = _open_rw(tmp, create=True)
-            try:
-                os.ftruncate(fd, 0)
-                os.write(fd, header)
-                core.fallocate(fd, 0, max(header_size, min(LOG_INITIAL_BYTES, capacity)))
-            finally:
-                os.close(fd)
-            for path in (stem + ".index", stem + ".timeindex"):
-                fd = _open_rw(path, create=True)
-                try:
-                    os.ftruncate(fd, 0)
-                    core.fallocate(fd, 0, INDEX_INITIAL_BYTES)
-                finally:
-                    os.close(fd)
-            os.rename(tmp, stem + ".log")
-        except OSError as exc:
-            for path in (tmp, stem + ".index", stem + ".timeindex"):
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
-            raise storage_error(exc, f"cannot create segment {stem}.log") from exc
+        """Make a new segment's files (segment_files.create_files: a crash
+        never leaves one without its header), then open it for writing."""
+        create_files(directory, base_offset, schema, compression, capacity, created_ms)
         return cls(directory, base_offset, writable=True, capacity=capacity)
 
     # -- header -------------------------------------------------------------
@@ -301,7 +236,7 @@ class Segment:
         if self.file_size < SEGMENT_FIXED_HEADER:
             raise CorruptRecordError(f"segment {self.log_path} is shorter than its header")
         raw = self.log.read(0, SEGMENT_FIXED_HEADER)
-        magic, header_size, crc, base, created, schema_size, flags = _HEADER.unpack(raw)
+        magic, header_size, crc, base, created, schema_size, flags = HEADER.unpack(raw)
         if magic != SEGMENT_MAGIC:
             raise CorruptRecordError(f"{self.log_path} is not an arrowlog segment (bad magic)")
         if header_size > self.file_size or header_size < SEGMENT_FIXED_HEADER + schema_size or header_size % 8:
@@ -330,7 +265,7 @@ class Segment:
                     setattr(self, attr, None)
                     continue
                 try:
-                    fd = self._fds.adopt(_open_rw(path, create=True))
+                    fd = self._fds.adopt(open_rw(path, create=True))
                 except OSError as exc:
                     raise storage_error(exc, f"cannot create index {path}") from exc
             setattr(self, attr + "_fd", fd)
@@ -338,7 +273,10 @@ class Segment:
             setattr(self, attr, core.MappedFile(fd, INDEX_BYTES, self.writable, path))
 
     def __getattr__(self, name: str):
-        # only reached for attributes not set yet: a read view's indexes
+        # only reached for attributes not set yet: a read view's indexes, or
+        # the log's mapping once dropped (_drop_mappings)
+        if name == "log":
+            return None
         if name in _LAZY_INDEX_ATTRS and not self.__dict__.get("_indexes_open", True):
             with _LAZY_INDEX_LOCK:
                 if not self._indexes_open:
@@ -361,7 +299,7 @@ class Segment:
             return
         if need > INDEX_BYTES:
             raise CorruptRecordError(f"index entry {slot} of {self.log_path} lies beyond the {INDEX_BYTES}-byte index")
-        target = min(INDEX_BYTES, max(need, 2 * size, INDEX_INITIAL_BYTES))
+        target = index_growth(size, need)
         path = self.index_path if attr == "index" else self.time_index_path
         try:
             core.fallocate(getattr(self, attr + "_fd"), 0, target)
@@ -447,8 +385,7 @@ class Segment:
             raise ValueError("segment capacity exceeded")
         if end <= self.file_size:
             return
-        step = min(max(self.file_size, LOG_INITIAL_BYTES), ALLOCATE_STEP)
-        target = min(max(self.file_size + step, end + min(end - self.file_size, ALLOCATE_STEP)), self.capacity)
+        target = log_growth(self.file_size, end, self.capacity)
         try:
             core.fallocate(self.log_fd, 0, target)
         except OSError as exc:
@@ -591,15 +528,19 @@ class Segment:
     def unmap(self) -> None:
         """Drop the mappings but keep the descriptors (a closing partition's
         clean mark fstats them); close() closes those."""
+        self._drop_mappings()
+
+    def _drop_mappings(self) -> None:
+        # Mappings are released when the last Arrow buffer or Message that
+        # points into them is gone.
         self._batches = {}
-        self.log = self.index = self.time_index = None
+        self.__dict__.pop("log", None)
+        self.index = self.time_index = None
 
     def close(self) -> None:
         self._batches = {}
         self.release_descriptors()
-        # Mappings are released when the last Arrow buffer or Message that
-        # points into them is gone.
-        self.log = self.index = self.time_index = None
+        self._drop_mappings()
 
     def delete_files(self) -> None:
         delete_segment_files(self.directory, self.base_offset)
