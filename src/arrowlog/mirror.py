@@ -49,7 +49,7 @@ import pyarrow as pa
 
 from ._location import is_kafka, local_path
 from .convert import kafka_batch
-from .errors import ArrowlogError, ConfigError, UnknownTopicError
+from .errors import ArrowlogError, ConfigError, KafkaError, KafkaException, UnknownTopicError
 from .storage import LogDir
 from .storage.files import write_json_atomic
 from .storage.reader import RangeReader, wait_for_data
@@ -497,13 +497,26 @@ class Mirror:
     def _done(self) -> bool:
         return not self.follow and all(self.source.positions.get(k, 0) >= end for k, end in self.ends.items())
 
+    def _discover_following(self) -> None:
+        """discover() for a following mirror, which is long-lived: a cluster
+        that does not answer in time (a retriable Kafka error) is said and
+        asked again at the next round instead of ending the mirror."""
+        try:
+            self.discover()
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if not (isinstance(err, KafkaError) and err.retriable()):
+                raise
+            print(f"mirror: looking for topics to copy: {err.str()} (retrying in {DISCOVER_INTERVAL_S:g} s)",
+                  file=sys.stderr)
+
     def run(self) -> MirrorStats:
         started = time.monotonic()
         self._pending = {}
         last_save = last_report = last_discover = started
         reported = -1
         try:
-            self.discover()
+            self._discover_following() if self.follow else self.discover()
             if not self.counted:
                 self.progress(f"mirror: no topic matches {self.pattern.pattern!r}"
                               + (" yet; waiting for one" if self.follow else ""))
@@ -519,7 +532,7 @@ class Mirror:
                     self._report(now - started)
                     reported, last_report = self.stats.copied, now
                 if self.follow and now - last_discover >= DISCOVER_INTERVAL_S:
-                    self.discover()
+                    self._discover_following()
                     last_discover = now
         except BaseException:
             # Ctrl-C, SIGTERM or an error: record what was copied whole (a

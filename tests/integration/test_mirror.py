@@ -349,3 +349,63 @@ def test_an_unreachable_cluster_ends_the_mirror_within_15_s_with_one_line(direct
     assert len(r.stderr.splitlines()) == 1, r.stderr  # no librdkafka log lines, one arrowlog error
     assert r.stderr.startswith("arrowlog: error: cannot reach the Kafka cluster at 127.0.0.1:")
     assert not os.path.exists(copy)
+
+
+def test_a_following_mirror_survives_a_cluster_that_does_not_answer_for_a_while(kafka, tmp_path, monkeypatch, capfd):
+    """Looking for topics to copy (list + describe the source's topics) can
+    time out on a busy cluster: a following mirror says so and asks again
+    at the next round instead of ending (it printed 'arrowlog: error: '
+    and exited)."""
+    from arrowlog.backends.kafka import client
+
+    monkeypatch.setattr(mirror_mod, "DISCOVER_INTERVAL_S", 0.1)
+    real = client.topic_config
+    refusals = [2]
+
+    def slow_cluster(conf, topic, keys=()):
+        if refusals[0]:
+            refusals[0] -= 1
+            raise client.ClusterUnreachableError(f"the cluster did not describe topic {topic!r}'s config within 30 s")
+        return real(conf, topic, keys)
+
+    monkeypatch.setattr(client, "topic_config", slow_cluster)
+    src, dst = kafka, str(tmp_path / "data")
+    topic = new_topic(src, 2)
+    produce(src, topic, 0, 40)
+    stop = threading.Event()
+    result: dict = {}
+    t = threading.Thread(target=lambda: result.update(stats=mirror(src, dst, topic, follow=True, stop=stop,
+                                                                   progress=lambda line: None)))
+    t.start()
+    try:
+        wait_for(lambda: count(dst, topic, 2) == 40, "the copy after the cluster answered again")
+    finally:
+        stop.set()
+        t.join(WAIT_S)
+    assert not t.is_alive() and result["stats"].copied == 40
+    assert refusals == [0]
+    assert "looking for topics to copy: " in capfd.readouterr().err
+
+
+def test_an_admin_call_that_times_out_is_said_not_taken_for_no_config(monkeypatch):
+    """Future.result(timeout) raises a TimeoutError without words; the
+    cluster helpers say which call did not answer (retriable)."""
+    from arrowlog.backends.kafka import client
+
+    class Future:
+        def result(self, timeout):
+            raise TimeoutError()
+
+    class Admin:
+        def describe_configs(self, resources):
+            return {resources[0]: Future()}
+
+        def create_topics(self, topics, operation_timeout):
+            return {topics[0].topic: Future()}
+
+    monkeypatch.setattr(client, "admin_client", lambda conf: Admin())
+    with pytest.raises(client.ClusterUnreachableError, match="did not describe topic 't'.s config within") as e:
+        client.topic_config({}, "t")
+    assert e.value.args[0].retriable()
+    with pytest.raises(client.ClusterUnreachableError, match="did not answer creating topic 't' within"):
+        client.create_topic({}, "t", 1)

@@ -279,6 +279,9 @@ def create_topic(conf: dict, topic: str, partitions: int, config: dict | None = 
     new = NewTopic(topic, num_partitions=partitions, config={k: str(v) for k, v in (config or {}).items()})
     try:
         admin.create_topics([new], operation_timeout=ADMIN_TIMEOUT_S)[topic].result(ADMIN_TIMEOUT_S)
+    except TimeoutError:
+        raise ClusterUnreachableError(f"the cluster did not answer creating topic {topic!r} within "
+                                      f"{ADMIN_TIMEOUT_S:g} s") from None
     except ck.KafkaException as exc:
         if exist_ok and exc.args and exc.args[0].code() == ck.KafkaError.TOPIC_ALREADY_EXISTS:
             return
@@ -302,6 +305,9 @@ def topic_config(conf: dict, topic: str, keys: tuple = ("retention.ms", "retenti
     try:
         res = admin_client(conf).describe_configs([ConfigResource("topic", topic)])
         values = next(iter(res.values())).result(ADMIN_TIMEOUT_S)
+    except TimeoutError:   # (Future.result's, without words): said, not taken for "no config"
+        raise ClusterUnreachableError(f"the cluster did not describe topic {topic!r}'s config within "
+                                      f"{ADMIN_TIMEOUT_S:g} s") from None
     except (ck.KafkaException, ArrowlogError):
         return {}
     return {k: int(values[k].value) for k in keys if k in values and values[k].value is not None}
