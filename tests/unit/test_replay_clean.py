@@ -340,7 +340,7 @@ def test_many_partitions_are_read_in_two_halves_on_two_threads(tmp_path, monkeyp
     write(path, [plain, plain + marker, plain, plain, plain + marker, plain])
     monkeypatch.setattr(clean_read, "PARALLEL_STATES", 4)
     monkeypatch.setattr(clean_read, "PARALLEL_BYTES", 1)
-    if clean_read._helper() is None:
+    if clean_read.helper_thread() is None:
         pytest.skip("the process may run on one core only: one thread reads")
     threads = []
     real = clean_read.CleanStates._pieces
@@ -362,7 +362,7 @@ def test_many_partitions_are_read_in_two_halves_on_two_threads(tmp_path, monkeyp
 
 
 def test_the_halves_hold_about_the_same_bytes_to_read():
-    if clean_read._helper() is None:
+    if clean_read.helper_thread() is None:
         pytest.skip("the process may run on one core only: one thread reads")
     assert clean_read._halves(np.array([6, 0, 0, 2, 2, 2]), 12) == 1
     assert clean_read._halves(np.array([1, 1, 1, 1]), 4) == 2

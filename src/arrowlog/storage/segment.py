@@ -34,7 +34,6 @@ import errno
 import itertools
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 
@@ -42,6 +41,7 @@ from .._fds import Descriptors
 from .._native import core
 from ..errors import CorruptRecordError
 from .files import storage_error
+from .helper import helper_thread
 from .index import Indexer
 from .schemas import schema_of
 from .segment_files import (
@@ -148,19 +148,10 @@ def forget_verified() -> None:
 # A read with at least this many unchecked bytes checks its second half on a
 # helper thread (both halves run with the GIL released).
 PARALLEL_CRC_BYTES = 4 << 20
-_crc_pool: ThreadPoolExecutor | None = None
-
-
-def _crc_helper() -> ThreadPoolExecutor | None:
-    global _crc_pool
-    if _crc_pool is None and len(os.sched_getaffinity(0)) > 1:
-        _crc_pool = ThreadPoolExecutor(1, thread_name_prefix="arrowlog-crc")
-    return _crc_pool
 
 
 def _reset_after_fork() -> None:
-    global _crc_pool, _verified_lock
-    _crc_pool = None  # its thread did not survive the fork
+    global _verified_lock
     _verified_lock = threading.Lock()
 
 
@@ -453,7 +444,7 @@ class Segment:
             return
         positions = memoryview(array.array("q", [f[0] for f in todo]))  # int64, for the native pass
         total = sum(f[3] for f in todo)
-        helper = _crc_helper() if total >= PARALLEL_CRC_BYTES and len(todo) > 1 else None
+        helper = helper_thread() if total >= PARALLEL_CRC_BYTES and len(todo) > 1 else None
         if helper is None:
             bad = core.check_frame_crcs(self.log, positions, end)
         else:  # split by bytes, not by frames

@@ -44,7 +44,7 @@ import pyarrow as pa
 
 from ..._native import core
 from ...schema import HEADERS_TYPE
-from ...storage.segment import _crc_helper as _helper
+from ...storage.helper import helper_thread
 
 # A partition's active segment up to this many bytes is read by copy; a
 # larger one is mapped (zero-copy). Copying 1 MiB costs about what opening
@@ -178,7 +178,7 @@ def _halves(work: np.ndarray, least: int) -> int | None:
     halves of about the same work, or None: one thread does it (less than
     ``least`` work in all, or a single partition's)."""
     done = np.cumsum(work)
-    if not len(done) or done[-1] < least or np.count_nonzero(work) < 2 or _helper() is None:
+    if not len(done) or done[-1] < least or np.count_nonzero(work) < 2 or helper_thread() is None:
         return None
     return int(np.searchsorted(done, done[-1] / 2)) + 1  # (the partition that reaches half goes first)
 
@@ -186,7 +186,7 @@ def _halves(work: np.ndarray, least: int) -> int | None:
 def _both(first: Callable[[], Any], second: Callable[[], Any]) -> Any:
     """``first()`` on the helper thread while ``second()`` runs here; the
     first's result followed by the second's (both lists, or None)."""
-    helper = _helper()
+    helper = helper_thread()
     assert helper is not None
     later = helper.submit(first)
     try:

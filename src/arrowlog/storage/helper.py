@@ -1,0 +1,28 @@
+"""The process's one helper thread, for reads that split their work in two
+halves with the GIL released (a segment's CRC checks, a replay's native
+pass over many small partitions). None on a machine with one CPU."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+_pool: ThreadPoolExecutor | None = None
+
+
+def helper_thread() -> ThreadPoolExecutor | None:
+    """The helper (started on first use), or None with one CPU."""
+    global _pool
+    if _pool is None and len(os.sched_getaffinity(0)) > 1:
+        _pool = ThreadPoolExecutor(1, thread_name_prefix="arrowlog-helper")
+    return _pool
+
+
+def _reset_after_fork() -> None:
+    global _pool
+    _pool = None  # its thread did not survive the fork
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+__all__ = ["helper_thread"]
