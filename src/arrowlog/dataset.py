@@ -55,6 +55,7 @@ from ._dataset_filters import (
     bounds_from_polars,
     exact_conjunction,
 )
+from ._dataset_duckdb import dataset_class
 from ._dataset_scanner import LogScanner
 from ._dataset_stats import (
     ONLY_NULLS,
@@ -127,6 +128,10 @@ class LogDataset(OwnedLog, pads.Dataset):
         self._projections: dict[tuple[str, ...], pa.Schema] = {}
         self._integral = frozenset(f.name for f in self._schema
                                    if pa.types.is_integer(f.type) or pa.types.is_timestamp(f.type))
+        # the never-null envelope columns a scan cuts exactly by (the DuckDB source's fast path)
+        self._exact_columns = {"partition": "int", "offset": "int"}
+        if self._schema.field("timestamp").type.tz is not None:
+            self._exact_columns["timestamp"] = "timestamptz"
         self._pcols = shape  # Replay caches the partition column arrays
         self._txns = TransactionView(logdir.path)
         self._in_txns = False  # a transaction was ever begun in the directory (looked up per scan until then)
@@ -179,12 +184,21 @@ class LogDataset(OwnedLog, pads.Dataset):
                 refs, exact, known = reading
                 bounds = known.copy()  # the scan may add to it (keys routed to partitions)
                 needed |= refs
-        projected = self._projected(tuple(names))
-        # exact: the scan cuts its rows to the bounds itself, and reads the projected columns alone
-        read_schema = projected if exact else self._scan_schema(needed)
+        if exact:  # the scan cuts its rows to the bounds itself, and reads the projected columns alone
+            return self._exact_scanner(names, bounds, filter, batch_size)
+        read_schema = self._scan_schema(needed)
         ranges = self._snapshot(bounds)
-        return LogScanner(lambda: self._batches(read_schema, bounds, ranges, exact), read_schema, names, filter,
-                          exact=exact, dataset_schema=self._schema, projected_schema=projected,
+        return LogScanner(lambda: self._batches(read_schema, bounds, ranges, False), read_schema, names, filter,
+                          exact=False, dataset_schema=self._schema, projected_schema=self._projected(tuple(names)),
+                          batch_size=batch_size)
+
+    def _exact_scanner(self, names: list[str], bounds: Bounds, filter: pc.Expression | None = None,
+                       batch_size: int | None = None) -> LogScanner:
+        """The scan of ``names`` whose rows are exactly those ``bounds`` admit."""
+        projected = self._projected(tuple(names))
+        ranges = self._snapshot(bounds)
+        return LogScanner(lambda: self._batches(projected, bounds, ranges, True), projected, names, filter,
+                          exact=True, dataset_schema=self._schema, projected_schema=projected,
                           batch_size=batch_size)
 
     def _read_filter(self, filter: pc.Expression) -> tuple[set[str], bool, Bounds] | None:
@@ -543,8 +557,8 @@ def dataset(log: Any, topic: str, *, value_format: str = "binary", value_schema:
     key's partition. Records placed otherwise would be missed."""
     logdir, owns = _open(log)
     try:
-        return LogDataset(logdir, topic, owns_log=owns, value_format=value_format, value_schema=value_schema,
-                          keys_by_murmur2=keys_by_murmur2)
+        return dataset_class(LogDataset)(logdir, topic, owns_log=owns, value_format=value_format,
+                                         value_schema=value_schema, keys_by_murmur2=keys_by_murmur2)
     except BaseException:
         if owns:
             logdir.close()
