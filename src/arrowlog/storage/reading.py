@@ -21,9 +21,26 @@ from ..schema import ENVELOPE_SCHEMA
 from .cleaner import HEALTH_FILE
 from .layout import MissingDataError, damaged, missing_between, reads_problem
 from .logbase import LogBase
-from .segment import Segment, remember_verified, segment_name, segment_path
+from .segment import Segment, remember_verified, segment_name, segment_path, verified_frames
 
 MAX_TIMESTAMP = (1 << 63) - 1
+
+
+def _structure_checked(seg: Segment) -> set[int]:
+    """The positions of ``seg``'s frames whose columns a read with CRCs off
+    checked to fit their buffers (core.check_frame_batch) in this process.
+    Remembered as the CRC checks are (segment.py): shared by every read view
+    of the same file, keyed by its device, inode and ctime, its creation time
+    and the recovery generation, so a file written since is checked again (a
+    view without a key, a writer's, keeps its own). A frame whose CRC passed
+    in this process is sound already and is not checked either."""
+    own = vars(seg)
+    seen = own.get("structure_checked")
+    if seen is None:
+        key = None if seg.verified_key is None else ("structure", *seg.verified_key)
+        seen = own["structure_checked"] = set() if key is None else verified_frames(key)
+        own["structure_key"] = key
+    return seen
 
 
 class Frame:
@@ -238,11 +255,18 @@ class ReadMixin(LogBase):
                 raise
             if check_crc:
                 seg.check_crcs([f[:4] for f in found], end)
+            # with CRCs off, nothing vouches for a frame's offsets (pyarrow decodes
+            # a batch without looking): each is checked once (_structure_checked)
+            checked = None if check_crc else _structure_checked(seg)
+            passed = []
             for pos, base, count, size, min_ts, max_ts in found:
                 batch = seg.frame_batch(pos, size - core.FRAME_HEADER_SIZE, count)
-                if not check_crc:  # nothing vouches for its offsets: pyarrow decoded it without looking
+                if checked is not None and pos not in checked and pos not in seg.verified:
                     core.check_frame_batch(batch, self.topic, self.partition, base)
+                    passed.append(pos)
                 frames.append(Frame(base, count, min_ts, max_ts, size, batch))
+            if passed:
+                remember_verified(vars(seg)["structure_key"], checked, passed)  # type: ignore[arg-type]
             if total >= max_bytes and frames:
                 self._hint = (frames[-1].next_offset, seg.base_offset, position)
                 return frames
