@@ -39,7 +39,6 @@ whose metadata was decoded), ``frames_scanned``, ``rows_scanned`` and
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Iterator
 
@@ -47,15 +46,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
+from ._dataset_duckdb import dataset_class
 from ._dataset_filters import (
     Bounds,
     arrow_field_refs,
     arrow_tree,
     bounds_from_arrow,
-    bounds_from_polars,
     exact_conjunction,
 )
-from ._dataset_duckdb import dataset_class
+from ._dataset_polars import scan_polars
 from ._dataset_scanner import LogScanner
 from ._dataset_stats import (
     ONLY_NULLS,
@@ -69,7 +68,6 @@ from ._dataset_stats import (
 from ._json import parse_json_values
 from ._location import is_kafka, open_data_dir
 from ._native.core import murmur2_partition
-from ._optional import require
 from ._owned_log import OwnedLog
 from .backends.local.replay import READ_BYTES, VALUE_FORMATS, Replay, _JsonValues
 from .errors import ArrowlogError, ConfigError
@@ -375,7 +373,8 @@ class LogDataset(OwnedLog, pads.Dataset):
                     while nxt is not None and want < READ_BYTES and nxt.base < end \
                             and self._admits(nxt, bounds, tlo, thi, field_bounds):
                         want, nxt = want + nxt.size, pstats.following(nxt)
-                    want = min(want, budget)
+                    if not exact:  # a head() may stop early; known frames were read (and checked) before
+                        want = min(want, budget)
                 else:
                     want = budget  # unknown frames: learn their ranges (metadata only, zero-copy)
                 reader.position = pos
@@ -563,46 +562,6 @@ def dataset(log: Any, topic: str, *, value_format: str = "binary", value_schema:
         if owns:
             logdir.close()
         raise
-
-
-def scan_polars(log: Any, topic: str, **dataset_options: Any):
-    """``topic`` as a polars LazyFrame whose scan receives the projection,
-    the predicate (what it can use prunes; polars' filter stays exact),
-    ``n_rows`` and the batch size. ``log`` may also be a LogDataset."""
-    pl = require("polars", "scan_polars()")
-    register_io_source = require("polars.io.plugins", "scan_polars()").register_io_source
-    ds = log if isinstance(log, LogDataset) else dataset(log, topic, **dataset_options)
-    schema = pl.from_arrow(ds.schema.empty_table()).schema
-
-    def source(with_columns: list[str] | None, predicate: Any, n_rows: int | None,
-               batch_size: int | None) -> Iterator[Any]:
-        names = ds._check_columns(with_columns)
-        bounds = Bounds(ds._integral)
-        needed = set(names)
-        if predicate is not None:
-            needed |= set(predicate.meta.root_names())
-            try:
-                bounds_from_polars(json.loads(predicate.meta.serialize(format="json")), bounds)
-            except Exception:
-                pass  # unreadable: no pruning, polars' filter below stays exact
-        scan_schema = ds._scan_schema(needed)
-        left = n_rows
-        for batch in ds._scan(scan_schema, bounds):
-            df = pl.from_arrow(batch, rechunk=False)
-            if predicate is not None:
-                df = df.filter(predicate)
-            df = df.select(names)
-            if left is not None:
-                df = df.head(left)
-                left -= df.height
-            step = batch_size or max(df.height, 1)
-            for i in range(0, df.height, step):
-                yield df.slice(i, step)
-            if left is not None and left <= 0:
-                return
-
-    return register_io_source(source, schema=schema, explain_name="arrowlog",
-                              explain_detail=f"topic {topic!r}: partition/offset/timestamp/value-field pushdown")
 
 
 __all__ = ["dataset", "scan_polars", "LogDataset", "LogScanner", "DatasetError"]
