@@ -35,7 +35,7 @@ class PartitionStats:
         self.frames: dict[int, FrameStat] = {}
         self.lock = threading.Lock()  # engines may run two scans of one dataset at once
         self.version = 0
-        self._arrays: tuple | None = None  # (version, bases, max_ts, min_ts, run end offsets per frame)
+        self._arrays: tuple | None = None  # time_skipper's arrays (_skip_arrays), for self.version
 
     def find(self, offset: int) -> FrameStat | None:
         with self.lock:
@@ -75,36 +75,51 @@ class PartitionStats:
         next offset worth looking at: the next known frame whose time range
         meets [tlo, thi], or the end of the run of known frames (where the
         unknown begins). Vectorised, so a narrow window over many known
-        frames costs a binary search, not a walk."""
+        frames costs a binary search, not a walk; past the window's end (no
+        frame later in the run starts by ``thi``, known from the run's
+        suffix minimum) it costs one lookup."""
         with self.lock:
             if self._arrays is None or self._arrays[0] != self.version:
-                bases = np.fromiter(self.bases, np.int64, len(self.bases))
-                frames = [self.frames[b] for b in self.bases]
-                nexts = np.fromiter((f.next for f in frames), np.int64, len(frames))
-                min_ts = np.fromiter((f.min_ts for f in frames), np.int64, len(frames))
-                max_ts = np.fromiter((f.max_ts for f in frames), np.int64, len(frames))
-                # frames i..j form a run when each starts where the one before ends
-                breaks = np.flatnonzero(bases[1:] != nexts[:-1])
-                run_last = np.full(len(bases), len(bases) - 1, np.int64)
-                starts = np.concatenate(([0], breaks + 1))
-                ends = np.concatenate((breaks, [len(bases) - 1]))
-                for a, b in zip(starts, ends):
-                    run_last[a:b + 1] = b
-                self._arrays = (self.version, bases, nexts, min_ts, max_ts, run_last)
-            _, bases, nexts, min_ts, max_ts, run_last = self._arrays
-        admitted = np.flatnonzero(meets(min_ts, max_ts, tlo, thi))
+                self._arrays = self._skip_arrays()
+            _, bases, nexts, min_ts, max_ts, run_last, later_min = self._arrays
+        admitted = None
 
         def skip(st: FrameStat) -> int:
+            nonlocal admitted
             i = int(np.searchsorted(bases, st.base))
             if i >= len(bases) or bases[i] != st.base:
                 return st.next
-            j = int(np.searchsorted(admitted, i, side="right"))
             last = int(run_last[i])
+            if thi is not None and later_min[i] > thi:
+                return int(nexts[last])  # nothing in the rest of the run starts by thi
+            if admitted is None:
+                admitted = np.flatnonzero(meets(min_ts, max_ts, tlo, thi))
+            j = int(np.searchsorted(admitted, i, side="right"))
             if j < len(admitted) and admitted[j] <= last:
                 return int(bases[admitted[j]])
             return int(nexts[last])
 
         return skip
+
+    def _skip_arrays(self) -> tuple:
+        """time_skipper's arrays of the known frames (the caller holds the lock)."""
+        bases = np.fromiter(self.bases, np.int64, len(self.bases))
+        frames = [self.frames[b] for b in self.bases]
+        nexts = np.fromiter((f.next for f in frames), np.int64, len(frames))
+        min_ts = np.fromiter((f.min_ts for f in frames), np.int64, len(frames))
+        max_ts = np.fromiter((f.max_ts for f in frames), np.int64, len(frames))
+        # frames i..j form a run when each starts where the one before ends
+        breaks = np.flatnonzero(bases[1:] != nexts[:-1])
+        run_last = np.full(len(bases), len(bases) - 1, np.int64)
+        later_min = np.empty(len(bases), np.int64)  # the least min_ts of frames i+1.. of i's run
+        starts = np.concatenate(([0], breaks + 1))
+        ends = np.concatenate((breaks, [len(bases) - 1]))
+        for a, b in zip(starts, ends):
+            run_last[a:b + 1] = b
+            later_min[b] = np.iinfo(np.int64).max
+            if b > a:
+                later_min[a:b] = np.minimum.accumulate(min_ts[a + 1:b + 1][::-1])[::-1]
+        return self.version, bases, nexts, min_ts, max_ts, run_last, later_min
 
 
 def meets(lows: np.ndarray, highs: np.ndarray, tlo: Any, thi: Any) -> np.ndarray:
