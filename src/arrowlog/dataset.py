@@ -40,6 +40,7 @@ whose metadata was decoded), ``frames_scanned``, ``rows_scanned`` and
 from __future__ import annotations
 
 import os
+import weakref
 from typing import Any, Iterator
 
 import pyarrow as pa
@@ -79,6 +80,7 @@ from .txn import TransactionView, is_control_frame
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _ENVELOPE = ("offset", "timestamp", "key")  # batch columns 0..2; value is 3, headers 4
 _COLUMN, _PARTITION, _PARSED, _FIELD = "column", "partition", "parsed", "field"  # where a scan's column comes from
+SHAPED_FRAMES = 1024  # shaped frames a dataset keeps (zero-copy views of the mapped segments)
 
 
 class DatasetError(ArrowlogError):
@@ -124,6 +126,7 @@ class LogDataset(OwnedLog, pads.Dataset):
         self._plans: dict[int, tuple[pa.Schema, tuple[list, list[int]]]] = {}  # id(schema) -> (schema, how to build its columns)
         self._stats: dict[int, PartitionStats] = {}
         self._projections: dict[tuple[str, ...], pa.Schema] = {}
+        self._shaped: dict[tuple[int, int], tuple[Any, pa.Schema, pa.RecordBatch]] = {}  # _shaped_frame
         self._integral = frozenset(f.name for f in self._schema
                                    if pa.types.is_integer(f.type) or pa.types.is_timestamp(f.type))
         # the never-null envelope columns a scan cuts exactly by (the DuckDB source's fast path)
@@ -426,17 +429,43 @@ class LogDataset(OwnedLog, pads.Dataset):
         edge, timestamps in order give a slice (binary search), out of order
         a mask (a copy of the projected columns only)."""
         cuts, raw = [], []
+        parsed = self._json is not None and any(name in self._json for name in schema.names)
         for st, fr, first, last in picked:
             mask = None
             if tlo is not None and st.min_ts < tlo or thi is not None and st.max_ts > thi:
                 first, last, mask = time_rows(st, fr.batch.column(1), first, last, tlo, thi)
                 if first >= last:
                     continue
+            if not parsed:  # the frame shaped whole (kept), then cut: zero-copy
+                out = self._shaped_frame(fr.batch, partition, schema)
+                out = out.slice(first, last - first) if first or last < out.num_rows else out
+                yield self._counted(out if mask is None else out.filter(mask), schema)
+                continue
             batch = conform(fr.batch, self._envelope)
             raw.append(batch.slice(first, last - first) if first or last < batch.num_rows else batch)
             cuts.append(mask)
         for out, mask in zip(self._shape_all(raw, partition, schema), cuts):
             yield self._counted(out if mask is None else out.filter(mask), schema)
+
+    def _shaped_frame(self, stored: pa.RecordBatch, partition: int, schema: pa.Schema) -> pa.RecordBatch:
+        """The stored frame's batch with ``schema``'s columns (none parsed
+        from JSON), kept while the segment keeps the stored batch (at most
+        SHAPED_FRAMES of them): a segment hands out the same batch object for
+        a frame until the frame changes or the segment is closed
+        (Segment.frame_batch), and scans ask for the same schema object
+        (_projected), so a window read again reuses its shaped frames. The
+        entry holds the stored batch weakly: it pins no mapping the segment
+        let go of (a segment retention deleted frees its blocks)."""
+        key = (id(stored), id(schema))
+        hit = self._shaped.get(key)
+        if hit is not None and hit[0]() is stored and hit[1] is schema:
+            return hit[2]
+        out = self._shape(conform(stored, self._envelope), partition, schema)
+        shaped = self._shaped
+        if len(shaped) >= SHAPED_FRAMES:
+            shaped.pop(next(iter(shaped)), None)  # the oldest (dicts keep insertion order)
+        shaped[key] = (weakref.ref(stored, lambda _, key=key: shaped.pop(key, None)), schema, out)
+        return out
 
     @staticmethod
     def _admits(st: FrameStat, bounds: Bounds, tlo: Any, thi: Any, field_bounds: list[str]) -> bool:

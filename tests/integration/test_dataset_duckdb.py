@@ -119,3 +119,20 @@ def test_sub_millisecond_timestamps_bound_the_scan_as_duckdb_compares_them(data_
 def test_without_duckdbs_source_protocol_the_dataset_is_a_plain_pyarrow_dataset(monkeypatch):
     monkeypatch.setitem(sys.modules, "duckdb._sources", None)  # an import of it fails
     assert _dataset_duckdb._build(LogDataset) is LogDataset
+
+
+def test_a_window_read_again_reuses_its_shaped_frames_while_the_segment_keeps_them(hours_topic):  # noqa: F811
+    ds = arrowlog.dataset(hours_topic, "ev")
+    window = (pc.field("timestamp") >= ts(T0 + 3_600_000)) & (pc.field("timestamp") < ts(T0 + 2 * 3_600_000))
+    first = ds.to_table(columns=["x", "y"], filter=window)
+    kept = dict(ds._shaped)
+    assert kept  # the frames of the hour, shaped to (x, y)
+    again = ds.to_table(columns=["x", "y"], filter=window)
+    assert again.equals(first) and ds._shaped == kept  # the same shaped frames, none made anew
+    for log in hours_topic.topic("ev").partitions():  # the segments let go of their decoded batches
+        for seg in log._segments.values():
+            seg._batches.clear()
+    assert ds._shaped == {}  # nothing kept pins what the segments let go of
+    assert ds.to_table(columns=["x", "y"], filter=window).equals(first)
+    assert len(ds._shaped) == len(kept)  # shaped anew from the batches decoded anew
+    ds.close()
