@@ -40,7 +40,6 @@ whose metadata was decoded), ``frames_scanned``, ``rows_scanned`` and
 from __future__ import annotations
 
 import os
-import weakref
 from typing import Any, Iterator
 
 import pyarrow as pa
@@ -57,11 +56,11 @@ from ._dataset_filters import (
 )
 from ._dataset_polars import scan_polars
 from ._dataset_scanner import LogScanner
+from ._dataset_shape import FrameShaper
 from ._dataset_stats import (
     ONLY_NULLS,
     FrameStat,
     PartitionStats,
-    byte_widths,
     field_range,
     handed_bytes,
     time_rows,
@@ -78,9 +77,6 @@ from .storage.reader import RangeReader
 from .txn import TransactionView, is_control_frame
 
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
-_ENVELOPE = ("offset", "timestamp", "key")  # batch columns 0..2; value is 3, headers 4
-_COLUMN, _PARTITION, _PARSED, _FIELD = "column", "partition", "parsed", "field"  # where a scan's column comes from
-SHAPED_FRAMES = 1024  # shaped frames a dataset keeps (zero-copy views of the mapped segments)
 
 
 class DatasetError(ArrowlogError):
@@ -123,17 +119,16 @@ class LogDataset(OwnedLog, pads.Dataset):
         self._names: list[str] = self._schema.names
         self._name_set = frozenset(self._names)
         self._filters: dict[int, tuple[Any, tuple[set[str], bool, Bounds]]] = {}  # id(tree) -> (tree, reading)
-        self._plans: dict[int, tuple[pa.Schema, tuple[list, list[int]]]] = {}  # id(schema) -> (schema, how to build its columns)
         self._stats: dict[int, PartitionStats] = {}
         self._projections: dict[tuple[str, ...], pa.Schema] = {}
-        self._shaped: dict[tuple[int, int], tuple[Any, pa.Schema, pa.RecordBatch]] = {}  # _shaped_frame
         self._integral = frozenset(f.name for f in self._schema
                                    if pa.types.is_integer(f.type) or pa.types.is_timestamp(f.type))
         # the never-null envelope columns a scan cuts exactly by (the DuckDB source's fast path)
         self._exact_columns = {"partition": "int", "offset": "int"}
         if self._schema.field("timestamp").type.tz is not None:
             self._exact_columns["timestamp"] = "timestamptz"
-        self._pcols = shape  # Replay caches the partition column arrays
+        self._shaper = FrameShaper(self._envelope, self._stored_fields, self._value_fields, self._json, shape,
+                                   f"topic {topic!r}")
         self._txns = TransactionView(logdir.path)
         self._in_txns = False  # a transaction was ever begun in the directory (looked up per scan until then)
         self.stats = {"scans": 0, "frames_read": 0, "frames_scanned": 0, "rows_scanned": 0, "bytes_scanned": 0}
@@ -404,7 +399,7 @@ class LogDataset(OwnedLog, pads.Dataset):
                 if exact:
                     yield from self._cut_all(picked, p, schema, tlo, thi)
                     continue
-                shaped = self._shape_all([conform(fr.batch, self._envelope) for _, fr, _, _ in picked], p, schema)
+                shaped = self._shaper.shape_all([conform(fr.batch, self._envelope) for _, fr, _, _ in picked], p, schema)
                 for (st, fr, first, last), out in zip(picked, shaped):
                     missing = [c for c in field_bounds if c not in st.fields and c in schema.names]
                     if missing:
@@ -416,10 +411,17 @@ class LogDataset(OwnedLog, pads.Dataset):
                         out = out.slice(first, last - first)
                     yield self._counted(out, schema)
 
-    def _counted(self, out: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    def _counted(self, out: pa.RecordBatch, schema: pa.Schema, fixed: list[int] | None = None) -> pa.RecordBatch:
+        """``out``, counted in the stats; ``fixed``: its columns' bytes per
+        row where fixed-width without a validity bitmap, else 0 (known for a
+        shaped frame: no buffer asked for again)."""
         self.stats["frames_scanned"] += 1
         self.stats["rows_scanned"] += out.num_rows
-        self.stats["bytes_scanned"] += handed_bytes(out, self._plan(schema)[1])
+        if fixed is None:
+            self.stats["bytes_scanned"] += handed_bytes(out, self._shaper.plan(schema)[1])
+        else:
+            self.stats["bytes_scanned"] += sum(out.num_rows * w if w else out.column(i).nbytes
+                                               for i, w in enumerate(fixed))
         return out
 
     def _cut_all(self, picked: list, partition: int, schema: pa.Schema, tlo: Any, thi: Any) -> Iterator[pa.RecordBatch]:
@@ -437,35 +439,15 @@ class LogDataset(OwnedLog, pads.Dataset):
                 if first >= last:
                     continue
             if not parsed:  # the frame shaped whole (kept), then cut: zero-copy
-                out = self._shaped_frame(fr.batch, partition, schema)
+                out, fixed = self._shaper.shaped_frame(fr.batch, partition, schema)
                 out = out.slice(first, last - first) if first or last < out.num_rows else out
-                yield self._counted(out if mask is None else out.filter(mask), schema)
+                yield self._counted(out if mask is None else out.filter(mask), schema, fixed)
                 continue
             batch = conform(fr.batch, self._envelope)
             raw.append(batch.slice(first, last - first) if first or last < batch.num_rows else batch)
             cuts.append(mask)
-        for out, mask in zip(self._shape_all(raw, partition, schema), cuts):
+        for out, mask in zip(self._shaper.shape_all(raw, partition, schema), cuts):
             yield self._counted(out if mask is None else out.filter(mask), schema)
-
-    def _shaped_frame(self, stored: pa.RecordBatch, partition: int, schema: pa.Schema) -> pa.RecordBatch:
-        """The stored frame's batch with ``schema``'s columns (none parsed
-        from JSON), kept while the segment keeps the stored batch (at most
-        SHAPED_FRAMES of them): a segment hands out the same batch object for
-        a frame until the frame changes or the segment is closed
-        (Segment.frame_batch), and scans ask for the same schema object
-        (_projected), so a window read again reuses its shaped frames. The
-        entry holds the stored batch weakly: it pins no mapping the segment
-        let go of (a segment retention deleted frees its blocks)."""
-        key = (id(stored), id(schema))
-        hit = self._shaped.get(key)
-        if hit is not None and hit[0]() is stored and hit[1] is schema:
-            return hit[2]
-        out = self._shape(conform(stored, self._envelope), partition, schema)
-        shaped = self._shaped
-        if len(shaped) >= SHAPED_FRAMES:
-            shaped.pop(next(iter(shaped)), None)  # the oldest (dicts keep insertion order)
-        shaped[key] = (weakref.ref(stored, lambda _, key=key: shaped.pop(key, None)), schema, out)
-        return out
 
     @staticmethod
     def _admits(st: FrameStat, bounds: Bounds, tlo: Any, thi: Any, field_bounds: list[str]) -> bool:
@@ -480,73 +462,6 @@ class LogDataset(OwnedLog, pads.Dataset):
             if known is not None and not bounds.admits(c, *known):
                 return False
         return True
-
-    def _shape_all(self, batches: list[pa.RecordBatch], partition: int, schema: pa.Schema) -> list[pa.RecordBatch]:
-        """``batches`` (stored frames) with ``schema``'s columns. JSON values
-        are parsed in one pass over all of them, building only the fields
-        ``schema`` asks for."""
-        json = self._json if self._json is not None else {}
-        wanted = [f.name for f in schema if f.name in json]
-        if not wanted or not batches:
-            return [self._shape(b, partition, schema) for b in batches]
-        parsed = parse_json_values(pa.chunked_array([b.column(3) for b in batches], pa.binary()),
-                                   pa.schema([json[name] for name in wanted]), f"topic {self.topic!r}")
-        out, position = [], 0
-        for b in batches:
-            part = parsed.slice(position, b.num_rows)
-            values = {name: part.column(json[name].name).combine_chunks() for name in wanted}
-            out.append(self._shape(b, partition, schema, values))
-            position += b.num_rows
-        return out
-
-    def _shape(self, batch: pa.RecordBatch, partition: int, schema: pa.Schema,
-               parsed: dict[str, pa.Array] | None = None) -> pa.RecordBatch:
-        """``batch`` (a stored frame) with ``schema``'s columns; ``parsed``: the JSON value
-        fields, by column name, already parsed out of it."""
-        if not len(schema):
-            return batch.select([])  # no columns, but the rows (a count needs them)
-        arrays = []
-        value = None
-        for kind, where in self._plan(schema)[0]:
-            if kind is _COLUMN:
-                arrays.append(batch.column(where))
-            elif kind is _PARTITION:
-                arrays.append(self._pcols._partition_column(partition, batch.num_rows))
-            elif kind is _PARSED:
-                arrays.append(parsed[where])  # type: ignore[index]
-            else:
-                if value is None:
-                    value = batch.column(3)
-                # without null values the child is the field (zero-copy); else nulls come from the struct
-                arrays.append(value.field(where) if value.null_count == 0 else pc.struct_field(value, [where]))
-        return pa.RecordBatch.from_arrays(arrays, schema=schema)
-
-    def _plan(self, schema: pa.Schema) -> tuple[list[tuple[str, Any]], list[int]]:
-        """Where each of ``schema``'s columns comes from in a stored frame,
-        and their byte widths (0: not fixed-width), kept per schema object: a
-        scan shapes every frame alike."""
-        hit = self._plans.get(id(schema))
-        if hit is not None and hit[0] is schema:
-            return hit[1]
-        plan: list[tuple[str, Any]] = []
-        for name in schema.names:
-            if name == "partition":
-                plan.append((_PARTITION, None))
-            elif name in _ENVELOPE:
-                plan.append((_COLUMN, _ENVELOPE.index(name)))
-            elif name == "headers":
-                plan.append((_COLUMN, 4))
-            elif name == "value" and self._value_fields is None:
-                plan.append((_COLUMN, 3))
-            elif self._json is not None and name in self._json:
-                plan.append((_PARSED, name))
-            else:
-                plan.append((_FIELD, self._stored_fields.index(name)))
-        shaped = (plan, byte_widths(schema))
-        if len(self._plans) >= 256:
-            self._plans.clear()
-        self._plans[id(schema)] = (schema, shaped)  # the entry keeps the schema, so its id is not reused
-        return shaped
 
     def reset_stats(self) -> None:
         for k in self.stats:

@@ -125,14 +125,14 @@ def test_a_window_read_again_reuses_its_shaped_frames_while_the_segment_keeps_th
     ds = arrowlog.dataset(hours_topic, "ev")
     window = (pc.field("timestamp") >= ts(T0 + 3_600_000)) & (pc.field("timestamp") < ts(T0 + 2 * 3_600_000))
     first = ds.to_table(columns=["x", "y"], filter=window)
-    kept = dict(ds._shaped)
+    kept = dict(ds._shaper.shaped)
     assert kept  # the frames of the hour, shaped to (x, y)
     again = ds.to_table(columns=["x", "y"], filter=window)
-    assert again.equals(first) and ds._shaped == kept  # the same shaped frames, none made anew
+    assert again.equals(first) and ds._shaper.shaped == kept  # the same shaped frames, none made anew
     for log in hours_topic.topic("ev").partitions():  # the segments let go of their decoded batches
         for seg in log._segments.values():
             seg._batches.clear()
-    assert ds._shaped == {}  # nothing kept pins what the segments let go of
+    assert ds._shaper.shaped == {}  # nothing kept pins what the segments let go of
     assert ds.to_table(columns=["x", "y"], filter=window).equals(first)
-    assert len(ds._shaped) == len(kept)  # shaped anew from the batches decoded anew
+    assert len(ds._shaper.shaped) == len(kept)  # shaped anew from the batches decoded anew
     ds.close()
