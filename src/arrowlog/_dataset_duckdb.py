@@ -56,7 +56,7 @@ def _build(base: type) -> type:
         return base
     kinds = (Binary, Col, In, Lit)
 
-    class DuckDBLogDataset(base, ArrowScanSource):  # type: ignore[valid-type, misc]
+    class DuckDBLogDataset(base, ArrowScanSource):
         """A LogDataset that DuckDB scans through its source protocol."""
 
         schema_is_stable = True   # a dataset's columns are fixed when it opens

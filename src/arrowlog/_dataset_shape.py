@@ -56,7 +56,11 @@ class FrameShaper:
         shaped = self.shaped
         if len(shaped) >= SHAPED_FRAMES:
             shaped.pop(next(iter(shaped)), None)  # the oldest (dicts keep insertion order)
-        shaped[key] = (weakref.ref(stored, lambda _, key=key: shaped.pop(key, None)), schema, out, fixed)
+
+        def gone(_: Any) -> None:  # the segment let go of the stored batch
+            shaped.pop(key, None)
+
+        shaped[key] = (weakref.ref(stored, gone), schema, out, fixed)
         return out, fixed
 
     def shape_all(self, batches: list[pa.RecordBatch], partition: int, schema: pa.Schema) -> list[pa.RecordBatch]:
