@@ -20,6 +20,9 @@ reads only the columns the query projects or filters on, and re-applies the
 exact filter on what it read, so conditions it cannot use still give the
 right answer. ``scan_polars(log, topic)`` does the same for a polars
 LazyFrame (``with_columns``, the predicate, ``n_rows`` and the batch size).
+With DuckDB 2 the dataset is also a DuckDB source (``_dataset_duckdb.py``):
+DuckDB hands it its own predicate tree, and conditions the scan cuts exactly
+go into its bounds without a pyarrow expression.
 
 Columns are those of :func:`arrowlog.replay`: ``partition``, ``offset``,
 ``timestamp``, ``key``, then ``value`` (or, for a typed topic, the value's
