@@ -55,7 +55,9 @@ class FrameShaper:
         fixed = [w if w and out.column(i).buffers()[0] is None else 0 for i, w in enumerate(self.plan(schema)[1])]
         shaped = self.shaped
         if len(shaped) >= SHAPED_FRAMES:
-            shaped.pop(next(iter(shaped), None), None)  # the oldest (dicts keep insertion order)
+            oldest = next(iter(shaped), None)  # dicts keep insertion order; a segment may have emptied it meanwhile
+            if oldest is not None:
+                shaped.pop(oldest, None)
 
         def gone(_: Any) -> None:  # the segment let go of the stored batch
             shaped.pop(key, None)
