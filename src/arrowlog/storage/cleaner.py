@@ -121,10 +121,9 @@ def remove_cleaning_dir(directory: str) -> bool:
     directory with no subdirectory, so one left behind, empty, would cost
     every later open of the partition its layout check. The caller holds
     cleaner.lock or is the first opener (no round runs anywhere). No fsync:
-    a power loss that undoes the removal leaves an empty one, which the
-    next opener's finish_swaps removes (and a mark a close left meanwhile
-    no longer matches the directory's links and times). True if it is gone
-    (or never was)."""
+    a power loss that undoes the removal brings back an empty one, which
+    holds no swap (a close that finds it leaves no mark; the opener after
+    that removes it). True if it is gone (or never was)."""
     try:
         os.rmdir(os.path.join(directory, CLEANING_DIR))
     except FileNotFoundError:
