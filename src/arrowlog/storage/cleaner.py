@@ -276,7 +276,8 @@ def clean_partition(plog: PartitionLog, *, now_ms: int | None = None, wait: bool
         return report
     finally:
         try:
-            remove_cleaning_dir(plog.directory)  # (every swap is done or undone by now)
+            # only if empty: a swap an error left half-done stays for finish_swaps
+            remove_cleaning_dir(plog.directory)
         finally:
             lock.release()
 
