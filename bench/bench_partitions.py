@@ -7,6 +7,9 @@ One Producer writes the same keyed 100-byte records into a new topic of 1,
 - steady: the same again into the now open partitions;
 - first write per partition: (first - steady) / partitions, in ms;
 - close: Producer + data directory closed (every partition synced and marked clean);
+- close flush: of it, the wall time of the close's file-system flush (one
+  ``syncfs``: the disk, and every dirty page of the file system, other
+  processes' included), so that the rest is the code's share;
 - replay: ``arrowlog.replay(dir, topic).to_arrow()`` of every row, in a new process state.
 
 Every number of a run comes from the same directory, one after the other;
@@ -16,6 +19,7 @@ the 1-partition rows are the baseline of the ratios in targets.py.
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 from .harness import Row
@@ -28,13 +32,42 @@ def _keys(n: int) -> list[bytes]:
     return [b"key-%07d" % i for i in range(n)]
 
 
+def _timed_close(p) -> tuple[float, float]:
+    """p.close()'s wall time, and that of its file-system flush (the
+    ``syncfs`` a closing thread or its flusher makes; not a periodic sync
+    of the linger thread running beside it)."""
+    from arrowlog.storage import partition
+
+    real = partition._syncfs
+    closing = threading.current_thread()
+    spans: list[float] = []
+
+    def syncfs(fd: int) -> bool:
+        t0 = time.perf_counter()
+        try:
+            return real(fd)
+        finally:
+            me = threading.current_thread()
+            if me is closing or me.name.startswith("arrowlog-close"):
+                spans.append(time.perf_counter() - t0)
+
+    partition._syncfs = syncfs
+    try:
+        t0 = time.perf_counter()
+        p.close()
+        return time.perf_counter() - t0, sum(spans)
+    finally:
+        partition._syncfs = real
+
+
 def scenario(ctx, partitions: int, n: int) -> dict[str, list[float]]:
     import arrowlog
     from arrowlog.storage import LogDir
 
     keys = _keys(n)
     value = b"v" * 100
-    out: dict[str, list[float]] = {"first": [], "steady": [], "per_partition": [], "close": [], "replay": []}
+    out: dict[str, list[float]] = {"first": [], "steady": [], "per_partition": [], "close": [], "close_flush": [],
+                                   "replay": []}
     for i in range(ctx.warmup + ctx.runs):
         path = ctx.scratch(f"partitions-{partitions}")
         with LogDir(path) as d:
@@ -49,9 +82,7 @@ def scenario(ctx, partitions: int, n: int) -> dict[str, list[float]]:
                 produce(TOPIC, value, key=k)
             p.flush()
             times.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        p.close()
-        close = time.perf_counter() - t0
+        close, close_flush = _timed_close(p)
         t0 = time.perf_counter()
         table = arrowlog.replay(path, TOPIC).to_arrow()
         replay = time.perf_counter() - t0
@@ -64,6 +95,7 @@ def scenario(ctx, partitions: int, n: int) -> dict[str, list[float]]:
         out["steady"].append(times[1])
         out["per_partition"].append(max(times[0] - times[1], 0.0) / partitions * 1e3)
         out["close"].append(close)
+        out["close_flush"].append(close_flush)
         out["replay"].append(replay)
     return out
 
@@ -94,6 +126,9 @@ def run(ctx) -> list[Row]:
                         kind="latency", unit="ms"), samples(parts, "per_partition")),
             ctx.row(Row(f"partitions.close.{parts}", wl, "arrowlog", f"{name}: Producer + data directory close()",
                         kind="latency", unit="s"), samples(parts, "close")),
+            ctx.row(Row(f"partitions.close_flush.{parts}", wl, "arrowlog",
+                        f"{name}: of close(), its file-system flush (syncfs: every dirty page of the disk's file "
+                        "system)", kind="latency", unit="s"), samples(parts, "close_flush")),
             ctx.row(Row(f"partitions.replay.{parts}", wl, "arrowlog", f"{name}: replay().to_arrow() of every row",
                         records=2 * n), samples(parts, "replay")),
         ]

@@ -281,3 +281,37 @@ def test_a_partition_with_a_cleaners_swap_left_is_closed_clean_but_not_marked(tm
     assert marks[1] == b"\0" * 8
     assert marks[:1] + marks[2:] == [b"ARWLMARK"] * (PARTS - 1)
     assert all(clean for clean, _rp, _hw in states(path)[2:])
+
+
+def test_a_compacted_partition_closed_cleanly_gets_its_mark(tmp_path):
+    """A cleaning round leaves no `cleaning` subdirectory behind (it used to
+    stay, empty, and a close never marks a directory with one), so the next
+    clean close marks the partition and the next opener skips its layout
+    check."""
+    import pyarrow as pa
+
+    from arrowlog.schema import PRODUCE_SCHEMA
+    from arrowlog.storage.cleaner import CLEANING_DIR
+    from arrowlog.storage.layout_mark import MARK_OFFSET, MARK_SIZE, mark_holds
+
+    def batch(i):
+        return pa.RecordBatch.from_pydict({"timestamp": [1_000 + i], "key": [b"k%d" % (i % 3)],
+                                           "value": [b"v%d" % i * 20], "headers": [None]}, schema=PRODUCE_SCHEMA)
+
+    path = str(tmp_path / "d")
+    with LogDir(path) as d:
+        t = d.create_topic("t", 1, config={"cleanup.policy": "compact", "segment.bytes": 4096})
+        log = t.partition(0)
+        for i in range(60):
+            log.append(batch(i))
+        report = d.compact("t", now_ms=1 << 50)
+        directory = log.directory
+        assert sum(r["segments_rewritten"] for r in report) > 0, report  # a swap happened
+        assert not os.path.lexists(os.path.join(directory, CLEANING_DIR))
+        log.delete_records(log.high_watermark - 1)  # the log now starts in its active segment
+    fd = os.open(os.path.join(directory, "partition.state"), os.O_RDONLY)
+    try:
+        assert os.pread(fd, MARK_SIZE, MARK_OFFSET)[:8] == b"ARWLMARK"
+        assert mark_holds(fd, directory)
+    finally:
+        os.close(fd)

@@ -31,7 +31,9 @@ the old segment stays whole; otherwise the new log is in place and its
 indexes are moved after it. Since segments are swapped oldest first, a
 crash between two swaps leaves older segments cleaned and newer ones not:
 each key's latest value (or tombstone) is always in some segment, and no
-offset is ever in two places (a segment's files replace its own).
+offset is ever in two places (a segment's files replace its own). When
+the round (or finish_swaps) is done, the empty ``cleaning`` directory goes
+too: a clean close marks only a partition directory with no subdirectory.
 
 Readers keep the old files they have mapped (an unlinked file stays
 readable on Linux); the round bumps the partition's generation, so every
@@ -108,8 +110,27 @@ def finish_swaps(directory: str) -> int:
                     os.rename(src, os.path.join(directory, stem + ext))
             completed += 1
     fsync_dir(directory)
-    fsync_dir(cdir)
+    if not remove_cleaning_dir(directory):
+        fsync_dir(cdir)
     return completed
+
+
+def remove_cleaning_dir(directory: str) -> bool:
+    """Remove the partition's ``cleaning`` subdirectory once no swap is in
+    it (the end of a round, finish_swaps): a clean close marks only a
+    directory with no subdirectory, so one left behind, empty, would cost
+    every later open of the partition its layout check. The caller holds
+    cleaner.lock or is the first opener (no round runs anywhere). No fsync:
+    a power loss that undoes the removal brings back an empty one, which
+    holds no swap (a close that finds it leaves no mark; the opener after
+    that removes it). True if it is gone (or never was)."""
+    try:
+        os.rmdir(os.path.join(directory, CLEANING_DIR))
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False  # not empty (a file that is no swap's): kept, as before
+    return True
 
 
 def _unlink(path: str) -> None:
@@ -254,7 +275,11 @@ def clean_partition(plog: PartitionLog, *, now_ms: int | None = None, wait: bool
         write_json_atomic(os.path.join(plog.directory, HEALTH_FILE), h)
         return report
     finally:
-        lock.release()
+        try:
+            # only if empty: a swap an error left half-done stays for finish_swaps
+            remove_cleaning_dir(plog.directory)
+        finally:
+            lock.release()
 
 
 def _clean(plog: PartitionLog, now_ms: int) -> dict:
@@ -504,5 +529,5 @@ def clean_topic(topic, *, now_ms: int | None = None, wait: bool = True) -> list[
     return [dict(clean_partition(p, now_ms=now_ms, wait=wait), partition=p.partition) for p in topic.partitions()]
 
 
-__all__ = ["CleanerThread", "survivors", "clean_partition", "clean_topic", "finish_swaps", "health", "dirty_ratio", "needs_cleaning",
-           "latest_rows", "read_health"]
+__all__ = ["CleanerThread", "survivors", "clean_partition", "clean_topic", "finish_swaps", "remove_cleaning_dir",
+           "health", "dirty_ratio", "needs_cleaning", "latest_rows", "read_health"]
