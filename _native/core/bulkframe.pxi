@@ -39,22 +39,6 @@
 cdef extern from "pwrite_crc.h" nogil:
     Py_ssize_t ARROWLOG_CRC_STEP
 
-cdef extern from "bulk_crc.h" nogil:
-    ctypedef struct arrowlog_bk_slot:
-        iovec iov[64]
-        int cnt
-        size_t len
-        uint8_t *scratch
-    ctypedef struct arrowlog_bk_job:
-        arrowlog_bk_slot slot[2]
-        uint32_t by_helper, by_main
-        int steal
-    uint32_t arrowlog_crc32c_combine(uint32_t crc_a, uint32_t crc_b, size_t len_b)
-    void arrowlog_bk_helper_run(arrowlog_bk_job *j)
-    void arrowlog_bk_publish(arrowlog_bk_job *j, int i)
-    uint32_t arrowlog_bk_take(arrowlog_bk_job *j, int i)
-    void arrowlog_bk_close(arrowlog_bk_job *j)
-
 cdef enum:
     BK_MEM = 0        # bytes at src
     BK_SEQ64 = 1      # int64 base_offset + i (the offset column)
@@ -67,118 +51,35 @@ cdef enum:
 cdef struct BulkStream:
     int fd
     long offset
-    iovec *iov          # the slice being gathered: own, or the job's slot cur
-    iovec own[64]
+    iovec iov[64]
     int cnt
     Py_ssize_t pending
     uint8_t *scratch
     Py_ssize_t used
     uint32_t crc
     int err
-    arrowlog_bk_job *job  # NULL: checksummed here; else by the helper (include/bulk_crc.h)
-    int cur             # the job's slot being gathered
-    int prev            # the other slot holds a published slice not written yet
 
 cdef uint8_t _BK_ZEROS[8]
 memset(_BK_ZEROS, 0, 8)
 
-# The scratches a finished write_frame gave back, for the next one (taken
-# and given back while holding the GIL, so two threads never share one): one
-# for a frame checksummed by its writer, two for one whose CRC the helper
-# thread computes (a slot each)
-cdef uint8_t *_bk_spare[2]
-_bk_spare[0] = NULL
-_bk_spare[1] = NULL
+# The scratch a finished write_frame gave back, for the next one (taken and
+# given back while holding the GIL, so two threads never share it)
+cdef uint8_t *_bk_spare = NULL
 
 
 cdef uint8_t *_bk_take_scratch():
-    cdef uint8_t *p
-    for i in range(2):
-        p = _bk_spare[i]
-        if p != NULL:
-            _bk_spare[i] = NULL
-            return p
-    return <uint8_t *>malloc(BK_SCRATCH)
+    global _bk_spare
+    cdef uint8_t *p = _bk_spare
+    _bk_spare = NULL
+    return p if p != NULL else <uint8_t *>malloc(BK_SCRATCH)
 
 
 cdef void _bk_give_scratch(uint8_t *p):
-    if p == NULL:
-        return
-    for i in range(2):
-        if _bk_spare[i] == NULL:
-            _bk_spare[i] = p
-            return
-    free(p)
-
-
-# A frame body of at least this many bytes is checksummed on the process's
-# helper thread (storage/helper.py) while the writer writes it
-# (include/bulk_crc.h); smaller ones, and every frame on a one-CPU machine,
-# by the writer. bulk_crc_threshold() changes it (tests, A/B measurements).
-cdef Py_ssize_t _bk_helper_min = 4 << 20
-cdef int _bk_steal = 1
-cdef object _bk_helper_thread = None
-# slices checksummed by the helper and by the writer in helper frames (bulk_crc_counts)
-cdef uint64_t _bk_by_helper = 0, _bk_by_main = 0
-
-
-cdef class _BulkCrcJob:
-    """One frame's slices for the helper thread to checksum (run())."""
-    cdef arrowlog_bk_job job
-
-    def run(self):
-        with nogil:
-            arrowlog_bk_helper_run(&self.job)
-
-
-cdef _BulkCrcJob _bk_start_job(Py_ssize_t message):
-    """A job for the helper thread, submitted, or None (the writer checksums)."""
-    global _bk_helper_thread
-    if _bk_helper_min < 0 or message < _bk_helper_min:
-        return None
-    if _bk_helper_thread is None:
-        from arrowlog.storage.helper import helper_thread
-        _bk_helper_thread = helper_thread
-    pool = _bk_helper_thread()
-    if pool is None:
-        return None
-    cdef _BulkCrcJob job = _BulkCrcJob.__new__(_BulkCrcJob)
-    job.job.steal = _bk_steal
-    for i in range(2):
-        job.job.slot[i].scratch = _bk_take_scratch()
-        if job.job.slot[i].scratch == NULL:
-            _bk_give_scratch(job.job.slot[0].scratch)
-            raise MemoryError()
-    try:
-        pool.submit(job.run)
-    except RuntimeError:  # (the interpreter is shutting down: no new work for the helper)
-        _bk_end_job(job)
-        return None
-    return job
-
-
-def bulk_crc_threshold(Py_ssize_t min_bytes, bint steal=True):
-    """Checksum frame bodies of at least ``min_bytes`` on the helper thread
-    (negative: never); with ``steal`` false the writer waits for the helper
-    instead of checksumming a slice the helper has not taken (tests: a
-    helper that must run). Returns the previous threshold."""
-    global _bk_helper_min, _bk_steal
-    old = _bk_helper_min
-    _bk_helper_min, _bk_steal = min_bytes, steal
-    return old
-
-
-def crc32c_combine(uint32_t crc_a, uint32_t crc_b, Py_ssize_t len_b):
-    """crc32c(a + b) from crc32c(a), crc32c(b) and len(b) (how a frame's
-    slices checksummed apart make its one CRC)."""
-    if len_b < 0:
-        raise ValueError(f"a length cannot be negative: {len_b}")
-    return arrowlog_crc32c_combine(crc_a, crc_b, <size_t>len_b)
-
-
-def bulk_crc_counts():
-    """(slices checksummed by the helper, by the writer) in frames given to the helper so far."""
-    return _bk_by_helper, _bk_by_main
+    global _bk_spare
+    if _bk_spare == NULL:
+        _bk_spare = p
+    else:
+        free(p)
 
 
 # (template bytes, bodyLength, RecordBatch length, nodes, buffers): positions
@@ -301,15 +202,9 @@ cdef class BulkFrame:
         memcpy(msg, <const char *>template, meta)
         for i in range(ENV_NODES):
             lengths[i] = self.count if i < 5 else 0
-        cdef _BulkCrcJob job = _bk_start_job(self.message)
-        s.job, s.cur, s.prev = NULL, 0, 0
-        if job is None:
-            s.iov, s.scratch = s.own, _bk_take_scratch()
-            if s.scratch == NULL:
-                raise MemoryError()
-        else:
-            s.job = &job.job
-            s.iov, s.scratch = job.job.slot[0].iov, job.job.slot[0].scratch
+        s.scratch = _bk_take_scratch()
+        if s.scratch == NULL:
+            raise MemoryError()
         self.parts[1].value = base_offset
         try:
             with nogil:
@@ -336,70 +231,19 @@ cdef class BulkFrame:
                                 or _bk_put(&s, _BK_ZEROS, pad8(self.parts[i].length) - self.parts[i].length)):
                             break
                     else:
-                        if _bk_flush(&s) == 0 and (s.job == NULL or _bk_flush(&s) == 0):
+                        if _bk_flush(&s) == 0:
                             store_u32(head, s.crc)
                             hiov.iov_base = head
                             hiov.iov_len = C_FRAME_HEADER
                             s.err = arrowlog_pwritev_all(fd, &hiov, 1, position)
-                if s.job != NULL:
-                    arrowlog_bk_close(s.job)  # (after a failure too: no slice is read after this)
             if s.err:
                 raise OSError(s.err, _os.strerror(s.err))
         finally:
-            if job is None:
-                _bk_give_scratch(s.scratch)
-            else:
-                _bk_end_job(job)
+            _bk_give_scratch(s.scratch)
         return C_FRAME_HEADER + self.message
 
 
-cdef void _bk_end_job(_BulkCrcJob job):
-    global _bk_by_helper, _bk_by_main
-    _bk_by_helper += job.job.by_helper
-    _bk_by_main += job.job.by_main
-    for i in range(2):
-        _bk_give_scratch(job.job.slot[i].scratch)
-        job.job.slot[i].scratch = NULL
-
-
-cdef int _bk_write_slot(BulkStream *s, int i) noexcept nogil:
-    """Write the job's slot ``i`` (published before) and fold its CRC in."""
-    cdef iovec iov[64]
-    cdef arrowlog_bk_slot *slot = &s.job.slot[i]
-    cdef size_t n = slot.len
-    memcpy(iov, slot.iov, slot.cnt * sizeof(iovec))  # (pwritev_all moves its iovecs on short writes)
-    s.err = arrowlog_pwritev_all(s.fd, iov, slot.cnt, s.offset)
-    if s.err:
-        return -1
-    s.offset += n
-    s.crc = arrowlog_crc32c_combine(s.crc, arrowlog_bk_take(s.job, i), n)
-    return 0
-
-
-cdef int _bk_flush_job(BulkStream *s) noexcept nogil:
-    """Publish the slice gathered (the helper checksums it), then write the
-    one published before while the helper does; gather into its slot next.
-    A flush with nothing gathered writes the last published slice."""
-    cdef int other = 1 - s.cur
-    if s.cnt:
-        s.job.slot[s.cur].cnt = s.cnt
-        s.job.slot[s.cur].len = <size_t>s.pending
-        arrowlog_bk_publish(s.job, s.cur)
-    if s.prev and _bk_write_slot(s, other):
-        return -1
-    s.prev = s.cnt != 0
-    if s.cnt:
-        s.cur = other
-        s.iov, s.scratch = s.job.slot[other].iov, s.job.slot[other].scratch
-    s.cnt = 0
-    s.pending = 0
-    s.used = 0
-    return 0
-
-
 cdef int _bk_flush(BulkStream *s) noexcept nogil:
-    if s.job != NULL:
-        return _bk_flush_job(s)
     if s.cnt:
         s.err = arrowlog_pwritev_all(s.fd, s.iov, s.cnt, s.offset)
         if s.err:
@@ -412,10 +256,8 @@ cdef int _bk_flush(BulkStream *s) noexcept nogil:
 
 
 cdef inline int _bk_add(BulkStream *s, const uint8_t *p, Py_ssize_t n) noexcept nogil:
-    """Checksum ``n`` bytes at ``p`` (unless the helper will) and gather
-    them into the slice."""
-    if s.job == NULL:
-        s.crc = arrowlog_crc32c(s.crc, p, <size_t>n)
+    """Checksum ``n`` bytes at ``p`` and gather them into the slice."""
+    s.crc = arrowlog_crc32c(s.crc, p, <size_t>n)
     s.iov[s.cnt].iov_base = <void *>p
     s.iov[s.cnt].iov_len = <size_t>n
     s.cnt += 1
