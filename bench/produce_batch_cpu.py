@@ -10,6 +10,13 @@ Producer closed and the topic removed (untimed); then a sequential
 ``write()`` of the same values in 1 MiB writes into a new file (timed).
 Prints medians and ranges of wall and thread CPU time, and the ratios.
 
+    python -m bench.produce_batch_cpu --contended [records] [runs]
+
+does the first while bench/contention.py's background writer (the
+``produce.contended.*`` rows' dd-like writer, 1 MiB writes, fsync per
+256 MiB pass) rewrites a file on the same disk, and prints each call's
+voluntary context switches too (waits: a journal commit, a throttled page).
+
     python -m bench.produce_batch_cpu --first-process [records] [runs] [--python PATH]
 
 measures instead what the ``produce.batch.arrowlog-firstprocess`` and
@@ -25,8 +32,10 @@ checkout's bench/context.py either way).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -34,10 +43,15 @@ import sys
 import tempfile
 import time
 
+from .contention import Contention
 from .context import Records
 
 
-def main(n: int = 1_000_000, runs: int = 7) -> None:
+def _switches() -> int:
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
+
+
+def main(n: int = 1_000_000, runs: int = 7, contended: bool = False) -> None:
     import arrowlog
     from arrowlog.storage import LogDir
 
@@ -45,31 +59,38 @@ def main(n: int = 1_000_000, runs: int = 7) -> None:
     values, keys = recs.values_arrow, recs.keys_arrow
     data = memoryview(recs.value_bytes)
     root = tempfile.mkdtemp(prefix="produce-batch-cpu-")
-    times: dict[str, list[float]] = {"batch wall": [], "batch cpu": [], "write wall": [], "write cpu": []}
+    times: dict[str, list[float]] = {k: [] for k in ("batch wall", "batch cpu", "batch waits", "write wall",
+                                                     "write cpu", "write waits")}
+    load = Contention(root) if contended else contextlib.nullcontext()
     try:
-        for run in range(runs):
-            path = os.path.join(root, f"log{run}")
-            LogDir(path).create_topic("bench", partitions=1)
-            c0, t0 = time.thread_time(), time.perf_counter()
-            p = arrowlog.Producer({"log.dir": path})
-            p.produce_batch("bench", values, keys=keys)
-            p.flush()
-            times["batch wall"].append(time.perf_counter() - t0)
-            times["batch cpu"].append(time.thread_time() - c0)
-            p.close()
-            shutil.rmtree(path)
-            fd = os.open(os.path.join(root, "raw"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            c0, t0 = time.thread_time(), time.perf_counter()
-            for i in range(0, len(data), 1 << 20):
-                os.write(fd, data[i:i + (1 << 20)])
-            times["write wall"].append(time.perf_counter() - t0)
-            times["write cpu"].append(time.thread_time() - c0)
-            os.close(fd)
-            os.unlink(os.path.join(root, "raw"))
+        with load:
+            for run in range(runs):
+                path = os.path.join(root, f"log{run}")
+                LogDir(path).create_topic("bench", partitions=1)
+                w0, c0, t0 = _switches(), time.thread_time(), time.perf_counter()
+                p = arrowlog.Producer({"log.dir": path})
+                p.produce_batch("bench", values, keys=keys)
+                p.flush()
+                times["batch wall"].append(time.perf_counter() - t0)
+                times["batch cpu"].append(time.thread_time() - c0)
+                times["batch waits"].append(_switches() - w0)
+                p.close()
+                shutil.rmtree(path)
+                fd = os.open(os.path.join(root, "raw"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                w0, c0, t0 = _switches(), time.thread_time(), time.perf_counter()
+                for i in range(0, len(data), 1 << 20):
+                    os.write(fd, data[i:i + (1 << 20)])
+                times["write wall"].append(time.perf_counter() - t0)
+                times["write cpu"].append(time.thread_time() - c0)
+                times["write waits"].append(_switches() - w0)
+                os.close(fd)
+                os.unlink(os.path.join(root, "raw"))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     for name, xs in times.items():
-        print(f"{name:10s} median {statistics.median(xs) * 1e3:7.1f} ms  range {min(xs) * 1e3:.1f}-{max(xs) * 1e3:.1f}")
+        scale, unit = (1, "  ") if name.endswith("waits") else (1e3, "ms")
+        print(f"{name:11s} median {statistics.median(xs) * scale:7.1f} {unit}  range {min(xs) * scale:.1f}-"
+              f"{max(xs) * scale:.1f}")
     for kind in ("wall", "cpu"):
         ratio = statistics.median(times[f"write {kind}"]) / statistics.median(times[f"batch {kind}"])
         print(f"produce_batch / raw write ({kind}): {ratio:.2f}x")
@@ -140,4 +161,7 @@ if __name__ == "__main__":
             del args[i:i + 2]
         first_process(*(int(a) for a in args[:2]), python=py)
     else:
-        main(*(int(a) for a in args[:2]))
+        contended = "--contended" in args
+        if contended:
+            args.remove("--contended")
+        main(*(int(a) for a in args[:2]), contended=contended)

@@ -282,6 +282,7 @@ cdef void _bk_fill(const BulkPart *part, Py_ssize_t start, Py_ssize_t n, uint8_t
     """Bytes [start, start + n) of a generated part (start a multiple of 8,
     or of 4 for int32 offsets, as the slices cut them)."""
     cdef Py_ssize_t i, q, last
+    cdef const uint8_t *src
     cdef int64_t b, v
     cdef int32_t o0, x
     cdef int sh
@@ -293,9 +294,12 @@ cdef void _bk_fill(const BulkPart *part, Py_ssize_t start, Py_ssize_t n, uint8_t
         for i in range(n // 8):
             store_i64(out + 8 * i, part.value)
     elif part.kind == BK_REBASE32:
+        # (src in a local: through part, every store to out could change it,
+        # and the loop reloaded it per value instead of vectorising)
+        src = part.src + start
         memcpy(&o0, part.src, 4)
         for i in range(n // 4):
-            memcpy(&x, part.src + start + 4 * i, 4)
+            memcpy(&x, src + 4 * i, 4)
             x -= o0
             memcpy(out + 4 * i, &x, 4)
     else:  # BK_BITS
