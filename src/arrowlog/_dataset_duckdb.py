@@ -49,6 +49,9 @@ def dataset_class(base: type) -> type:
 
 def _build(base: type) -> type:
     try:
+        import duckdb
+        if int(duckdb.__version__.split(".")[0]) != 2:  # a private protocol: used only by the major version tested
+            return base
         from duckdb._sources import ArrowScanSource, nodes
         from duckdb._sources.to_arrow import nan_may_satisfy, to_arrow
         Binary, Col, In, Lit, Untranslatable = nodes.Binary, nodes.Col, nodes.In, nodes.Lit, nodes.Untranslatable
