@@ -54,6 +54,10 @@ WATCH_TIMEOUT_S = 5.0
 # Topics one Metadata request may auto-create; the rest answer LEADER_NOT_AVAILABLE
 # (retriable) and are created by the client's next Metadata request.
 MAX_AUTO_CREATE_PER_REQUEST = 100
+# Group members the coordinator keeps, all groups together: each is a member file and
+# a descriptor until it leaves or its session (up to 30 minutes) expires, and a JoinGroup
+# with an empty member id makes one whether or not its client ever reads the answer.
+MAX_GROUP_MEMBERS = 2000
 
 
 def _sync_partitions(producers, partitions, metrics=None, txns=None) -> None:
@@ -83,7 +87,7 @@ class BrokerConfig:
                  group_initial_rebalance_delay_ms=100, max_partitions_per_topic=MAX_PARTITIONS_PER_TOPIC,
                  max_partitions_per_request=MAX_PARTITIONS_PER_REQUEST, cleaner_interval_s=15.0,
                  fetch_max_bytes=FETCH_MAX_BYTES, max_auto_create_per_request=MAX_AUTO_CREATE_PER_REQUEST,
-                 max_uncompressed_bytes=MAX_UNCOMPRESSED_BYTES):
+                 max_uncompressed_bytes=MAX_UNCOMPRESSED_BYTES, max_group_members=MAX_GROUP_MEMBERS):
         if not 1 <= default_partitions <= max_partitions_per_topic:
             raise AE.ConfigError(f"partitions of auto-created topics must be 1..{max_partitions_per_topic} "
                                  f"(the per-topic cap), got {default_partitions}")
@@ -103,6 +107,7 @@ class BrokerConfig:
         self.fetch_max_bytes = fetch_max_bytes
         self.max_auto_create_per_request = max_auto_create_per_request
         self.max_uncompressed_bytes = max_uncompressed_bytes
+        self.max_group_members = max_group_members
 
     @property
     def advertised(self) -> str:
@@ -140,7 +145,8 @@ class Broker:
         self.store = Store(data_dir, cluster_id)
         self.typed = None  # arrowlog.registry.typed.TypedTopics when the schema registry runs
         self.offsets = GroupOffsetStore(data_dir)
-        self.groups = GroupCoordinator(self.offsets, config.group_initial_rebalance_delay_ms, self.store.log)
+        self.groups = GroupCoordinator(self.offsets, config.group_initial_rebalance_delay_ms, self.store.log,
+                                       max_members=config.max_group_members)
         self.producers = ProducerRegistry(data_dir)
         self.txns = TransactionCoordinator(data_dir, self.producers, self.offsets, self._partition,
                                            self._appended)
