@@ -18,8 +18,8 @@ import pytest
 
 from arrowlog.server import KafkaServer
 from arrowlog.server import errors as E
-from arrowlog.server.groups import GroupCoordinator
 from arrowlog.server import messages as M
+from arrowlog.server.groups import GroupCoordinator
 from arrowlog.server.wire import Reader, Writer
 
 LIMIT = 6
