@@ -25,6 +25,7 @@ import logging
 import re
 import threading
 import time
+from typing import Callable
 
 from arrowlog import errors as AE
 from arrowlog.storage.reader import wait_for_data
@@ -154,6 +155,9 @@ class Broker:
         self.metrics = None          # arrowlog.metrics.ServerMetrics when metrics are served
         self._data_event = asyncio.Event()
         self.long_polls = 0          # Fetches running now, which may wait for data (fetch.py)
+        # Bytes a Fetch response may take now, given what clients have not read yet
+        # (KafkaServer sets it: its connections' unsent bytes); None: no limit.
+        self.response_room: Callable[[], int] | None = None
         self.appends_seen = 0        # wake-ups of the watcher thread by any process's append
         self.loop_wakes = 0          # of those, the ones that woke the event loop (a Fetch was waiting)
         self.watched_word: int | None = None  # the notifier's change counter as the watcher last handled it

@@ -98,6 +98,8 @@ class FetchHandlers:
 
     def _fetch_once(self, req: dict):
         budget = min(req["max_bytes"], self.config.fetch_max_bytes)
+        if self.broker.response_room is not None:   # what unread responses leave (KIP-74: one batch at least)
+            budget = min(budget, self.broker.response_room())
         total = 0
         stop = False
         responses = []
