@@ -8,32 +8,24 @@ least one batch (KIP-74), so every reader still makes progress."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import struct
-import threading
 import time
 
 import pyarrow as pa
 import pytest
+from inproc_server import frame, recv_frame
+from inproc_server import served as serve_in_thread
 
 from arrowlog._native.kafka import encode_batch
-from arrowlog.server import KafkaServer, Limits
+from arrowlog.server import Limits
 from arrowlog.server import messages as M
-from arrowlog.server.wire import Reader, Writer
+from arrowlog.server.wire import Reader
 
 MiB = 1 << 20
 ROOM = 8 * MiB
 BATCHES = 40
 BATCH_BYTES = 512 * 1024
 READERS = 10
-
-
-def frame(api, version: int, body: dict, correlation_id: int = 1) -> bytes:
-    w = Writer()
-    api.encode_request(body, w, version)
-    header = struct.pack(">hhih", api.key, version, correlation_id, 1) + b"c" + b"\x00" * api.is_flexible(version)
-    return struct.pack(">i", len(header) + len(w.buf)) + header + bytes(w.buf)
 
 
 def fetch_frame() -> bytes:
@@ -44,19 +36,10 @@ def fetch_frame() -> bytes:
                                                     "partition_max_bytes": 60 * MiB}]}]})
 
 
-def recv_exact(s: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = s.recv(min(n - len(buf), 1 << 20))
-        assert chunk, "connection closed"
-        buf += chunk
-    return bytes(buf)
-
-
 def call(port: int, data: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
         s.sendall(data)
-        return recv_exact(s, struct.unpack(">i", recv_exact(s, 4))[0])
+        return recv_frame(s)
 
 
 def batch(first: int) -> bytes:
@@ -71,22 +54,8 @@ def batch(first: int) -> bytes:
 
 @pytest.fixture
 def served(tmp_path):
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-
-    def run(coro):
-        return asyncio.run_coroutine_threadsafe(coro, loop).result(60)
-
-    server = KafkaServer(str(tmp_path / "data"), "127.0.0.1", 0, limits=Limits(queued_max_response_bytes=ROOM))
-    run(server.start())
-    try:
-        yield server, run
-    finally:
-        run(server.stop())
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(30)
-        loop.close()
+    with serve_in_thread(tmp_path / "data", limits=Limits(queued_max_response_bytes=ROOM)) as served:
+        yield served
 
 
 def fetched_records_bytes(response: bytes) -> int:

@@ -11,16 +11,16 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-import threading
 import time
 
 import pytest
+from inproc_server import frame, recv_frame
+from inproc_server import served as serve_in_thread
 
-from arrowlog.server import KafkaServer
 from arrowlog.server import errors as E
 from arrowlog.server import messages as M
 from arrowlog.server.groups import GroupCoordinator
-from arrowlog.server.wire import Reader, Writer
+from arrowlog.server.wire import Reader
 
 LIMIT = 6
 
@@ -30,14 +30,6 @@ class Offsets:
         return []
 
 
-def frame(api, version: int, body: dict, correlation_id: int) -> bytes:
-    w = Writer()
-    api.encode_request(body, w, version)
-    header = struct.pack(">hhih", api.key, version, correlation_id, 1) + b"c" + b"\x00" * api.is_flexible(version)
-    payload = header + bytes(w.buf)
-    return struct.pack(">i", len(payload)) + payload
-
-
 def join_body(group: str, member_id: str = "") -> dict:
     sub = struct.pack(">hih", 0, 1, 1) + b"t" + struct.pack(">i", 0)
     return {"group_id": group, "session_timeout_ms": 1_800_000, "rebalance_timeout_ms": 60_000,
@@ -45,42 +37,18 @@ def join_body(group: str, member_id: str = "") -> dict:
             "protocols": [{"name": "range", "metadata": sub}]}
 
 
-def recv_exact(s: socket.socket, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        assert chunk, "connection closed"
-        buf += chunk
-    return buf
-
-
 def join(port: int, group: str, member_id: str = "") -> dict:
     with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
         s.sendall(frame(M.JOIN_GROUP, 5, join_body(group, member_id), 1))
-        r = Reader(recv_exact(s, struct.unpack(">i", recv_exact(s, 4))[0]))
+        r = Reader(recv_frame(s))
         assert r.int32() == 1
         return M.JOIN_GROUP.decode_response(r, 5)
 
 
 @pytest.fixture
 def served(tmp_path):
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-
-    def run(coro):
-        return asyncio.run_coroutine_threadsafe(coro, loop).result(60)
-
-    server = KafkaServer(str(tmp_path / "data"), "127.0.0.1", 0, max_group_members=LIMIT,
-                         group_initial_rebalance_delay_ms=0)
-    run(server.start())
-    try:
-        yield server, run
-    finally:
-        run(server.stop())
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(30)
-        loop.close()
+    with serve_in_thread(tmp_path / "data", max_group_members=LIMIT, group_initial_rebalance_delay_ms=0) as served:
+        yield served
 
 
 def members(server, run) -> dict[str, int]:
