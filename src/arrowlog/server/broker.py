@@ -154,6 +154,7 @@ class Broker:
         self.ignored_configs = TC.IgnoredConfigs(data_dir)
         self.metrics = None          # arrowlog.metrics.ServerMetrics when metrics are served
         self._data_event = asyncio.Event()
+        self.stopping = False        # answer_waiting() was called: long polls answer at once
         self.long_polls = 0          # Fetches running now, which may wait for data (fetch.py)
         # Bytes a Fetch response may take now, given what clients have not read yet
         # (KafkaServer sets it: its connections' unsent bytes); None: no limit.
@@ -193,6 +194,14 @@ class Broker:
         from arrowlog.storage.cleaner import CleanerThread  # compacted topics: cleaned in its own thread
         self._cleaner = CleanerThread(self.store.log.compacted_partitions,
                                       self.config.cleaner_interval_s).start()
+
+    def answer_waiting(self) -> None:
+        """At stop, before the connections close: Fetches waiting for data, and JoinGroups and
+        SyncGroups waiting for a rebalance, are answered now (a connection gives its handlers
+        5 s to answer, and a long poll or a join waited them out: every stop took 5 s more)."""
+        self.stopping = True
+        self._notify_data()
+        self.groups.answer_waiting()
 
     async def stop(self) -> None:
         if getattr(self, "_cleaner", None) is not None:

@@ -108,19 +108,25 @@ class GroupCoordinator:
         self._reaper: asyncio.Task | None = None
 
     # ------------------------------------------------------------ lifecycle
+    def answer_waiting(self) -> None:
+        """Answer every JoinGroup and SyncGroup still waiting COORDINATOR_NOT_AVAILABLE (the
+        server stops: its clients find the coordinator again)."""
+        for g in self.groups.values():
+            for mid, m in g.members.items():
+                for fut in (m.join_future, m.sync_future):
+                    if fut is not None and not fut.done():
+                        fut.set_result({"error_code": E.COORDINATOR_NOT_AVAILABLE, "member_id": mid})
+
     def start(self) -> None:
         self._reaper = asyncio.get_running_loop().create_task(self._expire_loop())
 
     async def stop(self) -> None:
         if self._reaper:
             self._reaper.cancel()
+        self.answer_waiting()   # not left pending when the loop closes
         for g in self.groups.values():
             if g.rebalance_task:
                 g.rebalance_task.cancel()
-            for mid, m in g.members.items():   # a JoinGroup or SyncGroup still waiting is answered now,
-                for fut in (m.join_future, m.sync_future):   # not left pending when the loop closes
-                    if fut is not None and not fut.done():
-                        fut.set_result({"error_code": E.COORDINATOR_NOT_AVAILABLE, "member_id": mid})
             self.files.close(g)
         close = getattr(self.store, "close", None)
         if close is not None:

@@ -302,6 +302,8 @@ class KafkaServer:
             self._server.close()
         for observer in self._observers:
             observer.close()
+        if self.broker is not None:
+            self.broker.answer_waiting()
         tasks = [c.task for c in self._connections]
         for task in tasks:
             task.cancel()
