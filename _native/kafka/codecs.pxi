@@ -35,13 +35,14 @@ cdef _too_large(str codec, Py_ssize_t limit):
                             "send smaller batches (or raise the server's request limit)")
 
 
-cdef Py_ssize_t _snappy_raw_size(data, Py_ssize_t limit) except -1:
-    """The uncompressed size a raw snappy block declares, checked before allocating."""
+cdef Py_ssize_t _snappy_raw_size(data, Py_ssize_t limit, Py_ssize_t before=0) except -1:
+    """The uncompressed size a raw snappy block declares, checked before allocating: with the
+    ``before`` bytes of the blocks ahead of it (xerial framing), at most ``limit``."""
     try:
         size = cramjam.snappy.decompress_raw_len(data)
     except Exception as exc:
         raise RecordBatchError(f"snappy block has no valid length: {exc}") from None
-    if size > limit:
+    if size > limit - before:
         raise _too_large("snappy", limit)
     return size
 
@@ -61,7 +62,7 @@ def _xerial_decompress(data, Py_ssize_t limit):
         if size < 0 or size > n - pos:
             raise RecordBatchError("truncated xerial snappy block")
         block = mv[pos:pos + size]
-        total += _snappy_raw_size(block, limit - total)
+        total += _snappy_raw_size(block, limit, total)
         parts.append(bytes(cramjam.snappy.decompress_raw(block)))
         pos += size
     return b"".join(parts)

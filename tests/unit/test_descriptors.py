@@ -20,7 +20,8 @@ from arrowlog._native import core
 from arrowlog.groups.membership import OwnerLocks
 from arrowlog.groups.store import GroupDir
 from arrowlog.server.journal import StateFiles
-from arrowlog.storage import LogDir
+from arrowlog.server.producers import ProducerRegistry
+from arrowlog.storage import LogDir, cleaner
 
 FLAGS = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
 
@@ -298,3 +299,45 @@ def test_a_reader_closes_the_log_it_opened_once_when_closed_or_dropped_and_never
         gc.collect()
         assert not mine._closed
         assert mine.topic("t").partition(0).high_watermark == 0
+
+
+def test_a_closed_producer_registry_leaves_its_reused_lock_number_open_when_closed_again_or_collected(
+        tmp_path, files):
+    """The producer-state lock was a raw os.open/os.close: a second close() closed whatever file had the
+    number since, and a registry dropped without close() kept the flock until the process ended."""
+    _a, b = files
+    registry = ProducerRegistry(str(tmp_path / "data"))
+    number = registry._lock_fd
+    assert is_open(number)
+    registry.close()
+    assert not is_open(number)
+    with reused([number], b):
+        registry.close()
+        del registry
+        gc.collect()
+    dropped = ProducerRegistry(str(tmp_path / "data"))
+    number = dropped._lock_fd
+    del dropped                                   # dropped without close(): the flock goes with it
+    assert not is_open(number)
+    again = ProducerRegistry(str(tmp_path / "data"))
+    assert again._lock_fd >= 0                    # the lock was free: this one owns the files
+    again.close()
+
+
+def test_a_cleaner_lock_released_twice_or_collected_leaves_a_reused_number_open(tmp_path, files):
+    _a, b = files
+    lock = cleaner._Lock(str(tmp_path), wait=False)
+    number = lock.fd
+    with pytest.raises(BlockingIOError):
+        cleaner._Lock(str(tmp_path), wait=False)  # held: a second cleaner is turned away
+    lock.release()
+    assert not is_open(number)
+    with reused([number], b):
+        lock.release()
+        del lock
+        gc.collect()
+    dropped = cleaner._Lock(str(tmp_path), wait=False)
+    number = dropped.fd
+    del dropped
+    assert not is_open(number)
+    cleaner._Lock(str(tmp_path), wait=False).release()   # free again

@@ -10,6 +10,7 @@ parser) and feeds random bytes, bounded by max_examples.
 from __future__ import annotations
 
 import gzip
+import struct
 import threading
 import time
 import zlib
@@ -119,6 +120,21 @@ def test_raw_snappy_declared_size_is_checked_before_allocating():
     # A lying varint header: claims 2^40 bytes.
     with pytest.raises(K.RecordBatchError):
         K.decompress(2, b"\x80\x80\x80\x80\x80\x20" + b"\x00" * 10, 1 << 20)
+
+
+def test_xerial_snappy_bomb_is_refused_naming_the_whole_limit():
+    """Xerial framing: 2,000 blocks of 48 KB each declaring 1 MiB (98 MB inflating to 2 GiB) stop at the
+    limit before a block past it is inflated, and the error names the limit, not what was left of it
+    (it said "inflates beyond 0 bytes")."""
+    raw = bytes(cramjam.snappy.compress_raw(b"\x00" * (1 << 20)))
+    block = struct.pack(">i", len(raw)) + raw
+    xerial = b"\x82SNAPPY\x00" + struct.pack(">ii", 1, 1)
+    assert len(K.decompress(2, xerial + block * 32, 32 << 20)) == 32 << 20   # exactly the limit
+    bomb = xerial + block * 2000
+    with peak_growth() as grew:
+        with pytest.raises(K.RecordBatchError, match="snappy record block inflates beyond 33554432 bytes"):
+            K.decompress(2, bomb, 32 << 20)
+    assert grew.mib < 100
 
 
 def zstd_bomb() -> bytes:

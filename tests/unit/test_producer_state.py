@@ -12,8 +12,7 @@ from arrowlog.server.producers import ProducerRegistry
 def crash(registry: ProducerRegistry) -> None:
     """What a kill -9 leaves: the files as they are, the flock released, no snapshot."""
     registry._files.close()
-    os.close(registry._lock_fd)
-    registry._lock_fd = -1
+    registry._lock_fd = registry._fds.close(registry._lock_fd)
 
 
 def test_sequences_and_ids_survive_a_restart_without_close(tmp_path):

@@ -25,6 +25,7 @@ import logging
 import re
 import threading
 import time
+from typing import Callable
 
 from arrowlog import errors as AE
 from arrowlog.storage.reader import wait_for_data
@@ -54,6 +55,10 @@ WATCH_TIMEOUT_S = 5.0
 # Topics one Metadata request may auto-create; the rest answer LEADER_NOT_AVAILABLE
 # (retriable) and are created by the client's next Metadata request.
 MAX_AUTO_CREATE_PER_REQUEST = 100
+# Group members the coordinator keeps, all groups together: each is a member file and
+# a descriptor until it leaves or its session (up to 30 minutes) expires, and a JoinGroup
+# with an empty member id makes one whether or not its client ever reads the answer.
+MAX_GROUP_MEMBERS = 2000
 
 
 def _sync_partitions(producers, partitions, metrics=None, txns=None) -> None:
@@ -83,7 +88,7 @@ class BrokerConfig:
                  group_initial_rebalance_delay_ms=100, max_partitions_per_topic=MAX_PARTITIONS_PER_TOPIC,
                  max_partitions_per_request=MAX_PARTITIONS_PER_REQUEST, cleaner_interval_s=15.0,
                  fetch_max_bytes=FETCH_MAX_BYTES, max_auto_create_per_request=MAX_AUTO_CREATE_PER_REQUEST,
-                 max_uncompressed_bytes=MAX_UNCOMPRESSED_BYTES):
+                 max_uncompressed_bytes=MAX_UNCOMPRESSED_BYTES, max_group_members=MAX_GROUP_MEMBERS):
         if not 1 <= default_partitions <= max_partitions_per_topic:
             raise AE.ConfigError(f"partitions of auto-created topics must be 1..{max_partitions_per_topic} "
                                  f"(the per-topic cap), got {default_partitions}")
@@ -103,6 +108,7 @@ class BrokerConfig:
         self.fetch_max_bytes = fetch_max_bytes
         self.max_auto_create_per_request = max_auto_create_per_request
         self.max_uncompressed_bytes = max_uncompressed_bytes
+        self.max_group_members = max_group_members
 
     @property
     def advertised(self) -> str:
@@ -140,14 +146,19 @@ class Broker:
         self.store = Store(data_dir, cluster_id)
         self.typed = None  # arrowlog.registry.typed.TypedTopics when the schema registry runs
         self.offsets = GroupOffsetStore(data_dir)
-        self.groups = GroupCoordinator(self.offsets, config.group_initial_rebalance_delay_ms, self.store.log)
+        self.groups = GroupCoordinator(self.offsets, config.group_initial_rebalance_delay_ms, self.store.log,
+                                       max_members=config.max_group_members)
         self.producers = ProducerRegistry(data_dir)
         self.txns = TransactionCoordinator(data_dir, self.producers, self.offsets, self._partition,
                                            self._appended)
         self.ignored_configs = TC.IgnoredConfigs(data_dir)
         self.metrics = None          # arrowlog.metrics.ServerMetrics when metrics are served
         self._data_event = asyncio.Event()
+        self.stopping = False        # answer_waiting() was called: long polls answer at once
         self.long_polls = 0          # Fetches running now, which may wait for data (fetch.py)
+        # Bytes a Fetch response may take now, given what clients have not read yet
+        # (KafkaServer sets it: its connections' unsent bytes); None: no limit.
+        self.response_room: Callable[[], int] | None = None
         self.appends_seen = 0        # wake-ups of the watcher thread by any process's append
         self.loop_wakes = 0          # of those, the ones that woke the event loop (a Fetch was waiting)
         self.watched_word: int | None = None  # the notifier's change counter as the watcher last handled it
@@ -183,6 +194,14 @@ class Broker:
         from arrowlog.storage.cleaner import CleanerThread  # compacted topics: cleaned in its own thread
         self._cleaner = CleanerThread(self.store.log.compacted_partitions,
                                       self.config.cleaner_interval_s).start()
+
+    def answer_waiting(self) -> None:
+        """At stop, before the connections close: Fetches waiting for data, and JoinGroups and
+        SyncGroups waiting for a rebalance, are answered now (a connection gives its handlers
+        5 s to answer, and a long poll or a join waited them out: every stop took 5 s more)."""
+        self.stopping = True
+        self._notify_data()
+        self.groups.answer_waiting()
 
     async def stop(self) -> None:
         if getattr(self, "_cleaner", None) is not None:

@@ -85,7 +85,8 @@ class FetchHandlers:
                 event = broker._data_event
                 resp, total, stop = self._fetch_once(req)
                 remaining = deadline - time.monotonic()
-                if total >= min_bytes or total > 0 and min_bytes <= 0 or stop or remaining <= 0:
+                if (total >= min_bytes or total > 0 and min_bytes <= 0 or stop or remaining <= 0
+                        or broker.stopping):
                     if broker.metrics and total:
                         broker.metrics.fetched_response(resp)
                     return resp
@@ -98,6 +99,8 @@ class FetchHandlers:
 
     def _fetch_once(self, req: dict):
         budget = min(req["max_bytes"], self.config.fetch_max_bytes)
+        if self.broker.response_room is not None:   # what unread responses leave (KIP-74: one batch at least)
+            budget = min(budget, self.broker.response_room())
         total = 0
         stop = False
         responses = []

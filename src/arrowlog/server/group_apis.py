@@ -9,7 +9,7 @@ from typing import Any
 
 from . import errors as E
 from .admin import GROUP_OPERATIONS, NO_OPERATIONS
-from .offsets import group_id_problem
+from .offsets import group_id_problem, metadata_too_large
 
 log = logging.getLogger("arrowlog.server")
 
@@ -66,6 +66,8 @@ class GroupHandlers:
                 pcode = code
                 if pcode == E.NONE and (known is None or not 0 <= idx < known.num_partitions):
                     pcode = E.UNKNOWN_TOPIC_OR_PARTITION
+                if pcode == E.NONE and metadata_too_large(cp["committed_metadata"]):
+                    pcode = E.OFFSET_METADATA_TOO_LARGE
                 if pcode == E.NONE and not self.groups.commit_allowed(req["group_id"], req["member_id"],
                                                                       ct["name"], idx):
                     pcode = E.ILLEGAL_GENERATION   # another member owns it now

@@ -14,6 +14,11 @@ Wire clients use the eager protocol: a member that rejoins has given up
 everything, so its owner locks are released at JoinGroup (for a
 ``cooperative-sticky`` group, at SyncGroup, of what it no longer gets).
 
+The partitions locked are only those of the assignment that exist: the
+leader's assignment is a client's bytes, and its topic names become owner
+file names (a topic ``../../x`` created files outside the group's directory,
+and two million partitions of one topic as many lock files).
+
 Thread-safety: the server's event loop only. File-system errors are logged
 and leave the group working as a wire-only group.
 """
@@ -25,6 +30,7 @@ import logging
 import time
 from typing import Any
 
+from arrowlog.errors import ArrowlogError
 from arrowlog.groups.wire import FileGroup, WireSeat, file_strategy
 
 from .consumer_protocol import consumer_subscription, decode_assignment, encode_assignment, owned_partitions
@@ -61,6 +67,20 @@ class FileBridge:
         if g.files is None:
             g.files = FileGroup(self.groups_dir, g.group_id, self.logdir)
         return g.files
+
+    def existing(self, parts: set[tuple[str, int]]) -> set[tuple[str, int]]:
+        """The (topic, partition)s of ``parts`` this data directory has (see the module docstring)."""
+        counts: dict[str, int] = {}
+        out = set()
+        for topic, p in parts:
+            if topic not in counts:
+                try:
+                    counts[topic] = self.logdir.topic(topic).num_partitions if valid_topic_name(topic) else 0
+                except ArrowlogError:   # unknown (or deleted meanwhile)
+                    counts[topic] = 0
+            if 0 <= p < counts[topic]:
+                out.add((topic, p))
+        return out
 
     # ------------------------------------------------------------ JoinGroup
     def joined(self, g, m) -> None:
@@ -155,7 +175,7 @@ class FileBridge:
                     if m.seat is not None:
                         # a cooperative member still reads what it loses until it revokes and
                         # rejoins: those locks go at its JoinGroup
-                        missing += m.seat.hold(decode_assignment(m.assignment),
+                        missing += m.seat.hold(self.existing(decode_assignment(m.assignment)),
                                                release=g.protocol_name != COOPERATIVE)
             except OSError as exc:
                 log.warning("group %s: cannot lock its partitions: %s", g.group_id, exc)

@@ -93,22 +93,37 @@ class Group:
 
 
 class GroupCoordinator:
-    def __init__(self, offset_store, initial_rebalance_delay_ms: int = 100, logdir=None):
+    def __init__(self, offset_store, initial_rebalance_delay_ms: int = 100, logdir=None,
+                 max_members: int | None = None):
         """``logdir`` (the served LogDir) makes wire members share the file-based groups
-        of ``offset_store.groups_dir`` with in-process Consumers."""
+        of ``offset_store.groups_dir`` with in-process Consumers. ``max_members``: the
+        members of all groups together; a JoinGroup that would add one more gets
+        GROUP_MAX_SIZE_REACHED (None: no limit)."""
         self.store = offset_store
+        self.max_members = max_members
+        self._full_logged = 0.0
         self.files = FileBridge(getattr(offset_store, "groups_dir", None), logdir)
         self.groups: dict[str, Group] = {}
         self.initial_rebalance_delay = initial_rebalance_delay_ms / 1000.0
         self._reaper: asyncio.Task | None = None
 
     # ------------------------------------------------------------ lifecycle
+    def answer_waiting(self) -> None:
+        """Answer every JoinGroup and SyncGroup still waiting COORDINATOR_NOT_AVAILABLE (the
+        server stops: its clients find the coordinator again)."""
+        for g in self.groups.values():
+            for mid, m in g.members.items():
+                for fut in (m.join_future, m.sync_future):
+                    if fut is not None and not fut.done():
+                        fut.set_result({"error_code": E.COORDINATOR_NOT_AVAILABLE, "member_id": mid})
+
     def start(self) -> None:
         self._reaper = asyncio.get_running_loop().create_task(self._expire_loop())
 
     async def stop(self) -> None:
         if self._reaper:
             self._reaper.cancel()
+        self.answer_waiting()   # not left pending when the loop closes
         for g in self.groups.values():
             if g.rebalance_task:
                 g.rebalance_task.cancel()
@@ -131,6 +146,8 @@ class GroupCoordinator:
         timeout = req["session_timeout_ms"]
         if not MIN_SESSION_TIMEOUT_MS <= timeout <= MAX_SESSION_TIMEOUT_MS:
             return {"error_code": E.INVALID_SESSION_TIMEOUT, "member_id": req["member_id"]}
+        if not req["member_id"] and group_id not in self.groups and self._full(group_id):
+            return {"error_code": E.GROUP_MAX_SIZE_REACHED, "member_id": ""}   # (not even an empty group kept)
         g = self.group(group_id)
         protocols = [(p["name"], bytes(p["metadata"])) for p in req["protocols"]]
         if not protocols or (g.members and (
@@ -148,6 +165,8 @@ class GroupCoordinator:
         if member_id and member_id not in g.members:
             return {"error_code": E.UNKNOWN_MEMBER_ID, "member_id": member_id}
         if not member_id:
+            if self._full(group_id):
+                return {"error_code": E.GROUP_MAX_SIZE_REACHED, "member_id": ""}
             member_id = new_wire_member_id(client_id)
             g.members[member_id] = Member(member_id, client_id, client_host)
             if g.leader_id is None:
@@ -175,6 +194,18 @@ class GroupCoordinator:
             return await m.join_future
         except asyncio.CancelledError:
             return {"error_code": E.REBALANCE_IN_PROGRESS, "member_id": member_id}
+
+    def _full(self, group_id: str) -> bool:
+        """True when the coordinator already keeps ``max_members`` members (logged every 10 s at most)."""
+        if self.max_members is None or sum(len(g.members) for g in self.groups.values()) < self.max_members:
+            return False
+        now = time.monotonic()
+        if now - self._full_logged >= 10.0:
+            self._full_logged = now
+            log.warning("group %s: refused a new member: the server keeps %d group members already (members "
+                        "leave, or expire after their session timeout; BrokerConfig(max_group_members=) "
+                        "raises the limit)", group_id, self.max_members)
+        return True
 
     def _rejoin_static(self, g: Group, instance: str, protocols, client_id, client_host, req) -> dict | None:
         """A static member (``group.instance.id``) that comes back with no member id, e.g.

@@ -23,6 +23,11 @@ from arrowlog.storage.files import fsync_dir, write_json_atomic
 
 log = logging.getLogger("arrowlog.server")
 
+# What a damaged snapshot or journal line raises when it is read and applied: not JSON
+# (ValueError), nested too deep for the parser ("[" x 100,000: RecursionError, which
+# stopped the server from starting), or JSON of another shape.
+UNREADABLE = (ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError)
+
 
 class StateFiles:
     def __init__(self, directory: str, what: str, compact_bytes: int):
@@ -51,7 +56,7 @@ class StateFiles:
                 apply_snapshot(json.loads(f.read()))
         except FileNotFoundError:
             pass
-        except (ValueError, KeyError, TypeError) as exc:
+        except UNREADABLE as exc:
             log.error("%s snapshot %s is unreadable (%s): %s", self.what, self.snapshot_path, exc, lost)
         self.replay(apply_event)
 
@@ -67,7 +72,7 @@ class StateFiles:
                 continue
             try:
                 apply(json.loads(line))
-            except (ValueError, KeyError, TypeError, IndexError):
+            except UNREADABLE:
                 # a torn tail after a power loss; anything else is worth a word
                 if n < len(lines) - 2:
                     log.warning("%s journal line %d is unreadable; skipped", self.what, n + 1)

@@ -46,6 +46,16 @@ def group_id_problem(group: str | None) -> str | None:
     return None
 
 
+# Kafka's offset.metadata.max.bytes: a committed offset's metadata string is at most this long
+# (OFFSET_METADATA_TOO_LARGE otherwise); without it, every commit could store 32 KB per partition.
+OFFSET_METADATA_MAX_CHARS = 4096
+
+
+def metadata_too_large(metadata: str | None) -> bool:
+    """True when an OffsetCommit or TxnOffsetCommit partition's metadata is longer than Kafka allows."""
+    return metadata is not None and len(metadata) > OFFSET_METADATA_MAX_CHARS
+
+
 OPEN_WRITERS = 64
 
 

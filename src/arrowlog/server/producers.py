@@ -58,6 +58,7 @@ import logging
 import os
 import time
 
+from .._fds import Descriptors
 from . import errors as E
 from .journal import Journaled, StateFiles
 
@@ -99,6 +100,7 @@ class ProducerRegistry(Journaled):
         self._unchecked: set[tuple[str, int]] = set()  # loaded, not yet checked against the log
         self._dir = os.path.join(data_dir, "producers") if data_dir is not None else None
         self._files: StateFiles | None = None
+        self._fds = Descriptors(self)   # the lock: closed by close(), or when dropped without it (_fds.py)
         self._lock_fd = -1
         if self._dir is not None:
             self._load(self._dir)
@@ -107,12 +109,11 @@ class ProducerRegistry(Journaled):
     def _load(self, directory: str) -> None:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         # one server per data directory owns the files (a second one would truncate the journal)
-        self._lock_fd = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._lock_fd = self._fds.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
+            self._lock_fd = self._fds.close(self._lock_fd)
             self._dir = None
             log.warning("another server owns the producer state of this data directory: idempotent-producer "
                         "state of this one is kept in memory only (lost on restart)")
@@ -173,9 +174,7 @@ class ProducerRegistry(Journaled):
 
     def close(self) -> None:
         self._close_files()
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)  # releases the flock
-            self._lock_fd = -1
+        self._lock_fd = self._fds.close(self._lock_fd)  # releases the flock (once: a reused number is left alone)
 
     # ------------------------------------------------------------ InitProducerId
     def init_producer_id(self, producer_id: int = -1, producer_epoch: int = -1) -> tuple[int, int, int]:

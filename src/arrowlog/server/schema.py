@@ -96,7 +96,10 @@ def _read_value(t, r: Reader, v: int, flex: bool):
         return None
     if isinstance(t, tuple):
         return [decode(t, r, v, flex) for _ in range(n)]
-    return [_read_value(t[0], r, v, flex) for _ in range(n)]
+    items = [_read_value(t[0], r, v, flex) for _ in range(n)]
+    if t[0] in ("string", "bytes") and None in items:  # Kafka's arrays of strings hold no null
+        raise ProtocolError(f"a null {t[0]} in an array of {t[0]}s")
+    return items
 
 
 def _write_value(t, value, w: Writer, v: int, flex: bool):

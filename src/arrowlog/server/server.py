@@ -83,7 +83,8 @@ class Limits:
                  max_inflight_bytes: int | None = None, max_inflight_requests: int = 64,
                  queued_max_request_bytes: int | None = None,
                  idle_timeout_s: float = 600.0, first_request_timeout_s: float = 5.0,
-                 request_read_timeout_s: float = 30.0, max_request_elements: int = 3_000):
+                 request_read_timeout_s: float = 30.0, max_request_elements: int = 3_000,
+                 queued_max_response_bytes: int = _DEFAULT_REQUEST_MEMORY):
         # The two byte budgets default to 256 MiB, or one frame if frames may be larger.
         if max_inflight_bytes is None:
             max_inflight_bytes = max(_DEFAULT_REQUEST_MEMORY, max_frame_bytes)
@@ -98,6 +99,9 @@ class Limits:
         self.first_request_timeout_s = first_request_timeout_s
         self.request_read_timeout_s = request_read_timeout_s
         self.max_request_elements = max_request_elements
+        # Fetch record data written but not yet sent, all connections together (a Fetch
+        # gets what is left, and at least one batch: KIP-74)
+        self.queued_max_response_bytes = queued_max_response_bytes
         for name, value in vars(self).items():
             if not value > 0:
                 raise ConfigError(f"server limit {name} must be positive, not {value!r}")
@@ -261,6 +265,7 @@ class KafkaServer:
 
         config = BrokerConfig(host=self.host, port=self.port, **self.broker_options)
         self.broker = Broker(self.data_dir, config, self.cluster_id or cluster_id_for(self.data_dir))
+        self.broker.response_room = self._response_room
         self._memory = _RequestMemory(self.limits.queued_max_request_bytes)
         tls = self.security.ssl_context
         # A TLS handshake gets the first request's deadline too (the connection is not
@@ -285,12 +290,20 @@ class KafkaServer:
         for warning in self.security.startup_warnings(self.host):
             log.warning("%s", warning)
 
+    def _response_room(self) -> int:
+        """Bytes a Fetch response may still take: ``queued_max_response_bytes`` less what the
+        connections' transports hold unsent (a client that does not read keeps its share)."""
+        unsent = sum(c.stream.write_buffer_size() for c in self._connections)
+        return self.limits.queued_max_response_bytes - unsent
+
     async def stop(self) -> None:
         """Stop accepting, close connections, flush every written partition (fsync)."""
         if self._server is not None:
             self._server.close()
         for observer in self._observers:
             observer.close()
+        if self.broker is not None:
+            self.broker.answer_waiting()
         tasks = [c.task for c in self._connections]
         for task in tasks:
             task.cancel()

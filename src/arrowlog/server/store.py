@@ -5,6 +5,7 @@ error codes.
 
 from __future__ import annotations
 
+import errno
 import uuid
 from typing import Any
 
@@ -52,13 +53,16 @@ class Store:
         return sorted(self.log.list_topics())
 
     def topic(self, name: str):
-        """The Topic, or None if it does not exist."""
+        """The Topic, or None if it does not exist. A topic whose metadata is damaged raises
+        StorageError (an OSError: its callers answer KAFKA_STORAGE_ERROR for that topic)."""
         if not valid_topic_name(name):
             return None
         try:
             return self.log.topic(name)
         except (AE.UnknownTopicError, AE.InvalidTopicError):
             return None
+        except AE.CorruptRecordError as exc:   # (a damaged topic.json: every Metadata request failed)
+            raise AE.StorageError(errno.EIO, str(exc)) from exc
 
     def create_topic(self, name: str, partitions: int, config: dict | None = None,
                      validate_only: bool = False) -> tuple[int, str | None]:

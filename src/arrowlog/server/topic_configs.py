@@ -19,6 +19,8 @@ import threading
 from arrowlog.config import TOPIC as TOPIC_KEYS
 from arrowlog.storage.files import write_json_atomic
 
+from .journal import UNREADABLE
+
 # The topic configs the storage layer stores and applies: the Kafka-named keys of
 # arrowlog.config.TOPIC (one list for the library, the CLI and the wire).
 HONOURED = {k.name for k in TOPIC_KEYS} - {"partitions", "value.schema"}
@@ -133,7 +135,7 @@ class IgnoredConfigs:
                 loaded = json.load(f)
             self._all = {t: {k: str(v) for k, v in c.items()} for t, c in loaded.items()
                          if isinstance(c, dict)} if isinstance(loaded, dict) else {}
-        except (FileNotFoundError, ValueError, AttributeError):
+        except (FileNotFoundError, *UNREADABLE):
             self._all = {}
 
     def get(self, topic: str) -> dict:

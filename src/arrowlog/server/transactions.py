@@ -94,12 +94,17 @@ class TxnHandlers:
                                                     req["producer_epoch"], req["group_id"])}
 
     def txn_offset_commit(self, ctx, req: dict) -> dict:
+        from .offsets import metadata_too_large
+
         updates: dict = {}
-        bad = set()
+        bad: dict[tuple[str, int], int] = {}   # partitions refused, with their error codes
         for t in req["topics"]:
             for p in t["partitions"]:
                 if not self._exists(t["name"], p["partition_index"]):
-                    bad.add((t["name"], p["partition_index"]))
+                    bad[(t["name"], p["partition_index"])] = E.UNKNOWN_TOPIC_OR_PARTITION
+                    continue
+                if metadata_too_large(p["committed_metadata"]):
+                    bad[(t["name"], p["partition_index"])] = E.OFFSET_METADATA_TOO_LARGE
                     continue
                 updates.setdefault(t["name"], {})[p["partition_index"]] = {
                     "offset": p["committed_offset"], "metadata": p["committed_metadata"],
@@ -112,7 +117,7 @@ class TxnHandlers:
                                                req["group_id"], updates)
         return {"topics": [{"name": t["name"], "partitions": [
             {"partition_index": p["partition_index"],
-             "error_code": E.UNKNOWN_TOPIC_OR_PARTITION if (t["name"], p["partition_index"]) in bad else code}
+             "error_code": bad.get((t["name"], p["partition_index"]), code)}
             for p in t["partitions"]]} for t in req["topics"]]}
 
     def end_txn(self, ctx, req: dict) -> dict:

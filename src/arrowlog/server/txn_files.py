@@ -24,7 +24,7 @@ import logging
 import os
 import time
 
-from .journal import StateFiles
+from .journal import UNREADABLE, StateFiles
 
 log = logging.getLogger("arrowlog.server")
 
@@ -128,7 +128,7 @@ class SharedStateFiles(StateFiles):
                 try:
                     with open(self.snapshot_path, "rb") as f:
                         apply_snapshot(json.loads(f.read()))
-                except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                except UNREADABLE as exc:
                     log.error("%s snapshot %s is unreadable (%s): %s", self.what, self.snapshot_path, exc, lost)
             self._tail(apply_event)
             return True
@@ -153,7 +153,7 @@ class SharedStateFiles(StateFiles):
                 continue
             try:
                 apply(json.loads(line))
-            except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+            except UNREADABLE:
                 log.warning("%s journal: an unreadable line at byte %d skipped", self.what, self._pos)
         self._pos += end
         return True

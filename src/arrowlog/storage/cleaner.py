@@ -59,6 +59,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .._fds import Descriptors
 from .._native import core
 from ..config import is_compacted
 from ..errors import StorageError
@@ -212,15 +213,17 @@ class _Lock:
     """cleaner.lock, flock()ed exclusively (one cleaner per partition)."""
 
     def __init__(self, directory: str, wait: bool):
-        self.fd = os.open(os.path.join(directory, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._fds = Descriptors(self)   # closed by release(), or when dropped without it (_fds.py)
+        self.fd = self._fds.open(os.path.join(directory, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BaseException:
-            os.close(self.fd)
+            self.fd = self._fds.close(self.fd)
             raise
 
     def release(self) -> None:
-        os.close(self.fd)
+        """Unlock (once: a second call, or the number reused by another open since, is left alone)."""
+        self.fd = self._fds.close(self.fd)
 
 
 def needs_cleaning(plog: PartitionLog, now_ms: int | None = None) -> bool:

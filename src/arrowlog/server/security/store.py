@@ -66,7 +66,7 @@ class JsonStateFile:
             raise SecurityStateError(f"{self.path} is over {MAX_FILE_BYTES} bytes: not an arrowlog file")
         try:
             value = json.loads(raw)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:   # (RecursionError: nested too deep to parse)
             raise SecurityStateError(f"{self.path} is damaged ({exc}); restore it from a backup "
                                      "or remove it and add the users/ACLs again") from None
         if not isinstance(value, dict):

@@ -1,0 +1,107 @@
+"""What users do with two client libraries against one `arrowlog serve` (review8): a consumer group whose
+members are a kafka-python and a confluent-kafka consumer splits the partitions and hands them over when one
+leaves; listing offsets of an empty topic and offsets for a future time answer as Kafka does in both."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+ck = pytest.importorskip("confluent_kafka")
+kafka = pytest.importorskip("kafka")
+
+from kafka import KafkaConsumer, KafkaProducer  # noqa: E402
+from kafka import TopicPartition as KTP  # noqa: E402
+
+from arrowlog.server import messages as M  # noqa: E402
+
+from .wireclient import call  # noqa: E402
+
+
+def create(server, topic: str, partitions: int) -> str:
+    resp = call(server, M.CREATE_TOPICS, 7, {"topics": [{"name": topic, "num_partitions": partitions,
+                                                         "replication_factor": 1}]})
+    assert resp["topics"][0]["error_code"] == 0
+    return topic
+
+
+def test_a_group_of_a_kafka_python_and_a_confluent_member_splits_and_hands_over(server, topic, group):
+    create(server, topic, 4)
+    p = KafkaProducer(bootstrap_servers=server.bootstrap, linger_ms=1)
+    for i in range(200):
+        p.send(topic, value=b"%d" % i, partition=i % 4)
+    p.flush(10)
+    kp = KafkaConsumer(topic, bootstrap_servers=server.bootstrap, group_id=group, auto_offset_reset="earliest",
+                       enable_auto_commit=False, session_timeout_ms=6000, heartbeat_interval_ms=200)
+    cf = ck.Consumer({"bootstrap.servers": server.bootstrap, "group.id": group, "auto.offset.reset": "earliest",
+                      "enable.auto.commit": False, "heartbeat.interval.ms": 200, "session.timeout.ms": 6000})
+    cf.subscribe([topic])
+    seen: dict[tuple[int, int], str] = {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for tp, records in kp.poll(timeout_ms=100).items():
+            seen.update({(tp.partition, r.offset): "kafka-python" for r in records})
+        m = cf.poll(0.1)
+        if m is not None and m.error() is None:
+            seen[(m.partition(), m.offset())] = "confluent"
+        mine, theirs = {tp.partition for tp in kp.assignment()}, {tp.partition for tp in cf.assignment()}
+        if len(seen) == 200 and mine and theirs and not mine & theirs and mine | theirs == {0, 1, 2, 3}:
+            break
+    assert len(seen) == 200, f"{len(seen)} of 200 records seen"
+    assert mine and theirs and not mine & theirs and mine | theirs == {0, 1, 2, 3}
+    kp.commit()
+    cf.commit(asynchronous=False)
+
+    kp.close()                                    # leaves the group: confluent takes every partition
+    for i in range(4):
+        p.send(topic, value=b"after-%d" % i, partition=i)
+    p.flush(10)
+    after = set()
+    deadline = time.monotonic() + 60
+    while len(after) < 4 and time.monotonic() < deadline:
+        m = cf.poll(0.2)
+        if m is not None and m.error() is None:
+            after.add((m.partition(), m.offset(), m.value()))
+    assert {tp.partition for tp in cf.assignment()} == {0, 1, 2, 3}
+    assert sorted(after) == [(i, 50, b"after-%d" % i) for i in range(4)]   # from the committed offsets
+    cf.close()
+    p.close()
+
+
+def test_an_empty_topic_and_a_future_time_list_as_in_kafka(server, topic):
+    create(server, topic, 1)
+    future = int(time.time() * 1000) + 10 ** 9
+    cf = ck.Consumer({"bootstrap.servers": server.bootstrap, "group.id": "unused-" + topic})
+    kp = KafkaConsumer(bootstrap_servers=server.bootstrap)
+    try:
+        assert cf.get_watermark_offsets(ck.TopicPartition(topic, 0), timeout=10) == (0, 0)
+        assert kp.beginning_offsets([KTP(topic, 0)]) == kp.end_offsets([KTP(topic, 0)]) == {KTP(topic, 0): 0}
+        # no record at or after the time: offset -1 (kafka-python: None), empty topic or not
+        [empty] = cf.offsets_for_times([ck.TopicPartition(topic, 0, future)], timeout=10)
+        assert empty.offset == -1 and empty.error is None
+        p = ck.Producer({"bootstrap.servers": server.bootstrap})
+        p.produce(topic, value=b"", key=b"", headers=[("null", None), ("", b"")])
+        p.produce(topic, value=None, key=None)
+        assert p.flush(10) == 0
+        [later] = cf.offsets_for_times([ck.TopicPartition(topic, 0, future)], timeout=10)
+        assert later.offset == -1
+        assert kp.offsets_for_times({KTP(topic, 0): future}) == {KTP(topic, 0): None}
+        assert kp.offsets_for_times({KTP(topic, 0): 0})[KTP(topic, 0)].offset == 0
+        # empty and null keys and values stay apart, a header's null value stays null
+        kp.assign([KTP(topic, 0)])
+        kp.seek_to_beginning()
+        got = []
+        deadline = time.monotonic() + 30
+        while len(got) < 2 and time.monotonic() < deadline:
+            got += [r for records in kp.poll(timeout_ms=200).values() for r in records]
+        assert [(r.key, r.value) for r in got] == [(b"", b""), (None, None)]
+        cf.assign([ck.TopicPartition(topic, 0, 0)])
+        m = None
+        deadline = time.monotonic() + 30
+        while (m is None or m.error() is not None) and time.monotonic() < deadline:
+            m = cf.poll(0.2)
+        assert m is not None and m.headers() == [("null", None), ("", b"")]
+    finally:
+        cf.close()
+        kp.close()
