@@ -18,8 +18,10 @@ their commits to one journal per group, ``journal-<gen>.log``:
   durable mark, (generation, position) as one number, and a futex word.
   If the mark covers my record, I am done. Else, if nobody holds the sync
   lock (flock of ``.sync``, taken with LOCK_NB), I become the syncer: read
-  the tail under the claim lock (every record written so far, by anyone),
-  one fdatasync, publish the mark, release the lock, wake the waiters. Else
+  the tail under the claim lock (every record written so far, by anyone;
+  while the group's counter still reads my record's seq, my record is the
+  tail and no lock is needed), one fdatasync, publish the mark, release the
+  lock, wake the waiters. Else
   a sync is running, perhaps begun before my write: I wait on the futex
   word until it ends and look again; one of the waiters becomes the next
   syncer and covers everyone who wrote meanwhile. So N members committing
