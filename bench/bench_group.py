@@ -212,9 +212,14 @@ def _explain(three: Row, one: Row, trio: list[Costs], solo: list[Costs], runs: i
     def per_commit(runs_: list[Costs]) -> float:
         return _median([r[4] / max(r[3], 1) for r in runs_])
 
+    def cpu_per_batch(runs_: list[Costs]) -> float:
+        """CPU µs per consume(1000) + commit() (the readers' CPU over their commits)."""
+        return _median([1e6 * r[0] / max(r[3], 1) for r in runs_])
+
     one.note = (f"CPU {solo_cpu:.3f} s of {solo_wall:.3f} s ({100 * solo_cpu / solo_wall:.0f}%), medians of the "
                 f"timed runs; inside commit() {solo_commit:.3f} s ({100 * solo_commit / solo_wall:.0f}%), "
-                f"mostly waiting for its fdatasyncs ({per_commit(solo):.2f} per commit)")
+                f"mostly waiting for its fdatasyncs ({per_commit(solo):.2f} per commit): off CPU "
+                f"{solo_wall - solo_cpu:.3f} s; {cpu_per_batch(solo):.0f} µs of CPU per batch and its commit")
     usable = min(cores, MEMBERS)
     floor = trio_cpu / usable
     three.note = (f"the members' CPU together {trio_cpu:.3f} s (median; {trio_cpu / solo_cpu:.2f}× the one "
@@ -223,7 +228,8 @@ def _explain(three: Row, one: Row, trio: list[Costs], solo: list[Costs], runs: i
                   f"overlap completely; they kept {100 * trio_cpu / (trio_wall * usable):.0f}% of {usable} cores "
                   f"busy over {trio_wall:.3f} s, each inside commit() {trio_commit:.3f} s "
                   f"({100 * trio_commit / trio_wall:.0f}%) on average; {per_commit(trio):.2f} fdatasyncs per "
-                  "commit (group commit: members committing at once share one)")
+                  f"commit (group commit: members committing at once share one); {cpu_per_batch(trio):.0f} µs of "
+                  "CPU per batch and its commit")
 
 
 # -- latency to a group member ---------------------------------------------------------

@@ -53,3 +53,6 @@ def test_the_notes_say_how_busy_the_members_kept_the_cores_and_how_long_commits_
     assert f"they kept {busy}% of {cores} cores busy over 0.100 s" in three.note
     assert "each inside commit() 0.030 s (30%)" in three.note
     assert "0.60 fdatasyncs per commit" in three.note and "(1.00 per commit)" in one.note
+    # off CPU: the one consumer's wall time that its CPU does not explain (its sync waits)
+    assert "off CPU 0.100 s" in one.note
+    assert "4000 µs of CPU per batch" in one.note and "1800 µs of CPU per batch" in three.note

@@ -97,6 +97,57 @@ def test_members_that_commit_during_a_sync_share_the_next_one(tmp_path, monkeypa
     assert offsets(first) == {9: 1, 8: 1, 7: 1, 0: 10, 1: 11, 2: 12}
 
 
+def claim_locks(monkeypatch, j) -> list[int]:
+    """Every exclusive flock taken on the journal's claim lock (``.seq``) from now on."""
+    taken: list[int] = []
+    real_flock = jmod.fcntl.flock
+
+    def flock(fd, op):
+        if fd == j._state_fd and op & jmod.fcntl.LOCK_EX:
+            taken.append(op)
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(jmod.fcntl, "flock", flock)
+    return taken
+
+
+def test_a_syncer_whose_record_is_the_tail_does_not_take_the_claim_lock_again(tmp_path, monkeypatch):
+    # nobody claimed a record after ours: ours is the tail, so the sync needs no
+    # second round of the claim lock to read it (one flock pair per commit saved)
+    gdir = member_dir(tmp_path)
+    gdir.write_offsets({("t", 9): (1, None)})
+    j = gdir._journal
+    assert j is not None
+    taken = claim_locks(monkeypatch, j)
+    gdir.write_offsets({("t", 0): (10, None)})
+    assert len(taken) == 1   # the claim of the record only
+    _boot, _seq, gen, tail, _dgen, _dpos = j._read_state()
+    assert j._durable() == jmod._mark(gen, tail)
+    assert offsets(gdir) == {9: 1, 0: 10}
+
+
+def test_a_record_claimed_after_ours_before_our_sync_is_covered_by_it(tmp_path, monkeypatch):
+    # another member claimed and wrote a record between our write and our sync:
+    # the syncer reads the tail under the claim lock and covers it too
+    first, second = member_dir(tmp_path), member_dir(tmp_path)
+    first.write_offsets({("t", 9): (1, None)})
+    second.write_offsets({("t", 8): (1, None)})
+    a, b = first._journal, second._journal
+    assert a is not None and b is not None
+    _retired, gen, end, seq = a._append(b'[["t",0,10,"",0,-1]]')
+    _retired, gen_b, end_b, _seq_b = b._append(b'[["t",1,11,"",0,-1]]')
+    taken = claim_locks(monkeypatch, a)
+    synced: list[int] = []
+    real_sync = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(fd), real_sync(fd))[1])
+    a._wait_durable(jmod._mark(gen, jmod._aligned(end)), seq)
+    assert len(taken) == 1 and len(synced) == 1
+    assert a._durable() == jmod._mark(gen_b, jmod._aligned(end_b))   # the other member's record too
+    b._wait_durable(jmod._mark(gen_b, jmod._aligned(end_b)), _seq_b)
+    assert len(synced) == 1   # it was already durable: no sync of its own
+    assert offsets(first) == {9: 1, 8: 1, 0: 10, 1: 11}
+
+
 def test_a_waiter_takes_over_from_a_syncer_that_died(tmp_path):
     # a syncer killed mid-sync releases its flock but wakes nobody: the waiters'
     # bounded futex waits find the lock free and one of them syncs

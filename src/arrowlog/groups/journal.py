@@ -18,8 +18,10 @@ their commits to one journal per group, ``journal-<gen>.log``:
   durable mark, (generation, position) as one number, and a futex word.
   If the mark covers my record, I am done. Else, if nobody holds the sync
   lock (flock of ``.sync``, taken with LOCK_NB), I become the syncer: read
-  the tail under the claim lock (every record written so far, by anyone),
-  one fdatasync, publish the mark, release the lock, wake the waiters. Else
+  the tail under the claim lock (every record written so far, by anyone;
+  while the group's counter still reads my record's seq, my record is the
+  tail and no lock is needed), one fdatasync, publish the mark, release the
+  lock, wake the waiters. Else
   a sync is running, perhaps begun before my write: I wait on the futex
   word until it ends and look again; one of the waiters becomes the next
   syncer and covers everyone who wrote meanwhile. So N members committing
@@ -85,6 +87,7 @@ _ZERO_HEADER = bytes(HEADER_SIZE)
 # .seq: boot id, seq, generation, tail, durable generation, durable position
 _STATE = struct.Struct("<16sQQQQQ")
 _STATE_GEN, _STATE_GEN_AT = struct.Struct("<Q"), 24   # its generation alone
+_STATE_SEQ, _STATE_SEQ_AT = _STATE_GEN, 16            # its counter alone
 # .sync: a partition-state file whose next_offset holds the durable mark, whose
 # futex word a syncer bumps when its sync ends, and whose flock is the sync lock
 SYNC_FILE = ".sync"
@@ -371,8 +374,8 @@ class GroupJournal:
         if HEADER_SIZE + len(payload) > JOURNAL_SIZE:
             return None
         with self._commit_lock:
-            retired, gen, end = self._append(payload)
-            self._wait_durable(_mark(gen, _aligned(end)))
+            retired, gen, end, seq = self._append(payload)
+            self._wait_durable(_mark(gen, _aligned(end)), seq)
             return retired
 
     def _durable(self) -> int:
@@ -388,9 +391,10 @@ class GroupJournal:
             return -1
         return mark
 
-    def _wait_durable(self, mine: int) -> None:
-        """Return once the durable mark covers ``mine``: a sync that began after
-        our write made it so, ours or another member's (group commit)."""
+    def _wait_durable(self, mine: int, seq: int) -> None:
+        """Return once the durable mark covers ``mine`` (the end of our record,
+        whose seq is ``seq``): a sync that began after our write made it so,
+        ours or another member's (group commit)."""
         state = self._sync
         while True:
             word = state.current_word()
@@ -399,7 +403,7 @@ class GroupJournal:
             if self._syncer.try_enter():
                 try:
                     if self._durable() < mine:   # (a sync may have ended since we looked)
-                        self._sync_all()
+                        self._sync_all(mine, seq)
                 finally:
                     self._syncer.__exit__()
                 state.bump()   # after the release: a waiter our sync missed finds the lock free
@@ -408,22 +412,35 @@ class GroupJournal:
             # for it to end, then look again (the bound: a syncer killed mid-sync)
             state.wait_word(word, SYNC_WAIT_S)
 
-    def _sync_all(self) -> None:
+    def _sync_all(self, mine: int, seq: int) -> None:
         """One fdatasync covering every record written so far, by anyone, then
-        publish how far it reached (the caller holds the sync lock)."""
-        with self._claim:
-            _boot, _seq, gen, tail, _dgen, _dpos = self._read_state()
-            if self.gen != gen:
-                self._open(gen)
+        publish how far it reached (the caller holds the sync lock).
+
+        ``mine``/``seq``: the end and seq of our own record, the last one we
+        wrote. While the group's counter still reads ``seq`` nobody has
+        claimed a record since ours, so ours is the tail and the claim lock
+        (two flock calls) is not needed to read it. Read without the lock the
+        counter is only a hint: whatever it says, ``mine`` ends a record
+        written before this fdatasync begins, and so does every record before
+        it (they were written under the claim lock before ours); a record
+        claimed meanwhile is left to the next sync."""
+        if _STATE_SEQ.unpack_from(self._mm, _STATE_SEQ_AT)[0] == seq and mine >> 32 == self.gen:
+            mark = mine
+        else:
+            with self._claim:
+                _boot, _seq, gen, tail, _dgen, _dpos = self._read_state()
+                if self.gen != gen:
+                    self._open(gen)
+            mark = _mark(gen, tail)
         os.fdatasync(self.fd)
         state = self._sync
         if state.torn:   # a syncer died while publishing
             state.repair_seq()
-        if _mark(gen, tail) > self._durable():
-            state.publish(next_offset=_mark(gen, tail))
+        if mark > self._durable():
+            state.publish(next_offset=mark)
 
-    def _append(self, payload: bytes) -> tuple[int, int, int]:
-        """Write one record at the tail: (generation retired or 0, its generation, its end)."""
+    def _append(self, payload: bytes) -> tuple[int, int, int, int]:
+        """Write one record at the tail: (generation retired or 0, its generation, its end, its seq)."""
         retired = 0
         with self._claim:
             seq, gen, tail, _dgen, _dpos = self._current()
@@ -440,7 +457,7 @@ class GroupJournal:
             os.pwrite(self.fd, record, tail)
             end = tail + len(record)
             self._set(seq, gen, _aligned(end), dgen, dpos)
-        return retired, gen, end
+        return retired, gen, end, seq
 
     def _retire(self, gen: int) -> None:
         """Make every record of a full journal durable before the next one
