@@ -803,12 +803,13 @@ cdef class RecordAccumulator:
         finally:
             _flock_retry(place.lock_fd, LOCK_UN)
 
-    cdef int64_t _append_nogil(self, const AppendPlace *t, int64_t now_ms) noexcept nogil:
+    cdef int64_t _append_nogil(self, const AppendPlace *t, int64_t now_ms, int64_t *grow_to) noexcept nogil:
         """_append_at without the GIL (the staged flush's two threads,
         core/stage.pxi): the frame's base offset, or -1, nothing published,
         whenever _append_at would do anything else: decline, grow the
-        segment (a Python call), or fail (the caller's general path then
-        tries again, and raises what is wrong)."""
+        segment (a Python call: ``grow_to`` is then set to the end it must
+        be allocated to), or fail (the caller's general path then tries
+        again, and raises what is wrong)."""
         cdef const uint8_t *src[ENV_BUFFERS]
         cdef Py_ssize_t have[ENV_BUFFERS]
         cdef Py_ssize_t lens[ENV_BUFFERS]
@@ -823,6 +824,8 @@ cdef class RecordAccumulator:
         rc = self._append_check(t, now_ms, &step)
         if rc == 0:
             rc = self._append_store(t, &step)
+        elif rc == 1:
+            grow_to[0] = step.position + step.size
         _flock_retry(t.lock_fd, LOCK_UN)
         return step.base if rc == 0 else -1
 

@@ -232,11 +232,13 @@ cdef class ProducerCore:
         With a ``helper`` executor (storage/helper.py) and at least
         ``parallel_bytes`` staged for two partitions or more, the partitions
         whose log lock is free are first written by two threads at once
-        (StagePass: this one and the helper, without the GIL); what that
-        pass leaves (a segment to grow or roll, a failed write, anything
-        append_at would not do alone), with nothing of it published, then
-        goes through the one-thread loop below, as every partition does
-        without a helper: the same frames, the same errors. An error
+        (StagePass: this one and the helper, without the GIL), in a second
+        pass for those whose segment had to grow first (grown in between,
+        as append_at grows it: _pass_grown); what the passes leave (a
+        segment to roll, a failed write, anything append_at would not do
+        alone), with nothing of it published, then goes through the
+        one-thread loop below, as every partition does without a helper:
+        the same frames, the same errors. An error
         appending one partition's frame is raised after the other
         partitions are written (the first in partition order). Appended
         logs go to ``dirty``; returns the number of records appended."""
@@ -289,24 +291,31 @@ cdef class ProducerCore:
                     t = (<object>logs[p]).append_target()
                     if t is not None:
                         _pass_add(two, <int32_t>p, <AppendTarget>t)
+                passes = []
                 if two.count > 1:
                     _both(helper, two, scratch)
+                    passes.append(two)
+                    two = _pass_grown(two)  # (segments to grow first: again, once grown)
+                    if two is not None:
+                        _both(helper, two, scratch)
+                        passes.append(two)
                 while held:
                     (<object>held.pop()).release()
-                for k in range(two.count):
-                    p = two.parts[k]
-                    if two.bases[k] < 0:
-                        continue  # nothing of it published: the loop below appends it
-                    mine[p] = 0
-                    n, nbytes = s.pending[2 * p], s.pending[2 * p + 1]
-                    self._queued -= n
-                    (<object>locks[p]).release()
-                    if p == slot.sticky:
-                        slot.next_sticky()
-                    dirty.add(logs[p])
-                    slot.sent[2 * p] += n
-                    slot.sent[2 * p + 1] += nbytes
-                    sent += n
+                for two in passes:
+                    for k in range(two.count):
+                        p = two.parts[k]
+                        if two.bases[k] < 0:
+                            continue  # nothing of it published: the loop below appends it
+                        mine[p] = 0
+                        n, nbytes = s.pending[2 * p], s.pending[2 * p + 1]
+                        self._queued -= n
+                        (<object>locks[p]).release()
+                        if p == slot.sticky:
+                            slot.next_sticky()
+                        dirty.add(logs[p])
+                        slot.sent[2 * p] += n
+                        slot.sent[2 * p + 1] += nbytes
+                        sent += n
             for p in range(s.partitions):
                 if not mine[p]:
                     continue

@@ -314,13 +314,15 @@ cdef class StagePass:
         self.places = <AppendPlace *>malloc(<size_t>max(capacity, 1) * sizeof(AppendPlace))
         self.parts = <int32_t *>malloc(<size_t>max(capacity, 1) * sizeof(int32_t))
         self.bases = <int64_t *>malloc(<size_t>max(capacity, 1) * sizeof(int64_t))
-        if self.places == NULL or self.parts == NULL or self.bases == NULL:
+        self.ends = <int64_t *>malloc(<size_t>max(capacity, 1) * sizeof(int64_t))
+        if self.places == NULL or self.parts == NULL or self.bases == NULL or self.ends == NULL:
             raise MemoryError()
 
     def __dealloc__(self):
         free(self.places)
         free(self.parts)
         free(self.bases)
+        free(self.ends)
 
     def __call__(self):
         self.helped = _pass_run(self, <RecordAccumulator>self.scratch)
@@ -333,6 +335,7 @@ cdef int _pass_add(StagePass two, int32_t partition, AppendTarget target) except
     place_of(target, &two.places[two.count])
     two.parts[two.count] = partition
     two.bases[two.count] = -1
+    two.ends[two.count] = 0
     two.targets.append(target)
     two.count += 1
     return 0
@@ -356,7 +359,48 @@ cdef Py_ssize_t _pass_take(StagePass two, RecordAccumulator scratch, RecordStage
         p = two.parts[k]
         lo, hi = two.start[p], two.start[p + 1]
         if _stage_copy(scratch, stage, two.order, lo, hi) == hi - lo:
-            two.bases[k] = scratch._append_nogil(&two.places[k], now_ms())
+            two.bases[k] = scratch._append_nogil(&two.places[k], now_ms(), &two.ends[k])
             done += two.bases[k] >= 0
         scratch._empty_buffers()
         scratch._zero_counts()
+
+
+cdef StagePass _pass_grown(StagePass two):
+    """The partitions ``two`` left because their segment must grow first,
+    grown now as append_at grows a segment (its target's ``grow`` under the
+    append lock, while the segment is still the active one), in a new pass
+    for the two threads; None when none grew. A growth that fails leaves
+    its partition to the caller's one-thread loop, which raises what is
+    wrong."""
+    cdef StagePass again = None
+    cdef StatePayload p
+    cdef AppendTarget t
+    cdef Py_ssize_t k
+    cdef int64_t grown
+    cdef int rc
+    for k in range(two.count):
+        if two.bases[k] >= 0 or two.ends[k] <= 0:
+            continue
+        t = <AppendTarget>two.targets[k]
+        if t.grow is None:
+            continue
+        with nogil:
+            rc = _flock_retry(t.lock_fd, LOCK_EX)
+        if rc != 0:
+            continue
+        grown = -1
+        try:
+            if (arrowlog_seq_read(t.state.seq, &p, t.state.payload, sizeof(StatePayload))
+                    and p.generation == t.generation and p.active_base_offset == t.segment_base):
+                grown = t.grow(two.ends[k])
+                t.file_size = max(t.file_size, grown)
+        except Exception:
+            grown = -1  # (the one-thread loop grows it again, and raises what is wrong)
+        finally:
+            _flock_retry(t.lock_fd, LOCK_UN)
+        if grown >= two.ends[k]:
+            if again is None:
+                again = StagePass(two.stage, <RecordAccumulator>two.scratch, two.count)
+                again.order, again.start = two.order, two.start
+            _pass_add(again, two.parts[k], t)
+    return again

@@ -13,7 +13,7 @@ from concurrent.futures import Future
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_producer_stage import CONFIG, partition_files
+from test_producer_stage import CONFIG, partition_files, steady_rounds
 
 import arrowlog
 from arrowlog.backends.local import producer as producer_module
@@ -158,6 +158,30 @@ def test_either_thread_writes_every_partition_byte_for_byte(tmp_path, monkeypatc
         assert sum(helped) >= 2 * 64  # (a segment to grow or roll is left to the caller's loop)
     elif mode == "idle":
         assert helped == [0] * len(helped) and all(f.cancelled() for f in helper.futures)
+
+
+def test_segments_that_must_grow_are_grown_between_two_passes(tmp_path, monkeypatch):
+    """Steady rounds whose frames outgrow their segments' allocated room:
+    the growth is done between two passes (as append_at does it), so every
+    partition of every round after the first is written by the two-thread
+    pass (here all by the eager helper), none by the general path; the files
+    and allocated sizes are the one-thread flush's."""
+    helper = EagerHelper()
+    with monkeypatch.context() as m:
+        m.setattr(producer_module, "STAGE_PARTITIONS", 16)
+        m.setattr(producer_module, "PARALLEL_FLUSH_BYTES", 0)
+        m.setattr(producer_module, "helper_thread", lambda: helper)
+        general, sizes = steady_rounds(str(tmp_path / "two"), 32, 8, 32 * 40, 300, m)
+    assert general[1:] == [0] * 7
+    assert min(sizes) > 64 << 10  # every segment grew on the way
+    assert sum(job.helped for job in helper.jobs) == 32 * 7
+    assert len(helper.jobs) > 7  # growth took a second pass in some rounds
+    with monkeypatch.context() as m:
+        m.setattr(producer_module, "STAGE_PARTITIONS", 16)
+        m.setattr(producer_module, "helper_thread", lambda: None)
+        _, want_sizes = steady_rounds(str(tmp_path / "one"), 32, 8, 32 * 40, 300, m)
+    assert sizes == want_sizes
+    assert partition_files(str(tmp_path / "two"), "t") == partition_files(str(tmp_path / "one"), "t")
 
 
 def full_disk(partitions: list[int]):

@@ -341,6 +341,7 @@ cdef class StagePass:
     cdef AppendPlace *places           # where each partition of the pass goes,
     cdef int32_t *parts                # which partition it is,
     cdef int64_t *bases                # and its frame's base offset once written (-1: not written)
+    cdef int64_t *ends                 # or the end its segment must be allocated to first (0: no)
     cdef Py_ssize_t count
     cdef Py_ssize_t capacity
     cdef Py_ssize_t next               # the next index to take (atomic)
