@@ -229,8 +229,8 @@ cdef class ProducerCore:
         records never overtake, nor are overtaken by, another batch of the
         same partition.
 
-        With a ``helper`` executor (storage/helper.py) and at least
-        ``parallel_bytes`` staged for two partitions or more, the partitions
+        With at least ``parallel_bytes`` staged for two partitions or more,
+        and an executor from ``helper()`` (storage/helper.py), the partitions
         whose log lock is free are first written by two threads at once
         (StagePass: this one and the helper, without the GIL), in a second
         pass for those whose segment had to grow first (grown in between,
@@ -279,6 +279,10 @@ cdef class ProducerCore:
             slot.scratch = None  # (another thread's flush builds its own)
             scratch = <RecordAccumulator>scratches[0]
             if helper is not None and mine_count > 1 and mine_bytes >= parallel_bytes:
+                helper = helper()
+            else:
+                helper = None
+            if helper is not None:
                 two = StagePass(s, <RecordAccumulator>scratches[1], mine_count)
                 two.order, two.start = order, start
                 for p in range(s.partitions):
