@@ -111,8 +111,13 @@ cdef void _both(object helper, StagePass two, RecordAccumulator scratch) except 
     """``two`` on the ``helper`` executor's thread and on this one; returns
     once neither runs it any more (its job cancelled before it started, or
     ended). An interrupt while waiting is raised after: the helper reads the
-    caller's stage and arrays until then."""
-    later = helper.submit(two)
+    caller's stage and arrays until then. An executor that takes no more
+    work (shut down at the interpreter's exit) leaves it all to this thread."""
+    try:
+        later = helper.submit(two)
+    except RuntimeError:
+        _pass_run(two, scratch)
+        return
     _pass_run(two, scratch)
     if later.cancel():
         return

@@ -65,7 +65,18 @@ class RealHelper:
         return pool.submit(job)
 
 
-HELPERS = {"eager": EagerHelper, "idle": IdleHelper, "real": RealHelper}
+class ClosedHelper:
+    """An executor shut down (at the interpreter's exit): submit() raises."""
+
+    def __init__(self):
+        self.jobs: list = []
+
+    def submit(self, job) -> Future:
+        self.jobs.append(job)
+        raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+
+
+HELPERS = {"eager": EagerHelper, "idle": IdleHelper, "real": RealHelper, "closed": ClosedHelper}
 
 # segments that grow and roll now and then, not at every flush as CONFIG's do
 ROOMY = {"segment.bytes": 256 << 10, "index.interval.bytes": 600, "retention.ms": -1}
@@ -142,8 +153,8 @@ def keyed_rounds(n: int, rounds: int, spread: int = 200) -> list:
 def test_either_thread_writes_every_partition_byte_for_byte(tmp_path, monkeypatch, mode):
     """64 partitions, 6 flushes with segments growing and rolling: the
     eager helper writes every partition a pass can write, the idle one none
-    (its job is cancelled), the real one some; the files are the one-thread
-    flush's in each case."""
+    (its job is cancelled), nor the closed one (submit() raises), the real
+    one some; the files are the one-thread flush's in each case."""
     rounds = keyed_rounds(12_000, 6)
     with monkeypatch.context() as m:
         want = produce_rounds(str(tmp_path / "one"), 64, rounds, None, m, config=ROOMY)
@@ -157,8 +168,10 @@ def test_either_thread_writes_every_partition_byte_for_byte(tmp_path, monkeypatc
     helped = [job.helped for job in helper.jobs]
     if mode == "eager":
         assert sum(helped) >= 2 * 64  # (a segment to grow or roll is left to the caller's loop)
-    elif mode == "idle":
-        assert helped == [0] * len(helped) and all(f.cancelled() for f in helper.futures)
+    elif mode in ("idle", "closed"):
+        assert helped == [0] * len(helped)
+    if mode == "idle":
+        assert all(f.cancelled() for f in helper.futures)
 
 
 def test_segments_that_must_grow_are_grown_between_two_passes(tmp_path, monkeypatch):
