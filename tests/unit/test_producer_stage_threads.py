@@ -91,7 +91,7 @@ def produce_rounds(path: str, partitions: int, rounds: list, helper, monkeypatch
     every partition's high watermark after each round."""
     monkeypatch.setattr(producer_module, "STAGE_PARTITIONS", 16)
     monkeypatch.setattr(producer_module, "PARALLEL_FLUSH_BYTES", 0)
-    monkeypatch.setattr(producer_module, "_flush_helper", lambda: helper)
+    monkeypatch.setattr(producer_module, "spare_helper", lambda: helper)
     with LogDir(path) as d:
         d.create_topic("t", partitions, config=config or CONFIG)
     reports: list = []
@@ -184,7 +184,7 @@ def test_segments_that_must_grow_are_grown_between_two_passes(tmp_path, monkeypa
     with monkeypatch.context() as m:
         m.setattr(producer_module, "STAGE_PARTITIONS", 16)
         m.setattr(producer_module, "PARALLEL_FLUSH_BYTES", 0)
-        m.setattr(producer_module, "_flush_helper", lambda: helper)
+        m.setattr(producer_module, "spare_helper", lambda: helper)
         general, sizes = steady_rounds(str(tmp_path / "two"), 32, 8, 32 * 40, 300, m)
     assert general[1:] == [0] * 7
     assert min(sizes) > 64 << 10  # every segment grew on the way
@@ -192,7 +192,7 @@ def test_segments_that_must_grow_are_grown_between_two_passes(tmp_path, monkeypa
     assert len(helper.jobs) > 7  # growth took a second pass in some rounds
     with monkeypatch.context() as m:
         m.setattr(producer_module, "STAGE_PARTITIONS", 16)
-        m.setattr(producer_module, "_flush_helper", lambda: None)
+        m.setattr(producer_module, "spare_helper", lambda: None)
         _, want_sizes = steady_rounds(str(tmp_path / "one"), 32, 8, 32 * 40, 300, m)
     assert sizes == want_sizes
     assert partition_files(str(tmp_path / "two"), "t") == partition_files(str(tmp_path / "one"), "t")
@@ -252,7 +252,7 @@ def test_no_helper_while_every_cpu_looks_busy(monkeypatch):
     than this process has CPUs (/proc/loadavg; this test's own thread is one)."""
     monkeypatch.setattr(helper_module.os, "sched_getaffinity", lambda pid: {0})
     assert helper_module.spare_core() is False
-    assert producer_module._flush_helper() is None
+    assert helper_module.spare_helper() is None
     monkeypatch.setattr(helper_module.os, "sched_getaffinity", lambda pid: set(range(1 << 20)))
     assert helper_module.spare_core() is True
-    assert producer_module._flush_helper() is helper_thread()
+    assert helper_module.spare_helper() is helper_thread()

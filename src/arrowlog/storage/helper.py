@@ -32,6 +32,12 @@ def spare_core() -> bool:
     return running < len(os.sched_getaffinity(0))
 
 
+def spare_helper() -> ThreadPoolExecutor | None:
+    """The helper, for work the caller splits with it while a CPU looks free
+    (spare_core()); None otherwise, or with one CPU."""
+    return helper_thread() if spare_core() else None
+
+
 def _reset_after_fork() -> None:
     global _pool
     _pool = None  # its thread did not survive the fork
@@ -39,4 +45,4 @@ def _reset_after_fork() -> None:
 
 os.register_at_fork(after_in_child=_reset_after_fork)
 
-__all__ = ["helper_thread", "spare_core"]
+__all__ = ["helper_thread", "spare_core", "spare_helper"]
