@@ -82,6 +82,13 @@ HELPERS = {"eager": EagerHelper, "idle": IdleHelper, "real": RealHelper, "closed
 ROOMY = {"segment.bytes": 256 << 10, "index.interval.bytes": 600, "retention.ms": -1}
 
 
+def no_periodic_sync(monkeypatch) -> None:
+    """The linger thread's periodic sync holds each log's lock in turn: a
+    flush then leaves that partition to its one-thread loop, which would
+    make the counts of partitions the helper wrote depend on timing."""
+    monkeypatch.setattr(producer_module.Producer, "_time_to_sync", lambda self, last_sync: False)
+
+
 def produce_rounds(path: str, partitions: int, rounds: list, helper, monkeypatch, fault=None,
                    config: dict | None = None) -> dict:
     """Produce ``rounds`` (lists of (key, value, partition, timestamp, callback)) into a
@@ -92,6 +99,7 @@ def produce_rounds(path: str, partitions: int, rounds: list, helper, monkeypatch
     monkeypatch.setattr(producer_module, "STAGE_PARTITIONS", 16)
     monkeypatch.setattr(producer_module, "PARALLEL_FLUSH_BYTES", 0)
     monkeypatch.setattr(producer_module, "spare_helper", lambda: helper)
+    no_periodic_sync(monkeypatch)
     with LogDir(path) as d:
         d.create_topic("t", partitions, config=config or CONFIG)
     reports: list = []
@@ -185,6 +193,7 @@ def test_segments_that_must_grow_are_grown_between_two_passes(tmp_path, monkeypa
         m.setattr(producer_module, "STAGE_PARTITIONS", 16)
         m.setattr(producer_module, "PARALLEL_FLUSH_BYTES", 0)
         m.setattr(producer_module, "spare_helper", lambda: helper)
+        no_periodic_sync(m)
         general, sizes = steady_rounds(str(tmp_path / "two"), 32, 8, 32 * 40, 300, m)
     assert general[1:] == [0] * 7
     assert min(sizes) > 64 << 10  # every segment grew on the way
