@@ -17,9 +17,9 @@ include "envelope.pxi"
 
 # GrowBuf (core.pxd): data, length, capacity.
 
-cdef inline int gb_reserve(GrowBuf *b, Py_ssize_t extra, bint zeroed=False) except -1:
+cdef inline int gb_grow(GrowBuf *b, Py_ssize_t extra, bint zeroed=False) noexcept nogil:
     """Room for ``extra`` more bytes (doubling); ``zeroed`` clears the new
-    room, which bitmaps rely on."""
+    room, which bitmaps rely on. -1 when out of memory (``b`` unchanged)."""
     cdef Py_ssize_t need = b.length + extra
     cdef Py_ssize_t cap
     cdef uint8_t *p
@@ -30,11 +30,18 @@ cdef inline int gb_reserve(GrowBuf *b, Py_ssize_t extra, bint zeroed=False) exce
         cap *= 2
     p = <uint8_t *>realloc(b.data, <size_t>cap)
     if p == NULL:
-        raise MemoryError()
+        return -1
     if zeroed:
         memset(p + b.capacity, 0, <size_t>(cap - b.capacity))
     b.data = p
     b.capacity = cap
+    return 0
+
+
+cdef inline int gb_reserve(GrowBuf *b, Py_ssize_t extra, bint zeroed=False) except -1:
+    """gb_grow, raising MemoryError."""
+    if gb_grow(b, extra, zeroed) != 0:
+        raise MemoryError()
     return 0
 
 
@@ -211,7 +218,7 @@ cdef extern from "<sys/file.h>" nogil:
     int LOCK_EX, LOCK_UN
 
 cdef extern from "<errno.h>" nogil:
-    int EINTR
+    int EINTR, ENOMEM
 
 cdef extern from "<stdint.h>" nogil:
     int64_t INT64_MIN
@@ -225,28 +232,39 @@ cdef int _flock_retry(int fd, int operation) noexcept nogil:
     return 0
 
 
-cdef inline void _bump(PartitionState state) noexcept nogil:
+cdef inline void _bump(uint32_t *word, uint32_t *waiters) noexcept nogil:
     """As PartitionState.publish ends: count the change, wake the waiters."""
-    arrowlog_add_u32(state.word, 1)
-    if arrowlog_load_u32(state.waiters) != 0:
-        arrowlog_futex_wake(state.word)
+    arrowlog_add_u32(word, 1)
+    if arrowlog_load_u32(waiters) != 0:
+        arrowlog_futex_wake(word)
 
 
-cdef bint _index_entry_fits(MappedFile index, int64_t index_size, MappedFile time_index, int64_t time_index_size,
-                            const StatePayload *p, int64_t relative, int64_t position, int64_t max_ts) noexcept:
+cdef bint _index_entry_fits(const AppendPlace *t, const StatePayload *p, int64_t relative,
+                            int64_t position) noexcept nogil:
     """Whether append_at may write the index entries due now (index.py's
     OffsetIndex/TimeIndex.append checks): both mappings there and their
     files long enough, and the last offset entry strictly below the new one
     (else the general path raises what is wrong)."""
     cdef int64_t oe = p.offset_index_entries, te = p.time_index_entries
-    if index is None or time_index is None or relative > 0x7fffffff or position > 0xffffffff:
+    if t.index == NULL or t.time_index == NULL or relative > 0x7fffffff or position > <int64_t>0xffffffff:
         return False
-    if (oe + 1) * 8 > min(index_size, index.capacity) or (te + 1) * 12 > min(time_index_size, time_index.capacity):
+    if ((oe + 1) * 8 > min(t.index_size, t.index_capacity)
+            or (te + 1) * 12 > min(t.time_index_size, t.time_index_capacity)):
         return False
-    if te > 0 and te * 12 > time_index.capacity:
+    if te > 0 and te * 12 > t.time_index_capacity:
         return False
-    return (oe > 0 and load_u32(index.base + 8 * (oe - 1)) < relative
-            and load_u32(index.base + 8 * (oe - 1) + 4) < position)
+    return (oe > 0 and load_u32(t.index + 8 * (oe - 1)) < relative
+            and load_u32(t.index + 8 * (oe - 1) + 4) < position)
+
+
+# What _append_check found under the append lock, for _append_store.
+cdef struct AppendStep:
+    StatePayload p          # the published state, to publish again with the frame
+    int64_t base            # the frame's base offset
+    int64_t position        # where it goes
+    int64_t size            # its bytes
+    int64_t max_ts          # the segment's largest timestamp with it
+    bint entry              # index entries are due
 
 
 cdef class RecordAccumulator:
@@ -298,6 +316,11 @@ cdef class RecordAccumulator:
 
     cdef void _clear_counts(self) noexcept:
         """An empty batch's counters (the buffers are _reset's)."""
+        self._zero_counts()
+        self.callbacks = None
+
+    cdef void _zero_counts(self) noexcept nogil:
+        """_clear_counts but the callbacks (None in a batch that has none)."""
         self.count = 0
         self.nbytes = 0
         self.min_timestamp = 0x7fffffffffffffff
@@ -305,7 +328,6 @@ cdef class RecordAccumulator:
         self.created = 0.0
         self.key_nulls = self.value_nulls = 0
         self.header_lists = self.header_entries = self.header_value_nulls = 0
-        self.callbacks = None
 
     cdef int _reserve(self) except -1:
         """Room for a new batch at once instead of ~12 doublings of each
@@ -477,6 +499,12 @@ cdef class RecordAccumulator:
     cdef void _empty(self) noexcept:
         """Empty the batch, keeping its buffers' memory (recycle, and the
         staged flush's scratch accumulator)."""
+        self._empty_buffers()
+        self._clear_counts()
+
+    cdef void _empty_buffers(self) noexcept nogil:
+        """_empty's part that needs no GIL: every buffer emptied (a batch
+        without callbacks is then empty once _zero_counts has run too)."""
         cdef GrowBuf *bufs[14]
         cdef Py_ssize_t i
         bufs[:] = [&self.ts, &self.kdata, &self.vdata, &self.hkdata, &self.hvdata,
@@ -491,7 +519,6 @@ cdef class RecordAccumulator:
             else:
                 # offsets keep their leading 0 (_reset put it there)
                 bufs[i].length = 4 if i >= 5 else 0
-        self._clear_counts()
 
     def take(self):
         """The accumulated records as a pa.RecordBatch of PRODUCE_SCHEMA (no
@@ -501,7 +528,7 @@ cdef class RecordAccumulator:
         return (<RecordAccumulator>self.detach())._to_batch()
 
     cdef Py_ssize_t _envelope_layout(self, const uint8_t **src, Py_ssize_t *have, Py_ssize_t *lens,
-                                     int64_t *nulls) noexcept:
+                                     int64_t *nulls) noexcept nogil:
         """The stored envelope's 19 buffers over this accumulator's memory:
         ``src``/``have`` what there is to copy, ``lens`` each buffer's
         length (the rest of it zeros), ``nulls`` the 8 fields' null counts.
@@ -560,33 +587,36 @@ cdef class RecordAccumulator:
 
     cdef Py_ssize_t _fill_envelope(self, uint8_t *out, int64_t base_offset) except -1:
         """Write the IPC message (``_message_size()`` bytes) into ``out``."""
+        if self.count == 0:
+            raise ValueError("a frame holds at least one record")
+        with nogil:
+            return self._fill_envelope_c(out, base_offset)
+
+    cdef Py_ssize_t _fill_envelope_c(self, uint8_t *out, int64_t base_offset) noexcept nogil:
+        """_fill_envelope of a non-empty accumulator, without the GIL."""
         cdef const uint8_t *src[ENV_BUFFERS]
         cdef Py_ssize_t have[ENV_BUFFERS]     # bytes of src (the rest of lens[i] is zeros)
         cdef Py_ssize_t lens[ENV_BUFFERS]
         cdef int64_t nulls[ENV_NODES]
         cdef Py_ssize_t n = self.count
-        cdef Py_ssize_t m = self.header_entries
         cdef Py_ssize_t i, k, size
         cdef uint8_t *dst
-        if n == 0:
-            raise ValueError("a frame holds at least one record")
         size = self._envelope_layout(src, have, lens, nulls)
-        with nogil:
-            memset(out, 0, 8 + FB_SIZE)
-            store_u32(out, 0xFFFFFFFF)
-            store_u32(out + 4, FB_SIZE)
-            envelope_metadata(out + 8, n, m, nulls, lens, size - 8 - FB_SIZE)
-            dst = out + 8 + FB_SIZE
-            for i in range(ENV_BUFFERS):
-                k = have[i] if have[i] < lens[i] else lens[i]
-                if i == 1:
-                    for k in range(n):
-                        store_i64(dst + 8 * k, base_offset + k)
-                    k = lens[i]
-                elif k > 0:
-                    memcpy(dst, src[i], <size_t>k)
-                memset(dst + k, 0, <size_t>(pad8(lens[i]) - k))
-                dst += pad8(lens[i])
+        memset(out, 0, 8 + FB_SIZE)
+        store_u32(out, 0xFFFFFFFF)
+        store_u32(out + 4, FB_SIZE)
+        envelope_metadata(out + 8, n, self.header_entries, nulls, lens, size - 8 - FB_SIZE)
+        dst = out + 8 + FB_SIZE
+        for i in range(ENV_BUFFERS):
+            k = have[i] if have[i] < lens[i] else lens[i]
+            if i == 1:
+                for k in range(n):
+                    store_i64(dst + 8 * k, base_offset + k)
+                k = lens[i]
+            elif k > 0:
+                memcpy(dst, src[i], <size_t>k)
+            memset(dst + k, 0, <size_t>(pad8(lens[i]) - k))
+            dst += pad8(lens[i])
         return size
 
     def frame_body(self, int64_t base_offset):
@@ -616,108 +646,94 @@ cdef class RecordAccumulator:
 
     cdef Py_ssize_t _write_frame(self, int fd, Py_ssize_t position, int64_t base_offset, Py_ssize_t size) except -1:
         """write_frame of a frame of ``size`` bytes (C_FRAME_HEADER + _message_size())."""
-        cdef uint8_t small[SMALL_FRAME]   # a one-record frame needs no malloc
-        cdef uint8_t *buf = small
-        cdef iovec iov
         cdef int err
         if size - C_FRAME_HEADER > C_MAX_FRAME_BODY:
             raise ValueError(f"frame body of {size - C_FRAME_HEADER} bytes exceeds the {C_MAX_FRAME_BODY}-byte limit")
         if position % 8 != 0:
             raise ValueError("frames start on 8-byte boundaries")
-        if size > SMALL_FRAME:
-            return self._write_frame_gathered(fd, position, base_offset, size)
-        try:
-            self._fill_envelope(buf + C_FRAME_HEADER, base_offset)
-            with nogil:
-                store_u32(buf + 4, C_FRAME_MAGIC)
-                store_i64(buf + 8, base_offset)
-                store_u32(buf + 16, <uint32_t>(size - C_FRAME_HEADER))
-                store_u32(buf + 20, <uint32_t>self.count)
-                store_i64(buf + 24, self.min_timestamp)
-                store_i64(buf + 32, self.max_timestamp)
-                store_u32(buf, arrowlog_crc32c(0, buf + 4, <size_t>(size - 4)))
-                iov.iov_base = buf
-                iov.iov_len = <size_t>size
-                err = arrowlog_pwritev_all(fd, &iov, 1, position)
-            if err:
-                raise OSError(err, _os.strerror(err))
-        finally:
-            if buf != small:
-                free(buf)
+        if C_FRAME_HEADER + self._message_size() != size:
+            raise ValueError("frame size does not match the accumulator's records")
+        with nogil:
+            err = self._write_frame_c(fd, position, base_offset, size)
+        if err == ENOMEM:
+            raise MemoryError()
+        if err:
+            raise OSError(err, _os.strerror(err))
         return size
 
-    cdef Py_ssize_t _write_frame_gathered(self, int fd, Py_ssize_t position, int64_t base_offset,
-                                          Py_ssize_t size) except -1:
-        """_write_frame of a larger frame, the same bytes without building it
-        in one buffer: one pwritev gathers the header and IPC metadata, the
-        generated offset column and zero padding (one scratch buffer), and
-        the accumulator's own buffers, after one CRC pass over the same
-        pieces. A frame of a few hundred records costs one syscall and no
-        copy of its keys and values in user space."""
+    cdef int _write_frame_c(self, int fd, Py_ssize_t position, int64_t base_offset, Py_ssize_t size) noexcept nogil:
+        """_write_frame's work, without the GIL, once its checks hold: 0, or
+        the errno of the write (ENOMEM: no memory for the gathered write).
+        A frame up to SMALL_FRAME bytes is built on the stack and written
+        by one pwrite; a larger one is gathered: one pwritev of the header
+        and IPC metadata, the generated offset column and zero padding (one
+        scratch buffer), and the accumulator's own buffers, after one CRC
+        pass over the same pieces. A frame of a few hundred records costs
+        one syscall and no copy of its keys and values in user space."""
+        cdef uint8_t small[SMALL_FRAME]   # a one-record frame needs no malloc
         cdef const uint8_t *src[ENV_BUFFERS]
         cdef Py_ssize_t have[ENV_BUFFERS]
         cdef Py_ssize_t lens[ENV_BUFFERS]
         cdef int64_t nulls[ENV_NODES]
-        cdef uint8_t head[C_FRAME_HEADER + 8 + FB_SIZE]
+        cdef uint8_t *head = small
         cdef iovec iov[1 + 2 * ENV_BUFFERS]
-        cdef Py_ssize_t n = self.count, i, k, z, zeros = 0, message
+        cdef Py_ssize_t n = self.count, i, k, z, zeros = 0, message = size - C_FRAME_HEADER
         cdef int cnt = 1, err
         cdef uint32_t crc
-        cdef uint8_t *scratch
-        message = self._envelope_layout(src, have, lens, nulls)
-        if C_FRAME_HEADER + message != size:
-            raise ValueError("frame size does not match the accumulator's records")
-        for i in range(ENV_BUFFERS):
-            k = lens[i] if i == 1 else min(have[i], lens[i])
-            zeros = max(zeros, pad8(lens[i]) - k)
-        scratch = <uint8_t *>malloc(<size_t>(n * 8 + zeros + 8))
-        if scratch == NULL:
-            raise MemoryError()
-        try:
-            with nogil:
-                memset(scratch + n * 8, 0, <size_t>(zeros + 8))
-                memset(head, 0, sizeof(head))
-                store_u32(head + 4, C_FRAME_MAGIC)
-                store_i64(head + 8, base_offset)
-                store_u32(head + 16, <uint32_t>message)
-                store_u32(head + 20, <uint32_t>n)
-                store_i64(head + 24, self.min_timestamp)
-                store_i64(head + 32, self.max_timestamp)
-                store_u32(head + C_FRAME_HEADER, 0xFFFFFFFF)
-                store_u32(head + C_FRAME_HEADER + 4, FB_SIZE)
-                envelope_metadata(head + C_FRAME_HEADER + 8, n, self.header_entries, nulls, lens,
-                                  message - 8 - FB_SIZE)
-                iov[0].iov_base = head
-                iov[0].iov_len = sizeof(head)
-                crc = arrowlog_crc32c(0, head + 4, sizeof(head) - 4)
-                for i in range(ENV_BUFFERS):
-                    if i == 1:
-                        for k in range(n):
-                            store_i64(scratch + 8 * k, base_offset + k)
-                        k = lens[1]
-                        iov[cnt].iov_base = scratch
+        cdef uint8_t *scratch = NULL
+        if size <= SMALL_FRAME:
+            self._fill_envelope_c(small + C_FRAME_HEADER, base_offset)
+            iov[0].iov_len = <size_t>size
+        else:
+            self._envelope_layout(src, have, lens, nulls)
+            for i in range(ENV_BUFFERS):
+                k = lens[i] if i == 1 else min(have[i], lens[i])
+                zeros = max(zeros, pad8(lens[i]) - k)
+            scratch = <uint8_t *>malloc(<size_t>(n * 8 + zeros + 8))
+            if scratch == NULL:
+                return ENOMEM
+            memset(scratch + n * 8, 0, <size_t>(zeros + 8))
+            memset(head + C_FRAME_HEADER, 0, 8 + FB_SIZE)
+            store_u32(head + C_FRAME_HEADER, 0xFFFFFFFF)
+            store_u32(head + C_FRAME_HEADER + 4, FB_SIZE)
+            envelope_metadata(head + C_FRAME_HEADER + 8, n, self.header_entries, nulls, lens,
+                              message - 8 - FB_SIZE)
+            iov[0].iov_len = C_FRAME_HEADER + 8 + FB_SIZE
+        memset(head, 0, C_FRAME_HEADER)
+        store_u32(head + 4, C_FRAME_MAGIC)
+        store_i64(head + 8, base_offset)
+        store_u32(head + 16, <uint32_t>message)
+        store_u32(head + 20, <uint32_t>n)
+        store_i64(head + 24, self.min_timestamp)
+        store_i64(head + 32, self.max_timestamp)
+        iov[0].iov_base = head
+        crc = arrowlog_crc32c(0, head + 4, iov[0].iov_len - 4)
+        if scratch != NULL:
+            for i in range(ENV_BUFFERS):
+                if i == 1:
+                    for k in range(n):
+                        store_i64(scratch + 8 * k, base_offset + k)
+                    k = lens[1]
+                    iov[cnt].iov_base = scratch
+                    iov[cnt].iov_len = <size_t>k
+                    cnt += 1
+                else:
+                    k = min(have[i], lens[i])
+                    if k > 0:
+                        iov[cnt].iov_base = <void *>src[i]
                         iov[cnt].iov_len = <size_t>k
                         cnt += 1
-                    else:
-                        k = min(have[i], lens[i])
-                        if k > 0:
-                            iov[cnt].iov_base = <void *>src[i]
-                            iov[cnt].iov_len = <size_t>k
-                            cnt += 1
-                    z = pad8(lens[i]) - k
-                    if z > 0:
-                        iov[cnt].iov_base = scratch + n * 8
-                        iov[cnt].iov_len = <size_t>z
-                        cnt += 1
-                for i in range(1, cnt):
-                    crc = arrowlog_crc32c(crc, <const uint8_t *>iov[i].iov_base, iov[i].iov_len)
-                store_u32(head, crc)
-                err = arrowlog_pwritev_all(fd, iov, cnt, position)
-            if err:
-                raise OSError(err, _os.strerror(err))
-        finally:
-            free(scratch)
-        return size
+                z = pad8(lens[i]) - k
+                if z > 0:
+                    iov[cnt].iov_base = scratch + n * 8
+                    iov[cnt].iov_len = <size_t>z
+                    cnt += 1
+            for i in range(1, cnt):
+                crc = arrowlog_crc32c(crc, <const uint8_t *>iov[i].iov_base, iov[i].iov_len)
+        store_u32(head, crc)
+        err = arrowlog_pwritev_all(fd, iov, cnt, position)
+        free(scratch)
+        return err
 
     def append_at(self, AppendTarget target not None, int64_t now_ms):
         """The common case of a small flush, in one native call, at ``target`` (the
@@ -748,80 +764,133 @@ cdef class RecordAccumulator:
 
     cdef int64_t _append_at(self, AppendTarget t, int64_t now_ms) except -2:
         """append_at's work (see there); -1: not the common case, nothing written."""
-        cdef StatePayload p
-        cdef Py_ssize_t n = self.count
-        cdef int64_t size, position, base, max_ts, last_ts, grown
-        cdef bint entry
+        cdef AppendPlace place
+        cdef AppendStep step
+        cdef int64_t grown
         cdef int rc
-        cdef PartitionState state = t.state, notifier = t.notifier
-        cdef MappedFile index = t.index, time_index = t.time_index
-        cdef int64_t segment_base = t.segment_base, index_bytes = t.index_bytes, max_offset = t.max_offset
-        cdef int64_t min_position = t.min_position, max_position = t.max_position
-        if n == 0:
+        if self.count == 0:
             raise ValueError("a frame holds at least one record")
-        if not state.writable:
+        if not t.state.writable:
             return -1
-        size = C_FRAME_HEADER + self._message_size()
+        place_of(t, &place)
+        step.size = C_FRAME_HEADER + self._message_size()
+        if step.size - C_FRAME_HEADER > C_MAX_FRAME_BODY:
+            raise ValueError(f"frame body of {step.size - C_FRAME_HEADER} bytes exceeds the "
+                             f"{C_MAX_FRAME_BODY}-byte limit")
         with nogil:
-            rc = _flock_retry(t.lock_fd, LOCK_EX)
+            rc = _flock_retry(place.lock_fd, LOCK_EX)
         if rc != 0:
             raise OSError(rc, _os.strerror(rc))
         try:
-            if not arrowlog_seq_read(state.seq, &p, state.payload, sizeof(StatePayload)):
-                return -1  # a writer died mid-publish: recovery
-            if arrowlog_load_u32(<uint32_t *>(state.base + 12)) != 0:
-                return -1  # the clean mark is still set: _mark_dirty clears it, durably
-            base, position = p.next_offset, p.active_position
-            if not (0 <= p.log_start_offset <= base < max_offset and 0 <= p.active_base_offset <= base
-                    and min_position <= position <= max_position and position % 8 == 0):
+            rc = self._append_check(&place, now_ms, &step)
+            if rc < 0:
                 return -1
-            if (p.generation != t.generation or p.active_base_offset != segment_base or base == segment_base
-                    or position + size > t.segment_bytes
-                    or base + n - segment_base > 0x7fffffff
-                    or (p.offset_index_entries + 1) * 8 > index_bytes
-                    or (p.time_index_entries + 1) * 12 > index_bytes
-                    or now_ms - p.segment_created_ms >= t.segment_ms or p.offset_index_entries == 0):
-                return -1
-            max_ts = self.max_timestamp if self.max_timestamp > p.active_max_timestamp else p.active_max_timestamp
-            entry = p.bytes_since_index >= t.index_interval
-            if entry and not _index_entry_fits(index, t.index_size, time_index, t.time_index_size, &p,
-                                               base - segment_base, position, max_ts):
-                return -1
-            if position + size > t.file_size:
+            if rc > 0:
                 # the segment grows here, under the append lock, as the general path grows it
                 if t.grow is None:
                     return -1
-                grown = t.grow(position + size)
-                if grown < position + size:
+                grown = t.grow(step.position + step.size)
+                if grown < step.position + step.size:
                     return -1
                 t.file_size = grown
-            self._write_frame(t.log_fd, position, base, size)
-            if entry:
-                # as Indexer.add: an offset entry, and a time entry if the largest timestamp grew
-                store_u32(index.base + 8 * p.offset_index_entries, <uint32_t>(base - segment_base))
-                store_u32(index.base + 8 * p.offset_index_entries + 4, <uint32_t>position)
-                p.offset_index_entries += 1
-                last_ts = INT64_MIN
-                if p.time_index_entries:
-                    last_ts = load_i64(time_index.base + 12 * (p.time_index_entries - 1))
-                if max_ts > last_ts:
-                    store_i64(time_index.base + 12 * p.time_index_entries, max_ts)
-                    store_u32(time_index.base + 12 * p.time_index_entries + 8, <uint32_t>(base - segment_base))
-                    p.time_index_entries += 1
-                p.bytes_since_index = 0
-            p.next_offset = base + n
-            p.active_position = position + size
-            p.active_max_timestamp = max_ts
-            p.bytes_since_index += size
-            arrowlog_seq_begin(state.seq)
-            memcpy(state.payload, &p, sizeof(StatePayload))
-            arrowlog_seq_end(state.seq)
-            _bump(state)
-            if notifier is not None and notifier.writable:
-                _bump(notifier)
-            return base
+            with nogil:
+                rc = self._append_store(&place, &step)
+            if rc == ENOMEM:
+                raise MemoryError()
+            if rc:
+                raise OSError(rc, _os.strerror(rc))
+            return step.base
         finally:
-            _flock_retry(t.lock_fd, LOCK_UN)
+            _flock_retry(place.lock_fd, LOCK_UN)
+
+    cdef int64_t _append_nogil(self, const AppendPlace *t, int64_t now_ms, int64_t *grow_to) noexcept nogil:
+        """_append_at without the GIL (the staged flush's two threads,
+        core/stage.pxi): the frame's base offset, or -1, nothing published,
+        whenever _append_at would do anything else: decline, grow the
+        segment (a Python call: ``grow_to`` is then set to the end it must
+        be allocated to), or fail (the caller's general path then tries
+        again, and raises what is wrong)."""
+        cdef const uint8_t *src[ENV_BUFFERS]
+        cdef Py_ssize_t have[ENV_BUFFERS]
+        cdef Py_ssize_t lens[ENV_BUFFERS]
+        cdef int64_t nulls[ENV_NODES]
+        cdef AppendStep step
+        cdef int rc
+        if self.count == 0 or not t.writable:
+            return -1
+        step.size = C_FRAME_HEADER + self._envelope_layout(src, have, lens, nulls)
+        if step.size - C_FRAME_HEADER > C_MAX_FRAME_BODY or _flock_retry(t.lock_fd, LOCK_EX) != 0:
+            return -1
+        rc = self._append_check(t, now_ms, &step)
+        if rc == 0:
+            rc = self._append_store(t, &step)
+        elif rc == 1:
+            grow_to[0] = step.position + step.size
+        _flock_retry(t.lock_fd, LOCK_UN)
+        return step.base if rc == 0 else -1
+
+    cdef int _append_check(self, const AppendPlace *t, int64_t now_ms, AppendStep *a) noexcept nogil:
+        """The checks of append_at under the append lock, for a frame of
+        ``a.size`` bytes: 0 when it can be stored (``a`` then says where and
+        how), 1 when it can once the segment is allocated up to its end
+        (``a.position + a.size``), -1 when the general path must take it."""
+        cdef StatePayload *p = &a.p
+        cdef int64_t base, position
+        cdef Py_ssize_t n = self.count
+        if not arrowlog_seq_read(t.seq, p, t.payload, sizeof(StatePayload)):
+            return -1  # a writer died mid-publish: recovery
+        if arrowlog_load_u32(<uint32_t *>(t.state_base + 12)) != 0:
+            return -1  # the clean mark is still set: _mark_dirty clears it, durably
+        base, position = p.next_offset, p.active_position
+        if not (0 <= p.log_start_offset <= base < t.max_offset and 0 <= p.active_base_offset <= base
+                and t.min_position <= position <= t.max_position and position % 8 == 0):
+            return -1
+        if (p.generation != t.generation or p.active_base_offset != t.segment_base or base == t.segment_base
+                or position + a.size > t.segment_bytes
+                or base + n - t.segment_base > 0x7fffffff
+                or (p.offset_index_entries + 1) * 8 > t.index_bytes
+                or (p.time_index_entries + 1) * 12 > t.index_bytes
+                or now_ms - p.segment_created_ms >= t.segment_ms or p.offset_index_entries == 0):
+            return -1
+        a.base, a.position = base, position
+        a.max_ts = self.max_timestamp if self.max_timestamp > p.active_max_timestamp else p.active_max_timestamp
+        a.entry = p.bytes_since_index >= t.index_interval
+        if a.entry and not _index_entry_fits(t, p, base - t.segment_base, position):
+            return -1
+        return 1 if position + a.size > t.file_size else 0
+
+    cdef int _append_store(self, const AppendPlace *t, AppendStep *a) noexcept nogil:
+        """Store the frame _append_check placed, its index entries, and
+        publish: 0, or the errno of the write (nothing published)."""
+        cdef StatePayload *p = &a.p
+        cdef int64_t last_ts, relative = a.base - t.segment_base
+        cdef int err = self._write_frame_c(t.log_fd, a.position, a.base, a.size)
+        if err:
+            return err
+        if a.entry:
+            # as Indexer.add: an offset entry, and a time entry if the largest timestamp grew
+            store_u32(t.index + 8 * p.offset_index_entries, <uint32_t>relative)
+            store_u32(t.index + 8 * p.offset_index_entries + 4, <uint32_t>a.position)
+            p.offset_index_entries += 1
+            last_ts = INT64_MIN
+            if p.time_index_entries:
+                last_ts = load_i64(t.time_index + 12 * (p.time_index_entries - 1))
+            if a.max_ts > last_ts:
+                store_i64(t.time_index + 12 * p.time_index_entries, a.max_ts)
+                store_u32(t.time_index + 12 * p.time_index_entries + 8, <uint32_t>relative)
+                p.time_index_entries += 1
+            p.bytes_since_index = 0
+        p.next_offset = a.base + self.count
+        p.active_position = a.position + a.size
+        p.active_max_timestamp = a.max_ts
+        p.bytes_since_index += a.size
+        arrowlog_seq_begin(t.seq)
+        memcpy(t.payload, p, sizeof(StatePayload))
+        arrowlog_seq_end(t.seq)
+        _bump(t.word, t.waiters)
+        if t.notifier_word != NULL:
+            _bump(t.notifier_word, t.notifier_waiters)
+        return 0
 
     def to_batch(self):
         """This (detached) accumulator's records as a pa.RecordBatch (with no

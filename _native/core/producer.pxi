@@ -107,6 +107,30 @@ cdef Py_ssize_t _headers_size(list headers) except -1:
     return total
 
 
+cdef void _both(object helper, StagePass two, RecordAccumulator scratch) except *:
+    """``two`` on the ``helper`` executor's thread and on this one; returns
+    once neither runs it any more (its job cancelled before it started, or
+    ended). An interrupt while waiting is raised after: the helper reads the
+    caller's stage and arrays until then. An executor that takes no more
+    work (shut down at the interpreter's exit) leaves it all to this thread."""
+    try:
+        later = helper.submit(two)
+    except RuntimeError:
+        _pass_run(two, scratch)
+        return
+    _pass_run(two, scratch)
+    if later.cancel():
+        return
+    interrupted = None
+    while not later.done():
+        try:
+            later.exception()  # waits; an error of the job itself leaves its partitions to the caller
+        except BaseException as exc:
+            interrupted = exc
+    if interrupted is not None:
+        raise interrupted
+
+
 cdef class ProducerCore:
     """State the produce() fast path needs; arrowlog.Producer extends it."""
 
@@ -197,7 +221,7 @@ cdef class ProducerCore:
                 lock.release()
         return sent
 
-    def _append_staged(self, TopicSlot slot, set dirty):
+    def _append_staged(self, TopicSlot slot, set dirty, object helper=None, Py_ssize_t parallel_bytes=0):
         """flush()'s common case for a topic with a stage (stage.pxi): write
         each partition's staged records as one frame, gathered into a
         scratch accumulator and appended as _append_ready appends a batch.
@@ -208,18 +232,32 @@ cdef class ProducerCore:
         runs under the GIL before anything is written, and a partition
         written here is locked from then until its frame is written, so its
         records never overtake, nor are overtaken by, another batch of the
-        same partition. An error appending one partition's frame is raised
-        after the other partitions are written. Appended logs go to
-        ``dirty``; returns the number of records appended."""
+        same partition.
+
+        With at least ``parallel_bytes`` staged for two partitions or more,
+        and an executor from ``helper()`` (storage/helper.py), the partitions
+        whose log lock is free are first written by two threads at once
+        (StagePass: this one and the helper, without the GIL), in a second
+        pass for those whose segment had to grow first (grown in between,
+        as append_at grows it: _pass_grown); what the passes leave (a
+        segment to roll, a failed write, anything append_at would not do
+        alone), with nothing of it published, then goes through the
+        one-thread loop below, as every partition does without a helper:
+        the same frames, the same errors. An error
+        appending one partition's frame is raised after the other
+        partitions are written (the first in partition order). Appended
+        logs go to ``dirty``; returns the number of records appended."""
         cdef RecordStage live = slot.stage, s
         cdef RecordAccumulator acc, scratch
         cdef AppendTarget target
-        cdef Py_ssize_t p, n, nbytes, sent = 0
+        cdef StagePass two = None
+        cdef Py_ssize_t p, k, n, nbytes, sent = 0, mine_count = 0
+        cdef int64_t mine_bytes = 0
         cdef Py_ssize_t *start = NULL
         cdef int32_t *order = NULL
         cdef uint8_t *mine = NULL
         cdef int64_t base
-        cdef list accs = slot.accumulators, logs = slot.logs, locks = slot.locks
+        cdef list accs = slot.accumulators, logs = slot.logs, locks = slot.locks, held = []
         if live is None or live.count == 0:
             return 0
         s = live.take()
@@ -238,10 +276,55 @@ cdef class ProducerCore:
                 lock = locks[p]
                 if acc.count == 0 and logs[p] is not None and lock is not None and lock.acquire(False):
                     mine[p] = 1
+                    mine_count += 1
+                    mine_bytes += s.pending[2 * p + 1]
                 else:
                     _stage_fill(acc, s, order, start[p], start[p + 1])
-            scratch = <RecordAccumulator>(slot.scratch if slot.scratch is not None else RecordAccumulator(0))
+            scratches = slot.scratch if slot.scratch is not None else [RecordAccumulator(0), RecordAccumulator(0)]
             slot.scratch = None  # (another thread's flush builds its own)
+            scratch = <RecordAccumulator>scratches[0]
+            if helper is not None and mine_count > 1 and mine_bytes >= parallel_bytes:
+                helper = helper()
+            else:
+                helper = None
+            if helper is not None:
+                two = StagePass(s, <RecordAccumulator>scratches[1], mine_count)
+                two.order, two.start = order, start
+                for p in range(s.partitions):
+                    if not mine[p]:
+                        continue
+                    log_lock = (<object>logs[p])._lock
+                    if not log_lock.acquire(False):
+                        continue  # (another thread is at this log: the loop below waits for it)
+                    held.append(log_lock)
+                    t = (<object>logs[p]).append_target()
+                    if t is not None:
+                        _pass_add(two, <int32_t>p, <AppendTarget>t)
+                passes = []
+                if two.count > 1:
+                    _both(helper, two, scratch)
+                    passes.append(two)
+                    two = _pass_grown(two)  # (segments to grow first: again, once grown)
+                    if two is not None:
+                        _both(helper, two, scratch)
+                        passes.append(two)
+                while held:
+                    (<object>held.pop()).release()
+                for two in passes:
+                    for k in range(two.count):
+                        p = two.parts[k]
+                        if two.bases[k] < 0:
+                            continue  # nothing of it published: the loop below appends it
+                        mine[p] = 0
+                        n, nbytes = s.pending[2 * p], s.pending[2 * p + 1]
+                        self._queued -= n
+                        (<object>locks[p]).release()
+                        if p == slot.sticky:
+                            slot.next_sticky()
+                        dirty.add(logs[p])
+                        slot.sent[2 * p] += n
+                        slot.sent[2 * p + 1] += nbytes
+                        sent += n
             for p in range(s.partitions):
                 if not mine[p]:
                     continue
@@ -277,8 +360,10 @@ cdef class ProducerCore:
                     scratch._empty()
                     mine[p] = 0
                     (<object>locks[p]).release()
-            slot.scratch = scratch
+            slot.scratch = scratches
         finally:
+            while held:
+                (<object>held.pop()).release()
             if mine != NULL:
                 # only after an error outside a partition's append: what was not written goes to the accumulators
                 for p in range(s.partitions):

@@ -176,71 +176,85 @@ cdef int _stage_fill(RecordAccumulator acc, RecordStage s, const int32_t *order,
                      Py_ssize_t hi) except -1:
     """Append the staged records ``order[lo:hi]`` (one partition's, in
     arrival order) to ``acc``, which then holds what the partition's own
-    accumulator would, with that batch's creation time. Records with a key
-    and a value (the common case) are copied by one loop into buffers
-    reserved once, their entries and bytes prefetched a few records ahead
-    (they are scattered over the stage); a null key or value, or an
-    accumulator that already holds records, takes RecordAccumulator.append."""
+    accumulator would, with that batch's creation time: _stage_copy, and
+    RecordAccumulator.append for what it leaves (a null key or value, an
+    accumulator that already holds records)."""
+    cdef Py_ssize_t j, copied
+    cdef const StageEntry *entries = <const StageEntry *>s.entries.data
+    if hi <= lo:
+        return 0
+    copied = _stage_copy(acc, s, order, lo, hi)
+    if copied < 0:
+        raise MemoryError()
+    for j in range(lo + copied, hi):
+        _stage_append(acc, s, entries + order[j])
+    acc.created = s.created[entries[order[lo]].partition]   # (append set it to now)
+    return 0
+
+
+cdef Py_ssize_t _stage_copy(RecordAccumulator acc, RecordStage s, const int32_t *order, Py_ssize_t lo,
+                            Py_ssize_t hi) noexcept nogil:
+    """The common case of _stage_fill, without the GIL: into an empty
+    ``acc``, the records ``order[lo:hi]`` with a key and a value, up to the
+    first that has neither, copied by one loop into buffers reserved once,
+    their entries and bytes prefetched a few records ahead (they are
+    scattered over the stage). Sets ``acc``'s batch creation time; returns
+    how many records it copied (-1: out of memory, ``acc`` unchanged)."""
     cdef const StageEntry *entries = <const StageEntry *>s.entries.data
     cdef const StageEntry *e
     cdef const uint8_t *src
-    cdef Py_ssize_t j = lo, i, n = hi - lo, k = 0, v = 0, total
+    cdef Py_ssize_t j = lo, i = 0, n = hi - lo, k = 0, v = 0, total
     cdef int64_t lo_ts, hi_ts
     cdef int32_t *koff
     cdef int32_t *voff
     cdef int64_t *ts
     if n <= 0:
         return 0
-    total = s.pending[2 * entries[order[lo]].partition + 1]   # keys, values and 24 a record: room for either
-    if acc.count == 0 and acc.key_nulls == 0 and acc.value_nulls == 0 and acc.header_lists == 0:
-        gb_reserve(&acc.ts, 8 * n)
-        gb_reserve(&acc.koff, 4 * n)
-        gb_reserve(&acc.voff, 4 * n)
-        gb_reserve(&acc.kdata, total)
-        gb_reserve(&acc.vdata, total)
-        ts = <int64_t *>acc.ts.data
-        koff = <int32_t *>acc.koff.data   # koff[0] == voff[0] == 0 already
-        voff = <int32_t *>acc.voff.data
-        lo_ts, hi_ts = acc.min_timestamp, acc.max_timestamp
-        i = 0
-        while j < hi:
-            if j + 32 < hi:
-                __builtin_prefetch(entries + order[j + 32])
-            if j + 16 < hi:
-                src = s.data.data + entries[order[j + 16]].at
-                __builtin_prefetch(src)
-                __builtin_prefetch(src + 64)
-                __builtin_prefetch(src + 127)
-            e = entries + order[j]
-            if e.key_len < 0 or e.value_len < 0:
-                break
-            src = s.data.data + e.at
-            memcpy(acc.kdata.data + k, src, <size_t>e.key_len)
-            memcpy(acc.vdata.data + v, src + e.key_len, <size_t>e.value_len)
-            k += e.key_len
-            v += e.value_len
-            koff[i + 1] = <int32_t>k
-            voff[i + 1] = <int32_t>v
-            ts[i] = e.timestamp
-            if e.timestamp < lo_ts:
-                lo_ts = e.timestamp
-            if e.timestamp > hi_ts:
-                hi_ts = e.timestamp
-            i += 1
-            j += 1
-        acc.ts.length = 8 * i
-        acc.koff.length = 4 * (i + 1)
-        acc.voff.length = 4 * (i + 1)
-        acc.kdata.length = k
-        acc.vdata.length = v
-        acc.count = i
-        acc.nbytes = k + v + 24 * i
-        acc.min_timestamp, acc.max_timestamp = lo_ts, hi_ts
-    while j < hi:
-        _stage_append(acc, s, entries + order[j])
-        j += 1
     acc.created = s.created[entries[order[lo]].partition]
-    return 0
+    if acc.count != 0 or acc.key_nulls != 0 or acc.value_nulls != 0 or acc.header_lists != 0:
+        return 0
+    total = s.pending[2 * entries[order[lo]].partition + 1]   # keys, values and 24 a record: room for either
+    if (gb_grow(&acc.ts, 8 * n) or gb_grow(&acc.koff, 4 * n) or gb_grow(&acc.voff, 4 * n)
+            or gb_grow(&acc.kdata, total) or gb_grow(&acc.vdata, total)):
+        return -1
+    ts = <int64_t *>acc.ts.data
+    koff = <int32_t *>acc.koff.data   # koff[0] == voff[0] == 0 already
+    voff = <int32_t *>acc.voff.data
+    lo_ts, hi_ts = acc.min_timestamp, acc.max_timestamp
+    while j < hi:
+        if j + 32 < hi:
+            __builtin_prefetch(entries + order[j + 32])
+        if j + 16 < hi:
+            src = s.data.data + entries[order[j + 16]].at
+            __builtin_prefetch(src)
+            __builtin_prefetch(src + 64)
+            __builtin_prefetch(src + 127)
+        e = entries + order[j]
+        if e.key_len < 0 or e.value_len < 0:
+            break
+        src = s.data.data + e.at
+        memcpy(acc.kdata.data + k, src, <size_t>e.key_len)
+        memcpy(acc.vdata.data + v, src + e.key_len, <size_t>e.value_len)
+        k += e.key_len
+        v += e.value_len
+        koff[i + 1] = <int32_t>k
+        voff[i + 1] = <int32_t>v
+        ts[i] = e.timestamp
+        if e.timestamp < lo_ts:
+            lo_ts = e.timestamp
+        if e.timestamp > hi_ts:
+            hi_ts = e.timestamp
+        i += 1
+        j += 1
+    acc.ts.length = 8 * i
+    acc.koff.length = 4 * (i + 1)
+    acc.voff.length = 4 * (i + 1)
+    acc.kdata.length = k
+    acc.vdata.length = v
+    acc.count = i
+    acc.nbytes = k + v + 24 * i
+    acc.min_timestamp, acc.max_timestamp = lo_ts, hi_ts
+    return i
 
 
 cdef int32_t *_stage_order(RecordStage s, Py_ssize_t *start) except NULL:
@@ -267,3 +281,126 @@ cdef int32_t *_stage_order(RecordStage s, Py_ssize_t *start) except NULL:
         start[p] = start[p - 1]
     start[0] = 0
     return order
+
+
+cdef extern from *:
+    """
+    static inline Py_ssize_t arrowlog_claim(Py_ssize_t *next) {
+        return __atomic_fetch_add(next, 1, __ATOMIC_RELAXED);
+    }
+    """
+    Py_ssize_t arrowlog_claim(Py_ssize_t *next) noexcept nogil
+
+
+cdef class StagePass:
+    """A staged flush's partitions written by two threads at once
+    (ProducerCore._append_staged): the caller's and the process's helper
+    thread (storage/helper.py). Each thread takes the next partition no one
+    took (one atomic counter), gathers its records into its own scratch
+    accumulator and appends them without the GIL
+    (RecordAccumulator._append_nogil), until none is left: a helper that
+    starts late, or never, leaves the caller the whole work. A partition
+    is either written here, whole, or left with nothing of it published
+    (``bases`` -1) for the caller's one-thread loop. Calling the object is
+    the helper's share (_pass_run the caller's); the caller holds every
+    partition's locks, and keeps the stage and the order arrays, until both
+    have ended. Attributes: core.pxd."""
+
+    def __cinit__(self, RecordStage stage not None, RecordAccumulator scratch not None, Py_ssize_t capacity):
+        self.stage = stage
+        self.scratch = scratch
+        self.targets = []
+        self.capacity = capacity
+        self.places = <AppendPlace *>malloc(<size_t>max(capacity, 1) * sizeof(AppendPlace))
+        self.parts = <int32_t *>malloc(<size_t>max(capacity, 1) * sizeof(int32_t))
+        self.bases = <int64_t *>malloc(<size_t>max(capacity, 1) * sizeof(int64_t))
+        self.ends = <int64_t *>malloc(<size_t>max(capacity, 1) * sizeof(int64_t))
+        if self.places == NULL or self.parts == NULL or self.bases == NULL or self.ends == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        free(self.places)
+        free(self.parts)
+        free(self.bases)
+        free(self.ends)
+
+    def __call__(self):
+        self.helped = _pass_run(self, <RecordAccumulator>self.scratch)
+
+
+cdef int _pass_add(StagePass two, int32_t partition, AppendTarget target) except -1:
+    """Write ``partition`` in the pass, at ``target`` (its log's append_target())."""
+    if two.count >= two.capacity:
+        raise IndexError("more partitions than the pass was made for")
+    place_of(target, &two.places[two.count])
+    two.parts[two.count] = partition
+    two.bases[two.count] = -1
+    two.ends[two.count] = 0
+    two.targets.append(target)
+    two.count += 1
+    return 0
+
+
+cdef Py_ssize_t _pass_run(StagePass two, RecordAccumulator scratch) noexcept:
+    """One thread's share of the pass (the GIL released meanwhile): take
+    partitions until none is left; returns how many this thread wrote."""
+    cdef RecordStage stage = two.stage
+    with nogil:
+        return _pass_take(two, scratch, stage)
+
+
+cdef Py_ssize_t _pass_take(StagePass two, RecordAccumulator scratch, RecordStage stage) noexcept nogil:
+    cdef Py_ssize_t k, lo, hi, done = 0
+    cdef int32_t p
+    while True:
+        k = arrowlog_claim(&two.next)
+        if k >= two.count:
+            return done
+        p = two.parts[k]
+        lo, hi = two.start[p], two.start[p + 1]
+        if _stage_copy(scratch, stage, two.order, lo, hi) == hi - lo:
+            two.bases[k] = scratch._append_nogil(&two.places[k], now_ms(), &two.ends[k])
+            done += two.bases[k] >= 0
+        scratch._empty_buffers()
+        scratch._zero_counts()
+
+
+cdef StagePass _pass_grown(StagePass two):
+    """The partitions ``two`` left because their segment must grow first,
+    grown now as append_at grows a segment (its target's ``grow`` under the
+    append lock, while the segment is still the active one), in a new pass
+    for the two threads; None when none grew. A growth that fails leaves
+    its partition to the caller's one-thread loop, which raises what is
+    wrong."""
+    cdef StagePass again = None
+    cdef StatePayload p
+    cdef AppendTarget t
+    cdef Py_ssize_t k
+    cdef int64_t grown
+    cdef int rc
+    for k in range(two.count):
+        if two.bases[k] >= 0 or two.ends[k] <= 0:
+            continue
+        t = <AppendTarget>two.targets[k]
+        if t.grow is None:
+            continue
+        with nogil:
+            rc = _flock_retry(t.lock_fd, LOCK_EX)
+        if rc != 0:
+            continue
+        grown = -1
+        try:
+            if (arrowlog_seq_read(t.state.seq, &p, t.state.payload, sizeof(StatePayload))
+                    and p.generation == t.generation and p.active_base_offset == t.segment_base):
+                grown = t.grow(two.ends[k])
+                t.file_size = max(t.file_size, grown)
+        except Exception:
+            grown = -1  # (the one-thread loop grows it again, and raises what is wrong)
+        finally:
+            _flock_retry(t.lock_fd, LOCK_UN)
+        if grown >= two.ends[k]:
+            if again is None:
+                again = StagePass(two.stage, <RecordAccumulator>two.scratch, two.count)
+                again.order, again.start = two.order, two.start
+            _pass_add(again, two.parts[k], t)
+    return again

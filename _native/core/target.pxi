@@ -41,3 +41,25 @@ cdef class AppendTarget:
         self.time_index_size = time_index_size
         self.stamp = stamp
         self.grow = grow
+
+
+# place_of: an AppendTarget as an AppendPlace (core.pxd), to append without the GIL.
+cdef void place_of(AppendTarget t, AppendPlace *out) noexcept:
+    """``out`` for ``t`` (see AppendPlace)."""
+    cdef PartitionState state = t.state, notifier = t.notifier
+    out.seq, out.payload, out.state_base = state.seq, state.payload, state.base
+    out.word, out.waiters, out.writable = state.word, state.waiters, state.writable
+    out.notifier_word = out.notifier_waiters = NULL
+    if notifier is not None and notifier.writable:
+        out.notifier_word, out.notifier_waiters = notifier.word, notifier.waiters
+    out.lock_fd, out.log_fd = t.lock_fd, t.log_fd
+    out.segment_base, out.generation, out.file_size = t.segment_base, t.generation, t.file_size
+    out.segment_bytes, out.segment_ms, out.index_interval = t.segment_bytes, t.segment_ms, t.index_interval
+    out.index_bytes, out.max_offset = t.index_bytes, t.max_offset
+    out.min_position, out.max_position = t.min_position, t.max_position
+    out.index, out.index_capacity, out.index_size = NULL, 0, t.index_size
+    if t.index is not None:
+        out.index, out.index_capacity = t.index.base, t.index.capacity
+    out.time_index, out.time_index_capacity, out.time_index_size = NULL, 0, t.time_index_size
+    if t.time_index is not None:
+        out.time_index, out.time_index_capacity = t.time_index.base, t.time_index.capacity

@@ -280,6 +280,39 @@ cdef class AppendTarget:
     cdef public object grow      # grow(end) -> the segment's allocated size, or None (core/target.pxi)
 
 
+# An AppendTarget (core/target.pxi) as plain C (pointers into its mappings, its numbers), so
+# that an append can run without the GIL: on the flush's helper thread
+# (core/stage.pxi), and in append_at. The target (and so its mappings) must
+# outlive the place.
+cdef struct AppendPlace:
+    uint64_t *seq                 # the partition's state: its seqlock,
+    StatePayload *payload         # payload,
+    uint8_t *state_base           # start (the clean mark at 12),
+    uint32_t *word                # and futex word with its waiters
+    uint32_t *waiters
+    bint writable
+    uint32_t *notifier_word       # the data directory's notifier (NULL: none, or read-only)
+    uint32_t *notifier_waiters
+    int lock_fd
+    int log_fd
+    int64_t segment_base
+    int64_t generation
+    int64_t file_size
+    int64_t segment_bytes
+    int64_t segment_ms
+    int64_t index_interval
+    int64_t index_bytes
+    int64_t max_offset
+    int64_t min_position
+    int64_t max_position
+    uint8_t *index                # NULL: none
+    int64_t index_capacity
+    int64_t index_size
+    uint8_t *time_index           # NULL: none
+    int64_t time_index_capacity
+    int64_t time_index_size
+
+
 # One buffer of a bulk frame's IPC body (core/bulkframe.pxi): bytes at src,
 # or made from it (kind says how) as the frame is written.
 cdef struct BulkPart:
@@ -298,3 +331,20 @@ cdef class BulkFrame:
     cdef Py_ssize_t message
     cdef int64_t min_ts, max_ts
     cdef object keep
+
+
+cdef class StagePass:
+    """A staged flush's partitions written by two threads at once (core/stage.pxi)."""
+    cdef RecordStage stage
+    cdef const int32_t *order          # the stage's entries by partition (_stage_order),
+    cdef const Py_ssize_t *start       # partition p's from start[p] (the caller's arrays)
+    cdef AppendPlace *places           # where each partition of the pass goes,
+    cdef int32_t *parts                # which partition it is,
+    cdef int64_t *bases                # and its frame's base offset once written (-1: not written)
+    cdef int64_t *ends                 # or the end its segment must be allocated to first (0: no)
+    cdef Py_ssize_t count
+    cdef Py_ssize_t capacity
+    cdef Py_ssize_t next               # the next index to take (atomic)
+    cdef list targets                  # keeps each place's mappings alive
+    cdef object scratch                # the helper thread's RecordAccumulator
+    cdef readonly Py_ssize_t helped    # partitions the helper thread wrote

@@ -18,6 +18,26 @@ def helper_thread() -> ThreadPoolExecutor | None:
     return _pool
 
 
+def spare_core() -> bool:
+    """Whether another CPU looks free right now: fewer runnable tasks in the
+    system (the fourth field of /proc/loadavg, which counts the caller) than
+    CPUs this process may use. Work split with the helper thread waits for
+    the helper's share, which a busy machine delays (docs/SCALING.md, steady
+    produce, round four). True where the count cannot be read."""
+    try:
+        with open("/proc/loadavg", "rb") as f:
+            running = int(f.read().split()[3].split(b"/")[0])
+    except (OSError, ValueError, IndexError):
+        return True
+    return running < len(os.sched_getaffinity(0))
+
+
+def spare_helper() -> ThreadPoolExecutor | None:
+    """The helper, for work the caller splits with it while a CPU looks free
+    (spare_core()); None otherwise, or with one CPU."""
+    return helper_thread() if spare_core() else None
+
+
 def _reset_after_fork() -> None:
     global _pool
     _pool = None  # its thread did not survive the fork
@@ -25,4 +45,4 @@ def _reset_after_fork() -> None:
 
 os.register_at_fork(after_in_child=_reset_after_fork)
 
-__all__ = ["helper_thread"]
+__all__ = ["helper_thread", "spare_core", "spare_helper"]

@@ -63,6 +63,7 @@ from ...errors import (
 )
 from ...storage import validate_topic_name
 from ...storage.cleaner import CleanerThread
+from ...storage.helper import spare_helper
 from ...storage.partition import sync_many
 from .batches import produce_batch
 from .reports import fail_bad_rows, producer_statistics, report_message, report_view, timestamp_bounds
@@ -79,6 +80,10 @@ BG_ACTIVE_TICKS = 20
 # (core.RecordStage, _native/core/stage.pxi; docs/SCALING.md, steady produce),
 # unless the producer has transactions or durability=fsync, or the topic a value schema.
 STAGE_PARTITIONS = 16
+
+# A staged flush of this many bytes or more (two partitions or more) is written by two threads
+# at once (ProducerCore._append_staged; docs/SCALING.md, steady produce, round four).
+PARALLEL_FLUSH_BYTES = 1 << 20
 
 
 def _linger_thread(ref: weakref.ref, wake: threading.Event) -> None:
@@ -244,7 +249,7 @@ class Producer(core.ProducerCore):
             for p in range(slot.partitions):
                 if slot.logs[p] is None and stage.pending_of(p)[0]:
                     self._partition_log(slot, p)
-        return self._native_send(self._append_staged, slot)
+        return self._native_send(self._append_staged, slot, spare_helper, PARALLEL_FLUSH_BYTES)
 
     def _native_send(self, send: Any, slot: core.TopicSlot, *args: Any) -> int:
         """``send(slot, dirty, *args)``, a native loop releasing the GIL as it writes, with a
