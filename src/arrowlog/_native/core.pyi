@@ -322,6 +322,13 @@ class TimeView:
 
 def latest_rows_of(keys: list[pa.Array]) -> Any: ...
 
+# core/arena.pxi: column memory kept for the next replay of the process
+ARENA_BYTES: int
+ARENA_MAX_BLOCKS: int
+
+def arena_release() -> int: ...
+def arena_blocks() -> list[tuple[int, int]]: ...
+
 # core/replayview.pxi: replay of many small clean partitions
 CLEAN_FIELDS: tuple[str, ...]
 
