@@ -18,7 +18,9 @@ last clean close left it as it is needs none of that to be read:
   segment header and every frame's CRC-32C checked, each frame's IPC message parsed
   with every length checked, and the rows of the range appended to one set
   of column buffers: one RecordBatch for many partitions, partition column
-  included.
+  included. The large buffers come from an arena (core/arena.pxi) that
+  keeps what an earlier table of the process left: a later replay writes
+  into pages already there instead of faulting fresh, zeroed ones in.
 
 Both passes run without the GIL: with enough work (PARALLEL_STATES,
 PARALLEL_BYTES) each runs in two halves, one on a helper thread, and the
