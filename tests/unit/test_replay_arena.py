@@ -7,6 +7,8 @@ import gc
 
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import arrowlog
 from arrowlog._native import core
@@ -113,3 +115,28 @@ def test_the_arena_keeps_at_most_its_limits_and_frees_on_release(tmp_path):
     assert core.arena_release() == sum(size for size, _ in kept)
     assert core.arena_blocks() == []
     assert replay(path).equals(general(path))
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(frames=st.lists(st.tuples(st.integers(50, 400), st.integers(0, 1500), st.integers(1, 7), st.booleans()),
+                       min_size=2, max_size=6),
+       seed=st.integers(0, 250))
+def test_replays_into_kept_memory_give_the_general_paths_table(tmp_path_factory, frames, seed):
+    """Frames of every size, nulls at every rhythm, replayed twice: the
+    second into the blocks the first table left (whatever it wrote there)."""
+    path = str(tmp_path_factory.mktemp("d"))
+    with LogDir(path) as d:
+        d.create_topic("t", 2)
+        t = d.topic("t")
+        for i, (n, size, every, headers) in enumerate(frames):
+            t.partition(i % 2).append(pa.RecordBatch.from_pydict({
+                "timestamp": [1_000 + j for j in range(n)],
+                "key": [None if j % (every + 1) == 1 else b"k%d" % j for j in range(n)],
+                "value": [None if j % every == 0 else bytes([(seed + j) % 251]) * (size + j % 5) for j in range(n)],
+                "headers": [[("h", b"%d" % j)] if headers and j % 3 == 0 else None for j in range(n)],
+            }, schema=PRODUCE_SCHEMA))
+    expected = general(path)
+    first = replay(path)
+    assert first.equals(expected)
+    del first
+    assert replay(path).equals(expected)
