@@ -7,7 +7,10 @@ One Producer writes the same keyed 100-byte records into a new topic of 1,
 - steady: the same again into the now open partitions;
 - first write per partition: (first - steady) / partitions, in ms;
 - close: Producer + data directory closed (every partition synced and marked clean);
-- replay: ``arrowlog.replay(dir, topic).to_arrow()`` of every row, in a new process state.
+- replay: ``arrowlog.replay(dir, topic).to_arrow()`` of every row, right after the
+  close, in the same process (files it has not read before: every frame's CRC-32C is
+  checked); the warm-up run holds the process's first replay, and a run's table is
+  released before the next, whose replay may reuse its memory (_native/core/arena.pxi).
 
 Every number of a run comes from the same directory, one after the other;
 the 1-partition rows are the baseline of the ratios in targets.py.
