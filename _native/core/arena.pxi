@@ -2,7 +2,7 @@
 #
 # A replay of many small partitions (replayview.pxi) copies their segments
 # into fresh column buffers of tens of MiB: the kernel zeroes every page of
-# them on first touch (clear_page, ~20% of the replay's CPU over 1,024
+# them on first touch (clear_page, 12% of a profile of replays over 1,024
 # partitions). When the table goes, its large blocks come back here instead
 # of to the allocator (which would unmap them), so a later replay in the
 # process writes into pages that are already there:
