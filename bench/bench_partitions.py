@@ -10,7 +10,10 @@ One Producer writes the same keyed 100-byte records into a new topic of 1,
 - close flush: of it, the wall time of the close's file-system flush (one
   ``syncfs``: the disk, and every dirty page of the file system, other
   processes' included), so that the rest is the code's share;
-- replay: ``arrowlog.replay(dir, topic).to_arrow()`` of every row, in a new process state.
+- replay: ``arrowlog.replay(dir, topic).to_arrow()`` of every row, right after the
+  close, in the same process (files it has not read before: every frame's CRC-32C is
+  checked); the warm-up run holds the process's first replay, and a run's table is
+  released before the next, whose replay may reuse its memory (_native/core/arena.pxi).
 
 Every number of a run comes from the same directory, one after the other;
 the 1-partition rows are the baseline of the ratios in targets.py.

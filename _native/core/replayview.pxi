@@ -58,16 +58,6 @@ cdef extern from "<stdio.h>" nogil:
 
 from libc.string cimport memcmp as _rv_memcmp, memmove
 
-cdef extern from "<stdlib.h>" nogil:
-    int posix_memalign(void **p, size_t alignment, size_t size)
-
-cdef extern from "<sys/mman.h>" nogil:
-    int MADV_HUGEPAGE, MAP_POPULATE
-
-cdef enum:
-    RV_HUGE = 2 << 20
-
-
 cdef int _rv_reserve(GrowBuf *b, int64_t extra, bint zeroed=False) noexcept nogil:
     """gb_reserve without the GIL (the reading pass runs without it, on two
     threads for a large replay): -1 when memory runs out (the caller raises
@@ -89,23 +79,48 @@ cdef int _rv_reserve(GrowBuf *b, int64_t extra, bint zeroed=False) noexcept nogi
     return 0
 
 
-cdef int _presize(GrowBuf *b, int64_t size) except -1:
+cdef int _presize(GrowBuf *b, int64_t size, ArenaBlock *block, bint warm=True) except -1:
     """Give the empty ``b`` room for ``size`` bytes at once (no doubling
-    copies); a large one in huge pages, which a copy into fresh memory
-    faults in 512 times less often."""
-    cdef void *p = NULL
+    copies); a large one from the arena (arena.pxi: pages an earlier
+    replay's table left, else huge pages, which a copy into fresh memory
+    faults in 512 times less often), noted in ``block``; ``warm``: see
+    arena_take."""
     if b.capacity >= size or b.length:
         return 0
-    if size < RV_HUGE:
+    if size < ARENA_LEAST:
         return gb_reserve(b, size)
-    size = (size + RV_HUGE - 1) & ~(<int64_t>RV_HUGE - 1)
-    if posix_memalign(&p, RV_HUGE, <size_t>size) != 0:
+    if arena_take(size, warm, block) == NULL:
         raise MemoryError()
-    madvise(p, <size_t>size, MADV_HUGEPAGE)
     free(b.data)
-    b.data = <uint8_t *>p
-    b.capacity = size
+    b.data = <uint8_t *>block.p
+    b.capacity = block.size
     return 0
+
+
+cdef void _drop_block(GrowBuf *b, ArenaBlock *block) noexcept:
+    """Empty ``b``, its memory back to the arena when it is ``block``."""
+    if block.p != NULL and <void *>b.data == block.p and b.capacity == block.size:
+        arena_give(b.data, b.capacity, max(b.length, block.touched))
+    else:
+        free(b.data)
+    block.p = NULL
+    b.data = NULL
+    b.length = b.capacity = 0
+
+
+cdef object _take_block(GrowBuf *b, Py_ssize_t size, ArenaBlock *block):
+    """take_buffer, for a buffer _presize may have given an arena block
+    (``block``): that goes back to the arena with the Arrow buffer."""
+    cdef ArenaBuffer ab
+    cdef void *p = block.p
+    block.p = NULL
+    if p == NULL or <void *>b.data != p or b.capacity != block.size:   # (growth past the presize moved it)
+        return take_buffer(b, size)
+    ab = ArenaBuffer.__new__(ArenaBuffer)
+    ab.block, ab.block_size, ab.size, ab.touched = p, block.size, size, block.touched
+    b.data = NULL
+    b.length = b.capacity = 0
+    return _pa.py_buffer(ab)
 
 # clean_states() columns: the published state and, from the segment mark,
 # what the active segment's .log was at the clean close
@@ -351,17 +366,9 @@ cdef int _put_binary(BinaryOut *out, int64_t rows_before, const EnvFrame *fc, in
     base = out.data.length
     if base + (stop - start) > 0x7FFFFFFF:
         return -2
-    if _rv_reserve(&out.offsets, 4 * k) != 0:
-        return -1
-    dst = <int32_t *>(out.offsets.data + out.offsets.length)
-    for i in range(k):
-        dst[i] = <int32_t>(base + o[r0 + i + 1] - start)
-    out.offsets.length += 4 * k
-    # (memmove: the values may be moved down within the buffer they were read into)
-    if _rv_reserve(&out.data, stop - start) != 0:
-        return -1
-    memmove(out.data.data + out.data.length, fc.buf[col + 2] + start, <size_t>(stop - start))
-    out.data.length += stop - start
+    # the data last: the values may be moved down within the buffer they
+    # were read into (the value column's: SmallReader._read_partition), over
+    # the frame's bytes before them, its validity and offsets included
     if _rv_reserve(&out.valid, (rows_before + k + 7) // 8 + 1 - out.valid.length, True) != 0:
         return -1
     out.valid.length = (rows_before + k + 7) // 8
@@ -370,6 +377,16 @@ cdef int _put_binary(BinaryOut *out, int64_t rows_before, const EnvFrame *fc, in
         out.nulls += _null_count(valid, r0, k)
     else:
         _put_bits(out.valid.data, rows_before, NULL, 0, k)
+    if _rv_reserve(&out.offsets, 4 * k) != 0:
+        return -1
+    dst = <int32_t *>(out.offsets.data + out.offsets.length)
+    for i in range(k):
+        dst[i] = <int32_t>(base + o[r0 + i + 1] - start)
+    out.offsets.length += 4 * k
+    if _rv_reserve(&out.data, stop - start) != 0:
+        return -1
+    memmove(out.data.data + out.data.length, fc.buf[col + 2] + start, <size_t>(stop - start))
+    out.data.length += stop - start
     return 0
 
 
@@ -402,16 +419,17 @@ cdef void _clear(GrowBuf *b) noexcept:
     b.length = b.capacity = 0
 
 
-cdef object _take_binary(BinaryOut *out, int64_t n):
-    """The binary column of ``n`` rows appended to ``out``; ``out`` starts afresh."""
+cdef object _take_binary(BinaryOut *out, int64_t n, ArenaBlock *blocks):
+    """The binary column of ``n`` rows appended to ``out``; ``out`` starts
+    afresh (``blocks``: its offsets' and data's, see _take_block)."""
     cdef int64_t nulls = out.nulls
     validity = take_buffer(&out.valid, (n + 7) // 8) if nulls else None
     if not nulls:
         free(out.valid.data)
         out.valid.data = NULL
         out.valid.length = out.valid.capacity = 0
-    offsets = take_buffer(&out.offsets, 4 * (n + 1))
-    return envelope_binary(n, validity, offsets, take_buffer(&out.data, out.data.length), nulls)
+    offsets = _take_block(&out.offsets, 4 * (n + 1), &blocks[0])
+    return envelope_binary(n, validity, offsets, _take_block(&out.data, out.data.length, &blocks[1]), nulls)
 
 
 cdef int64_t _row_at(const int64_t *offsets, int64_t n, int64_t count, int64_t base, int64_t offset) noexcept nogil:
@@ -428,6 +446,17 @@ cdef int64_t _row_at(const int64_t *offsets, int64_t n, int64_t count, int64_t b
     return lo
 
 
+cdef enum:
+    RB_PART = 0
+    RB_OFFS = 1
+    RB_TS = 2
+    RB_KEY = 3      # the key's offsets and data
+    RB_VALUE = 5    # the value's offsets and data
+    RB_HVALUE = 7   # the header values' (never presized)
+    RB_HOFFS = 9    # the headers' list offsets
+    RB_BLOCKS = 10
+
+
 cdef class SmallReader:
     """The column buffers read_small() appends many partitions' rows to."""
     cdef GrowBuf part, offs, ts
@@ -437,6 +466,8 @@ cdef class SmallReader:
     cdef BinaryOut hkey, hvalue
     cdef int64_t lists, entries
     cdef public int64_t rows
+    # the arena blocks _presize gave (in RB_* order), handed on by take()
+    cdef ArenaBlock blocks[RB_BLOCKS]
 
     def __dealloc__(self):
         free(self.part.data)
@@ -486,6 +517,8 @@ cdef class SmallReader:
         if _rv_reserve(&self.value.data, end + 8) != 0:
             return -1
         cdef uint8_t *seg = self.value.data.data + ((self.value.data.length + 7) & ~(<Py_ssize_t>7))
+        cdef ArenaBlock *block = &self.blocks[RB_VALUE + 1]
+        block.touched = max(block.touched, <Py_ssize_t>(seg - self.value.data.data) + end)
         fd = _open_to_read(topic_fd, path)
         if fd >= 0:
             # the file its segment mark vouches for, as the clean
@@ -649,13 +682,14 @@ cdef class SmallReader:
                     if size > batch_limit:
                         break
             rows = min(rows, size // 16 + 1)  # a record takes 16 bytes at least (offset, timestamp)
-            _presize(&self.part, 4 * rows)
-            _presize(&self.offs, 8 * rows)
-            _presize(&self.ts, 8 * rows)
-            _presize(&self.key.offsets, 4 * (rows + 1))
-            _presize(&self.value.offsets, 4 * (rows + 1))
-            _presize(&self.key.data, size)
-            _presize(&self.value.data, size)
+            _presize(&self.part, 4 * rows, &self.blocks[RB_PART])
+            _presize(&self.offs, 8 * rows, &self.blocks[RB_OFFS])
+            _presize(&self.ts, 8 * rows, &self.blocks[RB_TS])
+            _presize(&self.key.offsets, 4 * (rows + 1), &self.blocks[RB_KEY])
+            _presize(&self.value.offsets, 4 * (rows + 1), &self.blocks[RB_VALUE])
+            _presize(&self.key.data, size, &self.blocks[RB_KEY + 1], False)  # (keys are short, mostly)
+            _presize(&self.value.data, size, &self.blocks[RB_VALUE + 1])
+            _presize(&self.hoffsets, 4 * (rows + 1), &self.blocks[RB_HOFFS])
             self._reset()
         cdef const uint8_t *msg = <const uint8_t *>PyBytes_AS_STRING(schema)
         cdef Py_ssize_t msg_len = len(schema)
@@ -691,15 +725,16 @@ cdef class SmallReader:
         if self.lists == 0:
             out = _pa.nulls(n, headers_type)
         else:
-            values = _take_binary(&self.hvalue, e)
-            out = envelope_headers(n, take_buffer(&self.hvalid, (n + 7) // 8), take_buffer(&self.hoffsets, 4 * (n + 1)),
+            values = _take_binary(&self.hvalue, e, &self.blocks[RB_HVALUE])
+            out = envelope_headers(n, take_buffer(&self.hvalid, (n + 7) // 8),
+                                   _take_block(&self.hoffsets, 4 * (n + 1), &self.blocks[RB_HOFFS]),
                                    self.lists, e, take_buffer(&self.hkey.offsets, 4 * (e + 1)),
                                    take_buffer(&self.hkey.data, self.hkey.data.length),
                                    values.buffers()[0], values.buffers()[1], values.buffers()[2], values.null_count,
                                    False)
         # what was not handed over starts afresh
         _clear(&self.hvalid)
-        _clear(&self.hoffsets)
+        _drop_block(&self.hoffsets, &self.blocks[RB_HOFFS])
         _clear(&self.hkey.valid)
         _clear(&self.hkey.offsets)
         _clear(&self.hkey.data)
@@ -717,10 +752,12 @@ cdef class SmallReader:
         cdef int64_t n = self.rows
         if n == 0:
             self._reset()
-        parts = _pa.Array.from_buffers(_pa.int32(), n, [None, take_buffer(&self.part, 4 * n)])
-        offs = _pa.Array.from_buffers(_pa.int64(), n, [None, take_buffer(&self.offs, 8 * n)])
-        ts = _pa.Array.from_buffers(schema.field("timestamp").type, n, [None, take_buffer(&self.ts, 8 * n)])
-        cols = [parts, offs, ts, _take_binary(&self.key, n), _take_binary(&self.value, n),
+        parts = _pa.Array.from_buffers(_pa.int32(), n, [None, _take_block(&self.part, 4 * n, &self.blocks[RB_PART])])
+        offs = _pa.Array.from_buffers(_pa.int64(), n, [None, _take_block(&self.offs, 8 * n, &self.blocks[RB_OFFS])])
+        ts = _pa.Array.from_buffers(schema.field("timestamp").type, n,
+                                    [None, _take_block(&self.ts, 8 * n, &self.blocks[RB_TS])])
+        cols = [parts, offs, ts, _take_binary(&self.key, n, &self.blocks[RB_KEY]),
+                _take_binary(&self.value, n, &self.blocks[RB_VALUE]),
                 self._take_headers(n, headers_type)]
         self.rows = 0
         return _pa.RecordBatch.from_arrays(cols, schema=schema)

@@ -348,3 +348,19 @@ cdef class StagePass:
     cdef list targets                  # keeps each place's mappings alive
     cdef object scratch                # the helper thread's RecordAccumulator
     cdef readonly Py_ssize_t helped    # partitions the helper thread wrote
+
+
+# A block of column memory kept for the next replay (core/arena.pxi).
+cdef struct ArenaBlock:
+    void *p               # NULL: none
+    Py_ssize_t size
+    Py_ssize_t touched    # how far its user wrote (0: see the buffer's length)
+
+
+cdef class ArenaBuffer:
+    """``size`` bytes of an arena block (written up to ``touched``), given
+    back to the arena when the last Arrow buffer over it goes (core/arena.pxi)."""
+    cdef void *block
+    cdef Py_ssize_t block_size
+    cdef Py_ssize_t size
+    cdef Py_ssize_t touched

@@ -330,6 +330,18 @@ class TimeView:
 
 def latest_rows_of(keys: list[pa.Array]) -> Any: ...
 
+# core/arena.pxi: column memory kept for the next replay of the process
+ARENA_BYTES: int
+ARENA_MAX_BLOCKS: int
+
+def arena_release() -> int: ...
+def arena_blocks() -> list[tuple[int, int]]: ...
+
+class ArenaBuffer:
+    """Bytes of an arena block, given back to the arena when the last Arrow buffer over it goes."""
+
+    def __len__(self) -> int: ...
+
 # core/replayview.pxi: replay of many small clean partitions
 CLEAN_FIELDS: tuple[str, ...]
 

@@ -18,7 +18,9 @@ last clean close left it as it is needs none of that to be read:
   segment header and every frame's CRC-32C checked, each frame's IPC message parsed
   with every length checked, and the rows of the range appended to one set
   of column buffers: one RecordBatch for many partitions, partition column
-  included.
+  included. The large buffers come from an arena (core/arena.pxi) that
+  keeps what an earlier table of the process left: a later replay writes
+  into pages already there instead of faulting fresh, zeroed ones in.
 
 Both passes run without the GIL: with enough work (PARALLEL_STATES,
 PARALLEL_BYTES) each runs in two halves, one on a helper thread, and the
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import functools
 import os
+from concurrent import futures
 from typing import Any, Callable
 
 import numpy as np
@@ -185,12 +188,18 @@ def _halves(work: np.ndarray, least: int) -> int | None:
 
 def _both(first: Callable[[], Any], second: Callable[[], Any]) -> Any:
     """``first()`` on the helper thread while ``second()`` runs here; the
-    first's result followed by the second's (both lists, or None)."""
+    first's result followed by the second's (both lists, or None). When the
+    helper has not started ``first()`` by the time ``second()`` is done (a
+    busy machine has not given its thread a core yet), it runs here too,
+    rather than after a wait for the scheduler."""
     helper = helper_thread()
     assert helper is not None
     later = helper.submit(first)
     try:
         b = second()
-    finally:
-        a = later.result()  # (never left running: it reads the caller's arrays)
+    except BaseException:
+        if not later.cancel():
+            futures.wait([later])  # (never left running: it reads the caller's arrays)
+        raise
+    a = first() if later.cancel() else later.result()
     return a + b if isinstance(a, list) else None
