@@ -32,6 +32,8 @@ import uuid
 from dataclasses import dataclass, field
 
 from .._fds import Descriptors
+from ..errors import UnknownPartitionError
+from ..storage.logdir import validate_topic_name
 from .store import GroupDir
 
 OWNER_RECORD = 256   # bytes of the member id written into an owner lock file
@@ -220,6 +222,13 @@ class MemberRegistry:
 
 
 def owner_path(gdir: GroupDir, topic: str, partition: int) -> str:
+    """The lock file of one partition, always a plain name inside owners/: a topic
+    name that is not one (``../x``, a ``/``, a NUL) raises InvalidTopicError, a
+    partition that is not a number >= 0 UnknownPartitionError."""
+    validate_topic_name(topic)
+    if not isinstance(partition, int) or isinstance(partition, bool) or partition < 0:
+        raise UnknownPartitionError(f"partition {partition!r} of topic {topic!r} has no owner lock: "
+                                    "a partition is a number >= 0")
     return os.path.join(gdir.owners_dir, f"{topic}-{partition}.lock")
 
 
