@@ -313,6 +313,30 @@ def test_a_rotten_frame_is_the_same_error_as_the_general_paths(tmp_path, monkeyp
     assert errors[0] == errors[1] and "fails its CRC-32C" in errors[0]
 
 
+def test_a_helper_that_takes_no_more_work_leaves_both_halves_to_the_caller(tmp_path, monkeypatch):
+    """The helper thread's executor shut down (as at the interpreter's exit:
+    submit() raises RuntimeError): a replay split in halves reads them both here."""
+    path = str(tmp_path / "d")
+    write(path, [[[(b"k%d" % p, b"v" * 30, None)] * 3] for p in range(6)])
+    pool = ThreadPoolExecutor(1)
+    pool.shutdown()
+    monkeypatch.setattr(clean_read, "helper_thread", lambda: pool)
+    monkeypatch.setattr(clean_read, "PARALLEL_STATES", 1)
+    monkeypatch.setattr(clean_read, "PARALLEL_BYTES", 1)
+    asked = general_partitions(monkeypatch)
+    fast, slow = both(path)
+    assert asked == list(range(6))  # only the general read of both() asked for them
+    assert fast.num_rows == 18 and fast.equals(slow)
+    rot(path, 4)
+    forget_verified()
+    r = arrowlog.replay(path, "t")
+    try:
+        with pytest.raises(CorruptRecordError, match="fails its CRC-32C"):
+            r.to_arrow()
+    finally:
+        r.close()
+
+
 def test_a_native_replay_keeps_no_descriptor_of_the_partitions(tmp_path):
     path = str(tmp_path / "d")
     write(path, [[[(b"k", b"v", None)]]] * 8)

@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fds import readable
@@ -164,6 +165,28 @@ def test_a_read_checked_on_two_threads_names_the_bad_frame(data_dir, monkeypatch
         else:
             with pytest.raises(errors.CorruptRecordError):
                 log.read(0, 1)
+
+
+@pytest.fixture
+def shut_down_helper(monkeypatch):
+    """The helper thread's executor after shutdown() (as at the interpreter's
+    exit): its submit() raises RuntimeError."""
+    pool = ThreadPoolExecutor(1)
+    pool.shutdown()
+    monkeypatch.setattr(segment, "helper_thread", lambda: pool)
+    monkeypatch.setattr(segment, "PARALLEL_CRC_BYTES", 1)  # every read would be split in two
+    return pool
+
+
+def test_a_helper_that_takes_no_more_work_leaves_the_whole_check_to_the_caller(data_dir, checked,
+                                                                                   shut_down_helper):
+    n = closed_log(data_dir)
+    assert read_all(data_dir) == n
+    assert sorted(checked) == [p for p, _ in frame_positions(data_dir)]  # each frame checked, once
+    position, size = frame_positions(data_dir)[9]
+    flip(segment_path(os.path.join(data_dir, "topics", TOPIC, "0"), 0), position + size // 2, new_inode=True)
+    with pytest.raises(errors.CorruptRecordError, match=f"byte position {position} "):
+        read_all(data_dir)
 
 
 def test_a_rotten_length_is_named_as_the_frame_that_fails_its_crc(data_dir):

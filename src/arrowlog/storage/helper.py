@@ -5,7 +5,9 @@ pass over many small partitions). None on a machine with one CPU."""
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 _pool: ThreadPoolExecutor | None = None
 
@@ -38,6 +40,16 @@ def spare_helper() -> ThreadPoolExecutor | None:
     return helper_thread() if spare_core() else None
 
 
+def submit_or_none(helper: ThreadPoolExecutor, fn: Callable[..., Any], *args: Any) -> Future | None:
+    """``helper.submit(fn, *args)``, or None when the executor takes no more
+    work (shut down, or the interpreter's exit has begun: submit() raises
+    RuntimeError): the caller then does that work on its own thread."""
+    try:
+        return helper.submit(fn, *args)
+    except RuntimeError:
+        return None
+
+
 def _reset_after_fork() -> None:
     global _pool
     _pool = None  # its thread did not survive the fork
@@ -45,4 +57,4 @@ def _reset_after_fork() -> None:
 
 os.register_at_fork(after_in_child=_reset_after_fork)
 
-__all__ = ["helper_thread", "spare_core", "spare_helper"]
+__all__ = ["helper_thread", "spare_core", "spare_helper", "submit_or_none"]

@@ -41,7 +41,7 @@ from .._fds import Descriptors
 from .._native import core
 from ..errors import CorruptRecordError
 from .files import storage_error
-from .helper import helper_thread
+from .helper import helper_thread, submit_or_none
 from .index import Indexer
 from .schemas import schema_of
 from .segment_files import (
@@ -445,12 +445,14 @@ class Segment:
         positions = memoryview(array.array("q", [f[0] for f in todo]))  # int64, for the native pass
         total = sum(f[3] for f in todo)
         helper = helper_thread() if total >= PARALLEL_CRC_BYTES and len(todo) > 1 else None
-        if helper is None:
-            bad = core.check_frame_crcs(self.log, positions, end)
-        else:  # split by bytes, not by frames
+        later = None
+        if helper is not None:  # split by bytes, not by frames
             mid = min(max(bisect.bisect_left(list(itertools.accumulate(f[3] for f in todo)), total // 2), 1),
                       len(todo) - 1)
-            later = helper.submit(core.check_frame_crcs, self.log, positions[mid:], end)
+            later = submit_or_none(helper, core.check_frame_crcs, self.log, positions[mid:], end)
+        if later is None:  # (also a helper shut down at the interpreter's exit)
+            bad = core.check_frame_crcs(self.log, positions, end)
+        else:
             bad = core.check_frame_crcs(self.log, positions[:mid], end)
             bad_later = later.result()
             if bad < 0 and bad_later >= 0:

@@ -47,7 +47,7 @@ import pyarrow as pa
 
 from ..._native import core
 from ...schema import HEADERS_TYPE
-from ...storage.helper import helper_thread
+from ...storage.helper import helper_thread, submit_or_none
 
 # A partition's active segment up to this many bytes is read by copy; a
 # larger one is mapped (zero-copy). Copying 1 MiB costs about what opening
@@ -191,15 +191,16 @@ def _both(first: Callable[[], Any], second: Callable[[], Any]) -> Any:
     first's result followed by the second's (both lists, or None). When the
     helper has not started ``first()`` by the time ``second()`` is done (a
     busy machine has not given its thread a core yet), it runs here too,
-    rather than after a wait for the scheduler."""
+    rather than after a wait for the scheduler; so does all of it when the
+    helper takes no more work (shut down at the interpreter's exit)."""
     helper = helper_thread()
     assert helper is not None
-    later = helper.submit(first)
+    later = submit_or_none(helper, first)
     try:
         b = second()
     except BaseException:
-        if not later.cancel():
+        if later is not None and not later.cancel():
             futures.wait([later])  # (never left running: it reads the caller's arrays)
         raise
-    a = first() if later.cancel() else later.result()
+    a = first() if later is None or later.cancel() else later.result()
     return a + b if isinstance(a, list) else None
