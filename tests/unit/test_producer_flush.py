@@ -4,6 +4,7 @@ queued, and still waits for a batch the linger thread is appending."""
 from __future__ import annotations
 
 import threading
+import time
 
 from arrowlog import Producer
 from arrowlog.storage import LogDir
@@ -117,3 +118,16 @@ def test_a_background_error_is_raised_by_the_next_produce(data_dir):
         else:
             raise AssertionError("produce() did not raise the pending error")
         assert p.flush() == 0
+
+
+def test_poll_with_a_timeout_appends_a_batch_once_it_lingered(data_dir):
+    """poll(timeout) waits for the oldest batch to be due (linger.pending_wait)
+    and appends it itself, serving its delivery report."""
+    reports = []
+    with Producer({"log.dir": data_dir, "linger.ms": 200}) as p:
+        p.produce("t", b"a", on_delivery=lambda err, msg: reports.append((err, msg.offset())))
+        deadline = time.monotonic() + 60
+        while not reports and time.monotonic() < deadline:
+            p.poll(30)
+        assert reports == [(None, 0)]
+        assert len(p) == 0

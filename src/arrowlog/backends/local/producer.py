@@ -66,15 +66,9 @@ from ...storage.cleaner import CleanerThread
 from ...storage.helper import spare_helper
 from ...storage.partition import sync_many
 from .batches import produce_batch
+from .linger import linger_thread, pending_wait
 from .reports import fail_bad_rows, producer_statistics, report_message, report_view, timestamp_bounds
 from .transactions import LocalTransactions
-
-# The linger thread looks for due batches this often while the producer is
-# busy, and goes idle after this many looks find nothing (see
-# Producer._background). poll() and flush() append due batches themselves,
-# so linger.ms below BG_TICK is exact for applications that call them.
-BG_TICK = 0.005
-BG_ACTIVE_TICKS = 20
 
 # A topic of this many partitions or more stages produce()'s records in one buffer
 # (core.RecordStage, _native/core/stage.pxi; docs/SCALING.md, steady produce),
@@ -84,38 +78,6 @@ STAGE_PARTITIONS = 16
 # A staged flush of this many bytes or more (two partitions or more) is written by two threads
 # at once (ProducerCore._append_staged; docs/SCALING.md, steady produce, round four).
 PARALLEL_FLUSH_BYTES = 1 << 20
-
-
-def _linger_thread(ref: weakref.ref, wake: threading.Event) -> None:
-    """A producer's background thread (see Producer._busy_ticks): appends
-    batches that lingered long enough, and fsyncs periodically; the safety
-    net for an application that does not call poll() or flush(), which
-    append due batches themselves.
-
-    While the producer is busy the thread ticks every BG_TICK; after
-    BG_ACTIVE_TICKS quiet ticks it goes idle until a produce() sees it idle
-    (``_bg_idle`` is set before its last look, so no wake-up is missed). A
-    busy producer costs it one short wake-up per tick, not one per record.
-    It holds the producer only while working, so a producer that is dropped
-    without close() is still collected (and its __del__ closes it)."""
-    last_sync = time.monotonic()
-    while True:
-        producer = ref()
-        if producer is None or producer._stop:
-            return
-        producer._bg_idle = True
-        idle = producer._pending_wait() is None
-        timeout = producer._idle_timeout()
-        del producer
-        if idle:
-            wake.wait(timeout)
-            wake.clear()
-        producer = ref()
-        if producer is None or producer._stop:
-            return
-        producer._bg_idle = False
-        last_sync = producer._busy_ticks(last_sync)
-        del producer
 
 
 class Producer(core.ProducerCore):
@@ -162,7 +124,7 @@ class Producer(core.ProducerCore):
         self._stop = False
         self._txn = LocalTransactions(self, conf["transactional.id"], conf["transaction.timeout.ms"]) \
             if conf["transactional.id"] else None
-        self._thread = threading.Thread(target=_linger_thread, args=(weakref.ref(self), self._wake),
+        self._thread = threading.Thread(target=linger_thread, args=(weakref.ref(self), self._wake),
                                         name="arrowlog-producer", daemon=True)
         self._thread.start()
 
@@ -369,57 +331,6 @@ class Producer(core.ProducerCore):
                     sent += self._send_batch(slot, p)
         return sent
 
-    def _pending_wait(self) -> float | None:
-        """Seconds until the oldest pending batch is due for the linger
-        thread, or None if none is pending."""
-        due = None
-        now = time.monotonic()
-        linger = max(self._linger, BG_TICK)
-        for slot in list(self._slots.values()):
-            stage = slot.stage
-            if stage is not None and stage.count:
-                left = linger - (now - stage.oldest)
-                due = left if due is None else min(due, left)
-            for acc in slot.accumulators:
-                if acc.count:
-                    left = linger - (now - acc.created)
-                    due = left if due is None else min(due, left)
-        return due
-
-    def _idle_timeout(self) -> float | None:
-        """How long the idle linger thread may sleep: until the next periodic
-        fsync if something is unsynced, else until woken."""
-        if self._dirty and self._fsync_interval > 0 and not self._fsync:
-            return self._fsync_interval
-        return None
-
-    def _busy_ticks(self, last_sync: float) -> float:
-        """The linger thread's busy phase: tick every BG_TICK, appending
-        batches due for it, until BG_ACTIVE_TICKS ticks find nothing or a
-        periodic fsync is due; returns the time of the last fsync."""
-        quiet = 0
-        while not self._stop and quiet < BG_ACTIVE_TICKS:
-            wait = self._pending_wait()
-            # close() sets _wake: a long linger.ms never holds it up
-            if self._wake.wait(BG_TICK if wait is None else max(wait, 0.0005)) and not self._stop:
-                self._wake.clear()
-            if wait is None and self._pending_wait() is None:
-                quiet += 1
-                continue
-            quiet = 0
-            try:
-                # never younger than a tick: a batch the application is
-                # about to flush() itself is left to it
-                self._send_all(only_lingered=True, min_age=max(self._linger, BG_TICK))
-            except Exception as exc:  # to error_cb, or raised to the application by its next call
-                self._background_error(exc)
-            if self._time_to_sync(last_sync):
-                break
-        if self._time_to_sync(last_sync):
-            self._sync_dirty()
-            last_sync = time.monotonic()
-        return last_sync
-
     def _time_to_sync(self, last_sync: float) -> bool:
         return (not self._fsync and self._fsync_interval > 0 and bool(self._dirty)
                 and time.monotonic() - last_sync >= self._fsync_interval)
@@ -466,7 +377,7 @@ class Producer(core.ProducerCore):
         if not self._reports and timeout and timeout > 0 and self._queued:
             deadline = time.monotonic() + timeout
             while not self._reports and self._queued and time.monotonic() < deadline:
-                due = self._pending_wait()
+                due = pending_wait(self)
                 if due is not None and due <= 0:
                     self._send_all(only_lingered=True)
                 else:
