@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -50,6 +51,26 @@ def submit_or_none(helper: ThreadPoolExecutor, fn: Callable[..., Any], *args: An
         return None
 
 
+def in_halves(helper: ThreadPoolExecutor | None, first: Callable[[], Any],
+              second: Callable[[], Any]) -> tuple[Any, Any]:
+    """``(first(), second())``, ``first()`` on the ``helper`` thread while
+    ``second()`` runs here. When the helper has not started ``first()`` by
+    the time ``second()`` is done (a busy machine has not given its thread a
+    core yet), it runs here too rather than after a wait for the scheduler;
+    so does all of it without a helper (one CPU) or when the helper takes no
+    more work (shut down at the interpreter's exit). If ``second()`` raises,
+    ``first()`` is never left running (it may read the caller's memory)."""
+    later = None if helper is None else submit_or_none(helper, first)
+    try:
+        b = second()
+    except BaseException:
+        if later is not None and not later.cancel():
+            futures.wait([later])
+        raise
+    a = first() if later is None or later.cancel() else later.result()
+    return a, b
+
+
 def _reset_after_fork() -> None:
     global _pool
     _pool = None  # its thread did not survive the fork
@@ -57,4 +78,4 @@ def _reset_after_fork() -> None:
 
 os.register_at_fork(after_in_child=_reset_after_fork)
 
-__all__ = ["helper_thread", "spare_core", "spare_helper", "submit_or_none"]
+__all__ = ["helper_thread", "in_halves", "spare_core", "spare_helper", "submit_or_none"]

@@ -31,6 +31,7 @@ from __future__ import annotations
 import array
 import bisect
 import errno
+import functools
 import itertools
 import os
 import threading
@@ -41,7 +42,7 @@ from .._fds import Descriptors
 from .._native import core
 from ..errors import CorruptRecordError
 from .files import storage_error
-from .helper import helper_thread, submit_or_none
+from .helper import helper_thread, in_halves
 from .index import Indexer
 from .schemas import schema_of
 from .segment_files import (
@@ -445,16 +446,14 @@ class Segment:
         positions = memoryview(array.array("q", [f[0] for f in todo]))  # int64, for the native pass
         total = sum(f[3] for f in todo)
         helper = helper_thread() if total >= PARALLEL_CRC_BYTES and len(todo) > 1 else None
-        later = None
-        if helper is not None:  # split by bytes, not by frames
+        if helper is None:
+            bad = core.check_frame_crcs(self.log, positions, end)
+        else:  # split by bytes, not by frames
             mid = min(max(bisect.bisect_left(list(itertools.accumulate(f[3] for f in todo)), total // 2), 1),
                       len(todo) - 1)
-            later = submit_or_none(helper, core.check_frame_crcs, self.log, positions[mid:], end)
-        if later is None:  # (also a helper shut down at the interpreter's exit)
-            bad = core.check_frame_crcs(self.log, positions, end)
-        else:
-            bad = core.check_frame_crcs(self.log, positions[:mid], end)
-            bad_later = later.result()
+            check = functools.partial(core.check_frame_crcs, self.log)
+            bad_later, bad = in_halves(helper, functools.partial(check, positions[mid:], end),
+                                       functools.partial(check, positions[:mid], end))
             if bad < 0 and bad_later >= 0:
                 bad = mid + bad_later
         if bad >= 0:

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import functools
 import os
-from concurrent import futures
 from typing import Any, Callable
 
 import numpy as np
@@ -47,7 +46,7 @@ import pyarrow as pa
 
 from ..._native import core
 from ...schema import HEADERS_TYPE
-from ...storage.helper import helper_thread, submit_or_none
+from ...storage.helper import helper_thread, in_halves
 
 # A partition's active segment up to this many bytes is read by copy; a
 # larger one is mapped (zero-copy). Copying 1 MiB costs about what opening
@@ -187,20 +186,7 @@ def _halves(work: np.ndarray, least: int) -> int | None:
 
 
 def _both(first: Callable[[], Any], second: Callable[[], Any]) -> Any:
-    """``first()`` on the helper thread while ``second()`` runs here; the
-    first's result followed by the second's (both lists, or None). When the
-    helper has not started ``first()`` by the time ``second()`` is done (a
-    busy machine has not given its thread a core yet), it runs here too,
-    rather than after a wait for the scheduler; so does all of it when the
-    helper takes no more work (shut down at the interpreter's exit)."""
-    helper = helper_thread()
-    assert helper is not None
-    later = submit_or_none(helper, first)
-    try:
-        b = second()
-    except BaseException:
-        if later is not None and not later.cancel():
-            futures.wait([later])  # (never left running: it reads the caller's arrays)
-        raise
-    a = first() if later is None or later.cancel() else later.result()
+    """The two halves of a pass (storage/helper.py in_halves): the first's
+    result followed by the second's (both lists, or None)."""
+    a, b = in_halves(helper_thread(), first, second)
     return a + b if isinstance(a, list) else None
