@@ -107,7 +107,8 @@ def test_a_join_still_waiting_at_stop_is_answered():
         gc.start()
         first = await gc.join(join_req("g"), "a", "h", 5)
         waiting = asyncio.ensure_future(gc.join(join_req("g"), "b", "h", 5))   # waits for the first to rejoin
-        await asyncio.sleep(0.1)
+        while len(gc.groups["g"].members) < 2:   # by progress: the second join is in the group, waiting
+            await asyncio.sleep(0.005)
         assert not waiting.done()
         await gc.stop()
         assert (await asyncio.wait_for(waiting, 5))["error_code"] == E.COORDINATOR_NOT_AVAILABLE
