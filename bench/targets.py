@@ -43,12 +43,12 @@ TARGETS = [
            "produce.contended.arrowlog", versus="produce.contended.pagecache", min_ratio=0.8, issue=19),
     Target("one record produce()+flush() in-process p50 ≤ 5 µs", "latency.inprocess.p50.arrowlog",
            max_value=5.0, issue=19),
-    Target("cross-process latency p50 ≤ 20 µs", "latency.p50.arrowlog", max_value=20.0, issue=19),
-    Target("cross-process latency p99 ≤ 50 µs", "latency.p99.arrowlog", max_value=50.0, issue=19),
-    Target("the same p50 ≤ 20 µs in the documented low-latency mode (poll.spin.us), as the issue allows",
-           "latency.p50.arrowlog-spin", max_value=20.0, issue=19),
-    Target("the same p99 ≤ 50 µs in the documented low-latency mode (poll.spin.us), as the issue allows",
-           "latency.p99.arrowlog-spin", max_value=50.0, issue=19),
+    # issue 19 allows "a documented low-latency mode [that] may spin briefly before sleeping on
+    # the futex": the default (futex) mode's row is checked first, then that mode's
+    *[Target(f"cross-process latency {q} ≤ {limit:g} µs (or in the low-latency mode, poll.spin.us, as the issue allows)",
+             f"latency.{q}.arrowlog", max_value=limit, issue=19,
+             allowed=f"latency.{q}.arrowlog-spin", allowed_label="low-latency mode")
+      for q, limit in (("p50", 20.0), ("p99", 50.0))],
     Target("consume(1000) loop ≥ 10 M records/s", "consume.all.arrowlog", min_value=10e6, issue=19),
     Target("offsets_for_times ≥ 2× an indexed SQLite query",
            "seek.time.arrowlog", versus="seek.time.sqlite", min_ratio=2.0, issue=19),
