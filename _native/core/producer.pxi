@@ -465,7 +465,7 @@ cdef class ProducerCore:
         else:
             ts = self._coerce_timestamp(timestamp)
         acc = <RecordAccumulator>slot.accumulators[p]
-        cb = on_delivery if on_delivery is not None else callback
+        cb = callback if callback is not None else on_delivery  # both given: callback, as confluent-kafka
         if cb is None:
             cb = self._default_delivery
         stage = slot.stage
