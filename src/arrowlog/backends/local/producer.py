@@ -114,6 +114,7 @@ class Producer(core.ProducerCore):
         self._max_queued = conf["queue.buffering.max.messages"]
         self._auto_create = conf["auto.create.topics.enable"]
         self._num_partitions = conf["num.partitions"]
+        self._hash_null_keys = conf["partitioner"] == "murmur2"
         self._locks: dict[tuple[str, int], threading.Lock] = {}
         self._reports: collections.deque = collections.deque()
         self._error = None  # (ProducerCore's: produce() calls _first_in_batch while one is pending)
