@@ -226,7 +226,7 @@ def positions(s: Side, topic: str) -> dict:
                        ("watermarks", lambda: c.get_watermark_offsets(s.tp(topic, 0))),
                        ("offsets_for_times", lambda: c.offsets_for_times([s.tp(topic, 0, 0)])),
                        ("list_topics", lambda: c.list_topics(topic)), ("unsubscribe", c.unsubscribe),
-                       ("pause", lambda: c.pause([s.tp(topic, 0)]))):
+                       ("pause", lambda: c.pause([s.tp(topic, 0)])), ("memberid", c.memberid)):
         r["closed " + name] = s.outcome(call)[:2]
     r["close again"] = s.outcome(c.close)
     return r

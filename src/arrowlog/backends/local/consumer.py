@@ -554,6 +554,7 @@ class Consumer:
         self._require_group("store_offsets()").store_offsets(message, offsets)
 
     def memberid(self) -> str | None:
+        self._check_open()
         return self._group.member_id if self._group is not None else None
 
     def consumer_group_metadata(self):
