@@ -328,10 +328,15 @@ cdef class Message:
         return self._topic
 
     def partition(self):
-        return self._partition
+        """The partition, or None when the message has none (librdkafka's
+        unassigned partition, -1), as confluent-kafka says it."""
+        return self._partition if self._partition != -1 else None
 
     def offset(self):
-        return self._offset
+        """The offset, or None when the message has none (a delivery report
+        of a record that was not appended, an error event), as
+        confluent-kafka says it."""
+        return self._offset if self._offset >= 0 else None
 
     def timestamp(self):
         """(TIMESTAMP_CREATE_TIME, ms), or (TIMESTAMP_NOT_AVAILABLE, -1)."""

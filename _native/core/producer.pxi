@@ -143,6 +143,7 @@ cdef class ProducerCore:
         self._closed = False
         self._error = None
         self._bg_idle = True
+        self._hash_null_keys = False
 
     cdef int _check_record(self, TopicSlot slot, object value, Py_ssize_t size) except -1:
         """The rare path of produce()'s per-record checks (see TopicSlot)."""
@@ -452,6 +453,8 @@ cdef class ProducerCore:
         if partition is None or partition == -1:
             if kn >= 0:
                 p = arrowlog_murmur2_partition(kp, <size_t>kn, slot.partitions)
+            elif self._hash_null_keys:
+                p = arrowlog_murmur2_partition(<const char *>"", 0, slot.partitions)
             else:
                 p = slot.sticky
         else:
@@ -465,7 +468,7 @@ cdef class ProducerCore:
         else:
             ts = self._coerce_timestamp(timestamp)
         acc = <RecordAccumulator>slot.accumulators[p]
-        cb = on_delivery if on_delivery is not None else callback
+        cb = callback if callback is not None else on_delivery  # both given: callback, as confluent-kafka
         if cb is None:
             cb = self._default_delivery
         stage = slot.stage

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import UnknownTopicError
+from .errors import KafkaError, UnknownTopicError
 from .storage import LogDir
 
 
@@ -21,10 +21,10 @@ class PartitionMetadata:
 
 
 class TopicMetadata:
-    def __init__(self, topic: str, partitions: int):
+    def __init__(self, topic: str, partitions: int, error: KafkaError | None = None):
         self.topic = topic
         self.partitions = {i: PartitionMetadata(i) for i in range(partitions)}
-        self.error = None
+        self.error = error
 
     def __repr__(self) -> str:
         return f"TopicMetadata({self.topic}, {len(self.partitions)} partitions)"
@@ -43,12 +43,18 @@ class ClusterMetadata:
 
 
 def cluster_metadata(logdir: LogDir, topic: str | None = None) -> ClusterMetadata:
+    """Every topic, or just ``topic``; a ``topic`` that does not exist is
+    there with no partitions and ``error`` UNKNOWN_TOPIC_OR_PART, as a
+    broker that does not create topics answers librdkafka."""
     names = [topic] if topic is not None else logdir.list_topics()
     topics: dict[str, Any] = {}
     for name in names:
         try:
             t = logdir.topic(name)
         except UnknownTopicError:
+            if topic is not None:
+                topics[name] = TopicMetadata(name, 0, KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART,
+                                                                 f"Broker: Unknown topic or partition ({name!r})"))
             continue
         topics[name] = TopicMetadata(name, t.num_partitions)
     return ClusterMetadata(logdir.path, topics)

@@ -145,7 +145,8 @@ PRODUCER = COMMON + [
     Key("enable.idempotence", False, _bool, "Accepted for Kafka compatibility; embedded appends are never duplicated."),
     Key("compression.type", None, _any, "Accepted for Kafka compatibility; compression is a topic setting here."),
     Key("partitioner", "murmur2_random", _choice("murmur2_random", "murmur2"), "Keyed records: murmur2 (Kafka's "
-        "Java default); unkeyed: sticky."),
+        "Java default). Unkeyed: sticky (murmur2_random), or all to the partition of an empty key (murmur2), as "
+        "librdkafka's partitioners of those names."),
     Key("message.max.bytes", 1 << 30, _int(1000, 1 << 30), "Largest record (key + value + header bytes) produce() and "
         "produce_batch() accept; a larger one raises MessageSizeTooLargeError. The topic's max.message.bytes "
         "applies too."),

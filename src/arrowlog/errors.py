@@ -82,8 +82,9 @@ class PartitionFailedError(StorageError):
     reopened, since the kernel may have dropped the unsynced pages."""
 
 
-class LogClosedError(ArrowlogError):
-    """The producer, consumer or log has been closed."""
+class LogClosedError(ArrowlogError, RuntimeError):
+    """The producer, consumer or log has been closed (also a RuntimeError,
+    which confluent-kafka raises for a call on a closed client)."""
 
 
 class GroupError(ArrowlogError):
@@ -97,6 +98,7 @@ class KafkaError:
     _PARTITION_EOF = -191
     _TIMED_OUT = -185
     _STATE = -172
+    _CONFLICT = -173
     _INVALID_ARG = -186
     _UNKNOWN_TOPIC = -188
     _UNKNOWN_PARTITION = -190
@@ -123,7 +125,7 @@ class KafkaError:
 
     _NAMES = {
         -191: "_PARTITION_EOF", -185: "_TIMED_OUT", -172: "_STATE", -186: "_INVALID_ARG",
-        -188: "_UNKNOWN_TOPIC", -190: "_UNKNOWN_PARTITION", -192: "_MSG_TIMED_OUT", -196: "_FAIL",
+        -188: "_UNKNOWN_TOPIC", -190: "_UNKNOWN_PARTITION", -173: "_CONFLICT", -192: "_MSG_TIMED_OUT", -196: "_FAIL",
         -187: "_ALL_BROKERS_DOWN", -168: "_NO_OFFSET", 1: "OFFSET_OUT_OF_RANGE", 2: "CORRUPT_MESSAGE",
         3: "UNKNOWN_TOPIC_OR_PART", 10: "MSG_SIZE_TOO_LARGE", 22: "ILLEGAL_GENERATION", 25: "UNKNOWN_MEMBER_ID",
         27: "REBALANCE_IN_PROGRESS", 87: "INVALID_RECORD", -1: "UNKNOWN", 0: "NO_ERROR", -152: "_PURGE_QUEUE",

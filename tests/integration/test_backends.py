@@ -143,6 +143,32 @@ def test_delivery_callbacks_and_len(backend):
     assert all(err is None for err, _ in reports)
 
 
+def test_purge_drops_what_is_queued_and_a_closed_producer_says_so(backend):
+    topic = backend.create_topic(1)
+    reports = []
+    p = Producer(backend.conf(linger_ms=60_000))
+    for i in range(3):
+        p.produce(topic, b"x%d" % i, partition=0,
+                  on_delivery=lambda err, msg: reports.append((err.code() if err else None, msg.offset())))
+    p.purge()
+    end = time.monotonic() + WAIT_S
+    while len(reports) < 3 and time.monotonic() < end:
+        p.poll(0.1)
+    assert reports == [(KafkaError._PURGE_QUEUE, None)] * 3
+    p.produce(topic, b"kept", partition=0)
+    assert p.flush() == 0
+    p.close()
+    for call in (lambda: p.produce(topic, b"late"), lambda: p.flush(0), lambda: p.poll(0), p.purge):
+        with pytest.raises(RuntimeError):
+            call()
+    c = Consumer(backend.conf())
+    c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    assert [m.value() for m in read_all(c, 1)] == [b"kept"]
+    c.close()
+    with pytest.raises(RuntimeError):
+        c.poll(0)
+
+
 def test_produce_batch_and_iteration(backend):
     topic = backend.create_topic(1)
     with Producer(backend.conf()) as p:

@@ -147,6 +147,9 @@ cdef class ProducerCore:
     # there is something to do: an error to raise, an idle linger thread to wake
     cdef public object _error
     cdef public bint _bg_idle
+    # partitioner=murmur2: a record without a key goes where murmur2 puts an
+    # empty key (librdkafka's murmur2); murmur2_random (default): sticky
+    cdef public bint _hash_null_keys
 
     cdef int _check_record(self, TopicSlot slot, object value, Py_ssize_t size) except -1
 

@@ -101,13 +101,22 @@ class KafkaProducer:
             raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, f"{left} records not acknowledged"))
         return n
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LogClosedError("the producer is closed")
+
     def poll(self, timeout: float | None = -1) -> int:
-        return self._p.poll(-1 if timeout is None else timeout) if not self._closed else 0
+        self._check_open()
+        return self._p.poll(-1 if timeout is None else timeout)
 
     def flush(self, timeout: float | None = -1) -> int:
-        if self._closed:
-            return 0
+        self._check_open()
         return self._p.flush(-1 if timeout is None else timeout)
+
+    def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True) -> None:
+        """Drop queued records (confluent-kafka's purge(): their reports say _PURGE_QUEUE)."""
+        self._check_open()
+        self._p.purge(in_queue, in_flight, blocking)
 
     def sync(self) -> None:
         """flush(): on a cluster, acks (acks=all) are what makes records durable."""

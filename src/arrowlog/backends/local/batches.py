@@ -73,6 +73,12 @@ def _header_lengths(headers: pa.ListArray) -> np.ndarray | int:
 
 
 
+def _null_key_partition(producer: Any, slot: core.TopicSlot) -> int:
+    """Where records without a key go: the sticky partition, or with
+    partitioner=murmur2 the partition of an empty key (as produce())."""
+    return core.murmur2_partition(b"", slot.partitions) if producer._hash_null_keys else slot.sticky
+
+
 def produce_batch(producer: Any, topic: str, values: Any, keys: Any = None, timestamps: Any = None,
                   headers: Any = None, partition: int | None = None) -> int:
     """Producer.produce_batch (see its docstring) for ``producer``."""
@@ -131,7 +137,7 @@ def produce_batch(producer: Any, topic: str, values: Any, keys: Any = None, time
     elif keys.null_count < n:
         assign = core.murmur2_partitions(keys, slot.partitions)
         if keys.null_count:
-            assign[assign < 0] = slot.sticky
+            assign[assign < 0] = _null_key_partition(producer, slot)
         counts = np.bincount(assign, minlength=slot.partitions)
         if (counts == n).any():
             parts = {int(np.argmax(counts)): None}
@@ -140,8 +146,9 @@ def produce_batch(producer: Any, topic: str, values: Any, keys: Any = None, time
             bounds = np.concatenate(([0], np.cumsum(counts)))
             parts = {p: order[bounds[p]:bounds[p + 1]] for p in range(slot.partitions) if counts[p]}
     else:
-        parts = {slot.sticky: None}
-        slot.next_sticky()
+        parts = {_null_key_partition(producer, slot): None}
+        if not producer._hash_null_keys:
+            slot.next_sticky()
     columns = [keys, values] if hdrs is None else [keys, values, hdrs]
     batch = pa.RecordBatch.from_arrays(columns, names=PRODUCE_SCHEMA.names[1:len(columns) + 1])
     for p, rows in parts.items():

@@ -251,25 +251,39 @@ class Consumer:
         return _Fetch(tp.topic, tp.partition, log, position, reader)
 
     def incremental_assign(self, partitions: list[TopicPartition]) -> None:
+        """Add these partitions to the assignment. A partition already in it
+        is refused (KafkaException _CONFLICT, as librdkafka does) and nothing
+        changes: assigning it again would move its position."""
         self._check_open()
+        fetches = {}
         for tp in partitions:
-            log = self._partition_log(tp.topic, tp.partition)
-            f = self._new_fetch(tp, log)
-            self._assigned[(tp.topic, tp.partition)] = f
+            key = (tp.topic, tp.partition)
+            if key in self._assigned or key in fetches:
+                raise KafkaException(KafkaError(KafkaError._CONFLICT, f"{tp.topic} [{tp.partition}] is already "
+                                                "part of the current assignment"))
+            fetches[key] = self._new_fetch(tp, self._partition_log(tp.topic, tp.partition))
+        self._assigned.update(fetches)
         self._order = list(self._assigned.values())
 
     def incremental_unassign(self, partitions: list[TopicPartition]) -> None:
+        """Remove these partitions from the assignment. One that is not in it
+        is passed over (librdkafka refuses the call with _INVALID_ARG): a
+        group's revocation unassigns what an on_revoke callback may already
+        have unassigned."""
+        self._check_open()
         for tp in partitions:
             self._assigned.pop((tp.topic, tp.partition), None)
         self._order = list(self._assigned.values())
         self._next = 0
 
     def unassign(self) -> None:
+        self._check_open()
         self._assigned = {}
         self._order = []
         self._next = 0
 
     def assignment(self) -> list[TopicPartition]:
+        self._check_open()
         return [TopicPartition(t, p) for (t, p) in self._assigned]
 
     # -- positions ---------------------------------------------------------------
@@ -304,6 +318,7 @@ class Consumer:
 
     def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
         """The offset of the next record each partition will return."""
+        self._check_open()
         out = []
         for tp in partitions:
             f = self._assigned.get((tp.topic, tp.partition))
@@ -313,12 +328,14 @@ class Consumer:
     def get_watermark_offsets(self, partition: TopicPartition, timeout: float | None = None,
                               cached: bool = False) -> tuple[int, int]:
         """(low, high): the log start offset and the high watermark."""
+        self._check_open()
         return self._partition_log(partition.topic, partition.partition).watermarks()
 
     def offsets_for_times(self, partitions: list[TopicPartition], timeout: float | None = None) -> list[TopicPartition]:
         """For each partition, the first offset whose timestamp is at or after
         the timestamp (epoch ms) given in ``offset``; -1 (OFFSET_END) when
         there is none."""
+        self._check_open()
         out = []
         for tp in partitions:
             ts = tp.offset
@@ -330,12 +347,19 @@ class Consumer:
         return out
 
     def pause(self, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            self._fetch_for(tp).paused = True
+        """Stop returning records of these partitions until resume(). A
+        partition not assigned is passed over, as librdkafka does."""
+        self._set_paused(partitions, True)
 
     def resume(self, partitions: list[TopicPartition]) -> None:
+        self._set_paused(partitions, False)
+
+    def _set_paused(self, partitions: list[TopicPartition], paused: bool) -> None:
+        self._check_open()
         for tp in partitions:
-            self._fetch_for(tp).paused = False
+            f = self._assigned.get((tp.topic, tp.partition))
+            if f is not None:
+                f.paused = paused
 
     # -- reading -----------------------------------------------------------------
 
@@ -433,10 +457,13 @@ class Consumer:
 
     def consume(self, num_messages: int = 1, timeout: float | None = -1) -> list:
         """Up to ``num_messages`` messages, waiting up to ``timeout`` seconds
-        (negative or None: forever) for the first."""
+        (negative or None: forever) for the first. ``num_messages=0``
+        returns [] at once, as confluent-kafka does."""
         self._check_open()
         if num_messages < 1 or num_messages > 1_000_000:
-            raise InvalidArgumentError("num_messages must be in 1..1000000")
+            if num_messages == 0:
+                return []
+            raise InvalidArgumentError("num_messages must be in 0..1000000")
         t = _timeout(timeout)
         deadline = time.monotonic() + t if t >= 0 else -1.0
         group = self._group
@@ -508,6 +535,7 @@ class Consumer:
             return False  # not a legal name: it never exists
 
     def unsubscribe(self) -> None:
+        self._check_open()
         self._unknown_subscribed = []
         self._extras = self._has_callbacks
         if self._group is not None:
@@ -518,21 +546,26 @@ class Consumer:
         return self._group_io(self._require_group("commit()").commit, message, offsets, asynchronous)
 
     def committed(self, partitions: list[TopicPartition], timeout: float | None = None) -> list[TopicPartition]:
+        self._check_open()
         return self._require_group("committed()").committed(partitions)
 
     def store_offsets(self, message: Any = None, offsets: list[TopicPartition] | None = None) -> None:
+        self._check_open()
         self._require_group("store_offsets()").store_offsets(message, offsets)
 
     def memberid(self) -> str | None:
+        self._check_open()
         return self._group.member_id if self._group is not None else None
 
     def consumer_group_metadata(self):
         """The group, for a transactional Producer's send_offsets_to_transaction()."""
+        self._check_open()
         from ...txn import ConsumerGroupMetadata
         group = self._require_group("consumer_group_metadata()")
         return ConsumerGroupMetadata(group.group, group.generation, group.member_id)
 
     def list_topics(self, topic: str | None = None, timeout: float = -1):
+        self._check_open()
         from ...admin import cluster_metadata
         return cluster_metadata(self._log, topic)
 

@@ -114,6 +114,7 @@ class Producer(core.ProducerCore):
         self._max_queued = conf["queue.buffering.max.messages"]
         self._auto_create = conf["auto.create.topics.enable"]
         self._num_partitions = conf["num.partitions"]
+        self._hash_null_keys = conf["partitioner"] == "murmur2"
         self._locks: dict[tuple[str, int], threading.Lock] = {}
         self._reports: collections.deque = collections.deque()
         self._error = None  # (ProducerCore's: produce() calls _first_in_batch while one is pending)
@@ -371,6 +372,8 @@ class Producer(core.ProducerCore):
     def poll(self, timeout: float | None = -1) -> int:
         """Serve delivery callbacks; returns how many were served. Waits up
         to ``timeout`` seconds for one when none is ready."""
+        if self._closed:
+            self._raise_closed()
         self._raise_pending()
         if self._queued:
             self._send_all(only_lingered=True)
@@ -396,6 +399,8 @@ class Producer(core.ProducerCore):
         """Append everything queued, serve delivery callbacks, and (with
         durability=fsync) make it survive power loss. Returns the number of
         records still queued (0)."""
+        if self._closed:
+            self._raise_closed()
         if self._queued:  # (counts a batch the linger thread is appending until it is in the log)
             self._send_all()
         if self._reports:
@@ -417,6 +422,39 @@ class Producer(core.ProducerCore):
 
     def __len__(self) -> int:
         return self._queued + len(self._reports)
+
+    def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True) -> None:
+        """Drop the records queued and not yet appended (``in_queue``): each
+        one's delivery report says _PURGE_QUEUE, served by the next poll() or
+        flush(), as in confluent-kafka. A record in the log stays there: an
+        append is never "in flight" here, so ``in_flight`` and ``blocking``
+        change nothing."""
+        if self._closed:
+            self._raise_closed()
+        if in_queue:
+            self._purge_queued("purged from the producer's queue (purge())")
+
+    def _purge_queued(self, reason: str) -> None:
+        """Drop every queued record (purge(), abort_transaction()): each one
+        with a delivery callback gets a _PURGE_QUEUE report."""
+        err = KafkaError(KafkaError._PURGE_QUEUE, reason)
+        for slot in list(self._slots.values()):
+            if slot.stage is not None:
+                # staged records (no callbacks) to their accumulators, dropped below; under the
+                # GIL, as the stage is taken by a flush (ProducerCore._append_staged)
+                slot.stage.drain_into(slot.accumulators)
+            for partition in range(slot.partitions):
+                with self._locks[(slot.name, partition)]:
+                    acc = slot.accumulators[partition].detach()
+                    if acc.count == 0:
+                        continue
+                    self._sent(acc.count)
+                    callbacks = acc.callbacks
+                    if callbacks:
+                        batch = acc.to_batch()
+                        for index, cb in callbacks:
+                            self._reports.append((cb, err, self._report_message(slot.name, partition, batch,
+                                                                                index, -1001)))
 
     def produce_batch(self, topic: str, values: Any, keys: Any = None, timestamps: Any = None,
                       headers: Any = None, partition: int | None = None) -> int:
@@ -461,6 +499,8 @@ class Producer(core.ProducerCore):
         self._transactions().abort(timeout)
 
     def list_topics(self, topic: str | None = None, timeout: float = -1):
+        if self._closed:
+            self._raise_closed()
         from ...admin import cluster_metadata
         return cluster_metadata(self._log, topic)
 

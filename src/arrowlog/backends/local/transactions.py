@@ -230,7 +230,7 @@ class LocalTransactions:
     def abort(self, timeout: float | None = None) -> None:
         deadline = deadline_of(timeout)
         self._usable("abort_transaction()")
-        self._purge()
+        self._producer._purge_queued("purged: the transaction was aborted")
         self._end(False, deadline)
         self._producer._serve_reports()
 
@@ -267,23 +267,6 @@ class LocalTransactions:
         if not self.in_txn:
             raise _state_error(f"transactional.id={self.txn_id!r}: produce only between begin_transaction() and "
                                "commit_transaction() or abort_transaction()")
-
-    def _purge(self) -> None:
-        """Drop what is queued (abort_transaction): each record's delivery report says _PURGE_QUEUE."""
-        p = self._producer
-        err = KafkaError(KafkaError._PURGE_QUEUE, "purged: the transaction was aborted")
-        for slot in list(p._slots.values()):
-            for partition in range(slot.partitions):
-                with p._locks[(slot.name, partition)]:
-                    acc = slot.accumulators[partition].detach()
-                    if acc.count == 0:
-                        continue
-                    p._sent(acc.count)
-                    callbacks = acc.callbacks
-                    if callbacks:
-                        batch = acc.to_batch()
-                        for index, cb in callbacks:
-                            p._reports.append((cb, err, p._report_message(slot.name, partition, batch, index, -1001)))
 
     # -- batches ----------------------------------------------------------------
 
