@@ -318,3 +318,60 @@ def test_dropped_offsets_stay_dropped_over_older_journal_records(tmp_path):
     assert offsets(gdir) == {1: 5}
     gdir.write_offsets({("t", 0): (1, None)})
     assert offsets(gdir) == {0: 1, 1: 5}
+
+
+def test_a_handle_whose_group_was_removed_commits_into_the_directory_there_now(tmp_path):
+    """GroupDir.remove marks the group's .seq (under the claim lock) before the
+    directory goes: another handle on the group (the server's offset store while
+    GroupAdmin deletes the group) finds the mark at its next claim and commits
+    into the directory made anew, not into the one being deleted."""
+    server = member_dir(tmp_path)
+    server.write_offsets({("t", 0): (5, None), ("t", 1): (6, None)})
+    old = server._journal
+    assert old is not None and old.usable()
+    GroupDir(str(tmp_path / "groups"), "g", create=False).remove()
+    assert not os.path.exists(server.path)
+    server.write_offsets({("t", 0): (7, None)})
+    assert server._journal is not old
+    assert offsets(GroupDir(str(tmp_path / "groups"), "g", create=False)) == {0: 7}
+    assert [n for n in os.listdir(tmp_path / "groups") if n.startswith(".deleted-")] == []
+
+
+def test_a_removal_whose_rename_fails_leaves_the_group_committing(tmp_path, monkeypatch):
+    gdir = member_dir(tmp_path)
+    gdir.write_offsets({("t", 0): (5, None)})
+    from arrowlog.groups import store
+
+    def refuse(src, dst):
+        raise PermissionError(13, "refused", src)
+
+    monkeypatch.setattr(store.os, "rename", refuse)
+    with pytest.raises(PermissionError):
+        GroupDir(str(tmp_path / "groups"), "g", create=False).remove()
+    monkeypatch.undo()
+    j = gdir._journal
+    assert j is not None and j._read_state()[0] != jmod.REMOVED
+    gdir.write_offsets({("t", 1): (6, None)})   # (a new generation: as after a reboot)
+    assert gdir._journal is j
+    assert offsets(GroupDir(str(tmp_path / "groups"), "g", create=False)) == {0: 5, 1: 6}
+
+
+def test_a_handle_made_before_a_fork_is_not_the_childs(tmp_path):
+    gdir = member_dir(tmp_path)
+    gdir.write_offsets({("t", 0): (5, None)})
+    j = gdir._journal
+    assert j is not None and j.usable()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:   # the child: report, and leave without running the parent's cleanup
+        try:
+            os.write(w, b"1" if j.usable() else b"0")
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        assert os.read(r, 1) == b"0"
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
+    assert j.usable()

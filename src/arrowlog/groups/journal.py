@@ -36,6 +36,15 @@ their commits to one journal per group, ``journal-<gen>.log``:
   the old one afterwards), the old one is
   folded into ``offsets.json`` and unlinked (store.py).
 
+A handle is checked for staleness where it costs nothing: a forked
+child's handles are not its own (a fork counter, no ``getpid`` per
+commit), and ``GroupDir.remove`` writes ``REMOVED`` over the boot id in
+``.seq`` under the claim lock before it renames the directory away, so a
+handle of another process or thread finds it at its next claim, whose state
+read it is anyway (``JournalRemoved``: the commit goes to the directory
+there now). A commit no longer ``stat``s ``.seq`` (≈ 6 µs of CPU with the
+path join, a fifth of a commit's Python).
+
 ``.seq`` and ``.sync`` are not fsynced: a durable mark was true when it
 was published, and stays true after a power loss. ``.seq`` records the boot
 it belongs to; after a reboot (power loss: it may be stale) the first
@@ -93,6 +102,26 @@ _STATE_SEQ, _STATE_SEQ_AT = _STATE_GEN, 16            # its counter alone
 SYNC_FILE = ".sync"
 SYNC_WAIT_S = 0.05   # a waiter looks again this often (a syncer killed mid-sync wakes nobody)
 _POS_MASK = (1 << 32) - 1
+# .seq's boot id once the group is being removed (GroupDir.remove writes it under the
+# claim lock before it renames the directory away): a handle that finds it is stale
+REMOVED = b"\xffremoved-group\xff\xff"
+_SEQ_HINT = struct.Struct("<QQ")
+_RECORD_PREFIX = struct.Struct("<4sII")
+
+_fork_epoch = 0
+
+
+def _after_fork_in_child() -> None:
+    global _fork_epoch
+    _fork_epoch += 1   # every handle made before the fork is the parent's (its locks too)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class JournalRemoved(GroupError):
+    """The group's directory was removed under this handle (GroupDir.remove):
+    open a new one."""
 
 
 def _mark(gen: int, pos: int) -> int:
@@ -140,8 +169,8 @@ def _aligned(n: int) -> int:
 
 
 def encode_record(seq: int, hint: int, payload: bytes) -> bytes:
-    body = struct.pack("<QQ", seq, hint) + payload
-    return struct.pack("<4sII", MAGIC, len(payload), core.crc32c(body)) + body
+    body = _SEQ_HINT.pack(seq, hint) + payload
+    return _RECORD_PREFIX.pack(MAGIC, len(payload), core.crc32c(body)) + body
 
 
 def _record_at(buf: bytes, pos: int) -> tuple[int, int, list, int] | None:
@@ -258,7 +287,7 @@ class GroupJournal:
         """``max_seq_on_disk()``: the highest seq in offsets.json and the
         journals, read when the state must be rebuilt after a reboot."""
         self.path = group_path
-        self.pid = os.getpid()
+        self._epoch = _fork_epoch
         self._max_seq_on_disk = max_seq_on_disk
         state_path = os.path.join(group_path, STATE_FILE)
         self._fds = Descriptors(self)   # dropped without close(): closed (the mapping goes with its object)
@@ -270,7 +299,6 @@ class GroupJournal:
             st = os.fstat(self._state_fd)
             if st.st_size < _STATE.size:
                 os.ftruncate(self._state_fd, _STATE.size)
-            self.ino = st.st_ino
             self._map = mmap.mmap(self._state_fd, _STATE.size)
         except BaseException:
             self.close()
@@ -289,13 +317,9 @@ class GroupJournal:
 
     def usable(self) -> bool:
         """False in a forked child (the locks are shared with the parent) or once
-        the group directory was deleted."""
-        if os.getpid() != self.pid:
-            return False
-        try:
-            return os.stat(os.path.join(self.path, STATE_FILE)).st_ino == self.ino
-        except FileNotFoundError:
-            return False
+        closed. (A group directory removed under this handle is found under the
+        claim lock, where the state is read anyway: ``JournalRemoved``.)"""
+        return self._epoch == _fork_epoch and self._map is not None
 
     # -- the shared state (callers hold the claim lock) -------------------------------
 
@@ -322,6 +346,8 @@ class GroupJournal:
         whenever this handle has not written the current generation yet."""
         boot, seq, gen, tail, dgen, dpos = self._read_state()
         if boot != BOOT_ID or gen == 0:
+            if boot == REMOVED:
+                raise JournalRemoved(f"the consumer group directory {self.path} was removed")
             return self._rebuild(seq, gen)   # a new group, or the first use since a reboot
         if gen != self.gen:
             if not self._state_matches_disk(gen, tail):
@@ -396,21 +422,25 @@ class GroupJournal:
         whose seq is ``seq``): a sync that began after our write made it so,
         ours or another member's (group commit)."""
         state = self._sync
+        syncer = self._syncer
+        word = state.current_word()
         while True:
-            word = state.current_word()
-            if self._durable() >= mine:
-                return
-            if self._syncer.try_enter():
+            # (the mark is not looked at before the first try: a record just
+            # written is almost never covered yet, and the syncer looks anyway)
+            if syncer.try_enter():
                 try:
-                    if self._durable() < mine:   # (a sync may have ended since we looked)
+                    if self._durable() < mine:   # (a sync may have ended since we wrote)
                         self._sync_all(mine, seq)
                 finally:
-                    self._syncer.__exit__()
+                    syncer.__exit__()
                 state.bump()   # after the release: a waiter our sync missed finds the lock free
                 return   # (our sync read the tail after our write: it covered us)
             # a sync is running; it may have read the tail before our write: wait
             # for it to end, then look again (the bound: a syncer killed mid-sync)
             state.wait_word(word, SYNC_WAIT_S)
+            word = state.current_word()
+            if self._durable() >= mine:
+                return
 
     def _sync_all(self, mine: int, seq: int) -> None:
         """One fdatasync covering every record written so far, by anyone, then

@@ -75,7 +75,15 @@ from typing import NamedTuple
 from .._native import core
 from ..errors import GroupError
 from ..storage.files import fsync_dir
-from .journal import STATE_FILE, GroupJournal, journal_gen, open_state_file, read_journal
+from .journal import (
+    REMOVED,
+    STATE_FILE,
+    GroupJournal,
+    JournalRemoved,
+    journal_gen,
+    open_state_file,
+    read_journal,
+)
 
 OFFSETS_FILE = "offsets.json"
 FORMAT_VERSION = 1
@@ -263,14 +271,27 @@ class GroupDir:
         """Append one commit to the group's journal (see journal.py); False
         when it is too large for one. A journal this commit found full is
         folded into offsets.json afterwards, and unlinked."""
-        with self._journal_lock:
-            j = self._journal
-            if j is None or not j.usable():
-                if j is not None:
-                    j.close()
-                self.ensure()
-                j = self._journal = GroupJournal(self.path, self._max_seq_on_disk)
-        retired = j.commit(_COMPACT_JSON.encode(entries).encode())
+        payload = _COMPACT_JSON.encode(entries).encode()
+        for attempt in (1, 2):
+            with self._journal_lock:
+                j = self._journal
+                if j is None or not j.usable():
+                    if j is not None:
+                        j.close()
+                    self.ensure()
+                    j = self._journal = GroupJournal(self.path, self._max_seq_on_disk)
+            try:
+                retired = j.commit(payload)
+                break
+            except JournalRemoved:
+                # the group's directory was removed (and perhaps made again) under this
+                # handle: commit into the directory that is there now
+                with self._journal_lock:
+                    if self._journal is j:
+                        self._journal = None
+                j.close()
+                if attempt == 2:
+                    raise
         if retired is None:
             return False
         if retired:
@@ -404,9 +425,32 @@ class GroupDir:
             return
         parent = os.path.dirname(self.path)
         grave = os.path.join(parent, f".deleted-{os.getpid()}-{os.urandom(4).hex()}")
-        os.rename(self.path, grave)
+        marked = self._mark_removed(REMOVED)
+        try:
+            os.rename(self.path, grave)
+        except BaseException:
+            if marked:
+                self._mark_removed(bytes(len(REMOVED)))   # not removed: the next commit starts a new generation
+            raise
         fsync_dir(parent)
         shutil.rmtree(grave, ignore_errors=True)
+
+    def _mark_removed(self, boot: bytes) -> bool:
+        """Write ``boot`` over the boot id in ``.seq``, under the claim lock (no
+        record is being appended meanwhile): every journal handle of the group,
+        in any process, finds REMOVED at its next claim and opens the directory
+        that is there then (journal.py), instead of committing into one on its
+        way to deletion. False when there is no ``.seq``."""
+        try:
+            fd = os.open(os.path.join(self.path, STATE_FILE), os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.pwrite(fd, boot, 0)
+        finally:
+            os.close(fd)   # (releases the flock)
+        return True
 
     def close(self) -> None:
         """Release the mapped state and the journal handle; the journal stays
