@@ -26,9 +26,15 @@ row's note gives the CPU per query that way too, and over a dataset whose
 LogDir reads with ``check_crcs=False`` (each frame's buffers are then checked
 once per process instead of its CRC).
 
-Each timed run counts the hour's records (the pushed-down queries run
-``REPEAT`` times per timed run, as they take milliseconds); the ratio of the
-rows is the speed-up. Notes give the frames read (against a full scan), and the last
+Each timed run counts the hour's records; the ratio of the rows is the
+speed-up. The two DuckDB rows are measured in alternating rounds (the order
+flipped each round, the warm-up round left out on both sides): a round runs
+the query ``REPEAT`` times over the dataset and ``REPEAT`` times over
+``replay().to_arrow()``, and each side's figure for the round is its median
+query (the pushed-down row's times ``REPEAT``, the records it counts), so a
+preemption on a shared machine moves neither side and both see the same
+machine. The polars rows run their pushed-down query ``REPEAT`` times per
+timed run, as it takes milliseconds. Notes give the frames read (against a full scan), and the last
 pair of rows the bytes handed over when projecting one typed column against
 all of them. The first (warm-up) scan of a dataset learns the frames' time
 ranges as it reads them: its frame count is in the note too.
@@ -37,6 +43,7 @@ ranges as it reads them: its frame count is in the note too.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import statistics
 import time
 
@@ -51,8 +58,8 @@ HOUR_MS = 3_600_000
 HOURS = 48
 PAYLOAD = 240
 CHUNK = 65_536  # records per produce_batch call
-# A pushed-down query takes milliseconds: each timed run repeats it, so one
-# preemption on a shared machine does not decide the figure.
+# A pushed-down query takes milliseconds: each timed run repeats it (the DuckDB
+# rows: each side of a round), so one preemption does not decide the figure.
 REPEAT = 20
 SCHEMA = pa.schema([("x", pa.int64()), ("y", pa.float64()), ("payload", pa.binary())])
 
@@ -143,35 +150,64 @@ def run(ctx) -> list[Row]:
     counts: dict[str, tuple[int, int]] = {}
 
     cpu: dict[str, list[float]] = {"duckdb": [], "replay": [], "duckdb.sql": [], "replay.sql": [],
-                                   "duckdb.nocrc": []}  # CPU s/query
+                                   "duckdb.nocrc": []}  # per round: the median query's process CPU s
     unchecked = arrowlog.dataset(arrowlog.LogDir(path, check_crcs=False), TOPIC)
     unchecked.to_table(columns=["offset"])
 
-    def duck_pushdown(_, how="execute"):
-        run_sql = con.execute if how == "execute" else con.sql
-        start = time.process_time()
-        for _ in range(REPEAT):
-            ds.reset_stats()
-            got = run_sql(query("ds", lo, hi)).fetchall()[0]
-            assert got == expected, (got, expected)
-        cpu["duckdb" if how == "execute" else "duckdb.sql"].append((time.process_time() - start) / REPEAT)
-        counts["duckdb"] = (ds.stats["frames_read"], ds.stats["rows_scanned"])
+    def over_dataset(run_sql):
+        ds.reset_stats()
+        got = run_sql(query("ds", lo, hi)).fetchall()[0]
+        assert got == expected, (got, expected)
 
-    def duck_unchecked():
-        start = time.process_time()
-        for _ in range(REPEAT):
-            unchecked.reset_stats()
-            got = con.execute(query("unchecked", lo, hi)).fetchall()[0]
-            assert got == expected, (got, expected)
-        cpu["duckdb.nocrc"].append((time.process_time() - start) / REPEAT)
+    def over_unchecked(run_sql):
+        unchecked.reset_stats()
+        got = run_sql(query("unchecked", lo, hi)).fetchall()[0]
+        assert got == expected, (got, expected)
 
-    def duck_replay(_, how="execute"):
-        run_sql = con.execute if how == "execute" else con.sql
-        start = time.process_time()
+    def over_replay(run_sql):
         replayed = arrowlog.replay(path, TOPIC).to_arrow()  # noqa: F841  (DuckDB finds it by name)
         got = run_sql(query("replayed", lo, hi)).fetchall()[0]
         assert got == expected, (got, expected)
-        cpu["replay" if how == "execute" else "replay.sql"].append(time.process_time() - start)
+
+    def median_query(body, run_sql, key: str | None) -> float:
+        """Run ``body`` REPEAT times; the median query's wall seconds (its
+        process CPU goes to ``cpu[key]``): one preemption decides nothing."""
+        walls, used = [], []
+        for _ in range(REPEAT):
+            c0, w0 = time.process_time(), time.perf_counter()
+            body(run_sql)
+            walls.append(time.perf_counter() - w0)
+            used.append(time.process_time() - c0)
+        if key is not None:
+            cpu[key].append(statistics.median(used))
+        return statistics.median(walls)
+
+    def interleaved(how: str = "execute") -> dict[str, list[float]]:
+        """Both DuckDB rows in alternating rounds (the order flipped each
+        round): REPEAT queries over the dataset and REPEAT over
+        replay().to_arrow(), the warm-up rounds on both sides left out. A
+        round's figure is its median query (the pushed-down row's times
+        REPEAT, the work its records count)."""
+        run_sql = con.execute if how == "execute" else con.sql
+        suffix = "" if how == "execute" else ".sql"
+        out: dict[str, list[float]] = {"duckdb": [], "replay": []}
+        for i in range(ctx.warmup + ctx.runs):
+            timed = i >= ctx.warmup
+            sides = [("duckdb", over_dataset), ("replay", over_replay)]
+            for side, body in sides if i % 2 == 0 else sides[::-1]:
+                os.sync()  # as ctx.measure does before every run
+                wall = median_query(body, run_sql, side + suffix if timed else None)
+                if timed:
+                    out[side].append(wall * (REPEAT if side == "duckdb" else 1))
+        counts["duckdb"] = (ds.stats["frames_read"], ds.stats["rows_scanned"])
+        return out
+
+    duck_rounds: dict[str, list[float]] = {}
+
+    def duck_samples(side: str) -> list[float]:
+        if not duck_rounds:
+            duck_rounds.update(interleaved())
+        return duck_rounds[side]
 
     lo_dt = dt.datetime.fromtimestamp(lo / 1000, dt.timezone.utc)
     hi_dt = dt.datetime.fromtimestamp(hi / 1000, dt.timezone.utc)
@@ -210,10 +246,10 @@ def run(ctx) -> list[Row]:
         ctx.row(Row("pushdown.duckdb.arrowlog", wl + " (DuckDB)", "arrowlog",
                     "con.execute(sql) over arrowlog.dataset(): time filter pushed into the scan",
                     records=REPEAT * in_hour),
-                lambda: ctx.measure(duck_pushdown)),
+                lambda: duck_samples("duckdb")),
         ctx.row(Row("pushdown.duckdb.replay", wl + " (DuckDB)", "replay().to_arrow()",
                     "con.execute(sql) over replay().to_arrow() of the whole topic", records=in_hour),
-                lambda: ctx.measure(duck_replay)),
+                lambda: duck_samples("replay")),
         ctx.row(Row("pushdown.polars.arrowlog", wl + " (polars)", "arrowlog",
                     "arrowlog.scan_polars(): predicate and columns pushed into the scan",
                     records=REPEAT * in_hour),
@@ -225,10 +261,9 @@ def run(ctx) -> list[Row]:
                     "pl.from_arrow(replay(columns=[timestamp, x, y]).to_arrow()): the columns chosen by hand",
                     records=in_hour), lambda: ctx.measure(polars_replay(["timestamp", "x", "y"]))),
     ]
-    for _ in range(ctx.runs):  # the same queries through con.sql(...), and with check_crcs=False, for the note
-        duck_pushdown(None, "sql")
-        duck_replay(None, "sql")
-        duck_unchecked()
+    interleaved("sql")  # the same queries through con.sql(...), and with check_crcs=False, for the note
+    for _ in range(ctx.runs):
+        median_query(over_unchecked, con.execute, "duckdb.nocrc")
     unchecked.close()
     rows[0].note = frames_note("duckdb") + "; EXPLAIN shows the filter in PYTHON_ARROW_SCAN" + cpu_note(cpu)
     rows[2].note = frames_note("polars")

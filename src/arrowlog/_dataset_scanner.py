@@ -8,10 +8,18 @@ hands them to the caller directly: DuckDB pulls them from its own thread,
 with no Arrow scan plan (threads, filter and projection nodes) between. Any
 other filter goes through ``pyarrow.dataset.Scanner.from_batches``, which
 applies it exactly to what the scan read.
+
+``to_stream(ready_rows)`` is the stream DuckDB's source protocol takes: a
+scan of at most ``ready_rows`` rows is read at once and handed over as a
+Table, whose stream the consumer's threads pull in C++; a stream over the
+Python generator makes every pull take the GIL, and DuckDB's two threads
+then queue for it while the caller holds it (measured on the bench's window
+query: 7.5–9.3 M instructions a query against 7.4 M, callgrind).
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Callable, Iterator
 
 import pyarrow as pa
@@ -54,6 +62,24 @@ class LogScanner:
         if self._exact:
             return pa.RecordBatchReader.from_batches(self.projected_schema, self._sized())
         return self._arrow().to_reader()
+
+    def to_stream(self, ready_rows: int) -> Any:
+        """The scan as an Arrow C stream capsule. A scan that holds at most
+        ``ready_rows`` rows is read now and handed over as a Table (pulled
+        without Python); a larger one hands the batches read so far, then
+        the rest as they are pulled, so a consumer that stops early (LIMIT)
+        has read about ``ready_rows`` rows more than it took, not the scan."""
+        if not self._exact:
+            return self.to_reader().__arrow_c_stream__()
+        batches = self._sized()
+        taken, rows = [], 0
+        for batch in batches:
+            taken.append(batch)
+            rows += batch.num_rows
+            if rows > ready_rows:
+                rest = itertools.chain(taken, batches)
+                return pa.RecordBatchReader.from_batches(self.projected_schema, rest).__arrow_c_stream__()
+        return pa.Table.from_batches(taken, schema=self.projected_schema).__arrow_c_stream__()
 
     def to_batches(self) -> Iterator[pa.RecordBatch]:
         return iter(self.to_reader())

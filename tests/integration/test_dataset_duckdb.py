@@ -136,3 +136,20 @@ def test_a_window_read_again_reuses_its_shaped_frames_while_the_segment_keeps_th
     assert ds.to_table(columns=["x", "y"], filter=window).equals(first)
     assert len(ds._shaper.shaped) == len(kept)  # shaped anew from the batches decoded anew
     ds.close()
+
+
+def test_a_window_is_handed_to_duckdb_read_and_a_limit_reads_little_more_than_it_takes(hours_topic, monkeypatch):  # noqa: F811
+    ds = arrowlog.dataset(hours_topic, "ev")  # 24 frames of 50 rows
+    con = duckdb.connect()
+    lo, hi = T0 + 2 * 3_600_000, T0 + 4 * 3_600_000
+    sql = f'select count(*), sum(x) from ds where "timestamp" >= {sql_ts(lo)} and "timestamp" < {sql_ts(hi)}'
+    expected = brute(hours_topic, (pc.field("timestamp") >= ts(lo)) & (pc.field("timestamp") < ts(hi)))
+    want = (len(expected), sum(x for _, _, x in expected))
+    for ready in (1 << 18, 120, 1):  # a Table handed over; 3 frames then pulled; one frame then pulled
+        monkeypatch.setattr(_dataset_duckdb, "READY_ROWS", ready)
+        assert con.execute(sql).fetchall()[0] == want
+    monkeypatch.setattr(_dataset_duckdb, "READY_ROWS", 60)
+    ds.reset_stats()
+    assert len(con.execute("select x from ds limit 3").fetchall()) == 3
+    assert ds.stats["frames_scanned"] < 24  # not the whole topic read for three rows
+    ds.close()

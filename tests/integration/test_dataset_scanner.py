@@ -50,6 +50,8 @@ def test_every_scanner_method_equals_pyarrows_scanner_over_the_replay(messy, sha
     assert ours.count_rows() == theirs.count_rows() == table.num_rows
     assert pa.Table.from_batches(list(ours.to_batches()), schema=table.schema).equals(table)
     assert ours.to_reader().read_all().equals(table)
+    for ready in (n, 1 << 20):  # handed over ready-made, or in part then as pulled
+        assert pa.RecordBatchReader._import_from_c_capsule(ours.to_stream(ready)).read_all().equals(table)
     assert pa.Table.from_batches([b.record_batch for b in ours.scan_batches()], schema=table.schema).equals(table)
     assert ours.head(n).equals(table.slice(0, n))
     picks = pa.array(range(0, table.num_rows, 3), pa.int64())
@@ -140,3 +142,23 @@ def test_a_dataset_scanned_with_the_same_filter_twice_gives_the_same_rows(tmp_pa
         for literal in (pa.scalar(1, pa.int64()), pa.scalar(1, pa.int8()), pa.scalar(1, pa.int64())):
             expr = (pc.field("partition") == literal) & (pc.field("offset") >= pa.scalar(5, literal.type))
             assert ordered(ds.to_table(filter=expr)).equals(ordered(full.filter(expr)))
+
+
+def test_to_stream_reads_a_scan_within_its_rows_at_once_and_a_larger_one_as_pulled(hours_topic):  # noqa: F811
+    ds = arrowlog.dataset(hours_topic, "ev")  # 6 hours of 4 frames of 50 rows each, 2 partitions
+    hour = window(T0 + 3_600_000, T0 + 2 * 3_600_000)
+    expected = ds.to_table(columns=["x", "y"], filter=hour)
+    assert expected.num_rows == 200
+    ds.reset_stats()
+    stream = ds.scanner(columns=["x", "y"], filter=hour).to_stream(200)
+    assert ds.stats["frames_scanned"] == 4  # all read before anything is pulled: a Table's stream
+    assert pa.RecordBatchReader._import_from_c_capsule(stream).read_all().equals(expected)
+    assert ds.stats["frames_scanned"] == 4
+    ds.reset_stats()
+    reader = pa.RecordBatchReader._import_from_c_capsule(ds.scanner(columns=["x"]).to_stream(60))
+    assert ds.stats["frames_scanned"] == 2  # 100 rows read: more than 60; the other 22 frames wait
+    assert reader.read_next_batch().num_rows == 50
+    assert ds.stats["frames_scanned"] == 2
+    assert reader.read_all().num_rows == 1200 - 50
+    assert ds.stats["frames_scanned"] == 24
+    ds.close()
