@@ -215,8 +215,12 @@ def test_kafka_wire_rows_carry_the_queueing_ceiling_and_the_wake_up(monkeypatch)
         return {"produce_s": 2.0, "consume_s": 0.5, "queue_s": 1.0, "acceptor_s": 1.6,
                 "produce_acceptor_server_cpu_s": 0.05, "produce_acceptor_client_cpu_s": 1.1,
                 "produce_server_cpu_s": 0.25, "produce_client_cpu_s": 1.0,
-                "consume_server_cpu_s": 0.1, "consume_client_cpu_s": 0.5,
-                "fetch_wake_us": sorted(float(i) for i in range(1, 101))}
+                "consume_server_cpu_s": 0.1, "consume_client_cpu_s": 0.5, "consume_thread_cpu_s": 0.4,
+                "responder_consume_s": 0.45, "c_client": "gcc", "c_client_missing": None, "c_librdkafka": "2.x",
+                "c_produce_s": 1.0, "c_acceptor_s": 0.9, "c_queue_s": 0.5, "c_produce_thread_cpu_s": 0.6,
+                "c_queue_thread_cpu_s": 0.4, "c_produce_client_cpu_s": 0.8, "c_produce_server_cpu_s": 0.2,
+                "c_consume_s": 0.25, "c_responder_consume_s": 0.2, "c_consume_client_cpu_s": 0.3,
+                "c_consume_server_cpu_s": 0.1, "fetch_wake_us": sorted(float(i) for i in range(1, 101))}
 
     monkeypatch.setattr(adapters, "_call", fake_call)
     ctx = Context(n=1000, runs=2, warmup=1, quick=True)
@@ -236,6 +240,39 @@ def test_kafka_wire_rows_carry_the_queueing_ceiling_and_the_wake_up(monkeypatch)
     # each side's CPU seconds in the same window, per run
     assert rows["kafka_wire.produce.server_cpu"].samples == [0.25, 0.25]
     assert rows["kafka_wire.consume.client_cpu"].samples == [0.5, 0.5]
+    # the consumer against the do-nothing fetch responder, and its own thread's CPU
+    assert ratio(rows["kafka_wire.consume.arrowlog"], rows["kafka_wire.consume.responder"]) == pytest.approx(0.9)
+    assert rows["kafka_wire.consume.client_thread_cpu"].samples == [0.4, 0.4]
+    # the C client's rows: each in its own table, compared with its own arrowlog row
+    c_produce, c_queue = rows["kafka_wire.produce.c_arrowlog"], rows["kafka_wire.produce.c_queue"]
+    assert c_produce.workload == c_queue.workload != rows["kafka_wire.produce.arrowlog"].workload
+    assert ratio(c_produce, c_queue) == pytest.approx(0.5)
+    assert ratio(c_produce, rows["kafka_wire.produce.c_acceptor"]) == pytest.approx(0.9)
+    assert ratio(rows["kafka_wire.consume.c_arrowlog"], rows["kafka_wire.consume.c_responder"]) == pytest.approx(0.8)
+    assert rows["kafka_wire.consume.c_arrowlog"].rates() == [4000.0, 4000.0]
+    assert "librdkafka 2.x" in c_produce.setting
+
+
+def test_kafka_wire_c_client_rows_are_missing_with_the_reason_when_the_probe_cannot_build(monkeypatch):
+    from bench import adapters
+    from bench.context import Context
+
+    def fake_call(mod, n, wake_sends, acceptor_last=False):
+        return {"produce_s": 2.0, "consume_s": 0.5, "queue_s": 1.0, "acceptor_s": 1.6,
+                "produce_acceptor_server_cpu_s": 0.05, "produce_acceptor_client_cpu_s": 1.1,
+                "produce_server_cpu_s": 0.25, "produce_client_cpu_s": 1.0, "consume_server_cpu_s": 0.1,
+                "consume_client_cpu_s": 0.5, "consume_thread_cpu_s": 0.4, "responder_consume_s": 0.45,
+                "c_client": None, "c_client_missing": "librdkafka-dev is not installed", "fetch_wake_us": [1.0]}
+
+    monkeypatch.setattr(adapters, "_call", fake_call)
+    ctx = Context(n=1000, runs=1, warmup=0, quick=True)
+    try:
+        rows = {r.key: r for r in adapters.kafka_wire(ctx, None, [])}
+    finally:
+        ctx.close()
+    assert rows["kafka_wire.produce.arrowlog"].ok
+    assert rows["kafka_wire.consume.c_arrowlog"].missing == "librdkafka-dev is not installed"
+    assert not rows["kafka_wire.produce.c_queue"].ok
 
 
 def test_quantile_rows_are_filled_by_their_unit_or_all_missing_with_the_reason():
