@@ -204,30 +204,40 @@ def test_cold_cache_rows_say_why_they_cannot_run(monkeypatch, tmp_path):
     assert row.missing.startswith("ColdCacheUnavailable: cannot write")
 
 
-def test_kafka_wire_rows_carry_the_queueing_ceiling_and_the_wake_up(monkeypatch):
+# One run's figures as bench_kafka_wire.run() reports them (the confluent-kafka side).
+WIRE_RUN = {"produce_s": 2.0, "consume_s": 0.5, "queue_s": 1.0, "acceptor_s": 1.6,
+            "produce_acceptor_server_cpu_s": 0.05, "produce_acceptor_client_cpu_s": 1.1,
+            "produce_server_cpu_s": 0.25, "produce_client_cpu_s": 1.0,
+            "consume_server_cpu_s": 0.1, "consume_client_cpu_s": 0.5, "consume_thread_cpu_s": 0.4,
+            "responder_consume_s": 0.45, "fetch_wake_us": sorted(float(i) for i in range(1, 101))}
+
+
+def kafka_wire_rows(monkeypatch, figures: dict, runs: int, warmup: int, calls: list | None = None) -> dict:
+    """The kafka_wire adapter's rows, each call of the benchmark answered with ``figures``."""
     from bench import adapters
     from bench.context import Context
 
-    calls = []
-
     def fake_call(mod, n, wake_sends, acceptor_last=False):
-        calls.append((n, wake_sends, acceptor_last))
-        return {"produce_s": 2.0, "consume_s": 0.5, "queue_s": 1.0, "acceptor_s": 1.6,
-                "produce_acceptor_server_cpu_s": 0.05, "produce_acceptor_client_cpu_s": 1.1,
-                "produce_server_cpu_s": 0.25, "produce_client_cpu_s": 1.0,
-                "consume_server_cpu_s": 0.1, "consume_client_cpu_s": 0.5, "consume_thread_cpu_s": 0.4,
-                "responder_consume_s": 0.45, "c_client": "gcc", "c_client_missing": None, "c_librdkafka": "2.x",
-                "c_produce_s": 1.0, "c_acceptor_s": 0.9, "c_queue_s": 0.5, "c_produce_thread_cpu_s": 0.6,
-                "c_queue_thread_cpu_s": 0.4, "c_produce_client_cpu_s": 0.8, "c_produce_server_cpu_s": 0.2,
-                "c_consume_s": 0.25, "c_responder_consume_s": 0.2, "c_consume_client_cpu_s": 0.3,
-                "c_consume_server_cpu_s": 0.1, "fetch_wake_us": sorted(float(i) for i in range(1, 101))}
+        if calls is not None:
+            calls.append((n, wake_sends, acceptor_last))
+        return figures
 
     monkeypatch.setattr(adapters, "_call", fake_call)
-    ctx = Context(n=1000, runs=2, warmup=1, quick=True)
+    ctx = Context(n=1000, runs=runs, warmup=warmup, quick=True)
     try:
-        rows = {r.key: r for r in adapters.kafka_wire(ctx, None, [])}
+        return {r.key: r for r in adapters.kafka_wire(ctx, None, [])}
     finally:
         ctx.close()
+
+
+def test_kafka_wire_rows_carry_the_queueing_ceiling_and_the_wake_up(monkeypatch):
+    calls: list = []
+    rows = kafka_wire_rows(monkeypatch, {
+        **WIRE_RUN, "c_client": "gcc", "c_client_missing": None, "c_librdkafka": "2.x",
+        "c_produce_s": 1.0, "c_acceptor_s": 0.9, "c_queue_s": 0.5, "c_produce_thread_cpu_s": 0.6,
+        "c_queue_thread_cpu_s": 0.4, "c_produce_client_cpu_s": 0.8, "c_produce_server_cpu_s": 0.2,
+        "c_consume_s": 0.25, "c_responder_consume_s": 0.2, "c_consume_client_cpu_s": 0.3,
+        "c_consume_server_cpu_s": 0.1}, runs=2, warmup=1, calls=calls)
     # the warm-up skips the wake-up; the acceptor goes first, then last
     assert calls == [(1000, 0, False), (1000, 100, False), (1000, 100, True)]
     assert ratio(rows["kafka_wire.produce.arrowlog"], rows["kafka_wire.produce.queue"]) == pytest.approx(0.5)
@@ -254,22 +264,8 @@ def test_kafka_wire_rows_carry_the_queueing_ceiling_and_the_wake_up(monkeypatch)
 
 
 def test_kafka_wire_c_client_rows_are_missing_with_the_reason_when_the_probe_cannot_build(monkeypatch):
-    from bench import adapters
-    from bench.context import Context
-
-    def fake_call(mod, n, wake_sends, acceptor_last=False):
-        return {"produce_s": 2.0, "consume_s": 0.5, "queue_s": 1.0, "acceptor_s": 1.6,
-                "produce_acceptor_server_cpu_s": 0.05, "produce_acceptor_client_cpu_s": 1.1,
-                "produce_server_cpu_s": 0.25, "produce_client_cpu_s": 1.0, "consume_server_cpu_s": 0.1,
-                "consume_client_cpu_s": 0.5, "consume_thread_cpu_s": 0.4, "responder_consume_s": 0.45,
-                "c_client": None, "c_client_missing": "librdkafka-dev is not installed", "fetch_wake_us": [1.0]}
-
-    monkeypatch.setattr(adapters, "_call", fake_call)
-    ctx = Context(n=1000, runs=1, warmup=0, quick=True)
-    try:
-        rows = {r.key: r for r in adapters.kafka_wire(ctx, None, [])}
-    finally:
-        ctx.close()
+    rows = kafka_wire_rows(monkeypatch, {**WIRE_RUN, "c_client": None,
+                                         "c_client_missing": "librdkafka-dev is not installed"}, runs=1, warmup=0)
     assert rows["kafka_wire.produce.arrowlog"].ok
     assert rows["kafka_wire.consume.c_arrowlog"].missing == "librdkafka-dev is not installed"
     assert not rows["kafka_wire.produce.c_queue"].ok
