@@ -119,6 +119,13 @@ def kafka_wire(ctx, mod, earlier: list[Row]) -> list[Row]:
                     samples=[r["responder_consume_s"] for r in results] if produce.ok else [],
                     note="the best any server can do for this consumer on this machine; the consume row's ratio to "
                          "it is the server's share")
+    nogc = Row("kafka_wire.consume.arrowlog-nogc", "Kafka protocol: consume", "arrowlog, Python GC off",
+               "the same consumer and loop from arrowlog serve with Python's cyclic garbage collector off during "
+               "the loop (gc.disable(); not how the issue's row is measured)",
+               records=n, nbytes=nb, missing=produce.missing,
+               samples=[r["consume_nogc_s"] for r in results] if produce.ok else [],
+               note="right after the consume row, from the same server: what the collector's passes over the "
+                    "Message objects consume(10000) allocates cost the consuming thread")
     thread_cpu = Row("kafka_wire.consume.client_thread_cpu", "Kafka protocol: consume", "confluent-kafka, Python thread CPU",
                      "records per CPU second of the consuming thread alone (consume(10000): librdkafka's batch call "
                      "and one Message per record; the loop) in the window of `kafka_wire.consume.arrowlog`",
@@ -130,7 +137,7 @@ def kafka_wire(ctx, mod, earlier: list[Row]) -> list[Row]:
     by_key = {r.key: r for r in earlier}
     for direction, row in (("produce", produce), ("consume", consume)):
         if direction == "consume":
-            out += [row, responder]
+            out += [row, nogc, responder]
         for key in PEERS[direction]:
             peer = by_key.get(key)
             if peer is not None:

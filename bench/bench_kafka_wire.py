@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import gc
 import json
 import os
 import struct
@@ -83,6 +84,7 @@ p.close()
 """
 
 
+RESPONDER_TOPIC = "fetch-bench"
 PROBE_SOURCE = ROOT / "bench" / "rdkafka_probe.c"
 PROBE_BINARY = ROOT / "build" / "bench" / "rdkafka_probe"
 
@@ -137,17 +139,24 @@ def consumer_config(bootstrap: str, group: str = "bench") -> dict:
             "auto.offset.reset": "earliest", **CONSUMER_CONFIG}
 
 
-def consume_from(ck, bootstrap: str, server_pid: int, topic: str, n_records: int,
-                 value_size: int) -> tuple[float, float, float, float]:
+def consume_from(ck, bootstrap: str, server_pid: int, topic: str, n_records: int, value_size: int,
+                 gc_paused: bool = False) -> tuple[float, float, float, float]:
     """The measured Python consumer from offset 0 of ``topic`` partition 0: (seconds, the
     server's CPU seconds, this process's, this thread's: the Python loop and confluent-kafka's
-    consume(), which builds the Message objects)."""
+    consume(), which builds the Message objects). ``gc_paused``: Python's cyclic garbage
+    collector is off during the loop (consume(10000) allocates 10,000 Message objects, which
+    the collector tracks, per call: about 1,300 collections a million records, 10 of them full)."""
     consumer = ck.Consumer(consumer_config(bootstrap))
     consumer.assign([ck.TopicPartition(topic, 0, 0)])
-    t0, server0, client0, thread0 = time.perf_counter(), cpu_s(server_pid), time.process_time(), time.thread_time()
-    got, total = consume_loop(consumer, n_records, t0 + 120)
-    elapsed = time.perf_counter() - t0
-    cpu = (cpu_s(server_pid) - server0, time.process_time() - client0, time.thread_time() - thread0)
+    if gc_paused:
+        gc.disable()
+    try:
+        t0, server0, client0, thread0 = time.perf_counter(), cpu_s(server_pid), time.process_time(), time.thread_time()
+        got, total = consume_loop(consumer, n_records, t0 + 120)
+        elapsed = time.perf_counter() - t0
+        cpu = (cpu_s(server_pid) - server0, time.process_time() - client0, time.thread_time() - thread0)
+    finally:
+        gc.enable()
     consumer.close()
     if got < n_records:
         raise RuntimeError(f"consumed only {got} of {n_records} records from {bootstrap}")
@@ -159,17 +168,18 @@ def consume_from(ck, bootstrap: str, server_pid: int, topic: str, n_records: int
 def through_responder(ck, probe: Path | None, n_records: int, value_size: int) -> dict:
     """The Python and the C consumer against the do-nothing fetch responder (bench/null_broker.py
     --fetch-records: the same records as pre-encoded batches of 5,000, answered at once)."""
-    from bench.null_broker import FETCH_TOPIC
-
+    # the topic is named here: importing bench.null_broker would bring pyarrow and arrowlog into
+    # this process, tens of thousands more objects for the cyclic GC the consumer loop triggers
     responder, bootstrap = start_process(["-m", "bench.null_broker", "--fetch-records", str(n_records),
-                                          "--value-size", str(value_size)], "the do-nothing fetch responder")
+                                          "--value-size", str(value_size), "--fetch-topic", RESPONDER_TOPIC],
+                                         "the do-nothing fetch responder")
     try:
         out: dict = {}
-        consume_s, *cpu = consume_from(ck, bootstrap, responder.pid, FETCH_TOPIC, n_records, value_size)
+        consume_s, *cpu = consume_from(ck, bootstrap, responder.pid, RESPONDER_TOPIC, n_records, value_size)
         out.update(responder_consume_s=consume_s, responder_consume_server_cpu_s=cpu[0],
                    responder_consume_client_cpu_s=cpu[1], responder_consume_thread_cpu_s=cpu[2])
         if probe is not None:
-            c = run_probe(probe, "consume", n_records, value_size, FETCH_TOPIC, responder.pid,
+            c = run_probe(probe, "consume", n_records, value_size, RESPONDER_TOPIC, responder.pid,
                           consumer_config(bootstrap, "bench-c"))
             out.update(c_responder_consume_s=c["seconds"], c_responder_consume_client_cpu_s=c["process_cpu_s"],
                        c_responder_consume_server_cpu_s=c["server_cpu_s"])
@@ -360,6 +370,8 @@ def run(n_records: int = 1_000_000, value_size: int = 100, topic: str = "bench",
             # every second (about 200,000 records/s here, client and server both
             # idle). A 10 ms backoff measures the server instead of that pause.
             consume_s, *consume_cpu = consume_from(ck, bootstrap, proc.pid, topic, n_records, value_size)
+            nogc_s, *nogc_cpu = consume_from(ck, bootstrap, proc.pid, topic, n_records, value_size, gc_paused=True)
+            c.update(consume_nogc_s=nogc_s, consume_nogc_thread_cpu_s=nogc_cpu[2])
             if probe is not None:   # the same records, read by the C client
                 r = run_probe(probe, "consume", n_records, value_size, topic, proc.pid,
                               consumer_config(bootstrap, "bench-c"))

@@ -14,7 +14,7 @@ batches v2), every topic asked for exists with one partition led by this
 process, and any other request closes the connection.
 
 With ``--fetch-records N`` it is also a do-nothing fetch responder: its topic
-``FETCH_TOPIC`` holds N values of ``--value-size`` bytes of ``x`` (the
+(``--fetch-topic``, ``FETCH_TOPIC`` by default) holds N values of ``--value-size`` bytes of ``x`` (the
 benchmark's records: no key, no headers) as record batches of
 ``--batch-records`` each, encoded once at start (arrowlog's own encoder; the
 copies differ only in their base offset, which the batch CRC does not cover),
@@ -88,13 +88,14 @@ def fetch_log(n_records: int, value_size: int, batch_records: int) -> tuple[list
 
 
 class NullBroker:
-    def __init__(self, fetch_records: int = 0, value_size: int = 100, batch_records: int = 5000) -> None:
+    def __init__(self, fetch_records: int = 0, value_size: int = 100, batch_records: int = 5000,
+                 fetch_topic: str = FETCH_TOPIC) -> None:
         self.port = 0
         self.next_offset: dict[tuple[str, int], int] = {}
         self.produces = self.records = self.fetches = self.fetched = 0
         self.acks: set[int] = set()
         self.bodies = BodyPool()
-        self.fetch_end = fetch_records
+        self.fetch_topic, self.fetch_end = fetch_topic, fetch_records
         self.fetch_bases, self.fetch_batches = fetch_log(fetch_records, value_size, batch_records)
 
     def fetch(self, req: dict) -> tuple[dict, int]:
@@ -108,7 +109,7 @@ class NullBroker:
                        "records": b""}
                 parts.append(out)
                 offset = fp["fetch_offset"]
-                if ft["topic"] != FETCH_TOPIC or fp["partition"] != 0 or not 0 <= offset <= self.fetch_end:
+                if ft["topic"] != self.fetch_topic or fp["partition"] != 0 or not 0 <= offset <= self.fetch_end:
                     out["error_code"] = 1   # OFFSET_OUT_OF_RANGE
                     continue
                 limit = min(fp["partition_max_bytes"], budget - total)
@@ -210,8 +211,8 @@ class NullBroker:
 
 
 async def serve(host: str = "127.0.0.1", port: int = 0, fetch_records: int = 0, value_size: int = 100,
-                batch_records: int = 5000) -> None:
-    broker = NullBroker(fetch_records, value_size, batch_records)
+                batch_records: int = 5000, fetch_topic: str = FETCH_TOPIC) -> None:
+    broker = NullBroker(fetch_records, value_size, batch_records, fetch_topic)
     server = await asyncio.get_running_loop().create_server(lambda: FrameStream(broker.on_connection, broker.bodies),
                                                             host, port)
     broker.port = server.sockets[0].getsockname()[1]
@@ -228,13 +229,15 @@ async def serve(host: str = "127.0.0.1", port: int = 0, fetch_records: int = 0, 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--fetch-records", type=int, default=0, help=f"records the topic {FETCH_TOPIC!r} serves")
+    p.add_argument("--fetch-records", type=int, default=0, help="records the fetch topic serves")
+    p.add_argument("--fetch-topic", default=FETCH_TOPIC, help="the topic a Fetch is answered for")
     p.add_argument("--value-size", type=int, default=100)
     p.add_argument("--batch-records", type=int, default=5000, help="records per served record batch")
     args = p.parse_args()
     if args.fetch_records < 0 or not 0 < args.value_size <= 1 << 20 or args.batch_records <= 0:
         p.error("--fetch-records >= 0, 0 < --value-size <= 1 MiB, --batch-records > 0")
-    asyncio.run(serve(fetch_records=args.fetch_records, value_size=args.value_size, batch_records=args.batch_records))
+    asyncio.run(serve(fetch_records=args.fetch_records, value_size=args.value_size, batch_records=args.batch_records,
+                      fetch_topic=args.fetch_topic))
 
 
 if __name__ == "__main__":

@@ -209,7 +209,7 @@ WIRE_RUN = {"produce_s": 2.0, "consume_s": 0.5, "queue_s": 1.0, "acceptor_s": 1.
             "produce_acceptor_server_cpu_s": 0.05, "produce_acceptor_client_cpu_s": 1.1,
             "produce_server_cpu_s": 0.25, "produce_client_cpu_s": 1.0,
             "consume_server_cpu_s": 0.1, "consume_client_cpu_s": 0.5, "consume_thread_cpu_s": 0.4,
-            "responder_consume_s": 0.45, "fetch_wake_us": sorted(float(i) for i in range(1, 101))}
+            "responder_consume_s": 0.45, "consume_nogc_s": 0.4, "fetch_wake_us": sorted(float(i) for i in range(1, 101))}
 
 
 def kafka_wire_rows(monkeypatch, figures: dict, runs: int, warmup: int, calls: list | None = None) -> dict:
@@ -253,6 +253,7 @@ def test_kafka_wire_rows_carry_the_queueing_ceiling_and_the_wake_up(monkeypatch)
     # the consumer against the do-nothing fetch responder, and its own thread's CPU
     assert ratio(rows["kafka_wire.consume.arrowlog"], rows["kafka_wire.consume.responder"]) == pytest.approx(0.9)
     assert rows["kafka_wire.consume.client_thread_cpu"].samples == [0.4, 0.4]
+    assert rows["kafka_wire.consume.arrowlog-nogc"].samples == [0.4, 0.4]
     # the C client's rows: each in its own table, compared with its own arrowlog row
     c_produce, c_queue = rows["kafka_wire.produce.c_arrowlog"], rows["kafka_wire.produce.c_queue"]
     assert c_produce.workload == c_queue.workload != rows["kafka_wire.produce.arrowlog"].workload
