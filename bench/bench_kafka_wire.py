@@ -27,7 +27,10 @@ Debian's librdkafka-dev (linked to the librdkafka the confluent-kafka wheel bund
 clients run the same library; skipped, with the reason in the results, when it cannot be
 built), produces the same records with the same configuration (queueing only, through the
 acceptor, through the server into a topic of its own) and consumes the server's topic and the
-responder's, summing every byte of every value. Last, the Fetch wake-up: another process appends stamped single records
+responder's, summing every byte of every value; a C run that fails leaves the C rows
+missing with its error and the others measured.
+
+Last, the Fetch wake-up: another process appends stamped single records
 with the library's Producer straight into the server's data directory
 (paced, one at a time) while the consumer long-polls at the end of the
 partition (fetch.wait.max.ms=500); each record's latency is the consumer's
@@ -133,6 +136,29 @@ def run_probe(probe: Path, mode: str, n_records: int, value_size: int, topic: st
     return json.loads(done.stdout)
 
 
+class CClient:
+    """The C client's runs within one benchmark run. Its figures go into ``figures``; the
+    first failure (or a probe that could not be built) is kept in ``figures['c_client_missing']``
+    and skips the C client's later runs, so the confluent-kafka rows are measured either way."""
+
+    def __init__(self, n_records: int, value_size: int) -> None:
+        self.n_records, self.value_size = n_records, value_size
+        self.probe, how = build_probe()
+        self.figures: dict = {"c_client": how if self.probe else None,
+                              "c_client_missing": None if self.probe else how}
+
+    def run(self, mode: str, topic: str, server_pid: int, config: dict, **names: str) -> None:
+        """Run ``mode`` and keep its figures as ``names`` (result field -> figure key)."""
+        if self.probe is None or self.figures["c_client_missing"]:
+            return
+        try:
+            got = run_probe(self.probe, mode, self.n_records, self.value_size, topic, server_pid, config)
+        except (RuntimeError, OSError, ValueError, subprocess.TimeoutExpired) as exc:
+            self.figures["c_client_missing"] = f"{type(exc).__name__}: {exc}"
+            return
+        self.figures.update({key: got[field] for field, key in names.items()}, c_librdkafka=got["librdkafka"])
+
+
 def consumer_config(bootstrap: str, group: str = "bench") -> dict:
     """The measured consumer's configuration (Python and C alike)."""
     return {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
@@ -165,7 +191,7 @@ def consume_from(ck, bootstrap: str, server_pid: int, topic: str, n_records: int
     return elapsed, *cpu
 
 
-def through_responder(ck, probe: Path | None, n_records: int, value_size: int) -> dict:
+def through_responder(ck, c: CClient, n_records: int, value_size: int) -> dict:
     """The Python and the C consumer against the do-nothing fetch responder (bench/null_broker.py
     --fetch-records: the same records as pre-encoded batches of 5,000, answered at once)."""
     # the topic is named here: importing bench.null_broker would bring pyarrow and arrowlog into
@@ -178,11 +204,9 @@ def through_responder(ck, probe: Path | None, n_records: int, value_size: int) -
         consume_s, *cpu = consume_from(ck, bootstrap, responder.pid, RESPONDER_TOPIC, n_records, value_size)
         out.update(responder_consume_s=consume_s, responder_consume_server_cpu_s=cpu[0],
                    responder_consume_client_cpu_s=cpu[1], responder_consume_thread_cpu_s=cpu[2])
-        if probe is not None:
-            c = run_probe(probe, "consume", n_records, value_size, RESPONDER_TOPIC, responder.pid,
-                          consumer_config(bootstrap, "bench-c"))
-            out.update(c_responder_consume_s=c["seconds"], c_responder_consume_client_cpu_s=c["process_cpu_s"],
-                       c_responder_consume_server_cpu_s=c["server_cpu_s"])
+        c.run("consume", RESPONDER_TOPIC, responder.pid, consumer_config(bootstrap, "bench-c"),
+              seconds="c_responder_consume_s", process_cpu_s="c_responder_consume_client_cpu_s",
+              server_cpu_s="c_responder_consume_server_cpu_s")
         return out
     finally:
         stop_server(responder)
@@ -312,20 +336,17 @@ def fetch_wake_us(ck, bootstrap: str, data_dir: str, topic: str, count: int) -> 
     return lat
 
 
-def through_acceptor(ck, probe: Path | None, topic: str, n_records: int,
-                     value: bytes) -> tuple[tuple[float, float, float, float, float], dict]:
+def through_acceptor(ck, c: CClient, topic: str, n_records: int,
+                     value: bytes) -> tuple[float, float, float, float, float]:
     """``produce_through`` the do-nothing acceptor (bench/null_broker.py), in its own process,
-    then the C client's produce of the same records to it: (the former, the latter's figures)."""
+    then the C client's produce of the same records to it."""
     acceptor, bootstrap = start_process(["-m", "bench.null_broker"], "the do-nothing acceptor")
     try:
         py = produce_through(ck, bootstrap, acceptor.pid, topic, n_records, value)
-        c: dict = {}
-        if probe is not None:
-            r = run_probe(probe, "produce", n_records, len(value), topic + "-c", acceptor.pid,
-                          {**producer_config(n_records), "bootstrap.servers": bootstrap})
-            c.update(c_acceptor_s=r["seconds"], c_acceptor_thread_cpu_s=r["thread_cpu_s"],
-                     c_acceptor_client_cpu_s=r["process_cpu_s"], c_acceptor_server_cpu_s=r["server_cpu_s"])
-        return py, c
+        c.run("produce", topic + "-c", acceptor.pid, {**producer_config(n_records), "bootstrap.servers": bootstrap},
+              seconds="c_acceptor_s", thread_cpu_s="c_acceptor_thread_cpu_s",
+              process_cpu_s="c_acceptor_client_cpu_s", server_cpu_s="c_acceptor_server_cpu_s")
+        return py
     finally:
         stop_server(acceptor)
 
@@ -338,18 +359,15 @@ def run(n_records: int = 1_000_000, value_size: int = 100, topic: str = "bench",
     import confluent_kafka.admin  # noqa: F401
 
     value = b"x" * value_size
-    probe, probe_build = build_probe()
-    c: dict = {"c_client": probe_build if probe else None, "c_client_missing": None if probe else probe_build}
+    c = CClient(n_records, value_size)
     queue_s, queue_cpu_s, queue_release_s = queue_rate_s(n_records, value, topic)
-    if probe is not None:
-        from bench.peers import closed_port
+    from bench.peers import closed_port
 
-        q = run_probe(probe, "queue", n_records, value_size, topic, 0,
-                      {**producer_config(n_records), "bootstrap.servers": f"127.0.0.1:{closed_port()}"})
-        c.update(c_queue_s=q["seconds"], c_queue_thread_cpu_s=q["thread_cpu_s"], c_librdkafka=q["librdkafka"])
+    c.run("queue", topic, 0, {**producer_config(n_records), "bootstrap.servers": f"127.0.0.1:{closed_port()}"},
+          seconds="c_queue_s", thread_cpu_s="c_queue_thread_cpu_s")
     if not acceptor_last:
-        (acceptor_s, *acceptor_cpu), c_acceptor = through_acceptor(ck, probe, topic, n_records, value)
-        responder = through_responder(ck, probe, n_records, value_size)
+        acceptor_s, *acceptor_cpu = through_acceptor(ck, c, topic, n_records, value)
+        responder = through_responder(ck, c, n_records, value_size)
     with tempfile.TemporaryDirectory(prefix="arrowlog-bench-") as data_dir:
         proc, bootstrap = start_server(data_dir)
         try:
@@ -358,11 +376,10 @@ def run(n_records: int = 1_000_000, value_size: int = 100, topic: str = "bench",
                 fut.result(30)
 
             produce_s, *produce_cpu = produce_through(ck, bootstrap, proc.pid, topic, n_records, value)
-            if probe is not None:   # the same records from C into a topic of their own
-                p = run_probe(probe, "produce", n_records, value_size, topic + "-c", proc.pid,
-                              {**producer_config(n_records), "bootstrap.servers": bootstrap})
-                c.update(c_produce_s=p["seconds"], c_produce_thread_cpu_s=p["thread_cpu_s"],
-                         c_produce_client_cpu_s=p["process_cpu_s"], c_produce_server_cpu_s=p["server_cpu_s"])
+            # the same records from C into a topic of their own
+            c.run("produce", topic + "-c", proc.pid, {**producer_config(n_records), "bootstrap.servers": bootstrap},
+                  seconds="c_produce_s", thread_cpu_s="c_produce_thread_cpu_s",
+                  process_cpu_s="c_produce_client_cpu_s", server_cpu_s="c_produce_server_cpu_s")
 
             # librdkafka postpones a partition's next fetch by fetch.queue.backoff.ms
             # (default 1000 ms) once its local queue holds queued.min.messages
@@ -371,18 +388,15 @@ def run(n_records: int = 1_000_000, value_size: int = 100, topic: str = "bench",
             # idle). A 10 ms backoff measures the server instead of that pause.
             consume_s, *consume_cpu = consume_from(ck, bootstrap, proc.pid, topic, n_records, value_size)
             nogc_s, *nogc_cpu = consume_from(ck, bootstrap, proc.pid, topic, n_records, value_size, gc_paused=True)
-            c.update(consume_nogc_s=nogc_s, consume_nogc_thread_cpu_s=nogc_cpu[2])
-            if probe is not None:   # the same records, read by the C client
-                r = run_probe(probe, "consume", n_records, value_size, topic, proc.pid,
-                              consumer_config(bootstrap, "bench-c"))
-                c.update(c_consume_s=r["seconds"], c_consume_client_cpu_s=r["process_cpu_s"],
-                         c_consume_server_cpu_s=r["server_cpu_s"])
+            # the same records, read by the C client
+            c.run("consume", topic, proc.pid, consumer_config(bootstrap, "bench-c"), seconds="c_consume_s",
+                  process_cpu_s="c_consume_client_cpu_s", server_cpu_s="c_consume_server_cpu_s")
             wake = fetch_wake_us(ck, bootstrap, data_dir, topic, wake_sends) if wake_sends else []
         finally:
             stop_server(proc)
     if acceptor_last:
-        (acceptor_s, *acceptor_cpu), c_acceptor = through_acceptor(ck, probe, topic, n_records, value)
-        responder = through_responder(ck, probe, n_records, value_size)
+        acceptor_s, *acceptor_cpu = through_acceptor(ck, c, topic, n_records, value)
+        responder = through_responder(ck, c, n_records, value_size)
     mb = n_records * value_size / 1e6
     return {
         "system": "arrowlog serve (confluent-kafka client)",
@@ -412,9 +426,10 @@ def run(n_records: int = 1_000_000, value_size: int = 100, topic: str = "bench",
         "consume_server_cpu_s": consume_cpu[0],
         "consume_client_cpu_s": consume_cpu[1],
         "consume_thread_cpu_s": consume_cpu[2],
+        "consume_nogc_s": nogc_s,
+        "consume_nogc_thread_cpu_s": nogc_cpu[2],
         **responder,
-        **c,
-        **c_acceptor,
+        **c.figures,
         "fetch_wake_us": sorted(wake),
     }
 

@@ -286,3 +286,32 @@ def test_quantile_rows_are_filled_by_their_unit_or_all_missing_with_the_reason()
 
     rows = fill_quantiles(templates(), broken)
     assert all(r.missing == "RuntimeError: latency reader did not start (exit code 1)" for r in rows)
+
+
+def test_a_failing_c_client_run_is_kept_as_the_reason_and_skips_the_later_runs(monkeypatch, tmp_path):
+    from bench import bench_kafka_wire as wire
+
+    calls = tmp_path / "calls"
+    probe = tmp_path / "probe"
+    probe.write_text(f"#!/bin/sh\necho \"$1\" >> {calls}\n"
+                     "[ \"$1\" = queue ] && echo '{\"seconds\": 0.5, \"librdkafka\": \"2.x\"}' && exit 0\n"
+                     "echo 'rdkafka_probe: 10 of 20 records delivered' >&2; exit 1\n")
+    probe.chmod(0o755)
+    monkeypatch.setattr(wire, "build_probe", lambda: (probe, "built"))
+    c = wire.CClient(20, 100)
+    c.run("queue", "t", 0, {}, seconds="c_queue_s")
+    c.run("produce", "t", 0, {}, seconds="c_produce_s")
+    c.run("consume", "t", 0, {}, seconds="c_consume_s")
+    assert c.figures["c_queue_s"] == 0.5 and c.figures["c_librdkafka"] == "2.x"
+    assert c.figures["c_client_missing"] == "RuntimeError: rdkafka_probe produce: rdkafka_probe: 10 of 20 records delivered"
+    assert "c_consume_s" not in c.figures
+    assert calls.read_text().split() == ["queue", "produce"]   # nothing run after the failure
+
+
+def test_a_c_client_that_cannot_be_built_runs_nothing_and_says_why(monkeypatch):
+    from bench import bench_kafka_wire as wire
+
+    monkeypatch.setattr(wire, "build_probe", lambda: (None, "librdkafka-dev is not installed"))
+    c = wire.CClient(20, 100)
+    c.run("queue", "t", 0, {}, seconds="c_queue_s")
+    assert c.figures == {"c_client": None, "c_client_missing": "librdkafka-dev is not installed"}
