@@ -112,27 +112,29 @@ def kafka_wire(ctx, mod, earlier: list[Row]) -> list[Row]:
             for q, pct in (("p50", 50), ("p99", 99))]
     acceptor_cpu = [cpu_row("produce", "acceptor_server", "do-nothing acceptor, CPU", "acceptor"),
                     cpu_row("produce", "acceptor_client", "confluent-kafka → acceptor, CPU", "acceptor")]
-    responder = Row("kafka_wire.consume.responder", "Kafka protocol: consume", "do-nothing fetch responder",
-                    "the same consumer and loop against bench/null_broker.py --fetch-records: the same records as "
-                    "pre-encoded batches of 5,000, each Fetch answered at once (no read, no CRC check, no encoding)",
-                    records=n, nbytes=nb, missing=produce.missing,
-                    samples=[r["responder_consume_s"] for r in results] if produce.ok else [],
-                    note="the best any server can do for this consumer on this machine; the consume row's ratio to "
-                         "it is the server's share")
-    nogc = Row("kafka_wire.consume.arrowlog-nogc", "Kafka protocol: consume", "arrowlog, Python GC off",
-               "the same consumer and loop from arrowlog serve with Python's cyclic garbage collector off during "
-               "the loop (gc.disable(); not how the issue's row is measured)",
-               records=n, nbytes=nb, missing=produce.missing,
-               samples=[r["consume_nogc_s"] for r in results] if produce.ok else [],
-               note="right after the consume row, from the same server: what the collector's passes over the "
-                    "Message objects consume(10000) allocates cost the consuming thread")
-    thread_cpu = Row("kafka_wire.consume.client_thread_cpu", "Kafka protocol: consume", "confluent-kafka, Python thread CPU",
-                     "records per CPU second of the consuming thread alone (consume(10000): librdkafka's batch call "
-                     "and one Message per record; the loop) in the window of `kafka_wire.consume.arrowlog`",
-                     records=n, missing=produce.missing,
-                     samples=[r["consume_thread_cpu_s"] for r in results] if produce.ok else [],
-                     note="the consume row's ceiling with any server: this one thread does this work per record "
-                          "whatever feeds it")
+    def consume_row(key: str, system: str, setting: str, field: str, note: str, nbytes: int = nb) -> Row:
+        return Row(f"kafka_wire.consume.{key}", "Kafka protocol: consume", system, setting, records=n,
+                   nbytes=nbytes, missing=produce.missing, note=note,
+                   samples=[r[field] for r in results] if produce.ok else [])
+
+    responder = consume_row(
+        "responder", "do-nothing fetch responder",
+        "the same consumer and loop against bench/null_broker.py --fetch-records: the same records as pre-encoded "
+        "batches of 5,000, each Fetch answered at once (no read, no CRC check, no encoding)", "responder_consume_s",
+        "the best any server can do for this consumer on this machine; the consume row's ratio to it is the "
+        "server's share")
+    nogc = consume_row(
+        "arrowlog-nogc", "arrowlog, Python GC off",
+        "the same consumer and loop from arrowlog serve with Python's cyclic garbage collector off during the loop "
+        "(gc.disable(); not how the issue's row is measured)", "consume_nogc_s",
+        "right after the consume row, from the same server: what the collector's passes over the Message objects "
+        "consume(10000) allocates cost the consuming thread")
+    thread_cpu = consume_row(
+        "client_thread_cpu", "confluent-kafka, Python thread CPU",
+        "records per CPU second of the consuming thread alone (consume(10000): librdkafka's batch call and one "
+        "Message per record; the loop) in the window of `kafka_wire.consume.arrowlog`", "consume_thread_cpu_s",
+        "the consume row's ceiling with any server: this one thread does this work per record whatever feeds it",
+        nbytes=0)
     out = [produce, acceptor, queue]
     by_key = {r.key: r for r in earlier}
     for direction, row in (("produce", produce), ("consume", consume)):
