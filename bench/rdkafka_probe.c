@@ -1,6 +1,8 @@
 /* rdkafka_probe: the kafka_wire rows' produce and consume through librdkafka with no Python.
  *
- * bench/bench_kafka_wire.py compiles this file with gcc against Debian's librdkafka-dev and
+ * bench/bench_kafka_wire.py compiles this file with gcc against Debian's librdkafka-dev headers,
+ * links it to the librdkafka the confluent-kafka wheel bundles when there is one (the same
+ * library as the Python rows; the C API is stable across versions; else the system's), and
  * runs it next to the confluent-kafka rows, with the same client configuration, so the rows
  * show what the server takes and feeds when the client is not Python:
  *
