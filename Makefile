@@ -6,7 +6,7 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.deps-stamp
 NATIVE := $(wildcard _native/*.pyx _native/*.pxi _native/*/*.pxi _native/include/*.h src/arrowlog/_native/*.pxd)
 BUILT  := $(VENV)/.build-stamp
-APT_PACKAGES := kcat redis-server nats-server chromium chromium-driver golang-go golang-github-shopify-sarama-dev
+APT_PACKAGES := kcat librdkafka-dev redis-server nats-server chromium chromium-driver golang-go golang-github-shopify-sarama-dev
 
 .PHONY: all venv build demo test test-quick bench bench-micro lint clean system-deps
 
@@ -27,7 +27,8 @@ $(BUILT): $(STAMP) $(NATIVE) setup.py
 build: $(BUILT)
 
 # Debian packages the interop tests and the benchmark need (kcat, redis,
-# nats; chromium and chromium-driver for the console's browser tests).
+# nats, librdkafka-dev for bench/rdkafka_probe.c; chromium and chromium-driver
+# for the console's browser tests).
 # Installed only when missing; needs root, as on CI and dev machines.
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

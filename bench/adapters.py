@@ -112,14 +112,82 @@ def kafka_wire(ctx, mod, earlier: list[Row]) -> list[Row]:
             for q, pct in (("p50", 50), ("p99", 99))]
     acceptor_cpu = [cpu_row("produce", "acceptor_server", "do-nothing acceptor, CPU", "acceptor"),
                     cpu_row("produce", "acceptor_client", "confluent-kafka → acceptor, CPU", "acceptor")]
+    def consume_row(key: str, system: str, setting: str, field: str, note: str, nbytes: int = nb) -> Row:
+        return Row(f"kafka_wire.consume.{key}", "Kafka protocol: consume", system, setting, records=n,
+                   nbytes=nbytes, missing=produce.missing, note=note,
+                   samples=[r[field] for r in results] if produce.ok else [])
+
+    responder = consume_row(
+        "responder", "do-nothing fetch responder",
+        "the same consumer and loop against bench/null_broker.py --fetch-records: the same records as pre-encoded "
+        "batches of 5,000, each Fetch answered at once (no read, no CRC check, no encoding)", "responder_consume_s",
+        "the best any server can do for this consumer on this machine; the consume row's ratio to it is the "
+        "server's share")
+    nogc = consume_row(
+        "arrowlog-nogc", "arrowlog, Python GC off",
+        "the same consumer and loop from arrowlog serve with Python's cyclic garbage collector off during the loop "
+        "(gc.disable(); not how the issue's row is measured)", "consume_nogc_s",
+        "right after the consume row, from the same server: what the collector's passes over the Message objects "
+        "consume(10000) allocates cost the consuming thread")
+    thread_cpu = consume_row(
+        "client_thread_cpu", "confluent-kafka, Python thread CPU",
+        "records per CPU second of the consuming thread alone (consume(10000): librdkafka's batch call and one "
+        "Message per record; the loop) in the window of `kafka_wire.consume.arrowlog`", "consume_thread_cpu_s",
+        "the consume row's ceiling with any server: this one thread does this work per record whatever feeds it",
+        nbytes=0)
     out = [produce, acceptor, queue]
     by_key = {r.key: r for r in earlier}
     for direction, row in (("produce", produce), ("consume", consume)):
         if direction == "consume":
-            out.append(row)
+            out += [row, nogc, responder]
         for key in PEERS[direction]:
             peer = by_key.get(key)
             if peer is not None:
                 out.append(dataclasses.replace(peer, key=f"kafka_wire.{key}", workload=row.workload,
                                                note=f"the same samples as `{key}`"))
-    return out + cpu_rows + acceptor_cpu + wake
+    return out + cpu_rows + [thread_cpu] + acceptor_cpu + c_client_rows(results, produce, n, nb) + wake
+
+
+def c_client_rows(results: list[dict], produce: Row, n: int, nb: int) -> list[Row]:
+    """The same produce and consume from C (bench/rdkafka_probe.c, librdkafka with no Python,
+    the same configuration), in the same runs: whether the server takes ≥ 0.9× a client's
+    queueing rate and feeds ≥ 3 M records/s when the client is not Python."""
+    missing = produce.missing or next((r["c_client_missing"] for r in results if r.get("c_client_missing")), None)
+    built = next((f"{r['c_client']}, librdkafka {r.get('c_librdkafka', '?')}" for r in results if r.get("c_client")), "")
+
+    def row(key: str, workload: str, system: str, setting: str, field: str, nbytes: int = 0, note: str = "") -> Row:
+        ok = missing is None and produce.ok
+        return Row(f"kafka_wire.{key}", workload, system, setting, records=n, nbytes=nbytes, missing=missing,
+                   samples=[r[field] for r in results] if ok else [], note=note)
+
+    pw, cw = "Kafka protocol: produce, librdkafka from C", "Kafka protocol: consume, librdkafka from C"
+    config = f"the kafka_wire rows' configuration ({CLIENT}); {built}"
+    return [
+        row("produce.c_arrowlog", pw, "arrowlog", f"arrowlog serve ← bench/rdkafka_probe.c producev() of each "
+            f"value, then flush(), one partition; {config}", "c_produce_s", nb),
+        row("produce.c_acceptor", pw, "do-nothing acceptor", "the same C producer against bench/null_broker.py",
+            "c_acceptor_s", nb),
+        row("produce.c_queue", pw, "librdkafka from C, no broker", "the same C producer's producev() loop, "
+            "no broker reachable (queueing only)", "c_queue_s", nb,
+            note="with no Python at all, is the served rate ≥ 0.9× the client's own queueing rate?"),
+        row("produce.c_thread_cpu", pw, "librdkafka from C, producing thread CPU", "records per CPU second of the "
+            "C producer's own thread in the window of `kafka_wire.produce.c_arrowlog` (its producev() loop and "
+            "flush(); librdkafka's threads not counted)", "c_produce_thread_cpu_s",
+            note="against `kafka_wire.produce.c_queue_thread_cpu`: what the same thread spends per record when a "
+                 "broker is reachable"),
+        row("produce.c_queue_thread_cpu", pw, "librdkafka from C, queueing thread CPU", "records per CPU second of "
+            "the same thread in the queueing loop (`kafka_wire.produce.c_queue`)", "c_queue_thread_cpu_s"),
+        row("produce.c_client_cpu", pw, "librdkafka from C, CPU", "records per CPU second of the C producer process "
+            "(all threads) in the window of `kafka_wire.produce.c_arrowlog`", "c_produce_client_cpu_s"),
+        row("produce.c_server_cpu", pw, "arrowlog serve, CPU", "records per CPU second of the server process in the "
+            "window of `kafka_wire.produce.c_arrowlog`", "c_produce_server_cpu_s"),
+        row("consume.c_arrowlog", cw, "arrowlog", f"arrowlog serve → bench/rdkafka_probe.c: assigned partition, "
+            f"rd_kafka_consume_batch_queue() of up to 10,000, every byte of every value summed; {config}",
+            "c_consume_s", nb, note="with no Python at all, can the server feed ≥ 3 M records/s?"),
+        row("consume.c_responder", cw, "do-nothing fetch responder", "the same C consumer against bench/null_broker.py "
+            "--fetch-records (pre-encoded batches of 5,000, each Fetch answered at once)", "c_responder_consume_s", nb),
+        row("consume.c_client_cpu", cw, "librdkafka from C, CPU", "records per CPU second of the C consumer process "
+            "(all threads) in the window of `kafka_wire.consume.c_arrowlog`", "c_consume_client_cpu_s"),
+        row("consume.c_server_cpu", cw, "arrowlog serve, CPU", "records per CPU second of the server process in the "
+            "window of `kafka_wire.consume.c_arrowlog`", "c_consume_server_cpu_s"),
+    ]

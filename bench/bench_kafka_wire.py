@@ -18,7 +18,19 @@ process (its Python loop and librdkafka's threads) spent in the same window
 are recorded too (the process CPU clock of each, all threads), so the rows can say
 which side bounds each rate: records per CPU second of each side are the
 rates each could reach if it never waited for the other, and unlike wall
-time they hold still on a busy machine. Last, the Fetch wake-up: another process appends stamped single records
+time they hold still on a busy machine. The same consumer also reads the same records from a
+do-nothing fetch responder (bench/null_broker.py --fetch-records: pre-encoded batches, each
+Fetch answered at once), the best any server can do for it.
+
+Where the ceiling is without Python: bench/rdkafka_probe.c, compiled here with gcc against
+Debian's librdkafka-dev (linked to the librdkafka the confluent-kafka wheel bundles, so both
+clients run the same library; skipped, with the reason in the results, when it cannot be
+built), produces the same records with the same configuration (queueing only, through the
+acceptor, through the server into a topic of its own) and consumes the server's topic and the
+responder's, summing every byte of every value; a C run that fails leaves the C rows
+missing with its error and the others measured.
+
+Last, the Fetch wake-up: another process appends stamped single records
 with the library's Producer straight into the server's data directory
 (paced, one at a time) while the consumer long-polls at the end of the
 partition (fetch.wait.max.ms=500); each record's latency is the consumer's
@@ -31,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import gc
 import json
 import os
 import struct
@@ -72,6 +85,131 @@ for i in range(warmup + count):
     p.flush()
 p.close()
 """
+
+
+RESPONDER_TOPIC = "fetch-bench"
+PROBE_SOURCE = ROOT / "bench" / "rdkafka_probe.c"
+PROBE_BINARY = ROOT / "build" / "bench" / "rdkafka_probe"
+
+
+def confluent_librdkafka() -> Path | None:
+    """The librdkafka shared library the confluent-kafka wheel loads (bundled next to the
+    package as confluent_kafka.libs/librdkafka-*.so*), or None (a build against the system's)."""
+    import confluent_kafka
+
+    libs = Path(confluent_kafka.__file__).resolve().parent.parent / "confluent_kafka.libs"
+    found = sorted(libs.glob("librdkafka*.so*")) if libs.is_dir() else []
+    return found[0] if found else None
+
+
+def build_probe() -> tuple[Path | None, str]:
+    """bench/rdkafka_probe.c compiled with gcc against Debian's librdkafka-dev headers, linked
+    to the same librdkafka the confluent-kafka rows use (the wheel's, when it bundles one:
+    the C API is stable across versions) or else the system's: (binary, how it was built),
+    or (None, why it could not be)."""
+    lib = confluent_librdkafka()
+    link = [str(lib), f"-Wl,-rpath,{lib.parent}"] if lib else ["-lrdkafka"]
+    how = f"gcc -O2, librdkafka-dev headers, linked to {lib.name if lib else 'the system librdkafka'}"
+    if not Path("/usr/include/librdkafka/rdkafka.h").exists():
+        return None, "librdkafka-dev is not installed (make system-deps installs it)"
+    if PROBE_BINARY.exists() and PROBE_BINARY.stat().st_mtime >= PROBE_SOURCE.stat().st_mtime:
+        return PROBE_BINARY, how
+    PROBE_BINARY.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        done = subprocess.run(["gcc", "-O2", "-Wall", "-o", str(PROBE_BINARY), str(PROBE_SOURCE), *link],
+                              capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"gcc could not run: {exc}"
+    if done.returncode != 0:
+        return None, "gcc failed: " + (done.stderr.strip().splitlines() or ["no output"])[-1]
+    return PROBE_BINARY, how
+
+
+def run_probe(probe: Path, mode: str, n_records: int, value_size: int, topic: str, server_pid: int,
+              config: dict) -> dict:
+    """One run of the C client (bench/rdkafka_probe.c): its JSON figures."""
+    args = [str(probe), mode, str(n_records), str(value_size), topic, str(server_pid),
+            *(f"{k}={v}" for k, v in config.items())]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120 + n_records / 5_000)
+    if done.returncode != 0:
+        raise RuntimeError(f"rdkafka_probe {mode}: " + (done.stderr.strip().splitlines() or ["no output"])[-1])
+    return json.loads(done.stdout)
+
+
+class CClient:
+    """The C client's runs within one benchmark run. Its figures go into ``figures``; the
+    first failure (or a probe that could not be built) is kept in ``figures['c_client_missing']``
+    and skips the C client's later runs, so the confluent-kafka rows are measured either way."""
+
+    def __init__(self, n_records: int, value_size: int) -> None:
+        self.n_records, self.value_size = n_records, value_size
+        self.probe, how = build_probe()
+        self.figures: dict = {"c_client": how if self.probe else None,
+                              "c_client_missing": None if self.probe else how}
+
+    def run(self, mode: str, topic: str, server_pid: int, config: dict, **names: str) -> None:
+        """Run ``mode`` and keep its figures as ``names`` (result field -> figure key)."""
+        if self.probe is None or self.figures["c_client_missing"]:
+            return
+        try:
+            got = run_probe(self.probe, mode, self.n_records, self.value_size, topic, server_pid, config)
+        except (RuntimeError, OSError, ValueError, subprocess.TimeoutExpired) as exc:
+            self.figures["c_client_missing"] = f"{type(exc).__name__}: {exc}"
+            return
+        self.figures.update({key: got[field] for field, key in names.items()}, c_librdkafka=got["librdkafka"])
+
+
+def consumer_config(bootstrap: str, group: str = "bench") -> dict:
+    """The measured consumer's configuration (Python and C alike)."""
+    return {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
+            "auto.offset.reset": "earliest", **CONSUMER_CONFIG}
+
+
+def consume_from(ck, bootstrap: str, server_pid: int, topic: str, n_records: int, value_size: int,
+                 gc_paused: bool = False) -> tuple[float, float, float, float]:
+    """The measured Python consumer from offset 0 of ``topic`` partition 0: (seconds, the
+    server's CPU seconds, this process's, this thread's: the Python loop and confluent-kafka's
+    consume(), which builds the Message objects). ``gc_paused``: Python's cyclic garbage
+    collector is off during the loop (consume(10000) allocates 10,000 Message objects, which
+    the collector tracks, per call: about 1,300 collections a million records, 10 of them full)."""
+    consumer = ck.Consumer(consumer_config(bootstrap))
+    consumer.assign([ck.TopicPartition(topic, 0, 0)])
+    if gc_paused:
+        gc.disable()
+    try:
+        t0, server0, client0, thread0 = time.perf_counter(), cpu_s(server_pid), time.process_time(), time.thread_time()
+        got, total = consume_loop(consumer, n_records, t0 + 120)
+        elapsed = time.perf_counter() - t0
+        cpu = (cpu_s(server_pid) - server0, time.process_time() - client0, time.thread_time() - thread0)
+    finally:
+        gc.enable()
+    consumer.close()
+    if got < n_records:
+        raise RuntimeError(f"consumed only {got} of {n_records} records from {bootstrap}")
+    if total != n_records * value_size:
+        raise RuntimeError(f"consumed {total} value bytes from {bootstrap}, expected {n_records * value_size}")
+    return elapsed, *cpu
+
+
+def through_responder(ck, c: CClient, n_records: int, value_size: int) -> dict:
+    """The Python and the C consumer against the do-nothing fetch responder (bench/null_broker.py
+    --fetch-records: the same records as pre-encoded batches of 5,000, answered at once)."""
+    # the topic is named here: importing bench.null_broker would bring pyarrow and arrowlog into
+    # this process, tens of thousands more objects for the cyclic GC the consumer loop triggers
+    responder, bootstrap = start_process(["-m", "bench.null_broker", "--fetch-records", str(n_records),
+                                          "--value-size", str(value_size), "--fetch-topic", RESPONDER_TOPIC],
+                                         "the do-nothing fetch responder")
+    try:
+        out: dict = {}
+        consume_s, *cpu = consume_from(ck, bootstrap, responder.pid, RESPONDER_TOPIC, n_records, value_size)
+        out.update(responder_consume_s=consume_s, responder_consume_server_cpu_s=cpu[0],
+                   responder_consume_client_cpu_s=cpu[1], responder_consume_thread_cpu_s=cpu[2])
+        c.run("consume", RESPONDER_TOPIC, responder.pid, consumer_config(bootstrap, "bench-c"),
+              seconds="c_responder_consume_s", process_cpu_s="c_responder_consume_client_cpu_s",
+              server_cpu_s="c_responder_consume_server_cpu_s")
+        return out
+    finally:
+        stop_server(responder)
 
 
 def start_server(data_dir: str) -> tuple[subprocess.Popen, str]:
@@ -198,11 +336,17 @@ def fetch_wake_us(ck, bootstrap: str, data_dir: str, topic: str, count: int) -> 
     return lat
 
 
-def through_acceptor(ck, topic: str, n_records: int, value: bytes) -> tuple[float, float, float, float, float]:
-    """``produce_through`` the do-nothing acceptor (bench/null_broker.py), in its own process."""
+def through_acceptor(ck, c: CClient, topic: str, n_records: int,
+                     value: bytes) -> tuple[float, float, float, float, float]:
+    """``produce_through`` the do-nothing acceptor (bench/null_broker.py), in its own process,
+    then the C client's produce of the same records to it."""
     acceptor, bootstrap = start_process(["-m", "bench.null_broker"], "the do-nothing acceptor")
     try:
-        return produce_through(ck, bootstrap, acceptor.pid, topic, n_records, value)
+        py = produce_through(ck, bootstrap, acceptor.pid, topic, n_records, value)
+        c.run("produce", topic + "-c", acceptor.pid, {**producer_config(n_records), "bootstrap.servers": bootstrap},
+              seconds="c_acceptor_s", thread_cpu_s="c_acceptor_thread_cpu_s",
+              process_cpu_s="c_acceptor_client_cpu_s", server_cpu_s="c_acceptor_server_cpu_s")
+        return py
     finally:
         stop_server(acceptor)
 
@@ -215,41 +359,44 @@ def run(n_records: int = 1_000_000, value_size: int = 100, topic: str = "bench",
     import confluent_kafka.admin  # noqa: F401
 
     value = b"x" * value_size
+    c = CClient(n_records, value_size)
     queue_s, queue_cpu_s, queue_release_s = queue_rate_s(n_records, value, topic)
+    from bench.peers import closed_port
+
+    c.run("queue", topic, 0, {**producer_config(n_records), "bootstrap.servers": f"127.0.0.1:{closed_port()}"},
+          seconds="c_queue_s", thread_cpu_s="c_queue_thread_cpu_s")
     if not acceptor_last:
-        acceptor_s, *acceptor_cpu = through_acceptor(ck, topic, n_records, value)
+        acceptor_s, *acceptor_cpu = through_acceptor(ck, c, topic, n_records, value)
+        responder = through_responder(ck, c, n_records, value_size)
     with tempfile.TemporaryDirectory(prefix="arrowlog-bench-") as data_dir:
         proc, bootstrap = start_server(data_dir)
         try:
             admin = ck.admin.AdminClient({"bootstrap.servers": bootstrap})
-            for fut in admin.create_topics([ck.admin.NewTopic(topic, 1, 1)]).values():
+            for fut in admin.create_topics([ck.admin.NewTopic(name, 1, 1) for name in (topic, topic + "-c")]).values():
                 fut.result(30)
 
             produce_s, *produce_cpu = produce_through(ck, bootstrap, proc.pid, topic, n_records, value)
+            # the same records from C into a topic of their own
+            c.run("produce", topic + "-c", proc.pid, {**producer_config(n_records), "bootstrap.servers": bootstrap},
+                  seconds="c_produce_s", thread_cpu_s="c_produce_thread_cpu_s",
+                  process_cpu_s="c_produce_client_cpu_s", server_cpu_s="c_produce_server_cpu_s")
 
             # librdkafka postpones a partition's next fetch by fetch.queue.backoff.ms
             # (default 1000 ms) once its local queue holds queued.min.messages
             # (100,000): with 100-byte records the consumer then sits idle most of
             # every second (about 200,000 records/s here, client and server both
             # idle). A 10 ms backoff measures the server instead of that pause.
-            consumer = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": "bench",
-                                    "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                                    **CONSUMER_CONFIG})
-            consumer.assign([ck.TopicPartition(topic, 0, 0)])
-            t0, server0, client0 = time.perf_counter(), cpu_s(proc.pid), time.process_time()
-            got, total = consume_loop(consumer, n_records, t0 + 120)
-            consume_s = time.perf_counter() - t0
-            consume_cpu = (cpu_s(proc.pid) - server0, time.process_time() - client0)
-            consumer.close()
-            if got < n_records:
-                raise RuntimeError(f"consumed only {got} of {n_records} records")
-            if total != n_records * value_size:
-                raise RuntimeError(f"consumed {total} value bytes, expected {n_records * value_size}")
+            consume_s, *consume_cpu = consume_from(ck, bootstrap, proc.pid, topic, n_records, value_size)
+            nogc_s, *nogc_cpu = consume_from(ck, bootstrap, proc.pid, topic, n_records, value_size, gc_paused=True)
+            # the same records, read by the C client
+            c.run("consume", topic, proc.pid, consumer_config(bootstrap, "bench-c"), seconds="c_consume_s",
+                  process_cpu_s="c_consume_client_cpu_s", server_cpu_s="c_consume_server_cpu_s")
             wake = fetch_wake_us(ck, bootstrap, data_dir, topic, wake_sends) if wake_sends else []
         finally:
             stop_server(proc)
     if acceptor_last:
-        acceptor_s, *acceptor_cpu = through_acceptor(ck, topic, n_records, value)
+        acceptor_s, *acceptor_cpu = through_acceptor(ck, c, topic, n_records, value)
+        responder = through_responder(ck, c, n_records, value_size)
     mb = n_records * value_size / 1e6
     return {
         "system": "arrowlog serve (confluent-kafka client)",
@@ -278,6 +425,11 @@ def run(n_records: int = 1_000_000, value_size: int = 100, topic: str = "bench",
         "produce_flush_s": produce_cpu[3],
         "consume_server_cpu_s": consume_cpu[0],
         "consume_client_cpu_s": consume_cpu[1],
+        "consume_thread_cpu_s": consume_cpu[2],
+        "consume_nogc_s": nogc_s,
+        "consume_nogc_thread_cpu_s": nogc_cpu[2],
+        **responder,
+        **c.figures,
         "fetch_wake_us": sorted(wake),
     }
 

@@ -222,26 +222,40 @@ def test_cold_cache_rows_say_why_they_cannot_run(monkeypatch, tmp_path):
     assert row.missing.startswith("ColdCacheUnavailable: cannot write")
 
 
-def test_kafka_wire_rows_carry_the_queueing_ceiling_and_the_wake_up(monkeypatch):
+# One run's figures as bench_kafka_wire.run() reports them (the confluent-kafka side).
+WIRE_RUN = {"produce_s": 2.0, "consume_s": 0.5, "queue_s": 1.0, "acceptor_s": 1.6,
+            "produce_acceptor_server_cpu_s": 0.05, "produce_acceptor_client_cpu_s": 1.1,
+            "produce_server_cpu_s": 0.25, "produce_client_cpu_s": 1.0,
+            "consume_server_cpu_s": 0.1, "consume_client_cpu_s": 0.5, "consume_thread_cpu_s": 0.4,
+            "responder_consume_s": 0.45, "consume_nogc_s": 0.4, "fetch_wake_us": sorted(float(i) for i in range(1, 101))}
+
+
+def kafka_wire_rows(monkeypatch, figures: dict, runs: int, warmup: int, calls: list | None = None) -> dict:
+    """The kafka_wire adapter's rows, each call of the benchmark answered with ``figures``."""
     from bench import adapters
     from bench.context import Context
 
-    calls = []
-
     def fake_call(mod, n, wake_sends, acceptor_last=False):
-        calls.append((n, wake_sends, acceptor_last))
-        return {"produce_s": 2.0, "consume_s": 0.5, "queue_s": 1.0, "acceptor_s": 1.6,
-                "produce_acceptor_server_cpu_s": 0.05, "produce_acceptor_client_cpu_s": 1.1,
-                "produce_server_cpu_s": 0.25, "produce_client_cpu_s": 1.0,
-                "consume_server_cpu_s": 0.1, "consume_client_cpu_s": 0.5,
-                "fetch_wake_us": sorted(float(i) for i in range(1, 101))}
+        if calls is not None:
+            calls.append((n, wake_sends, acceptor_last))
+        return figures
 
     monkeypatch.setattr(adapters, "_call", fake_call)
-    ctx = Context(n=1000, runs=2, warmup=1, quick=True)
+    ctx = Context(n=1000, runs=runs, warmup=warmup, quick=True)
     try:
-        rows = {r.key: r for r in adapters.kafka_wire(ctx, None, [])}
+        return {r.key: r for r in adapters.kafka_wire(ctx, None, [])}
     finally:
         ctx.close()
+
+
+def test_kafka_wire_rows_carry_the_queueing_ceiling_and_the_wake_up(monkeypatch):
+    calls: list = []
+    rows = kafka_wire_rows(monkeypatch, {
+        **WIRE_RUN, "c_client": "gcc", "c_client_missing": None, "c_librdkafka": "2.x",
+        "c_produce_s": 1.0, "c_acceptor_s": 0.9, "c_queue_s": 0.5, "c_produce_thread_cpu_s": 0.6,
+        "c_queue_thread_cpu_s": 0.4, "c_produce_client_cpu_s": 0.8, "c_produce_server_cpu_s": 0.2,
+        "c_consume_s": 0.25, "c_responder_consume_s": 0.2, "c_consume_client_cpu_s": 0.3,
+        "c_consume_server_cpu_s": 0.1}, runs=2, warmup=1, calls=calls)
     # the warm-up skips the wake-up; the acceptor goes first, then last
     assert calls == [(1000, 0, False), (1000, 100, False), (1000, 100, True)]
     assert ratio(rows["kafka_wire.produce.arrowlog"], rows["kafka_wire.produce.queue"]) == pytest.approx(0.5)
@@ -254,6 +268,26 @@ def test_kafka_wire_rows_carry_the_queueing_ceiling_and_the_wake_up(monkeypatch)
     # each side's CPU seconds in the same window, per run
     assert rows["kafka_wire.produce.server_cpu"].samples == [0.25, 0.25]
     assert rows["kafka_wire.consume.client_cpu"].samples == [0.5, 0.5]
+    # the consumer against the do-nothing fetch responder, and its own thread's CPU
+    assert ratio(rows["kafka_wire.consume.arrowlog"], rows["kafka_wire.consume.responder"]) == pytest.approx(0.9)
+    assert rows["kafka_wire.consume.client_thread_cpu"].samples == [0.4, 0.4]
+    assert rows["kafka_wire.consume.arrowlog-nogc"].samples == [0.4, 0.4]
+    # the C client's rows: each in its own table, compared with its own arrowlog row
+    c_produce, c_queue = rows["kafka_wire.produce.c_arrowlog"], rows["kafka_wire.produce.c_queue"]
+    assert c_produce.workload == c_queue.workload != rows["kafka_wire.produce.arrowlog"].workload
+    assert ratio(c_produce, c_queue) == pytest.approx(0.5)
+    assert ratio(c_produce, rows["kafka_wire.produce.c_acceptor"]) == pytest.approx(0.9)
+    assert ratio(rows["kafka_wire.consume.c_arrowlog"], rows["kafka_wire.consume.c_responder"]) == pytest.approx(0.8)
+    assert rows["kafka_wire.consume.c_arrowlog"].rates() == [4000.0, 4000.0]
+    assert "librdkafka 2.x" in c_produce.setting
+
+
+def test_kafka_wire_c_client_rows_are_missing_with_the_reason_when_the_probe_cannot_build(monkeypatch):
+    rows = kafka_wire_rows(monkeypatch, {**WIRE_RUN, "c_client": None,
+                                         "c_client_missing": "librdkafka-dev is not installed"}, runs=1, warmup=0)
+    assert rows["kafka_wire.produce.arrowlog"].ok
+    assert rows["kafka_wire.consume.c_arrowlog"].missing == "librdkafka-dev is not installed"
+    assert not rows["kafka_wire.produce.c_queue"].ok
 
 
 def test_quantile_rows_are_filled_by_their_unit_or_all_missing_with_the_reason():
@@ -270,3 +304,32 @@ def test_quantile_rows_are_filled_by_their_unit_or_all_missing_with_the_reason()
 
     rows = fill_quantiles(templates(), broken)
     assert all(r.missing == "RuntimeError: latency reader did not start (exit code 1)" for r in rows)
+
+
+def test_a_failing_c_client_run_is_kept_as_the_reason_and_skips_the_later_runs(monkeypatch, tmp_path):
+    from bench import bench_kafka_wire as wire
+
+    calls = tmp_path / "calls"
+    probe = tmp_path / "probe"
+    probe.write_text(f"#!/bin/sh\necho \"$1\" >> {calls}\n"
+                     "[ \"$1\" = queue ] && echo '{\"seconds\": 0.5, \"librdkafka\": \"2.x\"}' && exit 0\n"
+                     "echo 'rdkafka_probe: 10 of 20 records delivered' >&2; exit 1\n")
+    probe.chmod(0o755)
+    monkeypatch.setattr(wire, "build_probe", lambda: (probe, "built"))
+    c = wire.CClient(20, 100)
+    c.run("queue", "t", 0, {}, seconds="c_queue_s")
+    c.run("produce", "t", 0, {}, seconds="c_produce_s")
+    c.run("consume", "t", 0, {}, seconds="c_consume_s")
+    assert c.figures["c_queue_s"] == 0.5 and c.figures["c_librdkafka"] == "2.x"
+    assert c.figures["c_client_missing"] == "RuntimeError: rdkafka_probe produce: rdkafka_probe: 10 of 20 records delivered"
+    assert "c_consume_s" not in c.figures
+    assert calls.read_text().split() == ["queue", "produce"]   # nothing run after the failure
+
+
+def test_a_c_client_that_cannot_be_built_runs_nothing_and_says_why(monkeypatch):
+    from bench import bench_kafka_wire as wire
+
+    monkeypatch.setattr(wire, "build_probe", lambda: (None, "librdkafka-dev is not installed"))
+    c = wire.CClient(20, 100)
+    c.run("queue", "t", 0, {}, seconds="c_queue_s")
+    assert c.figures == {"c_client": None, "c_client_missing": "librdkafka-dev is not installed"}
