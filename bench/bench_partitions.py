@@ -14,6 +14,11 @@ One Producer writes the same keyed 100-byte records into a new topic of 1,
   close, in the same process (files it has not read before: every frame's CRC-32C is
   checked); the warm-up run holds the process's first replay, and a run's table is
   released before the next, whose replay may reuse its memory (_native/core/arena.pxi).
+  Over 1,024 partitions it reads 1,024 segments of ~52 KB by copy (backends/local/clean_read.py),
+  and most of its CPU is the kernel's: the copy out of the page cache with its lookup of every
+  page, then two opens a partition. Mapping the segments instead (with or without
+  MAP_POPULATE), or reading each into a cache-resident buffer and copying the columns out,
+  cost as much CPU or more (issue 19).
 
 Every number of a run comes from the same directory, one after the other;
 the 1-partition rows are the baseline of the ratios in targets.py.

@@ -358,6 +358,30 @@ def test_partitions_fill_batches_up_to_the_batch_limit(tmp_path, monkeypatch):
     assert fast.column("value").num_chunks == 6
 
 
+def test_partitions_of_two_digits_and_rolled_segments_are_found_by_the_native_read(tmp_path, monkeypatch):
+    # the native read names each partition's files itself (replayview.pxi
+    # _rv_path, _rv_segment_name): partitions 10 and 11, and active segments
+    # whose base offset is not 0 (segment.bytes rolls them), are read natively
+    path = str(tmp_path / "d")
+    big = [(b"k", b"v" * 3000, None)]
+    # (a partition whose log starts below its active segment goes the
+    # general way: its older segments' records are deleted)
+    write(path, [[[(b"k%d" % p, b"v%d" % p, None)] * 2] + [big] * (p % 3) * 2 for p in range(12)],
+          {"segment.bytes": 4096}, deletes={p: 1 + (p % 3) * 2 for p in range(12) if p % 3})
+    topic = os.path.join(path, "topics", "t")
+    bases = [max(int(f[:-4]) for f in os.listdir(os.path.join(topic, str(p))) if f.endswith(".log"))
+             for p in range(12)]
+    assert {b > 0 for b in bases} == {True, False}
+    asked = general_partitions(monkeypatch)
+    r = arrowlog.replay(path, "t")
+    fast = r.to_arrow()
+    r.close()
+    assert asked == []
+    _, slow = both(path)
+    assert fast.equals(slow)
+    assert fast.column("partition").to_pylist() == [p for p in range(12) for _ in range(1 if p % 3 else 2)]
+
+
 def test_many_partitions_are_read_in_two_halves_on_two_threads(tmp_path, monkeypatch):
     path = str(tmp_path / "d")
     plain = [[(b"k", b"v" * 30, None)] * 3]

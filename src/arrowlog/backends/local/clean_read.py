@@ -38,6 +38,7 @@ mapped segment) goes the general way: the same rows, or the same error.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 from typing import Any, Callable
 
@@ -138,7 +139,9 @@ class CleanStates:
         batch; ``general(partitions)`` makes the others' table (on the
         calling thread, after the native reads)."""
         parts = self.partitions.tolist()
-        bounds = np.array([ranges[p] for p in parts], dtype=np.int64).reshape(-1, 2)
+        # (np.array over a list of 1,024 pairs takes 190 µs, fromiter over them flattened 90)
+        bounds = np.fromiter(itertools.chain.from_iterable(map(ranges.__getitem__, parts)), dtype=np.int64,
+                             count=2 * len(parts)).reshape(-1, 2)
         lo, hi = np.ascontiguousarray(bounds[:, 0]), np.ascontiguousarray(bounds[:, 1])
         read = functools.partial(self._pieces, lo, hi, schema, check_crc)
         n = len(parts)
