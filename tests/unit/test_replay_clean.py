@@ -393,9 +393,19 @@ def test_many_partitions_are_read_in_two_halves_on_two_threads(tmp_path, monkeyp
         pytest.skip("the process may run on one core only: one thread reads")
     threads = []
     real = clean_read.CleanStates._pieces
+    caller = threading.get_ident()
+    helper_began = threading.Event()
 
     def spy(self, *args):
         threads.append((threading.get_ident(), args[-2:]))
+        if threading.get_ident() != caller:
+            helper_began.set()
+        else:
+            # the caller's half waits until the helper has begun its own: on a
+            # loaded machine the helper may not have been given a core before
+            # the caller's half is done, and the caller then (rightly) reads
+            # that half too; this test is about the split, not the scheduler
+            helper_began.wait(120)
         return real(self, *args)
     monkeypatch.setattr(clean_read.CleanStates, "_pieces", spy)
     asked = general_partitions(monkeypatch)
