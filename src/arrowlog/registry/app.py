@@ -13,7 +13,7 @@ import logging
 from aiohttp import web
 
 from . import errors as RE
-from .auth import BasicAuth
+from .auth import Auth
 from .errors import RegistryError
 from .schemas import MAX_SCHEMA_BYTES, SCHEMA_TYPES, load_json, parse
 from .store import Registry
@@ -23,7 +23,7 @@ log = logging.getLogger("arrowlog.registry")
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 # A connection that sends nothing for this long (also before its first request) is closed.
 IDLE_TIMEOUT_S = 30.0
-AUTH = web.AppKey("auth", BasicAuth)   # when the Kafka listener uses SASL
+AUTH = web.AppKey("auth", Auth)   # when the Kafka listener uses SASL or SSL (auth.py)
 # A schema of MAX_SCHEMA_BYTES escaped inside a JSON string can double in size.
 MAX_BODY_BYTES = 2 * MAX_SCHEMA_BYTES + 4096
 
@@ -238,7 +238,7 @@ class RegistryApp:
 async def start(registry: Registry, host: str, port: int, *, ssl_context=None, auth=None,
                 idle_timeout_s: float = IDLE_TIMEOUT_S) -> tuple[web.AppRunner, int]:
     """Listen on ``host:port`` (0: a free port) in the running loop, over TLS with
-    ``ssl_context``, checking ``auth`` (auth.BasicAuth) first; a connection idle for
+    ``ssl_context``, checking ``auth`` (auth.py) first; a connection idle for
     ``idle_timeout_s`` (from its opening or its last answer) is closed. (runner, bound port)."""
     runner = web.AppRunner(RegistryApp(registry, auth).app, access_log=None, handle_signals=False,
                            keepalive_timeout=idle_timeout_s)
