@@ -22,15 +22,17 @@ at the committed offset (0 when the group is caught up), klag-exporter's
 definition. Reading that one timestamp costs one frame read per lagging
 partition, found through the offset index.
 
-Serving: :func:`start_metrics_http` runs prometheus_client's own HTTP server
-in a daemon thread (``GET /metrics``). Thread-safety: collect() runs on that
-thread; it only reads published state and copies the server's group table.
+Serving: :func:`start_metrics_http` serves prometheus_client's WSGI app on a
+thread per connection (``GET /metrics``), with an idle timeout and a limit on
+open connections (_http_limits.py). Thread-safety: collect() runs on those
+threads; it only reads published state and copies the server's group table.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
@@ -39,6 +41,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ._http_limits import IDLE_TIMEOUT_S, MAX_CONNECTIONS, address_family, limited
 from .config import is_compacted
 from .errors import ArrowlogError, ConfigError
 from .groups.admin import GroupAdmin
@@ -438,17 +441,30 @@ def parse_listen(value: str, default_port: int) -> tuple[str, int]:
 
 
 class MetricsHTTP:
-    """prometheus_client's HTTP server for one registry, on a daemon thread."""
+    """prometheus_client's WSGI app for one registry, served from a daemon thread
+    with an idle timeout and a connection limit (_http_limits.py)."""
 
-    def __init__(self, registry: CollectorRegistry, host: str, port: int):
-        from prometheus_client import start_http_server
+    def __init__(self, registry: CollectorRegistry, host: str, port: int, *,
+                 idle_timeout_s: float = IDLE_TIMEOUT_S, max_connections: int = MAX_CONNECTIONS):
+        from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+        from prometheus_client import make_wsgi_app
+        from prometheus_client.exposition import ThreadingWSGIServer
+
+        class Quiet(WSGIRequestHandler):
+            def log_message(self, format, *args):  # a scrape is not news
+                pass
+
+        Server, Handler = limited(ThreadingWSGIServer, Quiet, idle_timeout_s, max_connections)
+        Server.address_family = address_family(host, port)
         try:
-            self.httpd, self.thread = start_http_server(port, addr=host, registry=registry)
+            self.httpd: WSGIServer = make_server(host, port, make_wsgi_app(registry), Server, handler_class=Handler)
         except OSError as exc:
             raise ConfigError(f"cannot listen for metrics on {host}:{port}: {exc}") from exc
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="arrowlog-metrics", daemon=True)
+        self.thread.start()
         self.host = host
-        self.port = self.httpd.server_address[1]
+        self.port = int(self.httpd.server_address[1])
 
     @property
     def url(self) -> str:
@@ -460,10 +476,10 @@ class MetricsHTTP:
 
 
 def start_metrics_http(collector: LogDirCollector, listen: str,
-                       registry: CollectorRegistry | None = None) -> MetricsHTTP:
+                       registry: CollectorRegistry | None = None, **limits: Any) -> MetricsHTTP:
     """Register ``collector`` (in a new registry unless given) and serve it on ``listen``."""
     registry = registry if registry is not None else CollectorRegistry(auto_describe=False)
     registry.register(collector)
     host, port = parse_listen(listen, 9308)
-    return MetricsHTTP(registry, host, port)
+    return MetricsHTTP(registry, host, port, **limits)
 

@@ -312,23 +312,52 @@ def test_a_chunked_body_without_a_length_stops_being_read_at_the_limit(reg, subj
     assert register(reg, subject, record(A))[0] == 200
 
 
-def test_an_idle_connection_is_closed(tmp_path):
+def served_briefly(tmp_path, scenario) -> None:
+    """Run ``scenario(port)`` against a registry app whose idle timeout is 0.2 s."""
     import asyncio
 
     from arrowlog.registry import app
     from arrowlog.registry.store import Registry
 
-    async def scenario():
+    async def run():
         runner, port = await app.start(Registry(arrowlog.LogDir(str(tmp_path / "d"))), "127.0.0.1", 0,
                                        idle_timeout_s=0.2)
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            assert await asyncio.wait_for(reader.read(), DEADLINE_S) == b""    # closed, nothing sent
-            writer.close()
+            await scenario(port)
         finally:
             await runner.cleanup()
 
-    asyncio.run(scenario())
+    asyncio.run(run())
+
+
+def test_an_idle_connection_is_closed(tmp_path):
+    import asyncio
+
+    async def scenario(port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(reader.read(), DEADLINE_S) == b""    # closed, nothing sent
+        writer.close()
+
+    served_briefly(tmp_path, scenario)
+
+
+def test_a_stalled_request_body_is_closed_and_the_next_request_served(tmp_path):
+    # aiohttp's keep-alive timeout does not run while a body is read: a Content-Length
+    # never met held the connection (a descriptor of the Kafka server's process) forever.
+    import asyncio
+
+    async def scenario(port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /subjects/s/versions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100\r\n\r\n{")
+        assert b" 200 " not in await asyncio.wait_for(reader.read(), DEADLINE_S)   # closed
+        writer.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /subjects HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert (await asyncio.wait_for(reader.read(), DEADLINE_S)).startswith(b"HTTP/1.1 200")
+        writer.close()
+
+    served_briefly(tmp_path, scenario)
 
 
 def test_ids_are_never_reused_after_hard_deletes_and_restarts(tmp_path):

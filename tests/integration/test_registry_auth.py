@@ -14,6 +14,7 @@ import urllib.request
 
 import pytest
 from interop.registry_server import RegistryServer
+from interop.test_security import certs as certs_fixture  # noqa: F401  (a fixture: a CA, server and client certificates)
 from test_registry_api import SRC, record
 
 pytest.importorskip("aiohttp")
@@ -72,3 +73,41 @@ def test_confluent_client_with_basic_auth_over_tls(secured):
     with pytest.raises(sr.SchemaRegistryError) as info:
         anonymous.get_subjects()
     assert info.value.http_status_code == 401
+
+
+@pytest.fixture(scope="module")
+def pki(request):
+    """A throwaway CA, and a server and a client certificate it signed (test_security's)."""
+    return request.getfixturevalue("certs_fixture")
+
+
+def tls_get(srv, path: str, pki, with_cert: bool):
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    if with_cert:
+        ctx.load_cert_chain(str(pki / "client.pem"), str(pki / "client.key"))
+    try:
+        with urllib.request.urlopen(srv.url + path, timeout=60, context=ctx) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_an_ssl_listener_registry_serves_only_verified_client_certificates(tmp_path, pki):
+    # On an SSL listener the Kafka side holds a client without a certificate to ACLs as
+    # User:ANONYMOUS; the registry used to serve it everything, deletes included.
+    with RegistryServer(tmp_path / "data", "--listener", "SSL", "--ssl-cert", str(pki / "server.pem"),
+                        "--ssl-key", str(pki / "server.key"), "--ssl-cafile", str(pki / "ca.pem"),
+                        "--ssl-client-auth", "requested") as srv:
+        status, body = tls_get(srv, "/subjects", pki, with_cert=False)
+        assert (status, body["error_code"]) == (401, 401) and "client certificate" in body["message"]
+        assert tls_get(srv, "/subjects", pki, with_cert=True) == (200, [])
+
+
+def test_an_ssl_listener_without_client_certificates_does_not_start_the_registry(tmp_path, pki):
+    r = subprocess.run([sys.executable, "-m", "arrowlog.server", "--data", str(tmp_path / "d"), "--listen",
+                        "127.0.0.1:0", "--registry-listen", "127.0.0.1:0", "--listener", "SSL",
+                        "--ssl-cert", str(pki / "server.pem"), "--ssl-key", str(pki / "server.key")],
+                       capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", "")))
+    assert r.returncode == 2, r.stderr
+    assert "--ssl-client-auth required" in r.stderr

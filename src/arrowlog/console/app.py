@@ -77,7 +77,8 @@ def create_app(data_dir: Any, *, allow_writes: bool = False, login: bool = False
     def _check_csrf() -> None:
         if request.method == "POST":
             sent = request.form.get("csrf_token", "")
-            if not sent or not hmac.compare_digest(sent, session.get("csrf", "")):
+            # as bytes: compare_digest refuses a str with non-ASCII characters (a TypeError: a 500)
+            if not sent or not hmac.compare_digest(sent.encode(), session.get("csrf", "").encode()):
                 abort(403, "missing or wrong CSRF token: reload the page and submit the form again")
 
     @app.errorhandler(ArrowlogError)

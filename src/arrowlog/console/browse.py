@@ -107,22 +107,41 @@ def show_typed(value: Any) -> Shown:
     return Shown("typed", json.dumps(value, default=str, indent=2, ensure_ascii=False))
 
 
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+_MS = _dt.timedelta(milliseconds=1)
+
+
 def iso_ms(ms: int) -> str:
-    return _dt.datetime.fromtimestamp(ms / 1000, _dt.timezone.utc).isoformat(timespec="milliseconds")
+    """``ms`` as ISO 8601 UTC; as the number itself outside years 1..9999 (a producer may
+    stamp a record with any int64: such a record is shown, not a 500)."""
+    try:
+        return (_EPOCH + ms * _MS).isoformat(timespec="milliseconds")   # exact: no float seconds
+    except OverflowError:
+        return f"{ms} ms (outside years 1..9999)"
+
+
+# 9999-12-31T23:59:59.999Z, the last instant a datetime (iso_ms) can show: a later time was a 500
+MAX_TIME_MS = 253_402_300_799_999
 
 
 def parse_time(text: str) -> int:
-    """Epoch ms from ``2026-12-06T14:00:00`` (UTC unless an offset is given), or from digits (ms)."""
+    """Epoch ms from ``2026-12-06T14:00:00`` (UTC unless an offset is given), or from digits (ms),
+    in 1970..9999; ConfigError otherwise."""
     text = (text or "").strip()
-    if text.isdigit():
-        return int(text)
-    try:
-        t = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(f"time {text!r}: want ISO 8601 (2026-12-06T14:00:00, UTC) or epoch milliseconds") from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=_dt.timezone.utc)
-    return int(t.timestamp() * 1000)
+    want = f"time {text[:64]!r}: want ISO 8601 (2026-12-06T14:00:00, UTC) or epoch milliseconds"
+    if text.isascii() and text.isdigit():   # ("²".isdigit(), but int() refuses it)
+        ms = int(text) if len(text) <= 16 else MAX_TIME_MS + 1   # (int() refuses 4,301 digits)
+    else:
+        try:
+            t = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+            if t.tzinfo is None:
+                t = t.replace(tzinfo=_dt.timezone.utc)
+            ms = (t - _EPOCH) // _MS
+        except (ValueError, OverflowError):   # not a time, or one whose offset leaves year 1..9999
+            raise ConfigError(want) from None
+    if not 0 <= ms <= MAX_TIME_MS:
+        raise ConfigError(f"{want}, from 1970 to 9999")
+    return ms
 
 
 @overload

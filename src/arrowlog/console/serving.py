@@ -1,7 +1,8 @@
 """Serving the console and /metrics next to a running program.
 
 :class:`ConsoleHTTP` runs the Flask app on Werkzeug's threaded WSGI server
-in a daemon thread; :func:`start_observers` starts what ``arrowlog serve
+in a daemon thread, with an idle timeout and a limit on open connections
+(_http_limits.py); :func:`start_observers` starts what ``arrowlog serve
 --metrics-listen/--console-listen`` asks for, reading the server's own
 LogDir and in-memory groups. Both listen on loopback unless told otherwise;
 beyond loopback the console requires a login (login.py).
@@ -13,6 +14,7 @@ import logging
 import threading
 from typing import Any
 
+from .._http_limits import IDLE_TIMEOUT_S, MAX_CONNECTIONS, limited
 from ..errors import ConfigError
 from ..metrics import parse_listen
 from .login import LOOPBACK, loopback_names, needs_login
@@ -24,11 +26,13 @@ log = logging.getLogger("arrowlog.console")
 class ConsoleHTTP:
     """The console app served on ``host:port`` from a daemon thread (``close()`` stops it)."""
 
-    def __init__(self, app: Any, host: str, port: int):
-        from werkzeug.serving import make_server
+    def __init__(self, app: Any, host: str, port: int, *,
+                 idle_timeout_s: float = IDLE_TIMEOUT_S, max_connections: int = MAX_CONNECTIONS):
+        from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
+        Server, Handler = limited(ThreadedWSGIServer, WSGIRequestHandler, idle_timeout_s, max_connections)
         try:
-            self.httpd = make_server(host, port, app, threaded=True)
+            self.httpd = Server(host, port, app, Handler)
         except (OSError, SystemExit) as exc:  # Werkzeug exits when the port is taken
             raise ConfigError(f"cannot listen for the console on {host}:{port}: {exc}") from None
         self.host = host
@@ -49,7 +53,7 @@ class ConsoleHTTP:
 
 
 def start_console_http(data_dir: Any, listen: str, *, allow_writes: bool = False,
-                       login: bool | None = None, coordinator: Any = None) -> ConsoleHTTP:
+                       login: bool | None = None, coordinator: Any = None, **limits: Any) -> ConsoleHTTP:
     """The console for ``data_dir`` (a path or an open LogDir) served on ``listen``;
     ``login`` None: required beyond loopback (login.needs_login)."""
     from .app import create_app
@@ -57,7 +61,7 @@ def start_console_http(data_dir: Any, listen: str, *, allow_writes: bool = False
     host, port = parse_listen(listen, 8080)
     app = create_app(data_dir, allow_writes=allow_writes, login=needs_login(host, login), coordinator=coordinator,
                      trusted_hosts=loopback_names(host))
-    return ConsoleHTTP(app, host, port)
+    return ConsoleHTTP(app, host, port, **limits)
 
 
 def start_observers(server: Any) -> list:

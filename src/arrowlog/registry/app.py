@@ -7,13 +7,14 @@ read at the same size. Errors answer ``{"error_code": ..., "message": ...}``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
 from aiohttp import web
 
 from . import errors as RE
-from .auth import BasicAuth
+from .auth import Auth
 from .errors import RegistryError
 from .schemas import MAX_SCHEMA_BYTES, SCHEMA_TYPES, load_json, parse
 from .store import Registry
@@ -23,7 +24,8 @@ log = logging.getLogger("arrowlog.registry")
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 # A connection that sends nothing for this long (also before its first request) is closed.
 IDLE_TIMEOUT_S = 30.0
-AUTH = web.AppKey("auth", BasicAuth)   # when the Kafka listener uses SASL
+AUTH = web.AppKey("auth", Auth)   # when the Kafka listener uses SASL or SSL (auth.py)
+IDLE = web.AppKey("idle_timeout_s", float)   # also between the chunks of a request body
 # A schema of MAX_SCHEMA_BYTES escaped inside a JSON string can double in size.
 MAX_BODY_BYTES = 2 * MAX_SCHEMA_BYTES + 4096
 
@@ -60,8 +62,28 @@ def _flag(request: web.Request, name: str) -> bool:
     return request.query.get(name, "false").lower() == "true"
 
 
+async def _read(request: web.Request) -> bytes:
+    """The request body; a body that sends nothing for the idle timeout closes the
+    connection (aiohttp's keep-alive timeout does not run while a body is read, so
+    a Content-Length never met held the connection, and its descriptor, forever)."""
+    idle = request.app[IDLE]
+    body = bytearray()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(request.content.readany(), idle)
+        except asyncio.TimeoutError:
+            if request.transport is not None:
+                request.transport.close()
+            raise RegistryError(408, 408, f"the request body sent nothing for {idle:g} s") from None
+        if not chunk:
+            return bytes(body)
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY_BYTES, actual_size=len(body))
+
+
 async def _body(request: web.Request) -> dict:
-    raw = await request.read()
+    raw = await _read(request)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -83,10 +105,11 @@ def _schema_from(body: dict):
 class RegistryApp:
     """The routes over one ``Registry``; ``app`` is the aiohttp Application."""
 
-    def __init__(self, registry: Registry, auth=None):
+    def __init__(self, registry: Registry, auth=None, idle_timeout_s: float = IDLE_TIMEOUT_S):
         self.registry = registry
         app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_errors])
         app[AUTH] = auth
+        app[IDLE] = idle_timeout_s
         r = app.router
         r.add_get("/", self.root)
         r.add_get("/schemas/types", self.types)
@@ -238,9 +261,10 @@ class RegistryApp:
 async def start(registry: Registry, host: str, port: int, *, ssl_context=None, auth=None,
                 idle_timeout_s: float = IDLE_TIMEOUT_S) -> tuple[web.AppRunner, int]:
     """Listen on ``host:port`` (0: a free port) in the running loop, over TLS with
-    ``ssl_context``, checking ``auth`` (auth.BasicAuth) first; a connection idle for
-    ``idle_timeout_s`` (from its opening or its last answer) is closed. (runner, bound port)."""
-    runner = web.AppRunner(RegistryApp(registry, auth).app, access_log=None, handle_signals=False,
+    ``ssl_context``, checking ``auth`` (auth.py) first; a connection idle for
+    ``idle_timeout_s`` (from its opening or its last answer, or within a request body)
+    is closed. (runner, bound port)."""
+    runner = web.AppRunner(RegistryApp(registry, auth, idle_timeout_s).app, access_log=None, handle_signals=False,
                            keepalive_timeout=idle_timeout_s)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)

@@ -88,6 +88,30 @@ def _short(name: str) -> str:
 def avro_can_read(reader: Any, writer: Any) -> bool:
     rn, wn = _Names(reader), _Names(writer)
     seen: set[tuple[int, int]] = set()
+    # A reader union's branches by (kind, short name or alias) for named types, so a
+    # writer branch of a named type is checked only against the branches that could
+    # match it (check() refuses the others at once): trying all of them made a union of
+    # n named records against another cost n * n checks. Keyed by the union's id.
+    by_name: dict[int, tuple[dict[tuple[str, str], list], list]] = {}
+
+    def branches(union: list, w: Any, kw: Any) -> list:
+        """The branches of reader ``union`` that check() may accept for writer ``w``."""
+        if kw not in ("record", "enum", "fixed"):
+            return union
+        if id(union) not in by_name:
+            named: dict[tuple[str, str], list] = {}
+            other = []
+            for b in union:
+                rb = rn.resolve(b)
+                kb = _kind(rb)
+                if kb in ("record", "enum", "fixed"):
+                    for name in {_short(rb.get("name", "")), *(_short(a) for a in rb.get("aliases", []))}:
+                        named.setdefault((kb, name), []).append(b)
+                elif kb == "union":    # not valid Avro; checked as before
+                    other.append(b)
+            by_name[id(union)] = (named, other)
+        named, other = by_name[id(union)]
+        return named.get((kw, _short(w.get("name", ""))), []) + other
 
     def check(r: Any, w: Any) -> bool:
         r, w = rn.resolve(r), wn.resolve(w)
@@ -95,7 +119,7 @@ def avro_can_read(reader: Any, writer: Any) -> bool:
         if kw == "union":
             return all(check(r, b) for b in w)
         if kr == "union":
-            return any(check(b, w) for b in r)
+            return any(check(b, w) for b in branches(r, w, kw))
         if kr != kw:
             return isinstance(kw, str) and kr in _PROMOTIONS.get(kw, ())
         if kr in _PRIMITIVES:

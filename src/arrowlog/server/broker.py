@@ -36,6 +36,7 @@ from .admin import CLUSTER_OPERATIONS, NO_OPERATIONS, TOPIC_OPERATIONS, AdminHan
 from .fetch import FETCH_MAX_BYTES, FetchHandlers
 from .group_apis import GroupHandlers
 from .groups import GroupCoordinator
+from .log_once import LogOnce
 from .messages import API_VERSIONS, APIS
 from .offsets import GroupOffsetStore
 from .options import MAX_PARTITIONS_PER_REQUEST, MAX_PARTITIONS_PER_TOPIC
@@ -145,6 +146,8 @@ class Broker:
         self.cluster_id = cluster_id
         self.store = Store(data_dir, cluster_id)
         self.typed = None  # arrowlog.registry.typed.TypedTopics when the schema registry runs
+        # a partition the storage cannot open: logged at ERROR once, not on every client's retry
+        self._unopenable = LogOnce(log, "retries are answered KAFKA_STORAGE_ERROR without logging again")
         self.offsets = GroupOffsetStore(data_dir)
         self.groups = GroupCoordinator(self.offsets, config.group_initial_rebalance_delay_ms, self.store.log,
                                        max_members=config.max_group_members)
@@ -275,10 +278,12 @@ class Broker:
             t = self.store.topic(topic)
             if t is None or not 0 <= index < t.num_partitions:
                 return None, E.UNKNOWN_TOPIC_OR_PARTITION, f"unknown topic or partition {topic}-{index}"
-            return t.partition(index), E.NONE, None
+            pl = t.partition(index)
         except OSError as exc:  # StorageError included
-            log.error("cannot open %s-%d: %s", topic, index, exc)
+            self._unopenable.error((topic, index), f"cannot open {topic}-{index}: {exc}")
             return None, E.KAFKA_STORAGE_ERROR, str(exc)
+        self._unopenable.forget((topic, index))   # opens again: its next failure is news
+        return pl, E.NONE, None
 
     # ------------------------------------------------------------ ApiVersions
     def api_versions(self, ctx: RequestContext, req: dict) -> dict | Encoded:

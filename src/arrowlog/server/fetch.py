@@ -18,6 +18,7 @@ from arrowlog.storage.partition import Frame
 from arrowlog.storage.reader import RangeReader, raise_gap
 
 from . import errors as E
+from .log_once import LogOnce
 from .transactions import control_batch
 
 log = logging.getLogger("arrowlog.server")
@@ -68,7 +69,8 @@ class FetchHandlers:
         self.broker = broker
         self.config = broker.config
         self.txns = broker.txns
-        self._corrupt_logged: collections.OrderedDict = collections.OrderedDict()  # (topic, partition, offset)
+        # a damaged frame is logged at ERROR once, not on every Fetch retry of it
+        self._corrupt_logged = LogOnce(log, "Fetch retries of it are answered CORRUPT_MESSAGE without logging again")
         self._cache: collections.OrderedDict = collections.OrderedDict()
         self._cache_bytes = 0
 
@@ -175,17 +177,7 @@ class FetchHandlers:
         return {"responses": responses}, total, stop
 
     def _log_corrupt(self, topic: str, index: int, offset: int, exc: Exception) -> None:
-        """A damaged frame is logged at ERROR once, not on every Fetch retry of it
-        (clients retry CORRUPT_MESSAGE every few hundred ms); the last 1,024 are remembered."""
-        key = (topic, index, offset)
-        if key in self._corrupt_logged:
-            log.debug("fetch of %s-%d at %d: still corrupt: %s", topic, index, offset, exc)
-            return
-        self._corrupt_logged[key] = None
-        if len(self._corrupt_logged) > 1024:
-            self._corrupt_logged.popitem(last=False)
-        log.error("fetch of %s-%d at %d: %s (Fetch retries of it are answered CORRUPT_MESSAGE "
-                  "without logging again)", topic, index, offset, exc)
+        self._corrupt_logged.error((topic, index, offset), f"fetch of {topic}-{index} at {offset}: {exc}")
 
     def _encoded(self, topic: str, index: int, frame) -> bytes:
         key = (topic, index, frame.base_offset)

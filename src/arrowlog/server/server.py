@@ -41,7 +41,8 @@ Hostile input (docs/PROTOCOL.md lists every limit; ``Limits`` holds them):
   and ``request_read_timeout_s`` for a body;
 - at most ``max_connections`` are open: a new connection closes the idle
   connection (nothing to answer: waiting for a request, or stalled in one)
-  inactive the longest, and is refused only if none is idle;
+  inactive the longest, one that has not logged in (SASL) before any that
+  has, and is refused only if none is idle;
 - unparsable requests, unknown APIs and unsupported versions close the
   connection.
 """
@@ -318,12 +319,14 @@ class KafkaServer:
     def _admit(self, stream: FrameStream) -> _Connection | None:
         """The one place a connection is accepted: when ``max_connections`` are open,
         the idle connection (nothing to answer) inactive the longest is closed to make
-        room; with none idle, the new one is refused."""
+        room, one that has not logged in before any that has (on a SASL listener,
+        anyone may connect and wait before the login: a flood of such connections
+        must not push out logged-in clients); with none idle, the new one is refused."""
         assert stream.transport is not None, "admitted from connection_made"
         peer = stream.transport.get_extra_info("peername")
         if len(self._connections) >= self.limits.max_connections:
-            victim = min((c for c in self._connections if c.idle), key=lambda c: c.last_active,
-                         default=None)
+            victim = min((c for c in self._connections if c.idle),
+                         key=lambda c: (c.security.authenticated, c.last_active), default=None)
             if victim is None:
                 log.warning("refusing a connection from %s: %d connections open, none idle",
                             peer, len(self._connections))
