@@ -186,8 +186,6 @@ def positions(s: Side, topic: str) -> dict:
     r["position"] = tps(c.position([s.tp(topic, 0)]))
     r["seek 3"] = s.outcome(lambda: c.seek(s.tp(topic, 0, 3)))
     r["at 3"] = msg(c.poll(DEADLINE_S))
-    r["seek end"] = s.outcome(lambda: c.seek(s.tp(topic, 0, s.mod.OFFSET_END)))
-    r["poll(0) at end"] = msg(c.poll(0))
     r["seek beginning"] = s.outcome(lambda: c.seek(s.tp(topic, 0, s.mod.OFFSET_BEGINNING)))
     r["at 0"] = msg(c.poll(DEADLINE_S))
     r["commit()"] = s.outcome(lambda: tps(c.commit(asynchronous=False)))
@@ -215,6 +213,11 @@ def positions(s: Side, topic: str) -> dict:
     r["after resume"] = msg(c.poll(DEADLINE_S))
     r["consume(0)"] = s.outcome(lambda: c.consume(0, 0))
     r["consume(-1)"] = s.outcome(lambda: c.consume(-1, 0))
+    # (a seek to a logical offset is resolved asynchronously by librdkafka: a seek
+    # to the beginning right after one to the end raced it and read nothing, so
+    # the seek to the end comes last, with nothing after it that depends on it)
+    r["seek end"] = s.outcome(lambda: c.seek(s.tp(topic, 0, s.mod.OFFSET_END)))
+    r["poll(0) at end"] = msg(c.poll(0))
     r["unassign"] = s.outcome(c.unassign)
     r["assignment 3"] = c.assignment()
     r["poll(0) unassigned"] = s.outcome(lambda: c.poll(0))
