@@ -399,6 +399,27 @@ def test_argument_mistakes_are_arrowlog_errors_and_still_python_ones(data_dir):
         assert isinstance(bad_count.value, ValueError)
 
 
+def test_consumer_arguments_of_the_wrong_type_are_arrowlog_errors(data_dir):
+    """A str where a number or a TopicPartition belongs says which argument
+    and what it takes, instead of a TypeError from inside the consumer."""
+    with Producer({"log.dir": data_dir}) as p:
+        p.produce("t", b"x")
+    with Consumer({"log.dir": data_dir}) as c:
+        c.assign([arrowlog.TopicPartition("t", 0, arrowlog.OFFSET_BEGINNING)])
+        for call, message in [(lambda: c.poll("1"), "timeout must be a number of seconds"),
+                              (lambda: c.consume(1, timeout="1"), "timeout must be a number of seconds"),
+                              (lambda: c.consume("10"), "num_messages must be an int"),
+                              (lambda: c.consume(None), "num_messages must be an int"),
+                              (lambda: c.seek("t"), r"seek\(\) takes TopicPartition objects, not str"),
+                              (lambda: c.position(["t"]), r"position\(\) takes TopicPartition"),
+                              (lambda: c.get_watermark_offsets(("t", 0)), r"get_watermark_offsets\(\) takes")]:
+            with pytest.raises(errors.InvalidArgumentError, match=message) as bad:
+                call()
+            assert isinstance(bad.value, TypeError)
+        numpy = pytest.importorskip("numpy")
+        assert [m.value() for m in c.consume(numpy.int64(5), timeout=numpy.float64(WAIT_S))] == [b"x"]
+
+
 def _read_only_mount_works(tmp_path) -> bool:
     probe = tmp_path / "probe"
     probe.mkdir()

@@ -25,6 +25,7 @@ confluent-kafka's.
 from __future__ import annotations
 
 import collections
+import numbers
 import time
 from typing import Any, Iterator
 
@@ -71,7 +72,18 @@ class _Fetch:
 
 
 def _timeout(timeout: float | None) -> float:
-    return -1.0 if timeout is None or timeout < 0 else float(timeout)
+    if timeout is None:
+        return -1.0
+    if type(timeout) is not float and type(timeout) is not int and not isinstance(timeout, numbers.Real):
+        raise InvalidArgumentError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+    return -1.0 if timeout < 0 else float(timeout)
+
+
+def _partition_arg(what: str, tp: Any) -> TopicPartition:
+    """``tp`` if it is a TopicPartition, else the InvalidArgumentError that says so."""
+    if not isinstance(tp, TopicPartition):
+        raise InvalidArgumentError(f"{what} takes TopicPartition objects, not {type(tp).__name__}")
+    return tp
 
 
 class Consumer:
@@ -231,9 +243,7 @@ class Consumer:
         self._check_open()
         fetches = {}
         for tp in partitions:
-            if not isinstance(tp, TopicPartition):
-                raise InvalidArgumentError(f"assign() takes TopicPartition objects, not {type(tp).__name__}")
-            if tp.partition < 0:
+            if _partition_arg("assign()", tp).partition < 0:
                 raise UnknownPartitionError(f"assign() needs a partition number for {tp.topic!r}")
             log = self._partition_log(tp.topic, tp.partition)
             fetches[(tp.topic, tp.partition)] = self._new_fetch(tp, log)
@@ -284,7 +294,7 @@ class Consumer:
     def seek(self, partition: TopicPartition) -> None:
         """Make the next record read from ``partition`` the one at its offset."""
         self._check_open()
-        f = self._fetch_for(partition)
+        f = self._fetch_for(_partition_arg("seek()", partition))
         f.position = self._resolve(f.log, partition.topic, partition.partition, partition.offset)
         f.views.clear()
         f.eof_sent = False
@@ -306,13 +316,14 @@ class Consumer:
         """The offset of the next record each partition will return."""
         out = []
         for tp in partitions:
-            f = self._assigned.get((tp.topic, tp.partition))
+            f = self._assigned.get((_partition_arg("position()", tp).topic, tp.partition))
             out.append(TopicPartition(tp.topic, tp.partition, f.position if f is not None else OFFSET_INVALID))
         return out
 
     def get_watermark_offsets(self, partition: TopicPartition, timeout: float | None = None,
                               cached: bool = False) -> tuple[int, int]:
         """(low, high): the log start offset and the high watermark."""
+        _partition_arg("get_watermark_offsets()", partition)
         return self._partition_log(partition.topic, partition.partition).watermarks()
 
     def offsets_for_times(self, partitions: list[TopicPartition], timeout: float | None = None) -> list[TopicPartition]:
@@ -435,6 +446,8 @@ class Consumer:
         """Up to ``num_messages`` messages, waiting up to ``timeout`` seconds
         (negative or None: forever) for the first."""
         self._check_open()
+        if type(num_messages) is not int and not isinstance(num_messages, numbers.Integral):
+            raise InvalidArgumentError(f"num_messages must be an int in 1..1000000, not {type(num_messages).__name__}")
         if num_messages < 1 or num_messages > 1_000_000:
             raise InvalidArgumentError("num_messages must be in 1..1000000")
         t = _timeout(timeout)
