@@ -631,3 +631,28 @@ def test_demo_runs_in_a_new_directory_and_again_in_its_own(tmp_path, monkeypatch
         assert "value_format='json'" in text and "quantity: int64" in text and "total: double" in text
         assert (target / arrowlog.demo.MARKER).is_file()
     assert arrowlog.replay(str(target), "orders").num_records == 3000  # replaced, not appended to
+
+
+@pytest.mark.parametrize("args", [["topic", "list"], ["topic", "delete", "orders"], ["serve"], ["user", "list"]])
+def test_an_empty_data_option_is_a_usage_error_not_the_default_directory(cli, tmp_path, monkeypatch, args):
+    """``--data "$DIR"`` with DIR unset must not act on $ARROWLOG_DATA or ./arrowlog-data."""
+    ok(cli("topic", "create", "orders"))
+    monkeypatch.setenv("ARROWLOG_DATA", cli.data)
+    for argv in ([*args, "--data", ""], ["--data", "", *args]):
+        runner = CliRunner()
+        with runner.isolation() as (_, err, _):
+            rc = main(argv)
+        assert rc == EXIT_USAGE, argv
+        assert err.getvalue().decode().splitlines() == [
+            "arrowlog: error: Invalid value for '--data': is empty: give a directory, or leave --data out for "
+            f"$ARROWLOG_DATA (else ./arrowlog-data) (see 'arrowlog {' '.join(a for a in args if a != 'orders')} "
+            "--help')"]
+    assert [t["name"] for t in ok(cli("topic", "list", "--json")).json[0]] == ["orders"]
+
+
+def test_user_add_without_a_terminal_says_to_use_password_stdin(cli):
+    res = cli("user", "add", "alice", input="")
+    assert res.rc == EXIT_USAGE, res
+    assert res.err.splitlines() == [
+        "arrowlog: error: no terminal to ask for the password on: pipe it in with --password-stdin"]
+    assert ok(cli("user", "add", "alice", "--password-stdin", input="s3cret\n")).rc == 0

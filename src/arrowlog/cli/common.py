@@ -140,15 +140,17 @@ def parse_size(text: str, param_hint: str | None = None) -> int:
 
 def resolve_data_dir(value: str | None) -> str:
     """``--data`` on the command, then on ``arrowlog`` itself, then
-    ``$ARROWLOG_DATA``, then ``./arrowlog-data``."""
-    if value:
-        return value
+    ``$ARROWLOG_DATA``, then ``./arrowlog-data``. An empty ``--data`` (a
+    ``--data "$DIR"`` whose variable is unset) is a usage error, never the
+    default directory."""
     ctx = click.get_current_context(silent=True)
-    if ctx is not None:
+    if value is None and ctx is not None:
         root = ctx.find_root()
-        if root.obj and root.obj.get("data"):
-            return root.obj["data"]
-    return os.environ.get("ARROWLOG_DATA") or DEFAULT_DATA
+        value = root.obj.get("data") if root.obj else None
+    if value == "":
+        raise click.BadParameter("is empty: give a directory, or leave --data out for $ARROWLOG_DATA "
+                                 "(else ./arrowlog-data)", param_hint="'--data'")
+    return value or os.environ.get("ARROWLOG_DATA") or DEFAULT_DATA
 
 
 def data_option(fn: Callable) -> Callable:

@@ -71,6 +71,8 @@ def user_add(name: str, password: str | None, password_stdin: bool, mechanisms: 
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     elif password is None:
+        if not sys.stdin.isatty():
+            raise CliError("no terminal to ask for the password on: pipe it in with --password-stdin", EXIT_USAGE)
         password = click.prompt(f"password for {name}", hide_input=True, confirmation_prompt=True, err=True)
     if not password:
         raise CliError("the password is empty", EXIT_USAGE)
