@@ -656,3 +656,26 @@ def test_user_add_without_a_terminal_says_to_use_password_stdin(cli):
     assert res.err.splitlines() == [
         "arrowlog: error: no terminal to ask for the password on: pipe it in with --password-stdin"]
     assert ok(cli("user", "add", "alice", "--password-stdin", input="s3cret\n")).rc == 0
+
+
+def test_the_demo_suggests_a_command_that_runs_without_an_activated_environment(tmp_path, monkeypatch):
+    """After ``make demo`` the venv is not activated: the closing hint names
+    .venv/bin/arrowlog, and the bare name once arrowlog is on PATH."""
+    import sys
+
+    from arrowlog.demo import cli_command
+
+    bin_dir = tmp_path / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    script = bin_dir / "arrowlog"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(bin_dir / "python"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert cli_command() == os.path.join(".venv", "bin", "arrowlog")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert cli_command() == str(script)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert cli_command() == "arrowlog"
