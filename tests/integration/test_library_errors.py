@@ -465,3 +465,28 @@ def test_an_unreachable_cluster_logs_its_error_once_not_every_retry(caplog):
             Producer({"bootstrap.servers": "127.0.0.1:1", "socket.connection.setup.timeout.ms": 3000})
     lines = [r.getMessage() for r in caplog.records if r.name == "arrowlog.kafka"]
     assert 1 <= len(lines) <= 3, lines
+
+
+def test_producer_timeouts_of_the_wrong_type_are_arrowlog_errors(data_dir):
+    with Producer({"log.dir": data_dir}) as p:
+        p.produce("t", b"x")
+        for call in (lambda: p.poll("1"), lambda: p.flush("1")):
+            with pytest.raises(errors.InvalidArgumentError, match="timeout must be a number of seconds or None, not str"):
+                call()
+        assert p.flush(None) == 0
+    assert stored(data_dir, "t") == [b"x"]
+
+
+def test_a_closed_logdir_refuses_changes_with_log_closed_error(data_dir):
+    """Not a ValueError about a negative file descriptor: the closed LogDir
+    gave its lock file back, and a change needs it."""
+    log = LogDir(data_dir)
+    log.create_topic("t")
+    log.close()
+    for change in (lambda: log.create_topic("u"), lambda: log.delete_topic("t"),
+                   lambda: log.alter_topic("t", {"retention.ms": 1000})):
+        with pytest.raises(errors.LogClosedError, match="is closed: open a new LogDir"):
+            change()
+    with LogDir(data_dir) as again:
+        assert again.list_topics() == ["t"]
+        assert again.topic("t").config["retention.ms"] == -1

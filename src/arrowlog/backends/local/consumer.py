@@ -33,7 +33,14 @@ from ... import config as _config
 from ..._callbacks import ClientCallbacks
 from ..._location import location_of, open_data_dir, split_config, wants_kafka
 from ..._native import core
-from ..._types import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED, TopicPartition
+from ..._types import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    OFFSET_INVALID,
+    OFFSET_STORED,
+    TopicPartition,
+    check_timeout,
+)
 from ...convert import to_epoch_ms
 from ...errors import (
     ArrowlogError,
@@ -72,11 +79,8 @@ class _Fetch:
 
 
 def _timeout(timeout: float | None) -> float:
-    if timeout is None:
-        return -1.0
-    if type(timeout) is not float and type(timeout) is not int and not isinstance(timeout, numbers.Real):
-        raise InvalidArgumentError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
-    return -1.0 if timeout < 0 else float(timeout)
+    check_timeout(timeout)
+    return -1.0 if timeout is None or timeout < 0 else float(timeout)
 
 
 def _partition_arg(what: str, tp: Any) -> TopicPartition:
