@@ -88,3 +88,11 @@ def test_the_command_line_session_runs_as_pasted(tmp_path):
     assert "error" not in res.stderr, res.stderr
     assert sorted(res.stdout.splitlines()[:3]) == ["0 0 alice=42", "0 1 bob=7", "2 0 carol=13"]
     assert (tmp_path / "orders.parquet").is_file()
+
+
+def test_the_readme_names_every_debian_package_make_installs():
+    makefile = open(os.path.join(os.path.dirname(README), "Makefile"), encoding="utf-8").read()
+    packages = re.search(r"^APT_PACKAGES\s*:=\s*(.*)$", makefile, re.M).group(1).split()
+    text = open(README, encoding="utf-8").read()
+    quick_start = text[text.index("## Quick start"):text.index("## Using the library")]
+    assert [p for p in packages if p not in quick_start] == []
