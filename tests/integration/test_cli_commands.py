@@ -679,3 +679,25 @@ def test_the_demo_suggests_a_command_that_runs_without_an_activated_environment(
     assert cli_command() == str(script)
     monkeypatch.setenv("PATH", str(bin_dir))
     assert cli_command() == "arrowlog"
+
+
+@pytest.mark.parametrize("args", [["consume", "orders", "-e", "-g", "{}"], ["group", "describe", "{}"],
+                                  ["group", "reset", "{}", "-t", "orders", "--to-earliest", "--execute"],
+                                  ["group", "delete", "{}"]])
+@pytest.mark.parametrize("group, says", [("", "a group id must be a non-empty str, not ''"),
+                                         ("g" * 201, "group id is 201 characters long; the limit is 200")])
+def test_a_group_id_the_store_cannot_take_is_a_usage_error(cli, args, group, says):
+    ok(cli("produce", "orders", input="a\n"))
+    res = cli(*[group if a == "{}" else a for a in args])
+    assert res.rc == EXIT_USAGE, res
+    assert len(res.err.splitlines()) == 1 and says in res.err, res
+    assert not os.path.exists(os.path.join(cli.data, "groups")) or os.listdir(os.path.join(cli.data, "groups")) == []
+
+
+def test_a_group_id_with_a_slash_is_a_name_not_a_path(cli):
+    """Kafka allows any group id; '../x' stays inside groups/."""
+    ok(cli("produce", "orders", input="a\n"))
+    ok(cli("consume", "orders", "-e", "-g", "../x"))
+    rows = ok(cli("group", "describe", "../x", "--json")).json[0]
+    assert [(r["group"], r["lag"]) for r in rows] == [("../x", 0)]
+    assert not os.path.exists(os.path.join(os.path.dirname(cli.data), "x"))

@@ -153,6 +153,21 @@ def resolve_data_dir(value: str | None) -> str:
     return value or os.environ.get("ARROWLOG_DATA") or DEFAULT_DATA
 
 
+def group_ids(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Click callback for a GROUP argument or --group option: an id the
+    group store takes (non-empty, at most 200 characters), else a usage
+    error (exit 2) before anything is opened."""
+    from arrowlog.errors import ArrowlogError
+    from arrowlog.groups.store import group_dirname
+
+    for group in () if value is None else (value,) if isinstance(value, str) else value:
+        try:
+            group_dirname(group)
+        except ArrowlogError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+    return value
+
+
 def data_option(fn: Callable) -> Callable:
     """``--data DIR`` on a command (resolved by :func:`resolve_data_dir`)."""
     return click.option(
