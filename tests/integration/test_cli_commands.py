@@ -701,3 +701,20 @@ def test_a_group_id_with_a_slash_is_a_name_not_a_path(cli):
     rows = ok(cli("group", "describe", "../x", "--json")).json[0]
     assert [(r["group"], r["lag"]) for r in rows] == [("../x", 0)]
     assert not os.path.exists(os.path.join(os.path.dirname(cli.data), "x"))
+
+
+@pytest.mark.parametrize("args", [["user", "list"], ["user", "remove", "u"], ["acl", "list"],
+                                  ["acl", "remove", "--principal", "User:x", "--topic", "t"],
+                                  ["txn", "list"], ["txn", "abort", "x"], ["metrics", "--once"]])
+def test_reading_and_removing_commands_never_make_a_data_directory(cli, args):
+    res = cli(*args)
+    assert res.rc == EXIT_NOT_FOUND, res
+    assert res.err.splitlines() == [
+        f"arrowlog: error: no data directory at {cli.data} (use --data DIR, or create a topic first)"]
+    assert not os.path.exists(cli.data)
+
+
+def test_user_add_and_acl_add_make_the_directory_a_server_will_serve(cli):
+    ok(cli("user", "add", "u", "--password-stdin", input="pw\n"))
+    ok(cli("acl", "add", "--principal", "User:u", "-o", "read", "--topic", "t"))
+    assert list(ok(cli("user", "list", "--json")).json[0]) == ["u"]

@@ -153,6 +153,14 @@ def resolve_data_dir(value: str | None) -> str:
     return value or os.environ.get("ARROWLOG_DATA") or DEFAULT_DATA
 
 
+def existing_data_dir(path: str) -> str:
+    """``path`` if it is a directory, else NotFound (exit 3): the check of
+    every command that reads or removes, which never makes a directory."""
+    if not os.path.isdir(path):
+        raise NotFound(f"no data directory at {path} (use --data DIR, or create a topic first)")
+    return path
+
+
 def group_ids(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     """Click callback for a GROUP argument or --group option: an id the
     group store takes (non-empty, at most 200 characters), else a usage
