@@ -490,3 +490,17 @@ def test_a_closed_logdir_refuses_changes_with_log_closed_error(data_dir):
     with LogDir(data_dir) as again:
         assert again.list_topics() == ["t"]
         assert again.topic("t").config["retention.ms"] == -1
+
+
+def test_replay_and_dataset_of_something_not_a_location_say_what_they_take(data_dir):
+    with Producer({"log.dir": data_dir}) as p:
+        p.produce("t", b"x")
+    with pytest.raises(errors.InvalidArgumentError, match=r"replay\(\) takes a data directory .* or kafka://host:port, "
+                                                          "not int"):
+        arrowlog.replay(5, "t")
+    with pytest.raises(errors.InvalidArgumentError, match=r"dataset\(\) takes a data directory \(a path, file:// URL "
+                                                          r"or LogDir\), not NoneType"):
+        arrowlog.dataset(None, "t")
+    import pathlib
+    assert arrowlog.replay(pathlib.Path(data_dir), "t").num_records == 1
+    assert arrowlog.dataset(pathlib.Path(data_dir), "t").count_rows() == 1
