@@ -19,6 +19,7 @@ import sys
 
 import click
 import pytest
+from paste import paste_errors
 
 import arrowlog
 from arrowlog.cli import cli
@@ -63,6 +64,7 @@ def test_some_blocks_are_marked_runnable():
 def test_the_runnable_python_blocks_run_as_written(tmp_path, name):
     pytest.importorskip("pandas")
     script = "\n".join(code for n, _, info, code in python_blocks() if n == name and info == "runnable")
+    assert paste_errors(script) == [], "does not paste into the interactive interpreter"
     res = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from paste import paste_errors
 
 README = os.path.join(os.path.dirname(__file__), "..", "..", "README.md")
 
@@ -96,3 +97,10 @@ def test_the_readme_names_every_debian_package_make_installs():
     text = open(README, encoding="utf-8").read()
     quick_start = text[text.index("## Quick start"):text.index("## Using the library")]
     assert [p for p in packages if p not in quick_start] == []
+
+
+@pytest.mark.parametrize("heading", [h for group in RUN for h in group], ids=lambda h: h.lstrip("# "))
+def test_the_run_blocks_paste_into_the_interactive_interpreter(heading):
+    """A newcomer pastes them into ``python``: before 3.13 a statement after
+    an indented block needs the blank line that ends the block."""
+    assert paste_errors(python_blocks()[heading]) == []
