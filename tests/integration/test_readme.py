@@ -99,8 +99,8 @@ def test_the_readme_names_every_debian_package_make_installs():
     assert [p for p in packages if p not in quick_start] == []
 
 
-@pytest.mark.parametrize("heading", [h for group in RUN for h in group], ids=lambda h: h.lstrip("# "))
-def test_the_run_blocks_paste_into_the_interactive_interpreter(heading):
+@pytest.mark.parametrize("heading", list(python_blocks()), ids=lambda h: h.lstrip("# "))
+def test_every_block_pastes_into_the_interactive_interpreter(heading):
     """A newcomer pastes them into ``python``: before 3.13 a statement after
     an indented block needs the blank line that ends the block."""
     assert paste_errors(python_blocks()[heading]) == []
