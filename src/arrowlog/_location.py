@@ -19,12 +19,22 @@ import os
 import re
 from typing import Any
 
-from .errors import ConfigError, NotADataDirectoryError
+from .errors import ConfigError, InvalidArgumentError, NotADataDirectoryError
 
 log = logging.getLogger("arrowlog")
 
 # host:port[,host:port...]: what a broker list looks like
 _BROKERS_RE = re.compile(r"\[?[A-Za-z0-9_.:-]*\]?:\d{1,5}(\s*,\s*\[?[A-Za-z0-9_.:-]*\]?:\d{1,5})*")
+
+
+def log_location(log: Any, what: str, *, kafka: bool = True) -> str:
+    """The location a reader (``replay``, ``dataset``) was given as a path,
+    else the InvalidArgumentError that says what it takes."""
+    if isinstance(log, (str, os.PathLike)):
+        return os.fspath(log)
+    cluster = " or kafka://host:port" if kafka else ""
+    raise InvalidArgumentError(f"{what} takes a data directory (a path, file:// URL or LogDir){cluster}, "
+                               f"not {type(log).__name__}")
 
 
 def split_config(config: Any, kwargs: dict) -> tuple[dict, dict]:

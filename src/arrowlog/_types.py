@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import numbers
 from functools import total_ordering
 from typing import Any
+
+from .errors import InvalidArgumentError
 
 OFFSET_BEGINNING = -2
 OFFSET_END = -1
 OFFSET_STORED = -1000
 OFFSET_INVALID = -1001
+
+
+def check_timeout(timeout: Any) -> None:
+    """A poll/consume/flush timeout is a number of seconds or None; anything
+    else is the InvalidArgumentError that says so (not a TypeError from a
+    comparison deep inside)."""
+    if timeout is not None and type(timeout) is not float and type(timeout) is not int \
+            and not isinstance(timeout, numbers.Real):
+        raise InvalidArgumentError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
 
 
 @total_ordering

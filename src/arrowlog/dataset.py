@@ -42,7 +42,6 @@ whose metadata was decoded), ``frames_scanned``, ``rows_scanned`` and
 
 from __future__ import annotations
 
-import os
 from typing import Any, Iterator
 
 import pyarrow as pa
@@ -69,7 +68,7 @@ from ._dataset_stats import (
     time_rows,
 )
 from ._json import parse_json_values
-from ._location import is_kafka, open_data_dir
+from ._location import is_kafka, log_location, open_data_dir
 from ._native.core import murmur2_partition
 from ._owned_log import OwnedLog
 from .backends.local.replay import READ_BYTES, VALUE_FORMATS, Replay, _JsonValues
@@ -481,10 +480,11 @@ def _in_memory(data: Any) -> Any:
 def _open(log: Any) -> tuple[LogDir, bool]:
     if isinstance(log, LogDir):
         return log, False
-    if is_kafka(os.fspath(log)):
-        raise ConfigError(f"arrowlog.dataset reads a local data directory, not {os.fspath(log)!r}: its pushdown "
+    where = log_location(log, "dataset()", kafka=False)
+    if is_kafka(where):
+        raise ConfigError(f"arrowlog.dataset reads a local data directory, not {where!r}: its pushdown "
                           "uses the log's own frames; for a Kafka cluster use arrowlog.replay(url, topic)")
-    return open_data_dir(os.fspath(log), create=False), True
+    return open_data_dir(where, create=False), True
 
 
 def dataset(log: Any, topic: str, *, value_format: str = "binary", value_schema: pa.Schema | None = None,

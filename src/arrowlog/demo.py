@@ -27,6 +27,18 @@ from types import ModuleType
 
 from .errors import ArrowlogError
 
+
+def cli_command() -> str:
+    """How to run ``arrowlog`` from here: the bare name when it is on PATH,
+    else the script beside this interpreter (``.venv/bin/arrowlog`` after
+    ``make demo``, whose virtual environment is not activated)."""
+    beside = os.path.join(os.path.dirname(sys.executable), "arrowlog")
+    if shutil.which("arrowlog") or not os.path.exists(beside):
+        return "arrowlog"
+    rel = os.path.relpath(beside)
+    return rel if not rel.startswith("..") else beside
+
+
 N_ORDERS = 200_000
 DEFAULT_DIR = "demo-data"
 # The file that makes a directory the demo's own, so a re-run may replace it.
@@ -216,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         say(f"6. a consumer seeks by time with offsets_for_times and resumes at partition {first.partition()} "
             f"offset {first.offset()}: {json.loads(value)['orderId']}")
-    say("\ndone. Data is in " + data_dir + "; try: arrowlog --data " + data_dir + " topic describe orders")
+    say(f"\ndone. Data is in {data_dir}; try: {cli_command()} --data {data_dir} topic describe orders")
     return 0
 
 

@@ -631,3 +631,90 @@ def test_demo_runs_in_a_new_directory_and_again_in_its_own(tmp_path, monkeypatch
         assert "value_format='json'" in text and "quantity: int64" in text and "total: double" in text
         assert (target / arrowlog.demo.MARKER).is_file()
     assert arrowlog.replay(str(target), "orders").num_records == 3000  # replaced, not appended to
+
+
+@pytest.mark.parametrize("args", [["topic", "list"], ["topic", "delete", "orders"], ["serve"], ["user", "list"]])
+def test_an_empty_data_option_is_a_usage_error_not_the_default_directory(cli, tmp_path, monkeypatch, args):
+    """``--data "$DIR"`` with DIR unset must not act on $ARROWLOG_DATA or ./arrowlog-data."""
+    ok(cli("topic", "create", "orders"))
+    monkeypatch.setenv("ARROWLOG_DATA", cli.data)
+    for argv in ([*args, "--data", ""], ["--data", "", *args]):
+        runner = CliRunner()
+        with runner.isolation() as (_, err, _):
+            rc = main(argv)
+        assert rc == EXIT_USAGE, argv
+        assert err.getvalue().decode().splitlines() == [
+            "arrowlog: error: Invalid value for '--data': is empty: give a directory, or leave --data out for "
+            f"$ARROWLOG_DATA (else ./arrowlog-data) (see 'arrowlog {' '.join(a for a in args if a != 'orders')} "
+            "--help')"]
+    assert [t["name"] for t in ok(cli("topic", "list", "--json")).json[0]] == ["orders"]
+
+
+def test_user_add_without_a_terminal_says_to_use_password_stdin(cli):
+    res = cli("user", "add", "alice", input="")
+    assert res.rc == EXIT_USAGE, res
+    assert res.err.splitlines() == [
+        "arrowlog: error: no terminal to ask for the password on: pipe it in with --password-stdin"]
+    assert ok(cli("user", "add", "alice", "--password-stdin", input="s3cret\n")).rc == 0
+
+
+def test_the_demo_suggests_a_command_that_runs_without_an_activated_environment(tmp_path, monkeypatch):
+    """After ``make demo`` the venv is not activated: the closing hint names
+    .venv/bin/arrowlog, and the bare name once arrowlog is on PATH."""
+    import sys
+
+    from arrowlog.demo import cli_command
+
+    bin_dir = tmp_path / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    script = bin_dir / "arrowlog"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(bin_dir / "python"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert cli_command() == os.path.join(".venv", "bin", "arrowlog")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert cli_command() == str(script)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert cli_command() == "arrowlog"
+
+
+@pytest.mark.parametrize("args", [["consume", "orders", "-e", "-g", "{}"], ["group", "describe", "{}"],
+                                  ["group", "reset", "{}", "-t", "orders", "--to-earliest", "--execute"],
+                                  ["group", "delete", "{}"]])
+@pytest.mark.parametrize("group, says", [("", "a group id must be a non-empty str, not ''"),
+                                         ("g" * 201, "group id is 201 characters long; the limit is 200")])
+def test_a_group_id_the_store_cannot_take_is_a_usage_error(cli, args, group, says):
+    ok(cli("produce", "orders", input="a\n"))
+    res = cli(*[group if a == "{}" else a for a in args])
+    assert res.rc == EXIT_USAGE, res
+    assert len(res.err.splitlines()) == 1 and says in res.err, res
+    assert not os.path.exists(os.path.join(cli.data, "groups")) or os.listdir(os.path.join(cli.data, "groups")) == []
+
+
+def test_a_group_id_with_a_slash_is_a_name_not_a_path(cli):
+    """Kafka allows any group id; '../x' stays inside groups/."""
+    ok(cli("produce", "orders", input="a\n"))
+    ok(cli("consume", "orders", "-e", "-g", "../x"))
+    rows = ok(cli("group", "describe", "../x", "--json")).json[0]
+    assert [(r["group"], r["lag"]) for r in rows] == [("../x", 0)]
+    assert not os.path.exists(os.path.join(os.path.dirname(cli.data), "x"))
+
+
+@pytest.mark.parametrize("args", [["user", "list"], ["user", "remove", "u"], ["acl", "list"],
+                                  ["acl", "remove", "--principal", "User:x", "--topic", "t"],
+                                  ["txn", "list"], ["txn", "abort", "x"], ["metrics", "--once"]])
+def test_reading_and_removing_commands_never_make_a_data_directory(cli, args):
+    res = cli(*args)
+    assert res.rc == EXIT_NOT_FOUND, res
+    assert res.err.splitlines() == [
+        f"arrowlog: error: no data directory at {cli.data} (use --data DIR, or create a topic first)"]
+    assert not os.path.exists(cli.data)
+
+
+def test_user_add_and_acl_add_make_the_directory_a_server_will_serve(cli):
+    ok(cli("user", "add", "u", "--password-stdin", input="pw\n"))
+    ok(cli("acl", "add", "--principal", "User:u", "-o", "read", "--topic", "t"))
+    assert list(ok(cli("user", "list", "--json")).json[0]) == ["u"]

@@ -400,6 +400,27 @@ def test_argument_mistakes_are_arrowlog_errors_and_still_python_ones(data_dir):
         assert c.consume(0) == []   # as confluent-kafka answers it
 
 
+def test_consumer_arguments_of_the_wrong_type_are_arrowlog_errors(data_dir):
+    """A str where a number or a TopicPartition belongs says which argument
+    and what it takes, instead of a TypeError from inside the consumer."""
+    with Producer({"log.dir": data_dir}) as p:
+        p.produce("t", b"x")
+    with Consumer({"log.dir": data_dir}) as c:
+        c.assign([arrowlog.TopicPartition("t", 0, arrowlog.OFFSET_BEGINNING)])
+        for call, message in [(lambda: c.poll("1"), "timeout must be a number of seconds"),
+                              (lambda: c.consume(1, timeout="1"), "timeout must be a number of seconds"),
+                              (lambda: c.consume("10"), "num_messages must be an int"),
+                              (lambda: c.consume(None), "num_messages must be an int"),
+                              (lambda: c.seek("t"), r"seek\(\) takes TopicPartition objects, not str"),
+                              (lambda: c.position(["t"]), r"position\(\) takes TopicPartition"),
+                              (lambda: c.get_watermark_offsets(("t", 0)), r"get_watermark_offsets\(\) takes")]:
+            with pytest.raises(errors.InvalidArgumentError, match=message) as bad:
+                call()
+            assert isinstance(bad.value, TypeError)
+        numpy = pytest.importorskip("numpy")
+        assert [m.value() for m in c.consume(numpy.int64(5), timeout=numpy.float64(WAIT_S))] == [b"x"]
+
+
 def _read_only_mount_works(tmp_path) -> bool:
     probe = tmp_path / "probe"
     probe.mkdir()
@@ -445,3 +466,42 @@ def test_an_unreachable_cluster_logs_its_error_once_not_every_retry(caplog):
             Producer({"bootstrap.servers": "127.0.0.1:1", "socket.connection.setup.timeout.ms": 3000})
     lines = [r.getMessage() for r in caplog.records if r.name == "arrowlog.kafka"]
     assert 1 <= len(lines) <= 3, lines
+
+
+def test_producer_timeouts_of_the_wrong_type_are_arrowlog_errors(data_dir):
+    with Producer({"log.dir": data_dir}) as p:
+        p.produce("t", b"x")
+        for call in (lambda: p.poll("1"), lambda: p.flush("1")):
+            with pytest.raises(errors.InvalidArgumentError, match="timeout must be a number of seconds or None, not str"):
+                call()
+        assert p.flush(None) == 0
+    assert stored(data_dir, "t") == [b"x"]
+
+
+def test_a_closed_logdir_refuses_changes_with_log_closed_error(data_dir):
+    """Not a ValueError about a negative file descriptor: the closed LogDir
+    gave its lock file back, and a change needs it."""
+    log = LogDir(data_dir)
+    log.create_topic("t")
+    log.close()
+    for change in (lambda: log.create_topic("u"), lambda: log.delete_topic("t"),
+                   lambda: log.alter_topic("t", {"retention.ms": 1000})):
+        with pytest.raises(errors.LogClosedError, match="is closed: open a new LogDir"):
+            change()
+    with LogDir(data_dir) as again:
+        assert again.list_topics() == ["t"]
+        assert again.topic("t").config["retention.ms"] == -1
+
+
+def test_replay_and_dataset_of_something_not_a_location_say_what_they_take(data_dir):
+    with Producer({"log.dir": data_dir}) as p:
+        p.produce("t", b"x")
+    with pytest.raises(errors.InvalidArgumentError, match=r"replay\(\) takes a data directory .* or kafka://host:port, "
+                                                          "not int"):
+        arrowlog.replay(5, "t")
+    with pytest.raises(errors.InvalidArgumentError, match=r"dataset\(\) takes a data directory \(a path, file:// URL "
+                                                          r"or LogDir\), not NoneType"):
+        arrowlog.dataset(None, "t")
+    import pathlib
+    assert arrowlog.replay(pathlib.Path(data_dir), "t").num_records == 1
+    assert arrowlog.dataset(pathlib.Path(data_dir), "t").count_rows() == 1

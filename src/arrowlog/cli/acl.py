@@ -15,6 +15,7 @@ from .common import (
     EXIT_USAGE,
     CliError,
     command_body,
+    existing_data_dir,
     note,
     resolve_data_dir,
 )
@@ -27,10 +28,12 @@ def _acl():
     return acl
 
 
-def _store(data: str | None):
+def _store(data: str | None, *, create: bool = False):
+    """The directory's ACL store; only 'acl add' may make the directory."""
     from arrowlog.server.security.store import AclStore
 
-    return AclStore(resolve_data_dir(data))
+    path = resolve_data_dir(data)
+    return AclStore(path if create else existing_data_dir(path))
 
 
 def _resource(topic, group, cluster, transactional_id) -> tuple[int, str]:
@@ -105,7 +108,7 @@ def acl_add(principal, topic, group, transactional_id, cluster, prefixed, host, 
     """Add ACL bindings."""
     bindings = _bindings(principal, topic, group, transactional_id, cluster, prefixed, host, deny,
                          [o.lower() for o in operations])
-    _store(data).add(bindings)
+    _store(data, create=True).add(bindings)
     note(f"{len(bindings)} ACL binding{'s' if len(bindings) != 1 else ''} stored")
 
 

@@ -140,15 +140,40 @@ def parse_size(text: str, param_hint: str | None = None) -> int:
 
 def resolve_data_dir(value: str | None) -> str:
     """``--data`` on the command, then on ``arrowlog`` itself, then
-    ``$ARROWLOG_DATA``, then ``./arrowlog-data``."""
-    if value:
-        return value
+    ``$ARROWLOG_DATA``, then ``./arrowlog-data``. An empty ``--data`` (a
+    ``--data "$DIR"`` whose variable is unset) is a usage error, never the
+    default directory."""
     ctx = click.get_current_context(silent=True)
-    if ctx is not None:
+    if value is None and ctx is not None:
         root = ctx.find_root()
-        if root.obj and root.obj.get("data"):
-            return root.obj["data"]
-    return os.environ.get("ARROWLOG_DATA") or DEFAULT_DATA
+        value = root.obj.get("data") if root.obj else None
+    if value == "":
+        raise click.BadParameter("is empty: give a directory, or leave --data out for $ARROWLOG_DATA "
+                                 "(else ./arrowlog-data)", param_hint="'--data'")
+    return value or os.environ.get("ARROWLOG_DATA") or DEFAULT_DATA
+
+
+def existing_data_dir(path: str) -> str:
+    """``path`` if it is a directory, else NotFound (exit 3): the check of
+    every command that reads or removes, which never makes a directory."""
+    if not os.path.isdir(path):
+        raise NotFound(f"no data directory at {path} (use --data DIR, or create a topic first)")
+    return path
+
+
+def group_ids(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Click callback for a GROUP argument or --group option: an id the
+    group store takes (non-empty, at most 200 characters), else a usage
+    error (exit 2) before anything is opened."""
+    from arrowlog.errors import ArrowlogError
+    from arrowlog.groups.store import group_dirname
+
+    for group in () if value is None else (value,) if isinstance(value, str) else value:
+        try:
+            group_dirname(group)
+        except ArrowlogError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+    return value
 
 
 def data_option(fn: Callable) -> Callable:

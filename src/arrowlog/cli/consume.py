@@ -9,7 +9,7 @@ import click
 
 from arrowlog.storage.reader import wait_for_data
 
-from .common import command_body, err, resolve_data_dir, stdout_is_tty
+from .common import command_body, err, group_ids, resolve_data_dir, stdout_is_tty
 from .formatting import FormatError, make_formatter
 from .offsets import OffsetRange, OffsetSyntaxError, parse_offset_spec
 from .store import (
@@ -60,7 +60,7 @@ Examples:
 @click.option("-e", "--exit-at-end", "exit_at_end", is_flag=True,
               help="Stop at the end of the log (the default unless -f).")
 @click.option("-f", "--follow", is_flag=True, help="Keep waiting for new records, like tail -f.")
-@click.option("-g", "--group", default=None,
+@click.option("-g", "--group", default=None, callback=group_ids,
               help="Consume as a member of GROUP: share its partitions, resume from and commit its offsets.")
 @click.option("--format", "fmt", default=None, metavar="FORMAT",
               help="json, text, or a template like '%k %v %o %T\\n' [default: json when stdout is "

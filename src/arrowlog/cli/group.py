@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .common import CliError, NotFound, command_body, note, out, print_table, resolve_data_dir
+from .common import CliError, NotFound, command_body, group_ids, note, out, print_table, resolve_data_dir
 from .groups import GroupStore, open_group_store
 from .offsets import OffsetSyntaxError, parse_time_ms
 from .store import get_topic, open_logdir, parse_partitions, pick_partitions
@@ -107,7 +107,7 @@ Examples:
   arrowlog group describe billing --json | jq '[.[].lag] | add'
 """,
 )
-@click.argument("groups", nargs=-1)
+@click.argument("groups", nargs=-1, callback=group_ids)
 @click.option("--json", "as_json", is_flag=True, help="A JSON array of rows instead of a table.")
 @command_body
 def describe_cmd(groups: tuple[str, ...], as_json: bool, data: str | None) -> None:
@@ -156,7 +156,7 @@ Examples:
   arrowlog group reset billing --all-topics --shift-by -100 --execute
 """,
 )
-@click.argument("group")
+@click.argument("group", callback=group_ids)
 @click.option("-t", "--topic", "topics", multiple=True, help="Reset this topic (repeat).")
 @click.option("--all-topics", is_flag=True, help="Reset every topic the group has offsets for.")
 @click.option("-p", "--partition", "partitions", multiple=True, metavar="N", help="Only these partitions.")
@@ -206,7 +206,7 @@ def reset_cmd(group: str, topics: tuple[str, ...], all_topics: bool, partitions:
 
 
 @group_group.command("delete", epilog="Example:\n\n  arrowlog group delete billing")
-@click.argument("groups", nargs=-1, required=True)
+@click.argument("groups", nargs=-1, required=True, callback=group_ids)
 @command_body
 def delete_cmd(groups: tuple[str, ...], data: str | None) -> None:
     """Delete groups and their committed offsets (refused while members are alive)."""

@@ -6,7 +6,7 @@ import threading
 
 import click
 
-from .common import command_body, err, resolve_data_dir
+from .common import command_body, err, existing_data_dir, resolve_data_dir
 
 
 @click.command(
@@ -31,7 +31,7 @@ def metrics_cmd(listen: str, once: bool, data: str | None) -> None:
     from arrowlog.metrics import LogDirCollector, start_metrics_http
     from arrowlog.storage import LogDir
 
-    with LogDir(resolve_data_dir(data), create=False) as logdir:
+    with LogDir(existing_data_dir(resolve_data_dir(data)), create=False) as logdir:
         collector = LogDirCollector(logdir)
         if once:
             registry = CollectorRegistry(auto_describe=False)

@@ -9,7 +9,6 @@ offset range, and the size of a partition on disk.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +19,7 @@ import pyarrow as pa
 from arrowlog.errors import StorageError
 from arrowlog.storage.reader import RangeReader
 
-from .common import CliError, NotFound, resolve_data_dir
+from .common import CliError, NotFound, existing_data_dir, resolve_data_dir
 from .formatting import Record
 from .offsets import OffsetRange, OffsetSpec, resolve_range
 
@@ -33,8 +32,8 @@ def open_logdir(path: str, *, create: bool = False) -> Any:
     recovery). Only ``create`` commands may make a new directory."""
     from arrowlog.storage import LogDir
 
-    if not create and not os.path.isdir(path):
-        raise NotFound(f"no data directory at {path} (use --data DIR, or create a topic first)")
+    if not create:
+        existing_data_dir(path)
     try:
         logdir = LogDir(path, create=create)
     except StorageError as e:

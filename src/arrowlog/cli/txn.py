@@ -22,6 +22,7 @@ from .common import (
     EXIT_UNAVAILABLE,
     CliError,
     command_body,
+    existing_data_dir,
     note,
     resolve_data_dir,
 )
@@ -48,7 +49,7 @@ def txn_list(data: str | None) -> Listing:
     """List transactional ids: state, producer, partitions and the first offset each holds."""
     from arrowlog.server.transactions import OPEN_STATES
 
-    txns = _coordinator(resolve_data_dir(data)).describe()
+    txns = _coordinator(existing_data_dir(resolve_data_dir(data))).describe()
     txns.sort(key=lambda t: (t["state"] not in OPEN_STATES, t["transactional_id"]))
     now = time.time() * 1000
     return txns, ["TRANSACTIONAL ID", "STATE", "PRODUCER", "EPOCH", "AGE", "HOLDS (PARTITION@OFFSET)"], lambda: [
@@ -82,7 +83,7 @@ def txn_abort(transactional_id: str, bootstrap: str | None, data: str | None) ->
                            EXIT_UNAVAILABLE) from None
         note(f"transaction {transactional_id!r} aborted (if one was open); its producer is fenced")
         return
-    _abort_offline(resolve_data_dir(data), transactional_id)
+    _abort_offline(existing_data_dir(resolve_data_dir(data)), transactional_id)
 
 
 def _served(data: str) -> bool:

@@ -18,6 +18,7 @@ from .common import (
     EXIT_USAGE,
     CliError,
     command_body,
+    existing_data_dir,
     note,
     resolve_data_dir,
 )
@@ -26,10 +27,12 @@ from .listing import Listing, list_command
 MECHANISM_CHOICES = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
-def _stores(data: str | None):
+def _stores(data: str | None, *, create: bool = False):
+    """The directory's credential store; only 'user add' may make the directory."""
     from arrowlog.server.security.store import CredentialStore
 
-    return CredentialStore(resolve_data_dir(data))
+    path = resolve_data_dir(data)
+    return CredentialStore(path if create else existing_data_dir(path))
 
 
 @click.group("user", epilog="""\b
@@ -71,10 +74,12 @@ def user_add(name: str, password: str | None, password_stdin: bool, mechanisms: 
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     elif password is None:
+        if not sys.stdin.isatty():
+            raise CliError("no terminal to ask for the password on: pipe it in with --password-stdin", EXIT_USAGE)
         password = click.prompt(f"password for {name}", hide_input=True, confirmation_prompt=True, err=True)
     if not password:
         raise CliError("the password is empty", EXIT_USAGE)
-    store = _stores(data)
+    store = _stores(data, create=True)
     for mechanism in mechanisms or MECHANISM_CHOICES:
         try:
             credential = make_credential(mechanism, password, iterations=iterations)

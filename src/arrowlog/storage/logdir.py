@@ -35,6 +35,7 @@ from ..errors import (
     ConfigError,
     CorruptRecordError,
     InvalidTopicError,
+    LogClosedError,
     NotADataDirectoryError,
     StorageError,
     TopicExistsError,
@@ -266,6 +267,13 @@ class LogDir:
 
     # -- topics ---------------------------------------------------------------
 
+    def _exclusive(self) -> ExclusiveFlock:
+        """The directory's exclusive lock, for a change to its topics: a
+        closed LogDir no longer holds the lock file, so it changes nothing."""
+        if self._closed:
+            raise LogClosedError(f"the log {self.path} is closed: open a new LogDir to change its topics")
+        return ExclusiveFlock(self._lock_fd)
+
     def _meta_path(self, name: str) -> str:
         return os.path.join(self.topics_dir, name, "topic.json")
 
@@ -293,13 +301,13 @@ class LogDir:
         schema = value_schema_from_config(resolved.get("value.schema"))
         resolved["value.schema"] = schema_to_json(schema)
         try:
-            with self._lock, ExclusiveFlock(self._lock_fd):
+            with self._lock, self._exclusive():
                 staging = None if self._exists(name, exist_ok) else Staging(self.topics_dir)
             if staging is not None:
                 with staging:
                     # its partitions' files now, not at their first writes, outside the locks (precreate.py)
                     create_partitions(staging.path, range(nparts), resolved, topic_envelope(schema))
-                    with self._lock, ExclusiveFlock(self._lock_fd):
+                    with self._lock, self._exclusive():
                         if not self._exists(name, exist_ok):
                             staging.rename_to(os.path.join(self.topics_dir, name))
                             write_json_atomic(self._meta_path(name), {"name": name, "partitions": nparts,
@@ -363,7 +371,7 @@ class LogDir:
         schema; config keys that still parse are kept, the rest take their
         defaults. Returns the new metadata, or None if it was fine."""
         validate_topic_name(name)
-        with self._lock, ExclusiveFlock(self._lock_fd):
+        with self._lock, self._exclusive():
             try:
                 self._read_meta(name)
                 return None
@@ -436,7 +444,7 @@ class LogDir:
         if new is None:
             raise ConfigError("a typed topic's value.schema cannot be removed")
         t = self.topic(name)
-        with self._lock, ExclusiveFlock(self._lock_fd):
+        with self._lock, self._exclusive():
             meta = self._read_meta(name)
             current = value_schema_from_config(meta["config"].get("value.schema"))
             if current is None:
@@ -471,7 +479,7 @@ class LogDir:
         current.pop("value.schema", None)
         resolved = _config.resolve(_config.TOPIC, current, what="topic")
         resolved.pop("partitions")
-        with self._lock, ExclusiveFlock(self._lock_fd):
+        with self._lock, self._exclusive():
             # the value schema as on disk now (another process may have evolved it)
             resolved["value.schema"] = self._read_meta(name)["config"].get("value.schema")
             meta = {"name": name, "partitions": t.num_partitions, "config": resolved, "topic_id": t.topic_id}
@@ -489,7 +497,7 @@ class LogDir:
         try:
             with staging:
                 t = self.topic(name)
-                with self._lock, ExclusiveFlock(self._lock_fd):
+                with self._lock, self._exclusive():
                     meta = self._read_meta(name)
                     if meta == staging.made and total == staging.total:
                         staging.move_partitions(t.directory, range(meta["partitions"], total))
@@ -512,7 +520,7 @@ class LogDir:
         if total > MAX_PARTITIONS:
             raise ConfigError(f"at most {MAX_PARTITIONS} partitions")
         try:
-            with self._lock, ExclusiveFlock(self._lock_fd):
+            with self._lock, self._exclusive():
                 meta = self._read_meta(name)
                 staging = Staging(self.topics_dir)
             try:
@@ -527,7 +535,7 @@ class LogDir:
 
     def delete_topic(self, name: str) -> None:
         validate_topic_name(name)
-        with self._lock, ExclusiveFlock(self._lock_fd):
+        with self._lock, self._exclusive():
             if not os.path.exists(self._meta_path(name)):
                 raise UnknownTopicError(f"topic {name!r} does not exist in {self.path}")
             t = self._topics.pop(name, None)

@@ -25,6 +25,7 @@ confluent-kafka's.
 from __future__ import annotations
 
 import collections
+import numbers
 import time
 from typing import Any, Iterator
 
@@ -32,7 +33,14 @@ from ... import config as _config
 from ..._callbacks import ClientCallbacks
 from ..._location import location_of, open_data_dir, split_config, wants_kafka
 from ..._native import core
-from ..._types import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED, TopicPartition
+from ..._types import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    OFFSET_INVALID,
+    OFFSET_STORED,
+    TopicPartition,
+    check_timeout,
+)
 from ...convert import to_epoch_ms
 from ...errors import (
     ArrowlogError,
@@ -71,7 +79,15 @@ class _Fetch:
 
 
 def _timeout(timeout: float | None) -> float:
+    check_timeout(timeout)
     return -1.0 if timeout is None or timeout < 0 else float(timeout)
+
+
+def _partition_arg(what: str, tp: Any) -> TopicPartition:
+    """``tp`` if it is a TopicPartition, else the InvalidArgumentError that says so."""
+    if not isinstance(tp, TopicPartition):
+        raise InvalidArgumentError(f"{what} takes TopicPartition objects, not {type(tp).__name__}")
+    return tp
 
 
 class Consumer:
@@ -231,9 +247,7 @@ class Consumer:
         self._check_open()
         fetches = {}
         for tp in partitions:
-            if not isinstance(tp, TopicPartition):
-                raise InvalidArgumentError(f"assign() takes TopicPartition objects, not {type(tp).__name__}")
-            if tp.partition < 0:
+            if _partition_arg("assign()", tp).partition < 0:
                 raise UnknownPartitionError(f"assign() needs a partition number for {tp.topic!r}")
             log = self._partition_log(tp.topic, tp.partition)
             fetches[(tp.topic, tp.partition)] = self._new_fetch(tp, log)
@@ -298,7 +312,7 @@ class Consumer:
     def seek(self, partition: TopicPartition) -> None:
         """Make the next record read from ``partition`` the one at its offset."""
         self._check_open()
-        f = self._fetch_for(partition)
+        f = self._fetch_for(_partition_arg("seek()", partition))
         f.position = self._resolve(f.log, partition.topic, partition.partition, partition.offset)
         f.views.clear()
         f.eof_sent = False
@@ -321,7 +335,7 @@ class Consumer:
         self._check_open()
         out = []
         for tp in partitions:
-            f = self._assigned.get((tp.topic, tp.partition))
+            f = self._assigned.get((_partition_arg("position()", tp).topic, tp.partition))
             out.append(TopicPartition(tp.topic, tp.partition, f.position if f is not None else OFFSET_INVALID))
         return out
 
@@ -329,6 +343,7 @@ class Consumer:
                               cached: bool = False) -> tuple[int, int]:
         """(low, high): the log start offset and the high watermark."""
         self._check_open()
+        _partition_arg("get_watermark_offsets()", partition)
         return self._partition_log(partition.topic, partition.partition).watermarks()
 
     def offsets_for_times(self, partitions: list[TopicPartition], timeout: float | None = None) -> list[TopicPartition]:
@@ -460,6 +475,8 @@ class Consumer:
         (negative or None: forever) for the first. ``num_messages=0``
         returns [] at once, as confluent-kafka does."""
         self._check_open()
+        if type(num_messages) is not int and not isinstance(num_messages, numbers.Integral):
+            raise InvalidArgumentError(f"num_messages must be an int in 0..1000000, not {type(num_messages).__name__}")
         if num_messages < 1 or num_messages > 1_000_000:
             if num_messages == 0:
                 return []

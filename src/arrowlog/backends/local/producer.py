@@ -49,6 +49,7 @@ from ... import config as _config
 from ..._callbacks import ClientCallbacks
 from ..._location import location_of, open_data_dir, split_config, wants_kafka
 from ..._native import core
+from ..._types import check_timeout
 from ...convert import record_validator, to_epoch_ms, typed_values
 from ...errors import (
     ArrowlogError,
@@ -374,6 +375,7 @@ class Producer(core.ProducerCore):
         to ``timeout`` seconds for one when none is ready."""
         if self._closed:
             self._raise_closed()
+        check_timeout(timeout)
         self._raise_pending()
         if self._queued:
             self._send_all(only_lingered=True)
@@ -401,6 +403,7 @@ class Producer(core.ProducerCore):
         records still queued (0)."""
         if self._closed:
             self._raise_closed()
+        check_timeout(timeout)
         if self._queued:  # (counts a batch the linger thread is appending until it is in the log)
             self._send_all()
         if self._reports:

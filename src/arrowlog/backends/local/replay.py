@@ -35,14 +35,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-import os
 from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
 
 from ..._json import parse_json_values
-from ..._location import is_kafka, open_data_dir
+from ..._location import is_kafka, log_location, open_data_dir
 from ..._optional import require
 from ..._owned_log import OwnedLog
 from ...convert import to_epoch_ms
@@ -474,7 +473,7 @@ def replay(log: Any, topic: str, start: Any = "beginning", end: Any = "end", par
     if isinstance(log, LogDir):
         return Replay(log, topic, start, end, partitions, columns, isolation=isolation, value_format=value_format,
                       value_schema=value_schema, latest_per_key=latest_per_key)
-    where = os.fspath(log)
+    where = log_location(log, "replay()")
     if is_kafka(where):
         if latest_per_key:
             raise ConfigError("latest_per_key is for an embedded log (a data directory), not kafka://")
