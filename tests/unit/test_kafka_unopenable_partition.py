@@ -13,6 +13,7 @@ import socket
 
 from inproc_server import frame, recv_frame, served
 
+import arrowlog
 from arrowlog import LogDir
 from arrowlog.server import messages as M
 from arrowlog.server.log_once import LogOnce
@@ -69,3 +70,62 @@ def test_a_new_failure_or_one_after_a_success_is_logged_again(caplog):
     assert errors == ["a: EACCES (retries not logged)", "a: EIO (retries not logged)",
                       "a: EIO (retries not logged)", "b: EIO (retries not logged)",
                       "c: EIO (retries not logged)", "a: EIO (retries not logged)"]
+
+
+def test_a_failing_offset_lookup_or_read_is_logged_once_per_partition(tmp_path, caplog, monkeypatch):
+    """The same for a partition that opens but whose offset lookup or read fails
+    (an I/O error, a damaged index): every ListOffsets or Fetch retry was logged at ERROR."""
+    from arrowlog.server import fetch
+
+    data = tmp_path / "d"
+    with LogDir(str(data)) as d:
+        d.create_topic("t", 1)
+    broken = {"on": True}
+    real_lookup, real_read = fetch.FetchHandlers._lookup_offset, fetch._read_checked
+
+    def lookup(self, pl, timestamp):
+        if broken["on"]:
+            raise OSError(5, "Input/output error")
+        return real_lookup(self, pl, timestamp)
+
+    def read(pl, offset, max_bytes):
+        if broken["on"]:
+            raise OSError(5, "Input/output error")
+        return real_read(pl, offset, max_bytes)
+
+    monkeypatch.setattr(fetch.FetchHandlers, "_lookup_offset", lookup)
+    monkeypatch.setattr(fetch, "_read_checked", read)
+
+    def errors(prefix: str) -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR
+                and r.getMessage().startswith(prefix)]
+
+    with caplog.at_level(logging.DEBUG, logger="arrowlog.server"), served(data) as (server, _):
+        p = arrowlog.Producer({"log.dir": str(data)})
+        p.produce("t", b"v")
+        p.flush()
+        p.close()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE_S) as s:
+            for _ in range(20):   # a client retrying
+                assert latest_offset(s, "t")[0] == KAFKA_STORAGE_ERROR
+                assert fetch_error(s, "t") == KAFKA_STORAGE_ERROR
+            assert len(errors("offset lookup in t-0 failed")) == 1, errors("offset lookup in t-0 failed")
+            assert len(errors("fetch of t-0 at 0 failed")) == 1, errors("fetch of t-0 at 0 failed")
+            broken["on"] = False   # works again: served, and a later failure is logged again
+            assert latest_offset(s, "t") == (0, 1)
+            assert fetch_error(s, "t") == 0
+            broken["on"] = True
+            assert latest_offset(s, "t")[0] == KAFKA_STORAGE_ERROR
+            assert fetch_error(s, "t") == KAFKA_STORAGE_ERROR
+            assert len(errors("offset lookup in t-0 failed")) == 2
+            assert len(errors("fetch of t-0 at 0 failed")) == 2
+
+
+def fetch_error(s: socket.socket, topic: str) -> int:
+    """The error code of a Fetch v4 of ``topic``-0 from offset 0."""
+    s.sendall(frame(M.FETCH, 4, {"replica_id": -1, "max_wait_ms": 0, "min_bytes": 0, "max_bytes": 1 << 20,
+                                 "isolation_level": 0, "topics": [{"topic": topic, "partitions": [
+                                     {"partition": 0, "fetch_offset": 0, "partition_max_bytes": 1 << 20}]}]}))
+    r = Reader(recv_frame(s))
+    r.int32()
+    return M.FETCH.decode_response(r, 4)["responses"][0]["partitions"][0]["error_code"]

@@ -71,6 +71,8 @@ class FetchHandlers:
         self.txns = broker.txns
         # a damaged frame is logged at ERROR once, not on every Fetch retry of it
         self._corrupt_logged = LogOnce(log, "Fetch retries of it are answered CORRUPT_MESSAGE without logging again")
+        # a read or offset lookup that fails for the storage: the same, per partition and kind
+        self._failed = LogOnce(log, "retries are answered with the same error without logging again")
         self._cache: collections.OrderedDict = collections.OrderedDict()
         self._cache_bytes = 0
 
@@ -147,10 +149,11 @@ class FetchHandlers:
                     stop = True
                     continue
                 except (AE.StorageError, OSError) as exc:
-                    log.error("fetch of %s-%d at %d failed: %s", name, idx, offset, exc)
+                    self._failed.error(("fetch", name, idx), f"fetch of {name}-{idx} at {offset} failed: {exc}")
                     out["error_code"] = E.KAFKA_STORAGE_ERROR
                     stop = True
                     continue
+                self._failed.forget(("fetch", name, idx))   # read again: its next failure is news
                 chunks: list[bytes] = []
                 size = 0
                 for fr in frames:
@@ -162,7 +165,8 @@ class FetchHandlers:
                         else:
                             enc = self._encoded(name, idx, fr)
                     except (TypeError, ValueError, pa.ArrowException) as exc:
-                        log.error("cannot serve %s-%d at %d over Kafka: %s", name, idx, fr.base_offset, exc)
+                        self._failed.error(("encode", name, idx),
+                                           f"cannot serve {name}-{idx} at {fr.base_offset} over Kafka: {exc}")
                         out["error_code"] = E.UNKNOWN_SERVER_ERROR
                         stop = True
                         break
@@ -219,9 +223,10 @@ class FetchHandlers:
                     if lp["timestamp"] == -1 and req.get("isolation_level", 0) == 1:
                         offset = self.txns.last_stable_offset(lt["name"], idx, offset)
                 except (AE.CorruptRecordError, OSError) as exc:
-                    log.error("offset lookup in %s-%d failed: %s", lt["name"], idx, exc)
+                    self._failed.error(("lookup", lt["name"], idx), f"offset lookup in {lt['name']}-{idx} failed: {exc}")
                     parts.append({"partition_index": idx, "error_code": E.KAFKA_STORAGE_ERROR})
                     continue
+                self._failed.forget(("lookup", lt["name"], idx))   # works again: its next failure is news
                 parts.append({"partition_index": idx, "error_code": E.NONE, "timestamp": ts,
                               "offset": offset, "leader_epoch": 0})
             topics.append({"name": lt["name"], "partitions": parts})
