@@ -390,8 +390,10 @@ class LogDirCollector(Collector):
                 labels = [group, topic, str(partition)]
                 offset.add_metric(labels, -1 if committed is None else committed)
                 s = sums.setdefault(topic, [0, 0])
-                if committed is None:
-                    continue  # nothing committed: no lag (kafka_exporter reports the offset as -1)
+                if committed is None or committed < 0:
+                    # nothing committed (kafka_exporter reports the offset as -1), or an offset
+                    # no consumer resumes from (a client reads a negative one as none): no lag
+                    continue
                 s[0] += committed
                 behind = max(0, high - committed)
                 lag.add_metric(labels, behind)

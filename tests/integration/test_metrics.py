@@ -274,6 +274,28 @@ def test_lag_seconds_from_the_committed_records_timestamp(data_dir):
     assert m["kafka_consumergroup_members"][lbl(consumergroup="slow")] == 0
 
 
+def test_a_negative_committed_offset_has_no_lag(data_dir):
+    """Kafka's OffsetCommit stores any offset; a consumer treats a negative one
+    as nothing committed. Its lag was high watermark minus it (8 for -5 on a
+    3-record partition)."""
+    with Producer({"log.dir": data_dir, "num.partitions": 1}) as p:
+        for i in range(3):
+            p.produce("t", value=b"v")
+        p.flush()
+    with GroupAdmin(data_dir) as admin:
+        admin.commit("odd", {("t", 0): -5})
+        admin.commit("fine", {("t", 0): 1})
+    with LogDir(data_dir) as logdir:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(LogDirCollector(logdir))
+        m = parse(generate_latest(registry).decode())
+    assert m["kafka_consumergroup_current_offset"][lbl(consumergroup="odd", topic="t", partition=0)] == -5
+    assert m["kafka_consumergroup_lag"] == {lbl(consumergroup="fine", topic="t", partition=0): 2}
+    # (the sums count it as nothing committed, as for a partition with no commit)
+    assert m["kafka_consumergroup_lag_sum"] == {lbl(consumergroup="fine", topic="t"): 2,
+                                                lbl(consumergroup="odd", topic="t"): 0}
+
+
 def test_arrowlog_metrics_command_serves_a_directory(data_dir):
     with Producer({"log.dir": data_dir, "num.partitions": 2}) as p:
         for i in range(20):
